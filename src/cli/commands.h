@@ -1,0 +1,14 @@
+/*
+ * commands.h - the `shoal` verbs.  One file per verb in src/cli/, in the
+ * manner of kvmtool's builtin-*.c; main.c holds the table that dispatches
+ * to them.  Each takes the arguments after the verb (argv[0] is the verb)
+ * and returns the process exit status (util/exitcode.h).
+ */
+#ifndef SHOAL_CLI_COMMANDS_H
+#define SHOAL_CLI_COMMANDS_H
+
+int cmd_run(int argc, char **argv);        /* run.c: boot a VM in the foreground */
+int cmd_cpu_templates(int argc, char **argv); /* cpu_templates.c: list CPU templates */
+int cmd_img(int argc, char **argv);        /* img.c: disk image tool */
+
+#endif

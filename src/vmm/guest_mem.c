@@ -1,0 +1,148 @@
+/*
+ * guest_mem.c - see guest_mem.h.
+ *
+ * The memfd is sealed against shrinking so that a later mapping by another
+ * process (vhost-user back end, migration sender) can never fault on a page
+ * that was cut off under it.
+ */
+#include "vmm/guest_mem.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "util/exitcode.h"
+#include "vmm/layout.h"
+
+static int guest_mem_check_size(uint64_t size, struct error *e)
+{
+	if (size < GUEST_MEM_MIN)
+		return error_set(e, EXIT_USAGE, "memory size %llu MiB is too small (minimum %llu MiB)",
+				 (unsigned long long)(size >> 20),
+				 (unsigned long long)(GUEST_MEM_MIN >> 20));
+	if (size > GUEST_MEM_MAX)
+		return error_set(e, EXIT_RESOURCE, "memory size %llu GiB is too large (maximum %llu GiB)",
+				 (unsigned long long)(size >> 30),
+				 (unsigned long long)(GUEST_MEM_MAX >> 30));
+	if (size & 0xfff)
+		return error_set(e, EXIT_USAGE, "memory size %llu is not a multiple of 4 KiB",
+				 (unsigned long long)size);
+	return 0;
+}
+
+/* Fill the region table for `size` bytes split around the 32-bit hole. */
+static void guest_mem_layout(struct guest_mem *m, uint64_t size)
+{
+	uint64_t low = size < GUEST_MEM32_GAP_START ? size : GUEST_MEM32_GAP_START;
+
+	m->size = size;
+	m->nregions = 1;
+	m->region[0] = (struct guest_region){ .gpa = 0, .size = low, .offset = 0 };
+	if (size > low) {
+		m->region[1] = (struct guest_region){
+			.gpa = GUEST_MEM32_GAP_END, .size = size - low, .offset = low };
+		m->nregions = 2;
+	}
+}
+
+int guest_mem_create(struct guest_mem *m, uint64_t size, struct error *e)
+{
+	void *p;
+	int fd;
+
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	if (guest_mem_check_size(size, e))
+		return -1;
+	fd = memfd_create("shoal-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return error_set(e, EXIT_HOST, "memfd_create: %s", strerror(errno));
+	if (ftruncate(fd, (off_t)size) < 0) {
+		int err = errno;
+		close(fd);
+		return error_set(e, EXIT_RESOURCE, "cannot size guest memory to %llu MiB: %s",
+				 (unsigned long long)(size >> 20), strerror(err));
+	}
+	fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK);
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	if (p == MAP_FAILED) {
+		int err = errno;
+		close(fd);
+		return error_set(e, EXIT_RESOURCE, "cannot map %llu MiB of guest memory: %s",
+				 (unsigned long long)(size >> 20), strerror(err));
+	}
+	madvise(p, size, MADV_DONTDUMP);
+	m->fd = fd;
+	m->host = p;
+	guest_mem_layout(m, size);
+	return 0;
+}
+
+int guest_mem_create_anon(struct guest_mem *m, uint64_t size, struct error *e)
+{
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	if (guest_mem_check_size(size, e))
+		return -1;
+	m->host = calloc(1, size);
+	if (!m->host)
+		return error_set(e, EXIT_RESOURCE, "cannot allocate %llu MiB", (unsigned long long)(size >> 20));
+	guest_mem_layout(m, size);
+	return 0;
+}
+
+void guest_mem_destroy(struct guest_mem *m)
+{
+	if (!m->host)
+		return;
+	if (m->fd >= 0) {
+		munmap(m->host, m->size);
+		close(m->fd);
+	} else {
+		free(m->host);
+	}
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+}
+
+void *guest_mem_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	for (int i = 0; i < m->nregions; i++) {
+		const struct guest_region *r = &m->region[i];
+
+		if (gpa < r->gpa || gpa - r->gpa >= r->size)
+			continue;
+		if (len > r->size - (gpa - r->gpa))
+			return NULL;
+		return m->host + r->offset + (gpa - r->gpa);
+	}
+	return len == 0 && m->nregions ? m->host : NULL;
+}
+
+int guest_mem_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len)
+{
+	void *p = guest_mem_ptr(m, gpa, len);
+
+	if (!p)
+		return -1;
+	memcpy(p, src, len);
+	return 0;
+}
+
+int guest_mem_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len)
+{
+	void *p = guest_mem_ptr(m, gpa, len);
+
+	if (!p)
+		return -1;
+	memcpy(dst, p, len);
+	return 0;
+}
+
+uint64_t guest_mem_low_end(const struct guest_mem *m)
+{
+	return m->region[0].size;
+}

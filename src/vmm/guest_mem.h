@@ -1,0 +1,59 @@
+/*
+ * guest_mem.h - guest RAM: one memfd, mapped once into the VMM.
+ *
+ * Design rule (docs/vision.md): guest memory is a memfd.  Snapshots, template
+ * clones (MAP_PRIVATE of a memory file), vhost-user back ends and migration
+ * all map or send this same file.  RAM is split around the 32-bit PCI hole
+ * (layout.h): the memfd holds the low part at file offset 0 and the high part
+ * right after it, and the host mapping is one contiguous range of `size`
+ * bytes, so a file offset equals a host-mapping offset.
+ *
+ * Every access from device code goes through guest_mem_ptr(), which checks
+ * both ends of the range: guest-supplied addresses are never trusted.
+ */
+#ifndef SHOAL_VMM_GUEST_MEM_H
+#define SHOAL_VMM_GUEST_MEM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util/error.h"
+
+#define GUEST_MEM_MAX_REGIONS 2
+
+struct guest_region {
+	uint64_t gpa;        /* guest-physical start */
+	uint64_t size;       /* bytes */
+	uint64_t offset;     /* offset in the memfd and in `host` */
+};
+
+struct guest_mem {
+	int fd;              /* the memfd, -1 for a plain anonymous buffer (tests) */
+	uint8_t *host;       /* host mapping of the whole file */
+	uint64_t size;       /* total RAM bytes */
+	int nregions;
+	struct guest_region region[GUEST_MEM_MAX_REGIONS];
+};
+
+/* Create `size` bytes of guest RAM in a memfd (MAP_SHARED, MAP_NORESERVE).
+ * Fails with EXIT_RESOURCE when the size is out of range or the host cannot
+ * give it.  Returns 0 or -1 with `e` filled. */
+int guest_mem_create(struct guest_mem *m, uint64_t size, struct error *e);
+
+/* Same layout over malloc'd memory: for unit tests and fuzzers, no memfd. */
+int guest_mem_create_anon(struct guest_mem *m, uint64_t size, struct error *e);
+
+void guest_mem_destroy(struct guest_mem *m);
+
+/* Host pointer for [gpa, gpa+len) or NULL when any byte of it is not RAM
+ * or the range crosses from one region into another. */
+void *guest_mem_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len);
+
+/* Copy in/out with the same checks; return 0 or -1 when out of range. */
+int guest_mem_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len);
+int guest_mem_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len);
+
+/* End of low RAM (exclusive): min(size, 3 GiB). */
+uint64_t guest_mem_low_end(const struct guest_mem *m);
+
+#endif

@@ -1,0 +1,21 @@
+# tests/system/lib.sh - sourced by every system test script.
+#
+# A system test prints one line per check:  "PASS: name", "FAIL: name: why"
+# or "SKIP: name: reason", and exits non-zero if any check failed.
+# scripts/test.sh counts these lines.  Scripts named slow_*.sh only run in
+# the full suite (scripts/test.sh all), not in the fast one.
+set -u
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=${BUILD:-$ROOT/build}
+SHOAL=$BUILD/shoal
+GUEST=$BUILD/shoal-guest
+T_FAILED=0
+TMP=$(mktemp -d /tmp/shoal-test.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+
+pass() { echo "PASS: $1"; }
+fail() { echo "FAIL: $1${2:+: $2}"; T_FAILED=1; }
+skip() { echo "SKIP: $1: $2"; }
+# check NAME CMD...: PASS if CMD exits 0, FAIL otherwise.
+check() { local n=$1; shift; if "$@"; then pass "$n"; else fail "$n" "command failed: $*"; fi; }
+finish() { exit $T_FAILED; }
