@@ -1,0 +1,61 @@
+/*
+ * main.c - the `shoal` command: a table of verbs, one file each.
+ *
+ *   shoal run ...            boot a VM in the foreground (run.c)
+ *   shoal cpu-templates      list CPU templates (cpu_templates.c)
+ *   shoal img ...            disk image tool (img.c)
+ *   shoal version | help
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "util/exitcode.h"
+#include "util/log.h"
+
+#define SHOAL_VERSION "0.1.0"
+
+static int cmd_version(int argc, char **argv)
+{
+	printf("shoal %s\n", SHOAL_VERSION);
+	return 0;
+}
+
+static int cmd_help(int argc, char **argv);
+
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *what;
+} verbs[] = {
+	{ "run", cmd_run, "boot a VM in the foreground (shoal run --help)" },
+	{ "cpu-templates", cmd_cpu_templates, "list the CPU templates a VM can use" },
+	{ "img", cmd_img, "create, inspect, check and convert disk images (shoal img help)" },
+	{ "version", cmd_version, "print the version" },
+	{ "help", cmd_help, "this list" },
+};
+
+static int cmd_help(int argc, char **argv)
+{
+	printf("usage: shoal COMMAND [ARGS]\n\nShoal: virtual machines on KVM.\n\ncommands:\n");
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+		printf("  %-15s %s\n", verbs[i].name, verbs[i].what);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		cmd_help(0, NULL);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+		return cmd_help(0, NULL);
+	if (!strcmp(argv[1], "--version"))
+		return cmd_version(0, NULL);
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+		if (!strcmp(argv[1], verbs[i].name))
+			return verbs[i].fn(argc - 1, argv + 1);
+	log_error("'%s' is not a shoal command (shoal help lists them)", argv[1]);
+	return EXIT_USAGE;
+}

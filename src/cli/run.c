@@ -1,0 +1,197 @@
+/*
+ * run.c - `shoal run`: boot a VM in the foreground, in the manner of
+ * `lkvm run`.  Flags and the JSON file of --config fill the same struct
+ * vm_config (vmm/config.h); flags given on the command line override the
+ * file.  The exit status is the VM's (util/exitcode.h, docs/cli.md).
+ */
+#include "cli/run.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "util/exitcode.h"
+#include "util/log.h"
+#include "vmm/vm.h"
+
+const char run_usage[] =
+"usage: shoal run [OPTIONS]\n"
+"\n"
+"Boot a virtual machine in the foreground.  The guest's serial console is\n"
+"this terminal unless --console says otherwise; Ctrl-A x quits.\n"
+"\n"
+"  -k, --kernel PATH        kernel to boot: an ELF with a PVH entry note (Linux\n"
+"                           vmlinux, build/shoal-guest) or a Linux bzImage\n"
+"  -i, --initrd PATH        initial ramdisk (Linux)\n"
+"  -p, --cmdline STR        kernel command line\n"
+"  -c, --cpus N             number of vCPUs (default 1, at most 64)\n"
+"  -m, --memory SIZE        guest RAM: 256M, 2G, ... (default 256M, at least 16M)\n"
+"      --console KIND       stdio (default), file:PATH or none\n"
+"      --cpu-template NAME  CPU model the guest sees: host (default), baseline,\n"
+"                           minimal; `shoal cpu-templates` lists them\n"
+"      --config FILE        read these settings from a JSON file; flags given on\n"
+"                           the command line override it (docs/cli.md)\n"
+"      --timeout SECONDS    stop the VM with status 82 if it is still running\n"
+"      --print-config       print the resulting settings as JSON and exit\n"
+"  -v, --verbose            more messages (-v info, -vv debug)\n"
+"  -h, --help               this help\n"
+"\n"
+"exit status: 0 guest powered off; 1-63 the guest's code through the test\n"
+"device (port 0xf4); 64 usage; 65 bad kernel; 66 missing file; 67 not enough\n"
+"memory or vCPUs; 68 no usable KVM; 70 host error; 80 triple fault; 81 KVM\n"
+"internal error; 82 guest misbehaved or timed out; 83 quit from the console.\n";
+
+enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT };
+
+static const struct option run_options[] = {
+	{ "kernel", required_argument, NULL, 'k' },
+	{ "initrd", required_argument, NULL, 'i' },
+	{ "cmdline", required_argument, NULL, 'p' },
+	{ "cpus", required_argument, NULL, 'c' },
+	{ "memory", required_argument, NULL, 'm' },
+	{ "console", required_argument, NULL, OPT_CONSOLE },
+	{ "cpu-template", required_argument, NULL, OPT_TEMPLATE },
+	{ "config", required_argument, NULL, OPT_CONFIG },
+	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+	{ "print-config", no_argument, NULL, OPT_PRINT },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+static const char run_shortopts[] = ":k:i:p:c:m:vh";
+
+static void set_str(char **dst, const char *v)
+{
+	free(*dst);
+	*dst = strdup(v);
+}
+
+static int parse_int(const char *flag, const char *v, long max, long *out, struct error *e)
+{
+	char *end;
+	long n = strtol(v, &end, 10);
+
+	if (!*v || *end || n < 0 || n > max)
+		return error_set(e, EXIT_USAGE, "%s: '%s' is not a number from 0 to %ld", flag, v, max);
+	*out = n;
+	return 0;
+}
+
+static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct run_opts *o,
+			 struct error *e)
+{
+	long n;
+
+	switch (c) {
+	case 'k': set_str(&cfg->kernel, arg); return 0;
+	case 'i': set_str(&cfg->initrd, arg); return 0;
+	case 'p': set_str(&cfg->cmdline, arg); return 0;
+	case 'c':
+		if (parse_int("--cpus", arg, 1 << 20, &n, e))
+			return -1;
+		cfg->cpus = (int)n;
+		return 0;
+	case 'm':
+		if (parse_size(arg, &cfg->memory))
+			return error_set(e, EXIT_USAGE, "--memory: '%s' is not a size (256M, 2G, ...)", arg);
+		return 0;
+	case OPT_CONSOLE: return vm_config_set_console(cfg, arg, e);
+	case OPT_TEMPLATE: set_str(&cfg->cpu_template, arg); return 0;
+	case OPT_TIMEOUT:
+		if (parse_int("--timeout", arg, 1 << 30, &n, e))
+			return -1;
+		cfg->timeout_s = (unsigned)n;
+		return 0;
+	case OPT_PRINT: o->print_config = true; return 0;
+	case 'v': o->verbose++; return 0;
+	case 'h': o->help = true; return 0;
+	case OPT_CONFIG: return 0;   /* handled in the first pass */
+	default: return error_set(e, EXIT_USAGE, "internal: unhandled option %d", c);
+	}
+}
+
+static int run_bad_opt(int c, char **argv, struct error *e)
+{
+	const char *word = argv[optind - 1];
+
+	if (c == ':')
+		return error_set(e, EXIT_USAGE, "run: option %s needs a value (shoal run --help)", word);
+	return error_set(e, EXIT_USAGE, "run: unknown option %s (shoal run --help)", word);
+}
+
+int run_parse_args(int argc, char **argv, struct vm_config *cfg, struct run_opts *o,
+		   struct error *e)
+{
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	opterr = 0;
+	/* Pass 1: --config, so that the other flags override the file. */
+	optind = 0;
+	while ((c = getopt_long(argc, argv, run_shortopts, run_options, NULL)) != -1) {
+		if (c == '?' || c == ':')
+			return run_bad_opt(c, argv, e);
+		if (c == OPT_CONFIG && vm_config_load_file(cfg, optarg, e))
+			return -1;
+	}
+	if (optind < argc)
+		return error_set(e, EXIT_USAGE, "run: unexpected argument '%s' (shoal run --help)",
+				 argv[optind]);
+	optind = 0;
+	while ((c = getopt_long(argc, argv, run_shortopts, run_options, NULL)) != -1)
+		if (run_apply_opt(c, optarg, cfg, o, e))
+			return -1;
+	return 0;
+}
+
+static void run_report_exit(const struct vm *vm, int status)
+{
+	if (status == 0)
+		log_info("%s", vm->exit_reason);
+	else if (status <= EXIT_GUEST_MAX)
+		log_warn("%s", vm->exit_reason);
+	else
+		log_error("%s", vm->exit_reason);
+}
+
+int cmd_run(int argc, char **argv)
+{
+	struct vm_config cfg;
+	struct run_opts o;
+	struct error e = { 0 };
+	struct vm *vm;
+	int status;
+
+	vm_config_init(&cfg);
+	if (run_parse_args(argc, argv, &cfg, &o, &e)) {
+		vm_config_free(&cfg);
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	if (o.help) {
+		fputs(run_usage, stdout);
+		vm_config_free(&cfg);
+		return 0;
+	}
+	log_threshold = o.verbose >= 2 ? LOG_DEBUG : o.verbose ? LOG_INFO : LOG_WARN;
+	if (o.print_config) {
+		char *s = vm_config_to_json(&cfg);
+
+		puts(s);
+		free(s);
+		vm_config_free(&cfg);
+		return 0;
+	}
+	vm = vm_create(&cfg, &e);
+	vm_config_free(&cfg);
+	if (!vm) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	status = vm_run(vm);
+	run_report_exit(vm, status);
+	vm_destroy(vm);
+	return status;
+}

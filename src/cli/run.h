@@ -1,0 +1,23 @@
+/* run.h - `shoal run` argument parsing, exposed for unit tests. */
+#ifndef SHOAL_CLI_RUN_H
+#define SHOAL_CLI_RUN_H
+
+#include <stdbool.h>
+
+#include "util/error.h"
+#include "vmm/config.h"
+
+struct run_opts {
+	bool help;            /* --help: print usage and exit 0 */
+	bool print_config;    /* --print-config: print the JSON and exit 0 */
+	int verbose;          /* -v count */
+};
+
+/* Fill `cfg` (already vm_config_init'ed) from `--config FILE` first and then
+ * the other flags, which override it.  argv[0] is "run".  0 or -1 with `e`. */
+int run_parse_args(int argc, char **argv, struct vm_config *cfg, struct run_opts *o,
+		   struct error *e);
+
+extern const char run_usage[];
+
+#endif

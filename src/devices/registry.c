@@ -1,0 +1,29 @@
+/*
+ * registry.c - every built-in device type, in one table.
+ *
+ * This is the one place to audit what a Shoal VM contains.  Each entry's
+ * create function attaches its instances to the VM (ports, MMIO ranges,
+ * event loop fds).  Order matters only for readability; devices do not
+ * depend on one another.  PCI and virtio devices will be added here.
+ */
+#include "devices/device.h"
+
+#include "vmm/config.h"
+
+const struct device_type device_types[] = {
+	{ "serial",  "16550A UART on COM1 (0x3f8, IRQ 4): the console", serial_create },
+	{ "i8042",   "keyboard controller (0x60, 0x64): only the reset line",  i8042_create },
+	{ "rtc",     "MC146818 CMOS real-time clock (0x70, 0x71), host time",   rtc_create },
+	{ "acpi-pm", "ACPI PM1a event/control blocks (0x600-0x605): power off", acpi_pm_create },
+	{ "testdev", "test/exit device (0xf4 exit code, 0xf5 report lines)",    testdev_create },
+	{ "legacy",  "POST port 0x80, I/O delay 0xed, fast A20/reset 0x92",      legacy_create },
+	{ NULL, NULL, NULL },
+};
+
+int devices_create_all(struct vm *vm, const struct vm_config *cfg, struct error *e)
+{
+	for (const struct device_type *t = device_types; t->type; t++)
+		if (t->create(vm, cfg, e))
+			return error_prefix(e, "device %s", t->type);
+	return 0;
+}

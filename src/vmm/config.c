@@ -1,0 +1,262 @@
+/*
+ * config.c - filling and checking struct vm_config (see config.h).
+ *
+ * The JSON reader is strict: an unknown key or a value of the wrong type is
+ * an error that names the key, because a typo in a config file that is
+ * silently ignored boots the wrong VM.
+ */
+#include "vmm/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/exitcode.h"
+#include "vmm/layout.h"
+
+void vm_config_init(struct vm_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->cpus = VM_CONFIG_DEFAULT_CPUS;
+	c->memory = VM_CONFIG_DEFAULT_MEMORY;
+	c->console = CONSOLE_STDIO;
+}
+
+void vm_config_free(struct vm_config *c)
+{
+	free(c->kernel);
+	free(c->initrd);
+	free(c->cmdline);
+	free(c->console_path);
+	free(c->cpu_template);
+	memset(c, 0, sizeof(*c));
+}
+
+static void replace_str(char **dst, const char *src)
+{
+	free(*dst);
+	*dst = src ? strdup(src) : NULL;
+}
+
+int parse_size(const char *s, uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+	int shift = 0;
+
+	if (!s || !isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno)
+		return -1;
+	switch (toupper((unsigned char)*end)) {
+	case '\0': break;
+	case 'K': shift = 10; end++; break;
+	case 'M': shift = 20; end++; break;
+	case 'G': shift = 30; end++; break;
+	case 'T': shift = 40; end++; break;
+	default: return -1;
+	}
+	if (*end == 'i' || *end == 'I')
+		end++;
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end != '\0')
+		return -1;
+	if (shift && v > (UINT64_MAX >> shift))
+		return -1;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+int vm_config_set_console(struct vm_config *c, const char *spec, struct error *e)
+{
+	if (!strcmp(spec, "stdio")) {
+		c->console = CONSOLE_STDIO;
+	} else if (!strcmp(spec, "none")) {
+		c->console = CONSOLE_NONE;
+	} else if (!strncmp(spec, "file:", 5) && spec[5]) {
+		c->console = CONSOLE_FILE;
+		replace_str(&c->console_path, spec + 5);
+	} else {
+		return error_set(e, EXIT_USAGE,
+				 "console '%s': expected stdio, none or file:PATH", spec);
+	}
+	return 0;
+}
+
+int vm_config_validate(const struct vm_config *c, struct error *e)
+{
+	if (!c->kernel || !*c->kernel)
+		return error_set(e, EXIT_USAGE, "no kernel given (--kernel PATH)");
+	if (c->cpus < 1)
+		return error_set(e, EXIT_USAGE, "cpus: %d is not a valid vCPU count (at least 1)", c->cpus);
+	if (c->cpus > GUEST_MAX_VCPUS)
+		return error_set(e, EXIT_USAGE, "cpus: %d vCPUs is more than Shoal supports (%d)",
+				 c->cpus, GUEST_MAX_VCPUS);
+	if (c->memory < GUEST_MEM_MIN)
+		return error_set(e, EXIT_USAGE, "memory: %llu KiB is too small (minimum %llu MiB)",
+				 (unsigned long long)(c->memory >> 10),
+				 (unsigned long long)(GUEST_MEM_MIN >> 20));
+	if (c->memory > GUEST_MEM_MAX)
+		return error_set(e, EXIT_USAGE, "memory: %llu GiB is more than Shoal supports (%llu GiB)",
+				 (unsigned long long)(c->memory >> 30),
+				 (unsigned long long)(GUEST_MEM_MAX >> 30));
+	if (c->memory & 0xfff)
+		return error_set(e, EXIT_USAGE, "memory: %llu bytes is not a multiple of 4 KiB",
+				 (unsigned long long)c->memory);
+	return 0;
+}
+
+/* ---- JSON ---- */
+
+static int json_get_string(json_t *v, const char *name, const char *key, char **dst,
+			   struct error *e)
+{
+	if (json_is_null(v)) {
+		replace_str(dst, NULL);
+		return 0;
+	}
+	if (!json_is_string(v))
+		return error_set(e, EXIT_USAGE, "%s: \"%s\" must be a string", name, key);
+	replace_str(dst, json_string_value(v));
+	return 0;
+}
+
+static int json_get_memory(json_t *v, const char *name, uint64_t *dst, struct error *e)
+{
+	if (json_is_integer(v) && json_integer_value(v) > 0) {
+		*dst = (uint64_t)json_integer_value(v);
+		return 0;
+	}
+	if (json_is_string(v) && parse_size(json_string_value(v), dst) == 0)
+		return 0;
+	return error_set(e, EXIT_USAGE,
+			 "%s: \"memory\" must be a size such as \"256M\" or a byte count", name);
+}
+
+static int json_get_uint(json_t *v, const char *name, const char *key, long long max,
+			 long long *dst, struct error *e)
+{
+	if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > max)
+		return error_set(e, EXIT_USAGE, "%s: \"%s\" must be an integer from 0 to %lld",
+				 name, key, max);
+	*dst = json_integer_value(v);
+	return 0;
+}
+
+static int json_apply_key(struct vm_config *c, const char *name, const char *key,
+			  json_t *v, struct error *e)
+{
+	long long n;
+
+	if (!strcmp(key, "kernel"))
+		return json_get_string(v, name, key, &c->kernel, e);
+	if (!strcmp(key, "initrd"))
+		return json_get_string(v, name, key, &c->initrd, e);
+	if (!strcmp(key, "cmdline"))
+		return json_get_string(v, name, key, &c->cmdline, e);
+	if (!strcmp(key, "cpu_template"))
+		return json_get_string(v, name, key, &c->cpu_template, e);
+	if (!strcmp(key, "memory"))
+		return json_get_memory(v, name, &c->memory, e);
+	if (!strcmp(key, "cpus")) {
+		if (json_get_uint(v, name, key, 1 << 20, &n, e))
+			return -1;
+		c->cpus = (int)n;
+		return 0;
+	}
+	if (!strcmp(key, "timeout")) {
+		if (json_get_uint(v, name, key, 1 << 30, &n, e))
+			return -1;
+		c->timeout_s = (unsigned)n;
+		return 0;
+	}
+	if (!strcmp(key, "console")) {
+		if (!json_is_string(v))
+			return error_set(e, EXIT_USAGE, "%s: \"console\" must be a string", name);
+		if (vm_config_set_console(c, json_string_value(v), e))
+			return error_prefix(e, "%s", name);
+		return 0;
+	}
+	return error_set(e, EXIT_USAGE, "%s: unknown key \"%s\"", name, key);
+}
+
+int vm_config_from_json(struct vm_config *c, const char *name, const char *text,
+			struct error *e)
+{
+	json_error_t jerr;
+	json_t *root, *v;
+	const char *key;
+	int rc = 0;
+
+	root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		return error_set(e, EXIT_USAGE, "%s: line %d: %s", name, jerr.line, jerr.text);
+	if (!json_is_object(root)) {
+		json_decref(root);
+		return error_set(e, EXIT_USAGE, "%s: expected a JSON object", name);
+	}
+	json_object_foreach(root, key, v) {
+		rc = json_apply_key(c, name, key, v, e);
+		if (rc)
+			break;
+	}
+	json_decref(root);
+	return rc;
+}
+
+int vm_config_load_file(struct vm_config *c, const char *path, struct error *e)
+{
+	FILE *f = fopen(path, "r");
+	char *buf;
+	long len;
+	int rc;
+
+	if (!f)
+		return error_set(e, EXIT_NOINPUT, "%s: %s", path, strerror(errno));
+	if (fseek(f, 0, SEEK_END) || (len = ftell(f)) < 0 || len > (1 << 20) ||
+	    fseek(f, 0, SEEK_SET)) {
+		fclose(f);
+		return error_set(e, EXIT_USAGE, "%s: not a regular file of at most 1 MiB", path);
+	}
+	buf = malloc((size_t)len + 1);
+	if (!buf || fread(buf, 1, (size_t)len, f) != (size_t)len) {
+		free(buf);
+		fclose(f);
+		return error_set(e, EXIT_NOINPUT, "%s: read failed", path);
+	}
+	buf[len] = '\0';
+	fclose(f);
+	rc = vm_config_from_json(c, path, buf, e);
+	free(buf);
+	return rc;
+}
+
+char *vm_config_to_json(const struct vm_config *c)
+{
+	json_t *o = json_object();
+	char con[4200];
+	char *s;
+
+	json_object_set_new(o, "kernel", c->kernel ? json_string(c->kernel) : json_null());
+	json_object_set_new(o, "initrd", c->initrd ? json_string(c->initrd) : json_null());
+	json_object_set_new(o, "cmdline", c->cmdline ? json_string(c->cmdline) : json_null());
+	json_object_set_new(o, "cpus", json_integer(c->cpus));
+	json_object_set_new(o, "memory", json_integer((json_int_t)c->memory));
+	if (c->console == CONSOLE_FILE)
+		snprintf(con, sizeof(con), "file:%s", c->console_path);
+	else
+		snprintf(con, sizeof(con), "%s", c->console == CONSOLE_NONE ? "none" : "stdio");
+	json_object_set_new(o, "console", json_string(con));
+	json_object_set_new(o, "cpu_template",
+			    json_string(c->cpu_template ? c->cpu_template : "host"));
+	json_object_set_new(o, "timeout", json_integer(c->timeout_s));
+	s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	return s;
+}

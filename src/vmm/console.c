@@ -1,0 +1,190 @@
+/*
+ * console.c - see console.h.
+ *
+ * Output is written as the guest produces it (a 16550 has no buffer worth
+ * the name, and an interactive user wants each echo at once).  Input is
+ * read on the event loop thread.  The saved termios lives in a static so
+ * the signal handler and atexit can restore it.
+ */
+#include "vmm/console.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "util/exitcode.h"
+#include "util/log.h"
+#include "vmm/eventloop.h"
+#include "vmm/vm.h"
+
+#define CONSOLE_ESCAPE 0x01   /* Ctrl-A */
+
+struct console {
+	struct vm *vm;
+	enum console_kind kind;
+	int out_fd;               /* -1 for none */
+	bool own_out;             /* we opened out_fd */
+	bool in_escape;           /* saw Ctrl-A */
+	console_input_fn input_fn;
+	void *input_opaque;
+};
+
+static struct termios saved_termios;
+static volatile sig_atomic_t termios_saved;
+
+void console_restore_terminal(void)
+{
+	if (termios_saved) {
+		tcsetattr(STDIN_FILENO, TCSANOW, &saved_termios);
+		termios_saved = 0;
+	}
+}
+
+static void console_fatal_signal(int sig)
+{
+	console_restore_terminal();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void console_raw_mode(void)
+{
+	struct termios t;
+
+	if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_termios) < 0)
+		return;
+	t = saved_termios;
+	cfmakeraw(&t);
+	t.c_oflag |= OPOST | ONLCR;   /* keep "\n" -> "\r\n" for our own messages */
+	if (tcsetattr(STDIN_FILENO, TCSANOW, &t) < 0)
+		return;
+	termios_saved = 1;
+	atexit(console_restore_terminal);
+	signal(SIGTERM, console_fatal_signal);
+	signal(SIGHUP, console_fatal_signal);
+	signal(SIGQUIT, console_fatal_signal);
+}
+
+struct console *console_open(struct vm *vm, enum console_kind kind, const char *path,
+			     struct error *e)
+{
+	struct console *c = calloc(1, sizeof(*c));
+
+	if (!c) {
+		error_set(e, EXIT_HOST, "out of memory");
+		return NULL;
+	}
+	c->vm = vm;
+	c->kind = kind;
+	c->out_fd = -1;
+	if (kind == CONSOLE_STDIO) {
+		c->out_fd = STDOUT_FILENO;
+	} else if (kind == CONSOLE_FILE) {
+		c->out_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (c->out_fd < 0) {
+			error_set(e, EXIT_NOINPUT, "console file %s: %s", path, strerror(errno));
+			free(c);
+			return NULL;
+		}
+		c->own_out = true;
+	}
+	return c;
+}
+
+void console_close(struct console *c)
+{
+	if (!c)
+		return;
+	if (c->kind == CONSOLE_STDIO)
+		console_restore_terminal();
+	if (c->own_out)
+		close(c->out_fd);
+	free(c);
+}
+
+void console_write(struct console *c, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (c->out_fd >= 0 && len > 0) {
+		ssize_t n = write(c->out_fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			/* The reader went away (closed pipe): drop output from now on. */
+			c->out_fd = -1;
+			return;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+static const char console_help[] =
+	"\r\nshoal console: Ctrl-A x quit, Ctrl-A Ctrl-A send Ctrl-A, Ctrl-A h this help\r\n";
+
+/* Handle the escape sequence; returns true when `ch` was consumed. */
+static bool console_escape(struct console *c, uint8_t ch)
+{
+	if (!c->in_escape) {
+		if (ch == CONSOLE_ESCAPE && termios_saved) {
+			c->in_escape = true;
+			return true;
+		}
+		return false;
+	}
+	c->in_escape = false;
+	switch (ch) {
+	case 'x': case 'X':
+		vm_stop(c->vm, EXIT_ESCAPE, "console: quit by Ctrl-A x");
+		return true;
+	case 'h': case 'H': case '?':
+		console_write(c, console_help, sizeof(console_help) - 1);
+		return true;
+	case CONSOLE_ESCAPE:
+		return false;  /* pass one Ctrl-A through */
+	default:
+		return true;
+	}
+}
+
+static int console_on_stdin(int fd, uint32_t events, void *opaque)
+{
+	struct console *c = opaque;
+	uint8_t buf[256], out[256];
+	ssize_t n = read(fd, buf, sizeof(buf));
+	int m = 0;
+
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return 0;
+	if (n <= 0)
+		return -1;   /* EOF: stop watching stdin, the guest runs on */
+	for (ssize_t i = 0; i < n; i++)
+		if (!console_escape(c, buf[i]))
+			out[m++] = buf[i];
+	if (m && c->input_fn)
+		c->input_fn(c->input_opaque, out, m);
+	return 0;
+}
+
+int console_attach_input(struct console *c, console_input_fn fn, void *opaque)
+{
+	c->input_fn = fn;
+	c->input_opaque = opaque;
+	if (c->kind != CONSOLE_STDIO)
+		return 0;
+	console_raw_mode();
+	if (termios_saved)
+		log_info("console on this terminal; Ctrl-A x quits, Ctrl-A h for help");
+	if (eventloop_add(c->vm->loop, STDIN_FILENO, EPOLLIN, console_on_stdin, c) < 0 &&
+	    errno != EPERM)   /* EPERM: stdin is a regular file; no input then */
+		log_warn("console: cannot read stdin: %s", strerror(errno));
+	return 0;
+}

@@ -1,0 +1,283 @@
+/*
+ * vcpu.c - one thread per vCPU and the run loop.
+ *
+ * The run loop is one switch on the exit reason (as kvmtool's kvm-cpu.c).
+ * Port I/O and MMIO go to the buses; everything the guest can do that
+ * Shoal does not handle stops the VM with a distinct status and a
+ * one-line reason, never a crash of the host process:
+ *
+ *   KVM_EXIT_IO, KVM_EXIT_MMIO   device access (string I/O: `count` items)
+ *   KVM_EXIT_SHUTDOWN            triple fault          -> EXIT_TRIPLE_FAULT
+ *   KVM_EXIT_INTERNAL_ERROR      emulation failure...  -> EXIT_KVM_INTERNAL
+ *   KVM_EXIT_FAIL_ENTRY          bad guest state       -> EXIT_KVM_INTERNAL
+ *   KVM_EXIT_SYSTEM_EVENT        PSCI-style shutdown/reset -> EXIT_POWEROFF
+ *   KVM_EXIT_HLT                 (only without an in-kernel LAPIC) ignored
+ *   anything else                                      -> EXIT_GUEST_BAD
+ *
+ * Only the boot vCPU gets registers from the boot protocol.  The others stay
+ * in KVM's wait-for-SIPI state until the guest starts them through its LAPIC,
+ * as on real hardware.  vcpu_kick() sets immediate_exit and signals the
+ * thread so a KVM_RUN in progress (or about to start) returns at once.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "util/exitcode.h"
+#include "util/log.h"
+#include "vmm/vm.h"
+
+#define MSR_IA32_MISC_ENABLE      0x000001a0
+#define MSR_MTRR_DEF_TYPE         0x000002ff
+#define MISC_ENABLE_FAST_STRING   0x1
+#define APIC_LVT_LINT0            0x350
+#define APIC_LVT_LINT1            0x360
+#define APIC_MODE_EXTINT          0x7
+#define APIC_MODE_NMI             0x4
+
+static int vcpu_set_cpuid(struct vm *vm, struct vcpu *v, struct error *e)
+{
+	struct kvm_cpuid2 *host = cpuid_alloc(), *out = cpuid_alloc();
+	int khz, rc = -1;
+
+	if (!host || !out) {
+		error_set(e, EXIT_HOST, "out of memory");
+		goto done;
+	}
+	if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, host) < 0) {
+		error_set(e, EXIT_NOKVM, "KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
+		goto done;
+	}
+	khz = ioctl(v->fd, KVM_GET_TSC_KHZ, 0);
+	if (cpuid_build(host, vm->tmpl, v->index, vm->ncpus, khz > 0 ? (uint32_t)khz : 0, out, e))
+		goto done;
+	if (ioctl(v->fd, KVM_SET_CPUID2, out) < 0) {
+		error_set(e, EXIT_NOKVM, "vcpu%d: KVM_SET_CPUID2: %s", v->index, strerror(errno));
+		goto done;
+	}
+	rc = 0;
+done:
+	free(host);
+	free(out);
+	return rc;
+}
+
+/* LINT0 as ExtINT (the PIC) and LINT1 as NMI, as a BIOS leaves them. */
+static void vcpu_setup_lapic(struct vcpu *v)
+{
+	struct kvm_lapic_state la;
+	uint32_t *lint0 = (uint32_t *)&la.regs[APIC_LVT_LINT0];
+	uint32_t *lint1 = (uint32_t *)&la.regs[APIC_LVT_LINT1];
+
+	if (ioctl(v->fd, KVM_GET_LAPIC, &la) < 0)
+		return;
+	*lint0 = (*lint0 & ~0x700u) | (APIC_MODE_EXTINT << 8);
+	*lint1 = (*lint1 & ~0x700u) | (APIC_MODE_NMI << 8);
+	if (ioctl(v->fd, KVM_SET_LAPIC, &la) < 0)
+		log_debug("vcpu%d: KVM_SET_LAPIC: %s", v->index, strerror(errno));
+}
+
+/* MSRs a BIOS would leave set: write-back default memory type, fast strings. */
+static void vcpu_setup_msrs(struct vcpu *v)
+{
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e[2];
+	} m = { .hdr.nmsrs = 2 };
+
+	m.e[0] = (struct kvm_msr_entry){ .index = MSR_IA32_MISC_ENABLE, .data = MISC_ENABLE_FAST_STRING };
+	m.e[1] = (struct kvm_msr_entry){ .index = MSR_MTRR_DEF_TYPE, .data = 0x806 };
+	if (ioctl(v->fd, KVM_SET_MSRS, &m) != 2)
+		log_debug("vcpu%d: KVM_SET_MSRS: not all set (ignored)", v->index);
+}
+
+static int vcpu_setup_boot_regs(struct vm *vm, struct vcpu *v, struct error *e)
+{
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	struct kvm_fpu fpu = { .fcw = 0x37f, .mxcsr = 0x1f80 };
+
+	if (ioctl(v->fd, KVM_GET_REGS, &regs) < 0 || ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0)
+		return error_set(e, EXIT_NOKVM, "vcpu0: cannot read registers: %s", strerror(errno));
+	if (boot_setup_bsp(&vm->mem, &vm->boot, &regs, &sregs, e))
+		return -1;
+	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0 || ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
+		return error_set(e, EXIT_NOKVM, "vcpu0: cannot set boot registers: %s", strerror(errno));
+	if (ioctl(v->fd, KVM_SET_FPU, &fpu) < 0)
+		log_debug("vcpu0: KVM_SET_FPU: %s (ignored)", strerror(errno));
+	return 0;
+}
+
+int vcpu_create(struct vm *vm, struct vcpu *v, int index, struct error *e)
+{
+	int sz;
+
+	v->vm = vm;
+	v->index = index;
+	v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)index);
+	if (v->fd < 0)
+		return error_set(e, EXIT_RESOURCE, "vcpu%d: KVM_CREATE_VCPU: %s", index, strerror(errno));
+	sz = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (sz <= 0)
+		return error_set(e, EXIT_NOKVM, "KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
+	v->run_size = (size_t)sz;
+	v->run = mmap(NULL, v->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+	if (v->run == MAP_FAILED) {
+		v->run = NULL;
+		return error_set(e, EXIT_HOST, "vcpu%d: mmap kvm_run: %s", index, strerror(errno));
+	}
+	if (vcpu_set_cpuid(vm, v, e))
+		return -1;
+	vcpu_setup_lapic(v);
+	vcpu_setup_msrs(v);
+	if (index == 0)
+		return vcpu_setup_boot_regs(vm, v, e);
+	return 0;
+}
+
+void vcpu_destroy(struct vcpu *v)
+{
+	if (v->run)
+		munmap(v->run, v->run_size);
+	if (v->fd > 0)
+		close(v->fd);
+	v->run = NULL;
+	v->fd = -1;
+}
+
+void vcpu_kick(struct vcpu *v)
+{
+	if (v->run)
+		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	if (v->started)
+		pthread_kill(v->thread, SIGUSR1);
+}
+
+void vcpu_dump_regs(struct vcpu *v)
+{
+	struct kvm_regs r;
+	struct kvm_sregs s;
+
+	if (ioctl(v->fd, KVM_GET_REGS, &r) < 0 || ioctl(v->fd, KVM_GET_SREGS, &s) < 0) {
+		log_error("vcpu%d: cannot read registers for the dump: %s", v->index, strerror(errno));
+		return;
+	}
+	fprintf(stderr,
+		"vcpu%d registers:\n"
+		" rip %016llx rsp %016llx rflags %016llx\n"
+		" rax %016llx rbx %016llx rcx %016llx rdx %016llx\n"
+		" rsi %016llx rdi %016llx rbp %016llx\n"
+		" r8  %016llx r9  %016llx r10 %016llx r11 %016llx\n"
+		" r12 %016llx r13 %016llx r14 %016llx r15 %016llx\n"
+		" cr0 %016llx cr2 %016llx cr3 %016llx cr4 %016llx efer %016llx\n"
+		" cs %04x (base %llx dpl %u l %u db %u) ss %04x ds %04x\n"
+		" gdt %llx/%x idt %llx/%x\n",
+		v->index, r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx,
+		r.rsi, r.rdi, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15,
+		s.cr0, s.cr2, s.cr3, s.cr4, s.efer,
+		s.cs.selector, s.cs.base, s.cs.dpl, s.cs.l, s.cs.db, s.ss.selector, s.ds.selector,
+		s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit);
+}
+
+static void vcpu_handle_io(struct vcpu *v)
+{
+	struct kvm_run *run = v->run;
+	uint8_t *data = (uint8_t *)run + run->io.data_offset;
+	bool write = run->io.direction == KVM_EXIT_IO_OUT;
+
+	for (uint32_t i = 0; i < run->io.count; i++) {
+		bus_io(&v->vm->iobus, run->io.port, data, run->io.size, write);
+		data += run->io.size;
+	}
+}
+
+static const char *internal_suberror(uint32_t s)
+{
+	switch (s) {
+	case KVM_INTERNAL_ERROR_EMULATION: return "emulation failure: an instruction KVM cannot emulate";
+	case KVM_INTERNAL_ERROR_SIMUL_EX: return "exception while delivering an exception";
+	case KVM_INTERNAL_ERROR_DELIVERY_EV: return "event delivery failed";
+	default: return "unknown";
+	}
+}
+
+static uint64_t vcpu_rip(struct vcpu *v)
+{
+	struct kvm_regs r;
+
+	return ioctl(v->fd, KVM_GET_REGS, &r) < 0 ? 0 : r.rip;
+}
+
+/* Handle one exit; returns false when the vCPU must stop. */
+static bool vcpu_handle_exit(struct vcpu *v)
+{
+	struct kvm_run *run = v->run;
+	struct vm *vm = v->vm;
+
+	switch (run->exit_reason) {
+	case KVM_EXIT_IO:
+		vcpu_handle_io(v);
+		return true;
+	case KVM_EXIT_MMIO:
+		bus_mmio(&vm->mmiobus, run->mmio.phys_addr, run->mmio.data,
+			 (int)run->mmio.len, run->mmio.is_write);
+		return true;
+	case KVM_EXIT_HLT:
+	case KVM_EXIT_INTR:
+		return true;
+	case KVM_EXIT_SHUTDOWN:
+		vcpu_dump_regs(v);
+		vm_stop(vm, EXIT_TRIPLE_FAULT, "vcpu%d: guest triple fault at rip 0x%llx",
+			v->index, (unsigned long long)vcpu_rip(v));
+		return false;
+	case KVM_EXIT_INTERNAL_ERROR:
+		vcpu_dump_regs(v);
+		vm_stop(vm, EXIT_KVM_INTERNAL, "vcpu%d: KVM internal error %u (%s) at rip 0x%llx",
+			v->index, run->internal.suberror, internal_suberror(run->internal.suberror),
+			(unsigned long long)vcpu_rip(v));
+		return false;
+	case KVM_EXIT_FAIL_ENTRY:
+		vcpu_dump_regs(v);
+		vm_stop(vm, EXIT_KVM_INTERNAL, "vcpu%d: KVM could not enter the guest (reason 0x%llx)",
+			v->index, (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+		return false;
+	case KVM_EXIT_SYSTEM_EVENT:
+		vm_stop(vm, EXIT_POWEROFF, "vcpu%d: guest system event %u (shutdown or reset)",
+			v->index, run->system_event.type);
+		return false;
+	default:
+		vcpu_dump_regs(v);
+		vm_stop(vm, EXIT_GUEST_BAD, "vcpu%d: unhandled KVM exit reason %u",
+			v->index, run->exit_reason);
+		return false;
+	}
+}
+
+void *vcpu_thread(void *arg)
+{
+	struct vcpu *v = arg;
+	struct vm *vm = v->vm;
+	char name[16];
+
+	snprintf(name, sizeof(name), "vcpu%d", v->index);
+	pthread_setname_np(pthread_self(), name);
+	while (!atomic_load(&vm->stopping)) {
+		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+			if (errno == EINTR || errno == EAGAIN) {
+				__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+				continue;
+			}
+			vm_stop(vm, EXIT_HOST, "vcpu%d: KVM_RUN: %s", v->index, strerror(errno));
+			break;
+		}
+		v->exits++;
+		if (!vcpu_handle_exit(v))
+			break;
+	}
+	return NULL;
+}

@@ -1,0 +1,379 @@
+/*
+ * vm.c - building, running and tearing down one VM (see vm.h).
+ *
+ * vm_create() does every step that can fail before any guest code runs, so
+ * a bad kernel, a missing /dev/kvm or too much memory is reported before
+ * threads exist.  Order matters to KVM: the irqchip and PIT must exist
+ * before the first vCPU, and CPUID must be set before the first KVM_RUN.
+ *
+ * vm_run() then starts the event loop and the vCPU threads and sleeps on a
+ * condition variable until vm_stop() is called.  The first vm_stop() wins:
+ * its status and reason are what the user sees.
+ */
+#include "vmm/vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/sysinfo.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "devices/device.h"
+#include "util/exitcode.h"
+#include "util/log.h"
+#include "vmm/console.h"
+#include "vmm/eventloop.h"
+#include "vmm/layout.h"
+
+/* Where KVM may put the VMX TSS and identity map (Intel only; the rest of
+ * KVM ignores them).  Just below the IOAPIC-LAPIC area, in the 32-bit hole. */
+#define KVM_TSS_ADDR        0xfffbd000ULL
+#define KVM_IDMAP_ADDR      0xfffbc000ULL
+
+static int vm_open_kvm(struct vm *vm, struct error *e)
+{
+	int ver;
+
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0)
+		return error_set(e, EXIT_NOKVM, "/dev/kvm: %s%s", strerror(errno),
+				 errno == ENOENT ? " (is the kvm module loaded?)" :
+				 errno == EACCES ? " (add yourself to the kvm group)" : "");
+	ver = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (ver != KVM_API_VERSION)
+		return error_set(e, EXIT_NOKVM, "/dev/kvm: API version %d, expected %d",
+				 ver, KVM_API_VERSION);
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0)
+		return error_set(e, EXIT_NOKVM, "KVM_CREATE_VM: %s", strerror(errno));
+	static const struct { int cap; const char *name; } need[] = {
+		{ KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY" },
+		{ KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP" },
+		{ KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT" },
+		{ KVM_CAP_PIT2, "KVM_CAP_PIT2" },
+	};
+	for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
+		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, need[i].cap) <= 0)
+			return error_set(e, EXIT_NOKVM, "/dev/kvm lacks %s", need[i].name);
+	return 0;
+}
+
+/* Refuse memory the host plainly cannot give: more than its RAM + swap. */
+static int vm_check_host_memory(uint64_t want, struct error *e)
+{
+	struct sysinfo si;
+	uint64_t have;
+
+	if (sysinfo(&si) < 0)
+		return 0;
+	have = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
+	if (want > have)
+		return error_set(e, EXIT_RESOURCE,
+				 "memory: %llu MiB is more than this host has (%llu MiB RAM and swap)",
+				 (unsigned long long)(want >> 20), (unsigned long long)(have >> 20));
+	return 0;
+}
+
+static int vm_setup_memory(struct vm *vm, struct error *e)
+{
+	if (vm_check_host_memory(vm->cfg.memory, e) ||
+	    guest_mem_create(&vm->mem, vm->cfg.memory, e))
+		return -1;
+	for (int i = 0; i < vm->mem.nregions; i++) {
+		struct kvm_userspace_memory_region r = {
+			.slot = (uint32_t)i,
+			.guest_phys_addr = vm->mem.region[i].gpa,
+			.memory_size = vm->mem.region[i].size,
+			.userspace_addr = (uintptr_t)(vm->mem.host + vm->mem.region[i].offset),
+		};
+		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
+			return error_set(e, EXIT_RESOURCE, "KVM_SET_USER_MEMORY_REGION: %s",
+					 strerror(errno));
+	}
+	return 0;
+}
+
+static int vm_setup_irqchip(struct vm *vm, struct error *e)
+{
+	struct kvm_pit_config pit = { .flags = 0 };
+	uint64_t idmap = KVM_IDMAP_ADDR;
+
+	/* Intel-only set-up; other back ends refuse or ignore it harmlessly. */
+	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0)
+		log_debug("KVM_SET_TSS_ADDR: %s (ignored)", strerror(errno));
+	if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
+		log_debug("KVM_SET_IDENTITY_MAP_ADDR: %s (ignored)", strerror(errno));
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+		return error_set(e, EXIT_NOKVM, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
+	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+		return error_set(e, EXIT_NOKVM, "KVM_CREATE_PIT2: %s", strerror(errno));
+	return 0;
+}
+
+static int vm_setup_vcpus(struct vm *vm, struct error *e)
+{
+	vm->vcpus = calloc((size_t)vm->ncpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		return error_set(e, EXIT_HOST, "out of memory");
+	for (int i = 0; i < vm->ncpus; i++)
+		if (vcpu_create(vm, &vm->vcpus[i], i, e))
+			return -1;
+	return 0;
+}
+
+static int vm_setup_boot(struct vm *vm, struct error *e)
+{
+	struct boot_request req = {
+		.kernel_path = vm->cfg.kernel,
+		.initrd_path = vm->cfg.initrd,
+		.cmdline = vm->cfg.cmdline,
+		.ncpus = vm->ncpus,
+	};
+
+	return boot_load(&vm->mem, &req, &vm->boot, e);
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+static void vm_copy_config(struct vm_config *dst, const struct vm_config *src)
+{
+	*dst = *src;
+	dst->kernel = dup_or_null(src->kernel);
+	dst->initrd = dup_or_null(src->initrd);
+	dst->cmdline = dup_or_null(src->cmdline);
+	dst->console_path = dup_or_null(src->console_path);
+	dst->cpu_template = dup_or_null(src->cpu_template);
+}
+
+struct vm *vm_create(const struct vm_config *cfg, struct error *e)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+
+	if (!vm) {
+		error_set(e, EXIT_HOST, "out of memory");
+		return NULL;
+	}
+	vm->kvm_fd = vm->vm_fd = -1;
+	vm->mem.fd = -1;
+	vm_copy_config(&vm->cfg, cfg);
+	vm->ncpus = cfg->cpus;
+	pthread_mutex_init(&vm->stop_lock, NULL);
+	pthread_cond_init(&vm->stop_cond, NULL);
+	bus_init(&vm->iobus, "io");
+	bus_init(&vm->mmiobus, "mmio");
+	vm->tmpl = cpu_template_find(cfg->cpu_template);
+	if (vm_config_validate(cfg, e))
+		goto fail;
+	if (!vm->tmpl) {
+		error_set(e, EXIT_USAGE, "unknown CPU template '%s' (`shoal cpu-templates` lists them)",
+			  cfg->cpu_template);
+		goto fail;
+	}
+	if (vm_open_kvm(vm, e) || vm_setup_memory(vm, e) || vm_setup_boot(vm, e) ||
+	    vm_setup_irqchip(vm, e))
+		goto fail;
+	vm->loop = eventloop_new();
+	if (!vm->loop) {
+		error_set(e, EXIT_HOST, "cannot create the event loop: %s", strerror(errno));
+		goto fail;
+	}
+	vm->console = console_open(vm, cfg->console, cfg->console_path, e);
+	if (!vm->console || devices_create_all(vm, cfg, e) || vm_setup_vcpus(vm, e))
+		goto fail;
+	return vm;
+fail:
+	vm_destroy(vm);
+	return NULL;
+}
+
+void vm_set_report_fn(struct vm *vm, vm_report_fn fn, void *opaque)
+{
+	vm->report_fn = fn;
+	vm->report_opaque = opaque;
+}
+
+int vm_add_device(struct vm *vm, struct device *d)
+{
+	if (vm->ndevices == VM_MAX_DEVICES) {
+		device_free(d);
+		return -1;
+	}
+	vm->devices[vm->ndevices++] = d;
+	return 0;
+}
+
+void vm_irq_line(struct vm *vm, unsigned gsi, int level)
+{
+	struct kvm_irq_level irq = { .irq = gsi, .level = (uint32_t)level };
+
+	if (!vm || vm->vm_fd < 0)
+		return;
+	if (ioctl(vm->vm_fd, KVM_IRQ_LINE, &irq) < 0)
+		log_warn("KVM_IRQ_LINE %u: %s", gsi, strerror(errno));
+}
+
+void vm_stop(struct vm *vm, int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&vm->stop_lock);
+	if (atomic_load(&vm->stopping)) {
+		pthread_mutex_unlock(&vm->stop_lock);
+		return;
+	}
+	vm->exit_status = status;
+	va_start(ap, fmt);
+	vsnprintf(vm->exit_reason, sizeof(vm->exit_reason), fmt, ap);
+	va_end(ap);
+	atomic_store(&vm->stopping, true);
+	for (int i = 0; i < vm->ncpus && vm->vcpus; i++)
+		vcpu_kick(&vm->vcpus[i]);
+	pthread_cond_broadcast(&vm->stop_cond);
+	pthread_mutex_unlock(&vm->stop_lock);
+}
+
+static int vm_on_timeout(int fd, uint32_t events, void *opaque)
+{
+	struct vm *vm = opaque;
+
+	vm_stop(vm, EXIT_GUEST_BAD, "guest did not finish within %u s (--timeout)",
+		vm->cfg.timeout_s);
+	return -1;
+}
+
+static int vm_arm_timeout(struct vm *vm)
+{
+	struct itimerspec its = { .it_value = { .tv_sec = vm->cfg.timeout_s } };
+	int fd;
+
+	if (!vm->cfg.timeout_s)
+		return -1;
+	fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+	if (fd < 0 || timerfd_settime(fd, 0, &its, NULL) < 0 ||
+	    eventloop_add(vm->loop, fd, EPOLLIN, vm_on_timeout, vm) < 0) {
+		log_warn("cannot arm the %u s timeout: %s", vm->cfg.timeout_s, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void vm_kick_signal(int sig)
+{
+	(void)sig;   /* only interrupts KVM_RUN */
+}
+
+int vm_run(struct vm *vm)
+{
+	struct sigaction sa = { .sa_handler = vm_kick_signal };
+	int timer_fd, started = 0;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, NULL);   /* no SA_RESTART: KVM_RUN returns EINTR */
+	timer_fd = vm_arm_timeout(vm);
+	if (eventloop_start(vm->loop) < 0) {
+		vm_stop(vm, EXIT_HOST, "cannot start the event loop thread");
+		goto out;
+	}
+	for (int i = 0; i < vm->ncpus; i++) {
+		if (pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread, &vm->vcpus[i])) {
+			vm_stop(vm, EXIT_HOST, "cannot start vCPU thread %d", i);
+			break;
+		}
+		vm->vcpus[i].started = true;
+		started++;
+	}
+	pthread_mutex_lock(&vm->stop_lock);
+	while (!atomic_load(&vm->stopping))
+		pthread_cond_wait(&vm->stop_cond, &vm->stop_lock);
+	pthread_mutex_unlock(&vm->stop_lock);
+	for (int i = 0; i < started; i++) {
+		vcpu_kick(&vm->vcpus[i]);
+		pthread_join(vm->vcpus[i].thread, NULL);
+		vm->vcpus[i].started = false;
+	}
+out:
+	eventloop_stop(vm->loop);
+	if (timer_fd >= 0)
+		close(timer_fd);
+	return vm->exit_status;
+}
+
+int vm_save_devices(struct vm *vm, struct state_writer *w)
+{
+	for (int i = 0; i < vm->ndevices; i++) {
+		pthread_mutex_lock(&vm->devices[i]->lock);
+		device_save(vm->devices[i], w);
+		pthread_mutex_unlock(&vm->devices[i]->lock);
+	}
+	return w->error ? -1 : 0;
+}
+
+static struct device *vm_find_device(struct vm *vm, const char *name)
+{
+	for (int i = 0; i < vm->ndevices; i++)
+		if (!strcmp(vm->devices[i]->name, name))
+			return vm->devices[i];
+	return NULL;
+}
+
+int vm_restore_devices(struct vm *vm, const void *buf, size_t len, struct error *e)
+{
+	struct state_reader r, payload;
+	char name[64];
+	uint16_t version;
+
+	state_reader_init(&r, buf, len);
+	while (r.pos < r.len) {
+		struct device *d;
+		int rc;
+
+		if (state_section_read(&r, name, &version, &payload))
+			return error_set(e, EXIT_GUEST_BAD, "device state: corrupt section at byte %zu", r.pos);
+		d = vm_find_device(vm, name);
+		if (!d)
+			return error_set(e, EXIT_GUEST_BAD, "device state: no device named %s in this VM", name);
+		pthread_mutex_lock(&d->lock);
+		rc = device_restore(d, version, &payload);
+		pthread_mutex_unlock(&d->lock);
+		if (rc)
+			return error_set(e, EXIT_GUEST_BAD, "device state: %s: cannot restore version %u",
+					 name, version);
+	}
+	return 0;
+}
+
+void vm_destroy(struct vm *vm)
+{
+	if (!vm)
+		return;
+	if (vm->loop)
+		eventloop_stop(vm->loop);
+	for (int i = 0; vm->vcpus && i < vm->ncpus; i++)
+		vcpu_destroy(&vm->vcpus[i]);
+	free(vm->vcpus);
+	for (int i = 0; i < vm->ndevices; i++)
+		device_free(vm->devices[i]);
+	console_close(vm->console);
+	eventloop_free(vm->loop);
+	guest_mem_destroy(&vm->mem);
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	vm_config_free(&vm->cfg);
+	pthread_mutex_destroy(&vm->stop_lock);
+	pthread_cond_destroy(&vm->stop_cond);
+	free(vm);
+}

@@ -1,0 +1,114 @@
+/*
+ * vm.h - one virtual machine: KVM handles, guest memory, vCPUs, buses,
+ * devices, the console and the event loop.
+ *
+ * Life cycle:  vm_create() -> vm_run() -> vm_destroy().
+ *
+ *   main thread     vm_run(): starts the event loop thread and one thread
+ *                   per vCPU, then waits until the VM stops.
+ *   vCPU threads    KVM_RUN in a loop; exits are dispatched by one switch
+ *                   in vcpu.c to the port-I/O and MMIO buses.
+ *   event thread    epoll on host fds (console input, timers, later device
+ *                   back ends); never polls, sleeps in epoll_wait.
+ *
+ * Stopping: anything (a device, a vCPU exit, the console escape, a timeout)
+ * calls vm_stop(vm, status, reason).  The first call wins; it sets every
+ * vCPU's immediate_exit and signals the vCPU threads out of KVM_RUN.
+ */
+#ifndef SHOAL_VMM_VM_H
+#define SHOAL_VMM_VM_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util/error.h"
+#include "vmm/bus.h"
+#include "vmm/config.h"
+#include "vmm/cpuid.h"
+#include "vmm/guest_mem.h"
+#include "vmm/boot.h"
+#include "vmm/state.h"
+
+struct device;
+struct eventloop;
+struct console;
+
+#define VM_MAX_DEVICES 32
+
+struct vcpu {
+	struct vm *vm;
+	int index;                     /* 0 is the boot CPU; also its APIC id */
+	int fd;
+	struct kvm_run *run;           /* mmap'd from the vCPU fd */
+	size_t run_size;
+	pthread_t thread;
+	bool started;
+	uint64_t exits;                /* KVM_RUN returns, for metrics */
+};
+
+/* Called on a vCPU thread for each complete report line from the test
+ * device (without the newline). */
+typedef void (*vm_report_fn)(void *opaque, const char *line);
+
+struct vm {
+	struct vm_config cfg;          /* a private copy */
+	int kvm_fd, vm_fd;
+	struct guest_mem mem;
+	struct boot_info boot;
+	const struct cpu_template *tmpl;
+	int ncpus;
+	struct vcpu *vcpus;
+	struct bus iobus, mmiobus;
+	struct device *devices[VM_MAX_DEVICES];
+	int ndevices;
+	struct eventloop *loop;
+	struct console *console;
+
+	vm_report_fn report_fn;        /* optional, see vm_set_report_fn */
+	void *report_opaque;
+
+	atomic_bool stopping;
+	int exit_status;               /* EXIT_* or the guest's code */
+	char exit_reason[256];         /* one line, for the user */
+	pthread_mutex_t stop_lock;
+	pthread_cond_t stop_cond;
+};
+
+/* Build a VM from `cfg`: open KVM, create memory, irqchip, PIT, vCPUs with
+ * CPUID, devices, load the kernel.  Returns NULL with `e` filled. */
+struct vm *vm_create(const struct vm_config *cfg, struct error *e);
+
+/* Run until the guest powers off, exits, faults or vm_stop is called.
+ * Returns the process exit status; vm->exit_reason says why. */
+int vm_run(struct vm *vm);
+
+/* Ask the VM to stop with `status`.  Safe from any thread; first call wins. */
+void vm_stop(struct vm *vm, int status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+void vm_destroy(struct vm *vm);
+
+/* Receive test-device report lines (for test harnesses and benchmarks). */
+void vm_set_report_fn(struct vm *vm, vm_report_fn fn, void *opaque);
+
+/* Attach a device to the VM (the VM frees it). 0 or -1 when full. */
+int vm_add_device(struct vm *vm, struct device *d);
+
+/* Raise or lower an ISA/GSI interrupt line on the in-kernel irqchip. */
+void vm_irq_line(struct vm *vm, unsigned gsi, int level);
+
+/* Save every device's state as sections; restore them by instance name. */
+int vm_save_devices(struct vm *vm, struct state_writer *w);
+int vm_restore_devices(struct vm *vm, const void *buf, size_t len, struct error *e);
+
+/* vcpu.c */
+int vcpu_create(struct vm *vm, struct vcpu *v, int index, struct error *e);
+void vcpu_destroy(struct vcpu *v);
+void *vcpu_thread(void *arg);
+void vcpu_kick(struct vcpu *v);
+void vcpu_dump_regs(struct vcpu *v);
+
+#endif
