@@ -65,7 +65,7 @@ GUEST_SRCS := $(wildcard guest/*.c) $(wildcard guest/*.S)
 GUEST_OBJS := $(patsubst %,$(BUILD)/gobj/%.o,$(GUEST_SRCS))
 GUEST_CFLAGS := -std=gnu11 -ffreestanding -fno-stack-protector -fno-pic -fno-pie \
 	-mno-red-zone -mno-sse -mno-mmx -mno-sse2 -mno-avx -mgeneral-regs-only \
-	-mcmodel=kernel -fno-asynchronous-unwind-tables -fno-builtin -nostdinc \
+	-fno-asynchronous-unwind-tables -fno-builtin -nostdinc \
 	-isystem $(shell $(CC) -print-file-name=include) -Iguest -Isrc \
 	-O2 -g $(WARN) -MMD -MP
 $(BUILD)/gobj/%.o: %
