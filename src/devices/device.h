@@ -102,6 +102,10 @@ int testdev_create(struct vm *vm, const struct vm_config *cfg, struct error *e);
 int acpi_pm_create(struct vm *vm, const struct vm_config *cfg, struct error *e);
 int legacy_create(struct vm *vm, const struct vm_config *cfg, struct error *e);
 
+/* Replace the RTC's host clock (tests use a fixed time). */
+#include <time.h>
+void rtc_set_clock(struct device *d, time_t (*now)(void));
+
 /* Serial input from the console (event loop thread). */
 void serial_receive(struct device *d, const uint8_t *buf, int len);
 

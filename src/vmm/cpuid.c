@@ -38,7 +38,7 @@
 #define F1C_AVX       BIT(28)
 #define F1C_HYPERVISOR BIT(31)
 /* Leaf 1 EDX: the x86-64 baseline set, FPU..SSE2 */
-#define F1D_BASE      0x178bfbffu   /* fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 */
+#define F1D_BASE      0x078bfbffu   /* fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 */
 #define F1D_DS        BIT(21)
 #define F1D_ACPI      BIT(22)
 #define F1D_HTT       BIT(28)

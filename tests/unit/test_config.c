@@ -1,0 +1,213 @@
+/*
+ * test_config.c - sizes, console specs, validation, the JSON config file
+ * and `shoal run` flag parsing (flags override --config).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/run.h"
+#include "util/exitcode.h"
+#include "vmm/config.h"
+
+static void test_parse_size(void **state)
+{
+	uint64_t v;
+
+	assert_int_equal(parse_size("256M", &v), 0); assert_int_equal(v, 256ULL << 20);
+	assert_int_equal(parse_size("2G", &v), 0); assert_int_equal(v, 2ULL << 30);
+	assert_int_equal(parse_size("2GiB", &v), 0); assert_int_equal(v, 2ULL << 30);
+	assert_int_equal(parse_size("512k", &v), 0); assert_int_equal(v, 512ULL << 10);
+	assert_int_equal(parse_size("1048576", &v), 0); assert_int_equal(v, 1048576);
+	assert_int_equal(parse_size("0x1000", &v), 0); assert_int_equal(v, 4096);
+	assert_int_equal(parse_size("", &v), -1);
+	assert_int_equal(parse_size("-1G", &v), -1);
+	assert_int_equal(parse_size("12Q", &v), -1);
+	assert_int_equal(parse_size("1G1", &v), -1);
+	assert_int_equal(parse_size("99999999999999T", &v), -1);  /* overflow */
+}
+
+static void test_console_spec(void **state)
+{
+	struct vm_config c;
+	struct error e;
+
+	vm_config_init(&c);
+	assert_int_equal(vm_config_set_console(&c, "none", &e), 0);
+	assert_int_equal(c.console, CONSOLE_NONE);
+	assert_int_equal(vm_config_set_console(&c, "file:/tmp/x.log", &e), 0);
+	assert_int_equal(c.console, CONSOLE_FILE);
+	assert_string_equal(c.console_path, "/tmp/x.log");
+	assert_int_equal(vm_config_set_console(&c, "file:", &e), -1);
+	assert_int_equal(vm_config_set_console(&c, "tty", &e), -1);
+	assert_non_null(strstr(e.msg, "tty"));
+	vm_config_free(&c);
+}
+
+static void test_validate(void **state)
+{
+	struct vm_config c;
+	struct error e;
+
+	vm_config_init(&c);
+	assert_int_equal(vm_config_validate(&c, &e), -1);           /* no kernel */
+	assert_non_null(strstr(e.msg, "kernel"));
+	c.kernel = strdup("k");
+	assert_int_equal(vm_config_validate(&c, &e), 0);
+	c.cpus = 0;
+	assert_int_equal(vm_config_validate(&c, &e), -1);
+	assert_int_equal(e.status, EXIT_USAGE);
+	c.cpus = 65;
+	assert_int_equal(vm_config_validate(&c, &e), -1);
+	assert_non_null(strstr(e.msg, "65"));
+	c.cpus = 64;
+	c.memory = 1 << 20;
+	assert_int_equal(vm_config_validate(&c, &e), -1);
+	assert_non_null(strstr(e.msg, "too small"));
+	c.memory = (256ULL << 20) + 1;
+	assert_int_equal(vm_config_validate(&c, &e), -1);
+	c.memory = 1ULL << 41;
+	assert_int_equal(vm_config_validate(&c, &e), -1);
+	vm_config_free(&c);
+}
+
+static void test_json(void **state)
+{
+	struct vm_config c;
+	struct error e;
+	char *s;
+
+	vm_config_init(&c);
+	assert_int_equal(vm_config_from_json(&c, "vm.json",
+		"{\"kernel\":\"k.elf\",\"cpus\":4,\"memory\":\"1G\",\"console\":\"none\","
+		"\"cmdline\":\"info\",\"cpu_template\":\"baseline\",\"timeout\":9}", &e), 0);
+	assert_string_equal(c.kernel, "k.elf");
+	assert_int_equal(c.cpus, 4);
+	assert_int_equal(c.memory, 1ULL << 30);
+	assert_int_equal(c.console, CONSOLE_NONE);
+	assert_string_equal(c.cpu_template, "baseline");
+	assert_int_equal(c.timeout_s, 9);
+	assert_int_equal(vm_config_from_json(&c, "vm.json", "{\"memory\": 33554432}", &e), 0);
+	assert_int_equal(c.memory, 32ULL << 20);
+	/* round trip through the writer */
+	s = vm_config_to_json(&c);
+	{
+		struct vm_config d;
+
+		vm_config_init(&d);
+		assert_int_equal(vm_config_from_json(&d, "rt", s, &e), 0);
+		assert_string_equal(d.kernel, c.kernel);
+		assert_int_equal(d.memory, c.memory);
+		assert_int_equal(d.cpus, c.cpus);
+		assert_int_equal(d.console, c.console);
+		vm_config_free(&d);
+	}
+	free(s);
+	/* strictness: unknown keys, wrong types, broken JSON, duplicates */
+	assert_int_equal(vm_config_from_json(&c, "vm.json", "{\"kernal\":\"x\"}", &e), -1);
+	assert_string_equal(e.msg, "vm.json: unknown key \"kernal\"");
+	assert_int_equal(vm_config_from_json(&c, "vm.json", "{\"cpus\":\"2\"}", &e), -1);
+	assert_non_null(strstr(e.msg, "\"cpus\""));
+	assert_int_equal(vm_config_from_json(&c, "vm.json", "{\"memory\":\"lots\"}", &e), -1);
+	assert_int_equal(vm_config_from_json(&c, "vm.json", "{\"cpus\":1,", &e), -1);
+	assert_non_null(strstr(e.msg, "vm.json: line 1"));
+	assert_int_equal(vm_config_from_json(&c, "vm.json", "[1]", &e), -1);
+	assert_int_equal(vm_config_from_json(&c, "vm.json", "{\"cpus\":1,\"cpus\":2}", &e), -1);
+	assert_int_equal(e.status, EXIT_USAGE);
+	vm_config_free(&c);
+}
+
+static int parse(struct vm_config *c, struct run_opts *o, struct error *e, ...)
+{
+	char *argv[32];
+	int argc = 0;
+	va_list ap;
+
+	va_start(ap, e);
+	argv[argc++] = "run";
+	for (char *a; (a = va_arg(ap, char *)); )
+		argv[argc++] = a;
+	va_end(ap);
+	argv[argc] = NULL;
+	return run_parse_args(argc, argv, c, o, e);
+}
+
+static void test_run_flags(void **state)
+{
+	struct vm_config c;
+	struct run_opts o;
+	struct error e;
+
+	vm_config_init(&c);
+	assert_int_equal(parse(&c, &o, &e, "--kernel", "g.elf", "-c", "3", "--memory", "512M",
+			       "--cmdline", "info; exit 3", "--console", "file:/tmp/c.log",
+			       "--cpu-template", "minimal", "-v", "-v", "--timeout", "5", NULL), 0);
+	assert_string_equal(c.kernel, "g.elf");
+	assert_int_equal(c.cpus, 3);
+	assert_int_equal(c.memory, 512ULL << 20);
+	assert_string_equal(c.cmdline, "info; exit 3");
+	assert_int_equal(c.console, CONSOLE_FILE);
+	assert_string_equal(c.cpu_template, "minimal");
+	assert_int_equal(o.verbose, 2);
+	assert_int_equal(c.timeout_s, 5);
+	vm_config_free(&c);
+
+	vm_config_init(&c);
+	assert_int_equal(parse(&c, &o, &e, "--bogus", NULL), -1);
+	assert_string_equal(e.msg, "run: unknown option --bogus (shoal run --help)");
+	assert_int_equal(parse(&c, &o, &e, "--kernel", NULL), -1);
+	assert_non_null(strstr(e.msg, "needs a value"));
+	assert_int_equal(parse(&c, &o, &e, "--cpus", "two", NULL), -1);
+	assert_non_null(strstr(e.msg, "--cpus"));
+	assert_int_equal(parse(&c, &o, &e, "--memory", "big", NULL), -1);
+	assert_int_equal(parse(&c, &o, &e, "stray", NULL), -1);
+	assert_int_equal(e.status, EXIT_USAGE);
+	assert_int_equal(parse(&c, &o, &e, "--help", NULL), 0);
+	assert_true(o.help);
+	vm_config_free(&c);
+}
+
+/* Flags override the file whatever their order on the command line. */
+static void test_run_config_override(void **state)
+{
+	char path[] = "/tmp/shoal-cfg-XXXXXX";
+	int fd = mkstemp(path);
+	const char *json = "{\"kernel\":\"from-file\",\"cpus\":2,\"memory\":\"64M\"}";
+	struct vm_config c;
+	struct run_opts o;
+	struct error e;
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, json, strlen(json)), (ssize_t)strlen(json));
+	close(fd);
+	vm_config_init(&c);
+	assert_int_equal(parse(&c, &o, &e, "--cpus", "4", "--config", path, NULL), 0);
+	assert_string_equal(c.kernel, "from-file");
+	assert_int_equal(c.cpus, 4);
+	assert_int_equal(c.memory, 64ULL << 20);
+	vm_config_free(&c);
+	vm_config_init(&c);
+	assert_int_equal(parse(&c, &o, &e, "--config", "/nonexistent/vm.json", NULL), -1);
+	assert_int_equal(e.status, EXIT_NOINPUT);
+	assert_non_null(strstr(e.msg, "/nonexistent/vm.json"));
+	vm_config_free(&c);
+	unlink(path);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_size),
+		cmocka_unit_test(test_console_spec),
+		cmocka_unit_test(test_validate),
+		cmocka_unit_test(test_json),
+		cmocka_unit_test(test_run_flags),
+		cmocka_unit_test(test_run_config_override),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
