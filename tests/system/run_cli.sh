@@ -1,0 +1,105 @@
+#!/bin/bash
+# run_cli.sh - `shoal run` as a user meets it: flags, --config, the console,
+# exit statuses, and one clear line for every kind of bad input.
+. "$(dirname "$0")/lib.sh"
+
+[ -x "$SHOAL" ] && [ -f "$GUEST" ] || { fail "build" "build/shoal or build/shoal-guest missing"; finish; }
+
+# expect_status NAME STATUS NEEDLE CMD...: CMD exits STATUS and prints exactly
+# one line on stderr, which starts with "shoal: " and contains NEEDLE.
+expect_status() {
+	local name=$1 want=$2 needle=$3; shift 3
+	"$@" >"$TMP/out" 2>"$TMP/err" </dev/null; local rc=$?
+	local lines; lines=$(grep -c . "$TMP/err")
+	if [ "$rc" -ne "$want" ]; then fail "$name" "exit $rc, expected $want: $(head -3 "$TMP/err")"
+	elif [ "$lines" -ne 1 ]; then fail "$name" "expected one line on stderr, got $lines: $(head -3 "$TMP/err")"
+	elif ! grep -q "^shoal: .*$needle" "$TMP/err"; then fail "$name" "message lacks '$needle': $(cat "$TMP/err")"
+	else pass "$name"; fi
+}
+
+# --help documents every flag
+"$SHOAL" run --help >"$TMP/help"; rc=$?
+missing=""
+for f in --kernel --initrd --cmdline --cpus --memory --console --cpu-template --config --timeout; do
+	grep -q -- "$f" "$TMP/help" || missing="$missing $f"
+done
+[ $rc -eq 0 ] && [ -z "$missing" ] && pass "run --help documents every flag" || fail "run --help" "missing:$missing"
+
+# the guest's exit code through the test device, console to a file
+"$SHOAL" run --kernel "$GUEST" --cmdline "info; exit 5" --console "file:$TMP/con" --timeout 60 </dev/null; rc=$?
+[ $rc -eq 5 ] && pass "guest exit code 5 is shoal's status" || fail "exit code" "got $rc"
+grep -q "shoal-guest: ready cpus=1" "$TMP/con" && pass "console file:PATH gets the serial output" || fail "console file"
+
+# power-off is status 0; console none prints nothing
+out=$("$SHOAL" run --kernel "$GUEST" --cmdline poweroff --console none --timeout 60 </dev/null 2>&1); rc=$?
+[ $rc -eq 0 ] && [ -z "$out" ] && pass "poweroff exits 0 quietly" || fail "poweroff" "rc=$rc out=$out"
+
+# stdio console: serial output on stdout
+out=$("$SHOAL" run --kernel "$GUEST" --cpus 2 --memory 128M --cmdline "exit 0" --timeout 60 </dev/null 2>/dev/null)
+echo "$out" | grep -q "ready cpus=2 mem=" && pass "console on stdout" || fail "console stdio" "$out"
+
+# interactive commands typed on the serial console (stdin is a pipe here)
+out=$(printf 'info\nexit 4\n' | "$SHOAL" run --kernel "$GUEST" --cmdline shell --timeout 60 2>/dev/null); rc=$?
+[ $rc -eq 4 ] && echo "$out" | grep -q "info cpus=1" && pass "commands typed on the serial console" \
+	|| fail "serial input" "rc=$rc $(echo "$out" | tail -3)"
+
+# --config gives the same VM as flags, and flags override it
+cat >"$TMP/vm.json" <<JSON
+{ "kernel": "$GUEST", "cpus": 2, "memory": "64M", "cmdline": "exit 6", "console": "file:$TMP/con2", "timeout": 60 }
+JSON
+"$SHOAL" run --config "$TMP/vm.json" </dev/null; rc=$?
+[ $rc -eq 6 ] && grep -q "ready cpus=2" "$TMP/con2" && pass "--config vm.json" || fail "--config" "rc=$rc"
+"$SHOAL" run --config "$TMP/vm.json" --cpus 3 --cmdline "exit 7" </dev/null; rc=$?
+[ $rc -eq 7 ] && grep -q "ready cpus=3" "$TMP/con2" && pass "flags override --config" || fail "override" "rc=$rc"
+"$SHOAL" run --config "$TMP/vm.json" --print-config >"$TMP/printed.json"
+"$SHOAL" run --config "$TMP/printed.json" </dev/null; rc=$?
+[ $rc -eq 6 ] && pass "--print-config output is a valid --config" || fail "print-config round trip" "rc=$rc"
+
+"$SHOAL" cpu-templates >"$TMP/t"; grep -q '^host' "$TMP/t" && grep -q '^baseline' "$TMP/t" && grep -q '^minimal' "$TMP/t" \
+	&& pass "cpu-templates lists host, baseline, minimal" || fail "cpu-templates"
+
+# ---- bad input ----
+printf '#!/bin/sh\necho not a kernel\n' >"$TMP/script"
+head -c 2000 "$GUEST" >"$TMP/truncated.elf"
+head -c 600 /dev/urandom >"$TMP/random.bin"
+chmod 000 "$TMP/script.unreadable" 2>/dev/null; cp "$TMP/script" "$TMP/unreadable"; chmod 000 "$TMP/unreadable"
+long=$(head -c 9000 /dev/zero | tr '\0' a)
+G=(--kernel "$GUEST" --console none --timeout 30)
+expect_status "missing kernel"           66 "nonexistent"       "$SHOAL" run --kernel /nonexistent/vmlinux
+if [ "$(id -u)" -ne 0 ]; then
+	expect_status "unreadable kernel"    66 "unreadable"        "$SHOAL" run --kernel "$TMP/unreadable"
+else
+	skip "unreadable kernel" "running as root, which reads any file"
+fi
+expect_status "no kernel flag"           64 "no kernel"         "$SHOAL" run --cpus 1
+expect_status "not a kernel"             65 "script"            "$SHOAL" run --kernel "$TMP/script"
+expect_status "random bytes"             65 "random.bin"        "$SHOAL" run --kernel "$TMP/random.bin"
+expect_status "truncated ELF"            65 "truncated.elf"     "$SHOAL" run --kernel "$TMP/truncated.elf"
+expect_status "zero vCPUs"               64 "cpus"              "$SHOAL" run "${G[@]}" --cpus 0
+expect_status "too many vCPUs"           64 "more than Shoal supports" "$SHOAL" run "${G[@]}" --cpus 500
+expect_status "memory too small"         64 "too small"         "$SHOAL" run "${G[@]}" --memory 1M
+expect_status "memory larger than host"  67 "more than this host has" "$SHOAL" run "${G[@]}" --memory 900G
+expect_status "memory not a size"        64 "not a size"        "$SHOAL" run "${G[@]}" --memory lots
+expect_status "command line too long"    64 "command line"      "$SHOAL" run "${G[@]}" --cmdline "$long"
+expect_status "unknown CPU template"     64 "unknown CPU template 'pentium'" "$SHOAL" run "${G[@]}" --cpu-template pentium
+expect_status "unknown flag"             64 "unknown option --frobnicate" "$SHOAL" run --frobnicate
+expect_status "bad console"              64 "console"           "$SHOAL" run "${G[@]}" --console tty
+echo '{"kernel": 5}' >"$TMP/bad.json"
+expect_status "config wrong type"        64 "bad.json"          "$SHOAL" run --config "$TMP/bad.json"
+echo '{"cpus": 2,' >"$TMP/broken.json"
+expect_status "config broken JSON"       64 "broken.json: line"  "$SHOAL" run --config "$TMP/broken.json"
+expect_status "unknown command"          64 "not a shoal command" "$SHOAL" frobnicate
+
+# A guest that triple-faults: status 80, a reason line and a register dump.
+if gcc -c -o "$TMP/triple.o" "$ROOT/tests/system/fixtures/triple.S" && \
+   ld -n -o "$TMP/triple.elf" -Ttext=0x100000 -e start "$TMP/triple.o" 2>/dev/null; then
+	"$SHOAL" run --kernel "$TMP/triple.elf" --console none --timeout 60 </dev/null 2>"$TMP/err"; rc=$?
+	if [ $rc -eq 80 ] && grep -q "^shoal: vcpu0: guest triple fault" "$TMP/err" && grep -q "rip" "$TMP/err"; then
+		pass "triple fault: status 80, reason and register dump"
+	else
+		fail "triple fault" "rc=$rc $(head -3 "$TMP/err")"
+	fi
+else
+	fail "triple fault fixture" "could not assemble tests/system/fixtures/triple.S"
+fi
+finish
