@@ -82,7 +82,9 @@ if [ "$MODE" = all ]; then
 		echo "FAIL: fuzz targets did not build"; tail -30 /tmp/shoal-fuzz-build.log; FAILED=$((FAILED + 1))
 	fi
 	if make -j"$(nproc)" SANITIZE=1 BUILD="$ROOT/build-san" tests >/tmp/shoal-san-build.log 2>&1; then
-		for t in "$ROOT"/build-san/tests/unit/*; do [ -x "$t" ] && run_cmocka "$t"; done
+		for t in "$ROOT"/build-san/tests/unit/* "$ROOT"/build-san/tests/guest/*; do
+			[ -x "$t" ] && BUILD="$ROOT/build-san" run_cmocka "$t"
+		done
 	else
 		echo "FAIL: sanitizer build"; tail -30 /tmp/shoal-san-build.log; FAILED=$((FAILED + 1))
 	fi
