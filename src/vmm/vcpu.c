@@ -85,15 +85,16 @@ static void vcpu_setup_lapic(struct vcpu *v)
 /* MSRs a BIOS would leave set: write-back default memory type, fast strings. */
 static void vcpu_setup_msrs(struct vcpu *v)
 {
-	struct {
-		struct kvm_msrs hdr;
-		struct kvm_msr_entry e[2];
-	} m = { .hdr.nmsrs = 2 };
+	struct kvm_msrs *m = calloc(1, sizeof(*m) + 2 * sizeof(struct kvm_msr_entry));
 
-	m.e[0] = (struct kvm_msr_entry){ .index = MSR_IA32_MISC_ENABLE, .data = MISC_ENABLE_FAST_STRING };
-	m.e[1] = (struct kvm_msr_entry){ .index = MSR_MTRR_DEF_TYPE, .data = 0x806 };
-	if (ioctl(v->fd, KVM_SET_MSRS, &m) != 2)
+	if (!m)
+		return;
+	m->nmsrs = 2;
+	m->entries[0] = (struct kvm_msr_entry){ .index = MSR_IA32_MISC_ENABLE, .data = MISC_ENABLE_FAST_STRING };
+	m->entries[1] = (struct kvm_msr_entry){ .index = MSR_MTRR_DEF_TYPE, .data = 0x806 };
+	if (ioctl(v->fd, KVM_SET_MSRS, m) != 2)
 		log_debug("vcpu%d: KVM_SET_MSRS: not all set (ignored)", v->index);
+	free(m);
 }
 
 static int vcpu_setup_boot_regs(struct vm *vm, struct vcpu *v, struct error *e)
