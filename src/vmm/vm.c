@@ -140,6 +140,25 @@ static int vm_setup_boot(struct vm *vm, struct error *e)
 	return boot_load(&vm->mem, &req, &vm->boot, e);
 }
 
+/* Fail early, before KVM is touched, on a kernel or initrd that cannot be
+ * opened: the user learns about the typo, not about /dev/kvm. */
+static int vm_check_inputs(const struct vm_config *cfg, struct error *e)
+{
+	const char *paths[] = { cfg->kernel, cfg->initrd };
+
+	for (int i = 0; i < 2; i++) {
+		int fd;
+
+		if (!paths[i])
+			continue;
+		fd = open(paths[i], O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return error_set(e, EXIT_NOINPUT, "%s: %s", paths[i], strerror(errno));
+		close(fd);
+	}
+	return 0;
+}
+
 static char *dup_or_null(const char *s)
 {
 	return s ? strdup(s) : NULL;
@@ -172,7 +191,7 @@ struct vm *vm_create(const struct vm_config *cfg, struct error *e)
 	bus_init(&vm->iobus, "io");
 	bus_init(&vm->mmiobus, "mmio");
 	vm->tmpl = cpu_template_find(cfg->cpu_template);
-	if (vm_config_validate(cfg, e))
+	if (vm_config_validate(cfg, e) || vm_check_inputs(cfg, e))
 		goto fail;
 	if (!vm->tmpl) {
 		error_set(e, EXIT_USAGE, "unknown CPU template '%s' (`shoal cpu-templates` lists them)",

@@ -67,9 +67,12 @@ long=$(head -c 9000 /dev/zero | tr '\0' a)
 G=(--kernel "$GUEST" --console none --timeout 30)
 expect_status "missing kernel"           66 "nonexistent"       "$SHOAL" run --kernel /nonexistent/vmlinux
 if [ "$(id -u)" -ne 0 ]; then
-	expect_status "unreadable kernel"    66 "unreadable"        "$SHOAL" run --kernel "$TMP/unreadable"
+	expect_status "unreadable kernel"    66 "Permission denied" "$SHOAL" run --kernel "$TMP/unreadable"
+elif command -v setpriv >/dev/null; then
+	chmod 755 "$TMP"   # let nobody reach the file, not read it
+	expect_status "unreadable kernel"    66 "Permission denied" setpriv --reuid=65534 --regid=65534 --clear-groups "$SHOAL" run --kernel "$TMP/unreadable"
 else
-	skip "unreadable kernel" "running as root, which reads any file"
+	skip "unreadable kernel" "running as root without setpriv, and root reads any file"
 fi
 expect_status "no kernel flag"           64 "no kernel"         "$SHOAL" run --cpus 1
 expect_status "not a kernel"             65 "script"            "$SHOAL" run --kernel "$TMP/script"
@@ -101,5 +104,17 @@ if gcc -c -o "$TMP/triple.o" "$ROOT/tests/system/fixtures/triple.S" && \
 	fi
 else
 	fail "triple fault fixture" "could not assemble tests/system/fixtures/triple.S"
+fi
+# An instruction KVM cannot emulate: status 81, the reason and a register dump.
+if gcc -c -o "$TMP/internal.o" "$ROOT/tests/system/fixtures/internal.S" && \
+   ld -n -o "$TMP/internal.elf" -Ttext=0x100000 -e start "$TMP/internal.o" 2>/dev/null; then
+	"$SHOAL" run --kernel "$TMP/internal.elf" --console none --timeout 60 </dev/null 2>"$TMP/err"; rc=$?
+	if [ $rc -eq 81 ] && grep -q "^shoal: vcpu0: KVM internal error 1 (emulation failure" "$TMP/err" && grep -q "rip" "$TMP/err"; then
+		pass "KVM internal error: status 81, reason and register dump"
+	elif [ $rc -eq 80 ]; then
+		skip "KVM internal error" "this KVM runs ring-0 xrstor natively, so there is no emulation failure to provoke"
+	else
+		fail "KVM internal error" "rc=$rc $(head -3 "$TMP/err")"
+	fi
 fi
 finish
