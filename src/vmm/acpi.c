@@ -1,0 +1,528 @@
+/*
+ * acpi.c - the ACPI tables that describe the machine to the guest.
+ *
+ * Shoal has no firmware, so the VMM writes what a BIOS would leave in the
+ * 0xe0000-0xfffff area before handing over to the kernel:
+ *
+ *   RSDP (rev 2) -> XSDT -> FADT -> DSDT   (\_S5 and \_SB.COM1)
+ *                        |       -> FACS
+ *                        -> MADT           (LAPIC per vCPU, IOAPIC, SCI override)
+ *
+ * The machine is a classic (not hardware-reduced) PC: the FADT points at the
+ * ACPI PM1a event and control blocks that src/devices/acpi_pm.c emulates
+ * (abi/testdev.h), SCI is ISA IRQ 9 (level, active high, as QEMU wires it),
+ * SMI_CMD is 0 so the guest finds ACPI already enabled, and the boot
+ * architecture flags say an i8042 is present (the VMM resets through it) and
+ * VGA is not.  There is no reset register: reboot goes through the i8042.
+ *
+ * Interrupt routing: KVM's default routing sends ISA IRQ n to IOAPIC pin n,
+ * so the MADT has no override for IRQ 0 (a BIOS on real hardware would map
+ * it to pin 2); the only override is the SCI's, to declare it level-high.
+ *
+ * Invariants: every table lies in [BOOT_ACPI_ADDR, BOOT_ACPI_END), which the
+ * e820 map marks reserved; each starts 16-byte aligned (the FACS 64-byte
+ * aligned, as the spec requires); every checksum makes its table sum to 0.
+ * The AML in the DSDT is assembled by a tiny encoder below rather than
+ * carried as an opaque blob, so its package lengths are computed, not
+ * counted by hand.
+ */
+#include "vmm/boot.h"
+
+#include <string.h>
+
+#include "abi/testdev.h"
+#include "util/exitcode.h"
+#include "vmm/boot_priv.h"
+#include "vmm/layout.h"
+
+/* ---- on-memory table layouts (ACPI 6.x) ---- */
+
+struct acpi_rsdp {
+	char     signature[8];      /* "RSD PTR " */
+	uint8_t  checksum;          /* over the first 20 bytes */
+	char     oem_id[6];
+	uint8_t  revision;          /* 2: has XSDT */
+	uint32_t rsdt_addr;         /* 0: no RSDT */
+	uint32_t length;            /* 36 */
+	uint64_t xsdt_addr;
+	uint8_t  ext_checksum;      /* over all 36 bytes */
+	uint8_t  reserved[3];
+} __attribute__((packed));
+_Static_assert(sizeof(struct acpi_rsdp) == 36, "RSDP layout");
+
+struct acpi_header {
+	char     signature[4];
+	uint32_t length;            /* whole table, header included */
+	uint8_t  revision;
+	uint8_t  checksum;
+	char     oem_id[6];
+	char     oem_table_id[8];
+	uint32_t oem_revision;
+	char     creator_id[4];
+	uint32_t creator_revision;
+} __attribute__((packed));
+_Static_assert(sizeof(struct acpi_header) == 36, "SDT header layout");
+
+struct acpi_gas {                   /* Generic Address Structure */
+	uint8_t  space_id;          /* 1: system I/O */
+	uint8_t  bit_width;
+	uint8_t  bit_offset;
+	uint8_t  access_size;       /* 0: undefined (legacy) */
+	uint64_t address;
+} __attribute__((packed));
+_Static_assert(sizeof(struct acpi_gas) == 12, "GAS layout");
+
+struct acpi_fadt {
+	struct acpi_header h;
+	uint32_t firmware_ctrl;     /* 36 */
+	uint32_t dsdt;              /* 40 */
+	uint8_t  reserved0;
+	uint8_t  pm_profile;
+	uint16_t sci_int;           /* 46 */
+	uint32_t smi_cmd;           /* 48 */
+	uint8_t  acpi_enable;
+	uint8_t  acpi_disable;
+	uint8_t  s4bios_req;
+	uint8_t  pstate_cnt;
+	uint32_t pm1a_evt_blk;      /* 56 */
+	uint32_t pm1b_evt_blk;
+	uint32_t pm1a_cnt_blk;      /* 64 */
+	uint32_t pm1b_cnt_blk;
+	uint32_t pm2_cnt_blk;
+	uint32_t pm_tmr_blk;
+	uint32_t gpe0_blk;
+	uint32_t gpe1_blk;
+	uint8_t  pm1_evt_len;       /* 88 */
+	uint8_t  pm1_cnt_len;
+	uint8_t  pm2_cnt_len;
+	uint8_t  pm_tmr_len;
+	uint8_t  gpe0_blk_len;
+	uint8_t  gpe1_blk_len;
+	uint8_t  gpe1_base;
+	uint8_t  cst_cnt;
+	uint16_t p_lvl2_lat;
+	uint16_t p_lvl3_lat;
+	uint16_t flush_size;
+	uint16_t flush_stride;
+	uint8_t  duty_offset;
+	uint8_t  duty_width;
+	uint8_t  day_alrm;
+	uint8_t  mon_alrm;
+	uint8_t  century;
+	uint16_t iapc_boot_arch;    /* 109 */
+	uint8_t  reserved1;
+	uint32_t flags;             /* 112 */
+	struct acpi_gas reset_reg;  /* 116 */
+	uint8_t  reset_value;
+	uint16_t arm_boot_arch;
+	uint8_t  minor_version;
+	uint64_t x_firmware_ctrl;   /* 132 */
+	uint64_t x_dsdt;            /* 140 */
+	struct acpi_gas x_pm1a_evt_blk; /* 148 */
+	struct acpi_gas x_pm1b_evt_blk;
+	struct acpi_gas x_pm1a_cnt_blk; /* 172 */
+	struct acpi_gas x_pm1b_cnt_blk;
+	struct acpi_gas x_pm2_cnt_blk;
+	struct acpi_gas x_pm_tmr_blk;
+	struct acpi_gas x_gpe0_blk;
+	struct acpi_gas x_gpe1_blk;
+	struct acpi_gas sleep_control_reg;
+	struct acpi_gas sleep_status_reg;
+	uint64_t hypervisor_vendor;
+} __attribute__((packed));
+_Static_assert(sizeof(struct acpi_fadt) == 276, "FADT layout (revision 6)");
+_Static_assert(offsetof(struct acpi_fadt, iapc_boot_arch) == 109, "FADT layout");
+_Static_assert(offsetof(struct acpi_fadt, x_pm1a_cnt_blk) == 172, "FADT layout");
+
+#define FADT_BOOT_8042          (1u << 1)
+#define FADT_BOOT_NO_VGA        (1u << 2)
+#define FADT_F_WBINVD           (1u << 0)
+#define FADT_F_PROC_C1          (1u << 2)
+#define FADT_F_PWR_BUTTON       (1u << 4)   /* 1: no fixed power button */
+#define FADT_F_SLP_BUTTON       (1u << 5)   /* 1: no fixed sleep button */
+
+struct acpi_facs {
+	char     signature[4];      /* "FACS" */
+	uint32_t length;            /* 64 */
+	uint32_t hardware_signature;
+	uint32_t waking_vector;
+	uint32_t global_lock;
+	uint32_t flags;
+	uint64_t x_waking_vector;
+	uint8_t  version;           /* 2 */
+	uint8_t  reserved[3];
+	uint32_t ospm_flags;
+	uint8_t  reserved2[24];
+} __attribute__((packed));
+_Static_assert(sizeof(struct acpi_facs) == 64, "FACS layout");
+
+struct acpi_madt {
+	struct acpi_header h;
+	uint32_t lapic_addr;
+	uint32_t flags;             /* bit 0: PC-AT compatible dual 8259 */
+} __attribute__((packed));
+_Static_assert(sizeof(struct acpi_madt) == 44, "MADT layout");
+
+struct madt_lapic {                 /* type 0 */
+	uint8_t  type, length;
+	uint8_t  uid;
+	uint8_t  apic_id;
+	uint32_t flags;             /* bit 0: enabled */
+} __attribute__((packed));
+_Static_assert(sizeof(struct madt_lapic) == 8, "MADT LAPIC layout");
+
+struct madt_ioapic {                /* type 1 */
+	uint8_t  type, length;
+	uint8_t  id;
+	uint8_t  reserved;
+	uint32_t addr;
+	uint32_t gsi_base;
+} __attribute__((packed));
+_Static_assert(sizeof(struct madt_ioapic) == 12, "MADT IOAPIC layout");
+
+struct madt_iso {                   /* type 2: interrupt source override */
+	uint8_t  type, length;
+	uint8_t  bus;               /* 0: ISA */
+	uint8_t  source;            /* ISA IRQ */
+	uint32_t gsi;
+	uint16_t flags;             /* polarity bits 0-1, trigger bits 2-3 */
+} __attribute__((packed));
+_Static_assert(sizeof(struct madt_iso) == 10, "MADT ISO layout");
+
+struct madt_lapic_nmi {             /* type 4 */
+	uint8_t  type, length;
+	uint8_t  uid;               /* 0xff: all processors */
+	uint16_t flags;
+	uint8_t  lint;
+} __attribute__((packed));
+_Static_assert(sizeof(struct madt_lapic_nmi) == 6, "MADT LAPIC NMI layout");
+
+#define MADT_ISO_ACTIVE_HIGH    0x1
+#define MADT_ISO_LEVEL          0xc
+#define ACPI_IOAPIC_ID          0
+
+/* ---- placement ---- */
+
+/* A bump allocator over the ACPI area of guest RAM. */
+struct acpi_area {
+	struct guest_mem *m;
+	uint64_t next;
+};
+
+/* Reserve `len` bytes aligned to `align` and return a zeroed host pointer,
+ * or NULL when the ACPI area is full. */
+static void *acpi_alloc(struct acpi_area *a, size_t len, uint64_t align, uint64_t *gpa)
+{
+	uint64_t at = (a->next + align - 1) & ~(align - 1);
+	void *p;
+
+	if (at > BOOT_ACPI_END || len > BOOT_ACPI_END - at)
+		return NULL;
+	p = guest_mem_ptr(a->m, at, len);
+	if (!p)
+		return NULL;
+	memset(p, 0, len);
+	a->next = at + len;
+	*gpa = at;
+	return p;
+}
+
+/* Fill a standard table header; the checksum is set by acpi_finish(). */
+static void acpi_header_init(struct acpi_header *h, const char *sig, uint32_t len, uint8_t rev)
+{
+	memcpy(h->signature, sig, 4);
+	h->length = len;
+	h->revision = rev;
+	memcpy(h->oem_id, "SHOAL ", 6);
+	memcpy(h->oem_table_id, "SHOALVM ", 8);
+	h->oem_revision = 1;
+	memcpy(h->creator_id, "SHOL", 4);
+	h->creator_revision = 1;
+}
+
+/* Make the table at `h` (its header length) sum to zero. */
+static void acpi_finish(struct acpi_header *h)
+{
+	h->checksum = 0;
+	h->checksum = boot_checksum(h, h->length);
+}
+
+/* ---- DSDT: a minimal AML encoder ---- */
+
+struct aml {
+	uint8_t buf[512];
+	size_t len;
+	int overflow;
+};
+
+static void aml_bytes(struct aml *a, const void *p, size_t n)
+{
+	if (n > sizeof(a->buf) - a->len) {
+		a->overflow = 1;
+		return;
+	}
+	memcpy(a->buf + a->len, p, n);
+	a->len += n;
+}
+
+static void aml_byte(struct aml *a, uint8_t b)
+{
+	aml_bytes(a, &b, 1);
+}
+
+/* Emit `op` (1 or 2 bytes), a PkgLength covering `body`, then the body.
+ * PkgLength counts its own bytes: one byte up to 63, two up to 4095. */
+static void aml_pkg(struct aml *a, const uint8_t *op, size_t oplen, const struct aml *body)
+{
+	size_t n = body->len;
+
+	aml_bytes(a, op, oplen);
+	if (n + 1 < 64) {
+		aml_byte(a, (uint8_t)(n + 1));
+	} else {
+		size_t t = n + 2;
+		aml_byte(a, (uint8_t)(0x40 | (t & 0xf)));
+		aml_byte(a, (uint8_t)(t >> 4));
+	}
+	aml_bytes(a, body->buf, n);
+	a->overflow |= body->overflow;
+}
+
+#define AML_ZERO      0x00
+#define AML_ONE       0x01
+#define AML_NAME      0x08
+#define AML_BYTE      0x0a
+#define AML_DWORD     0x0c
+#define AML_SCOPE     0x10
+#define AML_BUFFER    0x11
+#define AML_PACKAGE   0x12
+
+/* Name(_S5_, Package() { 5, 5, 0, 0 }): SLP_TYPa, SLP_TYPb for soft-off. */
+static void aml_s5(struct aml *a)
+{
+	static const uint8_t pkg = AML_PACKAGE;
+	struct aml body = { .len = 0 };
+
+	aml_byte(&body, 4);                 /* NumElements */
+	aml_byte(&body, AML_BYTE);
+	aml_byte(&body, ACPI_S5_SLP_TYP);
+	aml_byte(&body, AML_BYTE);
+	aml_byte(&body, ACPI_S5_SLP_TYP);
+	aml_byte(&body, AML_ZERO);
+	aml_byte(&body, AML_ZERO);
+	aml_byte(a, AML_NAME);
+	aml_bytes(a, "_S5_", 4);
+	aml_pkg(a, &pkg, 1, &body);
+}
+
+/* Device(COM1) { _HID PNP0501, _UID 1, _CRS { IO 0x3f8/8, IRQ 4 } } */
+static void aml_com1(struct aml *a)
+{
+	static const uint8_t devop[2] = { 0x5b, 0x82 };
+	static const uint8_t bufop = AML_BUFFER;
+	/* EISA id "PNP0501", compressed as the ACPI EISAID() macro does. */
+	static const uint8_t hid[4] = { 0x41, 0xd0, 0x05, 0x01 };
+	const uint8_t crs[] = {
+		0x47, 0x01,                             /* IO, decode 16 bit */
+		COM1_PORT & 0xff, COM1_PORT >> 8,       /* min */
+		COM1_PORT & 0xff, COM1_PORT >> 8,       /* max */
+		0x01, 0x08,                             /* align, length */
+		0x22, 1u << COM1_IRQ, 0x00,             /* IRQNoFlags {4} */
+		0x79, 0x00,                             /* end tag */
+	};
+	struct aml dev = { .len = 0 }, buf = { .len = 0 };
+
+	aml_bytes(&dev, "COM1", 4);
+	aml_byte(&dev, AML_NAME);
+	aml_bytes(&dev, "_HID", 4);
+	aml_byte(&dev, AML_DWORD);
+	aml_bytes(&dev, hid, 4);
+	aml_byte(&dev, AML_NAME);
+	aml_bytes(&dev, "_UID", 4);
+	aml_byte(&dev, AML_ONE);
+	aml_byte(&buf, AML_BYTE);
+	aml_byte(&buf, sizeof(crs));
+	aml_bytes(&buf, crs, sizeof(crs));
+	aml_byte(&dev, AML_NAME);
+	aml_bytes(&dev, "_CRS", 4);
+	aml_pkg(&dev, &bufop, 1, &buf);
+	aml_pkg(a, devop, 2, &dev);
+}
+
+/* The DSDT body: \_S5 at the root and Scope(\_SB) { COM1 }. */
+static void aml_dsdt_body(struct aml *a)
+{
+	static const uint8_t scope = AML_SCOPE;
+	struct aml sb = { .len = 0 };
+
+	aml_s5(a);
+	aml_bytes(&sb, "\\_SB_", 5);
+	aml_com1(&sb);
+	aml_pkg(a, &scope, 1, &sb);
+}
+
+/* ---- tables ---- */
+
+static int acpi_build_dsdt(struct acpi_area *ar, uint64_t *gpa)
+{
+	struct aml aml = { .len = 0 };
+	struct acpi_header *h;
+	size_t len;
+
+	aml_dsdt_body(&aml);
+	if (aml.overflow)
+		return -1;
+	len = sizeof(*h) + aml.len;
+	h = acpi_alloc(ar, len, 16, gpa);
+	if (!h)
+		return -1;
+	acpi_header_init(h, "DSDT", (uint32_t)len, 2);
+	memcpy(h + 1, aml.buf, aml.len);
+	acpi_finish(h);
+	return 0;
+}
+
+static int acpi_build_facs(struct acpi_area *ar, uint64_t *gpa)
+{
+	struct acpi_facs *f = acpi_alloc(ar, sizeof(*f), 64, gpa);
+
+	if (!f)
+		return -1;
+	memcpy(f->signature, "FACS", 4);
+	f->length = sizeof(*f);
+	f->version = 2;
+	return 0;
+}
+
+/* A system-I/O generic address for `len` bytes at `port`. */
+static struct acpi_gas acpi_gas_io(uint16_t port, uint8_t len)
+{
+	return (struct acpi_gas){ .space_id = 1, .bit_width = (uint8_t)(len * 8),
+				  .address = port };
+}
+
+static int acpi_build_fadt(struct acpi_area *ar, uint64_t dsdt, uint64_t facs, uint64_t *gpa)
+{
+	struct acpi_fadt *f = acpi_alloc(ar, sizeof(*f), 16, gpa);
+
+	if (!f)
+		return -1;
+	acpi_header_init(&f->h, "FACP", sizeof(*f), 6);
+	f->dsdt = (uint32_t)dsdt;
+	f->x_dsdt = dsdt;
+	f->x_firmware_ctrl = facs;          /* FIRMWARE_CTRL stays 0: X_ wins */
+	f->sci_int = ACPI_SCI_IRQ;
+	f->smi_cmd = 0;                     /* no SMI: ACPI mode is always on */
+	f->pm1a_evt_blk = ACPI_PM1A_EVT_PORT;
+	f->pm1a_cnt_blk = ACPI_PM1A_CNT_PORT;
+	f->pm1_evt_len = 4;
+	f->pm1_cnt_len = 2;
+	f->x_pm1a_evt_blk = acpi_gas_io(ACPI_PM1A_EVT_PORT, 4);
+	f->x_pm1a_cnt_blk = acpi_gas_io(ACPI_PM1A_CNT_PORT, 2);
+	f->p_lvl2_lat = 101;                /* > 100: C2 not supported */
+	f->p_lvl3_lat = 1001;               /* > 1000: C3 not supported */
+	f->iapc_boot_arch = FADT_BOOT_8042 | FADT_BOOT_NO_VGA;
+	f->flags = FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_PWR_BUTTON | FADT_F_SLP_BUTTON;
+	f->minor_version = 0;
+	acpi_finish(&f->h);
+	return 0;
+}
+
+/* Append one MADT entry of `len` bytes; NULL when the area is full. */
+static void *madt_add(struct acpi_area *ar, struct acpi_madt *t, size_t len)
+{
+	uint64_t gpa;
+	uint8_t *p = acpi_alloc(ar, len, 1, &gpa);
+
+	if (p)
+		t->h.length += (uint32_t)len;
+	return p;
+}
+
+static int acpi_build_madt(struct acpi_area *ar, int ncpus, uint64_t *gpa)
+{
+	struct acpi_madt *t = acpi_alloc(ar, sizeof(*t), 16, gpa);
+	struct madt_ioapic *io;
+	struct madt_iso *iso;
+	struct madt_lapic_nmi *nmi;
+
+	if (!t)
+		return -1;
+	acpi_header_init(&t->h, "APIC", sizeof(*t), 5);
+	t->lapic_addr = (uint32_t)GUEST_LAPIC_BASE;
+	t->flags = 1;                       /* PCAT_COMPAT: KVM emulates the 8259s */
+	for (int i = 0; i < ncpus; i++) {
+		struct madt_lapic *l = madt_add(ar, t, sizeof(*l));
+		if (!l)
+			return -1;
+		*l = (struct madt_lapic){ .type = 0, .length = sizeof(*l),
+					  .uid = (uint8_t)i, .apic_id = (uint8_t)i, .flags = 1 };
+	}
+	io = madt_add(ar, t, sizeof(*io));
+	iso = io ? madt_add(ar, t, sizeof(*iso)) : NULL;
+	nmi = iso ? madt_add(ar, t, sizeof(*nmi)) : NULL;
+	if (!nmi)
+		return -1;
+	*io = (struct madt_ioapic){ .type = 1, .length = sizeof(*io), .id = ACPI_IOAPIC_ID,
+				    .addr = (uint32_t)GUEST_IOAPIC_BASE, .gsi_base = 0 };
+	*iso = (struct madt_iso){ .type = 2, .length = sizeof(*iso), .bus = 0,
+				  .source = ACPI_SCI_IRQ, .gsi = ACPI_SCI_IRQ,
+				  .flags = MADT_ISO_ACTIVE_HIGH | MADT_ISO_LEVEL };
+	*nmi = (struct madt_lapic_nmi){ .type = 4, .length = sizeof(*nmi), .uid = 0xff,
+					.flags = 0, .lint = 1 };
+	acpi_finish(&t->h);
+	return 0;
+}
+
+static int acpi_build_xsdt(struct acpi_area *ar, const uint64_t *ents, int n, uint64_t *gpa)
+{
+	size_t len = sizeof(struct acpi_header) + (size_t)n * 8;
+	struct acpi_header *h = acpi_alloc(ar, len, 16, gpa);
+
+	if (!h)
+		return -1;
+	acpi_header_init(h, "XSDT", (uint32_t)len, 1);
+	memcpy(h + 1, ents, (size_t)n * 8);
+	acpi_finish(h);
+	return 0;
+}
+
+static void acpi_fill_rsdp(struct acpi_rsdp *r, uint64_t xsdt)
+{
+	memcpy(r->signature, "RSD PTR ", 8);
+	memcpy(r->oem_id, "SHOAL ", 6);
+	r->revision = 2;
+	r->length = sizeof(*r);
+	r->xsdt_addr = xsdt;
+	r->checksum = boot_checksum(r, 20);
+	r->ext_checksum = boot_checksum(r, sizeof(*r));
+}
+
+uint64_t acpi_build(struct guest_mem *m, int ncpus, struct error *e)
+{
+	struct acpi_area ar = { .m = m, .next = BOOT_ACPI_ADDR };
+	uint64_t rsdp, dsdt, facs, fadt, madt, xsdt, ents[2];
+	struct acpi_rsdp *r;
+
+	if (ncpus < 1 || ncpus > GUEST_MAX_VCPUS) {
+		error_set(e, EXIT_USAGE, "ACPI: %d vCPUs is out of range (1..%d)",
+			  ncpus, GUEST_MAX_VCPUS);
+		return 0;
+	}
+	r = acpi_alloc(&ar, sizeof(*r), 16, &rsdp);
+	if (!r || acpi_build_dsdt(&ar, &dsdt) || acpi_build_facs(&ar, &facs) ||
+	    acpi_build_fadt(&ar, dsdt, facs, &fadt) || acpi_build_madt(&ar, ncpus, &madt)) {
+		error_set(e, EXIT_HOST, "ACPI tables do not fit in 0x%llx-0x%llx",
+			  (unsigned long long)BOOT_ACPI_ADDR, (unsigned long long)BOOT_ACPI_END);
+		return 0;
+	}
+	ents[0] = fadt;
+	ents[1] = madt;
+	if (acpi_build_xsdt(&ar, ents, 2, &xsdt)) {
+		error_set(e, EXIT_HOST, "ACPI tables do not fit in 0x%llx-0x%llx",
+			  (unsigned long long)BOOT_ACPI_ADDR, (unsigned long long)BOOT_ACPI_END);
+		return 0;
+	}
+	acpi_fill_rsdp(r, xsdt);
+	return rsdp;
+}

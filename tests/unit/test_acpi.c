@@ -1,0 +1,251 @@
+/*
+ * test_acpi.c - the ACPI tables acpi_build() writes, read back the way a
+ * guest would: RSDP -> XSDT -> FADT/MADT -> DSDT/FACS, every checksum, the
+ * MADT's per-vCPU entries and interrupt overrides, the FADT's PM blocks and
+ * boot flags, and the structure of the DSDT's AML.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "abi/testdev.h"
+#include "util/error.h"
+#include "util/exitcode.h"
+#include "vmm/boot.h"
+#include "vmm/boot_priv.h"
+#include "vmm/layout.h"
+
+static struct guest_mem mem;
+
+static int setup(void **state)
+{
+	struct error e;
+
+	(void)state;
+	return guest_mem_create_anon(&mem, 64 << 20, &e);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	guest_mem_destroy(&mem);
+	return 0;
+}
+
+static uint8_t sum(const uint8_t *p, size_t n)
+{
+	uint8_t s = 0;
+
+	while (n--)
+		s = (uint8_t)(s + *p++);
+	return s;
+}
+
+static uint32_t rd32(uint64_t gpa)
+{
+	uint32_t v;
+
+	assert_int_equal(guest_mem_read(&mem, gpa, &v, 4), 0);
+	return v;
+}
+
+static uint64_t rd64(uint64_t gpa)
+{
+	uint64_t v;
+
+	assert_int_equal(guest_mem_read(&mem, gpa, &v, 8), 0);
+	return v;
+}
+
+/* Check a table's placement and checksum; return its host pointer. */
+static const uint8_t *table(uint64_t gpa, const char *sig)
+{
+	const uint8_t *p = guest_mem_ptr(&mem, gpa, 36);
+	uint32_t len;
+
+	assert_non_null(p);
+	assert_memory_equal(p, sig, 4);
+	len = rd32(gpa + 4);
+	assert_true(len >= 36);
+	assert_true(gpa >= BOOT_ACPI_ADDR && gpa + len <= BOOT_ACPI_END);
+	assert_int_equal(gpa % 16, 0);
+	p = guest_mem_ptr(&mem, gpa, len);
+	assert_int_equal(sum(p, len), 0);
+	return p;
+}
+
+/* Walk RSDP and XSDT; return the FADT and MADT addresses. */
+static void find_tables(uint64_t rsdp, uint64_t *fadt, uint64_t *madt)
+{
+	const uint8_t *r = guest_mem_ptr(&mem, rsdp, 36);
+	uint64_t xsdt;
+	uint32_t len;
+
+	assert_int_equal(rsdp, BOOT_ACPI_ADDR);
+	assert_memory_equal(r, "RSD PTR ", 8);
+	assert_int_equal(r[15], 2);
+	assert_int_equal(sum(r, 20), 0);
+	assert_int_equal(sum(r, 36), 0);
+	assert_int_equal(rd32(rsdp + 20), 36);
+	xsdt = rd64(rsdp + 24);
+	table(xsdt, "XSDT");
+	len = rd32(xsdt + 4);
+	assert_int_equal(len, 36 + 16);
+	*fadt = rd64(xsdt + 36);
+	*madt = rd64(xsdt + 44);
+	table(*fadt, "FACP");
+	table(*madt, "APIC");
+}
+
+static void check_madt(uint64_t madt, int ncpus)
+{
+	const uint8_t *t = table(madt, "APIC");
+	uint32_t len = rd32(madt + 4);
+	int cpus = 0, ioapics = 0, sci = 0;
+
+	assert_int_equal(rd32(madt + 36), GUEST_LAPIC_BASE);
+	assert_int_equal(rd32(madt + 40) & 1, 1);
+	for (uint32_t off = 44; off < len; off += t[off + 1]) {
+		const uint8_t *s = t + off;
+		assert_true(s[1] >= 2 && off + s[1] <= len);
+		if (s[0] == 0) {
+			assert_int_equal(s[1], 8);
+			assert_int_equal(s[2], cpus);             /* UID */
+			assert_int_equal(s[3], cpus);             /* APIC id */
+			assert_int_equal(s[4] & 1, 1);            /* enabled */
+			cpus++;
+		} else if (s[0] == 1) {
+			uint32_t addr, gsi;
+			memcpy(&addr, s + 4, 4);
+			memcpy(&gsi, s + 8, 4);
+			assert_int_equal(addr, GUEST_IOAPIC_BASE);
+			assert_int_equal(gsi, 0);
+			ioapics++;
+		} else if (s[0] == 2) {
+			uint32_t gsi;
+			uint16_t flags;
+			memcpy(&gsi, s + 4, 4);
+			memcpy(&flags, s + 8, 2);
+			assert_int_not_equal(s[3], 0);            /* no IRQ0 override */
+			assert_int_equal(s[3], ACPI_SCI_IRQ);
+			assert_int_equal(gsi, ACPI_SCI_IRQ);
+			assert_int_equal(flags, 0xd);             /* level, active high */
+			sci++;
+		}
+	}
+	assert_int_equal(cpus, ncpus);
+	assert_int_equal(ioapics, 1);
+	assert_int_equal(sci, 1);
+}
+
+static void check_fadt(uint64_t fadt, uint64_t *dsdt)
+{
+	const uint8_t *f = table(fadt, "FACP");
+	uint16_t sci, arch;
+	uint32_t flags;
+	uint64_t facs;
+
+	assert_true(rd32(fadt + 4) >= 244);
+	memcpy(&sci, f + 46, 2);
+	memcpy(&arch, f + 109, 2);
+	memcpy(&flags, f + 112, 4);
+	assert_int_equal(sci, ACPI_SCI_IRQ);
+	assert_int_equal(rd32(fadt + 48), 0);                  /* SMI_CMD */
+	assert_int_equal(rd32(fadt + 56), ACPI_PM1A_EVT_PORT);
+	assert_int_equal(rd32(fadt + 64), ACPI_PM1A_CNT_PORT);
+	assert_int_equal(f[88], 4);
+	assert_int_equal(f[89], 2);
+	assert_int_equal(arch & 0x6, 0x6);                     /* 8042, no VGA */
+	assert_int_equal(flags & (1u << 10), 0);               /* no RESET_REG_SUP */
+	assert_int_equal(flags & (1u << 20), 0);               /* not HW-reduced */
+	assert_int_equal(f[172], 1);                           /* X_PM1a_CNT: I/O */
+	assert_int_equal(f[173], 16);
+	assert_int_equal(rd64(fadt + 176), ACPI_PM1A_CNT_PORT);
+	assert_int_equal(rd64(fadt + 152), ACPI_PM1A_EVT_PORT);
+	*dsdt = rd64(fadt + 140);
+	assert_int_equal(rd32(fadt + 40), *dsdt);
+	facs = rd64(fadt + 132);
+	assert_int_equal(facs % 64, 0);
+	assert_memory_equal(guest_mem_ptr(&mem, facs, 4), "FACS", 4);
+	assert_int_equal(rd32(facs + 4), 64);
+}
+
+/* Decode an AML PkgLength at p; returns its value and sets *n to its size. */
+static uint32_t pkglen(const uint8_t *p, int *n)
+{
+	int extra = p[0] >> 6;
+	uint32_t v = extra ? p[0] & 0xf : p[0] & 0x3f;
+
+	for (int i = 0; i < extra; i++)
+		v |= (uint32_t)p[1 + i] << (4 + 8 * i);
+	*n = 1 + extra;
+	return v;
+}
+
+static void check_dsdt(uint64_t dsdt)
+{
+	static const uint8_t s5[] = { 0x08, '_', 'S', '5', '_', 0x12, 0x08, 0x04,
+				      0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00 };
+	static const uint8_t hid[] = { '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x05, 0x01 };
+	const uint8_t *t = table(dsdt, "DSDT");
+	uint32_t len = rd32(dsdt + 4), off = 36, plen;
+	int n;
+
+	assert_int_equal(t[8], 2);                             /* 64-bit AML */
+	assert_memory_equal(t + off, s5, sizeof(s5));
+	off += sizeof(s5);
+	assert_int_equal(t[off], 0x10);                        /* Scope */
+	plen = pkglen(t + off + 1, &n);
+	assert_int_equal(off + 1 + plen, len);                 /* ends with the table */
+	assert_memory_equal(t + off + 1 + n, "\\_SB_", 5);
+	off += 1 + n + 5;
+	assert_int_equal(t[off], 0x5b);                        /* Device */
+	assert_int_equal(t[off + 1], 0x82);
+	plen = pkglen(t + off + 2, &n);
+	assert_int_equal(off + 2 + plen, len);
+	assert_memory_equal(t + off + 2 + n, "COM1", 4);
+	assert_non_null(memmem(t, len, hid, sizeof(hid)));
+}
+
+static void check_all(int ncpus)
+{
+	struct error e;
+	uint64_t rsdp, fadt, madt, dsdt;
+
+	memset(mem.host, 0xaa, 1 << 20);
+	rsdp = acpi_build(&mem, ncpus, &e);
+	assert_int_not_equal(rsdp, 0);
+	find_tables(rsdp, &fadt, &madt);
+	check_madt(madt, ncpus);
+	check_fadt(fadt, &dsdt);
+	check_dsdt(dsdt);
+}
+
+static void test_acpi_1cpu(void **state) { (void)state; check_all(1); }
+static void test_acpi_4cpu(void **state) { (void)state; check_all(4); }
+static void test_acpi_64cpu(void **state) { (void)state; check_all(GUEST_MAX_VCPUS); }
+
+static void test_acpi_bad_ncpus(void **state)
+{
+	struct error e;
+
+	(void)state;
+	assert_int_equal(acpi_build(&mem, 0, &e), 0);
+	assert_int_equal(e.status, EXIT_USAGE);
+	assert_int_equal(acpi_build(&mem, GUEST_MAX_VCPUS + 1, &e), 0);
+	assert_int_equal(e.status, EXIT_USAGE);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_acpi_1cpu),
+		cmocka_unit_test(test_acpi_4cpu),
+		cmocka_unit_test(test_acpi_64cpu),
+		cmocka_unit_test(test_acpi_bad_ncpus),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
