@@ -29,6 +29,7 @@
 
 uint64_t lapic_base = 0xfee00000;
 uint16_t acpi_pm1a_cnt_port = 0x604;
+uint16_t acpi_pm1a_evt_port;
 uint64_t acpi_sleep_ctl_addr;
 uint8_t acpi_sleep_ctl_space;
 uint8_t acpi_s5_slp_typ = ACPI_S5_SLP_TYP;
@@ -125,6 +126,9 @@ static void fadt_parse(const struct sdt_header *h)
 	port = *(const uint32_t *)((const uint8_t *)h + 64);
 	if (port && port < 0x10000)
 		acpi_pm1a_cnt_port = (uint16_t)port;
+	port = *(const uint32_t *)((const uint8_t *)h + 56);   /* PM1a_EVT_BLK */
+	if (port && port < 0x10000)
+		acpi_pm1a_evt_port = (uint16_t)port;
 	if (h->length >= 148 && *(const uint64_t *)((const uint8_t *)h + 140))
 		dsdt_find_s5(*(const uint64_t *)((const uint8_t *)h + 140));
 	else

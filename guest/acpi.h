@@ -11,6 +11,7 @@
 
 extern uint64_t lapic_base;		/* default 0xfee00000 */
 extern uint16_t acpi_pm1a_cnt_port;	/* FADT PM1a_CNT_BLK, default 0x604 */
+extern uint16_t acpi_pm1a_evt_port;	/* FADT PM1a_EVT_BLK, 0 when absent */
 /* Hardware-reduced ACPI (QEMU microvm): FADT SLEEP_CONTROL_REG, else 0. */
 extern uint64_t acpi_sleep_ctl_addr;
 extern uint8_t acpi_sleep_ctl_space;	/* 0 = memory, 1 = I/O port */

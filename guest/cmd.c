@@ -345,6 +345,28 @@ static void cmd_list_run(char *list)
  * 10 ms once idle for 200 ms, so an idle prompt costs the host little (each
  * sleep is a few hundred emulated ring-0 instructions, ~0.2 ms of CPU).
  */
+/*
+ * The ACPI power button, polled while the prompt is idle (the guest takes
+ * no SCI): PWRBTN_STS (bit 8 of PM1a status) set means the host asked for
+ * a graceful stop, so acknowledge it and power off.  A machine without a
+ * PM1a event block (QEMU microvm) never has it set.
+ */
+#define PM1_PWRBTN_STS 0x0100
+
+static void shell_check_power_button(void)
+{
+	uint16_t sts;
+
+	if (!acpi_pm1a_evt_port)
+		return;
+	sts = inw(acpi_pm1a_evt_port);
+	if (sts == 0xffff || !(sts & PM1_PWRBTN_STS))
+		return;
+	outw(acpi_pm1a_evt_port, PM1_PWRBTN_STS);
+	report("power button");
+	guest_poweroff();
+}
+
 static int shell_getc(void)
 {
 	uint64_t idle_since = rdtsc(), idle;
@@ -356,6 +378,8 @@ static int shell_getc(void)
 			lapic_sleep_us(10000);
 		else if (idle > 10000)
 			lapic_sleep_us(1000);
+		if (idle > 10000)
+			shell_check_power_button();
 	}
 	return c;
 }

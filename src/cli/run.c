@@ -14,6 +14,7 @@
 #include "cli/commands.h"
 #include "util/exitcode.h"
 #include "util/log.h"
+#include "vmm/control.h"
 #include "vmm/vm.h"
 
 const char run_usage[] =
@@ -34,6 +35,8 @@ const char run_usage[] =
 "      --config FILE        read these settings from a JSON file; flags given on\n"
 "                           the command line override it (docs/cli.md)\n"
 "      --timeout SECONDS    stop the VM with status 82 if it is still running\n"
+"      --api-socket PATH    serve the control protocol on this Unix socket\n"
+"                           (docs/vmm-control.md; used by shoald)\n"
 "      --print-config       print the resulting settings as JSON and exit\n"
 "  -v, --verbose            more messages (-v info, -vv debug)\n"
 "  -h, --help               this help\n"
@@ -43,7 +46,7 @@ const char run_usage[] =
 "memory or vCPUs; 68 no usable KVM; 70 host error; 80 triple fault; 81 KVM\n"
 "internal error; 82 guest misbehaved or timed out; 83 quit from the console.\n";
 
-enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT };
+enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_API };
 
 static const struct option run_options[] = {
 	{ "kernel", required_argument, NULL, 'k' },
@@ -56,6 +59,7 @@ static const struct option run_options[] = {
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 	{ "print-config", no_argument, NULL, OPT_PRINT },
+	{ "api-socket", required_argument, NULL, OPT_API },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -105,6 +109,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 		cfg->timeout_s = (unsigned)n;
 		return 0;
 	case OPT_PRINT: o->print_config = true; return 0;
+	case OPT_API: set_str(&o->api_socket, arg); return 0;
 	case 'v': o->verbose++; return 0;
 	case 'h': o->help = true; return 0;
 	case OPT_CONFIG: return 0;   /* handled in the first pass */
@@ -168,6 +173,7 @@ int cmd_run(int argc, char **argv)
 	if (run_parse_args(argc, argv, &cfg, &o, &e)) {
 		vm_config_free(&cfg);
 		log_error("%s", e.msg);
+		free(o.api_socket);
 		return e.status;
 	}
 	if (o.help) {
@@ -190,8 +196,16 @@ int cmd_run(int argc, char **argv)
 		log_error("%s", e.msg);
 		return e.status;
 	}
+	if (o.api_socket && control_start(vm, o.api_socket, &e)) {
+		log_error("%s", e.msg);
+		vm_destroy(vm);
+		free(o.api_socket);
+		return e.status;
+	}
 	status = vm_run(vm);
+	control_stop(vm);
 	run_report_exit(vm, status);
 	vm_destroy(vm);
+	free(o.api_socket);
 	return status;
 }

@@ -11,6 +11,7 @@ struct run_opts {
 	bool help;            /* --help: print usage and exit 0 */
 	bool print_config;    /* --print-config: print the JSON and exit 0 */
 	int verbose;          /* -v count */
+	char *api_socket;     /* --api-socket PATH (malloc'd) or NULL */
 };
 
 /* Fill `cfg` (already vm_config_init'ed) from `--config FILE` first and then

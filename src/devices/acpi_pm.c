@@ -18,10 +18,34 @@
 
 #define ACPI_PM_STATE_VERSION 1
 #define PM1_SCI_EN 0x0001
+#define PM1_PWRBTN 0x0100   /* PWRBTN_STS / PWRBTN_EN */
 
 struct acpi_pm {
 	uint16_t sts, en, cnt;
+	int sci_level;         /* level driven on the SCI line */
 };
+
+/* The SCI is level-triggered (MADT override): high while an enabled
+ * status bit is set. */
+static void acpi_pm_update_sci(struct device *d)
+{
+	struct acpi_pm *p = d->priv;
+	int level = (p->sts & p->en) != 0;
+
+	if (level != p->sci_level) {
+		p->sci_level = level;
+		if (d->vm)
+			vm_irq_line(d->vm, ACPI_SCI_IRQ, level);
+	}
+}
+
+void acpi_pm_power_button(struct device *d)
+{
+	pthread_mutex_lock(&d->lock);
+	((struct acpi_pm *)d->priv)->sts |= PM1_PWRBTN;
+	acpi_pm_update_sci(d);
+	pthread_mutex_unlock(&d->lock);
+}
 
 static uint16_t *acpi_pm_reg(struct acpi_pm *p, uint16_t off)
 {
@@ -68,6 +92,7 @@ static void acpi_pm_io_write(struct device *d, uint16_t port, const void *data, 
 		    ((v >> ACPI_PM1_CNT_SLP_TYP_SHIFT) & 7) == ACPI_S5_SLP_TYP && d->vm)
 			vm_stop(d->vm, EXIT_POWEROFF, "guest powered off");
 	}
+	acpi_pm_update_sci(d);
 }
 
 static void acpi_pm_save(struct device *d, struct state_writer *w)

@@ -106,6 +106,9 @@ int legacy_create(struct vm *vm, const struct vm_config *cfg, struct error *e);
 #include <time.h>
 void rtc_set_clock(struct device *d, time_t (*now)(void));
 
+/* Press the ACPI power button: PWRBTN_STS, and an SCI if enabled. */
+void acpi_pm_power_button(struct device *d);
+
 /* Serial input from the console (event loop thread). */
 void serial_receive(struct device *d, const uint8_t *buf, int len);
 

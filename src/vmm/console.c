@@ -9,6 +9,8 @@
 #include "vmm/console.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <signal.h>
@@ -25,8 +27,14 @@
 
 #define CONSOLE_ESCAPE 0x01   /* Ctrl-A */
 
+#define CONSOLE_RING_SIZE (1u << 20)   /* power of two */
+
 struct console {
 	struct vm *vm;
+	pthread_mutex_t lock;     /* ring and attached_fd: vCPU vs control threads */
+	uint8_t *ring;            /* last CONSOLE_RING_SIZE bytes of output */
+	uint64_t ring_total;      /* bytes ever written; ring holds the tail */
+	int attached_fd;          /* control-socket client on the console, or -1 */
 	enum console_kind kind;
 	int out_fd;               /* -1 for none */
 	bool own_out;             /* we opened out_fd */
@@ -83,6 +91,8 @@ struct console *console_open(struct vm *vm, enum console_kind kind, const char *
 	c->vm = vm;
 	c->kind = kind;
 	c->out_fd = -1;
+	c->attached_fd = -1;
+	pthread_mutex_init(&c->lock, NULL);
 	if (kind == CONSOLE_STDIO) {
 		c->out_fd = STDOUT_FILENO;
 	} else if (kind == CONSOLE_FILE) {
@@ -105,13 +115,77 @@ void console_close(struct console *c)
 		console_restore_terminal();
 	if (c->own_out)
 		close(c->out_fd);
+	pthread_mutex_destroy(&c->lock);
+	free(c->ring);
 	free(c);
+}
+
+/* Keep output in the ring (allocated on first use) and copy it to an
+ * attached control client without ever blocking the vCPU on it. */
+static void console_record(struct console *c, const uint8_t *p, size_t len)
+{
+	pthread_mutex_lock(&c->lock);
+	if (!c->ring)
+		c->ring = malloc(CONSOLE_RING_SIZE);
+	for (size_t i = 0; c->ring && i < len; i++)
+		c->ring[(c->ring_total + i) & (CONSOLE_RING_SIZE - 1)] = p[i];
+	c->ring_total += len;
+	if (c->attached_fd >= 0 &&
+	    send(c->attached_fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 &&
+	    errno != EAGAIN && errno != EWOULDBLOCK)
+		c->attached_fd = -1;   /* gone; the control server closes it */
+	pthread_mutex_unlock(&c->lock);
+}
+
+size_t console_log_copy(struct console *c, uint8_t *out, size_t max)
+{
+	uint64_t have, start;
+	size_t n;
+
+	pthread_mutex_lock(&c->lock);
+	have = c->ring_total < CONSOLE_RING_SIZE ? c->ring_total : CONSOLE_RING_SIZE;
+	n = have < max ? (size_t)have : max;
+	start = c->ring_total - n;
+	for (size_t i = 0; c->ring && i < n; i++)
+		out[i] = c->ring[(start + i) & (CONSOLE_RING_SIZE - 1)];
+	pthread_mutex_unlock(&c->lock);
+	return c->ring ? n : 0;
+}
+
+int console_set_attached(struct console *c, int fd, bool force)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&c->lock);
+	if (fd >= 0 && c->attached_fd >= 0 && !force)
+		rc = -1;
+	else
+		c->attached_fd = fd;
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+int console_attached_fd(struct console *c)
+{
+	int fd;
+
+	pthread_mutex_lock(&c->lock);
+	fd = c->attached_fd;
+	pthread_mutex_unlock(&c->lock);
+	return fd;
+}
+
+void console_input(struct console *c, const uint8_t *buf, int len)
+{
+	if (c->input_fn)
+		c->input_fn(c->input_opaque, buf, len);
 }
 
 void console_write(struct console *c, const void *buf, size_t len)
 {
 	const char *p = buf;
 
+	console_record(c, buf, len);
 	while (c->out_fd >= 0 && len > 0) {
 		ssize_t n = write(c->out_fd, p, len);
 

@@ -267,7 +267,13 @@ void *vcpu_thread(void *arg)
 
 	snprintf(name, sizeof(name), "vcpu%d", v->index);
 	pthread_setname_np(pthread_self(), name);
+	pthread_getcpuclockid(pthread_self(), &v->cpu_clock);
 	while (!atomic_load(&vm->stopping)) {
+		if (atomic_load(&vm->pause_requested)) {
+			vm_park_vcpu(vm);
+			__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+			continue;
+		}
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);

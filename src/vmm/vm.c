@@ -288,6 +288,41 @@ static int vm_arm_timeout(struct vm *vm)
 	return fd;
 }
 
+void vm_pause(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->stop_lock);
+	atomic_store(&vm->pause_requested, true);
+	for (int i = 0; i < vm->ncpus; i++)
+		vcpu_kick(&vm->vcpus[i]);
+	while (vm->parked < vm->ncpus && !atomic_load(&vm->stopping))
+		pthread_cond_wait(&vm->stop_cond, &vm->stop_lock);
+	pthread_mutex_unlock(&vm->stop_lock);
+}
+
+void vm_resume(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->stop_lock);
+	atomic_store(&vm->pause_requested, false);
+	pthread_cond_broadcast(&vm->stop_cond);
+	pthread_mutex_unlock(&vm->stop_lock);
+}
+
+bool vm_is_paused(struct vm *vm)
+{
+	return atomic_load(&vm->pause_requested);
+}
+
+void vm_park_vcpu(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->stop_lock);
+	vm->parked++;
+	pthread_cond_broadcast(&vm->stop_cond);
+	while (atomic_load(&vm->pause_requested) && !atomic_load(&vm->stopping))
+		pthread_cond_wait(&vm->stop_cond, &vm->stop_lock);
+	vm->parked--;
+	pthread_mutex_unlock(&vm->stop_lock);
+}
+
 static void vm_kick_signal(int sig)
 {
 	(void)sig;   /* only interrupts KVM_RUN */
@@ -298,6 +333,10 @@ int vm_run(struct vm *vm)
 	struct sigaction sa = { .sa_handler = vm_kick_signal };
 	int timer_fd, started = 0;
 
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	vm->started_ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGUSR1, &sa, NULL);   /* no SA_RESTART: KVM_RUN returns EINTR */
 	timer_fd = vm_arm_timeout(vm);
@@ -339,7 +378,7 @@ int vm_save_devices(struct vm *vm, struct state_writer *w)
 	return w->error ? -1 : 0;
 }
 
-static struct device *vm_find_device(struct vm *vm, const char *name)
+struct device *vm_find_device(struct vm *vm, const char *name)
 {
 	for (int i = 0; i < vm->ndevices; i++)
 		if (!strcmp(vm->devices[i]->name, name))

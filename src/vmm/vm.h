@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "util/error.h"
 #include "vmm/bus.h"
@@ -33,6 +34,7 @@
 #include "vmm/state.h"
 
 struct device;
+struct control;
 struct eventloop;
 struct console;
 
@@ -46,7 +48,8 @@ struct vcpu {
 	size_t run_size;
 	pthread_t thread;
 	bool started;
-	uint64_t exits;                /* KVM_RUN returns, for metrics */
+	clockid_t cpu_clock;           /* this thread's CPU-time clock */
+	_Atomic uint64_t exits;        /* KVM_RUN returns, for metrics */
 };
 
 /* Called on a vCPU thread for each complete report line from the test
@@ -73,8 +76,13 @@ struct vm {
 	atomic_bool stopping;
 	int exit_status;               /* EXIT_* or the guest's code */
 	char exit_reason[256];         /* one line, for the user */
-	pthread_mutex_t stop_lock;
-	pthread_cond_t stop_cond;
+	pthread_mutex_t stop_lock;     /* also guards pause state below */
+	pthread_cond_t stop_cond;      /* signalled on stop, park and resume */
+
+	atomic_bool pause_requested;   /* vCPUs park outside KVM_RUN while set */
+	int parked;                    /* vCPUs parked now (under stop_lock) */
+	uint64_t started_ns;           /* CLOCK_MONOTONIC when vm_run began */
+	struct control *control;       /* the --api-socket server, or NULL */
 };
 
 /* Build a VM from `cfg`: open KVM, create memory, irqchip, PIT, vCPUs with
@@ -90,6 +98,19 @@ void vm_stop(struct vm *vm, int status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
 void vm_destroy(struct vm *vm);
+
+/* Take every vCPU out of the guest and keep it out; returns when all are
+ * parked (or the VM is stopping).  vm_resume lets them run again.  Both are
+ * idempotent and safe from any thread but a vCPU thread. */
+void vm_pause(struct vm *vm);
+void vm_resume(struct vm *vm);
+bool vm_is_paused(struct vm *vm);
+
+/* Park the calling vCPU thread while a pause is requested (vcpu.c). */
+void vm_park_vcpu(struct vm *vm);
+
+/* Find a device by instance name ("serial0"), or NULL. */
+struct device *vm_find_device(struct vm *vm, const char *name);
 
 /* Receive test-device report lines (for test harnesses and benchmarks). */
 void vm_set_report_fn(struct vm *vm, vm_report_fn fn, void *opaque);

@@ -1,0 +1,27 @@
+/*
+ * control.h - the VMM's control socket (`shoal run --api-socket PATH`).
+ * The protocol is documented in docs/vmm-control.md.
+ */
+#ifndef SHOAL_VMM_CONTROL_H
+#define SHOAL_VMM_CONTROL_H
+
+#include "util/error.h"
+
+struct vm;
+struct control;
+
+/* Listen on `path` and serve on the VM's event loop.  Refuses a path where
+ * another VMM is listening; removes a stale socket file.  0 or -1 with e. */
+int control_start(struct vm *vm, const char *path, struct error *e);
+
+/* Close every connection and remove the socket file. */
+void control_stop(struct vm *vm);
+
+/* Handle one request line and return the reply object as a malloc'd JSON
+ * line (with '\n').  `*extra`/`*extra_len` receive raw bytes to send after
+ * it (console-log), `*attach` is set for console-attach.  Exposed for the
+ * fuzzer and unit tests. */
+char *control_handle_line(struct vm *vm, const char *line, int client_fd,
+			  unsigned char **extra, size_t *extra_len, int *attach);
+
+#endif
