@@ -40,12 +40,32 @@ static void guest_mem_layout(struct guest_mem *m, uint64_t size)
 
 	m->size = size;
 	m->nregions = 1;
-	m->region[0] = (struct guest_region){ .gpa = 0, .size = low, .offset = 0 };
+	m->region[0] = (struct guest_region){ .gpa = 0, .size = low, .offset = 0, .hva = m->host };
 	if (size > low) {
 		m->region[1] = (struct guest_region){
-			.gpa = GUEST_MEM32_GAP_END, .size = size - low, .offset = low };
+			.gpa = GUEST_MEM32_GAP_END, .size = size - low, .offset = low,
+			.hva = m->host + low };
 		m->nregions = 2;
 	}
+}
+
+void guest_mem_init_external(struct guest_mem *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->fd = -2;   /* external: nothing to free */
+}
+
+int guest_mem_add_region(struct guest_mem *m, uint64_t gpa, uint64_t size, void *hva)
+{
+	if (m->nregions == GUEST_MEM_MAX_REGIONS || !size || gpa + size < gpa)
+		return -1;
+	for (int i = 0; i < m->nregions; i++)
+		if (gpa < m->region[i].gpa + m->region[i].size && m->region[i].gpa < gpa + size)
+			return -1;
+	m->region[m->nregions++] = (struct guest_region){
+		.gpa = gpa, .size = size, .offset = m->size, .hva = hva };
+	m->size += size;
+	return 0;
 }
 
 int guest_mem_create(struct guest_mem *m, uint64_t size, struct error *e)
@@ -77,7 +97,7 @@ int guest_mem_create(struct guest_mem *m, uint64_t size, struct error *e)
 	madvise(p, size, MADV_DONTDUMP);
 	m->fd = fd;
 	m->host = p;
-	guest_mem_layout(m, size);
+	guest_mem_layout(m, size);   /* after m->host: regions point into it */
 	return 0;
 }
 
@@ -96,8 +116,11 @@ int guest_mem_create_anon(struct guest_mem *m, uint64_t size, struct error *e)
 
 void guest_mem_destroy(struct guest_mem *m)
 {
-	if (!m->host)
+	if (m->fd == -2 || !m->host) {
+		memset(m, 0, sizeof(*m));
+		m->fd = -1;
 		return;
+	}
 	if (m->fd >= 0) {
 		munmap(m->host, m->size);
 		close(m->fd);
@@ -117,9 +140,9 @@ void *guest_mem_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len)
 			continue;
 		if (len > r->size - (gpa - r->gpa))
 			return NULL;
-		return m->host + r->offset + (gpa - r->gpa);
+		return r->hva + (gpa - r->gpa);
 	}
-	return len == 0 && m->nregions ? m->host : NULL;
+	return NULL;
 }
 
 int guest_mem_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len)

@@ -19,12 +19,13 @@
 
 #include "util/error.h"
 
-#define GUEST_MEM_MAX_REGIONS 2
+#define GUEST_MEM_MAX_REGIONS 8   /* 2 for a VM; vhost-user tables up to 8 */
 
 struct guest_region {
 	uint64_t gpa;        /* guest-physical start */
 	uint64_t size;       /* bytes */
 	uint64_t offset;     /* offset in the memfd and in `host` */
+	uint8_t *hva;        /* host address of gpa */
 };
 
 struct guest_mem {
@@ -52,6 +53,12 @@ void *guest_mem_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len);
 /* Copy in/out with the same checks; return 0 or -1 when out of range. */
 int guest_mem_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len);
 int guest_mem_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len);
+
+/* A guest_mem made of regions mapped by someone else (a vhost-user back
+ * end maps the front end's memory table): start empty, add regions.  The
+ * regions are not owned; guest_mem_destroy does not unmap them. */
+void guest_mem_init_external(struct guest_mem *m);
+int guest_mem_add_region(struct guest_mem *m, uint64_t gpa, uint64_t size, void *hva);
 
 /* End of low RAM (exclusive): min(size, 3 GiB). */
 uint64_t guest_mem_low_end(const struct guest_mem *m);

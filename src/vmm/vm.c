@@ -91,7 +91,7 @@ static int vm_setup_memory(struct vm *vm, struct error *e)
 			.slot = (uint32_t)i,
 			.guest_phys_addr = vm->mem.region[i].gpa,
 			.memory_size = vm->mem.region[i].size,
-			.userspace_addr = (uintptr_t)(vm->mem.host + vm->mem.region[i].offset),
+			.userspace_addr = (uintptr_t)vm->mem.region[i].hva,
 		};
 		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
 			return error_set(e, EXIT_RESOURCE, "KVM_SET_USER_MEMORY_REGION: %s",

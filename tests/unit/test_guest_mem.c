@@ -1,0 +1,87 @@
+/*
+ * test_guest_mem.c - guest RAM layout around the 32-bit hole and the
+ * bounds checks every guest-supplied address goes through.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/exitcode.h"
+#include "vmm/guest_mem.h"
+#include "vmm/layout.h"
+
+static void test_split_around_hole(void **state)
+{
+	struct guest_mem m;
+	struct error e;
+	uint8_t *lo_end, *hi;
+
+	assert_int_equal(guest_mem_create(&m, 4ULL << 30, &e), 0);
+	assert_true(m.fd >= 0);
+	assert_int_equal(m.nregions, 2);
+	assert_int_equal(guest_mem_low_end(&m), GUEST_MEM32_GAP_START);
+	assert_int_equal(m.region[1].gpa, GUEST_MEM32_GAP_END);
+	assert_int_equal(m.region[1].size, 1ULL << 30);
+	lo_end = guest_mem_ptr(&m, GUEST_MEM32_GAP_START - 4096, 4096);
+	hi = guest_mem_ptr(&m, GUEST_MEM32_GAP_END, 4096);
+	assert_non_null(lo_end);
+	assert_non_null(hi);
+	assert_ptr_equal(lo_end + 4096, hi);            /* file offset == mapping offset */
+	assert_null(guest_mem_ptr(&m, GUEST_MEM32_GAP_START, 1));        /* in the hole */
+	assert_null(guest_mem_ptr(&m, GUEST_MEM32_GAP_START - 4096, 4097)); /* runs into it */
+	assert_null(guest_mem_ptr(&m, GUEST_MEM32_GAP_END + (1ULL << 30) - 1, 2));
+	assert_null(guest_mem_ptr(&m, UINT64_MAX, 2));
+	assert_null(guest_mem_ptr(&m, 0, UINT64_MAX));
+	assert_int_equal(guest_mem_write(&m, GUEST_MEM32_GAP_END, "abc", 3), 0);
+	{
+		char buf[3];
+
+		assert_int_equal(guest_mem_read(&m, GUEST_MEM32_GAP_END, buf, 3), 0);
+		assert_memory_equal(buf, "abc", 3);
+	}
+	assert_int_equal(guest_mem_write(&m, 0xd0000000, "x", 1), -1);
+	guest_mem_destroy(&m);
+}
+
+static void test_sizes_refused(void **state)
+{
+	struct guest_mem m;
+	struct error e;
+
+	assert_int_equal(guest_mem_create(&m, 1 << 20, &e), -1);
+	assert_non_null(strstr(e.msg, "too small"));
+	assert_int_equal(guest_mem_create(&m, (64ULL << 20) + 1, &e), -1);
+	assert_int_equal(guest_mem_create(&m, 2ULL << 40, &e), -1);
+	assert_int_equal(e.status, EXIT_RESOURCE);
+}
+
+static void test_external_regions(void **state)
+{
+	struct guest_mem m;
+	static uint8_t a[8192], b[4096];
+
+	guest_mem_init_external(&m);
+	assert_int_equal(guest_mem_add_region(&m, 0x10000, sizeof(a), a), 0);
+	assert_int_equal(guest_mem_add_region(&m, 0x100000, sizeof(b), b), 0);
+	assert_int_equal(guest_mem_add_region(&m, 0x11000, 4096, b), -1);   /* overlap */
+	assert_int_equal(guest_mem_add_region(&m, UINT64_MAX - 10, 4096, b), -1);
+	assert_ptr_equal(guest_mem_ptr(&m, 0x10000 + 100, 8), a + 100);
+	assert_ptr_equal(guest_mem_ptr(&m, 0x100000, 4096), b);
+	assert_null(guest_mem_ptr(&m, 0x10000 + 8190, 4));
+	assert_null(guest_mem_ptr(&m, 0x20000, 1));
+	guest_mem_destroy(&m);   /* does not free a or b */
+	a[0] = 1;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_split_around_hole),
+		cmocka_unit_test(test_sizes_refused),
+		cmocka_unit_test(test_external_regions),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
