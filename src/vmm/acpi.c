@@ -4,9 +4,10 @@
  * Shoal has no firmware, so the VMM writes what a BIOS would leave in the
  * 0xe0000-0xfffff area before handing over to the kernel:
  *
- *   RSDP (rev 2) -> XSDT -> FADT -> DSDT   (\_S5 and \_SB.COM1)
+ *   RSDP (rev 2) -> XSDT -> FADT -> DSDT   (\_S5, \_SB.COM1, \_SB.PCI0)
  *                        |       -> FACS
  *                        -> MADT           (LAPIC per vCPU, IOAPIC, SCI override)
+ *                        -> MCFG           (ECAM for PCI bus 0)
  *
  * The machine is a classic (not hardware-reduced) PC: the FADT points at the
  * ACPI PM1a event and control blocks that src/devices/acpi_pm.c emulates
@@ -34,6 +35,7 @@
 #include "util/exitcode.h"
 #include "vmm/boot_priv.h"
 #include "vmm/layout.h"
+#include "vmm/pci.h"
 
 /* ---- on-memory table layouts (ACPI 6.x) ---- */
 
@@ -250,7 +252,7 @@ static void acpi_finish(struct acpi_header *h)
 /* ---- DSDT: a minimal AML encoder ---- */
 
 struct aml {
-	uint8_t buf[512];
+	uint8_t buf[4000];
 	size_t len;
 	int overflow;
 };
@@ -281,6 +283,9 @@ static void aml_pkg(struct aml *a, const uint8_t *op, size_t oplen, const struct
 		aml_byte(a, (uint8_t)(n + 1));
 	} else {
 		size_t t = n + 2;
+
+		if (t > 0xfff)
+			a->overflow = 1;   /* would need a 3-byte PkgLength */
 		aml_byte(a, (uint8_t)(0x40 | (t & 0xf)));
 		aml_byte(a, (uint8_t)(t >> 4));
 	}
@@ -349,7 +354,100 @@ static void aml_com1(struct aml *a)
 	aml_pkg(a, devop, 2, &dev);
 }
 
-/* The DSDT body: \_S5 at the root and Scope(\_SB) { COM1 }. */
+static void aml_name_dword(struct aml *a, const char *name, uint32_t v)
+{
+	aml_byte(a, AML_NAME);
+	aml_bytes(a, name, 4);
+	aml_byte(a, AML_DWORD);
+	aml_bytes(a, &v, 4);
+}
+
+static void aml_name_zero(struct aml *a, const char *name)
+{
+	aml_byte(a, AML_NAME);
+	aml_bytes(a, name, 4);
+	aml_byte(a, AML_ZERO);
+}
+
+/* The host bridge's resources: bus 0, the config ports, all I/O but them,
+ * and the 32-bit BAR window (src/vmm/pci.h). */
+static void aml_pci_crs(struct aml *a)
+{
+	static const uint8_t bufop = AML_BUFFER;
+	const uint32_t mlo = (uint32_t)PCI_MMIO32_BASE;
+	const uint32_t mhi = (uint32_t)(PCI_MMIO32_BASE + PCI_MMIO32_SIZE - 1);
+	const uint32_t mlen = (uint32_t)PCI_MMIO32_SIZE;
+	const uint8_t crs[] = {
+		/* WordBusNumber (producer, fixed) 0..0 */
+		0x88, 0x0d, 0x00, 0x02, 0x0c, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
+		/* IO (Decode16) 0xcf8, 8 ports */
+		0x47, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08,
+		/* WordIO 0x0000-0x0cf7 */
+		0x88, 0x0d, 0x00, 0x01, 0x0c, 0x03, 0, 0, 0x00, 0x00, 0xf7, 0x0c, 0, 0, 0xf8, 0x0c,
+		/* WordIO 0x0d00-0xffff */
+		0x88, 0x0d, 0x00, 0x01, 0x0c, 0x03, 0, 0, 0x00, 0x0d, 0xff, 0xff, 0, 0, 0x00, 0xf3,
+		/* DWordMemory, read-write, the 32-bit BAR window */
+		0x87, 0x17, 0x00, 0x00, 0x0c, 0x01, 0, 0, 0, 0,
+		(uint8_t)mlo, (uint8_t)(mlo >> 8), (uint8_t)(mlo >> 16), (uint8_t)(mlo >> 24),
+		(uint8_t)mhi, (uint8_t)(mhi >> 8), (uint8_t)(mhi >> 16), (uint8_t)(mhi >> 24),
+		0, 0, 0, 0,
+		(uint8_t)mlen, (uint8_t)(mlen >> 8), (uint8_t)(mlen >> 16), (uint8_t)(mlen >> 24),
+		0x79, 0x00,                             /* end tag */
+	};
+	struct aml buf = { .len = 0 };
+
+	aml_byte(&buf, AML_BYTE);
+	aml_byte(&buf, sizeof(crs));
+	aml_bytes(&buf, crs, sizeof(crs));
+	aml_byte(a, AML_NAME);
+	aml_bytes(a, "_CRS", 4);
+	aml_pkg(a, &bufop, 1, &buf);
+}
+
+/* _PRT: INTA# of slot s goes to GSI PCI_INTX_GSI_BASE + s % 4 (pci.c). */
+static void aml_pci_prt(struct aml *a)
+{
+	static const uint8_t pkgop = AML_PACKAGE;
+	struct aml all = { .len = 0 };
+
+	aml_byte(&all, PCI_MAX_SLOTS - 1);          /* NumElements */
+	for (int s = 1; s < PCI_MAX_SLOTS; s++) {
+		struct aml e = { .len = 0 };
+		uint32_t adr = ((uint32_t)s << 16) | 0xffff;
+
+		aml_byte(&e, 4);
+		aml_byte(&e, AML_DWORD);
+		aml_bytes(&e, &adr, 4);
+		aml_byte(&e, AML_ZERO);                 /* pin: INTA */
+		aml_byte(&e, AML_ZERO);                 /* source: global GSI */
+		aml_byte(&e, AML_BYTE);
+		aml_byte(&e, (uint8_t)(PCI_INTX_GSI_BASE + s % 4));
+		aml_pkg(&all, &pkgop, 1, &e);
+	}
+	aml_byte(a, AML_NAME);
+	aml_bytes(a, "_PRT", 4);
+	aml_pkg(a, &pkgop, 1, &all);
+}
+
+/* Device(PCI0): a PCI Express root bridge (PNP0A08, compatible PNP0A03). */
+static void aml_pci0(struct aml *a)
+{
+	static const uint8_t devop[2] = { 0x5b, 0x82 };
+	struct aml dev = { .len = 0 };
+
+	aml_bytes(&dev, "PCI0", 4);
+	aml_name_dword(&dev, "_HID", 0x080ad041);   /* EISAID("PNP0A08") */
+	aml_name_dword(&dev, "_CID", 0x030ad041);   /* EISAID("PNP0A03") */
+	aml_name_zero(&dev, "_ADR");
+	aml_name_zero(&dev, "_UID");
+	aml_name_zero(&dev, "_SEG");
+	aml_name_zero(&dev, "_BBN");
+	aml_pci_crs(&dev);
+	aml_pci_prt(&dev);
+	aml_pkg(a, devop, 2, &dev);
+}
+
+/* The DSDT body: \_S5 at the root and Scope(\_SB) { COM1, PCI0 }. */
 static void aml_dsdt_body(struct aml *a)
 {
 	static const uint8_t scope = AML_SCOPE;
@@ -358,6 +456,7 @@ static void aml_dsdt_body(struct aml *a)
 	aml_s5(a);
 	aml_bytes(&sb, "\\_SB_", 5);
 	aml_com1(&sb);
+	aml_pci0(&sb);
 	aml_pkg(a, &scope, 1, &sb);
 }
 
@@ -474,6 +573,32 @@ static int acpi_build_madt(struct acpi_area *ar, int ncpus, uint64_t *gpa)
 	return 0;
 }
 
+/* MCFG: ECAM for segment 0, bus 0 (src/vmm/pci.h). */
+struct acpi_mcfg {
+	struct acpi_header h;
+	uint64_t reserved;
+	uint64_t base;
+	uint16_t segment;
+	uint8_t  start_bus, end_bus;
+	uint32_t reserved2;
+} __attribute__((packed));
+_Static_assert(sizeof(struct acpi_mcfg) == 60, "MCFG layout");
+
+static int acpi_build_mcfg(struct acpi_area *ar, uint64_t *gpa)
+{
+	struct acpi_mcfg *t = acpi_alloc(ar, sizeof(*t), 16, gpa);
+
+	if (!t)
+		return -1;
+	acpi_header_init(&t->h, "MCFG", sizeof(*t), 1);
+	t->base = PCI_ECAM_BASE;
+	t->segment = 0;
+	t->start_bus = 0;
+	t->end_bus = 0;
+	acpi_finish(&t->h);
+	return 0;
+}
+
 static int acpi_build_xsdt(struct acpi_area *ar, const uint64_t *ents, int n, uint64_t *gpa)
 {
 	size_t len = sizeof(struct acpi_header) + (size_t)n * 8;
@@ -501,7 +626,7 @@ static void acpi_fill_rsdp(struct acpi_rsdp *r, uint64_t xsdt)
 uint64_t acpi_build(struct guest_mem *m, int ncpus, struct error *e)
 {
 	struct acpi_area ar = { .m = m, .next = BOOT_ACPI_ADDR };
-	uint64_t rsdp, dsdt, facs, fadt, madt, xsdt, ents[2];
+	uint64_t rsdp, dsdt, facs, fadt, madt, mcfg, xsdt, ents[3];
 	struct acpi_rsdp *r;
 
 	if (ncpus < 1 || ncpus > GUEST_MAX_VCPUS) {
@@ -511,14 +636,16 @@ uint64_t acpi_build(struct guest_mem *m, int ncpus, struct error *e)
 	}
 	r = acpi_alloc(&ar, sizeof(*r), 16, &rsdp);
 	if (!r || acpi_build_dsdt(&ar, &dsdt) || acpi_build_facs(&ar, &facs) ||
-	    acpi_build_fadt(&ar, dsdt, facs, &fadt) || acpi_build_madt(&ar, ncpus, &madt)) {
+	    acpi_build_fadt(&ar, dsdt, facs, &fadt) || acpi_build_madt(&ar, ncpus, &madt) ||
+	    acpi_build_mcfg(&ar, &mcfg)) {
 		error_set(e, EXIT_HOST, "ACPI tables do not fit in 0x%llx-0x%llx",
 			  (unsigned long long)BOOT_ACPI_ADDR, (unsigned long long)BOOT_ACPI_END);
 		return 0;
 	}
 	ents[0] = fadt;
 	ents[1] = madt;
-	if (acpi_build_xsdt(&ar, ents, 2, &xsdt)) {
+	ents[2] = mcfg;
+	if (acpi_build_xsdt(&ar, ents, 3, &xsdt)) {
 		error_set(e, EXIT_HOST, "ACPI tables do not fit in 0x%llx-0x%llx",
 			  (unsigned long long)BOOT_ACPI_ADDR, (unsigned long long)BOOT_ACPI_END);
 		return 0;

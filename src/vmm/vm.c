@@ -31,6 +31,7 @@
 #include "vmm/console.h"
 #include "vmm/eventloop.h"
 #include "vmm/layout.h"
+#include "vmm/pci.h"
 
 /* Where KVM may put the VMX TSS and identity map (Intel only; the rest of
  * KVM ignores them).  Just below the IOAPIC-LAPIC area, in the 32-bit hole. */
@@ -207,7 +208,8 @@ struct vm *vm_create(const struct vm_config *cfg, struct error *e)
 		goto fail;
 	}
 	vm->console = console_open(vm, cfg->console, cfg->console_path, e);
-	if (!vm->console || devices_create_all(vm, cfg, e) || vm_setup_vcpus(vm, e))
+	if (!vm->console || pci_init(vm, e) || devices_create_all(vm, cfg, e) ||
+	    vm_setup_vcpus(vm, e))
 		goto fail;
 	return vm;
 fail:
@@ -421,6 +423,7 @@ void vm_destroy(struct vm *vm)
 	for (int i = 0; vm->vcpus && i < vm->ncpus; i++)
 		vcpu_destroy(&vm->vcpus[i]);
 	free(vm->vcpus);
+	pci_destroy(vm);
 	for (int i = 0; i < vm->ndevices; i++)
 		device_free(vm->devices[i]);
 	console_close(vm->console);

@@ -35,6 +35,7 @@
 
 struct device;
 struct control;
+struct pci_host;
 struct eventloop;
 struct console;
 
@@ -83,6 +84,7 @@ struct vm {
 	int parked;                    /* vCPUs parked now (under stop_lock) */
 	uint64_t started_ns;           /* CLOCK_MONOTONIC when vm_run began */
 	struct control *control;       /* the --api-socket server, or NULL */
+	struct pci_host *pci;          /* the PCI host bridge (pci.c) */
 };
 
 /* Build a VM from `cfg`: open KVM, create memory, irqchip, PIT, vCPUs with

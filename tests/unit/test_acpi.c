@@ -15,6 +15,7 @@
 #include "util/error.h"
 #include "util/exitcode.h"
 #include "vmm/boot.h"
+#include "vmm/pci.h"
 #include "vmm/boot_priv.h"
 #include "vmm/layout.h"
 
@@ -77,6 +78,16 @@ static const uint8_t *table(uint64_t gpa, const char *sig)
 	return p;
 }
 
+/* MCFG: one allocation, ECAM at PCI_ECAM_BASE for segment 0, bus 0. */
+static void check_mcfg(uint64_t mcfg)
+{
+	table(mcfg, "MCFG");
+	assert_int_equal(rd32(mcfg + 4), 60);
+	assert_int_equal(rd64(mcfg + 44), PCI_ECAM_BASE);
+	assert_int_equal(rd32(mcfg + 52) & 0xffff, 0);          /* segment */
+	assert_int_equal((rd32(mcfg + 52) >> 16) & 0xffff, 0);  /* buses 0..0 */
+}
+
 /* Walk RSDP and XSDT; return the FADT and MADT addresses. */
 static void find_tables(uint64_t rsdp, uint64_t *fadt, uint64_t *madt)
 {
@@ -93,11 +104,12 @@ static void find_tables(uint64_t rsdp, uint64_t *fadt, uint64_t *madt)
 	xsdt = rd64(rsdp + 24);
 	table(xsdt, "XSDT");
 	len = rd32(xsdt + 4);
-	assert_int_equal(len, 36 + 16);
+	assert_int_equal(len, 36 + 24);
 	*fadt = rd64(xsdt + 36);
 	*madt = rd64(xsdt + 44);
 	table(*fadt, "FACP");
 	table(*madt, "APIC");
+	check_mcfg(rd64(xsdt + 52));
 }
 
 static void check_madt(uint64_t madt, int ncpus)
@@ -190,6 +202,9 @@ static void check_dsdt(uint64_t dsdt)
 	static const uint8_t s5[] = { 0x08, '_', 'S', '5', '_', 0x12, 0x08, 0x04,
 				      0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00 };
 	static const uint8_t hid[] = { '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x05, 0x01 };
+	static const uint8_t pci_hid[] = { '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x0a, 0x08 };
+	static const uint8_t prt5[] = { 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x05, 0x00,
+					0x00, 0x00, 0x0a, 17 };
 	const uint8_t *t = table(dsdt, "DSDT");
 	uint32_t len = rd32(dsdt + 4), off = 36, plen;
 	int n;
@@ -205,9 +220,19 @@ static void check_dsdt(uint64_t dsdt)
 	assert_int_equal(t[off], 0x5b);                        /* Device */
 	assert_int_equal(t[off + 1], 0x82);
 	plen = pkglen(t + off + 2, &n);
-	assert_int_equal(off + 2 + plen, len);
 	assert_memory_equal(t + off + 2 + n, "COM1", 4);
 	assert_non_null(memmem(t, len, hid, sizeof(hid)));
+	off += 2 + plen;                                       /* next: PCI0 */
+	assert_int_equal(t[off], 0x5b);
+	assert_int_equal(t[off + 1], 0x82);
+	plen = pkglen(t + off + 2, &n);
+	assert_int_equal(off + 2 + plen, len);                 /* last in \_SB */
+	assert_memory_equal(t + off + 2 + n, "PCI0", 4);
+	assert_non_null(memmem(t + off, len - off, pci_hid, sizeof(pci_hid)));
+	assert_non_null(memmem(t + off, len - off, "_PRT", 4));
+	assert_non_null(memmem(t + off, len - off, "_CRS", 4));
+	/* the _PRT entry for slot 5: address 0x0005ffff, pin 0, GSI 16 + 5 % 4 */
+	assert_non_null(memmem(t + off, len - off, prt5, sizeof(prt5)));
 }
 
 static void check_all(int ncpus)
