@@ -34,6 +34,18 @@ const char run_usage[] =
 "                           minimal; `shoal cpu-templates` lists them\n"
 "      --config FILE        read these settings from a JSON file; flags given on\n"
 "                           the command line override it (docs/cli.md)\n"
+"      --disk PATH[,readonly][,serial=ID][,queues=N][,mode=M]\n"
+"                           a virtio-blk disk (raw image); repeatable\n"
+"      --net tap=NAME|fd=N[,mac=MAC][,queues=N][,mode=M]\n"
+"                           a virtio-net interface on a TAP device; repeatable\n"
+"      --rng                a virtio-rng device (host getrandom, rate-capped)\n"
+"      --vsock cid=N,socket=PATH\n"
+"                           virtio-vsock; the host side is a Unix socket\n"
+"                           (CONNECT <port> / OK <port>, as Firecracker)\n"
+"      --virtio-console file:PATH\n"
+"                           a second console, virtio-console, to a file\n"
+"                           (M, the virtio interface: transitional (default),\n"
+"                           legacy or modern)\n"
 "      --timeout SECONDS    stop the VM with status 82 if it is still running\n"
 "      --api-socket PATH    serve the control protocol on this Unix socket\n"
 "                           (docs/vmm-control.md; used by shoald)\n"
@@ -46,7 +58,8 @@ const char run_usage[] =
 "memory or vCPUs; 68 no usable KVM; 70 host error; 80 triple fault; 81 KVM\n"
 "internal error; 82 guest misbehaved or timed out; 83 quit from the console.\n";
 
-enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_API };
+enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_API,
+       OPT_DISK, OPT_NET, OPT_RNG, OPT_VSOCK, OPT_VCONSOLE };
 
 static const struct option run_options[] = {
 	{ "kernel", required_argument, NULL, 'k' },
@@ -60,6 +73,11 @@ static const struct option run_options[] = {
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 	{ "print-config", no_argument, NULL, OPT_PRINT },
 	{ "api-socket", required_argument, NULL, OPT_API },
+	{ "disk", required_argument, NULL, OPT_DISK },
+	{ "net", required_argument, NULL, OPT_NET },
+	{ "rng", no_argument, NULL, OPT_RNG },
+	{ "vsock", required_argument, NULL, OPT_VSOCK },
+	{ "virtio-console", required_argument, NULL, OPT_VCONSOLE },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -110,6 +128,15 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 		return 0;
 	case OPT_PRINT: o->print_config = true; return 0;
 	case OPT_API: set_str(&o->api_socket, arg); return 0;
+	case OPT_DISK: return vm_config_add_disk(cfg, arg, e);
+	case OPT_NET: return vm_config_add_net(cfg, arg, e);
+	case OPT_RNG: cfg->rng = true; return 0;
+	case OPT_VSOCK: return vm_config_set_vsock(cfg, arg, e);
+	case OPT_VCONSOLE:
+		if (strncmp(arg, "file:", 5) || !arg[5])
+			return error_set(e, EXIT_USAGE, "--virtio-console: '%s' is not file:PATH", arg);
+		set_str(&cfg->vconsole, arg);
+		return 0;
 	case 'v': o->verbose++; return 0;
 	case 'h': o->help = true; return 0;
 	case OPT_CONFIG: return 0;   /* handled in the first pass */

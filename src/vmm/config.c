@@ -25,8 +25,32 @@ void vm_config_init(struct vm_config *c)
 	c->console = CONSOLE_STDIO;
 }
 
+/* config_devices.c */
+int vm_config_json_devices(struct vm_config *c, const char *name, const char *key, json_t *v,
+			   struct error *e);
+void vm_config_devices_to_json(const struct vm_config *c, json_t *o);
+void vm_config_devices_free(struct vm_config *c);
+void vm_config_devices_copy(struct vm_config *dst, const struct vm_config *src);
+
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+void vm_config_copy(struct vm_config *dst, const struct vm_config *src)
+{
+	*dst = *src;
+	dst->kernel = dup_or_null(src->kernel);
+	dst->initrd = dup_or_null(src->initrd);
+	dst->cmdline = dup_or_null(src->cmdline);
+	dst->console_path = dup_or_null(src->console_path);
+	dst->cpu_template = dup_or_null(src->cpu_template);
+	vm_config_devices_copy(dst, src);
+}
+
 void vm_config_free(struct vm_config *c)
 {
+	vm_config_devices_free(c);
 	free(c->kernel);
 	free(c->initrd);
 	free(c->cmdline);
@@ -153,6 +177,7 @@ static int json_apply_key(struct vm_config *c, const char *name, const char *key
 			  json_t *v, struct error *e)
 {
 	long long n;
+	int rc;
 
 	if (!strcmp(key, "kernel"))
 		return json_get_string(v, name, key, &c->kernel, e);
@@ -183,6 +208,9 @@ static int json_apply_key(struct vm_config *c, const char *name, const char *key
 			return error_prefix(e, "%s", name);
 		return 0;
 	}
+	rc = vm_config_json_devices(c, name, key, v, e);
+	if (rc <= 0)
+		return rc;
 	return error_set(e, EXIT_USAGE, "%s: unknown key \"%s\"", name, key);
 }
 
@@ -256,6 +284,7 @@ char *vm_config_to_json(const struct vm_config *c)
 	json_object_set_new(o, "cpu_template",
 			    json_string(c->cpu_template ? c->cpu_template : "host"));
 	json_object_set_new(o, "timeout", json_integer(c->timeout_s));
+	vm_config_devices_to_json(c, o);
 	s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(o);
 	return s;

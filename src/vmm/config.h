@@ -7,18 +7,46 @@
  *
  *   { "kernel": "build/shoal-guest", "initrd": null, "cmdline": "info",
  *     "cpus": 2, "memory": "256M", "console": "stdio",
- *     "cpu_template": "host", "timeout": 0 }
+ *     "cpu_template": "host", "timeout": 0,
+ *     "disks": [ { "path": "disk.img", "readonly": false, "serial": "d0",
+ *                  "queues": 1, "mode": "transitional" } ],
+ *     "nets": [ { "tap": "tap0", "mac": "52:54:00:12:34:56", "queues": 1 } ],
+ *     "rng": true, "vsock": { "cid": 3, "socket": "/run/v.sock" },
+ *     "virtio_console": "file:/tmp/hvc0.log" }
  *
  * Strings are owned (malloc'd) by the struct; vm_config_free releases them.
  */
 #ifndef SHOAL_VMM_CONFIG_H
 #define SHOAL_VMM_CONFIG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "util/error.h"
 
 enum console_kind { CONSOLE_STDIO = 0, CONSOLE_FILE, CONSOLE_NONE };
+
+#define VM_MAX_DISKS 16
+#define VM_MAX_NETS  8
+
+/* A virtio device's interface: both (transitional), legacy only, modern only. */
+enum vm_virtio_mode { VM_VIRTIO_TRANSITIONAL = 0, VM_VIRTIO_LEGACY, VM_VIRTIO_MODERN };
+
+struct vm_disk {
+	char *path;                    /* image file */
+	bool readonly;
+	char *serial;                  /* VIRTIO_BLK_T_GET_ID string, or NULL */
+	int queues;                    /* 0: 1 */
+	enum vm_virtio_mode mode;
+};
+
+struct vm_net {
+	char *tap;                     /* TAP interface name, or NULL with fd */
+	int fd;                        /* an open TAP fd passed in, -1 none */
+	char *mac;                     /* "52:54:00:12:34:56" or NULL: generated */
+	int queues;                    /* queue pairs, 0: 1 */
+	enum vm_virtio_mode mode;
+};
 
 struct vm_config {
 	char *kernel;                  /* path, required */
@@ -30,7 +58,27 @@ struct vm_config {
 	char *console_path;            /* CONSOLE_FILE only */
 	char *cpu_template;            /* NULL means "host" */
 	unsigned timeout_s;            /* 0: none; else stop the guest after it */
+
+	int ndisks;
+	struct vm_disk disks[VM_MAX_DISKS];
+	int nnets;
+	struct vm_net nets[VM_MAX_NETS];
+	bool rng;                      /* virtio-rng */
+	uint32_t rng_rate;             /* bytes per second cap, 0: default */
+	uint32_t vsock_cid;            /* 0: no virtio-vsock */
+	char *vsock_socket;            /* host-side Unix socket path */
+	char *vconsole;                /* virtio-console port: "file:PATH", or NULL */
 };
+
+/* Parse "PATH[,readonly][,serial=ID][,queues=N][,mode=legacy|modern|transitional]"
+ * and append it.  0 or -1 with `e`. */
+int vm_config_add_disk(struct vm_config *c, const char *spec, struct error *e);
+
+/* Parse "tap=NAME|fd=N[,mac=XX:..][,queues=N][,mode=...]" and append it. */
+int vm_config_add_net(struct vm_config *c, const char *spec, struct error *e);
+
+/* Parse "cid=N,socket=PATH". */
+int vm_config_set_vsock(struct vm_config *c, const char *spec, struct error *e);
 
 #define VM_CONFIG_DEFAULT_CPUS   1
 #define VM_CONFIG_DEFAULT_MEMORY (256ULL << 20)
@@ -53,6 +101,9 @@ int vm_config_validate(const struct vm_config *c, struct error *e);
 int vm_config_from_json(struct vm_config *c, const char *name, const char *text,
 			struct error *e);
 int vm_config_load_file(struct vm_config *c, const char *path, struct error *e);
+
+/* Deep-copy `src` into `dst` (strings duplicated); vm_config_free on both. */
+void vm_config_copy(struct vm_config *dst, const struct vm_config *src);
 
 /* Render as JSON (malloc'd string), the same shape vm_config_from_json reads. */
 char *vm_config_to_json(const struct vm_config *c);

@@ -160,21 +160,6 @@ static int vm_check_inputs(const struct vm_config *cfg, struct error *e)
 	return 0;
 }
 
-static char *dup_or_null(const char *s)
-{
-	return s ? strdup(s) : NULL;
-}
-
-static void vm_copy_config(struct vm_config *dst, const struct vm_config *src)
-{
-	*dst = *src;
-	dst->kernel = dup_or_null(src->kernel);
-	dst->initrd = dup_or_null(src->initrd);
-	dst->cmdline = dup_or_null(src->cmdline);
-	dst->console_path = dup_or_null(src->console_path);
-	dst->cpu_template = dup_or_null(src->cpu_template);
-}
-
 struct vm *vm_create(const struct vm_config *cfg, struct error *e)
 {
 	struct vm *vm = calloc(1, sizeof(*vm));
@@ -185,7 +170,7 @@ struct vm *vm_create(const struct vm_config *cfg, struct error *e)
 	}
 	vm->kvm_fd = vm->vm_fd = -1;
 	vm->mem.fd = -1;
-	vm_copy_config(&vm->cfg, cfg);
+	vm_config_copy(&vm->cfg, cfg);
 	vm->ncpus = cfg->cpus;
 	pthread_mutex_init(&vm->stop_lock, NULL);
 	pthread_cond_init(&vm->stop_cond, NULL);

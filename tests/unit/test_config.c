@@ -199,6 +199,78 @@ static void test_run_config_override(void **state)
 	unlink(path);
 }
 
+static void test_device_specs(void **state)
+{
+	struct vm_config c;
+	struct error e;
+	char *s;
+
+	vm_config_init(&c);
+	assert_int_equal(vm_config_add_disk(&c, "/img/a.qcow2,readonly,serial=abc,queues=2,mode=legacy", &e), 0);
+	assert_string_equal(c.disks[0].path, "/img/a.qcow2");
+	assert_true(c.disks[0].readonly);
+	assert_string_equal(c.disks[0].serial, "abc");
+	assert_int_equal(c.disks[0].queues, 2);
+	assert_int_equal(c.disks[0].mode, VM_VIRTIO_LEGACY);
+	assert_int_equal(vm_config_add_disk(&c, "b.img", &e), 0);
+	assert_int_equal(c.ndisks, 2);
+	assert_int_equal(vm_config_add_disk(&c, "c.img,bogus=1", &e), -1);
+	assert_string_equal(e.msg, "--disk: unknown option 'bogus'");
+	assert_int_equal(vm_config_add_disk(&c, "c.img,mode=ancient", &e), -1);
+	assert_int_equal(vm_config_add_disk(&c, "c.img,serial=123456789012345678901", &e), -1);
+	assert_int_equal(vm_config_add_disk(&c, "readonly=on", &e), -1);
+	assert_int_equal(c.ndisks, 2);
+	assert_int_equal(vm_config_add_net(&c, "tap=tap0,mac=52:54:00:12:34:56,queues=2", &e), 0);
+	assert_string_equal(c.nets[0].tap, "tap0");
+	assert_int_equal(c.nets[0].fd, -1);
+	assert_int_equal(vm_config_add_net(&c, "fd=5", &e), 0);
+	assert_int_equal(c.nets[1].fd, 5);
+	assert_int_equal(vm_config_add_net(&c, "tap=a,fd=3", &e), -1);
+	assert_int_equal(vm_config_add_net(&c, "mac=52:54:00:12:34:56", &e), -1);
+	assert_int_equal(vm_config_add_net(&c, "tap=x,mac=01:00:5e:00:00:01", &e), -1);  /* multicast */
+	assert_int_equal(vm_config_add_net(&c, "tap=x,mac=zz", &e), -1);
+	assert_int_equal(vm_config_set_vsock(&c, "cid=3,socket=/tmp/v.sock", &e), 0);
+	assert_int_equal(c.vsock_cid, 3);
+	assert_int_equal(vm_config_set_vsock(&c, "cid=2,socket=/tmp/v.sock", &e), -1);
+	{
+		struct vm_config f;
+
+		vm_config_init(&f);
+		assert_int_equal(vm_config_set_vsock(&f, "cid=7", &e), -1);   /* no socket */
+		assert_non_null(strstr(e.msg, "needs both"));
+		vm_config_free(&f);
+	}
+	/* JSON round trip keeps every device */
+	c.rng = true;
+	s = vm_config_to_json(&c);
+	{
+		struct vm_config d;
+
+		vm_config_init(&d);
+		assert_int_equal(vm_config_from_json(&d, "rt", s, &e), 0);
+		assert_int_equal(d.ndisks, 2);
+		assert_true(d.disks[0].readonly);
+		assert_string_equal(d.disks[0].serial, "abc");
+		assert_int_equal(d.disks[0].mode, VM_VIRTIO_LEGACY);
+		assert_int_equal(d.nnets, 2);
+		assert_string_equal(d.nets[0].mac, "52:54:00:12:34:56");
+		assert_int_equal(d.nets[1].fd, 5);
+		assert_true(d.rng);
+		assert_int_equal(d.vsock_cid, 3);
+		assert_string_equal(d.vsock_socket, "/tmp/v.sock");
+		vm_config_free(&d);
+	}
+	free(s);
+	/* JSON errors name the entry */
+	assert_int_equal(vm_config_from_json(&c, "vm.json", "{\"disks\": [{\"path\": \"x\", \"color\": \"red\"}]}", &e), -1);
+	assert_string_equal(e.msg, "vm.json: disks[0]: --disk: unknown option 'color'");
+	assert_int_equal(vm_config_from_json(&c, "vm.json", "{\"disks\": {}}", &e), -1);
+	assert_int_equal(vm_config_from_json(&c, "vm.json", "{\"rng\": 5}", &e), -1);
+	assert_int_equal(vm_config_from_json(&c, "vm.json", "{\"rng\": {\"rate\": 1000}}", &e), 0);
+	assert_int_equal(c.rng_rate, 1000);
+	vm_config_free(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -208,6 +280,7 @@ int main(void)
 		cmocka_unit_test(test_json),
 		cmocka_unit_test(test_run_flags),
 		cmocka_unit_test(test_run_config_override),
+		cmocka_unit_test(test_device_specs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
