@@ -1,0 +1,503 @@
+/*
+ * blockdev.c - opening images and their backing chains, and the generic
+ * front of the block layer: bounds checks, read-only enforcement, request
+ * counters and the asynchronous request path.
+ *
+ * Chains: the top image is opened as asked; each backing file is opened
+ * read-only, its name resolved against the directory of the image that
+ * names it (as QEMU does), its format taken from the header extension or
+ * probed.  Loops (an image appearing twice, by inode) and chains deeper than
+ * QCOW2_MAX_CHAIN_DEPTH are refused with the chain spelled out.  Once the
+ * chain is open, chain_id_verify checks that no parent changed since its
+ * overlay was made.
+ *
+ * Async requests: blockdev_submit asks the format for a fast mapping
+ * (map_fast: the range is already allocated, needs no metadata change) and
+ * sends those host I/Os to the aio engine; everything else (allocation,
+ * copy-on-write, backing reads, zeroes, discards, flushes) runs
+ * synchronously at submission, and its completion is still delivered from
+ * blockdev_poll so the caller sees one contract.  The expected load is
+ * steady-state guest I/O to allocated clusters, which is all fast path.
+ */
+#include "block/blockdev.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "block/aio.h"
+#include "block/qcow2.h"
+#include "util/exitcode.h"
+
+int bd_pread(int fd, void *buf, size_t len, uint64_t off, bool zero_eof)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = pread(fd, p, len, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0) {
+			if (!zero_eof)
+				return -EIO;
+			memset(p, 0, len);
+			return 0;
+		}
+		p += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+void *bd_memalign(size_t len)
+{
+	void *p;
+
+	return posix_memalign(&p, 4096, len ? len : 1) ? NULL : p;
+}
+
+int bd_pwrite(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		p += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+const char *blockdev_format_name(enum blockdev_format f)
+{
+	return f == BD_FMT_QCOW2 ? "qcow2" : f == BD_FMT_RAW ? "raw" : "auto";
+}
+
+int blockdev_parse_format(const char *s, enum blockdev_format *f)
+{
+	if (!strcmp(s, "qcow2"))
+		*f = BD_FMT_QCOW2;
+	else if (!strcmp(s, "raw"))
+		*f = BD_FMT_RAW;
+	else
+		return -1;
+	return 0;
+}
+
+enum blockdev_format blockdev_probe(int fd)
+{
+	uint32_t m = 0;
+
+	if (bd_pread(fd, &m, 4, 0, true) == 0 && be32toh(m) == QCOW2_MAGIC)
+		return BD_FMT_QCOW2;
+	return BD_FMT_RAW;
+}
+
+/* The chain opened so far, for loop detection. */
+struct chain_walk {
+	dev_t dev[QCOW2_MAX_CHAIN_DEPTH + 2];
+	ino_t ino[QCOW2_MAX_CHAIN_DEPTH + 2];
+	char names[QCOW2_MAX_CHAIN_DEPTH + 2][128];
+	int n;
+};
+
+static int open_one(struct blockdev **out, const char *path, const struct blockdev_opts *o,
+		    int depth, struct chain_walk *w, struct error *e);
+
+/* Resolve `name` (from the header of `parent`) to a path. */
+static char *backing_path(const char *parent, const char *name)
+{
+	char *dup, *dir, *out;
+
+	if (name[0] == '/' || !strchr(parent, '/'))
+		return strdup(name);
+	dup = strdup(parent);
+	if (!dup)
+		return NULL;
+	dir = dirname(dup);
+	if (asprintf(&out, "%s/%s", dir, name) < 0)
+		out = NULL;
+	free(dup);
+	return out;
+}
+
+/* Open the backing file named in bd's qcow2 header, if any. */
+static int open_backing(struct blockdev *bd, const struct blockdev_opts *o,
+			struct chain_walk *w, struct error *e)
+{
+	struct qcow2 *q = bd->priv;
+	struct blockdev_opts bo = { .readonly = true, .force = o->force,
+				    .no_aio = true, .cache_bytes = o->cache_bytes };
+	char *path;
+	int r;
+
+	if (bd->format != BD_FMT_QCOW2 || !q->backing_file || o->no_backing)
+		return 0;
+	if (bd->depth == 0 && o->backing_format)
+		bo.format = o->backing_format;
+	else if (q->backing_format && blockdev_parse_format(q->backing_format, &bo.format))
+		return error_set(e, EXIT_NOINPUT, "%s: backing file format '%s' is not "
+				 "supported", bd->path, q->backing_format);
+	path = backing_path(bd->path, q->backing_file);
+	if (!path)
+		return error_set(e, EXIT_HOST, "out of memory");
+	r = open_one(&bd->backing, path, &bo, bd->depth + 1, w, e);
+	free(path);
+	return r;
+}
+
+/* Record this image in the walk; refuse loops and overlong chains. */
+static int walk_add(struct chain_walk *w, int fd, const char *path, int depth,
+		    struct error *e)
+{
+	struct stat st;
+	char chain[512] = "";
+
+	if (fstat(fd, &st) < 0)
+		return error_set(e, EXIT_NOINPUT, "%s: %s", path, strerror(errno));
+	for (int i = 0; i < w->n; i++) {
+		if (w->dev[i] != st.st_dev || w->ino[i] != st.st_ino)
+			continue;
+		for (int k = 0; k < w->n && strlen(chain) < 300; k++) {
+			strncat(chain, w->names[k], 100);
+			strcat(chain, " -> ");
+		}
+		return error_set(e, EXIT_NOINPUT, "backing file loop: %s%s", chain, path);
+	}
+	if (depth > QCOW2_MAX_CHAIN_DEPTH)
+		return error_set(e, EXIT_NOINPUT, "%s: backing chain deeper than %d images",
+				 w->names[0], QCOW2_MAX_CHAIN_DEPTH);
+	w->dev[w->n] = st.st_dev;
+	w->ino[w->n] = st.st_ino;
+	snprintf(w->names[w->n], sizeof(w->names[0]), "%s", path);
+	w->n++;
+	return 0;
+}
+
+static int open_one(struct blockdev **out, const char *path, const struct blockdev_opts *o,
+		    int depth, struct chain_walk *w, struct error *e)
+{
+	struct blockdev *bd = calloc(1, sizeof(*bd));
+	enum blockdev_format f = o->format;
+	int r;
+
+	*out = NULL;
+	if (!bd)
+		return error_set(e, EXIT_HOST, "out of memory");
+	bd->fd = -1;
+	bd->path = strdup(path);
+	bd->readonly = o->readonly;
+	bd->depth = depth;
+	bd->fd = open(path, (o->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (bd->fd < 0) {
+		r = error_set(e, EXIT_NOINPUT, "%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	r = walk_add(w, bd->fd, path, depth, e);
+	if (r)
+		goto fail;
+	if (f == BD_FMT_AUTO)
+		f = blockdev_probe(bd->fd);
+	bd->format = f;
+	r = f == BD_FMT_QCOW2 ? qcow2_open(bd, o, e) : raw_open(bd, o, e);
+	if (r)
+		goto fail;
+	r = open_backing(bd, o, w, e);
+	if (!r && bd->format == BD_FMT_QCOW2)
+		r = chain_id_verify(bd, o->force, e);
+	if (r)
+		goto fail;
+	*out = bd;
+	return 0;
+fail:
+	blockdev_close(bd);
+	return -1;
+}
+
+/* Open `path` and its backing chain.  *out is NULL on failure. */
+int blockdev_open(struct blockdev **out, const char *path,
+		  const struct blockdev_opts *o, struct error *e)
+{
+	static const struct blockdev_opts defaults;
+	struct chain_walk *w = calloc(1, sizeof(*w));
+	int r;
+
+	if (!w)
+		return error_set(e, EXIT_HOST, "out of memory");
+	r = open_one(out, path, o ? o : &defaults, 0, w, e);
+	free(w);
+	return r;
+}
+
+/* Close the image and its chain; flushes first. */
+void blockdev_close(struct blockdev *bd)
+{
+	if (!bd)
+		return;
+	if (bd->aio)
+		aio_engine_free(bd->aio);
+	if (bd->ops)
+		bd->ops->close(bd);
+	blockdev_close(bd->backing);
+	if (bd->fd >= 0)
+		close(bd->fd);
+	free(bd->path);
+	free(bd);
+}
+
+static int range_ok(struct blockdev *bd, uint64_t off, uint64_t len)
+{
+	if (off > bd->size || len > bd->size - off) {
+		error_set(&bd->err, EXIT_USAGE, "%s: request at %llu+%llu beyond the end "
+			  "of the disk (%llu)", bd->path, (unsigned long long)off,
+			  (unsigned long long)len, (unsigned long long)bd->size);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int write_ok(struct blockdev *bd, uint64_t off, uint64_t len)
+{
+	if (bd->readonly) {
+		error_set(&bd->err, EXIT_USAGE, "%s: image is open read-only", bd->path);
+		return -EROFS;
+	}
+	return range_ok(bd, off, len);
+}
+
+/* Fill in bd->err from an errno if the format left no story. */
+static int io_result(struct blockdev *bd, const char *what, int r)
+{
+	if (r < 0 && r != -EIO && r != -EINVAL && r != -EROFS)
+		error_set(&bd->err, EXIT_HOST, "%s: %s: %s", bd->path, what, strerror(-r));
+	else if (r == -EIO && !bd->err.msg[0])
+		error_set(&bd->err, EXIT_HOST, "%s: %s: I/O error", bd->path, what);
+	return r;
+}
+
+int blockdev_read(struct blockdev *bd, void *buf, uint64_t off, uint64_t len)
+{
+	int r = range_ok(bd, off, len);
+
+	bd->st_reads++;
+	return r ? r : io_result(bd, "read", bd->ops->read(bd, buf, off, len));
+}
+
+int blockdev_write(struct blockdev *bd, const void *buf, uint64_t off, uint64_t len)
+{
+	int r = write_ok(bd, off, len);
+
+	bd->st_writes++;
+	return r ? r : io_result(bd, "write", bd->ops->write(bd, buf, off, len));
+}
+
+int blockdev_write_zeroes(struct blockdev *bd, uint64_t off, uint64_t len)
+{
+	int r = write_ok(bd, off, len);
+
+	return r ? r : io_result(bd, "write zeroes", bd->ops->write_zeroes(bd, off, len));
+}
+
+int blockdev_discard(struct blockdev *bd, uint64_t off, uint64_t len)
+{
+	int r = write_ok(bd, off, len);
+
+	return r ? r : io_result(bd, "discard", bd->ops->discard(bd, off, len));
+}
+
+int blockdev_flush(struct blockdev *bd)
+{
+	bd->st_flushes++;
+	if (bd->readonly)
+		return 0;
+	return io_result(bd, "flush", bd->ops->flush(bd));
+}
+
+int blockdev_block_status(struct blockdev *bd, uint64_t off, uint64_t len,
+			  struct bd_extent *ext)
+{
+	int r = range_ok(bd, off, len);
+
+	return r ? r : bd->ops->block_status(bd, off, len, ext);
+}
+
+int blockdev_read_backing(struct blockdev *bd, void *buf, uint64_t off, uint64_t len)
+{
+	struct blockdev *b = bd->backing;
+	uint64_t n = 0;
+	int r = 0;
+
+	if (b && off < b->size) {
+		n = b->size - off < len ? b->size - off : len;
+		r = b->ops->read(b, buf, off, n);
+		if (r && !bd->err.msg[0] && b->err.msg[0])
+			bd->err = b->err;
+	}
+	if (!r && n < len)
+		memset((uint8_t *)buf + n, 0, len - n);
+	return r;
+}
+
+/* ---- asynchronous requests ---- */
+
+static int aio_ensure(struct blockdev *bd)
+{
+	if (bd->aio)
+		return 0;
+	return aio_engine_new(&bd->aio, 128, true);
+}
+
+const char *blockdev_engine_name(struct blockdev *bd)
+{
+	if (aio_ensure(bd))
+		return "none";
+	return aio_engine_name(bd->aio);
+}
+
+int blockdev_event_fd(struct blockdev *bd)
+{
+	if (aio_ensure(bd))
+		return -1;
+	return aio_event_fd(bd->aio);
+}
+
+int blockdev_inflight(struct blockdev *bd)
+{
+	return aio_inflight(bd->aio);
+}
+
+/* One host I/O of a request finished. */
+static void req_piece_done(void *opaque, int res)
+{
+	struct bd_req *req = opaque;
+
+	if (res < 0 && !req->result)
+		req->result = res;
+	if (--req->pending == 0)
+		req->done(req, req->result);
+}
+
+/* Copy between a request's iovecs and a flat buffer. */
+static void iov_copy(struct bd_req *req, uint8_t *flat, bool to_flat)
+{
+	for (int i = 0; i < req->iovcnt; i++) {
+		if (to_flat)
+			memcpy(flat, req->iov[i].iov_base, req->iov[i].iov_len);
+		else
+			memcpy(req->iov[i].iov_base, flat, req->iov[i].iov_len);
+		flat += req->iov[i].iov_len;
+	}
+}
+
+/* The slow path: run the request synchronously, complete it at poll. */
+static int submit_sync(struct blockdev *bd, struct bd_req *req)
+{
+	uint8_t *flat = NULL;
+	int r;
+
+	if (req->op == BD_OP_READ || req->op == BD_OP_WRITE) {
+		flat = malloc(req->len ? req->len : 1);
+		if (!flat)
+			return -ENOMEM;
+	}
+	switch (req->op) {
+	case BD_OP_READ:
+		r = blockdev_read(bd, flat, req->off, req->len);
+		if (!r)
+			iov_copy(req, flat, false);
+		break;
+	case BD_OP_WRITE:
+		iov_copy(req, flat, true);
+		r = blockdev_write(bd, flat, req->off, req->len);
+		break;
+	case BD_OP_FLUSH:
+		r = blockdev_flush(bd);
+		break;
+	case BD_OP_DISCARD:
+		r = blockdev_discard(bd, req->off, req->len);
+		break;
+	default:
+		r = blockdev_write_zeroes(bd, req->off, req->len);
+		break;
+	}
+	free(flat);
+	req->pending = 1;
+	return aio_submit_done(bd->aio, r, req_piece_done, req);
+}
+
+/* Whole request maps to one host range of one file in the chain (reads of
+ * unallocated ranges go down to the backing file): one host I/O. */
+static bool fast_map(struct blockdev *bd, struct bd_req *req, int *fd, uint64_t *host)
+{
+	bool w = req->op == BD_OP_WRITE;
+	uint64_t h0, h, done, n;
+	struct bd_extent x;
+
+	if ((w && bd->readonly) || req->iovcnt > 16)
+		return false;
+	n = bd->ops->map_fast(bd, w, req->off, req->len, &h0);
+	if (!n && !w && bd->backing && req->off + req->len <= bd->backing->size &&
+	    !bd->ops->block_status(bd, req->off, req->len, &x) && x.status == BD_UNALLOC &&
+	    x.len >= req->len)
+		return fast_map(bd->backing, req, fd, host);
+	for (done = n; n && done < req->len; done += n) {
+		n = bd->ops->map_fast(bd, w, req->off + done, req->len - done, &h);
+		if (n && h != h0 + done)
+			return false;
+	}
+	*fd = bd->fd;
+	*host = h0;
+	return n && done == req->len;
+}
+
+int blockdev_submit(struct blockdev *bd, struct bd_req *req)
+{
+	uint64_t host;
+	int fd, r = aio_ensure(bd);
+
+	if (r)
+		return r;
+	req->result = 0;
+	req->pending = 0;
+	if (req->op == BD_OP_READ || req->op == BD_OP_WRITE) {
+		r = req->op == BD_OP_WRITE ? write_ok(bd, req->off, req->len)
+					   : range_ok(bd, req->off, req->len);
+		if (r)
+			return r;
+		if (req->op == BD_OP_READ)
+			bd->st_reads++;
+		else
+			bd->st_writes++;
+		if (req->len && fast_map(bd, req, &fd, &host)) {
+			req->pending = 1;
+			return aio_submit_rw(bd->aio, fd, req->op == BD_OP_WRITE, req->iov,
+					     req->iovcnt, host, req->len, req_piece_done, req);
+		}
+	}
+	return submit_sync(bd, req);
+}
+
+int blockdev_poll(struct blockdev *bd, int min)
+{
+	if (!bd->aio)
+		return 0;
+	return aio_poll(bd->aio, min);
+}

@@ -1,0 +1,162 @@
+/*
+ * blockdev.h - the block back-end interface.
+ *
+ * A struct blockdev is one open disk image (raw or qcow2) together with its
+ * backing chain.  Everything above the block layer - `shoal img`, the
+ * virtio-blk device, the vhost-user blk back end - talks to images only
+ * through the functions here, which dispatch to a per-format ops table in
+ * the manner of kvmtool's disk_image ops and QEMU's BlockDriver.
+ *
+ * Threads: a blockdev is owned by one thread at a time.  The synchronous
+ * calls block that thread; the asynchronous ones (blockdev_submit and
+ * blockdev_poll) let it keep many requests in flight through the io_uring
+ * engine in aio.c, and complete them by calling back on the same thread.
+ *
+ * Errors: open and create fill a struct error.  I/O calls return 0 or
+ * -errno; when the failure has a story (corrupt metadata, out of space) the
+ * story is in bd->err.  A corrupt qcow2 image stays open: reads of intact
+ * data go on, writes return -EIO with bd->err saying why.
+ */
+#ifndef SHOAL_BLOCK_BLOCKDEV_H
+#define SHOAL_BLOCK_BLOCKDEV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "util/error.h"
+
+struct blockdev;
+struct aio_engine;
+
+enum blockdev_format { BD_FMT_AUTO = 0, BD_FMT_RAW, BD_FMT_QCOW2 };
+
+/* What a range of the guest disk is, for `map` and for convert/commit. */
+enum bd_status {
+	BD_UNALLOC = 0,		/* not in this image: read from the backing file */
+	BD_ZERO,		/* reads as zeros, stored as a flag */
+	BD_DATA,		/* allocated data at host_off */
+	BD_COMPRESSED,		/* compressed data */
+};
+
+struct bd_extent {
+	enum bd_status status;
+	uint64_t len;		/* bytes from the queried offset with this status */
+	uint64_t host_off;	/* BD_DATA: offset in the image file */
+	int depth;		/* chain depth where the data lives (map only) */
+};
+
+/* Async request kinds and the request itself. */
+enum bd_op { BD_OP_READ, BD_OP_WRITE, BD_OP_FLUSH, BD_OP_DISCARD, BD_OP_ZEROES };
+
+struct bd_req;
+typedef void (*bd_done_fn)(struct bd_req *req, int ret);
+
+struct bd_req {
+	enum bd_op op;
+	uint64_t off;
+	uint64_t len;		/* bytes; for READ/WRITE the sum of iov lengths */
+	struct iovec *iov;
+	int iovcnt;
+	bd_done_fn done;	/* called once, on the submitting thread */
+	void *opaque;		/* caller's */
+	/* private to the block layer */
+	int pending;		/* host I/Os still in flight */
+	int result;
+	struct bd_req *next;
+};
+
+struct blockdev_ops {
+	const char *name;
+	int (*read)(struct blockdev *bd, void *buf, uint64_t off, uint64_t len);
+	int (*write)(struct blockdev *bd, const void *buf, uint64_t off, uint64_t len);
+	int (*write_zeroes)(struct blockdev *bd, uint64_t off, uint64_t len);
+	int (*discard)(struct blockdev *bd, uint64_t off, uint64_t len);
+	int (*flush)(struct blockdev *bd);
+	int (*block_status)(struct blockdev *bd, uint64_t off, uint64_t len,
+			    struct bd_extent *ext);
+	/* Translate [off, off+len) to one host range if it needs no metadata
+	 * change (fast path for the async engine).  Returns bytes mapped (>0),
+	 * 0 if the caller must take the slow synchronous path. */
+	uint64_t (*map_fast)(struct blockdev *bd, bool write, uint64_t off,
+			     uint64_t len, uint64_t *host_off);
+	void (*close)(struct blockdev *bd);
+};
+
+/* Open-time options. */
+struct blockdev_opts {
+	enum blockdev_format format;	/* BD_FMT_AUTO probes */
+	bool readonly;
+	bool force;			/* open despite a chain-identity mismatch */
+	bool no_backing;		/* do not open the backing file */
+	bool no_aio;			/* never use io_uring */
+	uint64_t cache_bytes;		/* L2 + refcount cache; 0 = default */
+	enum blockdev_format backing_format; /* overrides the header's, or AUTO */
+};
+
+struct blockdev {
+	const struct blockdev_ops *ops;
+	char *path;
+	int fd;
+	enum blockdev_format format;
+	uint64_t size;			/* virtual disk size in bytes */
+	bool readonly;
+	int depth;			/* 0 for the top image */
+	struct blockdev *backing;	/* NULL if none */
+	void *priv;			/* format state */
+	struct aio_engine *aio;		/* shared by the whole chain */
+	struct error err;		/* last I/O error story */
+	uint64_t st_reads, st_writes, st_flushes; /* request counters */
+};
+
+int blockdev_open(struct blockdev **out, const char *path,
+		  const struct blockdev_opts *o, struct error *e);
+void blockdev_close(struct blockdev *bd);
+
+int blockdev_read(struct blockdev *bd, void *buf, uint64_t off, uint64_t len);
+int blockdev_write(struct blockdev *bd, const void *buf, uint64_t off, uint64_t len);
+int blockdev_write_zeroes(struct blockdev *bd, uint64_t off, uint64_t len);
+int blockdev_discard(struct blockdev *bd, uint64_t off, uint64_t len);
+int blockdev_flush(struct blockdev *bd);
+int blockdev_block_status(struct blockdev *bd, uint64_t off, uint64_t len,
+			  struct bd_extent *ext);
+
+/* Async: queue `req`; its done() runs from a later blockdev_poll().
+ * Returns 0, or -errno if the request was refused before queueing.
+ * Submissions are batched: the next blockdev_poll() (with min 0 for "don't
+ * wait") hands everything queued so far to the kernel in one call. */
+int blockdev_submit(struct blockdev *bd, struct bd_req *req);
+/* Reap completions; wait for at least `min` if that many are in flight.
+ * Returns the number completed, or -errno. */
+int blockdev_poll(struct blockdev *bd, int min);
+/* Requests in flight. */
+int blockdev_inflight(struct blockdev *bd);
+/* An eventfd that is readable when blockdev_poll(bd, 0) has completions to
+ * deliver, for an epoll loop; -1 if none can be had. */
+int blockdev_event_fd(struct blockdev *bd);
+/* "io_uring" or "sync (reason)" - which engine this device uses. */
+const char *blockdev_engine_name(struct blockdev *bd);
+
+/* Probe the format of an open file (magic only). */
+enum blockdev_format blockdev_probe(int fd);
+const char *blockdev_format_name(enum blockdev_format f);
+int blockdev_parse_format(const char *s, enum blockdev_format *f);
+
+/* Read through the backing file at `off`, zero-filling beyond its end.
+ * For format code: the "unallocated" case. */
+int blockdev_read_backing(struct blockdev *bd, void *buf, uint64_t off, uint64_t len);
+
+/* Helpers: full pread/pwrite loops returning 0 or -errno (-EIO on EOF for
+ * reads, unless zero_eof, which zero-fills past the end of the file). */
+int bd_pread(int fd, void *buf, size_t len, uint64_t off, bool zero_eof);
+int bd_pwrite(int fd, const void *buf, size_t len, uint64_t off);
+/* len bytes aligned for O_DIRECT-friendly I/O (4 KiB); free() it. */
+void *bd_memalign(size_t len);
+
+/* raw.c */
+extern const struct blockdev_ops raw_ops;
+int raw_open(struct blockdev *bd, const struct blockdev_opts *o, struct error *e);
+int raw_create(const char *path, uint64_t size, bool prealloc, struct error *e);
+
+#endif

@@ -1,0 +1,44 @@
+/*
+ * img.h - helpers shared by the `shoal img` subcommands (img*.c).
+ */
+#ifndef SHOAL_CLI_IMG_H
+#define SHOAL_CLI_IMG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "block/blockdev.h"
+#include "block/qcow2.h"
+
+/* create -o options, shared with convert -O qcow2. */
+struct create_args {
+	const char *fmt, *backing, *bfmt;
+	struct qcow2_create_opts q;
+	bool prealloc_raw;
+};
+int img_parse_create_opts(struct create_args *a, char *list);
+
+int img_parse_size(const char *s, uint64_t *out);
+int img_open(struct blockdev **bd, const char *path, const char *fmt, bool rw,
+	     bool force, bool no_backing);
+int img_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int img_fail(struct error *e);
+void img_progress(bool on, uint64_t done, uint64_t total);
+bool img_is_zero(const void *buf, size_t len);
+int img_chain_status(struct blockdev *bd, uint64_t off, uint64_t len, struct bd_extent *x,
+		     const char **file);
+
+int img_create(int argc, char **argv);
+int img_info(int argc, char **argv);
+int img_check(int argc, char **argv);
+int img_map(int argc, char **argv);
+int img_io(int argc, char **argv);
+int img_compare(int argc, char **argv);
+int img_convert(int argc, char **argv);
+int img_commit(int argc, char **argv);
+int img_rebase(int argc, char **argv);
+int img_resize(int argc, char **argv);
+int img_snapshot(int argc, char **argv);
+int img_bench(int argc, char **argv);
+
+#endif

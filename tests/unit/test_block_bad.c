@@ -1,0 +1,339 @@
+/*
+ * test_block_bad.c - hostile and broken images: every one gets a clear
+ * error (checked by substring), and none crashes.  Truncated files, absurd
+ * header fields, unknown incompatible features, L1/L2/refcount entries
+ * pointing outside the file or at metadata, clusters referenced twice,
+ * compressed clusters that do not decompress, a full disk during a write,
+ * and the "corrupt is a state" rule: reads of intact data go on, writes
+ * are refused.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "block/blockdev.h"
+#include "block/qcow2.h"
+
+static char dir[64], img[128];
+
+static int setup(void **state)
+{
+	(void)state;
+	snprintf(dir, sizeof(dir), "/tmp/shoal-bad.XXXXXX");
+	if (!mkdtemp(dir))
+		return -1;
+	snprintf(img, sizeof(img), "%s/t.qcow2", dir);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[128];
+
+	(void)state;
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	return system(cmd) ? -1 : 0;
+}
+
+/* A 4 MiB image with 4 KiB clusters (one L2 covers 2 MiB) and data in
+ * both halves. */
+static void make_image(void)
+{
+	struct qcow2_create_opts o = { .size = 4u << 20, .cluster_size = 4096, .chain_id = true };
+	struct blockdev_opts bo = { 0 };
+	struct error e = { 0 };
+	struct blockdev *bd;
+	uint8_t buf[8192];
+
+	assert_int_equal(qcow2_create(img, &o, &e), 0);
+	assert_int_equal(blockdev_open(&bd, img, &bo, &e), 0);
+	memset(buf, 0xa5, sizeof(buf));
+	assert_int_equal(blockdev_write(bd, buf, 0, sizeof(buf)), 0);
+	assert_int_equal(blockdev_write(bd, buf, 3u << 20, sizeof(buf)), 0);
+	blockdev_close(bd);
+}
+
+static void poke(uint64_t off, const void *p, size_t n)
+{
+	int fd = open(img, O_RDWR);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, p, n, off), (ssize_t)n);
+	close(fd);
+}
+
+static void poke32(uint64_t off, uint32_t v) { v = htobe32(v); poke(off, &v, 4); }
+static void poke64(uint64_t off, uint64_t v) { v = htobe64(v); poke(off, &v, 8); }
+
+static uint64_t peek64(uint64_t off)
+{
+	uint64_t v = 0;
+	int fd = open(img, O_RDONLY);
+
+	assert_int_equal(pread(fd, &v, 8, off), 8);
+	close(fd);
+	return be64toh(v);
+}
+
+/* Opening must fail with a message containing `needle`. */
+static void expect_open_error(const char *needle)
+{
+	struct blockdev_opts o = { 0 };
+	struct error e = { 0 };
+	struct blockdev *bd = NULL;
+
+	if (!blockdev_open(&bd, img, &o, &e))
+		fail_msg("opened despite: %s", needle);
+	assert_null(bd);
+	if (!strstr(e.msg, needle))
+		fail_msg("error '%s' lacks '%s'", e.msg, needle);
+}
+
+static void test_truncated(void **state)
+{
+	(void)state;
+	make_image();
+	assert_int_equal(truncate(img, 50), 0);
+	expect_open_error("truncated");
+}
+
+static void test_absurd_header(void **state)
+{
+	(void)state;
+	make_image();
+	poke32(20, 30);				/* cluster_bits */
+	expect_open_error("cluster_bits 30 out of range");
+	make_image();
+	poke32(36, 0x10000000);			/* l1_size */
+	expect_open_error("L1 table of 268435456 entries is too large");
+	make_image();
+	poke32(36, 0);				/* l1_size too small for the disk */
+	expect_open_error("too small for the disk size");
+	make_image();
+	poke64(48, 4096 + 100);			/* refcount table offset */
+	expect_open_error("refcount table offset");
+	make_image();
+	poke32(56, 0x100000);			/* refcount table clusters */
+	expect_open_error("refcount table of 1048576 clusters");
+	make_image();
+	poke64(24, 1ull << 60);			/* virtual size */
+	expect_open_error("too large");
+	make_image();
+	poke32(4, 7);				/* version */
+	expect_open_error("version 7 not supported");
+	make_image();
+	poke64(8, 4000);			/* backing name offset near the end */
+	poke32(16, 500);
+	expect_open_error("lies outside the header cluster");
+	make_image();
+	poke32(60, 1000000);			/* nb_snapshots */
+	poke64(64, 8192);
+	expect_open_error("snapshot table");
+	make_image();
+	poke32(100, 5000);			/* header_length */
+	expect_open_error("header_length");
+}
+
+static void test_unknown_incompatible(void **state)
+{
+	(void)state;
+	make_image();
+	poke64(72, 1ull << 9);
+	expect_open_error("unsupported incompatible feature bit 9");
+	make_image();
+	poke64(72, QCOW2_INCOMPAT_DATA_FILE);
+	expect_open_error("external data file");
+}
+
+/* Unknown compatible bits are kept; unknown autoclear bits are cleared on
+ * the first write. */
+static void test_feature_classes(void **state)
+{
+	struct blockdev_opts o = { 0 };
+	struct error e = { 0 };
+	struct blockdev *bd;
+	uint8_t b[512] = { 1 };
+
+	(void)state;
+	make_image();
+	poke64(80, 1ull << 40);
+	poke64(88, (1ull << 5) | QCOW2_AUTOCLEAR_SHOAL_CHAIN);
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	assert_int_equal(blockdev_write(bd, b, 0, sizeof(b)), 0);
+	blockdev_close(bd);
+	assert_int_equal(peek64(80), 1ull << 40);
+	assert_int_equal(peek64(88), QCOW2_AUTOCLEAR_SHOAL_CHAIN);
+}
+
+/* Corrupt metadata: reads of intact data go on; writes are refused. */
+static void test_corrupt_is_a_state(void **state)
+{
+	struct blockdev_opts o = { 0 };
+	struct error e = { 0 };
+	struct blockdev *bd;
+	uint8_t buf[4096];
+	uint64_t l1 = 0;
+
+	(void)state;
+	make_image();
+	l1 = peek64(40);			/* l1_table_offset */
+	poke64(l1 + 8, (1ull << 63) | l1);	/* L1[1] -> the L1 table itself */
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	if (blockdev_read(bd, buf, 0, 4096))
+		fail_msg("%s", bd->err.msg);
+	assert_int_equal(buf[0], 0xa5);
+	assert_int_equal(blockdev_read(bd, buf, 3u << 20, 4096), -EIO);
+	assert_non_null(strstr(bd->err.msg, "not a valid L2 table offset"));
+	assert_int_equal(blockdev_read(bd, buf, 4096, 4096), 0);	/* still reads */
+	assert_int_equal(blockdev_write(bd, buf, 0, 512), -EIO);
+	assert_non_null(strstr(bd->err.msg, "corrupt"));
+	blockdev_close(bd);
+	/* the corrupt bit is on disk now: a reopen still refuses writes */
+	assert_int_equal(peek64(72) & QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_CORRUPT);
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	assert_int_equal(blockdev_write(bd, buf, 0, 512), -EIO);
+	blockdev_close(bd);
+}
+
+/* Find the L2 entry of guest offset 0 (first L2 table, entry 0). */
+static uint64_t l2_table(void)
+{
+	return peek64(peek64(40)) & QCOW2_L1E_OFFSET_MASK;
+}
+
+static void test_l2_outside_file(void **state)
+{
+	struct blockdev_opts o = { 0 };
+	struct error e = { 0 };
+	struct blockdev *bd;
+	uint8_t buf[4096];
+
+	(void)state;
+	make_image();
+	poke64(l2_table(), (1ull << 63) | (1ull << 40));
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	assert_int_equal(blockdev_read(bd, buf, 0, 4096), -EIO);
+	assert_non_null(strstr(bd->err.msg, "beyond the end of the file"));
+	blockdev_close(bd);
+}
+
+static void test_l2_points_at_metadata(void **state)
+{
+	struct blockdev_opts o = { 0 };
+	struct error e = { 0 };
+	struct blockdev *bd;
+	uint8_t buf[4096];
+
+	(void)state;
+	make_image();
+	poke64(l2_table(), (1ull << 63) | 4096);	/* the refcount table */
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	memset(buf, 0xff, sizeof(buf));
+	assert_int_equal(blockdev_write(bd, buf, 0, 4096), -EIO);	/* no overwrite */
+	blockdev_close(bd);
+	make_image();
+	poke64(peek64(48), 0);			/* refcount table entry 0 -> header */
+	poke64(peek64(48), 0x200);
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	assert_int_equal(blockdev_write(bd, buf, 1u << 20, 4096), -EIO);
+	assert_non_null(strstr(bd->err.msg, "refcount"));
+	blockdev_close(bd);
+}
+
+/* Two L2 entries sharing a host cluster (refcount 1): check finds it. */
+static void test_cross_linked(void **state)
+{
+	struct blockdev_opts o = { .readonly = true };
+	struct qcow2_check_result r;
+	struct error e = { 0 };
+	struct blockdev *bd;
+	uint64_t t = l2_table();
+
+	(void)state;
+	make_image();
+	t = l2_table();
+	poke64(t + 16, peek64(t));		/* guest cluster 2 -> cluster 0's data */
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	assert_int_equal(qcow2_check(bd, false, &r, &e), 1);
+	assert_true(r.corruptions > 0);
+	blockdev_close(bd);
+}
+
+static void test_bad_compressed(void **state)
+{
+	struct blockdev_opts o = { 0 };
+	struct error e = { 0 };
+	struct blockdev *bd;
+	uint8_t buf[4096];
+	uint64_t t, host;
+
+	(void)state;
+	make_image();
+	t = l2_table();
+	host = peek64(t) & QCOW2_L2E_OFFSET_MASK;
+	poke64(t, QCOW2_OFLAG_COMPRESSED | host);	/* 1 sector of garbage (0xa5...) */
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	assert_int_equal(blockdev_read(bd, buf, 0, 512), -EIO);
+	assert_non_null(strstr(bd->err.msg, "does not decompress"));
+	assert_int_equal(blockdev_read(bd, buf, 3u << 20, 512), 0);	/* others fine */
+	blockdev_close(bd);
+}
+
+/* A full disk mid-write: an error, no crash, and a consistent image. */
+static void test_disk_full(void **state)
+{
+	struct blockdev_opts o = { 0 };
+	struct qcow2_check_result r;
+	struct error e = { 0 };
+	struct blockdev *bd;
+	struct rlimit old, lim;
+	static uint8_t buf[1u << 20];
+	int rc = 0;
+
+	(void)state;
+	make_image();
+	signal(SIGXFSZ, SIG_IGN);
+	getrlimit(RLIMIT_FSIZE, &old);
+	lim = old;
+	lim.rlim_cur = 300 * 1024;
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	setrlimit(RLIMIT_FSIZE, &lim);
+	memset(buf, 0x3c, sizeof(buf));
+	for (int i = 0; i < 4 && !rc; i++)
+		rc = blockdev_write(bd, buf, (uint64_t)i << 20, sizeof(buf));
+	assert_int_equal(rc, -EFBIG);
+	assert_non_null(strstr(bd->err.msg, "t.qcow2"));
+	setrlimit(RLIMIT_FSIZE, &old);
+	assert_int_equal(blockdev_flush(bd), 0);
+	assert_int_equal(qcow2_check(bd, false, &r, &e) >= 0, 1);
+	assert_int_equal(r.corruptions, 0);	/* leaks allowed */
+	blockdev_close(bd);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_truncated),
+		cmocka_unit_test(test_absurd_header),
+		cmocka_unit_test(test_unknown_incompatible),
+		cmocka_unit_test(test_feature_classes),
+		cmocka_unit_test(test_corrupt_is_a_state),
+		cmocka_unit_test(test_l2_outside_file),
+		cmocka_unit_test(test_l2_points_at_metadata),
+		cmocka_unit_test(test_cross_linked),
+		cmocka_unit_test(test_bad_compressed),
+		cmocka_unit_test(test_disk_full),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
