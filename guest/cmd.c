@@ -26,6 +26,7 @@
 #include "serial.h"
 #include "smp.h"
 #include "tsc.h"
+#include "virtio_cmd.h"
 #include "work.h"
 
 #define CMD_ARGS_MAX 16
@@ -266,6 +267,15 @@ static const struct cmd cmd_table[] = {
 	{ "fault", cmd_fault, "(test the fatal-exception path: exit 2)" },
 	{ "shell", cmd_shell, "" },
 	{ "quit", cmd_quit, "(leave the shell)" },
+	{ "virtio-mode", virtio_cmd_mode, "legacy|modern|auto" },
+	{ "virtio-ring", virtio_cmd_ring, "split|packed (packed: modern only, if offered)" },
+	{ "vdevs", virtio_cmd_devs, "[access=ports|ecam] (list virtio PCI devices)" },
+	{ "vblk", vblk_cmd, "[SECTORS] [SEED] [dev=N]" },
+	{ "vblk-bench", vblk_bench_cmd, "[MS_PER_RUN] [dev=N] (overwrites the disk)" },
+	{ "vnet", vnet_cmd, "[ip=A.B.C.D] [gw=A.B.C.D] [dev=N]" },
+	{ "vrng", vrng_cmd, "[BYTES] [dev=N]" },
+	{ "vcon", vcon_cmd, "[TEXT...] [wait=MS] [dev=N]" },
+	{ "vhostile", vhostile_cmd, "loop|oob|len|nested|badhead|all" },
 };
 
 static bool cmd_help(int argc, char **argv)
@@ -274,7 +284,8 @@ static bool cmd_help(int argc, char **argv)
 
 	for (i = 0; i < ARRAY_SIZE(cmd_table); i++)
 		console_printf("  %s %s\n", cmd_table[i].name, cmd_table[i].usage);
-	report("help info fill verify dirty allcpus spin echo help poweroff exit fault shell quit");
+	report("help info fill verify dirty allcpus spin echo help poweroff exit fault shell quit "
+	       "virtio-mode virtio-ring vdevs vblk vblk-bench vnet vrng vcon vhostile");
 	return true;
 }
 

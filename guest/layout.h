@@ -30,4 +30,11 @@
 #define TRAP_STUB_SIZE  16		/* bytes between stubs in trap_stubs */
 #define TRAP_STUBS      34		/* 0..31, VEC_WAKE, VEC_SPURIOUS */
 
+/*
+ * Virtio drivers: rings, request headers and small buffers come from a
+ * static pool in the image's bss (virtq.c), reset by each command.  The
+ * image then ends below 10 MiB, clear of the 16 MiB the tests fill.
+ */
+#define VIRTIO_POOL_SIZE (4u << 20)
+
 #endif
