@@ -27,7 +27,7 @@ QEMU=$(command -v qemu-system-x86_64 || true)
 qemu_virtio() {
 	local machine=$1 log=$2 cmd=$3
 	shift 3
-	timeout 60 "$QEMU" -accel kvm -M "$machine" -display none -nodefaults -no-user-config \
+	timeout 150 "$QEMU" -accel kvm -M "$machine" -display none -nodefaults -no-user-config \
 		-serial "file:$log" -device isa-debug-exit,iobase=0xf4,iosize=1 \
 		-kernel "$GUEST" -append "$cmd" -m 256 "$@" </dev/null 2>"$log.err"
 	rc=$?
