@@ -17,6 +17,7 @@ const struct device_type device_types[] = {
 	{ "acpi-pm", "ACPI PM1a event/control blocks (0x600-0x605): power off", acpi_pm_create },
 	{ "testdev", "test/exit device (0xf4 exit code, 0xf5 report lines)",    testdev_create },
 	{ "legacy",  "POST port 0x80, I/O delay 0xed, fast A20/reset 0x92",      legacy_create },
+	{ "virtio-rng", "virtio entropy source on PCI (--rng), rate-capped",      virtio_rng_create },
 	{ NULL, NULL, NULL },
 };
 
