@@ -99,6 +99,8 @@ int harness_run(const struct guest_opts *o, struct guest_result *r, char *err, i
 	vm_config_set_console(&cfg, "file:/dev/null", &e);
 	free(cfg.console_path);
 	cfg.console_path = strdup(con);
+	if (o->tweak)
+		o->tweak(&cfg, o->tweak_arg);
 	vm = vm_create(&cfg, &e);
 	vm_config_free(&cfg);
 	if (!vm) {

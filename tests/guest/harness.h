@@ -13,6 +13,8 @@
 
 #include <stdint.h>
 
+struct vm_config;
+
 #define HARNESS_MAX_REPORTS 512
 
 struct guest_result {
@@ -31,6 +33,9 @@ struct guest_opts {
 	const char *cpu_template;          /* NULL: host */
 	unsigned timeout_s;                /* 0: 60 */
 	const char *kernel;                /* NULL: the test guest */
+	/* Optional: adjust the config (add devices) before the VM is built. */
+	void (*tweak)(struct vm_config *c, void *arg);
+	void *tweak_arg;
 };
 
 /* Path of build/shoal-guest (from $BUILD or next to the test binary). */
