@@ -678,19 +678,22 @@ int virtio_pci_create(struct vm *vm, const struct virtio_device_ops *ops, void *
 	struct virtio_pci *vp = calloc(1, sizeof(*vp));
 	struct device *d;
 
-	if (!vp || virtio_device_init(&vp->vdev, ops, priv, &vm->mem, name)) {
+	if (ops->num_queues > VIRTIO_PCI_MAX_QUEUES) {
 		free(vp);
+		vp = NULL;
+		error_set(e, EXIT_USAGE, "%s: %u queues is more than %d", name,
+			  ops->num_queues, VIRTIO_PCI_MAX_QUEUES);
+	} else if (!vp || virtio_device_init(&vp->vdev, ops, priv, &vm->mem, name)) {
+		free(vp);
+		vp = NULL;
+		error_set(e, EXIT_HOST, "%s: cannot set up the virtio device", name);
+	}
+	if (!vp) {
 		if (ops->destroy) {
 			struct virtio_device tmp = { .ops = ops, .priv = priv };
 			ops->destroy(&tmp);
 		}
-		return error_set(e, EXIT_HOST, "%s: cannot set up the virtio device", name);
-	}
-	if (ops->num_queues > VIRTIO_PCI_MAX_QUEUES) {
-		virtio_device_destroy(&vp->vdev);
-		free(vp);
-		return error_set(e, EXIT_USAGE, "%s: %u queues is more than %d", name,
-				 ops->num_queues, VIRTIO_PCI_MAX_QUEUES);
+		return -1;
 	}
 	d = device_new(vm, &virtio_pci_dev_ops, name, vp);
 	if (!d) {

@@ -685,11 +685,14 @@ void pci_destroy(struct vm *vm)
 
 		if (!p || !p->msix)
 			continue;
+		/* a device thread may still complete work and raise a vector */
+		pthread_mutex_lock(&p->dev->lock);
 		for (int i = 0; i < p->msix->nvec; i++)
 			if (p->msix->v[i].irqfd >= 0)
 				close(p->msix->v[i].irqfd);
 		free(p->msix);
 		p->msix = NULL;
+		pthread_mutex_unlock(&p->dev->lock);
 	}
 	for (int i = 0; i < vm->ndevices; i++)   /* the window devices' copied ops */
 		if (vm->devices[i]->priv == h && vm->devices[i]->ops->destroy == pci_noop_destroy) {

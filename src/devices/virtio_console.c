@@ -1,0 +1,328 @@
+/*
+ * virtio_console.c - virtio console with one port (virtio 1.2 section 5.3),
+ * created by `--virtio-console file:OUT[,in=IN]`.
+ *
+ * Without VIRTIO_CONSOLE_F_MULTIPORT the device has two queues for port 0:
+ * receiveq (0, device -> driver) and transmitq (1, driver -> device).
+ * Everything the driver transmits is appended to the file OUT.  With
+ * `in=IN`, the bytes of the file IN are given to the driver, in order, as
+ * it posts receive buffers, until the end of the file (nothing more comes
+ * after that).  EMERG_WRITE is offered: a 32-bit write to `emerg_wr` in the
+ * config space appends one character to OUT, as the spec allows for early
+ * boot output before the queues exist.
+ *
+ * Config space (5.3.4): u16 cols, u16 rows (both 0: unknown), u32
+ * max_nr_ports (1; only meaningful with MULTIPORT), u32 emerg_wr.
+ *
+ * Threads: every op runs under the device lock, on a vCPU thread or the
+ * event loop thread (ioeventfd kicks).  The work is a write(2) to a local
+ * file (page cache) or a read(2) from one, bounded by what the driver posted,
+ * so the lock is held briefly.
+ *
+ * Hostile guest: the transmit element's device-readable buffers are written
+ * out as they are (their lengths were checked by the core); device-writable
+ * parts of a transmit element and device-readable parts of a receive
+ * element are ignored, as the spec tells a device to.  A write error to OUT
+ * is logged once; the data is dropped and the buffers still returned, so a
+ * full disk on the host cannot wedge the guest.
+ *
+ * Saved state (version 1): u64 bytes_out, u64 bytes_in, u64 input offset.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "devices/device.h"
+#include "devices/virtio_console.h"
+#include "devices/virtio_pci.h"
+#include "util/exitcode.h"
+#include "util/log.h"
+#include "vmm/config.h"
+#include "vmm/vm.h"
+
+#define VIRTIO_CONSOLE_F_SIZE        0
+#define VIRTIO_CONSOLE_F_MULTIPORT   1
+#define VIRTIO_CONSOLE_F_EMERG_WRITE 2
+
+#define VCON_QUEUE_SIZE   128
+#define VCON_RX           0
+#define VCON_TX           1
+#define VCON_CONFIG_SIZE  12
+#define VCON_EMERG_OFF    8
+#define VCON_STATE_VERSION 1
+
+struct vcon {
+	char name[32];
+	int out_fd;                    /* OUT, opened O_APPEND */
+	int in_fd;                     /* IN, or -1 */
+	uint64_t in_off;               /* next byte of IN to give */
+	bool in_eof;                   /* IN is used up */
+	bool write_err_logged;
+	uint64_t bytes_out, bytes_in;  /* metrics */
+};
+
+/* Append `iov` to OUT, whole, retrying short writes; false on an error. */
+static bool vcon_write_all(struct vcon *c, const struct iovec *iov, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		const uint8_t *p = iov[i].iov_base;
+		size_t left = iov[i].iov_len;
+
+		while (left) {
+			ssize_t w = write(c->out_fd, p, left);
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				return false;
+			p += w;
+			left -= (size_t)w;
+		}
+	}
+	return true;
+}
+
+/* Drain transmitq into OUT. */
+static void vcon_transmit(struct virtio_device *vdev, struct virtq_elem *el)
+{
+	struct vcon *c = vdev->priv;
+	struct virtqueue *vq = &vdev->queues[VCON_TX];
+
+	while (virtio_queue_pop(vdev, vq, el) == 1) {
+		if (vcon_write_all(c, virtq_elem_out(el), el->out_num))
+			c->bytes_out += el->out_len;
+		else if (!c->write_err_logged) {
+			c->write_err_logged = true;
+			log_error("%s: writing the output file: %s (output dropped)", c->name,
+				  strerror(errno));
+		}
+		virtio_queue_fill(vdev, vq, el, 0);
+	}
+	virtio_queue_flush(vdev, vq);
+}
+
+/* Fill one receive element from IN; returns bytes given (0 at the end). */
+static uint32_t vcon_fill_rx(struct vcon *c, struct virtq_elem *el)
+{
+	struct iovec *iov = virtq_elem_in(el);
+	uint64_t done = 0;
+
+	for (unsigned i = 0; i < el->in_num && !c->in_eof; i++) {
+		ssize_t r = pread(c->in_fd, iov[i].iov_base, iov[i].iov_len, (off_t)c->in_off);
+
+		if (r < 0 && errno == EINTR) {
+			i--;
+			continue;
+		}
+		if (r <= 0) {
+			c->in_eof = true;
+			break;
+		}
+		c->in_off += (uint64_t)r;
+		done += (uint64_t)r;
+		if ((size_t)r < iov[i].iov_len)
+			break;
+	}
+	return (uint32_t)done;
+}
+
+/* Is there more of IN to give?  (Regular files; IN may grow.) */
+static bool vcon_has_input(struct vcon *c)
+{
+	struct stat st;
+
+	if (c->in_fd < 0)
+		return false;
+	if (c->in_eof && fstat(c->in_fd, &st) == 0 && (uint64_t)st.st_size > c->in_off)
+		c->in_eof = false;
+	if (!c->in_eof && fstat(c->in_fd, &st) == 0 && (uint64_t)st.st_size <= c->in_off)
+		c->in_eof = true;
+	return !c->in_eof;
+}
+
+/* Give IN to the driver's posted receive buffers while it lasts. */
+static void vcon_receive(struct virtio_device *vdev, struct virtq_elem *el)
+{
+	struct vcon *c = vdev->priv;
+	struct virtqueue *vq = &vdev->queues[VCON_RX];
+
+	while (vcon_has_input(c) && virtio_queue_pop(vdev, vq, el) == 1) {
+		uint32_t n = vcon_fill_rx(c, el);   /* 0 only if IN shrank meanwhile */
+
+		c->bytes_in += n;
+		virtio_queue_fill(vdev, vq, el, n);
+	}
+	virtio_queue_flush(vdev, vq);
+}
+
+static void vcon_queue_notify(struct virtio_device *vdev, uint16_t qidx)
+{
+	struct virtq_elem *el = malloc(sizeof(*el));
+
+	if (!el)
+		return;
+	if (qidx == VCON_TX)
+		vcon_transmit(vdev, el);
+	else if (qidx == VCON_RX)
+		vcon_receive(vdev, el);
+	free(el);
+}
+
+static uint64_t vcon_features(struct virtio_device *vdev)
+{
+	return VIRTIO_BIT(VIRTIO_CONSOLE_F_EMERG_WRITE);
+}
+
+static void vcon_config_read(struct virtio_device *vdev, uint32_t off, void *data, uint32_t len)
+{
+	uint8_t cfg[VCON_CONFIG_SIZE] = { 0 };
+
+	cfg[4] = 1;                     /* max_nr_ports = 1 (little-endian u32) */
+	memcpy(data, cfg + off, len);   /* the core checked off + len */
+}
+
+/* emerg_wr: one character, appended to OUT. */
+static void vcon_config_write(struct virtio_device *vdev, uint32_t off, const void *data,
+			      uint32_t len)
+{
+	struct vcon *c = vdev->priv;
+	struct iovec iov = { .iov_base = (void *)data, .iov_len = 1 };
+
+	if (off != VCON_EMERG_OFF || len != 4 ||
+	    !virtio_has_feature(vdev, VIRTIO_CONSOLE_F_EMERG_WRITE))
+		return;
+	if (vcon_write_all(c, &iov, 1))
+		c->bytes_out++;
+}
+
+static void vcon_save(struct virtio_device *vdev, struct state_writer *w)
+{
+	struct vcon *c = vdev->priv;
+
+	state_put_u64(w, c->bytes_out);
+	state_put_u64(w, c->bytes_in);
+	state_put_u64(w, c->in_off);
+}
+
+static int vcon_restore(struct virtio_device *vdev, uint16_t version, struct state_reader *r)
+{
+	struct vcon *c = vdev->priv;
+
+	c->bytes_out = state_get_u64(r);
+	c->bytes_in = state_get_u64(r);
+	c->in_off = state_get_u64(r);
+	c->in_eof = false;
+	return r->error ? -1 : 0;
+}
+
+static void vcon_free(struct vcon *c)
+{
+	if (!c)
+		return;
+	if (c->out_fd >= 0)
+		close(c->out_fd);
+	if (c->in_fd >= 0)
+		close(c->in_fd);
+	free(c);
+}
+
+static void vcon_destroy(struct virtio_device *vdev)
+{
+	vcon_free(vdev->priv);
+	vdev->priv = NULL;
+}
+
+static const struct virtio_device_ops vcon_ops = {
+	.device_id = VIRTIO_ID_CONSOLE,
+	.name = "virtio-console",
+	.num_queues = 2,
+	.queue_max_size = VCON_QUEUE_SIZE,
+	.config_size = VCON_CONFIG_SIZE,
+	.state_version = VCON_STATE_VERSION,
+	.features = vcon_features,
+	.config_read = vcon_config_read,
+	.config_write = vcon_config_write,
+	.queue_notify = vcon_queue_notify,
+	.save = vcon_save,
+	.restore = vcon_restore,
+	.destroy = vcon_destroy,
+};
+
+/* Split "file:OUT[,in=IN]" into OUT and IN (IN may be NULL); 0 or -1. */
+static int vcon_parse(const char *spec, char **out, char **in, struct error *e)
+{
+	char *comma;
+
+	*out = *in = NULL;
+	if (strncmp(spec, "file:", 5) || !spec[5])
+		return error_set(e, EXIT_USAGE, "--virtio-console '%s': expected file:PATH[,in=PATH]",
+				 spec);
+	*out = strdup(spec + 5);
+	if (!*out)
+		return error_set(e, EXIT_HOST, "out of memory");
+	comma = strstr(*out, ",in=");
+	if (comma) {
+		*comma = '\0';
+		*in = comma + 4;
+		if (!**in || !**out) {
+			free(*out);
+			return error_set(e, EXIT_USAGE, "--virtio-console '%s': empty path", spec);
+		}
+	}
+	return 0;
+}
+
+/* Open the port's files as `spec` names them.  0 or -1 with `e`. */
+static int vcon_open(struct vcon *c, const char *spec, struct error *e)
+{
+	char *out, *in;
+	int rc = 0;
+
+	if (vcon_parse(spec, &out, &in, e))
+		return -1;
+	c->out_fd = open(out, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (c->out_fd < 0)
+		rc = error_set(e, EXIT_NOINPUT, "%s: %s", out, strerror(errno));
+	else if (in && (c->in_fd = open(in, O_RDONLY | O_CLOEXEC)) < 0)
+		rc = error_set(e, EXIT_NOINPUT, "%s: %s", in, strerror(errno));
+	free(out);
+	return rc;
+}
+
+const struct virtio_device_ops *virtio_console_ops(void)
+{
+	return &vcon_ops;
+}
+
+struct vcon *virtio_console_new(const char *spec, struct error *e)
+{
+	struct vcon *c = calloc(1, sizeof(*c));
+
+	if (!c) {
+		error_set(e, EXIT_HOST, "out of memory");
+		return NULL;
+	}
+	snprintf(c->name, sizeof(c->name), "virtio-console0");
+	c->out_fd = c->in_fd = -1;
+	if (vcon_open(c, spec, e)) {
+		vcon_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+int virtio_console_create(struct vm *vm, const struct vm_config *cfg, struct error *e)
+{
+	struct vcon *c;
+
+	if (!cfg->vconsole)
+		return 0;
+	c = virtio_console_new(cfg->vconsole, e);
+	if (!c)
+		return error_prefix(e, "virtio-console0");
+	return virtio_pci_create(vm, &vcon_ops, c, "virtio-console0", VIRTIO_PCI_TRANSITIONAL, e);
+}
