@@ -102,6 +102,8 @@ int testdev_create(struct vm *vm, const struct vm_config *cfg, struct error *e);
 int acpi_pm_create(struct vm *vm, const struct vm_config *cfg, struct error *e);
 int legacy_create(struct vm *vm, const struct vm_config *cfg, struct error *e);
 int virtio_rng_create(struct vm *vm, const struct vm_config *cfg, struct error *e);
+int virtio_net_create(struct vm *vm, const struct vm_config *cfg, struct error *e);
+int virtio_vsock_create(struct vm *vm, const struct vm_config *cfg, struct error *e);
 int virtio_blk_create(struct vm *vm, const struct vm_config *cfg, struct error *e);
 int virtio_console_create(struct vm *vm, const struct vm_config *cfg, struct error *e);
 

@@ -18,6 +18,8 @@ const struct device_type device_types[] = {
 	{ "testdev", "test/exit device (0xf4 exit code, 0xf5 report lines)",    testdev_create },
 	{ "legacy",  "POST port 0x80, I/O delay 0xed, fast A20/reset 0x92",      legacy_create },
 	{ "virtio-rng", "virtio entropy source on PCI (--rng), rate-capped",      virtio_rng_create },
+	{ "virtio-net", "virtio network card per --net, on a TAP or a frame fd",   virtio_net_create },
+	{ "virtio-vsock", "virtio socket (--vsock): host side on Unix sockets",    virtio_vsock_create },
 	{ "virtio-blk", "virtio block disks on PCI (--disk): raw or qcow2, I/O thread", virtio_blk_create },
 	{ "virtio-console", "virtio console port on PCI (--virtio-console file:PATH)", virtio_console_create },
 	{ NULL, NULL, NULL },

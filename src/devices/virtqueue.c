@@ -344,6 +344,18 @@ static int vq_split_pop_elem(struct virtqueue *vq, struct virtq_elem *elem)
 	uint16_t pending = (uint16_t)(idx - vq->last_avail);
 	uint16_t slot, head;
 
+	if (!pending && vq->event_idx && vq->notify_enabled) {
+		/*
+		 * Empty: before believing it, publish avail_event and look again
+		 * after a full fence.  Without the fence our store could pass our
+		 * load (store-load reordering), a driver adding a buffer now could
+		 * read a stale avail_event, skip its kick, and wait forever.
+		 */
+		vq_store16(vq->used, USED_RING(vq->size), vq->last_avail, __ATOMIC_RELAXED);
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		idx = vq_load16(vq->avail, AVAIL_IDX, __ATOMIC_ACQUIRE);
+		pending = (uint16_t)(idx - vq->last_avail);
+	}
 	if (!pending)
 		return 0;
 	if (pending > vq->size) {
@@ -469,6 +481,12 @@ static int vq_packed_pop_elem(struct virtqueue *vq, struct virtq_elem *elem)
 {
 	uint16_t flags = vq_load16(vq->desc, PDESC(vq->last_avail) + PDESC_FLAGS, __ATOMIC_ACQUIRE);
 
+	if (!vq_packed_avail(flags, vq->avail_wrap) && vq->event_idx && vq->notify_enabled) {
+		/* Empty: publish the event offset, fence, look again (see split). */
+		vq_packed_set_event(vq);
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		flags = vq_load16(vq->desc, PDESC(vq->last_avail) + PDESC_FLAGS, __ATOMIC_ACQUIRE);
+	}
 	if (!vq_packed_avail(flags, vq->avail_wrap))
 		return 0;
 	vq_elem_init(elem);
