@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "devices/device.h"
+#include "devices/virtio_pci.h"
 #include "util/exitcode.h"
 #include "util/log.h"
 #include "vmm/console.h"
@@ -137,13 +138,26 @@ static json_t *control_metrics(struct vm *vm)
 	}
 	for (int i = 0; i < vm->ndevices; i++) {
 		struct device *d = vm->devices[i];
-
-		json_object_set_new(devs, d->name, json_pack("{s:I, s:I, s:I, s:I, s:b}",
+		struct virtio_device *vd = virtio_pci_vdev(d);
+		json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:b}",
 			"io_reads", (json_int_t)d->stats.io_reads,
 			"io_writes", (json_int_t)d->stats.io_writes,
 			"mmio_reads", (json_int_t)d->stats.mmio_reads,
 			"mmio_writes", (json_int_t)d->stats.mmio_writes,
-			"broken", d->broken));
+			"broken", d->broken);
+
+		if (vd) {   /* virtio: requests and bytes each way (disk, network) */
+			pthread_mutex_lock(&d->lock);
+			json_object_set_new(o, "virtio", json_pack("{s:I, s:I, s:I, s:I, s:I, s:b}",
+				"requests", (json_int_t)vd->stats.requests,
+				"bytes_out", (json_int_t)vd->stats.bytes_out,
+				"bytes_in", (json_int_t)vd->stats.bytes_in,
+				"kicks", (json_int_t)vd->stats.kicks,
+				"interrupts", (json_int_t)vd->stats.interrupts,
+				"broken", vd->broken));
+			pthread_mutex_unlock(&d->lock);
+		}
+		json_object_set_new(devs, d->name, o);
 	}
 	return json_pack("{s:b, s:o, s:I, s:I, s:o, s:I}", "ok", 1, "vcpus", vcpus,
 			 "rss_bytes", (json_int_t)control_rss(),

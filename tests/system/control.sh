@@ -15,7 +15,8 @@ def check(name, cond, why=""):
 
 def start(name, extra=()):
     sock = os.path.join(tmp, name + ".sock")
-    p = subprocess.Popen([shoal, "run", "--kernel", guest, "--cmdline", "shell", "--cpus", "2",
+    cmdline = "vblk; shell" if extra else "shell"
+    p = subprocess.Popen([shoal, "run", "--kernel", guest, "--cmdline", cmdline, "--cpus", "2",
                           "--console", "none", "--api-socket", sock, "--timeout", "120", *extra],
                          stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     for _ in range(100):
@@ -94,6 +95,20 @@ alive = p.poll() is None
 r = c.req({"cmd": "stop", "mode": "force"})
 rc = p.wait(30); err = p.stderr.read().decode()
 check("forced stop ends a guest that ignores the button", alive and rc == 0 and "stopped through the control socket" in err, (alive, rc, err[-200:]))
+# metrics carry each virtio device's requests and bytes (shoald's disk/net figures)
+img = os.path.join(tmp, "disk.img")
+with open(img, "wb") as fimg: fimg.truncate(16 << 20)
+p, sock = start("d", ("--disk", img))
+c = Conn(sock)
+text = b""; end = time.time() + 30
+while b"vblk ok" not in text and time.time() < end:
+    time.sleep(0.2)
+    r = c.req({"cmd": "console-log"}); text = c.f.read(r["bytes"])
+m = c.req({"cmd": "metrics"})
+v = m["devices"].get("virtio-blk0", {}).get("virtio", {})
+check("metrics: virtio-blk requests and bytes both ways", b"vblk ok" in text and v.get("requests", 0) > 0
+      and v.get("bytes_in", 0) > 0 and v.get("bytes_out", 0) > 0, (v, text[-200:]))
+c.req({"cmd": "stop", "mode": "force"}); p.wait(30)
 sys.exit(0 if ok else 1)
 PY
 T_FAILED=$?
