@@ -29,12 +29,15 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter \
            -Wmissing-prototypes -Wstrict-prototypes -Wvla
 CPPFLAGS_ALL := -std=gnu11 -D_GNU_SOURCE -Isrc -MMD -MP
 LIBS    := -ljansson -luring -lzstd -lz -lpthread
+# ---- host daemon (issue #5): shoald and the library's src/host need these ----
+LIBS    += -lmicrohttpd -lsqlite3
+# ---- end host daemon ----
 ALLCFLAGS = $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) $(SANFLAGS)
 
 # LIB_EXCLUDE: patterns of sources to leave out (work in progress), e.g.
 # make LIB_EXCLUDE='src/block/%'
 LIB_EXCLUDE ?=
-LIB_SRCS  := $(filter-out src/cli/main.c $(LIB_EXCLUDE),$(wildcard src/*/*.c))
+LIB_SRCS  := $(filter-out src/cli/main.c src/host/shoald_main.c $(LIB_EXCLUDE),$(wildcard src/*/*.c))
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 MAIN_OBJ  := $(BUILD)/obj/src/cli/main.o
 
@@ -50,7 +53,7 @@ BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 FUZZ_BINS  := $(FUZZ_SRCS:fuzz/%.c=$(BUILD)/fuzz/%)
 
 .PHONY: all tests fuzz test check clean guest
-all: $(BUILD)/shoal $(BUILD)/shoal-guest
+all: $(BUILD)/shoal $(BUILD)/shoal-guest $(BUILD)/shoald
 
 # V=1 shows full command lines.
 ifeq ($(V),1)
@@ -70,6 +73,11 @@ $(BUILD)/libshoal.a: $(LIB_OBJS)
 
 $(BUILD)/shoal: $(MAIN_OBJ) $(BUILD)/libshoal.a
 	$(CC) $(CFLAGS) $(SANFLAGS) -o $@ $^ $(LIBS)
+
+# ---- host daemon (issue #5): build/shoald, the API server ----
+$(BUILD)/shoald: $(BUILD)/obj/src/host/shoald_main.o $(BUILD)/libshoal.a
+	$(CC) $(CFLAGS) $(SANFLAGS) -o $@ $^ $(LIBS)
+# ---- end host daemon ----
 
 # ---- the test guest: freestanding x86-64, linked at 1 MiB, PVH entry note ----
 GUEST_SRCS := $(wildcard guest/*.c) $(wildcard guest/*.S)
@@ -99,13 +107,21 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libshoal.a
 	$(CC) $(ALLCFLAGS) -o $@ $< $(BUILD)/libshoal.a -lm $(LIBS)
 tests: all $(UNIT_BINS) $(GTEST_BINS) $(BENCH_BINS)
 
-# libFuzzer needs clang; fuzz targets link the library sources directly so
-# that they are built with coverage instrumentation.
+# libFuzzer needs clang.  The library is built once more with coverage
+# instrumentation (-fsanitize=fuzzer-no-link) into its own archive, and each
+# target links against it.
 FUZZ_CC ?= clang
-$(BUILD)/fuzz/%: fuzz/%.c $(LIB_SRCS)
+FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Isrc -g -O1 -fsanitize=address,undefined
+FUZZ_OBJS := $(LIB_SRCS:%.c=$(BUILD)/fobj/%.o)
+$(BUILD)/fobj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -Isrc -g -O1 -fsanitize=fuzzer,address,undefined \
-		-o $@ $< $(LIB_SRCS) $(LIBS)
+	@$(if $(Q),echo "  CC      $< (fuzz)")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+$(BUILD)/libshoal-fuzz.a: $(FUZZ_OBJS)
+	$(Q)rm -f $@ && ar rcs $@ $^
+$(BUILD)/fuzz/%: fuzz/%.c $(BUILD)/libshoal-fuzz.a
+	@mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(BUILD)/libshoal-fuzz.a $(LIBS)
 fuzz: $(FUZZ_BINS)
 
 test: tests

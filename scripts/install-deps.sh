@@ -3,7 +3,8 @@
 # tests with.  Safe to run again: installs only what is missing.
 set -e
 PKGS="build-essential clang libcmocka-dev libjansson-dev liburing-dev libzstd-dev zlib1g-dev
-      qemu-system-x86 qemu-utils busybox-static cpio lz4 kmod xz-utils zstd"
+      qemu-system-x86 qemu-utils busybox-static cpio lz4 kmod xz-utils zstd
+      libmicrohttpd-dev libsqlite3-dev sqlite3 curl jq python3-yaml openssl"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

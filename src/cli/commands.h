@@ -10,5 +10,10 @@
 int cmd_run(int argc, char **argv);        /* run.c: boot a VM in the foreground */
 int cmd_cpu_templates(int argc, char **argv); /* cpu_templates.c: list CPU templates */
 int cmd_img(int argc, char **argv);        /* img.c: disk image tool */
+/* clients of shoald's API (issue #5) */
+int cmd_vm(int argc, char **argv);         /* vm.c: create, list, start, stop ... VMs */
+int cmd_console(int argc, char **argv);    /* console.c: attach to a VM's console, or its log */
+int cmd_events(int argc, char **argv);     /* events.c: the host's event log */
+int cmd_metrics(int argc, char **argv);    /* metrics.c: host and VM figures */
 
 #endif

@@ -1,0 +1,356 @@
+/*
+ * vm.c - `shoal vm`: create, list, show, start, stop, pause, resume and
+ * delete VMs through shoald's API (docs/daemon.md).  Every verb is one
+ * HTTP request (client.c); errors print the API's message and exit 1.
+ * Read verbs print tables, or the API's JSON with --output json.
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/client.h"
+#include "cli/commands.h"
+#include "util/exitcode.h"
+#include "util/log.h"
+
+static const char vm_usage[] =
+"usage: shoal vm COMMAND [OPTIONS] [NAME]\n"
+"\n"
+"Manage VMs through the host daemon (shoald).\n"
+"\n"
+"  create -f FILE|- [--start] [--name NAME]   define a VM from a JSON spec\n"
+"  list                                       all VMs: state, size, uptime\n"
+"  show NAME                                  one VM, its spec and live figures\n"
+"  start NAME                                 boot it\n"
+"  stop NAME [--force] [--timeout S]          power button, then force after S s\n"
+"  pause NAME | resume NAME\n"
+"  delete NAME [--force]                      remove it (--force stops it first)\n"
+"\n"
+"  -o, --output json     print the API's JSON instead of a table\n"
+"      --socket PATH     shoald's socket (default $SHOAL_SOCKET, then\n"
+"                        " CLIENT_DEFAULT_SOCKET ")\n"
+"\n"
+"The spec is the `shoal run --config` object plus \"name\" and \"restart\"\n"
+"(no, on-failure, always); relative paths are taken from this directory.\n";
+
+enum { OPT_SOCKET = 256, OPT_START, OPT_NAME, OPT_FORCE, OPT_TIMEOUT };
+
+static const struct option vm_options[] = {
+	{ "file", required_argument, NULL, 'f' },
+	{ "output", required_argument, NULL, 'o' },
+	{ "socket", required_argument, NULL, OPT_SOCKET },
+	{ "start", no_argument, NULL, OPT_START },
+	{ "name", required_argument, NULL, OPT_NAME },
+	{ "force", no_argument, NULL, OPT_FORCE },
+	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+struct vm_args {
+	struct cli_common c;
+	const char *file, *name_override;
+	bool start, force;
+	long timeout;           /* -1: the daemon's default */
+	const char *name;       /* positional */
+};
+
+/* ---- printing ---- */
+
+/* One line of `vm list`. */
+static void vm_print_row(json_t *v)
+{
+	char mem[32], up[32], pid[16] = "-", last[96] = "-";
+	json_t *u = json_object_get(v, "uptime_s"), *x = json_object_get(v, "last_exit");
+	const char *busy = json_string_value(json_object_get(v, "busy"));
+
+	cli_fmt_size(json_integer_value(json_object_get(v, "memory")), mem, sizeof(mem));
+	cli_fmt_duration(json_is_number(u) ? json_number_value(u) : -1, up, sizeof(up));
+	if (json_is_integer(json_object_get(v, "pid")))
+		snprintf(pid, sizeof(pid), "%lld", (long long)json_integer_value(json_object_get(v, "pid")));
+	if (json_is_object(x))
+		snprintf(last, sizeof(last), "%lld: %s",
+			 (long long)json_integer_value(json_object_get(x, "status")),
+			 json_string_value(json_object_get(x, "reason")) ?: "");
+	printf("%-20s %-9s%s %4lld %7s %9s %8s  %s\n",
+	       json_string_value(json_object_get(v, "name")),
+	       json_string_value(json_object_get(v, "state")), busy ? "*" : " ",
+	       (long long)json_integer_value(json_object_get(v, "cpus")), mem, up, pid, last);
+}
+
+/* The `vm list` table. */
+static int vm_print_list(json_t *j)
+{
+	json_t *v;
+	size_t i;
+
+	printf("%-20s %-10s %4s %7s %9s %8s  %s\n", "NAME", "STATE", "CPUS", "MEMORY",
+	       "UPTIME", "PID", "LAST EXIT");
+	json_array_foreach(json_object_get(j, "vms"), i, v)
+		vm_print_row(v);
+	return 0;
+}
+
+/* `vm show` as "key: value" lines. */
+static int vm_print_show(json_t *j)
+{
+	json_t *x = json_object_get(j, "last_exit"), *st = json_object_get(j, "stats");
+	char *spec = json_dumps(json_object_get(j, "spec"), JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	char mem[32], up[32];
+	json_t *u = json_object_get(j, "uptime_s");
+
+	cli_fmt_size(json_integer_value(json_object_get(j, "memory")), mem, sizeof(mem));
+	cli_fmt_duration(json_is_number(u) ? json_number_value(u) : -1, up, sizeof(up));
+	printf("name:       %s\n", json_string_value(json_object_get(j, "name")));
+	printf("state:      %s\n", json_string_value(json_object_get(j, "state")));
+	printf("cpus:       %lld\nmemory:     %s\n",
+	       (long long)json_integer_value(json_object_get(j, "cpus")), mem);
+	printf("restart:    %s (%lld restarts)\n", json_string_value(json_object_get(j, "restart")),
+	       (long long)json_integer_value(json_object_get(j, "restarts")));
+	if (json_is_integer(json_object_get(j, "pid")))
+		printf("pid:        %lld\n", (long long)json_integer_value(json_object_get(j, "pid")));
+	printf("created:    %s\n", json_string_value(json_object_get(j, "created_at")) ?: "-");
+	printf("started:    %s\nuptime:     %s\n",
+	       json_string_value(json_object_get(j, "started_at")) ?: "-", up);
+	if (json_is_object(x))
+		printf("last exit:  status %lld, %s (%s)\n",
+		       (long long)json_integer_value(json_object_get(x, "status")),
+		       json_string_value(json_object_get(x, "reason")) ?: "",
+		       json_string_value(json_object_get(x, "at")) ?: "");
+	if (json_is_object(st)) {
+		cli_fmt_size(json_integer_value(json_object_get(st, "rss_bytes")), mem, sizeof(mem));
+		printf("vcpu time:  %.3f s\nexits:      %lld\nresident:   %lld bytes\n",
+		       (double)json_integer_value(json_object_get(st, "vcpu_time_ns")) / 1e9,
+		       (long long)json_integer_value(json_object_get(st, "exits")),
+		       (long long)json_integer_value(json_object_get(st, "rss_bytes")));
+	}
+	printf("spec:       %s\n", spec ? spec : "{}");
+	free(spec);
+	return 0;
+}
+
+/* ---- create ---- */
+
+/* Make a relative path in spec[key] absolute against the working directory. */
+static void vm_absolute(json_t *spec, const char *key, const char *prefix)
+{
+	const char *v = json_string_value(json_object_get(spec, key));
+	char cwd[PATH_MAX], buf[PATH_MAX * 2 + 16];
+	size_t pl = strlen(prefix);
+
+	if (!v || strncmp(v, prefix, pl) || v[pl] == '/' || !v[pl] || !getcwd(cwd, sizeof(cwd)))
+		return;
+	snprintf(buf, sizeof(buf), "%s%s/%s", prefix, cwd, v + pl);
+	json_object_set_new(spec, key, json_string(buf));
+}
+
+/* Read the spec file (or stdin), fix paths and name, as JSON text. */
+static char *vm_read_spec(const struct vm_args *a, struct error *e)
+{
+	json_error_t jerr;
+	json_t *spec;
+	char *text;
+
+	spec = !strcmp(a->file, "-") ? json_loadf(stdin, JSON_REJECT_DUPLICATES, &jerr) :
+				       json_load_file(a->file, JSON_REJECT_DUPLICATES, &jerr);
+	if (!spec) {
+		error_set(e, EXIT_USAGE, "%s: line %d: %s", a->file, jerr.line, jerr.text);
+		return NULL;
+	}
+	if (json_is_object(spec)) {
+		vm_absolute(spec, "kernel", "");
+		vm_absolute(spec, "initrd", "");
+		vm_absolute(spec, "console", "file:");
+		vm_absolute(spec, "virtio_console", "file:");
+		json_t *d;
+		size_t i;
+		json_array_foreach(json_object_get(spec, "disks"), i, d)
+			vm_absolute(d, "path", "");
+		if (a->name_override)
+			json_object_set_new(spec, "name", json_string(a->name_override));
+	}
+	text = json_dumps(spec, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(spec);
+	return text;
+}
+
+/* `vm create`: read the spec, POST it (with ?start=true for --start). */
+static int vm_create(const struct vm_args *a)
+{
+	struct client_resp r;
+	struct error e;
+	char *spec;
+	int rc;
+
+	if (!a->file) {
+		log_error("vm create: -f FILE (or -f - for stdin) is required");
+		return EXIT_USAGE;
+	}
+	spec = vm_read_spec(a, &e);
+	if (!spec) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	rc = client_request(a->c.socket, "POST", a->start ? "/v1/vms?start=true" : "/v1/vms",
+			    spec, strlen(spec), &r, &e);
+	free(spec);
+	if (rc) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	rc = cli_print_result(&a->c, &r, NULL);
+	if (!rc && !a->c.json) {
+		json_t *j = json_loadb(r.body, r.len, 0, NULL);
+		printf("%s: %s\n", json_string_value(json_object_get(j, "name")) ?: "?",
+		       json_string_value(json_object_get(j, "state")) ?: "?");
+		json_decref(j);
+	}
+	client_resp_free(&r);
+	return rc;
+}
+
+/* ---- the others ---- */
+
+/* POST /v1/vms/NAME/ACTION, printing "NAME: state". */
+static int vm_action(const struct vm_args *a, const char *action)
+{
+	char path[256], body[96] = "";
+	struct client_resp r;
+	struct error e;
+	int rc;
+
+	snprintf(path, sizeof(path), "/v1/vms/%s/%s", a->name, action);
+	if (!strcmp(action, "stop")) {
+		if (a->timeout >= 0)
+			snprintf(body, sizeof(body), "{\"mode\": \"%s\", \"timeout_s\": %ld}",
+				 a->force ? "force" : "graceful", a->timeout);
+		else
+			snprintf(body, sizeof(body), "{\"mode\": \"%s\"}", a->force ? "force" : "graceful");
+	}
+	if (client_request(a->c.socket, "POST", path, body, strlen(body), &r, &e)) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	rc = cli_print_result(&a->c, &r, NULL);
+	if (!rc && !a->c.json) {
+		json_t *j = json_loadb(r.body, r.len, 0, NULL);
+		printf("%s: %s\n", a->name, json_string_value(json_object_get(j, "state")) ?: "?");
+		json_decref(j);
+	}
+	client_resp_free(&r);
+	return rc;
+}
+
+/* `vm delete`: 204 is success. */
+static int vm_delete(const struct vm_args *a)
+{
+	char path[256];
+	struct client_resp r;
+	struct error e;
+	int rc;
+
+	snprintf(path, sizeof(path), "/v1/vms/%s%s", a->name, a->force ? "?force=true" : "");
+	if (client_request(a->c.socket, "DELETE", path, NULL, 0, &r, &e)) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	rc = r.status == 204 ? 0 : client_print_error(&r);
+	if (!rc && !a->c.json)
+		printf("%s: deleted\n", a->name);
+	client_resp_free(&r);
+	return rc;
+}
+
+/* GET path and print it with `print` (or as JSON). */
+static int vm_get(const struct vm_args *a, const char *path, int (*print)(json_t *))
+{
+	struct client_resp r;
+	struct error e;
+	int rc;
+
+	if (client_request(a->c.socket, "GET", path, NULL, 0, &r, &e)) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	rc = cli_print_result(&a->c, &r, print);
+	client_resp_free(&r);
+	return rc;
+}
+
+/* Options shared by the vm subcommands, and the VM name. */
+static int vm_parse(int argc, char **argv, struct vm_args *a)
+{
+	int c;
+
+	memset(a, 0, sizeof(*a));
+	a->timeout = -1;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "f:o:h", vm_options, NULL)) != -1) {
+		switch (c) {
+		case 'f': a->file = optarg; break;
+		case 'o': if (cli_set_output(&a->c, optarg)) return EXIT_USAGE; break;
+		case OPT_SOCKET: a->c.socket = optarg; break;
+		case OPT_START: a->start = true; break;
+		case OPT_NAME: a->name_override = optarg; break;
+		case OPT_FORCE: a->force = true; break;
+		case OPT_TIMEOUT:
+			a->timeout = strtol(optarg, NULL, 10);
+			if (a->timeout < 0 || a->timeout > 3600 || !*optarg) {
+				log_error("--timeout %s: expected seconds from 0 to 3600", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'h': fputs(vm_usage, stdout); exit(0);
+		default: fputs(vm_usage, stderr); return EXIT_USAGE;
+		}
+	}
+	a->c.socket = client_socket(a->c.socket);
+	if (optind < argc)
+		a->name = argv[optind++];
+	if (optind < argc) {
+		log_error("vm: unexpected argument '%s'", argv[optind]);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+/* `shoal vm SUBCOMMAND`: dispatch. */
+int cmd_vm(int argc, char **argv)
+{
+	static const char *const actions[] = { "start", "stop", "pause", "resume" };
+	const char *sub = argc > 1 ? argv[1] : NULL;
+	char path[256];
+	struct vm_args a;
+	int rc;
+
+	if (!sub || !strcmp(sub, "help") || !strcmp(sub, "--help") || !strcmp(sub, "-h")) {
+		fputs(vm_usage, sub ? stdout : stderr);
+		return sub ? 0 : EXIT_USAGE;
+	}
+	rc = vm_parse(argc - 1, argv + 1, &a);
+	if (rc)
+		return rc;
+	if (!strcmp(sub, "create"))
+		return vm_create(&a);
+	if (!strcmp(sub, "list"))
+		return vm_get(&a, "/v1/vms", vm_print_list);
+	if (!a.name) {
+		log_error("vm %s: which VM? (shoal vm %s NAME)", sub, sub);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(sub, "show")) {
+		snprintf(path, sizeof(path), "/v1/vms/%s", a.name);
+		return vm_get(&a, path, vm_print_show);
+	}
+	if (!strcmp(sub, "delete"))
+		return vm_delete(&a);
+	for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)
+		if (!strcmp(sub, actions[i]))
+			return vm_action(&a, actions[i]);
+	log_error("vm: '%s' is not a vm command (shoal vm help)", sub);
+	return EXIT_USAGE;
+}

@@ -1,0 +1,270 @@
+/*
+ * daemon.c - opening and closing a host: the state directory, its lock,
+ * the store, the VM table loaded from it, and the supervisor (see host.h).
+ *
+ * State directory layout:
+ *
+ *   STATE_DIR/shoald.lock       flock'd by the running daemon (one per dir)
+ *   STATE_DIR/shoald.db         SQLite (store.c)
+ *   STATE_DIR/shoald.sock       the API (unless --socket)
+ *   STATE_DIR/vms/NAME/         one directory per started VM:
+ *       config.json             the VMM's settings (shoal run --config)
+ *       control.sock            the VMM's control socket
+ *       vmm.log                 the VMM's stdout and stderr
+ *       console.log             the guest's serial console
+ *       exit                    written by the monitor when the VMM exits
+ *
+ * host_open loads the table from the store and then reattaches to the VMs
+ * that were running (supervisor.c) before the API is started, so that the
+ * first request already sees the truth.
+ */
+#include "host/host.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "host/spec.h"
+
+static const char *const hvm_state_names[] = {
+	[HVM_CREATED] = "created", [HVM_STARTING] = "starting", [HVM_RUNNING] = "running",
+	[HVM_PAUSED] = "paused", [HVM_STOPPING] = "stopping", [HVM_EXITED] = "exited",
+};
+
+static const char *const restart_names[] = {
+	[RESTART_NO] = "no", [RESTART_ON_FAILURE] = "on-failure", [RESTART_ALWAYS] = "always",
+};
+
+int api_err_set(struct api_err *e, int http, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!e)
+		return -1;
+	e->http = http;
+	snprintf(e->code, sizeof(e->code), "%s", code);
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+const char *hvm_state_name(enum hvm_state s)
+{
+	return (unsigned)s < sizeof(hvm_state_names) / sizeof(hvm_state_names[0]) ?
+		hvm_state_names[s] : "unknown";
+}
+
+int hvm_state_parse(const char *s)
+{
+	for (size_t i = 0; i < sizeof(hvm_state_names) / sizeof(hvm_state_names[0]); i++)
+		if (!strcmp(s, hvm_state_names[i]))
+			return (int)i;
+	return -1;
+}
+
+const char *restart_policy_name(enum restart_policy p)
+{
+	return (unsigned)p < 3 ? restart_names[p] : "no";
+}
+
+int restart_policy_parse(const char *s)
+{
+	for (int i = 0; i < 3; i++)
+		if (!strcmp(s, restart_names[i]))
+			return i;
+	return -1;
+}
+
+int64_t host_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+char *host_format_time(int64_t ms, char *buf, size_t size)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+	return buf;
+}
+
+char *host_vm_path(const struct host *h, const char *name, const char *file,
+		   char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/%s%s%s", h->vms_dir, name, file ? "/" : "", file ? file : "");
+	return buf;
+}
+
+/* mkdir that accepts an existing directory. */
+static int host_mkdir(const char *path, mode_t mode, struct api_err *e)
+{
+	if (mkdir(path, mode) < 0 && errno != EEXIST)
+		return api_err_set(e, 500, "internal", "%s: %s", path, strerror(errno));
+	return 0;
+}
+
+/* Take the state directory's lock: one daemon per directory. */
+static int host_lock_dir(struct host *h, struct api_err *e)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/shoald.lock", h->state_dir);
+	h->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (h->lock_fd < 0)
+		return api_err_set(e, 500, "internal", "%s: %s", path, strerror(errno));
+	if (flock(h->lock_fd, LOCK_EX | LOCK_NB) < 0)
+		return api_err_set(e, 409, "busy", "%s: another shoald uses this state directory",
+				   h->state_dir);
+	return 0;
+}
+
+/* The `shoal` binary next to our own executable. */
+static char *host_default_vmm(void)
+{
+	char self[4096], path[4200];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	if (n <= 0)
+		return strdup("shoal");
+	self[n] = '\0';
+	snprintf(path, sizeof(path), "%s/shoal", dirname(self));
+	return strdup(path);
+}
+
+/* store_vm_load_all callback: a record becomes a table entry. */
+static void host_load_one(void *arg, struct vm_record *r)
+{
+	struct host *h = arg;
+	struct host_spec s;
+	struct hvm *vm = calloc(1, sizeof(*vm));
+	int st;
+
+	if (!vm) {
+		vm_record_free(r);
+		return;
+	}
+	vm->rec = *r;
+	vm->pidfd = -1;
+	vm->refs = 1;
+	st = hvm_state_parse(r->state);
+	vm->state = st < 0 ? HVM_EXITED : (enum hvm_state)st;
+	vm->cpus = 1;
+	if (r->spec && host_spec_parse(r->spec, strlen(r->spec), false, &s, NULL) == 0) {
+		vm->cpus = s.cfg.cpus;
+		vm->memory = s.cfg.memory;
+		vm->restart = s.restart;
+		host_spec_free(&s);
+	}
+	if (h->nvms == h->cap) {
+		size_t cap = h->cap ? h->cap * 2 : 64;
+		struct hvm **t = realloc(h->vms, cap * sizeof(*t));
+		if (!t) {
+			vm_record_free(&vm->rec);
+			free(vm);
+			return;
+		}
+		h->vms = t;
+		h->cap = cap;
+	}
+	h->vms[h->nvms++] = vm;
+}
+
+/* Fill in paths and options from `opt`. */
+static int host_paths(struct host *h, const struct host_options *opt, struct api_err *e)
+{
+	char buf[4096];
+
+	h->opt = *opt;
+	if (!h->opt.client_timeout_s)
+		h->opt.client_timeout_s = 30;
+	if (!h->opt.stop_timeout_s)
+		h->opt.stop_timeout_s = 10;
+	h->state_dir = strdup(opt->state_dir ? opt->state_dir : "/var/lib/shoal");
+	snprintf(buf, sizeof(buf), "%s/shoald.sock", h->state_dir);
+	h->socket_path = strdup(opt->socket_path ? opt->socket_path : buf);
+	snprintf(buf, sizeof(buf), "%s/vms", h->state_dir);
+	h->vms_dir = strdup(buf);
+	h->vmm_path = opt->vmm_path ? strdup(opt->vmm_path) : host_default_vmm();
+	if (!h->state_dir || !h->socket_path || !h->vms_dir || !h->vmm_path)
+		return api_err_set(e, 500, "internal", "out of memory");
+	if (access(h->vmm_path, X_OK) < 0)
+		return api_err_set(e, 500, "internal", "VMM %s: %s (--vmm PATH)", h->vmm_path,
+				   strerror(errno));
+	return 0;
+}
+
+int host_open(struct host *h, const struct host_options *opt, struct api_err *e)
+{
+	char path[4096], err[512];
+
+	memset(h, 0, sizeof(*h));
+	h->lock_fd = h->epfd = h->wake_fd = -1;
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->changed, NULL);
+	pthread_cond_init(&h->event_cond, NULL);
+	h->started_ms = host_now_ms();
+	if (host_paths(h, opt, e) || host_mkdir(h->state_dir, 0755, e) ||
+	    host_mkdir(h->vms_dir, 0700, e) || host_lock_dir(h, e))
+		goto fail;
+	snprintf(path, sizeof(path), "%s/shoald.db", h->state_dir);
+	h->store = store_open(path, err, sizeof(err));
+	if (!h->store) {
+		api_err_set(e, 500, "internal", "%s", err);
+		goto fail;
+	}
+	if (store_vm_load_all(h->store, host_load_one, h) < 0) {
+		api_err_set(e, 500, "internal", "%s: cannot read the VM table", path);
+		goto fail;
+	}
+	h->last_event_id = store_last_event_id(h->store);
+	if (supervisor_start(h)) {
+		api_err_set(e, 500, "internal", "supervisor: %s", strerror(errno));
+		goto fail;
+	}
+	supervisor_reattach(h);
+	return 0;
+fail:
+	host_close(h);
+	return -1;
+}
+
+void host_close(struct host *h)
+{
+	supervisor_stop(h);
+	pthread_mutex_lock(&h->lock);
+	for (size_t i = 0; i < h->nvms; i++) {
+		h->vms[i]->deleted = true;
+		hvm_put_locked(h->vms[i]);
+	}
+	h->nvms = 0;
+	pthread_mutex_unlock(&h->lock);
+	free(h->vms);
+	store_close(h->store);
+	if (h->lock_fd >= 0)
+		close(h->lock_fd);
+	free(h->state_dir);
+	free(h->socket_path);
+	free(h->vms_dir);
+	free(h->vmm_path);
+	free(h->token);
+	h->vms = NULL;
+	h->store = NULL;
+	h->lock_fd = -1;
+	h->state_dir = h->socket_path = h->vms_dir = h->vmm_path = h->token = NULL;
+}

@@ -1,0 +1,170 @@
+/*
+ * host.h - shoald, the host daemon: the shared picture of a host.
+ *
+ * shoald keeps a table of VMs (struct hvm), persists every change to it in
+ * SQLite (store.c), starts one VMM process per VM (`shoal run --api-socket`,
+ * supervisor.c), talks to each over its control socket (vmctl.c), and
+ * serves the HTTP API (api*.c) on a Unix socket.  The CLI verbs in
+ * src/cli/vm.c & co. are clients of that API.
+ *
+ * Threads:
+ *   - libmicrohttpd runs one thread per connection; handlers call the
+ *     lifecycle functions below (lifecycle.c), which may block (a start
+ *     waits for the VMM's control socket, a stop for the VMM to exit).
+ *   - the supervisor thread waits on a pidfd per VM monitor process and
+ *     records exits, and runs restart policies.
+ *
+ * Locking: host->lock guards the VM table and every field of every hvm.
+ * It is never held across a blocking call (a control-socket round trip, a
+ * wait, a fork): an operation marks the VM busy under the lock, drops it,
+ * does its slow work, then takes it again to publish the result.  A second
+ * operation on a busy VM is answered 503.  SQLite writes happen under the
+ * lock, so the database order is the order of the in-memory changes.
+ *
+ * Invariants:
+ *   - every VM in the table has a row in the store, and a VM is in the
+ *     table before its row is written (create reserves the name first);
+ *   - an hvm is freed only when its reference count drops to zero, so a
+ *     handler holding a reference may use it after a concurrent delete
+ *     (it then sees hvm->deleted).
+ */
+#ifndef SHOAL_HOST_HOST_H
+#define SHOAL_HOST_HOST_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "host/store.h"
+
+#define SHOALD_VERSION "0.1.0"
+#define HOST_NAME_MAX_LEN 63          /* VM names: [A-Za-z0-9][A-Za-z0-9._-]{0,62} */
+#define HOST_BODY_MAX (1u << 20)      /* largest request body accepted */
+
+/* An error for an API client: HTTP status, a stable code, a message that
+ * names the thing and the reason. */
+struct api_err {
+	int http;            /* 400, 404, 409, 413, 500, 503 ... */
+	char code[32];       /* "invalid_spec", "not_found", "wrong_state" ... */
+	char msg[1024];
+};
+
+/* Fill `e` (may be NULL); always returns -1. */
+int api_err_set(struct api_err *e, int http, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+enum hvm_state {
+	HVM_CREATED = 0,   /* defined, never started */
+	HVM_STARTING,      /* VMM spawned, control socket not answering yet */
+	HVM_RUNNING,
+	HVM_PAUSED,
+	HVM_STOPPING,      /* a stop was asked for, the VMM has not exited yet */
+	HVM_EXITED,        /* the VMM exited; exit_status/exit_reason say why */
+};
+
+enum restart_policy { RESTART_NO = 0, RESTART_ON_FAILURE, RESTART_ALWAYS };
+
+const char *hvm_state_name(enum hvm_state s);
+int hvm_state_parse(const char *s);               /* -1 if unknown */
+const char *restart_policy_name(enum restart_policy p);
+int restart_policy_parse(const char *s);          /* -1 if unknown */
+
+/* One VM as the daemon knows it.  All fields under host->lock. */
+struct hvm {
+	struct vm_record rec;       /* what the store keeps (store.h) */
+	enum hvm_state state;       /* rec.state mirrors it as text */
+	enum restart_policy restart;
+	int cpus;                   /* from the spec, for inventory */
+	uint64_t memory;            /* bytes, from the spec */
+	const char *busy;           /* operation in progress ("starting", ...) or NULL */
+	bool stop_requested;        /* the user stopped it: no restart */
+	bool deleted;               /* removed from the table */
+	int pidfd;                  /* pidfd of the monitor (or the VMM), or -1 */
+	unsigned refs;              /* table reference + one per user */
+	int64_t restart_window_ms;  /* start of the current crash-loop window */
+	unsigned restart_count;     /* restarts in that window */
+};
+
+struct host_options {
+	const char *state_dir;      /* --state-dir */
+	const char *socket_path;    /* --socket, default STATE_DIR/shoald.sock */
+	const char *vmm_path;       /* --vmm, default: `shoal` next to shoald */
+	const char *monitor_exe;    /* re-exec'd as the monitor (shoald), or NULL: fork only */
+	unsigned client_timeout_s;  /* idle/slow client timeout */
+	unsigned stop_timeout_s;    /* default graceful stop timeout */
+	const char *listen;         /* --listen ADDR:PORT (TCP+TLS), or NULL */
+	const char *tls_cert, *tls_key, *token_file;
+};
+
+struct host {
+	struct host_options opt;
+	char *state_dir, *socket_path, *vmm_path, *vms_dir;
+	int lock_fd;                /* flock on STATE_DIR/shoald.lock */
+	struct store *store;
+	pthread_mutex_t lock;       /* see the essay above */
+	pthread_cond_t changed;     /* broadcast on every state change */
+	struct hvm **vms;           /* the table, in creation order */
+	size_t nvms, cap;
+	pthread_cond_t event_cond;  /* broadcast when an event is added */
+	int64_t last_event_id;
+	int epfd;                   /* supervisor: pidfds */
+	int wake_fd;                /* eventfd to stop the supervisor */
+	pthread_t supervisor;
+	bool supervisor_started;
+	volatile bool stopping;     /* shutting down: streams end */
+	void *api;                  /* api.c's server state */
+	char *token;                /* bearer token for TCP, or NULL */
+	int64_t started_ms;
+};
+
+/* ---- daemon.c ---- */
+int host_open(struct host *h, const struct host_options *opt, struct api_err *e);
+void host_close(struct host *h);
+int64_t host_now_ms(void);
+/* RFC 3339 UTC with milliseconds: "2026-11-21T19:50:00.123Z"; returns buf. */
+char *host_format_time(int64_t ms, char *buf, size_t size);
+/* Path of a file in a VM's directory into buf; returns buf. */
+char *host_vm_path(const struct host *h, const char *name, const char *file,
+		   char *buf, size_t size);
+
+/* ---- vm table (lifecycle.c), all under host->lock ---- */
+struct hvm *host_find_locked(struct host *h, const char *name);
+/* Find and take a reference, or NULL with a 404 in `e`. */
+struct hvm *host_get(struct host *h, const char *name, struct api_err *e);
+void host_put(struct host *h, struct hvm *vm);
+void hvm_put_locked(struct hvm *vm);
+/* Persist vm's record and, if `type` is set, add an event, in one
+ * transaction.  Under the lock. */
+int host_persist_locked(struct host *h, struct hvm *vm, const char *type,
+			const char *detail_json);
+int host_event_locked(struct host *h, const char *vm, const char *type,
+		      const char *detail_json);
+
+/* ---- lifecycle.c: the one internal command set the API calls ---- */
+struct hvm *host_vm_create(struct host *h, const char *body, size_t len, struct api_err *e);
+int host_vm_start(struct host *h, const char *name, struct api_err *e);
+int host_vm_stop(struct host *h, const char *name, bool force, int timeout_s,
+		 struct api_err *e);
+int host_vm_pause(struct host *h, const char *name, bool pause, struct api_err *e);
+int host_vm_delete(struct host *h, const char *name, bool force, struct api_err *e);
+/* Start a VM already claimed by the caller (busy set): spawn, wait until its
+ * control socket answers, publish "started".  Used by start and restart. */
+int hvm_do_start(struct host *h, struct hvm *vm, struct api_err *e);
+
+/* ---- supervisor.c ---- */
+int supervisor_start(struct host *h);
+void supervisor_stop(struct host *h);
+/* Fork the monitor and the VMM for `vm` (its dir and config are written). */
+int supervisor_spawn(struct host *h, struct hvm *vm, struct api_err *e);
+/* Watch `vm`'s monitor (or VMM) pid; takes a reference. */
+int supervisor_watch(struct host *h, struct hvm *vm, pid_t pid);
+/* Called on start: reattach VMs whose VMM still runs, record the others. */
+void supervisor_reattach(struct host *h);
+/* `shoald --monitor EXITFILE LOGFILE VMM ARGS...`: the monitor process
+ * (never returns on success). */
+int supervisor_monitor_main(int argc, char **argv);
+/* Map a VMM exit status to words ("guest powered off", ...). */
+const char *supervisor_exit_reason(int status, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,146 @@
+/*
+ * shoald_main.c - the `shoald` program: options, signals, and the life of
+ * the daemon process.
+ *
+ *   shoald [--state-dir DIR] [--socket PATH] [--vmm PATH]
+ *          [--client-timeout S] [--stop-timeout S]
+ *          [--listen ADDR:PORT --tls-cert PEM --tls-key PEM --token-file FILE]
+ *   shoald --list-routes
+ *
+ * It runs in the foreground (systemd runs it as Type=notify-less simple
+ * service; tests run it directly).  SIGTERM or SIGINT stops serving and
+ * exits; the VMs keep running and a later shoald reattaches to them.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "host/api.h"
+#include "host/host.h"
+#include "util/exitcode.h"
+
+/* The --help text. */
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: shoald [OPTIONS]\n\n"
+		"The Shoal host daemon: runs VMs (one `shoal run` process each) and serves\n"
+		"the HTTP API (api/openapi.yaml) on a Unix socket.\n\n"
+		"  --state-dir DIR      database, sockets, VM directories (default /var/lib/shoal)\n"
+		"  --socket PATH        API socket (default STATE_DIR/shoald.sock)\n"
+		"  --vmm PATH           the shoal binary to run VMs with (default: next to shoald)\n"
+		"  --client-timeout S   close a connection silent for S seconds (default 30)\n"
+		"  --stop-timeout S     default graceful stop timeout (default 10)\n"
+		"  --listen ADDR:PORT   also serve HTTPS on TCP; needs the three below\n"
+		"  --tls-cert FILE      PEM certificate for --listen\n"
+		"  --tls-key FILE       PEM private key for --listen\n"
+		"  --token-file FILE    bearer token clients must send on TCP\n"
+		"  --list-routes        print the API routes and exit\n");
+}
+
+/* Print the route table, one "METHOD PATH" a line (daemon_openapi.sh reads it). */
+static void list_routes(void)
+{
+	for (size_t i = 0; i < api_nroutes; i++)
+		printf("%s %s\n", api_routes[i].method, api_routes[i].path);
+}
+
+/* Parse a seconds option, or die. */
+static unsigned opt_seconds(const char *name, const char *v)
+{
+	long long s = api_parse_uint(v, 86400);
+
+	if (s <= 0) {
+		fprintf(stderr, "shoald: %s %s: expected seconds from 1 to 86400\n", name, v);
+		exit(EXIT_USAGE);
+	}
+	return (unsigned)s;
+}
+
+/* Fill `o` from the command line; -1 on a bad option. */
+static int parse_options(int argc, char **argv, struct host_options *o)
+{
+	static const struct option opts[] = {
+		{ "state-dir", required_argument, NULL, 'd' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "vmm", required_argument, NULL, 'm' },
+		{ "client-timeout", required_argument, NULL, 'c' },
+		{ "stop-timeout", required_argument, NULL, 't' },
+		{ "listen", required_argument, NULL, 'l' },
+		{ "tls-cert", required_argument, NULL, 'C' },
+		{ "tls-key", required_argument, NULL, 'K' },
+		{ "token-file", required_argument, NULL, 'T' },
+		{ "list-routes", no_argument, NULL, 'L' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': o->state_dir = optarg; break;
+		case 's': o->socket_path = optarg; break;
+		case 'm': o->vmm_path = optarg; break;
+		case 'c': o->client_timeout_s = opt_seconds("--client-timeout", optarg); break;
+		case 't': o->stop_timeout_s = opt_seconds("--stop-timeout", optarg); break;
+		case 'l': o->listen = optarg; break;
+		case 'C': o->tls_cert = optarg; break;
+		case 'K': o->tls_key = optarg; break;
+		case 'T': o->token_file = optarg; break;
+		case 'L': list_routes(); exit(0);
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); return -1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "shoald: unexpected argument '%s'\n", argv[optind]);
+		return -1;
+	}
+	return 0;
+}
+
+/* Open the host, serve, wait for SIGTERM/SIGINT; the monitor mode if asked. */
+int main(int argc, char **argv)
+{
+	struct host_options o = { 0 };
+	struct api_err e;
+	struct host h;
+	sigset_t set;
+	int sig;
+
+	if (argc > 1 && !strcmp(argv[1], "--monitor"))
+		return supervisor_monitor_main(argc, argv);
+	o.monitor_exe = "/proc/self/exe";
+	if (parse_options(argc, argv, &o))
+		return EXIT_USAGE;
+	/* Signals are taken synchronously by this thread; every other thread
+	 * (libmicrohttpd's, the supervisor) inherits the blocked mask. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (host_open(&h, &o, &e)) {
+		fprintf(stderr, "shoald: %s\n", e.msg);
+		return e.http == 409 ? EXIT_RESOURCE : EXIT_HOST;
+	}
+	if (api_start(&h, &e)) {
+		fprintf(stderr, "shoald: %s\n", e.msg);
+		host_close(&h);
+		return e.http == 400 ? EXIT_USAGE : EXIT_HOST;
+	}
+	fprintf(stderr, "shoald: serving on %s (state in %s, %zu VMs)\n", h.socket_path,
+		h.state_dir, h.nvms);
+	do {
+		if (sigwait(&set, &sig))
+			break;
+	} while (sig == SIGHUP);
+	fprintf(stderr, "shoald: %s: stopping; VMs keep running\n", strsignal(sig));
+	api_stop(&h);
+	host_close(&h);
+	return 0;
+}

@@ -1,0 +1,43 @@
+/*
+ * spec.h - the VM spec that shoald accepts: the `shoal run --config` JSON
+ * object plus the daemon's own keys.
+ *
+ *   { "name": "web1", "restart": "on-failure",          <- daemon keys
+ *     "kernel": "/srv/vmlinux", "cpus": 2, "memory": "256M", ... }
+ *
+ * The daemon keys are taken out and the rest goes through the VMM's own
+ * reader and validator (vmm/config.h): one validator, one set of defaults.
+ * On top of those, the daemon checks what only a long-lived service must:
+ * paths are absolute (the daemon's working directory is not the client's),
+ * files exist and are readable by the daemon, and memory fits the host.
+ *
+ * This is a parser of untrusted bytes (an API request body) and has a
+ * libFuzzer target, fuzz/fuzz_api_spec.c.
+ */
+#ifndef SHOAL_HOST_SPEC_H
+#define SHOAL_HOST_SPEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "host/host.h"
+#include "vmm/config.h"
+
+struct host_spec {
+	char name[HOST_NAME_MAX_LEN + 1];
+	enum restart_policy restart;
+	struct vm_config cfg;       /* the VMM's settings, defaults filled in */
+	char *spec_json;            /* the whole spec, normalized (stored) */
+	char *config_json;          /* the VMM's object (written to config.json) */
+};
+
+/* Parse and check a spec.  `check_host`: also check files and host memory
+ * (off in the fuzzer).  0, or -1 with a 400 naming the field in `e`. */
+int host_spec_parse(const char *text, size_t len, bool check_host,
+		    struct host_spec *s, struct api_err *e);
+void host_spec_free(struct host_spec *s);
+
+/* Is `name` a valid VM name? */
+bool host_name_valid(const char *name);
+
+#endif

@@ -1,0 +1,433 @@
+/*
+ * store.c - shoald's SQLite store (see store.h).
+ *
+ * Schema (version 1):
+ *
+ *   vms(name PRIMARY KEY, seq, spec, state, monitor_pid, vmm_pid,
+ *       created_ms, started_ms, exited_ms, exit_status, exit_reason,
+ *       restarts, generation)
+ *   events(id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms, vm, type, detail)
+ *   meta(key PRIMARY KEY, value)          -- schema_version
+ *
+ * WAL mode with synchronous=NORMAL: a process crash (the SIGKILL test)
+ * never loses a committed transaction; a power cut may lose the last few,
+ * but never leaves a torn one.  The event log is trimmed to the newest
+ * STORE_EVENTS_KEEP rows so a long-lived host does not grow it forever.
+ *
+ * One connection, one mutex: shoald's writes are small and already
+ * serialized by the host lock, so a pool would buy nothing.
+ */
+#include "host/store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define STORE_SCHEMA_VERSION 1
+#define STORE_EVENTS_KEEP 10000
+
+struct store {
+	sqlite3 *db;
+	pthread_mutex_t lock;
+	unsigned writes;        /* events added since the last trim */
+};
+
+static const char store_schema[] =
+	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS vms("
+	" name TEXT PRIMARY KEY, seq INTEGER NOT NULL, spec TEXT NOT NULL,"
+	" state TEXT NOT NULL, monitor_pid INTEGER NOT NULL DEFAULT 0,"
+	" vmm_pid INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL,"
+	" started_ms INTEGER NOT NULL DEFAULT 0, exited_ms INTEGER NOT NULL DEFAULT 0,"
+	" exit_status INTEGER NOT NULL DEFAULT -1, exit_reason TEXT,"
+	" restarts INTEGER NOT NULL DEFAULT 0, generation INTEGER NOT NULL DEFAULT 0);"
+	"CREATE TABLE IF NOT EXISTS events("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER NOT NULL,"
+	" vm TEXT NOT NULL, type TEXT NOT NULL, detail TEXT);"
+	"CREATE INDEX IF NOT EXISTS events_vm ON events(vm, id);"
+	"INSERT OR IGNORE INTO meta VALUES('schema_version', '1');";
+
+void vm_record_free(struct vm_record *r)
+{
+	free(r->spec);
+	free(r->exit_reason);
+	r->spec = NULL;
+	r->exit_reason = NULL;
+}
+
+/* Deep copy; -ENOMEM leaves dst empty. */
+int vm_record_copy(struct vm_record *dst, const struct vm_record *src)
+{
+	*dst = *src;
+	dst->spec = src->spec ? strdup(src->spec) : NULL;
+	dst->exit_reason = src->exit_reason ? strdup(src->exit_reason) : NULL;
+	if ((src->spec && !dst->spec) || (src->exit_reason && !dst->exit_reason)) {
+		vm_record_free(dst);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Run SQL with no results; 0 or -EIO. */
+static int store_exec(struct store *s, const char *sql)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		fprintf(stderr, "shoald: store: %s: %s\n", sql, msg ? msg : "?");
+		sqlite3_free(msg);
+		return -EIO;
+	}
+	return 0;
+}
+
+struct store *store_open(const char *path, char *err, size_t errlen)
+{
+	struct store *s = calloc(1, sizeof(*s));
+	char *msg = NULL;
+
+	if (!s) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		return NULL;
+	}
+	pthread_mutex_init(&s->lock, NULL);
+	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+			    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: %s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
+		goto fail;
+	}
+	sqlite3_busy_timeout(s->db, 5000);
+	if (sqlite3_exec(s->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+			 "PRAGMA foreign_keys=ON;", NULL, NULL, &msg) != SQLITE_OK ||
+	    sqlite3_exec(s->db, store_schema, NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: %s", path, msg ? msg : sqlite3_errmsg(s->db));
+		sqlite3_free(msg);
+		goto fail;
+	}
+	return s;
+fail:
+	sqlite3_close(s->db);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+	return NULL;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	sqlite3_close(s->db);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+/* Prepare `sql`; NULL on failure (logged). */
+static sqlite3_stmt *store_prepare(struct store *s, const char *sql)
+{
+	sqlite3_stmt *st = NULL;
+
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+		fprintf(stderr, "shoald: store: %s: %s\n", sql, sqlite3_errmsg(s->db));
+		return NULL;
+	}
+	return st;
+}
+
+/* Step a statement that returns no rows and finalize it: 0, -EEXIST, -EIO. */
+static int store_step_done(struct store *s, sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_finalize(st);
+	if (rc == SQLITE_DONE)
+		return 0;
+	if (rc == SQLITE_CONSTRAINT)
+		return -EEXIST;
+	fprintf(stderr, "shoald: store: %s\n", sqlite3_errmsg(s->db));
+	return -EIO;
+}
+
+/* Add an event inside the caller's transaction; trims the log now and then. */
+static int store_event_insert(struct store *s, const char *vm, const char *type,
+			      const char *detail, int64_t *id)
+{
+	sqlite3_stmt *st = store_prepare(s,
+		"INSERT INTO events(ts_ms, vm, type, detail) VALUES(?, ?, ?, ?)");
+	struct timespec ts;
+	int rc;
+
+	if (!st)
+		return -EIO;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	sqlite3_bind_int64(st, 1, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+	sqlite3_bind_text(st, 2, vm ? vm : "", -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 3, type, -1, SQLITE_TRANSIENT);
+	if (detail)
+		sqlite3_bind_text(st, 4, detail, -1, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_null(st, 4);
+	rc = store_step_done(s, st);
+	if (rc)
+		return rc;
+	if (id)
+		*id = sqlite3_last_insert_rowid(s->db);
+	if (++s->writes >= 1000) {
+		s->writes = 0;
+		char sql[128];
+		snprintf(sql, sizeof(sql), "DELETE FROM events WHERE id <= %lld",
+			 (long long)sqlite3_last_insert_rowid(s->db) - STORE_EVENTS_KEEP);
+		return store_exec(s, sql);
+	}
+	return 0;
+}
+
+/* Bind a record's fields to the INSERT/UPDATE statement's parameters 1..12. */
+static void store_bind_record(sqlite3_stmt *st, const struct vm_record *r)
+{
+	sqlite3_bind_text(st, 1, r->name, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 2, r->spec ? r->spec : "{}", -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 3, r->state, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 4, r->monitor_pid);
+	sqlite3_bind_int64(st, 5, r->vmm_pid);
+	sqlite3_bind_int64(st, 6, r->created_ms);
+	sqlite3_bind_int64(st, 7, r->started_ms);
+	sqlite3_bind_int64(st, 8, r->exited_ms);
+	sqlite3_bind_int64(st, 9, r->exit_status);
+	if (r->exit_reason)
+		sqlite3_bind_text(st, 10, r->exit_reason, -1, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_null(st, 10);
+	sqlite3_bind_int64(st, 11, r->restarts);
+	sqlite3_bind_int64(st, 12, r->generation);
+}
+
+/* Write one record (insert or update) plus an optional event, atomically. */
+static int store_vm_write(struct store *s, const char *sql, const struct vm_record *r,
+			  const char *ev_type, const char *ev_detail, int64_t *ev_id,
+			  int want_change)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	pthread_mutex_lock(&s->lock);
+	rc = store_exec(s, "BEGIN IMMEDIATE");
+	if (rc)
+		goto out;
+	st = store_prepare(s, sql);
+	if (!st) {
+		rc = -EIO;
+		goto rollback;
+	}
+	store_bind_record(st, r);
+	rc = store_step_done(s, st);
+	if (!rc && want_change && sqlite3_changes(s->db) == 0)
+		rc = -ENOENT;
+	if (!rc && ev_type)
+		rc = store_event_insert(s, r->name, ev_type, ev_detail, ev_id);
+	if (rc)
+		goto rollback;
+	rc = store_exec(s, "COMMIT");
+	if (!rc)
+		goto out;
+rollback:
+	store_exec(s, "ROLLBACK");
+out:
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int store_vm_insert(struct store *s, const struct vm_record *r, const char *ev_type,
+		    const char *ev_detail, int64_t *ev_id)
+{
+	return store_vm_write(s,
+		"INSERT INTO vms(name, spec, state, monitor_pid, vmm_pid, created_ms,"
+		" started_ms, exited_ms, exit_status, exit_reason, restarts, generation, seq)"
+		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
+		" (SELECT IFNULL(MAX(seq), 0) + 1 FROM vms))",
+		r, ev_type, ev_detail, ev_id, 0);
+}
+
+int store_vm_update(struct store *s, const struct vm_record *r, const char *ev_type,
+		    const char *ev_detail, int64_t *ev_id)
+{
+	return store_vm_write(s,
+		"UPDATE vms SET spec = ?2, state = ?3, monitor_pid = ?4, vmm_pid = ?5,"
+		" created_ms = ?6, started_ms = ?7, exited_ms = ?8, exit_status = ?9,"
+		" exit_reason = ?10, restarts = ?11, generation = ?12 WHERE name = ?1",
+		r, ev_type, ev_detail, ev_id, 1);
+}
+
+int store_vm_delete(struct store *s, const char *name, const char *ev_type,
+		    const char *ev_detail, int64_t *ev_id)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	pthread_mutex_lock(&s->lock);
+	rc = store_exec(s, "BEGIN IMMEDIATE");
+	if (rc)
+		goto out;
+	st = store_prepare(s, "DELETE FROM vms WHERE name = ?");
+	if (!st) {
+		rc = -EIO;
+		goto rollback;
+	}
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+	rc = store_step_done(s, st);
+	if (!rc && sqlite3_changes(s->db) == 0)
+		rc = -ENOENT;
+	if (!rc && ev_type)
+		rc = store_event_insert(s, name, ev_type, ev_detail, ev_id);
+	if (rc)
+		goto rollback;
+	rc = store_exec(s, "COMMIT");
+	if (!rc)
+		goto out;
+rollback:
+	store_exec(s, "ROLLBACK");
+out:
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+/* Copy column `i` as a malloc'd string, or NULL. */
+static char *store_col_strdup(sqlite3_stmt *st, int i)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+
+	return t ? strdup((const char *)t) : NULL;
+}
+
+/* Fill `r` from the current row of the SELECT in store_vm_load_all. */
+static void store_row_record(sqlite3_stmt *st, struct vm_record *r)
+{
+	const unsigned char *t;
+
+	memset(r, 0, sizeof(*r));
+	t = sqlite3_column_text(st, 0);
+	snprintf(r->name, sizeof(r->name), "%s", t ? (const char *)t : "");
+	r->spec = store_col_strdup(st, 1);
+	t = sqlite3_column_text(st, 2);
+	snprintf(r->state, sizeof(r->state), "%s", t ? (const char *)t : "");
+	r->monitor_pid = (pid_t)sqlite3_column_int64(st, 3);
+	r->vmm_pid = (pid_t)sqlite3_column_int64(st, 4);
+	r->created_ms = sqlite3_column_int64(st, 5);
+	r->started_ms = sqlite3_column_int64(st, 6);
+	r->exited_ms = sqlite3_column_int64(st, 7);
+	r->exit_status = (int)sqlite3_column_int64(st, 8);
+	r->exit_reason = store_col_strdup(st, 9);
+	r->restarts = (unsigned)sqlite3_column_int64(st, 10);
+	r->generation = (unsigned)sqlite3_column_int64(st, 11);
+}
+
+int store_vm_load_all(struct store *s, void (*fn)(void *arg, struct vm_record *r),
+		      void *arg)
+{
+	sqlite3_stmt *st;
+	struct vm_record r;
+	int rc, n = 0;
+
+	pthread_mutex_lock(&s->lock);
+	st = store_prepare(s, "SELECT name, spec, state, monitor_pid, vmm_pid, created_ms,"
+			   " started_ms, exited_ms, exit_status, exit_reason, restarts,"
+			   " generation FROM vms ORDER BY seq");
+	if (!st) {
+		pthread_mutex_unlock(&s->lock);
+		return -EIO;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		store_row_record(st, &r);
+		fn(arg, &r);      /* takes ownership of r's strings */
+		n++;
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return rc == SQLITE_DONE ? n : -EIO;
+}
+
+int store_event_add(struct store *s, const char *vm, const char *type,
+		    const char *detail, int64_t *id)
+{
+	int rc;
+
+	pthread_mutex_lock(&s->lock);
+	rc = store_event_insert(s, vm, type, detail, id);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int store_events_since(struct store *s, int64_t since, const char *vm,
+		       struct store_event *out, int max)
+{
+	sqlite3_stmt *st;
+	const unsigned char *t;
+	int rc, n = 0;
+
+	pthread_mutex_lock(&s->lock);
+	st = store_prepare(s, vm ?
+		"SELECT id, ts_ms, vm, type, detail FROM events WHERE id > ? AND vm = ? ORDER BY id LIMIT ?" :
+		"SELECT id, ts_ms, vm, type, detail FROM events WHERE id > ? ORDER BY id LIMIT ?");
+	if (!st) {
+		pthread_mutex_unlock(&s->lock);
+		return -EIO;
+	}
+	sqlite3_bind_int64(st, 1, since);
+	if (vm)
+		sqlite3_bind_text(st, 2, vm, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int(st, vm ? 3 : 2, max);
+	while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct store_event *ev = &out[n++];
+
+		memset(ev, 0, sizeof(*ev));
+		ev->id = sqlite3_column_int64(st, 0);
+		ev->ts_ms = sqlite3_column_int64(st, 1);
+		t = sqlite3_column_text(st, 2);
+		snprintf(ev->vm, sizeof(ev->vm), "%s", t ? (const char *)t : "");
+		t = sqlite3_column_text(st, 3);
+		snprintf(ev->type, sizeof(ev->type), "%s", t ? (const char *)t : "");
+		ev->detail = store_col_strdup(st, 4);
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+void store_event_free(struct store_event *ev)
+{
+	free(ev->detail);
+	ev->detail = NULL;
+}
+
+int64_t store_last_event_id(struct store *s)
+{
+	sqlite3_stmt *st;
+	int64_t id = 0;
+
+	pthread_mutex_lock(&s->lock);
+	st = store_prepare(s, "SELECT IFNULL(MAX(id), 0) FROM events");
+	if (st && sqlite3_step(st) == SQLITE_ROW)
+		id = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return id;
+}
+
+int store_check(struct store *s)
+{
+	sqlite3_stmt *st;
+	int ok = 0;
+
+	pthread_mutex_lock(&s->lock);
+	st = store_prepare(s, "PRAGMA integrity_check");
+	if (st && sqlite3_step(st) == SQLITE_ROW) {
+		const unsigned char *t = sqlite3_column_text(st, 0);
+		ok = t && !strcmp((const char *)t, "ok");
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return ok ? 0 : -EIO;
+}

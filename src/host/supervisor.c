@@ -1,0 +1,617 @@
+/*
+ * supervisor.c - starting VMMs, noticing their exit, restarting them, and
+ * finding them again after a daemon restart.
+ *
+ * Process tree of one VM:
+ *
+ *   shoald ──fork──▶ monitor ("shoal-monitor", its own session) ──fork+exec──▶ shoal run
+ *
+ * The monitor is shoald re-executed as `shoal-monitor --monitor ...` (or,
+ * without --monitor support, e.g. in unit tests, a plain forked copy) that
+ * does nothing but wait for the VMM and write its exit status to
+ * STATE_DIR/vms/NAME/exit (as conmon does for containers).  It is what lets a VMM outlive the daemon and still have
+ * its exit status known: waitpid() only works for one's own children, and a
+ * restarted daemon is not the VMM's parent.  The monitor is the session
+ * leader, so killing -monitor_pid reaches both processes.  Between fork and
+ * exec only async-signal-safe calls are made (the daemon is threaded).
+ *
+ * The supervisor thread holds a pidfd per monitor in an epoll set; when one
+ * becomes readable the monitor has exited, the exit file says how the VMM
+ * ended, and hvm_exited() records it and applies the restart policy.
+ *
+ * Reattach (daemon start): for each VM recorded as starting, running,
+ * paused or stopping, a live monitor (pid, name and session checked) is
+ * watched again and the VMM's state read from its control socket; a dead
+ * one means the VMM ended while the daemon was down, and the exit file
+ * says how.
+ */
+#include "host/host.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "host/spec.h"
+#include "host/vmctl.h"
+#include "util/exitcode.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+#define MONITOR_COMM "shoal-monitor"
+#define RESTART_WINDOW_MS 60000
+#define RESTART_MAX 5           /* restarts per window before giving up */
+
+/* pidfd_open(2), which glibc 2.36 does not wrap. */
+static int sys_pidfd_open(pid_t pid)
+{
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+const char *supervisor_exit_reason(int status, char *buf, size_t size)
+{
+	static const struct { int status; const char *what; } known[] = {
+		{ EXIT_POWEROFF, "guest powered off" },
+		{ EXIT_USAGE, "bad VMM configuration" },
+		{ EXIT_BADKERNEL, "kernel or initrd not loadable" },
+		{ EXIT_NOINPUT, "a file is missing or unreadable" },
+		{ EXIT_RESOURCE, "not enough memory or vCPUs on the host" },
+		{ EXIT_NOKVM, "/dev/kvm missing or lacking a capability" },
+		{ EXIT_HOST, "fatal host error in the VMM" },
+		{ EXIT_TRIPLE_FAULT, "guest triple fault" },
+		{ EXIT_KVM_INTERNAL, "KVM internal error" },
+		{ EXIT_GUEST_BAD, "guest did something Shoal does not handle, or timed out" },
+		{ EXIT_ESCAPE, "quit from the console" },
+		{ 127, "the VMM could not be executed" },
+	};
+
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (known[i].status == status) {
+			snprintf(buf, size, "%s", known[i].what);
+			return buf;
+		}
+	if (status > 0 && status <= EXIT_GUEST_MAX)
+		snprintf(buf, size, "guest exit code %d", status);
+	else if (status > 128 && status < 128 + 65)
+		snprintf(buf, size, "VMM killed by signal %d (%s)", status - 128,
+			 sigabbrev_np(status - 128) ? sigabbrev_np(status - 128) : "?");
+	else if (status < 0)
+		snprintf(buf, size, "VMM ended, exit status unknown (its monitor process was killed)");
+	else
+		snprintf(buf, size, "VMM exit status %d", status);
+	return buf;
+}
+
+/* ---- the monitor process (async-signal-safe code only) ---- */
+
+struct spawn_args {
+	char *argv[12];             /* the VMM's command line */
+	char *margv[20];            /* the monitor's, when it is re-executed */
+	char log[4200], exitf[4200], exit_tmp[4300];
+};
+
+/* Format "exit N\n" / "signal N\n" without stdio. */
+static size_t monitor_format(char *out, const char *word, int n)
+{
+	char digits[12];
+	size_t len = 0, d = 0;
+
+	while (*word)
+		out[len++] = *word++;
+	out[len++] = ' ';
+	do {
+		digits[d++] = (char)('0' + n % 10);
+		n /= 10;
+	} while (n && d < sizeof(digits));
+	while (d)
+		out[len++] = digits[--d];
+	out[len++] = '\n';
+	return len;
+}
+
+/* The monitor: new session, stdio set up, fork the VMM, wait, record. */
+static void __attribute__((noreturn)) monitor_main(const struct spawn_args *a)
+{
+	sigset_t none;
+	char buf[32];
+	pid_t pid;
+	int st, fd;
+
+	setsid();
+	prctl(PR_SET_NAME, MONITOR_COMM);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	signal(SIGPIPE, SIG_DFL);
+	signal(SIGHUP, SIG_IGN);
+	fd = open("/dev/null", O_RDONLY);
+	if (fd >= 0 && fd != 0) {
+		dup2(fd, 0);
+		close(fd);
+	}
+	fd = open(a->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+	if (fd >= 0) {
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+	}
+	syscall(SYS_close_range, 3, ~0U, 0);
+	pid = fork();
+	if (pid == 0) {
+		signal(SIGHUP, SIG_DFL);
+		execv(a->argv[0], a->argv);
+		_exit(127);
+	}
+	if (pid < 0)
+		_exit(126);
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			_exit(125);
+	fd = open(a->exit_tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd >= 0) {
+		size_t n = WIFEXITED(st) ? monitor_format(buf, "exit", WEXITSTATUS(st)) :
+					    monitor_format(buf, "signal", WTERMSIG(st));
+		if (write(fd, buf, n) < 0)
+			_exit(124);
+		close(fd);
+		rename(a->exit_tmp, a->exitf);
+	}
+	_exit(0);
+}
+
+/* Write `text` to `path` through a temporary file and rename. */
+static int write_file_atomic(const char *path, const char *text, struct api_err *e)
+{
+	char tmp[4300];
+	size_t n = strlen(text);
+	int fd;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return api_err_set(e, 500, "internal", "%s: path too long", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return api_err_set(e, 500, "internal", "%s: %s", tmp, strerror(errno));
+	if (write(fd, text, n) != (ssize_t)n || close(fd) < 0 || rename(tmp, path) < 0) {
+		api_err_set(e, 500, "internal", "%s: %s", path, strerror(errno));
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+}
+
+/* Everything the monitor needs, prepared before fork. */
+static int spawn_prepare(struct host *h, struct hvm *vm, struct spawn_args *a,
+			 char (*store)[4200], struct api_err *e)
+{
+	struct host_spec s;
+	const char *name = vm->rec.name;
+	int rc;
+
+	if (host_spec_parse(vm->rec.spec, strlen(vm->rec.spec), true, &s, e))
+		return -1;
+	if (mkdir(host_vm_path(h, name, NULL, store[0], 4200), 0700) < 0 && errno != EEXIST) {
+		host_spec_free(&s);
+		return api_err_set(e, 500, "internal", "%s: %s", store[0], strerror(errno));
+	}
+	host_vm_path(h, name, "config.json", store[0], 4200);
+	rc = write_file_atomic(store[0], s.config_json, e);
+	host_vm_path(h, name, "control.sock", store[1], 4200);
+	if (s.cfg.console == CONSOLE_STDIO) {
+		snprintf(store[2], 4200, "file:");
+		host_vm_path(h, name, "console.log", store[2] + 5, 4200 - 5);
+	} else {
+		snprintf(store[2], 4200, "%s", s.cfg.console == CONSOLE_NONE ? "none" : "");
+	}
+	host_spec_free(&s);
+	if (rc)
+		return -1;
+	unlink(store[1]);
+	host_vm_path(h, name, "vmm.log", a->log, sizeof(a->log));
+	host_vm_path(h, name, "exit", a->exitf, sizeof(a->exitf));
+	if (snprintf(a->exit_tmp, sizeof(a->exit_tmp), "%s.tmp", a->exitf) >= (int)sizeof(a->exit_tmp))
+		return api_err_set(e, 500, "internal", "%s: path too long", a->exitf);
+	unlink(a->exitf);
+	int i = 0;
+	a->argv[i++] = h->vmm_path;
+	a->argv[i++] = "run";
+	a->argv[i++] = "--config";
+	a->argv[i++] = store[0];
+	a->argv[i++] = "--api-socket";
+	a->argv[i++] = store[1];
+	if (store[2][0]) {          /* a file: console from the spec stays as it is */
+		a->argv[i++] = "--console";
+		a->argv[i++] = store[2];
+	}
+	a->argv[i] = NULL;
+	return 0;
+}
+
+int supervisor_monitor_main(int argc, char **argv)
+{
+	struct spawn_args a;
+	int i;
+
+	/* shoal-monitor --monitor EXITFILE LOGFILE VMM ARGS... */
+	if (argc < 5 || argc - 4 >= (int)(sizeof(a.argv) / sizeof(a.argv[0])))
+		return EXIT_USAGE;
+	memset(&a, 0, sizeof(a));
+	snprintf(a.exitf, sizeof(a.exitf), "%s", argv[2]);
+	snprintf(a.log, sizeof(a.log), "%s", argv[3]);
+	if (snprintf(a.exit_tmp, sizeof(a.exit_tmp), "%s.tmp", a.exitf) >= (int)sizeof(a.exit_tmp))
+		return EXIT_USAGE;
+	for (i = 4; i < argc; i++)
+		a.argv[i - 4] = argv[i];
+	a.argv[i - 4] = NULL;
+	monitor_main(&a);
+}
+
+/* The re-executed monitor's command line (see supervisor_monitor_main). */
+static void spawn_monitor_argv(struct spawn_args *a)
+{
+	int i = 0, j;
+
+	a->margv[i++] = "shoal-monitor";
+	a->margv[i++] = "--monitor";
+	a->margv[i++] = a->exitf;
+	a->margv[i++] = a->log;
+	for (j = 0; a->argv[j]; j++)
+		a->margv[i++] = a->argv[j];
+	a->margv[i] = NULL;
+}
+
+int supervisor_spawn(struct host *h, struct hvm *vm, struct api_err *e)
+{
+	char store[3][4200];
+	struct spawn_args a;
+	pid_t pid;
+
+	memset(&a, 0, sizeof(a));
+	if (spawn_prepare(h, vm, &a, store, e))
+		return -1;
+	spawn_monitor_argv(&a);
+	pid = fork();
+	if (pid < 0)
+		return api_err_set(e, 500, "internal", "fork: %s", strerror(errno));
+	if (pid == 0) {
+		/* Re-executed, the monitor is a small process of its own whose
+		 * command line says what it is; else a forked copy does it. */
+		if (h->opt.monitor_exe)
+			execv(h->opt.monitor_exe, a.margv);
+		monitor_main(&a);
+	}
+	pthread_mutex_lock(&h->lock);
+	vm->rec.monitor_pid = pid;
+	host_persist_locked(h, vm, NULL, NULL);
+	pthread_mutex_unlock(&h->lock);
+	if (supervisor_watch(h, vm, pid) < 0) {
+		kill(-pid, SIGKILL);
+		return api_err_set(e, 500, "internal", "pidfd_open: %s", strerror(errno));
+	}
+	return 0;
+}
+
+/* ---- watching and exits ---- */
+
+int supervisor_watch(struct host *h, struct hvm *vm, pid_t pid)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	int fd = sys_pidfd_open(pid);
+
+	if (fd < 0)
+		return -1;
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	pthread_mutex_lock(&h->lock);
+	if (vm->pidfd >= 0)
+		close(vm->pidfd);
+	vm->pidfd = fd;
+	vm->refs++;
+	ev.data.ptr = vm;
+	if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		vm->refs--;
+		vm->pidfd = -1;
+		close(fd);
+		fd = -1;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return fd < 0 ? -1 : 0;
+}
+
+/* The VMM's exit status from the monitor's exit file, or -1. */
+static int read_exit_file(struct host *h, const char *name)
+{
+	char path[4200], buf[64] = "";
+	int fd, n, v;
+
+	fd = open(host_vm_path(h, name, "exit", path, sizeof(path)), O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = (int)read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	if (sscanf(buf, "exit %d", &v) == 1)
+		return v & 0xff;
+	if (sscanf(buf, "signal %d", &v) == 1)
+		return 128 + v;
+	return -1;
+}
+
+struct restart_job {
+	struct host *h;
+	struct hvm *vm;
+};
+
+/* Thread: restart a VM per its policy (the VM is claimed as "restarting"). */
+static void *restart_thread(void *arg)
+{
+	struct restart_job *j = arg;
+	struct api_err e;
+
+	if (hvm_do_start(j->h, j->vm, &e))
+		fprintf(stderr, "shoald: %s: restart failed: %s\n", j->vm->rec.name, e.msg);
+	pthread_mutex_lock(&j->h->lock);
+	j->vm->busy = NULL;
+	pthread_cond_broadcast(&j->h->changed);
+	hvm_put_locked(j->vm);
+	pthread_mutex_unlock(&j->h->lock);
+	free(j);
+	return NULL;
+}
+
+/* Decide (lock held) whether the policy restarts `vm`, and start it. */
+static void hvm_maybe_restart_locked(struct host *h, struct hvm *vm, int status)
+{
+	struct restart_job *j;
+	pthread_t t;
+	int64_t now = host_now_ms();
+
+	if (vm->stop_requested || vm->deleted || vm->busy || h->stopping ||
+	    vm->restart == RESTART_NO || (vm->restart == RESTART_ON_FAILURE && status == 0))
+		return;
+	if (now - vm->restart_window_ms > RESTART_WINDOW_MS) {
+		vm->restart_window_ms = now;
+		vm->restart_count = 0;
+	}
+	if (++vm->restart_count > RESTART_MAX) {
+		host_event_locked(h, vm->rec.name, "restart-abandoned",
+				  "{\"reason\": \"more than 5 restarts in 60 s\"}");
+		return;
+	}
+	j = malloc(sizeof(*j));
+	if (!j)
+		return;
+	j->h = h;
+	j->vm = vm;
+	vm->busy = "restarting";
+	vm->refs++;
+	vm->rec.restarts++;
+	host_event_locked(h, vm->rec.name, "restarting", NULL);
+	if (pthread_create(&t, NULL, restart_thread, j)) {
+		vm->busy = NULL;
+		vm->refs--;
+		free(j);
+		return;
+	}
+	pthread_detach(t);
+}
+
+/* Record that `vm`'s VMM ended with `status` (-1: unknown). */
+static void hvm_exited(struct host *h, struct hvm *vm, int status, const char *context)
+{
+	char reason[256], words[160], *detail;
+	json_t *d;
+
+	pthread_mutex_lock(&h->lock);
+	if (vm->deleted || vm->state == HVM_EXITED || vm->state == HVM_CREATED) {
+		pthread_mutex_unlock(&h->lock);
+		return;
+	}
+	supervisor_exit_reason(status, words, sizeof(words));
+	if (vm->stop_requested)
+		snprintf(reason, sizeof(reason), "stopped on request (%s)",
+			 status == 0 ? "VMM exited normally" : words);
+	else
+		snprintf(reason, sizeof(reason), "%s%s", words, context ? context : "");
+	free(vm->rec.exit_reason);
+	vm->rec.exit_reason = strdup(reason);
+	vm->rec.exit_status = status;
+	vm->rec.exited_ms = host_now_ms();
+	vm->rec.vmm_pid = 0;
+	vm->rec.monitor_pid = 0;
+	vm->state = HVM_EXITED;
+	snprintf(vm->rec.state, sizeof(vm->rec.state), "exited");
+	d = json_pack("{s:i, s:s}", "status", status, "reason", reason);
+	detail = json_dumps(d, JSON_COMPACT);
+	json_decref(d);
+	host_persist_locked(h, vm, "exited", detail);
+	free(detail);
+	hvm_maybe_restart_locked(h, vm, status);
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* A pidfd fired: reap if it is our child, read the exit file, record. */
+static void supervisor_handle(struct host *h, struct hvm *vm)
+{
+	siginfo_t si;
+	int fd, status;
+
+	pthread_mutex_lock(&h->lock);
+	fd = vm->pidfd;
+	vm->pidfd = -1;
+	pthread_mutex_unlock(&h->lock);
+	if (fd >= 0) {
+		epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, NULL);
+		memset(&si, 0, sizeof(si));
+		waitid(P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG);   /* ECHILD if reattached */
+		close(fd);
+	}
+	status = read_exit_file(h, vm->rec.name);
+	hvm_exited(h, vm, status, NULL);
+	host_put(h, vm);
+}
+
+/* The supervisor: wait on every pidfd, handle each exit; a NULL event is the wake-up to quit. */
+static void *supervisor_thread(void *arg)
+{
+	struct host *h = arg;
+	struct epoll_event evs[32];
+	int n;
+
+	for (;;) {
+		n = epoll_wait(h->epfd, evs, 32, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			break;
+		for (int i = 0; i < n; i++) {
+			if (!evs[i].data.ptr)
+				return NULL;            /* wake_fd: shutting down */
+			supervisor_handle(h, evs[i].data.ptr);
+		}
+	}
+	return NULL;
+}
+
+int supervisor_start(struct host *h)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+
+	h->epfd = epoll_create1(EPOLL_CLOEXEC);
+	h->wake_fd = eventfd(0, EFD_CLOEXEC);
+	if (h->epfd < 0 || h->wake_fd < 0 ||
+	    epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->wake_fd, &ev) < 0)
+		return -1;
+	if (pthread_create(&h->supervisor, NULL, supervisor_thread, h))
+		return -1;
+	h->supervisor_started = true;
+	return 0;
+}
+
+void supervisor_stop(struct host *h)
+{
+	uint64_t one = 1;
+
+	if (h->supervisor_started) {
+		if (write(h->wake_fd, &one, sizeof(one)) < 0)
+			perror("shoald: supervisor wake");
+		pthread_join(h->supervisor, NULL);
+		h->supervisor_started = false;
+	}
+	pthread_mutex_lock(&h->lock);
+	for (size_t i = 0; i < h->nvms; i++) {
+		struct hvm *vm = h->vms[i];
+		if (vm->pidfd >= 0) {   /* drop the watch's reference */
+			close(vm->pidfd);
+			vm->pidfd = -1;
+			vm->refs--;
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (h->epfd >= 0)
+		close(h->epfd);
+	if (h->wake_fd >= 0)
+		close(h->wake_fd);
+	h->epfd = h->wake_fd = -1;
+}
+
+/* ---- reattach ---- */
+
+/* Is `pid` a live monitor process of ours (name, session leader)? */
+static bool monitor_alive(pid_t pid)
+{
+	char path[64], buf[512];
+	int fd, n, sid = -1;
+	char *p;
+
+	if (pid <= 0)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = (int)read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	/* "pid (comm) state ppid pgrp session ..." */
+	if (!strstr(buf, "(" MONITOR_COMM ")") || !(p = strrchr(buf, ')')))
+		return false;
+	if (sscanf(p + 1, " %*c %*d %*d %d", &sid) != 1 || sid != pid)
+		return false;
+	return p[2] != 'Z';
+}
+
+/* Reattach one VM recorded as live, or record that it ended. */
+static void supervisor_reattach_one(struct host *h, struct hvm *vm)
+{
+	char sock[4200], err[256], detail[96];
+	json_t *r = NULL;
+	pid_t pid = 0;
+	bool paused = false;
+
+	if (!monitor_alive(vm->rec.monitor_pid) ||
+	    supervisor_watch(h, vm, vm->rec.monitor_pid) < 0) {
+		hvm_exited(h, vm, read_exit_file(h, vm->rec.name), " (while shoald was down)");
+		return;
+	}
+	host_vm_path(h, vm->rec.name, "control.sock", sock, sizeof(sock));
+	if (vmctl_call(sock, "status", &r, 2000, err, sizeof(err)) == 0) {
+		pid = (pid_t)json_integer_value(json_object_get(r, "pid"));
+		paused = !strcmp(json_string_value(json_object_get(r, "state")) ?: "", "paused");
+		json_decref(r);
+	} else {
+		fprintf(stderr, "shoald: %s: monitor alive but the VMM does not answer: %s\n",
+			vm->rec.name, err);
+	}
+	pthread_mutex_lock(&h->lock);
+	if (pid && vm->rec.vmm_pid && pid != vm->rec.vmm_pid)
+		fprintf(stderr, "shoald: %s: VMM pid %d, recorded %d\n", vm->rec.name,
+			(int)pid, (int)vm->rec.vmm_pid);
+	if (vm->state != HVM_EXITED) {
+		if (pid)
+			vm->rec.vmm_pid = pid;
+		if (pid && !vm->rec.started_ms)
+			vm->rec.started_ms = host_now_ms();
+		vm->state = pid ? (paused ? HVM_PAUSED : HVM_RUNNING) : vm->state;
+		snprintf(vm->rec.state, sizeof(vm->rec.state), "%s", hvm_state_name(vm->state));
+		snprintf(detail, sizeof(detail), "{\"pid\": %d}", (int)pid);
+		host_persist_locked(h, vm, "reattached", detail);
+	}
+	pthread_mutex_unlock(&h->lock);
+}
+
+void supervisor_reattach(struct host *h)
+{
+	struct hvm **live;
+	size_t n = 0;
+
+	pthread_mutex_lock(&h->lock);
+	live = calloc(h->nvms + 1, sizeof(*live));
+	for (size_t i = 0; live && i < h->nvms; i++) {
+		enum hvm_state s = h->vms[i]->state;
+		if (s == HVM_STARTING || s == HVM_RUNNING || s == HVM_PAUSED || s == HVM_STOPPING) {
+			live[n++] = h->vms[i];
+			h->vms[i]->refs++;
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+	for (size_t i = 0; i < n; i++) {
+		supervisor_reattach_one(h, live[i]);
+		host_put(h, live[i]);
+	}
+	free(live);
+}

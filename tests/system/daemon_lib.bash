@@ -1,0 +1,93 @@
+# tests/system/daemon_lib.bash - sourced by the daemon_*.sh system tests
+# (after lib.sh).  Not a test itself (scripts/test.sh runs *.sh only).
+#
+# Starts a real shoald on a temporary state directory and gives the tests
+# two ways in: the CLI ($SHOAL with SHOAL_SOCKET set) and raw HTTP (api,
+# with curl).  On exit every process whose command line names this test's
+# temporary directory (the daemon, the monitors, the VMMs) is killed by pid.
+
+SHOALD=$BUILD/shoald
+STATE=$TMP/state
+export SHOAL_SOCKET=$STATE/shoald.sock
+DPID=
+
+# daemon_cleanup: kill our daemon and every VMM/monitor under $TMP.
+daemon_cleanup() {
+	exec 2>/dev/null     # no "Killed" job notices
+	local pids
+	pids=$(ps -eo pid=,args= | grep -F -- "$TMP/" | grep -v grep | awk '{print $1}')
+	[ -n "$pids" ] && kill -9 $pids 2>/dev/null
+	rm -rf "$TMP"
+}
+trap daemon_cleanup EXIT
+
+# need_daemon: skip the whole script without shoald, KVM or the guest.
+need_daemon() {
+	if [ ! -x "$SHOALD" ] || [ ! -x "$SHOAL" ]; then
+		skip "$(basename "$0")" "build/shoald or build/shoal not built"; exit 0
+	fi
+	if ! command -v curl >/dev/null || ! command -v jq >/dev/null; then
+		skip "$(basename "$0")" "curl and jq are needed (scripts/install-deps.sh)"; exit 0
+	fi
+}
+need_kvm() {
+	if [ ! -r /dev/kvm ] || [ ! -f "$GUEST" ]; then
+		skip "$1" "/dev/kvm or build/shoal-guest missing"; return 1
+	fi
+}
+
+# start_daemon [ARGS]: start shoald in the background, wait for its socket.
+start_daemon() {
+	mkdir -p "$STATE"
+	"$SHOALD" --state-dir "$STATE" "$@" >>"$TMP/shoald.log" 2>&1 &
+	DPID=$!
+	for _ in $(seq 200); do
+		[ -S "$SHOAL_SOCKET" ] && curl -s --unix-socket "$SHOAL_SOCKET" http://d/v1/version >/dev/null && return 0
+		kill -0 "$DPID" 2>/dev/null || break
+		sleep 0.05
+	done
+	echo "shoald did not start:"; cat "$TMP/shoald.log"; return 1
+}
+
+# api METHOD PATH [BODY]: HTTP status on stdout, body in $TMP/body.
+api() {
+	local m=$1 p=$2
+	shift 2
+	if [ $# -gt 0 ]; then
+		curl -s -o "$TMP/body" -w '%{http_code}' --unix-socket "$SHOAL_SOCKET" -X "$m" \
+			-H 'Content-Type: application/json' --data-binary "$1" "http://d$p"
+	else
+		curl -s -o "$TMP/body" -w '%{http_code}' --unix-socket "$SHOAL_SOCKET" -X "$m" "http://d$p"
+	fi
+}
+body() { cat "$TMP/body"; }
+# is_error CODE: the last body has the error shape with this code.
+is_error() { jq -e --arg c "$1" '.error.code == $c and (.error.message | length > 0)' "$TMP/body" >/dev/null; }
+
+# spec NAME [CMDLINE] [EXTRA_JSON_MEMBERS]: a test-guest VM spec
+# ($SPEC_MEMORY of RAM, default 64M).
+spec() {
+	printf '{"name": "%s", "kernel": "%s", "cmdline": "%s", "memory": "%s"%s}' \
+		"$1" "$GUEST" "${2:-shell}" "${SPEC_MEMORY:-64M}" "${3:+, $3}"
+}
+
+# vm_field NAME JQ: a field of GET /v1/vms/NAME.
+vm_field() { curl -s --unix-socket "$SHOAL_SOCKET" "http://d/v1/vms/$1" | jq -r "$2"; }
+
+# wait_state NAME STATE [TRIES]: poll until the VM is in STATE (0.05 s steps).
+wait_state() {
+	for _ in $(seq "${3:-200}"); do
+		[ "$(vm_field "$1" .state)" = "$2" ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# wait_console NAME TEXT: poll the console log until it contains TEXT.
+wait_console() {
+	for _ in $(seq 200); do
+		"$SHOAL" console "$1" --show-log 2>/dev/null | grep -qF -- "$2" && return 0
+		sleep 0.05
+	done
+	return 1
+}

@@ -1,0 +1,28 @@
+#!/bin/bash
+# daemon_tls.sh - the API on TCP: only with TLS and a bearer token; without
+# the token every request is 401 with the error shape; plain HTTP gets no
+# answer; the Unix socket needs no token.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/daemon_lib.bash"
+need_daemon
+command -v openssl >/dev/null || { skip daemon_tls "openssl missing"; finish; }
+
+"$SHOALD" --state-dir "$TMP/s0" --listen 127.0.0.1:1 >"$TMP/refuse.log" 2>&1; rc=$?
+check "--listen without TLS and a token is refused" bash -c "[ $rc -eq 64 ] && grep -q 'no TCP without TLS and a token' '$TMP/refuse.log'"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/key.pem" -out "$TMP/cert.pem" -days 1 \
+	-subj /CN=localhost >/dev/null 2>&1
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/token"
+PORT=$((20000 + RANDOM % 20000))
+start_daemon --listen "127.0.0.1:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
+	--token-file "$TMP/token" || { fail "daemon starts with TLS"; finish; }
+URL=https://127.0.0.1:$PORT
+got=$(curl -sk -o "$TMP/body" -w '%{http_code}' "$URL/v1/version")
+check "TCP without a token: 401 with the error shape" bash -c "[ $got = 401 ] && jq -e '.error.code == \"unauthorized\"' '$TMP/body' >/dev/null"
+got=$(curl -sk -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer wrong-token-wrong-token" "$URL/v1/vms")
+check "TCP with a wrong token: 401" test "$got" = 401
+got=$(curl -sk -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer $(cat "$TMP/token")" "$URL/v1/vms")
+check "TCP with the token over TLS: 200" bash -c "[ $got = 200 ] && jq -e '.vms == []' '$TMP/body' >/dev/null"
+curl -s --max-time 3 "http://127.0.0.1:$PORT/v1/version" >/dev/null; rc=$?
+check "plain HTTP on the TLS port gets no answer" test $rc -ne 0
+check "the Unix socket needs no token" test "$(api GET /v1/version)" = 200
+finish

@@ -1,0 +1,187 @@
+/*
+ * test_host_spec.c - the daemon's VM spec: the VMM's defaults filled in,
+ * daemon keys split from the VMM's object, every kind of bad input refused
+ * with 400 and a message that names the field; VM names; the API's pure
+ * parsers (routes, query values, the stop body).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "host/api.h"
+#include "host/spec.h"
+
+#define KERNEL "/bin/true"      /* any readable regular file will do here */
+
+static void test_defaults_and_split(void **state)
+{
+	const char *text = "{\"name\": \"web1\", \"kernel\": \"" KERNEL "\", \"restart\": \"always\"}";
+	struct host_spec s;
+	struct api_err e;
+	json_t *spec, *cfg;
+
+	assert_int_equal(host_spec_parse(text, strlen(text), true, &s, &e), 0);
+	assert_string_equal(s.name, "web1");
+	assert_int_equal(s.restart, RESTART_ALWAYS);
+	assert_int_equal(s.cfg.cpus, 1);                     /* the VMM's defaults */
+	assert_int_equal(s.cfg.memory, 256ULL << 20);
+	spec = json_loads(s.spec_json, 0, NULL);
+	cfg = json_loads(s.config_json, 0, NULL);
+	assert_string_equal(json_string_value(json_object_get(spec, "name")), "web1");
+	assert_string_equal(json_string_value(json_object_get(spec, "restart")), "always");
+	assert_int_equal(json_integer_value(json_object_get(spec, "memory")), 256 << 20);
+	/* the VMM's object has no daemon keys: `shoal run --config` takes it */
+	assert_null(json_object_get(cfg, "name"));
+	assert_null(json_object_get(cfg, "restart"));
+	assert_string_equal(json_string_value(json_object_get(cfg, "kernel")), KERNEL);
+	json_decref(spec);
+	json_decref(cfg);
+	host_spec_free(&s);
+}
+
+/* Parse `text`; expect 400 with `code` and `needle` in the message. */
+static void expect_bad(const char *text, bool check_host, const char *code, const char *needle)
+{
+	struct host_spec s;
+	struct api_err e;
+
+	memset(&e, 0, sizeof(e));
+	assert_int_equal(host_spec_parse(text, strlen(text), check_host, &s, &e), -1);
+	assert_int_equal(e.http, 400);
+	assert_string_equal(e.code, code);
+	if (!strstr(e.msg, needle))
+		fail_msg("message \"%s\" lacks \"%s\"", e.msg, needle);
+}
+
+static void test_bad_specs(void **state)
+{
+	expect_bad("{\"name\": \"a\",", false, "invalid_json", "line 1");
+	expect_bad("", false, "invalid_json", "spec");
+	expect_bad("{\"name\": \"a\", \"name\": \"b\"}", false, "invalid_json", "duplicate");
+	expect_bad("[]", false, "invalid_spec", "object");
+	expect_bad("{\"kernel\": \"" KERNEL "\"}", false, "invalid_spec", "name: missing");
+	expect_bad("{\"name\": 3}", false, "invalid_spec", "name");
+	expect_bad("{\"name\": \"-x\", \"kernel\": \"k\"}", false, "invalid_spec", "name");
+	expect_bad("{\"name\": \"a/b\", \"kernel\": \"k\"}", false, "invalid_spec", "name");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"restart\": \"yes\"}", false, "invalid_spec", "restart");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"colour\": 1}", false, "invalid_spec", "\"colour\"");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"cpus\": \"2\"}", false, "invalid_spec", "cpus");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"cpus\": 0}", false, "invalid_spec", "cpus");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"cpus\": 65}", false, "invalid_spec", "cpus");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"memory\": \"1K\"}", false, "invalid_spec", "memory");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"memory\": \"99999T\"}", false, "invalid_spec", "memory");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"memory\": -1}", false, "invalid_spec", "memory");
+	expect_bad("{\"name\": \"a\"}", false, "invalid_spec", "kernel");
+	expect_bad("{\"name\": \"a\", \"kernel\": 1}", false, "invalid_spec", "kernel");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"console\": \"tty\"}", false, "invalid_spec", "console");
+	/* what only the host can tell */
+	expect_bad("{\"name\": \"a\", \"kernel\": \"rel/vmlinux\"}", true, "invalid_spec", "not an absolute path");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/nonexistent\"}", true, "invalid_spec", "kernel: /nonexistent: No such file");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/tmp\"}", true, "invalid_spec", "not a regular file");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"" KERNEL "\", \"initrd\": \"/nonexistent\"}", true,
+		   "invalid_spec", "initrd");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"" KERNEL "\", \"memory\": \"1000G\"}", true,
+		   "invalid_spec", "more than this host has");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"" KERNEL "\", \"console\": \"file:rel.log\"}", true,
+		   "invalid_spec", "console");
+}
+
+static void test_names(void **state)
+{
+	char long_name[80];
+
+	assert_true(host_name_valid("web1"));
+	assert_true(host_name_valid("a"));
+	assert_true(host_name_valid("A.b_c-9"));
+	assert_false(host_name_valid(""));
+	assert_false(host_name_valid(".hidden"));
+	assert_false(host_name_valid("-x"));
+	assert_false(host_name_valid("a b"));
+	assert_false(host_name_valid("a/b"));
+	assert_false(host_name_valid(".."));
+	memset(long_name, 'a', 63);
+	long_name[63] = '\0';
+	assert_true(host_name_valid(long_name));
+	long_name[63] = 'a';
+	long_name[64] = '\0';
+	assert_false(host_name_valid(long_name));
+}
+
+static void test_routes(void **state)
+{
+	char name[64];
+	int status;
+	const struct api_route *r;
+
+	r = api_route_find("GET", "/v1/vms/web1", name, sizeof(name), &status);
+	assert_non_null(r);
+	assert_string_equal(r->path, "/v1/vms/{name}");
+	assert_string_equal(name, "web1");
+	r = api_route_find("POST", "/v1/vms/web1/stop", name, sizeof(name), &status);
+	assert_non_null(r);
+	assert_string_equal(r->path, "/v1/vms/{name}/stop");
+	assert_null(api_route_find("PUT", "/v1/vms", name, sizeof(name), &status));
+	assert_int_equal(status, 405);
+	assert_null(api_route_find("GET", "/v1/nothing", name, sizeof(name), &status));
+	assert_int_equal(status, 404);
+	assert_null(api_route_find("GET", "/v1/vms/../etc", name, sizeof(name), &status));
+	assert_int_equal(status, 404);
+	assert_null(api_route_find("GET", "/v1/vms/a/b/c", name, sizeof(name), &status));
+	assert_null(api_route_find("GET", "/v1/vms/", name, sizeof(name), &status));
+	assert_null(api_route_find("GET", "/v1/vmsx", name, sizeof(name), &status));
+	/* every route's template matches itself with a name filled in */
+	for (size_t i = 0; i < api_nroutes; i++) {
+		char path[128], *p;
+		snprintf(path, sizeof(path), "%s", api_routes[i].path);
+		if ((p = strstr(path, "{name}")))
+			memmove(p + 1, p + 6, strlen(p + 6) + 1), *p = 'x';
+		assert_ptr_equal(api_route_find(api_routes[i].method, path, name, sizeof(name), &status),
+				 &api_routes[i]);
+	}
+}
+
+static void test_query_and_stop_body(void **state)
+{
+	struct api_err e;
+	bool force = false;
+	int t = -1;
+
+	assert_int_equal(api_parse_bool("true"), 1);
+	assert_int_equal(api_parse_bool("0"), 0);
+	assert_int_equal(api_parse_bool("maybe"), -1);
+	assert_int_equal(api_parse_uint("42", 100), 42);
+	assert_int_equal(api_parse_uint("101", 100), -1);
+	assert_int_equal(api_parse_uint("-1", 100), -1);
+	assert_int_equal(api_parse_uint("4x", 100), -1);
+	assert_int_equal(api_parse_uint("", 100), -1);
+	assert_int_equal(api_parse_stop_body("", strlen(""), &force, &t, &e), 0);
+	assert_false(force);
+	assert_int_equal(t, -1);
+	assert_int_equal(api_parse_stop_body("{\"mode\": \"force\", \"timeout_s\": 7}", strlen("{\"mode\": \"force\", \"timeout_s\": 7}"), &force, &t, &e), 0);
+	assert_true(force);
+	assert_int_equal(t, 7);
+	assert_int_equal(api_parse_stop_body("{\"mode\": \"hard\"}", strlen("{\"mode\": \"hard\"}"), &force, &t, &e), -1);
+	assert_non_null(strstr(e.msg, "mode"));
+	assert_int_equal(api_parse_stop_body("{\"timeout_s\": 99999}", strlen("{\"timeout_s\": 99999}"), &force, &t, &e), -1);
+	assert_non_null(strstr(e.msg, "timeout_s"));
+	assert_int_equal(api_parse_stop_body("{\"x\": 1}", strlen("{\"x\": 1}"), &force, &t, &e), -1);
+	assert_int_equal(api_parse_stop_body("[", strlen("["), &force, &t, &e), -1);
+	assert_string_equal(e.code, "invalid_json");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults_and_split),
+		cmocka_unit_test(test_bad_specs),
+		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_routes),
+		cmocka_unit_test(test_query_and_stop_body),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
