@@ -32,6 +32,8 @@
 #include <unistd.h>
 
 #include "devices/device.h"
+#include "devices/virtio_blk.h"
+#include "devices/virtio_net.h"
 #include "devices/virtio_pci.h"
 #include "util/exitcode.h"
 #include "util/log.h"
@@ -122,6 +124,58 @@ static uint64_t control_rss(void)
 	return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
+/* Per disk: bytes and operations each way (shoald names its Prometheus
+ * series after these keys). */
+static json_t *control_disks(struct vm *vm)
+{
+	json_t *a = json_array();
+
+	for (int i = 0; i < vm->ndevices; i++) {
+		struct device *d = vm->devices[i];
+		struct virtio_device *vd = virtio_pci_vdev(d);
+		const struct vblk_stats *st;
+
+		if (!vd || vd->ops->device_id != VIRTIO_ID_BLOCK || !vd->priv)
+			continue;
+		pthread_mutex_lock(&d->lock);
+		st = vblk_get_stats(vd->priv);
+		json_array_append_new(a, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "name", d->name,
+			"read_bytes", (json_int_t)st->bytes_read, "write_bytes", (json_int_t)st->bytes_written,
+			"read_ops", (json_int_t)st->reads, "write_ops", (json_int_t)st->writes,
+			"flush_ops", (json_int_t)st->flushes));
+		pthread_mutex_unlock(&d->lock);
+	}
+	return a;
+}
+
+/* Per network interface: frames and bytes each way, summed over queues. */
+static json_t *control_nets(struct vm *vm)
+{
+	json_t *a = json_array();
+
+	for (int i = 0; i < vm->ndevices; i++) {
+		struct device *d = vm->devices[i];
+		struct virtio_device *vd = virtio_pci_vdev(d);
+		uint64_t rxb = 0, txb = 0, rxp = 0, txp = 0, drop = 0;
+		const struct virtio_net_qstats *q;
+
+		if (!vd || vd->ops->device_id != VIRTIO_ID_NET)
+			continue;
+		pthread_mutex_lock(&d->lock);
+		for (int pair = 0; (q = virtio_net_stats(vd, pair, false)); pair++) {
+			rxb += q->bytes; rxp += q->frames; drop += q->dropped;
+			q = virtio_net_stats(vd, pair, true);
+			txb += q->bytes; txp += q->frames; drop += q->dropped;
+		}
+		pthread_mutex_unlock(&d->lock);
+		json_array_append_new(a, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "name", d->name,
+			"rx_bytes", (json_int_t)rxb, "tx_bytes", (json_int_t)txb,
+			"rx_packets", (json_int_t)rxp, "tx_packets", (json_int_t)txp,
+			"dropped", (json_int_t)drop));
+	}
+	return a;
+}
+
 static json_t *control_metrics(struct vm *vm)
 {
 	json_t *vcpus = json_array(), *devs = json_object();
@@ -159,10 +213,11 @@ static json_t *control_metrics(struct vm *vm)
 		}
 		json_object_set_new(devs, d->name, o);
 	}
-	return json_pack("{s:b, s:o, s:I, s:I, s:o, s:I}", "ok", 1, "vcpus", vcpus,
+	return json_pack("{s:b, s:o, s:I, s:I, s:o, s:I, s:o, s:o}", "ok", 1, "vcpus", vcpus,
 			 "rss_bytes", (json_int_t)control_rss(),
 			 "guest_rss_bytes", (json_int_t)control_guest_rss(vm),
-			 "devices", devs, "unclaimed_io", (json_int_t)vm->iobus.unclaimed);
+			 "devices", devs, "unclaimed_io", (json_int_t)vm->iobus.unclaimed,
+			 "disks", control_disks(vm), "nets", control_nets(vm));
 }
 
 static json_t *control_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -108,6 +108,10 @@ m = c.req({"cmd": "metrics"})
 v = m["devices"].get("virtio-blk0", {}).get("virtio", {})
 check("metrics: virtio-blk requests and bytes both ways", b"vblk ok" in text and v.get("requests", 0) > 0
       and v.get("bytes_in", 0) > 0 and v.get("bytes_out", 0) > 0, (v, text[-200:]))
+dk = (m.get("disks") or [{}])[0]
+check("metrics: disks[] with read/write bytes and operations", dk.get("name") == "virtio-blk0"
+      and dk.get("read_bytes", 0) > 0 and dk.get("write_bytes", 0) > 0 and dk.get("read_ops", 0) > 0
+      and dk.get("write_ops", 0) > 0 and m.get("nets") == [], m.get("disks"))
 c.req({"cmd": "stop", "mode": "force"}); p.wait(30)
 sys.exit(0 if ok else 1)
 PY
