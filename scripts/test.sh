@@ -69,13 +69,16 @@ if [ "$MODE" = all ]; then
 	if make -j"$(nproc)" fuzz >/tmp/shoal-fuzz-build.log 2>&1; then
 		for fz in "$BUILD"/fuzz/*; do
 			[ -x "$fz" ] || continue
-			mkdir -p "$BUILD/fuzz-corpus/$(basename "$fz")"
-			if "$fz" -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 \
-				"$BUILD/fuzz-corpus/$(basename "$fz")" fuzz/corpus/"$(basename "$fz")" >/tmp/shoal-fuzz.log 2>&1; then
-				echo "PASS: fuzz $(basename "$fz") ($(grep -o 'stat::number_of_executed_units: [0-9]*' /tmp/shoal-fuzz.log || grep -o '#[0-9]* *DONE' /tmp/shoal-fuzz.log | tail -1))"
+			name=$(basename "$fz")
+			dirs=("$BUILD/fuzz-corpus/$name")
+			mkdir -p "${dirs[0]}"
+			[ -d "fuzz/corpus/$name" ] && dirs+=("fuzz/corpus/$name")
+			if "$fz" -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 "${dirs[@]}" \
+				>/tmp/shoal-fuzz.log 2>&1; then
+				echo "PASS: fuzz $name ($(grep -o 'Done [0-9]* runs in [0-9]* second' /tmp/shoal-fuzz.log | tail -1)s)"
 				PASSED=$((PASSED + 1))
 			else
-				echo "FAIL: fuzz $(basename "$fz")"; tail -40 /tmp/shoal-fuzz.log; FAILED=$((FAILED + 1)); FAILS+=("$fz")
+				echo "FAIL: fuzz $name"; tail -40 /tmp/shoal-fuzz.log; FAILED=$((FAILED + 1)); FAILS+=("$fz")
 			fi
 		done
 	else
