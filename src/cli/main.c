@@ -4,6 +4,7 @@
  *   shoal run ...            boot a VM in the foreground (run.c)
  *   shoal cpu-templates      list CPU templates (cpu_templates.c)
  *   shoal img ...            disk image tool (img.c)
+ *   shoal vhost-user ...     serve a device model to another VMM (vhost_user.c)
  *   shoal vm ...             manage VMs through shoald (vm.c)
  *   shoal console NAME       a VM's console through shoald (console.c)
  *   shoal events | metrics   shoald's event log and figures
@@ -34,6 +35,7 @@ static const struct {
 	{ "run", cmd_run, "boot a VM in the foreground (shoal run --help)" },
 	{ "cpu-templates", cmd_cpu_templates, "list the CPU templates a VM can use" },
 	{ "img", cmd_img, "create, inspect, check and convert disk images (shoal img help)" },
+	{ "vhost-user", cmd_vhost_user, "serve a virtio device (blk, net, rng) to QEMU or Cloud Hypervisor" },
 	{ "vm", cmd_vm, "manage VMs through the host daemon shoald (shoal vm help)" },
 	{ "console", cmd_console, "attach to a VM's console, or print its log (--show-log)" },
 	{ "events", cmd_events, "the host's event log (--follow to wait for more)" },

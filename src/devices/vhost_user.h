@@ -216,6 +216,11 @@ int vu_server_listen(struct vu_server *s, const char *path, struct error *e);
  * 0, or -1 (a connection is already up). */
 int vu_server_add_conn(struct vu_server *s, int fd);
 
+/* Drop the front end now, as if it had disconnected: rings halted, device
+ * reset, memory unmapped.  Takes no lock (the caller holds it, or the loop
+ * is not running). */
+void vu_server_disconnect(struct vu_server *s);
+
 /* Start / stop the event loop thread.  Stop also drops the connection. */
 int vu_server_start(struct vu_server *s);
 void vu_server_stop(struct vu_server *s);

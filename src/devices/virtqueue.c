@@ -286,9 +286,14 @@ static const void *vq_indirect_table(struct virtqueue *vq, uint64_t addr, uint32
 		virtq_set_broken(vq, "queue %u: indirect descriptor with NEXT set", vq->index);
 		return NULL;
 	}
-	if (len == 0 || len % 16 || len / 16 > vq->size) {
-		virtq_set_broken(vq, "queue %u: indirect table of %u bytes (size %u)", vq->index,
-				 len, vq->size);
+	/*
+	 * Bound the table by what one element can hold, not by the ring size:
+	 * Linux sizes indirect tables by the device's seg_max, which may exceed
+	 * a small ring (QEMU bounds them the same way).
+	 */
+	if (len == 0 || len % 16 || len / 16 > VIRTQ_ELEM_MAX_IOV) {
+		virtq_set_broken(vq, "queue %u: indirect table of %u bytes (at most %u entries)",
+				 vq->index, len, VIRTQ_ELEM_MAX_IOV);
 		return NULL;
 	}
 	t = guest_mem_ptr(vq->mem, addr, len);

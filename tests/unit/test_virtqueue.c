@@ -730,7 +730,7 @@ static void test_hostile_indirect_rules(void **state)
 		{ false, 16, 0, "without INDIRECT_DESC" },
 		{ true, 20, 0, "indirect table of 20" },
 		{ true, 0, 0, "indirect table of 0" },
-		{ true, 16 * 9, 0, "indirect table of 144" },          /* > size 8 */
+		{ true, 16 * 1025, 0, "indirect table of 16400" },     /* > 1024 entries */
 		{ true, 16, VIRTQ_DESC_F_NEXT, "with NEXT" },
 	};
 
@@ -744,6 +744,27 @@ static void test_hostile_indirect_rules(void **state)
 		split_publish(&d, 0);
 		expect_broken(&d, c[i].why);
 	}
+}
+
+/* An indirect table longer than a small ring is legal: Linux sizes it by
+ * the device's seg_max (virtio-blk: 254), not by the queue size. */
+static void test_indirect_longer_than_ring(void **state)
+{
+	struct drv d;
+	struct virtq_elem e;
+
+	drv_init(&d, 8, false, false, true);
+	drv_start(&d);
+	for (uint32_t i = 0; i < 40; i++)
+		set_desc(&d, IND_GPA, i, BUF_GPA + 512ull * i, 512, i + 1 < 40 ? VIRTQ_DESC_F_NEXT : 0,
+			 (uint16_t)(i + 1));
+	set_desc(&d, RING_GPA, 0, IND_GPA, 16 * 40, VIRTQ_DESC_F_INDIRECT, 0);
+	split_publish(&d, 0);
+	assert_int_equal(virtq_pop(&d.vq, &e), 1);
+	assert_int_equal(e.out_num, 40);
+	assert_int_equal(e.out_len, 40 * 512);
+	assert_false(d.vq.broken);
+	drv_fini(&d);
 }
 
 static void test_hostile_bad_head(void **state)
@@ -1282,6 +1303,7 @@ int main(void)
 		cmocka_unit_test(test_hostile_packed_nested_indirect),
 		cmocka_unit_test(test_hostile_packed_indirect_in_chain),
 		cmocka_unit_test(test_hostile_indirect_rules),
+		cmocka_unit_test(test_indirect_longer_than_ring),
 		cmocka_unit_test(test_hostile_bad_head),
 		cmocka_unit_test(test_hostile_bad_next),
 		cmocka_unit_test(test_hostile_idx_jump),
