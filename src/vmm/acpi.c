@@ -371,7 +371,26 @@ static void aml_name_zero(struct aml *a, const char *name)
 
 /* The host bridge's resources: bus 0, the config ports, all I/O but them,
  * and the 32-bit BAR window (src/vmm/pci.h). */
-static void aml_pci_crs(struct aml *a)
+static void aml_qword(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* QWordMemory (producer, fixed, read-write, prefetchable): the 64-bit
+ * BAR window above RAM. */
+static void aml_qword_memory(uint8_t out[46], uint64_t base, uint64_t len)
+{
+	static const uint8_t head[6] = { 0x8a, 0x2b, 0x00, 0x00, 0x0c, 0x03 };
+
+	memset(out, 0, 46);
+	memcpy(out, head, sizeof(head));
+	aml_qword(out + 14, base);                /* min */
+	aml_qword(out + 22, base + len - 1);      /* max */
+	aml_qword(out + 38, len);                 /* length */
+}
+
+static void aml_pci_crs(struct aml *a, uint64_t mmio64_base)
 {
 	static const uint8_t bufop = AML_BUFFER;
 	const uint32_t mlo = (uint32_t)PCI_MMIO32_BASE;
@@ -392,13 +411,17 @@ static void aml_pci_crs(struct aml *a)
 		(uint8_t)mhi, (uint8_t)(mhi >> 8), (uint8_t)(mhi >> 16), (uint8_t)(mhi >> 24),
 		0, 0, 0, 0,
 		(uint8_t)mlen, (uint8_t)(mlen >> 8), (uint8_t)(mlen >> 16), (uint8_t)(mlen >> 24),
-		0x79, 0x00,                             /* end tag */
 	};
+	static const uint8_t end_tag[2] = { 0x79, 0x00 };
+	uint8_t q[46];
 	struct aml buf = { .len = 0 };
 
+	aml_qword_memory(q, mmio64_base, PCI_MMIO64_SIZE);
 	aml_byte(&buf, AML_BYTE);
-	aml_byte(&buf, sizeof(crs));
+	aml_byte(&buf, sizeof(crs) + sizeof(q) + sizeof(end_tag));
 	aml_bytes(&buf, crs, sizeof(crs));
+	aml_bytes(&buf, q, sizeof(q));
+	aml_bytes(&buf, end_tag, sizeof(end_tag));
 	aml_byte(a, AML_NAME);
 	aml_bytes(a, "_CRS", 4);
 	aml_pkg(a, &bufop, 1, &buf);
@@ -430,7 +453,7 @@ static void aml_pci_prt(struct aml *a)
 }
 
 /* Device(PCI0): a PCI Express root bridge (PNP0A08, compatible PNP0A03). */
-static void aml_pci0(struct aml *a)
+static void aml_pci0(struct aml *a, uint64_t mmio64_base)
 {
 	static const uint8_t devop[2] = { 0x5b, 0x82 };
 	struct aml dev = { .len = 0 };
@@ -442,13 +465,13 @@ static void aml_pci0(struct aml *a)
 	aml_name_zero(&dev, "_UID");
 	aml_name_zero(&dev, "_SEG");
 	aml_name_zero(&dev, "_BBN");
-	aml_pci_crs(&dev);
+	aml_pci_crs(&dev, mmio64_base);
 	aml_pci_prt(&dev);
 	aml_pkg(a, devop, 2, &dev);
 }
 
 /* The DSDT body: \_S5 at the root and Scope(\_SB) { COM1, PCI0 }. */
-static void aml_dsdt_body(struct aml *a)
+static void aml_dsdt_body(struct aml *a, uint64_t mmio64_base)
 {
 	static const uint8_t scope = AML_SCOPE;
 	struct aml sb = { .len = 0 };
@@ -456,7 +479,7 @@ static void aml_dsdt_body(struct aml *a)
 	aml_s5(a);
 	aml_bytes(&sb, "\\_SB_", 5);
 	aml_com1(&sb);
-	aml_pci0(&sb);
+	aml_pci0(&sb, mmio64_base);
 	aml_pkg(a, &scope, 1, &sb);
 }
 
@@ -468,7 +491,7 @@ static int acpi_build_dsdt(struct acpi_area *ar, uint64_t *gpa)
 	struct acpi_header *h;
 	size_t len;
 
-	aml_dsdt_body(&aml);
+	aml_dsdt_body(&aml, pci_mmio64_base(ar->m->size));
 	if (aml.overflow)
 		return -1;
 	len = sizeof(*h) + aml.len;

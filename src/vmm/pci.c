@@ -44,6 +44,7 @@ struct pci_host {
 	struct pci_dev bridge;
 	uint32_t cf8;                   /* CONFIG_ADDRESS latch */
 	uint64_t next_io, next_mmio;    /* BAR allocation cursors */
+	uint64_t mmio64_base, next_mmio64;
 	pthread_mutex_t routes_lock;
 	int next_gsi;
 	struct pci_msix_entry *gsi_owner[PCI_MAX_ROUTES];
@@ -106,17 +107,31 @@ void pci_dev_init(struct pci_dev *p, struct device *dev, const struct pci_dev_op
 	p->next_cap = 0x40;
 }
 
-void pci_dev_set_bar(struct pci_dev *p, int bar, enum pci_bar_type type, uint32_t size)
+/* The read-only type bits of a BAR register. */
+static uint32_t pci_bar_type_bits(enum pci_bar_type type)
 {
-	uint32_t mask;
+	return type == PCI_BAR_IO ? 0x1 : type == PCI_BAR_MEM64 ? 0x4 | 0x8 : 0x0;
+}
 
-	if (type == PCI_BAR_MEM32 && size < 4096)
+void pci_dev_set_bar(struct pci_dev *p, int bar, enum pci_bar_type type, uint64_t size)
+{
+	uint64_t mask;
+
+	if (type != PCI_BAR_IO && size < 4096)
 		size = 4096;
+	if (type == PCI_BAR_MEM64 && bar == PCI_NUM_BARS - 1)
+		return;   /* needs two registers */
 	p->bar[bar].type = type;
 	p->bar[bar].size = size;
-	mask = ~(size - 1) & (type == PCI_BAR_IO ? ~3u : ~15u);
+	mask = ~(size - 1) & (type == PCI_BAR_IO ? ~3ull : ~15ull);
 	memcpy(&p->wmask[PCI_BAR0 + 4 * bar], &mask, 4);
-	cfg_put32(p, PCI_BAR0 + 4 * bar, type == PCI_BAR_IO ? 1 : 0);
+	cfg_put32(p, PCI_BAR0 + 4 * bar, pci_bar_type_bits(type));
+	if (type == PCI_BAR_MEM64) {
+		uint32_t hi = (uint32_t)(mask >> 32);
+
+		memcpy(&p->wmask[PCI_BAR0 + 4 * (bar + 1)], &hi, 4);
+		cfg_put32(p, PCI_BAR0 + 4 * (bar + 1), 0);
+	}
 }
 
 uint8_t pci_dev_add_cap(struct pci_dev *p, uint8_t id, uint8_t len)
@@ -147,10 +162,18 @@ static bool pci_bar_decoded(const struct pci_dev *p, int i, uint64_t *addr)
 		return (cmd & PCI_COMMAND_IO) && *addr >= PCI_IO_BASE &&
 		       *addr + b->size <= PCI_IO_BASE + PCI_IO_SIZE;
 	}
-	if (b->type == PCI_BAR_MEM32) {
+	if (b->type == PCI_BAR_MEM32 || b->type == PCI_BAR_MEM64) {
+		const struct pci_host *h = p->vm ? p->vm->pci : NULL;
+
 		*addr = raw & ~15u;
-		return (cmd & PCI_COMMAND_MEM) && *addr >= PCI_MMIO32_BASE &&
-		       *addr + b->size <= PCI_MMIO32_BASE + PCI_MMIO32_SIZE;
+		if (b->type == PCI_BAR_MEM64)
+			*addr |= (uint64_t)cfg_get32(p, PCI_BAR0 + 4 * (i + 1)) << 32;
+		if (!(cmd & PCI_COMMAND_MEM))
+			return false;
+		if (*addr >= PCI_MMIO32_BASE && *addr + b->size <= PCI_MMIO32_BASE + PCI_MMIO32_SIZE)
+			return true;
+		return b->type == PCI_BAR_MEM64 && h && *addr >= h->mmio64_base &&
+		       *addr + b->size <= h->mmio64_base + PCI_MMIO64_SIZE;
 	}
 	return false;
 }
@@ -539,7 +562,10 @@ static struct pci_dev *pci_find_bar(struct pci_host *h, enum pci_bar_type type, 
 		for (int i = 0; p && i < PCI_NUM_BARS; i++) {
 			struct pci_bar *b = &p->bar[i];
 
-			if (b->mapped && b->type == type && addr >= b->addr && addr - b->addr < b->size) {
+			bool same = b->type == type ||
+				    (type != PCI_BAR_IO && b->type != PCI_BAR_IO && b->type != PCI_BAR_NONE);
+
+			if (b->mapped && same && addr >= b->addr && addr - b->addr < b->size) {
 				*bar = i;
 				*off = addr - b->addr;
 				return p;
@@ -610,6 +636,23 @@ static void pci_mmiowin_write(struct device *d, uint64_t addr, const void *data,
 	pci_bar_access(d->priv, PCI_BAR_MEM32, addr, (void *)data, size, true);
 }
 
+static void pci_mmio64win_read(struct device *d, uint64_t addr, void *data, int size)
+{
+	pci_bar_access(d->priv, PCI_BAR_MEM64, addr, data, size, false);
+}
+
+static void pci_mmio64win_write(struct device *d, uint64_t addr, const void *data, int size)
+{
+	pci_bar_access(d->priv, PCI_BAR_MEM64, addr, (void *)data, size, true);
+}
+
+static const struct device_ops pci_window64_ops = {
+	.type = "pci-window",
+	.state_version = 1,
+	.mmio_read = pci_mmio64win_read,
+	.mmio_write = pci_mmio64win_write,
+};
+
 static const struct device_ops pci_window_ops = {
 	.type = "pci-window",
 	.state_version = 1,
@@ -658,6 +701,7 @@ int pci_init(struct vm *vm, struct error *e)
 	pthread_mutex_init(&h->routes_lock, NULL);
 	h->next_io = PCI_IO_BASE;
 	h->next_mmio = PCI_MMIO32_BASE;
+	h->mmio64_base = h->next_mmio64 = pci_mmio64_base(vm->mem.size ? vm->mem.size : vm->cfg.memory);
 	h->next_gsi = PCI_MSI_GSI_BASE;
 	vm->pci = h;
 	/* host bridge: Red Hat's "QEMU PCIe host bridge" ids, class 0600 */
@@ -669,7 +713,9 @@ int pci_init(struct vm *vm, struct error *e)
 	    pci_attach(vm, &pci_ecam_ops, "pci-ecam", &vm->mmiobus, PCI_ECAM_BASE, PCI_ECAM_SIZE, e) ||
 	    pci_attach(vm, &pci_window_ops, "pci-io", &vm->iobus, PCI_IO_BASE, PCI_IO_SIZE, e) ||
 	    pci_attach(vm, &pci_window_ops, "pci-mmio", &vm->mmiobus, PCI_MMIO32_BASE,
-		       PCI_MMIO32_SIZE, e))
+		       PCI_MMIO32_SIZE, e) ||
+	    pci_attach(vm, &pci_window64_ops, "pci-mmio64", &vm->mmiobus, h->mmio64_base,
+		       PCI_MMIO64_SIZE, e))
 		return -1;
 	return 0;
 }
@@ -697,7 +743,7 @@ void pci_destroy(struct vm *vm)
 	for (int i = 0; i < vm->ndevices; i++)   /* the window devices' copied ops */
 		if (vm->devices[i]->priv == h && vm->devices[i]->ops->destroy == pci_noop_destroy) {
 			free((void *)vm->devices[i]->ops);
-			vm->devices[i]->ops = &pci_window_ops;
+			vm->devices[i]->ops = &pci_window_ops;   /* static, no destroy */
 			vm->devices[i]->priv = NULL;
 		}
 	pthread_rwlock_destroy(&h->lock);
@@ -718,19 +764,28 @@ static int pci_assign_bars(struct pci_host *h, struct pci_dev *p, struct error *
 
 	for (int i = 0; i < PCI_NUM_BARS; i++) {
 		struct pci_bar *b = &p->bar[i];
-		uint64_t *cur = b->type == PCI_BAR_IO ? &h->next_io : &h->next_mmio;
-		uint64_t end = b->type == PCI_BAR_IO ? PCI_IO_BASE + PCI_IO_SIZE
-						     : PCI_MMIO32_BASE + PCI_MMIO32_SIZE;
-		uint64_t addr;
+		uint64_t *cur, end, addr;
 
 		if (b->type == PCI_BAR_NONE)
 			continue;
+		if (b->type == PCI_BAR_IO) {
+			cur = &h->next_io;
+			end = PCI_IO_BASE + PCI_IO_SIZE;
+		} else if (b->type == PCI_BAR_MEM32) {
+			cur = &h->next_mmio;
+			end = PCI_MMIO32_BASE + PCI_MMIO32_SIZE;
+		} else {
+			cur = &h->next_mmio64;
+			end = h->mmio64_base + PCI_MMIO64_SIZE;
+		}
 		addr = align_up(*cur, b->size);
 		if (addr + b->size > end)
-			return error_set(e, EXIT_RESOURCE, "%s: no room for BAR%d (%u bytes) in the PCI window",
-					 p->dev->name, i, b->size);
+			return error_set(e, EXIT_RESOURCE, "%s: no room for BAR%d (%llu bytes) in the PCI window",
+					 p->dev->name, i, (unsigned long long)b->size);
 		*cur = addr + b->size;
-		cfg_put32(p, PCI_BAR0 + 4 * i, (uint32_t)addr | (b->type == PCI_BAR_IO ? 1 : 0));
+		cfg_put32(p, PCI_BAR0 + 4 * i, (uint32_t)addr | pci_bar_type_bits(b->type));
+		if (b->type == PCI_BAR_MEM64)
+			cfg_put32(p, PCI_BAR0 + 4 * (i + 1), (uint32_t)(addr >> 32));
 		cmd |= b->type == PCI_BAR_IO ? PCI_COMMAND_IO : PCI_COMMAND_MEM;
 	}
 	cfg_put16(p, PCI_COMMAND, cmd);

@@ -42,6 +42,8 @@ struct device;
 #define PCI_ECAM_SIZE      0x00100000ULL
 #define PCI_MMIO32_BASE    0xc0000000ULL   /* 32-bit BAR window */
 #define PCI_MMIO32_SIZE    0x20000000ULL   /* to 0xdfffffff */
+#define PCI_MMIO64_SIZE    (64ULL << 30)   /* 64-bit BAR window, above RAM */
+#define PCI_MMIO64_ALIGN   (1ULL << 30)
 #define PCI_IO_BASE        0xc000          /* I/O BAR window */
 #define PCI_IO_SIZE        0x4000          /* to 0xffff */
 #define PCI_INTX_GSI_BASE  16              /* IOAPIC pins 16..19 */
@@ -72,7 +74,19 @@ struct device;
 #define PCI_CAP_ID_VNDR    0x09
 #define PCI_CAP_ID_MSIX    0x11
 
-enum pci_bar_type { PCI_BAR_NONE = 0, PCI_BAR_IO, PCI_BAR_MEM32 };
+/* MEM64 BARs are 64-bit prefetchable and take two BAR registers (i, i+1). */
+enum pci_bar_type { PCI_BAR_NONE = 0, PCI_BAR_IO, PCI_BAR_MEM32, PCI_BAR_MEM64 };
+
+/* Where the 64-bit BAR window starts for a VM with `mem_size` bytes of RAM:
+ * the first GiB boundary above the end of RAM (RAM beyond 3 GiB lives above
+ * 4 GiB, layout.h).  ACPI describes it and pci.c allocates from it. */
+static inline unsigned long long pci_mmio64_base(unsigned long long mem_size)
+{
+	unsigned long long end = mem_size > 0xc0000000ULL ? 0x100000000ULL + mem_size - 0xc0000000ULL
+							  : 0x100000000ULL;
+
+	return (end + PCI_MMIO64_ALIGN - 1) & ~(PCI_MMIO64_ALIGN - 1);
+}
 
 struct pci_dev;
 
@@ -89,7 +103,7 @@ struct pci_dev_ops {
 
 struct pci_bar {
 	enum pci_bar_type type;
-	uint32_t size;                  /* power of two, >= 16 (io 4) */
+	uint64_t size;                  /* power of two, >= 16 (io 4) */
 	uint64_t addr;                  /* as programmed */
 	bool mapped;                    /* decoded now (command bits + addr) */
 };
@@ -135,7 +149,7 @@ void pci_dev_init(struct pci_dev *p, struct device *dev, const struct pci_dev_op
 		  uint16_t subsys_vendor, uint16_t subsys_id);
 
 /* Declare a BAR before pci_add_device assigns it an address. */
-void pci_dev_set_bar(struct pci_dev *p, int bar, enum pci_bar_type type, uint32_t size);
+void pci_dev_set_bar(struct pci_dev *p, int bar, enum pci_bar_type type, uint64_t size);
 
 /* Append a capability of `len` bytes with id `id`; returns its config
  * offset (the caller fills bytes 2..len-1), 0 when config space is full. */

@@ -231,6 +231,16 @@ static void check_dsdt(uint64_t dsdt)
 	assert_non_null(memmem(t + off, len - off, pci_hid, sizeof(pci_hid)));
 	assert_non_null(memmem(t + off, len - off, "_PRT", 4));
 	assert_non_null(memmem(t + off, len - off, "_CRS", 4));
+	/* the 64-bit BAR window: a QWordMemory descriptor from above RAM */
+	{
+		uint8_t q[14] = { 0x8a, 0x2b, 0x00, 0x00, 0x0c, 0x03 };
+		uint64_t base = pci_mmio64_base(mem.size);
+		const uint8_t *at = memmem(t + off, len - off, q, 6);
+
+		assert_non_null(at);
+		assert_memory_equal(at + 14, &base, 8);
+		assert_true(base >= 0x100000000ULL && base % (1ULL << 30) == 0);
+	}
 	/* the _PRT entry for slot 5: address 0x0005ffff, pin 0, GSI 16 + 5 % 4 */
 	assert_non_null(memmem(t + off, len - off, prt5, sizeof(prt5)));
 }

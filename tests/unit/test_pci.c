@@ -46,7 +46,7 @@ static const struct pci_dev_ops fake_ops = {
 };
 
 static struct vm *vm;
-static struct fake *fk;
+static struct fake *fk, *fk64;
 
 static void fake_destroy(struct device *d)
 {
@@ -86,6 +86,7 @@ static int teardown(void **state)
 	for (int i = 0; i < vm->ndevices; i++)
 		device_free(vm->devices[i]);
 	free(fk);
+	free(fk64);
 	free(vm);
 	return 0;
 }
@@ -213,12 +214,52 @@ static void test_capabilities_and_msix(void **state)
 	assert_int_equal(v, 0);
 }
 
+/* A 64-bit prefetchable BAR: two registers, allocated above RAM, sizing
+ * of both halves, and decode at a 64-bit address. */
+static void test_bar64(void **state)
+{
+	struct fake *f = fk64 = calloc(1, sizeof(*f));
+	struct error e;
+	struct device *d = device_new(vm, &fake_dev_ops, "fake64", f);
+	uint32_t lo, hi, v = 0x600df00d;
+	uint64_t addr, base = pci_mmio64_base(0);
+
+	vm_add_device(vm, d);
+	pci_dev_init(&f->pci, d, &fake_ops, 0x1af4, 0x1001, 0x010000, 0x1af4, 2);
+	f->pci.priv = f;
+	pci_dev_set_bar(&f->pci, 2, PCI_BAR_MEM64, 1 << 20);
+	assert_int_equal(pci_add_device(vm, &f->pci, &e), 0);
+	lo = cfg_read(f->pci.slot, 0x18, 4);
+	hi = cfg_read(f->pci.slot, 0x1c, 4);
+	assert_int_equal(lo & 0xf, 0xc);                          /* 64-bit, prefetchable */
+	addr = (lo & ~15u) | ((uint64_t)hi << 32);
+	assert_true(addr >= base && addr < base + PCI_MMIO64_SIZE);
+	bus_mmio(&vm->mmiobus, addr + 16, &v, 4, true);
+	assert_int_equal(*(uint32_t *)&f->regs[2 * 1024 + 16], 0x600df00d);
+	cfg_write(f->pci.slot, 0x18, 0xffffffff, 4);
+	cfg_write(f->pci.slot, 0x1c, 0xffffffff, 4);
+	assert_int_equal(cfg_read(f->pci.slot, 0x18, 4), (~((1u << 20) - 1)) | 0xc);
+	assert_int_equal(cfg_read(f->pci.slot, 0x1c, 4), 0xffffffff);
+	cfg_write(f->pci.slot, 0x18, lo, 4);
+	cfg_write(f->pci.slot, 0x1c, hi, 4);
+	v = 0;
+	bus_mmio(&vm->mmiobus, addr + 16, &v, 4, false);
+	assert_int_equal(v, 0x600df00d);
+	/* the guest may put it in the 32-bit window instead */
+	cfg_write(f->pci.slot, 0x18, (uint32_t)(PCI_MMIO32_BASE + 0x800000), 4);
+	cfg_write(f->pci.slot, 0x1c, 0, 4);
+	v = 0;
+	bus_mmio(&vm->mmiobus, PCI_MMIO32_BASE + 0x800000 + 16, &v, 4, false);
+	assert_int_equal(v, 0x600df00d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_enumeration),
 		cmocka_unit_test(test_bar_sizing_and_moving),
 		cmocka_unit_test(test_capabilities_and_msix),
+		cmocka_unit_test(test_bar64),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
