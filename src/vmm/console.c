@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -35,6 +36,9 @@ struct console {
 	uint8_t *ring;            /* last CONSOLE_RING_SIZE bytes of output */
 	uint64_t ring_total;      /* bytes ever written; ring holds the tail */
 	int attached_fd;          /* control-socket client on the console, or -1 */
+	bool file_capped;         /* out_fd is a regular file we keep bounded */
+	uint64_t file_bytes;      /* bytes in that file now */
+	uint64_t file_max;        /* trim it back to the ring's tail past this */
 	enum console_kind kind;
 	int out_fd;               /* -1 for none */
 	bool own_out;             /* we opened out_fd */
@@ -79,6 +83,37 @@ static void console_raw_mode(void)
 	signal(SIGQUIT, console_fatal_signal);
 }
 
+#define CONSOLE_FILE_MAX (16ull << 20)
+
+/* A console file must not grow without bound under a chatty guest run by
+ * the daemon for weeks: past CONSOLE_FILE_MAX (or $SHOAL_CONSOLE_FILE_MAX,
+ * a knob for tests) it is rewritten to the last 1 MiB the ring holds. */
+static void console_setup_cap(struct console *c)
+{
+	struct stat st;
+	const char *env = getenv("SHOAL_CONSOLE_FILE_MAX");
+
+	if (fstat(c->out_fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return;
+	c->file_capped = true;
+	c->file_max = env && atoll(env) > 0 ? (uint64_t)atoll(env) : CONSOLE_FILE_MAX;
+}
+
+static void console_file_trim(struct console *c)
+{
+	size_t keep = c->file_max / 2 < CONSOLE_RING_SIZE ? (size_t)(c->file_max / 2) : CONSOLE_RING_SIZE;
+	uint8_t *buf = malloc(keep ? keep : 1);
+	size_t n;
+
+	if (!buf)
+		return;
+	n = console_log_copy(c, buf, keep);
+	if (pwrite(c->out_fd, buf, n, 0) == (ssize_t)n && ftruncate(c->out_fd, (off_t)n) == 0 &&
+	    lseek(c->out_fd, (off_t)n, SEEK_SET) == (off_t)n)
+		c->file_bytes = n;
+	free(buf);
+}
+
 struct console *console_open(struct vm *vm, enum console_kind kind, const char *path,
 			     struct error *e)
 {
@@ -103,6 +138,7 @@ struct console *console_open(struct vm *vm, enum console_kind kind, const char *
 			return NULL;
 		}
 		c->own_out = true;
+		console_setup_cap(c);
 	}
 	return c;
 }
@@ -198,7 +234,10 @@ void console_write(struct console *c, const void *buf, size_t len)
 		}
 		p += n;
 		len -= (size_t)n;
+		c->file_bytes += (uint64_t)n;
 	}
+	if (c->file_capped && c->file_bytes > c->file_max)
+		console_file_trim(c);
 }
 
 static const char console_help[] =

@@ -30,6 +30,17 @@ done
 [ $rc -eq 5 ] && pass "guest exit code 5 is shoal's status" || fail "exit code" "got $rc"
 grep -q "shoal-guest: ready cpus=1" "$TMP/con" && pass "console file:PATH gets the serial output" || fail "console file"
 
+# a console file stays bounded: past the cap it keeps the newest output
+CMD=$(for i in $(seq 50); do printf 'echo line-%03d-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; ' "$i"; done; echo "exit 0")
+SHOAL_CONSOLE_FILE_MAX=4096 "$SHOAL" run --kernel "$GUEST" --cmdline "$CMD" --console "file:$TMP/capped" --timeout 60 </dev/null 2>/dev/null
+size=$(stat -c %s "$TMP/capped")
+if [ "$size" -le 4096 ] && tail -1 "$TMP/capped" | grep -q "exit code=0" && grep -q "^shoal-guest: line-050" "$TMP/capped" \
+   && ! grep -q "^shoal-guest: ready" "$TMP/capped"; then
+	pass "console file capped: $size bytes kept, the newest output"
+else
+	fail "console file cap" "size=$size $(tail -1 "$TMP/capped")"
+fi
+
 # power-off is status 0; console none prints nothing
 out=$("$SHOAL" run --kernel "$GUEST" --cmdline poweroff --console none --timeout 60 </dev/null 2>&1); rc=$?
 [ $rc -eq 0 ] && [ -z "$out" ] && pass "poweroff exits 0 quietly" || fail "poweroff" "rc=$rc out=$out"
