@@ -32,9 +32,9 @@ grep -q "shoal-guest: ready cpus=1" "$TMP/con" && pass "console file:PATH gets t
 
 # a console file stays bounded: past the cap it keeps the newest output
 CMD=$(for i in $(seq 50); do printf 'echo line-%03d-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; ' "$i"; done; echo "exit 0")
-SHOAL_CONSOLE_FILE_MAX=4096 "$SHOAL" run --kernel "$GUEST" --cmdline "$CMD" --console "file:$TMP/capped" --timeout 60 </dev/null 2>/dev/null
+SHOAL_CONSOLE_FILE_MAX=2048 "$SHOAL" run --kernel "$GUEST" --cmdline "$CMD" --console "file:$TMP/capped" --timeout 60 </dev/null 2>/dev/null
 size=$(stat -c %s "$TMP/capped")
-if [ "$size" -le 4096 ] && tail -1 "$TMP/capped" | grep -q "exit code=0" && grep -q "^shoal-guest: line-050" "$TMP/capped" \
+if [ "$size" -le 2048 ] && tail -1 "$TMP/capped" | grep -q "exit code=0" && grep -q "^shoal-guest: line-050" "$TMP/capped" \
    && ! grep -q "^shoal-guest: ready" "$TMP/capped"; then
 	pass "console file capped: $size bytes kept, the newest output"
 else
