@@ -10,6 +10,13 @@
  *
  * The fallback does the I/O inline with preadv/pwritev and appends the op
  * to a done list that aio_poll drains.  Threads: one owner thread.
+ *
+ * O_DIRECT fds (dio_align != 0): the caller guarantees an aligned offset and
+ * length; if any buffer is misaligned the op runs through one aligned
+ * bounce buffer, gathered before a write and scattered after a read.  A
+ * short read that stops off the alignment is the end of the file: the rest
+ * reads as zeros, as it would for a buffered fd, instead of resubmitting at
+ * an offset the kernel would refuse.
  */
 #include "block/aio.h"
 
@@ -34,6 +41,10 @@ struct aio_op {
 	uint64_t off, left;		/* remaining transfer */
 	int iovcnt;
 	struct iovec iov[AIO_MAX_IOV];	/* our copy, advanced on short I/O */
+	uint32_t dio_align;		/* O_DIRECT alignment, 0 if buffered */
+	uint8_t *bounce;		/* aligned stand-in for orig, or NULL */
+	int orig_cnt;
+	struct iovec orig[AIO_MAX_IOV];	/* the caller's buffers, when bounced */
 	struct aio_op *next;
 };
 
@@ -145,6 +156,19 @@ static void op_advance(struct aio_op *op, uint64_t n)
 	}
 }
 
+/* A read came back n bytes short of the rest: is that the end of the file?
+ * On O_DIRECT, a count off the alignment can only be. */
+static bool op_short_is_eof(const struct aio_op *op, uint64_t n)
+{
+	return !op->write && op->dio_align && n % op->dio_align;
+}
+
+static void op_zero_rest(struct aio_op *op)
+{
+	for (int i = 0; i < op->iovcnt; i++)
+		memset(op->iov[i].iov_base, 0, op->iov[i].iov_len);
+}
+
 /* Fallback: do the whole transfer now. */
 static int op_do_sync(struct aio_op *op)
 {
@@ -158,12 +182,14 @@ static int op_do_sync(struct aio_op *op)
 		if (n == 0) {
 			if (op->write)
 				return -EIO;
-			/* past EOF: reads as zeros */
-			for (int i = 0; i < op->iovcnt; i++)
-				memset(op->iov[i].iov_base, 0, op->iov[i].iov_len);
+			op_zero_rest(op);	/* past EOF: reads as zeros */
 			return 0;
 		}
 		op_advance(op, n);
+		if (op->left && op_short_is_eof(op, n)) {
+			op_zero_rest(op);
+			return 0;
+		}
 	}
 	return 0;
 }
@@ -190,8 +216,49 @@ static int sqe_prep(struct aio_engine *a, struct aio_op *op)
 	return 0;
 }
 
+/* True if every buffer of iov meets the O_DIRECT alignment. */
+static bool iov_aligned(const struct iovec *iov, int iovcnt, uint32_t al)
+{
+	for (int i = 0; i < iovcnt; i++)
+		if (((uintptr_t)iov[i].iov_base | iov[i].iov_len) & (al - 1))
+			return false;
+	return true;
+}
+
+/* Put op's I/O through one aligned buffer; a write gathers into it now. */
+static int op_bounce(struct aio_op *op)
+{
+	uint8_t *p;
+
+	if (posix_memalign((void **)&op->bounce, op->dio_align > 4096 ? op->dio_align : 4096,
+			   op->left ? op->left : 1))
+		return op->bounce = NULL, -ENOMEM;
+	memcpy(op->orig, op->iov, op->iovcnt * sizeof(op->iov[0]));
+	op->orig_cnt = op->iovcnt;
+	p = op->bounce;
+	for (int i = 0; op->write && i < op->iovcnt; p += op->iov[i++].iov_len)
+		memcpy(p, op->iov[i].iov_base, op->iov[i].iov_len);
+	op->iov[0] = (struct iovec){ .iov_base = op->bounce, .iov_len = op->left };
+	op->iovcnt = 1;
+	return 0;
+}
+
+/* The bounce buffer's part of op's end: scatter a good read, free it. */
+static void op_unbounce(struct aio_op *op)
+{
+	const uint8_t *p = op->bounce;
+
+	if (!p)
+		return;
+	for (int i = 0; !op->write && !op->res && i < op->orig_cnt; p += op->orig[i++].iov_len)
+		memcpy(op->orig[i].iov_base, p, op->orig[i].iov_len);
+	free(op->bounce);
+	op->bounce = NULL;
+}
+
 int aio_submit_rw(struct aio_engine *a, int fd, bool write, const struct iovec *iov,
-		  int iovcnt, uint64_t off, uint64_t len, aio_cb cb, void *opaque)
+		  int iovcnt, uint64_t off, uint64_t len, uint32_t dio_align, aio_cb cb,
+		  void *opaque)
 {
 	struct aio_op *op;
 	int r;
@@ -202,8 +269,13 @@ int aio_submit_rw(struct aio_engine *a, int fd, bool write, const struct iovec *
 	if (!op)
 		return -ENOMEM;
 	*op = (struct aio_op){ .cb = cb, .opaque = opaque, .write = write, .fd = fd,
-			       .off = off, .left = len, .iovcnt = iovcnt };
+			       .off = off, .left = len, .iovcnt = iovcnt,
+			       .dio_align = dio_align };
 	memcpy(op->iov, iov, iovcnt * sizeof(*iov));
+	if (dio_align && !iov_aligned(iov, iovcnt, dio_align) && op_bounce(op)) {
+		free(op);
+		return -ENOMEM;
+	}
 	a->inflight++;
 	if (!a->uring) {
 		op->res = op_do_sync(op);
@@ -213,6 +285,7 @@ int aio_submit_rw(struct aio_engine *a, int fd, bool write, const struct iovec *
 	r = sqe_prep(a, op);
 	if (r) {
 		a->inflight--;
+		free(op->bounce);
 		free(op);
 	}
 	return r;
@@ -234,6 +307,7 @@ int aio_submit_done(struct aio_engine *a, int res, aio_cb cb, void *opaque)
 
 static void op_finish(struct aio_engine *a, struct aio_op *op)
 {
+	op_unbounce(op);
 	a->inflight--;
 	op->cb(op->opaque, op->res);
 	free(op);
@@ -251,8 +325,11 @@ static int cqe_handle(struct aio_engine *a, struct io_uring_cqe *cqe)
 	if (res < 0 || (res == 0 && op->write)) {
 		op->res = res < 0 ? res : -EIO;
 	} else if (res == 0) {
-		for (int i = 0; i < op->iovcnt; i++)	/* read past EOF: zeros */
-			memset(op->iov[i].iov_base, 0, op->iov[i].iov_len);
+		op_zero_rest(op);	/* read past EOF: zeros */
+		op->res = 0;
+	} else if ((uint64_t)res < op->left && op_short_is_eof(op, res)) {
+		op_advance(op, res);
+		op_zero_rest(op);
 		op->res = 0;
 	} else if ((uint64_t)res < op->left) {
 		op_advance(op, res);

@@ -24,9 +24,12 @@ const char *aio_engine_name(const struct aio_engine *a);
 bool aio_engine_is_uring(const struct aio_engine *a);
 
 /* Queue a readv/writev of the host file.  The iovec array must stay valid
- * until the callback.  res is 0 on full transfer, -errno otherwise. */
+ * until the callback.  res is 0 on full transfer, -errno otherwise.
+ * dio_align: 0 for a buffered fd; for an O_DIRECT fd its alignment, which
+ * off and len must already have - misaligned buffers are bounced here. */
 int aio_submit_rw(struct aio_engine *a, int fd, bool write, const struct iovec *iov,
-		  int iovcnt, uint64_t off, uint64_t len, aio_cb cb, void *opaque);
+		  int iovcnt, uint64_t off, uint64_t len, uint32_t dio_align, aio_cb cb,
+		  void *opaque);
 /* Queue a completion that needs no I/O (the sync slow path's result). */
 int aio_submit_done(struct aio_engine *a, int res, aio_cb cb, void *opaque);
 /* Run callbacks of completed I/O; block for at least `min`.  Returns the

@@ -18,6 +18,15 @@
  * synchronously at submission, and its completion is still delivered from
  * blockdev_poll so the caller sees one contract.  The expected load is
  * steady-state guest I/O to allocated clusters, which is all fast path.
+ *
+ * O_DIRECT: a fast-path request whose host offset or length is not a
+ * multiple of the file's dio_align takes the synchronous path, whose flat
+ * buffer is aligned and whose edges bd_pread/bd_pwrite bounce; one whose
+ * guest buffers alone are misaligned stays asynchronous and the engine
+ * bounces it (aio.c).  A read-modify-write only ever touches the aligned
+ * blocks around its own request, and an aligned request covers whole
+ * blocks, so the bounce cannot clobber a neighbour the guest did not also
+ * write concurrently.
  */
 #include "block/blockdev.h"
 
@@ -28,12 +37,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "block/aio.h"
 #include "block/qcow2.h"
 #include "util/exitcode.h"
+
+static int dio_bounce(int fd, void *buf, size_t len, uint64_t off, bool write,
+		      bool zero_eof);
 
 int bd_pread(int fd, void *buf, size_t len, uint64_t off, bool zero_eof)
 {
@@ -44,6 +58,8 @@ int bd_pread(int fd, void *buf, size_t len, uint64_t off, bool zero_eof)
 
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && errno == EINVAL)
+			return dio_bounce(fd, p, len, off, false, zero_eof);
 		if (n < 0)
 			return -errno;
 		if (n == 0) {
@@ -59,11 +75,116 @@ int bd_pread(int fd, void *buf, size_t len, uint64_t off, bool zero_eof)
 	return 0;
 }
 
-void *bd_memalign(size_t len)
+/* An aligned buffer of len bytes for O_DIRECT alignment al; free() it. */
+static void *memalign_at(size_t len, uint32_t al)
 {
 	void *p;
 
-	return posix_memalign(&p, 4096, len ? len : 1) ? NULL : p;
+	return posix_memalign(&p, al > 4096 ? al : 4096, len ? len : 1) ? NULL : p;
+}
+
+void *bd_memalign(size_t len)
+{
+	return memalign_at(len, 4096);
+}
+
+uint32_t bd_dio_align(int fd)
+{
+	struct statx sx;
+	struct stat st;
+	unsigned int lbs = 0;
+	uint32_t al;
+
+	if (!fstat(fd, &st) && S_ISBLK(st.st_mode) && !ioctl(fd, BLKSSZGET, &lbs) && lbs)
+		return lbs < 512 ? 512 : lbs;
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) || !(sx.stx_mask & STATX_DIOALIGN) ||
+	    !sx.stx_dio_offset_align)
+		return 4096;
+	al = sx.stx_dio_offset_align > sx.stx_dio_mem_align ? sx.stx_dio_offset_align
+							      : sx.stx_dio_mem_align;
+	return al < 512 ? 512 : al;
+}
+
+/* Read the aligned span [off, off+len) of an O_DIRECT fd into b, zero-filling
+ * past the end of the file.  Returns the bytes the file held, or -errno. */
+static ssize_t span_read(int fd, uint8_t *b, size_t len, uint64_t off, uint32_t al)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = pread(fd, b + got, len - got, off + got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		got += n;
+		if (n == 0 || got % al)	/* end of file: unaligned or nothing left */
+			break;
+	}
+	memset(b + got, 0, len - got);
+	return got;
+}
+
+/* Write the aligned span; no bounce underneath, so a wrong alignment fails
+ * instead of recursing. */
+static int span_write(int fd, const uint8_t *b, size_t len, uint64_t off)
+{
+	while (len) {
+		ssize_t n = pwrite(fd, b, len, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		b += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* The slow path of bd_pread/bd_pwrite on an O_DIRECT fd: widen the transfer
+ * to aligned blocks in a bounce buffer; a write reads the edge blocks first
+ * and never leaves the file longer than the caller's write would have. */
+static int dio_bounce(int fd, void *buf, size_t len, uint64_t off, bool write,
+		      bool zero_eof)
+{
+	int fl = fcntl(fd, F_GETFL);
+	uint32_t al;
+	uint64_t a0, a1, end = off + len;
+	struct stat st;
+	uint8_t *b;
+	ssize_t got;
+	int r = 0;
+
+	if (fl < 0 || !(fl & O_DIRECT))
+		return -EINVAL;		/* a real EINVAL, not alignment */
+	al = bd_dio_align(fd);
+	a0 = off & ~(uint64_t)(al - 1);
+	a1 = (end + al - 1) & ~(uint64_t)(al - 1);
+	if (write && fstat(fd, &st) < 0)
+		return -errno;
+	b = memalign_at(a1 - a0, al);
+	if (!b)
+		return -ENOMEM;
+	got = span_read(fd, b, a1 - a0, a0, al);
+	if (got < 0) {
+		r = got;
+	} else if (!write) {
+		if (!zero_eof && a0 + got < end)
+			r = -EIO;
+		else
+			memcpy(buf, b + (off - a0), len);
+	} else {
+		memcpy(b + (off - a0), buf, len);
+		r = span_write(fd, b, a1 - a0, a0);
+		if (!r && a1 > end && a1 > (uint64_t)st.st_size &&
+		    ftruncate(fd, end > (uint64_t)st.st_size ? end : (uint64_t)st.st_size) < 0)
+			r = -errno;
+	}
+	free(b);
+	return r;
 }
 
 int bd_pwrite(int fd, const void *buf, size_t len, uint64_t off)
@@ -75,6 +196,8 @@ int bd_pwrite(int fd, const void *buf, size_t len, uint64_t off)
 
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && errno == EINVAL)
+			return dio_bounce(fd, (void *)p, len, off, true, false);
 		if (n < 0)
 			return -errno;
 		if (n == 0)
@@ -206,11 +329,19 @@ static int open_one(struct blockdev **out, const char *path, const struct blockd
 	bd->path = strdup(path);
 	bd->readonly = o->readonly;
 	bd->depth = depth;
-	bd->fd = open(path, (o->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	bd->fd = open(path, (o->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC |
+		      (o->direct ? O_DIRECT : 0));
+	if (bd->fd < 0 && o->direct && errno == EINVAL) {
+		r = error_set(e, EXIT_NOINPUT, "%s: the file system does not support O_DIRECT "
+			      "('direct'); put the image elsewhere or drop 'direct'", path);
+		goto fail;
+	}
 	if (bd->fd < 0) {
 		r = error_set(e, EXIT_NOINPUT, "%s: %s", path, strerror(errno));
 		goto fail;
 	}
+	bd->direct = o->direct;
+	bd->dio_align = o->direct ? bd_dio_align(bd->fd) : 0;
 	r = walk_add(w, bd->fd, path, depth, e);
 	if (r)
 		goto fail;
@@ -218,6 +349,11 @@ static int open_one(struct blockdev **out, const char *path, const struct blockd
 		f = blockdev_probe(bd->fd);
 	bd->format = f;
 	r = f == BD_FMT_QCOW2 ? qcow2_open(bd, o, e) : raw_open(bd, o, e);
+	if (!r && f == BD_FMT_QCOW2 && bd->dio_align &&
+	    ((struct qcow2 *)bd->priv)->cluster_size < bd->dio_align)
+		r = error_set(e, EXIT_NOINPUT, "%s: 'direct' needs clusters of at least %u "
+			      "bytes here, the image has %llu", path, bd->dio_align,
+			      (unsigned long long)((struct qcow2 *)bd->priv)->cluster_size);
 	if (r)
 		goto fail;
 	r = open_backing(bd, o, w, e);
@@ -414,7 +550,7 @@ static int submit_sync(struct blockdev *bd, struct bd_req *req)
 	int r;
 
 	if (req->op == BD_OP_READ || req->op == BD_OP_WRITE) {
-		flat = malloc(req->len ? req->len : 1);
+		flat = bd_memalign(req->len);	/* aligned, for O_DIRECT */
 		if (!flat)
 			return -ENOMEM;
 	}
@@ -444,8 +580,10 @@ static int submit_sync(struct blockdev *bd, struct bd_req *req)
 }
 
 /* Whole request maps to one host range of one file in the chain (reads of
- * unallocated ranges go down to the backing file): one host I/O. */
-static bool fast_map(struct blockdev *bd, struct bd_req *req, int *fd, uint64_t *host)
+ * unallocated ranges go down to the backing file): one host I/O, to the
+ * file of *owner. */
+static bool fast_map(struct blockdev *bd, struct bd_req *req, struct blockdev **owner,
+		     uint64_t *host)
 {
 	bool w = req->op == BD_OP_WRITE;
 	uint64_t h0, h, done, n;
@@ -457,21 +595,22 @@ static bool fast_map(struct blockdev *bd, struct bd_req *req, int *fd, uint64_t 
 	if (!n && !w && bd->backing && req->off + req->len <= bd->backing->size &&
 	    !bd->ops->block_status(bd, req->off, req->len, &x) && x.status == BD_UNALLOC &&
 	    x.len >= req->len)
-		return fast_map(bd->backing, req, fd, host);
+		return fast_map(bd->backing, req, owner, host);
 	for (done = n; n && done < req->len; done += n) {
 		n = bd->ops->map_fast(bd, w, req->off + done, req->len - done, &h);
 		if (n && h != h0 + done)
 			return false;
 	}
-	*fd = bd->fd;
+	*owner = bd;
 	*host = h0;
 	return n && done == req->len;
 }
 
 int blockdev_submit(struct blockdev *bd, struct bd_req *req)
 {
+	struct blockdev *owner;
 	uint64_t host;
-	int fd, r = aio_ensure(bd);
+	int r = aio_ensure(bd);
 
 	if (r)
 		return r;
@@ -486,10 +625,12 @@ int blockdev_submit(struct blockdev *bd, struct bd_req *req)
 			bd->st_reads++;
 		else
 			bd->st_writes++;
-		if (req->len && fast_map(bd, req, &fd, &host)) {
+		if (req->len && fast_map(bd, req, &owner, &host) &&
+		    !((host | req->len) & (owner->dio_align ? owner->dio_align - 1 : 0))) {
 			req->pending = 1;
-			return aio_submit_rw(bd->aio, fd, req->op == BD_OP_WRITE, req->iov,
-					     req->iovcnt, host, req->len, req_piece_done, req);
+			return aio_submit_rw(bd->aio, owner->fd, req->op == BD_OP_WRITE, req->iov,
+					     req->iovcnt, host, req->len, owner->dio_align,
+					     req_piece_done, req);
 		}
 	}
 	return submit_sync(bd, req);

@@ -12,6 +12,13 @@
  * blockdev_poll) let it keep many requests in flight through the io_uring
  * engine in aio.c, and complete them by calling back on the same thread.
  *
+ * Direct I/O: with opts.direct the image file is opened O_DIRECT, so guest
+ * I/O bypasses the host page cache.  The kernel then wants buffers, file
+ * offsets and lengths aligned to the file's direct-I/O alignment
+ * (bd->dio_align); requests that are not are carried through an aligned
+ * bounce buffer (read-modify-write at the edges) rather than failed, in
+ * both the synchronous helpers below and the asynchronous path.
+ *
  * Errors: open and create fill a struct error.  I/O calls return 0 or
  * -errno; when the failure has a story (corrupt metadata, out of space) the
  * story is in bd->err.  A corrupt qcow2 image stays open: reads of intact
@@ -91,6 +98,7 @@ struct blockdev_opts {
 	bool force;			/* open despite a chain-identity mismatch */
 	bool no_backing;		/* do not open the backing file */
 	bool no_aio;			/* never use io_uring */
+	bool direct;			/* open the top image O_DIRECT */
 	uint64_t cache_bytes;		/* L2 + refcount cache; 0 = default */
 	enum blockdev_format backing_format; /* overrides the header's, or AUTO */
 };
@@ -102,6 +110,9 @@ struct blockdev {
 	enum blockdev_format format;
 	uint64_t size;			/* virtual disk size in bytes */
 	bool readonly;
+	bool direct;			/* fd is O_DIRECT */
+	uint32_t dio_align;		/* direct: alignment of buffers, offsets
+					 * and lengths; 0 when buffered */
 	int depth;			/* 0 for the top image */
 	struct blockdev *backing;	/* NULL if none */
 	void *priv;			/* format state */
@@ -148,11 +159,17 @@ int blockdev_parse_format(const char *s, enum blockdev_format *f);
 int blockdev_read_backing(struct blockdev *bd, void *buf, uint64_t off, uint64_t len);
 
 /* Helpers: full pread/pwrite loops returning 0 or -errno (-EIO on EOF for
- * reads, unless zero_eof, which zero-fills past the end of the file). */
+ * reads, unless zero_eof, which zero-fills past the end of the file).  On
+ * an O_DIRECT fd a transfer the kernel refuses as misaligned is redone
+ * through an aligned bounce buffer, so callers need not care. */
 int bd_pread(int fd, void *buf, size_t len, uint64_t off, bool zero_eof);
 int bd_pwrite(int fd, const void *buf, size_t len, uint64_t off);
 /* len bytes aligned for O_DIRECT-friendly I/O (4 KiB); free() it. */
 void *bd_memalign(size_t len);
+/* The alignment O_DIRECT I/O on fd needs for buffers, offsets and lengths:
+ * the logical block size of a block device, the file system's answer
+ * (statx STATX_DIOALIGN) for a file, else a safe 4096.  At least 512. */
+uint32_t bd_dio_align(int fd);
 
 /* raw.c */
 extern const struct blockdev_ops raw_ops;

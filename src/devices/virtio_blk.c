@@ -682,7 +682,8 @@ const struct vblk_stats *vblk_get_stats(const struct vblk *b)
 
 int vblk_new(struct vblk **out, const struct vm_disk *disk, const char *name, struct error *e)
 {
-	struct blockdev_opts o = { .format = BD_FMT_AUTO, .readonly = disk->readonly };
+	struct blockdev_opts o = { .format = BD_FMT_AUTO, .readonly = disk->readonly,
+				   .direct = disk->direct };
 	struct vblk *b = calloc(1, sizeof(*b));
 
 	*out = NULL;

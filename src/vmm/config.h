@@ -35,6 +35,7 @@ enum vm_virtio_mode { VM_VIRTIO_TRANSITIONAL = 0, VM_VIRTIO_LEGACY, VM_VIRTIO_MO
 struct vm_disk {
 	char *path;                    /* image file */
 	bool readonly;
+	bool direct;                   /* O_DIRECT on the host: no page cache */
 	char *serial;                  /* VIRTIO_BLK_T_GET_ID string, or NULL */
 	int queues;                    /* 0: 1 */
 	enum vm_virtio_mode mode;

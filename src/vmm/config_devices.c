@@ -82,6 +82,8 @@ static int disk_item(void *ctx, char *k, char *v, struct error *e)
 		return free(d->path), d->path = strdup(v), 0;
 	if (!strcmp(k, "readonly") || !strcmp(k, "ro"))
 		return d->readonly = !v || !strcmp(v, "on") || !strcmp(v, "true"), 0;
+	if (!strcmp(k, "direct"))
+		return d->direct = !v || !strcmp(v, "on") || !strcmp(v, "true"), 0;
 	if (!strcmp(k, "serial") && v) {
 		if (strlen(v) > 20)
 			return error_set(e, EXIT_USAGE, "--disk: serial '%s' is longer than 20 bytes", v);
@@ -328,6 +330,8 @@ void vm_config_devices_to_json(const struct vm_config *c, json_t *o)
 			json_object_set_new(j, "serial", json_string(d->serial));
 		if (d->queues)
 			json_object_set_new(j, "queues", json_integer(d->queues));
+		if (d->direct)
+			json_object_set_new(j, "direct", json_true());
 		json_array_append_new(disks, j);
 	}
 	for (int i = 0; i < c->nnets; i++) {

@@ -212,7 +212,9 @@ static void test_device_specs(void **state)
 	assert_string_equal(c.disks[0].serial, "abc");
 	assert_int_equal(c.disks[0].queues, 2);
 	assert_int_equal(c.disks[0].mode, VM_VIRTIO_LEGACY);
-	assert_int_equal(vm_config_add_disk(&c, "b.img", &e), 0);
+	assert_false(c.disks[0].direct);
+	assert_int_equal(vm_config_add_disk(&c, "b.img,direct", &e), 0);
+	assert_true(c.disks[1].direct);
 	assert_int_equal(c.ndisks, 2);
 	assert_int_equal(vm_config_add_disk(&c, "c.img,bogus=1", &e), -1);
 	assert_string_equal(e.msg, "--disk: unknown option 'bogus'");
@@ -250,6 +252,8 @@ static void test_device_specs(void **state)
 		assert_int_equal(vm_config_from_json(&d, "rt", s, &e), 0);
 		assert_int_equal(d.ndisks, 2);
 		assert_true(d.disks[0].readonly);
+		assert_false(d.disks[0].direct);
+		assert_true(d.disks[1].direct);	/* "direct": true */
 		assert_string_equal(d.disks[0].serial, "abc");
 		assert_int_equal(d.disks[0].mode, VM_VIRTIO_LEGACY);
 		assert_int_equal(d.nnets, 2);
