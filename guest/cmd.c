@@ -252,6 +252,7 @@ static bool cmd_quit(int argc, char **argv)
 }
 
 static bool cmd_help(int argc, char **argv);
+bool vnet_bench_cmd(int argc, char **argv);	/* virtio_net_bench.c */
 
 static const struct cmd cmd_table[] = {
 	{ "info", cmd_info, "" },
@@ -273,6 +274,7 @@ static const struct cmd cmd_table[] = {
 	{ "vblk", vblk_cmd, "[SECTORS] [SEED] [dev=N]" },
 	{ "vblk-bench", vblk_bench_cmd, "[MS_PER_RUN] [dev=N] (overwrites the disk)" },
 	{ "vnet", vnet_cmd, "[ip=A.B.C.D] [gw=A.B.C.D] [dev=N]" },
+	{ "vnet-bench", vnet_bench_cmd, "MS [size=BYTES] [dst=A.B.C.D] [port=N] [ip=A.B.C.D] [dev=N]" },
 	{ "vrng", vrng_cmd, "[BYTES] [dev=N]" },
 	{ "vcon", vcon_cmd, "[TEXT...] [wait=MS] [dev=N]" },
 	{ "vhostile", vhostile_cmd, "loop|oob|len|nested|badhead|all" },
@@ -285,7 +287,7 @@ static bool cmd_help(int argc, char **argv)
 	for (i = 0; i < ARRAY_SIZE(cmd_table); i++)
 		console_printf("  %s %s\n", cmd_table[i].name, cmd_table[i].usage);
 	report("help info fill verify dirty allcpus spin echo help poweroff exit fault shell quit "
-	       "virtio-mode virtio-ring vdevs vblk vblk-bench vnet vrng vcon vhostile");
+	       "virtio-mode virtio-ring vdevs vblk vblk-bench vnet vnet-bench vrng vcon vhostile");
 	return true;
 }
 
