@@ -252,7 +252,6 @@ static bool cmd_quit(int argc, char **argv)
 }
 
 static bool cmd_help(int argc, char **argv);
-bool vnet_bench_cmd(int argc, char **argv);	/* virtio_net_bench.c */
 
 static const struct cmd cmd_table[] = {
 	{ "info", cmd_info, "" },

@@ -22,6 +22,7 @@
  * in legacy mode (MRG_RXBUF is not negotiated).  No offloads are
  * negotiated, so every header the driver sends is zero.
  */
+#include "netutil.h"
 #include "virtio_cmd.h"
 #include "arch.h"
 #include "lib.h"
@@ -45,49 +46,6 @@ struct vnet {
 	uint8_t ip[4], gw[4];
 	unsigned rx_frames, tx_frames, other;
 };
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-/* Internet checksum (RFC 1071) over n bytes. */
-static uint16_t inet_sum(const uint8_t *p, size_t n)
-{
-	uint32_t s = 0;
-	size_t i;
-
-	for (i = 0; i + 1 < n; i += 2)
-		s += get16(p + i);
-	if (n & 1)
-		s += (uint32_t)p[n - 1] << 8;
-	while (s >> 16)
-		s = (s & 0xffff) + (s >> 16);
-	return (uint16_t)~s;
-}
-
-static bool parse_ip(const char *s, uint8_t ip[4])
-{
-	unsigned i;
-
-	for (i = 0; i < 4; i++) {
-		uint32_t v = 0, n = 0;
-
-		while (*s >= '0' && *s <= '9' && n < 3)
-			v = v * 10 + (uint32_t)(*s++ - '0'), n++;
-		if (!n || v > 255 || (i < 3 ? *s != '.' : *s != 0))
-			return false;
-		ip[i] = (uint8_t)v;
-		s++;
-	}
-	return true;
-}
 
 static bool rx_post(struct vnet *n, unsigned i)
 {
@@ -146,12 +104,12 @@ static void eth_hdr(struct vnet *n, uint8_t *f, const uint8_t *dst, uint16_t typ
 {
 	memcpy(f, dst, 6);
 	memcpy(f + 6, n->mac, 6);
-	put16(f + 12, type);
+	net_put16(f + 12, type);
 }
 
 static bool arp_reply_match(struct vnet *n, const uint8_t *f, uint32_t len)
 {
-	if (len < 42 || get16(f + 12) != 0x0806 || get16(f + 20) != 2 ||
+	if (len < 42 || net_get16(f + 12) != 0x0806 || net_get16(f + 20) != 2 ||
 	    memcmp(f + 28, n->gw, 4) || memcmp(f + 32, n->mac, 6))
 		return false;
 	memcpy(n->gw_mac, f + 22, 6);
@@ -165,11 +123,11 @@ static bool vnet_arp(struct vnet *n)
 
 	memset(f, 0, 60);
 	eth_hdr(n, f, bcast, 0x0806);
-	put16(f + 14, 1);		/* Ethernet */
-	put16(f + 16, 0x0800);		/* IPv4 */
+	net_put16(f + 14, 1);		/* Ethernet */
+	net_put16(f + 16, 0x0800);		/* IPv4 */
 	f[18] = 6;
 	f[19] = 4;
-	put16(f + 20, 1);		/* request */
+	net_put16(f + 20, 1);		/* request */
 	memcpy(f + 22, n->mac, 6);
 	memcpy(f + 28, n->ip, 4);
 	memcpy(f + 38, n->gw, 4);
@@ -181,8 +139,8 @@ static bool echo_reply_match(struct vnet *n, const uint8_t *f, uint32_t len)
 	const uint8_t *ip = f + 14, *icmp = ip + 20;
 	unsigned i;
 
-	if (len < 14 + 20 + 8 + VNET_PING_LEN || get16(f + 12) != 0x0800 || ip[9] != 1 ||
-	    memcmp(ip + 12, n->gw, 4) || icmp[0] != 0 || get16(icmp + 4) != 0x5348)
+	if (len < 14 + 20 + 8 + VNET_PING_LEN || net_get16(f + 12) != 0x0800 || ip[9] != 1 ||
+	    memcmp(ip + 12, n->gw, 4) || icmp[0] != 0 || net_get16(icmp + 4) != 0x5348)
 		return false;
 	for (i = 0; i < VNET_PING_LEN; i++)
 		if (icmp[8 + i] != (uint8_t)(i * 7 + 3))
@@ -199,19 +157,19 @@ static bool vnet_ping(struct vnet *n)
 	eth_hdr(n, f, n->gw_mac, 0x0800);
 	memset(ip, 0, 20);
 	ip[0] = 0x45;
-	put16(ip + 2, tot);
+	net_put16(ip + 2, tot);
 	ip[8] = 64;
 	ip[9] = 1;			/* ICMP */
 	memcpy(ip + 12, n->ip, 4);
 	memcpy(ip + 16, n->gw, 4);
-	put16(ip + 10, inet_sum(ip, 20));
+	net_put16(ip + 10, net_inet_sum(ip, 20));
 	memset(icmp, 0, 8);
 	icmp[0] = 8;			/* echo request */
-	put16(icmp + 4, 0x5348);	/* id "SH" */
-	put16(icmp + 6, 1);
+	net_put16(icmp + 4, 0x5348);	/* id "SH" */
+	net_put16(icmp + 6, 1);
 	for (i = 0; i < VNET_PING_LEN; i++)
 		icmp[8 + i] = (uint8_t)(i * 7 + 3);
-	put16(icmp + 2, inet_sum(icmp, 8 + VNET_PING_LEN));
+	net_put16(icmp + 2, net_inet_sum(icmp, 8 + VNET_PING_LEN));
 	return vnet_send(n, 14u + tot) && vnet_recv(n, echo_reply_match);
 }
 
@@ -223,9 +181,9 @@ static bool vnet_args(struct vnet *n, int argc, char **argv)
 	memcpy(n->ip, ip, 4);
 	memcpy(n->gw, gw, 4);
 	for (i = 1; i < argc; i++) {
-		if (str_starts(argv[i], "ip=") && parse_ip(argv[i] + 3, n->ip))
+		if (str_starts(argv[i], "ip=") && net_parse_ip(argv[i] + 3, n->ip))
 			continue;
-		if (str_starts(argv[i], "gw=") && parse_ip(argv[i] + 3, n->gw))
+		if (str_starts(argv[i], "gw=") && net_parse_ip(argv[i] + 3, n->gw))
 			continue;
 		report("error vnet: usage: [ip=A.B.C.D] [gw=A.B.C.D] [dev=N]");
 		return false;

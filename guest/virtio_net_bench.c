@@ -33,6 +33,7 @@
  * The device set-up and ARP are a trimmed copy of virtio_net.c's (which
  * keeps its helpers static); the transport, rings and pool are shared.
  */
+#include "netutil.h"
 #include "virtio_cmd.h"
 #include "arch.h"
 #include "lib.h"
@@ -60,49 +61,6 @@ struct nbench {
 	uint64_t frames, us;
 };
 
-bool vnet_bench_cmd(int argc, char **argv);	/* cmd.c's table calls it */
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-/* Internet checksum (RFC 1071) over n bytes, n even. */
-static uint16_t inet_sum(const uint8_t *p, size_t n)
-{
-	uint32_t s = 0;
-	size_t i;
-
-	for (i = 0; i + 1 < n; i += 2)
-		s += get16(p + i);
-	while (s >> 16)
-		s = (s & 0xffff) + (s >> 16);
-	return (uint16_t)~s;
-}
-
-static bool parse_ip(const char *s, uint8_t ip[4])
-{
-	unsigned i;
-
-	for (i = 0; i < 4; i++) {
-		uint32_t v = 0, n = 0;
-
-		while (*s >= '0' && *s <= '9' && n < 3)
-			v = v * 10 + (uint32_t)(*s++ - '0'), n++;
-		if (!n || v > 255 || (i < 3 ? *s != '.' : *s != 0))
-			return false;
-		ip[i] = (uint8_t)v;
-		s++;
-	}
-	return true;
-}
-
 /* MS and the key=value options; reports usage on anything else. */
 static bool nb_args(struct nbench *n, int argc, char **argv)
 {
@@ -120,9 +78,9 @@ static bool nb_args(struct nbench *n, int argc, char **argv)
 		else if (str_starts(argv[i], "port="))
 			ok = parse_u64(argv[i] + 5, &n->port) && n->port && n->port < 65536;
 		else if (str_starts(argv[i], "dst="))
-			ok = parse_ip(argv[i] + 4, n->dst);
+			ok = net_parse_ip(argv[i] + 4, n->dst);
 		else if (str_starts(argv[i], "ip="))
-			ok = parse_ip(argv[i] + 3, n->ip);
+			ok = net_parse_ip(argv[i] + 3, n->ip);
 		else
 			ok = false;
 	}
@@ -183,7 +141,7 @@ static bool nb_send_one(struct nbench *n)
 /* Whether frame f (after the virtio-net header) is dst's ARP reply to us. */
 static bool arp_reply(struct nbench *n, const uint8_t *f, uint32_t len)
 {
-	if (len < 42 || get16(f + 12) != 0x0806 || get16(f + 20) != 2 ||
+	if (len < 42 || net_get16(f + 12) != 0x0806 || net_get16(f + 20) != 2 ||
 	    memcmp(f + 28, n->dst, 4) || memcmp(f + 32, n->mac, 6))
 		return false;
 	memcpy(n->dst_mac, f + 22, 6);
@@ -224,12 +182,12 @@ static bool nb_arp(struct nbench *n)
 	memset(n->frame, 0, n->hdr_len + 60);
 	memcpy(f, bcast, 6);
 	memcpy(f + 6, n->mac, 6);
-	put16(f + 12, 0x0806);
-	put16(f + 14, 1);		/* Ethernet */
-	put16(f + 16, 0x0800);		/* IPv4 */
+	net_put16(f + 12, 0x0806);
+	net_put16(f + 14, 1);		/* Ethernet */
+	net_put16(f + 16, 0x0800);		/* IPv4 */
 	f[18] = 6;
 	f[19] = 4;
-	put16(f + 20, 1);		/* request */
+	net_put16(f + 20, 1);		/* request */
 	memcpy(f + 22, n->mac, 6);
 	memcpy(f + 28, n->ip, 4);
 	memcpy(f + 38, n->dst, 4);
@@ -250,20 +208,20 @@ static void nb_build_udp(struct nbench *n)
 	memset(n->frame, 0, n->hdr_len);
 	memcpy(f, n->dst_mac, 6);
 	memcpy(f + 6, n->mac, 6);
-	put16(f + 12, 0x0800);
+	net_put16(f + 12, 0x0800);
 	memset(ip, 0, 20);
 	ip[0] = 0x45;
-	put16(ip + 2, (uint16_t)(20 + ulen));
-	put16(ip + 6, 0x4000);		/* DF: the id may repeat */
+	net_put16(ip + 2, (uint16_t)(20 + ulen));
+	net_put16(ip + 6, 0x4000);		/* DF: the id may repeat */
 	ip[8] = 64;
 	ip[9] = 17;			/* UDP */
 	memcpy(ip + 12, n->ip, 4);
 	memcpy(ip + 16, n->dst, 4);
-	put16(ip + 10, inet_sum(ip, 20));
-	put16(udp, 5201);		/* source port */
-	put16(udp + 2, (uint16_t)n->port);
-	put16(udp + 4, ulen);
-	put16(udp + 6, 0);		/* no checksum (RFC 768) */
+	net_put16(ip + 10, net_inet_sum(ip, 20));
+	net_put16(udp, 5201);		/* source port */
+	net_put16(udp + 2, (uint16_t)n->port);
+	net_put16(udp + 4, ulen);
+	net_put16(udp + 6, 0);		/* no checksum (RFC 768) */
 	for (i = 0; i < n->size; i++)
 		udp[8 + i] = (uint8_t)(i * 7 + 3);
 	n->flen = n->hdr_len + 14 + 20 + ulen;
