@@ -20,6 +20,7 @@
 #include "block/qcow2.h"
 #include "cli/commands.h"
 #include "cli/img.h"
+#include "vmm/config.h"
 #include "util/exitcode.h"
 
 /* "10G", "512M", "64k", "4096" -> bytes (binary units, as qemu-img). */
@@ -67,10 +68,15 @@ int img_fail(struct error *e)
 	return e->status ? e->status : EXIT_HOST;
 }
 
+/* `shoal img --cache-size SIZE ...`: L2 + refcount cache for every image
+ * the command opens (0: the block layer's default). */
+static uint64_t img_cache_bytes;
+
 int img_open(struct blockdev **bd, const char *path, const char *fmt, bool rw,
 	     bool force, bool no_backing)
 {
-	struct blockdev_opts o = { .readonly = !rw, .force = force, .no_backing = no_backing };
+	struct blockdev_opts o = { .readonly = !rw, .force = force, .no_backing = no_backing,
+				   .cache_bytes = img_cache_bytes };
 	struct error e = { 0 };
 
 	if (fmt && blockdev_parse_format(fmt, &o.format)) {
@@ -553,8 +559,15 @@ int cmd_img(int argc, char **argv)
 {
 	size_t n = sizeof(img_cmds) / sizeof(img_cmds[0]);
 
+	if (argc >= 3 && !strcmp(argv[1], "--cache-size")) {
+		if (parse_size(argv[2], &img_cache_bytes) || img_cache_bytes < (64u << 10))
+			return img_usage("--cache-size '%s' is not a size of at least 64K", argv[2]);
+		argv[2] = argv[0];
+		return cmd_img(argc - 2, argv + 2);
+	}
 	if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help")) {
-		printf("usage: shoal img COMMAND ...\n");
+		printf("usage: shoal img [--cache-size SIZE] COMMAND ...\n"
+		       "  --cache-size SIZE   L2 table and refcount block cache per image (default 4M)\n");
 		for (size_t i = 0; i < n; i++)
 			printf("  %s\n", img_cmds[i].help);
 		return argc < 2 ? EXIT_USAGE : 0;

@@ -34,7 +34,7 @@ const char run_usage[] =
 "                           minimal; `shoal cpu-templates` lists them\n"
 "      --config FILE        read these settings from a JSON file; flags given on\n"
 "                           the command line override it (docs/cli.md)\n"
-"      --disk PATH[,readonly][,direct][,serial=ID][,queues=N][,mode=M]\n"
+"      --disk PATH[,readonly][,direct][,serial=ID][,queues=N][,cache=SIZE][,mode=M]\n"
 "                           a virtio-blk disk (raw or qcow2 image); repeatable;\n"
 "                           direct: O_DIRECT on the host, no page cache\n"
 "      --net tap=NAME|fd=N[,mac=MAC][,queues=N][,mode=M]\n"

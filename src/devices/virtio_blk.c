@@ -683,7 +683,7 @@ const struct vblk_stats *vblk_get_stats(const struct vblk *b)
 int vblk_new(struct vblk **out, const struct vm_disk *disk, const char *name, struct error *e)
 {
 	struct blockdev_opts o = { .format = BD_FMT_AUTO, .readonly = disk->readonly,
-				   .direct = disk->direct };
+				   .direct = disk->direct, .cache_bytes = disk->cache_bytes };
 	struct vblk *b = calloc(1, sizeof(*b));
 
 	*out = NULL;

@@ -39,6 +39,7 @@ struct vm_disk {
 	char *serial;                  /* VIRTIO_BLK_T_GET_ID string, or NULL */
 	int queues;                    /* 0: 1 */
 	enum vm_virtio_mode mode;
+	uint64_t cache_bytes;           /* qcow2 L2 + refcount cache, 0: default */
 };
 
 struct vm_net {
@@ -71,7 +72,7 @@ struct vm_config {
 	char *vconsole;                /* virtio-console port: "file:PATH", or NULL */
 };
 
-/* Parse "PATH[,readonly][,serial=ID][,queues=N][,mode=legacy|modern|transitional]"
+/* Parse "PATH[,readonly][,direct][,serial=ID][,queues=N][,cache=SIZE][,mode=legacy|modern|transitional]"
  * and append it.  0 or -1 with `e`. */
 int vm_config_add_disk(struct vm_config *c, const char *spec, struct error *e);
 

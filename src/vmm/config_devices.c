@@ -91,6 +91,11 @@ static int disk_item(void *ctx, char *k, char *v, struct error *e)
 	}
 	if (!strcmp(k, "queues") && v)
 		return parse_queues("--disk", v, &d->queues, e);
+	if (!strcmp(k, "cache") && v) {
+		if (parse_size(v, &d->cache_bytes) || d->cache_bytes < (64u << 10))
+			return error_set(e, EXIT_USAGE, "--disk: cache '%s' is not a size of at least 64K", v);
+		return 0;
+	}
 	if (!strcmp(k, "mode") && v)
 		return parse_mode("--disk", v, &d->mode, e);
 	return error_set(e, EXIT_USAGE, "--disk: unknown option '%s'", k);
@@ -330,6 +335,8 @@ void vm_config_devices_to_json(const struct vm_config *c, json_t *o)
 			json_object_set_new(j, "serial", json_string(d->serial));
 		if (d->queues)
 			json_object_set_new(j, "queues", json_integer(d->queues));
+		if (d->cache_bytes)
+			json_object_set_new(j, "cache", json_integer((json_int_t)d->cache_bytes));
 		if (d->direct)
 			json_object_set_new(j, "direct", json_true());
 		json_array_append_new(disks, j);

@@ -82,4 +82,15 @@ done
 	fail "deep chain" "last $prev: $(cat err)"
 "$SHOAL" img io -r -c "read 0 4k" d32 >/dev/null 2>err && pass "a 33-image chain opens" ||
 	fail "33 deep" "$(cat err)"
+# --cache-size: a cache far smaller than the working set still gives right data
+"$SHOAL" img create -f qcow2 -o cluster_size=4096 small-cache.qcow2 64M >/dev/null
+if "$SHOAL" img --cache-size 64K io -c "write -P 0x3c 0 32M" small-cache.qcow2 >/dev/null 2>err &&
+   "$SHOAL" img --cache-size 64K io -r -c "read -P 0x3c 0 32M" small-cache.qcow2 >/dev/null 2>>err &&
+   qemu-img check -q small-cache.qcow2 2>>err; then
+	pass "--cache-size 64K: 32 MiB through a tiny L2/refcount cache, data and image intact"
+else
+	fail "--cache-size" "$(cat err)"
+fi
+"$SHOAL" img --cache-size 1k info small-cache.qcow2 >/dev/null 2>err
+[ $? -eq 64 ] && grep -q "cache-size" err && pass "--cache-size too small is a usage error" || fail "--cache-size bad" "$(cat err)"
 finish

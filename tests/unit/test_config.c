@@ -216,6 +216,12 @@ static void test_device_specs(void **state)
 	assert_int_equal(vm_config_add_disk(&c, "b.img,direct", &e), 0);
 	assert_true(c.disks[1].direct);
 	assert_int_equal(c.ndisks, 2);
+	assert_int_equal(vm_config_add_disk(&c, "c.img,cache=32M", &e), 0);
+	assert_int_equal(c.disks[2].cache_bytes, 32ULL << 20);
+	assert_int_equal(vm_config_add_disk(&c, "c.img,cache=1k", &e), -1);
+	c.ndisks--;
+	free(c.disks[2].path);
+	c.disks[2].path = NULL;
 	assert_int_equal(vm_config_add_disk(&c, "c.img,bogus=1", &e), -1);
 	assert_string_equal(e.msg, "--disk: unknown option 'bogus'");
 	assert_int_equal(vm_config_add_disk(&c, "c.img,mode=ancient", &e), -1);
