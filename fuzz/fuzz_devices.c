@@ -18,27 +18,13 @@
 
 static struct vm *fuzz_vm(void)
 {
-	struct vm *vm = calloc(1, sizeof(*vm));
+	struct vm *vm = vm_new_bare();
 	struct error e;
 
-	vm->kvm_fd = vm->vm_fd = -1;
 	vm->cfg.memory = 256ULL << 20;
-	bus_init(&vm->iobus, "io");
-	bus_init(&vm->mmiobus, "mmio");
-	pthread_mutex_init(&vm->stop_lock, NULL);
-	pthread_cond_init(&vm->stop_cond, NULL);
 	if (devices_create_all(vm, &vm->cfg, &e))
 		abort();
 	return vm;
-}
-
-static void fuzz_vm_free(struct vm *vm)
-{
-	for (int i = 0; i < vm->ndevices; i++)
-		device_free(vm->devices[i]);
-	pthread_mutex_destroy(&vm->stop_lock);
-	pthread_cond_destroy(&vm->stop_cond);
-	free(vm);
 }
 
 /* Ports worth hitting: every claimed range plus a few unclaimed ones. */
@@ -79,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	vm_restore_devices(b, data, size, &e);
 	state_writer_free(&w1);
 	state_writer_free(&w2);
-	fuzz_vm_free(a);
-	fuzz_vm_free(b);
+	vm_destroy(a);
+	vm_destroy(b);
 	return 0;
 }

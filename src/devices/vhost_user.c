@@ -1118,11 +1118,8 @@ struct vu_server *vu_server_new(struct error *e)
 	}
 	s->listen_fd = s->conn_fd = s->model_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
-	s->vm = calloc(1, sizeof(*s->vm));
+	s->vm = vm_new_bare();
 	if (s->vm) {
-		s->vm->kvm_fd = s->vm->vm_fd = -1;
-		pthread_mutex_init(&s->vm->stop_lock, NULL);
-		pthread_cond_init(&s->vm->stop_cond, NULL);
 		guest_mem_init_external(&s->vm->mem);
 		s->vm->loop = eventloop_new();
 	}

@@ -160,22 +160,31 @@ static int vm_check_inputs(const struct vm_config *cfg, struct error *e)
 	return 0;
 }
 
-struct vm *vm_create(const struct vm_config *cfg, struct error *e)
+struct vm *vm_new_bare(void)
 {
 	struct vm *vm = calloc(1, sizeof(*vm));
+
+	if (!vm)
+		return NULL;
+	vm->kvm_fd = vm->vm_fd = -1;
+	vm->mem.fd = -1;
+	pthread_mutex_init(&vm->stop_lock, NULL);
+	pthread_cond_init(&vm->stop_cond, NULL);
+	bus_init(&vm->iobus, "io");
+	bus_init(&vm->mmiobus, "mmio");
+	return vm;
+}
+
+struct vm *vm_create(const struct vm_config *cfg, struct error *e)
+{
+	struct vm *vm = vm_new_bare();
 
 	if (!vm) {
 		error_set(e, EXIT_HOST, "out of memory");
 		return NULL;
 	}
-	vm->kvm_fd = vm->vm_fd = -1;
-	vm->mem.fd = -1;
 	vm_config_copy(&vm->cfg, cfg);
 	vm->ncpus = cfg->cpus;
-	pthread_mutex_init(&vm->stop_lock, NULL);
-	pthread_cond_init(&vm->stop_cond, NULL);
-	bus_init(&vm->iobus, "io");
-	bus_init(&vm->mmiobus, "mmio");
 	vm->tmpl = cpu_template_find(cfg->cpu_template);
 	if (vm_config_validate(cfg, e) || vm_check_inputs(cfg, e))
 		goto fail;

@@ -91,6 +91,12 @@ struct vm {
  * CPUID, devices, load the kernel.  Returns NULL with `e` filled. */
 struct vm *vm_create(const struct vm_config *cfg, struct error *e);
 
+/* A VM shell without KVM, memory or devices: fds -1, stop lock and
+ * condition, empty buses.  vm_create builds on it; unit tests, fuzzers and
+ * the vhost-user back end use it to host device models.  vm_destroy frees
+ * it.  NULL when out of memory. */
+struct vm *vm_new_bare(void);
+
 /* Run until the guest powers off, exits, faults or vm_stop is called.
  * Returns the process exit status; vm->exit_reason says why. */
 int vm_run(struct vm *vm);

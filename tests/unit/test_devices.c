@@ -18,22 +18,15 @@
 
 static struct vm *bare_vm(void)
 {
-	struct vm *vm = calloc(1, sizeof(*vm));
+	struct vm *vm = vm_new_bare();
 
-	vm->kvm_fd = vm->vm_fd = -1;
 	vm->cfg.memory = 256ULL << 20;
-	bus_init(&vm->iobus, "io");
-	bus_init(&vm->mmiobus, "mmio");
-	pthread_mutex_init(&vm->stop_lock, NULL);
-	pthread_cond_init(&vm->stop_cond, NULL);
 	return vm;
 }
 
 static void bare_vm_free(struct vm *vm)
 {
-	for (int i = 0; i < vm->ndevices; i++)
-		device_free(vm->devices[i]);
-	free(vm);
+	vm_destroy(vm);
 }
 
 static uint8_t inb(struct vm *vm, uint16_t port)

@@ -61,12 +61,7 @@ static int setup(void **state)
 	struct device *d;
 
 	log_threshold = LOG_ERROR;
-	vm = calloc(1, sizeof(*vm));
-	vm->kvm_fd = vm->vm_fd = -1;
-	bus_init(&vm->iobus, "io");
-	bus_init(&vm->mmiobus, "mmio");
-	pthread_mutex_init(&vm->stop_lock, NULL);
-	pthread_cond_init(&vm->stop_cond, NULL);
+	vm = vm_new_bare();
 	assert_int_equal(pci_init(vm, &e), 0);
 	fk = calloc(1, sizeof(*fk));
 	d = device_new(vm, &fake_dev_ops, "fake0", fk);
@@ -82,12 +77,9 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-	pci_destroy(vm);
-	for (int i = 0; i < vm->ndevices; i++)
-		device_free(vm->devices[i]);
+	vm_destroy(vm);   /* the PCI bus, then every device */
 	free(fk);
 	free(fk64);
-	free(vm);
 	return 0;
 }
 
