@@ -111,7 +111,7 @@ tests: all $(UNIT_BINS) $(GTEST_BINS) $(BENCH_BINS)
 # instrumentation (-fsanitize=fuzzer-no-link) into its own archive, and each
 # target links against it.
 FUZZ_CC ?= clang
-FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Isrc -g -O1 -fsanitize=address,undefined
+FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Isrc -MMD -MP -g -O1 -fsanitize=address,undefined
 FUZZ_OBJS := $(LIB_SRCS:%.c=$(BUILD)/fobj/%.o)
 $(BUILD)/fobj/%.o: %.c
 	@mkdir -p $(dir $@)
