@@ -38,7 +38,6 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PATH=$PATH:/usr/sbin:/sbin          # depmod, modprobe for a non-root user
 NEW=""
 WORK=""
 CACHE=${SHOAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}
@@ -64,49 +63,7 @@ done
 say() { [ "$QUIET" -eq 1 ] || echo "guest-kit: $*" >&2; }
 die() { echo "guest-kit: $1" >&2; exit "${2:-1}"; }
 
-SUDO=""
-[ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo -n"
-
-# need_tools: make sure the host tools exist, installing them once if not.
-need_tools() {
-	local t missing=""
-	for t in apt-get apt-cache dpkg-deb lz4 cpio depmod modprobe readelf gzip flock; do
-		command -v "$t" >/dev/null 2>&1 || missing="$missing $t"
-	done
-	[ -x /bin/busybox ] || missing="$missing busybox"
-	[ -z "$missing" ] && return 0
-	say "missing tools:$missing; running scripts/install-deps.sh"
-	"$ROOT/scripts/install-deps.sh" >&2 || die "install-deps.sh failed"
-}
-
-# need_static_busybox: the initramfs has no libc, so busybox must be the
-# static build (package busybox-static, not busybox).
-need_static_busybox() {
-	if [[ $(readelf -l /bin/busybox 2>/dev/null) == *INTERP* ]]; then
-		die "/bin/busybox is dynamically linked; install busybox-static"
-	fi
-}
-
-# resolve_pkg: print "<versioned package> <version>" for the cloud kernel,
-# from the local apt lists (no network unless they lack it).
-resolve_pkg() {
-	# The metapackage pins its kernel: "Depends: linux-image-6.1.0-56-cloud-amd64
-	# (= 6.1.192-2)".  One apt-cache call (about 0.5 s) keeps the no-op quick.
-	local dep
-	dep=$(apt-cache show --no-all-versions "$META" 2>/dev/null |
-		sed -n 's/^Depends: .*\(linux-image-[0-9][^ ,]*-cloud-amd64\) (= \([^)]*\)).*/\1 \2/p' | head -1)
-	if [ -z "$dep" ]; then
-		# A metapackage that does not pin a version: ask apt-cache depends.
-		local pkg ver
-		pkg=$(apt-cache depends "$META" 2>/dev/null |
-			sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-cloud-amd64\)$/\1/p' | head -1)
-		[ -n "$pkg" ] || return 1
-		ver=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -1)
-		[ -n "$ver" ] || return 1
-		dep="$pkg $ver"
-	fi
-	echo "$dep"
-}
+. "$ROOT/scripts/debkernel.bash"
 
 print_paths() {
 	cat "$KIT/kit.env"
@@ -141,43 +98,13 @@ extract_vmlinux() {
 
 # build_initrd KROOT KVER OUT: pack busybox, the virtio modules and /init.
 build_initrd() {
-	local kroot=$1 kver=$2 out=$3 ird m f list
+	local kroot=$1 kver=$2 out=$3 ird
 	ird=$(mktemp -d "$WORK/initrd.XXXXXX")
-	mkdir -p "$ird"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,root,etc,lib/modules/"$kver"}
-	cp /bin/busybox "$ird/bin/busybox"
-	# Applet links at pack time, so /init (a shell script) has /bin/sh.
-	while read -r f; do
-		[ -e "$ird/$f" ] || ln -s /bin/busybox "$ird/$f"
-	done < <(/bin/busybox --list-full)
-
-	# Full modules.dep of the package, to find each wanted module's file and
-	# the modules it needs; then copy that closure and depmod the initramfs.
-	depmod -b "$kroot" "$kver"
-	list=""
-	for m in $MODULES; do
-		if grep -Eq "/${m//_/[-_]}\.ko" "$kroot/lib/modules/$kver/modules.builtin" 2>/dev/null; then
-			say "module $m is built in"
-			continue
-		fi
-		if ! f=$(modprobe -d "$kroot" -S "$kver" --show-depends "$m" 2>/dev/null); then
-			say "module $m not in this kernel; skipped"
-			continue
-		fi
-		list="$list $m"
-		echo "$f" | sed -n 's/^insmod \([^ ]*\).*/\1/p' | while read -r path; do
-			local rel=${path#"$kroot"/}
-			mkdir -p "$ird/$(dirname "$rel")"
-			cp "$path" "$ird/$rel"
-		done
-	done
-	cp "$kroot/lib/modules/$kver"/modules.{order,builtin,builtin.modinfo} "$ird/lib/modules/$kver/" 2>/dev/null || true
-	depmod -b "$ird" "$kver"
-	echo "$list" | tr ' ' '\n' | sed '/^$/d' >"$ird/etc/kit-modules"
+	dk_initrd_root "$ird"
+	# shellcheck disable=SC2086
+	dk_add_modules "$kroot" "$kver" "$ird" $MODULES
 	write_init "$ird/init"
-	# Fixed times and owners make the archive the same bytes on every build.
-	find "$ird" -exec touch -h -d @0 {} +
-	(cd "$ird" && find . -mindepth 1 | LC_ALL=C sort |
-		cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -9n >"$out"
+	dk_pack "$ird" "$out"
 	say "initrd: $(wc -l <"$ird/etc/kit-modules") modules, $(du -k "$out" | cut -f1) KiB"
 }
 
@@ -218,24 +145,14 @@ EOF
 }
 
 build_kit() {
-	local pkg=$1 ver=$2 new kroot kver deb
+	local pkg=$1 ver=$2 new kroot kver
 	NEW=$(mktemp -d "$CACHE/kit.new.XXXXXX")
 	WORK=$(mktemp -d "$CACHE/work.XXXXXX")
 	trap 'rm -rf "$WORK" "$NEW"' EXIT
 	new=$NEW
 	chmod 755 "$new"
-	say "downloading $pkg $ver"
-	(cd "$WORK" && apt-get download -q "$pkg=$ver" >/dev/null 2>"$WORK/apt.err") || {
-		cat "$WORK/apt.err" >&2
-		die "apt-get download $pkg failed (no network or no Debian mirror?)" 3
-	}
-	deb=$(ls "$WORK"/*.deb)
+	kver=$(dk_fetch "$pkg" "$ver" "$WORK") || exit $?
 	kroot=$WORK/pkg
-	dpkg-deb -x "$deb" "$kroot"
-	kver=$(ls "$kroot/lib/modules" | head -1)
-	if [ -z "$kver" ] || [ ! -f "$kroot/boot/vmlinuz-$kver" ]; then
-		die "$deb: no vmlinuz or modules in it"
-	fi
 	cp "$kroot/boot/vmlinuz-$kver" "$new/bzImage"
 	cp "$kroot/boot/config-$kver" "$new/config"
 	extract_vmlinux "$new/bzImage" "$new/vmlinux" ||
@@ -261,13 +178,8 @@ main() {
 	mkdir -p "$CACHE"
 	exec 9>"$CACHE/kit.lock"
 	flock 9
-	need_tools
-	need_static_busybox
-	if ! pv=$(resolve_pkg); then
-		say "$META not in the apt lists; running apt-get update"
-		$SUDO apt-get update -qq >&2 2>/dev/null || true
-		pv=$(resolve_pkg) || pv=""
-	fi
+	dk_need_tools
+	pv=$(dk_resolve_or_update "$META") || pv=""
 	if [ -z "$pv" ]; then
 		if kit_complete; then
 			say "cannot resolve $META (offline?); using the existing kit"

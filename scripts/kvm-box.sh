@@ -1,0 +1,304 @@
+#!/bin/bash
+# scripts/kvm-box.sh - run a command where /dev/kvm is real KVM, on a host
+# that has none.
+#
+#   scripts/kvm-box.sh [options] [--] COMMAND [ARG...]
+#
+# The box is Debian's own generic kernel booted under QEMU's software CPU
+# (TCG, `-cpu max`), which emulates AMD SVM with nested paging.  Inside it
+# `kvm_amd` loads and /dev/kvm is the real Linux KVM, running on emulated
+# hardware.  The host's root file system is shared read-write over 9p, so
+# COMMAND runs in the same directory, with the same binaries and the same
+# environment, as it would on the host; only /tmp, /run and /dev/shm are the
+# box's own (fresh tmpfs: Unix sockets cannot be made on 9p).  Useful to
+# anyone whose CI machines are VMs without nested virtualization.
+#
+# COMMAND's standard output and error stream back as it runs (two
+# virtio-console ports), and its exit status is the script's.  The box's
+# own kernel log goes to a file, shown only when the box fails.
+#
+# Options (and the environment variables that set the same):
+#   --timeout SECS   SHOAL_BOX_TIMEOUT   whole run, boot included (3600)
+#   --cpus N         SHOAL_BOX_CPUS      box vCPUs (the host's cores, 2..4)
+#   --memory MIB     SHOAL_BOX_MEMORY    box RAM in MiB (6144)
+#   --log FILE       SHOAL_BOX_LOG       keep the box's kernel log there
+#   --check          boot the box, check /dev/kvm inside, exit 0 or 125
+#   --kit            only build the box's kernel and initramfs; print paths
+#   --quiet, -q      no progress lines on stderr
+#
+# Exit status: COMMAND's own; 124 when the timeout ended the box; 125 when
+# the box itself could not run (no QEMU, no SVM emulation, no kernel
+# package and no network, the box kernel failed): the reason is printed
+# as one line starting "kvm-box: ".
+#
+# The kernel and initramfs are built once into the cache, as the guest kit
+# is (${SHOAL_CACHE:-$HOME/.cache/shoal}/box/): the package is resolved
+# from linux-image-amd64 (the generic flavour: the cloud one has no 9p), and
+# offline the box uses the kit it has.  A lock serializes builds, and
+# another lock lets one box run at a time (two boxes on a 2-core machine
+# would only slow each other down; SHOAL_BOX_NOLOCK=1 skips it).
+#
+# Not hardware figures: inside the box every instruction, host and guest
+# alike, runs on the software CPU.  Compare Shoal with QEMU -accel kvm side
+# by side in the same box, and report ratios.  See docs/testing.md.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${SHOAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}
+BOX=$CACHE/box
+META=linux-image-amd64
+# Modules the box loads, in this order (dependencies come along):
+#   virtio_pci, 9pnet_virtio, 9p   the host's root file system
+#   virtio_console                 the command's stdout and stderr
+#   kvm_amd                        /dev/kvm (with kvm, irqbypass, ccp)
+#   tun, vhost_net, vhost_vsock    TAP devices, QEMU's vhost back ends
+#   bridge, veth                   test networks between VMs
+MODULES="virtio_pci 9pnet_virtio 9p virtio_console kvm_amd tun vhost_net vhost_vsock
+	bridge veth"
+
+TIMEOUT=${SHOAL_BOX_TIMEOUT:-3600}
+MEMORY=${SHOAL_BOX_MEMORY:-6144}
+CPUS=${SHOAL_BOX_CPUS:-}
+LOG=${SHOAL_BOX_LOG:-}
+QUIET=0
+MODE=run
+
+say() { [ "$QUIET" -eq 1 ] || echo "kvm-box: $*" >&2; }
+# die MSG [STATUS]: one line naming the reason; 125 unless told.
+die() { echo "kvm-box: $1" >&2; exit "${2:-125}"; }
+
+usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--timeout) TIMEOUT=${2:?}; shift 2 ;;
+	--cpus) CPUS=${2:?}; shift 2 ;;
+	--memory) MEMORY=${2:?}; shift 2 ;;
+	--log) LOG=${2:?}; shift 2 ;;
+	--check) MODE=check; shift ;;
+	--kit) MODE=kit; shift ;;
+	-q|--quiet) QUIET=1; shift ;;
+	-h|--help) usage; exit 0 ;;
+	--) shift; break ;;
+	-*) die "unknown option $1 (see --help)" 2 ;;
+	*) break ;;
+	esac
+done
+[[ $TIMEOUT =~ ^[0-9]+$ ]] && [ "$TIMEOUT" -gt 0 ] || die "--timeout: not a number of seconds: $TIMEOUT" 2
+[[ $MEMORY =~ ^[0-9]+$ ]] && [ "$MEMORY" -ge 1024 ] || die "--memory: want MiB, at least 1024: $MEMORY" 2
+if [ -z "$CPUS" ]; then
+	CPUS=$(nproc)
+	[ "$CPUS" -lt 2 ] && CPUS=2
+	[ "$CPUS" -gt 4 ] && CPUS=4
+fi
+[[ $CPUS =~ ^[0-9]+$ ]] && [ "$CPUS" -ge 1 ] || die "--cpus: not a count: $CPUS" 2
+if [ "$MODE" = run ] && [ $# -eq 0 ]; then
+	usage >&2
+	exit 2
+fi
+
+. "$ROOT/scripts/debkernel.bash"
+
+# write_init FILE: the box's /init.  It never exits (the kernel panics when
+# init dies): it powers the box off.  It reports on the serial line, which
+# the host side reads:
+#   shoal-box: kvm ok | shoal-box: no-kvm REASON
+#   shoal-box: exit STATUS
+write_init() {
+	cat >"$1" <<'EOF'
+#!/bin/sh
+# /init of Shoal's KVM box (written by scripts/kvm-box.sh).
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+say() { echo "shoal-box: $*" >/dev/ttyS0; }
+off() { sync; poweroff -f; sleep 10; }
+run=""; check=0
+for w in $(cat /proc/cmdline); do
+	case $w in box.run=*) run=${w#box.run=} ;; box.check) check=1 ;; esac
+done
+for m in $(cat /etc/kit-modules); do
+	modprobe "$m" 2>/tmp/modprobe.err || say "modprobe $m failed: $(cat /tmp/modprobe.err)"
+done
+if [ ! -c /dev/kvm ]; then
+	say "no-kvm kvm_amd did not give /dev/kvm ($(grep -o -m1 -w svm /proc/cpuinfo || echo 'no svm flag in the box CPU'); $(dmesg | grep -i -m1 -e 'kvm' -e 'svm' || echo 'no kvm line in dmesg'))"
+	off
+fi
+say "kvm ok: $(dmesg | grep -m1 'Nested Paging' || echo 'kvm_amd loaded')"
+[ $check = 1 ] && { say "exit 0"; off; }
+ip link set lo up
+mkdir -p /newroot
+if ! mount -t 9p -o trans=virtio,version=9p2000.L,cache=mmap,msize=262144 hostroot /newroot; then
+	say "no-root cannot mount the host's root over 9p"
+	off
+fi
+mount -t proc proc /newroot/proc
+mount -t sysfs sysfs /newroot/sys
+mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>/dev/null
+mkdir -p /dev/pts /dev/shm
+# What udev would make: bash's <(...) needs /dev/fd.
+ln -s /proc/self/fd /dev/fd
+ln -s /proc/self/fd/0 /dev/stdin
+ln -s /proc/self/fd/1 /dev/stdout
+ln -s /proc/self/fd/2 /dev/stderr
+mount --bind /dev /newroot/dev
+mount -t devpts -o newinstance,ptmxmode=0666 devpts /newroot/dev/pts
+mount --bind /newroot/dev/pts/ptmx /newroot/dev/ptmx
+for d in /tmp /run /dev/shm; do
+	mount -t tmpfs -o mode=1777,size=75% tmpfs "/newroot$d"
+done
+hostname shoal-box
+# Output bytes as the command wrote them: no CR added before each LF.  The
+# ports stay open here, since hvc resets a tty's settings on its last close.
+exec 3>/dev/hvc0 4>/dev/hvc1
+stty -F /dev/hvc0 raw -echo
+stty -F /dev/hvc1 raw -echo
+chroot /newroot /bin/bash "$run" </dev/null >&3 2>&4 3>&- 4>&-
+say "exit $?"
+off
+EOF
+	chmod 755 "$1"
+}
+
+kit_complete() {
+	[ -f "$BOX/stamp" ] && [ -s "$BOX/vmlinuz" ] && [ -s "$BOX/initrd.cpio.gz" ]
+}
+
+# build_kit PKG VER: the box's kernel and initramfs, built in a scratch
+# folder and moved into place whole.
+build_kit() {
+	local pkg=$1 ver=$2 digest=$3 work new kver
+	work=$(mktemp -d "$CACHE/box-work.XXXXXX")
+	new=$work/new
+	mkdir -p "$new"
+	trap 'rm -rf "$work"' EXIT
+	kver=$(dk_fetch "$pkg" "$ver" "$work") || exit $?
+	cp "$work/pkg/boot/vmlinuz-$kver" "$new/vmlinuz"
+	dk_initrd_root "$work/ird"
+	# shellcheck disable=SC2086
+	dk_add_modules "$work/pkg" "$kver" "$work/ird" $MODULES
+	write_init "$work/ird/init"
+	dk_pack "$work/ird" "$new/initrd.cpio.gz"
+	echo "$pkg $ver $digest" >"$new/stamp"
+	rm -rf "$BOX"
+	mv "$new" "$BOX"
+	rm -rf "$work"
+	trap - EXIT
+	say "box kernel $pkg $ver ready in $BOX"
+}
+
+# ensure_kit: build or refresh the box's kernel and initramfs.
+ensure_kit() {
+	local pv
+	mkdir -p "$CACHE"
+	exec 8>"$CACHE/box-build.lock"
+	flock 8
+	dk_need_tools
+	pv=$(dk_resolve_or_update "$META") || pv=""
+	if [ -z "$pv" ]; then
+		kit_complete && { say "cannot resolve $META (offline?); using the box kernel in $BOX"; return 0; }
+		die "cannot resolve $META to a kernel package (no apt lists or no network), and no box kernel is cached"
+	fi
+	# The stamp names the package and a digest of what this script puts in
+	# the initramfs, so a change to /init or the modules rebuilds it.
+	pv="$pv $({ declare -f write_init; echo "$MODULES"; } | md5sum | cut -c1-12)"
+	if ! kit_complete || [ "$(cat "$BOX/stamp")" != "$pv" ]; then
+		# shellcheck disable=SC2086
+		(build_kit $pv) || die "could not build the box kernel from $pv"
+	fi
+	exec 8>&-
+}
+
+# need_qemu: QEMU for x86-64 with 9p (qemu-system-x86 on Debian).
+need_qemu() {
+	command -v qemu-system-x86_64 >/dev/null 2>&1 ||
+		"$ROOT/scripts/install-deps.sh" >&2 ||
+		die "qemu-system-x86_64 is not installed (Debian package qemu-system-x86)"
+	command -v qemu-system-x86_64 >/dev/null 2>&1 ||
+		die "qemu-system-x86_64 is not installed (Debian package qemu-system-x86)"
+}
+
+# write_run FILE: the script the box runs: the caller's directory, its
+# exported environment, then COMMAND.
+write_run() {
+	local f=$1 a
+	{
+		echo "# written by scripts/kvm-box.sh for one run"
+		export -p | grep -v -E '^declare -x (PWD|OLDPWD|SHLVL|_|HOSTNAME|TERM|TMPDIR|SHOAL_BOX_[A-Z]*)(=|$)'
+		echo "export SHOAL_IN_BOX=1 TERM=dumb"
+		printf 'cd %q || exit 125\n' "$PWD"
+		printf 'exec'
+		for a in "${CMD[@]}"; do printf ' %q' "$a"; done
+		echo
+	} >"$f"
+}
+
+# box_status LOG: the status the init reported, or nothing.
+box_status() { sed -n 's/.*shoal-box: exit \([0-9]*\)$/\1/p' "$1" | tail -1; }
+
+run_box() {
+	local run rc st serial extra=""
+	need_qemu
+	ensure_kit
+	case $PWD/ in
+	/tmp/*|/run/*|/dev/shm/*)
+		[ "$MODE" = run ] && die "$PWD: the box has its own /tmp, /run and /dev/shm; run from a folder outside them" 2 ;;
+	esac
+	mkdir -p "$BOX-runs"
+	if [ "${SHOAL_BOX_NOLOCK:-0}" != 1 ]; then
+		exec 7>"$CACHE/box-run.lock"
+		flock -n 7 || { say "waiting for another box to finish"; flock 7; }
+	fi
+	run=$(mktemp -d "$BOX-runs/run.XXXXXX")
+	trap 'rm -rf "$run"' EXIT
+	serial=$run/serial.log
+	if [ "$MODE" = check ]; then
+		extra="box.check"
+	else
+		write_run "$run/run.sh"
+		extra="box.run=$run/run.sh"
+	fi
+	say "booting the box ($CPUS vCPUs, $MEMORY MiB) for: ${CMD[*]:-check}"
+	# The kernel's own console goes to a file; with the soft-lockup and RCU
+	# stall watchdogs off, a host starved of CPU time slows the box down
+	# instead of filling that file with lockup reports.
+	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
+		-accel tcg,thread=multi -cpu max -smp "$CPUS" -m "$MEMORY" \
+		-nographic -no-reboot -nodefaults -monitor none \
+		-kernel "$BOX/vmlinuz" -initrd "$BOX/initrd.cpio.gz" \
+		-append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off nowatchdog nosoftlockup rcupdate.rcu_cpu_stall_suppress=1 $extra" \
+		-serial "file:$serial" \
+		-virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap,id=hr \
+		-device virtio-serial-pci \
+		-chardev file,id=out,path=/dev/fd/1,append=on -device virtconsole,chardev=out \
+		-chardev file,id=err,path=/dev/fd/2,append=on -device virtconsole,chardev=err \
+		</dev/null
+	rc=$?
+	# The serial log has CRs and the firmware's terminal escapes.
+	tr -d '\r' <"$serial" | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g' >"$serial.txt"
+	serial=$serial.txt
+	[ -n "$LOG" ] && cp "$serial" "$LOG"
+	if grep -q 'shoal-box: no-' "$serial"; then
+		die "$(sed -n 's/.*shoal-box: no-[a-z]* //p' "$serial" | head -1)"
+	fi
+	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+		echo "kvm-box: timed out after ${TIMEOUT}s; the box kernel's last lines:" >&2
+		tail -5 "$serial" >&2
+		exit 124
+	fi
+	st=$(box_status "$serial")
+	if [ -z "$st" ]; then
+		echo "kvm-box: the box stopped without a status (QEMU exit $rc); its last lines:" >&2
+		tail -15 "$serial" >&2
+		exit 125
+	fi
+	[ "$MODE" = check ] && say "$(sed -n 's/.*shoal-box: kvm ok: //p' "$serial" | head -1)"
+	exit "$st"
+}
+
+CMD=("$@")
+case $MODE in
+kit) ensure_kit; echo "SHOAL_BOX_KERNEL=$BOX/vmlinuz"; echo "SHOAL_BOX_INITRD=$BOX/initrd.cpio.gz" ;;
+*) run_box ;;
+esac
