@@ -2,33 +2,53 @@
 # scripts/test.sh - run Shoal's test tiers and print one closing line
 # "N passed, N failed, N skipped".
 #
-#   scripts/test.sh fast   unit + guest + fast system tests (make test)
-#   scripts/test.sh all    installs dependencies, builds, runs fast tier,
-#                          slow system tests (Linux boot), the fuzzers
-#                          briefly, and the sanitizer build's unit tests.
-#                          This is the README's test command and CI's.
+#   scripts/test.sh fast        unit, guest and fast system tests (make test)
+#   scripts/test.sh all         installs dependencies, builds, runs the fast
+#                               tiers, the slow system tests (Linux guests,
+#                               crash loops), the fuzzers briefly, and the
+#                               sanitizer build's unit and guest tests.  This
+#                               is the README's test command and CI's.
+#   scripts/test.sh tier NAME   one tier only (names below); what the KVM box
+#                               runs, and handy by hand
 #
-# Test programs: cmocka binaries (tests/unit, tests/guest) are counted from
-# their own summary; system scripts (tests/system/*.sh) print PASS/FAIL/SKIP
-# lines (see tests/system/lib.sh).  A skip is printed with its reason and
-# never counted as a pass.
+# Tiers.  The ones marked KVM need /dev/kvm:
+#   unit         tests/unit cmocka binaries
+#   guest        tests/guest cmocka binaries (the test guest)           KVM
+#   system       tests/system/*.sh that need no KVM, slow_* excepted
+#   kvm-system   tests/system/*.sh marked "# tier: kvm", slow_* excepted KVM
+#   slow         slow_*.sh that need no KVM
+#   kvm-slow     slow_*.sh marked "# tier: kvm" (Linux guests)          KVM
+#   fuzz         every libFuzzer target for FUZZ_SECONDS (30) each
+#   san-unit     tests/unit built with ASan+UBSan+LeakSanitizer
+#   san-guest    tests/guest built with ASan+UBSan                      KVM
+#
+# Where the KVM tiers run.  With a usable /dev/kvm they run here, like the
+# others.  Without one they run inside the KVM box (scripts/kvm-box.sh: real
+# KVM under QEMU's software CPU), one box per tier, and their counts are
+# added to the same closing line, which also says how many ran in the box.
+# Only on a machine with neither /dev/kvm nor a working box are they
+# skipped, each with a SKIP line that says why.  SHOAL_TEST_BOX=always
+# sends them to the box even where /dev/kvm exists (to try the box);
+# SHOAL_TEST_BOX=never runs them here whatever happens.
+#
+# Test programs: cmocka binaries are counted from their own summary; system
+# scripts print PASS/FAIL/SKIP lines (tests/system/lib.sh).  A skip is
+# printed with its reason and never counted as a pass.
 set -u
 MODE=${1:-fast}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 export BUILD=${BUILD:-$ROOT/build}
+SAN_BUILD=${SAN_BUILD:-$ROOT/build-san}
 PASSED=0; FAILED=0; SKIPPED=0
+BOX_P=0; BOX_F=0; BOX_S=0
 FAILS=()
-
-if [ "$MODE" = all ]; then
-	scripts/install-deps.sh || { echo "install-deps failed"; exit 1; }
-	make -j"$(nproc)" tests || { echo "build failed"; exit 1; }
-fi
+TIMES=()
 
 # run_cmocka BIN: run one cmocka binary and add its counts.
 run_cmocka() {
 	local bin=$1 out p f s
-	out=$(timeout 600 "$bin" 2>&1); local rc=$?
+	out=$(timeout "${SHOAL_TEST_CMOCKA_TIMEOUT:-900}" "$bin" 2>&1); local rc=$?
 	echo "$out" | grep -E '^\[ *(RUN|  OK|  FAILED|  SKIPPED|  PASSED|  ERROR) *\]|SKIP|skip' | sed "s|^|  $(basename "$bin"): |" | grep -v ' RUN ' || true
 	p=$(echo "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
 	f=$(echo "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)
@@ -50,49 +70,148 @@ run_script() {
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; echo "$out" | tail -30; fi
 	[ "$f" -gt 0 ] && FAILS+=("$sc")
 	PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); SKIPPED=$((SKIPPED + s))
+	echo "$(basename "$sc"): $p passed, $f failed, $s skipped"
 }
 
-for t in "$BUILD"/tests/unit/*; do [ -x "$t" ] && run_cmocka "$t"; done
-if [ -c /dev/kvm ] && [ -r /dev/kvm ]; then
-	for t in "$BUILD"/tests/guest/*; do [ -x "$t" ] && run_cmocka "$t"; done
-else
-	echo "SKIP: guest tests: /dev/kvm is not available"; SKIPPED=$((SKIPPED + 1))
-fi
-for t in tests/system/*.sh; do
-	case $(basename "$t") in slow_*) continue ;; esac
-	run_script "$t"
-done
+# needs_kvm SCRIPT: the script declares "# tier: kvm" in its header.
+needs_kvm() { head -40 "$1" | grep -q '^# tier: kvm'; }
 
-if [ "$MODE" = all ]; then
-	for t in tests/system/slow_*.sh; do [ -f "$t" ] && run_script "$t"; done
-	# Fuzz every target briefly (libFuzzer), then the unit tests under ASan/UBSan.
-	if make -j"$(nproc)" fuzz >/tmp/shoal-fuzz-build.log 2>&1; then
-		for fz in "$BUILD"/fuzz/*; do
-			[ -x "$fz" ] || continue
-			name=$(basename "$fz")
-			dirs=("$BUILD/fuzz-corpus/$name")
-			mkdir -p "${dirs[0]}"
-			[ -d "fuzz/corpus/$name" ] && dirs+=("fuzz/corpus/$name")
-			if "$fz" -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 "${dirs[@]}" \
-				>/tmp/shoal-fuzz.log 2>&1; then
-				echo "PASS: fuzz $name ($(grep -o 'Done [0-9]* runs in [0-9]* second' /tmp/shoal-fuzz.log | tail -1)s)"
-				PASSED=$((PASSED + 1))
-			else
-				echo "FAIL: fuzz $name"; tail -40 /tmp/shoal-fuzz.log; FAILED=$((FAILED + 1)); FAILS+=("$fz")
-			fi
-		done
-	else
-		echo "FAIL: fuzz targets did not build"; tail -30 /tmp/shoal-fuzz-build.log; FAILED=$((FAILED + 1))
-	fi
-	if make -j"$(nproc)" SANITIZE=1 BUILD="$ROOT/build-san" tests >/tmp/shoal-san-build.log 2>&1; then
-		for t in "$ROOT"/build-san/tests/unit/* "$ROOT"/build-san/tests/guest/*; do
-			[ -x "$t" ] && BUILD="$ROOT/build-san" run_cmocka "$t"
-		done
-	else
-		echo "FAIL: sanitizer build"; tail -30 /tmp/shoal-san-build.log; FAILED=$((FAILED + 1))
-	fi
-fi
+# scripts_of KIND: the system scripts of a tier, one per line.
+scripts_of() {
+	local t slow kvm
+	for t in tests/system/*.sh; do
+		case $(basename "$t") in slow_*) slow=1 ;; *) slow=0 ;; esac
+		needs_kvm "$t" && kvm=1 || kvm=0
+		case $1 in
+		system) [ $slow = 0 ] && [ $kvm = 0 ] && echo "$t" ;;
+		kvm-system) [ $slow = 0 ] && [ $kvm = 1 ] && echo "$t" ;;
+		slow) [ $slow = 1 ] && [ $kvm = 0 ] && echo "$t" ;;
+		kvm-slow) [ $slow = 1 ] && [ $kvm = 1 ] && echo "$t" ;;
+		esac
+	done
+}
 
+tier_fuzz() {
+	local fz name dirs
+	if ! make -j"$(nproc)" fuzz >/tmp/shoal-fuzz-build.log 2>&1; then
+		echo "FAIL: fuzz targets did not build"; tail -30 /tmp/shoal-fuzz-build.log
+		FAILED=$((FAILED + 1)); FAILS+=("make fuzz"); return
+	fi
+	for fz in "$BUILD"/fuzz/*; do
+		[ -x "$fz" ] || continue
+		name=$(basename "$fz")
+		dirs=("$BUILD/fuzz-corpus/$name")
+		mkdir -p "${dirs[0]}"
+		[ -d "fuzz/corpus/$name" ] && dirs+=("fuzz/corpus/$name")
+		if "$fz" -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 "${dirs[@]}" \
+			>/tmp/shoal-fuzz.log 2>&1; then
+			echo "PASS: fuzz $name ($(grep -o 'Done [0-9]* runs in [0-9]* second' /tmp/shoal-fuzz.log | tail -1)s)"
+			PASSED=$((PASSED + 1))
+		else
+			echo "FAIL: fuzz $name"; tail -40 /tmp/shoal-fuzz.log; FAILED=$((FAILED + 1)); FAILS+=("$fz")
+		fi
+	done
+}
+
+# run_tier NAME: run one tier here, adding to the counts.
+run_tier() {
+	local t
+	case $1 in
+	unit) for t in "$BUILD"/tests/unit/*; do [ -x "$t" ] && run_cmocka "$t"; done ;;
+	guest) for t in "$BUILD"/tests/guest/*; do [ -x "$t" ] && run_cmocka "$t"; done ;;
+	system|kvm-system|slow|kvm-slow)
+		for t in $(scripts_of "$1"); do run_script "$t"; done ;;
+	fuzz) tier_fuzz ;;
+	san-unit)
+		for t in "$SAN_BUILD"/tests/unit/*; do
+			[ -x "$t" ] && ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} BUILD=$SAN_BUILD run_cmocka "$t"
+		done ;;
+	san-guest)
+		for t in "$SAN_BUILD"/tests/guest/*; do
+			[ -x "$t" ] && BUILD=$SAN_BUILD run_cmocka "$t"
+		done ;;
+	*) echo "test.sh: unknown tier $1" >&2; exit 2 ;;
+	esac
+}
+
+is_kvm_tier() { case $1 in guest|kvm-system|kvm-slow|san-guest) return 0 ;; esac; return 1; }
+
+# Where the KVM tiers go: "here", "box", or "skip: REASON".
+KVM_WHERE=""
+kvm_where() {
+	[ -n "$KVM_WHERE" ] && return
+	local why
+	if [ "${SHOAL_TEST_BOX:-}" = never ] ||
+		{ [ "${SHOAL_TEST_BOX:-}" != always ] && [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; }; then
+		KVM_WHERE=here
+	elif why=$(scripts/kvm-box.sh --check -q 2>&1); then
+		KVM_WHERE=box
+		echo "note: no usable /dev/kvm here; the KVM tiers run in the KVM box (scripts/kvm-box.sh)"
+	else
+		KVM_WHERE="skip: no /dev/kvm here and the KVM box does not work: $(echo "$why" | grep 'kvm-box:' | tail -1 | sed 's/^kvm-box: //')"
+	fi
+}
+
+# box_tier NAME: run a KVM tier in one box and add its closing line.
+box_tier() {
+	local log p f s rc
+	log=$(mktemp /tmp/shoal-box-tier.XXXXXX)
+	echo "== tier $1 (in the KVM box)"
+	scripts/kvm-box.sh -q --timeout "${SHOAL_TEST_BOX_TIMEOUT:-3000}" -- \
+		env BUILD="$BUILD" SAN_BUILD="$SAN_BUILD" FUZZ_SECONDS="${FUZZ_SECONDS:-30}" \
+		scripts/test.sh tier "$1" 2>&1 | tee "$log"
+	rc=${PIPESTATUS[0]}
+	read -r p f s < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped$/\1 \2 \3/p' "$log" | tail -1)
+	rm -f "$log"
+	if [ -z "${p:-}" ]; then
+		echo "FAIL: tier $1 in the KVM box: no closing line (kvm-box.sh status $rc)"
+		p=0; f=1; s=0
+	fi
+	[ "$f" -gt 0 ] && FAILS+=("tier $1 (in the KVM box)")
+	PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); SKIPPED=$((SKIPPED + s))
+	BOX_P=$((BOX_P + p)); BOX_F=$((BOX_F + f)); BOX_S=$((BOX_S + s))
+}
+
+# tier NAME: run a tier where it belongs, timed.
+tier() {
+	local t0=$SECONDS
+	if is_kvm_tier "$1"; then
+		kvm_where
+		case $KVM_WHERE in
+		here) echo "== tier $1"; run_tier "$1" ;;
+		box) box_tier "$1" ;;
+		*) echo "SKIP: tier $1: ${KVM_WHERE#skip: }"; SKIPPED=$((SKIPPED + 1)) ;;
+		esac
+	else
+		echo "== tier $1"
+		run_tier "$1"
+	fi
+	TIMES+=("$1 $((SECONDS - t0))s")
+}
+
+case $MODE in
+tier)
+	shift
+	[ $# -gt 0 ] || { echo "usage: scripts/test.sh tier NAME..." >&2; exit 2; }
+	for t in "$@"; do run_tier "$t"; done ;;
+fast)
+	for t in unit guest system kvm-system; do tier "$t"; done ;;
+all)
+	scripts/install-deps.sh || { echo "install-deps failed"; exit 1; }
+	make -j"$(nproc)" tests || { echo "build failed"; exit 1; }
+	if ! make -j"$(nproc)" SANITIZE=1 BUILD="$SAN_BUILD" tests >/tmp/shoal-san-build.log 2>&1; then
+		echo "FAIL: sanitizer build"; tail -30 /tmp/shoal-san-build.log; FAILED=$((FAILED + 1)); FAILS+=("sanitizer build")
+		SAN_BUILD=/nonexistent
+	fi
+	for t in unit guest system kvm-system slow kvm-slow fuzz san-unit san-guest; do tier "$t"; done ;;
+*) echo "usage: scripts/test.sh fast|all|tier NAME..." >&2; exit 2 ;;
+esac
+
+[ ${#TIMES[@]} -gt 0 ] && echo "tier times: $(IFS=,; echo "${TIMES[*]}" | sed 's/,/, /g')"
 [ ${#FAILS[@]} -gt 0 ] && printf 'failed: %s\n' "${FAILS[@]}"
-echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
+if [ "$MODE" != tier ] && [ "$KVM_WHERE" = box ]; then
+	echo "$PASSED passed, $FAILED failed, $SKIPPED skipped (of which in the KVM box: $BOX_P passed, $BOX_F failed, $BOX_S skipped)"
+else
+	echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
+fi
 [ "$FAILED" -eq 0 ]

@@ -2,6 +2,8 @@
 # console_tty.sh - the console on a real terminal (a pty): raw mode so keys
 # reach the guest, Ctrl-A x quits with status 83, and the terminal settings
 # are restored exactly on the way out.
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 
 python3 - "$SHOAL" "$GUEST" <<'PY'

@@ -2,6 +2,8 @@
 # control.sh - the VMM control socket (docs/vmm-control.md) driven as shoald
 # drives it: status, pause/resume, metrics, console log and attach, graceful
 # and forced stop, bad requests, and a second VMM refused on a live socket.
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 
 python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'

@@ -3,6 +3,8 @@
 # error shape {"error": {"code", "message"}} with the right status and a
 # message that names the bad field; nothing is half-created; slow clients
 # that never finish a request are cut off without holding up anyone else.
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.bash"
 need_daemon

@@ -4,6 +4,8 @@
 # conflicts; parallel stops leave every VM exited.  The guests wait at their
 # shell prompt (a halted vCPU, cheap), and everything is stopped at the end
 # (and killed in the trap if the test dies).
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.bash"
 need_daemon

@@ -4,6 +4,8 @@
 # metrics (JSON and Prometheus), events (log and --follow), guest exit
 # codes, the restart policy, stop (graceful then forced), delete; one
 # daemon per state directory; `shoal run` without a daemon.
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.bash"
 need_daemon

@@ -6,6 +6,8 @@
 # documented schema (a small JSON-schema checker below: $ref, allOf, oneOf,
 # type, nullable, enum, required, properties, additionalProperties, items,
 # pattern, minimum, maximum); every schema in the document is exercised.
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.bash"
 need_daemon

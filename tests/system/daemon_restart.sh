@@ -5,6 +5,8 @@
 # again (pause, stop, console), that no record was lost or duplicated, and
 # that a VMM that died while the daemon was down is recorded with its
 # reason.
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.bash"
 need_daemon

@@ -2,6 +2,8 @@
 # guest_qemu.sh - the test guest under QEMU (microvm and pc) as well as under
 # Shoal: the same commands give the same reports, so neither the guest nor
 # the VMM can hide a bug behind a matching bug in the other.
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 
 QEMU=$(command -v qemu-system-x86_64 || true)

@@ -16,6 +16,8 @@
 # Guest exit: the command list ends without `exit`, so a run where every
 # command passed powers off (QEMU status 0, or 1 through port 0xf4) and a
 # run with a failed command exits 1 (QEMU status 3).
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 
 QEMU=$(command -v qemu-system-x86_64 || true)

@@ -1,6 +1,8 @@
 #!/bin/bash
 # run_cli.sh - `shoal run` as a user meets it: flags, --config, the console,
 # exit statuses, and one clear line for every kind of bad input.
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 
 [ -x "$SHOAL" ] && [ -f "$GUEST" ] || { fail "build" "build/shoal or build/shoal-guest missing"; finish; }

@@ -46,6 +46,8 @@
 #   SHOAL_LINUX_BOOT_KEEP=PREFIX   keep PREFIX.NAME.log (console), .vmm (stderr)
 #   SHOAL_LINUX_BOOT_EXTRA=        words appended to the kernel command line
 #   SHOAL_LINUX_BOOT_ONLY=         bzImage, vmlinux or vmlinux-deep: boot just that one
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 
 LIMIT=${SHOAL_LINUX_BOOT_TIMEOUT:-420}

@@ -5,6 +5,8 @@
 # modern-only), on raw and qcow2 images; then the host checks what landed in
 # the files: the guest's sector pattern, the zeroed range, an untouched
 # read-only image, and `qemu-img check` on the qcow2 image.
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 
 [ -x "$SHOAL" ] && [ -f "$GUEST" ] || { skip "virtio-blk" "build/shoal or build/shoal-guest not built"; finish; }

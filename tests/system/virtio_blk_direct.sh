@@ -8,6 +8,8 @@
 #
 # The images live on a file system that takes O_DIRECT (/var/tmp, else the
 # build directory): /tmp may be tmpfs, which before Linux 6.6 refuses it.
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 
 [ -x "$SHOAL" ] && [ -f "$GUEST" ] || { skip "virtio-blk direct" "build/shoal or build/shoal-guest not built"; finish; }

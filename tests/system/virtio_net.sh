@@ -12,6 +12,8 @@
 # with 4 queue pairs; an fd passed in by the caller (`--net fd=N`, the VMM
 # opens nothing itself): a TAP fd, and a datagram socketpair with a tiny
 # Python peer (that one needs no root); the host side saw the guest's frames.
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 
 # fd=N with a datagram socketpair: no TAP, no root.  A small peer in

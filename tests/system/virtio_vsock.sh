@@ -9,6 +9,8 @@
 #     (closed, no hang), and the VM keeps running;
 #   - the socket is removed when the VMM exits;
 #   - bad --vsock specs are usage errors.
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 
 [ -r /dev/kvm ] || { skip "virtio-vsock" "/dev/kvm is not available"; finish; }
