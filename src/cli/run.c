@@ -190,25 +190,50 @@ static void run_report_exit(const struct vm *vm, int status)
 		log_error("%s", vm->exit_reason);
 }
 
+/* Build the VM, serve the control socket when asked, run the guest to its
+ * end; returns the exit status (docs/cli.md).  The VM is destroyed on
+ * every way out. */
+static int run_vm(const struct vm_config *cfg, const char *api_socket)
+{
+	struct error e = { 0 };
+	struct vm *vm = vm_create(cfg, &e);
+	int status;
+
+	if (!vm) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	if (api_socket && control_start(vm, api_socket, &e)) {
+		log_error("%s", e.msg);
+		vm_destroy(vm);
+		return e.status;
+	}
+	status = vm_run(vm);
+	control_stop(vm);
+	run_report_exit(vm, status);
+	vm_destroy(vm);
+	return status;
+}
+
+/* `shoal run`: every way out, early ones included (a bad flag, --help,
+ * --print-config, a VM that cannot be built), goes through `out`, which
+ * frees what the parsed arguments hold. */
 int cmd_run(int argc, char **argv)
 {
 	struct vm_config cfg;
 	struct run_opts o;
 	struct error e = { 0 };
-	struct vm *vm;
-	int status;
+	int status = 0;
 
 	vm_config_init(&cfg);
 	if (run_parse_args(argc, argv, &cfg, &o, &e)) {
-		vm_config_free(&cfg);
 		log_error("%s", e.msg);
-		free(o.api_socket);
-		return e.status;
+		status = e.status;
+		goto out;
 	}
 	if (o.help) {
 		fputs(run_usage, stdout);
-		vm_config_free(&cfg);
-		return 0;
+		goto out;
 	}
 	log_threshold = o.verbose >= 2 ? LOG_DEBUG : o.verbose ? LOG_INFO : LOG_WARN;
 	if (o.print_config) {
@@ -216,25 +241,11 @@ int cmd_run(int argc, char **argv)
 
 		puts(s);
 		free(s);
-		vm_config_free(&cfg);
-		return 0;
+		goto out;
 	}
-	vm = vm_create(&cfg, &e);
+	status = run_vm(&cfg, o.api_socket);
+out:
 	vm_config_free(&cfg);
-	if (!vm) {
-		log_error("%s", e.msg);
-		return e.status;
-	}
-	if (o.api_socket && control_start(vm, o.api_socket, &e)) {
-		log_error("%s", e.msg);
-		vm_destroy(vm);
-		free(o.api_socket);
-		return e.status;
-	}
-	status = vm_run(vm);
-	control_stop(vm);
-	run_report_exit(vm, status);
-	vm_destroy(vm);
 	free(o.api_socket);
 	return status;
 }

@@ -1,7 +1,8 @@
 /*
  * test_config.c - sizes, console specs, validation, the JSON config file
- * and `shoal run` flag parsing (flags override --config).
+ * and `shoal run` flag parsing (flags override --config) and early exits.
  */
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/commands.h"
 #include "cli/run.h"
 #include "util/exitcode.h"
 #include "vmm/config.h"
@@ -199,6 +201,40 @@ static void test_run_config_override(void **state)
 	unlink(path);
 }
 
+/* cmd_run with stdout sent to /dev/null (for --help and --print-config). */
+static int run_quiet(int argc, char **argv)
+{
+	int saved = dup(STDOUT_FILENO), null = open("/dev/null", O_WRONLY);
+	int status;
+
+	fflush(stdout);
+	dup2(null, STDOUT_FILENO);
+	status = cmd_run(argc, argv);
+	fflush(stdout);
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	close(null);
+	return status;
+}
+
+/* `shoal run`'s early ways out, each holding a malloc'd --api-socket: the
+ * statuses, and (in the sanitizer tier, detect_leaks=1) nothing leaked. */
+static void test_run_early_exits(void **state)
+{
+	char *nokernel[] = { "run", "--api-socket", "/tmp/shoal-test-api.sock",
+			     "--kernel", "/nonexistent/vmlinux", NULL };
+	char *badflag[] = { "run", "--api-socket", "/tmp/shoal-test-api.sock",
+			    "--cpus", "lots", NULL };
+	char *help[] = { "run", "--api-socket", "/tmp/shoal-test-api.sock", "--help", NULL };
+	char *print[] = { "run", "--api-socket", "/tmp/shoal-test-api.sock",
+			  "--kernel", "k", "--print-config", NULL };
+
+	assert_int_equal(cmd_run(5, nokernel), EXIT_NOINPUT);
+	assert_int_equal(cmd_run(5, badflag), EXIT_USAGE);
+	assert_int_equal(run_quiet(4, help), 0);
+	assert_int_equal(run_quiet(6, print), 0);
+}
+
 static void test_device_specs(void **state)
 {
 	struct vm_config c;
@@ -290,6 +326,7 @@ int main(void)
 		cmocka_unit_test(test_json),
 		cmocka_unit_test(test_run_flags),
 		cmocka_unit_test(test_run_config_override),
+		cmocka_unit_test(test_run_early_exits),
 		cmocka_unit_test(test_device_specs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
