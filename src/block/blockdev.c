@@ -267,8 +267,9 @@ static int open_backing(struct blockdev *bd, const struct blockdev_opts *o,
 			struct chain_walk *w, struct error *e)
 {
 	struct qcow2 *q = bd->priv;
-	struct blockdev_opts bo = { .readonly = true, .force = o->force,
-				    .no_aio = true, .cache_bytes = o->cache_bytes };
+	struct blockdev_opts bo = { .readonly = true, .force = o->force, .no_aio = true,
+				    .caller_reports = o->caller_reports,
+				    .cache_bytes = o->cache_bytes };
 	char *path;
 	int r;
 
@@ -328,6 +329,7 @@ static int open_one(struct blockdev **out, const char *path, const struct blockd
 	bd->fd = -1;
 	bd->path = strdup(path);
 	bd->readonly = o->readonly;
+	bd->caller_reports = o->caller_reports;
 	bd->depth = depth;
 	bd->fd = open(path, (o->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC |
 		      (o->direct ? O_DIRECT : 0));

@@ -99,6 +99,8 @@ struct blockdev_opts {
 	bool no_backing;		/* do not open the backing file */
 	bool no_aio;			/* never use io_uring */
 	bool direct;			/* open the top image O_DIRECT */
+	bool caller_reports;		/* the caller prints bd->err: the block layer
+					 * does not log corruption as well */
 	uint64_t cache_bytes;		/* L2 + refcount cache; 0 = default */
 	enum blockdev_format backing_format; /* overrides the header's, or AUTO */
 };
@@ -110,6 +112,7 @@ struct blockdev {
 	enum blockdev_format format;
 	uint64_t size;			/* virtual disk size in bytes */
 	bool readonly;
+	bool caller_reports;		/* from blockdev_opts: no log of bd->err */
 	bool direct;			/* fd is O_DIRECT */
 	uint32_t dio_align;		/* direct: alignment of buffers, offsets
 					 * and lengths; 0 when buffered */

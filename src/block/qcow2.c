@@ -40,8 +40,9 @@
 #include "util/exitcode.h"
 #include "util/log.h"
 
-/* Mark the image corrupt: remember it, tell the log, set the on-disk bit if
- * we can write.  Always returns -EIO so callers can `return` it. */
+/* Mark the image corrupt: remember it and why, tell the log (unless the
+ * caller prints bd->err itself: one line per failure), set the on-disk bit
+ * if we can write.  Always returns -EIO so callers can `return` it. */
 int qcow2_signal_corruption(struct qcow2 *q, const char *fmt, ...)
 {
 	char msg[512];
@@ -51,8 +52,10 @@ int qcow2_signal_corruption(struct qcow2 *q, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	if (!q->corrupt) {
-		log_error("%s: image is corrupt: %s; further writes refused",
-			  q->bd->path, msg);
+		snprintf(q->corrupt_why, sizeof(q->corrupt_why), "%.255s", msg);
+		if (!q->bd->caller_reports)
+			log_error("%s: image is corrupt: %s; further writes refused",
+				  q->bd->path, msg);
 		q->corrupt = true;
 		if (!q->bd->readonly && q->version >= 3) {
 			q->incompat |= QCOW2_INCOMPAT_CORRUPT;
@@ -193,8 +196,10 @@ int qcow2_before_change(struct qcow2 *q)
 	if (bd->readonly)
 		return -EROFS;
 	if (q->corrupt) {
-		error_set(&bd->err, EXIT_HOST, "%s: image is marked corrupt; "
-			  "writes refused (run `shoal img check -r all`)", bd->path);
+		error_set(&bd->err, EXIT_HOST, "%s: image is marked corrupt%s%s%s; writes "
+			  "refused (run `shoal img check -r all`)", bd->path,
+			  q->corrupt_why[0] ? " (" : "", q->corrupt_why,
+			  q->corrupt_why[0] ? ")" : "");
 		return -EIO;
 	}
 	if (q->chain.bumped)
@@ -219,7 +224,7 @@ static int l1_write(struct qcow2 *q)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++)
 		be[i] = htobe64(q->l1[i]);
-	r = bd_pwrite(q->fd, be, n * 8, q->l1_offset);
+	r = qcow2_pwrite(q, QCOW2_K_L1, be, n * 8, q->l1_offset);
 	free(be);
 	if (!r)
 		q->l1_dirty = false;
@@ -399,7 +404,7 @@ static int hdr_check_features(struct qcow2 *q, bool readonly, struct error *e)
 				 "incompatible feature bit", p);
 	if (q->incompat & QCOW2_INCOMPAT_CORRUPT) {
 		q->corrupt = true;
-		if (!readonly)
+		if (!readonly && !q->bd->caller_reports)
 			log_warn("%s: image is marked corrupt; writes will be refused", p);
 	}
 	return 0;
@@ -586,6 +591,38 @@ static int repair_if_dirty(struct qcow2 *q, struct error *e)
 	return 0;
 }
 
+/* A table the header places must lie inside the file: one past the end
+ * reads as zeros, and writing it would stretch the file to wherever the
+ * header points (an L1 table at 1 TiB made a 1 TiB sparse file).  True if
+ * [off, off+len) reaches past `end` (the file size, rounded up to a
+ * cluster: a short last cluster reads as zeros too). */
+static bool past_end(uint64_t off, uint64_t len, uint64_t end)
+{
+	return len && (off > end || len > end - off);
+}
+
+/* Such an image opens, marked corrupt: reads of what is intact go on. */
+static void tables_in_file(struct qcow2 *q)
+{
+	uint64_t end = qcow2_size_to_clusters(q, q->file_end) << q->cluster_bits;
+	uint64_t rtlen = (uint64_t)q->reftable_clusters << q->cluster_bits;
+
+	if (past_end(q->l1_offset, (uint64_t)q->l1_size * 8, end))
+		qcow2_signal_corruption(q, "the L1 table (0x%llx, %u entries) lies beyond the "
+					"end of the file (%llu bytes)",
+					(unsigned long long)q->l1_offset, q->l1_size,
+					(unsigned long long)q->file_end);
+	else if (past_end(q->reftable_offset, rtlen, end))
+		qcow2_signal_corruption(q, "the refcount table (0x%llx, %u clusters) lies beyond "
+					"the end of the file (%llu bytes)",
+					(unsigned long long)q->reftable_offset,
+					q->reftable_clusters, (unsigned long long)q->file_end);
+	for (uint32_t i = 0; !q->corrupt && i < q->nb_snaps; i++)
+		if (past_end(q->snaps[i].l1_offset, (uint64_t)q->snaps[i].l1_size * 8, end))
+			qcow2_signal_corruption(q, "the L1 table of snapshot '%s' lies beyond "
+						"the end of the file", q->snaps[i].name);
+}
+
 /* Open bd->fd as qcow2.  On failure everything allocated here is freed. */
 int qcow2_open(struct blockdev *bd, const struct blockdev_opts *o, struct error *e)
 {
@@ -603,6 +640,7 @@ int qcow2_open(struct blockdev *bd, const struct blockdev_opts *o, struct error 
 	bd->size = q->size;
 	bd->ops = &qcow2_ops;
 	q->file_end = qcow2_file_size(q);
+	tables_in_file(q);
 	if (repair_if_dirty(q, e))
 		goto fail;
 	return 0;

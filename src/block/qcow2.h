@@ -12,6 +12,7 @@
  *   qcow2_compress.c  zlib and zstd cluster (de)compression
  *   qcow2_snapshot.c  internal snapshots
  *   qcow2_check.c     consistency check and repair
+ *   qcow2_overlap.c   the metadata-overlap guard in front of every write
  *   qcow2_create.c    new images
  *   chain_id.c        chain identity extension
  */
@@ -97,6 +98,7 @@ struct qcow2 {
 	/* refcounts */
 	uint64_t *reftable;		/* host-endian copy */
 	uint32_t reftable_size;		/* entries */
+	uint32_t reftable_used;		/* 1 + index of the last non-zero entry */
 	uint64_t reftable_offset;
 	uint32_t reftable_clusters;
 	uint32_t rb_bits;		/* log2(refcounts per block) */
@@ -122,11 +124,28 @@ struct qcow2 {
 
 	struct qcow2_chain_id chain;
 	bool corrupt;			/* metadata inconsistent: no more writes */
+	char corrupt_why[256];		/* what made it so, when seen in this open */
 	bool dirty_marked;		/* we set the dirty bit on disk */
 	uint8_t *cbuf, *dbuf;		/* compression scratch, 2 clusters each */
 	uint8_t *wbuf;			/* one cluster: copy-on-write assembly */
 	uint64_t dbuf_key;		/* L2 entry whose cluster dbuf holds */
 	bool dbuf_valid;
+};
+
+/* Kinds of metadata region, for the overlap guard (qcow2_overlap.c).  A
+ * write names the kind it writes; guest data is 0 and overlaps them all. */
+enum {
+	QCOW2_K_DATA = 0,
+	QCOW2_K_HEADER = 1u << 0,
+	QCOW2_K_L1 = 1u << 1,		/* the active L1 table */
+	QCOW2_K_L2 = 1u << 2,		/* the active L2 tables */
+	QCOW2_K_REFTABLE = 1u << 3,
+	QCOW2_K_REFBLOCK = 1u << 4,
+	QCOW2_K_SNAPTABLE = 1u << 5,
+	QCOW2_K_SNAP_L1 = 1u << 6,	/* snapshots' L1 tables */
+	/* the regions a header field places: O(1) to test, so reads use them */
+	QCOW2_K_FIXED = QCOW2_K_HEADER | QCOW2_K_L1 | QCOW2_K_REFTABLE | QCOW2_K_SNAPTABLE,
+	QCOW2_K_ALL = 0x7f,
 };
 
 /* Guest cluster mapping, as qcow2_cluster.c decodes one L2 entry. */
@@ -164,6 +183,14 @@ uint64_t qcow2_file_size(const struct qcow2 *q);
 int qcow2_resize(struct blockdev *bd, uint64_t size, struct error *e);
 int qcow2_set_backing(struct blockdev *bd, const char *name, const char *fmt,
 		      struct error *e);
+
+/* qcow2_overlap.c */
+const char *qcow2_kind_name(uint32_t kind);
+uint32_t qcow2_overlap(const struct qcow2 *q, uint32_t self, uint64_t off, uint64_t len,
+		       uint32_t kinds, uint64_t *at);
+int qcow2_meta_guard(struct qcow2 *q, uint32_t self, uint64_t off, uint64_t len,
+		     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+int qcow2_pwrite(struct qcow2 *q, uint32_t self, const void *buf, size_t len, uint64_t off);
 
 /* qcow2_cache.c */
 struct qcow2_cache *qcow2_cache_new(struct qcow2 *q, uint32_t entries, bool is_l2);

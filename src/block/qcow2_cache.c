@@ -116,6 +116,12 @@ static void hash_in(struct qcow2_cache *c, int32_t idx, uint64_t off)
 	c->buckets[b] = idx;
 }
 
+/* What the cache holds, for the overlap guard. */
+static uint32_t cache_kind(const struct qcow2_cache *c)
+{
+	return c->is_l2 ? QCOW2_K_L2 : QCOW2_K_REFBLOCK;
+}
+
 /* Before an L2 table reaches the disk, every refcount it relies on must. */
 static int l2_write_barrier(struct qcow2_cache *c)
 {
@@ -135,7 +141,7 @@ static int entry_write(struct qcow2_cache *c, struct cache_entry *ce)
 
 	if (!ce->dirty)
 		return 0;
-	r = bd_pwrite(c->q->fd, ce->data, c->q->cluster_size, ce->off);
+	r = qcow2_pwrite(c->q, cache_kind(c), ce->data, c->q->cluster_size, ce->off);
 	if (r)
 		return r;
 	ce->dirty = false;
@@ -174,6 +180,13 @@ int qcow2_cache_get(struct qcow2_cache *c, uint64_t off, bool fresh, uint8_t **t
 			memset(c->e[i].data, 0, c->q->cluster_size);
 		goto hit;
 	}
+	/* A table that shares its cluster with other metadata is refused
+	 * before anyone reads or changes it through us. */
+	r = qcow2_meta_guard(c->q, cache_kind(c), off, c->q->cluster_size, "refusing to use "
+			     "the %s at 0x%llx", qcow2_kind_name(cache_kind(c)),
+			     (unsigned long long)off);
+	if (r)
+		return r;
 	i = evict(c);
 	if (i < 0)
 		return -EIO;

@@ -23,8 +23,12 @@
  * back as zeros, which is what the differential tests' model expects.
  *
  * Every entry read from disk is checked before use: an unaligned offset or
- * one that lands on the header, L1 or refcount table marks the image
- * corrupt (reads of other clusters continue; writes are refused).
+ * one that lands on the header, L1, refcount or snapshot table marks the
+ * image corrupt (reads of other clusters continue; writes are refused).
+ * Reads stop at those O(1) tests; anything that writes or releases a
+ * cluster checks it against all the metadata first (qcow2_overlap.c), so
+ * an entry pointing at an L2 table or a refcount block is caught before the
+ * guest's bytes or a refcount decrement reach it.
  */
 #include "block/qcow2.h"
 
@@ -67,17 +71,11 @@ void qcow2_compressed_range(const struct qcow2 *q, uint64_t l2e,
 	*len = nsec * 512 - (*off & 511);
 }
 
-/* Does [off, off+len) hit the header or a fixed metadata table? */
-static bool overlaps_meta(const struct qcow2 *q, uint64_t off, uint64_t len)
+/* Does [off, off+len) hit the header or a table a header field places?
+ * (The O(1) part of the overlap guard, cheap enough for every read.) */
+static bool overlaps_meta(const struct qcow2 *q, uint32_t self, uint64_t off, uint64_t len)
 {
-	uint64_t l1e = q->l1_offset + (uint64_t)q->l1_size * 8;
-	uint64_t rte = q->reftable_offset + ((uint64_t)q->reftable_clusters << q->cluster_bits);
-
-	if (off < q->cluster_size)
-		return true;
-	if (q->l1_size && off < l1e && off + len > q->l1_offset)
-		return true;
-	return off < rte && off + len > q->reftable_offset;
+	return qcow2_overlap(q, self, off, len, QCOW2_K_FIXED, NULL) != 0;
 }
 
 static uint32_t l2_index(const struct qcow2 *q, uint64_t off)
@@ -101,7 +99,8 @@ static int l2_get(struct qcow2 *q, uint64_t off, uint8_t **t)
 	l2off = q->l1[i] & QCOW2_L1E_OFFSET_MASK;
 	if (!l2off)
 		return 0;
-	if ((l2off & (q->cluster_size - 1)) || overlaps_meta(q, l2off, q->cluster_size) ||
+	if ((l2off & (q->cluster_size - 1)) ||
+	    overlaps_meta(q, QCOW2_K_L2, l2off, q->cluster_size) ||
 	    l2off >= q->file_end)
 		return qcow2_signal_corruption(q, "L1 entry %llu points at 0x%llx, which is "
 					       "not a valid L2 table offset",
@@ -145,7 +144,8 @@ static int map_decode(struct qcow2 *q, uint64_t off, uint64_t e, uint64_t bm,
 	}
 	if (m->status != BD_DATA)
 		return 0;
-	if (!host || (host & (q->cluster_size - 1)) || overlaps_meta(q, host, q->cluster_size))
+	if (!host || (host & (q->cluster_size - 1)) ||
+	    overlaps_meta(q, QCOW2_K_DATA, host, q->cluster_size))
 		return qcow2_signal_corruption(q, "L2 entry for guest offset 0x%llx points at "
 					       "0x%llx, which is not a valid data cluster",
 					       (unsigned long long)off, (unsigned long long)host);
@@ -297,17 +297,38 @@ static int l2_get_for_write(struct qcow2 *q, uint64_t off, uint8_t **t)
 	return r;
 }
 
-/* Release whatever the entry (e, bm) held, for when it is replaced. */
-static int release_entry(struct qcow2 *q, uint64_t e, uint64_t bm)
+/* The entry `e` of guest offset `off` must point at guest data, not at
+ * metadata: written in place or released, it would damage a table.  0, or
+ * the image is marked corrupt and -EIO returned. */
+static int entry_guard(struct qcow2 *q, uint64_t off, uint64_t e)
 {
-	uint64_t host = e & QCOW2_L2E_OFFSET_MASK;
+	uint64_t host = e & QCOW2_L2E_OFFSET_MASK, len = q->cluster_size;
 
 	if (e & QCOW2_OFLAG_COMPRESSED)
-		return qcow2_free_compressed(q, e);
+		qcow2_compressed_range(q, e, &host, &len);
+	else if (host & (q->cluster_size - 1))
+		return qcow2_signal_corruption(q, "L2 entry for guest offset 0x%llx points "
+					       "at 0x%llx, which is not cluster-aligned",
+					       (unsigned long long)off, (unsigned long long)host);
 	if (!host)
 		return 0;
-	(void)bm;
-	return qcow2_free_deferred(q, host, 1);
+	return qcow2_meta_guard(q, QCOW2_K_DATA, host, len, "L2 entry for guest offset "
+				"0x%llx points at 0x%llx", (unsigned long long)off,
+				(unsigned long long)host);
+}
+
+/* Release whatever the entry `e` of guest offset `off` held, for when it is
+ * replaced.  An entry pointing at metadata releases nothing: the decrement
+ * would free a live table for the next allocation to overwrite. */
+static int release_entry(struct qcow2 *q, uint64_t off, uint64_t e)
+{
+	int r = entry_guard(q, off, e);
+
+	if (r || !(e & QCOW2_L2E_OFFSET_MASK))
+		return r;
+	if (e & QCOW2_OFLAG_COMPRESSED)
+		return qcow2_free_compressed(q, e);
+	return qcow2_free_deferred(q, e & QCOW2_L2E_OFFSET_MASK, 1);
 }
 
 /* True if the entry's cluster is ours alone and holds data for every
@@ -348,16 +369,13 @@ static int write_cluster(struct qcow2 *q, uint64_t off, const void *data, uint64
 		return r;
 	e = qcow2_l2e_get(q, t, l2_index(q, off), &bm);
 	host = e & QCOW2_L2E_OFFSET_MASK;
-	if (host && !(e & QCOW2_OFLAG_COMPRESSED) &&
-	    ((host & (q->cluster_size - 1)) || overlaps_meta(q, host, q->cluster_size)))
-		return qcow2_signal_corruption(q, "L2 entry for guest offset 0x%llx points "
-					       "at metadata (0x%llx)", (unsigned long long)off,
-					       (unsigned long long)host);
+	r = entry_guard(q, off, e);
+	if (r)
+		return r;
 	if (in_place_ok(q, e, bm, oic, n)) {
-		if (data)
-			return bd_pwrite(q->fd, data, n, host + oic);
-		memset(q->wbuf, 0, n);
-		return bd_pwrite(q->fd, q->wbuf, n, host + oic);
+		if (!data)
+			memset(q->wbuf, 0, n);
+		return qcow2_pwrite(q, QCOW2_K_DATA, data ? data : q->wbuf, n, host + oic);
 	}
 	/* Copy on write: assemble the whole cluster. */
 	if (n < clen)
@@ -376,14 +394,14 @@ static int write_cluster(struct qcow2 *q, uint64_t off, const void *data, uint64
 		if (nc < 0)
 			return nc;
 	}
-	r = bd_pwrite(q->fd, q->wbuf, q->cluster_size, nc);
+	r = qcow2_pwrite(q, QCOW2_K_DATA, q->wbuf, q->cluster_size, nc);
 	if (r)
 		return r;
 	r = l2_get_for_write(q, off, &t);	/* the read above may have evicted it */
 	if (r)
 		return r;
 	if ((uint64_t)nc != host)
-		r = release_entry(q, e, bm);
+		r = release_entry(q, off, e);
 	qcow2_l2e_set(q, t, l2_index(q, off), (uint64_t)nc | QCOW2_OFLAG_COPIED,
 		      q->ext_l2 ? 0xffffffffull : 0);
 	qcow2_cache_dirty(q->l2_cache, t);
@@ -433,7 +451,7 @@ static int reads_zero(struct qcow2 *q, uint64_t off, uint64_t n, bool *yes)
 /* Make one whole guest cluster read as zeros by changing only its entry. */
 static int zero_whole_cluster(struct qcow2 *q, uint64_t off)
 {
-	uint64_t e, bm, ne = 0, nbm = 0;
+	uint64_t e, ne = 0, nbm = 0;
 	uint8_t *t;
 	int r;
 
@@ -446,8 +464,10 @@ static int zero_whole_cluster(struct qcow2 *q, uint64_t off)
 	r = l2_get_for_write(q, off, &t);
 	if (r)
 		return r;
-	e = qcow2_l2e_get(q, t, l2_index(q, off), &bm);
-	r = release_entry(q, e, bm);
+	e = qcow2_l2e_get(q, t, l2_index(q, off), NULL);
+	r = release_entry(q, off, e);
+	if (r)
+		return r;
 	qcow2_l2e_set(q, t, l2_index(q, off), ne, nbm);
 	qcow2_cache_dirty(q->l2_cache, t);
 	return r;
@@ -526,8 +546,9 @@ uint64_t qcow2_map_fast(struct blockdev *bd, bool write, uint64_t off,
 		return 0;
 	e = qcow2_l2e_get(q, t, l2_index(q, off), &bm);
 	if (!in_place_ok(q, e, bm, oic, len) ||
-	    overlaps_meta(q, e & QCOW2_L2E_OFFSET_MASK, q->cluster_size))
-		return 0;
+	    qcow2_overlap(q, QCOW2_K_DATA, (e & QCOW2_L2E_OFFSET_MASK) + oic, len,
+			  QCOW2_K_ALL, NULL))
+		return 0;	/* the slow path refuses it, marking the image corrupt */
 	*host_off = (e & QCOW2_L2E_OFFSET_MASK) + oic;
 	return len;
 }
@@ -589,7 +610,7 @@ int qcow2_write_compressed(struct qcow2 *q, uint64_t off, const void *buf)
 	hoff = qcow2_alloc_compressed(q, n);
 	if ((int64_t)hoff < 0)
 		return (int64_t)hoff;
-	r = bd_pwrite(q->fd, q->cbuf, n, hoff);
+	r = qcow2_pwrite(q, QCOW2_K_DATA, q->cbuf, n, hoff);
 	if (r)
 		return r;
 	r = l2_get_for_write(q, off, &t);
@@ -597,7 +618,9 @@ int qcow2_write_compressed(struct qcow2 *q, uint64_t off, const void *buf)
 		return r;
 	nsec = ((hoff + n - 1) >> 9) - (hoff >> 9);	/* additional sectors */
 	e = QCOW2_OFLAG_COMPRESSED | (nsec << x) | hoff;
-	r = release_entry(q, qcow2_l2e_get(q, t, l2_index(q, off), NULL), 0);
+	r = release_entry(q, off, qcow2_l2e_get(q, t, l2_index(q, off), NULL));
+	if (r)
+		return r;
 	qcow2_l2e_set(q, t, l2_index(q, off), e, 0);
 	qcow2_cache_dirty(q->l2_cache, t);
 	return r;
@@ -653,11 +676,9 @@ int qcow2_make_empty(struct qcow2 *q)
 		if (!l2)
 			continue;
 		r = qcow2_cache_get(q->l2_cache, l2, false, &t);
-		for (uint64_t k = 0; !r && k < per; k++) {
-			uint64_t bm, e = qcow2_l2e_get(q, t, k, &bm);
-
-			r = release_entry(q, e, bm);
-		}
+		for (uint64_t k = 0; !r && k < per; k++)
+			r = release_entry(q, ((uint64_t)i * per + k) << q->cluster_bits,
+					  qcow2_l2e_get(q, t, k, NULL));
 		if (!r)
 			r = qcow2_free_deferred(q, l2, 1);
 		q->l1[i] = 0;

@@ -70,6 +70,15 @@ static void rb_set(const struct qcow2 *q, uint8_t *b, uint64_t i, uint64_t val)
 	}
 }
 
+/* Recount reftable_used, which bounds the overlap guard's pass over the
+ * refcount blocks, after the table was loaded or replaced. */
+static void reftable_note_used(struct qcow2 *q)
+{
+	q->reftable_used = q->reftable_size;
+	while (q->reftable_used && !q->reftable[q->reftable_used - 1])
+		q->reftable_used--;
+}
+
 /* Read the refcount table; cap its size. */
 int qcow2_refcount_load(struct qcow2 *q, struct error *e)
 {
@@ -84,6 +93,7 @@ int qcow2_refcount_load(struct qcow2 *q, struct error *e)
 		return error_set(e, EXIT_NOINPUT, "%s: cannot read refcount table", q->bd->path);
 	for (uint32_t i = 0; i < q->reftable_size; i++)
 		q->reftable[i] = be64toh(q->reftable[i]);
+	reftable_note_used(q);
 	q->free_hint = 1;
 	return 0;
 }
@@ -151,7 +161,7 @@ static int set_locked(struct qcow2 *q, uint64_t c, uint64_t val, int depth);
 static int reftable_entry_write(struct qcow2 *q, uint64_t t)
 {
 	uint64_t be = htobe64(q->reftable[t]);
-	int r = bd_pwrite(q->fd, &be, 8, q->reftable_offset + t * 8);
+	int r = qcow2_pwrite(q, QCOW2_K_REFTABLE, &be, 8, q->reftable_offset + t * 8);
 
 	if (!r && fdatasync(q->fd) < 0)
 		r = -errno;
@@ -197,7 +207,7 @@ static int grow_write_blocks(struct qcow2 *q, uint64_t *nt, uint64_t p, uint64_t
 		nt[bi] = next++ << q->cluster_bits;
 		for (uint64_t c = bi * per_rb; c < (bi + 1) * per_rb; c++)
 			rb_set(q, blk, c - bi * per_rb, c >= p && c < end ? 1 : 0);
-		r = bd_pwrite(q->fd, blk, q->cluster_size, nt[bi]);
+		r = qcow2_pwrite(q, QCOW2_K_REFBLOCK, blk, q->cluster_size, nt[bi]);
 	}
 	free(blk);
 	return r;
@@ -213,7 +223,7 @@ static int grow_write_table(struct qcow2 *q, const uint64_t *nt, uint64_t n, uin
 		return -ENOMEM;
 	for (uint64_t i = 0; i < n; i++)
 		be[i] = htobe64(nt[i]);
-	r = bd_pwrite(q->fd, be, n * 8, p << q->cluster_bits);
+	r = qcow2_pwrite(q, QCOW2_K_REFTABLE, be, n * 8, p << q->cluster_bits);
 	free(be);
 	return r;
 }
@@ -265,6 +275,7 @@ static int reftable_grow(struct qcow2 *q, uint64_t t)
 	q->reftable_size = n_ent;
 	q->reftable_offset = p << q->cluster_bits;
 	q->reftable_clusters = ncl;
+	reftable_note_used(q);
 	if (end << q->cluster_bits > q->file_end)
 		q->file_end = end << q->cluster_bits;
 	return qcow2_free_deferred(q, old_off, old_cl);
@@ -291,7 +302,7 @@ static int rb_create(struct qcow2 *q, uint64_t t, int depth)
 		return r;
 	if ((uint64_t)c >> q->rb_bits == t)
 		rb_set(q, b, c & (per_rb - 1), 1);
-	r = bd_pwrite(q->fd, b, q->cluster_size, (uint64_t)c << q->cluster_bits);
+	r = qcow2_pwrite(q, QCOW2_K_REFBLOCK, b, q->cluster_size, (uint64_t)c << q->cluster_bits);
 	if (!r && (uint64_t)c >> q->rb_bits != t)
 		r = set_locked(q, c, 1, depth + 1);
 	if (!r)
@@ -301,6 +312,8 @@ static int rb_create(struct qcow2 *q, uint64_t t, int depth)
 	if (r)
 		return r;
 	q->reftable[t] = (uint64_t)c << q->cluster_bits;
+	if (t >= q->reftable_used)
+		q->reftable_used = t + 1;
 	return reftable_entry_write(q, t);
 }
 

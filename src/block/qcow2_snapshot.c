@@ -273,7 +273,7 @@ static int table_write(struct qcow2 *q)
 	}
 	if (len) {
 		off = qcow2_alloc_clusters(q, qcow2_size_to_clusters(q, len));
-		r = off < 0 ? (int)off : bd_pwrite(q->fd, buf, len, off);
+		r = off < 0 ? (int)off : qcow2_pwrite(q, QCOW2_K_SNAPTABLE, buf, len, off);
 	}
 	free(buf);
 	if (!r)
@@ -321,7 +321,7 @@ int qcow2_snapshot_create(struct blockdev *bd, const char *name, struct error *e
 		for (uint32_t i = 0; !r && i < q->l1_size; i++)
 			be[i] = htobe64(q->l1[i] & ~QCOW2_OFLAG_COPIED);
 		if (!r)
-			r = bd_pwrite(q->fd, be, l1b, off);
+			r = qcow2_pwrite(q, QCOW2_K_SNAP_L1, be, l1b, off);
 		free(be);
 	}
 	if (!r)

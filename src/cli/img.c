@@ -75,8 +75,10 @@ static uint64_t img_cache_bytes;
 int img_open(struct blockdev **bd, const char *path, const char *fmt, bool rw,
 	     bool force, bool no_backing)
 {
+	/* caller_reports: every failure is printed once, from bd->err, by the
+	 * subcommand; the block layer does not log it as well. */
 	struct blockdev_opts o = { .readonly = !rw, .force = force, .no_backing = no_backing,
-				   .cache_bytes = img_cache_bytes };
+				   .caller_reports = true, .cache_bytes = img_cache_bytes };
 	struct error e = { 0 };
 
 	if (fmt && blockdev_parse_format(fmt, &o.format)) {

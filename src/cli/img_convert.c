@@ -64,7 +64,7 @@ static int conv_chunk(struct conv *cv, uint64_t off, uint64_t len)
 		int r = qcow2_before_change(d->priv);
 		if (!r)
 			r = qcow2_write_compressed(d->priv, off, cv->buf);
-		if (r)
+		if (r && r != -EIO)	/* -EIO: the story is in d->err already */
 			error_set(&d->err, EXIT_HOST, "%s: compressed write: %s", d->path,
 				  strerror(-r));
 		return r ? -1 : 0;
@@ -92,7 +92,11 @@ static int conv_run(struct conv *cv)
 		img_progress(cv->progress, off, size);
 	}
 	img_progress(cv->progress, size, size);
-	return blockdev_flush(cv->dst) ? EXIT_HOST : 0;
+	if (blockdev_flush(cv->dst)) {
+		fprintf(stderr, "shoal: convert: %s\n", cv->dst->err.msg);
+		return EXIT_HOST;
+	}
+	return 0;
 }
 
 int img_convert(int argc, char **argv)
@@ -243,26 +247,23 @@ static int commit_copy(struct blockdev *top, struct blockdev *base, bool progres
 	if (!buf)
 		return EXIT_HOST;
 	for (uint64_t off = 0; !r && off < top->size; ) {
-		struct bd_extent x;
+		struct bd_extent x = { 0 };
 		uint64_t len = top->size - off < CHUNK ? top->size - off : CHUNK;
 
-		if (blockdev_block_status(top, off, len, &x) || !x.len) {
-			r = EXIT_HOST;
-			break;
-		}
-		if (x.status == BD_ZERO)
+		r = blockdev_block_status(top, off, len, &x) || !x.len;
+		if (!r && x.status == BD_ZERO)
 			r = blockdev_write_zeroes(base, off, x.len);
-		else if (x.status != BD_UNALLOC)
+		else if (!r && x.status != BD_UNALLOC)
 			r = blockdev_read(top, buf, off, x.len) ||
 			    blockdev_write(base, buf, off, x.len);
-		if (r)
-			fprintf(stderr, "shoal: commit: %s%s\n", top->err.msg, base->err.msg);
 		off += x.len;
 		img_progress(progress, off, top->size);
 	}
 	free(buf);
-	if (!r && blockdev_flush(base))
-		r = EXIT_HOST;
+	if (!r)
+		r = blockdev_flush(base);
+	if (r)
+		fprintf(stderr, "shoal: commit: %s%s\n", top->err.msg, base->err.msg);
 	return r ? EXIT_HOST : 0;
 }
 
@@ -317,8 +318,8 @@ int img_commit(int argc, char **argv)
 		r = commit_copy(top, base, progress);
 	blockdev_close(base);
 	if (!r && !keep && qcow2_make_empty(top->priv)) {
-		fprintf(stderr, "shoal: commit: cannot empty %s (internal snapshots?)\n",
-			top->path);
+		fprintf(stderr, "shoal: commit: cannot empty %s: %s\n", top->path,
+			top->err.msg[0] ? top->err.msg : "it has internal snapshots");
 		r = EXIT_HOST;
 	}
 	blockdev_close(top);
@@ -415,8 +416,9 @@ int img_rebase(int argc, char **argv)
 		}
 		if (!r && !nbfmt)
 			nbfmt = blockdev_format_name(nb->format);
-	} else if (!unsafe) {
-		r = rebase_copy(top, NULL, progress) ? EXIT_HOST : 0;
+	} else if (!unsafe && rebase_copy(top, NULL, progress)) {
+		fprintf(stderr, "shoal: rebase: %s\n", top->err.msg);
+		r = EXIT_HOST;
 	}
 	if (!r && qcow2_set_backing(top, *nbname ? nbname : NULL, *nbname ? nbfmt : NULL, &e))
 		r = img_fail(&e);

@@ -6,6 +6,14 @@
  * compressed clusters that do not decompress, a full disk during a write,
  * and the "corrupt is a state" rule: reads of intact data go on, writes
  * are refused.
+ *
+ * The overlap guard (qcow2_overlap.c): entries that make a guest write
+ * land on the image's own tables (an L2 entry pointing at its own L2
+ * table, at a refcount block, at the snapshot table; a refcount table entry
+ * pointing at an L2 table; a live table whose refcount says "free"; an L1
+ * table past the end of the file) have the write refused, synchronous or
+ * asynchronous, the image marked corrupt, and nothing past the header
+ * changed; qemu-img check, where installed, finds no new error.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -84,6 +93,53 @@ static uint64_t peek64(uint64_t off)
 	assert_int_equal(pread(fd, &v, 8, off), 8);
 	close(fd);
 	return be64toh(v);
+}
+
+/* The file from offset 4096 (past the header cluster) to its end. */
+static uint8_t *slurp_body(size_t *len)
+{
+	struct stat st;
+	uint8_t *b;
+	int fd = open(img, O_RDONLY);
+
+	assert_true(fd >= 0 && !fstat(fd, &st) && st.st_size > 4096);
+	*len = st.st_size - 4096;
+	b = malloc(*len);
+	assert_non_null(b);
+	assert_int_equal(pread(fd, b, *len, 4096), (ssize_t)*len);
+	close(fd);
+	return b;
+}
+
+/* qemu-img check's count of corruptions in the image; -1 without qemu-img. */
+static long qemu_corruptions(void)
+{
+	char cmd[256], out[4096] = "";
+	const char *c;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "qemu-img check --output=json %s 2>/dev/null", img);
+	p = popen(cmd, "r");
+	if (!p)
+		return -1;
+	if (!fread(out, 1, sizeof(out) - 1, p))
+		out[0] = 0;
+	pclose(p);
+	if (!strstr(out, "\"filename\""))
+		return -1;
+	c = strstr(out, "\"corruptions\":");
+	return c ? strtol(c + 14, NULL, 10) : 0;
+}
+
+/* The 16-bit big-endian value at `off` must be `want`. */
+static void peek16_is(uint64_t off, uint16_t want)
+{
+	uint16_t v = 0;
+	int fd = open(img, O_RDONLY);
+
+	assert_int_equal(pread(fd, &v, 2, off), 2);
+	close(fd);
+	assert_int_equal(be16toh(v), want);
 }
 
 /* Opening must fail with a message containing `needle`. */
@@ -321,6 +377,202 @@ static void test_disk_full(void **state)
 	blockdev_close(bd);
 }
 
+static void async_done(struct bd_req *req, int ret)
+{
+	req->result = ret;
+	*(int *)req->opaque = 1;
+}
+
+/* Write one cluster at guest `off`, synchronously or through the async
+ * engine; the result. */
+static int write_one(struct blockdev *bd, uint64_t off, bool async)
+{
+	static uint8_t buf[4096];
+	struct iovec iov = { buf, sizeof(buf) };
+	struct bd_req req = { .op = BD_OP_WRITE, .off = off, .len = sizeof(buf),
+			      .iov = &iov, .iovcnt = 1 };
+	int done = 0;
+
+	if (!async) {
+		memset(buf, 0x77, sizeof(buf));
+		return blockdev_write(bd, buf, off, sizeof(buf));
+	}
+	/* The fast path starts after the first change of the open (the chain
+	 * generation bump): rewrite bytes the image already holds. */
+	memset(buf, 0xa5, sizeof(buf));
+	if (blockdev_write(bd, buf, 3u << 20, sizeof(buf)))
+		return -EINVAL;
+	memset(buf, 0x77, sizeof(buf));
+	req.done = async_done;
+	req.opaque = &done;
+	if (blockdev_submit(bd, &req))
+		return -EINVAL;
+	while (blockdev_poll(bd, 1) >= 0 && !done)
+		;
+	return done ? req.result : -ETIME;
+}
+
+/* A write at guest `off` must be refused with a message naming `needle`,
+ * the image marked corrupt, nothing after the header cluster changed but
+ * the cluster at file offset `except` (if not 0), and qemu-img check must
+ * see no more corruption than before. */
+static void expect_write_refused(uint64_t off, bool async, const char *needle,
+				 uint64_t except)
+{
+	struct blockdev_opts o = { 0 };
+	struct error e = { 0 };
+	struct blockdev *bd;
+	size_t n0, n1;
+	uint8_t *before = slurp_body(&n0), *after;
+	long qc = qemu_corruptions();
+	int r;
+
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	r = write_one(bd, off, async);
+	if (r != -EIO || !strstr(bd->err.msg, needle))
+		fail_msg("write at 0x%llx: %d '%s', wanted -EIO and '%s'",
+			 (unsigned long long)off, r, bd->err.msg, needle);
+	blockdev_close(bd);
+	after = slurp_body(&n1);
+	assert_int_equal(n0, n1);
+	if (except)
+		memcpy(after + except - 4096, before + except - 4096, 4096);
+	assert_memory_equal(before, after, n0);
+	assert_int_equal(peek64(72) & QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_CORRUPT);
+	if (qc >= 0)
+		assert_true(qemu_corruptions() <= qc);
+	free(before);
+	free(after);
+}
+
+/* An L2 entry (COPIED, so written in place) pointing at its own L2 table,
+ * at the other L2 table, at a refcount block: the guest's bytes would
+ * overwrite the table. */
+static void test_overlap_l2_entry(void **state)
+{
+	static const struct { const char *what; int target; bool async; } cases[] = {
+		{ "active L2 table", 0, false }, { "active L2 table", 0, true },
+		{ "active L2 table", 1, false }, { "refcount block", 2, false },
+		{ "refcount block", 2, true },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t t, other, target;
+
+		make_image();
+		t = l2_table();
+		other = peek64(peek64(40) + 8) & QCOW2_L1E_OFFSET_MASK;
+		target = cases[i].target == 0 ? t : cases[i].target == 1 ? other :
+			 peek64(peek64(48)) & QCOW2_REFT_OFFSET_MASK;
+		poke64(t, QCOW2_OFLAG_COPIED | target);
+		expect_write_refused(0, cases[i].async, cases[i].what, 0);
+	}
+}
+
+/* A refcount table entry pointing at an L2 table: the first allocation
+ * needs that "refcount block", and is refused before it changes it. */
+static void test_overlap_refblock_is_l2(void **state)
+{
+	(void)state;
+	make_image();
+	poke64(peek64(48), l2_table());
+	expect_write_refused(1u << 20, false, "refusing to use the active L2 table", 0);
+}
+
+/* A live L2 table whose refcount says "free": the allocator hands it out
+ * for guest data, and the write of that data is refused.  (The refcount
+ * the allocation set, 1, reaches the disk: that is the table's true count.) */
+static void test_overlap_alloc_on_table(void **state)
+{
+	uint64_t t, rb;
+	uint16_t zero = 0;
+
+	(void)state;
+	make_image();
+	t = l2_table();
+	rb = peek64(peek64(48)) & QCOW2_REFT_OFFSET_MASK;
+	poke(rb + 2 * (t / 4096), &zero, 2);	/* 16-bit refcounts */
+	expect_write_refused(1u << 20, false, "preventing a write of guest data", rb);
+	peek16_is(rb + 2 * (t / 4096), 1);
+}
+
+/* Snapshot metadata is guarded too: the snapshot table and a snapshot's
+ * L1 table. */
+static void test_overlap_snapshot_tables(void **state)
+{
+	struct blockdev_opts o = { 0 };
+	struct error e = { 0 };
+	struct blockdev *bd;
+	struct qcow2 *q;
+	uint64_t targets[2];
+	const char *what[2] = { "snapshot table", "snapshot L1 table" };
+	uint8_t buf[4096] = { 1 };
+
+	(void)state;
+	for (int i = 0; i < 2; i++) {
+		make_image();
+		assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+		assert_int_equal(qcow2_snapshot_create(bd, "s", &e), 0);
+		assert_int_equal(blockdev_write(bd, buf, 0, sizeof(buf)), 0);	/* COPIED again */
+		q = bd->priv;
+		targets[0] = q->snap_offset;
+		targets[1] = q->snaps[0].l1_offset;
+		blockdev_close(bd);
+		poke64(l2_table(), QCOW2_OFLAG_COPIED | targets[i]);
+		expect_write_refused(0, false, what[i], 0);
+	}
+}
+
+/* Discarding a cluster whose entry points at an L2 table must not queue a
+ * decrement of the table's refcount (which would free it for reuse). */
+static void test_overlap_release(void **state)
+{
+	struct blockdev_opts o = { 0 };
+	struct error e = { 0 };
+	struct blockdev *bd;
+	uint64_t t, rb;
+
+	(void)state;
+	make_image();
+	t = l2_table();
+	rb = peek64(peek64(48)) & QCOW2_REFT_OFFSET_MASK;
+	poke64(t, t);				/* not COPIED: discard releases it */
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	assert_int_equal(blockdev_discard(bd, 0, 4096), -EIO);
+	assert_non_null(strstr(bd->err.msg, "overlaps the active L2 table"));
+	blockdev_close(bd);
+	peek16_is(rb + 2 * (t / 4096), 1);
+	assert_int_equal(peek64(t), t);
+}
+
+/* An L1 table past the end of the file: the image opens corrupt, reads see
+ * zeros, a write is refused and the file keeps its size (it used to grow
+ * to 1 TiB, sparse). */
+static void test_l1_past_end(void **state)
+{
+	struct blockdev_opts o = { 0 };
+	struct error e = { 0 };
+	struct blockdev *bd;
+	struct stat st0, st1;
+	uint8_t buf[4096];
+
+	(void)state;
+	make_image();
+	poke64(40, 1ull << 40);			/* l1_table_offset */
+	assert_int_equal(stat(img, &st0), 0);
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	assert_int_equal(blockdev_read(bd, buf, 0, sizeof(buf)), 0);
+	assert_int_equal(buf[0], 0);
+	assert_int_equal(blockdev_write(bd, buf, 0, sizeof(buf)), -EIO);
+	assert_non_null(strstr(bd->err.msg, "beyond the end of the file"));
+	assert_int_equal(blockdev_flush(bd), 0);
+	blockdev_close(bd);
+	assert_int_equal(stat(img, &st1), 0);
+	assert_int_equal(st0.st_size, st1.st_size);
+	assert_int_equal(peek64(72) & QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_CORRUPT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -334,6 +586,12 @@ int main(void)
 		cmocka_unit_test(test_cross_linked),
 		cmocka_unit_test(test_bad_compressed),
 		cmocka_unit_test(test_disk_full),
+		cmocka_unit_test(test_overlap_l2_entry),
+		cmocka_unit_test(test_overlap_refblock_is_l2),
+		cmocka_unit_test(test_overlap_alloc_on_table),
+		cmocka_unit_test(test_overlap_snapshot_tables),
+		cmocka_unit_test(test_overlap_release),
+		cmocka_unit_test(test_l1_past_end),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
