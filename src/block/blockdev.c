@@ -45,6 +45,7 @@
 #include "block/aio.h"
 #include "block/qcow2.h"
 #include "util/exitcode.h"
+#include "util/path_beneath.h"
 
 static int dio_bounce(int fd, void *buf, size_t len, uint64_t off, bool write,
 		      bool zero_eof);
@@ -331,8 +332,8 @@ static int open_one(struct blockdev **out, const char *path, const struct blockd
 	bd->readonly = o->readonly;
 	bd->caller_reports = o->caller_reports;
 	bd->depth = depth;
-	bd->fd = open(path, (o->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC |
-		      (o->direct ? O_DIRECT : 0));
+	bd->fd = path_open(path, (o->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC |
+			   (o->direct ? O_DIRECT : 0), 0);   /* the whole chain, when confined */
 	if (bd->fd < 0 && o->direct && errno == EINVAL) {
 		r = error_set(e, EXIT_NOINPUT, "%s: the file system does not support O_DIRECT "
 			      "('direct'); put the image elsewhere or drop 'direct'", path);

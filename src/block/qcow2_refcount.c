@@ -351,8 +351,11 @@ int qcow2_refcount_set(struct qcow2 *q, uint64_t c, uint64_t val)
 	return set_locked(q, c, val, 0);
 }
 
-/* Add `delta` to the refcount of cluster index `c`; overflow and underflow
- * are corruption. */
+/* Add `delta` to the refcount of cluster index `c`.  Underflow is
+ * corruption (more releases than references); overflow is -ERANGE, and
+ * nothing changes: the count is as wide as the image allows (1-bit
+ * refcounts cannot share a cluster at all), which refuses a snapshot but
+ * says nothing wrong about the image. */
 int qcow2_refcount_update(struct qcow2 *q, uint64_t c, int64_t delta)
 {
 	uint64_t rc;
@@ -360,8 +363,9 @@ int qcow2_refcount_update(struct qcow2 *q, uint64_t c, int64_t delta)
 
 	if (r)
 		return r;
-	if ((delta < 0 && rc < (uint64_t)-delta) ||
-	    (delta > 0 && qcow2_refcount_max(q) - rc < (uint64_t)delta))
+	if (delta > 0 && qcow2_refcount_max(q) - rc < (uint64_t)delta)
+		return -ERANGE;
+	if (delta < 0 && rc < (uint64_t)-delta)
 		return qcow2_signal_corruption(q, "refcount of cluster 0x%llx would go "
 					       "from %llu by %lld", (unsigned long long)c <<
 					       q->cluster_bits, (unsigned long long)rc,

@@ -160,9 +160,46 @@ int qcow2_snapshot_view(struct blockdev *bd, const char *name, struct error *e)
 	return 0;
 }
 
-/* Add `delta` to the refcount of every cluster an L1 tree reaches (the L2
- * tables and the data), not the L1 itself. */
-static int tree_update(struct qcow2 *q, const uint64_t *l1, uint32_t n, int delta)
+/* A walk over the clusters an L1 tree reaches (the L2 tables and the data,
+ * not the L1 itself), changing each refcount by `delta`.  The order is
+ * fixed, so a walk limited to the first `limit` changes undoes exactly
+ * what an earlier walk did before it failed. */
+struct tree_walk {
+	int delta;
+	uint64_t done;		/* refcounts changed so far */
+	uint64_t limit;		/* stop after this many */
+};
+
+/* Change the refcount of cluster `c`; 1 once the walk is at its limit. */
+static int walk_one(struct qcow2 *q, struct tree_walk *w, uint64_t c)
+{
+	int r;
+
+	if (w->done == w->limit)
+		return 1;
+	r = qcow2_refcount_update(q, c, w->delta);
+	if (!r)
+		w->done++;
+	return r;
+}
+
+/* The clusters one L2 entry holds: one, or those its compressed bytes touch. */
+static int walk_entry(struct qcow2 *q, struct tree_walk *w, uint64_t e)
+{
+	uint64_t off, len, h = e & QCOW2_L2E_OFFSET_MASK;
+	int r = 0;
+
+	if (!(e & QCOW2_OFLAG_COMPRESSED))
+		return h ? walk_one(q, w, h >> q->cluster_bits) : 0;
+	qcow2_compressed_range(q, e, &off, &len);
+	for (uint64_t c = off >> q->cluster_bits; !r &&
+	     c <= (off + len - 1) >> q->cluster_bits; c++)
+		r = walk_one(q, w, c);
+	return r;
+}
+
+/* Walk the tree of `l1` (n entries).  0, 1 (limit reached) or -errno. */
+static int tree_walk(struct qcow2 *q, const uint64_t *l1, uint32_t n, struct tree_walk *w)
 {
 	uint64_t per = 1ull << q->l2_bits, *tmp = malloc(q->cluster_size);
 	int r = tmp ? 0 : -ENOMEM;
@@ -177,24 +214,43 @@ static int tree_update(struct qcow2 *q, const uint64_t *l1, uint32_t n, int delt
 		if (r)
 			break;
 		memcpy(tmp, t, q->cluster_size);
-		for (uint64_t k = 0; !r && k < per; k++) {
-			uint64_t e = qcow2_l2e_get(q, (uint8_t *)tmp, k, NULL), off, len;
-			uint64_t h = e & QCOW2_L2E_OFFSET_MASK;
-
-			if (e & QCOW2_OFLAG_COMPRESSED) {
-				qcow2_compressed_range(q, e, &off, &len);
-				for (uint64_t c = off >> q->cluster_bits; !r &&
-				     c <= (off + len - 1) >> q->cluster_bits; c++)
-					r = qcow2_refcount_update(q, c, delta);
-			} else if (h) {
-				r = qcow2_refcount_update(q, h >> q->cluster_bits, delta);
-			}
-		}
+		for (uint64_t k = 0; !r && k < per; k++)
+			r = walk_entry(q, w, qcow2_l2e_get(q, (uint8_t *)tmp, k, NULL));
 		if (!r)
-			r = qcow2_refcount_update(q, l2 >> q->cluster_bits, delta);
+			r = walk_one(q, w, l2 >> q->cluster_bits);
 	}
 	free(tmp);
 	return r;
+}
+
+/* Add `delta` to every refcount the tree of `l1` reaches, all or none: if
+ * one would overflow (narrow refcounts, many snapshots) the changes made so
+ * far are undone and -ERANGE returned, the image as it was.  QEMU refuses
+ * the same snapshot; an overflow is a limit of the image, not damage. */
+static int tree_update(struct qcow2 *q, const uint64_t *l1, uint32_t n, int delta)
+{
+	struct tree_walk w = { delta, 0, UINT64_MAX }, undo = { -delta, 0, 0 };
+	int r = tree_walk(q, l1, n, &w);
+
+	if (r != -ERANGE)
+		return r;
+	undo.limit = w.done;
+	return tree_walk(q, l1, n, &undo) < 0 ? -EIO : -ERANGE;
+}
+
+/* The error of a snapshot operation that failed with `r`. */
+static int snap_error(struct qcow2 *q, const char *verb, const char *name, int r,
+		      struct error *e)
+{
+	if (r == -ERANGE)
+		return error_set(e, EXIT_NOINPUT, "%s: cannot %s snapshot '%s': a cluster would "
+				 "have more references than the image's %u-bit refcounts can "
+				 "count (convert it with -o refcount_bits=16)", q->bd->path,
+				 verb, name, 1u << q->refcount_order);
+	if (r == -EIO && q->bd->err.msg[0])
+		return error_set(e, EXIT_HOST, "%s", q->bd->err.msg);
+	return error_set(e, EXIT_HOST, "%s: cannot %s snapshot '%s': %s", q->bd->path, verb,
+			 name, strerror(-r));
 }
 
 /* Set COPIED on every active L1/L2 entry exactly when its refcount is 1. */
@@ -296,43 +352,39 @@ static int table_write(struct qcow2 *q)
 	return r;
 }
 
-int qcow2_snapshot_create(struct blockdev *bd, const char *name, struct error *e)
+/* Write a frozen copy of the active L1 table (COPIED flags cleared) to new
+ * clusters; *off is where, 0 for an empty table. */
+static int snap_l1_write(struct qcow2 *q, int64_t *off)
 {
-	struct qcow2 *q = bd->priv;
-	struct qcow2_snapshot *s, *ns;
-	struct timespec ts;
-	uint64_t l1b = (uint64_t)q->l1_size * 8, *be = NULL;
-	int64_t off = 0;
-	char id[16];
-	uint32_t maxid = 0;
+	uint64_t l1b = (uint64_t)q->l1_size * 8, *be;
 	int r;
 
-	if (qcow2_snapshot_find(q, name) >= 0)
-		return error_set(e, EXIT_USAGE, "%s: snapshot '%s' already exists", bd->path, name);
-	if (q->nb_snaps >= QCOW2_MAX_SNAPSHOTS)
-		return error_set(e, EXIT_USAGE, "%s: too many snapshots", bd->path);
-	r = qcow2_before_change(q);
-	if (!r)
-		r = qcow2_flush_all(q);
-	if (!r && l1b) {
-		be = malloc(l1b);
-		off = be ? qcow2_alloc_clusters(q, qcow2_size_to_clusters(q, l1b)) : -ENOMEM;
-		r = off < 0 ? (int)off : 0;
-		for (uint32_t i = 0; !r && i < q->l1_size; i++)
-			be[i] = htobe64(q->l1[i] & ~QCOW2_OFLAG_COPIED);
-		if (!r)
-			r = qcow2_pwrite(q, QCOW2_K_SNAP_L1, be, l1b, off);
-		free(be);
-	}
-	if (!r)
-		r = tree_update(q, q->l1, q->l1_size, 1);
-	if (r)
-		goto fail;
-	ns = realloc(q->snaps, (q->nb_snaps + 1) * sizeof(*ns));
-	if (!ns) {
-		r = -ENOMEM;
-		goto fail;
-	}
+	*off = 0;
+	if (!l1b)
+		return 0;
+	be = malloc(l1b);
+	if (!be)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < q->l1_size; i++)
+		be[i] = htobe64(q->l1[i] & ~QCOW2_OFLAG_COPIED);
+	*off = qcow2_alloc_clusters(q, qcow2_size_to_clusters(q, l1b));
+	r = *off < 0 ? (int)*off : qcow2_pwrite(q, QCOW2_K_SNAP_L1, be, l1b, *off);
+	if (*off < 0)
+		*off = 0;
+	free(be);
+	return r;
+}
+
+/* Add the entry for a snapshot of the active image, its L1 copy at `off`. */
+static int snap_append(struct qcow2 *q, const char *name, int64_t off)
+{
+	struct qcow2_snapshot *s, *ns = realloc(q->snaps, (q->nb_snaps + 1) * sizeof(*ns));
+	struct timespec ts;
+	uint32_t maxid = 0;
+	char id[16];
+
+	if (!ns)
+		return -ENOMEM;
 	q->snaps = ns;
 	for (uint32_t i = 0; i < q->nb_snaps; i++)
 		if ((uint32_t)atoi(q->snaps[i].id) > maxid)
@@ -344,12 +396,38 @@ int qcow2_snapshot_create(struct blockdev *bd, const char *name, struct error *e
 		.id = strdup(id), .name = strdup(name), .date_sec = ts.tv_sec,
 		.date_nsec = ts.tv_nsec, .disk_size = q->size, .extra_size = 24 };
 	q->nb_snaps++;
-	r = table_write(q);
+	return 0;
+}
+
+int qcow2_snapshot_create(struct blockdev *bd, const char *name, struct error *e)
+{
+	struct qcow2 *q = bd->priv;
+	int64_t off = 0;
+	int r;
+
+	if (qcow2_snapshot_find(q, name) >= 0)
+		return error_set(e, EXIT_USAGE, "%s: snapshot '%s' already exists", bd->path, name);
+	if (q->nb_snaps >= QCOW2_MAX_SNAPSHOTS)
+		return error_set(e, EXIT_USAGE, "%s: too many snapshots", bd->path);
+	r = qcow2_before_change(q);
+	if (!r)
+		r = qcow2_flush_all(q);
+	if (!r)
+		r = snap_l1_write(q, &off);
+	if (!r)
+		r = tree_update(q, q->l1, q->l1_size, 1);
+	if (r && off) {
+		/* refused before anything pointed at the copy: give it back */
+		qcow2_free_deferred(q, off, qcow2_size_to_clusters(q, (uint64_t)q->l1_size * 8));
+		qcow2_flush_all(q);
+	}
+	if (!r)
+		r = snap_append(q, name, off);
+	if (!r)
+		r = table_write(q);
 	if (!r)
 		r = qcow2_fix_copied(q);
-fail:
-	return r ? error_set(e, EXIT_HOST, "%s: snapshot create failed: %s", bd->path,
-			     strerror(-r)) : 0;
+	return r ? snap_error(q, "create", name, r, e) : 0;
 }
 
 int qcow2_snapshot_delete(struct blockdev *bd, const char *name, struct error *e)
@@ -383,8 +461,7 @@ int qcow2_snapshot_delete(struct blockdev *bd, const char *name, struct error *e
 	free(s.name);
 out:
 	free(l1);
-	return r ? error_set(e, EXIT_HOST, "%s: snapshot delete failed: %s", bd->path,
-			     strerror(-r)) : 0;
+	return r ? snap_error(q, "delete", name, r, e) : 0;
 }
 
 int qcow2_snapshot_apply(struct blockdev *bd, const char *name, struct error *e)
@@ -427,6 +504,5 @@ int qcow2_snapshot_apply(struct blockdev *bd, const char *name, struct error *e)
 	free(old);
 out:
 	free(snap_l1);
-	return r ? error_set(e, EXIT_HOST, "%s: snapshot apply failed: %s", bd->path,
-			     strerror(-r)) : 0;
+	return r ? snap_error(q, "apply", name, r, e) : 0;
 }

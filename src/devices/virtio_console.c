@@ -287,7 +287,7 @@ static int vcon_open(struct vcon *c, const char *spec, struct error *e)
 	c->out_fd = open(out, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	if (c->out_fd < 0)
 		rc = error_set(e, EXIT_NOINPUT, "%s: %s", out, strerror(errno));
-	else if (in && (c->in_fd = open(in, O_RDONLY | O_CLOEXEC)) < 0)
+	else if (in && (c->in_fd = path_open(in, O_RDONLY | O_CLOEXEC, 0)) < 0)
 		rc = error_set(e, EXIT_NOINPUT, "%s: %s", in, strerror(errno));
 	free(out);
 	return rc;

@@ -349,7 +349,7 @@ static void vsock_guest_connect(struct vsock *v, const struct vsock_hdr *h)
 		vsock_orphan_rst(v, gport, hport);
 		return;
 	}
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+	if (path_connect_unix(fd, sa.sun_path) < 0) {   /* confined for shoald */
 		close(fd);
 		vsock_orphan_rst(v, gport, hport);
 		return;
@@ -992,17 +992,14 @@ static const struct virtio_device_ops vsock_ops = {
 /* Bind and listen on `path`, replacing a stale socket; fd or -1 with `e`. */
 static int vsock_listen(const char *path, struct error *e)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct stat st;
+	struct sockaddr_un sa;
 	int fd;
 
 	if (strlen(path) + 12 >= sizeof(sa.sun_path))
 		return error_set(e, EXIT_USAGE, "vsock: socket path '%s' is too long", path);
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-		unlink(path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0) {
+	/* path_bind_unix replaces a stale socket; confined for shoald */
+	if (fd < 0 || path_bind_unix(fd, path) < 0 || listen(fd, 64) < 0) {
 		int err = errno;
 
 		if (fd >= 0)

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "util/exitcode.h"
+#include "util/path_beneath.h"
 #include "vmm/boot_priv.h"
 #include "vmm/layout.h"
 
@@ -139,7 +140,7 @@ static int boot_read_file(const char *path, uint64_t max, uint8_t **buf, size_t 
 {
 	struct stat st;
 	size_t got = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = path_open(path, O_RDONLY | O_CLOEXEC, 0);   /* confined for shoald */
 
 	if (fd < 0)
 		return error_set(e, EXIT_NOINPUT, "%s: %s", path, strerror(errno));

@@ -45,6 +45,8 @@ void vm_config_copy(struct vm_config *dst, const struct vm_config *src)
 	dst->cmdline = dup_or_null(src->cmdline);
 	dst->console_path = dup_or_null(src->console_path);
 	dst->cpu_template = dup_or_null(src->cpu_template);
+	for (int i = 0; i < src->nconfine; i++)
+		dst->confine[i] = dup_or_null(src->confine[i]);
 	vm_config_devices_copy(dst, src);
 }
 
@@ -56,6 +58,8 @@ void vm_config_free(struct vm_config *c)
 	free(c->cmdline);
 	free(c->console_path);
 	free(c->cpu_template);
+	for (int i = 0; i < c->nconfine; i++)
+		free(c->confine[i]);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -173,6 +177,26 @@ static int json_get_uint(json_t *v, const char *name, const char *key, long long
 	return 0;
 }
 
+/* "confine": absolute directory paths that every named file must lie beneath. */
+static int json_get_confine(json_t *v, const char *name, struct vm_config *c, struct error *e)
+{
+	size_t i;
+	json_t *d;
+
+	if (!json_is_array(v) || json_array_size(v) > PATH_MAX_ROOTS)
+		return error_set(e, EXIT_USAGE, "%s: \"confine\" must be an array of at most %d directories",
+				 name, PATH_MAX_ROOTS);
+	json_array_foreach(v, i, d)
+		if (!json_is_string(d) || json_string_value(d)[0] != '/')
+			return error_set(e, EXIT_USAGE, "%s: \"confine\"[%zu] must be an absolute path",
+					 name, i);
+	while (c->nconfine)
+		free(c->confine[--c->nconfine]);
+	json_array_foreach(v, i, d)
+		c->confine[c->nconfine++] = strdup(json_string_value(d));
+	return 0;
+}
+
 static int json_apply_key(struct vm_config *c, const char *name, const char *key,
 			  json_t *v, struct error *e)
 {
@@ -189,6 +213,8 @@ static int json_apply_key(struct vm_config *c, const char *name, const char *key
 		return json_get_string(v, name, key, &c->cpu_template, e);
 	if (!strcmp(key, "memory"))
 		return json_get_memory(v, name, &c->memory, e);
+	if (!strcmp(key, "confine"))
+		return json_get_confine(v, name, c, e);
 	if (!strcmp(key, "cpus")) {
 		if (json_get_uint(v, name, key, 1 << 20, &n, e))
 			return -1;
@@ -285,6 +311,13 @@ char *vm_config_to_json(const struct vm_config *c)
 			    json_string(c->cpu_template ? c->cpu_template : "host"));
 	json_object_set_new(o, "timeout", json_integer(c->timeout_s));
 	vm_config_devices_to_json(c, o);
+	if (c->nconfine) {
+		json_t *dirs = json_array();
+
+		for (int i = 0; i < c->nconfine; i++)
+			json_array_append_new(dirs, json_string(c->confine[i]));
+		json_object_set_new(o, "confine", dirs);
+	}
 	s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(o);
 	return s;

@@ -12,7 +12,7 @@
  *                  "queues": 1, "mode": "transitional" } ],
  *     "nets": [ { "tap": "tap0", "mac": "52:54:00:12:34:56", "queues": 1 } ],
  *     "rng": true, "vsock": { "cid": 3, "socket": "/run/v.sock" },
- *     "virtio_console": "file:/tmp/hvc0.log" }
+ *     "virtio_console": "file:/tmp/hvc0.log", "confine": ["/srv/vm"] }
  *
  * Strings are owned (malloc'd) by the struct; vm_config_free releases them.
  */
@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "util/error.h"
+#include "util/path_beneath.h"
 
 enum console_kind { CONSOLE_STDIO = 0, CONSOLE_FILE, CONSOLE_NONE };
 
@@ -70,6 +71,8 @@ struct vm_config {
 	uint32_t vsock_cid;            /* 0: no virtio-vsock */
 	char *vsock_socket;            /* host-side Unix socket path */
 	char *vconsole;                /* virtio-console port: "file:PATH", or NULL */
+	int nconfine;                  /* "confine": open named files only beneath */
+	char *confine[PATH_MAX_ROOTS]; /* these directories (util/path_beneath.h) */
 };
 
 /* Parse "PATH[,readonly][,direct][,serial=ID][,queues=N][,cache=SIZE][,mode=legacy|modern|transitional]"

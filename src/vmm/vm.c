@@ -185,6 +185,8 @@ struct vm *vm_create(const struct vm_config *cfg, struct error *e)
 	}
 	vm_config_copy(&vm->cfg, cfg);
 	vm->ncpus = cfg->cpus;
+	if (path_confine((const char *const *)cfg->confine, cfg->nconfine, e))
+		goto fail;              /* before any file the config names is opened */
 	vm->tmpl = cpu_template_find(cfg->cpu_template);
 	if (vm_config_validate(cfg, e) || vm_check_inputs(cfg, e))
 		goto fail;

@@ -111,10 +111,11 @@ static uint8_t *slurp_body(size_t *len)
 	return b;
 }
 
-/* qemu-img check's count of corruptions in the image; -1 without qemu-img. */
-static long qemu_corruptions(void)
+/* One count (`what`: "corruptions", "leaks") from qemu-img check of the
+ * image; -1 without qemu-img. */
+static long qemu_count(const char *what)
 {
-	char cmd[256], out[4096] = "";
+	char cmd[256], out[4096] = "", key[64];
 	const char *c;
 	FILE *p;
 
@@ -127,8 +128,9 @@ static long qemu_corruptions(void)
 	pclose(p);
 	if (!strstr(out, "\"filename\""))
 		return -1;
-	c = strstr(out, "\"corruptions\":");
-	return c ? strtol(c + 14, NULL, 10) : 0;
+	snprintf(key, sizeof(key), "\"%s\":", what);
+	c = strstr(out, key);
+	return c ? strtol(c + strlen(key), NULL, 10) : 0;
 }
 
 /* The 16-bit big-endian value at `off` must be `want`. */
@@ -424,7 +426,7 @@ static void expect_write_refused(uint64_t off, bool async, const char *needle,
 	struct blockdev *bd;
 	size_t n0, n1;
 	uint8_t *before = slurp_body(&n0), *after;
-	long qc = qemu_corruptions();
+	long qc = qemu_count("corruptions");
 	int r;
 
 	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
@@ -440,7 +442,7 @@ static void expect_write_refused(uint64_t off, bool async, const char *needle,
 	assert_memory_equal(before, after, n0);
 	assert_int_equal(peek64(72) & QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_CORRUPT);
 	if (qc >= 0)
-		assert_true(qemu_corruptions() <= qc);
+		assert_true(qemu_count("corruptions") <= qc);
 	free(before);
 	free(after);
 }
@@ -573,6 +575,67 @@ static void test_l1_past_end(void **state)
 	assert_int_equal(peek64(72) & QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_CORRUPT);
 }
 
+/* A snapshot that would overflow a refcount is refused with a clear
+ * message (status 66), and leaves the image as it was: not corrupt, no
+ * leak, no snapshot, still writable.  1-bit refcounts overflow at the first
+ * cluster; with 2-bit ones the walk overflows after changing two counts,
+ * which must be undone. */
+static void snap_refused(struct blockdev *bd, bool apply, const char *name)
+{
+	struct error e = { 0 };
+	struct qcow2_check_result cr;
+	struct qcow2 *q = bd->priv;
+	uint32_t nb = q->nb_snaps;
+	int r = apply ? qcow2_snapshot_apply(bd, name, &e) : qcow2_snapshot_create(bd, name, &e);
+
+	assert_int_not_equal(r, 0);
+	if (e.status != 66 || !strstr(e.msg, "refcounts can count"))
+		fail_msg("status %d: %s", e.status, e.msg);
+	assert_false(q->corrupt);
+	assert_int_equal(q->nb_snaps, nb);
+	assert_int_equal(qcow2_check(bd, false, &cr, &e), 0);
+	assert_int_equal(cr.corruptions + cr.leaks, 0);
+}
+
+static void test_snapshot_refcount_overflow(void **state)
+{
+	struct qcow2_create_opts co = { .size = 4u << 20, .cluster_size = 4096,
+					.refcount_bits = 1, .chain_id = true };
+	struct blockdev_opts o = { 0 };
+	struct error e = { 0 };
+	struct blockdev *bd;
+	uint8_t buf[4096];
+	uint64_t rc;
+
+	(void)state;
+	memset(buf, 0x5a, sizeof(buf));
+	assert_int_equal(qcow2_create(img, &co, &e), 0);
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	assert_int_equal(blockdev_write(bd, buf, 0, sizeof(buf)), 0);
+	snap_refused(bd, false, "s1");
+	assert_int_equal(blockdev_write(bd, buf, 4096, sizeof(buf)), 0);
+	blockdev_close(bd);
+	assert_int_equal(peek64(72) & QCOW2_INCOMPAT_CORRUPT, 0);
+	if (qemu_count("leaks") >= 0)
+		assert_int_equal(qemu_count("corruptions") + qemu_count("leaks"), 0);
+
+	co.refcount_bits = 2;			/* counts up to 3 */
+	assert_int_equal(qcow2_create(img, &co, &e), 0);
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	assert_int_equal(blockdev_write(bd, buf, 3u << 20, sizeof(buf)), 0);
+	assert_int_equal(qcow2_snapshot_create(bd, "s1", &e), 0);
+	assert_int_equal(qcow2_snapshot_create(bd, "s2", &e), 0);	/* 3M: count 3 */
+	assert_int_equal(blockdev_write(bd, buf, 0, sizeof(buf)), 0);	/* count 1 */
+	snap_refused(bd, false, "s3");		/* 0 and its L2 raised, 3M overflows */
+	assert_int_equal(qcow2_refcount_get(bd->priv, l2_table() / 4096, &rc), 0);
+	assert_int_equal(rc, 1);
+	snap_refused(bd, true, "s1");
+	assert_int_equal(blockdev_write(bd, buf, 4096, sizeof(buf)), 0);
+	blockdev_close(bd);
+	if (qemu_count("leaks") >= 0)
+		assert_int_equal(qemu_count("corruptions") + qemu_count("leaks"), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -592,6 +655,7 @@ int main(void)
 		cmocka_unit_test(test_overlap_snapshot_tables),
 		cmocka_unit_test(test_overlap_release),
 		cmocka_unit_test(test_l1_past_end),
+		cmocka_unit_test(test_snapshot_refcount_overflow),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
