@@ -8,6 +8,10 @@
  * "64-bit boot protocol":
  *
  *   - check "HdrS", protocol >= 2.12 and XLF_KERNEL_64 in xloadflags;
+ *   - check that the file holds the whole protected-mode kernel: syssize
+ *     (in 16-byte units, 32 bits wide since 2.04) is its length as the
+ *     kernel's build wrote it; a signed kernel carries its signature after
+ *     that, so the file may be longer, never shorter;
  *   - copy the protected-mode kernel to 1 MiB; enter at 1 MiB + 0x200 in
  *     long mode with identity paging, RSI = boot_params (boot.c does that);
  *   - build a zeroed boot_params ("zero page") holding a copy of the setup
@@ -141,6 +145,11 @@ int boot_bzimage_load(struct boot_ctx *c, const uint8_t *k, size_t len, struct e
 		return error_set(e, EXIT_BADKERNEL, "%s: truncated bzImage: setup is %llu bytes "
 				 "but the file has %zu", c->name, (unsigned long long)setup_len, len);
 	image_len = len - setup_len;
+	if (image_len < (uint64_t)hdr.syssize * 16)
+		return error_set(e, EXIT_BADKERNEL, "%s: truncated bzImage: the header says the "
+				 "kernel after the setup is %llu bytes but the file has %llu",
+				 c->name, (unsigned long long)hdr.syssize * 16,
+				 (unsigned long long)image_len);
 	if (bz_kernel_end(c->name, &hdr, image_len, &kend, e))
 		return -1;
 	if (kend > low_end)

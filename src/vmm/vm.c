@@ -3,8 +3,22 @@
  *
  * vm_create() does every step that can fail before any guest code runs, so
  * a bad kernel, a missing /dev/kvm or too much memory is reported before
- * threads exist.  Order matters to KVM: the irqchip and PIT must exist
- * before the first vCPU, and CPUID must be set before the first KVM_RUN.
+ * threads exist.  It works in two stages:
+ *
+ *   1. without KVM: the config's ranges, the CPU template's name, the disk
+ *      files, the host's memory, then guest RAM and the boot loaders, which
+ *      read, check and load the kernel and initrd and check the command line
+ *      against the boot protocol.  Every check on the user's input is here,
+ *      each done once, by the code that owns it (vm_config_validate, the
+ *      loaders), so bad input gets its own status (docs/cli.md) on any host,
+ *      with or without /dev/kvm;
+ *   2. with KVM: /dev/kvm and the VM fd, the memory slots over the RAM
+ *      already loaded, irqchip and PIT, devices, vCPUs.  What can fail here
+ *      is the host (68, 67 for a CPU template it cannot offer, 70), or a
+ *      device's own file contents (a qcow2 header: 66).
+ *
+ * Order matters to KVM: the irqchip and PIT must exist before the first
+ * vCPU, and CPUID must be set before the first KVM_RUN.
  *
  * vm_run() then starts the event loop and the vCPU threads and sleeps on a
  * condition variable until vm_stop() is called.  The first vm_stop() wins:
@@ -82,11 +96,10 @@ static int vm_check_host_memory(uint64_t want, struct error *e)
 	return 0;
 }
 
-static int vm_setup_memory(struct vm *vm, struct error *e)
+/* Give KVM the guest RAM that stage 1 created and loaded: one slot per
+ * region. */
+static int vm_map_memory(struct vm *vm, struct error *e)
 {
-	if (vm_check_host_memory(vm->cfg.memory, e) ||
-	    guest_mem_create(&vm->mem, vm->cfg.memory, e))
-		return -1;
 	for (int i = 0; i < vm->mem.nregions; i++) {
 		struct kvm_userspace_memory_region r = {
 			.slot = (uint32_t)i,
@@ -129,7 +142,38 @@ static int vm_setup_vcpus(struct vm *vm, struct error *e)
 	return 0;
 }
 
-static int vm_setup_boot(struct vm *vm, struct error *e)
+/* Refuse a disk image that is missing or that this process may not open
+ * as asked (read-only or read-write), before KVM is touched.  Its contents
+ * (a qcow2 header, a backing chain) are checked when the device opens it. */
+static int vm_check_disk_files(const struct vm_config *cfg, struct error *e)
+{
+	for (int i = 0; i < cfg->ndisks; i++) {
+		const struct vm_disk *d = &cfg->disks[i];
+		int mode = d->readonly ? R_OK : R_OK | W_OK;
+
+		if (d->path && faccessat(AT_FDCWD, d->path, mode, AT_EACCESS) < 0)
+			return error_set(e, EXIT_NOINPUT, "%s: %s", d->path, strerror(errno));
+	}
+	return 0;
+}
+
+/* Stage 1, the user's input, with no KVM: see the essay above. */
+static int vm_check_config(struct vm *vm, const struct vm_config *cfg, struct error *e)
+{
+	if (vm_config_validate(cfg, e))
+		return -1;
+	vm->tmpl = cpu_template_find(cfg->cpu_template);
+	if (!vm->tmpl)
+		return error_set(e, EXIT_USAGE, "unknown CPU template '%s' "
+				 "(`shoal cpu-templates` lists them)", cfg->cpu_template);
+	if (vm_check_disk_files(cfg, e) || vm_check_host_memory(cfg->memory, e))
+		return -1;
+	return 0;
+}
+
+/* Stage 1, continued: guest RAM, and the boot loaders' own checks of the
+ * kernel, initrd and command line as they load them into it. */
+static int vm_load_guest(struct vm *vm, struct error *e)
 {
 	struct boot_request req = {
 		.kernel_path = vm->cfg.kernel,
@@ -138,26 +182,9 @@ static int vm_setup_boot(struct vm *vm, struct error *e)
 		.ncpus = vm->ncpus,
 	};
 
+	if (guest_mem_create(&vm->mem, vm->cfg.memory, e))
+		return -1;
 	return boot_load(&vm->mem, &req, &vm->boot, e);
-}
-
-/* Fail early, before KVM is touched, on a kernel or initrd that cannot be
- * opened: the user learns about the typo, not about /dev/kvm. */
-static int vm_check_inputs(const struct vm_config *cfg, struct error *e)
-{
-	const char *paths[] = { cfg->kernel, cfg->initrd };
-
-	for (int i = 0; i < 2; i++) {
-		int fd;
-
-		if (!paths[i])
-			continue;
-		fd = open(paths[i], O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			return error_set(e, EXIT_NOINPUT, "%s: %s", paths[i], strerror(errno));
-		close(fd);
-	}
-	return 0;
 }
 
 struct vm *vm_new_bare(void)
@@ -185,18 +212,9 @@ struct vm *vm_create(const struct vm_config *cfg, struct error *e)
 	}
 	vm_config_copy(&vm->cfg, cfg);
 	vm->ncpus = cfg->cpus;
-	if (path_confine((const char *const *)cfg->confine, cfg->nconfine, e))
-		goto fail;              /* before any file the config names is opened */
-	vm->tmpl = cpu_template_find(cfg->cpu_template);
-	if (vm_config_validate(cfg, e) || vm_check_inputs(cfg, e))
+	if (vm_check_config(vm, cfg, e) || vm_load_guest(vm, e))
 		goto fail;
-	if (!vm->tmpl) {
-		error_set(e, EXIT_USAGE, "unknown CPU template '%s' (`shoal cpu-templates` lists them)",
-			  cfg->cpu_template);
-		goto fail;
-	}
-	if (vm_open_kvm(vm, e) || vm_setup_memory(vm, e) || vm_setup_boot(vm, e) ||
-	    vm_setup_irqchip(vm, e))
+	if (vm_open_kvm(vm, e) || vm_map_memory(vm, e) || vm_setup_irqchip(vm, e))
 		goto fail;
 	vm->loop = eventloop_new();
 	if (!vm->loop) {

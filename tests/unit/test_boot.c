@@ -5,11 +5,12 @@
  * Kernels are built in the test: a tiny PVH ELF (64- and 32-bit) whose
  * fields each test bends one at a time (no note, truncated anywhere, a
  * segment past the file or past RAM, absurd counts and offsets), and a tiny
- * bzImage header (bad magic, old protocol, no 64-bit entry, truncated setup,
- * setup_sects 0, init_size too big, command line too long).  Successful
- * loads are checked field by field in start_info / boot_params; failures by
- * exit status and message.  A real Debian kernel is loaded too when one is
- * on this machine (skipped with the reason otherwise).
+ * bzImage header (bad magic, old protocol, no 64-bit entry, truncated setup
+ * or kernel, setup_sects 0, init_size too big, command line too long).
+ * Successful loads are checked field by field in start_info / boot_params;
+ * failures by exit status and message.  A real Debian kernel is loaded too
+ * when one is on this machine (skipped with the reason otherwise), and
+ * refused when cut short.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -405,6 +406,7 @@ static void bz_make(struct bz_img *img, int setup_sects)
 	img->setup_len = (size_t)(sects + 1) * 512;
 	img->len = img->setup_len + BZ_PAYLOAD;
 	h->setup_sects = (uint8_t)setup_sects;
+	h->syssize = BZ_PAYLOAD / 16;                    /* the payload, as Linux's build writes it */
 	h->boot_flag = 0xaa55;
 	h->jump = (uint16_t)(0xeb | ((0x26c - 0x202) << 8));
 	h->header = BZ_HDR_MAGIC;
@@ -489,6 +491,21 @@ static void test_bz_setup_sects_zero(void **state)
 	assert_int_equal(bp.hdr.setup_sects, 0);
 }
 
+/* A signed kernel carries its signature after the syssize bytes: the file
+ * may be longer than the header says, never shorter. */
+static void test_bz_longer_than_syssize(void **state)
+{
+	struct bz_img img;
+	struct boot_info bi;
+	struct boot_params bp;
+
+	(void)state;
+	bz_make(&img, BZ_SETUP_SECTS);
+	bz_hdr(&img)->syssize = (BZ_PAYLOAD - 512) / 16;
+	bz_load_ok(&img, NULL, 0, NULL, &bi, &bp);
+	assert_int_equal(bi.proto, BOOT_LINUX64);
+}
+
 static void test_bz_initrd(void **state)
 {
 	struct bz_img img;
@@ -530,6 +547,11 @@ static void test_bz_rejects(void **state)
 	bz_make(&img, BZ_SETUP_SECTS);
 	expect_fail(img.b, img.setup_len, NULL, EXIT_BADKERNEL, "truncated bzImage");
 	expect_fail(img.b, 0x230, NULL, EXIT_BADKERNEL, "truncated bzImage setup header");
+	/* cut inside the protected-mode kernel: syssize says what is missing */
+	expect_fail(img.b, img.len - 16, NULL, EXIT_BADKERNEL,
+		    "truncated bzImage: the header says the kernel after the setup is 4096 "
+		    "bytes but the file has 4080");
+	expect_fail(img.b, img.setup_len + 1, NULL, EXIT_BADKERNEL, "truncated bzImage");
 	bz_make(&img, BZ_SETUP_SECTS);
 	bz_hdr(&img)->setup_sects = 0xff;                /* setup larger than the file */
 	expect_fail(img.b, sizeof(img.b), NULL, EXIT_BADKERNEL, "truncated bzImage");
@@ -851,6 +873,31 @@ static void real_load(struct guest_mem *m, const char *kernel, const char *initr
 	}
 }
 
+/* The bzImage at `path` cut short by a page, in the middle of its
+ * compressed kernel: refused as truncated (syssize), not loaded. */
+static void real_truncated(struct guest_mem *m, const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	struct boot_info bi;
+	struct error e = { 0 };
+	uint8_t *buf;
+	long len;
+
+	assert_non_null(f);
+	assert_int_equal(fseek(f, 0, SEEK_END), 0);
+	len = ftell(f);
+	assert_true(len > 65536);
+	rewind(f);
+	buf = malloc((size_t)len);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
+	fclose(f);
+	assert_int_equal(boot_load_buf(m, path, buf, (size_t)len - 4096, NULL, 0, NULL, 1, &bi, &e), -1);
+	assert_int_equal(e.status, EXIT_BADKERNEL);
+	assert_non_null(strstr(e.msg, "truncated bzImage"));
+	free(buf);
+}
+
 static void test_real_kernel(void **state)
 {
 	char kit[256], path[512], kpath[600], ipath[600];
@@ -862,14 +909,18 @@ static void test_real_kernel(void **state)
 	assert_int_equal(guest_mem_create_anon(&big, 512 * MiB, &e), 0);
 	if (find_kernel("/boot/vmlinuz-*", path, sizeof(path)) && !access(path, R_OK)) {
 		real_load(&big, path, NULL);
+		real_truncated(&big, path);
 		tried++;
 	}
 	if (kit_dir(kit, sizeof(kit))) {
 		snprintf(ipath, sizeof(ipath), "%s/initrd.cpio.gz", kit);
 		const char *initrd = access(ipath, R_OK) ? NULL : ipath;
 		snprintf(kpath, sizeof(kpath), "%s/bzImage", kit);
-		if (!access(kpath, R_OK))
-			real_load(&big, kpath, initrd), tried++;
+		if (!access(kpath, R_OK)) {
+			real_load(&big, kpath, initrd);
+			real_truncated(&big, kpath);
+			tried++;
+		}
 		snprintf(kpath, sizeof(kpath), "%s/vmlinux", kit);
 		if (!access(kpath, R_OK))
 			real_load(&big, kpath, initrd), tried++;
@@ -895,6 +946,7 @@ int main(void)
 		cmocka_unit_test(test_elf_bad_header),
 		cmocka_unit_test(test_bz_ok),
 		cmocka_unit_test(test_bz_setup_sects_zero),
+		cmocka_unit_test(test_bz_longer_than_syssize),
 		cmocka_unit_test(test_bz_initrd),
 		cmocka_unit_test(test_bz_rejects),
 		cmocka_unit_test(test_bz_cmdline_size),
