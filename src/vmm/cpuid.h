@@ -8,11 +8,17 @@
  * leaf, and is then narrowed by a named template:
  *
  *   host      everything the host and KVM offer, after filtering.
- *   baseline  x86-64-v2 (SSE4.2, POPCNT, CX16) and nothing newer, no XSAVE:
- *             the common denominator for restoring or migrating a VM onto a
- *             different host (seed mechanism 27).  Refused with a message
- *             naming the missing feature if this host cannot offer it.
+ *   baseline  x86-64-v2 (SSE4.2, POPCNT, CX16, LAHF) and nothing newer, no
+ *             XSAVE: the common denominator for restoring or migrating a VM
+ *             onto a different host (seed mechanism 27).  It shows the
+ *             guest only what it requires, so the guest sees the same
+ *             processor on every host that accepts it.
  *   minimal   x86-64 baseline (SSE2) only: the oldest 64-bit processor.
+ *
+ * Every template requires what a 64-bit guest cannot run without (long
+ * mode, the psABI baseline, Linux's x86-64 minimum; cpuid.c says why for
+ * each bit) and nothing that only legacy modes use, and is refused with a
+ * message naming the missing feature on a host that cannot offer it.
  *
  * `shoal cpu-templates` lists them.
  */
@@ -33,7 +39,10 @@ struct cpu_template {
 	uint32_t leaf1_ecx, leaf1_edx;
 	uint32_t leaf7_ebx, leaf7_ecx, leaf7_edx;
 	uint32_t ext1_ecx, ext1_edx; /* leaf 0x80000001 */
-	uint32_t req1_ecx, req1_edx; /* required from the host */
+	/* Required from the host (cpuid.c says why for each bit); a subset of
+	 * what the template allows. */
+	uint32_t req1_ecx, req1_edx;
+	uint32_t req_ext1_ecx, req_ext1_edx; /* leaf 0x80000001 */
 	int allow_xsave_leaf;        /* keep leaf 0xd */
 };
 
