@@ -29,6 +29,8 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -112,7 +114,7 @@ static void define_vms(int have, int n)
 
 static void start_daemon(void)
 {
-	char sdir[80];
+	char sdir[80], gdir[PATH_MAX];
 
 	snprintf(g_dir, sizeof(g_dir), "/tmp/shoal-bench-api.XXXXXX");
 	if (!mkdtemp(g_dir))
@@ -123,7 +125,10 @@ static void start_daemon(void)
 	if (g_daemon == 0) {
 		int fd = open("/dev/null", O_WRONLY);
 		dup2(fd, 2);
-		execl(g_shoald, "shoald", "--state-dir", sdir, "--vmm", g_shoal, (char *)NULL);
+		/* shoald refuses kernels outside its --allow-dir directories */
+		snprintf(gdir, sizeof(gdir), "%s", g_guest);
+		execl(g_shoald, "shoald", "--state-dir", sdir, "--vmm", g_shoal,
+		      "--allow-dir", dirname(gdir), (char *)NULL);
 		_exit(127);
 	}
 	for (int i = 0; i < 400 && request("GET", "/v1/version", NULL) != 200; i++)
@@ -283,6 +288,7 @@ int main(int argc, char **argv)
 	int reps = 1000, k = 40, p = 4, c, ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	double d_api, d_guest, b_api, b_guest;
 	char cmd[128];
+	static char guest_abs[PATH_MAX];
 
 	while ((c = getopt_long(argc, argv, "r:k:p:", opts, NULL)) != -1) {
 		switch (c) {
@@ -295,6 +301,8 @@ int main(int argc, char **argv)
 		default: return 64;
 		}
 	}
+	if (realpath(g_guest, guest_abs))     /* the daemon wants an absolute path */
+		g_guest = guest_abs;
 	start_daemon();
 	printf("## API latency (one connection per request), microseconds\n\n"
 	       "| req   | defined  |  count |   median |      p99 |\n|---|---|---|---|---|\n");

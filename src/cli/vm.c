@@ -148,6 +148,21 @@ static void vm_absolute(json_t *spec, const char *key, const char *prefix)
 	json_object_set_new(spec, key, json_string(buf));
 }
 
+/* The virtio console's ",in=PATH" made absolute; its output file and the
+ * serial console's are names inside the VM's directory on the daemon's
+ * side, so they stay as they are. */
+static void vm_absolute_vconsole_in(json_t *spec)
+{
+	const char *v = json_string_value(json_object_get(spec, "virtio_console"));
+	const char *in = v ? strstr(v, ",in=") : NULL;
+	char cwd[PATH_MAX], buf[PATH_MAX * 3];
+
+	if (!in || in[4] == '/' || !in[4] || !getcwd(cwd, sizeof(cwd)))
+		return;
+	snprintf(buf, sizeof(buf), "%.*s,in=%s/%s", (int)(in - v), v, cwd, in + 4);
+	json_object_set_new(spec, "virtio_console", json_string(buf));
+}
+
 /* Read the spec file (or stdin), fix paths and name, as JSON text. */
 static char *vm_read_spec(const struct vm_args *a, struct error *e)
 {
@@ -164,8 +179,9 @@ static char *vm_read_spec(const struct vm_args *a, struct error *e)
 	if (json_is_object(spec)) {
 		vm_absolute(spec, "kernel", "");
 		vm_absolute(spec, "initrd", "");
-		vm_absolute(spec, "console", "file:");
-		vm_absolute(spec, "virtio_console", "file:");
+		vm_absolute_vconsole_in(spec);
+		if (json_is_object(json_object_get(spec, "vsock")))
+			vm_absolute(json_object_get(spec, "vsock"), "socket", "");
 		json_t *d;
 		size_t i;
 		json_array_foreach(json_object_get(spec, "disks"), i, d)

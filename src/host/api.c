@@ -2,15 +2,30 @@
  * api.c - serving the HTTP API with libmicrohttpd.
  *
  * Listeners: a Unix socket (always; its mode 0660 and its directory decide
- * who may use it) and optionally TCP with TLS and a bearer token (both are
- * required: the daemon refuses to serve TCP without them).
+ * who may connect, the caller's uid and groups what it may do) and
+ * optionally TCP with TLS and a bearer token (both are required: the daemon
+ * refuses to serve TCP without them; a token holder has --token-role).
+ *
+ * One request, as libmicrohttpd hands it to us:
+ *
+ *   request line  -> api_uri_seen: the raw target; a %00 is noted (a NUL
+ *                    would cut the decoded path short and act on "a" for
+ *                    "a%00b"), and the per-request state is made
+ *   headers whole -> api_begin: token (TCP), %00 -> 400, the caller's
+ *                    role against the route's -> 403, Content-Length -> 413
+ *   body pieces   -> api_append
+ *   body whole    -> api_dispatch: the handler runs (no deadline now)
+ *   answer sent   -> api_completed: the next request's deadline starts
  *
  * Threads: libmicrohttpd's thread per connection.  A handler may block
  * (start waits for a VMM; the event stream waits for events), which costs
  * that connection's thread only.  Slow clients: a connection that sends
  * nothing for --client-timeout seconds is closed by libmicrohttpd, whether
- * it is idle or in the middle of a request; the request is then dropped
- * before any handler runs, so nothing is half-done.
+ * it is idle or in the middle of a request, and one whose request is not
+ * whole after --request-timeout seconds is closed by api_peer.c however
+ * often it sends a byte; the request is then dropped before any handler
+ * runs, so nothing is half-done.  One caller holds at most
+ * --max-peer-connections connections.
  *
  * Request bodies are gathered into a buffer of at most HOST_BODY_MAX
  * bytes; a larger body is read and dropped (or, over 16 times that by its
@@ -39,6 +54,7 @@ struct api_server {
 	struct MHD_Daemon *tcp_d;
 	int unix_fd;
 	char *tls_cert, *tls_key;   /* PEM text, kept while the daemon runs */
+	struct api_peers *peers;    /* every connection's caller and deadline */
 };
 
 /* Per-request state kept by libmicrohttpd between calls. */
@@ -46,7 +62,9 @@ struct api_req {
 	char *body;
 	size_t len, cap;
 	bool too_big;
-	bool answered;      /* a response was queued early (413, 401) */
+	bool begun;         /* api_begin ran */
+	bool nul_in_target; /* the raw request target encodes a NUL */
+	bool answered;      /* a response was queued early (413, 401, 403, 400) */
 };
 
 int api_reply_raw(struct api_call *c, int status, const char *ctype, void *buf, size_t len)
@@ -67,27 +85,33 @@ int api_reply_raw(struct api_call *c, int status, const char *ctype, void *buf, 
 	return ret;
 }
 
+int api_reply_error(struct api_call *c, const struct api_err *e)
+{
+	size_t n = 0;
+	char *text = api_error_body(e, &n);
+
+	if (!text)
+		return MHD_NO;
+	return api_reply_raw(c, e->http ? e->http : 500, "application/json", text, n);
+}
+
 int api_reply_json(struct api_call *c, int status, void *json)
 {
 	char *text = json ? json_dumps(json, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	struct api_err e;
 	size_t n;
 
 	json_decref(json);
-	if (!text)
-		return api_reply_raw(c, 500, "application/json",
-				     strdup("{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}"),
-				     58);
+	if (!text) {
+		/* only strings the daemon itself checked go into answers, but a
+		 * failure here must still be the one error shape */
+		api_err_set(&e, 500, "internal", "cannot encode the answer as JSON");
+		return api_reply_error(c, &e);
+	}
 	n = strlen(text);
 	text = realloc(text, n + 2) ?: text;
 	text[n++] = '\n';
 	return api_reply_raw(c, status, "application/json", text, n);
-}
-
-int api_reply_error(struct api_call *c, const struct api_err *e)
-{
-	return api_reply_json(c, e->http ? e->http : 500,
-			      json_pack("{s:{s:s, s:s}}", "error", "code",
-					e->code[0] ? e->code : "internal", "message", e->msg));
 }
 
 const char *api_query(struct api_call *c, const char *key)
@@ -124,16 +148,49 @@ static int api_early_error(struct host *h, struct MHD_Connection *conn, struct a
 	return api_reply_error(&c, &e);
 }
 
+/* The caller's role allows the route (unknown routes fall through to 404
+ * and 405 at dispatch); a 403 queued otherwise. */
+static int api_authorize(struct host *h, struct MHD_Connection *conn, struct api_req *r,
+			 struct api_peer *p, const char *method, const char *url)
+{
+	char name[HOST_NAME_MAX_LEN + 1], msg[300];
+	const struct api_route *route;
+	enum host_role role = p ? p->role : HOST_ROLE_NONE;
+	int status;
+
+	route = api_route_find(method, url, name, sizeof(name), &status);
+	if (!route || role >= route->need)
+		return MHD_YES;
+	snprintf(msg, sizeof(msg), "%s %s: %s has the role \"%s\"; this needs \"%s\" "
+		 "(granted with shoald --grant)", route->method, route->path,
+		 p ? p->who : "this caller", host_role_name(role), host_role_name(route->need));
+	fprintf(stderr, "shoald: forbidden: %s\n", msg);
+	return api_early_error(h, conn, r, 403, "forbidden", msg);
+}
+
 /* First call for a request: checks that need only the headers. */
 static int api_begin(struct host *h, struct MHD_Connection *conn, struct api_req *r,
-		     bool tcp)
+		     const char *method, const char *url, bool tcp)
 {
 	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+	struct api_peer *p = api_peer_of(conn);
+	struct api_err e;
 	char msg[128];
 
+	r->begun = true;
+	if (p && p->refused)
+		return MHD_NO;
 	if (tcp && !api_token_ok(h, conn))
 		return api_early_error(h, conn, r, 401, "unauthorized",
 				       "a valid \"Authorization: Bearer TOKEN\" header is required");
+	if (tcp && p)
+		p->role = h->opt.token_role;
+	if (r->nul_in_target) {
+		api_target_check("%00", &e);
+		return api_early_error(h, conn, r, 400, e.code, e.msg);
+	}
+	if (api_authorize(h, conn, r, p, method, url) != MHD_YES || r->answered)
+		return MHD_YES;
 	/* A body a little too large is read and dropped, then answered 413
 	 * (answering first and closing on unread bytes makes the kernel reset
 	 * the connection, and the client may never see the answer); an absurd
@@ -176,7 +233,8 @@ static void api_append(struct api_req *r, const char *data, size_t n)
 static int api_dispatch(struct host *h, struct MHD_Connection *conn, const char *url,
 			const char *method, struct api_req *r)
 {
-	struct api_call c = { .h = h, .conn = conn, .method = method, .url = url,
+	struct api_call c = { .h = h, .conn = conn, .peer = api_peer_of(conn),
+			      .method = method, .url = url,
 			      .body = r->body ? r->body : "", .body_len = r->len };
 	const struct api_route *route;
 	struct api_err e;
@@ -189,14 +247,10 @@ static int api_dispatch(struct host *h, struct MHD_Connection *conn, const char 
 	}
 	route = api_route_find(method, url, c.name, sizeof(c.name), &status);
 	if (!route) {
-		if (status == 405)
-			api_err_set(&e, 405, "method_not_allowed", "%.16s %.200s: method not allowed",
-				    method, url);
-		else
-			api_err_set(&e, 404, "not_found", "%.200s: no such route (see api/openapi.yaml)",
-				    url);
+		api_route_error(method, url, status, &e);
 		return api_reply_error(&c, &e);
 	}
+	api_peer_handling(c.peer, true);
 	return route->fn(&c);
 }
 
@@ -214,8 +268,9 @@ static enum MHD_Result api_access(void *cls, struct MHD_Connection *conn, const 
 		if (!r)
 			return MHD_NO;
 		*con_cls = r;
-		return (enum MHD_Result)api_begin(h, conn, r, tcp);
 	}
+	if (!r->begun)
+		return (enum MHD_Result)api_begin(h, conn, r, method, url, tcp);
 	if (r->answered) {
 		*upload_data_size = 0;        /* discard the rest */
 		return MHD_YES;
@@ -248,7 +303,19 @@ static enum MHD_Result api_access_tcp(void *cls, struct MHD_Connection *conn,
 			  con_cls, true);
 }
 
-/* Free the per-request state when libmicrohttpd is done with a request. */
+/* The request line is in: note a %00 in the raw target (libmicrohttpd
+ * decodes it in place afterwards) and make the per-request state. */
+static void *api_uri_seen(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	struct api_req *r = calloc(1, sizeof(*r));
+
+	if (r)
+		r->nul_in_target = api_target_check(uri, NULL) < 0;
+	return r;
+}
+
+/* Free the per-request state when libmicrohttpd is done with a request;
+ * the connection's next request starts its deadline now. */
 static void api_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			  enum MHD_RequestTerminationCode toe)
 {
@@ -259,6 +326,7 @@ static void api_completed(void *cls, struct MHD_Connection *conn, void **con_cls
 		free(r);
 	}
 	*con_cls = NULL;
+	api_peer_handling(api_peer_of(conn), false);
 }
 
 /* libmicrohttpd's own error log goes to our stderr. */
@@ -370,6 +438,9 @@ static int api_start_tcp(struct host *h, struct api_server *s, struct api_err *e
 				    MHD_OPTION_HTTPS_MEM_KEY, s->tls_key,
 				    MHD_OPTION_CONNECTION_TIMEOUT, h->opt.client_timeout_s,
 				    MHD_OPTION_CONNECTION_LIMIT, 1000u,
+				    MHD_OPTION_PER_IP_CONNECTION_LIMIT, h->opt.max_peer_conns,
+				    MHD_OPTION_NOTIFY_CONNECTION, api_peer_notify, s->peers,
+				    MHD_OPTION_URI_LOG_CALLBACK, api_uri_seen, h,
 				    MHD_OPTION_NOTIFY_COMPLETED, api_completed, h,
 				    MHD_OPTION_END);
 	if (!s->tcp_d)
@@ -386,6 +457,12 @@ int api_start(struct host *h, struct api_err *e)
 	if (!s)
 		return api_err_set(e, 500, "internal", "out of memory");
 	h->api = s;
+	s->unix_fd = -1;
+	s->peers = api_peers_new(h);
+	if (!s->peers) {
+		api_err_set(e, 500, "internal", "cannot start the connection deadline thread");
+		goto fail;
+	}
 	s->unix_fd = api_unix_listen(h, e);
 	if (s->unix_fd < 0)
 		goto fail;
@@ -396,6 +473,8 @@ int api_start(struct host *h, struct api_err *e)
 				     MHD_OPTION_LISTEN_SOCKET, s->unix_fd,
 				     MHD_OPTION_CONNECTION_TIMEOUT, h->opt.client_timeout_s,
 				     MHD_OPTION_CONNECTION_LIMIT, 2000u,
+				     MHD_OPTION_NOTIFY_CONNECTION, api_peer_notify, s->peers,
+				     MHD_OPTION_URI_LOG_CALLBACK, api_uri_seen, h,
 				     MHD_OPTION_NOTIFY_COMPLETED, api_completed, h,
 				     MHD_OPTION_END);
 	if (!s->unix_d) {
@@ -430,6 +509,7 @@ void api_stop(struct host *h)
 		close(s->unix_fd);
 	if (s->unix_fd >= 0)
 		unlink(h->socket_path);
+	api_peers_free(s->peers);
 	free(s->tls_cert);
 	free(s->tls_key);
 	free(s);

@@ -4,22 +4,44 @@
  * api/openapi.yaml documents every route in api_routes[]; the system test
  * tests/system/daemon_openapi.sh checks both directions (`shoald
  * --list-routes` prints this table).  Route matching and the small query
- * and body parsers are pure functions, fuzzed by fuzz/fuzz_api_request.c.
+ * and body parsers are pure functions, fuzzed by fuzz/fuzz_api_request.c,
+ * and so is the rendering of an error answer.
+ *
+ * Every route names the least role that may call it (authz.c); a caller
+ * below it gets 403 before its body is read.
  */
 #ifndef SHOAL_HOST_API_H
 #define SHOAL_HOST_API_H
 
+#include <microhttpd.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "host/host.h"
 
-struct MHD_Connection;
+struct api_peers;
+
+/* One connection's caller and its request deadline (api_peer.c). */
+struct api_peer {
+	struct api_peers *set;
+	int fd;                     /* libmicrohttpd's; only shut down here */
+	bool tcp;
+	uid_t uid;                  /* SO_PEERCRED; (uid_t)-1 on TCP */
+	pid_t pid;
+	enum host_role role;        /* from the grants; TCP: --token-role with the token */
+	char who[64];               /* "uid 1000 (pid 42)", for messages and logs */
+	int64_t deadline_ms;        /* monotonic; the request must be whole by then; 0: none */
+	bool upgraded;              /* console attach: a raw stream, no deadline */
+	bool cut;                   /* shut down at its deadline */
+	bool refused;               /* over the per-peer limit, answered 429 */
+	struct api_peer *next, *prev;
+};
 
 /* One request, as a handler sees it. */
 struct api_call {
 	struct host *h;
 	struct MHD_Connection *conn;
+	struct api_peer *peer;              /* who calls (NULL in tests without one) */
 	const char *method, *url;
 	char name[HOST_NAME_MAX_LEN + 1];   /* the {name} in the path, if any */
 	const char *body;                   /* NUL-terminated, may be empty */
@@ -33,6 +55,7 @@ struct api_route {
 	const char *method;
 	const char *path;        /* OpenAPI template: "/v1/vms/{name}/start" */
 	api_handler fn;
+	enum host_role need;     /* the least role that may call it */
 };
 
 extern const struct api_route api_routes[];
@@ -47,6 +70,22 @@ bool api_path_match(const char *tmpl, const char *path, char *name, size_t namel
 const struct api_route *api_route_find(const char *method, const char *path,
 				       char *name, size_t namelen, int *status);
 
+/* The 404 or 405 for a request no route takes (status from api_route_find). */
+void api_route_error(const char *method, const char *path, int status, struct api_err *e);
+
+/* A request target as it came, before percent-decoding: 0, or -1 with a
+ * 400 in `e` when it encodes a NUL (which would cut the decoded path short). */
+int api_target_check(const char *raw, struct api_err *e);
+
+/* Replace every byte of `s` that is not part of valid UTF-8 with '?', in
+ * place (a sequence cut short by truncation included). */
+void api_utf8_scrub(char *s);
+
+/* The body of an error answer: {"error": {"code", "message"}} and a
+ * newline, malloc'd, length in *len; any message bytes are made valid
+ * UTF-8 first.  NULL only without memory. */
+char *api_error_body(const struct api_err *e, size_t *len);
+
 /* Parse a boolean query value ("true", "false", "1", "0"); -1 if invalid. */
 int api_parse_bool(const char *s);
 /* Parse a non-negative integer query value up to max; -1 if invalid. */
@@ -54,6 +93,18 @@ long long api_parse_uint(const char *s, long long max);
 /* Parse the optional stop body {"mode": "graceful"|"force", "timeout_s": N}. */
 int api_parse_stop_body(const char *body, size_t len, bool *force, int *timeout_s,
 			struct api_err *e);
+
+/* Connections (api_peer.c): libmicrohttpd's open/close notification, the
+ * caller of a connection, and its request deadline. */
+struct api_peers *api_peers_new(struct host *h);
+void api_peers_free(struct api_peers *ps);
+void api_peer_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+		     enum MHD_ConnectionNotificationCode toe);
+struct api_peer *api_peer_of(struct MHD_Connection *conn);
+/* A handler starts (no deadline) or the answer is done (a new deadline). */
+void api_peer_handling(struct api_peer *p, bool handling);
+/* The connection became a raw stream (console attach): no deadline again. */
+void api_peer_upgraded(struct api_peer *p);
 
 /* Start and stop serving (api.c). */
 int api_start(struct host *h, struct api_err *e);

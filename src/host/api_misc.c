@@ -516,12 +516,30 @@ static int console_live_log(const char *sock, size_t max, char **out, size_t *le
 	return 0;
 }
 
+/* The file in the VM's directory its serial console goes to, from its spec
+ * ("console.log" unless the spec names one); `path` empty for "none". */
+static void console_file_path(struct api_call *c, char *spec, char *path, size_t size)
+{
+	struct host_spec s;
+	const char *name = "console.log";
+	bool parsed = spec && host_spec_parse(spec, strlen(spec), false, &s, NULL) == 0;
+
+	if (parsed)
+		name = host_console_name(&s.cfg);
+	path[0] = '\0';
+	if (name)
+		host_vm_path(c->h, c->name, name, path, size);
+	if (parsed)
+		host_spec_free(&s);
+	free(spec);
+}
+
 /* GET /v1/vms/NAME/console: the ring while the VM runs, the log file after. */
 int api_vm_console(struct api_call *c)
 {
 	const char *q_max = api_query(c, "max");
 	long long max = CONSOLE_LOG_MAX;
-	char path[4200], err[256];
+	char path[4200], err[256], *spec;
 	struct api_err e;
 	struct hvm *vm;
 	bool live;
@@ -539,15 +557,21 @@ int api_vm_console(struct api_call *c)
 		return api_reply_error(c, &e);
 	pthread_mutex_lock(&c->h->lock);
 	live = vm->state == HVM_RUNNING || vm->state == HVM_PAUSED;
+	spec = vm->rec.spec ? strdup(vm->rec.spec) : NULL;
 	hvm_put_locked(vm);
 	pthread_mutex_unlock(&c->h->lock);
 	rc = -1;
 	if (live)
 		rc = console_live_log(host_vm_path(c->h, c->name, "control.sock", path, sizeof(path)),
 				      (size_t)max, &buf, &len, err, sizeof(err));
-	if (rc)   /* not running, or it just stopped: the file */
-		rc = console_file_tail(host_vm_path(c->h, c->name, "console.log", path, sizeof(path)),
-				       (size_t)max, &buf, &len);
+	console_file_path(c, spec, path, sizeof(path));
+	if (rc && !path[0]) {       /* console "none": nothing was ever kept */
+		buf = NULL;
+		len = 0;
+		rc = 0;
+	} else if (rc) {            /* not running, or it just stopped: the file */
+		rc = console_file_tail(path, (size_t)max, &buf, &len);
+	}
 	if (rc) {
 		api_err_set(&e, 500, "internal", "vm \"%s\": console log: %s", c->name, strerror(-rc));
 		return api_reply_error(c, &e);
@@ -726,6 +750,7 @@ int api_vm_console_attach(struct api_call *c)
 		return MHD_NO;
 	}
 	MHD_add_response_header(r, MHD_HTTP_HEADER_UPGRADE, "shoal-console");
+	api_peer_upgraded(c->peer);      /* a stream now: no request deadline */
 	ret = MHD_queue_response(c->conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
 	MHD_destroy_response(r);
 	return ret;

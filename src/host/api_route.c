@@ -1,7 +1,14 @@
 /*
  * api_route.c - the route table and the pure parsing around it: path
- * templates, query values, the stop body.  No libmicrohttpd here, so the
- * fuzzer and the unit tests can call it directly.
+ * templates, query values, the stop body, and the bytes of an error
+ * answer.  No libmicrohttpd calls here, so the fuzzer and the unit tests can
+ * call it directly.
+ *
+ * Error messages quote what the client sent (a path, a key), and a client
+ * may send any bytes, including a valid character cut in half by a "%.200s".
+ * JSON text must be UTF-8, so api_error_body scrubs the message first;
+ * without that, jansson refuses to encode it and the answer was a fallback
+ * with a wrong length (issue 16).
  */
 #include "host/api.h"
 
@@ -13,23 +20,29 @@
 
 #include "host/spec.h"
 
+#define R HOST_ROLE_READ
+#define O HOST_ROLE_OPERATE
+#define A HOST_ROLE_ADMIN
 const struct api_route api_routes[] = {
-	{ "GET",    "/v1/version",                   api_version },
-	{ "GET",    "/v1/vms",                       api_vm_list },
-	{ "POST",   "/v1/vms",                       api_vm_create },
-	{ "GET",    "/v1/vms/{name}",                api_vm_show },
-	{ "DELETE", "/v1/vms/{name}",                api_vm_delete },
-	{ "POST",   "/v1/vms/{name}/start",          api_vm_start },
-	{ "POST",   "/v1/vms/{name}/stop",           api_vm_stop },
-	{ "POST",   "/v1/vms/{name}/pause",          api_vm_pause },
-	{ "POST",   "/v1/vms/{name}/resume",         api_vm_resume },
-	{ "GET",    "/v1/vms/{name}/console",        api_vm_console },
-	{ "GET",    "/v1/vms/{name}/console/attach", api_vm_console_attach },
-	{ "GET",    "/v1/vms/{name}/metrics",        api_vm_metrics },
-	{ "GET",    "/v1/events",                    api_events },
-	{ "GET",    "/v1/metrics",                   api_metrics_json },
-	{ "GET",    "/metrics",                      api_metrics_prometheus },
+	{ "GET",    "/v1/version",                   api_version,           R },
+	{ "GET",    "/v1/vms",                       api_vm_list,           R },
+	{ "POST",   "/v1/vms",                       api_vm_create,         A },
+	{ "GET",    "/v1/vms/{name}",                api_vm_show,           R },
+	{ "DELETE", "/v1/vms/{name}",                api_vm_delete,         A },
+	{ "POST",   "/v1/vms/{name}/start",          api_vm_start,          O },
+	{ "POST",   "/v1/vms/{name}/stop",           api_vm_stop,           O },
+	{ "POST",   "/v1/vms/{name}/pause",          api_vm_pause,          O },
+	{ "POST",   "/v1/vms/{name}/resume",         api_vm_resume,         O },
+	{ "GET",    "/v1/vms/{name}/console",        api_vm_console,        O },
+	{ "GET",    "/v1/vms/{name}/console/attach", api_vm_console_attach, O },
+	{ "GET",    "/v1/vms/{name}/metrics",        api_vm_metrics,        R },
+	{ "GET",    "/v1/events",                    api_events,            R },
+	{ "GET",    "/v1/metrics",                   api_metrics_json,      R },
+	{ "GET",    "/metrics",                      api_metrics_prometheus, R },
 };
+#undef R
+#undef O
+#undef A
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);
 
 bool api_path_match(const char *tmpl, const char *path, char *name, size_t namelen)
@@ -72,6 +85,97 @@ const struct api_route *api_route_find(const char *method, const char *path,
 	if (path_known)
 		*status = 405;
 	return NULL;
+}
+
+void api_route_error(const char *method, const char *path, int status, struct api_err *e)
+{
+	if (status == 405)
+		api_err_set(e, 405, "method_not_allowed", "%.16s %.200s: method not allowed",
+			    method, path);
+	else
+		api_err_set(e, 404, "not_found", "%.200s: no such route (see api/openapi.yaml)", path);
+}
+
+int api_target_check(const char *raw, struct api_err *e)
+{
+	if (raw && strstr(raw, "%00"))
+		return api_err_set(e, 400, "invalid_request",
+				   "the request path or query encodes a NUL byte (%%00)");
+	return 0;
+}
+
+/* Length of the valid UTF-8 sequence at `s`, or 0 (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF). */
+static size_t utf8_seq_len(const unsigned char *s)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t n;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	if (s[0] == 0xe0)
+		lo = 0xa0;
+	else if (s[0] == 0xed)
+		hi = 0x9f;
+	else if (s[0] == 0xf0)
+		lo = 0x90;
+	else if (s[0] == 0xf4)
+		hi = 0x8f;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+void api_utf8_scrub(char *s)
+{
+	unsigned char *p = (unsigned char *)s;
+	size_t n;
+
+	while (*p) {
+		n = utf8_seq_len(p);
+		if (n)
+			p += n;
+		else
+			*p++ = '?';
+	}
+}
+
+char *api_error_body(const struct api_err *e, size_t *len)
+{
+	static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}\n";
+	char code[sizeof(e->code)], msg[sizeof(e->msg)], *text;
+	json_t *j;
+
+	snprintf(code, sizeof(code), "%s", e->code[0] ? e->code : "internal");
+	snprintf(msg, sizeof(msg), "%s", e->msg);
+	api_utf8_scrub(code);
+	api_utf8_scrub(msg);
+	j = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
+	text = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(j);
+	if (text) {
+		*len = strlen(text);
+		char *t = realloc(text, *len + 2);
+		if (t) {
+			t[(*len)++] = '\n';
+			t[*len] = '\0';
+			return t;
+		}
+		return text;
+	}
+	*len = sizeof(oom) - 1;
+	return strdup(oom);
 }
 
 int api_parse_bool(const char *s)

@@ -4,15 +4,23 @@
  *
  * State directory layout:
  *
+ *   STATE_DIR/                  0711: others may reach the socket by name only
  *   STATE_DIR/shoald.lock       flock'd by the running daemon (one per dir)
- *   STATE_DIR/shoald.db         SQLite (store.c)
- *   STATE_DIR/shoald.sock       the API (unless --socket)
+ *   STATE_DIR/shoald.db         SQLite (store.c), 0600 with its -wal and -shm
+ *   STATE_DIR/shoald.sock       the API (unless --socket), 0660
+ *   STATE_DIR/images/           the default --allow-dir, 0700
+ *   STATE_DIR/vms/              0700
  *   STATE_DIR/vms/NAME/         one directory per started VM:
  *       config.json             the VMM's settings (shoal run --config)
  *       control.sock            the VMM's control socket
  *       vmm.log                 the VMM's stdout and stderr
- *       console.log             the guest's serial console
+ *       console.log             the guest's serial console (or the name
+ *                               the spec's "file:NAME" console gives)
  *       exit                    written by the monitor when the VMM exits
+ *
+ * Files a client names (kernels, disks, ...) live elsewhere: beneath the
+ * --allow-dir directories, which the daemon confines its own checks to
+ * (util/path_beneath.h) and hands to every VMM as its "confine" list.
  *
  * host_open loads the table from the store and then reattaches to the VMs
  * that were running (supervisor.c) before the API is started, so that the
@@ -185,16 +193,68 @@ static void host_load_one(void *arg, struct vm_record *r)
 	h->vms[h->nvms++] = vm;
 }
 
+/* Option defaults for what `opt` leaves at 0. */
+static void host_defaults(struct host_options *o)
+{
+	if (!o->client_timeout_s)
+		o->client_timeout_s = 30;
+	if (!o->request_timeout_s)
+		o->request_timeout_s = 60;
+	if (!o->max_peer_conns)
+		o->max_peer_conns = 128;
+	if (!o->stop_timeout_s)
+		o->stop_timeout_s = 10;
+	if (!o->token_role)
+		o->token_role = HOST_ROLE_ADMIN;
+}
+
+/* The directories clients may name files in: --allow-dir, or
+ * STATE_DIR/images (made here, 0700); the process confines itself to them. */
+static int host_allow_dirs(struct host *h, struct api_err *e)
+{
+	char buf[4096];
+	struct error err;
+
+	if (!h->opt.nallow_dirs) {
+		snprintf(buf, sizeof(buf), "%s/images", h->state_dir);
+		if (host_mkdir(buf, 0700, e))
+			return -1;
+		h->allow_dirs[h->nallow_dirs++] = strdup(buf);
+	}
+	for (int i = 0; i < h->opt.nallow_dirs; i++)
+		h->allow_dirs[h->nallow_dirs++] = strdup(h->opt.allow_dirs[i]);
+	for (int i = 0; i < h->nallow_dirs; i++)
+		if (!h->allow_dirs[i])
+			return api_err_set(e, 500, "internal", "out of memory");
+	if (path_confine((const char *const *)h->allow_dirs, h->nallow_dirs, &err))
+		return api_err_set(e, 400, "invalid_request", "--allow-dir: %s", err.msg);
+	return 0;
+}
+
+/* The state directory: made 0711, and an existing one that others may
+ * read or anyone but us write is narrowed (only the socket is for them). */
+static int host_state_dir(struct host *h, struct api_err *e)
+{
+	struct stat st;
+	mode_t loose = S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH;
+
+	if (host_mkdir(h->state_dir, 0711, e))
+		return -1;
+	if (stat(h->state_dir, &st) < 0)
+		return api_err_set(e, 500, "internal", "%s: %s", h->state_dir, strerror(errno));
+	if ((st.st_mode & loose) && chmod(h->state_dir, (st.st_mode & 07777 & ~loose)) < 0)
+		return api_err_set(e, 500, "internal", "%s: cannot narrow mode %o: %s",
+				   h->state_dir, (unsigned)(st.st_mode & 07777), strerror(errno));
+	return 0;
+}
+
 /* Fill in paths and options from `opt`. */
 static int host_paths(struct host *h, const struct host_options *opt, struct api_err *e)
 {
 	char buf[4096];
 
 	h->opt = *opt;
-	if (!h->opt.client_timeout_s)
-		h->opt.client_timeout_s = 30;
-	if (!h->opt.stop_timeout_s)
-		h->opt.stop_timeout_s = 10;
+	host_defaults(&h->opt);
 	h->state_dir = strdup(opt->state_dir ? opt->state_dir : "/var/lib/shoal");
 	snprintf(buf, sizeof(buf), "%s/shoald.sock", h->state_dir);
 	h->socket_path = strdup(opt->socket_path ? opt->socket_path : buf);
@@ -219,8 +279,8 @@ int host_open(struct host *h, const struct host_options *opt, struct api_err *e)
 	pthread_cond_init(&h->changed, NULL);
 	pthread_cond_init(&h->event_cond, NULL);
 	h->started_ms = host_now_ms();
-	if (host_paths(h, opt, e) || host_mkdir(h->state_dir, 0755, e) ||
-	    host_mkdir(h->vms_dir, 0700, e) || host_lock_dir(h, e))
+	if (host_paths(h, opt, e) || host_state_dir(h, e) ||
+	    host_mkdir(h->vms_dir, 0700, e) || host_lock_dir(h, e) || host_allow_dirs(h, e))
 		goto fail;
 	snprintf(path, sizeof(path), "%s/shoald.db", h->state_dir);
 	h->store = store_open(path, err, sizeof(err));
@@ -263,6 +323,9 @@ void host_close(struct host *h)
 	free(h->vms_dir);
 	free(h->vmm_path);
 	free(h->token);
+	for (int i = 0; i < h->nallow_dirs; i++)
+		free(h->allow_dirs[i]);
+	h->nallow_dirs = 0;
 	h->vms = NULL;
 	h->store = NULL;
 	h->lock_fd = -1;

@@ -37,10 +37,12 @@
 #include <sys/types.h>
 
 #include "host/store.h"
+#include "util/path_beneath.h"
 
 #define SHOALD_VERSION "0.1.0"
 #define HOST_NAME_MAX_LEN 63          /* VM names: [A-Za-z0-9][A-Za-z0-9._-]{0,62} */
 #define HOST_BODY_MAX (1u << 20)      /* largest request body accepted */
+#define HOST_MAX_GRANTS 64            /* --grant options */
 
 /* An error for an API client: HTTP status, a stable code, a message that
  * names the thing and the reason. */
@@ -86,6 +88,35 @@ struct hvm {
 	unsigned restart_count;     /* restarts in that window */
 };
 
+/* What a caller may do (authz.c); each role includes the ones before. */
+enum host_role {
+	HOST_ROLE_NONE = 0,
+	HOST_ROLE_READ,      /* GET: inventory, one VM, events, metrics */
+	HOST_ROLE_OPERATE,   /* start, stop, pause, resume, console */
+	HOST_ROLE_ADMIN,     /* create, delete */
+};
+
+/* One --grant user:NAME=ROLE or group:NAME=ROLE, resolved to an id. */
+struct host_grant {
+	bool group;
+	unsigned id;                /* uid or gid */
+	enum host_role role;
+};
+
+struct host_authz {
+	struct host_grant g[HOST_MAX_GRANTS];
+	int n;
+};
+
+const char *host_role_name(enum host_role r);
+int host_role_parse(const char *s);               /* -1 if unknown */
+/* Add a grant from "user:NAME=ROLE" / "group:NAME=ROLE"; 0 or -1 with e. */
+int host_authz_grant(struct host_authz *a, const char *spec, struct api_err *e);
+/* The role of a caller: root and the daemon's uid are admin, else the
+ * highest role a grant gives to `uid` or one of `gids`. */
+enum host_role host_authz_role(const struct host_authz *a, uid_t uid, const gid_t *gids,
+			       int ngids);
+
 struct host_options {
 	const char *state_dir;      /* --state-dir */
 	const char *socket_path;    /* --socket, default STATE_DIR/shoald.sock */
@@ -93,13 +124,21 @@ struct host_options {
 	const char *monitor_exe;    /* re-exec'd as the monitor (shoald), or NULL: fork only */
 	unsigned client_timeout_s;  /* idle/slow client timeout */
 	unsigned stop_timeout_s;    /* default graceful stop timeout */
+	unsigned request_timeout_s; /* a request must arrive whole within this */
+	unsigned max_peer_conns;    /* connections one uid (TCP: one address) may hold */
 	const char *listen;         /* --listen ADDR:PORT (TCP+TLS), or NULL */
 	const char *tls_cert, *tls_key, *token_file;
+	enum host_role token_role;  /* what a TCP client with the token may do (admin) */
+	const char *allow_dirs[PATH_MAX_ROOTS];  /* --allow-dir: where named files may be */
+	int nallow_dirs;            /* 0: STATE_DIR/images */
+	struct host_authz authz;    /* --grant */
 };
 
 struct host {
 	struct host_options opt;
 	char *state_dir, *socket_path, *vmm_path, *vms_dir;
+	char *allow_dirs[PATH_MAX_ROOTS];   /* the VMMs' "confine" and spec.c's checks */
+	int nallow_dirs;
 	int lock_fd;                /* flock on STATE_DIR/shoald.lock */
 	struct store *store;
 	pthread_mutex_t lock;       /* see the essay above */

@@ -3,8 +3,11 @@
  * the daemon process.
  *
  *   shoald [--state-dir DIR] [--socket PATH] [--vmm PATH]
- *          [--client-timeout S] [--stop-timeout S]
- *          [--listen ADDR:PORT --tls-cert PEM --tls-key PEM --token-file FILE]
+ *          [--allow-dir DIR]... [--grant user:NAME=ROLE|group:NAME=ROLE]...
+ *          [--client-timeout S] [--request-timeout S] [--max-peer-connections N]
+ *          [--stop-timeout S]
+ *          [--listen ADDR:PORT --tls-cert PEM --tls-key PEM --token-file FILE
+ *           [--token-role ROLE]]
  *   shoald --list-routes
  *
  * It runs in the foreground (systemd runs it as Type=notify-less simple
@@ -32,12 +35,21 @@ static void usage(FILE *f)
 		"  --state-dir DIR      database, sockets, VM directories (default /var/lib/shoal)\n"
 		"  --socket PATH        API socket (default STATE_DIR/shoald.sock)\n"
 		"  --vmm PATH           the shoal binary to run VMs with (default: next to shoald)\n"
+		"  --allow-dir DIR      files clients name (kernels, disks, backing files, sockets)\n"
+		"                       must lie beneath DIR; repeatable (default STATE_DIR/images)\n"
+		"  --grant WHO=ROLE     WHO user:NAME or group:NAME (or numeric ids), ROLE read,\n"
+		"                       operate or admin; repeatable (root: always admin)\n"
 		"  --client-timeout S   close a connection silent for S seconds (default 30)\n"
+		"  --request-timeout S  close a connection whose request is not whole after S\n"
+		"                       seconds (default 60)\n"
+		"  --max-peer-connections N  connections one user (TCP: one address) may hold\n"
+		"                       (default 128)\n"
 		"  --stop-timeout S     default graceful stop timeout (default 10)\n"
 		"  --listen ADDR:PORT   also serve HTTPS on TCP; needs the three below\n"
 		"  --tls-cert FILE      PEM certificate for --listen\n"
 		"  --tls-key FILE       PEM private key for --listen\n"
 		"  --token-file FILE    bearer token clients must send on TCP\n"
+		"  --token-role ROLE    what a client with the token may do (default admin)\n"
 		"  --list-routes        print the API routes and exit\n");
 }
 
@@ -60,6 +72,48 @@ static unsigned opt_seconds(const char *name, const char *v)
 	return (unsigned)s;
 }
 
+/* A count option from 1 to max, or die. */
+static unsigned opt_count(const char *name, const char *v, long long max)
+{
+	long long n = api_parse_uint(v, max);
+
+	if (n <= 0) {
+		fprintf(stderr, "shoald: %s %s: expected a number from 1 to %lld\n", name, v, max);
+		exit(EXIT_USAGE);
+	}
+	return (unsigned)n;
+}
+
+/* The options that say who may do what and where; -1 on a bad one. */
+static int parse_access_option(int c, const char *v, struct host_options *o)
+{
+	struct api_err e;
+	int role;
+
+	switch (c) {
+	case 'A':
+		if (o->nallow_dirs == PATH_MAX_ROOTS) {
+			fprintf(stderr, "shoald: --allow-dir: at most %d directories\n", PATH_MAX_ROOTS);
+			return -1;
+		}
+		o->allow_dirs[o->nallow_dirs++] = v;
+		return 0;
+	case 'G':
+		if (host_authz_grant(&o->authz, v, &e) == 0)
+			return 0;
+		fprintf(stderr, "shoald: %s\n", e.msg);
+		return -1;
+	default:    /* 'R': --token-role */
+		role = host_role_parse(v);
+		if (role > 0) {
+			o->token_role = (enum host_role)role;
+			return 0;
+		}
+		fprintf(stderr, "shoald: --token-role %s: expected read, operate or admin\n", v);
+		return -1;
+	}
+}
+
 /* Fill `o` from the command line; -1 on a bad option. */
 static int parse_options(int argc, char **argv, struct host_options *o)
 {
@@ -73,6 +127,11 @@ static int parse_options(int argc, char **argv, struct host_options *o)
 		{ "tls-cert", required_argument, NULL, 'C' },
 		{ "tls-key", required_argument, NULL, 'K' },
 		{ "token-file", required_argument, NULL, 'T' },
+		{ "token-role", required_argument, NULL, 'R' },
+		{ "allow-dir", required_argument, NULL, 'A' },
+		{ "grant", required_argument, NULL, 'G' },
+		{ "request-timeout", required_argument, NULL, 'q' },
+		{ "max-peer-connections", required_argument, NULL, 'p' },
 		{ "list-routes", no_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -90,6 +149,12 @@ static int parse_options(int argc, char **argv, struct host_options *o)
 		case 'C': o->tls_cert = optarg; break;
 		case 'K': o->tls_key = optarg; break;
 		case 'T': o->token_file = optarg; break;
+		case 'q': o->request_timeout_s = opt_seconds("--request-timeout", optarg); break;
+		case 'p': o->max_peer_conns = opt_count("--max-peer-connections", optarg, 100000); break;
+		case 'A': case 'G': case 'R':
+			if (parse_access_option(c, optarg, o))
+				return -1;
+			break;
 		case 'L': list_routes(); exit(0);
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;

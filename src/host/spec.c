@@ -4,13 +4,26 @@
  * Order of checks, each failing with 400 and a message that names the
  * field: well-formed JSON (no duplicate keys) -> an object -> "name" ->
  * "restart" -> the VMM's keys through vm_config_from_json (unknown keys and
- * wrong types) -> vm_config_validate (ranges, required kernel) -> what the
- * host can honour (absolute paths, readable files, memory).
+ * wrong types) -> vm_config_validate (ranges, required kernel) -> the
+ * command line's length -> what the host can honour and the caller may
+ * name: absolute paths (400), files beneath the allowed directories (403,
+ * util/path_beneath.h: this process is confined to them, so an open that
+ * would leave them is refused by the kernel and opens nothing), regular
+ * files (400), each disk's backing chain opened read-only by the block
+ * layer under the same confinement, console files that are plain names
+ * (created in the VM's directory by the VMM, never where the caller
+ * says), no TAP descriptor numbers, memory.
+ *
+ * These checks are for a clear answer at create (and again at each start);
+ * the VMM enforces the same confinement itself when it opens the files
+ * ("confine" in its config), which is what closes the window between this
+ * check and that open.
  */
 #include "host/spec.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +32,15 @@
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
+#include "block/blockdev.h"
 #include "util/error.h"
+#include "util/path_beneath.h"
+#include "vmm/boot.h"
+
+/* Files of its own the daemon keeps in a VM's directory (daemon.c). */
+static const char *const spec_reserved_names[] = {
+	"config.json", "config.json.tmp", "control.sock", "vmm.log", "exit", "exit.tmp",
+};
 
 bool host_name_valid(const char *name)
 {
@@ -51,6 +72,15 @@ static int spec_take_name(json_t *root, struct host_spec *s, struct api_err *e)
 	return 0;
 }
 
+/* Keys only the daemon sets in the VMM's config: refused in a spec. */
+static int spec_refuse_daemon_keys(json_t *root, struct api_err *e)
+{
+	if (json_object_get(root, "confine"))
+		return api_err_set(e, 400, "invalid_spec",
+				   "confine: set by the daemon from its --allow-dir options, not by a spec");
+	return 0;
+}
+
 /* Take "restart" (optional) out of `root`. */
 static int spec_take_restart(json_t *root, struct host_spec *s, struct api_err *e)
 {
@@ -69,25 +99,160 @@ out:
 	return 0;
 }
 
-/* `path` (for field `key`) is absolute and names a readable regular file. */
-static int spec_check_file(const char *key, const char *path, struct api_err *e)
+/* A failed confined open of `path` as an answer: 403 for a refusal. */
+static int spec_open_error(const char *key, const char *path, struct api_err *e)
+{
+	const char *why = path_refusal();
+
+	if (why)
+		return api_err_set(e, 403, "path_not_allowed", "%s: %s", key, why);
+	return api_err_set(e, 400, "invalid_spec", "%s: %.200s: %s", key, path, strerror(errno));
+}
+
+/* `path` (for field `key`) is absolute and lies beneath an allowed
+ * directory; its mode into *mode.  Opened O_PATH only: never read. */
+static int spec_check_beneath(const char *key, const char *path, mode_t *mode,
+			      struct api_err *e)
 {
 	struct stat st;
+	int fd, rc;
 
 	if (path[0] != '/')
 		return api_err_set(e, 400, "invalid_spec",
 				   "%s: \"%.200s\" is not an absolute path (the daemon does not share the client's working directory)",
 				   key, path);
-	if (stat(path, &st) < 0 || access(path, R_OK) < 0)
+	fd = path_open(path, O_PATH | O_CLOEXEC, 0);
+	if (fd < 0)
+		return spec_open_error(key, path, e);
+	rc = fstat(fd, &st);
+	close(fd);
+	if (rc < 0)
 		return api_err_set(e, 400, "invalid_spec", "%s: %.200s: %s", key, path,
 				   strerror(errno));
-	if (!S_ISREG(st.st_mode))
+	*mode = st.st_mode;
+	return 0;
+}
+
+/* `path` (for field `key`) is absolute, allowed, and a regular file. */
+static int spec_check_file(const char *key, const char *path, struct api_err *e)
+{
+	mode_t mode;
+
+	if (spec_check_beneath(key, path, &mode, e))
+		return -1;
+	if (!S_ISREG(mode))
 		return api_err_set(e, 400, "invalid_spec", "%s: %.200s: not a regular file",
 				   key, path);
 	return 0;
 }
 
-/* What the host must honour: files and memory. */
+/* Disk `i`: the image and its whole backing chain, opened read-only by the
+ * block layer in this confined process (so a backing file outside the
+ * allowed directories is refused by the kernel, not opened). */
+static int spec_check_disk(int i, const struct vm_disk *d, struct api_err *e)
+{
+	struct blockdev_opts o = { .readonly = true, .no_aio = true };
+	struct blockdev *bd;
+	struct error err;
+	char key[32];
+
+	snprintf(key, sizeof(key), "disks[%d].path", i);
+	if (spec_check_file(key, d->path, e))
+		return -1;
+	if (blockdev_open(&bd, d->path, &o, &err) == 0) {
+		blockdev_close(bd);
+		return 0;
+	}
+	if (path_refusal())
+		return api_err_set(e, 403, "path_not_allowed", "%s: backing chain of %.200s: %s",
+				   key, d->path, path_refusal());
+	return api_err_set(e, 400, "invalid_spec", "%s: %s", key, err.msg);
+}
+
+/* A console file name: created by the VMM in the VM's own directory, so a
+ * plain name that is none of the daemon's files there. */
+static int spec_check_console_name(const char *key, const char *name, struct api_err *e)
+{
+	if (strchr(name, '/'))
+		return api_err_set(e, 403, "path_not_allowed",
+				   "%s: \"file:%.200s\": a VM's console file is made in its own directory "
+				   "on the daemon's side; give a plain name such as \"file:console.log\"",
+				   key, name);
+	if (!name[0] || name[0] == '.' || strlen(name) > 64)
+		goto bad;
+	for (size_t i = 0; i < sizeof(spec_reserved_names) / sizeof(spec_reserved_names[0]); i++)
+		if (!strcmp(name, spec_reserved_names[i]))
+			goto bad;
+	return 0;
+bad:
+	return api_err_set(e, 400, "invalid_spec",
+			   "%s: \"file:%.80s\": not a usable file name (at most 64 bytes, not hidden, "
+			   "not one of the daemon's own files)", key, name);
+}
+
+/* The virtio console: "file:NAME" in the VM's directory, and an optional
+ * ",in=PATH" input file beneath the allowed directories. */
+static int spec_check_vconsole(const char *spec, struct api_err *e)
+{
+	char out[256];
+	const char *in = strstr(spec, ",in=");
+	size_t n = in ? (size_t)(in - spec) - 5 : strlen(spec) - 5;
+	mode_t mode;
+
+	if (n >= sizeof(out))
+		return api_err_set(e, 400, "invalid_spec", "virtio_console: file name too long");
+	snprintf(out, sizeof(out), "%.*s", (int)n, spec + 5);
+	if (spec_check_console_name("virtio_console", out, e))
+		return -1;
+	if (in && spec_check_beneath("virtio_console: in", in + 4, &mode, e))
+		return -1;
+	if (in && S_ISDIR(mode))
+		return api_err_set(e, 400, "invalid_spec", "virtio_console: in: %.200s is a directory",
+				   in + 4);
+	return 0;
+}
+
+/* The vsock socket's directory lies beneath an allowed directory (the
+ * VMM binds and connects through it, confined the same way). */
+static int spec_check_vsock(const char *path, struct api_err *e)
+{
+	char dir[4096];
+	const char *slash = strrchr(path, '/');
+	mode_t mode;
+
+	if (path[0] != '/' || !slash[1])
+		return api_err_set(e, 400, "invalid_spec",
+				   "vsock.socket: \"%.200s\" is not an absolute path to a socket", path);
+	snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
+	if (spec_check_beneath("vsock.socket", dir, &mode, e))
+		return -1;
+	if (!S_ISDIR(mode))
+		return api_err_set(e, 400, "invalid_spec", "vsock.socket: %.200s is not a directory",
+				   dir);
+	return 0;
+}
+
+/* Devices: disks and their chains, consoles, vsock, TAPs by name only. */
+static int spec_check_devices(const struct vm_config *c, struct api_err *e)
+{
+	for (int i = 0; i < c->ndisks; i++)
+		if (spec_check_disk(i, &c->disks[i], e))
+			return -1;
+	for (int i = 0; i < c->nnets; i++)
+		if (c->nets[i].fd >= 0)
+			return api_err_set(e, 403, "path_not_allowed",
+					   "nets[%d]: fd=%d would name a descriptor of the daemon's VMM, "
+					   "not one of yours; give tap=NAME", i, c->nets[i].fd);
+	if (c->console == CONSOLE_FILE && spec_check_console_name("console", c->console_path, e))
+		return -1;
+	if (c->vconsole && spec_check_vconsole(c->vconsole, e))
+		return -1;
+	if (c->vsock_cid && spec_check_vsock(c->vsock_socket, e))
+		return -1;
+	return 0;
+}
+
+/* What the host must honour and the caller may name: files and memory. */
 static int spec_check_host(const struct vm_config *c, struct api_err *e)
 {
 	struct sysinfo si;
@@ -97,19 +262,8 @@ static int spec_check_host(const struct vm_config *c, struct api_err *e)
 		return -1;
 	if (c->initrd && spec_check_file("initrd", c->initrd, e))
 		return -1;
-	for (int i = 0; i < c->ndisks; i++) {
-		char key[32];
-
-		snprintf(key, sizeof(key), "disks[%d].path", i);
-		if (spec_check_file(key, c->disks[i].path, e))
-			return -1;
-		if (!c->disks[i].readonly && access(c->disks[i].path, W_OK) < 0)
-			return api_err_set(e, 400, "invalid_spec", "%s: %.200s: %s (or set \"readonly\")",
-					   key, c->disks[i].path, strerror(errno));
-	}
-	if (c->console == CONSOLE_FILE && c->console_path[0] != '/')
-		return api_err_set(e, 400, "invalid_spec",
-				   "console: \"file:%.200s\" is not an absolute path", c->console_path);
+	if (spec_check_devices(c, e))
+		return -1;
 	if (sysinfo(&si) == 0) {
 		avail = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
 		if (c->memory > avail)
@@ -119,6 +273,13 @@ static int spec_check_host(const struct vm_config *c, struct api_err *e)
 					   (unsigned long long)(avail >> 20));
 	}
 	return 0;
+}
+
+const char *host_console_name(const struct vm_config *c)
+{
+	if (c->console == CONSOLE_NONE)
+		return NULL;
+	return c->console == CONSOLE_FILE ? c->console_path : "console.log";
 }
 
 /* The VMM's keys: its own reader and validator. */
@@ -141,6 +302,10 @@ static int spec_vm_config(json_t *root, struct host_spec *s, bool check_host,
 	free(text);
 	if (s->cfg.cpu_template && !*s->cfg.cpu_template)
 		return api_err_set(e, 400, "invalid_spec", "cpu_template: must not be empty");
+	if (s->cfg.cmdline && strlen(s->cfg.cmdline) >= BOOT_CMDLINE_MAX)
+		return api_err_set(e, 400, "invalid_spec",
+				   "cmdline: %zu bytes is more than the boot protocol carries (at most %d, as `shoal run` allows)",
+				   strlen(s->cfg.cmdline), BOOT_CMDLINE_MAX - 1);
 	return check_host ? spec_check_host(&s->cfg, e) : 0;
 }
 
@@ -181,6 +346,7 @@ int host_spec_parse(const char *text, size_t len, bool check_host,
 		goto out;
 	}
 	if (spec_take_name(root, s, e) || spec_take_restart(root, s, e) ||
+	    spec_refuse_daemon_keys(root, e) ||
 	    spec_vm_config(root, s, check_host, e) || spec_render(s, e))
 		goto out;
 	rc = 0;

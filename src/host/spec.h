@@ -9,7 +9,11 @@
  * reader and validator (vmm/config.h): one validator, one set of defaults.
  * On top of those, the daemon checks what only a long-lived service must:
  * paths are absolute (the daemon's working directory is not the client's),
- * files exist and are readable by the daemon, and memory fits the host.
+ * every file the spec names (and each disk's whole backing chain) lies
+ * beneath the --allow-dir directories (403 otherwise, nothing opened),
+ * console files are plain names inside the VM's own directory, TAP file
+ * descriptors are not the client's to name, the command line fits the
+ * boot protocol, and memory fits the host.
  *
  * This is a parser of untrusted bytes (an API request body) and has a
  * libFuzzer target, fuzz/fuzz_api_spec.c.
@@ -39,5 +43,9 @@ void host_spec_free(struct host_spec *s);
 
 /* Is `name` a valid VM name? */
 bool host_name_valid(const char *name);
+
+/* The console file a VM's serial console is written to, a name inside its
+ * directory ("console.log" for the default "stdio"), or NULL for "none". */
+const char *host_console_name(const struct vm_config *c);
 
 #endif

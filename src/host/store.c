@@ -16,16 +16,24 @@
  *
  * One connection, one mutex: shoald's writes are small and already
  * serialized by the host lock, so a pool would buy nothing.
+ *
+ * The database holds every VM's spec (file paths, command lines): it is
+ * the daemon's alone.  The file is made 0600 before SQLite opens it (SQLite
+ * gives -wal and -shm the main file's mode), and files an older daemon
+ * left more open are narrowed to 0600.
  */
 #include "host/store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define STORE_SCHEMA_VERSION 1
 #define STORE_EVENTS_KEEP 10000
@@ -85,6 +93,30 @@ static int store_exec(struct store *s, const char *sql)
 	return 0;
 }
 
+/* Make the database file (and -wal, -shm if they exist) owner-only. */
+static int store_private(const char *path, char *err, size_t errlen)
+{
+	static const char *const suffix[] = { "-wal", "-shm" };
+	char side[4200];
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+	if (fd < 0 || fchmod(fd, 0600) < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	for (int i = 0; i < 2; i++) {
+		snprintf(side, sizeof(side), "%s%s", path, suffix[i]);
+		if (chmod(side, 0600) < 0 && errno != ENOENT) {
+			snprintf(err, errlen, "%s: %s", side, strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
 struct store *store_open(const char *path, char *err, size_t errlen)
 {
 	struct store *s = calloc(1, sizeof(*s));
@@ -92,6 +124,10 @@ struct store *store_open(const char *path, char *err, size_t errlen)
 
 	if (!s) {
 		snprintf(err, errlen, "%s: out of memory", path);
+		return NULL;
+	}
+	if (store_private(path, err, errlen)) {
+		free(s);
 		return NULL;
 	}
 	pthread_mutex_init(&s->lock, NULL);

@@ -19,6 +19,12 @@
  * becomes readable the monitor has exited, the exit file says how the VMM
  * ended, and hvm_exited() records it and applies the restart policy.
  *
+ * The VMM's config.json is the spec as the VMM reads it, plus what only
+ * the daemon decides: "confine" (the --allow-dir directories: the VMM and
+ * its block layer open every named file, backing files included, beneath
+ * them, util/path_beneath.h), and console files turned into paths inside
+ * the VM's own directory.
+ *
  * Reattach (daemon start): for each VM recorded as starting, running,
  * paused or stopping, a live monitor (pid, name and session checked) is
  * watched again and the VMM's state read from its control socket; a dead
@@ -191,12 +197,49 @@ static int write_file_atomic(const char *path, const char *text, struct api_err 
 	return 0;
 }
 
+/* The VMM's config: the spec's, confined to the allowed directories, with
+ * its console files placed in the VM's directory.  The serial console's
+ * --console value into `console`.  Malloc'd JSON, or NULL with `e`. */
+static char *spawn_vmm_config(struct host *h, const char *name, struct vm_config *c,
+			      char *console, size_t size, struct api_err *e)
+{
+	char path[8500], dir[4200], *in, *text;
+	const char *con = host_console_name(c);
+	struct error err;
+
+	for (int i = 0; i < h->nallow_dirs; i++)
+		c->confine[c->nconfine++] = strdup(h->allow_dirs[i]);
+	snprintf(console, size, "none");
+	if (con)
+		snprintf(console, size, "file:%s", host_vm_path(h, name, con, path, sizeof(path)));
+	if (vm_config_set_console(c, console, &err)) {
+		api_err_set(e, 500, "internal", "console: %s", err.msg);
+		return NULL;
+	}
+	if (c->vconsole) {      /* "file:NAME[,in=PATH]" -> "file:VMDIR/NAME[,in=PATH]" */
+		in = strstr(c->vconsole, ",in=");
+		if (in)
+			*in = '\0';
+		host_vm_path(h, name, c->vconsole + 5, dir, sizeof(dir));
+		if (in)
+			*in = ',';
+		snprintf(path, sizeof(path), "file:%s%s", dir, in ? in : "");
+		free(c->vconsole);
+		c->vconsole = strdup(path);
+	}
+	text = vm_config_to_json(c);
+	if (!text)
+		api_err_set(e, 500, "internal", "config.json: out of memory");
+	return text;
+}
+
 /* Everything the monitor needs, prepared before fork. */
 static int spawn_prepare(struct host *h, struct hvm *vm, struct spawn_args *a,
 			 char (*store)[4200], struct api_err *e)
 {
 	struct host_spec s;
 	const char *name = vm->rec.name;
+	char *config;
 	int rc;
 
 	if (host_spec_parse(vm->rec.spec, strlen(vm->rec.spec), true, &s, e))
@@ -205,15 +248,11 @@ static int spawn_prepare(struct host *h, struct hvm *vm, struct spawn_args *a,
 		host_spec_free(&s);
 		return api_err_set(e, 500, "internal", "%s: %s", store[0], strerror(errno));
 	}
+	config = spawn_vmm_config(h, name, &s.cfg, store[2], 4200, e);
 	host_vm_path(h, name, "config.json", store[0], 4200);
-	rc = write_file_atomic(store[0], s.config_json, e);
+	rc = config ? write_file_atomic(store[0], config, e) : -1;
+	free(config);
 	host_vm_path(h, name, "control.sock", store[1], 4200);
-	if (s.cfg.console == CONSOLE_STDIO) {
-		snprintf(store[2], 4200, "file:");
-		host_vm_path(h, name, "console.log", store[2] + 5, 4200 - 5);
-	} else {
-		snprintf(store[2], 4200, "%s", s.cfg.console == CONSOLE_NONE ? "none" : "");
-	}
 	host_spec_free(&s);
 	if (rc)
 		return -1;
@@ -230,10 +269,8 @@ static int spawn_prepare(struct host *h, struct hvm *vm, struct spawn_args *a,
 	a->argv[i++] = store[0];
 	a->argv[i++] = "--api-socket";
 	a->argv[i++] = store[1];
-	if (store[2][0]) {          /* a file: console from the spec stays as it is */
-		a->argv[i++] = "--console";
-		a->argv[i++] = store[2];
-	}
+	a->argv[i++] = "--console";  /* as in config.json: the VM's directory, or none */
+	a->argv[i++] = store[2];
 	a->argv[i] = NULL;
 	return 0;
 }

@@ -212,6 +212,8 @@ struct vm *vm_create(const struct vm_config *cfg, struct error *e)
 	}
 	vm_config_copy(&vm->cfg, cfg);
 	vm->ncpus = cfg->cpus;
+	if (path_confine((const char *const *)cfg->confine, cfg->nconfine, e))
+		goto fail;              /* before any file the config names is opened */
 	if (vm_check_config(vm, cfg, e) || vm_load_guest(vm, e))
 		goto fail;
 	if (vm_open_kvm(vm, e) || vm_map_memory(vm, e) || vm_setup_irqchip(vm, e))

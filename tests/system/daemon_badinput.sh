@@ -40,10 +40,14 @@ expect "more memory than the host" 400 invalid_spec "more than this host" POST /
 expect "0 vCPUs"               400 invalid_spec cpus POST /v1/vms "{\"name\": \"u\", \"kernel\": \"$G\", \"cpus\": 0}"
 expect "1000 vCPUs"            400 invalid_spec cpus POST /v1/vms "{\"name\": \"u\", \"kernel\": \"$G\", \"cpus\": 1000}"
 expect "no kernel"             400 invalid_spec kernel POST /v1/vms '{"name": "u"}'
-expect "missing kernel file"   400 invalid_spec "kernel: /nonexistent/vmlinux: No such file" POST /v1/vms '{"name": "u", "kernel": "/nonexistent/vmlinux"}'
+expect "missing kernel file"   400 invalid_spec "kernel: $TMP/nonexistent/vmlinux: No such file" POST /v1/vms "{\"name\": \"u\", \"kernel\": \"$TMP/nonexistent/vmlinux\"}"
 expect "relative kernel path"  400 invalid_spec "not an absolute path" POST /v1/vms '{"name": "u", "kernel": "build/shoal-guest"}'
-expect "kernel is a directory" 400 invalid_spec "not a regular file" POST /v1/vms '{"name": "u", "kernel": "/tmp"}'
-expect "missing initrd file"   400 invalid_spec "initrd: /nonexistent/initrd" POST /v1/vms "{\"name\": \"u\", \"kernel\": \"$G\", \"initrd\": \"/nonexistent/initrd\"}"
+expect "kernel is a directory" 400 invalid_spec "not a regular file" POST /v1/vms "{\"name\": \"u\", \"kernel\": \"$TMP\"}"
+expect "missing initrd file"   400 invalid_spec "initrd: $TMP/nonexistent/initrd" POST /v1/vms "{\"name\": \"u\", \"kernel\": \"$G\", \"initrd\": \"$TMP/nonexistent/initrd\"}"
+expect "kernel outside --allow-dir" 403 path_not_allowed "not beneath an allowed directory" POST /v1/vms '{"name": "u", "kernel": "/etc/passwd"}'
+printf '{"name": "u", "kernel": "%s", "cmdline": "%s"}' "$G" "$(head -c 921600 /dev/zero | tr '\0' x)" >"$TMP/bigcmd"
+got=$(curl -s -o "$TMP/body" -w '%{http_code}' --unix-socket "$SHOAL_SOCKET" -X POST --data-binary @"$TMP/bigcmd" http://d/v1/vms)
+check "a 900 KB command line: 400 at create, as shoal run refuses it" bash -c "[ $got = 400 ] && jq -e '.error.message | test(\"cmdline: 921600 bytes.*at most 4095\")' '$TMP/body' >/dev/null"
 expect "bad console"           400 invalid_spec console POST /v1/vms "{\"name\": \"u\", \"kernel\": \"$G\", \"console\": \"tty\"}"
 expect "no name"               400 invalid_spec name POST /v1/vms "{\"kernel\": \"$G\"}"
 expect "name with a slash"     400 invalid_spec name POST /v1/vms "{\"name\": \"../etc\", \"kernel\": \"$G\"}"
@@ -64,6 +68,8 @@ check "2 MiB chunked body: 413 with the error shape" bash -c "[ $got = 413 ] && 
 # routes and methods
 expect "unknown route"         404 not_found "no such route" GET /v1/nothing
 expect "bad VM name in a path" 404 not_found "no such route" GET '/v1/vms/a%2Fb'
+expect "a path that is not UTF-8" 404 not_found "/v1/vms/?" GET '/v1/vms/%ff'
+expect "a UTF-8 character cut by the message's limit" 404 not_found "no such route" GET "/$(printf 'a%.0s' $(seq 198))%C3%A9"
 expect "unknown VM"            404 not_found '"ghost"' GET /v1/vms/ghost
 expect "start an unknown VM"   404 not_found '"ghost"' POST /v1/vms/ghost/start
 expect "wrong method"          405 method_not_allowed PUT PUT /v1/vms
@@ -74,6 +80,9 @@ expect "console attach without Upgrade" 400 invalid_request Upgrade GET /v1/vms/
 # names that collide, requests in the wrong state
 check "create one" test "$(api POST /v1/vms "$(spec dup)")" = 201
 expect "name collision"        409 name_taken '"dup"' POST /v1/vms "$(spec dup)"
+expect "a NUL in a VM name: 400, not VM \"dup\"" 400 invalid_request "NUL" GET '/v1/vms/dup%00x'
+expect "nor a delete of it"    400 invalid_request "NUL" DELETE '/v1/vms/dup%00x'
+check "dup is still there" test "$(api GET /v1/vms/dup)" = 200
 expect "pause a created VM"    409 wrong_state "created" POST /v1/vms/dup/pause
 expect "resume a created VM"   409 wrong_state "created" POST /v1/vms/dup/resume
 expect "stop a created VM"     409 wrong_state "created" POST /v1/vms/dup/stop

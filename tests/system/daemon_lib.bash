@@ -36,10 +36,25 @@ need_kvm() {
 	fi
 }
 
+# daemon_allow_args: --allow-dir for what the tests name in specs: this
+# test's $TMP, the build directory (the test guest) and the kit cache
+# (Linux kernels, initramfs), those that exist.  shoald refuses (403)
+# every file outside its --allow-dir directories (docs/daemon.md).
+daemon_allow_args() {
+	local d
+	for d in "$TMP" "$BUILD" "${SHOAL_CACHE:-$HOME/.cache/shoal}"; do
+		[ -d "$d" ] && printf -- '--allow-dir\n%s\n' "$(cd "$d" && pwd)"
+	done
+}
+
 # start_daemon [ARGS]: start shoald in the background, wait for its socket.
+# The directories of daemon_allow_args are allowed unless
+# DAEMON_DEFAULT_ALLOW=0; ARGS may add more --allow-dir.
 start_daemon() {
+	local allow=()
 	mkdir -p "$STATE"
-	"$SHOALD" --state-dir "$STATE" "$@" >>"$TMP/shoald.log" 2>&1 &
+	[ "${DAEMON_DEFAULT_ALLOW:-1}" = 1 ] && mapfile -t allow < <(daemon_allow_args)
+	"$SHOALD" --state-dir "$STATE" "${allow[@]}" "$@" >>"$TMP/shoald.log" 2>&1 &
 	DPID=$!
 	for _ in $(seq 200); do
 		[ -S "$SHOAL_SOCKET" ] && curl -s --unix-socket "$SHOAL_SOCKET" http://d/v1/version >/dev/null && return 0

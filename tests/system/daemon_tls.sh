@@ -1,7 +1,8 @@
 #!/bin/bash
 # daemon_tls.sh - the API on TCP: only with TLS and a bearer token; without
 # the token every request is 401 with the error shape; plain HTTP gets no
-# answer; the Unix socket needs no token.
+# answer; the Unix socket needs no token; a token holder can do what
+# --token-role says (admin by default) and no more.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.bash"
 need_daemon
@@ -25,4 +26,14 @@ check "TCP with the token over TLS: 200" bash -c "[ $got = 200 ] && jq -e '.vms 
 curl -s --max-time 3 "http://127.0.0.1:$PORT/v1/version" >/dev/null; rc=$?
 check "plain HTTP on the TLS port gets no answer" test $rc -ne 0
 check "the Unix socket needs no token" test "$(api GET /v1/version)" = 200
+TOK="Authorization: Bearer $(cat "$TMP/token")"
+got=$(curl -sk -o "$TMP/body" -w '%{http_code}' -H "$TOK" -X DELETE "$URL/v1/vms/ghost")
+check "the token is admin by default (a delete gets as far as 404)" test "$got" = 404
+kill $DPID; wait $DPID 2>/dev/null
+start_daemon --listen "127.0.0.1:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
+	--token-file "$TMP/token" --token-role read || { fail "daemon starts with --token-role read"; finish; }
+got=$(curl -sk -o "$TMP/body" -w '%{http_code}' -H "$TOK" "$URL/v1/vms")
+check "--token-role read: the token reads" test "$got" = 200
+got=$(curl -sk -o "$TMP/body" -w '%{http_code}' -H "$TOK" -X DELETE "$URL/v1/vms/ghost")
+check "--token-role read: a delete is 403 forbidden" bash -c "[ $got = 403 ] && jq -e '.error.code == \"forbidden\"' '$TMP/body' >/dev/null"
 finish

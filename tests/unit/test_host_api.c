@@ -3,7 +3,8 @@
  * directory and socket, driven by the CLI's own HTTP client: the inventory,
  * the error shape and status codes, a VMM that fails to start (here
  * /bin/false plays the VMM, so no KVM is needed), events, metrics, delete,
- * and a restart of the daemon that finds the same records.  Also the
+ * and a restart of the daemon that finds the same records; error answers
+ * for paths that are not valid UTF-8 or encode a NUL (issue 16).  Also the
  * client's response parser on hand-made responses.
  */
 #include <setjmp.h>
@@ -52,6 +53,7 @@ static int setup(void **state)
 	f->o.socket_path = f->sock;
 	f->o.vmm_path = "/bin/false";    /* a "VMM" that exits 1 at once */
 	f->o.client_timeout_s = 5;
+	f->o.allow_dirs[f->o.nallow_dirs++] = "/bin";   /* the specs' kernel */
 	daemon_up(f);
 	*state = f;
 	return 0;
@@ -222,6 +224,75 @@ static void test_restart_keeps_records(void **state)
 	assert_int_equal(req(f, "POST", "/v1/vms", spec_a, NULL), 409);   /* still taken */
 }
 
+/* A path byte that is not UTF-8 (%ff) used to make the error answer
+ * unencodable: the fallback was sent with 58 bytes for a 55-byte buffer
+ * (a heap over-read; ASan aborted the daemon).  Now: the one error shape,
+ * with the bad byte shown as '?', and a body whose length is its own. */
+static void test_error_text_not_utf8(void **state)
+{
+	struct fixture *f = *state;
+	char path[512];
+	json_t *j;
+
+	assert_int_equal(req(f, "GET", "/v1/vms/%ff", NULL, &j), 404);
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(j, "error"),
+				"message")), "/v1/vms/?"));
+	assert_error(j, "not_found");
+	assert_int_equal(req(f, "PUT", "/v1/vms/%c3", NULL, &j), 404);
+	assert_error(j, "not_found");
+	/* a valid "é" that "%.200s" cuts in half: 199 bytes, then C3 A9 */
+	memset(path, 'a', 199);
+	path[0] = '/';
+	strcpy(path + 199, "%C3%A9");
+	assert_int_equal(req(f, "GET", path, NULL, &j), 404);
+	assert_error(j, "not_found");
+	/* the same through 405, whose message quotes the path as well */
+	snprintf(path, sizeof(path), "/v1/vms");
+	assert_int_equal(req(f, "PATCH", path, NULL, &j), 405);
+	assert_error(j, "method_not_allowed");
+	assert_int_equal(req(f, "GET", "/v1/version", NULL, &j), 200);   /* still serving */
+	json_decref(j);
+}
+
+/* "a%00b" decodes to "a" as a C string: it must be a 400, not an action on
+ * VM "a" (the raw target is looked at before libmicrohttpd decodes it). */
+static void test_nul_in_path(void **state)
+{
+	struct fixture *f = *state;
+	json_t *j;
+
+	assert_int_equal(req(f, "POST", "/v1/vms", spec_a, NULL), 201);
+	assert_int_equal(req(f, "GET", "/v1/vms/a%00b", NULL, &j), 400);
+	assert_error(j, "invalid_request");
+	assert_int_equal(req(f, "DELETE", "/v1/vms/a%00b", NULL, &j), 400);
+	assert_error(j, "invalid_request");
+	assert_int_equal(req(f, "DELETE", "/v1/vms/a?force=true%00x", NULL, &j), 400);
+	assert_error(j, "invalid_request");
+	assert_int_equal(req(f, "GET", "/v1/vms/a", NULL, &j), 200);      /* untouched */
+	json_decref(j);
+}
+
+/* Files a spec names must lie beneath the allowed directories (/bin here):
+ * 403 path_not_allowed, and nothing created. */
+static void test_files_outside_refused(void **state)
+{
+	struct fixture *f = *state;
+	json_t *j;
+
+	assert_int_equal(req(f, "POST", "/v1/vms", "{\"name\": \"x\", \"kernel\": \"/etc/passwd\"}",
+			     &j), 403);
+	assert_error(j, "path_not_allowed");
+	assert_int_equal(req(f, "POST", "/v1/vms",
+			     "{\"name\": \"x\", \"kernel\": \"/bin/../etc/passwd\"}", &j), 403);
+	assert_error(j, "path_not_allowed");
+	assert_int_equal(req(f, "POST", "/v1/vms", "{\"name\": \"x\", \"kernel\": \"/bin/true\", "
+			     "\"disks\": [{\"path\": \"/proc/self/root/etc/passwd\"}]}", &j), 403);
+	assert_error(j, "path_not_allowed");
+	assert_int_equal(req(f, "GET", "/v1/vms", NULL, &j), 200);
+	assert_int_equal(json_array_size(json_object_get(j, "vms")), 0);
+	json_decref(j);
+}
+
 static void test_response_parser(void **state)
 {
 	struct client_resp r;
@@ -253,6 +324,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_start_failure_recorded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_keeps_records, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_error_text_not_utf8, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_nul_in_path, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_files_outside_refused, setup, teardown),
 		cmocka_unit_test(test_response_parser),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

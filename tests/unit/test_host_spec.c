@@ -15,6 +15,7 @@
 
 #include "host/api.h"
 #include "host/spec.h"
+#include "vmm/boot.h"
 
 #define KERNEL "/bin/true"      /* any readable regular file will do here */
 
@@ -58,6 +59,20 @@ static void expect_bad(const char *text, bool check_host, const char *code, cons
 		fail_msg("message \"%s\" lacks \"%s\"", e.msg, needle);
 }
 
+/* Parse `text` with the host checks; expect 403 path_not_allowed. */
+static void expect_refused(const char *text, const char *needle)
+{
+	struct host_spec s;
+	struct api_err e;
+
+	memset(&e, 0, sizeof(e));
+	assert_int_equal(host_spec_parse(text, strlen(text), true, &s, &e), -1);
+	assert_int_equal(e.http, 403);
+	assert_string_equal(e.code, "path_not_allowed");
+	if (!strstr(e.msg, needle))
+		fail_msg("message \"%s\" lacks \"%s\"", e.msg, needle);
+}
+
 static void test_bad_specs(void **state)
 {
 	expect_bad("{\"name\": \"a\",", false, "invalid_json", "line 1");
@@ -87,8 +102,43 @@ static void test_bad_specs(void **state)
 		   "invalid_spec", "initrd");
 	expect_bad("{\"name\": \"a\", \"kernel\": \"" KERNEL "\", \"memory\": \"1000G\"}", true,
 		   "invalid_spec", "more than this host has");
-	expect_bad("{\"name\": \"a\", \"kernel\": \"" KERNEL "\", \"console\": \"file:rel.log\"}", true,
+	/* console files are plain names in the VM's directory (issue 16) */
+	expect_refused("{\"name\": \"a\", \"kernel\": \"" KERNEL "\", \"console\": \"file:/etc/cron.d/x\"}",
+		       "own directory");
+	expect_refused("{\"name\": \"a\", \"kernel\": \"" KERNEL "\", \"console\": \"file:../x\"}",
+		       "own directory");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"" KERNEL "\", \"console\": \"file:vmm.log\"}", true,
+		   "invalid_spec", "daemon's own files");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"" KERNEL "\", \"console\": \"file:.x\"}", true,
 		   "invalid_spec", "console");
+	expect_refused("{\"name\": \"a\", \"kernel\": \"" KERNEL "\", \"virtio_console\": \"file:/tmp/x\"}",
+		       "virtio_console");
+	/* a TAP descriptor number would be one of the VMM's own files */
+	expect_refused("{\"name\": \"a\", \"kernel\": \"" KERNEL "\", \"nets\": [{\"fd\": 5}]}", "fd=5");
+	/* only the daemon confines */
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"confine\": [\"/\"]}", false,
+		   "invalid_spec", "confine");
+}
+
+/* What the boot protocol cannot carry is refused at create, with the limit
+ * `shoal run` applies (BOOT_CMDLINE_MAX), not when the VM starts. */
+static void test_cmdline_limit(void **state)
+{
+	size_t n = 900 << 10;
+	char *text = malloc(n + 128), *p;
+	struct host_spec s;
+	struct api_err e;
+
+	p = text + sprintf(text, "{\"name\": \"a\", \"kernel\": \"k\", \"cmdline\": \"");
+	memset(p, 'x', n);
+	strcpy(p + n, "\"}");
+	expect_bad(text, false, "invalid_spec", "cmdline: 921600 bytes");
+	strcpy(p + BOOT_CMDLINE_MAX, "\"}");
+	expect_bad(text, false, "invalid_spec", "at most 4095");
+	strcpy(p + BOOT_CMDLINE_MAX - 1, "\"}");
+	assert_int_equal(host_spec_parse(text, strlen(text), false, &s, &e), 0);
+	host_spec_free(&s);
+	free(text);
 }
 
 static void test_names(void **state)
@@ -179,6 +229,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults_and_split),
 		cmocka_unit_test(test_bad_specs),
+		cmocka_unit_test(test_cmdline_limit),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_routes),
 		cmocka_unit_test(test_query_and_stop_body),
