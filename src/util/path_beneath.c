@@ -271,6 +271,21 @@ static int path_fd_addr(struct sockaddr_un *sa, int fd, const char *base)
 	return 0;
 }
 
+/* bind(2) or connect(2) `fd` to /proc/self/fd/PFD[/base]; closes PFD. */
+static int path_fd_sockop(int fd, int pfd, const char *base, bool do_bind)
+{
+	struct sockaddr_un sa;
+	int rc = -1, err;
+
+	if (path_fd_addr(&sa, pfd, base) == 0)
+		rc = do_bind ? bind(fd, (struct sockaddr *)&sa, sizeof(sa)) :
+			       connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	err = errno;
+	close(pfd);
+	errno = err;
+	return rc;
+}
+
 /* A plain sockaddr for `path`. */
 static int path_plain_addr(struct sockaddr_un *sa, const char *path)
 {
@@ -290,7 +305,7 @@ int path_bind_unix(int fd, const char *path)
 	char dir[PATH_MAX];
 	const char *base;
 	struct stat st;
-	int dfd, rc = -1, err;
+	int dfd;
 
 	refused = false;
 	if (!confined) {
@@ -306,18 +321,13 @@ int path_bind_unix(int fd, const char *path)
 		return -1;
 	if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISSOCK(st.st_mode))
 		unlinkat(dfd, base, 0);
-	if (path_fd_addr(&sa, dfd, base) == 0)
-		rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-	err = errno;
-	close(dfd);
-	errno = err;
-	return rc;
+	return path_fd_sockop(fd, dfd, base, true);
 }
 
 int path_connect_unix(int fd, const char *path)
 {
 	struct sockaddr_un sa;
-	int sfd, rc = -1, err;
+	int sfd;
 
 	refused = false;
 	if (!confined)
@@ -325,10 +335,5 @@ int path_connect_unix(int fd, const char *path)
 	sfd = path_open(path, O_PATH | O_CLOEXEC, 0);
 	if (sfd < 0)
 		return -1;
-	if (path_fd_addr(&sa, sfd, NULL) == 0)
-		rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-	err = errno;
-	close(sfd);
-	errno = err;
-	return rc;
+	return path_fd_sockop(fd, sfd, NULL, false);
 }

@@ -54,16 +54,7 @@ call() {
 	tail -n 1 "$TMP/resp"
 }
 # expect NAME STATUS CODE TEXT UID GROUPS METHOD PATH [BODY]
-expect() {
-	local name=$1 want=$2 code=$3 text=$4 got
-	shift 4
-	got=$(call "$@")
-	if [ "$got" = "$want" ] && is_error "$code" && jq -r .error.message "$TMP/body" | grep -qF -- "$text"; then
-		pass "$name"
-	else
-		fail "$name" "got $got $(head -c 300 "$TMP/body")"
-	fi
-}
+expect() { expect_error "$1" "$2" "$3" "$4" call "${@:5}"; }
 spec_k() { printf '{"name": "%s", "kernel": "%s", "memory": "64M"%s}' "$1" "$2" "${3:+, $3}"; }
 
 # --- who may do what ---

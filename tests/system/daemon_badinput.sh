@@ -14,16 +14,7 @@ start_daemon --client-timeout 4 --stop-timeout 3 || { fail "daemon starts"; fini
 
 # expect NAME STATUS CODE TEXT METHOD PATH [BODY]: status, error code, and
 # TEXT (a field name) in the message.
-expect() {
-	local name=$1 want=$2 code=$3 text=$4 got
-	shift 4
-	got=$(api "$@")
-	if [ "$got" = "$want" ] && is_error "$code" && jq -r .error.message "$TMP/body" | grep -qF -- "$text"; then
-		pass "$name"
-	else
-		fail "$name" "got $got $(head -c 300 "$TMP/body")"
-	fi
-}
+expect() { expect_error "$1" "$2" "$3" "$4" api "${@:5}"; }
 G=$GUEST
 expect "malformed JSON"        400 invalid_json "line 1" POST /v1/vms '{"name": "x",'
 expect "empty body"            400 invalid_json "spec" POST /v1/vms ''

@@ -79,6 +79,20 @@ body() { cat "$TMP/body"; }
 # is_error CODE: the last body has the error shape with this code.
 is_error() { jq -e --arg c "$1" '.error.code == $c and (.error.message | length > 0)' "$TMP/body" >/dev/null; }
 
+# expect_error NAME STATUS CODE TEXT CMD...: CMD prints an HTTP status and
+# leaves the body in $TMP/body (as api does); PASS if the status, the error
+# code and TEXT (a field name, say) in the message are the ones given.
+expect_error() {
+	local name=$1 want=$2 code=$3 text=$4 got
+	shift 4
+	got=$("$@")
+	if [ "$got" = "$want" ] && is_error "$code" && jq -r .error.message "$TMP/body" | grep -qF -- "$text"; then
+		pass "$name"
+	else
+		fail "$name" "got $got $(head -c 300 "$TMP/body")"
+	fi
+}
+
 # spec NAME [CMDLINE] [EXTRA_JSON_MEMBERS]: a test-guest VM spec
 # ($SPEC_MEMORY of RAM, default 64M).
 spec() {
