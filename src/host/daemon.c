@@ -32,6 +32,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <libgen.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -208,6 +209,21 @@ static void host_defaults(struct host_options *o)
 		o->token_role = HOST_ROLE_ADMIN;
 }
 
+/* Warn about an allowed directory that holds the state directory: clients
+ * could name the daemon's database or another VM's files. */
+static void host_warn_overlap(const struct host *h, const char *dir)
+{
+	char a[PATH_MAX], st[PATH_MAX];
+	size_t n;
+
+	if (!realpath(dir, a) || !realpath(h->state_dir, st))
+		return;
+	n = strlen(a);
+	if (!strncmp(st, a, n) && (st[n] == '/' || st[n] == '\0' || n == 1))
+		fprintf(stderr, "shoald: warning: --allow-dir %s holds the state directory %s: "
+			"clients can name the daemon's own files\n", dir, h->state_dir);
+}
+
 /* The directories clients may name files in: --allow-dir, or
  * STATE_DIR/images (made here, 0700); the process confines itself to them. */
 static int host_allow_dirs(struct host *h, struct api_err *e)
@@ -223,9 +239,12 @@ static int host_allow_dirs(struct host *h, struct api_err *e)
 	}
 	for (int i = 0; i < h->opt.nallow_dirs; i++)
 		h->allow_dirs[h->nallow_dirs++] = strdup(h->opt.allow_dirs[i]);
-	for (int i = 0; i < h->nallow_dirs; i++)
+	for (int i = 0; i < h->nallow_dirs; i++) {
 		if (!h->allow_dirs[i])
 			return api_err_set(e, 500, "internal", "out of memory");
+		if (h->opt.nallow_dirs)
+			host_warn_overlap(h, h->allow_dirs[i]);
+	}
 	if (path_confine((const char *const *)h->allow_dirs, h->nallow_dirs, &err))
 		return api_err_set(e, 400, "invalid_request", "--allow-dir: %s", err.msg);
 	return 0;
