@@ -176,6 +176,7 @@ static int api_begin(struct host *h, struct MHD_Connection *conn, struct api_req
 	struct api_peer *p = api_peer_of(conn);
 	struct api_err e;
 	char msg[128];
+	int ret;
 
 	r->begun = true;
 	if (p && p->refused)
@@ -189,8 +190,9 @@ static int api_begin(struct host *h, struct MHD_Connection *conn, struct api_req
 		api_target_check("%00", &e);
 		return api_early_error(h, conn, r, 400, e.code, e.msg);
 	}
-	if (api_authorize(h, conn, r, p, method, url) != MHD_YES || r->answered)
-		return MHD_YES;
+	ret = api_authorize(h, conn, r, p, method, url);
+	if (r->answered)
+		return ret;
 	/* A body a little too large is read and dropped, then answered 413
 	 * (answering first and closing on unread bytes makes the kernel reset
 	 * the connection, and the client may never see the answer); an absurd
