@@ -47,7 +47,7 @@ TIMES=()
 
 # run_cmocka BIN: run one cmocka binary and add its counts.
 run_cmocka() {
-	local bin=$1 out p f s
+	local bin=$1 out p f s t0=$SECONDS
 	out=$(timeout "${SHOAL_TEST_CMOCKA_TIMEOUT:-900}" "$bin" 2>&1); local rc=$?
 	echo "$out" | grep -E '^\[ *(RUN|  OK|  FAILED|  SKIPPED|  PASSED|  ERROR) *\]|SKIP|skip' | sed "s|^|  $(basename "$bin"): |" | grep -v ' RUN ' || true
 	p=$(echo "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
@@ -58,19 +58,19 @@ run_cmocka() {
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; echo "$out" | tail -20; fi
 	[ "$f" -gt 0 ] && { FAILS+=("$bin"); echo "$out" | grep -B5 -A5 -E 'FAILED|ERROR|Failure' | head -60; }
 	PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); SKIPPED=$((SKIPPED + s))
-	echo "$(basename "$bin"): $p passed, $f failed, $s skipped"
+	echo "$(basename "$bin"): $p passed, $f failed, $s skipped ($((SECONDS - t0)) s)"
 }
 
 # run_script SCRIPT: run one system test script and count its lines.
 run_script() {
-	local sc=$1 out rc p f s
+	local sc=$1 out rc p f s t0=$SECONDS
 	out=$(timeout 1800 bash "$sc" 2>&1); rc=$?
 	echo "$out" | grep -E '^(PASS|FAIL|SKIP):' | sed "s|^|  $(basename "$sc"): |"
 	p=$(echo "$out" | grep -c '^PASS:'); f=$(echo "$out" | grep -c '^FAIL:'); s=$(echo "$out" | grep -c '^SKIP:')
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; echo "$out" | tail -30; fi
 	[ "$f" -gt 0 ] && FAILS+=("$sc")
 	PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); SKIPPED=$((SKIPPED + s))
-	echo "$(basename "$sc"): $p passed, $f failed, $s skipped"
+	echo "$(basename "$sc"): $p passed, $f failed, $s skipped ($((SECONDS - t0)) s)"
 }
 
 # needs_kvm SCRIPT: the script declares "# tier: kvm" in its header.
@@ -80,7 +80,7 @@ needs_kvm() { head -40 "$1" | grep -q '^# tier: kvm'; }
 scripts_of() {
 	local t slow kvm
 	for t in tests/system/*.sh; do
-		case $(basename "$t") in slow_*) slow=1 ;; *) slow=0 ;; esac
+		case $(basename "$t") in lib.sh) continue ;; slow_*) slow=1 ;; *) slow=0 ;; esac
 		needs_kvm "$t" && kvm=1 || kvm=0
 		case $1 in
 		system) [ $slow = 0 ] && [ $kvm = 0 ] && echo "$t" ;;

@@ -19,3 +19,11 @@ skip() { echo "SKIP: $1: $2"; }
 # check NAME CMD...: PASS if CMD exits 0, FAIL otherwise.
 check() { local n=$1; shift; if "$@"; then pass "$n"; else fail "$n" "command failed: $*"; fi; }
 finish() { exit $T_FAILED; }
+
+# require_kvm NAME: end the script with a SKIP where /dev/kvm is missing
+# (the scripts marked "# tier: kvm" need it), saying how to run it anyway.
+require_kvm() {
+	[ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && return 0
+	skip "$1" "no /dev/kvm here; run it in the KVM box: scripts/kvm-box.sh -- bash tests/system/$(basename "$0") (scripts/test.sh does that by itself)"
+	exit 0
+}
