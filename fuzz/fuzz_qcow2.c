@@ -8,8 +8,10 @@
  * image must never make the fuzzer open arbitrary paths), read at its start
  * and at offsets derived from the input, walked with block status, listed
  * and read through its snapshots, checked; then opened read-write and
- * written, zeroed and flushed.  Any crash, hang or sanitizer report is a bug;
- * errors are the expected outcome for most inputs.
+ * written, zeroed and flushed (every write through the overlap guard),
+ * snapshotted (narrow refcounts refuse and undo) and repaired.  Any crash,
+ * hang or sanitizer report is a bug; errors are the expected outcome for
+ * most inputs, and are not logged (caller_reports).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -61,10 +63,22 @@ static void exercise_writes(struct blockdev *bd)
 	blockdev_flush(bd);
 }
 
+/* Metadata-wide changes: a snapshot (whose refcount walk may overflow and
+ * be undone), then a repair. */
+static void exercise_snapshot_repair(struct blockdev *bd)
+{
+	struct qcow2_check_result cr;
+	struct error e;
+
+	qcow2_snapshot_create(bd, "fuzz", &e);
+	qcow2_check(bd, true, &cr, &e);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct blockdev_opts o = { .format = BD_FMT_QCOW2, .readonly = true,
-				   .no_backing = true, .no_aio = true, .cache_bytes = 1 << 20 };
+				   .no_backing = true, .no_aio = true, .caller_reports = true,
+				   .cache_bytes = 1 << 20 };
 	struct qcow2_check_result cr;
 	struct error e;
 	struct blockdev *bd;
@@ -94,6 +108,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	o.readonly = false;
 	if (!blockdev_open(&bd, path, &o, &e)) {
 		exercise_writes(bd);
+		exercise_snapshot_repair(bd);
 		blockdev_close(bd);
 	}
 out:

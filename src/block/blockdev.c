@@ -317,6 +317,27 @@ static int walk_add(struct chain_walk *w, int fd, const char *path, int depth,
 	return 0;
 }
 
+/* An image is a regular file or a block device.  A FIFO would hang the
+ * first read (the open itself is O_NONBLOCK for this reason), a directory
+ * would read as an empty raw disk.  Refuses the rest; clears O_NONBLOCK. */
+static int open_check_kind(int fd, const char *path, struct error *e)
+{
+	struct stat st;
+	int fl;
+
+	if (fstat(fd, &st) < 0)
+		return error_set(e, EXIT_NOINPUT, "%s: %s", path, strerror(errno));
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+		return error_set(e, EXIT_NOINPUT, "%s: not a regular file or a block device "
+				 "(a %s)", path, S_ISFIFO(st.st_mode) ? "FIFO" :
+				 S_ISDIR(st.st_mode) ? "directory" : S_ISCHR(st.st_mode) ?
+				 "character device" : "socket");
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+		return error_set(e, EXIT_NOINPUT, "%s: %s", path, strerror(errno));
+	return 0;
+}
+
 static int open_one(struct blockdev **out, const char *path, const struct blockdev_opts *o,
 		    int depth, struct chain_walk *w, struct error *e)
 {
@@ -332,7 +353,7 @@ static int open_one(struct blockdev **out, const char *path, const struct blockd
 	bd->readonly = o->readonly;
 	bd->caller_reports = o->caller_reports;
 	bd->depth = depth;
-	bd->fd = path_open(path, (o->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC |
+	bd->fd = path_open(path, (o->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK |
 			   (o->direct ? O_DIRECT : 0), 0);   /* the whole chain, when confined */
 	if (bd->fd < 0 && o->direct && errno == EINVAL) {
 		r = error_set(e, EXIT_NOINPUT, "%s: the file system does not support O_DIRECT "
@@ -345,7 +366,9 @@ static int open_one(struct blockdev **out, const char *path, const struct blockd
 	}
 	bd->direct = o->direct;
 	bd->dio_align = o->direct ? bd_dio_align(bd->fd) : 0;
-	r = walk_add(w, bd->fd, path, depth, e);
+	r = open_check_kind(bd->fd, path, e);
+	if (!r)
+		r = walk_add(w, bd->fd, path, depth, e);
 	if (r)
 		goto fail;
 	if (f == BD_FMT_AUTO)

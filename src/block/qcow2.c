@@ -34,6 +34,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -66,13 +68,16 @@ int qcow2_signal_corruption(struct qcow2 *q, const char *fmt, ...)
 	return -EIO;
 }
 
-/* The host file's current size. */
+/* The host file's current size (a block device's, for an image on one). */
 uint64_t qcow2_file_size(const struct qcow2 *q)
 {
 	struct stat st;
+	uint64_t sz;
 
 	if (fstat(q->fd, &st) < 0)
 		return 0;
+	if (S_ISBLK(st.st_mode))
+		return ioctl(q->fd, BLKGETSIZE64, &sz) < 0 ? 0 : sz;
 	return st.st_size;
 }
 
@@ -499,8 +504,13 @@ static int hdr_read(struct qcow2 *q, bool readonly, struct error *e)
 	r = bd_pread(q->fd, c, clen, 0, true);
 	bf_off = be64toh(h.backing_file_offset);
 	bf_len = be32toh(h.backing_file_size);
+	if (!r && bf_off && bf_len > QCOW2_MAX_BACKING_NAME) {
+		r = error_set(e, EXIT_NOINPUT, "%s: backing file name of %u bytes is longer "
+			      "than the limit of %u", q->bd->path, bf_len, QCOW2_MAX_BACKING_NAME);
+		goto out;
+	}
 	if (!r && bf_off) {
-		if (bf_len > QCOW2_MAX_BACKING_NAME || bf_off > clen || bf_len > clen - bf_off) {
+		if (bf_off > clen || bf_len > clen - bf_off) {
 			r = error_set(e, EXIT_NOINPUT, "%s: backing file name (offset %llu, "
 				      "%u bytes) lies outside the header cluster", q->bd->path,
 				      (unsigned long long)bf_off, bf_len);

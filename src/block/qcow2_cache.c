@@ -180,8 +180,14 @@ int qcow2_cache_get(struct qcow2_cache *c, uint64_t off, bool fresh, uint8_t **t
 			memset(c->e[i].data, 0, c->q->cluster_size);
 		goto hit;
 	}
-	/* A table that shares its cluster with other metadata is refused
-	 * before anyone reads or changes it through us. */
+	/* A table past the end of the file (it would read as zeros, and its
+	 * write-back would stretch the file to it), or one that shares its
+	 * cluster with other metadata, is refused before anyone reads or
+	 * changes it through us. */
+	if (!fresh && off >= c->q->file_end)
+		return qcow2_signal_corruption(c->q, "the %s at 0x%llx lies beyond the end of "
+					       "the file", qcow2_kind_name(cache_kind(c)),
+					       (unsigned long long)off);
 	r = qcow2_meta_guard(c->q, cache_kind(c), off, c->q->cluster_size, "refusing to use "
 			     "the %s at 0x%llx", qcow2_kind_name(cache_kind(c)),
 			     (unsigned long long)off);

@@ -8,10 +8,17 @@
  * is a leak (harmless, space lost); too low is a corruption (a later
  * allocation could overwrite live data).  Entries that point outside the
  * file or at unaligned offsets are corruptions too, and are not followed.
+ * So, as qemu-img check counts them, are L1 and L2 entries with reserved
+ * bits set and compressed entries with the COPIED flag, and active entries
+ * whose COPIED flag disagrees with the refcount.  Every corruption counted
+ * comes with a sentence; the first one is kept for the report.
  *
  * Repair sets every stored refcount to the computed one (new refcount
  * blocks this needs are counted on the next pass; we iterate until a pass
- * finds nothing) and then makes the COPIED flags agree with the counts.
+ * finds nothing) and then makes the COPIED flags agree with the counts
+ * (clearing it on compressed entries).  Reserved bits are left as they are,
+ * as QEMU leaves them: we cannot know what they meant, so the image stays
+ * marked corrupt.
  *
  * Load: proportional to the metadata; the array is one u32 per host
  * cluster, capped at QCOW2_CHECK_MAX_CLUSTERS.
@@ -34,9 +41,23 @@ struct check {
 	struct qcow2_check_result *r;
 	uint32_t *ref;		/* computed refcounts */
 	uint64_t n;		/* clusters covered by ref[] (file size) */
+	uint64_t flags;		/* entry flag errors of the last pass (reserved
+				 * bits, COPIED on compressed): counted apart
+				 * so that they do not stop a refcount repair */
 	uint8_t *tbuf;
 };
 
+/* Keep the first problem's sentence for the report. */
+static void note(struct check *c, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+
+static void note(struct check *c, const char *fmt, va_list ap)
+{
+	if (!c->r->first_problem[0])
+		vsnprintf(c->r->first_problem, sizeof(c->r->first_problem), fmt, ap);
+}
+
+/* A corruption. */
 static void problem(struct check *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
@@ -45,10 +66,22 @@ static void problem(struct check *c, const char *fmt, ...)
 	va_list ap;
 
 	c->r->corruptions++;
-	if (c->r->first_problem[0])
-		return;
 	va_start(ap, fmt);
-	vsnprintf(c->r->first_problem, sizeof(c->r->first_problem), fmt, ap);
+	note(c, fmt, ap);
+	va_end(ap);
+}
+
+/* An entry flag error: a corruption, added to the count at the end. */
+static void flag_problem(struct check *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void flag_problem(struct check *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	c->flags++;
+	va_start(ap, fmt);
+	note(c, fmt, ap);
 	va_end(ap);
 }
 
@@ -87,11 +120,19 @@ static void walk_l2(struct check *c, uint64_t l2off, bool active)
 
 		if (e & QCOW2_OFLAG_COMPRESSED) {
 			qcow2_compressed_range(q, e, &off, &len);
+			if (e & QCOW2_OFLAG_COPIED)
+				flag_problem(c, "compressed cluster at 0x%llx: the COPIED flag is "
+					     "set, which compressed clusters never have",
+					     (unsigned long long)off);
 			ref_range(c, off, len, "compressed cluster");
 			if (active)
 				c->r->compressed_clusters++, c->r->allocated_clusters++;
 			continue;
 		}
+		if (e & QCOW2_L2E_STD_RESERVED)
+			flag_problem(c, "L2 entry 0x%llx (table 0x%llx, index %llu) has reserved "
+				     "bits set", (unsigned long long)e,
+				     (unsigned long long)l2off, (unsigned long long)k);
 		if (!h)
 			continue;
 		if (h & (q->cluster_size - 1)) {
@@ -114,6 +155,9 @@ static void walk_l1(struct check *c, const uint64_t *l1, uint32_t n, bool active
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t l2 = l1[i] & QCOW2_L1E_OFFSET_MASK;
 
+		if (l1[i] & QCOW2_L1E_RESERVED)
+			flag_problem(c, "L1 entry %u (0x%llx) has reserved bits set", i,
+				     (unsigned long long)l1[i]);
 		if (!l2)
 			continue;
 		if (l2 & (c->q->cluster_size - 1)) {
@@ -200,11 +244,13 @@ static void walk_bitmaps(struct check *c)
 	free(dir);
 }
 
-/* Compute every refcount into c->ref. */
+/* Compute every refcount into c->ref, and the statistics. */
 static void compute(struct check *c)
 {
 	struct qcow2 *q = c->q;
 
+	c->r->allocated_clusters = c->r->fragmented = c->r->compressed_clusters = 0;
+	c->flags = 0;
 	memset(c->ref, 0, c->n * sizeof(uint32_t));
 	ref_range(c, 0, q->cluster_size, "header");
 	ref_range(c, q->l1_offset, (uint64_t)q->l1_size * 8, "L1 table");
@@ -226,7 +272,8 @@ static void compute(struct check *c)
 	}
 }
 
-/* Compare computed and stored counts; fix them if asked. */
+/* Compare computed and stored counts; fix them if asked.  0 or -errno
+ * (only when repairing: a check goes on past what it cannot read). */
 static int compare(struct check *c, bool repair, uint64_t *mismatches)
 {
 	struct qcow2 *q = c->q;
@@ -248,6 +295,13 @@ static int compare(struct check *c, bool repair, uint64_t *mismatches)
 			continue;
 		}
 		r = qcow2_refcount_get(q, i, &stored);
+		if (r && !repair) {	/* a block we cannot use: say so, go on */
+			problem(c, "the refcount block for cluster 0x%llx cannot be used: %s",
+				(unsigned long long)i << q->cluster_bits, strerror(-r));
+			i |= (1ull << q->rb_bits) - 1;
+			r = 0;
+			continue;
+		}
 		if (r || stored == want)
 			continue;
 		(*mismatches)++;
@@ -267,15 +321,27 @@ static int compare(struct check *c, bool repair, uint64_t *mismatches)
 	return r;
 }
 
-/* Count the COPIED flags of one active L2 table that disagree with the
+/* Does the COPIED flag in `e` agree with refcount `rc`?  If not, a
+ * corruption, saying which entry (`what`) is wrong and how. */
+static void copied_check(struct check *c, uint64_t e, uint64_t rc, const char *what)
+{
+	if ((rc == 1) == !!(e & QCOW2_OFLAG_COPIED))
+		return;
+	problem(c, "%s: the COPIED flag is %s, but the refcount of 0x%llx is %llu", what,
+		rc == 1 ? "clear" : "set", (unsigned long long)(e & QCOW2_L2E_OFFSET_MASK),
+		(unsigned long long)rc);
+}
+
+/* The COPIED flags of active L2 table `l2` (L1 index i) against the
  * refcounts of its clusters. */
-static uint64_t copied_errors_l2(struct check *c, uint64_t l2)
+static void copied_errors_l2(struct check *c, uint64_t l2, uint32_t i)
 {
 	struct qcow2 *q = c->q;
-	uint64_t bad = 0, rc;
+	uint64_t rc;
+	char what[64];
 
 	if (bd_pread(q->fd, c->tbuf, q->cluster_size, l2, true))
-		return 0;
+		return;
 	for (uint64_t k = 0; k < (1ull << q->l2_bits); k++) {
 		uint64_t e = qcow2_l2e_get(q, c->tbuf, k, NULL), h = e & QCOW2_L2E_OFFSET_MASK;
 
@@ -283,18 +349,19 @@ static uint64_t copied_errors_l2(struct check *c, uint64_t l2)
 			continue;
 		if (qcow2_refcount_get(q, h >> q->cluster_bits, &rc))
 			break;
-		if ((rc == 1) != !!(e & QCOW2_OFLAG_COPIED))
-			bad++;
+		snprintf(what, sizeof(what), "L2 entry for guest offset 0x%llx",
+			 (unsigned long long)((((uint64_t)i << q->l2_bits) + k) << q->cluster_bits));
+		copied_check(c, e, rc, what);
 	}
-	return bad;
 }
 
-/* Count active entries whose COPIED flag disagrees with the refcount (as
- * qemu-img check does); repair rewrites them from the refcounts. */
-static uint64_t copied_errors(struct check *c)
+/* Active entries whose COPIED flag disagrees with the refcount are
+ * corruptions (as qemu-img check counts them); repair rewrites them. */
+static void copied_errors(struct check *c)
 {
 	struct qcow2 *q = c->q;
-	uint64_t bad = 0, rc;
+	uint64_t rc;
+	char what[32];
 
 	for (uint32_t i = 0; i < q->l1_size; i++) {
 		uint64_t l2 = q->l1[i] & QCOW2_L1E_OFFSET_MASK;
@@ -302,12 +369,67 @@ static uint64_t copied_errors(struct check *c)
 		if (!l2 || (l2 & (q->cluster_size - 1)) || l2 >= qcow2_file_size(q))
 			continue;
 		if (qcow2_refcount_get(q, l2 >> q->cluster_bits, &rc))
-			return bad;
-		if ((rc == 1) != !!(q->l1[i] & QCOW2_OFLAG_COPIED))
-			bad++;
-		bad += copied_errors_l2(c, l2);
+			return;
+		snprintf(what, sizeof(what), "L1 entry %u", i);
+		copied_check(c, q->l1[i], rc, what);
+		copied_errors_l2(c, l2, i);
 	}
-	return bad;
+}
+
+/* Count, and with `repair` fix, the refcounts, pass after pass until they
+ * hold still (a repair can need new refcount blocks, counted next pass).
+ * Structural damage stops it: counts alone cannot fix that.  0 or -1. */
+static int check_passes(struct check *c, bool repair, struct error *e)
+{
+	struct qcow2 *q = c->q;
+	uint64_t mism = 0;
+
+	for (int pass = 0; pass < 4; pass++) {
+		uint64_t corr = c->r->corruptions;
+
+		compute(c);
+		if (c->r->corruptions > corr)
+			return 0;
+		c->r->leaks = 0;
+		if (compare(c, repair, &mism))
+			return error_set(e, EXIT_HOST, "%s: cannot write repaired refcounts: %s",
+					 q->bd->path, q->bd->err.msg[0] ? q->bd->err.msg : "I/O error");
+		if (!repair || !mism)
+			return 0;
+		if (qcow2_flush_all(q))
+			return error_set(e, EXIT_HOST, "%s: cannot write repaired refcounts",
+					 q->bd->path);
+		c->n = qcow2_size_to_clusters(q, qcow2_file_size(q));
+		free(c->ref);
+		c->ref = calloc(c->n + 1, sizeof(uint32_t));
+		if (!c->ref)
+			return error_set(e, EXIT_HOST, "out of memory");
+		c->r->corruptions = 0;
+		c->r->first_problem[0] = 0;
+	}
+	return 0;
+}
+
+/* After a refcount repair: make the COPIED flags agree (clearing it on
+ * compressed entries), count the flag errors that remain (reserved bits)
+ * and, if nothing does, clear the corrupt bit.  0 or -1. */
+static int repair_flags(struct check *c, struct error *e)
+{
+	struct qcow2 *q = c->q;
+
+	if (qcow2_fix_copied(q))
+		return error_set(e, EXIT_HOST, "%s: cannot repair COPIED flags", q->bd->path);
+	c->r->first_problem[0] = 0;
+	if (c->flags)
+		compute(c);		/* what fix_copied left */
+	c->r->corruptions += c->flags;
+	if (!c->r->corruptions && (q->incompat & QCOW2_INCOMPAT_CORRUPT)) {
+		q->incompat &= ~QCOW2_INCOMPAT_CORRUPT;
+		q->corrupt = false;
+		q->corrupt_why[0] = 0;
+		qcow2_header_update_bits(q);
+	}
+	return 0;
 }
 
 /* Check (and with `repair`, fix) the image.  Returns 0 if the image is
@@ -317,7 +439,7 @@ int qcow2_check(struct blockdev *bd, bool repair, struct qcow2_check_result *res
 {
 	struct qcow2 *q = bd->priv;
 	struct check c = { .q = q, .r = res };
-	uint64_t fsize = qcow2_file_size(q), mism = 0;
+	uint64_t fsize;
 	int r = 0;
 
 	memset(res, 0, sizeof(*res));
@@ -335,43 +457,17 @@ int qcow2_check(struct blockdev *bd, bool repair, struct qcow2_check_result *res
 	}
 	res->total_clusters = qcow2_size_to_clusters(q, q->size);
 	res->image_end = fsize;
-	for (int pass = 0; pass < 4; pass++) {
-		uint64_t corr = res->corruptions;
-
-		res->allocated_clusters = res->fragmented = res->compressed_clusters = 0;
-		compute(&c);
-		if (res->corruptions > corr)
-			break;	/* structural damage: counts alone cannot fix it */
-		res->leaks = 0;
-		if (compare(&c, repair, &mism) || !repair || !mism)
-			break;
-		if (qcow2_flush_all(q)) {
-			r = error_set(e, EXIT_HOST, "%s: cannot write repaired refcounts", bd->path);
-			goto out;
-		}
-		c.n = qcow2_size_to_clusters(q, qcow2_file_size(q));
-		free(c.ref);
-		c.ref = calloc(c.n + 1, sizeof(uint32_t));
-		if (!c.ref) {
-			r = error_set(e, EXIT_HOST, "out of memory");
-			goto out;
-		}
-		res->corruptions = 0;
+	r = check_passes(&c, repair, e);
+	if (!r && !repair) {
+		res->corruptions += c.flags;
+		copied_errors(&c);
+	} else if (!r && !res->corruptions) {
+		r = repair_flags(&c, e);
+	} else if (!r) {
+		res->corruptions += c.flags;
 	}
-	if (!repair) {
-		res->corruptions += copied_errors(&c);
-	} else if (!res->corruptions) {
-		if (qcow2_fix_copied(q)) {
-			r = error_set(e, EXIT_HOST, "%s: cannot repair COPIED flags", bd->path);
-			goto out;
-		}
-		if (q->incompat & QCOW2_INCOMPAT_CORRUPT) {
-			q->incompat &= ~QCOW2_INCOMPAT_CORRUPT;
-			q->corrupt = false;
-			qcow2_header_update_bits(q);
-		}
-	}
-	r = res->corruptions || res->leaks ? 1 : 0;
+	if (!r)
+		r = res->corruptions || res->leaks ? 1 : 0;
 out:
 	free(c.ref);
 	free(c.tbuf);

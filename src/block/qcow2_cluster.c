@@ -297,9 +297,9 @@ static int l2_get_for_write(struct qcow2 *q, uint64_t off, uint8_t **t)
 	return r;
 }
 
-/* The entry `e` of guest offset `off` must point at guest data, not at
- * metadata: written in place or released, it would damage a table.  0, or
- * the image is marked corrupt and -EIO returned. */
+/* The entry `e` of guest offset `off` must point at guest data inside the
+ * file, not at metadata: written in place or released, it would damage a
+ * table.  0, or the image is marked corrupt and -EIO returned. */
 static int entry_guard(struct qcow2 *q, uint64_t off, uint64_t e)
 {
 	uint64_t host = e & QCOW2_L2E_OFFSET_MASK, len = q->cluster_size;
@@ -312,6 +312,10 @@ static int entry_guard(struct qcow2 *q, uint64_t off, uint64_t e)
 					       (unsigned long long)off, (unsigned long long)host);
 	if (!host)
 		return 0;
+	if (host >= q->file_end)	/* written, it would stretch the file */
+		return qcow2_signal_corruption(q, "L2 entry for guest offset 0x%llx points at "
+					       "0x%llx, beyond the end of the file",
+					       (unsigned long long)off, (unsigned long long)host);
 	return qcow2_meta_guard(q, QCOW2_K_DATA, host, len, "L2 entry for guest offset "
 				"0x%llx points at 0x%llx", (unsigned long long)off,
 				(unsigned long long)host);

@@ -192,6 +192,27 @@ static void grow_layout(struct qcow2 *q, uint64_t ncl, uint64_t *p, uint64_t *en
 	}
 }
 
+/* Size and place a grown table with room for index `t`: `ncl` clusters at
+ * *p, its new blocks up to *end.  The table must also cover those blocks,
+ * which lie past the end of the file: a table far smaller than the file (a
+ * hostile header) grows until it does.  -EFBIG past the cap. */
+static int grow_size(struct qcow2 *q, uint64_t t, uint64_t *ncl, uint64_t *p, uint64_t *end)
+{
+	uint64_t per_cl = q->cluster_size / 8, per_rb = 1ull << q->rb_bits;
+	uint64_t n_ent = t + 1 > (uint64_t)q->reftable_size * 2 ? t + 1
+							       : (uint64_t)q->reftable_size * 2;
+
+	for (;;) {
+		*ncl = (n_ent + per_cl - 1) / per_cl + 1;
+		if (*ncl << q->cluster_bits > QCOW2_MAX_REFTABLE_BYTES)
+			return -EFBIG;
+		grow_layout(q, *ncl, p, end);
+		if ((*end - 1) / per_rb < *ncl * per_cl)
+			return 0;
+		n_ent = (*end - 1) / per_rb + 1;
+	}
+}
+
 /* Fill the new table `nt` with homes for the missing blocks covering
  * [p, end) and write those blocks, each counting the new clusters. */
 static int grow_write_blocks(struct qcow2 *q, uint64_t *nt, uint64_t p, uint64_t ncl,
@@ -236,13 +257,10 @@ static int reftable_grow(struct qcow2 *q, uint64_t t)
 	uint64_t per_cl = q->cluster_size / 8, per_rb = 1ull << q->rb_bits, n_ent, ncl;
 	uint64_t p, end, *nt, old_off = q->reftable_offset, old_n = q->reftable_size;
 	uint32_t old_cl = q->reftable_clusters;
-	int r;
+	int r = grow_size(q, t, &ncl, &p, &end);
 
-	n_ent = t + 1 > (uint64_t)old_n * 2 ? t + 1 : (uint64_t)old_n * 2;
-	ncl = (n_ent + per_cl - 1) / per_cl + 1;
-	if (ncl << q->cluster_bits > QCOW2_MAX_REFTABLE_BYTES)
-		return -EFBIG;
-	grow_layout(q, ncl, &p, &end);
+	if (r)
+		return r;
 	n_ent = ncl * per_cl;
 	nt = calloc(n_ent, 8);
 	if (!nt)
@@ -302,6 +320,8 @@ static int rb_create(struct qcow2 *q, uint64_t t, int depth)
 		return r;
 	if ((uint64_t)c >> q->rb_bits == t)
 		rb_set(q, b, c & (per_rb - 1), 1);
+	if ((uint64_t)(c + 1) << q->cluster_bits > q->file_end)
+		q->file_end = (uint64_t)(c + 1) << q->cluster_bits;
 	r = qcow2_pwrite(q, QCOW2_K_REFBLOCK, b, q->cluster_size, (uint64_t)c << q->cluster_bits);
 	if (!r && (uint64_t)c >> q->rb_bits != t)
 		r = set_locked(q, c, 1, depth + 1);

@@ -253,7 +253,8 @@ static int snap_error(struct qcow2 *q, const char *verb, const char *name, int r
 			 name, strerror(-r));
 }
 
-/* Set COPIED on every active L1/L2 entry exactly when its refcount is 1. */
+/* Set COPIED on every active L1/L2 entry exactly when its refcount is 1;
+ * clear it on compressed entries, which never have it. */
 int qcow2_fix_copied(struct qcow2 *q)
 {
 	uint64_t per = 1ull << q->l2_bits, rc;
@@ -279,11 +280,11 @@ int qcow2_fix_copied(struct qcow2 *q)
 		for (uint64_t k = 0; !r && k < per; k++) {
 			uint64_t bm, e = qcow2_l2e_get(q, t, k, &bm), h = e & QCOW2_L2E_OFFSET_MASK;
 
-			if (!h || (e & QCOW2_OFLAG_COMPRESSED))
+			if (!h)
 				continue;
 			/* everything a shared table reaches is shared too */
 			rc = 2;
-			if (!shared)
+			if (!shared && !(e & QCOW2_OFLAG_COMPRESSED))
 				r = qcow2_refcount_get(q, h >> q->cluster_bits, &rc);
 			ne = rc == 1 ? (e | QCOW2_OFLAG_COPIED) : (e & ~QCOW2_OFLAG_COPIED);
 			if (!r && ne != e) {

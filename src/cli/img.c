@@ -333,7 +333,7 @@ int img_info(int argc, char **argv)
 	const char *fmt = NULL, *out = "human";
 	struct blockdev *bd;
 	bool chain = false;
-	json_t *arr = json_array();
+	json_t *arr;
 	int c, r;
 
 	optind = 1;
@@ -352,6 +352,7 @@ int img_info(int argc, char **argv)
 	r = img_open(&bd, argv[optind], fmt, false, true, !chain);
 	if (r)
 		return r;
+	arr = json_array();
 	for (struct blockdev *b = bd; b; b = b->backing)
 		json_array_append_new(arr, info_json(b));
 	if (!strcmp(out, "json")) {
@@ -426,8 +427,10 @@ int img_check(int argc, char **argv)
 		if (repair && res.fixed)
 			printf("Repaired %llu refcount(s).\n", (unsigned long long)res.fixed);
 		if (res.corruptions)
-			printf("%llu errors were found on the image (first: %s).\n",
-			       (unsigned long long)res.corruptions, res.first_problem);
+			printf("%llu errors were found on the image%s%s%s.\n",
+			       (unsigned long long)res.corruptions,
+			       res.first_problem[0] ? " (first: " : "", res.first_problem,
+			       res.first_problem[0] ? ")" : "");
 		if (res.leaks)
 			printf("%llu leaked clusters were found on the image.\n",
 			       (unsigned long long)res.leaks);
@@ -482,7 +485,7 @@ int img_map(int argc, char **argv)
 	static const char *names[] = { "unallocated", "zero", "data", "compressed" };
 	const char *fmt = NULL, *out = "human";
 	struct blockdev *bd;
-	json_t *arr = json_array();
+	json_t *arr;
 	int c, r;
 
 	optind = 1;
@@ -499,6 +502,7 @@ int img_map(int argc, char **argv)
 	r = img_open(&bd, argv[optind], fmt, false, true, false);
 	if (r)
 		return r;
+	arr = json_array();
 	if (strcmp(out, "json"))
 		printf("%-16s %-16s %-16s %-5s %-12s %s\n", "Offset", "Length", "Mapped to",
 		       "Depth", "Status", "File");

@@ -195,6 +195,10 @@ static void test_absurd_header(void **state)
 	poke32(16, 500);
 	expect_open_error("lies outside the header cluster");
 	make_image();
+	poke64(8, 200);				/* backing name longer than QEMU's limit */
+	poke32(16, 2000);
+	expect_open_error("backing file name of 2000 bytes is longer than the limit of 1023");
+	make_image();
 	poke32(60, 1000000);			/* nb_snapshots */
 	poke64(64, 8192);
 	expect_open_error("snapshot table");
@@ -575,6 +579,63 @@ static void test_l1_past_end(void **state)
 	assert_int_equal(peek64(72) & QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_CORRUPT);
 }
 
+/* A write through a refcount block or to a data cluster past the end of
+ * the file is refused, and the file keeps its size (each used to stretch
+ * the file, sparse, to wherever the entry pointed). */
+static void test_tables_past_end(void **state)
+{
+	struct blockdev_opts o = { 0 };
+	struct error e = { 0 };
+	struct blockdev *bd;
+	struct stat st0, st1;
+	uint8_t buf[4096] = { 1 };
+
+	(void)state;
+	for (int i = 0; i < 2; i++) {
+		make_image();
+		if (i == 0)
+			poke64(peek64(48), 1ull << 40);		/* refcount table entry 0 */
+		else
+			poke64(l2_table(), QCOW2_OFLAG_COPIED | (1ull << 40));
+		assert_int_equal(stat(img, &st0), 0);
+		assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+		assert_int_equal(blockdev_write(bd, buf, i ? 0 : 1u << 20, sizeof(buf)), -EIO);
+		assert_non_null(strstr(bd->err.msg, "beyond the end of the file"));
+		blockdev_close(bd);
+		assert_int_equal(stat(img, &st1), 0);
+		assert_int_equal(st0.st_size, st1.st_size);
+	}
+}
+
+/* A refcount table far smaller than the file (512-byte clusters: one table
+ * cluster covers 8 MiB; the file is 64 MiB) must grow to cover the blocks
+ * it puts past the end of the file.  The snapshot's refcount walk meets a
+ * data cluster no block covers and grows the table; it used to write past
+ * the new table in memory (the sanitizer build sees the overflow). */
+static void test_reftable_grows_past_file(void **state)
+{
+	struct qcow2_create_opts co = { .size = 1u << 20, .cluster_size = 512 };
+	struct blockdev_opts o = { 0 };
+	struct qcow2_check_result cr;
+	struct error e = { 0 };
+	struct blockdev *bd;
+	uint8_t buf[512] = { 1 };
+
+	(void)state;
+	assert_int_equal(qcow2_create(img, &co, &e), 0);
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	assert_int_equal(blockdev_write(bd, buf, 0, sizeof(buf)), 0);
+	blockdev_close(bd);
+	assert_int_equal(truncate(img, 64u << 20), 0);
+	poke64(l2_table() + 8, 8u << 20);	/* guest 512 -> 8 MiB, refcount 0 */
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	if (qcow2_snapshot_create(bd, "s", &e))
+		fail_msg("%s", e.msg);
+	assert_true(((struct qcow2 *)bd->priv)->reftable_size > (64u << 20) / 512 / 256);
+	assert_int_equal(qcow2_check(bd, false, &cr, &e), 1);	/* the poked entry */
+	blockdev_close(bd);
+}
+
 /* A snapshot that would overflow a refcount is refused with a clear
  * message (status 66), and leaves the image as it was: not corrupt, no
  * leak, no snapshot, still writable.  1-bit refcounts overflow at the first
@@ -636,6 +697,101 @@ static void test_snapshot_refcount_overflow(void **state)
 		assert_int_equal(qemu_count("corruptions") + qemu_count("leaks"), 0);
 }
 
+/* One damaged entry, as qemu-img check sees it: check counts exactly one
+ * corruption and describes it (never "first: " with nothing after it). */
+static void expect_check_finds(const char *needle, long qemu_wants)
+{
+	struct blockdev_opts o = { .readonly = true };
+	struct qcow2_check_result r;
+	struct error e = { 0 };
+	struct blockdev *bd;
+
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	assert_int_equal(qcow2_check(bd, false, &r, &e), 1);
+	blockdev_close(bd);
+	if (r.corruptions != 1 || !strstr(r.first_problem, needle))
+		fail_msg("%llu corruptions, first '%s'; wanted 1, '%s'",
+			 (unsigned long long)r.corruptions, r.first_problem, needle);
+	if (qemu_count("corruptions") >= 0)
+		assert_int_equal(qemu_count("corruptions"), qemu_wants);
+}
+
+/* `check -r all`: what it can repair it repairs; reserved bits stay (as
+ * QEMU leaves them), so the count stays 1. */
+static void expect_repair_leaves(uint64_t corruptions)
+{
+	struct blockdev_opts o = { 0 };
+	struct qcow2_check_result r;
+	struct error e = { 0 };
+	struct blockdev *bd;
+
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	assert_int_equal(qcow2_check(bd, true, &r, &e), corruptions ? 1 : 0);
+	assert_int_equal(r.corruptions, corruptions);
+	blockdev_close(bd);
+}
+
+/* Reserved bits in L1 and L2 entries, COPIED on a compressed cluster, a
+ * COPIED flag that disagrees with the refcount: what qemu-img check flags,
+ * check flags too, with a sentence each. */
+static void test_check_entry_flags(void **state)
+{
+	struct blockdev_opts o = { 0 };
+	struct error e = { 0 };
+	struct blockdev *bd;
+	uint8_t buf[4096];
+	uint64_t l1;
+
+	(void)state;
+	make_image();
+	l1 = peek64(40);
+	poke64(l1, peek64(l1) | (1ull << 56));
+	expect_check_finds("L1 entry 0 (0x81", 1);
+	expect_repair_leaves(1);
+	make_image();
+	poke64(l2_table(), peek64(l2_table()) | (1ull << 57));
+	expect_check_finds("has reserved bits set", 1);
+	make_image();
+	poke64(l2_table(), peek64(l2_table()) & ~QCOW2_OFLAG_COPIED);
+	expect_check_finds("L2 entry for guest offset 0x0: the COPIED flag is clear", 1);
+	expect_repair_leaves(0);
+	make_image();
+	assert_int_equal(blockdev_open(&bd, img, &o, &e), 0);
+	memset(buf, 0, sizeof(buf));
+	assert_int_equal(qcow2_write_compressed(bd->priv, 1u << 20, buf), 0);
+	blockdev_close(bd);
+	poke64(l2_table() + 8 * 256, peek64(l2_table() + 8 * 256) | QCOW2_OFLAG_COPIED);
+	expect_check_finds("COPIED flag is set, which compressed clusters never have", 1);
+	expect_repair_leaves(0);
+	if (qemu_count("corruptions") >= 0)
+		assert_int_equal(qemu_count("corruptions"), 0);
+}
+
+/* A FIFO or a directory as a backing file (or as the image) is refused at
+ * once: a FIFO used to hang the open, a directory read as an empty disk. */
+static void test_not_a_file(void **state)
+{
+	struct qcow2_create_opts co = { .size = 1u << 20, .cluster_size = 4096,
+					.backing_file = "b", .backing_format = "raw" };
+	struct error e = { 0 };
+	char b[160];
+
+	(void)state;
+	snprintf(b, sizeof(b), "%s/b", dir);
+	assert_int_equal(raw_create(b, 1u << 20, false, &e), 0);
+	assert_int_equal(qcow2_create(img, &co, &e), 0);
+	alarm(10);				/* a hang is a failure, not a stuck suite */
+	assert_int_equal(unlink(b) || mkfifo(b, 0600), 0);
+	expect_open_error("b: not a regular file or a block device (a FIFO)");
+	assert_int_equal(unlink(b) || mkdir(b, 0700), 0);
+	expect_open_error("b: not a regular file or a block device (a directory)");
+	assert_int_equal(unlink(img) || mkfifo(img, 0600), 0);
+	expect_open_error("t.qcow2: not a regular file or a block device (a FIFO)");
+	alarm(0);
+	unlink(img);
+	rmdir(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -655,7 +811,11 @@ int main(void)
 		cmocka_unit_test(test_overlap_snapshot_tables),
 		cmocka_unit_test(test_overlap_release),
 		cmocka_unit_test(test_l1_past_end),
+		cmocka_unit_test(test_tables_past_end),
+		cmocka_unit_test(test_reftable_grows_past_file),
 		cmocka_unit_test(test_snapshot_refcount_overflow),
+		cmocka_unit_test(test_check_entry_flags),
+		cmocka_unit_test(test_not_a_file),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
