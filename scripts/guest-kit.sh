@@ -8,9 +8,11 @@
 #     bzImage           the package's vmlinuz (64-bit boot protocol)
 #     vmlinux           ELF kernel with the PVH entry note, extracted from it
 #     initrd.cpio.gz    busybox-static, the virtio modules, modules.dep, /init
+#                       (busybox init as PID 1; see write_init)
 #     config            the kernel's .config (for reference)
 #     kit.env           the paths below, as shell assignments
-#     stamp             "<package> <version>" the kit was built from
+#     stamp             "<package> <version> <digest>" the kit was built
+#                       from (the digest covers /init and the module list)
 #
 # Usage: scripts/guest-kit.sh [--force] [--quiet]
 #   Prints, on stdout, shell assignments a caller can eval:
@@ -21,10 +23,13 @@
 #   treat this as a reason to skip); 1 anything else (a bug to look at).
 #
 # Idempotent: when the stamp matches the current version of the package that
-# linux-image-cloud-amd64 depends on, nothing is rebuilt.  Offline, an
-# existing kit is used as it is.  A lock keeps concurrent callers (a test and
-# a benchmark, say) from building over each other; the new kit is built in a
-# scratch directory and moved into place only when complete.
+# linux-image-cloud-amd64 depends on, and this script's /init and module
+# list, nothing is rebuilt.  Offline (no apt lists), an existing kit is used
+# as it is; with apt lists but no mirror, a kit that needs rebuilding exits
+# 3, so build the kit on the host before using it inside the KVM box.  A
+# lock keeps concurrent callers (a test and a benchmark, say) from building
+# over each other; the new kit is built in a scratch directory and moved
+# into place only when complete.
 #
 # Why each step (see docs/linux-guests.md):
 #   - The versioned package name is resolved from the metapackage, never
@@ -45,9 +50,10 @@ KIT=$CACHE/kit
 META=linux-image-cloud-amd64
 # Modules wanted in the initramfs (their dependencies come along).  Names as
 # modprobe knows them; a name the kernel has built in or lacks is skipped.
+# evdev and button give the ACPI power button an input device for acpid.
 MODULES="virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
 	virtio_blk failover net_failover virtio_net virtio_console virtio_rng
-	virtio_balloon vmw_vsock_virtio_transport"
+	virtio_balloon vmw_vsock_virtio_transport evdev button"
 
 FORCE=0
 QUIET=0
@@ -103,24 +109,37 @@ build_initrd() {
 	dk_initrd_root "$ird"
 	# shellcheck disable=SC2086
 	dk_add_modules "$kroot" "$kver" "$ird" $MODULES
-	write_init "$ird/init"
+	write_init "$ird"
 	dk_pack "$ird" "$out"
 	say "initrd: $(wc -l <"$ird/etc/kit-modules") modules, $(du -k "$out" | cut -f1) KiB"
 }
 
-# write_init FILE: the initramfs's /init.  It must never exit (the kernel
-# panics when init dies), so the shell is restarted in a loop.  Kernel
-# command-line words it understands: kit.poweroff (power off right after the
-# ready line, for scripted boots), kit.quiet (no modprobe messages).
+# write_init IRD: the initramfs's /init and what busybox init runs there.
+#
+# /init (a shell script) mounts /proc, /sys and /dev, loads the modules,
+# starts acpid and hands PID 1 to busybox init, which runs /etc/inittab:
+#   ::once:/sbin/kit-run           the hook named by kit.run=PATH, then
+#                                  `poweroff` if kit.poweroff was given
+#   ::respawn:cttyhack sh -l       a shell on the console (not with kit.poweroff)
+#   ::shutdown:/sbin/kit-shutdown  stop every process, unmount the disks
+# So `poweroff`, `reboot` and `halt` in the guest shut it down in order, and
+# so does the ACPI power button (Shoal's graceful stop): busybox acpid reads
+# the button's evdev and runs /etc/acpi/PWRF/00000080, which is `poweroff`.
+# Kernel command-line words: kit.poweroff (power off after "init ready" and
+# the hook), kit.quiet (no "loaded MODULE" lines), kit.run=PATH (run the
+# shell script PATH, typically from an initramfs appended to this one, with
+# stdin from /dev/null and its output on the console).
 write_init() {
-	cat >"$1" <<'EOF'
+	local ird=$1
+	mkdir -p "$ird/etc/acpi/PWRF" "$ird/var/log" "$ird/var/run" "$ird/run" "$ird/mnt"
+	cat >"$ird/init" <<'EOF'
 #!/bin/sh
 # /init of the Shoal guest kit (written by scripts/guest-kit.sh).
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null || mdev -s
-mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts
 quiet=0; off=0
 for w in $(cat /proc/cmdline); do
 	case $w in kit.quiet) quiet=1 ;; kit.poweroff) off=1 ;; esac
@@ -133,19 +152,63 @@ for m in $(cat /etc/kit-modules); do
 	fi
 done
 hostname shoal-kit
+ip link set lo up
+# The power button reports through evdev; both modules are loaded above, so
+# its /dev/input/eventN is there for acpid to open.
+acpid -l /var/log/acpid.log
+{
+	echo "::once:/sbin/kit-run"
+	[ $off = 1 ] || echo "::respawn:/bin/cttyhack /bin/sh -l"
+	echo "::shutdown:/sbin/kit-shutdown"
+	echo "::ctrlaltdel:/sbin/reboot"
+} >/etc/inittab
 echo "shoal-kit: kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus, $(sed -n 's/^MemTotal: *//p' /proc/meminfo)"
 echo "shoal-kit: init ready"
-[ $off = 1 ] && poweroff -f
-while :; do
-	setsid cttyhack sh -l
-	echo "shoal-kit: shell exited; starting another"
-done
+exec /sbin/init
 EOF
-	chmod 755 "$1"
+	cat >"$ird/sbin/kit-run" <<'EOF'
+#!/bin/sh
+# Run once by busybox init: the kit.run= hook, then kit.poweroff.
+run=""; off=0
+for w in $(cat /proc/cmdline); do
+	case $w in kit.run=*) run=${w#kit.run=} ;; kit.poweroff) off=1 ;; esac
+done
+if [ -n "$run" ]; then
+	echo "shoal-kit: running $run"
+	sh "$run" </dev/null
+	echo "shoal-kit: $run exited $?"
+fi
+[ $off = 1 ] && poweroff
+exit 0
+EOF
+	cat >"$ird/sbin/kit-shutdown" <<'EOF'
+#!/bin/sh
+# Run by busybox init on poweroff, reboot or halt, before it kills what is
+# left: stop every process, then unmount the disks (or at least make them
+# read-only), so that their file systems are left clean.
+echo "shoal-kit: shutting down"
+kill -TERM -1 2>/dev/null
+sleep 1
+kill -KILL -1 2>/dev/null
+sync
+for m in $(awk '$1 ~ "^/dev/" { print $2 }' /proc/mounts | sort -r); do
+	umount "$m" 2>/dev/null || mount -o remount,ro "$m" ||
+		echo "shoal-kit: cannot unmount $m"
+done
+sync
+EOF
+	cat >"$ird/etc/acpi/PWRF/00000080" <<'EOF'
+#!/bin/sh
+# Run by busybox acpid on the ACPI power button (Shoal's graceful stop).
+echo "shoal-kit: power button pressed; powering off" >/dev/console
+poweroff
+EOF
+	chmod 755 "$ird/init" "$ird/sbin/kit-run" "$ird/sbin/kit-shutdown" \
+		"$ird/etc/acpi/PWRF/00000080"
 }
 
 build_kit() {
-	local pkg=$1 ver=$2 new kroot kver
+	local pkg=$1 ver=$2 digest=$3 new kroot kver
 	NEW=$(mktemp -d "$CACHE/kit.new.XXXXXX")
 	WORK=$(mktemp -d "$CACHE/work.XXXXXX")
 	trap 'rm -rf "$WORK" "$NEW"' EXIT
@@ -166,7 +229,7 @@ SHOAL_KIT_INITRD=$KIT/initrd.cpio.gz
 SHOAL_KIT_KVER=$kver
 SHOAL_KIT_PKG="$pkg $ver"
 EOF
-	echo "$pkg $ver" >"$new/stamp"
+	echo "$pkg $ver $digest" >"$new/stamp"
 	rm -rf "$KIT"
 	mv "$new" "$KIT"
 	rm -rf "$WORK"
@@ -188,6 +251,9 @@ main() {
 		fi
 		die "cannot resolve $META to a kernel package (no apt lists or no network)" 3
 	fi
+	# The stamp names the package and a digest of what this script puts in
+	# the initramfs, so a change to /init or the module list rebuilds it.
+	pv="$pv $({ declare -f write_init; echo "$MODULES"; } | md5sum | cut -c1-12)"
 	if [ "$FORCE" -eq 0 ] && kit_complete && [ "$(cat "$KIT/stamp")" = "$pv" ]; then
 		print_paths
 		return 0

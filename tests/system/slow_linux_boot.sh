@@ -1,6 +1,7 @@
 #!/bin/bash
 # slow_linux_boot.sh - boot Debian's own kernel under `shoal run`, through
 # both entry points, far enough to check what Shoal told it.
+# tier: kvm
 #
 #   bzImage  64-bit boot protocol (boot_params at the zero page)
 #   vmlinux  PVH (hvm_start_info), the ELF extracted from the same bzImage
