@@ -11,6 +11,7 @@
 #   guest/*.c guest/*.S  -> build/shoal-guest (freestanding, no libc)
 #   tests/unit/*.c       -> build/tests/unit/<name>   (cmocka)
 #   tests/guest/*.c      -> build/tests/guest/<name>  (cmocka + KVM)
+#   tests/linux/*.c      -> build/tests/linux/<name>  (static, for Linux guests)
 #   bench/*.c            -> build/bench/<name>
 #   fuzz/*.c             -> build/fuzz/<name>         (clang libFuzzer, `make fuzz`)
 
@@ -106,6 +107,15 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libshoal.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLCFLAGS) -o $@ $< $(BUILD)/libshoal.a -lm $(LIBS)
 tests: all $(UNIT_BINS) $(GTEST_BINS) $(BENCH_BINS)
+
+# ---- programs for Linux guests (tests/system/slow_linux_*.sh): static, as
+# the guest kit's initramfs has no libc; no sanitizers (they need one) ----
+LINUX_SRCS := $(wildcard tests/linux/*.c)
+LINUX_BINS := $(LINUX_SRCS:tests/linux/%.c=$(BUILD)/tests/linux/%)
+$(BUILD)/tests/linux/%: tests/linux/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -static $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) -o $@ $<
+tests: $(LINUX_BINS)
 
 # libFuzzer needs clang.  The library is built once more with coverage
 # instrumentation (-fsanitize=fuzzer-no-link) into its own archive, and each
