@@ -11,6 +11,16 @@
  * chain is open, chain_id_verify checks that no parent changed since its
  * overlay was made.
  *
+ * Locking (open_lock, after block/lock.c): each file is locked as soon as
+ * its format is known, before the format reads its header (a qcow2 open may
+ * repair a dirty image), and unlocked after its last flush at close.  A
+ * writer holds consistent read, write and resize and refuses write and
+ * resize to others; a reader (backing files included) holds consistent read
+ * and refuses write and resize, unless force_share (-U), or share_writes on
+ * a raw image, lets others do anything.  Backing files inherit both from
+ * the top's open, as QEMU's backing children inherit force-share and share
+ * writes only where their parent's users do.
+ *
  * Async requests: blockdev_submit asks the format for a fast mapping
  * (map_fast: the range is already allocated, needs no metadata change) and
  * sends those host I/Os to the aio engine; everything else (allocation,
@@ -270,6 +280,8 @@ static int open_backing(struct blockdev *bd, const struct blockdev_opts *o,
 	struct qcow2 *q = bd->priv;
 	struct blockdev_opts bo = { .readonly = true, .force = o->force, .no_aio = true,
 				    .caller_reports = o->caller_reports,
+				    .force_share = o->force_share,
+				    .share_writes = o->share_writes && o->readonly,
 				    .cache_bytes = o->cache_bytes };
 	char *path;
 	int r;
@@ -338,6 +350,24 @@ static int open_check_kind(int fd, const char *path, struct error *e)
 	return 0;
 }
 
+/* Lock bd's file for this open (see the top of this file and lock.c); a
+ * refusal names the file, as a backing file below the top. */
+static int open_lock(struct blockdev *bd, const struct blockdev_opts *o, struct error *e)
+{
+	unsigned perm = LOCK_PERM_CONSISTENT_READ;
+	unsigned shared = LOCK_PERM_CONSISTENT_READ | LOCK_PERM_WRITE_UNCHANGED;
+	char name[600];
+
+	snprintf(name, sizeof(name), "%s%.500s", bd->depth ? "backing file " : "", bd->path);
+	if (!o->readonly)
+		perm |= LOCK_PERM_WRITE | LOCK_PERM_RESIZE;
+	else if (o->share_writes && bd->format == BD_FMT_RAW)
+		shared = LOCK_PERM_ALL;
+	if (o->force_share)
+		shared = LOCK_PERM_ALL;
+	return lock_set(bd->fd, name, perm, shared, &bd->lock, e);
+}
+
 static int open_one(struct blockdev **out, const char *path, const struct blockdev_opts *o,
 		    int depth, struct chain_walk *w, struct error *e)
 {
@@ -374,7 +404,9 @@ static int open_one(struct blockdev **out, const char *path, const struct blockd
 	if (f == BD_FMT_AUTO)
 		f = blockdev_probe(bd->fd);
 	bd->format = f;
-	r = f == BD_FMT_QCOW2 ? qcow2_open(bd, o, e) : raw_open(bd, o, e);
+	r = open_lock(bd, o, e);
+	if (!r)
+		r = f == BD_FMT_QCOW2 ? qcow2_open(bd, o, e) : raw_open(bd, o, e);
 	if (!r && f == BD_FMT_QCOW2 && bd->dio_align &&
 	    ((struct qcow2 *)bd->priv)->cluster_size < bd->dio_align)
 		r = error_set(e, EXIT_NOINPUT, "%s: 'direct' needs clusters of at least %u "
@@ -394,14 +426,18 @@ fail:
 	return -1;
 }
 
-/* Open `path` and its backing chain.  *out is NULL on failure. */
 int blockdev_open(struct blockdev **out, const char *path,
 		  const struct blockdev_opts *o, struct error *e)
 {
 	static const struct blockdev_opts defaults;
-	struct chain_walk *w = calloc(1, sizeof(*w));
+	struct chain_walk *w;
 	int r;
 
+	*out = NULL;
+	if (o && o->force_share && !o->readonly)
+		return error_set(e, EXIT_USAGE, "%s: force share (-U) is for read-only opens: "
+				 "a writer cannot let others write too", path);
+	w = calloc(1, sizeof(*w));
 	if (!w)
 		return error_set(e, EXIT_HOST, "out of memory");
 	r = open_one(out, path, o ? o : &defaults, 0, w, e);
@@ -409,7 +445,6 @@ int blockdev_open(struct blockdev **out, const char *path,
 	return r;
 }
 
-/* Close the image and its chain; flushes first. */
 void blockdev_close(struct blockdev *bd)
 {
 	if (!bd)
@@ -419,10 +454,21 @@ void blockdev_close(struct blockdev *bd)
 	if (bd->ops)
 		bd->ops->close(bd);
 	blockdev_close(bd->backing);
-	if (bd->fd >= 0)
+	if (bd->fd >= 0) {
+		lock_release(bd->fd, &bd->lock);	/* explicit: a dup elsewhere
+							 * would keep them alive */
 		close(bd->fd);
+	}
 	free(bd->path);
 	free(bd);
+}
+
+void blockdev_share_all(struct blockdev *bd)
+{
+	struct error e;
+
+	/* Drops refusals and keeps what is held, so nothing can refuse it. */
+	lock_set(bd->fd, bd->path, bd->lock.held, LOCK_PERM_ALL, &bd->lock, &e);
 }
 
 static int range_ok(struct blockdev *bd, uint64_t off, uint64_t len)

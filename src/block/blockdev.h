@@ -23,6 +23,10 @@
  * -errno; when the failure has a story (corrupt metadata, out of space) the
  * story is in bd->err.  A corrupt qcow2 image stays open: reads of intact
  * data go on, writes return -EIO with bd->err saying why.
+ *
+ * Locking: each file of an open chain is locked in QEMU's byte-range scheme
+ * (block/lock.c) from before its header is read until after its last flush,
+ * so Shoal and QEMU refuse an image the other is writing.
  */
 #ifndef SHOAL_BLOCK_BLOCKDEV_H
 #define SHOAL_BLOCK_BLOCKDEV_H
@@ -32,6 +36,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "block/lock.h"
 #include "util/error.h"
 
 struct blockdev;
@@ -101,6 +106,12 @@ struct blockdev_opts {
 	bool direct;			/* open the top image O_DIRECT */
 	bool caller_reports;		/* the caller prints bd->err: the block layer
 					 * does not log corruption as well */
+	bool force_share;		/* share the image with every other user,
+					 * writers included (-U); read-only opens only */
+	bool share_writes;		/* a read-only open of a raw image lets others
+					 * write it (qemu-img's readers do, a VM's do
+					 * not); never for qcow2, whose metadata must
+					 * not change under us.  See block/lock.c */
 	uint64_t cache_bytes;		/* L2 + refcount cache; 0 = default */
 	enum blockdev_format backing_format; /* overrides the header's, or AUTO */
 };
@@ -120,13 +131,23 @@ struct blockdev {
 	struct blockdev *backing;	/* NULL if none */
 	void *priv;			/* format state */
 	struct aio_engine *aio;		/* shared by the whole chain */
+	struct lock_state lock;		/* QEMU-style lock bytes fd holds (lock.h) */
 	struct error err;		/* last I/O error story */
 	uint64_t st_reads, st_writes, st_flushes; /* request counters */
 };
 
+/* Open `path` and its backing chain, each file locked as QEMU would lock
+ * it (block/lock.c); an image another process uses in a way this open
+ * cannot share is refused, naming it and the permission.  *out is NULL on
+ * failure. */
 int blockdev_open(struct blockdev **out, const char *path,
 		  const struct blockdev_opts *o, struct error *e);
+/* Flush, then release the locks and close, the whole chain. */
 void blockdev_close(struct blockdev *bd);
+/* From now on share bd's file (not the rest of its chain) with every other
+ * user, writers included, as force_share would have at open: for a caller
+ * about to open that file for writing itself (commit opens its base). */
+void blockdev_share_all(struct blockdev *bd);
 
 int blockdev_read(struct blockdev *bd, void *buf, uint64_t off, uint64_t len);
 int blockdev_write(struct blockdev *bd, const void *buf, uint64_t off, uint64_t len);

@@ -166,7 +166,10 @@ out:
 static int backing_probe(struct qcow2 *q, const struct qcow2_create_opts *o,
 			 const char *path, uint64_t *size, struct error *e)
 {
-	struct blockdev_opts bo = { .readonly = true, .no_aio = true, .force = o->force };
+	/* force_share: reading the parent's size and identity is no reason to
+	 * refuse an overlay of an image in use, as qemu-img create does not */
+	struct blockdev_opts bo = { .readonly = true, .no_aio = true, .force = o->force,
+				    .force_share = true };
 	struct blockdev *b;
 	char *tmp = NULL;
 
