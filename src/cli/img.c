@@ -72,12 +72,18 @@ int img_fail(struct error *e)
  * the command opens (0: the block layer's default). */
 static uint64_t img_cache_bytes;
 
-int img_open(struct blockdev **bd, const char *path, const char *fmt, bool rw,
-	     bool force, bool no_backing)
+const struct option img_share_longopts[] = { { "force-share", no_argument, 0, 'U' }, { 0 } };
+
+/* Readers share a raw image with writers unless IMG_CONSISTENT, as
+ * qemu-img's info, map, compare and qemu-io -r do (block/lock.c). */
+int img_open(struct blockdev **bd, const char *path, const char *fmt, unsigned flags)
 {
 	/* caller_reports: every failure is printed once, from bd->err, by the
 	 * subcommand; the block layer does not log it as well. */
-	struct blockdev_opts o = { .readonly = !rw, .force = force, .no_backing = no_backing,
+	struct blockdev_opts o = { .readonly = !(flags & IMG_RW), .force = flags & IMG_FORCE,
+				   .no_backing = flags & IMG_NO_BACKING,
+				   .force_share = flags & IMG_SHARE,
+				   .share_writes = !(flags & IMG_CONSISTENT),
 				   .caller_reports = true, .cache_bytes = img_cache_bytes };
 	struct error e = { 0 };
 
@@ -329,10 +335,12 @@ int img_info(int argc, char **argv)
 {
 	static const struct option lo[] = {
 		{ "output", required_argument, 0, 'O' },
-		{ "backing-chain", no_argument, 0, 'C' }, { 0 } };
+		{ "backing-chain", no_argument, 0, 'C' },
+		{ "force-share", no_argument, 0, 'U' }, { 0 } };
 	const char *fmt = NULL, *out = "human";
 	struct blockdev *bd;
 	bool chain = false;
+	unsigned share = 0;
 	json_t *arr;
 	int c, r;
 
@@ -344,12 +352,14 @@ int img_info(int argc, char **argv)
 			out = optarg;
 		else if (c == 'C')
 			chain = true;
-		else if (c != 'U')
+		else if (c == 'U')
+			share = IMG_SHARE;
+		else
 			return EXIT_USAGE;
 	}
 	if (optind >= argc)
 		return img_usage("info: FILE expected");
-	r = img_open(&bd, argv[optind], fmt, false, true, !chain);
+	r = img_open(&bd, argv[optind], fmt, IMG_FORCE | share | (chain ? 0 : IMG_NO_BACKING));
 	if (r)
 		return r;
 	arr = json_array();
@@ -377,11 +387,13 @@ int img_info(int argc, char **argv)
 
 int img_check(int argc, char **argv)
 {
-	static const struct option lo[] = { { "output", required_argument, 0, 'O' }, { 0 } };
+	static const struct option lo[] = { { "output", required_argument, 0, 'O' },
+					    { "force-share", no_argument, 0, 'U' }, { 0 } };
 	const char *fmt = NULL, *out = "human", *repair = NULL;
 	struct qcow2_check_result res;
 	struct error e = { 0 };
 	struct blockdev *bd;
+	unsigned share = 0;
 	int c, r;
 
 	optind = 1;
@@ -392,12 +404,15 @@ int img_check(int argc, char **argv)
 			out = optarg;
 		else if (c == 'r')
 			repair = optarg;
-		else if (c != 'q' && c != 'U')
+		else if (c == 'U')
+			share = IMG_SHARE;
+		else if (c != 'q')
 			return EXIT_USAGE;
 	}
 	if (optind >= argc)
 		return img_usage("check: FILE expected");
-	r = img_open(&bd, argv[optind], fmt, repair != NULL, true, true);
+	r = img_open(&bd, argv[optind], fmt, (repair ? IMG_RW : 0) | IMG_FORCE | IMG_NO_BACKING |
+		     share);
 	if (r)
 		return r;
 	if (bd->format != BD_FMT_QCOW2) {
@@ -481,10 +496,12 @@ int img_chain_status(struct blockdev *bd, uint64_t off, uint64_t len, struct bd_
 
 int img_map(int argc, char **argv)
 {
-	static const struct option lo[] = { { "output", required_argument, 0, 'O' }, { 0 } };
+	static const struct option lo[] = { { "output", required_argument, 0, 'O' },
+					    { "force-share", no_argument, 0, 'U' }, { 0 } };
 	static const char *names[] = { "unallocated", "zero", "data", "compressed" };
 	const char *fmt = NULL, *out = "human";
 	struct blockdev *bd;
+	unsigned share = 0;
 	json_t *arr;
 	int c, r;
 
@@ -494,12 +511,14 @@ int img_map(int argc, char **argv)
 			fmt = optarg;
 		else if (c == 'O')
 			out = optarg;
-		else if (c != 'U')
+		else if (c == 'U')
+			share = IMG_SHARE;
+		else
 			return EXIT_USAGE;
 	}
 	if (optind >= argc)
 		return img_usage("map: FILE expected");
-	r = img_open(&bd, argv[optind], fmt, false, true, false);
+	r = img_open(&bd, argv[optind], fmt, IMG_FORCE | share);
 	if (r)
 		return r;
 	arr = json_array();
@@ -544,20 +563,20 @@ static const struct {
 	const char *help;
 } img_cmds[] = {
 	{ "create", img_create, "create [-f fmt] [-b backing [-F fmt]] [-o opts] FILE [SIZE]" },
-	{ "info", img_info, "info [-f fmt] [--output json] [--backing-chain] FILE" },
-	{ "check", img_check, "check [-f fmt] [-r leaks|all] [--output json] FILE" },
-	{ "map", img_map, "map [-f fmt] [--output json] FILE" },
-	{ "io", img_io, "io [-f fmt] [-r] [--force] [-c CMD]... FILE   (CMDs from stdin "
+	{ "info", img_info, "info [-f fmt] [-U] [--output json] [--backing-chain] FILE" },
+	{ "check", img_check, "check [-f fmt] [-U | -r leaks|all] [--output json] FILE" },
+	{ "map", img_map, "map [-f fmt] [-U] [--output json] FILE" },
+	{ "io", img_io, "io [-f fmt] [-r [-U]] [--force] [-c CMD]... FILE   (CMDs from stdin "
 			  "without -c): read [-P pat] OFF LEN | write [-P pat | -z | -s FILE] "
 			  "OFF LEN | discard OFF LEN | flush" },
-	{ "compare", img_compare, "compare [-f fmt] [-F fmt] [-s] FILE1 FILE2" },
+	{ "compare", img_compare, "compare [-f fmt] [-F fmt] [-s] [-U] FILE1 FILE2" },
 	{ "convert", img_convert, "convert [-f fmt] [-O fmt] [-c] [-o opts] [-B backing] "
-				  "[-l snapshot] [-p] SRC DST" },
+				  "[-l snapshot] [-p] [-U] SRC DST" },
 	{ "commit", img_commit, "commit [-f fmt] [-d] [-p] FILE" },
-	{ "rebase", img_rebase, "rebase [-f fmt] [-u] [-b backing] [-F fmt] [-p] FILE" },
+	{ "rebase", img_rebase, "rebase [-f fmt] [-u] [-b backing] [-F fmt] [-p] [-U] FILE" },
 	{ "resize", img_resize, "resize [-f fmt] [--shrink] FILE [+|-]SIZE" },
-	{ "snapshot", img_snapshot, "snapshot [-l | -c NAME | -a NAME | -d NAME] FILE" },
-	{ "bench", img_bench, "bench [-f fmt] [-w] [-d depth] [-s size] [-c count] "
+	{ "snapshot", img_snapshot, "snapshot [-l [-U] | -c NAME | -a NAME | -d NAME] FILE" },
+	{ "bench", img_bench, "bench [-f fmt] [-w | -U] [-d depth] [-s size] [-c count] "
 			      "[-S step] [-o offset] [--compare-qemu [--rounds N]] FILE" },
 };
 
@@ -573,7 +592,9 @@ int cmd_img(int argc, char **argv)
 	}
 	if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help")) {
 		printf("usage: shoal img [--cache-size SIZE] COMMAND ...\n"
-		       "  --cache-size SIZE   L2 table and refcount block cache per image (default 4M)\n");
+		       "  --cache-size SIZE   L2 table and refcount block cache per image (default 4M)\n"
+		       "  -U, --force-share   (verbs that only read) open an image another process\n"
+		       "                      is writing, as qemu-img -U; what is read may be stale\n");
 		for (size_t i = 0; i < n; i++)
 			printf("  %s\n", img_cmds[i].help);
 		return argc < 2 ? EXIT_USAGE : 0;

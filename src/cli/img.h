@@ -4,6 +4,7 @@
 #ifndef SHOAL_CLI_IMG_H
 #define SHOAL_CLI_IMG_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -19,8 +20,19 @@ struct create_args {
 int img_parse_create_opts(struct create_args *a, char *list);
 
 int img_parse_size(const char *s, uint64_t *out);
-int img_open(struct blockdev **bd, const char *path, const char *fmt, bool rw,
-	     bool force, bool no_backing);
+/* How img_open opens an image. */
+enum img_open_flags {
+	IMG_RW = 1 << 0,		/* for writing */
+	IMG_FORCE = 1 << 1,		/* despite a chain-identity mismatch */
+	IMG_NO_BACKING = 1 << 2,	/* the image alone, not its chain */
+	IMG_SHARE = 1 << 3,		/* -U: share it with writers (read-only) */
+	IMG_CONSISTENT = 1 << 4,	/* read-only, but a raw image must not be
+					 * written by others meanwhile (convert's
+					 * source, as in qemu-img) */
+};
+int img_open(struct blockdev **bd, const char *path, const char *fmt, unsigned flags);
+/* The long options of a verb whose only one is --force-share (-U). */
+extern const struct option img_share_longopts[];
 int img_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int img_fail(struct error *e);
 void img_progress(bool on, uint64_t done, uint64_t total);

@@ -29,6 +29,7 @@
 struct bench {
 	const char *path, *fmt;
 	bool write;
+	unsigned share;		/* -U: IMG_SHARE */
 	int depth;
 	uint64_t count, size, step, offset;
 	int rounds;
@@ -105,7 +106,7 @@ static double bench_run_shoal(struct bench *b, bool verbose)
 
 	if (!slots || !mem)
 		return -1;
-	r = img_open(&b->bd, b->path, b->fmt, b->write, true, false);
+	r = img_open(&b->bd, b->path, b->fmt, (b->write ? IMG_RW : 0) | IMG_FORCE | b->share);
 	if (r) {
 		free(slots);
 		free(mem);
@@ -213,7 +214,8 @@ int img_bench(int argc, char **argv)
 {
 	static const struct option lo[] = {
 		{ "compare-qemu", no_argument, 0, 'Q' },
-		{ "rounds", required_argument, 0, 'R' }, { 0 } };
+		{ "rounds", required_argument, 0, 'R' },
+		{ "force-share", no_argument, 0, 'U' }, { 0 } };
 	struct bench b = { .depth = 64, .count = 75000, .size = 4096, .rounds = 3 };
 	bool step_set = false;
 	double t;
@@ -232,7 +234,8 @@ int img_bench(int argc, char **argv)
 		case 'o': if (img_parse_size(optarg, &b.offset)) return img_usage("bad -o"); break;
 		case 'Q': b.compare_qemu = true; break;
 		case 'R': b.rounds = atoi(optarg); break;
-		case 't': case 'n': case 'q': case 'U': break;
+		case 'U': b.share = IMG_SHARE; break;
+		case 't': case 'n': case 'q': break;
 		default: return EXIT_USAGE;
 		}
 	}

@@ -105,11 +105,12 @@ int img_convert(int argc, char **argv)
 	const char *fmt = NULL, *snap = NULL;
 	struct conv cv = { 0 };
 	struct error e = { 0 };
+	unsigned share = 0;
 	int c, r;
 
 	a.q.chain_id = true;
 	optind = 1;
-	while ((c = getopt(argc, argv, "f:O:o:B:F:cl:pUqW")) != -1) {
+	while ((c = getopt_long(argc, argv, "f:O:o:B:F:cl:pUqW", img_share_longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': fmt = optarg; break;
 		case 'O': a.fmt = optarg; break;
@@ -119,7 +120,8 @@ int img_convert(int argc, char **argv)
 		case 'c': cv.compress = true; break;
 		case 'l': snap = optarg; break;
 		case 'p': cv.progress = true; break;
-		case 'U': case 'q': case 'W': break;
+		case 'U': share = IMG_SHARE; break;
+		case 'q': case 'W': break;
 		default: return EXIT_USAGE;
 		}
 	}
@@ -127,7 +129,7 @@ int img_convert(int argc, char **argv)
 		return img_usage("convert: SRC DST expected");
 	if (cv.compress && strcmp(a.fmt, "qcow2"))
 		return img_usage("convert: -c needs -O qcow2");
-	r = img_open(&cv.src, argv[optind], fmt, false, false, false);
+	r = img_open(&cv.src, argv[optind], fmt, IMG_CONSISTENT | share);
 	if (r)
 		return r;
 	if (snap && (cv.src->format != BD_FMT_QCOW2 || qcow2_snapshot_view(cv.src, snap, &e))) {
@@ -148,7 +150,7 @@ int img_convert(int argc, char **argv)
 		r = img_fail(&e);
 		goto out;
 	}
-	r = img_open(&cv.dst, argv[optind + 1], a.fmt, true, false, false);
+	r = img_open(&cv.dst, argv[optind + 1], a.fmt, IMG_RW);
 	if (r)
 		goto out;
 	cv.chunk = cv.dst->format == BD_FMT_QCOW2 ?
@@ -172,24 +174,27 @@ int img_compare(int argc, char **argv)
 	struct blockdev *a = NULL, *b = NULL;
 	uint8_t *ba = malloc(CHUNK), *bb = malloc(CHUNK);
 	bool strict = false;
+	unsigned share = 0;
 	int c, r;
 
 	optind = 1;
-	while ((c = getopt(argc, argv, "f:F:spqU")) != -1) {
+	while ((c = getopt_long(argc, argv, "f:F:spqU", img_share_longopts, NULL)) != -1) {
 		if (c == 'f')
 			f1 = optarg;
 		else if (c == 'F')
 			f2 = optarg;
 		else if (c == 's')
 			strict = true;
-		else if (c != 'p' && c != 'q' && c != 'U')
+		else if (c == 'U')
+			share = IMG_SHARE;
+		else if (c != 'p' && c != 'q')
 			return EXIT_USAGE;
 	}
 	if (optind + 2 != argc || !ba || !bb)
 		return img_usage("compare: FILE1 FILE2 expected");
-	r = img_open(&a, argv[optind], f1, false, false, false);
+	r = img_open(&a, argv[optind], f1, share);
 	if (!r)
-		r = img_open(&b, argv[optind + 1], f2, false, false, false);
+		r = img_open(&b, argv[optind + 1], f2, share);
 	if (r) {
 		r = 2;
 		goto out;
@@ -272,7 +277,7 @@ static int reanchor(const char *path, const char *fmt)
 {
 	struct blockdev *bd;
 	struct error e = { 0 };
-	int r = img_open(&bd, path, fmt, true, true, false);
+	int r = img_open(&bd, path, fmt, IMG_RW | IMG_FORCE);
 
 	if (r)
 		return r;
@@ -301,7 +306,7 @@ int img_commit(int argc, char **argv)
 	}
 	if (optind >= argc)
 		return img_usage("commit: FILE expected");
-	r = img_open(&top, argv[optind], fmt, true, false, false);
+	r = img_open(&top, argv[optind], fmt, IMG_RW);
 	if (r)
 		return r;
 	if (!top->backing || top->format != BD_FMT_QCOW2) {
@@ -312,8 +317,11 @@ int img_commit(int argc, char **argv)
 		blockdev_close(top);
 		return img_usage("commit: the backing file is smaller than the image; resize it first");
 	}
+	/* The base is read through top's chain and written through a second
+	 * open of its own, so the first stops refusing writes to the second. */
+	blockdev_share_all(top->backing);
 	r = img_open(&base, top->backing->path, blockdev_format_name(top->backing->format),
-		     true, true, true);
+		     IMG_RW | IMG_FORCE | IMG_NO_BACKING);
 	if (!r)
 		r = commit_copy(top, base, progress);
 	blockdev_close(base);
@@ -373,23 +381,25 @@ int img_rebase(int argc, char **argv)
 	struct blockdev *top = NULL, *nb = NULL;
 	struct error e = { 0 };
 	bool unsafe = false, progress = false;
+	unsigned share = 0;
 	int c, r;
 
 	optind = 1;
-	while ((c = getopt(argc, argv, "f:b:F:upqU")) != -1) {
+	while ((c = getopt_long(argc, argv, "f:b:F:upqU", img_share_longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': fmt = optarg; break;
 		case 'b': nbname = optarg; break;
 		case 'F': nbfmt = optarg; break;
 		case 'u': unsafe = true; break;
 		case 'p': progress = true; break;
-		case 'q': case 'U': break;
+		case 'U': share = IMG_SHARE; break;
+		case 'q': break;
 		default: return EXIT_USAGE;
 		}
 	}
 	if (optind >= argc)
 		return img_usage("rebase: FILE expected");
-	r = img_open(&top, argv[optind], fmt, true, true, unsafe);
+	r = img_open(&top, argv[optind], fmt, IMG_RW | IMG_FORCE | (unsafe ? IMG_NO_BACKING : 0));
 	if (r)
 		return r;
 	if (top->format != BD_FMT_QCOW2) {
@@ -408,7 +418,8 @@ int img_rebase(int argc, char **argv)
 		if (nbname[0] != '/' && strchr(argv[optind], '/'))
 			r = asprintf(&path, "%.*s/%s", (int)(strrchr(argv[optind], '/') - argv[optind]),
 				     argv[optind], nbname) < 0;
-		r = r ? EXIT_HOST : img_open(&nb, path ? path : nbname, nbfmt, false, false, false);
+		r = r ? EXIT_HOST : img_open(&nb, path ? path : nbname, nbfmt,
+								 share);
 		free(path);
 		if (!r && rebase_copy(top, nb, progress)) {
 			fprintf(stderr, "shoal: rebase: %s%s\n", top->err.msg, nb->err.msg);

@@ -185,16 +185,18 @@ static int io_run(struct blockdev *bd, char *line, uint8_t *buf)
 
 int img_io(int argc, char **argv)
 {
-	static const struct option lo[] = { { "force", no_argument, 0, 'F' }, { 0 } };
+	static const struct option lo[] = { { "force", no_argument, 0, 'F' },
+					    { "force-share", no_argument, 0, 'U' }, { 0 } };
 	const char *fmt = NULL, *cmds[256];
 	int nc = 0, c, r;
 	bool force = false, ro = false;
+	unsigned share = 0;
 	struct blockdev *bd;
 	uint8_t *buf;
 	char line[4096];
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "f:c:r", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "f:c:rU", lo, NULL)) != -1) {
 		if (c == 'f')
 			fmt = optarg;
 		else if (c == 'c' && nc < 256)
@@ -203,12 +205,14 @@ int img_io(int argc, char **argv)
 			force = true;
 		else if (c == 'r')
 			ro = true;
+		else if (c == 'U')
+			share = IMG_SHARE;
 		else
 			return EXIT_USAGE;
 	}
 	if (optind >= argc)
 		return img_usage("io: FILE expected");
-	r = img_open(&bd, argv[optind], fmt, !ro, force, false);
+	r = img_open(&bd, argv[optind], fmt, (ro ? 0 : IMG_RW) | (force ? IMG_FORCE : 0) | share);
 	if (r)
 		return r;
 	buf = malloc(IO_MAX_LEN);

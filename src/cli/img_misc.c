@@ -38,7 +38,7 @@ int img_resize(int argc, char **argv)
 	arg = argv[optind + 1];
 	if (img_parse_size(arg + (*arg == '+' || *arg == '-'), &n))
 		return img_usage("resize: bad size '%s'", arg);
-	r = img_open(&bd, argv[optind], fmt, true, true, true);
+	r = img_open(&bd, argv[optind], fmt, IMG_RW | IMG_FORCE | IMG_NO_BACKING);
 	if (r)
 		return r;
 	size = *arg == '+' ? bd->size + n : *arg == '-' ? bd->size - n : n;
@@ -82,22 +82,26 @@ int img_snapshot(int argc, char **argv)
 	const char *fmt = NULL, *name = NULL;
 	struct blockdev *bd;
 	struct error e = { 0 };
+	unsigned share = 0;
 	int c, r, op = 'l';
 
 	optind = 1;
-	while ((c = getopt(argc, argv, "f:lc:a:d:qU")) != -1) {
+	while ((c = getopt_long(argc, argv, "f:lc:a:d:qU", img_share_longopts, NULL)) != -1) {
 		if (c == 'f')
 			fmt = optarg;
 		else if (c == 'c' || c == 'a' || c == 'd')
 			op = c, name = optarg;
 		else if (c == 'l')
 			op = 'l';
-		else if (c != 'q' && c != 'U')
+		else if (c == 'U')
+			share = IMG_SHARE;
+		else if (c != 'q')
 			return EXIT_USAGE;
 	}
 	if (optind >= argc)
 		return img_usage("snapshot: FILE expected");
-	r = img_open(&bd, argv[optind], fmt, op != 'l', true, true);
+	r = img_open(&bd, argv[optind], fmt, (op != 'l' ? IMG_RW : 0) | IMG_FORCE | IMG_NO_BACKING |
+		     share);
 	if (r)
 		return r;
 	if (bd->format != BD_FMT_QCOW2) {
