@@ -90,7 +90,10 @@ if [ -r /dev/kvm ]; then
 	# a guest busy spinning does not look at the power button, so a
 	# graceful stop waits its whole timeout (2 s): the VM is busy meanwhile
 	api POST '/v1/vms?start=true' "$(spec spinner "spin 20000")" >/dev/null
-	api POST /v1/vms/spinner/stop '{"timeout_s": 2}' >/dev/null &
+	# its own body file: when the stop's answer came while the check below
+	# still ran (as on the KVM box's software CPU), it overwrote the 503's
+	# body in $TMP/body and the check read the stop's 200 instead
+	API_OUT=$TMP/stop.body api POST /v1/vms/spinner/stop '{"timeout_s": 2}' >/dev/null &
 	stopper=$!
 	sleep 0.5
 	got=$(curl -s -D "$TMP/headers" -o "$TMP/body" -w '%{http_code}' --unix-socket "$SHOAL_SOCKET" -X POST http://d/v1/vms/spinner/pause)

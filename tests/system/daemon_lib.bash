@@ -64,15 +64,17 @@ start_daemon() {
 	echo "shoald did not start:"; cat "$TMP/shoald.log"; return 1
 }
 
-# api METHOD PATH [BODY]: HTTP status on stdout, body in $TMP/body.
+# api METHOD PATH [BODY]: HTTP status on stdout, body in $TMP/body (or in
+# $API_OUT: a request run in the background must not write the file that a
+# check in the foreground reads meanwhile).
 api() {
-	local m=$1 p=$2
+	local m=$1 p=$2 out=${API_OUT:-$TMP/body}
 	shift 2
 	if [ $# -gt 0 ]; then
-		curl -s -o "$TMP/body" -w '%{http_code}' --unix-socket "$SHOAL_SOCKET" -X "$m" \
+		curl -s -o "$out" -w '%{http_code}' --unix-socket "$SHOAL_SOCKET" -X "$m" \
 			-H 'Content-Type: application/json' --data-binary "$1" "http://d$p"
 	else
-		curl -s -o "$TMP/body" -w '%{http_code}' --unix-socket "$SHOAL_SOCKET" -X "$m" "http://d$p"
+		curl -s -o "$out" -w '%{http_code}' --unix-socket "$SHOAL_SOCKET" -X "$m" "http://d$p"
 	fi
 }
 body() { cat "$TMP/body"; }
