@@ -88,14 +88,17 @@ if [ -r /dev/kvm ]; then
 	expect "resume a running VM" 409 wrong_state running POST /v1/vms/dup/resume
 	expect "delete a running VM" 409 wrong_state running DELETE /v1/vms/dup
 	# a guest busy spinning does not look at the power button, so a
-	# graceful stop waits its whole timeout (2 s): the VM is busy meanwhile
+	# graceful stop waits its whole timeout (5 s): the VM is busy meanwhile
 	api POST '/v1/vms?start=true' "$(spec spinner "spin 20000")" >/dev/null
 	# its own body file: when the stop's answer came while the check below
 	# still ran (as on the KVM box's software CPU), it overwrote the 503's
 	# body in $TMP/body and the check read the stop's 200 instead
-	API_OUT=$TMP/stop.body api POST /v1/vms/spinner/stop '{"timeout_s": 2}' >/dev/null &
+	API_OUT=$TMP/stop.body api POST /v1/vms/spinner/stop '{"timeout_s": 5}' >/dev/null &
 	stopper=$!
-	sleep 0.5
+	for _ in $(seq 100); do     # the stop has reached the daemon
+		[ "$(vm_field spinner .busy)" = stop ] && break
+		sleep 0.05
+	done
 	got=$(curl -s -D "$TMP/headers" -o "$TMP/body" -w '%{http_code}' --unix-socket "$SHOAL_SOCKET" -X POST http://d/v1/vms/spinner/pause)
 	check "an operation on a busy VM: 503 with Retry-After" bash -c "[ $got = 503 ] && grep -qi '^Retry-After: 1' '$TMP/headers' && jq -e '.error.code == \"busy\"' '$TMP/body' >/dev/null"
 	wait $stopper
