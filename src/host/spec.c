@@ -148,10 +148,12 @@ static int spec_check_file(const char *key, const char *path, struct api_err *e)
 
 /* Disk `i`: the image and its whole backing chain, opened read-only by the
  * block layer in this confined process (so a backing file outside the
- * allowed directories is refused by the kernel, not opened). */
+ * allowed directories is refused by the kernel, not opened).  Shared with
+ * every other user (-U): only the headers are read, and a VM already
+ * running on the image must neither refuse this check nor be refused. */
 static int spec_check_disk(int i, const struct vm_disk *d, struct api_err *e)
 {
-	struct blockdev_opts o = { .readonly = true, .no_aio = true };
+	struct blockdev_opts o = { .readonly = true, .no_aio = true, .force_share = true };
 	struct blockdev *bd;
 	struct error err;
 	char key[32];
