@@ -6,7 +6,8 @@
  * and open nothing; the block layer refuses such a backing file itself,
  * also one swapped in after a first check; a FIFO does not hang an open;
  * Unix sockets are bound and reached only beneath the directory; the
- * daemon's spec checks answer 403 for all of it.
+ * daemon's spec checks answer 403 for all of it, and do not trip over a
+ * disk a running VM holds.
  *
  * Layout under a fresh temporary directory T:
  *   T/secret          a file outside
@@ -303,6 +304,28 @@ static void test_spec_refusals(void **state)
 	host_spec_free(&s);
 }
 
+/* The daemon's chain check reads headers only: a VM writing the disk
+ * (holding a writer's image locks) does not make a create fail. */
+static void test_spec_disk_in_use(void **state)
+{
+	struct blockdev_opts wo = { .no_aio = true };
+	char text[1024];
+	struct blockdev *w;
+	struct host_spec s;
+	struct api_err ae;
+	struct error e;
+
+	write_file(at(OK, "disk.raw"), "");
+	assert_int_equal(truncate(at(OK, "disk.raw"), 1 << 20), 0);
+	assert_int_equal(blockdev_open(&w, at(OK, "disk.raw"), &wo, &e), 0);
+	SPEC("{\"name\": \"a\", \"kernel\": \"%s\", \"disks\": [{\"path\": \"%s\"}]}",
+	     at(OK, "file"), at(OK, "disk.raw"));
+	if (host_spec_parse(text, strlen(text), true, &s, &ae))
+		fail_msg("a disk in use: %d %s", ae.http, ae.msg);
+	host_spec_free(&s);
+	blockdev_close(w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -314,6 +337,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_backing_chain_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unix_sockets, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spec_refusals, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spec_disk_in_use, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
