@@ -14,7 +14,9 @@
 # anyone whose CI machines are VMs without nested virtualization.
 #
 # COMMAND's standard output and error stream back as it runs (two
-# virtio-console ports), and its exit status is the script's.  The box's
+# virtio-console ports), and its exit status is the script's.  On a
+# terminal, the terminal is COMMAND's (keys, size and all), so an
+# interactive `shoal run` works as it would on the host.  The box's
 # own kernel log goes to a file, shown only when the box fails.
 #
 # Options (and the environment variables that set the same):
@@ -24,6 +26,7 @@
 #   --log FILE       SHOAL_BOX_LOG       keep the box's kernel log there
 #   --check          boot the box, check /dev/kvm inside, exit 0 or 125
 #   --kit            only build the box's kernel and initramfs; print paths
+#   --auto           where /dev/kvm is usable here, just run COMMAND here
 #   --quiet, -q      no progress lines on stderr
 #
 # Exit status: COMMAND's own; 124 when the timeout ended the box; 125 when
@@ -62,6 +65,7 @@ CPUS=${SHOAL_BOX_CPUS:-}
 LOG=${SHOAL_BOX_LOG:-}
 QUIET=0
 MODE=run
+AUTO=0
 
 say() { [ "$QUIET" -eq 1 ] || echo "kvm-box: $*" >&2; }
 # die MSG [STATUS]: one line naming the reason; 125 unless told.
@@ -76,6 +80,7 @@ while [ $# -gt 0 ]; do
 	--memory) MEMORY=${2:?}; shift 2 ;;
 	--log) LOG=${2:?}; shift 2 ;;
 	--check) MODE=check; shift ;;
+	--auto) AUTO=1; shift ;;
 	--kit) MODE=kit; shift ;;
 	-q|--quiet) QUIET=1; shift ;;
 	-h|--help) usage; exit 0 ;;
@@ -114,9 +119,13 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 say() { echo "shoal-box: $*" >/dev/ttyS0; }
 off() { sync; poweroff -f; sleep 10; }
-run=""; check=0
+run=""; check=0; tty=""
 for w in $(cat /proc/cmdline); do
-	case $w in box.run=*) run=${w#box.run=} ;; box.check) check=1 ;; esac
+	case $w in
+	box.run=*) run=${w#box.run=} ;;
+	box.check) check=1 ;;
+	box.tty=*) tty=${w#box.tty=} ;;
+	esac
 done
 for m in $(cat /etc/kit-modules); do
 	modprobe "$m" 2>/tmp/modprobe.err || say "modprobe $m failed: $(cat /tmp/modprobe.err)"
@@ -149,12 +158,20 @@ for d in /tmp /run /dev/shm; do
 	mount -t tmpfs -o mode=1777,size=75% tmpfs "/newroot$d"
 done
 hostname shoal-box
-# Output bytes as the command wrote them: no CR added before each LF.  The
-# ports stay open here, since hvc resets a tty's settings on its last close.
-exec 3>/dev/hvc0 4>/dev/hvc1
-stty -F /dev/hvc0 raw -echo
-stty -F /dev/hvc1 raw -echo
-chroot /newroot /bin/bash "$run" </dev/null >&3 2>&4 3>&- 4>&-
+if [ -n "$tty" ]; then
+	# Interactive: hvc0 is the user's terminal (QEMU passes keys through
+	# raw), the command's controlling tty, with the terminal's size.
+	stty -F /dev/hvc0 sane rows "${tty%x*}" cols "${tty#*x}"
+	setsid -c chroot /newroot /bin/bash "$run" </dev/hvc0 >/dev/hvc0 2>&1
+else
+	# Output bytes as the command wrote them: no CR added before each LF.
+	# The ports stay open here, since hvc resets a tty's settings on its
+	# last close.
+	exec 3>/dev/hvc0 4>/dev/hvc1
+	stty -F /dev/hvc0 raw -echo
+	stty -F /dev/hvc1 raw -echo
+	chroot /newroot /bin/bash "$run" </dev/null >&3 2>&4 3>&- 4>&-
+fi
 say "exit $?"
 off
 EOF
@@ -234,6 +251,37 @@ write_run() {
 	} >"$f"
 }
 
+# queue_wait: wait for this caller's turn, first come first served.  flock
+# alone lets a busy caller take the box again and again while others
+# starve, so each caller takes a numbered ticket and runs when its ticket is
+# the lowest one whose owner is alive; the run lock is then a formality.
+TICKET=""
+queue_wait() {
+	local q=$CACHE/box-queue n first said=0 t
+	mkdir -p "$q"
+	exec 6>"$q.lock"
+	flock 6
+	n=$(( $(cat "$q.next" 2>/dev/null || echo 0) + 1 ))
+	echo "$n" >"$q.next"
+	TICKET=$(printf '%s/%012d.%s' "$q" "$n" "$$")
+	: >"$TICKET"
+	flock -u 6
+	while :; do
+		first=""
+		for t in "$q"/*; do
+			[ -e "$t" ] || continue
+			kill -0 "${t##*.}" 2>/dev/null || { rm -f "$t"; continue; }
+			first=$t
+			break
+		done
+		[ "$first" = "$TICKET" ] && break
+		[ $said = 1 ] || { say "waiting for another box to finish"; said=1; }
+		sleep 1
+	done
+	exec 7>"$CACHE/box-run.lock"
+	flock 7
+}
+
 # box_status LOG: the status the init reported, or nothing.
 box_status() { sed -n 's/.*shoal-box: exit \([0-9]*\)$/\1/p' "$1" | tail -1; }
 
@@ -246,12 +294,9 @@ run_box() {
 		[ "$MODE" = run ] && die "$PWD: the box has its own /tmp, /run and /dev/shm; run from a folder outside them" 2 ;;
 	esac
 	mkdir -p "$BOX-runs"
-	if [ "${SHOAL_BOX_NOLOCK:-0}" != 1 ]; then
-		exec 7>"$CACHE/box-run.lock"
-		flock -n 7 || { say "waiting for another box to finish"; flock 7; }
-	fi
+	[ "${SHOAL_BOX_NOLOCK:-0}" != 1 ] && queue_wait
 	run=$(mktemp -d "$BOX-runs/run.XXXXXX")
-	trap 'rm -rf "$run"' EXIT
+	trap 'rm -rf "$run" ${TICKET:+"$TICKET"}' EXIT
 	serial=$run/serial.log
 	if [ "$MODE" = check ]; then
 		extra="box.check"
@@ -259,21 +304,32 @@ run_box() {
 		write_run "$run/run.sh"
 		extra="box.run=$run/run.sh"
 	fi
+	# Two output ports (stdout, stderr) with no input; or, on a terminal,
+	# one port that is the terminal, keys included (Ctrl-A reaches the
+	# command: QEMU's stdio is not multiplexed here).
+	local ports=(-chardev file,id=out,path=/dev/fd/1,append=on -device virtconsole,chardev=out
+		-chardev file,id=err,path=/dev/fd/2,append=on -device virtconsole,chardev=err)
+	local stdin=/dev/null fg=()
+	if [ "$MODE" = run ] && [ -t 0 ] && [ -t 1 ]; then
+		# QEMU must stay in the terminal's foreground process group, or
+		# setting the terminal raw stops it (SIGTTOU).
+		fg=(--foreground)
+		ports=(-chardev stdio,id=out,signal=off -device virtconsole,chardev=out)
+		stdin=/dev/stdin
+		extra="$extra box.tty=$(stty size | tr ' ' x)"
+	fi
 	say "booting the box ($CPUS vCPUs, $MEMORY MiB) for: ${CMD[*]:-check}"
 	# The kernel's own console goes to a file; with the soft-lockup and RCU
 	# stall watchdogs off, a host starved of CPU time slows the box down
 	# instead of filling that file with lockup reports.
-	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
+	timeout "${fg[@]}" -k 10 "$TIMEOUT" qemu-system-x86_64 \
 		-accel tcg,thread=multi -cpu max -smp "$CPUS" -m "$MEMORY" \
 		-nographic -no-reboot -nodefaults -monitor none \
 		-kernel "$BOX/vmlinuz" -initrd "$BOX/initrd.cpio.gz" \
 		-append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off nowatchdog nosoftlockup rcupdate.rcu_cpu_stall_suppress=1 $extra" \
 		-serial "file:$serial" \
 		-virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap,id=hr \
-		-device virtio-serial-pci \
-		-chardev file,id=out,path=/dev/fd/1,append=on -device virtconsole,chardev=out \
-		-chardev file,id=err,path=/dev/fd/2,append=on -device virtconsole,chardev=err \
-		</dev/null
+		-device virtio-serial-pci "${ports[@]}" <"$stdin" 6>&- 7>&-
 	rc=$?
 	# The serial log has CRs and the firmware's terminal escapes.
 	tr -d '\r' <"$serial" | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g' >"$serial.txt"
@@ -298,6 +354,9 @@ run_box() {
 }
 
 CMD=("$@")
+if [ "$AUTO" = 1 ] && [ "$MODE" = run ] && [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+	exec "${CMD[@]}"
+fi
 case $MODE in
 kit) ensure_kit; echo "SHOAL_BOX_KERNEL=$BOX/vmlinuz"; echo "SHOAL_BOX_INITRD=$BOX/initrd.cpio.gz" ;;
 *) run_box ;;
