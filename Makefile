@@ -135,7 +135,7 @@ $(BUILD)/fuzz/%: fuzz/%.c $(BUILD)/libshoal-fuzz.a
 fuzz: $(FUZZ_BINS)
 
 test: tests
-	BUILD=$(BUILD) scripts/test.sh fast
+	BUILD=$(abspath $(BUILD)) scripts/test.sh fast
 check:
 	scripts/test.sh all
 

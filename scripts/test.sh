@@ -38,8 +38,10 @@ set -u
 MODE=${1:-fast}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-export BUILD=${BUILD:-$ROOT/build}
-SAN_BUILD=${SAN_BUILD:-$ROOT/build-san}
+# Absolute, so tests that change directory still find the binaries.
+BUILD=$(realpath -m "${BUILD:-$ROOT/build}")
+SAN_BUILD=$(realpath -m "${SAN_BUILD:-$ROOT/build-san}")
+export BUILD
 PASSED=0; FAILED=0; SKIPPED=0
 BOX_P=0; BOX_F=0; BOX_S=0
 FAILS=()
