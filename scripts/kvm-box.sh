@@ -29,7 +29,8 @@
 #   --auto           where /dev/kvm is usable here, just run COMMAND here
 #   --quiet, -q      no progress lines on stderr
 #
-# Exit status: COMMAND's own; 124 when the timeout ended the box; 125 when
+# Exit status: COMMAND's own; 124 when the timeout ended the box (first
+# asking its kernel, by an NMI, to print every CPU's backtrace); 125 when
 # the box itself could not run (no QEMU, no SVM emulation, no kernel
 # package and no network, the box kernel failed): the reason is printed
 # as one line starting "kvm-box: ".
@@ -282,6 +283,31 @@ queue_wait() {
 	flock 7
 }
 
+# box_watch MONITOR: wait for QEMU (QEMU_PID) to end and return its status,
+# or 124 once the timeout has passed.  At the timeout the box first gets an
+# NMI, so that its kernel prints what every CPU was doing (a hung box is
+# otherwise silent), then QEMU is ended.  SIGTERM, SIGINT or SIGHUP to this
+# script end QEMU too, so a killed caller leaves no box behind.
+QEMU_PID=""
+box_watch() {
+	local mon=$1 deadline=$((SECONDS + TIMEOUT)) n
+	trap 'kill "$QEMU_PID" 2>/dev/null; wait "$QEMU_PID" 2>/dev/null; exit 143' TERM INT HUP
+	while kill -0 "$QEMU_PID" 2>/dev/null; do
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			python3 -c 'import socket,sys,time
+s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"nmi\n"); time.sleep(1)' "$mon" 2>/dev/null
+			for n in $(seq 20); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 1; done
+			kill "$QEMU_PID" 2>/dev/null
+			sleep 2
+			kill -9 "$QEMU_PID" 2>/dev/null
+			wait "$QEMU_PID" 2>/dev/null
+			return 124
+		fi
+		sleep 1
+	done
+	wait "$QEMU_PID"
+}
+
 # box_status LOG: the status the init reported, or nothing.
 box_status() { sed -n 's/.*shoal-box: exit \([0-9]*\)$/\1/p' "$1" | tail -1; }
 
@@ -309,11 +335,8 @@ run_box() {
 	# command: QEMU's stdio is not multiplexed here).
 	local ports=(-chardev file,id=out,path=/dev/fd/1,append=on -device virtconsole,chardev=out
 		-chardev file,id=err,path=/dev/fd/2,append=on -device virtconsole,chardev=err)
-	local stdin=/dev/null fg=()
+	local stdin=/dev/null
 	if [ "$MODE" = run ] && [ -t 0 ] && [ -t 1 ]; then
-		# QEMU must stay in the terminal's foreground process group, or
-		# setting the terminal raw stops it (SIGTTOU).
-		fg=(--foreground)
 		ports=(-chardev stdio,id=out,signal=off -device virtconsole,chardev=out)
 		stdin=/dev/stdin
 		extra="$extra box.tty=$(stty size | tr ' ' x)"
@@ -321,15 +344,22 @@ run_box() {
 	say "booting the box ($CPUS vCPUs, $MEMORY MiB) for: ${CMD[*]:-check}"
 	# The kernel's own console goes to a file; with the soft-lockup and RCU
 	# stall watchdogs off, a host starved of CPU time slows the box down
-	# instead of filling that file with lockup reports.
-	timeout "${fg[@]}" -k 10 "$TIMEOUT" qemu-system-x86_64 \
+	# instead of filling that file with lockup reports.  An NMI from the
+	# monitor makes the box kernel print every CPU's backtrace and stop
+	# (unknown_nmi_panic, panic_print=0x40): see box_watch.  QEMU runs in
+	# the background of this script but in its process group, so on a
+	# terminal it stays in the foreground and may set it raw.
+	qemu-system-x86_64 \
 		-accel tcg,thread=multi -cpu max -smp "$CPUS" -m "$MEMORY" \
-		-nographic -no-reboot -nodefaults -monitor none \
+		-nographic -no-reboot -nodefaults \
+		-monitor "unix:$run/monitor.sock,server=on,wait=off" \
 		-kernel "$BOX/vmlinuz" -initrd "$BOX/initrd.cpio.gz" \
-		-append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off nowatchdog nosoftlockup rcupdate.rcu_cpu_stall_suppress=1 $extra" \
+		-append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off nowatchdog nosoftlockup rcupdate.rcu_cpu_stall_suppress=1 unknown_nmi_panic panic_print=0x40 $extra" \
 		-serial "file:$serial" \
 		-virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap,id=hr \
-		-device virtio-serial-pci "${ports[@]}" <"$stdin" 6>&- 7>&-
+		-device virtio-serial-pci "${ports[@]}" <"$stdin" 6>&- 7>&- &
+	QEMU_PID=$!
+	box_watch "$run/monitor.sock"
 	rc=$?
 	# The serial log has CRs and the firmware's terminal escapes.
 	tr -d '\r' <"$serial" | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g' >"$serial.txt"
@@ -338,9 +368,9 @@ run_box() {
 	if grep -q 'shoal-box: no-' "$serial"; then
 		die "$(sed -n 's/.*shoal-box: no-[a-z]* //p' "$serial" | head -1)"
 	fi
-	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-		echo "kvm-box: timed out after ${TIMEOUT}s; the box kernel's last lines:" >&2
-		tail -5 "$serial" >&2
+	if [ "$rc" -eq 124 ]; then
+		echo "kvm-box: timed out after ${TIMEOUT}s; the box kernel's last lines (with every CPU's backtrace if it took the NMI):" >&2
+		tail -60 "$serial" >&2
 		exit 124
 	fi
 	st=$(box_status "$serial")
