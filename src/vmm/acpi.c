@@ -544,7 +544,12 @@ static int acpi_build_fadt(struct acpi_area *ar, uint64_t dsdt, uint64_t facs, u
 	f->p_lvl2_lat = 101;                /* > 100: C2 not supported */
 	f->p_lvl3_lat = 1001;               /* > 1000: C3 not supported */
 	f->iapc_boot_arch = FADT_BOOT_8042 | FADT_BOOT_NO_VGA;
-	f->flags = FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_PWR_BUTTON | FADT_F_SLP_BUTTON;
+	/*
+	 * A fixed-feature power button (PWR_BUTTON clear) and no sleep button:
+	 * with PWR_BUTTON set Linux registers no button at all, so a graceful
+	 * stop (acpi_pm_power_button) raised a status bit nobody listened to.
+	 */
+	f->flags = FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_SLP_BUTTON;
 	f->minor_version = 0;
 	acpi_finish(&f->h);
 	return 0;

@@ -172,6 +172,8 @@ static void check_fadt(uint64_t fadt, uint64_t *dsdt)
 	assert_int_equal(f[89], 2);
 	assert_int_equal(arch & 0x6, 0x6);                     /* 8042, no VGA */
 	assert_int_equal(flags & (1u << 10), 0);               /* no RESET_REG_SUP */
+	assert_int_equal(flags & (1u << 4), 0);                /* a fixed power button */
+	assert_int_equal(flags & (1u << 5), 1u << 5);          /* no sleep button */
 	assert_int_equal(flags & (1u << 20), 0);               /* not HW-reduced */
 	assert_int_equal(f[172], 1);                           /* X_PM1a_CNT: I/O */
 	assert_int_equal(f[173], 16);
