@@ -2,14 +2,34 @@
  * virtio_console.c - virtio console with one port (virtio 1.2 section 5.3),
  * created by `--virtio-console file:OUT[,in=IN]`.
  *
- * Without VIRTIO_CONSOLE_F_MULTIPORT the device has two queues for port 0:
- * receiveq (0, device -> driver) and transmitq (1, driver -> device).
- * Everything the driver transmits is appended to the file OUT.  With
- * `in=IN`, the bytes of the file IN are given to the driver, in order, as
- * it posts receive buffers, until the end of the file (nothing more comes
- * after that).  EMERG_WRITE is offered: a 32-bit write to `emerg_wr` in the
- * config space appends one character to OUT, as the spec allows for early
- * boot output before the queues exist.
+ * Port 0's queues are receiveq (0, device -> driver) and transmitq (1,
+ * driver -> device).  Everything the driver transmits is appended to the
+ * file OUT.  With `in=IN`, the bytes of the regular file IN are given to the
+ * driver, in order, as it posts receive buffers; when IN grows later (an
+ * inotify watch on the event loop says so), the new bytes follow, so IN
+ * works like `tail -f`.  EMERG_WRITE is offered: a 32-bit write to
+ * `emerg_wr` in the config space appends one character to OUT, as the spec
+ * allows for early boot output before the queues exist.
+ *
+ * MULTIPORT (5.3.6.2) is offered with one port, because without it a
+ * driver cannot say when it is ready for input: Linux posts receive buffers
+ * and kicks before its port exists, and drops whatever arrives in between.
+ * With it, queues 2 (control receiveq, device -> driver) and 3 (control
+ * transmitq) carry 8-byte messages {le32 id, le16 event, le16 value}:
+ *
+ *    driver                              device
+ *      |-- DEVICE_READY 1 ---------------->|
+ *      |<-------------------- DEVICE_ADD 0-|   port 0 exists
+ *      |-- PORT_READY 0,1 ---------------->|
+ *      |<------------------ CONSOLE_PORT 0-|   port 0 is a console (hvc0)
+ *      |<------------------- PORT_OPEN 0,1-|   the host end is connected
+ *      |-- PORT_OPEN 0,1 ----------------->|   input may flow from now on
+ *
+ * Input waits for the driver's PORT_OPEN; a driver that does not take
+ * MULTIPORT (the test guest) gets input as soon as it posts buffers.
+ * Messages for other ports, unknown events and short messages are ignored;
+ * device messages wait (at most VCON_CTRL_MAX) until the driver posts a
+ * control buffer.
  *
  * Config space (5.3.4): u16 cols, u16 rows (both 0: unknown), u32
  * max_nr_ports (1; only meaningful with MULTIPORT), u32 emerg_wr.
@@ -26,13 +46,17 @@
  * is logged once; the data is dropped and the buffers still returned, so a
  * full disk on the host cannot wedge the guest.
  *
- * Saved state (version 1): u64 bytes_out, u64 bytes_in, u64 input offset.
+ * Saved state (version 2): u64 bytes_out, u64 bytes_in, u64 input offset,
+ * then (new in 2) u8 guest_open, u8 pending message count, the pending
+ * messages.  Version 1 state restores with the port open.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -42,6 +66,7 @@
 #include "util/exitcode.h"
 #include "util/log.h"
 #include "vmm/config.h"
+#include "vmm/eventloop.h"
 #include "vmm/vm.h"
 
 #define VIRTIO_CONSOLE_F_SIZE        0
@@ -51,18 +76,46 @@
 #define VCON_QUEUE_SIZE   128
 #define VCON_RX           0
 #define VCON_TX           1
+#define VCON_CTRL_RX      2
+#define VCON_CTRL_TX      3
+#define VCON_NUM_QUEUES   4
 #define VCON_CONFIG_SIZE  12
 #define VCON_EMERG_OFF    8
-#define VCON_STATE_VERSION 1
+#define VCON_STATE_VERSION 2
+#define VCON_CTRL_MAX     8            /* device messages waiting for buffers */
+
+/* Control events (5.3.6.2). */
+#define VCON_DEVICE_READY 0
+#define VCON_DEVICE_ADD   1
+#define VCON_PORT_READY   3
+#define VCON_CONSOLE_PORT 4
+#define VCON_PORT_OPEN    6
+
+/* One control message, as it is on the wire (little-endian). */
+struct vcon_ctrl {
+	uint32_t id;
+	uint16_t event;
+	uint16_t value;
+} __attribute__((packed));
+_Static_assert(sizeof(struct vcon_ctrl) == 8, "virtio_console_control is 8 bytes");
 
 struct vcon {
 	char name[32];
 	int out_fd;                    /* OUT, opened O_APPEND */
 	int in_fd;                     /* IN, or -1 */
+	char *in_path;                 /* IN as named, for the inotify watch */
 	uint64_t in_off;               /* next byte of IN to give */
 	bool in_eof;                   /* IN is used up */
 	bool write_err_logged;
 	uint64_t bytes_out, bytes_in;  /* metrics */
+	bool guest_open;               /* MULTIPORT: the driver opened port 0 */
+	struct vcon_ctrl pending[VCON_CTRL_MAX];   /* to the driver, in order */
+	unsigned npending;
+	/* Set by virtio_console_create for input that grows (event loop). */
+	struct vm *vm;
+	pthread_mutex_t *lock;         /* the device lock */
+	struct virtio_device *vdev;
+	int watch_fd;                  /* inotify on IN, or -1 */
 };
 
 /* Append `iov` to OUT, whole, retrying short writes; false on an error. */
@@ -144,12 +197,20 @@ static bool vcon_has_input(struct vcon *c)
 	return !c->in_eof;
 }
 
+/* May input flow?  Only once a MULTIPORT driver has opened port 0. */
+static bool vcon_port_open(struct virtio_device *vdev, struct vcon *c)
+{
+	return !virtio_has_feature(vdev, VIRTIO_CONSOLE_F_MULTIPORT) || c->guest_open;
+}
+
 /* Give IN to the driver's posted receive buffers while it lasts. */
 static void vcon_receive(struct virtio_device *vdev, struct virtq_elem *el)
 {
 	struct vcon *c = vdev->priv;
 	struct virtqueue *vq = &vdev->queues[VCON_RX];
 
+	if (!vcon_port_open(vdev, c))
+		return;
 	while (vcon_has_input(c) && virtio_queue_pop(vdev, vq, el) == 1) {
 		uint32_t n = vcon_fill_rx(c, el);   /* 0 only if IN shrank meanwhile */
 
@@ -157,6 +218,79 @@ static void vcon_receive(struct virtio_device *vdev, struct virtq_elem *el)
 		virtio_queue_fill(vdev, vq, el, n);
 	}
 	virtio_queue_flush(vdev, vq);
+}
+
+/* Queue a message for the driver; dropped (logged) when too many wait. */
+static void vcon_ctrl_queue(struct vcon *c, uint16_t event, uint16_t value)
+{
+	if (c->npending == VCON_CTRL_MAX) {
+		log_warn("%s: control message %u dropped: the driver posts no control buffers",
+			 c->name, event);
+		return;
+	}
+	c->pending[c->npending++] = (struct vcon_ctrl){ .id = 0, .event = event, .value = value };
+}
+
+/* Hand waiting messages to the driver's control receive buffers. */
+static void vcon_ctrl_send(struct virtio_device *vdev, struct virtq_elem *el)
+{
+	struct vcon *c = vdev->priv;
+	struct virtqueue *vq = &vdev->queues[VCON_CTRL_RX];
+	unsigned sent = 0;
+
+	while (sent < c->npending && virtio_queue_pop(vdev, vq, el) == 1) {
+		struct iovec *iov = virtq_elem_in(el);
+		uint32_t n = 0;
+
+		if (el->in_num && iov[0].iov_len >= sizeof(struct vcon_ctrl)) {
+			memcpy(iov[0].iov_base, &c->pending[sent], sizeof(struct vcon_ctrl));
+			n = sizeof(struct vcon_ctrl);
+		}
+		sent++;   /* a buffer too small for it loses the message, not the queue */
+		virtio_queue_fill(vdev, vq, el, n);
+	}
+	memmove(c->pending, c->pending + sent, (c->npending - sent) * sizeof(c->pending[0]));
+	c->npending -= sent;
+	virtio_queue_flush(vdev, vq);
+}
+
+/* Act on one message from the driver (port 0 only). */
+static void vcon_ctrl_handle(struct virtio_device *vdev, struct vcon *c,
+			     const struct vcon_ctrl *m, struct virtq_elem *el)
+{
+	if (m->event == VCON_DEVICE_READY && m->value == 1) {
+		vcon_ctrl_queue(c, VCON_DEVICE_ADD, 0);
+	} else if (m->id == 0 && m->event == VCON_PORT_READY && m->value == 1) {
+		vcon_ctrl_queue(c, VCON_CONSOLE_PORT, 1);
+		vcon_ctrl_queue(c, VCON_PORT_OPEN, 1);
+	} else if (m->id == 0 && m->event == VCON_PORT_OPEN) {
+		c->guest_open = m->value != 0;
+		vcon_receive(vdev, el);
+	}
+}
+
+/* Read the driver's control messages (control transmitq). */
+static void vcon_ctrl_receive(struct virtio_device *vdev, struct virtq_elem *el)
+{
+	struct vcon *c = vdev->priv;
+	struct virtqueue *vq = &vdev->queues[VCON_CTRL_TX];
+	struct virtq_elem *rx = malloc(sizeof(*rx));
+
+	if (!rx)
+		return;
+	while (virtio_queue_pop(vdev, vq, el) == 1) {
+		struct vcon_ctrl m;
+		struct iovec *iov = virtq_elem_out(el);
+
+		if (el->out_num && iov[0].iov_len >= sizeof(m)) {
+			memcpy(&m, iov[0].iov_base, sizeof(m));
+			vcon_ctrl_handle(vdev, c, &m, rx);
+		}
+		virtio_queue_fill(vdev, vq, el, 0);
+	}
+	virtio_queue_flush(vdev, vq);
+	vcon_ctrl_send(vdev, rx);
+	free(rx);
 }
 
 static void vcon_queue_notify(struct virtio_device *vdev, uint16_t qidx)
@@ -169,12 +303,16 @@ static void vcon_queue_notify(struct virtio_device *vdev, uint16_t qidx)
 		vcon_transmit(vdev, el);
 	else if (qidx == VCON_RX)
 		vcon_receive(vdev, el);
+	else if (qidx == VCON_CTRL_TX)
+		vcon_ctrl_receive(vdev, el);
+	else if (qidx == VCON_CTRL_RX)
+		vcon_ctrl_send(vdev, el);
 	free(el);
 }
 
 static uint64_t vcon_features(struct virtio_device *vdev)
 {
-	return VIRTIO_BIT(VIRTIO_CONSOLE_F_EMERG_WRITE);
+	return VIRTIO_BIT(VIRTIO_CONSOLE_F_EMERG_WRITE) | VIRTIO_BIT(VIRTIO_CONSOLE_F_MULTIPORT);
 }
 
 static void vcon_config_read(struct virtio_device *vdev, uint32_t off, void *data, uint32_t len)
@@ -206,6 +344,13 @@ static void vcon_save(struct virtio_device *vdev, struct state_writer *w)
 	state_put_u64(w, c->bytes_out);
 	state_put_u64(w, c->bytes_in);
 	state_put_u64(w, c->in_off);
+	state_put_u8(w, c->guest_open);
+	state_put_u8(w, (uint8_t)c->npending);
+	for (unsigned i = 0; i < c->npending; i++) {
+		state_put_u32(w, c->pending[i].id);
+		state_put_u16(w, c->pending[i].event);
+		state_put_u16(w, c->pending[i].value);
+	}
 }
 
 static int vcon_restore(struct virtio_device *vdev, uint16_t version, struct state_reader *r)
@@ -216,6 +361,19 @@ static int vcon_restore(struct virtio_device *vdev, uint16_t version, struct sta
 	c->bytes_in = state_get_u64(r);
 	c->in_off = state_get_u64(r);
 	c->in_eof = false;
+	c->guest_open = true;          /* version 1 knew no MULTIPORT */
+	c->npending = 0;
+	if (version >= 2) {
+		c->guest_open = state_get_u8(r);
+		c->npending = state_get_u8(r);
+		if (c->npending > VCON_CTRL_MAX)
+			return -1;
+		for (unsigned i = 0; i < c->npending; i++) {
+			c->pending[i].id = state_get_u32(r);
+			c->pending[i].event = state_get_u16(r);
+			c->pending[i].value = state_get_u16(r);
+		}
+	}
 	return r->error ? -1 : 0;
 }
 
@@ -227,6 +385,12 @@ static void vcon_free(struct vcon *c)
 		close(c->out_fd);
 	if (c->in_fd >= 0)
 		close(c->in_fd);
+	if (c->watch_fd >= 0) {
+		if (c->vm && c->vm->loop)
+			eventloop_del(c->vm->loop, c->watch_fd);
+		close(c->watch_fd);
+	}
+	free(c->in_path);
 	free(c);
 }
 
@@ -239,7 +403,7 @@ static void vcon_destroy(struct virtio_device *vdev)
 static const struct virtio_device_ops vcon_ops = {
 	.device_id = VIRTIO_ID_CONSOLE,
 	.name = "virtio-console",
-	.num_queues = 2,
+	.num_queues = VCON_NUM_QUEUES,
 	.queue_max_size = VCON_QUEUE_SIZE,
 	.config_size = VCON_CONFIG_SIZE,
 	.state_version = VCON_STATE_VERSION,
@@ -289,6 +453,8 @@ static int vcon_open(struct vcon *c, const char *spec, struct error *e)
 		rc = error_set(e, EXIT_NOINPUT, "%s: %s", out, strerror(errno));
 	else if (in && (c->in_fd = path_open(in, O_RDONLY | O_CLOEXEC, 0)) < 0)
 		rc = error_set(e, EXIT_NOINPUT, "%s: %s", in, strerror(errno));
+	else if (in && !(c->in_path = strdup(in)))
+		rc = error_set(e, EXIT_HOST, "out of memory");
 	free(out);
 	return rc;
 }
@@ -307,7 +473,7 @@ struct vcon *virtio_console_new(const char *spec, struct error *e)
 		return NULL;
 	}
 	snprintf(c->name, sizeof(c->name), "virtio-console0");
-	c->out_fd = c->in_fd = -1;
+	c->out_fd = c->in_fd = c->watch_fd = -1;
 	if (vcon_open(c, spec, e)) {
 		vcon_free(c);
 		return NULL;
@@ -315,14 +481,66 @@ struct vcon *virtio_console_new(const char *spec, struct error *e)
 	return c;
 }
 
+/* IN grew (or changed): give the driver what is new (event loop thread). */
+static int vcon_on_input(int fd, uint32_t events, void *opaque)
+{
+	struct vcon *c = opaque;
+	char buf[4096];
+	struct virtq_elem *el;
+
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	el = malloc(sizeof(*el));
+	if (!el)
+		return 0;
+	pthread_mutex_lock(c->lock);
+	if (c->vdev && (c->vdev->status & VIRTIO_STATUS_DRIVER_OK) && !c->vdev->broken &&
+	    c->vdev->queues[VCON_RX].started)
+		vcon_receive(c->vdev, el);
+	pthread_mutex_unlock(c->lock);
+	free(el);
+	return 0;
+}
+
+/* Watch IN for growth with inotify on the VM's event loop.  Without it the
+ * device still works; input then reaches the driver on its next kick. */
+static void vcon_watch_input(struct vcon *c, struct vm *vm)
+{
+	char self[64];
+
+	if (c->in_fd < 0 || !vm->loop)
+		return;
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", c->in_fd);
+	c->watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (c->watch_fd < 0 || inotify_add_watch(c->watch_fd, self, IN_MODIFY) < 0 ||
+	    eventloop_add(vm->loop, c->watch_fd, EPOLLIN, vcon_on_input, c) < 0) {
+		log_warn("%s: cannot watch %s for new input (%s); input is read on the "
+			 "driver's kicks only", c->name, c->in_path, strerror(errno));
+		if (c->watch_fd >= 0)
+			close(c->watch_fd);
+		c->watch_fd = -1;
+		return;
+	}
+	c->vm = vm;
+}
+
 int virtio_console_create(struct vm *vm, const struct vm_config *cfg, struct error *e)
 {
 	struct vcon *c;
+	struct device *d;
 
 	if (!cfg->vconsole)
 		return 0;
 	c = virtio_console_new(cfg->vconsole, e);
 	if (!c)
 		return error_prefix(e, "virtio-console0");
-	return virtio_pci_create(vm, &vcon_ops, c, "virtio-console0", VIRTIO_PCI_TRANSITIONAL, e);
+	if (virtio_pci_create(vm, &vcon_ops, c, "virtio-console0", VIRTIO_PCI_TRANSITIONAL, e))
+		return -1;
+	d = vm_find_device(vm, "virtio-console0");
+	if (d) {
+		c->lock = &d->lock;
+		c->vdev = virtio_pci_vdev(d);
+		vcon_watch_input(c, vm);
+	}
+	return 0;
 }

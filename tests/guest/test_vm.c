@@ -139,8 +139,13 @@ static void test_dirty(void **state)
 	run_ok(&o, &r);
 	d = harness_report(&r, "dirty");
 	assert_non_null(d);
-	/* 64 MiB/s for one second is 16384 pages; allow for timer slack */
-	assert_in_range(harness_field(d, "pages"), 8000, 20000);
+	/*
+	 * 64 MiB/s for one second is at most 16384 pages (plus timer slack):
+	 * the rate is a cap.  How close a guest comes to it depends on the
+	 * CPU it gets (in the KVM box, on a loaded host, far less), so the
+	 * floor is only that it dirtied something.
+	 */
+	assert_in_range(harness_field(d, "pages"), 1, 20000);
 	harness_free(&r);
 }
 

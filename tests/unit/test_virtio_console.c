@@ -22,6 +22,7 @@
 #define BUF_BASE  0x400000ull
 #define QSIZE     16
 #define F_EMERG   2
+#define F_MULTI   1
 
 struct fix {
 	struct guest_mem mem;
@@ -29,7 +30,7 @@ struct fix {
 	char out[64], in[64];
 	int irqs;
 	uint64_t bump;
-	uint16_t next_desc[2], avail_idx[2], used_seen[2];
+	uint16_t next_desc[4], avail_idx[4], used_seen[4];
 };
 
 static uint64_t desc_gpa(int q) { return RING_BASE + 0x10000ull * q; }
@@ -89,7 +90,7 @@ static void fix_init(struct fix *f, const char *input, uint64_t features)
 	virtio_set_status(&f->dev, 3);
 	assert_int_equal(virtio_set_features(&f->dev, features | VIRTIO_BIT(VIRTIO_F_VERSION_1)), 0);
 	assert_true(virtio_set_status(&f->dev, 11) & VIRTIO_STATUS_FEATURES_OK);
-	for (uint16_t q = 0; q < 2; q++) {
+	for (uint16_t q = 0; q < ((features & VIRTIO_BIT(F_MULTI)) ? 4 : 2); q++) {
 		struct virtqueue *vq = &f->dev.queues[q];
 
 		vq->size = QSIZE;
@@ -250,7 +251,7 @@ static void test_save_restore(void **state)
 	/* a new device on the same input resumes after "abc" */
 	fix_init(&g, "abcdef", 0);
 	state_reader_init(&r, w.data, w.len);
-	assert_int_equal(virtio_device_restore(&g.dev, 1, &r), 0);
+	assert_int_equal(virtio_device_restore(&g.dev, 2, &r), 0);
 	g.avail_idx[0] = f.avail_idx[0];
 	g.next_desc[0] = f.next_desc[0];
 	g.used_seen[0] = f.used_seen[0];
@@ -266,6 +267,68 @@ static void test_save_restore(void **state)
 	state_writer_free(&w);
 	fix_fini(&f);
 	fix_fini(&g);
+}
+
+/* Send one control message {id, event, value} on the control transmitq. */
+static void ctrl_out(struct fix *f, uint32_t id, uint16_t event, uint16_t value)
+{
+	uint8_t m[8];
+
+	memcpy(m, &id, 4);
+	memcpy(m + 4, &event, 2);
+	memcpy(m + 6, &value, 2);
+	post(f, 3, (const char *)m, 8, false);
+	virtio_queue_notify(&f->dev, 3);
+}
+
+/* Reap one control message from the control receiveq at `gpa`. */
+static void ctrl_in(struct fix *f, uint64_t gpa, uint16_t event, uint16_t value)
+{
+	uint32_t len;
+	uint16_t ev, val;
+	uint32_t id;
+
+	assert_true(reap(f, 2, &len));
+	assert_int_equal(len, 8);
+	memcpy(&id, gp(f, gpa, 8), 4);
+	memcpy(&ev, gp(f, gpa + 4, 2), 2);
+	memcpy(&val, gp(f, gpa + 6, 2), 2);
+	assert_int_equal(id, 0);
+	assert_int_equal(ev, event);
+	assert_int_equal(val, value);
+}
+
+/*
+ * MULTIPORT, as Linux drives it: no input before the driver opens port 0
+ * (Linux kicks its receive queue before the port exists and would drop
+ * it), then the handshake, then the input.
+ */
+static void test_multiport(void **state)
+{
+	struct fix f;
+	uint64_t rx, c[4];
+	uint32_t len;
+
+	fix_init(&f, "early bytes", VIRTIO_BIT(F_MULTI));
+	rx = post(&f, 0, NULL, 64, true);
+	virtio_queue_notify(&f.dev, 0);
+	assert_false(reap(&f, 0, &len));            /* port not open: input waits */
+	ctrl_out(&f, 0xffffffffu, 0, 1);            /* DEVICE_READY, before any buffer */
+	for (int i = 0; i < 4; i++)
+		c[i] = post(&f, 2, NULL, 8, true);
+	virtio_queue_notify(&f.dev, 2);
+	ctrl_in(&f, c[0], 1, 0);                    /* DEVICE_ADD port 0 */
+	ctrl_out(&f, 0, 3, 1);                      /* PORT_READY */
+	ctrl_in(&f, c[1], 4, 1);                    /* CONSOLE_PORT */
+	ctrl_in(&f, c[2], 6, 1);                    /* PORT_OPEN: host connected */
+	assert_false(reap(&f, 0, &len));            /* still waiting for the driver */
+	ctrl_out(&f, 0, 6, 1);                      /* the driver opens the port */
+	assert_true(reap(&f, 0, &len));
+	assert_int_equal(len, 11);
+	assert_memory_equal(gp(&f, rx, 11), "early bytes", 11);
+	ctrl_out(&f, 7, 3, 1);                      /* another port: ignored */
+	assert_false(reap(&f, 2, &len));
+	fix_fini(&f);
 }
 
 static void test_bad_specs(void **state)
@@ -291,6 +354,7 @@ int main(void)
 		cmocka_unit_test(test_receive),
 		cmocka_unit_test(test_emergency_write_and_config),
 		cmocka_unit_test(test_save_restore),
+		cmocka_unit_test(test_multiport),
 		cmocka_unit_test(test_bad_specs),
 	};
 
