@@ -17,8 +17,7 @@
 #
 #   bench/virtio_blk.sh [-d] [-n ROUNDS] [-t MS_PER_RUN]
 set -u
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${BUILD:-$ROOT/build}
+. "$(dirname "$0")/lib.bash"   # median, ratio, BUILD
 N=3; MS=300; DIRECT=0
 while getopts "dn:t:" o; do
 	case $o in d) DIRECT=1 ;; n) N=$OPTARG ;; t) MS=$OPTARG ;; *) exit 64 ;; esac
@@ -51,7 +50,6 @@ for i in $(seq "$N"); do
 	run_qemu "$TMP/qemu.$i.log"
 done
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR) print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2); else print 0}'; }
 field() { grep -ho "vblk-bench $2 bs=[0-9]* qd=$3 .*" "$TMP"/$1.*.log | sed -n "s/.* $4=\([0-9]*\).*/\1/p"; }
 
 echo "virtio-blk from the test guest, $N rounds of $MS ms per workload, $(date -u +%F), $(nproc) cores"
@@ -61,6 +59,6 @@ for w in "randread 1 iops" "randread 32 iops" "randwrite 1 iops" "randwrite 32 i
          "seqread 2 mib_s" "seqwrite 2 mib_s"; do
 	set -- $w
 	s=$(field shoal "$1" "$2" "$3" | median); q=$(field qemu "$1" "$2" "$3" | median)
-	r=$(awk -v s="$s" -v q="$q" 'BEGIN { if (q > 0) printf "%.2f", s / q; else print "-" }')
+	r=$(ratio "$s" "$q")
 	printf '%-22s %12s %12s %8s\n' "$1 qd$2 ($3)" "$s" "$q" "$r"
 done

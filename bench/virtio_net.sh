@@ -25,8 +25,7 @@
 #
 #   bench/virtio_net.sh [-n ROUNDS] [-t MS] [-s SIZE]
 set -u
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${BUILD:-$ROOT/build}
+. "$(dirname "$0")/lib.bash"   # median, ratio, BUILD
 N=3; MS=1000; SIZE=1472; TAP=shoalbench0; PORT=5201
 while getopts "n:t:s:" o; do case $o in n) N=$OPTARG ;; t) MS=$OPTARG ;; s) SIZE=$OPTARG ;; *) exit 64 ;; esac; done
 
@@ -148,7 +147,6 @@ for i in $(seq "$N"); do
 	else round qemu "$i"; round shoal "$i"; fi
 done
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR) print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2); else print 0}'; }
 # figure VMM EXPR: EXPR per round (awk, over the key=value fields), median.
 figure() {
 	[ -s "$TMP/$1.res" ] || { echo 0; return; }
@@ -170,7 +168,7 @@ for w in "rx_mib host received (MiB/s)" "rx_fps host received (frames/s)" \
          "delivered socket/TAP frames (%)" "tap_drops TAP rx drops"; do
 	set -- $w; key=$1; shift
 	s=$(figure shoal "$key"); q=$(figure qemu "$key")
-	r=$(awk -v s="$s" -v q="$q" 'BEGIN { if (q > 0) printf "%.2f", s / q; else print "-" }')
+	r=$(ratio "$s" "$q")
 	printf '%-34s %12s %12s %8s\n' "$*" "$s" "$q" "$r"
 done
 for v in shoal qemu; do
