@@ -29,8 +29,12 @@
 #   --auto           where /dev/kvm is usable here, just run COMMAND here
 #   --quiet, -q      no progress lines on stderr
 #
+# Environment: SHOAL_BOX_APPEND, more words for the box kernel's command
+# line; "unknown_nmi_panic panic_print=0x40" makes a timed-out box print
+# every CPU's backtrace (see box_watch).
+#
 # Exit status: COMMAND's own; 124 when the timeout ended the box (first
-# asking its kernel, by an NMI, to print every CPU's backtrace); 125 when
+# sending its kernel an NMI); 125 when
 # the box itself could not run (no QEMU, no SVM emulation, no kernel
 # package and no network, the box kernel failed): the reason is printed
 # as one line starting "kvm-box: ".
@@ -159,6 +163,28 @@ for d in /tmp /run /dev/shm; do
 	mount -t tmpfs -o mode=1777,size=75% tmpfs "/newroot$d"
 done
 hostname shoal-box
+# The keeper: one KVM VM with an irqchip and a vCPU that never runs, held
+# for the box's life.  Creating the first VM (and LAPIC) of a host flips
+# static keys (preempt notifiers, apic_sw_disabled), which the kernel does
+# by patching its own text with int3; QEMU's multi-threaded software CPU
+# sometimes leaves a CPU looping on such a half-patched site in __schedule
+# with interrupts off, and the box stops dead (seen every few hundred VM
+# starts).  With the keeper's VM alive the keys never go back to zero, so
+# every VM a test makes only moves a count: no more patching.
+chroot /newroot /usr/bin/python3 -c '
+import fcntl, os, time
+kvm = os.open("/dev/kvm", os.O_RDWR)
+vm = fcntl.ioctl(kvm, 0xAE01, 0)     # KVM_CREATE_VM
+fcntl.ioctl(vm, 0xAE60, 0)           # KVM_CREATE_IRQCHIP
+fcntl.ioctl(vm, 0xAE41, 0)           # KVM_CREATE_VCPU 0
+open("/run/box-keeper", "w").close()
+while True:
+    time.sleep(86400)
+' </dev/null >/dev/ttyS0 2>&1 &
+n=0
+while [ ! -e /newroot/run/box-keeper ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done
+[ -e /newroot/run/box-keeper ] || say "keeper did not start; static keys may flip under the tests"
+rm -f /newroot/run/box-keeper
 if [ -n "$tty" ]; then
 	# Interactive: hvc0 is the user's terminal (QEMU passes keys through
 	# raw), the command's controlling tty, with the terminal's size.
@@ -285,8 +311,11 @@ queue_wait() {
 
 # box_watch MONITOR: wait for QEMU (QEMU_PID) to end and return its status,
 # or 124 once the timeout has passed.  At the timeout the box first gets an
-# NMI, so that its kernel prints what every CPU was doing (a hung box is
-# otherwise silent), then QEMU is ended.  SIGTERM, SIGINT or SIGHUP to this
+# NMI; booted with SHOAL_BOX_APPEND="unknown_nmi_panic panic_print=0x40"
+# its kernel then prints what every CPU was doing (a hung box is otherwise
+# silent).  Those words are not the default: nested guests' NMIs sometimes
+# reach the box kernel as unknown NMIs under QEMU's software SVM, and the
+# panic they then caused ended a CI run's box half-way.  Then QEMU is ended.  SIGTERM, SIGINT or SIGHUP to this
 # script end QEMU too, so a killed caller leaves no box behind.
 QEMU_PID=""
 box_watch() {
@@ -344,9 +373,7 @@ run_box() {
 	say "booting the box ($CPUS vCPUs, $MEMORY MiB) for: ${CMD[*]:-check}"
 	# The kernel's own console goes to a file; with the soft-lockup and RCU
 	# stall watchdogs off, a host starved of CPU time slows the box down
-	# instead of filling that file with lockup reports.  An NMI from the
-	# monitor makes the box kernel print every CPU's backtrace and stop
-	# (unknown_nmi_panic, panic_print=0x40): see box_watch.  QEMU runs in
+	# instead of filling that file with lockup reports.  QEMU runs in
 	# the background of this script but in its process group, so on a
 	# terminal it stays in the foreground and may set it raw.
 	qemu-system-x86_64 \
@@ -354,7 +381,7 @@ run_box() {
 		-nographic -no-reboot -nodefaults \
 		-monitor "unix:$run/monitor.sock,server=on,wait=off" \
 		-kernel "$BOX/vmlinuz" -initrd "$BOX/initrd.cpio.gz" \
-		-append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off nowatchdog nosoftlockup rcupdate.rcu_cpu_stall_suppress=1 unknown_nmi_panic panic_print=0x40 $extra" \
+		-append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off nowatchdog nosoftlockup rcupdate.rcu_cpu_stall_suppress=1 ${SHOAL_BOX_APPEND:-} $extra" \
 		-serial "file:$serial" \
 		-virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap,id=hr \
 		-device virtio-serial-pci "${ports[@]}" <"$stdin" 6>&- 7>&- &
@@ -376,6 +403,7 @@ run_box() {
 	st=$(box_status "$serial")
 	if [ -z "$st" ]; then
 		echo "kvm-box: the box stopped without a status (QEMU exit $rc); its last lines:" >&2
+		grep -m1 -B2 -A3 'Kernel panic' "$serial" >&2
 		tail -15 "$serial" >&2
 		exit 125
 	fi
