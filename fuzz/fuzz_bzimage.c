@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vmm/boot.h"
+#include "boot/boot.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "devices/device.h"
-#include "util/log.h"
+#include "base/log.h"
 #include "vmm/vm.h"
 
 static struct vm *fuzz_vm(void)

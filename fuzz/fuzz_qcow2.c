@@ -22,7 +22,7 @@
 
 #include "block/blockdev.h"
 #include "block/qcow2.h"
-#include "util/log.h"
+#include "base/log.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

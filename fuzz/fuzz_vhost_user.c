@@ -30,7 +30,7 @@
 #include <unistd.h>
 
 #include "devices/vhost_user.h"
-#include "util/log.h"
+#include "base/log.h"
 #include "vmm/config.h"
 #include "vmm/vm.h"
 

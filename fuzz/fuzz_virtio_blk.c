@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #include "devices/virtio_blk.h"
-#include "util/log.h"
+#include "base/log.h"
 #include "vmm/config.h"
 
 #define DISK_BYTES (1u << 20)

@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "devices/virtio_net.h"
-#include "util/log.h"
+#include "base/log.h"
 
 #define MEM_SIZE (16u << 20)      /* the smallest guest RAM; made once */
 #define MEM_USED (1u << 20)       /* what an input can reach through valid rings */

@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "devices/virtio_vsock.h"
-#include "util/log.h"
+#include "base/log.h"
 
 #define MEM_SIZE (16u << 20)
 #define MEM_USED (1u << 20)

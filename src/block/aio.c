@@ -28,7 +28,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "util/log.h"
+#include "base/log.h"
 
 #define AIO_MAX_IOV 16
 

@@ -54,8 +54,8 @@
 
 #include "block/aio.h"
 #include "block/qcow2.h"
-#include "util/exitcode.h"
-#include "util/path_beneath.h"
+#include "base/exitcode.h"
+#include "base/path_beneath.h"
 
 static int dio_bounce(int fd, void *buf, size_t len, uint64_t off, bool write,
 		      bool zero_eof);

@@ -37,7 +37,7 @@
 #include <sys/uio.h>
 
 #include "block/lock.h"
-#include "util/error.h"
+#include "base/error.h"
 
 struct blockdev;
 struct aio_engine;

@@ -31,8 +31,8 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include "util/exitcode.h"
-#include "util/log.h"
+#include "base/exitcode.h"
+#include "base/log.h"
 
 /* A fresh random (version 4) id. */
 void chain_id_generate(uint8_t id[16])

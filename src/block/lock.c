@@ -70,7 +70,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 const char *lock_perm_name(unsigned bit)
 {

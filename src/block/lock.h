@@ -7,7 +7,7 @@
 #ifndef SHOAL_BLOCK_LOCK_H
 #define SHOAL_BLOCK_LOCK_H
 
-#include "util/error.h"
+#include "base/error.h"
 
 /* The permissions, numbered as QEMU numbers its BLK_PERM_* bits: the number
  * of a bit is its offset from each base below.  The numbering is the wire

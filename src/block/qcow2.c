@@ -39,8 +39,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "util/exitcode.h"
-#include "util/log.h"
+#include "base/exitcode.h"
+#include "base/log.h"
 
 /* Mark the image corrupt: remember it and why, tell the log (unless the
  * caller prints bd->err itself: one line per failure), set the on-disk bit

@@ -32,7 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 #define QCOW2_CHECK_MAX_CLUSTERS (256ull << 20)
 

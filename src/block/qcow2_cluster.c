@@ -39,7 +39,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 uint64_t qcow2_l2e_get(const struct qcow2 *q, const uint8_t *t, uint32_t i,
 		       uint64_t *bitmap)

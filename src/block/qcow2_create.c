@@ -19,7 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 static const struct { uint8_t type, bit; const char *name; } feature_names[] = {
 	{ 0, 0, "dirty bit" },

@@ -32,7 +32,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 uint64_t qcow2_refcount_max(const struct qcow2 *q)
 {

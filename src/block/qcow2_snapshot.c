@@ -28,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 void qcow2_snapshots_free(struct qcow2 *q)
 {

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "block/blockdev.h"
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 static int raw_read(struct blockdev *bd, void *buf, uint64_t off, uint64_t len)
 {

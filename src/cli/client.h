@@ -18,7 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "util/error.h"
+#include "base/error.h"
 
 #define CLIENT_DEFAULT_SOCKET "/var/lib/shoal/shoald.sock"
 #define CLIENT_EXIT_API 1           /* the API answered with an error */

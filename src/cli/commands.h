@@ -2,7 +2,7 @@
  * commands.h - the `shoal` verbs.  One file per verb in src/cli/, in the
  * manner of kvmtool's builtin-*.c; main.c holds the table that dispatches
  * to them.  Each takes the arguments after the verb (argv[0] is the verb)
- * and returns the process exit status (util/exitcode.h).
+ * and returns the process exit status (base/exitcode.h).
  */
 #ifndef SHOAL_CLI_COMMANDS_H
 #define SHOAL_CLI_COMMANDS_H

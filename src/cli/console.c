@@ -25,8 +25,8 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
-#include "util/exitcode.h"
-#include "util/log.h"
+#include "base/exitcode.h"
+#include "base/log.h"
 
 #define ESCAPE_KEY 0x01     /* Ctrl-A */
 

@@ -18,8 +18,8 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
-#include "util/exitcode.h"
-#include "util/log.h"
+#include "base/exitcode.h"
+#include "base/log.h"
 
 static const char events_usage[] =
 "usage: shoal events [--follow] [--since ID] [--vm NAME] [--limit N]\n"

@@ -21,7 +21,7 @@
 #include "cli/commands.h"
 #include "cli/img.h"
 #include "vmm/config.h"
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 /* "10G", "512M", "64k", "4096" -> bytes (binary units, as qemu-img). */
 int img_parse_size(const char *s, uint64_t *out)

@@ -24,7 +24,7 @@
 
 #include "cli/commands.h"
 #include "cli/img.h"
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 struct bench {
 	const char *path, *fmt;

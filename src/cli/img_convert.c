@@ -18,7 +18,7 @@
 #include "block/qcow2.h"
 #include "cli/commands.h"
 #include "cli/img.h"
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 #define CHUNK (1u << 20)
 

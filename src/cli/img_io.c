@@ -22,7 +22,7 @@
 
 #include "cli/commands.h"
 #include "cli/img.h"
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 #define IO_MAX_LEN (256u << 20)
 #define IO_MAX_ARGS 16

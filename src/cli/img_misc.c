@@ -12,7 +12,7 @@
 #include "block/qcow2.h"
 #include "cli/commands.h"
 #include "cli/img.h"
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 int img_resize(int argc, char **argv)
 {

@@ -14,8 +14,8 @@
 #include <string.h>
 
 #include "cli/commands.h"
-#include "util/exitcode.h"
-#include "util/log.h"
+#include "base/exitcode.h"
+#include "base/log.h"
 
 #define SHOAL_VERSION "0.1.0"
 

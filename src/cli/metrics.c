@@ -16,8 +16,8 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
-#include "util/exitcode.h"
-#include "util/log.h"
+#include "base/exitcode.h"
+#include "base/log.h"
 
 static const char metrics_usage[] =
 "usage: shoal metrics [NAME] [--output json|prometheus] [--socket PATH]\n";

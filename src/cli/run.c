@@ -2,7 +2,7 @@
  * run.c - `shoal run`: boot a VM in the foreground, in the manner of
  * `lkvm run`.  Flags and the JSON file of --config fill the same struct
  * vm_config (vmm/config.h); flags given on the command line override the
- * file.  The exit status is the VM's (util/exitcode.h, docs/cli.md).
+ * file.  The exit status is the VM's (base/exitcode.h, docs/cli.md).
  */
 #include "cli/run.h"
 
@@ -12,8 +12,8 @@
 #include <string.h>
 
 #include "cli/commands.h"
-#include "util/exitcode.h"
-#include "util/log.h"
+#include "base/exitcode.h"
+#include "base/log.h"
 #include "vmm/control.h"
 #include "vmm/vm.h"
 

@@ -4,7 +4,7 @@
 
 #include <stdbool.h>
 
-#include "util/error.h"
+#include "base/error.h"
 #include "vmm/config.h"
 
 struct run_opts {

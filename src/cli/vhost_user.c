@@ -27,8 +27,8 @@
 #include "devices/vhost_user.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_net.h"
-#include "util/exitcode.h"
-#include "util/log.h"
+#include "base/exitcode.h"
+#include "base/log.h"
 #include "vmm/config.h"
 #include "vmm/vm.h"
 

@@ -14,8 +14,8 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
-#include "util/exitcode.h"
-#include "util/log.h"
+#include "base/exitcode.h"
+#include "base/log.h"
 
 static const char vm_usage[] =
 "usage: shoal vm COMMAND [OPTIONS] [NAME]\n"

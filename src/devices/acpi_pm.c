@@ -1,7 +1,7 @@
 /*
  * acpi_pm.c - ACPI PM1a event and control blocks: how a guest powers off.
  *
- * The FADT (src/vmm/acpi.c) points PM1a_EVT_BLK at 0x600 (status, enable:
+ * The FADT (src/boot/acpi.c) points PM1a_EVT_BLK at 0x600 (status, enable:
  * 16 bits each) and PM1a_CNT_BLK at 0x604.  The DSDT says \_S5 = {5, 5}, so
  * an ACPI guest powers off by writing SLP_TYP=5 with SLP_EN.  Other sleep
  * states are not offered.  SCI_EN reads as set: the FADT has no SMI command
@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "abi/testdev.h"
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 #include "vmm/vm.h"
 
 #define ACPI_PM_STATE_VERSION 1

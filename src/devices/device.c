@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util/log.h"
+#include "base/log.h"
 
 struct device *device_new(struct vm *vm, const struct device_ops *ops,
 			  const char *name, void *priv)

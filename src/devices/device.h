@@ -6,7 +6,7 @@
  * handlers), host-side events (through the VM's event loop), metrics
  * (`stats`), and save/restore with a versioned state layout.  Save/restore
  * belongs to the device; the VM only frames each device's state in a
- * section named after the instance (vmm/state.h).
+ * section named after the instance (base/state.h).
  *
  * Threads: io/mmio handlers run on vCPU threads, host events on the event
  * loop thread.  The bus takes `lock` around every handler call, so a device
@@ -28,8 +28,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "util/error.h"
-#include "vmm/state.h"
+#include "base/error.h"
+#include "base/state.h"
 
 struct vm;
 struct device;

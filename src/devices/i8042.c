@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 #include "vmm/vm.h"
 
 #define I8042_DATA    0x60

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 #include "vmm/vm.h"
 
 static void legacy_io_read(struct device *d, uint16_t port, void *data, int size)

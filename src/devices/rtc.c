@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 #include "vmm/vm.h"
 
 #define RTC_INDEX 0x70

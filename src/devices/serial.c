@@ -25,7 +25,7 @@
 #include <string.h>
 
 #include "abi/testdev.h"
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 #include "vmm/console.h"
 #include "vmm/vm.h"
 

@@ -22,7 +22,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 int tap_open(const char *name, bool multi_queue, struct error *e)
 {

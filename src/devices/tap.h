@@ -20,7 +20,7 @@
 
 #include <stdbool.h>
 
-#include "util/error.h"
+#include "base/error.h"
 
 #define TAP_MAX_QUEUES 16
 

@@ -14,8 +14,8 @@
 #include <string.h>
 
 #include "abi/testdev.h"
-#include "util/exitcode.h"
-#include "util/log.h"
+#include "base/exitcode.h"
+#include "base/log.h"
 #include "vmm/vm.h"
 
 #define TESTDEV_STATE_VERSION 1

@@ -93,9 +93,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "util/exitcode.h"
-#include "util/log.h"
-#include "vmm/eventloop.h"
+#include "base/exitcode.h"
+#include "base/log.h"
+#include "base/eventloop.h"
 #include "vmm/vm.h"
 
 #define VU_RECV_TIMEOUT_S 5              /* a payload must follow its header; replies must go */

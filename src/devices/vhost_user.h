@@ -39,7 +39,7 @@
 #include <stdint.h>
 
 #include "devices/virtio.h"
-#include "util/error.h"
+#include "base/error.h"
 
 struct vm;
 struct vu_server;

@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util/log.h"
+#include "base/log.h"
 
 int virtio_device_init(struct virtio_device *dev, const struct virtio_device_ops *ops,
 		       void *priv, const struct guest_mem *mem, const char *name)

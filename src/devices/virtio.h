@@ -47,8 +47,8 @@
 #include <stdint.h>
 
 #include "devices/virtqueue.h"
-#include "vmm/guest_mem.h"
-#include "vmm/state.h"
+#include "base/guest_mem.h"
+#include "base/state.h"
 
 /* Device status bits (2.1). */
 #define VIRTIO_STATUS_ACKNOWLEDGE        1

@@ -69,8 +69,8 @@
 #include "block/blockdev.h"
 #include "devices/device.h"
 #include "devices/virtio_pci.h"
-#include "util/exitcode.h"
-#include "util/log.h"
+#include "base/exitcode.h"
+#include "base/log.h"
 #include "vmm/config.h"
 #include "vmm/vm.h"
 

@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #include "devices/virtio.h"
-#include "util/error.h"
+#include "base/error.h"
 
 struct vm_disk;
 struct vblk;

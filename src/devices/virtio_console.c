@@ -63,10 +63,10 @@
 #include "devices/device.h"
 #include "devices/virtio_console.h"
 #include "devices/virtio_pci.h"
-#include "util/exitcode.h"
-#include "util/log.h"
+#include "base/exitcode.h"
+#include "base/log.h"
 #include "vmm/config.h"
-#include "vmm/eventloop.h"
+#include "base/eventloop.h"
 #include "vmm/vm.h"
 
 #define VIRTIO_CONSOLE_F_SIZE        0

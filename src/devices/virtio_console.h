@@ -7,7 +7,7 @@
 #define SHOAL_DEVICES_VIRTIO_CONSOLE_H
 
 #include "devices/virtio.h"
-#include "util/error.h"
+#include "base/error.h"
 
 struct vcon;
 

@@ -60,10 +60,10 @@
 #include "devices/device.h"
 #include "devices/tap.h"
 #include "devices/virtio_pci.h"
-#include "util/exitcode.h"
-#include "util/log.h"
+#include "base/exitcode.h"
+#include "base/log.h"
 #include "vmm/config.h"
-#include "vmm/eventloop.h"
+#include "base/eventloop.h"
 #include "vmm/vm.h"
 
 #define NET_QUEUE_SIZE    256

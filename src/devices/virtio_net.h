@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 #include "devices/virtio.h"
-#include "util/error.h"
+#include "base/error.h"
 
 /* Feature bits (5.1.3). */
 #define VIRTIO_NET_F_CSUM            0

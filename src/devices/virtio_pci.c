@@ -40,10 +40,10 @@
 #include <unistd.h>
 
 #include "devices/device.h"
-#include "util/exitcode.h"
-#include "util/log.h"
-#include "vmm/eventloop.h"
-#include "vmm/pci.h"
+#include "base/exitcode.h"
+#include "base/log.h"
+#include "base/eventloop.h"
+#include "devices/pci.h"
 #include "vmm/vm.h"
 
 #define VIRTIO_PCI_STATE_VERSION 1

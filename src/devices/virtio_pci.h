@@ -12,7 +12,7 @@
 #define SHOAL_DEVICES_VIRTIO_PCI_H
 
 #include "devices/virtio.h"
-#include "util/error.h"
+#include "base/error.h"
 
 struct vm;
 struct device;

@@ -27,9 +27,9 @@
 #include "devices/device.h"
 #include "devices/vhost_user.h"
 #include "devices/virtio_pci.h"
-#include "util/exitcode.h"
-#include "util/log.h"
-#include "vmm/eventloop.h"
+#include "base/exitcode.h"
+#include "base/log.h"
+#include "base/eventloop.h"
 #include "vmm/vm.h"
 
 #define RNG_DEFAULT_RATE (1u << 20)    /* bytes per second */

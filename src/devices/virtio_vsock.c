@@ -70,10 +70,10 @@
 
 #include "devices/device.h"
 #include "devices/virtio_pci.h"
-#include "util/exitcode.h"
-#include "util/log.h"
+#include "base/exitcode.h"
+#include "base/log.h"
 #include "vmm/config.h"
-#include "vmm/eventloop.h"
+#include "base/eventloop.h"
 #include "vmm/vm.h"
 
 #define VSOCK_QUEUE_SIZE   256

@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #include "devices/virtio.h"
-#include "util/error.h"
+#include "base/error.h"
 
 #define VSOCK_HOST_CID        2
 #define VSOCK_TYPE_STREAM     1

@@ -74,8 +74,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "vmm/guest_mem.h"
-#include "vmm/state.h"
+#include "base/guest_mem.h"
+#include "base/state.h"
 
 #define VIRTQ_MAX_SIZE           32768
 #define VIRTQ_ELEM_MAX_IOV       1024        /* iovecs per element (as QEMU) */

@@ -18,7 +18,7 @@
  * daemon's own uid are always admin; everybody else gets nothing until
  * granted (the socket's mode and group decide who may connect at all; the
  * grants decide what a connection may do).  Even admin names files only
- * beneath the --allow-dir directories (spec.c, util/path_beneath.c).
+ * beneath the --allow-dir directories (spec.c, base/path_beneath.c).
  */
 #include "host/host.h"
 

@@ -20,7 +20,7 @@
  *
  * Files a client names (kernels, disks, ...) live elsewhere: beneath the
  * --allow-dir directories, which the daemon confines its own checks to
- * (util/path_beneath.h) and hands to every VMM as its "confine" list.
+ * (base/path_beneath.h) and hands to every VMM as its "confine" list.
  *
  * host_open loads the table from the store and then reattaches to the VMs
  * that were running (supervisor.c) before the API is started, so that the

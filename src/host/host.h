@@ -37,7 +37,7 @@
 #include <sys/types.h>
 
 #include "host/store.h"
-#include "util/path_beneath.h"
+#include "base/path_beneath.h"
 
 #define SHOALD_VERSION "0.1.0"
 #define HOST_NAME_MAX_LEN 63          /* VM names: [A-Za-z0-9][A-Za-z0-9._-]{0,62} */

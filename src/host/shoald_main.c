@@ -23,7 +23,7 @@
 
 #include "host/api.h"
 #include "host/host.h"
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 /* The --help text. */
 static void usage(FILE *f)

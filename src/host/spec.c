@@ -7,7 +7,7 @@
  * wrong types) -> vm_config_validate (ranges, required kernel) -> the
  * command line's length -> what the host can honour and the caller may
  * name: absolute paths (400), files beneath the allowed directories (403,
- * util/path_beneath.h: this process is confined to them, so an open that
+ * base/path_beneath.h: this process is confined to them, so an open that
  * would leave them is refused by the kernel and opens nothing), regular
  * files (400), each disk's backing chain opened read-only by the block
  * layer under the same confinement, console files that are plain names
@@ -33,9 +33,9 @@
 #include <unistd.h>
 
 #include "block/blockdev.h"
-#include "util/error.h"
-#include "util/path_beneath.h"
-#include "vmm/boot.h"
+#include "base/error.h"
+#include "base/path_beneath.h"
+#include "boot/boot.h"
 
 /* Files of its own the daemon keeps in a VM's directory (daemon.c). */
 static const char *const spec_reserved_names[] = {

@@ -22,7 +22,7 @@
  * The VMM's config.json is the spec as the VMM reads it, plus what only
  * the daemon decides: "confine" (the --allow-dir directories: the VMM and
  * its block layer open every named file, backing files included, beneath
- * them, util/path_beneath.h), and console files turned into paths inside
+ * them, base/path_beneath.h), and console files turned into paths inside
  * the VM's own directory.
  *
  * Reattach (daemon start): for each VM recorded as starting, running,
@@ -50,7 +50,7 @@
 
 #include "host/spec.h"
 #include "host/vmctl.h"
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "devices/device.h"
-#include "util/log.h"
+#include "base/log.h"
 
 void bus_init(struct bus *b, const char *name)
 {

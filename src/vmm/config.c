@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util/exitcode.h"
-#include "vmm/layout.h"
+#include "base/exitcode.h"
+#include "base/layout.h"
 
 void vm_config_init(struct vm_config *c)
 {

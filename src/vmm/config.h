@@ -22,8 +22,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "util/error.h"
-#include "util/path_beneath.h"
+#include "base/error.h"
+#include "base/path_beneath.h"
 
 enum console_kind { CONSOLE_STDIO = 0, CONSOLE_FILE, CONSOLE_NONE };
 
@@ -72,7 +72,7 @@ struct vm_config {
 	char *vsock_socket;            /* host-side Unix socket path */
 	char *vconsole;                /* virtio-console port: "file:PATH", or NULL */
 	int nconfine;                  /* "confine": open named files only beneath */
-	char *confine[PATH_MAX_ROOTS]; /* these directories (util/path_beneath.h) */
+	char *confine[PATH_MAX_ROOTS]; /* these directories (base/path_beneath.h) */
 };
 
 /* Parse "PATH[,readonly][,direct][,serial=ID][,queues=N][,cache=SIZE][,mode=legacy|modern|transitional]"

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 static int parse_mode(const char *what, const char *v, enum vm_virtio_mode *m, struct error *e)
 {

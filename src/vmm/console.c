@@ -21,9 +21,9 @@
 #include <termios.h>
 #include <unistd.h>
 
-#include "util/exitcode.h"
-#include "util/log.h"
-#include "vmm/eventloop.h"
+#include "base/exitcode.h"
+#include "base/log.h"
+#include "base/eventloop.h"
 #include "vmm/vm.h"
 
 #define CONSOLE_ESCAPE 0x01   /* Ctrl-A */

@@ -35,10 +35,10 @@
 #include "devices/virtio_blk.h"
 #include "devices/virtio_net.h"
 #include "devices/virtio_pci.h"
-#include "util/exitcode.h"
-#include "util/log.h"
+#include "base/exitcode.h"
+#include "base/log.h"
 #include "vmm/console.h"
-#include "vmm/eventloop.h"
+#include "base/eventloop.h"
 #include "vmm/vm.h"
 
 #define CONTROL_MAX_CLIENTS 16

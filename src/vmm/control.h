@@ -5,7 +5,7 @@
 #ifndef SHOAL_VMM_CONTROL_H
 #define SHOAL_VMM_CONTROL_H
 
-#include "util/error.h"
+#include "base/error.h"
 
 struct vm;
 struct control;

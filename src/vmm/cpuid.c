@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 #define BIT(n) (1u << (n))
 

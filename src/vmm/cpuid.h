@@ -28,7 +28,7 @@
 #include <linux/kvm.h>
 #include <stdint.h>
 
-#include "util/error.h"
+#include "base/error.h"
 
 #define CPUID_MAX_ENTRIES 256
 

@@ -40,12 +40,12 @@
 #include <unistd.h>
 
 #include "devices/device.h"
-#include "util/exitcode.h"
-#include "util/log.h"
+#include "base/exitcode.h"
+#include "base/log.h"
 #include "vmm/console.h"
-#include "vmm/eventloop.h"
-#include "vmm/layout.h"
-#include "vmm/pci.h"
+#include "base/eventloop.h"
+#include "base/layout.h"
+#include "devices/pci.h"
 
 /* Where KVM may put the VMX TSS and identity map (Intel only; the rest of
  * KVM ignores them).  Just below the IOAPIC-LAPIC area, in the 32-bit hole. */

@@ -25,13 +25,13 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "util/error.h"
+#include "base/error.h"
 #include "vmm/bus.h"
 #include "vmm/config.h"
 #include "vmm/cpuid.h"
-#include "vmm/guest_mem.h"
-#include "vmm/boot.h"
-#include "vmm/state.h"
+#include "base/guest_mem.h"
+#include "boot/boot.h"
+#include "base/state.h"
 
 struct device;
 struct control;

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 static void run_ok(const struct guest_opts *o, struct guest_result *r)
 {

@@ -12,7 +12,7 @@
 #   - "Command line: " followed by exactly the command line we passed;
 #   - the e820 map it was given ("BIOS-provided physical RAM map:" and its
 #     "BIOS-e820:" lines), compared with the map Shoal builds for 256 MiB
-#     (src/vmm/boot_e820.c): usable 0-0x9fbff, reserved 0x9fc00-0xfffff,
+#     (src/boot/boot_e820.c): usable 0-0x9fbff, reserved 0x9fc00-0xfffff,
 #     usable 0x100000-0xfffffff (Linux merges adjacent entries of one type);
 #   - "RAMDISK: [mem A-B]", whose size must be the initrd's, page-rounded;
 #   - "smpboot: Allowing 2 CPUs", i.e. the MADT listed both vCPUs.

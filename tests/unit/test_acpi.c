@@ -12,12 +12,12 @@
 #include <cmocka.h>
 
 #include "abi/testdev.h"
-#include "util/error.h"
-#include "util/exitcode.h"
-#include "vmm/boot.h"
-#include "vmm/pci.h"
-#include "vmm/boot_priv.h"
-#include "vmm/layout.h"
+#include "base/error.h"
+#include "base/exitcode.h"
+#include "boot/boot.h"
+#include "devices/pci.h"
+#include "boot/boot_priv.h"
+#include "base/layout.h"
 
 static struct guest_mem mem;
 

@@ -30,7 +30,7 @@
 
 #include "block/blockdev.h"
 #include "block/qcow2.h"
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 #define DISK ((1u << 20) + 1000)	/* a raw size off any alignment */
 #define QD 8				/* requests in flight, one stripe each */

@@ -25,11 +25,11 @@
 #include <sys/stat.h>
 #include <cmocka.h>
 
-#include "util/error.h"
-#include "util/exitcode.h"
-#include "vmm/boot.h"
-#include "vmm/boot_priv.h"
-#include "vmm/layout.h"
+#include "base/error.h"
+#include "base/exitcode.h"
+#include "boot/boot.h"
+#include "boot/boot_priv.h"
+#include "base/layout.h"
 
 #define MiB (1ULL << 20)
 #define MEM_SIZE (64 * MiB)

@@ -14,7 +14,7 @@
 
 #include "cli/commands.h"
 #include "cli/run.h"
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 #include "vmm/config.h"
 
 static void test_parse_size(void **state)

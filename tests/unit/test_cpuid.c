@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 #include "vmm/cpuid.h"
 
 static struct kvm_cpuid2 *fake_host(void)

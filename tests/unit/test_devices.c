@@ -13,7 +13,7 @@
 
 #include "abi/testdev.h"
 #include "devices/device.h"
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 #include "vmm/vm.h"
 
 static struct vm *bare_vm(void)

@@ -11,9 +11,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "util/error.h"
-#include "vmm/boot.h"
-#include "vmm/layout.h"
+#include "base/error.h"
+#include "boot/boot.h"
+#include "base/layout.h"
 
 #define MiB (1ULL << 20)
 #define GiB (1ULL << 30)

@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util/exitcode.h"
-#include "vmm/guest_mem.h"
-#include "vmm/layout.h"
+#include "base/exitcode.h"
+#include "base/guest_mem.h"
+#include "base/layout.h"
 
 static void test_split_around_hole(void **state)
 {

@@ -1,5 +1,5 @@
 /*
- * test_host_confine.c - confined opens (util/path_beneath.c) and what the
+ * test_host_confine.c - confined opens (base/path_beneath.c) and what the
  * daemon and the VMM build on them (issue 16): names that lead out of the
  * allowed directory by "..", an absolute or relative symbolic link, a
  * /proc magic link, or a qcow2 backing-file name are refused with EACCES
@@ -32,7 +32,7 @@
 #include "block/blockdev.h"
 #include "block/qcow2.h"
 #include "host/spec.h"
-#include "util/path_beneath.h"
+#include "base/path_beneath.h"
 
 static char T[64], OK[96];
 

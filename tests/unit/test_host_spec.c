@@ -15,7 +15,7 @@
 
 #include "host/api.h"
 #include "host/spec.h"
-#include "vmm/boot.h"
+#include "boot/boot.h"
 
 #define KERNEL "/bin/true"      /* any readable regular file will do here */
 

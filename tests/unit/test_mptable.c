@@ -10,11 +10,11 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "util/error.h"
-#include "util/exitcode.h"
-#include "vmm/boot.h"
-#include "vmm/boot_priv.h"
-#include "vmm/layout.h"
+#include "base/error.h"
+#include "base/exitcode.h"
+#include "boot/boot.h"
+#include "boot/boot_priv.h"
+#include "base/layout.h"
 
 static struct guest_mem mem;
 

@@ -12,8 +12,8 @@
 #include <string.h>
 
 #include "devices/device.h"
-#include "util/log.h"
-#include "vmm/pci.h"
+#include "base/log.h"
+#include "devices/pci.h"
 #include "vmm/vm.h"
 
 struct fake {

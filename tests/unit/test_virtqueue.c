@@ -26,7 +26,7 @@
 #include <string.h>
 
 #include "devices/virtqueue.h"
-#include "vmm/layout.h"
+#include "base/layout.h"
 
 #define MEM_SIZE   (16u << 20)
 #define RING_GPA   0x10000ull      /* descriptor table / ring */

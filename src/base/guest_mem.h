@@ -11,13 +11,13 @@
  * Every access from device code goes through guest_mem_ptr(), which checks
  * both ends of the range: guest-supplied addresses are never trusted.
  */
-#ifndef SHOAL_VMM_GUEST_MEM_H
-#define SHOAL_VMM_GUEST_MEM_H
+#ifndef SHOAL_BASE_GUEST_MEM_H
+#define SHOAL_BASE_GUEST_MEM_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "util/error.h"
+#include "base/error.h"
 
 #define GUEST_MEM_MAX_REGIONS 8   /* 2 for a VM; vhost-user tables up to 8 */
 

@@ -5,8 +5,8 @@
  * guest.  Shoal's own failures use 64 and up, one value per kind of failure,
  * so scripts can tell "bad flag" from "bad kernel" from "guest crashed".
  */
-#ifndef SHOAL_UTIL_EXITCODE_H
-#define SHOAL_UTIL_EXITCODE_H
+#ifndef SHOAL_BASE_EXITCODE_H
+#define SHOAL_BASE_EXITCODE_H
 
 enum {
 	EXIT_POWEROFF      = 0,   /* guest powered off (ACPI S5) or reset */

@@ -9,13 +9,13 @@
  * (the default; `shoal run` and `shoal img` as the user runs them) opens
  * names as open(2) would, so the call sites need no second path.
  */
-#ifndef SHOAL_UTIL_PATH_BENEATH_H
-#define SHOAL_UTIL_PATH_BENEATH_H
+#ifndef SHOAL_BASE_PATH_BENEATH_H
+#define SHOAL_BASE_PATH_BENEATH_H
 
 #include <stdbool.h>
 #include <sys/types.h>
 
-#include "util/error.h"
+#include "base/error.h"
 
 #define PATH_MAX_ROOTS 16
 

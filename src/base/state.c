@@ -1,5 +1,5 @@
 /* state.c - see state.h.  Little-endian encoding on an x86 host. */
-#include "vmm/state.h"
+#include "base/state.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -15,13 +15,13 @@
  * Everything is little-endian on the wire and in guest memory; Shoal only
  * runs on x86-64 hosts, so the structs are read and written directly.
  */
-#ifndef SHOAL_VMM_BOOT_PRIV_H
-#define SHOAL_VMM_BOOT_PRIV_H
+#ifndef SHOAL_BOOT_BOOT_PRIV_H
+#define SHOAL_BOOT_BOOT_PRIV_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vmm/boot.h"
+#include "boot/boot.h"
 
 /* ---- PVH (Xen start_info.h, version 1) ---- */
 

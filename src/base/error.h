@@ -7,8 +7,8 @@
  * names the thing and the reason ("vmlinux: truncated ELF program header"),
  * and `status` is the process exit status the CLI should use (see exitcode.h).
  */
-#ifndef SHOAL_UTIL_ERROR_H
-#define SHOAL_UTIL_ERROR_H
+#ifndef SHOAL_BASE_ERROR_H
+#define SHOAL_BASE_ERROR_H
 
 #include <stddef.h>
 

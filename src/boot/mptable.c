@@ -14,13 +14,13 @@
  * goes at BOOT_MPCONF_ADDR in the reserved BIOS area, after the ACPI tables.
  * Both checksums make their structures sum to zero.
  */
-#include "vmm/boot.h"
+#include "boot/boot.h"
 
 #include <string.h>
 
-#include "util/exitcode.h"
-#include "vmm/boot_priv.h"
-#include "vmm/layout.h"
+#include "base/exitcode.h"
+#include "boot/boot_priv.h"
+#include "base/layout.h"
 
 struct mpf_intel {                  /* floating pointer structure */
 	char     signature[4];      /* "_MP_" */

@@ -6,8 +6,8 @@
  * the same way.  eventloop_stop() wakes the thread through an eventfd.
  * Callbacks run on the loop thread, one at a time.
  */
-#ifndef SHOAL_VMM_EVENTLOOP_H
-#define SHOAL_VMM_EVENTLOOP_H
+#ifndef SHOAL_BASE_EVENTLOOP_H
+#define SHOAL_BASE_EVENTLOOP_H
 
 #include <stdint.h>
 

@@ -17,9 +17,9 @@
  * out of the map entirely, which tells the guest it is not RAM and is free
  * for MMIO, as on real machines.  Entries are sorted and never overlap.
  */
-#include "vmm/boot.h"
+#include "boot/boot.h"
 
-#include "vmm/layout.h"
+#include "base/layout.h"
 
 /* Append one entry when there is room and it is not empty. */
 static void e820_add(struct e820_entry *out, int max, int *n,

@@ -12,8 +12,8 @@
  *
  * Fixed boot-structure addresses live in low RAM below 1 MiB; see boot.h.
  */
-#ifndef SHOAL_VMM_LAYOUT_H
-#define SHOAL_VMM_LAYOUT_H
+#ifndef SHOAL_BASE_LAYOUT_H
+#define SHOAL_BASE_LAYOUT_H
 
 #define GUEST_EBDA_START      0x0009fc00ULL
 #define GUEST_BIOS_START      0x000a0000ULL   /* through 1 MiB: reserved */

@@ -5,7 +5,7 @@
  * process (vhost-user back end, migration sender) can never fault on a page
  * that was cut off under it.
  */
-#include "vmm/guest_mem.h"
+#include "base/guest_mem.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,8 +14,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "util/exitcode.h"
-#include "vmm/layout.h"
+#include "base/exitcode.h"
+#include "base/layout.h"
 
 static int guest_mem_check_size(uint64_t size, struct error *e)
 {

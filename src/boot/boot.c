@@ -26,7 +26,7 @@
  * since nothing larger could be loaded) rather than mapped, so a file
  * truncated under us cannot SIGBUS the VMM.
  */
-#include "vmm/boot.h"
+#include "boot/boot.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,10 +35,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "util/exitcode.h"
-#include "util/path_beneath.h"
-#include "vmm/boot_priv.h"
-#include "vmm/layout.h"
+#include "base/exitcode.h"
+#include "base/path_beneath.h"
+#include "boot/boot_priv.h"
+#include "base/layout.h"
 
 #define BDA_EBDA_SEGMENT   0x40e   /* BIOS data area: EBDA segment */
 #define BDA_BASE_MEM_KB    0x413   /* BIOS data area: base memory in KiB */

@@ -35,7 +35,7 @@
  * Threads: the roots are set once (path_confine) before other threads open
  * anything and only read afterwards; the refusal text is per thread.
  */
-#include "util/path_beneath.h"
+#include "base/path_beneath.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -52,7 +52,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 /* One allowed directory.  A directory given as a path that is not its
  * realpath is listed twice, both spellings sharing one fd. */

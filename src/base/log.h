@@ -6,8 +6,8 @@
  * name the thing and the reason: "shoal: vmlinux: not an ELF file".
  * Thread-safe: each call is one write(2) of a formatted line.
  */
-#ifndef SHOAL_UTIL_LOG_H
-#define SHOAL_UTIL_LOG_H
+#ifndef SHOAL_BASE_LOG_H
+#define SHOAL_BASE_LOG_H
 
 #include <stdarg.h>
 #include <stdnoreturn.h>

@@ -6,7 +6,7 @@
  * the thread starts or on the loop thread itself, so the table needs no
  * lock.
  */
-#include "vmm/eventloop.h"
+#include "base/eventloop.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -16,7 +16,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "util/log.h"
+#include "base/log.h"
 
 #define EVENTLOOP_MAX 64
 

@@ -21,12 +21,12 @@
  * structures below 1 MiB nor memory the 32-bit entry cannot address); the
  * entry point is inside a loaded segment; the program header count is capped.
  */
-#include "vmm/boot_priv.h"
+#include "boot/boot_priv.h"
 
 #include <elf.h>
 #include <string.h>
 
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 #define ELF_MAX_PHDRS  64
 

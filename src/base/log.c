@@ -2,7 +2,7 @@
  * log.c - see log.h.  One formatted line per call, written with a single
  * write(2) so lines from several vCPU threads never interleave.
  */
-#include "util/log.h"
+#include "base/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>

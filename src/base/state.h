@@ -15,8 +15,8 @@
  * once at the end.  New fields are appended and the version bumped; a
  * restore reads the fields its version has and defaults the rest.
  */
-#ifndef SHOAL_VMM_STATE_H
-#define SHOAL_VMM_STATE_H
+#ifndef SHOAL_BASE_STATE_H
+#define SHOAL_BASE_STATE_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -27,15 +27,15 @@
  * carried as an opaque blob, so its package lengths are computed, not
  * counted by hand.
  */
-#include "vmm/boot.h"
+#include "boot/boot.h"
 
 #include <string.h>
 
 #include "abi/testdev.h"
-#include "util/exitcode.h"
-#include "vmm/boot_priv.h"
-#include "vmm/layout.h"
-#include "vmm/pci.h"
+#include "base/exitcode.h"
+#include "boot/boot_priv.h"
+#include "base/layout.h"
+#include "devices/pci.h"
 
 /* ---- on-memory table layouts (ACPI 6.x) ---- */
 
@@ -370,7 +370,7 @@ static void aml_name_zero(struct aml *a, const char *name)
 }
 
 /* The host bridge's resources: bus 0, the config ports, all I/O but them,
- * and the 32-bit BAR window (src/vmm/pci.h). */
+ * and the 32-bit BAR window (src/devices/pci.h). */
 static void aml_qword(uint8_t *p, uint64_t v)
 {
 	for (int i = 0; i < 8; i++)
@@ -601,7 +601,7 @@ static int acpi_build_madt(struct acpi_area *ar, int ncpus, uint64_t *gpa)
 	return 0;
 }
 
-/* MCFG: ECAM for segment 0, bus 0 (src/vmm/pci.h). */
+/* MCFG: ECAM for segment 0, bus 0 (src/devices/pci.h). */
 struct acpi_mcfg {
 	struct acpi_header h;
 	uint64_t reserved;

@@ -21,7 +21,7 @@
  * devices raise vectors while holding their lock).  The KVM routing table is
  * rebuilt whole under `routes_lock` whenever an MSI-X entry changes.
  */
-#include "vmm/pci.h"
+#include "devices/pci.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -31,8 +31,8 @@
 #include <unistd.h>
 
 #include "devices/device.h"
-#include "util/exitcode.h"
-#include "util/log.h"
+#include "base/exitcode.h"
+#include "base/log.h"
 #include "vmm/vm.h"
 
 #define PCI_MAX_ROUTES (PCI_MSI_GSI_BASE + PCI_MAX_SLOTS * PCI_MSIX_MAX)

@@ -19,16 +19,16 @@
  * point its segments anywhere.  Every length is checked against the file and
  * against guest RAM; a bad file is an error with EXIT_BADKERNEL, never a crash.
  */
-#ifndef SHOAL_VMM_BOOT_H
-#define SHOAL_VMM_BOOT_H
+#ifndef SHOAL_BOOT_BOOT_H
+#define SHOAL_BOOT_BOOT_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include <linux/kvm.h>
 
-#include "util/error.h"
-#include "vmm/guest_mem.h"
+#include "base/error.h"
+#include "base/guest_mem.h"
 
 /* Fixed guest-physical addresses of boot structures (all below 640 KiB). */
 #define BOOT_GDT_ADDR         0x00000500ULL

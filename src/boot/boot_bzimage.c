@@ -30,11 +30,11 @@
  * struct, and fields the kernel would follow as pointers (setup_data) are
  * cleared rather than passed through.
  */
-#include "vmm/boot_priv.h"
+#include "boot/boot_priv.h"
 
 #include <string.h>
 
-#include "util/exitcode.h"
+#include "base/exitcode.h"
 
 #define BZ_DEFAULT_INITRD_MAX  0x37ffffffu   /* protocol < 2.03 */
 #define BZ_HEAP_END            0xfe00        /* real-mode heap end, as boot.rst suggests */

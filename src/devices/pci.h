@@ -24,13 +24,13 @@
  * Threads: config space and BAR moves are serialized by the PCI lock;
  * BAR lookups take it shared.
  */
-#ifndef SHOAL_VMM_PCI_H
-#define SHOAL_VMM_PCI_H
+#ifndef SHOAL_DEVICES_PCI_H
+#define SHOAL_DEVICES_PCI_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "util/error.h"
+#include "base/error.h"
 
 struct vm;
 struct device;
