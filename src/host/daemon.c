@@ -22,6 +22,9 @@
  * --allow-dir directories, which the daemon confines its own checks to
  * (base/path_beneath.h) and hands to every VMM as its "confine" list.
  *
+ * The helpers the other files share (errors, names, time, paths) are in
+ * hostutil.c; this file is only the daemon's opening and closing.
+ *
  * host_open loads the table from the store and then reattaches to the VMs
  * that were running (supervisor.c) before the API is started, so that the
  * first request already sees the truth.
@@ -33,92 +36,14 @@
 #include <jansson.h>
 #include <libgen.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "host/spec.h"
-
-static const char *const hvm_state_names[] = {
-	[HVM_CREATED] = "created", [HVM_STARTING] = "starting", [HVM_RUNNING] = "running",
-	[HVM_PAUSED] = "paused", [HVM_STOPPING] = "stopping", [HVM_EXITED] = "exited",
-};
-
-static const char *const restart_names[] = {
-	[RESTART_NO] = "no", [RESTART_ON_FAILURE] = "on-failure", [RESTART_ALWAYS] = "always",
-};
-
-int api_err_set(struct api_err *e, int http, const char *code, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!e)
-		return -1;
-	e->http = http;
-	snprintf(e->code, sizeof(e->code), "%s", code);
-	va_start(ap, fmt);
-	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
-const char *hvm_state_name(enum hvm_state s)
-{
-	return (unsigned)s < sizeof(hvm_state_names) / sizeof(hvm_state_names[0]) ?
-		hvm_state_names[s] : "unknown";
-}
-
-int hvm_state_parse(const char *s)
-{
-	for (size_t i = 0; i < sizeof(hvm_state_names) / sizeof(hvm_state_names[0]); i++)
-		if (!strcmp(s, hvm_state_names[i]))
-			return (int)i;
-	return -1;
-}
-
-const char *restart_policy_name(enum restart_policy p)
-{
-	return (unsigned)p < 3 ? restart_names[p] : "no";
-}
-
-int restart_policy_parse(const char *s)
-{
-	for (int i = 0; i < 3; i++)
-		if (!strcmp(s, restart_names[i]))
-			return i;
-	return -1;
-}
-
-int64_t host_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-char *host_format_time(int64_t ms, char *buf, size_t size)
-{
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-
-	gmtime_r(&t, &tm);
-	snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
-	return buf;
-}
-
-char *host_vm_path(const struct host *h, const char *name, const char *file,
-		   char *buf, size_t size)
-{
-	snprintf(buf, size, "%s/%s%s%s", h->vms_dir, name, file ? "/" : "", file ? file : "");
-	return buf;
-}
 
 /* mkdir that accepts an existing directory. */
 static int host_mkdir(const char *path, mode_t mode, struct api_err *e)

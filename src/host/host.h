@@ -36,6 +36,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "host/hostutil.h"
 #include "host/store.h"
 #include "base/path_beneath.h"
 
@@ -43,34 +44,6 @@
 #define HOST_NAME_MAX_LEN 63          /* VM names: [A-Za-z0-9][A-Za-z0-9._-]{0,62} */
 #define HOST_BODY_MAX (1u << 20)      /* largest request body accepted */
 #define HOST_MAX_GRANTS 64            /* --grant options */
-
-/* An error for an API client: HTTP status, a stable code, a message that
- * names the thing and the reason. */
-struct api_err {
-	int http;            /* 400, 404, 409, 413, 500, 503 ... */
-	char code[32];       /* "invalid_spec", "not_found", "wrong_state" ... */
-	char msg[1024];
-};
-
-/* Fill `e` (may be NULL); always returns -1. */
-int api_err_set(struct api_err *e, int http, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-enum hvm_state {
-	HVM_CREATED = 0,   /* defined, never started */
-	HVM_STARTING,      /* VMM spawned, control socket not answering yet */
-	HVM_RUNNING,
-	HVM_PAUSED,
-	HVM_STOPPING,      /* a stop was asked for, the VMM has not exited yet */
-	HVM_EXITED,        /* the VMM exited; exit_status/exit_reason say why */
-};
-
-enum restart_policy { RESTART_NO = 0, RESTART_ON_FAILURE, RESTART_ALWAYS };
-
-const char *hvm_state_name(enum hvm_state s);
-int hvm_state_parse(const char *s);               /* -1 if unknown */
-const char *restart_policy_name(enum restart_policy p);
-int restart_policy_parse(const char *s);          /* -1 if unknown */
 
 /* One VM as the daemon knows it.  All fields under host->lock. */
 struct hvm {
@@ -157,15 +130,9 @@ struct host {
 	int64_t started_ms;
 };
 
-/* ---- daemon.c ---- */
+/* ---- daemon.c (errors, names, time and paths: hostutil.h) ---- */
 int host_open(struct host *h, const struct host_options *opt, struct api_err *e);
 void host_close(struct host *h);
-int64_t host_now_ms(void);
-/* RFC 3339 UTC with milliseconds: "2026-11-21T19:50:00.123Z"; returns buf. */
-char *host_format_time(int64_t ms, char *buf, size_t size);
-/* Path of a file in a VM's directory into buf; returns buf. */
-char *host_vm_path(const struct host *h, const char *name, const char *file,
-		   char *buf, size_t size);
 
 /* ---- vm table (lifecycle.c), all under host->lock ---- */
 struct hvm *host_find_locked(struct host *h, const char *name);
