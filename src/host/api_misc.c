@@ -3,7 +3,7 @@
  * Prometheus text), the console log and interactive console attach.
  *
  * Event stream (GET /v1/events?follow=true): newline-delimited JSON, one
- * event per line, from the store; the reader blocks on host->event_cond,
+ * event per line, from the database; the reader blocks on host->event_cond,
  * sending an empty line every 15 s so a vanished client is noticed.
  *
  * Console attach (GET /v1/vms/NAME/console/attach with "Upgrade:
@@ -37,7 +37,7 @@
 /* ---- events ---- */
 
 /* One event as JSON. */
-static json_t *api_event_json(const struct store_event *ev)
+static json_t *api_event_json(const struct db_event *ev)
 {
 	char t[64];
 	json_t *d = ev->detail ? json_loads(ev->detail, 0, NULL) : NULL;
@@ -58,7 +58,7 @@ struct event_stream {
 /* Fetch the next batch into s->pending; 0 if none (s->last advanced). */
 static size_t event_stream_fetch(struct event_stream *s)
 {
-	struct store_event evs[EVENTS_BATCH];
+	struct db_event evs[EVENTS_BATCH];
 	int64_t seen;
 	char *line;
 	int n;
@@ -66,7 +66,7 @@ static size_t event_stream_fetch(struct event_stream *s)
 	pthread_mutex_lock(&s->h->lock);
 	seen = s->h->last_event_id;
 	pthread_mutex_unlock(&s->h->lock);
-	n = store_events_since(s->h->store, s->last, s->vm[0] ? s->vm : NULL, evs, EVENTS_BATCH);
+	n = db_events_since(s->h->db, s->last, s->vm[0] ? s->vm : NULL, evs, EVENTS_BATCH);
 	free(s->pending);
 	s->pending = NULL;
 	s->len = s->off = 0;
@@ -86,7 +86,7 @@ static size_t event_stream_fetch(struct event_stream *s)
 			free(line);
 		}
 		s->last = evs[i].id;
-		store_event_free(&evs[i]);
+		db_event_free(&evs[i]);
 	}
 	if (n <= 0 && seen > s->last)
 		s->last = seen;
@@ -170,7 +170,7 @@ int api_events(struct api_call *c)
 {
 	const char *q_since = api_query(c, "since"), *q_vm = api_query(c, "vm");
 	const char *q_limit = api_query(c, "limit"), *q_follow = api_query(c, "follow");
-	struct store_event *evs;
+	struct db_event *evs;
 	long long since = -1, limit = 100;
 	int follow = 0, n;
 	struct api_err e;
@@ -194,7 +194,7 @@ int api_events(struct api_call *c)
 		return api_events_follow(c, since, q_vm);
 	}
 	evs = calloc((size_t)limit, sizeof(*evs));
-	n = evs ? store_events_since(c->h->store, since < 0 ? 0 : since, q_vm, evs, (int)limit) : -1;
+	n = evs ? db_events_since(c->h->db, since < 0 ? 0 : since, q_vm, evs, (int)limit) : -1;
 	if (n < 0) {
 		free(evs);
 		api_err_set(&e, 500, "internal", "events: cannot read the store");
@@ -203,7 +203,7 @@ int api_events(struct api_call *c)
 	arr = json_array();
 	for (int i = 0; i < n; i++) {
 		json_array_append_new(arr, api_event_json(&evs[i]));
-		store_event_free(&evs[i]);
+		db_event_free(&evs[i]);
 	}
 	since = n ? evs[n - 1].id : (since < 0 ? 0 : since);
 	free(evs);

@@ -1,12 +1,12 @@
 /*
  * daemon.c - opening and closing a host: the state directory, its lock,
- * the store, the VM table loaded from it, and the supervisor (see host.h).
+ * the database, the VM table loaded from it, and the supervisor (see host.h).
  *
  * State directory layout:
  *
  *   STATE_DIR/                  0711: others may reach the socket by name only
  *   STATE_DIR/shoald.lock       flock'd by the running daemon (one per dir)
- *   STATE_DIR/shoald.db         SQLite (store.c), 0600 with its -wal and -shm
+ *   STATE_DIR/shoald.db         SQLite (db.c), 0600 with its -wal and -shm
  *   STATE_DIR/shoald.sock       the API (unless --socket), 0660
  *   STATE_DIR/images/           the default --allow-dir, 0700
  *   STATE_DIR/vms/              0700
@@ -25,7 +25,7 @@
  * The helpers the other files share (errors, names, time, paths) are in
  * hostutil.c; this file is only the daemon's opening and closing.
  *
- * host_open loads the table from the store and then reattaches to the VMs
+ * host_open loads the table from the database and then reattaches to the VMs
  * that were running (supervisor.c) before the API is started, so that the
  * first request already sees the truth.
  */
@@ -81,7 +81,7 @@ static char *host_default_vmm(void)
 	return strdup(path);
 }
 
-/* store_vm_load_all callback: a record becomes a table entry. */
+/* db_vm_load_all callback: a record becomes a table entry. */
 static void host_load_one(void *arg, struct vm_record *r)
 {
 	struct host *h = arg;
@@ -227,16 +227,16 @@ int host_open(struct host *h, const struct host_options *opt, struct api_err *e)
 	    host_mkdir(h->vms_dir, 0700, e) || host_lock_dir(h, e) || host_allow_dirs(h, e))
 		goto fail;
 	snprintf(path, sizeof(path), "%s/shoald.db", h->state_dir);
-	h->store = store_open(path, err, sizeof(err));
-	if (!h->store) {
+	h->db = db_open(path, err, sizeof(err));
+	if (!h->db) {
 		api_err_set(e, 500, "internal", "%s", err);
 		goto fail;
 	}
-	if (store_vm_load_all(h->store, host_load_one, h) < 0) {
+	if (db_vm_load_all(h->db, host_load_one, h) < 0) {
 		api_err_set(e, 500, "internal", "%s: cannot read the VM table", path);
 		goto fail;
 	}
-	h->last_event_id = store_last_event_id(h->store);
+	h->last_event_id = db_last_event_id(h->db);
 	if (supervisor_start(h)) {
 		api_err_set(e, 500, "internal", "supervisor: %s", strerror(errno));
 		goto fail;
@@ -259,7 +259,7 @@ void host_close(struct host *h)
 	h->nvms = 0;
 	pthread_mutex_unlock(&h->lock);
 	free(h->vms);
-	store_close(h->store);
+	db_close(h->db);
 	if (h->lock_fd >= 0)
 		close(h->lock_fd);
 	free(h->state_dir);
@@ -271,7 +271,7 @@ void host_close(struct host *h)
 		free(h->allow_dirs[i]);
 	h->nallow_dirs = 0;
 	h->vms = NULL;
-	h->store = NULL;
+	h->db = NULL;
 	h->lock_fd = -1;
 	h->state_dir = h->socket_path = h->vms_dir = h->vmm_path = h->token = NULL;
 }

@@ -2,7 +2,7 @@
  * host.h - shoald, the host daemon: the shared picture of a host.
  *
  * shoald keeps a table of VMs (struct hvm), persists every change to it in
- * SQLite (store.c), starts one VMM process per VM (`shoal run --api-socket`,
+ * SQLite (db.c), starts one VMM process per VM (`shoal run --api-socket`,
  * supervisor.c), talks to each over its control socket (vmctl.c), and
  * serves the HTTP API (api*.c) on a Unix socket.  The CLI verbs in
  * src/cli/vm.c & co. are clients of that API.
@@ -22,7 +22,7 @@
  * lock, so the database order is the order of the in-memory changes.
  *
  * Invariants:
- *   - every VM in the table has a row in the store, and a VM is in the
+ *   - every VM in the table has a row in the database, and a VM is in the
  *     table before its row is written (create reserves the name first);
  *   - an hvm is freed only when its reference count drops to zero, so a
  *     handler holding a reference may use it after a concurrent delete
@@ -37,7 +37,7 @@
 #include <sys/types.h>
 
 #include "host/hostutil.h"
-#include "host/store.h"
+#include "host/db.h"
 #include "base/path_beneath.h"
 
 #define SHOALD_VERSION "0.1.0"
@@ -47,7 +47,7 @@
 
 /* One VM as the daemon knows it.  All fields under host->lock. */
 struct hvm {
-	struct vm_record rec;       /* what the store keeps (store.h) */
+	struct vm_record rec;       /* what the database keeps (db.h) */
 	enum hvm_state state;       /* rec.state mirrors it as text */
 	enum restart_policy restart;
 	int cpus;                   /* from the spec, for inventory */
@@ -113,7 +113,7 @@ struct host {
 	char *allow_dirs[PATH_MAX_ROOTS];   /* the VMMs' "confine" and spec.c's checks */
 	int nallow_dirs;
 	int lock_fd;                /* flock on STATE_DIR/shoald.lock */
-	struct store *store;
+	struct db *db;
 	pthread_mutex_t lock;       /* see the essay above */
 	pthread_cond_t changed;     /* broadcast on every state change */
 	struct hvm **vms;           /* the table, in creation order */

@@ -93,7 +93,7 @@ int host_event_locked(struct host *h, const char *vm, const char *type,
 {
 	int64_t id = 0;
 
-	if (store_event_add(h->store, vm, type, detail_json, &id))
+	if (db_event_add(h->db, vm, type, detail_json, &id))
 		return -EIO;
 	h->last_event_id = id;
 	pthread_cond_broadcast(&h->event_cond);
@@ -106,7 +106,7 @@ int host_persist_locked(struct host *h, struct hvm *vm, const char *type,
 	int64_t id = 0;
 	int rc;
 
-	rc = store_vm_update(h->store, &vm->rec, type, detail_json, &id);
+	rc = db_vm_update(h->db, &vm->rec, type, detail_json, &id);
 	if (rc)
 		fprintf(stderr, "shoald: %s: cannot persist the record: %s\n", vm->rec.name,
 			strerror(-rc));
@@ -234,7 +234,7 @@ struct hvm *host_vm_create(struct host *h, const char *body, size_t len, struct 
 		api_err_set(e, 409, "name_taken", "vm \"%s\" already exists", vm->rec.name);
 		goto fail;
 	}
-	rc = store_vm_insert(h->store, &vm->rec, "created", NULL, &id);
+	rc = db_vm_insert(h->db, &vm->rec, "created", NULL, &id);
 	if (rc) {
 		api_err_set(e, rc == -EEXIST ? 409 : 500, rc == -EEXIST ? "name_taken" : "internal",
 			    "vm \"%s\": %s", vm->rec.name,
@@ -242,7 +242,7 @@ struct hvm *host_vm_create(struct host *h, const char *body, size_t len, struct 
 		goto fail;
 	}
 	if (host_table_add_locked(h, vm)) {
-		store_vm_delete(h->store, vm->rec.name, NULL, NULL, NULL);
+		db_vm_delete(h->db, vm->rec.name, NULL, NULL, NULL);
 		api_err_set(e, 500, "internal", "out of memory");
 		goto fail;
 	}
@@ -521,7 +521,7 @@ int host_vm_delete(struct host *h, const char *name, bool force, struct api_err 
 	pthread_mutex_lock(&h->lock);
 	rc = hvm_claim_locked(vm, "delete", 1u << HVM_CREATED | 1u << HVM_EXITED, e);
 	if (!rc) {
-		rc = store_vm_delete(h->store, name, "deleted", NULL, &id);
+		rc = db_vm_delete(h->db, name, "deleted", NULL, &id);
 		if (rc) {
 			vm->busy = NULL;
 			api_err_set(e, 500, "internal", "vm \"%s\": cannot delete from the store", name);

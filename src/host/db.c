@@ -1,5 +1,5 @@
 /*
- * store.c - shoald's SQLite store (see store.h).
+ * db.c - shoald's state in SQLite (see db.h).
  *
  * Schema (version 1):
  *
@@ -12,7 +12,7 @@
  * WAL mode with synchronous=NORMAL: a process crash (the SIGKILL test)
  * never loses a committed transaction; a power cut may lose the last few,
  * but never leaves a torn one.  The event log is trimmed to the newest
- * STORE_EVENTS_KEEP rows so a long-lived host does not grow it forever.
+ * DB_EVENTS_KEEP rows so a long-lived host does not grow it forever.
  *
  * One connection, one mutex: shoald's writes are small and already
  * serialized by the host lock, so a pool would buy nothing.
@@ -22,7 +22,7 @@
  * gives -wal and -shm the main file's mode), and files an older daemon
  * left more open are narrowed to 0600.
  */
-#include "host/store.h"
+#include "host/db.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,16 +35,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#define STORE_SCHEMA_VERSION 1
-#define STORE_EVENTS_KEEP 10000
+#define DB_SCHEMA_VERSION 1
+#define DB_EVENTS_KEEP 10000
 
-struct store {
-	sqlite3 *db;
+struct db {
+	sqlite3 *conn;
 	pthread_mutex_t lock;
 	unsigned writes;        /* events added since the last trim */
 };
 
-static const char store_schema[] =
+static const char db_schema[] =
 	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS vms("
 	" name TEXT PRIMARY KEY, seq INTEGER NOT NULL, spec TEXT NOT NULL,"
@@ -81,12 +81,12 @@ int vm_record_copy(struct vm_record *dst, const struct vm_record *src)
 }
 
 /* Run SQL with no results; 0 or -EIO. */
-static int store_exec(struct store *s, const char *sql)
+static int db_exec(struct db *s, const char *sql)
 {
 	char *msg = NULL;
 
-	if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-		fprintf(stderr, "shoald: store: %s: %s\n", sql, msg ? msg : "?");
+	if (sqlite3_exec(s->conn, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		fprintf(stderr, "shoald: db: %s: %s\n", sql, msg ? msg : "?");
 		sqlite3_free(msg);
 		return -EIO;
 	}
@@ -94,7 +94,7 @@ static int store_exec(struct store *s, const char *sql)
 }
 
 /* Make the database file (and -wal, -shm if they exist) owner-only. */
-static int store_private(const char *path, char *err, size_t errlen)
+static int db_private(const char *path, char *err, size_t errlen)
 {
 	static const char *const suffix[] = { "-wal", "-shm" };
 	char side[4200];
@@ -117,64 +117,64 @@ static int store_private(const char *path, char *err, size_t errlen)
 	return 0;
 }
 
-struct store *store_open(const char *path, char *err, size_t errlen)
+struct db *db_open(const char *path, char *err, size_t errlen)
 {
-	struct store *s = calloc(1, sizeof(*s));
+	struct db *s = calloc(1, sizeof(*s));
 	char *msg = NULL;
 
 	if (!s) {
 		snprintf(err, errlen, "%s: out of memory", path);
 		return NULL;
 	}
-	if (store_private(path, err, errlen)) {
+	if (db_private(path, err, errlen)) {
 		free(s);
 		return NULL;
 	}
 	pthread_mutex_init(&s->lock, NULL);
-	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+	if (sqlite3_open_v2(path, &s->conn, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 			    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-		snprintf(err, errlen, "%s: %s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
+		snprintf(err, errlen, "%s: %s", path, s->conn ? sqlite3_errmsg(s->conn) : "cannot open");
 		goto fail;
 	}
-	sqlite3_busy_timeout(s->db, 5000);
-	if (sqlite3_exec(s->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+	sqlite3_busy_timeout(s->conn, 5000);
+	if (sqlite3_exec(s->conn, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 			 "PRAGMA foreign_keys=ON;", NULL, NULL, &msg) != SQLITE_OK ||
-	    sqlite3_exec(s->db, store_schema, NULL, NULL, &msg) != SQLITE_OK) {
-		snprintf(err, errlen, "%s: %s", path, msg ? msg : sqlite3_errmsg(s->db));
+	    sqlite3_exec(s->conn, db_schema, NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: %s", path, msg ? msg : sqlite3_errmsg(s->conn));
 		sqlite3_free(msg);
 		goto fail;
 	}
 	return s;
 fail:
-	sqlite3_close(s->db);
+	sqlite3_close(s->conn);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 	return NULL;
 }
 
-void store_close(struct store *s)
+void db_close(struct db *s)
 {
 	if (!s)
 		return;
-	sqlite3_close(s->db);
+	sqlite3_close(s->conn);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
 
 /* Prepare `sql`; NULL on failure (logged). */
-static sqlite3_stmt *store_prepare(struct store *s, const char *sql)
+static sqlite3_stmt *db_prepare(struct db *s, const char *sql)
 {
 	sqlite3_stmt *st = NULL;
 
-	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
-		fprintf(stderr, "shoald: store: %s: %s\n", sql, sqlite3_errmsg(s->db));
+	if (sqlite3_prepare_v2(s->conn, sql, -1, &st, NULL) != SQLITE_OK) {
+		fprintf(stderr, "shoald: db: %s: %s\n", sql, sqlite3_errmsg(s->conn));
 		return NULL;
 	}
 	return st;
 }
 
 /* Step a statement that returns no rows and finalize it: 0, -EEXIST, -EIO. */
-static int store_step_done(struct store *s, sqlite3_stmt *st)
+static int db_step_done(struct db *s, sqlite3_stmt *st)
 {
 	int rc = sqlite3_step(st);
 
@@ -183,15 +183,15 @@ static int store_step_done(struct store *s, sqlite3_stmt *st)
 		return 0;
 	if (rc == SQLITE_CONSTRAINT)
 		return -EEXIST;
-	fprintf(stderr, "shoald: store: %s\n", sqlite3_errmsg(s->db));
+	fprintf(stderr, "shoald: db: %s\n", sqlite3_errmsg(s->conn));
 	return -EIO;
 }
 
 /* Add an event inside the caller's transaction; trims the log now and then. */
-static int store_event_insert(struct store *s, const char *vm, const char *type,
+static int db_event_insert(struct db *s, const char *vm, const char *type,
 			      const char *detail, int64_t *id)
 {
-	sqlite3_stmt *st = store_prepare(s,
+	sqlite3_stmt *st = db_prepare(s,
 		"INSERT INTO events(ts_ms, vm, type, detail) VALUES(?, ?, ?, ?)");
 	struct timespec ts;
 	int rc;
@@ -206,23 +206,23 @@ static int store_event_insert(struct store *s, const char *vm, const char *type,
 		sqlite3_bind_text(st, 4, detail, -1, SQLITE_TRANSIENT);
 	else
 		sqlite3_bind_null(st, 4);
-	rc = store_step_done(s, st);
+	rc = db_step_done(s, st);
 	if (rc)
 		return rc;
 	if (id)
-		*id = sqlite3_last_insert_rowid(s->db);
+		*id = sqlite3_last_insert_rowid(s->conn);
 	if (++s->writes >= 1000) {
 		s->writes = 0;
 		char sql[128];
 		snprintf(sql, sizeof(sql), "DELETE FROM events WHERE id <= %lld",
-			 (long long)sqlite3_last_insert_rowid(s->db) - STORE_EVENTS_KEEP);
-		return store_exec(s, sql);
+			 (long long)sqlite3_last_insert_rowid(s->conn) - DB_EVENTS_KEEP);
+		return db_exec(s, sql);
 	}
 	return 0;
 }
 
 /* Bind a record's fields to the INSERT/UPDATE statement's parameters 1..12. */
-static void store_bind_record(sqlite3_stmt *st, const struct vm_record *r)
+static void db_bind_record(sqlite3_stmt *st, const struct vm_record *r)
 {
 	sqlite3_bind_text(st, 1, r->name, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_text(st, 2, r->spec ? r->spec : "{}", -1, SQLITE_TRANSIENT);
@@ -242,7 +242,7 @@ static void store_bind_record(sqlite3_stmt *st, const struct vm_record *r)
 }
 
 /* Write one record (insert or update) plus an optional event, atomically. */
-static int store_vm_write(struct store *s, const char *sql, const struct vm_record *r,
+static int db_vm_write(struct db *s, const char *sql, const struct vm_record *r,
 			  const char *ev_type, const char *ev_detail, int64_t *ev_id,
 			  int want_change)
 {
@@ -250,36 +250,36 @@ static int store_vm_write(struct store *s, const char *sql, const struct vm_reco
 	int rc;
 
 	pthread_mutex_lock(&s->lock);
-	rc = store_exec(s, "BEGIN IMMEDIATE");
+	rc = db_exec(s, "BEGIN IMMEDIATE");
 	if (rc)
 		goto out;
-	st = store_prepare(s, sql);
+	st = db_prepare(s, sql);
 	if (!st) {
 		rc = -EIO;
 		goto rollback;
 	}
-	store_bind_record(st, r);
-	rc = store_step_done(s, st);
-	if (!rc && want_change && sqlite3_changes(s->db) == 0)
+	db_bind_record(st, r);
+	rc = db_step_done(s, st);
+	if (!rc && want_change && sqlite3_changes(s->conn) == 0)
 		rc = -ENOENT;
 	if (!rc && ev_type)
-		rc = store_event_insert(s, r->name, ev_type, ev_detail, ev_id);
+		rc = db_event_insert(s, r->name, ev_type, ev_detail, ev_id);
 	if (rc)
 		goto rollback;
-	rc = store_exec(s, "COMMIT");
+	rc = db_exec(s, "COMMIT");
 	if (!rc)
 		goto out;
 rollback:
-	store_exec(s, "ROLLBACK");
+	db_exec(s, "ROLLBACK");
 out:
 	pthread_mutex_unlock(&s->lock);
 	return rc;
 }
 
-int store_vm_insert(struct store *s, const struct vm_record *r, const char *ev_type,
+int db_vm_insert(struct db *s, const struct vm_record *r, const char *ev_type,
 		    const char *ev_detail, int64_t *ev_id)
 {
-	return store_vm_write(s,
+	return db_vm_write(s,
 		"INSERT INTO vms(name, spec, state, monitor_pid, vmm_pid, created_ms,"
 		" started_ms, exited_ms, exit_status, exit_reason, restarts, generation, seq)"
 		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
@@ -287,66 +287,66 @@ int store_vm_insert(struct store *s, const struct vm_record *r, const char *ev_t
 		r, ev_type, ev_detail, ev_id, 0);
 }
 
-int store_vm_update(struct store *s, const struct vm_record *r, const char *ev_type,
+int db_vm_update(struct db *s, const struct vm_record *r, const char *ev_type,
 		    const char *ev_detail, int64_t *ev_id)
 {
-	return store_vm_write(s,
+	return db_vm_write(s,
 		"UPDATE vms SET spec = ?2, state = ?3, monitor_pid = ?4, vmm_pid = ?5,"
 		" created_ms = ?6, started_ms = ?7, exited_ms = ?8, exit_status = ?9,"
 		" exit_reason = ?10, restarts = ?11, generation = ?12 WHERE name = ?1",
 		r, ev_type, ev_detail, ev_id, 1);
 }
 
-int store_vm_delete(struct store *s, const char *name, const char *ev_type,
+int db_vm_delete(struct db *s, const char *name, const char *ev_type,
 		    const char *ev_detail, int64_t *ev_id)
 {
 	sqlite3_stmt *st;
 	int rc;
 
 	pthread_mutex_lock(&s->lock);
-	rc = store_exec(s, "BEGIN IMMEDIATE");
+	rc = db_exec(s, "BEGIN IMMEDIATE");
 	if (rc)
 		goto out;
-	st = store_prepare(s, "DELETE FROM vms WHERE name = ?");
+	st = db_prepare(s, "DELETE FROM vms WHERE name = ?");
 	if (!st) {
 		rc = -EIO;
 		goto rollback;
 	}
 	sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-	rc = store_step_done(s, st);
-	if (!rc && sqlite3_changes(s->db) == 0)
+	rc = db_step_done(s, st);
+	if (!rc && sqlite3_changes(s->conn) == 0)
 		rc = -ENOENT;
 	if (!rc && ev_type)
-		rc = store_event_insert(s, name, ev_type, ev_detail, ev_id);
+		rc = db_event_insert(s, name, ev_type, ev_detail, ev_id);
 	if (rc)
 		goto rollback;
-	rc = store_exec(s, "COMMIT");
+	rc = db_exec(s, "COMMIT");
 	if (!rc)
 		goto out;
 rollback:
-	store_exec(s, "ROLLBACK");
+	db_exec(s, "ROLLBACK");
 out:
 	pthread_mutex_unlock(&s->lock);
 	return rc;
 }
 
 /* Copy column `i` as a malloc'd string, or NULL. */
-static char *store_col_strdup(sqlite3_stmt *st, int i)
+static char *db_col_strdup(sqlite3_stmt *st, int i)
 {
 	const unsigned char *t = sqlite3_column_text(st, i);
 
 	return t ? strdup((const char *)t) : NULL;
 }
 
-/* Fill `r` from the current row of the SELECT in store_vm_load_all. */
-static void store_row_record(sqlite3_stmt *st, struct vm_record *r)
+/* Fill `r` from the current row of the SELECT in db_vm_load_all. */
+static void db_row_record(sqlite3_stmt *st, struct vm_record *r)
 {
 	const unsigned char *t;
 
 	memset(r, 0, sizeof(*r));
 	t = sqlite3_column_text(st, 0);
 	snprintf(r->name, sizeof(r->name), "%s", t ? (const char *)t : "");
-	r->spec = store_col_strdup(st, 1);
+	r->spec = db_col_strdup(st, 1);
 	t = sqlite3_column_text(st, 2);
 	snprintf(r->state, sizeof(r->state), "%s", t ? (const char *)t : "");
 	r->monitor_pid = (pid_t)sqlite3_column_int64(st, 3);
@@ -355,12 +355,12 @@ static void store_row_record(sqlite3_stmt *st, struct vm_record *r)
 	r->started_ms = sqlite3_column_int64(st, 6);
 	r->exited_ms = sqlite3_column_int64(st, 7);
 	r->exit_status = (int)sqlite3_column_int64(st, 8);
-	r->exit_reason = store_col_strdup(st, 9);
+	r->exit_reason = db_col_strdup(st, 9);
 	r->restarts = (unsigned)sqlite3_column_int64(st, 10);
 	r->generation = (unsigned)sqlite3_column_int64(st, 11);
 }
 
-int store_vm_load_all(struct store *s, void (*fn)(void *arg, struct vm_record *r),
+int db_vm_load_all(struct db *s, void (*fn)(void *arg, struct vm_record *r),
 		      void *arg)
 {
 	sqlite3_stmt *st;
@@ -368,7 +368,7 @@ int store_vm_load_all(struct store *s, void (*fn)(void *arg, struct vm_record *r
 	int rc, n = 0;
 
 	pthread_mutex_lock(&s->lock);
-	st = store_prepare(s, "SELECT name, spec, state, monitor_pid, vmm_pid, created_ms,"
+	st = db_prepare(s, "SELECT name, spec, state, monitor_pid, vmm_pid, created_ms,"
 			   " started_ms, exited_ms, exit_status, exit_reason, restarts,"
 			   " generation FROM vms ORDER BY seq");
 	if (!st) {
@@ -376,7 +376,7 @@ int store_vm_load_all(struct store *s, void (*fn)(void *arg, struct vm_record *r
 		return -EIO;
 	}
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		store_row_record(st, &r);
+		db_row_record(st, &r);
 		fn(arg, &r);      /* takes ownership of r's strings */
 		n++;
 	}
@@ -385,26 +385,26 @@ int store_vm_load_all(struct store *s, void (*fn)(void *arg, struct vm_record *r
 	return rc == SQLITE_DONE ? n : -EIO;
 }
 
-int store_event_add(struct store *s, const char *vm, const char *type,
+int db_event_add(struct db *s, const char *vm, const char *type,
 		    const char *detail, int64_t *id)
 {
 	int rc;
 
 	pthread_mutex_lock(&s->lock);
-	rc = store_event_insert(s, vm, type, detail, id);
+	rc = db_event_insert(s, vm, type, detail, id);
 	pthread_mutex_unlock(&s->lock);
 	return rc;
 }
 
-int store_events_since(struct store *s, int64_t since, const char *vm,
-		       struct store_event *out, int max)
+int db_events_since(struct db *s, int64_t since, const char *vm,
+		       struct db_event *out, int max)
 {
 	sqlite3_stmt *st;
 	const unsigned char *t;
 	int rc, n = 0;
 
 	pthread_mutex_lock(&s->lock);
-	st = store_prepare(s, vm ?
+	st = db_prepare(s, vm ?
 		"SELECT id, ts_ms, vm, type, detail FROM events WHERE id > ? AND vm = ? ORDER BY id LIMIT ?" :
 		"SELECT id, ts_ms, vm, type, detail FROM events WHERE id > ? ORDER BY id LIMIT ?");
 	if (!st) {
@@ -416,7 +416,7 @@ int store_events_since(struct store *s, int64_t since, const char *vm,
 		sqlite3_bind_text(st, 2, vm, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_int(st, vm ? 3 : 2, max);
 	while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct store_event *ev = &out[n++];
+		struct db_event *ev = &out[n++];
 
 		memset(ev, 0, sizeof(*ev));
 		ev->id = sqlite3_column_int64(st, 0);
@@ -425,26 +425,26 @@ int store_events_since(struct store *s, int64_t since, const char *vm,
 		snprintf(ev->vm, sizeof(ev->vm), "%s", t ? (const char *)t : "");
 		t = sqlite3_column_text(st, 3);
 		snprintf(ev->type, sizeof(ev->type), "%s", t ? (const char *)t : "");
-		ev->detail = store_col_strdup(st, 4);
+		ev->detail = db_col_strdup(st, 4);
 	}
 	sqlite3_finalize(st);
 	pthread_mutex_unlock(&s->lock);
 	return n;
 }
 
-void store_event_free(struct store_event *ev)
+void db_event_free(struct db_event *ev)
 {
 	free(ev->detail);
 	ev->detail = NULL;
 }
 
-int64_t store_last_event_id(struct store *s)
+int64_t db_last_event_id(struct db *s)
 {
 	sqlite3_stmt *st;
 	int64_t id = 0;
 
 	pthread_mutex_lock(&s->lock);
-	st = store_prepare(s, "SELECT IFNULL(MAX(id), 0) FROM events");
+	st = db_prepare(s, "SELECT IFNULL(MAX(id), 0) FROM events");
 	if (st && sqlite3_step(st) == SQLITE_ROW)
 		id = sqlite3_column_int64(st, 0);
 	sqlite3_finalize(st);
@@ -452,13 +452,13 @@ int64_t store_last_event_id(struct store *s)
 	return id;
 }
 
-int store_check(struct store *s)
+int db_check(struct db *s)
 {
 	sqlite3_stmt *st;
 	int ok = 0;
 
 	pthread_mutex_lock(&s->lock);
-	st = store_prepare(s, "PRAGMA integrity_check");
+	st = db_prepare(s, "PRAGMA integrity_check");
 	if (st && sqlite3_step(st) == SQLITE_ROW) {
 		const unsigned char *t = sqlite3_column_text(st, 0);
 		ok = t && !strcmp((const char *)t, "ok");

@@ -1,5 +1,5 @@
 /*
- * test_host_store.c - shoald's SQLite store on a real database file: insert,
+ * test_host_db.c - shoald's SQLite state (db.c) on a real database file: insert,
  * update, delete with their events in one transaction, name conflicts
  * rolled back whole, reopening, the event log; and a random program of
  * operations checked against a naive in-memory reference model.
@@ -15,12 +15,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "host/store.h"
+#include "host/db.h"
 
 struct fixture {
 	char dir[64];
 	char path[128];
-	struct store *s;
+	struct db *s;
 };
 
 static int setup(void **state)
@@ -28,10 +28,10 @@ static int setup(void **state)
 	struct fixture *f = calloc(1, sizeof(*f));
 	char err[256];
 
-	snprintf(f->dir, sizeof(f->dir), "/tmp/shoal-store.XXXXXX");
+	snprintf(f->dir, sizeof(f->dir), "/tmp/shoal-db.XXXXXX");
 	assert_non_null(mkdtemp(f->dir));
 	snprintf(f->path, sizeof(f->path), "%s/shoald.db", f->dir);
-	f->s = store_open(f->path, err, sizeof(err));
+	f->s = db_open(f->path, err, sizeof(err));
 	assert_non_null(f->s);
 	*state = f;
 	return 0;
@@ -42,7 +42,7 @@ static int teardown(void **state)
 	struct fixture *f = *state;
 	char cmd[200];
 
-	store_close(f->s);
+	db_close(f->s);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
 	assert_int_equal(system(cmd), 0);
 	free(f);
@@ -79,13 +79,13 @@ static void collected_free(struct collected *c)
 	c->n = 0;
 }
 
-static int count_events(struct store *s, const char *vm)
+static int count_events(struct db *s, const char *vm)
 {
-	struct store_event ev[256];
-	int n = store_events_since(s, 0, vm, ev, 256);
+	struct db_event ev[256];
+	int n = db_events_since(s, 0, vm, ev, 256);
 
 	for (int i = 0; i < n; i++)
-		store_event_free(&ev[i]);
+		db_event_free(&ev[i]);
 	return n;
 }
 
@@ -97,18 +97,18 @@ static void test_insert_update_delete(void **state)
 	int64_t id = 0;
 
 	record(&r, "web1", "created");
-	assert_int_equal(store_vm_insert(f->s, &r, "created", NULL, &id), 0);
+	assert_int_equal(db_vm_insert(f->s, &r, "created", NULL, &id), 0);
 	assert_true(id > 0);
 	/* the same name again: refused, and its event rolled back with it */
-	assert_int_equal(store_vm_insert(f->s, &r, "created", NULL, NULL), -EEXIST);
+	assert_int_equal(db_vm_insert(f->s, &r, "created", NULL, NULL), -EEXIST);
 	assert_int_equal(count_events(f->s, "web1"), 1);
 
 	snprintf(r.state, sizeof(r.state), "running");
 	r.vmm_pid = 4242;
 	r.exit_reason = (char *)"guest exit code 3";
 	r.exit_status = 3;
-	assert_int_equal(store_vm_update(f->s, &r, "started", "{\"pid\": 4242}", NULL), 0);
-	assert_int_equal(store_vm_load_all(f->s, collect, &c), 1);
+	assert_int_equal(db_vm_update(f->s, &r, "started", "{\"pid\": 4242}", NULL), 0);
+	assert_int_equal(db_vm_load_all(f->s, collect, &c), 1);
 	assert_string_equal(c.r[0].state, "running");
 	assert_int_equal(c.r[0].vmm_pid, 4242);
 	assert_int_equal(c.r[0].exit_status, 3);
@@ -117,13 +117,13 @@ static void test_insert_update_delete(void **state)
 	collected_free(&c);
 
 	record(&r, "ghost", "running");
-	assert_int_equal(store_vm_update(f->s, &r, "started", NULL, NULL), -ENOENT);
+	assert_int_equal(db_vm_update(f->s, &r, "started", NULL, NULL), -ENOENT);
 	assert_int_equal(count_events(f->s, "ghost"), 0);     /* rolled back */
-	assert_int_equal(store_vm_delete(f->s, "ghost", "deleted", NULL, NULL), -ENOENT);
-	assert_int_equal(store_vm_delete(f->s, "web1", "deleted", NULL, NULL), 0);
-	assert_int_equal(store_vm_load_all(f->s, collect, &c), 0);
+	assert_int_equal(db_vm_delete(f->s, "ghost", "deleted", NULL, NULL), -ENOENT);
+	assert_int_equal(db_vm_delete(f->s, "web1", "deleted", NULL, NULL), 0);
+	assert_int_equal(db_vm_load_all(f->s, collect, &c), 0);
 	assert_int_equal(count_events(f->s, "web1"), 3);
-	assert_int_equal(store_check(f->s), 0);
+	assert_int_equal(db_check(f->s), 0);
 }
 
 static void test_order_and_reopen(void **state)
@@ -136,43 +136,43 @@ static void test_order_and_reopen(void **state)
 
 	for (int i = 0; i < 4; i++) {
 		record(&r, names[i], "created");
-		assert_int_equal(store_vm_insert(f->s, &r, "created", NULL, NULL), 0);
+		assert_int_equal(db_vm_insert(f->s, &r, "created", NULL, NULL), 0);
 	}
-	store_close(f->s);
-	f->s = store_open(f->path, err, sizeof(err));
+	db_close(f->s);
+	f->s = db_open(f->path, err, sizeof(err));
 	assert_non_null(f->s);
-	assert_int_equal(store_vm_load_all(f->s, collect, &c), 4);
+	assert_int_equal(db_vm_load_all(f->s, collect, &c), 4);
 	for (int i = 0; i < 4; i++)
 		assert_string_equal(c.r[i].name, names[i]);   /* creation order */
 	collected_free(&c);
-	assert_int_equal(store_last_event_id(f->s), 4);
+	assert_int_equal(db_last_event_id(f->s), 4);
 }
 
 static void test_events_since(void **state)
 {
 	struct fixture *f = *state;
-	struct store_event ev[8];
+	struct db_event ev[8];
 	int64_t id;
 	int n;
 
 	for (int i = 0; i < 5; i++)
-		assert_int_equal(store_event_add(f->s, i % 2 ? "a" : "b", "started", "{\"i\": 1}", &id), 0);
-	n = store_events_since(f->s, 2, NULL, ev, 8);
+		assert_int_equal(db_event_add(f->s, i % 2 ? "a" : "b", "started", "{\"i\": 1}", &id), 0);
+	n = db_events_since(f->s, 2, NULL, ev, 8);
 	assert_int_equal(n, 3);
 	assert_int_equal(ev[0].id, 3);
 	assert_string_equal(ev[0].vm, "b");
 	assert_string_equal(ev[0].detail, "{\"i\": 1}");
 	for (int i = 0; i < n; i++)
-		store_event_free(&ev[i]);
-	n = store_events_since(f->s, 0, "a", ev, 8);
+		db_event_free(&ev[i]);
+	n = db_events_since(f->s, 0, "a", ev, 8);
 	assert_int_equal(n, 2);
 	assert_int_equal(ev[0].id, 2);
 	assert_int_equal(ev[1].id, 4);
 	for (int i = 0; i < n; i++)
-		store_event_free(&ev[i]);
-	assert_int_equal(store_events_since(f->s, 0, NULL, ev, 2), 2);   /* limit */
-	store_event_free(&ev[0]);
-	store_event_free(&ev[1]);
+		db_event_free(&ev[i]);
+	assert_int_equal(db_events_since(f->s, 0, NULL, ev, 2), 2);   /* limit */
+	db_event_free(&ev[0]);
+	db_event_free(&ev[1]);
 }
 
 /* A naive model: names present and their pid, checked after every step. */
@@ -182,14 +182,14 @@ struct model {
 	bool present[16];
 };
 
-static void model_check(struct store *s, const struct model *m)
+static void model_check(struct db *s, const struct model *m)
 {
 	struct collected c = { .n = 0 };
 	int want = 0;
 
 	for (int i = 0; i < 16; i++)
 		want += m->present[i];
-	assert_int_equal(store_vm_load_all(s, collect, &c), want);
+	assert_int_equal(db_vm_load_all(s, collect, &c), want);
 	for (int k = 0; k < c.n; k++) {
 		int i = atoi(c.r[k].name + 1);
 		assert_true(m->present[i]);
@@ -214,19 +214,19 @@ static void test_random_program(void **state)
 		record(&r, m.name[i], "created");
 		r.vmm_pid = step;
 		if (op == 0) {
-			rc = store_vm_insert(f->s, &r, "created", NULL, NULL);
+			rc = db_vm_insert(f->s, &r, "created", NULL, NULL);
 			assert_int_equal(rc, m.present[i] ? -EEXIST : 0);
 			if (!rc) {
 				m.present[i] = true;
 				m.pid[i] = step;
 			}
 		} else if (op == 1) {
-			rc = store_vm_update(f->s, &r, "started", NULL, NULL);
+			rc = db_vm_update(f->s, &r, "started", NULL, NULL);
 			assert_int_equal(rc, m.present[i] ? 0 : -ENOENT);
 			if (!rc)
 				m.pid[i] = step;
 		} else {
-			rc = store_vm_delete(f->s, m.name[i], "deleted", NULL, NULL);
+			rc = db_vm_delete(f->s, m.name[i], "deleted", NULL, NULL);
 			assert_int_equal(rc, m.present[i] ? 0 : -ENOENT);
 			m.present[i] = false;
 		}
@@ -236,8 +236,8 @@ static void test_random_program(void **state)
 	}
 	model_check(f->s, &m);
 	/* one event per successful change, none for the refused ones */
-	assert_int_equal(store_last_event_id(f->s), events);
-	assert_int_equal(store_check(f->s), 0);
+	assert_int_equal(db_last_event_id(f->s), events);
+	assert_int_equal(db_check(f->s), 0);
 }
 
 int main(void)

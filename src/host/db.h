@@ -1,21 +1,23 @@
 /*
- * store.h - shoald's state in SQLite: VM records and the event log.
+ * db.h - shoald's state in SQLite: VM records and the event log.
  *
  * One database file, STATE_DIR/shoald.db, in WAL mode.  Every change that
  * belongs together (a VM's record and the event that says what happened to
  * it) is written in one transaction, so a crash at any instant leaves
- * either the whole change or none of it.  The store knows nothing about
+ * either the whole change or none of it.  The database knows nothing about
  * VMMs or HTTP; it is a plain table of records, usable from unit tests.
  *
- * Thread safety: one connection guarded by the store's own mutex.
+ * Thread safety: one connection guarded by the database's own mutex.
+ *
+ * (This was store.c/store.h: "store" now names the image store.)
  */
-#ifndef SHOAL_HOST_STORE_H
-#define SHOAL_HOST_STORE_H
+#ifndef SHOAL_HOST_DB_H
+#define SHOAL_HOST_DB_H
 
 #include <stdint.h>
 #include <sys/types.h>
 
-struct store;
+struct db;
 
 /* A VM's persistent record.  Strings are owned (malloc'd). */
 struct vm_record {
@@ -34,7 +36,7 @@ struct vm_record {
 };
 
 /* An event: something that happened to a VM or the host. */
-struct store_event {
+struct db_event {
 	int64_t id;            /* increasing */
 	int64_t ts_ms;
 	char vm[64];           /* "" for host events */
@@ -46,32 +48,32 @@ void vm_record_free(struct vm_record *r);
 int vm_record_copy(struct vm_record *dst, const struct vm_record *src);
 
 /* Open (creating if needed) the database at `path`.  NULL with a message. */
-struct store *store_open(const char *path, char *err, size_t errlen);
-void store_close(struct store *s);
+struct db *db_open(const char *path, char *err, size_t errlen);
+void db_close(struct db *s);
 
 /* Insert `r` (a new name) and, if `ev_type`, an event, in one transaction.
  * -EEXIST if the name is taken, -EIO on another failure. */
-int store_vm_insert(struct store *s, const struct vm_record *r, const char *ev_type,
+int db_vm_insert(struct db *s, const struct vm_record *r, const char *ev_type,
 		    const char *ev_detail, int64_t *ev_id);
 /* Update an existing record (and add an event) in one transaction. */
-int store_vm_update(struct store *s, const struct vm_record *r, const char *ev_type,
+int db_vm_update(struct db *s, const struct vm_record *r, const char *ev_type,
 		    const char *ev_detail, int64_t *ev_id);
 /* Delete a record (and add an event) in one transaction; -ENOENT if absent. */
-int store_vm_delete(struct store *s, const char *name, const char *ev_type,
+int db_vm_delete(struct db *s, const char *name, const char *ev_type,
 		    const char *ev_detail, int64_t *ev_id);
 /* Call fn for every record, in creation order.  Count or -EIO. */
-int store_vm_load_all(struct store *s, void (*fn)(void *arg, struct vm_record *r),
+int db_vm_load_all(struct db *s, void (*fn)(void *arg, struct vm_record *r),
 		      void *arg);
 /* Add an event on its own. */
-int store_event_add(struct store *s, const char *vm, const char *type,
+int db_event_add(struct db *s, const char *vm, const char *type,
 		    const char *detail, int64_t *id);
 /* Up to `max` events with id > since (optionally for one VM) into `out`.
- * Returns the count or -EIO; free each with store_event_free. */
-int store_events_since(struct store *s, int64_t since, const char *vm,
-		       struct store_event *out, int max);
-void store_event_free(struct store_event *ev);
-int64_t store_last_event_id(struct store *s);
+ * Returns the count or -EIO; free each with db_event_free. */
+int db_events_since(struct db *s, int64_t since, const char *vm,
+		       struct db_event *out, int max);
+void db_event_free(struct db_event *ev);
+int64_t db_last_event_id(struct db *s);
 /* Run PRAGMA integrity_check; 0 if "ok". */
-int store_check(struct store *s);
+int db_check(struct db *s);
 
 #endif
