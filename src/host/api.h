@@ -110,7 +110,7 @@ void api_peer_upgraded(struct api_peer *p);
 int api_start(struct host *h, struct api_err *e);
 void api_stop(struct host *h);
 
-/* Handlers (api_vm.c, api_misc.c). */
+/* Handlers (api_vm.c, api_events.c, api_metrics.c, api_console.c). */
 int api_vm_list(struct api_call *c);
 int api_vm_create(struct api_call *c);
 int api_vm_show(struct api_call *c);

@@ -1,0 +1,268 @@
+/*
+ * api_metrics.c - the API's figures: GET /v1/metrics and
+ * GET /v1/vms/NAME/metrics (JSON), GET /metrics (Prometheus text).
+ *
+ * The table is copied under host->lock into a flat array first; then, with
+ * no lock held, each running or paused VMM is asked for its own metrics
+ * over its control socket (500 ms each), so a slow or hung VMM delays the
+ * answer but never the daemon.  A VMM that does not answer is reported with
+ * the daemon's figures only (and shoal_vm_up 0).
+ *
+ * The daemon passes the VMM's device, disk and net figures through by name
+ * and never names a device type: what a VMM reports is what a client sees.
+ */
+#include "host/api.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "host/vmctl.h"
+
+/* ---- metrics ---- */
+
+struct vm_figures {
+	char name[HOST_NAME_MAX_LEN + 1];
+	enum hvm_state state;
+	int cpus;
+	uint64_t memory;
+	unsigned restarts;
+	json_t *m;              /* the VMM's metrics reply, or NULL */
+};
+
+/* Snapshot the table and ask each live VMM for its metrics. */
+static struct vm_figures *metrics_collect(struct host *h, const char *only, size_t *count)
+{
+	struct vm_figures *f;
+	char sock[4200], err[256];
+	size_t n = 0;
+
+	pthread_mutex_lock(&h->lock);
+	f = calloc(h->nvms + 1, sizeof(*f));
+	for (size_t i = 0; f && i < h->nvms; i++) {
+		struct hvm *vm = h->vms[i];
+		if (only && strcmp(only, vm->rec.name))
+			continue;
+		snprintf(f[n].name, sizeof(f[n].name), "%s", vm->rec.name);
+		f[n].state = vm->state;
+		f[n].cpus = vm->cpus;
+		f[n].memory = vm->memory;
+		f[n].restarts = vm->rec.restarts;
+		n++;
+	}
+	pthread_mutex_unlock(&h->lock);
+	for (size_t i = 0; f && i < n; i++) {
+		if (f[i].state != HVM_RUNNING && f[i].state != HVM_PAUSED)
+			continue;
+		host_vm_path(h, f[i].name, "control.sock", sock, sizeof(sock));
+		if (vmctl_call(sock, "metrics", &f[i].m, 500, err, sizeof(err)))
+			f[i].m = NULL;
+	}
+	*count = n;
+	return f;
+}
+
+/* Release what metrics_collect returned. */
+static void metrics_free(struct vm_figures *f, size_t n)
+{
+	for (size_t i = 0; f && i < n; i++)
+		json_decref(f[i].m);
+	free(f);
+}
+
+/* Sum a field over the VMM's vcpus array. */
+static json_int_t metrics_vcpu_sum(json_t *m, const char *key)
+{
+	json_int_t s = 0;
+	json_t *v;
+	size_t i;
+
+	json_array_foreach(json_object_get(m, "vcpus"), i, v)
+		s += json_integer_value(json_object_get(v, key));
+	return s;
+}
+
+/* One VM's JSON figures. */
+static json_t *metrics_vm_json(const struct vm_figures *f)
+{
+	json_t *o = json_pack("{s:s, s:s, s:i, s:I, s:I}", "name", f->name,
+			      "state", hvm_state_name(f->state), "cpus", f->cpus,
+			      "memory", (json_int_t)f->memory, "restarts", (json_int_t)f->restarts);
+	const char *pass[] = { "vcpus", "rss_bytes", "guest_rss_bytes", "devices", "disks",
+			       "nets", "unclaimed_io" };
+
+	if (!f->m)
+		return o;
+	json_object_set_new(o, "vcpu_time_ns", json_integer(metrics_vcpu_sum(f->m, "cpu_time_ns")));
+	json_object_set_new(o, "exits", json_integer(metrics_vcpu_sum(f->m, "exits")));
+	for (size_t i = 0; i < sizeof(pass) / sizeof(pass[0]); i++) {
+		json_t *v = json_object_get(f->m, pass[i]);
+		if (v)
+			json_object_set(o, pass[i], v);
+	}
+	return o;
+}
+
+/* Host figures: VMs by state, memory committed to live VMs. */
+static json_t *metrics_host_json(struct host *h, const struct vm_figures *f, size_t n)
+{
+	json_int_t by[HVM_EXITED + 1] = { 0 }, committed = 0;
+	json_t *states = json_object();
+
+	for (size_t i = 0; i < n; i++) {
+		by[f[i].state]++;
+		if (f[i].state != HVM_CREATED && f[i].state != HVM_EXITED)
+			committed += (json_int_t)f[i].memory;
+	}
+	for (int s = 0; s <= HVM_EXITED; s++)
+		json_object_set_new(states, hvm_state_name((enum hvm_state)s), json_integer(by[s]));
+	return json_pack("{s:I, s:o, s:I, s:I}", "vms", (json_int_t)n, "vms_by_state", states,
+			 "memory_committed_bytes", committed,
+			 "cpus", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN));
+}
+
+/* GET /v1/metrics: host and per-VM figures as JSON. */
+int api_metrics_json(struct api_call *c)
+{
+	size_t n;
+	struct vm_figures *f = metrics_collect(c->h, NULL, &n);
+	json_t *arr = json_array(), *host;
+
+	for (size_t i = 0; f && i < n; i++)
+		json_array_append_new(arr, metrics_vm_json(&f[i]));
+	host = metrics_host_json(c->h, f, f ? n : 0);
+	metrics_free(f, n);
+	return api_reply_json(c, 200, json_pack("{s:o, s:o}", "host", host, "vms", arr));
+}
+
+/* GET /v1/vms/NAME/metrics: one VM's figures. */
+int api_vm_metrics(struct api_call *c)
+{
+	size_t n;
+	struct vm_figures *f = metrics_collect(c->h, c->name, &n);
+	struct api_err e;
+	json_t *o;
+
+	if (!f || n == 0) {
+		metrics_free(f, n);
+		api_err_set(&e, 404, "not_found", "vm \"%s\" not found", c->name);
+		return api_reply_error(c, &e);
+	}
+	o = metrics_vm_json(&f[0]);
+	metrics_free(f, n);
+	return api_reply_json(c, 200, o);
+}
+
+/* A growing text buffer for the Prometheus page. */
+struct text {
+	char *buf;
+	size_t len, cap;
+};
+
+/* Append printf-formatted text, growing the buffer. */
+static void __attribute__((format(printf, 2, 3))) text_add(struct text *t, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(t->buf ? t->buf + t->len : NULL, t->buf ? t->cap - t->len : 0, fmt, ap);
+		va_end(ap);
+		if (n < 0)
+			return;
+		if (t->buf && t->len + (size_t)n < t->cap) {
+			t->len += (size_t)n;
+			return;
+		}
+		size_t cap = (t->cap + (size_t)n + 1) * 2;
+		char *b = realloc(t->buf, cap);
+		if (!b)
+			return;
+		t->buf = b;
+		t->cap = cap;
+	}
+}
+
+/* Per-vCPU series of one VM. */
+static void prom_vcpus(struct text *t, const struct vm_figures *f)
+{
+	json_t *v;
+	size_t i;
+
+	json_array_foreach(json_object_get(f->m, "vcpus"), i, v) {
+		text_add(t, "shoal_vm_vcpu_seconds_total{vm=\"%s\",vcpu=\"%zu\"} %.9f\n", f->name, i,
+			 (double)json_integer_value(json_object_get(v, "cpu_time_ns")) / 1e9);
+		text_add(t, "shoal_vm_exits_total{vm=\"%s\",vcpu=\"%zu\"} %lld\n", f->name, i,
+			 (long long)json_integer_value(json_object_get(v, "exits")));
+	}
+}
+
+/* Device, disk and network series of one VM (whatever the VMM reports). */
+static void prom_devices(struct text *t, const struct vm_figures *f)
+{
+	static const char *const kinds[] = { "disks", "nets" };
+	static const char *const ctr[] = { "read_bytes", "write_bytes", "read_ops", "write_ops",
+					   "rx_bytes", "tx_bytes", "rx_packets", "tx_packets" };
+	const char *key;
+	json_t *v, *d;
+	size_t i;
+
+	json_object_foreach(json_object_get(f->m, "devices"), key, v) {
+		text_add(t, "shoal_vm_device_io_total{vm=\"%s\",device=\"%s\",op=\"read\"} %lld\n",
+			 f->name, key, (long long)(json_integer_value(json_object_get(v, "io_reads")) +
+						   json_integer_value(json_object_get(v, "mmio_reads"))));
+		text_add(t, "shoal_vm_device_io_total{vm=\"%s\",device=\"%s\",op=\"write\"} %lld\n",
+			 f->name, key, (long long)(json_integer_value(json_object_get(v, "io_writes")) +
+						   json_integer_value(json_object_get(v, "mmio_writes"))));
+	}
+	for (size_t k = 0; k < 2; k++)
+		json_array_foreach(json_object_get(f->m, kinds[k]), i, d)
+			for (size_t c = 0; c < sizeof(ctr) / sizeof(ctr[0]); c++)
+				if (json_is_integer(json_object_get(d, ctr[c])))
+					text_add(t, "shoal_vm_%s_%s_total{vm=\"%s\",%s=\"%zu\"} %lld\n",
+						 k ? "net" : "disk", ctr[c], f->name,
+						 k ? "net" : "disk", i,
+						 (long long)json_integer_value(json_object_get(d, ctr[c])));
+}
+
+/* GET /metrics: the same figures in the Prometheus text format. */
+int api_metrics_prometheus(struct api_call *c)
+{
+	size_t n;
+	struct vm_figures *f = metrics_collect(c->h, NULL, &n);
+	json_t *host = metrics_host_json(c->h, f, f ? n : 0), *v;
+	struct text t = { 0 };
+	const char *key;
+
+	text_add(&t, "# HELP shoal_host_vms VMs defined on this host, by state.\n# TYPE shoal_host_vms gauge\n");
+	json_object_foreach(json_object_get(host, "vms_by_state"), key, v)
+		text_add(&t, "shoal_host_vms{state=\"%s\"} %lld\n", key, (long long)json_integer_value(v));
+	text_add(&t, "# HELP shoal_host_memory_committed_bytes Guest memory of VMs not stopped.\n"
+		 "# TYPE shoal_host_memory_committed_bytes gauge\nshoal_host_memory_committed_bytes %lld\n",
+		 (long long)json_integer_value(json_object_get(host, "memory_committed_bytes")));
+	text_add(&t, "# TYPE shoal_vm_up gauge\n# TYPE shoal_vm_restarts_total counter\n"
+		 "# TYPE shoal_vm_memory_bytes gauge\n# TYPE shoal_vm_vcpu_seconds_total counter\n"
+		 "# TYPE shoal_vm_exits_total counter\n# TYPE shoal_vm_resident_bytes gauge\n"
+		 "# TYPE shoal_vm_guest_resident_bytes gauge\n# TYPE shoal_vm_device_io_total counter\n");
+	for (size_t i = 0; f && i < n; i++) {
+		text_add(&t, "shoal_vm_up{vm=\"%s\"} %d\n", f[i].name, f[i].m ? 1 : 0);
+		text_add(&t, "shoal_vm_restarts_total{vm=\"%s\"} %u\n", f[i].name, f[i].restarts);
+		text_add(&t, "shoal_vm_memory_bytes{vm=\"%s\"} %llu\n", f[i].name,
+			 (unsigned long long)f[i].memory);
+		if (!f[i].m)
+			continue;
+		prom_vcpus(&t, &f[i]);
+		text_add(&t, "shoal_vm_resident_bytes{vm=\"%s\"} %lld\n", f[i].name,
+			 (long long)json_integer_value(json_object_get(f[i].m, "rss_bytes")));
+		text_add(&t, "shoal_vm_guest_resident_bytes{vm=\"%s\"} %lld\n", f[i].name,
+			 (long long)json_integer_value(json_object_get(f[i].m, "guest_rss_bytes")));
+		prom_devices(&t, &f[i]);
+	}
+	json_decref(host);
+	metrics_free(f, n);
+	return api_reply_raw(c, 200, "text/plain; version=0.0.4", t.buf, t.len);
+}
