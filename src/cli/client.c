@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "base/exitcode.h"
+#include "base/io.h"
 #include "base/log.h"
 
 #define HEAD_MAX (64 * 1024)
@@ -277,23 +278,6 @@ static int client_connect(const char *sock, struct error *e)
 		return -1;
 	}
 	return fd;
-}
-
-/* Send everything, without SIGPIPE. */
-static int write_all(int fd, const char *p, size_t n)
-{
-	ssize_t w;
-
-	while (n) {
-		w = send(fd, p, n, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
 }
 
 /* Send the request line, headers and body. */

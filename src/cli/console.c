@@ -26,6 +26,7 @@
 #include "cli/client.h"
 #include "cli/commands.h"
 #include "base/exitcode.h"
+#include "base/io.h"
 #include "base/log.h"
 
 #define ESCAPE_KEY 0x01     /* Ctrl-A */
@@ -63,23 +64,6 @@ static void term_raw(void)
 	}
 }
 
-/* Write everything to a file or a socket. */
-static int write_all_fd(int fd, const char *p, size_t n)
-{
-	ssize_t w;
-
-	while (n) {
-		w = fd == STDOUT_FILENO ? write(fd, p, n) : send(fd, p, n, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Keys from a terminal: handle the escape; 1 means detach. */
 static int keys_to_guest(int sock, const char *in, size_t n, bool *esc)
 {
@@ -91,10 +75,10 @@ static int keys_to_guest(int sock, const char *in, size_t n, bool *esc)
 		if (*esc) {
 			*esc = false;
 			if (ch == 'x' || ch == 'X')
-				return write_all_fd(sock, out, o) ? -1 : 1;
+				return write_all(sock, out, o) ? -1 : 1;
 			if (ch == 'h' || ch == 'H') {
 				const char help[] = "\r\n[shoal console: Ctrl-A x detach, Ctrl-A Ctrl-A sends Ctrl-A]\r\n";
-				write_all_fd(STDOUT_FILENO, help, sizeof(help) - 1);
+				write_all(STDOUT_FILENO, help, sizeof(help) - 1);
 				continue;
 			}
 			if (ch != ESCAPE_KEY)
@@ -105,7 +89,7 @@ static int keys_to_guest(int sock, const char *in, size_t n, bool *esc)
 		}
 		out[o++] = ch;
 	}
-	return write_all_fd(sock, out, o);
+	return write_all(sock, out, o);
 }
 
 /* Copy until detach, the daemon closes, or (pipe input) output goes quiet. */
@@ -128,7 +112,7 @@ static int console_loop(int sock, int linger_ms)
 			n = recv(sock, buf, sizeof(buf), 0);
 			if (n <= 0)
 				return 0;           /* the VM stopped or we were taken over */
-			if (write_all_fd(STDOUT_FILENO, buf, (size_t)n))
+			if (write_all(STDOUT_FILENO, buf, (size_t)n))
 				return EXIT_HOST;
 		}
 		if (in_open && pf[1].revents) {
@@ -138,7 +122,7 @@ static int console_loop(int sock, int linger_ms)
 				continue;
 			}
 			rc = tty ? keys_to_guest(sock, buf, (size_t)n, &esc) :
-				   write_all_fd(sock, buf, (size_t)n);
+				   write_all(sock, buf, (size_t)n);
 			if (rc)
 				return rc > 0 ? 0 : EXIT_HOST;
 		}
@@ -164,7 +148,7 @@ static int console_attach(const char *sock, const char *name, bool force, int li
 	if (isatty(STDIN_FILENO))
 		fprintf(stderr, "[shoal: attached to %s; Ctrl-A x detaches]\r\n", name);
 	term_raw();
-	rc = r.len ? write_all_fd(STDOUT_FILENO, r.body, r.len) : 0;
+	rc = r.len ? write_all(STDOUT_FILENO, r.body, r.len) : 0;
 	client_resp_free(&r);
 	if (!rc)
 		rc = console_loop(fd, linger_ms);
@@ -192,7 +176,7 @@ static int console_show_log(const char *sock, const char *name, long max)
 	}
 	if (r.status != 200)
 		rc = client_print_error(&r);
-	else if (write_all_fd(STDOUT_FILENO, r.body, r.len))
+	else if (write_all(STDOUT_FILENO, r.body, r.len))
 		rc = EXIT_HOST;
 	client_resp_free(&r);
 	return rc;

@@ -28,10 +28,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/io.h"
 #include "host/spec.h"
 #include "host/vmctl.h"
 
 #define CONSOLE_LOG_MAX (1u << 20)
+#define PROXY_STALL_MS 10000      /* a side that takes no byte for this long is dropped */
 
 /* ---- console ---- */
 
@@ -166,27 +168,6 @@ struct console_proxy {
 	size_t extra_len;
 };
 
-/* Write everything, waiting with poll on a non-blocking socket. */
-static int proxy_write(int fd, const char *p, size_t n)
-{
-	struct pollfd pf = { .fd = fd, .events = POLLOUT };
-	ssize_t w;
-
-	while (n) {
-		w = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-			if (poll(&pf, 1, 10000) <= 0)
-				return -1;
-			continue;
-		}
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Thread: copy both ways until one side closes. */
 static void *console_proxy_thread(void *arg)
 {
@@ -196,8 +177,8 @@ static void *console_proxy_thread(void *arg)
 	char buf[8192];
 	ssize_t n;
 
-	if ((p->vm.len && proxy_write(p->sock, p->vm.buf, p->vm.len)) ||
-	    (p->extra_len && proxy_write(p->vm.fd, p->extra, p->extra_len)))
+	if ((p->vm.len && write_all_stall(p->sock, p->vm.buf, p->vm.len, PROXY_STALL_MS)) ||
+	    (p->extra_len && write_all_stall(p->vm.fd, p->extra, p->extra_len, PROXY_STALL_MS)))
 		goto out;
 	for (;;) {
 		if (poll(pf, 2, -1) < 0) {
@@ -209,14 +190,14 @@ static void *console_proxy_thread(void *arg)
 			n = recv(p->sock, buf, sizeof(buf), MSG_DONTWAIT);
 			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
 				break;
-			if (n > 0 && proxy_write(p->vm.fd, buf, (size_t)n))
+			if (n > 0 && write_all_stall(p->vm.fd, buf, (size_t)n, PROXY_STALL_MS))
 				break;
 		}
 		if (pf[1].revents) {
 			n = recv(p->vm.fd, buf, sizeof(buf), MSG_DONTWAIT);
 			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
 				break;
-			if (n > 0 && proxy_write(p->sock, buf, (size_t)n))
+			if (n > 0 && write_all_stall(p->sock, buf, (size_t)n, PROXY_STALL_MS))
 				break;
 		}
 	}

@@ -1,9 +1,10 @@
 /*
  * vmctl.c - the control-socket client (see vmctl.h).
  *
- * Blocking sockets with poll() deadlines.  Replies are capped at 64 KiB, the
- * protocol's own limit for a line, so a confused VMM cannot make the daemon
- * allocate without bound.
+ * Blocking sockets with poll() deadlines (writes go through base/io.h's
+ * write_all_deadline).  Replies are capped at 64 KiB, the protocol's own
+ * limit for a line, so a confused VMM cannot make the daemon allocate
+ * without bound.
  */
 #include "host/vmctl.h"
 
@@ -17,21 +18,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/io.h"
+
 #define VMCTL_LINE_MAX (64 * 1024)
-
-/* Milliseconds on the monotonic clock. */
-static long long vmctl_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int vmctl_connect(struct vmctl *c, const char *path, int timeout_ms, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	long long deadline = vmctl_now_ms() + timeout_ms;
+	long long deadline = io_now_ms() + timeout_ms;
 	int rc;
 
 	c->fd = -1;
@@ -51,7 +45,7 @@ int vmctl_connect(struct vmctl *c, const char *path, int timeout_ms, char *err, 
 		close(c->fd);
 		c->fd = -1;
 		/* EAGAIN: the VMM's backlog is full for a moment */
-		if (rc != -EAGAIN || vmctl_now_ms() >= deadline) {
+		if (rc != -EAGAIN || io_now_ms() >= deadline) {
 			snprintf(err, errlen, "%s: %s", path, strerror(-rc));
 			return rc;
 		}
@@ -78,7 +72,7 @@ static int vmctl_wait(int fd, short events, long long deadline)
 	int rc;
 
 	for (;;) {
-		left = deadline - vmctl_now_ms();
+		left = deadline - io_now_ms();
 		if (left <= 0)
 			return -ETIMEDOUT;
 		rc = poll(&p, 1, (int)left);
@@ -87,28 +81,6 @@ static int vmctl_wait(int fd, short events, long long deadline)
 		if (rc < 0 && errno != EINTR)
 			return -errno;
 	}
-}
-
-/* Write all of buf before the deadline. */
-static int vmctl_write_all(int fd, const char *buf, size_t n, long long deadline)
-{
-	ssize_t w;
-	int rc;
-
-	while (n) {
-		rc = vmctl_wait(fd, POLLOUT, deadline);
-		if (rc)
-			return rc;
-		w = send(fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (w < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			return -errno;
-		}
-		buf += w;
-		n -= (size_t)w;
-	}
-	return 0;
 }
 
 /* Read more bytes into c->buf; 0 on EOF is -ECONNRESET. */
@@ -173,7 +145,7 @@ static int vmctl_read_line(struct vmctl *c, char **line, long long deadline)
 int vmctl_request(struct vmctl *c, json_t *req, json_t **reply, int timeout_ms,
 		  char *err, size_t errlen)
 {
-	long long deadline = vmctl_now_ms() + timeout_ms;
+	long long deadline = io_now_ms() + timeout_ms;
 	char *text = json_dumps(req, JSON_COMPACT), *line = NULL;
 	json_t *r;
 	int rc;
@@ -183,9 +155,9 @@ int vmctl_request(struct vmctl *c, json_t *req, json_t **reply, int timeout_ms,
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	rc = vmctl_write_all(c->fd, text, strlen(text), deadline);
+	rc = write_all_deadline(c->fd, text, strlen(text), deadline);
 	if (!rc)
-		rc = vmctl_write_all(c->fd, "\n", 1, deadline);
+		rc = write_all_deadline(c->fd, "\n", 1, deadline);
 	free(text);
 	if (!rc)
 		rc = vmctl_read_line(c, &line, deadline);
@@ -212,7 +184,7 @@ int vmctl_request(struct vmctl *c, json_t *req, json_t **reply, int timeout_ms,
 
 int vmctl_read_exact(struct vmctl *c, void *out, size_t n, int timeout_ms)
 {
-	long long deadline = vmctl_now_ms() + timeout_ms;
+	long long deadline = io_now_ms() + timeout_ms;
 	char *p = out;
 	size_t take;
 	int rc;
