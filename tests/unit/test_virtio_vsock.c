@@ -29,6 +29,9 @@
 #include "devices/virtio_vsock.h"
 #include "devices/virtqueue.h"
 
+#define RING_CHECK(c) assert_true(c)
+#include "ring_driver.h"
+
 #define MEM_SIZE   (16u << 20)
 #define QSIZE      16
 #define RING_BASE  0x100000ull
@@ -36,12 +39,10 @@
 #define BUF_END    0xf00000ull
 #define GUEST_CID  3
 
-struct tq { uint16_t avail_idx, used_seen, next_desc; };
-
 struct t {
 	struct guest_mem mem;
 	struct virtio_device vdev;
-	struct tq q[3];
+	struct ring_drv q[3];             /* the driver side of rx, tx, event */
 	uint64_t bump;
 	uint64_t rxbuf[QSIZE];           /* gpa of the rx buffer at each head */
 	char dir[64], path[96];
@@ -53,10 +54,7 @@ static uint64_t used_gpa(int q) { return desc_gpa(q) + 0x8000; }
 
 static void *gp(struct t *t, uint64_t gpa, uint64_t len)
 {
-	void *p = guest_mem_ptr(&t->mem, gpa, len);
-
-	assert_non_null(p);
-	return p;
+	return ring_ptr(&t->mem, gpa, len);
 }
 
 static uint64_t galloc(struct t *t, uint32_t len)
@@ -73,41 +71,17 @@ static uint64_t galloc(struct t *t, uint32_t len)
 static uint16_t t_add(struct t *t, int q, const uint64_t *gpa, const uint32_t *len,
 		      const bool *write, int n)
 {
-	struct tq *d = &t->q[q];
-	uint16_t head;
+	struct ring_buf b[4];
 
-	if (d->next_desc + n > QSIZE)
-		d->next_desc = 0;
-	head = d->next_desc;
-	for (int k = 0; k < n; k++) {
-		struct virtq_desc x = {
-			.addr = gpa[k], .len = len[k],
-			.flags = (uint16_t)((write[k] ? VIRTQ_DESC_F_WRITE : 0) |
-					    (k + 1 < n ? VIRTQ_DESC_F_NEXT : 0)),
-			.next = (uint16_t)(head + k + 1),
-		};
-		memcpy(gp(t, desc_gpa(q) + 16ull * (head + k), 16), &x, 16);
-	}
-	d->next_desc = (uint16_t)(head + n);
-	memcpy(gp(t, avail_gpa(q) + 4 + 2ull * (d->avail_idx % QSIZE), 2), &head, 2);
-	d->avail_idx++;
-	__atomic_store_n((uint16_t *)gp(t, avail_gpa(q) + 2, 2), d->avail_idx, __ATOMIC_RELEASE);
-	return head;
+	assert_true(n <= 4);
+	for (int k = 0; k < n; k++)
+		b[k] = (struct ring_buf){ gpa[k], len[k], write[k] };
+	return (uint16_t)ring_add(&t->q[q], b, n);
 }
 
 static bool t_used(struct t *t, int q, uint16_t *id, uint32_t *len)
 {
-	struct tq *d = &t->q[q];
-	uint16_t idx = __atomic_load_n((uint16_t *)gp(t, used_gpa(q) + 2, 2), __ATOMIC_ACQUIRE);
-	uint32_t e[2];
-
-	if (idx == d->used_seen)
-		return false;
-	memcpy(e, gp(t, used_gpa(q) + 4 + 8ull * (d->used_seen % QSIZE), 8), 8);
-	d->used_seen++;
-	*id = (uint16_t)e[0];
-	*len = e[1];
-	return true;
+	return ring_used(&t->q[q], id, len);
 }
 
 /* Post `n` rx buffers of 4 KiB + header and kick. */
@@ -193,6 +167,8 @@ static void t_init(struct t *t)
 		vq->avail_gpa = avail_gpa(q);
 		vq->used_gpa = used_gpa(q);
 		assert_int_equal(virtio_queue_set_ready(&t->vdev, q, true), 0);
+		ring_drv_init(&t->q[q], &t->mem, QSIZE, false, desc_gpa(q), avail_gpa(q),
+			      used_gpa(q), RING_RESTART);
 	}
 	assert_true(virtio_set_status(&t->vdev, VIRTIO_STATUS_DRIVER_OK) & VIRTIO_STATUS_DRIVER_OK);
 }
