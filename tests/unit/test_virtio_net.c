@@ -35,24 +35,20 @@
 #include "devices/virtio_net.h"
 #include "devices/virtqueue.h"
 
+#define RING_CHECK(c) assert_true(c)
+#include "ring_driver.h"
+
 #define MEM_SIZE   (16u << 20)
 #define QSIZE      16
 #define RING_BASE  0x100000ull       /* queue q: + q * 0x10000 */
 #define BUF_BASE   0x400000ull
 #define BUF_END    0xf00000ull
 
-struct tq {                          /* driver side of one queue */
-	uint16_t avail_idx, used_seen, next_desc;        /* split */
-	uint16_t slot, used_slot, next_id;               /* packed */
-	bool wrap, used_wrap;
-	uint16_t ndesc_of[QSIZE];
-};
-
 struct t {
 	struct guest_mem mem;
 	struct virtio_device vdev;
 	int sock[2];                     /* [0] the device's fd, [1] the network */
-	struct tq q[2 * VIRTIO_NET_MAX_PAIRS + 1];
+	struct ring_drv q[2 * VIRTIO_NET_MAX_PAIRS + 1];   /* the driver side of each queue */
 	uint64_t bump;                   /* next free buffer gpa */
 	uint32_t hdr;                    /* header length in use */
 	bool packed;                     /* VIRTIO_F_RING_PACKED negotiated */
@@ -64,10 +60,7 @@ static uint64_t used_gpa(int q) { return desc_gpa(q) + 0x8000; }
 
 static void *gp(struct t *t, uint64_t gpa, uint64_t len)
 {
-	void *p = guest_mem_ptr(&t->mem, gpa, len);
-
-	assert_non_null(p);
-	return p;
+	return ring_ptr(&t->mem, gpa, len);
 }
 
 static uint64_t galloc(struct t *t, uint32_t len)
@@ -110,7 +103,8 @@ static void t_live(struct t *t, uint64_t want, bool legacy)
 	t->hdr = (f & VIRTIO_BIT(VIRTIO_F_VERSION_1)) || (f & VIRTIO_BIT(VIRTIO_NET_F_MRG_RXBUF)) ? 12 : 10;
 	t->packed = f & VIRTIO_BIT(VIRTIO_F_RING_PACKED);
 	for (int q = 0; q < t->vdev.num_queues; q++)
-		t->q[q].wrap = t->q[q].used_wrap = true;
+		ring_drv_init(&t->q[q], &t->mem, QSIZE, t->packed, desc_gpa(q), avail_gpa(q),
+			      used_gpa(q), RING_RESTART);
 }
 
 /* A device on a socketpair; the caller negotiates. */
@@ -141,107 +135,24 @@ static void t_fini(struct t *t)
 
 /* ---- the driver's rings ---- */
 
-struct buf { uint64_t gpa; uint32_t len; bool write; };
-
-/* Packed: add a chain at the driver's next slots; returns the buffer id.
- * The head's flags are written last, as a driver must. */
-static uint16_t t_add_packed(struct t *t, int q, const struct buf *b, int n)
-{
-	struct tq *d = &t->q[q];
-	uint16_t id = d->next_id++ % QSIZE, head = d->slot, hflags = 0;
-
-	d->ndesc_of[id] = (uint16_t)n;
-	for (int k = 0; k < n; k++) {
-		uint16_t fl = (uint16_t)((b[k].write ? VIRTQ_DESC_F_WRITE : 0) |
-					 (k + 1 < n ? VIRTQ_DESC_F_NEXT : 0) |
-					 (d->wrap ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED));
-		struct virtq_packed_desc x = { .addr = b[k].gpa, .len = b[k].len, .id = id,
-					       .flags = k ? fl : 0 };
-
-		memcpy(gp(t, desc_gpa(q) + 16ull * d->slot, 16), &x, 16);
-		if (!k)
-			hflags = fl;
-		if (++d->slot == QSIZE) {
-			d->slot = 0;
-			d->wrap = !d->wrap;
-		}
-	}
-	__atomic_store_n((uint16_t *)gp(t, desc_gpa(q) + 16ull * head + 14, 2), hflags,
-			 __ATOMIC_RELEASE);
-	return id;
-}
-
-/* Packed: take one used buffer. */
-static bool t_used_packed(struct t *t, int q, uint16_t *id, uint32_t *len)
-{
-	struct tq *d = &t->q[q];
-	uint64_t g = desc_gpa(q) + 16ull * d->used_slot;
-	uint16_t f = __atomic_load_n((uint16_t *)gp(t, g + 14, 2), __ATOMIC_ACQUIRE);
-
-	if (!!(f & VIRTQ_DESC_F_AVAIL) != d->used_wrap || !!(f & VIRTQ_DESC_F_USED) != d->used_wrap)
-		return false;
-	memcpy(id, gp(t, g + 12, 2), 2);
-	memcpy(len, gp(t, g + 8, 4), 4);
-	assert_true(*id < QSIZE);
-	d->used_slot = (uint16_t)(d->used_slot + d->ndesc_of[*id]);
-	if (d->used_slot >= QSIZE) {
-		d->used_slot -= QSIZE;
-		d->used_wrap = !d->used_wrap;
-	}
-	return true;
-}
-
 /* Add a chain of `n` buffers to queue `q`; returns the head (split) or the
  * buffer id (packed). */
-static uint16_t t_add(struct t *t, int q, const struct buf *b, int n)
+static uint16_t t_add(struct t *t, int q, const struct ring_buf *b, int n)
 {
-	struct tq *d = &t->q[q];
-	uint16_t head;
-
-	if (t->packed)
-		return t_add_packed(t, q, b, n);
-	if (d->next_desc + n > QSIZE)
-		d->next_desc = 0;
-	head = d->next_desc;
-	for (int k = 0; k < n; k++) {
-		struct virtq_desc x = {
-			.addr = b[k].gpa, .len = b[k].len,
-			.flags = (uint16_t)((b[k].write ? VIRTQ_DESC_F_WRITE : 0) |
-					    (k + 1 < n ? VIRTQ_DESC_F_NEXT : 0)),
-			.next = (uint16_t)(head + k + 1),
-		};
-		memcpy(gp(t, desc_gpa(q) + 16ull * (head + k), 16), &x, 16);
-	}
-	d->next_desc = (uint16_t)(head + n);
-	memcpy(gp(t, avail_gpa(q) + 4 + 2ull * (d->avail_idx % QSIZE), 2), &head, 2);
-	d->avail_idx++;
-	__atomic_store_n((uint16_t *)gp(t, avail_gpa(q) + 2, 2), d->avail_idx, __ATOMIC_RELEASE);
-	return head;
+	return (uint16_t)ring_add(&t->q[q], b, n);
 }
 
 /* Take one used entry from queue `q`. */
 static bool t_used(struct t *t, int q, uint16_t *id, uint32_t *len)
 {
-	struct tq *d = &t->q[q];
-	uint16_t idx = __atomic_load_n((uint16_t *)gp(t, used_gpa(q) + 2, 2), __ATOMIC_ACQUIRE);
-	uint32_t e[2];
-
-	if (t->packed)
-		return t_used_packed(t, q, id, len);
-	if (idx == d->used_seen)
-		return false;
-	memcpy(e, gp(t, used_gpa(q) + 4 + 8ull * (d->used_seen % QSIZE), 8), 8);
-	d->used_seen++;
-	*id = (uint16_t)e[0];
-	*len = e[1];
-	return true;
+	return ring_used(&t->q[q], id, len);
 }
 
 /* Transmit header `h` (t->hdr bytes) and `len` frame bytes as two buffers. */
 static void t_tx(struct t *t, int pair, const struct virtio_net_hdr *h, const void *frame,
 		 uint32_t len)
 {
-	struct buf b[2] = { { galloc(t, t->hdr), t->hdr, false }, { galloc(t, len), len, false } };
+	struct ring_buf b[2] = { { galloc(t, t->hdr), t->hdr, false }, { galloc(t, len), len, false } };
 
 	memcpy(gp(t, b[0].gpa, t->hdr), h, t->hdr);
 	memcpy(gp(t, b[1].gpa, len), frame, len);
@@ -252,7 +163,7 @@ static void t_tx(struct t *t, int pair, const struct virtio_net_hdr *h, const vo
 /* Post one rx buffer of `len` bytes; returns its gpa. */
 static uint64_t t_rx_post(struct t *t, int pair, uint32_t len)
 {
-	struct buf b = { galloc(t, len), len, true };
+	struct ring_buf b = { galloc(t, len), len, true };
 
 	t_add(t, 2 * pair, &b, 1);
 	return b.gpa;
@@ -340,7 +251,7 @@ static void test_tx_hostile(void **state)
 	t_live(&t, MODERN, false);
 	frame_fill(f, sizeof(f), 2);
 	{       /* shorter than the header */
-		struct buf b = { galloc(&t, 8), 8, false };
+		struct ring_buf b = { galloc(&t, 8), 8, false };
 
 		t_add(&t, 1, &b, 1);
 		virtio_queue_notify(&t.vdev, 1);
@@ -356,11 +267,11 @@ static void test_tx_hostile(void **state)
 	h.gso_type = 0;
 	t_tx(&t, 0, &h, f, 10);                      /* runt */
 	{       /* oversized: header + 70000 bytes in 4 buffers */
-		struct buf b[5] = { { galloc(&t, 12), 12, false } };
+		struct ring_buf b[5] = { { galloc(&t, 12), 12, false } };
 
 		memset(gp(&t, b[0].gpa, 12), 0, 12);
 		for (int k = 1; k < 5; k++)
-			b[k] = (struct buf){ galloc(&t, 17500), 17500, false };
+			b[k] = (struct ring_buf){ galloc(&t, 17500), 17500, false };
 		t_add(&t, 1, b, 5);
 		virtio_queue_notify(&t.vdev, 1);
 	}
@@ -544,7 +455,7 @@ static void test_packed_ring(void **state)
 		assert_memory_equal(got, f, sizeof(f));
 		assert_true(t_used(&t, 1, &id, &len));
 		for (int i = 0; i < 3; i++) {       /* 300-byte buffers of 2 descriptors */
-			struct buf b[2] = { { galloc(&t, 100), 100, true }, { galloc(&t, 200), 200, true } };
+			struct ring_buf b[2] = { { galloc(&t, 100), 100, true }, { galloc(&t, 200), 200, true } };
 
 			assert_int_equal(b[1].gpa, b[0].gpa + 128);
 			g[i] = b[0].gpa;
@@ -614,7 +525,7 @@ static void test_ctrl_queue(void **state)
 	t_init_fd(&t);
 	t_live(&t, MODERN, false);
 	for (unsigned i = 0; i < 3; i++) {
-		struct buf b[2] = { { galloc(&t, 4), 4, false }, { galloc(&t, 1), 1, true } };
+		struct ring_buf b[2] = { { galloc(&t, 4), 4, false }, { galloc(&t, 1), 1, true } };
 
 		memcpy(gp(&t, b[0].gpa, 4), cmds[i], 4);
 		*(uint8_t *)gp(&t, b[1].gpa, 1) = 0x55;
@@ -625,7 +536,7 @@ static void test_ctrl_queue(void **state)
 		assert_int_equal(*(uint8_t *)gp(&t, b[1].gpa, 1), VIRTIO_NET_ERR);
 	}
 	{       /* no status byte at all: returned with length 0 */
-		struct buf b = { galloc(&t, 4), 4, false };
+		struct ring_buf b = { galloc(&t, 4), 4, false };
 
 		t_add(&t, 2, &b, 1);
 		virtio_queue_notify(&t.vdev, 2);
@@ -836,7 +747,7 @@ static void test_real_tap(void **state)
 	t_live(&t, want, false);
 	{       /* two pairs */
 		uint8_t cmd[4] = { VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, 2, 0 };
-		struct buf b[2] = { { galloc(&t, 4), 4, false }, { galloc(&t, 1), 1, true } };
+		struct ring_buf b[2] = { { galloc(&t, 4), 4, false }, { galloc(&t, 1), 1, true } };
 
 		memcpy(gp(&t, b[0].gpa, 4), cmd, 4);
 		t_add(&t, 4, b, 2);
