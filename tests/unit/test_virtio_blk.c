@@ -32,6 +32,9 @@
 #include "devices/virtio_blk.h"
 #include "vmm/config.h"
 
+#define RING_CHECK(c) assert_true(c)
+#include "ring_driver.h"
+
 #define MEM_SIZE    (32u << 20)
 #define RING_BASE   0x100000ull          /* queue q's rings at RING_BASE + q * 0x10000 */
 #define BUF_BASE    0x400000ull
@@ -45,12 +48,6 @@ static uint64_t desc_gpa(int q) { return RING_BASE + 0x10000ull * q; }
 static uint64_t avail_gpa(int q) { return desc_gpa(q) + 0x4000; }
 static uint64_t used_gpa(int q) { return desc_gpa(q) + 0x8000; }
 
-struct seg {
-	uint64_t gpa;
-	uint32_t len;
-	bool write;                      /* device-writable */
-};
-
 struct fix {
 	struct guest_mem mem;
 	struct virtio_device dev;
@@ -59,8 +56,7 @@ struct fix {
 	char path[64];
 	int irqs;
 	uint64_t bump;                   /* buffer allocator */
-	uint16_t next_desc[VBLK_MAX_QUEUES], avail_idx[VBLK_MAX_QUEUES];
-	uint16_t used_seen[VBLK_MAX_QUEUES];
+	struct ring_drv q[VBLK_MAX_QUEUES];   /* the driver side of each queue */
 };
 
 static void on_irq(struct virtio_device *dev, uint16_t q)
@@ -70,10 +66,7 @@ static void on_irq(struct virtio_device *dev, uint16_t q)
 
 static void *gp(struct fix *f, uint64_t gpa, uint64_t len)
 {
-	void *p = guest_mem_ptr(&f->mem, gpa, len);
-
-	assert_non_null(p);
-	return p;
+	return ring_ptr(&f->mem, gpa, len);
 }
 
 static uint64_t balloc(struct fix *f, uint32_t len)
@@ -165,7 +158,8 @@ static void drv_up(struct fix *f, uint64_t features)
 		vq->avail_gpa = avail_gpa(q);
 		vq->used_gpa = used_gpa(q);
 		assert_int_equal(virtio_queue_set_ready(&f->dev, q, true), 0);
-		f->next_desc[q] = f->avail_idx[q] = f->used_seen[q] = 0;
+		ring_drv_init(&f->q[q], &f->mem, QSIZE, false, desc_gpa(q), avail_gpa(q),
+			      used_gpa(q), RING_WRAP);
 	}
 	assert_int_equal(virtio_set_status(&f->dev, 15), 15);
 	pthread_mutex_unlock(&f->lock);
@@ -177,25 +171,9 @@ static void drv_up(struct fix *f, uint64_t features)
 	       VIRTIO_BIT(VIRTIO_BLK_F_SEG_MAX) | VIRTIO_BIT(VIRTIO_BLK_F_BLK_SIZE))
 
 /* Post a chain of `n` segments on queue q and kick; returns the head. */
-static uint16_t drv_post(struct fix *f, int q, const struct seg *s, int n)
+static uint16_t drv_post(struct fix *f, int q, const struct ring_buf *s, int n)
 {
-	uint16_t head = f->next_desc[q] % QSIZE;
-
-	for (int i = 0; i < n; i++) {
-		uint16_t d = (uint16_t)((f->next_desc[q] + i) % QSIZE);
-		struct virtq_desc desc = {
-			.addr = s[i].gpa, .len = s[i].len,
-			.flags = (uint16_t)((s[i].write ? VIRTQ_DESC_F_WRITE : 0) |
-					    (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0)),
-			.next = (uint16_t)((d + 1) % QSIZE),
-		};
-
-		memcpy(gp(f, desc_gpa(q) + 16ull * d, 16), &desc, 16);
-	}
-	f->next_desc[q] += (uint16_t)n;
-	*(uint16_t *)gp(f, avail_gpa(q) + 4 + 2ull * (f->avail_idx[q] % QSIZE), 2) = head;
-	__atomic_store_n((uint16_t *)gp(f, avail_gpa(q) + 2, 2), ++f->avail_idx[q], __ATOMIC_RELEASE);
-	return head;
+	return (uint16_t)ring_add(&f->q[q], s, n);
 }
 
 static void drv_kick(struct fix *f, int q)
@@ -209,16 +187,8 @@ static void drv_kick(struct fix *f, int q)
 static bool drv_reap(struct fix *f, int q, uint16_t *id, uint32_t *len)
 {
 	for (int i = 0; i < 5000; i++) {
-		uint16_t idx = __atomic_load_n((uint16_t *)gp(f, used_gpa(q) + 2, 2), __ATOMIC_ACQUIRE);
-
-		if (idx != f->used_seen[q]) {
-			uint64_t e = used_gpa(q) + 4 + 8ull * (f->used_seen[q] % QSIZE);
-
-			*id = (uint16_t)*(uint32_t *)gp(f, e, 4);
-			*len = *(uint32_t *)gp(f, e + 4, 4);
-			f->used_seen[q]++;
+		if (ring_used(&f->q[q], id, len))
 			return true;
-		}
 		usleep(1000);
 	}
 	return false;
@@ -239,7 +209,7 @@ static struct breq blk_post(struct fix *f, int q, uint32_t type, uint64_t sector
 	struct virtio_blk_outhdr h = { .type = type, .sector = sector };
 	bool in = type == VIRTIO_BLK_T_IN || type == VIRTIO_BLK_T_GET_ID;
 	struct breq r = { .hdr = balloc(f, 16), .len = len };
-	struct seg s[3];
+	struct ring_buf s[3];
 	int n = 0;
 
 	r.data = len ? balloc(f, len) : 0;
@@ -250,10 +220,10 @@ static struct breq blk_post(struct fix *f, int q, uint32_t type, uint64_t sector
 	else if (len)
 		memset(gp(f, r.data, len), 0x5a, len);
 	*(uint8_t *)gp(f, r.status, 1) = NOSTATUS;
-	s[n++] = (struct seg){ r.hdr, 16, false };
+	s[n++] = (struct ring_buf){ r.hdr, 16, false };
 	if (len)
-		s[n++] = (struct seg){ r.data, len, in };
-	s[n++] = (struct seg){ r.status, 1, true };
+		s[n++] = (struct ring_buf){ r.data, len, in };
+	s[n++] = (struct ring_buf){ r.status, 1, true };
 	r.head = drv_post(f, q, s, n);
 	return r;
 }
@@ -488,7 +458,7 @@ static void test_bad_requests(void **state)
 	static uint8_t buf[4096];
 	struct fix f;
 	struct breq r;
-	struct seg s[3];
+	struct ring_buf s[3];
 	uint64_t hdr, st;
 	uint16_t id;
 	uint32_t len;
@@ -513,36 +483,36 @@ static void test_bad_requests(void **state)
 	hdr = balloc(&f, 16);
 	st = balloc(&f, 1);
 	*(uint8_t *)gp(&f, st, 1) = NOSTATUS;
-	s[0] = (struct seg){ hdr, 8, false };
-	s[1] = (struct seg){ st, 1, true };
+	s[0] = (struct ring_buf){ hdr, 8, false };
+	s[1] = (struct ring_buf){ st, 1, true };
 	r = (struct breq){ .hdr = hdr, .status = st, .head = drv_post(&f, 0, s, 2) };
 	drv_kick(&f, 0);
 	assert_int_equal(blk_wait(&f, 0, &r, &len), VIRTIO_BLK_S_IOERR);
 	assert_int_equal(len, 1);
 	/* a read whose header is 32 readable bytes (IN wants exactly 16) */
 	memset(gp(&f, hdr, 16), 0, 16);
-	s[0] = (struct seg){ hdr, 32, false };
-	s[1] = (struct seg){ balloc(&f, 512), 512, true };
-	s[2] = (struct seg){ st, 1, true };
+	s[0] = (struct ring_buf){ hdr, 32, false };
+	s[1] = (struct ring_buf){ balloc(&f, 512), 512, true };
+	s[2] = (struct ring_buf){ st, 1, true };
 	r.head = drv_post(&f, 0, s, 3);
 	drv_kick(&f, 0);
 	assert_int_equal(blk_wait(&f, 0, &r, &len), VIRTIO_BLK_S_IOERR);
 	/* no device-writable byte: returned with length 0, nothing written */
-	s[0] = (struct seg){ hdr, 16, false };
+	s[0] = (struct ring_buf){ hdr, 16, false };
 	drv_post(&f, 0, s, 1);
 	drv_kick(&f, 0);
 	assert_true(drv_reap(&f, 0, &id, &len));
 	assert_int_equal(len, 0);
 	/* header and status in one writable buffer: no readable header */
-	s[0] = (struct seg){ hdr, 17, true };
+	s[0] = (struct ring_buf){ hdr, 17, true };
 	drv_post(&f, 0, s, 1);
 	drv_kick(&f, 0);
 	assert_true(drv_reap(&f, 0, &id, &len));
 	assert_int_equal(*(uint8_t *)gp(&f, hdr + 16, 1), VIRTIO_BLK_S_IOERR);
 	/* a request bigger than VBLK_MAX_DATA */
-	s[0] = (struct seg){ hdr, 16, false };
-	s[1] = (struct seg){ BUF_BASE, VBLK_MAX_DATA + 512, true };
-	s[2] = (struct seg){ st, 1, true };
+	s[0] = (struct ring_buf){ hdr, 16, false };
+	s[1] = (struct ring_buf){ BUF_BASE, VBLK_MAX_DATA + 512, true };
+	s[2] = (struct ring_buf){ st, 1, true };
 	*(uint64_t *)gp(&f, hdr, 8) = VIRTIO_BLK_T_IN;
 	r.head = drv_post(&f, 0, s, 3);
 	drv_kick(&f, 0);
@@ -560,7 +530,7 @@ static void test_ring_violation_then_reset(void **state)
 {
 	static uint8_t buf[512];
 	struct fix f;
-	struct seg s = { 0x7fffffff0000ull, 16, false };   /* outside guest RAM */
+	struct ring_buf s = { 0x7fffffff0000ull, 16, false };   /* outside guest RAM */
 
 	fix_init(&f);
 	drv_up(&f, FEATS);
