@@ -58,32 +58,11 @@ static bool bus_unclaimed(struct bus *b, uint64_t addr, void *data, int size, bo
 	return false;
 }
 
-bool bus_io(struct bus *b, uint16_t port, void *data, int size, bool is_write)
-{
-	struct device *d = bus_find(b, port);
-
-	if (!d)
-		return bus_unclaimed(b, port, data, size, is_write);
-	pthread_mutex_lock(&d->lock);
-	if (d->broken) {
-		if (!is_write)
-			memset(data, 0xff, (size_t)size);
-	} else if (is_write) {
-		d->stats.io_writes++;
-		if (d->ops->io_write)
-			d->ops->io_write(d, port, data, size);
-	} else {
-		d->stats.io_reads++;
-		if (d->ops->io_read)
-			d->ops->io_read(d, port, data, size);
-		else
-			memset(data, 0xff, (size_t)size);
-	}
-	pthread_mutex_unlock(&d->lock);
-	return true;
-}
-
-bool bus_mmio(struct bus *b, uint64_t addr, void *data, int size, bool is_write)
+/* The one dispatch body: find the owner, take its lock, call its handler
+ * for the access kind (port or MMIO), count it.  A broken device, or one
+ * with no read handler, reads as all ones; writes to it are dropped. */
+static bool bus_access(struct bus *b, uint64_t addr, void *data, int size, bool is_write,
+		       bool mmio)
 {
 	struct device *d = bus_find(b, addr);
 
@@ -94,16 +73,37 @@ bool bus_mmio(struct bus *b, uint64_t addr, void *data, int size, bool is_write)
 		if (!is_write)
 			memset(data, 0xff, (size_t)size);
 	} else if (is_write) {
-		d->stats.mmio_writes++;
-		if (d->ops->mmio_write)
-			d->ops->mmio_write(d, addr, data, size);
+		if (mmio) {
+			d->stats.mmio_writes++;
+			if (d->ops->mmio_write)
+				d->ops->mmio_write(d, addr, data, size);
+		} else {
+			d->stats.io_writes++;
+			if (d->ops->io_write)
+				d->ops->io_write(d, (uint16_t)addr, data, size);
+		}
 	} else {
-		d->stats.mmio_reads++;
-		if (d->ops->mmio_read)
+		if (mmio)
+			d->stats.mmio_reads++;
+		else
+			d->stats.io_reads++;
+		if (mmio && d->ops->mmio_read)
 			d->ops->mmio_read(d, addr, data, size);
+		else if (!mmio && d->ops->io_read)
+			d->ops->io_read(d, (uint16_t)addr, data, size);
 		else
 			memset(data, 0xff, (size_t)size);
 	}
 	pthread_mutex_unlock(&d->lock);
 	return true;
+}
+
+bool bus_io(struct bus *b, uint16_t port, void *data, int size, bool is_write)
+{
+	return bus_access(b, port, data, size, is_write, false);
+}
+
+bool bus_mmio(struct bus *b, uint64_t addr, void *data, int size, bool is_write)
+{
+	return bus_access(b, addr, data, size, is_write, true);
 }
