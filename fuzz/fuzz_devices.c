@@ -2,10 +2,12 @@
  * fuzz_devices.c - a hostile guest's port I/O against every legacy device.
  *
  * The input is a program of port accesses (port, size, direction, value)
- * run through the I/O bus of a VM without KVM; after the program, every
- * device's state is saved, restored into a second VM and saved again, and
- * the two state images must be identical.  Finally the input itself is fed
- * to vm_restore_devices() as a corrupt state image.  Crashes, sanitizer
+ * run through the I/O bus of a fake device host (tests/fake_host.h: no VM,
+ * no KVM) holding every device the builder makes for a default
+ * configuration; after the program, every device's state is saved,
+ * restored into a second host's devices and saved again, and the two state
+ * images must be identical.  Finally the input itself is fed to
+ * devices_restore() as a corrupt state image.  Crashes, sanitizer
  * reports or a state mismatch are findings.
  */
 #include <stdint.h>
@@ -14,17 +16,21 @@
 
 #include "devices/device.h"
 #include "base/log.h"
-#include "vmm/vm.h"
+#include "vmm/config.h"
+#include "vmm/devices.h"
+#include "../tests/fake_host.h"
 
-static struct vm *fuzz_vm(void)
+static struct fake_host *fuzz_vm(void)
 {
-	struct vm *vm = vm_new_bare();
+	struct fake_host *h = fake_host_new(256ULL << 20);
+	struct vm_config cfg;
 	struct error e;
 
-	vm->cfg.memory = 256ULL << 20;
-	if (devices_create_all(vm, &vm->cfg, &e))
+	vm_config_init(&cfg);
+	if (!h || devices_create_all(&h->host, &cfg, &e))
 		abort();
-	return vm;
+	vm_config_free(&cfg);
+	return h;
 }
 
 /* Ports worth hitting: every claimed range plus a few unclaimed ones. */
@@ -37,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct vm *a = fuzz_vm(), *b = fuzz_vm();
+	struct fake_host *a = fuzz_vm(), *b = fuzz_vm();
 	struct state_writer w1, w2;
 	struct error e;
 
@@ -56,16 +62,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	state_writer_init(&w1);
 	state_writer_init(&w2);
-	if (vm_save_devices(a, &w1) || vm_restore_devices(b, w1.data, w1.len, &e) ||
-	    vm_save_devices(b, &w2))
+	if (devices_save(a->devices, a->ndevices, &w1) ||
+	    devices_restore(b->devices, b->ndevices, w1.data, w1.len, &e) ||
+	    devices_save(b->devices, b->ndevices, &w2))
 		abort();
 	if (w1.len != w2.len || memcmp(w1.data, w2.data, w1.len))
 		abort();
 	/* the raw input as a (corrupt) state image must be refused or loaded, never crash */
-	vm_restore_devices(b, data, size, &e);
+	devices_restore(b->devices, b->ndevices, data, size, &e);
 	state_writer_free(&w1);
 	state_writer_free(&w2);
-	vm_destroy(a);
-	vm_destroy(b);
+	fake_host_free(a);
+	fake_host_free(b);
 	return 0;
 }

@@ -32,7 +32,8 @@
 #include "devices/vhost_user.h"
 #include "base/log.h"
 #include "vmm/config.h"
-#include "vmm/vm.h"
+#include "base/guest_mem.h"
+#include "devices/device_host.h"
 
 #define MEMFD_SIZE (64u << 10)
 
@@ -60,7 +61,7 @@ static void setup(void)
 	log_threshold = LOG_ERROR;
 	vm_config_init(&cfg);
 	srv = vu_server_new(&e);
-	if (!srv || virtio_rng_model(vu_server_vm(srv), &cfg, vu_server_lock(srv), &m.ops,
+	if (!srv || virtio_rng_model(vu_server_host(srv), cfg.rng_rate, vu_server_lock(srv), &m.ops,
 				     &m.priv, &e) || vu_server_set_model(srv, &m, &e))
 		abort();
 }
@@ -124,10 +125,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	vu_server_disconnect(srv);
 	close(peer);
-	if (vu_server_vm(srv)->mem.nregions != 0 || vu_server_vdev(srv)->status != 0 ||
+	if (vu_server_host(srv)->mem->nregions != 0 || vu_server_vdev(srv)->status != 0 ||
 	    vu_server_connected(srv) || count_fds() != base_fds) {
 		fprintf(stderr, "state left behind: %d regions, status %#x, %d fds (base %d)\n",
-			vu_server_vm(srv)->mem.nregions, vu_server_vdev(srv)->status, count_fds(),
+			vu_server_host(srv)->mem->nregions, vu_server_vdev(srv)->status, count_fds(),
 			base_fds);
 		abort();
 	}

@@ -30,7 +30,6 @@
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "vmm/config.h"
-#include "vmm/vm.h"
 
 enum { OPT_SOCKET = 's', OPT_DISK = 'd', OPT_NET = 'n', OPT_RATE = 'r' };
 
@@ -218,7 +217,7 @@ static int vu_rng_setup(struct vu_server *s, const struct vu_opts *o, struct err
 {
 	struct vu_model m = { .name = "vhost-user-rng0" };
 
-	if (virtio_rng_model(vu_server_vm(s), &o->cfg, vu_server_lock(s), &m.ops, &m.priv, e))
+	if (virtio_rng_model(vu_server_host(s), o->cfg.rng_rate, vu_server_lock(s), &m.ops, &m.priv, e))
 		return -1;
 	return vu_server_set_model(s, &m, e);
 }

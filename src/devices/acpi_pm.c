@@ -14,7 +14,6 @@
 
 #include "abi/testdev.h"
 #include "base/exitcode.h"
-#include "vmm/vm.h"
 
 #define ACPI_PM_STATE_VERSION 1
 #define PM1_SCI_EN 0x0001
@@ -34,8 +33,8 @@ static void acpi_pm_update_sci(struct device *d)
 
 	if (level != p->sci_level) {
 		p->sci_level = level;
-		if (d->vm)
-			vm_irq_line(d->vm, ACPI_SCI_IRQ, level);
+		if (d->host)
+			device_host_irq_line(d->host, ACPI_SCI_IRQ, level);
 	}
 }
 
@@ -89,8 +88,8 @@ static void acpi_pm_io_write(struct device *d, uint16_t port, const void *data, 
 	} else if (off == 4) {
 		p->cnt = v & ~ACPI_PM1_CNT_SLP_EN;
 		if ((v & ACPI_PM1_CNT_SLP_EN) &&
-		    ((v >> ACPI_PM1_CNT_SLP_TYP_SHIFT) & 7) == ACPI_S5_SLP_TYP && d->vm)
-			vm_stop(d->vm, EXIT_POWEROFF, "guest powered off");
+		    ((v >> ACPI_PM1_CNT_SLP_TYP_SHIFT) & 7) == ACPI_S5_SLP_TYP && d->host)
+			device_host_stop(d->host, EXIT_POWEROFF, "guest powered off");
 	}
 	acpi_pm_update_sci(d);
 }
@@ -119,16 +118,16 @@ const struct device_ops acpi_pm_ops = {
 	.restore = acpi_pm_restore,
 };
 
-int acpi_pm_create(struct vm *vm, const struct vm_config *cfg, struct error *e)
+int acpi_pm_create(const struct device_host *host, struct error *e)
 {
 	struct acpi_pm *p = calloc(1, sizeof(*p));
-	struct device *d = p ? device_new(vm, &acpi_pm_ops, "acpi-pm", p) : NULL;
+	struct device *d = p ? device_new(host, &acpi_pm_ops, "acpi-pm", p) : NULL;
 
 	if (!d) {
 		free(p);
 		return error_set(e, EXIT_HOST, "out of memory");
 	}
-	if (vm_add_device(vm, d) || bus_register(&vm->iobus, ACPI_PM1A_EVT_PORT, 6, d))
+	if (device_host_attach(host, d) || device_host_map(host, DEVICE_SPACE_IO, ACPI_PM1A_EVT_PORT, 6, d))
 		return error_set(e, EXIT_HOST, "cannot claim ports 0x600-0x605");
 	return 0;
 }

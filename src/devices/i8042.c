@@ -14,7 +14,6 @@
 #include <string.h>
 
 #include "base/exitcode.h"
-#include "vmm/vm.h"
 
 #define I8042_DATA    0x60
 #define I8042_CMD     0x64
@@ -40,16 +39,16 @@ static void i8042_output(struct device *d, uint8_t v)
 
 	k->out = v;
 	k->status |= STR_OBF;
-	if ((k->ctr & CTR_KBDINT) && d->vm) {
-		vm_irq_line(d->vm, I8042_IRQ, 1);
-		vm_irq_line(d->vm, I8042_IRQ, 0);
+	if ((k->ctr & CTR_KBDINT) && d->host) {
+		device_host_irq_line(d->host, I8042_IRQ, 1);
+		device_host_irq_line(d->host, I8042_IRQ, 0);
 	}
 }
 
 static void i8042_reset_request(struct device *d)
 {
-	if (d->vm)
-		vm_stop(d->vm, EXIT_POWEROFF, "guest requested a reset through the i8042; stopping");
+	if (d->host)
+		device_host_stop(d->host, EXIT_POWEROFF, "guest requested a reset through the i8042; stopping");
 }
 
 static void i8042_command(struct device *d, uint8_t cmd)
@@ -143,10 +142,10 @@ const struct device_ops i8042_ops = {
 	.restore = i8042_restore,
 };
 
-int i8042_create(struct vm *vm, const struct vm_config *cfg, struct error *e)
+int i8042_create(const struct device_host *host, struct error *e)
 {
 	struct i8042 *k = calloc(1, sizeof(*k));
-	struct device *d = k ? device_new(vm, &i8042_ops, "i8042", k) : NULL;
+	struct device *d = k ? device_new(host, &i8042_ops, "i8042", k) : NULL;
 
 	if (!d) {
 		free(k);
@@ -155,8 +154,8 @@ int i8042_create(struct vm *vm, const struct vm_config *cfg, struct error *e)
 	k->ctr = 0x47 & ~CTR_KBDINT;  /* translate, sys flag, interrupts off */
 	k->status = STR_SYS;
 	k->outport = 0x03;            /* reset line high, A20 on */
-	if (vm_add_device(vm, d) || bus_register(&vm->iobus, I8042_DATA, 1, d) ||
-	    bus_register(&vm->iobus, I8042_CMD, 1, d))
+	if (device_host_attach(host, d) || device_host_map(host, DEVICE_SPACE_IO, I8042_DATA, 1, d) ||
+	    device_host_map(host, DEVICE_SPACE_IO, I8042_CMD, 1, d))
 		return error_set(e, EXIT_HOST, "cannot claim ports 0x60/0x64");
 	return 0;
 }

@@ -15,7 +15,6 @@
 #include <string.h>
 
 #include "base/exitcode.h"
-#include "vmm/vm.h"
 
 static void legacy_io_read(struct device *d, uint16_t port, void *data, int size)
 {
@@ -26,8 +25,8 @@ static void legacy_io_read(struct device *d, uint16_t port, void *data, int size
 
 static void legacy_io_write(struct device *d, uint16_t port, const void *data, int size)
 {
-	if (port == 0x92 && (*(const uint8_t *)data & 0x01) && d->vm)
-		vm_stop(d->vm, EXIT_POWEROFF, "guest requested a reset through port 0x92; stopping");
+	if (port == 0x92 && (*(const uint8_t *)data & 0x01) && d->host)
+		device_host_stop(d->host, EXIT_POWEROFF, "guest requested a reset through port 0x92; stopping");
 }
 
 const struct device_ops legacy_ops = {
@@ -37,14 +36,14 @@ const struct device_ops legacy_ops = {
 	.io_write = legacy_io_write,
 };
 
-int legacy_create(struct vm *vm, const struct vm_config *cfg, struct error *e)
+int legacy_create(const struct device_host *host, struct error *e)
 {
-	struct device *d = device_new(vm, &legacy_ops, "legacy", NULL);
+	struct device *d = device_new(host, &legacy_ops, "legacy", NULL);
 
 	if (!d)
 		return error_set(e, EXIT_HOST, "out of memory");
-	if (vm_add_device(vm, d) || bus_register(&vm->iobus, 0x80, 1, d) ||
-	    bus_register(&vm->iobus, 0xed, 1, d) || bus_register(&vm->iobus, 0x92, 1, d))
+	if (device_host_attach(host, d) || device_host_map(host, DEVICE_SPACE_IO, 0x80, 1, d) ||
+	    device_host_map(host, DEVICE_SPACE_IO, 0xed, 1, d) || device_host_map(host, DEVICE_SPACE_IO, 0x92, 1, d))
 		return error_set(e, EXIT_HOST, "cannot claim ports 0x80, 0xed, 0x92");
 	return 0;
 }

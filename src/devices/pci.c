@@ -33,12 +33,15 @@
 #include "devices/device.h"
 #include "base/exitcode.h"
 #include "base/log.h"
-#include "vmm/vm.h"
+#include <linux/kvm.h>
+#include <pthread.h>
 
 #define PCI_MAX_ROUTES (PCI_MSI_GSI_BASE + PCI_MAX_SLOTS * PCI_MSIX_MAX)
 
 struct pci_host {
-	struct vm *vm;
+	const struct device_host *host;
+	struct device *win[5];           /* cfg, ecam, io, mmio, mmio64 windows */
+	int nwin;
 	pthread_rwlock_t lock;
 	struct pci_dev *slots[PCI_MAX_SLOTS];
 	struct pci_dev bridge;
@@ -49,11 +52,6 @@ struct pci_host {
 	int next_gsi;
 	struct pci_msix_entry *gsi_owner[PCI_MAX_ROUTES];
 };
-
-static struct pci_host *pci_host(struct vm *vm)
-{
-	return vm->pci;
-}
 
 /* ---- config space ---- */
 
@@ -163,7 +161,7 @@ static bool pci_bar_decoded(const struct pci_dev *p, int i, uint64_t *addr)
 		       *addr + b->size <= PCI_IO_BASE + PCI_IO_SIZE;
 	}
 	if (b->type == PCI_BAR_MEM32 || b->type == PCI_BAR_MEM64) {
-		const struct pci_host *h = p->vm ? p->vm->pci : NULL;
+		const struct pci_host *h = p->host ? p->host->pci : NULL;
 
 		*addr = raw & ~15u;
 		if (b->type == PCI_BAR_MEM64)
@@ -204,9 +202,8 @@ static struct pci_dev *pci_slot_dev(struct pci_host *h, int slot)
 	return slot >= 0 && slot < PCI_MAX_SLOTS ? h->slots[slot] : NULL;
 }
 
-void pci_config_read(struct vm *vm, int slot, uint32_t off, void *data, int size)
+void pci_config_read(struct pci_host *h, int slot, uint32_t off, void *data, int size)
 {
-	struct pci_host *h = pci_host(vm);
 	struct pci_dev *p;
 
 	memset(data, 0xff, (size_t)size);
@@ -225,9 +222,8 @@ void pci_config_read(struct vm *vm, int slot, uint32_t off, void *data, int size
 	pthread_rwlock_unlock(&h->lock);
 }
 
-void pci_config_write(struct vm *vm, int slot, uint32_t off, const void *data, int size)
+void pci_config_write(struct pci_host *h, int slot, uint32_t off, const void *data, int size)
 {
-	struct pci_host *h = pci_host(vm);
 	const uint8_t *src = data;
 	struct pci_dev *p;
 
@@ -266,7 +262,7 @@ static void pci_cfgio_read(struct device *d, uint16_t port, void *data, int size
 	memset(data, 0xff, (size_t)size);
 	if (port < 0xcfc || !(a & 0x80000000u) || ((a >> 16) & 0xff) || ((a >> 8) & 7))
 		return;
-	pci_config_read(h->vm, (a >> 11) & 0x1f, (a & 0xfc) + (port - 0xcfc), data, size);
+	pci_config_read(h, (a >> 11) & 0x1f, (a & 0xfc) + (port - 0xcfc), data, size);
 }
 
 static void pci_cfgio_write(struct device *d, uint16_t port, const void *data, int size)
@@ -280,12 +276,12 @@ static void pci_cfgio_write(struct device *d, uint16_t port, const void *data, i
 	}
 	if (port == 0xcf9 && size == 1) {
 		if (*(const uint8_t *)data & 0x04)
-			vm_stop(h->vm, EXIT_POWEROFF, "guest requested a reset through port 0xcf9; stopping");
+			device_host_stop(h->host, EXIT_POWEROFF, "guest requested a reset through port 0xcf9; stopping");
 		return;
 	}
 	if (port < 0xcfc || !(a & 0x80000000u) || ((a >> 16) & 0xff) || ((a >> 8) & 7))
 		return;
-	pci_config_write(h->vm, (a >> 11) & 0x1f, (a & 0xfc) + (port - 0xcfc), data, size);
+	pci_config_write(h, (a >> 11) & 0x1f, (a & 0xfc) + (port - 0xcfc), data, size);
 }
 
 static const struct device_ops pci_cfgio_ops = {
@@ -307,7 +303,7 @@ static void pci_ecam_read(struct device *d, uint64_t addr, void *data, int size)
 		memset(data, 0xff, (size_t)size);
 		return;
 	}
-	pci_config_read(h->vm, (int)(off >> 15) & 0x1f, (uint32_t)(off & 0xfff), data, size);
+	pci_config_read(h, (int)(off >> 15) & 0x1f, (uint32_t)(off & 0xfff), data, size);
 	if ((off >> 12) & 7)   /* functions 1-7 do not exist */
 		memset(data, 0xff, (size_t)size);
 }
@@ -319,7 +315,7 @@ static void pci_ecam_write(struct device *d, uint64_t addr, const void *data, in
 
 	if (size > 4 || ((off >> 12) & 7))
 		return;
-	pci_config_write(h->vm, (int)(off >> 15) & 0x1f, (uint32_t)(off & 0xfff), data, size);
+	pci_config_write(h, (int)(off >> 15) & 0x1f, (uint32_t)(off & 0xfff), data, size);
 }
 
 static const struct device_ops pci_ecam_ops = {
@@ -370,7 +366,7 @@ static void pci_routes_commit(struct pci_host *h)
 				   .data = v->data } };
 	}
 	r->nr = (uint32_t)n;
-	if (h->vm->vm_fd >= 0 && ioctl(h->vm->vm_fd, KVM_SET_GSI_ROUTING, r) < 0)
+	if (h->host->set_irq_routing && h->host->set_irq_routing(h->host, r) < 0)
 		log_warn("KVM_SET_GSI_ROUTING: %s", strerror(errno));
 	free(r);
 }
@@ -407,9 +403,8 @@ int pci_msix_init(struct pci_dev *p, int bar, uint32_t table_off, uint32_t pba_o
 /* Give vector `vec` a GSI and an irqfd the first time it is used. */
 static int pci_msix_route(struct pci_dev *p, int vec)
 {
-	struct pci_host *h = pci_host(p->vm);
+	struct pci_host *h = p->host->pci;
 	struct pci_msix_entry *v = &p->msix->v[vec];
-	struct kvm_irqfd irqfd = { 0 };
 
 	pthread_mutex_lock(&h->routes_lock);
 	if (v->gsi < 0 && h->next_gsi < PCI_MAX_ROUTES) {
@@ -422,9 +417,9 @@ static int pci_msix_route(struct pci_dev *p, int vec)
 	if (v->gsi < 0 || v->irqfd >= 0)
 		return v->gsi < 0 ? -1 : 0;
 	v->irqfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	irqfd.fd = (uint32_t)v->irqfd;
-	irqfd.gsi = (uint32_t)v->gsi;
-	if (v->irqfd < 0 || ioctl(p->vm->vm_fd, KVM_IRQFD, &irqfd) < 0) {
+	if (v->irqfd >= 0 && !p->host->irqfd)
+		errno = ENODEV;
+	if (v->irqfd < 0 || !p->host->irqfd || p->host->irqfd(p->host, v->irqfd, (unsigned)v->gsi) < 0) {
 		log_warn("%s: MSI-X vector %d: KVM_IRQFD: %s", p->dev->name, vec, strerror(errno));
 		if (v->irqfd >= 0)
 			close(v->irqfd);
@@ -546,7 +541,7 @@ void pci_intx_set(struct pci_dev *p, int level)
 	if (level == p->intx_level)
 		return;
 	p->intx_level = level;
-	vm_irq_line(p->vm, p->cfg[PCI_INTERRUPT_LINE], level);
+	device_host_irq_line(p->host, p->cfg[PCI_INTERRUPT_LINE], level);
 }
 
 /* ---- BAR windows ---- */
@@ -669,8 +664,8 @@ static void pci_noop_destroy(struct device *d)
 	(void)d;   /* priv is the host, freed by pci_destroy */
 }
 
-static int pci_attach(struct vm *vm, const struct device_ops *ops, const char *name,
-		      struct bus *bus, uint64_t base, uint64_t len, struct error *e)
+static int pci_attach(struct pci_host *h, const struct device_ops *ops, const char *name,
+		      enum device_space space, uint64_t base, uint64_t len, struct error *e)
 {
 	struct device_ops *o = malloc(sizeof(*o));
 	struct device *d;
@@ -679,51 +674,52 @@ static int pci_attach(struct vm *vm, const struct device_ops *ops, const char *n
 		return error_set(e, EXIT_HOST, "out of memory");
 	*o = *ops;
 	o->destroy = pci_noop_destroy;
-	d = device_new(vm, o, name, vm->pci);
+	d = device_new(h->host, o, name, h);
 	if (!d) {
 		free(o);
 		return error_set(e, EXIT_HOST, "out of memory");
 	}
-	if (vm_add_device(vm, d) || bus_register(bus, base, len, d))
+	if (device_host_attach(h->host, d))     /* it freed d */
+		return error_set(e, EXIT_RESOURCE, "%s: too many devices", name);
+	h->win[h->nwin++] = d;
+	if (device_host_map(h->host, space, base, len, d))
 		return error_set(e, EXIT_HOST, "%s: cannot claim 0x%llx-0x%llx", name,
 				 (unsigned long long)base, (unsigned long long)(base + len - 1));
 	return 0;
 }
 
-int pci_init(struct vm *vm, struct error *e)
+int pci_init(const struct device_host *host, struct pci_host **out, struct error *e)
 {
 	struct pci_host *h = calloc(1, sizeof(*h));
 
+	*out = h;
 	if (!h)
 		return error_set(e, EXIT_HOST, "out of memory");
-	h->vm = vm;
+	h->host = host;
 	pthread_rwlock_init(&h->lock, NULL);
 	pthread_mutex_init(&h->routes_lock, NULL);
 	h->next_io = PCI_IO_BASE;
 	h->next_mmio = PCI_MMIO32_BASE;
-	h->mmio64_base = h->next_mmio64 = pci_mmio64_base(vm->mem.size ? vm->mem.size : vm->cfg.memory);
+	h->mmio64_base = h->next_mmio64 = pci_mmio64_base(host->ram_size);
 	h->next_gsi = PCI_MSI_GSI_BASE;
-	vm->pci = h;
 	/* host bridge: Red Hat's "QEMU PCIe host bridge" ids, class 0600 */
 	pci_dev_init(&h->bridge, NULL, NULL, 0x1b36, 0x0008, 0x060000, 0x1af4, 0x1100);
 	h->bridge.slot = 0;
-	h->bridge.vm = vm;
+	h->bridge.host = host;
 	h->slots[0] = &h->bridge;
-	if (pci_attach(vm, &pci_cfgio_ops, "pci-cfg", &vm->iobus, 0xcf8, 8, e) ||
-	    pci_attach(vm, &pci_ecam_ops, "pci-ecam", &vm->mmiobus, PCI_ECAM_BASE, PCI_ECAM_SIZE, e) ||
-	    pci_attach(vm, &pci_window_ops, "pci-io", &vm->iobus, PCI_IO_BASE, PCI_IO_SIZE, e) ||
-	    pci_attach(vm, &pci_window_ops, "pci-mmio", &vm->mmiobus, PCI_MMIO32_BASE,
+	if (pci_attach(h, &pci_cfgio_ops, "pci-cfg", DEVICE_SPACE_IO, 0xcf8, 8, e) ||
+	    pci_attach(h, &pci_ecam_ops, "pci-ecam", DEVICE_SPACE_MMIO, PCI_ECAM_BASE, PCI_ECAM_SIZE, e) ||
+	    pci_attach(h, &pci_window_ops, "pci-io", DEVICE_SPACE_IO, PCI_IO_BASE, PCI_IO_SIZE, e) ||
+	    pci_attach(h, &pci_window_ops, "pci-mmio", DEVICE_SPACE_MMIO, PCI_MMIO32_BASE,
 		       PCI_MMIO32_SIZE, e) ||
-	    pci_attach(vm, &pci_window64_ops, "pci-mmio64", &vm->mmiobus, h->mmio64_base,
+	    pci_attach(h, &pci_window64_ops, "pci-mmio64", DEVICE_SPACE_MMIO, h->mmio64_base,
 		       PCI_MMIO64_SIZE, e))
 		return -1;
 	return 0;
 }
 
-void pci_destroy(struct vm *vm)
+void pci_destroy(struct pci_host *h)
 {
-	struct pci_host *h = vm->pci;
-
 	if (!h)
 		return;
 	for (int s = 1; s < PCI_MAX_SLOTS; s++) {
@@ -740,16 +736,17 @@ void pci_destroy(struct vm *vm)
 		p->msix = NULL;
 		pthread_mutex_unlock(&p->dev->lock);
 	}
-	for (int i = 0; i < vm->ndevices; i++)   /* the window devices' copied ops */
-		if (vm->devices[i]->priv == h && vm->devices[i]->ops->destroy == pci_noop_destroy) {
-			free((void *)vm->devices[i]->ops);
-			vm->devices[i]->ops = &pci_window_ops;   /* static, no destroy */
-			vm->devices[i]->priv = NULL;
+	/* The window devices stay with the host, which frees them later: give
+	 * them back static ops without a destroy and no pointer to us. */
+	for (int i = 0; i < h->nwin; i++)
+		if (h->win[i] && h->win[i]->priv == h) {
+			free((void *)h->win[i]->ops);
+			h->win[i]->ops = &pci_window_ops;   /* static, no destroy */
+			h->win[i]->priv = NULL;
 		}
 	pthread_rwlock_destroy(&h->lock);
 	pthread_mutex_destroy(&h->routes_lock);
 	free(h);
-	vm->pci = NULL;
 }
 
 static uint64_t align_up(uint64_t v, uint64_t a)
@@ -792,9 +789,9 @@ static int pci_assign_bars(struct pci_host *h, struct pci_dev *p, struct error *
 	return 0;
 }
 
-int pci_add_device(struct vm *vm, struct pci_dev *p, struct error *e)
+int pci_add_device(const struct device_host *host, struct pci_dev *p, struct error *e)
 {
-	struct pci_host *h = pci_host(vm);
+	struct pci_host *h = host->pci;
 	int slot = -1;
 
 	if (!h)
@@ -805,7 +802,7 @@ int pci_add_device(struct vm *vm, struct pci_dev *p, struct error *e)
 	if (slot < 0)
 		return error_set(e, EXIT_RESOURCE, "%s: all %d PCI slots are taken", p->dev->name,
 				 PCI_MAX_SLOTS - 1);
-	p->vm = vm;
+	p->host = host;
 	p->slot = slot;
 	p->cfg[PCI_INTERRUPT_PIN] = 1;   /* INTA# */
 	p->cfg[PCI_INTERRUPT_LINE] = (uint8_t)(PCI_INTX_GSI_BASE + slot % 4);

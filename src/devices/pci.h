@@ -32,8 +32,9 @@
 
 #include "base/error.h"
 
-struct vm;
 struct device;
+struct device_host;
+struct pci_host;
 
 #define PCI_MAX_SLOTS      32
 #define PCI_CFG_SIZE       4096      /* PCIe extended space, ECAM-reachable */
@@ -136,12 +137,16 @@ struct pci_dev {
 	struct pci_bar bar[PCI_NUM_BARS];
 	struct pci_msix *msix;          /* NULL without MSI-X */
 	int intx_level;
-	struct vm *vm;
+	const struct device_host *host;  /* set by pci_add_device */
 };
 
-/* Set up the host bridge, config access paths and BAR windows. */
-int pci_init(struct vm *vm, struct error *e);
-void pci_destroy(struct vm *vm);
+/* Set up the host bridge, config access paths and BAR windows on `host`
+ * (its window devices are attached there).  *out is set at once, also on
+ * failure, so that the host can store it in host->pci, which the devices
+ * added later find it through, and pass it to pci_destroy. */
+int pci_init(const struct device_host *host, struct pci_host **out, struct error *e);
+/* Close the MSI-X irqfds and free the bus; before the host frees devices. */
+void pci_destroy(struct pci_host *h);
 
 /* Fill identity registers of a new device (zeroes the rest). */
 void pci_dev_init(struct pci_dev *p, struct device *dev, const struct pci_dev_ops *ops,
@@ -160,7 +165,7 @@ int pci_msix_init(struct pci_dev *p, int bar, uint32_t table_off, uint32_t pba_o
 		  int nvec);
 
 /* Plug `p` into the next free slot, assign BAR addresses and INTx. */
-int pci_add_device(struct vm *vm, struct pci_dev *p, struct error *e);
+int pci_add_device(const struct device_host *host, struct pci_dev *p, struct error *e);
 
 /* Interrupts: MSI-X vector (when enabled and unmasked, else pending), or
  * the INTx line.  pci_msix_enabled says which a device should use. */
@@ -172,7 +177,7 @@ void pci_intx_set(struct pci_dev *p, int level);
 int pci_msix_irqfd(struct pci_dev *p, int vec);
 
 /* Config space access as the guest sees it (tests, fuzzers). */
-void pci_config_read(struct vm *vm, int slot, uint32_t off, void *data, int size);
-void pci_config_write(struct vm *vm, int slot, uint32_t off, const void *data, int size);
+void pci_config_read(struct pci_host *h, int slot, uint32_t off, void *data, int size);
+void pci_config_write(struct pci_host *h, int slot, uint32_t off, const void *data, int size);
 
 #endif

@@ -15,7 +15,6 @@
 #include <time.h>
 
 #include "base/exitcode.h"
-#include "vmm/vm.h"
 
 #define RTC_INDEX 0x70
 #define RTC_DATA  0x71
@@ -208,18 +207,18 @@ static void rtc_init_nvram(struct rtc *r, uint64_t mem)
 	r->nvram[0x35] = (uint8_t)(above16 >> 8);
 }
 
-int rtc_create(struct vm *vm, const struct vm_config *cfg, struct error *e)
+int rtc_create(const struct device_host *host, struct error *e)
 {
 	struct rtc *r = calloc(1, sizeof(*r));
-	struct device *d = r ? device_new(vm, &rtc_ops, "rtc", r) : NULL;
+	struct device *d = r ? device_new(host, &rtc_ops, "rtc", r) : NULL;
 
 	if (!d) {
 		free(r);
 		return error_set(e, EXIT_HOST, "out of memory");
 	}
 	r->now = rtc_host_now;
-	rtc_init_nvram(r, cfg->memory);
-	if (vm_add_device(vm, d) || bus_register(&vm->iobus, RTC_INDEX, 2, d))
+	rtc_init_nvram(r, host->ram_size);
+	if (device_host_attach(host, d) || device_host_map(host, DEVICE_SPACE_IO, RTC_INDEX, 2, d))
 		return error_set(e, EXIT_HOST, "cannot claim ports 0x70-0x71");
 	return 0;
 }

@@ -26,8 +26,6 @@
 
 #include "abi/testdev.h"
 #include "base/exitcode.h"
-#include "vmm/console.h"
-#include "vmm/vm.h"
 
 #define SERIAL_STATE_VERSION 1
 #define SERIAL_RX_SIZE 4096   /* power of two */
@@ -96,7 +94,7 @@ static void serial_update_irq(struct device *d)
 
 	if (level != s->irq_level) {
 		s->irq_level = level;
-		vm_irq_line(d->vm, COM1_IRQ, level);
+		device_host_irq_line(d->host, COM1_IRQ, level);
 	}
 }
 
@@ -107,8 +105,8 @@ static void serial_tx(struct device *d, uint8_t ch)
 	s->tx_bytes++;
 	if (s->mcr & MCR_LOOP)
 		serial_rx_push(s, ch);
-	else if (d->vm && d->vm->console)
-		console_write(d->vm->console, &ch, 1);
+	else
+		device_host_console_write(d->host, &ch, 1);
 	s->thri_pending = true;
 }
 
@@ -245,7 +243,7 @@ static int serial_restore(struct device *d, uint16_t version, struct state_reade
 	for (uint32_t i = 0; i < n; i++)
 		serial_rx_push(s, state_get_u8(r));
 	s->irq_level = -1;  /* force the line to be driven again */
-	if (d->vm)
+	if (d->host)
 		serial_update_irq(d);
 	return r->error ? -1 : 0;
 }
@@ -259,19 +257,19 @@ const struct device_ops serial_ops = {
 	.restore = serial_restore,
 };
 
-int serial_create(struct vm *vm, const struct vm_config *cfg, struct error *e)
+int serial_create(const struct device_host *host, struct error *e)
 {
 	struct serial *s = calloc(1, sizeof(*s));
-	struct device *d = s ? device_new(vm, &serial_ops, "serial0", s) : NULL;
+	struct device *d = s ? device_new(host, &serial_ops, "serial0", s) : NULL;
 
 	if (!d) {
 		free(s);
 		return error_set(e, EXIT_HOST, "out of memory");
 	}
 	s->lsr_oe = 0;
-	if (vm_add_device(vm, d) || bus_register(&vm->iobus, COM1_PORT, 8, d))
+	if (device_host_attach(host, d) || device_host_map(host, DEVICE_SPACE_IO, COM1_PORT, 8, d))
 		return error_set(e, EXIT_HOST, "serial0: cannot claim ports 0x3f8-0x3ff");
-	if (vm->console)
-		console_attach_input(vm->console, serial_console_input, d);
+	if (host->console_attach_input)
+		host->console_attach_input(host, serial_console_input, d);
 	return 0;
 }

@@ -16,7 +16,6 @@
 #include "abi/testdev.h"
 #include "base/exitcode.h"
 #include "base/log.h"
-#include "vmm/vm.h"
 
 #define TESTDEV_STATE_VERSION 1
 
@@ -41,8 +40,7 @@ static void testdev_report_byte(struct device *d, uint8_t ch)
 	t->line[t->len] = '\0';
 	t->reports++;
 	log_info("guest report: %s%s", t->line, t->overflow ? " [cut]" : "");
-	if (d->vm && d->vm->report_fn)
-		d->vm->report_fn(d->vm->report_opaque, t->line);
+	device_host_report(d->host, t->line);
 	t->len = 0;
 	t->overflow = false;
 }
@@ -53,8 +51,7 @@ static void testdev_io_write(struct device *d, uint16_t port, const void *data, 
 
 	memcpy(&v, data, (size_t)size);
 	if (port == TESTDEV_PORT_EXIT) {
-		if (d->vm)
-			vm_stop(d->vm, (int)(v & 0xff),
+		device_host_stop(d->host, (int)(v & 0xff),
 				"guest exited with code %u through the test device", v & 0xff);
 		return;
 	}
@@ -97,16 +94,16 @@ const struct device_ops testdev_ops = {
 	.restore = testdev_restore,
 };
 
-int testdev_create(struct vm *vm, const struct vm_config *cfg, struct error *e)
+int testdev_create(const struct device_host *host, struct error *e)
 {
 	struct testdev *t = calloc(1, sizeof(*t));
-	struct device *d = t ? device_new(vm, &testdev_ops, "testdev", t) : NULL;
+	struct device *d = t ? device_new(host, &testdev_ops, "testdev", t) : NULL;
 
 	if (!d) {
 		free(t);
 		return error_set(e, EXIT_HOST, "out of memory");
 	}
-	if (vm_add_device(vm, d) || bus_register(&vm->iobus, TESTDEV_PORT_EXIT, 2, d))
+	if (device_host_attach(host, d) || device_host_map(host, DEVICE_SPACE_IO, TESTDEV_PORT_EXIT, 2, d))
 		return error_set(e, EXIT_HOST, "cannot claim ports 0xf4-0xf5");
 	return 0;
 }

@@ -67,7 +67,7 @@
  * pointer into memory we unmap.
  *
  * Invariants: s->rings[i].running implies the virtqueue is started against
- * s->vm->mem as it is now; every fd a message carried is either owned by a
+ * s->mem as it is now; every fd a message carried is either owned by a
  * ring or a mapping, or closed before the handler returns; nothing but the
  * front end's memory fds is mapped, each within the file's size.
  *
@@ -96,7 +96,7 @@
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "base/eventloop.h"
-#include "vmm/vm.h"
+#include "devices/device_host.h"
 
 #define VU_RECV_TIMEOUT_S 5              /* a payload must follow its header; replies must go */
 
@@ -123,7 +123,9 @@ struct vu_vring {
 };
 
 struct vu_server {
-	struct vm *vm;                   /* bare: loop, external mem, cfg */
+	struct device_host host;         /* what the model sees: loop, mem */
+	struct guest_mem mem;            /* the front end's regions, mapped */
+	struct eventloop *loop;
 	pthread_mutex_t lock;            /* around every call into the device */
 	struct virtio_device vdev;
 	struct vu_model model;
@@ -232,11 +234,11 @@ static int vu_va_to_gpa(const struct vu_server *s, uint64_t va, uint64_t *gpa)
 	return -1;
 }
 
-/* Rebuild s->vm->mem from the mapped regions (in place: the virtqueues
+/* Rebuild s->mem from the mapped regions (in place: the virtqueues
  * keep pointing at it). */
 static void vu_mem_rebuild(struct vu_server *s)
 {
-	struct guest_mem *mem = &s->vm->mem;
+	struct guest_mem *mem = &s->mem;
 
 	guest_mem_init_external(mem);
 	for (int i = 0; i < s->nmaps; i++)
@@ -328,7 +330,7 @@ static void vu_ring_load_base(struct vu_server *s, struct vu_vring *v, struct vi
 		return;
 	}
 	vq->last_avail = (uint16_t)v->base;
-	used_idx = guest_mem_ptr(&s->vm->mem, vq->used_gpa + 2, 2);
+	used_idx = guest_mem_ptr(&s->mem, vq->used_gpa + 2, 2);
 	vq->used_idx = used_idx ? __atomic_load_n(used_idx, __ATOMIC_ACQUIRE) : vq->last_avail;
 	vq->shadow_used = vq->used_idx;
 }
@@ -432,7 +434,7 @@ static int vu_on_kick(int fd, uint32_t events, void *opaque)
 static void vu_ring_set_kick(struct vu_server *s, struct vu_vring *v, int fd)
 {
 	if (v->kick_fd >= 0) {
-		eventloop_del(s->vm->loop, v->kick_fd);
+		eventloop_del(s->loop, v->kick_fd);
 		vu_close(&v->kick_fd);
 	}
 	v->kick_fd = fd;
@@ -686,7 +688,7 @@ static int vu_set_vring_kick(struct vu_server *s, struct vu_msg *m, int *fds, in
 	if (fd == -1)
 		return vu_refuse(s, m, "ring %u: polling (no kick fd) is not supported", v->index);
 	vu_ring_set_kick(s, v, -1);
-	if (eventloop_add(s->vm->loop, fds[0], EPOLLIN, vu_on_kick, v) < 0)
+	if (eventloop_add(s->loop, fds[0], EPOLLIN, vu_on_kick, v) < 0)
 		return vu_refuse(s, m, "ring %u: kick fd not watched: %m", v->index);
 	v->kick_fd = fds[0];
 	fds[0] = -1;
@@ -1040,8 +1042,8 @@ void vu_server_disconnect(struct vu_server *s)
 	s->nmaps = 0;
 	vu_mem_rebuild(s);
 	s->protocol = 0;
-	if (s->vm->loop)
-		eventloop_del(s->vm->loop, s->conn_fd);
+	if (s->loop)
+		eventloop_del(s->loop, s->conn_fd);
 	vu_close(&s->conn_fd);
 	s->stats.disconnects++;
 	log_info("%s: front end disconnected (%llu messages, %llu refused, %llu kicks, %llu "
@@ -1079,7 +1081,7 @@ int vu_server_add_conn(struct vu_server *s, int fd)
 	/* Bounded waits: a payload that never comes, a reply never read. */
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (eventloop_add(s->vm->loop, fd, EPOLLIN, vu_on_conn, s) < 0)
+	if (eventloop_add(s->loop, fd, EPOLLIN, vu_on_conn, s) < 0)
 		return -1;
 	s->conn_fd = fd;
 	s->stats.connects++;
@@ -1118,12 +1120,11 @@ struct vu_server *vu_server_new(struct error *e)
 	}
 	s->listen_fd = s->conn_fd = s->model_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
-	s->vm = vm_new_bare();
-	if (s->vm) {
-		guest_mem_init_external(&s->vm->mem);
-		s->vm->loop = eventloop_new();
-	}
-	if (!s->vm || !s->vm->loop) {
+	guest_mem_init_external(&s->mem);
+	s->loop = eventloop_new();
+	/* No interrupts, buses or stop: the front end owns the guest. */
+	s->host = (struct device_host){ .opaque = s, .mem = &s->mem, .loop = s->loop };
+	if (!s->loop) {
 		error_set(e, EXIT_HOST, "cannot create the event loop: %s", strerror(errno));
 		vu_server_free(s);
 		return NULL;
@@ -1131,9 +1132,9 @@ struct vu_server *vu_server_new(struct error *e)
 	return s;
 }
 
-struct vm *vu_server_vm(struct vu_server *s)
+const struct device_host *vu_server_host(struct vu_server *s)
 {
-	return s->vm;
+	return &s->host;
 }
 
 pthread_mutex_t *vu_server_lock(struct vu_server *s)
@@ -1160,7 +1161,7 @@ static int vu_watch_model(struct vu_server *s, struct error *e)
 	if (!s->model.event_fd || !s->model.poll)
 		return 0;
 	fd = s->model.event_fd(&s->vdev);
-	if (fd >= 0 && eventloop_add(s->vm->loop, fd, EPOLLIN, vu_on_model_event, s) < 0)
+	if (fd >= 0 && eventloop_add(s->loop, fd, EPOLLIN, vu_on_model_event, s) < 0)
 		return error_set(e, EXIT_HOST, "%s: cannot watch its host fd: %s", vu_name(s),
 				 strerror(errno));
 	s->model_fd = fd;
@@ -1173,7 +1174,7 @@ int vu_server_set_model(struct vu_server *s, const struct vu_model *m, struct er
 
 	if (s->have_model)
 		return error_set(e, EXIT_USAGE, "a vhost-user server serves one device");
-	rc = virtio_device_init(&s->vdev, m->ops, m->priv, &s->vm->mem, m->name);
+	rc = virtio_device_init(&s->vdev, m->ops, m->priv, &s->mem, m->name);
 	if (rc == 0 && m->ops->num_queues > VU_VRING_INDEX_MASK + 1)
 		rc = -EINVAL;
 	if (rc == 0 && !(s->rings = calloc(m->ops->num_queues, sizeof(*s->rings))))
@@ -1213,7 +1214,7 @@ int vu_server_listen(struct vu_server *s, const char *path, struct error *e)
 			close(fd);
 		return error_set(e, EXIT_HOST, "%s: cannot listen: %s", path, strerror(err));
 	}
-	if (eventloop_add(s->vm->loop, fd, EPOLLIN, vu_on_listen, s) < 0) {
+	if (eventloop_add(s->loop, fd, EPOLLIN, vu_on_listen, s) < 0) {
 		close(fd);
 		unlink(path);
 		return error_set(e, EXIT_HOST, "%s: event loop: %s", path, strerror(errno));
@@ -1225,7 +1226,7 @@ int vu_server_listen(struct vu_server *s, const char *path, struct error *e)
 
 int vu_server_start(struct vu_server *s)
 {
-	if (eventloop_start(s->vm->loop))
+	if (eventloop_start(s->loop))
 		return -1;
 	s->loop_running = true;
 	return 0;
@@ -1234,7 +1235,7 @@ int vu_server_start(struct vu_server *s)
 void vu_server_stop(struct vu_server *s)
 {
 	if (s->loop_running)
-		eventloop_stop(s->vm->loop);
+		eventloop_stop(s->loop);
 	s->loop_running = false;
 	pthread_mutex_lock(&s->lock);
 	vu_server_disconnect(s);
@@ -1245,10 +1246,10 @@ void vu_server_free(struct vu_server *s)
 {
 	if (!s)
 		return;
-	if (s->vm && s->vm->loop)
+	if (s->loop)
 		vu_server_stop(s);
 	if (s->model_fd >= 0)
-		eventloop_del(s->vm->loop, s->model_fd);
+		eventloop_del(s->loop, s->model_fd);
 	if (s->have_model)
 		virtio_device_destroy(&s->vdev);
 	free(s->rings);
@@ -1258,10 +1259,8 @@ void vu_server_free(struct vu_server *s)
 			unlink(s->path);
 	}
 	free(s->path);
-	if (s->vm) {
-		eventloop_free(s->vm->loop);
-		free(s->vm);
-	}
+	if (s->loop)
+		eventloop_free(s->loop);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }

@@ -12,8 +12,8 @@
  *
  * Life cycle:
  *
- *   s = vu_server_new(&e)            bare struct vm: event loop, no KVM
- *   model built with vu_server_vm(s) and vu_server_lock(s)
+ *   s = vu_server_new(&e)            a device host: event loop, shared memory
+ *   model built with vu_server_host(s) and vu_server_lock(s)
  *   vu_server_set_model(s, &model)   the one virtio device this server serves
  *   vu_server_listen(s, path)        or vu_server_add_conn(s, fd)
  *   vu_server_start(s)               the event loop thread serves from now on
@@ -41,7 +41,7 @@
 #include "devices/virtio.h"
 #include "base/error.h"
 
-struct vm;
+struct device_host;
 struct vu_server;
 
 /* ---- the wire format (QEMU docs/interop/vhost-user.rst), host byte order ---- */
@@ -193,12 +193,13 @@ struct vu_stats {
 	uint64_t kicks, calls;
 };
 
-/* A server with a bare VM (event loop, external guest memory, no KVM) and
- * no device yet.  NULL with `e`. */
+/* A server with its own device host (an event loop, the guest memory the
+ * front end shares, no interrupts, buses or VM) and no device yet.  NULL
+ * with `e`. */
 struct vu_server *vu_server_new(struct error *e);
 
-/* The bare VM the models are built on (vm->loop, vm->mem, vm->cfg). */
-struct vm *vu_server_vm(struct vu_server *s);
+/* The device host the models are built on (host->loop, host->mem). */
+const struct device_host *vu_server_host(struct vu_server *s);
 
 /* The lock every call into the virtio device is made under. */
 pthread_mutex_t *vu_server_lock(struct vu_server *s);
@@ -245,13 +246,14 @@ int vu_server_handle(struct vu_server *s, struct vu_msg *m, int *fds, int nfds);
 
 /* ---- device models built without a transport ----
  *
- * Each fills `ops` and `priv` for a model on `vm` (its event loop); `lock`
- * is the lock the transport calls the device under, which the model's own
- * timers and threads take too.  On failure nothing is left allocated.
- * (These belong in devices/device.h next to the *_create constructors.)
+ * Each fills `ops` and `priv` for a model on `host` (its event loop);
+ * `lock` is the lock the transport calls the device under, which the
+ * model's own timers and threads take too.  On failure nothing is left
+ * allocated.  (These belong in devices/device.h next to the *_create
+ * constructors.)
  */
-struct vm_config;
-int virtio_rng_model(struct vm *vm, const struct vm_config *cfg, pthread_mutex_t *lock,
+/* virtio-rng capped at `rate` bytes a second (0: the default). */
+int virtio_rng_model(const struct device_host *host, uint32_t rate, pthread_mutex_t *lock,
 		     const struct virtio_device_ops **ops, void **priv, struct error *e);
 
 #endif

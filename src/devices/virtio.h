@@ -95,6 +95,7 @@
 #define VIRTIO_MAX_QUEUES    256        /* a device may have no more */
 
 struct virtio_device;
+struct json_t;
 
 struct virtio_device_ops {
 	uint16_t device_id;               /* VIRTIO_ID_* */
@@ -120,6 +121,10 @@ struct virtio_device_ops {
 	/* Device-specific state after the common state; may be NULL. */
 	void (*save)(struct virtio_device *dev, struct state_writer *w);
 	int (*restore)(struct virtio_device *dev, uint16_t version, struct state_reader *r);
+	/* Add the model's counters to a metrics reply (device.h's metrics op):
+	 * the device named `name` appends to `root`'s arrays.  Called under the
+	 * transport's lock.  May be NULL. */
+	void (*metrics)(struct virtio_device *dev, const char *name, struct json_t *root);
 	/* Free `priv`; may be NULL. */
 	void (*destroy)(struct virtio_device *dev);
 };

@@ -65,14 +65,14 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
+#include <jansson.h>
 
 #include "block/blockdev.h"
 #include "devices/device.h"
 #include "devices/virtio_pci.h"
 #include "base/exitcode.h"
 #include "base/log.h"
-#include "vmm/config.h"
-#include "vmm/vm.h"
+#include "devices/devconfig.h"
 
 #define VBLK_STATE_VERSION 1
 #define VBLK_PENDING       0xff          /* status: still needs I/O */
@@ -643,6 +643,24 @@ static int vblk_restore(struct virtio_device *vdev, uint16_t version, struct sta
 	return r->error ? -1 : 0;
 }
 
+/* One entry per disk under "disks" (shoald names its Prometheus series
+ * after these keys). */
+static void vblk_metrics(struct virtio_device *vdev, const char *name, json_t *root)
+{
+	const struct vblk *b = vdev->priv;
+	const struct vblk_stats *st;
+
+	if (!b)
+		return;
+	st = vblk_get_stats(b);
+	json_array_append_new(json_object_get(root, "disks"),
+		json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "name", name,
+			  "read_bytes", (json_int_t)st->bytes_read,
+			  "write_bytes", (json_int_t)st->bytes_written,
+			  "read_ops", (json_int_t)st->reads, "write_ops", (json_int_t)st->writes,
+			  "flush_ops", (json_int_t)st->flushes));
+}
+
 static void vblk_destroy(struct virtio_device *vdev)
 {
 	vblk_free(vdev->priv);
@@ -660,7 +678,7 @@ static void vblk_destroy(struct virtio_device *vdev)
 	.features = vblk_features, .config_read = vblk_config_read,  \
 	.queue_notify = vblk_queue_notify, .reset = vblk_reset,      \
 	.save = vblk_save, .restore = vblk_restore,                  \
-	.destroy = vblk_destroy }
+	.metrics = vblk_metrics, .destroy = vblk_destroy }
 
 static const struct virtio_device_ops vblk_ops_table[VBLK_MAX_QUEUES] = {
 	VBLK_OPS(1), VBLK_OPS(2), VBLK_OPS(3), VBLK_OPS(4), VBLK_OPS(5), VBLK_OPS(6),
@@ -779,34 +797,24 @@ static enum virtio_pci_mode vblk_pci_mode(enum vm_virtio_mode m)
 }
 
 /* Create disk `i`: open the image, plug the PCI function, start the thread. */
-static int vblk_create_one(struct vm *vm, const struct vm_disk *disk, int i, struct error *e)
+int virtio_blk_create(const struct device_host *host, const struct vm_disk *disk, int i,
+		      struct error *e)
 {
 	char name[32];
 	struct vblk *b;
-	struct device *d;
+	struct device *d = NULL;
 	int rc;
 
 	snprintf(name, sizeof(name), "virtio-blk%d", i);
 	if (vblk_new(&b, disk, name, e))
 		return error_prefix(e, "%s", name);
-	if (virtio_pci_create(vm, vblk_ops(b), b, name, vblk_pci_mode(disk->mode), e))
+	if (virtio_pci_create(host, vblk_ops(b), b, name, vblk_pci_mode(disk->mode), &d, e))
 		return -1;              /* b was freed through ops->destroy */
-	d = vm_find_device(vm, name);
-	if (!d)
-		return error_set(e, EXIT_HOST, "%s: not registered", name);
 	rc = vblk_start(b, &d->lock);
 	if (rc)
 		return error_set(e, EXIT_HOST, "%s: I/O thread: %s", name, strerror(-rc));
 	log_debug("%s: %s (%s), %llu sectors%s, %u queue(s)", name, disk->path,
 		  blockdev_format_name(b->bd->format),
 		  (unsigned long long)b->capacity, b->readonly ? ", read-only" : "", b->num_queues);
-	return 0;
-}
-
-int virtio_blk_create(struct vm *vm, const struct vm_config *cfg, struct error *e)
-{
-	for (int i = 0; i < cfg->ndisks && i < VM_MAX_DISKS; i++)
-		if (vblk_create_one(vm, &cfg->disks[i], i, e))
-			return -1;
 	return 0;
 }

@@ -65,9 +65,8 @@
 #include "devices/virtio_pci.h"
 #include "base/exitcode.h"
 #include "base/log.h"
-#include "vmm/config.h"
 #include "base/eventloop.h"
-#include "vmm/vm.h"
+#include "base/path_beneath.h"
 
 #define VIRTIO_CONSOLE_F_SIZE        0
 #define VIRTIO_CONSOLE_F_MULTIPORT   1
@@ -112,7 +111,7 @@ struct vcon {
 	struct vcon_ctrl pending[VCON_CTRL_MAX];   /* to the driver, in order */
 	unsigned npending;
 	/* Set by virtio_console_create for input that grows (event loop). */
-	struct vm *vm;
+	struct eventloop *loop;        /* watching IN, or NULL */
 	pthread_mutex_t *lock;         /* the device lock */
 	struct virtio_device *vdev;
 	int watch_fd;                  /* inotify on IN, or -1 */
@@ -386,8 +385,8 @@ static void vcon_free(struct vcon *c)
 	if (c->in_fd >= 0)
 		close(c->in_fd);
 	if (c->watch_fd >= 0) {
-		if (c->vm && c->vm->loop)
-			eventloop_del(c->vm->loop, c->watch_fd);
+		if (c->loop)
+			eventloop_del(c->loop, c->watch_fd);
 		close(c->watch_fd);
 	}
 	free(c->in_path);
@@ -504,16 +503,16 @@ static int vcon_on_input(int fd, uint32_t events, void *opaque)
 
 /* Watch IN for growth with inotify on the VM's event loop.  Without it the
  * device still works; input then reaches the driver on its next kick. */
-static void vcon_watch_input(struct vcon *c, struct vm *vm)
+static void vcon_watch_input(struct vcon *c, struct eventloop *loop)
 {
 	char self[64];
 
-	if (c->in_fd < 0 || !vm->loop)
+	if (c->in_fd < 0 || !loop)
 		return;
 	snprintf(self, sizeof(self), "/proc/self/fd/%d", c->in_fd);
 	c->watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (c->watch_fd < 0 || inotify_add_watch(c->watch_fd, self, IN_MODIFY) < 0 ||
-	    eventloop_add(vm->loop, c->watch_fd, EPOLLIN, vcon_on_input, c) < 0) {
+	    eventloop_add(loop, c->watch_fd, EPOLLIN, vcon_on_input, c) < 0) {
 		log_warn("%s: cannot watch %s for new input (%s); input is read on the "
 			 "driver's kicks only", c->name, c->in_path, strerror(errno));
 		if (c->watch_fd >= 0)
@@ -521,26 +520,21 @@ static void vcon_watch_input(struct vcon *c, struct vm *vm)
 		c->watch_fd = -1;
 		return;
 	}
-	c->vm = vm;
+	c->loop = loop;
 }
 
-int virtio_console_create(struct vm *vm, const struct vm_config *cfg, struct error *e)
+int virtio_console_create(const struct device_host *host, const char *spec, struct error *e)
 {
 	struct vcon *c;
-	struct device *d;
+	struct device *d = NULL;
 
-	if (!cfg->vconsole)
-		return 0;
-	c = virtio_console_new(cfg->vconsole, e);
+	c = virtio_console_new(spec, e);
 	if (!c)
 		return error_prefix(e, "virtio-console0");
-	if (virtio_pci_create(vm, &vcon_ops, c, "virtio-console0", VIRTIO_PCI_TRANSITIONAL, e))
+	if (virtio_pci_create(host, &vcon_ops, c, "virtio-console0", VIRTIO_PCI_TRANSITIONAL, &d, e))
 		return -1;
-	d = vm_find_device(vm, "virtio-console0");
-	if (d) {
-		c->lock = &d->lock;
-		c->vdev = virtio_pci_vdev(d);
-		vcon_watch_input(c, vm);
-	}
+	c->lock = &d->lock;
+	c->vdev = virtio_pci_vdev(d);
+	vcon_watch_input(c, host->loop);
 	return 0;
 }

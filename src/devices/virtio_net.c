@@ -56,15 +56,15 @@
 #include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <jansson.h>
 
 #include "devices/device.h"
 #include "devices/tap.h"
 #include "devices/virtio_pci.h"
 #include "base/exitcode.h"
 #include "base/log.h"
-#include "vmm/config.h"
+#include "devices/devconfig.h"
 #include "base/eventloop.h"
-#include "vmm/vm.h"
 
 #define NET_QUEUE_SIZE    256
 #define NET_CONFIG_SIZE   12          /* mac, status, max_virtqueue_pairs, mtu */
@@ -101,7 +101,7 @@ struct net_pair {
 };
 
 struct net {
-	struct vm *vm;                  /* NULL in unit tests */
+	struct eventloop *loop;         /* watching epfd, or NULL (unit tests) */
 	struct device *dev;             /* our PCI device (lock), NULL in tests */
 	char name[32];
 	struct tap_info info;           /* what the fds are */
@@ -876,8 +876,8 @@ static int net_restore(struct virtio_device *vdev, uint16_t version, struct stat
 static void net_free(struct net *n)
 {
 	if (n->epfd >= 0) {
-		if (n->vm && n->vm->loop)
-			eventloop_del(n->vm->loop, n->epfd);
+		if (n->loop)
+			eventloop_del(n->loop, n->epfd);
 		close(n->epfd);
 	}
 	if (n->kickfd >= 0)
@@ -920,6 +920,8 @@ static void net_destroy(struct virtio_device *vdev)
 static struct virtio_device_ops net_ops[VIRTIO_NET_MAX_PAIRS];
 static pthread_once_t net_ops_once = PTHREAD_ONCE_INIT;
 
+static void net_metrics(struct virtio_device *vdev, const char *name, json_t *root);
+
 static void net_ops_init(void)
 {
 	for (int i = 0; i < VIRTIO_NET_MAX_PAIRS; i++)
@@ -938,6 +940,7 @@ static void net_ops_init(void)
 			.reset = net_reset,
 			.save = net_save,
 			.restore = net_restore,
+			.metrics = net_metrics,
 			.destroy = net_destroy,
 		};
 }
@@ -1006,6 +1009,25 @@ const struct virtio_net_qstats *virtio_net_stats(struct virtio_device *vdev, int
 	if (!n || pair < 0 || pair >= n->npairs)
 		return NULL;
 	return tx ? &n->pair[pair].tx : &n->pair[pair].rx;
+}
+
+/* One entry per network interface under "nets": frames and bytes each way,
+ * summed over queue pairs. */
+static void net_metrics(struct virtio_device *vdev, const char *name, json_t *root)
+{
+	uint64_t rxb = 0, txb = 0, rxp = 0, txp = 0, drop = 0;
+	const struct virtio_net_qstats *q;
+
+	for (int pair = 0; (q = virtio_net_stats(vdev, pair, false)); pair++) {
+		rxb += q->bytes; rxp += q->frames; drop += q->dropped;
+		q = virtio_net_stats(vdev, pair, true);
+		txb += q->bytes; txp += q->frames; drop += q->dropped;
+	}
+	json_array_append_new(json_object_get(root, "nets"),
+		json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "name", name,
+			  "rx_bytes", (json_int_t)rxb, "tx_bytes", (json_int_t)txb,
+			  "rx_packets", (json_int_t)rxp, "tx_packets", (json_int_t)txp,
+			  "dropped", (json_int_t)drop));
 }
 
 /* Event loop callback: the device epoll is readable. */
@@ -1148,8 +1170,9 @@ static enum virtio_pci_mode net_pci_mode(enum vm_virtio_mode m)
 	       m == VM_VIRTIO_MODERN ? VIRTIO_PCI_MODERN_ONLY : VIRTIO_PCI_TRANSITIONAL;
 }
 
-/* Create virtio-net<i> for cfg->nets[i] and hook its epoll into the loop. */
-static int net_create_one(struct vm *vm, const struct vm_net *c, int i, struct error *e)
+/* Create virtio-net<i> for `c` and hook its epoll into the host's loop. */
+int virtio_net_create(const struct device_host *host, const struct vm_net *c, int i,
+		      struct error *e)
 {
 	uint8_t mac[6];
 	struct virtio_net_params p = { .tap = c->tap, .fd = c->fd, .queues = c->queues, .index = i };
@@ -1166,24 +1189,15 @@ static int net_create_one(struct vm *vm, const struct vm_net *c, int i, struct e
 	if (!ops)
 		return -1;
 	n = priv;
-	n->vm = vm;
-	if (virtio_pci_create(vm, ops, priv, n->name, net_pci_mode(c->mode), e))
+	if (virtio_pci_create(host, ops, priv, n->name, net_pci_mode(c->mode), &n->dev, e))
 		return -1;
-	n->dev = vm_find_device(vm, n->name);
-	if (!n->dev || eventloop_add(vm->loop, n->epfd, EPOLLIN, net_on_event, n) < 0)
+	if (!host->loop || eventloop_add(host->loop, n->epfd, EPOLLIN, net_on_event, n) < 0)
 		return error_set(e, EXIT_HOST, "%s: cannot watch the TAP: %s", n->name,
 				 strerror(errno));
+	n->loop = host->loop;
 	log_debug("%s: %s%s, %u pair(s), mac %02x:%02x:%02x:%02x:%02x:%02x%s", n->name,
 		  n->info.is_tap ? "TAP " : "frame fd", n->info.ifname, n->npairs, n->mac[0],
 		  n->mac[1], n->mac[2], n->mac[3], n->mac[4], n->mac[5],
 		  n->info.offload ? ", offloads" : "");
-	return 0;
-}
-
-int virtio_net_create(struct vm *vm, const struct vm_config *cfg, struct error *e)
-{
-	for (int i = 0; i < cfg->nnets; i++)
-		if (net_create_one(vm, &cfg->nets[i], i, e))
-			return -1;
 	return 0;
 }

@@ -44,7 +44,8 @@
 #include "base/log.h"
 #include "base/eventloop.h"
 #include "devices/pci.h"
-#include "vmm/vm.h"
+#include <jansson.h>
+#include <linux/kvm.h>
 
 #define VIRTIO_PCI_STATE_VERSION 1
 #define VIRTIO_PCI_MAX_QUEUES    64       /* notify region and ioeventfds */
@@ -68,7 +69,7 @@ struct virtio_pci {
 	struct pci_dev pci;
 	struct virtio_device vdev;
 	struct device *dev;
-	struct vm *vm;
+	const struct device_host *host;
 	enum virtio_pci_mode mode;
 	uint32_t dfselect, gfselect;       /* feature window selects */
 	uint16_t queue_select;
@@ -155,8 +156,9 @@ static void vp_ioeventfd_del(struct virtio_pci *vp, struct vp_ioeventfd *ev)
 
 	if (ev->fd < 0)
 		return;
-	ioctl(vp->vm->vm_fd, KVM_IOEVENTFD, &k);
-	eventloop_del(vp->vm->loop, ev->fd);
+	if (vp->host->ioeventfd)
+		vp->host->ioeventfd(vp->host, &k);
+	eventloop_del(vp->host->loop, ev->fd);
 	close(ev->fd);
 	ev->fd = -1;
 }
@@ -173,14 +175,14 @@ static void vp_ioeventfd_add(struct virtio_pci *vp, struct vp_ioeventfd *ev, uin
 	ev->addr = addr;
 	ev->pio = pio;
 	ev->len = pio ? 2 : 0;
-	if (vp->vm->vm_fd < 0 || !vp->vm->loop)
+	if (!vp->host->ioeventfd || !vp->host->loop)
 		return;
 	ev->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	k.len = (uint32_t)ev->len;
 	k.fd = ev->fd;
 	k.flags = pio ? KVM_IOEVENTFD_FLAG_PIO | KVM_IOEVENTFD_FLAG_DATAMATCH : 0;
-	if (ev->fd < 0 || ioctl(vp->vm->vm_fd, KVM_IOEVENTFD, &k) < 0 ||
-	    eventloop_add(vp->vm->loop, ev->fd, EPOLLIN, vp_on_ioeventfd, ev) < 0) {
+	if (ev->fd < 0 || vp->host->ioeventfd(vp->host, &k) < 0 ||
+	    eventloop_add(vp->host->loop, ev->fd, EPOLLIN, vp_on_ioeventfd, ev) < 0) {
 		log_debug("%s: no ioeventfd for queue %u (%s); kicks exit to the VMM",
 			  vp->dev->name, q, strerror(errno));
 		if (ev->fd >= 0)
@@ -560,11 +562,30 @@ static void vp_destroy(struct device *d)
 	free(vp);
 }
 
+/* The transport's counters under "virtio" in the device's object, then the
+ * model's own (a disk's, a network card's). */
+static void vp_metrics(struct device *d, json_t *dev, json_t *root)
+{
+	struct virtio_pci *vp = d->priv;
+	struct virtio_device *vd = &vp->vdev;
+
+	json_object_set_new(dev, "virtio", json_pack("{s:I, s:I, s:I, s:I, s:I, s:b}",
+		"requests", (json_int_t)vd->stats.requests,
+		"bytes_out", (json_int_t)vd->stats.bytes_out,
+		"bytes_in", (json_int_t)vd->stats.bytes_in,
+		"kicks", (json_int_t)vd->stats.kicks,
+		"interrupts", (json_int_t)vd->stats.interrupts,
+		"broken", vd->broken));
+	if (vd->ops->metrics)
+		vd->ops->metrics(vd, d->name, root);
+}
+
 static const struct device_ops virtio_pci_dev_ops = {
 	.type = "virtio-pci",
 	.state_version = VIRTIO_PCI_STATE_VERSION,
 	.save = vp_save,
 	.restore = vp_restore,
+	.metrics = vp_metrics,
 	.destroy = vp_destroy,
 };
 
@@ -672,8 +693,9 @@ static void vp_setup_pci(struct virtio_pci *vp)
 	vp_add_vcap(vp, CAP_PCI_CFG, 0, 0, 0, 20);
 }
 
-int virtio_pci_create(struct vm *vm, const struct virtio_device_ops *ops, void *priv,
-		      const char *name, enum virtio_pci_mode mode, struct error *e)
+int virtio_pci_create(const struct device_host *host, const struct virtio_device_ops *ops,
+		      void *priv, const char *name, enum virtio_pci_mode mode, struct device **out,
+		      struct error *e)
 {
 	struct virtio_pci *vp = calloc(1, sizeof(*vp));
 	struct device *d;
@@ -683,7 +705,7 @@ int virtio_pci_create(struct vm *vm, const struct virtio_device_ops *ops, void *
 		vp = NULL;
 		error_set(e, EXIT_USAGE, "%s: %u queues is more than %d", name,
 			  ops->num_queues, VIRTIO_PCI_MAX_QUEUES);
-	} else if (!vp || virtio_device_init(&vp->vdev, ops, priv, &vm->mem, name)) {
+	} else if (!vp || virtio_device_init(&vp->vdev, ops, priv, host->mem, name)) {
 		free(vp);
 		vp = NULL;
 		error_set(e, EXIT_HOST, "%s: cannot set up the virtio device", name);
@@ -695,7 +717,7 @@ int virtio_pci_create(struct vm *vm, const struct virtio_device_ops *ops, void *
 		}
 		return -1;
 	}
-	d = device_new(vm, &virtio_pci_dev_ops, name, vp);
+	d = device_new(host, &virtio_pci_dev_ops, name, vp);
 	if (!d) {
 		virtio_device_destroy(&vp->vdev);
 		free(vp);
@@ -704,7 +726,7 @@ int virtio_pci_create(struct vm *vm, const struct virtio_device_ops *ops, void *
 	for (int q = 0; q < VIRTIO_PCI_MAX_QUEUES; q++)
 		vp->modern_ev[q].fd = vp->legacy_ev[q].fd = -1;
 	vp->dev = d;
-	vp->vm = vm;
+	vp->host = host;
 	vp->mode = mode;
 	vp->config_vector = VIRTIO_PCI_NO_VECTOR;
 	vp->vdev.transport = vp;
@@ -714,8 +736,9 @@ int virtio_pci_create(struct vm *vm, const struct virtio_device_ops *ops, void *
 		vp->vdev.host_features &= ~(VIRTIO_BIT(VIRTIO_F_VERSION_1) | VIRTIO_BIT(VIRTIO_F_RING_PACKED));
 	for (uint16_t q = 0; q < vp->vdev.num_queues; q++)
 		vp->vdev.queues[q].vector = VIRTIO_PCI_NO_VECTOR;
-	if (vm_add_device(vm, d))
+	if (device_host_attach(host, d))
 		return error_set(e, EXIT_RESOURCE, "%s: too many devices", name);
+	*out = d;
 	vp_setup_pci(vp);
-	return pci_add_device(vm, &vp->pci, e);
+	return pci_add_device(host, &vp->pci, e);
 }

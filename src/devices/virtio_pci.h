@@ -14,8 +14,8 @@
 #include "devices/virtio.h"
 #include "base/error.h"
 
-struct vm;
 struct device;
+struct device_host;
 
 enum virtio_pci_mode {
 	VIRTIO_PCI_TRANSITIONAL = 0,    /* both interfaces (default) */
@@ -38,10 +38,12 @@ enum virtio_pci_mode {
 #define VIRTIO_PCI_NO_VECTOR      0xffff
 
 /* Create a virtio PCI function for the device model `ops`/`priv`, named
- * `name`, plug it into the VM's PCI bus and register it as a VM device.
- * On failure `priv` has been released through ops->destroy. */
-int virtio_pci_create(struct vm *vm, const struct virtio_device_ops *ops, void *priv,
-		      const char *name, enum virtio_pci_mode mode, struct error *e);
+ * `name`, attach it to `host` and plug it into the host's PCI bus; *out is
+ * the new device (owned by the host).  On failure `priv` has been released
+ * through ops->destroy. */
+int virtio_pci_create(const struct device_host *host, const struct virtio_device_ops *ops,
+		      void *priv, const char *name, enum virtio_pci_mode mode, struct device **out,
+		      struct error *e);
 
 /* The virtio device inside a struct device made by virtio_pci_create. */
 struct virtio_device *virtio_pci_vdev(struct device *d);

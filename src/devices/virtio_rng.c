@@ -30,13 +30,12 @@
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "base/eventloop.h"
-#include "vmm/vm.h"
 
 #define RNG_DEFAULT_RATE (1u << 20)    /* bytes per second */
 #define RNG_QUEUE_SIZE   256
 
 struct rng {
-	struct vm *vm;
+	struct eventloop *loop;        /* watching timer_fd, or NULL */
 	struct device *dev;            /* virtio-pci: its device, else NULL */
 	struct virtio_device *vdev;    /* seen at the first kick, for the timer */
 	pthread_mutex_t *lock;         /* the transport's lock, NULL until known */
@@ -169,8 +168,8 @@ static void rng_destroy(struct virtio_device *vdev)
 	if (!r)
 		return;
 	if (r->timer_fd >= 0) {
-		if (r->vm && r->vm->loop)
-			eventloop_del(r->vm->loop, r->timer_fd);
+		if (r->loop)
+			eventloop_del(r->loop, r->timer_fd);
 		close(r->timer_fd);
 	}
 	free(r);
@@ -191,42 +190,41 @@ static const struct virtio_device_ops rng_ops = {
 	.destroy = rng_destroy,
 };
 
-int virtio_rng_model(struct vm *vm, const struct vm_config *cfg, pthread_mutex_t *lock,
+int virtio_rng_model(const struct device_host *host, uint32_t rate, pthread_mutex_t *lock,
 		     const struct virtio_device_ops **ops, void **priv, struct error *e)
 {
 	struct rng *r = calloc(1, sizeof(*r));
 
 	if (!r)
 		return error_set(e, EXIT_HOST, "out of memory");
-	r->vm = vm;
 	r->lock = lock;
-	r->rate = cfg->rng_rate ? cfg->rng_rate : RNG_DEFAULT_RATE;
+	r->rate = rate ? rate : RNG_DEFAULT_RATE;
 	r->tokens = r->rate;
 	r->last_ns = mono_ns();
 	r->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	if (r->timer_fd >= 0 && vm->loop &&
-	    eventloop_add(vm->loop, r->timer_fd, EPOLLIN, rng_on_timer, r) < 0)
-		log_warn("virtio-rng: no refill timer; the rate cap may stall the device");
+	if (r->timer_fd >= 0 && host->loop) {
+		if (eventloop_add(host->loop, r->timer_fd, EPOLLIN, rng_on_timer, r) < 0)
+			log_warn("virtio-rng: no refill timer; the rate cap may stall the device");
+		else
+			r->loop = host->loop;
+	}
 	*ops = &rng_ops;
 	*priv = r;
 	return 0;
 }
 
-int virtio_rng_create(struct vm *vm, const struct vm_config *cfg, struct error *e)
+int virtio_rng_create(const struct device_host *host, uint32_t rate, struct error *e)
 {
 	const struct virtio_device_ops *ops;
 	struct rng *r;
 	void *priv;
 
-	if (!cfg->rng)
-		return 0;
-	if (virtio_rng_model(vm, cfg, NULL, &ops, &priv, e))
-		return -1;
-	if (virtio_pci_create(vm, ops, priv, "virtio-rng0", VIRTIO_PCI_TRANSITIONAL, e))
+	if (virtio_rng_model(host, rate, NULL, &ops, &priv, e))
 		return -1;
 	r = priv;
-	r->dev = vm_find_device(vm, "virtio-rng0");
-	r->vdev = r->dev ? virtio_pci_vdev(r->dev) : NULL;
-	r->lock = r->dev ? &r->dev->lock : NULL;
+	if (virtio_pci_create(host, ops, priv, "virtio-rng0", VIRTIO_PCI_TRANSITIONAL, &r->dev, e))
+		return -1;
+	r->vdev = virtio_pci_vdev(r->dev);
+	r->lock = &r->dev->lock;
 	return 0;
 }

@@ -72,9 +72,8 @@
 #include "devices/virtio_pci.h"
 #include "base/exitcode.h"
 #include "base/log.h"
-#include "vmm/config.h"
+#include "base/path_beneath.h"
 #include "base/eventloop.h"
-#include "vmm/vm.h"
 
 #define VSOCK_QUEUE_SIZE   256
 #define VSOCK_STATE_VERSION 1
@@ -128,7 +127,7 @@ struct vsock_rst {
 };
 
 struct vsock {
-	struct vm *vm;                    /* NULL in unit tests */
+	struct eventloop *loop;           /* watching epfd, or NULL (unit tests) */
 	struct device *dev;               /* our PCI device (lock), NULL in tests */
 	uint64_t cid;
 	char *path;                       /* listener path; PATH_<port> for guest connects */
@@ -947,8 +946,8 @@ static void vsock_free(struct vsock *v)
 {
 	vsock_drop_all(v);
 	if (v->epfd >= 0) {
-		if (v->vm && v->vm->loop)
-			eventloop_del(v->vm->loop, v->epfd);
+		if (v->loop)
+			eventloop_del(v->loop, v->epfd);
 		close(v->epfd);
 	}
 	if (v->kickfd >= 0)
@@ -1049,26 +1048,24 @@ fail:
 	return NULL;
 }
 
-int virtio_vsock_create(struct vm *vm, const struct vm_config *cfg, struct error *e)
+int virtio_vsock_create(const struct device_host *host, uint32_t cid, const char *path,
+			struct error *e)
 {
 	const struct virtio_device_ops *ops;
 	void *priv = NULL;
 	struct vsock *v;
 
-	if (!cfg->vsock_cid)
-		return 0;
-	if (!cfg->vsock_socket)
+	if (!path)
 		return error_set(e, EXIT_USAGE, "vsock: no socket path");
-	ops = virtio_vsock_new(cfg->vsock_cid, cfg->vsock_socket, &priv, e);
+	ops = virtio_vsock_new(cid, path, &priv, e);
 	if (!ops)
 		return -1;
 	v = priv;
-	v->vm = vm;
 	/* virtio-vsock has no legacy interface (it came after virtio 1.0) */
-	if (virtio_pci_create(vm, ops, priv, "virtio-vsock0", VIRTIO_PCI_MODERN_ONLY, e))
+	if (virtio_pci_create(host, ops, priv, "virtio-vsock0", VIRTIO_PCI_MODERN_ONLY, &v->dev, e))
 		return -1;
-	v->dev = vm_find_device(vm, "virtio-vsock0");
-	if (!v->dev || eventloop_add(vm->loop, v->epfd, EPOLLIN, vsock_on_event, v) < 0)
+	if (!host->loop || eventloop_add(host->loop, v->epfd, EPOLLIN, vsock_on_event, v) < 0)
 		return error_set(e, EXIT_HOST, "vsock: cannot watch the socket: %s", strerror(errno));
+	v->loop = host->loop;
 	return 0;
 }

@@ -20,6 +20,11 @@
  * Order matters to KVM: the irqchip and PIT must exist before the first
  * vCPU, and CPUID must be set before the first KVM_RUN.
  *
+ * Devices are built by the builder (vmm/devices.c) on vm->host, this VM's
+ * struct device_host: the callbacks at "the device host" below are the
+ * only way a device reaches the VM, and each is one KVM ioctl, a bus
+ * registration, the console or vm_stop.
+ *
  * vm_run() then starts the event loop and the vCPU threads and sleeps on a
  * condition variable until vm_stop() is called.  The first vm_stop() wins:
  * its status and reason are what the user sees.
@@ -46,6 +51,7 @@
 #include "base/eventloop.h"
 #include "base/layout.h"
 #include "devices/pci.h"
+#include "vmm/devices.h"
 
 /* Where KVM may put the VMX TSS and identity map (Intel only; the rest of
  * KVM ignores them).  Just below the IOAPIC-LAPIC area, in the 32-bit hole. */
@@ -187,7 +193,99 @@ static int vm_load_guest(struct vm *vm, struct error *e)
 	return boot_load(&vm->mem, &req, &vm->boot, e);
 }
 
-struct vm *vm_new_bare(void)
+/* ---- the device host: what devices may use of this VM ---- */
+
+static int vm_host_add_device(const struct device_host *h, struct device *d)
+{
+	struct vm *vm = h->opaque;
+
+	if (vm->ndevices == VM_MAX_DEVICES) {
+		device_free(d);
+		return -1;
+	}
+	vm->devices[vm->ndevices++] = d;
+	return 0;
+}
+
+static int vm_host_map(const struct device_host *h, enum device_space space, uint64_t base,
+		       uint64_t len, struct device *d)
+{
+	struct vm *vm = h->opaque;
+
+	return bus_register(space == DEVICE_SPACE_IO ? &vm->iobus : &vm->mmiobus, base, len, d);
+}
+
+static void vm_host_irq_line(const struct device_host *h, unsigned gsi, int level)
+{
+	struct vm *vm = h->opaque;
+	struct kvm_irq_level irq = { .irq = gsi, .level = (uint32_t)level };
+
+	if (vm->vm_fd < 0)
+		return;
+	if (ioctl(vm->vm_fd, KVM_IRQ_LINE, &irq) < 0)
+		log_warn("KVM_IRQ_LINE %u: %s", gsi, strerror(errno));
+}
+
+static int vm_host_set_irq_routing(const struct device_host *h, const struct kvm_irq_routing *r)
+{
+	struct vm *vm = h->opaque;
+
+	if (vm->vm_fd < 0)
+		return 0;
+	return ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, r);
+}
+
+static int vm_host_irqfd(const struct device_host *h, int fd, unsigned gsi)
+{
+	struct vm *vm = h->opaque;
+	struct kvm_irqfd irqfd = { .fd = (uint32_t)fd, .gsi = gsi };
+
+	return ioctl(vm->vm_fd, KVM_IRQFD, &irqfd);
+}
+
+static int vm_host_ioeventfd(const struct device_host *h, const struct kvm_ioeventfd *k)
+{
+	struct vm *vm = h->opaque;
+
+	if (vm->vm_fd < 0) {
+		errno = EBADF;
+		return -1;
+	}
+	return ioctl(vm->vm_fd, KVM_IOEVENTFD, k);
+}
+
+static void vm_host_stop(const struct device_host *h, int status, const char *reason)
+{
+	vm_stop(h->opaque, status, "%s", reason);
+}
+
+static void vm_host_report(const struct device_host *h, const char *line)
+{
+	struct vm *vm = h->opaque;
+
+	if (vm->report_fn)
+		vm->report_fn(vm->report_opaque, line);
+}
+
+static void vm_host_console_write(const struct device_host *h, const void *buf, size_t len)
+{
+	struct vm *vm = h->opaque;
+
+	if (vm->console)
+		console_write(vm->console, buf, len);
+}
+
+static int vm_host_console_attach_input(const struct device_host *h, device_input_fn fn,
+					void *opaque)
+{
+	struct vm *vm = h->opaque;
+
+	return vm->console ? console_attach_input(vm->console, fn, opaque) : 0;
+}
+
+/* A VM shell: fds -1, stop lock and condition, empty buses, the device
+ * host (memory, loop and RAM size are filled in as vm_create makes them). */
+static struct vm *vm_alloc(void)
 {
 	struct vm *vm = calloc(1, sizeof(*vm));
 
@@ -199,12 +297,26 @@ struct vm *vm_new_bare(void)
 	pthread_cond_init(&vm->stop_cond, NULL);
 	bus_init(&vm->iobus, "io");
 	bus_init(&vm->mmiobus, "mmio");
+	vm->host = (struct device_host){
+		.opaque = vm,
+		.mem = &vm->mem,
+		.add_device = vm_host_add_device,
+		.map = vm_host_map,
+		.irq_line = vm_host_irq_line,
+		.set_irq_routing = vm_host_set_irq_routing,
+		.irqfd = vm_host_irqfd,
+		.ioeventfd = vm_host_ioeventfd,
+		.stop = vm_host_stop,
+		.report = vm_host_report,
+		.console_write = vm_host_console_write,
+		.console_attach_input = vm_host_console_attach_input,
+	};
 	return vm;
 }
 
 struct vm *vm_create(const struct vm_config *cfg, struct error *e)
 {
-	struct vm *vm = vm_new_bare();
+	struct vm *vm = vm_alloc();
 
 	if (!vm) {
 		error_set(e, EXIT_HOST, "out of memory");
@@ -224,8 +336,10 @@ struct vm *vm_create(const struct vm_config *cfg, struct error *e)
 		goto fail;
 	}
 	vm->console = console_open(vm, cfg->console, cfg->console_path, e);
-	if (!vm->console || pci_init(vm, e) || devices_create_all(vm, cfg, e) ||
-	    vm_setup_vcpus(vm, e))
+	vm->host.loop = vm->loop;
+	vm->host.ram_size = vm->mem.size ? vm->mem.size : vm->cfg.memory;
+	if (!vm->console || pci_init(&vm->host, &vm->host.pci, e) ||
+	    devices_create_all(&vm->host, cfg, e) || vm_setup_vcpus(vm, e))
 		goto fail;
 	return vm;
 fail:
@@ -237,26 +351,6 @@ void vm_set_report_fn(struct vm *vm, vm_report_fn fn, void *opaque)
 {
 	vm->report_fn = fn;
 	vm->report_opaque = opaque;
-}
-
-int vm_add_device(struct vm *vm, struct device *d)
-{
-	if (vm->ndevices == VM_MAX_DEVICES) {
-		device_free(d);
-		return -1;
-	}
-	vm->devices[vm->ndevices++] = d;
-	return 0;
-}
-
-void vm_irq_line(struct vm *vm, unsigned gsi, int level)
-{
-	struct kvm_irq_level irq = { .irq = gsi, .level = (uint32_t)level };
-
-	if (!vm || vm->vm_fd < 0)
-		return;
-	if (ioctl(vm->vm_fd, KVM_IRQ_LINE, &irq) < 0)
-		log_warn("KVM_IRQ_LINE %u: %s", gsi, strerror(errno));
 }
 
 void vm_stop(struct vm *vm, int status, const char *fmt, ...)
@@ -388,12 +482,7 @@ out:
 
 int vm_save_devices(struct vm *vm, struct state_writer *w)
 {
-	for (int i = 0; i < vm->ndevices; i++) {
-		pthread_mutex_lock(&vm->devices[i]->lock);
-		device_save(vm->devices[i], w);
-		pthread_mutex_unlock(&vm->devices[i]->lock);
-	}
-	return w->error ? -1 : 0;
+	return devices_save(vm->devices, vm->ndevices, w);
 }
 
 struct device *vm_find_device(struct vm *vm, const char *name)
@@ -406,28 +495,7 @@ struct device *vm_find_device(struct vm *vm, const char *name)
 
 int vm_restore_devices(struct vm *vm, const void *buf, size_t len, struct error *e)
 {
-	struct state_reader r, payload;
-	char name[64];
-	uint16_t version;
-
-	state_reader_init(&r, buf, len);
-	while (r.pos < r.len) {
-		struct device *d;
-		int rc;
-
-		if (state_section_read(&r, name, &version, &payload))
-			return error_set(e, EXIT_GUEST_BAD, "device state: corrupt section at byte %zu", r.pos);
-		d = vm_find_device(vm, name);
-		if (!d)
-			return error_set(e, EXIT_GUEST_BAD, "device state: no device named %s in this VM", name);
-		pthread_mutex_lock(&d->lock);
-		rc = device_restore(d, version, &payload);
-		pthread_mutex_unlock(&d->lock);
-		if (rc)
-			return error_set(e, EXIT_GUEST_BAD, "device state: %s: cannot restore version %u",
-					 name, version);
-	}
-	return 0;
+	return devices_restore(vm->devices, vm->ndevices, buf, len, e);
 }
 
 void vm_destroy(struct vm *vm)
@@ -439,7 +507,8 @@ void vm_destroy(struct vm *vm)
 	for (int i = 0; vm->vcpus && i < vm->ncpus; i++)
 		vcpu_destroy(&vm->vcpus[i]);
 	free(vm->vcpus);
-	pci_destroy(vm);
+	pci_destroy(vm->host.pci);
+	vm->host.pci = NULL;
 	for (int i = 0; i < vm->ndevices; i++)
 		device_free(vm->devices[i]);
 	console_close(vm->console);

@@ -11,6 +11,10 @@
  *   event thread    epoll on host fds (console input, timers, later device
  *                   back ends); never polls, sleeps in epoll_wait.
  *
+ * Devices see the VM only through vm->host, the VMM's struct device_host
+ * (devices/device_host.h): guest memory, the event loop, KVM's interrupt
+ * ioctls, the two buses, the console and vm_stop, each behind a callback.
+ *
  * Stopping: anything (a device, a vCPU exit, the console escape, a timeout)
  * calls vm_stop(vm, status, reason).  The first call wins; it sets every
  * vCPU's immediate_exit and signals the vCPU threads out of KVM_RUN.
@@ -26,6 +30,7 @@
 #include <time.h>
 
 #include "base/error.h"
+#include "devices/device_host.h"
 #include "vmm/bus.h"
 #include "vmm/config.h"
 #include "vmm/cpuid.h"
@@ -35,7 +40,6 @@
 
 struct device;
 struct control;
-struct pci_host;
 struct eventloop;
 struct console;
 
@@ -84,18 +88,12 @@ struct vm {
 	int parked;                    /* vCPUs parked now (under stop_lock) */
 	uint64_t started_ns;           /* CLOCK_MONOTONIC when vm_run began */
 	struct control *control;       /* the --api-socket server, or NULL */
-	struct pci_host *pci;          /* the PCI host bridge (pci.c) */
+	struct device_host host;       /* what devices see of us (host.pci: the bus) */
 };
 
 /* Build a VM from `cfg`: open KVM, create memory, irqchip, PIT, vCPUs with
  * CPUID, devices, load the kernel.  Returns NULL with `e` filled. */
 struct vm *vm_create(const struct vm_config *cfg, struct error *e);
-
-/* A VM shell without KVM, memory or devices: fds -1, stop lock and
- * condition, empty buses.  vm_create builds on it; unit tests, fuzzers and
- * the vhost-user back end use it to host device models.  vm_destroy frees
- * it.  NULL when out of memory. */
-struct vm *vm_new_bare(void);
 
 /* Run until the guest powers off, exits, faults or vm_stop is called.
  * Returns the process exit status; vm->exit_reason says why. */
@@ -122,12 +120,6 @@ struct device *vm_find_device(struct vm *vm, const char *name);
 
 /* Receive test-device report lines (for test harnesses and benchmarks). */
 void vm_set_report_fn(struct vm *vm, vm_report_fn fn, void *opaque);
-
-/* Attach a device to the VM (the VM frees it). 0 or -1 when full. */
-int vm_add_device(struct vm *vm, struct device *d);
-
-/* Raise or lower an ISA/GSI interrupt line on the in-kernel irqchip. */
-void vm_irq_line(struct vm *vm, unsigned gsi, int level);
 
 /* Save every device's state as sections; restore them by instance name. */
 int vm_save_devices(struct vm *vm, struct state_writer *w);

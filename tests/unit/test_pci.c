@@ -2,7 +2,7 @@
  * test_pci.c - the PCI host bridge as a guest's firmware or OS sees it:
  * config space through 0xcf8/0xcfc and ECAM, BAR sizing and moving, decode
  * following the command register, the capability list, and the MSI-X
- * table.  A bare struct vm without KVM.
+ * table.  A fake device host (tests/fake_host.h), no VM, no KVM.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,7 +14,7 @@
 #include "devices/device.h"
 #include "base/log.h"
 #include "devices/pci.h"
-#include "vmm/vm.h"
+#include "fake_host.h"
 
 struct fake {
 	struct pci_dev pci;
@@ -45,7 +45,7 @@ static const struct pci_dev_ops fake_ops = {
 	.bar_read = fake_bar_read, .bar_write = fake_bar_write, .bar_moved = fake_bar_moved,
 };
 
-static struct vm *vm;
+static struct fake_host *host;
 static struct fake *fk, *fk64;
 
 static void fake_destroy(struct device *d)
@@ -61,23 +61,23 @@ static int setup(void **state)
 	struct device *d;
 
 	log_threshold = LOG_ERROR;
-	vm = vm_new_bare();
-	assert_int_equal(pci_init(vm, &e), 0);
+	host = fake_host_new(0);
+	assert_int_equal(fake_host_pci(host, &e), 0);
 	fk = calloc(1, sizeof(*fk));
-	d = device_new(vm, &fake_dev_ops, "fake0", fk);
-	vm_add_device(vm, d);
+	d = device_new(&host->host, &fake_dev_ops, "fake0", fk);
+	device_host_attach(&host->host, d);
 	pci_dev_init(&fk->pci, d, &fake_ops, 0x1af4, 0x1000, 0x020000, 0x1af4, 1);
 	fk->pci.priv = fk;
 	pci_dev_set_bar(&fk->pci, 0, PCI_BAR_IO, 64);
 	pci_dev_set_bar(&fk->pci, 1, PCI_BAR_MEM32, 8192);
 	assert_int_equal(pci_msix_init(&fk->pci, 1, 0x1000, 0x1800, 3), 0);
-	assert_int_equal(pci_add_device(vm, &fk->pci, &e), 0);
+	assert_int_equal(pci_add_device(&host->host, &fk->pci, &e), 0);
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	vm_destroy(vm);   /* the PCI bus, then every device */
+	fake_host_free(host);   /* the PCI bus, then every device */
 	free(fk);
 	free(fk64);
 	return 0;
@@ -87,8 +87,8 @@ static uint32_t cfg_read(int slot, int off, int size)
 {
 	uint32_t addr = 0x80000000u | ((uint32_t)slot << 11) | (off & 0xfc), v = 0;
 
-	bus_io(&vm->iobus, 0xcf8, &addr, 4, true);
-	bus_io(&vm->iobus, (uint16_t)(0xcfc + (off & 3)), &v, size, false);
+	bus_io(&host->iobus, 0xcf8, &addr, 4, true);
+	bus_io(&host->iobus, (uint16_t)(0xcfc + (off & 3)), &v, size, false);
 	return size == 4 ? v : v & ((1u << (8 * size)) - 1);
 }
 
@@ -96,8 +96,8 @@ static void cfg_write(int slot, int off, uint32_t v, int size)
 {
 	uint32_t addr = 0x80000000u | ((uint32_t)slot << 11) | (off & 0xfc);
 
-	bus_io(&vm->iobus, 0xcf8, &addr, 4, true);
-	bus_io(&vm->iobus, (uint16_t)(0xcfc + (off & 3)), &v, size, true);
+	bus_io(&host->iobus, 0xcf8, &addr, 4, true);
+	bus_io(&host->iobus, (uint16_t)(0xcfc + (off & 3)), &v, size, true);
 }
 
 static void test_enumeration(void **state)
@@ -113,12 +113,12 @@ static void test_enumeration(void **state)
 	/* function 1, and bus 1, do not exist */
 	{
 		uint32_t addr = 0x80000000u | ((uint32_t)slot << 11) | (1 << 8);
-		bus_io(&vm->iobus, 0xcf8, &addr, 4, true);
-		bus_io(&vm->iobus, 0xcfc, &v, 4, false);
+		bus_io(&host->iobus, 0xcf8, &addr, 4, true);
+		bus_io(&host->iobus, 0xcfc, &v, 4, false);
 		assert_int_equal(v, 0xffffffff);
 	}
 	/* ECAM gives the same bytes */
-	bus_mmio(&vm->mmiobus, PCI_ECAM_BASE + ((uint64_t)slot << 15), &v, 4, false);
+	bus_mmio(&host->mmiobus, PCI_ECAM_BASE + ((uint64_t)slot << 15), &v, 4, false);
 	assert_int_equal(v, 0x10001af4);
 	/* interrupt pin A, line 16 + slot % 4 */
 	assert_int_equal(cfg_read(slot, 0x3d, 1), 1);
@@ -145,22 +145,22 @@ static void test_bar_sizing_and_moving(void **state)
 	cfg_write(slot, 0x10, io, 4);
 	/* move the memory BAR; accesses follow it */
 	cfg_write(slot, 0x14, (uint32_t)newmem, 4);
-	bus_mmio(&vm->mmiobus, newmem + 8, &v, 4, true);
+	bus_mmio(&host->mmiobus, newmem + 8, &v, 4, true);
 	assert_int_equal(*(uint32_t *)&fk->regs[1024 + 8], 0xabcd1234);
 	v = 0;
-	bus_mmio(&vm->mmiobus, mem + 8, &v, 4, false);
+	bus_mmio(&host->mmiobus, mem + 8, &v, 4, false);
 	assert_int_equal(v, 0xffffffff);                        /* old place is empty */
 	assert_true(fk->moved >= 2);
 	/* memory decode off: the BAR disappears */
 	cfg_write(slot, 0x04, 0x1, 2);
-	bus_mmio(&vm->mmiobus, newmem + 8, &v, 4, false);
+	bus_mmio(&host->mmiobus, newmem + 8, &v, 4, false);
 	assert_int_equal(v, 0xffffffff);
 	cfg_write(slot, 0x04, 0x7, 2);
-	bus_mmio(&vm->mmiobus, newmem + 8, &v, 4, false);
+	bus_mmio(&host->mmiobus, newmem + 8, &v, 4, false);
 	assert_int_equal(v, 0xabcd1234);
 	/* I/O BAR works through the I/O window */
 	v = 0x5a;
-	bus_io(&vm->iobus, (uint16_t)((io & ~3u) + 4), &v, 1, true);
+	bus_io(&host->iobus, (uint16_t)((io & ~3u) + 4), &v, 1, true);
 	assert_int_equal(fk->regs[4], 0x5a);
 }
 
@@ -176,13 +176,13 @@ static void test_capabilities_and_msix(void **state)
 	assert_int_equal(cfg_read(slot, cap + 4, 4), 0x1000 | 1);
 	assert_int_equal(cfg_read(slot, cap + 8, 4), 0x1800 | 1);
 	/* vectors start masked; the table round-trips */
-	bus_mmio(&vm->mmiobus, mem + 0x1000 + 16 * 2 + 12, &v, 4, false);
+	bus_mmio(&host->mmiobus, mem + 0x1000 + 16 * 2 + 12, &v, 4, false);
 	assert_int_equal(v, 1);
 	v = 0xfee00000;
-	bus_mmio(&vm->mmiobus, mem + 0x1000 + 16 * 2, &v, 4, true);
+	bus_mmio(&host->mmiobus, mem + 0x1000 + 16 * 2, &v, 4, true);
 	v = 0x4041;
-	bus_mmio(&vm->mmiobus, mem + 0x1000 + 16 * 2 + 8, &v, 4, true);
-	bus_mmio(&vm->mmiobus, mem + 0x1000 + 16 * 2 + 8, &v, 4, false);
+	bus_mmio(&host->mmiobus, mem + 0x1000 + 16 * 2 + 8, &v, 4, true);
+	bus_mmio(&host->mmiobus, mem + 0x1000 + 16 * 2 + 8, &v, 4, false);
 	assert_int_equal(v, 0x4041);
 	/* a masked vector that fires becomes pending in the PBA */
 	assert_false(pci_msix_enabled(&fk->pci));
@@ -192,17 +192,17 @@ static void test_capabilities_and_msix(void **state)
 	pci_msix_notify(&fk->pci, 2);
 	pthread_mutex_unlock(&fk->pci.dev->lock);
 	v = 0;
-	bus_mmio(&vm->mmiobus, mem + 0x1800, &v, 4, false);
+	bus_mmio(&host->mmiobus, mem + 0x1800, &v, 4, false);
 	assert_int_equal(v, 1u << 2);
 	/* an access straddling two entries is ignored, not trusted */
 	v = 0xdeadbeef;
-	bus_mmio(&vm->mmiobus, mem + 0x1000 + 16 * 1 + 14, &v, 4, true);
-	bus_mmio(&vm->mmiobus, mem + 0x1000 + 16 * 1 + 12, &v, 4, false);
+	bus_mmio(&host->mmiobus, mem + 0x1000 + 16 * 1 + 14, &v, 4, true);
+	bus_mmio(&host->mmiobus, mem + 0x1000 + 16 * 1 + 12, &v, 4, false);
 	assert_int_equal(v, 1);                                   /* still masked */
 	/* unmasking delivers the pending vector and clears the PBA bit */
 	v = 0;
-	bus_mmio(&vm->mmiobus, mem + 0x1000 + 16 * 2 + 12, &v, 4, true);
-	bus_mmio(&vm->mmiobus, mem + 0x1800, &v, 4, false);
+	bus_mmio(&host->mmiobus, mem + 0x1000 + 16 * 2 + 12, &v, 4, true);
+	bus_mmio(&host->mmiobus, mem + 0x1800, &v, 4, false);
 	assert_int_equal(v, 0);
 }
 
@@ -212,21 +212,21 @@ static void test_bar64(void **state)
 {
 	struct fake *f = fk64 = calloc(1, sizeof(*f));
 	struct error e;
-	struct device *d = device_new(vm, &fake_dev_ops, "fake64", f);
+	struct device *d = device_new(&host->host, &fake_dev_ops, "fake64", f);
 	uint32_t lo, hi, v = 0x600df00d;
 	uint64_t addr, base = pci_mmio64_base(0);
 
-	vm_add_device(vm, d);
+	device_host_attach(&host->host, d);
 	pci_dev_init(&f->pci, d, &fake_ops, 0x1af4, 0x1001, 0x010000, 0x1af4, 2);
 	f->pci.priv = f;
 	pci_dev_set_bar(&f->pci, 2, PCI_BAR_MEM64, 1 << 20);
-	assert_int_equal(pci_add_device(vm, &f->pci, &e), 0);
+	assert_int_equal(pci_add_device(&host->host, &f->pci, &e), 0);
 	lo = cfg_read(f->pci.slot, 0x18, 4);
 	hi = cfg_read(f->pci.slot, 0x1c, 4);
 	assert_int_equal(lo & 0xf, 0xc);                          /* 64-bit, prefetchable */
 	addr = (lo & ~15u) | ((uint64_t)hi << 32);
 	assert_true(addr >= base && addr < base + PCI_MMIO64_SIZE);
-	bus_mmio(&vm->mmiobus, addr + 16, &v, 4, true);
+	bus_mmio(&host->mmiobus, addr + 16, &v, 4, true);
 	assert_int_equal(*(uint32_t *)&f->regs[2 * 1024 + 16], 0x600df00d);
 	cfg_write(f->pci.slot, 0x18, 0xffffffff, 4);
 	cfg_write(f->pci.slot, 0x1c, 0xffffffff, 4);
@@ -235,13 +235,13 @@ static void test_bar64(void **state)
 	cfg_write(f->pci.slot, 0x18, lo, 4);
 	cfg_write(f->pci.slot, 0x1c, hi, 4);
 	v = 0;
-	bus_mmio(&vm->mmiobus, addr + 16, &v, 4, false);
+	bus_mmio(&host->mmiobus, addr + 16, &v, 4, false);
 	assert_int_equal(v, 0x600df00d);
 	/* the guest may put it in the 32-bit window instead */
 	cfg_write(f->pci.slot, 0x18, (uint32_t)(PCI_MMIO32_BASE + 0x800000), 4);
 	cfg_write(f->pci.slot, 0x1c, 0, 4);
 	v = 0;
-	bus_mmio(&vm->mmiobus, PCI_MMIO32_BASE + 0x800000 + 16, &v, 4, false);
+	bus_mmio(&host->mmiobus, PCI_MMIO32_BASE + 0x800000 + 16, &v, 4, false);
 	assert_int_equal(v, 0x600df00d);
 }
 

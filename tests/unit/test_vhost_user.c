@@ -31,7 +31,8 @@
 #include "devices/vhost_user.h"
 #include "base/log.h"
 #include "vmm/config.h"
-#include "vmm/vm.h"
+#include "base/guest_mem.h"
+#include "devices/device_host.h"
 
 #define MEM_GPA   0x100000ull
 #define MEM_SIZE  (1u << 20)
@@ -166,7 +167,7 @@ static int fe_setup_rng(void **state)
 	vm_config_init(&f->cfg);
 	f->s = vu_server_new(&e);
 	assert_non_null(f->s);
-	assert_int_equal(virtio_rng_model(vu_server_vm(f->s), &f->cfg, vu_server_lock(f->s),
+	assert_int_equal(virtio_rng_model(vu_server_host(f->s), f->cfg.rng_rate, vu_server_lock(f->s),
 					  &m.ops, &m.priv, &e), 0);
 	assert_int_equal(vu_server_set_model(f->s, &m, &e), 0);
 	snprintf(f->path, sizeof(f->path), "/tmp/shoal-vu-test.%d.sock", getpid());
@@ -371,36 +372,36 @@ static void test_mem_slots(void **state)
 	struct vu_mem_single r = { .region = { MEM_GPA, MEM_SIZE / 2, MEM_UVA, 0 } };
 	struct vu_mem_single r2 = { .region = { MEM_GPA + MEM_SIZE / 2, MEM_SIZE / 2,
 						MEM_UVA + MEM_SIZE / 2, MEM_SIZE / 2 } };
-	struct vm *vm = vu_server_vm(f->s);
+	const struct device_host *host = vu_server_host(f->s);
 	uint32_t magic = 0x5a5aa5a5, got = 0;
 
 	assert_int_equal(fe_ack(f, VHOST_USER_ADD_MEM_REG, &r, sizeof(r), &f->memfd, 1), 0);
 	assert_int_equal(fe_ack(f, VHOST_USER_ADD_MEM_REG, &r, sizeof(r), &f->memfd, 1), 1);  /* overlap */
 	assert_int_equal(fe_ack(f, VHOST_USER_ADD_MEM_REG, &r2, sizeof(r2), &f->memfd, 1), 0);
-	assert_int_equal(vm->mem.nregions, 2);
+	assert_int_equal(host->mem->nregions, 2);
 	/* Both regions show the same bytes as our mapping. */
 	memcpy(f->mem + MEM_SIZE / 2 + 16, &magic, 4);
-	assert_int_equal(guest_mem_read(&vm->mem, MEM_GPA + MEM_SIZE / 2 + 16, &got, 4), 0);
+	assert_int_equal(guest_mem_read(host->mem, MEM_GPA + MEM_SIZE / 2 + 16, &got, 4), 0);
 	assert_int_equal(got, magic);
 	assert_int_equal(fe_ack(f, VHOST_USER_REM_MEM_REG, &r, sizeof(r), NULL, 0), 0);
 	assert_int_equal(fe_ack(f, VHOST_USER_REM_MEM_REG, &r, sizeof(r), NULL, 0), 1);  /* gone */
-	assert_int_equal(vm->mem.nregions, 1);
-	assert_null(guest_mem_ptr(&vm->mem, MEM_GPA, 1));
+	assert_int_equal(host->mem->nregions, 1);
+	assert_null(guest_mem_ptr(host->mem, MEM_GPA, 1));
 }
 
 /* A memory table at a non-zero offset in the fd, read through guest_mem. */
 static void test_mem_table_offset(void **state)
 {
 	struct fe *f = *state;
-	struct vm *vm = vu_server_vm(f->s);
+	const struct device_host *host = vu_server_host(f->s);
 	uint32_t magic = 0xfeedf00d, got = 0;
 
 	memcpy(f->mem + 4096 + 8, &magic, 4);
 	assert_int_equal(fe_mem_table(f, 4096, MEM_SIZE), 0);
-	assert_int_equal(guest_mem_read(&vm->mem, MEM_GPA + 8, &got, 4), 0);
+	assert_int_equal(guest_mem_read(host->mem, MEM_GPA + 8, &got, 4), 0);
 	assert_int_equal(got, magic);
 	assert_int_equal(fe_mem_table(f, 8192, MEM_SIZE), 1);   /* past the file's end */
-	assert_int_equal(vm->mem.nregions, 1);                  /* old table kept */
+	assert_int_equal(host->mem->nregions, 1);                  /* old table kept */
 }
 
 static void test_hostile_messages(void **state)
@@ -467,12 +468,12 @@ static void test_hostile_messages(void **state)
 static void test_framing_and_reconnect(void **state)
 {
 	struct fe *f = *state;
-	struct vm *vm = vu_server_vm(f->s);
+	const struct device_host *host = vu_server_host(f->s);
 	static uint8_t big[VU_MAX_PAYLOAD + 8];
 	struct vu_hdr bad = { VHOST_USER_GET_FEATURES, 2, 0 };
 
 	fe_ring_setup(f, VIRTIO_BIT(VIRTIO_F_VERSION_1) | VIRTIO_BIT(VHOST_USER_F_PROTOCOL_FEATURES), 0);
-	assert_int_equal(vm->mem.nregions, 1);
+	assert_int_equal(host->mem->nregions, 1);
 	fe_send(f, VHOST_USER_SET_CONFIG, 0, big, sizeof(big), NULL, 0);
 	assert_int_equal(fe_recv(f, 0, NULL, 0), -1);                  /* closed */
 	close(f->sock);
@@ -480,7 +481,7 @@ static void test_framing_and_reconnect(void **state)
 		usleep(10000);
 	pthread_mutex_lock(vu_server_lock(f->s));
 	assert_false(vu_server_connected(f->s));
-	assert_int_equal(vm->mem.nregions, 0);
+	assert_int_equal(host->mem->nregions, 0);
 	assert_int_equal(vu_server_vdev(f->s)->status, 0);
 	pthread_mutex_unlock(vu_server_lock(f->s));
 	/* Second front end: works from the start; then a bad version byte. */

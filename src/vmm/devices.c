@@ -1,0 +1,103 @@
+/*
+ * devices.c - the builder: which devices a VM has, wired in from above.
+ *
+ * This is the one place to audit what a Shoal VM contains.  The devices
+ * layer below knows nothing of struct vm_config: each entry here reads the
+ * VM's configuration and calls a device constructor with the device host
+ * (devices/device_host.h) and that device's own settings (a struct
+ * vm_disk, a struct vm_net, a rate, a CID).  Order matters only for
+ * readability and instance names; devices do not depend on one another.
+ * The PCI bus is set up by vm.c before this runs.
+ *
+ * The configuration was validated (vm_config_validate) before we get here;
+ * each constructor still refuses what it cannot open or serve.
+ */
+#include "vmm/devices.h"
+
+#include "devices/device.h"
+#include "vmm/config.h"
+
+static int create_serial(const struct device_host *h, const struct vm_config *c, struct error *e)
+{
+	return serial_create(h, e);
+}
+
+static int create_i8042(const struct device_host *h, const struct vm_config *c, struct error *e)
+{
+	return i8042_create(h, e);
+}
+
+static int create_rtc(const struct device_host *h, const struct vm_config *c, struct error *e)
+{
+	return rtc_create(h, e);
+}
+
+static int create_acpi_pm(const struct device_host *h, const struct vm_config *c, struct error *e)
+{
+	return acpi_pm_create(h, e);
+}
+
+static int create_testdev(const struct device_host *h, const struct vm_config *c, struct error *e)
+{
+	return testdev_create(h, e);
+}
+
+static int create_legacy(const struct device_host *h, const struct vm_config *c, struct error *e)
+{
+	return legacy_create(h, e);
+}
+
+static int create_rng(const struct device_host *h, const struct vm_config *c, struct error *e)
+{
+	return c->rng ? virtio_rng_create(h, c->rng_rate, e) : 0;
+}
+
+static int create_nets(const struct device_host *h, const struct vm_config *c, struct error *e)
+{
+	for (int i = 0; i < c->nnets && i < VM_MAX_NETS; i++)
+		if (virtio_net_create(h, &c->nets[i], i, e))
+			return -1;
+	return 0;
+}
+
+static int create_vsock(const struct device_host *h, const struct vm_config *c, struct error *e)
+{
+	return c->vsock_cid ? virtio_vsock_create(h, c->vsock_cid, c->vsock_socket, e) : 0;
+}
+
+static int create_disks(const struct device_host *h, const struct vm_config *c, struct error *e)
+{
+	for (int i = 0; i < c->ndisks && i < VM_MAX_DISKS; i++)
+		if (virtio_blk_create(h, &c->disks[i], i, e))
+			return -1;
+	return 0;
+}
+
+static int create_vconsole(const struct device_host *h, const struct vm_config *c, struct error *e)
+{
+	return c->vconsole ? virtio_console_create(h, c->vconsole, e) : 0;
+}
+
+const struct device_type device_types[] = {
+	{ "serial",  "16550A UART on COM1 (0x3f8, IRQ 4): the console", create_serial },
+	{ "i8042",   "keyboard controller (0x60, 0x64): only the reset line",  create_i8042 },
+	{ "rtc",     "MC146818 CMOS real-time clock (0x70, 0x71), host time",   create_rtc },
+	{ "acpi-pm", "ACPI PM1a event/control blocks (0x600-0x605): power off", create_acpi_pm },
+	{ "testdev", "test/exit device (0xf4 exit code, 0xf5 report lines)",    create_testdev },
+	{ "legacy",  "POST port 0x80, I/O delay 0xed, fast A20/reset 0x92",      create_legacy },
+	{ "virtio-rng", "virtio entropy source on PCI (--rng), rate-capped",      create_rng },
+	{ "virtio-net", "virtio network card per --net, on a TAP or a frame fd",   create_nets },
+	{ "virtio-vsock", "virtio socket (--vsock): host side on Unix sockets",    create_vsock },
+	{ "virtio-blk", "virtio block disks on PCI (--disk): raw or qcow2, I/O thread", create_disks },
+	{ "virtio-console", "virtio console port on PCI (--virtio-console file:PATH)", create_vconsole },
+	{ NULL, NULL, NULL },
+};
+
+int devices_create_all(const struct device_host *host, const struct vm_config *cfg,
+		       struct error *e)
+{
+	for (const struct device_type *t = device_types; t->type; t++)
+		if (t->create(host, cfg, e))
+			return error_prefix(e, "device %s", t->type);
+	return 0;
+}
