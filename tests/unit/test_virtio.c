@@ -20,6 +20,9 @@
 
 #include "devices/virtio.h"
 
+#define RING_CHECK(c) assert_true(c)
+#include "ring_driver.h"
+
 #define MEM_SIZE  (16u << 20)
 #define DESC_GPA  0x10000ull
 #define AVAIL_GPA 0x20000ull
@@ -155,10 +158,7 @@ struct fix {
 	struct virtio_device dev;
 	struct echo echo;
 	int irqs, config_irqs;
-	bool packed;
-	uint16_t avail_idx, used_seen, next_desc;
-	uint16_t slot, used_slot;       /* packed */
-	bool wrap, used_wrap;
+	struct ring_drv q;              /* the driver side of queue 0 */
 };
 
 static struct fix *fix_of(struct virtio_device *dev) { return dev->transport; }
@@ -167,10 +167,7 @@ static void on_config(struct virtio_device *dev) { fix_of(dev)->config_irqs++; }
 
 static void *gp(struct fix *f, uint64_t gpa, uint64_t len)
 {
-	void *p = guest_mem_ptr(&f->mem, gpa, len);
-
-	assert_non_null(p);
-	return p;
+	return ring_ptr(&f->mem, gpa, len);
 }
 
 static void fix_init(struct fix *f)
@@ -184,7 +181,7 @@ static void fix_init(struct fix *f)
 	f->dev.transport = f;
 	f->dev.notify_queue = on_irq;
 	f->dev.notify_config = on_config;
-	f->wrap = f->used_wrap = true;
+	ring_drv_init(&f->q, &f->mem, QSIZE, false, DESC_GPA, AVAIL_GPA, USED_GPA, RING_WRAP);
 }
 
 static void fix_fini(struct fix *f)
@@ -209,73 +206,34 @@ static void fix_modern_up(struct fix *f, uint64_t features)
 	vq->used_gpa = USED_GPA;
 	assert_int_equal(virtio_queue_set_ready(&f->dev, 0, true), 0);
 	assert_int_equal(virtio_set_status(&f->dev, 15), 15);
-	f->packed = features & VIRTIO_BIT(VIRTIO_F_RING_PACKED);
-	assert_int_equal(vq->packed, f->packed);
+	f->q.packed = features & VIRTIO_BIT(VIRTIO_F_RING_PACKED);
+	assert_int_equal(vq->packed, f->q.packed);
 	assert_true(vq->started);
+}
+
+/* The driver's count of chains (packed: buffer ids) so far: where its
+ * next buffers go. */
+static uint16_t drv_count(const struct fix *f)
+{
+	return f->q.packed ? f->q.next_id : f->q.next_desc;
 }
 
 /* The driver posts "out" bytes and one writable buffer; returns the id. */
 static uint16_t drv_post(struct fix *f, const char *out, uint32_t in_len)
 {
 	uint32_t olen = (uint32_t)strlen(out);
-	uint64_t ob = BUF_GPA + 0x2000ull * f->next_desc, ib = ob + 0x1000;
+	uint64_t ob = BUF_GPA + 0x2000ull * drv_count(f), ib = ob + 0x1000;
+	struct ring_buf b[2] = { { ob, olen, false }, { ib, in_len, true } };
 
 	memcpy(gp(f, ob, olen), out, olen);
 	memset(gp(f, ib, in_len), 0, in_len);
-	if (!f->packed) {
-		uint16_t h = f->next_desc % QSIZE, n = (h + 1) % QSIZE;
-		struct virtq_desc d0 = { ob, olen, VIRTQ_DESC_F_NEXT, n };
-		struct virtq_desc d1 = { ib, in_len, VIRTQ_DESC_F_WRITE, 0 };
-
-		memcpy(gp(f, DESC_GPA + 16ull * h, 16), &d0, 16);
-		memcpy(gp(f, DESC_GPA + 16ull * n, 16), &d1, 16);
-		f->next_desc += 2;
-		*(uint16_t *)gp(f, AVAIL_GPA + 4 + 2ull * (f->avail_idx % QSIZE), 2) = h;
-		__atomic_store_n((uint16_t *)gp(f, AVAIL_GPA + 2, 2), ++f->avail_idx, __ATOMIC_RELEASE);
-		return h;
-	}
-	{
-		uint16_t id = f->next_desc++ % QSIZE, s0 = f->slot;
-		uint16_t av = f->wrap ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED, hf;
-		struct virtq_packed_desc d0 = { ob, olen, id, 0 };
-		struct virtq_packed_desc d1 = { ib, in_len, id, 0 };
-
-		hf = av | VIRTQ_DESC_F_NEXT;
-		memcpy(gp(f, DESC_GPA + 16ull * s0, 16), &d0, 14);
-		if (++f->slot == QSIZE) { f->slot = 0; f->wrap = !f->wrap; }
-		d1.flags = (f->wrap ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED) | VIRTQ_DESC_F_WRITE;
-		memcpy(gp(f, DESC_GPA + 16ull * f->slot, 16), &d1, 16);
-		if (++f->slot == QSIZE) { f->slot = 0; f->wrap = !f->wrap; }
-		__atomic_store_n((uint16_t *)gp(f, DESC_GPA + 16ull * s0 + 14, 2), hf, __ATOMIC_RELEASE);
-		return id;
-	}
+	return (uint16_t)ring_add(&f->q, b, 2);
 }
 
 /* The driver reaps one completion: true with id and len. */
 static bool drv_reap(struct fix *f, uint16_t *id, uint32_t *len)
 {
-	if (!f->packed) {
-		uint64_t e = USED_GPA + 4 + 8ull * (f->used_seen % QSIZE);
-
-		if (__atomic_load_n((uint16_t *)gp(f, USED_GPA + 2, 2), __ATOMIC_ACQUIRE) == f->used_seen)
-			return false;
-		*id = (uint16_t)*(uint32_t *)gp(f, e, 4);
-		*len = *(uint32_t *)gp(f, e + 4, 4);
-		f->used_seen++;
-		return true;
-	}
-	{
-		uint64_t g = DESC_GPA + 16ull * f->used_slot;
-		uint16_t fl = __atomic_load_n((uint16_t *)gp(f, g + 14, 2), __ATOMIC_ACQUIRE);
-
-		if (!!(fl & VIRTQ_DESC_F_AVAIL) != f->used_wrap || !!(fl & VIRTQ_DESC_F_USED) != f->used_wrap)
-			return false;
-		*id = *(uint16_t *)gp(f, g + 12, 2);
-		*len = *(uint32_t *)gp(f, g + 8, 4);
-		f->used_slot += 2;
-		if (f->used_slot >= QSIZE) { f->used_slot -= QSIZE; f->used_wrap = !f->used_wrap; }
-		return true;
-	}
+	return ring_used(&f->q, id, len);
 }
 
 #define MODERN (VIRTIO_BIT(VIRTIO_F_VERSION_1) | VIRTIO_BIT(ECHO_F_TOY))
@@ -372,7 +330,7 @@ static void run_echo(uint64_t features)
 		assert_true(drv_reap(&f, &rid, &len));
 		assert_int_equal(rid, id);
 		assert_int_equal(len, strlen(msg));
-		assert_memory_equal(gp(&f, BUF_GPA + 0x2000ull * (f.next_desc - (f.packed ? 1 : 2)) + 0x1000,
+		assert_memory_equal(gp(&f, BUF_GPA + 0x2000ull * (drv_count(&f) - (f.q.packed ? 1 : 2)) + 0x1000,
 				       len), msg, len);
 	}
 	assert_int_equal(f.dev.stats.requests, 20);
@@ -578,8 +536,10 @@ static void run_save_restore(uint64_t features)
 		echo_one(&g.dev, &g.echo.held[i]);
 	g.echo.hold = false;
 	virtio_queue_notify(&g.dev, 0);
-	g.packed = f.packed;
-	g.used_wrap = true;
+	g.q = f.q;                          /* the same rings, reaped from the start */
+	g.q.mem = &g.mem;
+	g.q.used_seen = g.q.used_slot = 0;
+	g.q.used_wrap = true;
 	for (int i = 0; i < 3; i++) {
 		static const uint32_t want[] = { 3, 4, 5 };
 
