@@ -28,6 +28,9 @@
 #include "devices/virtqueue.h"
 #include "base/layout.h"
 
+#define RING_CHECK(c) assert_true(c)
+#include "ring_driver.h"
+
 #define MEM_SIZE   (16u << 20)
 #define RING_GPA   0x10000ull      /* descriptor table / ring */
 #define AVAIL_GPA  0x90000ull      /* avail ring / driver area */
@@ -50,53 +53,28 @@ struct req {
 struct drv {
 	struct guest_mem mem;
 	struct virtqueue vq;
-	bool packed;
-	uint16_t size;
-	/* split */
-	uint16_t avail_idx, used_seen;
-	uint16_t free_stack[VIRTQ_MAX_SIZE];
-	int nfree;
-	uint16_t chain[1024][MAXBUF];   /* descriptors of each head */
-	int chain_n[1024];
-	/* packed */
-	uint16_t next_slot, used_slot;
-	bool wrap, used_wrap;
-	int free_slots;
-	uint16_t ndesc_of[1024];
+	struct ring_drv r;              /* the driver side: free lists, indirect tables */
 };
 
 static void *gp(struct drv *d, uint64_t gpa, uint64_t len)
 {
-	void *p = guest_mem_ptr(&d->mem, gpa, len);
-
-	assert_non_null(p);
-	return p;
+	return ring_ptr(&d->mem, gpa, len);
 }
 
 static void put16(struct drv *d, uint64_t gpa, uint16_t v)
 {
-	__atomic_store_n((uint16_t *)gp(d, gpa, 2), v, __ATOMIC_RELEASE);
+	ring_put16(&d->mem, gpa, v);
 }
 
 static uint16_t get16(struct drv *d, uint64_t gpa)
 {
-	return __atomic_load_n((uint16_t *)gp(d, gpa, 2), __ATOMIC_ACQUIRE);
-}
-
-static uint32_t get32(struct drv *d, uint64_t gpa)
-{
-	uint32_t v;
-
-	memcpy(&v, gp(d, gpa, 4), 4);
-	return v;
+	return ring_get16(&d->mem, gpa);
 }
 
 static void set_desc(struct drv *d, uint64_t table, uint32_t i, uint64_t addr, uint32_t len,
 		     uint16_t flags, uint16_t next)
 {
-	struct virtq_desc x = { .addr = addr, .len = len, .flags = flags, .next = next };
-
-	memcpy(gp(d, table + 16ull * i, 16), &x, 16);
+	ring_set_desc(&d->mem, table, i, addr, len, flags, next);
 }
 
 /* Set up guest memory and a queue of `size` entries, not started. */
@@ -115,12 +93,8 @@ static void drv_init(struct drv *d, uint16_t size, bool packed, bool event_idx, 
 	d->vq.avail_gpa = AVAIL_GPA;
 	d->vq.used_gpa = USED_GPA;
 	d->vq.ready = true;
-	d->packed = packed;
-	d->size = size;
-	d->wrap = d->used_wrap = true;
-	d->free_slots = size;
-	for (int i = 0; i < size; i++)
-		d->free_stack[d->nfree++] = (uint16_t)(size - 1 - i);
+	ring_drv_init(&d->r, &d->mem, size, packed, RING_GPA, AVAIL_GPA, USED_GPA, RING_FREELIST);
+	d->r.indirect = IND_GPA;
 }
 
 static void drv_start(struct drv *d)
@@ -136,139 +110,33 @@ static void drv_fini(struct drv *d)
 /* Split: publish `head` in the available ring. */
 static void split_publish(struct drv *d, uint16_t head)
 {
-	put16(d, AVAIL_GPA + 4 + 2ull * (d->avail_idx % d->size), head);
-	d->avail_idx++;
-	put16(d, AVAIL_GPA + 2, d->avail_idx);
-}
-
-static int split_add(struct drv *d, const struct req *r, uint16_t *id)
-{
-	int need = r->indirect ? 1 : r->n;
-	uint16_t head, tmp[MAXBUF];
-
-	if (d->nfree < need)
-		return -1;
-	for (int k = 0; k < need; k++)
-		tmp[k] = d->free_stack[--d->nfree];
-	head = tmp[0];
-	memcpy(d->chain[head], tmp, sizeof(tmp));
-	d->chain_n[head] = need;
-	if (r->indirect) {
-		uint64_t t = IND_GPA + 256ull * head;
-
-		for (int k = 0; k < r->n; k++)
-			set_desc(d, t, k, r->gpa[k], r->len[k],
-				 (r->write[k] ? VIRTQ_DESC_F_WRITE : 0) |
-				 (k + 1 < r->n ? VIRTQ_DESC_F_NEXT : 0), (uint16_t)(k + 1));
-		set_desc(d, RING_GPA, head, t, 16u * r->n, VIRTQ_DESC_F_INDIRECT, 0);
-	} else {
-		for (int k = 0; k < r->n; k++)
-			set_desc(d, RING_GPA, d->chain[head][k], r->gpa[k], r->len[k],
-				 (r->write[k] ? VIRTQ_DESC_F_WRITE : 0) |
-				 (k + 1 < r->n ? VIRTQ_DESC_F_NEXT : 0),
-				 k + 1 < r->n ? d->chain[head][k + 1] : 0);
-	}
-	split_publish(d, head);
-	*id = head;
-	return 0;
-}
-
-static bool split_reap(struct drv *d, uint16_t *id, uint32_t *len)
-{
-	uint64_t e;
-
-	if (get16(d, USED_GPA + 2) == d->used_seen)
-		return false;
-	e = USED_GPA + 4 + 8ull * (d->used_seen % d->size);
-	*id = (uint16_t)get32(d, e);
-	*len = get32(d, e + 4);
-	d->used_seen++;
-	assert_true(*id < d->size);
-	for (int k = 0; k < d->chain_n[*id]; k++)
-		d->free_stack[d->nfree++] = d->chain[*id][k];
-	d->chain_n[*id] = 0;
-	return true;
+	ring_publish(&d->r, head);
 }
 
 /* Packed: write one descriptor at the driver's next slot. */
 static void packed_put(struct drv *d, uint64_t addr, uint32_t len, uint16_t id,
 		       uint16_t flags, bool head, uint16_t *head_flags)
 {
-	uint64_t g = RING_GPA + 16ull * d->next_slot;
-	struct virtq_packed_desc x = { .addr = addr, .len = len, .id = id };
-
-	flags |= d->wrap ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED;
-	memcpy(gp(d, g, 16), &x, 14);
-	if (head)
-		*head_flags = flags;       /* written last, by packed_add */
-	else
-		put16(d, g + 14, flags);
-	if (++d->next_slot == d->size) {
-		d->next_slot = 0;
-		d->wrap = !d->wrap;
-	}
-}
-
-static int packed_add(struct drv *d, const struct req *r, uint16_t *id)
-{
-	int need = r->indirect ? 1 : r->n;
-	uint16_t head_slot = d->next_slot, hf = 0, bid;
-
-	if (d->free_slots < need || !d->nfree)
-		return -1;
-	bid = d->free_stack[--d->nfree];
-	d->free_slots -= need;
-	d->ndesc_of[bid] = (uint16_t)need;
-	if (r->indirect) {
-		uint64_t t = IND_GPA + 256ull * bid;
-
-		for (int k = 0; k < r->n; k++) {
-			struct virtq_packed_desc x = { .addr = r->gpa[k], .len = r->len[k],
-				.flags = r->write[k] ? VIRTQ_DESC_F_WRITE : 0 };
-
-			memcpy(gp(d, t + 16ull * k, 16), &x, 16);
-		}
-		packed_put(d, t, 16u * r->n, bid, VIRTQ_DESC_F_INDIRECT, true, &hf);
-	} else {
-		for (int k = 0; k < r->n; k++)
-			packed_put(d, r->gpa[k], r->len[k], bid,
-				   (r->write[k] ? VIRTQ_DESC_F_WRITE : 0) |
-				   (k + 1 < r->n ? VIRTQ_DESC_F_NEXT : 0), k == 0, &hf);
-	}
-	put16(d, RING_GPA + 16ull * head_slot + 14, hf);
-	*id = bid;
-	return 0;
-}
-
-static bool packed_reap(struct drv *d, uint16_t *id, uint32_t *len)
-{
-	uint64_t g = RING_GPA + 16ull * d->used_slot;
-	uint16_t f = get16(d, g + 14);
-	bool a = f & VIRTQ_DESC_F_AVAIL, u = f & VIRTQ_DESC_F_USED;
-
-	if (a != d->used_wrap || u != d->used_wrap)
-		return false;
-	*id = *(uint16_t *)gp(d, g + 12, 2);
-	*len = get32(d, g + 8);
-	assert_true(*id < d->size);
-	d->used_slot += d->ndesc_of[*id];
-	if (d->used_slot >= d->size) {
-		d->used_slot -= d->size;
-		d->used_wrap = !d->used_wrap;
-	}
-	d->free_slots += d->ndesc_of[*id];
-	d->free_stack[d->nfree++] = *id;
-	return true;
+	ring_packed_put(&d->r, addr, len, id, flags, head, head_flags);
 }
 
 static int drv_add(struct drv *d, const struct req *r, uint16_t *id)
 {
-	return d->packed ? packed_add(d, r, id) : split_add(d, r, id);
+	struct ring_buf b[MAXBUF];
+	int rc;
+
+	for (int k = 0; k < r->n; k++)
+		b[k] = (struct ring_buf){ r->gpa[k], r->len[k], r->write[k] };
+	rc = r->indirect ? ring_add_indirect(&d->r, b, r->n) : ring_add(&d->r, b, r->n);
+	if (rc < 0)
+		return -1;
+	*id = (uint16_t)rc;
+	return 0;
 }
 
 static bool drv_reap(struct drv *d, uint16_t *id, uint32_t *len)
 {
-	return d->packed ? packed_reap(d, id, len) : split_reap(d, id, len);
+	return ring_used(&d->r, id, len);
 }
 
 static uint64_t iov_gpa(struct drv *d, const struct iovec *v)
@@ -451,7 +319,7 @@ static void test_split_event_idx_wrap(void **state)
 	uint32_t len;
 
 	drv_init(&d, 8, false, true, false);
-	d.avail_idx = d.used_seen = 65533;
+	d.r.avail_idx = d.r.used_seen = 65533;
 	d.vq.last_avail = d.vq.used_idx = d.vq.shadow_used = 65533;
 	put16(&d, AVAIL_GPA + 2, 65533);
 	put16(&d, USED_GPA + 2, 65533);
@@ -987,12 +855,12 @@ static bool model_should_notify(struct drv *d, struct model *m)
 
 	if (!m->steps)
 		return false;
-	if (!m->valid || m->steps >= d->size)
+	if (!m->valid || m->steps >= d->r.size)
 		return true;
-	if (!d->packed) {
+	if (!d->r.packed) {
 		if (!d->vq.event_idx)
 			return !(get16(d, AVAIL_GPA) & VIRTQ_AVAIL_F_NO_INTERRUPT);
-		return model_split_event(m, get16(d, AVAIL_GPA + 4 + 2ull * d->size), d->vq.used_idx);
+		return model_split_event(m, get16(d, AVAIL_GPA + 4 + 2ull * d->r.size), d->vq.used_idx);
 	}
 	flags = get16(d, AVAIL_GPA + 2);
 	if (flags == VIRTQ_EVENT_F_DISABLE)
@@ -1002,9 +870,9 @@ static bool model_should_notify(struct drv *d, struct model *m)
 	{
 		uint16_t ow = get16(d, AVAIL_GPA);
 
-		if ((ow & 0x7fff) >= d->size)
+		if ((ow & 0x7fff) >= d->r.size)
 			return true;
-		return model_packed_event(m, d->size, ow & 0x7fff, ow >> 15);
+		return model_packed_event(m, d->r.size, ow & 0x7fff, ow >> 15);
 	}
 }
 
@@ -1032,20 +900,20 @@ static bool check_completion(struct model *m, uint16_t id, uint32_t len)
 /* The driver sets a random event point near the used position. */
 static void drv_random_event(struct drv *d)
 {
-	if (!d->packed) {
+	if (!d->r.packed) {
 		if (d->vq.event_idx)
-			put16(d, AVAIL_GPA + 4 + 2ull * d->size,
-			      (uint16_t)(d->used_seen + rnd(d->size + 2u) - 1));
+			put16(d, AVAIL_GPA + 4 + 2ull * d->r.size,
+			      (uint16_t)(d->r.used_seen + rnd(d->r.size + 2u) - 1));
 		else
 			put16(d, AVAIL_GPA, rnd(2) ? VIRTQ_AVAIL_F_NO_INTERRUPT : 0);
 		return;
 	}
 	{
-		uint32_t pos = d->used_slot + rnd(d->size);
-		bool w = d->used_wrap;
+		uint32_t pos = d->r.used_slot + rnd(d->r.size);
+		bool w = d->r.used_wrap;
 
-		if (pos >= d->size) {
-			pos -= d->size;
+		if (pos >= d->r.size) {
+			pos -= d->r.size;
 			w = !w;
 		}
 		put16(d, AVAIL_GPA, (uint16_t)(pos | (w ? 0x8000 : 0)));
@@ -1067,11 +935,11 @@ static int run_program(uint64_t seed, bool packed, bool event_idx, bool indirect
 
 	rng_state = seed * 0x9e3779b97f4a7c15ull + 1;
 	drv_init(&d, size, packed, event_idx, indirect);
-	d.avail_idx = d.used_seen = (uint16_t)(65536 - 40);   /* cross the u16 wrap */
+	d.r.avail_idx = d.r.used_seen = (uint16_t)(65536 - 40);   /* cross the u16 wrap */
 	if (!packed) {
-		d.vq.last_avail = d.vq.used_idx = d.vq.shadow_used = d.avail_idx;
-		put16(&d, AVAIL_GPA + 2, d.avail_idx);
-		put16(&d, USED_GPA + 2, d.avail_idx);
+		d.vq.last_avail = d.vq.used_idx = d.vq.shadow_used = d.r.avail_idx;
+		put16(&d, AVAIL_GPA + 2, d.r.avail_idx);
+		put16(&d, USED_GPA + 2, d.r.avail_idx);
 	}
 	drv_start(&d);
 	memset(&m, 0, sizeof(m));
@@ -1241,8 +1109,8 @@ static int race_driver(struct drv *d)
 		r.len[0] = r.len[1] = 4;
 		r.write[1] = true;
 		/* Buffers are per id, so reserve the id's slot before writing. */
-		if (sent < RACE_N && d->nfree >= (d->packed ? 1 : 2)) {
-			id = d->free_stack[d->nfree - 1];    /* the id drv_add takes next */
+		if (sent < RACE_N && d->r.nfree >= (d->r.packed ? 1 : 2)) {
+			id = d->r.free_stack[d->r.nfree - 1];    /* the id drv_add takes next */
 			r.gpa[0] = BUF_GPA + 16ull * id;
 			r.gpa[1] = r.gpa[0] + 8;
 			memcpy(gp(d, r.gpa[0], 4), &sent, 4);
@@ -1254,7 +1122,7 @@ static int race_driver(struct drv *d)
 			errors += len != 4 || v != seq_of[id] + 1;
 			reaped++;
 		}
-		if (sent == RACE_N || !d->nfree)
+		if (sent == RACE_N || !d->r.nfree)
 			sched_yield();
 	}
 	return errors;
