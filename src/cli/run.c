@@ -2,7 +2,9 @@
  * run.c - `shoal run`: boot a VM in the foreground, in the manner of
  * `lkvm run`.  Flags and the JSON file of --config fill the same struct
  * vm_config (vmm/config.h); flags given on the command line override the
- * file.  The exit status is the VM's (base/exitcode.h, docs/cli.md).
+ * file.  Each device's flag is read by the device's own code
+ * (devices/config_dev.h), straight into the struct.  The exit status is
+ * the VM's (base/exitcode.h, docs/cli.md).
  */
 #include "cli/run.h"
 
@@ -14,6 +16,7 @@
 #include "cli/commands.h"
 #include "base/exitcode.h"
 #include "base/log.h"
+#include "devices/config_dev.h"
 #include "vmm/control.h"
 #include "vmm/vm.h"
 
@@ -134,11 +137,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 	case OPT_NET: return vm_config_add_net(cfg, arg, e);
 	case OPT_RNG: cfg->rng = true; return 0;
 	case OPT_VSOCK: return vm_config_set_vsock(cfg, arg, e);
-	case OPT_VCONSOLE:
-		if (strncmp(arg, "file:", 5) || !arg[5])
-			return error_set(e, EXIT_USAGE, "--virtio-console: '%s' is not file:PATH", arg);
-		set_str(&cfg->vconsole, arg);
-		return 0;
+	case OPT_VCONSOLE: return vconsole_config_from_flags(&cfg->vconsole, arg, e);
 	case 'v': o->verbose++; return 0;
 	case 'h': o->help = true; return 0;
 	case OPT_CONFIG: return 0;   /* handled in the first pass */
@@ -237,7 +236,7 @@ int cmd_run(int argc, char **argv)
 	}
 	log_threshold = o.verbose >= 2 ? LOG_DEBUG : o.verbose ? LOG_INFO : LOG_WARN;
 	if (o.print_config) {
-		char *s = vm_config_to_json(&cfg);
+		char *s = vm_config_to_json_text(&cfg);
 
 		puts(s);
 		free(s);

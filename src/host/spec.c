@@ -289,19 +289,13 @@ static int spec_vm_config(json_t *root, struct host_spec *s, bool check_host,
 			  struct api_err *e)
 {
 	struct error err;
-	char *text = json_dumps(root, JSON_COMPACT);
 
-	if (!text)
-		return api_err_set(e, 500, "internal", "spec: out of memory");
 	vm_config_init(&s->cfg);
-	if (vm_config_from_json(&s->cfg, "spec", text, &err) ||
-	    vm_config_validate(&s->cfg, &err)) {
-		free(text);
+	if (vm_config_from_json(&s->cfg, "spec", root, &err) ||
+	    vm_config_validate(&s->cfg, &err))
 		/* "spec: unknown key "x"" and "cpus: ..." both name the field */
 		return api_err_set(e, 400, "invalid_spec", "%s",
 				   strncmp(err.msg, "spec: ", 6) ? err.msg : err.msg + 6);
-	}
-	free(text);
 	if (s->cfg.cpu_template && !*s->cfg.cpu_template)
 		return api_err_set(e, 400, "invalid_spec", "cpu_template: must not be empty");
 	if (s->cfg.cmdline && strlen(s->cfg.cmdline) >= BOOT_CMDLINE_MAX)
@@ -311,23 +305,21 @@ static int spec_vm_config(json_t *root, struct host_spec *s, bool check_host,
 	return check_host ? spec_check_host(&s->cfg, e) : 0;
 }
 
-/* The normalized spec: daemon keys first, then the VMM's settings. */
+/* The canonical spec: daemon keys first, then the VMM's settings as the
+ * parsed struct renders them (struct -> JSON, no text in between). */
 static int spec_render(struct host_spec *s, struct api_err *e)
 {
-	json_t *cfg, *out;
+	json_t *cfg = vm_config_to_json(&s->cfg), *out = json_object();
 
-	s->config_json = vm_config_to_json(&s->cfg);
-	cfg = s->config_json ? json_loads(s->config_json, 0, NULL) : NULL;
-	if (!cfg)
-		return api_err_set(e, 500, "internal", "spec: cannot render the config");
-	out = json_object();
-	json_object_set_new(out, "name", json_string(s->name));
-	json_object_set_new(out, "restart", json_string(restart_policy_name(s->restart)));
-	json_object_update(out, cfg);
+	if (cfg && out) {
+		json_object_set_new(out, "name", json_string(s->name));
+		json_object_set_new(out, "restart", json_string(restart_policy_name(s->restart)));
+		json_object_update(out, cfg);
+		s->spec_json = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	}
 	json_decref(cfg);
-	s->spec_json = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(out);
-	return s->spec_json ? 0 : api_err_set(e, 500, "internal", "spec: out of memory");
+	return s->spec_json ? 0 : api_err_set(e, 500, "internal", "spec: cannot render the spec");
 }
 
 int host_spec_parse(const char *text, size_t len, bool check_host,
@@ -363,6 +355,5 @@ void host_spec_free(struct host_spec *s)
 {
 	vm_config_free(&s->cfg);
 	free(s->spec_json);
-	free(s->config_json);
-	s->spec_json = s->config_json = NULL;
+	s->spec_json = NULL;
 }

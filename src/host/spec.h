@@ -6,7 +6,8 @@
  *     "kernel": "/srv/vmlinux", "cpus": 2, "memory": "256M", ... }
  *
  * The daemon keys are taken out and the rest goes through the VMM's own
- * reader and validator (vmm/config.h): one validator, one set of defaults.
+ * reader and validator (vmm/config.h), on the parsed JSON object: one
+ * validator, one set of defaults, and the body is parsed once.
  * On top of those, the daemon checks what only a long-lived service must:
  * paths are absolute (the daemon's working directory is not the client's),
  * every file the spec names (and each disk's whole backing chain) lies
@@ -31,12 +32,17 @@ struct host_spec {
 	char name[HOST_NAME_MAX_LEN + 1];
 	enum restart_policy restart;
 	struct vm_config cfg;       /* the VMM's settings, defaults filled in */
-	char *spec_json;            /* the whole spec, normalized (stored) */
-	char *config_json;          /* the VMM's object (written to config.json) */
+	char *spec_json;            /* the canonical spec (stored): see below */
 };
 
 /* Parse and check a spec.  `check_host`: also check files and host memory
- * (off in the fuzzer).  0, or -1 with a 400 naming the field in `e`. */
+ * (off in the fuzzer).  0, or -1 with a 400 naming the field in `e`.
+ *
+ * s->spec_json is the canonical form: "name" and "restart", then
+ * vm_config_to_json(&s->cfg), compact.  It is what the daemon stores and
+ * what it parses again at each start (where the host checks run again);
+ * parsing it gives the same spec back.  The VMM's config.json is rendered
+ * from s->cfg, never from text. */
 int host_spec_parse(const char *text, size_t len, bool check_host,
 		    struct host_spec *s, struct api_err *e);
 void host_spec_free(struct host_spec *s);

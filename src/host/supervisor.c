@@ -198,8 +198,9 @@ static int write_file_atomic(const char *path, const char *text, struct api_err 
 }
 
 /* The VMM's config: the spec's, confined to the allowed directories, with
- * its console files placed in the VM's directory.  The serial console's
- * --console value into `console`.  Malloc'd JSON, or NULL with `e`. */
+ * its console files placed in the VM's directory, rendered from the parsed
+ * struct (the VMM parses the file once, `shoal run --config`).  The serial
+ * console's --console value into `console`.  Malloc'd JSON, or NULL with `e`. */
 static char *spawn_vmm_config(struct host *h, const char *name, struct vm_config *c,
 			      char *console, size_t size, struct api_err *e)
 {
@@ -227,7 +228,7 @@ static char *spawn_vmm_config(struct host *h, const char *name, struct vm_config
 		free(c->vconsole);
 		c->vconsole = strdup(path);
 	}
-	text = vm_config_to_json(c);
+	text = vm_config_to_json_text(c);
 	if (!text)
 		api_err_set(e, 500, "internal", "config.json: out of memory");
 	return text;

@@ -1,9 +1,15 @@
 /*
- * config.c - filling and checking struct vm_config (see config.h).
+ * config.c - filling and checking struct vm_config (see config.h): the
+ * VM-level settings, and the JSON object that holds them.
  *
  * The JSON reader is strict: an unknown key or a value of the wrong type is
  * an error that names the key, because a typo in a config file that is
- * silently ignored boots the wrong VM.
+ * silently ignored boots the wrong VM.  It reads a json_t: the daemon hands
+ * it the object it already parsed, `--config FILE` parses the file once
+ * (vm_config_load_file), and nothing here goes through text on the way.
+ * Each device key's value is read and written by the device's own code
+ * (devices/config_dev.h); this file keeps the arrays, their limits, and the
+ * VM's own keys (kernel, memory, console, ...).
  */
 #include "vmm/config.h"
 
@@ -16,6 +22,7 @@
 
 #include "base/exitcode.h"
 #include "base/layout.h"
+#include "devices/config_dev.h"
 
 void vm_config_init(struct vm_config *c)
 {
@@ -24,13 +31,6 @@ void vm_config_init(struct vm_config *c)
 	c->memory = VM_CONFIG_DEFAULT_MEMORY;
 	c->console = CONSOLE_STDIO;
 }
-
-/* config_devices.c */
-int vm_config_json_devices(struct vm_config *c, const char *name, const char *key, json_t *v,
-			   struct error *e);
-void vm_config_devices_to_json(const struct vm_config *c, json_t *o);
-void vm_config_devices_free(struct vm_config *c);
-void vm_config_devices_copy(struct vm_config *dst, const struct vm_config *src);
 
 static char *dup_or_null(const char *s)
 {
@@ -47,12 +47,22 @@ void vm_config_copy(struct vm_config *dst, const struct vm_config *src)
 	dst->cpu_template = dup_or_null(src->cpu_template);
 	for (int i = 0; i < src->nconfine; i++)
 		dst->confine[i] = dup_or_null(src->confine[i]);
-	vm_config_devices_copy(dst, src);
+	for (int i = 0; i < src->ndisks; i++)
+		disk_config_copy(&dst->disks[i], &src->disks[i]);
+	for (int i = 0; i < src->nnets; i++)
+		net_config_copy(&dst->nets[i], &src->nets[i]);
+	dst->vsock_socket = dup_or_null(src->vsock_socket);
+	dst->vconsole = dup_or_null(src->vconsole);
 }
 
 void vm_config_free(struct vm_config *c)
 {
-	vm_config_devices_free(c);
+	for (int i = 0; i < c->ndisks; i++)
+		disk_config_free(&c->disks[i]);
+	for (int i = 0; i < c->nnets; i++)
+		net_config_free(&c->nets[i]);
+	free(c->vsock_socket);
+	free(c->vconsole);
 	free(c->kernel);
 	free(c->initrd);
 	free(c->cmdline);
@@ -69,36 +79,31 @@ static void replace_str(char **dst, const char *src)
 	*dst = src ? strdup(src) : NULL;
 }
 
-int parse_size(const char *s, uint64_t *out)
-{
-	unsigned long long v;
-	char *end;
-	int shift = 0;
+/* ---- devices: the flag forms (`shoal run`, `shoal vhost-user`) ---- */
 
-	if (!s || !isdigit((unsigned char)*s))
+int vm_config_add_disk(struct vm_config *c, const char *spec, struct error *e)
+{
+	if (c->ndisks == VM_MAX_DISKS)
+		return error_set(e, EXIT_USAGE, "--disk: at most %d disks", VM_MAX_DISKS);
+	if (disk_config_from_flags(&c->disks[c->ndisks], spec, e))
 		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno)
-		return -1;
-	switch (toupper((unsigned char)*end)) {
-	case '\0': break;
-	case 'K': shift = 10; end++; break;
-	case 'M': shift = 20; end++; break;
-	case 'G': shift = 30; end++; break;
-	case 'T': shift = 40; end++; break;
-	default: return -1;
-	}
-	if (*end == 'i' || *end == 'I')
-		end++;
-	if (*end == 'B' || *end == 'b')
-		end++;
-	if (*end != '\0')
-		return -1;
-	if (shift && v > (UINT64_MAX >> shift))
-		return -1;
-	*out = (uint64_t)v << shift;
+	c->ndisks++;
 	return 0;
+}
+
+int vm_config_add_net(struct vm_config *c, const char *spec, struct error *e)
+{
+	if (c->nnets == VM_MAX_NETS)
+		return error_set(e, EXIT_USAGE, "--net: at most %d interfaces", VM_MAX_NETS);
+	if (net_config_from_flags(&c->nets[c->nnets], spec, e))
+		return -1;
+	c->nnets++;
+	return 0;
+}
+
+int vm_config_set_vsock(struct vm_config *c, const char *spec, struct error *e)
+{
+	return vsock_config_from_flags(&c->vsock_cid, &c->vsock_socket, spec, e);
 }
 
 int vm_config_set_console(struct vm_config *c, const char *spec, struct error *e)
@@ -197,6 +202,63 @@ static int json_get_confine(json_t *v, const char *name, struct vm_config *c, st
 	return 0;
 }
 
+/* "disks": each entry read by the disk's own code, appended. */
+static int json_get_disks(struct vm_config *c, const char *name, json_t *v, struct error *e)
+{
+	char where[256];
+	size_t i;
+	json_t *it;
+
+	if (!json_is_array(v))
+		return error_set(e, EXIT_USAGE, "%s: \"disks\" must be an array", name);
+	json_array_foreach(v, i, it) {
+		snprintf(where, sizeof(where), "%s: disks[%zu]", name, i);
+		if (c->ndisks == VM_MAX_DISKS)
+			return error_set(e, EXIT_USAGE, "%s: at most %d disks", where, VM_MAX_DISKS);
+		if (disk_config_from_json(&c->disks[c->ndisks], it, where, e))
+			return -1;
+		c->ndisks++;
+	}
+	return 0;
+}
+
+/* "nets": the same for network interfaces. */
+static int json_get_nets(struct vm_config *c, const char *name, json_t *v, struct error *e)
+{
+	char where[256];
+	size_t i;
+	json_t *it;
+
+	if (!json_is_array(v))
+		return error_set(e, EXIT_USAGE, "%s: \"nets\" must be an array", name);
+	json_array_foreach(v, i, it) {
+		snprintf(where, sizeof(where), "%s: nets[%zu]", name, i);
+		if (c->nnets == VM_MAX_NETS)
+			return error_set(e, EXIT_USAGE, "%s: at most %d interfaces", where, VM_MAX_NETS);
+		if (net_config_from_json(&c->nets[c->nnets], it, where, e))
+			return -1;
+		c->nnets++;
+	}
+	return 0;
+}
+
+/* The device keys; 1 when `key` is none of them. */
+static int json_apply_device_key(struct vm_config *c, const char *name, const char *key,
+				 json_t *v, struct error *e)
+{
+	if (!strcmp(key, "disks"))
+		return json_get_disks(c, name, v, e);
+	if (!strcmp(key, "nets"))
+		return json_get_nets(c, name, v, e);
+	if (!strcmp(key, "rng"))
+		return rng_config_from_json(&c->rng, &c->rng_rate, v, name, e);
+	if (!strcmp(key, "vsock"))
+		return vsock_config_from_json(&c->vsock_cid, &c->vsock_socket, v, name, e);
+	if (!strcmp(key, "virtio_console"))
+		return vconsole_config_from_json(&c->vconsole, v, name, e);
+	return 1;
+}
+
 static int json_apply_key(struct vm_config *c, const char *name, const char *key,
 			  json_t *v, struct error *e)
 {
@@ -234,32 +296,37 @@ static int json_apply_key(struct vm_config *c, const char *name, const char *key
 			return error_prefix(e, "%s", name);
 		return 0;
 	}
-	rc = vm_config_json_devices(c, name, key, v, e);
+	rc = json_apply_device_key(c, name, key, v, e);
 	if (rc <= 0)
 		return rc;
 	return error_set(e, EXIT_USAGE, "%s: unknown key \"%s\"", name, key);
 }
 
-int vm_config_from_json(struct vm_config *c, const char *name, const char *text,
+int vm_config_from_json(struct vm_config *c, const char *name, json_t *root,
 			struct error *e)
 {
-	json_error_t jerr;
-	json_t *root, *v;
 	const char *key;
-	int rc = 0;
+	json_t *v;
+
+	if (!json_is_object(root))
+		return error_set(e, EXIT_USAGE, "%s: expected a JSON object", name);
+	json_object_foreach(root, key, v)
+		if (json_apply_key(c, name, key, v, e))
+			return -1;
+	return 0;
+}
+
+int vm_config_from_json_text(struct vm_config *c, const char *name, const char *text,
+			     struct error *e)
+{
+	json_error_t jerr;
+	json_t *root;
+	int rc;
 
 	root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
 		return error_set(e, EXIT_USAGE, "%s: line %d: %s", name, jerr.line, jerr.text);
-	if (!json_is_object(root)) {
-		json_decref(root);
-		return error_set(e, EXIT_USAGE, "%s: expected a JSON object", name);
-	}
-	json_object_foreach(root, key, v) {
-		rc = json_apply_key(c, name, key, v, e);
-		if (rc)
-			break;
-	}
+	rc = vm_config_from_json(c, name, root, e);
 	json_decref(root);
 	return rc;
 }
@@ -286,17 +353,18 @@ int vm_config_load_file(struct vm_config *c, const char *path, struct error *e)
 	}
 	buf[len] = '\0';
 	fclose(f);
-	rc = vm_config_from_json(c, path, buf, e);
+	rc = vm_config_from_json_text(c, path, buf, e);
 	free(buf);
 	return rc;
 }
 
-char *vm_config_to_json(const struct vm_config *c)
+json_t *vm_config_to_json(const struct vm_config *c)
 {
-	json_t *o = json_object();
+	json_t *o = json_object(), *disks, *nets;
 	char con[4200];
-	char *s;
 
+	if (!o)
+		return NULL;
 	json_object_set_new(o, "kernel", c->kernel ? json_string(c->kernel) : json_null());
 	json_object_set_new(o, "initrd", c->initrd ? json_string(c->initrd) : json_null());
 	json_object_set_new(o, "cmdline", c->cmdline ? json_string(c->cmdline) : json_null());
@@ -310,7 +378,17 @@ char *vm_config_to_json(const struct vm_config *c)
 	json_object_set_new(o, "cpu_template",
 			    json_string(c->cpu_template ? c->cpu_template : "host"));
 	json_object_set_new(o, "timeout", json_integer(c->timeout_s));
-	vm_config_devices_to_json(c, o);
+	disks = json_array();
+	for (int i = 0; i < c->ndisks; i++)
+		json_array_append_new(disks, disk_config_to_json(&c->disks[i]));
+	json_object_set_new(o, "disks", disks);
+	nets = json_array();
+	for (int i = 0; i < c->nnets; i++)
+		json_array_append_new(nets, net_config_to_json(&c->nets[i]));
+	json_object_set_new(o, "nets", nets);
+	json_object_set_new(o, "rng", rng_config_to_json(c->rng, c->rng_rate));
+	json_object_set_new(o, "vsock", vsock_config_to_json(c->vsock_cid, c->vsock_socket));
+	json_object_set_new(o, "virtio_console", vconsole_config_to_json(c->vconsole));
 	if (c->nconfine) {
 		json_t *dirs = json_array();
 
@@ -318,7 +396,14 @@ char *vm_config_to_json(const struct vm_config *c)
 			json_array_append_new(dirs, json_string(c->confine[i]));
 		json_object_set_new(o, "confine", dirs);
 	}
-	s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	return o;
+}
+
+char *vm_config_to_json_text(const struct vm_config *c)
+{
+	json_t *o = vm_config_to_json(c);
+	char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+
 	json_decref(o);
 	return s;
 }

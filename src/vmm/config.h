@@ -21,6 +21,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <jansson.h>
 
 #include "base/error.h"
 #include "base/path_beneath.h"
@@ -100,17 +101,23 @@ int vm_config_set_console(struct vm_config *c, const char *spec, struct error *e
 /* Check ranges and required fields; 0 or -1 with `e` (EXIT_USAGE). */
 int vm_config_validate(const struct vm_config *c, struct error *e);
 
-/* Merge a JSON document (text) into `c`: keys present override.  Unknown
- * keys and wrong types are errors naming the key.  `name` is used in
- * messages.  0 or -1 with `e` (EXIT_USAGE). */
-int vm_config_from_json(struct vm_config *c, const char *name, const char *text,
+/* Merge a JSON object into `c`: keys present override.  Unknown keys and
+ * wrong types are errors naming the key.  `name` is used in messages.  The
+ * object is only read.  0 or -1 with `e` (EXIT_USAGE). */
+int vm_config_from_json(struct vm_config *c, const char *name, json_t *root,
 			struct error *e);
+/* The same from JSON text (duplicate keys refused), and from a file. */
+int vm_config_from_json_text(struct vm_config *c, const char *name, const char *text,
+			     struct error *e);
 int vm_config_load_file(struct vm_config *c, const char *path, struct error *e);
 
 /* Deep-copy `src` into `dst` (strings duplicated); vm_config_free on both. */
 void vm_config_copy(struct vm_config *dst, const struct vm_config *src);
 
-/* Render as JSON (malloc'd string), the same shape vm_config_from_json reads. */
-char *vm_config_to_json(const struct vm_config *c);
+/* Render as a new JSON object (the caller's reference), the same shape
+ * vm_config_from_json reads; NULL only when out of memory. */
+json_t *vm_config_to_json(const struct vm_config *c);
+/* The same as indented text (malloc'd), for files and --print-config. */
+char *vm_config_to_json_text(const struct vm_config *c);
 
 #endif

@@ -76,7 +76,7 @@ static const char *control_state(struct vm *vm)
 
 static json_t *control_status(struct vm *vm)
 {
-	char *cfg = vm_config_to_json(&vm->cfg);
+	json_t *cfg = vm_config_to_json(&vm->cfg);
 	json_t *o = json_pack("{s:b, s:s, s:i, s:i, s:I, s:I, s:s, s:s?}",
 			      "ok", 1, "state", control_state(vm), "pid", (int)getpid(),
 			      "cpus", vm->ncpus, "memory", (json_int_t)vm->cfg.memory,
@@ -84,8 +84,7 @@ static json_t *control_status(struct vm *vm)
 			      "kernel", vm->cfg.kernel, "cmdline", vm->cfg.cmdline);
 
 	if (cfg)
-		json_object_set_new(o, "config", json_loads(cfg, 0, NULL));
-	free(cfg);
+		json_object_set_new(o, "config", cfg);
 	return o;
 }
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "host/api.h"
 #include "host/spec.h"
@@ -25,6 +26,7 @@ static void test_defaults_and_split(void **state)
 	struct host_spec s;
 	struct api_err e;
 	json_t *spec, *cfg;
+	char *again;
 
 	assert_int_equal(host_spec_parse(text, strlen(text), true, &s, &e), 0);
 	assert_string_equal(s.name, "web1");
@@ -32,7 +34,7 @@ static void test_defaults_and_split(void **state)
 	assert_int_equal(s.cfg.cpus, 1);                     /* the VMM's defaults */
 	assert_int_equal(s.cfg.memory, 256ULL << 20);
 	spec = json_loads(s.spec_json, 0, NULL);
-	cfg = json_loads(s.config_json, 0, NULL);
+	cfg = vm_config_to_json(&s.cfg);
 	assert_string_equal(json_string_value(json_object_get(spec, "name")), "web1");
 	assert_string_equal(json_string_value(json_object_get(spec, "restart")), "always");
 	assert_int_equal(json_integer_value(json_object_get(spec, "memory")), 256 << 20);
@@ -42,7 +44,61 @@ static void test_defaults_and_split(void **state)
 	assert_string_equal(json_string_value(json_object_get(cfg, "kernel")), KERNEL);
 	json_decref(spec);
 	json_decref(cfg);
+	/* the stored form is canonical: read back, it renders the same */
+	again = strdup(s.spec_json);
 	host_spec_free(&s);
+	assert_int_equal(host_spec_parse(again, strlen(again), true, &s, &e), 0);
+	assert_string_equal(s.spec_json, again);
+	host_spec_free(&s);
+	free(again);
+}
+
+/* A disk path with a comma (issue 9): JSON carries any character, so the
+ * spec is accepted, checked (the file is opened by that name) and stored
+ * with the path whole; so are the other devices' values. */
+static void test_comma_path(void **state)
+{
+	char dir[] = "/tmp/shoal-spec-XXXXXX", img[64], sock[64], text[512], *stored;
+	struct host_spec s;
+	struct api_err e;
+	json_t *spec, *d;
+	FILE *f;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(img, sizeof(img), "%s/a,b.img", dir);
+	f = fopen(img, "w");
+	assert_non_null(f);
+	assert_int_equal(ftruncate(fileno(f), 1 << 20), 0);
+	fclose(f);
+	snprintf(text, sizeof(text),
+		 "{\"name\": \"c\", \"kernel\": \"" KERNEL "\", \"disks\": [{\"path\": \"%s\", "
+		 "\"readonly\": true, \"serial\": \"s,1\"}], \"nets\": [{\"tap\": \"tap,0\"}], "
+		 "\"vsock\": {\"cid\": 3, \"socket\": \"%s/v,sock\"}}", img, dir);
+	assert_int_equal(host_spec_parse(text, strlen(text), true, &s, &e), 0);
+	assert_int_equal(s.cfg.ndisks, 1);
+	assert_string_equal(s.cfg.disks[0].path, img);
+	assert_true(s.cfg.disks[0].readonly);
+	assert_string_equal(s.cfg.disks[0].serial, "s,1");
+	assert_string_equal(s.cfg.nets[0].tap, "tap,0");
+	spec = json_loads(s.spec_json, 0, NULL);
+	assert_non_null(spec);
+	d = json_array_get(json_object_get(spec, "disks"), 0);
+	assert_string_equal(json_string_value(json_object_get(d, "path")), img);
+	assert_string_equal(json_string_value(json_object_get(d, "serial")), "s,1");
+	snprintf(sock, sizeof(sock), "%s/v,sock", dir);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(spec, "vsock"), "socket")),
+			    sock);
+	json_decref(spec);
+	/* the stored text is read back whole, as at each start */
+	stored = strdup(s.spec_json);
+	host_spec_free(&s);
+	assert_int_equal(host_spec_parse(stored, strlen(stored), true, &s, &e), 0);
+	assert_string_equal(s.cfg.disks[0].path, img);
+	assert_string_equal(s.spec_json, stored);
+	host_spec_free(&s);
+	free(stored);
+	unlink(img);
+	rmdir(dir);
 }
 
 /* Parse `text`; expect 400 with `code` and `needle` in the message. */
@@ -229,6 +285,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults_and_split),
 		cmocka_unit_test(test_bad_specs),
+		cmocka_unit_test(test_comma_path),
 		cmocka_unit_test(test_cmdline_limit),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_routes),
