@@ -3,6 +3,9 @@
 #
 #   make                 build/shoal and build/shoal-guest
 #   make SANITIZE=1      same with ASan+UBSan, into build-san/ (unless BUILD=...)
+#   make DEBUG=1         same with the SHOAL_ASSERT checks on (base/assert.h),
+#                        into build-debug/; SANITIZE=1 and fuzz turn them on too
+#   make check-layers    fail when a lower layer includes a higher one
 #   make test            the fast suite (unit + guest tests); see scripts/test.sh
 #   make check           the whole suite as CI runs it (installs deps first)
 #
@@ -16,12 +19,19 @@
 #   fuzz/*.c             -> build/fuzz/<name>         (clang libFuzzer, `make fuzz`)
 
 SANITIZE ?= 0
+DEBUG ?= 0
 ifeq ($(SANITIZE),1)
 BUILD ?= build-san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+DEBUGFLAGS := -DSHOAL_DEBUG
+else ifeq ($(DEBUG),1)
+BUILD ?= build-debug
+SANFLAGS :=
+DEBUGFLAGS := -DSHOAL_DEBUG
 else
 BUILD ?= build
 SANFLAGS :=
+DEBUGFLAGS :=
 endif
 
 CC      ?= gcc
@@ -33,7 +43,7 @@ LIBS    := -ljansson -luring -lzstd -lz -lpthread
 # ---- host daemon (issue #5): shoald and the library's src/host need these ----
 LIBS    += -lmicrohttpd -lsqlite3
 # ---- end host daemon ----
-ALLCFLAGS = $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) $(SANFLAGS)
+ALLCFLAGS = $(CPPFLAGS_ALL) $(DEBUGFLAGS) $(WARN) $(CFLAGS) $(SANFLAGS)
 
 # LIB_EXCLUDE: patterns of sources to leave out (work in progress), e.g.
 # make LIB_EXCLUDE='src/block/%'
@@ -53,7 +63,7 @@ GHARN_OBJS := $(GHARN_SRCS:%.c=$(BUILD)/obj/%.o)
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 FUZZ_BINS  := $(FUZZ_SRCS:fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all tests fuzz test check clean guest
+.PHONY: all tests fuzz test check clean guest check-layers
 all: $(BUILD)/shoal $(BUILD)/shoal-guest $(BUILD)/shoald
 
 # V=1 shows full command lines.
@@ -121,7 +131,7 @@ tests: $(LINUX_BINS)
 # instrumentation (-fsanitize=fuzzer-no-link) into its own archive, and each
 # target links against it.
 FUZZ_CC ?= clang
-FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Isrc -MMD -MP -g -O1 -fsanitize=address,undefined
+FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -DSHOAL_DEBUG -Isrc -MMD -MP -g -O1 -fsanitize=address,undefined
 FUZZ_OBJS := $(LIB_SRCS:%.c=$(BUILD)/fobj/%.o)
 $(BUILD)/fobj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -139,7 +149,10 @@ test: tests
 check:
 	scripts/test.sh all
 
+check-layers:
+	scripts/check-layers.sh
+
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-debug
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -15,6 +15,10 @@
  *
  * Lookup is a hash on the cluster index with an LRU stamp per entry; the
  * expected load is one lookup per guest request in the fast path.
+ *
+ * Invariants (checked by SHOAL_ASSERT in debug builds): nb_dirty is the
+ * number of dirty entries, and a dirty entry is always hashed (off != 0):
+ * nothing is dropped from the cache before it is written or forgotten.
  */
 #include "block/qcow2.h"
 
@@ -22,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "base/assert.h"
 
 struct cache_entry {
 	uint64_t off;		/* host offset of the cluster, 0 if empty */
@@ -144,9 +150,21 @@ static int entry_write(struct qcow2_cache *c, struct cache_entry *ce)
 	r = qcow2_pwrite(c->q, cache_kind(c), ce->data, c->q->cluster_size, ce->off);
 	if (r)
 		return r;
+	SHOAL_ASSERT(c->nb_dirty > 0, "qcow2 %s cache: writing a dirty entry with a dirty count of 0",
+		     qcow2_kind_name(cache_kind(c)));
 	ce->dirty = false;
 	c->nb_dirty--;
 	return 0;
+}
+
+/* The dirty count against the entries (debug builds: O(entries)). */
+static uint32_t count_dirty(const struct qcow2_cache *c)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < c->n; i++)
+		n += c->e[i].dirty;
+	return n;
 }
 
 /* Pick a victim: an empty slot or the least recently used; write it back. */
@@ -164,6 +182,8 @@ static int32_t evict(struct qcow2_cache *c)
 		if (l2_write_barrier(c) || entry_write(c, &c->e[best]))
 			return -1;
 	}
+	SHOAL_ASSERT(!c->e[best].dirty, "qcow2 %s cache: evicting a dirty entry",
+		     qcow2_kind_name(cache_kind(c)));
 	unhash(c, best);
 	return best;
 }
@@ -215,6 +235,9 @@ void qcow2_cache_dirty(struct qcow2_cache *c, uint8_t *table)
 {
 	size_t i = (size_t)(table - c->mem) >> c->q->cluster_bits;
 
+	SHOAL_ASSERT(table >= c->mem && i < c->n && c->e[i].data == table && c->e[i].off,
+		     "qcow2 %s cache: dirtying a table the cache does not hold",
+		     qcow2_kind_name(cache_kind(c)));
 	if (!c->e[i].dirty) {
 		c->e[i].dirty = true;
 		c->nb_dirty++;
@@ -236,6 +259,9 @@ int qcow2_cache_flush(struct qcow2_cache *c)
 	r = l2_write_barrier(c);
 	for (uint32_t i = 0; !r && i < c->n; i++)
 		r = entry_write(c, &c->e[i]);
+	SHOAL_ASSERT(r || (c->nb_dirty == 0 && count_dirty(c) == 0),
+		     "qcow2 %s cache: %u dirty after a flush (%u entries dirty)",
+		     qcow2_kind_name(cache_kind(c)), c->nb_dirty, count_dirty(c));
 	return r;
 }
 
@@ -246,6 +272,9 @@ void qcow2_cache_forget(struct qcow2_cache *c, uint64_t off)
 
 	if (i < 0)
 		return;
+	SHOAL_ASSERT(!c->e[i].dirty || c->nb_dirty > 0,
+		     "qcow2 %s cache: forgetting a dirty entry with a dirty count of 0",
+		     qcow2_kind_name(cache_kind(c)));
 	if (c->e[i].dirty)
 		c->nb_dirty--;
 	c->e[i].dirty = false;
@@ -258,4 +287,6 @@ void qcow2_cache_drop_all(struct qcow2_cache *c)
 	for (uint32_t i = 0; i < c->n; i++)
 		if (c->e[i].off)
 			qcow2_cache_forget(c, c->e[i].off);
+	SHOAL_ASSERT(c->nb_dirty == 0, "qcow2 %s cache: %u dirty after dropping everything",
+		     qcow2_kind_name(cache_kind(c)), c->nb_dirty);
 }

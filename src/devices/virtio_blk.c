@@ -70,6 +70,7 @@
 #include "block/blockdev.h"
 #include "devices/device.h"
 #include "devices/virtio_pci.h"
+#include "base/assert.h"
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "devices/devconfig.h"
@@ -429,6 +430,7 @@ static void vblk_finish_done(struct vblk *b)
 		b->done_head = r->next;
 		if (vblk_answer(b, r))
 			touched[r->qidx] = 1;
+		SHOAL_ASSERT(b->busy > 0, "%s: a request came back with none in flight", b->name);
 		b->busy--;
 		vblk_req_put(b, r);
 	}
@@ -458,6 +460,8 @@ static struct vblk_req *vblk_pop_one(struct vblk *b, uint16_t q, bool *stop)
 	r->epoch = b->epoch;
 	r->next = NULL;
 	b->busy++;
+	SHOAL_ASSERT(b->busy <= VBLK_MAX_INFLIGHT, "%s: %u requests in flight, cap %d", b->name,
+		     b->busy, VBLK_MAX_INFLIGHT);
 	return r;
 }
 
@@ -526,6 +530,7 @@ void vblk_drain(struct vblk *b)
 {
 	if (!b->running)
 		return;
+	SHOAL_ASSERT(shoal_mutex_held(b->lock), "%s: drained without the device lock", b->name);
 	while (b->busy)
 		pthread_cond_wait(&b->idle, b->lock);
 }
@@ -601,6 +606,9 @@ static void vblk_reset(struct virtio_device *vdev)
 
 	__atomic_store_n(&b->epoch, b->epoch + 1, __ATOMIC_RELEASE);
 	vblk_drain(b);
+	/* the epoch invariant: nothing popped before the reset is left to land */
+	SHOAL_ASSERT(!b->running || b->busy == 0, "%s: %u requests in flight after reset",
+		     b->name, b->busy);
 }
 
 static void vblk_save(struct virtio_device *vdev, struct state_writer *w)
@@ -610,6 +618,8 @@ static void vblk_save(struct virtio_device *vdev, struct state_writer *w)
 
 	b->quiesce = true;
 	vblk_drain(b);
+	SHOAL_ASSERT(!b->running || b->busy == 0, "%s: %u requests in flight while saving",
+		     b->name, b->busy);
 	state_put_u64(w, b->capacity);
 	state_put_u8(w, b->readonly);
 	state_put_u16(w, b->num_queues);

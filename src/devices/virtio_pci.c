@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "devices/device.h"
+#include "base/assert.h"
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "base/eventloop.h"
@@ -89,6 +90,10 @@ static struct virtqueue *vp_queue(struct virtio_pci *vp, uint16_t q)
 
 static void vp_raise(struct virtio_pci *vp, uint16_t vector, uint8_t isr_bit)
 {
+	/* isr and the MSI-X pending bits are under the device lock: every
+	 * caller (bus handler, ioeventfd, a model's thread or timer) holds it */
+	SHOAL_ASSERT(shoal_mutex_held(&vp->dev->lock), "%s: interrupt raised without the device lock",
+		     vp->dev->name);
 	if (pci_msix_enabled(&vp->pci)) {
 		if (vector != VIRTIO_PCI_NO_VECTOR)
 			pci_msix_notify(&vp->pci, vector);
