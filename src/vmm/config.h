@@ -25,32 +25,12 @@
 
 #include "base/error.h"
 #include "base/path_beneath.h"
+#include "devices/devconfig.h"    /* struct vm_disk, struct vm_net */
 
 enum console_kind { CONSOLE_STDIO = 0, CONSOLE_FILE, CONSOLE_NONE };
 
 #define VM_MAX_DISKS 16
 #define VM_MAX_NETS  8
-
-/* A virtio device's interface: both (transitional), legacy only, modern only. */
-enum vm_virtio_mode { VM_VIRTIO_TRANSITIONAL = 0, VM_VIRTIO_LEGACY, VM_VIRTIO_MODERN };
-
-struct vm_disk {
-	char *path;                    /* image file */
-	bool readonly;
-	bool direct;                   /* O_DIRECT on the host: no page cache */
-	char *serial;                  /* VIRTIO_BLK_T_GET_ID string, or NULL */
-	int queues;                    /* 0: 1 */
-	enum vm_virtio_mode mode;
-	uint64_t cache_bytes;           /* qcow2 L2 + refcount cache, 0: default */
-};
-
-struct vm_net {
-	char *tap;                     /* TAP interface name, or NULL with fd */
-	int fd;                        /* an open TAP fd passed in, -1 none */
-	char *mac;                     /* "52:54:00:12:34:56" or NULL: generated */
-	int queues;                    /* queue pairs, 0: 1 */
-	enum vm_virtio_mode mode;
-};
 
 struct vm_config {
 	char *kernel;                  /* path, required */

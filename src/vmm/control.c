@@ -32,9 +32,6 @@
 #include <unistd.h>
 
 #include "devices/device.h"
-#include "devices/virtio_blk.h"
-#include "devices/virtio_net.h"
-#include "devices/virtio_pci.h"
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "vmm/console.h"
@@ -123,61 +120,9 @@ static uint64_t control_rss(void)
 	return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
-/* Per disk: bytes and operations each way (shoald names its Prometheus
- * series after these keys). */
-static json_t *control_disks(struct vm *vm)
-{
-	json_t *a = json_array();
-
-	for (int i = 0; i < vm->ndevices; i++) {
-		struct device *d = vm->devices[i];
-		struct virtio_device *vd = virtio_pci_vdev(d);
-		const struct vblk_stats *st;
-
-		if (!vd || vd->ops->device_id != VIRTIO_ID_BLOCK || !vd->priv)
-			continue;
-		pthread_mutex_lock(&d->lock);
-		st = vblk_get_stats(vd->priv);
-		json_array_append_new(a, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "name", d->name,
-			"read_bytes", (json_int_t)st->bytes_read, "write_bytes", (json_int_t)st->bytes_written,
-			"read_ops", (json_int_t)st->reads, "write_ops", (json_int_t)st->writes,
-			"flush_ops", (json_int_t)st->flushes));
-		pthread_mutex_unlock(&d->lock);
-	}
-	return a;
-}
-
-/* Per network interface: frames and bytes each way, summed over queues. */
-static json_t *control_nets(struct vm *vm)
-{
-	json_t *a = json_array();
-
-	for (int i = 0; i < vm->ndevices; i++) {
-		struct device *d = vm->devices[i];
-		struct virtio_device *vd = virtio_pci_vdev(d);
-		uint64_t rxb = 0, txb = 0, rxp = 0, txp = 0, drop = 0;
-		const struct virtio_net_qstats *q;
-
-		if (!vd || vd->ops->device_id != VIRTIO_ID_NET)
-			continue;
-		pthread_mutex_lock(&d->lock);
-		for (int pair = 0; (q = virtio_net_stats(vd, pair, false)); pair++) {
-			rxb += q->bytes; rxp += q->frames; drop += q->dropped;
-			q = virtio_net_stats(vd, pair, true);
-			txb += q->bytes; txp += q->frames; drop += q->dropped;
-		}
-		pthread_mutex_unlock(&d->lock);
-		json_array_append_new(a, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "name", d->name,
-			"rx_bytes", (json_int_t)rxb, "tx_bytes", (json_int_t)txb,
-			"rx_packets", (json_int_t)rxp, "tx_packets", (json_int_t)txp,
-			"dropped", (json_int_t)drop));
-	}
-	return a;
-}
-
 static json_t *control_metrics(struct vm *vm)
 {
-	json_t *vcpus = json_array(), *devs = json_object();
+	json_t *vcpus = json_array(), *devs = json_object(), *root;
 
 	for (int i = 0; i < vm->ncpus; i++) {
 		struct vcpu *v = &vm->vcpus[i];
@@ -189,9 +134,15 @@ static json_t *control_metrics(struct vm *vm)
 			"exits", (json_int_t)atomic_load(&v->exits),
 			"cpu_time_ns", (json_int_t)((uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec)));
 	}
+	/* The reply's shape: the arrays devices append to ("disks": one entry
+	 * per disk, "nets": one per network card) exist even when empty. */
+	root = json_pack("{s:b, s:o, s:I, s:I, s:o, s:I, s:[], s:[]}", "ok", 1, "vcpus", vcpus,
+			 "rss_bytes", (json_int_t)control_rss(),
+			 "guest_rss_bytes", (json_int_t)control_guest_rss(vm),
+			 "devices", devs, "unclaimed_io", (json_int_t)vm->iobus.unclaimed,
+			 "disks", "nets");
 	for (int i = 0; i < vm->ndevices; i++) {
 		struct device *d = vm->devices[i];
-		struct virtio_device *vd = virtio_pci_vdev(d);
 		json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:b}",
 			"io_reads", (json_int_t)d->stats.io_reads,
 			"io_writes", (json_int_t)d->stats.io_writes,
@@ -199,24 +150,14 @@ static json_t *control_metrics(struct vm *vm)
 			"mmio_writes", (json_int_t)d->stats.mmio_writes,
 			"broken", d->broken);
 
-		if (vd) {   /* virtio: requests and bytes each way (disk, network) */
+		if (d->ops->metrics) {   /* what only the device knows */
 			pthread_mutex_lock(&d->lock);
-			json_object_set_new(o, "virtio", json_pack("{s:I, s:I, s:I, s:I, s:I, s:b}",
-				"requests", (json_int_t)vd->stats.requests,
-				"bytes_out", (json_int_t)vd->stats.bytes_out,
-				"bytes_in", (json_int_t)vd->stats.bytes_in,
-				"kicks", (json_int_t)vd->stats.kicks,
-				"interrupts", (json_int_t)vd->stats.interrupts,
-				"broken", vd->broken));
+			d->ops->metrics(d, o, root);
 			pthread_mutex_unlock(&d->lock);
 		}
 		json_object_set_new(devs, d->name, o);
 	}
-	return json_pack("{s:b, s:o, s:I, s:I, s:o, s:I, s:o, s:o}", "ok", 1, "vcpus", vcpus,
-			 "rss_bytes", (json_int_t)control_rss(),
-			 "guest_rss_bytes", (json_int_t)control_guest_rss(vm),
-			 "devices", devs, "unclaimed_io", (json_int_t)vm->iobus.unclaimed,
-			 "disks", control_disks(vm), "nets", control_nets(vm));
+	return root;
 }
 
 static json_t *control_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
