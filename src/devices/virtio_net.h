@@ -1,6 +1,6 @@
 /*
  * virtio_net.h - the virtio-net device model's interface beyond the
- * registry's virtio_net_create: what unit tests and the fuzz target use to
+ * constructor virtio_net_create: what unit tests and the fuzz target use to
  * drive one device through the virtio core without a VM or a PCI bus.
  *
  * Wire formats (virtio 1.2 section 5.1.6), little-endian:

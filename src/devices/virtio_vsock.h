@@ -1,6 +1,6 @@
 /*
  * virtio_vsock.h - the virtio-vsock device model's interface beyond the
- * registry's virtio_vsock_create: what unit tests and fuzzing use to drive
+ * constructor virtio_vsock_create: what unit tests and fuzzing use to drive
  * one device through the virtio core without a VM.
  *
  * Packet header (virtio 1.2 section 5.10.6), 44 bytes, little-endian,
