@@ -93,10 +93,10 @@ static int disk_flag_item(void *ctx, const char *k, const char *v, struct error 
 		return disk_set_cache(d, "--disk", v, e);
 	if (!strcmp(k, "mode") && v)
 		return config_mode_parse("--disk", v, &d->mode, e);
-	if (!v)   /* a bare word after the path: most likely the rest of a path with a comma */
+	if (!v)   /* a bare word after the path: most likely the rest of a value with a comma */
 		return error_set(e, EXIT_USAGE,
-				 "--disk: unknown option '%s' (the flag splits on commas; give a "
-				 "path with a comma in a --config file's \"disks\")", k);
+				 "--disk: unknown option '%s' (--disk splits at commas: give a path or "
+				 "value that holds one in a --config file's \"disks\")", k);
 	return error_set(e, EXIT_USAGE, "--disk: unknown option '%s'", k);
 }
 

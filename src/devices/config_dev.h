@@ -36,7 +36,7 @@
 #include <stdint.h>
 
 #include "base/error.h"
-#include "vmm/config.h"          /* struct vm_disk, struct vm_net, enum vm_virtio_mode */
+#include "devices/devconfig.h"   /* struct vm_disk, struct vm_net, enum vm_virtio_mode */
 
 /* ---- shared (config_dev.c) ---- */
 
