@@ -23,6 +23,7 @@
 
 #include "devices/virtio_net.h"
 #include "base/log.h"
+#include "../tests/ring_driver.h"
 
 #define MEM_SIZE (16u << 20)      /* the smallest guest RAM; made once */
 #define MEM_USED (1u << 20)       /* what an input can reach through valid rings */
@@ -37,15 +38,8 @@ static void fuzz_queue(struct virtio_device *v, struct guest_mem *m, uint16_t q,
 {
 	uint64_t desc = 0x1000 + 0x1000ull * q;
 	struct virtqueue *vq = &v->queues[q];
-	size_t n = 128 + 2 + 16;
 
-	if (*left >= n) {
-		guest_mem_write(m, desc, *p, 128);
-		guest_mem_write(m, desc + 0x800 + 2, *p + 128, 2);           /* avail idx */
-		guest_mem_write(m, desc + 0x800 + 4, *p + 130, 16);          /* ring */
-		*p += n;
-		*left -= n;
-	}
+	ring_load_split(m, QSIZE, desc, desc + 0x800, p, left);   /* table, avail idx, ring */
 	vq->size = QSIZE;
 	vq->desc_gpa = desc;
 	vq->avail_gpa = desc + 0x800;
