@@ -40,14 +40,11 @@ static void fuzz_queue(struct virtio_device *v, struct guest_mem *m, uint16_t q,
 		       const uint8_t **p, size_t *left)
 {
 	uint64_t desc = 0x1000 + 0x1000ull * q;
-	struct virtqueue *vq = &v->queues[q];
+	struct ring_drv r;
 
 	ring_load_split(m, QSIZE, desc, desc + 0x800, p, left);   /* table, avail idx, ring */
-	vq->size = QSIZE;
-	vq->desc_gpa = desc;
-	vq->avail_gpa = desc + 0x800;
-	vq->used_gpa = desc + 0xc00;
-	virtio_queue_set_ready(v, q, true);
+	ring_drv_init(&r, m, QSIZE, false, desc, desc + 0x800, desc + 0xc00, RING_RESTART);
+	ring_attach(&r, v, q);
 }
 
 static int unix_sock(const char *path, bool listening)

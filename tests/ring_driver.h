@@ -51,6 +51,7 @@
 #include <string.h>
 
 #include "base/guest_mem.h"
+#include "devices/virtio.h"
 #include "devices/virtqueue.h"
 
 #ifndef RING_CHECK
@@ -332,6 +333,19 @@ static inline bool ring_used(struct ring_drv *r, uint16_t *id, uint32_t *len)
 		r->chain_n[*id] = 0;
 	}
 	return true;
+}
+
+/* Point queue `q` of `dev` at r's rings and size, as a driver's queue
+ * set-up registers would, and enable it; virtio_queue_set_ready's result. */
+static inline int ring_attach(const struct ring_drv *r, struct virtio_device *dev, uint16_t q)
+{
+	struct virtqueue *vq = &dev->queues[q];
+
+	vq->size = r->size;
+	vq->desc_gpa = r->desc;
+	vq->avail_gpa = r->avail;
+	vq->used_gpa = r->used;
+	return virtio_queue_set_ready(dev, q, true);
 }
 
 /* Fuzzers: a split ring exactly as hostile bytes say.  From *p (advanced

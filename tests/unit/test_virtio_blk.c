@@ -150,16 +150,10 @@ static void drv_up(struct fix *f, uint64_t features)
 	assert_int_equal(virtio_set_features(&f->dev, features & f->dev.host_features), 0);
 	assert_true(virtio_set_status(&f->dev, 11) & VIRTIO_STATUS_FEATURES_OK);
 	for (uint16_t q = 0; q < f->dev.num_queues; q++) {
-		struct virtqueue *vq = &f->dev.queues[q];
-
 		memset(gp(f, desc_gpa(q), 0x10000), 0, 0x10000);
-		vq->size = QSIZE;
-		vq->desc_gpa = desc_gpa(q);
-		vq->avail_gpa = avail_gpa(q);
-		vq->used_gpa = used_gpa(q);
-		assert_int_equal(virtio_queue_set_ready(&f->dev, q, true), 0);
 		ring_drv_init(&f->q[q], &f->mem, QSIZE, false, desc_gpa(q), avail_gpa(q),
 			      used_gpa(q), RING_WRAP);
+		assert_int_equal(ring_attach(&f->q[q], &f->dev, q), 0);
 	}
 	assert_int_equal(virtio_set_status(&f->dev, 15), 15);
 	pthread_mutex_unlock(&f->lock);

@@ -74,16 +74,13 @@ static uint64_t galloc(struct t *t, uint32_t len)
 
 /* ---- bring-up ---- */
 
+/* The driver's rings for every queue, set up and enabled. */
 static void t_queues(struct t *t)
 {
 	for (uint16_t q = 0; q < t->vdev.num_queues; q++) {
-		struct virtqueue *vq = &t->vdev.queues[q];
-
-		vq->size = QSIZE;
-		vq->desc_gpa = desc_gpa(q);
-		vq->avail_gpa = avail_gpa(q);
-		vq->used_gpa = used_gpa(q);
-		assert_int_equal(virtio_queue_set_ready(&t->vdev, q, true), 0);
+		ring_drv_init(&t->q[q], &t->mem, QSIZE, t->packed, desc_gpa(q), avail_gpa(q),
+			      used_gpa(q), RING_RESTART);
+		assert_int_equal(ring_attach(&t->q[q], &t->vdev, q), 0);
 	}
 }
 
@@ -98,13 +95,10 @@ static void t_live(struct t *t, uint64_t want, bool legacy)
 	if (!legacy)
 		assert_true(virtio_set_status(&t->vdev, VIRTIO_STATUS_FEATURES_OK) &
 			    VIRTIO_STATUS_FEATURES_OK);
+	t->packed = f & VIRTIO_BIT(VIRTIO_F_RING_PACKED);
 	t_queues(t);
 	assert_true(virtio_set_status(&t->vdev, VIRTIO_STATUS_DRIVER_OK) & VIRTIO_STATUS_DRIVER_OK);
 	t->hdr = (f & VIRTIO_BIT(VIRTIO_F_VERSION_1)) || (f & VIRTIO_BIT(VIRTIO_NET_F_MRG_RXBUF)) ? 12 : 10;
-	t->packed = f & VIRTIO_BIT(VIRTIO_F_RING_PACKED);
-	for (int q = 0; q < t->vdev.num_queues; q++)
-		ring_drv_init(&t->q[q], &t->mem, QSIZE, t->packed, desc_gpa(q), avail_gpa(q),
-			      used_gpa(q), RING_RESTART);
 }
 
 /* A device on a socketpair; the caller negotiates. */

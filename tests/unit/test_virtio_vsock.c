@@ -160,15 +160,9 @@ static void t_init(struct t *t)
 	assert_int_equal(virtio_set_features(&t->vdev, VIRTIO_BIT(VIRTIO_F_VERSION_1)), 0);
 	virtio_set_status(&t->vdev, VIRTIO_STATUS_FEATURES_OK);
 	for (uint16_t q = 0; q < 3; q++) {
-		struct virtqueue *vq = &t->vdev.queues[q];
-
-		vq->size = QSIZE;
-		vq->desc_gpa = desc_gpa(q);
-		vq->avail_gpa = avail_gpa(q);
-		vq->used_gpa = used_gpa(q);
-		assert_int_equal(virtio_queue_set_ready(&t->vdev, q, true), 0);
 		ring_drv_init(&t->q[q], &t->mem, QSIZE, false, desc_gpa(q), avail_gpa(q),
 			      used_gpa(q), RING_RESTART);
+		assert_int_equal(ring_attach(&t->q[q], &t->vdev, q), 0);
 	}
 	assert_true(virtio_set_status(&t->vdev, VIRTIO_STATUS_DRIVER_OK) & VIRTIO_STATUS_DRIVER_OK);
 }
