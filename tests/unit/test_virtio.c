@@ -200,11 +200,7 @@ static void fix_modern_up(struct fix *f, uint64_t features)
 	virtio_features_write(&f->dev, 0, (uint32_t)features);
 	virtio_features_write(&f->dev, 1, (uint32_t)(features >> 32));
 	assert_true(virtio_set_status(&f->dev, 11) & VIRTIO_STATUS_FEATURES_OK);
-	vq->size = QSIZE;
-	vq->desc_gpa = DESC_GPA;
-	vq->avail_gpa = AVAIL_GPA;
-	vq->used_gpa = USED_GPA;
-	assert_int_equal(virtio_queue_set_ready(&f->dev, 0, true), 0);
+	assert_int_equal(ring_attach(&f->q, &f->dev, 0), 0);
 	assert_int_equal(virtio_set_status(&f->dev, 15), 15);
 	f->q.packed = features & VIRTIO_BIT(VIRTIO_F_RING_PACKED);
 	assert_int_equal(vq->packed, f->q.packed);
