@@ -36,17 +36,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void fuzz_queue(struct virtio_device *v, struct guest_mem *m, uint16_t q,
-		       const uint8_t **p, size_t *left)
-{
-	uint64_t desc = 0x1000 + 0x1000ull * q;
-	struct ring_drv r;
-
-	ring_load_split(m, QSIZE, desc, desc + 0x800, p, left);   /* table, avail idx, ring */
-	ring_drv_init(&r, m, QSIZE, false, desc, desc + 0x800, desc + 0xc00, RING_RESTART);
-	ring_attach(&r, v, q);
-}
-
 static int unix_sock(const char *path, bool listening)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -96,7 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	virtio_set_features(&v, VIRTIO_BIT(VIRTIO_F_VERSION_1));
 	virtio_set_status(&v, VIRTIO_STATUS_FEATURES_OK);
 	for (uint16_t q = 0; q < 3; q++)
-		fuzz_queue(&v, &m, q, &p, &left);
+		ring_fuzz_queue(&v, &m, q, QSIZE, 0x1000 + 0x1000ull * q, &p, &left);
 	blen = left < BUF_MAX ? left : BUF_MAX;
 	guest_mem_write(&m, BUF_GPA, p, blen);
 	virtio_set_status(&v, VIRTIO_STATUS_DRIVER_OK);

@@ -368,4 +368,18 @@ static inline size_t ring_load_split(struct guest_mem *m, uint16_t size, uint64_
 	return n;
 }
 
+/* Fuzzers: queue `q` of `dev` on a hostile split ring of `size` entries,
+ * the table at `desc`, the available ring at desc + 0x800 and the used ring
+ * at desc + 0xc00 (so size <= 64), its bytes taken from the input as
+ * ring_load_split says, then enabled. */
+static inline void ring_fuzz_queue(struct virtio_device *dev, struct guest_mem *m, uint16_t q,
+				   uint16_t size, uint64_t desc, const uint8_t **p, size_t *left)
+{
+	struct ring_drv r;
+
+	ring_load_split(m, size, desc, desc + 0x800, p, left);
+	ring_drv_init(&r, m, size, false, desc, desc + 0x800, desc + 0xc00, RING_RESTART);
+	ring_attach(&r, dev, q);
+}
+
 #endif
