@@ -18,13 +18,13 @@
 
 SOCK=$TMP/v.sock
 "$SHOAL" run -k "$GUEST" --vsock cid=3,socket="$SOCK" --timeout 30 \
-	--cmdline "vdevs; spin 1500; exit 0" </dev/null >"$TMP/run.log" 2>&1 &
+	--cmdline "vdevs; spin 8000; exit 0" </dev/null >"$TMP/run.log" 2>&1 &
 pid=$!
 for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
 if [ -S "$SOCK" ]; then pass "VMM listens on the vsock socket"; else fail "VMM listens on the vsock socket" "no $SOCK"; fi
 
 if command -v python3 >/dev/null; then
-	out=$(timeout 10 python3 - "$SOCK" <<'EOF'
+	out=$(timeout 60 python3 - "$SOCK" <<'EOF'
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.settimeout(5)
