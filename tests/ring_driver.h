@@ -39,8 +39,10 @@
  * A client may not move a ring (change desc/avail/used or size) without
  * ring_drv_init again, and may not use one struct ring_drv from two
  * threads at once.  Failed checks (memory outside guest RAM, a used id out
- * of range) go to RING_CHECK, abort() unless the includer defines it (the
- * cmocka tests define it as assert_true).
+ * of range or never made available) go to RING_CHECK, abort() unless the
+ * includer defines it (the cmocka tests define it as assert_true; a
+ * fuzzer whose device may legitimately write garbage defines it as
+ * nothing, and ring_used then stops at an entry that is not its own).
  */
 #ifndef SHOAL_TESTS_RING_DRIVER_H
 #define SHOAL_TESTS_RING_DRIVER_H
@@ -305,7 +307,9 @@ static inline bool ring_used(struct ring_drv *r, uint16_t *id, uint32_t *len)
 			return false;
 		memcpy(id, ring_ptr(r->mem, g + 12, 2), 2);
 		*len = ring_get32(r->mem, g + 8);
-		RING_CHECK(*id < r->size);
+		RING_CHECK(*id < r->size && r->ndesc_of[*id]);
+		if (*id >= r->size || !r->ndesc_of[*id])
+			return false;           /* not ours: stop, do not spin */
 		r->used_slot = (uint16_t)(r->used_slot + r->ndesc_of[*id]);
 		if (r->used_slot >= r->size) {
 			r->used_slot = (uint16_t)(r->used_slot - r->size);
@@ -325,8 +329,10 @@ static inline bool ring_used(struct ring_drv *r, uint16_t *id, uint32_t *len)
 		*id = (uint16_t)ring_get32(r->mem, e);
 		*len = ring_get32(r->mem, e + 4);
 	}
-	r->used_seen++;
 	RING_CHECK(*id < r->size);
+	if (*id >= r->size)
+		return false;
+	r->used_seen++;
 	if (r->alloc == RING_FREELIST) {
 		for (int k = 0; k < r->chain_n[*id]; k++)
 			r->free_stack[r->nfree++] = r->chain[*id][k];
