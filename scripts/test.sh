@@ -117,11 +117,25 @@ tier_fuzz() {
 	done
 }
 
+# The layers point down only (docs/architecture.md): one counted line.
+check_layers() {
+	local out
+	if out=$(make -s -C "$ROOT" check-layers 2>&1); then
+		echo "PASS: check-layers: every include points down"
+		PASSED=$((PASSED + 1))
+	else
+		echo "FAIL: check-layers: a lower layer includes a higher one"
+		echo "$out" | sed 's/^/  /'
+		FAILED=$((FAILED + 1)); FAILS+=("make check-layers")
+	fi
+}
+
 # run_tier NAME: run one tier here, adding to the counts.
 run_tier() {
 	local t
 	case $1 in
-	unit) for t in "$BUILD"/tests/unit/*; do [ -x "$t" ] && run_cmocka "$t"; done ;;
+	unit) check_layers
+		for t in "$BUILD"/tests/unit/*; do [ -x "$t" ] && run_cmocka "$t"; done ;;
 	guest) for t in "$BUILD"/tests/guest/*; do [ -x "$t" ] && run_cmocka "$t"; done ;;
 	system|kvm-system|slow|kvm-slow)
 		for t in $(scripts_of "$1"); do run_script "$t"; done ;;
