@@ -13,7 +13,6 @@
  */
 #include "vmm/config.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
