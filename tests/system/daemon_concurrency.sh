@@ -1,7 +1,8 @@
 #!/bin/bash
-# daemon_concurrency.sh - 100 create+start requests at once (50 in the KVM
-# box) give as many running VMs and a consistent database; 20 creates of one name give one VM and 19
-# conflicts; parallel stops leave every VM exited.  The guests wait at their
+# daemon_concurrency.sh - 100 create+start requests at once (24 in the KVM
+# box) give as many running VMs and a consistent database; 20 creates of
+# one name give one VM and 19 conflicts; parallel stops leave every VM
+# exited.  The guests wait at their
 # shell prompt (a halted vCPU, cheap), and everything is stopped at the end
 # (and killed in the trap if the test dies).
 #
@@ -12,9 +13,12 @@ need_daemon
 need_kvm daemon_concurrency || finish
 command -v sqlite3 >/dev/null || { skip daemon_concurrency "sqlite3 missing"; finish; }
 # In the KVM box every VMM start runs on QEMU's software CPU (seconds of
-# CPU each, on 2 vCPUs): 50 there keep the tier's time in bounds and still
-# put 50 creates in flight at once.  DAEMON_CONCURRENCY_VMS overrides both.
-if [ -n "${SHOAL_IN_BOX:-}" ]; then N=${DAEMON_CONCURRENCY_VMS:-50}; else N=${DAEMON_CONCURRENCY_VMS:-100}; fi
+# CPU each, on 2 vCPUs: 100 took 814 s), and with 100 VMMs at once the box
+# kernel itself crashed in three runs of it ("corrupted stack end
+# detected inside scheduler", or a silent stop; cause not found, it is the
+# box's kernel under QEMU's software CPU, not Shoal's process).  24 there
+# keep the tier in bounds and still put 24 creates in flight at once.  DAEMON_CONCURRENCY_VMS overrides both.
+if [ -n "${SHOAL_IN_BOX:-}" ]; then N=${DAEMON_CONCURRENCY_VMS:-24}; else N=${DAEMON_CONCURRENCY_VMS:-100}; fi
 echo "# $N VMs at once${SHOAL_IN_BOX:+ (in the KVM box)}"
 
 start_daemon || { fail "daemon starts"; finish; }
