@@ -88,14 +88,18 @@ if [ -r /dev/kvm ]; then
 	expect "resume a running VM" 409 wrong_state running POST /v1/vms/dup/resume
 	expect "delete a running VM" 409 wrong_state running DELETE /v1/vms/dup
 	# a guest busy spinning does not look at the power button, so a
-	# graceful stop waits its whole timeout (5 s): the VM is busy meanwhile
-	api POST '/v1/vms?start=true' "$(spec spinner "spin 20000")" >/dev/null
+	# graceful stop waits its whole timeout (20 s: each curl and jq below
+	# can take most of a second on the KVM box's software CPU, and a 5 s
+	# window was sometimes over before the pause went out): the VM is busy
+	# meanwhile
+	api POST '/v1/vms?start=true' "$(spec spinner "spin 60000")" >/dev/null
 	# its own body file: when the stop's answer came while the check below
 	# still ran (as on the KVM box's software CPU), it overwrote the 503's
 	# body in $TMP/body and the check read the stop's 200 instead
-	API_OUT=$TMP/stop.body api POST /v1/vms/spinner/stop '{"timeout_s": 5}' >/dev/null &
+	API_OUT=$TMP/stop.body api POST /v1/vms/spinner/stop '{"timeout_s": 20}' >/dev/null &
 	stopper=$!
-	for _ in $(seq 100); do     # the stop has reached the daemon
+	end=$((SECONDS + 20))
+	while [ $SECONDS -lt $end ]; do     # the stop has reached the daemon
 		[ "$(vm_field spinner .busy)" = stop ] && break
 		sleep 0.05
 	done
