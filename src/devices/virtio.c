@@ -80,8 +80,13 @@ void virtio_features_write(struct virtio_device *dev, uint32_t select, uint32_t 
 		log_debug("%s: feature write after negotiation ignored", dev->name);
 		return;
 	}
-	if (select == 0)
-		dev->guest_features = (dev->legacy ? 0 : dev->guest_features & ~0xffffffffull) | value;
+	/* A legacy driver has no FEATURES_OK step to refuse it at, so what it
+	 * acks beyond the offer is dropped here (it would otherwise sit in the
+	 * state, which restore rightly refuses: found by fuzz_pci). */
+	if (select == 0 && dev->legacy)
+		dev->guest_features = value & dev->host_features;
+	else if (select == 0)
+		dev->guest_features = (dev->guest_features & ~0xffffffffull) | value;
 	else if (select == 1 && !dev->legacy)
 		dev->guest_features = (dev->guest_features & 0xffffffffull) | ((uint64_t)value << 32);
 }
@@ -368,7 +373,11 @@ static int virtio_restore_common(struct virtio_device *dev, struct state_reader 
 	dev->max_req_bytes = state_get_u32(r);
 	if (r->error || !dev->max_req_bytes)
 		return -1;
-	if (dev->guest_features & ~dev->host_features) {
+	/* Before FEATURES_OK the acked bits are only what the driver wrote so
+	 * far (FEATURES_OK refuses unoffered ones, after the restore as
+	 * before); once negotiated they must all be on offer here. */
+	if ((dev->status & (VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK)) &&
+	    (dev->guest_features & ~dev->host_features)) {
 		log_error("%s: saved state uses features %#llx this device does not offer", dev->name,
 			  (unsigned long long)(dev->guest_features & ~dev->host_features));
 		return -1;
@@ -427,8 +436,12 @@ int virtio_device_restore(struct virtio_device *dev, uint16_t version, struct st
 
 		if (dev->broken || !(dev->status & VIRTIO_STATUS_DRIVER_OK))
 			break;
-		if (vq->ready && !vq->broken && virtq_start(vq))
-			return -1;
+		/* A ring the guest placed where it cannot start (found by
+		 * fuzz_pci: made ready after DRIVER_OK, never kicked) breaks
+		 * that queue, as its first kick would have; the state is
+		 * still restored. */
+		if (vq->ready && !vq->broken && virtq_start(vq) && !vq->broken)
+			virtq_set_broken(vq, "queue %u: its ring does not start after a restore", i);
 	}
 	return virtio_restore_model(dev, r);
 }
