@@ -47,9 +47,22 @@ BOX_P=0; BOX_F=0; BOX_S=0
 FAILS=()
 TIMES=()
 
+# already_done PROG: PROG finished in an earlier box of this tier (listed
+# in $SHOAL_TEST_DONE by box_tier, which counted it then).
+# SHOAL_TEST_ONLY and SHOAL_TEST_SKIP (names, space-separated) narrow a
+# tier the same way: box_tier uses them to give one script its own box.
+already_done() {
+	local n
+	n=$(basename "$1")
+	if [ -n "${SHOAL_TEST_ONLY:-}" ]; then case " $SHOAL_TEST_ONLY " in *" $n "*) ;; *) return 0 ;; esac; fi
+	case " ${SHOAL_TEST_SKIP:-} " in *" $n "*) return 0 ;; esac
+	[ -n "${SHOAL_TEST_DONE:-}" ] && [ -r "$SHOAL_TEST_DONE" ] && grep -qxF "$n" "$SHOAL_TEST_DONE"
+}
+
 # run_cmocka BIN: run one cmocka binary and add its counts.
 run_cmocka() {
 	local bin=$1 out p f s t0=$SECONDS
+	already_done "$bin" && return 0
 	out=$(timeout "${SHOAL_TEST_CMOCKA_TIMEOUT:-900}" "$bin" 2>&1); local rc=$?
 	echo "$out" | grep -E '^\[ *(RUN|  OK|  FAILED|  SKIPPED|  PASSED|  ERROR) *\]|SKIP|skip' | sed "s|^|  $(basename "$bin"): |" | grep -v ' RUN ' || true
 	p=$(echo "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
@@ -66,6 +79,7 @@ run_cmocka() {
 # run_script SCRIPT: run one system test script and count its lines.
 run_script() {
 	local sc=$1 out rc p f s t0=$SECONDS
+	already_done "$sc" && return 0
 	out=$(timeout 1800 bash "$sc" 2>&1); rc=$?
 	echo "$out" | grep -E '^(PASS|FAIL|SKIP):' | sed "s|^|  $(basename "$sc"): |"
 	p=$(echo "$out" | grep -c '^PASS:'); f=$(echo "$out" | grep -c '^FAIL:'); s=$(echo "$out" | grep -c '^SKIP:')
@@ -171,30 +185,67 @@ kvm_where() {
 }
 
 # box_tier NAME: run a KVM tier in one box and add its closing line.
+# box_tier NAME [CPUS ONLY SKIP]: with CPUS, a box of that many vCPUs;
+# ONLY and SKIP narrow the tier's programs (see already_done).
 box_tier() {
-	local log p f s rc
+	local log done p f s rc try line name cpus=() what
+	[ -n "${2:-}" ] && cpus=(--cpus "$2")
 	log=$(mktemp /tmp/shoal-box-tier.XXXXXX)
-	echo "== tier $1 (in the KVM box)"
+	done=$(mktemp "$BUILD/box-done.XXXXXX")   # seen from inside the box (its /tmp is its own)
+	what="$1${3:+: $3}${4:+: all but $4}${2:+, a $2-vCPU box}"
+	echo "== tier $what (in the KVM box)"
 	# The box has no network: the Linux tests' guest kit is fetched here
 	# first (where that fails too, they skip and say why).
 	case $1 in kvm-system|kvm-slow)
 		scripts/guest-kit.sh -q >/dev/null 2>/tmp/shoal-kit.log ||
 			echo "note: the guest kit could not be built here: $(tail -1 /tmp/shoal-kit.log)" ;;
 	esac
-	scripts/kvm-box.sh -q --timeout "${SHOAL_TEST_BOX_TIMEOUT:-3000}" -- \
-		env BUILD="$BUILD" SAN_BUILD="$SAN_BUILD" FUZZ_SECONDS="${FUZZ_SECONDS:-30}" \
-		scripts/test.sh tier "$1" 2>&1 | tee "$log"
-	rc=${PIPESTATUS[0]}
-	read -r p f s < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped$/\1 \2 \3/p' "$log" | tail -1)
-	rm -f "$log"
+	for try in 1 2; do
+		scripts/kvm-box.sh -q "${cpus[@]}" --timeout "${SHOAL_TEST_BOX_TIMEOUT:-3000}" -- \
+			env BUILD="$BUILD" SAN_BUILD="$SAN_BUILD" FUZZ_SECONDS="${FUZZ_SECONDS:-30}" \
+			SHOAL_TEST_DONE="$done" SHOAL_TEST_ONLY="${3:-}" SHOAL_TEST_SKIP="${4:-}" \
+			scripts/test.sh tier "$1" 2>&1 | tee "$log"
+		rc=${PIPESTATUS[0]}
+		p=""
+		read -r p f s < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped$/\1 \2 \3/p' "$log" | tail -1)
+		[ -n "${p:-}" ] && break
+		# No closing line: the box itself died.  Keep what each finished
+		# program reported; where the box kernel panicked (QEMU's software
+		# CPU under nested KVM has crashed it a few times, see
+		# docs/testing.md), the programs not yet finished run again, once,
+		# in a fresh box.  The panic is said, never hidden.
+		while IFS= read -r line; do
+			name=${line%%: *}
+			read -r p f s < <(echo "$line" | sed -n 's/^[^:]*: \([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped (.*$/\1 \2 \3/p')
+			echo "$name" >>"$done"
+			[ "$f" -gt 0 ] && FAILS+=("$name (tier $1, in the KVM box)")
+			PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); SKIPPED=$((SKIPPED + s))
+			BOX_P=$((BOX_P + p)); BOX_F=$((BOX_F + f)); BOX_S=$((BOX_S + s))
+		done < <(grep -E '^[A-Za-z0-9_.-]+: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped \([0-9]+ s\)$' "$log")
+		p=""
+		if [ "$try" = 1 ] && [ "$rc" = 125 ] && grep -q 'Kernel panic' "$log"; then
+			echo "note: the KVM box's kernel panicked during tier $1 ($(grep -m1 -o 'Kernel panic - not syncing: .*' "$log")); the programs it had not finished run again in a fresh box"
+			continue
+		fi
+		break
+	done
+	rm -f "$log" "$done"
 	if [ -z "${p:-}" ]; then
 		echo "FAIL: tier $1 in the KVM box: no closing line (kvm-box.sh status $rc)"
 		p=0; f=1; s=0
 	fi
-	[ "$f" -gt 0 ] && FAILS+=("tier $1 (in the KVM box)")
+	[ "$f" -gt 0 ] && FAILS+=("tier $what (in the KVM box)")
 	PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); SKIPPED=$((SKIPPED + s))
 	BOX_P=$((BOX_P + p)); BOX_F=$((BOX_F + f)); BOX_S=$((BOX_S + s))
 }
+
+# Scripts that get a box of one vCPU: with many VMMs at once on two vCPUs
+# the box kernel crashed in most runs ("corrupted stack end detected inside
+# scheduler", in a vCPU thread's KVM_RUN: four of five runs on an idle
+# host; the one that passed ran on a host loaded by other work, so we
+# suspect a race between the two vCPU threads of QEMU's software CPU).
+# See docs/testing.md.
+BOX_ONE_CPU="daemon_concurrency.sh"
 
 # tier NAME: run a tier where it belongs, timed.
 tier() {
@@ -203,7 +254,13 @@ tier() {
 		kvm_where
 		case $KVM_WHERE in
 		here) echo "== tier $1"; run_tier "$1" ;;
-		box) box_tier "$1" ;;
+		box)
+			if [ "$1" = kvm-system ]; then
+				box_tier "$1" "" "" "$BOX_ONE_CPU"
+				box_tier "$1" 1 "$BOX_ONE_CPU" ""
+			else
+				box_tier "$1"
+			fi ;;
 		*) echo "SKIP: tier $1: ${KVM_WHERE#skip: }"; SKIPPED=$((SKIPPED + 1)) ;;
 		esac
 	else
