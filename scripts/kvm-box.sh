@@ -34,10 +34,9 @@
 # every CPU's backtrace (see box_watch).
 #
 # Exit status: COMMAND's own; 124 when the timeout ended the box (first
-# sending its kernel an NMI); 125 when
-# the box itself could not run (no QEMU, no SVM emulation, no kernel
-# package and no network, the box kernel failed): the reason is printed
-# as one line starting "kvm-box: ".
+# sending its kernel an NMI); 125 when the box itself could not run (no
+# QEMU, no SVM emulation, no kernel package and no network, the box kernel
+# failed): the reason is printed as one line starting "kvm-box: ".
 #
 # The kernel and initramfs are built once into the cache, as the guest kit
 # is (${SHOAL_CACHE:-$HOME/.cache/shoal}/box/): the package is resolved
@@ -315,8 +314,9 @@ queue_wait() {
 # its kernel then prints what every CPU was doing (a hung box is otherwise
 # silent).  Those words are not the default: nested guests' NMIs sometimes
 # reach the box kernel as unknown NMIs under QEMU's software SVM, and the
-# panic they then caused ended a CI run's box half-way.  Then QEMU is ended.  SIGTERM, SIGINT or SIGHUP to this
-# script end QEMU too, so a killed caller leaves no box behind.
+# panic they then caused ended a CI run's box half-way.  Then QEMU is
+# ended.  SIGTERM, SIGINT or SIGHUP to this script end QEMU too, so a
+# killed caller leaves no box behind.
 QEMU_PID=""
 box_watch() {
 	local mon=$1 deadline=$((SECONDS + TIMEOUT)) n

@@ -184,8 +184,15 @@ kvm_where() {
 	fi
 }
 
-# box_tier NAME: run a KVM tier in one box and add its closing line.
-# box_tier NAME [CPUS ONLY SKIP]: with CPUS, a box of that many vCPUs;
+# box_count P F S: add counts that came from the box (to the totals and to
+# the box's own share of them).
+box_count() {
+	PASSED=$((PASSED + $1)); FAILED=$((FAILED + $2)); SKIPPED=$((SKIPPED + $3))
+	BOX_P=$((BOX_P + $1)); BOX_F=$((BOX_F + $2)); BOX_S=$((BOX_S + $3))
+}
+
+# box_tier NAME [CPUS ONLY SKIP]: run a KVM tier in one box and add its
+# closing line.  With CPUS, a box of that many vCPUs;
 # ONLY and SKIP narrow the tier's programs (see already_done).
 box_tier() {
 	local log done p f s rc try line name cpus=() what
@@ -219,8 +226,7 @@ box_tier() {
 			read -r p f s < <(echo "$line" | sed -n 's/^[^:]*: \([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped (.*$/\1 \2 \3/p')
 			echo "$name" >>"$done"
 			[ "$f" -gt 0 ] && FAILS+=("$name (tier $1, in the KVM box)")
-			PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); SKIPPED=$((SKIPPED + s))
-			BOX_P=$((BOX_P + p)); BOX_F=$((BOX_F + f)); BOX_S=$((BOX_S + s))
+			box_count "$p" "$f" "$s"
 		done < <(grep -E '^[A-Za-z0-9_.-]+: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped \([0-9]+ s\)$' "$log")
 		p=""
 		if [ "$try" = 1 ] && [ "$rc" = 125 ] && grep -q 'Kernel panic' "$log"; then
@@ -235,8 +241,7 @@ box_tier() {
 		p=0; f=1; s=0
 	fi
 	[ "$f" -gt 0 ] && FAILS+=("tier $what (in the KVM box)")
-	PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); SKIPPED=$((SKIPPED + s))
-	BOX_P=$((BOX_P + p)); BOX_F=$((BOX_F + f)); BOX_S=$((BOX_S + s))
+	box_count "$p" "$f" "$s"
 }
 
 # Scripts that get a box of one vCPU: with many VMMs at once on two vCPUs
