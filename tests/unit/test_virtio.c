@@ -562,6 +562,36 @@ static void run_save_restore(uint64_t features)
 	fix_fini(&f);
 }
 
+/* Restore takes acks a modern driver wrote before FEATURES_OK as they are
+ * (FEATURES_OK refuses unoffered ones later), and refuses unoffered bits
+ * only once features were negotiated (found by fuzz_pci). */
+static void test_restore_feature_acks(void **state)
+{
+	static const uint8_t negotiated[] = { 0, VIRTIO_STATUS_FEATURES_OK };
+	struct fix f;
+
+	fix_init(&f);
+	for (size_t i = 0; i < sizeof(negotiated); i++) {
+		struct state_writer w;
+		struct state_reader r;
+		struct virtio_device h;
+		struct echo he = { 0 };
+
+		f.dev.status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER;
+		virtio_features_write(&f.dev, 1, 1u << (60 - 32));     /* bit 60: not offered */
+		f.dev.status |= negotiated[i];
+		assert_true(f.dev.guest_features & ~f.dev.host_features);
+		state_writer_init(&w);
+		virtio_device_save(&f.dev, &w);
+		assert_int_equal(virtio_device_init(&h, &echo_ops, &he, &f.mem, "echo3"), 0);
+		state_reader_init(&r, w.data, w.len);
+		assert_int_equal(virtio_device_restore(&h, 1, &r), negotiated[i] ? -1 : 0);
+		virtio_device_destroy(&h);
+		state_writer_free(&w);
+	}
+	fix_fini(&f);
+}
+
 static void test_save_restore_split(void **state)
 {
 	run_save_restore(MODERN | VIRTIO_BIT(VIRTIO_RING_F_EVENT_IDX));
@@ -583,6 +613,7 @@ int main(void)
 		cmocka_unit_test(test_notify_rules),
 		cmocka_unit_test(test_broken_device),
 		cmocka_unit_test(test_config_space),
+		cmocka_unit_test(test_restore_feature_acks),
 		cmocka_unit_test(test_save_restore_split),
 		cmocka_unit_test(test_save_restore_packed),
 	};
