@@ -8,8 +8,10 @@
 #                               crash loops), the fuzzers briefly, and the
 #                               sanitizer build's unit and guest tests.  This
 #                               is the README's test command and CI's.
-#   scripts/test.sh tier NAME   one tier only (names below); what the KVM box
-#                               runs, and handy by hand
+#   scripts/test.sh NAME...     the named tiers, each where it belongs (a KVM
+#                               tier in the box where there is no /dev/kvm)
+#   scripts/test.sh tier NAME   one tier, here, whatever it needs; what the
+#                               KVM box runs inside
 #
 # Tiers.  The ones marked KVM need /dev/kvm:
 #   unit         tests/unit cmocka binaries
@@ -71,7 +73,7 @@ run_cmocka() {
 	p=${p:-0}; f=${f:-0}; s=${s:-0}
 	# A crash or a missing summary is a failure, whatever was printed.
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; echo "$out" | tail -20; fi
-	[ "$f" -gt 0 ] && { FAILS+=("$bin"); echo "$out" | grep -B5 -A5 -E 'FAILED|ERROR|Failure' | head -60; }
+	[ "$f" -gt 0 ] && { FAILS+=("$(basename "$bin")"); while IFS= read -r l; do FAILS+=("$(basename "$bin"): $l"); done < <(echo "$out" | sed -n 's/^\[  FAILED  \] \(test_[A-Za-z0-9_]*\)$/\1/p' | head -20); echo "$out" | grep -B5 -A5 -E 'FAILED|ERROR|Failure' | head -60; }
 	PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); SKIPPED=$((SKIPPED + s))
 	echo "$(basename "$bin"): $p passed, $f failed, $s skipped ($((SECONDS - t0)) s)"
 }
@@ -83,8 +85,11 @@ run_script() {
 	out=$(timeout 1800 bash "$sc" 2>&1); rc=$?
 	echo "$out" | grep -E '^(PASS|FAIL|SKIP):' | sed "s|^|  $(basename "$sc"): |"
 	p=$(echo "$out" | grep -c '^PASS:'); f=$(echo "$out" | grep -c '^FAIL:'); s=$(echo "$out" | grep -c '^SKIP:')
-	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; echo "$out" | tail -30; fi
-	[ "$f" -gt 0 ] && FAILS+=("$sc")
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		f=1; echo "$out" | tail -30; FAILS+=("$(basename "$sc"): exit status $rc with no FAIL line")
+	fi
+	# Each failed case by name, so that the closing lines say what failed.
+	while IFS= read -r l; do FAILS+=("$(basename "$sc"): ${l#FAIL: }"); done < <(echo "$out" | grep '^FAIL:' | head -20)
 	PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); SKIPPED=$((SKIPPED + s))
 	echo "$(basename "$sc"): $p passed, $f failed, $s skipped ($((SECONDS - t0)) s)"
 }
@@ -215,6 +220,8 @@ box_tier() {
 		rc=${PIPESTATUS[0]}
 		p=""
 		read -r p f s < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped$/\1 \2 \3/p' "$log" | tail -1)
+		# The box's own "failed:" lines name each failed case: keep them.
+		while IFS= read -r line; do FAILS+=("${line#failed: } (in the KVM box)"); done < <(grep '^failed: ' "$log")
 		[ -n "${p:-}" ] && break
 		# No closing line: the box itself died.  Keep what each finished
 		# program reported; where the box kernel panicked (QEMU's software
@@ -282,6 +289,9 @@ tier)
 	for t in "$@"; do run_tier "$t"; done ;;
 fast)
 	for t in unit guest system kvm-system; do tier "$t"; done ;;
+unit|guest|system|kvm-system|slow|kvm-slow|fuzz|san-unit|san-guest)
+	# Named tiers, each where it belongs (the KVM ones in the box here).
+	for t in "$@"; do tier "$t"; done ;;
 all)
 	scripts/install-deps.sh || { echo "install-deps failed"; exit 1; }
 	make -j"$(nproc)" tests || { echo "build failed"; exit 1; }
@@ -290,7 +300,7 @@ all)
 		SAN_BUILD=/nonexistent
 	fi
 	for t in unit guest system kvm-system slow kvm-slow fuzz san-unit san-guest; do tier "$t"; done ;;
-*) echo "usage: scripts/test.sh fast|all|tier NAME..." >&2; exit 2 ;;
+*) echo "usage: scripts/test.sh fast|all|TIER...|tier NAME..." >&2; exit 2 ;;
 esac
 
 [ ${#TIMES[@]} -gt 0 ] && echo "tier times: $(IFS=,; echo "${TIMES[*]}" | sed 's/,/, /g')"
