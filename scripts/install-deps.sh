@@ -2,7 +2,7 @@
 # scripts/install-deps.sh - install the Debian 12 packages Shoal builds and
 # tests with.  Safe to run again: installs only what is missing.
 set -e
-PKGS="build-essential clang libcmocka-dev libjansson-dev liburing-dev libzstd-dev zlib1g-dev
+PKGS="build-essential clang libcmocka-dev libjansson-dev liburing-dev libzstd-dev zlib1g-dev libxxhash-dev
       qemu-system-x86 qemu-utils busybox-static cpio lz4 kmod xz-utils zstd
       libmicrohttpd-dev libsqlite3-dev sqlite3 curl jq python3-yaml openssl"
 missing=""

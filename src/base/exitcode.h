@@ -21,6 +21,8 @@ enum {
 	EXIT_KVM_INTERNAL  = 81,  /* KVM internal error / emulation failure */
 	EXIT_GUEST_BAD     = 82,  /* unhandled exit, guest hung, or guest reported failure */
 	EXIT_ESCAPE        = 83,  /* user quit with the console escape key */
+	EXIT_BADSTATE      = 84,  /* a snapshot that is damaged, of another version, or
+	                           * that this host or VM cannot take */
 };
 
 #endif

@@ -60,6 +60,14 @@ int guest_mem_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t 
 void guest_mem_init_external(struct guest_mem *m);
 int guest_mem_add_region(struct guest_mem *m, uint64_t gpa, uint64_t size, void *hva);
 
+/* guest_mem_file.c: RAM to and from a file that is an image of the memfd.
+ * Save writes every page that is not all zero and leaves zero pages as
+ * holes (`*data_bytes`: the bytes written); load checks the file's size
+ * against the VM's (EXIT_BADSTATE) and reads its data extents.  0 or -1. */
+int guest_mem_save_file(const struct guest_mem *m, int fd, uint64_t *data_bytes,
+			struct error *e);
+int guest_mem_load_file(const struct guest_mem *m, int fd, struct error *e);
+
 /* End of low RAM (exclusive): min(size, 3 GiB). */
 uint64_t guest_mem_low_end(const struct guest_mem *m);
 

@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "devices/config_dev.h"
 #include "vmm/control.h"
+#include "state/snapshot.h"
 #include "vmm/vm.h"
 
 const char run_usage[] =
@@ -53,6 +54,9 @@ const char run_usage[] =
 "                           legacy or modern)\n"
 "      --timeout SECONDS    stop the VM with status 82 if it is still running\n"
 "      --api-socket PATH    serve the control protocol on this Unix socket\n"
+"                           (`shoal snapshot create --socket PATH DIR` saves the VM)\n"
+"      --restore DIR        start the VM saved in snapshot DIR where it was; only\n"
+"                           --console, --timeout, --api-socket and -v go with it\n"
 "                           (docs/vmm-control.md; used by shoald)\n"
 "      --print-config       print the resulting settings as JSON and exit\n"
 "  -v, --verbose            more messages (-v info, -vv debug)\n"
@@ -61,10 +65,11 @@ const char run_usage[] =
 "exit status: 0 guest powered off; 1-63 the guest's code through the test\n"
 "device (port 0xf4); 64 usage; 65 bad kernel; 66 missing file; 67 not enough\n"
 "memory or vCPUs; 68 no usable KVM; 70 host error; 80 triple fault; 81 KVM\n"
-"internal error; 82 guest misbehaved or timed out; 83 quit from the console.\n";
+"internal error; 82 guest misbehaved or timed out; 83 quit from the console;\n"
+"84 a snapshot that is damaged or that this host cannot restore.\n";
 
 enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_API,
-       OPT_DISK, OPT_NET, OPT_RNG, OPT_VSOCK, OPT_VCONSOLE };
+       OPT_DISK, OPT_NET, OPT_RNG, OPT_VSOCK, OPT_VCONSOLE, OPT_RESTORE };
 
 static const struct option run_options[] = {
 	{ "kernel", required_argument, NULL, 'k' },
@@ -83,6 +88,7 @@ static const struct option run_options[] = {
 	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "vsock", required_argument, NULL, OPT_VSOCK },
 	{ "virtio-console", required_argument, NULL, OPT_VCONSOLE },
+	{ "restore", required_argument, NULL, OPT_RESTORE },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -111,6 +117,16 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 {
 	long n;
 
+	switch (c) {   /* the VM's own settings, which a snapshot brings */
+	case 'k': case 'i': case 'p': case 'c': case 'm': case OPT_TEMPLATE: case OPT_CONFIG:
+	case OPT_DISK: case OPT_NET: case OPT_RNG: case OPT_VSOCK: case OPT_VCONSOLE:
+		if (!o->vm_flag)
+			o->vm_flag = c;
+		break;
+	case OPT_CONSOLE:
+		o->console_set = true;
+		break;
+	}
 	switch (c) {
 	case 'k': set_str(&cfg->kernel, arg); return 0;
 	case 'i': set_str(&cfg->initrd, arg); return 0;
@@ -133,6 +149,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 		return 0;
 	case OPT_PRINT: o->print_config = true; return 0;
 	case OPT_API: set_str(&o->api_socket, arg); return 0;
+	case OPT_RESTORE: set_str(&o->restore, arg); return 0;
 	case OPT_DISK: return vm_config_add_disk(cfg, arg, e);
 	case OPT_NET: return vm_config_add_net(cfg, arg, e);
 	case OPT_RNG: cfg->rng = true; return 0;
@@ -143,6 +160,19 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 	case OPT_CONFIG: return 0;   /* handled in the first pass */
 	default: return error_set(e, EXIT_USAGE, "internal: unhandled option %d", c);
 	}
+}
+
+/* "--disk" for OPT_DISK, "-k/--kernel" for 'k'. */
+static const char *run_flag_name(int c)
+{
+	static char buf[40];
+
+	for (const struct option *op = run_options; op->name; op++)
+		if (op->val == c) {
+			snprintf(buf, sizeof(buf), "--%s", op->name);
+			return buf;
+		}
+	return "an option";
 }
 
 static int run_bad_opt(int c, char **argv, struct error *e)
@@ -189,19 +219,34 @@ static void run_report_exit(const struct vm *vm, int status)
 		log_error("%s", vm->exit_reason);
 }
 
-/* Build the VM, serve the control socket when asked, run the guest to its
- * end; returns the exit status (docs/cli.md).  The VM is destroyed on
- * every way out. */
-static int run_vm(const struct vm_config *cfg, const char *api_socket)
+/* The VM from the snapshot --restore names, with the settings that may
+ * go with it (struct snapshot_overrides). */
+static struct vm *run_restore(const struct vm_config *cfg, const struct run_opts *o,
+			      struct error *e)
+{
+	struct snapshot_overrides ov = {
+		.console_set = o->console_set, .console = cfg->console,
+		.console_path = cfg->console_path, .timeout_s = cfg->timeout_s,
+	};
+
+	return snapshot_restore(o->restore, &ov, e);
+}
+
+/* Build the VM (or restore it), serve the control socket when asked, run
+ * the guest to its end; returns the exit status (docs/cli.md).  The VM is
+ * destroyed on every way out. */
+static int run_vm(const struct vm_config *cfg, const struct run_opts *o)
 {
 	struct error e = { 0 };
-	struct vm *vm = vm_create(cfg, &e);
+	const char *api_socket = o->api_socket;
+	struct vm *vm = o->restore ? run_restore(cfg, o, &e) : vm_create(cfg, &e);
 	int status;
 
 	if (!vm) {
 		log_error("%s", e.msg);
 		return e.status;
 	}
+	snapshot_add_command(vm);
 	if (api_socket && control_start(vm, api_socket, &e)) {
 		log_error("%s", e.msg);
 		vm_destroy(vm);
@@ -242,9 +287,17 @@ int cmd_run(int argc, char **argv)
 		free(s);
 		goto out;
 	}
-	status = run_vm(&cfg, o.api_socket);
+	if (o.restore && o.vm_flag) {
+		log_error("run: --restore takes the VM's settings from the snapshot; %s cannot "
+			  "go with it (only --console, --timeout, --api-socket and -v)",
+			  run_flag_name(o.vm_flag));
+		status = EXIT_USAGE;
+		goto out;
+	}
+	status = run_vm(&cfg, &o);
 out:
 	vm_config_free(&cfg);
 	free(o.api_socket);
+	free(o.restore);
 	return status;
 }

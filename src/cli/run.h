@@ -12,6 +12,10 @@ struct run_opts {
 	bool print_config;    /* --print-config: print the JSON and exit 0 */
 	int verbose;          /* -v count */
 	char *api_socket;     /* --api-socket PATH (malloc'd) or NULL */
+	char *restore;        /* --restore DIR (malloc'd) or NULL */
+	bool console_set;     /* --console given */
+	int vm_flag;          /* the first flag of the VM's own settings given
+	                       * (which --restore refuses), 0 if none */
 };
 
 /* Fill `cfg` (already vm_config_init'ed) from `--config FILE` first and then

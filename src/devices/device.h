@@ -61,6 +61,10 @@ struct device_ops {
 	 * held: keys into `dev` (this device's object under "devices"), entries
 	 * into the arrays of `root` ("disks", "nets").  May be NULL. */
 	void (*metrics)(struct device *d, struct json_t *dev, struct json_t *root);
+	/* Stop (on) or let go on (off) touching guest memory from the
+	 * device's own threads; on returns once nothing is in flight.  With
+	 * d->lock held.  NULL: the device has no thread of its own. */
+	void (*quiesce)(struct device *d, bool on);
 	void (*destroy)(struct device *d);
 };
 

@@ -125,6 +125,9 @@ struct virtio_device_ops {
 	 * the device named `name` appends to `root`'s arrays.  Called under the
 	 * transport's lock.  May be NULL. */
 	void (*metrics)(struct virtio_device *dev, const char *name, struct json_t *root);
+	/* device.h's quiesce op, for a model with a thread of its own.  May
+	 * be NULL. */
+	void (*quiesce)(struct virtio_device *dev, bool on);
 	/* Free `priv`; may be NULL. */
 	void (*destroy)(struct virtio_device *dev);
 };

@@ -113,6 +113,7 @@ struct vblk {
 	unsigned busy;
 	uint32_t epoch;
 	bool quiesce;                    /* save in progress: pop nothing */
+	bool held;                       /* quiesced for a snapshot: pop nothing */
 	bool stopping;
 	struct vblk_stats stats;
 
@@ -504,7 +505,7 @@ static void *vblk_thread(void *arg)
 		vblk_wait(b);
 		pthread_mutex_lock(b->lock);
 		vblk_finish_done(b);
-		batch = b->stopping || b->quiesce ? NULL : vblk_pop_batch(b);
+		batch = b->stopping || b->quiesce || b->held ? NULL : vblk_pop_batch(b);
 		if (!b->busy)
 			pthread_cond_broadcast(&b->idle);
 		stop = b->stopping && !b->busy;
@@ -626,7 +627,21 @@ static void vblk_save(struct virtio_device *vdev, struct state_writer *w)
 	for (size_t i = 0; i < sizeof(b->stats) / sizeof(uint64_t); i++)
 		state_put_u64(w, s[i]);
 	b->quiesce = false;
-	vblk_kick(b);                   /* serve what arrived meanwhile */
+	if (!b->held)
+		vblk_kick(b);           /* serve what arrived meanwhile */
+}
+
+/* Held for a snapshot: start nothing new, and wait for what is in flight
+ * (its completions are written before the memory is saved). */
+static void vblk_quiesce(struct virtio_device *vdev, bool on)
+{
+	struct vblk *b = vdev->priv;
+
+	b->held = on;
+	if (on)
+		vblk_drain(b);
+	else
+		vblk_kick(b);           /* serve what arrived meanwhile */
 }
 
 static int vblk_restore(struct virtio_device *vdev, uint16_t version, struct state_reader *r)
@@ -688,7 +703,8 @@ static void vblk_destroy(struct virtio_device *vdev)
 	.features = vblk_features, .config_read = vblk_config_read,  \
 	.queue_notify = vblk_queue_notify, .reset = vblk_reset,      \
 	.save = vblk_save, .restore = vblk_restore,                  \
-	.metrics = vblk_metrics, .destroy = vblk_destroy }
+	.metrics = vblk_metrics, .quiesce = vblk_quiesce,           \
+	.destroy = vblk_destroy }
 
 static const struct virtio_device_ops vblk_ops_table[VBLK_MAX_QUEUES] = {
 	VBLK_OPS(1), VBLK_OPS(2), VBLK_OPS(3), VBLK_OPS(4), VBLK_OPS(5), VBLK_OPS(6),

@@ -585,12 +585,21 @@ static void vp_metrics(struct device *d, json_t *dev, json_t *root)
 		vd->ops->metrics(vd, d->name, root);
 }
 
+static void vp_quiesce(struct device *d, bool on)
+{
+	struct virtio_pci *vp = d->priv;
+
+	if (vp->vdev.ops->quiesce)
+		vp->vdev.ops->quiesce(&vp->vdev, on);
+}
+
 static const struct device_ops virtio_pci_dev_ops = {
 	.type = "virtio-pci",
 	.state_version = VIRTIO_PCI_STATE_VERSION,
 	.save = vp_save,
 	.restore = vp_restore,
 	.metrics = vp_metrics,
+	.quiesce = vp_quiesce,
 	.destroy = vp_destroy,
 };
 

@@ -234,6 +234,9 @@ static json_t *control_dispatch(struct vm *vm, const char *cmd, json_t *req, int
 		*attach = 1;
 		return json_pack("{s:b}", "ok", 1);
 	}
+	for (int i = 0; i < vm->ncommands; i++)   /* added from above (vm_add_command) */
+		if (!strcmp(cmd, vm->commands[i].name))
+			return vm->commands[i].fn(vm, req, vm->commands[i].opaque);
 	return control_error("unknown command \"%s\"", cmd);
 }
 

@@ -65,7 +65,7 @@
  * MSR indexes (only ones this host's KVM lists, none twice, reserved field
  * zero), the XSAVE area's size (4096 bytes up to this host's size, so a
  * larger area never overruns the buffer KVM reads), the XCR count.  A
- * failure there is EXIT_GUEST_BAD with the section and the problem named,
+ * failure there is EXIT_BADSTATE with the section and the problem named,
  * and the VM unchanged.  So a snapshot file cannot make us read or write
  * out of bounds, allocate more than this host's sizes, or set an MSR KVM
  * would not save (a feature MSR, say).  The values themselves are KVM's
@@ -192,7 +192,7 @@ static int get_fail(struct error *e, int cpu, const char *ioctl_name)
  * value, which makes it the snapshot's fault. */
 static int set_fail(struct error *e, int cpu, const char *ioctl_name)
 {
-	int err = errno, st = err == EINVAL ? EXIT_GUEST_BAD : ks_status(err);
+	int err = errno, st = err == EINVAL ? EXIT_BADSTATE : ks_status(err);
 
 	if (cpu < 0)
 		return error_set(e, st, "kvm state: %s: %s", ioctl_name, strerror(err));
@@ -211,8 +211,8 @@ static int bad(struct error *e, const char *section, const char *fmt, ...)
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
 	if (section)
-		return error_set(e, EXIT_GUEST_BAD, "kvm state: section %s: %s", section, what);
-	return error_set(e, EXIT_GUEST_BAD, "kvm state: %s", what);
+		return error_set(e, EXIT_BADSTATE, "kvm state: section %s: %s", section, what);
+	return error_set(e, EXIT_BADSTATE, "kvm state: %s", what);
 }
 
 /* A tag for a message: its four characters, or hex when not printable. */
@@ -923,7 +923,7 @@ static int set_msrs(int fd, int cpu, const struct ks_vcpu *c, struct error *e)
 			goto out;
 		}
 		if ((uint32_t)done < k) {
-			error_set(e, EXIT_GUEST_BAD,
+			error_set(e, EXIT_BADSTATE,
 				  "kvm state: vcpu%d: KVM_SET_MSRS: KVM refused MSR 0x%x = 0x%llx",
 				  cpu, order[i + (uint32_t)done].index,
 				  (unsigned long long)order[i + (uint32_t)done].data);

@@ -136,7 +136,7 @@ int vcpu_create(struct vm *vm, struct vcpu *v, int index, struct error *e)
 		return -1;
 	vcpu_setup_lapic(v);
 	vcpu_setup_msrs(v);
-	if (index == 0)
+	if (index == 0 && !vm->restoring)   /* a restore sets every register itself */
 		return vcpu_setup_boot_regs(vm, v, e);
 	return 0;
 }

@@ -314,7 +314,17 @@ static struct vm *vm_alloc(void)
 	return vm;
 }
 
-struct vm *vm_create(const struct vm_config *cfg, struct error *e)
+/* Stage 1 for a restore: RAM from the snapshot's memory file instead of
+ * the boot loaders (the kernel was loaded when the VM first booted). */
+static int vm_load_memory_file(struct vm *vm, int mem_fd, struct error *e)
+{
+	if (guest_mem_create(&vm->mem, vm->cfg.memory, e))
+		return -1;
+	return guest_mem_load_file(&vm->mem, mem_fd, e);
+}
+
+/* Both ways in: booting (mem_fd < 0) and restoring. */
+static struct vm *vm_build(const struct vm_config *cfg, int mem_fd, struct error *e)
 {
 	struct vm *vm = vm_alloc();
 
@@ -324,9 +334,11 @@ struct vm *vm_create(const struct vm_config *cfg, struct error *e)
 	}
 	vm_config_copy(&vm->cfg, cfg);
 	vm->ncpus = cfg->cpus;
+	vm->restoring = mem_fd >= 0;
 	if (path_confine((const char *const *)cfg->confine, cfg->nconfine, e))
 		goto fail;              /* before any file the config names is opened */
-	if (vm_check_config(vm, cfg, e) || vm_load_guest(vm, e))
+	if (vm_check_config(vm, cfg, e) ||
+	    (vm->restoring ? vm_load_memory_file(vm, mem_fd, e) : vm_load_guest(vm, e)))
 		goto fail;
 	if (vm_open_kvm(vm, e) || vm_map_memory(vm, e) || vm_setup_irqchip(vm, e))
 		goto fail;
@@ -345,6 +357,41 @@ struct vm *vm_create(const struct vm_config *cfg, struct error *e)
 fail:
 	vm_destroy(vm);
 	return NULL;
+}
+
+struct vm *vm_create(const struct vm_config *cfg, struct error *e)
+{
+	return vm_build(cfg, -1, e);
+}
+
+struct vm *vm_create_restored(const struct vm_config *cfg, int mem_fd, struct error *e)
+{
+	if (mem_fd < 0) {
+		error_set(e, EXIT_HOST, "internal: no memory file to restore from");
+		return NULL;
+	}
+	return vm_build(cfg, mem_fd, e);
+}
+
+int vm_add_command(struct vm *vm, const char *name, vm_command_fn fn, void *opaque)
+{
+	if (vm->ncommands == (int)(sizeof(vm->commands) / sizeof(vm->commands[0])))
+		return -1;
+	vm->commands[vm->ncommands++] = (struct vm_command){ name, fn, opaque };
+	return 0;
+}
+
+void vm_quiesce_devices(struct vm *vm, bool on)
+{
+	for (int i = 0; i < vm->ndevices; i++) {
+		struct device *d = vm->devices[i];
+
+		if (!d->ops->quiesce)
+			continue;
+		pthread_mutex_lock(&d->lock);
+		d->ops->quiesce(d, on);
+		pthread_mutex_unlock(&d->lock);
+	}
 }
 
 void vm_set_report_fn(struct vm *vm, vm_report_fn fn, void *opaque)

@@ -61,6 +61,12 @@ struct vcpu {
  * device (without the newline). */
 typedef void (*vm_report_fn)(void *opaque, const char *line);
 
+/* A control-socket command that a higher layer adds (the state streams
+ * add "snapshot"): called on the event loop thread with the request object;
+ * returns the reply object (jansson's json_t). */
+struct json_t;
+typedef struct json_t *(*vm_command_fn)(struct vm *vm, struct json_t *req, void *opaque);
+
 struct vm {
 	struct vm_config cfg;          /* a private copy */
 	int kvm_fd, vm_fd;
@@ -88,12 +94,35 @@ struct vm {
 	int parked;                    /* vCPUs parked now (under stop_lock) */
 	uint64_t started_ns;           /* CLOCK_MONOTONIC when vm_run began */
 	struct control *control;       /* the --api-socket server, or NULL */
+	bool restoring;                /* built from a snapshot: no boot loading */
+	int ncommands;                 /* control commands added from above */
+	struct vm_command {
+		const char *name;
+		vm_command_fn fn;
+		void *opaque;
+	} commands[4];
 	struct device_host host;       /* what devices see of us (host.pci: the bus) */
 };
 
 /* Build a VM from `cfg`: open KVM, create memory, irqchip, PIT, vCPUs with
  * CPUID, devices, load the kernel.  Returns NULL with `e` filled. */
 struct vm *vm_create(const struct vm_config *cfg, struct error *e);
+
+/* Build a VM of `cfg` whose RAM comes from `mem_fd`, an image of the
+ * memfd (base/guest_mem.h: guest_mem_load_file), with no kernel loaded and
+ * no boot registers: the caller restores vCPU, KVM and device state next
+ * (state/snapshot.c).  NULL with `e` filled. */
+struct vm *vm_create_restored(const struct vm_config *cfg, int mem_fd, struct error *e);
+
+/* Add control command `name` (up to 4); 0, or -1 when the table is full. */
+int vm_add_command(struct vm *vm, const char *name, vm_command_fn fn, void *opaque);
+
+/* Stop every device from touching guest memory on its own (a disk's I/O
+ * thread: nothing new is started and what is in flight is waited for), or
+ * let it go on.  For a snapshot of a paused VM: paused vCPUs make no new
+ * requests, and the event loop, which feeds the other devices, is the
+ * thread that takes the snapshot. */
+void vm_quiesce_devices(struct vm *vm, bool on);
 
 /* Run until the guest powers off, exits, faults or vm_stop is called.
  * Returns the process exit status; vm->exit_reason says why. */

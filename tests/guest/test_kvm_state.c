@@ -427,7 +427,7 @@ static void expect_refused(struct fixture *f, const uint8_t *b, size_t len, cons
 
 	assert_int_equal(kvm_state_restore(f->vm, b, len, &e), -1);
 	fprintf(stderr, "  refused (status %d): %s\n", e.status, e.msg);
-	assert_int_equal(e.status, EXIT_GUEST_BAD);
+	assert_int_equal(e.status, EXIT_BADSTATE);
 	assert_non_null(strstr(e.msg, want1));
 	if (want2)
 		assert_non_null(strstr(e.msg, want2));

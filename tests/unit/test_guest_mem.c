@@ -1,13 +1,17 @@
 /*
  * test_guest_mem.c - guest RAM layout around the 32-bit hole and the
- * bounds checks every guest-supplied address goes through.
+ * bounds checks every guest-supplied address goes through; RAM saved to a
+ * sparse file and loaded back (guest_mem_file.c, snapshots' memory file).
  */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/exitcode.h"
 #include "base/guest_mem.h"
@@ -76,12 +80,55 @@ static void test_external_regions(void **state)
 	a[0] = 1;
 }
 
+/* Zero pages become holes; non-zero pages (in both regions, at the ends
+ * of runs) come back exactly; a file of the wrong size is refused. */
+static void test_save_load_file(void **state)
+{
+	const uint64_t size = (3ULL << 30) + (64ULL << 20);   /* both sides of the hole */
+	struct guest_mem a, b;
+	struct error e = { 0 };
+	char path[] = "/tmp/shoal-memfile-XXXXXX";
+	uint64_t data = 0;
+	struct stat st;
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	unlink(path);
+	assert_int_equal(guest_mem_create(&a, size, &e), 0);
+	memset(a.host, 0xa5, 4096);                       /* first page */
+	memset(a.host + 5 * 4096 + 100, 0x11, 3 * 4096);  /* a run over 4 pages */
+	a.host[(3ULL << 30) - 1] = 7;                     /* last byte below the hole */
+	a.host[size - 1] = 9;                             /* the very last byte */
+	assert_int_equal(guest_mem_save_file(&a, fd, &data, &e), 0);
+	assert_int_equal(data, 7 * 4096);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_size, size);
+	assert_true((uint64_t)st.st_blocks * 512 < 1 << 20);   /* sparse */
+	assert_int_equal(guest_mem_create(&b, size, &e), 0);
+	assert_int_equal(guest_mem_load_file(&b, fd, &e), 0);
+	assert_memory_equal(a.host, b.host, 64 << 20);
+	assert_int_equal(b.host[(3ULL << 30) - 1], 7);
+	assert_int_equal(b.host[size - 1], 9);
+	assert_int_equal(b.host[size - 2], 0);
+	guest_mem_destroy(&b);
+	/* a file one page short is refused before anything is read */
+	assert_int_equal(ftruncate(fd, (off_t)size - 4096), 0);
+	assert_int_equal(guest_mem_create(&b, size, &e), 0);
+	assert_int_equal(guest_mem_load_file(&b, fd, &e), -1);
+	assert_int_equal(e.status, EXIT_BADSTATE);
+	assert_non_null(strstr(e.msg, "memory file is"));
+	guest_mem_destroy(&b);
+	guest_mem_destroy(&a);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_split_around_hole),
 		cmocka_unit_test(test_sizes_refused),
 		cmocka_unit_test(test_external_regions),
+		cmocka_unit_test(test_save_load_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

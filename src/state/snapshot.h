@@ -1,0 +1,57 @@
+/*
+ * snapshot.h - a VM's full state in a directory, and a VM started from one.
+ *
+ * The format and its guarantees are described in snapshot.c and, for
+ * users, in docs/snapshots.md.
+ */
+#ifndef SHOAL_STATE_SNAPSHOT_H
+#define SHOAL_STATE_SNAPSHOT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/error.h"
+#include "vmm/config.h"
+
+struct vm;
+
+#define SNAPSHOT_FORMAT   "shoal-snapshot"
+#define SNAPSHOT_VERSION  1
+
+struct snapshot_stats {
+	uint64_t pause_ns;          /* vCPUs out of the guest, as the guest sees it */
+	uint64_t total_ns;          /* the whole command */
+	uint64_t memory_bytes;      /* guest RAM */
+	uint64_t memory_data_bytes; /* of it written (not all zero) */
+	uint64_t state_bytes;       /* vCPU, KVM and device state */
+};
+
+/* Take a snapshot of `vm` into `dir`, which must not exist (its parent
+ * must).  The VM is paused for the whole snapshot and resumed afterwards
+ * if it was running.  The snapshot is written under a temporary name and
+ * renamed into place last, so a crash leaves either the complete
+ * directory or none.  0, or -1 with `e` (nothing left behind). */
+int snapshot_create(struct vm *vm, const char *dir, struct snapshot_stats *st,
+		    struct error *e);
+
+/* What `shoal run --restore` may change of a snapshot's settings: where
+ * the console goes and the timeout.  Everything else is the snapshot's. */
+struct snapshot_overrides {
+	bool console_set;
+	enum console_kind console;
+	const char *console_path;
+	unsigned timeout_s;
+};
+
+/* Check `dir` (manifest, checksums, sizes, the CPU) and build a VM from it,
+ * ready for vm_run.  Every file is untrusted: a damaged or foreign
+ * snapshot is refused with EXIT_BADSTATE and a message that names the
+ * file and the reason; nothing in `dir` is changed.  NULL on failure. */
+struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov,
+			    struct error *e);
+
+/* Add the "snapshot" command to the VM's control socket:
+ * {"cmd": "snapshot", "dir": PATH} (docs/vmm-control.md). */
+void snapshot_add_command(struct vm *vm);
+
+#endif

@@ -1,0 +1,244 @@
+#!/bin/bash
+# snapshot.sh - `shoal snapshot create` and `shoal run --restore` with the
+# test guest (docs/snapshots.md):
+#   - the guest fills 64 MiB with a seeded pattern and waits at its shell; a
+#     snapshot is taken; the original goes on and overwrites the pattern;
+#     restored twice from the one snapshot, the guest verifies the pattern
+#     exactly as it was at the snapshot and exits with the code typed;
+#   - a snapshot of a VM with two vCPUs busy on every CPU restores and runs;
+#   - bad input: an existing directory, a writable disk, flags --restore
+#     refuses, a truncated memory file, a damaged state file, an unknown
+#     version, a missing file, a changed disk: each refused with its own
+#     message and status 84 (or 64), and nothing in the snapshot changed;
+#   - crash safety: the VMM killed with SIGKILL at random moments of
+#     `snapshot create` leaves a complete snapshot that restores, or none.
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
+. "$(dirname "$0")/lib.sh"
+
+python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
+import hashlib, json, os, random, shutil, signal, socket, subprocess, sys, time
+shoal, guest, tmp = sys.argv[1:4]
+ok = True
+def check(name, cond, why=""):
+    global ok
+    print(("PASS: " if cond else "FAIL: ") + name + ("" if cond else ": " + str(why)))
+    ok = ok and bool(cond)
+
+A = "0x2000000"
+def start(name, cmdline, extra=(), restore=None):
+    sock = os.path.join(tmp, name + ".sock")
+    log = os.path.join(tmp, name + ".console")
+    if restore:
+        args = [shoal, "run", "--restore", restore]
+    else:
+        args = [shoal, "run", "--kernel", guest, "--cmdline", cmdline, "--memory", "256M", *extra]
+    p = subprocess.Popen(args + ["--console", "file:" + log, "--api-socket", sock,
+                                 "--timeout", "180"],
+                         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for _ in range(400):
+        if os.path.exists(sock) or p.poll() is not None: break
+        time.sleep(0.05)
+    return p, sock, log
+
+def console(log):
+    try:
+        with open(log, "rb") as f: return f.read().decode(errors="replace")
+    except OSError: return ""
+
+def wait_console(log, text, secs=60):
+    end = time.time() + secs
+    while time.time() < end:
+        if text in console(log): return True
+        time.sleep(0.1)
+    return False
+
+def type_into(sock, text):
+    s = socket.socket(socket.AF_UNIX); s.connect(sock)
+    f = s.makefile("rwb")
+    f.write(b'{"cmd": "console-attach", "force": true}\n'); f.flush()
+    reply = json.loads(f.readline())
+    assert reply["ok"], reply
+    for ch in text.encode():          # the guest's UART takes a byte at a time
+        s.sendall(bytes([ch])); time.sleep(0.002)
+    return s
+
+def snapshot(sock, d, *extra):
+    return subprocess.run([shoal, "snapshot", "create", "--socket", sock, d, *extra],
+                          capture_output=True, text=True, timeout=300)
+
+def finish(p, secs=120):
+    try:
+        p.wait(timeout=secs)
+    except subprocess.TimeoutExpired:
+        p.kill(); p.wait()
+    return p.returncode, p.stderr.read().decode(errors="replace")
+
+def tree_hash(d):
+    h = hashlib.sha256()
+    for n in sorted(os.listdir(d)):
+        with open(os.path.join(d, n), "rb") as f: h.update(n.encode() + f.read())
+    return h.hexdigest()
+
+# ---- a pattern, a snapshot, two restores ----
+snap = os.path.join(tmp, "snap1")
+p, sock, log = start("orig", f"fill {A} 64M 7; echo filled; shell")
+check("guest filled its pattern and waits at the shell", wait_console(log, "shoal> "), console(log)[-300:])
+r = snapshot(sock, snap, "--output", "json")
+try:
+    info = json.loads(r.stdout)
+except ValueError:
+    info = {}
+check("snapshot create: status 0 and a JSON summary", r.returncode == 0 and info.get("dir") == snap,
+      r.stdout + r.stderr)
+print(f"note: 256 MiB guest, {info.get('memory_data_bytes', 0) >> 20} MiB not zero: paused "
+      f"{info.get('pause_ms', 0):.0f} ms, {info.get('total_ms', 0):.0f} ms in all (a figure, not a check)")
+check("snapshot: memory 256 MiB, only pages that are not zero written",
+      info.get("memory_bytes") == 256 << 20 and 64 << 20 <= info.get("memory_data_bytes", 0) < 128 << 20, info)
+check("snapshot directory: manifest, state, memory and nothing else",
+      sorted(os.listdir(snap)) == ["manifest.json", "memory", "state"] if os.path.isdir(snap) else False,
+      os.listdir(tmp))
+st = os.stat(os.path.join(snap, "memory"))
+check("the memory file is sparse (zero pages are holes)", st.st_blocks * 512 < 160 << 20, st.st_blocks)
+man = json.load(open(os.path.join(snap, "manifest.json")))
+check("manifest: format, version, vCPUs, memory, checksums",
+      man["format"] == "shoal-snapshot" and man["version"] == 1 and man["vcpus"] == 1 and
+      man["memory_bytes"] == 256 << 20 and len(man["files"]["state"]["xxh3"]) == 16, man)
+# the original goes on: it overwrites the pattern, so memory saved later would show it
+s = type_into(sock, f"fill {A} 64M 9; verify {A} 64M 9; exit 4\r")
+rc, err = finish(p)
+s.close()
+check("the original went on after the snapshot and exited 4", rc == 4, (rc, err, console(log)[-500:]))
+before = tree_hash(snap)
+for i, code in ((1, 5), (2, 6)):
+    p, sock, log = start(f"restored{i}", None, restore=snap)
+    time.sleep(0.3)
+    s = type_into(sock, f"verify {A} 64M 7; exit {code}\r")
+    rc, err = finish(p)
+    s.close()
+    out = console(log)
+    check(f"restore {i}: the pattern is as it was at the snapshot (verify ok) and exit {code}",
+          rc == code and "verify ok" in out and "verify bad" not in out, (rc, err, out[-600:]))
+check("restoring left the snapshot unchanged", tree_hash(snap) == before)
+
+# ---- two vCPUs, both busy, snapshot mid-work ----
+snap2 = os.path.join(tmp, "snap2")
+p, sock, log = start("smp", f"allcpus fill 0x4000000 8M 3; echo go; allcpus spin 3000; allcpus verify 0x4000000 8M 3; exit 7", ("--cpus", "2"))
+check("two-vCPU guest is working", wait_console(log, "go"), console(log)[-300:])
+r = snapshot(sock, snap2)
+check("snapshot of two busy vCPUs", r.returncode == 0 and "paused" in r.stdout, r.stdout + r.stderr)
+rc, err = finish(p)
+check("the original two-vCPU guest ended with 7", rc == 7, (rc, err))
+p, sock, log = start("smp-restored", None, restore=snap2)
+rc, err = finish(p)
+out = console(log)
+check("restored two-vCPU guest finished its work on both vCPUs and ended with 7",
+      rc == 7 and "allcpus ok n=2 sum" in out and "bad" not in out, (rc, err, out[-400:]))
+
+# ---- bad input ----
+p, sock, log = start("bad", "shell")
+wait_console(log, "shoal> ")
+r = snapshot(sock, snap)
+check("snapshot into an existing directory is refused", r.returncode != 0 and "already exists" in r.stderr,
+      r.stderr)
+check("... and the existing snapshot is unchanged", tree_hash(snap) == before)
+r = snapshot(sock, os.path.join(tmp, "no", "such", "dir"))
+check("snapshot under a missing parent is refused, naming it", r.returncode != 0 and "no/such/dir" in r.stderr,
+      r.stderr)
+finish_s = type_into(sock, "exit 0\r"); finish(p); finish_s.close()
+
+disk = os.path.join(tmp, "disk.raw")
+with open(disk, "wb") as f: f.truncate(16 << 20)
+p, sock, log = start("wdisk", "shell", ("--disk", disk))
+wait_console(log, "shoal> ")
+r = snapshot(sock, os.path.join(tmp, "wdisk-snap"))
+check("snapshot of a VM with a writable disk is refused, saying why",
+      r.returncode != 0 and "writable disk" in r.stderr and not os.path.exists(os.path.join(tmp, "wdisk-snap")),
+      r.stderr)
+s = type_into(sock, "exit 0\r"); finish(p); s.close()
+
+r = subprocess.run([shoal, "run", "--restore", snap, "--memory", "512M"], capture_output=True, text=True)
+check("--restore with --memory is refused (status 64), naming the flag",
+      r.returncode == 64 and "--memory" in r.stderr, (r.returncode, r.stderr))
+
+def bad_copy(name, mutate):
+    d = os.path.join(tmp, "bad-" + name)
+    shutil.copytree(snap, d)
+    mutate(d)
+    h = tree_hash(d)
+    r = subprocess.run([shoal, "run", "--restore", d, "--console", "none", "--timeout", "30"],
+                       capture_output=True, text=True, timeout=120)
+    return r, tree_hash(d) == h
+
+def truncate_memory(d):
+    with open(os.path.join(d, "memory"), "r+b") as f: f.truncate(100 << 20)
+def flip_state(d):
+    with open(os.path.join(d, "state"), "r+b") as f:
+        f.seek(100); b = f.read(1); f.seek(100); f.write(bytes([b[0] ^ 0x40]))
+def flip_memory(d):
+    with open(os.path.join(d, "memory"), "r+b") as f:
+        f.seek((32 << 20) + 4096 * 3 + 17); b = f.read(1); f.seek((32 << 20) + 4096 * 3 + 17)
+        f.write(bytes([b[0] ^ 1]))
+def version_2(d):
+    m = json.load(open(os.path.join(d, "manifest.json"))); m["version"] = 2
+    json.dump(m, open(os.path.join(d, "manifest.json"), "w"))
+def no_memory(d): os.unlink(os.path.join(d, "memory"))
+def truncate_state(d):
+    with open(os.path.join(d, "state"), "r+b") as f: f.truncate(50)
+def not_json(d):
+    with open(os.path.join(d, "manifest.json"), "w") as f: f.write("{\"format\": ")
+
+for name, mutate, want in (("truncated memory file", truncate_memory, "memory"),
+                           ("damaged state file", flip_state, "checksum"),
+                           ("damaged memory file", flip_memory, "checksum"),
+                           ("unknown version", version_2, "version 2"),
+                           ("missing memory file", no_memory, "memory"),
+                           ("truncated state file", truncate_state, "state"),
+                           ("manifest not JSON", not_json, "manifest.json")):
+    r, same = bad_copy(name.replace(" ", "-"), mutate)
+    check(f"restore refuses a {name} (status 84, says why)",
+          r.returncode == 84 and want in r.stderr and r.stderr.count("\n") <= 2, (r.returncode, r.stderr))
+    check(f"... and changes nothing in it ({name})", same)
+
+# a read-only disk that changed after the snapshot
+ro = os.path.join(tmp, "ro.raw")
+with open(ro, "wb") as f: f.write(b"\x01" * (1 << 20))
+p, sock, log = start("rodisk", "shell", ("--disk", ro + ",readonly"))
+wait_console(log, "shoal> ")
+snap3 = os.path.join(tmp, "snap-ro")
+r = snapshot(sock, snap3)
+check("snapshot of a VM with a read-only disk", r.returncode == 0, r.stderr)
+s = type_into(sock, "exit 0\r"); finish(p); s.close()
+time.sleep(0.02)
+with open(ro, "r+b") as f: f.write(b"\x02")
+r = subprocess.run([shoal, "run", "--restore", snap3, "--console", "none"], capture_output=True, text=True)
+check("restore refuses a disk changed since the snapshot, naming it",
+      r.returncode == 84 and "ro.raw" in r.stderr and "changed" in r.stderr, (r.returncode, r.stderr))
+
+# ---- crash safety: SIGKILL during snapshot create ----
+kills = int(os.environ.get("SHOAL_SNAPSHOT_KILLS", "20"))
+# kill anywhere from before the command reaches the VMM to after it is done
+span = 0.1 + 1.5 * info.get("total_ms", 500) / 1000
+complete = absent = 0
+bad = []
+for i in range(kills):
+    p, sock, log = start(f"kill{i}", f"fill {A} 64M 11; shell")
+    wait_console(log, "shoal> ")
+    d = os.path.join(tmp, f"killed{i}")
+    c = subprocess.Popen([shoal, "snapshot", "create", "--socket", sock, d],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(random.uniform(0, span))
+    p.send_signal(signal.SIGKILL); p.wait(); c.wait()
+    if not os.path.exists(d):
+        absent += 1
+        continue
+    p, sock, log = start(f"kill{i}-r", None, restore=d)
+    time.sleep(0.3)
+    s = type_into(sock, f"verify {A} 64M 11; exit 9\r")
+    rc, err = finish(p, 60); s.close()
+    if rc == 9 and "verify ok" in console(log): complete += 1
+    else: bad.append((i, rc, err[-200:]))
+check(f"SIGKILL during snapshot create, {kills} times: each left a complete snapshot "
+      f"({complete}) or none ({absent})", not bad and complete + absent == kills, bad)
+sys.exit(0 if ok else 1)
+PY
