@@ -1,13 +1,18 @@
 /*
  * db.c - shoald's state in SQLite (see db.h).
  *
- * Schema (version 1):
+ * Schema (version 2):
  *
  *   vms(name PRIMARY KEY, seq, spec, state, monitor_pid, vmm_pid,
  *       created_ms, started_ms, exited_ms, exit_status, exit_reason,
- *       restarts, generation)
+ *       restarts, generation, snapshot, snapshot_gen)
+ *   snapshots(name PRIMARY KEY, seq, vm, dir, spec, created_ms, size_bytes,
+ *       memory_bytes, memory_data_bytes, vcpus, pause_ms, total_ms)
  *   events(id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms, vm, type, detail)
  *   meta(key PRIMARY KEY, value)          -- schema_version
+ *
+ * Version 1 (no snapshots) is upgraded in place when opened: the two vms
+ * columns are added (NULL and 0: not restored) in one transaction.
  *
  * WAL mode with synchronous=NORMAL: a process crash (the SIGKILL test)
  * never loses a committed transaction; a power cut may lose the last few,
@@ -28,6 +33,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DB_SCHEMA_VERSION 1
+#define DB_SCHEMA_VERSION 2
 #define DB_EVENTS_KEEP 10000
 
 struct db {
@@ -52,12 +58,26 @@ static const char db_schema[] =
 	" vmm_pid INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL,"
 	" started_ms INTEGER NOT NULL DEFAULT 0, exited_ms INTEGER NOT NULL DEFAULT 0,"
 	" exit_status INTEGER NOT NULL DEFAULT -1, exit_reason TEXT,"
-	" restarts INTEGER NOT NULL DEFAULT 0, generation INTEGER NOT NULL DEFAULT 0);"
+	" restarts INTEGER NOT NULL DEFAULT 0, generation INTEGER NOT NULL DEFAULT 0,"
+	" snapshot TEXT, snapshot_gen INTEGER NOT NULL DEFAULT 0);"
+	"CREATE TABLE IF NOT EXISTS snapshots("
+	" name TEXT PRIMARY KEY, seq INTEGER NOT NULL, vm TEXT NOT NULL, dir TEXT NOT NULL,"
+	" spec TEXT NOT NULL, created_ms INTEGER NOT NULL, size_bytes INTEGER NOT NULL,"
+	" memory_bytes INTEGER NOT NULL, memory_data_bytes INTEGER NOT NULL,"
+	" vcpus INTEGER NOT NULL, pause_ms REAL NOT NULL, total_ms REAL NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS events("
 	" id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER NOT NULL,"
 	" vm TEXT NOT NULL, type TEXT NOT NULL, detail TEXT);"
 	"CREATE INDEX IF NOT EXISTS events_vm ON events(vm, id);"
-	"INSERT OR IGNORE INTO meta VALUES('schema_version', '1');";
+	"INSERT OR IGNORE INTO meta VALUES('schema_version', '2');";
+
+/* Version 1 to 2: the vms table learns which snapshot a VM came from. */
+static const char db_upgrade_1_2[] =
+	"BEGIN IMMEDIATE;"
+	"ALTER TABLE vms ADD COLUMN snapshot TEXT;"
+	"ALTER TABLE vms ADD COLUMN snapshot_gen INTEGER NOT NULL DEFAULT 0;"
+	"UPDATE meta SET value = '2' WHERE key = 'schema_version';"
+	"COMMIT;";
 
 void vm_record_free(struct vm_record *r)
 {
@@ -117,6 +137,33 @@ static int db_private(const char *path, char *err, size_t errlen)
 	return 0;
 }
 
+/* Bring an older database to DB_SCHEMA_VERSION; 0, or -1 with a message. */
+static int db_upgrade(struct db *s, const char *path, char *err, size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	char *msg = NULL;
+	int version = 0;
+
+	if (sqlite3_prepare_v2(s->conn, "SELECT value FROM meta WHERE key = 'schema_version'",
+			       -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+		version = atoi((const char *)sqlite3_column_text(st, 0) ?: "0");
+	sqlite3_finalize(st);
+	if (version == DB_SCHEMA_VERSION)
+		return 0;
+	if (version == 1 && sqlite3_exec(s->conn, db_upgrade_1_2, NULL, NULL, &msg) == SQLITE_OK)
+		return 0;
+	if (version == 1) {
+		snprintf(err, errlen, "%s: upgrading the schema from version 1: %s", path,
+			 msg ? msg : sqlite3_errmsg(s->conn));
+		sqlite3_free(msg);
+		sqlite3_exec(s->conn, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	snprintf(err, errlen, "%s: schema version %d, this shoald knows %d", path, version,
+		 DB_SCHEMA_VERSION);
+	return -1;
+}
+
 struct db *db_open(const char *path, char *err, size_t errlen)
 {
 	struct db *s = calloc(1, sizeof(*s));
@@ -144,6 +191,8 @@ struct db *db_open(const char *path, char *err, size_t errlen)
 		sqlite3_free(msg);
 		goto fail;
 	}
+	if (db_upgrade(s, path, err, errlen))
+		goto fail;
 	return s;
 fail:
 	sqlite3_close(s->conn);
@@ -221,7 +270,7 @@ static int db_event_insert(struct db *s, const char *vm, const char *type,
 	return 0;
 }
 
-/* Bind a record's fields to the INSERT/UPDATE statement's parameters 1..12. */
+/* Bind a record's fields to the INSERT/UPDATE statement's parameters 1..14. */
 static void db_bind_record(sqlite3_stmt *st, const struct vm_record *r)
 {
 	sqlite3_bind_text(st, 1, r->name, -1, SQLITE_TRANSIENT);
@@ -239,6 +288,11 @@ static void db_bind_record(sqlite3_stmt *st, const struct vm_record *r)
 		sqlite3_bind_null(st, 10);
 	sqlite3_bind_int64(st, 11, r->restarts);
 	sqlite3_bind_int64(st, 12, r->generation);
+	if (r->snapshot[0])
+		sqlite3_bind_text(st, 13, r->snapshot, -1, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_null(st, 13);
+	sqlite3_bind_int64(st, 14, r->snapshot_gen);
 }
 
 /* Write one record (insert or update) plus an optional event, atomically. */
@@ -281,8 +335,9 @@ int db_vm_insert(struct db *s, const struct vm_record *r, const char *ev_type,
 {
 	return db_vm_write(s,
 		"INSERT INTO vms(name, spec, state, monitor_pid, vmm_pid, created_ms,"
-		" started_ms, exited_ms, exit_status, exit_reason, restarts, generation, seq)"
-		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
+		" started_ms, exited_ms, exit_status, exit_reason, restarts, generation,"
+		" snapshot, snapshot_gen, seq)"
+		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
 		" (SELECT IFNULL(MAX(seq), 0) + 1 FROM vms))",
 		r, ev_type, ev_detail, ev_id, 0);
 }
@@ -293,7 +348,8 @@ int db_vm_update(struct db *s, const struct vm_record *r, const char *ev_type,
 	return db_vm_write(s,
 		"UPDATE vms SET spec = ?2, state = ?3, monitor_pid = ?4, vmm_pid = ?5,"
 		" created_ms = ?6, started_ms = ?7, exited_ms = ?8, exit_status = ?9,"
-		" exit_reason = ?10, restarts = ?11, generation = ?12 WHERE name = ?1",
+		" exit_reason = ?10, restarts = ?11, generation = ?12, snapshot = ?13,"
+		" snapshot_gen = ?14 WHERE name = ?1",
 		r, ev_type, ev_detail, ev_id, 1);
 }
 
@@ -358,6 +414,9 @@ static void db_row_record(sqlite3_stmt *st, struct vm_record *r)
 	r->exit_reason = db_col_strdup(st, 9);
 	r->restarts = (unsigned)sqlite3_column_int64(st, 10);
 	r->generation = (unsigned)sqlite3_column_int64(st, 11);
+	t = sqlite3_column_text(st, 12);
+	snprintf(r->snapshot, sizeof(r->snapshot), "%s", t ? (const char *)t : "");
+	r->snapshot_gen = (unsigned)sqlite3_column_int64(st, 13);
 }
 
 int db_vm_load_all(struct db *s, void (*fn)(void *arg, struct vm_record *r),
@@ -370,7 +429,7 @@ int db_vm_load_all(struct db *s, void (*fn)(void *arg, struct vm_record *r),
 	pthread_mutex_lock(&s->lock);
 	st = db_prepare(s, "SELECT name, spec, state, monitor_pid, vmm_pid, created_ms,"
 			   " started_ms, exited_ms, exit_status, exit_reason, restarts,"
-			   " generation FROM vms ORDER BY seq");
+			   " generation, snapshot, snapshot_gen FROM vms ORDER BY seq");
 	if (!st) {
 		pthread_mutex_unlock(&s->lock);
 		return -EIO;
@@ -378,6 +437,156 @@ int db_vm_load_all(struct db *s, void (*fn)(void *arg, struct vm_record *r),
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		db_row_record(st, &r);
 		fn(arg, &r);      /* takes ownership of r's strings */
+		n++;
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return rc == SQLITE_DONE ? n : -EIO;
+}
+
+/* ---- snapshots ---- */
+
+void snapshot_record_free(struct snapshot_record *r)
+{
+	free(r->dir);
+	free(r->spec);
+	r->dir = r->spec = NULL;
+}
+
+/* Run `st` (prepared, bound) and, if it changed a row and `ev_type` is
+ * set, add an event on `ev_vm`, in one transaction (lock held by caller). */
+static int db_write_with_event(struct db *s, sqlite3_stmt *st, bool want_change,
+			       const char *ev_vm, const char *ev_type, const char *ev_detail,
+			       int64_t *ev_id)
+{
+	int rc = db_exec(s, "BEGIN IMMEDIATE");
+
+	if (rc) {
+		sqlite3_finalize(st);
+		return rc;
+	}
+	rc = db_step_done(s, st);
+	if (!rc && want_change && sqlite3_changes(s->conn) == 0)
+		rc = -ENOENT;
+	if (!rc && ev_type)
+		rc = db_event_insert(s, ev_vm, ev_type, ev_detail, ev_id);
+	if (!rc)
+		rc = db_exec(s, "COMMIT");
+	if (rc)
+		db_exec(s, "ROLLBACK");
+	return rc;
+}
+
+int db_snapshot_insert(struct db *s, const struct snapshot_record *r, const char *ev_type,
+		       const char *ev_detail, int64_t *ev_id)
+{
+	sqlite3_stmt *st;
+	int rc = -EIO;
+
+	pthread_mutex_lock(&s->lock);
+	st = db_prepare(s,
+		"INSERT INTO snapshots(name, vm, dir, spec, created_ms, size_bytes, memory_bytes,"
+		" memory_data_bytes, vcpus, pause_ms, total_ms, seq)"
+		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
+		" (SELECT IFNULL(MAX(seq), 0) + 1 FROM snapshots))");
+	if (st) {
+		sqlite3_bind_text(st, 1, r->name, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 2, r->vm, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 3, r->dir ? r->dir : "", -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 4, r->spec ? r->spec : "{}", -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 5, r->created_ms);
+		sqlite3_bind_int64(st, 6, r->size_bytes);
+		sqlite3_bind_int64(st, 7, r->memory_bytes);
+		sqlite3_bind_int64(st, 8, r->memory_data_bytes);
+		sqlite3_bind_int64(st, 9, r->vcpus);
+		sqlite3_bind_double(st, 10, r->pause_ms);
+		sqlite3_bind_double(st, 11, r->total_ms);
+		rc = db_write_with_event(s, st, false, r->vm, ev_type, ev_detail, ev_id);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int db_snapshot_delete(struct db *s, const char *name, const char *ev_vm,
+		       const char *ev_type, const char *ev_detail, int64_t *ev_id)
+{
+	sqlite3_stmt *st;
+	int rc = -EIO;
+
+	pthread_mutex_lock(&s->lock);
+	st = db_prepare(s, "DELETE FROM snapshots WHERE name = ?");
+	if (st) {
+		sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+		rc = db_write_with_event(s, st, true, ev_vm, ev_type, ev_detail, ev_id);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+#define DB_SNAPSHOT_COLUMNS "name, vm, dir, spec, created_ms, size_bytes, memory_bytes," \
+	" memory_data_bytes, vcpus, pause_ms, total_ms"
+
+/* Fill `r` from a row of DB_SNAPSHOT_COLUMNS. */
+static void db_row_snapshot(sqlite3_stmt *st, struct snapshot_record *r)
+{
+	const unsigned char *t;
+
+	memset(r, 0, sizeof(*r));
+	t = sqlite3_column_text(st, 0);
+	snprintf(r->name, sizeof(r->name), "%s", t ? (const char *)t : "");
+	t = sqlite3_column_text(st, 1);
+	snprintf(r->vm, sizeof(r->vm), "%s", t ? (const char *)t : "");
+	r->dir = db_col_strdup(st, 2);
+	r->spec = db_col_strdup(st, 3);
+	r->created_ms = sqlite3_column_int64(st, 4);
+	r->size_bytes = sqlite3_column_int64(st, 5);
+	r->memory_bytes = sqlite3_column_int64(st, 6);
+	r->memory_data_bytes = sqlite3_column_int64(st, 7);
+	r->vcpus = (int)sqlite3_column_int64(st, 8);
+	r->pause_ms = sqlite3_column_double(st, 9);
+	r->total_ms = sqlite3_column_double(st, 10);
+}
+
+int db_snapshot_get(struct db *s, const char *name, struct snapshot_record *out)
+{
+	sqlite3_stmt *st;
+	int rc = -EIO;
+
+	pthread_mutex_lock(&s->lock);
+	st = db_prepare(s, "SELECT " DB_SNAPSHOT_COLUMNS " FROM snapshots WHERE name = ?");
+	if (st) {
+		sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			db_row_snapshot(st, out);
+			rc = (!out->dir || !out->spec) ? -ENOMEM : 0;
+			if (rc)
+				snapshot_record_free(out);
+		} else {
+			rc = rc == SQLITE_DONE ? -ENOENT : -EIO;
+		}
+		sqlite3_finalize(st);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int db_snapshot_load_all(struct db *s, void (*fn)(void *arg, struct snapshot_record *r),
+			 void *arg)
+{
+	struct snapshot_record r;
+	sqlite3_stmt *st;
+	int rc, n = 0;
+
+	pthread_mutex_lock(&s->lock);
+	st = db_prepare(s, "SELECT " DB_SNAPSHOT_COLUMNS " FROM snapshots ORDER BY seq");
+	if (!st) {
+		pthread_mutex_unlock(&s->lock);
+		return -EIO;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		db_row_snapshot(st, &r);
+		fn(arg, &r);
 		n++;
 	}
 	sqlite3_finalize(st);

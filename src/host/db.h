@@ -33,6 +33,24 @@ struct vm_record {
 	char *exit_reason;     /* words for it, or NULL */
 	unsigned restarts;     /* restarts made by the restart policy */
 	unsigned generation;   /* bumped at each start */
+	char snapshot[64];     /* the snapshot this VM was restored from, or "" */
+	unsigned snapshot_gen; /* the generation whose VMM was started from it
+				  (`shoal run --restore`); later starts boot fresh */
+};
+
+/* A snapshot the daemon took (docs/daemon.md, "Snapshots").  Strings owned. */
+struct snapshot_record {
+	char name[64];
+	char vm[64];           /* the VM it was taken of */
+	char *dir;             /* STATE_DIR/snapshots/NAME */
+	char *spec;            /* that VM's stored spec when it was taken */
+	int64_t created_ms;
+	int64_t size_bytes;    /* disk space of the directory (the memory file is sparse) */
+	int64_t memory_bytes;  /* guest RAM */
+	int64_t memory_data_bytes; /* of it written (pages that are not all zero) */
+	int vcpus;
+	double pause_ms;       /* how long the guest was paused */
+	double total_ms;       /* the whole save */
 };
 
 /* An event: something that happened to a VM or the host. */
@@ -73,6 +91,20 @@ int db_events_since(struct db *s, int64_t since, const char *vm,
 		       struct db_event *out, int max);
 void db_event_free(struct db_event *ev);
 int64_t db_last_event_id(struct db *s);
+void snapshot_record_free(struct snapshot_record *r);
+/* Insert a snapshot (a new name) and, if `ev_type`, an event on VM r->vm,
+ * in one transaction.  -EEXIST if the name is taken, -EIO otherwise. */
+int db_snapshot_insert(struct db *s, const struct snapshot_record *r, const char *ev_type,
+		       const char *ev_detail, int64_t *ev_id);
+/* Delete a snapshot (and add an event on `ev_vm`) in one transaction;
+ * -ENOENT if absent. */
+int db_snapshot_delete(struct db *s, const char *name, const char *ev_vm,
+		       const char *ev_type, const char *ev_detail, int64_t *ev_id);
+/* One snapshot into *out (free with snapshot_record_free): 0, -ENOENT, -EIO. */
+int db_snapshot_get(struct db *s, const char *name, struct snapshot_record *out);
+/* Call fn for every snapshot, oldest first (fn takes the strings).  Count or -EIO. */
+int db_snapshot_load_all(struct db *s, void (*fn)(void *arg, struct snapshot_record *r),
+			 void *arg);
 /* Run PRAGMA integrity_check; 0 if "ok". */
 int db_check(struct db *s);
 
