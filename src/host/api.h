@@ -126,11 +126,19 @@ int api_events(struct api_call *c);
 int api_metrics_json(struct api_call *c);
 int api_metrics_prometheus(struct api_call *c);
 int api_version(struct api_call *c);
+/* api_snapshot.c */
+int api_vm_snapshot(struct api_call *c);
+int api_snapshot_list(struct api_call *c);
+int api_snapshot_show(struct api_call *c);
+int api_snapshot_delete(struct api_call *c);
+int api_snapshot_restore(struct api_call *c);
 
 /* Response helpers (api.c). */
 int api_reply_json(struct api_call *c, int status, void *json /* json_t *, taken */);
 int api_reply_error(struct api_call *c, const struct api_err *e);
 int api_reply_raw(struct api_call *c, int status, const char *ctype, void *buf, size_t len);
+/* Reply with the VM object of c->name (api_vm.c); `with_spec` as show. */
+int api_reply_vm(struct api_call *c, int status, bool with_spec);
 /* A query argument, or NULL. */
 const char *api_query(struct api_call *c, const char *key);
 

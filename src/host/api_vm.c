@@ -44,6 +44,8 @@ static json_t *api_vm_json_locked(struct hvm *vm, bool with_spec)
 			    json_real((double)(host_now_ms() - vm->rec.started_ms) / 1000.0) :
 			    json_null());
 	json_object_set_new(o, "restarts", json_integer(vm->rec.restarts));
+	json_object_set_new(o, "restored_from", vm->rec.snapshot[0] ?
+			    json_string(vm->rec.snapshot) : json_null());
 	if (vm->rec.exited_ms)
 		json_object_set_new(o, "last_exit", json_pack("{s:i, s:s, s:o}",
 			"status", vm->rec.exit_status,
@@ -59,7 +61,7 @@ static json_t *api_vm_json_locked(struct hvm *vm, bool with_spec)
 }
 
 /* Reply with the VM object of `name` (after an operation). */
-static int api_reply_vm(struct api_call *c, int status, bool with_spec)
+int api_reply_vm(struct api_call *c, int status, bool with_spec)
 {
 	struct api_err e;
 	struct hvm *vm = host_get(c->h, c->name, &e);

@@ -10,7 +10,10 @@
  *
  *   read      GET: version, inventory, one VM, events, metrics
  *   operate   start, stop, pause, resume, console log and console attach
- *   admin     create and delete (what names files for the VMM to open)
+ *   admin     create and delete (what names files for the VMM to open);
+ *             snapshot, restore and delete a snapshot (a snapshot is a
+ *             VM's whole memory on the daemon's disk; a restore creates
+ *             a VM)
  *
  * The operator grants roles with `--grant user:NAME=ROLE` and
  * `--grant group:NAME=ROLE` (names or numeric ids, resolved once at start);

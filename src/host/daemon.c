@@ -17,6 +17,9 @@
  *       console.log             the guest's serial console (or the name
  *                               the spec's "file:NAME" console gives)
  *       exit                    written by the monitor when the VMM exits
+ *   STATE_DIR/snapshots/        0700
+ *   STATE_DIR/snapshots/SNAP/   one snapshot the daemon took (snapshots.c):
+ *                               manifest.json, state, memory (docs/snapshots.md)
  *
  * Files a client names (kernels, disks, ...) live elsewhere: beneath the
  * --allow-dir directories, which the daemon confines its own checks to
@@ -204,8 +207,10 @@ static int host_paths(struct host *h, const struct host_options *opt, struct api
 	h->socket_path = strdup(opt->socket_path ? opt->socket_path : buf);
 	snprintf(buf, sizeof(buf), "%s/vms", h->state_dir);
 	h->vms_dir = strdup(buf);
+	snprintf(buf, sizeof(buf), "%s/snapshots", h->state_dir);
+	h->snapshots_dir = strdup(buf);
 	h->vmm_path = opt->vmm_path ? strdup(opt->vmm_path) : host_default_vmm();
-	if (!h->state_dir || !h->socket_path || !h->vms_dir || !h->vmm_path)
+	if (!h->state_dir || !h->socket_path || !h->vms_dir || !h->snapshots_dir || !h->vmm_path)
 		return api_err_set(e, 500, "internal", "out of memory");
 	if (access(h->vmm_path, X_OK) < 0)
 		return api_err_set(e, 500, "internal", "VMM %s: %s (--vmm PATH)", h->vmm_path,
@@ -224,7 +229,8 @@ int host_open(struct host *h, const struct host_options *opt, struct api_err *e)
 	pthread_cond_init(&h->event_cond, NULL);
 	h->started_ms = host_now_ms();
 	if (host_paths(h, opt, e) || host_state_dir(h, e) ||
-	    host_mkdir(h->vms_dir, 0700, e) || host_lock_dir(h, e) || host_allow_dirs(h, e))
+	    host_mkdir(h->vms_dir, 0700, e) || host_mkdir(h->snapshots_dir, 0700, e) ||
+	    host_lock_dir(h, e) || host_allow_dirs(h, e))
 		goto fail;
 	snprintf(path, sizeof(path), "%s/shoald.db", h->state_dir);
 	h->db = db_open(path, err, sizeof(err));
@@ -265,6 +271,11 @@ void host_close(struct host *h)
 	free(h->state_dir);
 	free(h->socket_path);
 	free(h->vms_dir);
+	free(h->snapshots_dir);
+	free(h->snap_pending);
+	h->snap_pending = NULL;
+	h->nsnap_pending = 0;
+	h->snapshots_dir = NULL;
 	free(h->vmm_path);
 	free(h->token);
 	for (int i = 0; i < h->nallow_dirs; i++)

@@ -66,7 +66,7 @@ enum host_role {
 	HOST_ROLE_NONE = 0,
 	HOST_ROLE_READ,      /* GET: inventory, one VM, events, metrics */
 	HOST_ROLE_OPERATE,   /* start, stop, pause, resume, console */
-	HOST_ROLE_ADMIN,     /* create, delete */
+	HOST_ROLE_ADMIN,     /* create, delete; snapshot, restore, delete a snapshot */
 };
 
 /* One --grant user:NAME=ROLE or group:NAME=ROLE, resolved to an id. */
@@ -128,6 +128,9 @@ struct host {
 	void *api;                  /* api.c's server state */
 	char *token;                /* bearer token for TCP, or NULL */
 	int64_t started_ms;
+	char *snapshots_dir;        /* STATE_DIR/snapshots, 0700 */
+	char **snap_pending;        /* snapshot names being taken (snapshots.c) */
+	size_t nsnap_pending;
 };
 
 /* ---- daemon.c (errors, names, time and paths: hostutil.h) ---- */
@@ -147,6 +150,27 @@ int host_persist_locked(struct host *h, struct hvm *vm, const char *type,
 int host_event_locked(struct host *h, const char *vm, const char *type,
 		      const char *detail_json);
 
+/* ---- lifecycle.c: helpers the operations share (snapshots.c too) ---- */
+struct host_spec;
+void hvm_set_state(struct hvm *vm, enum hvm_state s);
+/* Take `vm` for an operation `op`: not busy (503), state in `allowed`, a
+ * mask of 1u << state (409).  Lock held. */
+int hvm_claim_locked(struct hvm *vm, const char *op, unsigned allowed, struct api_err *e);
+/* End an operation: clear busy and drop the caller's reference. */
+void hvm_release(struct host *h, struct hvm *vm);
+int host_table_add_locked(struct host *h, struct hvm *vm);
+void host_table_remove_locked(struct host *h, struct hvm *vm);
+/* A new hvm (state created, one reference) from a parsed spec; takes
+ * s->spec_json.  NULL without memory. */
+struct hvm *hvm_new(struct host_spec *s);
+/* Remove a claimed VM from the store ("deleted" event) and the table; its
+ * directory is renamed to `trash` (removed by the caller, outside the
+ * lock, with host_rm_tree; trash[0] == 0 if there was none).  Lock held. */
+int hvm_remove_claimed_locked(struct host *h, struct hvm *vm, char *trash, size_t size,
+			      struct api_err *e);
+/* Remove a directory tree, ignoring errors. */
+void host_rm_tree(const char *path);
+
 /* ---- lifecycle.c: the one internal command set the API calls ---- */
 struct hvm *host_vm_create(struct host *h, const char *body, size_t len, struct api_err *e);
 int host_vm_start(struct host *h, const char *name, struct api_err *e);
@@ -157,6 +181,26 @@ int host_vm_delete(struct host *h, const char *name, bool force, struct api_err 
 /* Start a VM already claimed by the caller (busy set): spawn, wait until its
  * control socket answers, publish "started".  Used by start and restart. */
 int hvm_do_start(struct host *h, struct hvm *vm, struct api_err *e);
+
+/* ---- snapshots.c (docs/daemon.md, "Snapshots") ---- */
+/* Save the running or paused VM `name` into STATE_DIR/snapshots/SNAP
+ * through its VMM's control socket and record it.  `snap` NULL: the
+ * default name NAME-YYYYmmdd-HHMMSS (UTC).  The snapshot's name into
+ * out_name (HOST_NAME_MAX_LEN + 1 bytes). */
+int host_vm_snapshot(struct host *h, const char *name, const char *snap, char *out_name,
+		     struct api_err *e);
+/* Create VM `new_name` from snapshot `snap` and start its VMM with
+ * `shoal run --restore`.  A failed start removes the VM again. */
+int host_snapshot_restore(struct host *h, const char *snap, const char *new_name,
+			  struct api_err *e);
+/* Delete a snapshot and its directory; refused (409) while a VM whose VMM
+ * was restored from it runs. */
+int host_snapshot_delete(struct host *h, const char *snap, struct api_err *e);
+/* Names of the VMs whose current VMM was restored from `snap`, with their
+ * states, as "a (running), b (paused)" into buf ("" if none).  Lock held. */
+size_t host_snapshot_users_locked(struct host *h, const char *snap, char *buf, size_t size);
+/* Does `vm`'s current (or starting) VMM come from its snapshot? */
+bool hvm_restored_now(const struct hvm *vm);
 
 /* ---- supervisor.c ---- */
 int supervisor_start(struct host *h);

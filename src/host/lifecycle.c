@@ -82,7 +82,7 @@ void host_put(struct host *h, struct hvm *vm)
 }
 
 /* Set the state in memory and in the record. */
-static void hvm_set_state(struct hvm *vm, enum hvm_state s)
+void hvm_set_state(struct hvm *vm, enum hvm_state s)
 {
 	vm->state = s;
 	snprintf(vm->rec.state, sizeof(vm->rec.state), "%s", hvm_state_name(s));
@@ -119,7 +119,7 @@ int host_persist_locked(struct host *h, struct hvm *vm, const char *type,
 }
 
 /* Take `vm` for an operation: not busy (503), state in `allowed` (409). */
-static int hvm_claim_locked(struct hvm *vm, const char *op, unsigned allowed,
+int hvm_claim_locked(struct hvm *vm, const char *op, unsigned allowed,
 			    struct api_err *e)
 {
 	if (vm->deleted)
@@ -135,7 +135,7 @@ static int hvm_claim_locked(struct hvm *vm, const char *op, unsigned allowed,
 }
 
 /* End an operation. */
-static void hvm_release(struct host *h, struct hvm *vm)
+void hvm_release(struct host *h, struct hvm *vm)
 {
 	pthread_mutex_lock(&h->lock);
 	vm->busy = NULL;
@@ -165,7 +165,7 @@ static void hvm_wait_leave_locked(struct host *h, struct hvm *vm, enum hvm_state
 /* ---- create ---- */
 
 /* Append to the table (lock held). */
-static int host_table_add_locked(struct host *h, struct hvm *vm)
+int host_table_add_locked(struct host *h, struct hvm *vm)
 {
 	if (h->nvms == h->cap) {
 		size_t cap = h->cap ? h->cap * 2 : 64;
@@ -180,7 +180,7 @@ static int host_table_add_locked(struct host *h, struct hvm *vm)
 }
 
 /* Remove from the table (lock held) and drop the table's reference. */
-static void host_table_remove_locked(struct host *h, struct hvm *vm)
+void host_table_remove_locked(struct host *h, struct hvm *vm)
 {
 	for (size_t i = 0; i < h->nvms; i++) {
 		if (h->vms[i] != vm)
@@ -194,7 +194,7 @@ static void host_table_remove_locked(struct host *h, struct hvm *vm)
 }
 
 /* A new hvm from a parsed spec; takes s->spec_json. */
-static struct hvm *hvm_new(struct host_spec *s)
+struct hvm *hvm_new(struct host_spec *s)
 {
 	struct hvm *vm = calloc(1, sizeof(*vm));
 
@@ -318,7 +318,7 @@ static int hvm_wait_ready(struct host *h, struct hvm *vm, pid_t *pid, bool *paus
 
 int hvm_do_start(struct host *h, struct hvm *vm, struct api_err *e)
 {
-	char tail[512], detail[128];
+	char tail[512], detail[160];
 	bool paused = false;
 	pid_t pid = 0;
 
@@ -352,7 +352,11 @@ int hvm_do_start(struct host *h, struct hvm *vm, struct api_err *e)
 		hvm_set_state(vm, paused ? HVM_PAUSED : HVM_RUNNING);
 		vm->rec.vmm_pid = pid;
 		vm->rec.started_ms = host_now_ms();
-		snprintf(detail, sizeof(detail), "{\"pid\": %d}", (int)pid);
+		if (hvm_restored_now(vm))
+			snprintf(detail, sizeof(detail), "{\"pid\": %d, \"restored_from\": \"%s\"}",
+				 (int)pid, vm->rec.snapshot);
+		else
+			snprintf(detail, sizeof(detail), "{\"pid\": %d}", (int)pid);
 		host_persist_locked(h, vm, "started", detail);
 	}
 	pthread_mutex_unlock(&h->lock);
@@ -504,11 +508,37 @@ static int host_rm_one(const char *path, const struct stat *st, int type, struct
 	return 0;
 }
 
+void host_rm_tree(const char *path)
+{
+	nftw(path, host_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int hvm_remove_claimed_locked(struct host *h, struct hvm *vm, char *trash, size_t size,
+			      struct api_err *e)
+{
+	char dir[4200];
+	const char *name = vm->rec.name;
+	int64_t id = 0;
+
+	trash[0] = '\0';
+	if (db_vm_delete(h->db, name, "deleted", NULL, &id)) {
+		vm->busy = NULL;
+		return api_err_set(e, 500, "internal", "vm \"%s\": cannot delete from the store", name);
+	}
+	h->last_event_id = id;
+	pthread_cond_broadcast(&h->event_cond);
+	/* out of the name's way now, removed outside the lock */
+	snprintf(trash, size, "%s/.deleted-%s-%lld", h->vms_dir, name, (long long)id);
+	if (rename(host_vm_path(h, name, NULL, dir, sizeof(dir)), trash) < 0)
+		trash[0] = '\0';
+	host_table_remove_locked(h, vm);
+	return 0;
+}
+
 int host_vm_delete(struct host *h, const char *name, bool force, struct api_err *e)
 {
 	struct hvm *vm;
-	char dir[4200], trash[4400] = "";
-	int64_t id = 0;
+	char trash[4400] = "";
 	int rc;
 
 	if (force) {
@@ -520,25 +550,11 @@ int host_vm_delete(struct host *h, const char *name, bool force, struct api_err 
 		return -1;
 	pthread_mutex_lock(&h->lock);
 	rc = hvm_claim_locked(vm, "delete", 1u << HVM_CREATED | 1u << HVM_EXITED, e);
-	if (!rc) {
-		rc = db_vm_delete(h->db, name, "deleted", NULL, &id);
-		if (rc) {
-			vm->busy = NULL;
-			api_err_set(e, 500, "internal", "vm \"%s\": cannot delete from the store", name);
-		} else {
-			h->last_event_id = id;
-			pthread_cond_broadcast(&h->event_cond);
-			host_table_remove_locked(h, vm);
-			/* out of the name's way now, removed outside the lock */
-			snprintf(trash, sizeof(trash), "%s/.deleted-%s-%lld", h->vms_dir, name,
-				 (long long)id);
-			if (rename(host_vm_path(h, name, NULL, dir, sizeof(dir)), trash) < 0)
-				trash[0] = '\0';
-		}
-	}
+	if (!rc)
+		rc = hvm_remove_claimed_locked(h, vm, trash, sizeof(trash), e);
 	pthread_mutex_unlock(&h->lock);
 	if (!rc && trash[0])
-		nftw(trash, host_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+		host_rm_tree(trash);
 	host_put(h, vm);
 	return rc ? -1 : 0;
 }

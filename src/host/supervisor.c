@@ -25,6 +25,12 @@
  * them, base/path_beneath.h), and console files turned into paths inside
  * the VM's own directory.
  *
+ * A VM restored from a snapshot (snapshots.c) is started, the first time,
+ * with `shoal run --restore STATE_DIR/snapshots/SNAP` instead of
+ * --config (the console and control socket as always; config.json is
+ * still written, for the record); every later start boots it fresh from
+ * its config.
+ *
  * Reattach (daemon start): for each VM recorded as starting, running,
  * paused or stopping, a live monitor (pid, name and session checked) is
  * watched again and the VMM's state read from its control socket; a dead
@@ -240,9 +246,13 @@ static int spawn_prepare(struct host *h, struct hvm *vm, struct spawn_args *a,
 {
 	struct host_spec s;
 	const char *name = vm->rec.name;
+	bool restore;
 	char *config;
 	int rc;
 
+	pthread_mutex_lock(&h->lock);
+	restore = hvm_restored_now(vm);
+	pthread_mutex_unlock(&h->lock);
 	if (host_spec_parse(vm->rec.spec, strlen(vm->rec.spec), true, &s, e))
 		return -1;
 	if (mkdir(host_vm_path(h, name, NULL, store[0], 4200), 0700) < 0 && errno != EEXIST) {
@@ -263,11 +273,22 @@ static int spawn_prepare(struct host *h, struct hvm *vm, struct spawn_args *a,
 	if (snprintf(a->exit_tmp, sizeof(a->exit_tmp), "%s.tmp", a->exitf) >= (int)sizeof(a->exit_tmp))
 		return api_err_set(e, 500, "internal", "%s: path too long", a->exitf);
 	unlink(a->exitf);
+	if (restore) {          /* this start restores the VM's snapshot */
+		struct snapshot_record sr;
+		int g = db_snapshot_get(h->db, vm->rec.snapshot, &sr);
+
+		if (g)
+			return api_err_set(e, g == -ENOENT ? 404 : 500, g == -ENOENT ? "not_found" : "internal",
+					   "snapshot %s: %s", vm->rec.snapshot,
+					   g == -ENOENT ? "not found" : "cannot read the store");
+		snprintf(store[3], 4200, "%s", sr.dir);
+		snapshot_record_free(&sr);
+	}
 	int i = 0;
 	a->argv[i++] = h->vmm_path;
 	a->argv[i++] = "run";
-	a->argv[i++] = "--config";
-	a->argv[i++] = store[0];
+	a->argv[i++] = restore ? "--restore" : "--config";
+	a->argv[i++] = restore ? store[3] : store[0];
 	a->argv[i++] = "--api-socket";
 	a->argv[i++] = store[1];
 	a->argv[i++] = "--console";  /* as in config.json: the VM's directory, or none */
@@ -311,7 +332,7 @@ static void spawn_monitor_argv(struct spawn_args *a)
 
 int supervisor_spawn(struct host *h, struct hvm *vm, struct api_err *e)
 {
-	char store[3][4200];
+	char store[4][4200];
 	struct spawn_args a;
 	pid_t pid;
 

@@ -1,0 +1,184 @@
+/*
+ * api_snapshot.c - the snapshot routes: POST /v1/vms/{name}/snapshot,
+ * GET /v1/snapshots, GET/DELETE /v1/snapshots/{name} and POST
+ * /v1/snapshots/{name}/restore.  Thin wrappers around snapshots.c; the
+ * snapshot object is the same in the list, show (which adds "spec") and
+ * the answer to a snapshot.
+ */
+#include "host/api.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "host/spec.h"
+
+/* The snapshot object: "restored_vms" names every VM restored from it,
+ * "used_by" those whose VMM running now came from it. */
+static json_t *api_snapshot_json(struct host *h, struct snapshot_record *r, bool with_spec)
+{
+	char t[64];
+	json_t *o = json_object(), *used = json_array(), *restored = json_array(), *spec;
+
+	pthread_mutex_lock(&h->lock);
+	for (size_t i = 0; i < h->nvms; i++) {
+		struct hvm *vm = h->vms[i];
+		enum hvm_state s = vm->state;
+
+		if (strcmp(vm->rec.snapshot, r->name))
+			continue;
+		json_array_append_new(restored, json_string(vm->rec.name));
+		if ((vm->busy && !strcmp(vm->busy, "restoring")) ||
+		    ((s == HVM_STARTING || s == HVM_RUNNING || s == HVM_PAUSED || s == HVM_STOPPING) &&
+		     hvm_restored_now(vm)))
+			json_array_append_new(used, json_string(vm->rec.name));
+	}
+	pthread_mutex_unlock(&h->lock);
+	json_object_set_new(o, "name", json_string(r->name));
+	json_object_set_new(o, "vm", json_string(r->vm));
+	json_object_set_new(o, "dir", json_string(r->dir ? r->dir : ""));
+	json_object_set_new(o, "created_at", json_string(host_format_time(r->created_ms, t, sizeof(t))));
+	json_object_set_new(o, "vcpus", json_integer(r->vcpus));
+	json_object_set_new(o, "memory_bytes", json_integer(r->memory_bytes));
+	json_object_set_new(o, "memory_data_bytes", json_integer(r->memory_data_bytes));
+	json_object_set_new(o, "size_bytes", json_integer(r->size_bytes));
+	json_object_set_new(o, "pause_ms", json_real(r->pause_ms));
+	json_object_set_new(o, "total_ms", json_real(r->total_ms));
+	json_object_set_new(o, "restored_vms", restored);
+	json_object_set_new(o, "used_by", used);
+	if (with_spec) {
+		spec = json_loads(r->spec ? r->spec : "{}", 0, NULL);
+		json_object_set_new(o, "spec", spec ? spec : json_object());
+	}
+	return o;
+}
+
+/* Reply with snapshot `name` (200 or 201). */
+static int api_reply_snapshot(struct api_call *c, const char *name, int status, bool with_spec)
+{
+	struct snapshot_record r;
+	struct api_err e;
+	json_t *o;
+	int rc = db_snapshot_get(c->h->db, name, &r);
+
+	if (rc) {
+		api_err_set(&e, rc == -ENOENT ? 404 : 500, rc == -ENOENT ? "not_found" : "internal",
+			    "snapshot %s: %s", name, rc == -ENOENT ? "not found" : "cannot read the store");
+		return api_reply_error(c, &e);
+	}
+	o = api_snapshot_json(c->h, &r, with_spec);
+	snapshot_record_free(&r);
+	return api_reply_json(c, status, o);
+}
+
+/* A body {"name": NAME} (optional when `optional`): NAME into out ("" if
+ * absent).  0, or -1 with a 400 in `e`. */
+static int api_parse_name_body(const char *body, size_t len, bool optional, char *out,
+			       size_t size, struct api_err *e)
+{
+	json_error_t jerr;
+	const char *key;
+	json_t *o, *v;
+	int rc = 0;
+
+	out[0] = '\0';
+	if (len == 0 && optional)
+		return 0;
+	if (len == 0)
+		return api_err_set(e, 400, "invalid_request", "body: expected {\"name\": NEW}");
+	o = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!o)
+		return api_err_set(e, 400, "invalid_json", "body: line %d column %d: %s",
+				   jerr.line, jerr.column, jerr.text);
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return api_err_set(e, 400, "invalid_request", "body: expected a JSON object");
+	}
+	json_object_foreach(o, key, v) {
+		if (strcmp(key, "name")) {
+			rc = api_err_set(e, 400, "invalid_request", "unknown key \"%.64s\"", key);
+			break;
+		}
+		if (!json_is_string(v) || !host_name_valid(json_string_value(v))) {
+			rc = api_err_set(e, 400, "invalid_request", "name: 1 to 63 letters, digits, "
+					 "'.', '_' or '-', starting with a letter or digit");
+			break;
+		}
+		snprintf(out, size, "%s", json_string_value(v));
+	}
+	json_decref(o);
+	if (!rc && !out[0] && !optional)
+		rc = api_err_set(e, 400, "invalid_request", "name: missing (the new VM's name)");
+	return rc;
+}
+
+/* POST /v1/vms/NAME/snapshot [{"name": SNAP}]: 201 with the snapshot. */
+int api_vm_snapshot(struct api_call *c)
+{
+	char snap[HOST_NAME_MAX_LEN + 1], taken[HOST_NAME_MAX_LEN + 1];
+	struct api_err e;
+
+	if (api_parse_name_body(c->body, c->body_len, true, snap, sizeof(snap), &e) ||
+	    host_vm_snapshot(c->h, c->name, snap[0] ? snap : NULL, taken, &e))
+		return api_reply_error(c, &e);
+	return api_reply_snapshot(c, taken, 201, false);
+}
+
+struct api_snap_list {
+	struct host *h;
+	json_t *arr;
+};
+
+static void api_snapshot_list_one(void *arg, struct snapshot_record *r)
+{
+	struct api_snap_list *l = arg;
+
+	json_array_append_new(l->arr, api_snapshot_json(l->h, r, false));
+	snapshot_record_free(r);
+}
+
+/* GET /v1/snapshots: every snapshot, oldest first. */
+int api_snapshot_list(struct api_call *c)
+{
+	struct api_snap_list l = { c->h, json_array() };
+	struct api_err e;
+
+	if (db_snapshot_load_all(c->h->db, api_snapshot_list_one, &l) < 0) {
+		json_decref(l.arr);
+		api_err_set(&e, 500, "internal", "cannot read the snapshot table");
+		return api_reply_error(c, &e);
+	}
+	return api_reply_json(c, 200, json_pack("{s:o}", "snapshots", l.arr));
+}
+
+/* GET /v1/snapshots/NAME: the snapshot and the spec of the VM it was taken of. */
+int api_snapshot_show(struct api_call *c)
+{
+	return api_reply_snapshot(c, c->name, 200, true);
+}
+
+/* DELETE /v1/snapshots/NAME: 204. */
+int api_snapshot_delete(struct api_call *c)
+{
+	struct api_err e;
+
+	if (host_snapshot_delete(c->h, c->name, &e))
+		return api_reply_error(c, &e);
+	return api_reply_raw(c, 204, "application/json", NULL, 0);
+}
+
+/* POST /v1/snapshots/NAME/restore {"name": NEW}: 201 with the new VM,
+ * answered once its VMM serves its control socket. */
+int api_snapshot_restore(struct api_call *c)
+{
+	char new_name[HOST_NAME_MAX_LEN + 1];
+	struct api_err e;
+
+	if (api_parse_name_body(c->body, c->body_len, false, new_name, sizeof(new_name), &e) ||
+	    host_snapshot_restore(c->h, c->name, new_name, &e))
+		return api_reply_error(c, &e);
+	snprintf(c->name, sizeof(c->name), "%s", new_name);
+	return api_reply_vm(c, 201, true);
+}

@@ -1,0 +1,500 @@
+/*
+ * snapshots.c - snapshots through the daemon: take one of a running VM,
+ * restore one as a new VM, delete one (docs/daemon.md, "Snapshots").
+ *
+ * The VMM writes the snapshot itself (it holds the guest's memory): the
+ * daemon sends its control socket {"cmd": "snapshot", "dir": DIR} with DIR
+ * = STATE_DIR/snapshots/SNAP, a directory of the daemon's that no client
+ * names, and records the result in the snapshots table (db.c) with a
+ * "snapshotted" event, in one transaction.  The VM goes on running.
+ *
+ * A restore is a create and a start: the new VM's spec is the snapshot's
+ * manifest "config" (the daemon's own keys taken out: "confine", and
+ * console files turned back into names in the new VM's directory), checked
+ * like any spec; its record names the snapshot (vms.snapshot) and the
+ * generation whose VMM comes from it (vms.snapshot_gen), and the
+ * supervisor starts that generation with `shoal run --restore DIR`.  A
+ * later start (after the VM stopped or exited, a restart policy's
+ * included) boots the VM fresh from its config, as a reboot would: the
+ * snapshot is an instant, not a disk.  A restore whose start fails leaves
+ * no VM behind.
+ *
+ * Locking (host.h): a snapshot being taken is in h->snap_pending under
+ * the lock, which reserves its name; the VM is claimed ("snapshot") so
+ * that no other operation runs on it meanwhile.  Delete looks for users
+ * under the lock, and a restore re-checks that its snapshot still exists
+ * under the lock as it adds the new VM, so a delete and a restore of one
+ * snapshot never both succeed.
+ */
+#include "host/host.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "host/spec.h"
+#include "host/vmctl.h"
+
+#define SNAPSHOT_TIMEOUT_MS 600000      /* the VMM writes all of guest RAM */
+
+bool hvm_restored_now(const struct hvm *vm)
+{
+	return vm->rec.snapshot[0] && vm->rec.generation == vm->rec.snapshot_gen;
+}
+
+size_t host_snapshot_users_locked(struct host *h, const char *snap, char *buf, size_t size)
+{
+	size_t n = 0, len = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < h->nvms; i++) {
+		struct hvm *vm = h->vms[i];
+		enum hvm_state s = vm->state;
+		bool live = s == HVM_STARTING || s == HVM_RUNNING || s == HVM_PAUSED ||
+			    s == HVM_STOPPING;
+		bool restoring = vm->busy && !strcmp(vm->busy, "restoring");
+
+		if (strcmp(vm->rec.snapshot, snap) || !(restoring || (live && hvm_restored_now(vm))))
+			continue;
+		if (len < size)
+			len += (size_t)snprintf(buf + len, size - len, "%s%s (%s)", n ? ", " : "",
+						vm->rec.name, restoring ? "restoring" :
+						hvm_state_name(s));
+		n++;
+	}
+	return n;
+}
+
+/* ---- the pending list: names of snapshots being taken ---- */
+
+static bool snap_pending_locked(struct host *h, const char *name)
+{
+	for (size_t i = 0; i < h->nsnap_pending; i++)
+		if (!strcmp(h->snap_pending[i], name))
+			return true;
+	return false;
+}
+
+static int snap_pending_add_locked(struct host *h, char *name)
+{
+	char **t = realloc(h->snap_pending, (h->nsnap_pending + 1) * sizeof(*t));
+
+	if (!t)
+		return -1;
+	h->snap_pending = t;
+	h->snap_pending[h->nsnap_pending++] = name;
+	return 0;
+}
+
+static void snap_pending_remove_locked(struct host *h, const char *name)
+{
+	for (size_t i = 0; i < h->nsnap_pending; i++)
+		if (h->snap_pending[i] == name) {
+			h->snap_pending[i] = h->snap_pending[--h->nsnap_pending];
+			return;
+		}
+}
+
+/* Is `name` taken (a recorded snapshot, or one being taken)?  Lock held. */
+static int snap_taken_locked(struct host *h, const char *name, struct api_err *e)
+{
+	struct snapshot_record r;
+	int rc;
+
+	if (snap_pending_locked(h, name))
+		return api_err_set(e, 409, "name_taken", "snapshot %s: already exists (being taken)",
+				   name);
+	rc = db_snapshot_get(h->db, name, &r);
+	if (rc == 0) {
+		snapshot_record_free(&r);
+		return api_err_set(e, 409, "name_taken", "snapshot %s: already exists", name);
+	}
+	if (rc != -ENOENT)
+		return api_err_set(e, 500, "internal", "snapshot %s: cannot read the store", name);
+	return 0;
+}
+
+/* ---- taking one ---- */
+
+/* Disk space of the files in `dir` (blocks: the memory file is sparse). */
+static int64_t dir_size(const char *dir)
+{
+	char path[4700];
+	struct dirent *d;
+	struct stat st;
+	int64_t sum = 0;
+	DIR *D = opendir(dir);
+
+	if (!D)
+		return 0;
+	while ((d = readdir(D))) {
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, d->d_name);
+		if (lstat(path, &st) == 0)
+			sum += (int64_t)st.st_blocks * 512;
+	}
+	closedir(D);
+	return sum;
+}
+
+/* The spec's virtio console writes to a file in the VM's directory, which
+ * `shoal run --restore` cannot move to the new VM's: refused for now. */
+static bool spec_has_vconsole_file(const char *spec)
+{
+	json_t *j = json_loads(spec ? spec : "{}", 0, NULL);
+	const char *v = json_string_value(json_object_get(j, "virtio_console"));
+	bool file = v && !strncmp(v, "file:", 5);
+
+	json_decref(j);
+	return file;
+}
+
+/* The default name: VM-YYYYmmdd-HHMMSS (UTC), the VM's name cut to fit,
+ * and -2, -3, ... after it if two are taken in one second.  Lock held. */
+static int snap_default_name_locked(struct host *h, const char *vm, char *out,
+				    struct api_err *e)
+{
+	char stamp[32];
+	time_t now = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &tm);
+	for (int n = 1; n < 100; n++) {
+		char suffix[8] = "";
+		struct api_err ignore;
+
+		if (n > 1)
+			snprintf(suffix, sizeof(suffix), "-%d", n);
+		snprintf(out, HOST_NAME_MAX_LEN + 1, "%.*s-%s%s",
+			 (int)(HOST_NAME_MAX_LEN - 1 - strlen(stamp) - strlen(suffix)), vm, stamp,
+			 suffix);
+		if (!snap_taken_locked(h, out, &ignore))
+			return 0;
+	}
+	return api_err_set(e, 409, "name_taken", "vm \"%s\": no free default snapshot name; "
+			   "give one", vm);
+}
+
+/* Send the VMM the snapshot command; its reply in *reply. */
+static int snap_vmm_save(struct host *h, const char *vmname, const char *dir, json_t **reply,
+			 struct api_err *e)
+{
+	char sock[4200], err[512];
+	struct vmctl c;
+	json_t *req;
+	int rc;
+
+	host_vm_path(h, vmname, "control.sock", sock, sizeof(sock));
+	if (vmctl_connect(&c, sock, 2000, err, sizeof(err)) < 0)
+		return api_err_set(e, 500, "vmm_error", "vm \"%s\": snapshot: %s", vmname, err);
+	req = json_pack("{s:s, s:s}", "cmd", "snapshot", "dir", dir);
+	rc = vmctl_request(&c, req, reply, SNAPSHOT_TIMEOUT_MS, err, sizeof(err));
+	json_decref(req);
+	vmctl_close(&c);
+	if (rc == -EPROTO)        /* the VMM refused or failed: its words */
+		return api_err_set(e, 409, "snapshot_failed", "vm \"%s\": snapshot: %s", vmname, err);
+	if (rc)
+		return api_err_set(e, 500, "vmm_error", "vm \"%s\": snapshot: %s", vmname, err);
+	return 0;
+}
+
+int host_vm_snapshot(struct host *h, const char *name, const char *snap, char *out_name,
+		     struct api_err *e)
+{
+	struct snapshot_record r = { 0 };
+	char *pending = NULL, dir[4400], detail[256];
+	struct hvm *vm = host_get(h, name, e);
+	json_t *reply = NULL;
+	int64_t id = 0;
+	int rc;
+
+	if (!vm)
+		return -1;
+	if (snap && !host_name_valid(snap)) {
+		host_put(h, vm);
+		return api_err_set(e, 400, "invalid_request", "snapshot name \"%.80s\": 1 to 63 "
+				   "letters, digits, '.', '_' or '-', not starting with one of the last three",
+				   snap);
+	}
+	pthread_mutex_lock(&h->lock);
+	if (vm->state != HVM_RUNNING && vm->state != HVM_PAUSED && !vm->busy && !vm->deleted) {
+		rc = api_err_set(e, 409, "wrong_state", "vm \"%s\" is %s: cannot snapshot it "
+				 "(a snapshot saves a running or paused VM)", name,
+				 hvm_state_name(vm->state));
+	} else if (spec_has_vconsole_file(vm->rec.spec)) {
+		rc = api_err_set(e, 409, "snapshot_failed", "vm \"%s\": its virtio console writes "
+				 "to a file in its directory, which a restored VM cannot take over yet",
+				 name);
+	} else {
+		rc = hvm_claim_locked(vm, "snapshot", 1u << HVM_RUNNING | 1u << HVM_PAUSED, e);
+	}
+	if (!rc) {
+		if (snap) {
+			snprintf(r.name, sizeof(r.name), "%s", snap);
+			rc = snap_taken_locked(h, r.name, e);
+		} else {
+			rc = snap_default_name_locked(h, name, r.name, e);
+		}
+		if (!rc && (!(pending = strdup(r.name)) || snap_pending_add_locked(h, pending))) {
+			free(pending);
+			pending = NULL;
+			rc = api_err_set(e, 500, "internal", "out of memory");
+		}
+		if (rc)
+			vm->busy = NULL;
+	}
+	if (!rc) {
+		snprintf(r.vm, sizeof(r.vm), "%s", name);
+		r.spec = vm->rec.spec ? strdup(vm->rec.spec) : NULL;
+		r.vcpus = vm->cpus;
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (rc) {
+		host_put(h, vm);
+		return -1;
+	}
+
+	/* the name is ours: a directory without a row is a leftover (a daemon
+	 * that died between the VMM's rename and the insert) */
+	snprintf(dir, sizeof(dir), "%s/%s", h->snapshots_dir, r.name);
+	host_rm_tree(dir);
+	r.created_ms = host_now_ms();
+	rc = r.spec ? snap_vmm_save(h, name, dir, &reply, e) :
+		      api_err_set(e, 500, "internal", "out of memory");
+	if (!rc) {
+		r.dir = strdup(dir);
+		r.size_bytes = dir_size(dir);
+		r.memory_bytes = json_integer_value(json_object_get(reply, "memory_bytes"));
+		r.memory_data_bytes = json_integer_value(json_object_get(reply, "memory_data_bytes"));
+		r.pause_ms = json_number_value(json_object_get(reply, "pause_ms"));
+		r.total_ms = json_number_value(json_object_get(reply, "total_ms"));
+		snprintf(detail, sizeof(detail), "{\"snapshot\": \"%s\", \"pause_ms\": %.3f, "
+			 "\"size_bytes\": %lld}", r.name, r.pause_ms, (long long)r.size_bytes);
+	}
+	json_decref(reply);
+
+	pthread_mutex_lock(&h->lock);
+	if (!rc) {
+		int d = r.dir ? db_snapshot_insert(h->db, &r, "snapshotted", detail, &id) : -ENOMEM;
+
+		if (d) {
+			rc = api_err_set(e, 500, "internal", "snapshot %s: cannot write the store", r.name);
+		} else {
+			h->last_event_id = id;
+			pthread_cond_broadcast(&h->event_cond);
+		}
+	}
+	snap_pending_remove_locked(h, pending);
+	pthread_mutex_unlock(&h->lock);
+	if (rc)
+		host_rm_tree(dir);      /* a VMM that failed leaves none; a store that failed, ours */
+	else
+		snprintf(out_name, HOST_NAME_MAX_LEN + 1, "%s", r.name);
+	free(pending);
+	snapshot_record_free(&r);
+	hvm_release(h, vm);
+	return rc ? -1 : 0;
+}
+
+/* ---- restoring one ---- */
+
+/* A "file:PATH" console value as "file:BASENAME" (the VM's directory is
+ * the daemon's to place); the virtio console's ",in=PATH" is kept. */
+static void spec_console_to_name(json_t *spec, const char *key)
+{
+	const char *v = json_string_value(json_object_get(spec, key));
+	const char *in, *base;
+	char buf[8400], file[4200];
+	size_t len;
+
+	if (!v || strncmp(v, "file:", 5))
+		return;
+	in = strstr(v, ",in=");
+	len = in ? (size_t)(in - (v + 5)) : strlen(v + 5);
+	snprintf(file, sizeof(file), "%.*s", (int)len, v + 5);
+	base = strrchr(file, '/');
+	snprintf(buf, sizeof(buf), "file:%s%s", base ? base + 1 : file, in ? in : "");
+	json_object_set_new(spec, key, json_string(buf));
+}
+
+/* The new VM's spec from the snapshot's manifest: malloc'd JSON text. */
+static char *snap_restore_spec(const struct snapshot_record *sr, const char *new_name,
+			       struct api_err *e)
+{
+	char path[4400];
+	json_error_t jerr;
+	json_t *m, *cfg, *parent;
+	const char *restart;
+	char *text = NULL;
+
+	snprintf(path, sizeof(path), "%s/manifest.json", sr->dir);
+	m = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	cfg = json_object_get(m, "config");
+	if (!json_is_object(cfg)) {
+		api_err_set(e, 500, "internal", "snapshot %s: %s: %s", sr->name, path,
+			    m ? "no \"config\" object" : jerr.text);
+		json_decref(m);
+		return NULL;
+	}
+	cfg = json_deep_copy(cfg);
+	json_decref(m);
+	parent = json_loads(sr->spec ? sr->spec : "{}", 0, NULL);
+	restart = json_string_value(json_object_get(parent, "restart"));
+	json_object_del(cfg, "confine");
+	spec_console_to_name(cfg, "console");
+	spec_console_to_name(cfg, "virtio_console");
+	json_object_set_new(cfg, "name", json_string(new_name));
+	json_object_set_new(cfg, "restart", json_string(restart ? restart : "no"));
+	text = json_dumps(cfg, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(cfg);
+	json_decref(parent);
+	if (!text)
+		api_err_set(e, 500, "internal", "out of memory");
+	return text;
+}
+
+int host_snapshot_restore(struct host *h, const char *snap, const char *new_name,
+			  struct api_err *e)
+{
+	struct snapshot_record sr;
+	struct host_spec s;
+	struct hvm *vm;
+	char *text, detail[128], trash[4400] = "";
+	int64_t id = 0;
+	int rc;
+
+	rc = db_snapshot_get(h->db, snap, &sr);
+	if (rc)
+		return api_err_set(e, rc == -ENOENT ? 404 : 500, rc == -ENOENT ? "not_found" : "internal",
+				   "snapshot %s: %s", snap, rc == -ENOENT ? "not found" : "cannot read the store");
+	text = snap_restore_spec(&sr, new_name, e);
+	snapshot_record_free(&sr);
+	if (!text)
+		return -1;
+	rc = host_spec_parse(text, strlen(text), true, &s, e);
+	free(text);
+	if (rc) {       /* the snapshot's config no longer passes (a file moved, say) */
+		char msg[sizeof(e->msg)];
+
+		snprintf(msg, sizeof(msg), "%s", e->msg);
+		snprintf(e->msg, sizeof(e->msg), "snapshot %s: %.900s", snap, msg);
+		return -1;
+	}
+	vm = hvm_new(&s);
+	host_spec_free(&s);
+	if (!vm)
+		return api_err_set(e, 500, "internal", "out of memory");
+	snprintf(vm->rec.snapshot, sizeof(vm->rec.snapshot), "%s", snap);
+	vm->rec.snapshot_gen = 1;       /* the first start (generation 1) restores */
+	vm->busy = "restoring";
+	snprintf(detail, sizeof(detail), "{\"snapshot\": \"%s\"}", snap);
+
+	pthread_mutex_lock(&h->lock);
+	rc = db_snapshot_get(h->db, snap, &sr);         /* not deleted meanwhile */
+	if (rc) {
+		api_err_set(e, rc == -ENOENT ? 404 : 500, rc == -ENOENT ? "not_found" : "internal",
+			    "snapshot %s: %s", snap, rc == -ENOENT ? "not found" : "cannot read the store");
+		goto fail;
+	}
+	snapshot_record_free(&sr);
+	if (host_find_locked(h, vm->rec.name)) {
+		rc = api_err_set(e, 409, "name_taken", "vm \"%s\" already exists", vm->rec.name);
+		goto fail;
+	}
+	rc = db_vm_insert(h->db, &vm->rec, "created", detail, &id);
+	if (rc) {
+		api_err_set(e, rc == -EEXIST ? 409 : 500, rc == -EEXIST ? "name_taken" : "internal",
+			    "vm \"%s\": %s", vm->rec.name,
+			    rc == -EEXIST ? "already exists" : "cannot write the store");
+		goto fail;
+	}
+	if (host_table_add_locked(h, vm)) {
+		db_vm_delete(h->db, vm->rec.name, NULL, NULL, NULL);
+		rc = api_err_set(e, 500, "internal", "out of memory");
+		goto fail;
+	}
+	h->last_event_id = id;
+	pthread_cond_broadcast(&h->event_cond);
+	vm->refs++;                 /* ours, until hvm_release */
+	pthread_mutex_unlock(&h->lock);
+
+	if (hvm_do_start(h, vm, e) == 0) {
+		hvm_release(h, vm);
+		return 0;
+	}
+	/* nothing half-made stays: the VM goes again (the error has the
+	 * VMM's last words from its log) */
+	pthread_mutex_lock(&h->lock);
+	if (vm->state == HVM_CREATED || vm->state == HVM_EXITED) {
+		struct api_err ignore;
+
+		hvm_remove_claimed_locked(h, vm, trash, sizeof(trash), &ignore);
+	}
+	vm->busy = NULL;
+	pthread_cond_broadcast(&h->changed);
+	hvm_put_locked(vm);
+	pthread_mutex_unlock(&h->lock);
+	if (trash[0])
+		host_rm_tree(trash);
+	return -1;
+fail:
+	pthread_mutex_unlock(&h->lock);
+	hvm_put_locked(vm);
+	return -1;
+}
+
+/* ---- deleting one ---- */
+
+int host_snapshot_delete(struct host *h, const char *snap, struct api_err *e)
+{
+	struct snapshot_record sr;
+	char users[512], trash[4400] = "", detail[128];
+	int64_t id = 0;
+	int rc;
+
+	pthread_mutex_lock(&h->lock);
+	if (snap_pending_locked(h, snap)) {
+		rc = api_err_set(e, 503, "busy", "snapshot %s: being taken; try again", snap);
+		goto out;
+	}
+	rc = db_snapshot_get(h->db, snap, &sr);
+	if (rc) {
+		rc = api_err_set(e, rc == -ENOENT ? 404 : 500, rc == -ENOENT ? "not_found" : "internal",
+				 "snapshot %s: %s", snap, rc == -ENOENT ? "not found" : "cannot read the store");
+		goto out;
+	}
+	size_t n = host_snapshot_users_locked(h, snap, users, sizeof(users));
+	if (n) {
+		rc = api_err_set(e, 409, "in_use", "snapshot %s: in use by VM%s %s", snap,
+				 n > 1 ? "s" : "", users);
+	} else {
+		snprintf(detail, sizeof(detail), "{\"snapshot\": \"%s\"}", snap);
+		rc = db_snapshot_delete(h->db, snap, sr.vm, "snapshot-deleted", detail, &id);
+		if (rc) {
+			rc = api_err_set(e, 500, "internal", "snapshot %s: cannot delete from the store",
+					 snap);
+		} else {
+			h->last_event_id = id;
+			pthread_cond_broadcast(&h->event_cond);
+			snprintf(trash, sizeof(trash), "%s/.deleted-%s-%lld", h->snapshots_dir, snap,
+				 (long long)id);
+			if (rename(sr.dir, trash) < 0)
+				trash[0] = '\0';
+		}
+	}
+	snapshot_record_free(&sr);
+out:
+	pthread_mutex_unlock(&h->lock);
+	if (trash[0])
+		host_rm_tree(trash);
+	return rc ? -1 : 0;
+}
