@@ -22,6 +22,7 @@
 
 static const char snapshot_usage[] =
 "usage: shoal snapshot create --socket SOCK DIR [--output json]\n"
+"       shoal snapshot list|show SNAP|delete SNAP   (shoald's snapshots)\n"
 "\n"
 "Save the VM whose VMM serves the control socket SOCK (shoal run\n"
 "--api-socket SOCK) into DIR, a new directory: its vCPU, KVM and device\n"
@@ -123,6 +124,8 @@ int cmd_snapshot(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "create"))
 		return snapshot_create_cmd(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "list") || !strcmp(argv[1], "show") || !strcmp(argv[1], "delete"))
+		return cmd_snapshot_api(argc, argv);
 	log_error("snapshot: unknown command '%s' (shoal snapshot help)", argv[1]);
 	return EXIT_USAGE;
 }

@@ -1,6 +1,6 @@
 /*
- * vm.c - `shoal vm`: create, list, show, start, stop, pause, resume and
- * delete VMs through shoald's API (docs/daemon.md).  Every verb is one
+ * vm.c - `shoal vm`: create, list, show, start, stop, pause, resume,
+ * delete, snapshot and restore VMs through shoald's API (docs/daemon.md).  Every verb is one
  * HTTP request (client.c); errors print the API's message and exit 1.
  * Read verbs print tables, or the API's JSON with --output json.
  */
@@ -29,6 +29,10 @@ static const char vm_usage[] =
 "  stop NAME [--force] [--timeout S]          power button, then force after S s\n"
 "  pause NAME | resume NAME\n"
 "  delete NAME [--force]                      remove it (--force stops it first)\n"
+"  snapshot NAME [--as SNAP]                  save the running VM (default SNAP:\n"
+"                                             NAME-YYYYmmdd-HHMMSS, UTC); it goes on\n"
+"  restore SNAP --name NEW                    a new VM NEW, started where SNAP was\n"
+"                                             (shoal snapshot list|show|delete)\n"
 "\n"
 "  -o, --output json     print the API's JSON instead of a table\n"
 "      --socket PATH     shoald's socket (default $SHOAL_SOCKET, then\n"
@@ -37,7 +41,7 @@ static const char vm_usage[] =
 "The spec is the `shoal run --config` object plus \"name\" and \"restart\"\n"
 "(no, on-failure, always); relative paths are taken from this directory.\n";
 
-enum { OPT_SOCKET = 256, OPT_START, OPT_NAME, OPT_FORCE, OPT_TIMEOUT };
+enum { OPT_SOCKET = 256, OPT_START, OPT_NAME, OPT_FORCE, OPT_TIMEOUT, OPT_AS };
 
 static const struct option vm_options[] = {
 	{ "file", required_argument, NULL, 'f' },
@@ -47,13 +51,14 @@ static const struct option vm_options[] = {
 	{ "name", required_argument, NULL, OPT_NAME },
 	{ "force", no_argument, NULL, OPT_FORCE },
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+	{ "as", required_argument, NULL, OPT_AS },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
 
 struct vm_args {
 	struct cli_common c;
-	const char *file, *name_override;
+	const char *file, *name_override, *as;
 	bool start, force;
 	long timeout;           /* -1: the daemon's default */
 	const char *name;       /* positional */
@@ -111,6 +116,9 @@ static int vm_print_show(json_t *j)
 	       (long long)json_integer_value(json_object_get(j, "cpus")), mem);
 	printf("restart:    %s (%lld restarts)\n", json_string_value(json_object_get(j, "restart")),
 	       (long long)json_integer_value(json_object_get(j, "restarts")));
+	if (json_is_string(json_object_get(j, "restored_from")))
+		printf("restored:   from snapshot %s\n",
+		       json_string_value(json_object_get(j, "restored_from")));
 	if (json_is_integer(json_object_get(j, "pid")))
 		printf("pid:        %lld\n", (long long)json_integer_value(json_object_get(j, "pid")));
 	printf("created:    %s\n", json_string_value(json_object_get(j, "created_at")) ?: "-");
@@ -281,6 +289,75 @@ static int vm_delete(const struct vm_args *a)
 	return rc;
 }
 
+/* `vm snapshot NAME [--as SNAP]`: POST /v1/vms/NAME/snapshot. */
+static int vm_snapshot(const struct vm_args *a)
+{
+	char path[256];
+	struct client_resp r;
+	struct error e;
+	json_t *body = a->as ? json_pack("{s:s}", "name", a->as) : NULL;
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	int rc;
+
+	json_decref(body);
+	snprintf(path, sizeof(path), "/v1/vms/%s/snapshot", a->name);
+	rc = client_request(a->c.socket, "POST", path, text, text ? strlen(text) : 0, &r, &e);
+	free(text);
+	if (rc) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	rc = cli_print_result(&a->c, &r, NULL);
+	if (!rc && !a->c.json) {
+		json_t *j = json_loadb(r.body, r.len, 0, NULL);
+		char size[32], mem[32];
+
+		cli_fmt_size(json_integer_value(json_object_get(j, "size_bytes")), size, sizeof(size));
+		cli_fmt_size(json_integer_value(json_object_get(j, "memory_bytes")), mem, sizeof(mem));
+		printf("%s: snapshot %s taken: paused %.1f ms; memory %s, %s on disk\n", a->name,
+		       json_string_value(json_object_get(j, "name")) ?: "?",
+		       json_number_value(json_object_get(j, "pause_ms")), mem, size);
+		json_decref(j);
+	}
+	client_resp_free(&r);
+	return rc;
+}
+
+/* `vm restore SNAP --name NEW`: POST /v1/snapshots/SNAP/restore. */
+static int vm_restore(const struct vm_args *a)
+{
+	char path[256];
+	struct client_resp r;
+	struct error e;
+	json_t *body;
+	char *text;
+	int rc;
+
+	if (!a->name_override) {
+		log_error("vm restore %s: --name NEW is required (the new VM's name)", a->name);
+		return EXIT_USAGE;
+	}
+	body = json_pack("{s:s}", "name", a->name_override);
+	text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	snprintf(path, sizeof(path), "/v1/snapshots/%s/restore", a->name);
+	rc = client_request(a->c.socket, "POST", path, text, text ? strlen(text) : 0, &r, &e);
+	free(text);
+	if (rc) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	rc = cli_print_result(&a->c, &r, NULL);
+	if (!rc && !a->c.json) {
+		json_t *j = json_loadb(r.body, r.len, 0, NULL);
+		printf("%s: %s (restored from %s)\n", a->name_override,
+		       json_string_value(json_object_get(j, "state")) ?: "?", a->name);
+		json_decref(j);
+	}
+	client_resp_free(&r);
+	return rc;
+}
+
 /* GET path and print it with `print` (or as JSON). */
 static int vm_get(const struct vm_args *a, const char *path, int (*print)(json_t *))
 {
@@ -312,6 +389,7 @@ static int vm_parse(int argc, char **argv, struct vm_args *a)
 		case OPT_SOCKET: a->c.socket = optarg; break;
 		case OPT_START: a->start = true; break;
 		case OPT_NAME: a->name_override = optarg; break;
+		case OPT_AS: a->as = optarg; break;
 		case OPT_FORCE: a->force = true; break;
 		case OPT_TIMEOUT:
 			a->timeout = strtol(optarg, NULL, 10);
@@ -354,6 +432,10 @@ int cmd_vm(int argc, char **argv)
 		return vm_create(&a);
 	if (!strcmp(sub, "list"))
 		return vm_get(&a, "/v1/vms", vm_print_list);
+	if (!a.name && !strcmp(sub, "restore")) {
+		log_error("vm restore: which snapshot? (shoal vm restore SNAP --name NEW)");
+		return EXIT_USAGE;
+	}
 	if (!a.name) {
 		log_error("vm %s: which VM? (shoal vm %s NAME)", sub, sub);
 		return EXIT_USAGE;
@@ -364,6 +446,10 @@ int cmd_vm(int argc, char **argv)
 	}
 	if (!strcmp(sub, "delete"))
 		return vm_delete(&a);
+	if (!strcmp(sub, "snapshot"))
+		return vm_snapshot(&a);
+	if (!strcmp(sub, "restore"))
+		return vm_restore(&a);
 	for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)
 		if (!strcmp(sub, actions[i]))
 			return vm_action(&a, actions[i]);
