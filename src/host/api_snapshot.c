@@ -126,31 +126,54 @@ int api_vm_snapshot(struct api_call *c)
 	return api_reply_snapshot(c, taken, 201, false);
 }
 
+/* Records collected first, rendered after: the callback runs under the
+ * database's lock, and rendering takes the host lock, which is taken
+ * before the database's everywhere else. */
 struct api_snap_list {
-	struct host *h;
-	json_t *arr;
+	struct snapshot_record *r;
+	size_t n, cap;
+	bool oom;
 };
 
 static void api_snapshot_list_one(void *arg, struct snapshot_record *r)
 {
 	struct api_snap_list *l = arg;
 
-	json_array_append_new(l->arr, api_snapshot_json(l->h, r, false));
-	snapshot_record_free(r);
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 16;
+		struct snapshot_record *t = realloc(l->r, cap * sizeof(*t));
+
+		if (!t) {
+			l->oom = true;
+			snapshot_record_free(r);
+			return;
+		}
+		l->r = t;
+		l->cap = cap;
+	}
+	l->r[l->n++] = *r;
 }
 
 /* GET /v1/snapshots: every snapshot, oldest first. */
 int api_snapshot_list(struct api_call *c)
 {
-	struct api_snap_list l = { c->h, json_array() };
+	struct api_snap_list l = { 0 };
 	struct api_err e;
+	json_t *arr = json_array();
+	int rc = db_snapshot_load_all(c->h->db, api_snapshot_list_one, &l);
 
-	if (db_snapshot_load_all(c->h->db, api_snapshot_list_one, &l) < 0) {
-		json_decref(l.arr);
+	for (size_t i = 0; i < l.n; i++) {
+		if (rc >= 0 && !l.oom)
+			json_array_append_new(arr, api_snapshot_json(c->h, &l.r[i], false));
+		snapshot_record_free(&l.r[i]);
+	}
+	free(l.r);
+	if (rc < 0 || l.oom) {
+		json_decref(arr);
 		api_err_set(&e, 500, "internal", "cannot read the snapshot table");
 		return api_reply_error(c, &e);
 	}
-	return api_reply_json(c, 200, json_pack("{s:o}", "snapshots", l.arr));
+	return api_reply_json(c, 200, json_pack("{s:o}", "snapshots", arr));
 }
 
 /* GET /v1/snapshots/NAME: the snapshot and the spec of the VM it was taken of. */
