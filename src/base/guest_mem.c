@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/exitcode.h"
@@ -114,6 +115,31 @@ int guest_mem_create_anon(struct guest_mem *m, uint64_t size, struct error *e)
 	return 0;
 }
 
+int guest_mem_map_file_private(struct guest_mem *m, int fd, uint64_t size, struct error *e)
+{
+	struct stat st;
+	void *p;
+
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	if (guest_mem_check_size(size, e))
+		return -1;
+	if (fstat(fd, &st) < 0)
+		return error_set(e, EXIT_HOST, "memory file: %s", strerror(errno));
+	if ((uint64_t)st.st_size != size)
+		return error_set(e, EXIT_BADSTATE, "memory file is %llu bytes, the VM has %llu",
+				 (unsigned long long)st.st_size, (unsigned long long)size);
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+	if (p == MAP_FAILED)
+		return error_set(e, EXIT_RESOURCE, "cannot map the memory file (%llu MiB): %s",
+				 (unsigned long long)(size >> 20), strerror(errno));
+	madvise(p, size, MADV_DONTDUMP);
+	m->host = p;
+	m->private_map = true;
+	guest_mem_layout(m, size);
+	return 0;
+}
+
 void guest_mem_destroy(struct guest_mem *m)
 {
 	if (m->fd == -2 || !m->host) {
@@ -121,7 +147,7 @@ void guest_mem_destroy(struct guest_mem *m)
 		m->fd = -1;
 		return;
 	}
-	if (m->fd >= 0) {
+	if (m->fd >= 0 || m->private_map) {
 		munmap(m->host, m->size);
 		close(m->fd);
 	} else {

@@ -34,6 +34,8 @@ struct guest_mem {
 	uint64_t size;       /* total RAM bytes */
 	int nregions;
 	struct guest_region region[GUEST_MEM_MAX_REGIONS];
+	bool private_map;    /* a copy-on-write mapping of a file (a clone's
+	                      * memory): fd is -1, host is munmap'd */
 };
 
 /* Create `size` bytes of guest RAM in a memfd (MAP_SHARED, MAP_NORESERVE).
@@ -67,6 +69,13 @@ int guest_mem_add_region(struct guest_mem *m, uint64_t gpa, uint64_t size, void 
 int guest_mem_save_file(const struct guest_mem *m, int fd, uint64_t *data_bytes,
 			struct error *e);
 int guest_mem_load_file(const struct guest_mem *m, int fd, struct error *e);
+
+/* RAM of `size` bytes that is a copy-on-write (MAP_PRIVATE) mapping of the
+ * file `fd`, an image of a memfd: pages are read from the file (its page
+ * cache, shared by every mapping of it) until the guest writes them, and
+ * the file is never written.  The file must be exactly `size` bytes
+ * (EXIT_BADSTATE).  No memfd: what needs one (vhost-user) cannot use it. */
+int guest_mem_map_file_private(struct guest_mem *m, int fd, uint64_t size, struct error *e);
 
 /* End of low RAM (exclusive): min(size, 3 GiB). */
 uint64_t guest_mem_low_end(const struct guest_mem *m);

@@ -57,6 +57,8 @@ const char run_usage[] =
 "                           (`shoal snapshot create --socket PATH DIR` saves the VM)\n"
 "      --restore DIR        start the VM saved in snapshot DIR where it was; only\n"
 "                           --console, --timeout, --api-socket and -v go with it\n"
+"      --clone              with --restore: map the snapshot's memory copy-on-write,\n"
+"                           shared with every other clone, instead of copying it\n"
 "                           (docs/vmm-control.md; used by shoald)\n"
 "      --print-config       print the resulting settings as JSON and exit\n"
 "  -v, --verbose            more messages (-v info, -vv debug)\n"
@@ -69,7 +71,7 @@ const char run_usage[] =
 "84 a snapshot that is damaged or that this host cannot restore.\n";
 
 enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_API,
-       OPT_DISK, OPT_NET, OPT_RNG, OPT_VSOCK, OPT_VCONSOLE, OPT_RESTORE };
+       OPT_DISK, OPT_NET, OPT_RNG, OPT_VSOCK, OPT_VCONSOLE, OPT_RESTORE, OPT_CLONE };
 
 static const struct option run_options[] = {
 	{ "kernel", required_argument, NULL, 'k' },
@@ -89,6 +91,7 @@ static const struct option run_options[] = {
 	{ "vsock", required_argument, NULL, OPT_VSOCK },
 	{ "virtio-console", required_argument, NULL, OPT_VCONSOLE },
 	{ "restore", required_argument, NULL, OPT_RESTORE },
+	{ "clone", no_argument, NULL, OPT_CLONE },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -150,6 +153,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 	case OPT_PRINT: o->print_config = true; return 0;
 	case OPT_API: set_str(&o->api_socket, arg); return 0;
 	case OPT_RESTORE: set_str(&o->restore, arg); return 0;
+	case OPT_CLONE: o->clone = true; return 0;
 	case OPT_DISK: return vm_config_add_disk(cfg, arg, e);
 	case OPT_NET: return vm_config_add_net(cfg, arg, e);
 	case OPT_RNG: cfg->rng = true; return 0;
@@ -227,6 +231,7 @@ static struct vm *run_restore(const struct vm_config *cfg, const struct run_opts
 	struct snapshot_overrides ov = {
 		.console_set = o->console_set, .console = cfg->console,
 		.console_path = cfg->console_path, .timeout_s = cfg->timeout_s,
+		.clone = o->clone,
 	};
 
 	return snapshot_restore(o->restore, &ov, e);
@@ -285,6 +290,11 @@ int cmd_run(int argc, char **argv)
 
 		puts(s);
 		free(s);
+		goto out;
+	}
+	if (o.clone && !o.restore) {
+		log_error("run: --clone goes with --restore DIR");
+		status = EXIT_USAGE;
 		goto out;
 	}
 	if (o.restore && o.vm_flag) {

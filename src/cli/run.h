@@ -14,6 +14,7 @@ struct run_opts {
 	char *api_socket;     /* --api-socket PATH (malloc'd) or NULL */
 	char *restore;        /* --restore DIR (malloc'd) or NULL */
 	bool console_set;     /* --console given */
+	bool clone;           /* --clone: memory copy-on-write from the snapshot */
 	int vm_flag;          /* the first flag of the VM's own settings given
 	                       * (which --restore refuses), 0 if none */
 };

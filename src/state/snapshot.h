@@ -35,12 +35,18 @@ int snapshot_create(struct vm *vm, const char *dir, struct snapshot_stats *st,
 		    struct error *e);
 
 /* What `shoal run --restore` may change of a snapshot's settings: where
- * the console goes and the timeout.  Everything else is the snapshot's. */
+ * the console goes and the timeout; and whether the VM is a clone, whose
+ * memory maps the snapshot's memory file copy-on-write (shared with every
+ * other clone through the page cache) instead of reading it into a memfd.
+ * A clone's start does not read the whole memory file, so its checksum is
+ * not checked then (a full restore checks it).  Everything else is the
+ * snapshot's. */
 struct snapshot_overrides {
 	bool console_set;
 	enum console_kind console;
 	const char *console_path;
 	unsigned timeout_s;
+	bool clone;          /* memory copy-on-write from the snapshot's file */
 };
 
 /* Check `dir` (manifest, checksums, sizes, the CPU) and build a VM from it,

@@ -316,15 +316,18 @@ static struct vm *vm_alloc(void)
 
 /* Stage 1 for a restore: RAM from the snapshot's memory file instead of
  * the boot loaders (the kernel was loaded when the VM first booted). */
-static int vm_load_memory_file(struct vm *vm, int mem_fd, struct error *e)
+static int vm_load_memory_file(struct vm *vm, int mem_fd, bool clone, struct error *e)
 {
+	if (clone)
+		return guest_mem_map_file_private(&vm->mem, mem_fd, vm->cfg.memory, e);
 	if (guest_mem_create(&vm->mem, vm->cfg.memory, e))
 		return -1;
 	return guest_mem_load_file(&vm->mem, mem_fd, e);
 }
 
 /* Both ways in: booting (mem_fd < 0) and restoring. */
-static struct vm *vm_build(const struct vm_config *cfg, int mem_fd, struct error *e)
+static struct vm *vm_build(const struct vm_config *cfg, int mem_fd, bool clone,
+			   struct error *e)
 {
 	struct vm *vm = vm_alloc();
 
@@ -338,7 +341,7 @@ static struct vm *vm_build(const struct vm_config *cfg, int mem_fd, struct error
 	if (path_confine((const char *const *)cfg->confine, cfg->nconfine, e))
 		goto fail;              /* before any file the config names is opened */
 	if (vm_check_config(vm, cfg, e) ||
-	    (vm->restoring ? vm_load_memory_file(vm, mem_fd, e) : vm_load_guest(vm, e)))
+	    (vm->restoring ? vm_load_memory_file(vm, mem_fd, clone, e) : vm_load_guest(vm, e)))
 		goto fail;
 	if (vm_open_kvm(vm, e) || vm_map_memory(vm, e) || vm_setup_irqchip(vm, e))
 		goto fail;
@@ -361,16 +364,17 @@ fail:
 
 struct vm *vm_create(const struct vm_config *cfg, struct error *e)
 {
-	return vm_build(cfg, -1, e);
+	return vm_build(cfg, -1, false, e);
 }
 
-struct vm *vm_create_restored(const struct vm_config *cfg, int mem_fd, struct error *e)
+struct vm *vm_create_restored(const struct vm_config *cfg, int mem_fd, bool clone,
+				struct error *e)
 {
 	if (mem_fd < 0) {
 		error_set(e, EXIT_HOST, "internal: no memory file to restore from");
 		return NULL;
 	}
-	return vm_build(cfg, mem_fd, e);
+	return vm_build(cfg, mem_fd, clone, e);
 }
 
 int vm_add_command(struct vm *vm, const char *name, vm_command_fn fn, void *opaque)

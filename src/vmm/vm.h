@@ -111,8 +111,11 @@ struct vm *vm_create(const struct vm_config *cfg, struct error *e);
 /* Build a VM of `cfg` whose RAM comes from `mem_fd`, an image of the
  * memfd (base/guest_mem.h: guest_mem_load_file), with no kernel loaded and
  * no boot registers: the caller restores vCPU, KVM and device state next
- * (state/snapshot.c).  NULL with `e` filled. */
-struct vm *vm_create_restored(const struct vm_config *cfg, int mem_fd, struct error *e);
+ * (state/snapshot.c).  With `clone`, RAM is a copy-on-write mapping of
+ * the file (guest_mem_map_file_private) instead of a copy in a memfd.
+ * NULL with `e` filled. */
+struct vm *vm_create_restored(const struct vm_config *cfg, int mem_fd, bool clone,
+				struct error *e);
 
 /* Add control command `name` (up to 4); 0, or -1 when the table is full. */
 int vm_add_command(struct vm *vm, const char *name, vm_command_fn fn, void *opaque);

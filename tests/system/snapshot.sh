@@ -5,6 +5,9 @@
 #     snapshot is taken; the original goes on and overwrites the pattern;
 #     restored twice from the one snapshot, the guest verifies the pattern
 #     exactly as it was at the snapshot and exits with the code typed;
+#   - three clones (--clone) run from the snapshot at once: one overwrites
+#     its memory, the others still see the snapshot's pattern, pages only
+#     read are shared (PSS well under RSS), the snapshot is unchanged;
 #   - a snapshot of a VM with two vCPUs busy on every CPU restores and runs;
 #   - bad input: an existing directory, a writable disk, flags --restore
 #     refuses, a truncated memory file, a damaged state file, an unknown
@@ -120,6 +123,49 @@ for i, code in ((1, 5), (2, 6)):
     check(f"restore {i}: the pattern is as it was at the snapshot (verify ok) and exit {code}",
           rc == code and "verify ok" in out and "verify bad" not in out, (rc, err, out[-600:]))
 check("restoring left the snapshot unchanged", tree_hash(snap) == before)
+
+# ---- clones: memory copy-on-write from the snapshot's file ----
+def pss_rss(pid):
+    v = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            k, _, rest = line.partition(":")
+            if k in ("Pss", "Rss"): v[k] = int(rest.split()[0]) << 10
+    return v["Pss"], v["Rss"]
+
+clones = []
+for i in range(3):
+    sock = os.path.join(tmp, f"clone{i}.sock"); log = os.path.join(tmp, f"clone{i}.console")
+    p = subprocess.Popen([shoal, "run", "--restore", snap, "--clone", "--console", "file:" + log,
+                          "--api-socket", sock, "--timeout", "180"],
+                         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for _ in range(400):
+        if os.path.exists(sock) or p.poll() is not None: break
+        time.sleep(0.05)
+    clones.append((p, sock, log))
+# clone 0 overwrites the pattern; clones 1 and 2 must still see the snapshot's
+conns = [type_into(clones[0][1], f"fill {A} 64M 9; verify {A} 64M 9; echo c0done\r")]
+check("clone 0 overwrote its copy of the pattern", wait_console(clones[0][2], "shoal-guest: c0done", 120),
+      console(clones[0][2])[-300:])
+for i in (1, 2):
+    conns.append(type_into(clones[i][1], f"verify {A} 64M 7; echo c{i}done\r"))
+for i in (1, 2):
+    out = (wait_console(clones[i][2], f"shoal-guest: c{i}done", 120), console(clones[i][2]))
+    check(f"clone {i} sees the snapshot's pattern, not clone 0's writes",
+          out[0] and "verify ok" in out[1] and "verify bad" not in out[1], out[1][-400:])
+pss = [pss_rss(c[0].pid) for c in clones]
+print("note: clones' (PSS, RSS) in MiB: " + ", ".join(f"({a >> 20}, {b >> 20})" for a, b in pss))
+check("clones 1 and 2 share the pages they only read (each one's PSS well under its RSS)",
+      all(pss[i][0] < 0.75 * pss[i][1] for i in (1, 2)), pss)
+for i, (p, sock, log) in enumerate(clones):
+    conns[i].sendall(f"exit {20 + i}\r".encode())
+for i, (p, sock, log) in enumerate(clones):
+    rc, err = finish(p)
+    check(f"clone {i} ended with its own status {20 + i}", rc == 20 + i, (rc, err[-300:]))
+for c in conns: c.close()
+check("clones left the snapshot unchanged", tree_hash(snap) == before)
+r = subprocess.run([shoal, "run", "--clone"], capture_output=True, text=True)
+check("--clone without --restore is refused", r.returncode == 64 and "--restore" in r.stderr, r.stderr)
 
 # ---- two vCPUs, both busy, snapshot mid-work ----
 snap2 = os.path.join(tmp, "snap2")
