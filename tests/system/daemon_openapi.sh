@@ -205,6 +205,13 @@ call("events: bad since", "GET", "/v1/events?since=x", want=400)
 call("metrics", "GET", "/v1/metrics", want=200)
 call("metrics, Prometheus", "GET", "/metrics", want=200)
 call("start an unknown VM", "POST", "/v1/vms/ghost/start", want=404)
+call("snapshots", "GET", "/v1/snapshots", want=200)
+call("show an unknown snapshot", "GET", "/v1/snapshots/ghost", want=404)
+call("delete an unknown snapshot", "DELETE", "/v1/snapshots/ghost", want=404)
+call("restore an unknown snapshot", "POST", "/v1/snapshots/ghost/restore", {"name": "x"}, want=404)
+call("restore: bad body", "POST", "/v1/snapshots/ghost/restore", {"nom": 1}, want=400)
+call("snapshot a created VM", "POST", "/v1/vms/oa/snapshot", want=409)
+call("snapshot an unknown VM", "POST", "/v1/vms/ghost/snapshot", want=404)
 if kvm:
     call("start", "POST", "/v1/vms/oa/start", want=200)
     call("start a running VM", "POST", "/v1/vms/oa/start", want=409)
@@ -217,6 +224,16 @@ if kvm:
     call("attach", "GET", "/v1/vms/oa/console/attach",
          headers={"Connection": "Upgrade", "Upgrade": "shoal-console"}, want=101)
     call("delete a running VM", "DELETE", "/v1/vms/oa", want=409)
+    call("snapshot", "POST", "/v1/vms/oa/snapshot", {"name": "oa-snap"}, want=201)
+    call("snapshot: name taken", "POST", "/v1/vms/oa/snapshot", {"name": "oa-snap"}, want=409)
+    call("snapshots with one", "GET", "/v1/snapshots", want=200)
+    call("show a snapshot", "GET", "/v1/snapshots/oa-snap", want=200)
+    call("restore", "POST", "/v1/snapshots/oa-snap/restore", {"name": "oa2"}, want=201)
+    call("restore: name taken", "POST", "/v1/snapshots/oa-snap/restore", {"name": "oa2"}, want=409)
+    call("delete a snapshot in use", "DELETE", "/v1/snapshots/oa-snap", want=409)
+    call("stop the restored VM", "POST", "/v1/vms/oa2/stop", {"mode": "force"}, want=200)
+    call("delete the restored VM", "DELETE", "/v1/vms/oa2", want=204)
+    call("delete a snapshot", "DELETE", "/v1/snapshots/oa-snap", want=204)
     # a follow stream: one line after a new event
     st, hd, data, conn = http("GET", "/v1/events?follow=true", raw=True)
     called.add("events")
@@ -241,10 +258,12 @@ ops = set(op["operationId"] for item in doc["paths"].values()
 missing = ops - called if kvm else set()
 result(not missing, "every documented operation was called", sorted(missing))
 # schemas reached only through the request side are checked as examples
-for ex, name in ((spec, "Spec"), ({"mode": "force", "timeout_s": 3}, "StopRequest")):
+for ex, name in ((spec, "Spec"), ({"mode": "force", "timeout_s": 3}, "StopRequest"),
+                 ({"name": "s1"}, "SnapshotRequest"), ({"name": "vm2"}, "RestoreRequest")):
     errs = check(ex, {"$ref": "#/components/schemas/" + name})
     result(not errs, "example %s validates" % name, errs)
-unused = set(comp["schemas"]) - used_schemas - {"VmMetrics"} if not kvm else set(comp["schemas"]) - used_schemas
+unused = set(comp["schemas"]) - used_schemas - {"VmMetrics", "Snapshot", "SnapshotDetail"} if not kvm \
+    else set(comp["schemas"]) - used_schemas
 result(not unused, "every schema in the document was exercised", sorted(unused))
 sys.exit(failed)
 EOF
