@@ -254,11 +254,13 @@ static int run_vm(const struct vm_config *cfg, const struct run_opts *o)
 	snapshot_add_command(vm);
 	if (api_socket && control_start(vm, api_socket, &e)) {
 		log_error("%s", e.msg);
+		snapshot_wait(vm);
 		vm_destroy(vm);
 		return e.status;
 	}
 	status = vm_run(vm);
 	control_stop(vm);
+	snapshot_wait(vm);
 	run_report_exit(vm, status);
 	vm_destroy(vm);
 	return status;

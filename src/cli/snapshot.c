@@ -8,6 +8,7 @@
  * is made absolute here: the VMM's working directory is not ours.
  */
 #include <getopt.h>
+#include <stdbool.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
@@ -21,14 +22,16 @@
 #include "host/vmctl.h"
 
 static const char snapshot_usage[] =
-"usage: shoal snapshot create --socket SOCK DIR [--output json]\n"
+"usage: shoal snapshot create --socket SOCK DIR [--live] [--output json]\n"
 "       shoal snapshot list|show SNAP|delete SNAP   (shoald's snapshots)\n"
 "\n"
 "Save the VM whose VMM serves the control socket SOCK (shoal run\n"
 "--api-socket SOCK) into DIR, a new directory: its vCPU, KVM and device\n"
 "state and its memory.  The VM is paused while it is saved and then goes\n"
-"on.  Start a VM from it with `shoal run --restore DIR`.  See\n"
-"docs/snapshots.md.\n";
+"on.  With --live it is paused only to save its vCPU and device state and\n"
+"to write-protect its memory; the memory of that instant is written while\n"
+"the VM runs (a progress line on a terminal).  Start a VM from it with\n"
+"`shoal run --restore DIR`.  See docs/snapshots.md.\n";
 
 /* An absolute form of `dir` (its parent must exist). */
 static int absolute_dir(const char *dir, char *out, size_t size)
@@ -42,11 +45,62 @@ static int absolute_dir(const char *dir, char *out, size_t size)
 	return snprintf(out, size, "%s/%s", cwd, dir) < (int)size ? 0 : -1;
 }
 
+/* Poll "snapshot-status" until the live snapshot is written; a progress
+ * line on stderr when it is a terminal.  The final status replaces *reply
+ * (its pause_ms is the live one's). */
+static int wait_live(struct vmctl *c, json_t **reply, char *err, size_t errlen)
+{
+	double pause_ms = json_real_value(json_object_get(*reply, "pause_ms"));
+	bool tty = isatty(2);
+	json_t *req = json_pack("{s:s}", "cmd", "snapshot-status"), *st = NULL;
+	int rc;
+
+	for (;;) {
+		const char *state;
+
+		json_decref(st);
+		st = NULL;
+		rc = vmctl_request(c, req, &st, 10000, err, errlen);
+		if (rc < 0)
+			break;
+		state = json_string_value(json_object_get(st, "state"));
+		if (!state || strcmp(state, "writing"))
+			break;
+		if (tty) {
+			long long done = json_integer_value(json_object_get(st, "done_bytes"));
+			long long all = json_integer_value(json_object_get(st, "memory_bytes"));
+
+			fprintf(stderr, "\rwriting memory: %lld of %lld MiB (%d%%)", done >> 20, all >> 20,
+				all ? (int)(done * 100 / all) : 0);
+		}
+		usleep(100 * 1000);
+	}
+	if (tty)
+		fputs("\r\033[K", stderr);
+	json_decref(req);
+	if (rc < 0) {
+		json_decref(st);
+		return rc;
+	}
+	if (strcmp(json_string_value(json_object_get(st, "state")) ?: "", "done")) {
+		json_object_set_new(st, "ok", json_false());
+		if (!json_object_get(st, "error"))
+			json_object_set_new(st, "error", json_string("live snapshot: no longer in progress"));
+	} else {
+		json_object_set_new(st, "pause_ms", json_real(pause_ms));
+		json_object_set_new(st, "live", json_true());
+	}
+	json_decref(*reply);
+	*reply = st;
+	return 0;
+}
+
 static int snapshot_create_cmd(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "output", required_argument, NULL, 'o' },
+		{ "live", no_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -55,6 +109,7 @@ static int snapshot_create_cmd(int argc, char **argv)
 	json_t *req, *reply = NULL;
 	struct vmctl c;
 	int ch, rc;
+	bool live = false;
 
 	optind = 0;
 	opterr = 0;
@@ -62,6 +117,7 @@ static int snapshot_create_cmd(int argc, char **argv)
 		switch (ch) {
 		case 's': sock = optarg; break;
 		case 'o': output = optarg; break;
+		case 'l': live = true; break;
 		case 'h': fputs(snapshot_usage, stdout); return 0;
 		default:
 			log_error("snapshot create: %s %s (shoal snapshot help)", argv[optind - 1],
@@ -85,9 +141,11 @@ static int snapshot_create_cmd(int argc, char **argv)
 		log_error("%s: %s", sock, err);
 		return EXIT_NOINPUT;
 	}
-	req = json_pack("{s:s, s:s}", "cmd", "snapshot", "dir", dir);
+	req = json_pack("{s:s, s:s, s:b}", "cmd", "snapshot", "dir", dir, "live", live);
 	rc = vmctl_request(&c, req, &reply, 600000, err, sizeof(err));
 	json_decref(req);
+	if (rc >= 0 && live && json_is_true(json_object_get(reply, "ok")))
+		rc = wait_live(&c, &reply, err, sizeof(err));
 	vmctl_close(&c);
 	if (rc < 0) {
 		log_error("%s: %s", sock, err);
@@ -100,6 +158,7 @@ static int snapshot_create_cmd(int argc, char **argv)
 	}
 	if (!strcmp(output, "json")) {
 		json_object_del(reply, "ok");
+		json_object_del(reply, "state");
 		json_dumpf(reply, stdout, JSON_SORT_KEYS);
 		putchar('\n');
 	} else {

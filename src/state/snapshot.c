@@ -51,6 +51,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,6 +63,7 @@
 #include "base/log.h"
 #include "base/state.h"
 #include "devices/device.h"
+#include "state/snapshot_live.h"
 #include "vmm/kvm_state.h"
 #include "vmm/vm.h"
 
@@ -149,68 +152,20 @@ static int refuse_unsaveable(struct vm *vm, struct error *e)
 
 /* Everything but the rename, into the directory `dirfd`, with the VM
  * paused and quiet. */
-static int save_all(struct vm *vm, int dirfd, json_t *manifest, struct snapshot_stats *st,
-		    struct error *e)
-{
-	struct state_writer w, kvm, devs;
-	uint64_t data = 0, hash;
-	char hex[17];
-	size_t mark;
-	int fd, rc = -1;
-
-	state_writer_init(&w);
-	state_writer_init(&kvm);
-	state_writer_init(&devs);
-	if (kvm_state_save(vm, &kvm, e))
-		goto out;
-	if (vm_save_devices(vm, &devs) || kvm.error || devs.error) {
-		error_set(e, EXIT_HOST, "cannot save the device state (out of memory?)");
-		goto out;
-	}
-	mark = state_section_begin(&w, "kvm", 1);
-	state_put_bytes(&w, kvm.data, kvm.len);
-	state_section_end(&w, mark);
-	mark = state_section_begin(&w, "devices", 1);
-	state_put_bytes(&w, devs.data, devs.len);
-	state_section_end(&w, mark);
-	if (w.error) {
-		error_set(e, EXIT_HOST, "out of memory");
-		goto out;
-	}
-	if (write_file(dirfd, "state", w.data, w.len, e))
-		goto out;
-	fd = openat(dirfd, "memory", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		error_set(e, EXIT_HOST, "memory: %s", strerror(errno));
-		goto out;
-	}
-	hash = mem_hash(vm);
-	if (guest_mem_save_file(&vm->mem, fd, &data, e) || fsync(fd) < 0) {
-		if (!e->msg[0])
-			error_set(e, EXIT_HOST, "memory: %s", strerror(errno));
-		close(fd);
-		goto out;
-	}
-	close(fd);
-	st->memory_bytes = vm->mem.size;
-	st->memory_data_bytes = data;
-	st->state_bytes = w.len;
-	hex64(hash, hex);
-	json_object_set_new(manifest, "memory_bytes", json_integer((json_int_t)vm->mem.size));
-	json_t *files = json_object();
-	json_object_set_new(files, "memory", json_pack("{s:I, s:I, s:s}",
-		"size", (json_int_t)vm->mem.size, "data_bytes", (json_int_t)data, "xxh3", hex));
-	hex64(XXH3_64bits(w.data, w.len), hex);
-	json_object_set_new(files, "state", json_pack("{s:I, s:s}", "size", (json_int_t)w.len,
-						      "xxh3", hex));
-	json_object_set_new(manifest, "files", files);
-	rc = 0;
-out:
-	state_writer_free(&w);
-	state_writer_free(&kvm);
-	state_writer_free(&devs);
-	return rc;
-}
+/* One snapshot being taken: begun (the partial directory), captured with
+ * the VM paused, finished (files, manifest, rename) with the VM paused or,
+ * for a live one, running. */
+struct snap_job {
+	struct vm *vm;
+	char dir[PATH_MAX], partial[PATH_MAX];
+	int dirfd, memfd;
+	json_t *manifest;
+	struct state_writer state;       /* the "kvm" and "devices" sections */
+	struct live_mem *live;           /* memory written while the VM runs */
+	bool hashed;                     /* mem_hash taken while paused */
+	uint64_t hash, t0;
+	struct snapshot_stats st;
+};
 
 static void remove_partial(const char *path)
 {
@@ -248,80 +203,213 @@ static int fsync_parent(const char *dir)
 	return rc;
 }
 
-int snapshot_create(struct vm *vm, const char *dir, struct snapshot_stats *st, struct error *e)
+/* Free a job; one that did not finish leaves no directory behind. */
+static void job_free(struct snap_job *j, bool done)
 {
-	char partial[PATH_MAX], created[32];
-	struct snapshot_stats local;
-	bool was_paused;
-	uint64_t t0 = now_ns(), tp;
-	json_t *manifest = NULL, *disks;
-	char *text = NULL;
-	int dirfd = -1, rc = -1;
+	if (!j)
+		return;
+	live_mem_free(j->live);
+	if (j->memfd >= 0)
+		close(j->memfd);
+	if (j->dirfd >= 0)
+		close(j->dirfd);
+	if (!done && j->partial[0])
+		remove_partial(j->partial);
+	state_writer_free(&j->state);
+	json_decref(j->manifest);
+	free(j);
+}
+
+/* Check what can be checked before the VM is touched, and make the
+ * partial directory. */
+static struct snap_job *job_begin(struct vm *vm, const char *dir, struct error *e)
+{
+	struct snap_job *j;
+	char created[32];
+	json_t *disks;
 	time_t now = time(NULL);
 
-	if (!st)
-		st = &local;
-	memset(st, 0, sizeof(*st));
-	if (!dir || !*dir)
-		return error_set(e, EXIT_USAGE, "snapshot: no directory given");
-	if (access(dir, F_OK) == 0)
-		return error_set(e, EXIT_USAGE, "%s: already exists (a snapshot goes into a new "
-				 "directory)", dir);
-	if (refuse_unsaveable(vm, e))
-		return -1;
-	disks = disks_json(&vm->cfg, e);
-	if (!disks)
-		return -1;
-	if (snprintf(partial, sizeof(partial), "%s.partial-%d", dir, (int)getpid()) >=
-	    (int)sizeof(partial)) {
-		json_decref(disks);
-		return error_set(e, EXIT_USAGE, "%s: path too long", dir);
+	if (!dir || !*dir) {
+		error_set(e, EXIT_USAGE, "snapshot: no directory given");
+		return NULL;
 	}
-	if (mkdir(partial, 0700) < 0) {
+	if (access(dir, F_OK) == 0) {
+		error_set(e, EXIT_USAGE, "%s: already exists (a snapshot goes into a new directory)", dir);
+		return NULL;
+	}
+	if (refuse_unsaveable(vm, e) || !(disks = disks_json(&vm->cfg, e)))
+		return NULL;
+	j = calloc(1, sizeof(*j));
+	if (!j) {
 		json_decref(disks);
-		return error_set(e, EXIT_HOST, "%s: %s", partial, strerror(errno));
+		error_set(e, EXIT_HOST, "out of memory");
+		return NULL;
+	}
+	j->vm = vm;
+	j->dirfd = j->memfd = -1;
+	j->t0 = now_ns();
+	state_writer_init(&j->state);
+	if (snprintf(j->dir, sizeof(j->dir), "%s", dir) >= (int)sizeof(j->dir) ||
+	    snprintf(j->partial, sizeof(j->partial), "%s.partial-%d", dir, (int)getpid()) >=
+	    (int)sizeof(j->partial)) {
+		json_decref(disks);
+		j->partial[0] = 0;
+		error_set(e, EXIT_USAGE, "%s: path too long", dir);
+		goto fail;
+	}
+	if (mkdir(j->partial, 0700) < 0) {
+		json_decref(disks);
+		error_set(e, EXIT_HOST, "%s: %s", j->partial, strerror(errno));
+		j->partial[0] = 0;
+		goto fail;
 	}
 	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-	manifest = json_pack("{s:s, s:i, s:s, s:o, s:i, s:s, s:o}",
+	j->manifest = json_pack("{s:s, s:i, s:s, s:o, s:i, s:s, s:o, s:I}",
 		"format", SNAPSHOT_FORMAT, "version", SNAPSHOT_VERSION, "created", created,
 		"config", vm_config_to_json(&vm->cfg), "vcpus", vm->ncpus,
 		"cpu_template", vm->cfg.cpu_template ? vm->cfg.cpu_template : "host",
-		"disks", disks);
-	dirfd = open(partial, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-	if (!manifest || dirfd < 0) {
-		error_set(e, EXIT_HOST, "%s: %s", partial, manifest ? strerror(errno) : "out of memory");
-		goto out;
+		"disks", disks, "memory_bytes", (json_int_t)vm->mem.size);
+	j->dirfd = open(j->partial, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (j->dirfd >= 0)
+		j->memfd = openat(j->dirfd, "memory", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (!j->manifest || j->memfd < 0) {
+		error_set(e, EXIT_HOST, "%s: %s", j->partial, j->manifest ? strerror(errno) : "out of memory");
+		goto fail;
 	}
+	return j;
+fail:
+	job_free(j, false);
+	return NULL;
+}
 
-	was_paused = vm_is_paused(vm);
-	tp = now_ns();
-	vm_pause(vm);
-	vm_quiesce_devices(vm, true);
-	rc = save_all(vm, dirfd, manifest, st, e);
-	vm_quiesce_devices(vm, false);
-	if (!was_paused)
-		vm_resume(vm);
-	st->pause_ns = now_ns() - tp;
-	if (rc)
+/* With the VM paused and its devices quiesced: the vCPU, KVM and device
+ * state into memory, and the memory itself (written now, or, live, armed
+ * to be written while the VM runs). */
+static int job_capture(struct snap_job *j, bool live, struct error *e)
+{
+	struct state_writer kvm, devs;
+	size_t mark;
+	int rc = -1;
+
+	state_writer_init(&kvm);
+	state_writer_init(&devs);
+	if (kvm_state_save(j->vm, &kvm, e))
 		goto out;
-	rc = -1;
-	text = json_dumps(manifest, JSON_INDENT(2) | JSON_SORT_KEYS);
-	if (!text || write_file(dirfd, "manifest.json", text, strlen(text), e))
-		goto out;
-	if (fsync(dirfd) < 0 || rename(partial, dir) < 0) {
-		error_set(e, EXIT_HOST, "%s: %s", dir, strerror(errno));
+	if (vm_save_devices(j->vm, &devs) || kvm.error || devs.error) {
+		error_set(e, EXIT_HOST, "cannot save the device state (out of memory?)");
 		goto out;
 	}
-	fsync_parent(dir);
-	rc = 0;
+	mark = state_section_begin(&j->state, "kvm", 1);
+	state_put_bytes(&j->state, kvm.data, kvm.len);
+	state_section_end(&j->state, mark);
+	mark = state_section_begin(&j->state, "devices", 1);
+	state_put_bytes(&j->state, devs.data, devs.len);
+	state_section_end(&j->state, mark);
+	if (j->state.error) {
+		error_set(e, EXIT_HOST, "out of memory");
+		goto out;
+	}
+	if (live) {
+		j->live = live_mem_arm(&j->vm->mem, j->memfd, e);
+		rc = j->live ? 0 : -1;
+		goto out;
+	}
+	j->hash = mem_hash(j->vm);
+	j->hashed = true;
+	rc = guest_mem_save_file(&j->vm->mem, j->memfd, &j->st.memory_data_bytes, e);
 out:
-	if (rc)
-		remove_partial(partial);
-	if (dirfd >= 0)
-		close(dirfd);
+	state_writer_free(&kvm);
+	state_writer_free(&devs);
+	return rc;
+}
+
+/* XXH3 of the memory file as written (a live snapshot's memory is the
+ * file's, not the running guest's). */
+static int file_hash(int fd, uint64_t size, uint64_t *out, struct error *e)
+{
+	void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+
+	if (p == MAP_FAILED)
+		return error_set(e, EXIT_HOST, "memory: cannot map it to checksum: %s", strerror(errno));
+	madvise(p, size, MADV_SEQUENTIAL);
+	*out = XXH3_64bits(p, size);
+	munmap(p, size);
+	return 0;
+}
+
+/* The rest: a live snapshot's memory, the state file, the checksums, the
+ * manifest, fsyncs and the rename.  0, or -1 with `e`. */
+static int job_finish(struct snap_job *j, struct error *e)
+{
+	char hex[17], *text;
+	json_t *files;
+	int rc;
+
+	if (j->live) {
+		if (live_mem_write(j->live, &j->st.memory_data_bytes, e))
+			return -1;
+		j->st.waits = live_mem_faults(j->live);
+		if (file_hash(j->memfd, j->vm->mem.size, &j->hash, e))
+			return -1;
+	}
+	if (fsync(j->memfd) < 0)
+		return error_set(e, EXIT_HOST, "memory: %s", strerror(errno));
+	if (write_file(j->dirfd, "state", j->state.data, j->state.len, e))
+		return -1;
+	j->st.memory_bytes = j->vm->mem.size;
+	j->st.state_bytes = j->state.len;
+	files = json_object();
+	hex64(j->hash, hex);
+	json_object_set_new(files, "memory", json_pack("{s:I, s:I, s:s}",
+		"size", (json_int_t)j->vm->mem.size, "data_bytes", (json_int_t)j->st.memory_data_bytes,
+		"xxh3", hex));
+	hex64(XXH3_64bits(j->state.data, j->state.len), hex);
+	json_object_set_new(files, "state", json_pack("{s:I, s:s}", "size",
+						      (json_int_t)j->state.len, "xxh3", hex));
+	json_object_set_new(j->manifest, "files", files);
+	json_object_set_new(j->manifest, "live", json_boolean(j->live != NULL));
+	text = json_dumps(j->manifest, JSON_INDENT(2) | JSON_SORT_KEYS);
+	if (!text)
+		return error_set(e, EXIT_HOST, "out of memory");
+	rc = write_file(j->dirfd, "manifest.json", text, strlen(text), e);
 	free(text);
-	json_decref(manifest);
-	st->total_ns = now_ns() - t0;
+	if (rc)
+		return -1;
+	if (fsync(j->dirfd) < 0 || rename(j->partial, j->dir) < 0)
+		return error_set(e, EXIT_HOST, "%s: %s", j->dir, strerror(errno));
+	fsync_parent(j->dir);
+	j->st.total_ns = now_ns() - j->t0;
+	return 0;
+}
+
+/* Pause (unless paused), quiesce, capture, and let the VM go on. */
+static int job_pause_and_capture(struct snap_job *j, bool live, struct error *e)
+{
+	bool was_paused = vm_is_paused(j->vm);
+	uint64_t tp = now_ns();
+	int rc;
+
+	vm_pause(j->vm);
+	vm_quiesce_devices(j->vm, true);
+	rc = job_capture(j, live, e);
+	vm_quiesce_devices(j->vm, false);
+	if (!was_paused)
+		vm_resume(j->vm);
+	j->st.pause_ns = now_ns() - tp;
+	return rc;
+}
+
+int snapshot_create(struct vm *vm, const char *dir, struct snapshot_stats *st, struct error *e)
+{
+	struct snap_job *j = job_begin(vm, dir, e);
+	int rc;
+
+	if (!j)
+		return -1;
+	rc = job_pause_and_capture(j, false, e) || job_finish(j, e) ? -1 : 0;
+	if (st)
+		*st = j->st;
+	job_free(j, rc == 0);
 	return rc;
 }
 
@@ -581,7 +669,97 @@ out:
 	return vm;
 }
 
-/* ---- the control command ---- */
+/* ---- the control commands ---- */
+
+/* A VM's live snapshot in progress (one at a time), and how the last one
+ * ended.  `job` and `state` are under `lock`; the writer thread owns the
+ * job's files until it sets `state`. */
+struct snap_ctl {
+	pthread_mutex_t lock;
+	struct snap_job *job;
+	pthread_t thread;
+	bool running, joined;
+	const char *state;               /* "none", "writing", "done", "failed" */
+	char error[1024];
+	struct snapshot_stats st;
+	char dir[PATH_MAX];
+};
+
+static json_t *stats_json(const char *dir, const struct snapshot_stats *st)
+{
+	return json_pack("{s:b, s:s, s:f, s:f, s:I, s:I, s:I, s:I}", "ok", 1, "dir", dir,
+			 "pause_ms", st->pause_ns / 1e6, "total_ms", st->total_ns / 1e6,
+			 "memory_bytes", (json_int_t)st->memory_bytes,
+			 "memory_data_bytes", (json_int_t)st->memory_data_bytes,
+			 "state_bytes", (json_int_t)st->state_bytes,
+			 "writes_waited", (json_int_t)st->waits);
+}
+
+static void *live_writer(void *arg)
+{
+	struct snap_ctl *c = arg;
+	struct snap_job *j = c->job;
+	struct error e = { 0 };
+	int rc = job_finish(j, &e);
+
+	pthread_mutex_lock(&c->lock);
+	c->st = j->st;
+	if (rc)
+		snprintf(c->error, sizeof(c->error), "%s", e.msg);
+	c->state = rc ? "failed" : "done";
+	c->job = NULL;
+	pthread_mutex_unlock(&c->lock);
+	if (rc)
+		log_error("live snapshot %s: %s", j->dir, e.msg);
+	else
+		log_info("live snapshot %s: written in %.1f ms", j->dir, j->st.total_ns / 1e6);
+	job_free(j, rc == 0);
+	return NULL;
+}
+
+static json_t *snapshot_live_cmd(struct vm *vm, struct snap_ctl *c, const char *dir)
+{
+	struct error e = { 0 };
+	struct snap_job *j;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->running && !c->joined && c->job) {
+		pthread_mutex_unlock(&c->lock);
+		return json_pack("{s:b, s:s}", "ok", 0, "error",
+				 "snapshot: a live snapshot of this VM is still being written");
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (c->running && !c->joined) {
+		pthread_join(c->thread, NULL);
+		c->joined = true;
+	}
+	j = job_begin(vm, dir, &e);
+	if (!j || job_pause_and_capture(j, true, &e)) {
+		job_free(j, false);
+		return json_pack("{s:b, s:s}", "ok", 0, "error", e.msg);
+	}
+	pthread_mutex_lock(&c->lock);
+	c->job = j;
+	c->state = "writing";
+	c->error[0] = 0;
+	c->st = j->st;
+	snprintf(c->dir, sizeof(c->dir), "%s", dir);
+	c->running = true;
+	c->joined = false;
+	if (pthread_create(&c->thread, NULL, live_writer, c)) {
+		c->running = false;
+		c->job = NULL;
+		c->state = "failed";
+		pthread_mutex_unlock(&c->lock);
+		job_free(j, false);
+		return json_pack("{s:b, s:s}", "ok", 0, "error", "snapshot: cannot start the writer");
+	}
+	pthread_mutex_unlock(&c->lock);
+	log_info("live snapshot %s: paused %.2f ms; memory is written while the VM runs", dir,
+		 j->st.pause_ns / 1e6);
+	return json_pack("{s:b, s:s, s:s, s:b, s:f}", "ok", 1, "dir", dir, "state", "writing",
+			 "live", 1, "pause_ms", j->st.pause_ns / 1e6);
+}
 
 static json_t *snapshot_cmd(struct vm *vm, json_t *req, void *opaque)
 {
@@ -589,22 +767,73 @@ static json_t *snapshot_cmd(struct vm *vm, json_t *req, void *opaque)
 	struct snapshot_stats st;
 	struct error e = { 0 };
 
-	(void)opaque;
 	if (!dir || dir[0] != '/')
 		return json_pack("{s:b, s:s}", "ok", 0, "error",
 				 "snapshot: \"dir\" must be an absolute path");
+	if (json_is_true(json_object_get(req, "live")))
+		return snapshot_live_cmd(vm, opaque, dir);
 	if (snapshot_create(vm, dir, &st, &e))
 		return json_pack("{s:b, s:s}", "ok", 0, "error", e.msg);
 	log_info("snapshot %s: %.1f ms paused, %" PRIu64 " of %" PRIu64 " MiB of memory written",
 		 dir, st.pause_ns / 1e6, st.memory_data_bytes >> 20, st.memory_bytes >> 20);
-	return json_pack("{s:b, s:s, s:f, s:f, s:I, s:I, s:I}", "ok", 1, "dir", dir,
-			 "pause_ms", st.pause_ns / 1e6, "total_ms", st.total_ns / 1e6,
-			 "memory_bytes", (json_int_t)st.memory_bytes,
-			 "memory_data_bytes", (json_int_t)st.memory_data_bytes,
-			 "state_bytes", (json_int_t)st.state_bytes);
+	return stats_json(dir, &st);
+}
+
+/* {"cmd": "snapshot-status"}: the live snapshot being written, or how the
+ * last one ended. */
+static json_t *snapshot_status_cmd(struct vm *vm, json_t *req, void *opaque)
+{
+	struct snap_ctl *c = opaque;
+	json_t *o;
+
+	pthread_mutex_lock(&c->lock);
+	if (!strcmp(c->state, "done")) {
+		o = stats_json(c->dir, &c->st);
+		json_object_set_new(o, "state", json_string("done"));
+	} else {
+		o = json_pack("{s:b, s:s, s:s}", "ok", 1, "state", c->state, "dir", c->dir);
+		if (c->job)
+			json_object_set_new(o, "done_bytes",
+					    json_integer((json_int_t)live_mem_done_bytes(c->job->live)));
+		json_object_set_new(o, "memory_bytes", json_integer((json_int_t)vm->mem.size));
+		if (c->error[0])
+			json_object_set_new(o, "error", json_string(c->error));
+	}
+	pthread_mutex_unlock(&c->lock);
+	return o;
+}
+
+static struct snap_ctl *snap_ctl_of(struct vm *vm)
+{
+	for (int i = 0; i < vm->ncommands; i++)
+		if (vm->commands[i].fn == snapshot_status_cmd)
+			return vm->commands[i].opaque;
+	return NULL;
 }
 
 void snapshot_add_command(struct vm *vm)
 {
-	vm_add_command(vm, "snapshot", snapshot_cmd, NULL);
+	struct snap_ctl *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return;
+	pthread_mutex_init(&c->lock, NULL);
+	c->state = "none";
+	if (vm_add_command(vm, "snapshot", snapshot_cmd, c) ||
+	    vm_add_command(vm, "snapshot-status", snapshot_status_cmd, c))
+		log_warn("snapshot: the control socket has no room for its commands");
+}
+
+void snapshot_wait(struct vm *vm)
+{
+	struct snap_ctl *c = snap_ctl_of(vm);
+
+	if (!c)
+		return;
+	if (c->running && !c->joined) {
+		pthread_join(c->thread, NULL);
+		c->joined = true;
+	}
+	pthread_mutex_destroy(&c->lock);
+	free(c);
 }

@@ -24,6 +24,8 @@ struct snapshot_stats {
 	uint64_t memory_bytes;      /* guest RAM */
 	uint64_t memory_data_bytes; /* of it written (not all zero) */
 	uint64_t state_bytes;       /* vCPU, KVM and device state */
+	uint64_t waits;             /* live: guest writes that waited for their
+	                             * chunk to be saved first */
 };
 
 /* Take a snapshot of `vm` into `dir`, which must not exist (its parent
@@ -56,8 +58,14 @@ struct snapshot_overrides {
 struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov,
 			    struct error *e);
 
-/* Add the "snapshot" command to the VM's control socket:
- * {"cmd": "snapshot", "dir": PATH} (docs/vmm-control.md). */
+/* Add the "snapshot" and "snapshot-status" commands to the VM's control
+ * socket: {"cmd": "snapshot", "dir": PATH[, "live": true]}
+ * (docs/vmm-control.md).  A live snapshot replies once the VM runs again;
+ * its memory is written afterwards by a thread of its own. */
 void snapshot_add_command(struct vm *vm);
+
+/* Wait for a live snapshot still being written (before vm_destroy: it
+ * reads the guest's memory), and free what snapshot_add_command made. */
+void snapshot_wait(struct vm *vm);
 
 #endif
