@@ -1,0 +1,188 @@
+#!/bin/bash
+# daemon_snapshot.sh - snapshots through shoald (docs/daemon.md, "Snapshots"),
+# through the CLI and curl only:
+#   - a VM running the test guest fills 32 MiB with a seeded pattern and
+#     waits at its shell; `shoal vm snapshot` saves it into the daemon's
+#     state directory and records it (list, show, JSON fields, an event);
+#     the VM goes on running and overwrites its pattern;
+#   - `shoal vm restore SNAP --name NEW` makes a new VM whose VMM starts
+#     with `shoal run --restore`: it runs, and typed "verify ...; exit 5"
+#     (through the daemon's console attach) it finds the pattern as it was
+#     at the snapshot and exits 5;
+#   - deleting the snapshot while the restored VM runs is refused, naming
+#     it; started again, the restored VM boots fresh from its config, and
+#     the snapshot can then be deleted (its directory goes);
+#   - refused: a snapshot of a VM that is not running, a taken snapshot
+#     name, a restore onto an existing VM's name, an unknown snapshot (404),
+#     callers without the admin role (403; reading needs read).
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/daemon_lib.bash"
+need_daemon
+need_kvm daemon_snapshot || finish
+
+ROLES=0
+[ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && ROLES=1
+if [ $ROLES = 1 ]; then
+	chmod 0711 "$TMP"           # callers with other uids reach the socket by name
+	start_daemon --grant user:65534=operate --grant user:65533=read || { fail "daemon starts"; finish; }
+	chgrp 65534 "$SHOAL_SOCKET"
+else
+	start_daemon || { fail "daemon starts"; finish; }
+fi
+pass "daemon starts"
+
+A=0x2000000
+# type_console NAME TEXT: type TEXT into the VM's serial console through the
+# daemon's console attach, a byte at a time (the guest's UART has no FIFO
+# to speak of), then hang up.
+type_console() {
+	python3 - "$SHOAL_SOCKET" "$1" "$2" <<'PY'
+import socket, sys, time
+sock, name, text = sys.argv[1:4]
+s = socket.socket(socket.AF_UNIX); s.connect(sock); s.settimeout(10)
+s.sendall(("GET /v1/vms/%s/console/attach?force=true HTTP/1.1\r\nHost: d\r\n"
+           "Connection: Upgrade\r\nUpgrade: shoal-console\r\n\r\n" % name).encode())
+buf = b""
+while b"\r\n\r\n" not in buf:
+    c = s.recv(4096)
+    if not c: break
+    buf += c
+if b" 101 " not in buf.split(b"\r\n")[0]:
+    print("attach refused: %r" % buf[:200]); sys.exit(1)
+for ch in text.encode():
+    s.sendall(bytes([ch])); time.sleep(0.003)
+time.sleep(0.5)
+s.close()
+PY
+}
+console_has() { "$SHOAL" console "$1" --show-log 2>/dev/null | grep -qF -- "$2"; }
+wait_console_long() {     # NAME TEXT [TRIES of 0.1 s]
+	for _ in $(seq "${3:-600}"); do console_has "$1" "$2" && return 0; sleep 0.1; done
+	return 1
+}
+
+# --- a VM with a pattern in its memory ---
+SPEC_MEMORY=128M
+check "create and start web-1 (fill 32M, shell)" \
+	"$SHOAL" vm create -f <(spec web-1 "fill $A 32M 7; echo filled; shell") --start
+wait_console_long web-1 "shoal>" || fail "web-1 reaches its shell" "$("$SHOAL" console web-1 --show-log | tail -c 300)"
+
+# --- snapshot it ---
+out=$("$SHOAL" vm snapshot web-1 --as snap-a 2>&1); rc=$?
+check "vm snapshot web-1 --as snap-a" test $rc -eq 0
+check "vm snapshot prints what it took" bash -c "echo '$out' | grep -q '^web-1: snapshot snap-a taken: paused [0-9.]* ms'"
+check "the VM goes on running" test "$(vm_field web-1 .state)" = running
+D=$STATE/snapshots/snap-a
+check "the snapshot is in the daemon's state directory" test -f "$D/manifest.json" -a -f "$D/memory" -a -f "$D/state"
+"$SHOAL" snapshot show snap-a -o json >"$TMP/show.json"
+jqq() { jq "$@" >/dev/null; }
+check "snapshot show -o json: fields" jqq -e --arg d "$D" '.name == "snap-a" and .vm == "web-1" and .dir == $d
+	and .vcpus == 1 and .memory_bytes == 134217728 and .memory_data_bytes >= 33554432
+	and .size_bytes >= 33554432 and .size_bytes < 134217728 and .pause_ms > 0 and .total_ms >= .pause_ms
+	and (.created_at | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T")) and .spec.name == "web-1"
+	and (.spec.cmdline | startswith("fill")) and .used_by == [] and .restored_vms == []' "$TMP/show.json"
+check "snapshot show: a summary" bash -c "'$SHOAL' snapshot show snap-a | grep -qE '^vm: +web-1'"
+check "snapshot list -o json" bash -c "'$SHOAL' snapshot list -o json | jq -e '.snapshots | length == 1 and .[0].name == \"snap-a\" and .[0].vm == \"web-1\" and (.[0] | has(\"spec\") | not)' >/dev/null"
+check "snapshot list: a table" bash -c "'$SHOAL' snapshot list | grep -qE '^snap-a +web-1 '"
+check "GET /v1/snapshots/snap-a" test "$(api GET /v1/snapshots/snap-a)" = 200
+check "a snapshotted event on web-1" bash -c "'$SHOAL' events --vm web-1 -o json | jq -s -e 'map(select(.type == \"snapshotted\")) | length == 1 and .[0].detail.snapshot == \"snap-a\"' >/dev/null"
+out=$("$SHOAL" vm snapshot web-1 --as snap-a 2>&1); rc=$?
+check "a taken snapshot name is refused" test $rc -eq 1 -a "$out" = "shoal: snapshot snap-a: already exists"
+out=$("$SHOAL" vm snapshot web-1 -o json); rc=$?
+dflt=$(echo "$out" | jq -r .name)
+check "the default name is NAME-YYYYmmdd-HHMMSS" bash -c "[ $rc -eq 0 ] && [[ '$dflt' =~ ^web-1-[0-9]{8}-[0-9]{6}$ ]]"
+check "delete the second one" "$SHOAL" snapshot delete "$dflt"
+check "its directory is gone" test ! -e "$STATE/snapshots/$dflt"
+
+# the original goes on and overwrites its pattern: a restore that saw
+# memory from later than the snapshot would find seed 9
+type_console web-1 "fill $A 32M 9; verify $A 32M 9"$'\r'
+if wait_console_long web-1 "verify ok"; then pass "web-1 went on and overwrote its pattern"
+else fail "web-1 went on and overwrote its pattern" "$("$SHOAL" console web-1 --show-log | tail -c 300)"; fi
+
+# --- restore it as a new VM ---
+out=$("$SHOAL" vm restore snap-a --name web-2 2>&1); rc=$?
+check "vm restore snap-a --name web-2" test $rc -eq 0 -a "$out" = "web-2: running (restored from snap-a)"
+check "web-2 is running" test "$(vm_field web-2 .state)" = running
+check "web-2 records where it came from" test "$(vm_field web-2 .restored_from)" = snap-a
+check "web-2's spec is the snapshot's, renamed" test "$(vm_field web-2 '.spec.name + "|" + .spec.cmdline + "|" + (.spec.memory | tostring)')" = "web-2|fill $A 32M 7; echo filled; shell|134217728"
+check "its VMM was started with --restore" bash -c "tr '\\0' ' ' </proc/$(vm_field web-2 .pid)/cmdline | grep -q -- '--restore $D '"
+check "vm show web-2 says it was restored" bash -c "'$SHOAL' vm show web-2 | grep -qE '^restored: +from snapshot snap-a'"
+check "snapshot show: used by web-2" bash -c "'$SHOAL' snapshot show snap-a -o json | jq -e '.used_by == [\"web-2\"] and .restored_vms == [\"web-2\"]' >/dev/null"
+check "events: web-2 created from snap-a, started restored" bash -c "'$SHOAL' events --vm web-2 -o json | jq -s -e '(map(select(.type == \"created\"))[0].detail.snapshot == \"snap-a\") and (map(select(.type == \"started\"))[0].detail.restored_from == \"snap-a\")' >/dev/null"
+out=$("$SHOAL" vm restore snap-a --name web-1 2>&1); rc=$?
+check "restore onto an existing VM's name is refused" test $rc -eq 1 -a "$out" = 'shoal: vm "web-1" already exists'
+out=$("$SHOAL" vm restore ghost --name web-9 2>&1); rc=$?
+check "restore of an unknown snapshot is refused" test $rc -eq 1 -a "$out" = "shoal: snapshot ghost: not found"
+check "unknown snapshot: 404 not_found" bash -c "[ \$(curl -s -o '$TMP/body' -w '%{http_code}' --unix-socket '$SHOAL_SOCKET' http://d/v1/snapshots/ghost) = 404 ] && jq -e '.error.code == \"not_found\"' '$TMP/body' >/dev/null"
+expect_error "DELETE an unknown snapshot: 404" 404 not_found "ghost" api DELETE /v1/snapshots/ghost
+expect_error "restore without a name: 400" 400 invalid_request "name" api POST /v1/snapshots/snap-a/restore '{}'
+
+# --- deleting it while web-2 runs from it ---
+out=$("$SHOAL" snapshot delete snap-a 2>&1); rc=$?
+check "delete while a VM restored from it runs: refused, naming it" \
+	test $rc -eq 1 -a "$out" = "shoal: snapshot snap-a: in use by VM web-2 (running)"
+expect_error "  ... over HTTP: 409 in_use" 409 in_use "web-2 (running)" api DELETE /v1/snapshots/snap-a
+check "the snapshot is still there" test -f "$D/memory"
+
+# --- the restored guest finds the pattern of the snapshot's instant ---
+type_console web-2 "verify $A 32M 7; exit 5"$'\r'
+wait_state web-2 exited 600
+check "web-2 ended with exit status 5" test "$(vm_field web-2 '.state + "|" + (.last_exit.status | tostring)')" = "exited|5"
+if console_has web-2 "verify ok" && ! console_has web-2 "verify bad"; then
+	pass "web-2's console shows verify ok (the pattern as at the snapshot)"
+else
+	fail "web-2's console shows verify ok" "$("$SHOAL" console web-2 --show-log | tail -c 400)"
+fi
+
+# --- started again, a restored VM boots fresh from its config ---
+check "start web-2 again" "$SHOAL" vm start web-2
+if wait_console_long web-2 "filled"; then pass "web-2 booted fresh (its config's cmdline ran again)"; else fail "web-2 booted fresh" "$("$SHOAL" console web-2 --show-log | tail -c 300)"; fi
+check "the started event has no restored_from" bash -c "'$SHOAL' events --vm web-2 -o json | jq -s -e 'map(select(.type == \"started\")) | length == 2 and (.[1].detail | has(\"restored_from\") | not)' >/dev/null"
+check "snapshot show: used by nobody now" bash -c "'$SHOAL' snapshot show snap-a -o json | jq -e '.used_by == [] and .restored_vms == [\"web-2\"]' >/dev/null"
+
+# --- a second restore, then delete once it has stopped ---
+check "restore snap-a again as web-3" "$SHOAL" vm restore snap-a --name web-3
+out=$("$SHOAL" snapshot delete snap-a 2>&1); rc=$?
+check "delete refused while web-3 runs" test $rc -eq 1 -a "$out" = "shoal: snapshot snap-a: in use by VM web-3 (running)"
+check "stop web-3" "$SHOAL" vm stop web-3 --force
+out=$("$SHOAL" snapshot delete snap-a 2>&1); rc=$?
+check "delete after it stopped" test $rc -eq 0 -a "$out" = "snapshot snap-a: deleted"
+check "the snapshot's directory is gone" test ! -e "$D"
+check "snapshot list is empty" bash -c "'$SHOAL' snapshot list -o json | jq -e '.snapshots == []' >/dev/null"
+check "a snapshot-deleted event" bash -c "'$SHOAL' events --vm web-1 -o json | jq -s -e 'map(select(.type == \"snapshot-deleted\" and .detail.snapshot == \"snap-a\")) | length == 1' >/dev/null"
+check "web-3 keeps its record of where it came from" test "$(vm_field web-3 .restored_from)" = snap-a
+
+# --- a VM that is not running cannot be snapshotted ---
+check "stop web-1" "$SHOAL" vm stop web-1 --force
+out=$("$SHOAL" vm snapshot web-1 2>&1); rc=$?
+check "snapshot of a stopped VM: refused, saying why" \
+	test $rc -eq 1 -a "$out" = 'shoal: vm "web-1" is exited: cannot snapshot it (a snapshot saves a running or paused VM)'
+expect_error "  ... over HTTP: 409 wrong_state" 409 wrong_state "is exited" api POST /v1/vms/web-1/snapshot
+expect_error "snapshot of an unknown VM: 404" 404 not_found "ghost" api POST /v1/vms/ghost/snapshot
+expect_error "a bad snapshot name: 400" 400 invalid_request "name" api POST /v1/vms/web-2/snapshot '{"name": "../x"}'
+check "nothing was left in the snapshots directory" test -z "$(ls -A "$STATE/snapshots")"
+
+# --- who may ---
+if [ $ROLES = 1 ]; then
+	as() { local uid=$1; shift; setpriv --reuid="$uid" --regid=65534 --clear-groups "$@"; }
+	st() {      # UID METHOD PATH [BODY]: status on stdout, body in $TMP/body
+		as "$1" curl -s -o - -w '\n%{http_code}' --unix-socket "$SHOAL_SOCKET" -X "$2" \
+			${4:+--data-binary "$4"} "http://d$3" >"$TMP/resp"
+		head -n -1 "$TMP/resp" >"$TMP/body"
+		tail -n 1 "$TMP/resp"
+	}
+	check "start web-1 for the role checks" "$SHOAL" vm start web-1
+	expect_error "operate may not snapshot (admin)" 403 forbidden '"admin"' st 65534 POST /v1/vms/web-1/snapshot
+	check "read may list snapshots" test "$(st 65533 GET /v1/snapshots)" = 200
+	check "root takes one" test "$(api POST /v1/vms/web-1/snapshot '{"name": "snap-b"}')" = 201
+	check "read may show it" test "$(st 65533 GET /v1/snapshots/snap-b)" = 200
+	expect_error "operate may not restore (admin)" 403 forbidden '"admin"' st 65534 POST /v1/snapshots/snap-b/restore '{"name": "x"}'
+	expect_error "operate may not delete a snapshot (admin)" 403 forbidden '"admin"' st 65534 DELETE /v1/snapshots/snap-b
+	check "root deletes it" test "$(api DELETE /v1/snapshots/snap-b)" = 204
+else
+	skip "daemon_snapshot roles" "needs root and setpriv (callers run as other uids)"
+fi
+finish
