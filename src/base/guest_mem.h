@@ -66,6 +66,7 @@ int guest_mem_add_region(struct guest_mem *m, uint64_t gpa, uint64_t size, void 
  * Save writes every page that is not all zero and leaves zero pages as
  * holes (`*data_bytes`: the bytes written); load checks the file's size
  * against the VM's (EXIT_BADSTATE) and reads its data extents.  0 or -1. */
+bool guest_mem_page_zero(const uint8_t *page);   /* all 4096 bytes zero */
 int guest_mem_save_file(const struct guest_mem *m, int fd, uint64_t *data_bytes,
 			struct error *e);
 int guest_mem_load_file(const struct guest_mem *m, int fd, struct error *e);

@@ -23,7 +23,7 @@
 
 #define PAGE 4096u
 
-static bool page_is_zero(const uint8_t *p)
+bool guest_mem_page_zero(const uint8_t *p)
 {
 	const uint64_t *q = (const uint64_t *)p;
 
@@ -56,7 +56,7 @@ int guest_mem_save_file(const struct guest_mem *m, int fd, uint64_t *data_bytes,
 		return error_set(e, EXIT_HOST, "cannot size the memory file: %s", strerror(errno));
 	/* Runs of non-zero pages are written with one pwrite each. */
 	for (uint64_t off = 0; off <= m->size; off += PAGE) {
-		bool zero = off == m->size || page_is_zero(m->host + off);
+		bool zero = off == m->size || guest_mem_page_zero(m->host + off);
 
 		if (!zero) {
 			if (!run)

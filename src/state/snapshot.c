@@ -7,7 +7,8 @@
  *   manifest.json  {"format": "shoal-snapshot", "version": 1, "created",
  *                  "config" (the VM's settings, the `--config` object),
  *                  "vcpus", "memory_bytes", "cpu_template", "disks"
- *                  [{path, size, mtime_ns, ino}], "files": {"state":
+ *                  [{path, size, mtime_ns, ino}], "cpu" (vCPU 0's CPUID
+ *                  feature words), "live", "files": {"state":
  *                  {size, xxh3}, "memory": {size, data_bytes, xxh3}}}
  *   state          two sections (base/state.h framing): "kvm", every
  *                  vCPU's and the VM's KVM state (vmm/kvm_state.c), and
@@ -52,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -64,6 +66,7 @@
 #include "base/state.h"
 #include "devices/device.h"
 #include "state/snapshot_live.h"
+#include "vmm/cpuid.h"
 #include "vmm/kvm_state.h"
 #include "vmm/vm.h"
 
@@ -86,6 +89,108 @@ static void hex64(uint64_t v, char out[17])
 static uint64_t mem_hash(const struct vm *vm)
 {
 	return XXH3_64bits(vm->mem.host, vm->mem.size);
+}
+
+/* ---- the CPU a snapshot's guest saw (mechanism 27) ----
+ *
+ * The feature words of vCPU 0's CPUID go in the manifest.  A restore reads
+ * the CPUID its own vCPU 0 was given on this host (the same template) and
+ * refuses a snapshot whose guest used a feature this one lacks, naming
+ * each missing bit: a guest that found AVX2 at boot would fault on its
+ * first AVX2 instruction on a CPU without it.  Bits that KVM changes while
+ * the guest runs (OSXSAVE follows CR4, APIC follows the APIC base MSR) are
+ * left out. */
+static const struct cpu_word {
+	const char *name;
+	uint32_t leaf, index;
+	int reg;                             /* 0 eax, 1 ebx, 2 ecx, 3 edx */
+	uint32_t volatile_bits;
+} cpu_words[] = {
+	{ "1.ecx", 1, 0, 2, 1u << 27 }, { "1.edx", 1, 0, 3, 1u << 9 },
+	{ "7.0.ebx", 7, 0, 1, 0 }, { "7.0.ecx", 7, 0, 2, 0 }, { "7.0.edx", 7, 0, 3, 0 },
+	{ "0xd.1.eax", 0xd, 1, 0, 0 },
+	{ "0x80000001.ecx", 0x80000001, 0, 2, 0 }, { "0x80000001.edx", 0x80000001, 0, 3, 0 },
+};
+
+static uint32_t cpu_word_of(const struct kvm_cpuid2 *c, const struct cpu_word *w)
+{
+	for (uint32_t i = 0; i < c->nent; i++) {
+		const struct kvm_cpuid_entry2 *en = &c->entries[i];
+
+		if (en->function == w->leaf && en->index == w->index) {
+			uint32_t r[4] = { en->eax, en->ebx, en->ecx, en->edx };
+
+			return r[w->reg] & ~w->volatile_bits;
+		}
+	}
+	return 0;
+}
+
+static struct kvm_cpuid2 *vcpu0_cpuid(struct vm *vm, struct error *e)
+{
+	struct kvm_cpuid2 *c = cpuid_alloc();
+
+	if (!c) {
+		error_set(e, EXIT_HOST, "out of memory");
+		return NULL;
+	}
+	if (ioctl(vm->vcpus[0].fd, KVM_GET_CPUID2, c) < 0) {
+		error_set(e, EXIT_NOKVM, "vcpu0: KVM_GET_CPUID2: %s", strerror(errno));
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+static json_t *cpu_json(struct vm *vm, struct error *e)
+{
+	struct kvm_cpuid2 *c = vcpu0_cpuid(vm, e);
+	json_t *o;
+
+	if (!c)
+		return NULL;
+	o = json_object();
+	for (size_t i = 0; i < sizeof(cpu_words) / sizeof(cpu_words[0]); i++)
+		json_object_set_new(o, cpu_words[i].name,
+				    json_integer((json_int_t)cpu_word_of(c, &cpu_words[i])));
+	free(c);
+	return o;
+}
+
+/* Refuse when the guest saw a feature this host's vCPU lacks. */
+static int check_cpu(struct vm *vm, const char *dir, json_t *saved, struct error *e)
+{
+	struct kvm_cpuid2 *c;
+	char missing[512] = "";
+	size_t n = 0;
+
+	if (!json_is_object(saved))
+		return error_set(e, EXIT_BADSTATE, "%s/manifest.json: no \"cpu\" object", dir);
+	c = vcpu0_cpuid(vm, e);
+	if (!c)
+		return -1;
+	for (size_t i = 0; i < sizeof(cpu_words) / sizeof(cpu_words[0]); i++) {
+		json_t *v = json_object_get(saved, cpu_words[i].name);
+		uint32_t want, have = cpu_word_of(c, &cpu_words[i]);
+
+		if (!json_is_integer(v)) {
+			free(c);
+			return error_set(e, EXIT_BADSTATE, "%s/manifest.json: cpu: no \"%s\"", dir,
+					 cpu_words[i].name);
+		}
+		want = (uint32_t)json_integer_value(v) & ~cpu_words[i].volatile_bits;
+		for (int bit = 0; bit < 32; bit++)
+			if ((want >> bit & 1) && !(have >> bit & 1) && n < sizeof(missing) - 40)
+				n += (size_t)snprintf(missing + n, sizeof(missing) - n, "%sleaf %s bit %d",
+						      n ? ", " : "", cpu_words[i].name, bit);
+	}
+	free(c);
+	if (n)
+		return error_set(e, EXIT_RESOURCE, "%s: the guest was using CPU features this host "
+				 "does not offer with CPU template %s: %s (a snapshot taken with "
+				 "--cpu-template baseline restores on any x86-64 host)", dir,
+				 vm->tmpl ? vm->tmpl->name : "host", missing);
+	return 0;
 }
 
 /* ---- create ---- */
@@ -309,6 +414,10 @@ static int job_capture(struct snap_job *j, bool live, struct error *e)
 		error_set(e, EXIT_HOST, "out of memory");
 		goto out;
 	}
+	json_t *cpu = cpu_json(j->vm, e);
+	if (!cpu)
+		goto out;
+	json_object_set_new(j->manifest, "cpu", cpu);
 	if (live) {
 		j->live = live_mem_arm(&j->vm->mem, j->memfd, e);
 		rc = j->live ? 0 : -1;
@@ -653,7 +762,8 @@ struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov
 			snprintf(e->msg + strlen(e->msg), sizeof(e->msg) - strlen(e->msg), " (%s)", path);
 		goto out;
 	}
-	if ((!(ov && ov->clone) &&   /* a clone reads only what its guest touches */
+	if (check_cpu(vm, dir, json_object_get(m, "cpu"), e) ||
+	    (!(ov && ov->clone) &&   /* a clone reads only what its guest touches */
 	     check_hash(dir, "memory", json_object_get(files, "memory"), vm->mem.size,
 			mem_hash(vm), e)) ||
 	    restore_state(vm, dir, state, state_len, e)) {

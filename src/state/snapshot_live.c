@@ -61,16 +61,6 @@ struct live_mem {
 	_Atomic uint64_t done_bytes, data_bytes, faults;
 };
 
-static bool page_zero(const uint8_t *p)
-{
-	const uint64_t *q = (const uint64_t *)p;
-
-	for (unsigned i = 0; i < PAGE / 8; i++)
-		if (q[i])
-			return false;
-	return true;
-}
-
 static int wp_range(struct live_mem *lm, uint64_t off, uint64_t len, bool protect)
 {
 	struct uffdio_writeprotect wp = {
@@ -94,11 +84,11 @@ static void save_chunk(struct live_mem *lm, uint64_t c)
 	for (uint64_t p = off; p < end; p += PAGE) {
 		const uint8_t *src = lm->m->host + p;
 
-		if (page_zero(src))
+		if (guest_mem_page_zero(src))
 			continue;
 		/* runs of non-zero pages in one pwrite */
 		uint64_t q = p + PAGE;
-		while (q < end && !page_zero(lm->m->host + q))
+		while (q < end && !guest_mem_page_zero(lm->m->host + q))
 			q += PAGE;
 		for (uint64_t at = p; at < q;) {
 			ssize_t n = pwrite(lm->out_fd, lm->m->host + at, q - at, (off_t)at);
