@@ -159,6 +159,12 @@ int hvm_claim_locked(struct hvm *vm, const char *op, unsigned allowed, struct ap
 /* End an operation: clear busy and drop the caller's reference. */
 void hvm_release(struct host *h, struct hvm *vm);
 int host_table_add_locked(struct host *h, struct hvm *vm);
+/* A new VM's record into the store (event "created", with the JSON
+ * `detail` or NULL) and the table, with h->lock held: 0, or -1 with `e`
+ * (409 name_taken, 500). */
+struct api_err;
+int host_vm_insert_locked(struct host *h, struct hvm *vm, const char *detail,
+			  struct api_err *e);
 void host_table_remove_locked(struct host *h, struct hvm *vm);
 /* A new hvm (state created, one reference) from a parsed spec; takes
  * s->spec_json.  NULL without memory. */

@@ -214,12 +214,31 @@ struct hvm *hvm_new(struct host_spec *s)
 	return vm;
 }
 
+int host_vm_insert_locked(struct host *h, struct hvm *vm, const char *detail, struct api_err *e)
+{
+	int64_t id = 0;
+	int rc;
+
+	if (host_find_locked(h, vm->rec.name))
+		return api_err_set(e, 409, "name_taken", "vm \"%s\" already exists", vm->rec.name);
+	rc = db_vm_insert(h->db, &vm->rec, "created", detail, &id);
+	if (rc)
+		return api_err_set(e, rc == -EEXIST ? 409 : 500, rc == -EEXIST ? "name_taken" : "internal",
+				   "vm \"%s\": %s", vm->rec.name,
+				   rc == -EEXIST ? "already exists" : "cannot write the store");
+	if (host_table_add_locked(h, vm)) {
+		db_vm_delete(h->db, vm->rec.name, NULL, NULL, NULL);
+		return api_err_set(e, 500, "internal", "out of memory");
+	}
+	h->last_event_id = id;
+	pthread_cond_broadcast(&h->event_cond);
+	return 0;
+}
+
 struct hvm *host_vm_create(struct host *h, const char *body, size_t len, struct api_err *e)
 {
 	struct host_spec s;
 	struct hvm *vm;
-	int64_t id = 0;
-	int rc;
 
 	if (host_spec_parse(body, len, true, &s, e))
 		return NULL;
@@ -230,24 +249,8 @@ struct hvm *host_vm_create(struct host *h, const char *body, size_t len, struct 
 		return NULL;
 	}
 	pthread_mutex_lock(&h->lock);
-	if (host_find_locked(h, vm->rec.name)) {
-		api_err_set(e, 409, "name_taken", "vm \"%s\" already exists", vm->rec.name);
+	if (host_vm_insert_locked(h, vm, NULL, e))
 		goto fail;
-	}
-	rc = db_vm_insert(h->db, &vm->rec, "created", NULL, &id);
-	if (rc) {
-		api_err_set(e, rc == -EEXIST ? 409 : 500, rc == -EEXIST ? "name_taken" : "internal",
-			    "vm \"%s\": %s", vm->rec.name,
-			    rc == -EEXIST ? "already exists" : "cannot write the store");
-		goto fail;
-	}
-	if (host_table_add_locked(h, vm)) {
-		db_vm_delete(h->db, vm->rec.name, NULL, NULL, NULL);
-		api_err_set(e, 500, "internal", "out of memory");
-		goto fail;
-	}
-	h->last_event_id = id;
-	pthread_cond_broadcast(&h->event_cond);
 	vm->refs++;                 /* the caller's */
 	pthread_mutex_unlock(&h->lock);
 	return vm;

@@ -369,7 +369,6 @@ int host_snapshot_restore(struct host *h, const char *snap, const char *new_name
 	struct host_spec s;
 	struct hvm *vm;
 	char *text, detail[128], trash[4400] = "";
-	int64_t id = 0;
 	int rc;
 
 	rc = db_snapshot_get(h->db, snap, &sr);
@@ -406,24 +405,9 @@ int host_snapshot_restore(struct host *h, const char *snap, const char *new_name
 		goto fail;
 	}
 	snapshot_record_free(&sr);
-	if (host_find_locked(h, vm->rec.name)) {
-		rc = api_err_set(e, 409, "name_taken", "vm \"%s\" already exists", vm->rec.name);
+	rc = host_vm_insert_locked(h, vm, detail, e);
+	if (rc)
 		goto fail;
-	}
-	rc = db_vm_insert(h->db, &vm->rec, "created", detail, &id);
-	if (rc) {
-		api_err_set(e, rc == -EEXIST ? 409 : 500, rc == -EEXIST ? "name_taken" : "internal",
-			    "vm \"%s\": %s", vm->rec.name,
-			    rc == -EEXIST ? "already exists" : "cannot write the store");
-		goto fail;
-	}
-	if (host_table_add_locked(h, vm)) {
-		db_vm_delete(h->db, vm->rec.name, NULL, NULL, NULL);
-		rc = api_err_set(e, 500, "internal", "out of memory");
-		goto fail;
-	}
-	h->last_event_id = id;
-	pthread_cond_broadcast(&h->event_cond);
 	vm->refs++;                 /* ours, until hvm_release */
 	pthread_mutex_unlock(&h->lock);
 
