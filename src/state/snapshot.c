@@ -433,17 +433,61 @@ out:
 }
 
 /* XXH3 of the memory file as written (a live snapshot's memory is the
- * file's, not the running guest's). */
+ * file's, not the running guest's).  Its data extents are read; its holes
+ * are hashed as the zeros they are, never read: reading a hole of a file
+ * on tmpfs would fill it. */
 static int file_hash(int fd, uint64_t size, uint64_t *out, struct error *e)
 {
-	void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+	static const uint8_t zero[1 << 16];
+	XXH3_state_t *h = XXH3_createState();
+	uint8_t *buf = malloc(1 << 20);
+	uint64_t pos = 0;
+	int rc = -1;
 
-	if (p == MAP_FAILED)
-		return error_set(e, EXIT_HOST, "memory: cannot map it to checksum: %s", strerror(errno));
-	madvise(p, size, MADV_SEQUENTIAL);
-	*out = XXH3_64bits(p, size);
-	munmap(p, size);
-	return 0;
+	if (!h || !buf) {
+		error_set(e, EXIT_HOST, "out of memory");
+		goto out;
+	}
+	XXH3_64bits_reset(h);
+	while (pos < size) {
+		off_t data = lseek(fd, (off_t)pos, SEEK_DATA), hole;
+
+		if (data < 0 && errno != ENXIO) {
+			error_set(e, EXIT_HOST, "memory: %s", strerror(errno));
+			goto out;
+		}
+		if (data < 0 || (uint64_t)data > size)
+			data = (off_t)size;                  /* holes to the end */
+		while (pos < (uint64_t)data) {
+			size_t n = (uint64_t)data - pos < sizeof(zero) ?
+				   (size_t)((uint64_t)data - pos) : sizeof(zero);
+
+			XXH3_64bits_update(h, zero, n);
+			pos += n;
+		}
+		if (pos >= size)
+			break;
+		hole = lseek(fd, (off_t)pos, SEEK_HOLE);
+		if (hole < 0 || (uint64_t)hole > size)
+			hole = (off_t)size;
+		while (pos < (uint64_t)hole) {
+			size_t want = (uint64_t)hole - pos < (1 << 20) ? (size_t)((uint64_t)hole - pos) : 1 << 20;
+			ssize_t n = pread(fd, buf, want, (off_t)pos);
+
+			if (n <= 0) {
+				error_set(e, EXIT_HOST, "memory: %s", n < 0 ? strerror(errno) : "short read");
+				goto out;
+			}
+			XXH3_64bits_update(h, buf, (size_t)n);
+			pos += (uint64_t)n;
+		}
+	}
+	*out = XXH3_64bits_digest(h);
+	rc = 0;
+out:
+	XXH3_freeState(h);
+	free(buf);
+	return rc;
 }
 
 /* The rest: a live snapshot's memory, the state file, the checksums, the
