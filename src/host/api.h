@@ -91,6 +91,11 @@ int api_parse_bool(const char *s);
 /* Parse a non-negative integer query value up to max; -1 if invalid. */
 long long api_parse_uint(const char *s, long long max);
 /* Parse the optional stop body {"mode": "graceful"|"force", "timeout_s": N}. */
+/* A request body that must be one JSON object (duplicate keys refused):
+ * 0 with *out (the caller's reference), or -1 with a 400 in `e`. */
+struct json_t;
+int api_body_object(const char *body, size_t len, struct json_t **out, struct api_err *e);
+
 int api_parse_stop_body(const char *body, size_t len, bool *force, int *timeout_s,
 			struct api_err *e);
 

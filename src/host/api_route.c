@@ -206,17 +206,11 @@ long long api_parse_uint(const char *s, long long max)
 	return v;
 }
 
-int api_parse_stop_body(const char *body, size_t len, bool *force, int *timeout_s,
-			struct api_err *e)
+int api_body_object(const char *body, size_t len, json_t **out, struct api_err *e)
 {
 	json_error_t jerr;
-	json_t *o, *v;
-	const char *key;
-	int rc = 0;
+	json_t *o = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 
-	if (len == 0)
-		return 0;
-	o = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!o)
 		return api_err_set(e, 400, "invalid_json", "body: line %d column %d: %s",
 				   jerr.line, jerr.column, jerr.text);
@@ -224,6 +218,21 @@ int api_parse_stop_body(const char *body, size_t len, bool *force, int *timeout_
 		json_decref(o);
 		return api_err_set(e, 400, "invalid_request", "body: expected a JSON object");
 	}
+	*out = o;
+	return 0;
+}
+
+int api_parse_stop_body(const char *body, size_t len, bool *force, int *timeout_s,
+			struct api_err *e)
+{
+	json_t *o, *v;
+	const char *key;
+	int rc = 0;
+
+	if (len == 0)
+		return 0;
+	if (api_body_object(body, len, &o, e))
+		return -1;
 	json_object_foreach(o, key, v) {
 		if (!strcmp(key, "mode") && json_is_string(v) &&
 		    (!strcmp(json_string_value(v), "graceful") || !strcmp(json_string_value(v), "force"))) {

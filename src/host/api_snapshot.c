@@ -78,7 +78,6 @@ static int api_reply_snapshot(struct api_call *c, const char *name, int status, 
 static int api_parse_name_body(const char *body, size_t len, bool optional, char *out,
 			       size_t size, struct api_err *e)
 {
-	json_error_t jerr;
 	const char *key;
 	json_t *o, *v;
 	int rc = 0;
@@ -88,14 +87,8 @@ static int api_parse_name_body(const char *body, size_t len, bool optional, char
 		return 0;
 	if (len == 0)
 		return api_err_set(e, 400, "invalid_request", "body: expected {\"name\": NEW}");
-	o = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!o)
-		return api_err_set(e, 400, "invalid_json", "body: line %d column %d: %s",
-				   jerr.line, jerr.column, jerr.text);
-	if (!json_is_object(o)) {
-		json_decref(o);
-		return api_err_set(e, 400, "invalid_request", "body: expected a JSON object");
-	}
+	if (api_body_object(body, len, &o, e))
+		return -1;
 	json_object_foreach(o, key, v) {
 		if (strcmp(key, "name")) {
 			rc = api_err_set(e, 400, "invalid_request", "unknown key \"%.64s\"", key);
