@@ -64,12 +64,23 @@ int guest_mem_add_region(struct guest_mem *m, uint64_t gpa, uint64_t size, void 
 
 /* guest_mem_file.c: RAM to and from a file that is an image of the memfd.
  * Save writes every page that is not all zero and leaves zero pages as
- * holes (`*data_bytes`: the bytes written); load checks the file's size
- * against the VM's (EXIT_BADSTATE) and reads its data extents.  0 or -1. */
+ * holes (`*data_bytes`: the bytes written; `*hash`: XXH3-64 of the whole
+ * image); load checks the file's size against the VM's (EXIT_BADSTATE)
+ * and reads its data extents.  Neither reads a hole of the memfd or the
+ * file: on shared memory, reading a hole allocates it, and a snapshot
+ * would make its VM's memory all resident.  0 or -1. */
 bool guest_mem_page_zero(const uint8_t *page);   /* all 4096 bytes zero */
 int guest_mem_save_file(const struct guest_mem *m, int fd, uint64_t *data_bytes,
-			struct error *e);
+			uint64_t *hash, struct error *e);
 int guest_mem_load_file(const struct guest_mem *m, int fd, struct error *e);
+/* XXH3-64 of the `size` bytes of file `fd` (holes hashed as zeros, not
+ * read); 0 or -1 with `e`. */
+int guest_mem_file_hash(int fd, uint64_t size, uint64_t *hash, struct error *e);
+/* Write the pages of [off, end) that are not all zero, reading only the
+ * memfd's data, at their offsets in `fd` (the live writer's chunks); add
+ * the bytes written to *data.  0, or -1 with errno. */
+int guest_mem_write_data(const struct guest_mem *m, int fd, uint64_t off, uint64_t end,
+			 uint64_t *data);
 
 /* RAM of `size` bytes that is a copy-on-write (MAP_PRIVATE) mapping of the
  * file `fd`, an image of a memfd: pages are read from the file (its page

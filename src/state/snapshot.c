@@ -86,11 +86,6 @@ static void hex64(uint64_t v, char out[17])
 	snprintf(out, 17, "%016" PRIx64, v);
 }
 
-static uint64_t mem_hash(const struct vm *vm)
-{
-	return XXH3_64bits(vm->mem.host, vm->mem.size);
-}
-
 /* ---- the CPU a snapshot's guest saw (mechanism 27) ----
  *
  * The feature words of vCPU 0's CPUID go in the manifest.  A restore reads
@@ -248,10 +243,6 @@ static int refuse_unsaveable(struct vm *vm, struct error *e)
 		if (vm->cfg.nets[i].fd >= 0)
 			return error_set(e, EXIT_USAGE, "net%d: a network card on a passed-in fd "
 					 "cannot be restored (use tap=NAME)", i);
-	for (int i = 0; i < vm->ndevices; i++)
-		if (!strncmp(vm->devices[i]->ops->type, "vhost-user", 10))
-			return error_set(e, EXIT_USAGE, "%s: vhost-user devices cannot be "
-					 "snapshotted yet", vm->devices[i]->name);
 	return 0;
 }
 
@@ -267,7 +258,6 @@ struct snap_job {
 	json_t *manifest;
 	struct state_writer state;       /* the "kvm" and "devices" sections */
 	struct live_mem *live;           /* memory written while the VM runs */
-	bool hashed;                     /* mem_hash taken while paused */
 	uint64_t hash, t0;
 	struct snapshot_stats st;
 };
@@ -423,70 +413,10 @@ static int job_capture(struct snap_job *j, bool live, struct error *e)
 		rc = j->live ? 0 : -1;
 		goto out;
 	}
-	j->hash = mem_hash(j->vm);
-	j->hashed = true;
-	rc = guest_mem_save_file(&j->vm->mem, j->memfd, &j->st.memory_data_bytes, e);
+	rc = guest_mem_save_file(&j->vm->mem, j->memfd, &j->st.memory_data_bytes, &j->hash, e);
 out:
 	state_writer_free(&kvm);
 	state_writer_free(&devs);
-	return rc;
-}
-
-/* XXH3 of the memory file as written (a live snapshot's memory is the
- * file's, not the running guest's).  Its data extents are read; its holes
- * are hashed as the zeros they are, never read: reading a hole of a file
- * on tmpfs would fill it. */
-static int file_hash(int fd, uint64_t size, uint64_t *out, struct error *e)
-{
-	static const uint8_t zero[1 << 16];
-	XXH3_state_t *h = XXH3_createState();
-	uint8_t *buf = malloc(1 << 20);
-	uint64_t pos = 0;
-	int rc = -1;
-
-	if (!h || !buf) {
-		error_set(e, EXIT_HOST, "out of memory");
-		goto out;
-	}
-	XXH3_64bits_reset(h);
-	while (pos < size) {
-		off_t data = lseek(fd, (off_t)pos, SEEK_DATA), hole;
-
-		if (data < 0 && errno != ENXIO) {
-			error_set(e, EXIT_HOST, "memory: %s", strerror(errno));
-			goto out;
-		}
-		if (data < 0 || (uint64_t)data > size)
-			data = (off_t)size;                  /* holes to the end */
-		while (pos < (uint64_t)data) {
-			size_t n = (uint64_t)data - pos < sizeof(zero) ?
-				   (size_t)((uint64_t)data - pos) : sizeof(zero);
-
-			XXH3_64bits_update(h, zero, n);
-			pos += n;
-		}
-		if (pos >= size)
-			break;
-		hole = lseek(fd, (off_t)pos, SEEK_HOLE);
-		if (hole < 0 || (uint64_t)hole > size)
-			hole = (off_t)size;
-		while (pos < (uint64_t)hole) {
-			size_t want = (uint64_t)hole - pos < (1 << 20) ? (size_t)((uint64_t)hole - pos) : 1 << 20;
-			ssize_t n = pread(fd, buf, want, (off_t)pos);
-
-			if (n <= 0) {
-				error_set(e, EXIT_HOST, "memory: %s", n < 0 ? strerror(errno) : "short read");
-				goto out;
-			}
-			XXH3_64bits_update(h, buf, (size_t)n);
-			pos += (uint64_t)n;
-		}
-	}
-	*out = XXH3_64bits_digest(h);
-	rc = 0;
-out:
-	XXH3_freeState(h);
-	free(buf);
 	return rc;
 }
 
@@ -502,7 +432,8 @@ static int job_finish(struct snap_job *j, struct error *e)
 		if (live_mem_write(j->live, &j->st.memory_data_bytes, e))
 			return -1;
 		j->st.waits = live_mem_faults(j->live);
-		if (file_hash(j->memfd, j->vm->mem.size, &j->hash, e))
+		/* the memory of the pause instant is the file's, not the guest's */
+		if (guest_mem_file_hash(j->memfd, j->vm->mem.size, &j->hash, e))
 			return -1;
 	}
 	if (fsync(j->memfd) < 0)
@@ -792,6 +723,21 @@ struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov
 		error_set(e, EXIT_BADSTATE, "%s: %s", path, strerror(errno));
 		goto out;
 	}
+	/* The file is checked before the VM is built (a clone reads only what
+	 * its guest touches, so its start does not read the whole file). */
+	if (!(ov && ov->clone)) {
+		struct stat st;
+		uint64_t hash;
+
+		if (fstat(memfd, &st) < 0) {
+			error_set(e, EXIT_HOST, "%s: %s", path, strerror(errno));
+			goto out;
+		}
+		if (guest_mem_file_hash(memfd, (uint64_t)st.st_size, &hash, e) ||
+		    check_hash(dir, "memory", json_object_get(files, "memory"),
+			       (uint64_t)st.st_size, hash, e))
+			goto out;
+	}
 	if (ov) {
 		if (ov->console_set) {
 			cfg.console = ov->console;
@@ -807,9 +753,6 @@ struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov
 		goto out;
 	}
 	if (check_cpu(vm, dir, json_object_get(m, "cpu"), e) ||
-	    (!(ov && ov->clone) &&   /* a clone reads only what its guest touches */
-	     check_hash(dir, "memory", json_object_get(files, "memory"), vm->mem.size,
-			mem_hash(vm), e)) ||
 	    restore_state(vm, dir, state, state_len, e)) {
 		vm_destroy(vm);
 		vm = NULL;

@@ -75,36 +75,16 @@ static int wp_range(struct live_mem *lm, uint64_t off, uint64_t len, bool protec
  * wakes whoever waits on it).  With lm->lock held. */
 static void save_chunk(struct live_mem *lm, uint64_t c)
 {
-	uint64_t off = c * CHUNK, end = off + CHUNK;
+	uint64_t off = c * CHUNK, end = off + CHUNK, data = 0;
 
 	if (lm->saved[c])
 		return;
 	if (end > lm->m->size)
 		end = lm->m->size;
-	for (uint64_t p = off; p < end; p += PAGE) {
-		const uint8_t *src = lm->m->host + p;
-
-		if (guest_mem_page_zero(src))
-			continue;
-		/* runs of non-zero pages in one pwrite */
-		uint64_t q = p + PAGE;
-		while (q < end && !guest_mem_page_zero(lm->m->host + q))
-			q += PAGE;
-		for (uint64_t at = p; at < q;) {
-			ssize_t n = pwrite(lm->out_fd, lm->m->host + at, q - at, (off_t)at);
-
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0) {
-				if (!lm->error)
-					lm->error = n < 0 ? errno : EIO;
-				break;
-			}
-			at += (uint64_t)n;
-		}
-		atomic_fetch_add(&lm->data_bytes, q - p);
-		p = q - PAGE;
-	}
+	/* Only pages the memfd has are read: reading a hole would allocate it. */
+	if (guest_mem_write_data(lm->m, lm->out_fd, off, end, &data) < 0 && !lm->error)
+		lm->error = errno ? errno : EIO;
+	atomic_fetch_add(&lm->data_bytes, data);
 	lm->saved[c] = 1;
 	atomic_fetch_add(&lm->done_bytes, end - off);
 	/* Lifted even after a failed write: the guest must never stay stuck;

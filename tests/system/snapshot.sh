@@ -70,6 +70,12 @@ def type_into(sock, text):
         s.sendall(bytes([ch])); time.sleep(0.002)
     return s
 
+def ctl(sock, obj):
+    c = socket.socket(socket.AF_UNIX); c.connect(sock)
+    c.sendall((json.dumps(obj) + "\n").encode())
+    line = c.makefile().readline(); c.close()
+    return json.loads(line)
+
 def snapshot(sock, d, *extra):
     return subprocess.run([shoal, "snapshot", "create", "--socket", sock, d, *extra],
                           capture_output=True, text=True, timeout=300)
@@ -111,6 +117,9 @@ man = json.load(open(os.path.join(snap, "manifest.json")))
 check("manifest: format, version, vCPUs, memory, checksums",
       man["format"] == "shoal-snapshot" and man["version"] == 1 and man["vcpus"] == 1 and
       man["memory_bytes"] == 256 << 20 and len(man["files"]["state"]["xxh3"]) == 16, man)
+rss = ctl(sock, {"cmd": "metrics"}).get("guest_rss_bytes", 0)
+check("the snapshot did not make the VM's untouched memory resident (holes are not read)",
+      0 < rss < 128 << 20, rss)
 # the original goes on: it overwrites the pattern, so memory saved later would show it
 s = type_into(sock, f"fill {A} 64M 9; verify {A} 64M 9; exit 4\r")
 rc, err = finish(p)
@@ -120,6 +129,8 @@ before = tree_hash(snap)
 for i, code in ((1, 5), (2, 6)):
     p, sock, log = start(f"restored{i}", None, restore=snap)
     time.sleep(0.3)
+    rss = ctl(sock, {"cmd": "metrics"}).get("guest_rss_bytes", 0)
+    check(f"restore {i}: only the snapshot's data is resident, not its holes", 0 < rss < 128 << 20, rss)
     s = type_into(sock, f"verify {A} 64M 7; exit {code}\r")
     rc, err = finish(p)
     s.close()
@@ -136,11 +147,6 @@ check("live: guest filled its pattern", wait_console(log, "shoal> "), console(lo
 c = subprocess.Popen([shoal, "snapshot", "create", "--live", "--socket", sock, snapl, "--output", "json"],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 # overwrite the pattern as soon as the VM runs again: the writer is still on its way
-def ctl(sock, obj):
-    c = socket.socket(socket.AF_UNIX); c.connect(sock)
-    c.sendall((json.dumps(obj) + "\n").encode())
-    line = c.makefile().readline(); c.close()
-    return json.loads(line)
 for _ in range(500):
     if ctl(sock, {"cmd": "snapshot-status"}).get("state") != "none": break
     time.sleep(0.01)

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "base/exitcode.h"
 #include "base/guest_mem.h"
@@ -88,7 +89,7 @@ static void test_save_load_file(void **state)
 	struct guest_mem a, b;
 	struct error e = { 0 };
 	char path[] = "/tmp/shoal-memfile-XXXXXX";
-	uint64_t data = 0;
+	uint64_t data = 0, hash = 0, fhash = 1;
 	struct stat st;
 	int fd = mkstemp(path);
 
@@ -99,13 +100,22 @@ static void test_save_load_file(void **state)
 	memset(a.host + 5 * 4096 + 100, 0x11, 3 * 4096);  /* a run over 4 pages */
 	a.host[(3ULL << 30) - 1] = 7;                     /* last byte below the hole */
 	a.host[size - 1] = 9;                             /* the very last byte */
-	assert_int_equal(guest_mem_save_file(&a, fd, &data, &e), 0);
+	assert_int_equal(guest_mem_save_file(&a, fd, &data, &hash, &e), 0);
 	assert_int_equal(data, 7 * 4096);
 	assert_int_equal(fstat(fd, &st), 0);
 	assert_int_equal(st.st_size, size);
 	assert_true((uint64_t)st.st_blocks * 512 < 1 << 20);   /* sparse */
+	/* saving read no hole of the memfd: reading one would allocate it */
+	assert_int_equal(fstat(a.fd, &st), 0);
+	assert_true((uint64_t)st.st_blocks * 512 < 1 << 20);
+	/* the file's checksum (holes as zeros) is the save's */
+	assert_int_equal(guest_mem_file_hash(fd, size, &fhash, &e), 0);
+	assert_true(fhash == hash);
 	assert_int_equal(guest_mem_create(&b, size, &e), 0);
 	assert_int_equal(guest_mem_load_file(&b, fd, &e), 0);
+	assert_int_equal(fstat(b.fd, &st), 0);                 /* nor did loading */
+	assert_true((uint64_t)st.st_blocks * 512 < 1 << 20);
+	assert_true(XXH3_64bits(b.host, size) == hash);        /* of the whole image */
 	assert_memory_equal(a.host, b.host, 64 << 20);
 	assert_int_equal(b.host[(3ULL << 30) - 1], 7);
 	assert_int_equal(b.host[size - 1], 9);
