@@ -17,38 +17,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/size.h"
 #include "block/qcow2.h"
 #include "cli/commands.h"
 #include "cli/img.h"
 #include "vmm/config.h"
 #include "base/exitcode.h"
-
-/* "10G", "512M", "64k", "4096" -> bytes (binary units, as qemu-img). */
-int img_parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-	int sh = 0;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -1;
-	switch (*end) {
-	case 'k': case 'K': sh = 10; end++; break;
-	case 'M': case 'm': sh = 20; end++; break;
-	case 'G': case 'g': sh = 30; end++; break;
-	case 'T': case 't': sh = 40; end++; break;
-	case 'P': case 'p': sh = 50; end++; break;
-	case 'b': case 'B': end++; break;
-	}
-	if (*end == 'i' || *end == 'B')
-		end++;
-	if (*end || (sh && v > (~0ull >> sh)))
-		return -1;
-	*out = v << sh;
-	return 0;
-}
 
 int img_usage(const char *fmt, ...)
 {
@@ -127,7 +101,7 @@ static int create_opt(struct create_args *a, char *kv)
 		return img_usage("option '%s' needs a value", kv);
 	*v++ = 0;
 	if (!strcmp(kv, "cluster_size")) {
-		if (img_parse_size(v, &n) || n > (2u << 20))
+		if (size_parse(v, &n) || n > (2u << 20))
 			return img_usage("bad cluster_size '%s'", v);
 		a->q.cluster_size = n;
 	} else if (!strcmp(kv, "compat")) {
@@ -152,7 +126,7 @@ static int create_opt(struct create_args *a, char *kv)
 	} else if (!strcmp(kv, "chain_id")) {
 		a->q.chain_id = strcmp(v, "off") != 0;
 	} else if (!strcmp(kv, "size")) {
-		if (img_parse_size(v, &a->q.size))
+		if (size_parse(v, &a->q.size))
 			return img_usage("bad size '%s'", v);
 	} else {
 		return img_usage("unknown option '%s'", kv);
@@ -193,7 +167,7 @@ int img_create(int argc, char **argv)
 	}
 	if (optind >= argc)
 		return img_usage("create: FILE [SIZE] expected");
-	if (optind + 1 < argc && img_parse_size(argv[optind + 1], &a.q.size))
+	if (optind + 1 < argc && size_parse(argv[optind + 1], &a.q.size))
 		return img_usage("create: bad size '%s'", argv[optind + 1]);
 	if (optind + 1 >= argc && !a.backing && !a.q.size)
 		return img_usage("create: SIZE expected");
@@ -585,7 +559,7 @@ int cmd_img(int argc, char **argv)
 	size_t n = sizeof(img_cmds) / sizeof(img_cmds[0]);
 
 	if (argc >= 3 && !strcmp(argv[1], "--cache-size")) {
-		if (parse_size(argv[2], &img_cache_bytes) || img_cache_bytes < (64u << 10))
+		if (size_parse(argv[2], &img_cache_bytes) || img_cache_bytes < (64u << 10))
 			return img_usage("--cache-size '%s' is not a size of at least 64K", argv[2]);
 		argv[2] = argv[0];
 		return cmd_img(argc - 2, argv + 2);

@@ -19,7 +19,6 @@ struct create_args {
 };
 int img_parse_create_opts(struct create_args *a, char *list);
 
-int img_parse_size(const char *s, uint64_t *out);
 /* How img_open opens an image. */
 enum img_open_flags {
 	IMG_RW = 1 << 0,		/* for writing */

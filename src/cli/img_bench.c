@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/size.h"
 #include "cli/commands.h"
 #include "cli/img.h"
 #include "base/exitcode.h"
@@ -228,10 +229,10 @@ int img_bench(int argc, char **argv)
 		case 'w': b.write = true; break;
 		case 'd': b.depth = atoi(optarg); break;
 		case 'c': b.count = strtoull(optarg, NULL, 0); break;
-		case 's': if (img_parse_size(optarg, &b.size)) return img_usage("bad -s"); break;
-		case 'S': if (img_parse_size(optarg, &b.step)) return img_usage("bad -S");
+		case 's': if (size_parse(optarg, &b.size)) return img_usage("bad -s"); break;
+		case 'S': if (size_parse(optarg, &b.step)) return img_usage("bad -S");
 			  step_set = true; break;
-		case 'o': if (img_parse_size(optarg, &b.offset)) return img_usage("bad -o"); break;
+		case 'o': if (size_parse(optarg, &b.offset)) return img_usage("bad -o"); break;
 		case 'Q': b.compare_qemu = true; break;
 		case 'R': b.rounds = atoi(optarg); break;
 		case 'U': b.share = IMG_SHARE; break;

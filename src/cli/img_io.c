@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/size.h"
 #include "cli/commands.h"
 #include "cli/img.h"
 #include "base/exitcode.h"
@@ -76,8 +77,8 @@ static int io_parse(char *line, struct io_cmd *c)
 
 static int io_range(struct io_cmd *c)
 {
-	if (c->argc != 3 || img_parse_size(c->argv[1], &c->off) ||
-	    img_parse_size(c->argv[2], &c->len)) {
+	if (c->argc != 3 || size_parse(c->argv[1], &c->off) ||
+	    size_parse(c->argv[2], &c->len)) {
 		fprintf(stderr, "shoal: io: %s: expected OFFSET LENGTH\n", c->argv[0]);
 		return -1;
 	}

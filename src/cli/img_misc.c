@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/size.h"
 #include "block/qcow2.h"
 #include "cli/commands.h"
 #include "cli/img.h"
@@ -36,7 +37,7 @@ int img_resize(int argc, char **argv)
 	if (optind + 2 != argc)
 		return img_usage("resize: FILE SIZE expected");
 	arg = argv[optind + 1];
-	if (img_parse_size(arg + (*arg == '+' || *arg == '-'), &n))
+	if (size_parse(arg + (*arg == '+' || *arg == '-'), &n))
 		return img_usage("resize: bad size '%s'", arg);
 	r = img_open(&bd, argv[optind], fmt, IMG_RW | IMG_FORCE | IMG_NO_BACKING);
 	if (r)

@@ -7,6 +7,7 @@
  * the VM's (base/exitcode.h, docs/cli.md).
  */
 #include "cli/run.h"
+#include "base/size.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -32,7 +33,7 @@ const char run_usage[] =
 "  -i, --initrd PATH        initial ramdisk (Linux)\n"
 "  -p, --cmdline STR        kernel command line\n"
 "  -c, --cpus N             number of vCPUs (default 1, at most 64)\n"
-"  -m, --memory SIZE        guest RAM: 256M, 2G, ... (default 256M, at least 16M)\n"
+"  -m, --memory SIZE        guest RAM: 256M, 2G, 512 (MiB) ... (default 256M, at least 16M)\n"
 "      --console KIND       stdio (default), file:PATH or none\n"
 "      --cpu-template NAME  CPU model the guest sees: host (default), baseline,\n"
 "                           minimal; `shoal cpu-templates` lists them\n"
@@ -140,7 +141,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 		cfg->cpus = (int)n;
 		return 0;
 	case 'm':
-		if (parse_size(arg, &cfg->memory))
+		if (size_parse_unit(arg, 20, &cfg->memory))
 			return error_set(e, EXIT_USAGE, "--memory: '%s' is not a size (256M, 2G, ...)", arg);
 		return 0;
 	case OPT_CONSOLE: return vm_config_set_console(cfg, arg, e);

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/size.h"
 #include "cli/commands.h"
 #include "devices/vhost_user.h"
 #include "devices/virtio_blk.h"
@@ -88,7 +89,7 @@ static int vu_apply_opt(int c, const char *arg, struct vu_opts *o, struct error 
 			return error_set(e, EXIT_USAGE, "vhost-user net serves one --net");
 		return vm_config_add_net(&o->cfg, arg, e);
 	case OPT_RATE:
-		if (parse_size(arg, &rate) || !rate || rate > UINT32_MAX)
+		if (size_parse(arg, &rate) || !rate || rate > UINT32_MAX)
 			return error_set(e, EXIT_USAGE, "--rate '%s': want 1..4G bytes per second", arg);
 		o->cfg.rng_rate = (uint32_t)rate;
 		return 0;

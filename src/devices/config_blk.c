@@ -19,6 +19,7 @@
  * daemon's spec checks first confine it.
  */
 #include "devices/config_dev.h"
+#include "base/size.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +47,7 @@ static int disk_set_serial(struct vm_disk *d, const char *what, const char *v, s
 
 static int disk_set_cache(struct vm_disk *d, const char *what, const char *v, struct error *e)
 {
-	if (parse_size(v, &d->cache_bytes) || d->cache_bytes < DISK_CACHE_MIN)
+	if (size_parse(v, &d->cache_bytes) || d->cache_bytes < DISK_CACHE_MIN)
 		return error_set(e, EXIT_USAGE, "%s: cache '%s' is not a size of at least 64K", what, v);
 	return 0;
 }

@@ -41,7 +41,6 @@
 /* ---- shared (config_dev.c) ---- */
 
 /* Parse "256M", "2G", "1048576", "512K", "1T" (binary units). 0 or -1. */
-int parse_size(const char *s, uint64_t *out);
 
 /* "transitional", "legacy", "modern"; the error names `what`. */
 int config_mode_parse(const char *what, const char *v, enum vm_virtio_mode *m,

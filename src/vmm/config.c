@@ -12,6 +12,7 @@
  * VM's own keys (kernel, memory, console, ...).
  */
 #include "vmm/config.h"
+#include "base/size.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -165,7 +166,7 @@ static int json_get_memory(json_t *v, const char *name, uint64_t *dst, struct er
 		*dst = (uint64_t)json_integer_value(v);
 		return 0;
 	}
-	if (json_is_string(v) && parse_size(json_string_value(v), dst) == 0)
+	if (json_is_string(v) && size_parse(json_string_value(v), dst) == 0)
 		return 0;
 	return error_set(e, EXIT_USAGE,
 			 "%s: \"memory\" must be a size such as \"256M\" or a byte count", name);

@@ -73,7 +73,6 @@ void vm_config_init(struct vm_config *c);
 void vm_config_free(struct vm_config *c);
 
 /* Parse "256M", "2G", "1048576", "512K", "1T" (binary units). 0 or -1. */
-int parse_size(const char *s, uint64_t *out);
 
 /* Parse a console spec: "stdio", "none" or "file:PATH". 0 or -1 with e. */
 int vm_config_set_console(struct vm_config *c, const char *spec, struct error *e);

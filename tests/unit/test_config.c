@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/size.h"
 #include "cli/commands.h"
 #include "cli/run.h"
 #include "base/exitcode.h"
@@ -24,17 +25,34 @@ static void test_parse_size(void **state)
 {
 	uint64_t v;
 
-	assert_int_equal(parse_size("256M", &v), 0); assert_int_equal(v, 256ULL << 20);
-	assert_int_equal(parse_size("2G", &v), 0); assert_int_equal(v, 2ULL << 30);
-	assert_int_equal(parse_size("2GiB", &v), 0); assert_int_equal(v, 2ULL << 30);
-	assert_int_equal(parse_size("512k", &v), 0); assert_int_equal(v, 512ULL << 10);
-	assert_int_equal(parse_size("1048576", &v), 0); assert_int_equal(v, 1048576);
-	assert_int_equal(parse_size("0x1000", &v), 0); assert_int_equal(v, 4096);
-	assert_int_equal(parse_size("", &v), -1);
-	assert_int_equal(parse_size("-1G", &v), -1);
-	assert_int_equal(parse_size("12Q", &v), -1);
-	assert_int_equal(parse_size("1G1", &v), -1);
-	assert_int_equal(parse_size("99999999999999T", &v), -1);  /* overflow */
+	assert_int_equal(size_parse("256M", &v), 0); assert_int_equal(v, 256ULL << 20);
+	assert_int_equal(size_parse("2G", &v), 0); assert_int_equal(v, 2ULL << 30);
+	assert_int_equal(size_parse("2GiB", &v), 0); assert_int_equal(v, 2ULL << 30);
+	assert_int_equal(size_parse("512k", &v), 0); assert_int_equal(v, 512ULL << 10);
+	assert_int_equal(size_parse("1048576", &v), 0); assert_int_equal(v, 1048576);
+	assert_int_equal(size_parse("0x1000", &v), 0); assert_int_equal(v, 4096);
+	assert_int_equal(size_parse("", &v), -1);
+	assert_int_equal(size_parse("-1G", &v), -1);
+	assert_int_equal(size_parse("12Q", &v), -1);
+	assert_int_equal(size_parse("1G1", &v), -1);
+	assert_int_equal(size_parse("99999999999999T", &v), -1);  /* overflow */
+	/* one parser everywhere: leading zeros are decimal, every spelling of a unit */
+	assert_int_equal(size_parse("0100M", &v), 0); assert_int_equal(v, 100ULL << 20);
+	assert_int_equal(size_parse("1GiB", &v), 0); assert_int_equal(v, 1ULL << 30);
+	assert_int_equal(size_parse("1gib", &v), 0); assert_int_equal(v, 1ULL << 30);
+	assert_int_equal(size_parse("512MB", &v), 0); assert_int_equal(v, 512ULL << 20);
+	assert_int_equal(size_parse("2P", &v), 0); assert_int_equal(v, 2ULL << 50);
+	assert_int_equal(size_parse("4096B", &v), 0); assert_int_equal(v, 4096);
+	assert_int_equal(size_parse("0x", &v), -1);
+	assert_int_equal(size_parse("1iB", &v), -1);
+	assert_int_equal(size_parse("1 G", &v), -1);
+	assert_int_equal(size_parse(" 1G", &v), -1);
+	assert_int_equal(size_parse("20000P", &v), -1);  /* overflow */
+	/* a bare number in a given unit (--memory counts MiB, as QEMU's -m) */
+	assert_int_equal(size_parse_unit("512", 20, &v), 0); assert_int_equal(v, 512ULL << 20);
+	assert_int_equal(size_parse_unit("512K", 20, &v), 0); assert_int_equal(v, 512ULL << 10);
+	assert_int_equal(size_parse_unit("4096B", 20, &v), 0); assert_int_equal(v, 4096);
+	assert_int_equal(size_parse_unit("99999999999999", 20, &v), -1);
 }
 
 static void test_console_spec(void **state)
@@ -160,6 +178,15 @@ static void test_run_flags(void **state)
 	assert_string_equal(c.cpu_template, "minimal");
 	assert_int_equal(o.verbose, 2);
 	assert_int_equal(c.timeout_s, 5);
+	vm_config_free(&c);
+
+	vm_config_init(&c);     /* a bare --memory is MiB, and never octal */
+	assert_int_equal(parse(&c, &o, &e, "--kernel", "g.elf", "-m", "512", NULL), 0);
+	assert_int_equal(c.memory, 512ULL << 20);
+	assert_int_equal(parse(&c, &o, &e, "--memory", "0100M", NULL), 0);
+	assert_int_equal(c.memory, 100ULL << 20);
+	assert_int_equal(parse(&c, &o, &e, "--memory", "1GiB", NULL), 0);
+	assert_int_equal(c.memory, 1ULL << 30);
 	vm_config_free(&c);
 
 	vm_config_init(&c);
