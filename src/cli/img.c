@@ -573,8 +573,16 @@ int cmd_img(int argc, char **argv)
 			printf("  %s\n", img_cmds[i].help);
 		return argc < 2 ? EXIT_USAGE : 0;
 	}
-	for (size_t i = 0; i < n; i++)
-		if (!strcmp(argv[1], img_cmds[i].name))
-			return img_cmds[i].fn(argc - 1, argv + 1);
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(argv[1], img_cmds[i].name))
+			continue;
+		/* `shoal img VERB --help` (or -h) prints the verb's usage, wherever it stands */
+		for (int a = 2; a < argc && strcmp(argv[a], "--"); a++)
+			if (!strcmp(argv[a], "--help") || !strcmp(argv[a], "-h")) {
+				printf("usage: shoal img %s\n", img_cmds[i].help);
+				return 0;
+			}
+		return img_cmds[i].fn(argc - 1, argv + 1);
+	}
 	return img_usage("unknown command '%s'", argv[1]);
 }

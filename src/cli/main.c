@@ -10,6 +10,7 @@
  *   shoal events | metrics   shoald's event log and figures
  *   shoal version | help
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,9 +20,37 @@
 
 #define SHOAL_VERSION "0.1.0"
 
+/* shoal version [--output json] */
 static int cmd_version(int argc, char **argv)
 {
-	printf("shoal %s\n", SHOAL_VERSION);
+	bool json = false;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			printf("usage: shoal version [--output text|json]\n");
+			return 0;
+		}
+		if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc)
+			a = argv[++i];
+		else if (!strncmp(a, "--output=", 9))
+			a += 9;
+		else {
+			fprintf(stderr, "shoal: version: unexpected argument '%s' (shoal version --help)\n", a);
+			return EXIT_USAGE;
+		}
+		if (!strcmp(a, "json"))
+			json = true;
+		else if (strcmp(a, "text") && strcmp(a, "table")) {
+			fprintf(stderr, "shoal: version: --output '%s' is not text or json\n", a);
+			return EXIT_USAGE;
+		}
+	}
+	if (json)
+		printf("{\"name\": \"shoal\", \"version\": \"%s\"}\n", SHOAL_VERSION);
+	else
+		printf("shoal %s\n", SHOAL_VERSION);
 	return 0;
 }
 
