@@ -483,23 +483,29 @@ int cli_print_result(const struct cli_common *c, const struct client_resp *r,
 	return rc;
 }
 
-/* "64M", "2G", or bytes. */
+/* One format for every size the CLI prints: "512" bytes below 1 KiB, else
+ * the largest binary unit it reaches, exact ("64M", "2G") or to one decimal
+ * ("11.5M"); the JSON output always carries the byte count. */
 void cli_fmt_size(long long b, char *out, size_t size)
 {
-	static const char units[] = "KMGT";
+	static const char units[] = "KMGTP";
+	long long div = 1;
 	int u = -1;
 
-	while (b >= 1024 && b % 1024 == 0 && u < 3) {
-		b /= 1024;
+	if (b < 1024) {
+		snprintf(out, size, "%lld", b);
+		return;
+	}
+	while (u < 4 && b / div >= 1024) {
+		div *= 1024;
 		u++;
 	}
-	if (u < 0)
-		snprintf(out, size, "%lld", b);
+	if (b % div == 0)
+		snprintf(out, size, "%lld%c", b / div, units[u]);
 	else
-		snprintf(out, size, "%lld%c", b, units[u]);
+		snprintf(out, size, "%.1f%c", (double)b / (double)div, units[u]);
 }
 
-/* "3d4h", "2h05m", "5m03s", "12s", or "-". */
 void cli_fmt_duration(double s, char *out, size_t size)
 {
 	long long t = (long long)s;

@@ -30,7 +30,7 @@ static void metrics_row(json_t *v)
 
 	cli_fmt_size(json_integer_value(json_object_get(v, "memory")), mem, sizeof(mem));
 	if (json_is_integer(r))
-		snprintf(rss, sizeof(rss), "%.1fM", (double)json_integer_value(r) / 1048576.0);
+		cli_fmt_size(json_integer_value(r), rss, sizeof(rss));
 	printf("%-20s %-9s %4lld %7s %12.3f %10lld %9s\n",
 	       json_string_value(json_object_get(v, "name")) ?: "?",
 	       json_string_value(json_object_get(v, "state")) ?: "?",

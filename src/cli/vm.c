@@ -1,6 +1,6 @@
 /*
  * vm.c - `shoal vm`: create, list, show, start, stop, pause, resume,
- * delete, snapshot and restore VMs through shoald's API (docs/daemon.md).  Every verb is one
+ * delete, snapshot, restore and clone VMs through shoald's API (docs/daemon.md).  Every verb is one
  * HTTP request (client.c); errors print the API's message and exit 1.
  * Read verbs print tables, or the API's JSON with --output json.
  */
@@ -29,10 +29,13 @@ static const char vm_usage[] =
 "  stop NAME [--force] [--timeout S]          power button, then force after S s\n"
 "  pause NAME | resume NAME\n"
 "  delete NAME [--force]                      remove it (--force stops it first)\n"
-"  snapshot NAME [--as SNAP]                  save the running VM (default SNAP:\n"
+"  snapshot NAME [--as SNAP] [--live]         save the running VM (default SNAP:\n"
 "                                             NAME-YYYYmmdd-HHMMSS, UTC); it goes on\n"
+"                                             (--live: paused only for its state)\n"
 "  restore SNAP --name NEW                    a new VM NEW, started where SNAP was\n"
 "                                             (shoal snapshot list|show|delete)\n"
+"  clone SNAP --count N [--prefix P]          N new VMs P-1..P-N (default P: SNAP)\n"
+"                                             sharing SNAP's memory copy-on-write\n"
 "\n"
 "  -o, --output json     print the API's JSON instead of a table\n"
 "      --socket PATH     shoald's socket (default $SHOAL_SOCKET, then\n"
@@ -41,7 +44,8 @@ static const char vm_usage[] =
 "The spec is the `shoal run --config` object plus \"name\" and \"restart\"\n"
 "(no, on-failure, always); relative paths are taken from this directory.\n";
 
-enum { OPT_SOCKET = 256, OPT_START, OPT_NAME, OPT_FORCE, OPT_TIMEOUT, OPT_AS };
+enum { OPT_SOCKET = 256, OPT_START, OPT_NAME, OPT_FORCE, OPT_TIMEOUT, OPT_AS, OPT_LIVE,
+       OPT_COUNT, OPT_PREFIX };
 
 static const struct option vm_options[] = {
 	{ "file", required_argument, NULL, 'f' },
@@ -52,14 +56,18 @@ static const struct option vm_options[] = {
 	{ "force", no_argument, NULL, OPT_FORCE },
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 	{ "as", required_argument, NULL, OPT_AS },
+	{ "live", no_argument, NULL, OPT_LIVE },
+	{ "count", required_argument, NULL, OPT_COUNT },
+	{ "prefix", required_argument, NULL, OPT_PREFIX },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
 
 struct vm_args {
 	struct cli_common c;
-	const char *file, *name_override, *as;
-	bool start, force;
+	const char *file, *name_override, *as, *prefix;
+	bool start, force, live;
+	long count;             /* vm clone --count; 0: not given */
 	long timeout;           /* -1: the daemon's default */
 	const char *name;       /* positional */
 };
@@ -117,8 +125,9 @@ static int vm_print_show(json_t *j)
 	printf("restart:    %s (%lld restarts)\n", json_string_value(json_object_get(j, "restart")),
 	       (long long)json_integer_value(json_object_get(j, "restarts")));
 	if (json_is_string(json_object_get(j, "restored_from")))
-		printf("restored:   from snapshot %s\n",
-		       json_string_value(json_object_get(j, "restored_from")));
+		printf("restored:   from snapshot %s%s\n",
+		       json_string_value(json_object_get(j, "restored_from")),
+		       json_is_true(json_object_get(j, "clone")) ? " (a clone)" : "");
 	if (json_is_integer(json_object_get(j, "pid")))
 		printf("pid:        %lld\n", (long long)json_integer_value(json_object_get(j, "pid")));
 	printf("created:    %s\n", json_string_value(json_object_get(j, "created_at")) ?: "-");
@@ -131,10 +140,9 @@ static int vm_print_show(json_t *j)
 		       json_string_value(json_object_get(x, "at")) ?: "");
 	if (json_is_object(st)) {
 		cli_fmt_size(json_integer_value(json_object_get(st, "rss_bytes")), mem, sizeof(mem));
-		printf("vcpu time:  %.3f s\nexits:      %lld\nresident:   %lld bytes\n",
+		printf("vcpu time:  %.3f s\nexits:      %lld\nresident:   %s\n",
 		       (double)json_integer_value(json_object_get(st, "vcpu_time_ns")) / 1e9,
-		       (long long)json_integer_value(json_object_get(st, "exits")),
-		       (long long)json_integer_value(json_object_get(st, "rss_bytes")));
+		       (long long)json_integer_value(json_object_get(st, "exits")), mem);
 	}
 	printf("spec:       %s\n", spec ? spec : "{}");
 	free(spec);
@@ -295,10 +303,15 @@ static int vm_snapshot(const struct vm_args *a)
 	char path[256];
 	struct client_resp r;
 	struct error e;
-	json_t *body = a->as ? json_pack("{s:s}", "name", a->as) : NULL;
-	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_t *body = a->as || a->live ? json_object() : NULL;
+	char *text;
 	int rc;
 
+	if (a->as)
+		json_object_set_new(body, "name", json_string(a->as));
+	if (a->live)
+		json_object_set_new(body, "live", json_true());
+	text = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	json_decref(body);
 	snprintf(path, sizeof(path), "/v1/vms/%s/snapshot", a->name);
 	rc = client_request(a->c.socket, "POST", path, text, text ? strlen(text) : 0, &r, &e);
@@ -314,8 +327,8 @@ static int vm_snapshot(const struct vm_args *a)
 
 		cli_fmt_size(json_integer_value(json_object_get(j, "size_bytes")), size, sizeof(size));
 		cli_fmt_size(json_integer_value(json_object_get(j, "memory_bytes")), mem, sizeof(mem));
-		printf("%s: snapshot %s taken: paused %.1f ms; memory %s, %s on disk\n", a->name,
-		       json_string_value(json_object_get(j, "name")) ?: "?",
+		printf("%s: snapshot %s taken%s: paused %.1f ms; memory %s, %s on disk\n", a->name,
+		       json_string_value(json_object_get(j, "name")) ?: "?", a->live ? " live" : "",
 		       json_number_value(json_object_get(j, "pause_ms")), mem, size);
 		json_decref(j);
 	}
@@ -358,6 +371,47 @@ static int vm_restore(const struct vm_args *a)
 	return rc;
 }
 
+/* `vm clone SNAP --count N [--prefix P]`: POST /v1/snapshots/SNAP/clone. */
+static int vm_clone(const struct vm_args *a)
+{
+	char path[256];
+	struct client_resp r;
+	struct error e;
+	json_t *body, *v;
+	char *text;
+	size_t i;
+	int rc;
+
+	if (!a->count) {
+		log_error("vm clone %s: --count N is required (how many clones)", a->name);
+		return EXIT_USAGE;
+	}
+	body = json_pack("{s:I}", "count", (json_int_t)a->count);
+	if (a->prefix)
+		json_object_set_new(body, "prefix", json_string(a->prefix));
+	text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	snprintf(path, sizeof(path), "/v1/snapshots/%s/clone", a->name);
+	rc = client_request(a->c.socket, "POST", path, text, text ? strlen(text) : 0, &r, &e);
+	free(text);
+	if (rc) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	rc = cli_print_result(&a->c, &r, NULL);
+	if (!rc && !a->c.json) {
+		json_t *j = json_loadb(r.body, r.len, 0, NULL);
+
+		json_array_foreach(json_object_get(j, "vms"), i, v)
+			printf("%s: %s (clone of %s)\n",
+			       json_string_value(json_object_get(v, "name")) ?: "?",
+			       json_string_value(json_object_get(v, "state")) ?: "?", a->name);
+		json_decref(j);
+	}
+	client_resp_free(&r);
+	return rc;
+}
+
 /* GET path and print it with `print` (or as JSON). */
 static int vm_get(const struct vm_args *a, const char *path, int (*print)(json_t *))
 {
@@ -390,6 +444,18 @@ static int vm_parse(int argc, char **argv, struct vm_args *a)
 		case OPT_START: a->start = true; break;
 		case OPT_NAME: a->name_override = optarg; break;
 		case OPT_AS: a->as = optarg; break;
+		case OPT_LIVE: a->live = true; break;
+		case OPT_PREFIX: a->prefix = optarg; break;
+		case OPT_COUNT: {
+			char *end;
+
+			a->count = strtol(optarg, &end, 10);
+			if (!*optarg || *end || a->count < 1 || a->count > 1000000) {
+				log_error("--count %s: expected a number of clones, 1 or more", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		}
 		case OPT_FORCE: a->force = true; break;
 		case OPT_TIMEOUT:
 			a->timeout = strtol(optarg, NULL, 10);
@@ -436,6 +502,10 @@ int cmd_vm(int argc, char **argv)
 		log_error("vm restore: which snapshot? (shoal vm restore SNAP --name NEW)");
 		return EXIT_USAGE;
 	}
+	if (!a.name && !strcmp(sub, "clone")) {
+		log_error("vm clone: which snapshot? (shoal vm clone SNAP --count N)");
+		return EXIT_USAGE;
+	}
 	if (!a.name) {
 		log_error("vm %s: which VM? (shoal vm %s NAME)", sub, sub);
 		return EXIT_USAGE;
@@ -450,6 +520,8 @@ int cmd_vm(int argc, char **argv)
 		return vm_snapshot(&a);
 	if (!strcmp(sub, "restore"))
 		return vm_restore(&a);
+	if (!strcmp(sub, "clone"))
+		return vm_clone(&a);
 	for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)
 		if (!strcmp(sub, actions[i]))
 			return vm_action(&a, actions[i]);

@@ -95,9 +95,16 @@ int api_reply_error(struct api_call *c, const struct api_err *e)
 	return api_reply_raw(c, e->http ? e->http : 500, "application/json", text, n);
 }
 
+char *api_json_text(const void *json)
+{
+	/* 15 significant digits: a double's decimal value as written
+	 * (uptime_s 0.149, never 0.14899999999999999), exact for integers */
+	return json_dumps(json, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+}
+
 int api_reply_json(struct api_call *c, int status, void *json)
 {
-	char *text = json ? json_dumps(json, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	char *text = json ? api_json_text(json) : NULL;
 	struct api_err e;
 	size_t n;
 

@@ -140,6 +140,9 @@ int api_snapshot_restore(struct api_call *c);
 
 /* Response helpers (api.c). */
 int api_reply_json(struct api_call *c, int status, void *json /* json_t *, taken */);
+/* The text of an answer or event (json_t *): compact, keys in order, reals
+ * to 15 significant digits; malloc'd, NULL when it cannot be encoded. */
+char *api_json_text(const void *json);
 int api_reply_error(struct api_call *c, const struct api_err *e);
 int api_reply_raw(struct api_call *c, int status, const char *ctype, void *buf, size_t len);
 /* Reply with the VM object of c->name (api_vm.c); `with_spec` as show. */

@@ -71,7 +71,7 @@ static size_t event_stream_fetch(struct event_stream *s)
 	s->len = s->off = 0;
 	for (int i = 0; i < n; i++) {
 		json_t *j = api_event_json(&evs[i]);
-		line = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		line = api_json_text(j);
 		json_decref(j);
 		if (line) {
 			size_t l = strlen(line);

@@ -137,6 +137,34 @@ static void test_inventory_and_errors(void **state)
 	json_decref(j);
 }
 
+/* Reals in answers read as written: uptime_s 0.149, not 0.14899999999999999 */
+static void test_json_reals(void **state)
+{
+	json_t *j = json_pack("{s:f, s:f, s:I}", "uptime_s", 0.149, "big", 123456.789,
+			      "n", (json_int_t)1 << 52);
+	char *t = api_json_text(j);
+
+	(void)state;
+	assert_non_null(t);
+	assert_string_equal(t, "{\"uptime_s\":0.149,\"big\":123456.789,\"n\":4503599627370496}");
+	free(t);
+	json_decref(j);
+}
+
+/* One size format in every table: `vm show` and `vm list` agree */
+static void test_fmt_size(void **state)
+{
+	char b[32];
+
+	(void)state;
+	cli_fmt_size(512, b, sizeof(b)); assert_string_equal(b, "512");
+	cli_fmt_size(64 << 20, b, sizeof(b)); assert_string_equal(b, "64M");
+	cli_fmt_size(12025856, b, sizeof(b)); assert_string_equal(b, "11.5M");
+	cli_fmt_size(1536, b, sizeof(b)); assert_string_equal(b, "1.5K");
+	cli_fmt_size(3LL << 40, b, sizeof(b)); assert_string_equal(b, "3T");
+	cli_fmt_size(5LL << 50, b, sizeof(b)); assert_string_equal(b, "5P");
+}
+
 static void test_too_large(void **state)
 {
 	struct fixture *f = *state;
@@ -320,6 +348,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_inventory_and_errors, setup, teardown),
+		cmocka_unit_test(test_json_reals),
+		cmocka_unit_test(test_fmt_size),
 		cmocka_unit_test_setup_teardown(test_too_large, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_start_failure_recorded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
