@@ -17,6 +17,18 @@ enum log_level { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 /* Messages above this level are dropped.  Default LOG_WARN; -v raises it. */
 extern enum log_level log_threshold;
 
+/*
+ * A daemon's log (shoald): every line says its level ("info: ", ...), and
+ * either starts with a UTC timestamp (2026-12-05T17:20:01.123Z) or, when
+ * stderr is journald's stream (systemd sets $JOURNAL_STREAM to its
+ * device:inode), with the sd-daemon priority prefix ("<6>") and no
+ * timestamp, since journald stamps lines itself.  The command-line tools
+ * keep the plain "shoal: message" lines.
+ */
+void log_daemon_mode(const char *ident);
+/* "error", "warn"/"warning", "info", "debug" -> 0 and *lvl; else -1. */
+int log_level_parse(const char *s, enum log_level *lvl);
+
 void log_msg(enum log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void log_vmsg(enum log_level lvl, const char *fmt, va_list ap)

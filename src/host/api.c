@@ -34,6 +34,7 @@
  * shape {"error": {"code": "...", "message": "..."}}.
  */
 #include "host/api.h"
+#include "base/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -43,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -65,7 +67,28 @@ struct api_req {
 	bool begun;         /* api_begin ran */
 	bool nul_in_target; /* the raw request target encodes a NUL */
 	bool answered;      /* a response was queued early (413, 401, 403, 400) */
+	int64_t t0_us;      /* monotonic: when the request line came */
+	const char *method, *url;   /* libmicrohttpd's, valid for the request */
 };
+
+static int64_t api_mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void api_access_log(const struct api_call *c, int status, size_t len)
+{
+	double ms = c->t0_us ? (double)(api_mono_us() - c->t0_us) / 1000.0 : 0.0;
+
+	if (log_threshold < LOG_INFO)
+		return;
+	log_info("access: %s %s %s %d %zu bytes %.1f ms",
+		 c->peer ? c->peer->who : "-", c->method ? c->method : "-",
+		 c->url ? c->url : "-", status, len, ms);
+}
 
 int api_reply_raw(struct api_call *c, int status, const char *ctype, void *buf, size_t len)
 {
@@ -82,6 +105,7 @@ int api_reply_raw(struct api_call *c, int status, const char *ctype, void *buf, 
 		MHD_add_response_header(r, "Retry-After", "1");
 	ret = MHD_queue_response(c->conn, (unsigned)status, r);
 	MHD_destroy_response(r);
+	api_access_log(c, status, len);
 	return ret;
 }
 
@@ -147,7 +171,8 @@ static bool api_token_ok(struct host *h, struct MHD_Connection *conn)
 static int api_early_error(struct host *h, struct MHD_Connection *conn, struct api_req *r,
 			   int status, const char *code, const char *msg)
 {
-	struct api_call c = { .h = h, .conn = conn };
+	struct api_call c = { .h = h, .conn = conn, .peer = api_peer_of(conn),
+			      .method = r->method, .url = r->url, .t0_us = r->t0_us };
 	struct api_err e;
 
 	api_err_set(&e, status, code, "%s", msg);
@@ -171,7 +196,7 @@ static int api_authorize(struct host *h, struct MHD_Connection *conn, struct api
 	snprintf(msg, sizeof(msg), "%s %s: %s has the role \"%s\"; this needs \"%s\" "
 		 "(granted with shoald --grant)", route->method, route->path,
 		 p ? p->who : "this caller", host_role_name(role), host_role_name(route->need));
-	fprintf(stderr, "shoald: forbidden: %s\n", msg);
+	log_warn("forbidden: %s", msg);
 	return api_early_error(h, conn, r, 403, "forbidden", msg);
 }
 
@@ -186,6 +211,8 @@ static int api_begin(struct host *h, struct MHD_Connection *conn, struct api_req
 	int ret;
 
 	r->begun = true;
+	r->method = method;
+	r->url = url;
 	if (p && p->refused)
 		return MHD_NO;
 	if (tcp && !api_token_ok(h, conn))
@@ -244,7 +271,8 @@ static int api_dispatch(struct host *h, struct MHD_Connection *conn, const char 
 {
 	struct api_call c = { .h = h, .conn = conn, .peer = api_peer_of(conn),
 			      .method = method, .url = url,
-			      .body = r->body ? r->body : "", .body_len = r->len };
+			      .body = r->body ? r->body : "", .body_len = r->len,
+			      .t0_us = r->t0_us };
 	const struct api_route *route;
 	struct api_err e;
 	int status;
@@ -318,8 +346,10 @@ static void *api_uri_seen(void *cls, const char *uri, struct MHD_Connection *con
 {
 	struct api_req *r = calloc(1, sizeof(*r));
 
-	if (r)
+	if (r) {
 		r->nul_in_target = api_target_check(uri, NULL) < 0;
+		r->t0_us = api_mono_us();
+	}
 	return r;
 }
 
@@ -344,7 +374,8 @@ static void api_log(void *cls, const char *fmt, va_list ap)
 	char line[512];
 
 	vsnprintf(line, sizeof(line), fmt, ap);
-	fprintf(stderr, "shoald: http: %s%s", line, line[0] && line[strlen(line) - 1] == '\n' ? "" : "\n");
+	line[strcspn(line, "\n")] = '\0';
+	log_warn("http: %s", line);
 }
 
 /* Bind the Unix socket: refuse if another daemon answers there. */

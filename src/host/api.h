@@ -46,6 +46,7 @@ struct api_call {
 	char name[HOST_NAME_MAX_LEN + 1];   /* the {name} in the path, if any */
 	const char *body;                   /* NUL-terminated, may be empty */
 	size_t body_len;
+	int64_t t0_us;                      /* monotonic, the request line's arrival (access log) */
 };
 
 /* A handler queues exactly one response and returns MHD_YES/MHD_NO. */
@@ -140,6 +141,9 @@ int api_snapshot_restore(struct api_call *c);
 
 /* Response helpers (api.c). */
 int api_reply_json(struct api_call *c, int status, void *json /* json_t *, taken */);
+/* One access-log line (info level) for an answer being queued: who,
+ * method, path, status, body bytes and the time since the request line. */
+void api_access_log(const struct api_call *c, int status, size_t len);
 /* The text of an answer or event (json_t *): compact, keys in order, reals
  * to 15 significant digits; malloc'd, NULL when it cannot be encoded. */
 char *api_json_text(const void *json);

@@ -310,6 +310,7 @@ int api_vm_console_attach(struct api_call *c)
 	MHD_add_response_header(r, MHD_HTTP_HEADER_UPGRADE, "shoal-console");
 	api_peer_upgraded(c->peer);      /* a stream now: no request deadline */
 	ret = MHD_queue_response(c->conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
+	api_access_log(c, MHD_HTTP_SWITCHING_PROTOCOLS, 0);
 	MHD_destroy_response(r);
 	return ret;
 }

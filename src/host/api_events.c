@@ -160,6 +160,7 @@ static int api_events_follow(struct api_call *c, int64_t since, const char *vm)
 	}
 	MHD_add_response_header(r, "Content-Type", "application/x-ndjson");
 	ret = MHD_queue_response(c->conn, 200, r);
+	api_access_log(c, 200, 0);
 	MHD_destroy_response(r);
 	return ret;
 }

@@ -35,6 +35,7 @@
  * reused descriptor.
  */
 #include "host/api.h"
+#include "base/log.h"
 
 #include <errno.h>
 #include <microhttpd.h>
@@ -124,7 +125,7 @@ static void peer_refuse(struct api_peers *ps, struct api_peer *p, unsigned held)
 		     "Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
 		     "Content-Length: %zu\r\n\r\n%s", strlen(body), body);
 	if (send(p->fd, resp, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-		fprintf(stderr, "shoald: %s: 429 not sent: %s\n", p->who, strerror(errno));
+		log_warn("%s: 429 not sent: %s", p->who, strerror(errno));
 	shutdown(p->fd, SHUT_WR);
 	p->refused = true;
 	p->deadline_ms = peer_now_ms() + 1000;
@@ -231,8 +232,8 @@ static void peers_cut_locked(struct api_peers *ps, int64_t now)
 		shutdown(p->fd, SHUT_RDWR);
 		p->cut = true;
 		if (!p->refused)
-			fprintf(stderr, "shoald: %s: request not whole after %u s "
-				"(--request-timeout): connection closed\n", p->who,
+			log_warn("%s: request not whole after %u s "
+				"(--request-timeout): connection closed", p->who,
 				ps->h->opt.request_timeout_s);
 	}
 }

@@ -33,6 +33,7 @@
  * first request already sees the truth.
  */
 #include "host/host.h"
+#include "base/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -148,8 +149,8 @@ static void host_warn_overlap(const struct host *h, const char *dir)
 		return;
 	n = strlen(a);
 	if (!strncmp(st, a, n) && (st[n] == '/' || st[n] == '\0' || n == 1))
-		fprintf(stderr, "shoald: warning: --allow-dir %s holds the state directory %s: "
-			"clients can name the daemon's own files\n", dir, h->state_dir);
+		log_warn("--allow-dir %s holds the state directory %s: "
+			"clients can name the daemon's own files", dir, h->state_dir);
 }
 
 /* The directories clients may name files in: --allow-dir, or

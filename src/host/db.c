@@ -28,6 +28,7 @@
  * left more open are narrowed to 0600.
  */
 #include "host/db.h"
+#include "base/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -106,7 +107,7 @@ static int db_exec(struct db *s, const char *sql)
 	char *msg = NULL;
 
 	if (sqlite3_exec(s->conn, sql, NULL, NULL, &msg) != SQLITE_OK) {
-		fprintf(stderr, "shoald: db: %s: %s\n", sql, msg ? msg : "?");
+		log_error("db: %s: %s", sql, msg ? msg : "?");
 		sqlite3_free(msg);
 		return -EIO;
 	}
@@ -216,7 +217,7 @@ static sqlite3_stmt *db_prepare(struct db *s, const char *sql)
 	sqlite3_stmt *st = NULL;
 
 	if (sqlite3_prepare_v2(s->conn, sql, -1, &st, NULL) != SQLITE_OK) {
-		fprintf(stderr, "shoald: db: %s: %s\n", sql, sqlite3_errmsg(s->conn));
+		log_error("db: %s: %s", sql, sqlite3_errmsg(s->conn));
 		return NULL;
 	}
 	return st;
@@ -232,7 +233,7 @@ static int db_step_done(struct db *s, sqlite3_stmt *st)
 		return 0;
 	if (rc == SQLITE_CONSTRAINT)
 		return -EEXIST;
-	fprintf(stderr, "shoald: db: %s\n", sqlite3_errmsg(s->conn));
+	log_error("db: %s", sqlite3_errmsg(s->conn));
 	return -EIO;
 }
 

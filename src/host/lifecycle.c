@@ -23,6 +23,7 @@
  *   created|exited --delete--> (gone)
  */
 #include "host/host.h"
+#include "base/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -108,7 +109,7 @@ int host_persist_locked(struct host *h, struct hvm *vm, const char *type,
 
 	rc = db_vm_update(h->db, &vm->rec, type, detail_json, &id);
 	if (rc)
-		fprintf(stderr, "shoald: %s: cannot persist the record: %s\n", vm->rec.name,
+		log_error("%s: cannot persist the record: %s", vm->rec.name,
 			strerror(-rc));
 	if (id > h->last_event_id) {
 		h->last_event_id = id;

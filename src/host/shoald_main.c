@@ -23,6 +23,7 @@
 
 #include "host/api.h"
 #include "host/host.h"
+#include "base/log.h"
 #include "base/exitcode.h"
 
 /* The --help text. */
@@ -50,6 +51,9 @@ static void usage(FILE *f)
 		"  --tls-key FILE       PEM private key for --listen\n"
 		"  --token-file FILE    bearer token clients must send on TCP\n"
 		"  --token-role ROLE    what a client with the token may do (default admin)\n"
+		"  --log-level LEVEL    error, warn, info (default: with one access line per\n"
+		"                       API call) or debug; lines carry a UTC timestamp, or a\n"
+		"                       journald priority when stderr is the journal\n"
 		"  --list-routes        print the API routes and exit\n");
 }
 
@@ -66,7 +70,7 @@ static unsigned opt_seconds(const char *name, const char *v)
 	long long s = api_parse_uint(v, 86400);
 
 	if (s <= 0) {
-		fprintf(stderr, "shoald: %s %s: expected seconds from 1 to 86400\n", name, v);
+		log_error("%s %s: expected seconds from 1 to 86400", name, v);
 		exit(EXIT_USAGE);
 	}
 	return (unsigned)s;
@@ -78,7 +82,7 @@ static unsigned opt_count(const char *name, const char *v, long long max)
 	long long n = api_parse_uint(v, max);
 
 	if (n <= 0) {
-		fprintf(stderr, "shoald: %s %s: expected a number from 1 to %lld\n", name, v, max);
+		log_error("%s %s: expected a number from 1 to %lld", name, v, max);
 		exit(EXIT_USAGE);
 	}
 	return (unsigned)n;
@@ -93,7 +97,7 @@ static int parse_access_option(int c, const char *v, struct host_options *o)
 	switch (c) {
 	case 'A':
 		if (o->nallow_dirs == PATH_MAX_ROOTS) {
-			fprintf(stderr, "shoald: --allow-dir: at most %d directories\n", PATH_MAX_ROOTS);
+			log_error("--allow-dir: at most %d directories", PATH_MAX_ROOTS);
 			return -1;
 		}
 		o->allow_dirs[o->nallow_dirs++] = v;
@@ -101,7 +105,7 @@ static int parse_access_option(int c, const char *v, struct host_options *o)
 	case 'G':
 		if (host_authz_grant(&o->authz, v, &e) == 0)
 			return 0;
-		fprintf(stderr, "shoald: %s\n", e.msg);
+		log_error("%s", e.msg);
 		return -1;
 	default:    /* 'R': --token-role */
 		role = host_role_parse(v);
@@ -109,7 +113,7 @@ static int parse_access_option(int c, const char *v, struct host_options *o)
 			o->token_role = (enum host_role)role;
 			return 0;
 		}
-		fprintf(stderr, "shoald: --token-role %s: expected read, operate or admin\n", v);
+		log_error("--token-role %s: expected read, operate or admin", v);
 		return -1;
 	}
 }
@@ -133,6 +137,7 @@ static int parse_options(int argc, char **argv, struct host_options *o)
 		{ "request-timeout", required_argument, NULL, 'q' },
 		{ "max-peer-connections", required_argument, NULL, 'p' },
 		{ "list-routes", no_argument, NULL, 'L' },
+		{ "log-level", required_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -155,13 +160,19 @@ static int parse_options(int argc, char **argv, struct host_options *o)
 			if (parse_access_option(c, optarg, o))
 				return -1;
 			break;
+		case 'V':
+			if (log_level_parse(optarg, &log_threshold)) {
+				log_error("--log-level %s: expected error, warn, info or debug", optarg);
+				return -1;
+			}
+			break;
 		case 'L': list_routes(); exit(0);
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "shoald: unexpected argument '%s'\n", argv[optind]);
+		log_error("unexpected argument '%s'", argv[optind]);
 		return -1;
 	}
 	return 0;
@@ -179,6 +190,8 @@ int main(int argc, char **argv)
 	if (argc > 1 && !strcmp(argv[1], "--monitor"))
 		return supervisor_monitor_main(argc, argv);
 	o.monitor_exe = "/proc/self/exe";
+	log_daemon_mode("shoald");      /* levels, and timestamps or journald priorities */
+	log_threshold = LOG_INFO;
 	if (parse_options(argc, argv, &o))
 		return EXIT_USAGE;
 	/* Signals are taken synchronously by this thread; every other thread
@@ -190,21 +203,21 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	if (host_open(&h, &o, &e)) {
-		fprintf(stderr, "shoald: %s\n", e.msg);
+		log_error("%s", e.msg);
 		return e.http == 409 ? EXIT_RESOURCE : EXIT_HOST;
 	}
 	if (api_start(&h, &e)) {
-		fprintf(stderr, "shoald: %s\n", e.msg);
+		log_error("%s", e.msg);
 		host_close(&h);
 		return e.http == 400 ? EXIT_USAGE : EXIT_HOST;
 	}
-	fprintf(stderr, "shoald: serving on %s (state in %s, %zu VMs)\n", h.socket_path,
+	log_info("serving on %s (state in %s, %zu VMs)", h.socket_path,
 		h.state_dir, h.nvms);
 	do {
 		if (sigwait(&set, &sig))
 			break;
 	} while (sig == SIGHUP);
-	fprintf(stderr, "shoald: %s: stopping; VMs keep running\n", strsignal(sig));
+	log_info("%s: stopping; VMs keep running", strsignal(sig));
 	api_stop(&h);
 	host_close(&h);
 	return 0;

@@ -56,6 +56,7 @@
 
 #include "host/spec.h"
 #include "host/vmctl.h"
+#include "base/log.h"
 #include "base/exitcode.h"
 
 #ifndef P_PIDFD
@@ -134,7 +135,7 @@ static size_t monitor_format(char *out, const char *word, int n)
 }
 
 /* The monitor: new session, stdio set up, fork the VMM, wait, record. */
-static void __attribute__((noreturn)) monitor_main(const struct spawn_args *a)
+static void __attribute__((__noreturn__)) monitor_main(const struct spawn_args *a)
 {
 	sigset_t none;
 	char buf[32];
@@ -420,7 +421,7 @@ static void *restart_thread(void *arg)
 	struct api_err e;
 
 	if (hvm_do_start(j->h, j->vm, &e))
-		fprintf(stderr, "shoald: %s: restart failed: %s\n", j->vm->rec.name, e.msg);
+		log_error("%s: restart failed: %s", j->vm->rec.name, e.msg);
 	pthread_mutex_lock(&j->h->lock);
 	j->vm->busy = NULL;
 	pthread_cond_broadcast(&j->h->changed);
@@ -633,12 +634,12 @@ static void supervisor_reattach_one(struct host *h, struct hvm *vm)
 		paused = !strcmp(json_string_value(json_object_get(r, "state")) ?: "", "paused");
 		json_decref(r);
 	} else {
-		fprintf(stderr, "shoald: %s: monitor alive but the VMM does not answer: %s\n",
+		log_warn("%s: monitor alive but the VMM does not answer: %s",
 			vm->rec.name, err);
 	}
 	pthread_mutex_lock(&h->lock);
 	if (pid && vm->rec.vmm_pid && pid != vm->rec.vmm_pid)
-		fprintf(stderr, "shoald: %s: VMM pid %d, recorded %d\n", vm->rec.name,
+		log_warn("%s: VMM pid %d, recorded %d", vm->rec.name,
 			(int)pid, (int)vm->rec.vmm_pid);
 	if (vm->state != HVM_EXITED) {
 		if (pid)
