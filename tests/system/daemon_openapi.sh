@@ -259,7 +259,8 @@ missing = ops - called if kvm else set()
 result(not missing, "every documented operation was called", sorted(missing))
 # schemas reached only through the request side are checked as examples
 for ex, name in ((spec, "Spec"), ({"mode": "force", "timeout_s": 3}, "StopRequest"),
-                 ({"name": "s1"}, "SnapshotRequest"), ({"name": "vm2"}, "RestoreRequest")):
+                 ({"name": "s1"}, "SnapshotRequest"), ({"name": "vm2"}, "RestoreRequest"),
+                 ({"path": "/d.qcow2", "readonly": True}, "Disk"), ({"tap": "tap0"}, "Net")):
     errs = check(ex, {"$ref": "#/components/schemas/" + name})
     result(not errs, "example %s validates" % name, errs)
 unused = set(comp["schemas"]) - used_schemas - {"VmMetrics", "Snapshot", "SnapshotDetail"} if not kvm \
