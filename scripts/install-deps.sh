@@ -5,12 +5,22 @@ set -e
 PKGS="build-essential clang libcmocka-dev libjansson-dev liburing-dev libzstd-dev zlib1g-dev libxxhash-dev
       qemu-system-x86 qemu-utils busybox-static cpio lz4 kmod xz-utils zstd
       libmicrohttpd-dev libsqlite3-dev sqlite3 curl jq python3-yaml openssl"
+# nodejs and npm run the OpenAPI validators (scripts/api-tools.sh installs
+# them from npm); prometheus brings promtool, which checks shoald's /metrics.
+PKGS="$PKGS nodejs prometheus"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
 done
+# npm: Debian's package, unless node's own packages (NodeSource) brought one
+command -v npm >/dev/null || missing="$missing npm"
 [ -z "$missing" ] && exit 0
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
 echo "shoal: installing:$missing"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+# prometheus is wanted for promtool only: the server its package starts on a
+# systemd host is stopped and disabled (in a container none starts).
+case " $missing " in *" prometheus "*)
+	if [ -d /run/systemd/system ]; then $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; fi ;;
+esac

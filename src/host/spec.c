@@ -4,8 +4,8 @@
  * Order of checks, each failing with 400 and a message that names the
  * field: well-formed JSON (no duplicate keys) -> an object -> "name" ->
  * "restart" -> the VMM's keys through vm_config_from_json (unknown keys and
- * wrong types) -> vm_config_validate (ranges, required kernel) -> the
- * command line's length -> what the host can honour and the caller may
+ * wrong types) -> vm_config_validate (ranges, required kernel) -> the CPU
+ * template's name -> the command line's length -> what the host can honour and the caller may
  * name: absolute paths (400), files beneath the allowed directories (403,
  * base/path_beneath.h: this process is confined to them, so an open that
  * would leave them is refused by the kernel and opens nothing), regular
@@ -36,6 +36,7 @@
 #include "base/error.h"
 #include "base/path_beneath.h"
 #include "boot/boot.h"
+#include "vmm/cpuid.h"
 
 /* Files of its own the daemon keeps in a VM's directory (daemon.c). */
 static const char *const spec_reserved_names[] = {
@@ -298,6 +299,10 @@ static int spec_vm_config(json_t *root, struct host_spec *s, bool check_host,
 				   strncmp(err.msg, "spec: ", 6) ? err.msg : err.msg + 6);
 	if (s->cfg.cpu_template && !*s->cfg.cpu_template)
 		return api_err_set(e, 400, "invalid_spec", "cpu_template: must not be empty");
+	if (!cpu_template_find(s->cfg.cpu_template))
+		return api_err_set(e, 400, "invalid_spec",
+				   "cpu_template: \"%.64s\" is not a CPU template (shoal cpu-templates lists them)",
+				   s->cfg.cpu_template);
 	if (s->cfg.cmdline && strlen(s->cfg.cmdline) >= BOOT_CMDLINE_MAX)
 		return api_err_set(e, 400, "invalid_spec",
 				   "cmdline: %zu bytes is more than the boot protocol carries (at most %d, as `shoal run` allows)",
