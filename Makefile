@@ -8,6 +8,8 @@
 #   make check-layers    fail when a lower layer includes a higher one
 #   make test            the fast suite (unit + guest tests); see scripts/test.sh
 #   make check           the whole suite as CI runs it (installs deps first)
+#   make install         shoal, shoald, man pages, bash completion, systemd
+#                        unit under PREFIX (/usr/local); make uninstall
 #
 # Sources are discovered by directory so a new file needs no Makefile edit:
 #   src/<layer>/*.c      -> build/libshoal.a  (src/cli/main.c is the entry point)
@@ -154,5 +156,41 @@ check-layers:
 
 clean:
 	rm -rf build build-san build-debug
+
+# ---- packaging (issue #11): man pages, make install / uninstall ----
+# The man pages are written from the programs' own --help output
+# (scripts/gen-man.sh) into $(BUILD)/man, never committed.  Install with
+#   make install [PREFIX=/usr/local] [DESTDIR=]      (docs/install.md)
+PREFIX  ?= /usr/local
+BINDIR  := $(PREFIX)/bin
+MANDIR  := $(PREFIX)/share/man
+DOCDIR  := $(PREFIX)/share/doc/shoal
+BASHCOMPDIR := $(PREFIX)/share/bash-completion/completions
+UNITDIR := $(PREFIX)/lib/systemd/system
+.PHONY: man install uninstall
+$(BUILD)/man/.stamp: $(BUILD)/shoal $(BUILD)/shoald scripts/gen-man.sh
+	scripts/gen-man.sh $(BUILD) $(BUILD)/man
+	@touch $@
+man: $(BUILD)/man/.stamp
+install: $(BUILD)/shoal $(BUILD)/shoald $(BUILD)/man/.stamp
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(BUILD)/shoal $(BUILD)/shoald $(DESTDIR)$(BINDIR)/
+	install -m 0644 $(BUILD)/man/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(BUILD)/man/*.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 contrib/shoal.bash-completion $(DESTDIR)$(BASHCOMPDIR)/shoal
+	ln -sf shoal $(DESTDIR)$(BASHCOMPDIR)/shoald
+	sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/doc/shoal/|$(DOCDIR)/|g' \
+		contrib/shoald.service > $(DESTDIR)$(UNITDIR)/shoald.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/shoald.service
+	install -m 0644 api/openapi.yaml docs/daemon.md $(DESTDIR)$(DOCDIR)/
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/shoal $(DESTDIR)$(BINDIR)/shoald
+	rm -f $(DESTDIR)$(MANDIR)/man1/shoal.1 $(DESTDIR)$(MANDIR)/man1/shoal-*.1 $(DESTDIR)$(MANDIR)/man8/shoald.8
+	rm -f $(DESTDIR)$(BASHCOMPDIR)/shoal $(DESTDIR)$(BASHCOMPDIR)/shoald
+	rm -f $(DESTDIR)$(UNITDIR)/shoald.service
+	rm -f $(DESTDIR)$(DOCDIR)/openapi.yaml $(DESTDIR)$(DOCDIR)/daemon.md
+	rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+# ---- end packaging ----
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
