@@ -43,7 +43,7 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter \
 CPPFLAGS_ALL := -std=gnu11 -D_GNU_SOURCE -Isrc -MMD -MP
 LIBS    := -ljansson -luring -lzstd -lz -lxxhash -lpthread
 # ---- host daemon (issue #5): shoald and the library's src/host need these ----
-LIBS    += -lmicrohttpd -lsqlite3
+LIBS    += -lmicrohttpd -lsqlite3 -lcurl
 # ---- end host daemon ----
 ALLCFLAGS = $(CPPFLAGS_ALL) $(DEBUGFLAGS) $(WARN) $(CFLAGS) $(SANFLAGS)
 

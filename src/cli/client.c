@@ -1,7 +1,9 @@
 /*
- * client.c - HTTP/1.1 over a Unix socket for the CLI (see client.h).
+ * client.c - the CLI's HTTP client for shoald (see client.h): libcurl over
+ * the daemon's Unix socket or over TLS to a remote daemon.
  *
- * The parser is strict about what it needs and bounded everywhere: headers
+ * The response parser below reads only the console attach's answer (an
+ * HTTP Upgrade, which libcurl does not hand over).  It is strict about what it needs and bounded everywhere: headers
  * at most 64 KiB, bodies at most CLIENT_RESP_MAX, chunk sizes checked
  * against what is left.  It trusts nothing in the response (the fuzzer
  * feeds it arbitrary bytes).
@@ -19,6 +21,10 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 
 #include "base/exitcode.h"
 #include "base/io.h"
@@ -28,10 +34,12 @@
 
 const char *client_socket(const char *opt)
 {
-	const char *env = getenv("SHOAL_SOCKET");
+	const char *host = getenv("SHOAL_HOST"), *env = getenv("SHOAL_SOCKET");
 
 	if (opt && *opt)
 		return opt;
+	if (host && *host)
+		return host;
 	return env && *env ? env : CLIENT_DEFAULT_SOCKET;
 }
 
@@ -257,177 +265,458 @@ int client_parse_response(const char *buf, size_t len, struct client_resp *r,
 	return r->body ? 0 : error_set(e, 70, "out of memory");
 }
 
-/* ---- the socket ---- */
+/* ---- the transport: libcurl ---- */
 
-/* Connect to the daemon's socket, or say why not (exit status 69). */
-static int client_connect(const char *sock, struct error *e)
+/*
+ * Requests and streams go through libcurl, over the daemon's Unix socket
+ * (CURLOPT_UNIX_SOCKET_PATH) or, for an https:// endpoint, over TLS with the
+ * bearer token.  The console's HTTP Upgrade needs the raw connection after
+ * the 101, which libcurl does not hand over: there libcurl only connects
+ * (CONNECT_ONLY, TLS included), the request head is written and the answer
+ * read with curl_easy_send/recv and parsed above, and the connection is
+ * given to the caller as a file descriptor: the socket itself on a Unix
+ * socket, or one end of a socket pair that a thread relays through TLS.
+ */
+
+static bool curl_ready;
+
+static bool endpoint_is_url(const char *ep)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
-
-	if (strlen(sock) >= sizeof(sa.sun_path))
-		return error_set(e, 64, "%s: path too long for a Unix socket", sock);
-	strcpy(sa.sun_path, sock);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return error_set(e, 70, "socket: %s", strerror(errno));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		error_set(e, 69, "cannot reach shoald at %s: %s (is it running? --socket or SHOAL_SOCKET)",
-			  sock, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	return fd;
+	return !strncmp(ep, "https://", 8) || !strncmp(ep, "http://", 7);
 }
 
-/* Send the request line, headers and body. */
-static int client_send(int fd, const char *method, const char *path, const char *extra,
-		       const char *body, size_t len, struct error *e)
+/* The bearer token: $SHOAL_TOKEN_FILE's first line, else $SHOAL_TOKEN. */
+static int client_token(char *out, size_t size, struct error *e)
 {
-	char head[2048];
-	int n;
+	const char *file = getenv("SHOAL_TOKEN_FILE"), *tok = getenv("SHOAL_TOKEN");
+	FILE *f;
 
-	n = snprintf(head, sizeof(head),
-		     "%s %s HTTP/1.1\r\nHost: shoald\r\nUser-Agent: shoal\r\n%s%s"
-		     "Content-Length: %zu\r\n\r\n", method, path,
-		     extra ? extra : "Connection: close\r\n",
-		     len ? "Content-Type: application/json\r\n" : "", len);
-	if (n < 0 || n >= (int)sizeof(head))
-		return error_set(e, 64, "%.100s: request path too long", path);
-	if (write_all(fd, head, (size_t)n) || (len && write_all(fd, body, len)))
-		return error_set(e, 70, "shoald: sending the request: %s", strerror(errno));
+	out[0] = '\0';
+	if (file && *file) {
+		f = fopen(file, "re");
+		if (!f)
+			return error_set(e, 66, "%s: cannot read the token: %s", file, strerror(errno));
+		if (!fgets(out, (int)size, f))
+			out[0] = '\0';
+		fclose(f);
+		out[strcspn(out, "\r\n")] = '\0';
+		if (!out[0])
+			return error_set(e, 66, "%s: the token file is empty", file);
+	} else if (tok && *tok) {
+		snprintf(out, size, "%s", tok);
+	}
 	return 0;
 }
 
-/* Read until the head is complete; the buffer may hold body bytes too. */
-static int read_head(int fd, struct growbuf *g, size_t *hlen, struct error *e)
-{
-	char buf[4096];
-	ssize_t n;
+struct xfer {
+	CURL *c;
+	struct curl_slist *hdrs;
+	char url[2300];
+	char err[CURL_ERROR_SIZE];
+};
 
-	for (;;) {
-		*hlen = head_length(g->p ? g->p : "", g->len);
-		if (*hlen)
-			return 0;
-		if (g->len > HEAD_MAX)
-			return error_set(e, 70, "shoald: response headers too long");
-		n = recv(fd, buf, sizeof(buf), 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return error_set(e, 70, "shoald closed the connection before answering");
-		if (growbuf_add(g, buf, (size_t)n))
-			return error_set(e, 70, "out of memory");
+/* A libcurl handle aimed at ep + path, with the headers every request has. */
+static int xfer_open(struct xfer *x, const char *ep, const char *path, bool json_body,
+		     struct error *e)
+{
+	char tok[512], auth[600];
+	const char *ca = getenv("SHOAL_CACERT");
+
+	memset(x, 0, sizeof(*x));
+	if (!curl_ready) {
+		if (curl_global_init(CURL_GLOBAL_DEFAULT))
+			return error_set(e, 70, "libcurl: initialisation failed");
+		curl_ready = true;
 	}
+	if (!strncmp(ep, "http://", 7))
+		return error_set(e, 64, "%s: shoald serves TCP only over TLS: use https://", ep);
+	if (endpoint_is_url(ep)) {
+		size_t n = strlen(ep);
+		while (n > 8 && ep[n - 1] == '/')
+			n--;
+		if (snprintf(x->url, sizeof(x->url), "%.*s%s", (int)n, ep, path) >= (int)sizeof(x->url))
+			return error_set(e, 64, "%.100s: request path too long", path);
+	} else {
+		struct sockaddr_un sa;
+		if (strlen(ep) >= sizeof(sa.sun_path))
+			return error_set(e, 64, "%s: path too long for a Unix socket", ep);
+		if (snprintf(x->url, sizeof(x->url), "http://shoald%s", path) >= (int)sizeof(x->url))
+			return error_set(e, 64, "%.100s: request path too long", path);
+	}
+	x->c = curl_easy_init();
+	if (!x->c)
+		return error_set(e, 70, "libcurl: out of memory");
+	curl_easy_setopt(x->c, CURLOPT_URL, x->url);
+	curl_easy_setopt(x->c, CURLOPT_ERRORBUFFER, x->err);
+	curl_easy_setopt(x->c, CURLOPT_USERAGENT, "shoal");
+	curl_easy_setopt(x->c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(x->c, CURLOPT_CONNECTTIMEOUT, 15L);
+	curl_easy_setopt(x->c, CURLOPT_PROTOCOLS_STR, "http,https");
+	x->hdrs = curl_slist_append(x->hdrs, "Expect:");
+	if (json_body)
+		x->hdrs = curl_slist_append(x->hdrs, "Content-Type: application/json");
+	if (endpoint_is_url(ep)) {
+		if (client_token(tok, sizeof(tok), e)) {
+			curl_easy_cleanup(x->c);
+			curl_slist_free_all(x->hdrs);
+			return -1;
+		}
+		if (tok[0]) {
+			snprintf(auth, sizeof(auth), "Authorization: Bearer %s", tok);
+			x->hdrs = curl_slist_append(x->hdrs, auth);
+		}
+		if (ca && *ca)
+			curl_easy_setopt(x->c, CURLOPT_CAINFO, ca);
+	} else {
+		curl_easy_setopt(x->c, CURLOPT_UNIX_SOCKET_PATH, ep);
+	}
+	curl_easy_setopt(x->c, CURLOPT_HTTPHEADER, x->hdrs);
+	return 0;
 }
 
-/* Read to EOF, appending to g. */
-static int read_rest(int fd, struct growbuf *g, struct error *e)
+static void xfer_close(struct xfer *x)
 {
-	char buf[16384];
-	ssize_t n;
+	if (x->c)
+		curl_easy_cleanup(x->c);
+	curl_slist_free_all(x->hdrs);
+	x->c = NULL;
+	x->hdrs = NULL;
+}
 
-	for (;;) {
-		n = recv(fd, buf, sizeof(buf), 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return error_set(e, 70, "shoald: reading the response: %s", strerror(errno));
-		if (n == 0)
-			return 0;
-		if (growbuf_add(g, buf, (size_t)n))
-			return error_set(e, 70, "shoald: response too large");
+/* A failed transfer as the CLI says it: 69 when shoald cannot be reached. */
+static int xfer_error(struct xfer *x, const char *ep, CURLcode rc, struct error *e)
+{
+	const char *why = x->err[0] ? x->err : curl_easy_strerror(rc);
+
+	if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+	    rc == CURLE_OPERATION_TIMEDOUT)
+		return error_set(e, 69, "cannot reach shoald at %s: %s (is it running? --socket, "
+				 "SHOAL_SOCKET, or shoal --host URL)", ep, why);
+	if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CONNECT_ERROR ||
+	    rc == CURLE_SSL_CACERT_BADFILE)
+		return error_set(e, 69, "%s: TLS: %s (shoal --cacert FILE names the daemon's "
+				 "certificate or its CA)", ep, why);
+	return error_set(e, 70, "shoald at %s: %s", ep, why);
+}
+
+/* Response headers: Content-Type and Upgrade. */
+static size_t on_header(char *p, size_t size, size_t n, void *arg)
+{
+	struct client_resp *r = arg;
+	size_t len = size * n;
+	const char *colon = memchr(p, ':', len);
+
+	if (colon) {
+		size_t klen = (size_t)(colon - p);
+		if (klen == 12 && !strncasecmp(p, "Content-Type", 12))
+			head_value(colon + 1, p + len, r->ctype, sizeof(r->ctype));
+		else if (klen == 7 && !strncasecmp(p, "Upgrade", 7))
+			head_value(colon + 1, p + len, r->upgrade, sizeof(r->upgrade));
 	}
+	return len;
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+	return growbuf_add(arg, p, size * n) ? 0 : size * n;
 }
 
 int client_request(const char *sock, const char *method, const char *path,
 		   const char *body, size_t len, struct client_resp *r, struct error *e)
 {
 	struct growbuf g = { 0 };
-	int fd, rc = -1;
+	struct xfer x;
+	CURLcode rc;
+	long status = 0;
 
 	memset(r, 0, sizeof(*r));
-	fd = client_connect(sock, e);
-	if (fd < 0)
+	if (xfer_open(&x, sock, path, len > 0, e))
 		return -1;
-	if (!client_send(fd, method, path, NULL, body, len, e) && !read_rest(fd, &g, e))
-		rc = client_parse_response(g.p ? g.p : "", g.len, r, e);
+	curl_easy_setopt(x.c, CURLOPT_CUSTOMREQUEST, method);
+	if (!strcmp(method, "HEAD"))
+		curl_easy_setopt(x.c, CURLOPT_NOBODY, 1L);
+	if (len || strcmp(method, "GET")) {
+		curl_easy_setopt(x.c, CURLOPT_POSTFIELDS, body ? body : "");
+		curl_easy_setopt(x.c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	}
+	curl_easy_setopt(x.c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(x.c, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(x.c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(x.c, CURLOPT_WRITEDATA, &g);
+	rc = curl_easy_perform(x.c);
+	if (rc == CURLE_WRITE_ERROR) {
+		error_set(e, 70, "shoald: response larger than %u bytes", CLIENT_RESP_MAX);
+	} else if (rc) {
+		xfer_error(&x, sock, rc, e);
+	} else {
+		curl_easy_getinfo(x.c, CURLINFO_RESPONSE_CODE, &status);
+		r->status = (int)status;
+		r->body = g.p ? g.p : strdup("");
+		r->len = g.len;
+		g.p = NULL;
+	}
 	free(g.p);
-	close(fd);
-	return rc;
+	xfer_close(&x);
+	return r->body ? 0 : -1;
+}
+
+struct stream_ctx {
+	CURL *c;
+	int (*fn)(void *arg, const char *data, size_t n);
+	void *arg;
+	struct growbuf whole;   /* an answer other than 200: kept whole */
+	bool stopped;           /* fn asked to stop */
+};
+
+static size_t on_stream(char *p, size_t size, size_t n, void *arg)
+{
+	struct stream_ctx *s = arg;
+	long status = 0;
+
+	curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &status);
+	if (status != 200)
+		return growbuf_add(&s->whole, p, size * n) ? 0 : size * n;
+	if (s->fn(s->arg, p, size * n)) {
+		s->stopped = true;
+		return 0;
+	}
+	return size * n;
 }
 
 int client_stream(const char *sock, const char *path,
 		  int (*fn)(void *arg, const char *data, size_t n), void *arg,
 		  struct client_resp *r, struct error *e)
 {
-	struct growbuf g = { 0 };
-	struct chunker ch = { 0 };
-	char buf[16384];
-	struct head h;
-	size_t hlen;
-	ssize_t n;
-	int fd, rc = -1;
+	struct stream_ctx s = { .fn = fn, .arg = arg };
+	struct xfer x;
+	CURLcode rc;
+	long status = 0;
 
 	memset(r, 0, sizeof(*r));
-	fd = client_connect(sock, e);
-	if (fd < 0)
+	if (xfer_open(&x, sock, path, false, e))
 		return -1;
-	if (client_send(fd, "GET", path, NULL, NULL, 0, e) || read_head(fd, &g, &hlen, e) ||
-	    parse_head(g.p, hlen, r, &h, e))
-		goto out;
-	if (r->status != 200 || !h.chunked) {     /* a whole answer: read it */
-		if (!read_rest(fd, &g, e))
-			rc = client_parse_response(g.p, g.len, r, e);
-		goto out;
+	s.c = x.c;
+	curl_easy_setopt(x.c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(x.c, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(x.c, CURLOPT_WRITEFUNCTION, on_stream);
+	curl_easy_setopt(x.c, CURLOPT_WRITEDATA, &s);
+	rc = curl_easy_perform(x.c);
+	curl_easy_getinfo(x.c, CURLINFO_RESPONSE_CODE, &status);
+	r->status = (int)status;
+	if (rc && !(rc == CURLE_WRITE_ERROR && s.stopped) &&
+	    !(status == 200 && (rc == CURLE_PARTIAL_FILE || rc == CURLE_RECV_ERROR))) {
+		/* a 200 stream cut short ends the stream, as the daemon stopping does */
+		free(s.whole.p);
+		xfer_error(&x, sock, rc, e);
+		xfer_close(&x);
+		return -1;
 	}
-	rc = 0;
-	if (chunker_feed(&ch, g.p + hlen, g.len - hlen, fn, arg))
-		goto out;
-	while (ch.st != CH_DONE) {
-		n = recv(fd, buf, sizeof(buf), 0);
-		if (n < 0 && errno == EINTR)
+	r->body = s.whole.p ? s.whole.p : strdup("");
+	r->len = s.whole.len;
+	xfer_close(&x);
+	return 0;
+}
+
+/* Wait until the connection libcurl holds can be read (or written). */
+static void xfer_wait(CURL *c, bool out)
+{
+	curl_socket_t fd = CURL_SOCKET_BAD;
+	struct pollfd p;
+
+	curl_easy_getinfo(c, CURLINFO_ACTIVESOCKET, &fd);
+	if (fd == CURL_SOCKET_BAD)
+		return;
+	p = (struct pollfd){ .fd = fd, .events = out ? POLLOUT : POLLIN };
+	poll(&p, 1, 1000);
+}
+
+static int xfer_send_all(CURL *c, const char *p, size_t n)
+{
+	while (n) {
+		size_t sent = 0;
+		CURLcode rc = curl_easy_send(c, p, n, &sent);
+		if (rc == CURLE_AGAIN) {
+			xfer_wait(c, true);
 			continue;
-		if (n <= 0 || chunker_feed(&ch, buf, (size_t)n, fn, arg))
-			break;
+		}
+		if (rc)
+			return -1;
+		p += sent;
+		n -= sent;
+	}
+	return 0;
+}
+
+/* Bytes from the connection: > 0, 0 at its end, -1 on an error. */
+static ssize_t xfer_recv(CURL *c, char *buf, size_t size, bool wait)
+{
+	for (;;) {
+		size_t got = 0;
+		CURLcode rc = curl_easy_recv(c, buf, size, &got);
+		if (rc == CURLE_AGAIN) {
+			if (!wait)
+				return -2;
+			xfer_wait(c, false);
+			continue;
+		}
+		return rc ? -1 : (ssize_t)got;
+	}
+}
+
+/* The TLS console: relay between the socket pair's end and libcurl. */
+struct relay {
+	CURL *c;
+	int fd;
+};
+
+static void *relay_main(void *arg)
+{
+	struct relay *rl = arg;
+	curl_socket_t net = CURL_SOCKET_BAD;
+	char buf[16384];
+	ssize_t n;
+
+	curl_easy_getinfo(rl->c, CURLINFO_ACTIVESOCKET, &net);
+	for (;;) {
+		struct pollfd p[2] = { { .fd = rl->fd, .events = POLLIN },
+				       { .fd = net, .events = POLLIN } };
+		/* TLS may hold decrypted bytes the socket no longer shows */
+		while ((n = xfer_recv(rl->c, buf, sizeof(buf), false)) > 0)
+			if (write_all(rl->fd, buf, (size_t)n))
+				goto out;
+		if (n != -2)
+			goto out;
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			goto out;
+		if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+			n = read(rl->fd, buf, sizeof(buf));
+			if (n <= 0 || xfer_send_all(rl->c, buf, (size_t)n))
+				goto out;
+		}
 	}
 out:
-	free(g.p);
-	close(fd);
-	return rc;
+	shutdown(rl->fd, SHUT_RDWR);
+	close(rl->fd);
+	curl_easy_cleanup(rl->c);
+	free(rl);
+	return NULL;
 }
 
 int client_upgrade(const char *sock, const char *path, const char *proto,
 		   struct client_resp *r, struct error *e)
 {
 	struct growbuf g = { 0 };
-	char extra[256];
+	char head[2600], tok[512] = "", auth[600] = "";
+	curl_socket_t net = CURL_SOCKET_BAD;
+	struct xfer x;
 	struct head h;
-	size_t hlen;
-	int fd;
+	size_t hlen = 0;
+	CURLcode rc;
+	ssize_t n;
+	int fd = -1, len;
 
 	memset(r, 0, sizeof(*r));
-	fd = client_connect(sock, e);
-	if (fd < 0)
+	if (xfer_open(&x, sock, path, false, e))
 		return -1;
-	snprintf(extra, sizeof(extra), "Connection: Upgrade\r\nUpgrade: %s\r\n", proto);
-	if (client_send(fd, "GET", path, extra, NULL, 0, e) || read_head(fd, &g, &hlen, e) ||
-	    parse_head(g.p, hlen, r, &h, e))
+	curl_easy_setopt(x.c, CURLOPT_CONNECT_ONLY, 1L);
+	rc = curl_easy_perform(x.c);
+	if (rc) {
+		xfer_error(&x, sock, rc, e);
 		goto fail;
-	if (r->status == 101) {
-		r->len = g.len - hlen;
-		r->body = malloc(r->len + 1);
-		if (!r->body)
-			goto fail;
-		memcpy(r->body, g.p + hlen, r->len);
-		free(g.p);
-		return fd;
 	}
-	if (!read_rest(fd, &g, e))
+	if (endpoint_is_url(sock)) {
+		if (client_token(tok, sizeof(tok), e))
+			goto fail;
+		if (tok[0])
+			snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", tok);
+	}
+	len = snprintf(head, sizeof(head), "GET %s HTTP/1.1\r\nHost: shoald\r\nUser-Agent: shoal\r\n"
+		       "Connection: Upgrade\r\nUpgrade: %s\r\n%sContent-Length: 0\r\n\r\n",
+		       path, proto, auth);
+	if (len < 0 || len >= (int)sizeof(head)) {
+		error_set(e, 64, "%.100s: request path too long", path);
+		goto fail;
+	}
+	if (xfer_send_all(x.c, head, (size_t)len)) {
+		error_set(e, 70, "shoald at %s: sending the request failed", sock);
+		goto fail;
+	}
+	/* the head, then (not 101) the rest of the answer to its end */
+	while (!(hlen = head_length(g.p ? g.p : "", g.len))) {
+		char buf[4096];
+		if (g.len > HEAD_MAX) {
+			error_set(e, 70, "shoald: response headers too long");
+			goto fail;
+		}
+		n = xfer_recv(x.c, buf, sizeof(buf), true);
+		if (n <= 0) {
+			error_set(e, 70, "shoald closed the connection before answering");
+			goto fail;
+		}
+		if (growbuf_add(&g, buf, (size_t)n)) {
+			error_set(e, 70, "out of memory");
+			goto fail;
+		}
+	}
+	if (parse_head(g.p, hlen, r, &h, e))
+		goto fail;
+	if (r->status != 101) {
+		char buf[16384];
+		/* to its Content-Length (the connection may stay open), else its end */
+		while ((h.content_length < 0 || g.len < hlen + (size_t)h.content_length) &&
+		       (n = xfer_recv(x.c, buf, sizeof(buf), true)) > 0)
+			if (growbuf_add(&g, buf, (size_t)n))
+				break;
 		client_parse_response(g.p, g.len, r, e);
+		goto fail;
+	}
+	r->len = g.len - hlen;
+	r->body = malloc(r->len + 1);
+	if (!r->body) {
+		error_set(e, 70, "out of memory");
+		goto fail;
+	}
+	memcpy(r->body, g.p + hlen, r->len);
+	r->body[r->len] = '\0';
+	free(g.p);
+	if (!endpoint_is_url(sock)) {
+		/* a Unix socket: keep the socket itself, libcurl lets go of it */
+		curl_easy_getinfo(x.c, CURLINFO_ACTIVESOCKET, &net);
+		fd = net == CURL_SOCKET_BAD ? -1 : fcntl(net, F_DUPFD_CLOEXEC, 0);
+		xfer_close(&x);
+		if (fd < 0)
+			error_set(e, 70, "shoald: the console connection was lost");
+		return fd;
+	} else {
+		int sv[2];
+		pthread_t t;
+		struct relay *rl = malloc(sizeof(*rl));
+
+		if (!rl || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+			free(rl);
+			error_set(e, 70, "socketpair: %s", strerror(errno));
+			client_resp_free(r);
+			goto fail_nobuf;
+		}
+		*rl = (struct relay){ .c = x.c, .fd = sv[1] };
+		curl_easy_setopt(x.c, CURLOPT_HTTPHEADER, NULL);
+		curl_slist_free_all(x.hdrs);
+		if (pthread_create(&t, NULL, relay_main, rl)) {
+			close(sv[0]);
+			close(sv[1]);
+			free(rl);
+			curl_easy_cleanup(x.c);
+			error_set(e, 70, "cannot start the console relay");
+			client_resp_free(r);
+			return -1;
+		}
+		pthread_detach(t);
+		return sv[0];
+	}
 fail:
 	free(g.p);
-	close(fd);
+fail_nobuf:
+	xfer_close(&x);
 	return -1;
 }
 

@@ -1,15 +1,18 @@
 /*
- * client.h - the `shoal` CLI's HTTP/1.1 client for shoald's API, over the
- * daemon's Unix socket.
+ * client.h - the `shoal` CLI's HTTP client for shoald's API: libcurl, over
+ * the daemon's Unix socket or over HTTPS to a daemon on another host.
  *
- * Hand-written rather than libcurl: the CLI needs three things a general
- * client makes awkward together - plain requests, an endless chunked
- * stream read line by line (shoal events --follow) and an HTTP Upgrade
- * that leaves a raw socket (shoal console) - and all three fit in a few
- * hundred lines with one parser, which has its own fuzz target
- * (fuzz/fuzz_api_request.c).  Every request says "Connection: close".
+ * The endpoint: a verb's --socket (a path, or an https:// URL), else
+ * $SHOAL_HOST (`shoal --host URL VERB ...` sets it), else $SHOAL_SOCKET,
+ * else /var/lib/shoal/shoald.sock.  Over HTTPS every request carries
+ * "Authorization: Bearer TOKEN", the token read from $SHOAL_TOKEN_FILE
+ * (`shoal --token-file FILE`) or $SHOAL_TOKEN, and the daemon's certificate
+ * is checked against the system's CAs or $SHOAL_CACERT (`--cacert FILE`).
+ * Plain http:// is refused: the token never travels in clear.
  *
- * Socket: --socket PATH, else $SHOAL_SOCKET, else /var/lib/shoal/shoald.sock.
+ * The console's HTTP Upgrade (client_upgrade) returns a file descriptor
+ * carrying the raw stream either way: the socket itself, or over TLS one
+ * end of a socket pair that a thread relays through libcurl.
  */
 #ifndef SHOAL_CLI_CLIENT_H
 #define SHOAL_CLI_CLIENT_H
@@ -32,7 +35,7 @@ struct client_resp {
 	size_t len;
 };
 
-/* The socket path: `opt`, $SHOAL_SOCKET or the default. */
+/* The endpoint: `opt`, $SHOAL_HOST, $SHOAL_SOCKET or the default. */
 const char *client_socket(const char *opt);
 
 /* One request; the whole response is read.  0, or -1 with `e` (cannot

@@ -12,6 +12,7 @@
  */
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/commands.h"
@@ -76,14 +77,64 @@ static const struct {
 
 static int cmd_help(int argc, char **argv)
 {
-	printf("usage: shoal COMMAND [ARGS]\n\nShoal: virtual machines on KVM.\n\ncommands:\n");
+	printf("usage: shoal [--host URL [--token-file FILE] [--cacert FILE]] COMMAND [ARGS]\n\n"
+	       "Shoal: virtual machines on KVM.\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
 		printf("  %-15s %s\n", verbs[i].name, verbs[i].what);
+	printf("\nA remote daemon (the daemon-client commands: vm, snapshot list/show/delete,\n"
+	       "console, events, metrics):\n"
+	       "  --host URL          https://HOST:PORT of a shoald started with --listen\n"
+	       "                      (or $SHOAL_HOST); default: the local Unix socket\n"
+	       "  --token-file FILE   its bearer token (or $SHOAL_TOKEN_FILE, $SHOAL_TOKEN)\n"
+	       "  --cacert FILE       the CA or certificate to check it with (or $SHOAL_CACERT)\n");
+	return 0;
+}
+
+/* `shoal --host URL --token-file F --cacert F VERB ...`: the global options
+ * become the environment the client reads (client.h), so every verb has them. */
+static int global_options(int *argc, char ***argv)
+{
+	static const char *const opts[][2] = { { "--host", "SHOAL_HOST" },
+					      { "--token-file", "SHOAL_TOKEN_FILE" },
+					      { "--cacert", "SHOAL_CACERT" } };
+
+	while (*argc > 1 && !strncmp((*argv)[1], "--", 2)) {
+		const char *a = (*argv)[1], *v = NULL;
+		size_t i, n;
+
+		for (i = 0; i < 3; i++) {
+			n = strlen(opts[i][0]);
+			if (!strncmp(a, opts[i][0], n) && (a[n] == '=' || !a[n]))
+				break;
+		}
+		if (i == 3)
+			return 0;
+		if (a[n] == '=') {
+			v = a + n + 1;
+		} else if (*argc > 2) {
+			v = (*argv)[2];
+			(*argc)--;
+			(*argv)++;
+		}
+		if (!v || !*v) {
+			log_error("%s needs a value", opts[i][0]);
+			return -1;
+		}
+		if (i == 0 && strncmp(v, "https://", 8)) {
+			log_error("--host %s: expected https://HOST:PORT (shoald serves TCP only over TLS)", v);
+			return -1;
+		}
+		setenv(opts[i][1], v, 1);
+		(*argc)--;
+		(*argv)++;
+	}
 	return 0;
 }
 
 int main(int argc, char **argv)
 {
+	if (global_options(&argc, &argv))
+		return EXIT_USAGE;
 	if (argc < 2) {
 		cmd_help(0, NULL);
 		return EXIT_USAGE;

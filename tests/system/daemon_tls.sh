@@ -29,6 +29,34 @@ check "the Unix socket needs no token" test "$(api GET /v1/version)" = 200
 TOK="Authorization: Bearer $(cat "$TMP/token")"
 got=$(curl -sk -o "$TMP/body" -w '%{http_code}' -H "$TOK" -X DELETE "$URL/v1/vms/ghost")
 check "the token is admin by default (a delete gets as far as 404)" test "$got" = 404
+
+# the CLI itself on a remote daemon: shoal --host URL --token-file F --cacert F
+# (libcurl; the certificate's name is localhost)
+H=https://localhost:$PORT
+out=$("$SHOAL" --host "$H" --token-file "$TMP/token" --cacert "$TMP/cert.pem" vm list --output json 2>&1)
+check "CLI over TLS with --host and --token-file: vm list" bash -c "jq -e '.vms == []' <<<'$out' >/dev/null"
+out=$("$SHOAL" --host "$H" --token-file "$TMP/token" --cacert "$TMP/cert.pem" vm show ghost 2>&1); rc=$?
+check "CLI over TLS: the API's error, not a transport one" bash -c "[ $rc -eq 1 ] && grep -q 'ghost' <<<'$out'"
+out=$(SHOAL_HOST=$H SHOAL_TOKEN=$(cat "$TMP/token") SHOAL_CACERT=$TMP/cert.pem "$SHOAL" metrics --output json 2>&1)
+check "CLI over TLS from the environment (SHOAL_HOST, SHOAL_TOKEN, SHOAL_CACERT)" bash -c "jq -e '.host' <<<'$out' >/dev/null"
+out=$("$SHOAL" --host "$H" --cacert "$TMP/cert.pem" vm list 2>&1); rc=$?
+check "CLI over TLS without a token: the daemon's 401 message" bash -c "[ $rc -ne 0 ] && grep -qi 'Bearer' <<<'$out'"
+out=$("$SHOAL" --host "$H" --token-file "$TMP/token" vm list 2>&1); rc=$?
+echo "$out" >"$TMP/o"
+check "CLI over TLS, certificate not trusted: refused, exit 69, naming --cacert" bash -c "[ $rc -eq 69 ] && grep -q -- '--cacert' '$TMP/o'"
+out=$("$SHOAL" --host "http://localhost:$PORT" vm list 2>&1); rc=$?
+check "--host http:// refused (64): the token never goes in clear" bash -c "[ $rc -eq 64 ] && grep -q 'https' <<<'$out'"
+out=$("$SHOAL" --host "$H" --token-file "$TMP/nope" --cacert "$TMP/cert.pem" vm list 2>&1); rc=$?
+check "a missing token file is named (66)" bash -c "[ $rc -eq 66 ] && grep -q 'nope' <<<'$out'"
+out=$("$SHOAL" --host "https://localhost:1" --token-file "$TMP/token" vm list 2>&1); rc=$?
+echo "$out" >"$TMP/o"
+check "no daemon at --host: cannot reach, exit 69" bash -c "[ $rc -eq 69 ] && grep -q 'cannot reach shoald at https://localhost:1' '$TMP/o'"
+timeout 10 "$SHOAL" --host "$H" --token-file "$TMP/token" --cacert "$TMP/cert.pem" events --limit 1 >"$TMP/ev" 2>&1
+check "events over TLS" bash -c "[ -s '$TMP/ev' ] || true; ! grep -q 'cannot reach\|TLS' '$TMP/ev'"
+out=$(timeout 10 "$SHOAL" --host "$H" --token-file "$TMP/token" --cacert "$TMP/cert.pem" console ghost </dev/null 2>&1); rc=$?
+echo "$out" >"$TMP/o"
+check "console attach over TLS reaches the API (404 for a VM that is not there)" bash -c "[ $rc -eq 1 ] && grep -q 'ghost' '$TMP/o'"
+
 kill $DPID; wait $DPID 2>/dev/null
 start_daemon --listen "127.0.0.1:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
 	--token-file "$TMP/token" --token-role read || { fail "daemon starts with --token-role read"; finish; }
