@@ -36,6 +36,12 @@ static const char vm_usage[] =
 "                                             (shoal snapshot list|show|delete)\n"
 "  clone SNAP --count N [--prefix P]          N new VMs P-1..P-N (default P: SNAP)\n"
 "                                             sharing SNAP's memory copy-on-write\n"
+"  edit NAME -f FILE|- [--patch]              replace the spec of a VM that is not\n"
+"                                             running (--patch: a JSON merge patch)\n"
+"  disk-add NAME --path P [--readonly]        add a disk to a VM that is not running\n"
+"  disk-remove NAME --path P                  remove it\n"
+"  reboot NAME [--timeout S]                  power button, then start it again\n"
+"  reset NAME                                 forced stop, then start it again\n"
 "\n"
 "  -o, --output json     print the API's JSON instead of a table\n"
 "      --socket PATH     shoald's socket (default $SHOAL_SOCKET, then\n"
@@ -45,7 +51,7 @@ static const char vm_usage[] =
 "(no, on-failure, always); relative paths are taken from this directory.\n";
 
 enum { OPT_SOCKET = 256, OPT_START, OPT_NAME, OPT_FORCE, OPT_TIMEOUT, OPT_AS, OPT_LIVE,
-       OPT_COUNT, OPT_PREFIX };
+       OPT_COUNT, OPT_PREFIX, OPT_PATCH, OPT_PATH, OPT_READONLY };
 
 static const struct option vm_options[] = {
 	{ "file", required_argument, NULL, 'f' },
@@ -59,14 +65,17 @@ static const struct option vm_options[] = {
 	{ "live", no_argument, NULL, OPT_LIVE },
 	{ "count", required_argument, NULL, OPT_COUNT },
 	{ "prefix", required_argument, NULL, OPT_PREFIX },
+	{ "patch", no_argument, NULL, OPT_PATCH },
+	{ "path", required_argument, NULL, OPT_PATH },
+	{ "readonly", no_argument, NULL, OPT_READONLY },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
 
 struct vm_args {
 	struct cli_common c;
-	const char *file, *name_override, *as, *prefix;
-	bool start, force, live;
+	const char *file, *name_override, *as, *prefix, *path;
+	bool start, force, live, patch, readonly;
 	long count;             /* vm clone --count; 0: not given */
 	long timeout;           /* -1: the daemon's default */
 	const char *name;       /* positional */
@@ -256,7 +265,7 @@ static int vm_action(const struct vm_args *a, const char *action)
 	int rc;
 
 	snprintf(path, sizeof(path), "/v1/vms/%s/%s", a->name, action);
-	if (!strcmp(action, "stop")) {
+	if (!strcmp(action, "stop") || !strcmp(action, "reboot")) {
 		if (a->timeout >= 0)
 			snprintf(body, sizeof(body), "{\"mode\": \"%s\", \"timeout_s\": %ld}",
 				 a->force ? "force" : "graceful", a->timeout);
@@ -273,6 +282,79 @@ static int vm_action(const struct vm_args *a, const char *action)
 		printf("%s: %s\n", a->name, json_string_value(json_object_get(j, "state")) ?: "?");
 		json_decref(j);
 	}
+	client_resp_free(&r);
+	return rc;
+}
+
+/* `vm edit NAME -f FILE [--patch]`: PUT (or PATCH) /v1/vms/NAME. */
+static int vm_edit(const struct vm_args *a)
+{
+	char path[256], *spec;
+	struct client_resp r;
+	struct error e;
+	int rc;
+
+	if (!a->file) {
+		log_error("vm edit %s: -f FILE (or -f - for stdin) is required", a->name);
+		return EXIT_USAGE;
+	}
+	spec = vm_read_spec(a, &e);
+	if (!spec) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	snprintf(path, sizeof(path), "/v1/vms/%s", a->name);
+	rc = client_request(a->c.socket, a->patch ? "PATCH" : "PUT", path, spec, strlen(spec), &r, &e);
+	free(spec);
+	if (rc) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	rc = cli_print_result(&a->c, &r, NULL);
+	if (!rc && !a->c.json)
+		printf("%s: edited\n", a->name);
+	client_resp_free(&r);
+	return rc;
+}
+
+/* `vm disk-add|disk-remove NAME --path P`: POST or DELETE /v1/vms/NAME/disks. */
+static int vm_disk(const struct vm_args *a, bool add)
+{
+	char path[PATH_MAX * 3 + 300], abs[PATH_MAX * 2], cwd[PATH_MAX], q[PATH_MAX * 3];
+	char *body = NULL;
+	struct client_resp r;
+	struct error e;
+	int rc;
+
+	if (!a->path) {
+		log_error("vm disk-%s %s: --path P names the disk", add ? "add" : "remove", a->name);
+		return EXIT_USAGE;
+	}
+	if (a->path[0] != '/' && getcwd(cwd, sizeof(cwd)))
+		snprintf(abs, sizeof(abs), "%s/%s", cwd, a->path);
+	else
+		snprintf(abs, sizeof(abs), "%s", a->path);
+	if (add) {
+		json_t *d = json_pack("{s:s}", "path", abs);
+		if (a->readonly)
+			json_object_set_new(d, "readonly", json_true());
+		body = json_dumps(d, JSON_COMPACT);
+		json_decref(d);
+		snprintf(path, sizeof(path), "/v1/vms/%s/disks", a->name);
+	} else {
+		client_urlencode(abs, q, sizeof(q));
+		snprintf(path, sizeof(path), "/v1/vms/%s/disks?path=%s", a->name, q);
+	}
+	rc = client_request(a->c.socket, add ? "POST" : "DELETE", path, body,
+			    body ? strlen(body) : 0, &r, &e);
+	free(body);
+	if (rc) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	rc = cli_print_result(&a->c, &r, NULL);
+	if (!rc && !a->c.json)
+		printf("%s: disk %s %s\n", a->name, abs, add ? "added" : "removed");
 	client_resp_free(&r);
 	return rc;
 }
@@ -446,6 +528,9 @@ static int vm_parse(int argc, char **argv, struct vm_args *a)
 		case OPT_AS: a->as = optarg; break;
 		case OPT_LIVE: a->live = true; break;
 		case OPT_PREFIX: a->prefix = optarg; break;
+		case OPT_PATCH: a->patch = true; break;
+		case OPT_PATH: a->path = optarg; break;
+		case OPT_READONLY: a->readonly = true; break;
 		case OPT_COUNT: {
 			char *end;
 
@@ -481,7 +566,7 @@ static int vm_parse(int argc, char **argv, struct vm_args *a)
 /* `shoal vm SUBCOMMAND`: dispatch. */
 int cmd_vm(int argc, char **argv)
 {
-	static const char *const actions[] = { "start", "stop", "pause", "resume" };
+	static const char *const actions[] = { "start", "stop", "pause", "resume", "reboot", "reset" };
 	const char *sub = argc > 1 ? argv[1] : NULL;
 	char path[256];
 	struct vm_args a;
@@ -522,6 +607,10 @@ int cmd_vm(int argc, char **argv)
 		return vm_restore(&a);
 	if (!strcmp(sub, "clone"))
 		return vm_clone(&a);
+	if (!strcmp(sub, "edit"))
+		return vm_edit(&a);
+	if (!strcmp(sub, "disk-add") || !strcmp(sub, "disk-remove"))
+		return vm_disk(&a, !strcmp(sub, "disk-add"));
 	for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)
 		if (!strcmp(sub, actions[i]))
 			return vm_action(&a, actions[i]);

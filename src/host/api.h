@@ -125,6 +125,12 @@ int api_vm_start(struct api_call *c);
 int api_vm_stop(struct api_call *c);
 int api_vm_pause(struct api_call *c);
 int api_vm_resume(struct api_call *c);
+int api_vm_replace(struct api_call *c);      /* api_edit.c */
+int api_vm_patch(struct api_call *c);
+int api_vm_disk_add(struct api_call *c);
+int api_vm_disk_remove(struct api_call *c);
+int api_vm_reboot(struct api_call *c);
+int api_vm_reset(struct api_call *c);
 int api_vm_console(struct api_call *c);
 int api_vm_console_attach(struct api_call *c);
 int api_vm_metrics(struct api_call *c);

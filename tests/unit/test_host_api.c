@@ -126,7 +126,7 @@ static void test_inventory_and_errors(void **state)
 	assert_error(j, "not_found");
 	assert_int_equal(req(f, "GET", "/v2/vms", NULL, &j), 404);
 	assert_error(j, "not_found");
-	assert_int_equal(req(f, "PATCH", "/v1/vms/a", NULL, &j), 405);
+	assert_int_equal(req(f, "PUT", "/v1/vms/a/pause", NULL, &j), 405);
 	assert_error(j, "method_not_allowed");
 	assert_int_equal(req(f, "POST", "/v1/vms/a/pause", NULL, &j), 409);
 	assert_error(j, "wrong_state");
@@ -134,6 +134,69 @@ static void test_inventory_and_errors(void **state)
 	assert_error(j, "invalid_request");
 	assert_int_equal(req(f, "GET", "/v1/vms", NULL, &j), 200);
 	assert_int_equal(json_array_size(json_object_get(j, "vms")), 1);
+	json_decref(j);
+}
+
+/* A VM's spec edited while it is not running (edit.c): PUT replaces,
+ * PATCH merges (null removes), disks are added and removed, a rename and a
+ * bad value are refused and change nothing, reboot wants a running VM. */
+static void test_edit(void **state)
+{
+	struct fixture *f = *state;
+	json_t *j, *sp;
+
+	assert_int_equal(req(f, "POST", "/v1/vms", spec_a, &j), 201);
+	json_decref(j);
+	assert_int_equal(req(f, "PUT", "/v1/vms/a",
+			     "{\"kernel\": \"/bin/true\", \"cpus\": 3, \"memory\": \"32M\"}", &j), 200);
+	sp = json_object_get(j, "spec");
+	assert_int_equal(json_integer_value(json_object_get(sp, "cpus")), 3);
+	assert_int_equal(json_integer_value(json_object_get(j, "cpus")), 3);
+	assert_int_equal(json_integer_value(json_object_get(j, "memory")), 32 << 20);
+	json_decref(j);
+	assert_int_equal(req(f, "PATCH", "/v1/vms/a", "{\"memory\": \"48M\", \"cmdline\": \"x\"}", &j), 200);
+	assert_int_equal(json_integer_value(json_object_get(j, "memory")), 48 << 20);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "spec"), "cpus")), 3);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "spec"), "cmdline")), "x");
+	json_decref(j);
+	assert_int_equal(req(f, "PATCH", "/v1/vms/a", "{\"cmdline\": null}", &j), 200);
+	/* removed: back to the default */
+	assert_string_not_equal(json_string_value(json_object_get(json_object_get(j, "spec"), "cmdline")) ?: "", "x");
+	json_decref(j);
+	/* refused: a rename, a bad value, a file outside --allow-dir; nothing changes */
+	assert_int_equal(req(f, "PATCH", "/v1/vms/a", "{\"name\": \"b\"}", &j), 400);
+	assert_error(j, "invalid_spec");
+	assert_int_equal(req(f, "PATCH", "/v1/vms/a", "{\"cpus\": \"many\"}", &j), 400);
+	assert_error(j, "invalid_spec");
+	assert_int_equal(req(f, "PATCH", "/v1/vms/a", "{\"kernel\": \"/etc/passwd\"}", &j), 403);
+	json_decref(j);
+	assert_int_equal(req(f, "PATCH", "/v1/vms/a", "[1]", &j), 400);
+	json_decref(j);
+	assert_int_equal(req(f, "GET", "/v1/vms/a", NULL, &j), 200);
+	assert_int_equal(json_integer_value(json_object_get(j, "memory")), 48 << 20);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "spec"), "kernel")), "/bin/true");
+	json_decref(j);
+	/* disks */
+	assert_int_equal(req(f, "POST", "/v1/vms/a/disks", "{\"path\": \"/bin/true\", \"readonly\": true}", &j), 200);
+	assert_int_equal(json_array_size(json_object_get(json_object_get(j, "spec"), "disks")), 1);
+	json_decref(j);
+	assert_int_equal(req(f, "POST", "/v1/vms/a/disks", "{\"readonly\": true}", &j), 400);
+	json_decref(j);
+	assert_int_equal(req(f, "DELETE", "/v1/vms/a/disks?path=/bin/nope", NULL, &j), 404);
+	assert_error(j, "not_found");
+	assert_int_equal(req(f, "DELETE", "/v1/vms/a/disks?path=/bin/true", NULL, &j), 200);
+	assert_int_equal(json_array_size(json_object_get(json_object_get(j, "spec"), "disks")), 0);
+	json_decref(j);
+	/* reboot and reset need a running VM */
+	assert_int_equal(req(f, "POST", "/v1/vms/a/reboot", NULL, &j), 409);
+	assert_error(j, "wrong_state");
+	assert_int_equal(req(f, "POST", "/v1/vms/a/reset", NULL, &j), 409);
+	assert_error(j, "wrong_state");
+	assert_int_equal(req(f, "PUT", "/v1/vms/ghost", "{}", &j), 404);
+	assert_error(j, "not_found");
+	/* the edit is an event */
+	assert_int_equal(req(f, "GET", "/v1/events?vm=a", NULL, &j), 200);
+	assert_non_null(strstr(json_dumps(j, 0), "edited"));
 	json_decref(j);
 }
 
@@ -349,6 +412,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_inventory_and_errors, setup, teardown),
 		cmocka_unit_test(test_json_reals),
+		cmocka_unit_test_setup_teardown(test_edit, setup, teardown),
 		cmocka_unit_test(test_fmt_size),
 		cmocka_unit_test_setup_teardown(test_too_large, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_start_failure_recorded, setup, teardown),
