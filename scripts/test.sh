@@ -124,27 +124,15 @@ scripts_of() {
 }
 
 tier_fuzz() {
-	local fz name dirs
-	if ! make -j"$(nproc)" fuzz >/tmp/shoal-fuzz-build.log 2>&1; then
-		echo "FAIL: fuzz targets did not build"; tail -30 /tmp/shoal-fuzz-build.log
-		FAILED=$((FAILED + 1)); FAILS+=("make fuzz"); return
-	fi
-	for fz in "$BUILD"/fuzz/*; do
-		[ -x "$fz" ] || continue
-		name=$(basename "$fz")
-		dirs=("$BUILD/fuzz-corpus/$name")
-		mkdir -p "${dirs[0]}"
-		[ -d "fuzz/corpus/$name" ] && dirs+=("fuzz/corpus/$name")
-		mkdir -p "$BUILD/fuzz-crash"
-		if "$fz" -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 \
-			-artifact_prefix="$BUILD/fuzz-crash/$name-" "${dirs[@]}" \
-			>/tmp/shoal-fuzz.log 2>&1; then
-			echo "PASS: fuzz $name ($(grep -o 'Done [0-9]* runs in [0-9]* second' /tmp/shoal-fuzz.log | tail -1)s)"
-			PASSED=$((PASSED + 1))
-		else
-			echo "FAIL: fuzz $name"; tail -40 /tmp/shoal-fuzz.log; FAILED=$((FAILED + 1)); FAILS+=("$fz")
-		fi
-	done
+	local line
+	# scripts/fuzz.sh: one PASS or FAIL line per target, the corpus under BUILD
+	while IFS= read -r line; do
+		echo "$line"
+		case $line in
+		PASS:*) PASSED=$((PASSED + 1)) ;;
+		FAIL:*) FAILED=$((FAILED + 1)); FAILS+=("${line#FAIL: }") ;;
+		esac
+	done < <(SHOAL_CACHE="$BUILD" scripts/fuzz.sh -t "${FUZZ_SECONDS:-30}" -b "$BUILD")
 }
 
 # The layers point down only (docs/architecture.md): one counted line.

@@ -12,7 +12,7 @@
 cd "$TMP" || exit 1
 
 # every verb the top-level help lists, and every img verb its help lists
-verbs=$("$SHOAL" help | awk '/^commands:/{on=1; next} on && NF {print $1}')
+verbs=$("$SHOAL" help | awk '/^commands:/{on=1; next} on && !NF {exit} on {print $1}')
 [ -n "$verbs" ] || fail "verbs listed" "shoal help printed no verbs"
 for v in $verbs; do
 	[ "$v" = help ] && continue
