@@ -144,6 +144,7 @@ int api_snapshot_list(struct api_call *c);
 int api_snapshot_show(struct api_call *c);
 int api_snapshot_delete(struct api_call *c);
 int api_snapshot_restore(struct api_call *c);
+int api_snapshot_clone(struct api_call *c);
 
 /* Response helpers (api.c). */
 int api_reply_json(struct api_call *c, int status, void *json /* json_t *, taken */);
@@ -157,6 +158,9 @@ int api_reply_error(struct api_call *c, const struct api_err *e);
 int api_reply_raw(struct api_call *c, int status, const char *ctype, void *buf, size_t len);
 /* Reply with the VM object of c->name (api_vm.c); `with_spec` as show. */
 int api_reply_vm(struct api_call *c, int status, bool with_spec);
+/* The VM object of GET /v1/vms/NAME (h->lock held). */
+struct hvm;
+struct json_t *api_vm_json_locked(struct hvm *vm, bool with_spec);
 /* A query argument, or NULL. */
 const char *api_query(struct api_call *c, const char *key);
 

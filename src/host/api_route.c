@@ -47,6 +47,7 @@ const struct api_route api_routes[] = {
 	{ "GET",    "/v1/snapshots/{name}",          api_snapshot_show,     R },
 	{ "DELETE", "/v1/snapshots/{name}",          api_snapshot_delete,   A },
 	{ "POST",   "/v1/snapshots/{name}/restore",  api_snapshot_restore,  A },
+	{ "POST",   "/v1/snapshots/{name}/clone",    api_snapshot_clone,    A },
 	{ "GET",    "/v1/events",                    api_events,            R },
 	{ "GET",    "/v1/metrics",                   api_metrics_json,      R },
 	{ "GET",    "/metrics",                      api_metrics_prometheus, R },

@@ -1,7 +1,8 @@
 /*
  * api_snapshot.c - the snapshot routes: POST /v1/vms/{name}/snapshot,
  * GET /v1/snapshots, GET/DELETE /v1/snapshots/{name} and POST
- * /v1/snapshots/{name}/restore.  Thin wrappers around snapshots.c; the
+ * /v1/snapshots/{name}/restore and POST /v1/snapshots/{name}/clone.  Thin
+ * wrappers around snapshots.c; the
  * snapshot object is the same in the list, show (which adds "spec") and
  * the answer to a snapshot.
  */
@@ -73,10 +74,11 @@ static int api_reply_snapshot(struct api_call *c, const char *name, int status, 
 	return api_reply_json(c, status, o);
 }
 
-/* A body {"name": NAME} (optional when `optional`): NAME into out ("" if
- * absent).  0, or -1 with a 400 in `e`. */
+/* A body {"name": NAME} (optional when `optional`; with "live": BOOL
+ * too when `live` is not NULL): NAME into out ("" if absent).  0, or -1
+ * with a 400 in `e`. */
 static int api_parse_name_body(const char *body, size_t len, bool optional, char *out,
-			       size_t size, struct api_err *e)
+			       size_t size, bool *live, struct api_err *e)
 {
 	const char *key;
 	json_t *o, *v;
@@ -90,6 +92,14 @@ static int api_parse_name_body(const char *body, size_t len, bool optional, char
 	if (api_body_object(body, len, &o, e))
 		return -1;
 	json_object_foreach(o, key, v) {
+		if (live && !strcmp(key, "live")) {
+			if (!json_is_boolean(v)) {
+				rc = api_err_set(e, 400, "invalid_request", "live: expected true or false");
+				break;
+			}
+			*live = json_is_true(v);
+			continue;
+		}
 		if (strcmp(key, "name")) {
 			rc = api_err_set(e, 400, "invalid_request", "unknown key \"%.64s\"", key);
 			break;
@@ -107,14 +117,16 @@ static int api_parse_name_body(const char *body, size_t len, bool optional, char
 	return rc;
 }
 
-/* POST /v1/vms/NAME/snapshot [{"name": SNAP}]: 201 with the snapshot. */
+/* POST /v1/vms/NAME/snapshot [{"name": SNAP, "live": BOOL}]: 201 with the
+ * snapshot (live: once its memory is written). */
 int api_vm_snapshot(struct api_call *c)
 {
 	char snap[HOST_NAME_MAX_LEN + 1], taken[HOST_NAME_MAX_LEN + 1];
 	struct api_err e;
+	bool live = false;
 
-	if (api_parse_name_body(c->body, c->body_len, true, snap, sizeof(snap), &e) ||
-	    host_vm_snapshot(c->h, c->name, snap[0] ? snap : NULL, taken, &e))
+	if (api_parse_name_body(c->body, c->body_len, true, snap, sizeof(snap), &live, &e) ||
+	    host_vm_snapshot(c->h, c->name, snap[0] ? snap : NULL, live, taken, &e))
 		return api_reply_error(c, &e);
 	return api_reply_snapshot(c, taken, 201, false);
 }
@@ -192,9 +204,78 @@ int api_snapshot_restore(struct api_call *c)
 	char new_name[HOST_NAME_MAX_LEN + 1];
 	struct api_err e;
 
-	if (api_parse_name_body(c->body, c->body_len, false, new_name, sizeof(new_name), &e) ||
+	if (api_parse_name_body(c->body, c->body_len, false, new_name, sizeof(new_name), NULL, &e) ||
 	    host_snapshot_restore(c->h, c->name, new_name, &e))
 		return api_reply_error(c, &e);
 	snprintf(c->name, sizeof(c->name), "%s", new_name);
 	return api_reply_vm(c, 201, true);
+}
+
+/* A clone body {"count": N, "prefix": P}: count required, prefix
+ * optional ("" if absent).  0, or -1 with a 400 in `e`. */
+static int api_parse_clone_body(const char *body, size_t len, unsigned *count, char *prefix,
+				size_t size, struct api_err *e)
+{
+	const char *key;
+	json_t *o, *v;
+	int rc = 0;
+
+	*count = 0;
+	prefix[0] = '\0';
+	if (len == 0)
+		return api_err_set(e, 400, "invalid_request", "body: expected {\"count\": N}");
+	if (api_body_object(body, len, &o, e))
+		return -1;
+	json_object_foreach(o, key, v) {
+		if (!strcmp(key, "count")) {
+			json_int_t n = json_integer_value(v);
+
+			if (!json_is_integer(v) || n < 1 || n > HOST_CLONE_MAX) {
+				rc = api_err_set(e, 400, "invalid_request", "count: expected 1 to %d "
+						 "clones", HOST_CLONE_MAX);
+				break;
+			}
+			*count = (unsigned)n;
+		} else if (!strcmp(key, "prefix")) {
+			if (!json_is_string(v) || !host_name_valid(json_string_value(v))) {
+				rc = api_err_set(e, 400, "invalid_request", "prefix: 1 to 63 letters, "
+						 "digits, '.', '_' or '-', starting with a letter or digit");
+				break;
+			}
+			snprintf(prefix, size, "%s", json_string_value(v));
+		} else {
+			rc = api_err_set(e, 400, "invalid_request", "unknown key \"%.64s\"", key);
+			break;
+		}
+	}
+	json_decref(o);
+	if (!rc && !*count)
+		rc = api_err_set(e, 400, "invalid_request", "count: missing (how many clones)");
+	return rc;
+}
+
+/* POST /v1/snapshots/NAME/clone {"count": N, "prefix": P}: 201 with
+ * {"snapshot": NAME, "vms": [the new VMs]}, answered once every clone's
+ * VMM serves its control socket. */
+int api_snapshot_clone(struct api_call *c)
+{
+	char prefix[HOST_NAME_MAX_LEN + 1], (*names)[HOST_NAME_MAX_LEN + 1] = NULL;
+	struct api_err e;
+	unsigned count;
+	json_t *vms;
+
+	if (api_parse_clone_body(c->body, c->body_len, &count, prefix, sizeof(prefix), &e) ||
+	    host_snapshot_clone(c->h, c->name, count, prefix, &names, &e))
+		return api_reply_error(c, &e);
+	vms = json_array();
+	pthread_mutex_lock(&c->h->lock);
+	for (unsigned i = 0; i < count; i++) {
+		struct hvm *vm = host_find_locked(c->h, names[i]);
+
+		json_array_append_new(vms, vm ? api_vm_json_locked(vm, false) :
+				      json_pack("{s:s, s:s}", "name", names[i], "state", "deleted"));
+	}
+	pthread_mutex_unlock(&c->h->lock);
+	free(names);
+	return api_reply_json(c, 201, json_pack("{s:s, s:o}", "snapshot", c->name, "vms", vms));
 }

@@ -25,7 +25,7 @@ static json_t *api_time(int64_t ms)
 }
 
 /* The VM object (lock held). */
-static json_t *api_vm_json_locked(struct hvm *vm, bool with_spec)
+json_t *api_vm_json_locked(struct hvm *vm, bool with_spec)
 {
 	bool live = vm->state == HVM_RUNNING || vm->state == HVM_PAUSED ||
 		    vm->state == HVM_STOPPING;
@@ -46,6 +46,8 @@ static json_t *api_vm_json_locked(struct hvm *vm, bool with_spec)
 	json_object_set_new(o, "restarts", json_integer(vm->rec.restarts));
 	json_object_set_new(o, "restored_from", vm->rec.snapshot[0] ?
 			    json_string(vm->rec.snapshot) : json_null());
+	json_object_set_new(o, "clone", json_boolean(vm->rec.snapshot[0] &&
+						     vm->rec.snapshot_clone));
 	if (vm->rec.exited_ms)
 		json_object_set_new(o, "last_exit", json_pack("{s:i, s:s, s:o}",
 			"status", vm->rec.exit_status,

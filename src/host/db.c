@@ -1,18 +1,19 @@
 /*
  * db.c - shoald's state in SQLite (see db.h).
  *
- * Schema (version 2):
+ * Schema (version 3):
  *
  *   vms(name PRIMARY KEY, seq, spec, state, monitor_pid, vmm_pid,
  *       created_ms, started_ms, exited_ms, exit_status, exit_reason,
- *       restarts, generation, snapshot, snapshot_gen)
+ *       restarts, generation, snapshot, snapshot_gen, snapshot_clone)
  *   snapshots(name PRIMARY KEY, seq, vm, dir, spec, created_ms, size_bytes,
  *       memory_bytes, memory_data_bytes, vcpus, pause_ms, total_ms)
  *   events(id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms, vm, type, detail)
  *   meta(key PRIMARY KEY, value)          -- schema_version
  *
  * Version 1 (no snapshots) is upgraded in place when opened: the two vms
- * columns are added (NULL and 0: not restored) in one transaction.
+ * columns are added (NULL and 0: not restored) in one transaction; so is
+ * version 2 (no clones): snapshot_clone is added (0: a full restore).
  *
  * WAL mode with synchronous=NORMAL: a process crash (the SIGKILL test)
  * never loses a committed transaction; a power cut may lose the last few,
@@ -42,7 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DB_SCHEMA_VERSION 2
+#define DB_SCHEMA_VERSION 3
 #define DB_EVENTS_KEEP 10000
 
 struct db {
@@ -60,7 +61,8 @@ static const char db_schema[] =
 	" started_ms INTEGER NOT NULL DEFAULT 0, exited_ms INTEGER NOT NULL DEFAULT 0,"
 	" exit_status INTEGER NOT NULL DEFAULT -1, exit_reason TEXT,"
 	" restarts INTEGER NOT NULL DEFAULT 0, generation INTEGER NOT NULL DEFAULT 0,"
-	" snapshot TEXT, snapshot_gen INTEGER NOT NULL DEFAULT 0);"
+	" snapshot TEXT, snapshot_gen INTEGER NOT NULL DEFAULT 0,"
+	" snapshot_clone INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE IF NOT EXISTS snapshots("
 	" name TEXT PRIMARY KEY, seq INTEGER NOT NULL, vm TEXT NOT NULL, dir TEXT NOT NULL,"
 	" spec TEXT NOT NULL, created_ms INTEGER NOT NULL, size_bytes INTEGER NOT NULL,"
@@ -70,7 +72,7 @@ static const char db_schema[] =
 	" id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER NOT NULL,"
 	" vm TEXT NOT NULL, type TEXT NOT NULL, detail TEXT);"
 	"CREATE INDEX IF NOT EXISTS events_vm ON events(vm, id);"
-	"INSERT OR IGNORE INTO meta VALUES('schema_version', '2');";
+	"INSERT OR IGNORE INTO meta VALUES('schema_version', '3');";
 
 /* Version 1 to 2: the vms table learns which snapshot a VM came from. */
 static const char db_upgrade_1_2[] =
@@ -78,6 +80,14 @@ static const char db_upgrade_1_2[] =
 	"ALTER TABLE vms ADD COLUMN snapshot TEXT;"
 	"ALTER TABLE vms ADD COLUMN snapshot_gen INTEGER NOT NULL DEFAULT 0;"
 	"UPDATE meta SET value = '2' WHERE key = 'schema_version';"
+	"COMMIT;";
+
+/* Version 2 to 3: a VM restored from a snapshot may be a clone of it
+ * (its memory mapped copy-on-write from the snapshot's memory file). */
+static const char db_upgrade_2_3[] =
+	"BEGIN IMMEDIATE;"
+	"ALTER TABLE vms ADD COLUMN snapshot_clone INTEGER NOT NULL DEFAULT 0;"
+	"UPDATE meta SET value = '3' WHERE key = 'schema_version';"
 	"COMMIT;";
 
 void vm_record_free(struct vm_record *r)
@@ -152,9 +162,12 @@ static int db_upgrade(struct db *s, const char *path, char *err, size_t errlen)
 	if (version == DB_SCHEMA_VERSION)
 		return 0;
 	if (version == 1 && sqlite3_exec(s->conn, db_upgrade_1_2, NULL, NULL, &msg) == SQLITE_OK)
+		version = 2;
+	if (version == 2 && !msg &&
+	    sqlite3_exec(s->conn, db_upgrade_2_3, NULL, NULL, &msg) == SQLITE_OK)
 		return 0;
-	if (version == 1) {
-		snprintf(err, errlen, "%s: upgrading the schema from version 1: %s", path,
+	if (version == 1 || version == 2) {
+		snprintf(err, errlen, "%s: upgrading the schema from version %d: %s", path, version,
 			 msg ? msg : sqlite3_errmsg(s->conn));
 		sqlite3_free(msg);
 		sqlite3_exec(s->conn, "ROLLBACK", NULL, NULL, NULL);
@@ -294,6 +307,7 @@ static void db_bind_record(sqlite3_stmt *st, const struct vm_record *r)
 	else
 		sqlite3_bind_null(st, 13);
 	sqlite3_bind_int64(st, 14, r->snapshot_gen);
+	sqlite3_bind_int64(st, 15, r->snapshot_clone);
 }
 
 /* Write one record (insert or update) plus an optional event, atomically. */
@@ -337,8 +351,8 @@ int db_vm_insert(struct db *s, const struct vm_record *r, const char *ev_type,
 	return db_vm_write(s,
 		"INSERT INTO vms(name, spec, state, monitor_pid, vmm_pid, created_ms,"
 		" started_ms, exited_ms, exit_status, exit_reason, restarts, generation,"
-		" snapshot, snapshot_gen, seq)"
-		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
+		" snapshot, snapshot_gen, snapshot_clone, seq)"
+		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
 		" (SELECT IFNULL(MAX(seq), 0) + 1 FROM vms))",
 		r, ev_type, ev_detail, ev_id, 0);
 }
@@ -350,7 +364,7 @@ int db_vm_update(struct db *s, const struct vm_record *r, const char *ev_type,
 		"UPDATE vms SET spec = ?2, state = ?3, monitor_pid = ?4, vmm_pid = ?5,"
 		" created_ms = ?6, started_ms = ?7, exited_ms = ?8, exit_status = ?9,"
 		" exit_reason = ?10, restarts = ?11, generation = ?12, snapshot = ?13,"
-		" snapshot_gen = ?14 WHERE name = ?1",
+		" snapshot_gen = ?14, snapshot_clone = ?15 WHERE name = ?1",
 		r, ev_type, ev_detail, ev_id, 1);
 }
 
@@ -418,6 +432,7 @@ static void db_row_record(sqlite3_stmt *st, struct vm_record *r)
 	t = sqlite3_column_text(st, 12);
 	snprintf(r->snapshot, sizeof(r->snapshot), "%s", t ? (const char *)t : "");
 	r->snapshot_gen = (unsigned)sqlite3_column_int64(st, 13);
+	r->snapshot_clone = sqlite3_column_int64(st, 14) != 0;
 }
 
 int db_vm_load_all(struct db *s, void (*fn)(void *arg, struct vm_record *r),
@@ -430,7 +445,7 @@ int db_vm_load_all(struct db *s, void (*fn)(void *arg, struct vm_record *r),
 	pthread_mutex_lock(&s->lock);
 	st = db_prepare(s, "SELECT name, spec, state, monitor_pid, vmm_pid, created_ms,"
 			   " started_ms, exited_ms, exit_status, exit_reason, restarts,"
-			   " generation, snapshot, snapshot_gen FROM vms ORDER BY seq");
+			   " generation, snapshot, snapshot_gen, snapshot_clone FROM vms ORDER BY seq");
 	if (!st) {
 		pthread_mutex_unlock(&s->lock);
 		return -EIO;

@@ -14,6 +14,7 @@
 #ifndef SHOAL_HOST_DB_H
 #define SHOAL_HOST_DB_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -36,6 +37,7 @@ struct vm_record {
 	char snapshot[64];     /* the snapshot this VM was restored from, or "" */
 	unsigned snapshot_gen; /* the generation whose VMM was started from it
 				  (`shoal run --restore`); later starts boot fresh */
+	bool snapshot_clone;   /* that start is a clone (`--restore --clone`) */
 };
 
 /* A snapshot the daemon took (docs/daemon.md, "Snapshots").  Strings owned. */

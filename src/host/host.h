@@ -191,14 +191,22 @@ int hvm_do_start(struct host *h, struct hvm *vm, struct api_err *e);
 /* ---- snapshots.c (docs/daemon.md, "Snapshots") ---- */
 /* Save the running or paused VM `name` into STATE_DIR/snapshots/SNAP
  * through its VMM's control socket and record it.  `snap` NULL: the
- * default name NAME-YYYYmmdd-HHMMSS (UTC).  The snapshot's name into
+ * default name NAME-YYYYmmdd-HHMMSS (UTC).  `live`: a live checkpoint
+ * (returns once its memory is written).  The snapshot's name into
  * out_name (HOST_NAME_MAX_LEN + 1 bytes). */
-int host_vm_snapshot(struct host *h, const char *name, const char *snap, char *out_name,
-		     struct api_err *e);
+int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool live,
+		     char *out_name, struct api_err *e);
 /* Create VM `new_name` from snapshot `snap` and start its VMM with
  * `shoal run --restore`.  A failed start removes the VM again. */
 int host_snapshot_restore(struct host *h, const char *snap, const char *new_name,
 			  struct api_err *e);
+#define HOST_CLONE_MAX 64       /* clones per request */
+/* Create `count` clones of snapshot `snap`, PREFIX-1..PREFIX-count
+ * (`prefix` NULL or "": the snapshot's name), each started with `shoal
+ * run --restore --clone`: all of them, or none.  Their names into
+ * *names_out (count entries, malloc'd) on success. */
+int host_snapshot_clone(struct host *h, const char *snap, unsigned count, const char *prefix,
+			char (**names_out)[HOST_NAME_MAX_LEN + 1], struct api_err *e);
 /* Delete a snapshot and its directory; refused (409) while a VM whose VMM
  * was restored from it runs. */
 int host_snapshot_delete(struct host *h, const char *snap, struct api_err *e);

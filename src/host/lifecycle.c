@@ -357,8 +357,9 @@ int hvm_do_start(struct host *h, struct hvm *vm, struct api_err *e)
 		vm->rec.vmm_pid = pid;
 		vm->rec.started_ms = host_now_ms();
 		if (hvm_restored_now(vm))
-			snprintf(detail, sizeof(detail), "{\"pid\": %d, \"restored_from\": \"%s\"}",
-				 (int)pid, vm->rec.snapshot);
+			snprintf(detail, sizeof(detail), "{\"pid\": %d, \"restored_from\": \"%s\"%s}",
+				 (int)pid, vm->rec.snapshot,
+				 vm->rec.snapshot_clone ? ", \"clone\": true" : "");
 		else
 			snprintf(detail, sizeof(detail), "{\"pid\": %d}", (int)pid);
 		host_persist_locked(h, vm, "started", detail);

@@ -1,12 +1,16 @@
 /*
  * snapshots.c - snapshots through the daemon: take one of a running VM,
- * restore one as a new VM, delete one (docs/daemon.md, "Snapshots").
+ * restore one as a new VM or as N clones, delete one (docs/daemon.md,
+ * "Snapshots").
  *
  * The VMM writes the snapshot itself (it holds the guest's memory): the
  * daemon sends its control socket {"cmd": "snapshot", "dir": DIR} with DIR
  * = STATE_DIR/snapshots/SNAP, a directory of the daemon's that no client
  * names, and records the result in the snapshots table (db.c) with a
- * "snapshotted" event, in one transaction.  The VM goes on running.
+ * "snapshotted" event, in one transaction.  The VM goes on running.  A
+ * live one ("live": true) is answered once the guest runs again; the
+ * daemon then polls "snapshot-status" until the memory is written, and
+ * records the snapshot only then (the VM stays claimed meanwhile).
  *
  * A restore is a create and a start: the new VM's spec is the snapshot's
  * manifest "config" (the daemon's own keys taken out: "confine", and
@@ -18,6 +22,14 @@
  * included) boots the VM fresh from its config, as a reboot would: the
  * snapshot is an instant, not a disk.  A restore whose start fails leaves
  * no VM behind.
+ *
+ * A clone is a restore with `--clone` (vms.snapshot_clone): its memory
+ * is the snapshot's memory file mapped copy-on-write, so the snapshot is
+ * in use while its VMM runs, as for a restore.  `shoal vm clone` makes N
+ * of them, PREFIX-1..PREFIX-N: every name is checked free and every
+ * record inserted under one hold of the lock before any starts, and if
+ * one fails to start, all N go again (stopped and deleted), so a clone
+ * request leaves all of its VMs or none.
  *
  * Locking (host.h): a snapshot being taken is in h->snap_pending under
  * the lock, which reserves its name; the VM is claimed ("snapshot") so
@@ -43,6 +55,7 @@
 #include "host/vmctl.h"
 
 #define SNAPSHOT_TIMEOUT_MS 600000      /* the VMM writes all of guest RAM */
+#define SNAPSHOT_POLL_MS 50             /* snapshot-status while a live one writes */
 
 bool hvm_restored_now(const struct hvm *vm)
 {
@@ -64,9 +77,9 @@ size_t host_snapshot_users_locked(struct host *h, const char *snap, char *buf, s
 		if (strcmp(vm->rec.snapshot, snap) || !(restoring || (live && hvm_restored_now(vm))))
 			continue;
 		if (len < size)
-			len += (size_t)snprintf(buf + len, size - len, "%s%s (%s)", n ? ", " : "",
-						vm->rec.name, restoring ? "restoring" :
-						hvm_state_name(s));
+			len += (size_t)snprintf(buf + len, size - len, "%s%s (%s%s)", n ? ", " : "",
+						vm->rec.name, vm->rec.snapshot_clone ? "clone, " : "",
+						restoring ? "restoring" : hvm_state_name(s));
 		n++;
 	}
 	return n;
@@ -184,9 +197,52 @@ static int snap_default_name_locked(struct host *h, const char *vm, char *out,
 			   "give one", vm);
 }
 
-/* Send the VMM the snapshot command; its reply in *reply. */
-static int snap_vmm_save(struct host *h, const char *vmname, const char *dir, json_t **reply,
-			 struct api_err *e)
+/* A live snapshot's memory is being written: poll "snapshot-status" until
+ * it is done (its figures, with the live reply's pause_ms, replace *reply)
+ * or failed (-EPROTO, the VMM's words in err). */
+static int snap_vmm_wait_live(struct vmctl *c, json_t **reply, char *err, size_t errlen)
+{
+	double pause_ms = json_number_value(json_object_get(*reply, "pause_ms"));
+	json_t *req = json_pack("{s:s}", "cmd", "snapshot-status"), *st = NULL;
+	int64_t deadline = host_now_ms() + SNAPSHOT_TIMEOUT_MS;
+	const char *state = NULL;
+	int rc;
+
+	for (;;) {
+		json_decref(st);
+		st = NULL;
+		rc = vmctl_request(c, req, &st, 10000, err, errlen);
+		state = rc ? NULL : json_string_value(json_object_get(st, "state"));
+		if (rc || !state || strcmp(state, "writing"))
+			break;
+		if (host_now_ms() > deadline) {
+			snprintf(err, errlen, "live snapshot: memory not written after %d s",
+				 SNAPSHOT_TIMEOUT_MS / 1000);
+			rc = -ETIMEDOUT;
+			break;
+		}
+		usleep(SNAPSHOT_POLL_MS * 1000);
+	}
+	json_decref(req);
+	if (!rc && strcmp(state ?: "", "done")) {
+		snprintf(err, errlen, "%s", json_string_value(json_object_get(st, "error")) ?:
+			 "live snapshot: no longer in progress");
+		rc = -EPROTO;
+	}
+	if (rc) {
+		json_decref(st);
+		return rc;
+	}
+	json_object_set_new(st, "pause_ms", json_real(pause_ms));
+	json_decref(*reply);
+	*reply = st;
+	return 0;
+}
+
+/* Send the VMM the snapshot command; its reply in *reply (live: once
+ * the memory is written). */
+static int snap_vmm_save(struct host *h, const char *vmname, const char *dir, bool live,
+			 json_t **reply, struct api_err *e)
 {
 	char sock[4200], err[512];
 	struct vmctl c;
@@ -196,9 +252,11 @@ static int snap_vmm_save(struct host *h, const char *vmname, const char *dir, js
 	host_vm_path(h, vmname, "control.sock", sock, sizeof(sock));
 	if (vmctl_connect(&c, sock, 2000, err, sizeof(err)) < 0)
 		return api_err_set(e, 500, "vmm_error", "vm \"%s\": snapshot: %s", vmname, err);
-	req = json_pack("{s:s, s:s}", "cmd", "snapshot", "dir", dir);
+	req = json_pack("{s:s, s:s, s:b}", "cmd", "snapshot", "dir", dir, "live", live);
 	rc = vmctl_request(&c, req, reply, SNAPSHOT_TIMEOUT_MS, err, sizeof(err));
 	json_decref(req);
+	if (!rc && live)
+		rc = snap_vmm_wait_live(&c, reply, err, sizeof(err));
 	vmctl_close(&c);
 	if (rc == -EPROTO)        /* the VMM refused or failed: its words */
 		return api_err_set(e, 409, "snapshot_failed", "vm \"%s\": snapshot: %s", vmname, err);
@@ -207,8 +265,8 @@ static int snap_vmm_save(struct host *h, const char *vmname, const char *dir, js
 	return 0;
 }
 
-int host_vm_snapshot(struct host *h, const char *name, const char *snap, char *out_name,
-		     struct api_err *e)
+int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool live,
+		     char *out_name, struct api_err *e)
 {
 	struct snapshot_record r = { 0 };
 	char *pending = NULL, dir[4400], detail[256];
@@ -268,7 +326,7 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, char *o
 	snprintf(dir, sizeof(dir), "%s/%s", h->snapshots_dir, r.name);
 	host_rm_tree(dir);
 	r.created_ms = host_now_ms();
-	rc = r.spec ? snap_vmm_save(h, name, dir, &reply, e) :
+	rc = r.spec ? snap_vmm_save(h, name, dir, live, &reply, e) :
 		      api_err_set(e, 500, "internal", "out of memory");
 	if (!rc) {
 		r.dir = strdup(dir);
@@ -278,7 +336,8 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, char *o
 		r.pause_ms = json_number_value(json_object_get(reply, "pause_ms"));
 		r.total_ms = json_number_value(json_object_get(reply, "total_ms"));
 		snprintf(detail, sizeof(detail), "{\"snapshot\": \"%s\", \"pause_ms\": %.3f, "
-			 "\"size_bytes\": %lld}", r.name, r.pause_ms, (long long)r.size_bytes);
+			 "\"size_bytes\": %lld, \"live\": %s}", r.name, r.pause_ms,
+			 (long long)r.size_bytes, live ? "true" : "false");
 	}
 	json_decref(reply);
 
@@ -362,78 +421,190 @@ static char *snap_restore_spec(const struct snapshot_record *sr, const char *new
 	return text;
 }
 
-int host_snapshot_restore(struct host *h, const char *snap, const char *new_name,
-			  struct api_err *e)
+/* An error about snapshot `snap` from the store: 404 or 500. */
+static int snap_get_err(struct api_err *e, const char *snap, int rc)
 {
-	struct snapshot_record sr;
+	return api_err_set(e, rc == -ENOENT ? 404 : 500, rc == -ENOENT ? "not_found" : "internal",
+			   "snapshot %s: %s", snap, rc == -ENOENT ? "not found" : "cannot read the store");
+}
+
+/* A new VM `name` (not yet in the table) from snapshot `sr`, claimed
+ * "restoring", its first start restoring it (a clone's with --clone). */
+static struct hvm *snap_new_vm(const struct snapshot_record *sr, const char *name, bool clone,
+			       struct api_err *e)
+{
 	struct host_spec s;
 	struct hvm *vm;
-	char *text, detail[128], trash[4400] = "";
+	char *text = snap_restore_spec(sr, name, e);
 	int rc;
 
-	rc = db_snapshot_get(h->db, snap, &sr);
-	if (rc)
-		return api_err_set(e, rc == -ENOENT ? 404 : 500, rc == -ENOENT ? "not_found" : "internal",
-				   "snapshot %s: %s", snap, rc == -ENOENT ? "not found" : "cannot read the store");
-	text = snap_restore_spec(&sr, new_name, e);
-	snapshot_record_free(&sr);
 	if (!text)
-		return -1;
+		return NULL;
 	rc = host_spec_parse(text, strlen(text), true, &s, e);
 	free(text);
 	if (rc) {       /* the snapshot's config no longer passes (a file moved, say) */
 		char msg[sizeof(e->msg)];
 
 		snprintf(msg, sizeof(msg), "%s", e->msg);
-		snprintf(e->msg, sizeof(e->msg), "snapshot %s: %.900s", snap, msg);
-		return -1;
+		snprintf(e->msg, sizeof(e->msg), "snapshot %s: %.900s", sr->name, msg);
+		return NULL;
 	}
 	vm = hvm_new(&s);
 	host_spec_free(&s);
-	if (!vm)
-		return api_err_set(e, 500, "internal", "out of memory");
-	snprintf(vm->rec.snapshot, sizeof(vm->rec.snapshot), "%s", snap);
+	if (!vm) {
+		api_err_set(e, 500, "internal", "out of memory");
+		return NULL;
+	}
+	snprintf(vm->rec.snapshot, sizeof(vm->rec.snapshot), "%s", sr->name);
 	vm->rec.snapshot_gen = 1;       /* the first start (generation 1) restores */
+	vm->rec.snapshot_clone = clone;
 	vm->busy = "restoring";
-	snprintf(detail, sizeof(detail), "{\"snapshot\": \"%s\"}", snap);
+	return vm;
+}
+
+/* Remove VMs vms[0..n) again after a failed restore or clone: those in
+ * the table are stopped if they run and deleted; each loses its claim and
+ * the caller's reference. */
+static void snap_undo(struct host *h, struct hvm **vms, size_t n, const bool *inserted)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct hvm *vm = vms[i];
+		char trash[4400] = "", name[HOST_NAME_MAX_LEN + 1];
+		struct api_err ignore;
+		bool gone = false;
+
+		if (!vm)
+			continue;
+		snprintf(name, sizeof(name), "%s", vm->rec.name);
+		pthread_mutex_lock(&h->lock);
+		if (inserted[i] && (vm->state == HVM_CREATED || vm->state == HVM_EXITED))
+			gone = !hvm_remove_claimed_locked(h, vm, trash, sizeof(trash), &ignore);
+		vm->busy = NULL;
+		pthread_cond_broadcast(&h->changed);
+		hvm_put_locked(vm);
+		pthread_mutex_unlock(&h->lock);
+		if (trash[0])
+			host_rm_tree(trash);
+		if (inserted[i] && !gone)       /* it started: stop it, then delete it */
+			host_vm_delete(h, name, true, &ignore);
+	}
+}
+
+/* Create VMs names[0..n) from snapshot `snap` (clones if `clone`) and
+ * start them: all of them, or none (see the top of the file). */
+static int snap_restore_n(struct host *h, const char *snap, char (*names)[HOST_NAME_MAX_LEN + 1],
+			  size_t n, bool clone, struct api_err *e)
+{
+	struct snapshot_record sr;
+	struct hvm **vms = calloc(n, sizeof(*vms));
+	bool *inserted = calloc(n, sizeof(*inserted));
+	char detail[160];
+	size_t i;
+	int rc;
+
+	if (!vms || !inserted) {
+		free(vms);
+		free(inserted);
+		return api_err_set(e, 500, "internal", "out of memory");
+	}
+	rc = db_snapshot_get(h->db, snap, &sr);
+	if (rc) {
+		snap_get_err(e, snap, rc);
+		goto out;
+	}
+	for (i = 0; i < n && !rc; i++)
+		if (!(vms[i] = snap_new_vm(&sr, names[i], clone, e)))
+			rc = -1;
+	snapshot_record_free(&sr);
+	if (rc)
+		goto undo;
+	snprintf(detail, sizeof(detail), "{\"snapshot\": \"%s\"%s}", snap,
+		 clone ? ", \"clone\": true" : "");
 
 	pthread_mutex_lock(&h->lock);
 	rc = db_snapshot_get(h->db, snap, &sr);         /* not deleted meanwhile */
 	if (rc) {
-		api_err_set(e, rc == -ENOENT ? 404 : 500, rc == -ENOENT ? "not_found" : "internal",
-			    "snapshot %s: %s", snap, rc == -ENOENT ? "not found" : "cannot read the store");
-		goto fail;
+		snap_get_err(e, snap, rc);
+	} else {
+		snapshot_record_free(&sr);
+		for (i = 0; i < n && !rc; i++)          /* every name free, before any insert */
+			if (host_find_locked(h, names[i]))
+				rc = api_err_set(e, 409, "name_taken", "vm \"%s\" already exists",
+						 names[i]);
 	}
-	snapshot_record_free(&sr);
-	rc = host_vm_insert_locked(h, vm, detail, e);
+	for (i = 0; i < n && !rc; i++) {
+		rc = host_vm_insert_locked(h, vms[i], detail, e);
+		if (!rc) {
+			inserted[i] = true;
+			vms[i]->refs++;         /* ours, until released */
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
 	if (rc)
-		goto fail;
-	vm->refs++;                 /* ours, until hvm_release */
-	pthread_mutex_unlock(&h->lock);
+		goto undo;
 
-	if (hvm_do_start(h, vm, e) == 0) {
-		hvm_release(h, vm);
-		return 0;
+	for (i = 0; i < n && !rc; i++)
+		rc = hvm_do_start(h, vms[i], e);
+	if (rc) {
+		if (n > 1) {    /* say which, and that the others went too */
+			char msg[sizeof(e->msg)];
+
+			snprintf(msg, sizeof(msg), "%s", e->msg);
+			snprintf(e->msg, sizeof(e->msg), "%.900s (all %zu clones removed again)", msg, n);
+		}
+		goto undo;
 	}
-	/* nothing half-made stays: the VM goes again (the error has the
+	for (i = 0; i < n; i++)
+		hvm_release(h, vms[i]);
+	rc = 0;
+	goto out;
+undo:
+	/* nothing half-made stays: the VMs go again (the error has the
 	 * VMM's last words from its log) */
-	pthread_mutex_lock(&h->lock);
-	if (vm->state == HVM_CREATED || vm->state == HVM_EXITED) {
-		struct api_err ignore;
+	snap_undo(h, vms, n, inserted);
+	rc = -1;
+out:
+	free(vms);
+	free(inserted);
+	return rc;
+}
 
-		hvm_remove_claimed_locked(h, vm, trash, sizeof(trash), &ignore);
+int host_snapshot_restore(struct host *h, const char *snap, const char *new_name,
+			  struct api_err *e)
+{
+	char name[1][HOST_NAME_MAX_LEN + 1];
+
+	snprintf(name[0], sizeof(name[0]), "%s", new_name);
+	return snap_restore_n(h, snap, name, 1, false, e);
+}
+
+int host_snapshot_clone(struct host *h, const char *snap, unsigned count, const char *prefix,
+			char (**names_out)[HOST_NAME_MAX_LEN + 1], struct api_err *e)
+{
+	char (*names)[HOST_NAME_MAX_LEN + 1];
+	const char *p = prefix && prefix[0] ? prefix : snap;
+	char digits[16];
+
+	*names_out = NULL;
+	if (count < 1 || count > HOST_CLONE_MAX)
+		return api_err_set(e, 400, "invalid_request", "count %u: from 1 to %d clones at a "
+				   "time", count, HOST_CLONE_MAX);
+	snprintf(digits, sizeof(digits), "-%u", count);
+	if (!host_name_valid(p) || strlen(p) + strlen(digits) > HOST_NAME_MAX_LEN)
+		return api_err_set(e, 400, "invalid_request", "prefix \"%.80s\": clones are named "
+				   "PREFIX-1..PREFIX-%u, which must be 1 to 63 letters, digits, '.', '_' "
+				   "or '-', starting with a letter or digit", p, count);
+	names = calloc(count, sizeof(*names));
+	if (!names)
+		return api_err_set(e, 500, "internal", "out of memory");
+	for (unsigned i = 0; i < count; i++)
+		snprintf(names[i], sizeof(names[i]), "%s-%u", p, i + 1);
+	if (snap_restore_n(h, snap, names, count, true, e)) {
+		free(names);
+		return -1;
 	}
-	vm->busy = NULL;
-	pthread_cond_broadcast(&h->changed);
-	hvm_put_locked(vm);
-	pthread_mutex_unlock(&h->lock);
-	if (trash[0])
-		host_rm_tree(trash);
-	return -1;
-fail:
-	pthread_mutex_unlock(&h->lock);
-	hvm_put_locked(vm);
-	return -1;
+	*names_out = names;
+	return 0;
 }
 
 /* ---- deleting one ---- */

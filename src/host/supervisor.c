@@ -28,7 +28,8 @@
  * A VM restored from a snapshot (snapshots.c) is started, the first time,
  * with `shoal run --restore STATE_DIR/snapshots/SNAP` instead of
  * --config (the console and control socket as always; config.json is
- * still written, for the record); every later start boots it fresh from
+ * still written, for the record), and with --clone after it when the VM
+ * is a clone (`shoal vm clone`); every later start boots it fresh from
  * its config.
  *
  * Reattach (daemon start): for each VM recorded as starting, running,
@@ -290,6 +291,8 @@ static int spawn_prepare(struct host *h, struct hvm *vm, struct spawn_args *a,
 	a->argv[i++] = "run";
 	a->argv[i++] = restore ? "--restore" : "--config";
 	a->argv[i++] = restore ? store[3] : store[0];
+	if (restore && vm->rec.snapshot_clone)
+		a->argv[i++] = "--clone";
 	a->argv[i++] = "--api-socket";
 	a->argv[i++] = store[1];
 	a->argv[i++] = "--console";  /* as in config.json: the VM's directory, or none */

@@ -12,6 +12,12 @@
 #   - deleting the snapshot while the restored VM runs is refused, naming
 #     it; started again, the restored VM boots fresh from its config, and
 #     the snapshot can then be deleted (its directory goes);
+#   - a live snapshot (--live) of a second VM, which then overwrites its
+#     pattern; `shoal vm clone` makes clones of it (--count, --prefix, the
+#     default prefix), each started with --restore --clone, recorded as
+#     clones with events, each finding the snapshot's pattern; bad counts,
+#     prefixes and a name clash are refused with nothing made; deleting
+#     the snapshot is refused while a clone runs, naming them;
 #   - refused: a snapshot of a VM that is not running, a taken snapshot
 #     name, a restore onto an existing VM's name, an unknown snapshot (404),
 #     callers without the admin role (403; reading needs read).
@@ -165,6 +171,73 @@ expect_error "snapshot of an unknown VM: 404" 404 not_found "ghost" api POST /v1
 expect_error "a bad snapshot name: 400" 400 invalid_request "name" api POST /v1/vms/web-2/snapshot '{"name": "../x"}'
 check "nothing was left in the snapshots directory" test -z "$(ls -A "$STATE/snapshots")"
 
+# --- a live snapshot through the daemon, then clones of it ---
+SPEC_MEMORY=64M
+check "create and start tmpl (fill 16M, shell)" \
+	"$SHOAL" vm create -f <(spec tmpl "fill $A 16M 5; echo filled; shell") --start
+wait_console_long tmpl "shoal>" || fail "tmpl reaches its shell" "$("$SHOAL" console tmpl --show-log | tail -c 300)"
+out=$("$SHOAL" vm snapshot tmpl --as snap-l --live 2>&1); rc=$?
+check "vm snapshot tmpl --as snap-l --live" test $rc -eq 0
+check "it says it was live" bash -c "echo '$out' | grep -q '^tmpl: snapshot snap-l taken live: paused [0-9.]* ms'"
+L=$STATE/snapshots/snap-l
+check "the live snapshot's manifest says live, its memory is written" \
+	jqq -e '.live == true and .files.memory.size == 67108864' "$L/manifest.json"
+check "the snapshotted event says live" bash -c "'$SHOAL' events --vm tmpl -o json | jq -s -e 'map(select(.type == \"snapshotted\" and .detail.snapshot == \"snap-l\"))[0].detail.live == true' >/dev/null"
+check "tmpl goes on running" test "$(vm_field tmpl .state)" = running
+expect_error "live must be a boolean: 400" 400 invalid_request "live" api POST /v1/vms/tmpl/snapshot '{"live": 1}'
+type_console tmpl "fill $A 16M 8; verify $A 16M 8"$'\r'
+if wait_console_long tmpl "verify ok"; then pass "tmpl went on and overwrote its pattern"
+else fail "tmpl went on and overwrote its pattern" "$("$SHOAL" console tmpl --show-log | tail -c 300)"; fi
+
+out=$("$SHOAL" vm clone snap-l --count 2 --prefix c 2>&1); rc=$?
+check "vm clone snap-l --count 2 --prefix c" test $rc -eq 0 -a "$out" = "c-1: running (clone of snap-l)
+c-2: running (clone of snap-l)"
+for c in c-1 c-2; do
+	check "$c runs, a clone of snap-l" test "$(vm_field $c '.state + "|" + .restored_from + "|" + (.clone | tostring)')" = "running|snap-l|true"
+	check "$c's VMM was started with --restore DIR --clone" bash -c "tr '\\0' ' ' </proc/$(vm_field $c .pid)/cmdline | grep -q -- '--restore $L --clone '"
+done
+check "vm show c-1 says it is a clone" bash -c "'$SHOAL' vm show c-1 | grep -qE '^restored: +from snapshot snap-l \\(a clone\\)'"
+check "events: c-1 created as a clone of snap-l, started restored" bash -c "'$SHOAL' events --vm c-1 -o json | jq -s -e '(map(select(.type == \"created\"))[0].detail | .snapshot == \"snap-l\" and .clone == true) and (map(select(.type == \"started\"))[0].detail.clone == true)' >/dev/null"
+"$SHOAL" vm clone snap-l --count 1 -o json >"$TMP/clone.json"; rc=$?
+check "the default prefix is the snapshot's name (-o json)" \
+	jqq -e '.snapshot == "snap-l" and (.vms | length == 1) and .vms[0].name == "snap-l-1" and .vms[0].clone == true and .vms[0].state == "running"' "$TMP/clone.json"
+
+# bad input: nothing is created
+out=$("$SHOAL" vm clone snap-l --count 0 2>&1); rc=$?
+check "--count 0 is refused" test $rc -eq 64 -a "$out" = "shoal: --count 0: expected a number of clones, 1 or more"
+out=$("$SHOAL" vm clone snap-l --prefix x 2>&1); rc=$?
+check "clone without --count is refused" test $rc -eq 64 -a "$out" = "shoal: vm clone snap-l: --count N is required (how many clones)"
+expect_error "count 0 over HTTP: 400" 400 invalid_request "count" api POST /v1/snapshots/snap-l/clone '{"count": 0}'
+out=$("$SHOAL" vm clone snap-l --count 65 2>&1); rc=$?
+check "too many clones are refused" test $rc -eq 1 -a "$out" = "shoal: count: expected 1 to 64 clones"
+out=$("$SHOAL" vm clone snap-l --count 3 --prefix c 2>&1); rc=$?
+check "a name clash (c-1 exists) is refused, naming it" test $rc -eq 1 -a "$out" = 'shoal: vm "c-1" already exists'
+check "  ... and no c-3 was made" bash -c "[ \$(curl -s -o /dev/null -w '%{http_code}' --unix-socket '$SHOAL_SOCKET' http://d/v1/vms/c-3) = 404 ]"
+long=$(printf 'p%.0s' $(seq 62))
+expect_error "a prefix too long for its numbers: 400" 400 invalid_request "prefix" api POST /v1/snapshots/snap-l/clone "{\"count\": 2, \"prefix\": \"$long\"}"
+expect_error "an unknown key: 400" 400 invalid_request "unknown key" api POST /v1/snapshots/snap-l/clone '{"count": 1, "name": "x"}'
+expect_error "clone of an unknown snapshot: 404" 404 not_found "ghost" api POST /v1/snapshots/ghost/clone '{"count": 1}'
+check "still three clones" test "$("$SHOAL" vm list -o json | jq '[.vms[] | select(.clone)] | length')" = 3
+
+out=$("$SHOAL" snapshot delete snap-l 2>&1); rc=$?
+check "delete while clones run: refused, naming them" test $rc -eq 1 -a "$out" = \
+	"shoal: snapshot snap-l: in use by VMs c-1 (clone, running), c-2 (clone, running), snap-l-1 (clone, running)"
+
+# each clone finds the memory of the snapshot's instant (seed 5, not 8)
+for c in c-1 c-2; do
+	type_console $c "verify $A 16M 5; exit 6"$'\r'
+	wait_state $c exited 600
+	check "$c ended with exit status 6" test "$(vm_field $c '.state + "|" + (.last_exit.status | tostring)')" = "exited|6"
+	if console_has $c "verify ok" && ! console_has $c "verify bad"; then pass "$c verified the snapshot's pattern"
+	else fail "$c verified the snapshot's pattern" "$("$SHOAL" console $c --show-log | tail -c 400)"; fi
+done
+out=$("$SHOAL" snapshot delete snap-l 2>&1); rc=$?
+check "delete refused while one clone still runs" test $rc -eq 1 -a "$out" = "shoal: snapshot snap-l: in use by VM snap-l-1 (clone, running)"
+check "stop snap-l-1 and tmpl" "$SHOAL" vm stop snap-l-1 --force
+"$SHOAL" vm stop tmpl --force >/dev/null 2>&1
+check "delete snap-l once no clone runs" "$SHOAL" snapshot delete snap-l
+check "its directory is gone" test ! -e "$L"
+
 # --- who may ---
 if [ $ROLES = 1 ]; then
 	as() { local uid=$1; shift; setpriv --reuid="$uid" --regid=65534 --clear-groups "$@"; }
@@ -180,6 +253,7 @@ if [ $ROLES = 1 ]; then
 	check "root takes one" test "$(api POST /v1/vms/web-1/snapshot '{"name": "snap-b"}')" = 201
 	check "read may show it" test "$(st 65533 GET /v1/snapshots/snap-b)" = 200
 	expect_error "operate may not restore (admin)" 403 forbidden '"admin"' st 65534 POST /v1/snapshots/snap-b/restore '{"name": "x"}'
+	expect_error "operate may not clone (admin)" 403 forbidden '"admin"' st 65534 POST /v1/snapshots/snap-b/clone '{"count": 1}'
 	expect_error "operate may not delete a snapshot (admin)" 403 forbidden '"admin"' st 65534 DELETE /v1/snapshots/snap-b
 	check "root deletes it" test "$(api DELETE /v1/snapshots/snap-b)" = 204
 else

@@ -1,7 +1,8 @@
 /*
  * test_host_db.c - shoald's SQLite state (db.c) on a real database file: insert,
  * update, delete with their events in one transaction, name conflicts
- * rolled back whole, reopening, the event log; and a random program of
+ * rolled back whole, reopening, the event log, a version 2 database
+ * upgraded (a clone's flag); and a random program of
  * operations checked against a naive in-memory reference model.
  */
 #include <errno.h>
@@ -14,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <sqlite3.h>
 
 #include "host/db.h"
 
@@ -240,6 +243,51 @@ static void test_random_program(void **state)
 	assert_int_equal(db_check(f->s), 0);
 }
 
+/* A version 2 database (before clones) opens upgraded: its VM keeps its
+ * snapshot, is not a clone, and can be recorded as one from then on. */
+static void test_upgrade_2_3(void **state)
+{
+	struct fixture *f = *state;
+	struct collected c = { .n = 0 };
+	char path[160], err[256];
+	sqlite3 *conn;
+	struct db *s;
+
+	snprintf(path, sizeof(path), "%s/v2.db", f->dir);
+	assert_int_equal(sqlite3_open(path, &conn), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(conn,
+		"CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+		"CREATE TABLE vms(name TEXT PRIMARY KEY, seq INTEGER NOT NULL, spec TEXT NOT NULL,"
+		" state TEXT NOT NULL, monitor_pid INTEGER NOT NULL DEFAULT 0,"
+		" vmm_pid INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL,"
+		" started_ms INTEGER NOT NULL DEFAULT 0, exited_ms INTEGER NOT NULL DEFAULT 0,"
+		" exit_status INTEGER NOT NULL DEFAULT -1, exit_reason TEXT,"
+		" restarts INTEGER NOT NULL DEFAULT 0, generation INTEGER NOT NULL DEFAULT 0,"
+		" snapshot TEXT, snapshot_gen INTEGER NOT NULL DEFAULT 0);"
+		"INSERT INTO meta VALUES('schema_version', '2');"
+		"INSERT INTO vms(name, seq, spec, state, created_ms, snapshot, snapshot_gen)"
+		" VALUES('old', 1, '{}', 'exited', 5, 'snap', 1);", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(conn);
+
+	s = db_open(path, err, sizeof(err));
+	assert_non_null(s);
+	assert_int_equal(db_vm_load_all(s, collect, &c), 1);
+	assert_string_equal(c.r[0].snapshot, "snap");
+	assert_int_equal(c.r[0].snapshot_gen, 1);
+	assert_false(c.r[0].snapshot_clone);
+	c.r[0].snapshot_clone = true;
+	assert_int_equal(db_vm_update(s, &c.r[0], NULL, NULL, NULL), 0);
+	collected_free(&c);
+	db_close(s);
+	s = db_open(path, err, sizeof(err));
+	assert_non_null(s);
+	assert_int_equal(db_vm_load_all(s, collect, &c), 1);
+	assert_true(c.r[0].snapshot_clone);
+	collected_free(&c);
+	assert_int_equal(db_check(s), 0);
+	db_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -247,6 +295,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_order_and_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_events_since, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_random_program, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upgrade_2_3, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
