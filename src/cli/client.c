@@ -387,7 +387,12 @@ static void xfer_close(struct xfer *x)
 static int xfer_error(struct xfer *x, const char *ep, CURLcode rc, struct error *e)
 {
 	const char *why = x->err[0] ? x->err : curl_easy_strerror(rc);
+	long oserr = 0;
 
+	/* a refused or missing socket: the system's words, as connect(2) gave them */
+	if (rc == CURLE_COULDNT_CONNECT &&
+	    curl_easy_getinfo(x->c, CURLINFO_OS_ERRNO, &oserr) == CURLE_OK && oserr > 0)
+		why = strerror((int)oserr);
 	if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
 	    rc == CURLE_OPERATION_TIMEDOUT)
 		return error_set(e, 69, "cannot reach shoald at %s: %s (is it running? --socket, "

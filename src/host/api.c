@@ -470,7 +470,7 @@ static int api_start_tcp(struct host *h, struct api_server *s, struct api_err *e
 	}
 	h->token = tok;
 	s->tcp_d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-				    MHD_USE_TLS | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+				    MHD_USE_TLS | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG, 0, NULL, NULL,
 				    api_access_tcp, h,
 				     MHD_OPTION_EXTERNAL_LOGGER, api_log, h,
 				    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,

@@ -55,7 +55,7 @@ check "the guest sees the disk" ask e1 vdevs "type=blk"
 check "stop again" "$SHOAL" vm stop e1 --timeout 2
 check "vm disk-remove" "$SHOAL" vm disk-remove e1 --path d1.raw
 check "the disk is gone from the spec" test "$(vm_field e1 '.spec.disks | length')" = 0
-spec e1 shell '"cpus": 1, "memory": "32M"' >whole.json
+SPEC_MEMORY=32M spec e1 shell '"cpus": 1' >whole.json
 check "vm edit (the whole spec)" "$SHOAL" vm edit e1 -f whole.json
 check "replaced: 1 vCPU, 32M" bash -c "[ '$(vm_field e1 .spec.cpus)' = 1 ] && [ '$(vm_field e1 .memory)' = $((32 << 20)) ]"
 finish

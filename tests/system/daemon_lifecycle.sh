@@ -134,7 +134,10 @@ check "vm stop (graceful, timeout 1 s, then forced)" "$SHOAL" vm stop web1 --tim
 check "exited after stop, reason says so" bash -c "[ \"\$(curl -s --unix-socket '$SHOAL_SOCKET' http://d/v1/vms/web1 | jq -r '.state + \"|\" + .last_exit.reason')\" = 'exited|stopped on request (VMM exited normally)' ]"
 check "its VMM process is gone" bash -c "! kill -0 $pid 2>/dev/null"
 check "start an exited VM again" "$SHOAL" vm start web1
-check "vm stop --force is quick" bash -c "s=\$(date +%s%N); '$SHOAL' vm stop web1 --force >/dev/null && [ \$(( (\$(date +%s%N) - s) / 1000000 )) -lt 1000 ]"
+check "vm stop --force" "$SHOAL" vm stop web1 --force
+# forced: the VMM told to stop at once, no power button and no wait (a
+# measured duration would only say how busy the host was)
+check "the forced stop is recorded as forced, and the VM exited" bash -c "[ \"\$(curl -s --unix-socket '$SHOAL_SOCKET' 'http://d/v1/events?vm=web1' | jq -r '[.events[] | select(.type == \"stopping\")] | last | .detail.force')\" = true ] && [ \"\$(curl -s --unix-socket '$SHOAL_SOCKET' http://d/v1/vms/web1 | jq -r .state)\" = exited ]"
 check "vm delete" "$SHOAL" vm delete web1
 out=$("$SHOAL" vm show web1 2>&1); rc=$?
 check "deleted VM: show fails with the API's message" test $rc -eq 1 -a "$out" = 'shoal: vm "web1" not found'
