@@ -33,6 +33,7 @@
  * first request already sees the truth.
  */
 #include "host/host.h"
+#include "host/cgroup.h"
 #include "base/log.h"
 
 #include <errno.h>
@@ -244,6 +245,7 @@ int host_open(struct host *h, const struct host_options *opt, struct api_err *e)
 		goto fail;
 	}
 	h->last_event_id = db_last_event_id(h->db);
+	host_cgroup_init(h);
 	if (supervisor_start(h)) {
 		api_err_set(e, 500, "internal", "supervisor: %s", strerror(errno));
 		goto fail;
@@ -273,6 +275,8 @@ void host_close(struct host *h)
 	free(h->socket_path);
 	free(h->vms_dir);
 	free(h->snapshots_dir);
+	free(h->cgroup_dir);
+	h->cgroup_dir = NULL;
 	free(h->snap_pending);
 	h->snap_pending = NULL;
 	h->nsnap_pending = 0;

@@ -90,6 +90,12 @@ int host_authz_grant(struct host_authz *a, const char *spec, struct api_err *e);
 enum host_role host_authz_role(const struct host_authz *a, uid_t uid, const gid_t *gids,
 			       int ngids);
 
+/* What a VM's cgroup may use (spec "limits"; cgroup.c); 0: the default. */
+struct host_limits {
+	double cpus;                /* CPUs' worth of time (cpu.max), 0: no cap */
+	uint64_t memory_max;        /* bytes (memory.max), 0: guest memory + 25 % + 256M */
+};
+
 struct host_options {
 	const char *state_dir;      /* --state-dir */
 	const char *socket_path;    /* --socket, default STATE_DIR/shoald.sock */
@@ -128,6 +134,8 @@ struct host {
 	void *api;                  /* api.c's server state */
 	char *token;                /* bearer token for TCP, or NULL */
 	int64_t started_ms;
+	char *cgroup_dir;           /* cgroup.c: BASE of the VMs' cgroups, or NULL (off) */
+	char cgroup_off[200];       /* why they are off */
 	char *snapshots_dir;        /* STATE_DIR/snapshots, 0700 */
 	char **snap_pending;        /* snapshot names being taken (snapshots.c) */
 	size_t nsnap_pending;

@@ -23,6 +23,7 @@
  *   created|exited --delete--> (gone)
  */
 #include "host/host.h"
+#include "host/cgroup.h"
 #include "base/log.h"
 
 #include <errno.h>
@@ -560,6 +561,8 @@ int host_vm_delete(struct host *h, const char *name, bool force, struct api_err 
 	pthread_mutex_unlock(&h->lock);
 	if (!rc && trash[0])
 		host_rm_tree(trash);
+	if (!rc)
+		host_cgroup_remove(h, name);
 	host_put(h, vm);
 	return rc ? -1 : 0;
 }

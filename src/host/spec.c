@@ -35,6 +35,7 @@
 #include "block/blockdev.h"
 #include "base/error.h"
 #include "base/path_beneath.h"
+#include "base/size.h"
 #include "boot/boot.h"
 #include "vmm/cpuid.h"
 
@@ -319,12 +320,59 @@ static int spec_render(struct host_spec *s, struct api_err *e)
 	if (cfg && out) {
 		json_object_set_new(out, "name", json_string(s->name));
 		json_object_set_new(out, "restart", json_string(restart_policy_name(s->restart)));
+		json_object_set_new(out, "limits", json_pack("{s:o, s:o}",
+			"cpus", s->limits.cpus > 0 ? json_real(s->limits.cpus) : json_null(),
+			"memory_max", s->limits.memory_max ?
+				json_integer((json_int_t)s->limits.memory_max) : json_null()));
 		json_object_update(out, cfg);
 		s->spec_json = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	}
 	json_decref(cfg);
 	json_decref(out);
 	return s->spec_json ? 0 : api_err_set(e, 500, "internal", "spec: cannot render the spec");
+}
+
+/* Take "limits" (optional) out of `root`: {"cpus": N, "memory_max": SIZE},
+ * each member optional or null (cgroup.c applies them). */
+static int spec_take_limits(json_t *root, struct host_spec *s, struct api_err *e)
+{
+	json_t *v = json_object_get(root, "limits"), *x;
+	const char *k;
+
+	memset(&s->limits, 0, sizeof(s->limits));
+	if (!v || json_is_null(v))
+		goto out;
+	if (!json_is_object(v))
+		return api_err_set(e, 400, "invalid_spec", "limits: must be an object");
+	json_object_foreach(v, k, x) {
+		if (!strcmp(k, "cpus")) {
+			if (json_is_null(x))
+				continue;
+			if (!json_is_number(x) || json_number_value(x) < 0.01 ||
+			    json_number_value(x) > 1024)
+				return api_err_set(e, 400, "invalid_spec",
+						   "limits.cpus: must be a number of CPUs from 0.01 to 1024");
+			s->limits.cpus = json_number_value(x);
+		} else if (!strcmp(k, "memory_max")) {
+			if (json_is_null(x))
+				continue;
+			if (json_is_integer(x) && json_integer_value(x) > 0)
+				s->limits.memory_max = (uint64_t)json_integer_value(x);
+			else if (!json_is_string(x) ||
+				 size_parse(json_string_value(x), &s->limits.memory_max))
+				return api_err_set(e, 400, "invalid_spec",
+						   "limits.memory_max: must be a size such as \"512M\" or a byte count");
+			if (s->limits.memory_max < (16ULL << 20))
+				return api_err_set(e, 400, "invalid_spec",
+						   "limits.memory_max: at least 16M");
+		} else {
+			return api_err_set(e, 400, "invalid_spec",
+					   "limits: unknown key \"%.64s\" (cpus, memory_max)", k);
+		}
+	}
+out:
+	json_object_del(root, "limits");
+	return 0;
 }
 
 int host_spec_parse(const char *text, size_t len, bool check_host,
@@ -345,6 +393,7 @@ int host_spec_parse(const char *text, size_t len, bool check_host,
 		goto out;
 	}
 	if (spec_take_name(root, s, e) || spec_take_restart(root, s, e) ||
+	    spec_take_limits(root, s, e) ||
 	    spec_refuse_daemon_keys(root, e) ||
 	    spec_vm_config(root, s, check_host, e) || spec_render(s, e))
 		goto out;

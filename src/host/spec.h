@@ -31,6 +31,7 @@
 struct host_spec {
 	char name[HOST_NAME_MAX_LEN + 1];
 	enum restart_policy restart;
+	struct host_limits limits;  /* "limits": the VM's cgroup (cgroup.c) */
 	struct vm_config cfg;       /* the VMM's settings, defaults filled in */
 	char *spec_json;            /* the canonical spec (stored): see below */
 };

@@ -55,6 +55,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "host/cgroup.h"
 #include "host/spec.h"
 #include "host/vmctl.h"
 #include "base/log.h"
@@ -114,6 +115,7 @@ struct spawn_args {
 	char *argv[12];             /* the VMM's command line */
 	char *margv[20];            /* the monitor's, when it is re-executed */
 	char log[4200], exitf[4200], exit_tmp[4300];
+	int cgroup_fd;              /* the VM cgroup's cgroup.procs (cgroup.c), or -1 */
 };
 
 /* Format "exit N\n" / "signal N\n" without stdio. */
@@ -255,8 +257,15 @@ static int spawn_prepare(struct host *h, struct hvm *vm, struct spawn_args *a,
 	pthread_mutex_lock(&h->lock);
 	restore = hvm_restored_now(vm);
 	pthread_mutex_unlock(&h->lock);
+	a->cgroup_fd = -1;
 	if (host_spec_parse(vm->rec.spec, strlen(vm->rec.spec), true, &s, e))
 		return -1;
+	rc = host_cgroup_prepare(h, name, &s.limits, s.cfg.memory, e);
+	if (rc == -1) {
+		host_spec_free(&s);
+		return -1;
+	}
+	a->cgroup_fd = rc;
 	if (mkdir(host_vm_path(h, name, NULL, store[0], 4200), 0700) < 0 && errno != EEXIST) {
 		host_spec_free(&s);
 		return api_err_set(e, 500, "internal", "%s: %s", store[0], strerror(errno));
@@ -341,19 +350,30 @@ int supervisor_spawn(struct host *h, struct hvm *vm, struct api_err *e)
 	pid_t pid;
 
 	memset(&a, 0, sizeof(a));
-	if (spawn_prepare(h, vm, &a, store, e))
+	if (spawn_prepare(h, vm, &a, store, e)) {
+		if (a.cgroup_fd >= 0)
+			close(a.cgroup_fd);
 		return -1;
+	}
 	spawn_monitor_argv(&a);
 	pid = fork();
-	if (pid < 0)
+	if (pid < 0) {
+		if (a.cgroup_fd >= 0)
+			close(a.cgroup_fd);
 		return api_err_set(e, 500, "internal", "fork: %s", strerror(errno));
+	}
 	if (pid == 0) {
+		/* into the VM's cgroup before anything else: the VMM is born there */
+		if (a.cgroup_fd >= 0 && write(a.cgroup_fd, "0", 1) != 1)
+			_exit(123);
 		/* Re-executed, the monitor is a small process of its own whose
 		 * command line says what it is; else a forked copy does it. */
 		if (h->opt.monitor_exe)
 			execv(h->opt.monitor_exe, a.margv);
 		monitor_main(&a);
 	}
+	if (a.cgroup_fd >= 0)
+		close(a.cgroup_fd);
 	pthread_mutex_lock(&h->lock);
 	vm->rec.monitor_pid = pid;
 	host_persist_locked(h, vm, NULL, NULL);
@@ -508,6 +528,7 @@ static void hvm_exited(struct host *h, struct hvm *vm, int status, const char *c
 /* A pidfd fired: reap if it is our child, read the exit file, record. */
 static void supervisor_handle(struct host *h, struct hvm *vm)
 {
+	char why[256] = "";
 	siginfo_t si;
 	int fd, status;
 
@@ -522,7 +543,9 @@ static void supervisor_handle(struct host *h, struct hvm *vm)
 		close(fd);
 	}
 	status = read_exit_file(h, vm->rec.name);
-	hvm_exited(h, vm, status, NULL);
+	if (status == 128 + SIGKILL)
+		host_cgroup_oom_killed(h, vm->rec.name, why, sizeof(why));
+	hvm_exited(h, vm, status, why[0] ? why : NULL);
 	host_put(h, vm);
 }
 
