@@ -226,7 +226,8 @@ spec = {"name": "x", "restart": "on-failure", "limits": {"cpus": 1.5, "memory_ma
 cases = [("POST", "/v1/vms", "Spec", spec, 201),
          ("POST", "/v1/vms/ghost/stop", "StopRequest", {"mode": "force", "timeout_s": 5}, 404),
          ("POST", "/v1/vms/ghost/snapshot", "SnapshotRequest", {"name": "s1"}, 404),
-         ("POST", "/v1/snapshots/ghost/restore", "RestoreRequest", {"name": "r1"}, 404)]
+         ("POST", "/v1/snapshots/ghost/restore", "RestoreRequest", {"name": "r1"}, 404),
+         ("POST", "/v1/snapshots/ghost/clone", "CloneRequest", {"count": 2, "prefix": "p"}, 404)]
 
 def request_schema(method, path):
     for m, p, op in ops:
