@@ -219,11 +219,54 @@ static char *vm_read_spec(const struct vm_args *a, struct error *e)
 	return text;
 }
 
-/* `vm create`: read the spec, POST it (with ?start=true for --start). */
-static int vm_create(const struct vm_args *a)
+/* One request with a JSON text body (or none).  Prints the API's error, or
+ * with --output json its answer; else *out gets the parsed answer (an empty
+ * object for a 204) for the caller to print.  Returns the exit status. */
+static int vm_call_text(const struct vm_args *a, const char *method, const char *path,
+			const char *text, json_t **out)
 {
 	struct client_resp r;
 	struct error e;
+	int rc;
+
+	*out = NULL;
+	if (client_request(a->c.socket, method, path, text, text ? strlen(text) : 0, &r, &e)) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	rc = cli_print_result(&a->c, &r, NULL);
+	if (!rc && !a->c.json) {
+		*out = r.len ? json_loadb(r.body, r.len, 0, NULL) : json_object();
+		if (!*out)
+			*out = json_object();
+	}
+	client_resp_free(&r);
+	return rc;
+}
+
+/* The same with a JSON body (taken; NULL for none). */
+static int vm_call(const struct vm_args *a, const char *method, const char *path, json_t *body,
+		   json_t **out)
+{
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	int rc;
+
+	json_decref(body);
+	rc = vm_call_text(a, method, path, text, out);
+	free(text);
+	return rc;
+}
+
+static const char *jstr(json_t *j, const char *key)
+{
+	return json_string_value(json_object_get(j, key)) ?: "?";
+}
+
+/* `vm create`: read the spec, POST it (with ?start=true for --start). */
+static int vm_create(const struct vm_args *a)
+{
+	struct error e;
+	json_t *j;
 	char *spec;
 	int rc;
 
@@ -236,21 +279,11 @@ static int vm_create(const struct vm_args *a)
 		log_error("%s", e.msg);
 		return e.status;
 	}
-	rc = client_request(a->c.socket, "POST", a->start ? "/v1/vms?start=true" : "/v1/vms",
-			    spec, strlen(spec), &r, &e);
+	rc = vm_call_text(a, "POST", a->start ? "/v1/vms?start=true" : "/v1/vms", spec, &j);
 	free(spec);
-	if (rc) {
-		log_error("%s", e.msg);
-		return e.status;
-	}
-	rc = cli_print_result(&a->c, &r, NULL);
-	if (!rc && !a->c.json) {
-		json_t *j = json_loadb(r.body, r.len, 0, NULL);
-		printf("%s: %s\n", json_string_value(json_object_get(j, "name")) ?: "?",
-		       json_string_value(json_object_get(j, "state")) ?: "?");
-		json_decref(j);
-	}
-	client_resp_free(&r);
+	if (j)
+		printf("%s: %s\n", jstr(j, "name"), jstr(j, "state"));
+	json_decref(j);
 	return rc;
 }
 
@@ -259,30 +292,20 @@ static int vm_create(const struct vm_args *a)
 /* POST /v1/vms/NAME/ACTION, printing "NAME: state". */
 static int vm_action(const struct vm_args *a, const char *action)
 {
-	char path[256], body[96] = "";
-	struct client_resp r;
-	struct error e;
+	char path[256];
+	json_t *body = NULL, *j;
 	int rc;
 
 	snprintf(path, sizeof(path), "/v1/vms/%s/%s", a->name, action);
 	if (!strcmp(action, "stop") || !strcmp(action, "reboot")) {
+		body = json_pack("{s:s}", "mode", a->force ? "force" : "graceful");
 		if (a->timeout >= 0)
-			snprintf(body, sizeof(body), "{\"mode\": \"%s\", \"timeout_s\": %ld}",
-				 a->force ? "force" : "graceful", a->timeout);
-		else
-			snprintf(body, sizeof(body), "{\"mode\": \"%s\"}", a->force ? "force" : "graceful");
+			json_object_set_new(body, "timeout_s", json_integer(a->timeout));
 	}
-	if (client_request(a->c.socket, "POST", path, body, strlen(body), &r, &e)) {
-		log_error("%s", e.msg);
-		return e.status;
-	}
-	rc = cli_print_result(&a->c, &r, NULL);
-	if (!rc && !a->c.json) {
-		json_t *j = json_loadb(r.body, r.len, 0, NULL);
-		printf("%s: %s\n", a->name, json_string_value(json_object_get(j, "state")) ?: "?");
-		json_decref(j);
-	}
-	client_resp_free(&r);
+	rc = vm_call(a, "POST", path, body, &j);
+	if (j)
+		printf("%s: %s\n", a->name, jstr(j, "state"));
+	json_decref(j);
 	return rc;
 }
 
@@ -290,8 +313,8 @@ static int vm_action(const struct vm_args *a, const char *action)
 static int vm_edit(const struct vm_args *a)
 {
 	char path[256], *spec;
-	struct client_resp r;
 	struct error e;
+	json_t *j;
 	int rc;
 
 	if (!a->file) {
@@ -304,16 +327,11 @@ static int vm_edit(const struct vm_args *a)
 		return e.status;
 	}
 	snprintf(path, sizeof(path), "/v1/vms/%s", a->name);
-	rc = client_request(a->c.socket, a->patch ? "PATCH" : "PUT", path, spec, strlen(spec), &r, &e);
+	rc = vm_call_text(a, a->patch ? "PATCH" : "PUT", path, spec, &j);
 	free(spec);
-	if (rc) {
-		log_error("%s", e.msg);
-		return e.status;
-	}
-	rc = cli_print_result(&a->c, &r, NULL);
-	if (!rc && !a->c.json)
+	if (j)
 		printf("%s: edited\n", a->name);
-	client_resp_free(&r);
+	json_decref(j);
 	return rc;
 }
 
@@ -321,9 +339,7 @@ static int vm_edit(const struct vm_args *a)
 static int vm_disk(const struct vm_args *a, bool add)
 {
 	char path[PATH_MAX * 3 + 300], abs[PATH_MAX * 2], cwd[PATH_MAX], q[PATH_MAX * 3];
-	char *body = NULL;
-	struct client_resp r;
-	struct error e;
+	json_t *body = NULL, *j;
 	int rc;
 
 	if (!a->path) {
@@ -335,27 +351,18 @@ static int vm_disk(const struct vm_args *a, bool add)
 	else
 		snprintf(abs, sizeof(abs), "%s", a->path);
 	if (add) {
-		json_t *d = json_pack("{s:s}", "path", abs);
+		body = json_pack("{s:s}", "path", abs);
 		if (a->readonly)
-			json_object_set_new(d, "readonly", json_true());
-		body = json_dumps(d, JSON_COMPACT);
-		json_decref(d);
+			json_object_set_new(body, "readonly", json_true());
 		snprintf(path, sizeof(path), "/v1/vms/%s/disks", a->name);
 	} else {
 		client_urlencode(abs, q, sizeof(q));
 		snprintf(path, sizeof(path), "/v1/vms/%s/disks?path=%s", a->name, q);
 	}
-	rc = client_request(a->c.socket, add ? "POST" : "DELETE", path, body,
-			    body ? strlen(body) : 0, &r, &e);
-	free(body);
-	if (rc) {
-		log_error("%s", e.msg);
-		return e.status;
-	}
-	rc = cli_print_result(&a->c, &r, NULL);
-	if (!rc && !a->c.json)
+	rc = vm_call(a, add ? "POST" : "DELETE", path, body, &j);
+	if (j)
 		printf("%s: disk %s %s\n", a->name, abs, add ? "added" : "removed");
-	client_resp_free(&r);
+	json_decref(j);
 	return rc;
 }
 
@@ -363,58 +370,38 @@ static int vm_disk(const struct vm_args *a, bool add)
 static int vm_delete(const struct vm_args *a)
 {
 	char path[256];
-	struct client_resp r;
-	struct error e;
+	json_t *j;
 	int rc;
 
 	snprintf(path, sizeof(path), "/v1/vms/%s%s", a->name, a->force ? "?force=true" : "");
-	if (client_request(a->c.socket, "DELETE", path, NULL, 0, &r, &e)) {
-		log_error("%s", e.msg);
-		return e.status;
-	}
-	rc = r.status == 204 ? 0 : client_print_error(&r);
-	if (!rc && !a->c.json)
+	rc = vm_call(a, "DELETE", path, NULL, &j);
+	if (j)
 		printf("%s: deleted\n", a->name);
-	client_resp_free(&r);
+	json_decref(j);
 	return rc;
 }
 
-/* `vm snapshot NAME [--as SNAP]`: POST /v1/vms/NAME/snapshot. */
+/* `vm snapshot NAME [--as SNAP] [--live]`: POST /v1/vms/NAME/snapshot. */
 static int vm_snapshot(const struct vm_args *a)
 {
-	char path[256];
-	struct client_resp r;
-	struct error e;
-	json_t *body = a->as || a->live ? json_object() : NULL;
-	char *text;
+	char path[256], size[32], mem[32];
+	json_t *body = a->as || a->live ? json_object() : NULL, *j;
 	int rc;
 
 	if (a->as)
 		json_object_set_new(body, "name", json_string(a->as));
 	if (a->live)
 		json_object_set_new(body, "live", json_true());
-	text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-	json_decref(body);
 	snprintf(path, sizeof(path), "/v1/vms/%s/snapshot", a->name);
-	rc = client_request(a->c.socket, "POST", path, text, text ? strlen(text) : 0, &r, &e);
-	free(text);
-	if (rc) {
-		log_error("%s", e.msg);
-		return e.status;
-	}
-	rc = cli_print_result(&a->c, &r, NULL);
-	if (!rc && !a->c.json) {
-		json_t *j = json_loadb(r.body, r.len, 0, NULL);
-		char size[32], mem[32];
-
+	rc = vm_call(a, "POST", path, body, &j);
+	if (j) {
 		cli_fmt_size(json_integer_value(json_object_get(j, "size_bytes")), size, sizeof(size));
 		cli_fmt_size(json_integer_value(json_object_get(j, "memory_bytes")), mem, sizeof(mem));
 		printf("%s: snapshot %s taken%s: paused %.1f ms; memory %s, %s on disk\n", a->name,
-		       json_string_value(json_object_get(j, "name")) ?: "?", a->live ? " live" : "",
+		       jstr(j, "name"), a->live ? " live" : "",
 		       json_number_value(json_object_get(j, "pause_ms")), mem, size);
-		json_decref(j);
 	}
-	client_resp_free(&r);
+	json_decref(j);
 	return rc;
 }
 
@@ -422,34 +409,18 @@ static int vm_snapshot(const struct vm_args *a)
 static int vm_restore(const struct vm_args *a)
 {
 	char path[256];
-	struct client_resp r;
-	struct error e;
-	json_t *body;
-	char *text;
+	json_t *j;
 	int rc;
 
 	if (!a->name_override) {
 		log_error("vm restore %s: --name NEW is required (the new VM's name)", a->name);
 		return EXIT_USAGE;
 	}
-	body = json_pack("{s:s}", "name", a->name_override);
-	text = json_dumps(body, JSON_COMPACT);
-	json_decref(body);
 	snprintf(path, sizeof(path), "/v1/snapshots/%s/restore", a->name);
-	rc = client_request(a->c.socket, "POST", path, text, text ? strlen(text) : 0, &r, &e);
-	free(text);
-	if (rc) {
-		log_error("%s", e.msg);
-		return e.status;
-	}
-	rc = cli_print_result(&a->c, &r, NULL);
-	if (!rc && !a->c.json) {
-		json_t *j = json_loadb(r.body, r.len, 0, NULL);
-		printf("%s: %s (restored from %s)\n", a->name_override,
-		       json_string_value(json_object_get(j, "state")) ?: "?", a->name);
-		json_decref(j);
-	}
-	client_resp_free(&r);
+	rc = vm_call(a, "POST", path, json_pack("{s:s}", "name", a->name_override), &j);
+	if (j)
+		printf("%s: %s (restored from %s)\n", a->name_override, jstr(j, "state"), a->name);
+	json_decref(j);
 	return rc;
 }
 
@@ -457,10 +428,7 @@ static int vm_restore(const struct vm_args *a)
 static int vm_clone(const struct vm_args *a)
 {
 	char path[256];
-	struct client_resp r;
-	struct error e;
-	json_t *body, *v;
-	char *text;
+	json_t *body, *j, *v;
 	size_t i;
 	int rc;
 
@@ -471,26 +439,11 @@ static int vm_clone(const struct vm_args *a)
 	body = json_pack("{s:I}", "count", (json_int_t)a->count);
 	if (a->prefix)
 		json_object_set_new(body, "prefix", json_string(a->prefix));
-	text = json_dumps(body, JSON_COMPACT);
-	json_decref(body);
 	snprintf(path, sizeof(path), "/v1/snapshots/%s/clone", a->name);
-	rc = client_request(a->c.socket, "POST", path, text, text ? strlen(text) : 0, &r, &e);
-	free(text);
-	if (rc) {
-		log_error("%s", e.msg);
-		return e.status;
-	}
-	rc = cli_print_result(&a->c, &r, NULL);
-	if (!rc && !a->c.json) {
-		json_t *j = json_loadb(r.body, r.len, 0, NULL);
-
-		json_array_foreach(json_object_get(j, "vms"), i, v)
-			printf("%s: %s (clone of %s)\n",
-			       json_string_value(json_object_get(v, "name")) ?: "?",
-			       json_string_value(json_object_get(v, "state")) ?: "?", a->name);
-		json_decref(j);
-	}
-	client_resp_free(&r);
+	rc = vm_call(a, "POST", path, body, &j);
+	json_array_foreach(json_object_get(j, "vms"), i, v)
+		printf("%s: %s (clone of %s)\n", jstr(v, "name"), jstr(v, "state"), a->name);
+	json_decref(j);
 	return rc;
 }
 
