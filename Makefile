@@ -41,7 +41,7 @@ CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter \
            -Wmissing-prototypes -Wstrict-prototypes -Wvla
 CPPFLAGS_ALL := -std=gnu11 -D_GNU_SOURCE -Isrc -MMD -MP
-LIBS    := -ljansson -luring -lzstd -lz -lxxhash -lpthread
+LIBS    := -ljansson -luring -lzstd -lz -lxxhash -lseccomp -lpthread
 # ---- host daemon (issue #5): shoald and the library's src/host need these ----
 LIBS    += -lmicrohttpd -lsqlite3 -lcurl
 # ---- end host daemon ----

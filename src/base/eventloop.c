@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/seccomp.h"
 
 #define EVENTLOOP_MAX 64
 
@@ -97,6 +98,7 @@ static void *eventloop_thread(void *arg)
 	struct eventloop *l = arg;
 	struct epoll_event evs[16];
 
+	seccomp_thread_enter(SECCOMP_EVENT);
 	for (;;) {
 		int n = epoll_wait(l->epfd, evs, 16, -1);
 

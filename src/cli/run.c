@@ -17,6 +17,7 @@
 #include "cli/commands.h"
 #include "base/exitcode.h"
 #include "base/log.h"
+#include "base/seccomp.h"
 #include "devices/config_dev.h"
 #include "vmm/control.h"
 #include "state/snapshot.h"
@@ -61,6 +62,9 @@ const char run_usage[] =
 "      --clone              with --restore: map the snapshot's memory copy-on-write,\n"
 "                           shared with every other clone, instead of copying it\n"
 "                           (docs/vmm-control.md; used by shoald)\n"
+"      --seccomp on|off     per-thread syscall filters (default off for now, or\n"
+"                           $SHOAL_SECCOMP); off is for debugging only and says\n"
+"                           so (docs/security.md)\n"
 "      --print-config       print the resulting settings as JSON and exit\n"
 "  -v, --verbose            more messages (-v info, -vv debug)\n"
 "  -h, --help               this help\n"
@@ -72,7 +76,8 @@ const char run_usage[] =
 "84 a snapshot that is damaged or that this host cannot restore.\n";
 
 enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_API,
-       OPT_DISK, OPT_NET, OPT_RNG, OPT_VSOCK, OPT_VCONSOLE, OPT_RESTORE, OPT_CLONE };
+       OPT_DISK, OPT_NET, OPT_RNG, OPT_VSOCK, OPT_VCONSOLE, OPT_RESTORE, OPT_CLONE,
+       OPT_SECCOMP };
 
 static const struct option run_options[] = {
 	{ "kernel", required_argument, NULL, 'k' },
@@ -93,6 +98,7 @@ static const struct option run_options[] = {
 	{ "virtio-console", required_argument, NULL, OPT_VCONSOLE },
 	{ "restore", required_argument, NULL, OPT_RESTORE },
 	{ "clone", no_argument, NULL, OPT_CLONE },
+	{ "seccomp", required_argument, NULL, OPT_SECCOMP },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -155,6 +161,11 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 	case OPT_API: set_str(&o->api_socket, arg); return 0;
 	case OPT_RESTORE: set_str(&o->restore, arg); return 0;
 	case OPT_CLONE: o->clone = true; return 0;
+	case OPT_SECCOMP:
+		if (strcmp(arg, "on") && strcmp(arg, "off"))
+			return error_set(e, EXIT_USAGE, "--seccomp: '%s' is not on or off", arg);
+		o->seccomp = !strcmp(arg, "on") ? 1 : -1;
+		return 0;
 	case OPT_DISK: return vm_config_add_disk(cfg, arg, e);
 	case OPT_NET: return vm_config_add_net(cfg, arg, e);
 	case OPT_RNG: cfg->rng = true; return 0;
@@ -238,16 +249,55 @@ static struct vm *run_restore(const struct vm_config *cfg, const struct run_opts
 	return snapshot_restore(o->restore, &ov, e);
 }
 
+/* Seccomp (docs/security.md): --seccomp, else $SHOAL_SECCOMP, else
+ * RUN_SECCOMP_DEFAULT.  `why` names what turned it off (NULL: the
+ * default). */
+#define RUN_SECCOMP_DEFAULT false   /* on once every KVM test passes with it */
+
+static int run_seccomp_on(const struct run_opts *o, bool *on, const char **why, struct error *e)
+{
+	const char *env = getenv("SHOAL_SECCOMP");
+
+	*on = RUN_SECCOMP_DEFAULT;
+	*why = NULL;
+	if (o->seccomp) {
+		*on = o->seccomp > 0;
+		*why = *on ? "--seccomp=on" : "--seccomp=off";
+	} else if (env && *env) {
+		if (strcmp(env, "on") && strcmp(env, "off"))
+			return error_set(e, EXIT_USAGE, "SHOAL_SECCOMP: '%s' is not on or off", env);
+		*on = !strcmp(env, "on");
+		*why = *on ? "SHOAL_SECCOMP=on" : "SHOAL_SECCOMP=off";
+	}
+	return 0;
+}
+
 /* Build the VM (or restore it), serve the control socket when asked, run
  * the guest to its end; returns the exit status (docs/cli.md).  The VM is
  * destroyed on every way out. */
 static int run_vm(const struct vm_config *cfg, const struct run_opts *o)
 {
 	struct error e = { 0 };
-	const char *api_socket = o->api_socket;
-	struct vm *vm = o->restore ? run_restore(cfg, o, &e) : vm_create(cfg, &e);
+	const char *api_socket = o->api_socket, *why = NULL;
+	struct vm *vm;
 	int status;
+	bool on;
 
+	if (run_seccomp_on(o, &on, &why, &e)) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	/* Filters are compiled and no_new_privs set before any thread exists;
+	 * each thread installs its own as it starts (base/seccomp.h). */
+	if (!on && why)
+		log_warn("seccomp is OFF (%s): the VMM's threads run with no syscall filter; a "
+			 "guest that breaks a device model gets every syscall. For debugging only",
+			 why);
+	else if (on && seccomp_enable(&e)) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	vm = o->restore ? run_restore(cfg, o, &e) : vm_create(cfg, &e);
 	if (!vm) {
 		log_error("%s", e.msg);
 		return e.status;

@@ -73,6 +73,7 @@
 #include "base/assert.h"
 #include "base/exitcode.h"
 #include "base/log.h"
+#include "base/seccomp.h"
 #include "devices/devconfig.h"
 
 #define VBLK_STATE_VERSION 1
@@ -498,6 +499,7 @@ static void *vblk_thread(void *arg)
 {
 	struct vblk *b = arg;
 
+	seccomp_thread_enter(SECCOMP_BLK_IO);
 	for (;;) {
 		struct vblk_req *batch, *next;
 		bool stop;

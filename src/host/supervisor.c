@@ -432,6 +432,38 @@ static int read_exit_file(struct host *h, const char *name)
 	return -1;
 }
 
+/* A VMM killed by SIGSYS broke its seccomp filter (base/seccomp.h); its
+ * handler wrote "shoal: seccomp: thread KIND made forbidden syscall NAME
+ * (NR)" to stderr, which is the VM's vmm.log.  Puts ": seccomp: thread
+ * ..." (the last such line) into `out`, or "" when there is none. */
+static void seccomp_context(struct host *h, const char *name, char *out, size_t size)
+{
+	static const char tag[] = "shoal: seccomp: ";
+	char path[4200], buf[4096], *p, *line = NULL;
+	ssize_t n = 0;
+	off_t end;
+	int fd;
+
+	out[0] = '\0';
+	fd = open(host_vm_path(h, name, "vmm.log", path, sizeof(path)), O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	end = lseek(fd, 0, SEEK_END);
+	if (end > 0)
+		n = pread(fd, buf, sizeof(buf) - 1,
+			  end > (off_t)sizeof(buf) - 1 ? end - (off_t)sizeof(buf) + 1 : 0);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	for (p = strstr(buf, tag); p; p = strstr(p + 1, tag))
+		line = p + sizeof(tag) - 1;
+	if (!line)
+		return;
+	line[strcspn(line, "\n")] = '\0';
+	snprintf(out, size, ": seccomp: %s", line);
+}
+
 struct restart_job {
 	struct host *h;
 	struct hvm *vm;
@@ -545,6 +577,8 @@ static void supervisor_handle(struct host *h, struct hvm *vm)
 	status = read_exit_file(h, vm->rec.name);
 	if (status == 128 + SIGKILL)
 		host_cgroup_oom_killed(h, vm->rec.name, why, sizeof(why));
+	if (status == 128 + SIGSYS)
+		seccomp_context(h, vm->rec.name, why, sizeof(why));
 	hvm_exited(h, vm, status, why[0] ? why : NULL);
 	host_put(h, vm);
 }

@@ -63,6 +63,7 @@
 #include "base/exitcode.h"
 #include "base/io.h"
 #include "base/log.h"
+#include "base/seccomp.h"
 #include "base/state.h"
 #include "devices/device.h"
 #include "state/snapshot_live.h"
@@ -797,7 +798,10 @@ static void *live_writer(void *arg)
 	struct snap_ctl *c = arg;
 	struct snap_job *j = c->job;
 	struct error e = { 0 };
-	int rc = job_finish(j, &e);
+	int rc;
+
+	seccomp_thread_enter(SECCOMP_SNAP_WRITER);
+	rc = job_finish(j, &e);
 
 	pthread_mutex_lock(&c->lock);
 	c->st = j->st;

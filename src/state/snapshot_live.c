@@ -45,6 +45,7 @@
 
 #include "base/exitcode.h"
 #include "base/log.h"
+#include "base/seccomp.h"
 
 #define PAGE  4096u
 #define CHUNK (256u * PAGE)      /* 1 MiB: one write and one ioctl per chunk */
@@ -99,6 +100,7 @@ static void *fault_thread(void *arg)
 	struct pollfd pfd[2] = { { .fd = lm->uffd, .events = POLLIN },
 				 { .fd = lm->stop_fd, .events = POLLIN } };
 
+	seccomp_thread_enter(SECCOMP_SNAP_FAULT);
 	for (;;) {
 		struct uffd_msg msg;
 		ssize_t n;

@@ -30,6 +30,7 @@
 
 #include "base/exitcode.h"
 #include "base/log.h"
+#include "base/seccomp.h"
 #include "vmm/vm.h"
 
 #define MSR_IA32_MISC_ENABLE      0x000001a0
@@ -268,6 +269,7 @@ void *vcpu_thread(void *arg)
 	snprintf(name, sizeof(name), "vcpu%d", v->index);
 	pthread_setname_np(pthread_self(), name);
 	pthread_getcpuclockid(pthread_self(), &v->cpu_clock);
+	seccomp_thread_enter(SECCOMP_VCPU);   /* before the guest runs */
 	while (!atomic_load(&vm->stopping)) {
 		if (atomic_load(&vm->pause_requested)) {
 			vm_park_vcpu(vm);

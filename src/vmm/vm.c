@@ -47,6 +47,7 @@
 #include "devices/device.h"
 #include "base/exitcode.h"
 #include "base/log.h"
+#include "base/seccomp.h"
 #include "vmm/console.h"
 #include "base/eventloop.h"
 #include "base/layout.h"
@@ -515,6 +516,7 @@ int vm_run(struct vm *vm)
 		vm->vcpus[i].started = true;
 		started++;
 	}
+	seccomp_thread_enter(SECCOMP_MAIN);   /* every thread is started */
 	pthread_mutex_lock(&vm->stop_lock);
 	while (!atomic_load(&vm->stopping))
 		pthread_cond_wait(&vm->stop_cond, &vm->stop_lock);

@@ -1,0 +1,332 @@
+/*
+ * test_seccomp.c - the per-thread seccomp filters (base/seccomp.h), no KVM.
+ *
+ * Each case forks: the child enables seccomp, installs one thread kind's
+ * filter, makes an allowed syscall (which must work) and then a forbidden
+ * one; the parent checks the child died by SIGSYS and that its stderr
+ * names the thread kind and the syscall.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "base/seccomp.h"
+
+typedef void (*child_fn)(void);
+
+/* Sanitizer builds allow what ASan and LeakSanitizer need in every thread
+ * (openat, readlink, clone without CLONE_THREAD, ptrace: the group
+ * `sanitizer` in seccomp_rules.c); cases about those skip there. */
+#ifdef __SANITIZE_ADDRESS__
+#define SKIP_UNDER_SANITIZER() skip()
+#else
+#define SKIP_UNDER_SANITIZER() do { } while (0)
+#endif
+
+/* Run `fn` in a child with stderr on a pipe; returns the wait status and
+ * the child's stderr in `out`. */
+static int run_child(child_fn fn, char *out, size_t size)
+{
+	int p[2], st;
+	size_t got = 0;
+	ssize_t n;
+	pid_t pid;
+
+	assert_int_equal(pipe(p), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct error e = { 0 };
+
+		close(p[0]);
+		dup2(p[1], STDERR_FILENO);
+		if (seccomp_enable(&e)) {
+			fprintf(stderr, "enable: %s\n", e.msg);
+			_exit(3);
+		}
+		fn();
+		_exit(0);   /* the forbidden call did not kill: a failure */
+	}
+	close(p[1]);
+	while (got < size - 1 && (n = read(p[0], out + got, size - 1 - got)) > 0)
+		got += (size_t)n;
+	out[got] = '\0';
+	close(p[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	return st;
+}
+
+static void expect_sigsys(child_fn fn, const char *msg)
+{
+	char out[4096];
+	int st = run_child(fn, out, sizeof(out));
+
+	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGSYS)
+		fail_msg("child did not die by SIGSYS (status 0x%x), stderr: %s", st, out);
+	if (!strstr(out, msg))
+		fail_msg("stderr lacks '%s': %s", msg, out);
+}
+
+/* Exit 2 from the child when an allowed call fails. */
+static void must(bool ok, const char *what)
+{
+	if (!ok) {
+		fprintf(stderr, "allowed call failed: %s: %s\n", what, strerror(errno));
+		_exit(2);
+	}
+}
+
+/* ---- vCPU ---- */
+
+static void vcpu_execve(void)
+{
+	char *argv[] = { "/bin/true", NULL };
+
+	seccomp_thread_enter(SECCOMP_VCPU);
+	must(write(STDERR_FILENO, "", 0) == 0, "write");
+	execve("/bin/true", argv, argv + 1);
+}
+
+static void test_vcpu_execve(void **state)
+{
+	(void)state;
+	expect_sigsys(vcpu_execve, "shoal: seccomp: thread vcpu made forbidden syscall execve (59)");
+}
+
+static void vcpu_socket_inet(void)
+{
+	int fd;
+
+	seccomp_thread_enter(SECCOMP_VCPU);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	must(fd >= 0, "socket(AF_UNIX)");
+	close(fd);
+	socket(AF_INET, SOCK_STREAM, 0);
+}
+
+static void test_vcpu_socket_inet(void **state)
+{
+	(void)state;
+	expect_sigsys(vcpu_socket_inet, "thread vcpu made forbidden syscall socket (41)");
+}
+
+static void vcpu_ioctl(void)
+{
+	int fd = open("/dev/null", O_RDONLY | O_CLOEXEC), n;
+
+	must(fd >= 0, "open");
+	seccomp_thread_enter(SECCOMP_VCPU);
+	/* KVM_RUN is allowed by the filter; /dev/null just refuses it. */
+	must(ioctl(fd, KVM_RUN, 0) < 0 && errno == ENOTTY, "ioctl(KVM_RUN) reaches the kernel");
+	ioctl(fd, FIONREAD, &n);
+}
+
+static void test_vcpu_ioctl(void **state)
+{
+	(void)state;
+	expect_sigsys(vcpu_ioctl, "thread vcpu made forbidden syscall ioctl (16)");
+}
+
+static void vcpu_open(void)
+{
+	seccomp_thread_enter(SECCOMP_VCPU);
+	open("/etc/passwd", O_RDONLY);
+}
+
+static void test_vcpu_open(void **state)
+{
+	(void)state;
+	SKIP_UNDER_SANITIZER();
+	expect_sigsys(vcpu_open, "thread vcpu made forbidden syscall openat (257)");
+}
+
+/* ---- block I/O ---- */
+
+static void blk_mmap_exec(void)
+{
+	void *p;
+
+	seccomp_thread_enter(SECCOMP_BLK_IO);
+	p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	must(p != MAP_FAILED, "mmap(PROT_READ|PROT_WRITE)");
+	must(mprotect(p, 4096, PROT_READ) == 0, "mprotect(PROT_READ)");
+	mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+
+static void test_blk_mmap_exec(void **state)
+{
+	(void)state;
+	expect_sigsys(blk_mmap_exec, "thread blk-io made forbidden syscall mmap (9)");
+}
+
+static void blk_mprotect_exec(void)
+{
+	void *p;
+
+	seccomp_thread_enter(SECCOMP_BLK_IO);
+	p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	must(p != MAP_FAILED, "mmap");
+	mprotect(p, 4096, PROT_READ | PROT_EXEC);
+}
+
+static void test_blk_mprotect_exec(void **state)
+{
+	(void)state;
+	expect_sigsys(blk_mprotect_exec, "thread blk-io made forbidden syscall mprotect (10)");
+}
+
+/* ---- event loop: threads yes, processes no ---- */
+
+static void *thread_noop(void *arg)
+{
+	return arg;
+}
+
+static void *thread_fault_socket(void *arg)
+{
+	seccomp_thread_enter(SECCOMP_SNAP_FAULT);
+	socket(AF_UNIX, SOCK_STREAM, 0);
+	return arg;
+}
+
+static void event_fork(void)
+{
+	pthread_t t;
+
+	seccomp_thread_enter(SECCOMP_EVENT);
+	must(pthread_create(&t, NULL, thread_noop, NULL) == 0, "pthread_create");
+	must(pthread_join(t, NULL) == 0, "pthread_join");
+	fork();
+}
+
+static void test_event_fork(void **state)
+{
+	(void)state;
+	SKIP_UNDER_SANITIZER();
+	expect_sigsys(event_fork, "thread event made forbidden syscall clone (56)");
+}
+
+/* A thread started from the event loop narrows to its own kind: the fault
+ * thread may not make a socket although the event loop may. */
+static void event_child_narrows(void)
+{
+	pthread_t t;
+	int fd;
+
+	seccomp_thread_enter(SECCOMP_EVENT);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	must(fd >= 0, "socket(AF_UNIX) on the event loop");
+	close(fd);
+	must(pthread_create(&t, NULL, thread_fault_socket, NULL) == 0, "pthread_create");
+	pthread_join(t, NULL);
+}
+
+static void test_event_child_narrows(void **state)
+{
+	(void)state;
+	expect_sigsys(event_child_narrows, "thread snap-fault made forbidden syscall socket (41)");
+}
+
+static void main_ptrace(void)
+{
+	seccomp_thread_enter(SECCOMP_MAIN);
+	syscall(SYS_ptrace, 0, 0, 0, 0);
+}
+
+static void test_main_ptrace(void **state)
+{
+	(void)state;
+	SKIP_UNDER_SANITIZER();
+	expect_sigsys(main_ptrace, "thread main made forbidden syscall ptrace (101)");
+}
+
+/* ---- the table itself ---- */
+
+/* A thread inherits its creator's filter: whatever the threads the event
+ * loop starts may do (the snapshot threads, and a disk's I/O thread,
+ * should it restart one), the event loop must allow. */
+static void test_creator_allows_children(void **state)
+{
+	static const enum seccomp_kind kids[] = { SECCOMP_SNAP_WRITER, SECCOMP_SNAP_FAULT,
+						  SECCOMP_BLK_IO };
+
+	(void)state;
+	for (size_t k = 0; k < sizeof(kids) / sizeof(kids[0]); k++)
+		for (int nr = 0; nr < 512; nr++)
+			if (seccomp_kind_allows(kids[k], nr) && !seccomp_kind_allows(SECCOMP_EVENT, nr))
+				fail_msg("%s allows syscall %d but the event loop, which starts it, does not",
+					 seccomp_kind_name(kids[k]), nr);
+	assert_true(seccomp_kind_allows(SECCOMP_EVENT, SYS_seccomp));
+	assert_true(seccomp_kind_allows(SECCOMP_EVENT, SYS_clone));
+}
+
+/* Never allowed to any VMM thread. */
+static void test_never_allowed(void **state)
+{
+	static const int never[] = { SYS_execve, SYS_execveat, SYS_fork, SYS_vfork, SYS_mount,
+				     SYS_setuid, SYS_bpf, SYS_kexec_load, SYS_init_module,
+				     SYS_process_vm_writev, SYS_open_by_handle_at, SYS_clone3 };
+
+	(void)state;
+	for (int k = 0; k < SECCOMP_NKINDS; k++) {
+		assert_true(seccomp_kind_count(k) > 20);
+		for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
+			if (seccomp_kind_allows(k, never[i]))
+				fail_msg("%s allows syscall %d", seccomp_kind_name(k), never[i]);
+	}
+}
+
+/* Without seccomp_enable (the daemon, --seccomp=off) entering is a no-op. */
+static void test_not_enabled_noop(void **state)
+{
+	pid_t pid;
+	int st;
+
+	(void)state;
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd;
+
+		seccomp_thread_enter(SECCOMP_VCPU);
+		fd = open("/dev/null", O_RDONLY);
+		_exit(fd >= 0 ? 0 : 1);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_vcpu_execve),
+		cmocka_unit_test(test_vcpu_socket_inet),
+		cmocka_unit_test(test_vcpu_ioctl),
+		cmocka_unit_test(test_vcpu_open),
+		cmocka_unit_test(test_blk_mmap_exec),
+		cmocka_unit_test(test_blk_mprotect_exec),
+		cmocka_unit_test(test_event_fork),
+		cmocka_unit_test(test_event_child_narrows),
+		cmocka_unit_test(test_main_ptrace),
+		cmocka_unit_test(test_creator_allows_children),
+		cmocka_unit_test(test_never_allowed),
+		cmocka_unit_test(test_not_enabled_noop),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
