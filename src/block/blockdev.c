@@ -463,6 +463,65 @@ void blockdev_close(struct blockdev *bd)
 	free(bd);
 }
 
+/* Add 1 to the depth of every image of a chain (it gets a new top). */
+static void chain_deepen(struct blockdev *bd)
+{
+	for (; bd; bd = bd->backing)
+		bd->depth++;
+}
+
+int blockdev_push_overlay(struct blockdev **top, const char *path,
+			  const struct blockdev_opts *o, struct error *e)
+{
+	struct blockdev_opts oo = *o;
+	struct blockdev *old = *top, *ov;
+	struct qcow2 *q;
+	struct stat a, b;
+	char *bpath;
+	int r;
+
+	if (old->readonly)
+		return error_set(e, EXIT_USAGE, "%s: read-only: no overlay is needed", old->path);
+	r = blockdev_flush(old);
+	if (r)
+		return error_set(e, EXIT_HOST, "%s: flush before the overlay: %s", old->path,
+				 strerror(-r));
+	oo.format = BD_FMT_QCOW2;
+	oo.readonly = false;
+	oo.no_backing = true;
+	oo.force_share = false;
+	if (blockdev_open(&ov, path, &oo, e))
+		return -1;
+	/* the overlay must name this very file as its backing file */
+	q = ov->priv;
+	bpath = q->backing_file ? backing_path(ov->path, q->backing_file) : NULL;
+	r = !bpath || stat(bpath, &a) < 0 || fstat(old->fd, &b) < 0 || a.st_dev != b.st_dev ||
+	    a.st_ino != b.st_ino || ov->size != old->size;
+	free(bpath);
+	if (r) {
+		blockdev_close(ov);
+		return error_set(e, EXIT_NOINPUT, "%s: not an overlay of %s (backing file or "
+				 "size differ)", path, old->path);
+	}
+	/* from now on a backing file: read only, and locked as one (consistent
+	 * read held, write and resize refused to others); dropping held bytes
+	 * cannot conflict with anyone */
+	if (lock_set(old->fd, old->path, LOCK_PERM_CONSISTENT_READ,
+		     LOCK_PERM_CONSISTENT_READ | LOCK_PERM_WRITE_UNCHANGED, &old->lock, e)) {
+		blockdev_close(ov);
+		return -1;
+	}
+	old->readonly = true;
+	if (old->aio) {			/* the new top's engine serves the chain */
+		aio_engine_free(old->aio);
+		old->aio = NULL;
+	}
+	chain_deepen(old);
+	ov->backing = old;
+	*top = ov;
+	return 0;
+}
+
 void blockdev_share_all(struct blockdev *bd)
 {
 	struct error e;

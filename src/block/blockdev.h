@@ -144,6 +144,23 @@ int blockdev_open(struct blockdev **out, const char *path,
 		  const struct blockdev_opts *o, struct error *e);
 /* Flush, then release the locks and close, the whole chain. */
 void blockdev_close(struct blockdev *bd);
+/* Put the qcow2 image `path`, made with *top's file as its backing file
+ * and of its size, on top of the chain *top, which stays open underneath
+ * as its backing file (a live checkpoint's disk switch, state/
+ * snapshot_disk.c).  *top is flushed first, and from then on is read-only
+ * and locked as a backing file (consistent read held, write and resize
+ * refused to others), so nothing writes it while the overlay lives.  The
+ * overlay is opened with `o` (direct, cache size).  No request may be in
+ * flight: the caller owns the chain and has drained it.  0, or -1 with `e`
+ * and *top as it was (flushed). */
+int blockdev_push_overlay(struct blockdev **top, const char *path,
+			  const struct blockdev_opts *o, struct error *e);
+/* bd's own chain identity (docs/block.md): its id as text, its
+ * generation, and whether the generation can be trusted (no other program
+ * opened it for writing since).  0, or -1 when bd has none (raw, or a
+ * qcow2 image made elsewhere). */
+int blockdev_chain_id(const struct blockdev *bd, char id[37], uint64_t *generation,
+		      bool *current);
 /* From now on share bd's file (not the rest of its chain) with every other
  * user, writers included, as force_share would have at open: for a caller
  * about to open that file for writing itself (commit opens its base). */

@@ -192,3 +192,16 @@ int chain_id_anchor(struct blockdev *bd, struct error *e)
 	return r ? error_set(e, EXIT_HOST, "%s: cannot write the chain identity: %s",
 			     bd->path, strerror(-r)) : 0;
 }
+
+int blockdev_chain_id(const struct blockdev *bd, char id[37], uint64_t *generation,
+		      bool *current)
+{
+	const struct qcow2 *q = bd->format == BD_FMT_QCOW2 ? bd->priv : NULL;
+
+	if (!q || !q->chain.present)
+		return -1;
+	chain_id_format(q->chain.id, id);
+	*generation = q->chain.generation;
+	*current = q->chain.current;
+	return 0;
+}
