@@ -187,46 +187,139 @@ static void __attribute__((format(printf, 2, 3))) text_add(struct text *t, const
 	}
 }
 
+/* The Prometheus families, in the order GET /metrics writes them.  Each
+ * is written whole (HELP, TYPE, then every VM's series), as the text
+ * format wants; a family with no series (no VM runs, no VMM reports a
+ * disk) is left out.  The disk and net families are named after the keys
+ * of the VMM's "disks" and "nets" entries (docs/vmm-control.md). */
+enum prom_family {
+	PF_HOST_VMS, PF_HOST_MEMORY, PF_VM_UP, PF_VM_RESTARTS, PF_VM_MEMORY, PF_VCPU_SECONDS,
+	PF_EXITS, PF_RESIDENT, PF_GUEST_RESIDENT, PF_DEVICE_IO,
+	PF_DISK_READ_BYTES, PF_DISK_WRITE_BYTES, PF_DISK_READ_OPS, PF_DISK_WRITE_OPS,
+	PF_DISK_FLUSH_OPS,
+	PF_NET_RX_BYTES, PF_NET_TX_BYTES, PF_NET_RX_PACKETS, PF_NET_TX_PACKETS, PF_NET_DROPPED,
+	PF_COUNT
+};
+
+static const struct {
+	const char *name, *type, *help;
+	const char *key;        /* disk and net families: the VMM's key */
+} prom_families[PF_COUNT] = {
+	[PF_HOST_VMS] = { "shoal_host_vms", "gauge", "VMs defined on this host, by state.", NULL },
+	[PF_HOST_MEMORY] = { "shoal_host_memory_committed_bytes", "gauge",
+			     "Guest memory of VMs neither created nor exited.", NULL },
+	[PF_VM_UP] = { "shoal_vm_up", "gauge",
+		       "1 if the VM's VMM answered for this scrape, else 0 (not running, or no answer in 500 ms).",
+		       NULL },
+	[PF_VM_RESTARTS] = { "shoal_vm_restarts_total", "counter",
+			     "Restarts by the VM's restart policy.", NULL },
+	[PF_VM_MEMORY] = { "shoal_vm_memory_bytes", "gauge", "Guest memory the VM's spec gives it.",
+			   NULL },
+	[PF_VCPU_SECONDS] = { "shoal_vm_vcpu_seconds_total", "counter",
+			      "CPU time of each vCPU thread.", NULL },
+	[PF_EXITS] = { "shoal_vm_exits_total", "counter", "VM exits of each vCPU.", NULL },
+	[PF_RESIDENT] = { "shoal_vm_resident_bytes", "gauge",
+			  "Resident set of the VM's VMM process, guest pages included.", NULL },
+	[PF_GUEST_RESIDENT] = { "shoal_vm_guest_resident_bytes", "gauge",
+				"Guest memory pages resident on the host.", NULL },
+	[PF_DEVICE_IO] = { "shoal_vm_device_io_total", "counter",
+			   "Port and MMIO accesses of the guest to each device, reads and writes.",
+			   NULL },
+	[PF_DISK_READ_BYTES] = { "shoal_vm_disk_read_bytes_total", "counter",
+				 "Bytes the guest read from each disk.", "read_bytes" },
+	[PF_DISK_WRITE_BYTES] = { "shoal_vm_disk_write_bytes_total", "counter",
+				  "Bytes the guest wrote to each disk.", "write_bytes" },
+	[PF_DISK_READ_OPS] = { "shoal_vm_disk_read_ops_total", "counter",
+			       "Read requests of the guest to each disk.", "read_ops" },
+	[PF_DISK_WRITE_OPS] = { "shoal_vm_disk_write_ops_total", "counter",
+				"Write requests of the guest to each disk.", "write_ops" },
+	[PF_DISK_FLUSH_OPS] = { "shoal_vm_disk_flush_ops_total", "counter",
+				"Flush requests of the guest to each disk.", "flush_ops" },
+	[PF_NET_RX_BYTES] = { "shoal_vm_net_rx_bytes_total", "counter",
+			      "Bytes each NIC received for the guest.", "rx_bytes" },
+	[PF_NET_TX_BYTES] = { "shoal_vm_net_tx_bytes_total", "counter",
+			      "Bytes each NIC sent for the guest.", "tx_bytes" },
+	[PF_NET_RX_PACKETS] = { "shoal_vm_net_rx_packets_total", "counter",
+				"Frames each NIC received for the guest.", "rx_packets" },
+	[PF_NET_TX_PACKETS] = { "shoal_vm_net_tx_packets_total", "counter",
+				"Frames each NIC sent for the guest.", "tx_packets" },
+	[PF_NET_DROPPED] = { "shoal_vm_net_dropped_total", "counter",
+			     "Frames each NIC dropped, both ways.", "dropped" },
+};
+
+/* A label value as the text format quotes it: \, " and newline escaped. */
+static const char *prom_esc(const char *s, char *buf, size_t size)
+{
+	size_t n = 0;
+
+	for (; s && *s && n + 3 < size; s++) {
+		if (*s == '\\' || *s == '"' || *s == '\n')
+			buf[n++] = '\\';
+		buf[n++] = *s == '\n' ? 'n' : *s;
+	}
+	buf[n] = '\0';
+	return buf;
+}
+
 /* Per-vCPU series of one VM. */
-static void prom_vcpus(struct text *t, const struct vm_figures *f)
+static void prom_vcpus(struct text *fam, const struct vm_figures *f)
 {
 	json_t *v;
 	size_t i;
 
 	json_array_foreach(json_object_get(f->m, "vcpus"), i, v) {
-		text_add(t, "shoal_vm_vcpu_seconds_total{vm=\"%s\",vcpu=\"%zu\"} %.9f\n", f->name, i,
-			 (double)json_integer_value(json_object_get(v, "cpu_time_ns")) / 1e9);
-		text_add(t, "shoal_vm_exits_total{vm=\"%s\",vcpu=\"%zu\"} %lld\n", f->name, i,
+		text_add(&fam[PF_VCPU_SECONDS], "shoal_vm_vcpu_seconds_total{vm=\"%s\",vcpu=\"%zu\"} %.9f\n",
+			 f->name, i, (double)json_integer_value(json_object_get(v, "cpu_time_ns")) / 1e9);
+		text_add(&fam[PF_EXITS], "shoal_vm_exits_total{vm=\"%s\",vcpu=\"%zu\"} %lld\n", f->name, i,
 			 (long long)json_integer_value(json_object_get(v, "exits")));
 	}
 }
 
-/* Device, disk and network series of one VM (whatever the VMM reports). */
-static void prom_devices(struct text *t, const struct vm_figures *f)
+/* The series of the families from `first` to `last` for each entry of the
+ * VMM's array `kind` ("disks", "nets"), labelled `label` with the entry's
+ * "name" (the name the JSON figures give it). */
+static void prom_entries(struct text *fam, const struct vm_figures *f, const char *kind,
+			 const char *label, enum prom_family first, enum prom_family last)
 {
-	static const char *const kinds[] = { "disks", "nets" };
-	static const char *const ctr[] = { "read_bytes", "write_bytes", "read_ops", "write_ops",
-					   "rx_bytes", "tx_bytes", "rx_packets", "tx_packets" };
-	const char *key;
-	json_t *v, *d;
+	char name[256], idx[32];
+	const char *n;
+	json_t *d, *v;
 	size_t i;
 
+	json_array_foreach(json_object_get(f->m, kind), i, d) {
+		n = json_string_value(json_object_get(d, "name"));
+		if (!n) {
+			snprintf(idx, sizeof(idx), "%zu", i);
+			n = idx;
+		}
+		prom_esc(n, name, sizeof(name));
+		for (enum prom_family k = first; k <= last; k++) {
+			v = json_object_get(d, prom_families[k].key);
+			if (json_is_integer(v))
+				text_add(&fam[k], "%s{vm=\"%s\",%s=\"%s\"} %lld\n", prom_families[k].name,
+					 f->name, label, name, (long long)json_integer_value(v));
+		}
+	}
+}
+
+/* Device, disk and network series of one VM (whatever the VMM reports). */
+static void prom_devices(struct text *fam, const struct vm_figures *f)
+{
+	char dev[256];
+	const char *key;
+	json_t *v;
+
 	json_object_foreach(json_object_get(f->m, "devices"), key, v) {
-		text_add(t, "shoal_vm_device_io_total{vm=\"%s\",device=\"%s\",op=\"read\"} %lld\n",
-			 f->name, key, (long long)(json_integer_value(json_object_get(v, "io_reads")) +
+		prom_esc(key, dev, sizeof(dev));
+		text_add(&fam[PF_DEVICE_IO], "shoal_vm_device_io_total{vm=\"%s\",device=\"%s\",op=\"read\"} %lld\n",
+			 f->name, dev, (long long)(json_integer_value(json_object_get(v, "io_reads")) +
 						   json_integer_value(json_object_get(v, "mmio_reads"))));
-		text_add(t, "shoal_vm_device_io_total{vm=\"%s\",device=\"%s\",op=\"write\"} %lld\n",
-			 f->name, key, (long long)(json_integer_value(json_object_get(v, "io_writes")) +
+		text_add(&fam[PF_DEVICE_IO], "shoal_vm_device_io_total{vm=\"%s\",device=\"%s\",op=\"write\"} %lld\n",
+			 f->name, dev, (long long)(json_integer_value(json_object_get(v, "io_writes")) +
 						   json_integer_value(json_object_get(v, "mmio_writes"))));
 	}
-	for (size_t k = 0; k < 2; k++)
-		json_array_foreach(json_object_get(f->m, kinds[k]), i, d)
-			for (size_t c = 0; c < sizeof(ctr) / sizeof(ctr[0]); c++)
-				if (json_is_integer(json_object_get(d, ctr[c])))
-					text_add(t, "shoal_vm_%s_%s_total{vm=\"%s\",%s=\"%zu\"} %lld\n",
-						 k ? "net" : "disk", ctr[c], f->name,
-						 k ? "net" : "disk", i,
-						 (long long)json_integer_value(json_object_get(d, ctr[c])));
+	prom_entries(fam, f, "disks", "disk", PF_DISK_READ_BYTES, PF_DISK_FLUSH_OPS);
+	prom_entries(fam, f, "nets", "net", PF_NET_RX_BYTES, PF_NET_DROPPED);
 }
 
 /* GET /metrics: the same figures in the Prometheus text format. */
@@ -235,32 +328,35 @@ int api_metrics_prometheus(struct api_call *c)
 	size_t n;
 	struct vm_figures *f = metrics_collect(c->h, NULL, &n);
 	json_t *host = metrics_host_json(c->h, f, f ? n : 0), *v;
-	struct text t = { 0 };
+	struct text fam[PF_COUNT] = { { 0 } }, t = { 0 };
 	const char *key;
 
-	text_add(&t, "# HELP shoal_host_vms VMs defined on this host, by state.\n# TYPE shoal_host_vms gauge\n");
 	json_object_foreach(json_object_get(host, "vms_by_state"), key, v)
-		text_add(&t, "shoal_host_vms{state=\"%s\"} %lld\n", key, (long long)json_integer_value(v));
-	text_add(&t, "# HELP shoal_host_memory_committed_bytes Guest memory of VMs not stopped.\n"
-		 "# TYPE shoal_host_memory_committed_bytes gauge\nshoal_host_memory_committed_bytes %lld\n",
+		text_add(&fam[PF_HOST_VMS], "shoal_host_vms{state=\"%s\"} %lld\n", key,
+			 (long long)json_integer_value(v));
+	text_add(&fam[PF_HOST_MEMORY], "shoal_host_memory_committed_bytes %lld\n",
 		 (long long)json_integer_value(json_object_get(host, "memory_committed_bytes")));
-	text_add(&t, "# TYPE shoal_vm_up gauge\n# TYPE shoal_vm_restarts_total counter\n"
-		 "# TYPE shoal_vm_memory_bytes gauge\n# TYPE shoal_vm_vcpu_seconds_total counter\n"
-		 "# TYPE shoal_vm_exits_total counter\n# TYPE shoal_vm_resident_bytes gauge\n"
-		 "# TYPE shoal_vm_guest_resident_bytes gauge\n# TYPE shoal_vm_device_io_total counter\n");
 	for (size_t i = 0; f && i < n; i++) {
-		text_add(&t, "shoal_vm_up{vm=\"%s\"} %d\n", f[i].name, f[i].m ? 1 : 0);
-		text_add(&t, "shoal_vm_restarts_total{vm=\"%s\"} %u\n", f[i].name, f[i].restarts);
-		text_add(&t, "shoal_vm_memory_bytes{vm=\"%s\"} %llu\n", f[i].name,
+		text_add(&fam[PF_VM_UP], "shoal_vm_up{vm=\"%s\"} %d\n", f[i].name, f[i].m ? 1 : 0);
+		text_add(&fam[PF_VM_RESTARTS], "shoal_vm_restarts_total{vm=\"%s\"} %u\n", f[i].name,
+			 f[i].restarts);
+		text_add(&fam[PF_VM_MEMORY], "shoal_vm_memory_bytes{vm=\"%s\"} %llu\n", f[i].name,
 			 (unsigned long long)f[i].memory);
 		if (!f[i].m)
 			continue;
-		prom_vcpus(&t, &f[i]);
-		text_add(&t, "shoal_vm_resident_bytes{vm=\"%s\"} %lld\n", f[i].name,
+		prom_vcpus(fam, &f[i]);
+		text_add(&fam[PF_RESIDENT], "shoal_vm_resident_bytes{vm=\"%s\"} %lld\n", f[i].name,
 			 (long long)json_integer_value(json_object_get(f[i].m, "rss_bytes")));
-		text_add(&t, "shoal_vm_guest_resident_bytes{vm=\"%s\"} %lld\n", f[i].name,
-			 (long long)json_integer_value(json_object_get(f[i].m, "guest_rss_bytes")));
-		prom_devices(&t, &f[i]);
+		text_add(&fam[PF_GUEST_RESIDENT], "shoal_vm_guest_resident_bytes{vm=\"%s\"} %lld\n",
+			 f[i].name, (long long)json_integer_value(json_object_get(f[i].m, "guest_rss_bytes")));
+		prom_devices(fam, &f[i]);
+	}
+	for (int k = 0; k < PF_COUNT; k++) {
+		if (fam[k].len)
+			text_add(&t, "# HELP %s %s\n# TYPE %s %s\n%s", prom_families[k].name,
+				 prom_families[k].help, prom_families[k].name, prom_families[k].type,
+				 fam[k].buf);
+		free(fam[k].buf);
 	}
 	json_decref(host);
 	metrics_free(f, n);

@@ -109,9 +109,13 @@ else
 	fail "metrics: NIC bytes and packets moved both ways" "$(jq -c '.nets' "$TMP/metrics.json" 2>&1 | head -c 300)"
 fi
 "$SHOAL" metrics -o prometheus >"$TMP/prom" 2>&1
-if awk '/^shoal_vm_disk_write_bytes_total\{vm="lin",disk="0"\} / { exit !($2 >= 2097152) } END { if (!NR) exit 1 }' "$TMP/prom" &&
-	grep -qE '^shoal_vm_net_rx_bytes_total\{vm="lin",net="0"\} [1-9]' "$TMP/prom"; then
-	pass "Prometheus text: disk and NIC byte counters"
+# labelled with the names the JSON gives the disk and the NIC
+dname=$(jq -r '.disks[0].name' "$TMP/metrics.json" 2>/dev/null)
+nname=$(jq -r '.nets[0].name' "$TMP/metrics.json" 2>/dev/null)
+if awk -v l="shoal_vm_disk_write_bytes_total{vm=\"lin\",disk=\"$dname\"}" '$1 == l { found = 1; ok = $2 >= 2097152 } END { exit !(found && ok) }' "$TMP/prom" &&
+	grep -qF "shoal_vm_net_rx_bytes_total{vm=\"lin\",net=\"$nname\"} " "$TMP/prom" &&
+	! grep -qF "shoal_vm_net_rx_bytes_total{vm=\"lin\",net=\"$nname\"} 0" "$TMP/prom"; then
+	pass "Prometheus text: disk and NIC byte counters, labelled with the JSON's names ($dname, $nname)"
 else
 	fail "Prometheus text: disk and NIC byte counters" "$(grep -E 'disk_write_bytes|net_rx_bytes' "$TMP/prom" | head -2 | tr '\n' ' ')"
 fi
