@@ -135,7 +135,7 @@ int boot_load_buf(struct guest_mem *m, const char *name,
 }
 
 /* Read a whole regular file of at most `max` bytes into a malloc'd buffer. */
-static int boot_read_file(const char *path, uint64_t max, uint8_t **buf, size_t *len,
+int boot_read_file(const char *path, uint64_t max, uint8_t **buf, size_t *len,
 			  struct error *e)
 {
 	struct stat st;
@@ -186,6 +186,8 @@ int boot_load(struct guest_mem *m, const struct boot_request *req,
 	int r = -1;
 
 	memset(out, 0, sizeof(*out));
+	if (req->firmware_path)
+		return boot_firmware_load(m, req->firmware_path, out, e);
 	if (!req->kernel_path)
 		return error_set(e, EXIT_USAGE, "no kernel given");
 	if (boot_read_file(req->kernel_path, m->size, &kernel, &klen, e))
@@ -291,6 +293,8 @@ int boot_setup_bsp(struct guest_mem *m, const struct boot_info *bi,
 {
 	int long_mode = bi->proto == BOOT_LINUX64;
 
+	if (bi->proto == BOOT_FIRMWARE)
+		return boot_firmware_reset_state(regs, sregs);
 	if (bi->proto != BOOT_PVH && bi->proto != BOOT_LINUX64)
 		return error_set(e, EXIT_HOST, "boot: unknown protocol %d", (int)bi->proto);
 	if (boot_setup_segments(m, sregs, long_mode))

@@ -41,10 +41,11 @@
 #define BOOT_ACPI_ADDR        0x000e0000ULL   /* RSDP here, tables after it */
 #define BOOT_KERNEL_ADDR      0x00100000ULL   /* 1 MiB */
 
-enum boot_protocol { BOOT_PVH = 1, BOOT_LINUX64 = 2 };
+enum boot_protocol { BOOT_PVH = 1, BOOT_LINUX64 = 2, BOOT_FIRMWARE = 3 };
 
 struct boot_request {
-	const char *kernel_path;   /* required */
+	const char *kernel_path;   /* required, unless firmware_path */
+	const char *firmware_path; /* a BIOS image (boot_firmware.c), instead of a kernel */
 	const char *initrd_path;   /* NULL for none */
 	const char *cmdline;       /* NULL or "" for none */
 	int ncpus;                 /* 1..GUEST_MAX_VCPUS */
@@ -59,6 +60,8 @@ struct boot_info {
 	uint64_t initrd_start;     /* 0 when none */
 	uint64_t initrd_size;
 	uint64_t rsdp;             /* ACPI RSDP address */
+	uint8_t *firmware;         /* BOOT_FIRMWARE: the image, page-aligned, */
+	uint64_t firmware_size;    /* to map read-only below 4 GiB */
 };
 
 /* Load kernel (and initrd) from files, write command line, e820, MP and
@@ -75,6 +78,23 @@ int boot_load_buf(struct guest_mem *m, const char *name,
 		  const uint8_t *initrd, size_t initrd_len,
 		  const char *cmdline, int ncpus,
 		  struct boot_info *out, struct error *e);
+
+/* ---- firmware boot (boot_firmware.c) ----
+ * Read the BIOS image at `path` into out->firmware (BOOT_FIRMWARE): 64 KiB
+ * to 16 MiB, a multiple of 4 KiB.  The VMM maps it read-only so that it
+ * ends at 4 GiB.  Errors: EXIT_NOINPUT (missing: the message names Debian's
+ * package seabios), EXIT_BADKERNEL (a size no BIOS has). */
+#define BOOT_FIRMWARE_MIN     (64ULL << 10)
+#define BOOT_FIRMWARE_MAX     (16ULL << 20)
+#define BOOT_FIRMWARE_LOW     (256ULL << 10)  /* its last 256 KiB: 0xc0000-0xfffff */
+int boot_firmware_read(const char *path, struct boot_info *out, struct error *e);
+/* boot_firmware_read, then copy the image's last 256 KiB (all of a smaller
+ * one) into RAM just below 1 MiB, where the reset vector's real-mode code
+ * runs and where the BIOS expects its shadow copy (see boot_firmware.c). */
+int boot_firmware_load(struct guest_mem *m, const char *path, struct boot_info *out,
+		       struct error *e);
+/* Free what boot_load or boot_firmware_read allocated (the image). */
+void boot_info_release(struct boot_info *bi);
 
 /* Register state for the boot vCPU per the protocol.  `regs`/`sregs` come in
  * as read from KVM (so unrelated fields keep KVM's values) and are modified

@@ -202,4 +202,11 @@ int boot_place_initrd(struct boot_ctx *c, uint64_t limit, struct error *e);
 int boot_elf_load(struct boot_ctx *c, const uint8_t *k, size_t len, struct error *e);
 int boot_bzimage_load(struct boot_ctx *c, const uint8_t *k, size_t len, struct error *e);
 
+/* Read a whole regular file of at most `max` bytes (boot.c). */
+int boot_read_file(const char *path, uint64_t max, uint8_t **buf, size_t *len,
+		   struct error *e);
+
+/* The x86 reset state a BIOS starts from (boot_firmware.c). */
+int boot_firmware_reset_state(struct kvm_regs *regs, struct kvm_sregs *sregs);
+
 #endif

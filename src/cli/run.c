@@ -33,6 +33,9 @@ const char run_usage[] =
 "                           vmlinux, build/shoal-guest) or a Linux bzImage\n"
 "  -i, --initrd PATH        initial ramdisk (Linux)\n"
 "  -p, --cmdline STR        kernel command line\n"
+"      --firmware PATH      boot this BIOS image instead of a kernel; with --disk\n"
+"                           and no --kernel, Debian's SeaBIOS is booted:\n"
+"                           " VM_CONFIG_DEFAULT_FIRMWARE " (docs/boot.md)\n"
 "  -c, --cpus N             number of vCPUs (default 1, at most 64)\n"
 "  -m, --memory SIZE        guest RAM: 256M, 2G, 512 (MiB) ... (default 256M, at least 16M)\n"
 "      --console KIND       stdio (default), file:PATH or none\n"
@@ -75,12 +78,15 @@ const char run_usage[] =
 "internal error; 82 guest misbehaved or timed out; 83 quit from the console;\n"
 "84 a snapshot that is damaged or that this host cannot restore.\n";
 
+enum { OPT_FIRMWARE = 1024 };
+
 enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_API,
        OPT_DISK, OPT_NET, OPT_RNG, OPT_VSOCK, OPT_VCONSOLE, OPT_RESTORE, OPT_CLONE,
        OPT_SECCOMP };
 
 static const struct option run_options[] = {
 	{ "kernel", required_argument, NULL, 'k' },
+	{ "firmware", required_argument, NULL, OPT_FIRMWARE },
 	{ "initrd", required_argument, NULL, 'i' },
 	{ "cmdline", required_argument, NULL, 'p' },
 	{ "cpus", required_argument, NULL, 'c' },
@@ -130,6 +136,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 	switch (c) {   /* the VM's own settings, which a snapshot brings */
 	case 'k': case 'i': case 'p': case 'c': case 'm': case OPT_TEMPLATE: case OPT_CONFIG:
 	case OPT_DISK: case OPT_NET: case OPT_RNG: case OPT_VSOCK: case OPT_VCONSOLE:
+	case OPT_FIRMWARE:
 		if (!o->vm_flag)
 			o->vm_flag = c;
 		break;
@@ -139,6 +146,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 	}
 	switch (c) {
 	case 'k': set_str(&cfg->kernel, arg); return 0;
+	case OPT_FIRMWARE: set_str(&cfg->firmware, arg); return 0;
 	case 'i': set_str(&cfg->initrd, arg); return 0;
 	case 'p': set_str(&cfg->cmdline, arg); return 0;
 	case 'c':
@@ -222,6 +230,9 @@ int run_parse_args(int argc, char **argv, struct vm_config *cfg, struct run_opts
 	while ((c = getopt_long(argc, argv, run_shortopts, run_options, NULL)) != -1)
 		if (run_apply_opt(c, optarg, cfg, o, e))
 			return -1;
+	/* A disk and no kernel: boot the disk as a PC does, through a BIOS. */
+	if (!cfg->kernel && !cfg->firmware && cfg->ndisks > 0 && !o->restore)
+		set_str(&cfg->firmware, VM_CONFIG_DEFAULT_FIRMWARE);
 	return 0;
 }
 

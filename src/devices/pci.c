@@ -10,6 +10,8 @@
  *   MMIO 0xc0000000-    "pci-mmio" window: 32-bit memory BARs; MSI-X tables
  *                       and PBAs are handled here, the rest goes to the
  *                       device's bar_read/bar_write under its lock
+ *   MMIO 0xf0000000-    "pci-mmio-fw": the same, below the IOAPIC, for BARs
+ *                       a BIOS moves there (firmware boot)
  *
  * Config writes go through a per-byte writable mask, which also gives BAR
  * sizing for free: writing all ones to a BAR reads back ~(size - 1) plus
@@ -40,7 +42,7 @@
 
 struct pci_host {
 	const struct device_host *host;
-	struct device *win[5];           /* cfg, ecam, io, mmio, mmio64 windows */
+	struct device *win[6];           /* cfg, ecam, io, mmio, mmio-fw, mmio64 windows */
 	int nwin;
 	pthread_rwlock_t lock;
 	struct pci_dev *slots[PCI_MAX_SLOTS];
@@ -169,6 +171,9 @@ static bool pci_bar_decoded(const struct pci_dev *p, int i, uint64_t *addr)
 		if (!(cmd & PCI_COMMAND_MEM))
 			return false;
 		if (*addr >= PCI_MMIO32_BASE && *addr + b->size <= PCI_MMIO32_BASE + PCI_MMIO32_SIZE)
+			return true;
+		if (*addr >= PCI_MMIO32_FW_BASE &&
+		    *addr + b->size <= PCI_MMIO32_FW_BASE + PCI_MMIO32_FW_SIZE)
 			return true;
 		return b->type == PCI_BAR_MEM64 && h && *addr >= h->mmio64_base &&
 		       *addr + b->size <= h->mmio64_base + PCI_MMIO64_SIZE;
@@ -712,6 +717,8 @@ int pci_init(const struct device_host *host, struct pci_host **out, struct error
 	    pci_attach(h, &pci_window_ops, "pci-io", DEVICE_SPACE_IO, PCI_IO_BASE, PCI_IO_SIZE, e) ||
 	    pci_attach(h, &pci_window_ops, "pci-mmio", DEVICE_SPACE_MMIO, PCI_MMIO32_BASE,
 		       PCI_MMIO32_SIZE, e) ||
+	    pci_attach(h, &pci_window_ops, "pci-mmio-fw", DEVICE_SPACE_MMIO, PCI_MMIO32_FW_BASE,
+		       PCI_MMIO32_FW_SIZE, e) ||
 	    pci_attach(h, &pci_window64_ops, "pci-mmio64", DEVICE_SPACE_MMIO, h->mmio64_base,
 		       PCI_MMIO64_SIZE, e))
 		return -1;

@@ -43,6 +43,11 @@ struct pci_host;
 #define PCI_ECAM_SIZE      0x00100000ULL
 #define PCI_MMIO32_BASE    0xc0000000ULL   /* 32-bit BAR window */
 #define PCI_MMIO32_SIZE    0x20000000ULL   /* to 0xdfffffff */
+/* A second 32-bit window, up to the IOAPIC: where a BIOS puts BARs (SeaBIOS
+ * assigns them top-down from 0xfec00000).  Shoal's own assignment never
+ * uses it; a guest may move BARs there. */
+#define PCI_MMIO32_FW_BASE 0xf0000000ULL
+#define PCI_MMIO32_FW_SIZE 0x0ec00000ULL   /* to 0xfebfffff */
 #define PCI_MMIO64_SIZE    (64ULL << 30)   /* 64-bit BAR window, above RAM */
 #define PCI_MMIO64_ALIGN   (1ULL << 30)
 #define PCI_IO_BASE        0xc000          /* I/O BAR window */

@@ -41,6 +41,7 @@ void vm_config_copy(struct vm_config *dst, const struct vm_config *src)
 {
 	*dst = *src;
 	dst->kernel = dup_or_null(src->kernel);
+	dst->firmware = dup_or_null(src->firmware);
 	dst->initrd = dup_or_null(src->initrd);
 	dst->cmdline = dup_or_null(src->cmdline);
 	dst->console_path = dup_or_null(src->console_path);
@@ -64,6 +65,7 @@ void vm_config_free(struct vm_config *c)
 	free(c->vsock_socket);
 	free(c->vconsole);
 	free(c->kernel);
+	free(c->firmware);
 	free(c->initrd);
 	free(c->cmdline);
 	free(c->console_path);
@@ -124,7 +126,13 @@ int vm_config_set_console(struct vm_config *c, const char *spec, struct error *e
 
 int vm_config_validate(const struct vm_config *c, struct error *e)
 {
-	if (!c->kernel || !*c->kernel)
+	if (c->firmware && c->kernel)
+		return error_set(e, EXIT_USAGE, "--firmware boots a BIOS, --kernel a kernel: give one, not both");
+	if (c->firmware && !*c->firmware)
+		return error_set(e, EXIT_USAGE, "firmware: empty path");
+	if (c->firmware && (c->initrd || c->cmdline))
+		return error_set(e, EXIT_USAGE, "--initrd and --cmdline go with --kernel, not with firmware boot");
+	if (!c->firmware && (!c->kernel || !*c->kernel))
 		return error_set(e, EXIT_USAGE, "no kernel given (--kernel PATH)");
 	if (c->cpus < 1)
 		return error_set(e, EXIT_USAGE, "cpus: %d is not a valid vCPU count (at least 1)", c->cpus);
@@ -267,6 +275,8 @@ static int json_apply_key(struct vm_config *c, const char *name, const char *key
 
 	if (!strcmp(key, "kernel"))
 		return json_get_string(v, name, key, &c->kernel, e);
+	if (!strcmp(key, "firmware"))
+		return json_get_string(v, name, key, &c->firmware, e);
 	if (!strcmp(key, "initrd"))
 		return json_get_string(v, name, key, &c->initrd, e);
 	if (!strcmp(key, "cmdline"))
@@ -366,6 +376,8 @@ json_t *vm_config_to_json(const struct vm_config *c)
 	if (!o)
 		return NULL;
 	json_object_set_new(o, "kernel", c->kernel ? json_string(c->kernel) : json_null());
+	if (c->firmware)
+		json_object_set_new(o, "firmware", json_string(c->firmware));
 	json_object_set_new(o, "initrd", c->initrd ? json_string(c->initrd) : json_null());
 	json_object_set_new(o, "cmdline", c->cmdline ? json_string(c->cmdline) : json_null());
 	json_object_set_new(o, "cpus", json_integer(c->cpus));

@@ -33,7 +33,8 @@ enum console_kind { CONSOLE_STDIO = 0, CONSOLE_FILE, CONSOLE_NONE };
 #define VM_MAX_NETS  8
 
 struct vm_config {
-	char *kernel;                  /* path, required */
+	char *kernel;                  /* path, required unless firmware */
+	char *firmware;                /* a BIOS image to boot instead (docs/boot.md) */
 	char *initrd;                  /* path or NULL */
 	char *cmdline;                 /* or NULL */
 	int cpus;                      /* 1..GUEST_MAX_VCPUS */
@@ -76,6 +77,10 @@ void vm_config_free(struct vm_config *c);
 
 /* Parse a console spec: "stdio", "none" or "file:PATH". 0 or -1 with e. */
 int vm_config_set_console(struct vm_config *c, const char *spec, struct error *e);
+
+/* The BIOS `shoal run --disk IMAGE` boots when no --kernel is given:
+ * Debian's SeaBIOS, as QEMU's default PC machine uses. */
+#define VM_CONFIG_DEFAULT_FIRMWARE "/usr/share/seabios/bios-256k.bin"
 
 /* Check ranges and required fields; 0 or -1 with `e` (EXIT_USAGE). */
 int vm_config_validate(const struct vm_config *c, struct error *e);

@@ -15,6 +15,7 @@
 #include "vmm/devices.h"
 
 #include "devices/device.h"
+#include "devices/fw_cfg.h"
 #include "vmm/config.h"
 
 static int create_serial(const struct device_host *h, const struct vm_config *c, struct error *e)
@@ -45,6 +46,11 @@ static int create_testdev(const struct device_host *h, const struct vm_config *c
 static int create_legacy(const struct device_host *h, const struct vm_config *c, struct error *e)
 {
 	return legacy_create(h, e);
+}
+
+static int create_fw_cfg(const struct device_host *h, const struct vm_config *c, struct error *e)
+{
+	return c->firmware ? fw_cfg_create(h, c->cpus, e) : 0;
 }
 
 static int create_rng(const struct device_host *h, const struct vm_config *c, struct error *e)
@@ -85,6 +91,7 @@ const struct device_type device_types[] = {
 	{ "acpi-pm", "ACPI PM1a event/control blocks (0x600-0x605): power off", create_acpi_pm },
 	{ "testdev", "test/exit device (0xf4 exit code, 0xf5 report lines)",    create_testdev },
 	{ "legacy",  "POST port 0x80, I/O delay 0xed, fast A20/reset 0x92",      create_legacy },
+	{ "fw_cfg",  "firmware boot only: fw_cfg (0x510-0x51b), debug port 0x402", create_fw_cfg },
 	{ "virtio-rng", "virtio entropy source on PCI (--rng), rate-capped",      create_rng },
 	{ "virtio-net", "virtio network card per --net, on a TAP or a frame fd",   create_nets },
 	{ "virtio-vsock", "virtio socket (--vsock): host side on Unix sockets",    create_vsock },

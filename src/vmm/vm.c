@@ -118,6 +118,21 @@ static int vm_map_memory(struct vm *vm, struct error *e)
 			return error_set(e, EXIT_RESOURCE, "KVM_SET_USER_MEMORY_REGION: %s",
 					 strerror(errno));
 	}
+	if (vm->boot.firmware) {   /* the BIOS image, read-only, ending at 4 GiB */
+		struct kvm_userspace_memory_region r = {
+			.slot = (uint32_t)vm->mem.nregions,
+			.flags = KVM_MEM_READONLY,
+			.guest_phys_addr = GUEST_MEM32_GAP_END - vm->boot.firmware_size,
+			.memory_size = vm->boot.firmware_size,
+			.userspace_addr = (uintptr_t)vm->boot.firmware,
+		};
+		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) <= 0)
+			return error_set(e, EXIT_NOKVM, "/dev/kvm lacks KVM_CAP_READONLY_MEM "
+					 "(needed to map the firmware)");
+		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
+			return error_set(e, EXIT_RESOURCE, "KVM_SET_USER_MEMORY_REGION (firmware): %s",
+					 strerror(errno));
+	}
 	return 0;
 }
 
@@ -184,6 +199,7 @@ static int vm_load_guest(struct vm *vm, struct error *e)
 {
 	struct boot_request req = {
 		.kernel_path = vm->cfg.kernel,
+		.firmware_path = vm->cfg.firmware,
 		.initrd_path = vm->cfg.initrd,
 		.cmdline = vm->cfg.cmdline,
 		.ncpus = vm->ncpus,
@@ -344,6 +360,8 @@ static struct vm *vm_build(const struct vm_config *cfg, int mem_fd, bool clone,
 	if (vm_check_config(vm, cfg, e) ||
 	    (vm->restoring ? vm_load_memory_file(vm, mem_fd, clone, e) : vm_load_guest(vm, e)))
 		goto fail;
+	if (vm->restoring && cfg->firmware && boot_firmware_read(cfg->firmware, &vm->boot, e))
+		goto fail;              /* RAM has its low copy; map the image again */
 	if (vm_open_kvm(vm, e) || vm_map_memory(vm, e) || vm_setup_irqchip(vm, e))
 		goto fail;
 	vm->loop = eventloop_new();
@@ -567,6 +585,7 @@ void vm_destroy(struct vm *vm)
 	console_close(vm->console);
 	eventloop_free(vm->loop);
 	guest_mem_destroy(&vm->mem);
+	boot_info_release(&vm->boot);
 	if (vm->vm_fd >= 0)
 		close(vm->vm_fd);
 	if (vm->kvm_fd >= 0)
