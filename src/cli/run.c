@@ -64,7 +64,11 @@ const char run_usage[] =
 "                           --console, --timeout, --api-socket and -v go with it\n"
 "      --clone              with --restore: map the snapshot's memory copy-on-write,\n"
 "                           shared with every other clone, instead of copying it\n"
-"                           (docs/vmm-control.md; used by shoald)\n"
+"                           (docs/vmm-control.md; used by shoald), and give the VM\n"
+"                           new MACs and a new vsock CID (random unless given)\n"
+"      --mac MAC            with --restore: network card 0's new MAC (again for\n"
+"                           card 1, ...); the snapshot's otherwise\n"
+"      --cid N              with --restore: the vsock device's new CID (3 and up)\n"
 "      --seccomp on|off     per-thread syscall filters (default off for now, or\n"
 "                           $SHOAL_SECCOMP); off is for debugging only and says\n"
 "                           so (docs/security.md)\n"
@@ -83,6 +87,8 @@ enum { OPT_FIRMWARE = 1024 };
 enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_API,
        OPT_DISK, OPT_NET, OPT_RNG, OPT_VSOCK, OPT_VCONSOLE, OPT_RESTORE, OPT_CLONE,
        OPT_SECCOMP };
+
+enum { OPT_MAC = 768, OPT_CID };        /* a restored VM's new identity */
 
 static const struct option run_options[] = {
 	{ "kernel", required_argument, NULL, 'k' },
@@ -104,6 +110,8 @@ static const struct option run_options[] = {
 	{ "virtio-console", required_argument, NULL, OPT_VCONSOLE },
 	{ "restore", required_argument, NULL, OPT_RESTORE },
 	{ "clone", no_argument, NULL, OPT_CLONE },
+	{ "mac", required_argument, NULL, OPT_MAC },
+	{ "cid", required_argument, NULL, OPT_CID },
 	{ "seccomp", required_argument, NULL, OPT_SECCOMP },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
@@ -169,6 +177,26 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 	case OPT_API: set_str(&o->api_socket, arg); return 0;
 	case OPT_RESTORE: set_str(&o->restore, arg); return 0;
 	case OPT_CLONE: o->clone = true; return 0;
+	case OPT_MAC: {
+		struct vm_net check = { .fd = -1 };
+		int rc;
+
+		if (o->nmacs == VM_MAX_NETS)
+			return error_set(e, EXIT_USAGE, "--mac: at most %d (one per network card)",
+					 VM_MAX_NETS);
+		o->macs[o->nmacs++] = arg;
+		rc = net_config_new_mac(&check, arg, "--mac", e);     /* checks it */
+		net_config_free(&check);
+		return rc;
+	}
+	case OPT_CID:
+		if (parse_int("--cid", arg, 4294967294L, &n, e))
+			return -1;
+		if (n < 3)
+			return error_set(e, EXIT_USAGE, "--cid: %ld is reserved; a guest's CID is 3 or more",
+					 n);
+		o->cid = (uint32_t)n;
+		return 0;
 	case OPT_SECCOMP:
 		if (strcmp(arg, "on") && strcmp(arg, "off"))
 			return error_set(e, EXIT_USAGE, "--seccomp: '%s' is not on or off", arg);
@@ -254,6 +282,7 @@ static struct vm *run_restore(const struct vm_config *cfg, const struct run_opts
 	struct snapshot_overrides ov = {
 		.console_set = o->console_set, .console = cfg->console,
 		.console_path = cfg->console_path, .timeout_s = cfg->timeout_s,
+		.macs = o->macs, .nmacs = o->nmacs, .cid = o->cid,
 		.clone = o->clone,
 	};
 
@@ -358,6 +387,12 @@ int cmd_run(int argc, char **argv)
 	}
 	if (o.clone && !o.restore) {
 		log_error("run: --clone goes with --restore DIR");
+		status = EXIT_USAGE;
+		goto out;
+	}
+	if ((o.nmacs || o.cid) && !o.restore) {
+		log_error("run: %s goes with --restore DIR (a new VM's are --net ...,mac= and "
+			  "--vsock cid=)", o.nmacs ? "--mac" : "--cid");
 		status = EXIT_USAGE;
 		goto out;
 	}

@@ -15,6 +15,9 @@ struct run_opts {
 	char *restore;        /* --restore DIR (malloc'd) or NULL */
 	bool console_set;     /* --console given */
 	bool clone;           /* --clone: memory copy-on-write from the snapshot */
+	const char *macs[VM_MAX_NETS]; /* --mac MAC, repeatable (argv's strings) */
+	int nmacs;
+	uint32_t cid;         /* --cid N: a restored VM's new vsock CID, 0 none */
 	int seccomp;          /* --seccomp: 1 on, -1 off (debugging), 0 not given */
 	int vm_flag;          /* the first flag of the VM's own settings given
 	                       * (which --restore refuses), 0 if none */

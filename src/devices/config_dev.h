@@ -85,6 +85,10 @@ int net_config_from_json(struct vm_net *n, json_t *o, const char *where, struct 
 json_t *net_config_to_json(const struct vm_net *n);
 void net_config_free(struct vm_net *n);       /* leaves fd -1: an empty slot */
 void net_config_copy(struct vm_net *dst, const struct vm_net *src);
+/* Give a restored VM's card a new MAC (a clone's identity): `mac`, a
+ * unicast address, or NULL for a random locally administered one.  The
+ * device then keeps it over the one in the snapshot's state. */
+int net_config_new_mac(struct vm_net *n, const char *mac, const char *what, struct error *e);
 
 /* ---- virtio-vsock: config_vsock.c ----
  * cid 0 is "no device"; a device has a cid from 3 and a socket path. */

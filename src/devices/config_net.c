@@ -17,9 +17,11 @@
  */
 #include "devices/config_dev.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "base/exitcode.h"
 
@@ -197,6 +199,25 @@ void net_config_free(struct vm_net *n)
 	free(n->mac);
 	memset(n, 0, sizeof(*n));
 	n->fd = -1;
+}
+
+int net_config_new_mac(struct vm_net *n, const char *mac, const char *what, struct error *e)
+{
+	uint8_t b[6];
+	char buf[18];
+
+	if (!mac) {
+		if (getrandom(b, sizeof(b), 0) != sizeof(b))
+			return error_set(e, EXIT_HOST, "%s: no random bytes for a MAC", what);
+		b[0] = (uint8_t)((b[0] & 0xfc) | 0x02);      /* unicast, locally administered */
+		snprintf(buf, sizeof(buf), "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3],
+			 b[4], b[5]);
+		mac = buf;
+	}
+	if (net_set_mac(n, what, mac, e))
+		return -1;
+	n->new_mac = true;
+	return 0;
 }
 
 void net_config_copy(struct vm_net *dst, const struct vm_net *src)

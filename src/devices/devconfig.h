@@ -34,6 +34,8 @@ struct vm_net {
 	char *tap;                     /* TAP interface name, or NULL with fd */
 	int fd;                        /* an open TAP fd passed in, -1 none */
 	char *mac;                     /* "52:54:00:12:34:56" or NULL: generated */
+	bool new_mac;                  /* a restored clone's new MAC: the device
+	                                  keeps it over the snapshot's (not JSON) */
 	int queues;                    /* queue pairs, 0: 1 */
 	enum vm_virtio_mode mode;
 };

@@ -108,6 +108,7 @@ struct net {
 	uint16_t npairs;                /* queue pairs the device has */
 	uint16_t active;                /* pairs in use (VQ_PAIRS_SET) */
 	uint8_t mac[6];
+	bool keep_mac;                  /* restore: keep mac (a clone's), not the saved one */
 	int epfd;                       /* the pairs' fds and kickfd */
 	int kickfd;                     /* eventfd: budgeted work left over */
 	bool ctrl_more;                 /* control work left after the budget */
@@ -852,8 +853,11 @@ static int net_restore(struct virtio_device *vdev, uint16_t version, struct stat
 {
 	struct net *n = vdev->priv;
 	uint16_t active, npairs;
+	uint8_t mac[6];
 
-	state_get_bytes(r, n->mac, 6);
+	state_get_bytes(r, mac, 6);
+	if (!n->keep_mac)       /* a clone's new MAC is what the guest reads now */
+		memcpy(n->mac, mac, 6);
 	active = state_get_u16(r);
 	npairs = state_get_u16(r);
 	if (r->error || npairs != n->npairs || active < 1 || active > npairs)
@@ -1141,6 +1145,7 @@ const struct virtio_device_ops *virtio_net_new(const struct virtio_net_params *p
 		memcpy(n->mac, p->mac, 6);
 	else
 		net_gen_mac(p, n->mac);
+	n->keep_mac = p->keep_mac && p->mac;
 	if (net_open_fds(n, &q, e) || net_alloc(n, e)) {
 		if (p->fd >= 0)
 			n->pair[0].fd = -1;    /* the caller still owns it */
@@ -1175,7 +1180,8 @@ int virtio_net_create(const struct device_host *host, const struct vm_net *c, in
 		      struct error *e)
 {
 	uint8_t mac[6];
-	struct virtio_net_params p = { .tap = c->tap, .fd = c->fd, .queues = c->queues, .index = i };
+	struct virtio_net_params p = { .tap = c->tap, .fd = c->fd, .queues = c->queues, .index = i,
+				       .keep_mac = c->new_mac };
 	const struct virtio_device_ops *ops;
 	void *priv = NULL;
 	struct net *n;

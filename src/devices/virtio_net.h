@@ -88,6 +88,8 @@ struct virtio_net_params {
 	const uint8_t *mac;             /* 6 bytes, or NULL: generated */
 	int queues;                     /* queue pairs, 1..VIRTIO_NET_MAX_PAIRS */
 	int index;                      /* instance number: name and MAC seed */
+	bool keep_mac;                  /* a restore keeps `mac`, not the saved one
+	                                   (a clone's new identity) */
 };
 
 /* Make the device model's state for `p` (opens the TAP, or probes and takes

@@ -52,6 +52,10 @@
  * does not lose it].  Connections are host resources and are not carried
  * across a restore: they are dropped and the guest gets TRANSPORT_RESET on
  * the event queue, which the spec provides for exactly this (migration).
+ * The device's CID is its configuration's, which a clone's restore may
+ * have changed from the saved one: config space then says the new one,
+ * and the reset makes a running driver read it again (Linux's
+ * virtio_transport does, virtio_vsock_update_guest_cid).
  */
 #include "devices/virtio_vsock.h"
 
@@ -925,11 +929,11 @@ static int vsock_restore(struct virtio_device *vdev, uint16_t version, struct st
 	struct vsock *v = vdev->priv;
 	uint64_t cid = state_get_u64(r);
 
-	if (r->error || cid != v->cid) {
-		log_error("vsock: saved CID %llu is not this device's %llu",
-			  (unsigned long long)cid, (unsigned long long)v->cid);
+	if (r->error)
 		return -1;
-	}
+	if (cid != v->cid)      /* a clone's new CID: read again at the reset below */
+		log_info("vsock: CID %llu (the snapshot's was %llu)", (unsigned long long)v->cid,
+			 (unsigned long long)cid);
 	v->have_held = false;
 	v->held_restore = state_get_u8(r) != 0;
 	if (v->held_restore)

@@ -66,6 +66,7 @@
 #include "base/seccomp.h"
 #include "base/state.h"
 #include "devices/device.h"
+#include "state/snapshot_identity.h"
 #include "state/snapshot_live.h"
 #include "vmm/cpuid.h"
 #include "vmm/kvm_state.h"
@@ -746,6 +747,8 @@ struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov
 			cfg.console_path = ov->console_path ? strdup(ov->console_path) : NULL;
 		}
 		cfg.timeout_s = ov->timeout_s;
+		if (snapshot_new_identity(&cfg, ov, e))
+			goto out;
 	}
 	vm = vm_create_restored(&cfg, memfd, ov && ov->clone, e);
 	if (!vm) {

@@ -48,7 +48,11 @@ struct snapshot_overrides {
 	enum console_kind console;
 	const char *console_path;
 	unsigned timeout_s;
-	bool clone;          /* memory copy-on-write from the snapshot's file */
+	bool clone;          /* memory copy-on-write from the snapshot's file,
+	                        and a new identity (state/snapshot_identity.h) */
+	const char *const *macs;  /* new MACs for cards 0..nmacs-1, or NULL */
+	int nmacs;
+	uint32_t cid;        /* a new vsock CID, or 0 (a clone: a random one) */
 };
 
 /* Check `dir` (manifest, checksums, sizes, the CPU) and build a VM from it,
