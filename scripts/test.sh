@@ -79,9 +79,10 @@ run_cmocka() {
 }
 
 # run_script SCRIPT [retry]: run one system test script and count its lines.
-# With "retry" (the Linux-guest scripts in the KVM box: Debian's kernel under
-# nested KVM under QEMU's software CPU, where a guest has once reset itself
-# for no reason we could find, see docs/testing.md), a script that fails is
+# With "retry" (the KVM scripts in the KVM box: guests under nested KVM under
+# QEMU's software CPU, where a Linux guest has once reset itself and a test
+# guest clone once triple-faulted, for no reason we could find yet, see
+# docs/testing.md), a script that fails is
 # run once more and the second run counts; the first run's failures and
 # output tail are printed, marked "first try", never hidden.
 run_script() {
@@ -155,9 +156,9 @@ run_tier() {
 	unit) check_layers
 		for t in "$BUILD"/tests/unit/*; do [ -x "$t" ] && run_cmocka "$t"; done ;;
 	guest) for t in "$BUILD"/tests/guest/*; do [ -x "$t" ] && run_cmocka "$t"; done ;;
-	system|kvm-system|slow)
+	system|slow)
 		for t in $(scripts_of "$1"); do run_script "$t"; done ;;
-	kvm-slow)
+	kvm-system|kvm-slow)
 		for t in $(scripts_of "$1"); do run_script "$t" ${SHOAL_IN_BOX:+retry}; done ;;
 	fuzz) tier_fuzz ;;
 	san-unit)
