@@ -272,6 +272,7 @@ static const struct cmd cmd_table[] = {
 	{ "vdevs", virtio_cmd_devs, "[access=ports|ecam] (list virtio PCI devices)" },
 	{ "vblk", vblk_cmd, "[SECTORS] [SEED] [dev=N]" },
 	{ "vblk-bench", vblk_bench_cmd, "[MS_PER_RUN] [dev=N] (overwrites the disk)" },
+	{ "vblk-verify", vblk_verify_cmd, "[SECTORS] [SEED] [dev=N] (reads only)" },
 	{ "vnet", vnet_cmd, "[ip=A.B.C.D] [gw=A.B.C.D] [dev=N]" },
 	{ "vnet-bench", vnet_bench_cmd, "MS [size=BYTES] [dst=A.B.C.D] [port=N] [ip=A.B.C.D] [dev=N]" },
 	{ "vrng", vrng_cmd, "[BYTES] [dev=N]" },
@@ -286,7 +287,7 @@ static bool cmd_help(int argc, char **argv)
 	for (i = 0; i < ARRAY_SIZE(cmd_table); i++)
 		console_printf("  %s %s\n", cmd_table[i].name, cmd_table[i].usage);
 	report("help info fill verify dirty allcpus spin echo help poweroff exit fault shell quit "
-	       "virtio-mode virtio-ring vdevs vblk vblk-bench vnet vnet-bench vrng vcon vhostile");
+	       "virtio-mode virtio-ring vdevs vblk vblk-bench vblk-verify vnet vnet-bench vrng vcon vhostile");
 	return true;
 }
 

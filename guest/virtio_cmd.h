@@ -16,6 +16,7 @@ bool virtio_cmd_ring(int argc, char **argv);	/* virtio-ring split|packed */
 bool virtio_cmd_devs(int argc, char **argv);	/* vdevs */
 bool vblk_cmd(int argc, char **argv);		/* vblk [SECTORS] [SEED] [dev=N] */
 bool vblk_bench_cmd(int argc, char **argv);	/* vblk-bench [MS] [dev=N] */
+bool vblk_verify_cmd(int argc, char **argv);	/* vblk-verify [SECTORS] [SEED] [dev=N] */
 bool vnet_bench_cmd(int argc, char **argv);	/* vnet-bench MS [size=..] [dst=..] */
 bool vnet_cmd(int argc, char **argv);		/* vnet [ip=..] [gw=..] [dev=N] */
 bool vrng_cmd(int argc, char **argv);		/* vrng [BYTES] [dev=N] */

@@ -60,6 +60,9 @@ const char run_usage[] =
 "      --timeout SECONDS    stop the VM with status 82 if it is still running\n"
 "      --api-socket PATH    serve the control protocol on this Unix socket\n"
 "                           (`shoal snapshot create --socket PATH DIR` saves the VM)\n"
+"      --disk-overlay-dir DIR  with --restore: where each writable disk's new\n"
+"                           overlay on the snapshot's disk goes (default: next\n"
+"                           to that disk; docs/snapshots.md)\n"
 "      --restore DIR        start the VM saved in snapshot DIR where it was; only\n"
 "                           --console, --timeout, --api-socket and -v go with it\n"
 "      --clone              with --restore: map the snapshot's memory copy-on-write,\n"
@@ -90,6 +93,8 @@ enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_
 
 enum { OPT_MAC = 768, OPT_CID };        /* a restored VM's new identity */
 
+enum { OPT_OVERLAY_DIR = 512 };
+
 static const struct option run_options[] = {
 	{ "kernel", required_argument, NULL, 'k' },
 	{ "firmware", required_argument, NULL, OPT_FIRMWARE },
@@ -103,6 +108,7 @@ static const struct option run_options[] = {
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 	{ "print-config", no_argument, NULL, OPT_PRINT },
 	{ "api-socket", required_argument, NULL, OPT_API },
+	{ "disk-overlay-dir", required_argument, NULL, OPT_OVERLAY_DIR },
 	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "rng", no_argument, NULL, OPT_RNG },
@@ -153,6 +159,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 		break;
 	}
 	switch (c) {
+	case OPT_OVERLAY_DIR: set_str(&o->disk_overlay_dir, arg); return 0;
 	case 'k': set_str(&cfg->kernel, arg); return 0;
 	case OPT_FIRMWARE: set_str(&cfg->firmware, arg); return 0;
 	case 'i': set_str(&cfg->initrd, arg); return 0;
@@ -283,7 +290,7 @@ static struct vm *run_restore(const struct vm_config *cfg, const struct run_opts
 		.console_set = o->console_set, .console = cfg->console,
 		.console_path = cfg->console_path, .timeout_s = cfg->timeout_s,
 		.macs = o->macs, .nmacs = o->nmacs, .cid = o->cid,
-		.clone = o->clone,
+		.clone = o->clone, .disk_overlay_dir = o->disk_overlay_dir,
 	};
 
 	return snapshot_restore(o->restore, &ov, e);
@@ -385,6 +392,11 @@ int cmd_run(int argc, char **argv)
 		free(s);
 		goto out;
 	}
+	if (o.disk_overlay_dir && !o.restore) {
+		log_error("run: --disk-overlay-dir goes with --restore DIR");
+		status = EXIT_USAGE;
+		goto out;
+	}
 	if (o.clone && !o.restore) {
 		log_error("run: --clone goes with --restore DIR");
 		status = EXIT_USAGE;
@@ -408,5 +420,6 @@ out:
 	vm_config_free(&cfg);
 	free(o.api_socket);
 	free(o.restore);
+	free(o.disk_overlay_dir);
 	return status;
 }

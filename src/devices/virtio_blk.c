@@ -646,6 +646,40 @@ static void vblk_quiesce(struct virtio_device *vdev, bool on)
 		vblk_kick(b);           /* serve what arrived meanwhile */
 }
 
+int vblk_push_overlay(struct vblk *b, const char *path, bool direct, uint64_t cache_bytes,
+		      struct error *e)
+{
+	struct blockdev_opts o = { .direct = direct, .cache_bytes = cache_bytes };
+	int rc, trc;
+
+	SHOAL_ASSERT(!b->running || shoal_mutex_held(b->lock), "%s: overlay without the device lock",
+		     b->name);
+	if (!b->held || b->busy)
+		return error_set(e, EXIT_HOST, "%s: the disk is not quiesced", b->name);
+	/* The I/O thread owns the chain and polls it without the lock: it
+	 * stops for the switch (nothing is in flight, the disk is held) and
+	 * starts again on the new top. */
+	if (b->running) {
+		b->stopping = true;
+		pthread_mutex_unlock(b->lock);
+		vblk_kick(b);
+		pthread_join(b->thread, NULL);
+		pthread_mutex_lock(b->lock);
+		b->stopping = false;
+		b->running = false;
+	}
+	rc = blockdev_push_overlay(&b->bd, path, &o, e);
+	if (b->lock && (trc = vblk_start(b, b->lock)) != 0) {
+		log_error("%s: cannot restart the I/O thread: %s", b->name, strerror(-trc));
+		if (!rc)
+			rc = error_set(e, EXIT_HOST, "%s: I/O thread: %s", b->name, strerror(-trc));
+	}
+	if (!rc)
+		log_info("%s: now writes to %s (over %s)", b->name, b->bd->path,
+			 b->bd->backing->path);
+	return rc;
+}
+
 static int vblk_restore(struct virtio_device *vdev, uint16_t version, struct state_reader *r)
 {
 	struct vblk *b = vdev->priv;

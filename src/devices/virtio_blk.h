@@ -99,6 +99,16 @@ int vblk_start(struct vblk *b, pthread_mutex_t *lock);
  * rings is back in a used ring (the lock is released while waiting). */
 void vblk_drain(struct vblk *b);
 
+/* With `lock` held and the disk quiesced (the quiesce op, on): switch the
+ * device to the qcow2 overlay `path`, made by the caller with this disk's
+ * image as its backing file.  The image is flushed and stays open under
+ * the overlay, read-only from now on (blockdev_push_overlay); the guest
+ * sees the same disk and writes go to the overlay.  The I/O thread is
+ * stopped for the switch and started again.  0, or -1 with `e` (the disk
+ * as it was). */
+int vblk_push_overlay(struct vblk *b, const char *path, bool direct, uint64_t cache_bytes,
+		      struct error *e);
+
 /* Stop the I/O thread (if started), close the image, free `b`.  Called
  * through ops->destroy; exported for the fuzz target. */
 void vblk_free(struct vblk *b);

@@ -7,7 +7,8 @@
  *   manifest.json  {"format": "shoal-snapshot", "version": 1, "created",
  *                  "config" (the VM's settings, the `--config` object),
  *                  "vcpus", "memory_bytes", "cpu_template", "disks"
- *                  [{path, size, mtime_ns, ino}], "cpu" (vCPU 0's CPUID
+ *                  [{path, size, mtime_ns, ino[, writable, format,
+ *                  virtual_size, chain_id, overlay]}], "cpu" (vCPU 0's CPUID
  *                  feature words), "live", "files": {"state":
  *                  {size, xxh3}, "memory": {size, data_bytes, xxh3}}}
  *   state          two sections (base/state.h framing): "kvm", every
@@ -32,12 +33,13 @@
  *     be the VM's, the disks must be the same files unchanged.  A failure
  *     names the file and the reason (EXIT_BADSTATE) and changes nothing.
  *
- * Disks.  The VM's disks are not copied.  A snapshot of a VM with a
- * writable disk is refused for now: the guest would go on writing it after
- * the snapshot, and a restore would then see a disk from a later instant
- * than its memory.  Live checkpoints with a copy-on-write overlay (issue
- * 10's next part) lift that.  Read-only disks are recorded by size, inode
- * and modification time, and a restore refuses one that changed.
+ * Disks (snapshot_disk.c).  The VM's disks are not copied.  During the
+ * pause each writable disk is switched to a new copy-on-write overlay, and
+ * the image it wrote until then, frozen from that instant, is the
+ * snapshot's disk (the parent), referenced in place with its chain
+ * identity; a restore writes a new overlay of its own on it, and refuses a
+ * parent that changed.  Read-only disks are recorded by size, inode and
+ * modification time, and a restore refuses one that changed.
  *
  * Checksums are XXH3-64 (libxxhash): they catch damage, not an attacker;
  * a snapshot is as trusted as the directory it is read from.
@@ -67,6 +69,7 @@
 #include "base/state.h"
 #include "devices/device.h"
 #include "state/snapshot_identity.h"
+#include "state/snapshot_disk.h"
 #include "state/snapshot_live.h"
 #include "vmm/cpuid.h"
 #include "vmm/kvm_state.h"
@@ -210,35 +213,6 @@ static int write_file(int dirfd, const char *name, const void *buf, size_t len, 
 	return 0;
 }
 
-/* Disks go in the manifest; a writable one refuses the snapshot. */
-static json_t *disks_json(const struct vm_config *cfg, struct error *e)
-{
-	json_t *a = json_array();
-
-	for (int i = 0; i < cfg->ndisks; i++) {
-		const struct vm_disk *d = &cfg->disks[i];
-		struct stat st;
-
-		if (!d->readonly) {
-			json_decref(a);
-			error_set(e, EXIT_USAGE, "%s: a snapshot of a VM with a writable disk is not "
-				  "supported yet (the guest would go on writing it after the snapshot); "
-				  "attach it readonly", d->path);
-			return NULL;
-		}
-		if (stat(d->path, &st) < 0) {
-			json_decref(a);
-			error_set(e, EXIT_HOST, "%s: %s", d->path, strerror(errno));
-			return NULL;
-		}
-		json_array_append_new(a, json_pack("{s:s, s:I, s:I, s:I}", "path", d->path,
-			"size", (json_int_t)st.st_size, "ino", (json_int_t)st.st_ino,
-			"mtime_ns", (json_int_t)((int64_t)st.st_mtim.tv_sec * 1000000000LL +
-						 st.st_mtim.tv_nsec)));
-	}
-	return a;
-}
-
 static int refuse_unsaveable(struct vm *vm, struct error *e)
 {
 	for (int i = 0; i < vm->cfg.nnets; i++)
@@ -260,6 +234,7 @@ struct snap_job {
 	json_t *manifest;
 	struct state_writer state;       /* the "kvm" and "devices" sections */
 	struct live_mem *live;           /* memory written while the VM runs */
+	struct snap_disks *disks;        /* writable disks: their overlays */
 	uint64_t hash, t0;
 	struct snapshot_stats st;
 };
@@ -306,6 +281,7 @@ static void job_free(struct snap_job *j, bool done)
 	if (!j)
 		return;
 	live_mem_free(j->live);
+	snap_disks_free(j->disks);
 	if (j->memfd >= 0)
 		close(j->memfd);
 	if (j->dirfd >= 0)
@@ -323,7 +299,8 @@ static struct snap_job *job_begin(struct vm *vm, const char *dir, struct error *
 {
 	struct snap_job *j;
 	char created[32];
-	json_t *disks;
+	json_t *disks = NULL;
+	struct snap_disks *plan;
 	time_t now = time(NULL);
 
 	if (!dir || !*dir) {
@@ -334,15 +311,17 @@ static struct snap_job *job_begin(struct vm *vm, const char *dir, struct error *
 		error_set(e, EXIT_USAGE, "%s: already exists (a snapshot goes into a new directory)", dir);
 		return NULL;
 	}
-	if (refuse_unsaveable(vm, e) || !(disks = disks_json(&vm->cfg, e)))
+	if (refuse_unsaveable(vm, e) || !(plan = snap_disks_plan(vm, dir, &disks, e)))
 		return NULL;
 	j = calloc(1, sizeof(*j));
 	if (!j) {
 		json_decref(disks);
+		snap_disks_free(plan);
 		error_set(e, EXIT_HOST, "out of memory");
 		return NULL;
 	}
 	j->vm = vm;
+	j->disks = plan;
 	j->dirfd = j->memfd = -1;
 	j->t0 = now_ns();
 	state_writer_init(&j->state);
@@ -478,6 +457,8 @@ static int job_pause_and_capture(struct snap_job *j, bool live, struct error *e)
 	vm_pause(j->vm);
 	vm_quiesce_devices(j->vm, true);
 	rc = job_capture(j, live, e);
+	if (!rc)      /* the disks of this instant: frozen, the VM on overlays */
+		rc = snap_disks_switch(j->disks, j->vm, e);
 	vm_quiesce_devices(j->vm, false);
 	if (!was_paused)
 		vm_resume(j->vm);
@@ -581,33 +562,6 @@ static int check_hash(const char *dir, const char *name, json_t *jfile, uint64_t
 	return 0;
 }
 
-/* The read-only disks the snapshot saw must be the same files, unchanged. */
-static int check_disks(const char *dir, json_t *disks, struct error *e)
-{
-	size_t i;
-	json_t *d;
-
-	if (!json_is_array(disks))
-		return error_set(e, EXIT_BADSTATE, "%s/manifest.json: \"disks\" is not a list", dir);
-	json_array_foreach(disks, i, d) {
-		const char *path = json_string_value(json_object_get(d, "path"));
-		struct stat st;
-
-		if (!path)
-			return error_set(e, EXIT_BADSTATE, "%s/manifest.json: a disk has no path", dir);
-		if (stat(path, &st) < 0)
-			return error_set(e, EXIT_NOINPUT, "%s: %s (a disk of this snapshot)", path,
-					 strerror(errno));
-		if ((json_int_t)st.st_size != json_integer_value(json_object_get(d, "size")) ||
-		    (json_int_t)st.st_ino != json_integer_value(json_object_get(d, "ino")) ||
-		    (json_int_t)((int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec) !=
-		    json_integer_value(json_object_get(d, "mtime_ns")))
-			return error_set(e, EXIT_BADSTATE, "%s: changed or replaced since the snapshot "
-					 "was taken (size, inode or modification time differ)", path);
-	}
-	return 0;
-}
-
 /* Restore the "kvm" and "devices" sections of the state file. */
 static int restore_state(struct vm *vm, const char *dir, const void *buf, size_t len,
 			 struct error *e)
@@ -705,7 +659,7 @@ struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov
 	json_t *m, *files;
 	void *state = NULL;
 	size_t state_len = 0;
-	char path[PATH_MAX];
+	char path[PATH_MAX], **overlays = NULL;
 	int memfd = -1;
 
 	vm_config_init(&cfg);
@@ -713,7 +667,7 @@ struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov
 	if (!m)
 		goto out;
 	files = json_object_get(m, "files");
-	if (check_disks(dir, json_object_get(m, "disks"), e))
+	if (snap_disks_check(dir, json_object_get(m, "disks"), &cfg, e))
 		goto out;
 	state = read_file(dir, "state", STATE_MAX, &state_len, e);
 	if (!state || check_hash(dir, "state", json_object_get(files, "state"), state_len,
@@ -750,6 +704,9 @@ struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov
 		if (snapshot_new_identity(&cfg, ov, e))
 			goto out;
 	}
+	if (snap_disks_restore(dir, json_object_get(m, "disks"), &cfg,
+			       ov ? ov->disk_overlay_dir : NULL, &overlays, e))
+		goto out;
 	vm = vm_create_restored(&cfg, memfd, ov && ov->clone, e);
 	if (!vm) {
 		if (strstr(e->msg, "memory file"))
@@ -762,6 +719,7 @@ struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov
 		vm = NULL;
 	}
 out:
+	snap_disks_created_free(overlays, !vm);   /* a failed restore leaves none */
 	if (memfd >= 0)
 		close(memfd);
 	free(state);

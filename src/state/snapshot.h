@@ -48,6 +48,8 @@ struct snapshot_overrides {
 	enum console_kind console;
 	const char *console_path;
 	unsigned timeout_s;
+	const char *disk_overlay_dir; /* where a writable disk's new overlay
+	                               * goes (NULL: next to its parent) */
 	bool clone;          /* memory copy-on-write from the snapshot's file,
 	                        and a new identity (state/snapshot_identity.h) */
 	const char *const *macs;  /* new MACs for cards 0..nmacs-1, or NULL */

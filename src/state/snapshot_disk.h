@@ -1,0 +1,57 @@
+/*
+ * snapshot_disk.h - the disk half of a snapshot: a copy-on-write overlay
+ * switched in during the pause, the parent image kept in place as part of
+ * the snapshot, and a new overlay on it for each restore (see
+ * snapshot_disk.c and docs/snapshots.md).
+ */
+#ifndef SHOAL_STATE_SNAPSHOT_DISK_H
+#define SHOAL_STATE_SNAPSHOT_DISK_H
+
+#include <jansson.h>
+
+#include "base/error.h"
+#include "vmm/config.h"
+
+struct vm;
+struct snap_disks;
+
+/* Before the pause: the manifest's "disks" list (*out: one object per
+ * disk, in the VM's order; a read-only one recorded whole, a writable one
+ * filled in by snap_disks_switch) and the overlay each writable disk will
+ * switch to, next to it: STEM-SNAPNAME.qcow2, where STEM is the image's
+ * name without .qcow2/.img/.raw and SNAPNAME the name of the snapshot
+ * directory `dir`.  An overlay name that is taken refuses the snapshot.
+ * NULL with `e`. */
+struct snap_disks *snap_disks_plan(const struct vm *vm, const char *dir, json_t **out,
+				   struct error *e);
+
+/* With the VM paused and its devices quiesced: for each writable disk,
+ * create its overlay (backing file: the image in use), switch the
+ * virtio-blk device to it (the image is flushed and stays open under it,
+ * read-only), record the image (now the snapshot's parent: frozen) in its
+ * manifest object, and point the VM's config at the overlay.  0, or -1
+ * with `e`; a disk switched before the failure stays switched (its data
+ * is whole: the overlay over its parent). */
+int snap_disks_switch(struct snap_disks *p, struct vm *vm, struct error *e);
+
+void snap_disks_free(struct snap_disks *p);
+
+/* Restore, first: check every disk of the manifest `disks` against the
+ * config `cfg` and the files: a read-only disk unchanged (size, inode,
+ * modification time); a writable disk's parent unchanged (those, and its
+ * chain identity when it has one).  A changed file is refused with
+ * EXIT_BADSTATE, naming it.  0, or -1 with `e`. */
+int snap_disks_check(const char *dir, json_t *disks, const struct vm_config *cfg,
+		     struct error *e);
+
+/* Restore, then: a new qcow2 overlay on each writable disk's parent, in
+ * `overlay_dir` (NULL: next to the parent), STEM-SNAP-rPID.qcow2, and
+ * cfg's disk pointed at it.  The snapshot and the parents are never
+ * written.  `*created`: a NULL-terminated list of the overlays made, for
+ * snap_disks_created_free (which deletes them when asked: the restore
+ * failed).  0, or -1 with `e` and nothing left behind. */
+int snap_disks_restore(const char *dir, json_t *disks, struct vm_config *cfg,
+		       const char *overlay_dir, char ***created, struct error *e);
+void snap_disks_created_free(char **created, bool unlink_them);
+
+#endif
