@@ -170,6 +170,28 @@ static bool spec_has_vconsole_file(const char *spec)
 	return file;
 }
 
+/* The path of the spec's first writable disk (malloc'd), or NULL.  A
+ * snapshot moves such a disk onto a new overlay inside the VMM
+ * (state/snapshot_disk.c); the daemon's record would still name the
+ * parent, and a later start from it would write the snapshot's frozen
+ * parent and leave the VM's newer writes behind in the overlay.  Until the
+ * daemon follows a disk to its overlay, it does not take such snapshots. */
+static char *spec_writable_disk(const char *spec)
+{
+	json_t *j = json_loads(spec ? spec : "{}", 0, NULL), *d;
+	char *path = NULL;
+	size_t i;
+
+	json_array_foreach(json_object_get(j, "disks"), i, d) {
+		if (json_is_true(json_object_get(d, "readonly")) || json_is_true(json_object_get(d, "ro")))
+			continue;
+		path = strdup(json_string_value(json_object_get(d, "path")) ?: "?");
+		break;
+	}
+	json_decref(j);
+	return path;
+}
+
 /* The default name: VM-YYYYmmdd-HHMMSS (UTC), the VM's name cut to fit,
  * and -2, -3, ... after it if two are taken in one second.  Lock held. */
 static int snap_default_name_locked(struct host *h, const char *vm, char *out,
@@ -269,7 +291,7 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 		     char *out_name, struct api_err *e)
 {
 	struct snapshot_record r = { 0 };
-	char *pending = NULL, dir[4400], detail[256];
+	char *pending = NULL, *wdisk = NULL, dir[4400], detail[256];
 	struct hvm *vm = host_get(h, name, e);
 	json_t *reply = NULL;
 	int64_t id = 0;
@@ -288,6 +310,11 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 		rc = api_err_set(e, 409, "wrong_state", "vm \"%s\" is %s: cannot snapshot it "
 				 "(a snapshot saves a running or paused VM)", name,
 				 hvm_state_name(vm->state));
+	} else if ((wdisk = spec_writable_disk(vm->rec.spec))) {
+		rc = api_err_set(e, 409, "snapshot_failed", "vm \"%s\": its disk %.200s is writable: "
+				 "a snapshot would move it onto an overlay that the daemon does not "
+				 "follow yet (shoal snapshot create on its control socket can; or make "
+				 "the disk readonly)", name, wdisk);
 	} else if (spec_has_vconsole_file(vm->rec.spec)) {
 		rc = api_err_set(e, 409, "snapshot_failed", "vm \"%s\": its virtio console writes "
 				 "to a file in its directory, which a restored VM cannot take over yet",
@@ -316,6 +343,7 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 		r.vcpus = vm->cpus;
 	}
 	pthread_mutex_unlock(&h->lock);
+	free(wdisk);
 	if (rc) {
 		host_put(h, vm);
 		return -1;
