@@ -189,6 +189,12 @@ static const struct seccomp_rule g_files_rules[] = {
 };
 GROUP(g_files, "files");
 
+static const struct seccomp_rule g_reply_rules[] = {
+	R(sendto, "the live writer answers the control client that waits for it"),
+	R(sendmsg, "the live writer answers the control client that waits for it"),
+};
+GROUP(g_reply, "reply");
+
 static const struct seccomp_rule g_threads_rules[] = {
 	RA(clone, SC_CLONE_THREAD, "start the snapshot threads: threads only, never a process"),
 	R(set_robust_list, "a new thread's first step (glibc)"),
@@ -253,6 +259,7 @@ const struct seccomp_kind_def seccomp_kinds[SECCOMP_NKINDS] = {
 	[SECCOMP_EVENT] = { "event", { &g_base, &g_fileio, &g_poll, &g_uring, &g_unix, &g_files, &g_threads,
 				      &g_kvm_run, &g_save, SAN NULL } },
 	[SECCOMP_BLK_IO] = { "blk-io", { &g_base, &g_fileio, &g_poll, &g_uring, &g_kvm_irq, SAN NULL } },
-	[SECCOMP_SNAP_WRITER] = { "snap-writer", { &g_base, &g_fileio, &g_poll, &g_files, &g_save, SAN NULL } },
+	[SECCOMP_SNAP_WRITER] = { "snap-writer", { &g_base, &g_fileio, &g_poll, &g_files, &g_save,
+						  &g_reply, SAN NULL } },
 	[SECCOMP_SNAP_FAULT] = { "snap-fault", { &g_base, &g_fileio, &g_poll, &g_uffd, SAN NULL } },
 };
