@@ -20,7 +20,7 @@ KVM=0; [ -r /dev/kvm ] && KVM=1
 start_daemon || { fail "daemon starts"; finish; }
 "$SHOALD" --list-routes >"$TMP/routes"
 $PY - "$ROOT/api/openapi.yaml" "$TMP/routes" "$SHOAL_SOCKET" "$GUEST" "$KVM" <<'EOF'
-import json, re, socket, sys, time, yaml
+import json, re, socket, sys, time, urllib.parse, yaml
 
 doc_path, routes_path, sock_path, guest, kvm = sys.argv[1:6]
 kvm = kvm == "1"
@@ -212,12 +212,26 @@ call("restore an unknown snapshot", "POST", "/v1/snapshots/ghost/restore", {"nam
 call("restore: bad body", "POST", "/v1/snapshots/ghost/restore", {"nom": 1}, want=400)
 call("snapshot a created VM", "POST", "/v1/vms/oa/snapshot", want=409)
 call("snapshot an unknown VM", "POST", "/v1/vms/ghost/snapshot", want=404)
+call("patch a created VM", "PATCH", "/v1/vms/oa", {"cmdline": "shell", "limits": {"cpus": 1}}, want=200)
+call("replace a created VM", "PUT", "/v1/vms/oa", spec, want=200)
+call("replace: a rename", "PUT", "/v1/vms/oa", dict(spec, name="zz"), want=400)
+call("replace an unknown VM", "PUT", "/v1/vms/ghost", spec, want=404)
+call("add a disk", "POST", "/v1/vms/oa/disks", {"path": guest, "readonly": True}, want=200)
+call("add a disk: no path", "POST", "/v1/vms/oa/disks", {"readonly": True}, want=400)
+call("remove an unknown disk", "DELETE", "/v1/vms/oa/disks?path=/nope", want=404)
+call("remove the disk", "DELETE", "/v1/vms/oa/disks?path=" + urllib.parse.quote(guest), want=200)
+call("reboot a created VM", "POST", "/v1/vms/oa/reboot", want=409)
+call("reset a created VM", "POST", "/v1/vms/oa/reset", want=409)
+call("clone an unknown snapshot", "POST", "/v1/snapshots/ghost/clone", {"count": 1}, want=404)
 if kvm:
     call("start", "POST", "/v1/vms/oa/start", want=200)
     call("start a running VM", "POST", "/v1/vms/oa/start", want=409)
     call("show a running VM", "GET", "/v1/vms/oa", want=200)
     call("pause", "POST", "/v1/vms/oa/pause", want=200)
     call("resume", "POST", "/v1/vms/oa/resume", want=200)
+    call("reboot", "POST", "/v1/vms/oa/reboot", {"mode": "graceful", "timeout_s": 1}, want=200)
+    call("reset", "POST", "/v1/vms/oa/reset", want=200)
+    call("patch a running VM", "PATCH", "/v1/vms/oa", {"cpus": 1}, want=409)
     call("metrics of a running VM", "GET", "/v1/vms/oa/metrics", want=200)
     call("metrics with a running VM", "GET", "/v1/metrics", want=200)
     call("console log of a running VM", "GET", "/v1/vms/oa/console?max=100", want=200)
@@ -231,6 +245,9 @@ if kvm:
     call("restore", "POST", "/v1/snapshots/oa-snap/restore", {"name": "oa2"}, want=201)
     call("restore: name taken", "POST", "/v1/snapshots/oa-snap/restore", {"name": "oa2"}, want=409)
     call("delete a snapshot in use", "DELETE", "/v1/snapshots/oa-snap", want=409)
+    call("clone", "POST", "/v1/snapshots/oa-snap/clone", {"count": 1, "prefix": "oc"}, want=201)
+    call("stop the clone", "POST", "/v1/vms/oc-1/stop", {"mode": "force"}, want=200)
+    call("delete the clone", "DELETE", "/v1/vms/oc-1", want=204)
     call("stop the restored VM", "POST", "/v1/vms/oa2/stop", {"mode": "force"}, want=200)
     call("delete the restored VM", "DELETE", "/v1/vms/oa2", want=204)
     call("delete a snapshot", "DELETE", "/v1/snapshots/oa-snap", want=204)
@@ -259,11 +276,12 @@ missing = ops - called if kvm else set()
 result(not missing, "every documented operation was called", sorted(missing))
 # schemas reached only through the request side are checked as examples
 for ex, name in ((spec, "Spec"), ({"mode": "force", "timeout_s": 3}, "StopRequest"),
-                 ({"name": "s1"}, "SnapshotRequest"), ({"name": "vm2"}, "RestoreRequest"),
+                 ({"name": "s1", "live": True}, "SnapshotRequest"), ({"name": "vm2"}, "RestoreRequest"),
+                 ({"count": 2, "prefix": "c"}, "CloneRequest"),
                  ({"path": "/d.qcow2", "readonly": True}, "Disk"), ({"tap": "tap0"}, "Net")):
     errs = check(ex, {"$ref": "#/components/schemas/" + name})
     result(not errs, "example %s validates" % name, errs)
-unused = set(comp["schemas"]) - used_schemas - {"VmMetrics", "Snapshot", "SnapshotDetail"} if not kvm \
+unused = set(comp["schemas"]) - used_schemas - {"VmMetrics", "Snapshot", "SnapshotDetail", "CloneResult"} if not kvm \
     else set(comp["schemas"]) - used_schemas
 result(not unused, "every schema in the document was exercised", sorted(unused))
 sys.exit(failed)
