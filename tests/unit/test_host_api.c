@@ -144,6 +144,7 @@ static void test_edit(void **state)
 {
 	struct fixture *f = *state;
 	json_t *j, *sp;
+	char *text;
 
 	assert_int_equal(req(f, "POST", "/v1/vms", spec_a, &j), 201);
 	json_decref(j);
@@ -196,7 +197,9 @@ static void test_edit(void **state)
 	assert_error(j, "not_found");
 	/* the edit is an event */
 	assert_int_equal(req(f, "GET", "/v1/events?vm=a", NULL, &j), 200);
-	assert_non_null(strstr(json_dumps(j, 0), "edited"));
+	text = json_dumps(j, 0);
+	assert_non_null(strstr(text, "edited"));
+	free(text);
 	json_decref(j);
 }
 
