@@ -84,7 +84,9 @@ static int host_vm_set_spec(struct host *h, const char *name, json_t *spec, cons
 {
 	const char *given = json_string_value(json_object_get(spec, "name"));
 	struct host_spec s;
-	struct hvm *vm = host_get(h, name, e);    /* 404 before any 400 */
+	/* one reference for the whole edit: 404 before any 400; a delete in
+	 * between is the claim's 404 */
+	struct hvm *vm = host_get(h, name, e);
 	char *text, detail[160];
 	int rc;
 
@@ -92,24 +94,20 @@ static int host_vm_set_spec(struct host *h, const char *name, json_t *spec, cons
 		json_decref(spec);
 		return -1;
 	}
-	host_put(h, vm);
 	if (json_object_get(spec, "name") && (!given || strcmp(given, name))) {
 		json_decref(spec);
+		host_put(h, vm);
 		return api_err_set(e, 400, "invalid_spec", "\"name\": a VM cannot be renamed (\"%s\")",
 				   name);
 	}
 	json_object_set_new(spec, "name", json_string(name));
 	text = json_dumps(spec, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(spec);
-	if (!text)
-		return api_err_set(e, 500, "internal", "out of memory");
-	rc = host_spec_parse(text, strlen(text), true, &s, e);
+	rc = text ? host_spec_parse(text, strlen(text), true, &s, e) :
+		    api_err_set(e, 500, "internal", "out of memory");
 	free(text);
-	if (rc)
-		return -1;
-	vm = host_get(h, name, e);
-	if (!vm) {
-		host_spec_free(&s);
+	if (rc) {
+		host_put(h, vm);
 		return -1;
 	}
 	pthread_mutex_lock(&h->lock);
