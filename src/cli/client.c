@@ -180,6 +180,21 @@ static void head_value(const char *v, const char *eol, char *dst, size_t size)
 	dst[n] = '\0';
 }
 
+/* The headers a response keeps (Content-Type, Upgrade): true if k is one,
+ * its value v..eol copied into r.  The parser below and libcurl's header
+ * callback both use it. */
+static bool resp_header(struct client_resp *r, const char *k, size_t klen, const char *v,
+			const char *eol)
+{
+	if (klen == 12 && !strncasecmp(k, "Content-Type", 12))
+		head_value(v, eol, r->ctype, sizeof(r->ctype));
+	else if (klen == 7 && !strncasecmp(k, "Upgrade", 7))
+		head_value(v, eol, r->upgrade, sizeof(r->upgrade));
+	else
+		return false;
+	return true;
+}
+
 /* Parse the status line and headers in buf[0..hlen). */
 static int parse_head(const char *buf, size_t hlen, struct client_resp *r, struct head *h,
 		      struct error *e)
@@ -202,13 +217,11 @@ static int parse_head(const char *buf, size_t hlen, struct client_resp *r, struc
 		colon = memchr(p, ':', (size_t)(eol - p));
 		if (!colon)
 			continue;
-		head_value(colon + 1, eol, val, sizeof(val));
 		size_t klen = (size_t)(colon - p);
-		if (klen == 12 && !strncasecmp(p, "Content-Type", 12))
-			snprintf(r->ctype, sizeof(r->ctype), "%s", val);
-		else if (klen == 7 && !strncasecmp(p, "Upgrade", 7))
-			snprintf(r->upgrade, sizeof(r->upgrade), "%s", val);
-		else if (klen == 14 && !strncasecmp(p, "Content-Length", 14))
+		if (resp_header(r, p, klen, colon + 1, eol))
+			continue;
+		head_value(colon + 1, eol, val, sizeof(val));
+		if (klen == 14 && !strncasecmp(p, "Content-Length", 14))
 			h->content_length = isdigit((unsigned char)val[0]) ? strtoll(val, NULL, 10) : -2;
 		else if (klen == 17 && !strncasecmp(p, "Transfer-Encoding", 17))
 			h->chunked = strcasestr(val, "chunked") != NULL;
@@ -411,13 +424,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 	size_t len = size * n;
 	const char *colon = memchr(p, ':', len);
 
-	if (colon) {
-		size_t klen = (size_t)(colon - p);
-		if (klen == 12 && !strncasecmp(p, "Content-Type", 12))
-			head_value(colon + 1, p + len, r->ctype, sizeof(r->ctype));
-		else if (klen == 7 && !strncasecmp(p, "Upgrade", 7))
-			head_value(colon + 1, p + len, r->upgrade, sizeof(r->upgrade));
-	}
+	if (colon)
+		resp_header(r, p, (size_t)(colon - p), colon + 1, p + len);
 	return len;
 }
 
