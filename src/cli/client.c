@@ -173,7 +173,7 @@ static void head_value(const char *v, const char *eol, char *dst, size_t size)
 
 	while (v < eol && (*v == ' ' || *v == '\t'))
 		v++;
-	while (eol > v && (eol[-1] == ' ' || eol[-1] == '\t' || eol[-1] == '\r'))
+	while (eol > v && (eol[-1] == ' ' || eol[-1] == '\t' || eol[-1] == '\r' || eol[-1] == '\n'))
 		eol--;
 	n = (size_t)(eol - v) < size - 1 ? (size_t)(eol - v) : size - 1;
 	memcpy(dst, v, n);

@@ -298,7 +298,7 @@ static void test_metrics(void **state)
 	assert_int_equal(r.status, 200);
 	assert_non_null(strstr(r.body, "shoal_host_vms{state=\"created\"} 1\n"));
 	assert_non_null(strstr(r.body, "shoal_vm_up{vm=\"a\"} 0\n"));
-	assert_non_null(strstr(r.ctype, "text/plain"));
+	assert_string_equal(r.ctype, "text/plain; version=0.0.4");   /* the whole value, no line end */
 	client_resp_free(&r);
 }
 
