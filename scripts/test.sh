@@ -61,6 +61,20 @@ already_done() {
 	[ -n "${SHOAL_TEST_DONE:-}" ] && [ -r "$SHOAL_TEST_DONE" ] && grep -qxF "$n" "$SHOAL_TEST_DONE"
 }
 
+# claimed_elsewhere SCRIPT: with $SHOAL_TEST_CLAIM (a folder shared by the
+# two lanes of "all", see run_lanes), each script of a tier both lanes run
+# goes to whichever lane asks first: the lane that makes the folder
+# CLAIM/NAME (mkdir is atomic, over the box's 9p too) runs it, and writes
+# its lane's name there; the other lane passes it by.
+claimed_elsewhere() {
+	[ -n "${SHOAL_TEST_CLAIM:-}" ] || return 1
+	local n
+	n=$(basename "$1")
+	mkdir "$SHOAL_TEST_CLAIM/$n" 2>/dev/null || return 0
+	echo "${SHOAL_TEST_LANE:-}" >"$SHOAL_TEST_CLAIM/$n/lane"
+	return 1
+}
+
 # run_cmocka BIN: run one cmocka binary and add its counts.
 run_cmocka() {
 	local bin=$1 out p f s t0=$SECONDS
@@ -88,12 +102,13 @@ run_cmocka() {
 run_script() {
 	local sc=$1 out rc p f s t0=$SECONDS
 	already_done "$sc" && return 0
-	out=$(timeout 1800 bash "$sc" 2>&1); rc=$?
+	claimed_elsewhere "$sc" && return 0
+	out=$(timeout "${SHOAL_TEST_SCRIPT_TIMEOUT:-900}" bash "$sc" 2>&1); rc=$?
 	if [ "${2:-}" = retry ] && { [ "$rc" -ne 0 ] || echo "$out" | grep -q '^FAIL:'; }; then
 		echo "note: $(basename "$sc") failed (status $rc) in the KVM box; its first try's failures and output tail follow, and it runs once more"
 		echo "$out" | grep '^FAIL:' | sed "s|^|  first try: $(basename "$sc"): |"
 		echo "$out" | grep -v '^PASS:' | tail -25 | sed 's|^|  first try: |'
-		out=$(timeout 1800 bash "$sc" 2>&1); rc=$?
+		out=$(timeout "${SHOAL_TEST_SCRIPT_TIMEOUT:-900}" bash "$sc" 2>&1); rc=$?
 	fi
 	echo "$out" | grep -E '^(PASS|FAIL|SKIP):' | sed "s|^|  $(basename "$sc"): |"
 	p=$(echo "$out" | grep -c '^PASS:'); f=$(echo "$out" | grep -c '^FAIL:'); s=$(echo "$out" | grep -c '^SKIP:')
@@ -176,7 +191,7 @@ run_tier() {
 is_kvm_tier() { case $1 in guest|kvm-system|kvm-slow|san-guest) return 0 ;; esac; return 1; }
 
 # Where the KVM tiers go: "here", "box", or "skip: REASON".
-KVM_WHERE=""
+KVM_WHERE=${SHOAL_TEST_KVM_WHERE:-}   # "all" decides once for both its lanes
 kvm_where() {
 	[ -n "$KVM_WHERE" ] && return
 	local why
@@ -198,16 +213,20 @@ box_count() {
 	BOX_P=$((BOX_P + $1)); BOX_F=$((BOX_F + $2)); BOX_S=$((BOX_S + $3))
 }
 
-# box_tier NAME [CPUS ONLY SKIP]: run a KVM tier in one box and add its
-# closing line.  With CPUS, a box of that many vCPUs;
-# ONLY and SKIP narrow the tier's programs (see already_done).
+# box_tier NAME: run a KVM tier in one box and add its closing line.  The
+# box has SHOAL_TEST_BOX_CPUS vCPUs, one by default: a 1-vCPU box keeps one
+# host core busy and runs the tests as fast as a 2-vCPU one (virtio_blk.sh:
+# 131 s and 135 s), so two of them side by side on two cores each take
+# about the time one takes alone (126 s and 138 s for two scripts), where
+# two 2-vCPU boxes took more than twice as long (309 s and 268 s: their
+# software vCPUs spin on each other's locks).  With many VMMs at once a
+# 2-vCPU box kernel also crashed in most runs ("corrupted stack end
+# detected inside scheduler"), a 1-vCPU one never.  See docs/testing.md.
 box_tier() {
-	local log done p f s rc try line name cpus=() what
-	[ -n "${2:-}" ] && cpus=(--cpus "$2")
+	local log done p f s rc try line name c
 	log=$(mktemp /tmp/shoal-box-tier.XXXXXX)
 	done=$(mktemp "$BUILD/box-done.XXXXXX")   # seen from inside the box (its /tmp is its own)
-	what="$1${3:+: $3}${4:+: all but $4}${2:+, a $2-vCPU box}"
-	echo "== tier $what (in the KVM box)"
+	echo "== tier $1 (in the KVM box, at $(elapsed))"
 	# The box has no network: the Linux tests' guest kit is fetched here
 	# first (where that fails too, they skip and say why).
 	case $1 in kvm-system|kvm-slow)
@@ -215,9 +234,10 @@ box_tier() {
 			echo "note: the guest kit could not be built here: $(tail -1 /tmp/shoal-kit.log)" ;;
 	esac
 	for try in 1 2; do
-		scripts/kvm-box.sh -q "${cpus[@]}" --timeout "${SHOAL_TEST_BOX_TIMEOUT:-3000}" -- \
+		scripts/kvm-box.sh -q --cpus "${SHOAL_TEST_BOX_CPUS:-1}" --timeout "${SHOAL_TEST_BOX_TIMEOUT:-3000}" -- \
 			env BUILD="$BUILD" SAN_BUILD="$SAN_BUILD" FUZZ_SECONDS="${FUZZ_SECONDS:-30}" \
-			SHOAL_TEST_DONE="$done" SHOAL_TEST_ONLY="${3:-}" SHOAL_TEST_SKIP="${4:-}" \
+			SHOAL_TEST_DONE="$done" SHOAL_TEST_ONLY="${SHOAL_TEST_ONLY:-}" SHOAL_TEST_SKIP="${SHOAL_TEST_SKIP:-}" \
+			SHOAL_TEST_CLAIM="${SHOAL_TEST_CLAIM:-}" SHOAL_TEST_LANE="${SHOAL_TEST_LANE:-}" \
 			scripts/test.sh tier "$1" 2>&1 | tee "$log"
 		rc=${PIPESTATUS[0]}
 		p=""
@@ -240,6 +260,14 @@ box_tier() {
 		p=""
 		if [ "$try" = 1 ] && [ "$rc" = 125 ] && grep -q 'Kernel panic' "$log"; then
 			echo "note: the KVM box's kernel panicked during tier $1 ($(grep -m1 -o 'Kernel panic - not syncing: .*' "$log")); the programs it had not finished run again in a fresh box"
+			# What this lane had claimed and not finished is free again.
+			if [ -n "${SHOAL_TEST_CLAIM:-}" ]; then
+				for c in "$SHOAL_TEST_CLAIM"/*/lane; do
+					[ -e "$c" ] && [ "$(cat "$c")" = "${SHOAL_TEST_LANE:-}" ] || continue
+					name=$(basename "$(dirname "$c")")
+					grep -qxF "$name" "$done" || rm -rf "$SHOAL_TEST_CLAIM/$name"
+				done
+			fi
 			continue
 		fi
 		break
@@ -249,17 +277,12 @@ box_tier() {
 		echo "FAIL: tier $1 in the KVM box: no closing line (kvm-box.sh status $rc)"
 		p=0; f=1; s=0
 	fi
-	[ "$f" -gt 0 ] && FAILS+=("tier $what (in the KVM box)")
+	[ "$f" -gt 0 ] && FAILS+=("tier $1 (in the KVM box)")
 	box_count "$p" "$f" "$s"
 }
 
-# Scripts that get a box of one vCPU: with many VMMs at once on two vCPUs
-# the box kernel crashed in most runs ("corrupted stack end detected inside
-# scheduler", in a vCPU thread's KVM_RUN: four of five runs on an idle
-# host; the one that passed ran on a host loaded by other work, so we
-# suspect a race between the two vCPU threads of QEMU's software CPU).
-# See docs/testing.md.
-BOX_ONE_CPU="daemon_concurrency.sh"
+# elapsed: the time since this run began, as 12m34s.
+elapsed() { printf '%dm%02ds' $((SECONDS / 60)) $((SECONDS % 60)); }
 
 # tier NAME: run a tier where it belongs, timed.
 tier() {
@@ -267,21 +290,58 @@ tier() {
 	if is_kvm_tier "$1"; then
 		kvm_where
 		case $KVM_WHERE in
-		here) echo "== tier $1"; run_tier "$1" ;;
-		box)
-			if [ "$1" = kvm-system ]; then
-				box_tier "$1" "" "" "$BOX_ONE_CPU"
-				box_tier "$1" 1 "$BOX_ONE_CPU" ""
-			else
-				box_tier "$1"
-			fi ;;
+		here) echo "== tier $1 (at $(elapsed))"; run_tier "$1" ;;
+		box) box_tier "$1" ;;
 		*) echo "SKIP: tier $1: ${KVM_WHERE#skip: }"; SKIPPED=$((SKIPPED + 1)) ;;
 		esac
 	else
-		echo "== tier $1"
+		echo "== tier $1 (at $(elapsed))"
 		run_tier "$1"
 	fi
 	TIMES+=("$1 $((SECONDS - t0))s")
+}
+
+# run_lanes: "all" where the KVM tiers go to the box.  Two lanes run side
+# by side, one per host core (see box_tier: a 1-vCPU box keeps one core
+# busy):
+#   a: guest, kvm-system, kvm-slow, san-guest      (all in boxes)
+#   b: unit, system, slow, kvm-system, fuzz, san-unit
+# Both lanes run kvm-system, the longest tier, and each of its scripts goes
+# to the lane that asks first (claimed_elsewhere), so the two lanes end
+# close together.  Each lane is this script with its tiers named; its lines
+# stream as they come, marked [a] or [b], and its closing lines are added
+# up here.  SHOAL_TEST_LANES=1 runs the tiers one after another instead.
+run_lanes() {
+	local claim la lb pa pb lane log p f s bp bf bs line re
+	claim=$(mktemp -d "$BUILD/claims.XXXXXX")
+	la=$(mktemp /tmp/shoal-lane-a.XXXXXX); lb=$(mktemp /tmp/shoal-lane-b.XXXXXX)
+	echo "note: two lanes side by side from $(elapsed): [a] guest kvm-system kvm-slow san-guest; [b] unit system slow kvm-system fuzz san-unit"
+	export SHOAL_TEST_CLAIM=$claim SHOAL_TEST_KVM_WHERE=box SHOAL_BOX_NOLOCK=1 SAN_BUILD
+	{ SHOAL_TEST_LANE=a "$ROOT/scripts/test.sh" guest kvm-system kvm-slow san-guest 2>&1 | tee "$la" | sed -u 's/^/[a] /'; } &
+	pa=$!
+	{ SHOAL_TEST_LANE=b "$ROOT/scripts/test.sh" unit system slow kvm-system fuzz san-unit 2>&1 | tee "$lb" | sed -u 's/^/[b] /'; } &
+	pb=$!
+	wait "$pa" "$pb"
+	re='^\([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped\( (of which in the KVM box: \([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped)\)\{0,1\}$'
+	for lane in a b; do
+		log=$la; [ $lane = b ] && log=$lb
+		p=""
+		read -r p f s bp bf bs < <(sed -n "s/$re/\\1 \\2 \\3 \\5 \\6 \\7/p" "$log" | tail -1)
+		if [ -z "$p" ]; then
+			echo "FAIL: lane $lane ended without a closing line"
+			FAILED=$((FAILED + 1)); FAILS+=("lane $lane: no closing line")
+			continue
+		fi
+		PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); SKIPPED=$((SKIPPED + s))
+		BOX_P=$((BOX_P + ${bp:-0})); BOX_F=$((BOX_F + ${bf:-0})); BOX_S=$((BOX_S + ${bs:-0}))
+		# The lane's own "failed:" lines follow its "tier times:" line (a
+		# box's inner ones, already counted in the lane's, come before).
+		while IFS= read -r line; do FAILS+=("[$lane] ${line#failed: }"); done < <(sed -n '/^tier times: /,$p' "$log" | grep '^failed: ')
+		line=$(sed -n 's/^tier times: //p' "$log" | tail -1)
+		[ -n "$line" ] && TIMES+=("[$lane] $line")
+	done
+	TIMES+=("both lanes ended at $(elapsed)")
+	rm -rf "$claim" "$la" "$lb"
 }
 
 case $MODE in
@@ -305,7 +365,15 @@ all)
 		echo "FAIL: sanitizer build"; tail -30 /tmp/shoal-san-build.log; FAILED=$((FAILED + 1)); FAILS+=("sanitizer build")
 		SAN_BUILD=/nonexistent
 	fi
-	for t in unit guest system kvm-system slow kvm-slow fuzz san-unit san-guest; do tier "$t"; done ;;
+	echo "note: dependencies and builds took $(elapsed)"
+	kvm_where
+	if [ "$KVM_WHERE" = box ] && [ "${SHOAL_TEST_LANES:-2}" = 2 ]; then
+		scripts/guest-kit.sh -q >/dev/null 2>/tmp/shoal-kit.log ||
+			echo "note: the guest kit could not be built here: $(tail -1 /tmp/shoal-kit.log)"
+		run_lanes
+	else
+		for t in unit guest system kvm-system slow kvm-slow fuzz san-unit san-guest; do tier "$t"; done
+	fi ;;
 *) echo "usage: scripts/test.sh fast|all|TIER...|tier NAME..." >&2; exit 2 ;;
 esac
 

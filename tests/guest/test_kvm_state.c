@@ -13,6 +13,11 @@
  *
  * What legitimately differs between two saves of a paused VM:
  *   kvm-vm CLCK bytes 0-7    the kvmclock (host monotonic time goes on)
+ *              bytes 8-11   KVM's flags: KVM_CLOCK_TSC_STABLE and the others
+ *                           say whether the host's KVM used its master
+ *                           clock at that moment, and a KVM_SET_CLOCK may
+ *                           switch that on (seen in a 1-vCPU KVM box: 0
+ *                           before, 0xe after)
  *   kvm-vm PIT2 count_load_time of each channel (a host ktime, reset by
  *                            KVM_SET_PIT2)
  *   vcpuN  MSRS  IA32_TSC's value (the TSC runs while the vCPU is out);
@@ -151,7 +156,7 @@ static size_t find_rec(const uint8_t *buf, size_t len, const char *section, uint
 static bool moves(const char *section, uint32_t tag, const uint8_t *body, size_t i)
 {
 	if (!strcmp(section, "kvm-vm") && tag == KVM_STATE_TAG('C', 'L', 'C', 'K'))
-		return i < 8;
+		return i < 12;
 	if (!strcmp(section, "kvm-vm") && tag == KVM_STATE_TAG('P', 'I', 'T', '2')) {
 		for (int c = 0; c < 3; c++) {
 			size_t o = offsetof(struct kvm_pit_state2, channels) +
