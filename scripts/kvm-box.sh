@@ -42,8 +42,9 @@
 # is (${SHOAL_CACHE:-$HOME/.cache/shoal}/box/): the package is resolved
 # from linux-image-amd64 (the generic flavour: the cloud one has no 9p), and
 # offline the box uses the kit it has.  A lock serializes builds, and
-# another lock lets one box run at a time (two boxes on a 2-core machine
-# would only slow each other down; SHOAL_BOX_NOLOCK=1 skips it).
+# a queue lets as many boxes run at once as the host's cores hold (one
+# 2-vCPU box on two cores, or two 1-vCPU ones; SHOAL_BOX_NOLOCK=1 skips
+# the queue).
 #
 # Not hardware figures: inside the box every instruction, host and guest
 # alike, runs on the software CPU.  Compare Shoal with QEMU -accel kvm side
@@ -280,10 +281,16 @@ write_run() {
 # queue_wait: wait for this caller's turn, first come first served.  flock
 # alone lets a busy caller take the box again and again while others
 # starve, so each caller takes a numbered ticket and runs when its ticket is
-# the lowest one whose owner is alive; the run lock is then a formality.
+# among the lowest SLOTS whose owners are alive.  SLOTS is how many boxes of
+# this many vCPUs the host's cores hold (SHOAL_BOX_SLOTS sets it): on two
+# cores, two 1-vCPU boxes run side by side as fast as one alone, while two
+# 2-vCPU boxes take more than twice as long each (their software vCPUs
+# spin on each other's locks; see docs/testing.md), so those wait.
 TICKET=""
 queue_wait() {
-	local q=$CACHE/box-queue n first said=0 t
+	local q=$CACHE/box-queue n said=0 t ahead slots
+	slots=${SHOAL_BOX_SLOTS:-$(( $(nproc) / CPUS ))}
+	[ "$slots" -ge 1 ] 2>/dev/null || slots=1
 	mkdir -p "$q"
 	exec 6>"$q.lock"
 	flock 6
@@ -293,19 +300,17 @@ queue_wait() {
 	: >"$TICKET"
 	flock -u 6
 	while :; do
-		first=""
+		ahead=0
 		for t in "$q"/*; do
 			[ -e "$t" ] || continue
+			[ "$t" = "$TICKET" ] && break
 			kill -0 "${t##*.}" 2>/dev/null || { rm -f "$t"; continue; }
-			first=$t
-			break
+			ahead=$((ahead + 1))
 		done
-		[ "$first" = "$TICKET" ] && break
+		[ "$ahead" -lt "$slots" ] && break
 		[ $said = 1 ] || { say "waiting for another box to finish"; said=1; }
 		sleep 1
 	done
-	exec 7>"$CACHE/box-run.lock"
-	flock 7
 }
 
 # box_watch MONITOR: wait for QEMU (QEMU_PID) to end and return its status,

@@ -316,7 +316,7 @@ run_lanes() {
 	claim=$(mktemp -d "$BUILD/claims.XXXXXX")
 	la=$(mktemp /tmp/shoal-lane-a.XXXXXX); lb=$(mktemp /tmp/shoal-lane-b.XXXXXX)
 	echo "note: two lanes side by side from $(elapsed): [a] guest kvm-system kvm-slow san-guest; [b] unit system slow kvm-system fuzz san-unit"
-	export SHOAL_TEST_CLAIM=$claim SHOAL_TEST_KVM_WHERE=box SHOAL_BOX_NOLOCK=1 SAN_BUILD
+	export SHOAL_TEST_CLAIM=$claim SHOAL_TEST_KVM_WHERE=box SAN_BUILD
 	{ SHOAL_TEST_LANE=a "$ROOT/scripts/test.sh" guest kvm-system kvm-slow san-guest 2>&1 | tee "$la" | sed -u 's/^/[a] /'; } &
 	pa=$!
 	{ SHOAL_TEST_LANE=b "$ROOT/scripts/test.sh" unit system slow kvm-system fuzz san-unit 2>&1 | tee "$lb" | sed -u 's/^/[b] /'; } &
