@@ -69,6 +69,10 @@ static const unsigned long ioctl_save[] = {
 	UFFDIO_API, UFFDIO_REGISTER, UFFDIO_UNREGISTER, UFFDIO_WRITEPROTECT, 0
 };
 
+/* The logical block size of a host block device opened O_DIRECT
+ * (bd_dio_align in block/blockdev.c). */
+static const unsigned long ioctl_dio[] = { BLKSSZGET, 0 };
+
 /* The live snapshot threads: lift write protection. */
 static const unsigned long ioctl_uffd[] = { UFFDIO_WRITEPROTECT, 0 };
 
@@ -216,6 +220,19 @@ static const struct seccomp_rule g_kvm_irq_rules[] = {
 };
 GROUP(g_kvm_irq, "kvm_irq");
 
+/* An image opened O_DIRECT: a request off the file's alignment (a qcow2
+ * metadata update of 8 bytes, an odd-sized raw image's tail) is bounced
+ * through aligned blocks, and the bounce asks the file for its alignment
+ * (bd_dio_align): statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN), or
+ * BLKSSZGET on a block device.  Without it a qcow2 image opened with
+ * ,direct died on its first cluster allocation: "thread blk-io made
+ * forbidden syscall statx" (test_seccomp's blk_dio_bounce). */
+static const struct seccomp_rule g_dio_rules[] = {
+	R(statx, "an O_DIRECT image's alignment (STATX_DIOALIGN) for a bounced request"),
+	RI(ioctl_dio, "an O_DIRECT block device's logical block size (BLKSSZGET)"),
+};
+GROUP(g_dio, "dio");
+
 static const struct seccomp_rule g_save_rules[] = {
 	RI(ioctl_save, "KVM state of vCPUs and VM for a snapshot; userfaultfd set-up"),
 };
@@ -254,11 +271,12 @@ GROUP(g_sanitizer, "sanitizer");
 
 const struct seccomp_kind_def seccomp_kinds[SECCOMP_NKINDS] = {
 	[SECCOMP_MAIN] = { "main", { &g_base, &g_fileio, &g_poll, &g_uring, &g_files, &g_unix,
-				    &g_kvm_run, SAN NULL } },
+				    &g_kvm_run, &g_dio, SAN NULL } },
 	[SECCOMP_VCPU] = { "vcpu", { &g_base, &g_fileio, &g_poll, &g_unix, &g_kvm_run, SAN NULL } },
 	[SECCOMP_EVENT] = { "event", { &g_base, &g_fileio, &g_poll, &g_uring, &g_unix, &g_files, &g_threads,
-				      &g_kvm_run, &g_save, SAN NULL } },
-	[SECCOMP_BLK_IO] = { "blk-io", { &g_base, &g_fileio, &g_poll, &g_uring, &g_kvm_irq, SAN NULL } },
+				      &g_kvm_run, &g_save, &g_dio, SAN NULL } },
+	[SECCOMP_BLK_IO] = { "blk-io", { &g_base, &g_fileio, &g_poll, &g_uring, &g_kvm_irq, &g_dio,
+					SAN NULL } },
 	[SECCOMP_SNAP_WRITER] = { "snap-writer", { &g_base, &g_fileio, &g_poll, &g_files, &g_save,
 						  &g_reply, SAN NULL } },
 	[SECCOMP_SNAP_FAULT] = { "snap-fault", { &g_base, &g_fileio, &g_poll, &g_uffd, SAN NULL } },
