@@ -281,8 +281,11 @@ box_tier() {
 	box_count "$p" "$f" "$s"
 }
 
-# elapsed: the time since this run began, as 12m34s.
-elapsed() { printf '%dm%02ds' $((SECONDS / 60)) $((SECONDS % 60)); }
+# elapsed: the time since this run began (the lanes of "all" count from
+# their parent's start, $SHOAL_TEST_T0), as 12m34s.
+SHOAL_TEST_T0=${SHOAL_TEST_T0:-$(date +%s)}
+export SHOAL_TEST_T0
+elapsed() { local t=$(( $(date +%s) - SHOAL_TEST_T0 )); printf '%dm%02ds' $((t / 60)) $((t % 60)); }
 
 # tier NAME: run a tier where it belongs, timed.
 tier() {

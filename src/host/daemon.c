@@ -135,6 +135,8 @@ static void host_defaults(struct host_options *o)
 		o->max_peer_conns = 128;
 	if (!o->stop_timeout_s)
 		o->stop_timeout_s = 10;
+	if (!o->start_timeout_s)
+		o->start_timeout_s = 30;
 	if (!o->token_role)
 		o->token_role = HOST_ROLE_ADMIN;
 }

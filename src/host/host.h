@@ -103,6 +103,7 @@ struct host_options {
 	const char *monitor_exe;    /* re-exec'd as the monitor (shoald), or NULL: fork only */
 	unsigned client_timeout_s;  /* idle/slow client timeout */
 	unsigned stop_timeout_s;    /* default graceful stop timeout */
+	unsigned start_timeout_s;   /* how long a VMM may take to answer at start */
 	unsigned request_timeout_s; /* a request must arrive whole within this */
 	unsigned max_peer_conns;    /* connections one uid (TCP: one address) may hold */
 	const char *listen;         /* --listen ADDR:PORT (TCP+TLS), or NULL */
@@ -229,6 +230,9 @@ int supervisor_start(struct host *h);
 void supervisor_stop(struct host *h);
 /* Fork the monitor and the VMM for `vm` (its dir and config are written). */
 int supervisor_spawn(struct host *h, struct hvm *vm, struct api_err *e);
+/* SHOAL_SECCOMP=off in shoald's environment, which its VMMs inherit: their
+ * seccomp filters are off (docs/security.md), warned at each start. */
+bool supervisor_seccomp_off(void);
 /* Watch `vm`'s monitor (or VMM) pid; takes a reference. */
 int supervisor_watch(struct host *h, struct hvm *vm, pid_t pid);
 /* Called on start: reattach VMs whose VMM still runs, record the others. */

@@ -41,7 +41,6 @@
 #include "host/spec.h"
 #include "host/vmctl.h"
 
-#define START_TIMEOUT_MS 30000
 #define FORCE_WAIT_MS 5000
 
 struct hvm *host_find_locked(struct host *h, const char *name)
@@ -302,7 +301,7 @@ static int hvm_wait_ready(struct host *h, struct hvm *vm, pid_t *pid, bool *paus
 	struct stat st;
 
 	host_vm_path(h, vm->rec.name, "control.sock", sock, sizeof(sock));
-	while (waited < START_TIMEOUT_MS) {
+	while (waited < (int)h->opt.start_timeout_s * 1000) {
 		if (stat(sock, &st) == 0 && vmctl_call(sock, "status", &r, 2000, err, sizeof(err)) == 0) {
 			*pid = (pid_t)json_integer_value(json_object_get(r, "pid"));
 			*paused = !strcmp(json_string_value(json_object_get(r, "state")) ?: "", "paused");
@@ -323,7 +322,8 @@ static int hvm_wait_ready(struct host *h, struct hvm *vm, pid_t *pid, bool *paus
 
 int hvm_do_start(struct host *h, struct hvm *vm, struct api_err *e)
 {
-	char tail[512], detail[160];
+	char tail[512], detail[200];
+	const char *sc = supervisor_seccomp_off() ? ", \"seccomp\": \"off\"" : "";
 	bool paused = false;
 	pid_t pid = 0;
 
@@ -342,13 +342,20 @@ int hvm_do_start(struct host *h, struct hvm *vm, struct api_err *e)
 	}
 	if (hvm_wait_ready(h, vm, &pid, &paused) < 0) {
 		pthread_mutex_lock(&h->lock);
-		if (vm->state == HVM_STARTING && vm->rec.monitor_pid > 0)
+		bool timed_out = vm->state == HVM_STARTING;   /* still starting: no answer */
+
+		if (timed_out && vm->rec.monitor_pid > 0)
 			kill(-vm->rec.monitor_pid, SIGKILL);   /* its whole session */
 		hvm_wait_leave_locked(h, vm, HVM_STARTING, FORCE_WAIT_MS);
 		hvm_log_tail(h, vm, tail, sizeof(tail));
-		api_err_set(e, 500, "start_failed", "vm \"%s\" did not start: %s%s%s", vm->rec.name,
-			    vm->rec.exit_reason ? vm->rec.exit_reason : "no answer from its VMM",
-			    tail[0] ? ": " : "", tail);
+		if (!timed_out && vm->rec.exit_reason)
+			api_err_set(e, 500, "start_failed", "vm \"%s\" did not start: %s%s%s",
+				    vm->rec.name, vm->rec.exit_reason, tail[0] ? ": " : "", tail);
+		else
+			api_err_set(e, 500, "start_failed",
+				    "vm \"%s\" did not start: no answer from its VMM within %u s "
+				    "(shoald --start-timeout)%s%s", vm->rec.name,
+				    h->opt.start_timeout_s, tail[0] ? ": " : "", tail);
 		pthread_mutex_unlock(&h->lock);
 		return -1;
 	}
@@ -358,11 +365,11 @@ int hvm_do_start(struct host *h, struct hvm *vm, struct api_err *e)
 		vm->rec.vmm_pid = pid;
 		vm->rec.started_ms = host_now_ms();
 		if (hvm_restored_now(vm))
-			snprintf(detail, sizeof(detail), "{\"pid\": %d, \"restored_from\": \"%s\"%s}",
+			snprintf(detail, sizeof(detail), "{\"pid\": %d, \"restored_from\": \"%s\"%s%s}",
 				 (int)pid, vm->rec.snapshot,
-				 vm->rec.snapshot_clone ? ", \"clone\": true" : "");
+				 vm->rec.snapshot_clone ? ", \"clone\": true" : "", sc);
 		else
-			snprintf(detail, sizeof(detail), "{\"pid\": %d}", (int)pid);
+			snprintf(detail, sizeof(detail), "{\"pid\": %d%s}", (int)pid, sc);
 		host_persist_locked(h, vm, "started", detail);
 	}
 	pthread_mutex_unlock(&h->lock);

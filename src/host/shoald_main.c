@@ -5,7 +5,7 @@
  *   shoald [--state-dir DIR] [--socket PATH] [--vmm PATH]
  *          [--allow-dir DIR]... [--grant user:NAME=ROLE|group:NAME=ROLE]...
  *          [--client-timeout S] [--request-timeout S] [--max-peer-connections N]
- *          [--stop-timeout S]
+ *          [--stop-timeout S] [--start-timeout S]
  *          [--listen ADDR:PORT --tls-cert PEM --tls-key PEM --token-file FILE
  *           [--token-role ROLE]]
  *   shoald --list-routes
@@ -46,6 +46,7 @@ static void usage(FILE *f)
 		"  --max-peer-connections N  connections one user (TCP: one address) may hold\n"
 		"                       (default 128)\n"
 		"  --stop-timeout S     default graceful stop timeout (default 10)\n"
+		"  --start-timeout S    how long a starting VMM may take to answer (default 30)\n"
 		"  --listen ADDR:PORT   also serve HTTPS on TCP; needs the three below\n"
 		"  --tls-cert FILE      PEM certificate for --listen\n"
 		"  --tls-key FILE       PEM private key for --listen\n"
@@ -127,6 +128,7 @@ static int parse_options(int argc, char **argv, struct host_options *o)
 		{ "vmm", required_argument, NULL, 'm' },
 		{ "client-timeout", required_argument, NULL, 'c' },
 		{ "stop-timeout", required_argument, NULL, 't' },
+		{ "start-timeout", required_argument, NULL, 'S' },
 		{ "listen", required_argument, NULL, 'l' },
 		{ "tls-cert", required_argument, NULL, 'C' },
 		{ "tls-key", required_argument, NULL, 'K' },
@@ -150,6 +152,7 @@ static int parse_options(int argc, char **argv, struct host_options *o)
 		case 'm': o->vmm_path = optarg; break;
 		case 'c': o->client_timeout_s = opt_seconds("--client-timeout", optarg); break;
 		case 't': o->stop_timeout_s = opt_seconds("--stop-timeout", optarg); break;
+		case 'S': o->start_timeout_s = opt_seconds("--start-timeout", optarg); break;
 		case 'l': o->listen = optarg; break;
 		case 'C': o->tls_cert = optarg; break;
 		case 'K': o->tls_key = optarg; break;
