@@ -124,10 +124,19 @@ run_script() {
 # needs_kvm SCRIPT: the script declares "# tier: kvm" in its header.
 needs_kvm() { head -40 "$1" | grep -q '^# tier: kvm'; }
 
+# The longest kvm-system scripts (seconds in a box, 2026-12-05), run
+# first, so that the two lanes that share the tier (run_lanes) end close
+# together rather than one waiting on a long script begun last.
+LONG_FIRST="snapshot.sh daemon_snapshot.sh daemon_badinput.sh daemon_restart.sh daemon_concurrency.sh virtio_blk.sh daemon_openapi.sh"
+
 # scripts_of KIND: the system scripts of a tier, one per line.
 scripts_of() {
 	local t slow kvm
+	if [ "$1" = kvm-system ]; then
+		for t in $LONG_FIRST; do [ -f "tests/system/$t" ] && echo "tests/system/$t"; done
+	fi
 	for t in tests/system/*.sh; do
+		[ "$1" = kvm-system ] && case " $LONG_FIRST " in *" $(basename "$t") "*) continue ;; esac
 		case $(basename "$t") in lib.sh) continue ;; slow_*) slow=1 ;; *) slow=0 ;; esac
 		needs_kvm "$t" && kvm=1 || kvm=0
 		case $1 in
