@@ -45,6 +45,8 @@ LIBS    := -ljansson -luring -lzstd -lz -lxxhash -lseccomp -lpthread
 # ---- host daemon (issue #5): shoald and the library's src/host need these ----
 LIBS    += -lmicrohttpd -lsqlite3 -lcurl
 # ---- end host daemon ----
+# the image store (src/store): SHA-256 through OpenSSL's EVP; libm for the Bloom formula
+LIBS    += -lcrypto -lm
 ALLCFLAGS = $(CPPFLAGS_ALL) $(DEBUGFLAGS) $(WARN) $(CFLAGS) $(SANFLAGS)
 
 # LIB_EXCLUDE: patterns of sources to leave out (work in progress), e.g.

@@ -4,7 +4,7 @@
 set -e
 PKGS="build-essential clang libcmocka-dev libjansson-dev liburing-dev libzstd-dev zlib1g-dev libxxhash-dev
       qemu-system-x86 qemu-utils busybox-static cpio lz4 kmod xz-utils zstd
-      libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev sqlite3 curl jq python3-yaml openssl seabios libseccomp-dev man-db groff-base"
+      libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev sqlite3 curl jq python3-yaml openssl seabios libseccomp-dev man-db groff-base libssl-dev"
 # nodejs and npm run the OpenAPI validators (scripts/api-tools.sh installs
 # them from npm); prometheus brings promtool, which checks shoald's /metrics.
 PKGS="$PKGS nodejs prometheus"

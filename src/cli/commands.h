@@ -18,5 +18,6 @@ int cmd_vm(int argc, char **argv);         /* vm.c: create, list, start, stop ..
 int cmd_console(int argc, char **argv);    /* console.c: attach to a VM's console, or its log */
 int cmd_events(int argc, char **argv);     /* events.c: the host's event log */
 int cmd_metrics(int argc, char **argv);    /* metrics.c: host and VM figures */
+int cmd_store(int argc, char **argv);      /* store.c: the image store (src/store/) */
 
 #endif

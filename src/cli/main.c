@@ -71,6 +71,7 @@ static const struct {
 	{ "console", cmd_console, "attach to a VM's console, or print its log (--show-log)" },
 	{ "events", cmd_events, "the host's event log (--follow to wait for more)" },
 	{ "metrics", cmd_metrics, "host and VM figures: table, JSON or Prometheus text" },
+	{ "store", cmd_store, "the image store: deduplicated images (shoal store help)" },
 	{ "version", cmd_version, "print the version" },
 	{ "help", cmd_help, "this list" },
 };
