@@ -343,6 +343,13 @@ static void spawn_monitor_argv(struct spawn_args *a)
 	a->margv[i] = NULL;
 }
 
+bool supervisor_seccomp_off(void)
+{
+	const char *v = getenv("SHOAL_SECCOMP");
+
+	return v && !strcmp(v, "off");
+}
+
 int supervisor_spawn(struct host *h, struct hvm *vm, struct api_err *e)
 {
 	char store[4][4200];
@@ -356,6 +363,9 @@ int supervisor_spawn(struct host *h, struct hvm *vm, struct api_err *e)
 		return -1;
 	}
 	spawn_monitor_argv(&a);
+	if (supervisor_seccomp_off())   /* the VMM says so in vmm.log too */
+		log_warn("%s: seccomp is OFF for its VMM (SHOAL_SECCOMP=off in shoald's "
+			 "environment): no syscall filter; for debugging only", vm->rec.name);
 	pid = fork();
 	if (pid < 0) {
 		if (a.cgroup_fd >= 0)
