@@ -439,6 +439,9 @@ int cmd_store(int argc, char **argv)
 
 	if (argc < 2)
 		return s_help(0, NULL), EXIT_USAGE;
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+			return s_help(0, NULL);
 	for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++)
 		if (!strcmp(argv[1], sub[i].name))
 			return sub[i].fn(argc - 1, argv + 1);
