@@ -12,6 +12,7 @@
 #include "base/seccomp.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <seccomp.h>
@@ -187,12 +188,35 @@ static int compile(enum seccomp_kind kind, struct error *e)
 	return rc ? -1 : 0;
 }
 
+/* glibc reads /proc/sys/vm/overcommit_memory (openat) the first time a
+ * thread's heap (a malloc arena other than the main one) shrinks, and
+ * keeps the answer (check_may_shrink_heap in malloc-sysdep.h).  A VMM
+ * thread's heap first shrinks under its filter, which has no openat: a
+ * disk's I/O thread died so on exit after a qcow2 O_DIRECT run ("thread
+ * blk-io made forbidden syscall openat (257)").  So a thread of our own
+ * makes its heap shrink once, before any filter: 64 blocks of 64 KiB from
+ * its own arena, freed, go back to the top of its heap, which glibc trims. */
+static void *heap_warm(void *arg)
+{
+	void *p[64];
+
+	for (int i = 0; i < 64; i++)
+		p[i] = malloc(64 << 10);
+	for (int i = 0; i < 64; i++)
+		free(p[i]);
+	return arg;
+}
+
 int seccomp_enable(struct error *e)
 {
+	pthread_t warm;
+
 	struct sigaction sa = { .sa_sigaction = sc_sigsys, .sa_flags = SA_SIGINFO };
 
 	if (enabled)
 		return 0;
+	if (!pthread_create(&warm, NULL, heap_warm, NULL))
+		pthread_join(warm, NULL);
 	for (int nr = 0; nr < SC_NAMES; nr++) {
 		char *s = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
 

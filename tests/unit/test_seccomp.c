@@ -248,6 +248,35 @@ static void test_blk_dio_bounce(void **state)
 	dio_fd = -1;
 }
 
+/* A thread's heap shrinking under its filter: glibc reads
+ * /proc/sys/vm/overcommit_memory the first time, unless seccomp_enable
+ * already made that happen (heap_warm). */
+static void *thread_heap_shrink(void *arg)
+{
+	void *p[64];
+
+	seccomp_thread_enter(SECCOMP_BLK_IO);
+	for (int i = 0; i < 64; i++)
+		p[i] = malloc(64 << 10);
+	for (int i = 0; i < 64; i++)
+		free(p[i]);
+	return arg;
+}
+
+static void blk_heap_shrink(void)
+{
+	pthread_t t;
+
+	must(pthread_create(&t, NULL, thread_heap_shrink, NULL) == 0, "pthread_create");
+	must(pthread_join(t, NULL) == 0, "pthread_join");
+}
+
+static void test_blk_heap_shrink(void **state)
+{
+	(void)state;
+	expect_ok(blk_heap_shrink);
+}
+
 /* ---- event loop: threads yes, processes no ---- */
 
 static void *thread_noop(void *arg)
@@ -379,6 +408,7 @@ int main(void)
 		cmocka_unit_test(test_blk_mmap_exec),
 		cmocka_unit_test(test_blk_mprotect_exec),
 		cmocka_unit_test(test_blk_dio_bounce),
+		cmocka_unit_test(test_blk_heap_shrink),
 		cmocka_unit_test(test_event_fork),
 		cmocka_unit_test(test_event_child_narrows),
 		cmocka_unit_test(test_main_ptrace),
