@@ -5,8 +5,8 @@
 # new bytes; get rebuilds each byte for byte (cmp, qemu-img compare);
 # ls --output json parses; a flipped byte in a segment is one clear error
 # naming the segment and the images on get and verify, and the other image
-# still reads; rm + gc frees chunks and keeps the live ones; writers killed
-# with SIGKILL at random points lose no chunk of a live image; bad input
+# still reads; rm + gc frees chunks and keeps the live ones; add and gc
+# killed with SIGKILL 50 times at random points lose no chunk of a live image; bad input
 # (missing store, unknown name, non-image file, a name twice) is one line
 # each.  Runs on the host: no KVM.
 . "$(dirname "$0")/lib.sh"
@@ -16,13 +16,13 @@ command -v qemu-img >/dev/null && command -v qemu-io >/dev/null ||
 	{ skip "store" "qemu-img/qemu-io not installed"; finish; }
 cd "$TMP" || exit 1
 
-# a.raw: 24 MiB of disk-like data: text-ish blocks, random blocks, zeros.
+# a.raw: 12 MiB of disk-like data: text-ish blocks, random blocks, zeros.
 python3 - <<'EOF'
 import random
 r = random.Random(14)
 words = [bytes(r.choice(b'abcdefghijklmnopqrstuvwxyz') for _ in range(r.randint(2, 9))) for _ in range(3000)]
 out = bytearray()
-while len(out) < 24 << 20:
+while len(out) < 12 << 20:
 	k = r.random()
 	if k < 0.5:
 		out += b' '.join(r.choice(words) for _ in range(800))[:4096].ljust(4096, b'\n')
@@ -30,11 +30,11 @@ while len(out) < 24 << 20:
 		out += r.randbytes(4096)
 	else:
 		out += bytes(4096 * r.randint(1, 8))
-open('a.raw', 'wb').write(out[:24 << 20])
+open('a.raw', 'wb').write(out[:12 << 20])
 # b: a copy with a few edits (a file rewritten, a few bytes here and there)
-b = bytearray(out[:24 << 20])
+b = bytearray(out[:12 << 20])
 b[5 << 20:(5 << 20) + 65536] = r.randbytes(65536)
-for off in (1000, 9 << 20, 17 << 20):
+for off in (1000, 7 << 20, 11 << 20):
 	b[off:off + 12] = b'edited bytes'
 open('b.raw', 'wb').write(b)
 EOF
@@ -70,7 +70,7 @@ echo "figures: b adds $bnew new bytes of $bsize ($bnc of $bchunks chunks); a: $(
 	cmp -s top.raw top.out && pass "a qcow2 chain goes in as the guest sees it" || fail "chain"
 
 "$SHOAL" store ls st --output json >ls.json &&
-	python3 -c "import json; j=json.load(open('ls.json')); assert sorted(i['name'] for i in j)==['a','b','top']; assert all(i['size']==24<<20 for i in j); assert [i['format'] for i in j]==['raw','qcow2','qcow2']" &&
+	python3 -c "import json; j=json.load(open('ls.json')); assert sorted(i['name'] for i in j)==['a','b','top']; assert all(i['size']==12<<20 for i in j); assert [i['format'] for i in j]==['raw','qcow2','qcow2']" &&
 	pass "ls --output json parses, three images" || fail "ls json" "$(cat ls.json)"
 "$SHOAL" store verify st >v.out && pass "verify: $(cat v.out)" || fail "verify" "$(cat v.out)"
 
@@ -97,20 +97,24 @@ rc=0; "$SHOAL" store verify bad >/dev/null 2>err || rc=$?
 "$SHOAL" store get st b b.out && cmp -s b.raw b.out && "$SHOAL" store verify st >/dev/null &&
 	pass "b intact after gc" || fail "b after gc"
 
-# --- SIGKILL at random points of add, rm and gc ---
-ok=1
-for i in $(seq 1 12); do
+# --- SIGKILL at random points of add and gc: 50 kills ---
+ok=1 landed=0
+for i in $(seq 1 25); do
 	"$SHOAL" store add st a.raw --name a >/dev/null 2>&1 &
-	pid=$!; sleep "0.0$((RANDOM % 9))"; kill -KILL $pid 2>/dev/null; wait $pid 2>/dev/null
+	pid=$!; sleep "0.$(printf %02d $((RANDOM % 30)))"
+	kill -KILL $pid 2>/dev/null && landed=$((landed + 1)); wait $pid 2>/dev/null
 	"$SHOAL" store rm st a >/dev/null 2>&1
 	"$SHOAL" store gc st >/dev/null 2>&1 &
-	pid=$!; sleep "0.0$((RANDOM % 5))"; kill -KILL $pid 2>/dev/null; wait $pid 2>/dev/null
-	if ! "$SHOAL" store verify st >/dev/null 2>err || ! "$SHOAL" store get st b b.out 2>>err ||
-	   ! cmp -s b.raw b.out; then
-		ok=0; fail "kill $i" "$(cat err)"; break
+	pid=$!; sleep "0.$(printf %02d $((RANDOM % 30)))"
+	kill -KILL $pid 2>/dev/null && landed=$((landed + 1)); wait $pid 2>/dev/null
+	# get re-hashes every chunk of b
+	if ! "$SHOAL" store get st b b.out 2>err || ! cmp -s b.raw b.out; then
+		ok=0; fail "kill round $i" "$(cat err)"; break
 	fi
 done
-[ $ok = 1 ] && pass "12 rounds of add and gc killed at random points: b intact, verify clean"
+[ $ok = 1 ] && "$SHOAL" store verify st >/dev/null 2>err &&
+	pass "50 SIGKILLs at random points of add and gc ($landed landed mid-run): b read back intact after each, verify clean" ||
+	fail "kills" "$(cat err)"
 
 # --- bad input: one line each ---
 rc=0; "$SHOAL" store ls nostore 2>err || rc=$?
