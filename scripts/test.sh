@@ -26,8 +26,10 @@
 #
 # Where the KVM tiers run.  With a usable /dev/kvm they run here, like the
 # others.  Without one they run inside the KVM box (scripts/kvm-box.sh: real
-# KVM under QEMU's software CPU), one box per tier, and their counts are
-# added to the same closing line, which also says how many ran in the box.
+# KVM under QEMU's software CPU), in 1-vCPU boxes, one per tier (two for
+# kvm-system under "all"), and their counts are added to the same closing
+# line, which also says how many ran in the box.  There "all" runs its
+# tiers in two lanes side by side, one per host core (run_lanes).
 # Only on a machine with neither /dev/kvm nor a working box are they
 # skipped, each with a SKIP line that says why.  SHOAL_TEST_BOX=always
 # sends them to the box even where /dev/kvm exists (to try the box);
