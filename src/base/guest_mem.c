@@ -8,6 +8,7 @@
 #include "base/guest_mem.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +143,7 @@ int guest_mem_map_file_private(struct guest_mem *m, int fd, uint64_t size, struc
 
 void guest_mem_destroy(struct guest_mem *m)
 {
+	free(m->dirty_alloc);
 	if (m->fd == -2 || !m->host) {
 		memset(m, 0, sizeof(*m));
 		m->fd = -1;
@@ -178,6 +180,7 @@ int guest_mem_write(const struct guest_mem *m, uint64_t gpa, const void *src, ui
 	if (!p)
 		return -1;
 	memcpy(p, src, len);
+	guest_mem_dirty_hva(m, p, len);
 	return 0;
 }
 
@@ -189,6 +192,63 @@ int guest_mem_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t 
 		return -1;
 	memcpy(dst, p, len);
 	return 0;
+}
+
+/* ---- host-side dirty tracking ---- */
+
+int guest_mem_dirty_track(struct guest_mem *m, bool on)
+{
+	uint64_t words = (m->size / 4096 + 63) / 64;
+
+	if (!on) {
+		atomic_store(&m->dirty, NULL);
+		return 0;
+	}
+	if (!m->dirty_alloc && !(m->dirty_alloc = calloc(words ? words : 1, 8)))
+		return -1;
+	for (uint64_t i = 0; i < words; i++)
+		__atomic_store_n(&m->dirty_alloc[i], 0, __ATOMIC_RELAXED);
+	atomic_store(&m->dirty, m->dirty_alloc);
+	return 0;
+}
+
+void guest_mem_dirty_hva(const struct guest_mem *m, const void *p, uint64_t len)
+{
+	uint64_t *bits = atomic_load_explicit(&m->dirty, memory_order_acquire);
+	uint64_t off, first, last;
+
+	if (!bits || !len || (const uint8_t *)p < m->host ||
+	    (uint64_t)((const uint8_t *)p - m->host) >= m->size)
+		return;
+	off = (uint64_t)((const uint8_t *)p - m->host);
+	if (len > m->size - off)
+		len = m->size - off;
+	first = off / 4096;
+	last = (off + len - 1) / 4096;
+	for (uint64_t pg = first; pg <= last; pg++)
+		__atomic_fetch_or(&bits[pg / 64], 1ull << (pg % 64), __ATOMIC_RELEASE);
+}
+
+void guest_mem_dirty_gpa(const struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	void *p;
+
+	if (!atomic_load_explicit(&m->dirty, memory_order_relaxed))
+		return;
+	p = guest_mem_ptr(m, gpa, len);
+	if (p)
+		guest_mem_dirty_hva(m, p, len);
+}
+
+void guest_mem_dirty_take(const struct guest_mem *m, uint64_t *out)
+{
+	uint64_t *bits = atomic_load(&m->dirty), words = (m->size / 4096 + 63) / 64;
+
+	if (!bits)
+		return;
+	for (uint64_t i = 0; i < words; i++)
+		if (__atomic_load_n(&bits[i], __ATOMIC_RELAXED))
+			out[i] |= __atomic_exchange_n(&bits[i], 0, __ATOMIC_ACQ_REL);
 }
 
 uint64_t guest_mem_low_end(const struct guest_mem *m)

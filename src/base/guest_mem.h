@@ -36,6 +36,12 @@ struct guest_mem {
 	struct guest_region region[GUEST_MEM_MAX_REGIONS];
 	bool private_map;    /* a copy-on-write mapping of a file (a clone's
 	                      * memory): fd is -1, host is munmap'd */
+	/* Pages written by host threads (device emulation) while migration
+	 * tracks them: one bit per 4 KiB page of the mapping, set after the
+	 * write.  NULL when nothing tracks (the usual case: one atomic load
+	 * per write).  The array, once made, lives until guest_mem_destroy. */
+	uint64_t *_Atomic dirty;
+	uint64_t *dirty_alloc;
 };
 
 /* Create `size` bytes of guest RAM in a memfd (MAP_SHARED, MAP_NORESERVE).
@@ -88,6 +94,19 @@ int guest_mem_write_data(const struct guest_mem *m, int fd, uint64_t off, uint64
  * the file is never written.  The file must be exactly `size` bytes
  * (EXIT_BADSTATE).  No memfd: what needs one (vhost-user) cannot use it. */
 int guest_mem_map_file_private(struct guest_mem *m, int fd, uint64_t size, struct error *e);
+
+/* Host-side dirty tracking, for live migration.  guest_mem_dirty_track
+ * turns it on (a zeroed bitmap; 0, or -1 when out of memory) or off.
+ * guest_mem_dirty_hva marks [p, p+len) of the host mapping, and
+ * guest_mem_dirty_gpa a guest range, as written; both are no-ops while
+ * tracking is off or for memory outside the mapping.  A writer marks
+ * after it wrote, so a page harvested (guest_mem_dirty_take: OR the marks
+ * into `out`, one bit per page, and clear them) before its write is
+ * marked again.  Safe from any thread. */
+int guest_mem_dirty_track(struct guest_mem *m, bool on);
+void guest_mem_dirty_hva(const struct guest_mem *m, const void *p, uint64_t len);
+void guest_mem_dirty_gpa(const struct guest_mem *m, uint64_t gpa, uint64_t len);
+void guest_mem_dirty_take(const struct guest_mem *m, uint64_t *out);
 
 /* End of low RAM (exclusive): min(size, 3 GiB). */
 uint64_t guest_mem_low_end(const struct guest_mem *m);

@@ -24,6 +24,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -357,6 +358,7 @@ static int vq_split_pop_elem(struct virtqueue *vq, struct virtq_elem *elem)
 		 * read a stale avail_event, skip its kick, and wait forever.
 		 */
 		vq_store16(vq->used, USED_RING(vq->size), vq->last_avail, __ATOMIC_RELAXED);
+		guest_mem_dirty_hva(vq->mem, vq_u16(vq->used, USED_RING(vq->size)), 2);
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 		idx = vq_load16(vq->avail, AVAIL_IDX, __ATOMIC_ACQUIRE);
 		pending = (uint16_t)(idx - vq->last_avail);
@@ -382,8 +384,10 @@ static int vq_split_pop_elem(struct virtqueue *vq, struct virtq_elem *elem)
 	if (vq_split_walk(vq, head, elem))
 		return -EIO;
 	vq->last_avail++;
-	if (vq->event_idx && vq->notify_enabled)
+	if (vq->event_idx && vq->notify_enabled) {
 		vq_store16(vq->used, USED_RING(vq->size), vq->last_avail, __ATOMIC_RELEASE);
+		guest_mem_dirty_hva(vq->mem, vq_u16(vq->used, USED_RING(vq->size)), 2);
+	}
 	return 1;
 }
 
@@ -479,6 +483,7 @@ static void vq_packed_set_event(struct virtqueue *vq)
 
 	vq_store16(vq->device_event, EVT_OFF_WRAP, off_wrap, __ATOMIC_RELAXED);
 	vq_store16(vq->device_event, EVT_FLAGS, VIRTQ_EVENT_F_DESC, __ATOMIC_RELEASE);
+	guest_mem_dirty_hva(vq->mem, vq->device_event, 4);
 }
 
 /* Pop from a packed ring. */
@@ -533,6 +538,36 @@ bool virtq_has_avail(struct virtqueue *vq)
 
 /* ---- returning elements ---- */
 
+/* Migration's dirty tracking (base/guest_mem.h): the ring areas the
+ * device writes, marked after each write to them.  A no-op unless a
+ * migration tracks host writes. */
+static void vq_mark_rings(const struct virtqueue *vq)
+{
+	if (!atomic_load_explicit(&vq->mem->dirty, memory_order_relaxed))
+		return;
+	if (!vq->packed) {
+		guest_mem_dirty_hva(vq->mem, vq->used, virtq_split_used_bytes(vq->size));
+		return;
+	}
+	guest_mem_dirty_hva(vq->mem, vq->desc, 16ull * vq->size);
+	guest_mem_dirty_hva(vq->mem, vq->device_event, 4);
+}
+
+/* The device-writable buffers of `elem`, `len` bytes of them written. */
+static void vq_mark_written(const struct virtqueue *vq, const struct virtq_elem *elem,
+			    uint32_t len)
+{
+	if (!atomic_load_explicit(&vq->mem->dirty, memory_order_relaxed))
+		return;
+	for (unsigned int i = 0; i < elem->in_num && len; i++) {
+		const struct iovec *v = &elem->iov[elem->out_num + i];
+		uint32_t n = v->iov_len < len ? (uint32_t)v->iov_len : len;
+
+		guest_mem_dirty_hva(vq->mem, v->iov_base, n);
+		len -= n;
+	}
+}
+
 void virtq_fill(struct virtqueue *vq, const struct virtq_elem *elem, uint32_t len)
 {
 	uint16_t slot, flags;
@@ -541,6 +576,7 @@ void virtq_fill(struct virtqueue *vq, const struct virtq_elem *elem, uint32_t le
 		return;
 	if (len > elem->in_len)
 		len = (uint32_t)elem->in_len;
+	vq_mark_written(vq, elem, len);
 	vq->stats.pushes++;
 	if (!vq->packed) {
 		slot = vq->shadow_used & (vq->size - 1);
@@ -575,6 +611,7 @@ void virtq_flush(struct virtqueue *vq)
 		if (vq->shadow_used != vq->used_idx)
 			vq_store16(vq->used, USED_IDX, vq->shadow_used, __ATOMIC_RELEASE);
 		vq->used_idx = vq->shadow_used;
+		vq_mark_rings(vq);
 		return;
 	}
 	if (vq->batch_open) {
@@ -582,6 +619,7 @@ void virtq_flush(struct virtqueue *vq)
 			   __ATOMIC_RELEASE);
 		vq->batch_open = false;
 	}
+	vq_mark_rings(vq);
 }
 
 void virtq_push(struct virtqueue *vq, const struct virtq_elem *elem, uint32_t len)
@@ -672,6 +710,7 @@ bool virtq_set_notify(struct virtqueue *vq, bool enable)
 		vq_store16(vq->device_event, EVT_FLAGS,
 			   enable ? VIRTQ_EVENT_F_ENABLE : VIRTQ_EVENT_F_DISABLE, __ATOMIC_RELAXED);
 	}
+	vq_mark_rings(vq);
 	if (!enable)
 		return false;
 	/* The driver must see our request before we look at the ring again. */
