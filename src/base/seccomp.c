@@ -25,6 +25,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/exitcode.h"
@@ -217,6 +218,11 @@ int seccomp_enable(struct error *e)
 		return 0;
 	if (!pthread_create(&warm, NULL, heap_warm, NULL))
 		pthread_join(warm, NULL);
+	/* glibc loads the time zone (openat of /etc/localtime) on the first
+	 * gmtime_r of the process: the RTC's, on a vCPU, when a Linux guest
+	 * reads the clock at boot ("thread vcpu made forbidden syscall
+	 * openat" in the slow_linux_*.sh tests).  Load it now. */
+	tzset();
 	for (int nr = 0; nr < SC_NAMES; nr++) {
 		char *s = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
 

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -277,6 +278,24 @@ static void test_blk_heap_shrink(void **state)
 	expect_ok(blk_heap_shrink);
 }
 
+/* The RTC's gmtime_r on a vCPU (a Linux guest reads the clock at boot):
+ * glibc loads the time zone on the first one, unless seccomp_enable did. */
+static void vcpu_gmtime(void)
+{
+	time_t t = time(NULL);
+	struct tm tm;
+
+	seccomp_thread_enter(SECCOMP_VCPU);
+	must(gmtime_r(&t, &tm) != NULL, "gmtime_r");
+	must(timegm(&tm) == t, "timegm");
+}
+
+static void test_vcpu_gmtime(void **state)
+{
+	(void)state;
+	expect_ok(vcpu_gmtime);
+}
+
 /* ---- event loop: threads yes, processes no ---- */
 
 static void *thread_noop(void *arg)
@@ -409,6 +428,7 @@ int main(void)
 		cmocka_unit_test(test_blk_mprotect_exec),
 		cmocka_unit_test(test_blk_dio_bounce),
 		cmocka_unit_test(test_blk_heap_shrink),
+		cmocka_unit_test(test_vcpu_gmtime),
 		cmocka_unit_test(test_event_fork),
 		cmocka_unit_test(test_event_child_narrows),
 		cmocka_unit_test(test_main_ptrace),
