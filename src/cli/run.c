@@ -20,6 +20,7 @@
 #include "base/seccomp.h"
 #include "devices/config_dev.h"
 #include "vmm/control.h"
+#include "state/migrate.h"
 #include "state/snapshot.h"
 #include "vmm/vm.h"
 
@@ -73,6 +74,10 @@ const char run_usage[] =
 "      --mac MAC            with --restore: network card 0's new MAC (again for\n"
 "                           card 1, ...); the snapshot's otherwise\n"
 "      --cid N              with --restore: the vsock device's new CID (3 and up)\n"
+"      --incoming unix:PATH|tcp:HOST:PORT\n"
+"                           wait there for a live migration (`shoal migrate`),\n"
+"                           load it and run the VM it brings; give the source's\n"
+"                           settings (memory, vCPUs, devices) (docs/migration.md)\n"
 "      --seccomp on|off     per-thread syscall filters (default off for now, or\n"
 "                           $SHOAL_SECCOMP); off is for debugging only and says\n"
 "                           so (docs/security.md)\n"
@@ -87,6 +92,8 @@ const char run_usage[] =
 "84 a snapshot that is damaged or that this host cannot restore.\n";
 
 enum { OPT_FIRMWARE = 1024 };
+
+enum { OPT_INCOMING = 1100 };           /* state/migrate.c's destination */
 
 enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_API,
        OPT_DISK, OPT_NET, OPT_RNG, OPT_VSOCK, OPT_VCONSOLE, OPT_RESTORE, OPT_CLONE,
@@ -119,6 +126,7 @@ static const struct option run_options[] = {
 	{ "clone", no_argument, NULL, OPT_CLONE },
 	{ "mac", required_argument, NULL, OPT_MAC },
 	{ "cid", required_argument, NULL, OPT_CID },
+	{ "incoming", required_argument, NULL, OPT_INCOMING },
 	{ "seccomp", required_argument, NULL, OPT_SECCOMP },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
@@ -184,6 +192,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 	case OPT_PRINT: o->print_config = true; return 0;
 	case OPT_API: set_str(&o->api_socket, arg); return 0;
 	case OPT_RESTORE: set_str(&o->restore, arg); return 0;
+	case OPT_INCOMING: set_str(&o->incoming, arg); return 0;
 	case OPT_CLONE: o->clone = true; return 0;
 	case OPT_MAC: {
 		struct vm_net check = { .fd = -1 };
@@ -345,20 +354,29 @@ static int run_vm(const struct vm_config *cfg, const struct run_opts *o)
 		log_error("%s", e.msg);
 		return e.status;
 	}
-	vm = o->restore ? run_restore(cfg, o, &e) : vm_create(cfg, &e);
+	vm = o->restore ? run_restore(cfg, o, &e) :
+		o->incoming ? vm_create_incoming(cfg, &e) : vm_create(cfg, &e);
 	if (!vm) {
 		log_error("%s", e.msg);
 		return e.status;
 	}
+	if (o->incoming && migrate_incoming(vm, o->incoming, &e)) {
+		log_error("%s", e.msg);
+		vm_destroy(vm);
+		return e.status;
+	}
 	snapshot_add_command(vm);
+	migrate_add_command(vm);
 	if (api_socket && control_start(vm, api_socket, &e)) {
 		log_error("%s", e.msg);
+		migrate_wait(vm);
 		snapshot_wait(vm);
 		vm_destroy(vm);
 		return e.status;
 	}
 	status = vm_run(vm);
 	control_stop(vm);
+	migrate_wait(vm);
 	snapshot_wait(vm);
 	run_report_exit(vm, status);
 	vm_destroy(vm);
@@ -398,6 +416,11 @@ int cmd_run(int argc, char **argv)
 		status = EXIT_USAGE;
 		goto out;
 	}
+	if (o.incoming && o.restore) {
+		log_error("run: --incoming takes the VM from a migration; --restore cannot go with it");
+		status = EXIT_USAGE;
+		goto out;
+	}
 	if (o.clone && !o.restore) {
 		log_error("run: --clone goes with --restore DIR");
 		status = EXIT_USAGE;
@@ -421,6 +444,7 @@ out:
 	vm_config_free(&cfg);
 	free(o.api_socket);
 	free(o.restore);
+	free(o.incoming);
 	free(o.disk_overlay_dir);
 	return status;
 }

@@ -361,7 +361,7 @@ fail:
 /* With the VM paused and its devices quiesced: the vCPU, KVM and device
  * state into memory, and the memory itself (written now, or, live, armed
  * to be written while the VM runs). */
-static int job_capture(struct snap_job *j, bool live, struct error *e)
+int snapshot_state_save(struct vm *vm, struct state_writer *w, struct error *e)
 {
 	struct state_writer kvm, devs;
 	size_t mark;
@@ -369,22 +369,34 @@ static int job_capture(struct snap_job *j, bool live, struct error *e)
 
 	state_writer_init(&kvm);
 	state_writer_init(&devs);
-	if (kvm_state_save(j->vm, &kvm, e))
+	if (kvm_state_save(vm, &kvm, e))
 		goto out;
-	if (vm_save_devices(j->vm, &devs) || kvm.error || devs.error) {
+	if (vm_save_devices(vm, &devs) || kvm.error || devs.error) {
 		error_set(e, EXIT_HOST, "cannot save the device state (out of memory?)");
 		goto out;
 	}
-	mark = state_section_begin(&j->state, "kvm", 1);
-	state_put_bytes(&j->state, kvm.data, kvm.len);
-	state_section_end(&j->state, mark);
-	mark = state_section_begin(&j->state, "devices", 1);
-	state_put_bytes(&j->state, devs.data, devs.len);
-	state_section_end(&j->state, mark);
-	if (j->state.error) {
+	mark = state_section_begin(w, "kvm", 1);
+	state_put_bytes(w, kvm.data, kvm.len);
+	state_section_end(w, mark);
+	mark = state_section_begin(w, "devices", 1);
+	state_put_bytes(w, devs.data, devs.len);
+	state_section_end(w, mark);
+	if (w->error)
 		error_set(e, EXIT_HOST, "out of memory");
-		goto out;
-	}
+	else
+		rc = 0;
+out:
+	state_writer_free(&kvm);
+	state_writer_free(&devs);
+	return rc;
+}
+
+static int job_capture(struct snap_job *j, bool live, struct error *e)
+{
+	int rc = -1;
+
+	if (snapshot_state_save(j->vm, &j->state, e))
+		return -1;
 	json_t *cpu = cpu_json(j->vm, e);
 	if (!cpu)
 		goto out;
@@ -396,8 +408,6 @@ static int job_capture(struct snap_job *j, bool live, struct error *e)
 	}
 	rc = guest_mem_save_file(&j->vm->mem, j->memfd, &j->st.memory_data_bytes, &j->hash, e);
 out:
-	state_writer_free(&kvm);
-	state_writer_free(&devs);
 	return rc;
 }
 
@@ -562,9 +572,8 @@ static int check_hash(const char *dir, const char *name, json_t *jfile, uint64_t
 	return 0;
 }
 
-/* Restore the "kvm" and "devices" sections of the state file. */
-static int restore_state(struct vm *vm, const char *dir, const void *buf, size_t len,
-			 struct error *e)
+int snapshot_state_restore(struct vm *vm, const char *what, const void *buf, size_t len,
+			   struct error *e)
 {
 	struct state_reader r, payload;
 	bool have_kvm = false, have_devs = false;
@@ -574,11 +583,11 @@ static int restore_state(struct vm *vm, const char *dir, const void *buf, size_t
 	state_reader_init(&r, buf, len);
 	while (r.pos < r.len) {
 		if (state_section_read(&r, name, &ver, &payload) < 0)
-			return error_set(e, EXIT_BADSTATE, "%s/state: a damaged section at offset %zu",
-					 dir, r.pos);
+			return error_set(e, EXIT_BADSTATE, "%s: a damaged section at offset %zu",
+					 what, r.pos);
 		if (ver != 1)
-			return error_set(e, EXIT_BADSTATE, "%s/state: section \"%s\" has version %u, "
-					 "this Shoal reads 1", dir, name, ver);
+			return error_set(e, EXIT_BADSTATE, "%s: section \"%s\" has version %u, "
+					 "this Shoal reads 1", what, name, ver);
 		if (!strcmp(name, "devices") && !have_devs) {
 			if (vm_restore_devices(vm, payload.data + payload.pos,
 					       payload.len - payload.pos, e)) {
@@ -592,12 +601,12 @@ static int restore_state(struct vm *vm, const char *dir, const void *buf, size_t
 				return -1;
 			have_kvm = true;
 		} else {
-			return error_set(e, EXIT_BADSTATE, "%s/state: unexpected section \"%s\"",
-					 dir, name);
+			return error_set(e, EXIT_BADSTATE, "%s: unexpected section \"%s\"",
+					 what, name);
 		}
 	}
 	if (!have_kvm || !have_devs)
-		return error_set(e, EXIT_BADSTATE, "%s/state: no \"%s\" section", dir,
+		return error_set(e, EXIT_BADSTATE, "%s: no \"%s\" section", what,
 				 have_kvm ? "devices" : "kvm");
 	return 0;
 }
@@ -713,8 +722,9 @@ struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov
 			snprintf(e->msg + strlen(e->msg), sizeof(e->msg) - strlen(e->msg), " (%s)", path);
 		goto out;
 	}
+	snprintf(path, sizeof(path), "%s/state", dir);
 	if (check_cpu(vm, dir, json_object_get(m, "cpu"), e) ||
-	    restore_state(vm, dir, state, state_len, e)) {
+	    snapshot_state_restore(vm, path, state, state_len, e)) {
 		vm_destroy(vm);
 		vm = NULL;
 	}

@@ -64,6 +64,19 @@ struct snapshot_overrides {
 struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov,
 			    struct error *e);
 
+/* The state sections of a paused, quiesced VM (base/state.h framing):
+ * "kvm", every vCPU's and the VM's KVM state (vmm/kvm_state.c), and
+ * "devices", one section per device.  Appended to `w`; 0, or -1 with `e`.
+ * Migration sends the same sections (state/migrate.c). */
+struct state_writer;
+int snapshot_state_save(struct vm *vm, struct state_writer *w, struct error *e);
+
+/* Restore those sections into a VM built for them (vm_create_restored)
+ * and not yet run; `what` names their source in errors ("DIR/state").
+ * Nothing in them is trusted (EXIT_BADSTATE).  0, or -1 with `e`. */
+int snapshot_state_restore(struct vm *vm, const char *what, const void *buf, size_t len,
+			   struct error *e);
+
 /* Add the "snapshot" and "snapshot-status" commands to the VM's control
  * socket: {"cmd": "snapshot", "dir": PATH[, "live": true]}
  * (docs/vmm-control.md).  A live snapshot replies once the VM runs again;

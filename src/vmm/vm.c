@@ -331,6 +331,8 @@ static struct vm *vm_alloc(void)
 	return vm;
 }
 
+#define VM_MEM_INCOMING (-2)   /* vm_build's mem_fd: empty RAM, filled later */
+
 /* Stage 1 for a restore: RAM from the snapshot's memory file instead of
  * the boot loaders (the kernel was loaded when the VM first booted). */
 static int vm_load_memory_file(struct vm *vm, int mem_fd, bool clone, struct error *e)
@@ -339,10 +341,13 @@ static int vm_load_memory_file(struct vm *vm, int mem_fd, bool clone, struct err
 		return guest_mem_map_file_private(&vm->mem, mem_fd, vm->cfg.memory, e);
 	if (guest_mem_create(&vm->mem, vm->cfg.memory, e))
 		return -1;
+	if (mem_fd == VM_MEM_INCOMING)   /* a migration stream fills it */
+		return 0;
 	return guest_mem_load_file(&vm->mem, mem_fd, e);
 }
 
-/* Both ways in: booting (mem_fd < 0) and restoring. */
+/* The ways in: booting (mem_fd -1), restoring (a memory file) and an
+ * incoming migration (VM_MEM_INCOMING: empty RAM). */
 static struct vm *vm_build(const struct vm_config *cfg, int mem_fd, bool clone,
 			   struct error *e)
 {
@@ -354,7 +359,7 @@ static struct vm *vm_build(const struct vm_config *cfg, int mem_fd, bool clone,
 	}
 	vm_config_copy(&vm->cfg, cfg);
 	vm->ncpus = cfg->cpus;
-	vm->restoring = mem_fd >= 0;
+	vm->restoring = mem_fd >= 0 || mem_fd == VM_MEM_INCOMING;
 	if (path_confine((const char *const *)cfg->confine, cfg->nconfine, e))
 		goto fail;              /* before any file the config names is opened */
 	if (vm_check_config(vm, cfg, e) ||
@@ -394,6 +399,11 @@ struct vm *vm_create_restored(const struct vm_config *cfg, int mem_fd, bool clon
 		return NULL;
 	}
 	return vm_build(cfg, mem_fd, clone, e);
+}
+
+struct vm *vm_create_incoming(const struct vm_config *cfg, struct error *e)
+{
+	return vm_build(cfg, VM_MEM_INCOMING, false, e);
 }
 
 int vm_add_command(struct vm *vm, const char *name, vm_command_fn fn, void *opaque)

@@ -117,6 +117,11 @@ struct vm *vm_create(const struct vm_config *cfg, struct error *e);
 struct vm *vm_create_restored(const struct vm_config *cfg, int mem_fd, bool clone,
 				struct error *e);
 
+/* Build a VM of `cfg` as vm_create_restored does, with empty (all zero)
+ * RAM: for an incoming migration (state/migrate.c), which fills RAM and
+ * restores the vCPU, KVM and device state before vm_run. */
+struct vm *vm_create_incoming(const struct vm_config *cfg, struct error *e);
+
 /* Add control command `name` (up to 4); 0, or -1 when the table is full. */
 int vm_add_command(struct vm *vm, const char *name, vm_command_fn fn, void *opaque);
 

@@ -1,0 +1,246 @@
+/*
+ * migrate.c - `shoal migrate --socket SOCK URI`: ask a running VMM,
+ * through its control socket (`shoal run --api-socket SOCK`), to migrate
+ * its VM live to a destination VMM started with `shoal run --incoming
+ * URI` (state/migrate.c does the work inside the VMM; docs/migration.md).
+ *
+ * This command starts the migration, shows its progress on a terminal
+ * (round, bytes sent, dirty pages, expected downtime), and reports how it
+ * ended: the total time and the downtime the source measured (its vCPUs
+ * paused until the destination acknowledged), or the error; with
+ * --cancel it cancels the one in progress.  It trusts the VMM's replies
+ * no further than as JSON it prints.  Exit status: 0 migrated (or
+ * cancelled, with --cancel), 70 the migration failed or was cancelled,
+ * 64 usage, 66 no VMM at SOCK.
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/exitcode.h"
+#include "base/log.h"
+#include "base/size.h"
+#include "cli/commands.h"
+#include "host/vmctl.h"
+
+static const char migrate_usage[] =
+"usage: shoal migrate --socket SOCK unix:PATH|tcp:HOST:PORT [--downtime-ms N]\n"
+"                     [--bandwidth RATE] [--output json]\n"
+"       shoal migrate --socket SOCK --cancel\n"
+"\n"
+"Move the running VM whose VMM serves the control socket SOCK (shoal run\n"
+"--api-socket SOCK) to the VMM waiting at the address (shoal run --incoming\n"
+"ADDR, started with the same memory, vCPUs and devices).  Memory is copied\n"
+"while the VM runs, in rounds, until what is left fits the downtime limit;\n"
+"then the VM pauses, the rest and its vCPU and device state go over, and\n"
+"once the destination acknowledges, the source VMM exits (status 0) and the\n"
+"VM runs there.  Any failure before the acknowledgement leaves the VM\n"
+"running at the source.  A terminal shows the progress; the end prints the\n"
+"total time and the downtime measured.  See docs/migration.md.\n"
+"\n"
+"  -s, --socket SOCK     the source VMM's control socket\n"
+"      --downtime-ms N   the longest pause to aim for (default 300)\n"
+"      --bandwidth RATE  bytes per second at most: 100M, 1G ... (default: no limit)\n"
+"      --cancel          cancel the migration in progress (the VM stays)\n"
+"  -o, --output json     the result as JSON on stdout\n"
+"  -h, --help            this help\n"
+"\n"
+"exit status: 0 migrated (--cancel: cancelled); 70 the migration failed or was\n"
+"cancelled; 64 usage; 66 no VMM at SOCK.\n";
+
+static void progress(json_t *st)
+{
+	long long bytes = json_integer_value(json_object_get(st, "bytes"));
+	long long mem = json_integer_value(json_object_get(st, "memory_bytes"));
+
+	fprintf(stderr, "\r\033[Kround %lld: %lld MiB sent (RAM %lld MiB), %lld pages dirty, "
+		"expected downtime %.0f ms",
+		(long long)json_integer_value(json_object_get(st, "round")), bytes >> 20, mem >> 20,
+		(long long)json_integer_value(json_object_get(st, "dirty_pages")),
+		json_real_value(json_object_get(st, "expected_downtime_ms")));
+}
+
+/* Poll "migrate-status" until it ends; the last status in *out. */
+static int wait_end(struct vmctl *c, json_t **out, char *err, size_t errlen)
+{
+	json_t *req = json_pack("{s:s}", "cmd", "migrate-status"), *st = NULL;
+	bool tty = isatty(2);
+	int rc;
+
+	for (;;) {
+		const char *state;
+
+		json_decref(st);
+		st = NULL;
+		rc = vmctl_request(c, req, &st, 30000, err, errlen);
+		if (rc < 0)
+			break;
+		state = json_string_value(json_object_get(st, "state")) ?: "";
+		if (strcmp(state, "active") && strcmp(state, "completing"))
+			break;
+		if (tty)
+			progress(st);
+		usleep(100 * 1000);
+	}
+	if (tty)
+		fputs("\r\033[K", stderr);
+	json_decref(req);
+	if (rc < 0) {
+		json_decref(st);
+		snprintf(err, errlen, "the VMM went away before it reported how the migration ended");
+		return -1;
+	}
+	*out = st;
+	return 0;
+}
+
+static int cancel(struct vmctl *c, const char *sock)
+{
+	json_t *req = json_pack("{s:s, s:b}", "cmd", "migrate", "cancel", 1), *reply = NULL;
+	char err[512];
+	int rc = vmctl_request(c, req, &reply, 10000, err, sizeof(err));
+
+	json_decref(req);
+	if (rc < 0) {
+		log_error("%s: %s", sock, err);
+		return EXIT_HOST;
+	}
+	if (!json_is_true(json_object_get(reply, "ok"))) {
+		log_error("%s", json_string_value(json_object_get(reply, "error")) ?: "cancel failed");
+		json_decref(reply);
+		return EXIT_HOST;
+	}
+	json_decref(reply);
+	/* wait until the VM runs at the source again */
+	if (wait_end(c, &reply, err, sizeof(err)) < 0) {
+		log_error("%s: %s", sock, err);
+		return EXIT_HOST;
+	}
+	rc = strcmp(json_string_value(json_object_get(reply, "state")) ?: "", "cancelled") ? EXIT_HOST : 0;
+	if (rc)
+		log_error("the migration was not cancelled: it %s", json_string_value(
+				  json_object_get(reply, "state")) ?: "ended");
+	else
+		printf("migration cancelled; the VM runs on at the source\n");
+	json_decref(reply);
+	return rc;
+}
+
+int cmd_migrate(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "downtime-ms", required_argument, NULL, 'd' },
+		{ "bandwidth", required_argument, NULL, 'b' },
+		{ "cancel", no_argument, NULL, 'c' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *sock = NULL, *output = "text", *uri;
+	long downtime = 300;
+	uint64_t bw = 0;
+	bool do_cancel = false;
+	char err[512], *end;
+	json_t *req, *reply = NULL;
+	struct vmctl c;
+	int ch, rc;
+
+	optind = 0;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":s:o:h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 's': sock = optarg; break;
+		case 'o': output = optarg; break;
+		case 'c': do_cancel = true; break;
+		case 'd':
+			downtime = strtol(optarg, &end, 10);
+			if (!*optarg || *end || downtime < 1 || downtime > 3600000) {
+				log_error("--downtime-ms: '%s' is not a number of milliseconds from 1 to "
+					  "3600000", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'b':
+			if (size_parse(optarg, &bw) || bw == 0) {
+				log_error("--bandwidth: '%s' is not a rate in bytes per second (100M, 1G ...)",
+					  optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'h': fputs(migrate_usage, stdout); return 0;
+		default:
+			log_error("migrate: %s %s (shoal migrate --help)", argv[optind - 1],
+				  ch == ':' ? "needs a value" : "is not an option");
+			return EXIT_USAGE;
+		}
+	}
+	if (strcmp(output, "json") && strcmp(output, "text")) {
+		log_error("--output: '%s' is not json or text", output);
+		return EXIT_USAGE;
+	}
+	if (!sock || (do_cancel ? optind != argc : optind != argc - 1)) {
+		log_error("migrate: give --socket SOCK and one address, or --socket SOCK --cancel "
+			  "(shoal migrate --help)");
+		return EXIT_USAGE;
+	}
+	uri = do_cancel ? NULL : argv[optind];
+	if (uri && strncmp(uri, "unix:", 5) && strncmp(uri, "tcp:", 4)) {
+		log_error("migrate: '%s' is not an address (unix:PATH or tcp:HOST:PORT)", uri);
+		return EXIT_USAGE;
+	}
+	if (vmctl_connect(&c, sock, 2000, err, sizeof(err)) < 0) {
+		log_error("%s: %s", sock, err);
+		return EXIT_NOINPUT;
+	}
+	if (do_cancel) {
+		rc = cancel(&c, sock);
+		vmctl_close(&c);
+		return rc;
+	}
+	req = json_pack("{s:s, s:s, s:I, s:I}", "cmd", "migrate", "uri", uri,
+			"downtime_ms", (json_int_t)downtime, "bandwidth", (json_int_t)bw);
+	rc = vmctl_request(&c, req, &reply, 30000, err, sizeof(err));
+	json_decref(req);
+	if (rc >= 0 && json_is_true(json_object_get(reply, "ok"))) {
+		json_decref(reply);
+		reply = NULL;
+		rc = wait_end(&c, &reply, err, sizeof(err));
+	}
+	vmctl_close(&c);
+	if (rc < 0) {
+		log_error("%s: %s", sock, err);
+		return EXIT_HOST;
+	}
+	if (!json_is_true(json_object_get(reply, "ok")) ||
+	    strcmp(json_string_value(json_object_get(reply, "state")) ?: "", "done")) {
+		log_error("%s", json_string_value(json_object_get(reply, "error")) ?: "migration failed");
+		if (!strcmp(output, "json")) {
+			json_dumpf(reply, stdout, JSON_SORT_KEYS);
+			putchar('\n');
+		}
+		json_decref(reply);
+		return EXIT_HOST;
+	}
+	if (!strcmp(output, "json")) {
+		json_object_del(reply, "ok");
+		json_object_del(reply, "expected_downtime_ms");
+		json_dumpf(reply, stdout, JSON_SORT_KEYS);
+		putchar('\n');
+	} else {
+		printf("migrated to %s: downtime %.1f ms, total %.0f ms, %lld rounds, %lld MiB sent "
+		       "(%lld pages, %lld of them zero)\n", uri,
+		       json_real_value(json_object_get(reply, "downtime_ms")),
+		       json_real_value(json_object_get(reply, "total_ms")),
+		       (long long)json_integer_value(json_object_get(reply, "round")) + 1,
+		       (long long)json_integer_value(json_object_get(reply, "bytes")) >> 20,
+		       (long long)json_integer_value(json_object_get(reply, "pages_sent")),
+		       (long long)json_integer_value(json_object_get(reply, "zero_pages")));
+	}
+	json_decref(reply);
+	return 0;
+}

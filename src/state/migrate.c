@@ -1,0 +1,1228 @@
+/*
+ * migrate.c - live migration (pre-copy) of a running VM to another Shoal
+ * process, over a Unix or TCP socket: the stream, the source's loop and
+ * the destination's loader.  Users' page: docs/migration.md.
+ *
+ * The stream.  "SHOALMIG", then sections in base/state.h's framing (magic
+ * 'SDEV', name, version 1, length, payload), each followed by the XXH3-64
+ * of the whole section:
+ *
+ *   hello   u64 memory bytes, u32 vCPUs, u32 page size, u32 n, n bytes of
+ *           the source's settings as JSON (for the record)
+ *   ram     records: u64 page offset in the memfd | kind (1: that many
+ *           zero pages, nothing follows; 2: the pages follow), u32 pages
+ *   round   u32 round, u64 pages dirty at its start (informational)
+ *   state   the snapshot's state sections ("kvm", "devices":
+ *           state/snapshot.c's snapshot_state_save), sent once, paused
+ *   end     empty: the stream is complete
+ *
+ * and back, from the destination: "SHOALACK" once it has everything and
+ * has restored it, or "SHOALNAK", u32 n, n bytes: why it refused.
+ *
+ * Pre-copy (the source, a thread of its own).  Dirty tracking starts
+ * (vmm/dirty.c: KVM's log for the vCPUs, host-side marks for the
+ * devices); round 0 sends all RAM (holes of the memfd and all-zero pages
+ * as zero records); each further round sends the pages dirtied during the
+ * one before, until what is dirty would go over in the downtime limit at
+ * the bandwidth measured (or MIGRATE_MAX_ROUNDS).  Then the vCPUs park,
+ * the event loop is held (no device callback runs), the devices are
+ * quiesced, and the last dirty pages, the state and "end" go over.
+ *
+ * The point of no return is the destination's acknowledgement.  Before it,
+ * any failure (a send or receive error, the destination gone or refusing,
+ * a timeout, a cancel) turns tracking off, lets the devices and vCPUs go
+ * on, and reports the error: the source VM runs on unharmed, its memory
+ * never changed by any of this.  After it the source stops (status 0) and
+ * the VM runs at the destination.  A cancel is honoured until "end" is
+ * sent; from then on only the acknowledgement or a failure decides.
+ *
+ * The destination trusts nothing: every section is checksummed and
+ * bounds-checked, every page range checked against its RAM, the version,
+ * memory size and vCPU count must be its own, and the stream must end
+ * with "state" then "end".  It refuses anything else with one line and
+ * never runs the VM.
+ */
+#include "state/migrate.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "base/eventloop.h"
+#include "base/exitcode.h"
+#include "base/log.h"
+#include "base/seccomp.h"
+#include "state/snapshot.h"
+#include "vmm/config.h"
+#include "vmm/dirty.h"
+#include "vmm/vm.h"
+
+#define PAGE          4096u
+#define SECTION_PAGES 256u            /* data pages per "ram" section: 1 MiB */
+#define IO_TIMEOUT_S  30              /* a peer silent this long has failed */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- addresses and sockets ---- */
+
+int migrate_parse_addr(const char *uri, struct migrate_addr *a, struct error *e)
+{
+	memset(a, 0, sizeof(*a));
+	if (!uri)
+		return error_set(e, EXIT_USAGE, "migration address missing (unix:PATH or tcp:HOST:PORT)");
+	if (!strncmp(uri, "unix:", 5)) {
+		if (!uri[5] || strlen(uri + 5) >= sizeof(a->path))
+			return error_set(e, EXIT_USAGE, "%s: a unix: address needs a path of 1 to %zu "
+					 "bytes", uri, sizeof(a->path) - 1);
+		snprintf(a->path, sizeof(a->path), "%s", uri + 5);
+		return 0;
+	}
+	if (!strncmp(uri, "tcp:", 4)) {
+		const char *colon = strrchr(uri + 4, ':');
+		char *end;
+		long port;
+
+		if (!colon || colon == uri + 4 || (size_t)(colon - (uri + 4)) >= sizeof(a->host))
+			return error_set(e, EXIT_USAGE, "%s: a tcp: address is tcp:HOST:PORT", uri);
+		port = strtol(colon + 1, &end, 10);
+		if (!colon[1] || *end || port < 1 || port > 65535)
+			return error_set(e, EXIT_USAGE, "%s: port '%s' is not a number from 1 to 65535",
+					 uri, colon + 1);
+		a->tcp = true;
+		memcpy(a->host, uri + 4, (size_t)(colon - (uri + 4)));
+		if (a->host[0] == '[' && a->host[strlen(a->host) - 1] == ']') {
+			memmove(a->host, a->host + 1, strlen(a->host));
+			a->host[strlen(a->host) - 1] = 0;
+		}
+		snprintf(a->port, sizeof(a->port), "%ld", port);
+		return 0;
+	}
+	return error_set(e, EXIT_USAGE, "%s: not a migration address (unix:PATH or tcp:HOST:PORT)",
+			 uri);
+}
+
+static void set_timeouts(int fd)
+{
+	struct timeval tv = { .tv_sec = IO_TIMEOUT_S };
+	int one = 1;
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));   /* fails on unix: fine */
+}
+
+static int addr_connect(const struct migrate_addr *a, const char *uri, struct error *e)
+{
+	int fd = -1;
+
+	if (!a->tcp) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", a->path);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+			error_set(e, EXIT_HOST, "%s: cannot connect: %s", uri, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+	} else {
+		struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *r;
+		int rc = getaddrinfo(a->host, a->port, &hints, &res), err = 0;
+
+		if (rc)
+			return error_set(e, EXIT_HOST, "%s: %s", uri, gai_strerror(rc));
+		for (r = res; r; r = r->ai_next) {
+			fd = socket(r->ai_family, r->ai_socktype | SOCK_CLOEXEC, r->ai_protocol);
+			if (fd >= 0 && connect(fd, r->ai_addr, r->ai_addrlen) == 0)
+				break;
+			err = errno;
+			if (fd >= 0)
+				close(fd);
+			fd = -1;
+		}
+		freeaddrinfo(res);
+		if (fd < 0)
+			return error_set(e, EXIT_HOST, "%s: cannot connect: %s", uri, strerror(err));
+	}
+	set_timeouts(fd);
+	return fd;
+}
+
+static int addr_listen(const struct migrate_addr *a, const char *uri, struct error *e)
+{
+	int fd = -1, one = 1;
+
+	if (!a->tcp) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", a->path);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		unlink(a->path);
+		if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0)
+			goto fail;
+		return fd;
+	}
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *res;
+	int rc = getaddrinfo(a->host, a->port, &hints, &res);
+
+	if (rc)
+		return error_set(e, EXIT_USAGE, "%s: %s", uri, gai_strerror(rc));
+	fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 1) < 0) {
+		freeaddrinfo(res);
+		goto fail;
+	}
+	freeaddrinfo(res);
+	return fd;
+fail:
+	error_set(e, EXIT_HOST, "%s: cannot listen: %s", uri, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+static int send_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* 1 when all `len` bytes came, 0 at end of stream before any, -1 with
+ * errno (EPIPE: the stream ended part way). */
+static int recv_all(int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = recv(fd, p + got, len - got, 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0) {
+			if (!got)
+				return 0;
+			errno = EPIPE;
+			return -1;
+		}
+		got += (size_t)n;
+	}
+	return 1;
+}
+
+/* ---- sections ---- */
+
+size_t migrate_section_begin(struct state_writer *w, const char *name)
+{
+	return state_section_begin(w, name, 1);
+}
+
+void migrate_section_end(struct state_writer *w, size_t start, size_t mark)
+{
+	uint64_t h;
+
+	state_section_end(w, mark);
+	if (w->error)
+		return;
+	h = XXH3_64bits(w->data + start, w->len - start);
+	state_put_u64(w, h);
+}
+
+int migrate_read_magic(struct migrate_in *in, struct error *e)
+{
+	char magic[8];
+	int rc = recv_all(in->fd, magic, 8);
+
+	if (rc <= 0)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: the stream ended before its "
+				 "header (%s)", rc ? strerror(errno) : "nothing was sent");
+	in->bytes += 8;
+	if (memcmp(magic, MIGRATE_MAGIC, 8))
+		return error_set(e, EXIT_BADSTATE, "incoming migration: not a Shoal migration stream "
+				 "(bad magic)");
+	return 0;
+}
+
+static int short_read(struct migrate_in *in, int rc, struct error *e)
+{
+	if (rc == 0 || errno == EPIPE)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: the stream ended early, in "
+				 "section %" PRIu64 " at byte %" PRIu64 " (the source went away?)",
+				 in->sections, in->bytes);
+	if (errno == EAGAIN || errno == EWOULDBLOCK)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: nothing from the source for "
+				 "%d s (section %" PRIu64 ")", IO_TIMEOUT_S, in->sections);
+	return error_set(e, EXIT_BADSTATE, "incoming migration: reading the stream: %s",
+			 strerror(errno));
+}
+
+static int in_reserve(struct migrate_in *in, size_t n, struct error *e)
+{
+	uint8_t *b;
+
+	if (n <= in->cap)
+		return 0;
+	b = realloc(in->buf, n);
+	if (!b)
+		return error_set(e, EXIT_HOST, "incoming migration: out of memory");
+	in->buf = b;
+	in->cap = n;
+	return 0;
+}
+
+int migrate_read_section(struct migrate_in *in, char name[64], const uint8_t **payload,
+			 size_t *len, struct error *e)
+{
+	struct state_reader r, pr;
+	uint32_t magic, plen;
+	uint16_t ver;
+	uint8_t nlen;
+	size_t head, total;
+	uint64_t want, got;
+	int rc;
+
+	if (in_reserve(in, 64 + 7, e))
+		return -1;
+	rc = recv_all(in->fd, in->buf, 5);
+	if (rc <= 0)
+		return short_read(in, rc, e);
+	memcpy(&magic, in->buf, 4);
+	nlen = in->buf[4];
+	if (magic != STATE_SECTION_MAGIC || nlen > 63 || nlen == 0)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: the stream is corrupt: no "
+				 "section header at byte %" PRIu64 " (section %" PRIu64 ")",
+				 in->bytes, in->sections);
+	head = 5 + nlen + 2 + 4;
+	rc = recv_all(in->fd, in->buf + 5, head - 5);
+	if (rc <= 0)
+		return short_read(in, rc ? rc : -1, e);
+	memcpy(&plen, in->buf + head - 4, 4);
+	if (plen > STATE_SECTION_MAX)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: the stream is corrupt: "
+				 "section %" PRIu64 " claims %" PRIu32 " bytes (at most %u)",
+				 in->sections, plen, STATE_SECTION_MAX);
+	total = head + plen + 8;
+	if (in_reserve(in, total, e))
+		return -1;
+	rc = recv_all(in->fd, in->buf + head, plen + 8);
+	if (rc <= 0)
+		return short_read(in, rc ? rc : -1, e);
+	state_reader_init(&r, in->buf, total - 8);
+	if (state_section_read(&r, name, &ver, &pr) < 0)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: the stream is corrupt: "
+				 "section %" PRIu64 " at byte %" PRIu64 " is malformed", in->sections,
+				 in->bytes);
+	memcpy(&want, in->buf + total - 8, 8);
+	got = XXH3_64bits(in->buf, total - 8);
+	if (got != want)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: the stream is corrupt: "
+				 "section %" PRIu64 " (\"%s\") at byte %" PRIu64 " fails its checksum",
+				 in->sections, name, in->bytes);
+	if (ver != 1)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: section \"%s\" has version "
+				 "%u, this Shoal reads 1", name, ver);
+	in->bytes += total;
+	in->sections++;
+	*payload = pr.data;
+	*len = pr.len;
+	return 0;
+}
+
+void migrate_in_free(struct migrate_in *in)
+{
+	free(in->buf);
+	in->buf = NULL;
+	in->cap = 0;
+}
+
+int migrate_apply_ram(const struct guest_mem *m, const uint8_t *p, size_t len,
+		      struct error *e)
+{
+	struct state_reader r;
+
+	state_reader_init(&r, p, len);
+	while (r.pos < r.len) {
+		uint64_t word = state_get_u64(&r), off = word & ~(uint64_t)(PAGE - 1);
+		uint32_t kind = (uint32_t)(word & (PAGE - 1)), pages = state_get_u32(&r);
+		uint64_t bytes = (uint64_t)pages * PAGE;
+
+		if (r.error)
+			return error_set(e, EXIT_BADSTATE, "incoming migration: a ram record is cut short");
+		if (!pages || (kind != MIGRATE_RAM_ZERO && kind != MIGRATE_RAM_DATA) ||
+		    off > m->size || bytes > m->size - off)
+			return error_set(e, EXIT_BADSTATE, "incoming migration: a ram record (kind %u, "
+					 "%" PRIu32 " pages at %#" PRIx64 ") is outside the VM's %"
+					 PRIu64 " MiB", kind, pages, off, m->size >> 20);
+		if (kind == MIGRATE_RAM_DATA) {
+			if (bytes > r.len - r.pos)
+				return error_set(e, EXIT_BADSTATE, "incoming migration: a ram record's "
+						 "pages are cut short");
+			memcpy(m->host + off, r.data + r.pos, bytes);
+			r.pos += bytes;
+			continue;
+		}
+		if (m->fd < 0 || fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					   (off_t)off, (off_t)bytes) < 0)
+			memset(m->host + off, 0, bytes);
+	}
+	return 0;
+}
+
+/* ---- the destination ---- */
+
+static void send_nak(int fd, const char *msg)
+{
+	uint32_t n = (uint32_t)strlen(msg);
+
+	if (send_all(fd, "SHOALNAK", 8) || send_all(fd, &n, 4) || send_all(fd, msg, n))
+		return;
+}
+
+static int check_hello(struct vm *vm, const uint8_t *p, size_t len, struct error *e)
+{
+	struct state_reader r;
+	uint64_t mem;
+	uint32_t vcpus, page;
+
+	state_reader_init(&r, p, len);
+	mem = state_get_u64(&r);
+	vcpus = state_get_u32(&r);
+	page = state_get_u32(&r);
+	if (r.error)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: the hello section is cut short");
+	if (page != PAGE)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: the source's pages are %" PRIu32
+				 " bytes, ours %u", page, PAGE);
+	if (mem != vm->mem.size || vcpus != (uint32_t)vm->ncpus)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: the source's VM has %" PRIu64
+				 " MiB and %" PRIu32 " vCPUs, this one %" PRIu64 " MiB and %d (start the "
+				 "destination with the source's settings)", mem >> 20, vcpus,
+				 vm->mem.size >> 20, vm->ncpus);
+	return 0;
+}
+
+/* Read the stream after its magic into `vm`. */
+static int incoming_read(struct vm *vm, struct migrate_in *in, struct error *e)
+{
+	bool hello = false, state = false;
+	uint64_t rounds = 0, ram_sections = 0;
+
+	for (;;) {
+		char name[64];
+		const uint8_t *p;
+		size_t len;
+
+		if (migrate_read_section(in, name, &p, &len, e))
+			return -1;
+		if (!hello && strcmp(name, "hello"))
+			return error_set(e, EXIT_BADSTATE, "incoming migration: the stream begins with "
+					 "section \"%s\", not \"hello\"", name);
+		if (!strcmp(name, "hello")) {
+			if (hello)
+				return error_set(e, EXIT_BADSTATE, "incoming migration: a second hello section");
+			if (check_hello(vm, p, len, e))
+				return -1;
+			hello = true;
+		} else if (!strcmp(name, "ram") && !state) {
+			if (migrate_apply_ram(&vm->mem, p, len, e))
+				return -1;
+			ram_sections++;
+		} else if (!strcmp(name, "round") && !state) {
+			rounds++;
+		} else if (!strcmp(name, "state") && !state) {
+			if (snapshot_state_restore(vm, "incoming migration: the state section", p, len, e)) {
+				e->status = EXIT_BADSTATE;
+				return -1;
+			}
+			state = true;
+		} else if (!strcmp(name, "end") && state) {
+			log_info("incoming migration: %" PRIu64 " bytes in %" PRIu64 " sections (%" PRIu64
+				 " of RAM), %" PRIu64 " rounds", in->bytes, in->sections, ram_sections,
+				 rounds);
+			return 0;
+		} else {
+			return error_set(e, EXIT_BADSTATE, "incoming migration: unexpected section \"%s\" "
+					 "(section %" PRIu64 ")%s", name, in->sections - 1,
+					 !strcmp(name, "end") ? ": the stream ended without the VM's state" : "");
+		}
+	}
+}
+
+int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
+{
+	struct migrate_addr a;
+	struct migrate_in in = { .fd = -1 };
+	int lfd, rc;
+
+	if (migrate_parse_addr(uri, &a, e))
+		return -1;
+	lfd = addr_listen(&a, uri, e);
+	if (lfd < 0)
+		return -1;
+	log_info("incoming migration: waiting on %s", uri);
+	do
+		in.fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	while (in.fd < 0 && errno == EINTR);
+	close(lfd);
+	if (!a.tcp)
+		unlink(a.path);
+	if (in.fd < 0)
+		return error_set(e, EXIT_HOST, "%s: accept: %s", uri, strerror(errno));
+	set_timeouts(in.fd);
+	rc = migrate_read_magic(&in, e);
+	if (!rc)
+		rc = incoming_read(vm, &in, e);
+	if (!rc && send_all(in.fd, "SHOALACK", 8))
+		rc = error_set(e, EXIT_HOST, "incoming migration: the source went away before our "
+			       "acknowledgement (it keeps the VM)");
+	if (rc)
+		send_nak(in.fd, e->msg);
+	close(in.fd);
+	migrate_in_free(&in);
+	return rc;
+}
+
+/* ---- the source ---- */
+
+struct migrate_stats {
+	uint64_t total_ns, downtime_ns, bytes, pages_sent, zero_pages;
+	uint64_t round, dirty_pages, remaining_ns;
+};
+
+/* A VM's migration (one at a time).  Under `lock`: everything but the
+ * thread's own working state; `cancel` is also read without it. */
+struct mig_ctl {
+	struct vm *vm;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_t thread;
+	bool running, joined;
+	const char *state;           /* none, active, completing, done, failed, cancelled */
+	char uri[512], error[1024];
+	uint64_t downtime_ms, bandwidth;
+	atomic_bool cancel;
+	bool past_cancel;            /* "end" sent: a cancel comes too late */
+	int fd;                      /* the connection, -1 */
+	bool reported;               /* "done" was read by a status request */
+	struct migrate_stats st;
+	/* the event loop, held during the stop phase */
+	int hold_fd;
+	bool hold, held;
+};
+
+/* The thread's working state. */
+struct mig_src {
+	struct mig_ctl *c;
+	struct vm *vm;
+	int fd;
+	struct state_writer w;
+	uint64_t *bits, words;
+	uint64_t t0, bytes;
+};
+
+static int src_fail(struct mig_src *s, struct error *e, const char *what, int err)
+{
+	return error_set(e, EXIT_HOST, "migration to %s: %s: %s", s->c->uri, what,
+			 err == EPIPE || err == ECONNRESET ? "the destination closed the connection" :
+			 err == EAGAIN ? "the destination is not reading (timed out)" : strerror(err));
+}
+
+static bool cancelled(struct mig_src *s, struct error *e)
+{
+	if (!atomic_load(&s->c->cancel))
+		return false;
+	error_set(e, EXIT_HOST, "migration to %s: cancelled", s->c->uri);
+	return true;
+}
+
+/* Keep to --bandwidth: sleep until the bytes sent are due. */
+static void throttle(struct mig_src *s)
+{
+	uint64_t bw = s->c->bandwidth, due, el;
+
+	if (!bw)
+		return;
+	due = (uint64_t)((double)s->bytes / (double)bw * 1e9);
+	el = now_ns() - s->t0;
+	if (due > el) {
+		uint64_t d = due - el;
+		struct timespec ts = { .tv_sec = (time_t)(d / 1000000000ULL),
+				       .tv_nsec = (long)(d % 1000000000ULL) };
+
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* Send the section in s->w (begun at 0 with `mark`) and empty it. */
+static int src_flush(struct mig_src *s, size_t mark, struct error *e)
+{
+	int rc;
+
+	migrate_section_end(&s->w, 0, mark);
+	if (s->w.error)
+		return error_set(e, EXIT_HOST, "migration: out of memory");
+	rc = send_all(s->fd, s->w.data, s->w.len);
+	if (rc)
+		return src_fail(s, e, "sending", -rc);
+	s->bytes += s->w.len;
+	pthread_mutex_lock(&s->c->lock);
+	s->c->st.bytes = s->bytes;
+	pthread_mutex_unlock(&s->c->lock);
+	s->w.len = 0;
+	throttle(s);
+	return cancelled(s, e) ? -1 : 0;
+}
+
+static int src_simple(struct mig_src *s, const char *name, const void *p, size_t n,
+		      struct error *e)
+{
+	size_t mark = migrate_section_begin(&s->w, name);
+
+	state_put_bytes(&s->w, p, n);
+	return src_flush(s, mark, e);
+}
+
+/* A "ram" section being filled. */
+struct ram_out {
+	size_t mark;
+	uint32_t data_pages;
+	bool open;
+};
+
+static int ram_record(struct mig_src *s, struct ram_out *o, uint64_t off, uint32_t pages,
+		      int kind, struct error *e)
+{
+	if (o->open && kind == MIGRATE_RAM_DATA && o->data_pages + pages > SECTION_PAGES) {
+		if (src_flush(s, o->mark, e))
+			return -1;
+		o->open = false;
+	}
+	if (!o->open) {
+		o->mark = migrate_section_begin(&s->w, "ram");
+		o->data_pages = 0;
+		o->open = true;
+	}
+	state_put_u64(&s->w, off | (uint64_t)kind);
+	state_put_u32(&s->w, pages);
+	if (kind == MIGRATE_RAM_DATA) {
+		state_put_bytes(&s->w, s->vm->mem.host + off, (size_t)pages * PAGE);
+		o->data_pages += pages;
+	}
+	return 0;
+}
+
+static int ram_close(struct mig_src *s, struct ram_out *o, struct error *e)
+{
+	if (!o->open)
+		return 0;
+	o->open = false;
+	return src_flush(s, o->mark, e);
+}
+
+/* Pages [first, first+n) of the memfd: runs of all-zero and data pages. */
+static int send_pages(struct mig_src *s, struct ram_out *o, uint64_t first, uint64_t n,
+		      struct error *e)
+{
+	uint64_t p = first, end = first + n, zeros = 0, sent = 0;
+
+	while (p < end) {
+		bool zero = guest_mem_page_zero(s->vm->mem.host + p * PAGE);
+		uint64_t q = p + 1;
+
+		while (q < end && q - p < SECTION_PAGES &&
+		       guest_mem_page_zero(s->vm->mem.host + q * PAGE) == zero)
+			q++;
+		if (ram_record(s, o, p * PAGE, (uint32_t)(q - p),
+			       zero ? MIGRATE_RAM_ZERO : MIGRATE_RAM_DATA, e))
+			return -1;
+		if (zero)
+			zeros += q - p;
+		sent += q - p;
+		p = q;
+	}
+	pthread_mutex_lock(&s->c->lock);
+	s->c->st.pages_sent += sent;
+	s->c->st.zero_pages += zeros;
+	pthread_mutex_unlock(&s->c->lock);
+	return 0;
+}
+
+/* Round 0: all of RAM; the memfd's holes as zero records, unread. */
+static int send_all_ram(struct mig_src *s, struct error *e)
+{
+	struct ram_out o = { 0 };
+	uint64_t size = s->vm->mem.size, off = 0;
+	int fd = s->vm->mem.fd;
+
+	while (off < size) {
+		off_t data = fd >= 0 ? lseek(fd, (off_t)off, SEEK_DATA) : (off_t)off;
+		off_t hole;
+
+		if (data < 0 || (uint64_t)data > size)
+			data = (off_t)size;           /* ENXIO: holes to the end */
+		data &= ~(off_t)(PAGE - 1);
+		if ((uint64_t)data > off) {
+			uint64_t pages = ((uint64_t)data - off) / PAGE;
+
+			pthread_mutex_lock(&s->c->lock);
+			s->c->st.zero_pages += pages;
+			s->c->st.pages_sent += pages;
+			pthread_mutex_unlock(&s->c->lock);
+			while (pages) {
+				uint32_t n = pages > (1u << 30) ? 1u << 30 : (uint32_t)pages;
+
+				if (ram_record(s, &o, off, n, MIGRATE_RAM_ZERO, e))
+					return -1;
+				off += (uint64_t)n * PAGE;
+				pages -= n;
+			}
+			continue;
+		}
+		hole = fd >= 0 ? lseek(fd, (off_t)off, SEEK_HOLE) : (off_t)size;
+		if (hole < 0 || (uint64_t)hole > size)
+			hole = (off_t)size;
+		hole = (hole + PAGE - 1) & ~(off_t)(PAGE - 1);
+		if ((uint64_t)hole <= off)
+			hole = (off_t)(off + PAGE);
+		if (send_pages(s, &o, off / PAGE, ((uint64_t)hole - off) / PAGE, e))
+			return -1;
+		off = (uint64_t)hole;
+	}
+	return ram_close(s, &o, e);
+}
+
+static uint64_t count_bits(const uint64_t *bits, uint64_t words)
+{
+	uint64_t n = 0;
+
+	for (uint64_t i = 0; i < words; i++)
+		n += (uint64_t)__builtin_popcountll(bits[i]);
+	return n;
+}
+
+/* The pages set in s->bits, which it clears. */
+static int send_dirty(struct mig_src *s, struct error *e)
+{
+	struct ram_out o = { 0 };
+	uint64_t pages = s->vm->mem.size / PAGE;
+
+	for (uint64_t p = 0; p < pages; ) {
+		uint64_t q;
+
+		if (!s->bits[p / 64]) {
+			p = (p / 64 + 1) * 64;
+			continue;
+		}
+		if (!(s->bits[p / 64] >> (p % 64) & 1)) {
+			p++;
+			continue;
+		}
+		for (q = p + 1; q < pages && q - p < SECTION_PAGES && (s->bits[q / 64] >> (q % 64) & 1);
+		     q++)
+			;
+		if (send_pages(s, &o, p, q - p, e))
+			return -1;
+		p = q;
+	}
+	memset(s->bits, 0, s->words * 8);
+	return ram_close(s, &o, e);
+}
+
+static void ctl_set(struct mig_ctl *c, const char *state)
+{
+	pthread_mutex_lock(&c->lock);
+	c->state = state;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Hold the event loop thread in a callback of ours (it feeds the
+ * devices), or let it go.  Gives up when the VM stops. */
+static int hold_loop(struct mig_ctl *c, bool on)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&c->lock);
+	c->hold = on;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	if (!on)
+		return 0;
+	if (write(c->hold_fd, &one, sizeof(one)) < 0)
+		return -1;
+	pthread_mutex_lock(&c->lock);
+	while (!c->held && !atomic_load(&c->vm->stopping)) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 50 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return c->held ? 0 : -1;
+}
+
+static int on_hold(int fd, uint32_t events, void *opaque)
+{
+	struct mig_ctl *c = opaque;
+	uint64_t v;
+
+	(void)events;
+	if (read(fd, &v, sizeof(v)) < 0)
+		return 0;
+	pthread_mutex_lock(&c->lock);
+	if (c->hold) {
+		c->held = true;
+		pthread_cond_broadcast(&c->cond);
+		while (c->hold)
+			pthread_cond_wait(&c->cond, &c->lock);
+		c->held = false;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+/* The destination's answer after "end": 0 (ACK) or -1 with its reason. */
+static int read_answer(struct mig_src *s, struct error *e)
+{
+	char word[8];
+	uint32_t n;
+	char msg[900];
+	int rc = recv_all(s->fd, word, 8);
+
+	if (rc <= 0)
+		return src_fail(s, e, "waiting for the acknowledgement", rc ? errno : EPIPE);
+	if (!memcmp(word, "SHOALACK", 8))
+		return 0;
+	if (memcmp(word, "SHOALNAK", 8) || recv_all(s->fd, &n, 4) <= 0)
+		return error_set(e, EXIT_HOST, "migration to %s: the destination answered nonsense",
+				 s->c->uri);
+	if (n >= sizeof(msg))
+		n = sizeof(msg) - 1;
+	if (recv_all(s->fd, msg, n) <= 0)
+		n = 0;
+	msg[n] = 0;
+	return error_set(e, EXIT_HOST, "migration to %s: the destination refused the stream: %s",
+			 s->c->uri, n ? msg : "(no reason given)");
+}
+
+/* After a send failed: the destination may have said why (a NAK). */
+static void better_reason(struct mig_src *s, struct error *e)
+{
+	struct pollfd p = { .fd = s->fd, .events = POLLIN };
+	struct error e2 = { 0 };
+
+	if (poll(&p, 1, 200) == 1 && read_answer(s, &e2) && strstr(e2.msg, "refused"))
+		*e = e2;
+}
+
+static int hello(struct mig_src *s, struct error *e)
+{
+	char *cfg = vm_config_to_json_text(&s->vm->cfg);
+	size_t mark = migrate_section_begin(&s->w, "hello");
+	uint32_t n = cfg ? (uint32_t)strlen(cfg) : 0;
+
+	state_put_u64(&s->w, s->vm->mem.size);
+	state_put_u32(&s->w, (uint32_t)s->vm->ncpus);
+	state_put_u32(&s->w, PAGE);
+	state_put_u32(&s->w, n);
+	state_put_bytes(&s->w, cfg ? cfg : "", n);
+	free(cfg);
+	return src_flush(s, mark, e);
+}
+
+static int send_round(struct mig_src *s, uint32_t round, uint64_t dirty, struct error *e)
+{
+	size_t mark = migrate_section_begin(&s->w, "round");
+
+	state_put_u32(&s->w, round);
+	state_put_u64(&s->w, dirty);
+	return src_flush(s, mark, e);
+}
+
+/* The stop phase, with the VM paused and quiet: the last pages, the state,
+ * "end", and the answer.  0 means the destination has the VM. */
+static int stop_phase(struct mig_src *s, struct error *e)
+{
+	struct state_writer st;
+	int rc;
+
+	if (vm_dirty_sync(s->vm, s->bits, e))
+		return -1;
+	if (send_round(s, (uint32_t)s->c->st.round + 1, count_bits(s->bits, s->words), e) ||
+	    send_dirty(s, e))
+		return -1;
+	state_writer_init(&st);
+	rc = snapshot_state_save(s->vm, &st, e);
+	if (!rc)
+		rc = src_simple(s, "state", st.data, st.len, e);
+	state_writer_free(&st);
+	if (rc)
+		return -1;
+	pthread_mutex_lock(&s->c->lock);
+	if (atomic_load(&s->c->cancel)) {
+		pthread_mutex_unlock(&s->c->lock);
+		return error_set(e, EXIT_HOST, "migration to %s: cancelled", s->c->uri);
+	}
+	s->c->past_cancel = true;    /* from here the answer decides */
+	s->c->st.round++;            /* the stop phase is the last round */
+	pthread_mutex_unlock(&s->c->lock);
+	if (src_simple(s, "end", NULL, 0, e) && !strstr(e->msg, "cancelled"))
+		return -1;
+	return read_answer(s, e);
+}
+
+static int precopy(struct mig_src *s, struct error *e)
+{
+	struct mig_ctl *c = s->c;
+	uint64_t limit_ns = c->downtime_ms * 1000000ULL;
+
+	if (send_all(s->fd, MIGRATE_MAGIC, 8))
+		return src_fail(s, e, "sending", errno);
+	s->bytes = 8;
+	if (hello(s, e) || vm_dirty_start(s->vm, e))
+		return -1;
+	for (uint32_t round = 0;; round++) {
+		uint64_t t = now_ns(), b = s->bytes, dirty, rate, remaining;
+
+		pthread_mutex_lock(&c->lock);
+		c->st.round = round;
+		pthread_mutex_unlock(&c->lock);
+		if (round == 0) {
+			if (send_round(s, 0, s->vm->mem.size / PAGE, e) || send_all_ram(s, e))
+				return -1;
+		} else {
+			if (send_round(s, round, count_bits(s->bits, s->words), e) || send_dirty(s, e))
+				return -1;
+		}
+		/* bytes per second of this round, at least 1 MB/s for the estimate */
+		rate = (uint64_t)((double)(s->bytes - b) * 1e9 / (double)(now_ns() - t + 1));
+		if (rate < 1000000)
+			rate = 1000000;
+		if (c->bandwidth && rate > c->bandwidth)
+			rate = c->bandwidth;
+		if (vm_dirty_sync(s->vm, s->bits, e))
+			return -1;
+		dirty = count_bits(s->bits, s->words);
+		remaining = (uint64_t)((double)dirty * (PAGE + 12) * 1e9 / (double)rate);
+		pthread_mutex_lock(&c->lock);
+		c->st.dirty_pages = dirty;
+		c->st.remaining_ns = remaining;
+		pthread_mutex_unlock(&c->lock);
+		if (remaining <= limit_ns || round + 1 >= MIGRATE_MAX_ROUNDS)
+			break;
+	}
+	return 0;
+}
+
+static void *migrate_thread(void *arg)
+{
+	struct mig_ctl *c = arg;
+	struct vm *vm = c->vm;
+	struct mig_src s = { .c = c, .vm = vm, .fd = -1 };
+	struct migrate_addr a;
+	struct error e = { 0 };
+	bool paused = false, quiesced = false, tracking = false, done = false;
+	uint64_t tp = 0;
+	int rc;
+
+	s.t0 = now_ns();
+	s.words = vm_dirty_words(vm);
+	state_writer_init(&s.w);
+	s.bits = calloc(s.words ? s.words : 1, 8);
+	rc = s.bits ? 0 : error_set(&e, EXIT_HOST, "migration: out of memory");
+	if (!rc && !migrate_parse_addr(c->uri, &a, &e) && (s.fd = addr_connect(&a, c->uri, &e)) >= 0) {
+		pthread_mutex_lock(&c->lock);
+		c->fd = s.fd;
+		pthread_mutex_unlock(&c->lock);
+		rc = cancelled(&s, &e) ? -1 : precopy(&s, &e);
+		tracking = true;
+		if (!rc) {
+			ctl_set(c, "completing");
+			tp = now_ns();
+			vm_pause(vm);
+			paused = true;
+			if (hold_loop(c, true))
+				rc = error_set(&e, EXIT_HOST, "migration: the VM is stopping");
+			else {
+				vm_quiesce_devices(vm, true);
+				quiesced = true;
+				rc = stop_phase(&s, &e);
+			}
+			done = rc == 0;
+			tp = now_ns() - tp;       /* the downtime: paused until the answer */
+		}
+		if (rc && atomic_load(&c->cancel))
+			error_set(&e, EXIT_HOST, "migration to %s: cancelled", c->uri);
+		else if (rc && !strstr(e.msg, "refused"))
+			better_reason(&s, &e);
+	} else {
+		rc = -1;
+	}
+	if (!done) {             /* before the point of no return: the VM goes on */
+		if (tracking)
+			vm_dirty_stop(vm);
+		if (paused) {
+			if (quiesced)
+				vm_quiesce_devices(vm, false);
+			hold_loop(c, false);
+			vm_resume(vm);
+		}
+	} else {
+		hold_loop(c, false);
+	}
+	pthread_mutex_lock(&c->lock);
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	c->st.total_ns = now_ns() - s.t0;
+	if (done)
+		c->st.downtime_ns = tp;
+	c->st.bytes = s.bytes;
+	if (!done)
+		snprintf(c->error, sizeof(c->error), "%s", e.msg);
+	c->state = done ? "done" : atomic_load(&c->cancel) ? "cancelled" : "failed";
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	free(s.bits);
+	state_writer_free(&s.w);
+	if (!done) {
+		log_warn("%s; the VM goes on here", e.msg);
+		return NULL;
+	}
+	fprintf(stderr, "shoal: the VM migrated to %s (%.1f ms down, %.0f ms in all, %" PRIu64
+		" MiB sent)\n", c->uri, c->st.downtime_ns / 1e6, c->st.total_ns / 1e6,
+		c->st.bytes >> 20);
+	/* Give `shoal migrate` a moment to read how it ended, then stop. */
+	pthread_mutex_lock(&c->lock);
+	for (int i = 0; i < 100 && !c->reported && !atomic_load(&vm->stopping); i++) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 50 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+	}
+	pthread_mutex_unlock(&c->lock);
+	vm_stop(vm, 0, "the VM migrated to %s", c->uri);
+	return NULL;
+}
+
+/* ---- the control commands ---- */
+
+static json_t *fail_json(const char *msg)
+{
+	return json_pack("{s:b, s:s}", "ok", 0, "error", msg);
+}
+
+/* {"cmd": "migrate", "uri": URI[, "downtime_ms": N][, "bandwidth": BYTES_S]}
+ * or {"cmd": "migrate", "cancel": true}. */
+static json_t *migrate_cmd(struct vm *vm, json_t *req, void *opaque)
+{
+	struct mig_ctl *c = opaque;
+	const char *uri = json_string_value(json_object_get(req, "uri"));
+	json_t *dt = json_object_get(req, "downtime_ms"), *bw = json_object_get(req, "bandwidth");
+	struct migrate_addr a;
+	struct error e = { 0 };
+	bool busy;
+
+	pthread_mutex_lock(&c->lock);
+	busy = c->running && (!strcmp(c->state, "active") || !strcmp(c->state, "completing"));
+	if (json_is_true(json_object_get(req, "cancel"))) {
+		json_t *r;
+
+		if (!busy)
+			r = fail_json("migrate: no migration in progress");
+		else if (c->past_cancel)
+			r = fail_json("migrate: too late to cancel: the destination has the whole "
+				      "stream and its answer decides");
+		else {
+			atomic_store(&c->cancel, true);
+			if (c->fd >= 0)
+				shutdown(c->fd, SHUT_RDWR);
+			r = json_pack("{s:b, s:s}", "ok", 1, "state", "cancelling");
+		}
+		pthread_mutex_unlock(&c->lock);
+		return r;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (busy)
+		return fail_json("migrate: a migration of this VM is in progress");
+	if (migrate_parse_addr(uri, &a, &e))
+		return fail_json(e.msg);
+	if ((dt && (!json_is_integer(dt) || json_integer_value(dt) < 1 ||
+		    json_integer_value(dt) > 3600000)) ||
+	    (bw && (!json_is_integer(bw) || json_integer_value(bw) < 0)))
+		return fail_json("migrate: \"downtime_ms\" is 1 to 3600000 and \"bandwidth\" bytes/s "
+				 "is 0 or more");
+	if (vm_is_paused(vm))
+		return fail_json("migrate: the VM is paused");
+	if (seccomp_enabled())    /* the sender's thread has no filter of its own yet */
+		return fail_json("migrate: not available with seccomp on yet (shoal run --seccomp "
+				 "off; docs/migration.md)");
+	if (c->running && !c->joined) {
+		pthread_join(c->thread, NULL);
+		c->joined = true;
+	}
+	if (c->hold_fd < 0) {
+		c->hold_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (c->hold_fd < 0 || eventloop_add(vm->loop, c->hold_fd, EPOLLIN, on_hold, c) < 0) {
+			if (c->hold_fd >= 0)
+				close(c->hold_fd);
+			c->hold_fd = -1;
+			return fail_json("migrate: cannot set up the event loop's hold");
+		}
+	}
+	pthread_mutex_lock(&c->lock);
+	snprintf(c->uri, sizeof(c->uri), "%s", uri);
+	c->downtime_ms = dt ? (uint64_t)json_integer_value(dt) : MIGRATE_DOWNTIME_MS_DEFAULT;
+	c->bandwidth = bw ? (uint64_t)json_integer_value(bw) : 0;
+	memset(&c->st, 0, sizeof(c->st));
+	c->error[0] = 0;
+	c->reported = false;
+	c->past_cancel = false;
+	atomic_store(&c->cancel, false);
+	c->state = "active";
+	c->running = true;
+	c->joined = false;
+	if (pthread_create(&c->thread, NULL, migrate_thread, c)) {
+		c->running = false;
+		c->state = "failed";
+		snprintf(c->error, sizeof(c->error), "migrate: cannot start its thread");
+		pthread_mutex_unlock(&c->lock);
+		return fail_json(c->error);
+	}
+	pthread_mutex_unlock(&c->lock);
+	log_info("migration to %s: started", uri);
+	return json_pack("{s:b, s:s, s:s}", "ok", 1, "state", "active", "uri", uri);
+}
+
+static json_t *migrate_status_cmd(struct vm *vm, json_t *req, void *opaque)
+{
+	struct mig_ctl *c = opaque;
+	json_t *o;
+
+	(void)req;
+	pthread_mutex_lock(&c->lock);
+	o = json_pack("{s:b, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:I}",
+		      "ok", 1, "state", c->state, "uri", c->uri,
+		      "round", (json_int_t)c->st.round, "bytes", (json_int_t)c->st.bytes,
+		      "pages_sent", (json_int_t)c->st.pages_sent,
+		      "zero_pages", (json_int_t)c->st.zero_pages,
+		      "dirty_pages", (json_int_t)c->st.dirty_pages,
+		      "expected_downtime_ms", c->st.remaining_ns / 1e6,
+		      "total_ms", c->st.total_ns / 1e6, "downtime_ms", c->st.downtime_ns / 1e6,
+		      "memory_bytes", (json_int_t)vm->mem.size);
+	if (c->error[0])
+		json_object_set_new(o, "error", json_string(c->error));
+	if (!strcmp(c->state, "done")) {
+		c->reported = true;
+		pthread_cond_broadcast(&c->cond);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return o;
+}
+
+static struct mig_ctl *mig_ctl_of(struct vm *vm)
+{
+	for (int i = 0; i < vm->ncommands; i++)
+		if (vm->commands[i].fn == migrate_status_cmd)
+			return vm->commands[i].opaque;
+	return NULL;
+}
+
+void migrate_add_command(struct vm *vm)
+{
+	struct mig_ctl *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return;
+	c->vm = vm;
+	c->fd = c->hold_fd = -1;
+	c->state = "none";
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
+	if (vm_add_command(vm, "migrate", migrate_cmd, c) ||
+	    vm_add_command(vm, "migrate-status", migrate_status_cmd, c)) {
+		log_warn("migrate: the control socket has no room for its commands");
+		if (!mig_ctl_of(vm)) {
+			if (vm->ncommands && vm->commands[vm->ncommands - 1].fn == migrate_cmd)
+				vm->ncommands--;
+			pthread_mutex_destroy(&c->lock);
+			pthread_cond_destroy(&c->cond);
+			free(c);
+		}
+	}
+}
+
+void migrate_wait(struct vm *vm)
+{
+	struct mig_ctl *c = mig_ctl_of(vm);
+
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->lock);
+	if (c->running && !c->joined && !c->past_cancel) {
+		atomic_store(&c->cancel, true);
+		if (c->fd >= 0)
+			shutdown(c->fd, SHUT_RDWR);
+	}
+	c->hold = false;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	if (c->running && !c->joined) {
+		pthread_join(c->thread, NULL);
+		c->joined = true;
+	}
+	if (c->hold_fd >= 0)
+		close(c->hold_fd);
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->cond);
+	free(c);
+}
