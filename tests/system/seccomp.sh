@@ -6,7 +6,8 @@
 # kills the VMM by SIGSYS with the thread kind and syscall named, for each
 # thread kind; --seccomp=off (or SHOAL_SECCOMP=off) warns and filters
 # nothing; shoald records a SIGSYS death with the syscall, and `shoal vm
-# show` prints it.
+# show` prints it; a shoald with SHOAL_SECCOMP=off runs its VMMs unfiltered
+# and warns in its log, in the VMM's log and in the VM's started event.
 #
 # tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
@@ -102,4 +103,21 @@ else
 fi
 check "shoal vm show prints it" bash -c "'$SHOAL' vm show sc1 | grep -qF '$want'"
 check "an exited event names it" bash -c "'$SHOAL' events --vm sc1 -o json | grep -qF '$want'"
+
+# --- a shoald with SHOAL_SECCOMP=off: its VMMs run unfiltered, and it says so ---
+kill -9 "$DPID"; wait "$DPID" 2>/dev/null
+SHOAL_SECCOMP=off SHOAL_TEST_SECCOMP_VIOLATE=vcpu start_daemon || { fail "daemon starts again"; finish; }
+api POST /v1/vms "$(spec sc2)" >/dev/null
+"$SHOAL" vm start sc2 >/dev/null 2>&1
+if wait_state sc2 running && grep -q '^Seccomp:[[:space:]]*0$' "/proc/$(vm_field sc2 .pid)/status"; then
+	pass "shoald, SHOAL_SECCOMP=off: the VMM runs unfiltered"
+else
+	fail "shoald, SHOAL_SECCOMP=off: the VMM runs unfiltered" "$(vm_field sc2 '.state, .last_exit')"
+fi
+check "shoald, SHOAL_SECCOMP=off: its log warns" \
+	grep -q "warning: sc2: seccomp is OFF for its VMM (SHOAL_SECCOMP=off" "$TMP/shoald.log"
+check "shoald, SHOAL_SECCOMP=off: the VMM's log warns" \
+	grep -q "warning: seccomp is OFF (SHOAL_SECCOMP=off)" "$STATE/vms/sc2/vmm.log"
+check "shoald, SHOAL_SECCOMP=off: the started event says seccomp off" \
+	bash -c "'$SHOAL' events --vm sc2 -o json | jq -e '[.. | objects | select(.type? == \"started\") | .detail.seccomp] | index(\"off\")' >/dev/null"
 finish
