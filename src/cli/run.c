@@ -66,7 +66,8 @@ const char run_usage[] =
 "                           to that disk; docs/snapshots.md)\n"
 "      --restore DIR        start the VM saved in snapshot DIR where it was; only\n"
 "                           --console, --timeout, --api-socket, -v, --clone, --mac,\n"
-"                           --cid and --disk-overlay-dir go with it\n"
+"                           --cid, --tap, --vsock-socket and --disk-overlay-dir\n"
+"                           go with it\n"
 "      --clone              with --restore: map the snapshot's memory copy-on-write,\n"
 "                           shared with every other clone, instead of copying it\n"
 "                           (docs/vmm-control.md; used by shoald), and give the VM\n"
@@ -74,6 +75,11 @@ const char run_usage[] =
 "      --mac MAC            with --restore: network card 0's new MAC (again for\n"
 "                           card 1, ...); the snapshot's otherwise\n"
 "      --cid N              with --restore: the vsock device's new CID (3 and up)\n"
+"      --tap NAME           with --restore: network card 0's TAP instead of the\n"
+"                           snapshot's (again for card 1, ...)\n"
+"      --vsock-socket PATH  with --restore: the vsock device's host socket instead\n"
+"                           of the snapshot's (a TAP or socket another VM holds is\n"
+"                           refused: give each clone its own)\n"
 "      --incoming unix:PATH|tcp:HOST:PORT\n"
 "                           wait there for a live migration (`shoal migrate`),\n"
 "                           load it and run the VM it brings; give the source's\n"
@@ -99,7 +105,7 @@ enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_
        OPT_DISK, OPT_NET, OPT_RNG, OPT_VSOCK, OPT_VCONSOLE, OPT_RESTORE, OPT_CLONE,
        OPT_SECCOMP };
 
-enum { OPT_MAC = 768, OPT_CID };        /* a restored VM's new identity */
+enum { OPT_MAC = 768, OPT_CID, OPT_TAP, OPT_VSOCK_SOCKET };  /* a restored VM's own */
 
 enum { OPT_OVERLAY_DIR = 512 };
 
@@ -126,6 +132,8 @@ static const struct option run_options[] = {
 	{ "clone", no_argument, NULL, OPT_CLONE },
 	{ "mac", required_argument, NULL, OPT_MAC },
 	{ "cid", required_argument, NULL, OPT_CID },
+	{ "tap", required_argument, NULL, OPT_TAP },
+	{ "vsock-socket", required_argument, NULL, OPT_VSOCK_SOCKET },
 	{ "incoming", required_argument, NULL, OPT_INCOMING },
 	{ "seccomp", required_argument, NULL, OPT_SECCOMP },
 	{ "verbose", no_argument, NULL, 'v' },
@@ -206,6 +214,13 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 		net_config_free(&check);
 		return rc;
 	}
+	case OPT_TAP:
+		if (o->ntaps == VM_MAX_NETS)
+			return error_set(e, EXIT_USAGE, "--tap: at most %d (one per network card)",
+					 VM_MAX_NETS);
+		o->taps[o->ntaps++] = arg;
+		return 0;
+	case OPT_VSOCK_SOCKET: o->vsock_socket = arg; return 0;
 	case OPT_CID:
 		if (parse_int("--cid", arg, 4294967294L, &n, e))
 			return -1;
@@ -301,6 +316,7 @@ static struct vm *run_restore(const struct vm_config *cfg, const struct run_opts
 		.console_path = cfg->console_path, .timeout_s = cfg->timeout_s,
 		.macs = o->macs, .nmacs = o->nmacs, .cid = o->cid,
 		.clone = o->clone, .disk_overlay_dir = o->disk_overlay_dir,
+		.taps = o->taps, .ntaps = o->ntaps, .vsock_socket = o->vsock_socket,
 	};
 
 	return snapshot_restore(o->restore, &ov, e);
@@ -426,9 +442,10 @@ int cmd_run(int argc, char **argv)
 		status = EXIT_USAGE;
 		goto out;
 	}
-	if ((o.nmacs || o.cid) && !o.restore) {
-		log_error("run: %s goes with --restore DIR (a new VM's are --net ...,mac= and "
-			  "--vsock cid=)", o.nmacs ? "--mac" : "--cid");
+	if ((o.nmacs || o.cid || o.ntaps || o.vsock_socket) && !o.restore) {
+		log_error("run: %s goes with --restore DIR (a new VM's are --net ...,mac=, --net tap= "
+			  "and --vsock cid=,socket=)", o.nmacs ? "--mac" : o.cid ? "--cid" :
+			  o.ntaps ? "--tap" : "--vsock-socket");
 		status = EXIT_USAGE;
 		goto out;
 	}

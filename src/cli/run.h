@@ -19,6 +19,9 @@ struct run_opts {
 	const char *macs[VM_MAX_NETS]; /* --mac MAC, repeatable (argv's strings) */
 	int nmacs;
 	uint32_t cid;         /* --cid N: a restored VM's new vsock CID, 0 none */
+	const char *taps[VM_MAX_NETS]; /* --tap NAME, repeatable: a restored VM's TAPs */
+	int ntaps;
+	const char *vsock_socket; /* --vsock-socket PATH: a restored VM's, or NULL */
 	char *incoming;       /* --incoming URI: wait for a migration (state/migrate.h) */
 	int seccomp;          /* --seccomp: 1 on, -1 off (debugging), 0 not given */
 	int vm_flag;          /* the first flag of the VM's own settings given

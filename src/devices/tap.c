@@ -47,6 +47,23 @@ int tap_open(const char *name, bool multi_queue, struct error *e)
 	return fd;
 }
 
+int tap_attached(const char *name)
+{
+	char path[64], c = 0;
+	int fd;
+	ssize_t n;
+
+	if (!name || !*name || strlen(name) >= IFNAMSIZ || strchr(name, '/'))
+		return -1;
+	snprintf(path, sizeof(path), "/sys/class/net/%s/carrier", name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, &c, 1);
+	close(fd);
+	return n == 1 && (c == '0' || c == '1') ? c == '1' : -1;
+}
+
 /* Does the TAP accept TUNSETOFFLOAD `flags`?  Leaves offloads off. */
 static bool tap_offload_ok(int fd, unsigned int flags)
 {

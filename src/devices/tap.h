@@ -39,6 +39,13 @@ struct tap_info {
  * and close-on-exec.  Returns the fd, or -1 with `e` (EXIT_HOST). */
 int tap_open(const char *name, bool multi_queue, struct error *e);
 
+/* Is TAP `name` open elsewhere?  1 when it has carrier (Linux turns a
+ * TAP's carrier on when a process attaches a queue and off when the last
+ * one closes), 0 when it has none, -1 when that cannot be told (no such
+ * interface, or it is down: /sys/class/net/NAME/carrier answers only for
+ * an interface that is up). */
+int tap_attached(const char *name);
+
 /* Find out what `fd` is (see struct tap_info) and make it non-blocking.
  * Probes offloads on a TAP with a vnet header and leaves them off. */
 void tap_probe(int fd, struct tap_info *info);

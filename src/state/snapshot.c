@@ -710,7 +710,8 @@ struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov
 			cfg.console_path = ov->console_path ? strdup(ov->console_path) : NULL;
 		}
 		cfg.timeout_s = ov->timeout_s;
-		if (snapshot_new_identity(&cfg, ov, e))
+		if (snapshot_new_identity(&cfg, ov, e) ||
+		    snapshot_own_host_resources(dir, &cfg, ov, e))
 			goto out;
 	}
 	if (snap_disks_restore(dir, json_object_get(m, "disks"), &cfg,

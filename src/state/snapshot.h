@@ -55,6 +55,9 @@ struct snapshot_overrides {
 	const char *const *macs;  /* new MACs for cards 0..nmacs-1, or NULL */
 	int nmacs;
 	uint32_t cid;        /* a new vsock CID, or 0 (a clone: a random one) */
+	const char *const *taps;  /* new TAP names for cards 0..ntaps-1, or NULL */
+	int ntaps;
+	const char *vsock_socket; /* the vsock device's new socket path, or NULL */
 };
 
 /* Check `dir` (manifest, checksums, sizes, the CPU) and build a VM from it,

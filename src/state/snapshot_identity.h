@@ -18,4 +18,14 @@
 int snapshot_new_identity(struct vm_config *cfg, const struct snapshot_overrides *ov,
 			  struct error *e);
 
+/* Give `cfg` the host resources `ov` names (ov->taps[i] for card i,
+ * ov->vsock_socket), then refuse (EXIT_USAGE) a TAP or vsock socket that
+ * another running VM holds: a TAP with carrier (some process has a queue
+ * of it open) or a Unix socket path where something listens.  Two VMs
+ * would otherwise share the TAP's frames, or the second would take the
+ * socket path over from the first.  `dir` names the snapshot in the
+ * message.  0 or -1 with `e`. */
+int snapshot_own_host_resources(const char *dir, struct vm_config *cfg,
+				const struct snapshot_overrides *ov, struct error *e);
+
 #endif

@@ -11,8 +11,13 @@
 #     which), and each guest reads its new MAC from config space and pings
 #     with it;
 #   - --clone --mac M --cid N gives exactly those (the guest reads M);
-#   - refused with status 64: --mac or --cid without --restore, a bad MAC,
-#     CID 2, more --mac than the snapshot's VM has cards.
+#   - two clones at once: while clone A runs on the snapshot's TAP and vsock
+#     socket, a second clone is refused (64) naming the TAP and --tap, then
+#     (with --tap) naming the vsock socket and --vsock-socket; with --tap
+#     ctap1 --vsock-socket V2 it runs beside A, each listening on its own
+#     socket, and A still has its socket after B stops;
+#   - refused with status 64: --mac, --cid or --tap without --restore, a
+#     bad MAC, CID 2, more --mac or --tap than the snapshot's VM has cards.
 #
 # tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
@@ -27,6 +32,8 @@ in_ns ip link set lo up
 in_ns ip tuntap add dev ctap0 mode tap
 in_ns ip addr add 10.0.2.2/24 dev ctap0
 in_ns ip link set ctap0 up
+in_ns ip tuntap add dev ctap1 mode tap     # a second clone's own TAP
+in_ns ip link set ctap1 up
 
 in_ns python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
 import json, os, re, socket, subprocess, sys, time
@@ -131,6 +138,52 @@ check("--clone --mac M --cid N: exactly those, and the guest reads M",
       rc == 6 and mac == "52:54:00:aa:bb:01" and cid == 42 and got == ["52:54:00:aa:bb:01"],
       (rc, mac, cid, got, err[-300:]))
 
+# ---- two clones at once: each its own TAP and vsock socket ----
+def listened(path):
+    c = socket.socket(socket.AF_UNIX)
+    try: c.connect(path); return True
+    except OSError: return False
+    finally: c.close()
+
+pa, socka, loga = start("clone-a", ["--restore", snap, "--clone"])
+check("clone A runs on the snapshot's TAP and vsock socket", pa.poll() is None and listened(VS),
+      pa.poll())
+def second(args):
+    r = subprocess.run([shoal, "run", "--restore", snap, "--clone", *args, "--console", "none",
+                        "--timeout", "60"], capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    return r.returncode, r.stderr.strip()
+rc, err = second([])
+check("a second clone on the same TAP is refused (64), naming it and --tap",
+      rc == 64 and f"{snap}: the snapshot's TAP ctap0 (card 0) is in use by another VM; "
+      "give this clone its own with --tap NAME" in err, (rc, err[-300:]))
+rc, err = second(["--tap", "ctap1"])
+check("... with its own TAP, the same vsock socket is refused (64), naming it and --vsock-socket",
+      rc == 64 and f"{snap}: the snapshot's vsock socket {VS} is in use by another VM; "
+      "give this clone its own with --vsock-socket PATH" in err, (rc, err[-300:]))
+rc, err = second(["--tap", "ctap1", "--vsock-socket", VS])
+check("... and --vsock-socket naming the path in use is refused too", rc == 64 and
+      f"--vsock-socket {VS} is in use by another VM" in err, (rc, err[-300:]))
+VS2 = os.path.join(tmp, "v2.sock")
+pb, sockb, logb = start("clone-b", ["--restore", snap, "--clone", "--tap", "ctap1",
+                                    "--vsock-socket", VS2])
+check("clone B with --tap ctap1 --vsock-socket: both run at once, each listening on its own socket",
+      pa.poll() is None and pb.poll() is None and listened(VS) and listened(VS2),
+      (pa.poll(), pb.poll()))
+stb = ctl(sockb, {"cmd": "status"}) if os.path.exists(sockb) else {}
+cfgb = stb.get("config", {})
+check("clone B's config names its own TAP and socket",
+      (cfgb.get("nets") or [{}])[0].get("tap") == "ctap1" and
+      (cfgb.get("vsock") or {}).get("socket") == VS2, cfgb)
+type_into(sockb, "exit 8\r")
+rc, err = finish(pb)
+check("clone B exited 8", rc == 8, (rc, err[-300:]))
+check("clone A still listens on the snapshot's vsock socket after B stopped", listened(VS) and
+      pa.poll() is None, pa.poll())
+type_into(socka, "exit 9\r")
+rc, err = finish(pa)
+check("clone A exited 9", rc == 9, (rc, err[-300:]))
+
 def refused(name, args, msg):
     r = subprocess.run([shoal, "run", *args], capture_output=True, text=True, timeout=60,
                        stdin=subprocess.DEVNULL)
@@ -145,6 +198,11 @@ refused("CID 2 (the host's) is refused", ["--restore", snap, "--cid", "2"], "--c
 refused("more --mac than the VM has cards is refused",
         ["--restore", snap, "--mac", "52:54:00:aa:bb:03", "--mac", "52:54:00:aa:bb:04"],
         "--mac: 2 given, but the snapshot's VM has 1 network card")
+refused("--tap without --restore is refused", ["--kernel", guest, "--tap", "ctap1"],
+        "--tap goes with --restore DIR")
+refused("more --tap than the VM has cards is refused",
+        ["--restore", snap, "--tap", "ctap1", "--tap", "ctap2"],
+        "--tap: 2 given, but the snapshot's VM has 1 network card")
 sys.exit(0 if ok else 1)
 PY
 [ $? -eq 0 ] || T_FAILED=1
