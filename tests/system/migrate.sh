@@ -10,11 +10,13 @@
 #     seed) while it migrates, slowed by --bandwidth so that pre-copy takes
 #     several rounds: the destination verifies the new pattern, so every
 #     page written during the rounds was sent again;
-#   - a destination killed mid-stream: the migration fails saying so and
-#     the source VM goes on.
-# (Cancel, a refusing destination and corrupt streams at the destination
-# are in the next slice of this script; the stream reader's refusals are
-# tests/unit/test_migrate_stream.c's.)
+#   - a destination killed mid-stream, and a cancel: the migration fails
+#     saying so, the source VM goes on; the cancelled destination refuses
+#     the cut stream;
+#   - a destination of another memory size refuses the stream, and the
+#     source says why and goes on;
+#   - a corrupt stream (a bad checksum, a bad magic) is refused by the
+#     destination with one line naming the reason and status 84.
 #
 # tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
@@ -178,8 +180,9 @@ check("faults: source guest filled its pattern", wait_console(src[2], "shoal> ")
 uri = "unix:" + os.path.join(tmp, "in4.sock")
 dst = dest("d4", uri)
 m = migrate(src[1], uri, "--bandwidth", "2M")
-for _ in range(1000):
-    if ctl(src[1], {"cmd": "migrate-status"}).get("bytes", 0) > 1 << 20: break
+for _ in range(1000):                 # this migration under way, 1 MiB sent
+    st = ctl(src[1], {"cmd": "migrate-status"})
+    if st.get("state") == "active" and st.get("uri") == uri and st.get("bytes", 0) > 1 << 20: break
     time.sleep(0.01)
 dst[0].kill(); dst[0].wait()
 out, err = m.communicate(timeout=120)
@@ -187,7 +190,51 @@ check("a destination killed mid-stream: migrate fails and says so",
       m.returncode != 0 and "destination" in err, (m.returncode, out, err))
 check("... and the source VM is still running", src[0].poll() is None, console(src[3])[-300:])
 
+uri = "unix:" + os.path.join(tmp, "in5.sock")
+dst = dest("d5", uri)
+m = migrate(src[1], uri, "--bandwidth", "2M")
+for _ in range(1000):                 # this migration under way, 1 MiB sent
+    st = ctl(src[1], {"cmd": "migrate-status"})
+    if st.get("state") == "active" and st.get("uri") == uri and st.get("bytes", 0) > 1 << 20: break
+    time.sleep(0.01)
+c = subprocess.run([shoal, "migrate", "--socket", src[1], "--cancel"], capture_output=True,
+                   text=True, timeout=60)
+out, err = m.communicate(timeout=120)
+check("cancel: `shoal migrate --cancel` says cancelled, the migration fails saying so",
+      c.returncode == 0 and "cancelled" in c.stdout and m.returncode != 0 and "cancelled" in err,
+      (c.returncode, c.stdout, c.stderr, m.returncode, err))
+rc = finish(dst[0])
+check("cancel: the destination refuses the cut stream (84, ended early) and never runs",
+      rc == 84 and "ended early" in console(dst[3]), (rc, console(dst[3])[-300:]))
+
+uri = "unix:" + os.path.join(tmp, "in6.sock")
+dst = dest("d6", uri, mem="64M")
+m = migrate(src[1], uri)
+out, err = m.communicate(timeout=120)
+check("a destination of another size refuses, and the source says why",
+      m.returncode != 0 and "refused" in err and "MiB" in err, (m.returncode, err))
+check("... the refusing destination exits 84", finish(dst[0]) == 84, console(dst[3])[-300:])
 src[0].terminate(); finish(src[0])
+
+# ---- corrupt streams ----
+def corrupt(name, payload, want):
+    uri = "unix:" + os.path.join(tmp, name + ".in")
+    d = dest(name, uri)
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(uri[5:])
+    try: c.sendall(payload); c.shutdown(socket.SHUT_WR); c.recv(4096)
+    except OSError: pass
+    c.close()
+    rc = finish(d[0])
+    lines = [l for l in console(d[3]).splitlines() if "error" in l or "incoming migration:" in l]
+    check(f"corrupt stream ({name}): refused, 84, one line: {want}",
+          rc == 84 and any(want in l for l in lines), (rc, console(d[3])[-400:]))
+
+body = struct.pack("<I", 8)
+sec = struct.pack("<IB", 0x56454453, 5) + b"hello" + struct.pack("<HI", 1, len(body)) + body
+corrupt("badsum", b"SHOALMIG" + sec + b"\0" * 8, "fails its checksum")
+corrupt("badmagic", b"NOTSHOAL" + sec, "not a Shoal migration stream")
+corrupt("cut", b"SHOALMIG" + sec[:7], "ended early")
 sys.exit(0 if ok else 1)
 PY
 T_FAILED=$?
