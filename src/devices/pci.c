@@ -35,6 +35,7 @@
 #include "devices/device.h"
 #include "base/exitcode.h"
 #include "base/log.h"
+#include "base/state.h"
 #include <linux/kvm.h>
 #include <pthread.h>
 
@@ -463,6 +464,51 @@ int pci_msix_irqfd(struct pci_dev *p, int vec)
 	if (p->msix->v[vec].irqfd < 0)
 		pci_msix_route(p, vec);
 	return p->msix->v[vec].irqfd;
+}
+
+void pci_msix_save(const struct pci_dev *p, struct state_writer *w)
+{
+	int n = p->msix ? p->msix->nvec : 0;
+
+	state_put_u16(w, (uint16_t)n);
+	for (int i = 0; i < n; i++) {
+		const struct pci_msix_entry *v = &p->msix->v[i];
+
+		state_put_u64(w, v->addr);
+		state_put_u32(w, v->data);
+		state_put_u32(w, v->ctrl);
+		state_put_u8(w, v->pending);
+	}
+}
+
+int pci_msix_restore(struct pci_dev *p, struct state_reader *r)
+{
+	int n = p->msix ? p->msix->nvec : 0;
+	bool routed = false;
+
+	if (state_get_u16(r) != n || r->error) {
+		r->error = true;
+		return -1;
+	}
+	for (int i = 0; i < n; i++) {
+		struct pci_msix_entry *v = &p->msix->v[i];
+
+		v->addr = state_get_u64(r);
+		v->data = state_get_u32(r);
+		v->ctrl = state_get_u32(r) & 1;
+		v->pending = state_get_u8(r) != 0;
+		routed |= v->gsi >= 0;
+	}
+	if (r->error)
+		return -1;
+	if (routed) {   /* routes made before the restore carry the old address */
+		struct pci_host *h = p->host->pci;
+
+		pthread_mutex_lock(&h->routes_lock);
+		pci_routes_commit(h);
+		pthread_mutex_unlock(&h->routes_lock);
+	}
+	return 0;
 }
 
 static void pci_msix_table_read(struct pci_dev *p, uint64_t off, void *data, int size)

@@ -181,6 +181,16 @@ void pci_intx_set(struct pci_dev *p, int level);
 /* The irqfd that raises vector `vec` (for vhost-user), or -1. */
 int pci_msix_irqfd(struct pci_dev *p, int vec);
 
+struct state_writer;
+struct state_reader;
+/* The MSI-X table and pending bits, which live in a BAR and not in
+ * configuration space, for a device's snapshot: a restored guest that
+ * enabled MSI-X otherwise finds every vector masked with no address, and
+ * none of its device's interrupts arrive.  restore checks the vector
+ * count against this device's; 0 or -1 (the reader's error set). */
+void pci_msix_save(const struct pci_dev *p, struct state_writer *w);
+int pci_msix_restore(struct pci_dev *p, struct state_reader *r);
+
 /* Config space access as the guest sees it (tests, fuzzers). */
 void pci_config_read(struct pci_host *h, int slot, uint32_t off, void *data, int size);
 void pci_config_write(struct pci_host *h, int slot, uint32_t off, const void *data, int size);

@@ -48,7 +48,7 @@
 #include <jansson.h>
 #include <linux/kvm.h>
 
-#define VIRTIO_PCI_STATE_VERSION 1
+#define VIRTIO_PCI_STATE_VERSION 2   /* 2: the MSI-X table after the config space */
 #define VIRTIO_PCI_MAX_QUEUES    64       /* notify region and ioeventfds */
 #define VIRTIO_PCI_VECTORS       (VIRTIO_PCI_MAX_QUEUES + 1)
 
@@ -523,6 +523,11 @@ static const struct pci_dev_ops vp_pci_ops = {
 
 /* ---- the struct device side: save/restore and teardown ---- */
 
+/* Saved state, version 2: the selectors, config vector and ISR, the 256
+ * bytes of configuration space (of which restore takes only what the guest
+ * may write), the MSI-X table (pci_msix_save; version 1 lacked it, so a
+ * restored guest that had enabled MSI-X got no interrupt), then the common
+ * virtio state. */
 static void vp_save(struct device *d, struct state_writer *w)
 {
 	struct virtio_pci *vp = d->priv;
@@ -533,6 +538,7 @@ static void vp_save(struct device *d, struct state_writer *w)
 	state_put_u16(w, vp->config_vector);
 	state_put_u8(w, vp->isr);
 	state_put_bytes(w, vp->pci.cfg, 256);
+	pci_msix_save(&vp->pci, w);
 	virtio_device_save(&vp->vdev, w);
 }
 
@@ -552,6 +558,9 @@ static int vp_restore(struct device *d, uint16_t version, struct state_reader *r
 	/* identity and capabilities are ours; take only what the guest wrote */
 	for (int i = 0; i < 256; i++)
 		vp->pci.cfg[i] = (uint8_t)((vp->pci.cfg[i] & ~vp->pci.wmask[i]) | (cfg[i] & vp->pci.wmask[i]));
+	/* Version 1 had no MSI-X table: its vectors stay masked, as before. */
+	if (version >= 2 && pci_msix_restore(&vp->pci, r))
+		return -1;
 	return virtio_device_restore(&vp->vdev, VIRTIO_STATE_VERSION, r);
 }
 

@@ -98,8 +98,9 @@ static void hex64(uint64_t v, char out[17])
  * refuses a snapshot whose guest used a feature this one lacks, naming
  * each missing bit: a guest that found AVX2 at boot would fault on its
  * first AVX2 instruction on a CPU without it.  Bits that KVM changes while
- * the guest runs (OSXSAVE follows CR4, APIC follows the APIC base MSR) are
- * left out. */
+ * the guest runs (OSXSAVE and OSPKE follow CR4, APIC follows the APIC base
+ * MSR) are left out: a Linux that turned on protection keys (CR4.PKE) has
+ * OSPKE set, which a freshly made vCPU lacks until its CR4 is restored. */
 static const struct cpu_word {
 	const char *name;
 	uint32_t leaf, index;
@@ -107,7 +108,7 @@ static const struct cpu_word {
 	uint32_t volatile_bits;
 } cpu_words[] = {
 	{ "1.ecx", 1, 0, 2, 1u << 27 }, { "1.edx", 1, 0, 3, 1u << 9 },
-	{ "7.0.ebx", 7, 0, 1, 0 }, { "7.0.ecx", 7, 0, 2, 0 }, { "7.0.edx", 7, 0, 3, 0 },
+	{ "7.0.ebx", 7, 0, 1, 0 }, { "7.0.ecx", 7, 0, 2, 1u << 4 }, { "7.0.edx", 7, 0, 3, 0 },
 	{ "0xd.1.eax", 0xd, 1, 0, 0 },
 	{ "0x80000001.ecx", 0x80000001, 0, 2, 0 }, { "0x80000001.edx", 0x80000001, 0, 3, 0 },
 };
