@@ -435,7 +435,11 @@ static void hvm_do_stop(struct host *h, struct hvm *vm, bool force, bool was_pau
 	monitor = vm->rec.monitor_pid;
 	if (vm->state == HVM_STOPPING && vm->rec.vmm_pid > 0)
 		kill(vm->rec.vmm_pid, SIGKILL);
-	hvm_wait_leave_locked(h, vm, HVM_STOPPING, FORCE_WAIT_MS);
+	/* A killed VMM is gone once the kernel has torn it down, which for
+	 * many at once on a slow host (24 in a KVM box) took more than 5 s:
+	 * wait as long as a graceful stop may take, if that is longer. */
+	hvm_wait_leave_locked(h, vm, HVM_STOPPING,
+			      timeout_s * 1000 > FORCE_WAIT_MS ? timeout_s * 1000 : FORCE_WAIT_MS);
 	if (vm->state == HVM_STOPPING && monitor > 0)
 		kill(-monitor, SIGKILL);
 	pthread_mutex_unlock(&h->lock);
