@@ -40,7 +40,7 @@ if grep -q 'killed by the OOM killer of its cgroup: memory.max 48 MiB exceeded' 
 	pass "the exit reason names the cgroup's OOM kill"
 else fail "the exit reason names the cgroup's OOM kill" "$reason"; fi
 check "c2 runs on" test "$(vm_field c2 .state)" = running
-out=$(printf 'info\n' | "$SHOAL" console c2 --linger 0.5 2>&1)
+out=$(printf 'info\n' | "$SHOAL" console c2 --linger 3 2>&1)
 check "c2's guest still answers" grep -q "info cpus=1" <<<"$out"
 
 check "stop c2, delete both" bash -c "'$SHOAL' vm stop c2 --timeout 2 >/dev/null && '$SHOAL' vm delete c1 >/dev/null && '$SHOAL' vm delete c2 >/dev/null"

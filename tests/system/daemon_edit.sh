@@ -18,7 +18,7 @@ cd "$TMP" || exit 1
 # ask NAME CMD EXPECT: type CMD on the guest's console, expect EXPECT in the answer
 ask() {
 	local out
-	out=$(printf '%s\n' "$2" | "$SHOAL" console "$1" --linger 0.5 2>&1)
+	out=$(printf '%s\n' "$2" | "$SHOAL" console "$1" --linger 3 2>&1)
 	grep -q -- "$3" <<<"$out"
 }
 

@@ -31,7 +31,7 @@ check "vm show prints a summary" bash -c "'$SHOAL' vm show web1 | grep -q '^stat
 
 # --- console ---
 if wait_console web1 "shoal>"; then pass "console log shows the guest's prompt"; else fail "console log shows the guest's prompt"; fi
-out=$(printf 'info\n' | "$SHOAL" console web1 --linger 0.5 2>&1)
+out=$(printf 'info\n' | "$SHOAL" console web1 --linger 3 2>&1)
 if echo "$out" | grep -q "info cpus=2"; then pass "console attach: typed command answered"; else fail "console attach: typed command answered" "$out"; fi
 check "console --show-log has the answer too" bash -c "'$SHOAL' console web1 --show-log | grep -q 'info cpus=2'"
 check "console log over HTTP, max bytes" test "$(api GET '/v1/vms/web1/console?max=10')" = 200 -a "$(wc -c <"$TMP/body")" -eq 10
@@ -44,7 +44,7 @@ sleep 0.5
 out=$("$SHOAL" console web1 </dev/null 2>&1); rc=$?
 if [ $rc -eq 1 ] && echo "$out" | grep -q "attached elsewhere"; then pass "second console client refused"; else fail "second console client refused" "rc=$rc $out"; fi
 check "refusal over HTTP is 409 console_busy" bash -c "[ \$(curl -s --max-time 5 -o '$TMP/body' -w '%{http_code}' --unix-socket '$SHOAL_SOCKET' -H 'Connection: Upgrade' -H 'Upgrade: shoal-console' http://d/v1/vms/web1/console/attach) = 409 ] && jq -e '.error.code == \"console_busy\"' '$TMP/body' >/dev/null"
-out=$(printf 'info\n' | "$SHOAL" console web1 --force --linger 0.5 2>&1)
+out=$(printf 'info\n' | "$SHOAL" console web1 --force --linger 3 2>&1)
 if echo "$out" | grep -q "info cpus=2"; then pass "console --force takes over"; else fail "console --force takes over" "$out"; fi
 for _ in $(seq 50); do kill -0 $holder 2>/dev/null || break; sleep 0.1; done
 if kill -0 $holder 2>/dev/null; then fail "the first client is disconnected by --force"; kill $holder; else pass "the first client is disconnected by --force"; fi

@@ -31,7 +31,7 @@ for _ in $(seq 200); do
 	"${R[@]}" console r1 --show-log 2>/dev/null | grep -q "shoal>" && break
 	sleep 0.05
 done
-out=$(printf 'info\n' | "${R[@]}" console r1 --linger 0.5 2>&1)
+out=$(printf 'info\n' | "${R[@]}" console r1 --linger 3 2>&1)
 if grep -q "info cpus=1" <<<"$out"; then pass "console attach over TLS: typed command answered"
 else fail "console attach over TLS: typed command answered" "$(tail -3 <<<"$out")"; fi
 check "remote console --show-log has the answer" bash -c "$(printf '%q ' "${R[@]}") console r1 --show-log | grep -q 'info cpus=1'"

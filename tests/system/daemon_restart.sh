@@ -46,7 +46,7 @@ check "the exited and created VMs are as they were" \
 # managed again: every operation works on reattached VMs
 check "resume a reattached paused VM" "$SHOAL" vm resume p1
 check "pause a reattached VM" "$SHOAL" vm pause r1
-out=$(printf 'info\n' | "$SHOAL" console r2 --linger 0.5 2>&1)
+out=$(printf 'info\n' | "$SHOAL" console r2 --linger 3 2>&1)
 if echo "$out" | grep -q "info cpus=1"; then pass "console of a reattached VM"; else fail "console of a reattached VM" "$out"; fi
 check "metrics of a reattached VM" bash -c "'$SHOAL' metrics r3 -o json | jq -e '.vcpu_time_ns > 0' >/dev/null"
 r3pid=$(vm_field r3 .pid)
