@@ -549,6 +549,20 @@ struct mig_ctl {
 	bool hold, held;
 };
 
+/* Wait on c->cond (c->lock held) for at most 50 ms. */
+static void ctl_wait_50ms(struct mig_ctl *c)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 50 * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+}
+
 /* The thread's working state. */
 struct mig_src {
 	struct mig_ctl *c;
@@ -790,17 +804,8 @@ static int hold_loop(struct mig_ctl *c, bool on)
 	if (write(c->hold_fd, &one, sizeof(one)) < 0)
 		return -1;
 	pthread_mutex_lock(&c->lock);
-	while (!c->held && !atomic_load(&c->vm->stopping)) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 50 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&c->cond, &c->lock, &ts);
-	}
+	while (!c->held && !atomic_load(&c->vm->stopping))
+		ctl_wait_50ms(c);
 	pthread_mutex_unlock(&c->lock);
 	return c->held ? 0 : -1;
 }
@@ -1038,17 +1043,8 @@ static void *migrate_thread(void *arg)
 		c->st.bytes >> 20);
 	/* Give `shoal migrate` a moment to read how it ended, then stop. */
 	pthread_mutex_lock(&c->lock);
-	for (int i = 0; i < 100 && !c->reported && !atomic_load(&vm->stopping); i++) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 50 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&c->cond, &c->lock, &ts);
-	}
+	for (int i = 0; i < 100 && !c->reported && !atomic_load(&vm->stopping); i++)
+		ctl_wait_50ms(c);
 	pthread_mutex_unlock(&c->lock);
 	vm_stop(vm, 0, "the VM migrated to %s", c->uri);
 	return NULL;
