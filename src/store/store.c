@@ -372,11 +372,25 @@ static int seg_cmp_id(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
+/* qsort and bsearch with a count that may be 0 over an array not yet
+ * allocated (NULL): C leaves that undefined, and UBSan stops on it. */
+static void sort_n(void *v, size_t n, size_t size, int (*cmp)(const void *, const void *))
+{
+	if (n)
+		qsort(v, n, size, cmp);
+}
+
+static void *find_n(const void *key, const void *v, size_t n, size_t size,
+		    int (*cmp)(const void *, const void *))
+{
+	return n ? bsearch(key, v, n, size, cmp) : NULL;
+}
+
 static struct seg *seg_by_id(struct store *s, uint32_t id)
 {
 	struct seg key = { .id = id };
 
-	return bsearch(&key, s->segs, s->nsegs, sizeof(*s->segs), seg_cmp_id);
+	return find_n(&key, s->segs, s->nsegs, sizeof(*s->segs), seg_cmp_id);
 }
 
 static int ent_cmp(const void *a, const void *b)
@@ -420,7 +434,7 @@ static int tab_save(struct store *s, struct seg *g, struct error *e)
 
 	memcpy(h.magic, TAB_MAGIC, 8);
 	if (!g->sorted) {
-		qsort(g->ent, g->n, sizeof(*g->ent), ent_cmp);
+		sort_n(g->ent, g->n, sizeof(*g->ent), ent_cmp);
 		g->sorted = true;
 	}
 	if (g->fd >= 0 && fsync(g->fd))
@@ -435,7 +449,7 @@ static int tab_save(struct store *s, struct seg *g, struct error *e)
 static struct tab_ent *seg_find(struct seg *g, const uint8_t hash[32])
 {
 	if (g->sorted)
-		return bsearch(hash, g->ent, g->n, sizeof(*g->ent), ent_cmp);
+		return find_n(hash, g->ent, g->n, sizeof(*g->ent), ent_cmp);
 	for (uint32_t i = 0; i < g->n; i++)
 		if (!memcmp(g->ent[i].hash, hash, 32))
 			return &g->ent[i];
@@ -536,7 +550,7 @@ static int list_names(struct store *s, char ***out, size_t *n, struct error *e)
 		k++;
 	}
 	closedir(d);
-	qsort(v, k, sizeof(*v), name_cmp);
+	sort_n(v, k, sizeof(*v), name_cmp);
 	*out = v;
 	*n = k;
 	return 0;
@@ -625,7 +639,7 @@ static int reconcile(struct store *s, struct error *e)
 		}
 	}
 	closedir(d);
-	qsort(s->segs, s->nsegs, sizeof(*s->segs), seg_cmp_id);
+	sort_n(s->segs, s->nsegs, sizeof(*s->segs), seg_cmp_id);
 	if (s->write) {
 		d = opendir(pathf(s, path, sizeof(path), "segments"));
 		while (d && (de = readdir(d))) {
@@ -1163,7 +1177,7 @@ int store_list(struct store *s, struct store_image **list, size_t *n, struct err
 		}
 		free(m.ent);
 	}
-	qsort(hi, nh, sizeof(*hi), hi_cmp);
+	sort_n(hi, nh, sizeof(*hi), hi_cmp);
 	for (size_t a = 0; a < nh;) {
 		size_t b = a + 1;
 		bool one = true;
@@ -1248,7 +1262,7 @@ static int live_set(struct store *s, uint8_t (**out)[32], size_t *n, struct erro
 		free(m.ent);
 	}
 	free_names(names, k);
-	qsort(v, nh, 32, ent_cmp);
+	sort_n(v, nh, 32, ent_cmp);
 	size_t d = 0;
 	for (size_t i = 0; i < nh; i++)
 		if (!d || memcmp(v[d - 1], v[i], 32))
@@ -1288,7 +1302,7 @@ int store_gc(struct store *s, struct store_gc_stats *st, struct error *e)
 		if (tab_load(s, g, e))
 			goto out;
 		for (uint32_t k = 0; k < g->n; k++) {
-			uint8_t(*l)[32] = bsearch(g->ent[k].hash, live, nlive, 32, ent_cmp);
+			uint8_t(*l)[32] = find_n(g->ent[k].hash, live, nlive, 32, ent_cmp);
 
 			if (!l || placed[l - live]) {
 				rewrite[i] = true;
@@ -1297,7 +1311,7 @@ int store_gc(struct store *s, struct store_gc_stats *st, struct error *e)
 		}
 		if (!rewrite[i])
 			for (uint32_t k = 0; k < g->n; k++)
-				placed[(uint8_t(*)[32])bsearch(g->ent[k].hash, live, nlive, 32, ent_cmp) - live] = 1;
+				placed[(uint8_t(*)[32])find_n(g->ent[k].hash, live, nlive, 32, ent_cmp) - live] = 1;
 	}
 	/* Copy the live chunks of the others into new segments. */
 	s->active = -1;
@@ -1307,7 +1321,7 @@ int store_gc(struct store *s, struct store_gc_stats *st, struct error *e)
 		for (uint32_t k = 0; k < s->segs[i].n; k++) {
 			struct seg *g = &s->segs[i];
 			struct tab_ent t = g->ent[k];
-			uint8_t(*l)[32] = bsearch(t.hash, live, nlive, 32, ent_cmp);
+			uint8_t(*l)[32] = find_n(t.hash, live, nlive, 32, ent_cmp);
 
 			if (!l || placed[l - live])
 				continue;
