@@ -42,6 +42,7 @@ enum seccomp_kind {
 	SECCOMP_BLK_IO,        /* virtio-blk's I/O thread (io_uring or pread/pwrite) */
 	SECCOMP_SNAP_WRITER,   /* live snapshot writer (state/snapshot.c) */
 	SECCOMP_SNAP_FAULT,    /* live snapshot's userfaultfd fault thread */
+	SECCOMP_MIGRATE,       /* live migration's sender (state/migrate.c) */
 	SECCOMP_NKINDS
 };
 
@@ -69,7 +70,7 @@ struct seccomp_group {
 	size_t n;
 };
 
-#define SECCOMP_MAX_GROUPS 12
+#define SECCOMP_MAX_GROUPS 14
 
 struct seccomp_kind_def {
 	const char *name;                                   /* "vcpu", "event", ... */

@@ -12,8 +12,8 @@
  * init_module, personality, keyctl, PROT_EXEC mappings.
  *
  * Threads started by a filtered thread inherit its filter: the event
- * loop starts the snapshot writer and fault threads, so the event list
- * holds theirs, and blk-io's too, so that it could restart a disk's I/O
+ * loop starts the snapshot writer, fault and migration threads, so the
+ * event list holds theirs, and blk-io's too, so that it could restart a disk's I/O
  * thread (tests/unit/test_seccomp.c checks it).
  *
  * Sanitizer builds (make SANITIZE=1) add the group `sanitizer`: ASan and
@@ -75,6 +75,11 @@ static const unsigned long ioctl_dio[] = { BLKSSZGET, 0 };
 
 /* The live snapshot threads: lift write protection. */
 static const unsigned long ioctl_uffd[] = { UFFDIO_WRITEPROTECT, 0 };
+
+/* Live migration's dirty tracking (vmm/dirty.c): the vCPUs' dirty log is
+ * read and cleared, and memory slots get KVM_MEM_LOG_DIRTY_PAGES turned on
+ * and off (KVM_SET_USER_MEMORY_REGION). */
+static const unsigned long ioctl_dirty[] = { KVM_GET_DIRTY_LOG, KVM_SET_USER_MEMORY_REGION, 0 };
 
 /* ---- groups ---- */
 
@@ -243,6 +248,26 @@ static const struct seccomp_rule g_uffd_rules[] = {
 };
 GROUP(g_uffd, "uffd");
 
+static const struct seccomp_rule g_dirty_rules[] = {
+	RI(ioctl_dirty, "live migration: the dirty log of guest memory"),
+};
+GROUP(g_dirty, "dirty");
+
+/* The migration sender writes the stream to, and reads the answer from, a
+ * socket it was handed (`shoal migrate` connects, the VMM never opens a
+ * network socket): send/recv on a connected socket, its timeouts, and a
+ * cancel's shutdown.  No socket() and no connect(). */
+static const struct seccomp_rule g_stream_rules[] = {
+	R(sendto, "the migration stream"),
+	R(sendmsg, "the migration stream"),
+	R(recvfrom, "the destination's answer"),
+	R(recvmsg, "the destination's answer"),
+	R(setsockopt, "send and receive timeouts, TCP_NODELAY"),
+	R(getsockopt, "socket errors"),
+	R(shutdown, "a cancelled migration"),
+};
+GROUP(g_stream, "stream");
+
 #ifdef __SANITIZE_ADDRESS__
 static const struct seccomp_rule g_sanitizer_rules[] = {
 	R(openat, "ASan/LSan read /proc/self/maps and /proc/self/task"),
@@ -274,10 +299,12 @@ const struct seccomp_kind_def seccomp_kinds[SECCOMP_NKINDS] = {
 				    &g_kvm_run, &g_dio, SAN NULL } },
 	[SECCOMP_VCPU] = { "vcpu", { &g_base, &g_fileio, &g_poll, &g_unix, &g_kvm_run, SAN NULL } },
 	[SECCOMP_EVENT] = { "event", { &g_base, &g_fileio, &g_poll, &g_uring, &g_unix, &g_files, &g_threads,
-				      &g_kvm_run, &g_save, &g_dio, SAN NULL } },
+				      &g_kvm_run, &g_save, &g_dio, &g_dirty, SAN NULL } },
 	[SECCOMP_BLK_IO] = { "blk-io", { &g_base, &g_fileio, &g_poll, &g_uring, &g_kvm_irq, &g_dio,
 					SAN NULL } },
 	[SECCOMP_SNAP_WRITER] = { "snap-writer", { &g_base, &g_fileio, &g_poll, &g_files, &g_save,
 						  &g_reply, SAN NULL } },
 	[SECCOMP_SNAP_FAULT] = { "snap-fault", { &g_base, &g_fileio, &g_poll, &g_uffd, SAN NULL } },
+	[SECCOMP_MIGRATE] = { "migrate", { &g_base, &g_fileio, &g_poll, &g_stream, &g_save, &g_dirty,
+					  &g_kvm_run, SAN NULL } },
 };

@@ -26,6 +26,7 @@
 #include "base/size.h"
 #include "cli/commands.h"
 #include "host/vmctl.h"
+#include "state/migrate.h"
 
 static const char migrate_usage[] =
 "usage: shoal migrate --socket SOCK unix:PATH|tcp:HOST:PORT [--downtime-ms N]\n"
@@ -147,7 +148,9 @@ int cmd_migrate(int argc, char **argv)
 	bool do_cancel = false;
 	char err[512], *end;
 	json_t *req, *reply = NULL;
+	struct error e = { 0 };
 	struct vmctl c;
+	int dest;
 	int ch, rc;
 
 	optind = 0;
@@ -202,9 +205,18 @@ int cmd_migrate(int argc, char **argv)
 		vmctl_close(&c);
 		return rc;
 	}
+	/* We connect, and the VMM streams over our socket: under seccomp it
+	 * may open no network connection itself. */
+	dest = migrate_connect(uri, &e);
+	if (dest < 0) {
+		vmctl_close(&c);
+		log_error("%s", e.msg);
+		return EXIT_HOST;
+	}
 	req = json_pack("{s:s, s:s, s:I, s:I}", "cmd", "migrate", "uri", uri,
 			"downtime_ms", (json_int_t)downtime, "bandwidth", (json_int_t)bw);
-	rc = vmctl_request(&c, req, &reply, 30000, err, sizeof(err));
+	rc = vmctl_request_fd(&c, req, dest, &reply, 30000, err, sizeof(err));
+	close(dest);
 	json_decref(req);
 	if (rc >= 0 && json_is_true(json_object_get(reply, "ok"))) {
 		json_decref(reply);

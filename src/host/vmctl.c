@@ -142,20 +142,56 @@ static int vmctl_read_line(struct vmctl *c, char **line, long long deadline)
 	}
 }
 
+/* The request's first byte, with `fd` as SCM_RIGHTS: the descriptor
+ * arrives with the request it belongs to.  0 or -errno. */
+static int send_first_with_fd(int sock, const char *text, int fd)
+{
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} u = { 0 };
+	struct iovec iov = { (void *)text, 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
+			    .msg_controllen = sizeof(u.b) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+	ssize_t n;
+
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	do
+		n = sendmsg(sock, &m, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	return n == 1 ? 0 : n < 0 ? -errno : -EIO;
+}
+
 int vmctl_request(struct vmctl *c, json_t *req, json_t **reply, int timeout_ms,
 		  char *err, size_t errlen)
 {
+	return vmctl_request_fd(c, req, -1, reply, timeout_ms, err, errlen);
+}
+
+int vmctl_request_fd(struct vmctl *c, json_t *req, int fd, json_t **reply, int timeout_ms,
+		     char *err, size_t errlen)
+{
 	long long deadline = io_now_ms() + timeout_ms;
 	char *text = json_dumps(req, JSON_COMPACT), *line = NULL;
+	size_t skip = 0;
 	json_t *r;
-	int rc;
+	int rc = 0;
 
 	*reply = NULL;
 	if (!text) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	rc = write_all_deadline(c->fd, text, strlen(text), deadline);
+	if (fd >= 0) {
+		rc = send_first_with_fd(c->fd, text, fd);
+		skip = 1;
+	}
+	if (!rc)
+		rc = write_all_deadline(c->fd, text + skip, strlen(text) - skip, deadline);
 	if (!rc)
 		rc = write_all_deadline(c->fd, "\n", 1, deadline);
 	free(text);

@@ -27,6 +27,11 @@ void vmctl_close(struct vmctl *c);
 int vmctl_request(struct vmctl *c, json_t *req, json_t **reply, int timeout_ms,
 		  char *err, size_t errlen);
 
+/* The same, with descriptor `fd` sent along (SCM_RIGHTS; the caller
+ * keeps its copy): `shoal migrate` hands the VMM its connected socket. */
+int vmctl_request_fd(struct vmctl *c, json_t *req, int fd, json_t **reply, int timeout_ms,
+		     char *err, size_t errlen);
+
 /* Read exactly n bytes (after a reply line) into out. */
 int vmctl_read_exact(struct vmctl *c, void *out, size_t n, int timeout_ms);
 

@@ -70,6 +70,7 @@
 #include "base/log.h"
 #include "base/seccomp.h"
 #include "state/snapshot.h"
+#include "vmm/control.h"
 #include "vmm/config.h"
 #include "vmm/dirty.h"
 #include "vmm/vm.h"
@@ -170,6 +171,15 @@ static int addr_connect(const struct migrate_addr *a, const char *uri, struct er
 	}
 	set_timeouts(fd);
 	return fd;
+}
+
+int migrate_connect(const char *uri, struct error *e)
+{
+	struct migrate_addr a;
+
+	if (migrate_parse_addr(uri, &a, e))
+		return -1;
+	return addr_connect(&a, uri, e);
 }
 
 static int addr_listen(const struct migrate_addr *a, const char *uri, struct error *e)
@@ -542,6 +552,7 @@ struct mig_ctl {
 	atomic_bool cancel;
 	bool past_cancel;            /* "end" sent: a cancel comes too late */
 	int fd;                      /* the connection, -1 */
+	int given_fd;                /* the socket the request brought, -1: connect to uri */
 	bool reported;               /* "done" was read by a status request */
 	struct migrate_stats st;
 	/* the event loop, held during the stop phase */
@@ -979,7 +990,15 @@ static void *migrate_thread(void *arg)
 	state_writer_init(&s.w);
 	s.bits = calloc(s.words ? s.words : 1, 8);
 	rc = s.bits ? 0 : error_set(&e, EXIT_HOST, "migration: out of memory");
-	if (!rc && !migrate_parse_addr(c->uri, &a, &e) && (s.fd = addr_connect(&a, c->uri, &e)) >= 0) {
+	seccomp_thread_enter(SECCOMP_MIGRATE);
+	if (c->given_fd >= 0) {
+		s.fd = c->given_fd;      /* handed over with the request: ours now */
+		c->given_fd = -1;
+		set_timeouts(s.fd);
+	} else if (!rc && !migrate_parse_addr(c->uri, &a, &e)) {
+		s.fd = addr_connect(&a, c->uri, &e);
+	}
+	if (!rc && s.fd >= 0) {
 		pthread_mutex_lock(&c->lock);
 		c->fd = s.fd;
 		pthread_mutex_unlock(&c->lock);
@@ -1006,6 +1025,8 @@ static void *migrate_thread(void *arg)
 			better_reason(&s, &e);
 	} else {
 		rc = -1;
+		if (s.fd >= 0)
+			close(s.fd);
 	}
 	if (!done) {             /* before the point of no return: the VM goes on */
 		if (tracking)
@@ -1057,6 +1078,38 @@ static json_t *fail_json(const char *msg)
 	return json_pack("{s:b, s:s}", "ok", 0, "error", msg);
 }
 
+/* Why a migrate request cannot start, or NULL.  `given` is the socket
+ * the request brought (-1: none). */
+static json_t *migrate_check(struct vm *vm, json_t *req, const char *uri, bool busy, int given)
+{
+	json_t *dt = json_object_get(req, "downtime_ms"), *bw = json_object_get(req, "bandwidth");
+	struct migrate_addr a;
+	struct error e = { 0 };
+	int type = 0;
+	socklen_t tl = sizeof(type);
+
+	if (busy)
+		return fail_json("migrate: a migration of this VM is in progress");
+	if (migrate_parse_addr(uri, &a, &e))
+		return fail_json(e.msg);
+	if ((dt && (!json_is_integer(dt) || json_integer_value(dt) < 1 ||
+		    json_integer_value(dt) > 3600000)) ||
+	    (bw && (!json_is_integer(bw) || json_integer_value(bw) < 0)))
+		return fail_json("migrate: \"downtime_ms\" is 1 to 3600000 and \"bandwidth\" bytes/s "
+				 "is 0 or more");
+	if (vm_is_paused(vm))
+		return fail_json("migrate: the VM is paused");
+	if (given >= 0 && (getsockopt(given, SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_STREAM))
+		return fail_json("migrate: the descriptor sent with the request is not a stream socket");
+	/* Under seccomp the VMM may not open network sockets (its filters
+	 * allow Unix sockets only): the client connects and hands it over. */
+	if (given < 0 && seccomp_enabled())
+		return fail_json("migrate: with seccomp on, the VMM opens no connection itself: send "
+				 "the connected socket with the request (SCM_RIGHTS), as shoal migrate "
+				 "does");
+	return NULL;
+}
+
 /* {"cmd": "migrate", "uri": URI[, "downtime_ms": N][, "bandwidth": BYTES_S]}
  * or {"cmd": "migrate", "cancel": true}. */
 static json_t *migrate_cmd(struct vm *vm, json_t *req, void *opaque)
@@ -1064,15 +1117,15 @@ static json_t *migrate_cmd(struct vm *vm, json_t *req, void *opaque)
 	struct mig_ctl *c = opaque;
 	const char *uri = json_string_value(json_object_get(req, "uri"));
 	json_t *dt = json_object_get(req, "downtime_ms"), *bw = json_object_get(req, "bandwidth");
-	struct migrate_addr a;
-	struct error e = { 0 };
+	int given = control_take_fd();
+	json_t *r;
 	bool busy;
 
 	pthread_mutex_lock(&c->lock);
 	busy = c->running && (!strcmp(c->state, "active") || !strcmp(c->state, "completing"));
 	if (json_is_true(json_object_get(req, "cancel"))) {
-		json_t *r;
-
+		if (given >= 0)
+			close(given);
 		if (!busy)
 			r = fail_json("migrate: no migration in progress");
 		else if (c->past_cancel)
@@ -1088,20 +1141,12 @@ static json_t *migrate_cmd(struct vm *vm, json_t *req, void *opaque)
 		return r;
 	}
 	pthread_mutex_unlock(&c->lock);
-	if (busy)
-		return fail_json("migrate: a migration of this VM is in progress");
-	if (migrate_parse_addr(uri, &a, &e))
-		return fail_json(e.msg);
-	if ((dt && (!json_is_integer(dt) || json_integer_value(dt) < 1 ||
-		    json_integer_value(dt) > 3600000)) ||
-	    (bw && (!json_is_integer(bw) || json_integer_value(bw) < 0)))
-		return fail_json("migrate: \"downtime_ms\" is 1 to 3600000 and \"bandwidth\" bytes/s "
-				 "is 0 or more");
-	if (vm_is_paused(vm))
-		return fail_json("migrate: the VM is paused");
-	if (seccomp_enabled())    /* the sender's thread has no filter of its own yet */
-		return fail_json("migrate: not available with seccomp on yet (shoal run --seccomp "
-				 "off; docs/migration.md)");
+	r = migrate_check(vm, req, uri, busy, given);
+	if (r) {
+		if (given >= 0)
+			close(given);
+		return r;
+	}
 	if (c->running && !c->joined) {
 		pthread_join(c->thread, NULL);
 		c->joined = true;
@@ -1112,6 +1157,8 @@ static json_t *migrate_cmd(struct vm *vm, json_t *req, void *opaque)
 			if (c->hold_fd >= 0)
 				close(c->hold_fd);
 			c->hold_fd = -1;
+			if (given >= 0)
+				close(given);
 			return fail_json("migrate: cannot set up the event loop's hold");
 		}
 	}
@@ -1127,7 +1174,11 @@ static json_t *migrate_cmd(struct vm *vm, json_t *req, void *opaque)
 	c->state = "active";
 	c->running = true;
 	c->joined = false;
+	c->given_fd = given;
 	if (pthread_create(&c->thread, NULL, migrate_thread, c)) {
+		if (given >= 0)
+			close(given);
+		c->given_fd = -1;
 		c->running = false;
 		c->state = "failed";
 		snprintf(c->error, sizeof(c->error), "migrate: cannot start its thread");
@@ -1180,7 +1231,7 @@ void migrate_add_command(struct vm *vm)
 	if (!c)
 		return;
 	c->vm = vm;
-	c->fd = c->hold_fd = -1;
+	c->fd = c->hold_fd = c->given_fd = -1;
 	c->state = "none";
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cond, NULL);

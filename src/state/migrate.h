@@ -31,6 +31,12 @@ struct migrate_addr {
 };
 int migrate_parse_addr(const char *uri, struct migrate_addr *a, struct error *e);
 
+/* Connect to the destination at `uri` (a stream socket with 30 s send and
+ * receive timeouts): `shoal migrate` does it and hands the socket to the
+ * VMM with its request, so that the VMM, under seccomp, opens no network
+ * connection itself.  The descriptor, or -1 with `e`. */
+int migrate_connect(const char *uri, struct error *e);
+
 /* The destination (`shoal run --incoming URI`): listen on `uri`, take one
  * connection, fill `vm` (built by vm_create_incoming, not yet run) from
  * its stream, restore its vCPU, KVM and device state, and acknowledge.

@@ -14,6 +14,12 @@
  * Limits: 16 connections, 64 KiB per request line; replies are written with
  * a 5 s send timeout so a client that stops reading cannot wedge the VMM.
  * A client on the console (console-attach) sends raw bytes from then on.
+ *
+ * A request may bring one file descriptor (SCM_RIGHTS, sent with the
+ * request's bytes): `migrate` takes the connected socket `shoal migrate`
+ * opened, so that the VMM itself never opens a network connection (its
+ * seccomp filters allow Unix sockets only).  A command takes it with
+ * control_take_fd(); one no command took is closed after the request.
  */
 #include "vmm/control.h"
 
@@ -45,6 +51,7 @@ struct control_client {
 	struct control *ctl;
 	int fd;
 	bool attached;                  /* raw console mode */
+	int passed_fd;                  /* SCM_RIGHTS with the request being read, or -1 */
 	size_t len;
 	char buf[CONTROL_LINE_MAX + 1];
 };
@@ -55,6 +62,25 @@ struct control {
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	struct control_client *clients[CONTROL_MAX_CLIENTS];
 };
+
+/* The client whose request is being handled (event loop thread only). */
+static struct control_client *handling;
+
+int control_take_fd(void)
+{
+	int fd = handling ? handling->passed_fd : -1;
+
+	if (handling)
+		handling->passed_fd = -1;
+	return fd;
+}
+
+static void control_close_passed(struct control_client *cl)
+{
+	if (cl->passed_fd >= 0)
+		close(cl->passed_fd);
+	cl->passed_fd = -1;
+}
 
 static uint64_t now_ns(void)
 {
@@ -291,6 +317,7 @@ static void control_drop(struct control_client *cl)
 		console_set_attached(ctl->vm->console, -1, true);
 	eventloop_del(ctl->vm->loop, cl->fd);
 	close(cl->fd);
+	control_close_passed(cl);
 	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
 		if (ctl->clients[i] == cl)
 			ctl->clients[i] = NULL;
@@ -320,7 +347,10 @@ static int control_process(struct control_client *cl)
 		char *rep;
 
 		*nl = '\0';
+		handling = cl;
 		rep = control_handle_line(cl->ctl->vm, cl->buf, cl->fd, &extra, &extra_len, &attach);
+		handling = NULL;
+		control_close_passed(cl);   /* a descriptor belongs to its request only */
 		rc = !rep || send_all(cl->fd, rep, strlen(rep)) ||
 		     (extra_len && send_all(cl->fd, extra, extra_len)) ? -1 : 0;
 		free(rep);
@@ -347,6 +377,30 @@ static int control_process(struct control_client *cl)
 	return 0;
 }
 
+/* Read request bytes, and a descriptor that may come with them (one; any
+ * more, or any other ancillary data, is closed by the kernel's MSG_CTRUNC
+ * path or here). */
+static ssize_t control_recv(struct control_client *cl)
+{
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct iovec iov = { cl->buf + cl->len, CONTROL_LINE_MAX - cl->len };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
+			    .msg_controllen = sizeof(u.b) };
+	ssize_t n = recvmsg(cl->fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+
+	for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL; c; c = CMSG_NXTHDR(&m, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+		    c->cmsg_len != CMSG_LEN(sizeof(int)))
+			continue;
+		control_close_passed(cl);
+		memcpy(&cl->passed_fd, CMSG_DATA(c), sizeof(int));
+	}
+	return n;
+}
+
 static int control_on_client(int fd, uint32_t events, void *opaque)
 {
 	struct control_client *cl = opaque;
@@ -359,7 +413,7 @@ static int control_on_client(int fd, uint32_t events, void *opaque)
 		if (n > 0 && cl->ctl->vm->console && console_attached_fd(cl->ctl->vm->console) == fd)
 			console_input(cl->ctl->vm->console, buf, (int)n);
 	} else {
-		n = recv(fd, cl->buf + cl->len, CONTROL_LINE_MAX - cl->len, MSG_DONTWAIT);
+		n = control_recv(cl);
 		if (n > 0) {
 			cl->len += (size_t)n;
 			if (control_process(cl) == 0)
@@ -399,6 +453,7 @@ static int control_on_accept(int fd, uint32_t events, void *opaque)
 	setsockopt(cfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	cl->ctl = ctl;
 	cl->fd = cfd;
+	cl->passed_fd = -1;
 	ctl->clients[slot] = cl;
 	if (eventloop_add(ctl->vm->loop, cfd, EPOLLIN | EPOLLRDHUP, control_on_client, cl) < 0) {
 		ctl->clients[slot] = NULL;

@@ -17,6 +17,10 @@ int control_start(struct vm *vm, const char *path, struct error *e);
 /* Close every connection and remove the socket file. */
 void control_stop(struct vm *vm);
 
+/* The descriptor that came with the request being handled (SCM_RIGHTS),
+ * or -1; the caller owns it from then on.  Event loop thread only. */
+int control_take_fd(void);
+
 /* Handle one request line and return the reply object as a malloc'd JSON
  * line (with '\n').  `*extra`/`*extra_len` receive raw bytes to send after
  * it (console-log), `*attach` is set for console-attach.  Exposed for the

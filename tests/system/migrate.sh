@@ -1,6 +1,9 @@
 #!/bin/bash
 # migrate.sh - live migration between two VMMs on this host: `shoal run
-# --incoming` and `shoal migrate` with the test guest (docs/migration.md):
+# --incoming` and `shoal migrate` with the test guest (docs/migration.md),
+# seccomp on at both ends:
+#   - a migrate request on the control socket that brings no connected
+#     socket is refused (under seccomp the VMM opens no connection itself);
 #   - an idle guest that filled 16 MiB with a seeded pattern migrates over
 #     unix: and then, from there, over tcp:127.0.0.1; each destination's
 #     guest verifies the pattern and exits with the code typed; each source
@@ -34,7 +37,8 @@ def check(name, cond, why=""):
 A, B = "0x2000000", "0x4000000"     # the pattern (16 MiB), the dirtied range (8 MiB)
 MEM = "128M"
 CMDLINE = f"fill {A} 16M 7; shell"
-SECCOMP = ("--seccomp", "off")      # migrate is refused with seccomp on (not yet)
+SECCOMP = ("--seccomp", "on")       # both ends filtered: the sender streams over the socket
+                                    # shoal migrate hands it (SCM_RIGHTS)
 
 def wait_path(path, p, secs=60):
     end = time.time() + secs
@@ -119,6 +123,9 @@ src = source("s1")
 check("source guest filled its pattern", wait_console(src[2], "shoal> "), console(src[2])[-300:])
 uri = "unix:" + os.path.join(tmp, "in1.sock")
 dst = dest("d1", uri)
+r = ctl(src[1], {"cmd": "migrate", "uri": uri})
+check("a migrate request that brings no socket is refused under seccomp, saying why",
+      not r.get("ok") and "opens no connection itself" in r.get("error", ""), r)
 m = migrate(src[1], uri, "--output", "json")
 out, err = m.communicate(timeout=120)
 try: info = json.loads(out)

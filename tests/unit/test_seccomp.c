@@ -361,6 +361,27 @@ static void test_main_ptrace(void **state)
 	expect_sigsys(main_ptrace, "thread main made forbidden syscall ptrace (101)");
 }
 
+/* The migration sender streams over the socket it was handed: it may send
+ * on it, and may not connect anywhere itself (shoal migrate connects). */
+static void migrate_socket_inet(void)
+{
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+		_exit(3);
+	seccomp_thread_enter(SECCOMP_MIGRATE);
+	if (send(sv[0], "x", 1, MSG_NOSIGNAL) != 1 || recv(sv[1], (char[1]){ 0 }, 1, 0) != 1)
+		_exit(4);
+	syscall(SYS_socket, AF_INET, SOCK_STREAM, 0);
+}
+
+static void test_migrate_socket_inet(void **state)
+{
+	(void)state;
+	SKIP_UNDER_SANITIZER();
+	expect_sigsys(migrate_socket_inet, "thread migrate made forbidden syscall socket (41)");
+}
+
 /* ---- the table itself ---- */
 
 /* A thread inherits its creator's filter: whatever the threads the event
@@ -369,7 +390,7 @@ static void test_main_ptrace(void **state)
 static void test_creator_allows_children(void **state)
 {
 	static const enum seccomp_kind kids[] = { SECCOMP_SNAP_WRITER, SECCOMP_SNAP_FAULT,
-						  SECCOMP_BLK_IO };
+						  SECCOMP_BLK_IO, SECCOMP_MIGRATE };
 
 	(void)state;
 	for (size_t k = 0; k < sizeof(kids) / sizeof(kids[0]); k++)
@@ -432,6 +453,7 @@ int main(void)
 		cmocka_unit_test(test_event_fork),
 		cmocka_unit_test(test_event_child_narrows),
 		cmocka_unit_test(test_main_ptrace),
+		cmocka_unit_test(test_migrate_socket_inet),
 		cmocka_unit_test(test_creator_allows_children),
 		cmocka_unit_test(test_never_allowed),
 		cmocka_unit_test(test_not_enabled_noop),
