@@ -47,6 +47,8 @@ LIBS    += -lmicrohttpd -lsqlite3 -lcurl
 # ---- end host daemon ----
 # the image store (src/store): SHA-256 through OpenSSL's EVP; libm for the Bloom formula
 LIBS    += -lcrypto -lm
+# the cloud-init seed (src/boot/cidata.c): ISO 9660 through libisofs
+LIBS    += -lisofs
 ALLCFLAGS = $(CPPFLAGS_ALL) $(DEBUGFLAGS) $(WARN) $(CFLAGS) $(SANFLAGS)
 
 # LIB_EXCLUDE: patterns of sources to leave out (work in progress), e.g.

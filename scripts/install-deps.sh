@@ -8,6 +8,9 @@ PKGS="build-essential clang libcmocka-dev libjansson-dev liburing-dev libzstd-de
 # nodejs and npm run the OpenAPI validators (scripts/api-tools.sh installs
 # them from npm); prometheus brings promtool, which checks shoald's /metrics.
 PKGS="$PKGS nodejs prometheus"
+# libisofs-dev builds the cloud-init seed (src/boot/cidata.c); genisoimage's
+# isoinfo reads it back in test_cidata, independently of libisofs.
+PKGS="$PKGS libisofs-dev genisoimage"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

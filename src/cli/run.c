@@ -9,12 +9,17 @@
 #include "cli/run.h"
 #include "base/size.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/commands.h"
+#include "boot/cidata.h"
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "base/seccomp.h"
@@ -53,6 +58,10 @@ const char run_usage[] =
 "      --vsock cid=N,socket=PATH\n"
 "                           virtio-vsock; the host side is a Unix socket\n"
 "                           (CONNECT <port> / OK <port>, as Firecracker)\n"
+"      --cloud-init user-data=FILE,meta-data=FILE[,network-config=FILE]\n"
+"                           attach a cloud-init NoCloud seed built from these\n"
+"                           files: an ISO 9660 volume 'cidata', one more\n"
+"                           read-only disk after the others (docs/linux-guests.md)\n"
 "      --virtio-console file:PATH[,in=PATH]\n"
 "                           a second console, virtio-console: output to a\n"
 "                           file, input (optional) from another\n"
@@ -99,6 +108,8 @@ const char run_usage[] =
 
 enum { OPT_FIRMWARE = 1024 };
 
+enum { OPT_CLOUD_INIT = 1200 };         /* boot/cidata.c's seed */
+
 enum { OPT_INCOMING = 1100 };           /* state/migrate.c's destination */
 
 enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_API,
@@ -128,6 +139,7 @@ static const struct option run_options[] = {
 	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "vsock", required_argument, NULL, OPT_VSOCK },
 	{ "virtio-console", required_argument, NULL, OPT_VCONSOLE },
+	{ "cloud-init", required_argument, NULL, OPT_CLOUD_INIT },
 	{ "restore", required_argument, NULL, OPT_RESTORE },
 	{ "clone", no_argument, NULL, OPT_CLONE },
 	{ "mac", required_argument, NULL, OPT_MAC },
@@ -167,7 +179,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 	switch (c) {   /* the VM's own settings, which a snapshot brings */
 	case 'k': case 'i': case 'p': case 'c': case 'm': case OPT_TEMPLATE: case OPT_CONFIG:
 	case OPT_DISK: case OPT_NET: case OPT_RNG: case OPT_VSOCK: case OPT_VCONSOLE:
-	case OPT_FIRMWARE:
+	case OPT_FIRMWARE: case OPT_CLOUD_INIT:
 		if (!o->vm_flag)
 			o->vm_flag = c;
 		break;
@@ -239,6 +251,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 	case OPT_RNG: cfg->rng = true; return 0;
 	case OPT_VSOCK: return vm_config_set_vsock(cfg, arg, e);
 	case OPT_VCONSOLE: return vconsole_config_from_flags(&cfg->vconsole, arg, e);
+	case OPT_CLOUD_INIT: return cidata_from_flags(&cfg->cloud_init, arg, e);
 	case 'v': o->verbose++; return 0;
 	case 'h': o->help = true; return 0;
 	case OPT_CONFIG: return 0;   /* handled in the first pass */
@@ -345,10 +358,73 @@ static int run_seccomp_on(const struct run_opts *o, bool *on, const char **why, 
 	return 0;
 }
 
+/* The cloud-init seed (boot/cidata.c): built into a private directory
+ * (mkdtemp, mode 0700) before the VM, attached as one more read-only disk
+ * after the user's, and removed as soon as the VM holds it open (or when
+ * building the VM failed).  A confined VMM (shoald's) reads the inputs
+ * only beneath its directories, and may open the seed because its
+ * directory joins them. */
+struct run_seed {
+	char dir[PATH_MAX - 16];
+	char path[PATH_MAX];
+};
+
+static void run_seed_remove(struct run_seed *s)
+{
+	if (s->path[0])
+		unlink(s->path);
+	if (s->dir[0])
+		rmdir(s->dir);
+	s->path[0] = s->dir[0] = '\0';
+}
+
+static int run_seed_build(struct vm_config *cfg, struct run_seed *s, struct error *e)
+{
+	const char *tmp = getenv("TMPDIR");
+	struct vm_disk *d;
+	int fd, rc;
+
+	if (cfg->ndisks == VM_MAX_DISKS)
+		return error_set(e, EXIT_USAGE, "--cloud-init: the seed is one more disk, and the VM "
+				 "already has the most there may be (%d)", VM_MAX_DISKS);
+	if (cfg->nconfine == PATH_MAX_ROOTS)
+		return error_set(e, EXIT_USAGE, "--cloud-init: the seed's directory would be one "
+				 "\"confine\" directory too many (at most %d)", PATH_MAX_ROOTS);
+	if (snprintf(s->dir, sizeof(s->dir), "%s/shoal-cidata-XXXXXX",
+		     tmp && *tmp ? tmp : "/tmp") >= (int)sizeof(s->dir) || !mkdtemp(s->dir)) {
+		rc = error_set(e, EXIT_HOST, "cloud-init seed: %s: %s", s->dir, strerror(errno));
+		s->dir[0] = '\0';
+		return rc;
+	}
+	snprintf(s->path, sizeof(s->path), "%s/cidata.iso", s->dir);
+	fd = open(s->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = error_set(e, EXIT_HOST, "cloud-init seed: %s: %s", s->path, strerror(errno));
+		s->path[0] = '\0';
+		return rc;
+	}
+	rc = cfg->nconfine ? path_confine((const char *const *)cfg->confine, cfg->nconfine, e) : 0;
+	if (!rc)
+		rc = cidata_build(&cfg->cloud_init, fd, e);
+	close(fd);
+	if (rc)
+		return -1;
+	if (cfg->nconfine)
+		cfg->confine[cfg->nconfine++] = strdup(s->dir);
+	d = &cfg->disks[cfg->ndisks++];
+	memset(d, 0, sizeof(*d));
+	d->path = strdup(s->path);
+	d->readonly = true;
+	d->serial = strdup(CIDATA_VOLUME_ID);
+	log_info("cloud-init seed: %s, disk %d (read-only, serial %s)", s->path, cfg->ndisks - 1,
+		 CIDATA_VOLUME_ID);
+	return 0;
+}
+
 /* Build the VM (or restore it), serve the control socket when asked, run
  * the guest to its end; returns the exit status (docs/cli.md).  The VM is
  * destroyed on every way out. */
-static int run_vm(const struct vm_config *cfg, const struct run_opts *o)
+static int run_vm(const struct vm_config *cfg, const struct run_opts *o, struct run_seed *seed)
 {
 	struct error e = { 0 };
 	const char *api_socket = o->api_socket, *why = NULL;
@@ -372,6 +448,7 @@ static int run_vm(const struct vm_config *cfg, const struct run_opts *o)
 	}
 	vm = o->restore ? run_restore(cfg, o, &e) :
 		o->incoming ? vm_create_incoming(cfg, &e) : vm_create(cfg, &e);
+	run_seed_remove(seed);          /* the VM holds it open now, or failed */
 	if (!vm) {
 		log_error("%s", e.msg);
 		return e.status;
@@ -406,6 +483,7 @@ int cmd_run(int argc, char **argv)
 {
 	struct vm_config cfg;
 	struct run_opts o;
+	struct run_seed seed = { 0 };
 	struct error e = { 0 };
 	int status = 0;
 
@@ -456,8 +534,14 @@ int cmd_run(int argc, char **argv)
 		status = EXIT_USAGE;
 		goto out;
 	}
-	status = run_vm(&cfg, &o);
+	if (cidata_wanted(&cfg.cloud_init) && run_seed_build(&cfg, &seed, &e)) {
+		log_error("%s", e.msg);
+		status = e.status;
+		goto out;
+	}
+	status = run_vm(&cfg, &o, &seed);
 out:
+	run_seed_remove(&seed);
 	vm_config_free(&cfg);
 	free(o.api_socket);
 	free(o.restore);

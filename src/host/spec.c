@@ -10,7 +10,8 @@
  * base/path_beneath.h: this process is confined to them, so an open that
  * would leave them is refused by the kernel and opens nothing), regular
  * files (400), each disk's backing chain opened read-only by the block
- * layer under the same confinement, console files that are plain names
+ * layer under the same confinement, the cloud-init seed's files (regular
+ * files beneath them, as the kernel), console files that are plain names
  * (created in the VM's directory by the VMM, never where the caller
  * says), no TAP descriptor numbers, memory.
  *
@@ -256,6 +257,25 @@ static int spec_check_devices(const struct vm_config *c, struct api_err *e)
 	return 0;
 }
 
+/* The cloud-init seed's files (the VMM builds the seed from them, confined
+ * the same way), and the disk slot the seed takes. */
+static int spec_check_cloud_init(const struct vm_config *c, struct api_err *e)
+{
+	const struct cidata_files *f = &c->cloud_init;
+
+	if (!cidata_wanted(f))
+		return 0;
+	if (c->ndisks == VM_MAX_DISKS)
+		return api_err_set(e, 400, "invalid_spec", "cloud_init: the seed is one more disk, "
+				   "and disks has the most there may be (%d)", VM_MAX_DISKS);
+	if (spec_check_file("cloud_init.user_data", f->user_data, e) ||
+	    spec_check_file("cloud_init.meta_data", f->meta_data, e))
+		return -1;
+	if (f->network_config && spec_check_file("cloud_init.network_config", f->network_config, e))
+		return -1;
+	return 0;
+}
+
 /* What the host must honour and the caller may name: files and memory. */
 static int spec_check_host(const struct vm_config *c, struct api_err *e)
 {
@@ -266,7 +286,7 @@ static int spec_check_host(const struct vm_config *c, struct api_err *e)
 		return -1;
 	if (c->initrd && spec_check_file("initrd", c->initrd, e))
 		return -1;
-	if (spec_check_devices(c, e))
+	if (spec_check_devices(c, e) || spec_check_cloud_init(c, e))
 		return -1;
 	if (sysinfo(&si) == 0) {
 		avail = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;

@@ -220,6 +220,10 @@ static int refuse_unsaveable(struct vm *vm, struct error *e)
 		if (vm->cfg.nets[i].fd >= 0)
 			return error_set(e, EXIT_USAGE, "net%d: a network card on a passed-in fd "
 					 "cannot be restored (use tap=NAME)", i);
+	if (cidata_wanted(&vm->cfg.cloud_init))   /* its seed file is gone once attached */
+		return error_set(e, EXIT_USAGE, "a VM with a cloud-init seed (--cloud-init) cannot "
+				 "be saved yet: its seed disk is a temporary file that a restore "
+				 "could not open");
 	return 0;
 }
 

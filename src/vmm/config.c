@@ -54,6 +54,7 @@ void vm_config_copy(struct vm_config *dst, const struct vm_config *src)
 		net_config_copy(&dst->nets[i], &src->nets[i]);
 	dst->vsock_socket = dup_or_null(src->vsock_socket);
 	dst->vconsole = dup_or_null(src->vconsole);
+	cidata_copy(&dst->cloud_init, &src->cloud_init);
 }
 
 void vm_config_free(struct vm_config *c)
@@ -64,6 +65,7 @@ void vm_config_free(struct vm_config *c)
 		net_config_free(&c->nets[i]);
 	free(c->vsock_socket);
 	free(c->vconsole);
+	cidata_free(&c->cloud_init);
 	free(c->kernel);
 	free(c->firmware);
 	free(c->initrd);
@@ -264,6 +266,8 @@ static int json_apply_device_key(struct vm_config *c, const char *name, const ch
 		return vsock_config_from_json(&c->vsock_cid, &c->vsock_socket, v, name, e);
 	if (!strcmp(key, "virtio_console"))
 		return vconsole_config_from_json(&c->vconsole, v, name, e);
+	if (!strcmp(key, "cloud_init"))
+		return cidata_from_json(&c->cloud_init, v, name, e);
 	return 1;
 }
 
@@ -401,6 +405,8 @@ json_t *vm_config_to_json(const struct vm_config *c)
 	json_object_set_new(o, "rng", rng_config_to_json(c->rng, c->rng_rate));
 	json_object_set_new(o, "vsock", vsock_config_to_json(c->vsock_cid, c->vsock_socket));
 	json_object_set_new(o, "virtio_console", vconsole_config_to_json(c->vconsole));
+	if (cidata_wanted(&c->cloud_init))
+		json_object_set_new(o, "cloud_init", cidata_to_json(&c->cloud_init));
 	if (c->nconfine) {
 		json_t *dirs = json_array();
 

@@ -12,7 +12,8 @@
  *                  "queues": 1, "mode": "transitional" } ],
  *     "nets": [ { "tap": "tap0", "mac": "52:54:00:12:34:56", "queues": 1 } ],
  *     "rng": true, "vsock": { "cid": 3, "socket": "/run/v.sock" },
- *     "virtio_console": "file:/tmp/hvc0.log", "confine": ["/srv/vm"] }
+ *     "virtio_console": "file:/tmp/hvc0.log", "confine": ["/srv/vm"],
+ *     "cloud_init": { "user_data": "/srv/u", "meta_data": "/srv/m" } }
  *
  * Strings are owned (malloc'd) by the struct; vm_config_free releases them.
  */
@@ -25,6 +26,7 @@
 
 #include "base/error.h"
 #include "base/path_beneath.h"
+#include "boot/cidata.h"          /* struct cidata_files */
 #include "devices/devconfig.h"    /* struct vm_disk, struct vm_net */
 
 enum console_kind { CONSOLE_STDIO = 0, CONSOLE_FILE, CONSOLE_NONE };
@@ -53,6 +55,8 @@ struct vm_config {
 	uint32_t vsock_cid;            /* 0: no virtio-vsock */
 	char *vsock_socket;            /* host-side Unix socket path */
 	char *vconsole;                /* virtio-console port: "file:PATH", or NULL */
+	struct cidata_files cloud_init; /* a NoCloud seed disk from these files
+	                                  (shoal run builds it; boot/cidata.h) */
 	int nconfine;                  /* "confine": open named files only beneath */
 	char *confine[PATH_MAX_ROOTS]; /* these directories (base/path_beneath.h) */
 };
