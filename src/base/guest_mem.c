@@ -251,6 +251,32 @@ void guest_mem_dirty_take(const struct guest_mem *m, uint64_t *out)
 			out[i] |= __atomic_exchange_n(&bits[i], 0, __ATOMIC_ACQ_REL);
 }
 
+int guest_mem_discard(const struct guest_mem *m, void *p, uint64_t len)
+{
+	uint64_t off = (uint64_t)((uint8_t *)p - m->host);
+
+	if (!m->host || (uint8_t *)p < m->host || off > m->size || len > m->size - off ||
+	    (off | len) & 0xfff) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (!len)
+		return 0;
+	if (m->fd >= 0) {
+		if (fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+			      (off_t)len) < 0)
+			return -1;
+	} else if (m->private_map) {
+		if (madvise(p, len, MADV_DONTNEED) < 0)
+			return -1;
+	} else {
+		errno = EOPNOTSUPP;
+		return -1;
+	}
+	guest_mem_dirty_hva(m, p, len);
+	return 0;
+}
+
 uint64_t guest_mem_low_end(const struct guest_mem *m)
 {
 	return m->region[0].size;

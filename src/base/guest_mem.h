@@ -108,6 +108,17 @@ void guest_mem_dirty_hva(const struct guest_mem *m, const void *p, uint64_t len)
 void guest_mem_dirty_gpa(const struct guest_mem *m, uint64_t gpa, uint64_t len);
 void guest_mem_dirty_take(const struct guest_mem *m, uint64_t *out);
 
+/* Give the host back the whole pages of [p, p+len) of the mapping (the
+ * balloon's inflated and reported pages): a punched hole in the memfd
+ * (fallocate PUNCH_HOLE|KEEP_SIZE), or MADV_DONTNEED on a private mapping
+ * (its pages fall back to the file's).  The range reads as zeros (a
+ * private map: the file's bytes) afterwards and is marked dirty for
+ * migration.  Note that a later read of a hole through the shared mapping
+ * allocates a zeroed page again (docs/memory.md).  `p` and `len` must be
+ * 4 KiB aligned and inside the mapping.  0, or -1 with errno (EINVAL,
+ * EOPNOTSUPP for memory that is not ours: malloc'd or external). */
+int guest_mem_discard(const struct guest_mem *m, void *p, uint64_t len);
+
 /* End of low RAM (exclusive): min(size, 3 GiB). */
 uint64_t guest_mem_low_end(const struct guest_mem *m);
 

@@ -4,7 +4,8 @@
  *
  * One device kind, one file: config_blk.c (virtio-blk, struct vm_disk),
  * config_net.c (virtio-net, struct vm_net), config_vsock.c (virtio-vsock),
- * config_console.c (virtio-console) and config_rng.c (virtio-rng); the
+ * config_console.c (virtio-console), config_rng.c (virtio-rng) and
+ * config_balloon.c (virtio-balloon); the
  * helpers they share are in config_dev.c.  The VM-level reader
  * (vmm/config.c) hands each device key's value to these and keeps the
  * arrays; the daemon's spec checks (host/spec.c) run on the structs that
@@ -114,5 +115,12 @@ json_t *vconsole_config_to_json(const char *spec);                /* null for no
 int rng_config_from_json(bool *on, uint32_t *rate, json_t *v, const char *where,
 			 struct error *e);
 json_t *rng_config_to_json(bool on, uint32_t rate);
+
+/* ---- virtio-balloon: config_balloon.c ---- */
+
+/* true, false, or {"stats_interval": SECONDS} (0 kept: the default). */
+int balloon_config_from_json(bool *on, uint32_t *stats_s, json_t *v, const char *where,
+			     struct error *e);
+json_t *balloon_config_to_json(bool on, uint32_t stats_s);
 
 #endif
