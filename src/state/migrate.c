@@ -8,7 +8,9 @@
  * of the whole section:
  *
  *   hello   u64 memory bytes, u32 vCPUs, u32 page size, u32 n, n bytes of
- *           the source's settings as JSON (for the record)
+ *           the source's settings as JSON (for the record), u32 m, m bytes
+ *           of the CPU the guest saw as JSON (snapshot_cpu_json), which the
+ *           destination checks against its own vCPU
  *   ram     records: u64 page offset in the memfd | kind (1: that many
  *           zero pages, nothing follows; 2: the pages follow), u32 pages
  *   round   u32 round, u64 pages dirty at its start (informational)
@@ -431,7 +433,10 @@ static int check_hello(struct vm *vm, const uint8_t *p, size_t len, struct error
 {
 	struct state_reader r;
 	uint64_t mem;
-	uint32_t vcpus, page;
+	uint32_t vcpus, page, n;
+	const char *text;
+	json_t *cpu;
+	int rc;
 
 	state_reader_init(&r, p, len);
 	mem = state_get_u64(&r);
@@ -447,7 +452,20 @@ static int check_hello(struct vm *vm, const uint8_t *p, size_t len, struct error
 				 " MiB and %" PRIu32 " vCPUs, this one %" PRIu64 " MiB and %d (start the "
 				 "destination with the source's settings)", mem >> 20, vcpus,
 				 vm->mem.size >> 20, vm->ncpus);
-	return 0;
+	n = state_get_u32(&r);               /* the settings, for the record: skipped */
+	if (r.error || n > r.len - r.pos)
+		r.error = true;
+	else
+		r.pos += n;
+	n = state_get_u32(&r);               /* the CPU the guest saw */
+	text = r.error || n > r.len - r.pos ? NULL : (const char *)r.data + r.pos;
+	cpu = text ? json_loadb(text, n, 0, NULL) : NULL;
+	if (!cpu)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: the hello section does not "
+				 "describe the source's vCPU");
+	rc = snapshot_check_cpu(vm, "incoming migration", cpu, e);
+	json_decref(cpu);
+	return rc;
 }
 
 /* Read the stream after its magic into `vm`. */
@@ -884,9 +902,20 @@ static int hello(struct mig_src *s, struct error *e)
 	state_put_u64(&s->w, s->vm->mem.size);
 	state_put_u32(&s->w, (uint32_t)s->vm->ncpus);
 	state_put_u32(&s->w, PAGE);
+	json_t *cpu = snapshot_cpu_json(s->vm, e);
+	char *ct = cpu ? json_dumps(cpu, JSON_COMPACT) : NULL;
+	uint32_t m = ct ? (uint32_t)strlen(ct) : 0;
+
+	json_decref(cpu);
 	state_put_u32(&s->w, n);
 	state_put_bytes(&s->w, cfg ? cfg : "", n);
+	state_put_u32(&s->w, m);
+	state_put_bytes(&s->w, ct ? ct : "", m);
 	free(cfg);
+	free(ct);
+	if (!ct)
+		return error_set(e, EXIT_HOST, "migration: cannot describe the vCPU: %s",
+				 e->msg[0] ? e->msg : "out of memory");
 	return src_flush(s, mark, e);
 }
 

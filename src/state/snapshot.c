@@ -143,7 +143,7 @@ static struct kvm_cpuid2 *vcpu0_cpuid(struct vm *vm, struct error *e)
 	return c;
 }
 
-static json_t *cpu_json(struct vm *vm, struct error *e)
+json_t *snapshot_cpu_json(struct vm *vm, struct error *e)
 {
 	struct kvm_cpuid2 *c = vcpu0_cpuid(vm, e);
 	json_t *o;
@@ -158,15 +158,14 @@ static json_t *cpu_json(struct vm *vm, struct error *e)
 	return o;
 }
 
-/* Refuse when the guest saw a feature this host's vCPU lacks. */
-static int check_cpu(struct vm *vm, const char *dir, json_t *saved, struct error *e)
+int snapshot_check_cpu(struct vm *vm, const char *dir, json_t *saved, struct error *e)
 {
 	struct kvm_cpuid2 *c;
 	char missing[512] = "";
 	size_t n = 0;
 
 	if (!json_is_object(saved))
-		return error_set(e, EXIT_BADSTATE, "%s/manifest.json: no \"cpu\" object", dir);
+		return error_set(e, EXIT_BADSTATE, "%s: no \"cpu\" object", dir);
 	c = vcpu0_cpuid(vm, e);
 	if (!c)
 		return -1;
@@ -176,7 +175,7 @@ static int check_cpu(struct vm *vm, const char *dir, json_t *saved, struct error
 
 		if (!json_is_integer(v)) {
 			free(c);
-			return error_set(e, EXIT_BADSTATE, "%s/manifest.json: cpu: no \"%s\"", dir,
+			return error_set(e, EXIT_BADSTATE, "%s: cpu: no \"%s\"", dir,
 					 cpu_words[i].name);
 		}
 		want = (uint32_t)json_integer_value(v) & ~cpu_words[i].volatile_bits;
@@ -188,8 +187,8 @@ static int check_cpu(struct vm *vm, const char *dir, json_t *saved, struct error
 	free(c);
 	if (n)
 		return error_set(e, EXIT_RESOURCE, "%s: the guest was using CPU features this host "
-				 "does not offer with CPU template %s: %s (a snapshot taken with "
-				 "--cpu-template baseline restores on any x86-64 host)", dir,
+				 "does not offer with CPU template %s: %s (a guest started with "
+				 "--cpu-template baseline moves to any x86-64 host)", dir,
 				 vm->tmpl ? vm->tmpl->name : "host", missing);
 	return 0;
 }
@@ -402,7 +401,7 @@ static int job_capture(struct snap_job *j, bool live, struct error *e)
 
 	if (snapshot_state_save(j->vm, &j->state, e))
 		return -1;
-	json_t *cpu = cpu_json(j->vm, e);
+	json_t *cpu = snapshot_cpu_json(j->vm, e);
 	if (!cpu)
 		goto out;
 	json_object_set_new(j->manifest, "cpu", cpu);
@@ -728,9 +727,14 @@ struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov
 			snprintf(e->msg + strlen(e->msg), sizeof(e->msg) - strlen(e->msg), " (%s)", path);
 		goto out;
 	}
+	snprintf(path, sizeof(path), "%s/manifest.json", dir);
+	if (snapshot_check_cpu(vm, path, json_object_get(m, "cpu"), e)) {
+		vm_destroy(vm);
+		vm = NULL;
+		goto out;
+	}
 	snprintf(path, sizeof(path), "%s/state", dir);
-	if (check_cpu(vm, dir, json_object_get(m, "cpu"), e) ||
-	    snapshot_state_restore(vm, path, state, state_len, e)) {
+	if (snapshot_state_restore(vm, path, state, state_len, e)) {
 		vm_destroy(vm);
 		vm = NULL;
 	}

@@ -90,4 +90,12 @@ void snapshot_add_command(struct vm *vm);
  * reads the guest's memory), and free what snapshot_add_command made. */
 void snapshot_wait(struct vm *vm);
 
+/* The CPU a guest saw (mechanism 27): the feature words of vCPU 0's
+ * CPUID as a JSON object, which a snapshot's manifest and a migration's
+ * hello carry; NULL with `e`.  snapshot_check_cpu refuses (EXIT_RESOURCE,
+ * each missing bit named after `where`) when the guest saw a feature this
+ * host's vCPU, with the VM's template, lacks. */
+json_t *snapshot_cpu_json(struct vm *vm, struct error *e);
+int snapshot_check_cpu(struct vm *vm, const char *where, json_t *saved, struct error *e);
+
 #endif

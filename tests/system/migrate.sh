@@ -17,7 +17,8 @@
 #     saying so, the source VM goes on; the cancelled destination refuses
 #     the cut stream;
 #   - a destination of another memory size refuses the stream, and the
-#     source says why and goes on;
+#     source says why and goes on; so does one whose vCPU (CPU template
+#     minimal) lacks features the guest saw, naming them;
 #   - a corrupt stream (a bad checksum, a bad magic) is refused by the
 #     destination with one line naming the reason and status 84.
 #
@@ -68,11 +69,11 @@ def source(name, mem=MEM):
     wait_path(sock, p)
     return p, sock, log, err
 
-def dest(name, uri, mem=MEM):
+def dest(name, uri, mem=MEM, extra=()):
     sock, log, err = (os.path.join(tmp, name + x) for x in (".sock", ".console", ".err"))
     p = subprocess.Popen([shoal, "run", "--kernel", guest, "--cmdline", CMDLINE, "--memory", mem,
                           "--console", "file:" + log, "--api-socket", sock, "--timeout", "120",
-                          "--incoming", uri, "-v", *SECCOMP],
+                          "--incoming", uri, "-v", *SECCOMP, *extra],
                          stdin=subprocess.DEVNULL, stderr=open(err, "w"))
     end = time.time() + 30                  # listening: it says so (-v)
     while time.time() < end and "waiting on" not in console(err) and p.poll() is None:
@@ -221,6 +222,19 @@ out, err = m.communicate(timeout=120)
 check("a destination of another size refuses, and the source says why",
       m.returncode != 0 and "refused" in err and "MiB" in err, (m.returncode, err))
 check("... the refusing destination exits 84", finish(dst[0]) == 84, console(dst[3])[-300:])
+
+uri = "unix:" + os.path.join(tmp, "in7.sock")
+dst = dest("d7", uri, extra=("--cpu-template", "minimal"))
+m = migrate(src[1], uri)
+out, err = m.communicate(timeout=120)
+check("a destination whose vCPU lacks features the guest saw (template minimal) refuses, "
+      "naming them, and the source says why", m.returncode != 0 and "CPU features" in err and
+      "leaf " in err, (m.returncode, err))
+rc = finish(dst[0])
+check("... that destination exits 67 and never runs the guest",
+      rc == 67 and "CPU features" in console(dst[3]), (rc, console(dst[3])[-300:]))
+check("... and the source VM goes on", src[0].poll() is None and
+      ctl(src[1], {"cmd": "status"}).get("state") == "running")
 src[0].terminate(); finish(src[0])
 
 # ---- corrupt streams ----
