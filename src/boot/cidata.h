@@ -49,8 +49,8 @@ void cidata_free(struct cidata_files *f);
  * 9660 with Rock Ridge and Joliet, volume id "cidata", the files named
  * user-data, meta-data and network-config in the root, mode 0444.  0, or
  * -1 with `e`: EXIT_NOINPUT naming a file that cannot be read, EXIT_USAGE
- * for one that is not a regular file or is too large, EXIT_HOST for the
- * writer. */
+ * for one that is not a regular file, is too large or lies outside a
+ * confined process's directories, EXIT_HOST for the writer. */
 int cidata_build(const struct cidata_files *f, int fd, struct error *e);
 
 #endif
