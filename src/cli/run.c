@@ -93,9 +93,9 @@ const char run_usage[] =
 "                           wait there for a live migration (`shoal migrate`),\n"
 "                           load it and run the VM it brings; give the source's\n"
 "                           settings (memory, vCPUs, devices) (docs/migration.md)\n"
-"      --seccomp on|off     per-thread syscall filters (default off for now, or\n"
-"                           $SHOAL_SECCOMP); off is for debugging only and says\n"
-"                           so (docs/security.md)\n"
+"      --seccomp on|off     per-thread syscall filters (default on, or\n"
+"                           $SHOAL_SECCOMP); off is for debugging only and warns\n"
+"                           on stderr each time (docs/security.md)\n"
 "      --print-config       print the resulting settings as JSON and exit\n"
 "  -v, --verbose            more messages (-v info, -vv debug)\n"
 "  -h, --help               this help\n"
@@ -336,9 +336,9 @@ static struct vm *run_restore(const struct vm_config *cfg, const struct run_opts
 }
 
 /* Seccomp (docs/security.md): --seccomp, else $SHOAL_SECCOMP, else
- * RUN_SECCOMP_DEFAULT.  `why` names what turned it off (NULL: the
- * default). */
-#define RUN_SECCOMP_DEFAULT false   /* on once every KVM test passes with it */
+ * RUN_SECCOMP_DEFAULT (on).  `why` names what chose it (NULL: the
+ * default); off is only ever asked for, and warned about. */
+#define RUN_SECCOMP_DEFAULT true
 
 static int run_seccomp_on(const struct run_opts *o, bool *on, const char **why, struct error *e)
 {
@@ -438,7 +438,7 @@ static int run_vm(const struct vm_config *cfg, const struct run_opts *o, struct 
 	}
 	/* Filters are compiled and no_new_privs set before any thread exists;
 	 * each thread installs its own as it starts (base/seccomp.h). */
-	if (!on && why)
+	if (!on)
 		log_warn("seccomp is OFF (%s): the VMM's threads run with no syscall filter; a "
 			 "guest that breaks a device model gets every syscall. For debugging only",
 			 why);

@@ -1,23 +1,24 @@
 #!/bin/bash
 # seccomp.sh - the VMM's per-thread seccomp filters (docs/security.md),
-# on with --seccomp=on or SHOAL_SECCOMP=on (off by default for now): every
-# thread of a running VMM filtered and no_new_privs set;
-# a forbidden syscall (the test trigger SHOAL_TEST_SECCOMP_VIOLATE=<kind>)
-# kills the VMM by SIGSYS with the thread kind and syscall named, for each
-# thread kind; --seccomp=off (or SHOAL_SECCOMP=off) warns and filters
-# nothing; shoald records a SIGSYS death with the syscall, and `shoal vm
-# show` prints it; a shoald with SHOAL_SECCOMP=off runs its VMMs unfiltered
-# and warns in its log, in the VMM's log and in the VM's started event.
+# on by default: with no flag, every thread of a running VMM filtered and
+# no_new_privs set; a forbidden syscall (the test trigger
+# SHOAL_TEST_SECCOMP_VIOLATE=<kind>) kills the VMM by SIGSYS with the
+# thread kind and syscall named, for each thread kind; --seccomp=off (or
+# SHOAL_SECCOMP=off) warns and filters nothing; shoald's VMMs are filtered
+# by default too, shoald records a SIGSYS death with the syscall and `shoal
+# vm show` prints it; a shoald with SHOAL_SECCOMP=off warns in its log, in
+# the VMM's log and in the VM's started event.
 #
 # tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.bash"
 require_kvm seccomp
+unset SHOAL_SECCOMP      # the default is what is tested
 
 truncate -s 4M "$TMP/disk.img"
 
-# --- on: every thread filtered, while the guest runs disk I/O ---
-"$SHOAL" run --seccomp=on --kernel "$GUEST" --cmdline "vblk; shell" --cpus 2 --console none \
+# --- on by default (no flag): every thread filtered, while the guest runs disk I/O ---
+"$SHOAL" run --kernel "$GUEST" --cmdline "vblk; shell" --cpus 2 --console none \
 	--disk "$TMP/disk.img" --api-socket "$TMP/a.sock" --timeout 120 </dev/null 2>"$TMP/a.err" &
 pid=$!
 for _ in $(seq 100); do [ -S "$TMP/a.sock" ] && break; sleep 0.05; done
@@ -26,9 +27,9 @@ tasks=$(ls /proc/$pid/task 2>/dev/null | wc -l)
 filtered=$(grep -l '^Seccomp:[[:space:]]*2$' /proc/$pid/task/*/status 2>/dev/null | wc -l)
 # main, event loop, 2 vCPUs, the disk's I/O thread
 if [ "$tasks" -ge 5 ] && [ "$filtered" -eq "$tasks" ]; then
-	pass "every thread of a running VMM is filtered ($filtered of $tasks)"
+	pass "by default every thread of a running VMM is filtered ($filtered of $tasks)"
 else
-	fail "every thread of a running VMM is filtered" "$filtered of $tasks"
+	fail "by default every thread of a running VMM is filtered" "$filtered of $tasks"
 fi
 check "no_new_privs is set" grep -q '^NoNewPrivs:[[:space:]]*1$' /proc/$pid/status
 python3 - "$TMP/a.sock" <<'PY'
@@ -38,14 +39,14 @@ f.write(b'{"cmd": "stop"}\n'); f.flush(); f.readline()
 PY
 wait $pid; rc=$?
 if [ $rc -eq 0 ] && ! grep -q seccomp "$TMP/a.err"; then
-	pass "the VM runs and stops with seccomp on"
+	pass "the VM runs and stops with seccomp on, silently"
 else
-	fail "the VM runs and stops with seccomp on" "rc=$rc $(cat "$TMP/a.err")"
+	fail "the VM runs and stops with seccomp on, silently" "rc=$rc $(cat "$TMP/a.err")"
 fi
 
-# --- a forbidden syscall, in each thread kind ---
+# --- a forbidden syscall, in each thread kind, with no flag (the default) ---
 for kind in vcpu event blk-io main; do
-	out=$(SHOAL_SECCOMP=on SHOAL_TEST_SECCOMP_VIOLATE=$kind "$SHOAL" run --kernel "$GUEST" --cmdline "vblk; shell" \
+	out=$(SHOAL_TEST_SECCOMP_VIOLATE=$kind "$SHOAL" run --kernel "$GUEST" --cmdline "vblk; shell" \
 		--console none --disk "$TMP/disk.img" --timeout 60 </dev/null 2>&1); rc=$?
 	want="shoal: seccomp: thread $kind made forbidden syscall socket (41)"
 	if [ $rc -eq $((128 + 31)) ] && echo "$out" | grep -qxF "$want"; then
@@ -54,6 +55,13 @@ for kind in vcpu event blk-io main; do
 		fail "$kind: a forbidden syscall kills the VMM by SIGSYS and is named" "rc=$rc out=$out"
 	fi
 done
+out=$(SHOAL_SECCOMP=on SHOAL_TEST_SECCOMP_VIOLATE=vcpu "$SHOAL" run --kernel "$GUEST" --cmdline poweroff \
+	--console none --timeout 60 </dev/null 2>&1); rc=$?
+if [ $rc -eq $((128 + 31)) ] && echo "$out" | grep -qF "thread vcpu made forbidden syscall socket (41)"; then
+	pass "SHOAL_SECCOMP=on: on as well"
+else
+	fail "SHOAL_SECCOMP=on: on as well" "rc=$rc out=$out"
+fi
 
 # --- --seccomp=off: loud, and nothing is filtered ---
 out=$(SHOAL_TEST_SECCOMP_VIOLATE=vcpu "$SHOAL" run --seccomp=off --kernel "$GUEST" --cmdline poweroff \
@@ -83,9 +91,9 @@ else
 	fail "--seccomp with a bad value is a usage error" "rc=$rc out=$out"
 fi
 
-# --- shoald records a SIGSYS death and names the syscall ---
+# --- shoald's VMMs are filtered by default; it records a SIGSYS death and names the syscall ---
 need_daemon
-SHOAL_SECCOMP=on SHOAL_TEST_SECCOMP_VIOLATE=vcpu start_daemon || { fail "daemon starts"; finish; }
+SHOAL_TEST_SECCOMP_VIOLATE=vcpu start_daemon || { fail "daemon starts"; finish; }
 api POST /v1/vms "$(spec sc1)" >/dev/null
 "$SHOAL" vm start sc1 >/dev/null 2>&1
 for _ in $(seq 200); do [ "$(vm_field sc1 .state)" = exited ] && break; sleep 0.05; done
