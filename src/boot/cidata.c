@@ -215,18 +215,20 @@ static int cidata_read(const struct cidata_files *f, size_t i, unsigned char **b
 		return error_set(e, errno == EACCES && path_refusal() ? EXIT_USAGE : EXIT_NOINPUT,
 				 "cloud-init %s: %s: %s", name, path,
 				 path_refusal() ? path_refusal() : strerror(errno));
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > CIDATA_FILE_MAX) {
+	if (fstat(fd, &st) < 0) {
 		int err = errno;
 
+		close(fd);
+		return error_set(e, EXIT_NOINPUT, "cloud-init %s: %s: %s", name, path, strerror(err));
+	}
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > CIDATA_FILE_MAX) {
 		close(fd);
 		if (!S_ISREG(st.st_mode))
 			return error_set(e, EXIT_USAGE, "cloud-init %s: %s: not a regular file", name,
 					 path);
-		if ((uint64_t)st.st_size > CIDATA_FILE_MAX)
-			return error_set(e, EXIT_USAGE, "cloud-init %s: %s: %llu bytes, more than the "
-					 "%u MiB a seed file may hold", name, path,
-					 (unsigned long long)st.st_size, CIDATA_FILE_MAX >> 20);
-		return error_set(e, EXIT_NOINPUT, "cloud-init %s: %s: %s", name, path, strerror(err));
+		return error_set(e, EXIT_USAGE, "cloud-init %s: %s: %llu bytes, more than the "
+				 "%u MiB a seed file may hold", name, path,
+				 (unsigned long long)st.st_size, CIDATA_FILE_MAX >> 20);
 	}
 	*buf = malloc((size_t)st.st_size + 1);
 	if (!*buf) {

@@ -409,13 +409,15 @@ static int run_seed_build(struct vm_config *cfg, struct run_seed *s, struct erro
 	close(fd);
 	if (rc)
 		return -1;
-	if (cfg->nconfine)
-		cfg->confine[cfg->nconfine++] = strdup(s->dir);
+	if (cfg->nconfine && !(cfg->confine[cfg->nconfine++] = strdup(s->dir)))
+		return error_set(e, EXIT_HOST, "out of memory");
 	d = &cfg->disks[cfg->ndisks++];
 	memset(d, 0, sizeof(*d));
 	d->path = strdup(s->path);
 	d->readonly = true;
 	d->serial = strdup(CIDATA_VOLUME_ID);
+	if (!d->path || !d->serial)
+		return error_set(e, EXIT_HOST, "out of memory");
 	log_info("cloud-init seed: %s, disk %d (read-only, serial %s)", s->path, cfg->ndisks - 1,
 		 CIDATA_VOLUME_ID);
 	return 0;
