@@ -22,8 +22,13 @@ answers ends in a failure, not a hang.
                                   back as sent
   control PATH JSON               one request on a VMM control socket
                                   (docs/vmm-control.md); prints the reply line
+  type PATH TEXT                  attach to a VMM's serial console through its
+                                  control socket (console-attach, force) and
+                                  type TEXT into it, a key every 3 ms ("\\r"
+                                  in TEXT is Enter)
 """
 import argparse
+import json
 import os
 import select
 import socket
@@ -182,6 +187,33 @@ def control(a):
     return 0 if reply else 1
 
 
+def type_text(a):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(a.timeout)
+    s.connect(a.path)
+    s.sendall(b'{"cmd": "console-attach", "force": true}\n')
+    reply = b""
+    while not reply.endswith(b"\n"):
+        d = s.recv(1)
+        if not d:
+            break
+        reply += d
+    try:
+        ok = json.loads(reply.decode()).get("ok") is True
+    except ValueError:
+        ok = False
+    if not ok:
+        say("type: console-attach refused: %r" % reply)
+        return 1
+    text = a.text.replace("\\r", "\r").encode()
+    for ch in text:
+        s.sendall(bytes([ch]))
+        time.sleep(0.003)
+    s.close()
+    say("type: %d bytes typed" % len(text))
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--timeout", type=float, default=120.0)
@@ -196,8 +228,10 @@ def main():
     c.add_argument("path"); c.add_argument("port", type=int); c.add_argument("file")
     c = sub.add_parser("control")
     c.add_argument("path"); c.add_argument("json")
+    c = sub.add_parser("type")
+    c.add_argument("path"); c.add_argument("text")
     a = p.parse_args()
-    fn = {"tcp-recv": tcp_recv, "tcp-send": tcp_send, "vsock-echo-server": vsock_echo_server,
+    fn = {"tcp-recv": tcp_recv, "tcp-send": tcp_send, "vsock-echo-server": vsock_echo_server, "type": type_text,
           "vsock-connect": vsock_connect, "control": control}[a.cmd]
     try:
         return fn(a)
