@@ -55,6 +55,8 @@ const char run_usage[] =
 "      --net tap=NAME|fd=N[,mac=MAC][,queues=N][,mode=M]\n"
 "                           a virtio-net interface on a TAP device; repeatable\n"
 "      --rng                a virtio-rng device (host getrandom, rate-capped)\n"
+"      --balloon            a virtio-balloon device: the control socket's balloon\n"
+"                           command sets its target (docs/memory.md)\n"
 "      --vsock cid=N,socket=PATH\n"
 "                           virtio-vsock; the host side is a Unix socket\n"
 "                           (CONNECT <port> / OK <port>, as Firecracker)\n"
@@ -112,6 +114,8 @@ enum { OPT_CLOUD_INIT = 1200 };         /* boot/cidata.c's seed */
 
 enum { OPT_INCOMING = 1100 };           /* state/migrate.c's destination */
 
+enum { OPT_BALLOON = 1300 };            /* devices/virtio_balloon.c */
+
 enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_API,
        OPT_DISK, OPT_NET, OPT_RNG, OPT_VSOCK, OPT_VCONSOLE, OPT_RESTORE, OPT_CLONE,
        OPT_SECCOMP };
@@ -137,6 +141,7 @@ static const struct option run_options[] = {
 	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "rng", no_argument, NULL, OPT_RNG },
+	{ "balloon", no_argument, NULL, OPT_BALLOON },
 	{ "vsock", required_argument, NULL, OPT_VSOCK },
 	{ "virtio-console", required_argument, NULL, OPT_VCONSOLE },
 	{ "cloud-init", required_argument, NULL, OPT_CLOUD_INIT },
@@ -249,6 +254,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 	case OPT_DISK: return vm_config_add_disk(cfg, arg, e);
 	case OPT_NET: return vm_config_add_net(cfg, arg, e);
 	case OPT_RNG: cfg->rng = true; return 0;
+	case OPT_BALLOON: cfg->balloon = true; return 0;
 	case OPT_VSOCK: return vm_config_set_vsock(cfg, arg, e);
 	case OPT_VCONSOLE: return vconsole_config_from_flags(&cfg->vconsole, arg, e);
 	case OPT_CLOUD_INIT: return cidata_from_flags(&cfg->cloud_init, arg, e);

@@ -15,6 +15,7 @@
 #include "cli/client.h"
 #include "cli/commands.h"
 #include "base/exitcode.h"
+#include "base/size.h"
 #include "base/log.h"
 
 static const char vm_usage[] =
@@ -42,6 +43,8 @@ static const char vm_usage[] =
 "  disk-remove NAME --path P                  remove it\n"
 "  reboot NAME [--timeout S]                  power button, then start it again\n"
 "  reset NAME                                 forced stop, then start it again\n"
+"  balloon NAME --target SIZE                 how much memory the guest should give\n"
+"                                             back through its balloon (docs/memory.md)\n"
 "\n"
 "  -o, --output json     print the API's JSON instead of a table\n"
 "      --socket PATH     shoald's socket (default $SHOAL_SOCKET, then\n"
@@ -52,6 +55,8 @@ static const char vm_usage[] =
 
 enum { OPT_SOCKET = 256, OPT_START, OPT_NAME, OPT_FORCE, OPT_TIMEOUT, OPT_AS, OPT_LIVE,
        OPT_COUNT, OPT_PREFIX, OPT_PATCH, OPT_PATH, OPT_READONLY };
+
+enum { OPT_TARGET = 400 };              /* vm balloon */
 
 static const struct option vm_options[] = {
 	{ "file", required_argument, NULL, 'f' },
@@ -68,6 +73,7 @@ static const struct option vm_options[] = {
 	{ "patch", no_argument, NULL, OPT_PATCH },
 	{ "path", required_argument, NULL, OPT_PATH },
 	{ "readonly", no_argument, NULL, OPT_READONLY },
+	{ "target", required_argument, NULL, OPT_TARGET },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -75,6 +81,7 @@ static const struct option vm_options[] = {
 struct vm_args {
 	struct cli_common c;
 	const char *file, *name_override, *as, *prefix, *path;
+	const char *target;     /* vm balloon --target */
 	bool start, force, live, patch, readonly;
 	long count;             /* vm clone --count; 0: not given */
 	long timeout;           /* -1: the daemon's default */
@@ -405,6 +412,33 @@ static int vm_snapshot(const struct vm_args *a)
 	return rc;
 }
 
+/* `vm balloon NAME --target SIZE`: POST /v1/vms/NAME/balloon. */
+static int vm_balloon(const struct vm_args *a)
+{
+	char path[256], target[32], actual[32];
+	uint64_t bytes;
+	json_t *j;
+	int rc;
+
+	if (!a->target) {
+		log_error("vm balloon: --target SIZE is required (shoal vm balloon NAME --target 512M)");
+		return EXIT_USAGE;
+	}
+	if (size_parse(a->target, &bytes)) {
+		log_error("--target %s: expected a size such as 512M (a bare number is bytes)", a->target);
+		return EXIT_USAGE;
+	}
+	snprintf(path, sizeof(path), "/v1/vms/%s/balloon", a->name);
+	rc = vm_call(a, "POST", path, json_pack("{s:I}", "target", (json_int_t)bytes), &j);
+	if (j) {
+		cli_fmt_size(json_integer_value(json_object_get(j, "target_bytes")), target, sizeof(target));
+		cli_fmt_size(json_integer_value(json_object_get(j, "actual_bytes")), actual, sizeof(actual));
+		printf("%s: balloon target %s (the guest holds %s now)\n", a->name, target, actual);
+	}
+	json_decref(j);
+	return rc;
+}
+
 /* `vm restore SNAP --name NEW`: POST /v1/snapshots/SNAP/restore. */
 static int vm_restore(const struct vm_args *a)
 {
@@ -484,6 +518,7 @@ static int vm_parse(int argc, char **argv, struct vm_args *a)
 		case OPT_PATCH: a->patch = true; break;
 		case OPT_PATH: a->path = optarg; break;
 		case OPT_READONLY: a->readonly = true; break;
+		case OPT_TARGET: a->target = optarg; break;
 		case OPT_COUNT: {
 			char *end;
 
@@ -562,6 +597,8 @@ int cmd_vm(int argc, char **argv)
 		return vm_clone(&a);
 	if (!strcmp(sub, "edit"))
 		return vm_edit(&a);
+	if (!strcmp(sub, "balloon"))
+		return vm_balloon(&a);
 	if (!strcmp(sub, "disk-add") || !strcmp(sub, "disk-remove"))
 		return vm_disk(&a, !strcmp(sub, "disk-add"));
 	for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)

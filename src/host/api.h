@@ -134,6 +134,7 @@ int api_vm_reset(struct api_call *c);
 int api_vm_console(struct api_call *c);
 int api_vm_console_attach(struct api_call *c);
 int api_vm_metrics(struct api_call *c);
+int api_vm_balloon(struct api_call *c);        /* api_balloon.c */
 int api_events(struct api_call *c);
 int api_metrics_json(struct api_call *c);
 int api_metrics_prometheus(struct api_call *c);

@@ -42,6 +42,7 @@ const struct api_route api_routes[] = {
 	{ "GET",    "/v1/vms/{name}/console",        api_vm_console,        O },
 	{ "GET",    "/v1/vms/{name}/console/attach", api_vm_console_attach, O },
 	{ "GET",    "/v1/vms/{name}/metrics",        api_vm_metrics,        R },
+	{ "POST",   "/v1/vms/{name}/balloon",        api_vm_balloon,        O },
 	{ "POST",   "/v1/vms/{name}/snapshot",       api_vm_snapshot,       A },
 	{ "GET",    "/v1/snapshots",                 api_snapshot_list,     R },
 	{ "GET",    "/v1/snapshots/{name}",          api_snapshot_show,     R },

@@ -262,6 +262,8 @@ static int json_apply_device_key(struct vm_config *c, const char *name, const ch
 		return json_get_nets(c, name, v, e);
 	if (!strcmp(key, "rng"))
 		return rng_config_from_json(&c->rng, &c->rng_rate, v, name, e);
+	if (!strcmp(key, "balloon"))
+		return balloon_config_from_json(&c->balloon, &c->balloon_stats_s, v, name, e);
 	if (!strcmp(key, "vsock"))
 		return vsock_config_from_json(&c->vsock_cid, &c->vsock_socket, v, name, e);
 	if (!strcmp(key, "virtio_console"))
@@ -403,6 +405,7 @@ json_t *vm_config_to_json(const struct vm_config *c)
 		json_array_append_new(nets, net_config_to_json(&c->nets[i]));
 	json_object_set_new(o, "nets", nets);
 	json_object_set_new(o, "rng", rng_config_to_json(c->rng, c->rng_rate));
+	json_object_set_new(o, "balloon", balloon_config_to_json(c->balloon, c->balloon_stats_s));
 	json_object_set_new(o, "vsock", vsock_config_to_json(c->vsock_cid, c->vsock_socket));
 	json_object_set_new(o, "virtio_console", vconsole_config_to_json(c->vconsole));
 	if (cidata_wanted(&c->cloud_init))

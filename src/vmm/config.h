@@ -52,6 +52,8 @@ struct vm_config {
 	struct vm_net nets[VM_MAX_NETS];
 	bool rng;                      /* virtio-rng */
 	uint32_t rng_rate;             /* bytes per second cap, 0: default */
+	bool balloon;                  /* virtio-balloon */
+	uint32_t balloon_stats_s;      /* its statistics period, 0: default */
 	uint32_t vsock_cid;            /* 0: no virtio-vsock */
 	char *vsock_socket;            /* host-side Unix socket path */
 	char *vconsole;                /* virtio-console port: "file:PATH", or NULL */

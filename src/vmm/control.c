@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "devices/device.h"
+#include "devices/virtio_balloon.h"
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "vmm/console.h"
@@ -99,7 +100,7 @@ static const char *control_state(struct vm *vm)
 
 static json_t *control_status(struct vm *vm)
 {
-	json_t *cfg = vm_config_to_json(&vm->cfg);
+	json_t *cfg = vm_config_to_json(&vm->cfg), *balloon;
 	json_t *o = json_pack("{s:b, s:s, s:i, s:i, s:I, s:I, s:s, s:s?}",
 			      "ok", 1, "state", control_state(vm), "pid", (int)getpid(),
 			      "cpus", vm->ncpus, "memory", (json_int_t)vm->cfg.memory,
@@ -108,6 +109,9 @@ static json_t *control_status(struct vm *vm)
 
 	if (cfg)
 		json_object_set_new(o, "config", cfg);
+	balloon = virtio_balloon_info(vm_find_device(vm, "virtio-balloon0"));
+	if (balloon)
+		json_object_set_new(o, "balloon", balloon);
 	return o;
 }
 
@@ -234,6 +238,25 @@ static json_t *control_console_log(struct vm *vm, json_t *req, unsigned char **e
 	return json_pack("{s:b, s:I}", "ok", 1, "bytes", (json_int_t)*extra_len);
 }
 
+/* {"cmd": "balloon", "target_bytes": N}: how much memory the guest should
+ * give back through its balloon (docs/memory.md). */
+static json_t *control_balloon_cmd(struct vm *vm, json_t *req)
+{
+	json_t *t = json_object_get(req, "target_bytes");
+	struct device *d = vm_find_device(vm, "virtio-balloon0");
+
+	if (!d)
+		return control_error("%s", "balloon: this VM has no balloon device (shoal run --balloon)");
+	if (!json_is_integer(t) || json_integer_value(t) < 0)
+		return control_error("%s", "balloon: \"target_bytes\" must be a non-negative integer");
+	if ((uint64_t)json_integer_value(t) > vm->cfg.memory)
+		return control_error("balloon: target_bytes %lld is larger than the VM's memory (%llu)",
+				     (long long)json_integer_value(t),
+				     (unsigned long long)vm->cfg.memory);
+	virtio_balloon_set_target(d, (uint64_t)json_integer_value(t));
+	return json_pack("{s:b, s:o}", "ok", 1, "balloon", virtio_balloon_info(d));
+}
+
 static json_t *control_dispatch(struct vm *vm, const char *cmd, json_t *req, int client_fd,
 				unsigned char **extra, size_t *extra_len, int *attach)
 {
@@ -253,6 +276,8 @@ static json_t *control_dispatch(struct vm *vm, const char *cmd, json_t *req, int
 		return control_stop_cmd(vm, req);
 	if (!strcmp(cmd, "console-log"))
 		return control_console_log(vm, req, extra, extra_len);
+	if (!strcmp(cmd, "balloon"))
+		return control_balloon_cmd(vm, req);
 	if (!strcmp(cmd, "console-attach")) {
 		if (!vm->console || console_set_attached(vm->console, client_fd,
 				json_is_true(json_object_get(req, "force"))))

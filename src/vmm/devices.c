@@ -16,6 +16,7 @@
 
 #include "devices/device.h"
 #include "devices/fw_cfg.h"
+#include "devices/virtio_balloon.h"
 #include "vmm/config.h"
 
 static int create_serial(const struct device_host *h, const struct vm_config *c, struct error *e)
@@ -58,6 +59,11 @@ static int create_rng(const struct device_host *h, const struct vm_config *c, st
 	return c->rng ? virtio_rng_create(h, c->rng_rate, e) : 0;
 }
 
+static int create_balloon(const struct device_host *h, const struct vm_config *c, struct error *e)
+{
+	return c->balloon ? virtio_balloon_create(h, c->balloon_stats_s, e) : 0;
+}
+
 static int create_nets(const struct device_host *h, const struct vm_config *c, struct error *e)
 {
 	for (int i = 0; i < c->nnets && i < VM_MAX_NETS; i++)
@@ -97,6 +103,7 @@ const struct device_type device_types[] = {
 	{ "virtio-vsock", "virtio socket (--vsock): host side on Unix sockets",    create_vsock },
 	{ "virtio-blk", "virtio block disks on PCI (--disk): raw or qcow2, I/O thread", create_disks },
 	{ "virtio-console", "virtio console port on PCI (--virtio-console file:PATH)", create_vconsole },
+	{ "virtio-balloon", "virtio memory balloon on PCI (--balloon): stats, free page reporting", create_balloon },
 	{ NULL, NULL, NULL },
 };
 

@@ -221,13 +221,14 @@ spec = {"name": "x", "restart": "on-failure", "limits": {"cpus": 1.5, "memory_ma
         "disks": [{"path": img + "/disk.raw", "readonly": True, "ro": True, "direct": False,
                    "cache": "1M", "serial": "s1", "queues": 2, "mode": "modern"}],
         "nets": [{"tap": "tap-x", "mac": "52:54:00:12:34:56", "queues": 1, "mode": "legacy"}],
-        "rng": {"rate": 4096}, "vsock": {"cid": 3, "socket": img},
+        "rng": {"rate": 4096}, "balloon": {"stats_interval": 2}, "vsock": {"cid": 3, "socket": img},
         "virtio_console": "file:vc.log",
         "cloud_init": {"user_data": img + "/kernel", "meta_data": img + "/kernel",
                        "network_config": None}}
 cases = [("POST", "/v1/vms", "Spec", spec, 201),
          ("POST", "/v1/vms/ghost/stop", "StopRequest", {"mode": "force", "timeout_s": 5}, 404),
          ("POST", "/v1/vms/ghost/snapshot", "SnapshotRequest", {"name": "s1"}, 404),
+         ("POST", "/v1/vms/ghost/balloon", "BalloonRequest", {"target": 0}, 404),
          ("POST", "/v1/snapshots/ghost/restore", "RestoreRequest", {"name": "r1"}, 404),
          ("POST", "/v1/snapshots/ghost/clone", "CloneRequest", {"count": 2, "prefix": "p"}, 404)]
 

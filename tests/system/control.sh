@@ -56,6 +56,9 @@ r = c.req({"no": "cmd"})
 check("request without cmd is an error", r["ok"] is False, r)
 r = c.req({"cmd": "stop", "mode": "sideways"})
 check("stop with a bad mode is an error", r["ok"] is False and "sideways" in r["error"], r)
+r = c.req({"cmd": "balloon", "target_bytes": 4096})
+check("balloon without a balloon device is an error", r["ok"] is False and "no balloon device" in r["error"]
+      and "balloon" not in c.req({"cmd": "status"}), r)
 # a second VMM on the same socket is refused
 q = subprocess.run([shoal, "run", "--kernel", guest, "--console", "none", "--api-socket", sock],
                    stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
