@@ -129,16 +129,24 @@ needs_kvm() { head -40 "$1" | grep -q '^# tier: kvm'; }
 # The longest kvm-system scripts (seconds in a box, 2026-12-05), run
 # first, so that the two lanes that share the tier (run_lanes) end close
 # together rather than one waiting on a long script begun last.
-LONG_FIRST="snapshot.sh daemon_snapshot.sh daemon_badinput.sh daemon_restart.sh daemon_concurrency.sh virtio_blk.sh daemon_openapi.sh"
+LONG_FIRST="snapshot.sh daemon_snapshot.sh daemon_badinput.sh daemon_restart.sh daemon_concurrency.sh virtio_blk.sh daemon_openapi.sh
+	slow_linux_snapshot.sh slow_linux_daemon.sh slow_linux_devices.sh"
 
 # scripts_of KIND: the system scripts of a tier, one per line.
 scripts_of() {
 	local t slow kvm
-	if [ "$1" = kvm-system ]; then
-		for t in $LONG_FIRST; do [ -f "tests/system/$t" ] && echo "tests/system/$t"; done
-	fi
+	local long
+	long=$(echo $LONG_FIRST)
+	case $1 in kvm-system|kvm-slow)
+		for t in $long; do
+			case $t in slow_*) slow=1 ;; *) slow=0 ;; esac
+			[ -f "tests/system/$t" ] || continue
+			[ "$1" = kvm-slow ] && [ $slow = 1 ] && echo "tests/system/$t"
+			[ "$1" = kvm-system ] && [ $slow = 0 ] && echo "tests/system/$t"
+		done ;;
+	esac
 	for t in tests/system/*.sh; do
-		[ "$1" = kvm-system ] && case " $LONG_FIRST " in *" $(basename "$t") "*) continue ;; esac
+		case $1 in kvm-system|kvm-slow) case " $long " in *" $(basename "$t") "*) continue ;; esac ;; esac
 		case $(basename "$t") in lib.sh) continue ;; slow_*) slow=1 ;; *) slow=0 ;; esac
 		needs_kvm "$t" && kvm=1 || kvm=0
 		case $1 in
@@ -319,21 +327,21 @@ tier() {
 # by side, one per host core (see box_tier: a 1-vCPU box keeps one core
 # busy):
 #   a: guest, kvm-system, kvm-slow, san-guest      (all in boxes)
-#   b: unit, system, slow, kvm-system, fuzz, san-unit
-# Both lanes run kvm-system, the longest tier, and each of its scripts goes
-# to the lane that asks first (claimed_elsewhere), so the two lanes end
-# close together.  Each lane is this script with its tiers named; its lines
+#   b: unit, system, slow, fuzz, san-unit, kvm-system, kvm-slow
+# Both lanes run the KVM tiers, the longest, and each of their scripts
+# goes to the lane that asks first (claimed_elsewhere): lane b does its
+# own tiers first and then helps, so the two lanes end close together.  Each lane is this script with its tiers named; its lines
 # stream as they come, marked [a] or [b], and its closing lines are added
 # up here.  SHOAL_TEST_LANES=1 runs the tiers one after another instead.
 run_lanes() {
 	local claim la lb pa pb lane log p f s bp bf bs line re
 	claim=$(mktemp -d "$BUILD/claims.XXXXXX")
 	la=$(mktemp /tmp/shoal-lane-a.XXXXXX); lb=$(mktemp /tmp/shoal-lane-b.XXXXXX)
-	echo "note: two lanes side by side from $(elapsed): [a] guest kvm-system kvm-slow san-guest; [b] unit system slow kvm-system fuzz san-unit"
+	echo "note: two lanes side by side from $(elapsed): [a] guest kvm-system kvm-slow san-guest; [b] unit system slow fuzz san-unit kvm-system kvm-slow"
 	export SHOAL_TEST_CLAIM=$claim SHOAL_TEST_KVM_WHERE=box SAN_BUILD
 	{ SHOAL_TEST_LANE=a "$ROOT/scripts/test.sh" guest kvm-system kvm-slow san-guest 2>&1 | tee "$la" | sed -u 's/^/[a] /'; } &
 	pa=$!
-	{ SHOAL_TEST_LANE=b "$ROOT/scripts/test.sh" unit system slow kvm-system fuzz san-unit 2>&1 | tee "$lb" | sed -u 's/^/[b] /'; } &
+	{ SHOAL_TEST_LANE=b "$ROOT/scripts/test.sh" unit system slow fuzz san-unit kvm-system kvm-slow 2>&1 | tee "$lb" | sed -u 's/^/[b] /'; } &
 	pb=$!
 	wait "$pa" "$pb"
 	re='^\([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped\( (of which in the KVM box: \([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped)\)\{0,1\}$'
