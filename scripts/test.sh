@@ -130,7 +130,7 @@ needs_kvm() { head -40 "$1" | grep -q '^# tier: kvm'; }
 # first, so that the two lanes that share the tier (run_lanes) end close
 # together rather than one waiting on a long script begun last.
 LONG_FIRST="snapshot.sh daemon_snapshot.sh daemon_badinput.sh daemon_restart.sh daemon_concurrency.sh virtio_blk.sh daemon_openapi.sh
-	slow_linux_snapshot.sh slow_linux_daemon.sh slow_linux_devices.sh"
+	slow_linux_balloon.sh slow_linux_snapshot.sh slow_linux_daemon.sh slow_linux_devices.sh"
 
 # scripts_of KIND: the system scripts of a tier, one per line.
 scripts_of() {
