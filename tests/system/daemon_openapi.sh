@@ -223,6 +223,9 @@ call("remove the disk", "DELETE", "/v1/vms/oa/disks?path=" + urllib.parse.quote(
 call("reboot a created VM", "POST", "/v1/vms/oa/reboot", want=409)
 call("reset a created VM", "POST", "/v1/vms/oa/reset", want=409)
 call("clone an unknown snapshot", "POST", "/v1/snapshots/ghost/clone", {"count": 1}, want=404)
+call("balloon a created VM", "POST", "/v1/vms/oa/balloon", {"target": "16M"}, want=409)
+call("balloon: bad body", "POST", "/v1/vms/oa/balloon", {"target": -1}, want=400)
+call("balloon an unknown VM", "POST", "/v1/vms/ghost/balloon", {"target": 0}, want=404)
 if kvm:
     call("start", "POST", "/v1/vms/oa/start", want=200)
     call("start a running VM", "POST", "/v1/vms/oa/start", want=409)
@@ -238,6 +241,13 @@ if kvm:
     call("attach", "GET", "/v1/vms/oa/console/attach",
          headers={"Connection": "Upgrade", "Upgrade": "shoal-console"}, want=101)
     call("delete a running VM", "DELETE", "/v1/vms/oa", want=409)
+    call("balloon a VM without one", "POST", "/v1/vms/oa/balloon", {"target": "16M"}, want=409)
+    call("create a VM with a balloon", "POST", "/v1/vms", dict(spec, name="ob", balloon=True), want=201)
+    call("start it", "POST", "/v1/vms/ob/start", want=200)
+    call("balloon", "POST", "/v1/vms/ob/balloon", {"target": "16M"}, want=200)
+    call("balloon: above its memory", "POST", "/v1/vms/ob/balloon", {"target": "1G"}, want=400)
+    call("stop the balloon VM", "POST", "/v1/vms/ob/stop", {"mode": "force"}, want=200)
+    call("delete the balloon VM", "DELETE", "/v1/vms/ob", want=204)
     call("snapshot", "POST", "/v1/vms/oa/snapshot", {"name": "oa-snap"}, want=201)
     call("snapshot: name taken", "POST", "/v1/vms/oa/snapshot", {"name": "oa-snap"}, want=409)
     call("snapshots with one", "GET", "/v1/snapshots", want=200)
@@ -278,10 +288,11 @@ result(not missing, "every documented operation was called", sorted(missing))
 for ex, name in ((spec, "Spec"), ({"mode": "force", "timeout_s": 3}, "StopRequest"),
                  ({"name": "s1", "live": True}, "SnapshotRequest"), ({"name": "vm2"}, "RestoreRequest"),
                  ({"count": 2, "prefix": "c"}, "CloneRequest"),
-                 ({"path": "/d.qcow2", "readonly": True}, "Disk"), ({"tap": "tap0"}, "Net")):
+                 ({"path": "/d.qcow2", "readonly": True}, "Disk"), ({"tap": "tap0"}, "Net"),
+                 ({"target": "512M"}, "BalloonRequest")):
     errs = check(ex, {"$ref": "#/components/schemas/" + name})
     result(not errs, "example %s validates" % name, errs)
-unused = set(comp["schemas"]) - used_schemas - {"VmMetrics", "Snapshot", "SnapshotDetail", "CloneResult"} if not kvm \
+unused = set(comp["schemas"]) - used_schemas - {"VmMetrics", "Snapshot", "SnapshotDetail", "CloneResult", "Balloon"} if not kvm \
     else set(comp["schemas"]) - used_schemas
 result(not unused, "every schema in the document was exercised", sorted(unused))
 sys.exit(failed)
