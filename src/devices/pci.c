@@ -501,6 +501,13 @@ int pci_msix_restore(struct pci_dev *p, struct state_reader *r)
 	}
 	if (r->error)
 		return -1;
+	/* Route every vector the guest had programmed now, on the restoring
+	 * thread: routed lazily, the first interrupt would do it on whichever
+	 * thread raised it, and a disk's I/O thread may not make KVM's routing
+	 * ioctls (its seccomp filter allows KVM_IRQ_LINE only). */
+	for (int i = 0; i < n && p->host->irqfd; i++)
+		if (p->msix->v[i].addr && p->msix->v[i].irqfd < 0 && pci_msix_route(p, i) == 0)
+			routed = false;        /* committed with this vector's address */
 	if (routed) {   /* routes made before the restore carry the old address */
 		struct pci_host *h = p->host->pci;
 

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "devices/device.h"
 #include "base/log.h"
@@ -212,6 +213,14 @@ static void test_capabilities_and_msix(void **state)
  * address, data, mask and pending bit.  Without it a restored Linux, which
  * enables MSI-X, found every vector masked at address 0 and no virtio
  * interrupt arrived.  A count of vectors that differs is refused. */
+static int irqfds_made;
+
+static int count_irqfd(const struct device_host *h, int fd, unsigned gsi)
+{
+	irqfds_made++;
+	return 0;
+}
+
 static void test_msix_save_restore(void **state)
 {
 	uint32_t mem = cfg_read(fk->pci.slot, 0x14, 4) & ~15u, v;
@@ -234,8 +243,29 @@ static void test_msix_save_restore(void **state)
 	v = 1;
 	bus_mmio(&host->mmiobus, mem + 0x1000 + 12, &v, 4, true);
 	fk->pci.msix->v[1].pending = false;
+	/* as in a VM just built to restore into: no vector routed yet */
+	for (int i = 0; i < fk->pci.msix->nvec; i++) {
+		if (fk->pci.msix->v[i].irqfd >= 0)
+			close(fk->pci.msix->v[i].irqfd);
+		fk->pci.msix->v[i].irqfd = -1;
+	}
+	host->host.irqfd = count_irqfd;
+	irqfds_made = 0;
 	state_reader_init(&r, w.data, w.len);
 	assert_int_equal(pci_msix_restore(&fk->pci, &r), 0);
+	/* the programmed vector is routed by the restore itself, not later by
+	 * whichever thread (a disk's I/O thread) raises its first interrupt */
+	{
+		int programmed = 0;
+
+		for (int i = 0; i < fk->pci.msix->nvec; i++) {
+			programmed += fk->pci.msix->v[i].addr != 0;
+			assert_true((fk->pci.msix->v[i].irqfd >= 0) == (fk->pci.msix->v[i].addr != 0));
+		}
+		assert_int_equal(irqfds_made, programmed);
+	}
+	assert_true(fk->pci.msix->v[0].irqfd >= 0);
+	host->host.irqfd = NULL;
 	bus_mmio(&host->mmiobus, mem + 0x1000, &v, 4, false);
 	assert_int_equal(v, 0xfee01000);
 	bus_mmio(&host->mmiobus, mem + 0x1000 + 8, &v, 4, false);
