@@ -171,11 +171,12 @@ def vsock_connect(a):
     return 0 if ok else 1
 
 
-def control(a):
+def request(path, line, timeout):
+    """One request line to a VMM's control socket; its reply line (bytes)."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(a.timeout)
-    s.connect(a.path)
-    s.sendall(a.json.encode() + b"\n")
+    s.settimeout(timeout)
+    s.connect(path)
+    s.sendall(line.encode() + b"\n")
     reply = b""
     while not reply.endswith(b"\n"):
         d = s.recv(65536)
@@ -183,6 +184,11 @@ def control(a):
             break
         reply += d
     s.close()
+    return reply
+
+
+def control(a):
+    reply = request(a.path, a.json, a.timeout)
     sys.stdout.write(reply.decode())
     return 0 if reply else 1
 

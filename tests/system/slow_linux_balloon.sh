@@ -68,24 +68,15 @@ jqok() { jq -e "$1" >/dev/null 2>&1; }
 # expression PY holds for its balloon object `b`; one process for the whole
 # wait (a python3 start per poll costs the box's one CPU more than the guest).
 status_wait() {
-	python3 - "$1" "$2" "$LINUX_TIMEOUT" "$LINUX_PID" <<'PY'
-import json, os, socket, sys, time
+	python3 - "$1" "$2" "$LINUX_TIMEOUT" "$LINUX_PID" "$ROOT/tests/linux" <<'PY'
+import json, os, sys, time
 path, expr, limit, pid = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+sys.path.insert(0, sys.argv[5])
+from hostside import request
 end = time.time() + limit
 while True:
     try:
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(10)
-        s.connect(path)
-        s.sendall(b'{"cmd": "status"}\n')
-        buf = b""
-        while not buf.endswith(b"\n"):
-            d = s.recv(65536)
-            if not d:
-                break
-            buf += d
-        s.close()
-        b = json.loads(buf).get("balloon", {})
+        b = json.loads(request(path, '{"cmd": "status"}', 10)).get("balloon", {})
         if eval(expr, {}, {"b": b}):
             sys.exit(0)
     except (OSError, ValueError, KeyError, TypeError):
