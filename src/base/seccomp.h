@@ -70,7 +70,7 @@ struct seccomp_group {
 	size_t n;
 };
 
-#define SECCOMP_MAX_GROUPS 14
+#define SECCOMP_MAX_GROUPS 16
 
 struct seccomp_kind_def {
 	const char *name;                                   /* "vcpu", "event", ... */

@@ -225,6 +225,18 @@ static const struct seccomp_rule g_kvm_irq_rules[] = {
 };
 GROUP(g_kvm_irq, "kvm_irq");
 
+/* The jail (vmm/jail.c) drops the process's gid and uid after the disks'
+ * I/O threads have started, and glibc makes every thread change its own
+ * ids, each in a signal handler (its setxid broadcast).  Once dropped,
+ * these can only set ids the thread already has.  The event loop has them
+ * too, as the creator of a disk's restarted I/O thread. */
+static const struct seccomp_rule g_setxid_rules[] = {
+	R(setgroups, "the jail's drop: supplementary groups emptied on every thread"),
+	R(setresgid, "the jail's drop: every thread to the jail's gid"),
+	R(setresuid, "the jail's drop: every thread to the jail's uid"),
+};
+GROUP(g_setxid, "setxid");
+
 /* An image opened O_DIRECT: a request off the file's alignment (a qcow2
  * metadata update of 8 bytes, an odd-sized raw image's tail) is bounced
  * through aligned blocks, and the bounce asks the file for its alignment
@@ -299,9 +311,9 @@ const struct seccomp_kind_def seccomp_kinds[SECCOMP_NKINDS] = {
 				    &g_kvm_run, &g_dio, SAN NULL } },
 	[SECCOMP_VCPU] = { "vcpu", { &g_base, &g_fileio, &g_poll, &g_unix, &g_kvm_run, SAN NULL } },
 	[SECCOMP_EVENT] = { "event", { &g_base, &g_fileio, &g_poll, &g_uring, &g_unix, &g_files, &g_threads,
-				      &g_kvm_run, &g_save, &g_dio, &g_dirty, SAN NULL } },
+				      &g_kvm_run, &g_save, &g_dio, &g_dirty, &g_setxid, SAN NULL } },
 	[SECCOMP_BLK_IO] = { "blk-io", { &g_base, &g_fileio, &g_poll, &g_uring, &g_kvm_irq, &g_dio,
-					SAN NULL } },
+					&g_setxid, SAN NULL } },
 	[SECCOMP_SNAP_WRITER] = { "snap-writer", { &g_base, &g_fileio, &g_poll, &g_files, &g_save,
 						  &g_reply, SAN NULL } },
 	[SECCOMP_SNAP_FAULT] = { "snap-fault", { &g_base, &g_fileio, &g_poll, &g_uffd, SAN NULL } },

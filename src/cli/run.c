@@ -98,6 +98,11 @@ const char run_usage[] =
 "      --seccomp on|off     per-thread syscall filters (default on, or\n"
 "                           $SHOAL_SECCOMP); off is for debugging only and warns\n"
 "                           on stderr each time (docs/security.md)\n"
+"      --jail DIR[,uid=N][,gid=N][,bind=PATH]...\n"
+"                           run the VMM jailed (needs root): its own namespaces,\n"
+"                           an empty root on DIR holding only the bind= paths,\n"
+"                           uid and gid N (default 65534), no capabilities\n"
+"                           (docs/security.md)\n"
 "      --print-config       print the resulting settings as JSON and exit\n"
 "  -v, --verbose            more messages (-v info, -vv debug)\n"
 "  -h, --help               this help\n"
@@ -118,7 +123,7 @@ enum { OPT_BALLOON = 1300 };            /* devices/virtio_balloon.c */
 
 enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_API,
        OPT_DISK, OPT_NET, OPT_RNG, OPT_VSOCK, OPT_VCONSOLE, OPT_RESTORE, OPT_CLONE,
-       OPT_SECCOMP };
+       OPT_SECCOMP, OPT_JAIL };
 
 enum { OPT_MAC = 768, OPT_CID, OPT_TAP, OPT_VSOCK_SOCKET };  /* a restored VM's own */
 
@@ -153,6 +158,7 @@ static const struct option run_options[] = {
 	{ "vsock-socket", required_argument, NULL, OPT_VSOCK_SOCKET },
 	{ "incoming", required_argument, NULL, OPT_INCOMING },
 	{ "seccomp", required_argument, NULL, OPT_SECCOMP },
+	{ "jail", required_argument, NULL, OPT_JAIL },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -251,6 +257,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 			return error_set(e, EXIT_USAGE, "--seccomp: '%s' is not on or off", arg);
 		o->seccomp = !strcmp(arg, "on") ? 1 : -1;
 		return 0;
+	case OPT_JAIL: return jail_parse(&o->jail, arg, e);
 	case OPT_DISK: return vm_config_add_disk(cfg, arg, e);
 	case OPT_NET: return vm_config_add_net(cfg, arg, e);
 	case OPT_RNG: cfg->rng = true; return 0;
@@ -429,6 +436,35 @@ static int run_seed_build(struct vm_config *cfg, struct run_seed *s, struct erro
 	return 0;
 }
 
+/* What the jail needs to know before the VM exists: whether it may have a
+ * network namespace of its own (no network card, no migration over TCP;
+ * a restored VM keeps the host's, its cards come from the snapshot), and
+ * the vsock socket's directory, where the guest's connections to host
+ * ports are made at run time. */
+static int run_jail_prepare(const struct vm_config *cfg, struct run_opts *o, struct error *e)
+{
+	const char *vs = o->restore ? o->vsock_socket : cfg->vsock_socket;
+
+	o->jail.netns = !o->restore && cfg->nnets == 0 &&
+			!(o->incoming && !strncmp(o->incoming, "tcp:", 4));
+	if (vs && *vs) {
+		char dir[PATH_MAX], *slash;
+
+		if (!realpath(vs, dir)) {       /* not yet there: its directory is */
+			snprintf(dir, sizeof(dir), "%s", vs);
+			if ((slash = strrchr(dir, '/')))
+				*slash = '\0';
+			if (!realpath(slash && dir[0] ? dir : ".", dir))
+				return error_set(e, EXIT_NOINPUT, "--jail: the vsock socket's directory "
+						 "(%s): %s", vs, strerror(errno));
+		} else if ((slash = strrchr(dir, '/'))) {
+			*slash = '\0';
+		}
+		return jail_add_bind(&o->jail, dir[0] ? dir : "/", e);  /* "/" is refused */
+	}
+	return 0;
+}
+
 /* Build the VM (or restore it), serve the control socket when asked, run
  * the guest to its end; returns the exit status (docs/cli.md).  The VM is
  * destroyed on every way out. */
@@ -454,6 +490,11 @@ static int run_vm(const struct vm_config *cfg, const struct run_opts *o, struct 
 		log_error("%s", e.msg);
 		return e.status;
 	}
+	/* Namespaces before any thread; the parent stays outside and waits. */
+	if (o->jail.on && jail_stage1(&o->jail, &e)) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
 	vm = o->restore ? run_restore(cfg, o, &e) :
 		o->incoming ? vm_create_incoming(cfg, &e) : vm_create(cfg, &e);
 	run_seed_remove(seed);          /* the VM holds it open now, or failed */
@@ -475,6 +516,17 @@ static int run_vm(const struct vm_config *cfg, const struct run_opts *o, struct 
 		vm_destroy(vm);
 		return e.status;
 	}
+	/* Every file open and socket bound: into the empty root, unprivileged. */
+	if (o->jail.on && jail_stage2(&o->jail, &e)) {
+		log_error("%s", e.msg);
+		control_stop(vm);
+		migrate_wait(vm);
+		snapshot_wait(vm);
+		vm_destroy(vm);
+		return e.status;
+	}
+	if (!o->jail.on)
+		jail_probe();           /* the test probe's unjailed baseline */
 	status = vm_run(vm);
 	control_stop(vm);
 	migrate_wait(vm);
@@ -542,6 +594,11 @@ int cmd_run(int argc, char **argv)
 		status = EXIT_USAGE;
 		goto out;
 	}
+	if (o.jail.on && run_jail_prepare(&cfg, &o, &e)) {
+		log_error("%s", e.msg);
+		status = e.status;
+		goto out;
+	}
 	if (cidata_wanted(&cfg.cloud_init) && run_seed_build(&cfg, &seed, &e)) {
 		log_error("%s", e.msg);
 		status = e.status;
@@ -555,5 +612,6 @@ out:
 	free(o.restore);
 	free(o.incoming);
 	free(o.disk_overlay_dir);
+	jail_opts_free(&o.jail);
 	return status;
 }

@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "vmm/config.h"
+#include "vmm/jail.h"
 
 struct run_opts {
 	bool help;            /* --help: print usage and exit 0 */
@@ -24,6 +25,7 @@ struct run_opts {
 	const char *vsock_socket; /* --vsock-socket PATH: a restored VM's, or NULL */
 	char *incoming;       /* --incoming URI: wait for a migration (state/migrate.h) */
 	int seccomp;          /* --seccomp: 1 on, -1 off (debugging), 0 not given */
+	struct jail_opts jail; /* --jail DIR[,uid=N][,gid=N][,bind=PATH]... (vmm/jail.h) */
 	int vm_flag;          /* the first flag of the VM's own settings given
 	                       * (which --restore refuses), 0 if none */
 };

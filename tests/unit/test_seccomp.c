@@ -400,6 +400,10 @@ static void test_creator_allows_children(void **state)
 					 seccomp_kind_name(kids[k]), nr);
 	assert_true(seccomp_kind_allows(SECCOMP_EVENT, SYS_seccomp));
 	assert_true(seccomp_kind_allows(SECCOMP_EVENT, SYS_clone));
+	/* the jail's drop reaches the disks' I/O threads (vmm/jail.c) */
+	assert_true(seccomp_kind_allows(SECCOMP_BLK_IO, SYS_setresuid));
+	assert_true(seccomp_kind_allows(SECCOMP_BLK_IO, SYS_setresgid));
+	assert_true(seccomp_kind_allows(SECCOMP_BLK_IO, SYS_setgroups));
 }
 
 /* Never allowed to any VMM thread. */
