@@ -102,7 +102,7 @@ static const char *control_state(struct vm *vm)
 static json_t *control_status(struct vm *vm)
 {
 	json_t *cfg = vm_config_to_json(&vm->cfg), *balloon;
-	json_t *o = json_pack("{s:b, s:s, s:i, s:i, s:I, s:I, s:s, s:s?}",
+	json_t *o = json_pack("{s:b, s:s, s:i, s:i, s:I, s:I, s:s?, s:s?}",
 			      "ok", 1, "state", control_state(vm), "pid", (int)jail_host_pid(),
 			      "cpus", vm->ncpus, "memory", (json_int_t)vm->cfg.memory,
 			      "uptime_ms", (json_int_t)((now_ns() - vm->started_ns) / 1000000),
