@@ -80,6 +80,9 @@
 #define PAGE          4096u
 #define SECTION_PAGES 256u            /* data pages per "ram" section: 1 MiB */
 #define IO_TIMEOUT_S  30              /* a peer silent this long has failed */
+/* A section header: magic, name length, a name of up to 63 bytes, version,
+ * payload length. */
+#define SECTION_HEAD_MAX (4 + 1 + 63 + 2 + 4)
 
 static uint64_t now_ns(void)
 {
@@ -332,7 +335,7 @@ int migrate_read_section(struct migrate_in *in, char name[64], const uint8_t **p
 	uint64_t want, got;
 	int rc;
 
-	if (in_reserve(in, 64 + 7, e))
+	if (in_reserve(in, SECTION_HEAD_MAX, e))   /* the longest header */
 		return -1;
 	rc = recv_all(in->fd, in->buf, 5);
 	if (rc <= 0)

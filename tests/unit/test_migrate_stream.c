@@ -159,6 +159,43 @@ static void test_huge_section(void **state)
 	guest_mem_destroy(&m);
 }
 
+/* A first section whose name has the 63 bytes a name may have: its header
+ * (74 bytes) is read whole into the reader's buffer (it once held 71, and
+ * the san-unit tier's ASan caught the write past it; found by
+ * fuzz/fuzz_migrate.c). */
+static void test_longest_name(void **state)
+{
+	struct state_writer w;
+	struct error e = { 0 };
+	struct migrate_in in = { 0 };
+	char name[64], longest[64];
+	const uint8_t *p;
+	size_t start, mark, n;
+	int fds[2];
+
+	(void)state;
+	memset(longest, 'n', 63);
+	longest[63] = '\0';
+	state_writer_init(&w);
+	state_put_bytes(&w, MIGRATE_MAGIC, 8);
+	start = w.len;
+	mark = migrate_section_begin(&w, longest);
+	state_put_u32(&w, 7);
+	migrate_section_end(&w, start, mark);
+	assert_false(w.error);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+	assert_int_equal(write(fds[1], w.data, w.len), (ssize_t)w.len);
+	close(fds[1]);
+	in.fd = fds[0];
+	assert_int_equal(migrate_read_magic(&in, &e), 0);
+	assert_int_equal(migrate_read_section(&in, name, &p, &n, &e), 0);
+	assert_string_equal(name, longest);
+	assert_int_equal(n, 4);
+	close(fds[0]);
+	migrate_in_free(&in);
+	state_writer_free(&w);
+}
+
 static void test_ram_out_of_range(void **state)
 {
 	struct guest_mem m;
@@ -195,6 +232,7 @@ int main(void)
 		cmocka_unit_test(test_bad_magic),
 		cmocka_unit_test(test_huge_section),
 		cmocka_unit_test(test_ram_out_of_range),
+		cmocka_unit_test(test_longest_name),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
