@@ -61,8 +61,9 @@ META=linux-image-amd64
 #   kvm_amd                        /dev/kvm (with kvm, irqbypass, ccp)
 #   tun, vhost_net, vhost_vsock    TAP devices, QEMU's vhost back ends
 #   bridge, veth                   test networks between VMs
+#   loop, ext4                     a real block device (daemon_limits.sh's io.max)
 MODULES="virtio_pci 9pnet_virtio 9p virtio_console kvm_amd tun vhost_net vhost_vsock
-	bridge veth"
+	bridge veth loop ext4"
 
 TIMEOUT=${SHOAL_BOX_TIMEOUT:-3600}
 MEMORY=${SHOAL_BOX_MEMORY:-6144}

@@ -261,6 +261,7 @@ fail:
 
 void host_close(struct host *h)
 {
+	host_cgroup_stop(h);
 	supervisor_stop(h);
 	pthread_mutex_lock(&h->lock);
 	for (size_t i = 0; i < h->nvms; i++) {

@@ -94,6 +94,8 @@ enum host_role host_authz_role(const struct host_authz *a, uid_t uid, const gid_
 struct host_limits {
 	double cpus;                /* CPUs' worth of time (cpu.max), 0: no cap */
 	uint64_t memory_max;        /* bytes (memory.max), 0: guest memory + 25 % + 256M */
+	/* io.max on the block device under each disk, 0: no cap (limits.io) */
+	uint64_t read_bps, write_bps, read_iops, write_iops;
 };
 
 struct host_options {
@@ -137,6 +139,7 @@ struct host {
 	int64_t started_ms;
 	char *cgroup_dir;           /* cgroup.c: BASE of the VMs' cgroups, or NULL (off) */
 	char cgroup_off[200];       /* why they are off */
+	void *cgroup_watch;         /* cgroup.c's limit-event watcher, or NULL */
 	char *snapshots_dir;        /* STATE_DIR/snapshots, 0700 */
 	char **snap_pending;        /* snapshot names being taken (snapshots.c) */
 	size_t nsnap_pending;

@@ -331,6 +331,22 @@ static int spec_vm_config(json_t *root, struct host_spec *s, bool check_host,
 	return check_host ? spec_check_host(&s->cfg, e) : 0;
 }
 
+/* limits.io as rendered: null when no I/O limit is set, else each of the
+ * four keys (null where not set). */
+static json_t *spec_render_io(const struct host_limits *l)
+{
+	const uint64_t v[4] = { l->read_bps, l->write_bps, l->read_iops, l->write_iops };
+	static const char *const keys[4] = { "read_bps", "write_bps", "read_iops", "write_iops" };
+	json_t *o;
+
+	if (!(v[0] | v[1] | v[2] | v[3]))
+		return json_null();
+	o = json_object();
+	for (int i = 0; i < 4; i++)
+		json_object_set_new(o, keys[i], v[i] ? json_integer((json_int_t)v[i]) : json_null());
+	return o;
+}
+
 /* The canonical spec: daemon keys first, then the VMM's settings as the
  * parsed struct renders them (struct -> JSON, no text in between). */
 static int spec_render(struct host_spec *s, struct api_err *e)
@@ -340,10 +356,11 @@ static int spec_render(struct host_spec *s, struct api_err *e)
 	if (cfg && out) {
 		json_object_set_new(out, "name", json_string(s->name));
 		json_object_set_new(out, "restart", json_string(restart_policy_name(s->restart)));
-		json_object_set_new(out, "limits", json_pack("{s:o, s:o}",
+		json_object_set_new(out, "limits", json_pack("{s:o, s:o, s:o}",
 			"cpus", s->limits.cpus > 0 ? json_real(s->limits.cpus) : json_null(),
 			"memory_max", s->limits.memory_max ?
-				json_integer((json_int_t)s->limits.memory_max) : json_null()));
+				json_integer((json_int_t)s->limits.memory_max) : json_null(),
+			"io", spec_render_io(&s->limits)));
 		json_object_update(out, cfg);
 		s->spec_json = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	}
@@ -352,8 +369,50 @@ static int spec_render(struct host_spec *s, struct api_err *e)
 	return s->spec_json ? 0 : api_err_set(e, 500, "internal", "spec: cannot render the spec");
 }
 
-/* Take "limits" (optional) out of `root`: {"cpus": N, "memory_max": SIZE},
- * each member optional or null (cgroup.c applies them). */
+/* limits.io: {"read_bps": SIZE, "write_bps": SIZE, "read_iops": N,
+ * "write_iops": N}, each optional or null; io.max wants at least 1. */
+static int spec_take_io(json_t *v, struct host_limits *l, struct api_err *e)
+{
+	static const char *const keys[4] = { "read_bps", "write_bps", "read_iops", "write_iops" };
+	uint64_t *dst[4] = { &l->read_bps, &l->write_bps, &l->read_iops, &l->write_iops };
+	const char *k;
+	json_t *x;
+	int i;
+
+	if (json_is_null(v))
+		return 0;
+	if (!json_is_object(v))
+		return api_err_set(e, 400, "invalid_spec",
+				   "limits.io: must be an object (read_bps, write_bps, read_iops, write_iops)");
+	json_object_foreach(v, k, x) {
+		for (i = 0; i < 4 && strcmp(k, keys[i]); i++)
+			;
+		if (i == 4)
+			return api_err_set(e, 400, "invalid_spec",
+					   "limits.io: unknown key \"%.64s\" (read_bps, write_bps, read_iops, write_iops)",
+					   k);
+		if (json_is_null(x))
+			continue;
+		if (json_is_integer(x) && json_integer_value(x) > 0) {
+			*dst[i] = (uint64_t)json_integer_value(x);
+			continue;
+		}
+		if (i < 2 && json_is_string(x) && !size_parse(json_string_value(x), dst[i]) &&
+		    *dst[i] > 0)
+			continue;
+		if (i < 2)
+			return api_err_set(e, 400, "invalid_spec",
+					   "limits.io.%s: must be bytes per second, a size such as \"10M\" or a byte count, at least 1",
+					   k);
+		return api_err_set(e, 400, "invalid_spec",
+				   "limits.io.%s: must be a whole number of operations per second, at least 1",
+				   k);
+	}
+	return 0;
+}
+
+/* Take "limits" (optional) out of `root`: {"cpus": N, "memory_max": SIZE,
+ * "io": {...}}, each member optional or null (cgroup.c applies them). */
 static int spec_take_limits(json_t *root, struct host_spec *s, struct api_err *e)
 {
 	json_t *v = json_object_get(root, "limits"), *x;
@@ -385,9 +444,12 @@ static int spec_take_limits(json_t *root, struct host_spec *s, struct api_err *e
 			if (s->limits.memory_max < (16ULL << 20))
 				return api_err_set(e, 400, "invalid_spec",
 						   "limits.memory_max: at least 16M");
+		} else if (!strcmp(k, "io")) {
+			if (spec_take_io(x, &s->limits, e))
+				return -1;
 		} else {
 			return api_err_set(e, 400, "invalid_spec",
-					   "limits: unknown key \"%.64s\" (cpus, memory_max)", k);
+					   "limits: unknown key \"%.64s\" (cpus, memory_max, io)", k);
 		}
 	}
 out:

@@ -260,7 +260,7 @@ static int spawn_prepare(struct host *h, struct hvm *vm, struct spawn_args *a,
 	a->cgroup_fd = -1;
 	if (host_spec_parse(vm->rec.spec, strlen(vm->rec.spec), true, &s, e))
 		return -1;
-	rc = host_cgroup_prepare(h, name, &s.limits, s.cfg.memory, e);
+	rc = host_cgroup_prepare(h, name, &s.limits, &s.cfg, e);
 	if (rc == -1) {
 		host_spec_free(&s);
 		return -1;

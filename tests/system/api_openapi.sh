@@ -214,7 +214,9 @@ n = [0]
 def unique():
     n[0] += 1
     return "v%d" % n[0]
-spec = {"name": "x", "restart": "on-failure", "limits": {"cpus": 1.5, "memory_max": 268435456},
+spec = {"name": "x", "restart": "on-failure", "limits": {"cpus": 1.5, "memory_max": 268435456,
+                                                  "io": {"read_bps": 1048576, "write_bps": None,
+                                                         "read_iops": 100, "write_iops": 50}},
         "kernel": img + "/kernel", "initrd": None,
         "cmdline": "console=ttyS0", "cpus": 2, "memory": "64M", "console": "file:c.log",
         "cpu_template": "baseline", "timeout": 60,

@@ -5,8 +5,9 @@
 # limits.cpus, memory.max from limits.memory_max, or guest memory + 25 % +
 # 256 MiB by default); a guest that touches more memory than memory.max
 # allows gets its VMM killed by the cgroup's OOM killer, the daemon records
-# that as the VM's exit reason, and the VM beside it runs on; a delete
-# removes the cgroup.
+# that as the VM's exit reason (and, usage having reached memory.max, a
+# "limit" event), and the VM beside it runs on; a delete removes the
+# cgroup.  limits.io and cpu.max events: daemon_limits.sh.
 #
 # tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
@@ -39,6 +40,16 @@ reason=$(vm_field c1 .last_exit.reason)
 if grep -q 'killed by the OOM killer of its cgroup: memory.max 48 MiB exceeded' <<<"$reason"; then
 	pass "the exit reason names the cgroup's OOM kill"
 else fail "the exit reason names the cgroup's OOM kill" "$reason"; fi
+# before the kill, usage reached memory.max: the watcher's next look (every
+# 5 s) reports it as a "limit" event
+for _ in $(seq 200); do
+	ev=$(curl -s --unix-socket "$SHOAL_SOCKET" "http://d/v1/events?vm=c1" |
+		jq -c '[.events[] | select(.type == "limit" and .detail.limit == "memory.max")]')
+	[ "$(jq length <<<"$ev")" -ge 1 ] && break
+	sleep 0.1
+done
+check "a memory.max limit event for c1" bash -c "jq -e '.[0].detail.count > 0 and
+	(.[0].detail.message | test(\"reached memory.max [0-9]+ times in the last 5 s\"))' <<<'$ev' >/dev/null"
 check "c2 runs on" test "$(vm_field c2 .state)" = running
 out=$(printf 'info\n' | "$SHOAL" console c2 --linger 3 2>&1)
 check "c2's guest still answers" grep -q "info cpus=1" <<<"$out"

@@ -9,12 +9,15 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <jansson.h>
+#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "host/api.h"
+#include "host/cgroup.h"
 #include "host/spec.h"
 #include "boot/boot.h"
 
@@ -197,6 +200,63 @@ static void test_cmdline_limit(void **state)
 	free(text);
 }
 
+/* limits.io: sizes and counts taken, each rendered back (null where not
+ * set); bad values and unknown keys refused naming them; and the disk
+ * device io.max needs is refused, with the file system named, where there
+ * is none. */
+static void test_io_limits(void **state)
+{
+	const char *text = "{\"name\": \"a\", \"kernel\": \"k\", \"limits\": {\"io\": "
+			   "{\"read_bps\": \"2M\", \"write_iops\": 40, \"read_iops\": null}}}";
+	const char *none = "{\"name\": \"a\", \"kernel\": \"k\", \"limits\": {\"cpus\": 1}}";
+	char why[256];
+	unsigned maj, min;
+	struct statfs sf;
+	struct host_spec s;
+	struct api_err e;
+	json_t *spec, *io;
+
+	assert_int_equal(host_spec_parse(text, strlen(text), false, &s, &e), 0);
+	assert_int_equal(s.limits.read_bps, 2 << 20);
+	assert_int_equal(s.limits.write_iops, 40);
+	assert_int_equal(s.limits.write_bps, 0);
+	assert_int_equal(s.limits.read_iops, 0);
+	spec = json_loads(s.spec_json, 0, NULL);
+	io = json_object_get(json_object_get(spec, "limits"), "io");
+	assert_int_equal(json_integer_value(json_object_get(io, "read_bps")), 2 << 20);
+	assert_int_equal(json_integer_value(json_object_get(io, "write_iops")), 40);
+	assert_true(json_is_null(json_object_get(io, "write_bps")));
+	assert_true(json_is_null(json_object_get(io, "read_iops")));
+	json_decref(spec);
+	host_spec_free(&s);
+	assert_int_equal(host_spec_parse(none, strlen(none), false, &s, &e), 0);
+	spec = json_loads(s.spec_json, 0, NULL);
+	assert_true(json_is_null(json_object_get(json_object_get(spec, "limits"), "io")));
+	json_decref(spec);
+	host_spec_free(&s);
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"limits\": {\"io\": 5}}", false,
+		   "invalid_spec", "limits.io: must be an object");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"limits\": {\"io\": {\"rbps\": 1}}}", false,
+		   "invalid_spec", "limits.io: unknown key \"rbps\"");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"limits\": {\"io\": {\"write_bps\": 0}}}", false,
+		   "invalid_spec", "limits.io.write_bps: must be bytes per second");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"limits\": {\"io\": {\"read_bps\": \"fast\"}}}", false,
+		   "invalid_spec", "limits.io.read_bps");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"limits\": {\"io\": {\"read_iops\": \"5\"}}}", false,
+		   "invalid_spec", "limits.io.read_iops: must be a whole number");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"limits\": {\"io\": {\"write_iops\": 1.5}}}", false,
+		   "invalid_spec", "limits.io.write_iops");
+	/* /proc has no block device; a missing file is named as such */
+	assert_int_equal(host_cgroup_disk_device("/proc/self/status", &maj, &min, why, sizeof(why)), -1);
+	assert_non_null(strstr(why, "has no block device"));
+	assert_int_equal(host_cgroup_disk_device("/nonexistent", &maj, &min, why, sizeof(why)), -1);
+	assert_non_null(strstr(why, "cannot stat it"));
+	if (!statfs("/dev/shm", &sf) && sf.f_type == TMPFS_MAGIC) {
+		assert_int_equal(host_cgroup_disk_device("/dev/shm", &maj, &min, why, sizeof(why)), -1);
+		assert_non_null(strstr(why, "tmpfs"));
+	}
+}
+
 static void test_names(void **state)
 {
 	char long_name[80];
@@ -287,6 +347,7 @@ int main(void)
 		cmocka_unit_test(test_bad_specs),
 		cmocka_unit_test(test_comma_path),
 		cmocka_unit_test(test_cmdline_limit),
+		cmocka_unit_test(test_io_limits),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_routes),
 		cmocka_unit_test(test_query_and_stop_body),
