@@ -615,20 +615,14 @@ int snapshot_state_restore(struct vm *vm, const char *what, const void *buf, siz
 	return 0;
 }
 
-/* The manifest: its format, version and shape; fills `cfg`. */
-static json_t *load_manifest(const char *dir, struct vm_config *cfg, struct error *e)
+json_t *snapshot_parse_manifest(const char *dir, const char *text, size_t len,
+				struct vm_config *cfg, struct error *e)
 {
-	char *text;
-	size_t len;
 	json_error_t je;
 	json_t *m, *v;
 	const char *fmt;
 
-	text = read_file(dir, "manifest.json", MANIFEST_MAX, &len, e);
-	if (!text)
-		return NULL;
 	m = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-	free(text);
 	if (!m || !json_is_object(m)) {
 		error_set(e, EXIT_BADSTATE, "%s/manifest.json: %s (line %d)", dir,
 			  m ? "not a JSON object" : je.text, je.line);
@@ -662,6 +656,20 @@ static json_t *load_manifest(const char *dir, struct vm_config *cfg, struct erro
 bad:
 	json_decref(m);
 	return NULL;
+}
+
+/* The manifest file: at most MANIFEST_MAX bytes, then parsed as above. */
+static json_t *load_manifest(const char *dir, struct vm_config *cfg, struct error *e)
+{
+	size_t len;
+	char *text = read_file(dir, "manifest.json", MANIFEST_MAX, &len, e);
+	json_t *m;
+
+	if (!text)
+		return NULL;
+	m = snapshot_parse_manifest(dir, text, len, cfg, e);
+	free(text);
+	return m;
 }
 
 struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov,

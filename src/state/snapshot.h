@@ -67,6 +67,15 @@ struct snapshot_overrides {
 struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov,
 			    struct error *e);
 
+/* The manifest's text (`len` bytes of `text`, read from `dir`/manifest.json):
+ * a JSON object of this format and version whose "config" is a valid
+ * configuration, which fills `cfg`, and whose "vcpus" and "memory_bytes"
+ * agree with it.  The manifest, or NULL with `e` (EXIT_BADSTATE) naming
+ * the file and the reason.  snapshot_restore's first step; exposed for
+ * the fuzzer (fuzz/fuzz_snapshot.c). */
+json_t *snapshot_parse_manifest(const char *dir, const char *text, size_t len,
+				struct vm_config *cfg, struct error *e);
+
 /* The state sections of a paused, quiesced VM (base/state.h framing):
  * "kvm", every vCPU's and the VM's KVM state (vmm/kvm_state.c), and
  * "devices", one section per device.  Appended to `w`; 0, or -1 with `e`.

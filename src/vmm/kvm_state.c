@@ -818,7 +818,7 @@ static int section_fail(const uint8_t *buf, size_t len, size_t at, struct error 
 		   slen, left);
 }
 
-static int parse_all(struct vm *vm, const struct ks_host *h, const void *buf, size_t len,
+static int parse_all(int ncpus, const struct ks_host *h, const void *buf, size_t len,
 		     struct ks_state *s, struct error *e)
 {
 	struct state_reader r, p;
@@ -827,9 +827,9 @@ static int parse_all(struct vm *vm, const struct ks_host *h, const void *buf, si
 	uint16_t version;
 	int idx, rc = -1;
 
-	if (state_alloc(s, vm->ncpus, e))
+	if (state_alloc(s, ncpus, e))
 		return -1;
-	seen = calloc((size_t)vm->ncpus, sizeof(*seen));
+	seen = calloc((size_t)ncpus, sizeof(*seen));
 	if (!seen)
 		return error_set(e, EXIT_HOST, "kvm state: out of memory");
 	state_reader_init(&r, buf, len);
@@ -851,9 +851,9 @@ static int parse_all(struct vm *vm, const struct ks_host *h, const void *buf, si
 			}
 			seen_vm = true;
 		} else if (vcpu_name(name, &idx)) {
-			if (idx >= vm->ncpus) {
+			if (idx >= ncpus) {
 				bad(e, name, "this VM has no such vCPU (it has %d: vcpu0 to vcpu%d)",
-				    vm->ncpus, vm->ncpus - 1);
+				    ncpus, ncpus - 1);
 				goto out;
 			}
 			if (seen[idx]) {
@@ -878,9 +878,9 @@ static int parse_all(struct vm *vm, const struct ks_host *h, const void *buf, si
 		bad(e, NULL, "no section %s", KS_VM_SECTION);
 		goto out;
 	}
-	for (int i = 0; i < vm->ncpus; i++)
+	for (int i = 0; i < ncpus; i++)
 		if (!seen[i]) {
-			bad(e, NULL, "no section vcpu%d (this VM has %d vCPUs)", i, vm->ncpus);
+			bad(e, NULL, "no section vcpu%d (this VM has %d vCPUs)", i, ncpus);
 			goto out;
 		}
 	rc = 0;
@@ -1026,7 +1026,7 @@ int kvm_state_restore(struct vm *vm, const void *buf, size_t len, struct error *
 		return -1;
 	if (host_probe(vm, &h, e))
 		goto out;
-	if (parse_all(vm, &h, buf, len, &in, e))
+	if (parse_all(vm->ncpus, &h, buf, len, &in, e))
 		goto out;
 	/* What to put back should KVM refuse something part-way. */
 	if (get_all(vm, &h, &before, e)) {
@@ -1048,6 +1048,29 @@ int kvm_state_restore(struct vm *vm, const void *buf, size_t len, struct error *
 out:
 	state_free(&in);
 	state_free(&before);
+	host_free(&h);
+	return rc;
+}
+
+int kvm_state_check(int ncpus, uint32_t xsave_size, bool xcrs, const uint32_t *msrs,
+		    uint32_t nmsrs, const void *buf, size_t len, struct error *e)
+{
+	struct ks_host h = { .xsave_size = xsave_size, .xsave2 = xsave_size > KS_LEGACY_XSAVE,
+			     .xcrs = xcrs, .nmsrs = nmsrs };
+	struct ks_state in = { 0 };
+	int rc;
+
+	if (xsave_size > KS_MAX_XSAVE || (xsave_size && xsave_size < KS_LEGACY_XSAVE) ||
+	    nmsrs > KS_MAX_MSRS)
+		return error_set(e, EXIT_HOST, "kvm state: a host with %u bytes of XSAVE and %u "
+				 "MSRs is not one KVM describes", xsave_size, nmsrs);
+	h.msr_index = malloc((nmsrs + 1) * sizeof(uint32_t));
+	if (!h.msr_index)
+		return error_set(e, EXIT_HOST, "kvm state: out of memory");
+	if (nmsrs)
+		memcpy(h.msr_index, msrs, nmsrs * sizeof(uint32_t));
+	rc = parse_all(ncpus, &h, buf, len, &in, e);
+	state_free(&in);
 	host_free(&h);
 	return rc;
 }

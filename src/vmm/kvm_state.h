@@ -36,6 +36,7 @@
 #ifndef SHOAL_VMM_KVM_STATE_H
 #define SHOAL_VMM_KVM_STATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -71,6 +72,15 @@ int kvm_state_save(struct vm *vm, struct state_writer *w, struct error *e);
  * registers, events, MP state), then the irqchips, PIT and clock; see
  * kvm_state.c for why. */
 int kvm_state_restore(struct vm *vm, const void *buf, size_t len, struct error *e);
+
+/* The checks kvm_state_restore makes of `buf` before it touches KVM, for
+ * a VM of `ncpus` vCPUs on a host whose KVM has an XSAVE area of
+ * `xsave_size` bytes (0: none, the FPU instead), XCRs or not, and lists the
+ * `nmsrs` MSRs `msrs`: 0 when a restore would go on to apply it, or -1
+ * with the error it would give.  Nothing is applied; no KVM is needed
+ * (for the fuzzer, fuzz/fuzz_snapshot.c). */
+int kvm_state_check(int ncpus, uint32_t xsave_size, bool xcrs, const uint32_t *msrs,
+		    uint32_t nmsrs, const void *buf, size_t len, struct error *e);
 
 /* A short human list of what is saved, for docs (a static string). */
 const char *kvm_state_what(void);
