@@ -432,15 +432,15 @@ static void send_nak(int fd, const char *msg)
 		return;
 }
 
-static int check_hello(struct vm *vm, const uint8_t *p, size_t len, struct error *e)
+int migrate_parse_hello(uint64_t mem_size, int ncpus, const uint8_t *p, size_t len,
+			json_t **cpu, struct error *e)
 {
 	struct state_reader r;
 	uint64_t mem;
 	uint32_t vcpus, page, n;
 	const char *text;
-	json_t *cpu;
-	int rc;
 
+	*cpu = NULL;
 	state_reader_init(&r, p, len);
 	mem = state_get_u64(&r);
 	vcpus = state_get_u32(&r);
@@ -450,11 +450,11 @@ static int check_hello(struct vm *vm, const uint8_t *p, size_t len, struct error
 	if (page != PAGE)
 		return error_set(e, EXIT_BADSTATE, "incoming migration: the source's pages are %" PRIu32
 				 " bytes, ours %u", page, PAGE);
-	if (mem != vm->mem.size || vcpus != (uint32_t)vm->ncpus)
+	if (mem != mem_size || vcpus != (uint32_t)ncpus)
 		return error_set(e, EXIT_BADSTATE, "incoming migration: the source's VM has %" PRIu64
 				 " MiB and %" PRIu32 " vCPUs, this one %" PRIu64 " MiB and %d (start the "
 				 "destination with the source's settings)", mem >> 20, vcpus,
-				 vm->mem.size >> 20, vm->ncpus);
+				 mem_size >> 20, ncpus);
 	n = state_get_u32(&r);               /* the settings, for the record: skipped */
 	if (r.error || n > r.len - r.pos)
 		r.error = true;
@@ -462,10 +462,20 @@ static int check_hello(struct vm *vm, const uint8_t *p, size_t len, struct error
 		r.pos += n;
 	n = state_get_u32(&r);               /* the CPU the guest saw */
 	text = r.error || n > r.len - r.pos ? NULL : (const char *)r.data + r.pos;
-	cpu = text ? json_loadb(text, n, 0, NULL) : NULL;
-	if (!cpu)
+	*cpu = text ? json_loadb(text, n, 0, NULL) : NULL;
+	if (!*cpu)
 		return error_set(e, EXIT_BADSTATE, "incoming migration: the hello section does not "
 				 "describe the source's vCPU");
+	return 0;
+}
+
+static int check_hello(struct vm *vm, const uint8_t *p, size_t len, struct error *e)
+{
+	json_t *cpu;
+	int rc;
+
+	if (migrate_parse_hello(vm->mem.size, vm->ncpus, p, len, &cpu, e))
+		return -1;
 	rc = snapshot_check_cpu(vm, "incoming migration", cpu, e);
 	json_decref(cpu);
 	return rc;

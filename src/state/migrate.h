@@ -81,6 +81,15 @@ void migrate_in_free(struct migrate_in *in);
  * to `m`; every range is checked against it.  0, or -1 with `e`. */
 int migrate_apply_ram(const struct guest_mem *m, const uint8_t *p, size_t len,
 		      struct error *e);
+/* A "hello" section's payload for a destination of `mem_size` bytes of RAM
+ * and `ncpus` vCPUs: the page size, memory and vCPU count must be its own,
+ * and `*cpu` receives the CPU the guest saw (a JSON object for
+ * snapshot_check_cpu, the caller's to free).  0, or -1 with `e`
+ * (EXIT_BADSTATE) and *cpu NULL. */
+struct json_t;
+int migrate_parse_hello(uint64_t mem_size, int ncpus, const uint8_t *p, size_t len,
+			struct json_t **cpu, struct error *e);
+
 #define MIGRATE_RAM_ZERO 1
 #define MIGRATE_RAM_DATA 2
 
