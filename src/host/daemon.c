@@ -222,6 +222,26 @@ static int host_paths(struct host *h, const struct host_options *opt, struct api
 	return 0;
 }
 
+/* The jail: on by default when the daemon is root (it makes namespaces and
+ * changes ids), and said either way in the log. */
+static int host_jail_init(struct host *h, const struct host_options *opt, struct api_err *e)
+{
+	bool root = geteuid() == 0;
+
+	if (opt->jail > 0 && !root)
+		return api_err_set(e, 400, "invalid_request", "--jail on: needs root (each VMM gets "
+				   "namespaces of its own and drops to a uid of its own)");
+	h->jail = opt->jail > 0 || (opt->jail == 0 && root);
+	h->opt.jail_uid_base = opt->jail_uid_base ? opt->jail_uid_base : HOST_JAIL_UID_BASE;
+	if (h->jail)
+		log_info("VMMs run jailed (docs/security.md): namespaces of their own, an empty "
+			 "root, uids and gids from %u", h->opt.jail_uid_base);
+	else
+		log_warn("VMMs run without a jail (%s): a guest that breaks a device model holds "
+			 "what shoald's user holds", opt->jail < 0 ? "--jail off" : "shoald is not root");
+	return 0;
+}
+
 int host_open(struct host *h, const struct host_options *opt, struct api_err *e)
 {
 	char path[4096], err[512];
@@ -248,6 +268,8 @@ int host_open(struct host *h, const struct host_options *opt, struct api_err *e)
 	}
 	h->last_event_id = db_last_event_id(h->db);
 	host_cgroup_init(h);
+	if (host_jail_init(h, opt, e))
+		goto fail;
 	if (supervisor_start(h)) {
 		api_err_set(e, 500, "internal", "supervisor: %s", strerror(errno));
 		goto fail;

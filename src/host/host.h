@@ -59,6 +59,7 @@ struct hvm {
 	unsigned refs;              /* table reference + one per user */
 	int64_t restart_window_ms;  /* start of the current crash-loop window */
 	unsigned restart_count;     /* restarts in that window */
+	unsigned jail_uid;          /* its VMM's jail uid and gid (supervisor.c), 0 none */
 };
 
 /* What a caller may do (authz.c); each role includes the ones before. */
@@ -114,7 +115,11 @@ struct host_options {
 	const char *allow_dirs[PATH_MAX_ROOTS];  /* --allow-dir: where named files may be */
 	int nallow_dirs;            /* 0: STATE_DIR/images */
 	struct host_authz authz;    /* --grant */
+	int jail;                   /* --jail: 1 on, -1 off, 0 default (on when root) */
+	unsigned jail_uid_base;     /* --jail-uid-base: the first VM's uid and gid */
 };
+
+#define HOST_JAIL_UID_BASE 2000000u
 
 struct host {
 	struct host_options opt;
@@ -141,6 +146,7 @@ struct host {
 	char cgroup_off[200];       /* why they are off */
 	void *cgroup_watch;         /* cgroup.c's limit-event watcher, or NULL */
 	char *snapshots_dir;        /* STATE_DIR/snapshots, 0700 */
+	bool jail;                  /* VMMs run jailed (shoal run --jail) */
 	char **snap_pending;        /* snapshot names being taken (snapshots.c) */
 	size_t nsnap_pending;
 };

@@ -40,6 +40,10 @@ static void usage(FILE *f)
 		"                       must lie beneath DIR; repeatable (default STATE_DIR/images)\n"
 		"  --grant WHO=ROLE     WHO user:NAME or group:NAME (or numeric ids), ROLE read,\n"
 		"                       operate or admin; repeatable (root: always admin)\n"
+		"  --jail on|off        run each VMM jailed: namespaces of its own, an empty\n"
+		"                       root, a uid and gid of its own, no capabilities\n"
+		"                       (default on when shoald is root; docs/security.md)\n"
+		"  --jail-uid-base N    the VMs' jail uids and gids start at N (default 2000000)\n"
 		"  --client-timeout S   close a connection silent for S seconds (default 30)\n"
 		"  --request-timeout S  close a connection whose request is not whole after S\n"
 		"                       seconds (default 60)\n"
@@ -136,6 +140,8 @@ static int parse_options(int argc, char **argv, struct host_options *o)
 		{ "token-role", required_argument, NULL, 'R' },
 		{ "allow-dir", required_argument, NULL, 'A' },
 		{ "grant", required_argument, NULL, 'G' },
+		{ "jail", required_argument, NULL, 'J' },
+		{ "jail-uid-base", required_argument, NULL, 'B' },
 		{ "request-timeout", required_argument, NULL, 'q' },
 		{ "max-peer-connections", required_argument, NULL, 'p' },
 		{ "list-routes", no_argument, NULL, 'L' },
@@ -168,6 +174,16 @@ static int parse_options(int argc, char **argv, struct host_options *o)
 				log_error("--log-level %s: expected error, warn, info or debug", optarg);
 				return -1;
 			}
+			break;
+		case 'J':
+			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+				log_error("--jail %s: expected on or off", optarg);
+				return -1;
+			}
+			o->jail = !strcmp(optarg, "on") ? 1 : -1;
+			break;
+		case 'B':
+			o->jail_uid_base = opt_count("--jail-uid-base", optarg, 4000000000U);
 			break;
 		case 'L': list_routes(); exit(0);
 		case 'h': usage(stdout); exit(0);

@@ -291,7 +291,7 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 		     char *out_name, struct api_err *e)
 {
 	struct snapshot_record r = { 0 };
-	char *pending = NULL, *wdisk = NULL, dir[4400], detail[256];
+	char *pending = NULL, *wdisk = NULL, dir[4400], stage[4400], detail[256];
 	struct hvm *vm = host_get(h, name, e);
 	json_t *reply = NULL;
 	int64_t id = 0;
@@ -353,9 +353,18 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 	 * that died between the VMM's rename and the insert) */
 	snprintf(dir, sizeof(dir), "%s/%s", h->snapshots_dir, r.name);
 	host_rm_tree(dir);
+	if (h->jail) {  /* a jailed VMM writes only in VMDIR/snap (supervisor.c) */
+		host_vm_path(h, name, "snap", stage, sizeof(stage));
+		mkdir(stage, 0700);             /* there already when the VMM is jailed */
+		snprintf(stage + strlen(stage), sizeof(stage) - strlen(stage), "/%s", r.name);
+		host_rm_tree(stage);
+	}
 	r.created_ms = host_now_ms();
-	rc = r.spec ? snap_vmm_save(h, name, dir, live, &reply, e) :
+	rc = r.spec ? snap_vmm_save(h, name, h->jail ? stage : dir, live, &reply, e) :
 		      api_err_set(e, 500, "internal", "out of memory");
+	if (!rc && h->jail && rename(stage, dir) < 0)
+		rc = api_err_set(e, 500, "internal", "snapshot %s: moving %s to %s: %s", r.name,
+				 stage, dir, strerror(errno));
 	if (!rc) {
 		r.dir = strdup(dir);
 		r.size_bytes = dir_size(dir);
@@ -382,8 +391,11 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 	}
 	snap_pending_remove_locked(h, pending);
 	pthread_mutex_unlock(&h->lock);
-	if (rc)
+	if (rc) {
 		host_rm_tree(dir);      /* a VMM that failed leaves none; a store that failed, ours */
+		if (h->jail)
+			host_rm_tree(stage);
+	}
 	else
 		snprintf(out_name, HOST_NAME_MAX_LEN + 1, "%s", r.name);
 	free(pending);

@@ -112,8 +112,8 @@ const char *supervisor_exit_reason(int status, char *buf, size_t size)
 /* ---- the monitor process (async-signal-safe code only) ---- */
 
 struct spawn_args {
-	char *argv[12];             /* the VMM's command line */
-	char *margv[20];            /* the monitor's, when it is re-executed */
+	char *argv[16];             /* the VMM's command line */
+	char *margv[24];            /* the monitor's, when it is re-executed */
 	char log[4200], exitf[4200], exit_tmp[4300];
 	int cgroup_fd;              /* the VM cgroup's cgroup.procs (cgroup.c), or -1 */
 };
@@ -244,6 +244,43 @@ static char *spawn_vmm_config(struct host *h, const char *name, struct vm_config
 	return text;
 }
 
+/* The VM's jail (shoal run --jail, vmm/jail.c): a uid and gid no other VM
+ * of this daemon holds, an empty VMDIR/root for the jail's tmpfs, and
+ * VMDIR/snap, the one directory the jailed VMM may write at run time,
+ * owned by that uid: snapshots are written there and moved into
+ * STATE_DIR/snapshots (snapshots.c).  The --jail value into `out`. */
+static int spawn_jail(struct host *h, struct hvm *vm, char *out, size_t size, struct api_err *e)
+{
+	char root[4200], snap[4200];
+	unsigned uid;
+
+	pthread_mutex_lock(&h->lock);
+	if (!vm->jail_uid) {
+		for (uid = h->opt.jail_uid_base;; uid++) {
+			size_t i;
+
+			for (i = 0; i < h->nvms; i++)
+				if (h->vms[i] != vm && h->vms[i]->jail_uid == uid)
+					break;
+			if (i == h->nvms)
+				break;
+		}
+		vm->jail_uid = uid;
+	}
+	uid = vm->jail_uid;
+	pthread_mutex_unlock(&h->lock);
+	host_vm_path(h, vm->rec.name, "root", root, sizeof(root));
+	host_vm_path(h, vm->rec.name, "snap", snap, sizeof(snap));
+	if (mkdir(root, 0700) < 0 && errno != EEXIST)
+		return api_err_set(e, 500, "internal", "%s: %s", root, strerror(errno));
+	host_rm_tree(snap);                     /* a snapshot a crash left half-moved */
+	if (mkdir(snap, 0700) < 0 || chown(snap, uid, uid) < 0)
+		return api_err_set(e, 500, "internal", "%s: %s", snap, strerror(errno));
+	if (snprintf(out, size, "%s,uid=%u,gid=%u,bind=%s", root, uid, uid, snap) >= (int)size)
+		return api_err_set(e, 500, "internal", "%s: path too long", root);
+	return 0;
+}
+
 /* Everything the monitor needs, prepared before fork. */
 static int spawn_prepare(struct host *h, struct hvm *vm, struct spawn_args *a,
 			 char (*store)[4200], struct api_err *e)
@@ -306,6 +343,12 @@ static int spawn_prepare(struct host *h, struct hvm *vm, struct spawn_args *a,
 	a->argv[i++] = store[1];
 	a->argv[i++] = "--console";  /* as in config.json: the VM's directory, or none */
 	a->argv[i++] = store[2];
+	if (h->jail) {
+		if (spawn_jail(h, vm, store[4], 4200, e))
+			return -1;
+		a->argv[i++] = "--jail";
+		a->argv[i++] = store[4];
+	}
 	a->argv[i] = NULL;
 	return 0;
 }
@@ -352,7 +395,7 @@ bool supervisor_seccomp_off(void)
 
 int supervisor_spawn(struct host *h, struct hvm *vm, struct api_err *e)
 {
-	char store[4][4200];
+	char store[5][4200];
 	struct spawn_args a;
 	pid_t pid;
 
@@ -393,6 +436,23 @@ int supervisor_spawn(struct host *h, struct hvm *vm, struct api_err *e)
 		return api_err_set(e, 500, "internal", "pidfd_open: %s", strerror(errno));
 	}
 	return 0;
+}
+
+/* A process's real uid (/proc/PID/status), or 0. */
+static unsigned proc_uid(pid_t pid)
+{
+	char path[64], line[256];
+	unsigned uid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	if (!(f = fopen(path, "re")))
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Uid: %u", &uid) == 1)
+			break;
+	fclose(f);
+	return uid;
 }
 
 /* ---- watching and exits ---- */
@@ -714,6 +774,8 @@ static void supervisor_reattach_one(struct host *h, struct hvm *vm)
 	if (vm->state != HVM_EXITED) {
 		if (pid)
 			vm->rec.vmm_pid = pid;
+		if (pid && h->jail)
+			vm->jail_uid = proc_uid(pid);       /* its jail's, or 0 */
 		if (pid && !vm->rec.started_ms)
 			vm->rec.started_ms = host_now_ms();
 		vm->state = pid ? (paused ? HVM_PAUSED : HVM_RUNNING) : vm->state;

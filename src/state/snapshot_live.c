@@ -33,6 +33,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
+
+#include "vmm/jail.h"
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -146,7 +148,7 @@ struct live_mem *live_mem_arm(const struct guest_mem *m, int out_fd, struct erro
 	pthread_mutex_init(&lm->lock, NULL);
 	lm->nchunks = (m->size + CHUNK - 1) / CHUNK;
 	lm->saved = calloc(lm->nchunks, 1);
-	lm->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	lm->uffd = jail_userfaultfd(O_CLOEXEC | O_NONBLOCK);
 	if (!lm->saved || lm->uffd < 0) {
 		error_set(e, EXIT_HOST, "live snapshot: userfaultfd: %s",
 			  lm->saved ? strerror(errno) : "out of memory");

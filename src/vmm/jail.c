@@ -24,7 +24,9 @@
  * its sockets bound, and before the event loop and the vCPUs start:
  *   - a tmpfs on DIR (only in the VMM's mount namespace), holding only the
  *     `bind=` paths, each bound at its own path (a vsock socket's directory
- *     is added by `shoal run` itself);
+ *     is added by `shoal run` itself), and /proc: a procfs of the VMM's
+ *     own PID namespace with process directories only (subset=pid), for
+ *     /proc/self/statm and /proc/self/fd/N;
  *   - pivot_root into it and the old root detached, so no other file of
  *     the host is reachable: not /etc/shadow, not another VM's disk, not
  *     the daemon's database; the root is then made read-only;
@@ -33,6 +35,9 @@
  *     the jail's: with no capability left (a uid change from 0 clears
  *     them), no_new_privs (set by seccomp_enable) and no execve in any
  *     seccomp list;
+ *   - /dev/userfaultfd opened before the drop (a live snapshot's
+ *     write-protection must see KVM's own writes, kernel-mode faults,
+ *     which an unprivileged userfaultfd(2) may not handle);
  *   - the kernel then marks the process not dumpable, so /proc/PID and
  *     ptrace are root's only; and the PID namespace hides every process of
  *     the host, so the VMM cannot even name another VMM to ptrace it.
@@ -63,11 +68,13 @@
 #include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/userfaultfd.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -80,6 +87,7 @@
 #include "base/log.h"
 
 static pid_t host_pid;          /* 0 outside a jail */
+static int uffd_dev = -1;       /* /dev/userfaultfd, opened before the drop */
 static volatile pid_t child_pid; /* the parent's: whom to forward signals to */
 
 static int parse_id(const char *what, const char *v, unsigned *out, struct error *e)
@@ -295,6 +303,26 @@ static int bind_one(const char *root, const char *src, struct error *e)
 	return 0;
 }
 
+/* A procfs of the VMM's own PID namespace at ROOT/proc, with the process
+ * directories only (subset=pid: no /proc/sys, no kallsyms): the VMM reads
+ * /proc/self/statm for its metrics and reaches files it holds through
+ * /proc/self/fd/N (base/path_beneath.c).  Its own fds stay reachable after
+ * the drop, though the kernel then makes /proc/self root's. */
+static int jail_proc(const char *root, struct error *e)
+{
+	char target[PATH_MAX];
+
+	if (snprintf(target, sizeof(target), "%s/proc", root) >= (int)sizeof(target))
+		return error_set(e, EXIT_USAGE, "--jail: %s: path too long", root);
+	if (mkdir(target, 0555) < 0 && errno != EEXIST)
+		return error_set(e, EXIT_HOST, "--jail: %s: %s", target, strerror(errno));
+	if (mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+		  "subset=pid,hidepid=invisible") < 0)
+		return error_set(e, EXIT_HOST, "--jail: mounting /proc (subset=pid) in the jail: %s",
+				 strerror(errno));
+	return 0;
+}
+
 static int drop_privileges(const struct jail_opts *j, struct error *e)
 {
 	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
@@ -331,12 +359,19 @@ int jail_stage2(const struct jail_opts *j, struct error *e)
 	for (int i = 0; i < j->nbinds; i++)
 		if (!realpath(j->binds[i], real[i]))
 			return error_set(e, EXIT_NOINPUT, "--jail: bind=%s: %s", j->binds[i], strerror(errno));
+	/* A live snapshot's userfaultfd must handle KVM's own writes to guest
+	 * memory (kernel-mode faults), which an unprivileged process may not
+	 * ask of userfaultfd(2); the device node's permission is checked at
+	 * open, so the descriptor opened now serves after the drop. */
+	uffd_dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
 	if (mount("shoal-jail", j->root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
 		  "mode=0755,size=1m") < 0)
 		return error_set(e, EXIT_HOST, "--jail: a tmpfs on %s: %s", j->root, strerror(errno));
 	for (int i = 0; i < j->nbinds; i++)
 		if (bind_one(j->root, real[i], e))
 			return -1;
+	if (jail_proc(j->root, e))
+		return -1;
 	if (chdir(j->root) < 0)
 		return error_set(e, EXIT_HOST, "--jail: %s: %s", j->root, strerror(errno));
 	/* The old root stacks under the new one and is then detached. */
@@ -356,6 +391,13 @@ int jail_stage2(const struct jail_opts *j, struct error *e)
 		 (int)jail_host_pid());
 	jail_probe();
 	return 0;
+}
+
+int jail_userfaultfd(int flags)
+{
+	if (uffd_dev >= 0)
+		return ioctl(uffd_dev, USERFAULTFD_IOC_NEW, flags);
+	return (int)syscall(SYS_userfaultfd, flags);
 }
 
 /* ---- the test probe ---- */

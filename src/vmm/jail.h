@@ -41,6 +41,9 @@ int jail_stage1(const struct jail_opts *j, struct error *e);
  * tmpfs on j->root that holds only the bind paths, then drop to j->uid and
  * j->gid with no capabilities.  -1 with e. */
 int jail_stage2(const struct jail_opts *j, struct error *e);
+/* A new userfaultfd (flags as userfaultfd(2)): through the /dev/userfaultfd
+ * opened before the jail's drop, else the syscall.  -1 with errno. */
+int jail_userfaultfd(int flags);
 /* The VMM's pid as the host sees it (getpid() outside a jail). */
 pid_t jail_host_pid(void);
 /* For tests: SHOAL_TEST_JAIL_PROBE="open:PATH;ptrace:PID;..." makes stage 2

@@ -2,7 +2,7 @@
 # jail.sh - `shoal run --jail` (src/vmm/jail.c, docs/security.md): a jailed
 # VMM runs its guest (disk I/O, exit codes) in its own mount, PID, IPC, UTS
 # and network namespaces, with an empty read-only root, an unprivileged uid
-# and gid and no capability; from inside it /etc/shadow, another VM's disk
+# and gid and no capability, and a /proc of its own PID namespace; from inside it /etc/shadow, another VM's disk
 # and a database file cannot be opened and another VMM cannot be ptraced
 # (the probe SHOAL_TEST_JAIL_PROBE; the same probe without --jail opens and
 # attaches, so these checks fail without the jail); a kill of the VMM's
@@ -95,8 +95,11 @@ for ns in mnt pid net ipc uts; do
 	fi
 done
 check "its pid in its namespace is 1" grep -q "^NSpid:.*[[:space:]]1$" /proc/$jpid/status
-entries=$(ls -A /proc/$jpid/root/ 2>&1 | wc -l)
-check "its root is empty ($entries entries)" [ "$entries" -eq 0 ]
+entries=$(ls -A /proc/$jpid/root/ 2>&1 | tr '\n' ' ')
+check "its root holds only /proc (${entries})" [ "$entries" = "proc " ]
+procs=$(ls /proc/$jpid/root/proc/ 2>&1 | tr '\n' ' ')
+check "whose /proc shows only the VMM itself, no /proc/sys (${procs})" \
+	bash -c "[ '$procs' = '1 self thread-self ' ]"
 check "and read-only" bash -c "! touch /proc/$jpid/root/x 2>/dev/null"
 for what in /etc/shadow "$TMP/other.img" "$TMP/db.sqlite"; do
 	line=$(grep -F "jail probe: open $what:" "$TMP/j.err")
@@ -139,7 +142,7 @@ kwait=$!
 wait_sock "$TMP/k.sock"
 kpid=$(field "$(ctl "$TMP/k.sock" '{"cmd": "status"}')" pid)
 kill -KILL "$kpid" 2>/dev/null
-wait $kwait; rc=$?
+wait $kwait 2>/dev/null; rc=$?
 check "SIGKILL of the VMM's host pid reaches the caller as 137 ($rc)" [ $rc -eq 137 ]
 
 # --- a snapshot into a bound directory, restored jailed ---
