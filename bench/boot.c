@@ -3,7 +3,10 @@
  *
  * The VMMs: Shoal, and QEMU with -accel kvm as three machines: microvm,
  * pc and q35 (the last two run SeaBIOS, and for a PVH kernel its option
- * ROM, before the kernel).
+ * ROM, before the kernel).  Shoal three ways, for the price of its
+ * protection: as it runs by default (seccomp on), with --seccomp off
+ * (shoal-noseccomp), and jailed (shoal-jail: --jail DIR on an empty
+ * directory the bench makes in /tmp and removes, seccomp on; root only).
  *
  * The guests.  By default the project's test guest (build/shoal-guest),
  * whose ready mark is "shoal-guest: ready".  With --linux, Debian's kernel
@@ -30,9 +33,26 @@
  *   guest    RssShmem itself (guest pages touched, by the guest or by the
  *            VMM loading the kernel);
  *   exit     wall time to the VMM's exit, and its exit status.
+ * A jailed Shoal is two processes: the one started, which becomes the
+ * waiter `shoal-jail`, and its only child, the real VMM (PID 1 of its own
+ * PID namespace, found in /proc/PID/task/PID/children).  The VMM is the
+ * one stopped and sampled; "cpu" adds the waiter's own CPU time (the
+ * exec, the dynamic linking and the namespaces it made before the fork);
+ * "vmm rss" is the VMM's alone, and the waiter's resident memory
+ * (RssAnon + RssFile, and the part of it no other process maps:
+ * Private_Clean + Private_Dirty of /proc/PID/smaps_rollup) is reported on
+ * a line of its own.  Neither process alone is the price: fork() does not
+ * copy the page-table entries of file mappings never written to (code,
+ * constants), so the VMM counts only the library pages it touches again
+ * after the fork, and the waiter holds the ones touched before it.  The
+ * ratios against an unjailed Shoal therefore add the waiter two ways: its
+ * RSS (pages both map counted twice, an upper bound) and its private
+ * pages (pages no other process maps; a low estimate, since a page it
+ * shares with some other process but not the VMM is left out).
  * Runs are interleaved (run 1 of every VMM, then run 2, ...) so that drift
  * in the load of a shared machine falls on all of them alike.  Medians and
- * spreads are printed, and the ratios Shoal/QEMU of the medians.
+ * spreads are printed, and the ratios of the medians: Shoal/QEMU, and
+ * shoal-jail and shoal against shoal-noseccomp.
  *
  * Sampling at "ready".  With the guest command line "exit 0" the guest
  * leaves soon after its ready line (it prints one more console line, tens of
@@ -70,15 +90,20 @@
 #define READY_MARK   "shoal-guest: ready"
 #define LINUX_MARK   "shoal-kit: init ready"
 #define LINUX_CMDLINE "console=ttyS0 quiet kit.quiet kit.poweroff"
-#define NVMM         4               /* shoal and three QEMU machines */
+#define NVMM         6               /* shoal three ways, three QEMU machines */
+#define V_SHOAL      0               /* indexes in v[] */
+#define V_NOSECCOMP  1
+#define V_JAIL       2
+#define V_QEMU       3               /* the first QEMU machine */
 #define MAX_RUNS     1000
 #define MAX_ARGS     48
 #define OUT_KEEP     8192            /* serial output kept for diagnostics */
 
 /* One VMM under test: how to start it and what it gave. */
 struct vmm {
-	const char *name;            /* "shoal", "qemu-microvm", "qemu-pc", "qemu-q35" */
+	const char *name;            /* "shoal", "shoal-noseccomp", "shoal-jail", "qemu-..." */
 	char *argv[MAX_ARGS];        /* command line, NULL-terminated */
+	int jailed;                  /* the VMM is the started process's child */
 	int want_status;             /* exit status of a clean guest exit */
 	int disabled;                /* 1 after a run that could not start */
 	char why[256];               /* reason when disabled */
@@ -89,6 +114,10 @@ struct vmm {
 	double vmm_kib[MAX_RUNS];    /* RssAnon + RssFile */
 	double guest_kib[MAX_RUNS];  /* RssShmem */
 	double rss_kib[MAX_RUNS];    /* VmRSS */
+	double waiter_kib[MAX_RUNS]; /* jailed: the waiter's RssAnon + RssFile */
+	double waiter_priv_kib[MAX_RUNS]; /* jailed: the waiter's private pages */
+	double total_kib[MAX_RUNS];  /* jailed: vmm_kib + waiter_kib */
+	double distinct_kib[MAX_RUNS]; /* jailed: vmm_kib + waiter_priv_kib */
 	int nmem;                    /* runs with a memory sample */
 	int bad_status;              /* runs whose exit status was unexpected */
 	int last_status;
@@ -98,6 +127,7 @@ struct vmm {
 struct sample {
 	double ready_ms, exit_ms, cpu_ms;
 	long rss, anon, file, shmem;   /* KiB; rss < 0 when not sampled */
+	long waiter, waiter_priv;      /* KiB, jailed only */
 	int status;                    /* exit status, or 128+signal */
 };
 
@@ -182,6 +212,45 @@ static double proc_cpu_ms(pid_t pid)
 	}
 	closedir(dir);
 	return n ? sum / 1e6 : -1;
+}
+
+/* The private pages (KiB) of PID, from /proc/PID/smaps_rollup; -1 if gone. */
+static long proc_private_kib(pid_t pid)
+{
+	char path[64], line[256];
+	long v, sum = 0;
+	int n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Private_Clean: %ld", &v) == 1 ||
+		    sscanf(line, "Private_Dirty: %ld", &v) == 1) {
+			sum += v;
+			n++;
+		}
+	fclose(f);
+	return n == 2 ? sum : -1;
+}
+
+/* The first child of PID (a jail's waiter has one: the VMM); -1 if none. */
+static pid_t proc_child(pid_t pid)
+{
+	char path[96];
+	int child = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid, (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	if (fscanf(f, "%d", &child) != 1)
+		child = -1;
+	fclose(f);
+	return child;
 }
 
 /* ---- one run ---- */
@@ -290,7 +359,7 @@ static int run_once(struct vmm *v, struct sample *s)
 	struct rusage ru;
 	int outfd, errfd, st = 0, r;
 	double t0, deadline;
-	pid_t pid;
+	pid_t pid, vmm;
 
 	memset(s, 0, sizeof(*s));
 	s->rss = -1;
@@ -310,18 +379,41 @@ static int run_once(struct vmm *v, struct sample *s)
 		s->ready_ms = now_ms() - t0;
 		/* Freeze, sample, thaw: with "exit 0" the VMM is about to leave
 		 * (the guest prints one more console line first, a few ms of
-		 * port writes), and a stopped process cannot free its memory. */
-		kill(pid, SIGSTOP);
-		s->cpu_ms = proc_cpu_ms(pid);
-		if (proc_mem(pid, s) < 0)
-			s->rss = -1;
-		kill(pid, SIGCONT);
-		if (opt.kill_after_ready)
-			kill(pid, SIGKILL);
+		 * port writes), and a stopped process cannot free its memory.
+		 * Jailed, the VMM is the waiter's child; the waiter only waits. */
+		vmm = v->jailed ? proc_child(pid) : pid;
+		if (vmm > 0) {
+			kill(vmm, SIGSTOP);
+			s->cpu_ms = proc_cpu_ms(vmm);
+			if (v->jailed && s->cpu_ms >= 0) {
+				double w = proc_cpu_ms(pid);
+
+				s->cpu_ms = w < 0 ? -1 : s->cpu_ms + w;
+			}
+			if (proc_mem(vmm, s) < 0)
+				s->rss = -1;
+			if (v->jailed && s->rss >= 0) {
+				struct sample w = { .rss = -1 };
+
+				s->waiter_priv = proc_private_kib(pid);
+				if (proc_mem(pid, &w) < 0 || s->waiter_priv < 0)
+					s->rss = -1;   /* both or neither */
+				s->waiter = w.anon + w.file;
+			}
+			kill(vmm, SIGCONT);
+			if (opt.kill_after_ready)
+				kill(vmm, SIGKILL);   /* a jail's waiter then ends the same way */
+		} else {
+			s->cpu_ms = -1;
+		}
 		r = pump(outfd, deadline, 0, keep, &len);
 	}
-	if (r < 0)
+	if (r < 0) {
+		/* The VMM first: a killed waiter would leave a jailed one running. */
+		if (v->jailed && (vmm = proc_child(pid)) > 0)
+			kill(vmm, SIGKILL);
 		kill(pid, SIGKILL);
+	}
 	wait4(pid, &st, 0, &ru);
 	s->exit_ms = now_ms() - t0;
 	s->status = decode_status(st);
@@ -355,6 +447,10 @@ static void file_sample(struct vmm *v, const struct sample *s)
 		v->vmm_kib[j] = s->anon + s->file;
 		v->guest_kib[j] = s->shmem;
 		v->rss_kib[j] = s->rss;
+		v->waiter_kib[j] = s->waiter;
+		v->waiter_priv_kib[j] = s->waiter_priv;
+		v->total_kib[j] = s->anon + s->file + s->waiter;
+		v->distinct_kib[j] = s->anon + s->file + s->waiter_priv;
 	}
 }
 
@@ -396,14 +492,14 @@ static const char *spread(char *buf, size_t sz, const double *vals, int n, doubl
 	return buf;
 }
 
-#define COLS "%-13s %-24s %-22s %-20s %-20s %-24s %s\n"
+#define COLS "%-16s %-24s %-22s %-20s %-20s %-24s %s\n"
 
 static void report_vmm(const struct vmm *v)
 {
 	char a[64], b[64], c[64], d[64], e[64], f[32];
 
 	if (v->nruns == 0) {
-		printf("%-13s not measured: %s\n", v->name, v->why[0] ? v->why : "no run got ready");
+		printf("%-16s not measured: %s\n", v->name, v->why[0] ? v->why : "no run got ready");
 		return;
 	}
 	snprintf(f, sizeof(f), "%d/%d", v->nmem, v->nruns);
@@ -413,8 +509,12 @@ static void report_vmm(const struct vmm *v)
 	       spread(c, sizeof(c), v->vmm_kib, v->nmem, 1 / 1024.0, 2),
 	       spread(d, sizeof(d), v->guest_kib, v->nmem, 1 / 1024.0, 2),
 	       spread(e, sizeof(e), v->exit_ms, v->nruns, 1, 1), f);
+	if (v->jailed && v->nmem)
+		printf("%-16s + the waiter shoal-jail, not in vmm rss: rss MiB %s, of which private %s\n",
+		       "", spread(c, sizeof(c), v->waiter_kib, v->nmem, 1 / 1024.0, 2),
+		       spread(d, sizeof(d), v->waiter_priv_kib, v->nmem, 1 / 1024.0, 2));
 	if (v->bad_status)
-		printf("%-13s (%d runs exited with an unexpected status, last %d; expected %d)\n", "",
+		printf("%-16s (%d runs exited with an unexpected status, last %d; expected %d)\n", "",
 		       v->bad_status, v->last_status, v->want_status);
 }
 
@@ -426,7 +526,14 @@ static void report_ratio(const struct vmm *s, const struct vmm *q)
 
 	if (s->nruns == 0 || q->nruns == 0)
 		return;
-	printf("ratio %s/%s: ready %.3f, cpu %.3f, vmm rss %.3f\n", s->name, q->name, r, c, m);
+	printf("ratio %s/%s: ready %.3f, cpu %.3f, vmm rss %.3f", s->name, q->name, r, c, m);
+	/* The whole price, the waiter too: its RSS counts the pages it shares
+	 * with the VMM twice (an upper bound); its private pages do not. */
+	if (s->jailed && !q->jailed)
+		printf(", vmm + waiter rss %.3f, vmm + waiter private %.3f",
+		       quantile(s->total_kib, s->nmem, .5) / quantile(q->vmm_kib, q->nmem, .5),
+		       quantile(s->distinct_kib, s->nmem, .5) / quantile(q->vmm_kib, q->nmem, .5));
+	printf("\n");
 }
 
 /* ---- set-up ---- */
@@ -457,11 +564,21 @@ static int wanted(const char *name)
 	return 0;
 }
 
-/* The QEMU machines, after Shoal in v[]. */
-static const char *const qemu_machines[NVMM - 1][2] = {
+/* The QEMU machines, after Shoal's variants in v[]. */
+static const char *const qemu_machines[NVMM - V_QEMU][2] = {
 	{ "qemu-microvm", "microvm" }, { "qemu-pc", "pc" }, { "qemu-q35", "q35" },
 };
-static char membackend[96], qmachine[NVMM - 1][96];
+static char membackend[96], qmachine[NVMM - V_QEMU][96];
+
+/* shoal-jail's DIR: made empty by setup_jail, removed at exit. */
+static char jail_dir[] = "/tmp/shoal-bench-jail.XXXXXX";
+static int jail_dir_made;
+
+static void remove_jail_dir(void)
+{
+	if (jail_dir_made && rmdir(jail_dir) < 0)
+		fprintf(stderr, "boot: %s: %s (left behind)\n", jail_dir, strerror(errno));
+}
 
 /* The kit file NAME: $SHOAL_KIT_<ENV>, else the guest kit's cache folder
  * (${SHOAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}/kit), as
@@ -484,18 +601,39 @@ static const char *kit_file(const char *env, const char *name)
 	return p;
 }
 
-static void setup_shoal(struct vmm *v)
+/* Shoal as NAME, with EXTRA (NULL, or an option and its value) after "run". */
+static void setup_shoal(struct vmm *v, const char *name, const char *extra, const char *value)
 {
 	int n = 0;
 
-	v->name = "shoal";
+	v->name = name;
 	v->want_status = 0;
-	add_args(v, &n, opt.shoal, "run", "--kernel", opt.guest, "--cmdline", opt.cmdline,
+	add_args(v, &n, opt.shoal, "run", NULL);
+	if (extra)
+		add_args(v, &n, extra, value, NULL);
+	add_args(v, &n, "--kernel", opt.guest, "--cmdline", opt.cmdline,
 		 "--console", "stdio", "--memory", opt.memory, "--cpus", opt.cpus, NULL);
 	if (opt.initrd)
 		add_args(v, &n, "--initrd", opt.initrd, NULL);
 	if (access(opt.shoal, X_OK) != 0)
 		snprintf(v->why, sizeof(v->why), "%s: %s", opt.shoal, strerror(errno));
+}
+
+/* shoal-jail: --jail on a fresh empty directory, if root (the jail needs it). */
+static void setup_jail(struct vmm *v)
+{
+	setup_shoal(v, "shoal-jail", "--jail", jail_dir);
+	v->jailed = 1;
+	if (v->why[0] || !wanted(v->name))
+		return;
+	if (geteuid() != 0) {
+		snprintf(v->why, sizeof(v->why), "--jail needs root");
+	} else if (!mkdtemp(jail_dir)) {
+		snprintf(v->why, sizeof(v->why), "%s: %s", jail_dir, strerror(errno));
+	} else {
+		jail_dir_made = 1;
+		atexit(remove_jail_dir);
+	}
 }
 
 /* QEMU machine i (qemu_machines[i]), the same guest and sizes as Shoal. */
@@ -518,12 +656,14 @@ static void setup_qemu(struct vmm *v, int i)
 
 static void setup_vmms(struct vmm *v)
 {
-	setup_shoal(&v[0]);
+	setup_shoal(&v[V_SHOAL], "shoal", NULL, NULL);
+	setup_shoal(&v[V_NOSECCOMP], "shoal-noseccomp", "--seccomp", "off");
+	setup_jail(&v[V_JAIL]);
 	/* Guest RAM as a shared memfd, as Shoal keeps it, so RssShmem = guest. */
 	snprintf(membackend, sizeof(membackend),
 		 "memory-backend-memfd,id=mem,size=%s,share=on", opt.memory);
-	for (int i = 1; i < NVMM; i++)
-		setup_qemu(&v[i], i - 1);
+	for (int i = V_QEMU; i < NVMM; i++)
+		setup_qemu(&v[i], i - V_QEMU);
 	for (int i = 0; i < NVMM; i++)
 		if (!wanted(v[i].name)) {
 			v[i].disabled = 1;
@@ -536,14 +676,16 @@ static void setup_vmms(struct vmm *v)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: boot [-n RUNS] [--only shoal,qemu-microvm,qemu-pc,qemu-q35] [--linux]\n"
+		"usage: boot [-n RUNS] [--linux]\n"
+		"            [--only shoal,shoal-noseccomp,shoal-jail,qemu-microvm,qemu-pc,qemu-q35]\n"
 		"            [--guest KERNEL] [--initrd FILE] [--mark TEXT] [--shoal PATH]\n"
 		"            [--qemu PATH] [--cmdline STR] [--memory SIZE] [--cpus N]\n"
 		"            [--timeout SECONDS] [--kill-after-ready] [-v]\n"
 		"Boots a guest RUNS times (default 10) in each VMM, interleaved, and prints\n"
 		"median [min..max] of: time to the guest's ready line, VMM CPU time by then,\n"
 		"VMM resident memory (RSS minus guest RAM), guest RAM touched, and time to\n"
-		"exit.  Run from the repository root.\n"
+		"exit.  Run from the repository root.  shoal-noseccomp is shoal --seccomp off;\n"
+		"shoal-jail is shoal --jail on an empty temporary directory (root only).\n"
 		"  default   the test guest build/shoal-guest, \"exit 0\", 256M, 1 vCPU, ready\n"
 		"            at \"" READY_MARK "\"\n"
 		"  --linux   the guest kit's bzImage and initramfs (scripts/guest-kit.sh;\n"
@@ -621,6 +763,8 @@ static void print_header(void)
 	printf("guest %s%s%s, cmdline \"%s\", memory %s, %s vCPU(s), ready at \"%s\"\n",
 	       opt.guest, opt.initrd ? " + " : "", opt.initrd ?: "", opt.cmdline, opt.memory,
 	       opt.cpus, opt.mark);
+	if (jail_dir_made)
+		printf("shoal-jail: --jail %s (empty; uid and gid 65534), seccomp on\n", jail_dir);
 	printf("%d runs each, interleaved%s\n", opt.runs,
 	       opt.kill_after_ready ? ", each VMM killed at ready (exit ms is the kill)" : "");
 }
@@ -669,8 +813,11 @@ int main(int argc, char **argv)
 	for (int i = 0; i < NVMM; i++)
 		report_vmm(&v[i]);
 	printf("\n");
-	for (int i = 1; i < NVMM; i++)
-		report_ratio(&v[0], &v[i]);
+	for (int i = V_QEMU; i < NVMM; i++)
+		report_ratio(&v[V_SHOAL], &v[i]);
+	report_ratio(&v[V_JAIL], &v[V_NOSECCOMP]);
+	report_ratio(&v[V_SHOAL], &v[V_NOSECCOMP]);
+	report_ratio(&v[V_JAIL], &v[V_SHOAL]);
 	printf("anchor: Firecracker starts its VMM in about 8 ms of CPU and keeps its overhead "
 	       "under 5 MiB (its published specification).\n");
 	return 0;
