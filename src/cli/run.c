@@ -447,6 +447,9 @@ static int run_jail_prepare(const struct vm_config *cfg, struct run_opts *o, str
 
 	o->jail.netns = !o->restore && cfg->nnets == 0 &&
 			!(o->incoming && !strncmp(o->incoming, "tcp:", 4));
+	for (int i = 0; i < cfg->nnets && o->jail.nkeep < JAIL_MAX_BINDS; i++)
+		if (cfg->nets[i].fd >= 0)
+			o->jail.keep_fds[o->jail.nkeep++] = cfg->nets[i].fd;
 	if (vs && *vs) {
 		char dir[PATH_MAX], *slash;
 

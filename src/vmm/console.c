@@ -7,6 +7,7 @@
  * the signal handler and atexit can restore it.
  */
 #include "vmm/console.h"
+#include "vmm/jail.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -61,8 +62,7 @@ void console_restore_terminal(void)
 static void console_fatal_signal(int sig)
 {
 	console_restore_terminal();
-	signal(sig, SIG_DFL);
-	raise(sig);
+	jail_die_by_signal(sig);        /* raise(), or through a jail's waiter */
 }
 
 static void console_raw_mode(void)

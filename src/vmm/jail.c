@@ -6,6 +6,8 @@
  * Firecracker's jailer, in two stages.
  *
  * Stage 1 (jail_stage1), first thing, while the process has one thread:
+ *   - every descriptor above 2 that the caller left open is closed, but
+ *     a TAP given as --net fd=N;
  *   - new mount, IPC, UTS and PID namespaces, and a new network namespace
  *     when the VM has no network card and does not wait for a migration
  *     over TCP (a Unix socket's path still reaches it: the control socket,
@@ -15,7 +17,12 @@
  *     the VMM; the parent stays outside as a small waiter that forwards
  *     SIGTERM, SIGINT, SIGHUP and SIGQUIT and ends the way the VMM ended
  *     (the same exit status, or the same signal), so a caller that waits
- *     for `shoal run` sees no difference.  The child learns its pid as the
+ *     for `shoal run` sees no difference.  As PID 1 of its namespace the
+ *     VMM would ignore any signal it has no handler for, unless the kernel
+ *     forces it (a fault, seccomp's SIGSYS): so each signal whose default
+ *     is to end a process ends it through jail_die_by_signal, which names
+ *     the signal to the waiter on a pipe and exits; the waiter then ends
+ *     by that signal.  The child learns its pid as the
  *     host sees it through a pipe (jail_host_pid: the control socket's
  *     `status` reports it, and shoald kills by it).
  *
@@ -87,6 +94,7 @@
 #include "base/log.h"
 
 static pid_t host_pid;          /* 0 outside a jail */
+static int note_fd = -1;        /* the VMM's end of the pipe that names a fatal signal */
 static int uffd_dev = -1;       /* /dev/userfaultfd, opened before the drop */
 static volatile pid_t child_pid; /* the parent's: whom to forward signals to */
 
@@ -178,10 +186,11 @@ static void forward_signal(int sig)
 }
 
 /* The parent outside: forward signals, wait, end as the VMM ended. */
-static void __attribute__((__noreturn__)) jail_wait_child(pid_t pid)
+static void __attribute__((__noreturn__)) jail_wait_child(pid_t pid, int note)
 {
 	static const int fwd[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT };
 	struct sigaction sa = { .sa_handler = forward_signal };
+	unsigned char noted = 0;
 	int st;
 
 	prctl(PR_SET_NAME, "shoal-jail");
@@ -193,6 +202,8 @@ static void __attribute__((__noreturn__)) jail_wait_child(pid_t pid)
 	while (waitpid(pid, &st, 0) < 0)
 		if (errno != EINTR)
 			_exit(EXIT_HOST);
+	if (WIFEXITED(st) && read(note, &noted, 1) == 1 && noted > 0 && noted < 65)
+		st = noted;     /* as if WIFSIGNALED: the VMM ended by that signal */
 	if (WIFEXITED(st))
 		_exit(WEXITSTATUS(st));
 	if (WIFSIGNALED(st)) {
@@ -209,12 +220,63 @@ static void __attribute__((__noreturn__)) jail_wait_child(pid_t pid)
 	_exit(EXIT_HOST);
 }
 
+/* Close every descriptor above 2 the caller left open, but the ones the
+ * VM is told to use (--net fd=N): the VMM then holds only what it opens. */
+static void close_inherited(const struct jail_opts *j)
+{
+	unsigned lo = 3;
+
+	for (;;) {
+		unsigned next = ~0U;
+
+		for (int i = 0; i < j->nkeep; i++)
+			if (j->keep_fds[i] >= (int)lo && (unsigned)j->keep_fds[i] < next)
+				next = (unsigned)j->keep_fds[i];
+		if (next > lo)
+			syscall(SYS_close_range, lo, next == ~0U ? ~0U : next - 1, 0);
+		if (next == ~0U)
+			break;
+		lo = next + 1;
+	}
+}
+
+void jail_die_by_signal(int sig)
+{
+	if (note_fd >= 0) {
+		unsigned char b = (unsigned char)sig;
+
+		if (write(note_fd, &b, 1) < 0)
+			_exit(128 + sig);
+		_exit(128 + sig);
+	}
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* PID 1 of a namespace ignores a signal it has no handler for unless the
+ * kernel forces it (a fault, seccomp's SIGSYS): a `kill -TERM` or `kill
+ * -SEGV` from outside would do nothing.  So every signal whose default is
+ * to end the process, and that nothing else handles, ends the VMM through
+ * jail_die_by_signal, and the waiter ends by the same signal. */
+static void fatal_handlers(void)
+{
+	static const int fatal[] = { SIGHUP, SIGINT, SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS,
+				     SIGFPE, SIGUSR2, SIGSEGV, SIGALRM, SIGTERM, SIGXCPU, SIGXFSZ,
+				     SIGVTALRM, SIGPROF, SIGSTKFLT, SIGPWR };
+	struct sigaction sa = { .sa_handler = jail_die_by_signal }, old;
+
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
+		if (sigaction(fatal[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL)
+			sigaction(fatal[i], &sa, NULL);
+}
+
 int jail_stage1(const struct jail_opts *j, struct error *e)
 {
 	int flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID;
 	struct stat st;
 	pid_t pid, got = 0;
-	int p[2];
+	int p[2], n[2];
 
 	if (geteuid() != 0)
 		return error_set(e, EXIT_USAGE, "--jail: needs root: it makes namespaces and mounts, "
@@ -223,6 +285,7 @@ int jail_stage1(const struct jail_opts *j, struct error *e)
 		return error_set(e, EXIT_NOINPUT, "--jail: %s: %s", j->root, strerror(errno));
 	if (!S_ISDIR(st.st_mode))
 		return error_set(e, EXIT_USAGE, "--jail: %s: not a directory", j->root);
+	close_inherited(j);
 	if (j->netns)
 		flags |= CLONE_NEWNET;
 	if (unshare(flags) < 0)
@@ -234,20 +297,31 @@ int jail_stage1(const struct jail_opts *j, struct error *e)
 		return error_set(e, EXIT_HOST, "--jail: sethostname: %s", strerror(errno));
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return error_set(e, EXIT_HOST, "--jail: pipe: %s", strerror(errno));
+	if (pipe2(n, O_CLOEXEC | O_NONBLOCK) < 0) {
+		close(p[0]);
+		close(p[1]);
+		return error_set(e, EXIT_HOST, "--jail: pipe: %s", strerror(errno));
+	}
 	fflush(NULL);
 	pid = fork();
 	if (pid < 0) {
 		close(p[0]);
 		close(p[1]);
+		close(n[0]);
+		close(n[1]);
 		return error_set(e, EXIT_HOST, "--jail: fork: %s", strerror(errno));
 	}
 	if (pid > 0) {
 		close(p[0]);
+		close(n[1]);
 		if (write(p[1], &pid, sizeof(pid)) != (ssize_t)sizeof(pid))
 			kill(pid, SIGKILL);
 		close(p[1]);
-		jail_wait_child(pid);
+		jail_wait_child(pid, n[0]);
 	}
+	close(n[0]);
+	note_fd = n[1];
+	fatal_handlers();
 	close(p[1]);
 	if (read(p[0], &got, sizeof(got)) != (ssize_t)sizeof(got) || got <= 0) {
 		close(p[0]);

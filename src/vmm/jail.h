@@ -21,6 +21,8 @@ struct jail_opts {
 	char *binds[JAIL_MAX_BINDS];     /* absolute paths seen inside at the same path */
 	int nbinds;
 	bool netns;                      /* a network namespace of its own */
+	int keep_fds[JAIL_MAX_BINDS];    /* inherited descriptors the VM uses (--net fd=N) */
+	int nkeep;
 };
 
 /* Parse `--jail DIR[,uid=N][,gid=N][,bind=PATH]...` into `j` (zeroed or
@@ -30,9 +32,9 @@ int jail_parse(struct jail_opts *j, const char *spec, struct error *e);
 int jail_add_bind(struct jail_opts *j, const char *path, struct error *e);
 void jail_opts_free(struct jail_opts *j);
 
-/* Stage 1, before any thread and before the VM is built: new mount, IPC,
- * UTS and PID namespaces (and network, when j->netns), mounts made
- * private.  Forks: the parent stays outside, forwards SIGTERM, SIGINT,
+/* Stage 1, before any thread and before the VM is built: every inherited
+ * descriptor above 2 closed but j->keep_fds; new mount, IPC, UTS and PID
+ * namespaces (and network, when j->netns), mounts made private.  Forks: the parent stays outside, forwards SIGTERM, SIGINT,
  * SIGHUP and SIGQUIT and ends as the VMM ended (jail_stage1 never returns
  * there); the child returns 0 as PID 1 of the new namespace.  -1 with e. */
 int jail_stage1(const struct jail_opts *j, struct error *e);
@@ -44,6 +46,10 @@ int jail_stage2(const struct jail_opts *j, struct error *e);
 /* A new userfaultfd (flags as userfaultfd(2)): through the /dev/userfaultfd
  * opened before the jail's drop, else the syscall.  -1 with errno. */
 int jail_userfaultfd(int flags);
+/* End the process as if by `sig` (a fatal signal's handler): in a jail,
+ * where the VMM is PID 1 and raise() of an unhandled signal does nothing,
+ * the waiter outside is told and ends by it; else SIG_DFL and raise. */
+void jail_die_by_signal(int sig);
 /* The VMM's pid as the host sees it (getpid() outside a jail). */
 pid_t jail_host_pid(void);
 /* For tests: SHOAL_TEST_JAIL_PROBE="open:PATH;ptrace:PID;..." makes stage 2

@@ -69,9 +69,10 @@ probe="open:/etc/shadow;open:$TMP/other.img;open:$TMP/db.sqlite;ptrace:$other_pi
 check "a jailed guest powers off: the caller sees 0" [ $rc -eq 0 ]
 
 # --- a jailed VMM, running: namespaces, ids, capabilities, root ---
+# (fd 7, left open by the caller, must not reach the VMM)
 SHOAL_TEST_JAIL_PROBE="$probe" "$SHOAL" run --jail "$TMP/root,uid=4242,gid=4343" \
 	--kernel "$GUEST" --cmdline "vblk; shell" --console "file:$TMP/j.con" --disk "$TMP/disk.img" \
-	--api-socket "$TMP/j.sock" --timeout 300 </dev/null 2>"$TMP/j.err" &
+	--api-socket "$TMP/j.sock" --timeout 300 </dev/null 2>"$TMP/j.err" 7<"$TMP/db.sqlite" &
 jwait=$!
 wait_sock "$TMP/j.sock" || fail "the jailed VMM starts" "$(cat "$TMP/j.err")"
 st=$(ctl "$TMP/j.sock" '{"cmd": "status"}')
@@ -87,6 +88,11 @@ check "and gid 4343" grep -q "^Gid:[[:space:]]*4343[[:space:]]4343[[:space:]]434
 check "with no capability (effective, permitted, bounding)" bash -c \
 	"grep -q '^CapEff:[[:space:]]*0*$' /proc/$jpid/status && grep -q '^CapPrm:[[:space:]]*0*$' /proc/$jpid/status && grep -q '^CapBnd:[[:space:]]*0*$' /proc/$jpid/status"
 check "no_new_privs is set" grep -q '^NoNewPrivs:[[:space:]]*1$' /proc/$jpid/status
+if ls -l /proc/$jpid/fd/ | grep -q "db.sqlite"; then
+	fail "a descriptor the caller left open does not reach the VMM" "$(ls -l /proc/$jpid/fd/)"
+else
+	pass "a descriptor the caller left open does not reach the VMM"
+fi
 for ns in mnt pid net ipc uts; do
 	if [ "$(readlink /proc/$jpid/ns/$ns)" != "$(readlink /proc/self/ns/$ns)" ]; then
 		pass "its $ns namespace is its own"
@@ -144,6 +150,20 @@ kpid=$(field "$(ctl "$TMP/k.sock" '{"cmd": "status"}')" pid)
 kill -KILL "$kpid" 2>/dev/null
 wait $kwait 2>/dev/null; rc=$?
 check "SIGKILL of the VMM's host pid reaches the caller as 137 ($rc)" [ $rc -eq 137 ]
+# PID 1 of a namespace ignores signals it does not handle: the jail
+# handles each fatal one, so it still ends the VMM, by that signal.
+for sig in SEGV TERM; do
+	rm -f "$TMP/k.sock"
+	"$SHOAL" run --jail "$TMP/root" --kernel "$GUEST" --cmdline shell --console none \
+		--api-socket "$TMP/k.sock" --timeout 300 </dev/null 2>/dev/null &
+	kwait=$!
+	wait_sock "$TMP/k.sock"
+	kpid=$(field "$(ctl "$TMP/k.sock" '{"cmd": "status"}')" pid)
+	if [ $sig = TERM ]; then kill -TERM $kwait; else kill -$sig "$kpid"; fi
+	wait $kwait 2>/dev/null; rc=$?
+	want=$((128 + $(kill -l $sig)))
+	check "SIG$sig to the $([ $sig = TERM ] && echo "waiter" || echo "VMM") ends a jailed VMM by it ($rc)" [ $rc -eq $want ]
+done
 
 # --- a snapshot into a bound directory, restored jailed ---
 mkdir -p "$TMP/snaps" && chown 4242:4343 "$TMP/snaps"
