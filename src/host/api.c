@@ -38,6 +38,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -378,6 +379,42 @@ static void api_log(void *cls, const char *fmt, va_list ap)
 	log_warn("http: %s", line);
 }
 
+/* The socket's group: --socket-group NAME|GID, else the group "shoal"
+ * when the host has one, else the daemon's own (logged either way).  Its
+ * members may connect (mode 0660); what they may do is --grant's. */
+static int api_socket_group(struct host *h, struct api_err *e)
+{
+	const char *want = h->opt.socket_group;
+	struct group *g = NULL;
+	char *end;
+	gid_t gid;
+
+	if (want) {
+		unsigned long n = strtoul(want, &end, 10);
+
+		if (*want && !*end && n < 0xffffffffUL) {
+			gid = (gid_t)n;
+		} else if ((g = getgrnam(want))) {
+			gid = g->gr_gid;
+		} else {
+			return api_err_set(e, 400, "invalid_request", "--socket-group %s: no such group",
+					   want);
+		}
+	} else if ((g = getgrnam("shoal"))) {
+		gid = g->gr_gid;
+	} else {
+		log_info("API socket %s: group %u, the daemon's (no group \"shoal\" on this host; "
+			 "--socket-group names another)", h->socket_path, (unsigned)getegid());
+		return 0;
+	}
+	if (chown(h->socket_path, (uid_t)-1, gid) < 0)
+		return api_err_set(e, 500, "internal", "%s: giving it to group %u: %s",
+				   h->socket_path, (unsigned)gid, strerror(errno));
+	log_info("API socket %s: mode 0660, group %s (%u)", h->socket_path,
+		 want ? want : "shoal", (unsigned)gid);
+	return 0;
+}
+
 /* Bind the Unix socket: refuse if another daemon answers there. */
 static int api_unix_listen(struct host *h, struct api_err *e)
 {
@@ -401,6 +438,11 @@ static int api_unix_listen(struct host *h, struct api_err *e)
 	    chmod(h->socket_path, 0660) < 0 || listen(fd, 512) < 0) {
 		api_err_set(e, 500, "internal", "%s: %s", h->socket_path, strerror(errno));
 		close(fd);
+		return -1;
+	}
+	if (api_socket_group(h, e)) {
+		close(fd);
+		unlink(h->socket_path);
 		return -1;
 	}
 	return fd;

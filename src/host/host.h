@@ -102,6 +102,7 @@ struct host_limits {
 struct host_options {
 	const char *state_dir;      /* --state-dir */
 	const char *socket_path;    /* --socket, default STATE_DIR/shoald.sock */
+	const char *socket_group;   /* --socket-group, default "shoal" if it exists */
 	const char *vmm_path;       /* --vmm, default: `shoal` next to shoald */
 	const char *monitor_exe;    /* re-exec'd as the monitor (shoald), or NULL: fork only */
 	unsigned client_timeout_s;  /* idle/slow client timeout */

@@ -35,6 +35,8 @@ static void usage(FILE *f)
 		"the HTTP API (api/openapi.yaml) on a Unix socket.\n\n"
 		"  --state-dir DIR      database, sockets, VM directories (default /var/lib/shoal)\n"
 		"  --socket PATH        API socket (default STATE_DIR/shoald.sock)\n"
+		"  --socket-group GROUP the API socket's group (name or gid; default: shoal, when\n"
+		"                       the host has that group); its members may connect\n"
 		"  --vmm PATH           the shoal binary to run VMs with (default: next to shoald)\n"
 		"  --allow-dir DIR      files clients name (kernels, disks, backing files, sockets)\n"
 		"                       must lie beneath DIR; repeatable (default STATE_DIR/images)\n"
@@ -129,6 +131,7 @@ static int parse_options(int argc, char **argv, struct host_options *o)
 	static const struct option opts[] = {
 		{ "state-dir", required_argument, NULL, 'd' },
 		{ "socket", required_argument, NULL, 's' },
+		{ "socket-group", required_argument, NULL, 'g' },
 		{ "vmm", required_argument, NULL, 'm' },
 		{ "client-timeout", required_argument, NULL, 'c' },
 		{ "stop-timeout", required_argument, NULL, 't' },
@@ -155,6 +158,7 @@ static int parse_options(int argc, char **argv, struct host_options *o)
 		switch (c) {
 		case 'd': o->state_dir = optarg; break;
 		case 's': o->socket_path = optarg; break;
+		case 'g': o->socket_group = optarg; break;
 		case 'm': o->vmm_path = optarg; break;
 		case 'c': o->client_timeout_s = opt_seconds("--client-timeout", optarg); break;
 		case 't': o->stop_timeout_s = opt_seconds("--stop-timeout", optarg); break;

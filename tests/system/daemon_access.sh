@@ -14,7 +14,8 @@
 #   - the VMM itself refuses a kernel swapped for a link out after create;
 #   - one caller holds at most --max-peer-connections connections (429), a
 #     request that trickles in is cut at --request-timeout;
-#   - the database and the state directory are not world-readable.
+#   - the database and the state directory are not world-readable;
+#   - the socket's group: --socket-group, else "shoal" where it exists.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.bash"
 need_daemon
@@ -32,10 +33,33 @@ chmod 0600 "$TMP/secret"
 cp /bin/true "$OK/vmlinux"      # a regular file: the daemon never boots one here
 chmod 0644 "$OK/vmlinux"
 
+# the socket's group (--socket-group): every caller below has group 65534
 DAEMON_DEFAULT_ALLOW=0 start_daemon --allow-dir "$OK" --grant user:65534=admin \
-	--grant group:4321=read --max-peer-connections 6 --request-timeout 3 \
+	--grant group:4321=read --max-peer-connections 6 --request-timeout 3 --socket-group 65534 \
 	|| { fail "daemon starts"; finish; }
-chgrp 65534 "$SHOAL_SOCKET"     # the socket's group: every caller below has it
+check "--socket-group: the API socket is mode 0660, group 65534" \
+	test "$(stat -c '%a %g' "$SHOAL_SOCKET")" = "660 65534"
+out=$("$SHOALD" --state-dir "$TMP/st-bad" --socket "$TMP/bad.sock" --socket-group no-such-group-x 2>&1); rc=$?
+if [ $rc -ne 0 ] && echo "$out" | grep -q "socket-group no-such-group-x: no such group" && [ ! -e "$TMP/bad.sock" ]; then
+	pass "an unknown --socket-group stops the daemon, naming it"
+else
+	fail "an unknown --socket-group stops the daemon, naming it" "rc=$rc $out"
+fi
+# By default the socket goes to group "shoal" where the host has one: a
+# host with that group, made in a mount namespace of the daemon's own.
+if command -v unshare >/dev/null; then
+	{ grep -v '^shoal:' /etc/group; echo "shoal:x:4343:"; } >"$TMP/group"
+	unshare -m sh -c 'mount --bind "$1" /etc/group && exec "$2" --state-dir "$3" --socket "$4"' \
+		sh "$TMP/group" "$SHOALD" "$TMP/st-grp" "$TMP/grp.sock" >"$TMP/grp.log" 2>&1 &
+	gpid=$!
+	for _ in $(seq 200); do [ -S "$TMP/grp.sock" ] && break; sleep 0.05; done
+	sleep 0.2
+	check "without --socket-group the socket's group is the host's \"shoal\" group" \
+		test "$(stat -c '%a %g' "$TMP/grp.sock" 2>&1)" = "660 4343"
+	kill $gpid; wait $gpid 2>/dev/null
+else
+	skip "the default socket group" "unshare (util-linux) not installed"
+fi
 
 # as UID [GROUPS]: run the rest of the line as that uid, primary group 65534
 as() {
