@@ -55,7 +55,7 @@
 #include "vmm/devices.h"
 #include "vmm/kvm_state.h"
 #include "vmm/vm.h"
-#include "../tests/fake_host.h"
+#include "fuzz_vm.h"
 
 #define MEM        (16u << 20)
 #define STREAM_MAX (64u << 10)
@@ -67,18 +67,6 @@ static const uint32_t host_msrs[] = {
 };
 
 static struct guest_mem mem = { .fd = -1 };
-
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	int n = 0;
-
-	while (d && readdir(d))
-		n++;
-	if (d)
-		closedir(d);
-	return n;
-}
 
 static void refused(const struct error *e)
 {
@@ -116,37 +104,22 @@ static int check_state(uint8_t flags, int ncpus, const uint8_t *p, size_t len, s
 	struct fake_host *h = fake_host_new(256ULL << 20);
 	struct state_reader r, payload;
 	struct vm_config cfg;
-	struct vm *vm = calloc(1, sizeof(*vm));
+	struct vm *vm;
 	struct error e2 = { 0 };
 	char name[64];
 	uint16_t ver;
 	int rc = 0, nkvm = 0;
 
 	vm_config_init(&cfg);
-	if (!h || !vm || devices_create_all(&h->host, &cfg, e))
+	if (!h || devices_create_all(&h->host, &cfg, e))
 		abort();
 	vm_config_free(&cfg);
-	vm_config_init(&vm->cfg);
-	vm->kvm_fd = vm->vm_fd = vm->mem.fd = -1;
-	vm->ncpus = ncpus;
-	vm->vcpus = calloc((size_t)ncpus, sizeof(*vm->vcpus));
-	if (!vm->vcpus)
-		abort();
-	for (int i = 0; i < ncpus; i++)
-		vm->vcpus[i] = (struct vcpu){ .vm = vm, .index = i, .fd = -1 };
-	pthread_mutex_init(&vm->stop_lock, NULL);
-	pthread_cond_init(&vm->stop_cond, NULL);
-	for (int i = 0; i < h->ndevices && i < VM_MAX_DEVICES; i++)
-		vm->devices[vm->ndevices++] = h->devices[i];
+	vm = fuzz_fake_vm(h, ncpus);
 	if (!snapshot_state_restore(vm, "incoming migration: the state section", p, len, &e2))
 		abort();   /* without KVM its "kvm" section cannot be applied */
 	if (!e2.msg[0])
 		abort();
-	free(vm->vcpus);
-	vm_config_free(&vm->cfg);
-	pthread_mutex_destroy(&vm->stop_lock);
-	pthread_cond_destroy(&vm->stop_cond);
-	free(vm);
+	fuzz_fake_vm_free(vm);
 	fake_host_free(h);
 
 	state_reader_init(&r, p, len);
@@ -238,7 +211,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(stream, data, size);
 	if (flags & 0x20)
 		fix_checksums(stream, size);
-	before = count_fds();
+	before = fuzz_count_fds();
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
 		abort();
 	if (size && write(fds[1], stream, size) != (ssize_t)size)
@@ -250,7 +223,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		refused(&e);
 	close(in.fd);
 	migrate_in_free(&in);
-	if (count_fds() != before)
+	if (fuzz_count_fds() != before)
 		abort();
 	return 0;
 }

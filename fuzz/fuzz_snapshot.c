@@ -44,7 +44,7 @@
 #include "vmm/devices.h"
 #include "vmm/kvm_state.h"
 #include "vmm/vm.h"
-#include "../tests/fake_host.h"
+#include "fuzz_vm.h"
 
 /* The MSRs the pretend host's KVM lists (a subset of what a real one does). */
 static const uint32_t host_msrs[] = {
@@ -79,37 +79,6 @@ static void fuzz_manifest(const char *text, size_t len)
 	vm_config_free(&cfg);
 }
 
-/* A VM with `ncpus` vCPUs and no KVM, its devices on `h`. */
-static struct vm *fake_vm(struct fake_host *h, int ncpus)
-{
-	struct vm *vm = calloc(1, sizeof(*vm));
-
-	if (!vm)
-		abort();
-	vm_config_init(&vm->cfg);
-	vm->kvm_fd = vm->vm_fd = vm->mem.fd = -1;
-	vm->ncpus = ncpus;
-	vm->vcpus = calloc((size_t)ncpus, sizeof(*vm->vcpus));
-	if (!vm->vcpus)
-		abort();
-	for (int i = 0; i < ncpus; i++)
-		vm->vcpus[i] = (struct vcpu){ .vm = vm, .index = i, .fd = -1 };
-	pthread_mutex_init(&vm->stop_lock, NULL);
-	pthread_cond_init(&vm->stop_cond, NULL);
-	for (int i = 0; i < h->ndevices && i < VM_MAX_DEVICES; i++)
-		vm->devices[vm->ndevices++] = h->devices[i];
-	return vm;
-}
-
-static void fake_vm_free(struct vm *vm)
-{
-	free(vm->vcpus);
-	vm_config_free(&vm->cfg);
-	pthread_mutex_destroy(&vm->stop_lock);
-	pthread_cond_destroy(&vm->stop_cond);
-	free(vm);
-}
-
 static void fuzz_state(uint8_t flags, const uint8_t *p, size_t len)
 {
 	static const uint32_t xsave_sizes[] = { 0, 4096, 4096, 8192 };
@@ -126,11 +95,11 @@ static void fuzz_state(uint8_t flags, const uint8_t *p, size_t len)
 	if (!h || devices_create_all(&h->host, &cfg, &e))
 		abort();
 	vm_config_free(&cfg);
-	vm = fake_vm(h, ncpus);
+	vm = fuzz_fake_vm(h, ncpus);
 	if (!snapshot_state_restore(vm, "fuzz/state", p, len, &e))
 		abort();   /* it cannot get through the "kvm" section without KVM */
 	check_error(-1, &e);
-	fake_vm_free(vm);
+	fuzz_fake_vm_free(vm);
 	fake_host_free(h);
 
 	state_reader_init(&r, p, len);

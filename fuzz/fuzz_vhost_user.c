@@ -34,23 +34,12 @@
 #include "vmm/config.h"
 #include "base/guest_mem.h"
 #include "devices/device_host.h"
+#include "fuzz_vm.h"
 
 #define MEMFD_SIZE (64u << 10)
 
 static struct vu_server *srv;
 static int peer = -1;                  /* the front end's end of the socketpair */
-
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	int n = 0;
-
-	while (d && readdir(d))
-		n++;
-	if (d)
-		closedir(d);
-	return n;
-}
 
 static void setup(void)
 {
@@ -98,7 +87,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (!srv)
 		setup();
-	base_fds = count_fds();
+	base_fds = fuzz_count_fds();
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0 ||
 	    vu_server_add_conn(srv, sp[1]))
 		abort();
@@ -126,9 +115,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	vu_server_disconnect(srv);
 	close(peer);
 	if (vu_server_host(srv)->mem->nregions != 0 || vu_server_vdev(srv)->status != 0 ||
-	    vu_server_connected(srv) || count_fds() != base_fds) {
+	    vu_server_connected(srv) || fuzz_count_fds() != base_fds) {
 		fprintf(stderr, "state left behind: %d regions, status %#x, %d fds (base %d)\n",
-			vu_server_host(srv)->mem->nregions, vu_server_vdev(srv)->status, count_fds(),
+			vu_server_host(srv)->mem->nregions, vu_server_vdev(srv)->status, fuzz_count_fds(),
 			base_fds);
 		abort();
 	}
