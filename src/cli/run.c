@@ -450,20 +450,17 @@ static int run_jail_prepare(const struct vm_config *cfg, struct run_opts *o, str
 	for (int i = 0; i < cfg->nnets && o->jail.nkeep < JAIL_MAX_BINDS; i++)
 		if (cfg->nets[i].fd >= 0)
 			o->jail.keep_fds[o->jail.nkeep++] = cfg->nets[i].fd;
-	if (vs && *vs) {
-		char dir[PATH_MAX], *slash;
+	if (vs && *vs) {        /* PATH_PORT is made beside PATH, whatever PATH links to */
+		char name[PATH_MAX], dir[PATH_MAX], *slash;
 
-		if (!realpath(vs, dir)) {       /* not yet there: its directory is */
-			snprintf(dir, sizeof(dir), "%s", vs);
-			if ((slash = strrchr(dir, '/')))
-				*slash = '\0';
-			if (!realpath(slash && dir[0] ? dir : ".", dir))
-				return error_set(e, EXIT_NOINPUT, "--jail: the vsock socket's directory "
-						 "(%s): %s", vs, strerror(errno));
-		} else if ((slash = strrchr(dir, '/'))) {
+		snprintf(name, sizeof(name), "%s", vs);
+		slash = strrchr(name, '/');
+		if (slash)
 			*slash = '\0';
-		}
-		return jail_add_bind(&o->jail, dir[0] ? dir : "/", e);  /* "/" is refused */
+		if (!realpath(!slash ? "." : name[0] ? name : "/", dir))
+			return error_set(e, EXIT_NOINPUT, "--jail: the vsock socket's directory "
+					 "(%s): %s", vs, strerror(errno));
+		return jail_add_bind(&o->jail, dir, e);  /* "/" is refused */
 	}
 	return 0;
 }

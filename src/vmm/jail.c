@@ -245,8 +245,9 @@ void jail_die_by_signal(int sig)
 	if (note_fd >= 0) {
 		unsigned char b = (unsigned char)sig;
 
-		if (write(note_fd, &b, 1) < 0)
-			_exit(128 + sig);
+		if (write(note_fd, &b, 1) < 0) {
+			/* the waiter then sees only the exit status */
+		}
 		_exit(128 + sig);
 	}
 	signal(sig, SIG_DFL);

@@ -43,6 +43,17 @@ if [ $rc -eq 66 ] && echo "$out" | grep -q "missing: No such file"; then
 else
 	fail "a missing jail directory is named (66)" "rc=$rc $out"
 fi
+out=$("$SHOAL" run --jail "$TMP/root" --kernel "$GUEST" --vsock "cid=3,socket=$TMP/no/dir/v.sock" \
+	--cmdline poweroff --console none 2>&1); rc=$?
+if [ $rc -eq 66 ] && echo "$out" | grep -q "vsock socket's directory ($TMP/no/dir/v.sock): No such file"; then
+	pass "a vsock socket in a missing directory is named (66)"
+else
+	fail "a vsock socket in a missing directory is named (66)" "rc=$rc $out"
+fi
+out=$("$SHOAL" run --jail "$TMP/root" --kernel "$GUEST" --vsock "cid=3,socket=/v.sock" \
+	--cmdline poweroff --console none 2>&1); rc=$?
+check "a vsock socket in / would bind the whole host: refused (64)" \
+	bash -c "[ $rc -eq 64 ] && grep -q 'whole host file system' <<<\"\$1\"" _ "$out"
 if command -v setpriv >/dev/null; then
 	out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$SHOAL" run --jail "$TMP/root" \
 		--kernel "$GUEST" --cmdline poweroff --console none 2>&1); rc=$?
