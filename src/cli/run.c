@@ -437,17 +437,28 @@ static int run_seed_build(struct vm_config *cfg, struct run_seed *s, struct erro
 }
 
 /* What the jail needs to know before the VM exists: whether it may have a
- * network namespace of its own (no network card, no migration over TCP;
- * a restored VM keeps the host's, its cards come from the snapshot), and
- * the vsock socket's directory, where the guest's connections to host
- * ports are made at run time. */
+ * network namespace of its own (no network card, no migration over TCP),
+ * and the vsock socket's directory, where the guest's connections to host
+ * ports are made at run time.  A restored VM's cards and vsock socket are
+ * the snapshot's (its manifest is read for them here, and again, checked
+ * whole, by the restore), but --vsock-socket's path replaces the socket. */
 static int run_jail_prepare(const struct vm_config *cfg, struct run_opts *o, struct error *e)
 {
-	const char *vs = o->restore ? o->vsock_socket : cfg->vsock_socket;
+	struct vm_config snap;
+	const char *vs;
+	int rc = 0;
 
-	o->jail.netns = !o->restore && cfg->nnets == 0 &&
-			!(o->incoming && !strncmp(o->incoming, "tcp:", 4));
-	for (int i = 0; i < cfg->nnets && o->jail.nkeep < JAIL_MAX_BINDS; i++)
+	vm_config_init(&snap);
+	if (o->restore) {
+		if (snapshot_read_config(o->restore, &snap, e)) {
+			vm_config_free(&snap);
+			return -1;
+		}
+		cfg = &snap;
+	}
+	vs = o->vsock_socket ? o->vsock_socket : cfg->vsock_cid ? cfg->vsock_socket : NULL;
+	o->jail.netns = cfg->nnets == 0 && !(o->incoming && !strncmp(o->incoming, "tcp:", 4));
+	for (int i = 0; !o->restore && i < cfg->nnets && o->jail.nkeep < JAIL_MAX_BINDS; i++)
 		if (cfg->nets[i].fd >= 0)
 			o->jail.keep_fds[o->jail.nkeep++] = cfg->nets[i].fd;
 	if (vs && *vs) {        /* PATH_PORT is made beside PATH, whatever PATH links to */
@@ -458,11 +469,13 @@ static int run_jail_prepare(const struct vm_config *cfg, struct run_opts *o, str
 		if (slash)
 			*slash = '\0';
 		if (!realpath(!slash ? "." : name[0] ? name : "/", dir))
-			return error_set(e, EXIT_NOINPUT, "--jail: the vsock socket's directory "
-					 "(%s): %s", vs, strerror(errno));
-		return jail_add_bind(&o->jail, dir, e);  /* "/" is refused */
+			rc = error_set(e, EXIT_NOINPUT, "--jail: the vsock socket's directory "
+				       "(%s): %s", vs, strerror(errno));
+		else
+			rc = jail_add_bind(&o->jail, dir, e);  /* "/" is refused */
 	}
-	return 0;
+	vm_config_free(&snap);
+	return rc;
 }
 
 /* Build the VM (or restore it), serve the control socket when asked, run

@@ -672,6 +672,14 @@ static json_t *load_manifest(const char *dir, struct vm_config *cfg, struct erro
 	return m;
 }
 
+int snapshot_read_config(const char *dir, struct vm_config *cfg, struct error *e)
+{
+	json_t *m = load_manifest(dir, cfg, e);
+
+	json_decref(m);
+	return m ? 0 : -1;
+}
+
 struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov,
 			    struct error *e)
 {

@@ -67,6 +67,13 @@ struct snapshot_overrides {
 struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov,
 			    struct error *e);
 
+/* The VM's settings as `dir`'s manifest records them (parsed and checked
+ * as snapshot_parse_manifest does, nothing else read), into `cfg`
+ * (vm_config_init'ed by the caller, who frees it).  What a jailed restore
+ * needs to know before the VM exists: its network cards and its vsock
+ * socket (run.c).  0, or -1 with `e` (EXIT_BADSTATE or the read's). */
+int snapshot_read_config(const char *dir, struct vm_config *cfg, struct error *e);
+
 /* The manifest's text (`len` bytes of `text`, read from `dir`/manifest.json):
  * a JSON object of this format and version whose "config" is a valid
  * configuration, which fills `cfg`, and whose "vcpus" and "memory_bytes"

@@ -7,7 +7,10 @@
 # (the probe SHOAL_TEST_JAIL_PROBE; the same probe without --jail opens and
 # attaches, so these checks fail without the jail); a kill of the VMM's
 # host pid and a seccomp death reach the caller as signals; a snapshot goes
-# into a bound directory and restores jailed; bad --jail values are refused.
+# into a bound directory and restores jailed (a network namespace of its
+# own; a clone's jail binds the snapshot's vsock directory); every thread,
+# io_uring's workers included, has the jail's uid; bad --jail values are
+# refused.
 #
 # tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
@@ -99,6 +102,22 @@ check "and gid 4343" grep -q "^Gid:[[:space:]]*4343[[:space:]]4343[[:space:]]434
 check "with no capability (effective, permitted, bounding)" bash -c \
 	"grep -q '^CapEff:[[:space:]]*0*$' /proc/$jpid/status && grep -q '^CapPrm:[[:space:]]*0*$' /proc/$jpid/status && grep -q '^CapBnd:[[:space:]]*0*$' /proc/$jpid/status"
 check "no_new_privs is set" grep -q '^NoNewPrivs:[[:space:]]*1$' /proc/$jpid/status
+# Every thread, io_uring's workers (iou-wrk-*) included: a worker keeps the
+# ids it was made with, so one made before the drop would still be root's.
+# The guest's vblk has written and read the disk by the time the probe ran.
+for _ in $(seq 100); do grep -q "vblk ok" "$TMP/j.con" 2>/dev/null && break; sleep 0.05; done
+threads="" rootish=""
+for t in /proc/$jpid/task/*; do
+	name=$(cat "$t/comm" 2>/dev/null) || continue
+	threads="$threads $name"
+	grep -q "^Uid:[[:space:]]*4242[[:space:]]4242[[:space:]]4242[[:space:]]4242" "$t/status" 2>/dev/null ||
+		rootish="$rootish $name($(grep '^Uid:' "$t/status" 2>/dev/null | tr -s '[:space:]' ' '))"
+done
+if [ -z "$rootish" ] && [ -n "$threads" ]; then
+	pass "every thread of the VMM runs as uid 4242:$threads"
+else
+	fail "every thread of the VMM runs as uid 4242" "not:$rootish (threads:$threads)"
+fi
 if ls -l /proc/$jpid/fd/ | grep -q "db.sqlite"; then
 	fail "a descriptor the caller left open does not reach the VMM" "$(ls -l /proc/$jpid/fd/)"
 else
@@ -177,10 +196,13 @@ for sig in SEGV TERM; do
 done
 
 # --- a snapshot into a bound directory, restored jailed ---
-mkdir -p "$TMP/snaps" && chown 4242:4343 "$TMP/snaps"
+# (with a vsock device whose socket is in a directory of its own: a
+# restored clone's jail must bind that directory, and a VM without a
+# network card gets a network namespace of its own, restored or not)
+mkdir -p "$TMP/snaps" "$TMP/vs" && chown 4242:4343 "$TMP/snaps" "$TMP/vs"
 "$SHOAL" run --jail "$TMP/root,uid=4242,gid=4343,bind=$TMP/snaps" --kernel "$GUEST" \
 	--cmdline "fill 0x1000000 0x100000 5; shell" --console none --api-socket "$TMP/s.sock" \
-	--timeout 300 </dev/null 2>"$TMP/s.err" &
+	--vsock "cid=7,socket=$TMP/vs/v.sock" --timeout 300 </dev/null 2>"$TMP/s.err" &
 swait=$!
 wait_sock "$TMP/s.sock"
 out=$("$SHOAL" snapshot create --socket "$TMP/s.sock" "$TMP/elsewhere" 2>&1); rc=$?
@@ -203,8 +225,23 @@ rwait=$!
 wait_sock "$TMP/r.sock"
 st=$(ctl "$TMP/r.sock" '{"cmd": "status"}')
 check "the snapshot restores into a jail ($st)" [ "$(field "$st" state)" = running ]
+rpid=$(field "$st" pid)
+check "the restored VMM, which has no network card, has a network namespace of its own" \
+	[ "$(readlink /proc/$rpid/ns/net)" != "$(readlink /proc/self/ns/net)" ]
 ctl "$TMP/r.sock" '{"cmd": "stop"}' >/dev/null
 wait $rwait
+rm -f "$TMP/vs/v.sock"
+"$SHOAL" run --jail "$TMP/root2" --restore "$TMP/snaps/s1" --clone --console none \
+	--api-socket "$TMP/c.sock" --timeout 300 </dev/null 2>"$TMP/c.err" &
+cwait=$!
+wait_sock "$TMP/c.sock" || fail "a clone restores jailed" "$(cat "$TMP/c.err")"
+cpid=$(field "$(ctl "$TMP/c.sock" '{"cmd": "status"}')" pid)
+entries=$(cd /proc/$cpid/root 2>/dev/null && find . -mindepth 1 -maxdepth 8 -path ./proc -prune -o -print | tr '\n' ' ')
+check "a clone's jail binds the snapshot's vsock socket directory ($entries)" \
+	bash -c "echo '$entries' | tr ' ' '\n' | grep -qx '.$TMP/vs'"
+check "and the clone's VMM makes its socket there ($TMP/vs/v.sock)" test -S "$TMP/vs/v.sock"
+ctl "$TMP/c.sock" '{"cmd": "stop"}' >/dev/null
+wait $cwait
 
 ctl "$TMP/other.sock" '{"cmd": "stop"}' >/dev/null
 wait $other_wait
