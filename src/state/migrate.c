@@ -1036,8 +1036,6 @@ static void *migrate_thread(void *arg)
 		s.fd = c->given_fd;      /* handed over with the request: ours now */
 		c->given_fd = -1;
 		set_timeouts(s.fd);
-	} else if (!rc) {
-		s.fd = migrate_connect(c->uri, &e);   /* seccomp off: connect ourselves */
 	}
 	if (!rc && s.fd >= 0) {
 		pthread_mutex_lock(&c->lock);
@@ -1065,6 +1063,9 @@ static void *migrate_thread(void *arg)
 		else if (rc && !strstr(e.msg, "refused"))
 			better_reason(&s, &e);
 	} else {
+		if (!rc)         /* migrate_check refused a request without one */
+			error_set(&e, EXIT_HOST, "migration to %s: no connection was handed over",
+				  c->uri);
 		rc = -1;
 		if (s.fd >= 0)
 			close(s.fd);
@@ -1142,12 +1143,13 @@ static json_t *migrate_check(struct vm *vm, json_t *req, const char *uri, bool b
 		return fail_json("migrate: the VM is paused");
 	if (given >= 0 && (getsockopt(given, SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_STREAM))
 		return fail_json("migrate: the descriptor sent with the request is not a stream socket");
-	/* Under seccomp the VMM may not open network sockets (its filters
-	 * allow Unix sockets only): the client connects and hands it over. */
-	if (given < 0 && seccomp_enabled())
-		return fail_json("migrate: with seccomp on, the VMM opens no connection itself: send "
-				 "the connected socket with the request (SCM_RIGHTS), as shoal migrate "
-				 "does");
+	/* The VMM opens no connection itself (under seccomp its filters allow
+	 * no network socket, and in a jail of its own network namespace none
+	 * would reach the destination): the client connects and hands the
+	 * socket over, whatever the filters. */
+	if (given < 0)
+		return fail_json("migrate: the VMM opens no connection itself: send the connected "
+				 "socket with the request (SCM_RIGHTS), as shoal migrate does");
 	return NULL;
 }
 

@@ -3,7 +3,7 @@
 # --incoming` and `shoal migrate` with the test guest (docs/migration.md),
 # seccomp on at both ends:
 #   - a migrate request on the control socket that brings no connected
-#     socket is refused (under seccomp the VMM opens no connection itself);
+#     socket is refused (the VMM opens no connection itself);
 #   - an idle guest that filled 16 MiB with a seeded pattern migrates over
 #     unix: and then, from there, over tcp:127.0.0.1; each destination's
 #     guest verifies the pattern and exits with the code typed; each source
@@ -125,7 +125,7 @@ check("source guest filled its pattern", wait_console(src[2], "shoal> "), consol
 uri = "unix:" + os.path.join(tmp, "in1.sock")
 dst = dest("d1", uri)
 r = ctl(src[1], {"cmd": "migrate", "uri": uri})
-check("a migrate request that brings no socket is refused under seccomp, saying why",
+check("a migrate request that brings no socket is refused, saying why",
       not r.get("ok") and "opens no connection itself" in r.get("error", ""), r)
 m = migrate(src[1], uri, "--output", "json")
 out, err = m.communicate(timeout=120)
