@@ -1,10 +1,17 @@
 /*
  * fuzz_devices.c - a hostile guest's port I/O against every legacy device.
  *
- * The input is a program of port accesses (port, size, direction, value)
- * run through the I/O bus of a fake device host (tests/fake_host.h: no VM,
- * no KVM) holding every device the builder makes for a default
- * configuration; after the program, every device's state is saved,
+ * The input is a program of 6-byte records {port, flags, u32 value}: a
+ * port access (the port from the list below, the size from flags bits
+ * 0-1, a write when bit 6 is set) run through the I/O bus of a fake device
+ * host (tests/fake_host.h: no VM, no KVM) holding every device the builder
+ * makes for a configuration that boots firmware, so that fw_cfg and the
+ * firmware's debug port are there besides the default devices; or, with
+ * flags bit 5, a guest write of the value at byte 4 * port of guest RAM
+ * (16 MiB in a memfd, zero at the start of each input), which is
+ * where fw_cfg's DMA interface finds the descriptors the program points it
+ * at (high half to 0x514, low half to 0x518, big-endian: the low write
+ * runs it).  After the program, every device's state is saved,
  * restored into a second host's devices and saved again, and the two state
  * images must be identical.  Finally the input itself is fed to
  * devices_restore() as a corrupt state image.  Crashes, sanitizer
@@ -20,14 +27,24 @@
 #include "vmm/devices.h"
 #include "../tests/fake_host.h"
 
+#define MEM_SIZE (16u << 20)
+
+static struct guest_mem mem;   /* made once; the hosts borrow it */
+
 static struct fake_host *fuzz_vm(void)
 {
 	struct fake_host *h = fake_host_new(256ULL << 20);
 	struct vm_config cfg;
 	struct error e;
 
+	if (!mem.host && guest_mem_create(&mem, MEM_SIZE, &e))
+		abort();
 	vm_config_init(&cfg);
-	if (!h || devices_create_all(&h->host, &cfg, &e))
+	cfg.firmware = strdup("fuzz-bios");   /* never read: fw_cfg is made for it */
+	if (!h || !cfg.firmware)
+		abort();
+	h->mem = mem;                          /* fake_host_free leaves it */
+	if (devices_create_all(&h->host, &cfg, &e))
 		abort();
 	vm_config_free(&cfg);
 	return h;
@@ -37,6 +54,7 @@ static struct fake_host *fuzz_vm(void)
 static const uint16_t ports[] = {
 	0x3f8, 0x3f9, 0x3fa, 0x3fb, 0x3fc, 0x3fd, 0x3fe, 0x3ff, 0x60, 0x64, 0x70, 0x71,
 	0x600, 0x601, 0x602, 0x603, 0x604, 0x605, 0xf4, 0xf5, 0x80, 0xed, 0x92, 0x2f8, 0xcf8,
+	0x510, 0x511, 0x512, 0x514, 0x515, 0x518, 0x51b, 0x51c, 0x402,
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -48,6 +66,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct error e;
 
 	log_threshold = LOG_ERROR - 1;   /* quiet */
+	if (guest_mem_discard(&mem, mem.host, MEM_SIZE))   /* all zero again, cheaply */
+		abort();
 	for (size_t i = 0; i + 6 <= size; i += 6) {
 		uint16_t port = ports[data[i] % (sizeof(ports) / sizeof(ports[0]))];
 		int sz = 1 << (data[i + 1] & 3);
@@ -56,6 +76,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (sz == 8)
 			sz = 4;
 		memcpy(&v, data + i + 2, 4);
+		if (data[i + 1] & 0x20) {
+			memcpy(mem.host + 4u * data[i], &v, 4);
+			continue;
+		}
 		if (port == 0xf4 && (data[i + 1] & 0x80))
 			continue;  /* exit: covered, but would end the program early */
 		bus_io(&a->iobus, port, &v, sz, (data[i + 1] & 0x40) != 0);
