@@ -66,13 +66,13 @@
 #define LINE_LIMIT   (64 * 1024)          /* CONTROL_LINE_MAX in control.c */
 #define OVERSIZE     (LINE_LIMIT - 64)
 #define MAX_PIPES    64
-#define REPLY_MAX    (1u << 20)
+#define REPLY_MAX    (32u << 20)        /* 4 KiB of "metrics" lines want ~1 MiB */
 #define STEP_NS      (10ull * 1000000000ull)
 
 static struct fake_host *host;
 static struct vm *vm;
 static char dir[] = "/tmp/shoal-fz-ctl.XXXXXX", path[64];
-static char *oversize;
+static char *oversize, *replybuf;
 static const char *const refusal = "{\"ok\":false,\"error\":\"request line longer than 64 KiB\"}";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -270,10 +270,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	atomic_store(&vm->stopping, false);
 	atomic_store(&vm->pause_requested, false);
 	fds_before = fuzz_count_fds();
-	r.buf = malloc(REPLY_MAX);
+	if (!replybuf && !(replybuf = malloc(REPLY_MAX)))
+		abort();
+	r.buf = replybuf;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	memcpy(sa.sun_path, path, strlen(path) + 1);
-	if (!r.buf || fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)))
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)))
 		abort();
 	while (at < size && open) {
 		uint8_t c = data[at++];
@@ -339,6 +341,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	for (int i = 0; i < npipes; i++)
 		close(wends[i]);
-	free(r.buf);
 	return 0;
 }
