@@ -16,7 +16,7 @@
 # inputs, coverage X)" or "FAIL: fuzz NAME" with the crash's input saved
 # under the cache's fuzz-crash/ (reproduce: BUILD/fuzz/NAME FILE) and the
 # end of libFuzzer's report.  Exit status: the number of failed targets.
-# scripts/test.sh's fuzz tier is this script with -t ${FUZZ_SECONDS:-30}.
+# scripts/test.sh's fuzz tier is this script with -t ${FUZZ_SECONDS:-20}.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 SECS=600 JOBS=1 LIST=0

@@ -20,7 +20,7 @@
 #   kvm-system   tests/system/*.sh marked "# tier: kvm", slow_* excepted KVM
 #   slow         slow_*.sh that need no KVM
 #   kvm-slow     slow_*.sh marked "# tier: kvm" (Linux guests)          KVM
-#   fuzz         every libFuzzer target for FUZZ_SECONDS (30) each
+#   fuzz         every libFuzzer target for FUZZ_SECONDS (20) each
 #   san-unit     tests/unit built with ASan+UBSan+LeakSanitizer
 #   san-guest    tests/guest built with ASan+UBSan                      KVM
 #
@@ -167,7 +167,7 @@ tier_fuzz() {
 		PASS:*) PASSED=$((PASSED + 1)) ;;
 		FAIL:*) FAILED=$((FAILED + 1)); FAILS+=("${line#FAIL: }") ;;
 		esac
-	done < <(SHOAL_CACHE="$BUILD" scripts/fuzz.sh -t "${FUZZ_SECONDS:-30}" -b "$BUILD")
+	done < <(SHOAL_CACHE="$BUILD" scripts/fuzz.sh -t "${FUZZ_SECONDS:-20}" -b "$BUILD")
 }
 
 # The layers point down only (docs/architecture.md): one counted line.
@@ -254,7 +254,7 @@ box_tier() {
 	esac
 	for try in 1 2; do
 		scripts/kvm-box.sh -q --cpus "${SHOAL_TEST_BOX_CPUS:-1}" --timeout "${SHOAL_TEST_BOX_TIMEOUT:-3000}" -- \
-			env BUILD="$BUILD" SAN_BUILD="$SAN_BUILD" FUZZ_SECONDS="${FUZZ_SECONDS:-30}" \
+			env BUILD="$BUILD" SAN_BUILD="$SAN_BUILD" FUZZ_SECONDS="${FUZZ_SECONDS:-20}" \
 			SHOAL_TEST_DONE="$done" SHOAL_TEST_ONLY="${SHOAL_TEST_ONLY:-}" SHOAL_TEST_SKIP="${SHOAL_TEST_SKIP:-}" \
 			SHOAL_TEST_CLAIM="${SHOAL_TEST_CLAIM:-}" SHOAL_TEST_LANE="${SHOAL_TEST_LANE:-}" \
 			scripts/test.sh tier "$1" 2>&1 | tee "$log"
