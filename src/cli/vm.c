@@ -124,6 +124,28 @@ static int vm_print_list(json_t *j)
 	return 0;
 }
 
+/* The balloon's line of `vm show`, and the guest's own figures when its
+ * driver reported any (docs/memory.md). */
+static void vm_print_balloon(json_t *b)
+{
+	json_t *st = json_object_get(b, "stats");
+	char t[32], a[32], r[32], fr[32], tot[32];
+
+	if (!json_is_object(b))
+		return;
+	cli_fmt_size(json_integer_value(json_object_get(b, "target_bytes")), t, sizeof(t));
+	cli_fmt_size(json_integer_value(json_object_get(b, "actual_bytes")), a, sizeof(a));
+	cli_fmt_size(json_integer_value(json_object_get(b, "released_bytes")), r, sizeof(r));
+	printf("balloon:    target %s, holds %s, %s given back to the host\n", t, a, r);
+	if (json_is_integer(json_object_get(st, "free_memory")) &&
+	    json_is_integer(json_object_get(st, "total_memory"))) {
+		cli_fmt_size(json_integer_value(json_object_get(st, "free_memory")), fr, sizeof(fr));
+		cli_fmt_size(json_integer_value(json_object_get(st, "total_memory")), tot, sizeof(tot));
+		printf("guest mem:  %s free of %s (its balloon driver's figures, %lld ms old)\n", fr,
+		       tot, (long long)json_integer_value(json_object_get(b, "stats_age_ms")));
+	}
+}
+
 /* `vm show` as "key: value" lines. */
 static int vm_print_show(json_t *j)
 {
@@ -159,6 +181,7 @@ static int vm_print_show(json_t *j)
 		printf("vcpu time:  %.3f s\nexits:      %lld\nresident:   %s\n",
 		       (double)json_integer_value(json_object_get(st, "vcpu_time_ns")) / 1e9,
 		       (long long)json_integer_value(json_object_get(st, "exits")), mem);
+		vm_print_balloon(json_object_get(st, "balloon"));
 	}
 	printf("spec:       %s\n", spec ? spec : "{}");
 	free(spec);

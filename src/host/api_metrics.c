@@ -92,7 +92,7 @@ static json_t *metrics_vm_json(const struct vm_figures *f)
 			      "state", hvm_state_name(f->state), "cpus", f->cpus,
 			      "memory", (json_int_t)f->memory, "restarts", (json_int_t)f->restarts);
 	const char *pass[] = { "vcpus", "rss_bytes", "guest_rss_bytes", "devices", "disks",
-			       "nets", "unclaimed_io" };
+			       "nets", "unclaimed_io", "balloon" };
 
 	if (!f->m)
 		return o;
@@ -198,6 +198,8 @@ enum prom_family {
 	PF_DISK_READ_BYTES, PF_DISK_WRITE_BYTES, PF_DISK_READ_OPS, PF_DISK_WRITE_OPS,
 	PF_DISK_FLUSH_OPS,
 	PF_NET_RX_BYTES, PF_NET_TX_BYTES, PF_NET_RX_PACKETS, PF_NET_TX_PACKETS, PF_NET_DROPPED,
+	PF_BALLOON_TARGET, PF_BALLOON_ACTUAL, PF_BALLOON_RELEASED, PF_BALLOON_REPORTED,
+	PF_BALLOON_GUEST,
 	PF_COUNT
 };
 
@@ -245,6 +247,26 @@ static const struct {
 				"Frames each NIC sent for the guest.", "tx_packets" },
 	[PF_NET_DROPPED] = { "shoal_vm_net_dropped_total", "counter",
 			     "Frames each NIC dropped, both ways.", "dropped" },
+	[PF_BALLOON_TARGET] = { "shoal_vm_balloon_target_bytes", "gauge",
+				"Memory the host asks the guest to give back through its balloon.",
+				"target_bytes" },
+	[PF_BALLOON_ACTUAL] = { "shoal_vm_balloon_actual_bytes", "gauge",
+				"Memory the guest's balloon holds now.", "actual_bytes" },
+	[PF_BALLOON_RELEASED] = { "shoal_vm_balloon_released_bytes_total", "counter",
+				  "Guest memory given back to the host (holes punched): inflations and free page reports.",
+				  "released_bytes" },
+	[PF_BALLOON_REPORTED] = { "shoal_vm_balloon_reported_bytes_total", "counter",
+				  "Free memory the guest reported through free page reporting.",
+				  "reported_bytes" },
+	[PF_BALLOON_GUEST] = { "shoal_vm_balloon_guest_memory_bytes", "gauge",
+			       "The guest's own memory figures, as its balloon driver last reported them.",
+			       NULL },
+};
+
+/* The guest's memory statistics (the balloon's stats queue) that are
+ * amounts of memory; the others (faults, swap, scans) are left to JSON. */
+static const char *const prom_balloon_stats[] = {
+	"free_memory", "total_memory", "available_memory", "disk_caches",
 };
 
 /* A label value as the text format quotes it: \, " and newline escaped. */
@@ -322,6 +344,25 @@ static void prom_devices(struct text *fam, const struct vm_figures *f)
 	prom_entries(fam, f, "nets", "net", PF_NET_RX_BYTES, PF_NET_DROPPED);
 }
 
+/* The balloon's series of one VM, when it has a balloon: the device's
+ * figures, and the guest's own memory figures once its driver sent any. */
+static void prom_balloon(struct text *fam, const struct vm_figures *f)
+{
+	json_t *b = json_object_get(f->m, "balloon"), *stats, *v;
+
+	if (!json_is_object(b))
+		return;
+	for (int k = PF_BALLOON_TARGET; k <= PF_BALLOON_REPORTED; k++)
+		text_add(&fam[k], "%s{vm=\"%s\"} %lld\n", prom_families[k].name, f->name,
+			 (long long)json_integer_value(json_object_get(b, prom_families[k].key)));
+	stats = json_object_get(b, "stats");
+	for (size_t i = 0; i < sizeof(prom_balloon_stats) / sizeof(prom_balloon_stats[0]); i++)
+		if (json_is_integer(v = json_object_get(stats, prom_balloon_stats[i])))
+			text_add(&fam[PF_BALLOON_GUEST], "%s{vm=\"%s\",stat=\"%s\"} %lld\n",
+				 prom_families[PF_BALLOON_GUEST].name, f->name, prom_balloon_stats[i],
+				 (long long)json_integer_value(v));
+}
+
 /* GET /metrics: the same figures in the Prometheus text format. */
 int api_metrics_prometheus(struct api_call *c)
 {
@@ -350,6 +391,7 @@ int api_metrics_prometheus(struct api_call *c)
 		text_add(&fam[PF_GUEST_RESIDENT], "shoal_vm_guest_resident_bytes{vm=\"%s\"} %lld\n",
 			 f[i].name, (long long)json_integer_value(json_object_get(f[i].m, "guest_rss_bytes")));
 		prom_devices(fam, &f[i]);
+		prom_balloon(fam, &f[i]);
 	}
 	for (int k = 0; k < PF_COUNT; k++) {
 		if (fam[k].len)

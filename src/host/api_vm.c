@@ -146,6 +146,8 @@ static void api_vm_add_stats(struct api_call *c, json_t *o)
 	json_object_set_new(v, "exits", json_integer(exits));
 	json_object_set(v, "rss_bytes", json_object_get(r, "rss_bytes") ?: json_null());
 	json_object_set(v, "guest_rss_bytes", json_object_get(r, "guest_rss_bytes") ?: json_null());
+	if (json_is_object(json_object_get(r, "balloon")))   /* a VM with a balloon */
+		json_object_set(v, "balloon", json_object_get(r, "balloon"));
 	json_object_set_new(o, "stats", v);
 	json_decref(r);
 }

@@ -1,7 +1,8 @@
 #!/bin/bash
 # daemon_balloon.sh - `shoal vm balloon NAME --target SIZE` and POST
 # /v1/vms/NAME/balloon (docs/memory.md): the daemon hands the target to the
-# VM's VMM and answers with its balloon object.  The test guest has no
+# VM's VMM and answers with its balloon object; vm show (stats.balloon, a
+# "balloon:" line) and GET /metrics (shoal_vm_balloon_*) give its figures.  The test guest has no
 # balloon driver, so the target is set and `actual` stays 0 (Linux's
 # driver is tested by slow_linux_balloon.sh).  Bad input: a VM without a
 # balloon (409 no_balloon), a target over the VM's memory or not a size
@@ -27,6 +28,21 @@ st=$(api POST /v1/vms/bal/balloon '{"target": "32M"}')
 check "POST balloon {\"target\": \"32M\"}: 200, target_bytes, actual_bytes 0 (no driver)" \
 	quiet jq -e '.target_bytes == 33554432 and .actual_bytes == 0 and .broken == false' "$TMP/body"
 [ "$st" = 200 ] || fail "POST balloon: 200" "got $st"
+
+# The balloon's figures: vm show (JSON and text) and GET /metrics.
+check "vm show: stats.balloon has the target (32M) and what it holds (0)" \
+	test "$(vm_field bal '.stats.balloon | "\(.target_bytes) \(.actual_bytes)"')" = "33554432 0"
+check "vm show: a VM without a balloon has no stats.balloon" test "$(vm_field plain '.stats.balloon')" = null
+out=$("$SHOAL" vm show bal 2>&1)
+check "shoal vm show prints the balloon's line" grep -q "^balloon: *target 32M, holds 0" <<<"$out"
+api GET /metrics >/dev/null
+check "GET /metrics: shoal_vm_balloon_target_bytes of bal is 33554432" \
+	grep -qx 'shoal_vm_balloon_target_bytes{vm="bal"} 33554432' "$TMP/body"
+check "and its actual and released bytes (0), with HELP and TYPE" bash -c \
+	"grep -qx 'shoal_vm_balloon_actual_bytes{vm=\"bal\"} 0' '$TMP/body' &&
+	 grep -qx 'shoal_vm_balloon_released_bytes_total{vm=\"bal\"} 0' '$TMP/body' &&
+	 grep -qx '# TYPE shoal_vm_balloon_target_bytes gauge' '$TMP/body'"
+check "a VM without a balloon has no balloon series" bash -c "! grep -q 'balloon.*vm=\"plain\"' '$TMP/body'"
 
 expect_error "a VM without a balloon: 409 no_balloon" 409 no_balloon "no balloon device" \
 	api POST /v1/vms/plain/balloon '{"target": 4096}'

@@ -14,6 +14,8 @@
 #     console matches;
 #   - `shoal metrics -o json` and the Prometheus text: the disk's written
 #     bytes cover the 2 MiB, and the NIC's counters moved both ways;
+#   - the balloon (statistics every second): Linux's driver reports its
+#     memory, seen in `vm show` and as shoal_vm_balloon_guest_memory_bytes;
 #   - `shoal vm stop` (graceful: the ACPI power button, busybox acpid, init's
 #     shutdown) ends the VM with status 0, "stopped on request", and the
 #     console log shows the guest's clean shutdown;
@@ -53,7 +55,7 @@ t "ready"'
 jq -n --arg k "$SHOAL_KIT_BZIMAGE" --arg i "$TMP/initrd" --arg c "$LINUX_CMDLINE" \
 	--arg d "$DISK" --arg t "$TAP" \
 	'{name: "lin", kernel: $k, initrd: $i, cmdline: $c, cpus: 2, memory: "512M",
-	  disks: [{path: $d}], nets: [{tap: $t}]}' >"$TMP/lin.json"
+	  disks: [{path: $d}], nets: [{tap: $t}], balloon: {stats_interval: 1}}' >"$TMP/lin.json"
 
 start_daemon --stop-timeout 60 || { fail "daemon starts"; finish; }
 linux_same "vm create" "$("$SHOAL" vm create -f "$TMP/lin.json" 2>&1)" "lin: created"
@@ -119,6 +121,22 @@ if awk -v l="shoal_vm_disk_write_bytes_total{vm=\"lin\",disk=\"$dname\"}" '$1 ==
 else
 	fail "Prometheus text: disk and NIC byte counters" "$(grep -E 'disk_write_bytes|net_rx_bytes' "$TMP/prom" | head -2 | tr '\n' ' ')"
 fi
+# The balloon's statistics: Linux's driver answers the device's request
+# (every second here) with its own memory figures.
+total=0
+for _ in $(seq 60); do
+	total=$("$SHOAL" vm show lin -o json 2>/dev/null | jq -r '.stats.balloon.stats.total_memory // 0')
+	[ "${total:-0}" -gt 0 ] 2>/dev/null && break
+	sleep 0.5
+done
+check "vm show: the guest's balloon driver reports its total memory ($total bytes, under 512M)" \
+	bash -c "[ '${total:-0}' -gt 0 ] && [ '${total:-0}' -le 536870912 ]"
+"$SHOAL" metrics -o prometheus >"$TMP/prom" 2>&1
+check "Prometheus text: shoal_vm_balloon_guest_memory_bytes of lin, total_memory and free_memory" bash -c \
+	"grep -q '^shoal_vm_balloon_guest_memory_bytes{vm=\"lin\",stat=\"total_memory\"} [1-9]' '$TMP/prom' &&
+	 grep -q '^shoal_vm_balloon_guest_memory_bytes{vm=\"lin\",stat=\"free_memory\"} [1-9]' '$TMP/prom'"
+check "shoal vm show prints the guest's free and total memory" \
+	bash -c "'$SHOAL' vm show lin | grep -q '^guest mem: .* free of '"
 
 # --- graceful stop ---
 check "vm stop (graceful: the power button)" quiet timeout 120 "$SHOAL" vm stop lin --timeout 60
