@@ -4,7 +4,10 @@
  * /v1/snapshots/{name}/restore and POST /v1/snapshots/{name}/clone.  Thin
  * wrappers around snapshots.c; the
  * snapshot object is the same in the list, show (which adds "spec") and
- * the answer to a snapshot.
+ * the answer to a snapshot.  A restore body may name the new VM's TAPs
+ * ("taps", one per card in order) and a clone body a prefix for them
+ * ("tap_prefix"); both are checked as names here and against the
+ * snapshot's cards in snapshots.c.
  */
 #include "host/api.h"
 
@@ -17,7 +20,8 @@
 #include "host/spec.h"
 
 /* The snapshot object: "restored_vms" names every VM restored from it,
- * "used_by" those whose VMM running now came from it. */
+ * "used_by" those that keep it from being deleted (hvm_uses_snapshot),
+ * "disks" the files it depends on. */
 static json_t *api_snapshot_json(struct host *h, struct snapshot_record *r, bool with_spec)
 {
 	char t[64];
@@ -26,14 +30,11 @@ static json_t *api_snapshot_json(struct host *h, struct snapshot_record *r, bool
 	pthread_mutex_lock(&h->lock);
 	for (size_t i = 0; i < h->nvms; i++) {
 		struct hvm *vm = h->vms[i];
-		enum hvm_state s = vm->state;
 
 		if (strcmp(vm->rec.snapshot, r->name))
 			continue;
 		json_array_append_new(restored, json_string(vm->rec.name));
-		if ((vm->busy && !strcmp(vm->busy, "restoring")) ||
-		    ((s == HVM_STARTING || s == HVM_RUNNING || s == HVM_PAUSED || s == HVM_STOPPING) &&
-		     hvm_restored_now(vm)))
+		if (hvm_uses_snapshot(vm, r->name))
 			json_array_append_new(used, json_string(vm->rec.name));
 	}
 	pthread_mutex_unlock(&h->lock);
@@ -49,6 +50,10 @@ static json_t *api_snapshot_json(struct host *h, struct snapshot_record *r, bool
 	json_object_set_new(o, "total_ms", json_real(r->total_ms));
 	json_object_set_new(o, "restored_vms", restored);
 	json_object_set_new(o, "used_by", used);
+	spec = r->disks ? json_loads(r->disks, 0, NULL) : NULL;
+	json_object_set_new(o, "disks", json_is_array(spec) ? spec : json_array());
+	if (!json_is_array(spec))
+		json_decref(spec);
 	if (with_spec) {
 		spec = json_loads(r->spec ? r->spec : "{}", 0, NULL);
 		json_object_set_new(o, "spec", spec ? spec : json_object());
@@ -74,11 +79,34 @@ static int api_reply_snapshot(struct api_call *c, const char *name, int status, 
 	return api_reply_json(c, status, o);
 }
 
+/* A "taps" value: an array of up to HOST_TAPS_MAX TAP names into taps,
+ * their count into *n.  0, or -1 with a 400 in `e`. */
+#define HOST_TAPS_MAX 8
+static int api_parse_taps(json_t *v, char (*taps)[HOST_TAP_NAME_MAX + 1], size_t *n,
+			  struct api_err *e)
+{
+	json_t *t;
+	size_t i;
+
+	if (!json_is_array(v) || json_array_size(v) > HOST_TAPS_MAX)
+		return api_err_set(e, 400, "invalid_request", "taps: expected a list of up to %d "
+				   "TAP names, one per network card in order", HOST_TAPS_MAX);
+	json_array_foreach(v, i, t) {
+		if (!json_is_string(t) || !host_tap_name_valid(json_string_value(t)))
+			return api_err_set(e, 400, "invalid_request", "taps[%zu]: 1 to %d letters, "
+					   "digits, '.', '_' or '-'", i, HOST_TAP_NAME_MAX);
+		snprintf(taps[i], sizeof(taps[i]), "%s", json_string_value(t));
+	}
+	*n = json_array_size(v);
+	return 0;
+}
+
 /* A body {"name": NAME} (optional when `optional`; with "live": BOOL
- * too when `live` is not NULL): NAME into out ("" if absent).  0, or -1
- * with a 400 in `e`. */
+ * too when `live` is not NULL, "taps": [TAP...] when `taps` is not NULL):
+ * NAME into out ("" if absent).  0, or -1 with a 400 in `e`. */
 static int api_parse_name_body(const char *body, size_t len, bool optional, char *out,
-			       size_t size, bool *live, struct api_err *e)
+			       size_t size, bool *live, char (*taps)[HOST_TAP_NAME_MAX + 1],
+			       size_t *ntaps, struct api_err *e)
 {
 	const char *key;
 	json_t *o, *v;
@@ -98,6 +126,11 @@ static int api_parse_name_body(const char *body, size_t len, bool optional, char
 				break;
 			}
 			*live = json_is_true(v);
+			continue;
+		}
+		if (taps && !strcmp(key, "taps")) {
+			if ((rc = api_parse_taps(v, taps, ntaps, e)))
+				break;
 			continue;
 		}
 		if (strcmp(key, "name")) {
@@ -125,7 +158,8 @@ int api_vm_snapshot(struct api_call *c)
 	struct api_err e;
 	bool live = false;
 
-	if (api_parse_name_body(c->body, c->body_len, true, snap, sizeof(snap), &live, &e) ||
+	if (api_parse_name_body(c->body, c->body_len, true, snap, sizeof(snap), &live, NULL, NULL,
+				&e) ||
 	    host_vm_snapshot(c->h, c->name, snap[0] ? snap : NULL, live, taken, &e))
 		return api_reply_error(c, &e);
 	return api_reply_snapshot(c, taken, 201, false);
@@ -197,31 +231,34 @@ int api_snapshot_delete(struct api_call *c)
 	return api_reply_raw(c, 204, "application/json", NULL, 0);
 }
 
-/* POST /v1/snapshots/NAME/restore {"name": NEW}: 201 with the new VM,
- * answered once its VMM serves its control socket. */
+/* POST /v1/snapshots/NAME/restore {"name": NEW, "taps": [TAP...]}: 201
+ * with the new VM, answered once its VMM serves its control socket. */
 int api_snapshot_restore(struct api_call *c)
 {
-	char new_name[HOST_NAME_MAX_LEN + 1];
+	char new_name[HOST_NAME_MAX_LEN + 1], taps[HOST_TAPS_MAX][HOST_TAP_NAME_MAX + 1];
+	size_t ntaps = 0;
 	struct api_err e;
 
-	if (api_parse_name_body(c->body, c->body_len, false, new_name, sizeof(new_name), NULL, &e) ||
-	    host_snapshot_restore(c->h, c->name, new_name, &e))
+	if (api_parse_name_body(c->body, c->body_len, false, new_name, sizeof(new_name), NULL,
+				taps, &ntaps, &e) ||
+	    host_snapshot_restore(c->h, c->name, new_name, taps, ntaps, &e))
 		return api_reply_error(c, &e);
 	snprintf(c->name, sizeof(c->name), "%s", new_name);
 	return api_reply_vm(c, 201, true);
 }
 
-/* A clone body {"count": N, "prefix": P}: count required, prefix
- * optional ("" if absent).  0, or -1 with a 400 in `e`. */
+/* A clone body {"count": N, "prefix": P, "tap_prefix": T}: count
+ * required, the prefixes optional ("" if absent).  0, or -1 with a 400
+ * in `e`. */
 static int api_parse_clone_body(const char *body, size_t len, unsigned *count, char *prefix,
-				size_t size, struct api_err *e)
+				size_t size, char *tap_prefix, struct api_err *e)
 {
 	const char *key;
 	json_t *o, *v;
 	int rc = 0;
 
 	*count = 0;
-	prefix[0] = '\0';
+	prefix[0] = tap_prefix[0] = '\0';
 	if (len == 0)
 		return api_err_set(e, 400, "invalid_request", "body: expected {\"count\": N}");
 	if (api_body_object(body, len, &o, e))
@@ -243,6 +280,13 @@ static int api_parse_clone_body(const char *body, size_t len, unsigned *count, c
 				break;
 			}
 			snprintf(prefix, size, "%s", json_string_value(v));
+		} else if (!strcmp(key, "tap_prefix")) {
+			if (!json_is_string(v) || !host_tap_name_valid(json_string_value(v))) {
+				rc = api_err_set(e, 400, "invalid_request", "tap_prefix: 1 to %d "
+						 "letters, digits, '.', '_' or '-'", HOST_TAP_NAME_MAX);
+				break;
+			}
+			snprintf(tap_prefix, HOST_TAP_NAME_MAX + 1, "%s", json_string_value(v));
 		} else {
 			rc = api_err_set(e, 400, "invalid_request", "unknown key \"%.64s\"", key);
 			break;
@@ -254,18 +298,20 @@ static int api_parse_clone_body(const char *body, size_t len, unsigned *count, c
 	return rc;
 }
 
-/* POST /v1/snapshots/NAME/clone {"count": N, "prefix": P}: 201 with
- * {"snapshot": NAME, "vms": [the new VMs]}, answered once every clone's
- * VMM serves its control socket. */
+/* POST /v1/snapshots/NAME/clone {"count": N, "prefix": P, "tap_prefix":
+ * T}: 201 with {"snapshot": NAME, "vms": [the new VMs]}, answered once
+ * every clone's VMM serves its control socket. */
 int api_snapshot_clone(struct api_call *c)
 {
 	char prefix[HOST_NAME_MAX_LEN + 1], (*names)[HOST_NAME_MAX_LEN + 1] = NULL;
+	char tap_prefix[HOST_TAP_NAME_MAX + 1];
 	struct api_err e;
 	unsigned count;
 	json_t *vms;
 
-	if (api_parse_clone_body(c->body, c->body_len, &count, prefix, sizeof(prefix), &e) ||
-	    host_snapshot_clone(c->h, c->name, count, prefix, &names, &e))
+	if (api_parse_clone_body(c->body, c->body_len, &count, prefix, sizeof(prefix), tap_prefix,
+				 &e) ||
+	    host_snapshot_clone(c->h, c->name, count, prefix, tap_prefix, &names, &e))
 		return api_reply_error(c, &e);
 	vms = json_array();
 	pthread_mutex_lock(&c->h->lock);

@@ -1,19 +1,22 @@
 /*
  * db.c - shoald's state in SQLite (see db.h).
  *
- * Schema (version 3):
+ * Schema (version 4):
  *
  *   vms(name PRIMARY KEY, seq, spec, state, monitor_pid, vmm_pid,
  *       created_ms, started_ms, exited_ms, exit_status, exit_reason,
- *       restarts, generation, snapshot, snapshot_gen, snapshot_clone)
+ *       restarts, generation, snapshot, snapshot_gen, snapshot_clone,
+ *       overlays)
  *   snapshots(name PRIMARY KEY, seq, vm, dir, spec, created_ms, size_bytes,
- *       memory_bytes, memory_data_bytes, vcpus, pause_ms, total_ms)
+ *       memory_bytes, memory_data_bytes, vcpus, pause_ms, total_ms, disks)
  *   events(id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms, vm, type, detail)
  *   meta(key PRIMARY KEY, value)          -- schema_version
  *
  * Version 1 (no snapshots) is upgraded in place when opened: the two vms
  * columns are added (NULL and 0: not restored) in one transaction; so is
- * version 2 (no clones): snapshot_clone is added (0: a full restore).
+ * version 2 (no clones): snapshot_clone is added (0: a full restore); and
+ * version 3 (no disk overlays followed): vms.overlays and snapshots.disks
+ * are added, NULL (no overlays made; files not recorded).
  *
  * WAL mode with synchronous=NORMAL: a process crash (the SIGKILL test)
  * never loses a committed transaction; a power cut may lose the last few,
@@ -43,7 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DB_SCHEMA_VERSION 3
+#define DB_SCHEMA_VERSION 4
 #define DB_EVENTS_KEEP 10000
 
 struct db {
@@ -62,17 +65,17 @@ static const char db_schema[] =
 	" exit_status INTEGER NOT NULL DEFAULT -1, exit_reason TEXT,"
 	" restarts INTEGER NOT NULL DEFAULT 0, generation INTEGER NOT NULL DEFAULT 0,"
 	" snapshot TEXT, snapshot_gen INTEGER NOT NULL DEFAULT 0,"
-	" snapshot_clone INTEGER NOT NULL DEFAULT 0);"
+	" snapshot_clone INTEGER NOT NULL DEFAULT 0, overlays TEXT);"
 	"CREATE TABLE IF NOT EXISTS snapshots("
 	" name TEXT PRIMARY KEY, seq INTEGER NOT NULL, vm TEXT NOT NULL, dir TEXT NOT NULL,"
 	" spec TEXT NOT NULL, created_ms INTEGER NOT NULL, size_bytes INTEGER NOT NULL,"
 	" memory_bytes INTEGER NOT NULL, memory_data_bytes INTEGER NOT NULL,"
-	" vcpus INTEGER NOT NULL, pause_ms REAL NOT NULL, total_ms REAL NOT NULL);"
+	" vcpus INTEGER NOT NULL, pause_ms REAL NOT NULL, total_ms REAL NOT NULL, disks TEXT);"
 	"CREATE TABLE IF NOT EXISTS events("
 	" id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER NOT NULL,"
 	" vm TEXT NOT NULL, type TEXT NOT NULL, detail TEXT);"
 	"CREATE INDEX IF NOT EXISTS events_vm ON events(vm, id);"
-	"INSERT OR IGNORE INTO meta VALUES('schema_version', '3');";
+	"INSERT OR IGNORE INTO meta VALUES('schema_version', '4');";
 
 /* Version 1 to 2: the vms table learns which snapshot a VM came from. */
 static const char db_upgrade_1_2[] =
@@ -90,12 +93,55 @@ static const char db_upgrade_2_3[] =
 	"UPDATE meta SET value = '3' WHERE key = 'schema_version';"
 	"COMMIT;";
 
+/* Version 3 to 4: the daemon follows a VM's disk onto the overlays a
+ * snapshot or a restore makes (vms.overlays), and a snapshot records the
+ * files it depends on (snapshots.disks).  Each column is added where it
+ * is missing: the snapshots table of a version 1 database was just made
+ * by db_schema, with it. */
+static const char *const db_upgrade_3_4[][2] = {
+	{ "vms", "ALTER TABLE vms ADD COLUMN overlays TEXT;" },
+	{ "snapshots", "ALTER TABLE snapshots ADD COLUMN disks TEXT;" },
+};
+
+/* Does `table` have column `col`? */
+static bool db_has_column(struct db *s, const char *table, const char *col)
+{
+	char sql[96];
+	sqlite3_stmt *st = NULL;
+	bool found = false;
+
+	snprintf(sql, sizeof(sql), "PRAGMA table_info(%s)", table);
+	if (sqlite3_prepare_v2(s->conn, sql, -1, &st, NULL) != SQLITE_OK)
+		return false;
+	while (!found && sqlite3_step(st) == SQLITE_ROW)
+		found = !strcmp((const char *)sqlite3_column_text(st, 1) ?: "", col);
+	sqlite3_finalize(st);
+	return found;
+}
+
+/* Version 3 to 4 in one transaction; SQLITE_OK or an error with *msg. */
+static int db_upgrade_to_4(struct db *s, char **msg)
+{
+	static const char *const cols[] = { "overlays", "disks" };
+	int rc = sqlite3_exec(s->conn, "BEGIN IMMEDIATE", NULL, NULL, msg);
+
+	for (size_t i = 0; rc == SQLITE_OK && i < 2; i++)
+		if (!db_has_column(s, db_upgrade_3_4[i][0], cols[i]))
+			rc = sqlite3_exec(s->conn, db_upgrade_3_4[i][1], NULL, NULL, msg);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(s->conn, "UPDATE meta SET value = '4' WHERE key = 'schema_version';"
+				  "COMMIT;", NULL, NULL, msg);
+	return rc;
+}
+
 void vm_record_free(struct vm_record *r)
 {
 	free(r->spec);
 	free(r->exit_reason);
+	free(r->overlays);
 	r->spec = NULL;
 	r->exit_reason = NULL;
+	r->overlays = NULL;
 }
 
 /* Deep copy; -ENOMEM leaves dst empty. */
@@ -104,7 +150,9 @@ int vm_record_copy(struct vm_record *dst, const struct vm_record *src)
 	*dst = *src;
 	dst->spec = src->spec ? strdup(src->spec) : NULL;
 	dst->exit_reason = src->exit_reason ? strdup(src->exit_reason) : NULL;
-	if ((src->spec && !dst->spec) || (src->exit_reason && !dst->exit_reason)) {
+	dst->overlays = src->overlays ? strdup(src->overlays) : NULL;
+	if ((src->spec && !dst->spec) || (src->exit_reason && !dst->exit_reason) ||
+	    (src->overlays && !dst->overlays)) {
 		vm_record_free(dst);
 		return -ENOMEM;
 	}
@@ -165,8 +213,10 @@ static int db_upgrade(struct db *s, const char *path, char *err, size_t errlen)
 		version = 2;
 	if (version == 2 && !msg &&
 	    sqlite3_exec(s->conn, db_upgrade_2_3, NULL, NULL, &msg) == SQLITE_OK)
+		version = 3;
+	if (version == 3 && !msg && db_upgrade_to_4(s, &msg) == SQLITE_OK)
 		return 0;
-	if (version == 1 || version == 2) {
+	if (version >= 1 && version <= 3) {
 		snprintf(err, errlen, "%s: upgrading the schema from version %d: %s", path, version,
 			 msg ? msg : sqlite3_errmsg(s->conn));
 		sqlite3_free(msg);
@@ -284,7 +334,7 @@ static int db_event_insert(struct db *s, const char *vm, const char *type,
 	return 0;
 }
 
-/* Bind a record's fields to the INSERT/UPDATE statement's parameters 1..14. */
+/* Bind a record's fields to the INSERT/UPDATE statement's parameters 1..16. */
 static void db_bind_record(sqlite3_stmt *st, const struct vm_record *r)
 {
 	sqlite3_bind_text(st, 1, r->name, -1, SQLITE_TRANSIENT);
@@ -308,7 +358,18 @@ static void db_bind_record(sqlite3_stmt *st, const struct vm_record *r)
 		sqlite3_bind_null(st, 13);
 	sqlite3_bind_int64(st, 14, r->snapshot_gen);
 	sqlite3_bind_int64(st, 15, r->snapshot_clone);
+	if (r->overlays)
+		sqlite3_bind_text(st, 16, r->overlays, -1, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_null(st, 16);
 }
+
+/* Update a VM record, bound by db_bind_record. */
+#define DB_VM_UPDATE_SQL \
+	"UPDATE vms SET spec = ?2, state = ?3, monitor_pid = ?4, vmm_pid = ?5," \
+	" created_ms = ?6, started_ms = ?7, exited_ms = ?8, exit_status = ?9," \
+	" exit_reason = ?10, restarts = ?11, generation = ?12, snapshot = ?13," \
+	" snapshot_gen = ?14, snapshot_clone = ?15, overlays = ?16 WHERE name = ?1"
 
 /* Write one record (insert or update) plus an optional event, atomically. */
 static int db_vm_write(struct db *s, const char *sql, const struct vm_record *r,
@@ -351,8 +412,8 @@ int db_vm_insert(struct db *s, const struct vm_record *r, const char *ev_type,
 	return db_vm_write(s,
 		"INSERT INTO vms(name, spec, state, monitor_pid, vmm_pid, created_ms,"
 		" started_ms, exited_ms, exit_status, exit_reason, restarts, generation,"
-		" snapshot, snapshot_gen, snapshot_clone, seq)"
-		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
+		" snapshot, snapshot_gen, snapshot_clone, overlays, seq)"
+		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,"
 		" (SELECT IFNULL(MAX(seq), 0) + 1 FROM vms))",
 		r, ev_type, ev_detail, ev_id, 0);
 }
@@ -361,10 +422,7 @@ int db_vm_update(struct db *s, const struct vm_record *r, const char *ev_type,
 		    const char *ev_detail, int64_t *ev_id)
 {
 	return db_vm_write(s,
-		"UPDATE vms SET spec = ?2, state = ?3, monitor_pid = ?4, vmm_pid = ?5,"
-		" created_ms = ?6, started_ms = ?7, exited_ms = ?8, exit_status = ?9,"
-		" exit_reason = ?10, restarts = ?11, generation = ?12, snapshot = ?13,"
-		" snapshot_gen = ?14, snapshot_clone = ?15 WHERE name = ?1",
+		DB_VM_UPDATE_SQL,
 		r, ev_type, ev_detail, ev_id, 1);
 }
 
@@ -433,6 +491,7 @@ static void db_row_record(sqlite3_stmt *st, struct vm_record *r)
 	snprintf(r->snapshot, sizeof(r->snapshot), "%s", t ? (const char *)t : "");
 	r->snapshot_gen = (unsigned)sqlite3_column_int64(st, 13);
 	r->snapshot_clone = sqlite3_column_int64(st, 14) != 0;
+	r->overlays = db_col_strdup(st, 15);
 }
 
 int db_vm_load_all(struct db *s, void (*fn)(void *arg, struct vm_record *r),
@@ -445,7 +504,8 @@ int db_vm_load_all(struct db *s, void (*fn)(void *arg, struct vm_record *r),
 	pthread_mutex_lock(&s->lock);
 	st = db_prepare(s, "SELECT name, spec, state, monitor_pid, vmm_pid, created_ms,"
 			   " started_ms, exited_ms, exit_status, exit_reason, restarts,"
-			   " generation, snapshot, snapshot_gen, snapshot_clone FROM vms ORDER BY seq");
+			   " generation, snapshot, snapshot_gen, snapshot_clone, overlays"
+			   " FROM vms ORDER BY seq");
 	if (!st) {
 		pthread_mutex_unlock(&s->lock);
 		return -EIO;
@@ -466,7 +526,8 @@ void snapshot_record_free(struct snapshot_record *r)
 {
 	free(r->dir);
 	free(r->spec);
-	r->dir = r->spec = NULL;
+	free(r->disks);
+	r->dir = r->spec = r->disks = NULL;
 }
 
 /* Run `st` (prepared, bound) and, if it changed a row and `ev_type` is
@@ -496,29 +557,66 @@ static int db_write_with_event(struct db *s, sqlite3_stmt *st, bool want_change,
 int db_snapshot_insert(struct db *s, const struct snapshot_record *r, const char *ev_type,
 		       const char *ev_detail, int64_t *ev_id)
 {
+	return db_snapshot_insert_vm(s, r, NULL, ev_type, ev_detail, ev_id);
+}
+
+int db_snapshot_insert_vm(struct db *s, const struct snapshot_record *r,
+			  const struct vm_record *vm, const char *ev_type, const char *ev_detail,
+			  int64_t *ev_id)
+{
 	sqlite3_stmt *st;
-	int rc = -EIO;
+	int rc;
 
 	pthread_mutex_lock(&s->lock);
+	rc = db_exec(s, "BEGIN IMMEDIATE");
+	if (rc)
+		goto out;
 	st = db_prepare(s,
 		"INSERT INTO snapshots(name, vm, dir, spec, created_ms, size_bytes, memory_bytes,"
-		" memory_data_bytes, vcpus, pause_ms, total_ms, seq)"
-		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
+		" memory_data_bytes, vcpus, pause_ms, total_ms, disks, seq)"
+		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
 		" (SELECT IFNULL(MAX(seq), 0) + 1 FROM snapshots))");
-	if (st) {
-		sqlite3_bind_text(st, 1, r->name, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(st, 2, r->vm, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(st, 3, r->dir ? r->dir : "", -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(st, 4, r->spec ? r->spec : "{}", -1, SQLITE_TRANSIENT);
-		sqlite3_bind_int64(st, 5, r->created_ms);
-		sqlite3_bind_int64(st, 6, r->size_bytes);
-		sqlite3_bind_int64(st, 7, r->memory_bytes);
-		sqlite3_bind_int64(st, 8, r->memory_data_bytes);
-		sqlite3_bind_int64(st, 9, r->vcpus);
-		sqlite3_bind_double(st, 10, r->pause_ms);
-		sqlite3_bind_double(st, 11, r->total_ms);
-		rc = db_write_with_event(s, st, false, r->vm, ev_type, ev_detail, ev_id);
+	if (!st) {
+		rc = -EIO;
+		goto rollback;
 	}
+	sqlite3_bind_text(st, 1, r->name, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 2, r->vm, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 3, r->dir ? r->dir : "", -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 4, r->spec ? r->spec : "{}", -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 5, r->created_ms);
+	sqlite3_bind_int64(st, 6, r->size_bytes);
+	sqlite3_bind_int64(st, 7, r->memory_bytes);
+	sqlite3_bind_int64(st, 8, r->memory_data_bytes);
+	sqlite3_bind_int64(st, 9, r->vcpus);
+	sqlite3_bind_double(st, 10, r->pause_ms);
+	sqlite3_bind_double(st, 11, r->total_ms);
+	if (r->disks)
+		sqlite3_bind_text(st, 12, r->disks, -1, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_null(st, 12);
+	rc = db_step_done(s, st);
+	if (!rc && vm) {
+		st = db_prepare(s, DB_VM_UPDATE_SQL);
+		if (!st) {
+			rc = -EIO;
+			goto rollback;
+		}
+		db_bind_record(st, vm);
+		rc = db_step_done(s, st);
+		if (!rc && sqlite3_changes(s->conn) == 0)
+			rc = -ENOENT;
+	}
+	if (!rc && ev_type)
+		rc = db_event_insert(s, r->vm, ev_type, ev_detail, ev_id);
+	if (rc)
+		goto rollback;
+	rc = db_exec(s, "COMMIT");
+	if (!rc)
+		goto out;
+rollback:
+	db_exec(s, "ROLLBACK");
+out:
 	pthread_mutex_unlock(&s->lock);
 	return rc;
 }
@@ -540,7 +638,7 @@ int db_snapshot_delete(struct db *s, const char *name, const char *ev_vm,
 }
 
 #define DB_SNAPSHOT_COLUMNS "name, vm, dir, spec, created_ms, size_bytes, memory_bytes," \
-	" memory_data_bytes, vcpus, pause_ms, total_ms"
+	" memory_data_bytes, vcpus, pause_ms, total_ms, disks"
 
 /* Fill `r` from a row of DB_SNAPSHOT_COLUMNS. */
 static void db_row_snapshot(sqlite3_stmt *st, struct snapshot_record *r)
@@ -561,6 +659,7 @@ static void db_row_snapshot(sqlite3_stmt *st, struct snapshot_record *r)
 	r->vcpus = (int)sqlite3_column_int64(st, 8);
 	r->pause_ms = sqlite3_column_double(st, 9);
 	r->total_ms = sqlite3_column_double(st, 10);
+	r->disks = db_col_strdup(st, 11);
 }
 
 int db_snapshot_get(struct db *s, const char *name, struct snapshot_record *out)

@@ -38,6 +38,9 @@ struct vm_record {
 	unsigned snapshot_gen; /* the generation whose VMM was started from it
 				  (`shoal run --restore`); later starts boot fresh */
 	bool snapshot_clone;   /* that start is a clone (`--restore --clone`) */
+	char *overlays;        /* the disk overlays made for this VM (snapshots.c):
+				  a JSON array of {"path", "on": SNAP, "by":
+				  "snapshot" or "restore"}, or NULL for none */
 };
 
 /* A snapshot the daemon took (docs/daemon.md, "Snapshots").  Strings owned. */
@@ -46,6 +49,9 @@ struct snapshot_record {
 	char vm[64];           /* the VM it was taken of */
 	char *dir;             /* STATE_DIR/snapshots/NAME */
 	char *spec;            /* that VM's stored spec when it was taken */
+	char *disks;           /* the files it depends on: a JSON array of
+				  {"path", "writable"} (the manifest's disks,
+				  a writable one's path its parent), or NULL */
 	int64_t created_ms;
 	int64_t size_bytes;    /* disk space of the directory (the memory file is sparse) */
 	int64_t memory_bytes;  /* guest RAM */
@@ -98,6 +104,11 @@ void snapshot_record_free(struct snapshot_record *r);
  * in one transaction.  -EEXIST if the name is taken, -EIO otherwise. */
 int db_snapshot_insert(struct db *s, const struct snapshot_record *r, const char *ev_type,
 		       const char *ev_detail, int64_t *ev_id);
+/* The same, and in the same transaction the update of VM record `vm`
+ * (the VM the snapshot moved onto new disk overlays), if not NULL. */
+int db_snapshot_insert_vm(struct db *s, const struct snapshot_record *r,
+			  const struct vm_record *vm, const char *ev_type, const char *ev_detail,
+			  int64_t *ev_id);
 /* Delete a snapshot (and add an event on `ev_vm`) in one transaction;
  * -ENOENT if absent. */
 int db_snapshot_delete(struct db *s, const char *name, const char *ev_vm,

@@ -215,25 +215,45 @@ int hvm_do_start(struct host *h, struct hvm *vm, struct api_err *e);
  * out_name (HOST_NAME_MAX_LEN + 1 bytes). */
 int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool live,
 		     char *out_name, struct api_err *e);
+#define HOST_TAP_NAME_MAX 15     /* a network interface name (IFNAMSIZ - 1) */
+/* Is `name` a TAP name a request may give (1 to 15 of [A-Za-z0-9._-])? */
+bool host_tap_name_valid(const char *name);
 /* Create VM `new_name` from snapshot `snap` and start its VMM with
- * `shoal run --restore`.  A failed start removes the VM again. */
+ * `shoal run --restore`, its first cards on TAPs taps[0..ntaps) (the
+ * others on the snapshot's).  A failed start removes the VM again. */
 int host_snapshot_restore(struct host *h, const char *snap, const char *new_name,
-			  struct api_err *e);
+			  char (*taps)[HOST_TAP_NAME_MAX + 1], size_t ntaps, struct api_err *e);
 #define HOST_CLONE_MAX 64       /* clones per request */
 /* Create `count` clones of snapshot `snap`, PREFIX-1..PREFIX-count
  * (`prefix` NULL or "": the snapshot's name), each started with `shoal
- * run --restore --clone`: all of them, or none.  Their names into
- * *names_out (count entries, malloc'd) on success. */
+ * run --restore --clone`: all of them, or none; with `tap_prefix`, clone
+ * i's first card on TAP TAP_PREFIXi.  Their names into *names_out (count
+ * entries, malloc'd) on success. */
 int host_snapshot_clone(struct host *h, const char *snap, unsigned count, const char *prefix,
-			char (**names_out)[HOST_NAME_MAX_LEN + 1], struct api_err *e);
+			const char *tap_prefix, char (**names_out)[HOST_NAME_MAX_LEN + 1],
+			struct api_err *e);
 /* Delete a snapshot and its directory; refused (409) while a VM whose VMM
- * was restored from it runs. */
+ * was restored from it runs, or whose disk overlay a restore made on it. */
 int host_snapshot_delete(struct host *h, const char *snap, struct api_err *e);
-/* Names of the VMs whose current VMM was restored from `snap`, with their
- * states, as "a (running), b (paused)" into buf ("" if none).  Lock held. */
+/* Names of the VMs whose current VMM was restored from `snap`, or whose
+ * disk overlay a restore of it made, with their states, as "a (running),
+ * b (exited, its disk overlay is on the snapshot's)" into buf ("" if
+ * none).  Lock held. */
 size_t host_snapshot_users_locked(struct host *h, const char *snap, char *buf, size_t size);
+/* A VM leaves the table: remove the disk overlays made for it
+ * (vms.overlays) but those a snapshot records as its disk.  Lock held. */
+void host_vm_overlays_remove_locked(struct host *h, const struct hvm *vm);
+/* `shoal run --restore` arguments for a restored VM's own host resources,
+ * from its spec: "--vsock-socket=PATH" and "--tap=NAME" per card, at most
+ * `max` pointers into argv, their text in buf.  The count, or -1 if they
+ * do not fit. */
+int host_snapshot_restore_args(const char *spec, char **argv, int max, char *buf, size_t size);
 /* Does `vm`'s current (or starting) VMM come from its snapshot? */
 bool hvm_restored_now(const struct hvm *vm);
+/* Does `vm` keep snapshot `snap` from being deleted: it is being restored
+ * from it, its VMM running now was, or a restore of it made its disk
+ * overlay?  Lock held. */
+bool hvm_uses_snapshot(const struct hvm *vm, const char *snap);
 
 /* ---- supervisor.c ---- */
 int supervisor_start(struct host *h);

@@ -544,6 +544,7 @@ int hvm_remove_claimed_locked(struct host *h, struct hvm *vm, char *trash, size_
 	}
 	h->last_event_id = id;
 	pthread_cond_broadcast(&h->event_cond);
+	host_vm_overlays_remove_locked(h, vm);  /* the disk overlays made for it (snapshots.c) */
 	/* out of the name's way now, removed outside the lock */
 	snprintf(trash, size, "%s/.deleted-%s-%lld", h->vms_dir, name, (long long)id);
 	if (rename(host_vm_path(h, name, NULL, dir, sizeof(dir)), trash) < 0)

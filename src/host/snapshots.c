@@ -31,6 +31,36 @@
  * one fails to start, all N go again (stopped and deleted), so a clone
  * request leaves all of its VMs or none.
  *
+ * Disks (docs/snapshots.md, "Disks"): a snapshot moves each writable disk
+ * of the VM onto a new qcow2 overlay beside it (state/snapshot_disk.c),
+ * whose backing file, the disk of the snapshot instant, is then frozen.
+ * The daemon follows: once the VMM has answered, it asks the VMM's status
+ * which file each disk now is, and the VM's spec names that overlay, in
+ * the same transaction as the snapshot's row (db_snapshot_insert_vm), so
+ * a later start boots on the VM's newest writes, never on the frozen
+ * parent.  A restore or clone of a snapshot with a writable disk writes an
+ * overlay of its own, which its VMM makes beside the parent (a file
+ * beneath the same --allow-dir, where the spec checks and the VMM's
+ * confinement allow it): its spec names the parent read-only until the
+ * daemon has read the overlay's name from the VMM, and then the overlay
+ * (writable).  Every overlay the daemon had made for a VM is in its
+ * record (vms.overlays: path, the snapshot it is on, and whether a
+ * snapshot or a restore made it); a VM whose restore made an overlay on
+ * a snapshot's parent keeps that snapshot in use for as long as the VM
+ * exists (host_snapshot_users_locked), and deleting the VM removes its
+ * overlays but those a snapshot still records as its parent
+ * (host_vm_overlays_remove_locked).  The snapshot's row records the files
+ * it depends on (snapshots.disks).  A jailed VMM cannot reach the
+ * directory beside its disk once it runs, so a jailed VM with a writable
+ * disk is not snapshotted (409, saying so).
+ *
+ * Host resources: a restored VM or clone gets its own vsock socket,
+ * NEW.vsock beside the snapshot VM's (beneath the same --allow-dir), and
+ * the TAPs the request names ("taps", or "tap_prefix" for clones), given
+ * to its VMM as --vsock-socket and --tap (host_snapshot_restore_args,
+ * called by the supervisor) and kept in its spec for later starts.  A
+ * clone's new MAC and vsock CID are followed into its spec like its disk.
+ *
  * Locking (host.h): a snapshot being taken is in h->snap_pending under
  * the lock, which reserves its name; the VM is claimed ("snapshot") so
  * that no other operation runs on it meanwhile.  Delete looks for users
@@ -51,15 +81,43 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "host/spec.h"
 #include "host/vmctl.h"
 
 #define SNAPSHOT_TIMEOUT_MS 600000      /* the VMM writes all of guest RAM */
 #define SNAPSHOT_POLL_MS 50             /* snapshot-status while a live one writes */
 
+/* Does the overlays list (vms.overlays) have one on snapshot `snap` made
+ * by `by` ("restore" or "snapshot")? */
+static bool overlays_on(const char *overlays, const char *snap, const char *by)
+{
+	json_t *a = overlays ? json_loads(overlays, 0, NULL) : NULL, *o;
+	bool found = false;
+	size_t i;
+
+	json_array_foreach(a, i, o)
+		if (!strcmp(json_string_value(json_object_get(o, "on")) ?: "", snap) &&
+		    !strcmp(json_string_value(json_object_get(o, "by")) ?: "", by))
+			found = true;
+	json_decref(a);
+	return found;
+}
+
 bool hvm_restored_now(const struct hvm *vm)
 {
 	return vm->rec.snapshot[0] && vm->rec.generation == vm->rec.snapshot_gen;
+}
+
+bool hvm_uses_snapshot(const struct hvm *vm, const char *snap)
+{
+	enum hvm_state s = vm->state;
+	bool live = s == HVM_STARTING || s == HVM_RUNNING || s == HVM_PAUSED || s == HVM_STOPPING;
+	bool restoring = vm->busy && !strcmp(vm->busy, "restoring");
+
+	return !strcmp(vm->rec.snapshot, snap) &&
+	       (restoring || (live && hvm_restored_now(vm)) ||
+		overlays_on(vm->rec.overlays, snap, "restore"));
 }
 
 size_t host_snapshot_users_locked(struct host *h, const char *snap, char *buf, size_t size)
@@ -69,17 +127,16 @@ size_t host_snapshot_users_locked(struct host *h, const char *snap, char *buf, s
 	buf[0] = '\0';
 	for (size_t i = 0; i < h->nvms; i++) {
 		struct hvm *vm = h->vms[i];
-		enum hvm_state s = vm->state;
-		bool live = s == HVM_STARTING || s == HVM_RUNNING || s == HVM_PAUSED ||
-			    s == HVM_STOPPING;
 		bool restoring = vm->busy && !strcmp(vm->busy, "restoring");
 
-		if (strcmp(vm->rec.snapshot, snap) || !(restoring || (live && hvm_restored_now(vm))))
+		if (!hvm_uses_snapshot(vm, snap))
 			continue;
 		if (len < size)
-			len += (size_t)snprintf(buf + len, size - len, "%s%s (%s%s)", n ? ", " : "",
+			len += (size_t)snprintf(buf + len, size - len, "%s%s (%s%s%s)", n ? ", " : "",
 						vm->rec.name, vm->rec.snapshot_clone ? "clone, " : "",
-						restoring ? "restoring" : hvm_state_name(s));
+						restoring ? "restoring" : hvm_state_name(vm->state),
+						overlays_on(vm->rec.overlays, snap, "restore") ?
+						", its disk overlay is on the snapshot's" : "");
 		n++;
 	}
 	return n;
@@ -171,11 +228,8 @@ static bool spec_has_vconsole_file(const char *spec)
 }
 
 /* The path of the spec's first writable disk (malloc'd), or NULL.  A
- * snapshot moves such a disk onto a new overlay inside the VMM
- * (state/snapshot_disk.c); the daemon's record would still name the
- * parent, and a later start from it would write the snapshot's frozen
- * parent and leave the VM's newer writes behind in the overlay.  Until the
- * daemon follows a disk to its overlay, it does not take such snapshots. */
+ * snapshot moves such a disk onto a new overlay beside it, which a jailed
+ * VMM (its root a bare tmpfs) cannot reach. */
 static char *spec_writable_disk(const char *spec)
 {
 	json_t *j = json_loads(spec ? spec : "{}", 0, NULL), *d;
@@ -190,6 +244,264 @@ static char *spec_writable_disk(const char *spec)
 	}
 	json_decref(j);
 	return path;
+}
+
+/* ---- following a VM's disks (and a clone's identity) ---- */
+
+/* The "config" of VM `name`'s VMM, from its control socket's status (a
+ * new reference), or NULL with a 500 in `e`. */
+static json_t *snap_vmm_config(struct host *h, const char *name, struct api_err *e)
+{
+	char sock[4200], err[512];
+	struct vmctl c;
+	json_t *req, *reply = NULL, *cfg;
+	int rc;
+
+	host_vm_path(h, name, "control.sock", sock, sizeof(sock));
+	if (vmctl_connect(&c, sock, 2000, err, sizeof(err)) < 0) {
+		api_err_set(e, 500, "vmm_error", "vm \"%s\": reading its disks from its VMM: %s",
+			    name, err);
+		return NULL;
+	}
+	req = json_pack("{s:s}", "cmd", "status");
+	rc = vmctl_request(&c, req, &reply, 10000, err, sizeof(err));
+	json_decref(req);
+	vmctl_close(&c);
+	cfg = rc ? NULL : json_object_get(reply, "config");
+	if (!json_is_object(cfg)) {
+		api_err_set(e, 500, "vmm_error", "vm \"%s\": reading its disks from its VMM: %s",
+			    name, rc ? err : "its status has no \"config\"");
+		json_decref(reply);
+		return NULL;
+	}
+	json_incref(cfg);
+	json_decref(reply);
+	return cfg;
+}
+
+/* Is `now` an overlay a snapshot or restore `snap` made on disk `was`:
+ * STEM-SNAP.qcow2 or STEM-SNAP-rPID[-N].qcow2, STEM `was`'s name without
+ * .qcow2, .img or .raw (state/snapshot_disk.c)?  Anything else is not
+ * the daemon's to record, nor to remove with the VM. */
+static bool overlay_of(const char *was, const char *now, const char *snap)
+{
+	static const char *const exts[] = { ".qcow2", ".img", ".raw" };
+	const char *b = strrchr(was, '/'), *nb = strrchr(now, '/');
+	size_t n, k, sl = strlen(snap), nl;
+
+	b = b ? b + 1 : was;
+	nb = nb ? nb + 1 : now;
+	n = strlen(b);
+	for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++)
+		if (n > (k = strlen(exts[i])) && !strcmp(b + n - k, exts[i])) {
+			n -= k;
+			break;
+		}
+	nl = strlen(nb);
+	return nl >= n + 1 + sl + 6 && !strncmp(nb, b, n) && nb[n] == '-' &&
+	       !strncmp(nb + n + 1, snap, sl) && (nb[n + 1 + sl] == '.' || nb[n + 1 + sl] == '-') &&
+	       !strcmp(nb + nl - 6, ".qcow2");
+}
+
+/* The spec and overlays list (vms.overlays) of a VM once it follows its
+ * VMM's `cfg`: a disk whose file the VMM changed (a snapshot's switch, a
+ * restore's new overlay) is named by the new path, writable (a restore's
+ * spec named the parent read-only until now), and listed as an overlay
+ * {"path", "on": snap, "by": by}; with `identity`, the cards' MACs and the
+ * vsock CID are the VMM's too (a clone's new ones).  *spec_out and
+ * *ov_out malloc'd, or both NULL when nothing changed.  0, or -1 (out of
+ * memory). */
+static int snap_follow(const char *spec, const char *overlays, json_t *cfg, const char *snap,
+		       const char *by, bool identity, char **spec_out, char **ov_out)
+{
+	json_t *js = json_loads(spec ? spec : "{}", 0, NULL);
+	json_t *ov = overlays ? json_loads(overlays, 0, NULL) : NULL;
+	json_t *d, *vd, *n, *vn;
+	bool changed = false;
+	size_t i;
+	int rc = 0;
+
+	*spec_out = *ov_out = NULL;
+	if (!json_is_array(ov)) {
+		json_decref(ov);
+		ov = json_array();
+	}
+	json_array_foreach(json_object_get(js, "disks"), i, d) {
+		const char *was = json_string_value(json_object_get(d, "path"));
+		const char *now;
+
+		vd = json_array_get(json_object_get(cfg, "disks"), i);
+		now = json_string_value(json_object_get(vd, "path"));
+		if (!was || !now || !strcmp(was, now) || json_is_true(json_object_get(vd, "readonly")) ||
+		    !overlay_of(was, now, snap))
+			continue;
+		json_array_append_new(ov, json_pack("{s:s, s:s, s:s}", "path", now, "on", snap,
+						    "by", by));
+		json_object_set_new(d, "path", json_string(now));
+		json_object_del(d, "ro");
+		json_object_set_new(d, "readonly", json_false());
+		changed = true;
+	}
+	json_array_foreach(identity ? json_object_get(js, "nets") : NULL, i, n) {
+		vn = json_object_get(json_array_get(json_object_get(cfg, "nets"), i), "mac");
+		if (json_is_string(vn) && !json_equal(vn, json_object_get(n, "mac"))) {
+			json_object_set(n, "mac", vn);
+			changed = true;
+		}
+	}
+	n = json_object_get(js, "vsock");
+	vn = json_object_get(json_object_get(cfg, "vsock"), "cid");
+	if (identity && json_is_object(n) && json_is_integer(vn) &&
+	    !json_equal(vn, json_object_get(n, "cid"))) {
+		json_object_set(n, "cid", vn);
+		changed = true;
+	}
+	if (changed) {
+		*spec_out = json_dumps(js, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		*ov_out = json_array_size(ov) ? json_dumps(ov, JSON_COMPACT) : NULL;
+		if (!*spec_out || (json_array_size(ov) && !*ov_out)) {
+			free(*spec_out);
+			free(*ov_out);
+			*spec_out = *ov_out = NULL;
+			rc = -1;
+		}
+	}
+	json_decref(js);
+	json_decref(ov);
+	return rc;
+}
+
+/* Swap a followed spec and overlays list into `vm`'s record (lock held);
+ * the old ones are freed. */
+static void snap_follow_set_locked(struct hvm *vm, char *spec, char *overlays)
+{
+	free(vm->rec.spec);
+	free(vm->rec.overlays);
+	vm->rec.spec = spec;
+	vm->rec.overlays = overlays;
+}
+
+/* A restored VM or clone, its VMM just started: its spec follows the
+ * VMM's disks (its own overlays) and identity, persisted.  0, or -1 with e. */
+static int snap_follow_restored(struct host *h, struct hvm *vm, const char *snap,
+				struct api_err *e)
+{
+	char *spec = NULL, *ov = NULL;
+	json_t *cfg = snap_vmm_config(h, vm->rec.name, e);
+	int rc;
+
+	if (!cfg)
+		return -1;
+	pthread_mutex_lock(&h->lock);
+	rc = snap_follow(vm->rec.spec, vm->rec.overlays, cfg, snap, "restore", true, &spec, &ov);
+	if (rc) {
+		api_err_set(e, 500, "internal", "out of memory");
+	} else if (spec) {
+		snap_follow_set_locked(vm, spec, ov);
+		if (host_persist_locked(h, vm, NULL, NULL))
+			rc = api_err_set(e, 500, "internal", "vm \"%s\": cannot write the store",
+					 vm->rec.name);
+	}
+	pthread_mutex_unlock(&h->lock);
+	json_decref(cfg);
+	return rc;
+}
+
+/* Is `path` a file snapshot `r` depends on (its "disks")? */
+static bool snap_depends_on(const struct snapshot_record *r, const char *path)
+{
+	json_t *a = r->disks ? json_loads(r->disks, 0, NULL) : NULL, *o;
+	bool found = false;
+	size_t i;
+
+	json_array_foreach(a, i, o)
+		if (!strcmp(json_string_value(json_object_get(o, "path")) ?: "", path))
+			found = true;
+	json_decref(a);
+	return found;
+}
+
+struct snap_needs {
+	const char *path;
+	char snap[HOST_NAME_MAX_LEN + 1];       /* the first snapshot that does */
+};
+
+static void snap_needs_one(void *arg, struct snapshot_record *r)
+{
+	struct snap_needs *n = arg;
+
+	if (!n->snap[0] && snap_depends_on(r, n->path))
+		snprintf(n->snap, sizeof(n->snap), "%s", r->name);
+	snapshot_record_free(r);
+}
+
+void host_vm_overlays_remove_locked(struct host *h, const struct hvm *vm)
+{
+	json_t *a = vm->rec.overlays ? json_loads(vm->rec.overlays, 0, NULL) : NULL, *o;
+	size_t i;
+
+	json_array_foreach(a, i, o) {
+		struct snap_needs n = { .path = json_string_value(json_object_get(o, "path")) };
+
+		if (!n.path)
+			continue;
+		if (db_snapshot_load_all(h->db, snap_needs_one, &n) < 0 || n.snap[0]) {
+			log_info("vm \"%s\": disk overlay %s kept: snapshot %s records it as its "
+				 "disk", vm->rec.name, n.path, n.snap[0] ? n.snap : "(store unreadable)");
+			continue;
+		}
+		if (unlink(n.path) < 0 && errno != ENOENT)
+			log_warn("vm \"%s\": removing its disk overlay %s: %s", vm->rec.name, n.path,
+				 strerror(errno));
+	}
+	json_decref(a);
+}
+
+/* The files snapshot `dir` depends on, from its manifest's "disks": a
+ * JSON array of {"path", "writable"} as text (malloc'd), or NULL. */
+static char *snap_disks_of(const char *dir)
+{
+	char path[4500], *text;
+	json_t *m, *out = json_array(), *d;
+	size_t i;
+
+	snprintf(path, sizeof(path), "%s/manifest.json", dir);
+	m = json_load_file(path, 0, NULL);
+	json_array_foreach(json_object_get(m, "disks"), i, d)
+		json_array_append_new(out, json_pack("{s:s, s:b}", "path",
+			json_string_value(json_object_get(d, "path")) ?: "", "writable",
+			json_is_true(json_object_get(d, "writable"))));
+	json_decref(m);
+	text = json_dumps(out, JSON_COMPACT);
+	json_decref(out);
+	return text;
+}
+
+int host_snapshot_restore_args(const char *spec, char **argv, int max, char *buf, size_t size)
+{
+	json_t *js = json_loads(spec ? spec : "{}", 0, NULL), *n;
+	const char *vs = json_string_value(json_object_get(json_object_get(js, "vsock"), "socket"));
+	size_t len = 0, i;
+	int argc = 0;
+
+	if (vs && argc < max && len < size) {
+		argv[argc++] = buf + len;
+		len += (size_t)snprintf(buf + len, size - len, "--vsock-socket=%s", vs) + 1;
+	}
+	json_array_foreach(json_object_get(js, "nets"), i, n) {
+		const char *tap = json_string_value(json_object_get(n, "tap"));
+
+		if (!tap)
+			break;          /* --tap goes to the cards in order */
+		if (argc == max || len >= size) {
+			argc = -1;
+			break;
+		}
+		argv[argc++] = buf + len;
+		len += (size_t)snprintf(buf + len, size - len, "--tap=%s", tap) + 1;
+	}
+	json_decref(js);
+	return len > size ? -1 : argc;
 }
 
 /* The default name: VM-YYYYmmdd-HHMMSS (UTC), the VM's name cut to fit,
@@ -292,8 +604,10 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 {
 	struct snapshot_record r = { 0 };
 	char *pending = NULL, *wdisk = NULL, dir[4400], stage[4400], detail[256];
+	char *overlays = NULL, *new_spec = NULL, *new_ov = NULL;
 	struct hvm *vm = host_get(h, name, e);
-	json_t *reply = NULL;
+	json_t *reply = NULL, *cfg = NULL;
+	bool follow = false;
 	int64_t id = 0;
 	int rc;
 
@@ -310,11 +624,11 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 		rc = api_err_set(e, 409, "wrong_state", "vm \"%s\" is %s: cannot snapshot it "
 				 "(a snapshot saves a running or paused VM)", name,
 				 hvm_state_name(vm->state));
-	} else if ((wdisk = spec_writable_disk(vm->rec.spec))) {
-		rc = api_err_set(e, 409, "snapshot_failed", "vm \"%s\": its disk %.200s is writable: "
-				 "a snapshot would move it onto an overlay that the daemon does not "
-				 "follow yet (shoal snapshot create on its control socket can; or make "
-				 "the disk readonly)", name, wdisk);
+	} else if (h->jail && (wdisk = spec_writable_disk(vm->rec.spec))) {
+		rc = api_err_set(e, 409, "snapshot_failed", "vm \"%s\": its disk %.200s is writable "
+				 "and its VMM is jailed: a snapshot moves a writable disk onto a new "
+				 "overlay beside it, a directory the jailed VMM cannot reach (run "
+				 "shoald --jail off, or make the disk readonly)", name, wdisk);
 	} else if (spec_has_vconsole_file(vm->rec.spec)) {
 		rc = api_err_set(e, 409, "snapshot_failed", "vm \"%s\": its virtio console writes "
 				 "to a file in its directory, which a restored VM cannot take over yet",
@@ -341,6 +655,8 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 		snprintf(r.vm, sizeof(r.vm), "%s", name);
 		r.spec = vm->rec.spec ? strdup(vm->rec.spec) : NULL;
 		r.vcpus = vm->cpus;
+		overlays = vm->rec.overlays ? strdup(vm->rec.overlays) : NULL;
+		follow = (wdisk = spec_writable_disk(vm->rec.spec)) != NULL;
 	}
 	pthread_mutex_unlock(&h->lock);
 	free(wdisk);
@@ -365,8 +681,20 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 	if (!rc && h->jail && rename(stage, dir) < 0)
 		rc = api_err_set(e, 500, "internal", "snapshot %s: moving %s to %s: %s", r.name,
 				 stage, dir, strerror(errno));
+	if (follow) {   /* the VMM moved (or, failing part way, may have moved) its disks */
+		struct api_err fe;
+
+		cfg = snap_vmm_config(h, name, rc ? &fe : e);
+		if (!cfg && !rc)
+			rc = -1;
+		if (cfg && snap_follow(r.spec, overlays, cfg, r.name, "snapshot", false, &new_spec,
+				       &new_ov) && !rc)
+			rc = api_err_set(e, 500, "internal", "out of memory");
+		json_decref(cfg);
+	}
 	if (!rc) {
 		r.dir = strdup(dir);
+		r.disks = snap_disks_of(dir);
 		r.size_bytes = dir_size(dir);
 		r.memory_bytes = json_integer_value(json_object_get(reply, "memory_bytes"));
 		r.memory_data_bytes = json_integer_value(json_object_get(reply, "memory_data_bytes"));
@@ -380,14 +708,38 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 
 	pthread_mutex_lock(&h->lock);
 	if (!rc) {
-		int d = r.dir ? db_snapshot_insert(h->db, &r, "snapshotted", detail, &id) : -ENOMEM;
+		struct vm_record nr = { 0 };
+		int d = !r.dir ? -ENOMEM : new_spec ? vm_record_copy(&nr, &vm->rec) : 0;
 
+		if (!d && new_spec) {   /* the record names the overlays, with the snapshot */
+			free(nr.spec);
+			free(nr.overlays);
+			nr.spec = new_spec;
+			nr.overlays = new_ov;
+		}
+		if (!d)
+			d = db_snapshot_insert_vm(h->db, &r, new_spec ? &nr : NULL, "snapshotted",
+						  detail, &id);
 		if (d) {
 			rc = api_err_set(e, 500, "internal", "snapshot %s: cannot write the store", r.name);
+			if (new_spec && nr.spec == new_spec) {
+				vm_record_free(&nr);
+				new_spec = new_ov = NULL;
+			}
 		} else {
+			if (new_spec) {
+				snap_follow_set_locked(vm, new_spec, new_ov);
+				nr.spec = nr.overlays = NULL;
+				vm_record_free(&nr);
+			}
+			new_spec = new_ov = NULL;
 			h->last_event_id = id;
 			pthread_cond_broadcast(&h->event_cond);
 		}
+	} else if (new_spec) {  /* failed part way, some disks switched: follow them */
+		snap_follow_set_locked(vm, new_spec, new_ov);
+		new_spec = new_ov = NULL;
+		host_persist_locked(h, vm, NULL, NULL);
 	}
 	snap_pending_remove_locked(h, pending);
 	pthread_mutex_unlock(&h->lock);
@@ -399,6 +751,9 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 	else
 		snprintf(out_name, HOST_NAME_MAX_LEN + 1, "%s", r.name);
 	free(pending);
+	free(overlays);
+	free(new_spec);
+	free(new_ov);
 	snapshot_record_free(&r);
 	hvm_release(h, vm);
 	return rc ? -1 : 0;
@@ -425,10 +780,46 @@ static void spec_console_to_name(json_t *spec, const char *key)
 	json_object_set_new(spec, key, json_string(buf));
 }
 
-/* The new VM's spec from the snapshot's manifest: malloc'd JSON text. */
+/* A restored VM's own host resources in its spec `cfg`: a vsock socket
+ * NEW.vsock beside the snapshot VM's (beneath the same allowed directory),
+ * and TAPs taps[0..ntaps) for its first cards.  0, or -1 with a 400. */
+static int snap_own_resources(json_t *cfg, const char *snap, const char *new_name,
+			      char (*taps)[HOST_TAP_NAME_MAX + 1], size_t ntaps, struct api_err *e)
+{
+	json_t *vsock = json_object_get(cfg, "vsock"), *nets = json_object_get(cfg, "nets");
+	const char *sock = json_string_value(json_object_get(vsock, "socket"));
+	size_t nnets = json_array_size(nets);
+
+	if (sock) {
+		const char *slash = strrchr(sock, '/');
+		char path[4200];
+
+		if (!slash || snprintf(path, sizeof(path), "%.*s/%s.vsock", (int)(slash - sock), sock,
+				       new_name) >= 108)
+			return api_err_set(e, 400, "invalid_request", "vm \"%s\": its vsock socket "
+					   "beside snapshot %s's (%.200s) would be longer than a Unix "
+					   "socket path may be; choose a shorter name", new_name, snap, sock);
+		json_object_set_new(vsock, "socket", json_string(path));
+	}
+	if (ntaps > nnets)
+		return api_err_set(e, 400, "invalid_request", "taps: %zu given for vm \"%s\", but "
+				   "snapshot %s's VM has %zu network card%s", ntaps, new_name, snap,
+				   nnets, nnets == 1 ? "" : "s");
+	for (size_t i = 0; i < ntaps; i++)
+		json_object_set_new(json_array_get(nets, i), "tap", json_string(taps[i]));
+	return 0;
+}
+
+/* The new VM's spec from the snapshot's manifest: malloc'd JSON text.
+ * Its writable disks are named read-only until its VMM has made its own
+ * overlays on them (snap_follow_restored): the parent is the snapshot's
+ * frozen disk, which no start may write. */
 static char *snap_restore_spec(const struct snapshot_record *sr, const char *new_name,
+			       char (*taps)[HOST_TAP_NAME_MAX + 1], size_t ntaps,
 			       struct api_err *e)
 {
+	json_t *d;
+	size_t i;
 	char path[4400];
 	json_error_t jerr;
 	json_t *m, *cfg, *parent;
@@ -453,11 +844,17 @@ static char *snap_restore_spec(const struct snapshot_record *sr, const char *new
 	spec_console_to_name(cfg, "virtio_console");
 	json_object_set_new(cfg, "name", json_string(new_name));
 	json_object_set_new(cfg, "restart", json_string(restart ? restart : "no"));
-	text = json_dumps(cfg, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_array_foreach(json_object_get(cfg, "disks"), i, d) {
+		json_object_del(d, "ro");
+		json_object_set_new(d, "readonly", json_true());
+	}
+	if (!snap_own_resources(cfg, sr->name, new_name, taps, ntaps, e)) {
+		text = json_dumps(cfg, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		if (!text)
+			api_err_set(e, 500, "internal", "out of memory");
+	}
 	json_decref(cfg);
 	json_decref(parent);
-	if (!text)
-		api_err_set(e, 500, "internal", "out of memory");
 	return text;
 }
 
@@ -471,11 +868,11 @@ static int snap_get_err(struct api_err *e, const char *snap, int rc)
 /* A new VM `name` (not yet in the table) from snapshot `sr`, claimed
  * "restoring", its first start restoring it (a clone's with --clone). */
 static struct hvm *snap_new_vm(const struct snapshot_record *sr, const char *name, bool clone,
-			       struct api_err *e)
+			       char (*taps)[HOST_TAP_NAME_MAX + 1], size_t ntaps, struct api_err *e)
 {
 	struct host_spec s;
 	struct hvm *vm;
-	char *text = snap_restore_spec(sr, name, e);
+	char *text = snap_restore_spec(sr, name, taps, ntaps, e);
 	int rc;
 
 	if (!text)
@@ -533,7 +930,8 @@ static void snap_undo(struct host *h, struct hvm **vms, size_t n, const bool *in
 /* Create VMs names[0..n) from snapshot `snap` (clones if `clone`) and
  * start them: all of them, or none (see the top of the file). */
 static int snap_restore_n(struct host *h, const char *snap, char (*names)[HOST_NAME_MAX_LEN + 1],
-			  size_t n, bool clone, struct api_err *e)
+			  size_t n, bool clone, char (*taps)[HOST_TAP_NAME_MAX + 1],
+			  size_t taps_each, struct api_err *e)
 {
 	struct snapshot_record sr;
 	struct hvm **vms = calloc(n, sizeof(*vms));
@@ -553,7 +951,8 @@ static int snap_restore_n(struct host *h, const char *snap, char (*names)[HOST_N
 		goto out;
 	}
 	for (i = 0; i < n && !rc; i++)
-		if (!(vms[i] = snap_new_vm(&sr, names[i], clone, e)))
+		if (!(vms[i] = snap_new_vm(&sr, names[i], clone, taps ? taps + i * taps_each : NULL,
+					   taps_each, e)))
 			rc = -1;
 	snapshot_record_free(&sr);
 	if (rc)
@@ -583,8 +982,11 @@ static int snap_restore_n(struct host *h, const char *snap, char (*names)[HOST_N
 	if (rc)
 		goto undo;
 
-	for (i = 0; i < n && !rc; i++)
+	for (i = 0; i < n && !rc; i++) {
 		rc = hvm_do_start(h, vms[i], e);
+		if (!rc)        /* its own overlays, MAC and CID, into its spec */
+			rc = snap_follow_restored(h, vms[i], snap, e);
+	}
 	if (rc) {
 		if (n > 1) {    /* say which, and that the others went too */
 			char msg[sizeof(e->msg)];
@@ -610,20 +1012,36 @@ out:
 }
 
 int host_snapshot_restore(struct host *h, const char *snap, const char *new_name,
-			  struct api_err *e)
+			  char (*taps)[HOST_TAP_NAME_MAX + 1], size_t ntaps, struct api_err *e)
 {
 	char name[1][HOST_NAME_MAX_LEN + 1];
 
 	snprintf(name[0], sizeof(name[0]), "%s", new_name);
-	return snap_restore_n(h, snap, name, 1, false, e);
+	return snap_restore_n(h, snap, name, 1, false, ntaps ? taps : NULL, ntaps, e);
+}
+
+bool host_tap_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > HOST_TAP_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
+		      (name[i] >= '0' && name[i] <= '9') || strchr("._-", name[i])))
+			return false;
+	return true;
 }
 
 int host_snapshot_clone(struct host *h, const char *snap, unsigned count, const char *prefix,
-			char (**names_out)[HOST_NAME_MAX_LEN + 1], struct api_err *e)
+			const char *tap_prefix, char (**names_out)[HOST_NAME_MAX_LEN + 1],
+			struct api_err *e)
 {
 	char (*names)[HOST_NAME_MAX_LEN + 1];
+	char (*taps)[HOST_TAP_NAME_MAX + 1] = NULL;
 	const char *p = prefix && prefix[0] ? prefix : snap;
 	char digits[16];
+	int rc;
 
 	*names_out = NULL;
 	if (count < 1 || count > HOST_CLONE_MAX)
@@ -639,7 +1057,27 @@ int host_snapshot_clone(struct host *h, const char *snap, unsigned count, const 
 		return api_err_set(e, 500, "internal", "out of memory");
 	for (unsigned i = 0; i < count; i++)
 		snprintf(names[i], sizeof(names[i]), "%s-%u", p, i + 1);
-	if (snap_restore_n(h, snap, names, count, true, e)) {
+	if (tap_prefix && tap_prefix[0]) {      /* clone i's card: TAP_PREFIX<i> */
+		snprintf(digits, sizeof(digits), "%u", count);
+		if (!host_tap_name_valid(tap_prefix) ||
+		    strlen(tap_prefix) + strlen(digits) > HOST_TAP_NAME_MAX) {
+			free(names);
+			return api_err_set(e, 400, "invalid_request", "tap_prefix \"%.80s\": the "
+					   "clones' TAPs are TAP_PREFIX1..TAP_PREFIX%u, which must be 1 "
+					   "to %d letters, digits, '.', '_' or '-'", tap_prefix, count,
+					   HOST_TAP_NAME_MAX);
+		}
+		taps = calloc(count, sizeof(*taps));
+		if (!taps) {
+			free(names);
+			return api_err_set(e, 500, "internal", "out of memory");
+		}
+		for (unsigned i = 0; i < count; i++)
+			snprintf(taps[i], sizeof(taps[i]), "%s%u", tap_prefix, i + 1);
+	}
+	rc = snap_restore_n(h, snap, names, count, true, taps, taps ? 1 : 0, e);
+	free(taps);
+	if (rc) {
 		free(names);
 		return -1;
 	}

@@ -112,8 +112,9 @@ const char *supervisor_exit_reason(int status, char *buf, size_t size)
 /* ---- the monitor process (async-signal-safe code only) ---- */
 
 struct spawn_args {
-	char *argv[16];             /* the VMM's command line */
-	char *margv[24];            /* the monitor's, when it is re-executed */
+	char *argv[32];             /* the VMM's command line */
+	char *margv[40];            /* the monitor's, when it is re-executed */
+	char restore_args[8400];    /* a restore's own vsock socket and TAPs (snapshots.c) */
 	char log[4200], exitf[4200], exit_tmp[4300];
 	int cgroup_fd;              /* the VM cgroup's cgroup.procs (cgroup.c), or -1 */
 };
@@ -339,6 +340,15 @@ static int spawn_prepare(struct host *h, struct hvm *vm, struct spawn_args *a,
 	a->argv[i++] = restore ? store[3] : store[0];
 	if (restore && vm->rec.snapshot_clone)
 		a->argv[i++] = "--clone";
+	if (restore) {          /* its own vsock socket and TAPs, as its spec names them */
+		int n = host_snapshot_restore_args(vm->rec.spec, a->argv + i, 16, a->restore_args,
+						   sizeof(a->restore_args));
+
+		if (n < 0)
+			return api_err_set(e, 500, "internal", "vm \"%s\": too many TAPs for the "
+					   "restore's command line", name);
+		i += n;
+	}
 	a->argv[i++] = "--api-socket";
 	a->argv[i++] = store[1];
 	a->argv[i++] = "--console";  /* as in config.json: the VM's directory, or none */
