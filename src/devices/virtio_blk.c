@@ -753,6 +753,11 @@ const struct virtio_device_ops *vblk_ops(const struct vblk *b)
 	return &vblk_ops_table[b->num_queues - 1];
 }
 
+int vblk_raw_readonly_fd(const struct vblk *b)
+{
+	return b->bd && b->bd->format == BD_FMT_RAW && b->bd->readonly ? b->bd->fd : -1;
+}
+
 const struct vblk_stats *vblk_get_stats(const struct vblk *b)
 {
 	return &b->stats;

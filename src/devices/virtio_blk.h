@@ -119,6 +119,12 @@ void vblk_free(struct vblk *b);
  * device-writable byte to hold it.  *used gets the used length. */
 int vblk_execute(struct vblk *b, const struct virtq_elem *elem, uint32_t *used);
 
+/* The descriptor of a raw image that the device only reads (for a
+ * snapshot's copy of the cloud-init seed, whose file is gone once the VM
+ * holds it), or -1 for a writable or qcow2 disk.  The I/O thread reads it
+ * with pread too; the caller must not change its offset. */
+int vblk_raw_readonly_fd(const struct vblk *b);
+
 /* Counters so far (read under the device lock). */
 const struct vblk_stats *vblk_get_stats(const struct vblk *b);
 

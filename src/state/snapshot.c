@@ -219,10 +219,6 @@ static int refuse_unsaveable(struct vm *vm, struct error *e)
 		if (vm->cfg.nets[i].fd >= 0)
 			return error_set(e, EXIT_USAGE, "net%d: a network card on a passed-in fd "
 					 "cannot be restored (use tap=NAME)", i);
-	if (cidata_wanted(&vm->cfg.cloud_init))   /* its seed file is gone once attached */
-		return error_set(e, EXIT_USAGE, "a VM with a cloud-init seed (--cloud-init) cannot "
-				 "be saved yet: its seed disk is a temporary file that a restore "
-				 "could not open");
 	return 0;
 }
 
@@ -421,7 +417,8 @@ static int job_finish(struct snap_job *j, struct error *e)
 {
 	char hex[17], *text;
 	json_t *files;
-	int rc;
+	uint64_t seed_size = 0, seed_hash = 0;
+	int rc, seed;
 
 	if (j->live) {
 		if (live_mem_write(j->live, &j->st.memory_data_bytes, e))
@@ -435,6 +432,9 @@ static int job_finish(struct snap_job *j, struct error *e)
 		return error_set(e, EXIT_HOST, "memory: %s", strerror(errno));
 	if (write_file(j->dirfd, "state", j->state.data, j->state.len, e))
 		return -1;
+	seed = snap_disks_save_seed(j->disks, j->vm, j->dirfd, &seed_size, &seed_hash, e);
+	if (seed < 0)
+		return -1;
 	j->st.memory_bytes = j->vm->mem.size;
 	j->st.state_bytes = j->state.len;
 	files = json_object();
@@ -445,6 +445,11 @@ static int job_finish(struct snap_job *j, struct error *e)
 	hex64(XXH3_64bits(j->state.data, j->state.len), hex);
 	json_object_set_new(files, "state", json_pack("{s:I, s:s}", "size",
 						      (json_int_t)j->state.len, "xxh3", hex));
+	if (seed) {
+		hex64(seed_hash, hex);
+		json_object_set_new(files, SNAP_SEED_FILE, json_pack("{s:I, s:s}", "size",
+								     (json_int_t)seed_size, "xxh3", hex));
+	}
 	json_object_set_new(j->manifest, "files", files);
 	json_object_set_new(j->manifest, "live", json_boolean(j->live != NULL));
 	text = json_dumps(j->manifest, JSON_INDENT(2) | JSON_SORT_KEYS);
@@ -576,6 +581,31 @@ static int check_hash(const char *dir, const char *name, json_t *jfile, uint64_t
 	return 0;
 }
 
+/* The copy of the cloud-init seed, when a disk of the manifest is one
+ * (state/snapshot_disk.h): whole, as its checksum says. */
+#define SEED_FILE_MAX (64u << 20)
+
+static int check_seed(const char *dir, json_t *disks, json_t *files, struct error *e)
+{
+	size_t i, len;
+	json_t *o;
+	void *buf;
+	int rc;
+
+	json_array_foreach(disks, i, o) {
+		if (!json_is_true(json_object_get(o, "seed")))
+			continue;
+		buf = read_file(dir, SNAP_SEED_FILE, SEED_FILE_MAX, &len, e);
+		if (!buf)
+			return -1;
+		rc = check_hash(dir, SNAP_SEED_FILE, json_object_get(files, SNAP_SEED_FILE), len,
+				XXH3_64bits(buf, len), e);
+		free(buf);
+		return rc;
+	}
+	return 0;
+}
+
 int snapshot_state_restore(struct vm *vm, const char *what, const void *buf, size_t len,
 			   struct error *e)
 {
@@ -696,7 +726,8 @@ struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov
 	if (!m)
 		goto out;
 	files = json_object_get(m, "files");
-	if (snap_disks_check(dir, json_object_get(m, "disks"), &cfg, e))
+	if (snap_disks_check(dir, json_object_get(m, "disks"), &cfg, e) ||
+	    check_seed(dir, json_object_get(m, "disks"), files, e))
 		goto out;
 	state = read_file(dir, "state", STATE_MAX, &state_len, e);
 	if (!state || check_hash(dir, "state", json_object_get(files, "state"), state_len,

@@ -35,6 +35,12 @@
  * A failure part way leaves the VM on the overlays already switched to
  * (their data is whole: overlay over parent) and removes the overlay of
  * the disk that failed; a restore that fails removes the overlays it made.
+ *
+ * The cloud-init seed (boot/cidata.c) is the one disk copied: its file is
+ * removed as soon as the VM holds it open, so nothing could be referenced
+ * in place.  It is small (an ISO of three text files), read-only to the
+ * guest, and is copied from the device's open image into the snapshot
+ * directory as cidata.img, checksummed like the memory and state files.
  */
 #include "state/snapshot_disk.h"
 
@@ -47,11 +53,14 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "base/exitcode.h"
+#include "base/io.h"
 #include "base/log.h"
 #include "block/blockdev.h"
 #include "block/qcow2.h"
+#include "boot/cidata.h"
 #include "devices/device.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_pci.h"
@@ -59,6 +68,7 @@
 
 struct snap_disks {
 	json_t *list;                    /* the manifest's "disks" (a reference) */
+	int seed;                        /* the seed disk's index, or -1 */
 	int n;
 	struct sd_disk {
 		int index;
@@ -127,6 +137,16 @@ static json_t *stat_entry(const char *path, const struct stat *st)
 			 "ino", (json_int_t)st->st_ino, "mtime_ns", mtime_ns(st));
 }
 
+/* Disk i is the cloud-init seed that `shoal run --cloud-init` attached:
+ * the last disk, read-only, serial "cidata", in a VM with a seed. */
+static bool is_seed(const struct vm_config *cfg, int i)
+{
+	const struct vm_disk *d = &cfg->disks[i];
+
+	return cidata_wanted(&cfg->cloud_init) && i == cfg->ndisks - 1 && d->readonly &&
+	       d->serial && !strcmp(d->serial, CIDATA_VOLUME_ID);
+}
+
 struct snap_disks *snap_disks_plan(const struct vm *vm, const char *dir, json_t **out,
 				   struct error *e)
 {
@@ -140,6 +160,7 @@ struct snap_disks *snap_disks_plan(const struct vm *vm, const char *dir, json_t 
 		return NULL;
 	}
 	p->list = json_array();
+	p->seed = -1;
 	snap_name_of(dir, snap, sizeof(snap));
 	for (int i = 0; i < cfg->ndisks && i < VM_MAX_DISKS; i++) {
 		const struct vm_disk *d = &cfg->disks[i];
@@ -147,6 +168,13 @@ struct snap_disks *snap_disks_plan(const struct vm *vm, const char *dir, json_t 
 		struct stat st;
 		char *abs;
 
+		if (is_seed(cfg, i)) {          /* copied when the snapshot is written */
+			p->seed = i;
+			json_array_append_new(p->list, json_pack("{s:s, s:b, s:b}", "path",
+								 SNAP_SEED_FILE, "seed", 1,
+								 "writable", 0));
+			continue;
+		}
 		if (stat(d->path, &st) < 0) {
 			error_set(e, EXIT_HOST, "%s: %s", d->path, strerror(errno));
 			goto fail;
@@ -287,6 +315,57 @@ int snap_disks_switch(struct snap_disks *p, struct vm *vm, struct error *e)
 	return 0;
 }
 
+/* A seed is an ISO of a few text files: a bound on what is read into
+ * memory to copy it. */
+#define SEED_MAX (64u << 20)
+
+int snap_disks_save_seed(struct snap_disks *p, struct vm *vm, int dirfd, uint64_t *size,
+			 uint64_t *hash, struct error *e)
+{
+	struct vblk *b = NULL;
+	struct stat st;
+	uint8_t *buf;
+	int in, out, rc;
+	ssize_t got = 0;
+
+	if (p->seed < 0)
+		return 0;
+	in = disk_device(vm, p->seed, &b) ? vblk_raw_readonly_fd(b) : -1;
+	if (in < 0)
+		return error_set(e, EXIT_HOST, "disk %d (the cloud-init seed): not a read-only raw "
+				 "image that can be copied", p->seed);
+	if (fstat(in, &st) < 0)
+		return error_set(e, EXIT_HOST, "the cloud-init seed: %s", strerror(errno));
+	if ((uint64_t)st.st_size > SEED_MAX)
+		return error_set(e, EXIT_HOST, "the cloud-init seed: %lld bytes, more than the %u a "
+				 "snapshot copies", (long long)st.st_size, SEED_MAX);
+	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
+	if (!buf)
+		return error_set(e, EXIT_HOST, "out of memory");
+	while (got < st.st_size) {
+		ssize_t r = pread(in, buf + got, (size_t)(st.st_size - got), got);
+
+		if (r <= 0) {
+			free(buf);
+			return error_set(e, EXIT_HOST, "the cloud-init seed: %s",
+					 r < 0 ? strerror(errno) : "shorter than its size");
+		}
+		got += r;
+	}
+	out = openat(dirfd, SNAP_SEED_FILE, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	rc = out < 0 ? -errno : write_all(out, buf, (size_t)got);
+	if (!rc && fsync(out) < 0)
+		rc = -errno;
+	if (out >= 0)
+		close(out);
+	*size = (uint64_t)got;
+	*hash = XXH3_64bits(buf, (size_t)got);
+	free(buf);
+	if (rc)
+		return error_set(e, EXIT_HOST, "%s: %s", SNAP_SEED_FILE, strerror(-rc));
+	return 1;
+}
+
 void snap_disks_free(struct snap_disks *p)
 {
 	if (!p)
@@ -394,6 +473,14 @@ int snap_disks_check(const char *dir, json_t *disks, const struct vm_config *cfg
 		    (writable && !json_string_value(json_object_get(o, "format"))))
 			return error_set(e, EXIT_BADSTATE, "%s/manifest.json: disk %zu disagrees "
 					 "with the config (no path, or not as writable)", dir, i);
+		if (json_is_true(json_object_get(o, "seed"))) {   /* its checksum: the caller's */
+			if (strcmp(path, SNAP_SEED_FILE) || !is_seed(cfg, (int)i))
+				return error_set(e, EXIT_BADSTATE, "%s/manifest.json: disk %zu: a "
+						 "seed disk is the VM's last, read-only, serial "
+						 "\"%s\", in %s", dir, i, CIDATA_VOLUME_ID,
+						 SNAP_SEED_FILE);
+			continue;
+		}
 		if (writable ? check_parent(path, o, e) : check_readonly(path, o, e))
 			return -1;
 	}
@@ -416,6 +503,15 @@ int snap_disks_restore(const char *dir, json_t *disks, struct vm_config *cfg,
 		const char *path = json_string_value(json_object_get(o, "path"));
 		char suffix[32], *ov = NULL, *dup = NULL;
 
+		if (json_is_true(json_object_get(o, "seed")) && i < (size_t)cfg->ndisks) {
+			if (asprintf(&dup, "%s/%s", dir, SNAP_SEED_FILE) < 0) {
+				snap_disks_created_free(made, true);
+				return error_set(e, EXIT_HOST, "out of memory");
+			}
+			free(cfg->disks[i].path);
+			cfg->disks[i].path = dup;
+			continue;
+		}
 		if (!json_is_true(json_object_get(o, "writable")) || i >= (size_t)cfg->ndisks)
 			continue;
 		for (int n = 1; n < 1000; n++) {    /* a name nobody has taken */

@@ -36,17 +36,31 @@ int snap_disks_switch(struct snap_disks *p, struct vm *vm, struct error *e);
 
 void snap_disks_free(struct snap_disks *p);
 
+/* The cloud-init seed disk (`shoal run --cloud-init`: the last disk, read
+ * only, serial "cidata") is a temporary file that is gone once the VM
+ * holds it open, so a snapshot keeps a copy: SNAP_SEED_FILE in the
+ * snapshot directory (`dirfd`), read from the device's open image, with
+ * its manifest entry {"path": SNAP_SEED_FILE, "seed": true}.  The copy's
+ * size and XXH3 go to *size and *hash for the manifest's "files" (which
+ * a restore checks: the copy travels with the snapshot, so its inode and
+ * time are not).  1 when a seed was copied, 0 when the VM has none, -1
+ * with `e`.  A restore points the disk at DIR/SNAP_SEED_FILE. */
+#define SNAP_SEED_FILE "cidata.img"
+int snap_disks_save_seed(struct snap_disks *p, struct vm *vm, int dirfd, uint64_t *size,
+			 uint64_t *hash, struct error *e);
+
 /* Restore, first: check every disk of the manifest `disks` against the
  * config `cfg` and the files: a read-only disk unchanged (size, inode,
  * modification time); a writable disk's parent unchanged (those, and its
- * chain identity when it has one).  A changed file is refused with
+ * chain identity when it has one); the seed's copy is checked by the
+ * caller, against "files".  A changed file is refused with
  * EXIT_BADSTATE, naming it.  0, or -1 with `e`. */
 int snap_disks_check(const char *dir, json_t *disks, const struct vm_config *cfg,
 		     struct error *e);
 
 /* Restore, then: a new qcow2 overlay on each writable disk's parent, in
  * `overlay_dir` (NULL: next to the parent), STEM-SNAP-rPID.qcow2, and
- * cfg's disk pointed at it.  The snapshot and the parents are never
+ * cfg's disk pointed at it; the seed disk pointed at DIR/SNAP_SEED_FILE.  The snapshot and the parents are never
  * written.  `*created`: a NULL-terminated list of the overlays made, for
  * snap_disks_created_free (which deletes them when asked: the restore
  * failed).  0, or -1 with `e` and nothing left behind. */

@@ -9,7 +9,10 @@
 # shows the files, and no seed directory is left behind.  With KVM: the
 # guest's `vblk dev=1` finds the seed after the user's disk (serial cidata,
 # read-only, its one write refused); a file outside the confined directory
-# is refused before the VM starts; TMPDIR holds nothing afterwards.
+# is refused before the VM starts; TMPDIR holds nothing afterwards.  A
+# snapshot of a VM with a seed keeps a copy of it (cidata.img, checksummed);
+# restored from a copy of the snapshot directory, the guest reads the seed
+# again; a damaged copy is refused (84).
 #
 # tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
@@ -80,4 +83,61 @@ config "$TMP/outside"
 expect "confined VMM: meta-data outside its directory is refused" 64 \
 	"cloud-init meta-data: $TMP/outside: $TMP/outside is not beneath an allowed directory" \
 	"$SHOAL" run --config "$TMP/vm.json"
+
+# --- a snapshot keeps a copy of the seed (its file is gone), and restores ---
+ctl() {          # ctl SOCKET JSON: one control request, its reply line
+	python3 - "$1" "$2" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(30); s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n"); print(s.makefile("rb").readline().decode().strip())
+PY
+}
+wait_for() {     # wait_for FILE TEXT: up to 60 s
+	for _ in $(seq 600); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1
+}
+# restore_typed DIR TYPED: restore DIR, type TYPED once it runs; its status
+restore_typed() {
+	rm -f "$TMP/in" "$TMP/r.sock" && mkfifo "$TMP/in"
+	"$SHOAL" run --restore "$1" --console stdio --api-socket "$TMP/r.sock" --timeout 120 \
+		<"$TMP/in" >"$TMP/r.con" 2>"$TMP/r.err" &
+	local pid=$! rc
+	exec 8>"$TMP/in"
+	for _ in $(seq 300); do
+		ctl "$TMP/r.sock" '{"cmd": "status"}' 2>/dev/null | grep -q '"running"' && break
+		kill -0 $pid 2>/dev/null || break
+		sleep 0.1
+	done
+	printf '%s\r' "$2" >&8 2>/dev/null
+	wait $pid; rc=$?
+	exec 8>&-
+	return $rc
+}
+"$SHOAL" run --kernel "$GUEST" --cmdline "vblk 16 1 dev=1; shell" --memory 64M \
+	--disk "$OK/disk.img" --cloud-init "user-data=$OK/user-data,meta-data=$OK/meta-data" \
+	--console "file:$TMP/s.con" --api-socket "$TMP/s.sock" --timeout 120 </dev/null 2>"$TMP/s.err" &
+spid=$!
+wait_for "$TMP/s.con" "shoal> " || fail "the VM with a seed reaches its shell" "$(tail -3 "$TMP/s.con")"
+out=$("$SHOAL" snapshot create --socket "$TMP/s.sock" "$TMP/snap" 2>&1); rc=$?
+check "a VM with a cloud-init seed is saved (status $rc: $out)" [ $rc = 0 ]
+check "the snapshot holds the seed's copy: an ISO 9660 volume 'cidata' (cidata.img)" \
+	test "$(dd if="$TMP/snap/cidata.img" bs=1 skip=32808 count=6 2>/dev/null)" = cidata
+check "its manifest: the last disk is the seed, with the copy's checksum" \
+	jq -e '.disks[-1].seed == true and .disks[-1].path == "cidata.img" and (.files["cidata.img"].xxh3 | length) == 16' "$TMP/snap/manifest.json"
+ctl "$TMP/s.sock" '{"cmd": "stop", "mode": "force"}' >/dev/null
+wait $spid
+cp -a "$TMP/snap" "$TMP/snap-moved"          # a snapshot travels: no path of the host's
+rm -rf "$TMP/snap"
+restore_typed "$TMP/snap-moved" "vblk 16 1 dev=1; exit 4"; rc=$?
+if [ $rc = 4 ] && grep -q "vblk ok .*serial=cidata ro=1" "$TMP/r.con"; then
+	pass "restored from a copied snapshot, the guest reads the seed again (serial cidata, read-only)"
+else
+	fail "restored, the guest reads the seed again" "status $rc; $(grep -m2 vblk "$TMP/r.con"); $(tail -2 "$TMP/r.err")"
+fi
+printf 'X' | dd of="$TMP/snap-moved/cidata.img" bs=1 seek=40000 conv=notrunc 2>/dev/null
+out=$("$SHOAL" run --restore "$TMP/snap-moved" --console none --timeout 30 </dev/null 2>&1); rc=$?
+if [ $rc = 84 ] && echo "$out" | grep -q "cidata.img: checksum .* (the file is damaged)"; then
+	pass "a damaged seed copy is refused (84), naming it"
+else
+	fail "a damaged seed copy is refused (84), naming it" "status $rc: $out"
+fi
 finish
