@@ -162,7 +162,7 @@ static uint64_t build(uint64_t fsize, const uint8_t *p, size_t left)
 				abort();
 			memcpy(shadow + off, p, n);
 			mark(off, n);
-			if (off + n > fsize)
+			if (n && off + n > fsize)   /* a write of nothing extends nothing */
 				fsize = off + n;
 			p += n;
 			left -= n;
