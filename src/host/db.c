@@ -371,6 +371,21 @@ static void db_bind_record(sqlite3_stmt *st, const struct vm_record *r)
 	" exit_reason = ?10, restarts = ?11, generation = ?12, snapshot = ?13," \
 	" snapshot_gen = ?14, snapshot_clone = ?15, overlays = ?16 WHERE name = ?1"
 
+/* End a transaction begun with BEGIN IMMEDIATE (lock held by the caller):
+ * when `rc` is 0, add the event (if `ev_type`) and commit; on any failure,
+ * the commit's included, roll back.  The result. */
+static int db_tx_end(struct db *s, int rc, const char *ev_vm, const char *ev_type,
+		     const char *ev_detail, int64_t *ev_id)
+{
+	if (!rc && ev_type)
+		rc = db_event_insert(s, ev_vm, ev_type, ev_detail, ev_id);
+	if (!rc)
+		rc = db_exec(s, "COMMIT");
+	if (rc)
+		db_exec(s, "ROLLBACK");
+	return rc;
+}
+
 /* Write one record (insert or update) plus an optional event, atomically. */
 static int db_vm_write(struct db *s, const char *sql, const struct vm_record *r,
 			  const char *ev_type, const char *ev_detail, int64_t *ev_id,
@@ -386,21 +401,14 @@ static int db_vm_write(struct db *s, const char *sql, const struct vm_record *r,
 	st = db_prepare(s, sql);
 	if (!st) {
 		rc = -EIO;
-		goto rollback;
+		goto end;
 	}
 	db_bind_record(st, r);
 	rc = db_step_done(s, st);
 	if (!rc && want_change && sqlite3_changes(s->conn) == 0)
 		rc = -ENOENT;
-	if (!rc && ev_type)
-		rc = db_event_insert(s, r->name, ev_type, ev_detail, ev_id);
-	if (rc)
-		goto rollback;
-	rc = db_exec(s, "COMMIT");
-	if (!rc)
-		goto out;
-rollback:
-	db_exec(s, "ROLLBACK");
+end:
+	rc = db_tx_end(s, rc, r->name, ev_type, ev_detail, ev_id);
 out:
 	pthread_mutex_unlock(&s->lock);
 	return rc;
@@ -439,21 +447,14 @@ int db_vm_delete(struct db *s, const char *name, const char *ev_type,
 	st = db_prepare(s, "DELETE FROM vms WHERE name = ?");
 	if (!st) {
 		rc = -EIO;
-		goto rollback;
+		goto end;
 	}
 	sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
 	rc = db_step_done(s, st);
 	if (!rc && sqlite3_changes(s->conn) == 0)
 		rc = -ENOENT;
-	if (!rc && ev_type)
-		rc = db_event_insert(s, name, ev_type, ev_detail, ev_id);
-	if (rc)
-		goto rollback;
-	rc = db_exec(s, "COMMIT");
-	if (!rc)
-		goto out;
-rollback:
-	db_exec(s, "ROLLBACK");
+end:
+	rc = db_tx_end(s, rc, name, ev_type, ev_detail, ev_id);
 out:
 	pthread_mutex_unlock(&s->lock);
 	return rc;
@@ -545,13 +546,7 @@ static int db_write_with_event(struct db *s, sqlite3_stmt *st, bool want_change,
 	rc = db_step_done(s, st);
 	if (!rc && want_change && sqlite3_changes(s->conn) == 0)
 		rc = -ENOENT;
-	if (!rc && ev_type)
-		rc = db_event_insert(s, ev_vm, ev_type, ev_detail, ev_id);
-	if (!rc)
-		rc = db_exec(s, "COMMIT");
-	if (rc)
-		db_exec(s, "ROLLBACK");
-	return rc;
+	return db_tx_end(s, rc, ev_vm, ev_type, ev_detail, ev_id);
 }
 
 int db_snapshot_insert(struct db *s, const struct snapshot_record *r, const char *ev_type,
@@ -578,7 +573,7 @@ int db_snapshot_insert_vm(struct db *s, const struct snapshot_record *r,
 		" (SELECT IFNULL(MAX(seq), 0) + 1 FROM snapshots))");
 	if (!st) {
 		rc = -EIO;
-		goto rollback;
+		goto end;
 	}
 	sqlite3_bind_text(st, 1, r->name, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_text(st, 2, r->vm, -1, SQLITE_TRANSIENT);
@@ -600,22 +595,15 @@ int db_snapshot_insert_vm(struct db *s, const struct snapshot_record *r,
 		st = db_prepare(s, DB_VM_UPDATE_SQL);
 		if (!st) {
 			rc = -EIO;
-			goto rollback;
+			goto end;
 		}
 		db_bind_record(st, vm);
 		rc = db_step_done(s, st);
 		if (!rc && sqlite3_changes(s->conn) == 0)
 			rc = -ENOENT;
 	}
-	if (!rc && ev_type)
-		rc = db_event_insert(s, r->vm, ev_type, ev_detail, ev_id);
-	if (rc)
-		goto rollback;
-	rc = db_exec(s, "COMMIT");
-	if (!rc)
-		goto out;
-rollback:
-	db_exec(s, "ROLLBACK");
+end:
+	rc = db_tx_end(s, rc, r->vm, ev_type, ev_detail, ev_id);
 out:
 	pthread_mutex_unlock(&s->lock);
 	return rc;
