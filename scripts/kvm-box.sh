@@ -27,6 +27,11 @@
 #   --check          boot the box, check /dev/kvm inside, exit 0 or 125
 #   --kit            only build the box's kernel and initramfs; print paths
 #   --auto           where /dev/kvm is usable here, just run COMMAND here
+#   --usable         exit 0 if /dev/kvm here is usable, else 1 and say why:
+#                    a readable and writable /dev/kvm that is not the
+#                    kvm_pvm back end (/sys/module/kvm_pvm: it emulates the
+#                    guest's ring 0 and brings no Linux guest to user
+#                    space, docs/testing.md), unless SHOAL_KVM_PVM_OK=1
 #   --quiet, -q      no progress lines on stderr
 #
 # Environment: SHOAL_BOX_APPEND, more words for the box kernel's command
@@ -74,6 +79,20 @@ MODE=run
 AUTO=0
 
 say() { [ "$QUIET" -eq 1 ] || echo "kvm-box: $*" >&2; }
+
+# kvm_usable_here: /dev/kvm on this host is one the tests and the demo can
+# use as it is; else 1, with the reason on stderr.
+kvm_usable_here() {
+	if [ ! -c /dev/kvm ]; then
+		echo "kvm-box: no /dev/kvm here" >&2; return 1
+	elif [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
+		echo "kvm-box: /dev/kvm here is not readable and writable by $(id -un)" >&2; return 1
+	elif [ -d /sys/module/kvm_pvm ] && [ "${SHOAL_KVM_PVM_OK:-}" != 1 ]; then
+		echo "kvm-box: /dev/kvm here is the kvm_pvm back end, which emulates the guest's ring 0 and brings no Linux guest to user space (SHOAL_KVM_PVM_OK=1 uses it anyway)" >&2
+		return 1
+	fi
+	return 0
+}
 # die MSG [STATUS]: one line naming the reason; 125 unless told.
 die() { echo "kvm-box: $1" >&2; exit "${2:-125}"; }
 
@@ -87,6 +106,7 @@ while [ $# -gt 0 ]; do
 	--log) LOG=${2:?}; shift 2 ;;
 	--check) MODE=check; shift ;;
 	--auto) AUTO=1; shift ;;
+	--usable) MODE=usable; shift ;;
 	--kit) MODE=kit; shift ;;
 	-q|--quiet) QUIET=1; shift ;;
 	-h|--help) usage; exit 0 ;;
@@ -418,7 +438,11 @@ run_box() {
 }
 
 CMD=("$@")
-if [ "$AUTO" = 1 ] && [ "$MODE" = run ] && [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+if [ "$MODE" = usable ]; then
+	kvm_usable_here
+	exit
+fi
+if [ "$AUTO" = 1 ] && [ "$MODE" = run ] && kvm_usable_here 2>/dev/null; then
 	exec "${CMD[@]}"
 fi
 case $MODE in

@@ -24,7 +24,8 @@
 #   san-unit     tests/unit built with ASan+UBSan+LeakSanitizer
 #   san-guest    tests/guest built with ASan+UBSan                      KVM
 #
-# Where the KVM tiers run.  With a usable /dev/kvm they run here, like the
+# Where the KVM tiers run.  With a usable /dev/kvm (scripts/kvm-box.sh
+# --usable: real KVM, not the kvm_pvm back end) they run here, like the
 # others.  Without one they run inside the KVM box (scripts/kvm-box.sh: real
 # KVM under QEMU's software CPU), in 1-vCPU boxes, one per tier (two for
 # kvm-system under "all"), and their counts are added to the same closing
@@ -215,11 +216,11 @@ kvm_where() {
 	[ -n "$KVM_WHERE" ] && return
 	local why
 	if [ "${SHOAL_TEST_BOX:-}" = never ] ||
-		{ [ "${SHOAL_TEST_BOX:-}" != always ] && [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; }; then
+		{ [ "${SHOAL_TEST_BOX:-}" != always ] && scripts/kvm-box.sh --usable 2>/dev/null; }; then
 		KVM_WHERE=here
 	elif why=$(scripts/kvm-box.sh --check -q 2>&1); then
 		KVM_WHERE=box
-		echo "note: no usable /dev/kvm here; the KVM tiers run in the KVM box (scripts/kvm-box.sh)"
+		echo "note: no usable /dev/kvm here ($(scripts/kvm-box.sh --usable 2>&1 | sed 's/^kvm-box: //')); the KVM tiers run in the KVM box (scripts/kvm-box.sh)"
 	else
 		KVM_WHERE="skip: no /dev/kvm here and the KVM box does not work: $(echo "$why" | grep 'kvm-box:' | tail -1 | sed 's/^kvm-box: //')"
 	fi

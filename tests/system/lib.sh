@@ -21,9 +21,11 @@ check() { local n=$1; shift; if "$@"; then pass "$n"; else fail "$n" "command fa
 finish() { exit $T_FAILED; }
 
 # require_kvm NAME: end the script with a SKIP where /dev/kvm is missing
+# or not usable (scripts/kvm-box.sh --usable: the kvm_pvm back end is not)
 # (the scripts marked "# tier: kvm" need it), saying how to run it anyway.
 require_kvm() {
-	[ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && return 0
-	skip "$1" "no /dev/kvm here; run it in the KVM box: scripts/kvm-box.sh -- bash tests/system/$(basename "$0") (scripts/test.sh does that by itself)"
+	local why
+	why=$("$ROOT/scripts/kvm-box.sh" --usable 2>&1) && return 0
+	skip "$1" "${why#kvm-box: }; run it in the KVM box: scripts/kvm-box.sh -- bash tests/system/$(basename "$0") (scripts/test.sh does that by itself)"
 	exit 0
 }
