@@ -112,18 +112,14 @@ static void setup(void)
 	host = fake_host_new(cfg.memory);
 	if (!host || fake_host_pci(host, &e) || devices_create_all(&host->host, &cfg, &e))
 		abort();
-	vm = calloc(1, sizeof(*vm));
-	if (!vm || !mkdtemp(dir))
-		abort();
+	vm = fuzz_fake_vm(host, 0);
+	vm_config_free(&vm->cfg);
 	vm_config_copy(&vm->cfg, &cfg);
 	vm_config_free(&cfg);
-	vm->kvm_fd = vm->vm_fd = vm->mem.fd = -1;
-	pthread_mutex_init(&vm->stop_lock, NULL);
-	pthread_cond_init(&vm->stop_cond, NULL);
 	bus_init(&vm->iobus, "io");
 	bus_init(&vm->mmiobus, "mmio");
-	for (int i = 0; i < host->ndevices && i < VM_MAX_DEVICES; i++)
-		vm->devices[vm->ndevices++] = host->devices[i];
+	if (!mkdtemp(dir))
+		abort();
 	snprintf(path, sizeof(path), "%s/s", dir);
 	vm->loop = eventloop_new();
 	if (!vm->loop || vm_add_command(vm, "fuzz-fd", fuzz_fd_cmd, NULL) ||

@@ -5,7 +5,7 @@
  * fuzz_fake_vm: a struct vm with `ncpus` vCPUs and no KVM (every fd -1),
  * its devices those built on a fake device host (tests/fake_host.h), for
  * code that reads state into a VM but stops before KVM is asked: the
- * snapshot and migration targets.  fuzz_count_fds: the process's open
+ * snapshot and migration targets, and the control socket's two.  fuzz_count_fds: the process's open
  * descriptors, to catch a leak per input.
  */
 #ifndef SHOAL_FUZZ_VM_H
