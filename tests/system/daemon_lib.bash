@@ -122,3 +122,32 @@ wait_console() {
 	done
 	return 1
 }
+
+# type_console NAME TEXT: type TEXT into the VM's serial console through the
+# daemon's console attach, a byte at a time (the guest's UART has no FIFO
+# to speak of), then hang up.
+type_console() {
+	python3 - "$SHOAL_SOCKET" "$1" "$2" <<'PY'
+import socket, sys, time
+sock, name, text = sys.argv[1:4]
+s = socket.socket(socket.AF_UNIX); s.connect(sock); s.settimeout(10)
+s.sendall(("GET /v1/vms/%s/console/attach?force=true HTTP/1.1\r\nHost: d\r\n"
+           "Connection: Upgrade\r\nUpgrade: shoal-console\r\n\r\n" % name).encode())
+buf = b""
+while b"\r\n\r\n" not in buf:
+    c = s.recv(4096)
+    if not c: break
+    buf += c
+if b" 101 " not in buf.split(b"\r\n")[0]:
+    print("attach refused: %r" % buf[:200]); sys.exit(1)
+for ch in text.encode():
+    s.sendall(bytes([ch])); time.sleep(0.003)
+time.sleep(0.5)
+s.close()
+PY
+}
+console_has() { "$SHOAL" console "$1" --show-log 2>/dev/null | grep -qF -- "$2"; }
+wait_console_long() {     # NAME TEXT [TRIES of 0.1 s]
+	for _ in $(seq "${3:-600}"); do console_has "$1" "$2" && return 0; sleep 0.1; done
+	return 1
+}
