@@ -23,6 +23,9 @@
 #   --timeout SECS   SHOAL_BOX_TIMEOUT   whole run, boot included (3600)
 #   --cpus N         SHOAL_BOX_CPUS      box vCPUs (the host's cores, 2..4)
 #   --memory MIB     SHOAL_BOX_MEMORY    box RAM in MiB (6144)
+#   --cpu MODEL      SHOAL_BOX_CPU       QEMU's CPU model for the box (max);
+#                    another must be AMD with SVM, e.g. EPYC,+svm: kvm_amd
+#                    loads on AMD vendors only, and TCG emulates no VMX
 #   --log FILE       SHOAL_BOX_LOG       keep the box's kernel log there
 #   --check          boot the box, check /dev/kvm inside, exit 0 or 125
 #   --kit            only build the box's kernel and initramfs; print paths
@@ -73,6 +76,7 @@ MODULES="virtio_pci 9pnet_virtio 9p virtio_console kvm_amd tun vhost_net vhost_v
 TIMEOUT=${SHOAL_BOX_TIMEOUT:-3600}
 MEMORY=${SHOAL_BOX_MEMORY:-6144}
 CPUS=${SHOAL_BOX_CPUS:-}
+BOXCPU=${SHOAL_BOX_CPU:-max}
 LOG=${SHOAL_BOX_LOG:-}
 QUIET=0
 MODE=run
@@ -103,6 +107,7 @@ while [ $# -gt 0 ]; do
 	--timeout) TIMEOUT=${2:?}; shift 2 ;;
 	--cpus) CPUS=${2:?}; shift 2 ;;
 	--memory) MEMORY=${2:?}; shift 2 ;;
+	--cpu) BOXCPU=${2:?}; shift 2 ;;
 	--log) LOG=${2:?}; shift 2 ;;
 	--check) MODE=check; shift ;;
 	--auto) AUTO=1; shift ;;
@@ -123,6 +128,7 @@ if [ -z "$CPUS" ]; then
 	[ "$CPUS" -gt 4 ] && CPUS=4
 fi
 [[ $CPUS =~ ^[0-9]+$ ]] && [ "$CPUS" -ge 1 ] || die "--cpus: not a count: $CPUS" 2
+[[ $BOXCPU =~ ^[A-Za-z0-9][A-Za-z0-9_.,=+-]*$ ]] || die "--cpu: not a QEMU CPU model: $BOXCPU" 2
 if [ "$MODE" = run ] && [ $# -eq 0 ]; then
 	usage >&2
 	exit 2
@@ -396,14 +402,14 @@ run_box() {
 		stdin=/dev/stdin
 		extra="$extra box.tty=$(stty size | tr ' ' x)"
 	fi
-	say "booting the box ($CPUS vCPUs, $MEMORY MiB) for: ${CMD[*]:-check}"
+	say "booting the box ($CPUS vCPUs of $BOXCPU, $MEMORY MiB) for: ${CMD[*]:-check}"
 	# The kernel's own console goes to a file; with the soft-lockup and RCU
 	# stall watchdogs off, a host starved of CPU time slows the box down
 	# instead of filling that file with lockup reports.  QEMU runs in
 	# the background of this script but in its process group, so on a
 	# terminal it stays in the foreground and may set it raw.
 	qemu-system-x86_64 \
-		-accel tcg,thread=multi -cpu max -smp "$CPUS" -m "$MEMORY" \
+		-accel tcg,thread=multi -cpu "$BOXCPU" -smp "$CPUS" -m "$MEMORY" \
 		-nographic -no-reboot -nodefaults \
 		-monitor "unix:$run/monitor.sock,server=on,wait=off" \
 		-kernel "$BOX/vmlinuz" -initrd "$BOX/initrd.cpio.gz" \
