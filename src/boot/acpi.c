@@ -20,6 +20,10 @@
  * so the MADT has no override for IRQ 0 (a BIOS on real hardware would map
  * it to pin 2); the only override is the SCI's, to declare it level-high.
  *
+ * A device that only some VMs have (the VM generation ID) adds an SSDT of
+ * its own later, in the last page of the area, which the tables here leave
+ * free (acpi_add_vmgenid, boot/acpi.h).
+ *
  * Invariants: every table lies in [BOOT_ACPI_ADDR, BOOT_ACPI_END), which the
  * e820 map marks reserved; each starts 16-byte aligned (the FACS 64-byte
  * aligned, as the spec requires); every checksum makes its table sum to 0.
@@ -30,6 +34,8 @@
 #include "boot/boot.h"
 
 #include <string.h>
+
+#include "boot/acpi.h"
 
 #include "abi/testdev.h"
 #include "base/exitcode.h"
@@ -205,6 +211,10 @@ _Static_assert(sizeof(struct madt_lapic_nmi) == 6, "MADT LAPIC NMI layout");
 
 /* ---- placement ---- */
 
+/* acpi_build()'s tables end where the VM generation ID page begins. */
+#define ACPI_TABLES_END ACPI_VMGENID_PAGE
+_Static_assert(ACPI_VMGENID_PAGE + 0x1000 == BOOT_ACPI_END, "the VMGenID page ends the area");
+
 /* A bump allocator over the ACPI area of guest RAM. */
 struct acpi_area {
 	struct guest_mem *m;
@@ -218,7 +228,7 @@ static void *acpi_alloc(struct acpi_area *a, size_t len, uint64_t align, uint64_
 	uint64_t at = (a->next + align - 1) & ~(align - 1);
 	void *p;
 
-	if (at > BOOT_ACPI_END || len > BOOT_ACPI_END - at)
+	if (at > ACPI_TABLES_END || len > ACPI_TABLES_END - at)
 		return NULL;
 	p = guest_mem_ptr(a->m, at, len);
 	if (!p)
@@ -667,7 +677,7 @@ uint64_t acpi_build(struct guest_mem *m, int ncpus, struct error *e)
 	    acpi_build_fadt(&ar, dsdt, facs, &fadt) || acpi_build_madt(&ar, ncpus, &madt) ||
 	    acpi_build_mcfg(&ar, &mcfg)) {
 		error_set(e, EXIT_HOST, "ACPI tables do not fit in 0x%llx-0x%llx",
-			  (unsigned long long)BOOT_ACPI_ADDR, (unsigned long long)BOOT_ACPI_END);
+			  (unsigned long long)BOOT_ACPI_ADDR, (unsigned long long)ACPI_TABLES_END);
 		return 0;
 	}
 	ents[0] = fadt;
@@ -675,9 +685,162 @@ uint64_t acpi_build(struct guest_mem *m, int ncpus, struct error *e)
 	ents[2] = mcfg;
 	if (acpi_build_xsdt(&ar, ents, 3, &xsdt)) {
 		error_set(e, EXIT_HOST, "ACPI tables do not fit in 0x%llx-0x%llx",
-			  (unsigned long long)BOOT_ACPI_ADDR, (unsigned long long)BOOT_ACPI_END);
+			  (unsigned long long)BOOT_ACPI_ADDR, (unsigned long long)ACPI_TABLES_END);
 		return 0;
 	}
 	acpi_fill_rsdp(r, xsdt);
 	return rsdp;
+}
+
+/* ---- the VM generation ID SSDT (boot/acpi.h) ---- */
+
+#define AML_STRING    0x0d
+#define AML_METHOD    0x14
+#define AML_NOTIFY    0x86
+#define AML_ROOT      0x5c
+#define AML_DUAL_NAME 0x2e
+
+static void aml_name_string(struct aml *a, const char *name, const char *str)
+{
+	aml_byte(a, AML_NAME);
+	aml_bytes(a, name, 4);
+	aml_byte(a, AML_STRING);
+	aml_bytes(a, str, strlen(str) + 1);
+}
+
+/* Device(VGEN): _HID "SHOL0001" (ours; an ACPI ID is 4 letters and 4 hex
+ * digits), _CID "VM_GEN_COUNTER" (what the spec and Linux's vmgenid driver
+ * match), and ADDR, a package of two DWORDs: the low and high halves of
+ * the generation ID's address. */
+static void aml_vgen(struct aml *a, uint64_t guid_gpa)
+{
+	static const uint8_t devop[2] = { 0x5b, 0x82 };
+	static const uint8_t pkgop = AML_PACKAGE;
+	struct aml dev = { .len = 0 }, pkg = { .len = 0 };
+	uint32_t lo = (uint32_t)guid_gpa, hi = (uint32_t)(guid_gpa >> 32);
+
+	aml_bytes(&dev, "VGEN", 4);
+	aml_name_string(&dev, "_HID", "SHOL0001");
+	aml_name_string(&dev, "_CID", "VM_GEN_COUNTER");
+	aml_name_string(&dev, "_DDN", "VM_Gen_Counter");
+	aml_byte(&pkg, 2);                          /* NumElements */
+	aml_byte(&pkg, AML_DWORD);
+	aml_bytes(&pkg, &lo, 4);
+	aml_byte(&pkg, AML_DWORD);
+	aml_bytes(&pkg, &hi, 4);
+	aml_byte(&dev, AML_NAME);
+	aml_bytes(&dev, "ADDR", 4);
+	aml_pkg(&dev, &pkgop, 1, &pkg);
+	aml_pkg(a, devop, 2, &dev);
+}
+
+/* Device(VGED): a Generic Event Device (ACPI0013) with one interrupt, GSI
+ * `gsi` (edge, active high, exclusive), whose _EVT tells VGEN that the ID
+ * changed: Notify(\_SB.VGEN, 0x80). */
+static void aml_vged(struct aml *a, unsigned gsi)
+{
+	static const uint8_t devop[2] = { 0x5b, 0x82 };
+	static const uint8_t bufop = AML_BUFFER, methodop = AML_METHOD;
+	const uint8_t crs[] = {
+		0x89, 0x06, 0x00,       /* Extended Interrupt, 6 bytes follow */
+		0x03,                   /* consumer, edge, active high, exclusive */
+		0x01,                   /* one interrupt */
+		(uint8_t)gsi, (uint8_t)(gsi >> 8), (uint8_t)(gsi >> 16), (uint8_t)(gsi >> 24),
+		0x79, 0x00,             /* end tag */
+	};
+	static const uint8_t notify[] = {
+		AML_NOTIFY, AML_ROOT, AML_DUAL_NAME, '_', 'S', 'B', '_', 'V', 'G', 'E', 'N',
+		AML_BYTE, 0x80,
+	};
+	struct aml dev = { .len = 0 }, buf = { .len = 0 }, m = { .len = 0 };
+
+	aml_bytes(&dev, "VGED", 4);
+	aml_name_string(&dev, "_HID", "ACPI0013");
+	aml_byte(&buf, AML_BYTE);
+	aml_byte(&buf, sizeof(crs));
+	aml_bytes(&buf, crs, sizeof(crs));
+	aml_byte(&dev, AML_NAME);
+	aml_bytes(&dev, "_CRS", 4);
+	aml_pkg(&dev, &bufop, 1, &buf);
+	aml_bytes(&m, "_EVT", 4);
+	aml_byte(&m, 0x01);                         /* one argument, not serialized */
+	aml_bytes(&m, notify, sizeof(notify));
+	aml_pkg(&dev, &methodop, 1, &m);
+	aml_pkg(a, devop, 2, &dev);
+}
+
+/* A table header at `gpa` of acpi_build()'s area, or NULL: in bounds, its
+ * length at least a header's and at most `max`, its checksum right. */
+static struct acpi_header *acpi_table_at(struct guest_mem *m, uint64_t gpa, uint32_t max)
+{
+	struct acpi_header *h;
+
+	if (gpa < BOOT_ACPI_ADDR || gpa > BOOT_ACPI_END - sizeof(*h))
+		return NULL;
+	h = guest_mem_ptr(m, gpa, sizeof(*h));
+	if (!h || h->length < sizeof(*h) || h->length > max || h->length > BOOT_ACPI_END - gpa)
+		return NULL;
+	if (boot_checksum(h, h->length) != 0)
+		return NULL;
+	return h;
+}
+
+int acpi_add_vmgenid(struct guest_mem *m, uint64_t guid_gpa, unsigned gsi, struct error *e)
+{
+	static const uint8_t scope = AML_SCOPE;
+	struct acpi_rsdp *r = guest_mem_ptr(m, BOOT_ACPI_ADDR, sizeof(*r));
+	struct acpi_header *x, *h;
+	struct aml aml = { .len = 0 }, sb = { .len = 0 };
+	uint64_t ents[16];
+	uint8_t *p;
+	int n;
+
+	static const uint8_t zero[sizeof(*r)];
+
+	if (r && !memcmp(r, zero, sizeof(*r)))
+		return 1;                   /* RAM still empty: it comes later */
+	if (!r || memcmp(r->signature, "RSD PTR ", 8) || r->revision != 2 ||
+	    boot_checksum(r, sizeof(*r)) != 0)
+		return error_set(e, EXIT_USAGE, "VM generation ID: the guest has no ACPI tables of "
+				 "Shoal's (a firmware boot brings its own), so it could not find the device");
+	x = acpi_table_at(m, r->xsdt_addr, sizeof(*x) + sizeof(ents) - 8);
+	if (!x || memcmp(x->signature, "XSDT", 4) || (x->length - sizeof(*x)) % 8)
+		return error_set(e, EXIT_HOST, "VM generation ID: the guest's XSDT is damaged");
+	n = (int)((x->length - sizeof(*x)) / 8);
+	memcpy(ents, x + 1, (size_t)n * 8);
+	for (int i = 0; i < n; i++) {
+		h = acpi_table_at(m, ents[i], ACPI_TABLES_END - BOOT_ACPI_ADDR);
+		if (h && !memcmp(h->signature, "SSDT", 4) &&
+		    !memcmp(h->oem_table_id, ACPI_VMGENID_OEM_TABLE, 8))
+			return 1;           /* a restored VM: its memory has it */
+	}
+
+	aml_bytes(&sb, "\\_SB_", 5);
+	aml_vgen(&sb, guid_gpa);
+	aml_vged(&sb, gsi);
+	aml_pkg(&aml, &scope, 1, &sb);
+	if (aml.overflow || sizeof(*h) + aml.len > ACPI_VMGENID_XSDT - ACPI_VMGENID_SSDT)
+		return error_set(e, EXIT_HOST, "VM generation ID: its SSDT does not fit");
+	p = guest_mem_ptr(m, ACPI_VMGENID_PAGE, BOOT_ACPI_END - ACPI_VMGENID_PAGE);
+	if (!p)
+		return error_set(e, EXIT_HOST, "VM generation ID: no guest memory at 0x%llx",
+				 (unsigned long long)ACPI_VMGENID_PAGE);
+	memset(p, 0, BOOT_ACPI_END - ACPI_VMGENID_PAGE);
+	h = (struct acpi_header *)(p + (ACPI_VMGENID_SSDT - ACPI_VMGENID_PAGE));
+	acpi_header_init(h, "SSDT", (uint32_t)(sizeof(*h) + aml.len), 2);
+	memcpy(h->oem_table_id, ACPI_VMGENID_OEM_TABLE, 8);
+	memcpy(h + 1, aml.buf, aml.len);
+	acpi_finish(h);
+
+	ents[n++] = ACPI_VMGENID_SSDT;
+	x = (struct acpi_header *)(p + (ACPI_VMGENID_XSDT - ACPI_VMGENID_PAGE));
+	acpi_header_init(x, "XSDT", (uint32_t)(sizeof(*x) + (size_t)n * 8), 1);
+	memcpy(x + 1, ents, (size_t)n * 8);
+	acpi_finish(x);
+	r->checksum = 0;
+	r->ext_checksum = 0;
+	acpi_fill_rsdp(r, ACPI_VMGENID_XSDT);
+	guest_mem_dirty_gpa(m, BOOT_ACPI_ADDR, sizeof(*r));
+	guest_mem_dirty_gpa(m, ACPI_VMGENID_PAGE, BOOT_ACPI_END - ACPI_VMGENID_PAGE);
+	return 0;
 }

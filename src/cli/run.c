@@ -57,6 +57,8 @@ const char run_usage[] =
 "      --rng                a virtio-rng device (host getrandom, rate-capped)\n"
 "      --balloon            a virtio-balloon device: the control socket's balloon\n"
 "                           command sets its target (docs/memory.md)\n"
+"      --vmgenid            an ACPI VM generation ID: a clone's guest is told to\n"
+"                           reseed its random number generator (docs/snapshots.md)\n"
 "      --vsock cid=N,socket=PATH\n"
 "                           virtio-vsock; the host side is a Unix socket\n"
 "                           (CONNECT <port> / OK <port>, as Firecracker)\n"
@@ -121,6 +123,8 @@ enum { OPT_INCOMING = 1100 };           /* state/migrate.c's destination */
 
 enum { OPT_BALLOON = 1300 };            /* devices/virtio_balloon.c */
 
+enum { OPT_VMGENID = 1400 };            /* devices/vmgenid.c */
+
 enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_API,
        OPT_DISK, OPT_NET, OPT_RNG, OPT_VSOCK, OPT_VCONSOLE, OPT_RESTORE, OPT_CLONE,
        OPT_SECCOMP, OPT_JAIL };
@@ -147,6 +151,7 @@ static const struct option run_options[] = {
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "balloon", no_argument, NULL, OPT_BALLOON },
+	{ "vmgenid", no_argument, NULL, OPT_VMGENID },
 	{ "vsock", required_argument, NULL, OPT_VSOCK },
 	{ "virtio-console", required_argument, NULL, OPT_VCONSOLE },
 	{ "cloud-init", required_argument, NULL, OPT_CLOUD_INIT },
@@ -190,7 +195,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 	switch (c) {   /* the VM's own settings, which a snapshot brings */
 	case 'k': case 'i': case 'p': case 'c': case 'm': case OPT_TEMPLATE: case OPT_CONFIG:
 	case OPT_DISK: case OPT_NET: case OPT_RNG: case OPT_VSOCK: case OPT_VCONSOLE:
-	case OPT_FIRMWARE: case OPT_CLOUD_INIT:
+	case OPT_FIRMWARE: case OPT_CLOUD_INIT: case OPT_VMGENID:
 		if (!o->vm_flag)
 			o->vm_flag = c;
 		break;
@@ -262,6 +267,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 	case OPT_NET: return vm_config_add_net(cfg, arg, e);
 	case OPT_RNG: cfg->rng = true; return 0;
 	case OPT_BALLOON: cfg->balloon = true; return 0;
+	case OPT_VMGENID: cfg->vmgenid = true; return 0;
 	case OPT_VSOCK: return vm_config_set_vsock(cfg, arg, e);
 	case OPT_VCONSOLE: return vconsole_config_from_flags(&cfg->vconsole, arg, e);
 	case OPT_CLOUD_INIT: return cidata_from_flags(&cfg->cloud_init, arg, e);

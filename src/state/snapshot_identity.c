@@ -11,6 +11,10 @@
  * driver reads the CID again).  A running guest driver keeps the MAC it
  * read at probe: it sees the new one in config space (and at its next
  * probe), not in its interface until it is told (docs/snapshots.md).
+ * A clone of a VM with the VM generation ID device (--vmgenid) also gets
+ * a new generation ID, and the guest is notified (devices/vmgenid.c), so
+ * a Linux guest reseeds its random number generator; a plain restore
+ * keeps the saved ID.
  *
  * Host resources are not identity but are shared the same way: a clone
  * would open the snapshot's TAP (a multi-queue TAP takes every opener's
@@ -70,6 +74,7 @@ int snapshot_new_identity(struct vm_config *cfg, const struct snapshot_overrides
 		    ov->clone ? net_config_new_mac(&cfg->nets[i], NULL, what, e) : 0)
 			return -1;
 	}
+	cfg->vmgenid_new = ov->clone && cfg->vmgenid;
 	if (ov->cid)
 		cfg->vsock_cid = ov->cid;
 	else if (ov->clone && cfg->vsock_cid && random_cid(cfg->vsock_cid, &cfg->vsock_cid, e))

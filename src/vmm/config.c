@@ -136,6 +136,9 @@ int vm_config_validate(const struct vm_config *c, struct error *e)
 		return error_set(e, EXIT_USAGE, "--initrd and --cmdline go with --kernel, not with firmware boot");
 	if (!c->firmware && (!c->kernel || !*c->kernel))
 		return error_set(e, EXIT_USAGE, "no kernel given (--kernel PATH)");
+	if (c->firmware && c->vmgenid)
+		return error_set(e, EXIT_USAGE, "--vmgenid needs a kernel boot (--kernel): a firmware "
+				 "boot's ACPI tables are the BIOS's, which do not describe the device");
 	if (c->cpus < 1)
 		return error_set(e, EXIT_USAGE, "cpus: %d is not a valid vCPU count (at least 1)", c->cpus);
 	if (c->cpus > GUEST_MAX_VCPUS)
@@ -270,6 +273,8 @@ static int json_apply_device_key(struct vm_config *c, const char *name, const ch
 		return vconsole_config_from_json(&c->vconsole, v, name, e);
 	if (!strcmp(key, "cloud_init"))
 		return cidata_from_json(&c->cloud_init, v, name, e);
+	if (!strcmp(key, "vmgenid"))
+		return config_json_bool(v, name, key, &c->vmgenid, e);
 	return 1;
 }
 
@@ -410,6 +415,8 @@ json_t *vm_config_to_json(const struct vm_config *c)
 	json_object_set_new(o, "virtio_console", vconsole_config_to_json(c->vconsole));
 	if (cidata_wanted(&c->cloud_init))
 		json_object_set_new(o, "cloud_init", cidata_to_json(&c->cloud_init));
+	if (c->vmgenid)
+		json_object_set_new(o, "vmgenid", json_true());
 	if (c->nconfine) {
 		json_t *dirs = json_array();
 

@@ -13,6 +13,7 @@
  *     "nets": [ { "tap": "tap0", "mac": "52:54:00:12:34:56", "queues": 1 } ],
  *     "rng": true, "vsock": { "cid": 3, "socket": "/run/v.sock" },
  *     "virtio_console": "file:/tmp/hvc0.log", "confine": ["/srv/vm"],
+ *     "vmgenid": true,
  *     "cloud_init": { "user_data": "/srv/u", "meta_data": "/srv/m" } }
  *
  * Strings are owned (malloc'd) by the struct; vm_config_free releases them.
@@ -57,6 +58,8 @@ struct vm_config {
 	uint32_t vsock_cid;            /* 0: no virtio-vsock */
 	char *vsock_socket;            /* host-side Unix socket path */
 	char *vconsole;                /* virtio-console port: "file:PATH", or NULL */
+	bool vmgenid;                  /* the ACPI VM generation ID (devices/vmgenid.c) */
+	bool vmgenid_new;              /* a restored clone: a new ID (not in JSON) */
 	struct cidata_files cloud_init; /* a NoCloud seed disk from these files
 	                                  (shoal run builds it; boot/cidata.h) */
 	int nconfine;                  /* "confine": open named files only beneath */

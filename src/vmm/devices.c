@@ -17,6 +17,7 @@
 #include "devices/device.h"
 #include "devices/fw_cfg.h"
 #include "devices/virtio_balloon.h"
+#include "devices/vmgenid.h"
 #include "vmm/config.h"
 
 static int create_serial(const struct device_host *h, const struct vm_config *c, struct error *e)
@@ -90,6 +91,12 @@ static int create_vconsole(const struct device_host *h, const struct vm_config *
 	return c->vconsole ? virtio_console_create(h, c->vconsole, e) : 0;
 }
 
+/* It adds its SSDT to the ACPI tables boot_load wrote (boot/acpi.h). */
+static int create_vmgenid(const struct device_host *h, const struct vm_config *c, struct error *e)
+{
+	return c->vmgenid ? vmgenid_create(h, c->vmgenid_new, e) : 0;
+}
+
 const struct device_type device_types[] = {
 	{ "serial",  "16550A UART on COM1 (0x3f8, IRQ 4): the console", create_serial },
 	{ "i8042",   "keyboard controller (0x60, 0x64): only the reset line",  create_i8042 },
@@ -104,6 +111,7 @@ const struct device_type device_types[] = {
 	{ "virtio-blk", "virtio block disks on PCI (--disk): raw or qcow2, I/O thread", create_disks },
 	{ "virtio-console", "virtio console port on PCI (--virtio-console file:PATH)", create_vconsole },
 	{ "virtio-balloon", "virtio memory balloon on PCI (--balloon): stats, free page reporting", create_balloon },
+	{ "vmgenid", "ACPI VM generation ID (--vmgenid): new on every clone, GSI 23", create_vmgenid },
 	{ NULL, NULL, NULL },
 };
 

@@ -1,0 +1,48 @@
+/*
+ * acpi.h - ACPI additions that a device brings to the tables acpi_build()
+ * wrote (acpi.c).
+ *
+ * acpi_build() runs while the guest is loaded, before the devices exist,
+ * and describes the fixed machine.  A device that the guest must find
+ * through ACPI and that only some VMs have adds its own SSDT afterwards:
+ * the table is written into the last page of the ACPI area, which
+ * acpi_build() leaves free, and a new XSDT listing it replaces the old one
+ * (the RSDP points at it).  All of it lies in the e820-reserved area below
+ * 1 MiB, which the guest never takes for RAM.
+ *
+ * The page (ACPI_VMGENID_PAGE, 4 KiB):
+ *   +0x000  the VM generation ID, 16 bytes (src/devices/vmgenid.c writes it)
+ *   +0x100  the SSDT: \_SB.VGEN (the generation ID device) and \_SB.VGED
+ *           (an ACPI Generic Event Device on GSI ACPI_VMGENID_GSI whose
+ *           _EVT does Notify(\_SB.VGEN, 0x80))
+ *   +0x800  the XSDT: acpi_build()'s entries, then the SSDT
+ *
+ * Invariant: adding is idempotent.  A VM restored from a snapshot already
+ * has the SSDT in its memory, and the call then changes nothing.
+ */
+#ifndef SHOAL_BOOT_ACPI_H
+#define SHOAL_BOOT_ACPI_H
+
+#include <stdint.h>
+
+#include "base/error.h"
+#include "base/guest_mem.h"
+
+#define ACPI_VMGENID_PAGE   0x000ef000ULL   /* the last page of the ACPI area */
+#define ACPI_VMGENID_GUID   ACPI_VMGENID_PAGE
+#define ACPI_VMGENID_SSDT   (ACPI_VMGENID_PAGE + 0x100)
+#define ACPI_VMGENID_XSDT   (ACPI_VMGENID_PAGE + 0x800)
+#define ACPI_VMGENID_GSI    23              /* IOAPIC pin, edge, active high:
+                                               PCI INTx uses 16..19 */
+#define ACPI_VMGENID_OEM_TABLE "VMGENID "   /* the SSDT's oem_table_id */
+
+/* Add the VM generation ID SSDT to the tables acpi_build() wrote in `m`:
+ * its ADDR names the 16 bytes at `guid_gpa`, its GED interrupt is `gsi`.
+ * Returns 0 when added; 1 when nothing is written: the tables already
+ * have it (a restored VM), or there are none yet, the RSDP's bytes all
+ * zero (an incoming migration, whose RAM arrives later); -1 with `e` when
+ * `m` holds something else there (a firmware boot's BIOS) or the tables
+ * are damaged. */
+int acpi_add_vmgenid(struct guest_mem *m, uint64_t guid_gpa, unsigned gsi, struct error *e);
+
+#endif
