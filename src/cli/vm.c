@@ -33,10 +33,13 @@ static const char vm_usage[] =
 "  snapshot NAME [--as SNAP] [--live]         save the running VM (default SNAP:\n"
 "                                             NAME-YYYYmmdd-HHMMSS, UTC); it goes on\n"
 "                                             (--live: paused only for its state)\n"
-"  restore SNAP --name NEW                    a new VM NEW, started where SNAP was\n"
-"                                             (shoal snapshot list|show|delete)\n"
-"  clone SNAP --count N [--prefix P]          N new VMs P-1..P-N (default P: SNAP)\n"
+"  restore SNAP --name NEW [--tap TAP]...     a new VM NEW, started where SNAP was\n"
+"                                             (--tap: its cards' TAPs, in order;\n"
+"                                             shoal snapshot list|show|delete)\n"
+"  clone SNAP --count N [--prefix P] [--tap-prefix T]\n"
+"                                             N new VMs P-1..P-N (default P: SNAP)\n"
 "                                             sharing SNAP's memory copy-on-write\n"
+"                                             (--tap-prefix: clone i's card on TAP Ti)\n"
 "  edit NAME -f FILE|- [--patch]              replace the spec of a VM that is not\n"
 "                                             running (--patch: a JSON merge patch)\n"
 "  disk-add NAME --path P [--readonly]        add a disk to a VM that is not running\n"
@@ -57,6 +60,8 @@ enum { OPT_SOCKET = 256, OPT_START, OPT_NAME, OPT_FORCE, OPT_TIMEOUT, OPT_AS, OP
        OPT_COUNT, OPT_PREFIX, OPT_PATCH, OPT_PATH, OPT_READONLY };
 
 enum { OPT_TARGET = 400 };              /* vm balloon */
+enum { OPT_TAP = 410, OPT_TAP_PREFIX }; /* vm restore, vm clone */
+#define VM_TAPS_MAX 8                   /* the API's limit (RestoreRequest.taps) */
 
 static const struct option vm_options[] = {
 	{ "file", required_argument, NULL, 'f' },
@@ -74,6 +79,8 @@ static const struct option vm_options[] = {
 	{ "path", required_argument, NULL, OPT_PATH },
 	{ "readonly", no_argument, NULL, OPT_READONLY },
 	{ "target", required_argument, NULL, OPT_TARGET },
+	{ "tap", required_argument, NULL, OPT_TAP },
+	{ "tap-prefix", required_argument, NULL, OPT_TAP_PREFIX },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -82,6 +89,9 @@ struct vm_args {
 	struct cli_common c;
 	const char *file, *name_override, *as, *prefix, *path;
 	const char *target;     /* vm balloon --target */
+	const char *taps[VM_TAPS_MAX];  /* vm restore --tap, in order */
+	size_t ntaps;
+	const char *tap_prefix; /* vm clone --tap-prefix */
 	bool start, force, live, patch, readonly;
 	long count;             /* vm clone --count; 0: not given */
 	long timeout;           /* -1: the daemon's default */
@@ -466,15 +476,23 @@ static int vm_balloon(const struct vm_args *a)
 static int vm_restore(const struct vm_args *a)
 {
 	char path[256];
-	json_t *j;
+	json_t *body, *j;
 	int rc;
 
 	if (!a->name_override) {
 		log_error("vm restore %s: --name NEW is required (the new VM's name)", a->name);
 		return EXIT_USAGE;
 	}
+	body = json_pack("{s:s}", "name", a->name_override);
+	if (a->ntaps) {
+		json_t *taps = json_array();
+
+		for (size_t i = 0; i < a->ntaps; i++)
+			json_array_append_new(taps, json_string(a->taps[i]));
+		json_object_set_new(body, "taps", taps);
+	}
 	snprintf(path, sizeof(path), "/v1/snapshots/%s/restore", a->name);
-	rc = vm_call(a, "POST", path, json_pack("{s:s}", "name", a->name_override), &j);
+	rc = vm_call(a, "POST", path, body, &j);
 	if (j)
 		printf("%s: %s (restored from %s)\n", a->name_override, jstr(j, "state"), a->name);
 	json_decref(j);
@@ -496,6 +514,8 @@ static int vm_clone(const struct vm_args *a)
 	body = json_pack("{s:I}", "count", (json_int_t)a->count);
 	if (a->prefix)
 		json_object_set_new(body, "prefix", json_string(a->prefix));
+	if (a->tap_prefix)
+		json_object_set_new(body, "tap_prefix", json_string(a->tap_prefix));
 	snprintf(path, sizeof(path), "/v1/snapshots/%s/clone", a->name);
 	rc = vm_call(a, "POST", path, body, &j);
 	json_array_foreach(json_object_get(j, "vms"), i, v)
@@ -542,6 +562,15 @@ static int vm_parse(int argc, char **argv, struct vm_args *a)
 		case OPT_PATH: a->path = optarg; break;
 		case OPT_READONLY: a->readonly = true; break;
 		case OPT_TARGET: a->target = optarg; break;
+		case OPT_TAP:
+			if (a->ntaps == VM_TAPS_MAX) {
+				log_error("--tap %s: at most %d TAPs, one per network card", optarg,
+					  VM_TAPS_MAX);
+				return EXIT_USAGE;
+			}
+			a->taps[a->ntaps++] = optarg;
+			break;
+		case OPT_TAP_PREFIX: a->tap_prefix = optarg; break;
 		case OPT_COUNT: {
 			char *end;
 
@@ -594,6 +623,14 @@ int cmd_vm(int argc, char **argv)
 		return vm_create(&a);
 	if (!strcmp(sub, "list"))
 		return vm_get(&a, "/v1/vms", vm_print_list);
+	if (a.ntaps && strcmp(sub, "restore")) {
+		log_error("vm %s: --tap is for vm restore (the new VM's TAPs)", sub);
+		return EXIT_USAGE;
+	}
+	if (a.tap_prefix && strcmp(sub, "clone")) {
+		log_error("vm %s: --tap-prefix is for vm clone", sub);
+		return EXIT_USAGE;
+	}
 	if (!a.name && !strcmp(sub, "restore")) {
 		log_error("vm restore: which snapshot? (shoal vm restore SNAP --name NEW)");
 		return EXIT_USAGE;

@@ -15,6 +15,9 @@
 #     socket of its own beside the template's; the restored VM reads the
 #     snapshot's disk (seed 7);
 #   - bad TAP names and more TAPs than cards are refused (400);
+#   - a VM on a TAP, snapshotted: `vm restore --tap` and `vm clone
+#     --tap-prefix` put the restore and the clones on TAPs of their own,
+#     each held by its VMM, while the first VM holds its own;
 #   - deleting the snapshot is refused while they exist, naming them, even
 #     stopped; deleted, their overlays are gone and the snapshot can go;
 #     deleting the source VM removes its overlay too.
@@ -121,6 +124,40 @@ check "  ... and no other overlay of s1 is left" test -z "$(ls "$T" | grep '^d-s
 out=$("$SHOAL" snapshot delete s1 2>&1); rc=$?
 check "then delete s1 is accepted" test $rc -eq 0 -a ! -e "$STATE/snapshots/s1"
 check "src's own overlay stays while src exists" test -f "$T/d-s1.qcow2"
+# --- TAPs through the CLI: vm restore --tap, vm clone --tap-prefix ---
+# carrier TAP: 1 while a VMM holds a queue of TAP (Linux sets it on open)
+carrier() { [ "$(cat /sys/class/net/$1/carrier 2>/dev/null)" = 1 ]; }
+if [ "$(id -u)" = 0 ] && ip tuntap add dev stap0 mode tap 2>/dev/null; then
+	for t in stap1 ctap1 ctap2; do ip tuntap add dev $t mode tap; done
+	for t in stap0 stap1 ctap1 ctap2; do ip link set $t up; done
+	check "a VM on TAP stap0 (nets) starts" "$SHOAL" vm create -f <(spec n shell '"nets": [{"tap": "stap0"}]') --start
+	wait_console_long n "shoal>" || fail "n reaches its shell" "$("$SHOAL" console n --show-log | tail -c 300)"
+	check "snapshot n as sn" "$SHOAL" vm snapshot n --as sn
+	check "vm restore sn --name nr --tap stap1: accepted while n holds stap0" \
+		"$SHOAL" vm restore sn --name nr --tap stap1
+	check "  ... nr's spec names stap1, and its VMM holds it" \
+		test "$(vm_field nr '.spec.nets[0].tap')" = stap1 -a "$(carrier stap1; echo $?)" = 0
+	check "vm clone sn --count 2 --prefix nc --tap-prefix ctap: both start" \
+		"$SHOAL" vm clone sn --count 2 --prefix nc --tap-prefix ctap
+	check "  ... nc-1 on ctap1, nc-2 on ctap2, each held" \
+		test "$(vm_field nc-1 '.spec.nets[0].tap')|$(vm_field nc-2 '.spec.nets[0].tap')|$(carrier ctap1; echo $?)$(carrier ctap2; echo $?)" = "ctap1|ctap2|00"
+	out=$("$SHOAL" vm restore sn --name nr2 --tap a --tap b 2>&1); rc=$?
+	check "vm restore with two --tap for one card: refused by the daemon (400), nothing made" \
+		test $rc -ne 0 -a "$(curl -s --unix-socket "$SHOAL_SOCKET" http://d/v1/vms/nr2 -o /dev/null -w '%{http_code}')" = 404
+	check "  ... the error says the VM has one card" grep -q "1 network card" <<<"$out"
+	out=$("$SHOAL" vm start n --tap x 2>&1); rc=$?
+	check "--tap on another verb: usage error (64), naming it" test $rc -eq 64 -a "$out" = \
+		"shoal: vm start: --tap is for vm restore (the new VM's TAPs)"
+	out=$("$SHOAL" vm restore sn --name nr3 --tap-prefix x 2>&1); rc=$?
+	check "--tap-prefix on vm restore: usage error (64)" test $rc -eq 64 -a "$out" = \
+		"shoal: vm restore: --tap-prefix is for vm clone"
+	for v in nr nc-1 nc-2 n; do "$SHOAL" vm delete $v --force >/dev/null 2>&1; done
+	"$SHOAL" snapshot delete sn >/dev/null 2>&1
+	for t in stap0 stap1 ctap1 ctap2; do ip link del $t 2>/dev/null; done
+else
+	skip "TAPs through vm restore and vm clone" "not root, or no TAP device here (ip tuntap add failed)"
+fi
+
 check "delete src" "$SHOAL" vm delete src
 check "  ... its overlay is gone, its own disk stays" test ! -e "$T/d-s1.qcow2" -a -f "$T/d.raw"
 finish
