@@ -48,6 +48,15 @@
  * goes on.  Ring violations are the core's: it marks the device broken.
  * Host memory per disk is capped at VBLK_MAX_INFLIGHT request slots.
  *
+ * Live migration's mirror (state/migrate_disk.c): while `tracking` is on,
+ * every write, write-zeroes and discard marks the blocks it touched in
+ * `track` (block/dirty_bitmap.h) when it completes, success or not, so a
+ * copier that reads a block after taking its mark sends what the write
+ * left.  The copier never touches the block device itself: vblk_call
+ * queues a function under the lock and the I/O thread, the device's one
+ * owner, runs it between batches (while held for a snapshot too) and
+ * wakes the caller.
+ *
  * Saved state (version 1), after the core's: u64 capacity, u8 readonly,
  * u16 num_queues, then the ten u64 counters of struct vblk_stats.  Saving
  * drains in-flight requests first (the caller holds the device lock once;
@@ -68,6 +77,7 @@
 #include <jansson.h>
 
 #include "block/blockdev.h"
+#include "block/dirty_bitmap.h"
 #include "devices/device.h"
 #include "devices/virtio_pci.h"
 #include "base/assert.h"
@@ -117,12 +127,27 @@ struct vblk {
 	bool held;                       /* quiesced for a snapshot: pop nothing */
 	bool stopping;
 	struct vblk_stats stats;
+	struct vblk_call *calls;         /* to run on the I/O thread */
+	pthread_cond_t call_done;        /* broadcast when calls ran */
+
+	/* live migration: marks while tracking (read atomically) */
+	struct bd_dirty track;
+	bool tracking;
 
 	/* I/O thread only */
 	struct vblk_req *free_reqs;
 	struct vblk_req *done_head, *done_tail;
 	unsigned nreqs;                  /* allocated request slots */
 	bool poll_err_logged;
+};
+
+/* A function to run on the I/O thread (vblk_call). */
+struct vblk_call {
+	int (*fn)(struct blockdev *bd, void *arg);
+	void *arg;
+	int rc;
+	bool done;
+	struct vblk_call *next;
 };
 
 /* ---- request slots ---- */
@@ -318,6 +343,9 @@ static void vblk_bd_done(struct bd_req *bd, int ret)
 {
 	struct vblk_req *r = bd->opaque;
 
+	if (bd->op != BD_OP_READ && bd->op != BD_OP_FLUSH &&
+	    __atomic_load_n(&r->blk->tracking, __ATOMIC_ACQUIRE))
+		bd_dirty_mark(&r->blk->track, bd->off, bd->len);
 	if (ret < 0) {
 		r->status = VIRTIO_BLK_S_IOERR;
 		log_debug("%s: I/O error at %llu: %s", r->blk->name, (unsigned long long)bd->off,
@@ -493,6 +521,20 @@ static struct vblk_req *vblk_pop_batch(struct vblk *b)
 	return head;
 }
 
+/* Run the calls taken from b->calls (no lock held), then mark them done. */
+static void vblk_run_calls(struct vblk *b, struct vblk_call *calls)
+{
+	for (struct vblk_call *c = calls; c; c = c->next)
+		c->rc = c->fn(b->bd, c->arg);
+	pthread_mutex_lock(b->lock);
+	for (struct vblk_call *c = calls, *next; c; c = next) {
+		next = c->next;
+		c->done = true;          /* c is the caller's: gone once it sees this */
+	}
+	pthread_cond_broadcast(&b->call_done);
+	pthread_mutex_unlock(b->lock);
+}
+
 /* The I/O thread: wait, complete, pop, start; until told to stop and
  * nothing is in flight. */
 static void *vblk_thread(void *arg)
@@ -502,16 +544,21 @@ static void *vblk_thread(void *arg)
 	seccomp_thread_enter(SECCOMP_BLK_IO);
 	for (;;) {
 		struct vblk_req *batch, *next;
+		struct vblk_call *calls;
 		bool stop;
 
 		vblk_wait(b);
 		pthread_mutex_lock(b->lock);
 		vblk_finish_done(b);
+		calls = b->calls;
+		b->calls = NULL;
 		batch = b->stopping || b->quiesce || b->held ? NULL : vblk_pop_batch(b);
 		if (!b->busy)
 			pthread_cond_broadcast(&b->idle);
 		stop = b->stopping && !b->busy;
 		pthread_mutex_unlock(b->lock);
+		if (calls)
+			vblk_run_calls(b, calls);
 		if (stop)
 			return NULL;
 		for (; batch; batch = next) {
@@ -631,6 +678,62 @@ static void vblk_save(struct virtio_device *vdev, struct state_writer *w)
 	b->quiesce = false;
 	if (!b->held)
 		vblk_kick(b);           /* serve what arrived meanwhile */
+}
+
+int vblk_call(struct vblk *b, int (*fn)(struct blockdev *bd, void *arg), void *arg)
+{
+	struct vblk_call c = { .fn = fn, .arg = arg };
+
+	if (!b->running)
+		return fn(b->bd, arg);
+	pthread_mutex_lock(b->lock);
+	c.next = b->calls;
+	b->calls = &c;
+	pthread_mutex_unlock(b->lock);
+	vblk_kick(b);
+	pthread_mutex_lock(b->lock);
+	while (!c.done)
+		pthread_cond_wait(&b->call_done, b->lock);
+	pthread_mutex_unlock(b->lock);
+	return c.rc;
+}
+
+int vblk_dirty_start(struct vblk *b, uint32_t gran)
+{
+	int rc = 0;
+
+	__atomic_store_n(&b->tracking, false, __ATOMIC_RELEASE);
+	/* Once made, the map stays until vblk_free: a completion that read
+	 * `tracking` just before it went off may still mark it. */
+	if (!b->track.bits)
+		rc = bd_dirty_init(&b->track, b->bd->size, gran);
+	else if (b->track.gran != gran || b->track.size != b->bd->size)
+		rc = -EINVAL;
+	else
+		bd_dirty_clear(&b->track);
+	if (!rc)
+		__atomic_store_n(&b->tracking, true, __ATOMIC_RELEASE);
+	return rc;
+}
+
+void vblk_dirty_stop(struct vblk *b)
+{
+	__atomic_store_n(&b->tracking, false, __ATOMIC_RELEASE);
+}
+
+uint64_t vblk_dirty_take(struct vblk *b, uint64_t *out)
+{
+	return bd_dirty_take(&b->track, out);
+}
+
+uint64_t vblk_disk_size(const struct vblk *b)
+{
+	return b->bd->size;
+}
+
+bool vblk_is_readonly(const struct vblk *b)
+{
+	return b->readonly;
 }
 
 /* Held for a snapshot: start nothing new, and wait for what is in flight
@@ -782,6 +885,7 @@ int vblk_new(struct vblk **out, const struct vm_disk *disk, const char *name, st
 	if (disk->serial)   /* NUL-padded, not terminated when 20 bytes long */
 		memcpy(b->serial, disk->serial, strnlen(disk->serial, sizeof(b->serial)));
 	pthread_cond_init(&b->idle, NULL);
+	pthread_cond_init(&b->call_done, NULL);
 	if (blockdev_open(&b->bd, disk->path, &o, e)) {
 		vblk_free(b);
 		return -1;
@@ -829,6 +933,8 @@ void vblk_free(struct vblk *b)
 	if (b->kick_fd >= 0)
 		close(b->kick_fd);
 	pthread_cond_destroy(&b->idle);
+	pthread_cond_destroy(&b->call_done);
+	bd_dirty_free(&b->track);
 	free(b);
 }
 

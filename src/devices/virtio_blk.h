@@ -109,6 +109,27 @@ void vblk_drain(struct vblk *b);
 int vblk_push_overlay(struct vblk *b, const char *path, bool direct, uint64_t cache_bytes,
 		      struct error *e);
 
+/* Run fn(the block device, arg) on the disk's I/O thread, the device's
+ * one owner, between its batches (held for a snapshot or not), and return
+ * what it returned; the caller waits.  Without a running thread, here.
+ * The caller holds no device lock.  (Live migration reads and writes the
+ * disk with it: state/migrate_disk.c.) */
+struct blockdev;
+int vblk_call(struct vblk *b, int (*fn)(struct blockdev *bd, void *arg), void *arg);
+
+/* Dirty block tracking for live migration: from vblk_dirty_start on, every
+ * write, write-zeroes and discard marks its blocks of `gran` bytes as it
+ * completes (block/dirty_bitmap.h); vblk_dirty_take moves the marks into
+ * `out` (one bit a block, (size + gran - 1) / gran bits) and returns how
+ * many; vblk_dirty_stop ends it.  Start: 0 or -errno (-EINVAL for another
+ * `gran` than the first time). */
+int vblk_dirty_start(struct vblk *b, uint32_t gran);
+void vblk_dirty_stop(struct vblk *b);
+uint64_t vblk_dirty_take(struct vblk *b, uint64_t *out);
+/* The disk's size in bytes, and whether the guest may only read it. */
+uint64_t vblk_disk_size(const struct vblk *b);
+bool vblk_is_readonly(const struct vblk *b);
+
 /* Stop the I/O thread (if started), close the image, free `b`.  Called
  * through ops->destroy; exported for the fuzz target. */
 void vblk_free(struct vblk *b);
