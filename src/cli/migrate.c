@@ -8,7 +8,10 @@
  * (round, bytes sent, dirty pages, expected downtime), and reports how it
  * ended: the total time and the downtime the source measured (its vCPUs
  * paused until the destination acknowledged), or the error; with
- * --cancel it cancels the one in progress.  It trusts the VMM's replies
+ * --cancel it cancels the one in progress.  With --with-disks the VMM
+ * mirrors each writable disk into the destination's own image as well
+ * (state/migrate_disk.c); without it the destination opens the same
+ * images (shared storage).  It trusts the VMM's replies
  * no further than as JSON it prints.  Exit status: 0 migrated (or
  * cancelled, with --cancel), 70 the migration failed or was cancelled,
  * 64 usage, 66 no VMM at SOCK.
@@ -30,7 +33,7 @@
 
 static const char migrate_usage[] =
 "usage: shoal migrate --socket SOCK unix:PATH|tcp:HOST:PORT [--downtime-ms N]\n"
-"                     [--bandwidth RATE] [--output json]\n"
+"                     [--bandwidth RATE] [--with-disks] [--output json]\n"
 "       shoal migrate --socket SOCK --cancel\n"
 "\n"
 "Move the running VM whose VMM serves the control socket SOCK (shoal run\n"
@@ -46,6 +49,9 @@ static const char migrate_usage[] =
 "  -s, --socket SOCK     the source VMM's control socket\n"
 "      --downtime-ms N   the longest pause to aim for (default 300)\n"
 "      --bandwidth RATE  bytes per second at most: 100M, 1G ... (default: no limit)\n"
+"      --with-disks      copy each writable disk into the image the destination\n"
+"                        was started with (--disk DEST, of the same size); without\n"
+"                        it both ends use the same images (shared storage)\n"
 "      --cancel          cancel the migration in progress (the VM stays)\n"
 "  -o, --output json     the result as JSON on stdout\n"
 "  -h, --help            this help\n"
@@ -58,10 +64,16 @@ static void progress(json_t *st)
 	long long bytes = json_integer_value(json_object_get(st, "bytes"));
 	long long mem = json_integer_value(json_object_get(st, "memory_bytes"));
 
-	fprintf(stderr, "\r\033[Kround %lld: %lld MiB sent (RAM %lld MiB), %lld pages dirty, "
-		"expected downtime %.0f ms",
+	fprintf(stderr, "\r\033[Kround %lld: %lld MiB sent (RAM %lld MiB), %lld pages dirty, ",
 		(long long)json_integer_value(json_object_get(st, "round")), bytes >> 20, mem >> 20,
-		(long long)json_integer_value(json_object_get(st, "dirty_pages")),
+		(long long)json_integer_value(json_object_get(st, "dirty_pages")));
+	if (json_is_true(json_object_get(st, "with_disks")))
+		fprintf(stderr, "disks %lld of %lld MiB, %lld blocks dirty, ",
+			(long long)(json_integer_value(json_object_get(st, "disk_bytes")) +
+				    json_integer_value(json_object_get(st, "disk_zero_bytes"))) >> 20,
+			(long long)json_integer_value(json_object_get(st, "disk_size")) >> 20,
+			(long long)json_integer_value(json_object_get(st, "disk_dirty_blocks")));
+	fprintf(stderr, "expected downtime %.0f ms",
 		json_real_value(json_object_get(st, "expected_downtime_ms")));
 }
 
@@ -138,6 +150,7 @@ int cmd_migrate(int argc, char **argv)
 		{ "downtime-ms", required_argument, NULL, 'd' },
 		{ "bandwidth", required_argument, NULL, 'b' },
 		{ "cancel", no_argument, NULL, 'c' },
+		{ "with-disks", no_argument, NULL, 'D' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -145,7 +158,7 @@ int cmd_migrate(int argc, char **argv)
 	const char *sock = NULL, *output = "text", *uri;
 	long downtime = 300;
 	uint64_t bw = 0;
-	bool do_cancel = false;
+	bool do_cancel = false, with_disks = false;
 	char err[512], *end;
 	json_t *req, *reply = NULL;
 	struct error e = { 0 };
@@ -160,6 +173,7 @@ int cmd_migrate(int argc, char **argv)
 		case 's': sock = optarg; break;
 		case 'o': output = optarg; break;
 		case 'c': do_cancel = true; break;
+		case 'D': with_disks = true; break;
 		case 'd':
 			downtime = strtol(optarg, &end, 10);
 			if (!*optarg || *end || downtime < 1 || downtime > 3600000) {
@@ -184,6 +198,10 @@ int cmd_migrate(int argc, char **argv)
 	}
 	if (strcmp(output, "json") && strcmp(output, "text")) {
 		log_error("--output: '%s' is not json or text", output);
+		return EXIT_USAGE;
+	}
+	if (do_cancel && with_disks) {
+		log_error("migrate: --cancel takes no --with-disks");
 		return EXIT_USAGE;
 	}
 	if (!sock || (do_cancel ? optind != argc : optind != argc - 1)) {
@@ -213,8 +231,9 @@ int cmd_migrate(int argc, char **argv)
 		log_error("%s", e.msg);
 		return EXIT_HOST;
 	}
-	req = json_pack("{s:s, s:s, s:I, s:I}", "cmd", "migrate", "uri", uri,
-			"downtime_ms", (json_int_t)downtime, "bandwidth", (json_int_t)bw);
+	req = json_pack("{s:s, s:s, s:I, s:I, s:b}", "cmd", "migrate", "uri", uri,
+			"downtime_ms", (json_int_t)downtime, "bandwidth", (json_int_t)bw,
+			"with_disks", with_disks);
 	rc = vmctl_request_fd(&c, req, dest, &reply, 30000, err, sizeof(err));
 	close(dest);
 	json_decref(req);
@@ -252,6 +271,13 @@ int cmd_migrate(int argc, char **argv)
 		       (long long)json_integer_value(json_object_get(reply, "bytes")) >> 20,
 		       (long long)json_integer_value(json_object_get(reply, "pages_sent")),
 		       (long long)json_integer_value(json_object_get(reply, "zero_pages")));
+		if (with_disks)
+			printf("disks: %lld mirrored, %lld MiB of data and %lld MiB of zeroes sent, "
+			       "%lld blocks sent again\n",
+			       (long long)json_integer_value(json_object_get(reply, "disks")),
+			       (long long)json_integer_value(json_object_get(reply, "disk_bytes")) >> 20,
+			       (long long)json_integer_value(json_object_get(reply, "disk_zero_bytes")) >> 20,
+			       (long long)json_integer_value(json_object_get(reply, "disk_resent_blocks")));
 	}
 	json_decref(reply);
 	return 0;

@@ -14,6 +14,9 @@
  *   ram     records: u64 page offset in the memfd | kind (1: that many
  *           zero pages, nothing follows; 2: the pages follow), u32 pages
  *   round   u32 round, u64 pages dirty at its start (informational)
+ *   disks   with --with-disks, once after hello: the disks mirrored
+ *   disk    blocks of a mirrored disk, zero ranges as a flag (both:
+ *           state/migrate_disk.c)
  *   state   the snapshot's state sections ("kvm", "devices":
  *           state/snapshot.c's snapshot_state_save), sent once, paused
  *   end     empty: the stream is complete
@@ -28,7 +31,11 @@
  * one before, until what is dirty would go over in the downtime limit at
  * the bandwidth measured (or MIGRATE_MAX_ROUNDS).  Then the vCPUs park,
  * the event loop is held (no device callback runs), the devices are
- * quiesced, and the last dirty pages, the state and "end" go over.
+ * quiesced, and the last dirty pages, the state and "end" go over.  With
+ * --with-disks each writable disk is mirrored alongside (migrate_disk.c):
+ * its bulk copy after round 0's RAM, the blocks written since in each
+ * round after, the last ones in the stop phase, once the devices are
+ * quiesced.
  *
  * The point of no return is the destination's acknowledgement.  Before it,
  * any failure (a send or receive error, the destination gone or refusing,
@@ -71,6 +78,7 @@
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "base/seccomp.h"
+#include "state/migrate_disk.h"
 #include "state/snapshot.h"
 #include "vmm/control.h"
 #include "vmm/config.h"
@@ -486,7 +494,10 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, struct error *e)
 {
 	bool hello = false, state = false;
 	uint64_t rounds = 0, ram_sections = 0;
+	struct migrate_disk_target dt;
 
+	if (migrate_disk_target_init(&dt, vm, e))
+		return -1;
 	for (;;) {
 		char name[64];
 		const uint8_t *p;
@@ -509,6 +520,12 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, struct error *e)
 			ram_sections++;
 		} else if (!strcmp(name, "round") && !state) {
 			rounds++;
+		} else if (!strcmp(name, "disks") && !state) {
+			if (migrate_disk_parse_list(&dt, p, len, e))
+				return -1;
+		} else if (!strcmp(name, "disk") && !state) {
+			if (migrate_disk_apply(&dt, p, len, e))
+				return -1;
 		} else if (!strcmp(name, "state") && !state) {
 			if (snapshot_state_restore(vm, "incoming migration: the state section", p, len, e)) {
 				e->status = EXIT_BADSTATE;
@@ -516,9 +533,12 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, struct error *e)
 			}
 			state = true;
 		} else if (!strcmp(name, "end") && state) {
+			if (migrate_disk_target_flush(&dt, e))
+				return -1;
 			log_info("incoming migration: %" PRIu64 " bytes in %" PRIu64 " sections (%" PRIu64
-				 " of RAM), %" PRIu64 " rounds", in->bytes, in->sections, ram_sections,
-				 rounds);
+				 " of RAM), %" PRIu64 " rounds; disks: %" PRIu64 " bytes written, %" PRIu64
+				 " zeroed", in->bytes, in->sections, ram_sections, rounds, dt.data_bytes,
+				 dt.zero_bytes);
 			return 0;
 		} else {
 			return error_set(e, EXIT_BADSTATE, "incoming migration: unexpected section \"%s\" "
@@ -567,6 +587,7 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 struct migrate_stats {
 	uint64_t total_ns, downtime_ns, bytes, pages_sent, zero_pages;
 	uint64_t round, dirty_pages, remaining_ns;
+	struct migrate_disk_stats disk;   /* --with-disks */
 };
 
 /* A VM's migration (one at a time).  Under `lock`: everything but the
@@ -580,6 +601,7 @@ struct mig_ctl {
 	const char *state;           /* none, active, completing, done, failed, cancelled */
 	char uri[512], error[1024];
 	uint64_t downtime_ms, bandwidth;
+	bool with_disks;             /* mirror the writable disks */
 	atomic_bool cancel;
 	bool past_cancel;            /* "end" sent: a cancel comes too late */
 	int fd;                      /* the connection, -1 */
@@ -613,6 +635,7 @@ struct mig_src {
 	struct state_writer w;
 	uint64_t *bits, words;
 	uint64_t t0, bytes;
+	struct migrate_disks *md;    /* --with-disks, else NULL */
 };
 
 static int src_fail(struct mig_src *s, struct error *e, const char *what, int err)
@@ -666,6 +689,18 @@ static int src_flush(struct mig_src *s, size_t mark, struct error *e)
 	s->w.len = 0;
 	throttle(s);
 	return cancelled(s, e) ? -1 : 0;
+}
+
+/* migrate_disk.c's sections go out here, with its figures. */
+static int disk_flush(void *opaque, size_t mark, struct error *e)
+{
+	struct mig_src *s = opaque;
+	int rc = src_flush(s, mark, e);
+
+	pthread_mutex_lock(&s->c->lock);
+	migrate_disks_get_stats(s->md, &s->c->st.disk);
+	pthread_mutex_unlock(&s->c->lock);
+	return rc;
 }
 
 static int src_simple(struct mig_src *s, const char *name, const void *p, size_t n,
@@ -953,6 +988,13 @@ static int stop_phase(struct mig_src *s, struct error *e)
 	if (send_round(s, (uint32_t)s->c->st.round + 1, count_bits(s->bits, s->words), e) ||
 	    send_dirty(s, e))
 		return -1;
+	if (s->md) {             /* quiesced: every write has completed and marked */
+		struct migrate_disk_out o = { .w = &s->w, .flush = disk_flush, .opaque = s };
+
+		migrate_disks_sync(s->md);
+		if (migrate_disks_send_dirty(s->md, &o, e))
+			return -1;
+	}
 	state_writer_init(&st);
 	rc = snapshot_state_save(s->vm, &st, e);
 	if (!rc)
@@ -977,11 +1019,17 @@ static int precopy(struct mig_src *s, struct error *e)
 {
 	struct mig_ctl *c = s->c;
 	uint64_t limit_ns = c->downtime_ms * 1000000ULL;
+	struct migrate_disk_out o = { .w = &s->w, .flush = disk_flush, .opaque = s };
 
 	if (send_all(s->fd, MIGRATE_MAGIC, 8))
 		return src_fail(s, e, "sending", errno);
 	s->bytes = 8;
-	if (hello(s, e) || vm_dirty_start(s->vm, e))
+	if (hello(s, e))
+		return -1;
+	if (c->with_disks &&
+	    (migrate_disks_start(s->vm, &s->md, e) || migrate_disks_send_list(s->md, &o, e)))
+		return -1;
+	if (vm_dirty_start(s->vm, e))
 		return -1;
 	for (uint32_t round = 0;; round++) {
 		uint64_t t = now_ns(), b = s->bytes, dirty, rate, remaining;
@@ -990,10 +1038,12 @@ static int precopy(struct mig_src *s, struct error *e)
 		c->st.round = round;
 		pthread_mutex_unlock(&c->lock);
 		if (round == 0) {
-			if (send_round(s, 0, s->vm->mem.size / PAGE, e) || send_all_ram(s, e))
+			if (send_round(s, 0, s->vm->mem.size / PAGE, e) || send_all_ram(s, e) ||
+			    (s->md && migrate_disks_send_all(s->md, &o, e)))
 				return -1;
 		} else {
-			if (send_round(s, round, count_bits(s->bits, s->words), e) || send_dirty(s, e))
+			if (send_round(s, round, count_bits(s->bits, s->words), e) || send_dirty(s, e) ||
+			    (s->md && migrate_disks_send_dirty(s->md, &o, e)))
 				return -1;
 		}
 		/* bytes per second of this round, at least 1 MB/s for the estimate */
@@ -1005,8 +1055,11 @@ static int precopy(struct mig_src *s, struct error *e)
 		if (vm_dirty_sync(s->vm, s->bits, e))
 			return -1;
 		dirty = count_bits(s->bits, s->words);
-		remaining = (uint64_t)((double)dirty * (PAGE + 12) * 1e9 / (double)rate);
+		remaining = (uint64_t)(((double)dirty * (PAGE + 12) +
+					(double)migrate_disks_sync(s->md) * (MIGRATE_DISK_BLOCK + 17)) *
+				       1e9 / (double)rate);
 		pthread_mutex_lock(&c->lock);
+		migrate_disks_get_stats(s->md, &c->st.disk);
 		c->st.dirty_pages = dirty;
 		c->st.remaining_ns = remaining;
 		pthread_mutex_unlock(&c->lock);
@@ -1070,6 +1123,8 @@ static void *migrate_thread(void *arg)
 		if (s.fd >= 0)
 			close(s.fd);
 	}
+	migrate_disks_end(s.md);  /* the disks' tracking off */
+	s.md = NULL;
 	if (!done) {             /* before the point of no return: the VM goes on */
 		if (tracking)
 			vm_dirty_stop(vm);
@@ -1125,6 +1180,7 @@ static json_t *fail_json(const char *msg)
 static json_t *migrate_check(struct vm *vm, json_t *req, const char *uri, bool busy, int given)
 {
 	json_t *dt = json_object_get(req, "downtime_ms"), *bw = json_object_get(req, "bandwidth");
+	json_t *wd = json_object_get(req, "with_disks");
 	struct migrate_addr a;
 	struct error e = { 0 };
 	int type = 0;
@@ -1139,6 +1195,8 @@ static json_t *migrate_check(struct vm *vm, json_t *req, const char *uri, bool b
 	    (bw && (!json_is_integer(bw) || json_integer_value(bw) < 0)))
 		return fail_json("migrate: \"downtime_ms\" is 1 to 3600000 and \"bandwidth\" bytes/s "
 				 "is 0 or more");
+	if (wd && !json_is_boolean(wd))
+		return fail_json("migrate: \"with_disks\" is true or false");
 	if (vm_is_paused(vm))
 		return fail_json("migrate: the VM is paused");
 	if (given >= 0 && (getsockopt(given, SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_STREAM))
@@ -1209,6 +1267,7 @@ static json_t *migrate_cmd(struct vm *vm, json_t *req, void *opaque)
 	snprintf(c->uri, sizeof(c->uri), "%s", uri);
 	c->downtime_ms = dt ? (uint64_t)json_integer_value(dt) : MIGRATE_DOWNTIME_MS_DEFAULT;
 	c->bandwidth = bw ? (uint64_t)json_integer_value(bw) : 0;
+	c->with_disks = json_is_true(json_object_get(req, "with_disks"));
 	memset(&c->st, 0, sizeof(c->st));
 	c->error[0] = 0;
 	c->reported = false;
@@ -1249,6 +1308,19 @@ static json_t *migrate_status_cmd(struct vm *vm, json_t *req, void *opaque)
 		      "expected_downtime_ms", c->st.remaining_ns / 1e6,
 		      "total_ms", c->st.total_ns / 1e6, "downtime_ms", c->st.downtime_ns / 1e6,
 		      "memory_bytes", (json_int_t)vm->mem.size);
+	if (o && c->with_disks) {
+		json_t *d = json_pack(
+			"{s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "with_disks", 1,
+			"disks", (json_int_t)c->st.disk.disks,
+			"disk_size", (json_int_t)c->st.disk.size,
+			"disk_bytes", (json_int_t)c->st.disk.data_bytes,
+			"disk_zero_bytes", (json_int_t)c->st.disk.zero_bytes,
+			"disk_dirty_blocks", (json_int_t)c->st.disk.dirty_blocks,
+			"disk_resent_blocks", (json_int_t)c->st.disk.resent_blocks);
+
+		json_object_update(o, d);
+		json_decref(d);
+	}
 	if (c->error[0])
 		json_object_set_new(o, "error", json_string(c->error));
 	if (!strcmp(c->state, "done")) {
