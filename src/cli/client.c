@@ -29,6 +29,7 @@
 #include "base/exitcode.h"
 #include "base/io.h"
 #include "base/log.h"
+#include "host/httpc.h"
 
 #define HEAD_MAX (64 * 1024)
 
@@ -291,13 +292,6 @@ int client_parse_response(const char *buf, size_t len, struct client_resp *r,
  * socket, or one end of a socket pair that a thread relays through TLS.
  */
 
-static bool curl_ready;
-
-static bool endpoint_is_url(const char *ep)
-{
-	return !strncmp(ep, "https://", 8) || !strncmp(ep, "http://", 7);
-}
-
 /* The bearer token: $SHOAL_TOKEN_FILE's first line, else $SHOAL_TOKEN. */
 static int client_token(char *out, size_t size, struct error *e)
 {
@@ -321,91 +315,25 @@ static int client_token(char *out, size_t size, struct error *e)
 	return 0;
 }
 
-struct xfer {
-	CURL *c;
-	struct curl_slist *hdrs;
-	char url[2300];
-	char err[CURL_ERROR_SIZE];
-};
-
-/* A libcurl handle aimed at ep + path, with the headers every request has. */
-static int xfer_open(struct xfer *x, const char *ep, const char *path, bool json_body,
+/* A libcurl handle aimed at ep + path (host/httpc.c), with the token and
+ * CA this process's environment names. */
+static int xfer_open(struct httpc *x, const char *ep, const char *path, bool json_body,
 		     struct error *e)
 {
-	char tok[512], auth[600];
-	const char *ca = getenv("SHOAL_CACERT");
+	char tok[512] = "";
 
 	memset(x, 0, sizeof(*x));
-	if (!curl_ready) {
-		if (curl_global_init(CURL_GLOBAL_DEFAULT))
-			return error_set(e, 70, "libcurl: initialisation failed");
-		curl_ready = true;
-	}
-	if (!strncmp(ep, "http://", 7))
-		return error_set(e, 64, "%s: shoald serves TCP only over TLS: use https://", ep);
-	if (endpoint_is_url(ep)) {
-		size_t n = strlen(ep);
-		while (n > 8 && ep[n - 1] == '/')
-			n--;
-		if (snprintf(x->url, sizeof(x->url), "%.*s%s", (int)n, ep, path) >= (int)sizeof(x->url))
-			return error_set(e, 64, "%.100s: request path too long", path);
-	} else {
-		struct sockaddr_un sa;
-		if (strlen(ep) >= sizeof(sa.sun_path))
-			return error_set(e, 64, "%s: path too long for a Unix socket", ep);
-		if (snprintf(x->url, sizeof(x->url), "http://shoald%s", path) >= (int)sizeof(x->url))
-			return error_set(e, 64, "%.100s: request path too long", path);
-	}
-	x->c = curl_easy_init();
-	if (!x->c)
-		return error_set(e, 70, "libcurl: out of memory");
-	curl_easy_setopt(x->c, CURLOPT_URL, x->url);
-	curl_easy_setopt(x->c, CURLOPT_ERRORBUFFER, x->err);
-	curl_easy_setopt(x->c, CURLOPT_USERAGENT, "shoal");
-	curl_easy_setopt(x->c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(x->c, CURLOPT_CONNECTTIMEOUT, 15L);
-	curl_easy_setopt(x->c, CURLOPT_PROTOCOLS_STR, "http,https");
-	x->hdrs = curl_slist_append(x->hdrs, "Expect:");
-	if (json_body)
-		x->hdrs = curl_slist_append(x->hdrs, "Content-Type: application/json");
-	if (endpoint_is_url(ep)) {
-		if (client_token(tok, sizeof(tok), e)) {
-			curl_easy_cleanup(x->c);
-			curl_slist_free_all(x->hdrs);
-			return -1;
-		}
-		if (tok[0]) {
-			snprintf(auth, sizeof(auth), "Authorization: Bearer %s", tok);
-			x->hdrs = curl_slist_append(x->hdrs, auth);
-		}
-		if (ca && *ca)
-			curl_easy_setopt(x->c, CURLOPT_CAINFO, ca);
-	} else {
-		curl_easy_setopt(x->c, CURLOPT_UNIX_SOCKET_PATH, ep);
-	}
-	curl_easy_setopt(x->c, CURLOPT_HTTPHEADER, x->hdrs);
-	return 0;
-}
-
-static void xfer_close(struct xfer *x)
-{
-	if (x->c)
-		curl_easy_cleanup(x->c);
-	curl_slist_free_all(x->hdrs);
-	x->c = NULL;
-	x->hdrs = NULL;
+	if (httpc_is_url(ep) && strncmp(ep, "http://", 7) && client_token(tok, sizeof(tok), e))
+		return -1;
+	return httpc_open(x, ep, path, json_body, tok, getenv("SHOAL_CACERT"), NULL, e);
 }
 
 /* A failed transfer as the CLI says it: 69 when shoald cannot be reached. */
-static int xfer_error(struct xfer *x, const char *ep, CURLcode rc, struct error *e)
+static int xfer_error(struct httpc *x, const char *ep, CURLcode rc, struct error *e)
 {
-	const char *why = x->err[0] ? x->err : curl_easy_strerror(rc);
-	long oserr = 0;
-
 	/* a refused or missing socket: the system's words, as connect(2) gave them */
-	if (rc == CURLE_COULDNT_CONNECT &&
-	    curl_easy_getinfo(x->c, CURLINFO_OS_ERRNO, &oserr) == CURLE_OK && oserr > 0)
-		why = strerror((int)oserr);
+	const char *why = httpc_why(x, rc);
+
 	if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
 	    rc == CURLE_OPERATION_TIMEDOUT)
 		return error_set(e, 69, "cannot reach shoald at %s: %s (is it running? --socket, "
@@ -438,7 +366,7 @@ int client_request(const char *sock, const char *method, const char *path,
 		   const char *body, size_t len, struct client_resp *r, struct error *e)
 {
 	struct growbuf g = { 0 };
-	struct xfer x;
+	struct httpc x;
 	CURLcode rc;
 	long status = 0;
 
@@ -469,7 +397,7 @@ int client_request(const char *sock, const char *method, const char *path,
 		g.p = NULL;
 	}
 	free(g.p);
-	xfer_close(&x);
+	httpc_close(&x);
 	return r->body ? 0 : -1;
 }
 
@@ -501,7 +429,7 @@ int client_stream(const char *sock, const char *path,
 		  struct client_resp *r, struct error *e)
 {
 	struct stream_ctx s = { .fn = fn, .arg = arg };
-	struct xfer x;
+	struct httpc x;
 	CURLcode rc;
 	long status = 0;
 
@@ -521,12 +449,12 @@ int client_stream(const char *sock, const char *path,
 		/* a 200 stream cut short ends the stream, as the daemon stopping does */
 		free(s.whole.p);
 		xfer_error(&x, sock, rc, e);
-		xfer_close(&x);
+		httpc_close(&x);
 		return -1;
 	}
 	r->body = s.whole.p ? s.whole.p : strdup("");
 	r->len = s.whole.len;
-	xfer_close(&x);
+	httpc_close(&x);
 	return 0;
 }
 
@@ -621,7 +549,7 @@ int client_upgrade(const char *sock, const char *path, const char *proto,
 	struct growbuf g = { 0 };
 	char head[2600], tok[512] = "", auth[600] = "";
 	curl_socket_t net = CURL_SOCKET_BAD;
-	struct xfer x;
+	struct httpc x;
 	struct head h;
 	size_t hlen = 0;
 	CURLcode rc;
@@ -637,7 +565,7 @@ int client_upgrade(const char *sock, const char *path, const char *proto,
 		xfer_error(&x, sock, rc, e);
 		goto fail;
 	}
-	if (endpoint_is_url(sock)) {
+	if (httpc_is_url(sock)) {
 		if (client_token(tok, sizeof(tok), e))
 			goto fail;
 		if (tok[0])
@@ -692,11 +620,11 @@ int client_upgrade(const char *sock, const char *path, const char *proto,
 	memcpy(r->body, g.p + hlen, r->len);
 	r->body[r->len] = '\0';
 	free(g.p);
-	if (!endpoint_is_url(sock)) {
+	if (!httpc_is_url(sock)) {
 		/* a Unix socket: keep the socket itself, libcurl lets go of it */
 		curl_easy_getinfo(x.c, CURLINFO_ACTIVESOCKET, &net);
 		fd = net == CURL_SOCKET_BAD ? -1 : fcntl(net, F_DUPFD_CLOEXEC, 0);
-		xfer_close(&x);
+		httpc_close(&x);
 		if (fd < 0)
 			error_set(e, 70, "shoald: the console connection was lost");
 		return fd;
@@ -729,7 +657,7 @@ int client_upgrade(const char *sock, const char *path, const char *proto,
 fail:
 	free(g.p);
 fail_nobuf:
-	xfer_close(&x);
+	httpc_close(&x);
 	return -1;
 }
 
