@@ -45,6 +45,16 @@
 #define HOST_BODY_MAX (1u << 20)      /* largest request body accepted */
 #define HOST_MAX_GRANTS 64            /* --grant options */
 
+/* An outgoing migration's last figures, from its VMM's migrate-status
+ * (migration.c), shown as "migration" in the VM object while it runs. */
+struct hvm_migration {
+	bool on;
+	char to[1024];              /* the destination daemon */
+	char state[16];             /* "connecting", then the VMM's: active, completing ... */
+	long long round, bytes, memory_bytes, dirty_pages;
+	double expected_downtime_ms;
+};
+
 /* One VM as the daemon knows it.  All fields under host->lock. */
 struct hvm {
 	struct vm_record rec;       /* what the database keeps (db.h) */
@@ -60,6 +70,9 @@ struct hvm {
 	int64_t restart_window_ms;  /* start of the current crash-loop window */
 	unsigned restart_count;     /* restarts in that window */
 	unsigned jail_uid;          /* its VMM's jail uid and gid (supervisor.c), 0 none */
+	char incoming[160];         /* an incoming migration's address: its VMM is started
+				     * with --incoming (migration.c); "" none */
+	struct hvm_migration mig;   /* an outgoing migration's progress (migration.c) */
 };
 
 /* What a caller may do (authz.c); each role includes the ones before. */
@@ -254,6 +267,37 @@ bool hvm_restored_now(const struct hvm *vm);
  * from it, its VMM running now was, or a restore of it made its disk
  * overlay?  Lock held. */
 bool hvm_uses_snapshot(const struct hvm *vm, const char *snap);
+
+/* ---- lifecycle.c: more shared helpers ---- */
+/* The last line of the VM's vmm.log into out ("" if none). */
+void hvm_log_tail(struct host *h, struct hvm *vm, char *out, size_t size);
+/* Wait (lock held) until `vm` leaves `state` or timeout_ms pass. */
+void hvm_wait_leave_locked(struct host *h, struct hvm *vm, enum hvm_state state,
+			   int timeout_ms);
+
+/* ---- migration.c (docs/daemon.md, "Live migration") ---- */
+/* What POST /v1/vms/NAME/migrate asks for (api_migrate.c parses it). */
+struct host_migrate_req {
+	char to[1024];              /* the destination daemon: a socket path or https:// URL */
+	char token[512];            /* its bearer token ("" none) */
+	char *cacert;               /* PEM text of its CA or certificate, or NULL */
+	long long downtime_ms;      /* 0: the VMM's default */
+	long long bandwidth;        /* bytes per second, 0: no cap */
+};
+/* The source: move running VM `name` to the daemon at r->to; the answer
+ * (figures, the destination's state) into *result (a json_t *, the
+ * caller's).  The VM's record is removed once the destination runs it;
+ * any failure before leaves it running here. */
+int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_req *r,
+		    void **result, struct api_err *e);
+/* The destination: take VM spec `spec` (JSON text), create its record and
+ * start its VMM with --incoming at an address of this host (TCP on the
+ * --listen address when `tcp`, else a Unix socket in the VM's directory),
+ * answered once that VMM listens; the address into addr.  A thread then
+ * waits for the stream: the VM runs, or its record goes again. */
+int host_migrate_incoming(struct host *h, const char *spec, size_t len, bool tcp,
+			  char *name, size_t name_size, char *addr, size_t addr_size,
+			  struct api_err *e);
 
 /* ---- supervisor.c ---- */
 int supervisor_start(struct host *h);

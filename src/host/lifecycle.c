@@ -146,8 +146,8 @@ void hvm_release(struct host *h, struct hvm *vm)
 }
 
 /* Wait (lock held) until `vm` leaves `state` or the deadline (ms) passes. */
-static void hvm_wait_leave_locked(struct host *h, struct hvm *vm, enum hvm_state state,
-				  int timeout_ms)
+void hvm_wait_leave_locked(struct host *h, struct hvm *vm, enum hvm_state state,
+			   int timeout_ms)
 {
 	struct timespec ts;
 
@@ -264,7 +264,7 @@ fail:
 /* ---- start ---- */
 
 /* The last line of the VM's vmm.log, for a start failure's message. */
-static void hvm_log_tail(struct host *h, struct hvm *vm, char *out, size_t size)
+void hvm_log_tail(struct host *h, struct hvm *vm, char *out, size_t size)
 {
 	char path[4200], buf[1024];
 	ssize_t n = 0;

@@ -43,6 +43,7 @@
 /* Files of its own the daemon keeps in a VM's directory (daemon.c). */
 static const char *const spec_reserved_names[] = {
 	"config.json", "config.json.tmp", "control.sock", "vmm.log", "exit", "exit.tmp",
+	"migrate.sock",
 };
 
 bool host_name_valid(const char *name)

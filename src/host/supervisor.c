@@ -32,6 +32,10 @@
  * is a clone (`shoal vm clone`); every later start boots it fresh from
  * its config.
  *
+ * A VM coming in by live migration (migration.c) is started with
+ * --incoming ADDR after --config: its VMM builds the VM, waits for the
+ * source's stream on ADDR, and only then serves its control socket.
+ *
  * Reattach (daemon start): for each VM recorded as starting, running,
  * paused or stopping, a live monitor (pid, name and session checked) is
  * watched again and the VMM's state read from its control socket; a dead
@@ -115,6 +119,7 @@ struct spawn_args {
 	char *argv[32];             /* the VMM's command line */
 	char *margv[40];            /* the monitor's, when it is re-executed */
 	char restore_args[8400];    /* a restore's own vsock socket and TAPs (snapshots.c) */
+	char incoming[160];         /* an incoming migration's --incoming (migration.c) */
 	char log[4200], exitf[4200], exit_tmp[4300];
 	int cgroup_fd;              /* the VM cgroup's cgroup.procs (cgroup.c), or -1 */
 };
@@ -348,6 +353,13 @@ static int spawn_prepare(struct host *h, struct hvm *vm, struct spawn_args *a,
 			return api_err_set(e, 500, "internal", "vm \"%s\": too many TAPs for the "
 					   "restore's command line", name);
 		i += n;
+	}
+	pthread_mutex_lock(&h->lock);
+	snprintf(a->incoming, sizeof(a->incoming), "%s", vm->incoming);
+	pthread_mutex_unlock(&h->lock);
+	if (a->incoming[0] && !restore) {       /* a migration fills the VM, then it runs */
+		a->argv[i++] = "--incoming";
+		a->argv[i++] = a->incoming;
 	}
 	a->argv[i++] = "--api-socket";
 	a->argv[i++] = store[1];

@@ -1,0 +1,198 @@
+/*
+ * api_migrate.c - the live-migration routes (migration.c does the work;
+ * docs/daemon.md, "Live migration"):
+ *
+ *   POST /v1/vms/{name}/migrate    on the source: {"to": URL, "token": T,
+ *                                  "cacert": PEM, "downtime_ms": N,
+ *                                  "bandwidth": B}; answered once the VM
+ *                                  runs at the destination (200, figures)
+ *                                  or still runs here (an error)
+ *   POST /v1/migrations/incoming   on the destination, from the source
+ *                                  daemon: {"spec": SPEC}; 201 {"name",
+ *                                  "address"} once its VMM listens there
+ *
+ * The body parsers are pure (unit tests: tests/unit/test_host_migrate.c).
+ * What a client may not send: a plain http:// destination (the token
+ * would travel in clear), a token with control characters (it becomes a
+ * header line), an address for the stream (the destination picks it).
+ */
+#include "host/api.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define API_CACERT_MAX (64 * 1024)
+
+void api_migrate_req_free(struct host_migrate_req *r)
+{
+	free(r->cacert);
+	r->cacert = NULL;
+}
+
+/* A string member: 1 to max bytes, no control characters. */
+static bool plain_string(json_t *v, size_t max)
+{
+	const char *s = json_string_value(v);
+	size_t n = s ? json_string_length(v) : 0;
+
+	if (!s || n == 0 || n > max || strlen(s) != n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+int api_parse_migrate_body(const char *body, size_t len, struct host_migrate_req *r,
+			   struct api_err *e)
+{
+	const char *key;
+	json_t *o, *v;
+	int rc = 0;
+
+	memset(r, 0, sizeof(*r));
+	if (len == 0)
+		return api_err_set(e, 400, "invalid_request", "body: expected {\"to\": URL}");
+	if (api_body_object(body, len, &o, e))
+		return -1;
+	json_object_foreach(o, key, v) {
+		if (!strcmp(key, "to")) {
+			const char *s = json_string_value(v);
+
+			if (!plain_string(v, sizeof(r->to) - 1) ||
+			    (s[0] != '/' && strncmp(s, "https://", 8) && strncmp(s, "http://", 7))) {
+				rc = api_err_set(e, 400, "invalid_request", "to: expected the destination "
+						 "shoald's socket (an absolute path) or https://HOST:PORT");
+				break;
+			}
+			if (!strncmp(s, "http://", 7)) {
+				rc = api_err_set(e, 400, "invalid_request", "to: %.200s: shoald serves TCP "
+						 "only over TLS (the token would travel in clear): use "
+						 "https://", s);
+				break;
+			}
+			snprintf(r->to, sizeof(r->to), "%s", s);
+		} else if (!strcmp(key, "token")) {
+			if (!plain_string(v, sizeof(r->token) - 1)) {
+				rc = api_err_set(e, 400, "invalid_request", "token: expected the "
+						 "destination's bearer token, 1 to %zu characters, no "
+						 "control characters", sizeof(r->token) - 1);
+				break;
+			}
+			snprintf(r->token, sizeof(r->token), "%s", json_string_value(v));
+		} else if (!strcmp(key, "cacert")) {
+			const char *s = json_string_value(v);
+
+			if (!s || json_string_length(v) > API_CACERT_MAX || strlen(s) != json_string_length(v) ||
+			    !strstr(s, "-----BEGIN ")) {
+				rc = api_err_set(e, 400, "invalid_request", "cacert: expected the PEM text "
+						 "of the destination's certificate or its CA (at most %d "
+						 "bytes)", API_CACERT_MAX);
+				break;
+			}
+			free(r->cacert);
+			r->cacert = strdup(s);
+		} else if (!strcmp(key, "downtime_ms")) {
+			if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+			    json_integer_value(v) > 3600000) {
+				rc = api_err_set(e, 400, "invalid_request", "downtime_ms: expected an "
+						 "integer from 1 to 3600000");
+				break;
+			}
+			r->downtime_ms = json_integer_value(v);
+		} else if (!strcmp(key, "bandwidth")) {
+			if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+			    json_integer_value(v) > (1LL << 50)) {
+				rc = api_err_set(e, 400, "invalid_request", "bandwidth: expected bytes "
+						 "per second, an integer from 0 (no cap) to 2^50");
+				break;
+			}
+			r->bandwidth = json_integer_value(v);
+		} else {
+			rc = api_err_set(e, 400, "invalid_request", "unknown key \"%.64s\"", key);
+			break;
+		}
+	}
+	json_decref(o);
+	if (!rc && !r->to[0])
+		rc = api_err_set(e, 400, "invalid_request", "to: missing (the destination shoald)");
+	if (!rc && r->token[0] && r->to[0] == '/')
+		rc = api_err_set(e, 400, "invalid_request", "token: only for an https:// destination "
+				 "(a Unix socket's callers are known by their uid)");
+	if (rc)
+		api_migrate_req_free(r);
+	return rc;
+}
+
+int api_parse_incoming_body(const char *body, size_t len, char **spec, struct api_err *e)
+{
+	const char *key;
+	json_t *o, *v;
+	int rc = 0;
+
+	*spec = NULL;
+	if (len == 0)
+		return api_err_set(e, 400, "invalid_request", "body: expected {\"spec\": SPEC}");
+	if (api_body_object(body, len, &o, e))
+		return -1;
+	json_object_foreach(o, key, v) {
+		if (strcmp(key, "spec")) {
+			rc = api_err_set(e, 400, "invalid_request", "unknown key \"%.64s\"", key);
+			break;
+		}
+		if (!json_is_object(v)) {
+			rc = api_err_set(e, 400, "invalid_request", "spec: expected the VM's spec, "
+					 "an object");
+			break;
+		}
+		free(*spec);
+		*spec = json_dumps(v, JSON_COMPACT);
+		if (!*spec)
+			rc = api_err_set(e, 500, "internal", "out of memory");
+	}
+	json_decref(o);
+	if (!rc && !*spec)
+		rc = api_err_set(e, 400, "invalid_request", "spec: missing (the VM's spec)");
+	if (rc) {
+		free(*spec);
+		*spec = NULL;
+	}
+	return rc;
+}
+
+/* POST /v1/vms/NAME/migrate: 200 with the figures once it runs there. */
+int api_vm_migrate(struct api_call *c)
+{
+	struct host_migrate_req r;
+	struct api_err e;
+	void *res = NULL;
+	int rc;
+
+	if (api_parse_migrate_body(c->body, c->body_len, &r, &e))
+		return api_reply_error(c, &e);
+	rc = host_vm_migrate(c->h, c->name, &r, &res, &e);
+	api_migrate_req_free(&r);
+	if (rc)
+		return api_reply_error(c, &e);
+	return api_reply_json(c, 200, res);
+}
+
+/* POST /v1/migrations/incoming: 201 {"name", "address"} once the VMM
+ * listens.  The stream's address is TCP when the caller came over TCP. */
+int api_migration_incoming(struct api_call *c)
+{
+	char *spec, name[HOST_NAME_MAX_LEN + 1] = "", addr[160];
+	struct api_err e;
+	int rc;
+
+	if (api_parse_incoming_body(c->body, c->body_len, &spec, &e))
+		return api_reply_error(c, &e);
+	rc = host_migrate_incoming(c->h, spec, strlen(spec), c->peer && c->peer->tcp, name,
+				   sizeof(name), addr, sizeof(addr), &e);
+	free(spec);
+	if (rc)
+		return api_reply_error(c, &e);
+	return api_reply_json(c, 201, json_pack("{s:s, s:s}", "name", name, "address", addr));
+}

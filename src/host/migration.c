@@ -1,0 +1,692 @@
+/*
+ * migration.c - live migration between two shoald (docs/daemon.md, "Live
+ * migration"; the VMM's side is state/migrate.c, docs/migration.md).
+ *
+ * The source daemon drives it; the CLI only asks (POST
+ * /v1/vms/NAME/migrate {"to": URL}):
+ *
+ *   source shoald                          destination shoald
+ *   claim NAME "migrating" (running)
+ *   POST URL/v1/migrations/incoming  ───▶  check the spec as a create does
+ *        {"spec": NAME's spec}              (files beneath --allow-dir, the
+ *                                           disks' chains opened, memory,
+ *                                           the name free); record NAME,
+ *                                           claimed "incoming", state
+ *                                           starting; start its VMM with
+ *                                           --config ... --incoming ADDR;
+ *                               ◀───  201 {"address": ADDR} once it listens
+ *   connect to ADDR (this process: the
+ *   VMM may open no connection, seccomp)
+ *   hand the VMM the socket with "migrate"
+ *   (SCM_RIGHTS), poll migrate-status      the VMM takes the stream, acks,
+ *                                           serves its control socket: NAME
+ *                                           is running ("started" event)
+ *   "done": the VMM exits; the record goes ("migrated", "deleted")
+ *
+ * ADDR is a Unix socket in the VM's directory when the request came over
+ * the destination's Unix socket (two daemons on one host), else TCP on
+ * the destination's --listen address and a port free at the time.
+ *
+ * Failures.  The destination's acknowledgement is the point of no return
+ * (docs/migration.md): before it, the source VMM turns tracking off and
+ * its VM runs on, and the source records "migration-failed" with the
+ * reason and releases the VM.  The destination cleans up by itself: its
+ * VMM exits when the stream is cut, refused or never comes (no
+ * connection within HOST_MIGRATE_ACCEPT_S: it is killed), and the thread
+ * that waits for it (incoming_wait) then records "migration-failed" and
+ * removes the half-made record and its directory.  A refusal before any
+ * VMM starts (a bad spec, a name taken, a disk the destination cannot
+ * open) is the destination's answer, which the source passes on (409
+ * destination_refused) with the VM untouched.
+ *
+ * Disks: shared storage only (the same paths, visible to both daemons);
+ * the destination checks every disk's chain opens there.  Mirroring
+ * disks that are not shared is separate work (docs/migration.md).
+ *
+ * What a client may not do: name the address (the destination picks it,
+ * in its own directory or on its own --listen address), or reach a VM
+ * being migrated (it is busy: 503 until it is gone or running again).
+ * The stream between the VMMs is neither encrypted nor authenticated
+ * (docs/migration.md); over TCP the destination's VMM takes the first
+ * connection, so the source connects as soon as it has the address.
+ */
+#include "host/host.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "host/cgroup.h"
+#include "host/httpc.h"
+#include "host/spec.h"
+#include "host/vmctl.h"
+#include "state/migrate.h"
+
+#define HOST_MIGRATE_ACCEPT_S 60        /* the destination waits this long for the source */
+#define HOST_MIGRATE_POLL_MS 100        /* migrate-status while it runs */
+#define HOST_MIGRATE_EXIT_MS 10000      /* the source VMM exits this soon after "done" */
+#define HOST_MIGRATE_DEST_WAIT_MS 15000 /* the destination's record to say running */
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* An event whose detail is the JSON object `d` (taken).  Lock held. */
+static void mig_event_locked(struct host *h, const char *vm, const char *type, json_t *d)
+{
+	char *text = d ? json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+
+	host_event_locked(h, vm, type, text);
+	free(text);
+	json_decref(d);
+}
+
+/* ---- the destination ---- */
+
+/* Is a TCP socket of this network namespace listening on `port`? */
+static bool tcp_listening(unsigned port)
+{
+	static const char *const files[] = { "/proc/net/tcp", "/proc/net/tcp6" };
+	char line[512];
+
+	for (size_t i = 0; i < 2; i++) {
+		FILE *f = fopen(files[i], "re");
+
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f)) {
+			char local[80];
+			unsigned st, p;
+			char *colon;
+
+			if (sscanf(line, " %*u: %79s %*s %x", local, &st) != 2)
+				continue;
+			colon = strrchr(local, ':');
+			if (colon && sscanf(colon + 1, "%x", &p) == 1 && p == port && st == 0x0A) {
+				fclose(f);
+				return true;
+			}
+		}
+		fclose(f);
+	}
+	return false;
+}
+
+/* Does the VMM listen on `addr` (unix:PATH or tcp:HOST:PORT) yet? */
+static bool addr_listening(const char *addr)
+{
+	struct stat st;
+	const char *colon;
+
+	if (!strncmp(addr, "unix:", 5))
+		return stat(addr + 5, &st) == 0 && S_ISSOCK(st.st_mode);
+	colon = strrchr(addr, ':');
+	return colon && tcp_listening((unsigned)strtoul(colon + 1, NULL, 10));
+}
+
+/* The address the incoming VMM of `name` listens on: a Unix socket in its
+ * directory, or (tcp) the --listen address with a port free now. */
+static int incoming_addr(struct host *h, const char *name, bool tcp, char *out, size_t size,
+			 struct api_err *e)
+{
+	char path[4200], host[64];
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+	const char *colon;
+	int fd;
+
+	if (!tcp) {
+		host_vm_path(h, name, "migrate.sock", path, sizeof(path));
+		if (strlen(path) >= 108 || snprintf(out, size, "unix:%s", path) >= (int)size)
+			return api_err_set(e, 500, "internal", "%s: too long for a Unix socket "
+					   "(a shorter --state-dir)", path);
+		return 0;
+	}
+	colon = h->opt.listen ? strrchr(h->opt.listen, ':') : NULL;
+	if (!colon || colon - h->opt.listen >= (long)sizeof(host))
+		return api_err_set(e, 500, "internal", "no --listen address for the migration");
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - h->opt.listen), h->opt.listen);
+	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+		return api_err_set(e, 500, "internal", "--listen %s: not an IPv4 address", host);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
+		api_err_set(e, 500, "internal", "a port for the migration on %s: %s", host,
+			    strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	snprintf(out, size, "tcp:%s:%u", host, (unsigned)ntohs(sa.sin_port));
+	return 0;
+}
+
+/* A claimed incoming VM that will not run: record why, stop its VMM if it
+ * still runs, and remove it (record, directory, cgroup); drops the
+ * caller's reference. */
+static void incoming_undo(struct host *h, struct hvm *vm, const char *why)
+{
+	char trash[4400] = "", name[HOST_NAME_MAX_LEN + 1];
+	struct api_err ignore;
+
+	pthread_mutex_lock(&h->lock);
+	snprintf(name, sizeof(name), "%s", vm->rec.name);
+	if (vm->state == HVM_STARTING && vm->rec.monitor_pid > 0)
+		kill(-vm->rec.monitor_pid, SIGKILL);
+	hvm_wait_leave_locked(h, vm, HVM_STARTING, 5000);
+	mig_event_locked(h, name, "migration-failed",
+			 json_pack("{s:s, s:s}", "direction", "incoming", "error", why));
+	if (!vm->deleted && vm->state != HVM_STARTING)
+		hvm_remove_claimed_locked(h, vm, trash, sizeof(trash), &ignore);
+	vm->busy = NULL;
+	pthread_cond_broadcast(&h->changed);
+	hvm_put_locked(vm);
+	pthread_mutex_unlock(&h->lock);
+	if (trash[0])
+		host_rm_tree(trash);
+	host_cgroup_remove(h, name);
+	log_warn("%s: incoming migration failed: %s", name, why);
+}
+
+/* Why the incoming VMM of `vm` ended: its exit and the last line of its
+ * log (the stream's refusal, say). */
+static void incoming_why(struct host *h, struct hvm *vm, const char *what, char *out,
+			 size_t size)
+{
+	char tail[512];
+
+	hvm_log_tail(h, vm, tail, sizeof(tail));
+	pthread_mutex_lock(&h->lock);
+	snprintf(out, size, "%s%s%s%s%s", what,
+		 vm->state == HVM_EXITED && vm->rec.exit_reason ? ": " : "",
+		 vm->state == HVM_EXITED && vm->rec.exit_reason ? vm->rec.exit_reason : "",
+		 tail[0] ? ": " : "", tail);
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* Still starting (its VMM alive)?  Waits up to ms for a change. */
+static bool incoming_alive(struct host *h, struct hvm *vm, int ms)
+{
+	bool alive;
+
+	pthread_mutex_lock(&h->lock);
+	hvm_wait_leave_locked(h, vm, HVM_STARTING, ms);
+	alive = vm->state == HVM_STARTING;
+	pthread_mutex_unlock(&h->lock);
+	return alive;
+}
+
+struct incoming_job {
+	struct host *h;
+	struct hvm *vm;             /* claimed "incoming", with a reference */
+	char addr[160];
+};
+
+/* The thread that sees an incoming VM through: the source connects (or
+ * its VMM is killed after HOST_MIGRATE_ACCEPT_S), the stream ends, and
+ * the VMM serves its control socket (the VM runs) or exits (undo).  No
+ * deadline once connected: the VMM's own 30 s timeouts on the stream
+ * end a stalled one. */
+static void *incoming_wait(void *arg)
+{
+	struct incoming_job *j = arg;
+	struct host *h = j->h;
+	struct hvm *vm = j->vm;
+	char sock[4200], err[256], why[1024], detail[200];
+	long long deadline = mono_ms() + HOST_MIGRATE_ACCEPT_S * 1000LL;
+	bool paused = false;
+	pid_t pid = 0;
+	json_t *r;
+
+	while (addr_listening(j->addr)) {       /* no source yet */
+		if (!incoming_alive(h, vm, 50)) {
+			incoming_why(h, vm, "its VMM ended before the source connected", why,
+				     sizeof(why));
+			goto undo;
+		}
+		if (mono_ms() > deadline) {
+			snprintf(why, sizeof(why), "no source connected to %s within %d s",
+				 j->addr, HOST_MIGRATE_ACCEPT_S);
+			goto undo;
+		}
+	}
+	host_vm_path(h, vm->rec.name, "control.sock", sock, sizeof(sock));
+	for (;;) {
+		struct stat st;
+
+		if (stat(sock, &st) == 0 && vmctl_call(sock, "status", &r, 2000, err, sizeof(err)) == 0) {
+			pid = (pid_t)json_integer_value(json_object_get(r, "pid"));
+			paused = !strcmp(json_string_value(json_object_get(r, "state")) ?: "", "paused");
+			json_decref(r);
+			break;
+		}
+		if (!incoming_alive(h, vm, 50)) {
+			incoming_why(h, vm, "the migration stream did not complete", why, sizeof(why));
+			goto undo;
+		}
+	}
+	pthread_mutex_lock(&h->lock);
+	if (vm->state == HVM_STARTING) {
+		hvm_set_state(vm, paused ? HVM_PAUSED : HVM_RUNNING);
+		vm->rec.vmm_pid = pid;
+		vm->rec.started_ms = host_now_ms();
+		vm->incoming[0] = '\0';
+		snprintf(detail, sizeof(detail), "{\"pid\": %d, \"migrated_in\": true}", (int)pid);
+		host_persist_locked(h, vm, "started", detail);
+		log_info("%s: migrated in, running (pid %d)", vm->rec.name, (int)pid);
+	}
+	vm->busy = NULL;
+	pthread_cond_broadcast(&h->changed);
+	hvm_put_locked(vm);
+	pthread_mutex_unlock(&h->lock);
+	free(j);
+	return NULL;
+undo:
+	incoming_undo(h, vm, why);
+	free(j);
+	return NULL;
+}
+
+int host_migrate_incoming(struct host *h, const char *spec, size_t len, bool tcp,
+			  char *name, size_t name_size, char *addr, size_t addr_size,
+			  struct api_err *e)
+{
+	struct incoming_job *j;
+	struct host_spec s;
+	struct hvm *vm;
+	long long deadline;
+	char why[1024];
+	pthread_t t;
+
+	if (host_spec_parse(spec, len, true, &s, e))
+		return -1;
+	snprintf(name, name_size, "%s", s.name);
+	vm = hvm_new(&s);
+	host_spec_free(&s);
+	j = calloc(1, sizeof(*j));
+	if (!vm || !j) {
+		free(j);
+		if (vm)
+			hvm_put_locked(vm);
+		return api_err_set(e, 500, "internal", "out of memory");
+	}
+	if (incoming_addr(h, vm->rec.name, tcp, addr, addr_size, e)) {
+		free(j);
+		hvm_put_locked(vm);
+		return -1;
+	}
+	snprintf(vm->incoming, sizeof(vm->incoming), "%s", addr);
+	vm->busy = "incoming";          /* no other operation, no restart policy */
+	pthread_mutex_lock(&h->lock);
+	json_t *d = json_pack("{s:s, s:s}", "migration", "incoming", "address", addr);
+	char *detail = json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS);
+
+	json_decref(d);
+	if (host_vm_insert_locked(h, vm, detail, e)) {
+		pthread_mutex_unlock(&h->lock);
+		free(detail);
+		free(j);
+		hvm_put_locked(vm);
+		return -1;
+	}
+	free(detail);
+	vm->refs++;                     /* ours, then the waiting thread's */
+	vm->rec.generation++;
+	vm->rec.vmm_pid = 0;
+	hvm_set_state(vm, HVM_STARTING);
+	host_persist_locked(h, vm, NULL, NULL);
+	pthread_mutex_unlock(&h->lock);
+
+	if (supervisor_spawn(h, vm, e)) {
+		pthread_mutex_lock(&h->lock);
+		hvm_set_state(vm, HVM_CREATED);
+		pthread_mutex_unlock(&h->lock);
+		incoming_undo(h, vm, e->msg);
+		return -1;
+	}
+	deadline = mono_ms() + (long long)h->opt.start_timeout_s * 1000;
+	while (!addr_listening(addr)) {
+		if (!incoming_alive(h, vm, 20)) {
+			incoming_why(h, vm, "its VMM did not start", why, sizeof(why));
+			api_err_set(e, 500, "start_failed", "vm \"%s\": %s", vm->rec.name, why);
+			incoming_undo(h, vm, why);
+			return -1;
+		}
+		if (mono_ms() > deadline) {
+			snprintf(why, sizeof(why), "its VMM did not listen on %s within %u s "
+				 "(shoald --start-timeout)", addr, h->opt.start_timeout_s);
+			api_err_set(e, 500, "start_failed", "vm \"%s\": %s", vm->rec.name, why);
+			incoming_undo(h, vm, why);
+			return -1;
+		}
+	}
+	j->h = h;
+	j->vm = vm;
+	snprintf(j->addr, sizeof(j->addr), "%s", addr);
+	if (pthread_create(&t, NULL, incoming_wait, j)) {
+		snprintf(why, sizeof(why), "cannot start a thread: %s", strerror(errno));
+		api_err_set(e, 500, "internal", "vm \"%s\": %s", vm->rec.name, why);
+		free(j);
+		incoming_undo(h, vm, why);
+		return -1;
+	}
+	pthread_detach(t);
+	log_info("%s: incoming migration: its VMM listens on %s", name, addr);
+	return 0;
+}
+
+/* ---- the source ---- */
+
+/* A request to the destination daemon: its status and JSON answer (the
+ * caller's), or -1 with a 502 in `e` when it cannot be reached. */
+static int dest_call(const struct host_migrate_req *r, const char *method, const char *path,
+		     json_t *body, int *status, json_t **out, struct api_err *e)
+{
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL, *ans = NULL;
+	struct httpc x;
+	struct error err = { 0 };
+	size_t alen;
+	CURLcode cc;
+	int rc;
+
+	*out = NULL;
+	if (httpc_open(&x, r->to, path, text != NULL, r->token, NULL, r->cacert, &err)) {
+		free(text);
+		return api_err_set(e, 400, "invalid_request", "to: %s", err.msg);
+	}
+	rc = httpc_perform(&x, method, text, text ? strlen(text) : 0, status, &ans, &alen, &cc);
+	if (rc)
+		api_err_set(e, 502, "destination_unreachable", "cannot reach the destination shoald "
+			    "at %s: %s", r->to, cc == CURLE_WRITE_ERROR ? "answer too large" :
+			    httpc_why(&x, cc));
+	httpc_close(&x);
+	free(text);
+	if (rc)
+		return -1;
+	*out = json_loadb(ans, alen, 0, NULL);
+	free(ans);
+	if (!json_is_object(*out)) {
+		json_decref(*out);
+		*out = json_object();
+	}
+	return 0;
+}
+
+/* The address to connect to for the destination's `addr`: a tcp address
+ * on a wildcard host takes the host of the destination's URL. */
+static void connect_addr(const char *to, const char *addr, char *out, size_t size)
+{
+	const char *h, *end;
+
+	if (strncmp(addr, "tcp:0.0.0.0:", 12) || strncmp(to, "https://", 8)) {
+		snprintf(out, size, "%s", addr);
+		return;
+	}
+	h = to + 8;
+	end = h[0] == '[' ? strchr(h, ']') : h + strcspn(h, ":/");
+	if (!end)
+		end = h + strlen(h);
+	else if (h[0] == '[')
+		end++;
+	snprintf(out, size, "tcp:%.*s:%s", (int)(end - h), h, addr + 12);
+}
+
+/* Connect to the destination VMM, a few tries (it may have bound and not
+ * yet listen).  The descriptor, or -1 with `err`. */
+static int connect_retry(const char *addr, struct error *err)
+{
+	for (int i = 0;; i++) {
+		int fd = migrate_connect(addr, err);
+
+		if (fd >= 0 || i == 20)
+			return fd;
+		sleep_ms(100);
+	}
+}
+
+/* The figures of a migrate-status reply into vm->mig (lock held). */
+static void mig_progress_locked(struct hvm *vm, json_t *st)
+{
+	snprintf(vm->mig.state, sizeof(vm->mig.state), "%s",
+		 json_string_value(json_object_get(st, "state")) ?: "?");
+	vm->mig.round = json_integer_value(json_object_get(st, "round"));
+	vm->mig.bytes = json_integer_value(json_object_get(st, "bytes"));
+	vm->mig.memory_bytes = json_integer_value(json_object_get(st, "memory_bytes"));
+	vm->mig.dirty_pages = json_integer_value(json_object_get(st, "dirty_pages"));
+	vm->mig.expected_downtime_ms = json_number_value(json_object_get(st, "expected_downtime_ms"));
+}
+
+/* Hand the connected `fd` to the VM's VMM and follow its migration to
+ * the end; its last status into *out.  -1 with `why` when the VMM
+ * refused or went away. */
+static int vmm_migrate(struct host *h, struct hvm *vm, const char *addr, int fd,
+		       const struct host_migrate_req *r, json_t **out, char *why, size_t size)
+{
+	char sock[4200];
+	struct vmctl c;
+	json_t *req, *st = NULL;
+	int rc;
+
+	host_vm_path(h, vm->rec.name, "control.sock", sock, sizeof(sock));
+	if (vmctl_connect(&c, sock, 2000, why, size) < 0)
+		return -1;
+	req = json_pack("{s:s, s:s, s:I, s:I}", "cmd", "migrate", "uri", addr, "downtime_ms",
+			(json_int_t)(r->downtime_ms ? r->downtime_ms : MIGRATE_DOWNTIME_MS_DEFAULT),
+			"bandwidth", (json_int_t)r->bandwidth);
+	rc = vmctl_request_fd(&c, req, fd, &st, 30000, why, size);
+	json_decref(req);
+	json_decref(st);
+	st = NULL;
+	req = json_pack("{s:s}", "cmd", "migrate-status");
+	while (rc == 0) {
+		const char *state;
+
+		rc = vmctl_request(&c, req, &st, 30000, why, size);
+		if (rc < 0)
+			break;
+		state = json_string_value(json_object_get(st, "state")) ?: "";
+		pthread_mutex_lock(&h->lock);
+		mig_progress_locked(vm, st);
+		pthread_mutex_unlock(&h->lock);
+		if (strcmp(state, "active") && strcmp(state, "completing"))
+			break;
+		json_decref(st);
+		st = NULL;
+		sleep_ms(HOST_MIGRATE_POLL_MS);
+	}
+	json_decref(req);
+	vmctl_close(&c);
+	if (rc < 0) {
+		json_decref(st);
+		return -1;
+	}
+	*out = st;
+	return 0;
+}
+
+/* The destination's record of `name` once it runs: its state, polled
+ * for a while ("starting" if it never said). */
+static void dest_state(const struct host_migrate_req *r, const char *name, char *out,
+		       size_t size)
+{
+	char path[128];
+	long long deadline = mono_ms() + HOST_MIGRATE_DEST_WAIT_MS;
+	struct api_err ignore;
+
+	snprintf(out, size, "unknown");
+	snprintf(path, sizeof(path), "/v1/vms/%s", name);
+	do {
+		json_t *v;
+		int status;
+
+		if (dest_call(r, "GET", path, NULL, &status, &v, &ignore) == 0) {
+			const char *s = json_string_value(json_object_get(v, "state"));
+
+			if (status == 200 && s)
+				snprintf(out, size, "%s", s);
+			json_decref(v);
+			if (!strcmp(out, "running") || !strcmp(out, "paused"))
+				return;
+		}
+		sleep_ms(100);
+	} while (mono_ms() < deadline);
+}
+
+/* The migration failed before the point of no return: the VM runs on
+ * here.  Record why and release it. */
+static int source_failed(struct host *h, struct hvm *vm, const struct host_migrate_req *r,
+			 struct api_err *e)
+{
+	pthread_mutex_lock(&h->lock);
+	vm->mig.on = false;
+	mig_event_locked(h, vm->rec.name, "migration-failed",
+			 json_pack("{s:s, s:s, s:s}", "direction", "outgoing", "to", r->to,
+				   "error", e->msg));
+	pthread_mutex_unlock(&h->lock);
+	log_warn("%s: migration to %s failed: %s", vm->rec.name, r->to, e->msg);
+	hvm_release(h, vm);
+	return -1;
+}
+
+int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_req *r,
+		    void **result, struct api_err *e)
+{
+	char addr[256], caddr[512], why[1024], trash[4400] = "", dstate[32];
+	struct hvm *vm = host_get(h, name, e);
+	json_t *body, *ans = NULL, *st = NULL, *spec, *res;
+	struct error err = { 0 };
+	int status, fd, rc;
+
+	*result = NULL;
+	if (!vm)
+		return -1;
+	pthread_mutex_lock(&h->lock);
+	rc = hvm_claim_locked(vm, "migrate", 1u << HVM_RUNNING, e);
+	spec = rc ? NULL : json_loads(vm->rec.spec ? vm->rec.spec : "", 0, NULL);
+	if (!rc && !spec) {
+		vm->busy = NULL;
+		rc = api_err_set(e, 500, "internal", "vm \"%s\": its stored spec does not parse", name);
+	}
+	if (!rc) {
+		memset(&vm->mig, 0, sizeof(vm->mig));
+		vm->mig.on = true;
+		snprintf(vm->mig.to, sizeof(vm->mig.to), "%s", r->to);
+		snprintf(vm->mig.state, sizeof(vm->mig.state), "connecting");
+		mig_event_locked(h, name, "migrating", json_pack("{s:s}", "to", r->to));
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (rc) {
+		host_put(h, vm);
+		return -1;
+	}
+	log_info("%s: migrating to %s", name, r->to);
+
+	/* 1. the destination makes the VM and starts its VMM, listening */
+	body = json_pack("{s:o}", "spec", spec);
+	rc = dest_call(r, "POST", "/v1/migrations/incoming", body, &status, &ans, e);
+	json_decref(body);
+	if (rc)
+		return source_failed(h, vm, r, e);
+	if (status != 201 || !json_is_string(json_object_get(ans, "address"))) {
+		json_t *err_o = json_object_get(ans, "error");
+
+		api_err_set(e, status == 401 || status == 403 ? 502 : 409, "destination_refused",
+			    "vm \"%s\": the destination shoald at %s refused it: %d %s: %.700s", name,
+			    r->to, status, json_string_value(json_object_get(err_o, "code")) ?: "?",
+			    json_string_value(json_object_get(err_o, "message")) ?: "(no message)");
+		json_decref(ans);
+		return source_failed(h, vm, r, e);
+	}
+	snprintf(addr, sizeof(addr), "%s", json_string_value(json_object_get(ans, "address")));
+	json_decref(ans);
+	connect_addr(r->to, addr, caddr, sizeof(caddr));
+
+	/* 2. we connect (the VMM may not), the VMM streams over our socket;
+	 * a failure closes it, and the destination's VMM ends and is undone */
+	fd = connect_retry(caddr, &err);
+	if (fd < 0) {
+		api_err_set(e, 502, "destination_unreachable", "vm \"%s\": cannot connect to the "
+			    "destination's VMM: %s", name, err.msg);
+		return source_failed(h, vm, r, e);
+	}
+	rc = vmm_migrate(h, vm, caddr, fd, r, &st, why, sizeof(why));
+	close(fd);
+	if (rc) {
+		api_err_set(e, 500, "migration_failed", "vm \"%s\": migration to %s failed: %s "
+			    "(the VM runs on here)", name, r->to, why);
+		return source_failed(h, vm, r, e);
+	}
+	if (strcmp(json_string_value(json_object_get(st, "state")) ?: "", "done")) {
+		api_err_set(e, 500, "migration_failed", "vm \"%s\": migration to %s %s: %s (the VM "
+			    "runs on here)", name, r->to,
+			    json_string_value(json_object_get(st, "state")) ?: "failed",
+			    json_string_value(json_object_get(st, "error")) ?: "no reason given");
+		json_decref(st);
+		return source_failed(h, vm, r, e);
+	}
+
+	/* 3. past the point of no return: the VM runs there; our VMM exits
+	 * by itself, and the record goes */
+	pthread_mutex_lock(&h->lock);
+	vm->stop_requested = true;
+	hvm_wait_leave_locked(h, vm, HVM_RUNNING, HOST_MIGRATE_EXIT_MS);
+	if (vm->state == HVM_RUNNING && vm->rec.monitor_pid > 0) {
+		log_warn("%s: its VMM did not exit after the migration: killed", name);
+		kill(-vm->rec.monitor_pid, SIGKILL);
+		hvm_wait_leave_locked(h, vm, HVM_RUNNING, HOST_MIGRATE_EXIT_MS);
+	}
+	vm->mig.on = false;
+	mig_event_locked(h, name, "migrated",
+			 json_pack("{s:s, s:f, s:f, s:I}", "to", r->to,
+				   "downtime_ms", json_number_value(json_object_get(st, "downtime_ms")),
+				   "total_ms", json_number_value(json_object_get(st, "total_ms")),
+				   "bytes", json_integer_value(json_object_get(st, "bytes"))));
+	if (hvm_remove_claimed_locked(h, vm, trash, sizeof(trash), e))
+		log_error("%s: migrated, but its record stays: %s", name, e->msg);
+	vm->busy = NULL;
+	pthread_cond_broadcast(&h->changed);
+	hvm_put_locked(vm);
+	pthread_mutex_unlock(&h->lock);
+	if (trash[0])
+		host_rm_tree(trash);
+	host_cgroup_remove(h, name);
+	dest_state(r, name, dstate, sizeof(dstate));
+	log_info("%s: migrated to %s (downtime %.1f ms, total %.0f ms); there it is %s", name,
+		 r->to, json_number_value(json_object_get(st, "downtime_ms")),
+		 json_number_value(json_object_get(st, "total_ms")), dstate);
+	res = json_pack("{s:s, s:s, s:f, s:f, s:I, s:I, s:I, s:I, s:s}", "name", name, "to", r->to,
+			"downtime_ms", json_number_value(json_object_get(st, "downtime_ms")),
+			"total_ms", json_number_value(json_object_get(st, "total_ms")),
+			"rounds", json_integer_value(json_object_get(st, "round")) + 1,
+			"bytes", json_integer_value(json_object_get(st, "bytes")),
+			"pages_sent", json_integer_value(json_object_get(st, "pages_sent")),
+			"zero_pages", json_integer_value(json_object_get(st, "zero_pages")),
+			"destination_state", dstate);
+	json_decref(st);
+	*result = res;
+	return 0;
+}

@@ -1,0 +1,264 @@
+/*
+ * test_host_migrate.c - live migration through shoald, the parts that
+ * need no KVM (tests/system/daemon_migrate.sh runs the real thing):
+ *   - the migrate body's parser: "to" a socket path or https:// (plain
+ *     http:// refused, naming why), the token (no control characters: it
+ *     becomes a header line; not for a socket), the CA as PEM text, the
+ *     downtime and bandwidth ranges, unknown keys;
+ *   - the incoming body's parser: {"spec": OBJECT} only;
+ *   - a real daemon: migrating an unknown VM is 404, one that is not
+ *     running 409 (nothing recorded); an incoming VM whose spec names a
+ *     file outside --allow-dir is 403, one whose name is taken 409, and
+ *     one whose VMM does not start (/bin/false plays the VMM) 500 with
+ *     its record and directory gone again and "created", "exited",
+ *     "migration-failed", "deleted" events.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/client.h"
+#include "host/api.h"
+#include "host/host.h"
+
+/* ---- the parsers ---- */
+
+static int parse(const char *body, struct host_migrate_req *r, struct api_err *e)
+{
+	return api_parse_migrate_body(body, strlen(body), r, e);
+}
+
+static void refused(const char *body, const char *text)
+{
+	struct host_migrate_req r;
+	struct api_err e = { 0 };
+
+	if (parse(body, &r, &e) == 0)
+		fail_msg("accepted: %s", body);
+	assert_int_equal(e.http, 400);
+	if (!strstr(e.msg, text))
+		fail_msg("%s: message \"%s\" does not say \"%s\"", body, e.msg, text);
+}
+
+static void test_migrate_body(void **state)
+{
+	struct host_migrate_req r;
+	struct api_err e;
+
+	(void)state;
+	assert_int_equal(parse("{\"to\": \"/run/b/shoald.sock\"}", &r, &e), 0);
+	assert_string_equal(r.to, "/run/b/shoald.sock");
+	assert_string_equal(r.token, "");
+	assert_null(r.cacert);
+	assert_int_equal(r.downtime_ms, 0);
+	assert_int_equal(r.bandwidth, 0);
+	api_migrate_req_free(&r);
+	assert_int_equal(parse("{\"to\": \"https://10.0.0.2:8443\", \"token\": \"abcdefabcdefabcdef\", "
+			       "\"cacert\": \"-----BEGIN CERTIFICATE-----\\nxx\\n\", \"downtime_ms\": 50, "
+			       "\"bandwidth\": 104857600}", &r, &e), 0);
+	assert_string_equal(r.to, "https://10.0.0.2:8443");
+	assert_string_equal(r.token, "abcdefabcdefabcdef");
+	assert_non_null(strstr(r.cacert, "BEGIN CERTIFICATE"));
+	assert_int_equal(r.downtime_ms, 50);
+	assert_int_equal(r.bandwidth, 104857600);
+	api_migrate_req_free(&r);
+
+	refused("", "expected {\"to\": URL}");
+	refused("[]", "expected a JSON object");
+	refused("{}", "to: missing");
+	refused("{\"to\": 5}", "to: expected");
+	refused("{\"to\": \"\"}", "to: expected");
+	refused("{\"to\": \"relative.sock\"}", "to: expected");
+	refused("{\"to\": \"ftp://x\"}", "to: expected");
+	refused("{\"to\": \"http://10.0.0.2:8443\"}", "only over TLS");
+	refused("{\"to\": \"/a\\nb\"}", "to: expected");
+	refused("{\"to\": \"https://h:1\", \"token\": \"a\\r\\nX-Evil: 1\"}", "no control characters");
+	refused("{\"to\": \"https://h:1\", \"token\": \"\"}", "token: expected");
+	refused("{\"to\": \"/s\", \"token\": \"abcdefabcdefabcdef\"}", "only for an https://");
+	refused("{\"to\": \"https://h:1\", \"cacert\": \"not pem\"}", "cacert: expected the PEM");
+	refused("{\"to\": \"/s\", \"downtime_ms\": 0}", "downtime_ms: expected");
+	refused("{\"to\": \"/s\", \"downtime_ms\": 3600001}", "downtime_ms: expected");
+	refused("{\"to\": \"/s\", \"downtime_ms\": \"5\"}", "downtime_ms: expected");
+	refused("{\"to\": \"/s\", \"bandwidth\": -1}", "bandwidth: expected");
+	refused("{\"to\": \"/s\", \"bandwidth\": 1.5}", "bandwidth: expected");
+	refused("{\"to\": \"/s\", \"with_disks\": true}", "unknown key \"with_disks\"");
+	refused("{\"to\": \"/s\", \"to\": \"/t\"}", "duplicate");
+}
+
+static int parse_in(const char *body, char **spec, struct api_err *e)
+{
+	return api_parse_incoming_body(body, strlen(body), spec, e);
+}
+
+static void test_incoming_body(void **state)
+{
+	struct api_err e;
+	char *spec;
+	json_t *j;
+
+	(void)state;
+	assert_int_equal(parse_in("{\"spec\": {\"name\": \"a\", \"cpus\": 2}}", &spec, &e), 0);
+	j = json_loads(spec, 0, NULL);
+	assert_string_equal(json_string_value(json_object_get(j, "name")), "a");
+	assert_int_equal(json_integer_value(json_object_get(j, "cpus")), 2);
+	json_decref(j);
+	free(spec);
+	assert_int_equal(api_parse_incoming_body("", 0, &spec, &e), -1);
+	assert_null(spec);
+	assert_int_equal(parse_in("{}", &spec, &e), -1);
+	assert_non_null(strstr(e.msg, "spec: missing"));
+	assert_int_equal(parse_in("{\"spec\": []}", &spec, &e), -1);
+	assert_non_null(strstr(e.msg, "an object"));
+	assert_int_equal(parse_in("{\"spec\": {}, \"address\": \"tcp:1.2.3.4:5\"}", &spec, &e), -1);
+	assert_non_null(strstr(e.msg, "unknown key \"address\""));
+	assert_null(spec);
+}
+
+/* ---- a real daemon, /bin/false as its VMM ---- */
+
+struct fixture {
+	char dir[64], sock[128];
+	struct host h;
+	struct host_options o;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct api_err e;
+
+	snprintf(f->dir, sizeof(f->dir), "/tmp/shoal-mig.XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->sock, sizeof(f->sock), "%s/api.sock", f->dir);
+	f->o.state_dir = f->dir;
+	f->o.socket_path = f->sock;
+	f->o.vmm_path = "/bin/false";
+	f->o.client_timeout_s = 5;
+	f->o.start_timeout_s = 5;
+	f->o.allow_dirs[f->o.nallow_dirs++] = "/bin";
+	if (host_open(&f->h, &f->o, &e) || api_start(&f->h, &e))
+		fail_msg("shoald: %s", e.msg);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[128];
+
+	api_stop(&f->h);
+	host_close(&f->h);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+	assert_int_equal(system(cmd), 0);
+	free(f);
+	return 0;
+}
+
+static int req(struct fixture *f, const char *method, const char *path, const char *body,
+	       json_t **out)
+{
+	struct client_resp r;
+	struct error e;
+	int status;
+
+	if (client_request(f->sock, method, path, body, body ? strlen(body) : 0, &r, &e))
+		fail_msg("%s %s: %s", method, path, e.msg);
+	status = r.status;
+	*out = json_loadb(r.body, r.len, 0, NULL);
+	client_resp_free(&r);
+	return status;
+}
+
+static void expect(struct fixture *f, const char *method, const char *path, const char *body,
+		   int status, const char *code, const char *text)
+{
+	json_t *j, *err;
+	int got = req(f, method, path, body, &j);
+
+	err = json_object_get(j, "error");
+	if (got != status || !err ||
+	    strcmp(json_string_value(json_object_get(err, "code")) ?: "", code) ||
+	    !strstr(json_string_value(json_object_get(err, "message")) ?: "", text)) {
+		char *t = json_dumps(j, 0);
+
+		fail_msg("%s %s: got %d %s; wanted %d %s \"%s\"", method, path, got, t ? t : "",
+			 status, code, text);
+	}
+	json_decref(j);
+}
+
+/* The types of the events of VM `name`, space-separated. */
+static void events_of(struct fixture *f, const char *name, char *out, size_t size)
+{
+	char path[128];
+	json_t *j, *ev;
+	size_t i, n = 0;
+
+	out[0] = '\0';
+	snprintf(path, sizeof(path), "/v1/events?vm=%s", name);
+	assert_int_equal(req(f, "GET", path, NULL, &j), 200);
+	json_array_foreach(json_object_get(j, "events"), i, ev)
+		n += (size_t)snprintf(out + n, size - n, "%s%s", n ? " " : "",
+				      json_string_value(json_object_get(ev, "type")));
+	json_decref(j);
+}
+
+static void test_daemon_refusals(void **state)
+{
+	struct fixture *f = *state;
+	char ev[512], body[512];
+	json_t *j;
+
+	expect(f, "POST", "/v1/vms/ghost/migrate", "{\"to\": \"/nowhere.sock\"}", 404, "not_found",
+	       "ghost");
+	assert_int_equal(req(f, "POST", "/v1/vms",
+			     "{\"name\": \"a\", \"kernel\": \"/bin/true\", \"memory\": \"64M\"}", &j), 201);
+	json_decref(j);
+	expect(f, "POST", "/v1/vms/a/migrate", "{\"to\": \"/nowhere.sock\"}", 409, "wrong_state",
+	       "is created: cannot migrate it");
+	expect(f, "POST", "/v1/vms/a/migrate", "{\"to\": \"http://x:1\"}", 400, "invalid_request",
+	       "only over TLS");
+	events_of(f, "a", ev, sizeof(ev));
+	assert_string_equal(ev, "created");
+
+	/* the destination's side */
+	expect(f, "POST", "/v1/migrations/incoming",
+	       "{\"spec\": {\"name\": \"a\", \"kernel\": \"/bin/true\"}}", 409, "name_taken", "\"a\"");
+	expect(f, "POST", "/v1/migrations/incoming",
+	       "{\"spec\": {\"name\": \"b\", \"kernel\": \"/etc/hostname\"}}", 403, "path_not_allowed",
+	       "kernel");
+	expect(f, "POST", "/v1/migrations/incoming",
+	       "{\"spec\": {\"name\": \"b\", \"kernel\": \"/bin/true\", \"disks\": "
+	       "[{\"path\": \"/bin/no-such-disk\"}]}}", 400, "invalid_spec", "disks[0].path");
+	expect(f, "POST", "/v1/migrations/incoming", "{\"spec\": {\"kernel\": \"/bin/true\"}}", 400,
+	       "invalid_spec", "name");
+	snprintf(body, sizeof(body), "{\"spec\": {\"name\": \"c\", \"kernel\": \"/bin/true\", "
+		 "\"memory\": \"64M\"}}");
+	expect(f, "POST", "/v1/migrations/incoming", body, 500, "start_failed", "did not start");
+	expect(f, "GET", "/v1/vms/c", NULL, 404, "not_found", "\"c\"");
+	events_of(f, "c", ev, sizeof(ev));
+	assert_string_equal(ev, "created exited migration-failed deleted");
+	{
+		char dir[256];
+
+		snprintf(dir, sizeof(dir), "%s/vms/c", f->dir);
+		assert_int_equal(access(dir, F_OK), -1);       /* its directory went too */
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_migrate_body),
+		cmocka_unit_test(test_incoming_body),
+		cmocka_unit_test_setup_teardown(test_daemon_refusals, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
