@@ -16,6 +16,7 @@ int cmd_migrate(int argc, char **argv);    /* migrate.c: move a running VM live 
 int cmd_snapshot_api(int argc, char **argv); /* snapshot_api.c: list, show, delete shoald's snapshots */
 /* clients of shoald's API (issue #5) */
 int cmd_vm(int argc, char **argv);         /* vm.c: create, list, start, stop ... VMs */
+int cmd_vm_migrate(int argc, char **argv); /* vm_migrate.c: `vm migrate`, live to another shoald */
 int cmd_console(int argc, char **argv);    /* console.c: attach to a VM's console, or its log */
 int cmd_events(int argc, char **argv);     /* events.c: the host's event log */
 int cmd_metrics(int argc, char **argv);    /* metrics.c: host and VM figures */

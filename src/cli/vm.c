@@ -48,6 +48,8 @@ static const char vm_usage[] =
 "  reset NAME                                 forced stop, then start it again\n"
 "  balloon NAME --target SIZE                 how much memory the guest should give\n"
 "                                             back through its balloon (docs/memory.md)\n"
+"  migrate NAME --to URL                      move the running VM live to another\n"
+"                                             shoald (shoal vm migrate --help)\n"
 "\n"
 "  -o, --output json     print the API's JSON instead of a table\n"
 "      --socket PATH     shoald's socket (default $SHOAL_SOCKET, then\n"
@@ -616,6 +618,8 @@ int cmd_vm(int argc, char **argv)
 		fputs(vm_usage, sub ? stdout : stderr);
 		return sub ? 0 : EXIT_USAGE;
 	}
+	if (!strcmp(sub, "migrate"))            /* options of its own: vm_migrate.c */
+		return cmd_vm_migrate(argc - 1, argv + 1);
 	rc = vm_parse(argc - 1, argv + 1, &a);
 	if (rc)
 		return rc;

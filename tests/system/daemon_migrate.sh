@@ -1,0 +1,226 @@
+#!/bin/bash
+# daemon_migrate.sh - live migration between two shoald (docs/daemon.md,
+# "Live migration"), through the CLI and curl only:
+#   - daemon A serves its Unix socket only; daemon B also serves HTTPS with
+#     a token (--listen, a self-signed certificate for its address).  Each
+#     has its own state directory and, where `ip netns` works here, its own
+#     network namespace, joined by a veth pair (10.77.0.1 and 10.77.0.2):
+#     A reaches B's API and B's incoming VMM over that link only;
+#   - a test-guest VM on A fills 16 MiB with a seeded pattern and waits at
+#     its shell;
+#   - refused, each with a clear error, the VM still running on A (not
+#     busy), nothing left on B: an unknown VM (404), an unreachable URL, a
+#     certificate A does not trust, a wrong token (B's 401), a name B
+#     already has (B's 409 name_taken), a VM whose disk B may not open (B's
+#     403 path_not_allowed naming disks[0].path); A records
+#     "migration-failed" events;
+#   - a clone (its memory is copy-on-write) whose VMM refuses to send it
+#     once B has started its incoming VMM: the clone runs on on A, and B
+#     removes its half-made record by itself ("created" ...
+#     "migration-failed", "deleted");
+#   - `shoal vm migrate web-1 --to https://B --to-token-file --to-cacert`
+#     moves it: the CLI prints the downtime and total time; A's record (and
+#     its directory) is gone with "migrating", "migrated" (figures) and
+#     "deleted" events; B's record is running, its VMM started with
+#     --incoming, with "created" (migration: incoming) and "started"
+#     (migrated_in) events; typed "verify" on B's console, the guest finds
+#     its pattern: the memory came along, and the guest runs on;
+#   - back to A over A's Unix socket (`-o json`: downtime_ms, total_ms,
+#     destination_state), and then back and forth until it has moved 10
+#     times; at the end the guest on A still verifies its pattern, and
+#     typed "exit 7" it exits 7 there.
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/daemon_lib.bash"
+need_daemon
+require_kvm daemon_migrate
+command -v openssl >/dev/null || { skip daemon_migrate "openssl missing"; finish; }
+
+SA=$TMP/a/shoald.sock
+SB=$TMP/b/shoald.sock
+NSA=shoal-mig-a-$$ NSB=shoal-mig-b-$$
+NETNS=0
+PORT=$((20000 + RANDOM % 20000))
+mig_cleanup() {
+	daemon_cleanup
+	if [ $NETNS = 1 ]; then ip netns del "$NSA"; ip netns del "$NSB"; fi 2>/dev/null
+}
+trap mig_cleanup EXIT
+
+# Their own network namespaces where this host can make them (root, iproute2, veth).
+if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && ip netns add "$NSA" 2>"$TMP/ns.err"; then
+	if ip netns add "$NSB" && ip link add mig-a type veth peer name mig-b 2>>"$TMP/ns.err" &&
+	   ip link set mig-a netns "$NSA" && ip link set mig-b netns "$NSB" &&
+	   ip -n "$NSA" addr add 10.77.0.1/24 dev mig-a && ip -n "$NSB" addr add 10.77.0.2/24 dev mig-b &&
+	   ip -n "$NSA" link set mig-a up && ip -n "$NSB" link set mig-b up &&
+	   ip -n "$NSA" link set lo up && ip -n "$NSB" link set lo up; then
+		NETNS=1
+	else
+		ip netns del "$NSA" 2>/dev/null; ip netns del "$NSB" 2>/dev/null
+	fi
+fi
+if [ $NETNS = 1 ]; then
+	BADDR=10.77.0.2
+	inA() { ip netns exec "$NSA" "$@"; }
+	inB() { ip netns exec "$NSB" "$@"; }
+	pass "two network namespaces joined by veth (A 10.77.0.1, B 10.77.0.2)"
+else
+	BADDR=127.0.0.1
+	inA() { "$@"; }
+	inB() { "$@"; }
+	skip "network namespaces" "cannot make them here ($(head -c 200 "$TMP/ns.err")): both daemons on this host's network, B on 127.0.0.1"
+fi
+URL=https://$BADDR:$PORT
+
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/key.pem" -out "$TMP/cert.pem" -days 1 \
+	-subj /CN=shoal-b -addext "subjectAltName=IP:$BADDR" >/dev/null 2>&1
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/token"
+echo wrong-token-wrong-token-wrong >"$TMP/bad-token"
+
+# Files: the test guest ($BUILD) and $TMP/shared for both; $TMP/aonly for A only.
+mkdir -p "$TMP/a" "$TMP/b" "$TMP/shared" "$TMP/aonly"
+BUILDDIR=$(cd "$BUILD" && pwd)
+# start NAME NSFUNC ARGS...: a daemon on $TMP/NAME, waited for.
+start() {
+	local name=$1 in=$2 sock=$TMP/$1/shoald.sock
+	shift 2
+	$in "$SHOALD" --state-dir "$TMP/$name" --allow-dir "$BUILDDIR" --allow-dir "$TMP/shared" \
+		"$@" >>"$TMP/$name.log" 2>&1 &
+	for _ in $(seq 200); do
+		curl -s --unix-socket "$sock" http://d/v1/version >/dev/null && return 0
+		sleep 0.05
+	done
+	echo "shoald $name did not start:"; cat "$TMP/$name.log"; return 1
+}
+start a inA --allow-dir "$TMP/aonly" || { fail "daemon A starts"; finish; }
+start b inB --listen "$BADDR:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
+	--token-file "$TMP/token" || { fail "daemon B starts"; finish; }
+pass "daemon A (Unix socket) and daemon B (Unix socket and $URL) start"
+
+onA() { SHOAL_SOCKET=$SA "$@"; }
+onB() { SHOAL_SOCKET=$SB "$@"; }
+field() { curl -s --unix-socket "$1" "http://d/v1/vms/$2" | jq -r "$3"; }
+status_of() { curl -s -o /dev/null -w '%{http_code}' --unix-socket "$1" "http://d/v1/vms/$2"; }
+events_of() { curl -s --unix-socket "$1" "http://d/v1/events?vm=$2" | jq -c '[.events[].type]'; }
+last_event() { curl -s --unix-socket "$1" "http://d/v1/events?vm=$2" | jq -c --arg t "$3" '[.events[] | select(.type == $t)] | last'; }
+wait_field() {      # SOCK NAME JQ VALUE
+	for _ in $(seq 200); do [ "$(field "$1" "$2" "$3")" = "$4" ] && return 0; sleep 0.05; done
+	return 1
+}
+TO=(--to "$URL" --to-token-file "$TMP/token" --to-cacert "$TMP/cert.pem")
+
+A=0x2000000
+SPEC_MEMORY=128M
+check "create and start web-1 on A (fill 16M, shell)" \
+	onA "$SHOAL" vm create -f <(spec web-1 "fill $A 16M 7; echo filled; shell") --start
+onA wait_console_long web-1 "shoal>" || fail "web-1 reaches its shell" "$(onA "$SHOAL" console web-1 --show-log | tail -c 300)"
+
+# still_on_a WHAT: web-1 runs on A, not busy, and B has no record of it.
+still_on_a() {
+	if [ "$(field "$SA" web-1 '.state + "/" + (.busy // "-")')" = "running/-" ] &&
+	   [ "$(status_of "$SB" web-1)" = 404 ]; then
+		pass "$1: web-1 still runs on A, nothing on B"
+	else
+		fail "$1: web-1 still runs on A, nothing on B" "A: $(field "$SA" web-1 .state) B: $(status_of "$SB" web-1) $(tail -3 "$TMP/b.log")"
+	fi
+}
+# refused WHAT TEXT CMD...: exit 1 and the message has TEXT.
+refused() {
+	local what=$1 text=$2 out rc
+	shift 2
+	out=$("$@" 2>&1); rc=$?
+	if [ $rc = 1 ] && grep -qF -- "$text" <<<"$out"; then pass "$what: refused ($text)"
+	else fail "$what: refused ($text)" "rc $rc: $out"; fi
+}
+
+# --- the refusals ---
+refused "an unknown VM" 'vm "ghost" not found' onA "$SHOAL" vm migrate ghost "${TO[@]}"
+refused "an unreachable URL" "cannot reach the destination shoald at https://$BADDR:1" \
+	onA "$SHOAL" vm migrate web-1 --to "https://$BADDR:1" --to-token-file "$TMP/token" --to-cacert "$TMP/cert.pem"
+still_on_a "unreachable"
+refused "a certificate A does not trust" "cannot reach the destination shoald" \
+	onA "$SHOAL" vm migrate web-1 --to "$URL" --to-token-file "$TMP/token"
+still_on_a "untrusted certificate"
+refused "a wrong token" "refused it: 401 unauthorized" \
+	onA "$SHOAL" vm migrate web-1 --to "$URL" --to-token-file "$TMP/bad-token" --to-cacert "$TMP/cert.pem"
+still_on_a "wrong token"
+refused "plain http://" "only over TLS" onA "$SHOAL" vm migrate web-1 --to "http://$BADDR:$PORT"
+check "B has a VM of its own named web-1 (created)" onB "$SHOAL" vm create -f <(spec web-1)
+refused "a name B already has" 'refused it: 409 name_taken: vm "web-1" already exists' \
+	onA "$SHOAL" vm migrate web-1 "${TO[@]}"
+check "the refusal left B's own web-1 alone" test "$(field "$SB" web-1 .state)" = created
+check "delete B's web-1" onB "$SHOAL" vm delete web-1
+still_on_a "name clash"
+# B starts its VMM, then the source VMM refuses to send: B's half-made VM goes
+check "snapshot web-1 and clone it as c-1 on A" bash -c "SHOAL_SOCKET='$SA' '$SHOAL' vm snapshot web-1 --as s1 >/dev/null && SHOAL_SOCKET='$SA' '$SHOAL' vm clone s1 --count 1 --prefix c >/dev/null"
+refused "a VM its VMM cannot send (a clone's copy-on-write memory)" "copy-on-write memory cannot be" \
+	onA "$SHOAL" vm migrate c-1 "${TO[@]}"
+check "c-1 still runs on A" test "$(field "$SA" c-1 .state)" = running
+for _ in $(seq 100); do [ "$(status_of "$SB" c-1)" = 404 ] && break; sleep 0.1; done
+check "B removed its half-made c-1 again" test "$(status_of "$SB" c-1)" = 404
+ev=$(events_of "$SB" c-1)
+check "B's events for c-1: created ... migration-failed, deleted" bash -c "jq -e '.[0] == \"created\" and .[-2:] == [\"migration-failed\", \"deleted\"]' <<<'$ev' >/dev/null" || echo "$ev"
+check "B's migration-failed says why" bash -c "curl -s --unix-socket '$SB' 'http://d/v1/events?vm=c-1' | jq -e '[.events[] | select(.type == \"migration-failed\")][0].detail | .direction == \"incoming\" and (.error | length > 0)' >/dev/null"
+check "delete c-1 and the snapshot" bash -c "SHOAL_SOCKET='$SA' '$SHOAL' vm delete c-1 --force >/dev/null && SHOAL_SOCKET='$SA' '$SHOAL' snapshot delete s1"
+truncate -s 1M "$TMP/aonly/d.img"
+check "create and start web-2 on A with a disk beneath an --allow-dir B lacks" \
+	onA "$SHOAL" vm create -f <(spec web-2 shell "\"disks\": [{\"path\": \"$TMP/aonly/d.img\", \"readonly\": true}]") --start
+refused "a disk B may not open" "403 path_not_allowed: disks[0].path" onA "$SHOAL" vm migrate web-2 "${TO[@]}"
+check "web-2 still runs on A" test "$(field "$SA" web-2 .state)" = running
+check "B has no VM" test "$(curl -s --unix-socket "$SB" http://d/v1/vms | jq -c '[.vms[].name]')" = '[]'
+check "A recorded each failure (migrating, migration-failed)" bash -c \
+	"[ \"\$(curl -s --unix-socket '$SA' 'http://d/v1/events?vm=web-1' | jq '[.events[] | select(.type == \"migration-failed\")] | length')\" = 4 ] &&
+	 curl -s --unix-socket '$SA' 'http://d/v1/events?vm=web-1' | jq -e '[.events[] | select(.type == \"migration-failed\")][0].detail | .to == \"https://$BADDR:1\" and .direction == \"outgoing\" and (.error | length > 0)' >/dev/null"
+check "stop and delete web-2" onA "$SHOAL" vm delete web-2 --force
+
+# --- A to B over HTTPS ---
+out=$(onA "$SHOAL" vm migrate web-1 "${TO[@]}" 2>&1); rc=$?
+echo "$out"
+check "vm migrate web-1 --to $URL" test $rc = 0
+check "it prints the downtime and total time" bash -c "grep -qE '^web-1: migrated to $URL: downtime [0-9.]+ ms, total [0-9]+ ms, [0-9]+ rounds, .*there it is running\$' <<<'$out'"
+check "A's record is gone" test "$(status_of "$SA" web-1)" = 404
+check "A's VM directory is gone" test ! -e "$TMP/a/vms/web-1"
+check "B's record is running" test "$(field "$SB" web-1 .state)" = running
+check "B's VMM took the migration on B's address" \
+	grep -q "web-1: incoming migration: its VMM listens on tcp:$BADDR:" "$TMP/b.log"
+ev=$(events_of "$SA" web-1)
+check "A's events: migrating ... migrated, deleted" bash -c "jq -e '.[-2:] == [\"migrated\", \"deleted\"] and index(\"migrating\") != null' <<<'$ev' >/dev/null"
+check "A's migrated event has the figures" bash -c "curl -s --unix-socket '$SA' 'http://d/v1/events?vm=web-1' | jq -e '[.events[] | select(.type == \"migrated\")] | last | .detail | .to == \"$URL\" and .downtime_ms > 0 and .total_ms >= .downtime_ms and .bytes > 16777216' >/dev/null"
+ev=$(events_of "$SB" web-1)
+check "B's events: created, started (after its own web-1's)" bash -c "jq -e '.[-2:] == [\"created\", \"started\"]' <<<'$ev' >/dev/null"
+check "B's created says an incoming migration; started says migrated_in" bash -c \
+	"curl -s --unix-socket '$SB' 'http://d/v1/events?vm=web-1' | jq -e '.events[-2].detail.migration == \"incoming\" and .events[-1].detail.migrated_in == true' >/dev/null"
+onB type_console web-1 "verify $A 16M 7"$'\r'
+if onB wait_console_long web-1 "verify ok"; then pass "on B the guest finds its pattern (console continues there)"
+else fail "on B the guest finds its pattern" "$(onB "$SHOAL" console web-1 --show-log | tail -c 300)"; fi
+
+# --- back to A over its Unix socket, then back and forth: 10 moves in all ---
+out=$(onB "$SHOAL" vm migrate web-1 --to "$SA" -o json 2>"$TMP/err"); rc=$?
+check "B to A over A's Unix socket, -o json" bash -c "[ $rc = 0 ] && jq -e '.name == \"web-1\" and .to == \"$SA\" and .downtime_ms > 0 and .total_ms >= .downtime_ms and .rounds >= 1 and .bytes > 0 and .destination_state == \"running\"' <<<'$out' >/dev/null" || cat "$TMP/err"
+check "B's record is gone, A's runs" bash -c "[ $(status_of "$SB" web-1) = 404 ] && [ $(field "$SA" web-1 .state) = running ]"
+moves=2 bad=0
+while [ $moves -lt 10 ]; do
+	if [ $((moves % 2)) = 0 ]; then
+		onA "$SHOAL" vm migrate web-1 "${TO[@]}" >>"$TMP/moves" 2>&1 || bad=1
+		wait_field "$SB" web-1 .state running || bad=1
+	else
+		onB "$SHOAL" vm migrate web-1 --to "$SA" >>"$TMP/moves" 2>&1 || bad=1
+		wait_field "$SA" web-1 .state running || bad=1
+	fi
+	[ $bad = 1 ] && break
+	moves=$((moves + 1))
+done
+check "moved 10 times between A and B" bash -c "[ $bad = 0 ] && [ $moves = 10 ]" || cat "$TMP/moves"
+grep -hoE 'downtime [0-9.]+ ms, total [0-9]+ ms' "$TMP/moves" | sed 's/^/  /'
+check "it is on A (once), not on B" bash -c "[ $(status_of "$SB" web-1) = 404 ] && [ $(curl -s --unix-socket "$SA" http://d/v1/vms | jq '[.vms[] | select(.name == "web-1")] | length') = 1 ]"
+onA type_console web-1 "verify $A 16M 7; exit 7"$'\r'
+if wait_field "$SA" web-1 .state exited && [ "$(field "$SA" web-1 .last_exit.status)" = 7 ] &&
+   onA console_has web-1 "verify ok"; then
+	pass "after 10 moves the guest on A verifies its pattern and exits 7"
+else
+	fail "after 10 moves the guest verifies its pattern and exits 7" "$(onA "$SHOAL" console web-1 --show-log | tail -c 300)"
+fi
+left=$(pgrep -af -- "$TMP/b/vms/"; ls -A "$TMP/b/vms")
+check "nothing left on B: no VMM, no VM directory" test -z "$left" || echo "$left"
+finish
