@@ -365,6 +365,7 @@ int host_migrate_incoming(struct host *h, const char *spec, size_t len, bool tcp
 		pthread_mutex_lock(&h->lock);
 		hvm_set_state(vm, HVM_CREATED);
 		pthread_mutex_unlock(&h->lock);
+		free(j);
 		incoming_undo(h, vm, e->msg);
 		return -1;
 	}
@@ -373,6 +374,7 @@ int host_migrate_incoming(struct host *h, const char *spec, size_t len, bool tcp
 		if (!incoming_alive(h, vm, 20)) {
 			incoming_why(h, vm, "its VMM did not start", why, sizeof(why));
 			api_err_set(e, 500, "start_failed", "vm \"%s\": %s", vm->rec.name, why);
+			free(j);
 			incoming_undo(h, vm, why);
 			return -1;
 		}
@@ -380,6 +382,7 @@ int host_migrate_incoming(struct host *h, const char *spec, size_t len, bool tcp
 			snprintf(why, sizeof(why), "its VMM did not listen on %s within %u s "
 				 "(shoald --start-timeout)", addr, h->opt.start_timeout_s);
 			api_err_set(e, 500, "start_failed", "vm \"%s\": %s", vm->rec.name, why);
+			free(j);
 			incoming_undo(h, vm, why);
 			return -1;
 		}
