@@ -272,9 +272,10 @@ int cmd_migrate(int argc, char **argv)
 		       (long long)json_integer_value(json_object_get(reply, "pages_sent")),
 		       (long long)json_integer_value(json_object_get(reply, "zero_pages")));
 		if (with_disks)
-			printf("disks: %lld mirrored, %lld MiB of data and %lld MiB of zeroes sent, "
-			       "%lld blocks sent again\n",
+			printf("disks: %lld mirrored (%lld as their top layer only), %lld MiB of data and "
+			       "%lld MiB of zeroes sent, %lld blocks sent again\n",
 			       (long long)json_integer_value(json_object_get(reply, "disks")),
+			       (long long)json_integer_value(json_object_get(reply, "disks_top_only")),
 			       (long long)json_integer_value(json_object_get(reply, "disk_bytes")) >> 20,
 			       (long long)json_integer_value(json_object_get(reply, "disk_zero_bytes")) >> 20,
 			       (long long)json_integer_value(json_object_get(reply, "disk_resent_blocks")));

@@ -21,8 +21,10 @@
  *           state/snapshot.c's snapshot_state_save), sent once, paused
  *   end     empty: the stream is complete
  *
- * and back, from the destination: "SHOALACK" once it has everything and
- * has restored it, or "SHOALNAK", u32 n, n bytes: why it refused.
+ * and back, from the destination: "SHOALDSK" and which disks it has the
+ * base of, right after "disks" (migrate_disk.c); "SHOALACK" once it has
+ * everything and has restored it, or "SHOALNAK", u32 n, n bytes: why it
+ * refused.
  *
  * Pre-copy (the source, a thread of its own).  Dirty tracking starts
  * (vmm/dirty.c: KVM's log for the vCPUs, host-side marks for the
@@ -521,8 +523,18 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, struct error *e)
 		} else if (!strcmp(name, "round") && !state) {
 			rounds++;
 		} else if (!strcmp(name, "disks") && !state) {
+			struct state_writer w;
+			int rc;
+
 			if (migrate_disk_parse_list(&dt, p, len, e))
 				return -1;
+			state_writer_init(&w);
+			migrate_disk_answer(&dt, &w);
+			rc = w.error ? -ENOMEM : send_all(in->fd, w.data, w.len);
+			state_writer_free(&w);
+			if (rc)
+				return error_set(e, EXIT_HOST, "incoming migration: answering the disks "
+						 "section: %s", strerror(-rc));
 		} else if (!strcmp(name, "disk") && !state) {
 			if (migrate_disk_apply(&dt, p, len, e))
 				return -1;
@@ -907,18 +919,12 @@ static int on_hold(int fd, uint32_t events, void *opaque)
 	return 0;
 }
 
-/* The destination's answer after "end": 0 (ACK) or -1 with its reason. */
-static int read_answer(struct mig_src *s, struct error *e)
+/* The destination's refusal after its word `word`: -1 with its reason. */
+static int read_nak(struct mig_src *s, const char word[8], struct error *e)
 {
-	char word[8];
 	uint32_t n;
 	char msg[900];
-	int rc = recv_all(s->fd, word, 8);
 
-	if (rc <= 0)
-		return src_fail(s, e, "waiting for the acknowledgement", rc ? errno : EPIPE);
-	if (!memcmp(word, "SHOALACK", 8))
-		return 0;
 	if (memcmp(word, "SHOALNAK", 8) || recv_all(s->fd, &n, 4) <= 0)
 		return error_set(e, EXIT_HOST, "migration to %s: the destination answered nonsense",
 				 s->c->uri);
@@ -929,6 +935,37 @@ static int read_answer(struct mig_src *s, struct error *e)
 	msg[n] = 0;
 	return error_set(e, EXIT_HOST, "migration to %s: the destination refused the stream: %s",
 			 s->c->uri, n ? msg : "(no reason given)");
+}
+
+/* The destination's answer after "end": 0 (ACK) or -1 with its reason. */
+static int read_answer(struct mig_src *s, struct error *e)
+{
+	char word[8];
+	int rc = recv_all(s->fd, word, 8);
+
+	if (rc <= 0)
+		return src_fail(s, e, "waiting for the acknowledgement", rc ? errno : EPIPE);
+	if (!memcmp(word, "SHOALACK", 8))
+		return 0;
+	return read_nak(s, word, e);
+}
+
+/* The destination's answer to "disks": which it has the base of. */
+static int read_disk_answer(struct mig_src *s, struct error *e)
+{
+	char word[8];
+	uint8_t modes[VM_MAX_DISKS];
+	uint32_t n;
+	int rc = recv_all(s->fd, word, 8);
+
+	if (rc <= 0)
+		return src_fail(s, e, "waiting for the destination's disks", rc ? errno : EPIPE);
+	if (memcmp(word, MIGRATE_DISK_ANSWER, 8))
+		return read_nak(s, word, e);
+	if (recv_all(s->fd, &n, 4) <= 0 || n > VM_MAX_DISKS || (n && recv_all(s->fd, modes, n) <= 0))
+		return error_set(e, EXIT_HOST, "migration to %s: the destination's answer about the "
+				 "disks is cut short or too long", s->c->uri);
+	return migrate_disks_set_modes(s->md, modes, n, e);
 }
 
 /* After a send failed: the destination may have said why (a NAK). */
@@ -1027,7 +1064,8 @@ static int precopy(struct mig_src *s, struct error *e)
 	if (hello(s, e))
 		return -1;
 	if (c->with_disks &&
-	    (migrate_disks_start(s->vm, &s->md, e) || migrate_disks_send_list(s->md, &o, e)))
+	    (migrate_disks_start(s->vm, &s->md, e) || migrate_disks_send_list(s->md, &o, e) ||
+	     read_disk_answer(s, e)))
 		return -1;
 	if (vm_dirty_start(s->vm, e))
 		return -1;
@@ -1310,13 +1348,15 @@ static json_t *migrate_status_cmd(struct vm *vm, json_t *req, void *opaque)
 		      "memory_bytes", (json_int_t)vm->mem.size);
 	if (o && c->with_disks) {
 		json_t *d = json_pack(
-			"{s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "with_disks", 1,
+			"{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "with_disks", 1,
 			"disks", (json_int_t)c->st.disk.disks,
 			"disk_size", (json_int_t)c->st.disk.size,
 			"disk_bytes", (json_int_t)c->st.disk.data_bytes,
 			"disk_zero_bytes", (json_int_t)c->st.disk.zero_bytes,
 			"disk_dirty_blocks", (json_int_t)c->st.disk.dirty_blocks,
-			"disk_resent_blocks", (json_int_t)c->st.disk.resent_blocks);
+			"disk_resent_blocks", (json_int_t)c->st.disk.resent_blocks,
+			"disks_top_only", (json_int_t)c->st.disk.top_only,
+			"disk_base_bytes", (json_int_t)c->st.disk.base_bytes);
 
 		json_object_update(o, d);
 		json_decref(d);

@@ -22,11 +22,23 @@
  * threads (vblk_call): the block device has one owner.  Read-only disks
  * are not sent: the destination opens its own copy.
  *
+ * A qcow2 overlay whose backing image the destination has too (its disk
+ * is an overlay over an image of the same chain identity, docs/block.md:
+ * the same id and generation, not opened for writing by another program
+ * since) is sent as its top layer only: the bulk copy skips the clusters
+ * the overlay does not hold (the destination's base has them) and sends
+ * the ones it holds; the blocks written later go as the guest sees them,
+ * as for any disk.  The destination decides, per disk, and answers the
+ * "disks" section with MIGRATE_DISK_ANSWER before anything else is sent.
+ * Any other disk is sent as the guest sees it, whatever image holds it.
+ *
  * The sections (state/migrate.c's framing: checksummed, version 1):
  *
  *   disks   u32 block size, u32 count, count x { u32 disk index (its
- *           --disk position), u64 size in bytes, u32 flags (0) }; once,
- *           after "hello"
+ *           --disk position), u64 size in bytes, u32 flags, and with flag
+ *           1 the backing image's identity: 36 bytes of id, u64
+ *           generation }; once, after "hello"; the destination answers
+ *           "SHOALDSK", u32 count, count x u8 (1: send the top layer only)
  *   disk    u32 disk index, then records { u8 kind (1 zeroes, 2 data),
  *           u64 offset, u64 length[, length bytes] }; data records carry
  *           at most MIGRATE_DISK_CHUNK bytes
@@ -146,6 +158,35 @@ static int write_fn(struct blockdev *bd, void *arg)
 	return 0;
 }
 
+/* The backing image's chain identity, when it can be trusted. */
+struct base_id {
+	bool has;
+	char id[37];
+	uint64_t gen;
+};
+
+static int base_fn(struct blockdev *bd, void *arg)
+{
+	struct base_id *b = arg;
+	bool current = false;
+
+	b->has = bd->format == BD_FMT_QCOW2 && bd->backing &&
+		 !blockdev_chain_id(bd->backing, b->id, &b->gen, &current) && current;
+	return 0;
+}
+
+struct disk_status {
+	uint64_t off, len;
+	struct bd_extent ext;
+};
+
+static int status_fn(struct blockdev *bd, void *arg)
+{
+	struct disk_status *x = arg;
+
+	return blockdev_block_status(bd, x->off, x->len, &x->ext);
+}
+
 static int flush_fn(struct blockdev *bd, void *arg)
 {
 	(void)arg;
@@ -168,10 +209,15 @@ int migrate_disk_target_init(struct migrate_disk_target *t, struct vm *vm, struc
 	t->n = vm->cfg.ndisks;
 	for (int i = 0; i < t->n; i++) {
 		struct vblk *b = disk_vblk(vm, i);
+		struct base_id base = { 0 };
 
 		if (!b)
 			return error_set(e, EXIT_HOST, "incoming migration: disk %d has no device", i);
 		t->dev[i] = b;
+		vblk_call(b, base_fn, &base);
+		t->has_base[i] = base.has;
+		memcpy(t->base_id[i], base.id, sizeof(base.id));
+		t->base_gen[i] = base.gen;
 		t->size[i] = vblk_disk_size(b);
 		t->writable[i] = !vblk_is_readonly(b);
 		t->path[i] = vm->cfg.disks[i].path;
@@ -207,17 +253,26 @@ int migrate_disk_parse_list(struct migrate_disk_target *t, const uint8_t *p, siz
 	state_reader_init(&r, p, len);
 	gran = state_get_u32(&r);
 	count = state_get_u32(&r);
-	if (r.error || (uint64_t)count * 16 != len - r.pos)
+	if (r.error || count > VM_MAX_DISKS)
 		return error_set(e, EXIT_BADSTATE, "incoming migration: the disks section is "
-				 "malformed (%zu bytes for %" PRIu32 " disks)", len, count);
+				 "malformed (%zu bytes, %" PRIu32 " disks)", len, r.error ? 0 : count);
 	if (gran < 512 || (gran & (gran - 1)))
 		return error_set(e, EXIT_BADSTATE, "incoming migration: the disks section's block "
 				 "size %" PRIu32 " is not a power of two of at least 512", gran);
 	for (uint32_t k = 0; k < count; k++) {
 		uint32_t i = state_get_u32(&r), flags;
-		uint64_t size = state_get_u64(&r);
+		uint64_t size = state_get_u64(&r), gen = 0;
+		char id[37] = "";
 
 		flags = state_get_u32(&r);
+		if (flags & MIGRATE_DISK_F_BASE) {
+			state_get_bytes(&r, id, 36);
+			gen = state_get_u64(&r);
+		}
+		if (r.error)
+			return error_set(e, EXIT_BADSTATE, "incoming migration: the disks section is "
+					 "malformed (%zu bytes, cut short in disk %" PRIu32 " of %" PRIu32
+					 ")", len, k + 1, count);
 		if (i >= (uint32_t)t->n)
 			return error_set(e, EXIT_BADSTATE, "incoming migration: the source mirrors its "
 					 "disk %" PRIu32 ", and this VM has %d disk%s (start it with a "
@@ -229,7 +284,7 @@ int migrate_disk_parse_list(struct migrate_disk_target *t, const uint8_t *p, siz
 		if (!t->writable[i])
 			return error_set(e, EXIT_BADSTATE, "incoming migration: disk %" PRIu32 " (%s) is "
 					 "read-only here, and the source mirrors it", i, t->path[i]);
-		if (flags)
+		if (flags & ~(uint32_t)MIGRATE_DISK_F_BASE)
 			return error_set(e, EXIT_BADSTATE, "incoming migration: disk %" PRIu32 ": "
 					 "unknown flags 0x%" PRIx32, i, flags);
 		if (size != t->size[i])
@@ -239,9 +294,23 @@ int migrate_disk_parse_list(struct migrate_disk_target *t, const uint8_t *p, siz
 					 "source's size", i, size, size >> 20, t->path[i], t->size[i],
 					 t->size[i] >> 20);
 		t->announced[i] = true;
+		t->top_only[i] = (flags & MIGRATE_DISK_F_BASE) && t->has_base[i] &&
+				 !memcmp(id, t->base_id[i], 36) && gen == t->base_gen[i];
+		t->order[t->nlisted++] = (int)i;
 	}
+	if (r.pos != r.len)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: the disks section is "
+				 "malformed (%zu bytes after its %" PRIu32 " disks)", r.len - r.pos, count);
 	t->listed = true;
 	return 0;
+}
+
+void migrate_disk_answer(const struct migrate_disk_target *t, struct state_writer *w)
+{
+	state_put_bytes(w, MIGRATE_DISK_ANSWER, 8);
+	state_put_u32(w, (uint32_t)t->nlisted);
+	for (int k = 0; k < t->nlisted; k++)
+		state_put_u8(w, t->top_only[t->order[k]]);
 }
 
 /* Check (apply false) or apply every record of a "disk" payload. */
@@ -315,6 +384,8 @@ int migrate_disk_apply(struct migrate_disk_target *t, const uint8_t *p, size_t l
 struct mdisk {
 	int index;                  /* --disk position */
 	struct vblk *b;
+	struct base_id base;        /* the backing image's identity, if any */
+	bool top_only;              /* the destination has the base: send the top */
 	uint64_t size, nbits;
 	uint64_t *bits;             /* blocks waiting to be sent */
 };
@@ -359,6 +430,7 @@ int migrate_disks_start(struct vm *vm, struct migrate_disks **out, struct error 
 		d->b = b;
 		d->size = vblk_disk_size(b);
 		d->nbits = (d->size + MIGRATE_DISK_BLOCK - 1) / MIGRATE_DISK_BLOCK;
+		vblk_call(b, base_fn, &d->base);
 		d->bits = calloc((d->nbits + 63) / 64 + 1, sizeof(uint64_t));
 		rc = d->bits ? vblk_dirty_start(b, MIGRATE_DISK_BLOCK) : -ENOMEM;
 		if (rc) {
@@ -391,11 +463,37 @@ int migrate_disks_send_list(struct migrate_disks *md, const struct migrate_disk_
 	state_put_u32(o->w, MIGRATE_DISK_BLOCK);
 	state_put_u32(o->w, (uint32_t)md->n);
 	for (int k = 0; k < md->n; k++) {
-		state_put_u32(o->w, (uint32_t)md->d[k].index);
-		state_put_u64(o->w, md->d[k].size);
-		state_put_u32(o->w, 0);
+		const struct mdisk *d = &md->d[k];
+
+		state_put_u32(o->w, (uint32_t)d->index);
+		state_put_u64(o->w, d->size);
+		state_put_u32(o->w, d->base.has ? MIGRATE_DISK_F_BASE : 0);
+		if (d->base.has) {
+			state_put_bytes(o->w, d->base.id, 36);
+			state_put_u64(o->w, d->base.gen);
+		}
 	}
 	return o->flush(o->opaque, mark, e);
+}
+
+int migrate_disks_set_modes(struct migrate_disks *md, const uint8_t *modes, uint32_t n,
+			    struct error *e)
+{
+	if (n != (uint32_t)md->n)
+		return error_set(e, EXIT_HOST, "migration: the destination answered for %" PRIu32
+				 " disks, and %d were listed", n, md->n);
+	for (int k = 0; k < md->n; k++) {
+		if (modes[k] > 1 || (modes[k] && !md->d[k].base.has))
+			return error_set(e, EXIT_HOST, "migration: the destination's answer for disk %d "
+					 "makes no sense (%u)", md->d[k].index, modes[k]);
+		md->d[k].top_only = modes[k];
+		md->st.top_only += modes[k];
+		if (modes[k])
+			log_info("migration: disk %d: the destination has its base (%s, generation %"
+				 PRIu64 "): only the top layer goes", md->d[k].index, md->d[k].base.id,
+				 md->d[k].base.gen);
+	}
+	return 0;
 }
 
 /* A "disk" section being filled. */
@@ -515,14 +613,31 @@ int migrate_disks_send_all(struct migrate_disks *md, const struct migrate_disk_o
 {
 	struct disk_out s = { .o = o };
 
-	for (int k = 0; k < md->n; k++)
-		for (uint64_t off = 0; off < md->d[k].size; off += MIGRATE_DISK_CHUNK) {
-			uint64_t n = md->d[k].size - off < MIGRATE_DISK_CHUNK ?
-				     md->d[k].size - off : MIGRATE_DISK_CHUNK;
+	for (int k = 0; k < md->n; k++) {
+		struct mdisk *d = &md->d[k];
 
+		for (uint64_t off = 0, n; off < d->size; off += n) {
+			struct disk_status x = { .off = off };
+
+			n = x.len = d->size - off < MIGRATE_DISK_CHUNK ? d->size - off : MIGRATE_DISK_CHUNK;
+			if (d->top_only && !vblk_call(d->b, status_fn, &x) && x.ext.len) {
+				/* only what the top layer holds: the rest is the base's */
+				if (x.ext.len < n)
+					n = x.ext.len;
+				if (x.ext.status == BD_UNALLOC) {
+					md->st.base_bytes += n;
+					continue;
+				}
+				if (x.ext.status == BD_ZERO) {
+					if (add_record(md, &s, k, off, n, NULL, e))
+						return -1;
+					continue;
+				}
+			}
 			if (send_range(md, &s, k, off, n, e))
 				return -1;
 		}
+	}
 	return section_close(md, &s, e);
 }
 

@@ -7,7 +7,9 @@
  *   - the destination's parsing (state/migrate_disk.c): a good "disks"
  *     section and "disk" records land in the target (data and zeroes); a
  *     size mismatch names both sizes; a disk not ours, read-only, listed
- *     twice, with unknown flags, a malformed list; records outside the
+ *     twice, with unknown flags, a malformed list; a disk whose base has
+ *     the source's chain identity is answered "top layer only", one with
+ *     another id or generation (or none) "all"; records outside the
  *     disk, of an unknown kind, cut short, too long, for a disk not
  *     listed, or before the list: each refused with status 84 and its own
  *     message, and a bad record anywhere in a section writes nothing.
@@ -229,6 +231,54 @@ static void bad_list(struct state_writer *w, const char *want)
 	free(m.img[1]);
 }
 
+/* The source's base identity against ours: the answer for each case. */
+static void test_top_only(void **state)
+{
+	static const char id[] = "0f1e2d3c-4b5a-4697-8877-665544332211";
+	static const char other[] = "0f1e2d3c-4b5a-4697-8877-665544332212";
+	struct { const char *ours, *theirs; uint64_t gen_ours, gen_theirs; uint8_t want; } c[] = {
+		{ id, id, 5, 5, 1 },          /* the same base: the top layer only */
+		{ id, other, 5, 5, 0 },       /* another image */
+		{ id, id, 5, 6, 0 },          /* the same image, changed since */
+		{ NULL, id, 0, 5, 0 },        /* no base (or one not to be trusted) here */
+		{ id, NULL, 5, 0, 0 },        /* the source offers none */
+	};
+
+	(void)state;
+	for (size_t k = 0; k < sizeof(c) / sizeof(c[0]); k++) {
+		struct migrate_disk_target t;
+		struct mem_disks m;
+		struct state_writer w;
+		struct error e = { 0 };
+		uint32_t n;
+
+		target(&t, &m);
+		if (c[k].ours) {
+			t.has_base[0] = true;
+			memcpy(t.base_id[0], c[k].ours, 37);
+			t.base_gen[0] = c[k].gen_ours;
+		}
+		state_writer_init(&w);
+		list(&w, 65536, 0, DSIZE, c[k].theirs ? MIGRATE_DISK_F_BASE : 0);
+		if (c[k].theirs) {
+			state_put_bytes(&w, c[k].theirs, 36);
+			state_put_u64(&w, c[k].gen_theirs);
+		}
+		assert_int_equal(migrate_disk_parse_list(&t, w.data, w.len, &e), 0);
+		assert_int_equal(t.top_only[0], c[k].want);
+		w.len = 0;
+		migrate_disk_answer(&t, &w);
+		assert_int_equal(w.len, 13);
+		assert_memory_equal(w.data, MIGRATE_DISK_ANSWER, 8);
+		memcpy(&n, w.data + 8, 4);
+		assert_int_equal(n, 1);
+		assert_int_equal(w.data[12], c[k].want);
+		state_writer_free(&w);
+		free(m.img[0]);
+		free(m.img[1]);
+	}
+}
+
 static void test_bad_lists(void **state)
 {
 	struct state_writer w;
@@ -241,8 +291,13 @@ static void test_bad_lists(void **state)
 	bad_list(&w, "this VM has 2 disks");
 	list(&w, 65536, 1, DSIZE, 0);
 	bad_list(&w, "read-only here");
-	list(&w, 65536, 0, DSIZE, 1);
+	list(&w, 65536, 0, DSIZE, 2);
 	bad_list(&w, "unknown flags");
+	list(&w, 65536, 0, DSIZE, MIGRATE_DISK_F_BASE);          /* no identity follows */
+	bad_list(&w, "cut short in disk 1 of 1");
+	list(&w, 65536, 0, DSIZE, 0);
+	state_put_u8(&w, 0);                                     /* a byte too many */
+	bad_list(&w, "1 bytes after its 1 disks");
 	list(&w, 1000, 0, DSIZE, 0);
 	bad_list(&w, "power of two");
 	list(&w, 65536, 0, DSIZE, 0);
@@ -337,6 +392,7 @@ int main(void)
 		cmocka_unit_test(test_bitmap_race),
 		cmocka_unit_test(test_good_disk),
 		cmocka_unit_test(test_bad_lists),
+		cmocka_unit_test(test_top_only),
 		cmocka_unit_test(test_bad_records),
 	};
 
