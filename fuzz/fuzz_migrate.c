@@ -18,6 +18,11 @@
  *          vCPUs (flags bits 0-1); the CPU it returns is only checked to
  *          be JSON (snapshot_check_cpu asks KVM for this host's)
  *   ram    migrate_apply_ram into 16 MiB of memfd guest RAM
+ *   disks  migrate_disk_parse_list, and
+ *   disk   migrate_disk_apply (state/migrate_disk.c), for a destination
+ *          with two disks of 1 MiB, the second read-only, whose writes
+ *          land in memory and abort if they reach outside a disk, a disk
+ *          not listed, or the read-only one
  *   state  snapshot_state_restore on a VM without KVM (devices from the
  *          builder on a fake device host: a "devices" section before "kvm"
  *          reaches their restore), which must refuse it, and
@@ -50,6 +55,7 @@
 #include "base/state.h"
 #include "devices/device.h"
 #include "state/migrate.h"
+#include "state/migrate_disk.h"
 #include "state/snapshot.h"
 #include "vmm/config.h"
 #include "vmm/devices.h"
@@ -67,6 +73,22 @@ static const uint32_t host_msrs[] = {
 };
 
 static struct guest_mem mem = { .fd = -1 };
+
+#define DISK (1u << 20)
+static uint8_t disk_bytes[DISK];
+
+static int disk_write(void *opaque, int disk, const void *buf, uint64_t off, uint64_t len)
+{
+	const struct migrate_disk_target *t = opaque;
+
+	if (disk != 0 || !t->announced[0] || off > DISK || len > DISK - off || !len)
+		abort();   /* only the writable, listed disk, inside it */
+	if (buf)
+		memcpy(disk_bytes + off, buf, len);
+	else
+		memset(disk_bytes + off, 0, len);
+	return 0;
+}
 
 static void refused(const struct error *e)
 {
@@ -146,7 +168,10 @@ static int read_stream(uint8_t flags, struct migrate_in *in, struct error *e)
 {
 	int ncpus = 1 + (flags & 3);
 	bool hello = false, state = false;
+	struct migrate_disk_target dt = { .n = 2, .size = { DISK, DISK }, .writable = { true, false },
+					  .path = { "d0", "d1" }, .write = disk_write };
 
+	dt.opaque = &dt;
 	if (migrate_read_magic(in, e))
 		return -1;
 	for (;;) {
@@ -174,6 +199,12 @@ static int read_stream(uint8_t flags, struct migrate_in *in, struct error *e)
 				return -1;
 		} else if (!strcmp(name, "round") && !state) {
 			continue;
+		} else if (!strcmp(name, "disks") && !state) {
+			if (migrate_disk_parse_list(&dt, p, len, e))
+				return -1;
+		} else if (!strcmp(name, "disk") && !state) {
+			if (migrate_disk_apply(&dt, p, len, e))
+				return -1;
 		} else if (!strcmp(name, "state") && !state) {
 			if (check_state(flags, ncpus, p, len, e))
 				return -1;
