@@ -253,8 +253,9 @@ struct chain_walk {
 	int n;
 };
 
-static int open_one(struct blockdev **out, const char *path, const struct blockdev_opts *o,
-		    int depth, struct chain_walk *w, struct error *e);
+static int open_one(struct blockdev **out, const char *path, int given_fd,
+		    const struct blockdev_opts *o, int depth, struct chain_walk *w,
+		    struct error *e);
 
 /* Resolve `name` (from the header of `parent`) to a path. */
 static char *backing_path(const char *parent, const char *name)
@@ -296,7 +297,7 @@ static int open_backing(struct blockdev *bd, const struct blockdev_opts *o,
 	path = backing_path(bd->path, q->backing_file);
 	if (!path)
 		return error_set(e, EXIT_HOST, "out of memory");
-	r = open_one(&bd->backing, path, &bo, bd->depth + 1, w, e);
+	r = open_one(&bd->backing, path, -1, &bo, bd->depth + 1, w, e);
 	free(path);
 	return r;
 }
@@ -368,8 +369,11 @@ static int open_lock(struct blockdev *bd, const struct blockdev_opts *o, struct 
 	return lock_set(bd->fd, name, perm, shared, &bd->lock, e);
 }
 
-static int open_one(struct blockdev **out, const char *path, const struct blockdev_opts *o,
-		    int depth, struct chain_walk *w, struct error *e)
+/* Open `path`, or take the open file given_fd (>= 0: bd owns it from now
+ * on, failing or not) which `path` then names. */
+static int open_one(struct blockdev **out, const char *path, int given_fd,
+		    const struct blockdev_opts *o, int depth, struct chain_walk *w,
+		    struct error *e)
 {
 	struct blockdev *bd = calloc(1, sizeof(*bd));
 	enum blockdev_format f = o->format;
@@ -383,8 +387,22 @@ static int open_one(struct blockdev **out, const char *path, const struct blockd
 	bd->readonly = o->readonly;
 	bd->caller_reports = o->caller_reports;
 	bd->depth = depth;
-	bd->fd = path_open(path, (o->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK |
-			   (o->direct ? O_DIRECT : 0), 0);   /* the whole chain, when confined */
+	if (given_fd >= 0) {
+		int fl = o->direct ? fcntl(given_fd, F_GETFL) : 0;
+
+		bd->fd = given_fd;
+		if (fl < 0 || (o->direct && fcntl(given_fd, F_SETFL, fl | O_DIRECT) < 0)) {
+			int err = errno;        /* EINVAL: no O_DIRECT here, said below */
+
+			close(given_fd);
+			bd->fd = -1;
+			errno = err;
+		}
+	} else {
+		bd->fd = path_open(path, (o->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC |
+				   O_NONBLOCK | (o->direct ? O_DIRECT : 0), 0);   /* the whole
+								     * chain, when confined */
+	}
 	if (bd->fd < 0 && o->direct && errno == EINVAL) {
 		r = error_set(e, EXIT_NOINPUT, "%s: the file system does not support O_DIRECT "
 			      "('direct'); put the image elsewhere or drop 'direct'", path);
@@ -440,7 +458,7 @@ int blockdev_open(struct blockdev **out, const char *path,
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return error_set(e, EXIT_HOST, "out of memory");
-	r = open_one(out, path, o ? o : &defaults, 0, w, e);
+	r = open_one(out, path, -1, o ? o : &defaults, 0, w, e);
 	free(w);
 	return r;
 }
@@ -470,11 +488,13 @@ static void chain_deepen(struct blockdev *bd)
 		bd->depth++;
 }
 
-int blockdev_push_overlay(struct blockdev **top, const char *path,
-			  const struct blockdev_opts *o, struct error *e)
+/* blockdev_push_overlay, of the image at `path` or (fd >= 0) in fd. */
+static int push_overlay(struct blockdev **top, const char *path, int fd,
+			const struct blockdev_opts *o, struct error *e)
 {
 	struct blockdev_opts oo = *o;
 	struct blockdev *old = *top, *ov;
+	struct chain_walk *w;
 	struct qcow2 *q;
 	struct stat a, b;
 	char *bpath;
@@ -490,13 +510,28 @@ int blockdev_push_overlay(struct blockdev **top, const char *path,
 	oo.readonly = false;
 	oo.no_backing = true;
 	oo.force_share = false;
-	if (blockdev_open(&ov, path, &oo, e))
+	if (fd < 0) {
+		r = blockdev_open(&ov, path, &oo, e);
+	} else if (!(w = calloc(1, sizeof(*w)))) {
+		r = error_set(e, EXIT_HOST, "out of memory");
+	} else {
+		int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+
+		r = own < 0 ? error_set(e, EXIT_HOST, "%s: %s", path, strerror(errno)) :
+			      open_one(&ov, path, own, &oo, 0, w, e);
+		free(w);
+	}
+	if (r)
 		return -1;
-	/* the overlay must name this very file as its backing file */
+	/* the overlay must name this very file as its backing file: by
+	 * file, or, given an open file (no names to look up), by old's name */
 	q = ov->priv;
 	bpath = q->backing_file ? backing_path(ov->path, q->backing_file) : NULL;
-	r = !bpath || stat(bpath, &a) < 0 || fstat(old->fd, &b) < 0 || a.st_dev != b.st_dev ||
-	    a.st_ino != b.st_ino || ov->size != old->size;
+	if (fd >= 0)
+		r = !bpath || strcmp(bpath, old->path) || ov->size != old->size;
+	else
+		r = !bpath || stat(bpath, &a) < 0 || fstat(old->fd, &b) < 0 ||
+		    a.st_dev != b.st_dev || a.st_ino != b.st_ino || ov->size != old->size;
 	free(bpath);
 	if (r) {
 		blockdev_close(ov);
@@ -520,6 +555,20 @@ int blockdev_push_overlay(struct blockdev **top, const char *path,
 	ov->backing = old;
 	*top = ov;
 	return 0;
+}
+
+int blockdev_push_overlay(struct blockdev **top, const char *path,
+			  const struct blockdev_opts *o, struct error *e)
+{
+	return push_overlay(top, path, -1, o, e);
+}
+
+int blockdev_push_overlay_fd(struct blockdev **top, int fd, const char *path,
+			     const struct blockdev_opts *o, struct error *e)
+{
+	if (fd < 0)
+		return error_set(e, EXIT_USAGE, "%s: no open file given for the overlay", path);
+	return push_overlay(top, path, fd, o, e);
 }
 
 void blockdev_share_all(struct blockdev *bd)

@@ -155,6 +155,12 @@ void blockdev_close(struct blockdev *bd);
  * and *top as it was (flushed). */
 int blockdev_push_overlay(struct blockdev **top, const char *path,
 			  const struct blockdev_opts *o, struct error *e);
+/* The same with the overlay in the open file `fd` (not taken: the chain
+ * keeps a duplicate), which `path` names: for a process that cannot open
+ * names (a jailed VMM, given the file by shoald).  The overlay must name
+ * *top's path as its backing file. */
+int blockdev_push_overlay_fd(struct blockdev **top, int fd, const char *path,
+			     const struct blockdev_opts *o, struct error *e);
 /* bd's own chain identity (docs/block.md): its id as text, its
  * generation, and whether the generation can be trusted (no other program
  * opened it for writing since).  0, or -1 when bd has none (raw, or a

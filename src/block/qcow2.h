@@ -275,6 +275,13 @@ struct qcow2_create_opts {
 	bool force;			/* ignore backing chain mismatches */
 };
 int qcow2_create(const char *path, const struct qcow2_create_opts *o, struct error *e);
+/* The same in the open file `fd` (truncated; left open), which `path`
+ * names in messages only: for a process that cannot open names (a jailed
+ * VMM, given the file by shoald).  `backing`, when not NULL, is the open
+ * image that o->backing_file names: its size, format and chain identity
+ * are taken from it instead of opening that name.  No preallocation. */
+int qcow2_create_fd(int fd, const char *path, const struct qcow2_create_opts *o,
+		    const struct blockdev *backing, struct error *e);
 
 /* chain_id.c */
 void chain_id_generate(uint8_t id[16]);

@@ -163,6 +163,22 @@ out:
 }
 
 /* Read the backing file's size and identity. */
+/* What a new overlay records of its backing file b: its format and, when
+ * b has a chain identity, b's id and generation as the parent's; *size
+ * gets b's virtual size. */
+static void backing_take(struct qcow2 *q, const struct blockdev *b, uint64_t *size)
+{
+	*size = b->size;
+	q->backing_format = strdup(blockdev_format_name(b->format));
+	if (b->format == BD_FMT_QCOW2 && ((struct qcow2 *)b->priv)->chain.present) {
+		const struct qcow2 *p = b->priv;
+
+		memcpy(q->chain.parent_id, p->chain.id, 16);
+		q->chain.parent_generation = p->chain.generation;
+		q->chain.flags |= QCOW2_CHAIN_F_PARENT;
+	}
+}
+
 static int backing_probe(struct qcow2 *q, const struct qcow2_create_opts *o,
 			 const char *path, uint64_t *size, struct error *e)
 {
@@ -187,14 +203,7 @@ static int backing_probe(struct qcow2 *q, const struct qcow2_create_opts *o,
 		return error_prefix(e, "%s: cannot open backing file", path);
 	}
 	free(tmp);
-	*size = b->size;
-	q->backing_format = strdup(blockdev_format_name(b->format));
-	if (b->format == BD_FMT_QCOW2 && ((struct qcow2 *)b->priv)->chain.present) {
-		struct qcow2 *p = b->priv;
-		memcpy(q->chain.parent_id, p->chain.id, 16);
-		q->chain.parent_generation = p->chain.generation;
-		q->chain.flags |= QCOW2_CHAIN_F_PARENT;
-	}
+	backing_take(q, b, size);
 	blockdev_close(b);
 	return 0;
 }
@@ -226,8 +235,11 @@ static int preallocate(const char *path, int mode, struct error *e)
 	return r ? -1 : 0;
 }
 
-/* Create a qcow2 image at `path` (truncating any file there). */
-int qcow2_create(const char *path, const struct qcow2_create_opts *o, struct error *e)
+/* Create a qcow2 image in `fd` (truncated), or at `path` when fd is -1;
+ * its backing file is read from `backing` when given, else opened by
+ * name. */
+static int create(int fd, const char *path, const struct qcow2_create_opts *o,
+		  const struct blockdev *backing, struct error *e)
 {
 	struct qcow2 q = { 0 };
 	struct qcow2_create_opts oo = *o;
@@ -238,7 +250,9 @@ int qcow2_create(const char *path, const struct qcow2_create_opts *o, struct err
 		if (o->prealloc)
 			return error_set(e, EXIT_USAGE, "%s: preallocation and a backing file "
 					 "cannot be used together", path);
-		if (backing_probe(&q, o, path, &bsize, e))
+		if (backing)
+			backing_take(&q, backing, &bsize);
+		else if (backing_probe(&q, o, path, &bsize, e))
 			goto fail;
 		if (o->backing_format) {
 			free(q.backing_format);
@@ -257,8 +271,8 @@ int qcow2_create(const char *path, const struct qcow2_create_opts *o, struct err
 		q.autoclear |= QCOW2_AUTOCLEAR_SHOAL_CHAIN;
 	if (q.cluster_size >= 4096 && add_feature_table(&q))
 		goto oom;	/* (it does not fit in the header of tiny clusters) */
-	q.fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (q.fd < 0) {
+	q.fd = fd >= 0 ? fd : open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (q.fd < 0 || (fd >= 0 && ftruncate(fd, 0) < 0)) {
 		error_set(e, EXIT_NOINPUT, "%s: %s", path, strerror(errno));
 		goto fail;
 	}
@@ -267,7 +281,8 @@ int qcow2_create(const char *path, const struct qcow2_create_opts *o, struct err
 		r = -errno;
 	if (!r)
 		r = qcow2_header_rewrite(&q);
-	close(q.fd);
+	if (fd < 0)
+		close(q.fd);
 	if (r) {
 		error_set(e, EXIT_HOST, "%s: %s", path, r == -ENOSPC && q.backing_file ?
 			  "backing file name too long for the header cluster" : strerror(-r));
@@ -280,4 +295,19 @@ oom:
 fail:
 	create_state_free(&q);
 	return -1;
+}
+
+/* Create a qcow2 image at `path` (truncating any file there). */
+int qcow2_create(const char *path, const struct qcow2_create_opts *o, struct error *e)
+{
+	return create(-1, path, o, NULL, e);
+}
+
+int qcow2_create_fd(int fd, const char *path, const struct qcow2_create_opts *o,
+		    const struct blockdev *backing, struct error *e)
+{
+	if (fd < 0 || o->prealloc)
+		return error_set(e, EXIT_USAGE, "%s: %s", path, fd < 0 ? "no file to create in" :
+				 "no preallocation when creating in an open file");
+	return create(fd, path, o, backing, e);
 }

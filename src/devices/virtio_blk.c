@@ -749,8 +749,13 @@ static void vblk_quiesce(struct virtio_device *vdev, bool on)
 		vblk_kick(b);           /* serve what arrived meanwhile */
 }
 
-int vblk_push_overlay(struct vblk *b, const char *path, bool direct, uint64_t cache_bytes,
-		      struct error *e)
+const struct blockdev *vblk_image(const struct vblk *b)
+{
+	return b->bd;
+}
+
+int vblk_push_overlay(struct vblk *b, const char *path, int fd, bool direct,
+		      uint64_t cache_bytes, struct error *e)
 {
 	struct blockdev_opts o = { .direct = direct, .cache_bytes = cache_bytes };
 	int rc, trc;
@@ -771,7 +776,8 @@ int vblk_push_overlay(struct vblk *b, const char *path, bool direct, uint64_t ca
 		b->stopping = false;
 		b->running = false;
 	}
-	rc = blockdev_push_overlay(&b->bd, path, &o, e);
+	rc = fd >= 0 ? blockdev_push_overlay_fd(&b->bd, fd, path, &o, e) :
+		       blockdev_push_overlay(&b->bd, path, &o, e);
 	if (b->lock && (trc = vblk_start(b, b->lock)) != 0) {
 		log_error("%s: cannot restart the I/O thread: %s", b->name, strerror(-trc));
 		if (!rc)

@@ -106,8 +106,16 @@ void vblk_drain(struct vblk *b);
  * sees the same disk and writes go to the overlay.  The I/O thread is
  * stopped for the switch and started again.  0, or -1 with `e` (the disk
  * as it was). */
-int vblk_push_overlay(struct vblk *b, const char *path, bool direct, uint64_t cache_bytes,
-		      struct error *e);
+int vblk_push_overlay(struct vblk *b, const char *path, int fd, bool direct,
+		      uint64_t cache_bytes, struct error *e);
+/* (fd >= 0: the overlay is that open file, which `path` names; the chain
+ * keeps a duplicate.  For a jailed VMM, which cannot open names.) */
+
+/* The disk's open image chain, top first: for reading its files' identity
+ * (fstat, format, chain identity) while the disk is held or before it
+ * runs; the I/O thread owns it otherwise. */
+struct blockdev;
+const struct blockdev *vblk_image(const struct vblk *b);
 
 /* Run fn(the block device, arg) on the disk's I/O thread, the device's
  * one owner, between its batches (held for a snapshot or not), and return

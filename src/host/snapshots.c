@@ -84,6 +84,7 @@
 #include "base/log.h"
 #include "host/spec.h"
 #include "host/vmctl.h"
+#include "state/snapshot_disk.h"
 
 #define SNAPSHOT_TIMEOUT_MS 600000      /* the VMM writes all of guest RAM */
 #define SNAPSHOT_POLL_MS 50             /* snapshot-status while a live one writes */
@@ -227,23 +228,38 @@ static bool spec_has_vconsole_file(const char *spec)
 	return file;
 }
 
-/* The path of the spec's first writable disk (malloc'd), or NULL.  A
- * snapshot moves such a disk onto a new overlay beside it, which a jailed
- * VMM (its root a bare tmpfs) cannot reach. */
-static char *spec_writable_disk(const char *spec)
+/* The path of the spec's first writable disk (malloc'd), or NULL, and
+ * into *count how many it has.  A snapshot moves such a disk onto a new
+ * overlay beside it, which a jailed VMM (its root a bare tmpfs) cannot
+ * reach: shoald makes that file for it. */
+static char *spec_writable_disk(const char *spec, int *count)
 {
 	json_t *j = json_loads(spec ? spec : "{}", 0, NULL), *d;
 	char *path = NULL;
 	size_t i;
 
+	*count = 0;
 	json_array_foreach(json_object_get(j, "disks"), i, d) {
 		if (json_is_true(json_object_get(d, "readonly")) || json_is_true(json_object_get(d, "ro")))
 			continue;
-		path = strdup(json_string_value(json_object_get(d, "path")) ?: "?");
-		break;
+		if (!path)
+			path = strdup(json_string_value(json_object_get(d, "path")) ?: "?");
+		(*count)++;
 	}
 	json_decref(j);
 	return path;
+}
+
+/* Does the VMM config `cfg` name `path` as a disk? */
+static bool cfg_has_disk(json_t *cfg, const char *path)
+{
+	json_t *d;
+	size_t i;
+
+	json_array_foreach(json_object_get(cfg, "disks"), i, d)
+		if (!strcmp(json_string_value(json_object_get(d, "path")) ?: "", path))
+			return true;
+	return false;
 }
 
 /* ---- following a VM's disks (and a clone's identity) ---- */
@@ -575,8 +591,10 @@ static int snap_vmm_wait_live(struct vmctl *c, json_t **reply, char *err, size_t
 
 /* Send the VMM the snapshot command; its reply in *reply (live: once
  * the memory is written). */
+/* ovfd >= 0: the overlay file made for a jailed VMM's writable disk, sent
+ * with the request, which names it `ovpath`. */
 static int snap_vmm_save(struct host *h, const char *vmname, const char *dir, bool live,
-			 json_t **reply, struct api_err *e)
+			 int ovfd, const char *ovpath, json_t **reply, struct api_err *e)
 {
 	char sock[4200], err[512];
 	struct vmctl c;
@@ -587,7 +605,10 @@ static int snap_vmm_save(struct host *h, const char *vmname, const char *dir, bo
 	if (vmctl_connect(&c, sock, 2000, err, sizeof(err)) < 0)
 		return api_err_set(e, 500, "vmm_error", "vm \"%s\": snapshot: %s", vmname, err);
 	req = json_pack("{s:s, s:s, s:b}", "cmd", "snapshot", "dir", dir, "live", live);
-	rc = vmctl_request(&c, req, reply, SNAPSHOT_TIMEOUT_MS, err, sizeof(err));
+	if (ovfd >= 0)
+		json_object_set_new(req, "overlay", json_string(ovpath));
+	rc = ovfd >= 0 ? vmctl_request_fd(&c, req, ovfd, reply, SNAPSHOT_TIMEOUT_MS, err, sizeof(err)) :
+			 vmctl_request(&c, req, reply, SNAPSHOT_TIMEOUT_MS, err, sizeof(err));
 	json_decref(req);
 	if (!rc && live)
 		rc = snap_vmm_wait_live(&c, reply, err, sizeof(err));
@@ -604,12 +625,12 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 {
 	struct snapshot_record r = { 0 };
 	char *pending = NULL, *wdisk = NULL, dir[4400], stage[4400], detail[256];
-	char *overlays = NULL, *new_spec = NULL, *new_ov = NULL;
+	char *overlays = NULL, *new_spec = NULL, *new_ov = NULL, *ovpath = NULL;
 	struct hvm *vm = host_get(h, name, e);
 	json_t *reply = NULL, *cfg = NULL;
-	bool follow = false;
+	bool follow = false, ov_used = false;
 	int64_t id = 0;
-	int rc;
+	int rc, nwd = 0, ovfd = -1;
 
 	if (!vm)
 		return -1;
@@ -624,11 +645,12 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 		rc = api_err_set(e, 409, "wrong_state", "vm \"%s\" is %s: cannot snapshot it "
 				 "(a snapshot saves a running or paused VM)", name,
 				 hvm_state_name(vm->state));
-	} else if (h->jail && (wdisk = spec_writable_disk(vm->rec.spec))) {
-		rc = api_err_set(e, 409, "snapshot_failed", "vm \"%s\": its disk %.200s is writable "
-				 "and its VMM is jailed: a snapshot moves a writable disk onto a new "
-				 "overlay beside it, a directory the jailed VMM cannot reach (run "
-				 "shoald --jail off, or make the disk readonly)", name, wdisk);
+	} else if (h->jail && (wdisk = spec_writable_disk(vm->rec.spec, &nwd)) && nwd > 1) {
+		rc = api_err_set(e, 409, "snapshot_failed", "vm \"%s\": it has %d writable disks "
+				 "and its VMM is jailed: shoald makes the new overlay beside one "
+				 "writable disk only for a jailed VMM, which cannot reach the "
+				 "directories of its disks (run shoald --jail off, or make all disks "
+				 "but one readonly)", name, nwd);
 	} else if (spec_has_vconsole_file(vm->rec.spec)) {
 		rc = api_err_set(e, 409, "snapshot_failed", "vm \"%s\": its virtio console writes "
 				 "to a file in its directory, which a restored VM cannot take over yet",
@@ -656,9 +678,36 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 		r.spec = vm->rec.spec ? strdup(vm->rec.spec) : NULL;
 		r.vcpus = vm->cpus;
 		overlays = vm->rec.overlays ? strdup(vm->rec.overlays) : NULL;
-		follow = (wdisk = spec_writable_disk(vm->rec.spec)) != NULL;
+		free(wdisk);
+		follow = (wdisk = spec_writable_disk(vm->rec.spec, &nwd)) != NULL;
 	}
 	pthread_mutex_unlock(&h->lock);
+	if (!rc && h->jail && follow) {
+		/* the jailed VMM cannot make it: the file is made here, empty,
+		 * and sent open with the request (state/snapshot_disk.h) */
+		ovpath = snap_disk_overlay_path(wdisk, r.name);
+		if (!ovpath)
+			rc = api_err_set(e, 409, "snapshot_failed", "vm \"%s\": its disk %.200s is "
+					 "not an absolute path", name, wdisk);
+		else if ((ovfd = open(ovpath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
+			rc = api_err_set(e, errno == EEXIST ? 409 : 500, errno == EEXIST ?
+					 "snapshot_failed" : "internal", "vm \"%s\": snapshot %s: its "
+					 "disk's new overlay %.200s: %s", name, r.name, ovpath,
+					 errno == EEXIST ? "already exists (name the snapshot "
+					 "differently)" : strerror(errno));
+		if (rc) {       /* the name and the VM are claimed: give them back */
+			pthread_mutex_lock(&h->lock);
+			snap_pending_remove_locked(h, pending);
+			pthread_mutex_unlock(&h->lock);
+			free(pending);
+			free(overlays);
+			free(ovpath);
+			free(wdisk);
+			snapshot_record_free(&r);
+			hvm_release(h, vm);
+			return -1;
+		}
+	}
 	free(wdisk);
 	if (rc) {
 		host_put(h, vm);
@@ -676,7 +725,7 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 		host_rm_tree(stage);
 	}
 	r.created_ms = host_now_ms();
-	rc = r.spec ? snap_vmm_save(h, name, h->jail ? stage : dir, live, &reply, e) :
+	rc = r.spec ? snap_vmm_save(h, name, h->jail ? stage : dir, live, ovfd, ovpath, &reply, e) :
 		      api_err_set(e, 500, "internal", "out of memory");
 	if (!rc && h->jail && rename(stage, dir) < 0)
 		rc = api_err_set(e, 500, "internal", "snapshot %s: moving %s to %s: %s", r.name,
@@ -687,6 +736,7 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 		cfg = snap_vmm_config(h, name, rc ? &fe : e);
 		if (!cfg && !rc)
 			rc = -1;
+		ov_used = cfg && ovpath && cfg_has_disk(cfg, ovpath);
 		if (cfg && snap_follow(r.spec, overlays, cfg, r.name, "snapshot", false, &new_spec,
 				       &new_ov) && !rc)
 			rc = api_err_set(e, 500, "internal", "out of memory");
@@ -747,9 +797,14 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 		host_rm_tree(dir);      /* a VMM that failed leaves none; a store that failed, ours */
 		if (h->jail)
 			host_rm_tree(stage);
-	}
-	else
+		if (ovpath && !ov_used) /* made here, and the VM does not write it */
+			unlink(ovpath);
+	} else {
 		snprintf(out_name, HOST_NAME_MAX_LEN + 1, "%s", r.name);
+	}
+	if (ovfd >= 0)
+		close(ovfd);
+	free(ovpath);
 	free(pending);
 	free(overlays);
 	free(new_spec);

@@ -71,6 +71,7 @@
 #include "state/snapshot_identity.h"
 #include "state/snapshot_disk.h"
 #include "state/snapshot_live.h"
+#include "vmm/control.h"
 #include "vmm/cpuid.h"
 #include "vmm/kvm_state.h"
 #include "vmm/vm.h"
@@ -295,7 +296,8 @@ static void job_free(struct snap_job *j, bool done)
 
 /* Check what can be checked before the VM is touched, and make the
  * partial directory. */
-static struct snap_job *job_begin(struct vm *vm, const char *dir, struct error *e)
+static struct snap_job *job_begin(struct vm *vm, const char *dir,
+				   const struct snap_overlay_file *given, struct error *e)
 {
 	struct snap_job *j;
 	char created[32];
@@ -311,7 +313,7 @@ static struct snap_job *job_begin(struct vm *vm, const char *dir, struct error *
 		error_set(e, EXIT_USAGE, "%s: already exists (a snapshot goes into a new directory)", dir);
 		return NULL;
 	}
-	if (refuse_unsaveable(vm, e) || !(plan = snap_disks_plan(vm, dir, &disks, e)))
+	if (refuse_unsaveable(vm, e) || !(plan = snap_disks_plan(vm, dir, given, &disks, e)))
 		return NULL;
 	j = calloc(1, sizeof(*j));
 	if (!j) {
@@ -485,9 +487,10 @@ static int job_pause_and_capture(struct snap_job *j, bool live, struct error *e)
 	return rc;
 }
 
-int snapshot_create(struct vm *vm, const char *dir, struct snapshot_stats *st, struct error *e)
+int snapshot_create(struct vm *vm, const char *dir, const struct snap_overlay_file *given,
+		    struct snapshot_stats *st, struct error *e)
 {
-	struct snap_job *j = job_begin(vm, dir, e);
+	struct snap_job *j = job_begin(vm, dir, given, e);
 	int rc;
 
 	if (!j)
@@ -846,7 +849,8 @@ static void *live_writer(void *arg)
 	return NULL;
 }
 
-static json_t *snapshot_live_cmd(struct vm *vm, struct snap_ctl *c, const char *dir)
+static json_t *snapshot_live_cmd(struct vm *vm, struct snap_ctl *c, const char *dir,
+				 const struct snap_overlay_file *given)
 {
 	struct error e = { 0 };
 	struct snap_job *j;
@@ -862,7 +866,7 @@ static json_t *snapshot_live_cmd(struct vm *vm, struct snap_ctl *c, const char *
 		pthread_join(c->thread, NULL);
 		c->joined = true;
 	}
-	j = job_begin(vm, dir, &e);
+	j = job_begin(vm, dir, given, &e);
 	if (!j || job_pause_and_capture(j, true, &e)) {
 		job_free(j, false);
 		return json_pack("{s:b, s:s}", "ok", 0, "error", e.msg);
@@ -890,19 +894,32 @@ static json_t *snapshot_live_cmd(struct vm *vm, struct snap_ctl *c, const char *
 			 "live", 1, "pause_ms", j->st.pause_ns / 1e6);
 }
 
+/* {"cmd": "snapshot", "dir": DIR[, "live": true][, "overlay": PATH]}; with
+ * "overlay", the request brings that file open (SCM_RIGHTS): shoald's
+ * new overlay for a jailed VMM's writable disk (snapshot_disk.h). */
 static json_t *snapshot_cmd(struct vm *vm, json_t *req, void *opaque)
 {
 	const char *dir = json_string_value(json_object_get(req, "dir"));
+	json_t *ov = json_object_get(req, "overlay");
+	struct snap_overlay_file given = { .fd = control_take_fd(), .path = json_string_value(ov) };
 	struct snapshot_stats st;
 	struct error e = { 0 };
+	json_t *reply = NULL;
 
 	if (!dir || dir[0] != '/')
-		return json_pack("{s:b, s:s}", "ok", 0, "error",
-				 "snapshot: \"dir\" must be an absolute path");
-	if (json_is_true(json_object_get(req, "live")))
-		return snapshot_live_cmd(vm, opaque, dir);
-	if (snapshot_create(vm, dir, &st, &e))
-		return json_pack("{s:b, s:s}", "ok", 0, "error", e.msg);
+		reply = json_pack("{s:b, s:s}", "ok", 0, "error",
+				  "snapshot: \"dir\" must be an absolute path");
+	else if ((ov && (!given.path || given.path[0] != '/')) || (given.fd >= 0) != !!ov)
+		reply = json_pack("{s:b, s:s}", "ok", 0, "error", "snapshot: \"overlay\" is an "
+				  "absolute path, sent with that file open, or neither");
+	else if (json_is_true(json_object_get(req, "live")))
+		reply = snapshot_live_cmd(vm, opaque, dir, ov ? &given : NULL);
+	else if (snapshot_create(vm, dir, ov ? &given : NULL, &st, &e))
+		reply = json_pack("{s:b, s:s}", "ok", 0, "error", e.msg);
+	if (given.fd >= 0)
+		close(given.fd);        /* a switched disk holds its own duplicate */
+	if (reply)
+		return reply;
 	log_info("snapshot %s: %.1f ms paused, %" PRIu64 " of %" PRIu64 " MiB of memory written",
 		 dir, st.pause_ns / 1e6, st.memory_data_bytes >> 20, st.memory_bytes >> 20);
 	return stats_json(dir, &st);

@@ -33,8 +33,9 @@ struct snapshot_stats {
  * if it was running.  The snapshot is written under a temporary name and
  * renamed into place last, so a crash leaves either the complete
  * directory or none.  0, or -1 with `e` (nothing left behind). */
-int snapshot_create(struct vm *vm, const char *dir, struct snapshot_stats *st,
-		    struct error *e);
+struct snap_overlay_file;               /* snapshot_disk.h; NULL: none */
+int snapshot_create(struct vm *vm, const char *dir, const struct snap_overlay_file *given,
+		    struct snapshot_stats *st, struct error *e);
 
 /* What `shoal run --restore` may change of a snapshot's settings: where
  * the console goes and the timeout; and whether the VM is a clone, whose

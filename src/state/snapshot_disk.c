@@ -22,6 +22,14 @@
  * to the overlay, and the locks keep other writers off while the VM runs).
  * Read-only disks are recorded by size, inode and modification time.
  *
+ * A jailed VMM sees no names (its root is an empty tmpfs), so shoald makes
+ * the overlay file and sends it open with the request: step 1 then writes
+ * the qcow2 header into that file from the disk's open image (size,
+ * format, chain identity), step 2 opens the overlay from the file, and
+ * step 3 reads the parent's identity from its open image; every file is
+ * reached through a descriptor the VMM already holds.  One writable disk
+ * per such snapshot (one file comes with a request).
+ *
  * Restoring: every disk is checked before anything is made.  A parent
  * that changed since (another chain-identity generation or id, another
  * size, inode or modification time) is refused, naming it (EXIT_BADSTATE):
@@ -74,6 +82,7 @@ struct snap_disks {
 		int index;
 		char *parent;            /* absolute path of the image in use */
 		char *overlay;           /* what the VM switches to */
+		int fd;                  /* the overlay's file, given; -1: made here */
 		bool switched;
 	} d[VM_MAX_DISKS];
 };
@@ -131,6 +140,11 @@ static char *overlay_name(const char *abs, const char *dir, const char *snap, co
 	return out;
 }
 
+char *snap_disk_overlay_path(const char *disk, const char *snap)
+{
+	return disk[0] == '/' ? overlay_name(disk, NULL, snap, "") : NULL;
+}
+
 static json_t *stat_entry(const char *path, const struct stat *st)
 {
 	return json_pack("{s:s, s:I, s:I, s:I}", "path", path, "size", (json_int_t)st->st_size,
@@ -147,15 +161,48 @@ static bool is_seed(const struct vm_config *cfg, int i)
 	       d->serial && !strcmp(d->serial, CIDATA_VOLUME_ID);
 }
 
-struct snap_disks *snap_disks_plan(const struct vm *vm, const char *dir, json_t **out,
+static struct device *disk_device(struct vm *vm, int i, struct vblk **b);
+
+/* What disk i's file is: the device's open image when it has one (a
+ * jailed VMM sees no names), else the name in the config. */
+static int disk_stat(struct vm *vm, int i, struct stat *st)
+{
+	struct vblk *b = NULL;
+	const struct blockdev *bd;
+
+	if (disk_device(vm, i, &b) && (bd = vblk_image(b)) && bd->fd >= 0)
+		return fstat(bd->fd, st);
+	return stat(vm->cfg.disks[i].path, st);
+}
+
+/* How many writable disks (the seed is read-only) the VM has. */
+static int writable_disks(const struct vm_config *cfg)
+{
+	int n = 0;
+
+	for (int i = 0; i < cfg->ndisks && i < VM_MAX_DISKS; i++)
+		n += !cfg->disks[i].readonly;
+	return n;
+}
+
+struct snap_disks *snap_disks_plan(struct vm *vm, const char *dir,
+				   const struct snap_overlay_file *given, json_t **out,
 				   struct error *e)
 {
 	const struct vm_config *cfg = &vm->cfg;
-	struct snap_disks *p = calloc(1, sizeof(*p));
+	struct snap_disks *p;
 	char snap[NAME_MAX + 1];
 
 	*out = NULL;
-	if (!p) {
+	if (given && (given->fd < 0 || !given->path || given->path[0] != '/' ||
+		      writable_disks(cfg) != 1)) {
+		error_set(e, EXIT_USAGE, "snapshot: an overlay file was given (%s), but %s",
+			  given->path ? given->path : "no path",
+			  writable_disks(cfg) != 1 ? "it serves a VM with exactly one writable disk" :
+			  "its path must be absolute and its file open");
+		return NULL;
+	}
+	if (!(p = calloc(1, sizeof(*p)))) {
 		error_set(e, EXIT_HOST, "out of memory");
 		return NULL;
 	}
@@ -175,7 +222,7 @@ struct snap_disks *snap_disks_plan(const struct vm *vm, const char *dir, json_t 
 								 "writable", 0));
 			continue;
 		}
-		if (stat(d->path, &st) < 0) {
+		if (disk_stat(vm, i, &st) < 0) {
 			error_set(e, EXIT_HOST, "%s: %s", d->path, strerror(errno));
 			goto fail;
 		}
@@ -185,15 +232,21 @@ struct snap_disks *snap_disks_plan(const struct vm *vm, const char *dir, json_t 
 		}
 		sd = &p->d[p->n];
 		sd->index = i;
-		abs = realpath(d->path, NULL);
+		sd->fd = -1;
+		/* given a file, the VMM may see no names: the config's is the
+		 * name (shoald's specs give absolute paths) */
+		abs = given && d->path[0] == '/' ? strdup(d->path) : realpath(d->path, NULL);
 		sd->parent = abs;
-		sd->overlay = abs ? overlay_name(abs, NULL, snap, "") : NULL;
+		sd->overlay = !abs ? NULL : given ? strdup(given->path) :
+			      overlay_name(abs, NULL, snap, "");
 		if (!sd->overlay) {
 			error_set(e, EXIT_HOST, "%s: %s", d->path, abs ? "out of memory" : strerror(errno));
 			goto fail;
 		}
 		p->n++;
-		if (access(sd->overlay, F_OK) == 0) {
+		if (given) {
+			sd->fd = given->fd;
+		} else if (access(sd->overlay, F_OK) == 0) {
 			error_set(e, EXIT_USAGE, "%s: already exists (disk %d would switch to it for "
 				  "snapshot %s; name the snapshot differently)", sd->overlay, i, snap);
 			goto fail;
@@ -235,23 +288,19 @@ static struct device *disk_device(struct vm *vm, int i, struct vblk **b)
 	return NULL;
 }
 
-/* Fill a parent's manifest object from the file as it is now. */
-static int record_parent(json_t *o, const struct sd_disk *sd, struct error *e)
+/* Fill a parent's manifest object from its open image bd (the VM's, now
+ * under the overlay: nothing writes it) as it is now. */
+static int record_parent(json_t *o, const struct sd_disk *sd, const struct blockdev *bd,
+			 struct error *e)
 {
-	struct blockdev_opts bo = { .readonly = true, .force_share = true, .no_aio = true,
-				    .no_backing = true };
-	struct blockdev *bd;
 	struct stat st;
 	char id[37];
 	uint64_t gen;
 	bool current;
 
-	if (blockdev_open(&bd, sd->parent, &bo, e))
-		return -1;
-	if (fstat(bd->fd, &st) < 0) {
-		blockdev_close(bd);
-		return error_set(e, EXIT_HOST, "%s: %s", sd->parent, strerror(errno));
-	}
+	if (!bd || fstat(bd->fd, &st) < 0)
+		return error_set(e, EXIT_HOST, "%s: %s", sd->parent,
+				 bd ? strerror(errno) : "not open under the overlay");
 	json_object_set_new(o, "format", json_string(blockdev_format_name(bd->format)));
 	json_object_set_new(o, "virtual_size", json_integer((json_int_t)bd->size));
 	json_object_set_new(o, "size", json_integer((json_int_t)st.st_size));
@@ -261,7 +310,6 @@ static int record_parent(json_t *o, const struct sd_disk *sd, struct error *e)
 		json_object_set_new(o, "chain_id", json_pack("{s:s, s:I}", "id", id,
 							      "generation", (json_int_t)gen));
 	json_object_set_new(o, "overlay", json_string(sd->overlay));
-	blockdev_close(bd);
 	return 0;
 }
 
@@ -294,13 +342,20 @@ int snap_disks_switch(struct snap_disks *p, struct vm *vm, struct error *e)
 
 		if (!d)
 			return error_set(e, EXIT_HOST, "disk %d: no virtio-blk device", sd->index);
-		if (create_overlay(sd->overlay, sd->parent, e))
+		if (sd->fd >= 0) {      /* shoald's file: its header made from the open image */
+			struct qcow2_create_opts o = { .backing_file = sd->parent, .chain_id = true };
+
+			if (qcow2_create_fd(sd->fd, sd->overlay, &o, vblk_image(b), e))
+				return -1;
+		} else if (create_overlay(sd->overlay, sd->parent, e)) {
 			return -1;
+		}
 		pthread_mutex_lock(&d->lock);
-		rc = vblk_push_overlay(b, sd->overlay, disk->direct, disk->cache_bytes, e);
+		rc = vblk_push_overlay(b, sd->overlay, sd->fd, disk->direct, disk->cache_bytes, e);
 		pthread_mutex_unlock(&d->lock);
 		if (rc) {
-			unlink(sd->overlay);
+			if (sd->fd < 0)         /* (shoald removes its own) */
+				unlink(sd->overlay);
 			return -1;
 		}
 		sd->switched = true;
@@ -309,7 +364,8 @@ int snap_disks_switch(struct snap_disks *p, struct vm *vm, struct error *e)
 			free(disk->path);
 			disk->path = path;
 		}
-		if (record_parent(json_array_get(p->list, (size_t)sd->index), sd, e))
+		if (record_parent(json_array_get(p->list, (size_t)sd->index), sd,
+				  vblk_image(b)->backing, e))
 			return -1;
 	}
 	return 0;

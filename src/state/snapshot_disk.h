@@ -21,8 +21,22 @@ struct snap_disks;
  * switch to, next to it: STEM-SNAPNAME.qcow2, where STEM is the image's
  * name without .qcow2/.img/.raw and SNAPNAME the name of the snapshot
  * directory `dir`.  An overlay name that is taken refuses the snapshot.
- * NULL with `e`. */
-struct snap_disks *snap_disks_plan(const struct vm *vm, const char *dir, json_t **out,
+ * `given` (NULL: none) is the overlay file shoald made for a jailed VMM,
+ * which cannot create files beside its disk or see their names: the VM's
+ * one writable disk switches to it (a VM with another number of writable
+ * disks is refused), and names are taken from the config, files from the
+ * devices' open images.  NULL with `e`. */
+/* The overlay a snapshot named `snap` switches the disk at absolute path
+ * `disk` to: DIR/STEM-SNAP.qcow2 beside it (malloc'd; NULL for a relative
+ * path or out of memory).  shoald makes it for a jailed VMM. */
+char *snap_disk_overlay_path(const char *disk, const char *snap);
+
+struct snap_overlay_file {
+	int fd;                 /* open for writing, empty; not taken */
+	const char *path;       /* its absolute name on the host */
+};
+struct snap_disks *snap_disks_plan(struct vm *vm, const char *dir,
+				   const struct snap_overlay_file *given, json_t **out,
 				   struct error *e);
 
 /* With the VM paused and its devices quiesced: for each writable disk,

@@ -141,18 +141,46 @@ check "snapshot of a stopped VM: refused, saying why" \
 expect_error "  ... over HTTP: 409 wrong_state" 409 wrong_state "is exited" api POST /v1/vms/web-1/snapshot
 expect_error "snapshot of an unknown VM: 404" 404 not_found "ghost" api POST /v1/vms/ghost/snapshot
 expect_error "a bad snapshot name: 400" 400 invalid_request "name" api POST /v1/vms/web-2/snapshot '{"name": "../x"}'
-# a writable disk of a jailed VM: the VMM would move it onto an overlay
-# beside it, a directory the jailed VMM cannot reach, so the daemon does not
-# take the snapshot (unjailed, it does: daemon_snapshot_disk.sh)
+# a writable disk of a jailed VM: the VMM cannot reach the directory beside
+# its disk, so shoald makes the new overlay there and hands it over open
+# (unjailed, the VMM makes it: daemon_snapshot_disk.sh)
 if [ "$(id -u)" = 0 ]; then
 	"$SHOAL" img create -f raw "$TMP/wd.raw" 4M >/dev/null
 	check "create and start wd (a writable disk, jailed)" \
 		"$SHOAL" vm create -f <(spec wd shell "\"disks\": [{\"path\": \"$TMP/wd.raw\"}]") --start
-	expect_error "a jailed VM with a writable disk: 409 snapshot_failed, naming the disk and the jail" \
-		409 snapshot_failed "wd.raw is writable and its VMM is jailed" api POST /v1/vms/wd/snapshot
-	check "  ... and wd runs on, on its own disk" test "$(vm_field wd .state)" = running
-	check "  ... no overlay was made beside the disk" test -z "$(ls "$TMP" | grep '^wd-.*\.qcow2$')"
-	"$SHOAL" vm delete wd --force >/dev/null 2>&1
+	wait_console_long wd "shoal>" || fail "wd reaches its shell" "$("$SHOAL" console wd --show-log | tail -c 300)"
+	type_console wd "vblk 64 7"$'\r'
+	wait_console_long wd "vblk ok" || fail "wd wrote its disk pattern (seed 7)" "$("$SHOAL" console wd --show-log | tail -c 300)"
+	out=$("$SHOAL" vm snapshot wd --as ws 2>&1); rc=$?
+	check "a jailed VM with a writable disk: the snapshot is taken" test $rc -eq 0 -a -d "$STATE/snapshots/ws"
+	check "  ... wd now writes wd-ws.qcow2 beside its disk, a clean qcow2 on wd.raw" \
+		test "$(vm_field wd '.spec.disks[0].path')" = "$TMP/wd-ws.qcow2" -a \
+		"$(qemu-img info -U --output json "$TMP/wd-ws.qcow2" | jq -r '."backing-filename"')" = "$TMP/wd.raw"
+	type_console wd "vblk 64 9; exit 4"$'\r'
+	wait_state wd exited 600
+	check "  ... wd overwrote its disk (seed 9) and exited 4" test "$(vm_field wd .last_exit.status)" = 4
+	check "  ... the overlay checks clean" qemu-img check -q "$TMP/wd-ws.qcow2"
+	check "restore ws as wr (jailed)" "$SHOAL" vm restore ws --name wr
+	type_console wr "vblk-verify 64 7; exit 6"$'\r'
+	wait_state wr exited 600
+	check "  ... wr reads the disk of the snapshot (seed 7) and exits 6" \
+		test "$(vm_field wr .last_exit.status)" = 6
+	check "  ... vblk-verify said ok" console_has wr "vblk-verify ok sectors=64 seed=7"
+	: >"$TMP/wd-ws-taken.qcow2"   # the name its next snapshot "taken" would use
+	check "start wd again (a fresh boot on its overlay)" "$SHOAL" vm start wd
+	expect_error "an overlay name that exists: 409, naming it, the file untouched" 409 snapshot_failed \
+		"wd-ws-taken.qcow2: already exists" api POST /v1/vms/wd/snapshot '{"name": "taken"}'
+	check "  ... the file is untouched and wd runs on" \
+		test ! -s "$TMP/wd-ws-taken.qcow2" -a "$(vm_field wd .state)" = running
+	"$SHOAL" img create -f raw "$TMP/wd2.raw" 4M >/dev/null
+	"$SHOAL" img create -f raw "$TMP/wd3.raw" 4M >/dev/null
+	check "create and start w2 (two writable disks, jailed)" "$SHOAL" vm create -f <(spec w2 shell \
+		"\"disks\": [{\"path\": \"$TMP/wd2.raw\"}, {\"path\": \"$TMP/wd3.raw\"}]") --start
+	expect_error "a jailed VM with two writable disks: 409, saying why" 409 snapshot_failed \
+		"it has 2 writable disks and its VMM is jailed" api POST /v1/vms/w2/snapshot
+	check "  ... no overlay was made beside its disks" test -z "$(ls "$TMP" | grep '^wd[23]-.*\.qcow2$')"
+	for v in wr wd w2; do "$SHOAL" vm delete $v --force >/dev/null 2>&1; done
+	"$SHOAL" snapshot delete ws >/dev/null 2>&1
 	check "nothing was left in the snapshots directory" test -z "$(ls -A "$STATE/snapshots")"
 else
 	skip "daemon_snapshot jailed writable disk" "shoald jails its VMMs only as root"

@@ -13,6 +13,13 @@
  * its chain-identity check; blockdev_chain_id reads the identity (none on
  * raw, generation 2 after the qcow2 image's first write).  Refusals: an overlay of another file, a
  * read-only disk; each leaves the disk as it was and writable.
+ *
+ * The same through open files, as a jailed VMM does it (it sees no
+ * names): qcow2_create_fd makes the overlay in a file it is given, from
+ * the open image, and blockdev_push_overlay_fd switches to it, while the
+ * image's name leads nowhere (renamed away for the switch), so neither
+ * looked a name up; the chain reopened by name afterwards passes its
+ * chain-identity check, so the identity was taken from the open image.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -122,7 +129,7 @@ static void async_write(struct blockdev *bd, void *buf, uint64_t off, uint64_t l
 	assert_int_equal(done_rc, 0);
 }
 
-static void push_and_check(const char *parent, bool qcow2)
+static void push_and_check(const char *parent, bool qcow2, bool by_fd)
 {
 	char ov[160];
 	uint8_t *buf = bd_memalign(65536), *chk = bd_memalign(65536);
@@ -145,9 +152,25 @@ static void push_and_check(const char *parent, bool qcow2)
 		assert_int_equal(gen, 2);
 		assert_true(current);
 	}
-	make_overlay(ov, parent);
 	old = bd;
-	assert_int_equal(blockdev_push_overlay(&bd, ov, &o, &e), 0);
+	if (by_fd) {
+		struct qcow2_create_opts co = { .backing_file = parent, .chain_id = true };
+		char away[200];
+		int ofd = open(ov, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+
+		assert_true(ofd >= 0);
+		snprintf(away, sizeof(away), "%s.away", parent);
+		assert_int_equal(rename(parent, away), 0);      /* no name to look up */
+		if (qcow2_create_fd(ofd, ov, &co, bd, &e))
+			fail_msg("create in fd: %s", e.msg);
+		if (blockdev_push_overlay_fd(&bd, ofd, ov, &o, &e))
+			fail_msg("push fd: %s", e.msg);
+		close(ofd);                                     /* the chain holds its own */
+		assert_int_equal(rename(away, parent), 0);
+	} else {
+		make_overlay(ov, parent);
+		assert_int_equal(blockdev_push_overlay(&bd, ov, &o, &e), 0);
+	}
 	assert_ptr_equal(bd->backing, old);
 	assert_string_equal(bd->path, ov);
 	assert_int_equal(bd->depth, 0);
@@ -199,7 +222,18 @@ static void test_push_raw(void **state)
 	(void)state;
 	snprintf(p, sizeof(p), "%s/disk.raw", dir);
 	assert_int_equal(raw_create(p, 4 << 20, false, &e), 0);
-	push_and_check(p, false);
+	push_and_check(p, false, false);
+}
+
+static void test_push_raw_fd(void **state)
+{
+	char p[128];
+	struct error e = { 0 };
+
+	(void)state;
+	snprintf(p, sizeof(p), "%s/fdisk.raw", dir);
+	assert_int_equal(raw_create(p, 4 << 20, false, &e), 0);
+	push_and_check(p, false, true);
 }
 
 static void test_push_qcow2(void **state)
@@ -211,7 +245,19 @@ static void test_push_qcow2(void **state)
 	(void)state;
 	snprintf(p, sizeof(p), "%s/disk.qcow2", dir);
 	assert_int_equal(qcow2_create(p, &o, &e), 0);
-	push_and_check(p, true);
+	push_and_check(p, true, false);
+}
+
+static void test_push_qcow2_fd(void **state)
+{
+	char p[128];
+	struct qcow2_create_opts o = { .size = 4 << 20, .chain_id = true };
+	struct error e = { 0 };
+
+	(void)state;
+	snprintf(p, sizeof(p), "%s/fdisk.qcow2", dir);
+	assert_int_equal(qcow2_create(p, &o, &e), 0);
+	push_and_check(p, true, true);
 }
 
 static void test_refusals(void **state)
@@ -245,6 +291,21 @@ static void test_refusals(void **state)
 	assert_non_null(strstr(e.msg, "read-only"));
 	assert_ptr_equal(bd, was);
 	blockdev_close(bd);
+	/* given open: an overlay naming another backing file is refused too */
+	bd = was = open_rw(a);
+	{
+		int ofd = open(ov, O_RDWR | O_CLOEXEC);
+
+		assert_true(ofd >= 0);
+		assert_int_equal(blockdev_push_overlay_fd(&bd, ofd, ov, &o, &e), -1);
+		assert_non_null(strstr(e.msg, "not an overlay of"));
+		assert_ptr_equal(bd, was);
+		assert_false(bd->readonly);
+		assert_int_equal(blockdev_push_overlay_fd(&bd, -1, ov, &o, &e), -1);
+		close(ofd);
+	}
+	assert_string_equal(bytes_held(ov), "");
+	blockdev_close(bd);
 	free(buf);
 }
 
@@ -253,6 +314,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_push_raw),
 		cmocka_unit_test(test_push_qcow2),
+		cmocka_unit_test(test_push_raw_fd),
+		cmocka_unit_test(test_push_qcow2_fd),
 		cmocka_unit_test(test_refusals),
 	};
 
