@@ -112,6 +112,25 @@ wait_field() {      # SOCK NAME JQ VALUE
 	return 1
 }
 TO=(--to "$URL" --to-token-file "$TMP/token" --to-cacert "$TMP/cert.pem")
+# schema_ok SCHEMA FILE: the JSON object in FILE has the keys api/openapi.yaml's
+# SCHEMA requires, no others, and values of the documented types.
+schema_ok() {
+	python3 - "$ROOT/api/openapi.yaml" "$1" "$2" <<'PY'
+import json, sys, yaml
+s = yaml.safe_load(open(sys.argv[1]))["components"]["schemas"][sys.argv[2]]
+v = json.load(open(sys.argv[3]))
+types = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "object": dict}
+errs = ["%s missing" % k for k in s.get("required", []) if k not in v]
+errs += ["%s undocumented" % k for k in v if k not in s["properties"]]
+for k, p in s["properties"].items():
+    t = p.get("type")
+    if k in v and t and (not isinstance(v[k], types[t]) or isinstance(v[k], bool) != (t == "boolean")):
+        errs.append("%s: %r is not %s" % (k, v[k], t))
+if errs:
+    print(sys.argv[2] + ": " + "; ".join(errs))
+sys.exit(1 if errs else 0)
+PY
+}
 
 A=0x2000000
 SPEC_MEMORY=128M
@@ -193,8 +212,18 @@ check "web-4 runs on B, with its disk" bash -c "[ \"\$(curl -s --unix-socket '$S
 check "stop and delete web-4 on B" onB "$SHOAL" vm delete web-4 --force
 
 # --- A to B over HTTPS ---
+# meanwhile A's VM object shows the progress ("migration")
+( for _ in $(seq 400); do
+	o=$(curl -s --unix-socket "$SA" http://d/v1/vms/web-1)
+	jq -ce '.migration // empty' <<<"$o" >"$TMP/progress" 2>/dev/null && break
+	jq -e .error <<<"$o" >/dev/null && break           # gone: too late
+	sleep 0.01
+  done ) &
+poller=$!
 out=$(onA "$SHOAL" vm migrate web-1 "${TO[@]}" 2>&1); rc=$?
+wait $poller
 echo "$out"
+check "meanwhile A's VM object had its migration's progress (VmMigration)" schema_ok VmMigration "$TMP/progress"
 check "vm migrate web-1 --to $URL" test $rc = 0
 check "it prints the downtime and total time" bash -c "grep -qE '^web-1: migrated to $URL: downtime [0-9.]+ ms, total [0-9]+ ms, [0-9]+ rounds, .*there it is running\$' <<<'$out'"
 check "A's record is gone" test "$(status_of "$SA" web-1)" = 404
@@ -216,6 +245,8 @@ else fail "on B the guest finds its pattern" "$(onB "$SHOAL" console web-1 --sho
 # --- back to A over its Unix socket, then back and forth: 10 moves in all ---
 out=$(onB "$SHOAL" vm migrate web-1 --to "$SA" -o json 2>"$TMP/err"); rc=$?
 check "B to A over A's Unix socket, -o json" bash -c "[ $rc = 0 ] && jq -e '.name == \"web-1\" and .to == \"$SA\" and .downtime_ms > 0 and .total_ms >= .downtime_ms and .rounds >= 1 and .bytes > 0 and .destination_state == \"running\"' <<<'$out' >/dev/null" || cat "$TMP/err"
+echo "$out" >"$TMP/result.json"
+check "the answer is a MigrateResult" schema_ok MigrateResult "$TMP/result.json"
 check "B's record is gone, A's runs" bash -c "[ $(status_of "$SB" web-1) = 404 ] && [ $(field "$SA" web-1 .state) = running ]"
 moves=2 bad=0
 while [ $moves -lt 10 ]; do

@@ -5,7 +5,9 @@
 # is one the document lists for it, and its body validates against the
 # documented schema (a small JSON-schema checker below: $ref, allOf, oneOf,
 # type, nullable, enum, required, properties, additionalProperties, items,
-# pattern, minimum, maximum); every schema in the document is exercised.
+# pattern, minimum, maximum); every schema in the document is exercised
+# (the answers of a migration, which needs two daemons, as examples here:
+# daemon_migrate.sh checks the real ones).
 #
 # tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
@@ -226,6 +228,11 @@ call("clone an unknown snapshot", "POST", "/v1/snapshots/ghost/clone", {"count":
 call("balloon a created VM", "POST", "/v1/vms/oa/balloon", {"target": "16M"}, want=409)
 call("balloon: bad body", "POST", "/v1/vms/oa/balloon", {"target": -1}, want=400)
 call("balloon an unknown VM", "POST", "/v1/vms/ghost/balloon", {"target": 0}, want=404)
+call("migrate an unknown VM", "POST", "/v1/vms/ghost/migrate", {"to": "/nowhere.sock"}, want=404)
+call("migrate a created VM", "POST", "/v1/vms/oa/migrate", {"to": "/nowhere.sock"}, want=409)
+call("migrate: bad body", "POST", "/v1/vms/oa/migrate", {"to": "http://h:1"}, want=400)
+call("incoming migration: name taken", "POST", "/v1/migrations/incoming", {"spec": spec}, want=409)
+call("incoming migration: bad body", "POST", "/v1/migrations/incoming", {"spec": []}, want=400)
 if kvm:
     call("start", "POST", "/v1/vms/oa/start", want=200)
     call("start a running VM", "POST", "/v1/vms/oa/start", want=409)
@@ -261,6 +268,18 @@ if kvm:
     call("stop the restored VM", "POST", "/v1/vms/oa2/stop", {"mode": "force"}, want=200)
     call("delete the restored VM", "DELETE", "/v1/vms/oa2", want=204)
     call("delete a snapshot", "DELETE", "/v1/snapshots/oa-snap", want=204)
+    # an incoming migration whose source connects and goes: its VM goes too
+    st, data = call("incoming migration", "POST", "/v1/migrations/incoming",
+                    {"spec": dict(spec, name="oi")}, want=201)
+    if st == 201:
+        c = socket.socket(socket.AF_UNIX)
+        c.connect(json.loads(data)["address"][len("unix:"):])
+        c.close()
+        for _ in range(200):
+            if http("GET", "/v1/vms/oi")[0] == 404:
+                break
+            time.sleep(0.05)
+        result(http("GET", "/v1/vms/oi")[0] == 404, "an incoming VM whose source went is removed")
     # a follow stream: one line after a new event
     st, hd, data, conn = http("GET", "/v1/events?follow=true", raw=True)
     called.add("events")
@@ -289,10 +308,19 @@ for ex, name in ((spec, "Spec"), ({"mode": "force", "timeout_s": 3}, "StopReques
                  ({"name": "s1", "live": True}, "SnapshotRequest"), ({"name": "vm2"}, "RestoreRequest"),
                  ({"count": 2, "prefix": "c"}, "CloneRequest"),
                  ({"path": "/d.qcow2", "readonly": True}, "Disk"), ({"tap": "tap0"}, "Net"),
-                 ({"target": "512M"}, "BalloonRequest")):
+                 ({"target": "512M"}, "BalloonRequest"),
+                 ({"to": "https://h:8443", "token": "t0k3n-t0k3n-t0k3n", "downtime_ms": 50,
+                   "bandwidth": 0}, "MigrateRequest"), ({"spec": spec}, "IncomingMigrationRequest"),
+                 # answers that need two daemons: daemon_migrate.sh checks the real ones
+                 ({"name": "a", "to": "/s", "downtime_ms": 1.5, "total_ms": 9.0, "rounds": 2,
+                   "bytes": 4096, "pages_sent": 1, "zero_pages": 0, "destination_state": "running"},
+                  "MigrateResult"),
+                 ({"to": "/s", "state": "active", "round": 0, "bytes": 0, "memory_bytes": 1,
+                   "dirty_pages": 0, "expected_downtime_ms": 0.0}, "VmMigration")):
     errs = check(ex, {"$ref": "#/components/schemas/" + name})
     result(not errs, "example %s validates" % name, errs)
-unused = set(comp["schemas"]) - used_schemas - {"VmMetrics", "Snapshot", "SnapshotDetail", "CloneResult", "Balloon"} if not kvm \
+unused = set(comp["schemas"]) - used_schemas - {"VmMetrics", "Snapshot", "SnapshotDetail", "CloneResult", "Balloon",
+                                               "IncomingMigration"} if not kvm \
     else set(comp["schemas"]) - used_schemas
 result(not unused, "every schema in the document was exercised", sorted(unused))
 sys.exit(failed)
