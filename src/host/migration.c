@@ -78,6 +78,7 @@
 #define HOST_MIGRATE_POLL_MS 100        /* migrate-status while it runs */
 #define HOST_MIGRATE_EXIT_MS 10000      /* the source VMM exits this soon after "done" */
 #define HOST_MIGRATE_DEST_WAIT_MS 15000 /* the destination's record to say running */
+#define HOST_MIGRATE_DEST_TIMEOUT_S 300 /* one call to the destination daemon, at most */
 
 static void sleep_ms(int ms)
 {
@@ -421,6 +422,8 @@ static int dest_call(const struct host_migrate_req *r, const char *method, const
 		free(text);
 		return api_err_set(e, 400, "invalid_request", "to: %s", err.msg);
 	}
+	/* a destination that never answers must not keep the VM claimed */
+	curl_easy_setopt(x.c, CURLOPT_TIMEOUT, (long)HOST_MIGRATE_DEST_TIMEOUT_S);
 	rc = httpc_perform(&x, method, text, text ? strlen(text) : 0, status, &ans, &alen, &cc);
 	if (rc)
 		api_err_set(e, 502, "destination_unreachable", "cannot reach the destination shoald "
