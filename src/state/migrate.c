@@ -59,9 +59,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -71,7 +68,6 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -81,6 +77,7 @@
 #include "base/log.h"
 #include "base/seccomp.h"
 #include "state/migrate_disk.h"
+#include "state/migrate_net.h"
 #include "state/snapshot.h"
 #include "vmm/control.h"
 #include "vmm/config.h"
@@ -89,7 +86,6 @@
 
 #define PAGE          4096u
 #define SECTION_PAGES 256u            /* data pages per "ram" section: 1 MiB */
-#define IO_TIMEOUT_S  30              /* a peer silent this long has failed */
 /* A section header: magic, name length, a name of up to 63 bytes, version,
  * payload length. */
 #define SECTION_HEAD_MAX (4 + 1 + 63 + 2 + 4)
@@ -100,178 +96,6 @@ static uint64_t now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-/* ---- addresses and sockets ---- */
-
-int migrate_parse_addr(const char *uri, struct migrate_addr *a, struct error *e)
-{
-	memset(a, 0, sizeof(*a));
-	if (!uri)
-		return error_set(e, EXIT_USAGE, "migration address missing (unix:PATH or tcp:HOST:PORT)");
-	if (!strncmp(uri, "unix:", 5)) {
-		if (!uri[5] || strlen(uri + 5) >= sizeof(a->path))
-			return error_set(e, EXIT_USAGE, "%s: a unix: address needs a path of 1 to %zu "
-					 "bytes", uri, sizeof(a->path) - 1);
-		snprintf(a->path, sizeof(a->path), "%s", uri + 5);
-		return 0;
-	}
-	if (!strncmp(uri, "tcp:", 4)) {
-		const char *colon = strrchr(uri + 4, ':');
-		char *end;
-		long port;
-
-		if (!colon || colon == uri + 4 || (size_t)(colon - (uri + 4)) >= sizeof(a->host))
-			return error_set(e, EXIT_USAGE, "%s: a tcp: address is tcp:HOST:PORT", uri);
-		port = strtol(colon + 1, &end, 10);
-		if (!colon[1] || *end || port < 1 || port > 65535)
-			return error_set(e, EXIT_USAGE, "%s: port '%s' is not a number from 1 to 65535",
-					 uri, colon + 1);
-		a->tcp = true;
-		memcpy(a->host, uri + 4, (size_t)(colon - (uri + 4)));
-		if (a->host[0] == '[' && a->host[strlen(a->host) - 1] == ']') {
-			memmove(a->host, a->host + 1, strlen(a->host));
-			a->host[strlen(a->host) - 1] = 0;
-		}
-		snprintf(a->port, sizeof(a->port), "%ld", port);
-		return 0;
-	}
-	return error_set(e, EXIT_USAGE, "%s: not a migration address (unix:PATH or tcp:HOST:PORT)",
-			 uri);
-}
-
-static void set_timeouts(int fd)
-{
-	struct timeval tv = { .tv_sec = IO_TIMEOUT_S };
-	int one = 1;
-
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));   /* fails on unix: fine */
-}
-
-static int addr_connect(const struct migrate_addr *a, const char *uri, struct error *e)
-{
-	int fd = -1;
-
-	if (!a->tcp) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-
-		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", a->path);
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-			error_set(e, EXIT_HOST, "%s: cannot connect: %s", uri, strerror(errno));
-			if (fd >= 0)
-				close(fd);
-			return -1;
-		}
-	} else {
-		struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *r;
-		int rc = getaddrinfo(a->host, a->port, &hints, &res), err = 0;
-
-		if (rc)
-			return error_set(e, EXIT_HOST, "%s: %s", uri, gai_strerror(rc));
-		for (r = res; r; r = r->ai_next) {
-			fd = socket(r->ai_family, r->ai_socktype | SOCK_CLOEXEC, r->ai_protocol);
-			if (fd >= 0 && connect(fd, r->ai_addr, r->ai_addrlen) == 0)
-				break;
-			err = errno;
-			if (fd >= 0)
-				close(fd);
-			fd = -1;
-		}
-		freeaddrinfo(res);
-		if (fd < 0)
-			return error_set(e, EXIT_HOST, "%s: cannot connect: %s", uri, strerror(err));
-	}
-	set_timeouts(fd);
-	return fd;
-}
-
-int migrate_connect(const char *uri, struct error *e)
-{
-	struct migrate_addr a;
-
-	if (migrate_parse_addr(uri, &a, e))
-		return -1;
-	return addr_connect(&a, uri, e);
-}
-
-static int addr_listen(const struct migrate_addr *a, const char *uri, struct error *e)
-{
-	int fd = -1, one = 1;
-
-	if (!a->tcp) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-
-		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", a->path);
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		unlink(a->path);
-		if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0)
-			goto fail;
-		return fd;
-	}
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *res;
-	int rc = getaddrinfo(a->host, a->port, &hints, &res);
-
-	if (rc)
-		return error_set(e, EXIT_USAGE, "%s: %s", uri, gai_strerror(rc));
-	fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
-	if (fd >= 0)
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 1) < 0) {
-		freeaddrinfo(res);
-		goto fail;
-	}
-	freeaddrinfo(res);
-	return fd;
-fail:
-	error_set(e, EXIT_HOST, "%s: cannot listen: %s", uri, strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	return -1;
-}
-
-static int send_all(int fd, const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* 1 when all `len` bytes came, 0 at end of stream before any, -1 with
- * errno (EPIPE: the stream ended part way). */
-static int recv_all(int fd, void *buf, size_t len)
-{
-	uint8_t *p = buf;
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t n = recv(fd, p + got, len - got, 0);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		if (n == 0) {
-			if (!got)
-				return 0;
-			errno = EPIPE;
-			return -1;
-		}
-		got += (size_t)n;
-	}
-	return 1;
 }
 
 /* ---- sections ---- */
@@ -295,7 +119,7 @@ void migrate_section_end(struct state_writer *w, size_t start, size_t mark)
 int migrate_read_magic(struct migrate_in *in, struct error *e)
 {
 	char magic[8];
-	int rc = recv_all(in->fd, magic, 8);
+	int rc = migrate_recv_all(in->fd, magic, 8);
 
 	if (rc <= 0)
 		return error_set(e, EXIT_BADSTATE, "incoming migration: the stream ended before its "
@@ -315,7 +139,7 @@ static int short_read(struct migrate_in *in, int rc, struct error *e)
 				 in->sections, in->bytes);
 	if (errno == EAGAIN || errno == EWOULDBLOCK)
 		return error_set(e, EXIT_BADSTATE, "incoming migration: nothing from the source for "
-				 "%d s (section %" PRIu64 ")", IO_TIMEOUT_S, in->sections);
+				 "%d s (section %" PRIu64 ")", MIGRATE_IO_TIMEOUT_S, in->sections);
 	return error_set(e, EXIT_BADSTATE, "incoming migration: reading the stream: %s",
 			 strerror(errno));
 }
@@ -347,7 +171,7 @@ int migrate_read_section(struct migrate_in *in, char name[64], const uint8_t **p
 
 	if (in_reserve(in, SECTION_HEAD_MAX, e))   /* the longest header */
 		return -1;
-	rc = recv_all(in->fd, in->buf, 5);
+	rc = migrate_recv_all(in->fd, in->buf, 5);
 	if (rc <= 0)
 		return short_read(in, rc, e);
 	memcpy(&magic, in->buf, 4);
@@ -357,7 +181,7 @@ int migrate_read_section(struct migrate_in *in, char name[64], const uint8_t **p
 				 "section header at byte %" PRIu64 " (section %" PRIu64 ")",
 				 in->bytes, in->sections);
 	head = 5 + nlen + 2 + 4;
-	rc = recv_all(in->fd, in->buf + 5, head - 5);
+	rc = migrate_recv_all(in->fd, in->buf + 5, head - 5);
 	if (rc <= 0)
 		return short_read(in, rc ? rc : -1, e);
 	memcpy(&plen, in->buf + head - 4, 4);
@@ -368,7 +192,7 @@ int migrate_read_section(struct migrate_in *in, char name[64], const uint8_t **p
 	total = head + plen + 8;
 	if (in_reserve(in, total, e))
 		return -1;
-	rc = recv_all(in->fd, in->buf + head, plen + 8);
+	rc = migrate_recv_all(in->fd, in->buf + head, plen + 8);
 	if (rc <= 0)
 		return short_read(in, rc ? rc : -1, e);
 	state_reader_init(&r, in->buf, total - 8);
@@ -438,7 +262,7 @@ static void send_nak(int fd, const char *msg)
 {
 	uint32_t n = (uint32_t)strlen(msg);
 
-	if (send_all(fd, "SHOALNAK", 8) || send_all(fd, &n, 4) || send_all(fd, msg, n))
+	if (migrate_send_all(fd, "SHOALNAK", 8) || migrate_send_all(fd, &n, 4) || migrate_send_all(fd, msg, n))
 		return;
 }
 
@@ -530,7 +354,7 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, struct error *e)
 				return -1;
 			state_writer_init(&w);
 			migrate_disk_answer(&dt, &w);
-			rc = w.error ? -ENOMEM : send_all(in->fd, w.data, w.len);
+			rc = w.error ? -ENOMEM : migrate_send_all(in->fd, w.data, w.len);
 			state_writer_free(&w);
 			if (rc)
 				return error_set(e, EXIT_HOST, "incoming migration: answering the disks "
@@ -568,7 +392,7 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 
 	if (migrate_parse_addr(uri, &a, e))
 		return -1;
-	lfd = addr_listen(&a, uri, e);
+	lfd = migrate_addr_listen(&a, uri, e);
 	if (lfd < 0)
 		return -1;
 	log_info("incoming migration: waiting on %s", uri);
@@ -580,11 +404,11 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 		unlink(a.path);
 	if (in.fd < 0)
 		return error_set(e, EXIT_HOST, "%s: accept: %s", uri, strerror(errno));
-	set_timeouts(in.fd);
+	migrate_set_timeouts(in.fd);
 	rc = migrate_read_magic(&in, e);
 	if (!rc)
 		rc = incoming_read(vm, &in, e);
-	if (!rc && send_all(in.fd, "SHOALACK", 8))
+	if (!rc && migrate_send_all(in.fd, "SHOALACK", 8))
 		rc = error_set(e, EXIT_HOST, "incoming migration: the source went away before our "
 			       "acknowledgement (it keeps the VM)");
 	if (rc)
@@ -691,7 +515,7 @@ static int src_flush(struct mig_src *s, size_t mark, struct error *e)
 	migrate_section_end(&s->w, 0, mark);
 	if (s->w.error)
 		return error_set(e, EXIT_HOST, "migration: out of memory");
-	rc = send_all(s->fd, s->w.data, s->w.len);
+	rc = migrate_send_all(s->fd, s->w.data, s->w.len);
 	if (rc)
 		return src_fail(s, e, "sending", -rc);
 	s->bytes += s->w.len;
@@ -925,12 +749,12 @@ static int read_nak(struct mig_src *s, const char word[8], struct error *e)
 	uint32_t n;
 	char msg[900];
 
-	if (memcmp(word, "SHOALNAK", 8) || recv_all(s->fd, &n, 4) <= 0)
+	if (memcmp(word, "SHOALNAK", 8) || migrate_recv_all(s->fd, &n, 4) <= 0)
 		return error_set(e, EXIT_HOST, "migration to %s: the destination answered nonsense",
 				 s->c->uri);
 	if (n >= sizeof(msg))
 		n = sizeof(msg) - 1;
-	if (recv_all(s->fd, msg, n) <= 0)
+	if (migrate_recv_all(s->fd, msg, n) <= 0)
 		n = 0;
 	msg[n] = 0;
 	return error_set(e, EXIT_HOST, "migration to %s: the destination refused the stream: %s",
@@ -941,7 +765,7 @@ static int read_nak(struct mig_src *s, const char word[8], struct error *e)
 static int read_answer(struct mig_src *s, struct error *e)
 {
 	char word[8];
-	int rc = recv_all(s->fd, word, 8);
+	int rc = migrate_recv_all(s->fd, word, 8);
 
 	if (rc <= 0)
 		return src_fail(s, e, "waiting for the acknowledgement", rc ? errno : EPIPE);
@@ -956,13 +780,13 @@ static int read_disk_answer(struct mig_src *s, struct error *e)
 	char word[8];
 	uint8_t modes[VM_MAX_DISKS];
 	uint32_t n;
-	int rc = recv_all(s->fd, word, 8);
+	int rc = migrate_recv_all(s->fd, word, 8);
 
 	if (rc <= 0)
 		return src_fail(s, e, "waiting for the destination's disks", rc ? errno : EPIPE);
 	if (memcmp(word, MIGRATE_DISK_ANSWER, 8))
 		return read_nak(s, word, e);
-	if (recv_all(s->fd, &n, 4) <= 0 || n > VM_MAX_DISKS || (n && recv_all(s->fd, modes, n) <= 0))
+	if (migrate_recv_all(s->fd, &n, 4) <= 0 || n > VM_MAX_DISKS || (n && migrate_recv_all(s->fd, modes, n) <= 0))
 		return error_set(e, EXIT_HOST, "migration to %s: the destination's answer about the "
 				 "disks is cut short or too long", s->c->uri);
 	return migrate_disks_set_modes(s->md, modes, n, e);
@@ -1058,7 +882,7 @@ static int precopy(struct mig_src *s, struct error *e)
 	uint64_t limit_ns = c->downtime_ms * 1000000ULL;
 	struct migrate_disk_out o = { .w = &s->w, .flush = disk_flush, .opaque = s };
 
-	if (send_all(s->fd, MIGRATE_MAGIC, 8))
+	if (migrate_send_all(s->fd, MIGRATE_MAGIC, 8))
 		return src_fail(s, e, "sending", errno);
 	s->bytes = 8;
 	if (hello(s, e))
@@ -1107,6 +931,25 @@ static int precopy(struct mig_src *s, struct error *e)
 	return 0;
 }
 
+/* Record how the migration ended (`tp`: the downtime, when done). */
+static void ctl_ended(struct mig_ctl *c, const struct mig_src *s, bool done, uint64_t tp,
+		      const char *msg)
+{
+	pthread_mutex_lock(&c->lock);
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	c->st.total_ns = now_ns() - s->t0;
+	if (done)
+		c->st.downtime_ns = tp;
+	c->st.bytes = s->bytes;
+	if (!done)
+		snprintf(c->error, sizeof(c->error), "%s", msg);
+	c->state = done ? "done" : atomic_load(&c->cancel) ? "cancelled" : "failed";
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
 static void *migrate_thread(void *arg)
 {
 	struct mig_ctl *c = arg;
@@ -1126,7 +969,7 @@ static void *migrate_thread(void *arg)
 	if (c->given_fd >= 0) {
 		s.fd = c->given_fd;      /* handed over with the request: ours now */
 		c->given_fd = -1;
-		set_timeouts(s.fd);
+		migrate_set_timeouts(s.fd);
 	}
 	if (!rc && s.fd >= 0) {
 		pthread_mutex_lock(&c->lock);
@@ -1175,19 +1018,7 @@ static void *migrate_thread(void *arg)
 	} else {
 		hold_loop(c, false);
 	}
-	pthread_mutex_lock(&c->lock);
-	if (c->fd >= 0)
-		close(c->fd);
-	c->fd = -1;
-	c->st.total_ns = now_ns() - s.t0;
-	if (done)
-		c->st.downtime_ns = tp;
-	c->st.bytes = s.bytes;
-	if (!done)
-		snprintf(c->error, sizeof(c->error), "%s", e.msg);
-	c->state = done ? "done" : atomic_load(&c->cancel) ? "cancelled" : "failed";
-	pthread_cond_broadcast(&c->cond);
-	pthread_mutex_unlock(&c->lock);
+	ctl_ended(c, &s, done, tp, e.msg);
 	free(s.bits);
 	state_writer_free(&s.w);
 	if (!done) {
