@@ -298,6 +298,10 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 int host_migrate_incoming(struct host *h, const char *spec, size_t len, bool tcp,
 			  char *name, size_t name_size, char *addr, size_t addr_size,
 			  struct api_err *e);
+/* Where the source connects for the destination's answer `addr`: addr
+ * itself, but a TCP address on the wildcard host (a destination started
+ * with --listen 0.0.0.0:PORT) takes the host of the destination's URL `to`. */
+void host_migrate_connect_addr(const char *to, const char *addr, char *out, size_t size);
 
 /* ---- supervisor.c ---- */
 int supervisor_start(struct host *h);

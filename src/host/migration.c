@@ -442,9 +442,7 @@ static int dest_call(const struct host_migrate_req *r, const char *method, const
 	return 0;
 }
 
-/* The address to connect to for the destination's `addr`: a tcp address
- * on a wildcard host takes the host of the destination's URL. */
-static void connect_addr(const char *to, const char *addr, char *out, size_t size)
+void host_migrate_connect_addr(const char *to, const char *addr, char *out, size_t size)
 {
 	const char *h, *end;
 
@@ -629,7 +627,7 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	}
 	snprintf(addr, sizeof(addr), "%s", json_string_value(json_object_get(ans, "address")));
 	json_decref(ans);
-	connect_addr(r->to, addr, caddr, sizeof(caddr));
+	host_migrate_connect_addr(r->to, addr, caddr, sizeof(caddr));
 
 	/* 2. we connect (the VMM may not), the VMM streams over our socket;
 	 * a failure closes it, and the destination's VMM ends and is undone */

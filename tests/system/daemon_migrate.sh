@@ -5,7 +5,8 @@
 #     a token (--listen, a self-signed certificate for its address).  Each
 #     has its own state directory and, where `ip netns` works here, its own
 #     network namespace, joined by a veth pair (10.77.0.1 and 10.77.0.2):
-#     A reaches B's API and B's incoming VMM over that link only;
+#     A reaches B's API and B's incoming VMM over that link only (B listens
+#     on 0.0.0.0 there, so A connects to its VMM at the URL's host);
 #   - a test-guest VM on A fills 16 MiB with a seeded pattern and waits at
 #     its shell;
 #   - refused, each with a clear error, the VM still running on A (not
@@ -65,11 +66,13 @@ if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && ip netns add "$NSA" 2>"$TMP
 fi
 if [ $NETNS = 1 ]; then
 	BADDR=10.77.0.2
+	BLISTEN=0.0.0.0         # B's own namespace: A connects to the URL's host
 	inA() { ip netns exec "$NSA" "$@"; }
 	inB() { ip netns exec "$NSB" "$@"; }
 	pass "two network namespaces joined by veth (A 10.77.0.1, B 10.77.0.2)"
 else
 	BADDR=127.0.0.1
+	BLISTEN=127.0.0.1
 	inA() { "$@"; }
 	inB() { "$@"; }
 	skip "network namespaces" "cannot make them here ($(head -c 200 "$TMP/ns.err")): both daemons on this host's network, B on 127.0.0.1"
@@ -97,7 +100,7 @@ start() {
 	echo "shoald $name did not start:"; cat "$TMP/$name.log"; return 1
 }
 start a inA --allow-dir "$TMP/aonly" || { fail "daemon A starts"; finish; }
-start b inB --listen "$BADDR:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
+start b inB --listen "$BLISTEN:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
 	--token-file "$TMP/token" || { fail "daemon B starts"; finish; }
 pass "daemon A (Unix socket) and daemon B (Unix socket and $URL) start"
 
@@ -229,8 +232,8 @@ check "it prints the downtime and total time" bash -c "grep -qE '^web-1: migrate
 check "A's record is gone" test "$(status_of "$SA" web-1)" = 404
 check "A's VM directory is gone" test ! -e "$TMP/a/vms/web-1"
 check "B's record is running" test "$(field "$SB" web-1 .state)" = running
-check "B's VMM took the migration on B's address" \
-	grep -q "web-1: incoming migration: its VMM listens on tcp:$BADDR:" "$TMP/b.log"
+check "B's VMM took the migration on B's --listen address ($BLISTEN)" \
+	grep -q "web-1: incoming migration: its VMM listens on tcp:$BLISTEN:" "$TMP/b.log"
 ev=$(events_of "$SA" web-1)
 check "A's events: migrating ... migrated, deleted" bash -c "jq -e '.[-2:] == [\"migrated\", \"deleted\"] and index(\"migrating\") != null' <<<'$ev' >/dev/null"
 check "A's migrated event has the figures" bash -c "curl -s --unix-socket '$SA' 'http://d/v1/events?vm=web-1' | jq -e '[.events[] | select(.type == \"migrated\")] | last | .detail | .to == \"$URL\" and .downtime_ms > 0 and .total_ms >= .downtime_ms and .bytes > 16777216' >/dev/null"

@@ -6,6 +6,8 @@
  *     becomes a header line; not for a socket), the CA as PEM text, the
  *     downtime and bandwidth ranges, unknown keys;
  *   - the incoming body's parser: {"spec": OBJECT} only;
+ *   - where the source connects: the destination's address, its wildcard
+ *     host replaced by the host of the destination's URL;
  *   - a real daemon: migrating an unknown VM is 404, one that is not
  *     running 409 (nothing recorded); an incoming VM whose spec names a
  *     file outside --allow-dir is 403, one whose name is taken 409, and
@@ -118,6 +120,25 @@ static void test_incoming_body(void **state)
 	assert_int_equal(parse_in("{\"spec\": {}, \"address\": \"tcp:1.2.3.4:5\"}", &spec, &e), -1);
 	assert_non_null(strstr(e.msg, "unknown key \"address\""));
 	assert_null(spec);
+}
+
+static void test_connect_addr(void **state)
+{
+	static const char *const cases[][3] = {
+		{ "https://node8:8443", "tcp:0.0.0.0:4000", "tcp:node8:4000" },
+		{ "https://10.0.0.2:8443/", "tcp:0.0.0.0:5", "tcp:10.0.0.2:5" },
+		{ "https://10.0.0.2", "tcp:0.0.0.0:6", "tcp:10.0.0.2:6" },
+		{ "https://node8:8443", "tcp:10.1.1.1:4000", "tcp:10.1.1.1:4000" },
+		{ "/run/b/shoald.sock", "unix:/run/b/vms/x/migrate.sock", "unix:/run/b/vms/x/migrate.sock" },
+		{ "/run/b/shoald.sock", "tcp:0.0.0.0:7", "tcp:0.0.0.0:7" },
+	};
+	char out[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		host_migrate_connect_addr(cases[i][0], cases[i][1], out, sizeof(out));
+		assert_string_equal(out, cases[i][2]);
+	}
 }
 
 /* ---- a real daemon, /bin/false as its VMM ---- */
@@ -258,6 +279,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_migrate_body),
 		cmocka_unit_test(test_incoming_body),
+		cmocka_unit_test(test_connect_addr),
 		cmocka_unit_test_setup_teardown(test_daemon_refusals, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
