@@ -1,7 +1,8 @@
 /*
  * migrate.c - live migration (pre-copy) of a running VM to another Shoal
  * process, over a Unix or TCP socket: the stream, the source's loop and
- * the destination's loader.  Users' page: docs/migration.md.
+ * the destination's loader (its sockets: migrate_net.c; the disks:
+ * migrate_disk.c).  Users' page: docs/migration.md.
  *
  * The stream.  "SHOALMIG", then sections in base/state.h's framing (magic
  * 'SDEV', name, version 1, length, payload), each followed by the XXH3-64
