@@ -19,6 +19,8 @@
 #     images compare equal through their chains; over a base of another
 #     identity (other content too) the whole disk goes, and they compare
 #     equal all the same;
+#   - a destination killed during the bulk copy: the migration fails, the
+#     source VM runs on and its guest still writes and reads its disk;
 #   - a destination whose disk is smaller refuses the stream naming both
 #     sizes, exits 84, and the source VM runs on;
 #   - a disk section corrupted on the way (a proxy flips a byte of its
@@ -246,6 +248,27 @@ sdisk = os.path.join(tmp, "src-bad.raw")
 make_disk(sdisk, "raw")
 src = vm("s-bad", sdisk)
 check("bad cases: the source guest is up", wait_console(src[2], "shoal> "))
+
+kdisk = os.path.join(tmp, "dst-kill.raw")
+empty_disk(kdisk, "raw")
+uri = "unix:" + os.path.join(tmp, "in-kill.sock")
+dst = vm("d-kill", kdisk, incoming=uri)
+m = migrate(src[1], uri, "--bandwidth", "2M")
+st = {}
+for _ in range(3000):                 # the bulk copy under way
+    st = ctl(src[1], {"cmd": "migrate-status"})
+    if st.get("state") not in ("none", "active") or st.get("disk_bytes", 0) >= 1 << 20: break
+    time.sleep(0.01)
+dst[0].kill(); dst[0].wait()
+out, err = m.communicate(timeout=120)
+check("a destination killed during the bulk copy: the migration fails saying so",
+      st.get("disk_bytes", 0) >= 1 << 20 and m.returncode != 0 and "destination" in err,
+      (st, m.returncode, err))
+s = type_into(src[1], "vblk 64 9\r")
+check("... the source VM goes on, its guest writing and reading its disk",
+      src[0].poll() is None and wait_console(src[2], "vblk ok", 60) and
+      ctl(src[1], {"cmd": "status"}).get("state") == "running", console(src[2])[-300:])
+s.close()
 
 small = os.path.join(tmp, "small.raw")
 empty_disk(small, "raw", 32 << 20)
