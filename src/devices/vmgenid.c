@@ -58,7 +58,6 @@
 #include "base/guest_mem.h"
 #include "base/layout.h"
 #include "base/log.h"
-#include "boot/acpi.h"
 #include "devices/device.h"
 
 #define VMGENID_STATE_VERSION 1
@@ -233,21 +232,16 @@ void vmgenid_get(struct device *d, uint8_t id[VMGENID_SIZE], uint64_t *gpa)
 	pthread_mutex_unlock(&d->lock);
 }
 
-int vmgenid_create(const struct device_host *host, bool new_on_restore, struct error *e)
+int vmgenid_create(const struct device_host *host, uint64_t gpa, unsigned gsi, bool fresh,
+		   bool new_on_restore, struct error *e)
 {
 	struct vmgenid *v = calloc(1, sizeof(*v));
 	struct device *d;
-	int added;
 
 	if (!v)
 		return error_set(e, EXIT_HOST, "out of memory");
-	*v = (struct vmgenid){ .gpa = ACPI_VMGENID_GUID, .new_on_restore = new_on_restore,
-			       .gsi = ACPI_VMGENID_GSI, .notify_fd = -1 };
-	added = acpi_add_vmgenid(host->mem, v->gpa, v->gsi, e);
-	if (added < 0) {
-		free(v);
-		return -1;
-	}
+	*v = (struct vmgenid){ .gpa = gpa, .new_on_restore = new_on_restore,
+			       .gsi = gsi, .notify_fd = -1 };
 	if (vmgenid_random(v->id)) {
 		free(v);
 		return error_set(e, EXIT_HOST, "VM generation ID: no random bytes from getrandom");
@@ -259,10 +253,10 @@ int vmgenid_create(const struct device_host *host, bool new_on_restore, struct e
 	}
 	/* A fresh VM reads its new ID; a restored one (the SSDT was in its
 	 * memory) gets the saved ID, or a clone's, when its state is restored. */
-	if (added == 0 && vmgenid_store(d)) {
+	if (fresh && vmgenid_store(d)) {
 		device_free(d);
 		return error_set(e, EXIT_HOST, "VM generation ID: no guest memory at 0x%llx",
-				 (unsigned long long)ACPI_VMGENID_GUID);
+				 (unsigned long long)gpa);
 	}
 	if (device_host_attach(host, d))
 		return error_set(e, EXIT_HOST, "cannot attach the VM generation ID device");

@@ -14,6 +14,7 @@
  */
 #include "vmm/devices.h"
 
+#include "boot/acpi.h"
 #include "devices/device.h"
 #include "devices/fw_cfg.h"
 #include "devices/virtio_balloon.h"
@@ -91,10 +92,19 @@ static int create_vconsole(const struct device_host *h, const struct vm_config *
 	return c->vconsole ? virtio_console_create(h, c->vconsole, e) : 0;
 }
 
-/* It adds its SSDT to the ACPI tables boot_load wrote (boot/acpi.h). */
+int devices_add_vmgenid(const struct device_host *h, bool new_on_restore, struct error *e)
+{
+	int added = acpi_add_vmgenid(h->mem, ACPI_VMGENID_GUID, ACPI_VMGENID_GSI, e);
+
+	if (added < 0)
+		return -1;
+	return vmgenid_create(h, ACPI_VMGENID_GUID, ACPI_VMGENID_GSI, added == 0, new_on_restore,
+			      e);
+}
+
 static int create_vmgenid(const struct device_host *h, const struct vm_config *c, struct error *e)
 {
-	return c->vmgenid ? vmgenid_create(h, c->vmgenid_new, e) : 0;
+	return c->vmgenid ? devices_add_vmgenid(h, c->vmgenid_new, e) : 0;
 }
 
 const struct device_type device_types[] = {

@@ -8,6 +8,8 @@
 #ifndef SHOAL_VMM_DEVICES_H
 #define SHOAL_VMM_DEVICES_H
 
+#include <stdbool.h>
+
 #include "base/error.h"
 
 struct device_host;
@@ -24,6 +26,12 @@ struct device_type {
 extern const struct device_type device_types[];
 
 /* Create every built-in device `cfg` asks for on `host`; 0 or -1 with `e`. */
+/* The VM generation ID device (devices/vmgenid.c) with its SSDT added to
+ * the ACPI tables boot_load wrote (boot/acpi.h; nothing is added where a
+ * restored VM's memory has it already).  0, or -1 with `e` (EXIT_USAGE:
+ * the guest has no ACPI tables of Shoal's, as in a firmware boot). */
+int devices_add_vmgenid(const struct device_host *h, bool new_on_restore, struct error *e);
+
 int devices_create_all(const struct device_host *host, const struct vm_config *cfg,
 		       struct error *e);
 

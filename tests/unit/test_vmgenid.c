@@ -28,6 +28,7 @@
 #include "base/exitcode.h"
 #include "base/layout.h"
 #include "boot/acpi.h"
+#include "vmm/devices.h"
 #include "boot/boot.h"
 #include "boot/boot_priv.h"
 #include "devices/vmgenid.h"
@@ -143,7 +144,7 @@ static void test_ssdt_describes_the_device(void **state)
 	static const uint8_t irq[] = { 0x89, 0x06, 0x00, 0x03, 0x01, ACPI_VMGENID_GSI, 0, 0, 0 };
 
 	(void)state;
-	assert_int_equal(vmgenid_create(&f->host, false, &e), 0);
+	assert_int_equal(devices_add_vmgenid(&f->host, false, &e), 0);
 	s = ssdt(f, &len);
 	assert_non_null(find(s, len, "\x08_CID\x0dVM_GEN_COUNTER", 20));
 	assert_non_null(find(s, len, "\x5b\x82", 2));                /* Device() */
@@ -192,7 +193,7 @@ static void test_firmware_memory_refused(void **state)
 	(void)state;
 	assert_int_equal(guest_mem_create_anon(&f->mem, MEM_SIZE, &e), 0);
 	/* Empty RAM (an incoming migration's, filled later): nothing written. */
-	assert_int_equal(vmgenid_create(&f->host, false, &e), 0);
+	assert_int_equal(devices_add_vmgenid(&f->host, false, &e), 0);
 	assert_int_equal(f->ndevices, 1);
 	assert_int_equal(guest_mem_read(&f->mem, ACPI_VMGENID_GUID, junk, 16), 0);
 	for (int i = 0; i < 16; i++)
@@ -200,7 +201,7 @@ static void test_firmware_memory_refused(void **state)
 	/* A BIOS image there instead of our RSDP. */
 	memset(junk, 0xcb, sizeof(junk));
 	assert_int_equal(guest_mem_write(&f->mem, BOOT_ACPI_ADDR, junk, sizeof(junk)), 0);
-	assert_int_equal(vmgenid_create(&f->host, false, &e), -1);
+	assert_int_equal(devices_add_vmgenid(&f->host, false, &e), -1);
 	assert_int_equal(e.status, EXIT_USAGE);
 	assert_non_null(strstr(e.msg, "firmware"));
 	guest_mem_destroy(&f->mem);
@@ -216,8 +217,8 @@ static void test_fresh_id_random_and_in_memory(void **state)
 	char text[37];
 
 	(void)state;
-	assert_int_equal(vmgenid_create(&a->host, false, &e), 0);
-	assert_int_equal(vmgenid_create(&b->host, false, &e), 0);
+	assert_int_equal(devices_add_vmgenid(&a->host, false, &e), 0);
+	assert_int_equal(devices_add_vmgenid(&b->host, false, &e), 0);
 	vmgenid_get(vmgenid_dev(a), ia, &gpa);
 	vmgenid_get(vmgenid_dev(b), ib, NULL);
 	assert_int_equal(gpa, ACPI_VMGENID_GUID);
@@ -249,7 +250,7 @@ static struct fake_host *restored(struct state_writer *w, bool clone, int *rc)
 
 	assert_int_equal(acpi_add_vmgenid(&f->mem, ACPI_VMGENID_GUID, ACPI_VMGENID_GSI, &e), 0);
 	memset(edges, 0, sizeof(edges));
-	assert_int_equal(vmgenid_create(&f->host, clone, &e), 0);
+	assert_int_equal(devices_add_vmgenid(&f->host, clone, &e), 0);
 	*rc = devices_restore(&f->devices[0], 1, w->data, w->len, &e);
 	return f;
 }
@@ -263,7 +264,7 @@ static void test_plain_restore_keeps_id(void **state)
 	int rc;
 
 	(void)state;
-	assert_int_equal(vmgenid_create(&src->host, false, &e), 0);
+	assert_int_equal(devices_add_vmgenid(&src->host, false, &e), 0);
 	vmgenid_get(vmgenid_dev(src), want, NULL);
 	save(src, &w);
 	r = restored(&w, false, &rc);
@@ -287,7 +288,7 @@ static void test_clone_gets_new_id_and_notify(void **state)
 	int rc;
 
 	(void)state;
-	assert_int_equal(vmgenid_create(&src->host, false, &e), 0);
+	assert_int_equal(devices_add_vmgenid(&src->host, false, &e), 0);
 	vmgenid_get(vmgenid_dev(src), old, NULL);
 	save(src, &w);
 	c1 = restored(&w, true, &rc);
@@ -332,7 +333,7 @@ static void test_bad_state_refused(void **state)
 				 GUEST_HIGH_START - 8 };
 
 	(void)state;
-	assert_int_equal(vmgenid_create(&f->host, true, &e), 0);
+	assert_int_equal(devices_add_vmgenid(&f->host, true, &e), 0);
 	memset(edges, 0, sizeof(edges));
 	guest_id(f, before);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
