@@ -8,6 +8,7 @@
  * daemon's handlers run on many).
  */
 #include "host/httpc.h"
+#include "base/curl_dl.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -37,7 +38,8 @@ int httpc_open(struct httpc *x, const char *ep, const char *path, bool json_body
 	memset(x, 0, sizeof(*x));
 	pthread_once(&httpc_once, httpc_init);
 	if (httpc_init_rc)
-		return error_set(e, 70, "libcurl: initialisation failed");
+		return error_set(e, 70, "libcurl: %s", curl_dl_error() ? curl_dl_error() :
+				 "initialisation failed");
 	if (!strncmp(ep, "http://", 7))
 		return error_set(e, 64, "%s: shoald serves TCP only over TLS: use https://", ep);
 	if (httpc_is_url(ep)) {

@@ -57,6 +57,14 @@ out=$(timeout 10 "$SHOAL" --host "$H" --token-file "$TMP/token" --cacert "$TMP/c
 echo "$out" >"$TMP/o"
 check "console attach over TLS reaches the API (404 for a VM that is not there)" bash -c "[ $rc -eq 1 ] && grep -q 'ghost' '$TMP/o'"
 
+# libcurl is loaded when first used (src/base/curl_dl.c), so that a process
+# that never speaks HTTP(S), a VMM above all, does not map it and its
+# thirty libraries; the CLI above spoke HTTPS through it all the same
+check "shoal and shoald do not link libcurl" \
+	bash -c "! readelf -d '$SHOAL' '$SHOALD' | grep -q 'NEEDED.*libcurl'"
+check "  ... and the running shoald has not loaded it (no call to another daemon yet)" \
+	bash -c "! grep -q libcurl /proc/$DPID/maps"
+
 kill $DPID; wait $DPID 2>/dev/null
 start_daemon --listen "127.0.0.1:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
 	--token-file "$TMP/token" --token-role read || { fail "daemon starts with --token-role read"; finish; }
