@@ -40,7 +40,10 @@
  * destination_refused) with the VM untouched.
  *
  * Disks: shared storage only (the same paths, visible to both daemons);
- * the destination checks every disk's chain opens there.  Mirroring
+ * the destination checks every disk's chain opens there.  A vsock socket
+ * path that a live process listens on is refused by the destination: on
+ * one host it is the source VMM's, which the new VMM would take over and
+ * the old one remove as it exits.  Mirroring
  * disks that are not shared is separate work (docs/migration.md).
  *
  * What a client may not do: name the address (the destination picks it,
@@ -68,6 +71,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "base/path_beneath.h"
 #include "host/cgroup.h"
 #include "host/httpc.h"
 #include "host/spec.h"
@@ -184,6 +188,18 @@ static int incoming_addr(struct host *h, const char *name, bool tcp, char *out, 
 	close(fd);
 	snprintf(out, size, "tcp:%s:%u", host, (unsigned)ntohs(sa.sin_port));
 	return 0;
+}
+
+/* Does a live process listen on Unix socket `path` (a VMM's vsock
+ * socket)?  A connection that is closed at once: the VMM drops it. */
+static bool unix_listening(const char *path)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool on = fd >= 0 && path_connect_unix(fd, path) == 0;
+
+	if (fd >= 0)
+		close(fd);
+	return on;
 }
 
 /* A claimed incoming VM that will not run: record why, stop its VMM if it
@@ -326,6 +342,15 @@ int host_migrate_incoming(struct host *h, const char *spec, size_t len, bool tcp
 	if (host_spec_parse(spec, len, true, &s, e))
 		return -1;
 	snprintf(name, name_size, "%s", s.name);
+	/* Two VMMs on one host would share the vsock socket's path: ours
+	 * would take it over, and the source's, exiting, remove it. */
+	if (s.cfg.vsock_cid && s.cfg.vsock_socket && unix_listening(s.cfg.vsock_socket)) {
+		api_err_set(e, 409, "in_use", "vm \"%s\": its vsock socket %.200s is in use on this "
+			    "host (the source VMM's, when both daemons share a host): its VMM here "
+			    "could not have it", s.name, s.cfg.vsock_socket);
+		host_spec_free(&s);
+		return -1;
+	}
 	vm = hvm_new(&s);
 	host_spec_free(&s);
 	j = calloc(1, sizeof(*j));

@@ -17,7 +17,9 @@
 #     "migration-failed" events;
 #   - shared storage: a VM with a writable disk is refused (B's VMM cannot
 #     take the image's lock, which the source VMM holds; the message says
-#     so) and runs on; one with a read-only disk moves to B;
+#     so) and runs on; one with a read-only disk moves to B; one whose
+#     vsock socket the source VMM listens on is refused by B (409 in_use:
+#     its VMM would take the path over) and keeps its socket;
 #   - a clone (its memory is copy-on-write) whose VMM refuses to send it
 #     once B has started its incoming VMM: the clone runs on on A, and B
 #     removes its half-made record by itself ("created" ...
@@ -213,6 +215,13 @@ check "create and start web-4 on A with a read-only disk on shared storage" \
 check "web-4 moves to B with its read-only disk" onA "$SHOAL" vm migrate web-4 "${TO[@]}"
 check "web-4 runs on B, with its disk" bash -c "[ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms/web-4 | jq -r '.state + \" \" + .spec.disks[0].path')\" = 'running $TMP/shared/ro.img' ] && [ \"\$(curl -s -o /dev/null -w '%{http_code}' --unix-socket '$SA' http://d/v1/vms/web-4)\" = 404 ]"
 check "stop and delete web-4 on B" onB "$SHOAL" vm delete web-4 --force
+# a vsock socket on one host is the source VMM's: B refuses, A's stays
+check "create and start web-5 on A with a vsock socket" \
+	onA "$SHOAL" vm create -f <(spec web-5 shell "\"vsock\": {\"cid\": 5, \"socket\": \"$TMP/shared/v5.sock\"}") --start
+refused "a vsock socket the source VMM listens on" "refused it: 409 in_use: vm \"web-5\": its vsock socket $TMP/shared/v5.sock is in use" \
+	onA "$SHOAL" vm migrate web-5 "${TO[@]}"
+check "web-5 still runs on A, its vsock socket in place" bash -c "[ \"\$(curl -s --unix-socket '$SA' http://d/v1/vms/web-5 | jq -r .state)\" = running ] && [ -S '$TMP/shared/v5.sock' ]"
+check "stop and delete web-5" onA "$SHOAL" vm delete web-5 --force
 
 # --- A to B over HTTPS ---
 # meanwhile A's VM object shows the progress ("migration")

@@ -10,7 +10,9 @@
  *     host replaced by the host of the destination's URL;
  *   - a real daemon: migrating an unknown VM is 404, one that is not
  *     running 409 (nothing recorded); an incoming VM whose spec names a
- *     file outside --allow-dir is 403, one whose name is taken 409, and
+ *     file outside --allow-dir is 403, one whose name is taken 409, one
+ *     whose vsock socket a live process listens on (on one host, the
+ *     source VMM's) 409 in_use, and
  *     one whose VMM does not start (/bin/false plays the VMM) 500 with
  *     its record and directory gone again and "created", "exited",
  *     "migration-failed", "deleted" events.
@@ -23,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "cli/client.h"
@@ -163,6 +167,7 @@ static int setup(void **state)
 	f->o.client_timeout_s = 5;
 	f->o.start_timeout_s = 5;
 	f->o.allow_dirs[f->o.nallow_dirs++] = "/bin";
+	f->o.allow_dirs[f->o.nallow_dirs++] = f->dir;   /* a vsock socket */
 	if (host_open(&f->h, &f->o, &e) || api_start(&f->h, &e))
 		fail_msg("shoald: %s", e.msg);
 	*state = f;
@@ -260,6 +265,19 @@ static void test_daemon_refusals(void **state)
 	       "[{\"path\": \"/bin/no-such-disk\"}]}}", 400, "invalid_spec", "disks[0].path");
 	expect(f, "POST", "/v1/migrations/incoming", "{\"spec\": {\"kernel\": \"/bin/true\"}}", 400,
 	       "invalid_spec", "name");
+	{       /* a vsock socket someone listens on: on one host, the source VMM's */
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/v.sock", f->dir);
+		assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+		assert_int_equal(listen(lfd, 4), 0);
+		snprintf(body, sizeof(body), "{\"spec\": {\"name\": \"v\", \"kernel\": \"/bin/true\", "
+			 "\"vsock\": {\"cid\": 3, \"socket\": \"%s\"}}}", sa.sun_path);
+		expect(f, "POST", "/v1/migrations/incoming", body, 409, "in_use", "vsock socket");
+		close(lfd);
+		expect(f, "GET", "/v1/vms/v", NULL, 404, "not_found", "\"v\"");
+	}
 	snprintf(body, sizeof(body), "{\"spec\": {\"name\": \"c\", \"kernel\": \"/bin/true\", "
 		 "\"memory\": \"64M\"}}");
 	expect(f, "POST", "/v1/migrations/incoming", body, 500, "start_failed", "did not start");
