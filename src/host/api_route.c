@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "host/net.h"
 #include "host/spec.h"
 
 #define R HOST_ROLE_READ
@@ -54,6 +55,10 @@ const struct api_route api_routes[] = {
 	{ "GET",    "/v1/events",                    api_events,            R },
 	{ "GET",    "/v1/metrics",                   api_metrics_json,      R },
 	{ "GET",    "/metrics",                      api_metrics_prometheus, R },
+	{ "GET",    "/v1/networks",                  api_net_list,          R },
+	{ "POST",   "/v1/networks",                  api_net_create,        A },
+	{ "GET",    "/v1/networks/{name}",           api_net_show,          R },
+	{ "DELETE", "/v1/networks/{name}",           api_net_delete,        A },
 };
 #undef R
 #undef O

@@ -34,6 +34,7 @@
  */
 #include "host/host.h"
 #include "host/cgroup.h"
+#include "host/net.h"
 #include "base/log.h"
 
 #include <errno.h>
@@ -267,6 +268,8 @@ int host_open(struct host *h, const struct host_options *opt, struct api_err *e)
 		goto fail;
 	}
 	h->last_event_id = db_last_event_id(h->db);
+	if (host_nets_open(h, e))       /* bridges, firewall tables, dnsmasq (net.c) */
+		goto fail;
 	host_cgroup_init(h);
 	if (host_jail_init(h, opt, e))
 		goto fail;
@@ -285,6 +288,7 @@ void host_close(struct host *h)
 {
 	host_cgroup_stop(h);
 	supervisor_stop(h);
+	host_nets_close(h);             /* stops each dnsmasq; the bridges stay */
 	pthread_mutex_lock(&h->lock);
 	for (size_t i = 0; i < h->nvms; i++) {
 		h->vms[i]->deleted = true;

@@ -1,7 +1,7 @@
 /*
  * db.c - shoald's state in SQLite (see db.h).
  *
- * Schema (version 4):
+ * Schema (version 5):
  *
  *   vms(name PRIMARY KEY, seq, spec, state, monitor_pid, vmm_pid,
  *       created_ms, started_ms, exited_ms, exit_status, exit_reason,
@@ -10,13 +10,15 @@
  *   snapshots(name PRIMARY KEY, seq, vm, dir, spec, created_ms, size_bytes,
  *       memory_bytes, memory_data_bytes, vcpus, pause_ms, total_ms, disks)
  *   events(id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms, vm, type, detail)
+ *   networks(name PRIMARY KEY, seq, subnet, isolated, created_ms)
  *   meta(key PRIMARY KEY, value)          -- schema_version
  *
  * Version 1 (no snapshots) is upgraded in place when opened: the two vms
  * columns are added (NULL and 0: not restored) in one transaction; so is
  * version 2 (no clones): snapshot_clone is added (0: a full restore); and
  * version 3 (no disk overlays followed): vms.overlays and snapshots.disks
- * are added, NULL (no overlays made; files not recorded).
+ * are added, NULL (no overlays made; files not recorded); and version 4
+ * (no managed networks) gets the networks table (empty).
  *
  * WAL mode with synchronous=NORMAL: a process crash (the SIGKILL test)
  * never loses a committed transaction; a power cut may lose the last few,
@@ -46,7 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DB_SCHEMA_VERSION 4
+#define DB_SCHEMA_VERSION 5
 #define DB_EVENTS_KEEP 10000
 
 struct db {
@@ -54,6 +56,12 @@ struct db {
 	pthread_mutex_t lock;
 	unsigned writes;        /* events added since the last trim */
 };
+
+/* The daemon's networks (net.c): a bridge each, NAT unless isolated. */
+#define DB_NETWORKS_TABLE \
+	"CREATE TABLE IF NOT EXISTS networks(" \
+	" name TEXT PRIMARY KEY, seq INTEGER NOT NULL, subnet TEXT NOT NULL," \
+	" isolated INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL);"
 
 static const char db_schema[] =
 	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
@@ -75,7 +83,8 @@ static const char db_schema[] =
 	" id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER NOT NULL,"
 	" vm TEXT NOT NULL, type TEXT NOT NULL, detail TEXT);"
 	"CREATE INDEX IF NOT EXISTS events_vm ON events(vm, id);"
-	"INSERT OR IGNORE INTO meta VALUES('schema_version', '4');";
+	DB_NETWORKS_TABLE
+	"INSERT OR IGNORE INTO meta VALUES('schema_version', '5');";
 
 /* Version 1 to 2: the vms table learns which snapshot a VM came from. */
 static const char db_upgrade_1_2[] =
@@ -102,6 +111,14 @@ static const char *const db_upgrade_3_4[][2] = {
 	{ "vms", "ALTER TABLE vms ADD COLUMN overlays TEXT;" },
 	{ "snapshots", "ALTER TABLE snapshots ADD COLUMN disks TEXT;" },
 };
+
+/* Version 4 to 5: networks (made by db_schema already, which runs first
+ * with IF NOT EXISTS; the statement is repeated for clarity). */
+static const char db_upgrade_4_5[] =
+	"BEGIN IMMEDIATE;"
+	DB_NETWORKS_TABLE
+	"UPDATE meta SET value = '5' WHERE key = 'schema_version';"
+	"COMMIT;";
 
 /* Does `table` have column `col`? */
 static bool db_has_column(struct db *s, const char *table, const char *col)
@@ -215,8 +232,11 @@ static int db_upgrade(struct db *s, const char *path, char *err, size_t errlen)
 	    sqlite3_exec(s->conn, db_upgrade_2_3, NULL, NULL, &msg) == SQLITE_OK)
 		version = 3;
 	if (version == 3 && !msg && db_upgrade_to_4(s, &msg) == SQLITE_OK)
+		version = 4;
+	if (version == 4 && !msg &&
+	    sqlite3_exec(s->conn, db_upgrade_4_5, NULL, NULL, &msg) == SQLITE_OK)
 		return 0;
-	if (version >= 1 && version <= 3) {
+	if (version >= 1 && version <= 4) {
 		snprintf(err, errlen, "%s: upgrading the schema from version %d: %s", path, version,
 			 msg ? msg : sqlite3_errmsg(s->conn));
 		sqlite3_free(msg);
@@ -778,4 +798,72 @@ int db_check(struct db *s)
 	sqlite3_finalize(st);
 	pthread_mutex_unlock(&s->lock);
 	return ok ? 0 : -EIO;
+}
+
+/* ---- networks (net.c) ---- */
+
+int db_net_insert(struct db *s, const struct net_record *r)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	pthread_mutex_lock(&s->lock);
+	st = db_prepare(s, "INSERT INTO networks(name, subnet, isolated, created_ms, seq)"
+			" VALUES(?, ?, ?, ?, (SELECT IFNULL(MAX(seq), 0) + 1 FROM networks))");
+	if (!st) {
+		pthread_mutex_unlock(&s->lock);
+		return -EIO;
+	}
+	sqlite3_bind_text(st, 1, r->name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, r->subnet, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 3, r->isolated);
+	sqlite3_bind_int64(st, 4, r->created_ms);
+	rc = db_step_done(s, st);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int db_net_delete(struct db *s, const char *name)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	pthread_mutex_lock(&s->lock);
+	st = db_prepare(s, "DELETE FROM networks WHERE name = ?");
+	if (!st) {
+		pthread_mutex_unlock(&s->lock);
+		return -EIO;
+	}
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	rc = db_step_done(s, st);
+	if (!rc && sqlite3_changes(s->conn) == 0)
+		rc = -ENOENT;
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int db_net_load_all(struct db *s, void (*fn)(void *arg, const struct net_record *r), void *arg)
+{
+	struct net_record r;
+	sqlite3_stmt *st;
+	int rc, n = 0;
+
+	pthread_mutex_lock(&s->lock);
+	st = db_prepare(s, "SELECT name, subnet, isolated, created_ms FROM networks ORDER BY seq");
+	if (!st) {
+		pthread_mutex_unlock(&s->lock);
+		return -EIO;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		memset(&r, 0, sizeof(r));
+		snprintf(r.name, sizeof(r.name), "%s", (const char *)sqlite3_column_text(st, 0) ?: "");
+		snprintf(r.subnet, sizeof(r.subnet), "%s", (const char *)sqlite3_column_text(st, 1) ?: "");
+		r.isolated = sqlite3_column_int(st, 2) != 0;
+		r.created_ms = sqlite3_column_int64(st, 3);
+		fn(arg, &r);
+		n++;
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return rc == SQLITE_DONE ? n : -EIO;
 }

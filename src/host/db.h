@@ -1,5 +1,6 @@
 /*
- * db.h - shoald's state in SQLite: VM records and the event log.
+ * db.h - shoald's state in SQLite: VM records, snapshots, networks and the
+ * event log.
  *
  * One database file, STATE_DIR/shoald.db, in WAL mode.  Every change that
  * belongs together (a VM's record and the event that says what happened to
@@ -118,6 +119,19 @@ int db_snapshot_get(struct db *s, const char *name, struct snapshot_record *out)
 /* Call fn for every snapshot, oldest first (fn takes the strings).  Count or -EIO. */
 int db_snapshot_load_all(struct db *s, void (*fn)(void *arg, struct snapshot_record *r),
 			 void *arg);
+/* A network the daemon manages (net.c, docs/networks.md). */
+struct net_record {
+	char name[64];
+	char subnet[32];       /* "10.89.0.0/24" */
+	bool isolated;         /* no NAT, no way to the host beyond the bridge */
+	int64_t created_ms;
+};
+/* Insert a network (a new name): 0, -EEXIST, -EIO. */
+int db_net_insert(struct db *s, const struct net_record *r);
+/* Delete a network: 0, -ENOENT, -EIO. */
+int db_net_delete(struct db *s, const char *name);
+/* Call fn for every network, oldest first.  Count or -EIO. */
+int db_net_load_all(struct db *s, void (*fn)(void *arg, const struct net_record *r), void *arg);
 /* Run PRAGMA integrity_check; 0 if "ok". */
 int db_check(struct db *s);
 

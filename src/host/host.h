@@ -163,6 +163,7 @@ struct host {
 	bool jail;                  /* VMMs run jailed (shoal run --jail) */
 	char **snap_pending;        /* snapshot names being taken (snapshots.c) */
 	size_t nsnap_pending;
+	struct host_nets *nets;     /* the managed networks (net.c), or NULL */
 };
 
 /* ---- daemon.c (errors, names, time and paths: hostutil.h) ---- */

@@ -39,6 +39,7 @@
 #include "base/size.h"
 #include "boot/boot.h"
 #include "vmm/cpuid.h"
+#include "host/net.h"
 
 /* Files of its own the daemon keeps in a VM's directory (daemon.c). */
 static const char *const spec_reserved_names[] = {
@@ -74,6 +75,70 @@ static int spec_take_name(json_t *root, struct host_spec *s, struct api_err *e)
 	snprintf(s->name, sizeof(s->name), "%s", json_string_value(v));
 	json_object_del(root, "name");
 	return 0;
+}
+
+/* A card on a managed network, {"network": NAME, ...} (net.h): NAME is
+ * checked (and, at create, that the network exists), and the card goes to
+ * the VMM's reader with the TAP the daemon will make for it
+ * (net_tap_name); its number into nets[i] ("" for the others).  The
+ * canonical spec names the network again, not the TAP (spec_put_networks). */
+static int spec_take_networks(json_t *root, struct host_spec *s, bool check_host,
+			      char (*nets)[NET_NAME_MAX + 1], struct api_err *e)
+{
+	json_t *arr = json_object_get(root, "nets"), *n, *v;
+	char tap[16];
+	size_t i;
+
+	json_array_foreach(arr, i, n) {
+		if (i >= VM_MAX_NETS)
+			break;
+		nets[i][0] = '\0';
+		v = json_object_get(n, "network");
+		if (!v)
+			continue;
+		if (!json_is_string(v) || !net_name_valid(json_string_value(v)))
+			return api_err_set(e, 400, "invalid_spec",
+					   "nets[%zu].network: must be a network's name (1 to %d of a-z, 0-9, '_' and '-')",
+					   i, NET_NAME_MAX);
+		if (json_object_get(n, "tap") || json_object_get(n, "fd"))
+			return api_err_set(e, 400, "invalid_spec",
+					   "nets[%zu]: give one of \"network\" or \"tap\"", i);
+		if (check_host && !host_net_known(json_string_value(v)))
+			return api_err_set(e, 400, "invalid_spec",
+					   "nets[%zu].network: no network \"%s\" (shoal net list)", i,
+					   json_string_value(v));
+		snprintf(nets[i], NET_NAME_MAX + 1, "%s", json_string_value(v));
+		net_tap_name(s->name, (int)i, tap);
+		json_object_set_new(n, "tap", json_string(tap));
+		json_object_del(n, "network");
+	}
+	return 0;
+}
+
+/* The canonical spec's cards on a network name it instead of the TAP. */
+static int spec_put_networks(struct host_spec *s, char (*nets)[NET_NAME_MAX + 1],
+			     struct api_err *e)
+{
+	json_t *root, *arr, *n;
+	size_t i;
+	bool any = false;
+
+	for (i = 0; i < VM_MAX_NETS; i++)
+		any |= nets[i][0] != '\0';
+	if (!any)
+		return 0;
+	root = json_loads(s->spec_json, 0, NULL);
+	arr = json_object_get(root, "nets");
+	json_array_foreach(arr, i, n) {
+		if (i >= VM_MAX_NETS || !nets[i][0])
+			continue;
+		json_object_del(n, "tap");
+		json_object_set_new(n, "network", json_string(nets[i]));
+	}
+	free(s->spec_json);
+	s->spec_json = root ? json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(root);
+	return s->spec_json ? 0 : api_err_set(e, 500, "internal", "spec: cannot render the spec");
 }
 
 /* Keys only the daemon sets in the VMM's config: refused in a spec. */
@@ -461,6 +526,7 @@ out:
 int host_spec_parse(const char *text, size_t len, bool check_host,
 		    struct host_spec *s, struct api_err *e)
 {
+	char nets[VM_MAX_NETS][NET_NAME_MAX + 1] = { { 0 } };
 	json_error_t jerr;
 	json_t *root;
 	int rc = -1;
@@ -478,7 +544,9 @@ int host_spec_parse(const char *text, size_t len, bool check_host,
 	if (spec_take_name(root, s, e) || spec_take_restart(root, s, e) ||
 	    spec_take_limits(root, s, e) ||
 	    spec_refuse_daemon_keys(root, e) ||
-	    spec_vm_config(root, s, check_host, e) || spec_render(s, e))
+	    spec_take_networks(root, s, check_host, nets, e) ||
+	    spec_vm_config(root, s, check_host, e) || spec_render(s, e) ||
+	    spec_put_networks(s, nets, e))
 		goto out;
 	rc = 0;
 out:

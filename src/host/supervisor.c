@@ -60,6 +60,7 @@
 #include <unistd.h>
 
 #include "host/cgroup.h"
+#include "host/net.h"
 #include "host/spec.h"
 #include "host/vmctl.h"
 #include "base/log.h"
@@ -415,6 +416,20 @@ bool supervisor_seccomp_off(void)
 	return v && !strcmp(v, "off");
 }
 
+/* Remove the TAPs the daemon made for `vm`'s cards on a network (net.c),
+ * once its VMM has exited or did not start. */
+static void spawn_taps_down(struct host *h, struct hvm *vm)
+{
+	char *spec;
+
+	pthread_mutex_lock(&h->lock);
+	spec = vm->rec.spec ? strdup(vm->rec.spec) : NULL;
+	pthread_mutex_unlock(&h->lock);
+	if (spec && strstr(spec, "\"network\""))
+		host_net_taps_down(h, vm->rec.name, spec);
+	free(spec);
+}
+
 int supervisor_spawn(struct host *h, struct hvm *vm, struct api_err *e)
 {
 	char store[5][4200];
@@ -427,6 +442,13 @@ int supervisor_spawn(struct host *h, struct hvm *vm, struct api_err *e)
 			close(a.cgroup_fd);
 		return -1;
 	}
+	/* the TAPs of its cards on a network, made before the VMM opens them
+	 * by name (before its jail, as any TAP a spec names) */
+	if (host_net_taps_up(h, vm->rec.name, vm->rec.spec, e)) {
+		if (a.cgroup_fd >= 0)
+			close(a.cgroup_fd);
+		return -1;
+	}
 	spawn_monitor_argv(&a);
 	if (supervisor_seccomp_off())   /* the VMM says so in vmm.log too */
 		log_warn("%s: seccomp is OFF for its VMM (SHOAL_SECCOMP=off in shoald's "
@@ -435,6 +457,7 @@ int supervisor_spawn(struct host *h, struct hvm *vm, struct api_err *e)
 	if (pid < 0) {
 		if (a.cgroup_fd >= 0)
 			close(a.cgroup_fd);
+		spawn_taps_down(h, vm);
 		return api_err_set(e, 500, "internal", "fork: %s", strerror(errno));
 	}
 	if (pid == 0) {
@@ -671,6 +694,7 @@ static void supervisor_handle(struct host *h, struct hvm *vm)
 		host_cgroup_oom_killed(h, vm->rec.name, why, sizeof(why));
 	if (status == 128 + SIGSYS)
 		seccomp_context(h, vm->rec.name, why, sizeof(why));
+	spawn_taps_down(h, vm);         /* before a restart makes them again */
 	hvm_exited(h, vm, status, why[0] ? why : NULL);
 	host_put(h, vm);
 }
@@ -777,6 +801,7 @@ static void supervisor_reattach_one(struct host *h, struct hvm *vm)
 
 	if (!monitor_alive(vm->rec.monitor_pid) ||
 	    supervisor_watch(h, vm, vm->rec.monitor_pid) < 0) {
+		spawn_taps_down(h, vm);
 		hvm_exited(h, vm, read_exit_file(h, vm->rec.name), " (while shoald was down)");
 		return;
 	}
