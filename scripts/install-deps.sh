@@ -11,6 +11,10 @@ PKGS="$PKGS nodejs prometheus"
 # libisofs-dev builds the cloud-init seed (src/boot/cidata.c); genisoimage's
 # isoinfo reads it back in test_cidata, independently of libisofs.
 PKGS="$PKGS libisofs-dev genisoimage"
+# shoald's networks (docs/networks.md): dnsmasq answers DHCP and DNS on
+# each bridge, nft writes the NAT and isolation rules (iproute2's ip, in
+# every Debian, makes the bridges and TAPs).
+PKGS="$PKGS dnsmasq-base nftables"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

@@ -21,5 +21,6 @@ int cmd_console(int argc, char **argv);    /* console.c: attach to a VM's consol
 int cmd_events(int argc, char **argv);     /* events.c: the host's event log */
 int cmd_metrics(int argc, char **argv);    /* metrics.c: host and VM figures */
 int cmd_store(int argc, char **argv);      /* store.c: the image store (src/store/) */
+int cmd_net(int argc, char **argv);        /* net.c: shoald's networks (bridge, NAT, DHCP) */
 
 #endif

@@ -73,6 +73,7 @@ static const struct {
 	{ "events", cmd_events, "the host's event log (--follow to wait for more)" },
 	{ "metrics", cmd_metrics, "host and VM figures: table, JSON or Prometheus text" },
 	{ "store", cmd_store, "the image store: deduplicated images (shoal store help)" },
+	{ "net", cmd_net, "networks of shoald: bridge, DHCP, NAT or isolated (shoal net help)" },
 	{ "version", cmd_version, "print the version" },
 	{ "help", cmd_help, "this list" },
 };
