@@ -46,9 +46,9 @@ LIBS    := -ljansson -luring -lzstd -lz -lxxhash -lseccomp -lpthread
 LIBS    += -lmicrohttpd -lsqlite3   # libcurl: loaded on first use (src/base/curl_dl.c)
 # ---- end host daemon ----
 # the image store (src/store): SHA-256 through OpenSSL's EVP; libm for the Bloom formula
-LIBS    += -lcrypto -lm
-# the cloud-init seed (src/boot/cidata.c): ISO 9660 through libisofs
-LIBS    += -lisofs
+LIBS    += -lm   # libcrypto: loaded on first use (src/base/crypto_dl.c)
+# the cloud-init seed (src/boot/cidata.c): ISO 9660 through libisofs, which
+# src/base/isofs_dl.c loads on first use (not linked)
 ALLCFLAGS = $(CPPFLAGS_ALL) $(DEBUGFLAGS) $(WARN) $(CFLAGS) $(SANFLAGS)
 
 # LIB_EXCLUDE: patterns of sources to leave out (work in progress), e.g.

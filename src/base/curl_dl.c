@@ -14,8 +14,8 @@
  * this for us; the Linux loader's lazy binding still maps every DT_NEEDED
  * library at start.
  *
- * Invariants: the library is loaded once (pthread_once), with every symbol
- * below resolved or none used; where it cannot be loaded, each call fails
+ * Invariants: the library is loaded once (base/dl_lib.c), with every
+ * symbol below resolved or none used; where it cannot be loaded, each call fails
  * the way libcurl's own fail (CURLE_FAILED_INIT, a NULL handle) and
  * curl_dl_error() says why, naming the file and the package.  The
  * variadic setopt and getinfo forward their one argument by its type,
@@ -25,14 +25,12 @@
 #define CURL_DISABLE_TYPECHECK 1
 #include "base/curl_dl.h"
 
-#include <dlfcn.h>
-#include <pthread.h>
 #include <stdarg.h>
-#include <stdbool.h>
-#include <stdio.h>
 
-#define CURL_DL_FILE "libcurl.so.4"
+#include "base/dl_lib.h"
 
+/* The functions, in the order of `names` (a struct of function pointers
+ * laid out as an array of pointers, filled by dl_lib). */
 static struct {
 	CURLcode (*global_init)(long);
 	CURL *(*easy_init)(void);
@@ -46,55 +44,23 @@ static struct {
 	struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
 	void (*slist_free_all)(struct curl_slist *);
 } f;
-static bool loaded;
-static char why[300];
-static pthread_once_t once = PTHREAD_ONCE_INIT;
-
-static void load(void)
-{
-	void *lib = dlopen(CURL_DL_FILE, RTLD_NOW | RTLD_LOCAL);
-	const char *missing = NULL;
-
-	if (!lib) {
-		snprintf(why, sizeof(why), "%s (install Debian's libcurl4)", dlerror());
-		return;
-	}
-#define SYM(field, name) \
-	do { \
-		*(void **)&f.field = dlsym(lib, name); \
-		if (!f.field && !missing) \
-			missing = name; \
-	} while (0)
-	SYM(global_init, "curl_global_init");
-	SYM(easy_init, "curl_easy_init");
-	SYM(easy_setopt, "curl_easy_setopt");
-	SYM(easy_perform, "curl_easy_perform");
-	SYM(easy_cleanup, "curl_easy_cleanup");
-	SYM(easy_getinfo, "curl_easy_getinfo");
-	SYM(easy_strerror, "curl_easy_strerror");
-	SYM(easy_send, "curl_easy_send");
-	SYM(easy_recv, "curl_easy_recv");
-	SYM(slist_append, "curl_slist_append");
-	SYM(slist_free_all, "curl_slist_free_all");
-#undef SYM
-	if (missing) {
-		snprintf(why, sizeof(why), "%s: no symbol %s (libcurl too old?)", CURL_DL_FILE,
-			 missing);
-		dlclose(lib);
-		return;
-	}
-	loaded = true;
-}
+static const char *const names[] = {
+	"curl_global_init", "curl_easy_init", "curl_easy_setopt", "curl_easy_perform",
+	"curl_easy_cleanup", "curl_easy_getinfo", "curl_easy_strerror", "curl_easy_send",
+	"curl_easy_recv", "curl_slist_append", "curl_slist_free_all",
+};
+_Static_assert(sizeof(f) == sizeof(names) / sizeof(names[0]) * sizeof(void *),
+	       "one function pointer per name");
+static struct dl_lib lib = DL_LIB_INIT("libcurl.so.4", "libcurl4", names, &f);
 
 static bool ready(void)
 {
-	pthread_once(&once, load);
-	return loaded;
+	return dl_lib_ready(&lib);
 }
 
 const char *curl_dl_error(void)
 {
-	return ready() ? NULL : why;
+	return ready() ? NULL : lib.why;
 }
 
 CURLcode curl_global_init(long flags)
@@ -155,7 +121,7 @@ CURLcode curl_easy_getinfo(CURL *c, CURLINFO info, ...)
 
 const char *curl_easy_strerror(CURLcode rc)
 {
-	return ready() ? f.easy_strerror(rc) : why;
+	return ready() ? f.easy_strerror(rc) : lib.why;
 }
 
 CURLcode curl_easy_send(CURL *c, const void *buf, size_t len, size_t *n)

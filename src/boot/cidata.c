@@ -28,8 +28,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
-#define LIBISOFS_WITHOUT_LIBBURN 1   /* its copy of struct burn_source */
-#include <libisofs/libisofs.h>      /* needs stdint.h first */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +35,7 @@
 #include <unistd.h>
 
 #include "base/exitcode.h"
+#include "base/isofs_dl.h"       /* libisofs, loaded on first use */
 #include "base/io.h"
 #include "base/path_beneath.h"
 

@@ -58,6 +58,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include "base/crypto_dl.h"
 #include "base/exitcode.h"
 #include "base/io.h"
 #include "store/bloom2d.h"
@@ -291,6 +292,8 @@ int store_init(const char *dir, const struct store_params *pp, struct error *e)
 	DIR *d;
 	struct dirent *de;
 
+	if (crypto_dl_error())          /* chunks are named by SHA-256 */
+		return error_set(e, EXIT_HOST, "%s: SHA-256: %s", dir, crypto_dl_error());
 	if (pp)
 		p = *pp;
 	else
@@ -714,6 +717,10 @@ int store_open(struct store **out, const char *dir, bool write, struct error *e)
 	struct stat st;
 
 	*out = NULL;
+	if (crypto_dl_error()) {        /* every chunk read is checked by SHA-256 */
+		free(s);
+		return error_set(e, EXIT_HOST, "%s: SHA-256: %s", dir, crypto_dl_error());
+	}
 	if (!s)
 		return error_set(e, EXIT_HOST, "%s: out of memory", dir);
 	s->dir = strdup(dir);
