@@ -579,6 +579,33 @@ void blockdev_share_all(struct blockdev *bd)
 	lock_set(bd->fd, bd->path, bd->lock.held, LOCK_PERM_ALL, &bd->lock, &e);
 }
 
+int blockdev_inactivate(struct blockdev *bd, struct error *e)
+{
+	int r;
+
+	if (bd->inactive)
+		return 0;
+	r = blockdev_flush(bd);
+	if (r)
+		return error_set(e, EXIT_HOST, "%s: flush before giving up its lock: %s", bd->path,
+				 strerror(-r));
+	bd->active_lock = bd->lock;
+	lock_release(bd->fd, &bd->lock);
+	bd->inactive = true;
+	return 0;
+}
+
+int blockdev_activate(struct blockdev *bd, struct error *e)
+{
+	if (!bd->inactive)
+		return 0;
+	if (lock_set(bd->fd, bd->path, bd->active_lock.held,
+		     ~bd->active_lock.unshared & LOCK_PERM_ALL, &bd->lock, e))
+		return -1;
+	bd->inactive = false;
+	return 0;
+}
+
 static int range_ok(struct blockdev *bd, uint64_t off, uint64_t len)
 {
 	if (off > bd->size || len > bd->size - off) {
@@ -594,6 +621,10 @@ static int write_ok(struct blockdev *bd, uint64_t off, uint64_t len)
 {
 	if (bd->readonly) {
 		error_set(&bd->err, EXIT_USAGE, "%s: image is open read-only", bd->path);
+		return -EROFS;
+	}
+	if (bd->inactive) {     /* its lock given up to a migration's destination */
+		error_set(&bd->err, EXIT_HOST, "%s: image is inactive (migrating)", bd->path);
 		return -EROFS;
 	}
 	return range_ok(bd, off, len);

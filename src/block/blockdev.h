@@ -132,6 +132,8 @@ struct blockdev {
 	void *priv;			/* format state */
 	struct aio_engine *aio;		/* shared by the whole chain */
 	struct lock_state lock;		/* QEMU-style lock bytes fd holds (lock.h) */
+	bool inactive;			/* blockdev_inactivate: locks given up */
+	struct lock_state active_lock;	/* inactive: what blockdev_activate retakes */
 	struct error err;		/* last I/O error story */
 	uint64_t st_reads, st_writes, st_flushes; /* request counters */
 };
@@ -171,6 +173,18 @@ int blockdev_chain_id(const struct blockdev *bd, char id[37], uint64_t *generati
  * user, writers included, as force_share would have at open: for a caller
  * about to open that file for writing itself (commit opens its base). */
 void blockdev_share_all(struct blockdev *bd);
+
+/* Live migration over shared storage (state/migrate.c, docs/migration.md):
+ * flush the image, then give up its lock bytes (the top file's, as QEMU's
+ * "inactivate" gives up its permissions), so that the destination can
+ * take the write lock; bd must not be written until blockdev_activate.
+ * The backing files, readers, keep theirs.  0, or -1 with `e` (the flush
+ * failed: the locks are kept). */
+int blockdev_inactivate(struct blockdev *bd, struct error *e);
+/* Take back what blockdev_inactivate gave up; 0 when bd is active.  -1
+ * with `e` when another process took the image meanwhile (lock_set's
+ * refusal, naming it): bd stays inactive. */
+int blockdev_activate(struct blockdev *bd, struct error *e);
 
 int blockdev_read(struct blockdev *bd, void *buf, uint64_t off, uint64_t len);
 int blockdev_write(struct blockdev *bd, const void *buf, uint64_t off, uint64_t len);

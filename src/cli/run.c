@@ -514,6 +514,8 @@ static int run_vm(const struct vm_config *cfg, const struct run_opts *o, struct 
 		log_error("%s", e.msg);
 		return e.status;
 	}
+	if (o->incoming)
+		migrate_incoming_prepare();     /* shared disks open inactive */
 	vm = o->restore ? run_restore(cfg, o, &e) :
 		o->incoming ? vm_create_incoming(cfg, &e) : vm_create(cfg, &e);
 	run_seed_remove(seed);          /* the VM holds it open now, or failed */

@@ -57,7 +57,18 @@
  * owner, runs it between batches (while held for a snapshot too) and
  * wakes the caller.
  *
- * Saved state (version 1), after the core's: u64 capacity, u8 readonly,
+ * Shared storage (the same image at both ends of a live migration): a
+ * VMM started with --incoming (vblk_set_incoming) opens a writable disk
+ * whose write lock another process holds "inactive" - read-only, sharing
+ * everything, holding only byte 100 - when that holder is a writer (the
+ * source, presumably; a process that only refuses writes is not, and is
+ * refused as before).  vblk_activate opens it again for writing with the
+ * locks of a writer once the source has given up its own
+ * (vblk_inactivate), fresh: a qcow2 image's metadata read while the
+ * source still wrote is dropped with the old open.  Nothing is written
+ * to the image while it is inactive; the guest does not run then.
+ *
+ u64 capacity, u8 readonly,
  * u16 num_queues, then the ten u64 counters of struct vblk_stats.  Saving
  * drains in-flight requests first (the caller holds the device lock once;
  * it is released while waiting), so nothing in flight is saved; restore
@@ -67,6 +78,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -129,6 +141,11 @@ struct vblk {
 	struct vblk_stats stats;
 	struct vblk_call *calls;         /* to run on the I/O thread */
 	pthread_cond_t call_done;        /* broadcast when calls ran */
+
+	/* live migration over shared storage: opened inactive (its writer,
+	 * the source, holds the lock) with these options, to open again */
+	bool opened_inactive;
+	struct blockdev_opts opts;
 
 	/* live migration: marks while tracking (read atomically) */
 	struct bd_dirty track;
@@ -872,6 +889,98 @@ const struct vblk_stats *vblk_get_stats(const struct vblk *b)
 	return &b->stats;
 }
 
+/* ---- shared storage for live migration ---- */
+
+static bool vblk_incoming;
+
+void vblk_set_incoming(bool on)
+{
+	vblk_incoming = on;
+}
+
+bool vblk_is_inactive(const struct vblk *b)
+{
+	return b->opened_inactive || (b->bd && b->bd->inactive);
+}
+
+/* The writable open of an --incoming VMM was refused for a lock: open it
+ * inactive if the holder is a writer, else 0 with b->bd NULL. */
+static int open_inactive(struct vblk *b, const char *path, const struct blockdev_opts *o)
+{
+	struct blockdev_opts io = *o;
+	struct lock_state others;
+	struct error e2 = { 0 };
+
+	io.readonly = true;
+	io.force_share = true;
+	if (blockdev_open(&b->bd, path, &io, &e2))
+		return -1;
+	if (lock_query(b->bd->fd, &others) || !(others.held & LOCK_PERM_WRITE)) {
+		blockdev_close(b->bd);  /* a reader refusing writes, not a source */
+		b->bd = NULL;
+		return -1;
+	}
+	b->opened_inactive = true;
+	log_info("%s: %s is opened inactive: another process (the migration's source) writes "
+		 "it; the VM takes its write lock when it arrives", b->name, path);
+	return 0;
+}
+
+struct vblk_swap {
+	struct vblk *b;
+	struct blockdev *bd;       /* in: the new one; out: the old one */
+	struct error *e;
+};
+
+static int swap_fn(struct blockdev *bd, void *arg)
+{
+	struct vblk_swap *s = arg;
+
+	s->b->bd = s->bd;
+	s->bd = bd;
+	return 0;
+}
+
+static int inactivate_fn(struct blockdev *bd, void *arg)
+{
+	return blockdev_inactivate(bd, arg);
+}
+
+static int activate_fn(struct blockdev *bd, void *arg)
+{
+	return blockdev_activate(bd, arg);
+}
+
+int vblk_inactivate(struct vblk *b, struct error *e)
+{
+	if (b->readonly || b->opened_inactive)
+		return 0;
+	return vblk_call(b, inactivate_fn, e) ? -1 : 0;
+}
+
+int vblk_activate(struct vblk *b, struct error *e)
+{
+	struct vblk_swap s = { .b = b, .e = e };
+
+	if (b->readonly)
+		return 0;
+	if (!b->opened_inactive)
+		return vblk_call(b, activate_fn, e) ? -1 : 0;
+	if (blockdev_open(&s.bd, b->bd->path, &b->opts, e))
+		return -1;
+	if (s.bd->size != b->bd->size) {
+		error_set(e, EXIT_NOINPUT, "%s: %s changed size while inactive (%" PRIu64 " -> %"
+			  PRIu64 " bytes)", b->name, b->bd->path, b->bd->size, s.bd->size);
+		blockdev_close(s.bd);
+		return -1;
+	}
+	vblk_call(b, swap_fn, &s);       /* the I/O thread owns b->bd */
+	blockdev_close(s.bd);            /* the inactive open */
+	b->opened_inactive = false;
+	log_info("%s: %s is active: the write lock is ours", b->name, b->bd->path);
+	return 0;
+}
+
 /* ---- life cycle ---- */
 
 int vblk_new(struct vblk **out, const struct vm_disk *disk, const char *name, struct error *e)
@@ -892,7 +1001,10 @@ int vblk_new(struct vblk **out, const struct vm_disk *disk, const char *name, st
 		memcpy(b->serial, disk->serial, strnlen(disk->serial, sizeof(b->serial)));
 	pthread_cond_init(&b->idle, NULL);
 	pthread_cond_init(&b->call_done, NULL);
-	if (blockdev_open(&b->bd, disk->path, &o, e)) {
+	b->opts = o;
+	if (blockdev_open(&b->bd, disk->path, &o, e) &&
+	    (!vblk_incoming || disk->readonly || !strstr(e->msg, "Is another process using") ||
+	     open_inactive(b, disk->path, &o))) {
 		vblk_free(b);
 		return -1;
 	}

@@ -134,6 +134,18 @@ int vblk_call(struct vblk *b, int (*fn)(struct blockdev *bd, void *arg), void *a
 int vblk_dirty_start(struct vblk *b, uint32_t gran);
 void vblk_dirty_stop(struct vblk *b);
 uint64_t vblk_dirty_take(struct vblk *b, uint64_t *out);
+/* Live migration over shared storage (docs/migration.md): with
+ * vblk_set_incoming(true) before vblk_new, a writable disk whose write lock
+ * another writer (the source) holds opens inactive instead of failing;
+ * vblk_activate opens it again for writing, locked (0, or -1 with `e`:
+ * another process holds it, it stays inactive).  At the source,
+ * vblk_inactivate flushes the image and gives up its locks, and
+ * vblk_activate takes them back.  Read-only disks: nothing to do.  The
+ * caller holds no device lock; the disk is quiesced or not yet running. */
+void vblk_set_incoming(bool on);
+bool vblk_is_inactive(const struct vblk *b);
+int vblk_inactivate(struct vblk *b, struct error *e);
+int vblk_activate(struct vblk *b, struct error *e);
 /* The disk's size in bytes, and whether the guest may only read it. */
 uint64_t vblk_disk_size(const struct vblk *b);
 bool vblk_is_readonly(const struct vblk *b);

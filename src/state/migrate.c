@@ -40,6 +40,16 @@
  * round after, the last ones in the stop phase, once the devices are
  * quiesced.
  *
+ * Shared storage (both ends open the same writable image): the
+ * destination opened it inactive, without the write lock the source holds
+ * (devices/virtio_blk.c); in the stop phase, once the devices are quiesced
+ * and just before "end", the source flushes its disks and gives up their
+ * locks (migrate_disks_inactivate, QEMU's inactivate), and the destination
+ * takes them when "end" arrives, before it acknowledges.  If it cannot (a
+ * third process took the image), it refuses, and the source, as after any
+ * failure before the acknowledgement, takes its locks back (retrying for
+ * 2 s while the destination lets go) and runs on.
+ *
  * The point of no return is the destination's acknowledgement.  Before it,
  * any failure (a send or receive error, the destination gone or refusing,
  * a timeout, a cancel) turns tracking off, lets the devices and vCPUs go
@@ -372,6 +382,15 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, struct error *e)
 		} else if (!strcmp(name, "end") && state) {
 			if (migrate_disk_target_flush(&dt, e))
 				return -1;
+			/* Shared storage: the source gave up its locks before
+			 * "end"; take them (a third writer is refused here). */
+			if (migrate_disks_activate(vm, false, e)) {
+				char why[sizeof(e->msg)];
+
+				snprintf(why, sizeof(why), "%s", e->msg);
+				return error_set(e, EXIT_HOST, "incoming migration: cannot take the "
+						 "disks' write locks: %.900s", why);
+			}
 			log_info("incoming migration: %" PRIu64 " bytes in %" PRIu64 " sections (%" PRIu64
 				 " of RAM), %" PRIu64 " rounds; disks: %" PRIu64 " bytes written, %" PRIu64
 				 " zeroed", in->bytes, in->sections, ram_sections, rounds, dt.data_bytes,
@@ -441,6 +460,7 @@ struct mig_ctl {
 	bool with_disks;             /* mirror the writable disks */
 	atomic_bool cancel;
 	bool past_cancel;            /* "end" sent: a cancel comes too late */
+	bool inactive;               /* the disks' locks given up (before "end") */
 	int fd;                      /* the connection, -1 */
 	int given_fd;                /* the socket the request brought, -1: connect to uri */
 	bool reported;               /* "done" was read by a status request */
@@ -872,6 +892,11 @@ static int stop_phase(struct mig_src *s, struct error *e)
 	s->c->past_cancel = true;    /* from here the answer decides */
 	s->c->st.round++;            /* the stop phase is the last round */
 	pthread_mutex_unlock(&s->c->lock);
+	/* Shared storage: flush and give up the disks' locks, so that the
+	 * destination takes them before it answers (QEMU's inactivate). */
+	if (migrate_disks_inactivate(s->vm, e))
+		return -1;
+	s->c->inactive = true;
 	if (src_simple(s, "end", NULL, 0, e) && !strstr(e->msg, "cancelled"))
 		return -1;
 	return read_answer(s, e);
@@ -1008,6 +1033,18 @@ static void *migrate_thread(void *arg)
 	migrate_disks_end(s.md);  /* the disks' tracking off */
 	s.md = NULL;
 	if (!done) {             /* before the point of no return: the VM goes on */
+		struct error e2 = { 0 };
+
+		if (c->inactive && migrate_disks_activate(vm, true, &e2)) {
+			size_t n = strlen(e.msg);
+
+			log_error("migration failed, and the disks' locks cannot be taken back: %s; "
+				  "the VM goes on without them", e2.msg);
+			if (n < 600)
+				snprintf(e.msg + n, sizeof(e.msg) - n, "; the disks' locks could not "
+					 "be taken back (%.300s)", e2.msg);
+		}
+		c->inactive = false;
 		if (tracking)
 			vm_dirty_stop(vm);
 		if (paused) {
@@ -1142,6 +1179,7 @@ static json_t *migrate_cmd(struct vm *vm, json_t *req, void *opaque)
 	c->error[0] = 0;
 	c->reported = false;
 	c->past_cancel = false;
+	c->inactive = false;
 	atomic_store(&c->cancel, false);
 	c->state = "active";
 	c->running = true;

@@ -44,6 +44,11 @@ int migrate_connect(const char *uri, struct error *e);
  * refused: -1 with `e` (EXIT_BADSTATE, one line naming the reason), and
  * the source is told why; the VM must then be destroyed, not run. */
 int migrate_incoming(struct vm *vm, const char *uri, struct error *e);
+/* Before vm_create_incoming: a writable disk whose write lock another
+ * writer (the source, on shared storage) holds opens inactive, and the
+ * VM takes the lock when the stream ends, after the source gave it up
+ * (migrate_disk.c, docs/migration.md "Shared storage"). */
+void migrate_incoming_prepare(void);
 
 /* Add the "migrate" and "migrate-status" commands to the VM's control
  * socket (docs/vmm-control.md); migrate_wait cancels a migration still

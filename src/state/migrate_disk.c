@@ -5,7 +5,10 @@
  * runs, beside the memory rounds of state/migrate.c.
  *
  * Without --with-disks none of this runs: the destination opens the same
- * images (shared storage) and nothing of them is sent.
+ * images (shared storage) and nothing of them is sent; only their write
+ * locks move, at the switch-over (migrate_disks_inactivate at the source,
+ * migrate_disks_activate at the destination, at the end of this file).  A
+ * disk opened inactive (another process writes it) cannot take a mirror.
  *
  * The mirror.  Tracking starts on each writable disk (virtio-blk marks the
  * 64 KiB blocks every write, write-zeroes and discard touches when it
@@ -57,12 +60,14 @@
  * rest with the VM paused.
  */
 #include "state/migrate_disk.h"
+#include "state/migrate.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/exitcode.h"
 #include "base/log.h"
@@ -284,6 +289,10 @@ int migrate_disk_parse_list(struct migrate_disk_target *t, const uint8_t *p, siz
 		if (!t->writable[i])
 			return error_set(e, EXIT_BADSTATE, "incoming migration: disk %" PRIu32 " (%s) is "
 					 "read-only here, and the source mirrors it", i, t->path[i]);
+		if (t->dev[i] && vblk_is_inactive(t->dev[i]))
+			return error_set(e, EXIT_BADSTATE, "incoming migration: disk %" PRIu32 " (%s) is "
+					 "written by another process (opened inactive, as shared "
+					 "storage): it cannot take the source's mirror", i, t->path[i]);
 		if (flags & ~(uint32_t)MIGRATE_DISK_F_BASE)
 			return error_set(e, EXIT_BADSTATE, "incoming migration: disk %" PRIu32 ": "
 					 "unknown flags 0x%" PRIx32, i, flags);
@@ -678,4 +687,50 @@ int migrate_disks_send_dirty(struct migrate_disks *md, const struct migrate_disk
 	}
 	md->st.dirty_blocks = 0;
 	return section_close(md, &s, e);
+}
+
+/* ---- shared storage: the write lock moves ---- */
+
+void migrate_incoming_prepare(void)
+{
+	vblk_set_incoming(true);
+}
+
+int migrate_disks_inactivate(struct vm *vm, struct error *e)
+{
+	for (int i = 0; i < vm->cfg.ndisks; i++) {
+		struct vblk *b = disk_vblk(vm, i);
+
+		if (b && vblk_inactivate(b, e)) {
+			struct error e2 = { 0 };
+
+			while (--i >= 0)
+				if ((b = disk_vblk(vm, i)) && vblk_activate(b, &e2))
+					log_error("disk %d: %s", i, e2.msg);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int migrate_disks_activate(struct vm *vm, bool retry, struct error *e)
+{
+	for (int i = 0; i < vm->cfg.ndisks; i++) {
+		struct vblk *b = disk_vblk(vm, i);
+		int rc, tries = retry ? 20 : 1;
+
+		if (!b)
+			continue;
+		while ((rc = vblk_activate(b, e)) && --tries > 0)
+			usleep(100000);   /* a destination that refused may still hold it */
+		if (rc) {
+			struct error e2 = { 0 };
+
+			while (--i >= 0)
+				if ((b = disk_vblk(vm, i)) && vblk_inactivate(b, &e2))
+					log_error("disk %d: %s", i, e2.msg);
+			return -1;
+		}
+	}
+	return 0;
 }

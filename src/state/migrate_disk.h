@@ -121,4 +121,18 @@ int migrate_disks_send_dirty(struct migrate_disks *md, const struct migrate_disk
 			     struct error *e);
 void migrate_disks_get_stats(const struct migrate_disks *md, struct migrate_disk_stats *st);
 
+/* ---- shared storage: the write lock moves (docs/migration.md) ---- */
+
+/* The source, paused and quiesced, before "end": flush every writable disk
+ * and give up its locks (vblk_inactivate), so that the destination can
+ * take them.  0, or -1 with `e` and every disk active again. */
+int migrate_disks_inactivate(struct vm *vm, struct error *e);
+/* Take every writable disk's locks (back): the destination when "end"
+ * has come (a disk opened inactive is opened again for writing), the
+ * source when the migration failed.  With `retry` (the source), a disk
+ * another process still holds is tried again for up to 2 s.  0, or -1
+ * with `e` naming the disk; then the disks this call activated are
+ * inactive again, so the other end can retake them. */
+int migrate_disks_activate(struct vm *vm, bool retry, struct error *e);
+
 #endif
