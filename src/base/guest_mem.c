@@ -266,6 +266,8 @@ int guest_mem_discard(const struct guest_mem *m, void *p, uint64_t len)
 		if (fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
 			      (off_t)len) < 0)
 			return -1;
+		if (m->released)
+			m->released(m->released_opaque, off, len);
 	} else if (m->private_map) {
 		if (madvise(p, len, MADV_DONTNEED) < 0)
 			return -1;

@@ -42,6 +42,12 @@ struct guest_mem {
 	 * per write).  The array, once made, lives until guest_mem_destroy. */
 	uint64_t *_Atomic dirty;
 	uint64_t *dirty_alloc;
+	/* Called by guest_mem_discard after it punched [off, off+len) of the
+	 * memfd (the zero-page layer, src/mem/zero_blocks.c, installs it to
+	 * keep whole released 2 MiB blocks unallocated on a read).  NULL:
+	 * nothing listens.  Set and cleared while no device runs. */
+	void (*released)(void *opaque, uint64_t off, uint64_t len);
+	void *released_opaque;
 };
 
 /* Create `size` bytes of guest RAM in a memfd (MAP_SHARED, MAP_NORESERVE).
@@ -114,7 +120,8 @@ void guest_mem_dirty_take(const struct guest_mem *m, uint64_t *out);
  * (its pages fall back to the file's).  The range reads as zeros (a
  * private map: the file's bytes) afterwards and is marked dirty for
  * migration.  Note that a later read of a hole through the shared mapping
- * allocates a zeroed page again (docs/memory.md).  `p` and `len` must be
+ * allocates a zeroed page again (docs/memory.md), unless m->released (the
+ * zero-page layer) takes the range over: it is called after the punch.  `p` and `len` must be
  * 4 KiB aligned and inside the mapping.  0, or -1 with errno (EINVAL,
  * EOPNOTSUPP for memory that is not ours: malloc'd or external). */
 int guest_mem_discard(const struct guest_mem *m, void *p, uint64_t len);
