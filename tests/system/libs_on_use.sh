@@ -11,6 +11,8 @@
 #     own, root only), the command that needs it fails with a clear error
 #     naming the file and Debian's package, and nothing else is affected.
 . "$(dirname "$0")/lib.sh"
+[ -x "$SHOAL" ] && [ -x "$BUILD/shoald" ] && [ -f "$GUEST" ] ||
+	{ fail "build" "$SHOAL, $BUILD/shoald or $GUEST missing: make tests first"; finish; }
 
 for b in "$SHOAL" "$BUILD/shoald"; do
 	check "$(basename "$b") does not link libcurl, libcrypto or libisofs" \
