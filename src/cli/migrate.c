@@ -11,7 +11,9 @@
  * --cancel it cancels the one in progress.  With --with-disks the VMM
  * mirrors each writable disk into the destination's own image as well
  * (state/migrate_disk.c); without it the destination opens the same
- * images (shared storage).  It trusts the VMM's replies
+ * images (shared storage).  With --key-file it runs the key's challenge-
+ * response (state/migrate_auth.c) on the connection it made before the
+ * VMM gets it.  It trusts the VMM's replies
  * no further than as JSON it prints.  Exit status: 0 migrated (or
  * cancelled, with --cancel), 70 the migration failed or was cancelled,
  * 64 usage, 66 no VMM at SOCK.
@@ -30,10 +32,12 @@
 #include "cli/commands.h"
 #include "host/vmctl.h"
 #include "state/migrate.h"
+#include "state/migrate_auth.h"
 
 static const char migrate_usage[] =
 "usage: shoal migrate --socket SOCK unix:PATH|tcp:HOST:PORT [--downtime-ms N]\n"
-"                     [--bandwidth RATE] [--with-disks] [--output json]\n"
+"                     [--bandwidth RATE] [--with-disks] [--auto-converge]\n"
+"                     [--output json]\n"
 "       shoal migrate --socket SOCK --cancel\n"
 "\n"
 "Move the running VM whose VMM serves the control socket SOCK (shoal run\n"
@@ -52,6 +56,14 @@ static const char migrate_usage[] =
 "      --with-disks      copy each writable disk into the image the destination\n"
 "                        was started with (--disk DEST, of the same size); without\n"
 "                        it both ends use the same images (shared storage)\n"
+"      --auto-converge   when the rounds do not converge (the guest dirties memory\n"
+"                        faster than it goes over), slow the vCPUs down: 20 %\n"
+"                        of their time asleep, then 10 points more each time,\n"
+"                        up to 99 %, until it converges (off by default: the\n"
+"                        guest runs slower while it migrates)\n"
+"      --key-file FILE   prove to the destination (started with --incoming\n"
+"                        ADDR,key-file=FILE) that we know its key, and have it\n"
+"                        prove the same, before the VM goes (docs/migration.md)\n"
 "      --cancel          cancel the migration in progress (the VM stays)\n"
 "  -o, --output json     the result as JSON on stdout\n"
 "  -h, --help            this help\n"
@@ -73,6 +85,9 @@ static void progress(json_t *st)
 				    json_integer_value(json_object_get(st, "disk_zero_bytes"))) >> 20,
 			(long long)json_integer_value(json_object_get(st, "disk_size")) >> 20,
 			(long long)json_integer_value(json_object_get(st, "disk_dirty_blocks")));
+	if (json_integer_value(json_object_get(st, "throttle_pct")))
+		fprintf(stderr, "vCPUs throttled %lld %%, ",
+			(long long)json_integer_value(json_object_get(st, "throttle_pct")));
 	fprintf(stderr, "expected downtime %.0f ms",
 		json_real_value(json_object_get(st, "expected_downtime_ms")));
 }
@@ -150,15 +165,18 @@ int cmd_migrate(int argc, char **argv)
 		{ "downtime-ms", required_argument, NULL, 'd' },
 		{ "bandwidth", required_argument, NULL, 'b' },
 		{ "cancel", no_argument, NULL, 'c' },
+		{ "key-file", required_argument, NULL, 'k' },
 		{ "with-disks", no_argument, NULL, 'D' },
+		{ "auto-converge", no_argument, NULL, 'A' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *sock = NULL, *output = "text", *uri;
+	const char *sock = NULL, *output = "text", *uri, *key_file = NULL;
+	uint8_t key[MIGRATE_KEY_LEN];
 	long downtime = 300;
 	uint64_t bw = 0;
-	bool do_cancel = false, with_disks = false;
+	bool do_cancel = false, with_disks = false, auto_converge = false;
 	char err[512], *end;
 	json_t *req, *reply = NULL;
 	struct error e = { 0 };
@@ -173,7 +191,9 @@ int cmd_migrate(int argc, char **argv)
 		case 's': sock = optarg; break;
 		case 'o': output = optarg; break;
 		case 'c': do_cancel = true; break;
+		case 'k': key_file = optarg; break;
 		case 'D': with_disks = true; break;
+		case 'A': auto_converge = true; break;
 		case 'd':
 			downtime = strtol(optarg, &end, 10);
 			if (!*optarg || *end || downtime < 1 || downtime > 3600000) {
@@ -200,8 +220,8 @@ int cmd_migrate(int argc, char **argv)
 		log_error("--output: '%s' is not json or text", output);
 		return EXIT_USAGE;
 	}
-	if (do_cancel && with_disks) {
-		log_error("migrate: --cancel takes no --with-disks");
+	if (do_cancel && (with_disks || auto_converge)) {
+		log_error("migrate: --cancel takes no --with-disks or --auto-converge");
 		return EXIT_USAGE;
 	}
 	if (!sock || (do_cancel ? optind != argc : optind != argc - 1)) {
@@ -213,6 +233,10 @@ int cmd_migrate(int argc, char **argv)
 	if (uri && strncmp(uri, "unix:", 5) && strncmp(uri, "tcp:", 4)) {
 		log_error("migrate: '%s' is not an address (unix:PATH or tcp:HOST:PORT)", uri);
 		return EXIT_USAGE;
+	}
+	if (key_file && (do_cancel || migrate_key_read(key_file, key, &e))) {
+		log_error("%s", do_cancel ? "migrate: --cancel takes no --key-file" : e.msg);
+		return do_cancel ? EXIT_USAGE : e.status;
 	}
 	if (vmctl_connect(&c, sock, 2000, err, sizeof(err)) < 0) {
 		log_error("%s: %s", sock, err);
@@ -226,14 +250,19 @@ int cmd_migrate(int argc, char **argv)
 	/* We connect, and the VMM streams over our socket: under seccomp it
 	 * may open no network connection itself. */
 	dest = migrate_connect(uri, &e);
+	if (dest >= 0 && key_file && migrate_auth_connect(dest, key, uri, &e)) {
+		close(dest);            /* the VMM never had it: the VM runs on */
+		dest = -1;
+	}
+	explicit_bzero(key, sizeof(key));
 	if (dest < 0) {
 		vmctl_close(&c);
 		log_error("%s", e.msg);
 		return EXIT_HOST;
 	}
-	req = json_pack("{s:s, s:s, s:I, s:I, s:b}", "cmd", "migrate", "uri", uri,
+	req = json_pack("{s:s, s:s, s:I, s:I, s:b, s:b}", "cmd", "migrate", "uri", uri,
 			"downtime_ms", (json_int_t)downtime, "bandwidth", (json_int_t)bw,
-			"with_disks", with_disks);
+			"with_disks", with_disks, "auto_converge", auto_converge);
 	rc = vmctl_request_fd(&c, req, dest, &reply, 30000, err, sizeof(err));
 	close(dest);
 	json_decref(req);
@@ -271,6 +300,9 @@ int cmd_migrate(int argc, char **argv)
 		       (long long)json_integer_value(json_object_get(reply, "bytes")) >> 20,
 		       (long long)json_integer_value(json_object_get(reply, "pages_sent")),
 		       (long long)json_integer_value(json_object_get(reply, "zero_pages")));
+		if (auto_converge)
+			printf("auto-converge: the vCPUs were throttled up to %lld %%\n",
+			       (long long)json_integer_value(json_object_get(reply, "throttle_max_pct")));
 		if (with_disks)
 			printf("disks: %lld mirrored (%lld as their top layer only), %lld MiB of data and "
 			       "%lld MiB of zeroes sent, %lld blocks sent again\n",

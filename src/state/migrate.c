@@ -79,6 +79,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -87,12 +88,14 @@
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "base/seccomp.h"
+#include "state/migrate_auth.h"
 #include "state/migrate_disk.h"
 #include "state/migrate_net.h"
 #include "state/snapshot.h"
 #include "vmm/control.h"
 #include "vmm/config.h"
 #include "vmm/dirty.h"
+#include "vmm/vcpu_throttle.h"
 #include "vmm/vm.h"
 
 #define PAGE          4096u
@@ -415,10 +418,17 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 	lfd = migrate_addr_listen(&a, uri, e);
 	if (lfd < 0)
 		return -1;
-	log_info("incoming migration: waiting on %s", uri);
-	do
-		in.fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	while (in.fd < 0 && errno == EINTR);
+	log_info("incoming migration: waiting on %s%s", uri,
+		 migrate_incoming_keyed() ? " for a source that knows the key" : "");
+	for (;;) {      /* with a key, a connection without its proof is refused */
+		do
+			in.fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		while (in.fd < 0 && errno == EINTR);
+		if (in.fd < 0 || !migrate_auth_accept(in.fd, e))
+			break;
+		log_warn("%s; still waiting on %s", e->msg, uri);
+		close(in.fd);
+	}
 	close(lfd);
 	if (!a.tcp)
 		unlink(a.path);
@@ -443,6 +453,7 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 struct migrate_stats {
 	uint64_t total_ns, downtime_ns, bytes, pages_sent, zero_pages;
 	uint64_t round, dirty_pages, remaining_ns;
+	int throttle_pct, throttle_max_pct; /* --auto-converge: now, at most */
 	struct migrate_disk_stats disk;   /* --with-disks */
 };
 
@@ -458,6 +469,8 @@ struct mig_ctl {
 	char uri[512], error[1024];
 	uint64_t downtime_ms, bandwidth;
 	bool with_disks;             /* mirror the writable disks */
+	bool auto_converge;          /* throttle the vCPUs when rounds do not converge */
+	int tick_fd;                 /* timerfd on the event loop: kicks throttled vCPUs */
 	atomic_bool cancel;
 	bool past_cancel;            /* "end" sent: a cancel comes too late */
 	bool inactive;               /* the disks' locks given up (before "end") */
@@ -482,6 +495,61 @@ static void ctl_wait_50ms(struct mig_ctl *c)
 		ts.tv_nsec -= 1000000000L;
 	}
 	pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+}
+
+/* ---- auto-converge ---- */
+
+/* The vCPUs see the throttle only when they leave KVM_RUN: kick them each
+ * slice while it is on (the event loop runs this). */
+static int on_tick(int fd, uint32_t events, void *opaque)
+{
+	struct mig_ctl *c = opaque;
+	uint64_t n;
+
+	(void)events;
+	if (read(fd, &n, sizeof(n)) < 0)
+		return 0;
+	if (vcpu_throttle_get() > 0)
+		for (int i = 0; i < c->vm->ncpus; i++)
+			vcpu_kick(&c->vm->vcpus[i]);
+	return 0;
+}
+
+static void throttle_set(struct mig_ctl *c, int pct)
+{
+	long ns = pct ? VCPU_THROTTLE_SLICE_MS * 1000000L : 0;
+	struct itimerspec its = { .it_interval = { 0, ns }, .it_value = { 0, ns } };
+
+	vcpu_throttle_set(pct);
+	if (c->tick_fd >= 0)
+		timerfd_settime(c->tick_fd, 0, &its, NULL);
+	pthread_mutex_lock(&c->lock);
+	c->st.throttle_pct = vcpu_throttle_get();
+	if (c->st.throttle_pct > c->st.throttle_max_pct)
+		c->st.throttle_max_pct = c->st.throttle_pct;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* After a round (QEMU's cpu-throttle): the guest dirtied more than half
+ * of what the round sent, twice, so it outruns the stream: throttle it,
+ * 20 % first, then 10 points more each time up to 99 %. */
+static void auto_converge(struct mig_ctl *c, uint64_t dirty_bytes, uint64_t sent_bytes,
+			  int *high)
+{
+	int pct = vcpu_throttle_get();
+
+	if (dirty_bytes <= sent_bytes / 2 || ++*high < 2)
+		return;
+	*high = 0;
+	pct = pct ? pct + MIGRATE_THROTTLE_STEP : MIGRATE_THROTTLE_FIRST;
+	if (pct > VCPU_THROTTLE_MAX)
+		pct = VCPU_THROTTLE_MAX;
+	if (pct == vcpu_throttle_get())
+		return;
+	throttle_set(c, pct);
+	log_info("migration to %s: the guest dirties %" PRIu64 " KiB a round against %" PRIu64
+		 " KiB sent: its vCPUs are throttled to %d %%", c->uri, dirty_bytes >> 10,
+		 sent_bytes >> 10, pct);
 }
 
 /* The thread's working state. */
@@ -907,6 +975,7 @@ static int precopy(struct mig_src *s, struct error *e)
 	struct mig_ctl *c = s->c;
 	uint64_t limit_ns = c->downtime_ms * 1000000ULL;
 	struct migrate_disk_out o = { .w = &s->w, .flush = disk_flush, .opaque = s };
+	int high = 0;                /* rounds in a row that did not converge */
 
 	if (migrate_send_all(s->fd, MIGRATE_MAGIC, 8))
 		return src_fail(s, e, "sending", errno);
@@ -953,6 +1022,9 @@ static int precopy(struct mig_src *s, struct error *e)
 		pthread_mutex_unlock(&c->lock);
 		if (remaining <= limit_ns || round + 1 >= MIGRATE_MAX_ROUNDS)
 			break;
+		if (c->auto_converge && round > 0)
+			auto_converge(c, dirty * PAGE + c->st.disk.dirty_blocks * MIGRATE_DISK_BLOCK,
+				      s->bytes - b, &high);
 	}
 	return 0;
 }
@@ -1030,6 +1102,8 @@ static void *migrate_thread(void *arg)
 		if (s.fd >= 0)
 			close(s.fd);
 	}
+	if (c->auto_converge)
+		throttle_set(c, 0);   /* the VM at full speed again, here or there */
 	migrate_disks_end(s.md);  /* the disks' tracking off */
 	s.md = NULL;
 	if (!done) {             /* before the point of no return: the VM goes on */
@@ -1087,7 +1161,7 @@ static json_t *fail_json(const char *msg)
 static json_t *migrate_check(struct vm *vm, json_t *req, const char *uri, bool busy, int given)
 {
 	json_t *dt = json_object_get(req, "downtime_ms"), *bw = json_object_get(req, "bandwidth");
-	json_t *wd = json_object_get(req, "with_disks");
+	json_t *wd = json_object_get(req, "with_disks"), *ac = json_object_get(req, "auto_converge");
 	struct migrate_addr a;
 	struct error e = { 0 };
 	int type = 0;
@@ -1104,6 +1178,8 @@ static json_t *migrate_check(struct vm *vm, json_t *req, const char *uri, bool b
 				 "is 0 or more");
 	if (wd && !json_is_boolean(wd))
 		return fail_json("migrate: \"with_disks\" is true or false");
+	if (ac && !json_is_boolean(ac))
+		return fail_json("migrate: \"auto_converge\" is true or false");
 	if (vm_is_paused(vm))
 		return fail_json("migrate: the VM is paused");
 	if (given >= 0 && (getsockopt(given, SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_STREAM))
@@ -1170,11 +1246,23 @@ static json_t *migrate_cmd(struct vm *vm, json_t *req, void *opaque)
 			return fail_json("migrate: cannot set up the event loop's hold");
 		}
 	}
+	if (c->tick_fd < 0 && json_is_true(json_object_get(req, "auto_converge"))) {
+		c->tick_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+		if (c->tick_fd < 0 || eventloop_add(vm->loop, c->tick_fd, EPOLLIN, on_tick, c) < 0) {
+			if (c->tick_fd >= 0)
+				close(c->tick_fd);
+			c->tick_fd = -1;
+			if (given >= 0)
+				close(given);
+			return fail_json("migrate: cannot set up the throttle's timer");
+		}
+	}
 	pthread_mutex_lock(&c->lock);
 	snprintf(c->uri, sizeof(c->uri), "%s", uri);
 	c->downtime_ms = dt ? (uint64_t)json_integer_value(dt) : MIGRATE_DOWNTIME_MS_DEFAULT;
 	c->bandwidth = bw ? (uint64_t)json_integer_value(bw) : 0;
 	c->with_disks = json_is_true(json_object_get(req, "with_disks"));
+	c->auto_converge = json_is_true(json_object_get(req, "auto_converge"));
 	memset(&c->st, 0, sizeof(c->st));
 	c->error[0] = 0;
 	c->reported = false;
@@ -1231,6 +1319,11 @@ static json_t *migrate_status_cmd(struct vm *vm, json_t *req, void *opaque)
 		json_object_update(o, d);
 		json_decref(d);
 	}
+	if (o) {
+		json_object_set_new(o, "auto_converge", json_boolean(c->auto_converge));
+		json_object_set_new(o, "throttle_pct", json_integer(c->st.throttle_pct));
+		json_object_set_new(o, "throttle_max_pct", json_integer(c->st.throttle_max_pct));
+	}
 	if (c->error[0])
 		json_object_set_new(o, "error", json_string(c->error));
 	if (!strcmp(c->state, "done")) {
@@ -1256,7 +1349,7 @@ void migrate_add_command(struct vm *vm)
 	if (!c)
 		return;
 	c->vm = vm;
-	c->fd = c->hold_fd = c->given_fd = -1;
+	c->fd = c->hold_fd = c->given_fd = c->tick_fd = -1;
 	c->state = "none";
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cond, NULL);
@@ -1294,6 +1387,8 @@ void migrate_wait(struct vm *vm)
 	}
 	if (c->hold_fd >= 0)
 		close(c->hold_fd);
+	if (c->tick_fd >= 0)
+		close(c->tick_fd);
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->cond);
 	free(c);

@@ -21,6 +21,8 @@ struct vm;
 #define MIGRATE_VERSION  1
 #define MIGRATE_DOWNTIME_MS_DEFAULT 300
 #define MIGRATE_MAX_ROUNDS 30         /* then stop and copy, converged or not */
+#define MIGRATE_THROTTLE_FIRST 20     /* --auto-converge: % of vCPU time asleep */
+#define MIGRATE_THROTTLE_STEP  10     /* ... and the increment, up to 99 */
 
 /* An address: "unix:PATH" or "tcp:HOST:PORT".  0, or -1 with `e`
  * (EXIT_USAGE) naming what is wrong. */

@@ -21,16 +21,19 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "base/seccomp.h"
+#include "vmm/vcpu_throttle.h"
 #include "vmm/vm.h"
 
 #define MSR_IA32_MISC_ENABLE      0x000001a0
@@ -260,11 +263,65 @@ static bool vcpu_handle_exit(struct vcpu *v)
 	}
 }
 
+/* ---- auto-converge's throttle (vmm/vcpu_throttle.h) ---- */
+
+static atomic_int throttle_pct;
+
+void vcpu_throttle_set(int pct)
+{
+	atomic_store(&throttle_pct, pct < 0 ? 0 : pct > VCPU_THROTTLE_MAX ? VCPU_THROTTLE_MAX : pct);
+}
+
+int vcpu_throttle_get(void)
+{
+	return atomic_load(&throttle_pct);
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* After each slice run (*slice: when it began, 0 when unthrottled), sleep
+ * the throttle's share; a kick (pause, stop) ends the sleep early. */
+static void vcpu_throttle(struct vm *vm, uint64_t *slice)
+{
+	const uint64_t slice_ns = VCPU_THROTTLE_SLICE_MS * 1000000ULL;
+	int pct = atomic_load(&throttle_pct);
+	uint64_t now, until;
+
+	if (!pct) {
+		*slice = 0;
+		return;
+	}
+	now = mono_ns();
+	if (!*slice || now - *slice < slice_ns) {
+		if (!*slice)
+			*slice = now;
+		return;
+	}
+	/* in pieces of a slice at most: a kick that came just before a
+	 * piece began is seen at the next one */
+	until = now + slice_ns * (uint64_t)pct / (uint64_t)(100 - pct);
+	while (!atomic_load(&vm->pause_requested) && !atomic_load(&vm->stopping) &&
+	       atomic_load(&throttle_pct) && (now = mono_ns()) < until) {
+		uint64_t d = until - now < slice_ns ? until - now : slice_ns;
+		struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)d };
+
+		nanosleep(&ts, NULL);
+	}
+	*slice = mono_ns();
+}
+
 void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
 	struct vm *vm = v->vm;
 	char name[16];
+	uint64_t slice = 0;
 
 	snprintf(name, sizeof(name), "vcpu%d", v->index);
 	pthread_setname_np(pthread_self(), name);
@@ -276,6 +333,7 @@ void *vcpu_thread(void *arg)
 			__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
 			continue;
 		}
+		vcpu_throttle(vm, &slice);
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
