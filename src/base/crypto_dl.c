@@ -3,7 +3,9 @@
  * when first called (base/dl_lib.c).
  *
  * The image store (src/store) names chunks by SHA-256 through OpenSSL's
- * EVP interface, and nothing else in Shoal uses libcrypto.  Linked, the
+ * EVP interface, and live migration's challenge-response (state/
+ * migrate_auth.c) proves knowledge of its key with HMAC-SHA256; nothing
+ * else in Shoal uses libcrypto.  Linked, the
  * library (4.6 MB, thousands of relocations) cost every process of the
  * one `shoal` binary about 1.4 MiB of resident memory, each VMM included,
  * a quarter of a VMM's own.  So it is not linked: these definitions
@@ -28,10 +30,12 @@ static struct {
 	EVP_MD_CTX *(*ctx_new)(void);
 	void (*ctx_free)(EVP_MD_CTX *);
 	const EVP_MD *(*sha256)(void);
+	unsigned char *(*hmac)(const EVP_MD *, const void *, int, const unsigned char *, size_t,
+			       unsigned char *, unsigned int *);
 } f;
 static const char *const names[] = {
 	"EVP_Digest", "EVP_DigestInit_ex", "EVP_DigestUpdate", "EVP_DigestFinal_ex",
-	"EVP_MD_CTX_new", "EVP_MD_CTX_free", "EVP_sha256",
+	"EVP_MD_CTX_new", "EVP_MD_CTX_free", "EVP_sha256", "HMAC",
 };
 _Static_assert(sizeof(f) == sizeof(names) / sizeof(names[0]) * sizeof(void *),
 	       "one function pointer per name");
@@ -77,4 +81,10 @@ void EVP_MD_CTX_free(EVP_MD_CTX *ctx)
 const EVP_MD *EVP_sha256(void)
 {
 	return dl_lib_ready(&lib) ? f.sha256() : NULL;
+}
+
+unsigned char *HMAC(const EVP_MD *evp_md, const void *key, int key_len, const unsigned char *data,
+		    size_t data_len, unsigned char *md, unsigned int *md_len)
+{
+	return dl_lib_ready(&lib) ? f.hmac(evp_md, key, key_len, data, data_len, md, md_len) : NULL;
 }

@@ -11,7 +11,9 @@
  * --cancel it cancels the one in progress.  With --with-disks the VMM
  * mirrors each writable disk into the destination's own image as well
  * (state/migrate_disk.c); without it the destination opens the same
- * images (shared storage).  It trusts the VMM's replies
+ * images (shared storage).  With --key-file it runs the key's challenge-
+ * response (state/migrate_auth.c) on the connection it made before the
+ * VMM gets it.  It trusts the VMM's replies
  * no further than as JSON it prints.  Exit status: 0 migrated (or
  * cancelled, with --cancel), 70 the migration failed or was cancelled,
  * 64 usage, 66 no VMM at SOCK.
@@ -30,6 +32,7 @@
 #include "cli/commands.h"
 #include "host/vmctl.h"
 #include "state/migrate.h"
+#include "state/migrate_auth.h"
 
 static const char migrate_usage[] =
 "usage: shoal migrate --socket SOCK unix:PATH|tcp:HOST:PORT [--downtime-ms N]\n"
@@ -58,6 +61,9 @@ static const char migrate_usage[] =
 "                        of their time asleep, then 10 points more each time,\n"
 "                        up to 99 %, until it converges (off by default: the\n"
 "                        guest runs slower while it migrates)\n"
+"      --key-file FILE   prove to the destination (started with --incoming\n"
+"                        ADDR,key-file=FILE) that we know its key, and have it\n"
+"                        prove the same, before the VM goes (docs/migration.md)\n"
 "      --cancel          cancel the migration in progress (the VM stays)\n"
 "  -o, --output json     the result as JSON on stdout\n"
 "  -h, --help            this help\n"
@@ -159,13 +165,15 @@ int cmd_migrate(int argc, char **argv)
 		{ "downtime-ms", required_argument, NULL, 'd' },
 		{ "bandwidth", required_argument, NULL, 'b' },
 		{ "cancel", no_argument, NULL, 'c' },
+		{ "key-file", required_argument, NULL, 'k' },
 		{ "with-disks", no_argument, NULL, 'D' },
 		{ "auto-converge", no_argument, NULL, 'A' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *sock = NULL, *output = "text", *uri;
+	const char *sock = NULL, *output = "text", *uri, *key_file = NULL;
+	uint8_t key[MIGRATE_KEY_LEN];
 	long downtime = 300;
 	uint64_t bw = 0;
 	bool do_cancel = false, with_disks = false, auto_converge = false;
@@ -183,6 +191,7 @@ int cmd_migrate(int argc, char **argv)
 		case 's': sock = optarg; break;
 		case 'o': output = optarg; break;
 		case 'c': do_cancel = true; break;
+		case 'k': key_file = optarg; break;
 		case 'D': with_disks = true; break;
 		case 'A': auto_converge = true; break;
 		case 'd':
@@ -225,6 +234,10 @@ int cmd_migrate(int argc, char **argv)
 		log_error("migrate: '%s' is not an address (unix:PATH or tcp:HOST:PORT)", uri);
 		return EXIT_USAGE;
 	}
+	if (key_file && (do_cancel || migrate_key_read(key_file, key, &e))) {
+		log_error("%s", do_cancel ? "migrate: --cancel takes no --key-file" : e.msg);
+		return do_cancel ? EXIT_USAGE : e.status;
+	}
 	if (vmctl_connect(&c, sock, 2000, err, sizeof(err)) < 0) {
 		log_error("%s: %s", sock, err);
 		return EXIT_NOINPUT;
@@ -237,6 +250,11 @@ int cmd_migrate(int argc, char **argv)
 	/* We connect, and the VMM streams over our socket: under seccomp it
 	 * may open no network connection itself. */
 	dest = migrate_connect(uri, &e);
+	if (dest >= 0 && key_file && migrate_auth_connect(dest, key, uri, &e)) {
+		close(dest);            /* the VMM never had it: the VM runs on */
+		dest = -1;
+	}
+	explicit_bzero(key, sizeof(key));
 	if (dest < 0) {
 		vmctl_close(&c);
 		log_error("%s", e.msg);

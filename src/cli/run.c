@@ -26,6 +26,7 @@
 #include "devices/config_dev.h"
 #include "vmm/control.h"
 #include "state/migrate.h"
+#include "state/migrate_auth.h"
 #include "state/snapshot.h"
 #include "vmm/vm.h"
 
@@ -93,10 +94,12 @@ const char run_usage[] =
 "      --vsock-socket PATH  with --restore: the vsock device's host socket instead\n"
 "                           of the snapshot's (a TAP or socket another VM holds is\n"
 "                           refused: give each clone its own)\n"
-"      --incoming unix:PATH|tcp:HOST:PORT\n"
+"      --incoming unix:PATH|tcp:HOST:PORT[,key-file=FILE]\n"
 "                           wait there for a live migration (`shoal migrate`),\n"
 "                           load it and run the VM it brings; give the source's\n"
-"                           settings (memory, vCPUs, devices) (docs/migration.md)\n"
+"                           settings (memory, vCPUs, devices) (docs/migration.md);\n"
+"                           with key-file, take only a source that proves it\n"
+"                           knows that key (shoal migrate --key-file)\n"
 "      --seccomp on|off     per-thread syscall filters (default on, or\n"
 "                           $SHOAL_SECCOMP); off is for debugging only and warns\n"
 "                           on stderr each time (docs/security.md)\n"
@@ -594,6 +597,11 @@ int cmd_run(int argc, char **argv)
 	if (o.incoming && o.restore) {
 		log_error("run: --incoming takes the VM from a migration; --restore cannot go with it");
 		status = EXIT_USAGE;
+		goto out;
+	}
+	if (o.incoming && migrate_incoming_key(o.incoming, &e)) {  /* before the jail */
+		log_error("%s", e.msg);
+		status = e.status;
 		goto out;
 	}
 	if (o.clone && !o.restore) {

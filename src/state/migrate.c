@@ -95,6 +95,7 @@
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "base/seccomp.h"
+#include "state/migrate_auth.h"
 #include "state/migrate_disk.h"
 #include "state/migrate_net.h"
 #include "state/snapshot.h"
@@ -424,10 +425,17 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 	lfd = migrate_addr_listen(&a, uri, e);
 	if (lfd < 0)
 		return -1;
-	log_info("incoming migration: waiting on %s", uri);
-	do
-		in.fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	while (in.fd < 0 && errno == EINTR);
+	log_info("incoming migration: waiting on %s%s", uri,
+		 migrate_incoming_keyed() ? " for a source that knows the key" : "");
+	for (;;) {      /* with a key, a connection without its proof is refused */
+		do
+			in.fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		while (in.fd < 0 && errno == EINTR);
+		if (in.fd < 0 || !migrate_auth_accept(in.fd, e))
+			break;
+		log_warn("%s; still waiting on %s", e->msg, uri);
+		close(in.fd);
+	}
 	close(lfd);
 	if (!a.tcp)
 		unlink(a.path);

@@ -1,0 +1,53 @@
+/*
+ * migrate_auth.h - the challenge-response that opens a live migration's
+ * connection when the two ends share a key (migrate_auth.c;
+ * docs/migration.md, "Authentication").
+ */
+#ifndef SHOAL_STATE_MIGRATE_AUTH_H
+#define SHOAL_STATE_MIGRATE_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/error.h"
+
+#define MIGRATE_KEY_LEN 32
+#define MIGRATE_AUTH_MAGIC "SHOALAUT"   /* both ends' first word */
+#define MIGRATE_AUTH_OK    "SHOALAOK"   /* the destination took the source */
+#define MIGRATE_AUTH_TIMEOUT_S 5        /* the destination's wait for a proof */
+
+/* Read a key file: 32 bytes, or 64 hex digits and an optional newline.
+ * Refused: a file group or others may read or write, another size.
+ * 0, or -1 with `e` (EXIT_USAGE or EXIT_NOINPUT) naming the file. */
+int migrate_key_read(const char *path, uint8_t key[MIGRATE_KEY_LEN], struct error *e);
+/* A fresh random key (getrandom); 0 or -1 with `e`. */
+int migrate_key_new(uint8_t key[MIGRATE_KEY_LEN], struct error *e);
+/* As 64 lowercase hex digits; and back (0, or -1 when not exactly that). */
+void migrate_key_hex(const uint8_t key[MIGRATE_KEY_LEN], char out[2 * MIGRATE_KEY_LEN + 1]);
+int migrate_key_from_hex(const char *hex, uint8_t key[MIGRATE_KEY_LEN]);
+
+/* The destination, before anything is built: `incoming` is --incoming's
+ * value; a trailing ",key-file=FILE" is cut off it (the rest is the
+ * address), the key read and libcrypto loaded (before seccomp and the
+ * jail), so that migrate_auth_accept demands the proof.  0, or -1 with
+ * `e`. */
+int migrate_incoming_key(char *incoming, struct error *e);
+/* Whether migrate_incoming_key set a key. */
+bool migrate_incoming_keyed(void);
+
+/* The destination, on a connection just accepted: with no key, 0 at
+ * once; else the handshake (MIGRATE_AUTH_TIMEOUT_S at most): 0 when the
+ * source proved it knows the key, or -1 with `e` saying why (the source
+ * was told, with SHOALNAK and the reason) and the caller closes the
+ * connection and waits for another. */
+int migrate_auth_accept(int fd, struct error *e);
+
+/* The source (shoal migrate, shoald), on the connection it made to `uri`
+ * before it hands it to its VMM: the handshake with `key`.  0 when both
+ * ends proved they know it; -1 with `e` (EXIT_HOST) naming the reason:
+ * the destination refused our proof, failed its own, or asks for none. */
+int migrate_auth_connect(int fd, const uint8_t key[MIGRATE_KEY_LEN], const char *uri,
+			 struct error *e);
+
+#endif
