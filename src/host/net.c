@@ -665,13 +665,50 @@ bool host_net_known(const char *name)
 	return known;
 }
 
+/* Another VM that is not stopped whose card has TAP `tap` (two names with
+ * the same first six characters and the same 24-bit hash): its name into
+ * `who`, true.  Takes host->lock (never held by the caller). */
+static bool net_tap_taken(struct host *h, const char *vm, const char *tap, char *who,
+			  size_t size)
+{
+	char names[VM_MAX_NETS][NET_NAME_MAX + 1], other[16];
+	bool taken = false;
+
+	pthread_mutex_lock(&h->lock);
+	for (size_t i = 0; i < h->nvms && !taken; i++) {
+		struct hvm *o = h->vms[i];
+
+		if (!strcmp(o->rec.name, vm) || o->state == HVM_CREATED || o->state == HVM_EXITED)
+			continue;
+		int count = net_spec_networks(o->rec.spec, names, VM_MAX_NETS);
+		for (int k = 0; k < count && !taken; k++) {
+			net_tap_name(o->rec.name, k, other);
+			if (names[k][0] && !strcmp(other, tap)) {
+				snprintf(who, size, "%s", o->rec.name);
+				taken = true;
+			}
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+	return taken;
+}
+
 int host_net_taps_up(struct host *h, const char *vm, const char *spec, struct api_err *e)
 {
 	char names[VM_MAX_NETS][NET_NAME_MAX + 1], tap[16];
 	struct host_nets *ns = h->nets;
 	int count = net_spec_networks(spec, names, VM_MAX_NETS);
 	json_t *root = NULL;
+	char who[HOST_NAME_MAX_LEN + 1];
 
+	/* first: none of its TAPs is another running VM's (nothing made yet,
+	 * nothing of the other VM's removed) */
+	for (int i = 0; i < count; i++) {
+		net_tap_name(vm, i, tap);
+		if (names[i][0] && net_tap_taken(h, vm, tap, who, sizeof(who)))
+			return api_err_set(e, 409, "in_use", "vm \"%s\": nets[%d]: its TAP %s is VM "
+					   "\"%s\"'s (their names hash alike); rename one", vm, i, tap, who);
+	}
 	for (int i = 0; i < count; i++) {
 		struct hnet *n;
 		int queues;

@@ -50,7 +50,8 @@ bool net_subnet_overlap(const struct net_subnet *a, const struct net_subnet *b);
 /* The TAP of card `idx` of VM `vm`: "t" + up to 6 characters of the name
  * + "-" + 6 hex digits of a hash of the whole name + the card's index
  * (0-7): unique per VM and card but for a 24-bit hash collision between
- * two names with the same first six characters (refused at create). */
+ * two names with the same first six characters (the second VM's start is
+ * refused, 409, while the first runs). */
 void net_tap_name(const char *vm, int idx, char out[16]);
 
 /* The cards of a stored spec that name a network: names[i] is the

@@ -113,6 +113,37 @@ static void test_tap_names(void **state)
 	assert_string_equal(a, b);               /* the same every start */
 }
 
+/* Two names whose TAPs collide (same first six characters, same 24-bit
+ * hash, found by search): the second VM's start is refused with 409 while
+ * the first runs, before any TAP is made or removed; not once it exited. */
+static void test_tap_collision(void **state)
+{
+	const char *spec = "{\"name\": \"x\", \"nets\": [{\"network\": \"lan\"}]}";
+	struct hvm first = { .state = HVM_RUNNING }, *table[1] = { &first };
+	struct host h;
+	struct api_err e;
+	char a[16], b[16];
+
+	(void)state;
+	net_tap_name("worker39829", 0, a);
+	net_tap_name("worker42812", 0, b);
+	assert_string_equal(a, b);
+	memset(&h, 0, sizeof(h));
+	pthread_mutex_init(&h.lock, NULL);
+	snprintf(first.rec.name, sizeof(first.rec.name), "worker39829");
+	first.rec.spec = (char *)spec;
+	h.vms = table;
+	h.nvms = 1;
+	assert_int_equal(host_net_taps_up(&h, "worker42812", spec, &e), -1);
+	assert_int_equal(e.http, 409);
+	assert_non_null(strstr(e.msg, "worker39829"));
+	first.state = HVM_EXITED;      /* then the TAP is free: the next check is the network's */
+	assert_int_equal(host_net_taps_up(&h, "worker42812", spec, &e), -1);
+	assert_int_equal(e.http, 500);
+	assert_non_null(strstr(e.msg, "networks are not set up"));
+	pthread_mutex_destroy(&h.lock);
+}
+
 /* A card on a network: the canonical spec names the network (not the TAP),
  * the VMM's config has the TAP, and the stored spec parses the same again. */
 static void test_spec_network(void **state)
@@ -237,6 +268,7 @@ int main(void)
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_subnets),
 		cmocka_unit_test(test_tap_names),
+		cmocka_unit_test(test_tap_collision),
 		cmocka_unit_test(test_spec_network),
 		cmocka_unit_test(test_spec_network_bad),
 		cmocka_unit_test(test_db),
