@@ -6,7 +6,7 @@
 # tier: kvm
 #
 # Debian's generic kernel (scripts/guest-kit.sh --generic: the cloud kernel
-# has no vmgenid driver), 1 vCPU, 256 MiB, `shoal run --vmgenid`, a
+# has no vmgenid driver), 2 vCPUs, 256 MiB, `shoal run --vmgenid`, a
 # virtio-net card on a TAP, in a network namespace of its own (root only).
 # The template's hook starts a reader that prints "rnd N UPTIME HEX" (16
 # bytes of /dev/urandom) every 0.5 s until a restored VM's check begins,
@@ -17,7 +17,9 @@
 #   - a full snapshot is taken, the template powered off;
 #   - R1 and R2, two plain restores, one after the other: both keep the
 #     template's generation ID (host side: the control socket's metrics)
-#     and Linux logs no "crng reseeded due to virtual machine fork".  How
+#     and Linux logs no "crng reseeded due to virtual machine fork"; both
+#     vCPUs are online and a task pinned to CPU 1 runs there (a restore
+#     of a 2-vCPU Linux);  How
 #     many of the reader's lines are the same in both is printed as a NOTE,
 #     not checked: the same machine twice draws the same "random" bytes
 #     only until Linux reseeds on its own (RDRAND and interrupt timings),
@@ -73,6 +75,7 @@ i=0
 while [ $i -lt 30 ] && ! dmesg | grep -q 'virtual machine fork'; do sleep 0.1; i=$((i + 1)); done
 t "reseed-$1 $(dmesg | grep -c 'crng reseeded due to virtual machine fork')"
 t "urandom-$1 $(head -c 32 /dev/urandom | hexdump -v -e '/1 "%02x"')"
+t "cpus-$1 $(cat /sys/devices/system/cpu/online) $(taskset 2 cut -d' ' -f39 /proc/self/stat)"
 d=$(basename "$(readlink /sys/class/net/eth0/device)")
 echo "$d" >/sys/bus/virtio/drivers/virtio_net/unbind
 echo "$d" >/sys/bus/virtio/drivers/virtio_net/bind
@@ -137,7 +140,7 @@ stop_vm() {
 }
 
 # --- the template ---
-linux_start tmpl "$SHOAL_KIT_BZIMAGE" "$TMP/initrd" --cpus 1 --memory 256M --vmgenid \
+linux_start tmpl "$SHOAL_KIT_BZIMAGE" "$TMP/initrd" --cpus 2 --memory 256M --vmgenid \
 	--net tap=vgtap0 --api-socket "$TMP/tmpl.sock"
 PID[tmpl]=$LINUX_PID
 LINUX_PID=""
@@ -192,6 +195,8 @@ for r in r1 r2; do
 		fail "$r: a plain restore runs on" "$(LINUX_RC=running linux_why $r)"
 	fi
 	linux_same "$r: keeps the template's generation ID" "$(genid $r)" "$TGEN"
+	linux_same "$r: both vCPUs online, and a task pinned to CPU 1 runs there" \
+		"$(linux_fact $r cpus-$r)" "0-1 1"
 	linux_same "$r: Linux saw no VM fork" "$(linux_fact $r reseed-$r)" 0
 	stop_vm $r
 done
