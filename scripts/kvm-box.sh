@@ -70,8 +70,10 @@ META=linux-image-amd64
 #   tun, vhost_net, vhost_vsock    TAP devices, QEMU's vhost back ends
 #   bridge, veth                   test networks between VMs
 #   loop, ext4                     a real block device (daemon_limits.sh's io.max)
+#   nf_tables, nft_chain_nat,      shoald's networks: NAT and the isolated
+#   nft_masq, nft_ct               networks' firewall (slow_linux_daemon_net.sh)
 MODULES="virtio_pci 9pnet_virtio 9p virtio_console kvm_amd tun vhost_net vhost_vsock
-	bridge veth loop ext4"
+	bridge veth loop ext4 nf_tables nft_chain_nat nft_masq nft_ct"
 
 TIMEOUT=${SHOAL_BOX_TIMEOUT:-3600}
 MEMORY=${SHOAL_BOX_MEMORY:-6144}

@@ -4,7 +4,7 @@
  * name a VM's card gets, a spec's {"network": NAME} cards (the canonical
  * spec names the network, the VMM's config the TAP), and the database's
  * networks table with the upgrade from schema 4.  Nothing here runs ip,
- * nft or dnsmasq: tests/system/daemon_net.sh does, in the KVM box.
+ * nft or dnsmasq: tests/system/slow_linux_daemon_net.sh does, in the KVM box.
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,5 +1,5 @@
 #!/bin/bash
-# daemon_net.sh - shoald's networks (docs/networks.md) with Linux VMs.
+# slow_linux_daemon_net.sh - shoald's networks (docs/networks.md) with Linux VMs.
 # tier: kvm
 #
 # As root, in a network namespace of its own (linux_in_netns), whose
