@@ -37,7 +37,7 @@
 static const char migrate_usage[] =
 "usage: shoal migrate --socket SOCK unix:PATH|tcp:HOST:PORT [--downtime-ms N]\n"
 "                     [--bandwidth RATE] [--with-disks] [--auto-converge]\n"
-"                     [--output json]\n"
+"                     [--key-file FILE] [--output json]\n"
 "       shoal migrate --socket SOCK --cancel\n"
 "\n"
 "Move the running VM whose VMM serves the control socket SOCK (shoal run\n"

@@ -49,6 +49,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/crypto_dl.h"
@@ -204,20 +205,38 @@ static bool same(const uint8_t *a, const uint8_t *b, size_t n)
 	return d == 0;
 }
 
-static void io_timeout(int fd, int s)
+static void io_timeout_ms(int fd, int ms)
 {
-	struct timeval tv = { .tv_sec = s };
+	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
 
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
+/* Tell the peer why (SHOALNAK, u32 length, the reason), then read what it
+ * still sends, for 300 ms or 8 MiB at most, before the caller closes: a
+ * close with unread bytes resets the connection, and the peer's kernel
+ * may then drop our reason before the peer reads it. */
 static int refuse(int fd, struct error *e, const char *msg)
 {
 	uint32_t n = (uint32_t)strlen(msg);
+	struct timespec t0, t;
+	char sink[16384];
+	size_t total = 0;
 
 	if (!migrate_send_all(fd, "SHOALNAK", 8) && !migrate_send_all(fd, &n, 4))
 		migrate_send_all(fd, msg, n);
+	shutdown(fd, SHUT_WR);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	io_timeout_ms(fd, 100);
+	for (;;) {
+		ssize_t r = recv(fd, sink, sizeof(sink), 0);
+
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (r <= 0 || (total += (size_t)r) > (8u << 20) ||
+		    (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > 300)
+			break;
+	}
 	return error_set(e, EXIT_HOST, "%s", msg);
 }
 
@@ -229,7 +248,7 @@ int migrate_auth_accept(int fd, struct error *e)
 
 	if (!g_keyed)
 		return 0;
-	io_timeout(fd, MIGRATE_AUTH_TIMEOUT_S);
+	io_timeout_ms(fd, MIGRATE_AUTH_TIMEOUT_S * 1000);
 	rc = migrate_recv_all(fd, in, sizeof(in));
 	if (rc <= 0)
 		return error_set(e, EXIT_HOST, "incoming migration: a connection %s before it proved "

@@ -9,7 +9,9 @@
  *   - a source with another key refuses the destination's proof and gives
  *     none of its own; a source whose proof is wrong, one that sends its
  *     stream without any, and garbage are each refused with SHOALNAK and
- *     a reason; a destination that asks for no key is named as such.
+ *     a reason, over TCP with bytes left unread (the reason still
+ *     arrives: no reset before it); a destination that asks for no key is
+ *     named as such.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -217,6 +221,25 @@ static void test_wrong_proof(void **state)
 	assert_string_equal(d.e.msg, msg);
 }
 
+/* A connected TCP pair over 127.0.0.1: a close with unread bytes resets
+ * it (unlike a socket pair), which must not lose the refusal. */
+static void tcp_pair(int sv[2])
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t al = sizeof(a);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(l >= 0);
+	assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(l, 1), 0);
+	assert_int_equal(getsockname(l, (struct sockaddr *)&a, &al), 0);
+	sv[0] = socket(AF_INET, SOCK_STREAM, 0);
+	assert_int_equal(connect(sv[0], (struct sockaddr *)&a, sizeof(a)), 0);
+	sv[1] = accept(l, NULL, NULL);
+	assert_true(sv[1] >= 0);
+	close(l);
+}
+
 static void refused_first(const char *first, const char *why)
 {
 	char msg[300];
@@ -224,8 +247,13 @@ static void refused_first(const char *first, const char *why)
 	pthread_t t;
 	int sv[2];
 
-	start(&d, sv, &t);
-	assert_int_equal(migrate_send_all(sv[0], first, 40), 0);
+	memset(&d, 0, sizeof(d));
+	tcp_pair(sv);
+	d.fd = sv[1];
+	assert_int_equal(pthread_create(&t, NULL, dst_thread, &d), 0);
+	/* more than the 40 bytes the destination reads before it refuses */
+	assert_int_equal(migrate_send_all(sv[0], first, strlen(first)), 0);
+	shutdown(sv[0], SHUT_WR);
 	read_nak(sv[0], msg, sizeof(msg));
 	assert_non_null(strstr(msg, why));
 	finish(&d, sv, t);
@@ -235,8 +263,9 @@ static void refused_first(const char *first, const char *why)
 static void test_no_proof(void **state)
 {
 	(void)state;
-	refused_first("SHOALMIG and then a hello section.......", "without authenticating");
-	refused_first("GET / HTTP/1.1\r\nHost: x\r\n\r\n..............",
+	refused_first("SHOALMIG and then a hello section......., and more of the stream",
+		      "without authenticating");
+	refused_first("GET / HTTP/1.1\r\nHost: x\r\n\r\n.............. and more garbage",
 		      "no Shoal migration's");
 }
 
