@@ -28,6 +28,7 @@
 #include "state/migrate.h"
 #include "state/migrate_auth.h"
 #include "state/snapshot.h"
+#include "mem/zero_blocks.h"
 #include "vmm/vm.h"
 
 const char run_usage[] =
@@ -58,6 +59,11 @@ const char run_usage[] =
 "      --rng                a virtio-rng device (host getrandom, rate-capped)\n"
 "      --balloon            a virtio-balloon device: the control socket's balloon\n"
 "                           command sets its target (docs/memory.md)\n"
+"      --zero-scan PAGES|off\n"
+"                           the zero-page layer: released 2 MiB blocks stay\n"
+"                           unallocated when read; a scanner reads PAGES 4 KiB\n"
+"                           pages/s to find zero blocks (on with --balloon,\n"
+"                           scanner off; off: no layer) (docs/memory.md)\n"
 "      --vmgenid            an ACPI VM generation ID: a clone's guest is told to\n"
 "                           reseed its random number generator (docs/snapshots.md)\n"
 "      --vsock cid=N,socket=PATH\n"
@@ -128,6 +134,8 @@ enum { OPT_BALLOON = 1300 };            /* devices/virtio_balloon.c */
 
 enum { OPT_VMGENID = 1400 };            /* devices/vmgenid.c */
 
+enum { OPT_ZERO_SCAN = 1500 };          /* mem/zero_blocks.c */
+
 enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_API,
        OPT_DISK, OPT_NET, OPT_RNG, OPT_VSOCK, OPT_VCONSOLE, OPT_RESTORE, OPT_CLONE,
        OPT_SECCOMP, OPT_JAIL };
@@ -155,6 +163,7 @@ static const struct option run_options[] = {
 	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "balloon", no_argument, NULL, OPT_BALLOON },
 	{ "vmgenid", no_argument, NULL, OPT_VMGENID },
+	{ "zero-scan", required_argument, NULL, OPT_ZERO_SCAN },
 	{ "vsock", required_argument, NULL, OPT_VSOCK },
 	{ "virtio-console", required_argument, NULL, OPT_VCONSOLE },
 	{ "cloud-init", required_argument, NULL, OPT_CLOUD_INIT },
@@ -271,6 +280,22 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 	case OPT_RNG: cfg->rng = true; return 0;
 	case OPT_BALLOON: cfg->balloon = true; return 0;
 	case OPT_VMGENID: cfg->vmgenid = true; return 0;
+	case OPT_ZERO_SCAN: {
+		char *end;
+		unsigned long long rate;
+		if (!strcmp(arg, "off")) {
+			cfg->zero_off = true;
+			return 0;
+		}
+		errno = 0;
+		rate = strtoull(arg, &end, 10);
+		if (errno || end == arg || *end || rate > 10000000)
+			return error_set(e, EXIT_USAGE, "--zero-scan: '%s' is not off or a page rate "
+					 "(0 to 10000000 pages/s)", arg);
+		cfg->zero_scan = (uint32_t)rate;
+		cfg->zero_off = false;
+		return 0;
+	}
 	case OPT_VSOCK: return vm_config_set_vsock(cfg, arg, e);
 	case OPT_VCONSOLE: return vconsole_config_from_flags(&cfg->vconsole, arg, e);
 	case OPT_CLOUD_INIT: return cidata_from_flags(&cfg->cloud_init, arg, e);
@@ -487,6 +512,48 @@ static int run_jail_prepare(const struct vm_config *cfg, struct run_opts *o, str
 	return rc;
 }
 
+/* The zero-page layer (mem/zero_blocks.h) over the VM's memfd: with
+ * --balloon or --zero-scan N, unless --zero-scan off.  Started here, before
+ * vm_run installs the main thread's seccomp filter: its threads need
+ * userfaultfd ioctls no filter kind allows.  A clone's private mapping has
+ * no memfd (no layer); the VMM has no vhost-user devices (a back end would
+ * map the memfd and write behind the layer: it must be turned off then).
+ * A failure only logs: the balloon still punches holes. */
+static struct zero_blocks *run_zero_start(struct vm *vm, const struct vm_config *cfg)
+{
+	struct zero_blocks *z = NULL;
+	struct error e = { 0 };
+
+	if (cfg->zero_off || (!cfg->balloon && !cfg->zero_scan))
+		return NULL;
+	if (vm->mem.fd < 0) {
+		log_info("zero-page layer: off (guest memory is a copy-on-write mapping, no memfd)");
+		return NULL;
+	}
+	if (zero_blocks_start(&z, &vm->mem, cfg->zero_scan, &e)) {
+		log_warn("%s; released memory is allocated again when read", e.msg);
+		return NULL;
+	}
+	log_info("zero-page layer: on, scanner %u pages/s", cfg->zero_scan);
+	return z;
+}
+
+static void run_zero_stop(struct zero_blocks *z)
+{
+	struct zero_blocks_stats st;
+
+	if (!z)
+		return;
+	zero_blocks_get_stats(z, &st);
+	log_info("zero-page layer: %llu of %llu blocks zero; released %llu (scanner %llu), "
+		 "read faults %llu, write faults %llu, raced pages %llu, VMA-limited %llu",
+		 (unsigned long long)st.zero_blocks, (unsigned long long)st.blocks,
+		 (unsigned long long)st.released, (unsigned long long)st.scan_released,
+		 (unsigned long long)st.read_faults, (unsigned long long)st.write_faults,
+		 (unsigned long long)st.raced_pages, (unsigned long long)st.vma_limited);
+	zero_blocks_stop(z);
+}
+
 /* Build the VM (or restore it), serve the control socket when asked, run
  * the guest to its end; returns the exit status (docs/cli.md).  The VM is
  * destroyed on every way out. */
@@ -531,12 +598,14 @@ static int run_vm(const struct vm_config *cfg, const struct run_opts *o, struct 
 		vm_destroy(vm);
 		return e.status;
 	}
+	struct zero_blocks *zb = run_zero_start(vm, cfg);
 	snapshot_add_command(vm);
 	migrate_add_command(vm);
 	if (api_socket && control_start(vm, api_socket, &e)) {
 		log_error("%s", e.msg);
 		migrate_wait(vm);
 		snapshot_wait(vm);
+		zero_blocks_stop(zb);
 		vm_destroy(vm);
 		return e.status;
 	}
@@ -546,6 +615,7 @@ static int run_vm(const struct vm_config *cfg, const struct run_opts *o, struct 
 		control_stop(vm);
 		migrate_wait(vm);
 		snapshot_wait(vm);
+		zero_blocks_stop(zb);
 		vm_destroy(vm);
 		return e.status;
 	}
@@ -556,6 +626,7 @@ static int run_vm(const struct vm_config *cfg, const struct run_opts *o, struct 
 	migrate_wait(vm);
 	snapshot_wait(vm);
 	run_report_exit(vm, status);
+	run_zero_stop(zb);
 	vm_destroy(vm);
 	return status;
 }

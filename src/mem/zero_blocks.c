@@ -38,6 +38,9 @@ struct zero_blocks {
 	struct guest_mem *m;
 	int uffd;
 	int stop_fd;             /* eventfd: the threads end */
+	int kick_fd;             /* eventfd: blocks are pending */
+	uint8_t *pending;        /* one byte per block: released by the hook, to switch */
+	uint8_t *chk_buf;        /* one block, for the checked switch (under lock) */
 	pthread_mutex_t lock;
 	uint64_t nblocks;
 	uint8_t *zero;           /* one byte per block: 1 while anonymous */
@@ -49,6 +52,8 @@ struct zero_blocks {
 	bool have_scanner;
 	struct zero_blocks_stats st;   /* under lock */
 };
+
+static uint64_t process_pending(struct zero_blocks *z);
 
 /* ---- the block table and the VMA bound ---- */
 
@@ -219,17 +224,25 @@ static void handle_fault(struct zero_blocks *z, const struct uffd_msg *msg)
 static void *handler_main(void *arg)
 {
 	struct zero_blocks *z = arg;
-	struct pollfd pfd[2] = { { .fd = z->uffd, .events = POLLIN },
-				 { .fd = z->stop_fd, .events = POLLIN } };
+	struct pollfd pfd[3] = { { .fd = z->uffd, .events = POLLIN },
+				 { .fd = z->stop_fd, .events = POLLIN },
+				 { .fd = z->kick_fd, .events = POLLIN } };
 
 	for (;;) {
-		if (poll(pfd, 2, -1) < 0) {
+		if (poll(pfd, 3, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
 		}
 		if (pfd[1].revents)
 			break;
+		if (pfd[2].revents) {
+			uint64_t v;
+			if (read(z->kick_fd, &v, sizeof(v)) == sizeof(v))
+				process_pending(z);
+		}
+		if (!(pfd[0].revents & POLLIN))
+			continue;
 		struct uffd_msg msg[16];
 		ssize_t n = read(z->uffd, msg, sizeof(msg));
 		if (n < 0)
@@ -271,13 +284,29 @@ uint64_t zero_blocks_release(struct zero_blocks *z, uint64_t off, uint64_t len)
 	return n;
 }
 
+/* guest_mem_discard's hook, on the caller's thread (the event loop, whose
+ * seccomp filter has no userfaultfd ioctls): only mark the whole blocks
+ * pending and kick the handler, which switches them checked. */
 static void released_hook(void *opaque, uint64_t off, uint64_t len)
 {
-	zero_blocks_release(opaque, off, len);
+	struct zero_blocks *z = opaque;
+	uint64_t first = (off + ZERO_BLOCK_SIZE - 1) / ZERO_BLOCK_SIZE;
+	uint64_t end = (off + len) / ZERO_BLOCK_SIZE, one = 1;
+	bool any = false;
+
+	pthread_mutex_lock(&z->lock);
+	for (uint64_t b = first; b < end && b < z->nblocks; b++)
+		if (!z->zero[b]) {
+			z->pending[b] = 1;
+			any = true;
+		}
+	pthread_mutex_unlock(&z->lock);
+	if (any && write(z->kick_fd, &one, sizeof(one)) < 0)
+		log_warn("zero-page layer: kick: %s", strerror(errno));
 }
 
 /* Read block b of the memfd (pread: a hole reads as zeros unallocated). */
-static bool block_reads_zero(struct zero_blocks *z, uint64_t b)
+static bool block_reads_zero(struct zero_blocks *z, uint64_t b, uint8_t *buf)
 {
 	uint64_t off = b * ZERO_BLOCK_SIZE;
 
@@ -285,8 +314,54 @@ static bool block_reads_zero(struct zero_blocks *z, uint64_t b)
 	off_t d = lseek(z->m->fd, (off_t)off, SEEK_DATA);
 	if (d < 0 || (uint64_t)d >= off + ZERO_BLOCK_SIZE)
 		return errno == ENXIO || d >= 0;
-	ssize_t r = pread(z->m->fd, z->scan_buf, ZERO_BLOCK_SIZE, (off_t)off);
-	return r == (ssize_t)ZERO_BLOCK_SIZE && all_zero(z->scan_buf, ZERO_BLOCK_SIZE);
+	ssize_t r = pread(z->m->fd, buf, ZERO_BLOCK_SIZE, (off_t)off);
+	return r == (ssize_t)ZERO_BLOCK_SIZE && all_zero(buf, ZERO_BLOCK_SIZE);
+}
+
+/* Switch block b, then read the memfd again: from the switch on, every
+ * access through the mapping waits for the lock, so what reads zero now
+ * stays zero; punch it.  Otherwise map the memfd back.  Lock held; the
+ * caller wakes the block.  True when the block is now zero. */
+static bool checked_release(struct zero_blocks *z, uint64_t b)
+{
+	if (z->zero[b] || !runs_allow(z, b) || map_anon(z, b))
+		return false;
+	if (block_reads_zero(z, b, z->chk_buf) &&
+	    fallocate(z->m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)(b * ZERO_BLOCK_SIZE), (off_t)ZERO_BLOCK_SIZE) == 0) {
+		guest_mem_dirty_hva(z->m, z->m->host + b * ZERO_BLOCK_SIZE, ZERO_BLOCK_SIZE);
+		return true;
+	}
+	z->st.released--;
+	map_memfd(z, b);
+	z->st.restored--;
+	return false;
+}
+
+/* Switch the blocks the hook left pending (checked: the guest may have
+ * written them since it released them).  Returns how many switched. */
+static uint64_t process_pending(struct zero_blocks *z)
+{
+	uint64_t n = 0;
+
+	pthread_mutex_lock(&z->lock);
+	for (uint64_t b = 0; b < z->nblocks; b++) {
+		if (!z->pending[b])
+			continue;
+		z->pending[b] = 0;
+		if (checked_release(z, b))
+			n++;
+		else if (!z->zero[b] && !runs_allow(z, b))
+			z->st.vma_limited++;
+		wake(z, b);
+	}
+	pthread_mutex_unlock(&z->lock);
+	return n;
+}
+
+uint64_t zero_blocks_settle(struct zero_blocks *z)
+{
+	return z ? process_pending(z) : 0;
 }
 
 uint64_t zero_blocks_scan(struct zero_blocks *z, uint64_t max_pages)
@@ -302,23 +377,12 @@ uint64_t zero_blocks_scan(struct zero_blocks *z, uint64_t max_pages)
 		z->st.scanned_pages += skip ? 0 : BLOCK_PAGES;
 		pthread_mutex_unlock(&z->lock);
 		/* first read without the lock: most blocks are not zero */
-		if (skip || !block_reads_zero(z, b))
+		if (skip || !block_reads_zero(z, b, z->scan_buf))
 			continue;
 		pthread_mutex_lock(&z->lock);
-		if (!z->zero[b] && runs_allow(z, b) && map_anon(z, b) == 0) {
-			/* every access through the mapping now waits for us:
-			 * read again, and punch only what is still zero */
-			if (block_reads_zero(z, b) &&
-			    fallocate(z->m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-				      (off_t)(b * ZERO_BLOCK_SIZE), (off_t)ZERO_BLOCK_SIZE) == 0) {
-				guest_mem_dirty_hva(z->m, z->m->host + b * ZERO_BLOCK_SIZE, ZERO_BLOCK_SIZE);
-				z->st.scan_released++;
-				n++;
-			} else {
-				z->st.released--;
-				map_memfd(z, b);
-				z->st.restored--;
-			}
+		if (checked_release(z, b)) {
+			z->st.scan_released++;
+			n++;
 		}
 		pthread_mutex_unlock(&z->lock);
 		wake(z, b);
@@ -393,10 +457,12 @@ int zero_blocks_start(struct zero_blocks **out, struct guest_mem *m,
 	z->max_runs = max_runs_bound();
 	z->scan_rate = scan_pages_per_s;
 	z->stop_fd = -1;
+	z->kick_fd = -1;
 	pthread_mutex_init(&z->lock, NULL);
 	z->zero = calloc(z->nblocks ? z->nblocks : 1, 1);
+	z->pending = calloc(z->nblocks ? z->nblocks : 1, 1);
 	z->uffd = open_uffd();
-	if (!z->zero || z->uffd < 0) {
+	if (!z->zero || !z->pending || z->uffd < 0) {
 		int err = errno;
 		error_set(e, EXIT_RESOURCE, "zero-page layer: userfaultfd: %s%s", strerror(err),
 			  err == EPERM ? " (needs CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 "
@@ -414,7 +480,9 @@ int zero_blocks_start(struct zero_blocks **out, struct guest_mem *m,
 		goto fail;
 	}
 	z->stop_fd = eventfd(0, EFD_CLOEXEC);
-	if (z->stop_fd < 0 || !(z->scan_buf = malloc(ZERO_BLOCK_SIZE))) {
+	z->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (z->stop_fd < 0 || z->kick_fd < 0 || !(z->scan_buf = malloc(ZERO_BLOCK_SIZE)) ||
+	    !(z->chk_buf = malloc(ZERO_BLOCK_SIZE))) {
 		error_set(e, EXIT_RESOURCE, "zero-page layer: %s", strerror(errno));
 		goto fail;
 	}
@@ -437,8 +505,12 @@ fail:
 		close(z->uffd);
 	if (z->stop_fd >= 0)
 		close(z->stop_fd);
+	if (z->kick_fd >= 0)
+		close(z->kick_fd);
 	free(z->zero);
+	free(z->pending);
 	free(z->scan_buf);
+	free(z->chk_buf);
 	pthread_mutex_destroy(&z->lock);
 	free(z);
 	return -1;
@@ -471,8 +543,11 @@ void zero_blocks_stop(struct zero_blocks *z)
 	pthread_mutex_unlock(&z->lock);
 	close(z->uffd);
 	close(z->stop_fd);
+	close(z->kick_fd);
 	free(z->zero);
+	free(z->pending);
 	free(z->scan_buf);
+	free(z->chk_buf);
 	pthread_mutex_destroy(&z->lock);
 	free(z);
 }

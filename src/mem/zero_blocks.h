@@ -32,6 +32,10 @@
  * back end maps the memfd itself and could write a zero block behind the
  * mapping's back: the caller must not start the layer then.
  *
+ * The handler thread and the scanner are started unfiltered by seccomp
+ * (no kind of base/seccomp_rules.c allows UFFDIO_ZEROPAGE and UFFDIO_WAKE):
+ * start the layer before the main thread installs its filter.
+ *
  * The scanner reads a block with pread (which does not allocate a hole)
  * and, if it is all zero, switches the block to the anonymous mapping
  * first, then reads it again: from the switch on, every access through
@@ -83,6 +87,14 @@ int zero_blocks_start(struct zero_blocks **out, struct guest_mem *m,
  * written meanwhile (the balloon's pages).  Returns how many blocks were
  * switched. */
 uint64_t zero_blocks_release(struct zero_blocks *z, uint64_t off, uint64_t len);
+
+/* guest_mem_discard's hook only marks whole released blocks pending (it
+ * runs on the event loop, whose seccomp filter has no userfaultfd ioctls)
+ * and the handler thread switches them, checked as the scanner does (the
+ * guest may write a reported block as soon as it gets it back).  This
+ * switches the pending blocks now, on the caller's thread (tests).
+ * Returns how many were switched. */
+uint64_t zero_blocks_settle(struct zero_blocks *z);
 
 /* One scanner pass over at most `max_pages` pages (whole blocks), from
  * where the last one stopped; what the scanner thread calls.  Returns

@@ -55,6 +55,9 @@ struct vm_config {
 	uint32_t rng_rate;             /* bytes per second cap, 0: default */
 	bool balloon;                  /* virtio-balloon */
 	uint32_t balloon_stats_s;      /* its statistics period, 0: default */
+	uint32_t zero_scan;            /* --zero-scan: zero-page scanner, pages/s, 0: none
+	                                  (mem/zero_blocks.h; not in JSON) */
+	bool zero_off;                 /* --zero-scan off: no zero-page layer at all */
 	uint32_t vsock_cid;            /* 0: no virtio-vsock */
 	char *vsock_socket;            /* host-side Unix socket path */
 	char *vconsole;                /* virtio-console port: "file:PATH", or NULL */
