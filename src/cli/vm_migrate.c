@@ -7,6 +7,8 @@
  * reports in the VM object ("migration": round, bytes, dirty pages,
  * expected downtime), polled from a second thread; at the end it prints
  * the downtime and the total time (--output json: the API's answer).
+ * With --cancel it cancels NAME's migration in progress (DELETE
+ * /v1/vms/NAME/migration), answered once it has ended.
  *
  * The destination's token and CA are read here (--to-token-file,
  * --to-cacert) and travel in the request body to the source daemon, over
@@ -34,6 +36,7 @@
 static const char vm_migrate_usage[] =
 "usage: shoal vm migrate NAME --to URL [--to-token-file FILE] [--to-cacert FILE]\n"
 "                        [--downtime-ms N] [--bandwidth RATE] [-o json] [--socket PATH]\n"
+"       shoal vm migrate NAME --cancel [--socket PATH]\n"
 "\n"
 "Move the running VM NAME, live, to the shoald at URL: its API socket (a path,\n"
 "two daemons on one host) or https://HOST:PORT (a daemon started with --listen).\n"
@@ -47,10 +50,13 @@ static const char vm_migrate_usage[] =
 "      --to-cacert FILE     its certificate or CA, PEM (default: the system's CAs)\n"
 "      --downtime-ms N      the longest pause to aim for (default 300)\n"
 "      --bandwidth RATE     bytes per second at most: 100M, 1G ... (default: no cap)\n"
+"      --cancel             cancel NAME's migration in progress: before the point of\n"
+"                           no return the VM runs on here, the destination cleans up\n"
 "  -o, --output json        the API's answer as JSON\n"
 "      --socket PATH        this shoald's socket or URL (default $SHOAL_SOCKET)\n";
 
-enum { OPT_TO = 300, OPT_TO_TOKEN, OPT_TO_CACERT, OPT_DOWNTIME, OPT_BANDWIDTH, OPT_SOCK };
+enum { OPT_TO = 300, OPT_TO_TOKEN, OPT_TO_CACERT, OPT_DOWNTIME, OPT_BANDWIDTH, OPT_SOCK,
+       OPT_CANCEL };
 
 /* The request, run on its own thread while the main one shows progress. */
 struct mig_call {
@@ -139,6 +145,31 @@ static int mig_print(json_t *j)
 	return 0;
 }
 
+static int cancel_print(json_t *j)
+{
+	printf("%s: migration cancelled; the VM runs on here\n",
+	       json_string_value(json_object_get(j, "name")) ?: "?");
+	return 0;
+}
+
+/* --cancel: DELETE /v1/vms/NAME/migration, answered once it ended. */
+static int cancel_migration(const struct cli_common *cc, const char *name)
+{
+	struct client_resp r;
+	struct error e = { 0 };
+	char path[128];
+	int rc;
+
+	snprintf(path, sizeof(path), "/v1/vms/%s/migration", name);
+	if (client_request(cc->socket, "DELETE", path, NULL, 0, &r, &e)) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	rc = cli_print_result(cc, &r, cancel_print);
+	client_resp_free(&r);
+	return rc;
+}
+
 int cmd_vm_migrate(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -149,6 +180,7 @@ int cmd_vm_migrate(int argc, char **argv)
 		{ "bandwidth", required_argument, NULL, OPT_BANDWIDTH },
 		{ "output", required_argument, NULL, 'o' },
 		{ "socket", required_argument, NULL, OPT_SOCK },
+		{ "cancel", no_argument, NULL, OPT_CANCEL },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -160,6 +192,7 @@ int cmd_vm_migrate(int argc, char **argv)
 	char path[128], *end;
 	json_t *body;
 	pthread_t t;
+	bool cancel = false;
 	int ch, rc;
 
 	optind = 1;
@@ -170,6 +203,7 @@ int cmd_vm_migrate(int argc, char **argv)
 		case OPT_TO_TOKEN: token_file = optarg; break;
 		case OPT_TO_CACERT: cacert_file = optarg; break;
 		case OPT_SOCK: cc.socket = optarg; break;
+		case OPT_CANCEL: cancel = true; break;
 		case 'o':
 			if (cli_set_output(&cc, optarg))
 				return EXIT_USAGE;
@@ -196,7 +230,17 @@ int cmd_vm_migrate(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (optind != argc - 1 || !to) {
+	if (cancel && optind == argc - 1 && !to && !token_file && !cacert_file && !downtime && !bw)
+	{
+		cc.socket = client_socket(cc.socket);
+		return cancel_migration(&cc, argv[optind]);
+	}
+	if (cancel || optind != argc - 1 || !to) {
+		if (cancel) {
+			log_error("vm migrate: --cancel takes the VM's name only (shoal vm migrate NAME "
+				  "--cancel)");
+			return EXIT_USAGE;
+		}
 		log_error("vm migrate: give the VM's name and --to URL (shoal vm migrate NAME --to URL)");
 		return EXIT_USAGE;
 	}

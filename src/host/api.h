@@ -148,6 +148,7 @@ int api_snapshot_restore(struct api_call *c);
 int api_snapshot_clone(struct api_call *c);
 /* api_migrate.c */
 int api_vm_migrate(struct api_call *c);
+int api_vm_migrate_cancel(struct api_call *c);
 int api_migration_incoming(struct api_call *c);
 /* The migrate body {"to", "token", "cacert", "downtime_ms", "bandwidth"}
  * into r (free with api_migrate_req_free), and the incoming body

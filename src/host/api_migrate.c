@@ -7,9 +7,13 @@
  *                                  "bandwidth": B}; answered once the VM
  *                                  runs at the destination (200, figures)
  *                                  or still runs here (an error)
+ *   DELETE /v1/vms/{name}/migration  on the source: cancel that one; 200
+ *                                  once it ended with the VM here, 409
+ *                                  too_late once it migrated
  *   POST /v1/migrations/incoming   on the destination, from the source
  *                                  daemon: {"spec": SPEC}; 201 {"name",
- *                                  "address"} once its VMM listens there
+ *                                  "address", "key"} once its VMM listens
+ *                                  there (the key: migrate_auth.c)
  *
  * The body parsers are pure (unit tests: tests/unit/test_host_migrate.c).
  * What a client may not send: a plain http:// destination (the token
@@ -179,20 +183,38 @@ int api_vm_migrate(struct api_call *c)
 	return api_reply_json(c, 200, res);
 }
 
-/* POST /v1/migrations/incoming: 201 {"name", "address"} once the VMM
- * listens.  The stream's address is TCP when the caller came over TCP. */
+/* DELETE /v1/vms/NAME/migration: cancel the one in progress; 200 once it
+ * has ended with the VM running here. */
+int api_vm_migrate_cancel(struct api_call *c)
+{
+	struct api_err e;
+
+	if (host_vm_migrate_cancel(c->h, c->name, &e))
+		return api_reply_error(c, &e);
+	return api_reply_json(c, 200, json_pack("{s:s, s:s}", "name", c->name, "state",
+						"cancelled"));
+}
+
+/* POST /v1/migrations/incoming: 201 {"name", "address", "key"} once the
+ * VMM listens.  The stream's address is TCP when the caller came over
+ * TCP; "key" is the secret the source proves it knows when it connects
+ * there (state/migrate_auth.c), for this caller only (HTTPS with the
+ * token, or the Unix socket). */
 int api_migration_incoming(struct api_call *c)
 {
-	char *spec, name[HOST_NAME_MAX_LEN + 1] = "", addr[160];
+	char *spec, name[HOST_NAME_MAX_LEN + 1] = "", addr[160], key[65] = "";
 	struct api_err e;
 	int rc;
 
 	if (api_parse_incoming_body(c->body, c->body_len, &spec, &e))
 		return api_reply_error(c, &e);
 	rc = host_migrate_incoming(c->h, spec, strlen(spec), c->peer && c->peer->tcp, name,
-				   sizeof(name), addr, sizeof(addr), &e);
+				   sizeof(name), addr, sizeof(addr), key, &e);
 	free(spec);
 	if (rc)
 		return api_reply_error(c, &e);
-	return api_reply_json(c, 201, json_pack("{s:s, s:s}", "name", name, "address", addr));
+	rc = api_reply_json(c, 201, json_pack("{s:s, s:s, s:s}", "name", name, "address", addr,
+					      "key", key));
+	explicit_bzero(key, sizeof(key));
+	return rc;
 }

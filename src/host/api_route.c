@@ -51,6 +51,7 @@ const struct api_route api_routes[] = {
 	{ "POST",   "/v1/snapshots/{name}/restore",  api_snapshot_restore,  A },
 	{ "POST",   "/v1/snapshots/{name}/clone",    api_snapshot_clone,    A },
 	{ "POST",   "/v1/vms/{name}/migrate",        api_vm_migrate,        A },
+	{ "DELETE", "/v1/vms/{name}/migration",      api_vm_migrate_cancel, A },
 	{ "POST",   "/v1/migrations/incoming",       api_migration_incoming, A },
 	{ "GET",    "/v1/events",                    api_events,            R },
 	{ "GET",    "/v1/metrics",                   api_metrics_json,      R },

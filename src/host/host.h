@@ -53,6 +53,7 @@ struct hvm_migration {
 	char state[16];             /* "connecting", then the VMM's: active, completing ... */
 	long long round, bytes, memory_bytes, dirty_pages;
 	double expected_downtime_ms;
+	bool cancel;                /* DELETE /v1/vms/NAME/migration asked for it */
 };
 
 /* One VM as the daemon knows it.  All fields under host->lock. */
@@ -70,7 +71,7 @@ struct hvm {
 	int64_t restart_window_ms;  /* start of the current crash-loop window */
 	unsigned restart_count;     /* restarts in that window */
 	unsigned jail_uid;          /* its VMM's jail uid and gid (supervisor.c), 0 none */
-	char incoming[160];         /* an incoming migration's address: its VMM is started
+	char incoming[4400];        /* an incoming migration's address: its VMM is started
 				     * with --incoming (migration.c); "" none */
 	struct hvm_migration mig;   /* an outgoing migration's progress (migration.c) */
 };
@@ -294,11 +295,19 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 /* The destination: take VM spec `spec` (JSON text), create its record and
  * start its VMM with --incoming at an address of this host (TCP on the
  * --listen address when `tcp`, else a Unix socket in the VM's directory),
- * answered once that VMM listens; the address into addr.  A thread then
- * waits for the stream: the VM runs, or its record goes again. */
+ * answered once that VMM listens; the address into addr, and the
+ * migration's key (64 hex digits), which that VMM demands proof of, into
+ * key_hex.  A thread then waits for the stream: the VM runs, or its
+ * record goes again. */
 int host_migrate_incoming(struct host *h, const char *spec, size_t len, bool tcp,
 			  char *name, size_t name_size, char *addr, size_t addr_size,
-			  struct api_err *e);
+			  char key_hex[65], struct api_err *e);
+/* The source: cancel the migration of `name` in progress (before the
+ * point of no return the VM runs on here, and the destination, its
+ * stream cut, removes what it made); waits until it has ended.  0 when it
+ * was cancelled; -1 with `e`: 404, 409 wrong_state (none in progress),
+ * 409 too_late (it migrated all the same). */
+int host_vm_migrate_cancel(struct host *h, const char *name, struct api_err *e);
 /* Where the source connects for the destination's answer `addr`: addr
  * itself, but a TCP address on the wildcard host (a destination started
  * with --listen 0.0.0.0:PORT) takes the host of the destination's URL `to`. */

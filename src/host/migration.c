@@ -49,14 +49,21 @@
  * What a client may not do: name the address (the destination picks it,
  * in its own directory or on its own --listen address), or reach a VM
  * being migrated (it is busy: 503 until it is gone or running again).
- * The stream between the VMMs is neither encrypted nor authenticated
- * (docs/migration.md); over TCP the destination's VMM takes the first
- * connection, so the source connects as soon as it has the address.
+ * The stream between the VMMs is authenticated, not encrypted
+ * (docs/migration.md, "Authentication"): for each incoming migration the
+ * destination makes a random 32-byte key, writes it to migrate.key in the
+ * VM's directory (0600) for its VMM (--incoming ADDR,key-file=...), which
+ * reads it before it listens, removes the file then, and returns the key
+ * in its 201 answer (over HTTPS with the token, or its Unix socket).  The
+ * source runs the challenge-response on the connection it made, before
+ * its VMM gets it; the destination's VMM refuses any connection that
+ * fails it and goes on waiting (until HOST_MIGRATE_ACCEPT_S).
  */
 #include "host/host.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -77,6 +84,7 @@
 #include "host/spec.h"
 #include "host/vmctl.h"
 #include "state/migrate.h"
+#include "state/migrate_auth.h"
 
 #define HOST_MIGRATE_ACCEPT_S 60        /* the destination waits this long for the source */
 #define HOST_MIGRATE_POLL_MS 100        /* migrate-status while it runs */
@@ -328,10 +336,39 @@ undo:
 	return NULL;
 }
 
+/* The key for the incoming VMM (--incoming ADDR,key-file=PATH): its
+ * owner's only; removed once the VMM listens (it read it first). */
+static int write_key_file(const char *path, const char *hex, struct api_err *e)
+{
+	int fd;
+	bool ok;
+	char dir[4200], *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);        /* the VM's directory (spawn makes it too) */
+	slash = strrchr(dir, '/');
+	if (slash)
+		*slash = 0;
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return api_err_set(e, 500, "internal", "%s: %s", dir, strerror(errno));
+	unlink(path);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return api_err_set(e, 500, "internal", "%s: %s", path, strerror(errno));
+	ok = write(fd, hex, 2 * MIGRATE_KEY_LEN) == 2 * MIGRATE_KEY_LEN;
+	if (close(fd) || !ok) {
+		unlink(path);
+		return api_err_set(e, 500, "internal", "%s: cannot write the migration key", path);
+	}
+	return 0;
+}
+
 int host_migrate_incoming(struct host *h, const char *spec, size_t len, bool tcp,
 			  char *name, size_t name_size, char *addr, size_t addr_size,
-			  struct api_err *e)
+			  char key_hex[65], struct api_err *e)
 {
+	uint8_t key[MIGRATE_KEY_LEN];
+	char key_file[4200];
+	struct error kerr = { 0 };
 	struct incoming_job *j;
 	struct host_spec s;
 	struct hvm *vm;
@@ -365,10 +402,21 @@ int host_migrate_incoming(struct host *h, const char *spec, size_t len, bool tcp
 		hvm_put_locked(vm);
 		return -1;
 	}
-	snprintf(vm->incoming, sizeof(vm->incoming), "%s", addr);
+	/* The key its VMM demands proof of: made here, for this migration,
+	 * given to the source in our answer only. */
+	if (migrate_key_new(key, &kerr)) {
+		free(j);
+		hvm_put_locked(vm);
+		return api_err_set(e, 500, "internal", "%s", kerr.msg);
+	}
+	migrate_key_hex(key, key_hex);
+	explicit_bzero(key, sizeof(key));
+	host_vm_path(h, vm->rec.name, "migrate.key", key_file, sizeof(key_file));
+	snprintf(vm->incoming, sizeof(vm->incoming), "%s,key-file=%s", addr, key_file);
 	vm->busy = "incoming";          /* no other operation, no restart policy */
 	pthread_mutex_lock(&h->lock);
-	json_t *d = json_pack("{s:s, s:s}", "migration", "incoming", "address", addr);
+	json_t *d = json_pack("{s:s, s:s, s:b}", "migration", "incoming", "address", addr,
+			      "authenticated", 1);
 	char *detail = json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS);
 
 	json_decref(d);
@@ -387,7 +435,7 @@ int host_migrate_incoming(struct host *h, const char *spec, size_t len, bool tcp
 	host_persist_locked(h, vm, NULL, NULL);
 	pthread_mutex_unlock(&h->lock);
 
-	if (supervisor_spawn(h, vm, e)) {
+	if (write_key_file(key_file, key_hex, e) || supervisor_spawn(h, vm, e)) {
 		pthread_mutex_lock(&h->lock);
 		hvm_set_state(vm, HVM_CREATED);
 		pthread_mutex_unlock(&h->lock);
@@ -413,6 +461,7 @@ int host_migrate_incoming(struct host *h, const char *spec, size_t len, bool tcp
 			return -1;
 		}
 	}
+	unlink(key_file);               /* the VMM read it before it listened */
 	j->h = h;
 	j->vm = vm;
 	snprintf(j->addr, sizeof(j->addr), "%s", addr);
@@ -429,6 +478,44 @@ int host_migrate_incoming(struct host *h, const char *spec, size_t len, bool tcp
 }
 
 /* ---- the source ---- */
+
+int host_vm_migrate_cancel(struct host *h, const char *name, struct api_err *e)
+{
+	long long deadline = mono_ms() + (HOST_MIGRATE_DEST_TIMEOUT_S + 60) * 1000LL;
+	struct hvm *vm;
+	int rc = 0;
+
+	pthread_mutex_lock(&h->lock);
+	vm = host_find_locked(h, name);
+	if (!vm) {
+		pthread_mutex_unlock(&h->lock);
+		return api_err_set(e, 404, "not_found", "vm \"%.80s\" not found", name);
+	}
+	if (!vm->mig.on) {
+		pthread_mutex_unlock(&h->lock);
+		return api_err_set(e, 409, "wrong_state", "vm \"%s\": no migration of it is in "
+				   "progress here", name);
+	}
+	vm->refs++;
+	vm->mig.cancel = true;
+	/* the migrating thread sends the VMM's cancel and records the end */
+	while (vm->mig.on && !vm->deleted && mono_ms() < deadline) {
+		pthread_mutex_unlock(&h->lock);
+		sleep_ms(50);
+		pthread_mutex_lock(&h->lock);
+	}
+	if (vm->deleted)
+		rc = api_err_set(e, 409, "too_late", "vm \"%s\": too late to cancel: it migrated "
+				 "(past the point of no return)", name);
+	else if (vm->mig.on)
+		rc = api_err_set(e, 500, "internal", "vm \"%s\": the migration has not ended yet "
+				 "after the cancel", name);
+	hvm_put_locked(vm);
+	pthread_mutex_unlock(&h->lock);
+	if (!rc)
+		log_info("%s: migration cancelled; the VM runs on here", name);
+	return rc;
+}
 
 /* A request to the destination daemon: its status and JSON answer (the
  * caller's), or -1 with a 502 in `e` when it cannot be reached. */
@@ -518,6 +605,7 @@ static int vmm_migrate(struct host *h, struct hvm *vm, const char *addr, int fd,
 	char sock[4200];
 	struct vmctl c;
 	json_t *req, *st = NULL;
+	bool cancel, cancel_sent = false;
 	int rc;
 
 	host_vm_path(h, vm->rec.name, "control.sock", sock, sizeof(sock));
@@ -540,11 +628,23 @@ static int vmm_migrate(struct host *h, struct hvm *vm, const char *addr, int fd,
 		state = json_string_value(json_object_get(st, "state")) ?: "";
 		pthread_mutex_lock(&h->lock);
 		mig_progress_locked(vm, st);
+		cancel = vm->mig.cancel;
 		pthread_mutex_unlock(&h->lock);
 		if (strcmp(state, "active") && strcmp(state, "completing"))
 			break;
 		json_decref(st);
 		st = NULL;
+		if (cancel && !cancel_sent) {   /* the VMM's own cancel: refused once "end" went */
+			json_t *cq = json_pack("{s:s, s:b}", "cmd", "migrate", "cancel", 1), *ca = NULL;
+
+			cancel_sent = true;
+			if (vmctl_request(&c, cq, &ca, 30000, why, size) == 0)
+				log_info("%s: cancel: %s", vm->rec.name, json_is_true(json_object_get(ca, "ok")) ?
+					 "cancelling" : json_string_value(json_object_get(ca, "error")) ?: "?");
+			json_decref(cq);
+			json_decref(ca);
+			continue;
+		}
 		sleep_ms(HOST_MIGRATE_POLL_MS);
 	}
 	json_decref(req);
@@ -605,6 +705,8 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 		    void **result, struct api_err *e)
 {
 	char addr[256], caddr[512], why[1024], trash[4400] = "", dstate[32];
+	uint8_t key[MIGRATE_KEY_LEN];
+	bool keyed;
 	struct hvm *vm = host_get(h, name, e);
 	json_t *body, *ans = NULL, *st = NULL, *spec, *res;
 	struct error err = { 0 };
@@ -651,6 +753,14 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 		return source_failed(h, vm, r, e);
 	}
 	snprintf(addr, sizeof(addr), "%s", json_string_value(json_object_get(ans, "address")));
+	/* a destination of before the keys gives none: the stream goes unproven */
+	keyed = json_is_string(json_object_get(ans, "key"));
+	if (keyed && migrate_key_from_hex(json_string_value(json_object_get(ans, "key")), key)) {
+		json_decref(ans);
+		api_err_set(e, 502, "destination_refused", "vm \"%s\": the destination shoald at %s "
+			    "answered a migration key that is not 64 hex digits", name, r->to);
+		return source_failed(h, vm, r, e);
+	}
 	json_decref(ans);
 	host_migrate_connect_addr(r->to, addr, caddr, sizeof(caddr));
 
@@ -660,6 +770,29 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	if (fd < 0) {
 		api_err_set(e, 502, "destination_unreachable", "vm \"%s\": cannot connect to the "
 			    "destination's VMM: %s", name, err.msg);
+		return source_failed(h, vm, r, e);
+	}
+	/* prove we know the key, and have the VMM there prove it, before ours
+	 * gets the socket */
+	rc = keyed ? migrate_auth_connect(fd, key, caddr, &err) : 0;
+	explicit_bzero(key, sizeof(key));
+	if (rc) {
+		close(fd);
+		api_err_set(e, 502, "destination_refused", "vm \"%s\": %s (the VM runs on here)",
+			    name, err.msg);
+		return source_failed(h, vm, r, e);
+	}
+	/* a cancel before our VMM has the socket: closing it ends the
+	 * destination's VMM (the stream never came), which is undone there */
+	pthread_mutex_lock(&h->lock);
+	rc = vm->mig.cancel ? -1 : 0;
+	if (!rc)
+		snprintf(vm->mig.state, sizeof(vm->mig.state), "active");
+	pthread_mutex_unlock(&h->lock);
+	if (rc) {
+		close(fd);
+		api_err_set(e, 500, "migration_failed", "vm \"%s\": migration to %s cancelled (the "
+			    "VM runs on here)", name, r->to);
 		return source_failed(h, vm, r, e);
 	}
 	rc = vmm_migrate(h, vm, caddr, fd, r, &st, why, sizeof(why));

@@ -120,7 +120,7 @@ struct spawn_args {
 	char *argv[32];             /* the VMM's command line */
 	char *margv[40];            /* the monitor's, when it is re-executed */
 	char restore_args[8400];    /* a restore's own vsock socket and TAPs (snapshots.c) */
-	char incoming[160];         /* an incoming migration's --incoming (migration.c) */
+	char incoming[4400];        /* an incoming migration's --incoming (migration.c) */
 	char log[4200], exitf[4200], exit_tmp[4300];
 	int cgroup_fd;              /* the VM cgroup's cgroup.procs (cgroup.c), or -1 */
 };

@@ -24,12 +24,19 @@
 #     once B has started its incoming VMM: the clone runs on on A, and B
 #     removes its half-made record by itself ("created" ...
 #     "migration-failed", "deleted");
+#   - a slow migration (--bandwidth 1M) cancelled with `shoal vm migrate
+#     web-1 --cancel` (DELETE /v1/vms/web-1/migration): the cancel says
+#     so, the migration fails saying cancelled, web-1 runs on on A, B
+#     removes its half-made record ("migration-failed", "deleted"); a
+#     second cancel is refused (none in progress);
 #   - `shoal vm migrate web-1 --to https://B --to-token-file --to-cacert`
 #     moves it: the CLI prints the downtime and total time; A's record (and
 #     its directory) is gone with "migrating", "migrated" (figures) and
 #     "deleted" events; B's record is running, its VMM started with
 #     --incoming, with "created" (migration: incoming) and "started"
-#     (migrated_in) events; typed "verify" on B's console, the guest finds
+#     (migrated_in) events; the stream was authenticated (B's "created"
+#     says so, B's VMM was started with --incoming ADDR,key-file=, and the
+#     key's file is gone); typed "verify" on B's console, the guest finds
 #     its pattern: the memory came along, and the guest runs on;
 #   - back to A over A's Unix socket (`-o json`: downtime_ms, total_ms,
 #     destination_state), and then back and forth until it has moved 10
@@ -223,6 +230,21 @@ refused "a vsock socket the source VMM listens on" "refused it: 409 in_use: vm \
 check "web-5 still runs on A, its vsock socket in place" bash -c "[ \"\$(curl -s --unix-socket '$SA' http://d/v1/vms/web-5 | jq -r .state)\" = running ] && [ -S '$TMP/shared/v5.sock' ]"
 check "stop and delete web-5" onA "$SHOAL" vm delete web-5 --force
 
+# --- a cancel through the daemon, before the point of no return ---
+onA "$SHOAL" vm migrate web-1 "${TO[@]}" --bandwidth 1M >"$TMP/cancel.out" 2>&1 &
+mig=$!
+for _ in $(seq 600); do [ "$(field "$SA" web-1 '.migration.state // "-"')" = active ] && break; sleep 0.05; done
+check "a slow migration of web-1 (1 MiB/s) is under way" test "$(field "$SA" web-1 '.migration.state // "-"')" = active
+out=$(onA "$SHOAL" vm migrate web-1 --cancel 2>&1); rc=$?
+wait $mig; mrc=$?
+check "vm migrate web-1 --cancel (DELETE .../migration): 0, says cancelled" bash -c "[ $rc = 0 ] && grep -q 'migration cancelled' <<<'$out'" || echo "$out"
+check "... the migration itself fails, saying cancelled" bash -c "[ $mrc != 0 ] && grep -q cancelled '$TMP/cancel.out'" || cat "$TMP/cancel.out"
+for _ in $(seq 200); do [ "$(status_of "$SB" web-1)" = 404 ] && break; sleep 0.05; done
+still_on_a "cancelled"
+check "B removed its half-made web-1 (migration-failed, deleted)" bash -c "jq -e '.[-2:] == [\"migration-failed\", \"deleted\"]' <<<'$(events_of "$SB" web-1)' >/dev/null"
+refused "a cancel with no migration in progress" "no migration of it is in progress" \
+	onA "$SHOAL" vm migrate web-1 --cancel
+
 # --- A to B over HTTPS ---
 # meanwhile A's VM object shows the progress ("migration")
 ( for _ in $(seq 400); do
@@ -250,6 +272,10 @@ ev=$(events_of "$SB" web-1)
 check "B's events: created, started (after its own web-1's)" bash -c "jq -e '.[-2:] == [\"created\", \"started\"]' <<<'$ev' >/dev/null"
 check "B's created says an incoming migration; started says migrated_in" bash -c \
 	"curl -s --unix-socket '$SB' 'http://d/v1/events?vm=web-1' | jq -e '.events[-2].detail.migration == \"incoming\" and .events[-1].detail.migrated_in == true' >/dev/null"
+check "the stream was authenticated: B's created says so, B's VMM has --incoming ...,key-file=, the key's file is gone" bash -c \
+	"curl -s --unix-socket '$SB' 'http://d/v1/events?vm=web-1' | jq -e '.events[-2].detail.authenticated == true' >/dev/null &&
+	 pgrep -f -- ',key-file=$TMP/b/vms/web-1/migrate.key' >/dev/null &&
+	 [ ! -e '$TMP/b/vms/web-1/migrate.key' ]"
 onB type_console web-1 "verify $A 16M 7"$'\r'
 if onB wait_console_long web-1 "verify ok"; then pass "on B the guest finds its pattern (console continues there)"
 else fail "on B the guest finds its pattern" "$(onB "$SHOAL" console web-1 --show-log | tail -c 300)"; fi

@@ -22,7 +22,7 @@ KVM=0; [ -r /dev/kvm ] && KVM=1
 start_daemon || { fail "daemon starts"; finish; }
 "$SHOALD" --list-routes >"$TMP/routes"
 $PY - "$ROOT/api/openapi.yaml" "$TMP/routes" "$SHOAL_SOCKET" "$GUEST" "$KVM" <<'EOF'
-import json, re, socket, sys, time, urllib.parse, yaml
+import hashlib, hmac, json, os, re, socket, sys, time, urllib.parse, yaml
 
 doc_path, routes_path, sock_path, guest, kvm = sys.argv[1:6]
 kvm = kvm == "1"
@@ -232,6 +232,8 @@ call("migrate an unknown VM", "POST", "/v1/vms/ghost/migrate", {"to": "/nowhere.
 call("migrate a created VM", "POST", "/v1/vms/oa/migrate", {"to": "/nowhere.sock"}, want=409)
 call("migrate: bad body", "POST", "/v1/vms/oa/migrate", {"to": "http://h:1"}, want=400)
 call("incoming migration: name taken", "POST", "/v1/migrations/incoming", {"spec": spec}, want=409)
+call("cancel the migration of an unknown VM", "DELETE", "/v1/vms/ghost/migration", want=404)
+call("cancel a migration when none is in progress", "DELETE", "/v1/vms/oa/migration", want=409)
 call("incoming migration: bad body", "POST", "/v1/migrations/incoming", {"spec": []}, want=400)
 if kvm:
     call("start", "POST", "/v1/vms/oa/start", want=200)
@@ -268,12 +270,30 @@ if kvm:
     call("stop the restored VM", "POST", "/v1/vms/oa2/stop", {"mode": "force"}, want=200)
     call("delete the restored VM", "DELETE", "/v1/vms/oa2", want=204)
     call("delete a snapshot", "DELETE", "/v1/snapshots/oa-snap", want=204)
-    # an incoming migration whose source connects and goes: its VM goes too
+    # an incoming migration whose source connects, proves the key and
+    # goes: its VM goes too (a connection without the proof would be
+    # refused and the VMM would wait on)
     st, data = call("incoming migration", "POST", "/v1/migrations/incoming",
                     {"spec": dict(spec, name="oi")}, want=201)
     if st == 201:
+        ans = json.loads(data)
+        key = bytes.fromhex(ans["key"])
         c = socket.socket(socket.AF_UNIX)
-        c.connect(json.loads(data)["address"][len("unix:"):])
+        c.connect(ans["address"][len("unix:"):])
+        ns = os.urandom(32)
+        c.sendall(b"SHOALAUT" + ns)
+        got = b""
+        while len(got) < 72:
+            b = c.recv(72 - len(got))
+            if not b: break
+            got += b
+        label = lambda l: l.encode().ljust(32, b"\0")
+        nd = got[8:40]
+        result(got[:8] == b"SHOALAUT" and hmac.compare_digest(
+            got[40:72], hmac.new(key, label("shoal-migrate dst") + ns + nd, hashlib.sha256).digest()),
+               "the incoming VMM proves it knows the answer's key")
+        c.sendall(hmac.new(key, label("shoal-migrate src") + ns + nd, hashlib.sha256).digest())
+        result(c.recv(8) == b"SHOALAOK", "... and takes our proof")
         c.close()
         for _ in range(200):
             if http("GET", "/v1/vms/oi")[0] == 404:
