@@ -194,6 +194,46 @@ static bool cmd_allcpus(int argc, char **argv)
 	return ok;
 }
 
+/* zero ADDR LEN: write zeros (memory the guest frees, for the host's
+ * zero-page scanner, docs/memory.md). */
+static bool cmd_zero(int argc, char **argv)
+{
+	uint64_t addr, len;
+
+	if (argc != 3 || !arg_num(argv[1], &addr, "zero") || !arg_num(argv[2], &len, "zero"))
+		return argc == 3 ? false : fail("zero", ": usage: zero ADDR LEN", "");
+	if (!range_ok("zero", addr, len, 8))
+		return false;
+	for (uint64_t a = addr; a < addr + len; a += 8)
+		*(volatile uint64_t *)a = 0;
+	report("zero addr=0x%lx len=%lu", addr, len);
+	return true;
+}
+
+/* readall: read every 8-byte word of every RAM entry below the identity
+ * map's top (the guest's own image included): what a memory scanner does.
+ * Reports the bytes read, the words that are not zero and their sum. */
+static bool cmd_readall(int argc, char **argv)
+{
+	uint64_t bytes = 0, nonzero = 0, sum = 0;
+
+	for (unsigned i = 0; i < mem_map_n; i++) {
+		uint64_t a = mem_map[i].addr, end = mem_map[i].addr + mem_map[i].len;
+		if (mem_map[i].type != 1)
+			continue;
+		if (end > mapped_top)
+			end = mapped_top;
+		for (a = ALIGN_UP(a, 8); a + 8 <= end; a += 8) {
+			uint64_t v = *(volatile uint64_t *)a;
+			nonzero += v != 0;
+			sum += v;
+		}
+		bytes += end > mem_map[i].addr ? end - mem_map[i].addr : 0;
+	}
+	report("readall bytes=%lu nonzero_words=%lu sum=0x%016lx", bytes, nonzero, sum);
+	return true;
+}
+
 static bool cmd_info(int argc, char **argv)
 {
 	report("info cpus=%u mem=%lu tsc_khz=%lu cpus_found=%u tsc_source=%s",
@@ -261,6 +301,8 @@ static const struct cmd cmd_table[] = {
 	{ "allcpus", cmd_allcpus, "fill|verify|dirty|spin ARGS..." },
 	{ "spin", cmd_work, "MS" },
 	{ "echo", cmd_echo, "TEXT" },
+	{ "zero", cmd_zero, "ADDR LEN" },
+	{ "readall", cmd_readall, "(read every word of RAM)" },
 	{ "help", cmd_help, "" },
 	{ "poweroff", cmd_poweroff, "" },
 	{ "exit", cmd_exit, "[N]" },
