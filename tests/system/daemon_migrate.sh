@@ -15,9 +15,10 @@
 #     already has (B's 409 name_taken), a VM whose disk B may not open (B's
 #     403 path_not_allowed naming disks[0].path); A records
 #     "migration-failed" events;
-#   - shared storage: a VM with a writable disk is refused (B's VMM cannot
-#     take the image's lock, which the source VMM holds; the message says
-#     so) and runs on; one with a read-only disk moves to B; one whose
+#   - shared storage: a VM with a writable disk moves to B (the source
+#     VMM gives up the image's lock in the stop phase and B's takes it,
+#     state/migrate.c) and runs there with it; one with a read-only disk
+#     moves to B; one whose
 #     vsock socket the source VMM listens on is refused by B (409 in_use:
 #     its VMM would take the path over) and keeps its socket;
 #   - a clone (its memory is copy-on-write) whose VMM refuses to send it
@@ -208,15 +209,16 @@ check "A recorded each failure (migrating, migration-failed)" bash -c \
 	 curl -s --unix-socket '$SA' 'http://d/v1/events?vm=web-1' | jq -e '[.events[] | select(.type == \"migration-failed\")][0].detail | .to == \"https://$BADDR:1\" and .direction == \"outgoing\" and (.error | length > 0)' >/dev/null"
 check "stop and delete web-2" onA "$SHOAL" vm delete web-2 --force
 # shared storage: both daemons see $TMP/shared.  A disk open for writing
-# is the source VMM's alone (its lock): B's VMM cannot open it, says so,
-# and web-3 runs on; a read-only disk is shared, and web-4 moves with it.
+# is the source VMM's alone (its lock) until the stop phase, when it hands
+# the lock to B's VMM: web-3 moves with it; a read-only disk is shared,
+# and web-4 moves with it.
 truncate -s 1M "$TMP/shared/rw.img" "$TMP/shared/ro.img"
 check "create and start web-3 on A with a writable disk on shared storage" \
 	onA "$SHOAL" vm create -f <(spec web-3 shell "\"disks\": [{\"path\": \"$TMP/shared/rw.img\"}]") --start
-refused "a writable disk the source VMM holds" "Is another process using the image?" \
+check "web-3 moves to B with its writable disk (the write lock handed over)" \
 	onA "$SHOAL" vm migrate web-3 "${TO[@]}"
-check "web-3 still runs on A, nothing on B" bash -c "[ \"\$(curl -s --unix-socket '$SA' http://d/v1/vms/web-3 | jq -r .state)\" = running ] && [ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms | jq '.vms | length')\" = 0 ]"
-check "stop and delete web-3" onA "$SHOAL" vm delete web-3 --force
+check "web-3 runs on B, with its disk; gone from A" bash -c "[ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms/web-3 | jq -r '.state + \" \" + .spec.disks[0].path')\" = 'running $TMP/shared/rw.img' ] && [ \"\$(curl -s -o /dev/null -w '%{http_code}' --unix-socket '$SA' http://d/v1/vms/web-3)\" = 404 ]"
+check "stop and delete web-3 on B" onB "$SHOAL" vm delete web-3 --force
 check "create and start web-4 on A with a read-only disk on shared storage" \
 	onA "$SHOAL" vm create -f <(spec web-4 shell "\"disks\": [{\"path\": \"$TMP/shared/ro.img\", \"readonly\": true}]") --start
 check "web-4 moves to B with its read-only disk" onA "$SHOAL" vm migrate web-4 "${TO[@]}"
