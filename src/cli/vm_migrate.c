@@ -7,7 +7,9 @@
  * reports in the VM object ("migration": round, bytes, dirty pages,
  * expected downtime), polled from a second thread; at the end it prints
  * the downtime and the total time (--output json: the API's answer).
- * With --cancel it cancels NAME's migration in progress (DELETE
+ * --with-disks and --auto-converge ask the daemons for the VMM's own
+ * (docs/migration.md): the destination daemon makes the disk images in
+ * the VM's directory there.  With --cancel it cancels NAME's migration in progress (DELETE
  * /v1/vms/NAME/migration), answered once it has ended.
  *
  * The destination's token and CA are read here (--to-token-file,
@@ -35,28 +37,34 @@
 
 static const char vm_migrate_usage[] =
 "usage: shoal vm migrate NAME --to URL [--to-token-file FILE] [--to-cacert FILE]\n"
-"                        [--downtime-ms N] [--bandwidth RATE] [-o json] [--socket PATH]\n"
+"                        [--downtime-ms N] [--bandwidth RATE] [--with-disks]\n"
+"                        [--auto-converge] [-o json] [--socket PATH]\n"
 "       shoal vm migrate NAME --cancel [--socket PATH]\n"
 "\n"
 "Move the running VM NAME, live, to the shoald at URL: its API socket (a path,\n"
 "two daemons on one host) or https://HOST:PORT (a daemon started with --listen).\n"
 "This daemon copies the VM's memory while it runs and pauses it only for the\n"
 "rest; once the destination runs it, its record here is gone.  Any failure\n"
-"before leaves it running here.  Disks must be shared: the destination opens\n"
-"the same paths.  See docs/daemon.md, \"Live migration\".\n"
+"before leaves it running here.  Disks must be shared (the destination opens\n"
+"the same paths), or sent with --with-disks.  See docs/daemon.md, \"Live\n"
+"migration\".\n"
 "\n"
 "      --to URL             the destination shoald\n"
 "      --to-token-file FILE its bearer token (https://)\n"
 "      --to-cacert FILE     its certificate or CA, PEM (default: the system's CAs)\n"
 "      --downtime-ms N      the longest pause to aim for (default 300)\n"
 "      --bandwidth RATE     bytes per second at most: 100M, 1G ... (default: no cap)\n"
+"      --with-disks         send each writable disk too: the destination makes its\n"
+"                           image in the VM's directory there; the images here stay\n"
+"                           (yours to delete once it runs there)\n"
+"      --auto-converge      slow the guest's vCPUs down if the rounds do not converge\n"
 "      --cancel             cancel NAME's migration in progress: before the point of\n"
 "                           no return the VM runs on here, the destination cleans up\n"
 "  -o, --output json        the API's answer as JSON\n"
 "      --socket PATH        this shoald's socket or URL (default $SHOAL_SOCKET)\n";
 
 enum { OPT_TO = 300, OPT_TO_TOKEN, OPT_TO_CACERT, OPT_DOWNTIME, OPT_BANDWIDTH, OPT_SOCK,
-       OPT_CANCEL };
+       OPT_CANCEL, OPT_WITH_DISKS, OPT_AUTO_CONVERGE };
 
 /* The request, run on its own thread while the main one shows progress. */
 struct mig_call {
@@ -181,6 +189,8 @@ int cmd_vm_migrate(int argc, char **argv)
 		{ "output", required_argument, NULL, 'o' },
 		{ "socket", required_argument, NULL, OPT_SOCK },
 		{ "cancel", no_argument, NULL, OPT_CANCEL },
+		{ "with-disks", no_argument, NULL, OPT_WITH_DISKS },
+		{ "auto-converge", no_argument, NULL, OPT_AUTO_CONVERGE },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -192,7 +202,7 @@ int cmd_vm_migrate(int argc, char **argv)
 	char path[128], *end;
 	json_t *body;
 	pthread_t t;
-	bool cancel = false;
+	bool cancel = false, with_disks = false, auto_converge = false;
 	int ch, rc;
 
 	optind = 1;
@@ -204,6 +214,8 @@ int cmd_vm_migrate(int argc, char **argv)
 		case OPT_TO_CACERT: cacert_file = optarg; break;
 		case OPT_SOCK: cc.socket = optarg; break;
 		case OPT_CANCEL: cancel = true; break;
+		case OPT_WITH_DISKS: with_disks = true; break;
+		case OPT_AUTO_CONVERGE: auto_converge = true; break;
 		case 'o':
 			if (cli_set_output(&cc, optarg))
 				return EXIT_USAGE;
@@ -230,7 +242,8 @@ int cmd_vm_migrate(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (cancel && optind == argc - 1 && !to && !token_file && !cacert_file && !downtime && !bw)
+	if (cancel && optind == argc - 1 && !to && !token_file && !cacert_file && !downtime && !bw &&
+	    !with_disks && !auto_converge)
 	{
 		cc.socket = client_socket(cc.socket);
 		return cancel_migration(&cc, argv[optind]);
@@ -271,6 +284,10 @@ int cmd_vm_migrate(int argc, char **argv)
 		json_object_set_new(body, "downtime_ms", json_integer(downtime));
 	if (bw)
 		json_object_set_new(body, "bandwidth", json_integer((json_int_t)bw));
+	if (with_disks)
+		json_object_set_new(body, "with_disks", json_true());
+	if (auto_converge)
+		json_object_set_new(body, "auto_converge", json_true());
 	m.body = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
 	snprintf(path, sizeof(path), "/v1/vms/%s/migrate", name);

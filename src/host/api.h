@@ -150,13 +150,15 @@ int api_snapshot_clone(struct api_call *c);
 int api_vm_migrate(struct api_call *c);
 int api_vm_migrate_cancel(struct api_call *c);
 int api_migration_incoming(struct api_call *c);
-/* The migrate body {"to", "token", "cacert", "downtime_ms", "bandwidth"}
- * into r (free with api_migrate_req_free), and the incoming body
- * {"spec": SPEC} as JSON text (malloc'd).  0, or -1 with a 400 in `e`. */
+/* The migrate body {"to", "token", "cacert", "downtime_ms", "bandwidth",
+ * "with_disks", "auto_converge"} into r (free with api_migrate_req_free),
+ * and the incoming body {"spec": SPEC, "disks": [...]} as JSON texts
+ * (malloc'd; *disks NULL when absent).  0, or -1 with a 400 in `e`. */
 int api_parse_migrate_body(const char *body, size_t len, struct host_migrate_req *r,
 			   struct api_err *e);
 void api_migrate_req_free(struct host_migrate_req *r);
-int api_parse_incoming_body(const char *body, size_t len, char **spec, struct api_err *e);
+int api_parse_incoming_body(const char *body, size_t len, char **spec, char **disks,
+			    struct api_err *e);
 
 /* Response helpers (api.c). */
 int api_reply_json(struct api_call *c, int status, void *json /* json_t *, taken */);

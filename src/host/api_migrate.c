@@ -4,16 +4,23 @@
  *
  *   POST /v1/vms/{name}/migrate    on the source: {"to": URL, "token": T,
  *                                  "cacert": PEM, "downtime_ms": N,
- *                                  "bandwidth": B}; answered once the VM
+ *                                  "bandwidth": B, "with_disks": bool,
+ *                                  "auto_converge": bool}; answered once the VM
  *                                  runs at the destination (200, figures)
  *                                  or still runs here (an error)
  *   DELETE /v1/vms/{name}/migration  on the source: cancel that one; 200
  *                                  once it ended with the VM here, 409
  *                                  too_late once it migrated
  *   POST /v1/migrations/incoming   on the destination, from the source
- *                                  daemon: {"spec": SPEC}; 201 {"name",
+ *                                  daemon: {"spec": SPEC, "disks": [...]};
+ *                                  201 {"name",
  *                                  "address", "key"} once its VMM listens
- *                                  there (the key: migrate_auth.c)
+ *                                  there (the key: migrate_auth.c);
+ *                                  "disks" (with_disks) has one entry per
+ *                                  spec disk: null (not sent: opened by
+ *                                  its path) or {"size": BYTES, "format":
+ *                                  "raw"|"qcow2"}, the image the
+ *                                  destination makes in the VM's directory
  *
  * The body parsers are pure (unit tests: tests/unit/test_host_migrate.c).
  * What a client may not send: a plain http:// destination (the token
@@ -114,6 +121,13 @@ int api_parse_migrate_body(const char *body, size_t len, struct host_migrate_req
 				break;
 			}
 			r->bandwidth = json_integer_value(v);
+		} else if (!strcmp(key, "with_disks") || !strcmp(key, "auto_converge")) {
+			if (!json_is_boolean(v)) {
+				rc = api_err_set(e, 400, "invalid_request", "%s: expected true or false",
+						 key);
+				break;
+			}
+			*(key[0] == 'w' ? &r->with_disks : &r->auto_converge) = json_is_true(v);
 		} else {
 			rc = api_err_set(e, 400, "invalid_request", "unknown key \"%.64s\"", key);
 			break;
@@ -130,38 +144,75 @@ int api_parse_migrate_body(const char *body, size_t len, struct host_migrate_req
 	return rc;
 }
 
-int api_parse_incoming_body(const char *body, size_t len, char **spec, struct api_err *e)
+/* "disks" of an incoming body: an array of at most VM_MAX_DISKS entries,
+ * each null or {"size": 1..2^50 bytes, "format": "raw"|"qcow2"}. */
+static int incoming_disks(json_t *v, struct api_err *e)
+{
+	size_t i;
+	json_t *d;
+
+	if (!json_is_array(v) || json_array_size(v) > 16)
+		return api_err_set(e, 400, "invalid_request", "disks: expected an array of at most "
+				   "16 entries, one per disk of the spec");
+	json_array_foreach(v, i, d) {
+		json_t *size = json_object_get(d, "size");
+		const char *fmt = json_string_value(json_object_get(d, "format"));
+
+		if (json_is_null(d))
+			continue;
+		if (!json_is_object(d) || json_object_size(d) != 2 || !json_is_integer(size) ||
+		    json_integer_value(size) < 1 || json_integer_value(size) > (1LL << 50) ||
+		    !fmt || (strcmp(fmt, "raw") && strcmp(fmt, "qcow2")))
+			return api_err_set(e, 400, "invalid_request", "disks[%zu]: expected null or "
+					   "{\"size\": BYTES (1 to 2^50), \"format\": \"raw\" or "
+					   "\"qcow2\"}", i);
+	}
+	return 0;
+}
+
+int api_parse_incoming_body(const char *body, size_t len, char **spec, char **disks,
+			    struct api_err *e)
 {
 	const char *key;
 	json_t *o, *v;
 	int rc = 0;
 
 	*spec = NULL;
+	*disks = NULL;
 	if (len == 0)
 		return api_err_set(e, 400, "invalid_request", "body: expected {\"spec\": SPEC}");
 	if (api_body_object(body, len, &o, e))
 		return -1;
 	json_object_foreach(o, key, v) {
-		if (strcmp(key, "spec")) {
+		char **out = !strcmp(key, "spec") ? spec : !strcmp(key, "disks") ? disks : NULL;
+
+		if (!out) {
 			rc = api_err_set(e, 400, "invalid_request", "unknown key \"%.64s\"", key);
 			break;
 		}
-		if (!json_is_object(v)) {
+		if (out == spec && !json_is_object(v)) {
 			rc = api_err_set(e, 400, "invalid_request", "spec: expected the VM's spec, "
 					 "an object");
 			break;
 		}
-		free(*spec);
-		*spec = json_dumps(v, JSON_COMPACT);
-		if (!*spec)
+		if (out == disks && incoming_disks(v, e)) {
+			rc = -1;
+			break;
+		}
+		free(*out);
+		*out = json_dumps(v, JSON_COMPACT);
+		if (!*out) {
 			rc = api_err_set(e, 500, "internal", "out of memory");
+			break;
+		}
 	}
 	json_decref(o);
 	if (!rc && !*spec)
 		rc = api_err_set(e, 400, "invalid_request", "spec: missing (the VM's spec)");
 	if (rc) {
 		free(*spec);
-		*spec = NULL;
+		free(*disks);
+		*spec = *disks = NULL;
 	}
 	return rc;
 }
@@ -202,15 +253,16 @@ int api_vm_migrate_cancel(struct api_call *c)
  * token, or the Unix socket). */
 int api_migration_incoming(struct api_call *c)
 {
-	char *spec, name[HOST_NAME_MAX_LEN + 1] = "", addr[160], key[65] = "";
+	char *spec, *disks, name[HOST_NAME_MAX_LEN + 1] = "", addr[160], key[65] = "";
 	struct api_err e;
 	int rc;
 
-	if (api_parse_incoming_body(c->body, c->body_len, &spec, &e))
+	if (api_parse_incoming_body(c->body, c->body_len, &spec, &disks, &e))
 		return api_reply_error(c, &e);
-	rc = host_migrate_incoming(c->h, spec, strlen(spec), c->peer && c->peer->tcp, name,
+	rc = host_migrate_incoming(c->h, spec, strlen(spec), disks, c->peer && c->peer->tcp, name,
 				   sizeof(name), addr, sizeof(addr), key, &e);
 	free(spec);
+	free(disks);
 	if (rc)
 		return api_reply_error(c, &e);
 	rc = api_reply_json(c, 201, json_pack("{s:s, s:s, s:s}", "name", name, "address", addr,

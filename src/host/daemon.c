@@ -257,6 +257,7 @@ int host_open(struct host *h, const struct host_options *opt, struct api_err *e)
 	    host_mkdir(h->vms_dir, 0700, e) || host_mkdir(h->snapshots_dir, 0700, e) ||
 	    host_lock_dir(h, e) || host_allow_dirs(h, e))
 		goto fail;
+	host_spec_set_vms_dir(h->vms_dir, h->nallow_dirs);     /* its own disk images (spec.c) */
 	snprintf(path, sizeof(path), "%s/shoald.db", h->state_dir);
 	h->db = db_open(path, err, sizeof(err));
 	if (!h->db) {

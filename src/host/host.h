@@ -285,6 +285,8 @@ struct host_migrate_req {
 	char *cacert;               /* PEM text of its CA or certificate, or NULL */
 	long long downtime_ms;      /* 0: the VMM's default */
 	long long bandwidth;        /* bytes per second, 0: no cap */
+	bool with_disks;            /* mirror the writable disks into images the destination makes */
+	bool auto_converge;         /* the VMM throttles a guest that does not converge */
 };
 /* The source: move running VM `name` to the daemon at r->to; the answer
  * (figures, the destination's state) into *result (a json_t *, the
@@ -298,9 +300,11 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
  * answered once that VMM listens; the address into addr, and the
  * migration's key (64 hex digits), which that VMM demands proof of, into
  * key_hex.  A thread then waits for the stream: the VM runs, or its
- * record goes again. */
-int host_migrate_incoming(struct host *h, const char *spec, size_t len, bool tcp,
-			  char *name, size_t name_size, char *addr, size_t addr_size,
+ * record goes again.  `disks` (NULL: none) is the JSON array of the
+ * images to make for a --with-disks migration (api_migrate.c): each is
+ * made in the VM's directory and the spec's disk path set to it. */
+int host_migrate_incoming(struct host *h, const char *spec, size_t len, const char *disks,
+			  bool tcp, char *name, size_t name_size, char *addr, size_t addr_size,
 			  char key_hex[65], struct api_err *e);
 /* The source: cancel the migration of `name` in progress (before the
  * point of no return the VM runs on here, and the destination, its

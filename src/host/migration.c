@@ -79,6 +79,8 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "base/path_beneath.h"
+#include "block/blockdev.h"
+#include "block/qcow2.h"
 #include "host/cgroup.h"
 #include "host/httpc.h"
 #include "host/spec.h"
@@ -362,7 +364,8 @@ static int write_key_file(const char *path, const char *hex, struct api_err *e)
 	return 0;
 }
 
-int host_migrate_incoming(struct host *h, const char *spec, size_t len, bool tcp,
+/* host_migrate_incoming once any disk images are made. */
+static int incoming_start(struct host *h, const char *spec, size_t len, bool tcp,
 			  char *name, size_t name_size, char *addr, size_t addr_size,
 			  char key_hex[65], struct api_err *e)
 {
@@ -611,9 +614,11 @@ static int vmm_migrate(struct host *h, struct hvm *vm, const char *addr, int fd,
 	host_vm_path(h, vm->rec.name, "control.sock", sock, sizeof(sock));
 	if (vmctl_connect(&c, sock, 2000, why, size) < 0)
 		return -1;
-	req = json_pack("{s:s, s:s, s:I, s:I}", "cmd", "migrate", "uri", addr, "downtime_ms",
+	req = json_pack("{s:s, s:s, s:I, s:I, s:b, s:b}", "cmd", "migrate", "uri", addr,
+			"downtime_ms",
 			(json_int_t)(r->downtime_ms ? r->downtime_ms : MIGRATE_DOWNTIME_MS_DEFAULT),
-			"bandwidth", (json_int_t)r->bandwidth);
+			"bandwidth", (json_int_t)r->bandwidth, "with_disks", r->with_disks,
+			"auto_converge", r->auto_converge);
 	rc = vmctl_request_fd(&c, req, fd, &st, 30000, why, size);
 	json_decref(req);
 	json_decref(st);
@@ -685,6 +690,49 @@ static void dest_state(const struct host_migrate_req *r, const char *name, char 
 	} while (mono_ms() < deadline);
 }
 
+/* --with-disks: what the destination makes for each disk of `spec`, in
+ * order: null for a read-only one (not sent; the destination opens its
+ * path), else {"size": its virtual size, "format": "raw"|"qcow2"}, read
+ * from the image's header (shared with the running VMM).  A qcow2
+ * overlay (a backing file) is refused: the destination would need its
+ * base, with the same chain identity, which the daemon does not arrange.
+ * The array, or NULL with `e`. */
+static json_t *source_disks(json_t *spec, const char *name, struct api_err *e)
+{
+	json_t *out = json_array(), *d;
+	size_t i;
+
+	json_array_foreach(json_object_get(spec, "disks"), i, d) {
+		struct blockdev_opts o = { .readonly = true, .no_aio = true, .force_share = true };
+		const char *path = json_string_value(json_object_get(d, "path"));
+		struct blockdev *bd;
+		struct error err = { 0 };
+
+		if (json_is_true(json_object_get(d, "readonly"))) {
+			json_array_append_new(out, json_null());
+			continue;
+		}
+		if (!path || blockdev_open(&bd, path, &o, &err)) {
+			api_err_set(e, 500, "internal", "vm \"%s\": disks[%zu] %.200s: %s", name, i,
+				    path ?: "(no path)", path ? err.msg : "no path");
+			json_decref(out);
+			return NULL;
+		}
+		if (bd->backing) {
+			api_err_set(e, 409, "unsupported", "vm \"%s\": disks[%zu] %.200s is a qcow2 "
+				    "overlay (it has a backing file): --with-disks through the daemons "
+				    "sends whole images only", name, i, path);
+			blockdev_close(bd);
+			json_decref(out);
+			return NULL;
+		}
+		json_array_append_new(out, json_pack("{s:I, s:s}", "size", (json_int_t)bd->size,
+						     "format", bd->format == BD_FMT_QCOW2 ? "qcow2" : "raw"));
+		blockdev_close(bd);
+	}
+	return out;
+}
+
 /* The migration failed before the point of no return: the VM runs on
  * here.  Record why and release it. */
 static int source_failed(struct host *h, struct hvm *vm, const struct host_migrate_req *r,
@@ -708,7 +756,7 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	uint8_t key[MIGRATE_KEY_LEN];
 	bool keyed;
 	struct hvm *vm = host_get(h, name, e);
-	json_t *body, *ans = NULL, *st = NULL, *spec, *res;
+	json_t *body, *ans = NULL, *st = NULL, *spec, *res, *disks = NULL;
 	struct error err = { 0 };
 	int status, fd, rc;
 
@@ -727,7 +775,9 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 		vm->mig.on = true;
 		snprintf(vm->mig.to, sizeof(vm->mig.to), "%s", r->to);
 		snprintf(vm->mig.state, sizeof(vm->mig.state), "connecting");
-		mig_event_locked(h, name, "migrating", json_pack("{s:s}", "to", r->to));
+		mig_event_locked(h, name, "migrating", json_pack("{s:s, s:b, s:b}", "to", r->to,
+								 "with_disks", r->with_disks,
+								 "auto_converge", r->auto_converge));
 	}
 	pthread_mutex_unlock(&h->lock);
 	if (rc) {
@@ -736,8 +786,14 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	}
 	log_info("%s: migrating to %s", name, r->to);
 
-	/* 1. the destination makes the VM and starts its VMM, listening */
-	body = json_pack("{s:o}", "spec", spec);
+	/* 1. the destination makes the VM (and its disks' images) and starts
+	 * its VMM, listening */
+	if (r->with_disks && !(disks = source_disks(spec, name, e))) {
+		json_decref(spec);
+		return source_failed(h, vm, r, e);
+	}
+	body = disks ? json_pack("{s:o, s:o}", "spec", spec, "disks", disks) :
+		       json_pack("{s:o}", "spec", spec);
 	rc = dest_call(r, "POST", "/v1/migrations/incoming", body, &status, &ans, e);
 	json_decref(body);
 	if (rc)
@@ -851,4 +907,144 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	json_decref(st);
 	*result = res;
 	return 0;
+}
+
+/* Remove the images in made[0..n) that are there, and directory `dir`
+ * if it is empty then. */
+static void incoming_disks_remove(char (*made)[4200], int n, const char *dir)
+{
+	for (int i = 0; i < n; i++)
+		if (made[i][0])
+			unlink(made[i]);
+	rmdir(dir);
+}
+
+/* A --with-disks migration's destination images: for each entry of
+ * `disks` that is not null, an empty image of that size and format made
+ * in VM NAME's own directory (VMS_DIR/NAME/disk-I.raw or .qcow2, the
+ * exception spec.c allows), and the spec's disks[I].path set to it.  The
+ * directory must not exist yet: nothing of another VM or of a stale one
+ * is reused or overwritten.  The rewritten spec into *out (malloc'd), the
+ * directory into dir, the paths made into made[] (all removed again here
+ * on a failure). */
+static int incoming_disks_make(struct host *h, const char *spec, size_t len, const char *disks,
+			       char **out, char *dir, size_t dir_size, char (*made)[4200],
+			       struct api_err *e)
+{
+	json_t *root = json_loadb(spec, len, 0, NULL), *want = json_loads(disks, 0, NULL);
+	json_t *sd = json_object_get(root, "disks"), *d;
+	const char *name = json_string_value(json_object_get(root, "name"));
+	char vms[4096];
+	struct hvm *other;
+	size_t i;
+	int rc = -1;
+
+	*out = NULL;
+	if (!json_is_object(root) || !name || !host_name_valid(name)) {
+		api_err_set(e, 400, "invalid_spec", "spec: no valid \"name\"");
+		goto done;
+	}
+	if (!json_is_array(sd) || json_array_size(sd) != json_array_size(want)) {
+		api_err_set(e, 400, "invalid_request", "disks: %zu entries for a spec with %zu disks",
+			    json_array_size(want), json_array_size(sd));
+		goto done;
+	}
+	pthread_mutex_lock(&h->lock);
+	other = host_find_locked(h, name);
+	pthread_mutex_unlock(&h->lock);
+	if (other) {
+		api_err_set(e, 409, "name_taken", "vm \"%s\" already exists", name);
+		goto done;
+	}
+	if (!realpath(h->vms_dir, vms) || snprintf(dir, dir_size, "%s/%s", vms, name) >= (int)dir_size) {
+		api_err_set(e, 500, "internal", "%s: %s", h->vms_dir, strerror(errno));
+		goto done;
+	}
+	if (mkdir(dir, 0700) < 0) {
+		bool there = errno == EEXIST;
+
+		api_err_set(e, there ? 409 : 500, there ? "in_use" : "internal",
+			    "vm \"%s\": cannot make its directory %.200s for its disk images: %s%s",
+			    name, dir, strerror(errno), there ?
+			    " (something of that name is left there)" : "");
+		goto done;
+	}
+	json_array_foreach(want, i, d) {
+		uint64_t size = (uint64_t)json_integer_value(json_object_get(d, "size"));
+		bool qcow = !strcmp(json_string_value(json_object_get(d, "format")) ?: "", "qcow2");
+		json_t *disk = json_array_get(sd, i);
+		struct qcow2_create_opts qo = { .size = size };
+		struct error err = { 0 };
+		int fd;
+
+		if (json_is_null(d))
+			continue;
+		if (!json_is_object(disk) || json_is_true(json_object_get(disk, "readonly"))) {
+			api_err_set(e, 400, "invalid_request", "disks[%zu]: the spec's disk %zu is not "
+				    "a writable disk: only those are sent", i, i);
+			goto undo;
+		}
+		if (snprintf(made[i], sizeof(made[i]), "%s/disk-%zu.%s", dir, i,
+			     qcow ? "qcow2" : "raw") >= (int)sizeof(made[i])) {
+			made[i][0] = '\0';
+			api_err_set(e, 500, "internal", "disks[%zu]: %.200s: path too long", i, dir);
+			goto undo;
+		}
+		fd = open(made[i], O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			api_err_set(e, 500, "internal", "disks[%zu]: %s: %s", i, made[i], strerror(errno));
+			made[i][0] = '\0';
+			goto undo;
+		}
+		rc = qcow ? qcow2_create_fd(fd, made[i], &qo, NULL, &err) :
+		     ftruncate(fd, (off_t)size) < 0 ? -1 : 0;
+		if (rc)
+			api_err_set(e, 500, "internal", "disks[%zu]: cannot make %s (%llu bytes): %s",
+				    i, made[i], (unsigned long long)size, qcow ? err.msg : strerror(errno));
+		close(fd);
+		if (rc)
+			goto undo;
+		json_object_set_new(disk, "path", json_string(made[i]));
+	}
+	*out = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (*out) {
+		rc = 0;
+		goto done;
+	}
+	api_err_set(e, 500, "internal", "out of memory");
+undo:
+	rc = -1;
+	incoming_disks_remove(made, VM_MAX_DISKS, dir);
+done:
+	json_decref(root);
+	json_decref(want);
+	return rc;
+}
+
+int host_migrate_incoming(struct host *h, const char *spec, size_t len, const char *disks,
+			  bool tcp, char *name, size_t name_size, char *addr, size_t addr_size,
+			  char key_hex[65], struct api_err *e)
+{
+	char (*made)[4200], dir[4200], *spec2;
+	int rc;
+
+	if (!disks)
+		return incoming_start(h, spec, len, tcp, name, name_size, addr, addr_size, key_hex, e);
+	made = calloc(VM_MAX_DISKS, sizeof(*made));
+	if (!made)
+		return api_err_set(e, 500, "internal", "out of memory");
+	rc = incoming_disks_make(h, spec, len, disks, &spec2, dir, sizeof(dir), made, e);
+	if (!rc) {
+		rc = incoming_start(h, spec2, strlen(spec2), tcp, name, name_size, addr, addr_size,
+				    key_hex, e);
+		/* refused before its VMM ran: the images go (a failure once its
+		 * record exists has removed its directory with them already) */
+		if (rc)
+			incoming_disks_remove(made, VM_MAX_DISKS, dir);
+		else
+			log_info("%s: incoming migration with its disks: images made in %s", name, dir);
+	}
+	free(spec2);
+	free(made);
+	return rc;
 }

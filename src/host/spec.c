@@ -47,6 +47,45 @@ static const char *const spec_reserved_names[] = {
 	"migrate.sock",
 };
 
+/* The daemon's STATE_DIR/vms (host_spec_set_vms_dir), for the one
+ * exception to the --allow-dir rule: a disk image the daemon itself made
+ * for a VM in that VM's own directory, VMS_DIR/NAME/disk-N.raw or
+ * disk-N.qcow2 (a --with-disks migration's destination, migration.c).
+ * Such a path is allowed in NAME's spec only; the file must be a regular
+ * file there (not a link), its chain is not opened (the daemon made it
+ * without a backing file), and the VMM is confined to that directory as
+ * well as the --allow-dir ones, so it can open it.  A console file may
+ * not take such a name (spec_check_console_name). */
+static char *spec_vms_dir;
+
+void host_spec_set_vms_dir(const char *dir, int nallow_dirs)
+{
+	char real[4096];
+
+	free(spec_vms_dir);
+	spec_vms_dir = NULL;
+	/* its VMM's "confine" has room for the VM's directory besides them */
+	if (dir && nallow_dirs < PATH_MAX_ROOTS && realpath(dir, real))
+		spec_vms_dir = strdup(real);
+}
+
+/* Is `path` disk `i`'s image made by the daemon in VM `name`'s directory?
+ * Its directory into dir when it is. */
+static bool spec_own_disk(const char *name, int i, const char *path, char *dir, size_t size)
+{
+	char raw[64], qcow[64];
+	size_t n;
+
+	if (!spec_vms_dir || !name[0])
+		return false;
+	n = (size_t)snprintf(dir, size, "%s/%s", spec_vms_dir, name);
+	if (n >= size || strncmp(path, dir, n) || path[n] != '/')
+		return false;
+	snprintf(raw, sizeof(raw), "disk-%d.raw", i);
+	snprintf(qcow, sizeof(qcow), "disk-%d.qcow2", i);
+	return !strcmp(path + n + 1, raw) || !strcmp(path + n + 1, qcow);
+}
+
 bool host_name_valid(const char *name)
 {
 	size_t i, n = strlen(name);
@@ -220,14 +259,29 @@ static int spec_check_file(const char *key, const char *path, struct api_err *e)
  * allowed directories is refused by the kernel, not opened).  Shared with
  * every other user (-U): only the headers are read, and a VM already
  * running on the image must neither refuse this check nor be refused. */
-static int spec_check_disk(int i, const struct vm_disk *d, struct api_err *e)
+static int spec_check_disk(int i, const struct vm_disk *d, const char *name,
+			   struct api_err *e)
 {
 	struct blockdev_opts o = { .readonly = true, .no_aio = true, .force_share = true };
 	struct blockdev *bd;
 	struct error err;
-	char key[32];
+	char key[32], dir[4200];
+	struct stat st;
+	int fd;
 
 	snprintf(key, sizeof(key), "disks[%d].path", i);
+	if (spec_own_disk(name, i, d->path, dir, sizeof(dir))) {       /* the daemon's own */
+		fd = open(d->path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+			api_err_set(e, 400, "invalid_spec", "%s: %.200s: %s", key, d->path,
+				    fd < 0 ? strerror(errno) : "not a regular file");
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		close(fd);
+		return 0;
+	}
 	if (spec_check_file(key, d->path, e))
 		return -1;
 	if (blockdev_open(&bd, d->path, &o, &err) == 0) {
@@ -249,7 +303,7 @@ static int spec_check_console_name(const char *key, const char *name, struct api
 				   "%s: \"file:%.200s\": a VM's console file is made in its own directory "
 				   "on the daemon's side; give a plain name such as \"file:console.log\"",
 				   key, name);
-	if (!name[0] || name[0] == '.' || strlen(name) > 64)
+	if (!name[0] || name[0] == '.' || strlen(name) > 64 || !strncmp(name, "disk-", 5))
 		goto bad;
 	for (size_t i = 0; i < sizeof(spec_reserved_names) / sizeof(spec_reserved_names[0]); i++)
 		if (!strcmp(name, spec_reserved_names[i]))
@@ -258,7 +312,7 @@ static int spec_check_console_name(const char *key, const char *name, struct api
 bad:
 	return api_err_set(e, 400, "invalid_spec",
 			   "%s: \"file:%.80s\": not a usable file name (at most 64 bytes, not hidden, "
-			   "not one of the daemon's own files)", key, name);
+			   "not one of the daemon's own files, not disk-*)", key, name);
 }
 
 /* The virtio console: "file:NAME" in the VM's directory, and an optional
@@ -304,10 +358,10 @@ static int spec_check_vsock(const char *path, struct api_err *e)
 }
 
 /* Devices: disks and their chains, consoles, vsock, TAPs by name only. */
-static int spec_check_devices(const struct vm_config *c, struct api_err *e)
+static int spec_check_devices(const struct vm_config *c, const char *name, struct api_err *e)
 {
 	for (int i = 0; i < c->ndisks; i++)
-		if (spec_check_disk(i, &c->disks[i], e))
+		if (spec_check_disk(i, &c->disks[i], name, e))
 			return -1;
 	for (int i = 0; i < c->nnets; i++)
 		if (c->nets[i].fd >= 0)
@@ -343,7 +397,7 @@ static int spec_check_cloud_init(const struct vm_config *c, struct api_err *e)
 }
 
 /* What the host must honour and the caller may name: files and memory. */
-static int spec_check_host(const struct vm_config *c, struct api_err *e)
+static int spec_check_host(const struct vm_config *c, const char *name, struct api_err *e)
 {
 	struct sysinfo si;
 	uint64_t avail;
@@ -352,7 +406,7 @@ static int spec_check_host(const struct vm_config *c, struct api_err *e)
 		return -1;
 	if (c->initrd && spec_check_file("initrd", c->initrd, e))
 		return -1;
-	if (spec_check_devices(c, e) || spec_check_cloud_init(c, e))
+	if (spec_check_devices(c, name, e) || spec_check_cloud_init(c, e))
 		return -1;
 	if (sysinfo(&si) == 0) {
 		avail = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
@@ -394,7 +448,7 @@ static int spec_vm_config(json_t *root, struct host_spec *s, bool check_host,
 		return api_err_set(e, 400, "invalid_spec",
 				   "cmdline: %zu bytes is more than the boot protocol carries (at most %d, as `shoal run` allows)",
 				   strlen(s->cfg.cmdline), BOOT_CMDLINE_MAX - 1);
-	return check_host ? spec_check_host(&s->cfg, e) : 0;
+	return check_host ? spec_check_host(&s->cfg, s->name, e) : 0;
 }
 
 /* limits.io as rendered: null when no I/O limit is set, else each of the
@@ -548,6 +602,21 @@ int host_spec_parse(const char *text, size_t len, bool check_host,
 	    spec_vm_config(root, s, check_host, e) || spec_render(s, e) ||
 	    spec_put_networks(s, nets, e))
 		goto out;
+	/* an image the daemon made in the VM's directory: its VMM may open it
+	 * there (after rendering: "confine" is never part of a stored spec) */
+	for (int i = 0; check_host && i < s->cfg.ndisks; i++) {
+		char dir[4200];
+
+		if (spec_own_disk(s->name, i, s->cfg.disks[i].path, dir, sizeof(dir))) {
+			s->cfg.confine[s->cfg.nconfine] = strdup(dir);
+			if (!s->cfg.confine[s->cfg.nconfine]) {
+				api_err_set(e, 500, "internal", "out of memory");
+				goto out;
+			}
+			s->cfg.nconfine++;
+			break;
+		}
+	}
 	rc = 0;
 out:
 	json_decref(root);

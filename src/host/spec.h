@@ -48,6 +48,13 @@ int host_spec_parse(const char *text, size_t len, bool check_host,
 		    struct host_spec *s, struct api_err *e);
 void host_spec_free(struct host_spec *s);
 
+/* The daemon's STATE_DIR/vms, set once at its start: a disk image the
+ * daemon made in a VM's own directory there (VMS_DIR/NAME/disk-N.raw or
+ * .qcow2, a --with-disks migration) is allowed in that VM's spec although
+ * it is not beneath --allow-dir (spec.c).  Not set (no such exception)
+ * when the --allow-dir count leaves no room in a VMM's "confine". */
+void host_spec_set_vms_dir(const char *dir, int nallow_dirs);
+
 /* Is `name` a valid VM name? */
 bool host_name_valid(const char *name);
 

@@ -341,7 +341,9 @@ for ex, name in ((spec, "Spec"), ({"mode": "force", "timeout_s": 3}, "StopReques
                  ({"target": "512M"}, "BalloonRequest"),
                  ({"name": "n1", "subnet": "10.89.1.0/24", "isolated": False}, "NetworkRequest"),
                  ({"to": "https://h:8443", "token": "t0k3n-t0k3n-t0k3n", "downtime_ms": 50,
-                   "bandwidth": 0}, "MigrateRequest"), ({"spec": spec}, "IncomingMigrationRequest"),
+                   "bandwidth": 0, "with_disks": True, "auto_converge": False}, "MigrateRequest"),
+                 ({"spec": spec}, "IncomingMigrationRequest"),
+                 ({"spec": spec, "disks": [None, {"size": 1048576, "format": "raw"}]}, "IncomingMigrationRequest"),
                  # answers that need two daemons: daemon_migrate.sh checks the real ones
                  ({"name": "a", "to": "/s", "downtime_ms": 1.5, "total_ms": 9.0, "rounds": 2,
                    "bytes": 4096, "pages_sent": 1, "zero_pages": 0, "destination_state": "running"},

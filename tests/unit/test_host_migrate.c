@@ -5,7 +5,9 @@
  *     http:// refused, naming why), the token (no control characters: it
  *     becomes a header line; not for a socket), the CA as PEM text, the
  *     downtime and bandwidth ranges, unknown keys;
- *   - the incoming body's parser: {"spec": OBJECT} only;
+ *   - the incoming body's parser: {"spec": OBJECT, "disks": [...]}, each
+ *     disk null or {"size", "format": raw|qcow2}; with_disks and
+ *     auto_converge in the migrate body, booleans;
  *   - where the source connects: the destination's address, its wildcard
  *     host replaced by the host of the destination's URL;
  *   - a real daemon: migrating an unknown VM is 404, one that is not
@@ -15,7 +17,12 @@
  *     source VMM's) 409 in_use, and
  *     one whose VMM does not start (/bin/false plays the VMM) 500 with
  *     its record and directory gone again and "created", "exited",
- *     "migration-failed", "deleted" events.
+ *     "migration-failed", "deleted" events;
+ *   - an incoming VM with disks (--with-disks): a name taken or a VM
+ *     directory that cannot be made is refused with no image made; a
+ *     read-only disk given an image 400; one whose VMM does not start
+ *     had its image made in its directory (the spec check took it) and
+ *     it is gone again with the directory; a console file named disk-* 400.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -64,6 +71,18 @@ static void test_migrate_body(void **state)
 	assert_null(r.cacert);
 	assert_int_equal(r.downtime_ms, 0);
 	assert_int_equal(r.bandwidth, 0);
+	assert_false(r.with_disks);
+	assert_false(r.auto_converge);
+	api_migrate_req_free(&r);
+	assert_int_equal(parse("{\"to\": \"/s\", \"with_disks\": true, \"auto_converge\": true}",
+			       &r, &e), 0);
+	assert_true(r.with_disks);
+	assert_true(r.auto_converge);
+	api_migrate_req_free(&r);
+	assert_int_equal(parse("{\"to\": \"/s\", \"with_disks\": false, \"auto_converge\": true}",
+			       &r, &e), 0);
+	assert_false(r.with_disks);
+	assert_true(r.auto_converge);
 	api_migrate_req_free(&r);
 	assert_int_equal(parse("{\"to\": \"https://10.0.0.2:8443\", \"token\": \"abcdefabcdefabcdef\", "
 			       "\"cacert\": \"-----BEGIN CERTIFICATE-----\\nxx\\n\", \"downtime_ms\": 50, "
@@ -93,13 +112,18 @@ static void test_migrate_body(void **state)
 	refused("{\"to\": \"/s\", \"downtime_ms\": \"5\"}", "downtime_ms: expected");
 	refused("{\"to\": \"/s\", \"bandwidth\": -1}", "bandwidth: expected");
 	refused("{\"to\": \"/s\", \"bandwidth\": 1.5}", "bandwidth: expected");
-	refused("{\"to\": \"/s\", \"with_disks\": true}", "unknown key \"with_disks\"");
+	refused("{\"to\": \"/s\", \"with_disks\": 1}", "with_disks: expected true or false");
+	refused("{\"to\": \"/s\", \"auto_converge\": \"yes\"}", "auto_converge: expected true or false");
+	refused("{\"to\": \"/s\", \"mirror\": true}", "unknown key \"mirror\"");
 	refused("{\"to\": \"/s\", \"to\": \"/t\"}", "duplicate");
 }
 
+static char *in_disks;      /* the last parse_in's "disks" */
+
 static int parse_in(const char *body, char **spec, struct api_err *e)
 {
-	return api_parse_incoming_body(body, strlen(body), spec, e);
+	free(in_disks);
+	return api_parse_incoming_body(body, strlen(body), spec, &in_disks, e);
 }
 
 static void test_incoming_body(void **state)
@@ -115,7 +139,34 @@ static void test_incoming_body(void **state)
 	assert_int_equal(json_integer_value(json_object_get(j, "cpus")), 2);
 	json_decref(j);
 	free(spec);
-	assert_int_equal(api_parse_incoming_body("", 0, &spec, &e), -1);
+	assert_null(in_disks);
+	assert_int_equal(parse_in("{\"spec\": {\"name\": \"a\"}, \"disks\": [null, {\"size\": 1048576, "
+				  "\"format\": \"raw\"}, {\"format\": \"qcow2\", \"size\": 65536}]}", &spec, &e), 0);
+	j = json_loads(in_disks, 0, NULL);
+	assert_int_equal(json_array_size(j), 3);
+	assert_true(json_is_null(json_array_get(j, 0)));
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(j, 1), "size")), 1048576);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(j, 2), "format")), "qcow2");
+	json_decref(j);
+	free(spec);
+	static const char *const bad_disks[] = {
+		"{}", "[{\"size\": 0, \"format\": \"raw\"}]", "[{\"size\": 5, \"format\": \"vmdk\"}]",
+		"[{\"size\": 5}]", "[{\"size\": 5, \"format\": \"raw\", \"path\": \"/etc/x\"}]",
+		"[{\"size\": \"5\", \"format\": \"raw\"}]",
+		"[null,null,null,null,null,null,null,null,null,null,null,null,null,null,null,null,null]",
+	};
+	for (size_t i = 0; i < sizeof(bad_disks) / sizeof(bad_disks[0]); i++) {
+		char body[512];
+
+		snprintf(body, sizeof(body), "{\"spec\": {}, \"disks\": %s}", bad_disks[i]);
+		if (parse_in(body, &spec, &e) == 0)
+			fail_msg("accepted: %s", body);
+		assert_int_equal(e.http, 400);
+		assert_non_null(strstr(e.msg, "disks"));
+		assert_null(spec);
+		assert_null(in_disks);
+	}
+	assert_int_equal(api_parse_incoming_body("", 0, &spec, &in_disks, &e), -1);
 	assert_null(spec);
 	assert_int_equal(parse_in("{}", &spec, &e), -1);
 	assert_non_null(strstr(e.msg, "spec: missing"));
@@ -124,6 +175,8 @@ static void test_incoming_body(void **state)
 	assert_int_equal(parse_in("{\"spec\": {}, \"address\": \"tcp:1.2.3.4:5\"}", &spec, &e), -1);
 	assert_non_null(strstr(e.msg, "unknown key \"address\""));
 	assert_null(spec);
+	free(in_disks);
+	in_disks = NULL;
 }
 
 static void test_connect_addr(void **state)
@@ -289,6 +342,49 @@ static void test_daemon_refusals(void **state)
 
 		snprintf(dir, sizeof(dir), "%s/vms/c", f->dir);
 		assert_int_equal(access(dir, F_OK), -1);       /* its directory went too */
+	}
+
+	/* --with-disks: the destination makes the images */
+	{
+		static const char wd[] = "{\"spec\": {\"name\": \"%s\", \"kernel\": \"/bin/true\", "
+			"\"memory\": \"64M\", \"disks\": [{\"path\": \"/src/only/d.img\"}%s]}, "
+			"\"disks\": [{\"size\": 1048576, \"format\": \"%s\"}%s]}";
+		char path[400];
+		FILE *fp;
+
+		snprintf(body, sizeof(body), wd, "a", "", "raw", "");
+		expect(f, "POST", "/v1/migrations/incoming", body, 409, "name_taken", "\"a\"");
+		snprintf(path, sizeof(path), "%s/vms/a/disk-0.raw", f->dir);
+		assert_int_equal(access(path, F_OK), -1);
+		snprintf(path, sizeof(path), "%s/vms/d", f->dir);       /* a stale file of its name */
+		fp = fopen(path, "w");
+		assert_non_null(fp);
+		fclose(fp);
+		snprintf(body, sizeof(body), wd, "d", "", "raw", "");
+		expect(f, "POST", "/v1/migrations/incoming", body, 409, "in_use",
+		       "cannot make its directory");
+		expect(f, "GET", "/v1/vms/d", NULL, 404, "not_found", "\"d\"");
+		unlink(path);
+		snprintf(body, sizeof(body), wd, "d", ", {\"path\": \"/bin/true\", \"readonly\": true}",
+			 "raw", ", {\"size\": 4096, \"format\": \"raw\"}");
+		expect(f, "POST", "/v1/migrations/incoming", body, 400, "invalid_request",
+		       "not a writable disk");
+		assert_int_equal(access(path, F_OK), -1);       /* its directory went again */
+		/* the image made, the spec took it; the VMM (/bin/false) did
+		 * not start, and the image went again with the directory */
+		snprintf(body, sizeof(body), wd, "d", ", {\"path\": \"/bin/true\", \"readonly\": true}",
+			 "qcow2", ", null");
+		expect(f, "POST", "/v1/migrations/incoming", body, 500, "start_failed", "did not start");
+		expect(f, "GET", "/v1/vms/d", NULL, 404, "not_found", "\"d\"");
+		assert_int_equal(access(path, F_OK), -1);
+		events_of(f, "d", ev, sizeof(ev));
+		assert_string_equal(ev, "created exited migration-failed deleted");
+		/* a client may not have the VMM make a file of such a name
+		 * (this daemon allows its whole state directory: that another
+		 * VM's image is refused, daemon_migrate.sh checks) */
+		snprintf(body, sizeof(body), "{\"name\": \"e\", \"kernel\": \"/bin/true\", "
+			 "\"console\": \"file:disk-0.raw\"}");
+		expect(f, "POST", "/v1/vms", body, 400, "invalid_spec", "disk-*");
 	}
 }
 
