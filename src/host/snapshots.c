@@ -82,6 +82,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "host/net.h"
 #include "host/spec.h"
 #include "host/vmctl.h"
 #include "state/snapshot_disk.h"
@@ -493,7 +494,8 @@ static char *snap_disks_of(const char *dir)
 	return text;
 }
 
-int host_snapshot_restore_args(const char *spec, char **argv, int max, char *buf, size_t size)
+int host_snapshot_restore_args(const char *vm, const char *spec, char **argv, int max, char *buf,
+			       size_t size)
 {
 	json_t *js = json_loads(spec ? spec : "{}", 0, NULL), *n;
 	const char *vs = json_string_value(json_object_get(json_object_get(js, "vsock"), "socket"));
@@ -506,7 +508,12 @@ int host_snapshot_restore_args(const char *spec, char **argv, int max, char *buf
 	}
 	json_array_foreach(json_object_get(js, "nets"), i, n) {
 		const char *tap = json_string_value(json_object_get(n, "tap"));
+		char own[16];
 
+		if (!tap && json_is_string(json_object_get(n, "network"))) {
+			net_tap_name(vm, (int)i, own);  /* made for it at this start (net.c) */
+			tap = own;
+		}
 		if (!tap)
 			break;          /* --tap goes to the cards in order */
 		if (argc == max || len >= size) {
@@ -902,6 +909,17 @@ static char *snap_restore_spec(const struct snapshot_record *sr, const char *new
 	json_array_foreach(json_object_get(cfg, "disks"), i, d) {
 		json_object_del(d, "ro");
 		json_object_set_new(d, "readonly", json_true());
+	}
+	/* a card the snapshot's VM had on a daemon network (its TAP was made
+	 * for that VM) is on the network again, with a TAP made for this one */
+	json_array_foreach(json_object_get(cfg, "nets"), i, d) {
+		json_t *net = json_object_get(json_array_get(json_object_get(parent, "nets"), i),
+					      "network");
+
+		if (json_is_string(net) && i >= ntaps) {
+			json_object_del(d, "tap");
+			json_object_set(d, "network", net);
+		}
 	}
 	if (!snap_own_resources(cfg, sr->name, new_name, taps, ntaps, e)) {
 		text = json_dumps(cfg, JSON_COMPACT | JSON_PRESERVE_ORDER);

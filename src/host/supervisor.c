@@ -347,7 +347,7 @@ static int spawn_prepare(struct host *h, struct hvm *vm, struct spawn_args *a,
 	if (restore && vm->rec.snapshot_clone)
 		a->argv[i++] = "--clone";
 	if (restore) {          /* its own vsock socket and TAPs, as its spec names them */
-		int n = host_snapshot_restore_args(vm->rec.spec, a->argv + i, 16, a->restore_args,
+		int n = host_snapshot_restore_args(name, vm->rec.spec, a->argv + i, 16, a->restore_args,
 						   sizeof(a->restore_args));
 
 		if (n < 0)

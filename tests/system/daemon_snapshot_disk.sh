@@ -17,7 +17,8 @@
 #   - bad TAP names and more TAPs than cards are refused (400);
 #   - a VM on a TAP, snapshotted: `vm restore --tap` and `vm clone
 #     --tap-prefix` put the restore and the clones on TAPs of their own,
-#     each held by its VMM, while the first VM holds its own;
+#     each held by its VMM, while the first VM holds its own; clones of a
+#     VM on a daemon network are on it too, each on a TAP made for it;
 #   - deleting the snapshot is refused while they exist, naming them, even
 #     stopped; deleted, their overlays are gone and the snapshot can go;
 #     deleting the source VM removes its overlay too.
@@ -151,6 +152,27 @@ if [ "$(id -u)" = 0 ] && ip tuntap add dev stap0 mode tap 2>/dev/null; then
 	out=$("$SHOAL" vm restore sn --name nr3 --tap-prefix x 2>&1); rc=$?
 	check "--tap-prefix on vm restore: usage error (64)" test $rc -eq 64 -a "$out" = \
 		"shoal: vm restore: --tap-prefix is for vm clone"
+	# a VM on a daemon network: its restore and clones are on the network
+	# too, each on a TAP made for it (not the snapshot VM's)
+	if "$SHOAL" net create sn0 --subnet 10.231.9.0/24 --isolated >"$TMP/net.out" 2>&1; then
+		check "a VM on network sn0 starts" "$SHOAL" vm create -f <(spec w shell '"nets": [{"network": "sn0"}]') --start
+		wait_console_long w "shoal>" || fail "w reaches its shell" "$("$SHOAL" console w --show-log | tail -c 300)"
+		check "snapshot w as sw" "$SHOAL" vm snapshot w --as sw
+		check "vm clone sw --count 2 --prefix wc: both start while w runs" \
+			"$SHOAL" vm clone sw --count 2 --prefix wc
+		check "  ... each clone's spec names network sn0, not a TAP" \
+			test "$(vm_field wc-1 '.spec.nets[0].network + "|" + (.spec.nets[0].tap // "-")')|$(vm_field wc-2 '.spec.nets[0].network')" = "sn0|-|sn0"
+		n=0
+		for t in $(ip -o link show master sb-sn0 | awk -F': ' '{print $2}' | cut -d@ -f1); do
+			carrier "$t" && n=$((n + 1))
+		done
+		check "  ... three TAPs on the bridge, each held by its VMM (w's and one per clone)" test $n = 3
+		for v in wc-1 wc-2 w; do "$SHOAL" vm delete $v --force >/dev/null 2>&1; done
+		"$SHOAL" snapshot delete sw >/dev/null 2>&1
+		"$SHOAL" net delete sn0 >/dev/null 2>&1
+	else
+		skip "clones of a VM on a daemon network" "shoal net create: $(tail -1 "$TMP/net.out")"
+	fi
 	for v in nr nc-1 nc-2 n; do "$SHOAL" vm delete $v --force >/dev/null 2>&1; done
 	"$SHOAL" snapshot delete sn >/dev/null 2>&1
 	for t in stap0 stap1 ctap1 ctap2; do ip link del $t 2>/dev/null; done
