@@ -32,9 +32,10 @@
  * back end maps the memfd itself and could write a zero block behind the
  * mapping's back: the caller must not start the layer then.
  *
- * The handler thread and the scanner are started unfiltered by seccomp
- * (no kind of base/seccomp_rules.c allows UFFDIO_ZEROPAGE and UFFDIO_WAKE):
- * start the layer before the main thread installs its filter.
+ * The handler thread and the scanner install their own seccomp filter
+ * (zero_blocks.c: no kind of base/seccomp_rules.c allows UFFDIO_ZEROPAGE
+ * and UFFDIO_WAKE), so they must be started from a thread without a
+ * filter yet: start the layer before the main thread installs its own.
  *
  * The scanner reads a block with pread (which does not allocate a hole)
  * and, if it is all zero, switches the block to the anonymous mapping

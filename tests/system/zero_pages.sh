@@ -10,6 +10,7 @@
 #   - the 12 MiB it kept verifies, the zeroed range reads zero, and a write
 #     into the zeroed range after the reads (a write-protect fault through
 #     KVM) is kept: the guest verifies it, and the memfd grew by it;
+#   - every thread of the VMM, the layer's two included, runs under seccomp;
 #   - a snapshot afterwards restores: the kept pattern and the written range
 #     verify in the restored guest.
 #
@@ -109,6 +110,11 @@ print(f"figure: scanner released {(peak - alloc) >> 20} MiB in {time.time() - t0
       f"(memfd {peak >> 20} -> {alloc >> 20} MiB of 256)")
 check("the scanner gave the zero blocks back: memfd under 35 % of RAM",
       0 <= alloc < 0.35 * RAM, alloc >> 20)
+
+tasks = os.listdir(f"/proc/{p.pid}/task")
+filt = [t for t in tasks if "Seccomp:\t2" in open(f"/proc/{p.pid}/task/{t}/status").read()]
+check("every VMM thread is filtered by seccomp, the layer's handler and scanner too",
+      len(tasks) >= 5 and len(filt) == len(tasks), (len(filt), len(tasks)))
 
 s = type_into(sock, "readall\r")
 ok_read = wait_console(log, "readall bytes=", 120)
