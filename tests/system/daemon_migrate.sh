@@ -21,6 +21,16 @@
 #     moves to B; one whose
 #     vsock socket the source VMM listens on is refused by B (409 in_use:
 #     its VMM would take the path over) and keeps its socket;
+#   - --with-disks (issue 12): web-6's writable raw disk lies beneath an
+#     --allow-dir B lacks, and its guest has written a sector pattern
+#     (vblk, seed 7); where B has a stale file named like web-6's VM
+#     directory, B refuses (409 in_use, cannot make its directory): web-6
+#     runs on on A, B has no record and made nothing; with the file gone,
+#     `--with-disks --auto-converge` moves it: B made an 8 MiB raw image
+#     in B's VM directory and its spec names it, the guest there verifies
+#     seed 7 (vblk-verify), writes seed 9 into it, and B's image holds
+#     seed 9 while A's image still holds seed 7 (left for the operator);
+#     on B, a client's VM naming that image is refused (403);
 #   - a clone (its memory is copy-on-write) whose VMM refuses to send it
 #     once B has started its incoming VMM: the clone runs on on A, and B
 #     removes its half-made record by itself ("created" ...
@@ -231,6 +241,54 @@ refused "a vsock socket the source VMM listens on" "refused it: 409 in_use: vm \
 	onA "$SHOAL" vm migrate web-5 "${TO[@]}"
 check "web-5 still runs on A, its vsock socket in place" bash -c "[ \"\$(curl -s --unix-socket '$SA' http://d/v1/vms/web-5 | jq -r .state)\" = running ] && [ -S '$TMP/shared/v5.sock' ]"
 check "stop and delete web-5" onA "$SHOAL" vm delete web-5 --force
+
+# --- --with-disks: B makes the disk's image in the VM's own directory ---
+TB=$(cd "$TMP/b" && pwd -P)
+# pattern DISK SEED: the first 64 sectors of raw DISK hold the guest's vblk pattern
+pattern() {
+	python3 - "$1" "$2" <<'PY'
+import sys
+data = open(sys.argv[1], "rb").read(64 * 512)
+seed = sys.argv[2]
+for s in range(64):
+    want = (f"shoal vblk seed={seed} sector={s}".ljust(511, ".") + "\n").encode()
+    if data[s * 512:(s + 1) * 512] != want:
+        print(f"sector {s}: {data[s * 512:s * 512 + 40]!r}"); sys.exit(1)
+PY
+}
+"$SHOAL" img create -f raw "$TMP/aonly/w6.raw" 8M >/dev/null
+check "create and start web-6 on A with a writable raw disk beneath an --allow-dir B lacks" \
+	onA "$SHOAL" vm create -f <(spec web-6 shell "\"disks\": [{\"path\": \"$TMP/aonly/w6.raw\"}]") --start
+onA wait_console_long web-6 "shoal>" || fail "web-6 reaches its shell" "$(onA "$SHOAL" console web-6 --show-log | tail -c 300)"
+onA type_console web-6 "vblk 64 7"$'\r'
+onA wait_console_long web-6 "vblk ok" || fail "web-6 wrote its disk pattern (seed 7)" "$(onA "$SHOAL" console web-6 --show-log | tail -c 300)"
+touch "$TB/vms/web-6"           # a stale file where B would make web-6's directory
+refused "--with-disks where B cannot make the VM's directory" \
+	"refused it: 409 in_use: vm \"web-6\": cannot make its directory $TB/vms/web-6 for its disk images" \
+	onA "$SHOAL" vm migrate web-6 "${TO[@]}" --with-disks
+check "web-6 still runs on A; B has no record and made nothing (only the stale file)" bash -c \
+	"[ \"\$(curl -s --unix-socket '$SA' http://d/v1/vms/web-6 | jq -r '.state + \"/\" + (.busy // \"-\")')\" = running/- ] &&
+	 [ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms | jq -c '[.vms[].name]')\" = '[]' ] &&
+	 [ -f '$TB/vms/web-6' ] && [ ! -s '$TB/vms/web-6' ] && [ \"\$(ls -A '$TB/vms')\" = web-6 ]"
+rm -f "$TB/vms/web-6"
+out=$(onA "$SHOAL" vm migrate web-6 "${TO[@]}" --with-disks --auto-converge 2>&1); rc=$?
+check "web-6 moves to B with --with-disks --auto-converge" test $rc = 0 || echo "$out"
+check "A's migrating event says with_disks and auto_converge" bash -c \
+	"curl -s --unix-socket '$SA' 'http://d/v1/events?vm=web-6' | jq -e '[.events[] | select(.type == \"migrating\")] | last | .detail | .with_disks == true and .auto_converge == true' >/dev/null"
+check "web-6 runs on B; B's spec names the image in B's VM directory; gone from A" bash -c \
+	"[ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms/web-6 | jq -r '.state + \" \" + .spec.disks[0].path')\" = 'running $TB/vms/web-6/disk-0.raw' ] &&
+	 [ \"\$(curl -s -o /dev/null -w '%{http_code}' --unix-socket '$SA' http://d/v1/vms/web-6)\" = 404 ]"
+check "B's image is a raw file of the source's size (8 MiB)" test "$(stat -c %s "$TB/vms/web-6/disk-0.raw" 2>&1)" = 8388608
+onB type_console web-6 "vblk-verify 64 7; vblk 64 9; vblk-verify 64 9"$'\r'
+onB wait_console_long web-6 "vblk-verify ok sectors=64 seed=9" ||
+	fail "on B web-6 writes seed 9 and reads it back" "$(onB "$SHOAL" console web-6 --show-log | tail -c 400)"
+check "on B the guest found A's pattern on its disk (vblk-verify seed 7 ok)" onB console_has web-6 "vblk-verify ok sectors=64 seed=7"
+check "B's image holds the guest's new writes (seed 9)" pattern "$TB/vms/web-6/disk-0.raw" 9
+check "A's image is left as it was (seed 7: the operator deletes it)" pattern "$TMP/aonly/w6.raw" 7
+refused "on B, a client's VM naming web-6's image" "is not beneath an allowed directory" \
+	onB "$SHOAL" vm create -f <(spec x-6 shell "\"disks\": [{\"path\": \"$TB/vms/web-6/disk-0.raw\"}]")
+check "stop and delete web-6 on B (its image with it)" bash -c \
+	"SHOAL_SOCKET='$SB' '$SHOAL' vm delete web-6 --force && [ ! -e '$TB/vms/web-6' ]"
 
 # --- a cancel through the daemon, before the point of no return ---
 onA "$SHOAL" vm migrate web-1 "${TO[@]}" --bandwidth 1M >"$TMP/cancel.out" 2>&1 &
