@@ -88,6 +88,16 @@ int guest_mem_load_file(const struct guest_mem *m, int fd, struct error *e);
 /* XXH3-64 of the `size` bytes of file `fd` (holes hashed as zeros, not
  * read); 0 or -1 with `e`. */
 int guest_mem_file_hash(int fd, uint64_t size, uint64_t *hash, struct error *e);
+/* The compressed memory file (zstd, `level`): the pages that are not all
+ * zero as records (guest_mem_file.c), reading only the memfd's data; the
+ * RAM's data bytes, the file's size and the XXH3-64 of all of RAM (as
+ * guest_mem_file_hash of the plain file would give).  Load checks every
+ * record against the VM's RAM before it copies it (EXIT_BADSTATE for a
+ * damaged or cut file) and gives the same hash of what it loaded, for the
+ * caller to compare.  0, or -1 with `e`. */
+int guest_mem_save_zstd(const struct guest_mem *m, int fd, int level, uint64_t *data_bytes,
+			uint64_t *file_bytes, uint64_t *hash, struct error *e);
+int guest_mem_load_zstd(const struct guest_mem *m, int fd, uint64_t *hash, struct error *e);
 /* Write the pages of [off, end) that are not all zero, reading only the
  * memfd's data, at their offsets in `fd` (the live writer's chunks); add
  * the bytes written to *data.  0, or -1 with errno. */

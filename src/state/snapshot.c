@@ -228,6 +228,8 @@ static int refuse_unsaveable(struct vm *vm, struct error *e)
 /* One snapshot being taken: begun (the partial directory), captured with
  * the VM paused, finished (files, manifest, rename) with the VM paused or,
  * for a live one, running. */
+#define SNAPSHOT_ZSTD_LEVEL 3   /* zstd's default: fast, and most of the gain */
+
 struct snap_job {
 	struct vm *vm;
 	char dir[PATH_MAX], partial[PATH_MAX];
@@ -237,12 +239,14 @@ struct snap_job {
 	struct live_mem *live;           /* memory written while the VM runs */
 	struct snap_disks *disks;        /* writable disks: their overlays */
 	uint64_t hash, t0;
+	bool compress;                   /* memory.zst instead of memory */
 	struct snapshot_stats st;
 };
 
 static void remove_partial(const char *path)
 {
-	static const char *const names[] = { "manifest.json", "state", "memory" };
+	static const char *const names[] = { "manifest.json", "state", "memory", "memory.zst",
+					     SNAP_SEED_FILE };
 	int dfd = open(path, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
 
 	if (dfd >= 0) {
@@ -297,7 +301,8 @@ static void job_free(struct snap_job *j, bool done)
 /* Check what can be checked before the VM is touched, and make the
  * partial directory. */
 static struct snap_job *job_begin(struct vm *vm, const char *dir,
-				   const struct snap_overlay_file *given, struct error *e)
+				   const struct snap_overlay_file *given, bool compress,
+				   struct error *e)
 {
 	struct snap_job *j;
 	char created[32];
@@ -324,6 +329,7 @@ static struct snap_job *job_begin(struct vm *vm, const char *dir,
 	}
 	j->vm = vm;
 	j->disks = plan;
+	j->compress = compress;
 	j->dirfd = j->memfd = -1;
 	j->t0 = now_ns();
 	state_writer_init(&j->state);
@@ -349,7 +355,8 @@ static struct snap_job *job_begin(struct vm *vm, const char *dir,
 		"disks", disks, "memory_bytes", (json_int_t)vm->mem.size);
 	j->dirfd = open(j->partial, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
 	if (j->dirfd >= 0)
-		j->memfd = openat(j->dirfd, "memory", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		j->memfd = openat(j->dirfd, compress ? "memory.zst" : "memory",
+				  O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (!j->manifest || j->memfd < 0) {
 		error_set(e, EXIT_HOST, "%s: %s", j->partial, j->manifest ? strerror(errno) : "out of memory");
 		goto fail;
@@ -408,7 +415,11 @@ static int job_capture(struct snap_job *j, bool live, struct error *e)
 		rc = j->live ? 0 : -1;
 		goto out;
 	}
-	rc = guest_mem_save_file(&j->vm->mem, j->memfd, &j->st.memory_data_bytes, &j->hash, e);
+	if (j->compress)
+		rc = guest_mem_save_zstd(&j->vm->mem, j->memfd, SNAPSHOT_ZSTD_LEVEL,
+					 &j->st.memory_data_bytes, &j->st.memory_file_bytes, &j->hash, e);
+	else
+		rc = guest_mem_save_file(&j->vm->mem, j->memfd, &j->st.memory_data_bytes, &j->hash, e);
 out:
 	return rc;
 }
@@ -444,6 +455,13 @@ static int job_finish(struct snap_job *j, struct error *e)
 	json_object_set_new(files, "memory", json_pack("{s:I, s:I, s:s}",
 		"size", (json_int_t)j->vm->mem.size, "data_bytes", (json_int_t)j->st.memory_data_bytes,
 		"xxh3", hex));
+	if (j->compress) {      /* the xxh3 is of the RAM, not of the file */
+		json_t *mo = json_object_get(files, "memory");
+
+		json_object_set_new(mo, "compression", json_string("zstd"));
+		json_object_set_new(mo, "file", json_string("memory.zst"));
+		json_object_set_new(mo, "file_bytes", json_integer((json_int_t)j->st.memory_file_bytes));
+	}
 	hex64(XXH3_64bits(j->state.data, j->state.len), hex);
 	json_object_set_new(files, "state", json_pack("{s:I, s:s}", "size",
 						      (json_int_t)j->state.len, "xxh3", hex));
@@ -488,9 +506,9 @@ static int job_pause_and_capture(struct snap_job *j, bool live, struct error *e)
 }
 
 int snapshot_create(struct vm *vm, const char *dir, const struct snap_overlay_file *given,
-		    struct snapshot_stats *st, struct error *e)
+		    bool compress, struct snapshot_stats *st, struct error *e)
 {
-	struct snap_job *j = job_begin(vm, dir, given, e);
+	struct snap_job *j = job_begin(vm, dir, given, compress, e);
 	int rc;
 
 	if (!j)
@@ -561,6 +579,63 @@ static void *read_file(const char *dir, const char *name, size_t max, size_t *le
 out:
 	close(fd);
 	return buf;
+}
+
+/* How much memory this process may still take: the host's MemAvailable,
+ * or less where its cgroup (v2) has a memory.max.  UINT64_MAX if unknown. */
+static uint64_t memory_available(void)
+{
+	uint64_t avail = UINT64_MAX, max, cur;
+	char line[4096 + 16], path[4200];
+	FILE *f = fopen("/proc/meminfo", "re");
+
+	if (f) {
+		unsigned long long kib;
+
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
+				avail = (uint64_t)kib << 10;
+		fclose(f);
+	}
+	f = fopen("/proc/self/cgroup", "re");
+	if (!f)
+		return avail;
+	while (fgets(line, sizeof(line), f)) {
+		FILE *m, *c;
+
+		if (strncmp(line, "0::/", 4))
+			continue;
+		line[strcspn(line, "\n")] = 0;
+		snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", line + 3);
+		m = fopen(path, "re");
+		snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.current", line + 3);
+		c = fopen(path, "re");
+		if (m && c && fscanf(m, "%" SCNu64, &max) == 1 && fscanf(c, "%" SCNu64, &cur) == 1)
+			avail = cur >= max ? 0 : max - cur < avail ? max - cur : avail;
+		if (m)
+			fclose(m);
+		if (c)
+			fclose(c);
+	}
+	fclose(f);
+	return avail;
+}
+
+/* A plain restore copies the snapshot's memory data into new RAM: refuse
+ * up front (EXIT_RESOURCE) where the host or this process's cgroup has not
+ * that much memory, instead of failing part way or waking the OOM killer.
+ * (A clone maps the file and shares its pages: not checked.) */
+static int check_room(const char *dir, json_t *jmem, struct error *e)
+{
+	uint64_t need = (uint64_t)json_integer_value(json_object_get(jmem, "data_bytes"));
+	uint64_t avail = memory_available();
+
+	if (need > avail)
+		return error_set(e, EXIT_RESOURCE, "%s: restoring needs %" PRIu64 " MiB of memory for "
+				 "the snapshot's data, and this host (or this process's cgroup) has %"
+				 PRIu64 " MiB available; free some, or start it as a --clone, which "
+				 "shares the snapshot's pages", dir, need >> 20, avail >> 20);
+	return 0;
 }
 
 static int check_hash(const char *dir, const char *name, json_t *jfile, uint64_t size,
@@ -718,7 +793,7 @@ struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov
 {
 	struct vm_config cfg;
 	struct vm *vm = NULL;
-	json_t *m, *files;
+	json_t *m, *files, *zmem;
 	void *state = NULL;
 	size_t state_len = 0;
 	char path[PATH_MAX], **overlays = NULL;
@@ -736,15 +811,30 @@ struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov
 	if (!state || check_hash(dir, "state", json_object_get(files, "state"), state_len,
 				 XXH3_64bits(state, state_len), e))
 		goto out;
-	snprintf(path, sizeof(path), "%s/memory", dir);
+	zmem = json_object_get(json_object_get(files, "memory"), "compression");
+	if (zmem && !(json_is_string(zmem) && !strcmp(json_string_value(zmem), "zstd"))) {
+		error_set(e, EXIT_BADSTATE, "%s/manifest.json: memory compression %s: this Shoal "
+			  "reads zstd only", dir, json_is_string(zmem) ? json_string_value(zmem) : "?");
+		goto out;
+	}
+	if (zmem && ov && ov->clone) {
+		error_set(e, EXIT_USAGE, "%s: its memory is compressed (--compress), and a clone maps "
+			  "the memory file: take the template's snapshot without --compress, or "
+			  "restore this one without --clone", dir);
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/%s", dir, zmem ? "memory.zst" : "memory");
 	memfd = open(path, O_RDONLY | O_CLOEXEC);
 	if (memfd < 0) {
 		error_set(e, EXIT_BADSTATE, "%s: %s", path, strerror(errno));
 		goto out;
 	}
 	/* The file is checked before the VM is built (a clone reads only what
-	 * its guest touches, so its start does not read the whole file). */
-	if (!(ov && ov->clone)) {
+	 * its guest touches, so its start does not read the whole file; a
+	 * compressed one is checked as it is decompressed, below). */
+	if (zmem && check_room(dir, json_object_get(files, "memory"), e))
+		goto out;
+	if (!(ov && ov->clone) && !zmem) {
 		struct stat st;
 		uint64_t hash;
 
@@ -752,6 +842,8 @@ struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov
 			error_set(e, EXIT_HOST, "%s: %s", path, strerror(errno));
 			goto out;
 		}
+		if (check_room(dir, json_object_get(files, "memory"), e))
+			goto out;
 		if (guest_mem_file_hash(memfd, (uint64_t)st.st_size, &hash, e) ||
 		    check_hash(dir, "memory", json_object_get(files, "memory"),
 			       (uint64_t)st.st_size, hash, e))
@@ -771,7 +863,16 @@ struct vm *snapshot_restore(const char *dir, const struct snapshot_overrides *ov
 	if (snap_disks_restore(dir, json_object_get(m, "disks"), &cfg,
 			       ov ? ov->disk_overlay_dir : NULL, &overlays, e))
 		goto out;
-	vm = vm_create_restored(&cfg, memfd, ov && ov->clone, e);
+	vm = zmem ? vm_create_incoming(&cfg, e) : vm_create_restored(&cfg, memfd, ov && ov->clone, e);
+	if (vm && zmem) {       /* RAM from the records; the whole of it hashed */
+		uint64_t hash;
+
+		if (guest_mem_load_zstd(&vm->mem, memfd, &hash, e) ||
+		    check_hash(dir, "memory", json_object_get(files, "memory"), vm->mem.size, hash, e)) {
+			vm_destroy(vm);
+			vm = NULL;
+		}
+	}
 	if (!vm) {
 		if (strstr(e->msg, "memory file"))
 			snprintf(e->msg + strlen(e->msg), sizeof(e->msg) - strlen(e->msg), " (%s)", path);
@@ -816,12 +917,16 @@ struct snap_ctl {
 
 static json_t *stats_json(const char *dir, const struct snapshot_stats *st)
 {
-	return json_pack("{s:b, s:s, s:f, s:f, s:I, s:I, s:I, s:I}", "ok", 1, "dir", dir,
-			 "pause_ms", st->pause_ns / 1e6, "total_ms", st->total_ns / 1e6,
-			 "memory_bytes", (json_int_t)st->memory_bytes,
-			 "memory_data_bytes", (json_int_t)st->memory_data_bytes,
-			 "state_bytes", (json_int_t)st->state_bytes,
-			 "writes_waited", (json_int_t)st->waits);
+	json_t *o = json_pack("{s:b, s:s, s:f, s:f, s:I, s:I, s:I, s:I}", "ok", 1, "dir", dir,
+			      "pause_ms", st->pause_ns / 1e6, "total_ms", st->total_ns / 1e6,
+			      "memory_bytes", (json_int_t)st->memory_bytes,
+			      "memory_data_bytes", (json_int_t)st->memory_data_bytes,
+			      "state_bytes", (json_int_t)st->state_bytes,
+			      "writes_waited", (json_int_t)st->waits);
+
+	if (o && st->memory_file_bytes)
+		json_object_set_new(o, "memory_file_bytes", json_integer((json_int_t)st->memory_file_bytes));
+	return o;
 }
 
 static void *live_writer(void *arg)
@@ -866,7 +971,7 @@ static json_t *snapshot_live_cmd(struct vm *vm, struct snap_ctl *c, const char *
 		pthread_join(c->thread, NULL);
 		c->joined = true;
 	}
-	j = job_begin(vm, dir, given, &e);
+	j = job_begin(vm, dir, given, false, &e);
 	if (!j || job_pause_and_capture(j, true, &e)) {
 		job_free(j, false);
 		return json_pack("{s:b, s:s}", "ok", 0, "error", e.msg);
@@ -912,9 +1017,15 @@ static json_t *snapshot_cmd(struct vm *vm, json_t *req, void *opaque)
 	else if ((ov && (!given.path || given.path[0] != '/')) || (given.fd >= 0) != !!ov)
 		reply = json_pack("{s:b, s:s}", "ok", 0, "error", "snapshot: \"overlay\" is an "
 				  "absolute path, sent with that file open, or neither");
+	else if (json_is_true(json_object_get(req, "live")) &&
+		 json_is_true(json_object_get(req, "compress")))
+		reply = json_pack("{s:b, s:s}", "ok", 0, "error", "snapshot: --compress and --live "
+				  "cannot go together (a live snapshot writes memory in the order the "
+				  "guest touches it; a compressed file is written in one pass)");
 	else if (json_is_true(json_object_get(req, "live")))
 		reply = snapshot_live_cmd(vm, opaque, dir, ov ? &given : NULL);
-	else if (snapshot_create(vm, dir, ov ? &given : NULL, &st, &e))
+	else if (snapshot_create(vm, dir, ov ? &given : NULL,
+				 json_is_true(json_object_get(req, "compress")), &st, &e))
 		reply = json_pack("{s:b, s:s}", "ok", 0, "error", e.msg);
 	if (given.fd >= 0)
 		close(given.fd);        /* a switched disk holds its own duplicate */

@@ -26,6 +26,7 @@ struct snapshot_stats {
 	uint64_t state_bytes;       /* vCPU, KVM and device state */
 	uint64_t waits;             /* live: guest writes that waited for their
 	                             * chunk to be saved first */
+	uint64_t memory_file_bytes; /* compressed: the memory file's size */
 };
 
 /* Take a snapshot of `vm` into `dir`, which must not exist (its parent
@@ -34,8 +35,11 @@ struct snapshot_stats {
  * renamed into place last, so a crash leaves either the complete
  * directory or none.  0, or -1 with `e` (nothing left behind). */
 struct snap_overlay_file;               /* snapshot_disk.h; NULL: none */
+/* `compress`: the memory goes zstd-compressed into memory.zst (smaller to
+ * keep and copy; a restore decompresses it, and a --clone is refused, as
+ * it cannot be mapped). */
 int snapshot_create(struct vm *vm, const char *dir, const struct snap_overlay_file *given,
-		    struct snapshot_stats *st, struct error *e);
+		    bool compress, struct snapshot_stats *st, struct error *e);
 
 /* What `shoal run --restore` may change of a snapshot's settings: where
  * the console goes and the timeout; and whether the VM is a clone, whose

@@ -12,11 +12,17 @@
 #     its memory, the others still see the snapshot's pattern, pages only
 #     read are shared (PSS well under RSS), the snapshot is unchanged;
 #   - a snapshot of a VM with two vCPUs busy on every CPU restores and runs;
+#   - --compress: memory.zst (zstd) instead of memory, its size in the
+#     manifest; it restores with the pattern intact; --clone of it and
+#     --live --compress are refused (64); a damaged or truncated memory.zst
+#     is refused (84);
 #   - bad input: an existing directory, flags --restore
 #     refuses, a truncated memory file, a damaged state file, an unknown
 #     version, a missing file, a changed disk: each refused with its own
 #     message and status 84 (or 64), and nothing in the snapshot changed;
 #     a guest that saw a CPU feature this host lacks: refused (67), named;
+#     too little memory (a cgroup's memory.max below the snapshot's data):
+#     refused (67), naming both sizes;
 #   - crash safety: the VMM killed with SIGKILL at random moments of
 #     `snapshot create` leaves a complete snapshot that restores, or none.
 #
@@ -24,7 +30,7 @@
 . "$(dirname "$0")/lib.sh"
 
 python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
-import hashlib, json, os, random, shutil, signal, socket, subprocess, sys, time
+import hashlib, json, os, random, re, shutil, signal, socket, subprocess, sys, time
 shoal, guest, tmp = sys.argv[1:4]
 ok = True
 def check(name, cond, why=""):
@@ -233,6 +239,60 @@ out = console(log)
 check("restored two-vCPU guest finished its work on both vCPUs and ended with 7",
       rc == 7 and "allcpus ok n=2 sum" in out and "bad" not in out, (rc, err, out[-400:]))
 
+# ---- a compressed snapshot (--compress: memory.zst) ----
+zs = os.path.join(tmp, "snap-zstd")
+p, sock, log = start("zorig", f"fill {A} 16M 5; echo filled; shell")
+check("zstd: the guest filled its pattern", wait_console(log, "shoal> "), console(log)[-300:])
+r = snapshot(sock, zs, "--compress", "--output", "json")
+try: zi = json.loads(r.stdout)
+except ValueError: zi = {}
+files = sorted(os.listdir(zs)) if os.path.isdir(zs) else []
+check("snapshot create --compress: memory.zst instead of memory", r.returncode == 0 and
+      files == ["manifest.json", "memory.zst", "state"], (r.returncode, r.stderr, files))
+zm = json.load(open(os.path.join(zs, "manifest.json"))) if files else {}
+mem = zm.get("files", {}).get("memory", {})
+zsize = os.path.getsize(os.path.join(zs, "memory.zst")) if files else -1
+check("... the manifest says zstd, and the file's size", mem.get("compression") == "zstd" and
+      mem.get("file_bytes") == zsize == zi.get("memory_file_bytes"), (mem, zsize, zi))
+print(f"note: --compress: {mem.get('data_bytes', 0) >> 20} MiB of data in a {zsize >> 10} KiB file "
+      f"(the pattern is pseudo-random; a figure)")
+r = subprocess.run([shoal, "snapshot", "create", "--socket", sock, zs + "-x", "--live", "--compress"],
+                   capture_output=True, text=True)
+check("--live --compress is refused (64), saying why", r.returncode == 64 and "--live" in r.stderr,
+      (r.returncode, r.stderr))
+s = type_into(sock, "exit 0\r"); finish(p); s.close()
+zh = tree_hash(zs)
+p, sock, log = start("zrest", None, restore=zs)
+s = type_into(sock, f"verify {A} 16M 5; exit 7\r") if os.path.exists(sock) else None
+rc, err = finish(p)
+if s: s.close()
+check("a compressed snapshot restores and the guest finds its pattern (exit 7)",
+      rc == 7 and "verify ok" in console(log), (rc, err[-300:], console(log)[-300:]))
+r = subprocess.run([shoal, "run", "--restore", zs, "--clone", "--console", "none", "--timeout", "30"],
+                   capture_output=True, text=True, timeout=120)
+check("... a --clone of it is refused (64), naming --compress",
+      r.returncode == 64 and "--compress" in r.stderr, (r.returncode, r.stderr))
+check("... and the snapshot is unchanged", tree_hash(zs) == zh)
+def zcopy(name, mutate):
+    d = zs + "-" + name
+    shutil.copytree(zs, d)
+    mutate(os.path.join(d, "memory.zst"))
+    r = subprocess.run([shoal, "run", "--restore", d, "--console", "none", "--timeout", "30"],
+                       capture_output=True, text=True, timeout=120)
+    shutil.rmtree(d)
+    return r
+def zflip(f):
+    with open(f, "r+b") as fh:
+        fh.seek(os.path.getsize(f) // 2); b = fh.read(1); fh.seek(os.path.getsize(f) // 2)
+        fh.write(bytes([b[0] ^ 0x10]))
+def zcut(f):
+    with open(f, "r+b") as fh: fh.truncate(os.path.getsize(f) - 100)
+for name, mutate in (("damaged", zflip), ("truncated", zcut)):
+    r = zcopy(name, mutate)
+    check(f"a {name} memory.zst is refused (84), naming the file",
+          r.returncode == 84 and "memory" in r.stderr and r.stderr.count("\n") <= 2,
+          (r.returncode, r.stderr))
+
 # ---- bad input ----
 p, sock, log = start("bad", "shell")
 wait_console(log, "shoal> ")
@@ -306,6 +366,30 @@ def no_cpu(d):
 r, same = bad_copy("nocpu", no_cpu)
 check("restore refuses a manifest without its CPU record (status 84)",
       r.returncode == 84 and '"cpu"' in r.stderr, (r.returncode, r.stderr))
+
+# too little memory for the snapshot's 64 MiB of data: the restore runs in
+# a cgroup whose memory.max is 48 MiB (root, cgroup v2)
+cg = "/sys/fs/cgroup/shoal-test-room-%d" % os.getpid()
+try:
+    ctl_file = "/sys/fs/cgroup/cgroup.subtree_control"
+    if "memory" not in open(ctl_file).read().split():
+        open(ctl_file, "w").write("+memory")
+    os.mkdir(cg)
+    open(os.path.join(cg, "memory.max"), "w").write(str(48 << 20))
+except OSError as err:
+    cg = None
+    print(f"SKIP: restore with too little memory: no cgroup v2 to limit it ({err})")
+if cg:
+    h = tree_hash(snap)
+    r = subprocess.run(["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg,
+                        shoal, "run", "--restore", snap, "--console", "none", "--timeout", "30"],
+                       capture_output=True, text=True, timeout=120)
+    check("restore with less memory than the snapshot's data is refused (status 67), naming both",
+          r.returncode == 67 and re.search(r"needs 6\d MiB .* has \d+ MiB available", r.stderr),
+          (r.returncode, r.stderr))
+    check("... and changes nothing in it (too little memory)", tree_hash(snap) == h)
+    time.sleep(0.2)
+    os.rmdir(cg)
 
 # a read-only disk that changed after the snapshot
 ro = os.path.join(tmp, "ro.raw")
