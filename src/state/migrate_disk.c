@@ -77,25 +77,15 @@
 #include "devices/virtio.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_pci.h"
+#include "vmm/devices.h"
 #include "vmm/vm.h"
 
-/* The virtio-blk device of disk i, or NULL. */
+/* The virtio-blk model of disk i, or NULL. */
 static struct vblk *disk_vblk(struct vm *vm, int i)
 {
-	char name[32];
+	struct vblk *b = NULL;
 
-	snprintf(name, sizeof(name), "virtio-blk%d", i);
-	for (int k = 0; k < vm->ndevices; k++) {
-		struct virtio_device *vd;
-
-		if (strcmp(vm->devices[k]->name, name))
-			continue;
-		vd = virtio_pci_vdev(vm->devices[k]);
-		if (!vd || vd->ops->device_id != VIRTIO_ID_BLOCK || !vd->priv)
-			return NULL;
-		return vd->priv;
-	}
-	return NULL;
+	return vm_disk_device(vm, i, &b) ? b : NULL;
 }
 
 static bool all_zero(const uint8_t *p, size_t n)

@@ -72,6 +72,7 @@
 #include "devices/device.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_pci.h"
+#include "vmm/devices.h"
 #include "vmm/vm.h"
 
 struct snap_disks {
@@ -161,7 +162,6 @@ static bool is_seed(const struct vm_config *cfg, int i)
 	       d->serial && !strcmp(d->serial, CIDATA_VOLUME_ID);
 }
 
-static struct device *disk_device(struct vm *vm, int i, struct vblk **b);
 
 /* What disk i's file is: the device's open image when it has one (a
  * jailed VMM sees no names), else the name in the config. */
@@ -170,7 +170,7 @@ static int disk_stat(struct vm *vm, int i, struct stat *st)
 	struct vblk *b = NULL;
 	const struct blockdev *bd;
 
-	if (disk_device(vm, i, &b) && (bd = vblk_image(b)) && bd->fd >= 0)
+	if (vm_disk_device(vm, i, &b) && (bd = vblk_image(b)) && bd->fd >= 0)
 		return fstat(bd->fd, st);
 	return stat(vm->cfg.disks[i].path, st);
 }
@@ -268,25 +268,6 @@ fail:
 	return NULL;
 }
 
-/* The virtio-blk device of disk i. */
-static struct device *disk_device(struct vm *vm, int i, struct vblk **b)
-{
-	char name[32];
-
-	snprintf(name, sizeof(name), "virtio-blk%d", i);
-	for (int k = 0; k < vm->ndevices; k++) {
-		struct virtio_device *vd;
-
-		if (strcmp(vm->devices[k]->name, name))
-			continue;
-		vd = virtio_pci_vdev(vm->devices[k]);
-		if (!vd || vd->ops->device_id != VIRTIO_ID_BLOCK || !vd->priv)
-			return NULL;
-		*b = vd->priv;
-		return vm->devices[k];
-	}
-	return NULL;
-}
 
 /* Fill a parent's manifest object from its open image bd (the VM's, now
  * under the overlay: nothing writes it) as it is now. */
@@ -336,7 +317,7 @@ int snap_disks_switch(struct snap_disks *p, struct vm *vm, struct error *e)
 		struct sd_disk *sd = &p->d[k];
 		struct vm_disk *disk = &vm->cfg.disks[sd->index];
 		struct vblk *b = NULL;
-		struct device *d = disk_device(vm, sd->index, &b);
+		struct device *d = vm_disk_device(vm, sd->index, &b);
 		char *path;
 		int rc;
 
@@ -386,7 +367,7 @@ int snap_disks_save_seed(struct snap_disks *p, struct vm *vm, int dirfd, uint64_
 
 	if (p->seed < 0)
 		return 0;
-	in = disk_device(vm, p->seed, &b) ? vblk_raw_readonly_fd(b) : -1;
+	in = vm_disk_device(vm, p->seed, &b) ? vblk_raw_readonly_fd(b) : -1;
 	if (in < 0)
 		return error_set(e, EXIT_HOST, "disk %d (the cloud-init seed): not a read-only raw "
 				 "image that can be copied", p->seed);

@@ -14,12 +14,18 @@
  */
 #include "vmm/devices.h"
 
+#include <stdio.h>
+#include <string.h>
+
 #include "boot/acpi.h"
 #include "devices/device.h"
 #include "devices/fw_cfg.h"
 #include "devices/virtio_balloon.h"
+#include "devices/virtio.h"
+#include "devices/virtio_pci.h"
 #include "devices/vmgenid.h"
 #include "vmm/config.h"
+#include "vmm/vm.h"
 
 static int create_serial(const struct device_host *h, const struct vm_config *c, struct error *e)
 {
@@ -90,6 +96,25 @@ static int create_disks(const struct device_host *h, const struct vm_config *c, 
 static int create_vconsole(const struct device_host *h, const struct vm_config *c, struct error *e)
 {
 	return c->vconsole ? virtio_console_create(h, c->vconsole, e) : 0;
+}
+
+struct device *vm_disk_device(struct vm *vm, int i, struct vblk **b)
+{
+	char name[32];
+
+	snprintf(name, sizeof(name), "virtio-blk%d", i);
+	for (int k = 0; k < vm->ndevices; k++) {
+		struct virtio_device *vd;
+
+		if (strcmp(vm->devices[k]->name, name))
+			continue;
+		vd = virtio_pci_vdev(vm->devices[k]);
+		if (!vd || vd->ops->device_id != VIRTIO_ID_BLOCK || !vd->priv)
+			return NULL;
+		*b = vd->priv;
+		return vm->devices[k];
+	}
+	return NULL;
 }
 
 int devices_add_vmgenid(const struct device_host *h, bool new_on_restore, struct error *e)

@@ -32,6 +32,13 @@ extern const struct device_type device_types[];
  * the guest has no ACPI tables of Shoal's, as in a firmware boot). */
 int devices_add_vmgenid(const struct device_host *h, bool new_on_restore, struct error *e);
 
+/* Disk i's device ("virtio-blk<i>") and its virtio-blk model into *b, or
+ * NULL when the VM has no such disk (snapshots and migration reach a
+ * disk's image through it). */
+struct vm;
+struct vblk;
+struct device *vm_disk_device(struct vm *vm, int i, struct vblk **b);
+
 int devices_create_all(const struct device_host *host, const struct vm_config *cfg,
 		       struct error *e);
 
