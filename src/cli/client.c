@@ -29,6 +29,7 @@
 #include "base/exitcode.h"
 #include "base/io.h"
 #include "base/log.h"
+#include "base/size.h"
 #include "host/httpc.h"
 
 #define HEAD_MAX (64 * 1024)
@@ -684,6 +685,28 @@ int cli_set_output(struct cli_common *c, const char *v)
 		return 0;
 	log_error("--output %s: expected json, table or prometheus", v);
 	return -1;
+}
+
+int cli_parse_downtime_ms(const char *arg, long *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtol(arg, &end, 10);
+	if (!*arg || *end || errno || *out < 1 || *out > 3600000) {
+		log_error("--downtime-ms: '%s' is not a number of milliseconds from 1 to 3600000", arg);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+int cli_parse_bandwidth(const char *arg, uint64_t *out)
+{
+	if (size_parse(arg, out) || *out == 0 || *out > (1ULL << 50)) {
+		log_error("--bandwidth: '%s' is not a rate in bytes per second (100M, 1G ...)", arg);
+		return EXIT_USAGE;
+	}
+	return 0;
 }
 
 int cli_print_result(const struct cli_common *c, const struct client_resp *r,

@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stddef.h>
 
 #include "base/error.h"
@@ -77,6 +78,11 @@ struct cli_common {
 
 /* Parse --output: "json", "table" (or "text"), "prometheus". */
 int cli_set_output(struct cli_common *c, const char *v);
+/* A migration's --downtime-ms (1 to 3600000) and --bandwidth (a rate in
+ * bytes per second, "100M"; not 0, at most 1 PiB/s): 0, or EXIT_USAGE
+ * after saying why (`shoal migrate` and `shoal vm migrate` alike). */
+int cli_parse_downtime_ms(const char *arg, long *out);
+int cli_parse_bandwidth(const char *arg, uint64_t *out);
 
 /* A 2xx answer: print its JSON (c->json or !print) or call print(json);
  * else print the API's error.  Returns the exit status. */

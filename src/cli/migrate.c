@@ -28,7 +28,7 @@
 
 #include "base/exitcode.h"
 #include "base/log.h"
-#include "base/size.h"
+#include "cli/client.h"
 #include "cli/commands.h"
 #include "host/vmctl.h"
 #include "state/migrate.h"
@@ -177,7 +177,7 @@ int cmd_migrate(int argc, char **argv)
 	long downtime = 300;
 	uint64_t bw = 0;
 	bool do_cancel = false, with_disks = false, auto_converge = false;
-	char err[512], *end;
+	char err[512];
 	json_t *req, *reply = NULL;
 	struct error e = { 0 };
 	struct vmctl c;
@@ -195,19 +195,12 @@ int cmd_migrate(int argc, char **argv)
 		case 'D': with_disks = true; break;
 		case 'A': auto_converge = true; break;
 		case 'd':
-			downtime = strtol(optarg, &end, 10);
-			if (!*optarg || *end || downtime < 1 || downtime > 3600000) {
-				log_error("--downtime-ms: '%s' is not a number of milliseconds from 1 to "
-					  "3600000", optarg);
+			if (cli_parse_downtime_ms(optarg, &downtime))
 				return EXIT_USAGE;
-			}
 			break;
 		case 'b':
-			if (size_parse(optarg, &bw) || bw == 0) {
-				log_error("--bandwidth: '%s' is not a rate in bytes per second (100M, 1G ...)",
-					  optarg);
+			if (cli_parse_bandwidth(optarg, &bw))
 				return EXIT_USAGE;
-			}
 			break;
 		case 'h': fputs(migrate_usage, stdout); return 0;
 		default:

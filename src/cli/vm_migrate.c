@@ -31,7 +31,6 @@
 
 #include "base/exitcode.h"
 #include "base/log.h"
-#include "base/size.h"
 #include "cli/client.h"
 #include "cli/commands.h"
 
@@ -199,7 +198,7 @@ int cmd_vm_migrate(int argc, char **argv)
 	struct mig_call m = { 0 };
 	long downtime = 0;
 	uint64_t bw = 0;
-	char path[128], *end;
+	char path[128];
 	json_t *body;
 	pthread_t t;
 	bool cancel = false, with_disks = false, auto_converge = false;
@@ -221,19 +220,12 @@ int cmd_vm_migrate(int argc, char **argv)
 				return EXIT_USAGE;
 			break;
 		case OPT_DOWNTIME:
-			downtime = strtol(optarg, &end, 10);
-			if (!*optarg || *end || downtime < 1 || downtime > 3600000) {
-				log_error("--downtime-ms: '%s' is not a number of milliseconds from 1 to "
-					  "3600000", optarg);
+			if (cli_parse_downtime_ms(optarg, &downtime))
 				return EXIT_USAGE;
-			}
 			break;
 		case OPT_BANDWIDTH:
-			if (size_parse(optarg, &bw) || bw == 0 || bw > (1ULL << 50)) {
-				log_error("--bandwidth: '%s' is not a rate in bytes per second (100M, 1G ...)",
-					  optarg);
+			if (cli_parse_bandwidth(optarg, &bw))
 				return EXIT_USAGE;
-			}
 			break;
 		case 'h': fputs(vm_migrate_usage, stdout); return 0;
 		default:
