@@ -7,8 +7,9 @@
  *
  *   source shoald                          destination shoald
  *   claim NAME "migrating" (running)
- *   POST URL/v1/migrations/incoming  ───▶  check the spec as a create does
- *        {"spec": NAME's spec}              (files beneath --allow-dir, the
+ *   POST URL/v1/migrations/incoming  ───▶  [with_disks: make the images]
+ *        {"spec": NAME's spec,              check the spec as a create does
+ *         "disks": [...]}                   (files beneath --allow-dir, the
  *                                           disks' chains opened, memory,
  *                                           the name free); record NAME,
  *                                           claimed "incoming", state
@@ -39,12 +40,20 @@
  * open) is the destination's answer, which the source passes on (409
  * destination_refused) with the VM untouched.
  *
- * Disks: shared storage only (the same paths, visible to both daemons);
- * the destination checks every disk's chain opens there.  A vsock socket
- * path that a live process listens on is refused by the destination: on
- * one host it is the source VMM's, which the new VMM would take over and
- * the old one remove as it exits.  Mirroring
- * disks that are not shared is separate work (docs/migration.md).
+ * Disks: shared storage (the same paths, visible to both daemons; the
+ * destination checks every disk's chain opens there), or, with
+ * with_disks, mirrored by the VMMs (docs/migration.md, "Disks"): the
+ * source sends each writable disk's virtual size and format with the
+ * spec ("disks", null for a read-only one; a qcow2 overlay is refused:
+ * whole images only), and the destination makes the VM's directory (it
+ * must not exist: nothing is reused) and in it an empty image per disk,
+ * disk-N.raw or disk-N.qcow2, before it checks the spec with the paths
+ * rewritten to them (spec.c allows exactly these, in that VM's spec
+ * only).  Any failure before the VM runs there removes them with the
+ * directory; the source's images are left to the operator.  A vsock
+ * socket path that a live process listens on is refused by the
+ * destination: on one host it is the source VMM's, which the new VMM
+ * would take over and the old one remove as it exits.
  *
  * What a client may not do: name the address (the destination picks it,
  * in its own directory or on its own --listen address), or reach a VM

@@ -13,7 +13,9 @@
  * layer under the same confinement, the cloud-init seed's files (regular
  * files beneath them, as the kernel), console files that are plain names
  * (created in the VM's directory by the VMM, never where the caller
- * says), no TAP descriptor numbers, memory.
+ * says, and never disk-*), no TAP descriptor numbers, memory.  One
+ * exception to "beneath the allowed directories": a disk image the daemon
+ * made in the VM's own directory (spec_own_disk, below).
  *
  * These checks are for a clear answer at create (and again at each start);
  * the VMM enforces the same confinement itself when it opens the files

@@ -30,7 +30,11 @@
 #     in B's VM directory and its spec names it, the guest there verifies
 #     seed 7 (vblk-verify), writes seed 9 into it, and B's image holds
 #     seed 9 while A's image still holds seed 7 (left for the operator);
-#     on B, a client's VM naming that image is refused (403);
+#     on B, a client's VM naming that image is refused (403); web-7's
+#     qcow2 disk moves the same way into a qcow2 image B makes (8 MiB,
+#     no backing file) and the guest there verifies its pattern; web-8's
+#     disk, a qcow2 overlay, is refused by A (409 unsupported: overlays
+#     are not sent through the daemons) and web-8 runs on;
 #   - a clone (its memory is copy-on-write) whose VMM refuses to send it
 #     once B has started its incoming VMM: the clone runs on on A, and B
 #     removes its half-made record by itself ("created" ...
@@ -289,6 +293,33 @@ refused "on B, a client's VM naming web-6's image" "is not beneath an allowed di
 	onB "$SHOAL" vm create -f <(spec x-6 shell "\"disks\": [{\"path\": \"$TB/vms/web-6/disk-0.raw\"}]")
 check "stop and delete web-6 on B (its image with it)" bash -c \
 	"SHOAL_SOCKET='$SB' '$SHOAL' vm delete web-6 --force && [ ! -e '$TB/vms/web-6' ]"
+# a qcow2 disk: B makes a qcow2 image of its size
+"$SHOAL" img create -f qcow2 "$TMP/aonly/w7.qcow2" 8M >/dev/null
+check "create and start web-7 on A with a writable qcow2 disk" \
+	onA "$SHOAL" vm create -f <(spec web-7 shell "\"disks\": [{\"path\": \"$TMP/aonly/w7.qcow2\"}]") --start
+onA wait_console_long web-7 "shoal>" || fail "web-7 reaches its shell" "$(onA "$SHOAL" console web-7 --show-log | tail -c 300)"
+onA type_console web-7 "vblk 64 5"$'\r'
+onA wait_console_long web-7 "vblk ok" || fail "web-7 wrote its disk pattern (seed 5)" "$(onA "$SHOAL" console web-7 --show-log | tail -c 300)"
+out=$(onA "$SHOAL" vm migrate web-7 "${TO[@]}" --with-disks 2>&1); rc=$?
+check "web-7 moves to B with --with-disks" test $rc = 0 || echo "$out"
+check "B's spec names a qcow2 image B made: 8 MiB, no backing file" bash -c \
+	"[ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms/web-7 | jq -r '.state + \" \" + .spec.disks[0].path')\" = 'running $TB/vms/web-7/disk-0.qcow2' ] &&
+	 '$SHOAL' img info -U --output json '$TB/vms/web-7/disk-0.qcow2' | jq -e '.format == \"qcow2\" and .\"virtual-size\" == 8388608 and (has(\"backing-filename\") | not)' >/dev/null"
+onB type_console web-7 "vblk-verify 64 5"$'\r'
+if onB wait_console_long web-7 "vblk-verify ok sectors=64 seed=5"; then pass "on B web-7's guest finds its pattern (seed 5) in the qcow2 image"
+else fail "on B web-7's guest finds its pattern (seed 5)" "$(onB "$SHOAL" console web-7 --show-log | tail -c 400)"; fi
+check "stop and delete web-7 on B" onB "$SHOAL" vm delete web-7 --force
+# a qcow2 overlay is not sent through the daemons
+truncate -s 8M "$TMP/aonly/base8.raw"
+"$SHOAL" img create -f qcow2 -b "$TMP/aonly/base8.raw" -F raw "$TMP/aonly/w8.qcow2" >/dev/null
+check "create and start web-8 on A whose disk is a qcow2 overlay" \
+	onA "$SHOAL" vm create -f <(spec web-8 shell "\"disks\": [{\"path\": \"$TMP/aonly/w8.qcow2\"}]") --start
+refused "--with-disks of a qcow2 overlay" "disks[0] $TMP/aonly/w8.qcow2 is a qcow2 overlay" \
+	onA "$SHOAL" vm migrate web-8 "${TO[@]}" --with-disks
+check "web-8 still runs on A, nothing on B" bash -c \
+	"[ \"\$(curl -s --unix-socket '$SA' http://d/v1/vms/web-8 | jq -r '.state + \"/\" + (.busy // \"-\")')\" = running/- ] &&
+	 [ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms | jq -c '[.vms[].name]')\" = '[]' ]"
+check "stop and delete web-8" onA "$SHOAL" vm delete web-8 --force
 
 # --- a cancel through the daemon, before the point of no return ---
 onA "$SHOAL" vm migrate web-1 "${TO[@]}" --bandwidth 1M >"$TMP/cancel.out" 2>&1 &
