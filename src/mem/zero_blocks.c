@@ -217,6 +217,9 @@ static void zb_filter(void)
 		SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep), SCMP_SYS(getpid), SCMP_SYS(gettid),
 		SCMP_SYS(tgkill), SCMP_SYS(brk), SCMP_SYS(fstat), SCMP_SYS(newfstatat),
 		SCMP_SYS(sched_yield), SCMP_SYS(mremap),
+		/* the jail's drop after the threads started: glibc makes every
+		 * thread change its own ids (setxid broadcast) */
+		SCMP_SYS(setgroups), SCMP_SYS(setresgid), SCMP_SYS(setresuid),
 	};
 	static const unsigned long ioctls[] = { UFFDIO_ZEROPAGE, UFFDIO_WAKE, UFFDIO_REGISTER,
 						UFFDIO_WRITEPROTECT };
