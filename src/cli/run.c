@@ -62,8 +62,9 @@ const char run_usage[] =
 "      --zero-scan PAGES|off\n"
 "                           the zero-page layer: released 2 MiB blocks stay\n"
 "                           unallocated when read; a scanner reads PAGES 4 KiB\n"
-"                           pages/s to find zero blocks (on with --balloon,\n"
-"                           scanner off; off: no layer) (docs/memory.md)\n"
+"                           pages/s to find zero blocks (0: no scanner, only\n"
+"                           the balloon's blocks; off, the default: no layer;\n"
+"                           no --live snapshots while on) (docs/memory.md)\n"
 "      --vmgenid            an ACPI VM generation ID: a clone's guest is told to\n"
 "                           reseed its random number generator (docs/snapshots.md)\n"
 "      --vsock cid=N,socket=PATH\n"
@@ -285,6 +286,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 		unsigned long long rate;
 		if (!strcmp(arg, "off")) {
 			cfg->zero_off = true;
+			cfg->zero_on = false;
 			return 0;
 		}
 		errno = 0;
@@ -294,6 +296,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 					 "(0 to 10000000 pages/s)", arg);
 		cfg->zero_scan = (uint32_t)rate;
 		cfg->zero_off = false;
+		cfg->zero_on = true;
 		return 0;
 	}
 	case OPT_VSOCK: return vm_config_set_vsock(cfg, arg, e);
@@ -513,7 +516,9 @@ static int run_jail_prepare(const struct vm_config *cfg, struct run_opts *o, str
 }
 
 /* The zero-page layer (mem/zero_blocks.h) over the VM's memfd: with
- * --balloon or --zero-scan N, unless --zero-scan off.  Started here, before
+ * --zero-scan N (0: the balloon's blocks only).  Not with --balloon alone:
+ * a live snapshot cannot share the mapping with it yet, and is refused
+ * while it is on (state/snapshot.c).  Started here, before
  * vm_run installs the main thread's seccomp filter: its threads need
  * userfaultfd ioctls no filter kind allows.  A clone's private mapping has
  * no memfd (no layer); the VMM has no vhost-user devices (a back end would
@@ -524,7 +529,7 @@ static struct zero_blocks *run_zero_start(struct vm *vm, const struct vm_config 
 	struct zero_blocks *z = NULL;
 	struct error e = { 0 };
 
-	if (cfg->zero_off || (!cfg->balloon && !cfg->zero_scan))
+	if (cfg->zero_off || !cfg->zero_on)
 		return NULL;
 	if (vm->mem.fd < 0) {
 		log_info("zero-page layer: off (guest memory is a copy-on-write mapping, no memfd)");

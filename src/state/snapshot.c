@@ -960,6 +960,15 @@ static json_t *snapshot_live_cmd(struct vm *vm, struct snap_ctl *c, const char *
 	struct error e = { 0 };
 	struct snap_job *j;
 
+	/* The zero-page layer (mem/zero_blocks.c) maps and write-protects
+	 * blocks of the same mapping with a userfaultfd of its own: a block it
+	 * switched during the write would leave the live snapshot's
+	 * protection, and the file would hold memory newer than the pause. */
+	if (vm->mem.released)
+		return json_pack("{s:b, s:s}", "ok", 0, "error", "snapshot: --live is not available "
+				 "while the zero-page layer is on (shoal run --zero-scan): take the "
+				 "snapshot without --live");
+
 	pthread_mutex_lock(&c->lock);
 	if (c->running && !c->joined && c->job) {
 		pthread_mutex_unlock(&c->lock);

@@ -58,6 +58,7 @@ struct vm_config {
 	uint32_t zero_scan;            /* --zero-scan: zero-page scanner, pages/s, 0: none
 	                                  (mem/zero_blocks.h; not in JSON) */
 	bool zero_off;                 /* --zero-scan off: no zero-page layer at all */
+	bool zero_on;                  /* --zero-scan N (0 too): the layer is wanted */
 	uint32_t vsock_cid;            /* 0: no virtio-vsock */
 	char *vsock_socket;            /* host-side Unix socket path */
 	char *vconsole;                /* virtio-console port: "file:PATH", or NULL */

@@ -11,6 +11,8 @@
 #     into the zeroed range after the reads (a write-protect fault through
 #     KVM) is kept: the guest verifies it, and the memfd grew by it;
 #   - every thread of the VMM, the layer's two included, runs under seccomp;
+#   - a --live snapshot is refused while the layer is on (it cannot share
+#     the mapping's write protection yet);
 #   - a snapshot afterwards restores: the kept pattern and the written range
 #     verify in the restored guest.
 #
@@ -145,6 +147,11 @@ check("that write went to the memfd (it grew by about 4 MiB)",
       memfd_alloc(p.pid) - alloc2 >= 4 * MiB, (memfd_alloc(p.pid) - alloc2) >> 20)
 
 snap = os.path.join(tmp, "snap")
+r = subprocess.run([shoal, "snapshot", "create", "--socket", sock, snap + "-live", "--live"],
+                   capture_output=True, text=True, timeout=120)
+check("--live is refused while the layer is on, saying so, and makes nothing",
+      r.returncode != 0 and "zero-page layer" in r.stderr and not os.path.exists(snap + "-live"),
+      (r.returncode, r.stderr))
 r = subprocess.run([shoal, "snapshot", "create", "--socket", sock, snap], capture_output=True,
                    text=True, timeout=300)
 check("snapshot create after the reads", r.returncode == 0, r.stdout + r.stderr)
