@@ -1,4 +1,5 @@
 #!/bin/bash
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 # daemon_migrate.sh - live migration between two shoald (docs/daemon.md,
 # "Live migration"), through the CLI and curl only:
 #   - daemon A serves its Unix socket only; daemon B also serves HTTPS with
@@ -58,7 +59,6 @@
 #     times; at the end the guest on A still verifies its pattern, and
 #     typed "exit 7" it exits 7 there.
 #
-# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.bash"
 need_daemon
