@@ -9,6 +9,10 @@
  *   shoal store rm DIR NAME
  *   shoal store gc DIR [--output json]
  *   shoal store verify DIR [--output json]
+ *   shoal store serve DIR --listen HOST:PORT --cert F --key F --client-ca F
+ *   shoal store grant|revoke DIR CLIENT IMAGE
+ *   shoal store grants DIR [--output json]
+ *   shoal store pull DIR NAME --from https://HOST:PORT --cert F --key F --ca F
  *
  * Images are read through the block layer, so a qcow2 chain goes in as the
  * guest sees it.  This file parses, prints and maps errors to exit
@@ -30,6 +34,9 @@
 #include "block/qcow2.h"
 #include "cli/commands.h"
 #include "cli/img.h"
+#include "store/grants.h"
+#include "store/pull.h"
+#include "store/serve.h"
 #include "store/store.h"
 
 static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -414,6 +421,190 @@ static int s_verify(int argc, char **argv)
 	return n ? EXIT_BADSTATE : 0;
 }
 
+/* ---- the image server and its client (store/serve.c, store/pull.c) ---- */
+
+/* Options of serve and pull: --NAME VALUE pairs into val[] (by the order
+ * of names[]), positional arguments into pos[]. */
+static int parse_kv(int argc, char **argv, const char *const *names, const char **val, size_t nn,
+		    const char **pos, int want)
+{
+	int npos = 0;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *eq;
+		size_t k;
+
+		if (strncmp(a, "--", 2)) {
+			if (npos == want)
+				return usage("%s: too many arguments", argv[0]);
+			pos[npos++] = a;
+			continue;
+		}
+		eq = strchr(a, '=');
+		for (k = 0; k < nn; k++)
+			if (eq ? (strlen(names[k]) == (size_t)(eq - a - 2) && !strncmp(a + 2, names[k], eq - a - 2))
+			       : !strcmp(a + 2, names[k]))
+				break;
+		if (k == nn)
+			return usage("%s: unknown option %s", argv[0], a);
+		if (eq)
+			val[k] = eq + 1;
+		else if (i + 1 < argc)
+			val[k] = argv[++i];
+		else
+			return usage("%s: %s needs a value", argv[0], a);
+	}
+	if (npos != want)
+		return usage("%s: wrong number of arguments", argv[0]);
+	return 0;
+}
+
+static int s_serve(int argc, char **argv)
+{
+	static const char *const names[] = { "listen", "cert", "key", "client-ca", "max-connections", "timeout" };
+	const char *v[6] = { 0 }, *pos[1];
+	struct store_serve_opts o = { 0 };
+	struct error e = { 0 };
+	char *end;
+	int rc = parse_kv(argc, argv, names, v, 6, pos, 1);
+
+	if (rc)
+		return rc;
+	for (int i = 0; i < 4; i++)
+		if (!v[i])
+			return usage("serve: --%s is needed", names[i]);
+	o.dir = pos[0];
+	o.listen = v[0];
+	o.cert = v[1];
+	o.key = v[2];
+	o.client_ca = v[3];
+	if (v[4]) {
+		unsigned long n = strtoul(v[4], &end, 10);
+
+		if (*end || !n || n > 10000)
+			return usage("--max-connections %s: 1 to 10000", v[4]);
+		o.max_connections = (unsigned)n;
+	}
+	if (v[5]) {
+		unsigned long n = strtoul(v[5], &end, 10);
+
+		if (*end || !n || n > 3600)
+			return usage("--timeout %s: 1 to 3600 seconds", v[5]);
+		o.timeout_s = (unsigned)n;
+	}
+	return store_serve(&o, &e) ? fail(&e) : 0;
+}
+
+/* grant and revoke: DIR CLIENT IMAGE. */
+static int s_grant_change(int argc, char **argv, bool add)
+{
+	struct sargs a;
+	struct error e = { 0 };
+	struct store *s;
+	struct store_manifest m;
+	char fp[65];
+	int rc = parse(argc, argv, &a, 3);
+
+	if (rc)
+		return rc;
+	if (store_fingerprint_arg(a.pos[1], fp, &e))
+		return fail(&e);
+	if (add) {	/* the image must be there, and DIR a store */
+		if (store_open(&s, a.pos[0], false, &e))
+			return fail(&e);
+		rc = store_manifest_get(s, a.pos[2], &m, &e);
+		store_close(s);
+		if (rc)
+			return fail(&e);
+		store_manifest_free(&m);
+	}
+	if ((add ? store_grant_add : store_grant_rm)(a.pos[0], fp, a.pos[2], &e))
+		return fail(&e);
+	printf("%s %s: client %s, image %s\n", a.pos[0], add ? "granted" : "revoked", fp, a.pos[2]);
+	return 0;
+}
+
+static int s_grant(int argc, char **argv)
+{
+	return s_grant_change(argc, argv, true);
+}
+
+static int s_revoke(int argc, char **argv)
+{
+	return s_grant_change(argc, argv, false);
+}
+
+static int s_grants(int argc, char **argv)
+{
+	struct sargs a;
+	struct error e = { 0 };
+	struct store_grant *v;
+	size_t n;
+	struct stat sb;
+	int rc = parse(argc, argv, &a, 1);
+
+	if (rc)
+		return rc;
+	if (stat(a.pos[0], &sb) || !S_ISDIR(sb.st_mode))
+		return fprintf(stderr, "shoal: %s: no such store (not a directory)\n", a.pos[0]), EXIT_NOINPUT;
+	if (store_grants_load(a.pos[0], &v, &n, &e))
+		return fail(&e);
+	if (json_out(&a)) {
+		json_t *arr = json_array();
+
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(arr, json_pack("{s:s, s:s, s:I}", "client", v[i].client, "image",
+							     v[i].image, "added", (json_int_t)v[i].added));
+		print_json(arr);
+	} else {
+		printf("%-64s  %s\n", "CLIENT (SHA-256 of its public key)", "IMAGE");
+		for (size_t i = 0; i < n; i++)
+			printf("%-64s  %s\n", v[i].client, v[i].image);
+	}
+	free(v);
+	return 0;
+}
+
+static int s_pull(int argc, char **argv)
+{
+	static const char *const names[] = { "from", "cert", "key", "ca", "output" };
+	const char *v[5] = { 0 }, *pos[2];
+	struct store_pull_opts o = { 0 };
+	struct store_pull_stats st;
+	struct error e = { 0 };
+	int rc = parse_kv(argc, argv, names, v, 5, pos, 2);
+
+	if (rc)
+		return rc;
+	if (!v[0])
+		return usage("pull: --from https://HOST:PORT is needed");
+	if (v[4] && strcmp(v[4], "json") && strcmp(v[4], "human"))
+		return usage("--output %s: json or human", v[4]);
+	o.dir = pos[0];
+	o.name = pos[1];
+	o.from = v[0];
+	o.cert = v[1];
+	o.key = v[2];
+	o.ca = v[3];
+	o.progress = isatty(2) ? progress : NULL;
+	if (store_pull(&o, &st, &e))
+		return fail(&e);
+	if (v[4] && !strcmp(v[4], "json"))
+		print_json(json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "name", o.name, "size",
+				     (json_int_t)st.size, "chunks", (json_int_t)st.chunks, "zero_chunks",
+				     (json_int_t)st.zero_chunks, "present", (json_int_t)st.present, "fetched",
+				     (json_int_t)st.fetched, "fetched_bytes", (json_int_t)st.fetched_bytes,
+				     "up_to_date", st.up_to_date));
+	else if (st.up_to_date)
+		printf("%s: already in %s, the same\n", o.name, o.dir);
+	else
+		printf("%s: %llu bytes, %llu chunks (%llu zero): %llu were here, %llu fetched (%llu bytes)\n", o.name,
+		       (unsigned long long)st.size, (unsigned long long)st.chunks,
+		       (unsigned long long)st.zero_chunks, (unsigned long long)st.present,
+		       (unsigned long long)st.fetched, (unsigned long long)st.fetched_bytes);
+	return 0;
+}
+
 static int s_help(int argc, char **argv)
 {
 	printf("usage: shoal store SUBCOMMAND DIR ...\n"
@@ -424,7 +615,13 @@ static int s_help(int argc, char **argv)
 	       "  du DIR [--output json]                segments and bytes\n"
 	       "  rm DIR NAME                           forget an image (gc frees its chunks)\n"
 	       "  gc DIR [--output json]                drop unreferenced chunks, compact segments\n"
-	       "  verify DIR [--output json]            re-hash every chunk\n");
+	       "  verify DIR [--output json]            re-hash every chunk\n"
+	       "  serve DIR --listen HOST:PORT --cert F --key F --client-ca F [--max-connections N] [--timeout S]\n"
+	       "                                        serve images over HTTPS to clients with certificates\n"
+	       "  grant|revoke DIR CLIENT IMAGE         let a client (fingerprint, or its certificate or public key) pull an image\n"
+	       "  grants DIR [--output json]            the grants\n"
+	       "  pull DIR NAME --from https://HOST:PORT --cert F --key F --ca F [--output json]\n"
+	       "                                        fetch an image's missing chunks from a server\n");
 	return 0;
 }
 
@@ -435,7 +632,9 @@ int cmd_store(int argc, char **argv)
 		int (*fn)(int, char **);
 	} sub[] = { { "init", s_init }, { "add", s_add },   { "import", s_add }, { "get", s_get },
 		    { "export", s_get },  { "ls", s_ls },     { "du", s_du },       { "rm", s_rm },
-		    { "gc", s_gc },       { "verify", s_verify }, { "help", s_help } };
+		    { "gc", s_gc },       { "verify", s_verify }, { "help", s_help },
+		    { "serve", s_serve }, { "grant", s_grant }, { "revoke", s_revoke },
+		    { "grants", s_grants }, { "pull", s_pull } };
 
 	if (argc < 2)
 		return s_help(0, NULL), EXIT_USAGE;

@@ -1452,3 +1452,179 @@ int store_verify(struct store *s, void (*bad)(void *opaque, const char *line), v
 	free_names(names, k);
 	return problems;
 }
+
+/* ---- chunks and manifests one at a time (store/serve.c, store/pull.c) ---- */
+
+const char *store_dir(const struct store *s)
+{
+	return s->dir;
+}
+
+int store_manifest_get(struct store *s, const char *name, struct store_manifest *out, struct error *e)
+{
+	struct manifest m;
+	EVP_MD_CTX *c;
+
+	memset(out, 0, sizeof(*out));
+	if (store_name_check(name, e) || mf_load(s, name, &m, e))
+		return -1;
+	out->c = calloc((size_t)m.h.nchunks + 1, sizeof(*out->c));
+	c = EVP_MD_CTX_new();
+	if (!out->c || !c) {
+		free(m.ent);
+		free(out->c);
+		out->c = NULL;
+		EVP_MD_CTX_free(c);
+		return error_set(e, EXIT_HOST, "%s: out of memory", s->dir);
+	}
+	/* The identity: the same SHA-256 the file carries (header, entries). */
+	EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+	EVP_DigestUpdate(c, &m.h, sizeof(m.h));
+	EVP_DigestUpdate(c, m.ent, (size_t)m.h.nchunks * sizeof(*m.ent));
+	EVP_DigestFinal_ex(c, out->sum, NULL);
+	EVP_MD_CTX_free(c);
+	out->size = m.h.size;
+	out->added = m.h.added;
+	out->generation = m.h.generation;
+	snprintf(out->format, sizeof(out->format), "%s", m.h.format);
+	snprintf(out->chain_id, sizeof(out->chain_id), "%.36s", m.h.chain_id);
+	out->chain_current = m.h.chain_current;
+	out->n = m.h.nchunks;
+	for (uint32_t i = 0; i < m.h.nchunks; i++) {
+		memcpy(out->c[i].hash, m.ent[i].hash, 32);
+		out->c[i].len = m.ent[i].len;
+		out->c[i].flags = m.ent[i].flags & MF_ZERO ? STORE_CHUNK_ZERO : 0;
+	}
+	free(m.ent);
+	return 0;
+}
+
+void store_manifest_free(struct store_manifest *m)
+{
+	free(m->c);
+	m->c = NULL;
+	m->n = 0;
+}
+
+bool store_chunk_has(struct store *s, const uint8_t hash[32])
+{
+	struct seg *g;
+
+	return lookup(s, hash, &g) != NULL;
+}
+
+int store_chunk_read(struct store *s, const uint8_t hash[32], uint8_t *buf, uint32_t *len,
+		     struct error *e)
+{
+	struct seg *g;
+	struct tab_ent *t = lookup(s, hash, &g);
+	char hx[17], users[512];
+
+	if (!t)
+		return error_set(e, EXIT_NOINPUT, "%s: chunk %s: not in the store", s->dir, short_hex(hash, hx));
+	if (read_chunk(s, g, t, buf, e)) {
+		if (e) {
+			size_t k = strlen(e->msg);
+
+			images_using(s, hash, users, sizeof(users));
+			snprintf(e->msg + k, sizeof(e->msg) - k, " (it breaks images: %s)", users);
+		}
+		return -1;
+	}
+	*len = t->rlen;
+	return 0;
+}
+
+/* A writer's first append goes on in the last segment if it has room. */
+static void resume_last_segment(struct store *s)
+{
+	if (s->active < 0 && s->nsegs) {
+		struct seg *g = &s->segs[s->nsegs - 1];
+
+		if (!g->dead && g->len + 4096 < s->p.segment_bytes && g->n < s->p.segment_chunks &&
+		    !tab_load(s, g, NULL))
+			s->active = (int)(s->nsegs - 1);
+	}
+}
+
+int store_chunk_put(struct store *s, const uint8_t hash[32], const void *data, uint32_t len,
+		    struct error *e)
+{
+	uint8_t md[32];
+	uint64_t stored = 0;
+	char hx[17];
+
+	if (!s->write)
+		return error_set(e, EXIT_USAGE, "%s: store opened read-only", s->dir);
+	if (!len || len > s->p.chunk.max)
+		return error_set(e, EXIT_BADSTATE, "chunk %s: %u bytes (this store takes 1 to %u)",
+				 short_hex(hash, hx), len, s->p.chunk.max);
+	store_hash(data, len, md);
+	if (memcmp(md, hash, 32))
+		return error_set(e, EXIT_BADSTATE, "chunk %s: its bytes do not match its SHA-256",
+				 short_hex(hash, hx));
+	if (store_chunk_has(s, hash))
+		return 0;
+	resume_last_segment(s);
+	return put_chunk(s, hash, data, len, &stored, e);
+}
+
+int store_commit(struct store *s, struct error *e)
+{
+	if (!s->write)
+		return error_set(e, EXIT_USAGE, "%s: store opened read-only", s->dir);
+	return commit_segments(s, e);
+}
+
+int store_manifest_put(struct store *s, const char *name, const struct store_manifest *in,
+		       struct error *e)
+{
+	char path[4096], hx[17];
+	struct manifest m = { 0 };
+	uint64_t total = 0;
+	int rc;
+
+	if (!s->write)
+		return error_set(e, EXIT_USAGE, "%s: store opened read-only", s->dir);
+	if (store_name_check(name, e))
+		return -1;
+	if (!access(pathf(s, path, sizeof(path), "images/%s", name), F_OK))
+		return error_set(e, EXIT_USAGE, "%s: an image named '%s' is already in the store (rm it first)", s->dir, name);
+	m.ent = calloc((size_t)in->n + 1, sizeof(*m.ent));
+	if (!m.ent)
+		return error_set(e, EXIT_HOST, "%s: out of memory", s->dir);
+	for (uint32_t i = 0; i < in->n; i++) {
+		bool zero = in->c[i].flags & STORE_CHUNK_ZERO;
+
+		if (!in->c[i].len || in->c[i].len > s->p.chunk.max ||
+		    (!zero && !store_chunk_has(s, in->c[i].hash))) {
+			free(m.ent);
+			return error_set(e, EXIT_BADSTATE, "image %s: chunk %s (#%u): %s", name,
+					 short_hex(in->c[i].hash, hx), i,
+					 in->c[i].len && in->c[i].len <= s->p.chunk.max ? "not in the store" : "bad length");
+		}
+		memcpy(m.ent[i].hash, in->c[i].hash, 32);
+		if (zero)
+			memset(m.ent[i].hash, 0, 32);
+		m.ent[i].len = in->c[i].len;
+		m.ent[i].flags = zero ? MF_ZERO : 0;
+		total += in->c[i].len;
+	}
+	if (total != in->size) {
+		free(m.ent);
+		return error_set(e, EXIT_BADSTATE, "image %s: its chunks add up to %llu bytes, not its size %llu",
+				 name, (unsigned long long)total, (unsigned long long)in->size);
+	}
+	memcpy(m.h.magic, MF_MAGIC, 8);
+	m.h.version = 1;
+	m.h.nchunks = in->n;
+	m.h.size = in->size;
+	m.h.added = in->added ? in->added : (uint64_t)time(NULL);
+	m.h.generation = in->generation;
+	snprintf(m.h.format, sizeof(m.h.format), "%s", in->format);
+	snprintf(m.h.chain_id, sizeof(m.h.chain_id), "%s", in->chain_id);
+	m.h.chain_current = in->chain_current;
+	rc = commit_segments(s, e) || mf_save(s, name, &m, e) ? -1 : 0;
+	free(m.ent);
+	return rc;
+}

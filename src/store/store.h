@@ -108,4 +108,46 @@ int store_verify(struct store *s, void (*bad)(void *opaque, const char *line), v
 void store_hash(const void *buf, size_t len, uint8_t out[32]);
 void store_hash_hex(const uint8_t h[32], char out[65]);
 
+/* ---- chunks and manifests one at a time: the image server
+ * (store/serve.c) and `shoal store pull` (store/pull.c) ---- */
+
+#define STORE_CHUNK_ZERO 1u		/* the chunk is all zeros: not stored */
+struct store_chunk_ref {
+	uint8_t hash[32];		/* all zeros for a zero chunk */
+	uint32_t len, flags;
+};
+struct store_manifest {
+	uint64_t size, added, generation;
+	char format[16];
+	char chain_id[37];		/* "" if none */
+	bool chain_current;
+	uint8_t sum[32];		/* SHA-256 of the manifest file: its identity */
+	uint32_t n;
+	struct store_chunk_ref *c;	/* n, in image order */
+};
+/* Read image `name`'s manifest (free with store_manifest_free).  No such
+ * image: -1 with e->status EXIT_NOINPUT. */
+int store_manifest_get(struct store *s, const char *name, struct store_manifest *m, struct error *e);
+void store_manifest_free(struct store_manifest *m);
+/* Whether chunk `hash` is in a committed (or this writer's) segment. */
+bool store_chunk_has(struct store *s, const uint8_t hash[32]);
+/* Read chunk `hash` into buf (at least the store's chunk max), checked
+ * against its SHA-256; *len gets its length.  Not in the store: -1 with
+ * EXIT_NOINPUT; damaged: -1 with EXIT_BADSTATE and "segment X: chunk H:
+ * why (it breaks images: a, b)". */
+int store_chunk_read(struct store *s, const uint8_t hash[32], uint8_t *buf, uint32_t *len,
+		     struct error *e);
+/* Writers: add chunk `hash` (its bytes are checked against it first; one
+ * already here is skipped).  Appended chunks are part of the store only
+ * after store_commit (or store_manifest_put). */
+int store_chunk_put(struct store *s, const uint8_t hash[32], const void *data, uint32_t len,
+		    struct error *e);
+int store_commit(struct store *s, struct error *e);
+/* Writers: commit, then record manifest m as image `name` (every chunk
+ * must be in the store; an existing name is refused). */
+int store_manifest_put(struct store *s, const char *name, const struct store_manifest *m,
+		       struct error *e);
+/* The store's directory, as opened. */
+const char *store_dir(const struct store *s);
+
 #endif

@@ -1,0 +1,326 @@
+/*
+ * pull.c - `shoal store pull DIR NAME --from https://HOST:PORT`: copy an
+ * image from an image server (store/serve.c) into a local store.
+ *
+ * It asks for the manifest (GET /v1/images/NAME/manifest), then for each
+ * chunk the local store lacks GET /v1/chunks/HEX, and records the
+ * manifest last.  libcurl (base/curl_dl.c, loaded on first use) speaks
+ * HTTPS with this host's certificate and key, and checks the server's
+ * certificate against --ca; one connection is kept for every request.
+ *
+ * Invariants, and what a server may not do to us:
+ * - Every chunk's bytes are checked against the SHA-256 the manifest
+ *   names before they go into the store (store_chunk_put checks again),
+ *   and its length against the manifest's; a mismatch stops the pull with
+ *   an error naming the chunk, and nothing of it is kept.  Answers are
+ *   read up to a bound (the manifest 256 MiB, a chunk the store's largest
+ *   chunk), so a server cannot make us hold more.
+ * - The manifest is checked whole before anything is fetched: names,
+ *   lengths, and that the lengths add up to the size.
+ * - Resumable: the fetched chunks are committed to the store every few
+ *   MiB (store_commit), and a chunk already in the store is never fetched
+ *   again.  A pull killed at any point leaves committed chunks (the next
+ *   pull skips them) and no image; the image appears only when every
+ *   chunk is in, by the manifest's atomic rename.  gc may drop the
+ *   orphaned chunks of a pull that is never rerun.
+ * - The local store is opened as a writer (exclusive lock) for the pull.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/curl_dl.h"
+#include "base/exitcode.h"
+#include "store/pull.h"
+
+#define MANIFEST_MAX (256u << 20)
+#define COMMIT_BYTES (2u << 20)
+
+struct body {
+	uint8_t *p;
+	size_t n, cap, max;
+	bool over;
+};
+
+static size_t on_data(char *data, size_t size, size_t nmemb, void *opaque)
+{
+	struct body *b = opaque;
+	size_t n = size * nmemb;
+
+	if (b->n + n > b->max) {
+		b->over = true;
+		return 0;	/* stops the transfer */
+	}
+	if (b->n + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 65536;
+		uint8_t *q;
+
+		while (cap < b->n + n + 1)
+			cap *= 2;
+		q = realloc(b->p, cap);
+		if (!q)
+			return 0;
+		b->p = q;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->n, data, n);
+	b->n += n;
+	b->p[b->n] = 0;
+	return n;
+}
+
+struct client {
+	CURL *c;
+	const char *from;
+	char err[CURL_ERROR_SIZE];
+};
+
+/* GET from+path into b (at most max bytes).  0 on a 200; else -1 with e
+ * naming the URL and the server's reason. */
+static int get(struct client *x, const char *path, struct body *b, size_t max, struct error *e)
+{
+	char url[2048];
+	size_t n = strlen(x->from);
+	long code = 0;
+	CURLcode rc;
+
+	while (n > 8 && x->from[n - 1] == '/')
+		n--;
+	snprintf(url, sizeof(url), "%.*s%s", (int)n, x->from, path);
+	b->n = 0;
+	b->over = false;
+	b->max = max;
+	x->err[0] = 0;
+	curl_easy_setopt(x->c, CURLOPT_URL, url);
+	curl_easy_setopt(x->c, CURLOPT_WRITEDATA, b);
+	rc = curl_easy_perform(x->c);
+	curl_easy_getinfo(x->c, CURLINFO_RESPONSE_CODE, &code);
+	if (b->over)
+		return error_set(e, EXIT_BADSTATE, "%s: the answer is longer than %zu bytes (refused)", url, max);
+	if (rc != CURLE_OK)
+		return error_set(e, EXIT_HOST, "%s: %s", url, x->err[0] ? x->err : curl_easy_strerror(rc));
+	if (code != 200) {
+		json_t *j = b->n ? json_loadb((const char *)b->p, b->n, 0, NULL) : NULL;
+		const char *why = json_string_value(json_object_get(j, "error"));
+
+		error_set(e, code == 404 ? EXIT_NOINPUT : code == 401 || code == 403 ? EXIT_USAGE : EXIT_HOST,
+			  "%s: %ld: %s", url, code, why ? why : "(no reason given)");
+		json_decref(j);
+		return -1;
+	}
+	return 0;
+}
+
+static int hex32(const char *p, uint8_t out[32])
+{
+	if (!p || strlen(p) != 64)
+		return -1;
+	for (int i = 0; i < 32; i++) {
+		unsigned v;
+
+		if (!strchr("0123456789abcdef", p[2 * i]) || !strchr("0123456789abcdef", p[2 * i + 1]) ||
+		    sscanf(p + 2 * i, "%2x", &v) != 1)
+			return -1;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+/* The manifest from the server's JSON, checked whole. */
+static int parse_manifest(const char *url, const struct body *b, uint32_t chunk_max,
+			  struct store_manifest *m, struct error *e)
+{
+	json_error_t je;
+	json_t *j = json_loadb((const char *)b->p, b->n, 0, &je), *arr;
+	const char *fmt, *chain;
+	uint64_t total = 0;
+	size_t i;
+
+	memset(m, 0, sizeof(*m));
+	if (!j)
+		return error_set(e, EXIT_BADSTATE, "%s: the manifest is not JSON (%s)", url, je.text);
+	arr = json_object_get(j, "chunks");
+	fmt = json_string_value(json_object_get(j, "format"));
+	chain = json_string_value(json_object_get(j, "chain_id"));
+	if (!json_is_integer(json_object_get(j, "size")) || !json_is_array(arr) || !fmt ||
+	    json_array_size(arr) > UINT32_MAX) {
+		json_decref(j);
+		return error_set(e, EXIT_BADSTATE, "%s: the manifest lacks size, format or chunks", url);
+	}
+	m->size = (uint64_t)json_integer_value(json_object_get(j, "size"));
+	m->generation = (uint64_t)json_integer_value(json_object_get(j, "generation"));
+	m->added = (uint64_t)json_integer_value(json_object_get(j, "added"));
+	m->chain_current = json_is_true(json_object_get(j, "chain_current"));
+	snprintf(m->format, sizeof(m->format), "%s", fmt);
+	snprintf(m->chain_id, sizeof(m->chain_id), "%s", chain && strlen(chain) <= 36 ? chain : "");
+	m->n = (uint32_t)json_array_size(arr);
+	m->c = calloc((size_t)m->n + 1, sizeof(*m->c));
+	if (!m->c) {
+		json_decref(j);
+		return error_set(e, EXIT_HOST, "%s: out of memory", url);
+	}
+	for (i = 0; i < m->n; i++) {
+		json_t *c = json_array_get(arr, i);
+		json_int_t len = json_integer_value(json_object_get(c, "len"));
+
+		if (len <= 0 || (uint64_t)len > chunk_max) {
+			json_decref(j);
+			store_manifest_free(m);
+			return error_set(e, EXIT_BADSTATE, "%s: chunk %zu: length %lld (this store takes 1 to %u)",
+					 url, i, (long long)len, chunk_max);
+		}
+		m->c[i].len = (uint32_t)len;
+		total += (uint64_t)len;
+		if (json_is_true(json_object_get(c, "zero"))) {
+			m->c[i].flags = STORE_CHUNK_ZERO;
+		} else if (hex32(json_string_value(json_object_get(c, "hash")), m->c[i].hash)) {
+			json_decref(j);
+			store_manifest_free(m);
+			return error_set(e, EXIT_BADSTATE, "%s: chunk %zu: no SHA-256 hash", url, i);
+		}
+	}
+	json_decref(j);
+	if (total != m->size) {
+		store_manifest_free(m);
+		return error_set(e, EXIT_BADSTATE, "%s: the chunks add up to %llu bytes, not the size %llu", url,
+				 (unsigned long long)total, (unsigned long long)m->size);
+	}
+	return 0;
+}
+
+static bool same_manifest(const struct store_manifest *a, const struct store_manifest *b)
+{
+	if (a->size != b->size || a->n != b->n)
+		return false;
+	for (uint32_t i = 0; i < a->n; i++)
+		if (a->c[i].len != b->c[i].len || a->c[i].flags != b->c[i].flags ||
+		    (!(a->c[i].flags & STORE_CHUNK_ZERO) && memcmp(a->c[i].hash, b->c[i].hash, 32)))
+			return false;
+	return true;
+}
+
+int store_pull(const struct store_pull_opts *o, struct store_pull_stats *st, struct error *e)
+{
+	struct client x = { .from = o->from };
+	struct body b = { 0 };
+	struct store *s = NULL;
+	struct store_manifest m = { 0 }, have;
+	char path[200], hex[65];
+	uint64_t since_commit = 0, done = 0;
+	const char *kill_env = getenv("SHOAL_TEST_PULL_KILL_AFTER");	/* tests: die mid-pull */
+	long kill_after = kill_env ? atol(kill_env) : -1;
+	uint32_t chunk_max;
+	int rc = -1;
+
+	memset(st, 0, sizeof(*st));
+	if (strncmp(o->from, "https://", 8))
+		return error_set(e, EXIT_USAGE, "--from %s: an https:// URL", o->from);
+	if (store_name_check(o->name, e))
+		return -1;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT))
+		return error_set(e, EXIT_HOST, "libcurl: %s", curl_dl_error() ? curl_dl_error() : "initialisation failed");
+	if (store_open(&s, o->dir, true, e))
+		return -1;
+	chunk_max = store_get_params(s)->chunk.max;
+	x.c = curl_easy_init();
+	if (!x.c) {
+		error_set(e, EXIT_HOST, "libcurl: out of memory");
+		goto out;
+	}
+	curl_easy_setopt(x.c, CURLOPT_ERRORBUFFER, x.err);
+	curl_easy_setopt(x.c, CURLOPT_USERAGENT, "shoal-store-pull");
+	curl_easy_setopt(x.c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(x.c, CURLOPT_CONNECTTIMEOUT, 15L);
+	curl_easy_setopt(x.c, CURLOPT_LOW_SPEED_LIMIT, 1L);	/* a stalled server: give up after 60 s */
+	curl_easy_setopt(x.c, CURLOPT_LOW_SPEED_TIME, 60L);
+	curl_easy_setopt(x.c, CURLOPT_PROTOCOLS_STR, "https");
+	curl_easy_setopt(x.c, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(x.c, CURLOPT_WRITEFUNCTION, on_data);
+	if (o->ca)
+		curl_easy_setopt(x.c, CURLOPT_CAINFO, o->ca);
+	if (o->cert)
+		curl_easy_setopt(x.c, CURLOPT_SSLCERT, o->cert);
+	if (o->key)
+		curl_easy_setopt(x.c, CURLOPT_SSLKEY, o->key);
+
+	snprintf(path, sizeof(path), "/v1/images/%s/manifest", o->name);
+	if (get(&x, path, &b, MANIFEST_MAX, e) || parse_manifest(o->from, &b, chunk_max, &m, e))
+		goto out;
+	st->size = m.size;
+	st->chunks = m.n;
+	if (!store_manifest_get(s, o->name, &have, NULL)) {
+		bool same = same_manifest(&have, &m);
+
+		store_manifest_free(&have);
+		if (!same) {
+			error_set(e, EXIT_USAGE, "%s: an image named '%s' is already here, with other content (rm it first)",
+				  o->dir, o->name);
+			goto out;
+		}
+		st->up_to_date = true;
+		for (uint32_t i = 0; i < m.n; i++)
+			st->zero_chunks += !!(m.c[i].flags & STORE_CHUNK_ZERO);
+		st->present = m.n - st->zero_chunks;
+		rc = 0;
+		goto out;
+	}
+	for (uint32_t i = 0; i < m.n; done += m.c[i].len, i++) {
+		uint8_t md[32];
+
+		if (o->progress && (i & 255) == 0)
+			o->progress(o->opaque, done, m.size);
+		if (m.c[i].flags & STORE_CHUNK_ZERO) {
+			st->zero_chunks++;
+			continue;
+		}
+		if (store_chunk_has(s, m.c[i].hash)) {
+			st->present++;
+			continue;
+		}
+		store_hash_hex(m.c[i].hash, hex);
+		snprintf(path, sizeof(path), "/v1/chunks/%s", hex);
+		if (get(&x, path, &b, chunk_max, e))
+			goto out;
+		if (b.n != m.c[i].len) {
+			error_set(e, EXIT_BADSTATE, "%s: chunk %.16s: %zu bytes, the manifest says %u (refused)", o->from,
+				  hex, b.n, m.c[i].len);
+			goto out;
+		}
+		store_hash(b.p, b.n, md);
+		if (memcmp(md, m.c[i].hash, 32)) {
+			error_set(e, EXIT_BADSTATE, "%s: chunk %.16s: the bytes received do not match its SHA-256 (refused)",
+				  o->from, hex);
+			goto out;
+		}
+		if (store_chunk_put(s, m.c[i].hash, b.p, (uint32_t)b.n, e))
+			goto out;
+		st->fetched++;
+		st->fetched_bytes += b.n;
+		since_commit += b.n;
+		if (since_commit >= COMMIT_BYTES) {
+			if (store_commit(s, e))
+				goto out;
+			since_commit = 0;
+		}
+		if (kill_after >= 0 && st->fetched >= (uint64_t)kill_after)
+			raise(SIGKILL);
+	}
+	if (o->progress)
+		o->progress(o->opaque, m.size, m.size);
+	if (store_manifest_put(s, o->name, &m, e))
+		goto out;
+	rc = 0;
+out:
+	if (rc && s && st->fetched)
+		store_commit(s, NULL);	/* keep what arrived whole for the next try */
+	if (x.c)
+		curl_easy_cleanup(x.c);
+	free(b.p);
+	store_manifest_free(&m);
+	store_close(s);
+	return rc;
+}

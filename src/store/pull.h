@@ -1,0 +1,32 @@
+/*
+ * pull.h - `shoal store pull`: copy an image from `shoal store serve`
+ * into a local store, fetching only the chunks it lacks (pull.c).
+ */
+#ifndef SHOAL_STORE_PULL_H
+#define SHOAL_STORE_PULL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/error.h"
+#include "store/store.h"
+
+struct store_pull_opts {
+	const char *dir, *name;		/* the local store; the image */
+	const char *from;		/* https://HOST:PORT */
+	const char *cert, *key;		/* this client host's certificate and key */
+	const char *ca;			/* the CA that signed the server's certificate */
+	store_progress_fn progress;
+	void *opaque;
+};
+
+struct store_pull_stats {
+	uint64_t size, chunks, zero_chunks;
+	uint64_t present;		/* chunks already in the local store */
+	uint64_t fetched, fetched_bytes;
+	bool up_to_date;		/* the image was here already, the same */
+};
+
+int store_pull(const struct store_pull_opts *o, struct store_pull_stats *st, struct error *e);
+
+#endif
