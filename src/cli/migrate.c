@@ -13,7 +13,10 @@
  * (state/migrate_disk.c); without it the destination opens the same
  * images (shared storage).  With --key-file it runs the key's challenge-
  * response (state/migrate_auth.c) on the connection it made before the
- * VMM gets it.  It trusts the VMM's replies
+ * VMM gets it; with --tls instead the TLS 1.3 handshake with the key as
+ * its PSK (state/migrate_tls.c), and then it relays the stream: the VMM
+ * gets one end of a Unix socket pair, a thread here encrypts what comes
+ * out of it, so this command must run until the migration ends.  It trusts the VMM's replies
  * no further than as JSON it prints.  Exit status: 0 migrated (or
  * cancelled, with --cancel), 70 the migration failed or was cancelled,
  * 64 usage, 66 no VMM at SOCK.
@@ -33,11 +36,12 @@
 #include "host/vmctl.h"
 #include "state/migrate.h"
 #include "state/migrate_auth.h"
+#include "state/migrate_tls.h"
 
 static const char migrate_usage[] =
 "usage: shoal migrate --socket SOCK unix:PATH|tcp:HOST:PORT [--downtime-ms N]\n"
 "                     [--bandwidth RATE] [--with-disks] [--auto-converge]\n"
-"                     [--key-file FILE] [--output json]\n"
+"                     [--key-file FILE [--tls]] [--output json]\n"
 "       shoal migrate --socket SOCK --cancel\n"
 "\n"
 "Move the running VM whose VMM serves the control socket SOCK (shoal run\n"
@@ -64,6 +68,9 @@ static const char migrate_usage[] =
 "      --key-file FILE   prove to the destination (started with --incoming\n"
 "                        ADDR,key-file=FILE) that we know its key, and have it\n"
 "                        prove the same, before the VM goes (docs/migration.md)\n"
+"      --tls             encrypt the stream: TLS 1.3 with the key as a pre-shared\n"
+"                        key, to a destination started with ,tls=on (this\n"
+"                        command relays the stream: it must run to the end)\n"
 "      --cancel          cancel the migration in progress (the VM stays)\n"
 "  -o, --output json     the result as JSON on stdout\n"
 "  -h, --help            this help\n"
@@ -166,6 +173,7 @@ int cmd_migrate(int argc, char **argv)
 		{ "bandwidth", required_argument, NULL, 'b' },
 		{ "cancel", no_argument, NULL, 'c' },
 		{ "key-file", required_argument, NULL, 'k' },
+		{ "tls", no_argument, NULL, 'T' },
 		{ "with-disks", no_argument, NULL, 'D' },
 		{ "auto-converge", no_argument, NULL, 'A' },
 		{ "output", required_argument, NULL, 'o' },
@@ -176,7 +184,8 @@ int cmd_migrate(int argc, char **argv)
 	uint8_t key[MIGRATE_KEY_LEN];
 	long downtime = 300;
 	uint64_t bw = 0;
-	bool do_cancel = false, with_disks = false, auto_converge = false;
+	bool do_cancel = false, with_disks = false, auto_converge = false, tls = false;
+	struct migrate_tls *t = NULL;
 	char err[512];
 	json_t *req, *reply = NULL;
 	struct error e = { 0 };
@@ -192,6 +201,7 @@ int cmd_migrate(int argc, char **argv)
 		case 'o': output = optarg; break;
 		case 'c': do_cancel = true; break;
 		case 'k': key_file = optarg; break;
+		case 'T': tls = true; break;
 		case 'D': with_disks = true; break;
 		case 'A': auto_converge = true; break;
 		case 'd':
@@ -227,6 +237,11 @@ int cmd_migrate(int argc, char **argv)
 		log_error("migrate: '%s' is not an address (unix:PATH or tcp:HOST:PORT)", uri);
 		return EXIT_USAGE;
 	}
+	if (tls && (do_cancel || !key_file)) {
+		log_error("migrate: --tls %s", do_cancel ? "goes with a migration, not --cancel" :
+			  "needs --key-file FILE (the key is TLS's pre-shared key)");
+		return EXIT_USAGE;
+	}
 	if (key_file && (do_cancel || migrate_key_read(key_file, key, &e))) {
 		log_error("%s", do_cancel ? "migrate: --cancel takes no --key-file" : e.msg);
 		return do_cancel ? EXIT_USAGE : e.status;
@@ -243,11 +258,22 @@ int cmd_migrate(int argc, char **argv)
 	/* We connect, and the VMM streams over our socket: under seccomp it
 	 * may open no network connection itself. */
 	dest = migrate_connect(uri, &e);
-	if (dest >= 0 && key_file && migrate_auth_connect(dest, key, uri, &e)) {
+	if (dest >= 0 && key_file && (tls ? migrate_auth_connect_tls(dest, key, uri, &t, &e) :
+				      migrate_auth_connect(dest, key, uri, &e))) {
 		close(dest);            /* the VMM never had it: the VM runs on */
 		dest = -1;
 	}
 	explicit_bzero(key, sizeof(key));
+	/* TLS: the VMM writes the stream in clear into a Unix socket whose
+	 * other end our relay thread encrypts (state/migrate_tls.c); it
+	 * never maps libssl nor sees the key. */
+	if (t) {
+		dest = migrate_tls_relay_start(t, &e);
+		if (dest < 0) {
+			migrate_tls_relay_end(t, 0);
+			t = NULL;
+		}
+	}
 	if (dest < 0) {
 		vmctl_close(&c);
 		log_error("%s", e.msg);
@@ -265,6 +291,7 @@ int cmd_migrate(int argc, char **argv)
 		rc = wait_end(&c, &reply, err, sizeof(err));
 	}
 	vmctl_close(&c);
+	migrate_tls_relay_end(t, 2000);     /* the VMM closed its end: the relay ends */
 	if (rc < 0) {
 		log_error("%s: %s", sock, err);
 		return EXIT_HOST;

@@ -58,15 +58,19 @@
  * What a client may not do: name the address (the destination picks it,
  * in its own directory or on its own --listen address), or reach a VM
  * being migrated (it is busy: 503 until it is gone or running again).
- * The stream between the VMMs is authenticated, not encrypted
- * (docs/migration.md, "Authentication"): for each incoming migration the
+ * The stream between the VMMs is authenticated, and over TCP encrypted
+ * (docs/migration.md, "Authentication", "Encryption"): for each incoming migration the
  * destination makes a random 32-byte key, writes it to migrate.key in the
  * VM's directory (0600) for its VMM (--incoming ADDR,key-file=...), which
  * reads it before it listens, removes the file then, and returns the key
  * in its 201 answer (over HTTPS with the token, or its Unix socket).  The
  * source runs the challenge-response on the connection it made, before
  * its VMM gets it; the destination's VMM refuses any connection that
- * fails it and goes on waiting (until HOST_MIGRATE_ACCEPT_S).
+ * fails it and goes on waiting (until HOST_MIGRATE_ACCEPT_S).  Over TCP
+ * the destination's VMM is started with tls=on and the source runs the
+ * TLS 1.3 handshake instead, with the key as its PSK, and relays the
+ * stream between its VMM (a Unix socket pair) and the TLS connection on
+ * a thread (state/migrate_tls.c) until the migration ends.
  */
 #include "host/host.h"
 
@@ -96,6 +100,7 @@
 #include "host/vmctl.h"
 #include "state/migrate.h"
 #include "state/migrate_auth.h"
+#include "state/migrate_tls.h"
 
 #define HOST_MIGRATE_ACCEPT_S 60        /* the destination waits this long for the source */
 #define HOST_MIGRATE_POLL_MS 100        /* migrate-status while it runs */
@@ -424,7 +429,9 @@ static int incoming_start(struct host *h, const char *spec, size_t len, bool tcp
 	migrate_key_hex(key, key_hex);
 	explicit_bzero(key, sizeof(key));
 	host_vm_path(h, vm->rec.name, "migrate.key", key_file, sizeof(key_file));
-	snprintf(vm->incoming, sizeof(vm->incoming), "%s,key-file=%s", addr, key_file);
+	/* over TCP the stream goes in TLS, the key its PSK (state/migrate_tls.c) */
+	snprintf(vm->incoming, sizeof(vm->incoming), "%s,key-file=%s%s", addr, key_file,
+		 tcp ? ",tls=on" : "");
 	vm->busy = "incoming";          /* no other operation, no restart policy */
 	pthread_mutex_lock(&h->lock);
 	json_t *d = json_pack("{s:s, s:s, s:b}", "migration", "incoming", "address", addr,
@@ -763,7 +770,8 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 {
 	char addr[256], caddr[512], why[1024], trash[4400] = "", dstate[32];
 	uint8_t key[MIGRATE_KEY_LEN];
-	bool keyed;
+	bool keyed, tls;
+	struct migrate_tls *t = NULL;
 	struct hvm *vm = host_get(h, name, e);
 	json_t *body, *ans = NULL, *st = NULL, *spec, *res, *disks = NULL;
 	struct error err = { 0 };
@@ -839,10 +847,25 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	}
 	/* prove we know the key, and have the VMM there prove it, before ours
 	 * gets the socket */
-	rc = keyed ? migrate_auth_connect(fd, key, caddr, &err) : 0;
+	tls = keyed && !strncmp(caddr, "tcp:", 4);  /* its VMM has tls=on (incoming_start) */
+	rc = !keyed ? 0 : tls ? migrate_auth_connect_tls(fd, key, caddr, &t, &err) :
+		migrate_auth_connect(fd, key, caddr, &err);
 	explicit_bzero(key, sizeof(key));
+	if (!rc && t) {      /* our VMM writes in clear to our relay, which encrypts */
+		int vfd = migrate_tls_relay_start(t, &err);
+
+		if (vfd < 0) {
+			migrate_tls_relay_end(t, 0);   /* closes fd */
+			t = NULL;
+			fd = -1;
+			rc = -1;
+		} else {
+			fd = vfd;
+		}
+	}
 	if (rc) {
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		api_err_set(e, 502, "destination_refused", "vm \"%s\": %s (the VM runs on here)",
 			    name, err.msg);
 		return source_failed(h, vm, r, e);
@@ -856,12 +879,14 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	pthread_mutex_unlock(&h->lock);
 	if (rc) {
 		close(fd);
+		migrate_tls_relay_end(t, 0);
 		api_err_set(e, 500, "migration_failed", "vm \"%s\": migration to %s cancelled (the "
 			    "VM runs on here)", name, r->to);
 		return source_failed(h, vm, r, e);
 	}
 	rc = vmm_migrate(h, vm, caddr, fd, r, &st, why, sizeof(why));
 	close(fd);
+	migrate_tls_relay_end(t, 2000);     /* the VMM closed its end: the relay ends */
 	if (rc) {
 		api_err_set(e, 500, "migration_failed", "vm \"%s\": migration to %s failed: %s "
 			    "(the VM runs on here)", name, r->to, why);

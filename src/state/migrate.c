@@ -98,6 +98,7 @@
 #include "state/migrate_auth.h"
 #include "state/migrate_disk.h"
 #include "state/migrate_net.h"
+#include "state/migrate_tls.h"
 #include "state/snapshot.h"
 #include "vmm/control.h"
 #include "vmm/config.h"
@@ -140,12 +141,16 @@ void migrate_section_end(struct state_writer *w, size_t start, size_t mark)
 int migrate_read_magic(struct migrate_in *in, struct error *e)
 {
 	char magic[8];
-	int rc = migrate_recv_all(in->fd, magic, 8);
+	int rc = migrate_io_recv(in->fd, in->tls, magic, 8);
 
 	if (rc <= 0)
 		return error_set(e, EXIT_BADSTATE, "incoming migration: the stream ended before its "
 				 "header (%s)", rc ? strerror(errno) : "nothing was sent");
 	in->bytes += 8;
+	if (!memcmp(magic, "SHOALTLS", 8))      /* state/migrate_tls.h's MIGRATE_TLS_ASK */
+		return error_set(e, EXIT_BADSTATE, "incoming migration: the source asks for TLS "
+				 "(SHOALTLS), which needs a key: start the destination with --incoming "
+				 "ADDR,key-file=FILE,tls=on");
 	if (memcmp(magic, MIGRATE_MAGIC, 8))
 		return error_set(e, EXIT_BADSTATE, "incoming migration: not a Shoal migration stream "
 				 "(bad magic)");
@@ -192,7 +197,7 @@ int migrate_read_section(struct migrate_in *in, char name[64], const uint8_t **p
 
 	if (in_reserve(in, SECTION_HEAD_MAX, e))   /* the longest header */
 		return -1;
-	rc = migrate_recv_all(in->fd, in->buf, 5);
+	rc = migrate_io_recv(in->fd, in->tls, in->buf, 5);
 	if (rc <= 0)
 		return short_read(in, rc, e);
 	memcpy(&magic, in->buf, 4);
@@ -202,7 +207,7 @@ int migrate_read_section(struct migrate_in *in, char name[64], const uint8_t **p
 				 "section header at byte %" PRIu64 " (section %" PRIu64 ")",
 				 in->bytes, in->sections);
 	head = 5 + nlen + 2 + 4;
-	rc = migrate_recv_all(in->fd, in->buf + 5, head - 5);
+	rc = migrate_io_recv(in->fd, in->tls, in->buf + 5, head - 5);
 	if (rc <= 0)
 		return short_read(in, rc ? rc : -1, e);
 	memcpy(&plen, in->buf + head - 4, 4);
@@ -213,7 +218,7 @@ int migrate_read_section(struct migrate_in *in, char name[64], const uint8_t **p
 	total = head + plen + 8;
 	if (in_reserve(in, total, e))
 		return -1;
-	rc = migrate_recv_all(in->fd, in->buf + head, plen + 8);
+	rc = migrate_io_recv(in->fd, in->tls, in->buf + head, plen + 8);
 	if (rc <= 0)
 		return short_read(in, rc ? rc : -1, e);
 	state_reader_init(&r, in->buf, total - 8);
@@ -279,11 +284,12 @@ int migrate_apply_ram(const struct guest_mem *m, const uint8_t *p, size_t len,
 
 /* ---- the destination ---- */
 
-static void send_nak(int fd, const char *msg)
+static void send_nak(int fd, struct migrate_tls *tls, const char *msg)
 {
 	uint32_t n = (uint32_t)strlen(msg);
 
-	if (migrate_send_all(fd, "SHOALNAK", 8) || migrate_send_all(fd, &n, 4) || migrate_send_all(fd, msg, n))
+	if (migrate_io_send(fd, tls, "SHOALNAK", 8) || migrate_io_send(fd, tls, &n, 4) ||
+	    migrate_io_send(fd, tls, msg, n))
 		return;
 }
 
@@ -375,7 +381,7 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, struct error *e)
 				return -1;
 			state_writer_init(&w);
 			migrate_disk_answer(&dt, &w);
-			rc = w.error ? -ENOMEM : migrate_send_all(in->fd, w.data, w.len);
+			rc = w.error ? -ENOMEM : migrate_io_send(in->fd, in->tls, w.data, w.len);
 			state_writer_free(&w);
 			if (rc)
 				return error_set(e, EXIT_HOST, "incoming migration: answering the disks "
@@ -426,12 +432,18 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 	if (lfd < 0)
 		return -1;
 	log_info("incoming migration: waiting on %s%s", uri,
+		 migrate_incoming_tls() ? " for a source that knows the key, over TLS" :
 		 migrate_incoming_keyed() ? " for a source that knows the key" : "");
 	for (;;) {      /* with a key, a connection without its proof is refused */
-		do
-			in.fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		while (in.fd < 0 && errno == EINTR);
-		if (in.fd < 0 || !migrate_auth_accept(in.fd, e))
+		struct sockaddr_storage peer;
+		socklen_t plen;
+
+		do {
+			plen = sizeof(peer);
+			memset(&peer, 0, sizeof(peer));
+			in.fd = accept4(lfd, (struct sockaddr *)&peer, &plen, SOCK_CLOEXEC);
+		} while (in.fd < 0 && errno == EINTR);
+		if (in.fd < 0 || !migrate_auth_accept(in.fd, (struct sockaddr *)&peer, &in.tls, e))
 			break;
 		log_warn("%s; still waiting on %s", e->msg, uri);
 		close(in.fd);
@@ -445,12 +457,13 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 	rc = migrate_read_magic(&in, e);
 	if (!rc)
 		rc = incoming_read(vm, &in, e);
-	if (!rc && migrate_send_all(in.fd, "SHOALACK", 8))
+	if (!rc && migrate_io_send(in.fd, in.tls, "SHOALACK", 8))
 		rc = error_set(e, EXIT_HOST, "incoming migration: the source went away before our "
 			       "acknowledgement (it keeps the VM)");
 	if (rc)
-		send_nak(in.fd, e->msg);
-	close(in.fd);
+		send_nak(in.fd, in.tls, e->msg);
+	migrate_io_close(in.fd, in.tls);     /* TLS: close_notify, then the fd */
+	in.tls = NULL;
 	migrate_in_free(&in);
 	return rc;
 }

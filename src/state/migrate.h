@@ -68,8 +68,10 @@ size_t migrate_section_begin(struct state_writer *w, const char *name);
 void migrate_section_end(struct state_writer *w, size_t start, size_t mark);
 
 /* Reading a stream from `fd`: `bytes` counts what was read (for errors). */
+struct migrate_tls;
 struct migrate_in {
 	int fd;
+	struct migrate_tls *tls;          /* NULL: in clear (state/migrate_tls.h) */
 	uint8_t *buf;
 	size_t cap;
 	uint64_t bytes, sections;

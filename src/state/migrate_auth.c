@@ -40,8 +40,10 @@
  */
 #include "state/migrate_auth.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +58,7 @@
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "state/migrate_net.h"
+#include "state/migrate_tls.h"
 
 #define NONCE 32
 #define MAC   32
@@ -155,26 +158,181 @@ int migrate_key_read(const char *path, uint8_t key[MIGRATE_KEY_LEN], struct erro
 			 path, (long long)st.st_size);
 }
 
+/* --incoming's options after the address: key-file=FILE, tls=on|off,
+ * fail-limit=N, fail-window=SECONDS.  A path with a comma cannot be given. */
+static bool g_tls;
+static unsigned g_fail_limit = MIGRATE_FAIL_LIMIT, g_fail_window = MIGRATE_FAIL_WINDOW_S;
+
+static int incoming_opt(const char *opt, const char **key_file, int *tls, struct error *e)
+{
+	const char *v = strchr(opt, '=');
+	char *end;
+	long n;
+
+	if (!v || v == opt)
+		return error_set(e, EXIT_USAGE, "--incoming: '%s' is not an option (key-file=FILE, "
+				 "tls=on|off, fail-limit=N, fail-window=SECONDS)", opt);
+	v++;
+	if (!strncmp(opt, "key-file=", 9)) {
+		*key_file = v;
+		return 0;
+	}
+	if (!strncmp(opt, "tls=", 4)) {
+		if (strcmp(v, "on") && strcmp(v, "off"))
+			return error_set(e, EXIT_USAGE, "--incoming: tls=%s is not on or off", v);
+		*tls = !strcmp(v, "on");
+		return 0;
+	}
+	n = strtol(v, &end, 10);
+	if (!strncmp(opt, "fail-limit=", 11)) {
+		if (!*v || *end || n < 1 || n > 1000)
+			return error_set(e, EXIT_USAGE, "--incoming: fail-limit=%s is not 1 to 1000", v);
+		g_fail_limit = (unsigned)n;
+		return 0;
+	}
+	if (!strncmp(opt, "fail-window=", 12)) {
+		if (!*v || *end || n < 1 || n > 86400)
+			return error_set(e, EXIT_USAGE, "--incoming: fail-window=%s is not 1 to 86400 "
+					 "seconds", v);
+		g_fail_window = (unsigned)n;
+		return 0;
+	}
+	return error_set(e, EXIT_USAGE, "--incoming: '%s' is not an option (key-file=FILE, "
+			 "tls=on|off, fail-limit=N, fail-window=SECONDS)", opt);
+}
+
 int migrate_incoming_key(char *incoming, struct error *e)
 {
-	char *opt = strstr(incoming, ",key-file=");
-	const char *why;
+	static const char *const names[] = { ",key-file=", ",tls=", ",fail-limit=", ",fail-window=" };
+	char *opts = NULL, *save = NULL, *tok, *copy;
+	const char *key_file = NULL, *why;
+	int tls = 0, rc = 0;
 
-	if (!opt)
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		char *o = strstr(incoming, names[i]);
+
+		if (o && (!opts || o < opts))
+			opts = o;
+	}
+	if (!opts)
 		return 0;
-	if (migrate_key_read(opt + 10, g_key, e))
+	copy = strdup(opts + 1);
+	if (!copy)
+		return error_set(e, EXIT_HOST, "--incoming: out of memory");
+	for (tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save))
+		rc = incoming_opt(tok, &key_file, &tls, e);
+	if (!rc && tls && !key_file)
+		rc = error_set(e, EXIT_USAGE, "--incoming: tls=on needs key-file=FILE (the key is "
+			       "TLS's pre-shared key)");
+	if (!rc && key_file && migrate_key_read(key_file, g_key, e))
+		rc = -1;
+	free(copy);
+	if (rc)
 		return -1;
+	if (!key_file) {             /* fail-limit alone: nothing to count */
+		*opts = 0;
+		return 0;
+	}
 	why = crypto_dl_error();      /* load it now: no dlopen under seccomp or in the jail */
 	if (why)
 		return error_set(e, EXIT_HOST, "--incoming: key-file needs libcrypto: %s", why);
-	*opt = 0;
+	if (tls && migrate_tls_load(e))  /* libssl too, and OpenSSL's configuration */
+		return -1;
+	*opts = 0;
 	g_keyed = true;
+	g_tls = tls;
 	return 0;
 }
 
 bool migrate_incoming_keyed(void)
 {
 	return g_keyed;
+}
+
+bool migrate_incoming_tls(void)
+{
+	return g_tls;
+}
+
+/* ---- failed handshakes, per peer ----
+ *
+ * A peer (an IP address; the port is the peer's to change) that failed
+ * g_fail_limit handshakes within g_fail_window seconds is refused, without
+ * any crypto, for g_fail_window seconds after the last of them.  A Unix
+ * peer is not counted (a local process may as well be the source).  The
+ * table holds the last PEERS peers seen failing; the oldest goes first. */
+#define PEERS 256
+
+static struct peer {
+	char addr[INET6_ADDRSTRLEN];
+	uint64_t first_ns, last_ns, until_ns;
+	unsigned count;
+} g_peers[PEERS];
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static bool peer_name(const struct sockaddr *sa, char out[INET6_ADDRSTRLEN])
+{
+	if (sa && sa->sa_family == AF_INET)
+		return inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out,
+				 INET6_ADDRSTRLEN) != NULL;
+	if (sa && sa->sa_family == AF_INET6)
+		return inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out,
+				 INET6_ADDRSTRLEN) != NULL;
+	return false;
+}
+
+static struct peer *peer_find(const char *addr, bool make)
+{
+	struct peer *old = &g_peers[0];
+
+	for (int i = 0; i < PEERS; i++) {
+		if (g_peers[i].addr[0] && !strcmp(g_peers[i].addr, addr))
+			return &g_peers[i];
+		if (g_peers[i].last_ns < old->last_ns)
+			old = &g_peers[i];
+	}
+	if (!make)
+		return NULL;
+	memset(old, 0, sizeof(*old));
+	snprintf(old->addr, sizeof(old->addr), "%s", addr);
+	return old;
+}
+
+static void peer_failed(const char *addr)
+{
+	uint64_t now = mono_ns(), win = (uint64_t)g_fail_window * 1000000000ULL;
+	struct peer *p;
+
+	if (!addr[0])
+		return;
+	p = peer_find(addr, true);
+	if (!p->count || now - p->first_ns > win) {
+		p->first_ns = now;
+		p->count = 0;
+	}
+	p->last_ns = now;
+	if (++p->count >= g_fail_limit) {
+		p->until_ns = now + win;
+		p->count = 0;
+		log_warn("incoming migration: %s failed %u handshakes within %u s: refused for %u s",
+			 addr, g_fail_limit, g_fail_window, g_fail_window);
+	}
+}
+
+/* /ms left of a peer's refusal, 0 when it may try. */
+static uint64_t peer_refused_ms(const char *addr)
+{
+	struct peer *p = addr[0] ? peer_find(addr, false) : NULL;
+	uint64_t now = mono_ns();
+
+	return p && p->until_ns > now ? (p->until_ns - now) / 1000000 + 1 : 0;
 }
 
 /* ---- the handshake ---- */
@@ -240,27 +398,51 @@ static int refuse(int fd, struct error *e, const char *msg)
 	return error_set(e, EXIT_HOST, "%s", msg);
 }
 
-int migrate_auth_accept(int fd, struct error *e)
+/* The handshake on a connection: 0 (and *tls with TLS) or -1 with `e`. */
+static int handshake(int fd, struct migrate_tls **tls, struct error *e)
 {
 	uint8_t in[8 + NONCE], out[8 + NONCE + MAC], mac[MAC], want[MAC];
 	const uint8_t *ns = in + 8, *nd = out + 8;
+	char desc[96];
 	int rc;
 
-	if (!g_keyed)
-		return 0;
 	io_timeout_ms(fd, MIGRATE_AUTH_TIMEOUT_S * 1000);
-	rc = migrate_recv_all(fd, in, sizeof(in));
+	rc = migrate_recv_all(fd, in, 8);
 	if (rc <= 0)
 		return error_set(e, EXIT_HOST, "incoming migration: a connection %s before it proved "
 				 "it knows the key", rc == 0 || errno == EPIPE ? "ended" :
 				 errno == EAGAIN ? "was silent for 5 s" : strerror(errno));
 	if (!memcmp(in, "SHOALMIG", 8))
-		return refuse(fd, e, "incoming migration: the source sent its stream without "
-			      "authenticating: this destination takes only a source that knows its "
-			      "key (shoal migrate --key-file FILE)");
+		return refuse(fd, e, g_tls ? "incoming migration: the source sent its stream in clear: "
+			      "this destination takes it only over TLS (tls=on): shoal migrate "
+			      "--key-file FILE --tls" : "incoming migration: the source sent its stream "
+			      "without authenticating: this destination takes only a source that knows "
+			      "its key (shoal migrate --key-file FILE)");
+	if (g_tls && !memcmp(in, MIGRATE_AUTH_MAGIC, 8))
+		return refuse(fd, e, "incoming migration: the source asked for the key's challenge in "
+			      "clear: this destination takes the stream only over TLS (tls=on): shoal "
+			      "migrate --key-file FILE --tls");
+	if (!g_tls && !memcmp(in, MIGRATE_TLS_ASK, 8))
+		return refuse(fd, e, "incoming migration: the source asks for TLS, which this "
+			      "destination was not started with (--incoming ADDR,key-file=FILE,tls=on)");
+	if (g_tls && !memcmp(in, MIGRATE_TLS_ASK, 8)) {
+		if (migrate_send_all(fd, MIGRATE_TLS_OK, 8))
+			return error_set(e, EXIT_HOST, "incoming migration: a connection went away "
+					 "before its TLS handshake");
+		if (migrate_tls_accept(fd, g_key, tls, e))
+			return -1;
+		log_info("incoming migration: the source proved it knows the key (TLS handshake: "
+			 "%s)", migrate_tls_describe(*tls, desc, sizeof(desc)));
+		return 0;
+	}
 	if (memcmp(in, MIGRATE_AUTH_MAGIC, 8))
 		return refuse(fd, e, "incoming migration: a connection began with bytes that are no "
 			      "Shoal migration's");
+	rc = migrate_recv_all(fd, in + 8, NONCE);
+	if (rc <= 0)
+		return error_set(e, EXIT_HOST, "incoming migration: a connection %s before it proved "
+				 "it knows the key", rc == 0 || errno == EPIPE ? "ended" :
+				 errno == EAGAIN ? "was silent for 5 s" : strerror(errno));
 	memcpy(out, MIGRATE_AUTH_MAGIC, 8);
 	if (migrate_key_new(out + 8, e) || proof(g_key, "shoal-migrate dst", ns, nd, out + 8 + NONCE) ||
 	    proof(g_key, "shoal-migrate src", ns, nd, want))
@@ -283,6 +465,33 @@ int migrate_auth_accept(int fd, struct error *e)
 	return 0;
 }
 
+int migrate_auth_accept(int fd, const struct sockaddr *peer, struct migrate_tls **tls,
+			struct error *e)
+{
+	char addr[INET6_ADDRSTRLEN] = "";
+	uint64_t ms;
+
+	*tls = NULL;
+	if (!g_keyed)
+		return 0;
+	if (!peer_name(peer, addr))
+		addr[0] = 0;
+	ms = peer_refused_ms(addr);
+	if (ms) {
+		char msg[300];
+
+		snprintf(msg, sizeof(msg), "incoming migration: %s failed %u handshakes within %u s: "
+			 "refused for another %llu s (a wrong key? fail-limit=, fail-window=)", addr,
+			 g_fail_limit, g_fail_window, (unsigned long long)(ms + 999) / 1000);
+		io_timeout_ms(fd, 100);
+		return refuse(fd, e, msg);
+	}
+	if (!handshake(fd, tls, e))
+		return 0;
+	peer_failed(addr);
+	return -1;
+}
+
 /* The destination's NAK after `word`: its reason, into `e`. */
 static int read_refusal(int fd, const char word[8], const char *uri, struct error *e)
 {
@@ -302,8 +511,8 @@ static int read_refusal(int fd, const char word[8], const char *uri, struct erro
 			msg[i] = '?';
 	return error_set(e, EXIT_HOST, "migration to %s: the destination refused the connection: "
 			 "%s%s", uri, n ? msg : "(no reason given)",
-			 strstr(msg, "not a Shoal migration") ? " (it asks for no key: was it started "
-			 "with --incoming ...,key-file=FILE?)" : "");
+			 strstr(msg, "not a Shoal migration") || strstr(msg, "SHOALTLS") ?
+			 " (it asks for no key: was it started with --incoming ...,key-file=FILE?)" : "");
 }
 
 int migrate_auth_connect(int fd, const uint8_t key[MIGRATE_KEY_LEN], const char *uri,
@@ -347,4 +556,23 @@ int migrate_auth_connect(int fd, const uint8_t key[MIGRATE_KEY_LEN], const char 
 	if (memcmp(in, MIGRATE_AUTH_OK, 8))
 		return read_refusal(fd, (const char *)in, uri, e);
 	return 0;
+}
+
+int migrate_auth_connect_tls(int fd, const uint8_t key[MIGRATE_KEY_LEN], const char *uri,
+			     struct migrate_tls **t, struct error *e)
+{
+	char in[8];
+	int rc;
+
+	*t = NULL;
+	if (migrate_send_all(fd, MIGRATE_TLS_ASK, 8))
+		return error_set(e, EXIT_HOST, "migration to %s: asking for TLS: %s", uri,
+				 strerror(errno));
+	rc = migrate_recv_all(fd, in, 8);
+	if (rc <= 0)
+		return error_set(e, EXIT_HOST, "migration to %s: no answer to our asking for TLS (%s)",
+				 uri, rc == 0 || errno == EPIPE ? "the connection ended" : strerror(errno));
+	if (memcmp(in, MIGRATE_TLS_OK, 8))
+		return read_refusal(fd, in, uri, e);
+	return migrate_tls_connect(fd, key, uri, t, e);
 }
