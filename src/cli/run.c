@@ -29,6 +29,7 @@
 #include "state/migrate_auth.h"
 #include "state/snapshot.h"
 #include "mem/zero_blocks.h"
+#include "mem/idle_sample.h"
 #include "vmm/vm.h"
 
 const char run_usage[] =
@@ -609,6 +610,7 @@ static int run_vm(const struct vm_config *cfg, const struct run_opts *o, struct 
 	struct zero_blocks *zb = run_zero_start(vm, cfg);
 	snapshot_add_command(vm);
 	migrate_add_command(vm);
+	idle_sample_add_command(vm);   /* opens /proc/self/pagemap: before the jail */
 	if (api_socket && control_start(vm, api_socket, &e)) {
 		log_error("%s", e.msg);
 		migrate_wait(vm);

@@ -158,6 +158,25 @@ static void vm_print_balloon(json_t *b)
 	}
 }
 
+/* The memory manager's line of `vm show` (shoald --memory-budget). */
+static void vm_print_memmgr(json_t *m)
+{
+	json_t *f = json_object_get(m, "active_fraction");
+	char a[32], t[32];
+
+	if (!json_is_object(m))
+		return;
+	cli_fmt_size(json_integer_value(json_object_get(m, "allocation_bytes")), a, sizeof(a));
+	cli_fmt_size(json_integer_value(json_object_get(m, "balloon_target_bytes")), t, sizeof(t));
+	printf("memory mgr: allocation %s (balloon target %s), %lld shares, ", a, t,
+	       (long long)json_integer_value(json_object_get(m, "shares")));
+	if (json_is_number(f))
+		printf("active %.1f %%, ", 100 * json_number_value(f));
+	else
+		printf("active not sampled yet, ");
+	printf("rho %.3g\n", json_number_value(json_object_get(m, "rho")));
+}
+
 /* `vm show` as "key: value" lines. */
 static int vm_print_show(json_t *j)
 {
@@ -194,6 +213,7 @@ static int vm_print_show(json_t *j)
 		       (double)json_integer_value(json_object_get(st, "vcpu_time_ns")) / 1e9,
 		       (long long)json_integer_value(json_object_get(st, "exits")), mem);
 		vm_print_balloon(json_object_get(st, "balloon"));
+		vm_print_memmgr(json_object_get(st, "memory_manager"));
 	}
 	printf("spec:       %s\n", spec ? spec : "{}");
 	free(spec);

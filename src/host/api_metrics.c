@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "host/memmgr.h"
 #include "host/vmctl.h"
 
 /* ---- metrics ---- */
@@ -370,6 +371,7 @@ int api_metrics_prometheus(struct api_call *c)
 	struct vm_figures *f = metrics_collect(c->h, NULL, &n);
 	json_t *host = metrics_host_json(c->h, f, f ? n : 0), *v;
 	struct text fam[PF_COUNT] = { { 0 } }, t = { 0 };
+	char *mm;
 	const char *key;
 
 	json_object_foreach(json_object_get(host, "vms_by_state"), key, v)
@@ -400,6 +402,10 @@ int api_metrics_prometheus(struct api_call *c)
 				 fam[k].buf);
 		free(fam[k].buf);
 	}
+	mm = memmgr_prom_text(c->h);   /* the memory manager's series (memmgr.c) */
+	if (mm && *mm)
+		text_add(&t, "%s", mm);
+	free(mm);
 	json_decref(host);
 	metrics_free(f, n);
 	return api_reply_raw(c, 200, "text/plain; version=0.0.4", t.buf, t.len);

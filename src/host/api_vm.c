@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "host/memmgr.h"
 #include "host/vmctl.h"
 
 /* RFC 3339 UTC with milliseconds, or JSON null for 0. */
@@ -136,7 +137,7 @@ int api_vm_create(struct api_call *c)
 static void api_vm_add_stats(struct api_call *c, json_t *o)
 {
 	char sock[4200], err[256];
-	json_t *r, *v, *vc;
+	json_t *r, *v, *vc, *mm;
 	json_int_t ns = 0, exits = 0;
 	size_t i;
 
@@ -154,6 +155,8 @@ static void api_vm_add_stats(struct api_call *c, json_t *o)
 	json_object_set(v, "guest_rss_bytes", json_object_get(r, "guest_rss_bytes") ?: json_null());
 	if (json_is_object(json_object_get(r, "balloon")))   /* a VM with a balloon */
 		json_object_set(v, "balloon", json_object_get(r, "balloon"));
+	if ((mm = memmgr_vm_json(c->h, c->name)))   /* shoald --memory-budget */
+		json_object_set_new(v, "memory_manager", mm);
 	json_object_set_new(o, "stats", v);
 	json_decref(r);
 }

@@ -165,6 +165,7 @@ struct host {
 	char **snap_pending;        /* snapshot names being taken (snapshots.c) */
 	size_t nsnap_pending;
 	struct host_nets *nets;     /* the managed networks (net.c), or NULL */
+	void *memmgr;               /* the memory manager (memmgr.c), or NULL: off */
 };
 
 /* ---- daemon.c (errors, names, time and paths: hostutil.h) ---- */

@@ -14,6 +14,7 @@
  * service; tests run it directly).  SIGTERM or SIGINT stops serving and
  * exits; the VMs keep running and a later shoald reattaches to them.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,6 +24,8 @@
 
 #include "host/api.h"
 #include "host/host.h"
+#include "host/memmgr.h"
+#include "base/size.h"
 #include "base/log.h"
 #include "base/exitcode.h"
 
@@ -46,6 +49,11 @@ static void usage(FILE *f)
 		"                       root, a uid and gid of its own, no capabilities\n"
 		"                       (default on when shoald is root; docs/security.md)\n"
 		"  --jail-uid-base N    the VMs' jail uids and gids start at N (default 2000000)\n"
+		"  --memory-budget SIZE memory the VMs may hold together: over it, the memory\n"
+		"                       manager reclaims through their balloons by shares,\n"
+		"                       idle memory taxed (docs/memory.md; default: off)\n"
+		"  --idle-tax T         the tax on idle memory, 0 to 0.99 or 0%% to 99%% (0.75)\n"
+		"  --memory-period S    seconds between the manager's rounds (default 5)\n"
 		"  --client-timeout S   close a connection silent for S seconds (default 30)\n"
 		"  --request-timeout S  close a connection whose request is not whole after S\n"
 		"                       seconds (default 60)\n"
@@ -125,6 +133,40 @@ static int parse_access_option(int c, const char *v, struct host_options *o)
 	}
 }
 
+/* The memory manager's options (memmgr.c). */
+static uint64_t mem_budget;
+static double mem_tau = MEMMGR_DEFAULT_TAU;
+static unsigned mem_period_ms = 5000;
+
+static int parse_memory_option(int c, const char *v)
+{
+	char *end;
+	double d;
+
+	if (c == 'M') {
+		if (size_parse(v, &mem_budget) || mem_budget < (1ull << 20)) {
+			log_error("--memory-budget %s: expected a size such as \"8G\", at least 1M", v);
+			return -1;
+		}
+		return 0;
+	}
+	errno = 0;
+	d = strtod(v, &end);
+	if (c == 'X' && end != v && *end == '%' && !end[1])
+		d /= 100, end++;
+	if (errno || end == v || *end || !(d >= 0) ||
+	    (c == 'X' ? d > 0.99 : d < 0.1 || d > 3600)) {
+		log_error(c == 'X' ? "--idle-tax %s: expected 0 to 0.99 (or 0%% to 99%%)" :
+			  "--memory-period %s: expected seconds from 0.1 to 3600", v);
+		return -1;
+	}
+	if (c == 'X')
+		mem_tau = d;
+	else
+		mem_period_ms = (unsigned)(d * 1000 + 0.5);
+	return 0;
+}
+
 /* Fill `o` from the command line; -1 on a bad option. */
 static int parse_options(int argc, char **argv, struct host_options *o)
 {
@@ -145,6 +187,9 @@ static int parse_options(int argc, char **argv, struct host_options *o)
 		{ "grant", required_argument, NULL, 'G' },
 		{ "jail", required_argument, NULL, 'J' },
 		{ "jail-uid-base", required_argument, NULL, 'B' },
+		{ "memory-budget", required_argument, NULL, 'M' },
+		{ "idle-tax", required_argument, NULL, 'X' },
+		{ "memory-period", required_argument, NULL, 'P' },
 		{ "request-timeout", required_argument, NULL, 'q' },
 		{ "max-peer-connections", required_argument, NULL, 'p' },
 		{ "list-routes", no_argument, NULL, 'L' },
@@ -188,6 +233,10 @@ static int parse_options(int argc, char **argv, struct host_options *o)
 			break;
 		case 'B':
 			o->jail_uid_base = opt_count("--jail-uid-base", optarg, 4000000000U);
+			break;
+		case 'M': case 'X': case 'P':
+			if (parse_memory_option(c, optarg))
+				return -1;
 			break;
 		case 'L': list_routes(); exit(0);
 		case 'h': usage(stdout); exit(0);
@@ -234,6 +283,12 @@ int main(int argc, char **argv)
 		host_close(&h);
 		return e.http == 400 ? EXIT_USAGE : EXIT_HOST;
 	}
+	if (memmgr_start(&h, mem_budget, mem_tau, mem_period_ms, &e)) {
+		log_error("%s", e.msg);
+		api_stop(&h);
+		host_close(&h);
+		return EXIT_HOST;
+	}
 	log_info("serving on %s (state in %s, %zu VMs)", h.socket_path,
 		h.state_dir, h.nvms);
 	do {
@@ -241,6 +296,7 @@ int main(int argc, char **argv)
 			break;
 	} while (sig == SIGHUP);
 	log_info("%s: stopping; VMs keep running", strsignal(sig));
+	memmgr_stop(&h);
 	api_stop(&h);
 	host_close(&h);
 	return 0;

@@ -3,7 +3,9 @@
  *
  * Order of checks, each failing with 400 and a message that names the
  * field: well-formed JSON (no duplicate keys) -> an object -> "name" ->
- * "restart" -> the VMM's keys through vm_config_from_json (unknown keys and
+ * "restart" -> "limits" -> the memory manager's "memory_shares",
+ * "memory_min", "memory_max" (checked against the memory and for a
+ * balloon once the VMM's keys are read; host/memmgr.c) -> the VMM's keys through vm_config_from_json (unknown keys and
  * wrong types) -> vm_config_validate (ranges, required kernel) -> the CPU
  * template's name -> the command line's length -> what the host can honour and the caller may
  * name: absolute paths (400), files beneath the allowed directories (403,
@@ -483,6 +485,12 @@ static int spec_render(struct host_spec *s, struct api_err *e)
 			"memory_max", s->limits.memory_max ?
 				json_integer((json_int_t)s->limits.memory_max) : json_null(),
 			"io", spec_render_io(&s->limits)));
+		if (s->mem.shares)
+			json_object_set_new(out, "memory_shares", json_integer(s->mem.shares));
+		if (s->mem.min)
+			json_object_set_new(out, "memory_min", json_integer((json_int_t)s->mem.min));
+		if (s->mem.max)
+			json_object_set_new(out, "memory_max", json_integer((json_int_t)s->mem.max));
 		json_object_update(out, cfg);
 		s->spec_json = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	}
@@ -530,6 +538,67 @@ static int spec_take_io(json_t *v, struct host_limits *l, struct api_err *e)
 				   "limits.io.%s: must be a whole number of operations per second, at least 1",
 				   k);
 	}
+	return 0;
+}
+
+/* One size key of the memory manager's: bytes or "512M", 0 allowed. */
+static int spec_mem_size(json_t *x, const char *k, uint64_t *out, struct api_err *e)
+{
+	if (json_is_integer(x) && json_integer_value(x) >= 0)
+		*out = (uint64_t)json_integer_value(x);
+	else if (!json_is_string(x) || size_parse(json_string_value(x), out))
+		return api_err_set(e, 400, "invalid_spec", "%s: must be a size such as \"512M\" or "
+				   "a byte count", k);
+	*out &= ~4095ull;           /* whole pages, as the balloon counts */
+	return 0;
+}
+
+/* Take "memory_shares", "memory_min" and "memory_max" (optional, null: not
+ * set) out of `root`; spec_check_mem checks them against the memory. */
+static int spec_take_mem(json_t *root, struct host_spec *s, struct api_err *e)
+{
+	json_t *x;
+
+	memset(&s->mem, 0, sizeof(s->mem));
+	x = json_object_get(root, "memory_shares");
+	if (x && !json_is_null(x)) {
+		if (!json_is_integer(x) || json_integer_value(x) < 1 ||
+		    json_integer_value(x) > 1000000)
+			return api_err_set(e, 400, "invalid_spec",
+					   "memory_shares: must be a whole number from 1 to 1000000");
+		s->mem.shares = (uint32_t)json_integer_value(x);
+	}
+	x = json_object_get(root, "memory_min");
+	if (x && !json_is_null(x) && spec_mem_size(x, "memory_min", &s->mem.min, e))
+		return -1;
+	x = json_object_get(root, "memory_max");
+	if (x && !json_is_null(x) && spec_mem_size(x, "memory_max", &s->mem.max, e))
+		return -1;
+	if (x && !json_is_null(x) && !s->mem.max)
+		return api_err_set(e, 400, "invalid_spec", "memory_max: at least one page (4096)");
+	json_object_del(root, "memory_shares");
+	json_object_del(root, "memory_min");
+	json_object_del(root, "memory_max");
+	return 0;
+}
+
+/* The memory manager's keys against the VM: bounds within its memory, and
+ * a balloon to reclaim through. */
+static int spec_check_mem(const struct host_spec *s, struct api_err *e)
+{
+	const char *k = s->mem.shares ? "memory_shares" : s->mem.min ? "memory_min" :
+		s->mem.max ? "memory_max" : NULL;
+
+	if (!k)
+		return 0;
+	if (!s->cfg.balloon)
+		return api_err_set(e, 400, "invalid_spec", "%s: needs \"balloon\": true (the "
+				   "memory manager reclaims through the balloon)", k);
+	if (s->mem.max > s->cfg.memory)
+		return api_err_set(e, 400, "invalid_spec", "memory_max: more than the VM's memory");
+	if (s->mem.min > (s->mem.max ? s->mem.max : s->cfg.memory))
+		return api_err_set(e, 400, "invalid_spec", "memory_min: more than %s",
+				   s->mem.max ? "memory_max" : "the VM's memory");
 	return 0;
 }
 
@@ -598,10 +667,10 @@ int host_spec_parse(const char *text, size_t len, bool check_host,
 		goto out;
 	}
 	if (spec_take_name(root, s, e) || spec_take_restart(root, s, e) ||
-	    spec_take_limits(root, s, e) ||
+	    spec_take_limits(root, s, e) || spec_take_mem(root, s, e) ||
 	    spec_refuse_daemon_keys(root, e) ||
 	    spec_take_networks(root, s, check_host, nets, e) ||
-	    spec_vm_config(root, s, check_host, e) || spec_render(s, e) ||
+	    spec_vm_config(root, s, check_host, e) || spec_check_mem(s, e) || spec_render(s, e) ||
 	    spec_put_networks(s, nets, e))
 		goto out;
 	/* an image the daemon made in the VM's directory: its VMM may open it

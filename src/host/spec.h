@@ -32,6 +32,9 @@ struct host_spec {
 	char name[HOST_NAME_MAX_LEN + 1];
 	enum restart_policy restart;
 	struct host_limits limits;  /* "limits": the VM's cgroup (cgroup.c) */
+	/* "memory_shares", "memory_min", "memory_max": the memory manager's
+	 * (memmgr.c); 0 each: not set (1000 shares, 0, the VM's memory) */
+	struct { uint32_t shares; uint64_t min, max; } mem;
 	struct vm_config cfg;       /* the VMM's settings, defaults filled in */
 	char *spec_json;            /* the canonical spec (stored): see below */
 };

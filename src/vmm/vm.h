@@ -100,7 +100,7 @@ struct vm {
 		const char *name;
 		vm_command_fn fn;
 		void *opaque;
-	} commands[4];
+	} commands[8];
 	struct device_host host;       /* what devices see of us (host.pci: the bus) */
 };
 
@@ -122,7 +122,7 @@ struct vm *vm_create_restored(const struct vm_config *cfg, int mem_fd, bool clon
  * restores the vCPU, KVM and device state before vm_run. */
 struct vm *vm_create_incoming(const struct vm_config *cfg, struct error *e);
 
-/* Add control command `name` (up to 4); 0, or -1 when the table is full. */
+/* Add control command `name` (up to 8); 0, or -1 when the table is full. */
 int vm_add_command(struct vm *vm, const char *name, vm_command_fn fn, void *opaque);
 
 /* Stop every device from touching guest memory on its own (a disk's I/O
