@@ -4,7 +4,8 @@
  * Shoal has no firmware, so the VMM writes what a BIOS would leave in the
  * 0xe0000-0xfffff area before handing over to the kernel:
  *
- *   RSDP (rev 2) -> XSDT -> FADT -> DSDT   (\_S5, \_SB.COM1, \_SB.PCI0)
+ *   RSDP (rev 2) -> XSDT -> FADT -> DSDT   (\_S5, \_SB.COM1, \_SB.PCI0 with
+ *                                            its hotplug slots, \_SB.HPGE)
  *                        |       -> FACS
  *                        -> MADT           (LAPIC per vCPU, IOAPIC, SCI override)
  *                        -> MCFG           (ECAM for PCI bus 0)
@@ -262,7 +263,7 @@ static void acpi_finish(struct acpi_header *h)
 /* ---- DSDT: a minimal AML encoder ---- */
 
 struct aml {
-	uint8_t buf[4000];
+	uint8_t buf[8192];
 	size_t len;
 	int overflow;
 };
@@ -283,7 +284,8 @@ static void aml_byte(struct aml *a, uint8_t b)
 }
 
 /* Emit `op` (1 or 2 bytes), a PkgLength covering `body`, then the body.
- * PkgLength counts its own bytes: one byte up to 63, two up to 4095. */
+ * PkgLength counts its own bytes: one byte up to 63, two up to 4095,
+ * three beyond (the hotplug slots make \_SB longer than 4095). */
 static void aml_pkg(struct aml *a, const uint8_t *op, size_t oplen, const struct aml *body)
 {
 	size_t n = body->len;
@@ -291,13 +293,19 @@ static void aml_pkg(struct aml *a, const uint8_t *op, size_t oplen, const struct
 	aml_bytes(a, op, oplen);
 	if (n + 1 < 64) {
 		aml_byte(a, (uint8_t)(n + 1));
-	} else {
+	} else if (n + 2 <= 0xfff) {
 		size_t t = n + 2;
 
-		if (t > 0xfff)
-			a->overflow = 1;   /* would need a 3-byte PkgLength */
 		aml_byte(a, (uint8_t)(0x40 | (t & 0xf)));
 		aml_byte(a, (uint8_t)(t >> 4));
+	} else {
+		size_t t = n + 3;
+
+		if (t > 0xfffff)
+			a->overflow = 1;   /* would need a 4-byte PkgLength */
+		aml_byte(a, (uint8_t)(0x80 | (t & 0xf)));
+		aml_byte(a, (uint8_t)(t >> 4));
+		aml_byte(a, (uint8_t)(t >> 12));
 	}
 	aml_bytes(a, body->buf, n);
 	a->overflow |= body->overflow;
@@ -462,6 +470,164 @@ static void aml_pci_prt(struct aml *a)
 	aml_pkg(a, &pkgop, 1, &all);
 }
 
+/* ---- ACPI PCI hotplug (src/devices/pci_hotplug.c has the registers) ----
+ *
+ * In \_SB.PCI0:
+ *   OperationRegion(PCST, SystemIO, ACPI_PCIHP_PORT, 12)
+ *   Field(PCST, DWordAcc, NoLock, WriteAsZeros) { PCIU, 32, PCID, 32, B0EJ, 32 }
+ *   Device(Snn) { Name(_ADR, nn << 16)  Name(_SUN, nn)
+ *                 Method(_EJ0, 1) { Store(1 << nn, B0EJ) } }   for nn = 1..31
+ *   Method(DVNT, 2) { If (And(Arg0, 1 << nn)) { Notify(Snn, Arg1) } ... }
+ *   Method(PCNT, 0, Serialized) { DVNT(PCIU, 1)  DVNT(PCID, 3) }
+ * and in \_SB a Generic Event Device on ACPI_PCIHP_GSI:
+ *   Device(HPGE) { _HID "ACPI0013", _CRS { Interrupt(edge) },
+ *                  Method(_EVT, 1) { \_SB.PCI0.PCNT() } }
+ * Linux's acpiphp registers a hotplug slot for each Snn (it has _ADR and
+ * _EJ0); Notify 1 makes it scan the slot, Notify 3 makes it remove the
+ * device and call _EJ0.  Every slot is declared, occupied or not: which
+ * slots the VM's devices take is decided after the tables are written. */
+
+#define AML_WORD      0x0b
+#define AML_METHOD    0x14
+#define AML_ROOT      0x5c
+#define AML_DUAL_NAME 0x2e
+#define AML_MULTI_NAME 0x2f
+#define AML_EXT       0x5b
+#define AML_ARG0      0x68
+#define AML_ARG1      0x69
+#define AML_STORE     0x70
+#define AML_AND       0x7b
+#define AML_NOTIFY    0x86
+#define AML_IF        0xa0
+
+static void aml_const_dword(struct aml *a, uint32_t v)
+{
+	aml_byte(a, AML_DWORD);
+	aml_bytes(a, &v, 4);
+}
+
+/* "Snn_": slot nn in two upper-case hex digits, as a NameSeg. */
+static void aml_slot_seg(struct aml *a, int slot)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const char seg[4] = { 'S', hex[(slot >> 4) & 0xf], hex[slot & 0xf], '_' };
+
+	aml_bytes(a, seg, 4);
+}
+
+static void aml_method(struct aml *a, const char *name, uint8_t flags, const struct aml *body)
+{
+	static const uint8_t methodop = AML_METHOD;
+	struct aml m = { .len = 0 };
+
+	aml_bytes(&m, name, 4);
+	aml_byte(&m, flags);
+	aml_bytes(&m, body->buf, body->len);
+	m.overflow = body->overflow;
+	aml_pkg(a, &methodop, 1, &m);
+}
+
+static void aml_pcihp_slot(struct aml *a, int slot)
+{
+	static const uint8_t devop[2] = { AML_EXT, 0x82 };
+	struct aml dev = { .len = 0 }, ej0 = { .len = 0 };
+
+	aml_slot_seg(&dev, slot);
+	aml_name_dword(&dev, "_ADR", (uint32_t)slot << 16);
+	aml_byte(&dev, AML_NAME);
+	aml_bytes(&dev, "_SUN", 4);
+	aml_byte(&dev, AML_BYTE);
+	aml_byte(&dev, (uint8_t)slot);
+	aml_byte(&ej0, AML_STORE);
+	aml_const_dword(&ej0, 1u << slot);
+	aml_bytes(&ej0, "B0EJ", 4);
+	aml_method(&dev, "_EJ0", 1, &ej0);
+	aml_pkg(a, devop, 2, &dev);
+}
+
+static void aml_pcihp(struct aml *a)
+{
+	static const uint8_t opregion[2] = { AML_EXT, 0x80 }, fieldop[2] = { AML_EXT, 0x81 };
+	static const uint8_t ifop = AML_IF;
+	struct aml field = { .len = 0 }, dvnt = { .len = 0 }, pcnt = { .len = 0 };
+
+	aml_bytes(a, opregion, 2);
+	aml_bytes(a, "PCST", 4);
+	aml_byte(a, 0x01);                          /* SystemIO */
+	aml_byte(a, AML_WORD);
+	aml_byte(a, ACPI_PCIHP_PORT & 0xff);
+	aml_byte(a, ACPI_PCIHP_PORT >> 8);
+	aml_byte(a, AML_BYTE);
+	aml_byte(a, ACPI_PCIHP_LEN);
+	aml_bytes(&field, "PCST", 4);
+	aml_byte(&field, 0x43);                     /* DWordAcc, NoLock, WriteAsZeros */
+	aml_bytes(&field, "PCIU", 4);
+	aml_byte(&field, 32);
+	aml_bytes(&field, "PCID", 4);
+	aml_byte(&field, 32);
+	aml_bytes(&field, "B0EJ", 4);
+	aml_byte(&field, 32);
+	aml_pkg(a, fieldop, 2, &field);
+
+	for (int s = 1; s < PCI_MAX_SLOTS; s++) {
+		struct aml body = { .len = 0 };
+
+		aml_pcihp_slot(a, s);
+		aml_byte(&body, AML_AND);               /* And(Arg0, 1 << s, Zero) */
+		aml_byte(&body, AML_ARG0);
+		aml_const_dword(&body, 1u << s);
+		aml_byte(&body, AML_ZERO);
+		aml_byte(&body, AML_NOTIFY);            /* Notify(Snn, Arg1) */
+		aml_slot_seg(&body, s);
+		aml_byte(&body, AML_ARG1);
+		aml_pkg(&dvnt, &ifop, 1, &body);
+	}
+	aml_method(a, "DVNT", 2, &dvnt);
+	aml_bytes(&pcnt, "DVNT", 4);
+	aml_bytes(&pcnt, "PCIU", 4);
+	aml_byte(&pcnt, AML_ONE);                   /* device check */
+	aml_bytes(&pcnt, "DVNT", 4);
+	aml_bytes(&pcnt, "PCID", 4);
+	aml_byte(&pcnt, AML_BYTE);
+	aml_byte(&pcnt, 3);                         /* eject request */
+	aml_method(a, "PCNT", 0x08, &pcnt);         /* serialized */
+}
+
+/* Device(HPGE): the Generic Event Device whose interrupt says "look at the
+ * hotplug registers". */
+static void aml_pcihp_ged(struct aml *a)
+{
+	static const uint8_t devop[2] = { AML_EXT, 0x82 };
+	static const uint8_t bufop = AML_BUFFER;
+	const unsigned gsi = ACPI_PCIHP_GSI;
+	const uint8_t crs[] = {
+		0x89, 0x06, 0x00,       /* Extended Interrupt, 6 bytes follow */
+		0x03,                   /* consumer, edge, active high, exclusive */
+		0x01,                   /* one interrupt */
+		(uint8_t)gsi, (uint8_t)(gsi >> 8), (uint8_t)(gsi >> 16), (uint8_t)(gsi >> 24),
+		0x79, 0x00,             /* end tag */
+	};
+	static const uint8_t call[] = {
+		AML_ROOT, AML_MULTI_NAME, 3, '_', 'S', 'B', '_', 'P', 'C', 'I', '0', 'P', 'C', 'N', 'T',
+	};
+	struct aml dev = { .len = 0 }, buf = { .len = 0 }, evt = { .len = 0 };
+
+	aml_bytes(&dev, "HPGE", 4);
+	aml_byte(&dev, AML_NAME);
+	aml_bytes(&dev, "_HID", 4);
+	aml_byte(&dev, 0x0d);                       /* String */
+	aml_bytes(&dev, "ACPI0013", 9);
+	aml_byte(&buf, AML_BYTE);
+	aml_byte(&buf, sizeof(crs));
+	aml_bytes(&buf, crs, sizeof(crs));
+	aml_byte(&dev, AML_NAME);
+	aml_bytes(&dev, "_CRS", 4);
+	aml_pkg(&dev, &bufop, 1, &buf);
+	aml_bytes(&evt, call, sizeof(call));
+	aml_method(&dev, "_EVT", 1, &evt);
+	aml_pkg(a, devop, 2, &dev);
+}
+
 /* Device(PCI0): a PCI Express root bridge (PNP0A08, compatible PNP0A03). */
 static void aml_pci0(struct aml *a, uint64_t mmio64_base)
 {
@@ -477,10 +643,11 @@ static void aml_pci0(struct aml *a, uint64_t mmio64_base)
 	aml_name_zero(&dev, "_BBN");
 	aml_pci_crs(&dev, mmio64_base);
 	aml_pci_prt(&dev);
+	aml_pcihp(&dev);
 	aml_pkg(a, devop, 2, &dev);
 }
 
-/* The DSDT body: \_S5 at the root and Scope(\_SB) { COM1, PCI0 }. */
+/* The DSDT body: \_S5 at the root and Scope(\_SB) { COM1, PCI0, HPGE }. */
 static void aml_dsdt_body(struct aml *a, uint64_t mmio64_base)
 {
 	static const uint8_t scope = AML_SCOPE;
@@ -490,6 +657,7 @@ static void aml_dsdt_body(struct aml *a, uint64_t mmio64_base)
 	aml_bytes(&sb, "\\_SB_", 5);
 	aml_com1(&sb);
 	aml_pci0(&sb, mmio64_base);
+	aml_pcihp_ged(&sb);
 	aml_pkg(a, &scope, 1, &sb);
 }
 
@@ -695,10 +863,6 @@ uint64_t acpi_build(struct guest_mem *m, int ncpus, struct error *e)
 /* ---- the VM generation ID SSDT (boot/acpi.h) ---- */
 
 #define AML_STRING    0x0d
-#define AML_METHOD    0x14
-#define AML_NOTIFY    0x86
-#define AML_ROOT      0x5c
-#define AML_DUAL_NAME 0x2e
 
 static void aml_name_string(struct aml *a, const char *name, const char *str)
 {

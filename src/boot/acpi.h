@@ -36,6 +36,14 @@
                                                PCI INTx uses 16..19 */
 #define ACPI_VMGENID_OEM_TABLE "VMGENID "   /* the SSDT's oem_table_id */
 
+/* ACPI PCI hotplug: the register block the DSDT's \_SB.PCI0 reads and
+ * writes (devices/pci_hotplug.h has its layout), and the GSI of the
+ * Generic Event Device \_SB.HPGE that says when to look (edge, active
+ * high).  Every VM booted with Shoal's tables has them. */
+#define ACPI_PCIHP_PORT     0xae00
+#define ACPI_PCIHP_LEN      12
+#define ACPI_PCIHP_GSI      22
+
 /* Add the VM generation ID SSDT to the tables acpi_build() wrote in `m`:
  * its ADDR names the 16 bytes at `guid_gpa`, its GED interrupt is `gsi`.
  * Returns 0 when added; 1 when nothing is written: the tables already

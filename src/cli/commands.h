@@ -13,6 +13,7 @@ int cmd_img(int argc, char **argv);        /* img.c: disk image tool */
 int cmd_vhost_user(int argc, char **argv); /* vhost_user.c: serve a device to another VMM */
 int cmd_snapshot(int argc, char **argv);   /* snapshot.c: save a running VM (shoal run --api-socket) */
 int cmd_migrate(int argc, char **argv);    /* migrate.c: move a running VM live (shoal run --incoming) */
+int cmd_disk(int argc, char **argv);       /* disk.c: plug a disk into a running VM, or unplug it */
 int cmd_snapshot_api(int argc, char **argv); /* snapshot_api.c: list, show, delete shoald's snapshots */
 /* clients of shoald's API (issue #5) */
 int cmd_vm(int argc, char **argv);         /* vm.c: create, list, start, stop ... VMs */

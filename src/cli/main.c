@@ -65,6 +65,7 @@ static const struct {
 	{ "run", cmd_run, "boot a VM in the foreground (shoal run --help)" },
 	{ "snapshot", cmd_snapshot, "save a running VM to a directory (shoal snapshot help)" },
 	{ "migrate", cmd_migrate, "move a running VM to another VMM, live (shoal migrate --help)" },
+	{ "disk", cmd_disk, "plug a disk into a running VM, or unplug it (shoal disk help)" },
 	{ "cpu-templates", cmd_cpu_templates, "list the CPU templates a VM can use" },
 	{ "img", cmd_img, "create, inspect, check and convert disk images (shoal img help)" },
 	{ "vhost-user", cmd_vhost_user, "serve a virtio device (blk, net, rng) to QEMU or Cloud Hypervisor" },

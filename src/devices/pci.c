@@ -366,6 +366,8 @@ static void pci_routes_commit(struct pci_host *h)
 	for (int gsi = PCI_MSI_GSI_BASE; gsi < h->next_gsi; gsi++) {
 		struct pci_msix_entry *v = h->gsi_owner[gsi];
 
+		if (!v)
+			continue;   /* its device was unplugged (pci_remove_device) */
 		r->entries[n++] = (struct kvm_irq_routing_entry){ .gsi = (uint32_t)gsi,
 			.type = KVM_IRQ_ROUTING_MSI,
 			.u.msi = { .address_lo = (uint32_t)v->addr, .address_hi = (uint32_t)(v->addr >> 32),
@@ -873,4 +875,67 @@ int pci_add_device(const struct device_host *host, struct pci_dev *p, struct err
 	pci_update_bars(p);
 	pthread_rwlock_unlock(&h->lock);
 	return 0;
+}
+
+int pci_device_slot(struct pci_host *h, const struct device *d)
+{
+	int slot = -1;
+
+	if (!h || !d)
+		return -1;
+	pthread_rwlock_rdlock(&h->lock);
+	for (int s = 1; s < PCI_MAX_SLOTS && slot < 0; s++)
+		if (h->slots[s] && h->slots[s]->dev == d)
+			slot = s;
+	pthread_rwlock_unlock(&h->lock);
+	return slot;
+}
+
+struct device *pci_remove_device(struct pci_host *h, int slot)
+{
+	struct pci_dev *p;
+	struct device *d;
+
+	if (!h || slot < 1 || slot >= PCI_MAX_SLOTS)
+		return NULL;
+	pthread_rwlock_wrlock(&h->lock);
+	p = h->slots[slot];
+	if (!p) {
+		pthread_rwlock_unlock(&h->lock);
+		return NULL;
+	}
+	d = p->dev;
+	pthread_mutex_lock(&d->lock);
+	for (int i = 0; i < PCI_NUM_BARS; i++)      /* ioeventfds go with the BARs */
+		if (p->bar[i].mapped) {
+			p->bar[i].mapped = false;
+			if (p->ops && p->ops->bar_moved)
+				p->ops->bar_moved(p, i, p->bar[i].addr, false);
+		}
+	if (p->intx_level) {
+		p->intx_level = 0;
+		device_host_irq_line(p->host, p->cfg[PCI_INTERRUPT_LINE], 0);
+	}
+	if (p->msix) {
+		/* Closing an irqfd's eventfd detaches it from KVM; the routes
+		 * lose their owner, and the next commit leaves them out. */
+		pthread_mutex_lock(&h->routes_lock);
+		for (int i = 0; i < p->msix->nvec; i++) {
+			struct pci_msix_entry *v = &p->msix->v[i];
+
+			if (v->irqfd >= 0)
+				close(v->irqfd);
+			if (v->gsi >= 0)
+				h->gsi_owner[v->gsi] = NULL;
+		}
+		pci_routes_commit(h);
+		pthread_mutex_unlock(&h->routes_lock);
+		free(p->msix);
+		p->msix = NULL;
+	}
+	h->slots[slot] = NULL;
+	p->slot = -1;
+	pthread_mutex_unlock(&d->lock);
+	pthread_rwlock_unlock(&h->lock);
+	return d;
 }

@@ -172,6 +172,18 @@ int pci_msix_init(struct pci_dev *p, int bar, uint32_t table_off, uint32_t pba_o
 /* Plug `p` into the next free slot, assign BAR addresses and INTx. */
 int pci_add_device(const struct device_host *host, struct pci_dev *p, struct error *e);
 
+/* The slot `d` sits in (1..PCI_MAX_SLOTS-1), or -1 when it is on no slot. */
+int pci_device_slot(struct pci_host *h, const struct device *d);
+
+/* Unplug slot `slot` (a hot-unplug the guest acknowledged): its BARs stop
+ * decoding (bar_moved(..., false) drops the device's ioeventfds), its INTx
+ * line drops, its MSI-X irqfds close and their routes are left out of
+ * KVM's table from then on (a GSI is never given out twice).  The device
+ * itself is not freed: the caller owns it and frees it (device_free) once
+ * nothing else refers to it.  Returns the device, or NULL for an empty or
+ * invalid slot.  Not for the host bridge (slot 0). */
+struct device *pci_remove_device(struct pci_host *h, int slot);
+
 /* Interrupts: MSI-X vector (when enabled and unmasked, else pending), or
  * the INTx line.  pci_msix_enabled says which a device should use. */
 bool pci_msix_enabled(const struct pci_dev *p);

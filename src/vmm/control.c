@@ -42,6 +42,7 @@
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "vmm/console.h"
+#include "vmm/hotplug.h"
 #include "vmm/jail.h"
 #include "base/eventloop.h"
 #include "vmm/vm.h"
@@ -261,6 +262,9 @@ static json_t *control_balloon_cmd(struct vm *vm, json_t *req)
 static json_t *control_dispatch(struct vm *vm, const char *cmd, json_t *req, int client_fd,
 				unsigned char **extra, size_t *extra_len, int *attach)
 {
+	const char *refused;
+	json_t *rep;
+
 	if (!strcmp(cmd, "status"))
 		return control_status(vm);
 	if (!strcmp(cmd, "metrics"))
@@ -286,6 +290,8 @@ static json_t *control_dispatch(struct vm *vm, const char *cmd, json_t *req, int
 		*attach = 1;
 		return json_pack("{s:b}", "ok", 1);
 	}
+	if ((rep = hotplug_command(vm, cmd, req)) || (refused = hotplug_refuses(vm, cmd)))
+		return rep ? rep : control_error("%s", refused);   /* vmm/hotplug.c */
 	for (int i = 0; i < vm->ncommands; i++)   /* added from above (vm_add_command) */
 		if (!strcmp(cmd, vm->commands[i].name))
 			return vm->commands[i].fn(vm, req, vm->commands[i].opaque);

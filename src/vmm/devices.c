@@ -25,6 +25,7 @@
 #include "devices/virtio_pci.h"
 #include "devices/vmgenid.h"
 #include "vmm/config.h"
+#include "vmm/hotplug.h"
 #include "vmm/vm.h"
 
 static int create_serial(const struct device_host *h, const struct vm_config *c, struct error *e)
@@ -132,6 +133,12 @@ static int create_vmgenid(const struct device_host *h, const struct vm_config *c
 	return c->vmgenid ? devices_add_vmgenid(h, c->vmgenid_new, e) : 0;
 }
 
+/* Not in a firmware boot: the firmware's tables have no hotplug slots. */
+static int create_pci_hotplug(const struct device_host *h, const struct vm_config *c, struct error *e)
+{
+	return c->firmware ? 0 : hotplug_create(h, e);
+}
+
 const struct device_type device_types[] = {
 	{ "serial",  "16550A UART on COM1 (0x3f8, IRQ 4): the console", create_serial },
 	{ "i8042",   "keyboard controller (0x60, 0x64): only the reset line",  create_i8042 },
@@ -147,6 +154,7 @@ const struct device_type device_types[] = {
 	{ "virtio-console", "virtio console port on PCI (--virtio-console file:PATH)", create_vconsole },
 	{ "virtio-balloon", "virtio memory balloon on PCI (--balloon): stats, free page reporting", create_balloon },
 	{ "vmgenid", "ACPI VM generation ID (--vmgenid): new on every clone, GSI 23", create_vmgenid },
+	{ "pci-hotplug", "ACPI PCI hotplug registers (0xae00-0xae0b, GSI 22): disk-add, disk-remove", create_pci_hotplug },
 	{ NULL, NULL, NULL },
 };
 

@@ -14,6 +14,7 @@
 #include "abi/testdev.h"
 #include "base/error.h"
 #include "base/exitcode.h"
+#include "boot/acpi.h"
 #include "boot/boot.h"
 #include "devices/pci.h"
 #include "boot/boot_priv.h"
@@ -228,8 +229,41 @@ static void check_dsdt(uint64_t dsdt)
 	assert_int_equal(t[off], 0x5b);
 	assert_int_equal(t[off + 1], 0x82);
 	plen = pkglen(t + off + 2, &n);
-	assert_int_equal(off + 2 + plen, len);                 /* last in \_SB */
 	assert_memory_equal(t + off + 2 + n, "PCI0", 4);
+	/* after PCI0, and last in \_SB: HPGE, the hotplug event device */
+	{
+		uint32_t ged = off + 2 + plen, glen;
+		int gn;
+		static const uint8_t irq[] = { 0x89, 0x06, 0x00, 0x03, 0x01, ACPI_PCIHP_GSI, 0, 0, 0 };
+
+		assert_int_equal(t[ged], 0x5b);
+		assert_int_equal(t[ged + 1], 0x82);
+		glen = pkglen(t + ged + 2, &gn);
+		assert_int_equal(ged + 2 + glen, len);
+		assert_memory_equal(t + ged + 2 + gn, "HPGE", 4);
+		assert_non_null(memmem(t + ged, len - ged, "ACPI0013", 9));
+		assert_non_null(memmem(t + ged, len - ged, irq, sizeof(irq)));
+		assert_non_null(memmem(t + ged, len - ged, "_EVT", 4));
+	}
+	/* PCI0's hotplug slots: OperationRegion(PCST, SystemIO, 0xae00, 12),
+	 * and Device(S05_) { _ADR 0x00050000, _SUN 5, _EJ0 { B0EJ = 1 << 5 } } */
+	{
+		static const uint8_t region[] = { 0x5b, 0x80, 'P', 'C', 'S', 'T', 0x01, 0x0b,
+						  ACPI_PCIHP_PORT & 0xff, ACPI_PCIHP_PORT >> 8,
+						  0x0a, ACPI_PCIHP_LEN };
+		static const uint8_t s05[] = { 'S', '0', '5', '_', 0x08, '_', 'A', 'D', 'R', 0x0c,
+					       0x00, 0x00, 0x05, 0x00, 0x08, '_', 'S', 'U', 'N',
+					       0x0a, 0x05, 0x14 };
+		static const uint8_t ej05[] = { '_', 'E', 'J', '0', 0x01, 0x70, 0x0c, 0x20, 0, 0, 0,
+						'B', '0', 'E', 'J' };
+
+		assert_non_null(memmem(t + off, len - off, region, sizeof(region)));
+		assert_non_null(memmem(t + off, len - off, s05, sizeof(s05)));
+		assert_non_null(memmem(t + off, len - off, ej05, sizeof(ej05)));
+		assert_non_null(memmem(t + off, len - off, "S1F_", 4));
+		assert_null(memmem(t + off, len - off, "S00_", 4));    /* not the host bridge */
+		assert_non_null(memmem(t + off, len - off, "PCNT", 4));
+	}
 	assert_non_null(memmem(t + off, len - off, pci_hid, sizeof(pci_hid)));
 	assert_non_null(memmem(t + off, len - off, "_PRT", 4));
 	assert_non_null(memmem(t + off, len - off, "_CRS", 4));
