@@ -247,16 +247,21 @@ for c in json.load(open('a.manifest'))['chunks']:
 	"$SHOAL" store init st3 >/dev/null
 	"$SHOAL" store pull st3 a --from $U --cert c1.pem --key c1.key --ca ca.pem >pull.out 2>pull.err
 	rc=$?
-	[ $rc -ne 0 ] && grep -q "500: segment 00000001: chunk $BAD" pull.err &&
-		pass "pull of the damaged image fails naming the segment: $(cat pull.err)" || fail "pull damaged" "rc=$rc $(cat pull.err)"
+	kept=$("$SHOAL" store du st3 --output json | python3 -c "import json,sys; print(json.load(sys.stdin)['chunks'])")
+	[ $rc -ne 0 ] && grep -q "500: image a at offset $off: segment 00000001: chunk $BAD" pull.err && [ "$kept" -gt 0 ] &&
+		pass "pull of the damaged image fails naming the segment, keeping the $kept chunks before it: $(cat pull.err)" ||
+		fail "pull damaged" "rc=$rc kept=$kept $(cat pull.err)"
 	req "other requests still work: c's manifest" 200 '"chunks"' $C1 $U/v1/images/c/manifest
 fi
 stop_server
 
 # ---- the client refuses a chunk whose bytes do not match its hash ----
-mkdir -p fake/v1/images/a fake/v1/chunks && cp a.manifest fake/v1/images/a/manifest
+# A one-chunk image, so the pull asks for the chunk by name.
+mkdir -p fake/v1/images/one fake/v1/chunks
 first=$(python3 -c "import json; print(json.load(open('a.manifest'))['chunks'][0]['hash'])")
 flen=$(python3 -c "import json; print(json.load(open('a.manifest'))['chunks'][0]['len'])")
+echo "{\"name\": \"one\", \"size\": $flen, \"format\": \"raw\", \"chunks\": [{\"hash\": \"$first\", \"len\": $flen}]}" \
+	>fake/v1/images/one/manifest
 head -c "$flen" /dev/urandom >fake/v1/chunks/$first
 FPORT=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 (cd fake && exec openssl s_server -WWW -accept 127.0.0.1:$FPORT -cert ../server.pem -key ../server.key -quiet) \
@@ -264,10 +269,10 @@ FPORT=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); 
 FPID=$!
 for _ in $(seq 100); do ss -Htln "( sport = :$FPORT )" | grep -q . && break; sleep 0.1; done
 "$SHOAL" store init st4 >/dev/null
-"$SHOAL" store pull st4 a --from https://127.0.0.1:$FPORT --cert c1.pem --key c1.key --ca ca.pem >pull.out 2>pull.err
+"$SHOAL" store pull st4 one --from https://127.0.0.1:$FPORT --cert c1.pem --key c1.key --ca ca.pem >pull.out 2>pull.err
 rc=$?
 "$SHOAL" store ls st4 --output json >ls.json
-[ $rc -ne 0 ] && grep -q "chunk ${first:0:16}: the bytes received do not match its SHA-256 (refused)" pull.err &&
+[ $rc -ne 0 ] && grep -q "chunk ${first:0:16} (image one at offset 0): the bytes received do not match its SHA-256 (refused)" pull.err &&
 	grep -q '^\[\]' ls.json && "$SHOAL" store du st4 --output json | grep -q '"chunks": 0' &&
 	pass "a server sending wrong bytes: pull refuses, keeps nothing: $(cat pull.err)" ||
 	fail "hash mismatch" "rc=$rc $(cat pull.err) $(cat ls.json)"
