@@ -182,6 +182,13 @@ read -r total present fetched < <(python3 -c "import json; j=json.load(open('pul
 	fail "pull rerun" "present=$present fetched=$fetched total=$total $(cat pull.err)"
 "$SHOAL" store verify st2 >/dev/null 2>&1 && pass "the second store verifies" || fail "verify st2"
 
+# ---- writers run beside the server (it lets the store go when idle) ----
+head -c 1M a.raw >d.raw
+"$SHOAL" store add st d.raw --name d >/dev/null && "$SHOAL" store grant st c1.pem d >/dev/null &&
+	req "an image added while the server runs is served at once" 200 '"chunks"' $C1 $U/v1/images/d/manifest
+"$SHOAL" store rm st d && req "a granted image removed: 404" 404 "no image named 'd'" $C1 $U/v1/images/d/manifest ||
+	fail "store rm while serving"
+
 # ---- garbage: the server serves on ----
 head -c 4000 /dev/urandom | timeout 10 openssl s_client -connect 127.0.0.1:$PORT -quiet >/dev/null 2>&1
 (exec 3<>/dev/tcp/127.0.0.1/$PORT && head -c 4000 /dev/urandom >&3 && exec 3>&-) 2>/dev/null
