@@ -22,6 +22,7 @@
 #include "bootinfo.h"
 #include "lapic.h"
 #include "lib.h"
+#include "protect.h"
 #include "report.h"
 #include "serial.h"
 #include "smp.h"
@@ -320,6 +321,7 @@ static const struct cmd cmd_table[] = {
 	{ "vrng", vrng_cmd, "[BYTES] [dev=N]" },
 	{ "vcon", vcon_cmd, "[TEXT...] [wait=MS] [dev=N]" },
 	{ "vhostile", vhostile_cmd, "loop|oob|len|nested|badhead|all" },
+	{ "protect", protect_cmd, "register|ro|na|unprotect|write|read|peek|bad|unregister ARGS (pv-protect)" },
 };
 
 static bool cmd_help(int argc, char **argv)

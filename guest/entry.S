@@ -141,6 +141,7 @@ trap_stubs:
 	STUB 30,1; STUB 31,0
 	STUB VEC_WAKE,0
 	STUB VEC_SPURIOUS,0
+	STUB VEC_PROTECT,0
 
 /* Save the general registers as struct trap_frame (trap.h), call C. */
 trap_common:

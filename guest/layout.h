@@ -27,8 +27,9 @@
 /* Interrupt vectors besides the 32 exceptions. */
 #define VEC_WAKE        0xf0		/* IPI that wakes a sleeping CPU */
 #define VEC_SPURIOUS    0xff		/* local APIC spurious vector */
+#define VEC_PROTECT     0xe0		/* pv-protect faults (protect.c), IOAPIC pin 22 */
 #define TRAP_STUB_SIZE  16		/* bytes between stubs in trap_stubs */
-#define TRAP_STUBS      34		/* 0..31, VEC_WAKE, VEC_SPURIOUS */
+#define TRAP_STUBS      35		/* 0..31, VEC_WAKE, VEC_SPURIOUS, VEC_PROTECT */
 
 /*
  * Virtio drivers: rings, request headers and small buffers come from a

@@ -3,10 +3,11 @@
  * trap handler, and the hand-off to ring 3.
  *
  * Ring 0 is emulated instruction by instruction on the project's KVM, so
- * this file does as little as it can: 34 IDT gates (exceptions, the wake
- * IPI, the spurious vector) are written once by the boot CPU, each CPU
- * writes its own TSS descriptor and loads its tables, and then it leaves
- * for ring 3 and never comes back except through a trap.
+ * this file does as little as it can: 35 IDT gates (exceptions, the wake
+ * IPI, the spurious vector, pv-protect's interrupt) are written once by
+ * the boot CPU, each CPU writes its own TSS descriptor and loads its
+ * tables, and then it leaves for ring 3 and never comes back except
+ * through a trap.  VEC_PROTECT is counted in protect_irqs (protect.c).
  *
  * Port I/O from ring 3: each TSS carries a full, all-zero I/O permission
  * bitmap, so every port is open to ring 3.  RFLAGS.IOPL=3 alone is not
@@ -34,6 +35,7 @@
 #include "main.h"
 #include "acpi.h"
 #include "tsc.h"
+#include "protect.h"
 
 struct idt_gate {
 	uint16_t off_lo;
@@ -100,7 +102,7 @@ static void idt_set(unsigned vec, uint64_t handler)
 	g->off_hi = (uint32_t)(handler >> 32);
 }
 
-/* Boot CPU only: 34 gates, the rest stay not-present (a #GP, then fatal). */
+/* Boot CPU only: 35 gates, the rest stay not-present (a #GP, then fatal). */
 static void idt_init(void)
 {
 	uint64_t base = (uint64_t)trap_stubs;
@@ -110,6 +112,7 @@ static void idt_init(void)
 		idt_set(i, base + i * TRAP_STUB_SIZE);
 	idt_set(VEC_WAKE, base + 32 * TRAP_STUB_SIZE);
 	idt_set(VEC_SPURIOUS, base + 33 * TRAP_STUB_SIZE);
+	idt_set(VEC_PROTECT, base + 34 * TRAP_STUB_SIZE);
 }
 
 /* Write this CPU's TSS descriptor and load GDT-resident TSS and the IDT. */
@@ -187,6 +190,10 @@ void trap_handler(struct trap_frame *f)
 		mmio_write32(lapic_base + 0xb0, 0);	/* EOI */
 		return;
 	case VEC_SPURIOUS:
+		return;
+	case VEC_PROTECT:			/* a pv-protect fault record waits */
+		protect_irqs++;
+		mmio_write32(lapic_base + 0xb0, 0);	/* EOI */
 		return;
 	case 13:
 		if ((f->cs & 3) == 3 && *(const uint8_t *)f->rip == 0xf4) {

@@ -74,6 +74,7 @@
 #include "vmm/control.h"
 #include "vmm/cpuid.h"
 #include "vmm/kvm_state.h"
+#include "vmm/mem_protect.h"
 #include "vmm/vm.h"
 
 #define MANIFEST_MAX  (1u << 20)
@@ -378,6 +379,8 @@ int snapshot_state_save(struct vm *vm, struct state_writer *w, struct error *e)
 
 	state_writer_init(&kvm);
 	state_writer_init(&devs);
+	if (vm_protect_check(vm, "pv-protect", e))   /* ranges cannot be saved (vmm/mem_protect.c) */
+		goto out;
 	if (kvm_state_save(vm, &kvm, e))
 		goto out;
 	if (vm_save_devices(vm, &devs) || kvm.error || devs.error) {

@@ -31,6 +31,7 @@
 
 #include "base/exitcode.h"
 #include "base/log.h"
+#include "vmm/mem_protect.h"
 #include "vmm/vm.h"
 
 uint64_t vm_dirty_words(const struct vm *vm)
@@ -64,6 +65,8 @@ static int set_slots(struct vm *vm, uint32_t flags, int upto, struct error *e)
 
 int vm_dirty_start(struct vm *vm, struct error *e)
 {
+	if (vm_protect_check(vm, "migration", e))   /* its slots are split (mem_protect.c) */
+		return -1;
 	if (vm->mem.private_map)
 		return error_set(e, EXIT_USAGE, "a clone's copy-on-write memory cannot be "
 				 "migrated yet");

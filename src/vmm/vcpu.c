@@ -33,6 +33,7 @@
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "base/seccomp.h"
+#include "vmm/mem_protect.h"
 #include "vmm/vcpu_throttle.h"
 #include "vmm/vm.h"
 
@@ -229,6 +230,8 @@ static bool vcpu_handle_exit(struct vcpu *v)
 		vcpu_handle_io(v);
 		return true;
 	case KVM_EXIT_MMIO:
+		if (vm_protect_mmio(v))   /* RAM: a guest-set protection fault */
+			return true;
 		bus_mmio(&vm->mmiobus, run->mmio.phys_addr, run->mmio.data,
 			 (int)run->mmio.len, run->mmio.is_write);
 		return true;
@@ -328,7 +331,7 @@ void *vcpu_thread(void *arg)
 	pthread_getcpuclockid(pthread_self(), &v->cpu_clock);
 	seccomp_thread_enter(SECCOMP_VCPU);   /* before the guest runs */
 	while (!atomic_load(&vm->stopping)) {
-		if (atomic_load(&vm->pause_requested)) {
+		if (atomic_load(&vm->pause_requested) || atomic_load(&vm->hold)) {
 			vm_park_vcpu(vm);
 			__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
 			continue;

@@ -53,6 +53,7 @@
 #include "base/layout.h"
 #include "devices/pci.h"
 #include "vmm/devices.h"
+#include "vmm/mem_protect.h"
 
 /* Where KVM may put the VMX TSS and identity map (Intel only; the rest of
  * KVM ignores them).  Just below the IOAPIC-LAPIC area, in the 32-bit hole. */
@@ -378,7 +379,8 @@ static struct vm *vm_build(const struct vm_config *cfg, int mem_fd, bool clone,
 	vm->host.loop = vm->loop;
 	vm->host.ram_size = vm->mem.size ? vm->mem.size : vm->cfg.memory;
 	if (!vm->console || pci_init(&vm->host, &vm->host.pci, e) ||
-	    devices_create_all(&vm->host, cfg, e) || vm_setup_vcpus(vm, e))
+	    devices_create_all(&vm->host, cfg, e) || vm_protect_create(vm, e) ||
+	    vm_setup_vcpus(vm, e))
 		goto fail;
 	return vm;
 fail:
@@ -509,7 +511,8 @@ void vm_park_vcpu(struct vm *vm)
 	pthread_mutex_lock(&vm->stop_lock);
 	vm->parked++;
 	pthread_cond_broadcast(&vm->stop_cond);
-	while (atomic_load(&vm->pause_requested) && !atomic_load(&vm->stopping))
+	while ((atomic_load(&vm->pause_requested) || atomic_load(&vm->hold)) &&
+	       !atomic_load(&vm->stopping))
 		pthread_cond_wait(&vm->stop_cond, &vm->stop_lock);
 	vm->parked--;
 	pthread_mutex_unlock(&vm->stop_lock);
@@ -590,6 +593,7 @@ void vm_destroy(struct vm *vm)
 	free(vm->vcpus);
 	pci_destroy(vm->host.pci);
 	vm->host.pci = NULL;
+	vm_protect_destroy(vm);
 	for (int i = 0; i < vm->ndevices; i++)
 		device_free(vm->devices[i]);
 	console_close(vm->console);

@@ -92,6 +92,10 @@ struct vm {
 
 	atomic_bool pause_requested;   /* vCPUs park outside KVM_RUN while set */
 	int parked;                    /* vCPUs parked now (under stop_lock) */
+	atomic_bool hold;              /* guest-set page protection changes memory
+	                                  slots: park as for a pause (mem_protect.c) */
+	struct device *protect;        /* the pv-protect device (mem_protect.c) */
+	struct vm_protect *protect_be; /* its memory-slot backend */
 	uint64_t started_ns;           /* CLOCK_MONOTONIC when vm_run began */
 	struct control *control;       /* the --api-socket server, or NULL */
 	bool restoring;                /* built from a snapshot: no boot loading */
