@@ -35,8 +35,11 @@
  *   - A period is the time between two calls; the caller (shoald's memory
  *     manager) sets it.  The averages: fast = fast + (x - fast)/2, slow =
  *     slow + (x - slow)/16 per period, both starting at the first period's
- *     fraction; the estimate is the largest of slow, fast and the last
- *     period's, so it follows a rise at once and a fall slowly (ESX).
+ *     fraction; the estimate is the larger of the two, so it follows a
+ *     rise quickly and a fall slowly (ESX takes the largest of a slow
+ *     average, a fast one, and the fast one with the current period's
+ *     samples so far; here a period is closed before it is read, so the
+ *     last two are one).
  *
  * The guest cannot see the sampling, only a slightly slower first access
  * to a sampled page; it can make its memory look active by touching it,
@@ -110,9 +113,7 @@ void idle_sampler_fold(struct idle_sampler *s, double x)
 
 double idle_sampler_estimate(const struct idle_sampler *s)
 {
-	double m = s->last > s->fast ? s->last : s->fast;
-
-	return m > s->slow ? m : s->slow;
+	return s->fast > s->slow ? s->fast : s->slow;
 }
 
 /* Is page `p` mapped in our page tables?  1, 0, or -1 (errno). */

@@ -45,8 +45,8 @@ void idle_sampler_close(struct idle_sampler *s);
  * `e` (the period is then dropped). */
 int idle_sampler_period(struct idle_sampler *s, int npages, struct error *e);
 
-/* The estimate of the active fraction: the largest of the slow average,
- * the fast one and the last period's (ESX's rule: up fast, down slowly). */
+/* The estimate of the active fraction: the larger of the slow and the
+ * fast average (ESX's rule: up fast, down slowly). */
 double idle_sampler_estimate(const struct idle_sampler *s);
 
 /* Fold one period's fraction into the averages (exposed for tests). */
