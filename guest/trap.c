@@ -22,6 +22,12 @@
  *    still holds the expected value; then resume after the HLT.
  *  - VEC_WAKE is the wake-up IPI, or the one-shot APIC timer of
  *    lapic_sleep_us: EOI and return.
+ *  - #MC (18), a machine check the VMM delivers for a memory error in a
+ *    page with no good copy (docs/memory.md): "mce addr=0x..." (the
+ *    bank's MCi_ADDR), the bank and MCG_STATUS cleared, and this CPU stops
+ *    for good (the access it interrupted cannot go on); the VM runs on.
+ *    CR4.MCE is set on every CPU, without which a machine check would be
+ *    a shutdown.
  *  - anything else is fatal: vector, error code, RIP (and CR2) go to the
  *    console and as a "fatal ..." report, then exit code 2 on port 0xf4.
  *
@@ -151,8 +157,50 @@ static void kvmclock_enable(void)
 				 "a"((uint32_t)(uint64_t)&kvmclock | 1), "d"(0));
 }
 
+static uint64_t rdmsr64(uint32_t msr)
+{
+	uint32_t lo, hi;
+
+	__asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+	return (uint64_t)hi << 32 | lo;
+}
+
+static void wrmsr64(uint32_t msr, uint64_t v)
+{
+	__asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
+}
+
+static void cr4_set_mce(void)
+{
+	uint64_t cr4;
+
+	__asm__ volatile("mov %%cr4, %0" : "=r"(cr4));
+	__asm__ volatile("mov %0, %%cr4" : : "r"(cr4 | 0x40));	/* CR4.MCE */
+}
+
+/* #MC: report the first valid bank's address and stop this CPU. */
+static void trap_mce(struct trap_frame *f)
+{
+	unsigned banks = (unsigned)(rdmsr64(0x179) & 0xff), b;	/* MCG_CAP */
+	uint64_t addr = 0, status = 0;
+
+	for (b = 0; b < banks; b++) {
+		status = rdmsr64(0x401 + 4 * b);			/* MCi_STATUS */
+		if (status >> 63) {					/* VAL */
+			addr = rdmsr64(0x402 + 4 * b);			/* MCi_ADDR */
+			wrmsr64(0x401 + 4 * b, 0);
+			break;
+		}
+	}
+	wrmsr64(0x17a, 0);						/* MCG_STATUS */
+	report("mce addr=0x%lx bank=%u status=0x%lx rip=0x%lx", addr, b, status, f->rip);
+	for (;;)
+		__asm__ volatile("cli; hlt");
+}
+
 void boot_bsp(uint64_t start_info_pa)
 {
+	cr4_set_mce();
 	kvmclock_enable();
 	idt_init();
 	cpu_tables_load(0);
@@ -161,6 +209,7 @@ void boot_bsp(uint64_t start_info_pa)
 
 void boot_ap(uint32_t cpu)
 {
+	cr4_set_mce();
 	cpu_tables_load(cpu);
 	enter_user((void *)ap_main, ustack_top(cpu), cpu);
 }
@@ -190,6 +239,9 @@ void trap_handler(struct trap_frame *f)
 		mmio_write32(lapic_base + 0xb0, 0);	/* EOI */
 		return;
 	case VEC_SPURIOUS:
+		return;
+	case 18:
+		trap_mce(f);
 		return;
 	case VEC_PROTECT:			/* a pv-protect fault record waits */
 		protect_irqs++;

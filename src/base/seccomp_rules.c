@@ -83,6 +83,14 @@ static const unsigned long ioctl_uffd[] = { UFFDIO_WRITEPROTECT, 0 };
  * and off (KVM_SET_USER_MEMORY_REGION). */
 static const unsigned long ioctl_dirty[] = { KVM_GET_DIRTY_LOG, KVM_SET_USER_MEMORY_REGION, 0 };
 
+/* Memory errors (vmm/mce.c, mem/page_hash.c): a vCPU's SIGBUS handler
+ * reads the dirty log to know whether the page has a good copy, and the
+ * vCPU injects the machine check into itself. */
+static const unsigned long ioctl_mce[] = { KVM_GET_DIRTY_LOG, KVM_X86_SET_MCE, 0 };
+/* The same handler on the other threads that load guest memory in user
+ * space (a bounced O_DIRECT request, a snapshot's zero-page check). */
+static const unsigned long ioctl_mce_log[] = { KVM_GET_DIRTY_LOG, 0 };
+
 /* ---- groups ---- */
 
 static const struct seccomp_rule g_base_rules[] = {
@@ -227,6 +235,16 @@ static const struct seccomp_rule g_kvm_irq_rules[] = {
 };
 GROUP(g_kvm_irq, "kvm_irq");
 
+static const struct seccomp_rule g_mce_rules[] = {
+	RI(ioctl_mce, "memory errors: the dirty log, the guest's machine check"),
+};
+GROUP(g_mce, "mce");
+
+static const struct seccomp_rule g_mce_log_rules[] = {
+	RI(ioctl_mce_log, "memory errors: the dirty log (has the page a good copy?)"),
+};
+GROUP(g_mce_log, "mce_log");
+
 /* The jail (vmm/jail.c) drops the process's gid and uid after the disks'
  * I/O threads have started, and glibc makes every thread change its own
  * ids, each in a signal handler (its setxid broadcast).  Once dropped,
@@ -311,14 +329,16 @@ GROUP(g_sanitizer, "sanitizer");
 const struct seccomp_kind_def seccomp_kinds[SECCOMP_NKINDS] = {
 	[SECCOMP_MAIN] = { "main", { &g_base, &g_fileio, &g_poll, &g_uring, &g_files, &g_unix,
 				    &g_kvm_run, &g_dio, SAN NULL } },
-	[SECCOMP_VCPU] = { "vcpu", { &g_base, &g_fileio, &g_poll, &g_unix, &g_kvm_run, SAN NULL } },
+	[SECCOMP_VCPU] = { "vcpu", { &g_base, &g_fileio, &g_poll, &g_unix, &g_kvm_run, &g_mce,
+				    SAN NULL } },
 	[SECCOMP_EVENT] = { "event", { &g_base, &g_fileio, &g_poll, &g_uring, &g_unix, &g_files, &g_threads,
 				      &g_kvm_run, &g_save, &g_dio, &g_dirty, &g_setxid, SAN NULL } },
 	[SECCOMP_BLK_IO] = { "blk-io", { &g_base, &g_fileio, &g_poll, &g_uring, &g_kvm_irq, &g_dio,
-					&g_setxid, SAN NULL } },
+					&g_setxid, &g_mce_log, SAN NULL } },
 	[SECCOMP_SNAP_WRITER] = { "snap-writer", { &g_base, &g_fileio, &g_poll, &g_files, &g_save,
-						  &g_reply, SAN NULL } },
-	[SECCOMP_SNAP_FAULT] = { "snap-fault", { &g_base, &g_fileio, &g_poll, &g_uffd, SAN NULL } },
+						  &g_reply, &g_mce_log, SAN NULL } },
+	[SECCOMP_SNAP_FAULT] = { "snap-fault", { &g_base, &g_fileio, &g_poll, &g_uffd, &g_mce_log,
+						SAN NULL } },
 	[SECCOMP_MIGRATE] = { "migrate", { &g_base, &g_fileio, &g_poll, &g_stream, &g_save, &g_dirty,
 					  &g_kvm_run, SAN NULL } },
 };

@@ -23,6 +23,7 @@
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "base/seccomp.h"
+#include "mem/page_hash.h"
 #include "devices/config_dev.h"
 #include "vmm/control.h"
 #include "state/migrate.h"
@@ -94,6 +95,10 @@ const char run_usage[] =
 "                           shared with every other clone, instead of copying it\n"
 "                           (docs/vmm-control.md; used by shoald), and give the VM\n"
 "                           new MACs and a new vsock CID (random unless given)\n"
+"      --mem-recovery       memory errors in guest RAM: a page restored from the\n"
+"                           snapshot's memory file and not written since is put\n"
+"                           back from it (hash checked); any other becomes a\n"
+"                           machine check for the guest (docs/memory.md)\n"
 "      --mac MAC            with --restore: network card 0's new MAC (again for\n"
 "                           card 1, ...); the snapshot's otherwise\n"
 "      --cid N              with --restore: the vsock device's new CID (3 and up)\n"
@@ -149,6 +154,8 @@ enum { OPT_MAC = 768, OPT_CID, OPT_TAP, OPT_VSOCK_SOCKET };  /* a restored VM's 
 
 enum { OPT_OVERLAY_DIR = 512 };
 
+enum { OPT_MEM_RECOVERY = 1700 };       /* mem/page_hash.c */
+
 static const struct option run_options[] = {
 	{ "kernel", required_argument, NULL, 'k' },
 	{ "firmware", required_argument, NULL, OPT_FIRMWARE },
@@ -174,6 +181,7 @@ static const struct option run_options[] = {
 	{ "cloud-init", required_argument, NULL, OPT_CLOUD_INIT },
 	{ "restore", required_argument, NULL, OPT_RESTORE },
 	{ "clone", no_argument, NULL, OPT_CLONE },
+	{ "mem-recovery", no_argument, NULL, OPT_MEM_RECOVERY },
 	{ "mac", required_argument, NULL, OPT_MAC },
 	{ "cid", required_argument, NULL, OPT_CID },
 	{ "tap", required_argument, NULL, OPT_TAP },
@@ -247,6 +255,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 	case OPT_RESTORE: set_str(&o->restore, arg); return 0;
 	case OPT_INCOMING: set_str(&o->incoming, arg); return 0;
 	case OPT_CLONE: o->clone = true; return 0;
+	case OPT_MEM_RECOVERY: o->mem_recovery = true; return 0;
 	case OPT_MAC: {
 		struct vm_net check = { .fd = -1 };
 		int rc;
@@ -563,6 +572,25 @@ static void run_zero_stop(struct zero_blocks *z)
 	zero_blocks_stop(z);
 }
 
+/* --mem-recovery (mem/page_hash.h): a restored VM's good copy is its
+ * snapshot's plain memory file (a clone's and a compressed one's: none). */
+static int run_mem_recovery(struct vm *vm, const struct run_opts *o, struct page_hash **ph)
+{
+	char path[4096];
+	struct error e = { 0 };
+
+	*ph = NULL;
+	if (!o->mem_recovery)
+		return 0;
+	snprintf(path, sizeof(path), "%s/memory", o->restore ? o->restore : "");
+	if (page_hash_start(ph, vm, o->restore && !o->clone && access(path, R_OK) == 0 ? path : NULL,
+			    &e)) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	return 0;
+}
+
 /* Build the VM (or restore it), serve the control socket when asked, run
  * the guest to its end; returns the exit status (docs/cli.md).  The VM is
  * destroyed on every way out. */
@@ -602,8 +630,14 @@ static int run_vm(const struct vm_config *cfg, const struct run_opts *o, struct 
 		log_error("%s", e.msg);
 		return e.status;
 	}
+	struct page_hash *ph;
+	if ((status = run_mem_recovery(vm, o, &ph))) {
+		vm_destroy(vm);
+		return status;
+	}
 	if (o->incoming && migrate_incoming(vm, o->incoming, &e)) {
 		log_error("%s", e.msg);
+		page_hash_stop(ph);
 		vm_destroy(vm);
 		return e.status;
 	}
@@ -616,6 +650,7 @@ static int run_vm(const struct vm_config *cfg, const struct run_opts *o, struct 
 		migrate_wait(vm);
 		snapshot_wait(vm);
 		zero_blocks_stop(zb);
+		page_hash_stop(ph);
 		vm_destroy(vm);
 		return e.status;
 	}
@@ -626,6 +661,7 @@ static int run_vm(const struct vm_config *cfg, const struct run_opts *o, struct 
 		migrate_wait(vm);
 		snapshot_wait(vm);
 		zero_blocks_stop(zb);
+		page_hash_stop(ph);
 		vm_destroy(vm);
 		return e.status;
 	}
@@ -637,6 +673,7 @@ static int run_vm(const struct vm_config *cfg, const struct run_opts *o, struct 
 	snapshot_wait(vm);
 	run_report_exit(vm, status);
 	run_zero_stop(zb);
+	page_hash_stop(ph);
 	vm_destroy(vm);
 	return status;
 }
@@ -683,6 +720,12 @@ int cmd_run(int argc, char **argv)
 	if (o.incoming && migrate_incoming_key(o.incoming, &e)) {  /* before the jail */
 		log_error("%s", e.msg);
 		status = e.status;
+		goto out;
+	}
+	if (o.mem_recovery && cfg.zero_on) {
+		log_error("run: --mem-recovery cannot go with --zero-scan yet (a zero block's "
+			  "pages are the kernel's shared zero page, not the memfd's)");
+		status = EXIT_USAGE;
 		goto out;
 	}
 	if (o.clone && !o.restore) {

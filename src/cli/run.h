@@ -16,6 +16,7 @@ struct run_opts {
 	char *restore;        /* --restore DIR (malloc'd) or NULL */
 	bool console_set;     /* --console given */
 	bool clone;           /* --clone: memory copy-on-write from the snapshot */
+	bool mem_recovery;    /* --mem-recovery: memory errors (mem/page_hash.h) */
 	char *disk_overlay_dir; /* --disk-overlay-dir DIR (malloc'd) or NULL */
 	const char *macs[VM_MAX_NETS]; /* --mac MAC, repeatable (argv's strings) */
 	int nmacs;

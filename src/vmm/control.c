@@ -46,6 +46,7 @@
 #include "vmm/jail.h"
 #include "base/eventloop.h"
 #include "vmm/vm.h"
+#include "vmm/mce.h"
 
 #define CONTROL_MAX_CLIENTS 16
 #define CONTROL_LINE_MAX    (64 * 1024)
@@ -173,6 +174,7 @@ static json_t *control_metrics(struct vm *vm)
 			 "guest_rss_bytes", (json_int_t)control_guest_rss(vm),
 			 "devices", devs, "unclaimed_io", (json_int_t)vm->iobus.unclaimed,
 			 "disks", "nets");
+	vm_mce_metrics(root);          /* --mem-recovery's counters (vmm/mce.h) */
 	for (int i = 0; i < vm->ndevices; i++) {
 		struct device *d = vm->devices[i];
 		json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:b}",

@@ -25,6 +25,7 @@
 #include "vmm/dirty.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -72,6 +73,7 @@ int vm_dirty_start(struct vm *vm, struct error *e)
 				 "migrated yet");
 	if (guest_mem_dirty_track(&vm->mem, true))
 		return error_set(e, EXIT_HOST, "out of memory for the dirty bitmap");
+	atomic_fetch_add(&vm->dirty_starts, 1);   /* the log is someone else's now */
 	if (set_slots(vm, KVM_MEM_LOG_DIRTY_PAGES, vm->mem.nregions, e)) {
 		set_slots(vm, 0, vm->mem.nregions, NULL);
 		guest_mem_dirty_track(&vm->mem, false);

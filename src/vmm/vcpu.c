@@ -36,6 +36,7 @@
 #include "vmm/mem_protect.h"
 #include "vmm/vcpu_throttle.h"
 #include "vmm/vm.h"
+#include "vmm/mce.h"
 
 #define MSR_IA32_MISC_ENABLE      0x000001a0
 #define MSR_MTRR_DEF_TYPE         0x000002ff
@@ -141,6 +142,8 @@ int vcpu_create(struct vm *vm, struct vcpu *v, int index, struct error *e)
 		return -1;
 	vcpu_setup_lapic(v);
 	vcpu_setup_msrs(v);
+	if (vm_mce_setup_vcpu(vm, v))   /* machine-check banks, as QEMU (vmm/mce.h) */
+		log_debug("vcpu%d: KVM_X86_SETUP_MCE: %s (no machine checks)", index, strerror(errno));
 	if (index == 0 && !vm->restoring)   /* a restore sets every register itself */
 		return vcpu_setup_boot_regs(vm, v, e);
 	return 0;
@@ -330,6 +333,7 @@ void *vcpu_thread(void *arg)
 	pthread_setname_np(pthread_self(), name);
 	pthread_getcpuclockid(pthread_self(), &v->cpu_clock);
 	seccomp_thread_enter(SECCOMP_VCPU);   /* before the guest runs */
+	vm_mce_thread(v);
 	while (!atomic_load(&vm->stopping)) {
 		if (atomic_load(&vm->pause_requested) || atomic_load(&vm->hold)) {
 			vm_park_vcpu(vm);
@@ -340,6 +344,7 @@ void *vcpu_thread(void *arg)
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+				vm_mce_deliver(v);   /* a memory error's machine check */
 				continue;
 			}
 			vm_stop(vm, EXIT_HOST, "vcpu%d: KVM_RUN: %s", v->index, strerror(errno));

@@ -106,6 +106,8 @@ struct vm {
 		void *opaque;
 	} commands[8];
 	struct device_host host;       /* what devices see of us (host.pci: the bus) */
+	_Atomic unsigned dirty_starts; /* vm_dirty_start calls: a user of the dirty
+	                                  log (mem/page_hash.c checks for others) */
 };
 
 /* Build a VM from `cfg`: open KVM, create memory, irqchip, PIT, vCPUs with
