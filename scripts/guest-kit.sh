@@ -58,10 +58,11 @@ META=linux-image-cloud-amd64
 # Modules wanted in the initramfs (their dependencies come along).  Names as
 # modprobe knows them; a name the kernel has built in or lacks is skipped.
 # evdev and button give the ACPI power button an input device for acpid;
-# isofs mounts the cloud-init seed (slow_linux_cidata.sh).
+# isofs mounts the cloud-init seed (slow_linux_cidata.sh); fuse and virtiofs
+# mount a shared file tree (--fs, slow_linux_virtiofs.sh).
 MODULES="virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
 	virtio_blk failover net_failover virtio_net virtio_console virtio_rng
-	virtio_balloon vmw_vsock_virtio_transport evdev button isofs"
+	virtio_balloon vmw_vsock_virtio_transport evdev button isofs fuse virtiofs"
 # --generic adds these (skipped where built in): the VM generation ID driver.
 GENERIC_MODULES="vmgenid"
 

@@ -3,7 +3,7 @@
 # tests with.  Safe to run again: installs only what is missing.
 set -e
 PKGS="build-essential clang libcmocka-dev libjansson-dev liburing-dev libzstd-dev zlib1g-dev libxxhash-dev
-      qemu-system-x86 qemu-utils busybox-static cpio lz4 kmod xz-utils zstd
+      qemu-system-x86 qemu-system-common qemu-utils busybox-static cpio lz4 kmod xz-utils zstd
       libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev sqlite3 curl jq python3-yaml openssl seabios libseccomp-dev man-db groff-base libssl-dev"
 # nodejs and npm run the OpenAPI validators (scripts/api-tools.sh installs
 # them from npm); prometheus brings promtool, which checks shoald's /metrics.

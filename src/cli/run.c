@@ -72,6 +72,10 @@ const char run_usage[] =
 "      --vsock cid=N,socket=PATH\n"
 "                           virtio-vsock; the host side is a Unix socket\n"
 "                           (CONNECT <port> / OK <port>, as Firecracker)\n"
+"      --fs tag=TAG,socket=PATH\n"
+"                           a shared file tree (virtio-fs): the guest mounts\n"
+"                           -t virtiofs TAG; served by a vhost-user-fs back end\n"
+"                           (virtiofsd) on PATH; repeatable; no snapshots\n"
 "      --cloud-init user-data=FILE,meta-data=FILE[,network-config=FILE]\n"
 "                           attach a cloud-init NoCloud seed built from these\n"
 "                           files: an ISO 9660 volume 'cidata', one more\n"
@@ -146,6 +150,8 @@ enum { OPT_VMGENID = 1400 };            /* devices/vmgenid.c */
 
 enum { OPT_ZERO_SCAN = 1500 };          /* mem/zero_blocks.c */
 
+enum { OPT_FS = 1600 };                 /* devices/vhost_user_fs.c */
+
 enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_API,
        OPT_DISK, OPT_NET, OPT_RNG, OPT_VSOCK, OPT_VCONSOLE, OPT_RESTORE, OPT_CLONE,
        OPT_SECCOMP, OPT_JAIL };
@@ -177,6 +183,7 @@ static const struct option run_options[] = {
 	{ "vmgenid", no_argument, NULL, OPT_VMGENID },
 	{ "zero-scan", required_argument, NULL, OPT_ZERO_SCAN },
 	{ "vsock", required_argument, NULL, OPT_VSOCK },
+	{ "fs", required_argument, NULL, OPT_FS },
 	{ "virtio-console", required_argument, NULL, OPT_VCONSOLE },
 	{ "cloud-init", required_argument, NULL, OPT_CLOUD_INIT },
 	{ "restore", required_argument, NULL, OPT_RESTORE },
@@ -220,7 +227,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 	switch (c) {   /* the VM's own settings, which a snapshot brings */
 	case 'k': case 'i': case 'p': case 'c': case 'm': case OPT_TEMPLATE: case OPT_CONFIG:
 	case OPT_DISK: case OPT_NET: case OPT_RNG: case OPT_VSOCK: case OPT_VCONSOLE:
-	case OPT_FIRMWARE: case OPT_CLOUD_INIT: case OPT_VMGENID:
+	case OPT_FIRMWARE: case OPT_CLOUD_INIT: case OPT_VMGENID: case OPT_FS:
 		if (!o->vm_flag)
 			o->vm_flag = c;
 		break;
@@ -313,6 +320,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 		return 0;
 	}
 	case OPT_VSOCK: return vm_config_set_vsock(cfg, arg, e);
+	case OPT_FS: return vm_config_add_fs(cfg, arg, e);
 	case OPT_VCONSOLE: return vconsole_config_from_flags(&cfg->vconsole, arg, e);
 	case OPT_CLOUD_INIT: return cidata_from_flags(&cfg->cloud_init, arg, e);
 	case 'v': o->verbose++; return 0;

@@ -378,6 +378,9 @@ static int spec_check_devices(const struct vm_config *c, const char *name, struc
 		return -1;
 	if (c->vsock_cid && spec_check_vsock(c->vsock_socket, e))
 		return -1;
+	if (c->nfs)   /* the VMM would connect to any Unix socket the client names */
+		return api_err_set(e, 400, "invalid_spec", "fs: shared file trees (vhost-user-fs) "
+				   "are not offered through shoald yet; use shoal run --fs");
 	return 0;
 }
 

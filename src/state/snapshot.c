@@ -221,6 +221,10 @@ static int refuse_unsaveable(struct vm *vm, struct error *e)
 		if (vm->cfg.nets[i].fd >= 0)
 			return error_set(e, EXIT_USAGE, "net%d: a network card on a passed-in fd "
 					 "cannot be restored (use tap=NAME)", i);
+	if (vm->cfg.nfs)   /* devices/vhost_user_fs.c: the back end holds the state */
+		return error_set(e, EXIT_USAGE, "vhost-user-fs0 (--fs %s): a shared file tree's "
+				 "state lives in its back end (virtiofsd), so a VM with one "
+				 "cannot be snapshotted", vm->cfg.fs[0].tag);
 	return 0;
 }
 
@@ -377,6 +381,10 @@ int snapshot_state_save(struct vm *vm, struct state_writer *w, struct error *e)
 	size_t mark;
 	int rc = -1;
 
+	if (vm->cfg.nfs)   /* a migration's state too: virtiofsd's is not ours to send */
+		return error_set(e, EXIT_USAGE, "vhost-user-fs0 (--fs %s): its state lives in "
+				 "virtiofsd; a VM with a shared file tree cannot be saved or "
+				 "migrated", vm->cfg.fs[0].tag);
 	state_writer_init(&kvm);
 	state_writer_init(&devs);
 	if (vm_protect_check(vm, "pv-protect", e))   /* ranges cannot be saved (vmm/mem_protect.c) */

@@ -53,6 +53,8 @@ void vm_config_copy(struct vm_config *dst, const struct vm_config *src)
 	for (int i = 0; i < src->nnets; i++)
 		net_config_copy(&dst->nets[i], &src->nets[i]);
 	dst->vsock_socket = dup_or_null(src->vsock_socket);
+	for (int i = 0; i < src->nfs; i++)
+		fs_config_copy(&dst->fs[i], &src->fs[i]);
 	dst->vconsole = dup_or_null(src->vconsole);
 	cidata_copy(&dst->cloud_init, &src->cloud_init);
 }
@@ -64,6 +66,8 @@ void vm_config_free(struct vm_config *c)
 	for (int i = 0; i < c->nnets; i++)
 		net_config_free(&c->nets[i]);
 	free(c->vsock_socket);
+	for (int i = 0; i < c->nfs; i++)
+		fs_config_free(&c->fs[i]);
 	free(c->vconsole);
 	cidata_free(&c->cloud_init);
 	free(c->kernel);
@@ -102,6 +106,39 @@ int vm_config_add_net(struct vm_config *c, const char *spec, struct error *e)
 	if (net_config_from_flags(&c->nets[c->nnets], spec, e))
 		return -1;
 	c->nnets++;
+	return 0;
+}
+
+int vm_config_add_fs(struct vm_config *c, const char *spec, struct error *e)
+{
+	if (c->nfs == VM_MAX_FS)
+		return error_set(e, EXIT_USAGE, "--fs: at most %d shared trees", VM_MAX_FS);
+	if (fs_config_from_flags(&c->fs[c->nfs], spec, e))
+		return -1;
+	c->nfs++;
+	return 0;
+}
+
+/* "fs": [{"tag": T, "socket": P}, ...] replaces the list. */
+static int json_get_fs(struct vm_config *c, const char *name, json_t *v, struct error *e)
+{
+	char where[256];
+	size_t i;
+	json_t *it;
+
+	if (!json_is_array(v))
+		return error_set(e, EXIT_USAGE, "%s: \"fs\" must be an array", name);
+	for (int k = 0; k < c->nfs; k++)
+		fs_config_free(&c->fs[k]);
+	c->nfs = 0;
+	json_array_foreach(v, i, it) {
+		snprintf(where, sizeof(where), "%s: fs[%zu]", name, i);
+		if (c->nfs == VM_MAX_FS)
+			return error_set(e, EXIT_USAGE, "%s: at most %d shared trees", where, VM_MAX_FS);
+		if (fs_config_from_json(&c->fs[c->nfs], it, where, e))
+			return -1;
+		c->nfs++;
+	}
 	return 0;
 }
 
@@ -269,6 +306,8 @@ static int json_apply_device_key(struct vm_config *c, const char *name, const ch
 		return balloon_config_from_json(&c->balloon, &c->balloon_stats_s, v, name, e);
 	if (!strcmp(key, "vsock"))
 		return vsock_config_from_json(&c->vsock_cid, &c->vsock_socket, v, name, e);
+	if (!strcmp(key, "fs"))
+		return json_get_fs(c, name, v, e);
 	if (!strcmp(key, "virtio_console"))
 		return vconsole_config_from_json(&c->vconsole, v, name, e);
 	if (!strcmp(key, "cloud_init"))
@@ -413,6 +452,13 @@ json_t *vm_config_to_json(const struct vm_config *c)
 	json_object_set_new(o, "balloon", balloon_config_to_json(c->balloon, c->balloon_stats_s));
 	json_object_set_new(o, "vsock", vsock_config_to_json(c->vsock_cid, c->vsock_socket));
 	json_object_set_new(o, "virtio_console", vconsole_config_to_json(c->vconsole));
+	if (c->nfs) {
+		json_t *fs = json_array();
+
+		for (int i = 0; i < c->nfs; i++)
+			json_array_append_new(fs, fs_config_to_json(&c->fs[i]));
+		json_object_set_new(o, "fs", fs);
+	}
 	if (cidata_wanted(&c->cloud_init))
 		json_object_set_new(o, "cloud_init", cidata_to_json(&c->cloud_init));
 	if (c->vmgenid)

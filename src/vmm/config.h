@@ -29,6 +29,7 @@
 #include "base/path_beneath.h"
 #include "boot/cidata.h"          /* struct cidata_files */
 #include "devices/devconfig.h"    /* struct vm_disk, struct vm_net */
+#include "devices/vhost_user_fs.h" /* struct vm_fs (--fs) */
 
 enum console_kind { CONSOLE_STDIO = 0, CONSOLE_FILE, CONSOLE_NONE };
 
@@ -64,6 +65,8 @@ struct vm_config {
 	char *vconsole;                /* virtio-console port: "file:PATH", or NULL */
 	bool vmgenid;                  /* the ACPI VM generation ID (devices/vmgenid.c) */
 	bool vmgenid_new;              /* a restored clone: a new ID (not in JSON) */
+	int nfs;                       /* --fs: vhost-user-fs devices ("fs") */
+	struct vm_fs fs[VM_MAX_FS];
 	struct cidata_files cloud_init; /* a NoCloud seed disk from these files
 	                                  (shoal run builds it; boot/cidata.h) */
 	int nconfine;                  /* "confine": open named files only beneath */
@@ -76,6 +79,9 @@ int vm_config_add_disk(struct vm_config *c, const char *spec, struct error *e);
 
 /* Parse "tap=NAME|fd=N[,mac=XX:..][,queues=N][,mode=...]" and append it. */
 int vm_config_add_net(struct vm_config *c, const char *spec, struct error *e);
+
+/* Parse "tag=TAG,socket=PATH" (--fs) and append it. */
+int vm_config_add_fs(struct vm_config *c, const char *spec, struct error *e);
 
 /* Parse "cid=N,socket=PATH". */
 int vm_config_set_vsock(struct vm_config *c, const char *spec, struct error *e);

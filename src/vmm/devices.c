@@ -94,6 +94,14 @@ static int create_disks(const struct device_host *h, const struct vm_config *c, 
 	return 0;
 }
 
+static int create_fs(const struct device_host *h, const struct vm_config *c, struct error *e)
+{
+	for (int i = 0; i < c->nfs && i < VM_MAX_FS; i++)
+		if (vhost_user_fs_create(h, &c->fs[i], i, e))
+			return -1;
+	return 0;
+}
+
 static int create_vconsole(const struct device_host *h, const struct vm_config *c, struct error *e)
 {
 	return c->vconsole ? virtio_console_create(h, c->vconsole, e) : 0;
@@ -153,6 +161,7 @@ const struct device_type device_types[] = {
 	{ "virtio-blk", "virtio block disks on PCI (--disk): raw or qcow2, I/O thread", create_disks },
 	{ "virtio-console", "virtio console port on PCI (--virtio-console file:PATH)", create_vconsole },
 	{ "virtio-balloon", "virtio memory balloon on PCI (--balloon): stats, free page reporting", create_balloon },
+	{ "vhost-user-fs", "shared file tree per --fs: virtio-fs served by virtiofsd (vhost-user)", create_fs },
 	{ "vmgenid", "ACPI VM generation ID (--vmgenid): new on every clone, GSI 23", create_vmgenid },
 	{ "pci-hotplug", "ACPI PCI hotplug registers (0xae00-0xae0b, GSI 22): disk-add, disk-remove", create_pci_hotplug },
 	{ NULL, NULL, NULL },
