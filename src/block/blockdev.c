@@ -444,6 +444,32 @@ fail:
 	return -1;
 }
 
+/* Drivers of SCHEME: paths (blockdev.h), registered at start. */
+static struct { const char *scheme; blockdev_scheme_open_fn open; } schemes[4];
+
+int blockdev_register_scheme(const char *scheme, blockdev_scheme_open_fn open)
+{
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+		if (schemes[i].scheme && strcmp(schemes[i].scheme, scheme))
+			continue;
+		schemes[i].scheme = scheme;
+		schemes[i].open = open;
+		return 0;
+	}
+	return -1;
+}
+
+static blockdev_scheme_open_fn scheme_of(const char *path)
+{
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]) && schemes[i].scheme; i++) {
+		size_t n = strlen(schemes[i].scheme);
+
+		if (!strncmp(path, schemes[i].scheme, n) && path[n] == ':')
+			return schemes[i].open;
+	}
+	return NULL;
+}
+
 int blockdev_open(struct blockdev **out, const char *path,
 		  const struct blockdev_opts *o, struct error *e)
 {
@@ -455,6 +481,8 @@ int blockdev_open(struct blockdev **out, const char *path,
 	if (o && o->force_share && !o->readonly)
 		return error_set(e, EXIT_USAGE, "%s: force share (-U) is for read-only opens: "
 				 "a writer cannot let others write too", path);
+	if (scheme_of(path))
+		return scheme_of(path)(out, path, o ? o : &defaults, e);
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return error_set(e, EXIT_HOST, "out of memory");

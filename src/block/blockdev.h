@@ -144,6 +144,14 @@ struct blockdev {
  * failure. */
 int blockdev_open(struct blockdev **out, const char *path,
 		  const struct blockdev_opts *o, struct error *e);
+/* A disk named SCHEME:REST that is no file (store: in store/stream.c) is
+ * opened by a driver a layer above this one registers at start (the block
+ * layer includes nothing above it).  blockdev_open hands such a path, and
+ * its options, to `open`, which builds the struct blockdev itself (fd -1,
+ * its own ops).  At most 4 schemes; 0, or -1 when full. */
+typedef int (*blockdev_scheme_open_fn)(struct blockdev **out, const char *path,
+				       const struct blockdev_opts *o, struct error *e);
+int blockdev_register_scheme(const char *scheme, blockdev_scheme_open_fn open);
 /* Flush, then release the locks and close, the whole chain. */
 void blockdev_close(struct blockdev *bd);
 /* Put the qcow2 image `path`, made with *top's file as its backing file

@@ -18,6 +18,7 @@
 #include "cli/commands.h"
 #include "base/exitcode.h"
 #include "base/log.h"
+#include "store/stream.h"
 
 #define SHOAL_VERSION "0.1.0"
 
@@ -137,6 +138,7 @@ static int global_options(int *argc, char ***argv)
 
 int main(int argc, char **argv)
 {
+	store_stream_register();	/* --disk store:... and shoal img store:... */
 	if (global_options(&argc, &argv))
 		return EXIT_USAGE;
 	if (argc < 2) {

@@ -392,3 +392,12 @@ out:
 	store_close(s);
 	return rc;
 }
+
+/* For store/stream.c: the server's manifest JSON, checked as pull checks it. */
+int store_pull_parse_manifest(const char *url, const void *json, size_t n, uint32_t chunk_max,
+			      struct store_manifest *m, struct error *e)
+{
+	struct body b = { .p = (uint8_t *)json, .n = n };
+
+	return parse_manifest(url, &b, chunk_max, m, e);
+}

@@ -28,5 +28,9 @@ struct store_pull_stats {
 };
 
 int store_pull(const struct store_pull_opts *o, struct store_pull_stats *st, struct error *e);
+/* The manifest JSON a server sent for `url`, checked whole (names, lengths
+ * within chunk_max, lengths adding up to the size): store/stream.c. */
+int store_pull_parse_manifest(const char *url, const void *json, size_t n, uint32_t chunk_max,
+			      struct store_manifest *m, struct error *e);
 
 #endif

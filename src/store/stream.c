@@ -1,0 +1,633 @@
+/*
+ * stream.c - the `store:` block driver: a disk whose image streams from an
+ * image server (store/serve.c) while it is in use (docs/store.md,
+ * "Streaming").
+ *
+ *   store:https://HOST:PORT/NAME,cache=DIR,cert=FILE,key=FILE,ca=FILE[,prefetch=on|off]
+ *
+ * Open fetches the image's manifest (GET /v1/images/NAME/manifest),
+ * checks it whole as `store pull` does, and keeps a copy in
+ * DIR/streams/NAME.json, which a later open uses when the server cannot be
+ * reached.  DIR is a local store (store.c; made if missing), opened as its
+ * writer for as long as the disk is open.  A read is served chunk by
+ * chunk: a zero chunk is zeros, a chunk in DIR is read from it (checked
+ * against its SHA-256 by store.c), any other is fetched on demand from
+ * GET /v1/chunks/HEX, checked against the SHA-256 the manifest names, put
+ * in DIR, then served.  A thread prefetches the rest in manifest order
+ * (prefetch=off: none).  Fetched chunks are committed every 2 MiB and at
+ * close; when the last one is in, the manifest is recorded in DIR as image
+ * NAME, so `shoal store get DIR NAME` rebuilds the image.
+ *
+ * Invariants, and what a server may not do to us:
+ * - No byte reaches a reader unless it is a zero chunk or its SHA-256 is
+ *   the manifest's for that chunk; a chunk whose bytes do not match is
+ *   refused (the read fails with -EIO naming the chunk) and not kept.
+ *   Answers are read up to a bound (the manifest 256 MiB, a chunk the
+ *   store's chunk maximum).
+ * - The disk is read-only: a read-write open is refused.  Writes go to a
+ *   qcow2 overlay the caller puts over it (blockdev_push_overlay), so the
+ *   cache only ever holds the server's image.
+ * - The store is not thread-safe, so every call into it (the reader's and
+ *   the prefetcher's) holds `mu`; fetching over the network does not, so
+ *   a reader waits for the prefetcher's store call, never its transfer.
+ *   Each thread has its own libcurl handle.  Both may fetch one chunk at
+ *   once; the second put is skipped.
+ * - A read that needs a chunk the server cannot give fails with -EIO and
+ *   bd->err naming the chunk and the reason; chunks already in DIR read on.
+ *
+ * Counters (chunks fetched on demand and by prefetch, bytes, the share of
+ * the image fetched) are printed as one line at close.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/curl_dl.h"
+#include "base/exitcode.h"
+#include "store/pull.h"
+#include "store/store.h"
+#include "store/stream.h"
+
+#define MANIFEST_MAX (256u << 20)
+#define COMMIT_BYTES (2u << 20)
+
+struct body {
+	uint8_t *p;
+	size_t n, cap, max;
+	bool over;
+};
+
+struct stream {
+	char *spec;			/* the path as given, for messages */
+	char *base, *name;		/* https://HOST:PORT[/prefix], NAME */
+	char *cache, *cert, *key, *ca;
+	struct store *s;
+	struct store_manifest m;
+	uint64_t *off;			/* m.n + 1 chunk offsets */
+	uint8_t *have;			/* per chunk: in DIR (or a zero chunk) */
+	uint32_t missing, chunk_max;
+	pthread_mutex_t mu;		/* the store, have, missing, the counters */
+	CURL *c;			/* the reader's connection */
+	char cerr[CURL_ERROR_SIZE];
+	pthread_t th;
+	bool th_on;
+	atomic_bool stop;
+	uint64_t n_demand, n_prefetch, bytes_fetched, since_commit;
+	uint8_t *cbuf;			/* the last chunk read from DIR */
+	uint32_t cidx;
+	bool recorded;			/* the manifest is in DIR as image NAME */
+};
+
+static size_t on_data(char *data, size_t size, size_t nmemb, void *opaque)
+{
+	struct body *b = opaque;
+	size_t n = size * nmemb;
+
+	if (b->n + n > b->max) {
+		b->over = true;
+		return 0;
+	}
+	if (b->n + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 65536;
+		uint8_t *q;
+
+		while (cap < b->n + n + 1)
+			cap *= 2;
+		q = realloc(b->p, cap);
+		if (!q)
+			return 0;
+		b->p = q;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->n, data, n);
+	b->n += n;
+	b->p[b->n] = 0;
+	return n;
+}
+
+static CURL *client_new(struct stream *st, char *errbuf)
+{
+	CURL *c = curl_easy_init();
+
+	if (!c)
+		return NULL;
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "shoal-store-stream");
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 15L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	if (st->ca)
+		curl_easy_setopt(c, CURLOPT_CAINFO, st->ca);
+	if (st->cert)
+		curl_easy_setopt(c, CURLOPT_SSLCERT, st->cert);
+	if (st->key)
+		curl_easy_setopt(c, CURLOPT_SSLKEY, st->key);
+	return c;
+}
+
+/* GET base+path into b (at most max bytes): 0 on a 200, else -1 with e
+ * naming the URL and the reason (the server's, from its JSON). */
+static int get(struct stream *st, CURL *c, char *errbuf, const char *path, struct body *b,
+	       size_t max, struct error *e)
+{
+	char url[2048];
+	long code = 0;
+	CURLcode rc;
+
+	snprintf(url, sizeof(url), "%s%s", st->base, path);
+	b->n = 0;
+	b->over = false;
+	b->max = max;
+	errbuf[0] = 0;
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
+	rc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+	if (b->over)
+		return error_set(e, EXIT_BADSTATE, "%s: the answer is longer than %zu bytes (refused)", url, max);
+	if (rc != CURLE_OK)
+		return error_set(e, EXIT_HOST, "%s: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+	if (code != 200) {
+		/* the server's refusals are {"error": WHY}: quote WHY */
+		const char *p = b->n ? strstr((const char *)b->p, "\"error\"") : NULL;
+		int len = 0;
+
+		if (p && (p = strchr(p + 7, '"')))
+			len = (int)strcspn(++p, "\"");
+		return error_set(e, code == 404 ? EXIT_NOINPUT : code == 401 || code == 403 ? EXIT_USAGE : EXIT_HOST,
+				 "%s: %ld: %.*s", url, code, len ? len : 17, len ? p : "(no reason given)");
+	}
+	return 0;
+}
+
+/* ---- the spec ---- */
+
+static void stream_free(struct stream *st)
+{
+	if (!st)
+		return;
+	if (st->c)
+		curl_easy_cleanup(st->c);
+	store_close(st->s);
+	store_manifest_free(&st->m);
+	pthread_mutex_destroy(&st->mu);
+	free(st->off);
+	free(st->have);
+	free(st->cbuf);
+	free(st->spec);
+	free(st->base);
+	free(st->name);
+	free(st->cache);
+	free(st->cert);
+	free(st->key);
+	free(st->ca);
+	free(st);
+}
+
+/* store:URL,key=value,...: fills st's strings and *prefetch. */
+static int parse_spec(struct stream *st, const char *path, bool *prefetch, struct error *e)
+{
+	char *dup = strdup(path + 6), *save = NULL, *url, *slash, *kv;
+
+	*prefetch = true;
+	if (!dup)
+		return error_set(e, EXIT_HOST, "out of memory");
+	url = strtok_r(dup, ",", &save);
+	if (!url || strncmp(url, "https://", 8) || !(slash = strrchr(url + 8, '/')) || !slash[1]) {
+		free(dup);
+		return error_set(e, EXIT_USAGE, "%s: expected store:https://HOST:PORT/NAME,cache=DIR"
+				 "[,cert=FILE,key=FILE,ca=FILE,prefetch=on|off]", path);
+	}
+	st->name = strdup(slash + 1);
+	st->base = strndup(url, (size_t)(slash - url));
+	while ((kv = strtok_r(NULL, ",", &save))) {
+		char *v = strchr(kv, '='), **to = NULL;
+
+		if (v)
+			*v++ = 0;
+		if (!strcmp(kv, "cache"))
+			to = &st->cache;
+		else if (!strcmp(kv, "cert"))
+			to = &st->cert;
+		else if (!strcmp(kv, "key"))
+			to = &st->key;
+		else if (!strcmp(kv, "ca"))
+			to = &st->ca;
+		if (to && v && *v) {
+			free(*to);
+			*to = strdup(v);
+		} else if (!strcmp(kv, "prefetch") && v && (!strcmp(v, "on") || !strcmp(v, "off"))) {
+			*prefetch = !strcmp(v, "on");
+		} else {
+			error_set(e, EXIT_USAGE, "%s: unknown or empty option '%s' (cache=DIR, cert=FILE, "
+				  "key=FILE, ca=FILE, prefetch=on|off)", path, kv);
+			free(dup);
+			return -1;
+		}
+	}
+	free(dup);
+	if (!st->name || !st->base)
+		return error_set(e, EXIT_HOST, "out of memory");
+	if (!st->cache)
+		return error_set(e, EXIT_USAGE, "%s: needs cache=DIR (a local store for the chunks)", path);
+	return store_name_check(st->name, e);
+}
+
+/* ---- chunks ---- */
+
+/* Under mu: every chunk is in; record the manifest as image NAME unless
+ * an image of that name is there already. */
+static void record_image(struct stream *st)
+{
+	struct store_manifest have;
+	struct error e = { 0 };
+
+	if (st->recorded)
+		return;
+	st->recorded = true;
+	if (!store_manifest_get(st->s, st->name, &have, NULL))
+		store_manifest_free(&have);
+	else if (store_manifest_put(st->s, st->name, &st->m, &e))
+		fprintf(stderr, "shoal: %s: %s\n", st->spec, e.msg);
+}
+
+/* Under mu: chunk i arrived; commit now and then, and record the image
+ * when it is whole. */
+static void arrived(struct stream *st, uint32_t i)
+{
+	struct error e = { 0 };
+
+	st->have[i] = 1;
+	st->missing--;
+	st->bytes_fetched += st->m.c[i].len;
+	st->since_commit += st->m.c[i].len;
+	if (st->since_commit >= COMMIT_BYTES || !st->missing) {
+		if (store_commit(st->s, &e))
+			fprintf(stderr, "shoal: %s: %s\n", st->spec, e.msg);
+		st->since_commit = 0;
+	}
+	if (!st->missing)
+		record_image(st);
+}
+
+/* Fetch chunk i over connection c (not under mu), check it, and put it in
+ * the cache.  0, or -1 with e naming the chunk. */
+static int fetch(struct stream *st, CURL *c, char *errbuf, struct body *b, uint32_t i,
+		 bool demand, struct error *e)
+{
+	char hex[65], path[128];
+	uint8_t md[32];
+	int r = 0;
+
+	store_hash_hex(st->m.c[i].hash, hex);
+	snprintf(path, sizeof(path), "/v1/chunks/%s", hex);
+	if (get(st, c, errbuf, path, b, st->chunk_max, e)) {
+		char why[sizeof(e->msg)];
+
+		snprintf(why, sizeof(why), "%s", e->msg);
+		return error_set(e, e->status, "%s: chunk %.16s (image %s at offset %llu) is not in the cache "
+				 "and cannot be fetched: %s", st->spec, hex, st->name,
+				 (unsigned long long)st->off[i], why);
+	}
+	store_hash(b->p, b->n, md);
+	if (b->n != st->m.c[i].len || memcmp(md, st->m.c[i].hash, 32))
+		return error_set(e, EXIT_BADSTATE, "%s: chunk %.16s (image %s at offset %llu): the bytes "
+				 "received do not match its SHA-256 (refused)", st->spec, hex, st->name,
+				 (unsigned long long)st->off[i]);
+	pthread_mutex_lock(&st->mu);
+	if (!st->have[i]) {
+		r = store_chunk_put(st->s, st->m.c[i].hash, b->p, (uint32_t)b->n, e);
+		if (!r) {
+			if (demand)
+				st->n_demand++;
+			else
+				st->n_prefetch++;
+			arrived(st, i);
+		}
+	}
+	pthread_mutex_unlock(&st->mu);
+	return r;
+}
+
+static void *prefetch_main(void *opaque)
+{
+	struct stream *st = opaque;
+	char errbuf[CURL_ERROR_SIZE];
+	struct body b = { 0 };
+	struct error e = { 0 };
+	CURL *c = client_new(st, errbuf);
+
+	for (uint32_t i = 0; c && i < st->m.n && !atomic_load(&st->stop); i++) {
+		bool need;
+
+		pthread_mutex_lock(&st->mu);
+		need = !st->have[i];
+		pthread_mutex_unlock(&st->mu);
+		if (need && fetch(st, c, errbuf, &b, i, false, &e)) {
+			fprintf(stderr, "shoal: %s: prefetch stopped: %s\n", st->spec, e.msg);
+			break;
+		}
+	}
+	if (c)
+		curl_easy_cleanup(c);
+	free(b.p);
+	return NULL;
+}
+
+/* ---- block driver ---- */
+
+static int stream_read(struct blockdev *bd, void *buf, uint64_t off, uint64_t len)
+{
+	struct stream *st = bd->priv;
+	uint8_t *out = buf;
+	struct body b = { 0 };
+	uint32_t lo = 0, hi = st->m.n, i;
+	int r = 0;
+
+	while (hi - lo > 1) {	/* the chunk holding off: off[i] <= off < off[i+1] */
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (st->off[mid] <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	for (i = lo; len && i < st->m.n; i++) {
+		uint64_t in = off - st->off[i];
+		uint64_t n = st->m.c[i].len - in < len ? st->m.c[i].len - in : len;
+		bool have;
+
+		if (st->m.c[i].flags & STORE_CHUNK_ZERO) {
+			memset(out, 0, n);
+			goto next;
+		}
+		pthread_mutex_lock(&st->mu);
+		have = st->have[i];
+		if (have && st->cidx != i) {
+			uint32_t got;
+
+			st->cidx = UINT32_MAX;
+			if (store_chunk_read(st->s, st->m.c[i].hash, st->cbuf, &got, &bd->err) ||
+			    got != st->m.c[i].len)
+				r = -EIO;
+			else
+				st->cidx = i;
+		}
+		if (have && !r)
+			memcpy(out, st->cbuf + in, n);
+		pthread_mutex_unlock(&st->mu);
+		if (r)
+			break;
+		if (!have) {
+			if (fetch(st, st->c, st->cerr, &b, i, true, &bd->err)) {
+				r = -EIO;
+				break;
+			}
+			memcpy(out, b.p + in, n);
+		}
+next:
+		out += n;
+		off += n;
+		len -= n;
+	}
+	free(b.p);
+	return r;
+}
+
+static int stream_write(struct blockdev *bd, const void *buf, uint64_t off, uint64_t len)
+{
+	return -EROFS;
+}
+
+static int stream_zeroes(struct blockdev *bd, uint64_t off, uint64_t len)
+{
+	return -EROFS;
+}
+
+static int stream_flush(struct blockdev *bd)
+{
+	return 0;
+}
+
+static int stream_block_status(struct blockdev *bd, uint64_t off, uint64_t len, struct bd_extent *ext)
+{
+	ext->depth = 0;
+	ext->host_off = 0;
+	ext->status = BD_DATA;
+	ext->len = len;
+	return 0;
+}
+
+static uint64_t stream_map_fast(struct blockdev *bd, bool write, uint64_t off, uint64_t len,
+				uint64_t *host_off)
+{
+	return 0;	/* always the synchronous path */
+}
+
+static void stream_close(struct blockdev *bd)
+{
+	struct stream *st = bd->priv;
+	struct error e = { 0 };
+
+	if (!st)
+		return;
+	if (st->th_on) {
+		/* tests: let the prefetch finish instead of stopping it */
+		if (!getenv("SHOAL_TEST_STREAM_WAIT_PREFETCH"))
+			atomic_store(&st->stop, true);
+		pthread_join(st->th, NULL);
+	}
+	pthread_mutex_lock(&st->mu);
+	if (st->since_commit && store_commit(st->s, &e))
+		fprintf(stderr, "shoal: %s: %s\n", st->spec, e.msg);
+	fprintf(stderr, "shoal: store:%s/%s: fetched %llu chunks on demand, %llu by prefetch, %llu bytes "
+		"(%.1f%% of the image); %u of %u chunks still missing\n", st->base, st->name,
+		(unsigned long long)st->n_demand, (unsigned long long)st->n_prefetch,
+		(unsigned long long)st->bytes_fetched,
+		st->m.size ? 100.0 * (double)st->bytes_fetched / (double)st->m.size : 0.0,
+		st->missing, st->m.n);
+	pthread_mutex_unlock(&st->mu);
+	stream_free(st);
+	bd->priv = NULL;
+}
+
+static const struct blockdev_ops stream_ops = {
+	.name = "store",
+	.read = stream_read,
+	.write = stream_write,
+	.write_zeroes = stream_zeroes,
+	.discard = stream_zeroes,
+	.flush = stream_flush,
+	.block_status = stream_block_status,
+	.map_fast = stream_map_fast,
+	.close = stream_close,
+};
+
+/* ---- open ---- */
+
+static int write_file(const char *path, const void *p, size_t n)
+{
+	char tmp[4400];
+	int fd, r = -1;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -1;
+	if (write(fd, p, n) == (ssize_t)n && !fsync(fd))
+		r = rename(tmp, path);
+	close(fd);
+	if (r)
+		unlink(tmp);
+	return r;
+}
+
+static int read_file(const char *path, struct body *b)
+{
+	FILE *f = fopen(path, "re");
+	char buf[65536];
+	size_t n;
+
+	if (!f)
+		return -1;
+	b->n = 0;
+	b->max = MANIFEST_MAX;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		if (on_data(buf, 1, n, b) != n)
+			break;
+	fclose(f);
+	return b->n ? 0 : -1;
+}
+
+/* The manifest from the server, kept in DIR/streams/NAME.json; from that
+ * copy when the server cannot be reached (not when it refuses). */
+static int get_manifest(struct stream *st, struct error *e)
+{
+	char path[200], file[4200], url[2100];
+	struct body b = { 0 };
+	struct error ge = { 0 };
+	int r;
+
+	snprintf(path, sizeof(path), "/v1/images/%s/manifest", st->name);
+	snprintf(url, sizeof(url), "%s%s", st->base, path);
+	snprintf(file, sizeof(file), "%s/streams/%s.json", st->cache, st->name);
+	r = get(st, st->c, st->cerr, path, &b, MANIFEST_MAX, &ge);
+	if (r && ge.status == EXIT_HOST && !read_file(file, &b)) {
+		fprintf(stderr, "shoal: %s: %s; using the manifest kept in %s\n", st->spec, ge.msg, file);
+		r = store_pull_parse_manifest(file, b.p, b.n, st->chunk_max, &st->m, e);
+	} else if (r) {
+		*e = ge;
+	} else if (!(r = store_pull_parse_manifest(url, b.p, b.n, st->chunk_max, &st->m, e))) {
+		char dir[4200];
+
+		snprintf(dir, sizeof(dir), "%s/streams", st->cache);
+		mkdir(dir, 0755);
+		if (write_file(file, b.p, b.n))
+			fprintf(stderr, "shoal: %s: %s: %s (the manifest is not kept)\n", st->spec, file,
+				strerror(errno));
+	}
+	free(b.p);
+	return r;
+}
+
+static int stream_open(struct blockdev **out, const char *path, const struct blockdev_opts *o,
+		       struct error *e)
+{
+	struct stream *st = calloc(1, sizeof(*st));
+	struct blockdev *bd = NULL;
+	struct stat sb;
+	bool prefetch;
+
+	*out = NULL;
+	if (!st)
+		return error_set(e, EXIT_HOST, "out of memory");
+	pthread_mutex_init(&st->mu, NULL);
+	st->cidx = UINT32_MAX;
+	st->spec = strdup(path);
+	if (!st->spec || parse_spec(st, path, &prefetch, e))
+		goto fail;
+	/* the message names the disk, without its key and certificate paths */
+	free(st->spec);
+	if (asprintf(&st->spec, "store:%s/%s", st->base, st->name) < 0) {
+		st->spec = NULL;
+		error_set(e, EXIT_HOST, "out of memory");
+		goto fail;
+	}
+	if (!o->readonly) {
+		error_set(e, EXIT_USAGE, "%s: a store: disk is read-only (open it read-only, or put a qcow2 "
+			  "overlay over it for the writes)", st->spec);
+		goto fail;
+	}
+	if (stat(st->cache, &sb) && errno == ENOENT && store_init(st->cache, NULL, e))
+		goto fail;
+	if (store_open(&st->s, st->cache, true, e))
+		goto fail;
+	st->chunk_max = store_get_params(st->s)->chunk.max;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT)) {
+		error_set(e, EXIT_HOST, "libcurl: %s", curl_dl_error() ? curl_dl_error() : "initialisation failed");
+		goto fail;
+	}
+	st->c = client_new(st, st->cerr);
+	st->cbuf = malloc(st->chunk_max);
+	if (!st->c || !st->cbuf) {
+		error_set(e, EXIT_HOST, "out of memory");
+		goto fail;
+	}
+	if (get_manifest(st, e))
+		goto fail;
+	st->off = malloc(((size_t)st->m.n + 1) * sizeof(*st->off));
+	st->have = calloc((size_t)st->m.n + 1, 1);
+	if (!st->off || !st->have) {
+		error_set(e, EXIT_HOST, "out of memory");
+		goto fail;
+	}
+	st->off[0] = 0;
+	for (uint32_t i = 0; i < st->m.n; i++) {
+		st->off[i + 1] = st->off[i] + st->m.c[i].len;
+		st->have[i] = (st->m.c[i].flags & STORE_CHUNK_ZERO) || store_chunk_has(st->s, st->m.c[i].hash);
+		st->missing += !st->have[i];
+	}
+	if (!st->missing)	/* whole already: record it if it is not */
+		record_image(st);
+	bd = calloc(1, sizeof(*bd));
+	if (!bd || !(bd->path = strdup(st->spec))) {
+		free(bd);
+		error_set(e, EXIT_HOST, "out of memory");
+		goto fail;
+	}
+	bd->fd = -1;
+	bd->ops = &stream_ops;
+	bd->format = BD_FMT_RAW;
+	bd->size = st->m.size;
+	bd->readonly = true;
+	bd->caller_reports = o->caller_reports;
+	bd->priv = st;
+	if (prefetch && st->missing) {
+		if (pthread_create(&st->th, NULL, prefetch_main, st)) {
+			fprintf(stderr, "shoal: %s: no prefetch thread: %s\n", st->spec, strerror(errno));
+		} else {
+			st->th_on = true;
+		}
+	}
+	*out = bd;
+	return 0;
+fail:
+	stream_free(st);
+	return -1;
+}
+
+void store_stream_register(void)
+{
+	blockdev_register_scheme("store", stream_open);
+}
