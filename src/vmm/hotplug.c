@@ -32,7 +32,7 @@
  * migration is refused while a hot-added disk is in the VM (a restore
  * builds its devices from the configuration, in which the disk is not, and
  * in a different slot order), and disk-add and disk-remove are refused
- * while one is in progress.
+ * while one is in progress, and while the VM is paused.
  */
 #include "vmm/hotplug.h"
 
@@ -333,6 +333,14 @@ json_t *hotplug_command(struct vm *vm, const char *cmd, json_t *req)
 	if (!hp)
 		return hp_error("%s: this VM has no ACPI hotplug (a firmware boot brings the "
 				"firmware's ACPI tables, which have no Shoal hotplug slots)", cmd);
+	/* A paused guest cannot see a disk come or go; and a migration that
+	 * ended or is ending has the VM paused (its status must not be asked
+	 * for then: the first look at "done" lets the VMM exit). */
+	if (atomic_load(&vm->stopping))
+		return hp_error("%s: the VM is stopping", cmd);
+	if (vm_is_paused(vm))
+		return hp_error("%s: the VM is paused; resume it first (the guest must see the "
+				"disk come or go)", cmd);
 	busy = hp_busy(vm);
 	if (busy)
 		return hp_error("%s: %s; try again when it has ended", cmd, busy);

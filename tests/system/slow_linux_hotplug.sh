@@ -19,6 +19,7 @@
 #   - `poweroff` ends shoal run with status 0.
 # Then the test guest (build/shoal-guest, no ACPI at all) for what a guest
 # that never answers gives: 8 disks go in, a 9th is refused (the limit),
+# nothing moves while the VM is paused,
 # `shoal disk remove --timeout 1` fails saying the guest did not release the
 # disk (which stays), and a snapshot of the VM is refused while it has a
 # hot-added disk.
@@ -140,6 +141,11 @@ for i in 1 2 3 4 5 6 7 8; do
 	"$SHOAL" disk add --socket "$G_API" "$TMP/g$i.img" >/dev/null 2>>"$TMP/g.err" && n=$((n + 1))
 done
 linux_same "8 disks go into a running VM" "$n" 8
+hostside control "$G_API" '{"cmd": "pause"}' >/dev/null
+out=$("$SHOAL" disk remove --socket "$G_API" virtio-blk7 2>&1); rc=$?
+[ $rc = 70 ] && [[ $out == *"the VM is paused; resume it first"* ]] && pass "a paused VM's disks stay put" ||
+	fail "a paused VM's disks stay put" "status $rc: $out"
+hostside control "$G_API" '{"cmd": "resume"}' >/dev/null
 head -c 65536 /dev/zero >"$TMP/g9.img"
 out=$("$SHOAL" disk add --socket "$G_API" "$TMP/g9.img" 2>&1); rc=$?
 [ $rc = 70 ] && [[ $out == *"8 hot-added disks already"* ]] && pass "a 9th is refused: the limit" ||
