@@ -83,6 +83,11 @@ struct stream {
 	uint8_t *cbuf;			/* the last chunk read from DIR */
 	uint32_t cidx;
 	bool recorded;			/* the manifest is in DIR as image NAME */
+	uint32_t *order, n_order;	/* DIR/streams/NAME.order: prefetch these first */
+	uint32_t *seen, n_seen, cap_seen; /* no order file yet: the chunks this run
+					 * fetched on demand, in order, written at close */
+	bool record_order;
+	uint64_t prefetch_max;		/* tests: stop after this many (0: no limit) */
 };
 
 static size_t on_data(char *data, size_t size, size_t nmemb, void *opaque)
@@ -185,6 +190,8 @@ static void stream_free(struct stream *st)
 	free(st->off);
 	free(st->have);
 	free(st->cbuf);
+	free(st->order);
+	free(st->seen);
 	free(st->spec);
 	free(st->base);
 	free(st->name);
@@ -309,6 +316,19 @@ static int fetch(struct stream *st, CURL *c, char *errbuf, struct body *b, uint3
 	if (!st->have[i]) {
 		r = store_chunk_put(st->s, st->m.c[i].hash, b->p, (uint32_t)b->n, e);
 		if (!r) {
+			if (demand && st->record_order && st->n_seen < st->m.n) {
+				if (st->n_seen == st->cap_seen) {
+					uint32_t cap = st->cap_seen ? 2 * st->cap_seen : 256;
+					uint32_t *q = realloc(st->seen, cap * sizeof(*q));
+
+					if (q) {
+						st->seen = q;
+						st->cap_seen = cap;
+					}
+				}
+				if (st->n_seen < st->cap_seen)
+					st->seen[st->n_seen++] = i;
+			}
 			if (demand)
 				st->n_demand++;
 			else
@@ -328,8 +348,14 @@ static void *prefetch_main(void *opaque)
 	struct error e = { 0 };
 	CURL *c = client_new(st, errbuf);
 
-	for (uint32_t i = 0; c && i < st->m.n && !atomic_load(&st->stop); i++) {
+	uint64_t done = 0;
+
+	for (uint64_t k = 0; c && k < (uint64_t)st->n_order + st->m.n && !atomic_load(&st->stop); k++) {
+		uint32_t i = k < st->n_order ? st->order[k] : (uint32_t)(k - st->n_order);
 		bool need;
+
+		if (st->prefetch_max && done >= st->prefetch_max)
+			break;
 
 		pthread_mutex_lock(&st->mu);
 		need = !st->have[i];
@@ -338,11 +364,59 @@ static void *prefetch_main(void *opaque)
 			fprintf(stderr, "shoal: %s: prefetch stopped: %s\n", st->spec, e.msg);
 			break;
 		}
+		done += need;
 	}
 	if (c)
 		curl_easy_cleanup(c);
 	free(b.p);
 	return NULL;
+}
+
+/* ---- the first run's read order ---- */
+
+static void order_path(const struct stream *st, char *path, size_t n)
+{
+	snprintf(path, n, "%s/streams/%s.order", st->cache, st->name);
+}
+
+/* DIR/streams/NAME.order: one chunk index a line, the chunks the first run
+ * fetched on demand, in the order it needed them; written once. */
+static void order_save(struct stream *st)
+{
+	char path[4200], dir[4200];
+	FILE *f;
+
+	snprintf(dir, sizeof(dir), "%s/streams", st->cache);
+	mkdir(dir, 0755);
+	order_path(st, path, sizeof(path));
+	f = fopen(path, "wxe");		/* never over an existing one */
+	if (!f)
+		return;
+	for (uint32_t k = 0; k < st->n_seen; k++)
+		fprintf(f, "%u\n", st->seen[k]);
+	if (fclose(f))
+		unlink(path);
+}
+
+/* Load the order file if there is one (indices past the manifest's end are
+ * dropped: the file is a hint, not trusted); else record this run's. */
+static void order_load(struct stream *st)
+{
+	char path[4200];
+	unsigned long v;
+	FILE *f;
+
+	order_path(st, path, sizeof(path));
+	f = fopen(path, "re");
+	if (!f) {
+		st->record_order = true;
+		return;
+	}
+	st->order = calloc((size_t)st->m.n + 1, sizeof(*st->order));
+	while (st->order && st->n_order < st->m.n && fscanf(f, "%lu", &v) == 1)
+		if (v < st->m.n)
+			st->order[st->n_order++] = (uint32_t)v;
+	fclose(f);
 }
 
 /* ---- block driver ---- */
@@ -448,6 +522,8 @@ static void stream_close(struct blockdev *bd)
 			atomic_store(&st->stop, true);
 		pthread_join(st->th, NULL);
 	}
+	if (st->record_order && st->n_seen)
+		order_save(st);
 	pthread_mutex_lock(&st->mu);
 	if (st->since_commit && store_commit(st->s, &e))
 		fprintf(stderr, "shoal: %s: %s\n", st->spec, e.msg);
@@ -600,6 +676,9 @@ static int stream_open(struct blockdev **out, const char *path, const struct blo
 	}
 	if (!st->missing)	/* whole already: record it if it is not */
 		record_image(st);
+	order_load(st);
+	if (getenv("SHOAL_TEST_STREAM_PREFETCH_MAX"))	/* tests: a partial prefetch */
+		st->prefetch_max = strtoull(getenv("SHOAL_TEST_STREAM_PREFETCH_MAX"), NULL, 10);
 	bd = calloc(1, sizeof(*bd));
 	if (!bd || !(bd->path = strdup(st->spec))) {
 		free(bd);

@@ -8,7 +8,8 @@
 # gone, cached chunks read (the manifest from the cache's copy) and an
 # unfetched one is an error naming it; a chunk whose bytes do not match
 # its hash (a fake server) is refused naming it and not kept; a
-# read-write open and a bad spec are refused.  Host only, no KVM.
+# read-write open and a bad spec are refused; the chunks the first run
+# fetched on demand are recorded and lead the next cache's prefetch.  Host only, no KVM.
 . "$(dirname "$0")/lib.sh"
 
 [ -x "$SHOAL" ] || { fail "build" "$SHOAL missing"; finish; }
@@ -92,6 +93,21 @@ read -r dem pre bytes miss < <(counts io.err)
 	pass "prefetch: a 4 KiB read fetched $dem on demand, the thread the other $pre; store get equals the original" ||
 	fail "prefetch" "rc=$rc $(cat io.err get.err)"
 
+# ---- the first run's read order leads the next prefetch ----
+"$SHOAL" img io -r -c "read 6M 64k" -c "read 2M 16k" "$(D c5 prefetch=off)" >/dev/null 2>io.err
+N=$(wc -l <c5/streams/a.order 2>/dev/null)
+ok=1
+for c in c6 c7; do	# c6 has c5's order file, c7 none (the control)
+	"$SHOAL" store init $c >/dev/null && mkdir -p $c/streams || ok=0
+	[ $c = c6 ] && cp c5/streams/a.order c6/streams/
+	SHOAL_TEST_STREAM_WAIT_PREFETCH=1 SHOAL_TEST_STREAM_PREFETCH_MAX=$N "$SHOAL" img info "$(D $c)" >/dev/null 2>info.err || ok=0
+	"$SHOAL" img io -r -c "read 6M 64k" -c "read 2M 16k" "$(D $c prefetch=off)" >/dev/null 2>io.err || ok=0
+	read -r d[${c#c}] _ < <(counts io.err)
+done
+[ $ok = 1 ] && [ "${N:-0}" -gt 0 ] && [ "${d[6]}" -eq 0 ] && [ "${d[7]}" -gt 0 ] &&
+	pass "the first run's $N demand fetches are recorded; a prefetch of $N chunks in that order leaves the same reads nothing to fetch (in manifest order: ${d[7]} fetched)" ||
+	fail "read order" "ok=$ok N=$N d6=${d[6]} d7=${d[7]} $(cat info.err io.err)"
+
 # ---- the server goes away ----
 "$SHOAL" img io -r -c "read 0 1M" "$(D c3 prefetch=off)" >/dev/null 2>io.err ||
 	fail "read 1 MiB into c3" "$(cat io.err)"
@@ -109,6 +125,11 @@ rc=$?
 
 # ---- refusals ----
 start_server || fail "serve again" "$(cat serve.err)"
+"$SHOAL" img info --output json "$(D c1)" >info.json 2>io.err &&
+	python3 -c "import json,sys; j=json.load(open('info.json')); sys.exit(j['virtual-size'] != 8 << 20)" &&
+	"$SHOAL" img map "$(D c1)" >map.out 2>>io.err &&
+	pass "img info and img map take a store: disk (virtual size 8 MiB)" ||
+	fail "img info/map" "$(cat info.json map.out io.err)"
 "$SHOAL" img io -c "write 0 4k" "$(D c1)" >io.out 2>io.err
 [ $? -ne 0 ] && grep -q "is read-only" io.err && pass "a read-write open is refused: $(grep read-only io.err)" ||
 	fail "read-write open" "$(cat io.out io.err)"
