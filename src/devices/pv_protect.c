@@ -107,16 +107,15 @@ static int pvp_commit(struct device *d, const struct pv_protect_range *nr, int n
 {
 	struct pvp *p = d->priv;
 	char why[160] = "";
-	int rc;
 
 	if (p->be.set(p->be.opaque, nr, n, why, sizeof(why))) {
 		log_warn("pv-protect: cannot change the memory slots: %s", why);
 		return PV_PROTECT_EHOST;
 	}
-	memcpy(p->r, nr, sizeof(*nr) * (size_t)n);
+	if (n)
+		memcpy(p->r, nr, sizeof(*nr) * (size_t)n);
 	p->n = n;
-	rc = PV_PROTECT_OK;
-	return rc;
+	return PV_PROTECT_OK;
 }
 
 static int pvp_protect(struct device *d, uint64_t gpa, uint64_t len, uint64_t mode)
@@ -392,7 +391,7 @@ bool pv_protect_access(struct device *d, int cpu, uint64_t gpa, void *data, int 
 	answered = pvp_wait_answer(d, cpu);
 	allow = answered && p->w[cpu].verdict == PV_PROTECT_ALLOW;
 	value = answered ? p->w[cpu].value : 0;
-	if (!answered) {
+	if (!answered && !(p->be.stopping && p->be.stopping(p->be.opaque))) {
 		p->timeouts++;
 		log_warn("pv-protect: vcpu%d: no answer to fault %llu (%s of %d bytes at 0x%llx) "
 			 "in %u ms: refused", cpu, (unsigned long long)seq, write ? "write" : "read",

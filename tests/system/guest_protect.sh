@@ -16,6 +16,9 @@
 #     outside RAM, a wrapping length, the shared page, overlap, the 17th
 #     range, unknown range or fault, a bad GSI, REGISTER again with
 #     ranges, a misaligned request block ignored);
+#   - a VM restored from a snapshot keeps the registration: it protects
+#     and catches a write without registering again;
+#   - the metrics reply counts the faults, verdicts and ranges;
 #   - a snapshot while a range is protected is refused with a clear error,
 #     and succeeds once the guest removed it.
 #
@@ -68,29 +71,29 @@ p = subprocess.Popen([shoal, "run", "--kernel", guest, "--cmdline", "; ".join(cm
                       "--api-socket", sock, "--timeout", "120", "-v"],
                      stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-def console():
+def console(log=log):
     try:
         with open(log, "rb") as f: return f.read().decode(errors="replace")
     except OSError: return ""
 
-def reports():
-    return [part.strip() for l in console().splitlines() for part in l.split("shoal-guest: ")[1:]]
+def reports(log=log):
+    return [part.strip() for l in console(log).splitlines() for part in l.split("shoal-guest: ")[1:]]
 
-def wait_report(text, secs=60, count=1):
+def wait_report(text, secs=60, count=1, log=log, proc=p):
     end = time.time() + secs
     while time.time() < end:
-        if sum(text in l for l in reports()) >= count: return True
-        if p.poll() is not None: return False
+        if sum(text in l for l in reports(log)) >= count: return True
+        if proc.poll() is not None: return False
         time.sleep(0.1)
     return False
 
-def ctl(obj):
+def ctl(obj, sock=sock):
     c = socket.socket(socket.AF_UNIX); c.connect(sock)
     c.sendall((json.dumps(obj) + "\n").encode())
     line = c.makefile().readline(); c.close()
     return json.loads(line)
 
-def type_into(text):
+def type_into(text, sock=sock):
     s = socket.socket(socket.AF_UNIX); s.connect(sock)
     f = s.makefile("rwb")
     f.write(b'{"cmd": "console-attach", "force": true}\n'); f.flush()
@@ -165,6 +168,10 @@ check("no other command failed", not any(x.startswith("error") for x in R),
       [x for x in R if x.startswith("error")])
 
 if reached:
+    m = ctl({"cmd": "metrics"}).get("devices", {}).get("pv-protect", {})
+    check("metrics: pv-protect's counters (5 faults: 2 allowed, 3 refused, 1 timeout; 1 range)",
+          m.get("registered") is True and m.get("ranges") == 1 and m.get("faults") == 5 and
+          m.get("allowed") == 2 and m.get("refused") == 3 and m.get("timeouts") == 1, m)
     d = os.path.join(tmp, "snap1")
     r = snapshot(d)
     check("a snapshot while a range is protected is refused with a clear error",
@@ -183,6 +190,35 @@ try:
 except subprocess.TimeoutExpired:
     p.kill(); p.wait()
 err = p.stderr.read().decode(errors="replace")
+
+# the registration (page, timeout) is device state: a restored guest
+# protects and handles a fault without registering again
+d = os.path.join(tmp, "snap2")
+if os.path.isdir(d):
+    sock2, log2 = os.path.join(tmp, "r.sock"), os.path.join(tmp, "r.console")
+    p2 = subprocess.Popen([shoal, "run", "--restore", d, "--console", "file:" + log2,
+                           "--api-socket", sock2, "--timeout", "60", "-v"],
+                          stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for _ in range(400):
+        if os.path.exists(sock2) or p2.poll() is not None: break
+        time.sleep(0.05)
+    s = type_into(f"protect ro {A:#x} 0x1000; protect write {A:#x} 0x7777 cpu=1 answer=refuse; "
+                  f"protect peek {A:#x}\n", sock2)
+    got = wait_report("protect peek ", 30, log=log2, proc=p2)
+    R2 = reports(log2)
+    f = [l for l in R2 if l.startswith("protect fault ")]
+    pk = [l for l in R2 if l.startswith("protect peek ")]
+    check("restored: the registration holds; a refused write is caught, the old bytes stay",
+          got and f and field(f[0], "gpa") == hex(A) and field(f[0], "cpu") == "1" and
+          pk and field(pk[0], "value") == "0x6666666666666666", R2[-6:])
+    s.sendall(b"exit 0\n")
+    s.close()
+    try:
+        p2.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        p2.kill(); p2.wait()
+    check("restored: the VM exits 0", p2.returncode == 0,
+          (p2.returncode, p2.stderr.read().decode(errors="replace")[-800:]))
 check("the VMM logs the unanswered fault", "no answer to fault" in err and "refused" in err,
       err[-1500:])
 check("the VM exits 0", p.returncode == 0, (p.returncode, err[-800:]))
