@@ -31,12 +31,24 @@
  * constant time.  The key is 32 bytes from a file that only its owner may
  * read; it lives in this process's memory only.
  *
- * Not done: the stream itself is neither encrypted nor integrity-
- * protected after the handshake (its sections carry XXH3 checksums,
- * which catch damage, not tampering); someone who can read or rewrite
- * the packets between the hosts sees the guest's memory and could take
- * over the authenticated connection.  Use a network between the hosts
- * that only they reach, or a tunnel.
+ * With tls=on (migrate_tls.c) the source asks "SHOALTLS" instead and the
+ * exchange above gives way to a TLS 1.3 handshake keyed by the same key;
+ * a destination with tls=on refuses the exchange in clear, one without
+ * refuses "SHOALTLS", each saying so.
+ *
+ * Failed handshakes, per peer: every failure above (a wrong proof or
+ * key, garbage, silence, the wrong one of clear and TLS) counts against
+ * the peer's IP address; one that failed fail-limit (5) within
+ * fail-window (60) seconds is refused at once, before any crypto, for
+ * fail-window seconds, so a prober with a wrong key cannot keep the
+ * destination busy, and the real source gets through after the window.
+ *
+ * Not done: without TLS the stream itself is neither encrypted nor
+ * integrity-protected after the handshake (its sections carry XXH3
+ * checksums, which catch damage, not tampering); someone who can read or
+ * rewrite the packets between the hosts sees the guest's memory and could
+ * take over the authenticated connection.  Use tls=on, a network between
+ * the hosts that only they reach, or a tunnel.
  */
 #include "state/migrate_auth.h"
 

@@ -268,7 +268,14 @@ int migrate_tls_accept(int fd, const uint8_t key[MIGRATE_KEY_LEN], struct migrat
 	if (rc != 1) {
 		int err = errno;
 
-		ssl_reason(why, sizeof(why), SSL_get_error(s->ssl, rc) == SSL_ERROR_SYSCALL ? err : 0);
+		int k = SSL_get_error(s->ssl, rc);
+
+		if (k == SSL_ERROR_WANT_READ || k == SSL_ERROR_WANT_WRITE) {   /* SO_*TIMEO */
+			snprintf(why, sizeof(why), "timed out");
+			err = EAGAIN;
+		} else {
+			ssl_reason(why, sizeof(why), k == SSL_ERROR_SYSCALL ? err : 0);
+		}
 		error_set(e, EXIT_HOST, "incoming migration: the TLS handshake failed (%s)%s", why,
 			  s->wrong_identity ? ": the source offered no key of ours" :
 			  strstr(why, "binder") ? ": the source's key is not ours (another key, or "
@@ -300,7 +307,14 @@ int migrate_tls_connect(int fd, const uint8_t key[MIGRATE_KEY_LEN], const char *
 	if (rc != 1) {
 		int err = errno;
 
-		ssl_reason(why, sizeof(why), SSL_get_error(s->ssl, rc) == SSL_ERROR_SYSCALL ? err : 0);
+		int k = SSL_get_error(s->ssl, rc);
+
+		if (k == SSL_ERROR_WANT_READ || k == SSL_ERROR_WANT_WRITE) {   /* SO_*TIMEO */
+			snprintf(why, sizeof(why), "timed out");
+			err = EAGAIN;
+		} else {
+			ssl_reason(why, sizeof(why), k == SSL_ERROR_SYSCALL ? err : 0);
+		}
 		error_set(e, EXIT_HOST, "migration to %s: the TLS handshake failed (%s)%s: the VM "
 			  "stays here", uri, why,
 			  strstr(why, "decrypt error") || strstr(why, "handshake failure") ||
@@ -335,6 +349,8 @@ int migrate_io_send(int fd, struct migrate_tls *t, const void *buf, size_t len)
 			int err = errno, k = SSL_get_error(t->ssl, n);
 
 			ERR_clear_error();
+			if (k == SSL_ERROR_WANT_WRITE || k == SSL_ERROR_WANT_READ)
+				return -EAGAIN;      /* the send timeout */
 			return k == SSL_ERROR_SYSCALL && err ? -err : -EPIPE;
 		}
 		p += n;
@@ -368,7 +384,8 @@ int migrate_io_recv(int fd, struct migrate_tls *t, void *buf, size_t len)
 				errno = EPIPE;
 				return -1;
 			}
-			errno = k == SSL_ERROR_SYSCALL ? err : EPROTO;
+			errno = k == SSL_ERROR_WANT_READ || k == SSL_ERROR_WANT_WRITE ? EAGAIN :
+				k == SSL_ERROR_SYSCALL ? err : EPROTO;   /* EAGAIN: the timeout */
 			return -1;
 		}
 		got += (size_t)n;
