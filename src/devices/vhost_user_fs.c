@@ -18,6 +18,8 @@
  *                         guest memfd), per ready queue:
  *                         SET_VRING_NUM/BASE/ADDR/CALL/KICK/ENABLE ──> maps RAM, starts
  *   kick (ioeventfd) ───> queue_notify: write the kick fd ─────────> reads the ring
+ *                         (a queue enabled after DRIVER_OK is
+ *                         handed over at its first kick)
  *   interrupt <───────── call fd readable (event loop):  <────────── writes the used ring
  *                         the transport's notify_queue
  *   status 0 (reset) ───> GET_VRING_BASE per live queue ─────────> stops the ring
@@ -435,7 +437,16 @@ static void vufs_queue_notify(struct virtio_device *vdev, uint16_t qidx)
 	struct vufs *v = vdev->priv;
 	uint64_t one = 1;
 
-	if (qidx < VUFS_NUM_QUEUES && v->q[qidx].live && write(v->q[qidx].kick, &one, sizeof(one)) < 0)
+	if (qidx >= VUFS_NUM_QUEUES || v->dead)
+		return;
+	/* A queue the driver enabled after DRIVER_OK (the core started it,
+	 * activate had not seen it): hand it over at its first kick. */
+	if (!v->q[qidx].live && vdev->queues[qidx].started &&
+	    vufs_queue_start(v, vdev, &vdev->queues[qidx])) {
+		vufs_break(v, vdev);
+		return;
+	}
+	if (v->q[qidx].live && write(v->q[qidx].kick, &one, sizeof(one)) < 0)
 		log_debug("%s: kick queue %u: %s", v->name, qidx, strerror(errno));
 }
 

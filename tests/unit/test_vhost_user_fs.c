@@ -14,6 +14,7 @@
  *   - DRIVER_OK hands queue 0 over; a kick reaches the back end, which
  *     fills the buffer in the shared memfd, and its call comes back as the
  *     device's interrupt (counted);
+ *   - a queue enabled after DRIVER_OK is handed over at its first kick;
  *   - a reset takes the ring back (GET_VRING_BASE: the back end's queue
  *     stops), and the device can be brought up again;
  *   - the back end going away marks the device broken (DEVICE_NEEDS_RESET)
@@ -242,6 +243,35 @@ static void test_serves_through_backend(void **state)
 	pthread_mutex_unlock(&d->lock);
 }
 
+/* A driver may enable a queue after DRIVER_OK: it is handed over at its
+ * first kick. */
+static void test_queue_after_driver_ok(void **state)
+{
+	struct t *t = *state;
+	struct vm_fs fs = { .tag = "late", .socket = t->path };
+	struct error e = { 0 };
+	struct virtio_device *vd;
+	struct device *d;
+	struct ring_drv r;
+	const uint8_t ok = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+			   VIRTIO_STATUS_FEATURES_OK;
+
+	t->s = rng_server(t->path);
+	assert_int_equal(vhost_user_fs_create(&t->f->host, &fs, 0, &e), 0);
+	d = last_device(t);
+	vd = virtio_pci_vdev(d);
+	pthread_mutex_lock(&d->lock);
+	virtio_set_status(vd, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+	assert_int_equal(virtio_set_features(vd, VIRTIO_BIT(VIRTIO_F_VERSION_1)), 0);
+	virtio_set_status(vd, ok);
+	assert_true(virtio_set_status(vd, ok | VIRTIO_STATUS_DRIVER_OK) & VIRTIO_STATUS_DRIVER_OK);
+	ring_drv_init(&r, d->host->mem, QSIZE, false, DESC, AVAIL, USED, RING_RESTART);
+	assert_int_equal(ring_attach(&r, vd, 0), 0);
+	pthread_mutex_unlock(&d->lock);
+	assert_true(one_request(d, &r));
+	assert_false(vd->broken);
+}
+
 static void test_no_listener(void **state)
 {
 	struct t *t = *state;
@@ -341,6 +371,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_serves_through_backend, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_queue_after_driver_ok, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_listener, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_peer, setup, teardown),
 		cmocka_unit_test(test_config_flags),
