@@ -241,7 +241,7 @@ static int pvp_run(struct device *d, const struct pv_protect_req *q)
 	} else if (q->op == PV_PROTECT_OP_UNPROTECT) {
 		rc = pvp_unprotect(d, q->a0, q->a1);
 	} else {
-		rc = p->n ? pvp_commit(d, NULL, 0) : PV_PROTECT_OK;
+		rc = p->n ? pvp_commit(d, p->r, 0) : PV_PROTECT_OK;
 		if (rc == PV_PROTECT_OK) {
 			p->registered = false;
 			pvp_refuse_all(p);

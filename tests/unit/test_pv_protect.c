@@ -53,7 +53,8 @@ static int be_set(void *o, const struct pv_protect_range *r, int n, char *why, s
 		snprintf(why, len, "refused by the test");
 		return -1;
 	}
-	memcpy(b->r, r, sizeof(*r) * (size_t)n);
+	if (n)
+		memcpy(b->r, r, sizeof(*r) * (size_t)n);
 	b->n = n;
 	return 0;
 }
@@ -89,8 +90,10 @@ static struct t *setup(void)
 
 static void teardown(struct t *t)
 {
-	fake_host_free(t->h);
-	guest_mem_destroy(&t->h->mem);
+	struct guest_mem mem = t->h->mem;
+
+	fake_host_free(t->h);      /* the device first, then the RAM it used */
+	guest_mem_destroy(&mem);
 	free(t);
 }
 
