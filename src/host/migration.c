@@ -434,8 +434,8 @@ static int incoming_start(struct host *h, const char *spec, size_t len, bool tcp
 		 tcp ? ",tls=on" : "");
 	vm->busy = "incoming";          /* no other operation, no restart policy */
 	pthread_mutex_lock(&h->lock);
-	json_t *d = json_pack("{s:s, s:s, s:b}", "migration", "incoming", "address", addr,
-			      "authenticated", 1);
+	json_t *d = json_pack("{s:s, s:s, s:b, s:b}", "migration", "incoming", "address", addr,
+			      "authenticated", 1, "encrypted", tcp);
 	char *detail = json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS);
 
 	json_decref(d);

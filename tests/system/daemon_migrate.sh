@@ -363,9 +363,9 @@ ev=$(events_of "$SB" web-1)
 check "B's events: created, started (after its own web-1's)" bash -c "jq -e '.[-2:] == [\"created\", \"started\"]' <<<'$ev' >/dev/null"
 check "B's created says an incoming migration; started says migrated_in" bash -c \
 	"curl -s --unix-socket '$SB' 'http://d/v1/events?vm=web-1' | jq -e '.events[-2].detail.migration == \"incoming\" and .events[-1].detail.migrated_in == true' >/dev/null"
-check "the stream was authenticated: B's created says so, B's VMM has --incoming ...,key-file=, the key's file is gone" bash -c \
-	"curl -s --unix-socket '$SB' 'http://d/v1/events?vm=web-1' | jq -e '.events[-2].detail.authenticated == true' >/dev/null &&
-	 pgrep -f -- ',key-file=$TMP/b/vms/web-1/migrate.key' >/dev/null &&
+check "the stream was authenticated and encrypted: B's created says so, B's VMM has --incoming ...,key-file=...,tls=on, the key's file is gone" bash -c \
+	"curl -s --unix-socket '$SB' 'http://d/v1/events?vm=web-1' | jq -e '.events[-2].detail.authenticated == true and .events[-2].detail.encrypted == true' >/dev/null &&
+	 pgrep -f -- ',key-file=$TMP/b/vms/web-1/migrate.key,tls=on' >/dev/null &&
 	 [ ! -e '$TMP/b/vms/web-1/migrate.key' ]"
 onB type_console web-1 "verify $A 16M 7"$'\r'
 if onB wait_console_long web-1 "verify ok"; then pass "on B the guest finds its pattern (console continues there)"
