@@ -296,8 +296,8 @@ int main(int argc, char **argv)
 			break;
 	} while (sig == SIGHUP);
 	log_info("%s: stopping; VMs keep running", strsignal(sig));
+	api_stop(&h);           /* no handler reads the manager's table after this */
 	memmgr_stop(&h);
-	api_stop(&h);
 	host_close(&h);
 	return 0;
 }
