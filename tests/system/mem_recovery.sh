@@ -55,6 +55,7 @@ def start(name, cmdline=None, restore=None):
     p = subprocess.Popen(args + ["--console", "file:" + log, "--api-socket", sock,
                                  "--timeout", "120", "-v"],
                          stdin=subprocess.DEVNULL, stderr=err)
+    procs.append(p)
     for _ in range(400):
         if os.path.exists(sock) or p.poll() is not None: break
         time.sleep(0.05)
@@ -92,6 +93,19 @@ def finish(p, secs=30):
     try: p.wait(timeout=secs)
     except subprocess.TimeoutExpired: p.kill(); p.wait()
     return p.returncode
+
+procs = []
+def crashed(exc_type, exc, tb):
+    # any exception is a FAIL line with what the VMM said, not a bare rc
+    import traceback
+    vmm = [(q.pid, q.poll()) for q in procs]
+    print("FAIL: the test script: " + "".join(traceback.format_exception(exc_type, exc, tb))[-600:]
+          .replace("\n", " | ") + f" VMMs (pid, status): {vmm}; restored VMM's stderr: "
+          + text(os.path.join(tmp, "restored.err"))[-800:].replace("\n", " | "))
+    for q in procs:
+        if q.poll() is None: q.kill()
+    sys.exit(1)
+sys.excepthook = crashed
 
 P0, PLEN = 0x2000000, 32 << 20          # the pattern
 BAD1 = P0 + 5 * 4096                    # poisoned, has its good copy
