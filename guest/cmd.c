@@ -242,6 +242,21 @@ static bool cmd_info(int argc, char **argv)
 	return true;
 }
 
+/* ioseq N: the numbers 1 to N on the console, one a line, no report
+ * between them: a stream of port writes (and LSR reads) that a snapshot or
+ * a pause lands in the middle of (tests/system/snapshot_midio.sh). */
+static bool cmd_ioseq(int argc, char **argv)
+{
+	uint64_t n;
+
+	if (argc != 2 || !arg_num(argv[1], &n, "ioseq"))
+		return argc == 2 ? false : fail("ioseq", ": usage: ioseq N", "");
+	for (uint64_t i = 1; i <= n; i++)
+		console_printf("%lu\n", i);
+	report("ioseq done n=%lu", n);
+	return true;
+}
+
 static bool cmd_echo(int argc, char **argv)
 {
 	char buf[LINE_MAX];
@@ -304,6 +319,7 @@ static const struct cmd cmd_table[] = {
 	{ "echo", cmd_echo, "TEXT" },
 	{ "zero", cmd_zero, "ADDR LEN" },
 	{ "readall", cmd_readall, "(read every word of RAM)" },
+	{ "ioseq", cmd_ioseq, "N (print 1..N on the console)" },
 	{ "help", cmd_help, "" },
 	{ "poweroff", cmd_poweroff, "" },
 	{ "exit", cmd_exit, "[N]" },

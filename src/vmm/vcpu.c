@@ -322,6 +322,34 @@ static void vcpu_throttle(struct vm *vm, uint64_t *slice)
 	*slice = mono_ns();
 }
 
+/*
+ * Finish the port or MMIO access of the last exit before the vCPU parks.
+ * KVM completes an exit's access (a read's value into its register, the
+ * instruction's end, a string access's next item) only at the next KVM_RUN;
+ * until then the registers a snapshot or a migration reads are those of the
+ * instruction not yet done, and the restored guest would do the access a
+ * second time (a read-to-clear register read twice loses its first value).
+ * KVM_RUN with immediate_exit set completes it and returns EINTR before any
+ * guest instruction runs (KVM's API document, KVM_EXIT_IO).  A string
+ * access may need another exit for its next item: handled, then again.
+ */
+static bool vcpu_complete_access(struct vcpu *v)
+{
+	for (int i = 0; i < 4096; i++) {
+		int r;
+
+		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+		r = ioctl(v->fd, KVM_RUN, 0);
+		__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+		if (r < 0)
+			return true;           /* EINTR: nothing left pending */
+		v->exits++;
+		if (!vcpu_handle_exit(v))
+			return false;
+	}
+	return true;
+}
+
 void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
@@ -336,6 +364,8 @@ void *vcpu_thread(void *arg)
 	vm_mce_thread(v);
 	while (!atomic_load(&vm->stopping)) {
 		if (atomic_load(&vm->pause_requested) || atomic_load(&vm->hold)) {
+			if (!vcpu_complete_access(v))
+				break;
 			vm_park_vcpu(vm);
 			__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
 			continue;
