@@ -139,7 +139,8 @@ check("metrics: one error, recovered, no machine check",
 check("the guest saw no machine check", "mce addr=" not in text(log), text(log)[-300:])
 
 s = type_into(sock, f"fill {hex(W)} 4096 9; echo wrote\r")
-check("the guest wrote a page after the restore", wait_for(log, "wrote", 30), text(log)[-300:])
+# twice: the shell echoes the typed line, which says "wrote" too
+check("the guest wrote a page after the restore", wait_for(log, "wrote", 30, 2), text(log)[-300:])
 s.close()
 r = ctl(sock, {"cmd": "inject-memory-error", "gpa": W})
 check("inject-memory-error poisons the written page", r.get("ok"), r)
