@@ -250,32 +250,41 @@ const char *migrate_tls_describe(const struct migrate_tls *t, char *buf, size_t 
 	return buf;
 }
 
+/* Run the handshake of s (server: accept; client: connect).  0 done; -1
+ * failed, with why (a timeout on SO_*TIMEO says "timed out" and *err is
+ * EAGAIN; otherwise OpenSSL's reason, or errno's for a socket error). */
+static int tls_handshake(struct migrate_tls *s, bool server, char *why, size_t whylen, int *err)
+{
+	struct pipe_guard g;
+	int rc, k;
+
+	guard_on(&g);
+	rc = server ? SSL_accept(s->ssl) : SSL_connect(s->ssl);
+	guard_off(&g);
+	if (rc == 1)
+		return 0;
+	*err = errno;
+	k = SSL_get_error(s->ssl, rc);
+	if (k == SSL_ERROR_WANT_READ || k == SSL_ERROR_WANT_WRITE) {   /* SO_*TIMEO */
+		snprintf(why, whylen, "timed out");
+		*err = EAGAIN;
+	} else {
+		ssl_reason(why, whylen, k == SSL_ERROR_SYSCALL ? *err : 0);
+	}
+	return -1;
+}
+
 int migrate_tls_accept(int fd, const uint8_t key[MIGRATE_KEY_LEN], struct migrate_tls **t,
 		       struct error *e)
 {
 	struct migrate_tls *s = tls_new(fd, key, true, e);
 	char why[256];
-	int rc;
-
-	struct pipe_guard g;
+	int err = 0;
 
 	*t = NULL;
 	if (!s)
 		return -1;
-	guard_on(&g);
-	rc = SSL_accept(s->ssl);
-	guard_off(&g);
-	if (rc != 1) {
-		int err = errno;
-
-		int k = SSL_get_error(s->ssl, rc);
-
-		if (k == SSL_ERROR_WANT_READ || k == SSL_ERROR_WANT_WRITE) {   /* SO_*TIMEO */
-			snprintf(why, sizeof(why), "timed out");
-			err = EAGAIN;
-		} else {
-			ssl_reason(why, sizeof(why), k == SSL_ERROR_SYSCALL ? err : 0);
-		}
+	if (tls_handshake(s, true, why, sizeof(why), &err) < 0) {
 		error_set(e, EXIT_HOST, "incoming migration: the TLS handshake failed (%s)%s", why,
 			  s->wrong_identity ? ": the source offered no key of ours" :
 			  strstr(why, "binder") ? ": the source's key is not ours (another key, or "
@@ -294,27 +303,12 @@ int migrate_tls_connect(int fd, const uint8_t key[MIGRATE_KEY_LEN], const char *
 {
 	struct migrate_tls *s = tls_new(fd, key, false, e);
 	char why[256];
-	int rc;
-
-	struct pipe_guard g;
+	int err = 0;
 
 	*t = NULL;
 	if (!s)
 		return -1;
-	guard_on(&g);
-	rc = SSL_connect(s->ssl);
-	guard_off(&g);
-	if (rc != 1) {
-		int err = errno;
-
-		int k = SSL_get_error(s->ssl, rc);
-
-		if (k == SSL_ERROR_WANT_READ || k == SSL_ERROR_WANT_WRITE) {   /* SO_*TIMEO */
-			snprintf(why, sizeof(why), "timed out");
-			err = EAGAIN;
-		} else {
-			ssl_reason(why, sizeof(why), k == SSL_ERROR_SYSCALL ? err : 0);
-		}
+	if (tls_handshake(s, false, why, sizeof(why), &err) < 0) {
 		error_set(e, EXIT_HOST, "migration to %s: the TLS handshake failed (%s)%s: the VM "
 			  "stays here", uri, why,
 			  strstr(why, "decrypt error") || strstr(why, "handshake failure") ||

@@ -44,15 +44,11 @@
 #define COMMIT_BYTES (2u << 20)
 #define RUN_BYTES (4u << 20)	/* the most one Range asks for */
 
-struct body {
-	uint8_t *p;
-	size_t n, cap, max;
-	bool over;
-};
-
-static size_t on_data(char *data, size_t size, size_t nmemb, void *opaque)
+/* A libcurl write callback into a growing buffer (struct store_http_body,
+ * pull.h); also the streaming driver's (stream.c). */
+size_t store_http_body_write(char *data, size_t size, size_t nmemb, void *opaque)
 {
-	struct body *b = opaque;
+	struct store_http_body *b = opaque;
 	size_t n = size * nmemb;
 
 	if (b->n + n > b->max) {
@@ -87,7 +83,7 @@ struct client {
  * unless range is NULL.  0 on a 200 (206 with a range); else -1 with e
  * naming the URL and the server's reason, or -2 when a 206 was cut short
  * (b holds the bytes that came). */
-static int get(struct client *x, const char *path, const char *range, struct body *b, size_t max,
+static int get(struct client *x, const char *path, const char *range, struct store_http_body *b, size_t max,
 	       struct error *e)
 {
 	char url[2048];
@@ -143,7 +139,7 @@ static int hex32(const char *p, uint8_t out[32])
 }
 
 /* The manifest from the server's JSON, checked whole. */
-static int parse_manifest(const char *url, const struct body *b, uint32_t chunk_max,
+static int parse_manifest(const char *url, const struct store_http_body *b, uint32_t chunk_max,
 			  struct store_manifest *m, struct error *e)
 {
 	json_error_t je;
@@ -218,7 +214,7 @@ static bool same_manifest(const struct store_manifest *a, const struct store_man
 int store_pull(const struct store_pull_opts *o, struct store_pull_stats *st, struct error *e)
 {
 	struct client x = { .from = o->from };
-	struct body b = { 0 };
+	struct store_http_body b = { 0 };
 	struct store *s = NULL;
 	struct store_manifest m = { 0 }, have;
 	char path[200], hex[65];
@@ -252,7 +248,7 @@ int store_pull(const struct store_pull_opts *o, struct store_pull_stats *st, str
 	curl_easy_setopt(x.c, CURLOPT_LOW_SPEED_TIME, 60L);
 	curl_easy_setopt(x.c, CURLOPT_PROTOCOLS_STR, "https");
 	curl_easy_setopt(x.c, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(x.c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(x.c, CURLOPT_WRITEFUNCTION, store_http_body_write);
 	if (o->ca)
 		curl_easy_setopt(x.c, CURLOPT_CAINFO, o->ca);
 	if (o->cert)
@@ -397,7 +393,7 @@ out:
 int store_pull_parse_manifest(const char *url, const void *json, size_t n, uint32_t chunk_max,
 			      struct store_manifest *m, struct error *e)
 {
-	struct body b = { .p = (uint8_t *)json, .n = n };
+	struct store_http_body b = { .p = (uint8_t *)json, .n = n };
 
 	return parse_manifest(url, &b, chunk_max, m, e);
 }

@@ -30,6 +30,17 @@ struct store_pull_stats {
 int store_pull(const struct store_pull_opts *o, struct store_pull_stats *st, struct error *e);
 /* The manifest JSON a server sent for `url`, checked whole (names, lengths
  * within chunk_max, lengths adding up to the size): store/stream.c. */
+/* A response body kept in memory: at most max bytes (over: it had more),
+ * NUL-terminated; free(p) when done. */
+struct store_http_body {
+	uint8_t *p;
+	size_t n, cap, max;
+	bool over;
+};
+
+/* libcurl's CURLOPT_WRITEFUNCTION for a struct store_http_body. */
+size_t store_http_body_write(char *data, size_t size, size_t nmemb, void *opaque);
+
 int store_pull_parse_manifest(const char *url, const void *json, size_t n, uint32_t chunk_max,
 			      struct store_manifest *m, struct error *e);
 

@@ -58,12 +58,6 @@
 #define MANIFEST_MAX (256u << 20)
 #define COMMIT_BYTES (2u << 20)
 
-struct body {
-	uint8_t *p;
-	size_t n, cap, max;
-	bool over;
-};
-
 struct stream {
 	char *spec;			/* the path as given, for messages */
 	char *base, *name;		/* https://HOST:PORT[/prefix], NAME */
@@ -90,33 +84,6 @@ struct stream {
 	uint64_t prefetch_max;		/* tests: stop after this many (0: no limit) */
 };
 
-static size_t on_data(char *data, size_t size, size_t nmemb, void *opaque)
-{
-	struct body *b = opaque;
-	size_t n = size * nmemb;
-
-	if (b->n + n > b->max) {
-		b->over = true;
-		return 0;
-	}
-	if (b->n + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 65536;
-		uint8_t *q;
-
-		while (cap < b->n + n + 1)
-			cap *= 2;
-		q = realloc(b->p, cap);
-		if (!q)
-			return 0;
-		b->p = q;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->n, data, n);
-	b->n += n;
-	b->p[b->n] = 0;
-	return n;
-}
-
 static CURL *client_new(struct stream *st, char *errbuf)
 {
 	CURL *c = curl_easy_init();
@@ -131,7 +98,7 @@ static CURL *client_new(struct stream *st, char *errbuf)
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, store_http_body_write);
 	if (st->ca)
 		curl_easy_setopt(c, CURLOPT_CAINFO, st->ca);
 	if (st->cert)
@@ -143,7 +110,7 @@ static CURL *client_new(struct stream *st, char *errbuf)
 
 /* GET base+path into b (at most max bytes): 0 on a 200, else -1 with e
  * naming the URL and the reason (the server's, from its JSON). */
-static int get(struct stream *st, CURL *c, char *errbuf, const char *path, struct body *b,
+static int get(struct stream *st, CURL *c, char *errbuf, const char *path, struct store_http_body *b,
 	       size_t max, struct error *e)
 {
 	char url[2048];
@@ -290,7 +257,7 @@ static void arrived(struct stream *st, uint32_t i)
 
 /* Fetch chunk i over connection c (not under mu), check it, and put it in
  * the cache.  0, or -1 with e naming the chunk. */
-static int fetch(struct stream *st, CURL *c, char *errbuf, struct body *b, uint32_t i,
+static int fetch(struct stream *st, CURL *c, char *errbuf, struct store_http_body *b, uint32_t i,
 		 bool demand, struct error *e)
 {
 	char hex[65], path[128];
@@ -344,7 +311,7 @@ static void *prefetch_main(void *opaque)
 {
 	struct stream *st = opaque;
 	char errbuf[CURL_ERROR_SIZE];
-	struct body b = { 0 };
+	struct store_http_body b = { 0 };
 	struct error e = { 0 };
 	CURL *c = client_new(st, errbuf);
 
@@ -425,7 +392,7 @@ static int stream_read(struct blockdev *bd, void *buf, uint64_t off, uint64_t le
 {
 	struct stream *st = bd->priv;
 	uint8_t *out = buf;
-	struct body b = { 0 };
+	struct store_http_body b = { 0 };
 	uint32_t lo = 0, hi = st->m.n, i;
 	int r = 0;
 
@@ -569,7 +536,7 @@ static int write_file(const char *path, const void *p, size_t n)
 	return r;
 }
 
-static int read_file(const char *path, struct body *b)
+static int read_file(const char *path, struct store_http_body *b)
 {
 	FILE *f = fopen(path, "re");
 	char buf[65536];
@@ -580,7 +547,7 @@ static int read_file(const char *path, struct body *b)
 	b->n = 0;
 	b->max = MANIFEST_MAX;
 	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-		if (on_data(buf, 1, n, b) != n)
+		if (store_http_body_write(buf, 1, n, b) != n)
 			break;
 	fclose(f);
 	return b->n ? 0 : -1;
@@ -591,7 +558,7 @@ static int read_file(const char *path, struct body *b)
 static int get_manifest(struct stream *st, struct error *e)
 {
 	char path[200], file[4200], url[2100];
-	struct body b = { 0 };
+	struct store_http_body b = { 0 };
 	struct error ge = { 0 };
 	int r;
 
