@@ -1,0 +1,308 @@
+#!/bin/bash
+# bench/migrate.sh - live migration of a running VM: Shoal against QEMU,
+# side by side in one run, on the same guest and the same transport
+# (issue 12, docs/migration.md).
+#
+# The guest is the test guest ($BUILD/shoal-guest), 1 vCPU, with the
+# command line "fill 0x2000000 FILL SEED; shell" (idle: it fills FILL
+# bytes of its RAM with a seeded pattern and waits at its serial shell) or,
+# with -d, "fill ...; echo dirtying; dirty RATE SECS 0x2000000 FILL; shell"
+# (it rewrites one word in each 4 KiB page of its filled range, in order,
+# at RATE MiB/s of pages, while it migrates).  Each sample is a fresh
+# source and a fresh destination on this host, the stream over a Unix
+# socket (no network in the figure):
+#
+#   Shoal  source `shoal run --kernel G --cmdline C --memory M --cpus 1
+#            --console file:LOG --api-socket S`; destination the same
+#            options with `--console stdio --incoming unix:MIG`; at the
+#            source's prompt `shoal migrate --socket S unix:MIG
+#            --output json` (defaults: downtime limit 300 ms, no bandwidth
+#            cap) is timed (wall: the CLI's whole run); its JSON gives
+#            downtime_ms (from the source's vCPUs paused to the
+#            destination's acknowledgement, measured by the source),
+#            total_ms, round and bytes.
+#   QEMU   `qemu-system-x86_64 -accel kvm -M microvm,memory-backend=mem
+#            -object memory-backend-memfd,... -smp 1 -kernel G -append C
+#            -qmp unix:Q` (bench/boot.c's command line), the destination
+#            the same with `-serial stdio -incoming unix:MIG`; over QMP:
+#            migrate-set-parameters max-bandwidth 1 TiB/s (QEMU's default
+#            cap of 128 MiB/s would otherwise be the figure; Shoal has
+#            none) and downtime-limit 300 (its default, said explicitly),
+#            then `migrate` to "unix:MIG", polled with query-migrate every
+#            5 ms until "completed" (wall), with QEMU's own total-time,
+#            downtime, passes (dirty-sync-count) and bytes transferred.
+#
+# Idle samples are checked: round 1 types "verify 0x2000000 FILL SEED;
+# exit 5" into the destination, which must print "verify ok" and exit
+# with the guest's status (QEMU: isa-debug-exit's (5 << 1) | 1).  Other
+# rounds type "exit 3".  A sample whose destination does not finish that
+# way is printed and left out.  With -d, QEMU's migration gets -c CAP
+# seconds; past it it is cancelled and reported as not converged, with its
+# passes, data sent and expected downtime.  Shoal gets the same cap (its
+# migration is cancelled with `shoal migrate --cancel`).
+#
+# Prints every sample, then per case a table of medians for Shoal and QEMU
+# and the ratio Shoal/QEMU (below 1: Shoal took less).  Timings are
+# figures, never checked.
+#
+#   bench/migrate.sh [-n ROUNDS] [-s SIZES] [-d SIZES] [-r RATE] [-c CAP] [-o VMMS]
+#   (defaults: 3 rounds, -s 1G:512M, no -d, -r 100, -c 30, -o shoal,qemu)
+#   SIZES: MEMORY:FILL[:ROUNDS], comma- or space-separated; -s "" runs only
+#   the -d sizes.
+#
+# Needs /dev/kvm (in the KVM box: scripts/kvm-box.sh -- bench/migrate.sh),
+# QEMU and python3; exits 77 without them.
+set -u
+. "$(dirname "$0")/lib.bash"
+N=3; SIZES="1G:512M"; DIRTY=; RATE=100; CAP=30; ONLY=shoal,qemu
+while getopts "n:s:d:r:c:o:" o; do
+	case $o in n) N=$OPTARG ;; s) SIZES=$OPTARG ;; d) DIRTY=$OPTARG ;; r) RATE=$OPTARG ;;
+	c) CAP=$OPTARG ;; o) ONLY=$OPTARG ;; *) exit 64 ;; esac
+done
+[ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] ||
+	bench_skip "/dev/kvm is not available; run it in the KVM box: scripts/kvm-box.sh -- $0"
+for t in qemu-system-x86_64 python3; do
+	command -v $t >/dev/null || bench_skip "$t is not installed"
+done
+for f in shoal shoal-guest; do
+	[ -x "$BUILD/$f" ] || { echo "$(basename "$0"): build $BUILD/$f first (make)" >&2; exit 1; }
+done
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/shoal-bench.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+
+echo "live migration, the test guest, -n $N, $(date -u '+%F %H:%M UTC'), $(nproc) cpus," \
+     "$(qemu-system-x86_64 --version | head -1)"
+python3 - "$BUILD/shoal" "$BUILD/shoal-guest" "$TMP" "$N" "$SIZES" "$DIRTY" "$RATE" "$CAP" "$ONLY" <<'PY'
+import json, os, socket, statistics, subprocess, sys, time
+
+shoal, guest, tmp, rounds, sizes, dirty_sizes, rate, cap, only = sys.argv[1:10]
+rounds, rate, cap = int(rounds), int(rate), float(cap)
+vmms = [v for v in ("shoal", "qemu") if v in only.split(",")]
+NAME = {"shoal": "Shoal", "qemu": "QEMU"}
+ADDR, SEED = "0x2000000", 7
+POLL = 0.005
+WAIT = 300
+
+def now(): return time.monotonic()
+def ms(t): return round(t * 1000, 1)
+
+def text(path):
+    try:
+        with open(path, "rb") as f: return f.read().decode(errors="replace")
+    except OSError: return ""
+
+def tail(path, n=300): return text(path)[-n:].replace("\r", "").replace("\n", "|")
+
+def wait_text(path, want, p, secs=WAIT):
+    end = now() + secs
+    while now() < end:
+        if want in text(path): return True
+        if p.poll() is not None: return want in text(path)
+        time.sleep(0.05)
+    return False
+
+def kill(p):
+    if p.poll() is None: p.kill()
+    p.wait()
+
+class QMP:
+    def __init__(self, path, deadline):
+        while True:
+            try:
+                self.s = socket.socket(socket.AF_UNIX)
+                self.s.connect(path)
+                break
+            except OSError:
+                self.s.close()
+                if now() > deadline: raise
+                time.sleep(POLL)
+        self.f = self.s.makefile("rwb")
+        json.loads(self.f.readline())
+        self.cmd("qmp_capabilities")
+    def cmd(self, name, **args):
+        m = {"execute": name}
+        if args: m["arguments"] = args
+        self.f.write(json.dumps(m).encode() + b"\n"); self.f.flush()
+        while True:
+            line = self.f.readline()
+            if not line: raise EOFError("QMP closed")
+            r = json.loads(line)
+            if "return" in r: return r["return"]
+            if "error" in r: raise RuntimeError(f"{name}: {r['error']}")
+    def close(self): self.s.close()
+
+def qemu_argv(mem, cmdline, log, qmp):
+    return ["qemu-system-x86_64", "-accel", "kvm", "-M", "microvm,memory-backend=mem", "-m", mem,
+            "-object", f"memory-backend-memfd,id=mem,size={mem},share=on", "-smp", "1",
+            "-display", "none", "-nodefaults", "-no-user-config",
+            "-serial", "stdio" if log is None else "file:" + log,
+            "-device", "isa-debug-exit,iobase=0xf4,iosize=1", "-kernel", guest, "-append", cmdline,
+            "-qmp", f"unix:{qmp},server=on,wait=off"]
+
+def shoal_argv(mem, cmdline, console, sock):
+    return [shoal, "run", "--kernel", guest, "--cmdline", cmdline, "--memory", mem, "--cpus", "1",
+            "--console", console, "--api-socket", sock, "--timeout", str(WAIT * 2)]
+
+# One sample: source at its prompt, destination waiting, the migration,
+# then (idle) a typed line into the destination and its exit status.
+def sample(vmm, tag, mem, fill, dirty, typed, want):
+    cmdline = f"fill {ADDR} {fill} {SEED}; "
+    if dirty: cmdline += f"echo dirtying; dirty {rate} {int(cap) + 60} {ADDR} {fill}; "
+    cmdline += "shell"
+    mark = "shoal-guest: dirtying" if dirty else "shoal> "
+    slog, serr, ssock = f"{tmp}/{tag}.src.log", f"{tmp}/{tag}.src.vmm", f"{tmp}/{tag}.src.sock"
+    dlog, derr, dsock = f"{tmp}/{tag}.dst.log", f"{tmp}/{tag}.dst.vmm", f"{tmp}/{tag}.dst.sock"
+    mig = f"{tmp}/{tag}.mig"
+    if vmm == "shoal":
+        sargv = shoal_argv(mem, cmdline, "file:" + slog, ssock)
+        dargv = shoal_argv(mem, cmdline, "stdio", dsock) + ["--incoming", "unix:" + mig]
+    else:
+        sargv = qemu_argv(mem, cmdline, slog, ssock)
+        dargv = qemu_argv(mem, cmdline, None, dsock) + ["-incoming", "unix:" + mig]
+    t0 = now()
+    src = subprocess.Popen(sargv, stdin=subprocess.DEVNULL, stdout=open(serr, "wb"), stderr=subprocess.STDOUT)
+    dst = None
+    try:
+        if not wait_text(slog, mark, src):
+            return None, f"source: no prompt (status {src.poll()}); console: {tail(slog)}; VMM: {tail(serr)}"
+        prompt = ms(now() - t0)
+        dst = subprocess.Popen(dargv, stdin=subprocess.PIPE, stdout=open(dlog, "wb"), stderr=open(derr, "wb"))
+        end = now() + 30
+        while not os.path.exists(mig) and now() < end and dst.poll() is None:
+            time.sleep(POLL)
+        if not os.path.exists(mig):
+            return None, f"destination: not listening (status {dst.poll()}); VMM: {tail(derr)}"
+        if dirty: time.sleep(1)
+        if vmm == "shoal":
+            t0 = now()
+            mp = subprocess.Popen([shoal, "migrate", "--socket", ssock, "unix:" + mig, "--output", "json"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                out, err = mp.communicate(timeout=cap if dirty else WAIT)
+            except subprocess.TimeoutExpired:
+                subprocess.run([shoal, "migrate", "--socket", ssock, "--cancel"], capture_output=True, timeout=60)
+                out, err = mp.communicate(timeout=60)
+                try:
+                    i = json.loads(out)
+                    why = (f"{i.get('round')} rounds, {i.get('bytes', 0) / 2**20:.1f} MiB sent,"
+                           f" {i.get('dirty_pages')} pages dirty at the cancel")
+                except ValueError:
+                    why = (out + err).strip()[-200:]
+                return {"converged": False, "wall": ms(now() - t0), "prompt": prompt, "why": why}, None
+            wall = now() - t0
+            try: info = json.loads(out)
+            except ValueError: info = {}
+            if mp.returncode != 0 or "downtime_ms" not in info:
+                if dirty and mp.returncode == 70:
+                    return {"converged": False, "wall": ms(wall), "prompt": prompt,
+                            "why": (out + err).strip()[-200:]}, None
+                return None, f"shoal migrate: status {mp.returncode}: {out.strip()} {err.strip()}"
+            res = {"wall": ms(wall), "total": info["total_ms"], "down": info["downtime_ms"],
+                   "passes": info.get("round"), "data": info.get("bytes", 0) / 2**20}
+        else:
+            q = QMP(ssock, now() + 30)
+            q.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40, "downtime-limit": 300})
+            t0 = now()
+            q.cmd("migrate", uri="unix:" + mig)
+            end = t0 + (cap if dirty else WAIT)
+            while True:
+                st = q.cmd("query-migrate")
+                if st.get("status") in ("completed", "failed", "cancelled") or now() > end: break
+                time.sleep(POLL)
+            wall = now() - t0
+            if st.get("status") not in ("completed", "failed", "cancelled"):
+                q.cmd("migrate_cancel")
+                q.close()
+                ram = st.get("ram", {})
+                return {"converged": False, "wall": ms(wall), "prompt": prompt,
+                        "why": f"{ram.get('dirty-sync-count')} passes, "
+                               f"{ram.get('transferred', 0) / 2**20:.1f} MiB sent, dirty rate "
+                               f"{ram.get('dirty-pages-rate')} pages/s, expected downtime "
+                               f"{st.get('expected-downtime')} ms"}, None
+            if st.get("status") != "completed":
+                return None, f"migrate: {st}"
+            while not st.get("total-time") and now() < end:
+                time.sleep(POLL)
+                st = q.cmd("query-migrate")
+            q.close()
+            res = {"wall": ms(wall), "total": st["total-time"], "down": st["downtime"],
+                   "passes": st["ram"].get("dirty-sync-count"), "data": st["ram"]["transferred"] / 2**20}
+        res["converged"] = True
+        res["prompt"] = prompt
+        if typed:
+            dst.stdin.write(typed.encode()); dst.stdin.flush()
+            try: dst.wait(timeout=WAIT)
+            except subprocess.TimeoutExpired: pass
+            if dst.returncode != want:
+                return None, (f"destination: status {dst.returncode}, not {want}; console: {tail(dlog)};"
+                              f" VMM: {tail(derr)}")
+            if "verify" in typed and ("verify ok" not in text(dlog) or "verify bad" in text(dlog)):
+                return None, f"destination: the pattern did not verify: {tail(dlog)}"
+        return res, None
+    finally:
+        kill(src)
+        if dst: kill(dst)
+
+FIGS = [("migrate: wall ms", "wall"), ("total ms (VMM's own)", "total"),
+        ("downtime ms", "down"), ("rounds / passes", "passes"), ("data sent MiB", "data")]
+
+def f1(x): return "-" if x is None else f"{x:.1f}"
+
+def table(samples):
+    med = {}
+    for _, k in FIGS:
+        for v in vmms:
+            xs = [s[k] for s in samples[v] if s["converged"] and s.get(k) is not None]
+            med[v, k] = statistics.median(xs) if xs else None
+    both = "shoal" in vmms and "qemu" in vmms
+    print(f"{'figure':26} " + " ".join(f"{NAME[v]:>10}" for v in vmms) + (f" {'shoal/qemu':>11}" if both else ""))
+    for name, k in FIGS:
+        line = f"{name:26} " + " ".join(f"{f1(med[v, k]):>10}" for v in vmms)
+        if both:
+            a, b = med["shoal", k], med["qemu", k]
+            line += f" {(f'{a / b:.3f}' if a is not None and b else '-'):>11}"
+        print(line)
+
+def sizes_of(spec):
+    for size in spec.replace(",", " ").split():
+        mem, fill, n = (size.split(":") + [rounds])[:3]
+        yield mem, fill, int(n)
+
+failed = 0
+cases = [(m, f, n, False) for m, f, n in sizes_of(sizes)] + [(m, f, n, True) for m, f, n in sizes_of(dirty_sizes)]
+for mem, fill, n, dirty in cases:
+    started = now()
+    what = f"dirtying {rate} MiB/s over its {fill}, cap {cap:.0f} s" if dirty else f"idle after filling {fill}"
+    print(f"\n== {mem} guest, {what}, 1 vCPU, {n} rounds")
+    samples = {v: [] for v in vmms}
+    for i in range(1, n + 1):
+        k = (i - 1) % len(vmms)
+        for vmm in vmms[k:] + vmms[:k]:
+            tag = f"{'d' if dirty else 'i'}-{vmm}-{mem}-{i}"
+            if dirty: typed, want = None, None
+            # a blank line first: QEMU's destination can drop the first byte
+            # typed on its stdio (a lost "v" made "erify" once)
+            elif i == 1: typed, want = f"\rverify {ADDR} {fill} {SEED}; exit 5\r", 11 if vmm == "qemu" else 5
+            else: typed, want = "\rexit 3\r", 7 if vmm == "qemu" else 3
+            res, why = sample(vmm, tag, mem, fill, dirty, typed, want)
+            if not res:
+                failed += 1
+                print(f"{NAME[vmm]:6} round {i}: FAILED, left out: {why}", flush=True)
+                continue
+            samples[vmm].append(res)
+            if res["converged"]:
+                print(f"{NAME[vmm]:6} round {i}: " + ", ".join(f"{k} {res[k]:.1f}" for _, k in FIGS
+                                                          if res.get(k) is not None) +
+                      f" (source boot and fill {res['prompt']:.0f} ms)" +
+                      (", pattern verified at the destination" if typed and "verify" in typed else ""),
+                      flush=True)
+            else:
+                print(f"{NAME[vmm]:6} round {i}: NOT CONVERGED in {cap:.0f} s, cancelled: {res['why']}",
+                      flush=True)
+    print(f"\n{mem} guest, {what}: medians of the samples that completed, {now() - started:.0f} s in all"
+          " (shoal/qemu below 1: Shoal took less)")
+    table(samples)
+    print("completed: " + ", ".join(f"{NAME[v]} {sum(1 for s in samples[v] if s['converged'])}/{n}"
+                                    for v in vmms))
+sys.exit(1 if failed else 0)
+PY
