@@ -132,7 +132,7 @@ static int map_anon(struct zero_blocks *z, uint64_t b)
 /* Map the memfd back over zero block b, first copying into the memfd any
  * present page of the anonymous block that is not all zero (a write in
  * the zeropage/write-protect window).  Lock held. */
-static void map_memfd(struct zero_blocks *z, uint64_t b)
+static void map_memfd(struct zero_blocks *z, uint64_t b, bool punched)
 {
 	uint8_t *p = z->m->host + b * ZERO_BLOCK_SIZE;
 	uint64_t off = b * ZERO_BLOCK_SIZE;
@@ -140,7 +140,8 @@ static void map_memfd(struct zero_blocks *z, uint64_t b)
 
 	if (mincore(p, ZERO_BLOCK_SIZE, vec) == 0) {
 		for (uint64_t i = 0; i < BLOCK_PAGES; i++) {
-			if (!(vec[i] & 1) || all_zero(p + i * PAGE, PAGE))
+			/* a zero page needs no copy only where the memfd is a hole */
+			if (!(vec[i] & 1) || (punched && all_zero(p + i * PAGE, PAGE)))
 				continue;
 			if (pwrite(z->m->fd, p + i * PAGE, PAGE, (off_t)(off + i * PAGE)) != (ssize_t)PAGE)
 				log_error("zero-page layer: copy of page %llu into the memfd: %s",
@@ -263,7 +264,7 @@ static void handle_fault(struct zero_blocks *z, const struct uffd_msg *msg)
 			if (!write)
 				log_warn("zero-page layer: zero pages for block %llu: %s; mapping the memfd",
 					 (unsigned long long)b, strerror(errno));
-			map_memfd(z, b);
+			map_memfd(z, b, true);
 			z->st.write_faults++;
 		}
 	}
@@ -357,6 +358,19 @@ static void released_hook(void *opaque, uint64_t off, uint64_t len)
 		log_warn("zero-page layer: kick: %s", strerror(errno));
 }
 
+/* No page of block b's (anonymous) mapping is present. */
+static bool block_untouched(struct zero_blocks *z, uint64_t b)
+{
+	unsigned char vec[BLOCK_PAGES];
+
+	if (mincore(z->m->host + b * ZERO_BLOCK_SIZE, ZERO_BLOCK_SIZE, vec) != 0)
+		return false;
+	for (uint64_t i = 0; i < BLOCK_PAGES; i++)
+		if (vec[i] & 1)
+			return false;
+	return true;
+}
+
 /* Read block b of the memfd (pread: a hole reads as zeros unallocated). */
 static bool block_reads_zero(struct zero_blocks *z, uint64_t b, uint8_t *buf)
 {
@@ -378,16 +392,23 @@ static bool checked_release(struct zero_blocks *z, uint64_t b)
 {
 	if (z->zero[b] || !runs_allow(z, b) || map_anon(z, b))
 		return false;
-	if (block_reads_zero(z, b, z->chk_buf) &&
+	/* Between map_anon's mmap and its userfaultfd registration an access
+	 * faulted in an ordinary anonymous page, unseen by the handler: a
+	 * write there is in that page, not in the memfd.  Any page present
+	 * now came that way (from the registration on, every new page waits
+	 * for the lock we hold), so the block is not released, and map_memfd
+	 * copies every present page back, zero or not (the memfd is not a
+	 * hole here: a zero written over data must reach it too). */
+	if (!block_untouched(z, b) || !block_reads_zero(z, b, z->chk_buf) ||
 	    fallocate(z->m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-		      (off_t)(b * ZERO_BLOCK_SIZE), (off_t)ZERO_BLOCK_SIZE) == 0) {
-		guest_mem_dirty_hva(z->m, z->m->host + b * ZERO_BLOCK_SIZE, ZERO_BLOCK_SIZE);
-		return true;
+		      (off_t)(b * ZERO_BLOCK_SIZE), (off_t)ZERO_BLOCK_SIZE) != 0) {
+		z->st.released--;
+		map_memfd(z, b, false);
+		z->st.restored--;
+		return false;
 	}
-	z->st.released--;
-	map_memfd(z, b);
-	z->st.restored--;
-	return false;
+	guest_mem_dirty_hva(z->m, z->m->host + b * ZERO_BLOCK_SIZE, ZERO_BLOCK_SIZE);
+	return true;
 }
 
 /* Switch the blocks the hook left pending (checked: the guest may have
@@ -592,7 +613,7 @@ void zero_blocks_stop(struct zero_blocks *z)
 	pthread_mutex_lock(&z->lock);
 	for (uint64_t b = 0; b < z->nblocks; b++)
 		if (z->zero[b])
-			map_memfd(z, b);
+			map_memfd(z, b, true);
 	pthread_mutex_unlock(&z->lock);
 	close(z->uffd);
 	close(z->stop_fd);

@@ -249,7 +249,7 @@ static void test_scan_race(void **state)
 
 	w.p = m.host + 7 * ZERO_BLOCK_SIZE + 4096 * 9;
 	assert_int_equal(pthread_create(&t, NULL, writer_main, &w), 0);
-	for (int i = 0; i < 3000; i++)
+	for (int i = 0; i < 30000; i++)
 		zero_blocks_scan(z, 512 * 16);
 	atomic_store(&w.stop, true);
 	pthread_join(t, NULL);
