@@ -127,11 +127,15 @@ run_script() {
 # needs_kvm SCRIPT: the script declares "# tier: kvm" in its header.
 needs_kvm() { head -40 "$1" | grep -q '^# tier: kvm'; }
 
-# The longest kvm-system scripts (seconds in a box, 2026-12-05), run
+# The longest kvm-system and kvm-slow scripts (in a box, the clean-clone
+# run of 2026-12-06; slow_linux_vmgenid.sh, 316 s, had run last), run
 # first, so that the two lanes that share the tier (run_lanes) end close
 # together rather than one waiting on a long script begun last.
-LONG_FIRST="snapshot.sh daemon_snapshot.sh daemon_badinput.sh daemon_restart.sh daemon_concurrency.sh virtio_blk.sh daemon_openapi.sh
-	slow_linux_balloon.sh slow_linux_snapshot.sh slow_linux_daemon.sh slow_linux_devices.sh"
+LONG_FIRST="daemon_snapshot.sh daemon_migrate.sh jail.sh snapshot.sh daemon_snapshot_disk.sh daemon_badinput.sh
+	migrate_converge.sh daemon_lifecycle.sh daemon_concurrency.sh migrate.sh daemon_openapi.sh virtio_blk.sh
+	daemon_memmgr.sh daemon_restart.sh
+	slow_linux_vmgenid.sh slow_linux_daemon_net.sh slow_linux_snapshot.sh slow_linux_balloon.sh
+	slow_linux_net.sh slow_linux_boot.sh slow_linux_disk.sh slow_linux_devices.sh slow_linux_daemon.sh"
 
 # scripts_of KIND: the system scripts of a tier, one per line.
 scripts_of() {
