@@ -185,7 +185,8 @@ def sample(vmm, tag, mem, fill, dirty, typed, want):
                 try:
                     i = json.loads(out)
                     why = (f"{i.get('round')} rounds, {i.get('bytes', 0) / 2**20:.1f} MiB sent,"
-                           f" {i.get('dirty_pages')} pages dirty at the cancel")
+                           f" {i.get('dirty_pages')} pages dirty at the cancel; shoal migrate said:"
+                           f" {err.strip()[-300:]!r}; source VMM: {tail(serr)!r}")
                 except ValueError:
                     why = (out + err).strip()[-200:]
                 return {"converged": False, "wall": ms(now() - t0), "prompt": prompt, "why": why}, None
