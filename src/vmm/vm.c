@@ -54,6 +54,7 @@
 #include "devices/pci.h"
 #include "vmm/devices.h"
 #include "vmm/mem_protect.h"
+#include "vmm/mem_shared.h"
 
 /* Where KVM may put the VMX TSS and identity map (Intel only; the rest of
  * KVM ignores them).  Just below the IOAPIC-LAPIC area, in the 32-bit hole. */
@@ -380,6 +381,7 @@ static struct vm *vm_build(const struct vm_config *cfg, int mem_fd, bool clone,
 	vm->host.ram_size = vm->mem.size ? vm->mem.size : vm->cfg.memory;
 	if (!vm->console || pci_init(&vm->host, &vm->host.pci, e) ||
 	    devices_create_all(&vm->host, cfg, e) || vm_protect_create(vm, e) ||
+	    vm_shared_create(vm, e) ||
 	    vm_setup_vcpus(vm, e))
 		goto fail;
 	return vm;
