@@ -43,7 +43,7 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter \
 CPPFLAGS_ALL := -std=gnu11 -D_GNU_SOURCE -Isrc -MMD -MP
 LIBS    := -ljansson -luring -lzstd -lz -lxxhash -lseccomp -lpthread
 # ---- host daemon (issue #5): shoald and the library's src/host need these ----
-LIBS    += -lmicrohttpd -lsqlite3   # libcurl: loaded on first use (src/base/curl_dl.c)
+LIBS    += -lsqlite3   # libcurl and libmicrohttpd: loaded on first use (src/base/curl_dl.c, mhd_dl.c)
 # ---- end host daemon ----
 # the image store (src/store): SHA-256 through OpenSSL's EVP; libm for the Bloom formula
 LIBS    += -lm   # libcrypto: loaded on first use (src/base/crypto_dl.c)

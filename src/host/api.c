@@ -40,7 +40,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <jansson.h>
-#include <microhttpd.h>
+#include "base/mhd_dl.h"
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -13,7 +13,7 @@
 #ifndef SHOAL_HOST_API_H
 #define SHOAL_HOST_API_H
 
-#include <microhttpd.h>
+#include "base/mhd_dl.h"
 #include <stdbool.h>
 #include <stddef.h>
 

@@ -19,7 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <microhttpd.h>
+#include "base/mhd_dl.h"
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -22,7 +22,7 @@
 
 #include <errno.h>
 #include <jansson.h>
-#include <microhttpd.h>
+#include "base/mhd_dl.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -38,7 +38,7 @@
 #include "base/log.h"
 
 #include <errno.h>
-#include <microhttpd.h>
+#include "base/mhd_dl.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
