@@ -22,6 +22,7 @@
 #include "bootinfo.h"
 #include "lapic.h"
 #include "lib.h"
+#include "balloon.h"
 #include "protect.h"
 #include "report.h"
 #include "serial.h"
@@ -337,6 +338,8 @@ static const struct cmd cmd_table[] = {
 	{ "vrng", vrng_cmd, "[BYTES] [dev=N]" },
 	{ "vcon", vcon_cmd, "[TEXT...] [wait=MS] [dev=N]" },
 	{ "vhostile", vhostile_cmd, "loop|oob|len|nested|badhead|all" },
+	{ "vballoon", vballoon_cmd, "ADDR LEN [hint=0|1] [dev=N] (inflate to the host's target, private frames first)" },
+	{ "pvshared", pvshared_cmd, "ADDR LEN (frames still shared with the template)" },
 	{ "protect", protect_cmd, "register|ro|na|unprotect|write|read|peek|bad|unregister ARGS (pv-protect)" },
 };
 

@@ -33,7 +33,8 @@
  * Nothing the guest sends breaks the device or reaches the host beyond a
  * bounded pread of the VMM's own pagemap.
  *
- * No saved state: every answer is computed when asked.
+ * No state of its own (version 1 saves only the common header): every
+ * answer is computed when asked.
  */
 #include "devices/pv_shared.h"
 
@@ -175,6 +176,7 @@ static void pvs_destroy(struct device *d)
 
 static const struct device_ops pv_shared_ops = {
 	.type = "pv-shared",
+	.state_version = 1,              /* only the common header: nothing of its own */
 	.io_read = pvs_io_read,
 	.io_write = pvs_io_write,
 	.metrics = pvs_metrics,
