@@ -18,6 +18,9 @@
  *          vCPUs (flags bits 0-1); the CPU it returns is only checked to
  *          be JSON (snapshot_check_cpu asks KVM for this host's)
  *   ram    migrate_apply_ram into 16 MiB of memfd guest RAM
+ *   postcopy migrate_postcopy_parse (state/migrate_postcopy.c), once,
+ *          before the state: the list must count exactly the bits it sets
+ *          and none past the last page of the 16 MiB
  *   disks  migrate_disk_parse_list, and
  *   disk   migrate_disk_apply (state/migrate_disk.c), for a destination
  *          with two disks of 1 MiB, the second read-only, whose writes
@@ -56,6 +59,7 @@
 #include "devices/device.h"
 #include "state/migrate.h"
 #include "state/migrate_disk.h"
+#include "state/migrate_postcopy.h"
 #include "state/snapshot.h"
 #include "vmm/config.h"
 #include "vmm/devices.h"
@@ -167,7 +171,7 @@ static int check_state(uint8_t flags, int ncpus, const uint8_t *p, size_t len, s
 static int read_stream(uint8_t flags, struct migrate_in *in, struct error *e)
 {
 	int ncpus = 1 + (flags & 3);
-	bool hello = false, state = false;
+	bool hello = false, state = false, pc = false;
 	struct migrate_disk_target dt = { .n = 2, .size = { DISK, DISK }, .writable = { true, false },
 					  .path = { "d0", "d1" }, .write = disk_write };
 
@@ -197,6 +201,17 @@ static int read_stream(uint8_t flags, struct migrate_in *in, struct error *e)
 		} else if (!strcmp(name, "ram") && !state) {
 			if (migrate_apply_ram(&mem, p, len, e))
 				return -1;
+		} else if (!strcmp(name, "postcopy") && !state && !pc) {
+			uint64_t *bits, missing, n = 0;
+
+			if (migrate_postcopy_parse(mem.size, p, len, &bits, &missing, e))
+				return -1;
+			for (uint64_t i = 0; i < mem.size / 4096 / 64; i++)
+				n += (uint64_t)__builtin_popcountll(bits[i]);
+			if (n != missing)
+				abort();
+			free(bits);
+			pc = true;
 		} else if (!strcmp(name, "round") && !state) {
 			continue;
 		} else if (!strcmp(name, "disks") && !state) {

@@ -43,6 +43,7 @@ enum seccomp_kind {
 	SECCOMP_SNAP_WRITER,   /* live snapshot writer (state/snapshot.c) */
 	SECCOMP_SNAP_FAULT,    /* live snapshot's userfaultfd fault thread */
 	SECCOMP_MIGRATE,       /* live migration's sender (state/migrate.c) */
+	SECCOMP_POSTCOPY,      /* post-copy's destination thread (state/migrate_postcopy.c) */
 	SECCOMP_NKINDS
 };
 

@@ -78,6 +78,10 @@ static const unsigned long ioctl_dio[] = { BLKSSZGET, 0 };
 /* The live snapshot threads: lift write protection. */
 static const unsigned long ioctl_uffd[] = { UFFDIO_WRITEPROTECT, 0 };
 
+/* Post-copy's destination thread: place a missing page (or zeros in a
+ * hole), wake its waiters, and unregister guest memory once all is there. */
+static const unsigned long ioctl_uffd_pc[] = { UFFDIO_COPY, UFFDIO_WAKE, UFFDIO_UNREGISTER, 0 };
+
 /* Live migration's dirty tracking (vmm/dirty.c): the vCPUs' dirty log is
  * read and cleared, and memory slots get KVM_MEM_LOG_DIRTY_PAGES turned on
  * and off (KVM_SET_USER_MEMORY_REGION). */
@@ -280,6 +284,11 @@ static const struct seccomp_rule g_uffd_rules[] = {
 };
 GROUP(g_uffd, "uffd");
 
+static const struct seccomp_rule g_uffd_pc_rules[] = {
+	RI(ioctl_uffd_pc, "post-copy: place the pages the source sends, wake the faults"),
+};
+GROUP(g_uffd_pc, "uffd-postcopy");
+
 static const struct seccomp_rule g_dirty_rules[] = {
 	RI(ioctl_dirty, "live migration: the dirty log of guest memory"),
 };
@@ -341,4 +350,7 @@ const struct seccomp_kind_def seccomp_kinds[SECCOMP_NKINDS] = {
 						SAN NULL } },
 	[SECCOMP_MIGRATE] = { "migrate", { &g_base, &g_fileio, &g_poll, &g_stream, &g_save, &g_dirty,
 					  &g_kvm_run, SAN NULL } },
+	/* started by the main thread before its own filter, in migrate_incoming */
+	[SECCOMP_POSTCOPY] = { "postcopy", { &g_base, &g_fileio, &g_poll, &g_stream, &g_uffd_pc,
+					    &g_mce_log, SAN NULL } },
 };

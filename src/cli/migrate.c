@@ -21,6 +21,7 @@
  * cancelled, with --cancel), 70 the migration failed or was cancelled,
  * 64 usage, 66 no VMM at SOCK.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdbool.h>
@@ -36,11 +37,13 @@
 #include "host/vmctl.h"
 #include "state/migrate.h"
 #include "state/migrate_auth.h"
+#include "state/migrate_postcopy.h"
 #include "state/migrate_tls.h"
 
 static const char migrate_usage[] =
 "usage: shoal migrate --socket SOCK unix:PATH|tcp:HOST:PORT [--downtime-ms N]\n"
 "                     [--bandwidth RATE] [--with-disks] [--auto-converge]\n"
+"                     [--postcopy-after N]\n"
 "                     [--key-file FILE [--tls]] [--output json]\n"
 "       shoal migrate --socket SOCK --cancel\n"
 "\n"
@@ -65,6 +68,10 @@ static const char migrate_usage[] =
 "                        of their time asleep, then 10 points more each time,\n"
 "                        up to 99 %, until it converges (off by default: the\n"
 "                        guest runs slower while it migrates)\n"
+"      --postcopy-after N  when N rounds have not converged, switch to post-copy:\n"
+"                        the VM runs at the destination at once and fetches the\n"
+"                        pages it lacks from here; past the switch a lost\n"
+"                        connection loses the VM (docs/migration.md)\n"
 "      --key-file FILE   prove to the destination (started with --incoming\n"
 "                        ADDR,key-file=FILE) that we know its key, and have it\n"
 "                        prove the same, before the VM goes (docs/migration.md)\n"
@@ -115,7 +122,7 @@ static int wait_end(struct vmctl *c, json_t **out, char *err, size_t errlen)
 		if (rc < 0)
 			break;
 		state = json_string_value(json_object_get(st, "state")) ?: "";
-		if (strcmp(state, "active") && strcmp(state, "completing"))
+		if (strcmp(state, "active") && strcmp(state, "completing") && strcmp(state, "postcopy"))
 			break;
 		if (tty)
 			progress(st);
@@ -176,13 +183,14 @@ int cmd_migrate(int argc, char **argv)
 		{ "tls", no_argument, NULL, 'T' },
 		{ "with-disks", no_argument, NULL, 'D' },
 		{ "auto-converge", no_argument, NULL, 'A' },
+		{ "postcopy-after", required_argument, NULL, 'P' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *sock = NULL, *output = "text", *uri, *key_file = NULL;
 	uint8_t key[MIGRATE_KEY_LEN];
-	long downtime = 300;
+	long downtime = 300, postcopy_after = 0;
 	uint64_t bw = 0;
 	bool do_cancel = false, with_disks = false, auto_converge = false, tls = false;
 	struct migrate_tls *t = NULL;
@@ -204,6 +212,19 @@ int cmd_migrate(int argc, char **argv)
 		case 'T': tls = true; break;
 		case 'D': with_disks = true; break;
 		case 'A': auto_converge = true; break;
+		case 'P': {
+			char *end;
+
+			errno = 0;
+			postcopy_after = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || postcopy_after < 1 ||
+			    postcopy_after > MIGRATE_POSTCOPY_MAX_AFTER) {
+				log_error("migrate: --postcopy-after: '%s' is not a number of rounds, 1 to %d",
+					  optarg, MIGRATE_POSTCOPY_MAX_AFTER);
+				return EXIT_USAGE;
+			}
+			break;
+		}
 		case 'd':
 			if (cli_parse_downtime_ms(optarg, &downtime))
 				return EXIT_USAGE;
@@ -223,8 +244,8 @@ int cmd_migrate(int argc, char **argv)
 		log_error("--output: '%s' is not json or text", output);
 		return EXIT_USAGE;
 	}
-	if (do_cancel && (with_disks || auto_converge)) {
-		log_error("migrate: --cancel takes no --with-disks or --auto-converge");
+	if (do_cancel && (with_disks || auto_converge || postcopy_after)) {
+		log_error("migrate: --cancel takes no --with-disks, --auto-converge or --postcopy-after");
 		return EXIT_USAGE;
 	}
 	if (!sock || (do_cancel ? optind != argc : optind != argc - 1)) {
@@ -282,6 +303,8 @@ int cmd_migrate(int argc, char **argv)
 	req = json_pack("{s:s, s:s, s:I, s:I, s:b, s:b}", "cmd", "migrate", "uri", uri,
 			"downtime_ms", (json_int_t)downtime, "bandwidth", (json_int_t)bw,
 			"with_disks", with_disks, "auto_converge", auto_converge);
+	if (req && postcopy_after)
+		json_object_set_new(req, "postcopy_after", json_integer(postcopy_after));
 	rc = vmctl_request_fd(&c, req, dest, &reply, 30000, err, sizeof(err));
 	close(dest);
 	json_decref(req);
@@ -323,6 +346,12 @@ int cmd_migrate(int argc, char **argv)
 		if (auto_converge)
 			printf("auto-converge: the vCPUs were throttled up to %lld %%\n",
 			       (long long)json_integer_value(json_object_get(reply, "throttle_max_pct")));
+		if (json_is_true(json_object_get(reply, "postcopy")))
+			printf("post-copy: %lld pages missing at the switch: %lld fetched on demand, "
+			       "%lld pushed\n",
+			       (long long)json_integer_value(json_object_get(reply, "postcopy_pages")),
+			       (long long)json_integer_value(json_object_get(reply, "postcopy_demand_pages")),
+			       (long long)json_integer_value(json_object_get(reply, "postcopy_pushed_pages")));
 		if (with_disks)
 			printf("disks: %lld mirrored (%lld as their top layer only), %lld MiB of data and "
 			       "%lld MiB of zeroes sent, %lld blocks sent again\n",

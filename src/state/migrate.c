@@ -18,6 +18,11 @@
  *   disks   with --with-disks, once after hello: the disks mirrored
  *   disk    blocks of a mirrored disk, zero ranges as a flag (both:
  *           state/migrate_disk.c)
+ *   postcopy with --postcopy-after, in the stop phase instead of the last
+ *           pages: u64 pages, the bitmap of those not current at the
+ *           destination, sent after the switch (state/migrate_postcopy.c;
+ *           a destination without post-copy refuses it as an unexpected
+ *           section, and the source VM runs on)
  *   state   the snapshot's state sections ("kvm", "devices":
  *           state/snapshot.c's snapshot_state_save), sent once, paused
  *   end     empty: the stream is complete
@@ -98,6 +103,7 @@
 #include "state/migrate_auth.h"
 #include "state/migrate_disk.h"
 #include "state/migrate_net.h"
+#include "state/migrate_postcopy.h"
 #include "state/migrate_tls.h"
 #include "state/snapshot.h"
 #include "vmm/control.h"
@@ -343,7 +349,8 @@ static int check_hello(struct vm *vm, const uint8_t *p, size_t len, struct error
 }
 
 /* Read the stream after its magic into `vm`. */
-static int incoming_read(struct vm *vm, struct migrate_in *in, struct error *e)
+static int incoming_read(struct vm *vm, struct migrate_in *in, uint64_t **pc_bits,
+			 uint64_t *pc_missing, struct error *e)
 {
 	bool hello = false, state = false;
 	uint64_t rounds = 0, ram_sections = 0;
@@ -371,6 +378,10 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, struct error *e)
 			if (migrate_apply_ram(&vm->mem, p, len, e))
 				return -1;
 			ram_sections++;
+		} else if (!strcmp(name, "postcopy") && !state && !*pc_bits) {
+			/* post-copy: these pages come after the switch */
+			if (migrate_postcopy_parse(vm->mem.size, p, len, pc_bits, pc_missing, e))
+				return -1;
 		} else if (!strcmp(name, "round") && !state) {
 			rounds++;
 		} else if (!strcmp(name, "disks") && !state) {
@@ -424,6 +435,8 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 {
 	struct migrate_addr a;
 	struct migrate_in in = { .fd = -1 };
+	struct migrate_pc_dst *pc = NULL;
+	uint64_t *pc_bits = NULL, pc_missing = 0;
 	int lfd, rc;
 
 	if (migrate_parse_addr(uri, &a, e))
@@ -456,13 +469,26 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 	migrate_set_timeouts(in.fd);
 	rc = migrate_read_magic(&in, e);
 	if (!rc)
-		rc = incoming_read(vm, &in, e);
+		rc = incoming_read(vm, &in, &pc_bits, &pc_missing, e);
+	if (!rc && pc_bits) {    /* post-copy: the missing pages fault from here */
+		rc = migrate_postcopy_arm(&vm->mem, in.tls != NULL,
+					  vm->cfg.zero_on && !vm->cfg.zero_off, pc_bits, pc_missing,
+					  &pc, e);
+		pc_bits = NULL;
+	}
+	free(pc_bits);
 	if (!rc && migrate_io_send(in.fd, in.tls, "SHOALACK", 8))
 		rc = error_set(e, EXIT_HOST, "incoming migration: the source went away before our "
 			       "acknowledgement (it keeps the VM)");
+	if (!rc && pc && !migrate_postcopy_start(pc, &in, e))
+		pc = NULL;               /* its thread has the connection now */
+	else if (!rc && pc)
+		rc = -1;
+	migrate_postcopy_free(pc);
 	if (rc)
 		send_nak(in.fd, in.tls, e->msg);
-	migrate_io_close(in.fd, in.tls);     /* TLS: close_notify, then the fd */
+	if (in.fd >= 0)
+		migrate_io_close(in.fd, in.tls);     /* TLS: close_notify, then the fd */
 	in.tls = NULL;
 	migrate_in_free(&in);
 	return rc;
@@ -474,6 +500,8 @@ struct migrate_stats {
 	uint64_t total_ns, downtime_ns, bytes, pages_sent, zero_pages;
 	uint64_t round, dirty_pages, remaining_ns;
 	int throttle_pct, throttle_max_pct; /* --auto-converge: now, at most */
+	bool postcopy;                    /* switched to post-copy */
+	uint64_t pc_pages, pc_demand, pc_pushed; /* missing at the switch; sent asked, pushed */
 	struct migrate_disk_stats disk;   /* --with-disks */
 };
 
@@ -490,6 +518,7 @@ struct mig_ctl {
 	uint64_t downtime_ms, bandwidth;
 	bool with_disks;             /* mirror the writable disks */
 	bool auto_converge;          /* throttle the vCPUs when rounds do not converge */
+	uint32_t postcopy_after;     /* switch to post-copy after this many rounds, 0 never */
 	int tick_fd;                 /* timerfd on the event loop: kicks throttled vCPUs */
 	atomic_bool cancel;
 	bool past_cancel;            /* "end" sent: a cancel comes too late */
@@ -581,6 +610,7 @@ struct mig_src {
 	uint64_t *bits, words;
 	uint64_t t0, bytes;
 	struct migrate_disks *md;    /* --with-disks, else NULL */
+	bool postcopy;               /* the stop phase switches to post-copy */
 };
 
 static int src_fail(struct mig_src *s, struct error *e, const char *what, int err)
@@ -956,6 +986,53 @@ static int send_round(struct mig_src *s, uint32_t round, uint64_t dirty, struct 
 	return src_flush(s, mark, e);
 }
 
+/* Post-copy: the pages dirty now go after the switch; say which. */
+static int send_postcopy_list(struct mig_src *s, struct error *e)
+{
+	size_t mark = migrate_section_begin(&s->w, "postcopy");
+	uint64_t n = count_bits(s->bits, s->words);
+
+	migrate_postcopy_put_list(&s->w, s->bits, s->vm->mem.size / PAGE);
+	pthread_mutex_lock(&s->c->lock);
+	s->c->st.postcopy = true;
+	s->c->st.pc_pages = n;
+	pthread_mutex_unlock(&s->c->lock);
+	log_info("migration to %s: post-copy after %" PRIu64 " rounds: %" PRIu64 " pages go after "
+		 "the switch", s->c->uri, s->c->st.round + 1, n);
+	return src_flush(s, mark, e);
+}
+
+static int pc_send(void *opaque, uint64_t first, uint64_t n, bool demand, struct error *e)
+{
+	struct mig_src *s = opaque;
+	struct ram_out o = { 0 };
+
+	if (send_pages(s, &o, first, n, e) || ram_close(s, &o, e))
+		return -1;
+	pthread_mutex_lock(&s->c->lock);
+	if (demand)
+		s->c->st.pc_demand += n;
+	else
+		s->c->st.pc_pushed += n;
+	pthread_mutex_unlock(&s->c->lock);
+	return 0;
+}
+
+static int pc_end(void *opaque, struct error *e)
+{
+	return src_simple(opaque, "end", NULL, 0, e);
+}
+
+/* After the switch's acknowledgement: the destination runs the VM. */
+static int postcopy_serve(struct mig_src *s, struct error *e)
+{
+	struct migrate_pc_src ps = { .fd = s->fd, .uri = s->c->uri, .bits = s->bits,
+				     .pages = s->vm->mem.size / PAGE, .send = pc_send,
+				     .send_end = pc_end, .opaque = s };
+
+	return migrate_postcopy_serve(&ps, e);
+}
+
 /* The stop phase, with the VM paused and quiet: the last pages, the state,
  * "end", and the answer.  0 means the destination has the VM. */
 static int stop_phase(struct mig_src *s, struct error *e)
@@ -966,7 +1043,7 @@ static int stop_phase(struct mig_src *s, struct error *e)
 	if (vm_dirty_sync(s->vm, s->bits, e))
 		return -1;
 	if (send_round(s, (uint32_t)s->c->st.round + 1, count_bits(s->bits, s->words), e) ||
-	    send_dirty(s, e))
+	    (s->postcopy ? send_postcopy_list(s, e) : send_dirty(s, e)))
 		return -1;
 	if (s->md) {             /* quiesced: every write has completed and marked */
 		struct migrate_disk_out o = { .w = &s->w, .flush = disk_flush, .opaque = s };
@@ -1050,7 +1127,13 @@ static int precopy(struct mig_src *s, struct error *e)
 		c->st.dirty_pages = dirty;
 		c->st.remaining_ns = remaining;
 		pthread_mutex_unlock(&c->lock);
-		if (remaining <= limit_ns || round + 1 >= MIGRATE_MAX_ROUNDS)
+		if (remaining <= limit_ns)
+			break;
+		if (c->postcopy_after && round + 1 >= c->postcopy_after) {
+			s->postcopy = true;  /* not converged: the rest after the switch */
+			break;
+		}
+		if (round + 1 >= MIGRATE_MAX_ROUNDS)
 			break;
 		if (c->auto_converge && round > 0)
 			auto_converge(c, dirty * PAGE + c->st.disk.dirty_blocks * MIGRATE_DISK_BLOCK,
@@ -1084,7 +1167,7 @@ static void *migrate_thread(void *arg)
 	struct vm *vm = c->vm;
 	struct mig_src s = { .c = c, .vm = vm, .fd = -1 };
 	struct error e = { 0 };
-	bool paused = false, quiesced = false, tracking = false, done = false;
+	bool paused = false, quiesced = false, tracking = false, done = false, lost = false;
 	uint64_t tp = 0;
 	int rc;
 
@@ -1119,8 +1202,25 @@ static void *migrate_thread(void *arg)
 			}
 			done = rc == 0;
 			tp = now_ns() - tp;       /* the downtime: paused until the answer */
+			if (done && s.postcopy) {
+				/* Past the point of no return: the destination runs the VM
+				 * and our memory holds its missing pages.  The event loop
+				 * goes (the control socket answers); devices and vCPUs stay
+				 * stopped, here for good. */
+				pthread_mutex_lock(&c->lock);
+				c->st.downtime_ns = tp;
+				pthread_mutex_unlock(&c->lock);
+				ctl_set(c, "postcopy");
+				hold_loop(c, false);
+				if (postcopy_serve(&s, &e)) {
+					done = false;
+					lost = true;
+				}
+			}
 		}
-		if (rc && atomic_load(&c->cancel))
+		if (lost)
+			;                         /* e says it all */
+		else if (rc && atomic_load(&c->cancel))
 			error_set(&e, EXIT_HOST, "migration to %s: cancelled", c->uri);
 		else if (rc && !strstr(e.msg, "refused"))
 			better_reason(&s, &e);
@@ -1136,7 +1236,10 @@ static void *migrate_thread(void *arg)
 		throttle_set(c, 0);   /* the VM at full speed again, here or there */
 	migrate_disks_end(s.md);  /* the disks' tracking off */
 	s.md = NULL;
-	if (!done) {             /* before the point of no return: the VM goes on */
+	if (lost) {              /* after it: the VM stays paused, never resumed */
+		c->inactive = false;
+		vm_dirty_stop(vm);
+	} else if (!done) {      /* before the point of no return: the VM goes on */
 		struct error e2 = { 0 };
 
 		if (c->inactive && migrate_disks_activate(vm, true, &e2)) {
@@ -1163,6 +1266,10 @@ static void *migrate_thread(void *arg)
 	ctl_ended(c, &s, done, tp, e.msg);
 	free(s.bits);
 	state_writer_free(&s.w);
+	if (lost) {
+		log_error("%s", e.msg);
+		return NULL;
+	}
 	if (!done) {
 		log_warn("%s; the VM goes on here", e.msg);
 		return NULL;
@@ -1192,6 +1299,7 @@ static json_t *migrate_check(struct vm *vm, json_t *req, const char *uri, bool b
 {
 	json_t *dt = json_object_get(req, "downtime_ms"), *bw = json_object_get(req, "bandwidth");
 	json_t *wd = json_object_get(req, "with_disks"), *ac = json_object_get(req, "auto_converge");
+	json_t *pa = json_object_get(req, "postcopy_after");
 	struct migrate_addr a;
 	struct error e = { 0 };
 	int type = 0;
@@ -1210,6 +1318,9 @@ static json_t *migrate_check(struct vm *vm, json_t *req, const char *uri, bool b
 		return fail_json("migrate: \"with_disks\" is true or false");
 	if (ac && !json_is_boolean(ac))
 		return fail_json("migrate: \"auto_converge\" is true or false");
+	if (pa && (!json_is_integer(pa) || json_integer_value(pa) < 1 ||
+		   json_integer_value(pa) > MIGRATE_POSTCOPY_MAX_AFTER))
+		return fail_json("migrate: \"postcopy_after\" is 1 to 30 rounds");
 	if (vm_is_paused(vm))
 		return fail_json("migrate: the VM is paused");
 	if (given >= 0 && (getsockopt(given, SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_STREAM))
@@ -1236,7 +1347,8 @@ static json_t *migrate_cmd(struct vm *vm, json_t *req, void *opaque)
 	bool busy;
 
 	pthread_mutex_lock(&c->lock);
-	busy = c->running && (!strcmp(c->state, "active") || !strcmp(c->state, "completing"));
+	busy = c->running && (!strcmp(c->state, "active") || !strcmp(c->state, "completing") ||
+			      !strcmp(c->state, "postcopy"));
 	if (json_is_true(json_object_get(req, "cancel"))) {
 		if (given >= 0)
 			close(given);
@@ -1293,6 +1405,8 @@ static json_t *migrate_cmd(struct vm *vm, json_t *req, void *opaque)
 	c->bandwidth = bw ? (uint64_t)json_integer_value(bw) : 0;
 	c->with_disks = json_is_true(json_object_get(req, "with_disks"));
 	c->auto_converge = json_is_true(json_object_get(req, "auto_converge"));
+	c->postcopy_after = json_is_integer(json_object_get(req, "postcopy_after")) ?
+		(uint32_t)json_integer_value(json_object_get(req, "postcopy_after")) : 0;
 	memset(&c->st, 0, sizeof(c->st));
 	c->error[0] = 0;
 	c->reported = false;
@@ -1353,6 +1467,17 @@ static json_t *migrate_status_cmd(struct vm *vm, json_t *req, void *opaque)
 		json_object_set_new(o, "auto_converge", json_boolean(c->auto_converge));
 		json_object_set_new(o, "throttle_pct", json_integer(c->st.throttle_pct));
 		json_object_set_new(o, "throttle_max_pct", json_integer(c->st.throttle_max_pct));
+	}
+	if (o && c->postcopy_after) {
+		json_t *d = json_pack("{s:I, s:b, s:I, s:I, s:I}",
+				      "postcopy_after", (json_int_t)c->postcopy_after,
+				      "postcopy", c->st.postcopy,
+				      "postcopy_pages", (json_int_t)c->st.pc_pages,
+				      "postcopy_demand_pages", (json_int_t)c->st.pc_demand,
+				      "postcopy_pushed_pages", (json_int_t)c->st.pc_pushed);
+
+		json_object_update(o, d);
+		json_decref(d);
 	}
 	if (c->error[0])
 		json_object_set_new(o, "error", json_string(c->error));
