@@ -13,6 +13,9 @@
  *   shoal store grant|revoke DIR CLIENT IMAGE
  *   shoal store grants DIR [--output json]
  *   shoal store pull DIR NAME --from https://HOST:PORT --cert F --key F --ca F
+ *   shoal store import-snapshot DIR SNAPDIR --name NAME [--output json]
+ *   shoal store export-snapshot DIR NAME OUTDIR
+ *   shoal store pull-snapshot DIR NAME --from https://HOST:PORT --cert F --key F --ca F
  *
  * Images are read through the block layer, so a qcow2 chain goes in as the
  * guest sees it.  This file parses, prints and maps errors to exit
@@ -37,6 +40,7 @@
 #include "store/grants.h"
 #include "store/pull.h"
 #include "store/serve.h"
+#include "store/snapobj.h"
 #include "store/store.h"
 
 static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -273,7 +277,8 @@ static int s_ls(int argc, char **argv)
 	struct error e = { 0 };
 	struct store *s;
 	struct store_image *v;
-	size_t n;
+	struct store_snap_info *sv = NULL;
+	size_t n, ns = 0;
 	int rc = parse(argc, argv, &a, 1);
 
 	if (rc)
@@ -281,6 +286,8 @@ static int s_ls(int argc, char **argv)
 	if (store_open(&s, a.pos[0], false, &e))
 		return fail(&e);
 	rc = store_list(s, &v, &n, &e);
+	if (!rc && (rc = store_snap_list(s, &sv, &ns, &e)))
+		free(v);
 	store_close(s);
 	if (rc)
 		return fail(&e);
@@ -295,6 +302,11 @@ static int s_ls(int argc, char **argv)
 				"chunks", (json_int_t)v[i].chunks, "zero_chunks",
 				(json_int_t)v[i].zero_chunks, "unique_bytes",
 				(json_int_t)v[i].unique_bytes));
+		for (size_t i = 0; i < ns; i++)
+			json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "name",
+				sv[i].name, "kind", "snapshot", "size", (json_int_t)sv[i].bytes, "files",
+				(json_int_t)sv[i].files, "disks", (json_int_t)sv[i].disks, "chunks",
+				(json_int_t)sv[i].chunks, "added", (json_int_t)sv[i].added));
 		print_json(arr);
 	} else {
 		printf("%-24s %14s %-6s %9s %14s  %s\n", "NAME", "SIZE", "FORMAT", "CHUNKS", "UNIQUE", "CHAIN");
@@ -302,8 +314,13 @@ static int s_ls(int argc, char **argv)
 			printf("%-24s %14llu %-6s %9llu %14llu  %s\n", v[i].name, (unsigned long long)v[i].size,
 			       v[i].format, (unsigned long long)v[i].chunks,
 			       (unsigned long long)v[i].unique_bytes, v[i].chain_id[0] ? v[i].chain_id : "-");
+		for (size_t i = 0; i < ns; i++)
+			printf("%-24s %14llu %-6s %9llu %14s  %llu files, %llu disks\n", sv[i].name,
+			       (unsigned long long)sv[i].bytes, "snap", (unsigned long long)sv[i].chunks, "-",
+			       (unsigned long long)sv[i].files, (unsigned long long)sv[i].disks);
 	}
 	free(v);
+	free(sv);
 	return 0;
 }
 
@@ -313,6 +330,9 @@ static int s_du(int argc, char **argv)
 	struct error e = { 0 };
 	struct store *s;
 	struct store_du du;
+	struct store_image *v = NULL;
+	struct store_snap_info *sv = NULL;
+	size_t n = 0, ns = 0;
 	int rc = parse(argc, argv, &a, 1);
 
 	if (rc)
@@ -320,17 +340,22 @@ static int s_du(int argc, char **argv)
 	if (store_open(&s, a.pos[0], false, &e))
 		return fail(&e);
 	rc = store_du(s, &du, &e);
+	if (!rc)
+		rc = store_list(s, &v, &n, &e) || store_snap_list(s, &sv, &ns, &e) ? -1 : 0;
 	store_close(s);
+	free(v);
+	free(sv);
 	if (rc)
 		return fail(&e);
 	if (json_out(&a))
-		print_json(json_pack("{s:I, s:I, s:I, s:I}", "segments", (json_int_t)du.segments,
+		print_json(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "segments", (json_int_t)du.segments,
 				     "segment_bytes", (json_int_t)du.segment_bytes, "chunks",
-				     (json_int_t)du.chunks, "chunk_bytes", (json_int_t)du.chunk_bytes));
+				     (json_int_t)du.chunks, "chunk_bytes", (json_int_t)du.chunk_bytes,
+				     "images", (json_int_t)n, "snapshots", (json_int_t)ns));
 	else
-		printf("%llu segments, %llu bytes on disk; %llu chunks, %llu bytes uncompressed\n",
+		printf("%llu segments, %llu bytes on disk; %llu chunks, %llu bytes uncompressed; %zu images, %zu snapshots\n",
 		       (unsigned long long)du.segments, (unsigned long long)du.segment_bytes,
-		       (unsigned long long)du.chunks, (unsigned long long)du.chunk_bytes);
+		       (unsigned long long)du.chunks, (unsigned long long)du.chunk_bytes, n, ns);
 	return 0;
 }
 
@@ -345,7 +370,18 @@ static int s_rm(int argc, char **argv)
 		return rc;
 	if (store_open(&s, a.pos[0], true, &e))
 		return fail(&e);
-	rc = store_rm(s, a.pos[1], &e);
+	if (store_snap_exists(s, a.pos[1])) {
+		rc = store_snap_rm(s, a.pos[1], &e);
+	} else {
+		char users[512];
+
+		store_snap_users_of(s, a.pos[1], users, sizeof(users));
+		if (users[0])
+			rc = error_set(&e, EXIT_USAGE, "%s: image '%s' is a disk of snapshots: %s (rm them first)",
+				       a.pos[0], a.pos[1], users);
+		else
+			rc = store_rm(s, a.pos[1], &e);
+	}
 	store_close(s);
 	return rc ? fail(&e) : 0;
 }
@@ -501,7 +537,7 @@ static int s_grant_change(int argc, char **argv, bool add)
 	struct sargs a;
 	struct error e = { 0 };
 	struct store *s;
-	struct store_manifest m;
+	struct store_manifest m = { 0 };
 	char fp[65];
 	int rc = parse(argc, argv, &a, 3);
 
@@ -509,10 +545,10 @@ static int s_grant_change(int argc, char **argv, bool add)
 		return rc;
 	if (store_fingerprint_arg(a.pos[1], fp, &e))
 		return fail(&e);
-	if (add) {	/* the image must be there, and DIR a store */
+	if (add) {	/* the image (or snapshot) must be there, and DIR a store */
 		if (store_open(&s, a.pos[0], false, &e))
 			return fail(&e);
-		rc = store_manifest_get(s, a.pos[2], &m, &e);
+		rc = store_snap_exists(s, a.pos[2]) ? 0 : store_manifest_get(s, a.pos[2], &m, &e);
 		store_close(s);
 		if (rc)
 			return fail(&e);
@@ -565,7 +601,7 @@ static int s_grants(int argc, char **argv)
 	return 0;
 }
 
-static int s_pull(int argc, char **argv)
+static int pull_common(int argc, char **argv, bool snap)
 {
 	static const char *const names[] = { "from", "cert", "key", "ca", "output" };
 	const char *v[5] = { 0 }, *pos[2];
@@ -587,7 +623,7 @@ static int s_pull(int argc, char **argv)
 	o.key = v[2];
 	o.ca = v[3];
 	o.progress = isatty(2) ? progress : NULL;
-	if (store_pull(&o, &st, &e))
+	if ((snap ? store_pull_snapshot : store_pull)(&o, &st, &e))
 		return fail(&e);
 	if (v[4] && !strcmp(v[4], "json"))
 		print_json(json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "name", o.name, "size",
@@ -603,6 +639,70 @@ static int s_pull(int argc, char **argv)
 		       (unsigned long long)st.zero_chunks, (unsigned long long)st.present,
 		       (unsigned long long)st.fetched, (unsigned long long)st.fetched_bytes);
 	return 0;
+}
+
+/* ---- snapshots (store/snapobj.c) ---- */
+
+static int s_import_snapshot(int argc, char **argv)
+{
+	struct sargs a;
+	struct error e = { 0 };
+	struct store *s;
+	struct store_snap_stats st;
+	int rc = parse(argc, argv, &a, 2);
+
+	if (rc)
+		return rc;
+	if (!a.name)
+		return usage("import-snapshot: --name NAME is needed");
+	if (store_open(&s, a.pos[0], true, &e))
+		return fail(&e);
+	rc = store_snap_import(s, a.pos[1], a.name, &st, isatty(2) ? progress : NULL, NULL, &e);
+	store_close(s);
+	if (rc)
+		return fail(&e);
+	if (json_out(&a))
+		print_json(json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "name", a.name,
+				     "files", (json_int_t)st.files, "disks", (json_int_t)st.disks,
+				     "disks_by_reference", (json_int_t)st.disks_by_ref, "bytes",
+				     (json_int_t)st.raw_bytes, "chunks", (json_int_t)st.chunks, "zero_chunks",
+				     (json_int_t)st.zero_chunks, "new_chunks", (json_int_t)st.new_chunks,
+				     "new_bytes", (json_int_t)st.new_bytes, "stored_bytes",
+				     (json_int_t)st.stored_bytes));
+	else
+		printf("%s: %llu files and %llu disks (%llu by reference), %llu bytes, %llu chunks (%llu zero), %llu new chunks, %llu new bytes, %llu stored after compression\n",
+		       a.name, (unsigned long long)st.files, (unsigned long long)st.disks,
+		       (unsigned long long)st.disks_by_ref, (unsigned long long)st.raw_bytes,
+		       (unsigned long long)st.chunks, (unsigned long long)st.zero_chunks,
+		       (unsigned long long)st.new_chunks, (unsigned long long)st.new_bytes,
+		       (unsigned long long)st.stored_bytes);
+	return 0;
+}
+
+static int s_export_snapshot(int argc, char **argv)
+{
+	struct sargs a;
+	struct error e = { 0 };
+	struct store *s;
+	int rc = parse(argc, argv, &a, 3);
+
+	if (rc)
+		return rc;
+	if (store_open(&s, a.pos[0], false, &e))
+		return fail(&e);
+	rc = store_snap_export(s, a.pos[1], a.pos[2], &e);
+	store_close(s);
+	return rc ? fail(&e) : 0;
+}
+
+static int s_pull(int argc, char **argv)
+{
+	return pull_common(argc, argv, false);
+}
+
+static int s_pull_snapshot(int argc, char **argv)
+{
+	return pull_common(argc, argv, true);
 }
 
 static int s_help(int argc, char **argv)
@@ -621,7 +721,12 @@ static int s_help(int argc, char **argv)
 	       "  grant|revoke DIR CLIENT IMAGE         let a client (fingerprint, or its certificate or public key) pull an image\n"
 	       "  grants DIR [--output json]            the grants\n"
 	       "  pull DIR NAME --from https://HOST:PORT --cert F --key F --ca F [--output json]\n"
-	       "                                        fetch an image's missing chunks from a server\n");
+	       "                                        fetch an image's missing chunks from a server\n"
+	       "  import-snapshot DIR SNAPDIR --name NAME [--output json]\n"
+	       "                                        store a snapshot directory (memory, state, disks)\n"
+	       "  export-snapshot DIR NAME OUTDIR       rebuild it as a directory `shoal run --restore` takes\n"
+	       "  pull-snapshot DIR NAME --from https://HOST:PORT --cert F --key F --ca F [--output json]\n"
+	       "                                        fetch a snapshot's missing chunks from a server\n");
 	return 0;
 }
 
@@ -634,7 +739,9 @@ int cmd_store(int argc, char **argv)
 		    { "export", s_get },  { "ls", s_ls },     { "du", s_du },       { "rm", s_rm },
 		    { "gc", s_gc },       { "verify", s_verify }, { "help", s_help },
 		    { "serve", s_serve }, { "grant", s_grant }, { "revoke", s_revoke },
-		    { "grants", s_grants }, { "pull", s_pull } };
+		    { "grants", s_grants }, { "pull", s_pull },
+		    { "import-snapshot", s_import_snapshot }, { "export-snapshot", s_export_snapshot },
+		    { "pull-snapshot", s_pull_snapshot } };
 
 	if (argc < 2)
 		return s_help(0, NULL), EXIT_USAGE;

@@ -27,6 +27,9 @@
  *   chunk is in, by the manifest's atomic rename.  gc may drop the
  *   orphaned chunks of a pull that is never rerun.
  * - The local store is opened as a writer (exclusive lock) for the pull.
+ * - A snapshot object (store_pull_snapshot) is pulled the same way, part by
+ *   part, its description checked whole first (store_snap_check_desc: no
+ *   part name becomes a path outside the object), and recorded last.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -39,6 +42,7 @@
 #include "base/curl_dl.h"
 #include "base/exitcode.h"
 #include "store/pull.h"
+#include "store/snapobj.h"
 
 #define MANIFEST_MAX (256u << 20)
 #define COMMIT_BYTES (2u << 20)
@@ -211,112 +215,86 @@ static bool same_manifest(const struct store_manifest *a, const struct store_man
 	return true;
 }
 
-int store_pull(const struct store_pull_opts *o, struct store_pull_stats *st, struct error *e)
+/* libcurl for o->from with this host's certificate and key. */
+static int client_open(struct client *x, const struct store_pull_opts *o, struct error *e)
 {
-	struct client x = { .from = o->from };
-	struct store_http_body b = { 0 };
-	struct store *s = NULL;
-	struct store_manifest m = { 0 }, have;
+	x->from = o->from;
+	x->c = curl_easy_init();
+	if (!x->c)
+		return error_set(e, EXIT_HOST, "libcurl: out of memory");
+	curl_easy_setopt(x->c, CURLOPT_ERRORBUFFER, x->err);
+	curl_easy_setopt(x->c, CURLOPT_USERAGENT, "shoal-store-pull");
+	curl_easy_setopt(x->c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(x->c, CURLOPT_CONNECTTIMEOUT, 15L);
+	curl_easy_setopt(x->c, CURLOPT_LOW_SPEED_LIMIT, 1L);	/* a stalled server: give up after 60 s */
+	curl_easy_setopt(x->c, CURLOPT_LOW_SPEED_TIME, 60L);
+	curl_easy_setopt(x->c, CURLOPT_PROTOCOLS_STR, "https");
+	curl_easy_setopt(x->c, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(x->c, CURLOPT_WRITEFUNCTION, store_http_body_write);
+	if (o->ca)
+		curl_easy_setopt(x->c, CURLOPT_CAINFO, o->ca);
+	if (o->cert)
+		curl_easy_setopt(x->c, CURLOPT_SSLCERT, o->cert);
+	if (o->key)
+		curl_easy_setopt(x->c, CURLOPT_SSLKEY, o->key);
+	return 0;
+}
+
+/* Fetch the chunks of m that store s lacks, checked, and append them
+ * (committed every COMMIT_BYTES; *since_commit carries over between
+ * calls).  raw: the path of m's bytes for Range runs (an image's /raw);
+ * NULL: one GET /v1/chunks/HEX per missing chunk.  `what` names m in
+ * errors ("image a", "snapshot s/memory"). */
+static int fetch_missing(struct client *x, struct store *s, const struct store_manifest *m,
+			 const char *raw, const char *what, const struct store_pull_opts *o,
+			 struct store_pull_stats *st, uint64_t *since_commit, struct store_http_body *bp,
+			 struct error *e)
+{
+	struct store_http_body b = *bp;
 	char path[200], hex[65];
-	uint64_t since_commit = 0, *off = NULL;
-	uint32_t next_progress = 0;
+	uint64_t *off;
+	uint32_t next_progress = 0, chunk_max = store_get_params(s)->chunk.max;
 	const char *kill_env = getenv("SHOAL_TEST_PULL_KILL_AFTER");	/* tests: die mid-pull */
 	long kill_after = kill_env ? atol(kill_env) : -1;
-	uint32_t chunk_max;
 	int rc = -1;
 
-	memset(st, 0, sizeof(*st));
-	if (strncmp(o->from, "https://", 8))
-		return error_set(e, EXIT_USAGE, "--from %s: an https:// URL", o->from);
-	if (store_name_check(o->name, e))
-		return -1;
-	if (curl_global_init(CURL_GLOBAL_DEFAULT))
-		return error_set(e, EXIT_HOST, "libcurl: %s", curl_dl_error() ? curl_dl_error() : "initialisation failed");
-	if (store_open(&s, o->dir, true, e))
-		return -1;
-	chunk_max = store_get_params(s)->chunk.max;
-	x.c = curl_easy_init();
-	if (!x.c) {
-		error_set(e, EXIT_HOST, "libcurl: out of memory");
-		goto out;
-	}
-	curl_easy_setopt(x.c, CURLOPT_ERRORBUFFER, x.err);
-	curl_easy_setopt(x.c, CURLOPT_USERAGENT, "shoal-store-pull");
-	curl_easy_setopt(x.c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(x.c, CURLOPT_CONNECTTIMEOUT, 15L);
-	curl_easy_setopt(x.c, CURLOPT_LOW_SPEED_LIMIT, 1L);	/* a stalled server: give up after 60 s */
-	curl_easy_setopt(x.c, CURLOPT_LOW_SPEED_TIME, 60L);
-	curl_easy_setopt(x.c, CURLOPT_PROTOCOLS_STR, "https");
-	curl_easy_setopt(x.c, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(x.c, CURLOPT_WRITEFUNCTION, store_http_body_write);
-	if (o->ca)
-		curl_easy_setopt(x.c, CURLOPT_CAINFO, o->ca);
-	if (o->cert)
-		curl_easy_setopt(x.c, CURLOPT_SSLCERT, o->cert);
-	if (o->key)
-		curl_easy_setopt(x.c, CURLOPT_SSLKEY, o->key);
-
-	snprintf(path, sizeof(path), "/v1/images/%s/manifest", o->name);
-	if (get(&x, path, NULL, &b, MANIFEST_MAX, e) || parse_manifest(o->from, &b, chunk_max, &m, e))
-		goto out;
-	st->size = m.size;
-	st->chunks = m.n;
-	if (!store_manifest_get(s, o->name, &have, NULL)) {
-		bool same = same_manifest(&have, &m);
-
-		store_manifest_free(&have);
-		if (!same) {
-			error_set(e, EXIT_USAGE, "%s: an image named '%s' is already here, with other content (rm it first)",
-				  o->dir, o->name);
-			goto out;
-		}
-		st->up_to_date = true;
-		for (uint32_t i = 0; i < m.n; i++)
-			st->zero_chunks += !!(m.c[i].flags & STORE_CHUNK_ZERO);
-		st->present = m.n - st->zero_chunks;
-		rc = 0;
-		goto out;
-	}
-	off = malloc(((size_t)m.n + 1) * sizeof(*off));
-	if (!off) {
-		error_set(e, EXIT_HOST, "out of memory");
-		goto out;
-	}
+	off = malloc(((size_t)m->n + 1) * sizeof(*off));
+	if (!off)
+		return error_set(e, EXIT_HOST, "out of memory");
 	off[0] = 0;
-	for (uint32_t i = 0; i < m.n; i++)
-		off[i + 1] = off[i] + m.c[i].len;
-	for (uint32_t i = 0, j; i < m.n; i = j) {
+	for (uint32_t i = 0; i < m->n; i++)
+		off[i + 1] = off[i] + m->c[i].len;
+	for (uint32_t i = 0, j; i < m->n; i = j) {
 		uint64_t run = 0;
 
 		if (o->progress && i >= next_progress) {
-			o->progress(o->opaque, off[i], m.size);
+			o->progress(o->opaque, off[i], m->size);
 			next_progress = i + 256;
 		}
 		j = i + 1;
-		if (m.c[i].flags & STORE_CHUNK_ZERO) {
+		if (m->c[i].flags & STORE_CHUNK_ZERO) {
 			st->zero_chunks++;
 			continue;
 		}
-		if (store_chunk_has(s, m.c[i].hash)) {
+		if (store_chunk_has(s, m->c[i].hash)) {
 			st->present++;
 			continue;
 		}
 		/* A run of missing chunks: one Range of /raw; one alone: /v1/chunks. */
-		for (j = i, run = 0; j < m.n && !(m.c[j].flags & STORE_CHUNK_ZERO) && run + m.c[j].len <= RUN_BYTES &&
-				     (j == i || !store_chunk_has(s, m.c[j].hash)); j++)
-			run += m.c[j].len;
+		for (j = i, run = 0; j < m->n && !(m->c[j].flags & STORE_CHUNK_ZERO) && run + m->c[j].len <= RUN_BYTES &&
+				     (j == i || (raw && !store_chunk_has(s, m->c[j].hash))); j++)
+			run += m->c[j].len;
 		if (j == i + 1) {
-			store_hash_hex(m.c[i].hash, hex);
+			store_hash_hex(m->c[i].hash, hex);
 			snprintf(path, sizeof(path), "/v1/chunks/%s", hex);
-			if (get(&x, path, NULL, &b, chunk_max, e))
+			if (get(x, path, NULL, &b, chunk_max, e))
 				goto out;
 		} else {
 			char range[64];
 
-			snprintf(path, sizeof(path), "/v1/images/%s/raw", o->name);
 			snprintf(range, sizeof(range), "%llu-%llu", (unsigned long long)off[i],
 				 (unsigned long long)off[j] - 1);
-			int r = get(&x, path, range, &b, run, e);
+			int r = get(x, raw, range, &b, run, e);
 
 			if (r == -2) {
 				/* Cut short (the server stops at a damaged chunk, or
@@ -338,42 +316,97 @@ int store_pull(const struct store_pull_opts *o, struct store_pull_stats *st, str
 			}
 		}
 		if (b.n != run) {
-			error_set(e, EXIT_BADSTATE, "%s: bytes %llu to %llu of image %s: %zu bytes came, not %llu (refused)",
+			error_set(e, EXIT_BADSTATE, "%s: bytes %llu to %llu of %s: %zu bytes came, not %llu (refused)",
 				  o->from, (unsigned long long)off[i], (unsigned long long)off[j],
-				  o->name, b.n, (unsigned long long)run);
+				  what, b.n, (unsigned long long)run);
 			goto out;
 		}
 		for (uint32_t k = i; k < j; k++) {
 			const uint8_t *p = b.p + (off[k] - off[i]);
 			uint8_t md[32];
 
-			store_hash(p, m.c[k].len, md);
-			if (memcmp(md, m.c[k].hash, 32)) {
-				store_hash_hex(m.c[k].hash, hex);
-				error_set(e, EXIT_BADSTATE, "%s: chunk %.16s (image %s at offset %llu): the bytes received do not match its SHA-256 (refused)",
-					  o->from, hex, o->name, (unsigned long long)off[k]);
+			store_hash(p, m->c[k].len, md);
+			if (memcmp(md, m->c[k].hash, 32)) {
+				store_hash_hex(m->c[k].hash, hex);
+				error_set(e, EXIT_BADSTATE, "%s: chunk %.16s (%s at offset %llu): the bytes received do not match its SHA-256 (refused)",
+					  o->from, hex, what, (unsigned long long)off[k]);
 				goto out;
 			}
-			if (store_chunk_has(s, m.c[k].hash)) {	/* twice in the run */
+			if (store_chunk_has(s, m->c[k].hash)) {	/* twice in the run */
 				st->present++;
 				continue;
 			}
-			if (store_chunk_put(s, m.c[k].hash, p, m.c[k].len, e))
+			if (store_chunk_put(s, m->c[k].hash, p, m->c[k].len, e))
 				goto out;
 			st->fetched++;
-			st->fetched_bytes += m.c[k].len;
-			since_commit += m.c[k].len;
-			if (since_commit >= COMMIT_BYTES) {
+			st->fetched_bytes += m->c[k].len;
+			*since_commit += m->c[k].len;
+			if (*since_commit >= COMMIT_BYTES) {
 				if (store_commit(s, e))
 					goto out;
-				since_commit = 0;
+				*since_commit = 0;
 			}
 			if (kill_after >= 0 && st->fetched >= (uint64_t)kill_after)
 				raise(SIGKILL);
 		}
 	}
 	if (o->progress)
-		o->progress(o->opaque, m.size, m.size);
+		o->progress(o->opaque, m->size, m->size);
+	rc = 0;
+out:
+	*bp = b;
+	free(off);
+	return rc;
+}
+
+int store_pull(const struct store_pull_opts *o, struct store_pull_stats *st, struct error *e)
+{
+	struct client x = { .from = o->from };
+	struct store_http_body b = { 0 };
+	struct store *s = NULL;
+	struct store_manifest m = { 0 }, have;
+	char path[200], what[80];
+	uint64_t since_commit = 0;
+	uint32_t chunk_max;
+	int rc = -1;
+
+	memset(st, 0, sizeof(*st));
+	if (strncmp(o->from, "https://", 8))
+		return error_set(e, EXIT_USAGE, "--from %s: an https:// URL", o->from);
+	if (store_name_check(o->name, e))
+		return -1;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT))
+		return error_set(e, EXIT_HOST, "libcurl: %s", curl_dl_error() ? curl_dl_error() : "initialisation failed");
+	if (store_open(&s, o->dir, true, e))
+		return -1;
+	chunk_max = store_get_params(s)->chunk.max;
+	if (client_open(&x, o, e))
+		goto out;
+	snprintf(path, sizeof(path), "/v1/images/%s/manifest", o->name);
+	if (get(&x, path, NULL, &b, MANIFEST_MAX, e) || parse_manifest(o->from, &b, chunk_max, &m, e))
+		goto out;
+	st->size = m.size;
+	st->chunks = m.n;
+	if (!store_manifest_get(s, o->name, &have, NULL)) {
+		bool same = same_manifest(&have, &m);
+
+		store_manifest_free(&have);
+		if (!same) {
+			error_set(e, EXIT_USAGE, "%s: an image named '%s' is already here, with other content (rm it first)",
+				  o->dir, o->name);
+			goto out;
+		}
+		st->up_to_date = true;
+		for (uint32_t i = 0; i < m.n; i++)
+			st->zero_chunks += !!(m.c[i].flags & STORE_CHUNK_ZERO);
+		st->present = m.n - st->zero_chunks;
+		rc = 0;
+		goto out;
+	}
+	snprintf(path, sizeof(path), "/v1/images/%s/raw", o->name);
+	snprintf(what, sizeof(what), "image %s", o->name);
+	if (fetch_missing(&x, s, &m, path, what, o, st, &since_commit, &b, e))
+		goto out;
 	if (store_manifest_put(s, o->name, &m, e))
 		goto out;
 	rc = 0;
@@ -383,8 +416,97 @@ out:
 	if (x.c)
 		curl_easy_cleanup(x.c);
 	free(b.p);
-	free(off);
 	store_manifest_free(&m);
+	store_close(s);
+	return rc;
+}
+
+/* A snapshot object (GET /v1/snapshots/NAME, store/snapobj.c): every
+ * part's missing chunks, one GET /v1/chunks/HEX each, then the object,
+ * recorded last (as an image's manifest is). */
+int store_pull_snapshot(const struct store_pull_opts *o, struct store_pull_stats *st, struct error *e)
+{
+	struct client x = { .from = o->from };
+	struct store_http_body b = { 0 };
+	struct store *s = NULL;
+	struct store_manifest *pm = NULL;
+	const char **pn = NULL;
+	json_t *desc = NULL, *part;
+	const char *key;
+	char path[200], url[2300], what[2600];
+	uint64_t since_commit = 0;
+	uint32_t chunk_max;
+	size_t n = 0;
+	int rc = -1;
+
+	memset(st, 0, sizeof(*st));
+	if (strncmp(o->from, "https://", 8))
+		return error_set(e, EXIT_USAGE, "--from %s: an https:// URL", o->from);
+	if (store_name_check(o->name, e))
+		return -1;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT))
+		return error_set(e, EXIT_HOST, "libcurl: %s", curl_dl_error() ? curl_dl_error() : "initialisation failed");
+	if (store_open(&s, o->dir, true, e))
+		return -1;
+	chunk_max = store_get_params(s)->chunk.max;
+	if (store_snap_exists(s, o->name)) {
+		error_set(e, EXIT_USAGE, "%s: a snapshot named '%s' is already here (rm it first)", o->dir, o->name);
+		goto out;
+	}
+	if (client_open(&x, o, e))
+		goto out;
+	snprintf(path, sizeof(path), "/v1/snapshots/%s", o->name);
+	snprintf(url, sizeof(url), "%s%s", o->from, path);
+	if (get(&x, path, NULL, &b, MANIFEST_MAX, e))
+		goto out;
+	desc = json_loadb((const char *)b.p, b.n, JSON_REJECT_DUPLICATES, NULL);
+	if (!desc) {
+		error_set(e, EXIT_BADSTATE, "%s: the answer is not JSON", url);
+		goto out;
+	}
+	if (store_snap_check_desc(desc, url, e))
+		goto out;
+	n = json_object_size(json_object_get(desc, "parts"));
+	pm = calloc(n + 1, sizeof(*pm));
+	pn = calloc(n + 1, sizeof(*pn));
+	if (!pm || !pn) {
+		error_set(e, EXIT_HOST, "out of memory");
+		goto out;
+	}
+	n = 0;
+	json_object_foreach(json_object_get(desc, "parts"), key, part) {
+		char *text = json_dumps(part, JSON_COMPACT);
+		int r;
+
+		snprintf(what, sizeof(what), "%s: part %s", url, key);
+		r = text ? store_pull_parse_manifest(what, text, strlen(text), chunk_max, &pm[n], e)
+			 : error_set(e, EXIT_HOST, "out of memory");
+		free(text);
+		if (r)
+			goto out;
+		pn[n++] = key;
+		st->size += pm[n - 1].size;
+		st->chunks += pm[n - 1].n;
+	}
+	for (size_t i = 0; i < n; i++) {
+		snprintf(what, sizeof(what), "snapshot %s/%s", o->name, pn[i]);
+		if (fetch_missing(&x, s, &pm[i], NULL, what, o, st, &since_commit, &b, e))
+			goto out;
+	}
+	if (store_snap_put(s, o->name, desc, pn, pm, n, e))
+		goto out;
+	rc = 0;
+out:
+	if (rc && s && st->fetched)
+		store_commit(s, NULL);	/* keep what arrived whole for the next try */
+	if (x.c)
+		curl_easy_cleanup(x.c);
+	free(b.p);
+	for (size_t i = 0; pm && i < n; i++)
+		store_manifest_free(&pm[i]);
+	free(pm);
+	free(pn);
+	json_decref(desc);
 	store_close(s);
 	return rc;
 }

@@ -28,6 +28,9 @@ struct store_pull_stats {
 };
 
 int store_pull(const struct store_pull_opts *o, struct store_pull_stats *st, struct error *e);
+/* The same for a snapshot object (GET /v1/snapshots/NAME; snapobj.h):
+ * size and chunks are the sums over its parts. */
+int store_pull_snapshot(const struct store_pull_opts *o, struct store_pull_stats *st, struct error *e);
 /* The manifest JSON a server sent for `url`, checked whole (names, lengths
  * within chunk_max, lengths adding up to the size): store/stream.c. */
 /* A response body kept in memory: at most max bytes (over: it had more),

@@ -8,6 +8,8 @@
  *                                  ordered chunk hashes and lengths (JSON)
  *   GET /v1/images/NAME/raw        the image's bytes, with Range
  *   GET /v1/chunks/HEX             one chunk's bytes
+ *   GET /v1/snapshots/NAME         a snapshot object: its files, disks and
+ *                                  each part's chunks (store/snapobj.c)
  *
  * Why libmicrohttpd: shoald already links it (so `shoal` maps nothing it
  * did not map before), it does HTTP/1.1 parsing, limits (connections,
@@ -65,6 +67,7 @@
 #include "base/exitcode.h"
 #include "store/grants.h"
 #include "store/serve.h"
+#include "store/snapobj.h"
 #include "store/store.h"
 
 #define PEM_MAX (1u << 20)
@@ -213,10 +216,17 @@ static struct img_hashes *srv_hashes(struct srv *s, const char *name, struct err
 	struct store_manifest m;
 	struct store *sto;
 
+	bool snap = false;
+
 	snprintf(path, sizeof(path), "%s/images/%s", s->dir, name);
 	if (stat(path, &st)) {
-		error_set(e, EXIT_NOINPUT, "no image named '%s' in the store", name);
-		return NULL;
+		/* A snapshot object: the chunks of all its parts. */
+		snprintf(path, sizeof(path), "%s/snapshots/%s/snapshot.json", s->dir, name);
+		if (stat(path, &st)) {
+			error_set(e, EXIT_NOINPUT, "no image named '%s' in the store", name);
+			return NULL;
+		}
+		snap = true;
 	}
 	for (size_t i = 0; i < s->nih; i++)
 		if (!strcmp(s->ih[i].name, name))
@@ -224,8 +234,24 @@ static struct img_hashes *srv_hashes(struct srv *s, const char *name, struct err
 	if (ih && ih->ino == st.st_ino && ih->size == st.st_size &&
 	    ih->mtime.tv_sec == st.st_mtim.tv_sec && ih->mtime.tv_nsec == st.st_mtim.tv_nsec)
 		return ih;
-	if (!(sto = srv_store(s, e)) || store_manifest_get(sto, name, &m, e))
+	if (snap) {
+		uint8_t(*h)[32];
+		size_t n;
+
+		if (!(sto = srv_store(s, e)) || store_snap_hashes(sto, name, &h, &n, e))
+			return NULL;
+		m.n = (uint32_t)n;
+		m.c = calloc(n + 1, sizeof(*m.c));
+		for (size_t i = 0; m.c && i < n; i++)
+			memcpy(m.c[i].hash, h[i], 32);
+		free(h);
+		if (!m.c) {
+			error_set(e, EXIT_HOST, "out of memory");
+			return NULL;
+		}
+	} else if (!(sto = srv_store(s, e)) || store_manifest_get(sto, name, &m, e)) {
 		return NULL;
+	}
 	if (!ih) {
 		struct img_hashes *v = realloc(s->ih, (s->nih + 1) * sizeof(*v));
 
@@ -444,6 +470,31 @@ static enum MHD_Result get_manifest(struct srv *s, struct MHD_Connection *c, str
 			      "chain_current", m.chain_current, "added", (json_int_t)m.added, "hash",
 			      "sha256", "sha256", sum, "chunks", arr);
 	store_manifest_free(&m);
+	return reply_json(c, MHD_HTTP_OK, j);
+}
+
+/* /v1/snapshots/NAME: a snapshot object, its parts' chunk lists inline
+ * (store/snapobj.c); granted like an image, by name. */
+static enum MHD_Result get_snapshot(struct srv *s, struct MHD_Connection *c, struct conn *k,
+				    const char *method, const char *url, const char *name)
+{
+	struct error e = { 0 };
+	struct store *sto;
+	char why[300];
+	unsigned st;
+	json_t *j;
+
+	pthread_mutex_lock(&s->mu);
+	if ((st = may_see(s, k, name, why, sizeof(why)))) {
+		pthread_mutex_unlock(&s->mu);
+		return refuse(c, k, method, url, st, "%s", why);
+	}
+	if (!(sto = srv_store(s, &e)) || !(j = store_snap_describe(sto, name, &e))) {
+		pthread_mutex_unlock(&s->mu);
+		return refuse(c, k, method, url, e.status == EXIT_NOINPUT ? MHD_HTTP_NOT_FOUND : MHD_HTTP_INTERNAL_SERVER_ERROR,
+			      "snapshot %s: %s", name, e.msg);
+	}
+	pthread_mutex_unlock(&s->mu);
 	return reply_json(c, MHD_HTTP_OK, j);
 }
 
@@ -765,6 +816,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		}
 	} else if (!strncmp(url, "/v1/chunks/", 11)) {
 		ret = get_chunk(s, c, k, method, url, url + 11);
+	} else if (!strncmp(url, "/v1/snapshots/", 14)) {
+		if (store_name_check(url + 14, NULL))
+			ret = refuse(c, k, method, url, MHD_HTTP_BAD_REQUEST,
+				     "snapshot name '%.80s': 1 to 64 of letters, digits, '.', '_' and '-', not starting with '.'", url + 14);
+		else
+			ret = get_snapshot(s, c, k, method, url, url + 14);
 	} else {
 		ret = refuse(c, k, method, url, MHD_HTTP_NOT_FOUND,
 			     "no such path: the paths are /v1/images, /v1/images/NAME/manifest, /v1/images/NAME/raw and /v1/chunks/SHA256");

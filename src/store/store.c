@@ -486,17 +486,20 @@ static struct tab_ent *lookup(struct store *s, const uint8_t hash[32], struct se
 
 /* ---- manifests ---- */
 
-static int mf_load(struct store *s, const char *name, struct manifest *m, struct error *e)
+/* A manifest at `rel` (a path under the store: images/NAME, or a part of
+ * a snapshot object, snapshots/NAME/PART.mf); `label` names it in errors. */
+static int mf_load_rel(struct store *s, const char *rel, const char *label, struct manifest *m,
+		       struct error *e)
 {
 	char path[4096];
 	uint8_t *buf;
 	size_t len;
 
 	memset(m, 0, sizeof(*m));
-	pathf(s, path, sizeof(path), "images/%s", name);
+	pathf(s, path, sizeof(path), "%s", rel);
 	if (read_summed(path, &buf, &len, "manifest", e)) {
 		if (e && e->status == EXIT_NOINPUT)
-			error_set(e, EXIT_NOINPUT, "%s: no image named '%s' in the store", s->dir, name);
+			error_set(e, EXIT_NOINPUT, "%s: no %s in the store", s->dir, label);
 		return -1;
 	}
 	memcpy(&m->h, buf, len < sizeof(m->h) ? len : sizeof(m->h));
@@ -514,6 +517,15 @@ static int mf_load(struct store *s, const char *name, struct manifest *m, struct
 	m->h.format[15] = m->h.chain_id[39] = 0;
 	free(buf);
 	return 0;
+}
+
+static int mf_load(struct store *s, const char *name, struct manifest *m, struct error *e)
+{
+	char rel[128], label[128];
+
+	snprintf(rel, sizeof(rel), "images/%s", name);
+	snprintf(label, sizeof(label), "image named '%s'", name);
+	return mf_load_rel(s, rel, label, m, e);
 }
 
 static void free_names(char **v, size_t n)
@@ -559,23 +571,139 @@ static int list_names(struct store *s, char ***out, size_t *n, struct error *e)
 	return 0;
 }
 
-/* "a, b" - the images that use chunk `hash`, for error messages. */
+/* Every manifest of the store: the images' (label "NAME", rel
+ * "images/NAME"), then each snapshot object's parts (label "snapshot
+ * NAME/PART", rel "snapshots/NAME/PART.mf"); rels[i] pairs labels[i]. */
+static int list_manifests(struct store *s, char ***labels, char ***rels, size_t *n, struct error *e)
+{
+	char **names, **snaps = NULL, path[4096];
+	size_t k, ns = 0, cap;
+	char **lv, **rv;
+
+	if (list_names(s, &names, &k, e))
+		return -1;
+	if (store_snapshot_names(s, &snaps, &ns, e)) {
+		free_names(names, k);
+		return -1;
+	}
+	cap = k + 1;
+	lv = calloc(cap, sizeof(*lv));
+	rv = calloc(cap, sizeof(*rv));
+	*n = 0;
+	if (!lv || !rv)
+		goto oom;
+	for (size_t i = 0; i < k; i++) {
+		lv[*n] = strdup(names[i]);
+		if (asprintf(&rv[*n], "images/%s", names[i]) < 0)
+			rv[*n] = NULL;
+		if (!lv[*n] || !rv[(*n)++])
+			goto oom;
+	}
+	for (size_t i = 0; i < ns; i++) {
+		DIR *d = opendir(pathf(s, path, sizeof(path), "snapshots/%s", snaps[i]));
+		struct dirent *de;
+
+		while (d && (de = readdir(d))) {
+			size_t l = strlen(de->d_name);
+
+			if (l < 4 || strcmp(de->d_name + l - 3, ".mf") || de->d_name[0] == '.')
+				continue;
+			if (*n + 1 >= cap) {
+				char **a = realloc(lv, 2 * cap * sizeof(*lv)), **b;
+
+				if (a)
+					lv = a;
+				b = realloc(rv, 2 * cap * sizeof(*rv));
+				if (b)
+					rv = b;
+				if (!a || !b) {
+					closedir(d);
+					goto oom;
+				}
+				cap *= 2;
+			}
+			lv[*n] = rv[*n] = NULL;
+			if (asprintf(&lv[*n], "snapshot %s/%.*s", snaps[i], (int)(l - 3), de->d_name) < 0)
+				lv[*n] = NULL;
+			if (asprintf(&rv[*n], "snapshots/%s/%s", snaps[i], de->d_name) < 0)
+				rv[*n] = NULL;
+			if (!lv[*n] || !rv[(*n)++]) {
+				closedir(d);
+				goto oom;
+			}
+		}
+		if (d)
+			closedir(d);
+	}
+	free_names(names, k);
+	free_names(snaps, ns);
+	*labels = lv;
+	*rels = rv;
+	return 0;
+oom:
+	free_names(names, k);
+	free_names(snaps, ns);
+	if (lv)
+		free_names(lv, *n);
+	if (rv)
+		free_names(rv, *n);
+	return error_set(e, EXIT_HOST, "%s: out of memory", s->dir);
+}
+
+int store_snapshot_names(struct store *s, char ***out, size_t *n, struct error *e)
+{
+	char path[4096];
+	DIR *d = opendir(pathf(s, path, sizeof(path), "snapshots"));
+	struct dirent *de;
+	char **v = NULL;
+	size_t k = 0;
+
+	*out = NULL;
+	*n = 0;
+	if (!d)
+		return errno == ENOENT ? 0 : error_set(e, EXIT_BADSTATE, "%s: %s", path, strerror(errno));
+	while ((de = readdir(d))) {
+		if (store_name_check(de->d_name, NULL))
+			continue;	/* ".", "..", a writer's ".NAME.tmp-PID" */
+		char **nv = realloc(v, (k + 1) * sizeof(*v));
+
+		if (!nv || !(nv[k] = strdup(de->d_name))) {
+			closedir(d);
+			free_names(nv ? nv : v, k);
+			return error_set(e, EXIT_HOST, "%s: out of memory", s->dir);
+		}
+		v = nv;
+		k++;
+	}
+	closedir(d);
+	sort_n(v, k, sizeof(*v), name_cmp);
+	*out = v;
+	*n = k;
+	return 0;
+}
+
+void store_names_free(char **v, size_t n)
+{
+	free_names(v, n);
+}
+
+/* "a, snapshot s/memory" - what uses chunk `hash`, for error messages. */
 static void images_using(struct store *s, const uint8_t hash[32], char *out, size_t len)
 {
-	char **names;
+	char **labels, **rels;
 	size_t n, k = 0;
 
 	snprintf(out, len, "none");
-	if (list_names(s, &names, &n, NULL))
+	if (list_manifests(s, &labels, &rels, &n, NULL))
 		return;
 	for (size_t i = 0; i < n; i++) {
 		struct manifest m;
 
-		if (mf_load(s, names[i], &m, NULL))
+		if (mf_load_rel(s, rels[i], labels[i], &m, NULL))
 			continue;
 		for (uint32_t c = 0; c < m.h.nchunks; c++)
 			if (!memcmp(m.ent[c].hash, hash, 32)) {
-				int w = snprintf(out + k, len - k, "%s%s", k ? ", " : "", names[i]);
+				int w = snprintf(out + k, len - k, "%s%s", k ? ", " : "", labels[i]);
 
 				if (w > 0 && (size_t)w < len - k)
 					k += w;
@@ -583,7 +711,8 @@ static void images_using(struct store *s, const uint8_t hash[32], char *out, siz
 			}
 		free(m.ent);
 	}
-	free_names(names, n);
+	free_names(labels, n);
+	free_names(rels, n);
 }
 
 /* ---- open, reconcile, close ---- */
@@ -601,6 +730,22 @@ static int seg_push(struct store *s, uint32_t id, uint32_t n, uint64_t len)
 	}
 	s->segs[s->nsegs++] = (struct seg){ .id = id, .n = n, .len = len, .fd = -1, .sorted = true };
 	return 0;
+}
+
+/* Remove snapshots/SUB and the files in it (a snapshot object is one
+ * level deep). */
+int store_rm_dir(struct store *s, const char *sub)
+{
+	char path[4096];
+	DIR *d = opendir(pathf(s, path, sizeof(path), "snapshots/%s", sub));
+	struct dirent *de;
+
+	while (d && (de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			unlinkat(dirfd(d), de->d_name, 0);
+	if (d)
+		closedir(d);
+	return rmdir(path);
 }
 
 /* Read the tables' headers; in write mode clear what a killed writer left
@@ -704,6 +849,14 @@ static int reconcile(struct store *s, struct error *e)
 		while (d && (de = readdir(d)))
 			if (strstr(de->d_name, ".tmp"))
 				unlinkat(dirfd(d), de->d_name, 0);
+		if (d)
+			closedir(d);
+		/* A snapshot object a killed writer was making or removing:
+		 * "snapshots/.NAME.tmp-PID" or ".NAME.rm-PID", one level deep. */
+		d = opendir(pathf(s, path, sizeof(path), "snapshots"));
+		while (d && (de = readdir(d)))
+			if (de->d_name[0] == '.' && strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+				store_rm_dir(s, de->d_name);
 		if (d)
 			closedir(d);
 	}
@@ -940,15 +1093,30 @@ static int commit_segments(struct store *s, struct error *e)
 	return bloom2d_save(&s->bloom, pathf(s, path, sizeof(path), "index.bloom"), e);
 }
 
-static int mf_save(struct store *s, const char *name, const struct manifest *m, struct error *e)
+static int mf_save_rel(struct store *s, const char *rel, const struct manifest *m, struct error *e)
+{
+	char path[4096], *slash;
+
+	if (write_atomic(pathf(s, path, sizeof(path), "%s", rel), &m->h, sizeof(m->h), m->ent,
+			 (size_t)m->h.nchunks * sizeof(*m->ent), true, e))
+		return -1;
+	slash = strrchr(path, '/');
+	*slash = 0;
+	if (fsync_dir(path))
+		return error_set(e, EXIT_HOST, "%s: %s", path, strerror(errno));
+	return 0;
+}
+
+/* A snapshot object and an image may not share a name (one namespace:
+ * rm, grants and pull name either). */
+static int name_free(struct store *s, const char *name, struct error *e)
 {
 	char path[4096];
 
-	if (write_atomic(pathf(s, path, sizeof(path), "images/%s", name), &m->h, sizeof(m->h), m->ent,
-			 (size_t)m->h.nchunks * sizeof(*m->ent), true, e))
-		return -1;
-	if (fsync_dir(pathf(s, path, sizeof(path), "images")))
-		return error_set(e, EXIT_HOST, "%s: %s", path, strerror(errno));
+	if (!access(pathf(s, path, sizeof(path), "images/%s", name), F_OK))
+		return error_set(e, EXIT_USAGE, "%s: an image named '%s' is already in the store (rm it first)", s->dir, name);
+	if (!access(pathf(s, path, sizeof(path), "snapshots/%s", name), F_OK))
+		return error_set(e, EXIT_USAGE, "%s: a snapshot named '%s' is already in the store (rm it first)", s->dir, name);
 	return 0;
 }
 
@@ -957,10 +1125,9 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return !n || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
 }
 
-int store_add(struct store *s, struct blockdev *bd, const char *name, struct store_add_stats *st,
-	      store_progress_fn progress, void *opaque, struct error *e)
+static int add_core(struct store *s, struct blockdev *bd, const char *rel, struct store_add_stats *st,
+		    store_progress_fn progress, void *opaque, struct error *e)
 {
-	char path[4096];
 	struct manifest m = { 0 };
 	size_t cap_ent = 0, have = 0, pos = 0, bufsz = READ_BLOCK + s->p.chunk.max;
 	uint64_t off = 0, size = bd->size, next_progress = 0;
@@ -970,10 +1137,6 @@ int store_add(struct store *s, struct blockdev *bd, const char *name, struct sto
 	memset(st, 0, sizeof(*st));
 	if (!s->write)
 		return error_set(e, EXIT_USAGE, "%s: store opened read-only", s->dir);
-	if (store_name_check(name, e))
-		return -1;
-	if (!access(pathf(s, path, sizeof(path), "images/%s", name), F_OK))
-		return error_set(e, EXIT_USAGE, "%s: an image named '%s' is already in the store (rm it first)", s->dir, name);
 	buf = malloc(bufsz);
 	if (!buf)
 		return error_set(e, EXIT_HOST, "%s: out of memory", s->dir);
@@ -1067,7 +1230,7 @@ int store_add(struct store *s, struct blockdev *bd, const char *name, struct sto
 			m.h.chain_current = cur;
 		}
 	}
-	if (commit_segments(s, e) || mf_save(s, name, &m, e))
+	if (commit_segments(s, e) || mf_save_rel(s, rel, &m, e))
 		goto out;
 	rc = 0;
 out:
@@ -1076,19 +1239,37 @@ out:
 	return rc;
 }
 
+int store_add(struct store *s, struct blockdev *bd, const char *name, struct store_add_stats *st,
+	      store_progress_fn progress, void *opaque, struct error *e)
+{
+	char rel[128];
+
+	memset(st, 0, sizeof(*st));
+	if (!s->write)
+		return error_set(e, EXIT_USAGE, "%s: store opened read-only", s->dir);
+	if (store_name_check(name, e) || name_free(s, name, e))
+		return -1;
+	snprintf(rel, sizeof(rel), "images/%s", name);
+	return add_core(s, bd, rel, st, progress, opaque, e);
+}
+
+int store_add_at(struct store *s, struct blockdev *bd, const char *rel, struct store_add_stats *st,
+		 store_progress_fn progress, void *opaque, struct error *e)
+{
+	return add_core(s, bd, rel, st, progress, opaque, e);
+}
+
 /* ---- get, ls, du, rm ---- */
 
-int store_get(struct store *s, const char *name, uint64_t *size_out,
-	      int (*sized)(void *opaque, uint64_t size, const char *format, struct error *e),
-	      store_write_fn write_fn, void *opaque, struct error *e)
+static int get_core(struct store *s, struct manifest *mp, const char *name, uint64_t *size_out,
+		    int (*sized)(void *opaque, uint64_t size, const char *format, struct error *e),
+		    store_write_fn write_fn, void *opaque, struct error *e)
 {
-	struct manifest m;
+	struct manifest m = *mp;
 	uint8_t *buf;
 	uint64_t off = 0;
 	int rc = -1;
 
-	if (store_name_check(name, e) || mf_load(s, name, &m, e))
-		return -1;
 	*size_out = m.h.size;
 	buf = malloc(s->p.chunk.max);
 	if (!buf) {
@@ -1107,7 +1288,7 @@ int store_get(struct store *s, const char *name, uint64_t *size_out,
 		t = lookup(s, m.ent[i].hash, &g);
 		if (!t) {
 			images_using(s, m.ent[i].hash, users, sizeof(users));
-			error_set(e, EXIT_BADSTATE, "image %s: chunk %s at offset %llu is in no segment (lost; it breaks images: %s)",
+			error_set(e, EXIT_BADSTATE, "%s: chunk %s at offset %llu is in no segment (lost; it breaks images: %s)",
 				  name, short_hex(m.ent[i].hash, hx), (unsigned long long)off, users);
 			goto out;
 		}
@@ -1116,7 +1297,7 @@ int store_get(struct store *s, const char *name, uint64_t *size_out,
 				error_set(e, EXIT_BADSTATE, "segment %08x: chunk %s: length differs from the manifest",
 					  g->id, short_hex(t->hash, hx));
 			images_using(s, m.ent[i].hash, users, sizeof(users));
-			error_prefix(e, "image %s at offset %llu", name, (unsigned long long)off);
+			error_prefix(e, "%s at offset %llu", name, (unsigned long long)off);
 			size_t k = strlen(e->msg);
 			snprintf(e->msg + k, sizeof(e->msg) - k, " (it breaks images: %s)", users);
 			goto out;
@@ -1129,6 +1310,30 @@ out:
 	free(buf);
 	free(m.ent);
 	return rc;
+}
+
+int store_get(struct store *s, const char *name, uint64_t *size_out,
+	      int (*sized)(void *opaque, uint64_t size, const char *format, struct error *e),
+	      store_write_fn write_fn, void *opaque, struct error *e)
+{
+	struct manifest m;
+	char label[128];
+
+	if (store_name_check(name, e) || mf_load(s, name, &m, e))
+		return -1;
+	snprintf(label, sizeof(label), "image %s", name);
+	return get_core(s, &m, label, size_out, sized, write_fn, opaque, e);
+}
+
+int store_get_at(struct store *s, const char *rel, const char *label, uint64_t *size_out,
+		 int (*sized)(void *opaque, uint64_t size, const char *format, struct error *e),
+		 store_write_fn write_fn, void *opaque, struct error *e)
+{
+	struct manifest m;
+
+	if (mf_load_rel(s, rel, label, &m, e))
+		return -1;
+	return get_core(s, &m, label, size_out, sized, write_fn, opaque, e);
 }
 
 struct hash_img {
@@ -1245,21 +1450,23 @@ int store_rm(struct store *s, const char *name, struct error *e)
 
 /* ---- gc ---- */
 
-/* The sorted distinct hashes of every image's stored chunks. */
+/* The sorted distinct hashes of every image's and snapshot part's stored
+ * chunks. */
 static int live_set(struct store *s, uint8_t (**out)[32], size_t *n, struct error *e)
 {
-	char **names;
+	char **names, **rels;
 	size_t k, nh = 0;
 	uint8_t(*v)[32] = NULL;
 
-	if (list_names(s, &names, &k, e))
+	if (list_manifests(s, &names, &rels, &k, e))
 		return -1;
 	for (size_t i = 0; i < k; i++) {
 		struct manifest m;
 
-		if (mf_load(s, names[i], &m, e)) {
+		if (mf_load_rel(s, rels[i], names[i], &m, e)) {
 			free(v);
 			free_names(names, k);
+			free_names(rels, k);
 			return -1;
 		}
 		v = realloc(v, (nh + m.h.nchunks + 1) * 32);
@@ -1269,6 +1476,7 @@ static int live_set(struct store *s, uint8_t (**out)[32], size_t *n, struct erro
 		free(m.ent);
 	}
 	free_names(names, k);
+	free_names(rels, k);
 	sort_n(v, nh, 32, ent_cmp);
 	size_t d = 0;
 	for (size_t i = 0; i < nh; i++)
@@ -1397,7 +1605,7 @@ int store_verify(struct store *s, void (*bad)(void *opaque, const char *line), v
 {
 	uint8_t *buf = malloc(s->p.chunk.max);
 	char line[2048], users[512], hx[17];
-	char **names;
+	char **names, **rels;
 	size_t k;
 	int problems = 0;
 
@@ -1425,14 +1633,14 @@ int store_verify(struct store *s, void (*bad)(void *opaque, const char *line), v
 		}
 	}
 	free(buf);
-	if (list_names(s, &names, &k, e))
+	if (list_manifests(s, &names, &rels, &k, e))
 		return -1;
 	for (size_t i = 0; i < k; i++) {
 		struct manifest m;
 		struct error me = { 0 };
 		uint64_t off = 0;
 
-		if (mf_load(s, names[i], &m, &me)) {
+		if (mf_load_rel(s, rels[i], names[i], &m, &me)) {
 			bad(opaque, me.msg);
 			problems++;
 			continue;
@@ -1442,14 +1650,16 @@ int store_verify(struct store *s, void (*bad)(void *opaque, const char *line), v
 
 			if (m.ent[c].flags & MF_ZERO || lookup(s, m.ent[c].hash, &g))
 				continue;
-			snprintf(line, sizeof(line), "image %s: chunk %s at offset %llu is in no segment",
-				 names[i], short_hex(m.ent[c].hash, hx), (unsigned long long)off);
+			snprintf(line, sizeof(line), "%s%s: chunk %s at offset %llu is in no segment",
+				 strncmp(rels[i], "images/", 7) ? "" : "image ", names[i],
+				 short_hex(m.ent[c].hash, hx), (unsigned long long)off);
 			bad(opaque, line);
 			problems++;
 		}
 		free(m.ent);
 	}
 	free_names(names, k);
+	free_names(rels, k);
 	return problems;
 }
 
@@ -1460,14 +1670,36 @@ const char *store_dir(const struct store *s)
 	return s->dir;
 }
 
+static int manifest_export(struct store *s, struct manifest *mp, struct store_manifest *out,
+			   struct error *e);
+
 int store_manifest_get(struct store *s, const char *name, struct store_manifest *out, struct error *e)
 {
 	struct manifest m;
-	EVP_MD_CTX *c;
 
 	memset(out, 0, sizeof(*out));
 	if (store_name_check(name, e) || mf_load(s, name, &m, e))
 		return -1;
+	return manifest_export(s, &m, out, e);
+}
+
+int store_manifest_get_at(struct store *s, const char *rel, const char *label,
+			  struct store_manifest *out, struct error *e)
+{
+	struct manifest m;
+
+	memset(out, 0, sizeof(*out));
+	if (mf_load_rel(s, rel, label, &m, e))
+		return -1;
+	return manifest_export(s, &m, out, e);
+}
+
+static int manifest_export(struct store *s, struct manifest *mp, struct store_manifest *out,
+			   struct error *e)
+{
+	struct manifest m = *mp;
+	EVP_MD_CTX *c;
+
 	out->c = calloc((size_t)m.h.nchunks + 1, sizeof(*out->c));
 	c = EVP_MD_CTX_new();
 	if (!out->c || !c) {
@@ -1576,20 +1808,39 @@ int store_commit(struct store *s, struct error *e)
 	return commit_segments(s, e);
 }
 
+static int manifest_put(struct store *s, const char *rel, const char *name,
+			const struct store_manifest *in, struct error *e);
+
 int store_manifest_put(struct store *s, const char *name, const struct store_manifest *in,
 		       struct error *e)
 {
-	char path[4096], hx[17];
+	char rel[128], label[128];
+
+	if (!s->write)
+		return error_set(e, EXIT_USAGE, "%s: store opened read-only", s->dir);
+	if (store_name_check(name, e) || name_free(s, name, e))
+		return -1;
+	snprintf(rel, sizeof(rel), "images/%s", name);
+	snprintf(label, sizeof(label), "image %s", name);
+	return manifest_put(s, rel, label, in, e);
+}
+
+int store_manifest_put_at(struct store *s, const char *rel, const char *label,
+			  const struct store_manifest *in, struct error *e)
+{
+	if (!s->write)
+		return error_set(e, EXIT_USAGE, "%s: store opened read-only", s->dir);
+	return manifest_put(s, rel, label, in, e);
+}
+
+static int manifest_put(struct store *s, const char *rel, const char *name,
+			const struct store_manifest *in, struct error *e)
+{
+	char hx[17];
 	struct manifest m = { 0 };
 	uint64_t total = 0;
 	int rc;
 
-	if (!s->write)
-		return error_set(e, EXIT_USAGE, "%s: store opened read-only", s->dir);
-	if (store_name_check(name, e))
-		return -1;
-	if (!access(pathf(s, path, sizeof(path), "images/%s", name), F_OK))
-		return error_set(e, EXIT_USAGE, "%s: an image named '%s' is already in the store (rm it first)", s->dir, name);
 	m.ent = calloc((size_t)in->n + 1, sizeof(*m.ent));
 	if (!m.ent)
 		return error_set(e, EXIT_HOST, "%s: out of memory", s->dir);
@@ -1599,7 +1850,7 @@ int store_manifest_put(struct store *s, const char *name, const struct store_man
 		if (!in->c[i].len || in->c[i].len > s->p.chunk.max ||
 		    (!zero && !store_chunk_has(s, in->c[i].hash))) {
 			free(m.ent);
-			return error_set(e, EXIT_BADSTATE, "image %s: chunk %s (#%u): %s", name,
+			return error_set(e, EXIT_BADSTATE, "%s: chunk %s (#%u): %s", name,
 					 short_hex(in->c[i].hash, hx), i,
 					 in->c[i].len && in->c[i].len <= s->p.chunk.max ? "not in the store" : "bad length");
 		}
@@ -1612,7 +1863,7 @@ int store_manifest_put(struct store *s, const char *name, const struct store_man
 	}
 	if (total != in->size) {
 		free(m.ent);
-		return error_set(e, EXIT_BADSTATE, "image %s: its chunks add up to %llu bytes, not its size %llu",
+		return error_set(e, EXIT_BADSTATE, "%s: its chunks add up to %llu bytes, not its size %llu",
 				 name, (unsigned long long)total, (unsigned long long)in->size);
 	}
 	memcpy(m.h.magic, MF_MAGIC, 8);
@@ -1624,7 +1875,7 @@ int store_manifest_put(struct store *s, const char *name, const struct store_man
 	snprintf(m.h.format, sizeof(m.h.format), "%s", in->format);
 	snprintf(m.h.chain_id, sizeof(m.h.chain_id), "%s", in->chain_id);
 	m.h.chain_current = in->chain_current;
-	rc = commit_segments(s, e) || mf_save(s, name, &m, e) ? -1 : 0;
+	rc = commit_segments(s, e) || mf_save_rel(s, rel, &m, e) ? -1 : 0;
 	free(m.ent);
 	return rc;
 }

@@ -150,4 +150,26 @@ int store_manifest_put(struct store *s, const char *name, const struct store_man
 /* The store's directory, as opened. */
 const char *store_dir(const struct store *s);
 
+/* ---- manifests at other places than images/NAME: the parts of snapshot
+ * objects (store/snapobj.c).  `rel` is a path under the store directory
+ * (snapshots/NAME/PART.mf, or a writer's snapshots/.NAME.tmp-PID/PART.mf);
+ * `label` names the thing in errors ("snapshot s1/memory").  gc, verify
+ * and the "it breaks" lists count every snapshots/NAME/PART.mf with the
+ * images. ---- */
+int store_add_at(struct store *s, struct blockdev *bd, const char *rel, struct store_add_stats *st,
+		 store_progress_fn progress, void *opaque, struct error *e);
+int store_get_at(struct store *s, const char *rel, const char *label, uint64_t *size_out,
+		 int (*sized)(void *opaque, uint64_t size, const char *format, struct error *e),
+		 store_write_fn write_fn, void *opaque, struct error *e);
+int store_manifest_get_at(struct store *s, const char *rel, const char *label,
+			  struct store_manifest *m, struct error *e);
+int store_manifest_put_at(struct store *s, const char *rel, const char *label,
+			  const struct store_manifest *m, struct error *e);
+/* The snapshot objects' names (snapshots/NAME), sorted; free with
+ * store_names_free.  None (no snapshots/ directory): 0 and n 0. */
+int store_snapshot_names(struct store *s, char ***names, size_t *n, struct error *e);
+void store_names_free(char **names, size_t n);
+/* Remove snapshots/SUB and the files in it. */
+int store_rm_dir(struct store *s, const char *sub);
+
 #endif
