@@ -491,6 +491,34 @@ int blockdev_open(struct blockdev **out, const char *path,
 	return r;
 }
 
+int blockdev_open_fd(struct blockdev **out, int fd, const char *path,
+		     const struct blockdev_opts *o, struct error *e)
+{
+	static const struct blockdev_opts defaults;
+	struct chain_walk *w;
+	int fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1, own, r;
+
+	*out = NULL;
+	if (!o)
+		o = &defaults;
+	if (fl < 0)
+		return error_set(e, EXIT_USAGE, "%s: no open file given", path);
+	if (!o->readonly && (fl & O_ACCMODE) == O_RDONLY)
+		return error_set(e, EXIT_USAGE, "%s: the file given is open read-only, and the "
+				 "disk is writable", path);
+	if (o->force_share && !o->readonly)
+		return error_set(e, EXIT_USAGE, "%s: force share (-U) is for read-only opens: "
+				 "a writer cannot let others write too", path);
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return error_set(e, EXIT_HOST, "out of memory");
+	own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	r = own < 0 ? error_set(e, EXIT_HOST, "%s: %s", path, strerror(errno)) :
+		      open_one(out, path, own, o, 0, w, e);
+	free(w);
+	return r;
+}
+
 void blockdev_close(struct blockdev *bd)
 {
 	if (!bd)

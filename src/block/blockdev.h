@@ -171,6 +171,13 @@ int blockdev_push_overlay(struct blockdev **top, const char *path,
  * *top's path as its backing file. */
 int blockdev_push_overlay_fd(struct blockdev **top, int fd, const char *path,
 			     const struct blockdev_opts *o, struct error *e);
+/* blockdev_open of the image in the open file `fd` (not taken: the chain
+ * keeps a duplicate, locked as blockdev_open locks), which `path` names:
+ * for a process that cannot open names (a jailed VMM given a hot-added
+ * disk by shoald).  A backing file is still opened by its name.  A writable
+ * open of a file opened read-only is refused. */
+int blockdev_open_fd(struct blockdev **out, int fd, const char *path,
+		     const struct blockdev_opts *o, struct error *e);
 /* bd's own chain identity (docs/block.md): its id as text, its
  * generation, and whether the generation can be trusted (no other program
  * opened it for writing since).  0, or -1 when bd has none (raw, or a

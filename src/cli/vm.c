@@ -42,8 +42,12 @@ static const char vm_usage[] =
 "                                             (--tap-prefix: clone i's card on TAP Ti)\n"
 "  edit NAME -f FILE|- [--patch]              replace the spec of a VM that is not\n"
 "                                             running (--patch: a JSON merge patch)\n"
-"  disk-add NAME --path P [--readonly]        add a disk to a VM that is not running\n"
-"  disk-remove NAME --path P                  remove it\n"
+"  disk add NAME --image P [--readonly] [--id ID]\n"
+"                                             add a disk (a running VM: hot-plugged,\n"
+"                                             and kept in its spec; --id: its serial)\n"
+"  disk remove NAME ID|P [--timeout S]        remove it (a running VM's guest has S s,\n"
+"                                             default 10, to release it)\n"
+"  disk-add NAME --path P | disk-remove NAME --path P   the same, older spelling\n"
 "  reboot NAME [--timeout S]                  power button, then start it again\n"
 "  reset NAME                                 forced stop, then start it again\n"
 "  balloon NAME --target SIZE                 how much memory the guest should give\n"
@@ -62,6 +66,7 @@ enum { OPT_SOCKET = 256, OPT_START, OPT_NAME, OPT_FORCE, OPT_TIMEOUT, OPT_AS, OP
        OPT_COUNT, OPT_PREFIX, OPT_PATCH, OPT_PATH, OPT_READONLY };
 
 enum { OPT_TARGET = 400 };              /* vm balloon */
+enum { OPT_ID = 420 };                  /* vm disk add --id */
 enum { OPT_TAP = 410, OPT_TAP_PREFIX }; /* vm restore, vm clone */
 #define VM_TAPS_MAX 8                   /* the API's limit (RestoreRequest.taps) */
 
@@ -79,6 +84,8 @@ static const struct option vm_options[] = {
 	{ "prefix", required_argument, NULL, OPT_PREFIX },
 	{ "patch", no_argument, NULL, OPT_PATCH },
 	{ "path", required_argument, NULL, OPT_PATH },
+	{ "image", required_argument, NULL, OPT_PATH },
+	{ "id", required_argument, NULL, OPT_ID },
 	{ "readonly", no_argument, NULL, OPT_READONLY },
 	{ "target", required_argument, NULL, OPT_TARGET },
 	{ "tap", required_argument, NULL, OPT_TAP },
@@ -98,6 +105,7 @@ struct vm_args {
 	long count;             /* vm clone --count; 0: not given */
 	long timeout;           /* -1: the daemon's default */
 	const char *name;       /* positional */
+	const char *id;         /* vm disk add --id; vm disk remove's ID|P */
 };
 
 /* ---- printing ---- */
@@ -397,33 +405,51 @@ static int vm_edit(const struct vm_args *a)
 	return rc;
 }
 
-/* `vm disk-add|disk-remove NAME --path P`: POST or DELETE /v1/vms/NAME/disks. */
+/* `vm disk add NAME --image P [--readonly] [--id ID]` (disk-add --path P):
+ * POST /v1/vms/NAME/disks; `vm disk remove NAME ID|P [--timeout S]`
+ * (disk-remove --path P): DELETE /v1/vms/NAME/disks?id=ID or ?path=P.  A
+ * running VM gets the disk hot-plugged (docs/daemon.md). */
 static int vm_disk(const struct vm_args *a, bool add)
 {
-	char path[PATH_MAX * 3 + 300], abs[PATH_MAX * 2], cwd[PATH_MAX], q[PATH_MAX * 3];
+	char path[PATH_MAX * 3 + 400], abs[PATH_MAX * 2], cwd[PATH_MAX], q[PATH_MAX * 3];
+	const char *file = a->path;
 	json_t *body = NULL, *j;
 	int rc;
 
-	if (!a->path) {
-		log_error("vm disk-%s %s: --path P names the disk", add ? "add" : "remove", a->name);
+	/* remove's ID|P: a file that is there is a path, else an id */
+	if (!add && !file && a->id && access(a->id, F_OK) == 0)
+		file = a->id;
+	if (add ? !file : !file && !a->id) {
+		log_error("vm disk %s %s: %s", add ? "add" : "remove", a->name,
+			  add ? "--image P names the disk's image" : "which disk? (ID or its image)");
 		return EXIT_USAGE;
 	}
-	if (a->path[0] != '/' && getcwd(cwd, sizeof(cwd)))
-		snprintf(abs, sizeof(abs), "%s/%s", cwd, a->path);
+	if (file && file[0] != '/' && getcwd(cwd, sizeof(cwd)))
+		snprintf(abs, sizeof(abs), "%s/%s", cwd, file);
 	else
-		snprintf(abs, sizeof(abs), "%s", a->path);
+		snprintf(abs, sizeof(abs), "%s", file ? file : a->id);
 	if (add) {
 		body = json_pack("{s:s}", "path", abs);
 		if (a->readonly)
 			json_object_set_new(body, "readonly", json_true());
+		if (a->id)
+			json_object_set_new(body, "serial", json_string(a->id));
 		snprintf(path, sizeof(path), "/v1/vms/%s/disks", a->name);
 	} else {
+		int n;
+
 		client_urlencode(abs, q, sizeof(q));
-		snprintf(path, sizeof(path), "/v1/vms/%s/disks?path=%s", a->name, q);
+		n = snprintf(path, sizeof(path), "/v1/vms/%s/disks?%s=%s", a->name,
+			     file ? "path" : "id", q);
+		if (a->timeout >= 0 && n > 0 && (size_t)n < sizeof(path))
+			snprintf(path + n, sizeof(path) - (size_t)n, "&timeout_s=%ld", a->timeout);
 	}
 	rc = vm_call(a, add ? "POST" : "DELETE", path, body, &j);
 	if (j)
-		printf("%s: disk %s %s\n", a->name, abs, add ? "added" : "removed");
+		printf("%s: disk %s %s%s\n", a->name, abs, add ? "added" : "removed",
+		       json_is_string(json_object_get(j, "state")) &&
+		       !strcmp(json_string_value(json_object_get(j, "state")), "running") ?
+		       (add ? " (hot-plugged)" : " (the guest released it)") : "");
 	json_decref(j);
 	return rc;
 }
@@ -563,7 +589,7 @@ static int vm_get(const struct vm_args *a, const char *path, int (*print)(json_t
 }
 
 /* Options shared by the vm subcommands, and the VM name. */
-static int vm_parse(int argc, char **argv, struct vm_args *a)
+static int vm_parse(int argc, char **argv, struct vm_args *a, bool remove_arg)
 {
 	int c;
 
@@ -583,6 +609,7 @@ static int vm_parse(int argc, char **argv, struct vm_args *a)
 		case OPT_PATCH: a->patch = true; break;
 		case OPT_PATH: a->path = optarg; break;
 		case OPT_READONLY: a->readonly = true; break;
+		case OPT_ID: a->id = optarg; break;
 		case OPT_TARGET: a->target = optarg; break;
 		case OPT_TAP:
 			if (a->ntaps == VM_TAPS_MAX) {
@@ -618,6 +645,8 @@ static int vm_parse(int argc, char **argv, struct vm_args *a)
 	a->c.socket = client_socket(a->c.socket);
 	if (optind < argc)
 		a->name = argv[optind++];
+	if (optind < argc && remove_arg && !a->id && !a->path)  /* vm disk remove NAME ID|P */
+		a->id = argv[optind++];
 	if (optind < argc) {
 		log_error("vm: unexpected argument '%s'", argv[optind]);
 		return EXIT_USAGE;
@@ -640,7 +669,13 @@ int cmd_vm(int argc, char **argv)
 	}
 	if (!strcmp(sub, "migrate"))            /* options of its own: vm_migrate.c */
 		return cmd_vm_migrate(argc - 1, argv + 1);
-	rc = vm_parse(argc - 1, argv + 1, &a);
+	if (!strcmp(sub, "disk") && argc > 2 && (!strcmp(argv[2], "add") ||
+						 !strcmp(argv[2], "remove"))) {
+		sub = !strcmp(argv[2], "add") ? "disk-add" : "disk-remove";   /* vm disk add|remove */
+		argc--;
+		argv++;
+	}
+	rc = vm_parse(argc - 1, argv + 1, &a, !strcmp(sub, "disk-remove"));
 	if (rc)
 		return rc;
 	if (!strcmp(sub, "create"))

@@ -1002,7 +1002,12 @@ int vblk_new(struct vblk **out, const struct vm_disk *disk, const char *name, st
 	pthread_cond_init(&b->idle, NULL);
 	pthread_cond_init(&b->call_done, NULL);
 	b->opts = o;
-	if (blockdev_open(&b->bd, disk->path, &o, e) &&
+	if (disk->given_fd) {           /* a hot-added disk shoald opened */
+		if (blockdev_open_fd(&b->bd, disk->fd, disk->path, &o, e)) {
+			vblk_free(b);
+			return -1;
+		}
+	} else if (blockdev_open(&b->bd, disk->path, &o, e) &&
 	    (!vblk_incoming || disk->readonly || !strstr(e->msg, "Is another process using") ||
 	     open_inactive(b, disk->path, &o))) {
 		vblk_free(b);

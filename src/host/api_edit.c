@@ -3,6 +3,8 @@
  * spec, disks added and removed, reboot and reset.  Each answers with the
  * VM object (with its spec), or the error shape.
  */
+#include <stdlib.h>
+
 #include "host/api.h"
 #include "host/edit.h"
 
@@ -36,12 +38,21 @@ int api_vm_disk_add(struct api_call *c)
 	return api_reply_vm(c, 200, true);
 }
 
-/* DELETE /v1/vms/NAME/disks?path=PATH. */
+/* DELETE /v1/vms/NAME/disks?path=PATH or ?id=ID [&timeout_s=S: how long a
+ * running VM's guest has to release it, 0 to 60, default 10]. */
 int api_vm_disk_remove(struct api_call *c)
 {
+	const char *t = api_query(c, "timeout_s");
 	struct api_err e;
+	char *end = NULL;
+	long timeout_s = t ? strtol(t, &end, 10) : 10;
 
-	if (host_vm_disk_remove(c->h, c->name, api_query(c, "path"), &e))
+	if (t && (!*t || *end || timeout_s < 0 || timeout_s > 60)) {
+		api_err_set(&e, 400, "invalid_request", "timeout_s: expected seconds from 0 to 60");
+		return api_reply_error(c, &e);
+	}
+	if (host_vm_disk_remove(c->h, c->name, api_query(c, "path"), api_query(c, "id"),
+				(int)timeout_s, &e))
 		return api_reply_error(c, &e);
 	return api_reply_vm(c, 200, true);
 }

@@ -7,13 +7,16 @@
  *   PATCH  /v1/vms/NAME          a JSON merge patch (RFC 7396) on the spec
  *   POST   /v1/vms/NAME/disks    one disk object, appended to "disks"
  *   DELETE /v1/vms/NAME/disks?path=P   the disk whose path is P, removed
+ *                                (or ?id=ID: the disk whose "serial" is ID)
+ *   (a running VM's disks are hot-added and hot-removed: disk_hotplug.c)
  *   POST   /v1/vms/NAME/reboot   a graceful stop (ACPI power button, then
  *                                forced after the timeout) and a start
  *   POST   /v1/vms/NAME/reset    a forced stop and a start at once
  *
  * Invariants:
  *   - a spec is edited only while the VM is created or exited (409
- *     otherwise): a running VMM keeps the spec it was started with, and
+ *     otherwise; a disk added to or removed from a running VM is stored
+ *     by disk_hotplug.c once its VMM made the change): a running VMM keeps the spec it was started with, and
  *     the record never says something the VMM is not running;
  *   - every new spec goes through host_spec_parse, the validator a create
  *     uses (files beneath --allow-dir, memory that fits, the boot
@@ -170,6 +173,8 @@ int host_vm_disk_add(struct host *h, const char *name, const char *body, size_t 
 		json_decref(disk);
 		return api_err_set(e, 400, "invalid_spec", "a disk needs a \"path\" (a string)");
 	}
+	if (host_vm_is_running(h, name))        /* hotplug: disk_hotplug.c */
+		return host_vm_disk_hotadd(h, name, disk, e);
 	spec = stored_spec(h, name, e);
 	if (!spec) {
 		json_decref(disk);
@@ -184,26 +189,34 @@ int host_vm_disk_add(struct host *h, const char *name, const char *body, size_t 
 	return host_vm_set_spec(h, name, spec, "disk added", e);
 }
 
-int host_vm_disk_remove(struct host *h, const char *name, const char *path, struct api_err *e)
+int host_vm_disk_remove(struct host *h, const char *name, const char *path, const char *id,
+			int timeout_s, struct api_err *e)
 {
+	const char *key = path ? "path" : "serial", *want = path ? path : id;
 	json_t *spec, *disks, *d;
 	size_t i;
 
-	if (!path || !*path)
-		return api_err_set(e, 400, "invalid_request", "?path=PATH names the disk to remove");
+	if (!want || !*want || (path && id))
+		return api_err_set(e, 400, "invalid_request", "?path=PATH or ?id=ID (not both) names "
+				   "the disk to remove");
+	if (host_vm_is_running(h, name))        /* hotplug: disk_hotplug.c */
+		return host_vm_disk_hotremove(h, name, want, timeout_s, e);
 	spec = stored_spec(h, name, e);
 	if (!spec)
 		return -1;
 	disks = json_object_get(spec, "disks");
 	json_array_foreach(disks, i, d) {
-		if (json_is_string(json_object_get(d, "path")) &&
-		    !strcmp(json_string_value(json_object_get(d, "path")), path)) {
+		const char *p = json_string_value(json_object_get(d, "path"));
+
+		if ((json_is_string(json_object_get(d, key)) &&
+		     !strcmp(json_string_value(json_object_get(d, key)), want)) ||
+		    (id && p && !strcmp(p, id))) {   /* an id may be the path */
 			json_array_remove(disks, i);
 			return host_vm_set_spec(h, name, spec, "disk removed", e);
 		}
 	}
 	json_decref(spec);
-	return api_err_set(e, 404, "not_found", "vm \"%s\" has no disk %s", name, path);
+	return api_err_set(e, 404, "not_found", "vm \"%s\" has no disk %s", name, want);
 }
 
 int host_vm_reboot(struct host *h, const char *name, bool force, int timeout_s,

@@ -13,6 +13,9 @@
  *       decoding off (the guest assigns its BARs as for any hot-added
  *       device), and tells the guest: {"ok": true, "id": "virtio-blkN",
  *       "slot": S}.  The guest's driver binds when it has scanned the slot.
+ *       A descriptor sent with the request (SCM_RIGHTS) is the image, open
+ *       already, and P only names it: shoald opens the file itself and hands
+ *       it over, for a jailed VMM opens no paths.
  *   {"cmd": "disk-remove", "id": ID}
  *       asks the guest to give the disk back (an eject request) and answers
  *       at once with "state": "removing".  The device goes only when the
@@ -41,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/exitcode.h"
 #include "base/log.h"
@@ -48,6 +52,7 @@
 #include "devices/device.h"
 #include "devices/pci.h"
 #include "devices/pci_hotplug.h"
+#include "vmm/control.h"
 #include "vmm/vm.h"
 
 #define SERIAL_MAX 20   /* VIRTIO_BLK_ID_BYTES */
@@ -225,7 +230,7 @@ static json_t *hp_disk_add(struct vm *vm, struct hotplug *hp, json_t *req)
 	struct error e = { 0 };
 	char name[32];
 	uint16_t off = 0;
-	int slot;
+	int slot, rc;
 
 	if (!path || !*path)
 		return hp_error("%s", "disk-add: \"path\" must be a non-empty string");
@@ -247,7 +252,12 @@ static json_t *hp_disk_add(struct vm *vm, struct hotplug *hp, json_t *req)
 	disk.path = (char *)path;
 	disk.readonly = json_is_true(jro);
 	disk.serial = (char *)serial;
-	if (virtio_blk_create(&vm->host, &disk, atoi(name + strlen("virtio-blk")), &e)) {
+	disk.fd = control_take_fd();            /* shoald's open image, or -1 */
+	disk.given_fd = disk.fd >= 0;
+	rc = virtio_blk_create(&vm->host, &disk, atoi(name + strlen("virtio-blk")), &e);
+	if (disk.given_fd)
+		close(disk.fd);                 /* the block layer keeps its own */
+	if (rc) {
 		hp_drop_named(vm, name);
 		return hp_error("disk-add: %s: %s", path, e.msg);
 	}
@@ -299,10 +309,15 @@ static json_t *hp_disk_list(struct vm *vm, struct hotplug *hp)
 	for (int i = 0; i < vm->cfg.ndisks; i++) {
 		char id[32];
 
+		json_t *o;
+
 		snprintf(id, sizeof(id), "virtio-blk%d", i);
-		json_array_append_new(arr, json_pack("{s:s, s:s, s:b, s:b, s:s}", "id", id,
+		o = json_pack("{s:s, s:s, s:b, s:b, s:s}", "id", id,
 			"path", vm->cfg.disks[i].path ? vm->cfg.disks[i].path : "",
-			"readonly", vm->cfg.disks[i].readonly, "hotplugged", 0, "state", "attached"));
+			"readonly", vm->cfg.disks[i].readonly, "hotplugged", 0, "state", "attached");
+		if (vm->cfg.disks[i].serial)
+			json_object_set_new(o, "serial", json_string(vm->cfg.disks[i].serial));
+		json_array_append_new(arr, o);
 	}
 	for (int i = 0; hp && i < HOTPLUG_MAX_DISKS; i++) {
 		struct hp_disk *k = &hp->disks[i];
