@@ -49,7 +49,9 @@ LIBS    += -lsqlite3   # libcurl and libmicrohttpd: loaded on first use (src/bas
 LIBS    += -lm   # libcrypto: loaded on first use (src/base/crypto_dl.c)
 # the cloud-init seed (src/boot/cidata.c): ISO 9660 through libisofs, which
 # src/base/isofs_dl.c loads on first use (not linked)
-ALLCFLAGS = $(CPPFLAGS_ALL) $(DEBUGFLAGS) $(WARN) $(CFLAGS) $(SANFLAGS)
+# CPPFLAGS and LDFLAGS from the environment too (Debian's hardening flags
+# when debian/rules builds the package).
+ALLCFLAGS = $(CPPFLAGS_ALL) $(DEBUGFLAGS) $(WARN) $(CFLAGS) $(CPPFLAGS) $(SANFLAGS)
 
 # LIB_EXCLUDE: patterns of sources to leave out (work in progress), e.g.
 # make LIB_EXCLUDE='src/block/%'
@@ -89,11 +91,11 @@ $(BUILD)/libshoal.a: $(LIB_OBJS)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/shoal: $(MAIN_OBJ) $(BUILD)/libshoal.a
-	$(CC) $(CFLAGS) $(SANFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(CFLAGS) $(SANFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # ---- host daemon (issue #5): build/shoald, the API server ----
 $(BUILD)/shoald: $(BUILD)/obj/src/host/shoald_main.o $(BUILD)/libshoal.a
-	$(CC) $(CFLAGS) $(SANFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(CFLAGS) $(SANFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 # ---- end host daemon ----
 
 # ---- the test guest: freestanding x86-64, linked at 1 MiB, PVH entry note ----

@@ -15,6 +15,8 @@ PKGS="$PKGS libisofs-dev genisoimage"
 # each bridge, nft writes the NAT and isolation rules (iproute2's ip, in
 # every Debian, makes the bridges and TAPs).
 PKGS="$PKGS dnsmasq-base nftables"
+# debhelper builds the Debian package (scripts/build-deb.sh, slow_deb.sh).
+PKGS="$PKGS debhelper"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
