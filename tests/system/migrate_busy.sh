@@ -13,24 +13,11 @@
 # tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 
-python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
-import os, subprocess, sys, time
-shoal, guest, tmp = sys.argv[1:4]
-ok = True
-def check(name, cond, why=""):
-    global ok
-    print(("PASS: " if cond else "FAIL: ") + name + ("" if cond else ": " + str(why)))
-    ok = ok and bool(cond)
-def text(p):
-    try:
-        with open(p, "rb") as f: return f.read().decode(errors="replace")
-    except OSError: return ""
-def wait_for(cond, secs):
-    end = time.time() + secs
-    while time.time() < end:
-        if cond(): return True
-        time.sleep(0.1)
-    return False
+PYTHONPATH="$ROOT/tests/system" python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
+import os, subprocess, sys
+from vmtest import Test, text, wait_for
+T = Test(*sys.argv[1:4])
+shoal, guest, tmp, check = T.shoal, T.guest, T.tmp, T.check
 
 cmd = "echo spinning; spin 30000; echo spun; shell"
 common = ["--kernel", guest, "--cmdline", cmd, "--memory", "64M", "--cpus", "1", "--timeout", "200"]
@@ -51,5 +38,5 @@ check("... not at the source: the migration did not wait for the loop to end",
 for p in (src, dst):
     if p.poll() is None: p.kill()
     p.wait()
-sys.exit(0 if ok else 1)
+T.exit()
 PY

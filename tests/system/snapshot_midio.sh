@@ -22,32 +22,11 @@
 # tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 
-python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
-import json, os, socket, subprocess, sys, time
-shoal, guest, tmp = sys.argv[1:4]
-ok = True
-def check(name, cond, why=""):
-    global ok
-    print(("PASS: " if cond else "FAIL: ") + name + ("" if cond else ": " + str(why)))
-    ok = ok and bool(cond)
-
-def text(path):
-    try:
-        with open(path, "rb") as f: return f.read().decode(errors="replace")
-    except OSError: return ""
-
-def ctl(sock, obj):
-    c = socket.socket(socket.AF_UNIX); c.connect(sock)
-    c.sendall((json.dumps(obj) + "\n").encode())
-    line = c.makefile().readline(); c.close()
-    return json.loads(line)
-
-def wait_for(cond, secs=60):
-    end = time.time() + secs
-    while time.time() < end:
-        if cond(): return True
-        time.sleep(0.05)
-    return False
+PYTHONPATH="$ROOT/tests/system" python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
+import os, subprocess, sys, time
+from vmtest import Test, ctl, text, wait_for
+T = Test(*sys.argv[1:4])
+shoal, guest, tmp, check = T.shoal, T.guest, T.tmp, T.check
 
 def run(args, log, sock):
     p = subprocess.Popen([shoal, "run", *args, "--console", "file:" + log, "--api-socket", sock,
@@ -69,7 +48,7 @@ for i in range(ROUNDS):
     p = run(["--kernel", guest, "--cmdline", "echo ioseq-start; ioseq 1000000", "--memory", "32M"],
             src_log, src_sock)
     # let it print a few hundred lines, at a moment that differs per round
-    wait_for(lambda: text(src_log).count("\n") > 200 + 37 * i)
+    wait_for(lambda: text(src_log).count("\n") > 200 + 37 * i, 60)
     r = ctl(src_sock, {"cmd": "pause"})
     if not r.get("ok"):
         bad.append((i, "pause", r)); p.kill(); p.wait(); continue
@@ -82,7 +61,7 @@ for i in range(ROUNDS):
         bad.append((i, "snapshot", s.stderr)); continue
     dst_log, dst_sock = f"{tmp}/dst{i}.log", f"{tmp}/dst{i}.sock"
     q = run(["--restore", snap], dst_log, dst_sock)
-    wait_for(lambda: text(dst_log).count("\n") > 50)
+    wait_for(lambda: text(dst_log).count("\n") > 50, 60)
     q.kill(); q.wait()
     after = text(dst_log)
     lines = numbers(before + after)
@@ -94,5 +73,5 @@ for i in range(ROUNDS):
     subprocess.run(["rm", "-rf", snap])
 check(f"{ROUNDS} snapshots taken mid-I/O: the source's console and the restored one, end to end, "
       "are the numbers in order, each once and whole", not bad, bad)
-sys.exit(0 if ok else 1)
+T.exit()
 PY

@@ -1,0 +1,147 @@
+"""tests/system/vmtest.py - what the Python parts of the system tests share:
+PASS/FAIL lines, waiting for files and console text, typing into a VMM's
+console, talking to its control socket, and starting test-guest VMMs
+(sources and --incoming destinations) and `shoal migrate`.
+
+A script imports it with the directory of this file on sys.path:
+
+    python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
+    import sys; sys.path.insert(0, "tests/system")   # or the script's own dir
+    from vmtest import *
+    T = Test(*sys.argv[1:4])
+
+Every wait is bounded; nothing here sleeps longer than it must (each
+process start costs a good part of a second in the KVM box).
+"""
+import json
+import os
+import socket
+import subprocess
+import time
+
+
+def text(path):
+    """The file's contents as text ("" when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def wait_for(cond, secs, step=0.05):
+    """Poll cond() until it is true or secs pass; its last value."""
+    end = time.time() + secs
+    while True:
+        v = cond()
+        if v or time.time() >= end:
+            return v
+        time.sleep(step)
+
+
+def wait_path(path, p=None, secs=60):
+    """Wait until path exists (False at once if process p ended)."""
+    return wait_for(lambda: os.path.exists(path) or (p is not None and p.poll() is not None),
+                    secs) and os.path.exists(path)
+
+
+def wait_text(path, s, secs=60):
+    return wait_for(lambda: s in text(path), secs, 0.05)
+
+
+def ctl(sock, obj, secs=30):
+    """One request on a VMM's control socket; its reply ({} when none came)."""
+    c = socket.socket(socket.AF_UNIX)
+    c.settimeout(secs)
+    try:
+        c.connect(sock)
+        c.sendall((json.dumps(obj) + "\n").encode())
+        line = c.makefile().readline()
+        return json.loads(line) if line else {}
+    except (OSError, ValueError):
+        return {}
+    finally:
+        c.close()
+
+
+def type_into(sock, s, delay=0.002):
+    """Attach to the VMM's console and type s; the attached socket (close
+    it when done)."""
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(sock)
+    f = c.makefile("rwb")
+    f.write(b'{"cmd": "console-attach", "force": true}\n')
+    f.flush()
+    if not json.loads(f.readline()).get("ok"):
+        raise RuntimeError("console-attach refused")
+    for ch in s.encode():
+        c.sendall(bytes([ch]))
+        time.sleep(delay)
+    return c
+
+
+def finish(p, secs=60):
+    """Wait for p (killing it after secs); its status."""
+    try:
+        p.wait(timeout=secs)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    return p.returncode
+
+
+class VM:
+    """A VMM started by Test.start: its process, control socket, console log
+    and stderr log."""
+
+    def __init__(self, p, sock, log, err):
+        self.p, self.sock, self.log, self.err = p, sock, log, err
+
+    def console(self):
+        return text(self.log)
+
+    def stderr(self):
+        return text(self.err)
+
+    def running(self):
+        return self.p.poll() is None and ctl(self.sock, {"cmd": "status"}).get("state") == "running"
+
+
+class Test:
+    def __init__(self, shoal, guest, tmp):
+        self.shoal, self.guest, self.tmp = shoal, guest, tmp
+        self.ok = True
+
+    def check(self, name, cond, why=""):
+        print(("PASS: " if cond else "FAIL: ") + name + ("" if cond else ": " + str(why)[-600:]),
+              flush=True)
+        self.ok = self.ok and bool(cond)
+        return bool(cond)
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)
+
+    def start(self, name, cmdline, memory="64M", incoming=None, extra=(), timeout=300):
+        """`shoal run` of the test guest; with incoming (a URI) a destination,
+        returned once it says it is waiting (-v)."""
+        sock, log, err = (self.path(name + x) for x in (".sock", ".console", ".err"))
+        args = [self.shoal, "run", "--kernel", self.guest, "--cmdline", cmdline, "--memory", memory,
+                "--console", "file:" + log, "--api-socket", sock, "--timeout", str(timeout),
+                "--seccomp", "on", *extra]
+        if incoming:
+            args += ["--incoming", incoming, "-v"]
+        p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stderr=open(err, "w"))
+        vm = VM(p, sock, log, err)
+        if incoming:
+            wait_for(lambda: "waiting on" in vm.stderr() or p.poll() is not None, 30)
+        else:
+            wait_path(sock, p)
+        return vm
+
+    def migrate(self, vm, uri, *extra):
+        """`shoal migrate` of vm to uri, running (a Popen with text pipes)."""
+        return subprocess.Popen([self.shoal, "migrate", "--socket", vm.sock, uri, *extra],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def exit(self):
+        raise SystemExit(0 if self.ok else 1)
