@@ -3,8 +3,9 @@
  * frames first (issue 13 item 4; abi/pv_shared.h, docs/memory.md "Shared
  * pages kept from guest eviction").
  *
- * `vballoon ADDR LEN [hint=0|1] [dev=N]`: the host has set a target
- * (config num_pages, from `{"cmd": "balloon", "target_bytes": N}`); the
+ * `vballoon ADDR LEN [hint=0|1] [wait=SECONDS] [dev=N]`: the host sets a
+ * target (config num_pages, from `{"cmd": "balloon", "target_bytes": N}`;
+ * wait=S: the driver polls for one every 10 ms for up to S seconds); the
  * guest inflates to it with frames of its free pool [ADDR, ADDR+LEN),
  * which is this guest's allocator: frames are handed out lowest address
  * first.  With the hint (hint=1, the default) the order is private frames
@@ -29,6 +30,7 @@
 #include "balloon.h"
 #include "abi/pv_shared.h"
 #include "bootinfo.h"
+#include "lapic.h"
 #include "lib.h"
 #include "report.h"
 #include "virtio_cmd.h"
@@ -164,7 +166,7 @@ static void vb_give(struct vb_sender *s, uint64_t gpa)
 bool vballoon_cmd(int argc, char **argv)
 {
 	unsigned idx = virtio_arg_dev(&argc, argv);
-	uint64_t addr, len, n, target, hint = 1, given = 0, priv = 0;
+	uint64_t addr, len, n, target, hint = 1, wait_s = 0, given = 0, priv = 0;
 	struct virtio_dev *v;
 	struct virtq q;
 	struct vb_sender s;
@@ -172,10 +174,13 @@ bool vballoon_cmd(int argc, char **argv)
 	int64_t shared;
 	bool clone;
 
-	if (argc == 4 && str_starts(argv[3], "hint=") && parse_u64(argv[3] + 5, &hint) && hint <= 1)
+	while (argc > 3 && ((str_starts(argv[argc - 1], "hint=") &&
+			     parse_u64(argv[argc - 1] + 5, &hint) && hint <= 1) ||
+			    (str_starts(argv[argc - 1], "wait=") &&
+			     parse_u64(argv[argc - 1] + 5, &wait_s) && wait_s <= 600)))
 		argc--;
 	if (argc != 3) {
-		report("error vballoon: usage: ADDR LEN [hint=0|1] [dev=N]");
+		report("error vballoon: usage: ADDR LEN [hint=0|1] [wait=SECONDS] [dev=N]");
 		return false;
 	}
 	if (!pool_args("vballoon", argv, &addr, &len))
@@ -184,6 +189,10 @@ bool vballoon_cmd(int argc, char **argv)
 	if (!(v = virtio_open("vballoon", VIRTIO_ID_BALLOON, idx, 0)))
 		return false;
 	target = virtio_cfg32(v, 0);
+	for (uint64_t t = 0; !target && t < wait_s * 100; t++) {   /* wait for the host to ask */
+		lapic_sleep_us(10000);
+		target = virtio_cfg32(v, 0);
+	}
 	if (!target || target > n) {
 		report("error vballoon: the host's target is %lu pages; the pool has %lu", target, n);
 		virtio_reset(v);

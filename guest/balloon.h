@@ -7,7 +7,7 @@
 
 #include <stdbool.h>
 
-bool vballoon_cmd(int argc, char **argv);	/* vballoon ADDR LEN [hint=0|1] [dev=N] */
+bool vballoon_cmd(int argc, char **argv);	/* vballoon ADDR LEN [hint=0|1] [wait=S] [dev=N] */
 bool pvshared_cmd(int argc, char **argv);	/* pvshared ADDR LEN */
 
 #endif

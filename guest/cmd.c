@@ -338,7 +338,7 @@ static const struct cmd cmd_table[] = {
 	{ "vrng", vrng_cmd, "[BYTES] [dev=N]" },
 	{ "vcon", vcon_cmd, "[TEXT...] [wait=MS] [dev=N]" },
 	{ "vhostile", vhostile_cmd, "loop|oob|len|nested|badhead|all" },
-	{ "vballoon", vballoon_cmd, "ADDR LEN [hint=0|1] [dev=N] (inflate to the host's target, private frames first)" },
+	{ "vballoon", vballoon_cmd, "ADDR LEN [hint=0|1] [wait=S] [dev=N] (inflate to the host's target, private first)" },
 	{ "pvshared", pvshared_cmd, "ADDR LEN (frames still shared with the template)" },
 	{ "protect", protect_cmd, "register|ro|na|unprotect|write|read|peek|bad|unregister ARGS (pv-protect)" },
 };
