@@ -422,8 +422,9 @@ out:
 }
 
 /* A snapshot object (GET /v1/snapshots/NAME, store/snapobj.c): every
- * part's missing chunks, one GET /v1/chunks/HEX each, then the object,
- * recorded last (as an image's manifest is). */
+ * part's missing chunks, as an image's (runs as Ranges of
+ * /v1/snapshots/NAME/PART/raw, a chunk alone from /v1/chunks), then the
+ * object, recorded last (as an image's manifest is). */
 int store_pull_snapshot(const struct store_pull_opts *o, struct store_pull_stats *st, struct error *e)
 {
 	struct client x = { .from = o->from };
@@ -490,7 +491,8 @@ int store_pull_snapshot(const struct store_pull_opts *o, struct store_pull_stats
 	}
 	for (size_t i = 0; i < n; i++) {
 		snprintf(what, sizeof(what), "snapshot %s/%s", o->name, pn[i]);
-		if (fetch_missing(&x, s, &pm[i], NULL, what, o, st, &since_commit, &b, e))
+		snprintf(path, sizeof(path), "/v1/snapshots/%s/%s/raw", o->name, pn[i]);
+		if (fetch_missing(&x, s, &pm[i], path, what, o, st, &since_commit, &b, e))
 			goto out;
 	}
 	if (store_snap_put(s, o->name, desc, pn, pm, n, e))

@@ -10,6 +10,7 @@
  *   GET /v1/chunks/HEX             one chunk's bytes
  *   GET /v1/snapshots/NAME         a snapshot object: its files, disks and
  *                                  each part's chunks (store/snapobj.c)
+ *   GET /v1/snapshots/NAME/PART/raw  a part's bytes, with Range, as /raw
  *
  * Why libmicrohttpd: shoald already links it (so `shoal` maps nothing it
  * did not map before), it does HTTP/1.1 parsing, limits (connections,
@@ -668,8 +669,10 @@ static int parse_range(const char *v, uint64_t size, uint64_t *a, uint64_t *b)
 	return 1;
 }
 
+/* An image's bytes; with `part`, those of part PART of snapshot `name`
+ * (/v1/snapshots/NAME/PART/raw, granted as the snapshot is). */
 static enum MHD_Result get_raw(struct srv *s, struct MHD_Connection *c, struct conn *k,
-			       const char *method, const char *url, const char *name)
+			       const char *method, const char *url, const char *name, const char *part)
 {
 	struct error e = { 0 };
 	struct store *sto;
@@ -695,11 +698,12 @@ static enum MHD_Result get_raw(struct srv *s, struct MHD_Connection *c, struct c
 		raw_free(r);
 		return refuse(c, k, method, url, st, "%s", why);
 	}
-	if (!(sto = srv_store(s, &e)) || store_manifest_get(sto, name, &r->m, &e)) {
+	if (!(sto = srv_store(s, &e)) ||
+	    (part ? store_snap_part_manifest(sto, name, part, &r->m, &e) : store_manifest_get(sto, name, &r->m, &e))) {
 		pthread_mutex_unlock(&s->mu);
 		raw_free(r);
 		return refuse(c, k, method, url, e.status == EXIT_NOINPUT ? MHD_HTTP_NOT_FOUND : MHD_HTTP_INTERNAL_SERVER_ERROR,
-			      "image %s: %s", name, e.msg);
+			      "%s %s: %s", part ? "snapshot" : "image", name, e.msg);
 	}
 	pthread_mutex_unlock(&s->mu);
 	r->off = malloc(((size_t)r->m.n + 1) * sizeof(*r->off));
@@ -812,16 +816,30 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 			else if (!strcmp(slash, "/manifest"))
 				ret = get_manifest(s, c, k, method, url, name);
 			else
-				ret = get_raw(s, c, k, method, url, name);
+				ret = get_raw(s, c, k, method, url, name, NULL);
 		}
 	} else if (!strncmp(url, "/v1/chunks/", 11)) {
 		ret = get_chunk(s, c, k, method, url, url + 11);
 	} else if (!strncmp(url, "/v1/snapshots/", 14)) {
-		if (store_name_check(url + 14, NULL))
+		/* NAME, or NAME/PART/raw */
+		char part[80] = "";
+
+		p = url + 14;
+		slash = strchr(p, '/');
+		snprintf(name, sizeof(name), "%.*s", slash ? (int)(slash - p) : 79, p);
+		if (slash) {
+			const char *s2 = strchr(slash + 1, '/');
+
+			if (s2 && !strcmp(s2, "/raw") && s2 - slash - 1 < (long)sizeof(part))
+				snprintf(part, sizeof(part), "%.*s", (int)(s2 - slash - 1), slash + 1);
+		}
+		if (store_name_check(name, NULL) || (slash && store_name_check(part, NULL)))
 			ret = refuse(c, k, method, url, MHD_HTTP_BAD_REQUEST,
-				     "snapshot name '%.80s': 1 to 64 of letters, digits, '.', '_' and '-', not starting with '.'", url + 14);
+				     "'%.120s': /v1/snapshots/NAME or /v1/snapshots/NAME/PART/raw, names of 1 to 64 letters, digits, '.', '_' and '-', not starting with '.'", p);
+		else if (slash)
+			ret = get_raw(s, c, k, method, url, name, part);
 		else
-			ret = get_snapshot(s, c, k, method, url, url + 14);
+			ret = get_snapshot(s, c, k, method, url, name);
 	} else {
 		ret = refuse(c, k, method, url, MHD_HTTP_NOT_FOUND,
 			     "no such path: the paths are /v1/images, /v1/images/NAME/manifest, /v1/images/NAME/raw and /v1/chunks/SHA256");

@@ -643,6 +643,8 @@ void store_snap_users_of(struct store *s, const char *image, char *out, size_t l
 
 /* ---- the image server and pull (serve.c, pull.c) ---- */
 
+static void free_parts(char **pn, struct store_manifest *pm, size_t n);
+
 /* The manifest of every part of object `obj` (`name`), as parallel arrays
  * of part names and manifests; a disk that refers to an image is part
  * "disk-N" with that image's manifest. */
@@ -688,6 +690,33 @@ static int load_parts(struct store *s, const char *name, json_t *obj, char ***pn
 		*n = ++k;
 	}
 	return 0;
+}
+
+int store_snap_part_manifest(struct store *s, const char *name, const char *part,
+			     struct store_manifest *m, struct error *e)
+{
+	json_t *obj = load_obj(s, name, e);
+	struct store_manifest *pm = NULL;
+	char **pn = NULL;
+	size_t n = 0;
+	int rc = -1;
+
+	memset(m, 0, sizeof(*m));
+	if (!obj)
+		return -1;
+	if (!load_parts(s, name, obj, &pn, &pm, &n, e)) {
+		for (size_t i = 0; i < n && rc; i++)
+			if (!strcmp(pn[i], part)) {
+				*m = pm[i];
+				memset(&pm[i], 0, sizeof(pm[i]));
+				rc = 0;
+			}
+		if (rc)
+			error_set(e, EXIT_NOINPUT, "no part '%s' in snapshot %s", part, name);
+	}
+	free_parts(pn, pm, n);
+	json_decref(obj);
+	return rc;
 }
 
 static void free_parts(char **pn, struct store_manifest *pm, size_t n)

@@ -56,6 +56,10 @@ json_t *store_snap_describe(struct store *s, const char *name, struct error *e);
  * (with repeats); free(*h).  The server serves a client these chunks. */
 int store_snap_hashes(struct store *s, const char *name, uint8_t (**h)[32], size_t *n,
 		      struct error *e);
+/* The manifest of part `part` of snapshot `name` (a file's name, or
+ * "disk-N"; the image it refers to for a disk by reference). */
+int store_snap_part_manifest(struct store *s, const char *name, const char *part,
+			     struct store_manifest *m, struct error *e);
 /* A description from a server, checked: its files and disks each name a
  * part, the names are image names (so no path leaves the object). */
 int store_snap_check_desc(json_t *desc, const char *where, struct error *e);

@@ -13,6 +13,7 @@
 # named by verify and export (which leaves no OUTDIR); a writer clears a
 # killed import's leftover.  Then through `shoal store serve`: a client
 # granted snapshot s1 pulls it (pull-snapshot) and exports it byte-equal,
+# reads a Range of a part (/v1/snapshots/s1/memory/raw),
 # is refused s2 (403) until granted, then pulls s2 fetching only what s1
 # did not bring.  The KVM half (a real test-guest snapshot restored from
 # the store) is store_snapshot_kvm.sh.
@@ -215,6 +216,12 @@ code=$(curl -s -o /dev/null -w '%{http_code}' --cacert ca.pem $U/v1/snapshots/s1
 [ -n "$H" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert ca.pem --cert c1.pem --key c1.key $U/v1/chunks/$H)" = 200 ] &&
 	[ "$code" != 200 ] && pass "a granted snapshot's chunk is served (200); without a certificate the snapshot is refused ($code)" ||
 	fail "chunks of a snapshot" "H=$H code=$code"
+curl -sS --cacert ca.pem --cert c1.pem --key c1.key -r 1000000-1999999 -o part.bin $U/v1/snapshots/s1/memory/raw &&
+	cmp part.bin <(tail -c +1000001 s1/memory | head -c 1000000) &&
+	code=$(curl -s -o /dev/null -w '%{http_code}' --cacert ca.pem --cert c1.pem --key c1.key $U/v1/snapshots/s2/memory/raw) &&
+	[ "$code" = 403 ] &&
+	pass "/v1/snapshots/s1/memory/raw with a Range gives those bytes of s1's memory; s2's (not granted) is 403" ||
+	fail "snapshot part raw" "code=$code"
 "$SHOAL" store grant st c1.pem s2 >/dev/null &&
 	"$SHOAL" store pull-snapshot st2 s2 $P --output json >p2.json 2>p2.err &&
 	"$SHOAL" store export-snapshot st2 s2 p2 && cmp s2/memory p2/memory &&
