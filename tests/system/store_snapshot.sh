@@ -10,12 +10,14 @@
 # pointing at it with its inode and time; ls/du/rm/gc/verify count
 # snapshot objects; a changed disk, names taken, an unknown name and an
 # existing OUTDIR are one clear line each; a flipped byte in a segment is
-# named by verify and export (which leaves no OUTDIR); a writer clears a
-# killed import's leftover.  Then through `shoal store serve`: a client
+# named by verify and export (which leaves no OUTDIR); imports killed
+# with SIGKILL leave each object whole or absent, and a writer clears the
+# leftovers.  Then through `shoal store serve`: a client
 # granted snapshot s1 pulls it (pull-snapshot) and exports it byte-equal,
 # reads a Range of a part (/v1/snapshots/s1/memory/raw),
 # is refused s2 (403) until granted, then pulls s2 fetching only what s1
-# did not bring.  The KVM half (a real test-guest snapshot restored from
+# did not bring; a pull killed mid-way leaves no object and its rerun
+# completes.  The KVM half (a real test-guest snapshot restored from
 # the store) is store_snapshot_kvm.sh.
 . "$(dirname "$0")/lib.sh"
 
@@ -158,6 +160,27 @@ mkdir st/snapshots/.s9.tmp-1 && touch st/snapshots/.s9.tmp-1/memory.mf && "$SHOA
 	[ ! -e st/snapshots/.s9.tmp-1 ] && pass "a writer removes a killed import's leftover (snapshots/.s9.tmp-1)" ||
 	fail "leftover" "$(ls -A st/snapshots)"
 
+# ---- SIGKILL during import: the object is whole or absent ----
+"$SHOAL" store init stk >/dev/null
+whole=0 absent=0 bad=0
+for k in 1 2 3 4 5 6; do
+	"$SHOAL" store import-snapshot stk s$((k % 4 + 1)) --name k$k >/dev/null 2>&1 &
+	pid=$!
+	sleep "0.$((RANDOM % 4))$((RANDOM % 10))"
+	kill -9 $pid 2>/dev/null
+	wait $pid 2>/dev/null
+	if [ -e stk/snapshots/k$k ]; then
+		"$SHOAL" store export-snapshot stk k$k ok$k 2>/dev/null && cmp -s ok$k/memory s$((k % 4 + 1))/memory &&
+			whole=$((whole + 1)) || bad=$((bad + 1))
+	else
+		absent=$((absent + 1))
+	fi
+done
+"$SHOAL" store gc stk >/dev/null 2>&1 && "$SHOAL" store verify stk >/dev/null 2>&1 &&
+	[ -z "$(ls -A stk/snapshots | grep '^\.')" ] && [ $bad = 0 ] &&
+	pass "6 imports killed (SIGKILL) at 0 to 0.4 s: $whole whole (export byte-equal), $absent absent, none half; gc clears the leftovers, verify clean" ||
+	fail "killed imports" "whole=$whole absent=$absent bad=$bad $(ls -A stk/snapshots)"
+
 # ---- damage ----
 cp -a st stc
 python3 - <<'EOF'
@@ -228,6 +251,14 @@ curl -sS --cacert ca.pem --cert c1.pem --key c1.key -r 1000000-1999999 -o part.b
 	[ "$(J p2.json "d['fetched_bytes'] * 4 < d['size']")" = True ] &&
 	pass "granted, pull-snapshot s2 fetches $(J p2.json "d['fetched']") chunks ($(J p2.json "d['fetched_bytes']") bytes of $(J p2.json "d['size']")): the rest came with s1" ||
 	fail "pull s2" "$(cat p2.json p2.err)"
+"$SHOAL" store grant st c1.pem s3 >/dev/null
+(SHOAL_TEST_PULL_KILL_AFTER=10 "$SHOAL" store pull-snapshot st2 s3 $P >/dev/null 2>&1) 2>/dev/null
+rc=$?
+[ $rc = 137 ] && [ ! -e st2/snapshots/s3 ] &&
+	"$SHOAL" store pull-snapshot st2 s3 $P --output json >p3.json 2>p3.err &&
+	"$SHOAL" store export-snapshot st2 s3 p3 && cmp s3/memory p3/memory &&
+	pass "a pull-snapshot killed after 10 chunks leaves no object; the rerun completes byte-equal, fetching $(J p3.json "d['fetched']") chunks" ||
+	fail "killed pull-snapshot" "rc=$rc $(cat p3.json p3.err 2>/dev/null)"
 refused "pull-snapshot of one already here" "a snapshot named 's2' is already here" \
 	"$SHOAL" store pull-snapshot st2 s2 $P
 "$SHOAL" store verify st2 >/dev/null 2>&1 && pass "verify of the pulling store is clean" || fail "verify st2" ""
