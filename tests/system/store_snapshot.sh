@@ -252,7 +252,7 @@ curl -sS --cacert ca.pem --cert c1.pem --key c1.key -r 1000000-1999999 -o part.b
 	pass "granted, pull-snapshot s2 fetches $(J p2.json "d['fetched']") chunks ($(J p2.json "d['fetched_bytes']") bytes of $(J p2.json "d['size']")): the rest came with s1" ||
 	fail "pull s2" "$(cat p2.json p2.err)"
 "$SHOAL" store grant st c1.pem s3 >/dev/null
-(SHOAL_TEST_PULL_KILL_AFTER=10 "$SHOAL" store pull-snapshot st2 s3 $P >/dev/null 2>&1) 2>/dev/null
+(SHOAL_TEST_PULL_KILL_AFTER=10 "$SHOAL" store pull-snapshot st2 s3 $P >/dev/null 2>&1; exit $?) 2>/dev/null
 rc=$?
 [ $rc = 137 ] && [ ! -e st2/snapshots/s3 ] &&
 	"$SHOAL" store pull-snapshot st2 s3 $P --output json >p3.json 2>p3.err &&
