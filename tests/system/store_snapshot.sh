@@ -3,7 +3,9 @@
 # mechanism 34; docs/store.md "Snapshots in the store"), on the host, no
 # KVM: five snapshot directories of one template (clones: the same 24 MiB
 # memory but 256 KiB each of their own, a state file, a raw disk) and one
-# whose disk is a qcow2 image already in the store (by chain identity).
+# whose disk is a qcow2 image already in the store (by chain identity),
+# and one whose disk is a qcow2 overlay over that image (flattened: only
+# the chunks of its own bytes are new).
 # import-snapshot stores each; the clones after the first add a small share
 # of their bytes; export-snapshot gives the files back byte for byte
 # (memory sparse), the disk as OUTDIR/disk-0.raw, and manifest.json's disk
@@ -148,6 +150,17 @@ refused "import of a snapshot whose disk changed" "disk6.raw: changed or replace
 refused "rm of an image a snapshot refers to" "image 'base' is a disk of snapshots: s7" "$SHOAL" store rm st base
 "$SHOAL" store export-snapshot st s7 out7 && cmp disk.raw out7/disk-0.raw && cmp s1/memory out7/memory &&
 	pass "export of s7 writes the referenced image as its disk" || fail "export s7" ""
+
+# A qcow2 overlay over that base, 64 KiB of its own: the disk goes in
+# flattened, and only the chunks around its own bytes are new.
+"$SHOAL" img create -f qcow2 -b "$PWD/base.qcow2" -F qcow2 ov.qcow2 >/dev/null &&
+	"$SHOAL" img io -c "write -P 0x5a 1048576 65536" ov.qcow2 >/dev/null &&
+	cp -a s1 s8 && mk_manifest s8 ov.qcow2 '{"id": "no-such-chain", "generation": 1}' &&
+	"$SHOAL" store import-snapshot st s8 --name s8 --output json >i8.json 2>i8.err &&
+	[ "$(J i8.json "d['disks_by_reference']")" = 0 ] && [ "$(J i8.json "d['new_bytes']")" -lt $((256 << 10)) ] &&
+	"$SHOAL" store export-snapshot st s8 out8 && "$SHOAL" img compare ov.qcow2 out8/disk-0.raw >/dev/null &&
+	pass "a qcow2 overlay over a stored base goes in as the guest sees it: $(J i8.json "d['new_bytes']") new bytes (its own 64 KiB and their chunks), exported equal" ||
+	fail "overlay disk" "$(cat i8.json i8.err)"
 
 # ---- rm, gc, verify ----
 "$SHOAL" store rm st s5 && "$SHOAL" store gc st --output json >gc.json &&
