@@ -126,7 +126,7 @@ check("post-copy: the destination said every missing page arrived and unregister
       "post-copy done" in console(dst[3]), console(dst[3])[-600:])
 
 # ---- a destination killed during post-copy ----
-src, dst, m, s = start("kill", "echo never")
+src, dst, m, s = start("kill", "echo resumed")
 end, st = time.time() + 60, {}
 while time.time() < end and m.poll() is None:
     try: st = ctl(src[1], {"cmd": "migrate-status"})
@@ -143,8 +143,8 @@ check("kill: shoal migrate fails (70), saying the VM is lost there and how many 
 check("kill: the source VMM did not crash: it runs, answers, and reports the failure",
       src[0].poll() is None and ctl(src[1], {"cmd": "migrate-status"}).get("state") == "failed",
       console(src[3])[-400:])
-check("kill: the source guest did not resume (its console stops before 'never')",
-      "\nnever" not in console(src[2]).replace("\r", ""), console(src[2])[-200:])
+check("kill: the source keeps its copy of the VM paused, not resumed",
+      ctl(src[1], {"cmd": "status"}).get("state") == "paused", console(src[3])[-400:])
 src[0].kill(); src[0].wait()
 sys.exit(0 if ok else 1)
 PY
