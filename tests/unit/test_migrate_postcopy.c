@@ -6,7 +6,18 @@
  *     and one that is not;
  *   - a destination refuses, with status 84 and its own message, a list of
  *     another page count, one cut short or too long, and a bit set past
- *     the last page (which would name a page outside its RAM).
+ *     the last page (which would name a page outside its RAM);
+ *   - the destination's thread against a fake source on a socketpair, on
+ *     a 16 MiB memfd (its first 64 pages in play): the stale copies of the missing pages are gone
+ *     (the arm punched them); a host thread reading a missing page waits
+ *     in the fault and the thread asks for it (SHOALPRQ and its index),
+ *     gets it from a "ram" section and wakes the reader with its bytes; a
+ *     hole that is not missing reads as zeros at once, unasked; the rest
+ *     pushed and "end": the thread answers SHOALFIN with the count it
+ *     asked for, and the memory holds the new pages where they were
+ *     missing and the old ones elsewhere;
+ *   - a source that goes away mid-way: the destination process exits 70
+ *     (a child process), never letting a waiter read zeros.
  * The whole path (faults, requests, pushes, a killed destination) is
  * tests/system/migrate_postcopy.sh.
  */
@@ -14,12 +25,22 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "base/exitcode.h"
+#include "base/guest_mem.h"
+#include "base/log.h"
 #include "base/state.h"
+#include "state/migrate.h"
+#include "state/migrate_net.h"
 #include "state/migrate_postcopy.h"
 
 static void roundtrip(uint64_t pages)
@@ -98,11 +119,177 @@ static void test_refused(void **state)
 	state_writer_free(&w);
 }
 
+/* ---- the destination's thread against a fake source ---- */
+
+#define PAGES 64u                        /* the pages in play */
+#define PG 4096u
+#define MEMSZ (16u << 20)                /* the smallest guest memory */
+
+static uint8_t old_byte(uint64_t p) { return (uint8_t)(0x10 + p); }
+static uint8_t new_byte(uint64_t p) { return (uint8_t)(0x80 + p); }
+
+/* Memory whose first 64 pages are each filled with old_byte; the missing ones (every
+ * odd page) are to come as new_byte; page 2 is a hole.  Armed and started
+ * on one end of a socketpair, the other in *src.  -1: no userfaultfd
+ * here (skipped). */
+static int dst_setup(struct guest_mem *m, int *src)
+{
+	uint64_t *bits = calloc(MEMSZ / PG / 64, 8), missing = 0;
+	struct migrate_pc_dst *d;
+	struct migrate_in in = { .fd = -1 };
+	struct error e = { 0 };
+	int sv[2];
+
+	assert_non_null(bits);
+	assert_int_equal(guest_mem_create(m, MEMSZ, &e), 0);
+	for (uint64_t p = 0; p < PAGES; p++) {
+		memset(m->host + p * PG, old_byte(p), PG);
+		if (p % 2) {
+			*bits |= 1ULL << p;
+			missing++;
+		}
+	}
+	assert_int_equal(fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 2 * PG, PG), 0);
+	if (migrate_postcopy_arm(m, false, false, bits, missing, &d, &e)) {
+		print_message("skipped: %s\n", e.msg);
+		guest_mem_destroy(m);
+		return -1;
+	}
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	in.fd = sv[0];
+	assert_int_equal(migrate_postcopy_start(d, &in, &e), 0);
+	assert_int_equal(in.fd, -1);         /* the thread's now */
+	*src = sv[1];
+	return 0;
+}
+
+/* The fake source: one "ram" section with pages [first, first+n), new. */
+static void send_pages(int fd, uint64_t first, uint64_t n)
+{
+	struct state_writer w;
+	size_t mark;
+	uint8_t page[PG];
+
+	state_writer_init(&w);
+	mark = migrate_section_begin(&w, "ram");
+	state_put_u64(&w, first * PG | MIGRATE_RAM_DATA);
+	state_put_u32(&w, (uint32_t)n);
+	for (uint64_t p = first; p < first + n; p++) {
+		memset(page, new_byte(p), PG);
+		state_put_bytes(&w, page, PG);
+	}
+	migrate_section_end(&w, 0, mark);
+	assert_false(w.error);
+	assert_int_equal(migrate_send_all(fd, w.data, w.len), 0);
+	state_writer_free(&w);
+}
+
+struct reader {
+	const uint8_t *at;
+	uint8_t first, last;
+};
+
+static void *read_page(void *arg)
+{
+	struct reader *r = arg;
+
+	r->first = r->at[0];                 /* waits in the fault until placed */
+	r->last = r->at[PG - 1];
+	return NULL;
+}
+
+static void test_dst_thread(void **state)
+{
+	struct guest_mem m;
+	struct reader r5, r2;
+	pthread_t t5, t2;
+	uint8_t msg[16];
+	uint64_t arg;
+	int src;
+	struct state_writer w;
+	size_t mark;
+
+	(void)state;
+	log_threshold = LOG_ERROR;
+	if (dst_setup(&m, &src))
+		skip();
+	/* a hole, not missing: zeros, and nothing asked */
+	r2 = (struct reader){ .at = m.host + 2 * PG };
+	assert_int_equal(pthread_create(&t2, NULL, read_page, &r2), 0);
+	pthread_join(t2, NULL);
+	assert_int_equal(r2.first, 0);
+	assert_int_equal(r2.last, 0);
+	/* a missing page: asked for, and the reader waits for it */
+	r5 = (struct reader){ .at = m.host + 5 * PG, .first = 0xee };
+	assert_int_equal(pthread_create(&t5, NULL, read_page, &r5), 0);
+	assert_int_equal(migrate_recv_all(src, msg, 16), 1);
+	assert_memory_equal(msg, MIGRATE_PC_REQUEST, 8);
+	memcpy(&arg, msg + 8, 8);
+	assert_int_equal(arg, 5);
+	usleep(20000);
+	assert_int_equal(r5.first, 0xee);     /* still waiting, not zeros */
+	send_pages(src, 5, 1);
+	pthread_join(t5, NULL);
+	assert_int_equal(r5.first, new_byte(5));
+	assert_int_equal(r5.last, new_byte(5));
+	/* the rest pushed (page 5 again: skipped), then the end */
+	for (uint64_t p = 1; p < PAGES; p += 2)
+		send_pages(src, p, 1);
+	state_writer_init(&w);
+	mark = migrate_section_begin(&w, "end");
+	migrate_section_end(&w, 0, mark);
+	assert_int_equal(migrate_send_all(src, w.data, w.len), 0);
+	state_writer_free(&w);
+	assert_int_equal(migrate_recv_all(src, msg, 16), 1);
+	assert_memory_equal(msg, MIGRATE_PC_FINISHED, 8);
+	memcpy(&arg, msg + 8, 8);
+	assert_int_equal(arg, 1);             /* one page asked for */
+	for (uint64_t p = 0; p < PAGES; p++) {
+		uint8_t want = p == 2 ? 0 : p % 2 ? new_byte(p) : old_byte(p);
+
+		if (m.host[p * PG] != want || m.host[p * PG + PG - 1] != want)
+			fail_msg("page %u holds 0x%x, not 0x%x", (unsigned)p, m.host[p * PG], want);
+	}
+	close(src);
+	guest_mem_destroy(&m);
+}
+
+static void test_dst_source_lost(void **state)
+{
+	pid_t pid;
+	int st;
+
+	(void)state;
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct guest_mem m;
+		struct reader r;
+		int src;
+
+		log_threshold = LOG_ERROR;
+		if (dst_setup(&m, &src))
+			_exit(77);
+		send_pages(src, 1, 1);
+		close(src);                       /* the source goes away */
+		r = (struct reader){ .at = m.host + 3 * PG };
+		read_page(&r);                    /* waits: the process ends first */
+		_exit(r.first == new_byte(3) ? 0 : 1);   /* never reached */
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
+		skip();
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), EXIT_HOST);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_refused),
+		cmocka_unit_test(test_dst_thread),
+		cmocka_unit_test(test_dst_source_lost),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
