@@ -5,8 +5,10 @@
 # snapshot is taken and the original goes on and exits; the snapshot is
 # imported into a store (import-snapshot) and exported to a new directory
 # (export-snapshot); memory and state are byte-equal to the snapshot's,
-# the disk equal to the parent's; then the original snapshot and its disk
-# are moved away, and `shoal run --restore` of the exported directory
+# the disk equal to the parent's; an empty store pulls it from `shoal
+# store serve` (pull-snapshot, granted) and exports it again; then the
+# original snapshot and its disk are moved away, and `shoal run
+# --restore` of the pulled export
 # finds the memory pattern and the disk pattern of the snapshot instant
 # (verify ok, vblk-verify ok) and exits with the code typed.  The
 # host-only half (dedup, ls/rm/gc/verify, serve and pull) is
@@ -96,16 +98,48 @@ parent = json.load(open(os.path.join(snap, "manifest.json")))["disks"][0]["path"
 check("the exported disk is the parent's bytes (the snapshot instant)",
       r.returncode == 0 and filecmp.cmp(parent, os.path.join(out, "disk-0.raw"), shallow=False))
 
+# The access host: pull it from `shoal store serve` (a grant for vm1) into
+# an empty store and export that; this is the directory that runs.
+def osl(cmd):
+    return subprocess.run(cmd, shell=True, cwd=tmp, capture_output=True, executable="/bin/bash").returncode == 0
+made = osl("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key "
+           "-out ca.pem -days 2 -subj /CN=ca") and all(osl(
+    f"openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {n}.key -out {n}.csr -subj /CN={n} && "
+    f"openssl x509 -req -in {n}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {n}.pem -days 2 -extfile <(echo '{x}')")
+    for n, x in (("server", "subjectAltName=IP:127.0.0.1"), ("host", "extendedKeyUsage=clientAuth")))
+pulled = os.path.join(tmp, "pulled")
+if made:
+    sh("store", "grant", st, os.path.join(tmp, "host.pem"), "vm1")
+    srv = subprocess.Popen([shoal, "store", "serve", st, "--listen", "127.0.0.1:0", "--cert",
+                            os.path.join(tmp, "server.pem"), "--key", os.path.join(tmp, "server.key"),
+                            "--client-ca", os.path.join(tmp, "ca.pem")], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    port = srv.stdout.readline().split("https://127.0.0.1:")[-1].split()[0].rstrip("/")
+    st2 = os.path.join(tmp, "st2")
+    sh("store", "init", st2)
+    r = sh("store", "pull-snapshot", st2, "vm1", "--from", f"https://127.0.0.1:{port}",
+           "--cert", os.path.join(tmp, "host.pem"), "--key", os.path.join(tmp, "host.key"),
+           "--ca", os.path.join(tmp, "ca.pem"))
+    srv.terminate(); srv.wait()
+    r2 = sh("store", "export-snapshot", st2, "vm1", pulled)
+    check("pull-snapshot from the served store (granted) and export it", r.returncode == 0 and r2.returncode == 0,
+          r.stdout + r.stderr + r2.stderr)
+    check("the pulled export's memory and state are the snapshot's", r2.returncode == 0 and
+          all(filecmp.cmp(os.path.join(snap, n), os.path.join(pulled, n), shallow=False) for n in ("memory", "state")))
+else:
+    print("SKIP: pull: openssl could not make the certificates")
+    pulled = out
+
 # Only the exported directory is left to run from.
 away = os.path.join(tmp, "away")
 os.mkdir(away)
 for n in os.listdir(tmp):
     if n.startswith("disk") or n == "snap":
         os.rename(os.path.join(tmp, n), os.path.join(away, n))
-p, sock, log = start("restored", None, restore=out)
+p, sock, log = start("restored", None, restore=pulled)
 rc, err = run_in(sock, p, f"verify {A} 16M 7; vblk-verify 64 7; exit 6\r")
 c = console(log)
-check("shoal run --restore of the exported snapshot: the memory and disk of the snapshot instant "
+check("shoal run --restore of the pulled, exported snapshot: the memory and disk of the snapshot instant "
       "(verify ok, vblk-verify ok), exit 6",
       rc == 6 and "verify ok" in c and "vblk-verify ok sectors=64 seed=7" in c and "verify bad" not in c,
       (rc, err[-600:], c[-400:]))
