@@ -41,6 +41,9 @@
  *     is rewritten only where it names the disks (path, format, size,
  *     inode, time; a raw disk has no chain identity), so `shoal run
  *     --restore OUTDIR` checks them as it checks any snapshot's disks.
+ *   - Files named disk-* in a snapshot directory are not parts: they are
+ *     an export's disks (imported as the disks manifest.json names) and
+ *     the overlays restores made beside them, so an export imports again.
  *   - snapshot.json is parsed strictly: a part name is checked as an image
  *     name before it becomes a path, so an object cannot name a file
  *     outside its directory.
@@ -282,13 +285,14 @@ int store_snap_import(struct store *s, const char *snapdir, const char *name,
 		struct stat sb;
 		char **nv;
 
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+		/* disk-*: an export's disks (stored as the disks the manifest
+		 * names) and the overlays restores of it made beside them */
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || !strncmp(de->d_name, "disk-", 5))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", snapdir, de->d_name);
-		if (lstat(path, &sb) || !S_ISREG(sb.st_mode) || store_name_check(de->d_name, NULL) ||
-		    !strncmp(de->d_name, "disk-", 5)) {
+		if (lstat(path, &sb) || !S_ISREG(sb.st_mode) || store_name_check(de->d_name, NULL)) {
 			error_set(e, EXIT_BADSTATE, "%s: not a file a snapshot has (a regular file named "
-				  "1..64 of [A-Za-z0-9._-], not disk-*)", path);
+				  "1..64 of [A-Za-z0-9._-])", path);
 			closedir(dir);
 			goto out;
 		}

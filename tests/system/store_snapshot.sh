@@ -115,6 +115,12 @@ ok = (d['path'] == p and d['format'] == 'raw' and d['size'] == st.st_size and d[
 sys.exit(0 if ok else 1)
 EOF
 
+"$SHOAL" store import-snapshot st out3 --name s3again --output json >i3.json 2>i3.err &&
+	[ "$(J i3.json "'%d %d %d' % (d['files'], d['disks'], d['new_chunks'])")" = "3 1 1" ] &&
+	pass "an export imports again (its disk-0.raw as its disk): one new chunk, its rewritten manifest.json" ||
+	fail "re-import" "$(cat i3.json i3.err)"
+"$SHOAL" store rm st s3again
+
 # ---- refusals, one line each ----
 refused() {	# refused NAME WANT-TEXT CMD...
 	local n=$1 want=$2
