@@ -199,7 +199,8 @@ def sample(vmm, tag, mem, fill, dirty, typed, want):
                             "why": (out + err).strip()[-200:]}, None
                 return None, f"shoal migrate: status {mp.returncode}: {out.strip()} {err.strip()}"
             res = {"wall": ms(wall), "total": info["total_ms"], "down": info["downtime_ms"],
-                   "passes": info.get("round"), "data": info.get("bytes", 0) / 2**20}
+                   "passes": info.get("round"), "data": info.get("bytes", 0) / 2**20,
+                   "phases": info.get("downtime_phases_ms") or {}}
         else:
             q = QMP(ssock, now() + 30)
             q.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40, "downtime-limit": 300})
@@ -295,7 +296,9 @@ for mem, fill, n, dirty in cases:
                 print(f"{NAME[vmm]:6} round {i}: " + ", ".join(f"{k} {res[k]:.1f}" for _, k in FIGS
                                                           if res.get(k) is not None) +
                       f" (source boot and fill {res['prompt']:.0f} ms)" +
-                      (", pattern verified at the destination" if typed and "verify" in typed else ""),
+                      (", pattern verified at the destination" if typed and "verify" in typed else "") +
+                      ("; downtime's pieces (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                               res["phases"].items()) if res.get("phases") else ""),
                       flush=True)
             else:
                 print(f"{NAME[vmm]:6} round {i}: NOT CONVERGED in {cap:.0f} s, cancelled: {res['why']}",
@@ -303,6 +306,11 @@ for mem, fill, n, dirty in cases:
     print(f"\n{mem} guest, {what}: medians of the samples that completed, {now() - started:.0f} s in all"
           " (shoal/qemu below 1: Shoal took less)")
     table(samples)
+    ph = [s["phases"] for s in samples["shoal"] if s.get("converged") and s.get("phases")] \
+        if "shoal" in samples else []
+    if ph:
+        print("shoal's downtime piece by piece, medians (ms): " +
+              ", ".join(f"{k} {statistics.median(p[k] for p in ph):.2f}" for k in ph[0]))
     print("completed: " + ", ".join(f"{NAME[v]} {sum(1 for s in samples[v] if s['converged'])}/{n}"
                                     for v in vmms))
 sys.exit(1 if failed else 0)

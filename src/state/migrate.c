@@ -496,8 +496,19 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 
 /* ---- the source ---- */
 
+/* Where the downtime goes, piece by piece (migrate-status's
+ * "downtime_phases_ms"): parking the vCPUs and holding the event loop, the
+ * devices' quiesce, the last dirty-log read, the last pages (or post-copy's
+ * list), the disks' last blocks, the device and vCPU state (saved and
+ * sent), and "end" until the destination's answer (its restore, its
+ * acknowledgement, and the disks' locks handed over). */
+enum { PH_PAUSE, PH_QUIESCE, PH_SYNC, PH_PAGES, PH_DISKS, PH_STATE, PH_ANSWER, PH_N };
+static const char *const ph_names[PH_N] = { "pause", "quiesce", "dirty_sync", "pages", "disks",
+					     "state", "answer" };
+
 struct migrate_stats {
 	uint64_t total_ns, downtime_ns, bytes, pages_sent, zero_pages;
+	uint64_t ph_ns[PH_N];             /* the downtime's pieces, when done */
 	uint64_t round, dirty_pages, remaining_ns;
 	int throttle_pct, throttle_max_pct; /* --auto-converge: now, at most */
 	bool postcopy;                    /* switched to post-copy */
@@ -611,7 +622,18 @@ struct mig_src {
 	uint64_t t0, bytes;
 	struct migrate_disks *md;    /* --with-disks, else NULL */
 	bool postcopy;               /* the stop phase switches to post-copy */
+	uint64_t ph_ns[PH_N];        /* the stop phase's pieces (ph_names) */
+	uint64_t ph_t;               /* when the current piece began */
 };
+
+/* End the stop phase's current piece `ph` and begin the next. */
+static void ph_mark(struct mig_src *s, int ph)
+{
+	uint64_t t = now_ns();
+
+	s->ph_ns[ph] = t - s->ph_t;
+	s->ph_t = t;
+}
 
 static int src_fail(struct mig_src *s, struct error *e, const char *what, int err)
 {
@@ -1042,9 +1064,11 @@ static int stop_phase(struct mig_src *s, struct error *e)
 
 	if (vm_dirty_sync(s->vm, s->bits, e))
 		return -1;
+	ph_mark(s, PH_SYNC);
 	if (send_round(s, (uint32_t)s->c->st.round + 1, count_bits(s->bits, s->words), e) ||
 	    (s->postcopy ? send_postcopy_list(s, e) : send_dirty(s, e)))
 		return -1;
+	ph_mark(s, PH_PAGES);
 	if (s->md) {             /* quiesced: every write has completed and marked */
 		struct migrate_disk_out o = { .w = &s->w, .flush = disk_flush, .opaque = s };
 
@@ -1052,6 +1076,7 @@ static int stop_phase(struct mig_src *s, struct error *e)
 		if (migrate_disks_send_dirty(s->md, &o, e))
 			return -1;
 	}
+	ph_mark(s, PH_DISKS);
 	state_writer_init(&st);
 	rc = snapshot_state_save(s->vm, &st, e);
 	if (!rc)
@@ -1059,6 +1084,7 @@ static int stop_phase(struct mig_src *s, struct error *e)
 	state_writer_free(&st);
 	if (rc)
 		return -1;
+	ph_mark(s, PH_STATE);
 	pthread_mutex_lock(&s->c->lock);
 	if (atomic_load(&s->c->cancel)) {
 		pthread_mutex_unlock(&s->c->lock);
@@ -1074,7 +1100,9 @@ static int stop_phase(struct mig_src *s, struct error *e)
 	s->c->inactive = true;
 	if (src_simple(s, "end", NULL, 0, e) && !strstr(e->msg, "cancelled"))
 		return -1;
-	return read_answer(s, e);
+	rc = read_answer(s, e);
+	ph_mark(s, PH_ANSWER);
+	return rc;
 }
 
 static int precopy(struct mig_src *s, struct error *e)
@@ -1151,8 +1179,10 @@ static void ctl_ended(struct mig_ctl *c, const struct mig_src *s, bool done, uin
 		close(c->fd);
 	c->fd = -1;
 	c->st.total_ns = now_ns() - s->t0;
-	if (done)
+	if (done) {
 		c->st.downtime_ns = tp;
+		memcpy(c->st.ph_ns, s->ph_ns, sizeof(c->st.ph_ns));
+	}
 	c->st.bytes = s->bytes;
 	if (!done)
 		snprintf(c->error, sizeof(c->error), "%s", msg);
@@ -1190,14 +1220,16 @@ static void *migrate_thread(void *arg)
 		tracking = true;
 		if (!rc) {
 			ctl_set(c, "completing");
-			tp = now_ns();
+			tp = s.ph_t = now_ns();
 			vm_pause(vm);
 			paused = true;
 			if (hold_loop(c, true))
 				rc = error_set(&e, EXIT_HOST, "migration: the VM is stopping");
 			else {
+				ph_mark(&s, PH_PAUSE);
 				vm_quiesce_devices(vm, true);
 				quiesced = true;
+				ph_mark(&s, PH_QUIESCE);
 				rc = stop_phase(&s, &e);
 			}
 			done = rc == 0;
@@ -1462,6 +1494,13 @@ static json_t *migrate_status_cmd(struct vm *vm, json_t *req, void *opaque)
 
 		json_object_update(o, d);
 		json_decref(d);
+	}
+	if (o && c->st.downtime_ns) {
+		json_t *ph = json_object();
+
+		for (int i = 0; ph && i < PH_N; i++)
+			json_object_set_new(ph, ph_names[i], json_real(c->st.ph_ns[i] / 1e6));
+		json_object_set_new(o, "downtime_phases_ms", ph);
 	}
 	if (o) {
 		json_object_set_new(o, "auto_converge", json_boolean(c->auto_converge));

@@ -31,7 +31,7 @@
 require_kvm migrate_faults
 
 PYTHONPATH="$ROOT/tests/system" python3 - "$SHOAL" "$GUEST" "$TMP" "${SHOAL_MIGRATE_FAULTS:-24}" "${SHOAL_MIGRATE_SEED:-}" <<'PY'
-import os, random, select, signal, socket, subprocess, sys, threading, time
+import json, os, random, select, signal, socket, subprocess, sys, threading, time
 from vmtest import Test, finish, type_into, wait_for, wait_text
 
 T = Test(*sys.argv[1:4])
@@ -134,6 +134,7 @@ def relay_migrate(src, name, fault=None, at=0):
     except subprocess.TimeoutExpired:
         m.kill(); out, err = m.communicate()
     r.join(30)
+    r.out = out
     return dst, m, out + err, r
 
 
@@ -145,6 +146,17 @@ src, m, out, r = relay_migrate(s0, "d0")
 T.check(f"an untouched migration through the relay completes ({r.sent} bytes towards the destination)",
         m.returncode == 0 and finish(s0.p) == 0, out)
 TOTAL = r.sent
+try:
+    info = json.loads(r.out)
+except ValueError:
+    info = {}
+ph = info.get("downtime_phases_ms") or {}
+down = info.get("downtime_ms") or 0
+T.check("--output json gives the downtime piece by piece (pause, quiesce, dirty_sync, pages, disks, "
+        "state, answer), adding up to the downtime " + json.dumps(ph),
+        sorted(ph) == sorted(["pause", "quiesce", "dirty_sync", "pages", "disks", "state", "answer"]) and
+        all(isinstance(v, float) and v >= 0 for v in ph.values()) and
+        0.5 * down <= sum(ph.values()) <= down + 0.1, (down, ph))
 T.check("the destination runs the VM", wait_for(src.running, 30), src.stderr())
 
 faults = (["kill", "cut", "corrupt", "cancel"] * (RUNS // 4 + 1))[:RUNS]
