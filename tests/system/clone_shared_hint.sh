@@ -18,14 +18,12 @@
 . "$(dirname "$0")/lib.sh"
 require_kvm clone_shared_hint
 
-python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
-import json, os, re, socket, subprocess, sys, time
-shoal, guest, tmp = sys.argv[1:4]
-ok = True
-def check(name, cond, why=""):
-    global ok
-    print(("PASS: " if cond else "FAIL: ") + name + ("" if cond else ": " + str(why)), flush=True)
-    ok = ok and bool(cond)
+PYTHONPATH="$ROOT/tests/system" python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
+import os, re, subprocess, sys, time
+import vmtest
+from vmtest import Test, ctl, text as console, wait_for
+T = Test(*sys.argv[1:4])
+shoal, guest, tmp, check = T.shoal, T.guest, T.tmp, T.check
 
 def start(name, args):
     sock = os.path.join(tmp, name + ".sock"); log = os.path.join(tmp, name + ".console")
@@ -36,33 +34,11 @@ def start(name, args):
         time.sleep(0.05)
     return p, sock, log
 
-def console(log):
-    try:
-        with open(log, "rb") as f: return f.read().decode(errors="replace")
-    except OSError: return ""
-
 def wait_console(log, pattern, secs=30, after=0):
-    end = time.time() + secs
-    while time.time() < end:
-        m = re.findall(pattern, console(log)[after:])
-        if m: return m
-        time.sleep(0.05)
-    return []
+    return wait_for(lambda: re.findall(pattern, console(log)[after:]), secs) or []
 
 def type_into(sock, text):
-    s = socket.socket(socket.AF_UNIX); s.connect(sock)
-    f = s.makefile("rwb")
-    f.write(b'{"cmd": "console-attach", "force": true}\n'); f.flush()
-    assert json.loads(f.readline())["ok"]
-    for ch in text.encode():
-        s.sendall(bytes([ch])); time.sleep(0.002)
-    s.close()
-
-def ctl(sock, obj):
-    c = socket.socket(socket.AF_UNIX); c.connect(sock)
-    c.sendall((json.dumps(obj) + "\n").encode())
-    line = c.makefile().readline(); c.close()
-    return json.loads(line)
+    vmtest.type_into(sock, text).close()
 
 def finish(p, secs=30):
     try: p.wait(timeout=secs)
@@ -138,7 +114,7 @@ check(f"hint=0: the clone's private memory did not drop by 1 MiB ({before} -> {a
       before - after < 1024, (before, after))
 check("hint=0: its 8 MiB of copies are still private (6144 shared)", ps == [("8192", "6144", "1")], ps)
 print(f"figure: without the hint: private {before} -> {after} KiB")
-sys.exit(0 if ok else 1)
+T.exit()
 PY
 [ $? = 0 ] || T_FAILED=1
 finish

@@ -19,31 +19,16 @@
 . "$(dirname "$0")/lib.sh"
 require_kvm migrate_postcopy
 
-python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
-import json, os, socket, subprocess, sys, time
-shoal, guest, tmp = sys.argv[1:4]
-ok = True
-def check(name, cond, why=""):
-    global ok
-    print(("PASS: " if cond else "FAIL: ") + name + ("" if cond else ": " + str(why)))
-    ok = ok and bool(cond)
+PYTHONPATH="$ROOT/tests/system" python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
+import json, os, subprocess, sys, time
+from vmtest import Test, ctl, finish, type_into, text as console, wait_text as wait_console
+T = Test(*sys.argv[1:4])
+shoal, guest, tmp, check = T.shoal, T.guest, T.tmp, T.check
 
 A, B, C = "0x2000000", "0x4000000", "0x5000000"   # boot pattern, round-0 pattern, dirtied
 MEM, BW = "128M", "8M"
 CMDLINE = f"fill {A} 16M 7; shell"
 SECCOMP = ("--seccomp", "on")
-
-def console(log):
-    try:
-        with open(log, "rb") as f: return f.read().decode(errors="replace")
-    except OSError: return ""
-
-def wait_console(log, text, secs=60):
-    end = time.time() + secs
-    while time.time() < end:
-        if text in console(log): return True
-        time.sleep(0.05)
-    return False
 
 def vm(name, incoming=None):
     sock, log, err = (os.path.join(tmp, name + x) for x in (".sock", ".console", ".err"))
@@ -56,26 +41,6 @@ def vm(name, incoming=None):
             "waiting on" in console(err) if incoming else os.path.exists(sock)):
         time.sleep(0.02)
     return p, sock, log, err
-
-def type_into(sock, text):
-    s = socket.socket(socket.AF_UNIX); s.connect(sock)
-    f = s.makefile("rwb")
-    f.write(b'{"cmd": "console-attach", "force": true}\n'); f.flush()
-    assert json.loads(f.readline())["ok"]
-    for ch in text.encode():
-        s.sendall(bytes([ch])); time.sleep(0.002)
-    return s
-
-def ctl(sock, obj):
-    c = socket.socket(socket.AF_UNIX); c.settimeout(10); c.connect(sock)
-    c.sendall((json.dumps(obj) + "\n").encode())
-    line = c.makefile().readline(); c.close()
-    return json.loads(line)
-
-def finish(p, secs=60):
-    try: p.wait(timeout=secs)
-    except subprocess.TimeoutExpired: p.kill(); p.wait()
-    return p.returncode
 
 def start(case, tail):
     """A source whose guest fills B once round 0 runs, then dirties C;
@@ -146,5 +111,5 @@ check("kill: the source VMM did not crash: it runs, answers, and reports the fai
 check("kill: the source keeps its copy of the VM paused, not resumed",
       ctl(src[1], {"cmd": "status"}).get("state") == "paused", console(src[3])[-400:])
 src[0].kill(); src[0].wait()
-sys.exit(0 if ok else 1)
+T.exit()
 PY
