@@ -359,6 +359,23 @@ out:
 	return rc;
 }
 
+/* What a pull checks and opens first: the URL, the name, libcurl, and the
+ * store, for writing. */
+static int pull_open(const struct store_pull_opts *o, struct store **s, uint32_t *chunk_max,
+		     struct error *e)
+{
+	if (strncmp(o->from, "https://", 8))
+		return error_set(e, EXIT_USAGE, "--from %s: an https:// URL", o->from);
+	if (store_name_check(o->name, e))
+		return -1;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT))
+		return error_set(e, EXIT_HOST, "libcurl: %s", curl_dl_error() ? curl_dl_error() : "initialisation failed");
+	if (store_open(s, o->dir, true, e))
+		return -1;
+	*chunk_max = store_get_params(*s)->chunk.max;
+	return 0;
+}
+
 int store_pull(const struct store_pull_opts *o, struct store_pull_stats *st, struct error *e)
 {
 	struct client x = { .from = o->from };
@@ -371,15 +388,8 @@ int store_pull(const struct store_pull_opts *o, struct store_pull_stats *st, str
 	int rc = -1;
 
 	memset(st, 0, sizeof(*st));
-	if (strncmp(o->from, "https://", 8))
-		return error_set(e, EXIT_USAGE, "--from %s: an https:// URL", o->from);
-	if (store_name_check(o->name, e))
+	if (pull_open(o, &s, &chunk_max, e))
 		return -1;
-	if (curl_global_init(CURL_GLOBAL_DEFAULT))
-		return error_set(e, EXIT_HOST, "libcurl: %s", curl_dl_error() ? curl_dl_error() : "initialisation failed");
-	if (store_open(&s, o->dir, true, e))
-		return -1;
-	chunk_max = store_get_params(s)->chunk.max;
 	if (client_open(&x, o, e))
 		goto out;
 	snprintf(path, sizeof(path), "/v1/images/%s/manifest", o->name);
@@ -441,15 +451,8 @@ int store_pull_snapshot(const struct store_pull_opts *o, struct store_pull_stats
 	int rc = -1;
 
 	memset(st, 0, sizeof(*st));
-	if (strncmp(o->from, "https://", 8))
-		return error_set(e, EXIT_USAGE, "--from %s: an https:// URL", o->from);
-	if (store_name_check(o->name, e))
+	if (pull_open(o, &s, &chunk_max, e))
 		return -1;
-	if (curl_global_init(CURL_GLOBAL_DEFAULT))
-		return error_set(e, EXIT_HOST, "libcurl: %s", curl_dl_error() ? curl_dl_error() : "initialisation failed");
-	if (store_open(&s, o->dir, true, e))
-		return -1;
-	chunk_max = store_get_params(s)->chunk.max;
 	if (store_snap_exists(s, o->name)) {
 		error_set(e, EXIT_USAGE, "%s: a snapshot named '%s' is already here (rm it first)", o->dir, o->name);
 		goto out;

@@ -80,6 +80,27 @@ static int fsync_path(const char *path)
 	return rc;
 }
 
+/* Make a snapshot object written in `tpath` (its parts' manifests there)
+ * the store's snapshot `name`: its snapshot.json (`obj`) written and
+ * synced, then the directory renamed into place, the last step, and the
+ * rename synced. */
+static int snap_commit(struct store *s, json_t *obj, const char *tpath, const char *name,
+		       struct error *e)
+{
+	char path[PATH_MAX + 32], fin[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/" SNAP_JSON, tpath);
+	if (!obj || json_dump_file(obj, path, JSON_INDENT(1) | JSON_SORT_KEYS) || fsync_path(path) ||
+	    fsync_path(tpath))
+		return error_set(e, EXIT_HOST, "%s: cannot write", path);
+	snprintf(fin, sizeof(fin), "%s/snapshots/%s", store_dir(s), name);
+	if (rename(tpath, fin))
+		return error_set(e, EXIT_HOST, "%s: %s", fin, strerror(errno));
+	snprintf(path, sizeof(path), "%s/snapshots", store_dir(s));
+	fsync_path(path);
+	return 0;
+}
+
 bool store_snap_exists(struct store *s, const char *name)
 {
 	char path[PATH_MAX];
@@ -247,7 +268,7 @@ int store_snap_import(struct store *s, const char *snapdir, const char *name,
 		      struct store_snap_stats *st, store_progress_fn progress, void *opaque,
 		      struct error *e)
 {
-	char tmp[128], path[2 * PATH_MAX + 64], tpath[PATH_MAX], fin[PATH_MAX], **names = NULL;
+	char tmp[128], path[2 * PATH_MAX + 64], tpath[PATH_MAX], **names = NULL;
 	json_t *man = NULL, *obj = NULL, *files, *disks, *d;
 	json_error_t je;
 	size_t nn = 0, i;
@@ -343,19 +364,8 @@ int store_snap_import(struct store *s, const char *snapdir, const char *name,
 		if (import_disk(s, tmp, i, d, json_object_get(obj, "disks"), st, progress, opaque, e))
 			goto out;
 	}
-	snprintf(path, sizeof(path), "%s/" SNAP_JSON, tpath);
-	if (json_dump_file(obj, path, JSON_INDENT(1) | JSON_SORT_KEYS) || fsync_path(path) ||
-	    fsync_path(tpath)) {
-		error_set(e, EXIT_HOST, "%s: cannot write", path);
+	if (snap_commit(s, obj, tpath, name, e))
 		goto out;
-	}
-	snprintf(fin, sizeof(fin), "%s/snapshots/%s", store_dir(s), name);
-	if (rename(tpath, fin)) {
-		error_set(e, EXIT_HOST, "%s: %s", fin, strerror(errno));
-		goto out;
-	}
-	snprintf(path, sizeof(path), "%s/snapshots", store_dir(s));
-	fsync_path(path);
 	rc = 0;
 out:
 	if (rc && obj)
@@ -853,7 +863,7 @@ int store_snap_check_desc(json_t *desc, const char *where, struct error *e)
 int store_snap_put(struct store *s, const char *name, json_t *desc, const char *const *pn,
 		   const struct store_manifest *pm, size_t n, struct error *e)
 {
-	char tmp[128], tpath[PATH_MAX], path[2 * PATH_MAX + 64], fin[PATH_MAX], label[160];
+	char tmp[128], tpath[PATH_MAX], path[2 * PATH_MAX + 64], label[160];
 	json_t *obj = NULL, *o;
 	size_t i;
 	int rc = -1;
@@ -887,19 +897,8 @@ int store_snap_put(struct store *s, const char *name, json_t *desc, const char *
 			"files", json_object_get(desc, "files"), "disks");
 	json_array_foreach(json_object_get(desc, "disks"), i, o)
 		json_array_append_new(json_object_get(obj, "disks"), json_deep_copy(o));
-	snprintf(path, sizeof(path), "%s/" SNAP_JSON, tpath);
-	if (!obj || json_dump_file(obj, path, JSON_INDENT(1) | JSON_SORT_KEYS) || fsync_path(path) ||
-	    fsync_path(tpath)) {
-		error_set(e, EXIT_HOST, "%s: cannot write", path);
+	if (snap_commit(s, obj, tpath, name, e))
 		goto out;
-	}
-	snprintf(fin, sizeof(fin), "%s/snapshots/%s", store_dir(s), name);
-	if (rename(tpath, fin)) {
-		error_set(e, EXIT_HOST, "%s: %s", fin, strerror(errno));
-		goto out;
-	}
-	snprintf(path, sizeof(path), "%s/snapshots", store_dir(s));
-	fsync_path(path);
 	rc = 0;
 out:
 	if (rc)

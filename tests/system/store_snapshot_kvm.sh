@@ -18,14 +18,11 @@
 . "$(dirname "$0")/lib.sh"
 require_kvm "store_snapshot_kvm"
 
-python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
-import filecmp, json, os, socket, subprocess, sys, time
-shoal, guest, tmp = sys.argv[1:4]
-ok = True
-def check(name, cond, why=""):
-    global ok
-    print(("PASS: " if cond else "FAIL: ") + name + ("" if cond else ": " + str(why)))
-    ok = ok and bool(cond)
+PYTHONPATH="$ROOT/tests/system" python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
+import filecmp, json, os, subprocess, sys, time
+from vmtest import Test, finish, text as console, type_into, wait_text as wait_console
+T = Test(*sys.argv[1:4])
+shoal, guest, tmp, check = T.shoal, T.guest, T.tmp, T.check
 
 A = "0x2000000"
 def start(name, cmdline, extra=(), restore=None):
@@ -43,31 +40,12 @@ def start(name, cmdline, extra=(), restore=None):
         time.sleep(0.05)
     return p, sock, log
 
-def console(log):
-    try:
-        with open(log, "rb") as f: return f.read().decode(errors="replace")
-    except OSError: return ""
-
-def wait_console(log, text, secs=30):
-    end = time.time() + secs
-    while time.time() < end:
-        if text in console(log): return True
-        time.sleep(0.1)
-    return False
-
 def run_in(sock, p, text):
-    s = socket.socket(socket.AF_UNIX); s.connect(sock)
-    f = s.makefile("rwb")
-    f.write(b'{"cmd": "console-attach", "force": true}\n'); f.flush()
-    assert json.loads(f.readline())["ok"]
-    for ch in text.encode():
-        s.sendall(bytes([ch])); time.sleep(0.002)
-    try:
-        p.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        p.kill(); p.wait()
+    """Type text into the VM; its exit status and stderr once it ends."""
+    s = type_into(sock, text)
+    rc = finish(p)
     s.close()
-    return p.returncode, p.stderr.read().decode(errors="replace")
+    return rc, p.stderr.read().decode(errors="replace")
 
 def sh(*args):
     return subprocess.run([shoal, *args], capture_output=True, text=True, timeout=120)
@@ -143,7 +121,7 @@ check("shoal run --restore of the pulled, exported snapshot: the memory and disk
       "(verify ok, vblk-verify ok), exit 6",
       rc == 6 and "verify ok" in c and "vblk-verify ok sectors=64 seed=7" in c and "verify bad" not in c,
       (rc, err[-600:], c[-400:]))
-sys.exit(0 if ok else 1)
+T.exit()
 PY
 T_FAILED=$?
 finish
