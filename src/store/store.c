@@ -540,19 +540,26 @@ static int name_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The image names, sorted; free each and the array. */
-static int list_names(struct store *s, char ***out, size_t *n, struct error *e)
+/* The names in the store's directory `sub`, sorted (free each and the
+ * array): only valid names, so neither ".", ".." nor a writer's temporary
+ * (".NAME.tmp-PID" for snapshots; `skip_tmp`: anything with ".tmp", the
+ * images' "NAME.tmp").  A missing directory is empty where `missing_ok`. */
+static int dir_names(struct store *s, const char *sub, bool skip_tmp, bool missing_ok, char ***out,
+		     size_t *n, struct error *e)
 {
 	char path[4096];
-	DIR *d = opendir(pathf(s, path, sizeof(path), "images"));
+	DIR *d = opendir(pathf(s, path, sizeof(path), "%s", sub));
 	struct dirent *de;
 	char **v = NULL;
 	size_t k = 0;
 
+	*out = NULL;
+	*n = 0;
 	if (!d)
-		return error_set(e, EXIT_BADSTATE, "%s: %s", path, strerror(errno));
+		return missing_ok && errno == ENOENT ? 0 :
+		       error_set(e, EXIT_BADSTATE, "%s: %s", path, strerror(errno));
 	while ((de = readdir(d))) {
-		if (store_name_check(de->d_name, NULL) || strstr(de->d_name, ".tmp"))
+		if (store_name_check(de->d_name, NULL) || (skip_tmp && strstr(de->d_name, ".tmp")))
 			continue;
 		char **nv = realloc(v, (k + 1) * sizeof(*v));
 
@@ -569,6 +576,12 @@ static int list_names(struct store *s, char ***out, size_t *n, struct error *e)
 	*out = v;
 	*n = k;
 	return 0;
+}
+
+/* The image names, sorted; free each and the array. */
+static int list_names(struct store *s, char ***out, size_t *n, struct error *e)
+{
+	return dir_names(s, "images", true, false, out, n, e);
 }
 
 /* Every manifest of the store: the images' (label "NAME", rel
@@ -652,34 +665,7 @@ oom:
 
 int store_snapshot_names(struct store *s, char ***out, size_t *n, struct error *e)
 {
-	char path[4096];
-	DIR *d = opendir(pathf(s, path, sizeof(path), "snapshots"));
-	struct dirent *de;
-	char **v = NULL;
-	size_t k = 0;
-
-	*out = NULL;
-	*n = 0;
-	if (!d)
-		return errno == ENOENT ? 0 : error_set(e, EXIT_BADSTATE, "%s: %s", path, strerror(errno));
-	while ((de = readdir(d))) {
-		if (store_name_check(de->d_name, NULL))
-			continue;	/* ".", "..", a writer's ".NAME.tmp-PID" */
-		char **nv = realloc(v, (k + 1) * sizeof(*v));
-
-		if (!nv || !(nv[k] = strdup(de->d_name))) {
-			closedir(d);
-			free_names(nv ? nv : v, k);
-			return error_set(e, EXIT_HOST, "%s: out of memory", s->dir);
-		}
-		v = nv;
-		k++;
-	}
-	closedir(d);
-	sort_n(v, k, sizeof(*v), name_cmp);
-	*out = v;
-	*n = k;
-	return 0;
+	return dir_names(s, "snapshots", false, true, out, n, e);
 }
 
 void store_names_free(char **v, size_t n)
