@@ -730,6 +730,7 @@ int cmd_run(int argc, char **argv)
 		status = e.status;
 		goto out;
 	}
+	o.mem_recovery |= cfg.mem_recovery;     /* --config's "mem_recovery" */
 	if (o.mem_recovery && cfg.zero_on) {
 		log_error("run: --mem-recovery cannot go with --zero-scan yet (a zero block's "
 			  "pages are the kernel's shared zero page, not the memfd's)");

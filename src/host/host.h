@@ -260,10 +260,10 @@ size_t host_snapshot_users_locked(struct host *h, const char *snap, char *buf, s
  * (vms.overlays) but those a snapshot records as its disk.  Lock held. */
 void host_vm_overlays_remove_locked(struct host *h, const struct hvm *vm);
 /* `shoal run --restore` arguments for VM `vm`'s own host resources, from
- * its spec: "--vsock-socket=PATH" and "--tap=NAME" per card (a card on a
- * daemon network: the TAP made for `vm` at this start, net.c), at most
- * `max` pointers into argv, their text in buf.  The count, or -1 if they
- * do not fit. */
+ * its spec: "--vsock-socket=PATH", the memory layer's "--zero-scan=N" and
+ * "--mem-recovery", and "--tap=NAME" per card (a card on a daemon network:
+ * the TAP made for `vm` at this start, net.c), at most `max` pointers into
+ * argv, their text in buf.  The count, or -1 if they do not fit. */
 int host_snapshot_restore_args(const char *vm, const char *spec, char **argv, int max, char *buf,
 			       size_t size);
 /* Does `vm`'s current (or starting) VMM come from its snapshot? */

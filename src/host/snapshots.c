@@ -506,6 +506,16 @@ int host_snapshot_restore_args(const char *vm, const char *spec, char **argv, in
 		argv[argc++] = buf + len;
 		len += (size_t)snprintf(buf + len, size - len, "--vsock-socket=%s", vs) + 1;
 	}
+	/* the memory layer's switches: a restore reads no config.json */
+	if (json_is_integer(n = json_object_get(js, "zero_scan")) && argc < max && len < size) {
+		argv[argc++] = buf + len;
+		len += (size_t)snprintf(buf + len, size - len, "--zero-scan=%lld",
+					(long long)json_integer_value(n)) + 1;
+	}
+	if (json_is_true(json_object_get(js, "mem_recovery")) && argc < max && len < size) {
+		argv[argc++] = buf + len;
+		len += (size_t)snprintf(buf + len, size - len, "--mem-recovery") + 1;
+	}
 	json_array_foreach(json_object_get(js, "nets"), i, n) {
 		const char *tap = json_string_value(json_object_get(n, "tap"));
 		char own[16];

@@ -176,6 +176,9 @@ int vm_config_validate(const struct vm_config *c, struct error *e)
 	if (c->firmware && c->vmgenid)
 		return error_set(e, EXIT_USAGE, "--vmgenid needs a kernel boot (--kernel): a firmware "
 				 "boot's ACPI tables are the BIOS's, which do not describe the device");
+	if (c->mem_recovery && c->zero_on && !c->zero_off)
+		return error_set(e, EXIT_USAGE, "mem_recovery: cannot go with zero_scan yet (a zero "
+				 "block's pages are the kernel's shared zero page, not the memfd's)");
 	if (c->cpus < 1)
 		return error_set(e, EXIT_USAGE, "cpus: %d is not a valid vCPU count (at least 1)", c->cpus);
 	if (c->cpus > GUEST_MAX_VCPUS)
@@ -292,6 +295,25 @@ static int json_get_nets(struct vm_config *c, const char *name, json_t *v, struc
 	return 0;
 }
 
+/* "zero_scan": N (0 to 10000000 pages/s; 0: the balloon's blocks only) or
+ * "off", as --zero-scan (docs/memory.md). */
+static int json_get_zero_scan(struct vm_config *c, const char *name, json_t *v,
+			      struct error *e)
+{
+	if (json_is_string(v) && !strcmp(json_string_value(v), "off")) {
+		c->zero_off = true;
+		c->zero_on = false;
+		return 0;
+	}
+	if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 10000000)
+		return error_set(e, EXIT_USAGE, "%s: \"zero_scan\" must be \"off\" or a page rate "
+				 "(0 to 10000000 pages/s)", name);
+	c->zero_scan = (uint32_t)json_integer_value(v);
+	c->zero_off = false;
+	c->zero_on = true;
+	return 0;
+}
+
 /* The device keys; 1 when `key` is none of them. */
 static int json_apply_device_key(struct vm_config *c, const char *name, const char *key,
 				 json_t *v, struct error *e)
@@ -314,6 +336,10 @@ static int json_apply_device_key(struct vm_config *c, const char *name, const ch
 		return cidata_from_json(&c->cloud_init, v, name, e);
 	if (!strcmp(key, "vmgenid"))
 		return config_json_bool(v, name, key, &c->vmgenid, e);
+	if (!strcmp(key, "zero_scan"))
+		return json_get_zero_scan(c, name, v, e);
+	if (!strcmp(key, "mem_recovery"))
+		return config_json_bool(v, name, key, &c->mem_recovery, e);
 	return 1;
 }
 
@@ -463,6 +489,10 @@ json_t *vm_config_to_json(const struct vm_config *c)
 		json_object_set_new(o, "cloud_init", cidata_to_json(&c->cloud_init));
 	if (c->vmgenid)
 		json_object_set_new(o, "vmgenid", json_true());
+	if (c->zero_on && !c->zero_off)
+		json_object_set_new(o, "zero_scan", json_integer(c->zero_scan));
+	if (c->mem_recovery)
+		json_object_set_new(o, "mem_recovery", json_true());
 	if (c->nconfine) {
 		json_t *dirs = json_array();
 

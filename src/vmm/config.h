@@ -57,9 +57,10 @@ struct vm_config {
 	bool balloon;                  /* virtio-balloon */
 	uint32_t balloon_stats_s;      /* its statistics period, 0: default */
 	uint32_t zero_scan;            /* --zero-scan: zero-page scanner, pages/s, 0: none
-	                                  (mem/zero_blocks.h; not in JSON) */
+	                                  (mem/zero_blocks.h; JSON "zero_scan": N | "off") */
 	bool zero_off;                 /* --zero-scan off: no zero-page layer at all */
 	bool zero_on;                  /* --zero-scan N (0 too): the layer is wanted */
+	bool mem_recovery;             /* JSON "mem_recovery": true, as --mem-recovery */
 	uint32_t vsock_cid;            /* 0: no virtio-vsock */
 	char *vsock_socket;            /* host-side Unix socket path */
 	char *vconsole;                /* virtio-console port: "file:PATH", or NULL */

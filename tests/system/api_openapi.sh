@@ -224,7 +224,7 @@ spec = {"name": "x", "restart": "on-failure", "limits": {"cpus": 1.5, "memory_ma
                    "cache": "1M", "serial": "s1", "queues": 2, "mode": "modern"}],
         "nets": [{"tap": "tap-x", "mac": "52:54:00:12:34:56", "queues": 1, "mode": "legacy"}],
         "rng": {"rate": 4096}, "balloon": {"stats_interval": 2}, "vsock": {"cid": 3, "socket": img},
-        "virtio_console": "file:vc.log",
+        "virtio_console": "file:vc.log", "zero_scan": 1000,
         "cloud_init": {"user_data": img + "/kernel", "meta_data": img + "/kernel",
                        "network_config": None}}
 cases = [("POST", "/v1/vms", "Spec", spec, 201),

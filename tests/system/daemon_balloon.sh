@@ -7,6 +7,10 @@
 # driver is tested by slow_linux_balloon.sh).  Bad input: a VM without a
 # balloon (409 no_balloon), a target over the VM's memory or not a size
 # (400, the CLI says so first), a stopped VM (409), an unknown VM (404).
+# The memory layer's switches in the spec (docs/memory.md): bal runs with
+# "zero_scan": 5000 and plain with "mem_recovery": true, and their VMMs
+# really do (the config on the control socket, the layer's userfaultfd,
+# the memory_errors counters); bad values and the two together are 400.
 #
 # tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
@@ -16,11 +20,42 @@ quiet() { "$@" >/dev/null 2>&1; }
 need_kvm "$(basename "$0")" || finish
 start_daemon || { fail "daemon starts"; finish; }
 
-api POST /v1/vms "$(spec bal shell '"balloon": true')" >/dev/null
-api POST /v1/vms "$(spec plain)" >/dev/null
+api POST /v1/vms "$(spec bal shell '"balloon": true, "zero_scan": 5000')" >/dev/null
+api POST /v1/vms "$(spec plain shell '"mem_recovery": true')" >/dev/null
 "$SHOAL" vm start bal >/dev/null && "$SHOAL" vm start plain >/dev/null ||
 	{ fail "two VMs start" "$(body)"; finish; }
 check "the spec keeps \"balloon\": true" test "$(vm_field bal .spec.balloon)" = true
+check "the specs keep \"zero_scan\": 5000 and \"mem_recovery\": true" \
+	test "$(vm_field bal .spec.zero_scan) $(vm_field plain .spec.mem_recovery)" = "5000 true"
+# the VMMs' own view: status's config, the zero layer's userfaultfd, mce counters
+vmm=$(python3 - "$STATE/vms" "$(dirname "$0")" <<'PY'
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from vmtest import ctl
+d = sys.argv[1]
+b = ctl(d + "/bal/control.sock", {"cmd": "status"})
+p = ctl(d + "/plain/control.sock", {"cmd": "status"})
+m = ctl(d + "/plain/control.sock", {"cmd": "metrics"})
+def uffd(pid):
+    try:
+        return any(os.readlink("/proc/%d/fd/%s" % (pid, f))
+                   == "anon_inode:[userfaultfd]" for f in os.listdir("/proc/%d/fd" % pid))
+    except OSError:
+        return False
+print(b.get("config", {}).get("zero_scan"), uffd(b.get("pid", 0)),
+      p.get("config", {}).get("mem_recovery"), "memory_errors" in m, uffd(p.get("pid", 0)))
+PY
+)
+check "bal's VMM runs the zero layer at 5000 pages/s, plain's with mem-recovery (no layer)" \
+	test "$vmm" = "5000 True True True False"
+expect_error "\"zero_scan\": \"fast\": 400 naming it" 400 invalid_spec "zero_scan" \
+	api POST /v1/vms "$(spec z1 shell '"zero_scan": "fast"')"
+expect_error "\"zero_scan\": 10000001: 400" 400 invalid_spec "zero_scan" \
+	api POST /v1/vms "$(spec z2 shell '"zero_scan": 10000001')"
+expect_error "\"mem_recovery\": \"yes\": 400 naming it" 400 invalid_spec "mem_recovery" \
+	api POST /v1/vms "$(spec z3 shell '"mem_recovery": "yes"')"
+expect_error "both together: 400" 400 invalid_spec "mem_recovery" \
+	api POST /v1/vms "$(spec z4 shell '"mem_recovery": true, "zero_scan": 0')"
 
 out=$("$SHOAL" vm balloon bal --target 16M 2>&1)
 check "shoal vm balloon bal --target 16M: set" grep -q "^bal: balloon target 16M (the guest holds 0 now)" <<<"$out"

@@ -179,6 +179,69 @@ static void test_bad_specs(void **state)
 		   "invalid_spec", "confine");
 }
 
+/* The memory layer's switches (docs/memory.md): "zero_scan" (a page rate
+ * or "off") and "mem_recovery" are kept in the canonical spec, reach the
+ * VMM's config, are refused when bad (400 naming the field), are not
+ * taken together, and go on a restore's command line. */
+static void test_memory_layer_keys(void **state)
+{
+	const char *z = "{\"name\": \"a\", \"kernel\": \"" KERNEL "\", \"zero_scan\": 5000}";
+	const char *r = "{\"name\": \"a\", \"kernel\": \"" KERNEL "\", \"mem_recovery\": true}";
+	const char *off = "{\"name\": \"a\", \"kernel\": \"" KERNEL "\", \"zero_scan\": \"off\"}";
+	char *argv[4], buf[128];
+	struct host_spec s;
+	struct api_err e;
+	json_t *spec;
+	char *again;
+
+	assert_int_equal(host_spec_parse(z, strlen(z), true, &s, &e), 0);
+	assert_true(s.cfg.zero_on && !s.cfg.zero_off && !s.cfg.mem_recovery);
+	assert_int_equal(s.cfg.zero_scan, 5000);
+	spec = json_loads(s.spec_json, 0, NULL);
+	assert_int_equal(json_integer_value(json_object_get(spec, "zero_scan")), 5000);
+	assert_null(json_object_get(spec, "mem_recovery"));
+	json_decref(spec);
+	assert_int_equal(host_snapshot_restore_args("a", s.spec_json, argv, 4, buf, sizeof(buf)), 1);
+	assert_string_equal(argv[0], "--zero-scan=5000");
+	again = strdup(s.spec_json);
+	host_spec_free(&s);
+	assert_int_equal(host_spec_parse(again, strlen(again), true, &s, &e), 0);
+	assert_string_equal(s.spec_json, again);
+	assert_int_equal(s.cfg.zero_scan, 5000);
+	host_spec_free(&s);
+	free(again);
+
+	assert_int_equal(host_spec_parse(r, strlen(r), true, &s, &e), 0);
+	assert_true(s.cfg.mem_recovery && !s.cfg.zero_on);
+	spec = json_loads(s.spec_json, 0, NULL);
+	assert_true(json_is_true(json_object_get(spec, "mem_recovery")));
+	assert_null(json_object_get(spec, "zero_scan"));
+	json_decref(spec);
+	assert_int_equal(host_snapshot_restore_args("a", s.spec_json, argv, 4, buf, sizeof(buf)), 1);
+	assert_string_equal(argv[0], "--mem-recovery");
+	host_spec_free(&s);
+
+	/* "off" is the default: nothing kept, nothing on the command line */
+	assert_int_equal(host_spec_parse(off, strlen(off), true, &s, &e), 0);
+	assert_true(s.cfg.zero_off && !s.cfg.zero_on);
+	assert_null(strstr(s.spec_json, "zero_scan"));
+	assert_int_equal(host_snapshot_restore_args("a", s.spec_json, argv, 4, buf, sizeof(buf)), 0);
+	host_spec_free(&s);
+
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"zero_scan\": \"fast\"}", false,
+		   "invalid_spec", "zero_scan");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"zero_scan\": -1}", false,
+		   "invalid_spec", "zero_scan");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"zero_scan\": 10000001}", false,
+		   "invalid_spec", "zero_scan");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"zero_scan\": 1.5}", false,
+		   "invalid_spec", "zero_scan");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"mem_recovery\": \"yes\"}", false,
+		   "invalid_spec", "mem_recovery");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"k\", \"mem_recovery\": true, \"zero_scan\": 0}",
+		   false, "invalid_spec", "mem_recovery: cannot go with zero_scan");
+}
+
 /* What the boot protocol cannot carry is refused at create, with the limit
  * `shoal run` applies (BOOT_CMDLINE_MAX), not when the VM starts. */
 static void test_cmdline_limit(void **state)
@@ -345,6 +408,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults_and_split),
 		cmocka_unit_test(test_bad_specs),
+		cmocka_unit_test(test_memory_layer_keys),
 		cmocka_unit_test(test_comma_path),
 		cmocka_unit_test(test_cmdline_limit),
 		cmocka_unit_test(test_io_limits),
