@@ -350,7 +350,8 @@ const struct seccomp_kind_def seccomp_kinds[SECCOMP_NKINDS] = {
 						SAN NULL } },
 	[SECCOMP_MIGRATE] = { "migrate", { &g_base, &g_fileio, &g_poll, &g_stream, &g_save, &g_dirty,
 					  &g_kvm_run, SAN NULL } },
-	/* started by the main thread before its own filter, in migrate_incoming */
+	/* started by the main thread before its own filter, in migrate_incoming;
+	 * under shoald the jail drops the ids after that (setxid broadcast) */
 	[SECCOMP_POSTCOPY] = { "postcopy", { &g_base, &g_fileio, &g_poll, &g_stream, &g_uffd_pc,
-					    &g_mce_log, SAN NULL } },
+					    &g_setxid, &g_mce_log, SAN NULL } },
 };
