@@ -9,7 +9,9 @@
  * the downtime and the total time (--output json: the API's answer).
  * --with-disks and --auto-converge ask the daemons for the VMM's own
  * (docs/migration.md): the destination daemon makes the disk images in
- * the VM's directory there.  With --cancel it cancels NAME's migration in progress (DELETE
+ * the VM's directory there; --postcopy-after N has the VMM switch to
+ * post-copy after N rounds that did not converge (range as `shoal
+ * migrate`'s).  With --cancel it cancels NAME's migration in progress (DELETE
  * /v1/vms/NAME/migration), answered once it has ended.
  *
  * The destination's token and CA are read here (--to-token-file,
@@ -33,11 +35,13 @@
 #include "base/log.h"
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "state/migrate_postcopy.h"
 
 static const char vm_migrate_usage[] =
 "usage: shoal vm migrate NAME --to URL [--to-token-file FILE] [--to-cacert FILE]\n"
 "                        [--downtime-ms N] [--bandwidth RATE] [--with-disks]\n"
-"                        [--auto-converge] [-o json] [--socket PATH]\n"
+"                        [--auto-converge] [--postcopy-after N] [-o json]\n"
+"                        [--socket PATH]"
 "       shoal vm migrate NAME --cancel [--socket PATH]\n"
 "\n"
 "Move the running VM NAME, live, to the shoald at URL: its API socket (a path,\n"
@@ -57,13 +61,18 @@ static const char vm_migrate_usage[] =
 "                           image in the VM's directory there; the images here stay\n"
 "                           (yours to delete once it runs there)\n"
 "      --auto-converge      slow the guest's vCPUs down if the rounds do not converge\n"
+"      --postcopy-after N   when N rounds have not converged, switch to post-copy:\n"
+"                           the VM runs there at once and fetches the rest of its\n"
+"                           memory from here (1 to 30; not over https://: the\n"
+"                           destination refuses it over TLS).  A connection lost\n"
+"                           after the switch loses the VM (it stays paused here)\n"
 "      --cancel             cancel NAME's migration in progress: before the point of\n"
 "                           no return the VM runs on here, the destination cleans up\n"
 "  -o, --output json        the API's answer as JSON\n"
 "      --socket PATH        this shoald's socket or URL (default $SHOAL_SOCKET)\n";
 
 enum { OPT_TO = 300, OPT_TO_TOKEN, OPT_TO_CACERT, OPT_DOWNTIME, OPT_BANDWIDTH, OPT_SOCK,
-       OPT_CANCEL, OPT_WITH_DISKS, OPT_AUTO_CONVERGE };
+       OPT_CANCEL, OPT_WITH_DISKS, OPT_AUTO_CONVERGE, OPT_POSTCOPY };
 
 /* The request, run on its own thread while the main one shows progress. */
 struct mig_call {
@@ -149,6 +158,12 @@ static int mig_print(json_t *j)
 	       (long long)json_integer_value(json_object_get(j, "pages_sent")),
 	       (long long)json_integer_value(json_object_get(j, "zero_pages")),
 	       json_string_value(json_object_get(j, "destination_state")) ?: "?");
+	if (json_is_true(json_object_get(j, "postcopy")))
+		printf("post-copy: %lld pages missing at the switch: %lld fetched on demand, "
+		       "%lld pushed\n",
+		       (long long)json_integer_value(json_object_get(j, "postcopy_pages")),
+		       (long long)json_integer_value(json_object_get(j, "postcopy_demand_pages")),
+		       (long long)json_integer_value(json_object_get(j, "postcopy_pushed_pages")));
 	return 0;
 }
 
@@ -190,13 +205,14 @@ int cmd_vm_migrate(int argc, char **argv)
 		{ "cancel", no_argument, NULL, OPT_CANCEL },
 		{ "with-disks", no_argument, NULL, OPT_WITH_DISKS },
 		{ "auto-converge", no_argument, NULL, OPT_AUTO_CONVERGE },
+		{ "postcopy-after", required_argument, NULL, OPT_POSTCOPY },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *to = NULL, *token_file = NULL, *cacert_file = NULL, *name;
 	struct cli_common cc = { 0 };
 	struct mig_call m = { 0 };
-	long downtime = 0;
+	long downtime = 0, postcopy_after = 0;
 	uint64_t bw = 0;
 	char path[128];
 	json_t *body;
@@ -227,6 +243,19 @@ int cmd_vm_migrate(int argc, char **argv)
 			if (cli_parse_bandwidth(optarg, &bw))
 				return EXIT_USAGE;
 			break;
+		case OPT_POSTCOPY: {
+			char *end;
+
+			errno = 0;
+			postcopy_after = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || postcopy_after < 1 ||
+			    postcopy_after > MIGRATE_POSTCOPY_MAX_AFTER) {
+				log_error("vm migrate: --postcopy-after: '%s' is not a number of rounds, "
+					  "1 to %d", optarg, MIGRATE_POSTCOPY_MAX_AFTER);
+				return EXIT_USAGE;
+			}
+			break;
+		}
 		case 'h': fputs(vm_migrate_usage, stdout); return 0;
 		default:
 			log_error("vm migrate: %s %s (shoal vm migrate --help)", argv[optind - 1],
@@ -235,7 +264,7 @@ int cmd_vm_migrate(int argc, char **argv)
 		}
 	}
 	if (cancel && optind == argc - 1 && !to && !token_file && !cacert_file && !downtime && !bw &&
-	    !with_disks && !auto_converge)
+	    !with_disks && !auto_converge && !postcopy_after)
 	{
 		cc.socket = client_socket(cc.socket);
 		return cancel_migration(&cc, argv[optind]);
@@ -280,6 +309,8 @@ int cmd_vm_migrate(int argc, char **argv)
 		json_object_set_new(body, "with_disks", json_true());
 	if (auto_converge)
 		json_object_set_new(body, "auto_converge", json_true());
+	if (postcopy_after)
+		json_object_set_new(body, "postcopy_after", json_integer(postcopy_after));
 	m.body = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
 	snprintf(path, sizeof(path), "/v1/vms/%s/migrate", name);

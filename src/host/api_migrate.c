@@ -5,7 +5,8 @@
  *   POST /v1/vms/{name}/migrate    on the source: {"to": URL, "token": T,
  *                                  "cacert": PEM, "downtime_ms": N,
  *                                  "bandwidth": B, "with_disks": bool,
- *                                  "auto_converge": bool}; answered once the VM
+ *                                  "auto_converge": bool, "postcopy_after":
+ *                                  N}; answered once the VM
  *                                  runs at the destination (200, figures)
  *                                  or still runs here (an error)
  *   DELETE /v1/vms/{name}/migration  on the source: cancel that one; 200
@@ -33,6 +34,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "state/migrate_postcopy.h"
 
 #define API_CACERT_MAX (64 * 1024)
 
@@ -121,6 +124,15 @@ int api_parse_migrate_body(const char *body, size_t len, struct host_migrate_req
 				break;
 			}
 			r->bandwidth = json_integer_value(v);
+		} else if (!strcmp(key, "postcopy_after")) {
+			if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+			    json_integer_value(v) > MIGRATE_POSTCOPY_MAX_AFTER) {
+				rc = api_err_set(e, 400, "invalid_request", "postcopy_after: expected "
+						 "a number of pre-copy rounds, an integer from 1 to %d",
+						 MIGRATE_POSTCOPY_MAX_AFTER);
+				break;
+			}
+			r->postcopy_after = (int)json_integer_value(v);
 		} else if (!strcmp(key, "with_disks") || !strcmp(key, "auto_converge")) {
 			if (!json_is_boolean(v)) {
 				rc = api_err_set(e, 400, "invalid_request", "%s: expected true or false",

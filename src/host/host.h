@@ -290,6 +290,7 @@ struct host_migrate_req {
 	long long bandwidth;        /* bytes per second, 0: no cap */
 	bool with_disks;            /* mirror the writable disks into images the destination makes */
 	bool auto_converge;         /* the VMM throttles a guest that does not converge */
+	int postcopy_after;         /* switch to post-copy after N rounds (1..30), 0: never */
 };
 /* The source: move running VM `name` to the daemon at r->to; the answer
  * (figures, the destination's state) into *result (a json_t *, the

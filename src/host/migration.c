@@ -38,7 +38,9 @@
  * removes the half-made record and its directory.  A refusal before any
  * VMM starts (a bad spec, a name taken, a disk the destination cannot
  * open) is the destination's answer, which the source passes on (409
- * destination_refused) with the VM untouched.
+ * destination_refused) with the VM untouched.  With postcopy_after the
+ * point of no return is the switch to post-copy: a failure after it loses
+ * the VM (source_lost: the source's copy stays paused, its record too).
  *
  * Disks: shared storage (the same paths, visible to both daemons; the
  * destination checks every disk's chain opens there), or, with
@@ -635,6 +637,8 @@ static int vmm_migrate(struct host *h, struct hvm *vm, const char *addr, int fd,
 			(json_int_t)(r->downtime_ms ? r->downtime_ms : MIGRATE_DOWNTIME_MS_DEFAULT),
 			"bandwidth", (json_int_t)r->bandwidth, "with_disks", r->with_disks,
 			"auto_converge", r->auto_converge);
+	if (r->postcopy_after)
+		json_object_set_new(req, "postcopy_after", json_integer(r->postcopy_after));
 	rc = vmctl_request_fd(&c, req, fd, &st, 30000, why, size);
 	json_decref(req);
 	json_decref(st);
@@ -651,7 +655,7 @@ static int vmm_migrate(struct host *h, struct hvm *vm, const char *addr, int fd,
 		mig_progress_locked(vm, st);
 		cancel = vm->mig.cancel;
 		pthread_mutex_unlock(&h->lock);
-		if (strcmp(state, "active") && strcmp(state, "completing"))
+		if (strcmp(state, "active") && strcmp(state, "completing") && strcmp(state, "postcopy"))
 			break;
 		json_decref(st);
 		st = NULL;
@@ -761,6 +765,58 @@ static int source_failed(struct host *h, struct hvm *vm, const struct host_migra
 				   "error", e->msg));
 	pthread_mutex_unlock(&h->lock);
 	log_warn("%s: migration to %s failed: %s", vm->rec.name, r->to, e->msg);
+	hvm_release(h, vm);
+	return -1;
+}
+
+/* With postcopy_after: whether the VMM switched to post-copy, and its
+ * pages (missing at the switch, fetched on demand, pushed) from its last
+ * migrate-status `st`, added to `o` (an event's detail, the answer). */
+static json_t *postcopy_figures(json_t *o, const struct host_migrate_req *r, json_t *st)
+{
+	if (!r->postcopy_after || !o)
+		return o;
+	json_object_set_new(o, "postcopy", json_boolean(json_is_true(json_object_get(st, "postcopy"))));
+	json_object_set_new(o, "postcopy_pages",
+			    json_integer(json_integer_value(json_object_get(st, "postcopy_pages"))));
+	json_object_set_new(o, "postcopy_demand_pages",
+			    json_integer(json_integer_value(json_object_get(st, "postcopy_demand_pages"))));
+	json_object_set_new(o, "postcopy_pushed_pages",
+			    json_integer(json_integer_value(json_object_get(st, "postcopy_pushed_pages"))));
+	return o;
+}
+
+/* A post-copy migration that failed after the switch (docs/migration.md,
+ * "Post-copy"): the only running copy was the destination's, and the
+ * pages it lacked are lost with it.  The source VMM keeps its copy paused
+ * as it was at the switch and does not resume it; so does its record
+ * here (paused, released): resuming that older copy is the operator's
+ * call.  Recorded as "migration-failed" with vm_lost and source_state. */
+static int source_lost(struct host *h, struct hvm *vm, const struct host_migrate_req *r,
+		       json_t *st, struct api_err *e)
+{
+	json_t *d;
+	char *text;
+
+	api_err_set(e, 500, "migration_failed", "vm \"%s\": post-copy migration to %s failed "
+		    "after the switch, the VM is lost at the destination and stays paused here, "
+		    "not resumed (the operator's call): %s", vm->rec.name, r->to,
+		    json_string_value(json_object_get(st, "error")) ?: "no reason given");
+	d = postcopy_figures(json_pack("{s:s, s:s, s:s, s:b, s:s}", "direction", "outgoing", "to",
+				       r->to, "error", e->msg, "vm_lost", 1, "source_state", "paused"),
+			     r, st);
+	text = d ? json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+
+	json_decref(d);
+	pthread_mutex_lock(&h->lock);
+	vm->mig.on = false;
+	if (vm->state == HVM_RUNNING)
+		hvm_set_state(vm, HVM_PAUSED);   /* the record says so too */
+	host_persist_locked(h, vm, "migration-failed", text);
+	pthread_mutex_unlock(&h->lock);
+	free(text);
+	log_error("%s: %s", vm->rec.name, e->msg);
+	json_decref(st);
 	hvm_release(h, vm);
 	return -1;
 }
@@ -892,6 +948,9 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 			    "(the VM runs on here)", name, r->to, why);
 		return source_failed(h, vm, r, e);
 	}
+	if (strcmp(json_string_value(json_object_get(st, "state")) ?: "", "done") &&
+	    json_is_true(json_object_get(st, "postcopy")))
+		return source_lost(h, vm, r, st, e);
 	if (strcmp(json_string_value(json_object_get(st, "state")) ?: "", "done")) {
 		api_err_set(e, 500, "migration_failed", "vm \"%s\": migration to %s %s: %s (the VM "
 			    "runs on here)", name, r->to,
@@ -913,10 +972,10 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	}
 	vm->mig.on = false;
 	mig_event_locked(h, name, "migrated",
-			 json_pack("{s:s, s:f, s:f, s:I}", "to", r->to,
+			 postcopy_figures(json_pack("{s:s, s:f, s:f, s:I}", "to", r->to,
 				   "downtime_ms", json_number_value(json_object_get(st, "downtime_ms")),
 				   "total_ms", json_number_value(json_object_get(st, "total_ms")),
-				   "bytes", json_integer_value(json_object_get(st, "bytes"))));
+				   "bytes", json_integer_value(json_object_get(st, "bytes"))), r, st));
 	if (hvm_remove_claimed_locked(h, vm, trash, sizeof(trash), e))
 		log_error("%s: migrated, but its record stays: %s", name, e->msg);
 	vm->busy = NULL;
@@ -938,6 +997,7 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 			"pages_sent", json_integer_value(json_object_get(st, "pages_sent")),
 			"zero_pages", json_integer_value(json_object_get(st, "zero_pages")),
 			"destination_state", dstate);
+	postcopy_figures(res, r, st);
 	json_decref(st);
 	*result = res;
 	return 0;

@@ -57,7 +57,14 @@
 #   - back to A over A's Unix socket (`-o json`: downtime_ms, total_ms,
 #     destination_state), and then back and forth until it has moved 10
 #     times; at the end the guest on A still verifies its pattern, and
-#     typed "exit 7" it exits 7 there.
+#     typed "exit 7" it exits 7 there;
+#   - post-copy (postcopy_after): 31 is refused (400 naming postcopy_after)
+#     and so is `--postcopy-after 0` (64); web-9, dirtying 8 MiB as fast as
+#     it runs, moves to B over B's Unix socket (the destination refuses
+#     post-copy over TLS) with --bandwidth 8M --postcopy-after 1: the
+#     answer (a MigrateResult) and A's "migrated" event say post-copy, with
+#     the pages fetched on demand and pushed adding up to those missing at
+#     the switch; web-9 runs on B, and its guest there verifies its pattern.
 #
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.bash"
@@ -399,6 +406,29 @@ if wait_field "$SA" web-1 .state exited && [ "$(field "$SA" web-1 .last_exit.sta
 else
 	fail "after 10 moves the guest verifies its pattern and exits 7" "$(onA "$SHOAL" console web-1 --show-log | tail -c 300)"
 fi
+
+# --- post-copy through the daemons ---
+out=$(curl -s -w ' %{http_code}' --unix-socket "$SA" -X POST -d "{\"to\": \"$SB\", \"postcopy_after\": 31}" \
+	http://d/v1/vms/web-9/migrate)
+check "postcopy_after 31 is refused: 400 naming postcopy_after" bash -c \
+	'[ "${1##* }" = 400 ] && jq -e ".error.message | startswith(\"postcopy_after: \")" <<<"${1% *}" >/dev/null' _ "$out" || echo "$out"
+onA "$SHOAL" vm migrate web-9 --to "$SB" --postcopy-after 0 >/dev/null 2>&1
+check "vm migrate --postcopy-after 0 is a usage error (64)" test $? = 64
+check "create and start web-9 on A (fill 16M, then dirty 8 MiB for 10 s)" onA "$SHOAL" vm create -f \
+	<(spec web-9 "fill $A 16M 7; echo filled; dirty 0 10 0x5000000 8M; verify $A 16M 7; shell") --start
+onA wait_console_long web-9 "filled" || fail "web-9 filled its pattern" "$(onA "$SHOAL" console web-9 --show-log | tail -c 300)"
+out=$(onA "$SHOAL" vm migrate web-9 --to "$SB" --bandwidth 8M --postcopy-after 1 -o json 2>"$TMP/err"); rc=$?
+echo "$out" >"$TMP/pc.json"
+jq -r '"  post-copy: \(.rounds) rounds, downtime \(.downtime_ms) ms, \(.postcopy_pages) pages missing, \(.postcopy_demand_pages) on demand, \(.postcopy_pushed_pages) pushed"' "$TMP/pc.json" 2>/dev/null
+check "web-9 moves to B with post-copy: the answer says so, on demand + pushed = missing" bash -c \
+	"[ $rc = 0 ] && jq -e '.postcopy == true and .postcopy_pages > 0 and .postcopy_demand_pages > 0 and .postcopy_demand_pages + .postcopy_pushed_pages == .postcopy_pages and .destination_state == \"running\"' '$TMP/pc.json' >/dev/null" || cat "$TMP/err"
+check "the post-copy answer is a MigrateResult" schema_ok MigrateResult "$TMP/pc.json"
+check "A's migrated event for web-9 says post-copy with its pages" bash -c \
+	"[ \"\$(curl -s --unix-socket '$SA' 'http://d/v1/events?vm=web-9' | jq -c '[.events[] | select(.type == \"migrated\")] | last | .detail | [.postcopy, .postcopy_pages, .postcopy_demand_pages + .postcopy_pushed_pages]')\" = \"\$(jq -c '[true, .postcopy_pages, .postcopy_pages]' '$TMP/pc.json')\" ]"
+check "web-9 runs on B, gone from A" bash -c "[ $(field "$SB" web-9 .state) = running ] && [ $(status_of "$SA" web-9) = 404 ]"
+if onB wait_console_long web-9 "verify ok" 300; then pass "on B web-9's guest ran on after post-copy and verifies its pattern"
+else fail "on B web-9's guest verifies its pattern" "$(onB "$SHOAL" console web-9 --show-log | tail -c 300)"; fi
+check "stop and delete web-9 on B" onB "$SHOAL" vm delete web-9 --force
 left=$(pgrep -af -- "$TMP/b/vms/"; ls -A "$TMP/b/vms")
 check "nothing left on B: no VMM, no VM directory" test -z "$left" || echo "$left"
 finish
