@@ -4,7 +4,7 @@
  *   - the migrate body's parser: "to" a socket path or https:// (plain
  *     http:// refused, naming why), the token (no control characters: it
  *     becomes a header line; not for a socket), the CA as PEM text, the
- *     downtime and bandwidth ranges, unknown keys;
+ *     downtime, bandwidth and postcopy_after ranges, unknown keys;
  *   - the incoming body's parser: {"spec": OBJECT, "disks": [...]}, each
  *     disk null or {"size", "format": raw|qcow2}; with_disks and
  *     auto_converge in the migrate body, booleans;
@@ -73,6 +73,13 @@ static void test_migrate_body(void **state)
 	assert_int_equal(r.bandwidth, 0);
 	assert_false(r.with_disks);
 	assert_false(r.auto_converge);
+	assert_int_equal(r.postcopy_after, 0);
+	api_migrate_req_free(&r);
+	assert_int_equal(parse("{\"to\": \"/s\", \"postcopy_after\": 1}", &r, &e), 0);
+	assert_int_equal(r.postcopy_after, 1);
+	api_migrate_req_free(&r);
+	assert_int_equal(parse("{\"to\": \"/s\", \"postcopy_after\": 30}", &r, &e), 0);
+	assert_int_equal(r.postcopy_after, 30);
 	api_migrate_req_free(&r);
 	assert_int_equal(parse("{\"to\": \"/s\", \"with_disks\": true, \"auto_converge\": true}",
 			       &r, &e), 0);
@@ -114,6 +121,10 @@ static void test_migrate_body(void **state)
 	refused("{\"to\": \"/s\", \"bandwidth\": 1.5}", "bandwidth: expected");
 	refused("{\"to\": \"/s\", \"with_disks\": 1}", "with_disks: expected true or false");
 	refused("{\"to\": \"/s\", \"auto_converge\": \"yes\"}", "auto_converge: expected true or false");
+	refused("{\"to\": \"/s\", \"postcopy_after\": 0}", "postcopy_after: expected");
+	refused("{\"to\": \"/s\", \"postcopy_after\": 31}", "postcopy_after: expected");
+	refused("{\"to\": \"/s\", \"postcopy_after\": \"1\"}", "postcopy_after: expected");
+	refused("{\"to\": \"/s\", \"postcopy_after\": 1.5}", "postcopy_after: expected");
 	refused("{\"to\": \"/s\", \"mirror\": true}", "unknown key \"mirror\"");
 	refused("{\"to\": \"/s\", \"to\": \"/t\"}", "duplicate");
 }
