@@ -40,8 +40,10 @@ trap 'rm -rf "$TMP"' EXIT
 
 echo "private memory of $N clones after one balloon round (target $TARGET each), the test guest" \
      "in 64M, 32M of template data, 16M written by each clone, $(date -u '+%F %H:%M UTC'), $(nproc) cpus"
-python3 - "$BUILD/shoal" "$BUILD/shoal-guest" "$TMP" "$N" "$TARGET" <<'PY'
-import json, os, re, socket, subprocess, sys, time
+PYTHONPATH="$BENCH_ROOT/tests/system" python3 - "$BUILD/shoal" "$BUILD/shoal-guest" "$TMP" "$N" "$TARGET" <<'PY'
+import os, re, subprocess, sys, time
+import vmtest
+from vmtest import ctl, text as console, wait_for
 shoal, guest, tmp, n, target = sys.argv[1:6]
 n = int(n)
 u = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -56,33 +58,14 @@ def start(name, args):
         time.sleep(0.05)
     return p, sock, log
 
-def console(log):
-    try:
-        with open(log, "rb") as f: return f.read().decode(errors="replace")
-    except OSError: return ""
-
 def wait_console(log, pattern, secs=120):
-    end = time.time() + secs
-    while time.time() < end:
-        m = re.findall(pattern, console(log))
-        if m: return m
-        time.sleep(0.05)
-    sys.exit(f"{log}: no {pattern!r}: {console(log)[-300:]}")
+    m = wait_for(lambda: re.findall(pattern, console(log)), secs)
+    if not m:
+        sys.exit(f"{log}: no {pattern!r}: {console(log)[-300:]}")
+    return m
 
 def type_into(sock, text):
-    s = socket.socket(socket.AF_UNIX); s.connect(sock)
-    f = s.makefile("rwb")
-    f.write(b'{"cmd": "console-attach", "force": true}\n'); f.flush()
-    json.loads(f.readline())
-    for ch in text.encode():
-        s.sendall(bytes([ch])); time.sleep(0.002)
-    s.close()
-
-def ctl(sock, obj):
-    c = socket.socket(socket.AF_UNIX); c.connect(sock)
-    c.sendall((json.dumps(obj) + "\n").encode())
-    line = c.makefile().readline(); c.close()
-    return json.loads(line)
+    vmtest.type_into(sock, text).close()
 
 snap = os.path.join(tmp, "snap"); memfile = os.path.join(snap, "memory")
 def mem_of(pid):

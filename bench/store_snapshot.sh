@@ -19,8 +19,10 @@ BUILD=${BUILD:-$ROOT/build}
 N=${1:-5}
 TMP=$(mktemp -d /tmp/shoal-bench.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-python3 - "$BUILD/shoal" "$BUILD/shoal-guest" "$TMP" "$N" <<'PY'
-import json, os, socket, subprocess, sys, time
+PYTHONPATH="$ROOT/tests/system" python3 - "$BUILD/shoal" "$BUILD/shoal-guest" "$TMP" "$N" <<'PY'
+import json, os, subprocess, sys, time
+import vmtest
+from vmtest import text as console, type_into
 shoal, guest, tmp, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 A, B = "0x2000000", "0x5800000"
 
@@ -35,25 +37,10 @@ def start(name, cmdline=None, restore=None):
         time.sleep(0.05)
     return p, sock, log
 
-def console(log):
-    try: return open(log, "rb").read().decode(errors="replace")
-    except OSError: return ""
-
 def wait_for(log, text, count=1, secs=60):
-    end = time.time() + secs
-    while time.time() < end:
-        if console(log).count(text) >= count: return True
-        time.sleep(0.05)
-    sys.exit(f"no '{text}' on {log}: {console(log)[-300:]}")
-
-def type_into(sock, text):
-    s = socket.socket(socket.AF_UNIX); s.connect(sock)
-    f = s.makefile("rwb")
-    f.write(b'{"cmd": "console-attach", "force": true}\n'); f.flush()
-    assert json.loads(f.readline())["ok"]
-    for ch in text.encode():
-        s.sendall(bytes([ch])); time.sleep(0.002)
-    return s
+    if not vmtest.wait_for(lambda: console(log).count(text) >= count, secs):
+        sys.exit(f"no '{text}' on {log}: {console(log)[-300:]}")
+    return True
 
 def run(*args):
     r = subprocess.run([shoal, *args], capture_output=True, text=True)
