@@ -45,8 +45,10 @@
 # and the ratio Shoal/QEMU (below 1: Shoal took less).  Timings are
 # figures, never checked.
 #
-#   bench/migrate.sh [-n ROUNDS] [-s SIZES] [-d SIZES] [-r RATE] [-c CAP] [-o VMMS]
-#   (defaults: 3 rounds, -s 1G:512M, no -d, -r 100, -c 30, -o shoal,qemu)
+#   bench/migrate.sh [-n ROUNDS] [-s SIZES] [-d SIZES] [-r RATE] [-c CAP] [-o VMMS] [-t MS]
+#   (defaults: 3 rounds, -s 1G:512M, no -d, -r 100, -c 30, -o shoal,qemu,
+#   -t 300: the downtime limit both VMMs are given, Shoal's --downtime-ms
+#   and QEMU's downtime-limit)
 #   SIZES: MEMORY:FILL[:ROUNDS], comma- or space-separated; -s "" runs only
 #   the -d sizes.
 #
@@ -54,10 +56,10 @@
 # QEMU and python3; exits 77 without them.
 set -u
 . "$(dirname "$0")/lib.bash"
-N=3; SIZES="1G:512M"; DIRTY=; RATE=100; CAP=30; ONLY=shoal,qemu
-while getopts "n:s:d:r:c:o:" o; do
+N=3; SIZES="1G:512M"; DIRTY=; RATE=100; CAP=30; ONLY=shoal,qemu; LIMIT=300
+while getopts "n:s:d:r:c:o:t:" o; do
 	case $o in n) N=$OPTARG ;; s) SIZES=$OPTARG ;; d) DIRTY=$OPTARG ;; r) RATE=$OPTARG ;;
-	c) CAP=$OPTARG ;; o) ONLY=$OPTARG ;; *) exit 64 ;; esac
+	c) CAP=$OPTARG ;; o) ONLY=$OPTARG ;; t) LIMIT=$OPTARG ;; *) exit 64 ;; esac
 done
 [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] ||
 	bench_skip "/dev/kvm is not available; run it in the KVM box: scripts/kvm-box.sh -- $0"
@@ -72,11 +74,11 @@ trap 'rm -rf "$TMP"' EXIT
 
 echo "live migration, the test guest, -n $N, $(date -u '+%F %H:%M UTC'), $(nproc) cpus," \
      "$(qemu-system-x86_64 --version | head -1)"
-python3 - "$BUILD/shoal" "$BUILD/shoal-guest" "$TMP" "$N" "$SIZES" "$DIRTY" "$RATE" "$CAP" "$ONLY" <<'PY'
+python3 - "$BUILD/shoal" "$BUILD/shoal-guest" "$TMP" "$N" "$SIZES" "$DIRTY" "$RATE" "$CAP" "$ONLY" "$LIMIT" <<'PY'
 import json, os, socket, statistics, subprocess, sys, time
 
-shoal, guest, tmp, rounds, sizes, dirty_sizes, rate, cap, only = sys.argv[1:10]
-rounds, rate, cap = int(rounds), int(rate), float(cap)
+shoal, guest, tmp, rounds, sizes, dirty_sizes, rate, cap, only, limit = sys.argv[1:11]
+rounds, rate, cap, limit = int(rounds), int(rate), float(cap), int(limit)
 vmms = [v for v in ("shoal", "qemu") if v in only.split(",")]
 NAME = {"shoal": "Shoal", "qemu": "QEMU"}
 ADDR, SEED = "0x2000000", 7
@@ -175,7 +177,8 @@ def sample(vmm, tag, mem, fill, dirty, typed, want):
         if dirty: time.sleep(1)
         if vmm == "shoal":
             t0 = now()
-            mp = subprocess.Popen([shoal, "migrate", "--socket", ssock, "unix:" + mig, "--output", "json"],
+            mp = subprocess.Popen([shoal, "migrate", "--socket", ssock, "unix:" + mig, "--output", "json",
+                                   "--downtime-ms", str(limit)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
                 out, err = mp.communicate(timeout=cap if dirty else WAIT)
@@ -188,7 +191,8 @@ def sample(vmm, tag, mem, fill, dirty, typed, want):
                            f" {i.get('dirty_pages')} pages dirty at the cancel; shoal migrate said:"
                            f" {err.strip()[-300:]!r}; source VMM: {tail(serr)!r}")
                 except ValueError:
-                    why = (out + err).strip()[-200:]
+                    why = (f"{(out + err).strip()[-200:]}; source VMM (status {src.poll()}): "
+                           f"{tail(serr)!r}; destination (status {dst.poll()}): {tail(derr)!r}")
                 return {"converged": False, "wall": ms(now() - t0), "prompt": prompt, "why": why}, None
             wall = now() - t0
             try: info = json.loads(out)
@@ -203,7 +207,7 @@ def sample(vmm, tag, mem, fill, dirty, typed, want):
                    "phases": info.get("downtime_phases_ms") or {}}
         else:
             q = QMP(ssock, now() + 30)
-            q.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40, "downtime-limit": 300})
+            q.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40, "downtime-limit": limit})
             t0 = now()
             q.cmd("migrate", uri="unix:" + mig)
             end = t0 + (cap if dirty else WAIT)
@@ -275,7 +279,7 @@ cases = [(m, f, n, False) for m, f, n in sizes_of(sizes)] + [(m, f, n, True) for
 for mem, fill, n, dirty in cases:
     started = now()
     what = f"dirtying {rate} MiB/s over its {fill}, cap {cap:.0f} s" if dirty else f"idle after filling {fill}"
-    print(f"\n== {mem} guest, {what}, 1 vCPU, {n} rounds")
+    print(f"\n== {mem} guest, {what}, 1 vCPU, {n} rounds, downtime limit {limit} ms")
     samples = {v: [] for v in vmms}
     for i in range(1, n + 1):
         k = (i - 1) % len(vmms)
