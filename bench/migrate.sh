@@ -200,7 +200,8 @@ def sample(vmm, tag, mem, fill, dirty, typed, want):
             if mp.returncode != 0 or "downtime_ms" not in info:
                 if dirty and mp.returncode == 70:
                     return {"converged": False, "wall": ms(wall), "prompt": prompt,
-                            "why": (out + err).strip()[-200:]}, None
+                            "why": f"{(out + err).strip()[-200:]}; source VMM (status {src.poll()}): "
+                                   f"{tail(serr)!r}"}, None
                 return None, f"shoal migrate: status {mp.returncode}: {out.strip()} {err.strip()}"
             res = {"wall": ms(wall), "total": info["total_ms"], "down": info["downtime_ms"],
                    "passes": info.get("round"), "data": info.get("bytes", 0) / 2**20,
