@@ -255,35 +255,53 @@ void migrate_in_free(struct migrate_in *in)
 	in->cap = 0;
 }
 
+int migrate_ram_next(struct state_reader *r, uint64_t mem_size, struct migrate_ram_rec *rec,
+		     struct error *e)
+{
+	uint64_t word = state_get_u64(r), bytes;
+
+	rec->off = word & ~(uint64_t)(PAGE - 1);
+	rec->kind = (uint32_t)(word & (PAGE - 1));
+	rec->pages = state_get_u32(r);
+	rec->data = NULL;
+	bytes = (uint64_t)rec->pages * PAGE;
+	if (r->error)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: a ram record is cut short");
+	if (!rec->pages || (rec->kind != MIGRATE_RAM_ZERO && rec->kind != MIGRATE_RAM_DATA) ||
+	    rec->off > mem_size || bytes > mem_size - rec->off)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: a ram record (kind %u, "
+				 "%" PRIu32 " pages at %#" PRIx64 ") is outside the VM's %"
+				 PRIu64 " MiB", rec->kind, rec->pages, rec->off, mem_size >> 20);
+	if (rec->kind == MIGRATE_RAM_DATA) {
+		if (bytes > r->len - r->pos)
+			return error_set(e, EXIT_BADSTATE, "incoming migration: a ram record's "
+					 "pages are cut short");
+		rec->data = r->data + r->pos;
+		r->pos += bytes;
+	}
+	return 0;
+}
+
 int migrate_apply_ram(const struct guest_mem *m, const uint8_t *p, size_t len,
 		      struct error *e)
 {
 	struct state_reader r;
+	struct migrate_ram_rec rec;
 
 	state_reader_init(&r, p, len);
 	while (r.pos < r.len) {
-		uint64_t word = state_get_u64(&r), off = word & ~(uint64_t)(PAGE - 1);
-		uint32_t kind = (uint32_t)(word & (PAGE - 1)), pages = state_get_u32(&r);
-		uint64_t bytes = (uint64_t)pages * PAGE;
+		uint64_t bytes;
 
-		if (r.error)
-			return error_set(e, EXIT_BADSTATE, "incoming migration: a ram record is cut short");
-		if (!pages || (kind != MIGRATE_RAM_ZERO && kind != MIGRATE_RAM_DATA) ||
-		    off > m->size || bytes > m->size - off)
-			return error_set(e, EXIT_BADSTATE, "incoming migration: a ram record (kind %u, "
-					 "%" PRIu32 " pages at %#" PRIx64 ") is outside the VM's %"
-					 PRIu64 " MiB", kind, pages, off, m->size >> 20);
-		if (kind == MIGRATE_RAM_DATA) {
-			if (bytes > r.len - r.pos)
-				return error_set(e, EXIT_BADSTATE, "incoming migration: a ram record's "
-						 "pages are cut short");
-			memcpy(m->host + off, r.data + r.pos, bytes);
-			r.pos += bytes;
+		if (migrate_ram_next(&r, m->size, &rec, e))
+			return -1;
+		bytes = (uint64_t)rec.pages * PAGE;
+		if (rec.data) {
+			memcpy(m->host + rec.off, rec.data, bytes);
 			continue;
 		}
 		if (m->fd < 0 || fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-					   (off_t)off, (off_t)bytes) < 0)
-			memset(m->host + off, 0, bytes);
+					   (off_t)rec.off, (off_t)bytes) < 0)
+			memset(m->host + rec.off, 0, bytes);
 	}
 	return 0;
 }

@@ -90,6 +90,20 @@ void migrate_in_free(struct migrate_in *in);
  * to `m`; every range is checked against it.  0, or -1 with `e`. */
 int migrate_apply_ram(const struct guest_mem *m, const uint8_t *p, size_t len,
 		      struct error *e);
+
+/* One record of such a payload, read from `r` (its pages skipped) and
+ * checked against a RAM of `mem_size` bytes: the range at `off`, of
+ * `pages` pages, zero (`data` NULL) or with their bytes at `data`.  0, or
+ * -1 with `e` (EXIT_BADSTATE) saying what is wrong; both post-copy's
+ * destination and migrate_apply_ram read records with it. */
+struct migrate_ram_rec {
+	uint64_t off;
+	uint32_t kind, pages;
+	const uint8_t *data;
+};
+struct state_reader;
+int migrate_ram_next(struct state_reader *r, uint64_t mem_size, struct migrate_ram_rec *rec,
+		     struct error *e);
 /* A "hello" section's payload for a destination of `mem_size` bytes of RAM
  * and `ncpus` vCPUs: the page size, memory and vCPU count must be its own,
  * and `*cpu` receives the CPU the guest saw (a JSON object for

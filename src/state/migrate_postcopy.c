@@ -394,21 +394,16 @@ static void dst_faults(struct migrate_pc_dst *d)
 static void dst_ram(struct migrate_pc_dst *d, const uint8_t *p, size_t len)
 {
 	struct state_reader r;
+	struct migrate_ram_rec rec;
+	struct error e = { 0 };
 
 	state_reader_init(&r, p, len);
 	while (r.pos < r.len) {
-		uint64_t word = state_get_u64(&r), off = word & ~(uint64_t)(PAGE - 1);
-		uint32_t kind = (uint32_t)(word & (PAGE - 1)), pages = state_get_u32(&r);
-		uint64_t bytes = (uint64_t)pages * PAGE;
-
-		if (r.error || !pages || (kind != MIGRATE_RAM_ZERO && kind != MIGRATE_RAM_DATA) ||
-		    off > d->m->size || bytes > d->m->size - off ||
-		    (kind == MIGRATE_RAM_DATA && bytes > r.len - r.pos))
-			dst_lost(d, "the source sent a ram record that is malformed or outside RAM");
-		for (uint32_t i = 0; i < pages; i++) {
-			uint64_t page = off / PAGE + i;
-			const uint8_t *src = kind == MIGRATE_RAM_DATA ? r.data + r.pos + (size_t)i * PAGE :
-					     zero_page;
+		if (migrate_ram_next(&r, d->m->size, &rec, &e))   /* its "incoming migration: " off */
+			dst_lost(d, strncmp(e.msg, "incoming migration: ", 20) ? e.msg : e.msg + 20);
+		for (uint32_t i = 0; i < rec.pages; i++) {
+			uint64_t page = rec.off / PAGE + i;
+			const uint8_t *src = rec.data ? rec.data + (size_t)i * PAGE : zero_page;
 
 			if (!bit_get(d->missing, page))
 				continue;
@@ -417,8 +412,6 @@ static void dst_ram(struct migrate_pc_dst *d, const uint8_t *p, size_t len)
 			bit_clear(d->missing, page);
 			d->left--;
 		}
-		if (kind == MIGRATE_RAM_DATA)
-			r.pos += bytes;
 	}
 }
 
