@@ -277,15 +277,8 @@ int store_snap_import(struct store *s, const char *snapdir, const char *name,
 	int rc = -1;
 
 	memset(st, 0, sizeof(*st));
-	if (store_name_check(name, e))
+	if (store_name_check(name, e) || store_name_free(s, name, e))
 		return -1;
-	snprintf(path, sizeof(path), "%s/images/%s", store_dir(s), name);
-	if (!access(path, F_OK))
-		return error_set(e, EXIT_USAGE, "%s: an image named '%s' is already in the store (rm it first)",
-				 store_dir(s), name);
-	if (store_snap_exists(s, name))
-		return error_set(e, EXIT_USAGE, "%s: a snapshot named '%s' is already in the store (rm it first)",
-				 store_dir(s), name);
 	snprintf(path, sizeof(path), "%s/manifest.json", snapdir);
 	man = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
 	if (!man)
@@ -868,15 +861,8 @@ int store_snap_put(struct store *s, const char *name, json_t *desc, const char *
 	size_t i;
 	int rc = -1;
 
-	if (store_name_check(name, e))
+	if (store_name_check(name, e) || store_name_free(s, name, e))
 		return -1;
-	snprintf(path, sizeof(path), "%s/images/%s", store_dir(s), name);
-	if (!access(path, F_OK))
-		return error_set(e, EXIT_USAGE, "%s: an image named '%s' is already in the store (rm it first)",
-				 store_dir(s), name);
-	if (store_snap_exists(s, name))
-		return error_set(e, EXIT_USAGE, "%s: a snapshot named '%s' is already in the store (rm it first)",
-				 store_dir(s), name);
 	snprintf(path, sizeof(path), "%s/snapshots", store_dir(s));
 	if (mkdir(path, 0755) && errno != EEXIST)
 		return error_set(e, EXIT_HOST, "%s: %s", path, strerror(errno));

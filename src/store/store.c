@@ -1093,9 +1093,7 @@ static int mf_save_rel(struct store *s, const char *rel, const struct manifest *
 	return 0;
 }
 
-/* A snapshot object and an image may not share a name (one namespace:
- * rm, grants and pull name either). */
-static int name_free(struct store *s, const char *name, struct error *e)
+int store_name_free(struct store *s, const char *name, struct error *e)
 {
 	char path[4096];
 
@@ -1233,7 +1231,7 @@ int store_add(struct store *s, struct blockdev *bd, const char *name, struct sto
 	memset(st, 0, sizeof(*st));
 	if (!s->write)
 		return error_set(e, EXIT_USAGE, "%s: store opened read-only", s->dir);
-	if (store_name_check(name, e) || name_free(s, name, e))
+	if (store_name_check(name, e) || store_name_free(s, name, e))
 		return -1;
 	snprintf(rel, sizeof(rel), "images/%s", name);
 	return add_core(s, bd, rel, st, progress, opaque, e);
@@ -1804,7 +1802,7 @@ int store_manifest_put(struct store *s, const char *name, const struct store_man
 
 	if (!s->write)
 		return error_set(e, EXIT_USAGE, "%s: store opened read-only", s->dir);
-	if (store_name_check(name, e) || name_free(s, name, e))
+	if (store_name_check(name, e) || store_name_free(s, name, e))
 		return -1;
 	snprintf(rel, sizeof(rel), "images/%s", name);
 	snprintf(label, sizeof(label), "image %s", name);

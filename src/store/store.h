@@ -48,6 +48,10 @@ const struct store_params *store_get_params(const struct store *s);
  * with '.'. */
 int store_name_check(const char *name, struct error *e);
 
+/* 0 if no image and no snapshot object has `name` (one namespace: rm,
+ * grants and pull name either), else an error naming the one that does. */
+int store_name_free(struct store *s, const char *name, struct error *e);
+
 struct store_add_stats {
 	uint64_t image_bytes;		/* the image's virtual size */
 	uint64_t chunks, zero_chunks;	/* all chunks; those all zeros */
