@@ -16,9 +16,10 @@ trap 'rm -rf "$TMP"' EXIT
 # SHOAL_TEST_STAMP=1 ends each PASS and FAIL line with the seconds since
 # the script began ("[+12.3 s]"), to find where a slow script spends them.
 T_START=$EPOCHREALTIME
-t_stamp() { [ -n "${SHOAL_TEST_STAMP:-}" ] && awk -v a="$T_START" -v b="$EPOCHREALTIME" 'BEGIN { printf " [+%.1f s]", b - a }'; }
-pass() { echo "PASS: $1$(t_stamp)"; }
-fail() { echo "FAIL: $1${2:+: $2}$(t_stamp)"; T_FAILED=1; }
+# (Without it no subshell is made: ${VAR:+...} expands only when set.)
+t_stamp() { awk -v a="$T_START" -v b="$EPOCHREALTIME" 'BEGIN { printf " [+%.1f s]", b - a }'; }
+pass() { echo "PASS: $1${SHOAL_TEST_STAMP:+$(t_stamp)}"; }
+fail() { echo "FAIL: $1${2:+: $2}${SHOAL_TEST_STAMP:+$(t_stamp)}"; T_FAILED=1; }
 skip() { echo "SKIP: $1: $2"; }
 # check NAME CMD...: PASS if CMD exits 0, FAIL otherwise.
 check() { local n=$1; shift; if "$@"; then pass "$n"; else fail "$n" "command failed: $*"; fi; }
