@@ -93,8 +93,11 @@ static json_t *fuzz_fd_cmd(struct vm *v, json_t *req, void *opaque)
 static void cleanup(void)
 {
 	if (vm) {
-		control_stop(vm);
+		/* The loop's thread first: control_stop frees the clients that
+		 * thread may be reading from (at exit this raced it: ASan saw a
+		 * client used after control_stop freed it). */
 		eventloop_stop(vm->loop);
+		control_stop(vm);
 	}
 	rmdir(dir);
 }
