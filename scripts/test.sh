@@ -96,28 +96,59 @@ run_cmocka() {
 	echo "$(basename "$bin"): $p passed, $f failed, $s skipped ($((SECONDS - t0)) s)"
 }
 
+# exec_script SCRIPT: run it once, its output in $out and its status in $rc.
+# The output goes to a file, not through a pipe: a process the script left
+# behind that still holds its stdout can then not make the runner wait for
+# ever (a CI run lost a box that way, its tier killed at 3000 s with nothing
+# said about which script).  The script runs under a tag in its environment,
+# SHOAL_TEST_TAG, which every process it starts inherits (shoald's VMMs and
+# monitors too, though they leave its session): whatever still carries the
+# tag when the script has ended is named and killed.  A script that runs
+# past SHOAL_TEST_SCRIPT_TIMEOUT (600 s) is killed and says so.
+exec_script() {
+	local sc=$1 f tag left limit=${SHOAL_TEST_SCRIPT_TIMEOUT:-600}
+	f=$(mktemp /tmp/shoal-script-out.XXXXXX)
+	tag="$(basename "$sc").$$.$RANDOM"
+	SHOAL_TEST_TAG=$tag timeout -k 20 "$limit" bash "$sc" >"$f" 2>&1 </dev/null; rc=$?
+	out=$(cat "$f"); rm -f "$f"
+	if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+		out+=$'\n'"FAIL: $(basename "$sc") ran past ${limit} s and was killed (status $rc); its last lines are above"
+	fi
+	left=$(grep -lsz -- "^SHOAL_TEST_TAG=$tag\$" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 | grep -vx "$$" | tr '\n' ' ')
+	if [ -n "$left" ]; then
+		echo "note: $(basename "$sc") left processes behind, killed now: $(for p in $left; do printf '%s(%s) ' "$p" "$(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null | cut -c1-80)"; done)"
+		kill -9 $left 2>/dev/null
+	fi
+}
+
 # run_script SCRIPT [retry]: run one system test script and count its lines.
 # With "retry" (the KVM scripts in the KVM box: guests under nested KVM under
 # QEMU's software CPU, where a Linux guest has once reset itself and a test
 # guest clone once triple-faulted, for no reason we could find yet, see
 # docs/testing.md), a script that fails is
 # run once more and the second run counts; the first run's failures and
-# output tail are printed, marked "first try", never hidden.
+# output tail are printed, marked "first try", never hidden.  A script
+# that hung (killed at its time limit) is not run again: a hang is a defect
+# to find, and a second one would cost the box's own time limit.
 run_script() {
 	local sc=$1 out rc p f s t0=$SECONDS
 	already_done "$sc" && return 0
 	claimed_elsewhere "$sc" && return 0
-	out=$(timeout "${SHOAL_TEST_SCRIPT_TIMEOUT:-900}" bash "$sc" 2>&1); rc=$?
-	if [ "${2:-}" = retry ] && { [ "$rc" -ne 0 ] || echo "$out" | grep -q '^FAIL:'; }; then
+	echo "start: $(basename "$sc") at $(elapsed)" >>"${SHOAL_TEST_STARTS:-/dev/null}"
+	exec_script "$sc"
+	if [ "${2:-}" = retry ] && [ "$rc" != 124 ] && [ "$rc" != 137 ] &&
+		{ [ "$rc" -ne 0 ] || echo "$out" | grep -q '^FAIL:'; }; then
 		echo "note: $(basename "$sc") failed (status $rc) in the KVM box; its first try's failures and output tail follow, and it runs once more"
 		echo "$out" | grep '^FAIL:' | sed "s|^|  first try: $(basename "$sc"): |"
 		echo "$out" | grep -v '^PASS:' | tail -25 | sed 's|^|  first try: |'
-		out=$(timeout "${SHOAL_TEST_SCRIPT_TIMEOUT:-900}" bash "$sc" 2>&1); rc=$?
+		exec_script "$sc"
 	fi
 	echo "$out" | grep -E '^(PASS|FAIL|SKIP):' | sed "s|^|  $(basename "$sc"): |"
 	p=$(echo "$out" | grep -c '^PASS:'); f=$(echo "$out" | grep -c '^FAIL:'); s=$(echo "$out" | grep -c '^SKIP:')
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 		f=1; echo "$out" | tail -30; FAILS+=("$(basename "$sc"): exit status $rc with no FAIL line")
+	elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+		echo "$out" | grep -v '^PASS:' | tail -30 | sed "s|^|  $(basename "$sc") (killed): |"
 	fi
 	# Each failed case by name, so that the closing lines say what failed.
 	while IFS= read -r l; do FAILS+=("$(basename "$sc"): ${l#FAIL: }"); done < <(echo "$out" | grep '^FAIL:' | head -20)
@@ -258,9 +289,10 @@ build_kits() {
 }
 
 box_tier() {
-	local log done p f s rc try line name c
+	local log done starts p f s rc try line name c
 	log=$(mktemp /tmp/shoal-box-tier.XXXXXX)
 	done=$(mktemp "$BUILD/box-done.XXXXXX")   # seen from inside the box (its /tmp is its own)
+	starts=$(mktemp "$BUILD/box-starts.XXXXXX")   # "start: NAME at TIME", one per script begun
 	echo "== tier $1 (in the KVM box, at $(elapsed))"
 	# The box has no network: the Linux tests' guest kit is fetched here
 	# first (where that fails too, they skip and say why).
@@ -268,7 +300,7 @@ box_tier() {
 	for try in 1 2; do
 		scripts/kvm-box.sh -q --cpus "${SHOAL_TEST_BOX_CPUS:-1}" --timeout "${SHOAL_TEST_BOX_TIMEOUT:-3000}" -- \
 			env BUILD="$BUILD" SAN_BUILD="$SAN_BUILD" FUZZ_SECONDS="${FUZZ_SECONDS:-20}" \
-			SHOAL_TEST_DONE="$done" SHOAL_TEST_ONLY="${SHOAL_TEST_ONLY:-}" SHOAL_TEST_SKIP="${SHOAL_TEST_SKIP:-}" \
+			SHOAL_TEST_DONE="$done" SHOAL_TEST_STARTS="$starts" SHOAL_TEST_T0="$SHOAL_TEST_T0" SHOAL_TEST_ONLY="${SHOAL_TEST_ONLY:-}" SHOAL_TEST_SKIP="${SHOAL_TEST_SKIP:-}" \
 			SHOAL_TEST_CLAIM="${SHOAL_TEST_CLAIM:-}" SHOAL_TEST_LANE="${SHOAL_TEST_LANE:-}" \
 			scripts/test.sh tier "$1" 2>&1 | tee "$log"
 		rc=${PIPESTATUS[0]}
@@ -289,6 +321,14 @@ box_tier() {
 			[ "$f" -gt 0 ] && FAILS+=("$name (tier $1, in the KVM box)")
 			box_count "$p" "$f" "$s"
 		done < <(grep -E '^[A-Za-z0-9_.-]+: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped \([0-9]+ s\)$' "$log")
+		# Which scripts it had begun and not finished: said, and named in
+		# the closing lines (the box's own output may be far above them).
+		while IFS= read -r line; do
+			name=$(echo "$line" | sed -n 's/^start: \([^ ]*\) at .*/\1/p')
+			[ -n "$name" ] && ! grep -qxF "$name" "$done" || continue
+			echo "FAIL: the KVM box ended (kvm-box.sh status $rc) while $name ran (${line#start: $name })"
+			FAILS+=("$name: unfinished when the KVM box ended (tier $1)")
+		done <"$starts"
 		p=""
 		if [ "$try" = 1 ] && [ "$rc" = 125 ] && grep -q 'Kernel panic' "$log"; then
 			echo "note: the KVM box's kernel panicked during tier $1 ($(grep -m1 -o 'Kernel panic - not syncing: .*' "$log")); the programs it had not finished run again in a fresh box"
@@ -304,7 +344,7 @@ box_tier() {
 		fi
 		break
 	done
-	rm -f "$log" "$done"
+	rm -f "$log" "$done" "$starts"
 	if [ -z "${p:-}" ]; then
 		echo "FAIL: tier $1 in the KVM box: no closing line (kvm-box.sh status $rc)"
 		p=0; f=1; s=0
