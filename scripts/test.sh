@@ -114,7 +114,7 @@ exec_script() {
 	if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
 		out+=$'\n'"FAIL: $(basename "$sc") ran past ${limit} s and was killed (status $rc); its last lines are above"
 	fi
-	left=$(grep -lsz -- "^SHOAL_TEST_TAG=$tag\$" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 | grep -vx "$$" | tr '\n' ' ')
+	left=$(timeout 20 grep -lsz -- "^SHOAL_TEST_TAG=$tag\$" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 | grep -vx "$$" | tr '\n' ' ')
 	if [ -n "$left" ]; then
 		echo "note: $(basename "$sc") left processes behind, killed now: $(for p in $left; do printf '%s(%s) ' "$p" "$(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null | cut -c1-80)"; done)"
 		kill -9 $left 2>/dev/null
@@ -147,8 +147,13 @@ run_script() {
 	p=$(echo "$out" | grep -c '^PASS:'); f=$(echo "$out" | grep -c '^FAIL:'); s=$(echo "$out" | grep -c '^SKIP:')
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 		f=1; echo "$out" | tail -30; FAILS+=("$(basename "$sc"): exit status $rc with no FAIL line")
-	elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-		echo "$out" | grep -v '^PASS:' | tail -30 | sed "s|^|  $(basename "$sc") (killed): |"
+	else
+		# Each failure's detail: the lines that follow its FAIL line.
+		[ "$f" -gt 0 ] && echo "$out" | awk '/^FAIL:/ { n = 25 } n > 0 && !/^PASS:/ { print; n-- }' |
+			grep -v '^FAIL:' | head -150 | sed "s|^|  $(basename "$sc") (detail): |"
+		if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+			echo "$out" | grep -v '^PASS:' | tail -30 | sed "s|^|  $(basename "$sc") (killed): |"
+		fi
 	fi
 	# Each failed case by name, so that the closing lines say what failed.
 	while IFS= read -r l; do FAILS+=("$(basename "$sc"): ${l#FAIL: }"); done < <(echo "$out" | grep '^FAIL:' | head -20)

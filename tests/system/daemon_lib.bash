@@ -151,3 +151,23 @@ wait_console_long() {     # NAME TEXT [TRIES of 0.1 s]
 	for _ in $(seq "${3:-600}"); do console_has "$1" "$2" && return 0; sleep 0.1; done
 	return 1
 }
+
+# stuck_report DIR...: for a failure's detail, what the VMMs of the VM
+# directories DIR are doing: each thread's state and kernel wait channel,
+# their stacks where gdb is installed, and the tail of each log file there.
+stuck_report() {
+	local d pid t
+	for d in "$@"; do
+		for pid in $(pgrep -f -- "--config $d/"); do
+			echo "--- pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-100)"
+			for t in /proc/"$pid"/task/*; do
+				echo "  thread $(basename "$t") $(cat "$t/comm" 2>/dev/null) state $(cut -d' ' -f3 "$t/stat" 2>/dev/null) wchan $(cat "$t/wchan" 2>/dev/null)"
+			done
+			command -v gdb >/dev/null &&
+				timeout 60 gdb -q -batch -p "$pid" -ex 'thread apply all bt 10' 2>/dev/null | grep -E '^(#|Thread)' | cut -c1-160 | head -60
+		done
+		for t in "$d"/*.log "$d"/log; do
+			[ -f "$t" ] && { echo "--- $t (tail)"; tail -12 "$t"; }
+		done
+	done
+}

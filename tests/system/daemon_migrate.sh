@@ -376,7 +376,7 @@ check "the stream was authenticated and encrypted: B's created says so, B's VMM 
 	 [ ! -e '$TMP/b/vms/web-1/migrate.key' ]"
 onB type_console web-1 "verify $A 16M 7"$'\r'
 if onB wait_console_long web-1 "verify ok"; then pass "on B the guest finds its pattern (console continues there)"
-else fail "on B the guest finds its pattern" "$(onB "$SHOAL" console web-1 --show-log | tail -c 300)"; fi
+else fail "on B the guest finds its pattern" "$(onB "$SHOAL" console web-1 --show-log | tail -c 300; stuck_report "$TMP/b/vms/web-1")"; fi
 
 # --- back to A over its Unix socket, then back and forth: 10 moves in all ---
 out=$(onB "$SHOAL" vm migrate web-1 --to "$SA" -o json 2>"$TMP/err"); rc=$?
@@ -386,13 +386,15 @@ check "the answer is a MigrateResult" schema_ok MigrateResult "$TMP/result.json"
 check "B's record is gone, A's runs" bash -c "[ $(status_of "$SB" web-1) = 404 ] && [ $(field "$SA" web-1 .state) = running ]"
 moves=2 bad=0
 while [ $moves -lt 10 ]; do
+	# each move bounded: a stuck one is reported (both VMMs' threads) and ends the loop
 	if [ $((moves % 2)) = 0 ]; then
-		onA "$SHOAL" vm migrate web-1 "${TO[@]}" >>"$TMP/moves" 2>&1 || bad=1
-		wait_field "$SB" web-1 .state running || bad=1
+		onA timeout 180 "$SHOAL" vm migrate web-1 "${TO[@]}" >>"$TMP/moves" 2>&1 || bad=1
+		[ $bad = 0 ] && { wait_field "$SB" web-1 .state running || bad=1; }
 	else
-		onB "$SHOAL" vm migrate web-1 --to "$SA" >>"$TMP/moves" 2>&1 || bad=1
-		wait_field "$SA" web-1 .state running || bad=1
+		onB timeout 180 "$SHOAL" vm migrate web-1 --to "$SA" >>"$TMP/moves" 2>&1 || bad=1
+		[ $bad = 0 ] && { wait_field "$SA" web-1 .state running || bad=1; }
 	fi
+	[ $bad = 1 ] && { echo "move $((moves + 1)) failed:"; stuck_report "$TMP/a/vms/web-1" "$TMP/b/vms/web-1"; } >>"$TMP/moves"
 	[ $bad = 1 ] && break
 	moves=$((moves + 1))
 done
