@@ -552,6 +552,8 @@ static const struct {
 	{ "snapshot", img_snapshot, "snapshot [-l [-U] | -c NAME | -a NAME | -d NAME] FILE" },
 	{ "bench", img_bench, "bench [-f fmt] [-w | -U] [-d depth] [-s size] [-c count] "
 			      "[-S step] [-o offset] [--compare-qemu [--rounds N]] FILE" },
+	{ "cidata", img_cidata, "cidata OUT user-data=FILE,meta-data=FILE[,network-config=FILE]   "
+				"(the cloud-init seed --cloud-init attaches, as an ISO file)" },
 };
 
 int cmd_img(int argc, char **argv)

@@ -51,5 +51,6 @@ int img_rebase(int argc, char **argv);
 int img_resize(int argc, char **argv);
 int img_snapshot(int argc, char **argv);
 int img_bench(int argc, char **argv);
+int img_cidata(int argc, char **argv);
 
 #endif

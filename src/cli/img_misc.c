@@ -1,7 +1,8 @@
 /*
- * img_misc.c - `shoal img resize` and `shoal img snapshot`.
+ * img_misc.c - `shoal img resize`, `shoal img snapshot` and `shoal img cidata`.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 
 #include "base/size.h"
 #include "block/qcow2.h"
+#include "boot/cidata.h"
 #include "cli/commands.h"
 #include "cli/img.h"
 #include "base/exitcode.h"
@@ -119,4 +121,37 @@ int img_snapshot(int argc, char **argv)
 		r = img_fail(&e);
 	blockdev_close(bd);
 	return r;
+}
+
+/* `shoal img cidata OUT user-data=FILE,meta-data=FILE[,network-config=FILE]`:
+ * the NoCloud seed `shoal run --cloud-init` attaches, written to a file, for
+ * another hypervisor (QEMU's -cdrom) or to look at.  OUT is made new: an
+ * existing file is not overwritten, so a typo cannot clobber an image. */
+int img_cidata(int argc, char **argv)
+{
+	struct cidata_files f = { 0 };
+	struct error e = { 0 };
+	int fd, r;
+
+	if (argc != 3)
+		return img_usage("cidata: OUT user-data=FILE,meta-data=FILE[,network-config=FILE] expected");
+	if (cidata_from_flags(&f, argv[2], &e))
+		return img_fail(&e);
+	fd = open(argv[1], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		fprintf(stderr, "shoal: %s: %s\n", argv[1],
+			errno == EEXIST ? "already exists (cidata makes a new file)" : strerror(errno));
+		cidata_free(&f);
+		return errno == EEXIST ? EXIT_USAGE : EXIT_HOST;
+	}
+	r = cidata_build(&f, fd, &e);
+	if (!r && fsync(fd) < 0)
+		r = error_set(&e, EXIT_HOST, "%s: fsync: %s", argv[1], strerror(errno));
+	close(fd);
+	cidata_free(&f);
+	if (r) {
+		unlink(argv[1]);
+		return img_fail(&e);
+	}
+	return 0;
 }

@@ -58,6 +58,17 @@ else
 fi
 check "no seed directory left behind by the refusals" test -z "$(ls -A "$SEEDTMP")"
 
+# `shoal img cidata OUT ...`: the same seed as a file (for QEMU's -cdrom)
+"$SHOAL" img cidata "$TMP/seed.iso" "user-data=$OK/user-data,meta-data=$OK/meta-data"
+check "img cidata writes the seed: an ISO 9660 volume 'cidata' with user-data and meta-data" bash -c \
+	"[ \"\$(dd if='$TMP/seed.iso' bs=1 skip=32808 count=6 2>/dev/null)\" = cidata ] &&
+	 isoinfo -R -i '$TMP/seed.iso' -x /user-data | cmp -s - '$OK/user-data' &&
+	 isoinfo -R -i '$TMP/seed.iso' -x /meta-data | cmp -s - '$OK/meta-data'"
+out=$("$SHOAL" img cidata "$TMP/seed.iso" "user-data=$OK/user-data,meta-data=$OK/meta-data" 2>&1); rc=$?
+check "img cidata does not overwrite a file: 64, saying so ($out)" bash -c "[ $rc = 64 ] && grep -q 'already exists' <<<'$out'"
+out=$("$SHOAL" img cidata "$TMP/seed2.iso" "user-data=$TMP/none,meta-data=$OK/meta-data" 2>&1); rc=$?
+check "img cidata of a missing file: 66 naming it, no file left ($out)" bash -c "[ $rc = 66 ] && grep -q '$TMP/none' <<<'$out' && [ ! -e '$TMP/seed2.iso' ]"
+
 [ -c /dev/kvm ] && [ -r /dev/kvm ] || { skip "cidata: the seed in a VM" "/dev/kvm is not available"; finish; }
 
 # config VALUE-OF-META-DATA: a confined VM config, as shoald writes one
