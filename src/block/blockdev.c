@@ -53,6 +53,7 @@
 #include <unistd.h>
 
 #include "block/aio.h"
+#include "block/pristine.h"
 #include "block/qcow2.h"
 #include "base/exitcode.h"
 #include "base/path_beneath.h"
@@ -444,6 +445,18 @@ fail:
 	return -1;
 }
 
+/* A freshly opened chain gets its pristine cache (block/pristine.c); a
+ * failure closes it again. */
+static int pristine_open_chain(struct blockdev **out, const struct blockdev_opts *o,
+			       struct error *e)
+{
+	if (!pristine_attach_chain(*out, o, e))
+		return 0;
+	blockdev_close(*out);
+	*out = NULL;
+	return -1;
+}
+
 /* Drivers of SCHEME: paths (blockdev.h), registered at start. */
 static struct { const char *scheme; blockdev_scheme_open_fn open; } schemes[4];
 
@@ -488,7 +501,7 @@ int blockdev_open(struct blockdev **out, const char *path,
 		return error_set(e, EXIT_HOST, "out of memory");
 	r = open_one(out, path, -1, o ? o : &defaults, 0, w, e);
 	free(w);
-	return r;
+	return r ? r : pristine_open_chain(out, o ? o : &defaults, e);
 }
 
 int blockdev_open_fd(struct blockdev **out, int fd, const char *path,
@@ -516,7 +529,7 @@ int blockdev_open_fd(struct blockdev **out, int fd, const char *path,
 	r = own < 0 ? error_set(e, EXIT_HOST, "%s: %s", path, strerror(errno)) :
 		      open_one(out, path, own, o, 0, w, e);
 	free(w);
-	return r;
+	return r ? r : pristine_open_chain(out, o, e);
 }
 
 void blockdev_close(struct blockdev *bd)
@@ -527,6 +540,7 @@ void blockdev_close(struct blockdev *bd)
 		aio_engine_free(bd->aio);
 	if (bd->ops)
 		bd->ops->close(bd);
+	pristine_close(bd->pristine);
 	blockdev_close(bd->backing);
 	if (bd->fd >= 0) {
 		lock_release(bd->fd, &bd->lock);	/* explicit: a dup elsewhere
@@ -701,7 +715,11 @@ int blockdev_read(struct blockdev *bd, void *buf, uint64_t off, uint64_t len)
 	int r = range_ok(bd, off, len);
 
 	bd->st_reads++;
-	return r ? r : io_result(bd, "read", bd->ops->read(bd, buf, off, len));
+	if (!r && bd->pristine)		/* a read-only disk with a cache */
+		r = pristine_read(bd->pristine, bd, buf, off, len, NULL);
+	else if (!r)
+		r = bd->ops->read(bd, buf, off, len);
+	return io_result(bd, "read", r);
 }
 
 int blockdev_write(struct blockdev *bd, const void *buf, uint64_t off, uint64_t len)
@@ -749,8 +767,12 @@ int blockdev_read_backing(struct blockdev *bd, void *buf, uint64_t off, uint64_t
 	int r = 0;
 
 	if (b && off < b->size) {
-		n = b->size - off < len ? b->size - off : len;
-		r = b->ops->read(b, buf, off, n);
+		uint64_t file = n = b->size - off < len ? b->size - off : len;
+
+		r = b->pristine ? pristine_read(b->pristine, b, buf, off, n, &file)
+				: b->ops->read(b, buf, off, n);
+		if (!r && !bd->depth)
+			bd->st_backing_bytes += file;
 		if (r && !bd->err.msg[0] && b->err.msg[0])
 			bd->err = b->err;
 	}
@@ -856,8 +878,8 @@ static bool fast_map(struct blockdev *bd, struct bd_req *req, struct blockdev **
 	uint64_t h0, h, done, n;
 	struct bd_extent x;
 
-	if ((w && bd->readonly) || req->iovcnt > 16)
-		return false;
+	if ((w && bd->readonly) || req->iovcnt > 16 || (!w && bd->pristine))
+		return false;		/* a cached image is read through its cache */
 	n = bd->ops->map_fast(bd, w, req->off, req->len, &h0);
 	if (!n && !w && bd->backing && req->off + req->len <= bd->backing->size &&
 	    !bd->ops->block_status(bd, req->off, req->len, &x) && x.status == BD_UNALLOC &&
@@ -894,6 +916,8 @@ int blockdev_submit(struct blockdev *bd, struct bd_req *req)
 			bd->st_writes++;
 		if (req->len && fast_map(bd, req, &owner, &host) &&
 		    !((host | req->len) & (owner->dio_align ? owner->dio_align - 1 : 0))) {
+			if (owner != bd)
+				bd->st_backing_bytes += req->len;
 			req->pending = 1;
 			return aio_submit_rw(bd->aio, owner->fd, req->op == BD_OP_WRITE, req->iov,
 					     req->iovcnt, host, req->len, owner->dio_align,

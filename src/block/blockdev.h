@@ -114,6 +114,10 @@ struct blockdev_opts {
 					 * not change under us.  See block/lock.c */
 	uint64_t cache_bytes;		/* L2 + refcount cache; 0 = default */
 	enum blockdev_format backing_format; /* overrides the header's, or AUTO */
+	const char *pristine_dir;	/* the first read-only image of the chain
+					 * reads through a shared cache of its
+					 * blocks there (block/pristine.c) */
+	uint64_t pristine_bytes;	/* its bound; 0 = default */
 };
 
 struct blockdev {
@@ -136,6 +140,9 @@ struct blockdev {
 	struct lock_state active_lock;	/* inactive: what blockdev_activate retakes */
 	struct error err;		/* last I/O error story */
 	uint64_t st_reads, st_writes, st_flushes; /* request counters */
+	uint64_t st_backing_bytes;	/* top: bytes read from the backing
+					 * chain's files (pristine hits not) */
+	struct pristine *pristine;	/* block/pristine.c, or NULL */
 };
 
 /* Open `path` and its backing chain, each file locked as QEMU would lock

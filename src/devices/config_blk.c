@@ -94,6 +94,13 @@ static int disk_flag_item(void *ctx, const char *k, const char *v, struct error 
 		return disk_set_cache(d, "--disk", v, e);
 	if (!strcmp(k, "mode") && v)
 		return config_mode_parse("--disk", v, &d->mode, e);
+	if (!strcmp(k, "pristine") && v && *v)   /* docs/block.md: flags only */
+		return free(d->pristine), (d->pristine = strdup(v)) ? 0 :
+			error_set(e, EXIT_HOST, "out of memory");
+	if (!strcmp(k, "pristine-size") && v)
+		return size_parse(v, &d->pristine_bytes) || d->pristine_bytes < 4096 ?
+			error_set(e, EXIT_USAGE, "--disk: pristine-size '%s' is not a size of "
+				  "at least 4K", v) : 0;
 	if (!v)   /* a bare word after the path: most likely the rest of a value with a comma */
 		return error_set(e, EXIT_USAGE,
 				 "--disk: unknown option '%s' (--disk splits at commas: give a path or "
@@ -206,6 +213,7 @@ void disk_config_free(struct vm_disk *d)
 {
 	free(d->path);
 	free(d->serial);
+	free(d->pristine);
 	memset(d, 0, sizeof(*d));
 }
 
@@ -214,4 +222,5 @@ void disk_config_copy(struct vm_disk *dst, const struct vm_disk *src)
 	*dst = *src;
 	dst->path = src->path ? strdup(src->path) : NULL;
 	dst->serial = src->serial ? strdup(src->serial) : NULL;
+	dst->pristine = src->pristine ? strdup(src->pristine) : NULL;
 }

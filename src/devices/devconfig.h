@@ -28,6 +28,9 @@ struct vm_disk {
 	int queues;                    /* 0: 1 */
 	enum vm_virtio_mode mode;
 	uint64_t cache_bytes;           /* qcow2 L2 + refcount cache, 0: default */
+	char *pristine;                /* pristine-block cache directory, or NULL;
+	                                  flags only, not in JSON (block/pristine.c) */
+	uint64_t pristine_bytes;        /* its bound per image, 0: default */
 	bool given_fd;                 /* the image is open in fd (not taken; path only
 	                                  names it): a hot-added disk shoald opened for a
 	                                  VMM that may not open paths.  Not in JSON */

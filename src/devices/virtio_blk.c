@@ -90,6 +90,7 @@
 
 #include "block/blockdev.h"
 #include "block/dirty_bitmap.h"
+#include "block/pristine.h"
 #include "devices/device.h"
 #include "devices/virtio_pci.h"
 #include "base/assert.h"
@@ -836,16 +837,25 @@ static void vblk_metrics(struct virtio_device *vdev, const char *name, json_t *r
 {
 	const struct vblk *b = vdev->priv;
 	const struct vblk_stats *st;
+	struct pristine_stats ps;
+	json_t *j;
 
 	if (!b)
 		return;
 	st = vblk_get_stats(b);
-	json_array_append_new(json_object_get(root, "disks"),
-		json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "name", name,
-			  "read_bytes", (json_int_t)st->bytes_read,
-			  "write_bytes", (json_int_t)st->bytes_written,
-			  "read_ops", (json_int_t)st->reads, "write_ops", (json_int_t)st->writes,
-			  "flush_ops", (json_int_t)st->flushes));
+	j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "name", name,
+		      "read_bytes", (json_int_t)st->bytes_read,
+		      "write_bytes", (json_int_t)st->bytes_written,
+		      "read_ops", (json_int_t)st->reads, "write_ops", (json_int_t)st->writes,
+		      "flush_ops", (json_int_t)st->flushes);
+	if (j && b->bd && !blockdev_pristine_stats(b->bd, &ps))   /* --disk ...,pristine= */
+		json_object_update_new(j, json_pack("{s:I, s:I, s:I, s:I, s:I}",
+			"pristine_hits", (json_int_t)ps.hits,
+			"pristine_bytes", (json_int_t)ps.hit_bytes,
+			"pristine_file_bytes", (json_int_t)ps.file_bytes,
+			"pristine_refused", (json_int_t)ps.refused,
+			"backing_read_bytes", (json_int_t)b->bd->st_backing_bytes));
+	json_array_append_new(json_object_get(root, "disks"), j);
 }
 
 static void vblk_destroy(struct virtio_device *vdev)
@@ -986,7 +996,9 @@ int vblk_activate(struct vblk *b, struct error *e)
 int vblk_new(struct vblk **out, const struct vm_disk *disk, const char *name, struct error *e)
 {
 	struct blockdev_opts o = { .format = BD_FMT_AUTO, .readonly = disk->readonly,
-				   .direct = disk->direct, .cache_bytes = disk->cache_bytes };
+				   .direct = disk->direct, .cache_bytes = disk->cache_bytes,
+				   .pristine_dir = disk->pristine,
+				   .pristine_bytes = disk->pristine_bytes };
 	struct vblk *b = calloc(1, sizeof(*b));
 
 	*out = NULL;
@@ -1002,6 +1014,8 @@ int vblk_new(struct vblk **out, const struct vm_disk *disk, const char *name, st
 	pthread_cond_init(&b->idle, NULL);
 	pthread_cond_init(&b->call_done, NULL);
 	b->opts = o;
+	b->opts.pristine_dir = NULL;    /* a reopen (vblk_activate) goes without:
+	                                 * the string is the config's */
 	if (disk->given_fd) {           /* a hot-added disk shoald opened */
 		if (blockdev_open_fd(&b->bd, disk->fd, disk->path, &o, e)) {
 			vblk_free(b);
