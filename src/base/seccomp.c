@@ -37,6 +37,7 @@ static char sc_names[SC_NAMES][28];
 static bool enabled;
 static int violate_kind = -1;   /* SHOAL_TEST_SECCOMP_VIOLATE */
 static __thread const char *thread_kind = "main (before its filter)";
+static __thread bool thread_filtered;
 
 bool seccomp_enabled(void)
 {
@@ -137,6 +138,12 @@ static int add_rule(scmp_filter_ctx ctx, const struct seccomp_rule *r)
 	case SC_AF_UNIX:
 		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, r->nr, 1,
 					SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+	case SC_AF_INET: {
+		int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, r->nr, 1, SCMP_A0(SCMP_CMP_EQ, AF_INET));
+
+		return rc ? rc : seccomp_rule_add(ctx, SCMP_ACT_ALLOW, r->nr, 1,
+						  SCMP_A0(SCMP_CMP_EQ, AF_INET6));
+	}
 	case SC_CLONE_THREAD:
 		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, r->nr, 1,
 					SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
@@ -257,6 +264,7 @@ void seccomp_thread_enter(enum seccomp_kind kind)
 	if (!enabled)
 		return;
 	thread_kind = seccomp_kinds[kind].name;
+	thread_filtered = true;
 	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &progs[kind]) < 0) {
 		char msg[] = "shoal: seccomp: cannot install a thread's filter\n";
 
@@ -266,5 +274,10 @@ void seccomp_thread_enter(enum seccomp_kind kind)
 		_exit(EXIT_HOST);
 	}
 	if ((int)kind == violate_kind)
-		syscall(SYS_socket, AF_INET, SOCK_STREAM, 0);   /* traps: no list allows AF_INET */
+		syscall(SYS_socket, AF_NETLINK, SOCK_RAW, 0);   /* traps: no list allows AF_NETLINK */
+}
+
+bool seccomp_thread_filtered(void)
+{
+	return enabled && thread_filtered;
 }

@@ -23,7 +23,7 @@
  * filter is installed.
  *
  * For tests: SHOAL_TEST_SECCOMP_VIOLATE=<kind> in the VMM's environment
- * makes that kind's thread call socket(AF_INET) right after installing
+ * makes that kind's thread call socket(AF_NETLINK) right after installing
  * its filter; it traps, since no list allows it.  Without seccomp on it
  * does nothing.  The environment is the VMM launcher's, never a guest's.
  */
@@ -44,6 +44,7 @@ enum seccomp_kind {
 	SECCOMP_SNAP_FAULT,    /* live snapshot's userfaultfd fault thread */
 	SECCOMP_MIGRATE,       /* live migration's sender (state/migrate.c) */
 	SECCOMP_POSTCOPY,      /* post-copy's destination thread (state/migrate_postcopy.c) */
+	SECCOMP_STORE,         /* a store: disk's loader and prefetch threads (store/stream.c) */
 	SECCOMP_NKINDS
 };
 
@@ -52,6 +53,7 @@ enum seccomp_arg {
 	SC_ANY,          /* any arguments */
 	SC_NO_EXEC,      /* mmap/mprotect: arg 2 (prot) without PROT_EXEC */
 	SC_AF_UNIX,      /* socket: arg 0 (domain) is AF_UNIX */
+	SC_AF_INET,      /* socket: arg 0 (domain) is AF_INET or AF_INET6 */
 	SC_CLONE_THREAD, /* clone: arg 0 (flags) has CLONE_THREAD: threads, never a process */
 	SC_IOCTL,        /* ioctl: arg 1 (request) is in the rule's request list */
 	SC_ENOSYS,       /* not allowed, but fails with ENOSYS instead of killing
@@ -88,6 +90,9 @@ bool seccomp_enabled(void);
 /* Install `kind`'s filter on the calling thread when enabled; a failure
  * ends the process (a thread must not run unfiltered). */
 void seccomp_thread_enter(enum seccomp_kind kind);
+/* Whether the calling thread runs under one of these filters (a disk
+ * opened from it cannot start threads of another kind: store/stream.c). */
+bool seccomp_thread_filtered(void);
 
 /* Whether `kind`'s table allows syscall `nr` at all (any arguments). */
 bool seccomp_kind_allows(enum seccomp_kind kind, int nr);

@@ -8,7 +8,7 @@
  * request number, mmap/mprotect without PROT_EXEC, socket by family,
  * clone only for threads).  Not here, on purpose: execve, fork/vfork,
  * clone without CLONE_THREAD, ptrace, process_vm_*, socket other than
- * AF_UNIX, bpf, mount, setuid and friends, kexec, open_by_handle_at,
+ * AF_UNIX (and AF_INET/AF_INET6 for a store: disk's threads alone), bpf, mount, setuid and friends, kexec, open_by_handle_at,
  * init_module, personality, keyctl, PROT_EXEC mappings.
  *
  * Threads started by a filtered thread inherit its filter: the event
@@ -309,6 +309,47 @@ static const struct seccomp_rule g_stream_rules[] = {
 };
 GROUP(g_stream, "stream");
 
+/* A store: disk (store/stream.c): its loader and prefetch threads fetch
+ * chunks from the image server over HTTPS with libcurl and OpenSSL, and
+ * put them in the local cache store (new segment files, their tables, the
+ * index, renamed into place).  The server's name was resolved before any
+ * filter (CURLOPT_RESOLVE), so no resolver thread and no NSS; libcurl and
+ * libcrypto were loaded then too (no executable mappings).  Only these
+ * threads have it, and they exist only while a store: disk is open. */
+static const struct seccomp_rule g_inet_rules[] = {
+	RA(socket, SC_AF_INET, "the image server's TCP connection: AF_INET or AF_INET6 only"),
+	RA(socketpair, SC_AF_UNIX, "libcurl's wake-up pair of its multi handle"),
+	R(connect, "the image server"),
+	R(sendto, "HTTPS requests (and the store's writes try send first)"),
+	R(recvfrom, "HTTPS answers"),
+	R(sendmsg, "HTTPS requests"),
+	R(recvmsg, "HTTPS answers"),
+	R(setsockopt, "TCP_NODELAY, keep-alive"),
+	R(getsockopt, "SO_ERROR of the non-blocking connect"),
+	R(getsockname, "libcurl records the connection's addresses"),
+	R(getpeername, "libcurl records the connection's addresses"),
+	R(shutdown, "a connection closed"),
+};
+GROUP(g_inet, "inet");
+
+static const struct seccomp_rule g_cache_rules[] = {
+	R(openat, "the cache's new segment files, tables and index; the client's certificate, "
+		  "key and CA files when a connection is made"),
+	R(rename, "the cache's files put in place atomically"),
+	R(renameat, "the cache's files put in place atomically"),
+	R(renameat2, "the cache's files put in place atomically"),
+	R(mkdir, "the cache's streams/ directory (the read-order file)"),
+	R(mkdirat, "the cache's streams/ directory (the read-order file)"),
+	R(unlink, "a temporary file left by a failed write"),
+	R(unlinkat, "a temporary file left by a failed write"),
+	R(getdents64, "the cache's segment directory"),
+	R(statx, "file checks"),
+	R(access, "is the image recorded in the cache already"),
+	R(faccessat, "is the image recorded in the cache already"),
+	R(faccessat2, "is the image recorded in the cache already"),
+};
+GROUP(g_cache, "cache");
+
 #ifdef __SANITIZE_ADDRESS__
 static const struct seccomp_rule g_sanitizer_rules[] = {
 	R(openat, "ASan/LSan read /proc/self/maps and /proc/self/task"),
@@ -354,4 +395,7 @@ const struct seccomp_kind_def seccomp_kinds[SECCOMP_NKINDS] = {
 	 * under shoald the jail drops the ids after that (setxid broadcast) */
 	[SECCOMP_POSTCOPY] = { "postcopy", { &g_base, &g_fileio, &g_poll, &g_stream, &g_uffd_pc,
 					    &g_setxid, &g_mce_log, SAN NULL } },
+	/* started by the main thread at build, before any filter, when a
+	 * store: disk opens; each installs this filter first thing */
+	[SECCOMP_STORE] = { "store", { &g_base, &g_fileio, &g_poll, &g_inet, &g_cache, SAN NULL } },
 };

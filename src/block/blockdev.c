@@ -258,12 +258,14 @@ static int open_one(struct blockdev **out, const char *path, int given_fd,
 		    const struct blockdev_opts *o, int depth, struct chain_walk *w,
 		    struct error *e);
 
+static blockdev_scheme_open_fn scheme_of(const char *path);
+
 /* Resolve `name` (from the header of `parent`) to a path. */
 static char *backing_path(const char *parent, const char *name)
 {
 	char *dup, *dir, *out;
 
-	if (name[0] == '/' || !strchr(parent, '/'))
+	if (name[0] == '/' || !strchr(parent, '/') || scheme_of(name))	/* SCHEME:... as named */
 		return strdup(name);
 	dup = strdup(parent);
 	if (!dup)
@@ -298,6 +300,13 @@ static int open_backing(struct blockdev *bd, const struct blockdev_opts *o,
 	path = backing_path(bd->path, q->backing_file);
 	if (!path)
 		return error_set(e, EXIT_HOST, "out of memory");
+	if (scheme_of(path)) {	/* SCHEME:... (store:), by its driver, as blockdev_open does */
+		r = scheme_of(path)(&bd->backing, path, &bo, e);
+		if (!r)
+			bd->backing->depth = bd->depth + 1;
+		free(path);
+		return r;
+	}
 	r = open_one(&bd->backing, path, -1, &bo, bd->depth + 1, w, e);
 	free(path);
 	return r;
@@ -481,6 +490,11 @@ static blockdev_scheme_open_fn scheme_of(const char *path)
 			return schemes[i].open;
 	}
 	return NULL;
+}
+
+bool blockdev_is_scheme(const char *path)
+{
+	return scheme_of(path) != NULL;
 }
 
 int blockdev_open(struct blockdev **out, const char *path,

@@ -159,6 +159,9 @@ int blockdev_open(struct blockdev **out, const char *path,
 typedef int (*blockdev_scheme_open_fn)(struct blockdev **out, const char *path,
 				       const struct blockdev_opts *o, struct error *e);
 int blockdev_register_scheme(const char *scheme, blockdev_scheme_open_fn open);
+/* Whether `path` is SCHEME:... of a registered scheme (a backing file so
+ * named is opened by its driver, never as a path relative to its overlay). */
+bool blockdev_is_scheme(const char *path);
 /* Flush, then release the locks and close, the whole chain. */
 void blockdev_close(struct blockdev *bd);
 /* Put the qcow2 image `path`, made with *top's file as its backing file

@@ -193,7 +193,7 @@ static int backing_probe(struct qcow2 *q, const struct qcow2_create_opts *o,
 		return error_set(e, EXIT_USAGE, "backing format '%s' not supported "
 				 "(raw or qcow2)", o->backing_format);
 	/* Relative names are relative to the new image, as when it is opened. */
-	if (o->backing_file[0] != '/' && strchr(path, '/')) {
+	if (o->backing_file[0] != '/' && strchr(path, '/') && !blockdev_is_scheme(o->backing_file)) {
 		const char *slash = strrchr(path, '/');
 		if (asprintf(&tmp, "%.*s/%s", (int)(slash - path), path, o->backing_file) < 0)
 			return error_set(e, EXIT_HOST, "out of memory");

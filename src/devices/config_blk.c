@@ -65,6 +65,23 @@ static int disk_set_path(struct vm_disk *d, const char *v, struct error *e)
 
 /* ---- flags ---- */
 
+/* A store: disk's own options follow its URL as store-KEY=VALUE (the
+ * block layer's store: driver takes store-cache= as cache=, and so on:
+ * docs/store.md), so they never meet --disk's cache=SIZE: each is added
+ * to the path as written. */
+static int disk_store_opt(struct vm_disk *d, const char *k, const char *v, struct error *e)
+{
+	char *s;
+
+	if (!v || !*v)
+		return error_set(e, EXIT_USAGE, "--disk: %s needs a value", k);
+	if (asprintf(&s, "%s,%s=%s", d->path, k, v) < 0)
+		return error_set(e, EXIT_HOST, "out of memory");
+	free(d->path);
+	d->path = s;
+	return 0;
+}
+
 static bool flag_on(const char *v)
 {
 	return !v || !strcmp(v, "on") || !strcmp(v, "true");
@@ -80,6 +97,8 @@ static int disk_flag_item(void *ctx, const char *k, const char *v, struct error 
 		return disk_set_path(d, k, e);
 	if (!strcmp(k, "path") && v)
 		return disk_set_path(d, v, e);
+	if (d->path && !strncmp(d->path, "store:", 6) && !strncmp(k, "store-", 6))
+		return disk_store_opt(d, k, v, e);
 	if (!strcmp(k, "readonly") || !strcmp(k, "ro"))
 		return d->readonly = flag_on(v), 0;
 	if (!strcmp(k, "direct"))

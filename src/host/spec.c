@@ -258,6 +258,17 @@ static int spec_check_file(const char *key, const char *path, struct api_err *e)
 	return 0;
 }
 
+/* A store: disk (store/stream.c) fetches over the network and writes its
+ * cache at run time, which the daemon's jailed VMMs cannot do yet
+ * (docs/store.md, "Streaming into a VM"): refused, saying what to do. */
+static int spec_refuse_store(const char *key, const char *what, const char *path, struct api_err *e)
+{
+	return api_err_set(e, 400, "invalid_spec", "%s: %s%.200s: a store: disk is not supported through "
+			   "shoald yet (its VMMs are jailed, and a store: disk fetches over the network and "
+			   "writes its cache at run time); `shoal store pull` the image and give the local "
+			   "image, or stream it with `shoal run`", key, what, path);
+}
+
 /* Disk `i`: the image and its whole backing chain, opened read-only by the
  * block layer in this confined process (so a backing file outside the
  * allowed directories is refused by the kernel, not opened).  Shared with
@@ -274,6 +285,8 @@ static int spec_check_disk(int i, const struct vm_disk *d, const char *name,
 	int fd;
 
 	snprintf(key, sizeof(key), "disks[%d].path", i);
+	if (!strncmp(d->path, "store:", 6))
+		return spec_refuse_store(key, "", d->path, e);
 	if (spec_own_disk(name, i, d->path, dir, sizeof(dir))) {       /* the daemon's own */
 		fd = open(d->path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -292,6 +305,8 @@ static int spec_check_disk(int i, const struct vm_disk *d, const char *name,
 		blockdev_close(bd);
 		return 0;
 	}
+	if (strstr(err.msg, "store:https://"))
+		return spec_refuse_store(key, "the backing file of ", d->path, e);
 	if (path_refusal())
 		return api_err_set(e, 403, "path_not_allowed", "%s: backing chain of %.200s: %s",
 				   key, d->path, path_refusal());

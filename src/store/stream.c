@@ -5,6 +5,9 @@
  *
  *   store:https://HOST:PORT/NAME,cache=DIR,cert=FILE,key=FILE,ca=FILE[,prefetch=on|off]
  *
+ * (also as a qcow2 overlay's backing file name, and in `--disk` with the
+ * options as store-cache=DIR and so on: docs/store.md "Streaming into a VM")
+ *
  * Open fetches the image's manifest (GET /v1/images/NAME/manifest),
  * checks it whole as `store pull` does, and keeps a copy in
  * DIR/streams/NAME.json, which a later open uses when the server cannot be
@@ -27,11 +30,23 @@
  * - The disk is read-only: a read-write open is refused.  Writes go to a
  *   qcow2 overlay the caller puts over it (blockdev_push_overlay), so the
  *   cache only ever holds the server's image.
- * - The store is not thread-safe, so every call into it (the reader's and
+ * - The store is not thread-safe, so every call into it (the loader's and
  *   the prefetcher's) holds `mu`; fetching over the network does not, so
  *   a reader waits for the prefetcher's store call, never its transfer.
  *   Each thread has its own libcurl handle.  Both may fetch one chunk at
  *   once; the second put is skipped.
+ * - Readers never touch the store or the network themselves: a read that
+ *   needs a chunk not in `cbuf` hands its index to the loader thread and
+ *   waits (`cv`), so a VM's disk I/O thread keeps its narrow seccomp
+ *   filter.  The loader and the prefetcher install the `store` kind first
+ *   thing (base/seccomp_rules.c: TCP sockets and the cache's file calls,
+ *   nothing else).  What a filter would forbid happens at open, before
+ *   any: libcurl and libcrypto are loaded, and the server's name is
+ *   resolved (CURLOPT_RESOLVE, so no resolver thread and no NSS).  Hence
+ *   an open is refused in a jailed VMM (no route out, no cache directory
+ *   after pivot_root) and on an already filtered thread (hot-plug).
+ * - Options may be spelled store-KEY= (store-cache=, ...): `--disk`'s
+ *   spelling, where cache= is its own.
  * - A read that needs a chunk the server cannot give fails with -EIO and
  *   bd->err naming the chunk and the reason; chunks already in DIR read on.
  *
@@ -41,6 +56,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -51,9 +67,11 @@
 
 #include "base/curl_dl.h"
 #include "base/exitcode.h"
+#include "base/seccomp.h"
 #include "store/pull.h"
 #include "store/store.h"
 #include "store/stream.h"
+#include "vmm/jail.h"
 
 #define MANIFEST_MAX (256u << 20)
 #define COMMIT_BYTES (2u << 20)
@@ -82,6 +100,15 @@ struct stream {
 					 * fetched on demand, in order, written at close */
 	bool record_order;
 	uint64_t prefetch_max;		/* tests: stop after this many (0: no limit) */
+	struct curl_slist *resolve;	/* HOST:PORT:ADDRS, resolved at open */
+	/* the loader thread: it alone reads the store and the network for
+	 * readers (a VM's disk I/O thread never does either) */
+	pthread_cond_t cv;		/* with mu: a request, its answer, closing */
+	pthread_t lt;
+	bool lt_on, busy, req_set, req_done, closing;
+	uint32_t req;
+	int req_rc;
+	struct error req_err;
 };
 
 static CURL *client_new(struct stream *st, char *errbuf)
@@ -99,6 +126,8 @@ static CURL *client_new(struct stream *st, char *errbuf)
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, store_http_body_write);
+	if (st->resolve)
+		curl_easy_setopt(c, CURLOPT_RESOLVE, st->resolve);
 	if (st->ca)
 		curl_easy_setopt(c, CURLOPT_CAINFO, st->ca);
 	if (st->cert)
@@ -154,6 +183,8 @@ static void stream_free(struct stream *st)
 	store_close(st->s);
 	store_manifest_free(&st->m);
 	pthread_mutex_destroy(&st->mu);
+	pthread_cond_destroy(&st->cv);
+	curl_slist_free_all(st->resolve);
 	free(st->off);
 	free(st->have);
 	free(st->cbuf);
@@ -190,6 +221,8 @@ static int parse_spec(struct stream *st, const char *path, bool *prefetch, struc
 
 		if (v)
 			*v++ = 0;
+		if (!strncmp(kv, "store-", 6))	/* --disk's spelling (docs/store.md) */
+			kv += 6;
 		if (!strcmp(kv, "cache"))
 			to = &st->cache;
 		else if (!strcmp(kv, "cert"))
@@ -313,9 +346,11 @@ static void *prefetch_main(void *opaque)
 	char errbuf[CURL_ERROR_SIZE];
 	struct store_http_body b = { 0 };
 	struct error e = { 0 };
-	CURL *c = client_new(st, errbuf);
-
+	CURL *c;
 	uint64_t done = 0;
+
+	seccomp_thread_enter(SECCOMP_STORE);	/* first thing: no guest data before it */
+	c = client_new(st, errbuf);
 
 	for (uint64_t k = 0; c && k < (uint64_t)st->n_order + st->m.n && !atomic_load(&st->stop); k++) {
 		uint32_t i = k < st->n_order ? st->order[k] : (uint32_t)(k - st->n_order);
@@ -388,6 +423,90 @@ static void order_load(struct stream *st)
 
 /* ---- block driver ---- */
 
+/* Under mu: chunk i into cbuf (cidx = i): from the cache, or fetched
+ * (mu is let go for the transfer).  0, or -1 with e. */
+static int load(struct stream *st, uint32_t i, struct store_http_body *b, struct error *e)
+{
+	uint32_t got;
+
+	if (st->cidx == i)
+		return 0;
+	if (!st->have[i]) {
+		int r;
+
+		pthread_mutex_unlock(&st->mu);
+		r = fetch(st, st->c, st->cerr, b, i, true, e);
+		pthread_mutex_lock(&st->mu);
+		if (r)
+			return -1;
+		memcpy(st->cbuf, b->p, b->n);
+		st->cidx = i;
+		return 0;
+	}
+	st->cidx = UINT32_MAX;
+	if (store_chunk_read(st->s, st->m.c[i].hash, st->cbuf, &got, e))
+		return -1;
+	if (got != st->m.c[i].len)
+		return error_set(e, EXIT_BADSTATE, "%s: chunk %u of image %s: %u bytes in the cache, the "
+				 "manifest says %u", st->spec, i, st->name, got, st->m.c[i].len);
+	st->cidx = i;
+	return 0;
+}
+
+static void close_work(struct stream *st);
+
+/* The loader thread: serves readers' requests (req) one at a time, under
+ * the store filter; at close, commits and writes the read order. */
+static void *loader_main(void *opaque)
+{
+	struct stream *st = opaque;
+	struct store_http_body b = { 0 };
+
+	seccomp_thread_enter(SECCOMP_STORE);
+	pthread_mutex_lock(&st->mu);
+	for (;;) {
+		while (!st->req_set && !st->closing)
+			pthread_cond_wait(&st->cv, &st->mu);
+		if (!st->req_set)
+			break;
+		memset(&st->req_err, 0, sizeof(st->req_err));
+		st->req_rc = load(st, st->req, &b, &st->req_err);
+		st->req_set = false;
+		st->req_done = true;
+		pthread_cond_broadcast(&st->cv);
+	}
+	pthread_mutex_unlock(&st->mu);
+	free(b.p);
+	close_work(st);
+	return NULL;
+}
+
+/* Chunk i into cbuf, by the loader thread when there is one.  Under mu. */
+static int want(struct stream *st, uint32_t i, struct store_http_body *b, struct error *e)
+{
+	int r;
+
+	if (st->cidx == i)
+		return 0;
+	if (!st->lt_on)
+		return load(st, i, b, e);
+	while (st->busy)
+		pthread_cond_wait(&st->cv, &st->mu);
+	st->busy = true;
+	st->req = i;
+	st->req_set = true;
+	pthread_cond_broadcast(&st->cv);
+	while (!st->req_done)
+		pthread_cond_wait(&st->cv, &st->mu);
+	st->req_done = false;
+	st->busy = false;
+	r = st->req_rc;
+	if (r && e)
+		*e = st->req_err;
+	pthread_cond_broadcast(&st->cv);
+	return r;
+}
+
 static int stream_read(struct blockdev *bd, void *buf, uint64_t off, uint64_t len)
 {
 	struct stream *st = bd->priv;
@@ -407,37 +526,20 @@ static int stream_read(struct blockdev *bd, void *buf, uint64_t off, uint64_t le
 	for (i = lo; len && i < st->m.n; i++) {
 		uint64_t in = off - st->off[i];
 		uint64_t n = st->m.c[i].len - in < len ? st->m.c[i].len - in : len;
-		bool have;
 
 		if (st->m.c[i].flags & STORE_CHUNK_ZERO) {
 			memset(out, 0, n);
-			goto next;
-		}
-		pthread_mutex_lock(&st->mu);
-		have = st->have[i];
-		if (have && st->cidx != i) {
-			uint32_t got;
-
-			st->cidx = UINT32_MAX;
-			if (store_chunk_read(st->s, st->m.c[i].hash, st->cbuf, &got, &bd->err) ||
-			    got != st->m.c[i].len)
-				r = -EIO;
-			else
-				st->cidx = i;
-		}
-		if (have && !r)
-			memcpy(out, st->cbuf + in, n);
-		pthread_mutex_unlock(&st->mu);
-		if (r)
-			break;
-		if (!have) {
-			if (fetch(st, st->c, st->cerr, &b, i, true, &bd->err)) {
+		} else {
+			pthread_mutex_lock(&st->mu);
+			r = want(st, i, &b, &bd->err);
+			if (!r)
+				memcpy(out, st->cbuf + in, n);
+			pthread_mutex_unlock(&st->mu);
+			if (r) {
 				r = -EIO;
 				break;
 			}
-			memcpy(out, b.p + in, n);
 		}
-next:
 		out += n;
 		off += n;
 		len -= n;
@@ -476,10 +578,28 @@ static uint64_t stream_map_fast(struct blockdev *bd, bool write, uint64_t off, u
 	return 0;	/* always the synchronous path */
 }
 
+/* At close, once the prefetcher has stopped: the last commit, the read
+ * order, the reader's connection closed.  On the loader thread when there
+ * is one (its filter has what the store and libcurl need). */
+static void close_work(struct stream *st)
+{
+	struct error e = { 0 };
+
+	if (st->record_order && st->n_seen)
+		order_save(st);
+	pthread_mutex_lock(&st->mu);
+	if (st->since_commit && store_commit(st->s, &e))
+		fprintf(stderr, "shoal: %s: %s\n", st->spec, e.msg);
+	st->since_commit = 0;
+	pthread_mutex_unlock(&st->mu);
+	if (st->c)
+		curl_easy_cleanup(st->c);
+	st->c = NULL;
+}
+
 static void stream_close(struct blockdev *bd)
 {
 	struct stream *st = bd->priv;
-	struct error e = { 0 };
 
 	if (!st)
 		return;
@@ -489,11 +609,16 @@ static void stream_close(struct blockdev *bd)
 			atomic_store(&st->stop, true);
 		pthread_join(st->th, NULL);
 	}
-	if (st->record_order && st->n_seen)
-		order_save(st);
+	if (st->lt_on) {
+		pthread_mutex_lock(&st->mu);
+		st->closing = true;
+		pthread_cond_broadcast(&st->cv);
+		pthread_mutex_unlock(&st->mu);
+		pthread_join(st->lt, NULL);
+	} else {
+		close_work(st);
+	}
 	pthread_mutex_lock(&st->mu);
-	if (st->since_commit && store_commit(st->s, &e))
-		fprintf(stderr, "shoal: %s: %s\n", st->spec, e.msg);
 	fprintf(stderr, "shoal: store:%s/%s: fetched %llu chunks on demand, %llu by prefetch, %llu bytes "
 		"(%.1f%% of the image); %u of %u chunks still missing\n", st->base, st->name,
 		(unsigned long long)st->n_demand, (unsigned long long)st->n_prefetch,
@@ -584,6 +709,54 @@ static int get_manifest(struct stream *st, struct error *e)
 	return r;
 }
 
+/* The server's name resolved now, before any thread or filter, and given
+ * to every connection (CURLOPT_RESOLVE): the threads never resolve (no
+ * resolver thread, no NSS modules loaded under a filter).  A literal
+ * address needs nothing. */
+static int resolve_server(struct stream *st, struct error *e)
+{
+	const char *h = st->base + 8, *end, *colon;
+	char host[256], port[8] = "443", entry[1024];
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *a;
+	size_t n, used;
+	int rc;
+
+	if (*h == '[')		/* an IPv6 literal */
+		return 0;
+	end = h + strcspn(h, "/");
+	colon = memchr(h, ':', (size_t)(end - h));
+	n = (size_t)((colon ? colon : end) - h);
+	if (!n || n >= sizeof(host))
+		return error_set(e, EXIT_USAGE, "%s: no host name in the URL", st->spec);
+	memcpy(host, h, n);
+	host[n] = 0;
+	if (colon && (size_t)(end - colon - 1) < sizeof(port))
+		snprintf(port, sizeof(port), "%.*s", (int)(end - colon - 1), colon + 1);
+	hints.ai_flags = AI_NUMERICHOST;
+	if (!getaddrinfo(host, port, &hints, &res)) {
+		freeaddrinfo(res);
+		return 0;
+	}
+	hints.ai_flags = 0;
+	if ((rc = getaddrinfo(host, port, &hints, &res)))
+		return error_set(e, EXIT_HOST, "%s: %s: %s", st->spec, host, gai_strerror(rc));
+	used = (size_t)snprintf(entry, sizeof(entry), "%s:%s:", host, port);
+	for (a = res; a && used < sizeof(entry) - 64; a = a->ai_next) {
+		char ip[64];
+
+		if (getnameinfo(a->ai_addr, a->ai_addrlen, ip, sizeof(ip), NULL, 0, NI_NUMERICHOST))
+			continue;
+		used += (size_t)snprintf(entry + used, sizeof(entry) - used, "%s%s%s%s",
+					 entry[used - 1] == ':' ? "" : ",", a->ai_family == AF_INET6 ? "[" : "",
+					 ip, a->ai_family == AF_INET6 ? "]" : "");
+	}
+	freeaddrinfo(res);
+	st->resolve = curl_slist_append(NULL, entry);
+	if (!st->resolve)
+		return error_set(e, EXIT_HOST, "out of memory");
+	return 0;
+}
+
 static int stream_open(struct blockdev **out, const char *path, const struct blockdev_opts *o,
 		       struct error *e)
 {
@@ -596,6 +769,7 @@ static int stream_open(struct blockdev **out, const char *path, const struct blo
 	if (!st)
 		return error_set(e, EXIT_HOST, "out of memory");
 	pthread_mutex_init(&st->mu, NULL);
+	pthread_cond_init(&st->cv, NULL);
 	st->cidx = UINT32_MAX;
 	st->spec = strdup(path);
 	if (!st->spec || parse_spec(st, path, &prefetch, e))
@@ -612,6 +786,24 @@ static int stream_open(struct blockdev **out, const char *path, const struct blo
 			  "overlay over it for the writes)", st->spec);
 		goto fail;
 	}
+	/* Its threads reach the server and write the cache by path at run
+	 * time: a jail (no route out of its network namespace, no cache
+	 * directory after pivot_root) and a running VM's filters (hot-plug:
+	 * the event loop's filter would be theirs too) forbid both. */
+	if (jail_host_pid() != getpid()) {
+		error_set(e, EXIT_USAGE, "%s: a store: disk cannot be used by a jailed VMM yet (--jail, and "
+			  "every VMM shoald starts): it fetches over the network and writes its cache at run "
+			  "time; use `shoal run` without --jail, or `shoal store pull` and a local image",
+			  st->spec);
+		goto fail;
+	}
+	if (seccomp_thread_filtered()) {
+		error_set(e, EXIT_USAGE, "%s: a store: disk cannot be added to a running VM; give it "
+			  "with --disk at start (or `shoal store pull` the image and add that)", st->spec);
+		goto fail;
+	}
+	if (resolve_server(st, e))
+		goto fail;
 	if (stat(st->cache, &sb) && errno == ENOENT && store_init(st->cache, NULL, e))
 		goto fail;
 	if (store_open(&st->s, st->cache, true, e))
@@ -659,6 +851,11 @@ static int stream_open(struct blockdev **out, const char *path, const struct blo
 	bd->readonly = true;
 	bd->caller_reports = o->caller_reports;
 	bd->priv = st;
+	if (pthread_create(&st->lt, NULL, loader_main, st))
+		fprintf(stderr, "shoal: %s: no loader thread (reads fetch themselves): %s\n", st->spec,
+			strerror(errno));
+	else
+		st->lt_on = true;
 	if (prefetch && st->missing) {
 		if (pthread_create(&st->th, NULL, prefetch_main, st)) {
 			fprintf(stderr, "shoal: %s: no prefetch thread: %s\n", st->spec, strerror(errno));

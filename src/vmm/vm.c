@@ -44,6 +44,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "block/blockdev.h"
 #include "devices/device.h"
 #include "base/exitcode.h"
 #include "base/log.h"
@@ -175,7 +176,8 @@ static int vm_check_disk_files(const struct vm_config *cfg, struct error *e)
 		const struct vm_disk *d = &cfg->disks[i];
 		int mode = d->readonly ? R_OK : R_OK | W_OK;
 
-		if (d->path && faccessat(AT_FDCWD, d->path, mode, AT_EACCESS) < 0)
+		if (d->path && !blockdev_is_scheme(d->path) &&	/* store:... is no file */
+		    faccessat(AT_FDCWD, d->path, mode, AT_EACCESS) < 0)
 			return error_set(e, EXIT_NOINPUT, "%s: %s", d->path, strerror(errno));
 	}
 	return 0;

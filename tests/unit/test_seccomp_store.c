@@ -1,0 +1,183 @@
+/*
+ * test_seccomp_store.c - the `store` thread kind's filter (a store: disk's
+ * loader and prefetch threads, store/stream.c; base/seccomp_rules.c), no
+ * KVM.  As test_seccomp.c: each case forks, the child enables seccomp and
+ * installs the filter, makes what the threads really make (which must
+ * work), then one call the kind must not have; the parent checks that the
+ * child died by SIGSYS naming the kind and the call.  What no other kind
+ * gets: a TCP socket (AF_INET, AF_INET6); what none gets, this one
+ * included: other socket families (AF_NETLINK, AF_PACKET), execve, clone
+ * (the threads start no threads), ioctl beyond the terminal's.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "base/seccomp.h"
+
+typedef void (*child_fn)(void);
+
+static int run_child(child_fn fn, char *out, size_t size)
+{
+	int p[2], st;
+	size_t got = 0;
+	ssize_t n;
+	pid_t pid;
+
+	assert_int_equal(pipe(p), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct error e = { 0 };
+
+		close(p[0]);
+		dup2(p[1], STDERR_FILENO);
+		if (seccomp_enable(&e)) {
+			fprintf(stderr, "enable: %s\n", e.msg);
+			_exit(3);
+		}
+		fn();
+		_exit(0);
+	}
+	close(p[1]);
+	while (got < size - 1 && (n = read(p[0], out + got, size - 1 - got)) > 0)
+		got += (size_t)n;
+	out[got] = '\0';
+	close(p[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	return st;
+}
+
+static void expect_sigsys(child_fn fn, const char *msg)
+{
+	char out[4096];
+	int st = run_child(fn, out, sizeof(out));
+
+	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGSYS)
+		fail_msg("child did not die by SIGSYS (status 0x%x), stderr: %s", st, out);
+	if (!strstr(out, msg))
+		fail_msg("stderr lacks '%s': %s", msg, out);
+}
+
+static void must(bool ok, const char *what)
+{
+	if (!ok) {
+		fprintf(stderr, "allowed call failed: %s: %s\n", what, strerror(errno));
+		_exit(2);
+	}
+}
+
+/* What a fetch does: a TCP connection (refused on a closed loopback port
+ * is fine: the calls were allowed), libcurl's wake-up pair, and a cache
+ * segment written and renamed into place. */
+static char dir[] = "/tmp/test_seccomp_store.XXXXXX";	/* made and removed by the parent */
+
+static void store_fetch_calls(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	char f[64], g[64];
+	int fd, sv[2], one = 1;
+
+	seccomp_thread_enter(SECCOMP_STORE);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	must(fd >= 0, "socket(AF_INET)");
+	must(!setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof(one)), "setsockopt");
+	connect(fd, (struct sockaddr *)&a, sizeof(a));	/* port 0: refused, but allowed */
+	close(fd);
+	fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	must(fd >= 0 || errno == EAFNOSUPPORT, "socket(AF_INET6)");
+	if (fd >= 0)
+		close(fd);
+	must(!socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), "socketpair(AF_UNIX)");
+	close(sv[0]);
+	close(sv[1]);
+	snprintf(f, sizeof(f), "%s/seg.tmp", dir);
+	snprintf(g, sizeof(g), "%s/seg", dir);
+	fd = open(f, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	must(fd >= 0, "open a cache file");
+	must(write(fd, "x", 1) == 1 && !fsync(fd), "write and fsync");
+	close(fd);
+	must(!rename(f, g), "rename");
+	must(!unlink(g), "unlink");
+	_exit(0);
+}
+
+static void test_store_allows_fetch(void **state)
+{
+	char out[4096];
+	int st;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	st = run_child(store_fetch_calls, out, sizeof(out));
+	rmdir(dir);
+	if (!WIFEXITED(st) || WEXITSTATUS(st))
+		fail_msg("status 0x%x, stderr: %s", st, out);
+}
+
+static void store_netlink(void)
+{
+	seccomp_thread_enter(SECCOMP_STORE);
+	syscall(SYS_socket, AF_NETLINK, SOCK_RAW, 0);
+}
+
+static void test_store_netlink(void **state)
+{
+	(void)state;
+	expect_sigsys(store_netlink, "thread store made forbidden syscall socket (41)");
+}
+
+static void store_clone(void)
+{
+	seccomp_thread_enter(SECCOMP_STORE);
+	syscall(SYS_clone, 0x10000 /* CLONE_THREAD */, 0, 0, 0, 0);
+}
+
+static void test_store_clone(void **state)
+{
+	(void)state;
+	expect_sigsys(store_clone, "thread store made forbidden syscall clone (56)");
+}
+
+/* No other kind may open a TCP socket: only a store: disk's threads. */
+static void test_inet_only_store(void **state)
+{
+	(void)state;
+	for (int k = 0; k < SECCOMP_NKINDS; k++) {
+		if (k == SECCOMP_STORE)
+			continue;
+		if (seccomp_kind_allows(k, SYS_socketpair) && k != SECCOMP_STORE)
+			fail_msg("%s allows socketpair", seccomp_kind_name(k));
+	}
+	assert_string_equal(seccomp_kind_name(SECCOMP_STORE), "store");
+	assert_false(seccomp_kind_allows(SECCOMP_STORE, SYS_execve));
+	assert_false(seccomp_kind_allows(SECCOMP_STORE, SYS_ioctl) &&
+		     !seccomp_kind_allows(SECCOMP_VCPU, SYS_ioctl));
+	assert_false(seccomp_kind_allows(SECCOMP_STORE, SYS_clone));
+	assert_false(seccomp_kind_allows(SECCOMP_STORE, SYS_io_uring_setup));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_store_allows_fetch),
+		cmocka_unit_test(test_store_netlink),
+		cmocka_unit_test(test_store_clone),
+		cmocka_unit_test(test_inet_only_store),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
