@@ -25,6 +25,13 @@
  * its own later, in the last page of the area, which the tables here leave
  * free (acpi_add_vmgenid, boot/acpi.h).
  *
+ * A firmware boot gets the same tables through fw_cfg instead
+ * (acpi_build_fw_cfg, boot/acpi.h): built into a scratch copy of the area,
+ * their pointers turned into offsets, with a linker/loader script that has
+ * the BIOS place them and patch the pointers and checksums.  Their DSDT
+ * differs in one place: PCI0's _CRS also decodes the firmware's BAR window
+ * (PCI_MMIO32_FW_BASE), where SeaBIOS assigns the BARs.
+ *
  * Invariants: every table lies in [BOOT_ACPI_ADDR, BOOT_ACPI_END), which the
  * e820 map marks reserved; each starts 16-byte aligned (the FACS 64-byte
  * aligned, as the spec requires); every checksum makes its table sum to 0.
@@ -34,6 +41,8 @@
  */
 #include "boot/boot.h"
 
+#include <endian.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "boot/acpi.h"
@@ -408,7 +417,7 @@ static void aml_qword_memory(uint8_t out[46], uint64_t base, uint64_t len)
 	aml_qword(out + 38, len);                 /* length */
 }
 
-static void aml_pci_crs(struct aml *a, uint64_t mmio64_base)
+static void aml_pci_crs(struct aml *a, uint64_t mmio64_base, int fw)
 {
 	static const uint8_t bufop = AML_BUFFER;
 	const uint32_t mlo = (uint32_t)PCI_MMIO32_BASE;
@@ -430,14 +439,27 @@ static void aml_pci_crs(struct aml *a, uint64_t mmio64_base)
 		0, 0, 0, 0,
 		(uint8_t)mlen, (uint8_t)(mlen >> 8), (uint8_t)(mlen >> 16), (uint8_t)(mlen >> 24),
 	};
+	/* A firmware boot's second 32-bit window, where SeaBIOS puts the BARs. */
+	const uint32_t flo = (uint32_t)PCI_MMIO32_FW_BASE;
+	const uint32_t fhi = (uint32_t)(PCI_MMIO32_FW_BASE + PCI_MMIO32_FW_SIZE - 1);
+	const uint32_t flen = (uint32_t)PCI_MMIO32_FW_SIZE;
+	const uint8_t fwin[] = {
+		0x87, 0x17, 0x00, 0x00, 0x0c, 0x01, 0, 0, 0, 0,
+		(uint8_t)flo, (uint8_t)(flo >> 8), (uint8_t)(flo >> 16), (uint8_t)(flo >> 24),
+		(uint8_t)fhi, (uint8_t)(fhi >> 8), (uint8_t)(fhi >> 16), (uint8_t)(fhi >> 24),
+		0, 0, 0, 0,
+		(uint8_t)flen, (uint8_t)(flen >> 8), (uint8_t)(flen >> 16), (uint8_t)(flen >> 24),
+	};
 	static const uint8_t end_tag[2] = { 0x79, 0x00 };
 	uint8_t q[46];
 	struct aml buf = { .len = 0 };
 
 	aml_qword_memory(q, mmio64_base, PCI_MMIO64_SIZE);
 	aml_byte(&buf, AML_BYTE);
-	aml_byte(&buf, sizeof(crs) + sizeof(q) + sizeof(end_tag));
+	aml_byte(&buf, (uint8_t)(sizeof(crs) + (fw ? sizeof(fwin) : 0) + sizeof(q) + sizeof(end_tag)));
 	aml_bytes(&buf, crs, sizeof(crs));
+	if (fw)
+		aml_bytes(&buf, fwin, sizeof(fwin));
 	aml_bytes(&buf, q, sizeof(q));
 	aml_bytes(&buf, end_tag, sizeof(end_tag));
 	aml_byte(a, AML_NAME);
@@ -629,7 +651,7 @@ static void aml_pcihp_ged(struct aml *a)
 }
 
 /* Device(PCI0): a PCI Express root bridge (PNP0A08, compatible PNP0A03). */
-static void aml_pci0(struct aml *a, uint64_t mmio64_base)
+static void aml_pci0(struct aml *a, uint64_t mmio64_base, int fw)
 {
 	static const uint8_t devop[2] = { 0x5b, 0x82 };
 	struct aml dev = { .len = 0 };
@@ -641,14 +663,14 @@ static void aml_pci0(struct aml *a, uint64_t mmio64_base)
 	aml_name_zero(&dev, "_UID");
 	aml_name_zero(&dev, "_SEG");
 	aml_name_zero(&dev, "_BBN");
-	aml_pci_crs(&dev, mmio64_base);
+	aml_pci_crs(&dev, mmio64_base, fw);
 	aml_pci_prt(&dev);
 	aml_pcihp(&dev);
 	aml_pkg(a, devop, 2, &dev);
 }
 
 /* The DSDT body: \_S5 at the root and Scope(\_SB) { COM1, PCI0, HPGE }. */
-static void aml_dsdt_body(struct aml *a, uint64_t mmio64_base)
+static void aml_dsdt_body(struct aml *a, uint64_t mmio64_base, int fw)
 {
 	static const uint8_t scope = AML_SCOPE;
 	struct aml sb = { .len = 0 };
@@ -656,20 +678,20 @@ static void aml_dsdt_body(struct aml *a, uint64_t mmio64_base)
 	aml_s5(a);
 	aml_bytes(&sb, "\\_SB_", 5);
 	aml_com1(&sb);
-	aml_pci0(&sb, mmio64_base);
+	aml_pci0(&sb, mmio64_base, fw);
 	aml_pcihp_ged(&sb);
 	aml_pkg(a, &scope, 1, &sb);
 }
 
 /* ---- tables ---- */
 
-static int acpi_build_dsdt(struct acpi_area *ar, uint64_t *gpa)
+static int acpi_build_dsdt(struct acpi_area *ar, int fw, uint64_t *gpa)
 {
 	struct aml aml = { .len = 0 };
 	struct acpi_header *h;
 	size_t len;
 
-	aml_dsdt_body(&aml, pci_mmio64_base(ar->m->size));
+	aml_dsdt_body(&aml, pci_mmio64_base(ar->m->size), fw);
 	if (aml.overflow)
 		return -1;
 	len = sizeof(*h) + aml.len;
@@ -829,7 +851,9 @@ static void acpi_fill_rsdp(struct acpi_rsdp *r, uint64_t xsdt)
 	r->ext_checksum = boot_checksum(r, sizeof(*r));
 }
 
-uint64_t acpi_build(struct guest_mem *m, int ncpus, struct error *e)
+/* acpi_build, and for a firmware boot (`fw`) the DSDT's PCI0 also
+ * decodes the firmware's BAR window. */
+static uint64_t acpi_build_tables(struct guest_mem *m, int ncpus, int fw, struct error *e)
 {
 	struct acpi_area ar = { .m = m, .next = BOOT_ACPI_ADDR };
 	uint64_t rsdp, dsdt, facs, fadt, madt, mcfg, xsdt, ents[3];
@@ -841,7 +865,7 @@ uint64_t acpi_build(struct guest_mem *m, int ncpus, struct error *e)
 		return 0;
 	}
 	r = acpi_alloc(&ar, sizeof(*r), 16, &rsdp);
-	if (!r || acpi_build_dsdt(&ar, &dsdt) || acpi_build_facs(&ar, &facs) ||
+	if (!r || acpi_build_dsdt(&ar, fw, &dsdt) || acpi_build_facs(&ar, &facs) ||
 	    acpi_build_fadt(&ar, dsdt, facs, &fadt) || acpi_build_madt(&ar, ncpus, &madt) ||
 	    acpi_build_mcfg(&ar, &mcfg)) {
 		error_set(e, EXIT_HOST, "ACPI tables do not fit in 0x%llx-0x%llx",
@@ -858,6 +882,11 @@ uint64_t acpi_build(struct guest_mem *m, int ncpus, struct error *e)
 	}
 	acpi_fill_rsdp(r, xsdt);
 	return rsdp;
+}
+
+uint64_t acpi_build(struct guest_mem *m, int ncpus, struct error *e)
+{
+	return acpi_build_tables(m, ncpus, 0, e);
 }
 
 /* ---- the VM generation ID SSDT (boot/acpi.h) ---- */
@@ -1007,4 +1036,188 @@ int acpi_add_vmgenid(struct guest_mem *m, uint64_t guid_gpa, unsigned gsi, struc
 	guest_mem_dirty_gpa(m, BOOT_ACPI_ADDR, sizeof(*r));
 	guest_mem_dirty_gpa(m, ACPI_VMGENID_PAGE, BOOT_ACPI_END - ACPI_VMGENID_PAGE);
 	return 0;
+}
+
+/* ---- ACPI for a firmware boot: fw_cfg's table-loader (boot/acpi.h) ---- */
+
+#define LOADER_ALLOCATE     1
+#define LOADER_ADD_POINTER  2
+#define LOADER_ADD_CHECKSUM 3
+#define LOADER_ZONE_HIGH    1
+#define LOADER_ZONE_FSEG    2
+#define LOADER_FILESZ       56
+#define LOADER_ENTRY        128
+#define LOADER_MAX          (2 + 16 + 16)   /* allocations, pointers, checksums */
+
+struct loader {
+	uint8_t *buf;
+	int n;
+};
+
+static uint8_t *loader_entry(struct loader *l, uint32_t cmd)
+{
+	uint8_t *p = l->buf + (size_t)l->n++ * LOADER_ENTRY;
+
+	memset(p, 0, LOADER_ENTRY);
+	memcpy(p, &(uint32_t){ htole32(cmd) }, 4);
+	return p + 4;
+}
+
+static void loader_name(uint8_t *at, const char *name)
+{
+	memcpy(at, name, strlen(name) + 1);     /* names here are short literals */
+}
+
+static void loader_u32(uint8_t *at, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(at, &v, 4);
+}
+
+static void loader_alloc(struct loader *l, const char *file, uint32_t align, uint8_t zone)
+{
+	uint8_t *p = loader_entry(l, LOADER_ALLOCATE);
+
+	loader_name(p, file);
+	loader_u32(p + LOADER_FILESZ, align);
+	p[LOADER_FILESZ + 4] = zone;
+}
+
+/* The `size` bytes at `offset` of `dst` hold an offset into `src`; the
+ * firmware adds the address where it placed `src`. */
+static void loader_pointer(struct loader *l, const char *dst, const char *src,
+			   uint32_t offset, uint8_t size)
+{
+	uint8_t *p = loader_entry(l, LOADER_ADD_POINTER);
+
+	loader_name(p, dst);
+	loader_name(p + LOADER_FILESZ, src);
+	loader_u32(p + 2 * LOADER_FILESZ, offset);
+	p[2 * LOADER_FILESZ + 4] = size;
+}
+
+/* The byte at `offset` of `file` is set so that [start, start+len) sums to 0. */
+static void loader_checksum(struct loader *l, const char *file, uint32_t offset,
+			    uint32_t start, uint32_t len)
+{
+	uint8_t *p = loader_entry(l, LOADER_ADD_CHECKSUM);
+
+	loader_name(p, file);
+	loader_u32(p + LOADER_FILESZ, offset);
+	loader_u32(p + LOADER_FILESZ + 4, start);
+	loader_u32(p + LOADER_FILESZ + 8, len);
+}
+
+/* A table of the scratch area at `gpa`, checked like acpi_table_at. */
+static struct acpi_header *fw_table(struct guest_mem *m, uint64_t gpa, uint64_t *end)
+{
+	struct acpi_header *h = acpi_table_at(m, gpa, BOOT_ACPI_END - BOOT_ACPI_ADDR);
+
+	if (h && gpa + h->length > *end)
+		*end = gpa + h->length;
+	return h;
+}
+
+/* Turn the 4- or 8-byte guest-physical address at `field` of the tables
+ * (which start at BOOT_ACPI_ADDR) into an offset, and say so in the loader. */
+static void fw_pointer(struct loader *l, uint8_t *tables, void *field, uint8_t size)
+{
+	uint64_t v = 0;
+
+	memcpy(&v, field, size);
+	v -= BOOT_ACPI_ADDR;
+	memcpy(field, &v, size);
+	loader_pointer(l, ACPI_FW_TABLES, ACPI_FW_TABLES, (uint32_t)((uint8_t *)field - tables), size);
+}
+
+void acpi_fw_files_free(struct acpi_fw_files *f)
+{
+	for (int i = 0; i < ACPI_FW_NFILES; i++) {
+		free((void *)f->files[i].data);
+		f->files[i].data = NULL;
+	}
+}
+
+int acpi_build_fw_cfg(uint64_t ram_size, int ncpus, struct acpi_fw_files *out, struct error *e)
+{
+	const uint64_t area = BOOT_ACPI_END - BOOT_ACPI_ADDR;
+	struct guest_mem scratch = { .fd = -1, .size = ram_size, .nregions = 1 };
+	struct loader l = { .n = 0 };
+	struct acpi_rsdp *r, *rsdp = NULL;
+	struct acpi_header *x, *h;
+	struct acpi_fadt *f = NULL;
+	uint64_t end, ents[16];
+	uint8_t *buf;
+	int n;
+
+	memset(out, 0, sizeof(*out));
+	buf = calloc(1, area);
+	l.buf = calloc(LOADER_MAX, LOADER_ENTRY);
+	rsdp = calloc(1, sizeof(*rsdp));
+	if (!buf || !l.buf || !rsdp) {
+		free(buf);
+		free(l.buf);
+		free(rsdp);
+		return error_set(e, EXIT_HOST, "ACPI for the firmware: out of memory");
+	}
+	scratch.host = buf;
+	scratch.region[0] = (struct guest_region){ .gpa = BOOT_ACPI_ADDR, .size = area, .hva = buf };
+	if (!acpi_build_tables(&scratch, ncpus, 1, e))
+		goto fail;
+
+	/* Walk what was built: RSDP -> XSDT -> tables, FADT -> DSDT, FACS. */
+	r = (struct acpi_rsdp *)buf;
+	end = BOOT_ACPI_ADDR + sizeof(*r);
+	x = fw_table(&scratch, r->xsdt_addr, &end);
+	if (!x || (x->length - sizeof(*x)) % 8 || x->length - sizeof(*x) > sizeof(ents))
+		goto damaged;
+	n = (int)((x->length - sizeof(*x)) / 8);
+	memcpy(ents, x + 1, (size_t)n * 8);
+	for (int i = 0; i < n; i++) {
+		h = fw_table(&scratch, ents[i], &end);
+		if (!h)
+			goto damaged;
+		if (!memcmp(h->signature, "FACP", 4) && h->length >= sizeof(*f))
+			f = (struct acpi_fadt *)h;
+	}
+	if (!f || !fw_table(&scratch, f->x_dsdt, &end) || f->dsdt != f->x_dsdt ||
+	    f->firmware_ctrl || f->x_firmware_ctrl < BOOT_ACPI_ADDR ||
+	    f->x_firmware_ctrl > BOOT_ACPI_END - sizeof(struct acpi_facs))
+		goto damaged;
+	if (f->x_firmware_ctrl + sizeof(struct acpi_facs) > end)
+		end = f->x_firmware_ctrl + sizeof(struct acpi_facs);
+
+	/* The loader: place both files, link the pointers, fix the checksums.
+	 * The tables file starts at BOOT_ACPI_ADDR (64-byte aligned, so the
+	 * FACS stays aligned) with the RSDP's bytes there zeroed. */
+	*rsdp = *r;
+	memset(buf, 0, sizeof(*r));
+	loader_alloc(&l, ACPI_FW_TABLES, 64, LOADER_ZONE_HIGH);
+	loader_alloc(&l, ACPI_FW_RSDP, 16, LOADER_ZONE_FSEG);
+	for (int i = 0; i < n; i++)
+		fw_pointer(&l, buf, (uint8_t *)(x + 1) + i * 8, 8);
+	loader_checksum(&l, ACPI_FW_TABLES, (uint32_t)((uint8_t *)&x->checksum - buf),
+			(uint32_t)((uint8_t *)x - buf), x->length);
+	fw_pointer(&l, buf, (uint8_t *)f + offsetof(struct acpi_fadt, dsdt), 4);
+	fw_pointer(&l, buf, (uint8_t *)f + offsetof(struct acpi_fadt, x_dsdt), 8);
+	fw_pointer(&l, buf, (uint8_t *)f + offsetof(struct acpi_fadt, x_firmware_ctrl), 8);
+	loader_checksum(&l, ACPI_FW_TABLES, (uint32_t)((uint8_t *)&f->h.checksum - buf),
+			(uint32_t)((uint8_t *)f - buf), f->h.length);
+	rsdp->xsdt_addr -= BOOT_ACPI_ADDR;
+	loader_pointer(&l, ACPI_FW_RSDP, ACPI_FW_TABLES, offsetof(struct acpi_rsdp, xsdt_addr), 8);
+	loader_checksum(&l, ACPI_FW_RSDP, offsetof(struct acpi_rsdp, checksum), 0, 20);
+	loader_checksum(&l, ACPI_FW_RSDP, offsetof(struct acpi_rsdp, ext_checksum), 0, sizeof(*rsdp));
+
+	out->files[0] = (struct fw_cfg_file){ ACPI_FW_TABLES, buf, end - BOOT_ACPI_ADDR };
+	out->files[1] = (struct fw_cfg_file){ ACPI_FW_RSDP, rsdp, sizeof(*rsdp) };
+	out->files[2] = (struct fw_cfg_file){ ACPI_FW_LOADER, l.buf, (size_t)l.n * LOADER_ENTRY };
+	return 0;
+
+damaged:
+	error_set(e, EXIT_HOST, "ACPI for the firmware: the tables just built do not read back");
+fail:
+	free(buf);
+	free(l.buf);
+	free(rsdp);
+	return -1;
 }

@@ -27,6 +27,7 @@
 
 #include "base/error.h"
 #include "base/guest_mem.h"
+#include "devices/fw_cfg.h"
 
 #define ACPI_VMGENID_PAGE   0x000ef000ULL   /* the last page of the ACPI area */
 #define ACPI_VMGENID_GUID   ACPI_VMGENID_PAGE
@@ -52,5 +53,43 @@
  * `m` holds something else there (a firmware boot's BIOS) or the tables
  * are damaged. */
 int acpi_add_vmgenid(struct guest_mem *m, uint64_t guid_gpa, unsigned gsi, struct error *e);
+
+/* ---- ACPI for a firmware boot ----
+ *
+ * SeaBIOS builds ACPI tables only for QEMU's i440FX and Q35; on any other
+ * machine it loads them from fw_cfg, as QEMU's "linker/loader" describes:
+ *
+ *   "etc/acpi/tables"  Shoal's tables (acpi_build's: DSDT, FACS, FADT,
+ *                      MADT, MCFG, XSDT), their pointers written as
+ *                      offsets into this file; the firmware puts it in
+ *                      high memory (below 4 GiB), 64-byte aligned
+ *   "etc/acpi/rsdp"    the RSDP, its XSDT address an offset into the
+ *                      tables; placed in the F segment, where an OS scans
+ *   "etc/table-loader" the script: 128-byte entries, le32 command first
+ *                      1 ALLOCATE    file[56], le32 align, u8 zone (1 high, 2 FSEG)
+ *                      2 ADD_POINTER dst[56], src[56], le32 offset, u8 size:
+ *                                    add src's address to the size bytes at
+ *                                    offset in dst
+ *                      3 ADD_CHECKSUM file[56], le32 offset, le32 start,
+ *                                    le32 length: set the byte at offset so
+ *                                    the range sums to zero
+ *
+ * Patched: the XSDT's entries, the FADT's DSDT, X_DSDT and X_FIRMWARE_CTRL
+ * (FACS), the RSDP's XSDT; then the XSDT's, the FADT's and both RSDP
+ * checksums.  The guest only reads these files.
+ */
+#define ACPI_FW_TABLES  "etc/acpi/tables"
+#define ACPI_FW_RSDP    "etc/acpi/rsdp"
+#define ACPI_FW_LOADER  "etc/table-loader"
+#define ACPI_FW_NFILES  3
+
+struct acpi_fw_files {
+	struct fw_cfg_file files[ACPI_FW_NFILES];   /* tables, rsdp, loader (malloc'd) */
+};
+
+/* Build the three files for a machine of `ram_size` bytes and `ncpus`
+ * vCPUs.  0, or -1 with `e`.  acpi_fw_files_free frees them. */
+int acpi_build_fw_cfg(uint64_t ram_size, int ncpus, struct acpi_fw_files *out, struct error *e);
+void acpi_fw_files_free(struct acpi_fw_files *f);
 
 #endif

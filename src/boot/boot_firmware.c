@@ -19,7 +19,9 @@
  * The vCPU starts in the x86 reset state: real mode, CS selector 0xf000
  * with base 0xffff0000, IP 0xfff0.  Nothing else is written to guest
  * memory: no e820 in the zero page, no ACPI, no MP table; the firmware
- * learns the machine through fw_cfg (devices/fw_cfg.c) and builds its own.
+ * learns the machine through fw_cfg (devices/fw_cfg.c) and builds its own
+ * MP table, and places Shoal's ACPI tables, which fw_cfg serves with their
+ * loader script (acpi_build_fw_cfg, boot/acpi.h).
  *
  * Checks: the file must exist (a missing one names the package that has
  * it) and be 64 KiB to 16 MiB, a multiple of 4 KiB: anything else is no

@@ -21,7 +21,10 @@
  *                      be16 0, char name[56] }, keys from 0x0020
  *   files              "etc/e820": { le64 addr, le64 len, le32 type } per
  *                      RAM region of guest_mem (type 1, RAM); the firmware
- *                      adds its own reservations
+ *                      adds its own reservations.  Then the files the
+ *                      caller gives fw_cfg_create_files: for a VM, the ACPI
+ *                      tables, "etc/acpi/tables", "etc/acpi/rsdp" and
+ *                      "etc/table-loader" (boot/acpi.h has their format)
  *
  * DMA (docs/specs/fw_cfg.txt in QEMU): the guest writes the guest-physical
  * address of a 16-byte descriptor { be32 control, be32 length, be64
@@ -365,6 +368,12 @@ static int fw_cfg_fill(struct device *d, const struct device_host *host, int ncp
 
 int fw_cfg_create(const struct device_host *host, int ncpus, struct error *e)
 {
+	return fw_cfg_create_files(host, ncpus, NULL, 0, e);
+}
+
+int fw_cfg_create_files(const struct device_host *host, int ncpus,
+			const struct fw_cfg_file *files, int nfiles, struct error *e)
+{
 	struct fw_cfg *s = calloc(1, sizeof(*s));
 	struct debugcon *c = calloc(1, sizeof(*c));
 	struct device *d = s ? device_new(host, &fw_cfg_ops, "fw_cfg0", s) : NULL;
@@ -380,6 +389,12 @@ int fw_cfg_create(const struct device_host *host, int ncpus, struct error *e)
 		free(c);
 		return error_set(e, EXIT_HOST, "fw_cfg: cannot build its items (out of memory)");
 	}
+	for (int i = 0; i < nfiles; i++)
+		if (fw_cfg_add_file(d, files[i].name, files[i].data, files[i].len)) {
+			device_free(d);
+			free(c);
+			return error_set(e, EXIT_HOST, "fw_cfg: cannot add the file %s", files[i].name);
+		}
 	if (device_host_attach(host, d) ||
 	    device_host_map(host, DEVICE_SPACE_IO, FW_CFG_PORT_SEL, 2, d) ||
 	    device_host_map(host, DEVICE_SPACE_IO, FW_CFG_PORT_DMA, 8, d)) {

@@ -50,6 +50,18 @@
  * regions become "etc/e820").  0, or -1 with `e`. */
 int fw_cfg_create(const struct device_host *host, int ncpus, struct error *e);
 
+/* A read-only file for fw_cfg_create_files (the data is copied). */
+struct fw_cfg_file {
+	const char *name;
+	const void *data;
+	size_t len;
+};
+
+/* fw_cfg_create, with `nfiles` more files after "etc/e820" (the ACPI
+ * tables and their loader, boot/acpi.h). */
+int fw_cfg_create_files(const struct device_host *host, int ncpus,
+			const struct fw_cfg_file *files, int nfiles, struct error *e);
+
 /* Add a read-only file item (the data is copied).  0, or -1 when the name
  * is empty or too long, or FW_CFG_MAX_FILES are there. */
 int fw_cfg_add_file(struct device *d, const char *name, const void *data, size_t len);

@@ -58,9 +58,19 @@ static int create_legacy(const struct device_host *h, const struct vm_config *c,
 	return legacy_create(h, e);
 }
 
+/* Firmware boot only; with Shoal's ACPI tables and their loader script. */
 static int create_fw_cfg(const struct device_host *h, const struct vm_config *c, struct error *e)
 {
-	return c->firmware ? fw_cfg_create(h, c->cpus, e) : 0;
+	struct acpi_fw_files t;
+	int r;
+
+	if (!c->firmware)
+		return 0;
+	if (acpi_build_fw_cfg(h->mem ? h->mem->size : h->ram_size, c->cpus, &t, e))
+		return -1;
+	r = fw_cfg_create_files(h, c->cpus, t.files, ACPI_FW_NFILES, e);
+	acpi_fw_files_free(&t);
+	return r;
 }
 
 static int create_rng(const struct device_host *h, const struct vm_config *c, struct error *e)
