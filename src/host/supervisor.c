@@ -108,7 +108,7 @@ const char *supervisor_exit_reason(int status, char *buf, size_t size)
 		snprintf(buf, size, "VMM killed by signal %d (%s)", status - 128,
 			 sigabbrev_np(status - 128) ? sigabbrev_np(status - 128) : "?");
 	else if (status < 0)
-		snprintf(buf, size, "VMM ended, exit status unknown (its monitor process was killed)");
+		snprintf(buf, size, "VMM ended, exit status unknown (its monitor left no exit file)");
 	else
 		snprintf(buf, size, "VMM exit status %d", status);
 	return buf;
@@ -149,7 +149,7 @@ static void __attribute__((__noreturn__)) monitor_main(const struct spawn_args *
 {
 	sigset_t none;
 	char buf[32];
-	pid_t pid;
+	pid_t pid, mon;
 	int st, fd;
 
 	setsid();
@@ -171,8 +171,15 @@ static void __attribute__((__noreturn__)) monitor_main(const struct spawn_args *
 			close(fd);
 	}
 	syscall(SYS_close_range, 3, ~0U, 0);
+	mon = getpid();
 	pid = fork();
 	if (pid == 0) {
+		/* A VMM never outlives its monitor: without the monitor no one
+		 * records its exit, and the daemon, told "exited", would let a
+		 * second VMM start on the same disks. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != mon)
+			_exit(125);
 		signal(SIGHUP, SIG_DFL);
 		execv(a->argv[0], a->argv);
 		_exit(127);
@@ -672,6 +679,29 @@ static void hvm_exited(struct host *h, struct hvm *vm, int status, const char *c
 	pthread_mutex_unlock(&h->lock);
 }
 
+/* Why a monitor that is our child left no exit file, from its own status
+ * (monitor_main's _exit codes), as ": ..." in `out`; "" when not known. */
+static void monitor_context(const siginfo_t *si, char *out, size_t size)
+{
+	static const char *const codes[] = {
+		[123 - 123] = "could not join the VM's cgroup",
+		[124 - 123] = "could not write the exit file",
+		[125 - 123] = "lost its VMM (waitpid failed)",
+		[126 - 123] = "could not fork the VMM",
+	};
+
+	out[0] = '\0';
+	if (!si->si_pid)
+		return;
+	if (si->si_code == CLD_EXITED && si->si_status >= 123 && si->si_status <= 126)
+		snprintf(out, size, ": its monitor %s", codes[si->si_status - 123]);
+	else if (si->si_code == CLD_EXITED)
+		snprintf(out, size, ": its monitor exited with status %d", si->si_status);
+	else if (si->si_code == CLD_KILLED || si->si_code == CLD_DUMPED)
+		snprintf(out, size, ": its monitor was killed by signal %d (%s)", si->si_status,
+			 sigabbrev_np(si->si_status) ? sigabbrev_np(si->si_status) : "?");
+}
+
 /* A pidfd fired: reap if it is our child, read the exit file, record. */
 static void supervisor_handle(struct host *h, struct hvm *vm)
 {
@@ -679,17 +709,19 @@ static void supervisor_handle(struct host *h, struct hvm *vm)
 	siginfo_t si;
 	int fd, status;
 
+	memset(&si, 0, sizeof(si));
 	pthread_mutex_lock(&h->lock);
 	fd = vm->pidfd;
 	vm->pidfd = -1;
 	pthread_mutex_unlock(&h->lock);
 	if (fd >= 0) {
 		epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, NULL);
-		memset(&si, 0, sizeof(si));
 		waitid(P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG);   /* ECHILD if reattached */
 		close(fd);
 	}
 	status = read_exit_file(h, vm->rec.name);
+	if (status < 0)
+		monitor_context(&si, why, sizeof(why));
 	if (status == 128 + SIGKILL)
 		host_cgroup_oom_killed(h, vm->rec.name, why, sizeof(why));
 	if (status == 128 + SIGSYS)

@@ -154,6 +154,23 @@ check "events --follow streamed them as they happened" bash -c "echo '$types' | 
 check "exited event carries status and reason" bash -c "jq -s -e 'map(select(.vm == \"ex5\" and .type == \"exited\")) | length == 1 and .[0].detail.status == 5 and .[0].detail.reason == \"guest exit code 5\"' '$TMP/follow' >/dev/null"
 check "events table" bash -c "'$SHOAL' events | grep -qE ' ex5 +exited +\{\"status\":5'"
 
+# --- a monitor killed: its VMM goes with it, and the record says why ---
+api POST '/v1/vms?start=true' "$(spec orphan)" >/dev/null
+opid=$(vm_field orphan .pid)
+mpid=$(pgrep -f -- "^shoal-monitor --monitor $STATE/vms/orphan/" | head -1)
+if [ -n "$mpid" ] && kill -0 "${opid:-0}" 2>/dev/null; then
+	kill -KILL "$mpid"
+	wait_state orphan exited 200 || true
+	r=$(vm_field orphan '.state + "|" + .last_exit.reason')
+	check "monitor killed: the VM is recorded exited, saying its monitor was killed by signal 9 ($r)" test \
+		"$r" = 'exited|VMM ended, exit status unknown (its monitor left no exit file): its monitor was killed by signal 9 (KILL)'
+	for _ in $(seq 100); do kill -0 "$opid" 2>/dev/null || break; sleep 0.05; done
+	check "monitor killed: its VMM did not outlive it (PR_SET_PDEATHSIG)" bash -c "! kill -0 $opid 2>/dev/null"
+	"$SHOAL" vm delete orphan >/dev/null 2>&1
+else
+	fail "monitor killed: the VM's monitor and VMM" "monitor '${mpid:-none}', VMM '${opid:-none}'"
+fi
+
 # --- one daemon per state directory; shoal run without a daemon ---
 "$SHOALD" --state-dir "$STATE" >"$TMP/second.log" 2>&1; rc=$?
 check "a second daemon on the same state dir refuses" bash -c "[ $rc -ne 0 ] && grep -q 'another shoald' '$TMP/second.log'"
