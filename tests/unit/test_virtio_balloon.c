@@ -205,6 +205,29 @@ static void test_inflate_descending_one_hole(void **state)
 	fix_fini(&f);
 }
 
+/* 256 PFNs in a scrambled order (a permutation of 256 pages), each array
+ * sorted by the device: one hole for the lot. */
+static void test_inflate_scrambled_one_hole(void **state)
+{
+	struct fix f;
+	uint32_t pfn[256];
+	uint64_t before;
+
+	fix_init(&f, MEM_SIZE, VIRTIO_BIT(VIRTIO_BALLOON_F_STATS_VQ));
+	for (uint32_t i = 0; i < 256; i++)
+		pfn[i] = (uint32_t)(DATA_BASE / PG) + (i * 97u) % 256u;   /* 97 is prime to 256 */
+	touch(&f, DATA_BASE, 256);
+	f.mem.released = count_hole;
+	holes = 0;
+	before = blocks(&f);
+	send_pfns(&f, 0, pfn, 256, 0);
+	assert_int_equal(before - blocks(&f), 256 * PG);
+	assert_int_equal(holes, 1);
+	assert_int_equal(info_int(&f, "inflated_pages"), 256);
+	f.mem.released = NULL;
+	fix_fini(&f);
+}
+
 /* Past RAM, in the 32-bit hole, the top PFN, a torn one: ignored, counted;
  * a page above 4 GiB is RAM and is released. */
 static void test_hostile_pfns(void **state)
@@ -509,6 +532,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_inflate_releases),
 		cmocka_unit_test(test_inflate_descending_one_hole),
+		cmocka_unit_test(test_inflate_scrambled_one_hole),
 		cmocka_unit_test(test_hostile_pfns),
 		cmocka_unit_test(test_deflate_and_config),
 		cmocka_unit_test(test_stats),
