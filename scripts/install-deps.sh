@@ -17,6 +17,9 @@ PKGS="$PKGS libisofs-dev genisoimage"
 PKGS="$PKGS dnsmasq-base nftables"
 # debhelper builds the Debian package (scripts/build-deb.sh, slow_deb.sh).
 PKGS="$PKGS debhelper"
+# mmdebstrap makes the Debian 12 image that firmware boot and cloud-init are
+# tested with, and grub-pc-bin makes it bootable (scripts/debian-image.sh).
+PKGS="$PKGS mmdebstrap grub-pc-bin"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

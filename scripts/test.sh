@@ -171,7 +171,7 @@ needs_kvm() { head -40 "$1" | grep -q '^# tier: kvm'; }
 LONG_FIRST="daemon_snapshot.sh daemon_migrate.sh jail.sh snapshot.sh daemon_snapshot_disk.sh daemon_badinput.sh
 	migrate_converge.sh daemon_lifecycle.sh daemon_concurrency.sh migrate.sh daemon_openapi.sh virtio_blk.sh
 	daemon_memmgr.sh daemon_restart.sh
-	slow_linux_vmgenid.sh slow_linux_daemon_net.sh slow_linux_snapshot.sh slow_linux_balloon.sh
+	slow_linux_debian.sh slow_linux_vmgenid.sh slow_linux_daemon_net.sh slow_linux_snapshot.sh slow_linux_balloon.sh
 	slow_linux_net.sh slow_linux_boot.sh slow_linux_disk.sh slow_linux_devices.sh slow_linux_daemon.sh"
 
 # scripts_of KIND: the system scripts of a tier, one per line.
@@ -283,14 +283,21 @@ box_count() {
 # software vCPUs spin on each other's locks).  With many VMMs at once a
 # 2-vCPU box kernel also crashed in most runs ("corrupted stack end
 # detected inside scheduler"), a 1-vCPU one never.  See docs/testing.md.
-# build_kits: the guest kits the Linux tests boot, from Debian's cloud
-# kernel and (slow_linux_vmgenid.sh) its generic one; a no-op when cached.
+# build_kits [TIER]: the guest kits the Linux tests boot, from Debian's
+# cloud kernel and (slow_linux_vmgenid.sh) its generic one; for kvm-slow
+# also the Debian 12 disk image (slow_linux_debian.sh), which "all" starts
+# building in the background at its start (a few minutes of downloads);
+# a no-op when cached.
 build_kits() {
 	local k
 	for k in "" --generic; do
 		scripts/guest-kit.sh -q $k >/dev/null 2>/tmp/shoal-kit.log ||
 			echo "note: the guest kit${k:+ ($k)} could not be built here: $(tail -1 /tmp/shoal-kit.log)"
 	done
+	if [ "${1:-}" = kvm-slow ]; then
+		scripts/debian-image.sh -q >/dev/null 2>>/tmp/shoal-debian-image.log ||
+			echo "note: the Debian image could not be built here: $(tail -1 /tmp/shoal-debian-image.log)"
+	fi
 }
 
 box_tier() {
@@ -301,7 +308,7 @@ box_tier() {
 	echo "== tier $1 (in the KVM box, at $(elapsed))"
 	# The box has no network: the Linux tests' guest kit is fetched here
 	# first (where that fails too, they skip and say why).
-	case $1 in kvm-system|kvm-slow) build_kits ;; esac
+	case $1 in kvm-system|kvm-slow) build_kits "$1" ;; esac
 	for try in 1 2; do
 		scripts/kvm-box.sh -q --cpus "${SHOAL_TEST_BOX_CPUS:-1}" --timeout "${SHOAL_TEST_BOX_TIMEOUT:-3000}" -- \
 			env BUILD="$BUILD" SAN_BUILD="$SAN_BUILD" FUZZ_SECONDS="${FUZZ_SECONDS:-20}" \
@@ -436,6 +443,8 @@ unit|guest|system|kvm-system|slow|kvm-slow|fuzz|san-unit|san-guest)
 	for t in "$@"; do tier "$t"; done ;;
 all)
 	scripts/install-deps.sh || { echo "install-deps failed"; exit 1; }
+	# The Debian image for kvm-slow (build_kits), meanwhile.
+	scripts/debian-image.sh -q >/dev/null 2>/tmp/shoal-debian-image.log &
 	# The OpenAPI validators, from npm (tests/system/api_openapi.sh): in
 	# CI a validator that cannot be installed is a failure, not a skip.
 	export SHOAL_REQUIRE_API_TOOLS=1
