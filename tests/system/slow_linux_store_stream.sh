@@ -26,6 +26,7 @@
 #      is the same image under another name, so its counters line is its
 #      own): the guest mounts it read-only and checks 3 files.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/store_lib.bash"
 . "$(dirname "$0")/linux_lib.bash"
 
 linux_require
@@ -40,17 +41,8 @@ stream_cleanup() {
 trap stream_cleanup EXIT
 cd "$TMP" || exit 1
 
-# ---- keys and certificates (as store_stream.sh) ----
-mk() {
-	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $1.key -out $1.csr \
-		-subj /CN=$1 2>/dev/null &&
-		openssl x509 -req -in $1.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $1.pem -days 2 \
-			-extfile <(echo "$2") 2>/dev/null
-}
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
-	-days 2 -subj /CN=shoal-test-ca 2>/dev/null &&
-	mk server "subjectAltName=IP:127.0.0.1" && mk c1 "extendedKeyUsage=clientAuth" ||
-	{ fail "setup" "openssl"; finish; }
+# ---- keys and certificates (store_lib.bash) ----
+store_certs || { fail "setup" "openssl"; finish; }
 
 # ---- the ext4 image with real files ----
 mkdir -p src/bin src/data

@@ -15,6 +15,7 @@
 # and pull refuses a chunk whose bytes do not match its hash (a fake
 # server: openssl s_server -WWW).  Loopback only; runs on the host, no KVM.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/store_lib.bash"
 
 [ -x "$SHOAL" ] || { fail "build" "$SHOAL missing"; finish; }
 for t in openssl curl python3 ss; do
@@ -26,17 +27,8 @@ FPID=
 HOLD=
 trap 'kill $SPID $FPID $HOLD 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
 
-# ---- keys and certificates ----
-mk() {	# mk NAME EXT: a P-256 key and a certificate signed by the CA
-	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $1.key -out $1.csr \
-		-subj /CN=$1 2>/dev/null &&
-		openssl x509 -req -in $1.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $1.pem -days 2 \
-			-extfile <(echo "$2") 2>/dev/null
-}
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
-	-days 2 -subj /CN=shoal-test-ca 2>/dev/null &&
-	mk server "subjectAltName=IP:127.0.0.1" && mk c1 "extendedKeyUsage=clientAuth" &&
-	mk c2 "extendedKeyUsage=clientAuth" &&
+# ---- keys and certificates (store_lib.bash) ----
+store_certs c1 c2 &&
 	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout rogue.key \
 		-out rogue.pem -days 2 -subj /CN=rogue 2>/dev/null || { fail "setup" "openssl"; finish; }
 fp() { openssl x509 -in $1.pem -pubkey -noout | openssl pkey -pubin -outform DER | sha256sum | cut -c1-64; }

@@ -22,6 +22,7 @@
 # completes.  The KVM half (a real test-guest snapshot restored from
 # the store) is store_snapshot_kvm.sh.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/store_lib.bash"
 
 [ -x "$SHOAL" ] || { fail "build" "$SHOAL missing"; finish; }
 for t in openssl curl python3; do
@@ -226,15 +227,7 @@ done
 	fail "export damage" "bad=$bad $(cat oc.bad 2>/dev/null) $(ls -d oc*)"
 
 # ---- through the image server ----
-mk() {	# mk NAME EXT: a P-256 key and a certificate signed by the CA
-	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $1.key -out $1.csr \
-		-subj /CN=$1 2>/dev/null &&
-		openssl x509 -req -in $1.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $1.pem -days 2 \
-			-extfile <(echo "$2") 2>/dev/null
-}
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
-	-days 2 -subj /CN=shoal-test-ca 2>/dev/null && mk server "subjectAltName=IP:127.0.0.1" &&
-	mk c1 "extendedKeyUsage=clientAuth" || { fail "setup" "openssl"; finish; }
+store_certs || { fail "setup" "openssl"; finish; }
 "$SHOAL" store grant st c1.pem s1 >/dev/null && pass "grant c1 snapshot s1" || fail "grant s1" ""
 "$SHOAL" store serve st --listen 127.0.0.1:0 --cert server.pem --key server.key --client-ca ca.pem \
 	>serve.out 2>serve.err &

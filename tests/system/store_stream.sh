@@ -11,6 +11,7 @@
 # read-write open and a bad spec are refused; the chunks the first run
 # fetched on demand are recorded and lead the next cache's prefetch.  Host only, no KVM.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/store_lib.bash"
 
 [ -x "$SHOAL" ] || { fail "build" "$SHOAL missing"; finish; }
 for t in openssl python3 ss; do
@@ -21,17 +22,8 @@ SPID=
 FPID=
 trap 'kill $SPID $FPID 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
 
-# ---- keys and certificates (as store_serve.sh) ----
-mk() {
-	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $1.key -out $1.csr \
-		-subj /CN=$1 2>/dev/null &&
-		openssl x509 -req -in $1.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $1.pem -days 2 \
-			-extfile <(echo "$2") 2>/dev/null
-}
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
-	-days 2 -subj /CN=shoal-test-ca 2>/dev/null &&
-	mk server "subjectAltName=IP:127.0.0.1" && mk c1 "extendedKeyUsage=clientAuth" ||
-	{ fail "setup" "openssl"; finish; }
+# ---- keys and certificates (store_lib.bash) ----
+store_certs || { fail "setup" "openssl"; finish; }
 
 # ---- an image: 4 MiB of random bytes, 1 MiB of zeros, 3 MiB random ----
 python3 - <<'EOF'

@@ -11,6 +11,7 @@
 #     read-only), and so is one under --jail (root only), each with its line.
 # tier: kvm
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/store_lib.bash"
 require_kvm store_stream_vmm
 for t in openssl python3; do
 	command -v $t >/dev/null || { skip "store_stream_vmm" "$t not installed"; finish; }
@@ -20,16 +21,8 @@ SPID=
 VPID=
 trap 'kill $VPID $SPID 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
 
-mk() {
-	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $1.key -out $1.csr \
-		-subj /CN=$1 2>/dev/null &&
-		openssl x509 -req -in $1.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $1.pem -days 2 \
-			-extfile <(echo "$2") 2>/dev/null
-}
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
-	-days 2 -subj /CN=shoal-test-ca 2>/dev/null &&
-	mk server "subjectAltName=IP:127.0.0.1" && mk c1 "extendedKeyUsage=clientAuth" ||
-	{ fail "setup" "openssl"; finish; }
+# ---- keys and certificates (store_lib.bash) ----
+store_certs || { fail "setup" "openssl"; finish; }
 head -c 2M /dev/urandom >a.raw
 "$SHOAL" store init st >/dev/null && "$SHOAL" store add st a.raw --name a >/dev/null &&
 	"$SHOAL" store grant st c1.pem a >/dev/null || { fail "setup" "store add/grant"; finish; }
