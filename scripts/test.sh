@@ -104,9 +104,13 @@ run_cmocka() {
 # SHOAL_TEST_TAG, which every process it starts inherits (shoald's VMMs and
 # monitors too, though they leave its session): whatever still carries the
 # tag when the script has ended is named and killed.  A script that runs
-# past SHOAL_TEST_SCRIPT_TIMEOUT (600 s) is killed and says so.
+# past SHOAL_TEST_SCRIPT_TIMEOUT (600 s, or more where its header says
+# "# timeout: SECONDS") is killed and says so.
 exec_script() {
-	local sc=$1 f tag left limit=${SHOAL_TEST_SCRIPT_TIMEOUT:-600}
+	local sc=$1 f tag left limit=${SHOAL_TEST_SCRIPT_TIMEOUT:-600} own
+	# a script that needs longer says so in its header: "# timeout: SECONDS"
+	own=$(head -40 "$sc" | sed -n 's/^# timeout: \([0-9][0-9]*\)$/\1/p' | head -1)
+	[ -n "$own" ] && [ "$own" -gt "$limit" ] && limit=$own
 	f=$(mktemp /tmp/shoal-script-out.XXXXXX)
 	tag="$(basename "$sc").$$.$RANDOM"
 	SHOAL_TEST_TAG=$tag timeout -k 20 "$limit" bash "$sc" >"$f" 2>&1 </dev/null; rc=$?

@@ -4,6 +4,7 @@
 # cloud-init from a NoCloud seed (issue 11: "Boot what users actually
 # have"; docs/linux-guests.md).
 # tier: kvm
+# timeout: 1500
 #
 # The image is scripts/debian-image.sh's: mmdebstrap's Debian 12 with the
 # cloud kernel, systemd and cloud-init, in an ext4 partition of a qcow2
