@@ -10,8 +10,8 @@
  *           [--token-role ROLE]]
  *   shoald --list-routes
  *
- * It runs in the foreground (systemd runs it as Type=notify-less simple
- * service; tests run it directly).  SIGTERM or SIGINT stops serving and
+ * It runs in the foreground (systemd runs it as a Type=notify service: it
+ * says READY=1 once its API serves, sd_notify.c; tests run it directly).  SIGTERM or SIGINT stops serving and
  * exits; the VMs keep running and a later shoald reattaches to them.
  */
 #include <errno.h>
@@ -25,6 +25,7 @@
 #include "host/api.h"
 #include "host/host.h"
 #include "host/memmgr.h"
+#include "host/sd_notify.h"
 #include "base/size.h"
 #include "base/log.h"
 #include "base/exitcode.h"
@@ -291,11 +292,14 @@ int main(int argc, char **argv)
 	}
 	log_info("serving on %s (state in %s, %zu VMs)", h.socket_path,
 		h.state_dir, h.nvms);
+	if (sd_notify_send("READY=1\nSTATUS=serving") < 0)
+		log_warn("cannot tell systemd it is ready ($NOTIFY_SOCKET): %s", strerror(errno));
 	do {
 		if (sigwait(&set, &sig))
 			break;
 	} while (sig == SIGHUP);
 	log_info("%s: stopping; VMs keep running", strsignal(sig));
+	sd_notify_send("STOPPING=1");
 	api_stop(&h);           /* no handler reads the manager's table after this */
 	memmgr_stop(&h);
 	host_close(&h);

@@ -5,6 +5,9 @@
 # only warnings and errors and a bad level is refused (64); when stderr is
 # journald's stream ($JOURNAL_STREAM names its device:inode) lines carry
 # the sd-daemon priority (<6> info, <4> warning) instead of a timestamp.
+# systemd's Type=notify (src/host/sd_notify.c): with $NOTIFY_SOCKET naming a
+# datagram socket, shoald sends READY=1 once its API answers and STOPPING=1
+# on SIGTERM, to a path or to an abstract "@name".
 # No KVM: no VM is started.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.bash"
@@ -40,4 +43,30 @@ JOURNAL_STREAM=$(stat -c '%d:%i' "$J") "$SHOALD" --state-dir "$TMP/s3" --log-lev
 check "journald stream: a priority prefix, no timestamp" grep -q '^<3>shoald: error: --log-level chatty' "$J"
 JOURNAL_STREAM=1:1 "$SHOALD" --state-dir "$TMP/s3" --log-level chatty 2>"$TMP/notj.log"
 check "another stream in \$JOURNAL_STREAM: timestamps" grep -Eq "${TS}error: " "$TMP/notj.log"
+# systemd's readiness protocol: a datagram listener stands in for systemd
+for where in path abstract; do
+	if [ $where = path ]; then NS=$TMP/notify.sock; else NS=@shoal-notify-$$; fi
+	python3 - "$NS" >"$TMP/notify.$where" <<'PY' &
+import socket, sys
+name = sys.argv[1]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind("\0" + name[1:] if name.startswith("@") else name)
+s.settimeout(30)
+for _ in range(2):
+    try:
+        print(s.recv(4096).decode().replace("\n", "|"), flush=True)
+    except OSError:
+        break
+PY
+	lpid=$!
+	for _ in $(seq 100); do { [ $where = abstract ] || [ -S "$NS" ]; } && break; sleep 0.05; done
+	[ $where = abstract ] && sleep 0.3
+	rm -rf "$STATE"
+	NOTIFY_SOCKET=$NS start_daemon || { fail "daemon starts with NOTIFY_SOCKET ($where)"; kill $lpid; continue; }
+	for _ in $(seq 100); do grep -q READY "$TMP/notify.$where" && break; sleep 0.05; done
+	check "NOTIFY_SOCKET ($where): READY=1 once the API answers" grep -qx 'READY=1|STATUS=serving' "$TMP/notify.$where"
+	kill $DPID; wait $DPID 2>/dev/null
+	wait $lpid 2>/dev/null
+	check "NOTIFY_SOCKET ($where): STOPPING=1 on SIGTERM" grep -qx 'STOPPING=1' "$TMP/notify.$where"
+done
 finish

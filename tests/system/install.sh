@@ -44,6 +44,16 @@ grep -q '^ExecStart=/usr/bin/shoald ' "$u" && pass "unit ExecStart=/usr/bin/shoa
 ! grep -q /usr/local "$u" && pass "unit names no /usr/local path" || fail "unit names no /usr/local" "$(grep /usr/local "$u")"
 grep -q '^Documentation=man:shoald(8) file:///usr/share/doc/shoal/daemon.md$' "$u" &&
 	pass "unit Documentation= is PREFIX's" || fail "unit Documentation=" "$(grep Documentation "$u")"
+grep -qx 'Type=notify' "$u" && grep -qx 'Delegate=yes' "$u" && grep -qx 'KillMode=process' "$u" &&
+	pass "unit: Type=notify, Delegate=yes, KillMode=process" || fail "unit: Type=notify, Delegate=yes, KillMode=process" "$(grep -E '^(Type|Delegate|KillMode)=' "$u")"
+# systemd's own check of every directive (the binary need not exist at
+# /usr/bin here: that one message is expected, any other is a fault)
+if command -v systemd-analyze >/dev/null; then
+	out=$(systemd-analyze verify "$u" 2>&1 | grep -v 'Command /usr/bin/shoald is not executable' | grep -v "Command 'man shoald(8)' failed")
+	check "systemd-analyze verify: no complaint about the unit's directives${out:+ ($out)}" test -z "$out"
+else
+	skip "install.sh: systemd-analyze verify" "systemd-analyze is not installed"
+fi
 
 # man pages: render without warnings, and say what --help says
 bad=""
