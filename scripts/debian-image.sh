@@ -19,8 +19,10 @@
 # What is in it, and why:
 #   - packages: minbase plus linux-image-cloud-amd64 (virtio, ext4, isofs
 #     as modules; its initramfs-tools initrd loads them), systemd-sysv,
-#     udev, cloud-init, ifupdown, isc-dhcp-client, iproute2; no docs, man
-#     pages or locales (smaller, and nothing a boot reads);
+#     udev, cloud-init, ifupdown, isc-dhcp-client, iproute2, and the
+#     libraries Shoal's .deb depends on (so a test can install it with
+#     dpkg and no network); no docs, man pages or locales (smaller, and
+#     nothing a boot reads);
 #   - /etc/fstab mounts LABEL=debian-root on /;
 #   - cloud-init looks for NoCloud only (then None): no network
 #     datasources to probe, which would wait for timeouts on a VM with no
@@ -50,6 +52,10 @@ MIRROR=${SHOAL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SIZE_MIB=2048
 LABEL=debian-root
 PACKAGES=linux-image-cloud-amd64,systemd-sysv,udev,cloud-init,ifupdown,isc-dhcp-client,netbase,iproute2
+# The libraries Shoal's own package depends on (debian/control and what
+# dpkg-shlibdeps finds), so that its .deb installs in the guest with dpkg
+# alone: the box has no network for apt (slow_linux_debian.sh).
+PACKAGES=$PACKAGES,libjansson4,liburing2,libzstd1,zlib1g,libxxhash0,libseccomp2,libsqlite3-0,libmicrohttpd12,libcurl4,libssl3,libisofs6,libgnutls30
 FORCE=0
 QUIET=0
 for a in "$@"; do

@@ -290,7 +290,8 @@ box_count() {
 # build_kits [TIER]: the guest kits the Linux tests boot, from Debian's
 # cloud kernel and (slow_linux_vmgenid.sh) its generic one; for kvm-slow
 # also the Debian 12 disk image (slow_linux_debian.sh), which "all" starts
-# building in the background at its start (a few minutes of downloads);
+# building in the background at its start (a few minutes of downloads),
+# and Shoal's .deb in $BUILD/deb (20 s), which that test installs in it;
 # a no-op when cached.
 build_kits() {
 	local k
@@ -301,6 +302,11 @@ build_kits() {
 	if [ "${1:-}" = kvm-slow ]; then
 		scripts/debian-image.sh -q >/dev/null 2>>/tmp/shoal-debian-image.log ||
 			echo "note: the Debian image could not be built here: $(tail -1 /tmp/shoal-debian-image.log)"
+		# Shoal's own .deb, which slow_linux_debian.sh installs in that
+		# image (made once per build directory; the box cannot build it)
+		ls "$BUILD"/deb/shoal_*_amd64.deb >/dev/null 2>&1 ||
+			scripts/build-deb.sh "$BUILD/deb" >/tmp/shoal-build-deb.log 2>&1 ||
+			echo "note: the Debian package could not be built here: $(tail -1 /tmp/shoal-build-deb.log)"
 	fi
 }
 
@@ -346,8 +352,13 @@ box_tier() {
 			FAILS+=("$name: unfinished when the KVM box ended (tier $1)")
 		done <"$starts"
 		p=""
-		if [ "$try" = 1 ] && [ "$rc" = 125 ] && grep -q 'Kernel panic' "$log"; then
-			echo "note: the KVM box's kernel panicked during tier $1 ($(grep -m1 -o 'Kernel panic - not syncing: .*' "$log")); the programs it had not finished run again in a fresh box"
+		if [ "$try" = 1 ] && [ "$rc" = 125 ] && grep -qE 'Kernel panic|kvm-box: the box stopped answering' "$log"; then
+			if grep -q 'Kernel panic' "$log"; then
+				name="panicked ($(grep -m1 -o 'Kernel panic - not syncing: .*' "$log"))"
+			else
+				name="froze (no heartbeat on its serial line)"
+			fi
+			echo "note: the KVM box's kernel $name during tier $1; the programs it had not finished run again in a fresh box"
 			# What this lane had claimed and not finished is free again.
 			if [ -n "${SHOAL_TEST_CLAIM:-}" ]; then
 				for c in "$SHOAL_TEST_CLAIM"/*/lane; do

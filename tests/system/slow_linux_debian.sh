@@ -25,7 +25,13 @@
 #   - cloud-init says it took the NoCloud seed from a virtio disk;
 #   - user-data's power_state powers Linux off through ACPI, and `shoal
 #     run` ends with status 0;
-#   - the overlay is a clean qcow2 (qemu-img check).
+#   - the overlay is a clean qcow2 (qemu-img check);
+#   - Shoal's own Debian package (scripts/build-deb.sh, built on the host
+#     into $BUILD/deb by scripts/test.sh before the kvm-slow tier), on a
+#     second disk labelled shoal-deb: `dpkg -i` installs it on this clean
+#     systemd system, its postinst starts shoald, `systemctl is-active
+#     shoald` says active with Type=notify (so shoald said READY=1), and
+#     `shoal vm list` reaches the packaged daemon's default socket.
 # Cross-check: the same image and the same seed (written by `shoal img
 # cidata`) under QEMU (-accel kvm, its own SeaBIOS and ACPI) reach the
 # same prompt and the same user-data line, and power off.
@@ -55,12 +61,21 @@ write_files:
 runcmd:
   - [sh, -c, 'echo "shoal-user-data: $(cat /var/lib/shoal-marker) on $(hostname)" > /dev/ttyS0']
   - [sh, -c, 'echo "shoal-acpi: $(ls /sys/firmware/acpi/tables | tr "\n" " ")oem $(dd if=/sys/firmware/acpi/tables/FACP bs=1 skip=10 count=6 2>/dev/null)" > /dev/ttyS0']
+  - [sh, -c, 'if [ -e /dev/disk/by-label/shoal-deb ]; then mkdir -p /mnt/deb && mount -o ro /dev/disk/by-label/shoal-deb /mnt/deb && dpkg -i /mnt/deb/shoal.deb > /var/log/shoal-dpkg.log 2>&1; echo "shoal-deb: dpkg $? active $(systemctl is-active shoald) type $(systemctl show -p Type --value shoald) list $(shoal vm list -o json 2>&1 | tr -d "\n" | head -c 100)" > /dev/ttyS0; tail -3 /var/log/shoal-dpkg.log > /dev/ttyS0; fi']
 power_state:
   mode: poweroff
   condition: true
 EOF
 printf 'instance-id: shoal-test-1\nlocal-hostname: shoal-ci\n' >"$TMP/meta-data"
 SEED="user-data=$TMP/user-data,meta-data=$TMP/meta-data"
+
+# Shoal's .deb on a disk of its own (ext4, labelled shoal-deb), for the Shoal boot
+DEB=$(ls "$BUILD"/deb/shoal_*_amd64.deb 2>/dev/null | tail -1)
+DEBDISK=()
+if [ -n "$DEB" ]; then
+	mkdir -p "$TMP/debfs" && cp "$DEB" "$TMP/debfs/shoal.deb" && truncate -s 16M "$TMP/deb.img" &&
+		mkfs.ext4 -q -F -L shoal-deb -d "$TMP/debfs" "$TMP/deb.img" && DEBDISK=(--disk "$TMP/deb.img,readonly")
+fi
 
 # boot VMM: run the image under VMM (shoal or qemu), console in $TMP/VMM.log,
 # status in $TMP/VMM.rc
@@ -69,7 +84,7 @@ boot() {
 	"$SHOAL" img create -f qcow2 -b "$SHOAL_DEBIAN_IMAGE" -F qcow2 "$TMP/$v.qcow2" >/dev/null ||
 		{ fail "$v: an overlay of the image" "shoal img create failed"; return 1; }
 	if [ "$v" = shoal ]; then
-		timeout $((LIMIT + 30)) "$SHOAL" run --disk "$TMP/$v.qcow2" --memory 512M --cpus 1 \
+		timeout $((LIMIT + 30)) "$SHOAL" run --disk "$TMP/$v.qcow2" "${DEBDISK[@]}" --memory 512M --cpus 1 \
 			--cloud-init "$SEED" --console "file:$TMP/$v.log" --timeout "$LIMIT" >"$TMP/$v.vmm" 2>&1
 	else
 		timeout "$LIMIT" qemu-system-x86_64 -accel kvm -cpu host -m 512 -smp 1 -nographic \
@@ -104,6 +119,16 @@ judge shoal "user-data's write_files and runcmd ran" "shoal-user-data: written-b
 judge shoal "cloud-init took the NoCloud seed from a virtio disk" "Datasource DataSourceNoCloud [seed=/dev/vd"
 check "shoal: cloud-init's power_state ended shoal run with status 0 (got $(cat "$TMP/shoal.rc"))" test "$(cat "$TMP/shoal.rc")" = 0
 check "shoal: the overlay is a clean qcow2 (qemu-img check)" quiet qemu-img check -q "$TMP/shoal.qcow2"
+if [ ${#DEBDISK[@]} -gt 0 ]; then
+	line=$(tr -d '\r' <"$TMP/shoal.log" | grep -m1 '^shoal-deb:')
+	case $line in
+	"shoal-deb: dpkg 0 active active type notify list "*'"vms"'*)
+		pass "shoal: its .deb installs with dpkg on systemd, shoald runs as a Type=notify service, shoal vm list reaches it ($line)" ;;
+	*) fail "shoal: its .deb installed and shoald started by systemd" "${line:-no shoal-deb line}; $(tr -d '\r' <"$TMP/shoal.log" | grep -A3 '^shoal-deb:' | tail -3)" ;;
+	esac
+else
+	skip "$NAME: the .deb on systemd" "no $BUILD/deb/shoal_*_amd64.deb (scripts/build-deb.sh $BUILD/deb makes it; scripts/test.sh does before kvm-slow)"
+fi
 
 if command -v qemu-system-x86_64 >/dev/null; then
 	if "$SHOAL" img cidata "$TMP/seed.iso" "$SEED" 2>"$TMP/seed.err"; then
