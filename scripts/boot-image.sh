@@ -7,7 +7,7 @@
 # mounts, and kept in a cache outside the repository:
 #
 #   ${SHOAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}/boot-image/
-#     disk.img     64 MiB raw (sparse):
+#     disk.img     64 MiB raw (sparse), made by scripts/grub-disk.bash:
 #                  sector 0       GRUB's boot.img (its first 440 bytes), then
 #                                 the MBR partition table: one Linux (0x83)
 #                                 partition, active, from sector 2048 to the end
@@ -47,10 +47,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${SHOAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal}
 OUT=$CACHE/boot-image
-GRUBDIR=/usr/lib/grub/i386-pc
 SIZE_MIB=64
-PART_START=2048                  # sectors: 1 MiB, GRUB's core.img before it
-GRUB_MODULES="biosdisk part_msdos ext2 linux normal configfile serial terminal echo test"
 FORCE=0
 QUIET=0
 for a in "$@"; do
@@ -63,18 +60,16 @@ for a in "$@"; do
 done
 say() { [ "$QUIET" -eq 1 ] || echo "boot-image: $*" >&2; }
 die() { echo "boot-image: $1" >&2; exit "${2:-1}"; }
+. "$ROOT/scripts/grub-disk.bash"
 
 rc=0
 kit=$("$ROOT/scripts/guest-kit.sh" -q) || rc=$?
 [ $rc -eq 0 ] || die "the guest kit is not available (scripts/guest-kit.sh exited $rc)" "$([ $rc -eq 3 ] && echo 3 || echo 1)"
 eval "$kit"
-[ -r "$GRUBDIR/boot.img" ] && command -v grub-mkimage >/dev/null ||
-	die "GRUB for BIOS is not installed ($GRUBDIR/boot.img, grub-mkimage: Debian's grub-pc-bin)" 3
-{ mkfs.ext4 2>&1 || :; } | grep -q -- '-d root' ||
-	die "mkfs.ext4 with -d (e2fsprogs 1.43 or later) is needed" 3
+grub_disk_check || die "$GRUB_DISK_WHY" 3
 
 # The digest covers this script (the layout, grub.cfg, the check) and GRUB.
-stamp="$(cat "$SHOAL_KIT_DIR/stamp") $( { cat "$0"; md5sum "$GRUBDIR/boot.img" "$GRUBDIR/kernel.img"; } | md5sum | cut -c1-12)"
+stamp="$(cat "$SHOAL_KIT_DIR/stamp") $( { cat "$0" "$ROOT/scripts/grub-disk.bash"; md5sum "$GRUB_DISK_DIR/boot.img" "$GRUB_DISK_DIR/kernel.img"; } | md5sum | cut -c1-12)"
 
 emit() {
 	echo "SHOAL_BOOT_IMAGE=$OUT/disk.img"
@@ -146,35 +141,11 @@ menuentry "shell" {
 }
 EOF
 
-# The disk: the partition table, the file system at its offset, GRUB.
+# The disk: the partition table, the file system at its offset, GRUB
+# (scripts/grub-disk.bash).
 img=$WORK/disk.img
-sectors=$((SIZE_MIB * 2048))
-psize=$((sectors - PART_START))
-truncate -s "${SIZE_MIB}M" "$img"
-mkfs.ext4 -q -F -L shoal-boot -d "$fs" -E offset=$((PART_START * 512)) "$img" "$((psize / 2))k" ||
-	die "mkfs.ext4 failed"
-grub-mkimage -O i386-pc -o "$WORK/core.img" -p '(hd0,msdos1)/boot/grub' $GRUB_MODULES ||
-	die "grub-mkimage failed"
-core_sectors=$(( ($(stat -c %s "$WORK/core.img") + 511) / 512 ))
-[ "$core_sectors" -lt "$PART_START" ] || die "core.img ($core_sectors sectors) does not fit before the partition"
-dd if="$WORK/core.img" of="$img" bs=512 seek=1 conv=notrunc status=none
-# Sector 0: boot.img's code (440 bytes), then the table.  Its block list
-# (offset 0x5c, the sector of core.img) says 1 already; boot drive 0xff
-# (offset 0x64) means "the drive the BIOS booted from".
-dd if="$GRUBDIR/boot.img" of="$img" bs=440 count=1 conv=notrunc status=none
-le32() {
-	# shellcheck disable=SC2059  # the escapes are the data
-	printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 & 255)) $(($1 >> 8 & 255)) $(($1 >> 16 & 255)) $(($1 >> 24 & 255)))"
-}
-{
-	printf '\x53\x48\x4f\x4c\x00\x00'            # disk signature "SHOL", 2 bytes 0
-	printf '\x80\xfe\xff\xff\x83\xfe\xff\xff'    # active, CHS unused, type 0x83
-	le32 $PART_START
-	le32 $psize
-	head -c 48 /dev/zero                         # entries 2-4: empty
-	printf '\x55\xaa'
-} | dd of="$img" bs=1 seek=440 conv=notrunc status=none
-[ "$(od -An -tx1 -j510 -N2 "$img" | tr -d ' ')" = 55aa ] || die "the MBR was not written"
+grub_disk_build "$img" "$SIZE_MIB" "$fs" shoal-boot || die "$GRUB_DISK_WHY"
+core_sectors=$GRUB_DISK_CORE_SECTORS
 
 mkdir -p "$OUT"
 mv "$img" "$OUT/disk.img.new"

@@ -44,7 +44,8 @@
 # Exit status: COMMAND's own; 124 when the timeout ended the box (first
 # sending its kernel an NMI); 125 when the box itself could not run (no
 # QEMU, no SVM emulation, no kernel package and no network, the box kernel
-# failed): the reason is printed as one line starting "kvm-box: ".
+# failed, or it froze: no heartbeat on its serial line for SHOAL_BOX_HANG
+# seconds, 300): the reason is printed as one line starting "kvm-box: ".
 #
 # The kernel and initramfs are built once into the cache, as the guest kit
 # is (${SHOAL_CACHE:-$HOME/.cache/shoal}/box/): the package is resolved
@@ -153,12 +154,13 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 say() { echo "shoal-box: $*" >/dev/ttyS0; }
 off() { sync; poweroff -f; sleep 10; }
-run=""; check=0; tty=""
+run=""; check=0; tty=""; beat=30
 for w in $(cat /proc/cmdline); do
 	case $w in
 	box.run=*) run=${w#box.run=} ;;
 	box.check) check=1 ;;
 	box.tty=*) tty=${w#box.tty=} ;;
+	box.beat=*) beat=${w#box.beat=} ;;
 	esac
 done
 for m in $(cat /etc/kit-modules); do
@@ -170,6 +172,9 @@ if [ ! -c /dev/kvm ]; then
 fi
 say "kvm ok: $(dmesg | grep -m1 'Nested Paging' || echo 'kvm_amd loaded')"
 [ $check = 1 ] && { say "exit 0"; off; }
+# The heartbeat: the host side (box_watch) ends a box whose serial line
+# stays silent for SHOAL_BOX_HANG seconds: a box kernel that froze.
+( while sleep "$beat"; do echo "shoal-box: alive" >/dev/ttyS0; done ) &
 ip link set lo up
 mkdir -p /newroot
 if ! mount -t 9p -o trans=virtio,version=9p2000.L,cache=mmap,msize=262144 hostroot /newroot; then
@@ -356,8 +361,13 @@ queue_wait() {
 	done
 }
 
-# box_watch MONITOR: wait for QEMU (QEMU_PID) to end and return its status,
-# or 124 once the timeout has passed.  At the timeout the box first gets an
+# box_watch MONITOR SERIAL: wait for QEMU (QEMU_PID) to end and return its
+# status, or 124 once the timeout has passed, or 123 once the box's serial
+# line (SERIAL) has said nothing for SHOAL_BOX_HANG seconds (300; 0: never):
+# its init prints a heartbeat every 30 s (box.beat=), so silence means the
+# box kernel froze.  A CI run lost a whole tier to a box that hung with
+# nothing said until its 3000 s timeout; now the box ends in 5 minutes and
+# scripts/test.sh runs what it had not finished in a fresh box.  At the timeout the box first gets an
 # NMI; booted with SHOAL_BOX_APPEND="unknown_nmi_panic panic_print=0x40"
 # its kernel then prints what every CPU was doing (a hung box is otherwise
 # silent).  Those words are not the default: nested guests' NMIs sometimes
@@ -367,10 +377,14 @@ queue_wait() {
 # killed caller leaves no box behind.
 QEMU_PID=""
 box_watch() {
-	local mon=$1 deadline=$((SECONDS + TIMEOUT)) n
+	local mon=$1 serial=$2 deadline=$((SECONDS + TIMEOUT)) n hang=${SHOAL_BOX_HANG:-300} hung=0
 	trap 'kill "$QEMU_PID" 2>/dev/null; wait "$QEMU_PID" 2>/dev/null; exit 143' TERM INT HUP
 	while kill -0 "$QEMU_PID" 2>/dev/null; do
-		if [ "$SECONDS" -ge "$deadline" ]; then
+		if [ "$hang" -gt 0 ] && [ -e "$serial" ] &&
+			[ $(( $(date +%s) - $(stat -c %Y "$serial") )) -ge "$hang" ]; then
+			hung=1
+		fi
+		if [ "$SECONDS" -ge "$deadline" ] || [ $hung = 1 ]; then
 			python3 -c 'import socket,sys,time
 s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"nmi\n"); time.sleep(1)' "$mon" 2>/dev/null
 			for n in $(seq 20); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 1; done
@@ -378,6 +392,7 @@ s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"nmi\n"); ti
 			sleep 2
 			kill -9 "$QEMU_PID" 2>/dev/null
 			wait "$QEMU_PID" 2>/dev/null
+			[ $hung = 1 ] && return 123
 			return 124
 		fi
 		sleep 1
@@ -435,7 +450,7 @@ run_box() {
 		-virtfs local,path=/usr,mount_tag=hostusr,security_model=passthrough,readonly=on,multidevs=remap,id=hu \
 		-device virtio-serial-pci "${ports[@]}" <"$stdin" 6>&- 7>&- &
 	QEMU_PID=$!
-	box_watch "$run/monitor.sock"
+	box_watch "$run/monitor.sock" "$serial"
 	rc=$?
 	# The serial log has CRs and the firmware's terminal escapes.
 	tr -d '\r' <"$serial" | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g' >"$serial.txt"
@@ -446,8 +461,13 @@ run_box() {
 	fi
 	if [ "$rc" -eq 124 ]; then
 		echo "kvm-box: timed out after ${TIMEOUT}s; the box kernel's last lines (with every CPU's backtrace if it took the NMI):" >&2
-		tail -60 "$serial" >&2
+		grep -v '^shoal-box: alive$' "$serial" | tail -60 >&2
 		exit 124
+	fi
+	if [ "$rc" -eq 123 ]; then
+		echo "kvm-box: the box stopped answering: nothing on its serial line for ${SHOAL_BOX_HANG:-300}s (no heartbeat), so it was ended; its kernel's last lines (with every CPU's backtrace if it took the NMI):" >&2
+		grep -v '^shoal-box: alive$' "$serial" | tail -40 >&2
+		exit 125
 	fi
 	st=$(box_status "$serial")
 	if [ -z "$st" ]; then
