@@ -57,12 +57,7 @@ mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 -d src fs.img 32M >/de
 "$SHOAL" store init st >/dev/null && "$SHOAL" store add st fs.img --name fs >/dev/null &&
 	"$SHOAL" store add st fs.img --name fs2 >/dev/null &&
 	"$SHOAL" store grant st c1.pem fs >/dev/null && "$SHOAL" store grant st c1.pem fs2 >/dev/null || { fail "setup" "store add/grant"; finish; }
-"$SHOAL" store serve st --listen 127.0.0.1:0 --cert server.pem --key server.key --client-ca ca.pem \
-	>serve.out 2>serve.err &
-SPID=$!
-for _ in $(seq 100); do grep -q '^serving' serve.out 2>/dev/null && break; sleep 0.1; done
-PORT=$(sed -n 's/.*https:\/\/127.0.0.1:\([0-9]*\) .*/\1/p' serve.out)
-[ -n "$PORT" ] || { fail "serve" "$(cat serve.err)"; finish; }
+store_serve st || { fail "serve" "$(cat serve.err)"; finish; }
 SRC="store:https://127.0.0.1:$PORT/fs,cache=$TMP/cache,cert=$TMP/c1.pem,key=$TMP/c1.key,ca=$TMP/ca.pem"
 "$SHOAL" img create -f qcow2 -b "$SRC,prefetch=off" -F raw ov.qcow2 >/dev/null 2>create.err &&
 	pass "setup: a 32 MiB ext4 image in the store (as fs and fs2), served on port $PORT; a qcow2 overlay over $SRC,prefetch=off" ||

@@ -229,12 +229,7 @@ done
 # ---- through the image server ----
 store_certs || { fail "setup" "openssl"; finish; }
 "$SHOAL" store grant st c1.pem s1 >/dev/null && pass "grant c1 snapshot s1" || fail "grant s1" ""
-"$SHOAL" store serve st --listen 127.0.0.1:0 --cert server.pem --key server.key --client-ca ca.pem \
-	>serve.out 2>serve.err &
-SPID=$!
-for _ in $(seq 100); do grep -q '^serving' serve.out 2>/dev/null && break; sleep 0.1; done
-PORT=$(sed -n 's/.*https:\/\/127.0.0.1:\([0-9]*\) .*/\1/p' serve.out)
-[ -n "$PORT" ] || { fail "serve" "$(cat serve.err)"; finish; }
+store_serve st || { fail "serve" "$(cat serve.err)"; finish; }
 U=https://127.0.0.1:$PORT
 P="--from $U --cert c1.pem --key c1.key --ca ca.pem"
 "$SHOAL" store init st2 >/dev/null

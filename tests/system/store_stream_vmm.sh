@@ -26,12 +26,7 @@ store_certs || { fail "setup" "openssl"; finish; }
 head -c 2M /dev/urandom >a.raw
 "$SHOAL" store init st >/dev/null && "$SHOAL" store add st a.raw --name a >/dev/null &&
 	"$SHOAL" store grant st c1.pem a >/dev/null || { fail "setup" "store add/grant"; finish; }
-"$SHOAL" store serve st --listen 127.0.0.1:0 --cert server.pem --key server.key --client-ca ca.pem \
-	>serve.out 2>serve.err &
-SPID=$!
-for _ in $(seq 100); do grep -q '^serving' serve.out 2>/dev/null && break; sleep 0.1; done
-PORT=$(sed -n 's/.*https:\/\/127.0.0.1:\([0-9]*\) .*/\1/p' serve.out)
-[ -n "$PORT" ] || { fail "serve" "$(cat serve.err)"; finish; }
+store_serve st || { fail "serve" "$(cat serve.err)"; finish; }
 D() { echo "store:https://127.0.0.1:$PORT/a,store-cache=$TMP/$1,store-cert=$TMP/c1.pem,store-key=$TMP/c1.key,store-ca=$TMP/ca.pem"; }
 wait_sock() { for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done; return 1; }
 
