@@ -193,6 +193,8 @@ scripts_of() {
 	esac
 	for t in tests/system/*.sh; do
 		case $1 in kvm-system|kvm-slow) case " $long " in *" $(basename "$t") "*) continue ;; esac ;; esac
+		# "# tier: manual": run by hand only; its header says why
+		head -40 "$t" | grep -q '^# tier: manual' && continue
 		case $(basename "$t") in lib.sh) continue ;; slow_*) slow=1 ;; *) slow=0 ;; esac
 		needs_kvm "$t" && kvm=1 || kvm=0
 		case $1 in

@@ -13,7 +13,14 @@
 # Cross-check: the same image under QEMU (KVM where there is one) reaches
 # the same lines, with QEMU's own tables.
 #
-# tier: kvm (scripts/test.sh runs slow_* scripts in the kvm-slow tier, in the box)
+# tier: manual (needs KVM: scripts/kvm-box.sh -q --cpus 1 -- bash tests/system/slow_linux_firmware.sh)
+# Not in CI: this guest froze the KVM box's own kernel in 4 of 6 runs
+# (2026-12-06; twice during Shoal's boot, twice during QEMU's, which points
+# at the box's emulated SVM, not at Shoal), each time ended by kvm-box.sh's
+# heartbeat watchdog.  slow_linux_debian.sh covers firmware boot in CI:
+# SeaBIOS, GRUB, Linux with Shoal's ACPI tables from fw_cfg, ACPI
+# power-off, and the QEMU cross-check, with a Debian 12 image; it has not
+# frozen a box in its 3 runs.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/linux_lib.bash"
 
@@ -71,19 +78,23 @@ fi
 
 # Cross-check: QEMU boots the same image to the same lines.
 if command -v qemu-system-x86_64 >/dev/null; then
-	accel=tcg
-	[ -c /dev/kvm ] && [ -w /dev/kvm ] && accel=kvm
+	# -cpu host under KVM: with QEMU's default model (qemu64) the KVM box
+	# froze in 3 of 4 runs while this guest booted (no heartbeat, ended
+	# by kvm-box.sh); slow_linux_debian.sh's QEMU runs with -cpu host did not
+	accel="tcg"
+	[ -c /dev/kvm ] && [ -w /dev/kvm ] && accel="kvm -cpu host"
 	# SeaBIOS's debug port goes to a file, as in firmware_boot.sh's runs
 	# by hand; --foreground keeps QEMU in this shell's process group, -k
 	# kills it if SIGTERM is not enough.
-	timeout --foreground -k 10 150 qemu-system-x86_64 -accel $accel -m 256 -nographic \
+	# shellcheck disable=SC2086  # $accel is the accelerator and its CPU model
+	timeout --foreground -k 10 150 qemu-system-x86_64 -accel $accel -smp 1 -m 256 -nographic \
 		-no-reboot -nodefaults -serial "file:$TMP/qemu.log" -monitor none \
 		-chardev "file,id=dbg,path=$TMP/qemu.debug" -device isa-debugcon,iobase=0x402,chardev=dbg \
 		-drive "file=$TMP/qemu.img,if=virtio,format=raw" </dev/null >"$TMP/qemu.out" 2>"$TMP/qemu.err"
 	rc=$?
 	if [ $rc = 0 ] && grep -qF "shoal-kit: init ready" "$TMP/qemu.log" &&
 		grep -qF "boot-check: done" "$TMP/qemu.log"; then
-		pass "linux-firmware: QEMU ($accel) boots the same image to the same lines (its tables: $(fact "$TMP/qemu.log" acpi-oem))"
+		pass "linux-firmware: QEMU (${accel%% *}) boots the same image to the same lines (its tables: $(fact "$TMP/qemu.log" acpi-oem))"
 	else
 		fail "linux-firmware: QEMU ($accel) boots the same image to the same lines" \
 			"status $rc; $(tr -d '\r' <"$TMP/qemu.log" | grep -v '^$' | tail -3 | tr '\n' '|') $(head -3 "$TMP/qemu.err")"
