@@ -27,58 +27,7 @@
 #include <cmocka.h>
 
 #include "base/seccomp.h"
-
-typedef void (*child_fn)(void);
-
-static int run_child(child_fn fn, char *out, size_t size)
-{
-	int p[2], st;
-	size_t got = 0;
-	ssize_t n;
-	pid_t pid;
-
-	assert_int_equal(pipe(p), 0);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		struct error e = { 0 };
-
-		close(p[0]);
-		dup2(p[1], STDERR_FILENO);
-		if (seccomp_enable(&e)) {
-			fprintf(stderr, "enable: %s\n", e.msg);
-			_exit(3);
-		}
-		fn();
-		_exit(0);
-	}
-	close(p[1]);
-	while (got < size - 1 && (n = read(p[0], out + got, size - 1 - got)) > 0)
-		got += (size_t)n;
-	out[got] = '\0';
-	close(p[0]);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	return st;
-}
-
-static void expect_sigsys(child_fn fn, const char *msg)
-{
-	char out[4096];
-	int st = run_child(fn, out, sizeof(out));
-
-	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGSYS)
-		fail_msg("child did not die by SIGSYS (status 0x%x), stderr: %s", st, out);
-	if (!strstr(out, msg))
-		fail_msg("stderr lacks '%s': %s", msg, out);
-}
-
-static void must(bool ok, const char *what)
-{
-	if (!ok) {
-		fprintf(stderr, "allowed call failed: %s: %s\n", what, strerror(errno));
-		_exit(2);
-	}
-}
+#include "seccomp_child.h"
 
 /* What a fetch does: a TCP connection (refused on a closed loopback port
  * is fine: the calls were allowed), libcurl's wake-up pair, and a cache
@@ -149,9 +98,7 @@ static void store_clone(void)
 static void test_store_clone(void **state)
 {
 	(void)state;
-#ifdef __SANITIZE_ADDRESS__
-	skip();         /* sanitizer builds allow clone in every kind (LSan's tracer) */
-#endif
+	SKIP_UNDER_SANITIZER();        /* LSan's tracer: clone in every kind there */
 	expect_sigsys(store_clone, "thread store made forbidden syscall clone (56)");
 }
 
