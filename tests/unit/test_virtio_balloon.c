@@ -179,53 +179,57 @@ static void count_hole(void *opaque, uint64_t off, uint64_t len)
 	holes++;
 }
 
+/* Inflate the n PFNs `pfn` (offsets in pages from DATA_BASE, over `pages`
+ * touched pages) in one array, and check that the memfd let go of all
+ * `pages`, in `want_holes` punched holes, with every PFN counted and none
+ * bad. */
+static void inflate_in_holes(const uint32_t *off, uint32_t n, uint32_t pages, unsigned want_holes)
+{
+	struct fix f;
+	uint32_t pfn[256];
+	uint64_t before;
+
+	assert_true(n <= 256);
+	fix_init(&f, MEM_SIZE, VIRTIO_BIT(VIRTIO_BALLOON_F_STATS_VQ));
+	for (uint32_t i = 0; i < n; i++)
+		pfn[i] = (uint32_t)(DATA_BASE / PG) + off[i];
+	touch(&f, DATA_BASE, pages);
+	f.mem.released = count_hole;
+	holes = 0;
+	before = blocks(&f);
+	send_pfns(&f, 0, pfn, n, 0);
+	assert_int_equal(before - blocks(&f), (uint64_t)pages * PG);
+	assert_int_equal(holes, want_holes);
+	assert_int_equal(info_int(&f, "inflated_pages"), n);
+	assert_int_equal(info_int(&f, "bad_pfns"), 0);
+	f.mem.released = NULL;
+	fix_fini(&f);
+}
+
 /* Linux balloons pages mostly in descending order: the device sorts each
  * array, so 128 neighbours given high to low go in one punched hole (not
  * 128), and a PFN given twice is released and counted all the same. */
 static void test_inflate_descending_one_hole(void **state)
 {
-	struct fix f;
-	uint32_t pfn[129];
-	uint64_t before;
+	uint32_t off[129];
 
-	fix_init(&f, MEM_SIZE, VIRTIO_BIT(VIRTIO_BALLOON_F_STATS_VQ));
-	for (int i = 0; i < 128; i++)
-		pfn[i] = (uint32_t)(DATA_BASE / PG) + 127u - (uint32_t)i;
-	pfn[128] = (uint32_t)(DATA_BASE / PG) + 5;      /* again */
-	touch(&f, DATA_BASE, 128);
-	f.mem.released = count_hole;
-	holes = 0;
-	before = blocks(&f);
-	send_pfns(&f, 0, pfn, 129, 0);
-	assert_int_equal(before - blocks(&f), 128 * PG);
-	assert_int_equal(holes, 2);     /* the 128 pages, then page 5 again */
-	assert_int_equal(info_int(&f, "inflated_pages"), 129);
-	assert_int_equal(info_int(&f, "bad_pfns"), 0);
-	f.mem.released = NULL;
-	fix_fini(&f);
+	(void)state;
+	for (uint32_t i = 0; i < 128; i++)
+		off[i] = 127u - i;
+	off[128] = 5;                                   /* again */
+	inflate_in_holes(off, 129, 128, 2);             /* the 128 pages, then page 5 again */
 }
 
 /* 256 PFNs in a scrambled order (a permutation of 256 pages), each array
  * sorted by the device: one hole for the lot. */
 static void test_inflate_scrambled_one_hole(void **state)
 {
-	struct fix f;
-	uint32_t pfn[256];
-	uint64_t before;
+	uint32_t off[256];
 
-	fix_init(&f, MEM_SIZE, VIRTIO_BIT(VIRTIO_BALLOON_F_STATS_VQ));
+	(void)state;
 	for (uint32_t i = 0; i < 256; i++)
-		pfn[i] = (uint32_t)(DATA_BASE / PG) + (i * 97u) % 256u;   /* 97 is prime to 256 */
-	touch(&f, DATA_BASE, 256);
-	f.mem.released = count_hole;
-	holes = 0;
-	before = blocks(&f);
-	send_pfns(&f, 0, pfn, 256, 0);
-	assert_int_equal(before - blocks(&f), 256 * PG);
-	assert_int_equal(holes, 1);
-	assert_int_equal(info_int(&f, "inflated_pages"), 256);
-	f.mem.released = NULL;
-	fix_fini(&f);
+		off[i] = (i * 97u) % 256u;                  /* 97 is prime to 256 */
+	inflate_in_holes(off, 256, 256, 1);
 }
 
 /* Past RAM, in the 32-bit hole, the top PFN, a torn one: ignored, counted;
