@@ -4,7 +4,8 @@
  *
  * The image store (src/store) names chunks by SHA-256 through OpenSSL's
  * EVP interface, and live migration's challenge-response (state/
- * migrate_auth.c) proves knowledge of its key with HMAC-SHA256; nothing
+ * migrate_auth.c) proves knowledge of its key with HMAC-SHA256, and the
+ * store's per-VM keys (store/vmkey.c) sign and check with Ed25519; nothing
  * else in Shoal uses libcrypto.  Linked, the
  * library (4.6 MB, thousands of relocations) cost every process of the
  * one `shoal` binary about 1.4 MiB of resident memory, each VMM included,
@@ -32,10 +33,20 @@ static struct {
 	const EVP_MD *(*sha256)(void);
 	unsigned char *(*hmac)(const EVP_MD *, const void *, int, const unsigned char *, size_t,
 			       unsigned char *, unsigned int *);
+	EVP_PKEY *(*new_raw_private)(int, ENGINE *, const unsigned char *, size_t);
+	EVP_PKEY *(*new_raw_public)(int, ENGINE *, const unsigned char *, size_t);
+	int (*get_raw_public)(const EVP_PKEY *, unsigned char *, size_t *);
+	void (*pkey_free)(EVP_PKEY *);
+	int (*sign_init)(EVP_MD_CTX *, EVP_PKEY_CTX **, const EVP_MD *, ENGINE *, EVP_PKEY *);
+	int (*sign)(EVP_MD_CTX *, unsigned char *, size_t *, const unsigned char *, size_t);
+	int (*verify_init)(EVP_MD_CTX *, EVP_PKEY_CTX **, const EVP_MD *, ENGINE *, EVP_PKEY *);
+	int (*verify)(EVP_MD_CTX *, const unsigned char *, size_t, const unsigned char *, size_t);
 } f;
 static const char *const names[] = {
 	"EVP_Digest", "EVP_DigestInit_ex", "EVP_DigestUpdate", "EVP_DigestFinal_ex",
 	"EVP_MD_CTX_new", "EVP_MD_CTX_free", "EVP_sha256", "HMAC",
+	"EVP_PKEY_new_raw_private_key", "EVP_PKEY_new_raw_public_key", "EVP_PKEY_get_raw_public_key",
+	"EVP_PKEY_free", "EVP_DigestSignInit", "EVP_DigestSign", "EVP_DigestVerifyInit", "EVP_DigestVerify",
 };
 _Static_assert(sizeof(f) == sizeof(names) / sizeof(names[0]) * sizeof(void *),
 	       "one function pointer per name");
@@ -87,4 +98,46 @@ unsigned char *HMAC(const EVP_MD *evp_md, const void *key, int key_len, const un
 		    size_t data_len, unsigned char *md, unsigned int *md_len)
 {
 	return dl_lib_ready(&lib) ? f.hmac(evp_md, key, key_len, data, data_len, md, md_len) : NULL;
+}
+
+EVP_PKEY *EVP_PKEY_new_raw_private_key(int type, ENGINE *e, const unsigned char *priv, size_t len)
+{
+	return dl_lib_ready(&lib) ? f.new_raw_private(type, e, priv, len) : NULL;
+}
+
+EVP_PKEY *EVP_PKEY_new_raw_public_key(int type, ENGINE *e, const unsigned char *pub, size_t len)
+{
+	return dl_lib_ready(&lib) ? f.new_raw_public(type, e, pub, len) : NULL;
+}
+
+int EVP_PKEY_get_raw_public_key(const EVP_PKEY *pkey, unsigned char *pub, size_t *len)
+{
+	return dl_lib_ready(&lib) ? f.get_raw_public(pkey, pub, len) : 0;
+}
+
+void EVP_PKEY_free(EVP_PKEY *pkey)
+{
+	if (dl_lib_ready(&lib))
+		f.pkey_free(pkey);
+}
+
+int EVP_DigestSignInit(EVP_MD_CTX *ctx, EVP_PKEY_CTX **pctx, const EVP_MD *type, ENGINE *e, EVP_PKEY *pkey)
+{
+	return dl_lib_ready(&lib) ? f.sign_init(ctx, pctx, type, e, pkey) : 0;
+}
+
+int EVP_DigestSign(EVP_MD_CTX *ctx, unsigned char *sig, size_t *siglen, const unsigned char *tbs, size_t tbslen)
+{
+	return dl_lib_ready(&lib) ? f.sign(ctx, sig, siglen, tbs, tbslen) : 0;
+}
+
+int EVP_DigestVerifyInit(EVP_MD_CTX *ctx, EVP_PKEY_CTX **pctx, const EVP_MD *type, ENGINE *e, EVP_PKEY *pkey)
+{
+	return dl_lib_ready(&lib) ? f.verify_init(ctx, pctx, type, e, pkey) : 0;
+}
+
+int EVP_DigestVerify(EVP_MD_CTX *ctx, const unsigned char *sig, size_t siglen, const unsigned char *tbs,
+		     size_t tbslen)
+{
+	return dl_lib_ready(&lib) ? f.verify(ctx, sig, siglen, tbs, tbslen) : 0;
 }

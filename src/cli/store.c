@@ -10,7 +10,8 @@
  *   shoal store gc DIR [--output json]
  *   shoal store verify DIR [--output json]
  *   shoal store serve DIR --listen HOST:PORT --cert F --key F --client-ca F
- *   shoal store grant|revoke DIR CLIENT IMAGE
+ *   shoal store grant|revoke DIR CLIENT IMAGE [--vm VMKEY]
+ *   shoal store keygen FILE;  shoal store vm-proof VMKEY --client CERT|FP
  *   shoal store grants DIR [--output json]
  *   shoal store pull DIR NAME --from https://HOST:PORT --cert F --key F --ca F
  *   shoal store import-snapshot DIR SNAPDIR --name NAME [--output json]
@@ -31,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/exitcode.h"
@@ -38,6 +40,7 @@
 #include "cli/commands.h"
 #include "cli/img.h"
 #include "store/grants.h"
+#include "store/vmkey.h"
 #include "store/pull.h"
 #include "store/serve.h"
 #include "store/snapobj.h"
@@ -65,7 +68,7 @@ static int fail(struct error *e)
 /* Parse the options every subcommand shares: --name, --output, --format,
  * -f; the positional arguments go to pos[]. */
 struct sargs {
-	const char *name, *output, *format, *infmt;
+	const char *name, *output, *format, *infmt, *vm;
 	const char *pos[4];
 	int npos;
 };
@@ -75,6 +78,7 @@ static int parse(int argc, char **argv, struct sargs *a, int want)
 	static const struct option lo[] = { { "name", required_argument, 0, 'n' },
 					    { "output", required_argument, 0, 'o' },
 					    { "format", required_argument, 0, 'O' },
+					    { "vm", required_argument, 0, 'v' },
 					    { "help", no_argument, 0, 'h' },
 					    { 0 } };
 	int c;
@@ -87,6 +91,7 @@ static int parse(int argc, char **argv, struct sargs *a, int want)
 		case 'o': a->output = optarg; break;
 		case 'O': a->format = optarg; break;
 		case 'f': a->infmt = optarg; break;
+		case 'v': a->vm = optarg; break;
 		default: return usage("%s: bad option", argv[0]);
 		}
 	}
@@ -99,6 +104,8 @@ static int parse(int argc, char **argv, struct sargs *a, int want)
 		return usage("%s: wrong number of arguments", argv[0]);
 	if (a->output && strcmp(a->output, "json") && strcmp(a->output, "human"))
 		return usage("--output %s: json or human", a->output);
+	if (a->vm && strcmp(argv[0], "grant") && strcmp(argv[0], "revoke"))
+		return usage("%s: --vm is for grant and revoke", argv[0]);
 	return 0;
 }
 
@@ -531,19 +538,24 @@ static int s_serve(int argc, char **argv)
 	return store_serve(&o, &e) ? fail(&e) : 0;
 }
 
-/* grant and revoke: DIR CLIENT IMAGE. */
+/* grant and revoke: DIR CLIENT IMAGE [--vm VMKEY]. */
 static int s_grant_change(int argc, char **argv, bool add)
 {
 	struct sargs a;
 	struct error e = { 0 };
 	struct store *s;
 	struct store_manifest m = { 0 };
-	char fp[65];
+	char fp[65], vm[65] = "";
+	uint8_t vm_pub[32];
 	int rc = parse(argc, argv, &a, 3);
 
 	if (rc)
 		return rc;
 	if (store_fingerprint_arg(a.pos[1], fp, &e))
+		return fail(&e);
+	if (a.vm && add && store_vmkey_load_public(a.vm, vm_pub, vm, &e))
+		return fail(&e);
+	if (a.vm && !add && store_fingerprint_arg(a.vm, vm, &e))	/* revoke: the fingerprint will do */
 		return fail(&e);
 	if (add) {	/* the image (or snapshot) must be there, and DIR a store */
 		if (store_open(&s, a.pos[0], false, &e))
@@ -554,9 +566,15 @@ static int s_grant_change(int argc, char **argv, bool add)
 			return fail(&e);
 		store_manifest_free(&m);
 	}
-	if ((add ? store_grant_add : store_grant_rm)(a.pos[0], fp, a.pos[2], &e))
+	if (a.vm ? (add ? store_grant_vm_add(a.pos[0], fp, a.pos[2], vm, vm_pub, &e)
+			: store_grant_vm_rm(a.pos[0], fp, a.pos[2], vm, &e))
+		 : (add ? store_grant_add : store_grant_rm)(a.pos[0], fp, a.pos[2], &e))
 		return fail(&e);
-	printf("%s %s: client %s, image %s\n", a.pos[0], add ? "granted" : "revoked", fp, a.pos[2]);
+	if (a.vm)
+		printf("%s %s: client %s, image %s, for VM key %s\n", a.pos[0], add ? "granted" : "revoked", fp,
+		       a.pos[2], vm);
+	else
+		printf("%s %s: client %s, image %s\n", a.pos[0], add ? "granted" : "revoked", fp, a.pos[2]);
 	return 0;
 }
 
@@ -589,13 +607,14 @@ static int s_grants(int argc, char **argv)
 		json_t *arr = json_array();
 
 		for (size_t i = 0; i < n; i++)
-			json_array_append_new(arr, json_pack("{s:s, s:s, s:I}", "client", v[i].client, "image",
-							     v[i].image, "added", (json_int_t)v[i].added));
+			json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:s?}", "client", v[i].client, "image",
+							     v[i].image, "added", (json_int_t)v[i].added, "vm",
+							     v[i].vm[0] ? v[i].vm : NULL));
 		print_json(arr);
 	} else {
-		printf("%-64s  %s\n", "CLIENT (SHA-256 of its public key)", "IMAGE");
+		printf("%-64s  %-24s  %s\n", "CLIENT (SHA-256 of its public key)", "IMAGE", "VM KEY");
 		for (size_t i = 0; i < n; i++)
-			printf("%-64s  %s\n", v[i].client, v[i].image);
+			printf("%-64s  %-24s  %s\n", v[i].client, v[i].image, v[i].vm[0] ? v[i].vm : "-");
 	}
 	free(v);
 	return 0;
@@ -603,12 +622,12 @@ static int s_grants(int argc, char **argv)
 
 static int pull_common(int argc, char **argv, bool snap)
 {
-	static const char *const names[] = { "from", "cert", "key", "ca", "output" };
-	const char *v[5] = { 0 }, *pos[2];
+	static const char *const names[] = { "from", "cert", "key", "ca", "output", "vm-key", "vm-proof" };
+	const char *v[7] = { 0 }, *pos[2];
 	struct store_pull_opts o = { 0 };
 	struct store_pull_stats st;
 	struct error e = { 0 };
-	int rc = parse_kv(argc, argv, names, v, 5, pos, 2);
+	int rc = parse_kv(argc, argv, names, v, 7, pos, 2);
 
 	if (rc)
 		return rc;
@@ -622,6 +641,8 @@ static int pull_common(int argc, char **argv, bool snap)
 	o.cert = v[1];
 	o.key = v[2];
 	o.ca = v[3];
+	o.vm_key = v[5];
+	o.vm_proof = v[6];
 	o.progress = isatty(2) ? progress : NULL;
 	if ((snap ? store_pull_snapshot : store_pull)(&o, &st, &e))
 		return fail(&e);
@@ -705,6 +726,68 @@ static int s_pull_snapshot(int argc, char **argv)
 	return pull_common(argc, argv, true);
 }
 
+/* ---- per-VM keys (store/vmkey.c) ---- */
+
+static int s_keygen(int argc, char **argv)
+{
+	struct sargs a;
+	struct error e = { 0 };
+	struct store_vmkey k;
+	int rc = parse(argc, argv, &a, 1);
+
+	if (rc)
+		return rc;
+	if (store_vmkey_generate(a.pos[0], &k, &e))
+		return fail(&e);
+	explicit_bzero(k.seed, sizeof(k.seed));
+	if (json_out(&a))
+		print_json(json_pack("{s:s, s:s+, s:s}", "key", a.pos[0], "public_key", a.pos[0], ".pub",
+				     "fingerprint", k.fp));
+	else
+		printf("%s: a new Ed25519 key pair (public key in %s.pub), fingerprint %s\n", a.pos[0], a.pos[0], k.fp);
+	return 0;
+}
+
+/* vm-proof VMKEY --client CERT|FP [--valid SECONDS | --until EPOCH]:
+ * print a proof for a host made with the VM's key, elsewhere. */
+static int s_vm_proof(int argc, char **argv)
+{
+	static const char *const names[] = { "client", "valid", "until" };
+	const char *v[3] = { 0 }, *pos[1];
+	struct store_vmkey k;
+	struct error e = { 0 };
+	char client[65], out[STORE_VMPROOF_MAX], *end;
+	uint64_t until = (uint64_t)time(NULL) + STORE_VMPROOF_CLIENT_LIFE;
+	int rc = parse_kv(argc, argv, names, v, 3, pos, 1);
+
+	if (rc)
+		return rc;
+	if (!v[0])
+		return usage("vm-proof: --client CERT|FINGERPRINT is needed (the host the proof is for)");
+	if (v[1] && v[2])
+		return usage("vm-proof: --valid or --until, not both");
+	if (v[1]) {
+		unsigned long long s = strtoull(v[1], &end, 10);
+
+		if (*end || !s || s > STORE_VMPROOF_MAX_LIFE)
+			return usage("--valid %s: 1 to %u seconds", v[1], STORE_VMPROOF_MAX_LIFE);
+		until = (uint64_t)time(NULL) + s;
+	}
+	if (v[2]) {
+		until = strtoull(v[2], &end, 10);
+		if (*end || v[2][0] == '-' || !v[2][0])
+			return usage("--until %s: seconds since the epoch", v[2]);
+	}
+	if (store_fingerprint_arg(v[0], client, &e) || store_vmkey_load(pos[0], &k, &e))
+		return fail(&e);
+	rc = store_vmproof_make(&k, client, until, out, &e);
+	explicit_bzero(&k, sizeof(k));
+	if (rc)
+		return fail(&e);
+	printf("%s\n", out);
+	return 0;
+}
+
 static int s_help(int argc, char **argv)
 {
 	printf("usage: shoal store SUBCOMMAND DIR ...\n"
@@ -718,14 +801,20 @@ static int s_help(int argc, char **argv)
 	       "  verify DIR [--output json]            re-hash every chunk\n"
 	       "  serve DIR --listen HOST:PORT --cert F --key F --client-ca F [--max-connections N] [--timeout S]\n"
 	       "                                        serve images over HTTPS to clients with certificates\n"
-	       "  grant|revoke DIR CLIENT IMAGE         let a client (fingerprint, or its certificate or public key) pull an image\n"
+	       "  grant|revoke DIR CLIENT IMAGE [--vm VMKEY]\n"
+	       "                                        let a client (fingerprint, or its certificate or public key) pull an\n"
+	       "                                        image; with --vm, only for that VM (its key's public half)\n"
+	       "  keygen FILE [--output json]           a VM's key pair: FILE (private) and FILE.pub\n"
+	       "  vm-proof VMKEY --client CERT|FP [--valid S | --until T]\n"
+	       "                                        a proof that host CLIENT acts for the VM (for --vm-proof)\n"
 	       "  grants DIR [--output json]            the grants\n"
-	       "  pull DIR NAME --from https://HOST:PORT --cert F --key F --ca F [--output json]\n"
+	       "  pull DIR NAME --from https://HOST:PORT --cert F --key F --ca F [--vm-key F | --vm-proof P] [--output json]\n"
 	       "                                        fetch an image's missing chunks from a server\n"
 	       "  import-snapshot DIR SNAPDIR --name NAME [--output json]\n"
 	       "                                        store a snapshot directory (memory, state, disks)\n"
 	       "  export-snapshot DIR NAME OUTDIR       rebuild it as a directory `shoal run --restore` takes\n"
-	       "  pull-snapshot DIR NAME --from https://HOST:PORT --cert F --key F --ca F [--output json]\n"
+	       "  pull-snapshot DIR NAME --from https://HOST:PORT --cert F --key F --ca F [--vm-key F | --vm-proof P]\n"
+	       "                [--output json]\n"
 	       "                                        fetch a snapshot's missing chunks from a server\n");
 	return 0;
 }
@@ -741,7 +830,7 @@ int cmd_store(int argc, char **argv)
 		    { "serve", s_serve }, { "grant", s_grant }, { "revoke", s_revoke },
 		    { "grants", s_grants }, { "pull", s_pull },
 		    { "import-snapshot", s_import_snapshot }, { "export-snapshot", s_export_snapshot },
-		    { "pull-snapshot", s_pull_snapshot } };
+		    { "pull-snapshot", s_pull_snapshot }, { "keygen", s_keygen }, { "vm-proof", s_vm_proof } };
 
 	if (argc < 2)
 		return s_help(0, NULL), EXIT_USAGE;

@@ -12,7 +12,9 @@
  * library before its key is looked at; this only reads fields).
  *
  * DIR/grants is JSON: {"grants": [{"client": HEX, "image": NAME,
- * "added": SECONDS}, ...]}.  Changes take DIR/grants.lock (flock) and
+ * "added": SECONDS[, "vm": HEX, "vm_key": HEX]}, ...]}; a grant with "vm"
+ * serves the client only for that VM (its Ed25519 key in "vm_key", whose
+ * fingerprint "vm" must be; store/vmkey.c).  Changes take DIR/grants.lock (flock) and
  * replace the file by rename, so a reader (the server reads it on every
  * request) sees the old list or the new, never half of one; a revoke
  * takes effect at the next request.  A damaged file is an error naming
@@ -32,6 +34,7 @@
 #include "base/io.h"
 #include "store/grants.h"
 #include "store/store.h"
+#include "store/vmkey.h"
 
 #define PEM_MAX (1u << 20)
 
@@ -117,7 +120,7 @@ static int b64v(int c)
 }
 
 /* The DER of the first PEM block labelled `label` in text; free it. */
-static uint8_t *pem_block(const char *text, const char *label, size_t *out_len)
+uint8_t *store_pem_block(const char *text, const char *label, size_t *out_len)
 {
 	char begin[64], end[64];
 	const char *b, *z;
@@ -195,14 +198,14 @@ int store_fingerprint_arg(const char *arg, char out[65], struct error *e)
 		n += (size_t)r;
 	close(fd);
 	text[n] = 0;
-	if ((der = pem_block(text, "CERTIFICATE", &len))) {
+	if ((der = store_pem_block(text, "CERTIFICATE", &len))) {
 		int rc = store_fingerprint_cert_der(der, len, out);
 
 		free(der);
 		free(text);
 		return rc ? error_set(e, EXIT_USAGE, "%s: the certificate does not parse", arg) : 0;
 	}
-	if ((der = pem_block(text, "PUBLIC KEY", &len))) {
+	if ((der = store_pem_block(text, "PUBLIC KEY", &len))) {
 		uint8_t md[32];
 
 		store_hash(der, len, md);
@@ -223,6 +226,32 @@ static bool hex64(const char *s)
 		if (!strchr("0123456789abcdef", *s))
 			return false;
 	return true;
+}
+
+/* A grant's "vm" and "vm_key", if it has them: the key's fingerprint
+ * must be "vm". */
+static int grant_vm_load(json_t *g, struct store_grant *out)
+{
+	const char *vm = json_string_value(json_object_get(g, "vm"));
+	const char *key = json_string_value(json_object_get(g, "vm_key"));
+	char fp[65];
+
+	if (!vm && !key)
+		return 0;
+	if (!vm || !key || !hex64(vm) || !hex64(key))
+		return -1;
+	for (int i = 0; i < 32; i++) {
+		unsigned x;
+
+		if (sscanf(key + 2 * i, "%2x", &x) != 1)
+			return -1;
+		out->vm_pub[i] = (uint8_t)x;
+	}
+	store_vmkey_fingerprint(out->vm_pub, fp);
+	if (strcmp(fp, vm))
+		return -1;
+	snprintf(out->vm, sizeof(out->vm), "%s", vm);
+	return 0;
 }
 
 int store_grants_load(const char *dir, struct store_grant **out, size_t *n, struct error *e)
@@ -266,6 +295,11 @@ int store_grants_load(const char *dir, struct store_grant **out, size_t *n, stru
 		snprintf(v[i].client, sizeof(v[i].client), "%s", c);
 		snprintf(v[i].image, sizeof(v[i].image), "%s", im);
 		v[i].added = (uint64_t)json_integer_value(json_object_get(g, "added"));
+		if (grant_vm_load(g, &v[i])) {
+			free(v);
+			json_decref(j);
+			return error_set(e, EXIT_BADSTATE, "%s: damaged grants file (entry %zu: its VM key)", path, i);
+		}
 	}
 	json_decref(j);
 	*out = v;
@@ -273,12 +307,26 @@ int store_grants_load(const char *dir, struct store_grant **out, size_t *n, stru
 	return 0;
 }
 
-bool store_granted(const struct store_grant *v, size_t n, const char *client, const char *image)
+bool store_grant_applies(const struct store_grant *g, const char *client, const char *vm)
+{
+	return !strcmp(g->client, client) && (!g->vm[0] || (vm && !strcmp(g->vm, vm)));
+}
+
+bool store_granted(const struct store_grant *v, size_t n, const char *client, const char *vm,
+		   const char *image)
 {
 	for (size_t i = 0; i < n; i++)
-		if (!strcmp(v[i].client, client) && !strcmp(v[i].image, image))
+		if (store_grant_applies(&v[i], client, vm) && !strcmp(v[i].image, image))
 			return true;
 	return false;
+}
+
+const uint8_t *store_grants_vm_key(const struct store_grant *v, size_t n, const char *vm)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(v[i].vm, vm))
+			return v[i].vm_pub;
+	return NULL;
 }
 
 static int grants_save(const char *dir, const struct store_grant *v, size_t n, struct error *e)
@@ -288,9 +336,20 @@ static int grants_save(const char *dir, const struct store_grant *v, size_t n, s
 	char *text;
 	int fd, rc = -1;
 
-	for (size_t i = 0; i < n; i++)
-		json_array_append_new(arr, json_pack("{s:s, s:s, s:I}", "client", v[i].client, "image",
-						     v[i].image, "added", (json_int_t)v[i].added));
+	for (size_t i = 0; i < n; i++) {
+		json_t *g = json_pack("{s:s, s:s, s:I}", "client", v[i].client, "image", v[i].image, "added",
+				      (json_int_t)v[i].added);
+
+		if (v[i].vm[0]) {
+			char key[65];
+
+			for (int b = 0; b < 32; b++)
+				snprintf(key + 2 * b, 3, "%02x", v[i].vm_pub[b]);
+			json_object_set_new(g, "vm", json_string(v[i].vm));
+			json_object_set_new(g, "vm_key", json_string(key));
+		}
+		json_array_append_new(arr, g);
+	}
 	j = json_pack("{s:i, s:o}", "version", 1, "grants", arr);
 	text = json_dumps(j, JSON_INDENT(2));
 	json_decref(j);
@@ -319,8 +378,8 @@ static int grants_save(const char *dir, const struct store_grant *v, size_t n, s
 }
 
 /* Read-modify-write under DIR/grants.lock. */
-static int grants_change(const char *dir, const char *client, const char *image, bool add,
-			 struct error *e)
+static int grants_change(const char *dir, const char *client, const char *image, const char *vm,
+			 const uint8_t *vm_pub, bool add, struct error *e)
 {
 	char path[4096];
 	struct store_grant *v, *nv;
@@ -331,6 +390,8 @@ static int grants_change(const char *dir, const char *client, const char *image,
 		return error_set(e, EXIT_USAGE, "client '%s': not a SHA-256 fingerprint", client);
 	if (store_name_check(image, e))
 		return -1;
+	if (!vm)
+		vm = "";
 	snprintf(path, sizeof(path), "%s/grants.lock", dir);
 	lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (lock < 0)
@@ -342,7 +403,7 @@ static int grants_change(const char *dir, const char *client, const char *image,
 	if (store_grants_load(dir, &v, &n, e))
 		goto out;
 	for (i = 0; i < n; i++)
-		if (!strcmp(v[i].client, client) && !strcmp(v[i].image, image))
+		if (!strcmp(v[i].client, client) && !strcmp(v[i].image, image) && !strcmp(v[i].vm, vm))
 			break;
 	if (add && i == n) {
 		nv = realloc(v, (n + 1) * sizeof(*v));
@@ -355,11 +416,18 @@ static int grants_change(const char *dir, const char *client, const char *image,
 		memset(&v[n], 0, sizeof(v[n]));
 		snprintf(v[n].client, sizeof(v[n].client), "%s", client);
 		snprintf(v[n].image, sizeof(v[n].image), "%s", image);
+		snprintf(v[n].vm, sizeof(v[n].vm), "%s", vm);
+		if (vm_pub)
+			memcpy(v[n].vm_pub, vm_pub, 32);
 		v[n].added = (uint64_t)time(NULL);
 		n++;
 	} else if (!add && i == n) {
 		free(v);
-		error_set(e, EXIT_NOINPUT, "%s: client %.16s... has no grant for image '%s'", dir, client, image);
+		if (*vm)
+			error_set(e, EXIT_NOINPUT, "%s: client %.16s... has no grant for image '%s' for VM key %.16s...",
+				  dir, client, image, vm);
+		else
+			error_set(e, EXIT_NOINPUT, "%s: client %.16s... has no grant for image '%s'", dir, client, image);
 		goto out;
 	} else if (!add) {
 		memmove(&v[i], &v[i + 1], (n - i - 1) * sizeof(*v));
@@ -378,10 +446,26 @@ out:
 
 int store_grant_add(const char *dir, const char *client, const char *image, struct error *e)
 {
-	return grants_change(dir, client, image, true, e);
+	return grants_change(dir, client, image, NULL, NULL, true, e);
 }
 
 int store_grant_rm(const char *dir, const char *client, const char *image, struct error *e)
 {
-	return grants_change(dir, client, image, false, e);
+	return grants_change(dir, client, image, NULL, NULL, false, e);
+}
+
+int store_grant_vm_add(const char *dir, const char *client, const char *image, const char *vm,
+		       const uint8_t vm_pub[32], struct error *e)
+{
+	if (!hex64(vm))
+		return error_set(e, EXIT_USAGE, "VM key '%s': not a SHA-256 fingerprint", vm);
+	return grants_change(dir, client, image, vm, vm_pub, true, e);
+}
+
+int store_grant_vm_rm(const char *dir, const char *client, const char *image, const char *vm,
+		      struct error *e)
+{
+	if (!hex64(vm))
+		return error_set(e, EXIT_USAGE, "VM key '%s': not a SHA-256 fingerprint", vm);
+	return grants_change(dir, client, image, vm, NULL, false, e);
 }

@@ -5,7 +5,9 @@
  * A client is named by the SHA-256 of its public key (the DER
  * SubjectPublicKeyInfo of its certificate): the key pair is the client
  * host's identity, and a certificate renewed for the same key keeps its
- * grants.  A grant is (client, image); the grants live in DIR/grants.
+ * grants.  A grant is (client, image), or (client, image, VM key): then
+ * the client gets the image only for that VM, in a request carrying the
+ * VM's proof (store/vmkey.h).  The grants live in DIR/grants.
  */
 #ifndef SHOAL_STORE_GRANTS_H
 #define SHOAL_STORE_GRANTS_H
@@ -20,6 +22,8 @@ struct store_grant {
 	char client[65];	/* 64 lowercase hex digits */
 	char image[65];
 	uint64_t added;		/* seconds since the epoch */
+	char vm[65];		/* "": for the host; else only for this VM key (store/vmkey.h) */
+	uint8_t vm_pub[32];	/* that VM key, to check its proofs with */
 };
 
 /* A client's fingerprint from the command line: 64 hex digits (colons,
@@ -36,6 +40,21 @@ int store_grants_load(const char *dir, struct store_grant **v, size_t *n, struct
  * (EXIT_NOINPUT). */
 int store_grant_add(const char *dir, const char *client, const char *image, struct error *e);
 int store_grant_rm(const char *dir, const char *client, const char *image, struct error *e);
-bool store_granted(const struct store_grant *v, size_t n, const char *client, const char *image);
+/* The same for a grant to one VM of that client: vm is the VM key's
+ * fingerprint, vm_pub the key. */
+int store_grant_vm_add(const char *dir, const char *client, const char *image, const char *vm,
+		       const uint8_t vm_pub[32], struct error *e);
+int store_grant_vm_rm(const char *dir, const char *client, const char *image, const char *vm,
+		      struct error *e);
+/* Does grant g serve a request of `client` acting for VM `vm` ("" or
+ * NULL: for no VM)?  A host's grant serves all its requests; a VM's only
+ * those with that VM's proof. */
+bool store_grant_applies(const struct store_grant *g, const char *client, const char *vm);
+bool store_granted(const struct store_grant *v, size_t n, const char *client, const char *vm,
+		   const char *image);
+/* The key of VM `vm` as some grant records it, or NULL. */
+const uint8_t *store_grants_vm_key(const struct store_grant *v, size_t n, const char *vm);
+/* The DER of the first PEM block labelled `label` in text; free() it. */
+uint8_t *store_pem_block(const char *text, const char *label, size_t *out_len);
 
 #endif

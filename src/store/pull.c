@@ -42,6 +42,7 @@
 #include "base/curl_dl.h"
 #include "base/exitcode.h"
 #include "store/pull.h"
+#include "store/vmkey.h"
 #include "store/snapobj.h"
 
 #define MANIFEST_MAX (256u << 20)
@@ -81,6 +82,7 @@ struct client {
 	CURL *c;
 	const char *from;
 	char err[CURL_ERROR_SIZE];
+	struct store_vmproof_src vm;	/* Shoal-VM-Proof for each request */
 };
 
 /* GET from+path into b (at most max bytes), with "Range: bytes=range"
@@ -90,11 +92,17 @@ struct client {
 static int get(struct client *x, const char *path, const char *range, struct store_http_body *b, size_t max,
 	       struct error *e)
 {
-	char url[2048];
+	char url[2048], line[STORE_VMPROOF_MAX + 32];
 	size_t n = strlen(x->from);
 	long code = 0;
+	struct curl_slist *h = NULL;
+	int vr = store_vmproof_src_line(&x->vm, line, e);
 	CURLcode rc;
 
+	if (vr < 0)
+		return -1;
+	if (vr && !(h = curl_slist_append(NULL, line)))
+		return error_set(e, EXIT_HOST, "out of memory");
 	while (n > 8 && x->from[n - 1] == '/')
 		n--;
 	snprintf(url, sizeof(url), "%.*s%s", (int)n, x->from, path);
@@ -105,7 +113,10 @@ static int get(struct client *x, const char *path, const char *range, struct sto
 	curl_easy_setopt(x->c, CURLOPT_URL, url);
 	curl_easy_setopt(x->c, CURLOPT_WRITEDATA, b);
 	curl_easy_setopt(x->c, CURLOPT_RANGE, range);
+	curl_easy_setopt(x->c, CURLOPT_HTTPHEADER, h);
 	rc = curl_easy_perform(x->c);
+	curl_easy_setopt(x->c, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(h);
 	curl_easy_getinfo(x->c, CURLINFO_RESPONSE_CODE, &code);
 	if (b->over)
 		return error_set(e, EXIT_BADSTATE, "%s: the answer is longer than %zu bytes (refused)", url, max);
@@ -219,6 +230,8 @@ static bool same_manifest(const struct store_manifest *a, const struct store_man
 static int client_open(struct client *x, const struct store_pull_opts *o, struct error *e)
 {
 	x->from = o->from;
+	if (store_vmproof_src_init(&x->vm, o->vm_key, o->vm_proof, o->cert, e))
+		return -1;
 	x->c = curl_easy_init();
 	if (!x->c)
 		return error_set(e, EXIT_HOST, "libcurl: out of memory");
@@ -425,6 +438,7 @@ out:
 		store_commit(s, NULL);	/* keep what arrived whole for the next try */
 	if (x.c)
 		curl_easy_cleanup(x.c);
+	store_vmproof_src_fini(&x.vm);
 	free(b.p);
 	store_manifest_free(&m);
 	store_close(s);
@@ -506,6 +520,7 @@ out:
 		store_commit(s, NULL);	/* keep what arrived whole for the next try */
 	if (x.c)
 		curl_easy_cleanup(x.c);
+	store_vmproof_src_fini(&x.vm);
 	free(b.p);
 	for (size_t i = 0; pm && i < n; i++)
 		store_manifest_free(&pm[i]);

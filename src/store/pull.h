@@ -16,6 +16,7 @@ struct store_pull_opts {
 	const char *from;		/* https://HOST:PORT */
 	const char *cert, *key;		/* this client host's certificate and key */
 	const char *ca;			/* the CA that signed the server's certificate */
+	const char *vm_key, *vm_proof;	/* acting for a VM: its key, or a proof (store/vmkey.h) */
 	store_progress_fn progress;
 	void *opaque;
 };

@@ -27,7 +27,10 @@
  *
  * Invariants, and what a client may not do:
  * - Every request is authenticated before it is parsed further: no
- *   certificate, or one the client CA did not sign (or expired), is 401.
+ *   certificate, or one the client CA did not sign (or expired), is 401;
+ *   so is a Shoal-VM-Proof header that does not hold (store/vmkey.c): a
+ *   request with one acts for that VM, and gets what the client host was
+ *   granted plus what was granted to the host for that VM.
  * - A client sees only images granted to it (DIR/grants, read again when
  *   the file changes, so a revoke counts at the next request); any other
  *   name, existing or not, is 403, so names are not disclosed.  A chunk is
@@ -70,6 +73,7 @@
 #include "store/serve.h"
 #include "store/snapobj.h"
 #include "store/store.h"
+#include "store/vmkey.h"
 
 #define PEM_MAX (1u << 20)
 #define IDLE_CLOSE_MS 300	/* close the store after this long with no request */
@@ -118,6 +122,7 @@ struct srv {
 struct conn {			/* per connection: who the client is */
 	int state;		/* 0 not yet checked, 1 known, -1 refused */
 	char fp[65];
+	char vm[65];		/* the request's VM (its proof checked), or "" */
 	char why[200];
 	char addr[64];
 };
@@ -386,6 +391,43 @@ static bool valid_hex64(const char *p, uint8_t out[32])
 	return true;
 }
 
+/* The request's Shoal-VM-Proof, if any: k->vm is the VM it acts for, or
+ * "" without one; -1 (with why) for a proof that does not hold, which is
+ * refused, never ignored. */
+static int vm_proof(struct srv *s, struct MHD_Connection *c, struct conn *k, char *why, size_t n)
+{
+	const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, STORE_VMPROOF_HEADER);
+	struct error e = { 0 };
+	const uint8_t *key;
+	uint8_t pub[32], sig[64];
+	char vm[65];
+	uint64_t until;
+
+	k->vm[0] = 0;
+	if (!v)
+		return 0;
+	if (store_vmproof_parse(v, vm, &until, sig, why, n))
+		return -1;
+	pthread_mutex_lock(&s->mu);
+	if (srv_grants(s, &e)) {
+		pthread_mutex_unlock(&s->mu);
+		snprintf(why, n, "%.250s", e.msg);
+		return -1;
+	}
+	key = store_grants_vm_key(s->g, s->ng, vm);
+	if (key)
+		memcpy(pub, key, 32);
+	pthread_mutex_unlock(&s->mu);
+	if (!key) {
+		snprintf(why, n, "VM key %.16s... is named by no grant of this store", vm);
+		return -1;
+	}
+	if (store_vmproof_check(pub, k->fp, vm, until, sig, (uint64_t)time(NULL), why, n))
+		return -1;
+	memcpy(k->vm, vm, sizeof(vm));
+	return 0;
+}
+
 /* /v1/images */
 static enum MHD_Result get_images(struct srv *s, struct MHD_Connection *c, struct conn *k,
 				  const char *method, const char *url)
@@ -404,7 +446,13 @@ static enum MHD_Result get_images(struct srv *s, struct MHD_Connection *c, struc
 		struct store_manifest m;
 		char sum[65];
 
-		if (strcmp(s->g[i].client, k->fp) || store_manifest_get(sto, s->g[i].image, &m, NULL))
+		bool seen = false;
+
+		if (!store_grant_applies(&s->g[i], k->fp, k->vm))
+			continue;
+		for (size_t j = 0; j < i && !seen; j++)	/* granted twice: host and VM */
+			seen = store_grant_applies(&s->g[j], k->fp, k->vm) && !strcmp(s->g[j].image, s->g[i].image);
+		if (seen || store_manifest_get(sto, s->g[i].image, &m, NULL))
 			continue;
 		store_hash_hex(m.sum, sum);
 		json_array_append_new(arr, json_pack("{s:s, s:I, s:s, s:s?, s:I, s:I, s:s}", "name", s->g[i].image,
@@ -414,7 +462,8 @@ static enum MHD_Result get_images(struct srv *s, struct MHD_Connection *c, struc
 		store_manifest_free(&m);
 	}
 	pthread_mutex_unlock(&s->mu);
-	return reply_json(c, MHD_HTTP_OK, json_pack("{s:s, s:o}", "client", k->fp, "images", arr));
+	return reply_json(c, MHD_HTTP_OK, json_pack("{s:s, s:s?, s:o}", "client", k->fp, "vm",
+						    k->vm[0] ? k->vm : NULL, "images", arr));
 }
 
 /* With mu held: may this client see image `name`?  0 yes; else a status
@@ -427,8 +476,12 @@ static unsigned may_see(struct srv *s, const struct conn *k, const char *name, c
 		snprintf(why, n, "%.250s", e.msg);
 		return MHD_HTTP_INTERNAL_SERVER_ERROR;
 	}
-	if (!store_granted(s->g, s->ng, k->fp, name)) {
-		snprintf(why, n, "client %.16s... has no grant for image '%s'", k->fp, name);
+	if (!store_granted(s->g, s->ng, k->fp, k->vm, name)) {
+		if (k->vm[0])
+			snprintf(why, n, "client %.16s... has no grant for image '%s' (for itself or for VM key %.16s...)",
+				 k->fp, name, k->vm);
+		else
+			snprintf(why, n, "client %.16s... has no grant for image '%s'", k->fp, name);
 		return MHD_HTTP_FORBIDDEN;
 	}
 	return 0;
@@ -519,7 +572,7 @@ static enum MHD_Result get_chunk(struct srv *s, struct MHD_Connection *c, struct
 	for (size_t i = 0; i < s->ng && !ok; i++) {
 		struct img_hashes *ih;
 
-		if (strcmp(s->g[i].client, k->fp) || !(ih = srv_hashes(s, s->g[i].image, NULL)))
+		if (!store_grant_applies(&s->g[i], k->fp, k->vm) || !(ih = srv_hashes(s, s->g[i].image, NULL)))
 			continue;
 		ok = bsearch(h, ih->h, ih->n, 32, hash_cmp) != NULL;
 	}
@@ -769,7 +822,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	struct srv *s = cls;
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 	struct conn *k = ci ? ci->socket_context : NULL;
-	char name[80];
+	char name[80], why[300];
 	const char *p, *slash;
 	enum MHD_Result ret;
 
@@ -789,6 +842,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 			identify(c, k);
 		if (k->state < 0)
 			return refuse(c, k, method, url, MHD_HTTP_UNAUTHORIZED, "%s", k->why);
+		if (vm_proof(s, c, k, why, sizeof(why)))
+			return refuse(c, k, method, url, MHD_HTTP_UNAUTHORIZED, "%s", why);
 		if (strcmp(method, "GET") && strcmp(method, "HEAD"))
 			return refuse(c, k, method, url, MHD_HTTP_METHOD_NOT_ALLOWED, "method %.20s: only GET and HEAD", method);
 		if ((cl && strcmp(cl, "0")) ||

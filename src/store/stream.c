@@ -3,7 +3,10 @@
  * image server (store/serve.c) while it is in use (docs/store.md,
  * "Streaming").
  *
- *   store:https://HOST:PORT/NAME,cache=DIR,cert=FILE,key=FILE,ca=FILE[,prefetch=on|off]
+ *   store:https://HOST:PORT/NAME,cache=DIR,cert=FILE,key=FILE,ca=FILE[,prefetch=on|off][,vm-key=FILE]
+ *
+ * (vm-key: the VM's own key pair, store/vmkey.c: each request carries its
+ * proof, so the server serves what it granted this host for that VM)
  *
  * (also as a qcow2 overlay's backing file name, and in `--disk` with the
  * options as store-cache=DIR and so on: docs/store.md "Streaming into a VM")
@@ -71,6 +74,7 @@
 #include "store/pull.h"
 #include "store/store.h"
 #include "store/stream.h"
+#include "store/vmkey.h"
 #include "vmm/jail.h"
 
 #define MANIFEST_MAX (256u << 20)
@@ -79,7 +83,8 @@
 struct stream {
 	char *spec;			/* the path as given, for messages */
 	char *base, *name;		/* https://HOST:PORT[/prefix], NAME */
-	char *cache, *cert, *key, *ca;
+	char *cache, *cert, *key, *ca, *vm_key;
+	struct store_vmproof_src vm;	/* vm-key's proofs, one per request */
 	struct store *s;
 	struct store_manifest m;
 	uint64_t *off;			/* m.n + 1 chunk offsets */
@@ -142,10 +147,16 @@ static CURL *client_new(struct stream *st, char *errbuf)
 static int get(struct stream *st, CURL *c, char *errbuf, const char *path, struct store_http_body *b,
 	       size_t max, struct error *e)
 {
-	char url[2048];
+	char url[2048], line[STORE_VMPROOF_MAX + 32];
 	long code = 0;
+	struct curl_slist *h = NULL;
+	int vr = store_vmproof_src_line(&st->vm, line, e);
 	CURLcode rc;
 
+	if (vr < 0)
+		return -1;
+	if (vr && !(h = curl_slist_append(NULL, line)))
+		return error_set(e, EXIT_HOST, "out of memory");
 	snprintf(url, sizeof(url), "%s%s", st->base, path);
 	b->n = 0;
 	b->over = false;
@@ -153,7 +164,10 @@ static int get(struct stream *st, CURL *c, char *errbuf, const char *path, struc
 	errbuf[0] = 0;
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
 	rc = curl_easy_perform(c);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(h);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
 	if (b->over)
 		return error_set(e, EXIT_BADSTATE, "%s: the answer is longer than %zu bytes (refused)", url, max);
@@ -197,6 +211,8 @@ static void stream_free(struct stream *st)
 	free(st->cert);
 	free(st->key);
 	free(st->ca);
+	free(st->vm_key);
+	store_vmproof_src_fini(&st->vm);
 	free(st);
 }
 
@@ -212,7 +228,7 @@ static int parse_spec(struct stream *st, const char *path, bool *prefetch, struc
 	if (!url || strncmp(url, "https://", 8) || !(slash = strrchr(url + 8, '/')) || !slash[1]) {
 		free(dup);
 		return error_set(e, EXIT_USAGE, "%s: expected store:https://HOST:PORT/NAME,cache=DIR"
-				 "[,cert=FILE,key=FILE,ca=FILE,prefetch=on|off]", path);
+				 "[,cert=FILE,key=FILE,ca=FILE,prefetch=on|off,vm-key=FILE]", path);
 	}
 	st->name = strdup(slash + 1);
 	st->base = strndup(url, (size_t)(slash - url));
@@ -231,6 +247,8 @@ static int parse_spec(struct stream *st, const char *path, bool *prefetch, struc
 			to = &st->key;
 		else if (!strcmp(kv, "ca"))
 			to = &st->ca;
+		else if (!strcmp(kv, "vm-key"))
+			to = &st->vm_key;
 		if (to && v && *v) {
 			free(*to);
 			*to = strdup(v);
@@ -238,7 +256,7 @@ static int parse_spec(struct stream *st, const char *path, bool *prefetch, struc
 			*prefetch = !strcmp(v, "on");
 		} else {
 			error_set(e, EXIT_USAGE, "%s: unknown or empty option '%s' (cache=DIR, cert=FILE, "
-				  "key=FILE, ca=FILE, prefetch=on|off)", path, kv);
+				  "key=FILE, ca=FILE, prefetch=on|off, vm-key=FILE)", path, kv);
 			free(dup);
 			return -1;
 		}
@@ -772,7 +790,8 @@ static int stream_open(struct blockdev **out, const char *path, const struct blo
 	pthread_cond_init(&st->cv, NULL);
 	st->cidx = UINT32_MAX;
 	st->spec = strdup(path);
-	if (!st->spec || parse_spec(st, path, &prefetch, e))
+	if (!st->spec || parse_spec(st, path, &prefetch, e) ||
+	    store_vmproof_src_init(&st->vm, st->vm_key, NULL, st->cert, e))
 		goto fail;
 	/* the message names the disk, without its key and certificate paths */
 	free(st->spec);

@@ -7,7 +7,9 @@
  * child died by SIGSYS naming the kind and the call.  What no other kind
  * gets: a TCP socket (AF_INET, AF_INET6); what none gets, this one
  * included: other socket families (AF_NETLINK, AF_PACKET), execve, clone
- * (the threads start no threads), ioctl beyond the terminal's.
+ * (the threads start no threads), ioctl beyond the terminal's.  And a
+ * VM key's proof (store/vmkey.c) is renewed under the filter, as a
+ * store: disk with vm-key= does once its first proof has half run out.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +30,7 @@
 
 #include "base/seccomp.h"
 #include "seccomp_child.h"
+#include "store/vmkey.h"
 
 /* What a fetch does: a TCP connection (refused on a closed loopback port
  * is fine: the calls were allowed), libcurl's wake-up pair, and a cache
@@ -73,6 +76,45 @@ static void test_store_allows_fetch(void **state)
 	assert_non_null(mkdtemp(dir));
 	st = run_child(store_fetch_calls, out, sizeof(out));
 	rmdir(dir);
+	if (!WIFEXITED(st) || WEXITSTATUS(st))
+		fail_msg("status 0x%x, stderr: %s", st, out);
+}
+
+/* The stream's proof source after its first proof (made at open, before
+ * any filter): renewal signs with libcrypto on the loader thread. */
+static struct store_vmproof_src vsrc;
+
+static void store_renew_proof(void)
+{
+	char line[STORE_VMPROOF_MAX + 32];
+	struct error e = { 0 };
+
+	seccomp_thread_enter(SECCOMP_STORE);
+	vsrc.until = 0;		/* run out: the next request makes a new one */
+	must(store_vmproof_src_line(&vsrc, line, &e) == 1, "renew the proof");
+	must(!strncmp(line, "Shoal-VM-Proof: v1 ", 19) && vsrc.until > 0, "a new proof");
+	_exit(0);
+}
+
+static void test_store_renews_vm_proof(void **state)
+{
+	char kdir[] = "/tmp/test_seccomp_vmkey.XXXXXX", path[80], out[4096];
+	struct error e = { 0 };
+	int st;
+
+	(void)state;
+	assert_non_null(mkdtemp(kdir));
+	snprintf(path, sizeof(path), "%s/vm", kdir);
+	assert_int_equal(store_vmkey_generate(path, &vsrc.k, &e), 0);
+	pthread_mutex_init(&vsrc.mu, NULL);
+	vsrc.mode = 1;
+	memset(vsrc.client, 'a', 64);
+	assert_int_equal(store_vmproof_make(&vsrc.k, vsrc.client, 1, vsrc.value, &e), 0);	/* open's */
+	st = run_child(store_renew_proof, out, sizeof(out));
+	unlink(path);
+	strcat(path, ".pub");
+	unlink(path);
+	rmdir(kdir);
 	if (!WIFEXITED(st) || WEXITSTATUS(st))
 		fail_msg("status 0x%x, stderr: %s", st, out);
 }
@@ -126,6 +168,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_store_allows_fetch),
+		cmocka_unit_test(test_store_renews_vm_proof),
 		cmocka_unit_test(test_store_netlink),
 		cmocka_unit_test(test_store_clone),
 		cmocka_unit_test(test_inet_only_store),

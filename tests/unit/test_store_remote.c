@@ -208,15 +208,15 @@ static void test_grants(void **state)
 	assert_int_equal(store_grant_add(sdir, FP, "../x", &e), -1);
 	assert_int_equal(store_grants_load(sdir, &v, &n, &e), 0);
 	assert_int_equal(n, 2);
-	assert_true(store_granted(v, n, FP, "img"));
-	assert_false(store_granted(v, n, FP, "third"));
+	assert_true(store_granted(v, n, FP, NULL, "img"));
+	assert_false(store_granted(v, n, FP, NULL, "third"));
 	free(v);
 	assert_int_equal(store_grant_rm(sdir, FP, "img", &e), 0);
 	assert_int_equal(store_grant_rm(sdir, FP, "img", &e), -1);
 	assert_non_null(strstr(e.msg, "has no grant for image 'img'"));
 	assert_int_equal(store_grants_load(sdir, &v, &n, &e), 0);
 	assert_int_equal(n, 1);
-	assert_false(store_granted(v, n, FP, "img"));
+	assert_false(store_granted(v, n, FP, NULL, "img"));
 	free(v);
 	snprintf(path, sizeof(path), "%s/grants", sdir);
 	write_text(path, "{\"grants\": [{\"client\": \"zz\", \"image\": \"a\"}]}");
