@@ -205,3 +205,54 @@ int blockdev_chain_id(const struct blockdev *bd, char id[37], uint64_t *generati
 	*current = q->chain.current;
 	return 0;
 }
+
+/* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" into 16 bytes: 0, or -1. */
+static int chain_id_scan(const char *t, uint8_t id[16])
+{
+	int k = 0;
+
+	for (const char *p = t; *p && k < 32; p++) {
+		int v;
+
+		if (*p == '-')
+			continue;
+		if (*p >= '0' && *p <= '9')
+			v = *p - '0';
+		else if (*p >= 'a' && *p <= 'f')
+			v = *p - 'a' + 10;
+		else
+			return -1;
+		if (k % 2)
+			id[k / 2] = (uint8_t)(id[k / 2] << 4 | v);
+		else
+			id[k / 2] = (uint8_t)v;
+		k++;
+	}
+	return k == 32 && strlen(t) == 36 ? 0 : -1;
+}
+
+/* Give bd, a qcow2 image this process made and wrote, the identity an
+ * image had elsewhere (an image store's record of it): its id and
+ * generation, its parent the backing file as opened.  Rebuilding a chain
+ * this way keeps the identities its overlays (and a migration's checks)
+ * were made against. */
+int chain_id_assume(struct blockdev *bd, const char *id, uint64_t generation, struct error *e)
+{
+	struct qcow2 *q = bd->format == BD_FMT_QCOW2 ? bd->priv : NULL;
+	uint8_t raw[16];
+
+	if (!q)
+		return error_set(e, EXIT_USAGE, "%s: not a qcow2 image: it cannot carry a chain identity", bd->path);
+	if (chain_id_scan(id, raw))
+		return error_set(e, EXIT_USAGE, "%s: chain identity '%s' is not a UUID", bd->path, id);
+	if (chain_id_anchor(bd, e))	/* the extension, and the parent as opened */
+		return -1;
+	memcpy(q->chain.id, raw, 16);
+	q->chain.generation = generation;
+	q->chain.bumped = true;		/* no bump from here on in this open */
+	int r = chain_id_write(q);
+
+	if (!r && fdatasync(q->fd) < 0)
+		r = -errno;
+	return r ? error_set(e, EXIT_HOST, "%s: cannot write the chain identity: %s", bd->path, strerror(-r)) : 0;
+}

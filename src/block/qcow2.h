@@ -291,5 +291,6 @@ int chain_id_bump(struct qcow2 *q);
 int chain_id_write(struct qcow2 *q);
 int chain_id_anchor(struct blockdev *bd, struct error *e);
 void chain_id_format(const uint8_t id[16], char out[37]);
+int chain_id_assume(struct blockdev *bd, const char *id, uint64_t generation, struct error *e);
 
 #endif

@@ -69,6 +69,7 @@ static int fail(struct error *e)
  * -f; the positional arguments go to pos[]. */
 struct sargs {
 	const char *name, *output, *format, *infmt, *vm;
+	bool chain;
 	const char *pos[4];
 	int npos;
 };
@@ -79,6 +80,7 @@ static int parse(int argc, char **argv, struct sargs *a, int want)
 					    { "output", required_argument, 0, 'o' },
 					    { "format", required_argument, 0, 'O' },
 					    { "vm", required_argument, 0, 'v' },
+					    { "chain", no_argument, 0, 'c' },
 					    { "help", no_argument, 0, 'h' },
 					    { 0 } };
 	int c;
@@ -92,6 +94,7 @@ static int parse(int argc, char **argv, struct sargs *a, int want)
 		case 'O': a->format = optarg; break;
 		case 'f': a->infmt = optarg; break;
 		case 'v': a->vm = optarg; break;
+		case 'c': a->chain = true; break;
 		default: return usage("%s: bad option", argv[0]);
 		}
 	}
@@ -106,6 +109,9 @@ static int parse(int argc, char **argv, struct sargs *a, int want)
 		return usage("--output %s: json or human", a->output);
 	if (a->vm && strcmp(argv[0], "grant") && strcmp(argv[0], "revoke"))
 		return usage("%s: --vm is for grant and revoke", argv[0]);
+	if (a->chain && strcmp(argv[0], "add") && strcmp(argv[0], "import") && strcmp(argv[0], "get") &&
+	    strcmp(argv[0], "export"))
+		return usage("%s: --chain is for add and get", argv[0]);
 	return 0;
 }
 
@@ -138,6 +144,64 @@ static int s_init(int argc, char **argv)
 		return rc;
 	if (store_init(a.pos[0], NULL, &e))
 		return fail(&e);
+	return 0;
+}
+
+/* add --chain: the layers under bd that carry a chain identity and are
+ * not in the store yet go in first, bottom up, each named after its file
+ * and read as the guest would see that layer, so that each image's parent
+ * is the one below (store.c links an image to the image of its backing
+ * file's identity). */
+static int add_lower_layers(struct store *s, struct blockdev *top, const char *top_name, json_t *layers,
+			    struct error *e)
+{
+	struct blockdev *layer[33];
+	int n = 0;
+
+	for (struct blockdev *b = top->backing; b && n < 33; b = b->backing)
+		layer[n++] = b;
+	for (int i = n - 1; i >= 0; i--) {
+		char id[37], have[65], nb[4096], *name;
+		uint64_t gen;
+		bool cur;
+		struct blockdev *bd;
+		struct store_add_stats st;
+		int rc;
+
+		if (blockdev_chain_id(layer[i], id, &gen, &cur) || !cur) {
+			fprintf(stderr, "shoal: %s: no chain identity (%s): the chain is kept from the layer above it\n",
+				layer[i]->path, layer[i]->format == BD_FMT_QCOW2 ? "made by another program, or "
+				"written by one since" : "a raw image");
+			continue;
+		}
+		if (!store_find_identity(s, id, gen, have)) {
+			if (layers)
+				json_array_append_new(layers, json_pack("{s:s, s:s, s:b}", "file", layer[i]->path,
+									 "name", have, "added", 0));
+			else
+				printf("%s: in the store already as '%s'\n", layer[i]->path, have);
+			continue;
+		}
+		snprintf(nb, sizeof(nb), "%s", layer[i]->path);
+		name = basename(nb);
+		if (!strcmp(name, top_name) || store_name_check(name, NULL) || store_name_free(s, name, NULL))
+			return error_set(e, EXIT_USAGE, "%s: cannot keep the chain: the name '%s' is taken or not "
+					 "an image name (add this layer first: shoal store add %s %s --chain --name OTHER)",
+					 layer[i]->path, name, store_dir(s), layer[i]->path);
+		rc = img_open(&bd, layer[i]->path, "qcow2", IMG_CONSISTENT);
+		if (rc)
+			return error_set(e, rc, "%s: cannot open this layer by itself", layer[i]->path);
+		rc = store_add(s, bd, name, &st, isatty(2) ? progress : NULL, NULL, e);
+		blockdev_close(bd);
+		if (rc)
+			return -1;
+		if (layers)
+			json_array_append_new(layers, json_pack("{s:s, s:s, s:b, s:I}", "file", layer[i]->path, "name",
+								 name, "added", 1, "new_bytes", (json_int_t)st.new_bytes));
+		else
+			printf("%s: added as '%s' (a layer of the chain: %llu new bytes)\n", layer[i]->path, name,
+			       (unsigned long long)st.new_bytes);
+	}
 	return 0;
 }
 
@@ -181,17 +245,23 @@ static int s_add(int argc, char **argv)
 		store_close(s);
 		return EXIT_NOINPUT;
 	}
-	rc = store_add(s, bd, a.name, &st, isatty(2) ? progress : NULL, NULL, &e);
+	json_t *layers = a.chain && json_out(&a) ? json_array() : NULL;
+
+	rc = a.chain ? add_lower_layers(s, bd, a.name, layers, &e) : 0;
+	if (!rc)
+		rc = store_add(s, bd, a.name, &st, isatty(2) ? progress : NULL, NULL, &e);
 	blockdev_close(bd);
 	store_close(s);
-	if (rc)
+	if (rc) {
+		json_decref(layers);
 		return fail(&e);
+	}
 	if (json_out(&a))
-		print_json(json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "name", a.name, "size",
+		print_json(json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o?}", "name", a.name, "size",
 				     (json_int_t)st.image_bytes, "chunks", (json_int_t)st.chunks,
 				     "zero_chunks", (json_int_t)st.zero_chunks, "new_chunks",
 				     (json_int_t)st.new_chunks, "new_bytes", (json_int_t)st.new_bytes,
-				     "stored_bytes", (json_int_t)st.stored_bytes));
+				     "stored_bytes", (json_int_t)st.stored_bytes, "layers", layers));
 	else
 		printf("%s: %llu bytes, %llu chunks (%llu zero), %llu new chunks, %llu new bytes, %llu stored after compression\n",
 		       a.name, (unsigned long long)st.image_bytes, (unsigned long long)st.chunks,
@@ -241,6 +311,158 @@ static int out_write(void *opaque, const void *buf, uint64_t off, uint64_t len, 
 	return 0;
 }
 
+/* get --chain: the image written one 64 KiB cluster at a time into an
+ * overlay (or a base image), and only the clusters that differ from what
+ * the overlay reads already (its parent's data; zeros in a base). */
+#define DIFF_CLUSTER 65536u
+struct diff_out {
+	struct blockdev *bd;
+	uint8_t *cur, *old;	/* the cluster being filled; what bd reads there */
+	uint64_t base;		/* the cluster's offset */
+	uint32_t fill;		/* bytes of it known */
+	uint64_t written;	/* clusters written */
+};
+
+static int diff_flush(struct diff_out *d, struct error *e)
+{
+	uint32_t n = d->fill;
+	int r;
+
+	if (!n)
+		return 0;
+	if ((r = blockdev_read(d->bd, d->old, d->base, n)))
+		return error_set(e, EXIT_HOST, "%s: read at %llu: %s", d->bd->path, (unsigned long long)d->base,
+				 strerror(-r));
+	if (memcmp(d->old, d->cur, n)) {
+		if ((r = blockdev_write(d->bd, d->cur, d->base, n)))
+			return error_set(e, EXIT_HOST, "%s: write at %llu: %s", d->bd->path,
+					 (unsigned long long)d->base, strerror(-r));
+		d->written++;
+	}
+	d->base += n;
+	d->fill = 0;
+	return 0;
+}
+
+/* Bytes [off, off+len) of the image; skipped ranges are zeros. */
+static int diff_write(void *opaque, const void *buf, uint64_t off, uint64_t len, struct error *e)
+{
+	struct diff_out *d = opaque;
+	const uint8_t *p = buf;
+
+	while (d->base + d->fill < off + len) {
+		uint64_t at = d->base + d->fill;
+		uint32_t room = DIFF_CLUSTER - d->fill, k;
+
+		if (at < off) {		/* a gap: zero chunks are not written */
+			k = (uint32_t)(off - at < room ? off - at : room);
+			memset(d->cur + d->fill, 0, k);
+		} else {
+			k = (uint32_t)(off + len - at < room ? off + len - at : room);
+			memcpy(d->cur + d->fill, p + (at - off), k);
+		}
+		d->fill += k;
+		if (d->fill == DIFF_CLUSTER && diff_flush(d, e))
+			return -1;
+	}
+	return 0;
+}
+
+static int diff_sized(void *opaque, uint64_t size, const char *format, struct error *e)
+{
+	(void)opaque;
+	(void)size;
+	(void)format;
+	(void)e;
+	return 0;
+}
+
+/* Image `name` of s as the qcow2 file `out`, its parent (if it has one)
+ * the file named after the parent image in out's directory: kept when it
+ * is there with the parent's identity, refused when it is there with
+ * another, else written the same way first. */
+static int get_chain(struct store *s, const char *name, const char *out, int depth, struct error *e)
+{
+	struct store_manifest m;
+	char tmp[4096], dir[4096], ppath[4200];
+	struct qcow2_create_opts q = { .chain_id = true };
+	struct blockdev_opts bo = { .format = BD_FMT_QCOW2, .caller_reports = true };
+	struct diff_out d = { 0 };
+	uint64_t size;
+	int rc = -1;
+
+	if (depth > 32)
+		return error_set(e, EXIT_BADSTATE, "%s: a chain deeper than 32 images", name);
+	if (store_manifest_get(s, name, &m, e))
+		return -1;
+	snprintf(tmp, sizeof(tmp), "%s", out);
+	snprintf(dir, sizeof(dir), "%s", dirname(tmp));
+	if (m.parent[0]) {
+		struct blockdev *pb;
+		char id[37];
+		uint64_t gen;
+		bool cur;
+
+		snprintf(ppath, sizeof(ppath), "%s/%s", dir, m.parent);
+		if (!access(ppath, F_OK)) {
+			struct blockdev_opts po = { .readonly = true, .caller_reports = true };
+
+			if (blockdev_open(&pb, ppath, &po, e)) {
+				store_manifest_free(&m);
+				return -1;
+			}
+			rc = blockdev_chain_id(pb, id, &gen, &cur);
+			blockdev_close(pb);
+			if (rc || strcmp(id, m.parent_chain_id) || gen != m.parent_generation || !cur) {
+				error_set(e, EXIT_USAGE, "%s: there already, but not image '%s' of the store (chain identity "
+					  "%s generation %llu, expected %s generation %llu): move it away, or get into "
+					  "another directory", ppath, m.parent, rc ? "none" : id,
+					  (unsigned long long)(rc ? 0 : gen), m.parent_chain_id,
+					  (unsigned long long)m.parent_generation);
+				store_manifest_free(&m);
+				return -1;
+			}
+			printf("%s: kept (image '%s', the same chain identity)\n", ppath, m.parent);
+		} else if (get_chain(s, m.parent, ppath, depth + 1, e)) {
+			store_manifest_free(&m);
+			return -1;
+		}
+		q.backing_file = m.parent;	/* beside it: relative */
+		q.backing_format = "qcow2";
+	}
+	q.size = m.size;
+	d.cur = malloc(DIFF_CLUSTER);
+	d.old = malloc(DIFF_CLUSTER);
+	if (!d.cur || !d.old) {
+		error_set(e, EXIT_HOST, "out of memory");
+		goto out;
+	}
+	if (qcow2_create(out, &q, e) || blockdev_open(&d.bd, out, &bo, e))
+		goto out;
+	if (store_get(s, name, &size, diff_sized, diff_write, &d, e) ||
+	    diff_write(&d, NULL, m.size, 0, e) || diff_flush(&d, e))	/* trailing zeros */
+		goto out;
+	if (m.chain_id[0] && chain_id_assume(d.bd, m.chain_id, m.generation, e))
+		goto out;
+	if (blockdev_flush(d.bd)) {
+		error_set(e, EXIT_HOST, "%s: flush failed", out);
+		goto out;
+	}
+	printf("%s: image '%s'%s%s, %llu of %llu clusters written\n", out, name, m.parent[0] ? " over " : "",
+	       m.parent, (unsigned long long)d.written,
+	       (unsigned long long)((m.size + DIFF_CLUSTER - 1) / DIFF_CLUSTER));
+	rc = 0;
+out:
+	if (d.bd)
+		blockdev_close(d.bd);
+	if (rc && (d.bd || !access(out, F_OK)))
+		unlink(out);	/* no half-written image left behind */
+	free(d.cur);
+	free(d.old);
+	store_manifest_free(&m);
+	return rc;
+}
+
 static int s_get(int argc, char **argv)
 {
 	struct sargs a;
@@ -252,6 +474,17 @@ static int s_get(int argc, char **argv)
 
 	if (rc)
 		return rc;
+	if (a.chain) {
+		if (a.format && strcmp(a.format, "qcow2"))
+			return usage("get --chain: the chain is written as qcow2 images (--format qcow2)");
+		if (!access(a.pos[2], F_OK))
+			return fprintf(stderr, "shoal: %s: already there (get writes a new file)\n", a.pos[2]), EXIT_USAGE;
+		if (store_open(&s, a.pos[0], false, &e))
+			return fail(&e);
+		rc = get_chain(s, a.pos[1], a.pos[2], 0, &e);
+		store_close(s);
+		return rc ? fail(&e) : 0;
+	}
 	o.path = a.pos[2];
 	o.format = a.format ? a.format : "raw";
 	if (strcmp(o.format, "raw") && strcmp(o.format, "qcow2"))
@@ -302,8 +535,9 @@ static int s_ls(int argc, char **argv)
 		json_t *arr = json_array();
 
 		for (size_t i = 0; i < n; i++)
-			json_array_append_new(arr, json_pack("{s:s, s:I, s:s, s:s?, s:I, s:I, s:I, s:I, s:I}",
+			json_array_append_new(arr, json_pack("{s:s, s:I, s:s, s:s?, s:s?, s:I, s:I, s:I, s:I, s:I}",
 				"name", v[i].name, "size", (json_int_t)v[i].size, "format", v[i].format,
+				"parent", v[i].parent[0] ? v[i].parent : NULL,
 				"chain_id", v[i].chain_id[0] ? v[i].chain_id : NULL, "generation",
 				(json_int_t)v[i].generation, "added", (json_int_t)v[i].added,
 				"chunks", (json_int_t)v[i].chunks, "zero_chunks",
@@ -316,11 +550,13 @@ static int s_ls(int argc, char **argv)
 				(json_int_t)sv[i].chunks, "added", (json_int_t)sv[i].added));
 		print_json(arr);
 	} else {
-		printf("%-24s %14s %-6s %9s %14s  %s\n", "NAME", "SIZE", "FORMAT", "CHUNKS", "UNIQUE", "CHAIN");
+		printf("%-24s %14s %-6s %9s %14s  %-36s  %s\n", "NAME", "SIZE", "FORMAT", "CHUNKS", "UNIQUE", "CHAIN",
+		       "PARENT");
 		for (size_t i = 0; i < n; i++)
-			printf("%-24s %14llu %-6s %9llu %14llu  %s\n", v[i].name, (unsigned long long)v[i].size,
+			printf("%-24s %14llu %-6s %9llu %14llu  %-36s  %s\n", v[i].name, (unsigned long long)v[i].size,
 			       v[i].format, (unsigned long long)v[i].chunks,
-			       (unsigned long long)v[i].unique_bytes, v[i].chain_id[0] ? v[i].chain_id : "-");
+			       (unsigned long long)v[i].unique_bytes, v[i].chain_id[0] ? v[i].chain_id : "-",
+			       v[i].parent[0] ? v[i].parent : "-");
 		for (size_t i = 0; i < ns; i++)
 			printf("%-24s %14llu %-6s %9llu %14s  %llu files, %llu disks\n", sv[i].name,
 			       (unsigned long long)sv[i].bytes, "snap", (unsigned long long)sv[i].chunks, "-",
@@ -792,8 +1028,12 @@ static int s_help(int argc, char **argv)
 {
 	printf("usage: shoal store SUBCOMMAND DIR ...\n"
 	       "  init DIR                              make an empty store\n"
-	       "  add DIR IMAGE [--name NAME] [-f FMT]  add a raw or qcow2 image (alias: import)\n"
-	       "  get DIR NAME OUT [--format raw|qcow2] rebuild an image (alias: export)\n"
+	       "  add DIR IMAGE [--name NAME] [-f FMT] [--chain]\n"
+	       "                                        add a raw or qcow2 image (alias: import); --chain: its\n"
+	       "                                        backing chain's layers too, each its own image\n"
+	       "  get DIR NAME OUT [--format raw|qcow2] [--chain]\n"
+	       "                                        rebuild an image (alias: export); --chain: as a qcow2\n"
+	       "                                        overlay over its parent, beside OUT, with their identities\n"
 	       "  ls DIR [--output json]                the images\n"
 	       "  du DIR [--output json]                segments and bytes\n"
 	       "  rm DIR NAME                           forget an image (gc frees its chunks)\n"

@@ -180,6 +180,18 @@ static int parse_manifest(const char *url, const struct store_http_body *b, uint
 	m->chain_current = json_is_true(json_object_get(j, "chain_current"));
 	snprintf(m->format, sizeof(m->format), "%s", fmt);
 	snprintf(m->chain_id, sizeof(m->chain_id), "%s", chain && strlen(chain) <= 36 ? chain : "");
+	{	/* its parent in a chain: kept by store.c only where the local
+		 * store has that image with that identity */
+		json_t *p = json_object_get(j, "parent");
+		const char *pn = json_string_value(json_object_get(p, "name"));
+		const char *pc = json_string_value(json_object_get(p, "chain_id"));
+
+		if (pn && pc && !store_name_check(pn, NULL) && strlen(pc) == 36) {
+			snprintf(m->parent, sizeof(m->parent), "%s", pn);
+			snprintf(m->parent_chain_id, sizeof(m->parent_chain_id), "%s", pc);
+			m->parent_generation = (uint64_t)json_integer_value(json_object_get(p, "generation"));
+		}
+	}
 	m->n = (uint32_t)json_array_size(arr);
 	m->c = calloc((size_t)m->n + 1, sizeof(*m->c));
 	if (!m->c) {

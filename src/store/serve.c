@@ -523,6 +523,10 @@ static enum MHD_Result get_manifest(struct srv *s, struct MHD_Connection *c, str
 			      m.chain_id[0] ? m.chain_id : NULL, "generation", (json_int_t)m.generation,
 			      "chain_current", m.chain_current, "added", (json_int_t)m.added, "hash",
 			      "sha256", "sha256", sum, "chunks", arr);
+	if (m.parent[0])	/* its parent in a chain (pull keeps the link where it has that image) */
+		json_object_set_new(j, "parent", json_pack("{s:s, s:s, s:I}", "name", m.parent, "chain_id",
+							   m.parent_chain_id, "generation",
+							   (json_int_t)m.parent_generation));
 	store_manifest_free(&m);
 	return reply_json(c, MHD_HTTP_OK, j);
 }

@@ -113,8 +113,17 @@ struct mf_ent {
 	uint32_t len, flags;
 };
 
+/* Version 2 manifests (an image whose parent in a chain is an image of
+ * the store) carry this between the header and the entries. */
+struct mf_parent {
+	char name[72];
+	char chain_id[40];
+	uint64_t generation;
+};
+
 struct manifest {
 	struct mf_hdr h;
+	struct mf_parent par;	/* name "" (and version 1 on disk) without a parent */
 	struct mf_ent *ent;
 };
 
@@ -503,17 +512,26 @@ static int mf_load_rel(struct store *s, const char *rel, const char *label, stru
 		return -1;
 	}
 	memcpy(&m->h, buf, len < sizeof(m->h) ? len : sizeof(m->h));
-	if (len < sizeof(m->h) || memcmp(m->h.magic, MF_MAGIC, 8) ||
-	    len != sizeof(m->h) + (size_t)m->h.nchunks * sizeof(struct mf_ent)) {
+	size_t hl = sizeof(m->h) + (m->h.version == 2 ? sizeof(m->par) : 0);
+	if (len < sizeof(m->h) || memcmp(m->h.magic, MF_MAGIC, 8) || (m->h.version != 1 && m->h.version != 2) ||
+	    len != hl + (size_t)m->h.nchunks * sizeof(struct mf_ent)) {
 		free(buf);
 		return error_set(e, EXIT_BADSTATE, "%s: damaged manifest (size)", path);
+	}
+	if (m->h.version == 2) {
+		memcpy(&m->par, buf + sizeof(m->h), sizeof(m->par));
+		m->par.name[71] = m->par.chain_id[39] = 0;
+		if (store_name_check(m->par.name, NULL)) {
+			free(buf);
+			return error_set(e, EXIT_BADSTATE, "%s: damaged manifest (its parent's name)", path);
+		}
 	}
 	m->ent = malloc((size_t)m->h.nchunks * sizeof(*m->ent) + 1);
 	if (!m->ent) {
 		free(buf);
 		return error_set(e, EXIT_HOST, "%s: out of memory", path);
 	}
-	memcpy(m->ent, buf + sizeof(m->h), (size_t)m->h.nchunks * sizeof(*m->ent));
+	memcpy(m->ent, buf + hl, (size_t)m->h.nchunks * sizeof(*m->ent));
 	m->h.format[15] = m->h.chain_id[39] = 0;
 	free(buf);
 	return 0;
@@ -1082,8 +1100,21 @@ static int commit_segments(struct store *s, struct error *e)
 static int mf_save_rel(struct store *s, const char *rel, const struct manifest *m, struct error *e)
 {
 	char path[4096], *slash;
+	struct {
+		struct mf_hdr h;
+		struct mf_parent par;
+	} hp;
+	size_t hl = sizeof(m->h);
 
-	if (write_atomic(pathf(s, path, sizeof(path), "%s", rel), &m->h, sizeof(m->h), m->ent,
+	hp.h = m->h;
+	hp.h.version = 1;
+	if (m->par.name[0]) {	/* version 2 only where it is needed: old readers read the rest */
+		hp.h.version = 2;
+		hp.par = m->par;
+		hl = sizeof(hp);
+	}
+	_Static_assert(sizeof(hp) == sizeof(struct mf_hdr) + sizeof(struct mf_parent), "no padding");
+	if (write_atomic(pathf(s, path, sizeof(path), "%s", rel), &hp, hl, m->ent,
 			 (size_t)m->h.nchunks * sizeof(*m->ent), true, e))
 		return -1;
 	slash = strrchr(path, '/');
@@ -1212,6 +1243,19 @@ static int add_core(struct store *s, struct blockdev *bd, const char *rel, struc
 			snprintf(m.h.chain_id, sizeof(m.h.chain_id), "%s", id);
 			m.h.generation = gen;
 			m.h.chain_current = cur;
+		}
+		/* An image whose backing file is an image of the store (the
+		 * same chain identity) keeps that link: it is that image's
+		 * child in a chain, and `get --chain` rebuilds the overlay. */
+		if (!strncmp(rel, "images/", 7) && bd->backing &&
+		    !blockdev_chain_id(bd->backing, id, &gen, &cur) && cur) {
+			char pname[65];
+
+			if (!store_find_identity(s, id, gen, pname)) {
+				snprintf(m.par.name, sizeof(m.par.name), "%s", pname);
+				snprintf(m.par.chain_id, sizeof(m.par.chain_id), "%s", id);
+				m.par.generation = gen;
+			}
 		}
 	}
 	if (commit_segments(s, e) || mf_save_rel(s, rel, &m, e))
@@ -1361,6 +1405,7 @@ int store_list(struct store *s, struct store_image **list, size_t *n, struct err
 		v[i].generation = m.h.generation;
 		v[i].added = m.h.added;
 		v[i].chunks = m.h.nchunks;
+		snprintf(v[i].parent, sizeof(v[i].parent), "%.64s", m.par.name);
 		hi = realloc(hi, (nh + m.h.nchunks + 1) * sizeof(*hi));
 		for (uint32_t c = 0; c < m.h.nchunks; c++) {
 			if (m.ent[c].flags & MF_ZERO) {
@@ -1417,12 +1462,59 @@ int store_du(struct store *s, struct store_du *du, struct error *e)
 	return 0;
 }
 
+int store_find_identity(struct store *s, const char *chain_id, uint64_t generation, char name[65])
+{
+	char **names;
+	size_t k;
+	int rc = -1;
+
+	if (!chain_id[0] || list_names(s, &names, &k, NULL))
+		return -1;
+	for (size_t i = 0; i < k && rc; i++) {
+		struct manifest m;
+
+		if (mf_load(s, names[i], &m, NULL))
+			continue;
+		if (!strcmp(m.h.chain_id, chain_id) && m.h.generation == generation) {
+			snprintf(name, 65, "%s", names[i]);
+			rc = 0;
+		}
+		free(m.ent);
+	}
+	free_names(names, k);
+	return rc;
+}
+
+void store_children_of(struct store *s, const char *name, char *out, size_t n)
+{
+	char **names;
+	size_t k, len = 0;
+
+	out[0] = 0;
+	if (list_names(s, &names, &k, NULL))
+		return;
+	for (size_t i = 0; i < k; i++) {
+		struct manifest m;
+
+		if (mf_load(s, names[i], &m, NULL))
+			continue;
+		if (!strcmp(m.par.name, name) && len + strlen(names[i]) + 3 < n)
+			len += (size_t)snprintf(out + len, n - len, "%s%s", len ? ", " : "", names[i]);
+		free(m.ent);
+	}
+	free_names(names, k);
+}
+
 int store_rm(struct store *s, const char *name, struct error *e)
 {
-	char path[4096];
+	char path[4096], kids[512];
 
 	if (store_name_check(name, e))
 		return -1;
+	store_children_of(s, name, kids, sizeof(kids));
+	if (kids[0])
+		return error_set(e, EXIT_USAGE, "%s: image '%s' is the parent of %s in a chain (rm them first)",
+				 s->dir, name, kids);
 	if (unlink(pathf(s, path, sizeof(path), "images/%s", name)))
 		return error_set(e, errno == ENOENT ? EXIT_NOINPUT : EXIT_HOST, "%s: %s",
 				 errno == ENOENT ? s->dir : path,
@@ -1640,6 +1732,26 @@ int store_verify(struct store *s, void (*bad)(void *opaque, const char *line), v
 			bad(opaque, line);
 			problems++;
 		}
+		if (m.par.name[0]) {	/* its parent in a chain: there, the same image */
+			struct manifest pm;
+
+			if (mf_load(s, m.par.name, &pm, NULL)) {
+				snprintf(line, sizeof(line), "image %s: its parent '%.64s' is not in the store", names[i],
+					 m.par.name);
+				bad(opaque, line);
+				problems++;
+			} else {
+				if (strcmp(pm.h.chain_id, m.par.chain_id) || pm.h.generation != m.par.generation) {
+					snprintf(line, sizeof(line), "image %s: its parent '%.64s' has chain identity %s "
+						 "generation %llu, not %s generation %llu", names[i], m.par.name,
+						 pm.h.chain_id, (unsigned long long)pm.h.generation, m.par.chain_id,
+						 (unsigned long long)m.par.generation);
+					bad(opaque, line);
+					problems++;
+				}
+				free(pm.ent);
+			}
+		}
 		free(m.ent);
 	}
 	free_names(names, k);
@@ -1693,9 +1805,12 @@ static int manifest_export(struct store *s, struct manifest *mp, struct store_ma
 		EVP_MD_CTX_free(c);
 		return error_set(e, EXIT_HOST, "%s: out of memory", s->dir);
 	}
-	/* The identity: the same SHA-256 the file carries (header, entries). */
+	/* The identity: the same SHA-256 the file carries (header, parent,
+	 * entries). */
 	EVP_DigestInit_ex(c, EVP_sha256(), NULL);
 	EVP_DigestUpdate(c, &m.h, sizeof(m.h));
+	if (m.h.version == 2)
+		EVP_DigestUpdate(c, &m.par, sizeof(m.par));
 	EVP_DigestUpdate(c, m.ent, (size_t)m.h.nchunks * sizeof(*m.ent));
 	EVP_DigestFinal_ex(c, out->sum, NULL);
 	EVP_MD_CTX_free(c);
@@ -1705,6 +1820,9 @@ static int manifest_export(struct store *s, struct manifest *mp, struct store_ma
 	snprintf(out->format, sizeof(out->format), "%s", m.h.format);
 	snprintf(out->chain_id, sizeof(out->chain_id), "%.36s", m.h.chain_id);
 	out->chain_current = m.h.chain_current;
+	snprintf(out->parent, sizeof(out->parent), "%.64s", m.par.name);
+	snprintf(out->parent_chain_id, sizeof(out->parent_chain_id), "%.36s", m.par.chain_id);
+	out->parent_generation = m.par.generation;
 	out->n = m.h.nchunks;
 	for (uint32_t i = 0; i < m.h.nchunks; i++) {
 		memcpy(out->c[i].hash, m.ent[i].hash, 32);
@@ -1859,6 +1977,20 @@ static int manifest_put(struct store *s, const char *rel, const char *name,
 	snprintf(m.h.format, sizeof(m.h.format), "%s", in->format);
 	snprintf(m.h.chain_id, sizeof(m.h.chain_id), "%s", in->chain_id);
 	m.h.chain_current = in->chain_current;
+	/* A parent is kept only where this store has that image, with the
+	 * same identity (a pulled child of a base not pulled stands alone). */
+	if (in->parent[0] && !strncmp(rel, "images/", 7)) {
+		struct manifest pm;
+
+		if (!mf_load(s, in->parent, &pm, NULL)) {
+			if (!strcmp(pm.h.chain_id, in->parent_chain_id) && pm.h.generation == in->parent_generation) {
+				snprintf(m.par.name, sizeof(m.par.name), "%s", in->parent);
+				snprintf(m.par.chain_id, sizeof(m.par.chain_id), "%s", in->parent_chain_id);
+				m.par.generation = in->parent_generation;
+			}
+			free(pm.ent);
+		}
+	}
 	rc = commit_segments(s, e) || mf_save_rel(s, rel, &m, e) ? -1 : 0;
 	free(m.ent);
 	return rc;

@@ -82,6 +82,7 @@ struct store_image {
 	uint64_t added;			/* seconds since the epoch */
 	uint64_t chunks, zero_chunks;
 	uint64_t unique_bytes;		/* bytes in chunks no other image has */
+	char parent[65];		/* its parent in a chain, or "" */
 };
 /* Every image, sorted by name; free(*list). */
 int store_list(struct store *s, struct store_image **list, size_t *n, struct error *e);
@@ -92,7 +93,13 @@ struct store_du {
 };
 int store_du(struct store *s, struct store_du *du, struct error *e);
 
+/* rm of an image that is another's parent in a chain is refused. */
 int store_rm(struct store *s, const char *name, struct error *e);
+/* The image with chain identity (chain_id, generation): 0 with its name,
+ * or -1. */
+int store_find_identity(struct store *s, const char *chain_id, uint64_t generation, char name[65]);
+/* The images whose parent is `name`, ", "-separated, "" if none. */
+void store_children_of(struct store *s, const char *name, char *out, size_t n);
 
 struct store_gc_stats {
 	uint64_t live_chunks, dead_chunks;
@@ -125,6 +132,9 @@ struct store_manifest {
 	char format[16];
 	char chain_id[37];		/* "" if none */
 	bool chain_current;
+	char parent[65];		/* its parent in a chain, an image of the store; "" if none */
+	char parent_chain_id[37];	/* that parent's identity */
+	uint64_t parent_generation;
 	uint8_t sum[32];		/* SHA-256 of the manifest file: its identity */
 	uint32_t n;
 	struct store_chunk_ref *c;	/* n, in image order */

@@ -1,0 +1,142 @@
+#!/bin/bash
+# store_chain.sh - a qcow2 backing chain kept as a chain in the image store
+# (issue 14 item 2, docs/store.md "Chains"): `shoal store add --chain` of
+# top.qcow2 over mid.qcow2 over base.qcow2 (each made by Shoal, so each
+# carries a chain identity) stores three images, each linked to its
+# parent, the two upper ones costing only their changed chunks;
+# `shoal store get --chain` rebuilds the three files with the same
+# identities, the overlays holding only the clusters that differ (QEMU's
+# qemu-img compares the rebuilt top with the original and checks each
+# file), keeps a parent file already there with the right identity and
+# refuses one with another; an overlay added later over a stored base
+# links by itself; rm of a parent is refused; verify names a missing
+# parent; a raw base ends the chain; and `shoal store pull` keeps the link
+# where the puller has the parent.  Runs on the host, no KVM.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/store_lib.bash"
+
+[ -x "$SHOAL" ] || { fail "build" "$SHOAL missing"; finish; }
+for t in qemu-img python3 openssl; do
+	command -v $t >/dev/null || { skip "store_chain" "$t not installed"; finish; }
+done
+cd "$TMP" || exit 1
+SPID=
+trap 'kill $SPID 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
+
+# chain FILE: "id generation parent-id parent-generation" of its shoal-chain
+chain() {
+	"$SHOAL" img info --output json "$1" | python3 -c "
+import json, sys
+c = json.load(sys.stdin).get('shoal-chain') or {}
+print(c.get('id', '-'), c.get('generation', '-'), c.get('parent-id', '-'), c.get('parent-generation', '-'))"
+}
+# alloc FILE: clusters allocated in that file itself
+alloc() { qemu-img map --output json "$1" | python3 -c "
+import json, sys
+print(sum(e['length'] for e in json.load(sys.stdin) if e['data'] and e['depth'] == 0) // 65536)"; }
+
+# ---- the chain: base (8 MiB of data), mid (3 writes), top (2 writes) ----
+head -c 8M /dev/urandom >data.raw
+"$SHOAL" img convert -O qcow2 data.raw base.qcow2 >/dev/null 2>&1 &&
+	"$SHOAL" img create -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2 >/dev/null &&
+	"$SHOAL" img io -c "write -P 0x11 1M 256k" -c "write -z 3M 64k" -c "write -P 0x22 7M 100k" mid.qcow2 >/dev/null &&
+	"$SHOAL" img create -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2 >/dev/null &&
+	"$SHOAL" img io -c "write -P 0x33 2M 64k" -c "write -P 0x44 5M 300k" top.qcow2 >/dev/null &&
+	[ "$(chain base.qcow2 | cut -d' ' -f1)" != - ] ||
+	{ fail "setup" "could not make the chain"; finish; }
+"$SHOAL" store init st >/dev/null
+"$SHOAL" store add st top.qcow2 --name app --chain --output json >add.json 2>add.err &&
+	"$SHOAL" store ls st --output json >ls.json &&
+	python3 - <<'EOF'
+import json, sys
+ls = {i['name']: i for i in json.load(open('ls.json'))}
+add = json.load(open('add.json'))
+ok = (ls['app']['parent'] == 'mid.qcow2' and ls['mid.qcow2']['parent'] == 'base.qcow2'
+      and ls['base.qcow2']['parent'] is None and add['new_bytes'] < 1 << 20
+      and [(l['name'], l['added']) for l in add['layers']] == [('base.qcow2', True), ('mid.qcow2', True)]
+      and add['layers'][1]['new_bytes'] < 1 << 20)
+sys.exit(0 if ok else 1)
+EOF
+rc=$?
+[ $rc = 0 ] && pass "add --chain: base.qcow2, mid.qcow2 and app, each linked to its parent; app cost $(python3 -c "import json; print(json.load(open('add.json'))['new_bytes'])") new bytes of 8 MiB" ||
+	fail "add --chain" "$(cat add.json add.err ls.json)"
+[ "$(od -An -tu4 -j8 -N4 st/images/base.qcow2 | tr -d ' ')" = 1 ] && [ "$(od -An -tu4 -j8 -N4 st/images/app | tr -d ' ')" = 2 ] &&
+	pass "an image without a parent keeps manifest version 1; a linked one is version 2" ||
+	fail "manifest versions" "$(od -An -tu4 -j8 -N4 st/images/base.qcow2) $(od -An -tu4 -j8 -N4 st/images/app)"
+
+# ---- get --chain ----
+mkdir out
+"$SHOAL" store get st app out/app.qcow2 --chain >get.out 2>get.err &&
+	qemu-img compare out/app.qcow2 top.qcow2 >cmp.out 2>&1 && qemu-img check out/app.qcow2 >/dev/null 2>&1 &&
+	qemu-img check out/mid.qcow2 >/dev/null 2>&1 && qemu-img check out/base.qcow2 >/dev/null 2>&1 &&
+	pass "get --chain writes out/base.qcow2, out/mid.qcow2, out/app.qcow2; qemu-img compare: the top equals the original, qemu-img check: all three clean" ||
+	fail "get --chain" "$(cat get.out get.err cmp.out)"
+ok=1
+for f in base mid; do [ "$(chain out/$f.qcow2)" = "$(chain $f.qcow2)" ] || ok=0; done
+[ "$(chain out/app.qcow2)" = "$(chain top.qcow2)" ] || ok=0
+[ $ok = 1 ] && pass "each rebuilt file has its original's chain identity (id, generation, parent id and generation): $(chain out/app.qcow2)" ||
+	fail "identities" "$(for f in base mid; do chain $f.qcow2; chain out/$f.qcow2; done; chain top.qcow2; chain out/app.qcow2)"
+a_top=$(alloc top.qcow2) a_out=$(alloc out/app.qcow2) a_mid=$(alloc out/mid.qcow2)
+[ "$a_out" -le "$a_top" ] && [ "$a_mid" -le 8 ] && [ "$a_out" -ge 1 ] &&
+	pass "the overlays hold only what differs: app $a_out clusters (the original $a_top), mid $a_mid of 128" ||
+	fail "overlay allocation" "app $a_out (orig $a_top), mid $a_mid"
+
+# a parent already there with the same identity is kept; one with another is refused
+mkdir out2 out3
+cp base.qcow2 out2/base.qcow2 && touch -d @1000000000 out2/base.qcow2
+"$SHOAL" store get st app out2/app.qcow2 --chain >get2.out 2>get2.err &&
+	grep -q "out2/base.qcow2: kept" get2.out && [ "$(stat -c %Y out2/base.qcow2)" = 1000000000 ] &&
+	qemu-img compare out2/app.qcow2 top.qcow2 >/dev/null 2>&1 &&
+	pass "a base already there with the same identity is kept as it is (only mid and app written)" ||
+	fail "keep base" "$(cat get2.out get2.err)"
+"$SHOAL" img convert -O qcow2 data.raw out3/base.qcow2 >/dev/null 2>&1
+"$SHOAL" store get st app out3/app.qcow2 --chain >get3.out 2>get3.err
+rc=$?
+[ $rc -ne 0 ] && grep -q "out3/base.qcow2: there already, but not image 'base.qcow2' of the store" get3.err &&
+	[ ! -e out3/app.qcow2 ] && [ ! -e out3/mid.qcow2 ] &&
+	pass "a base there with another identity is refused, nothing left: $(cat get3.err)" ||
+	fail "foreign base" "rc=$rc $(cat get3.err) $(ls out3)"
+
+# ---- links by themselves; rm; verify ----
+"$SHOAL" img create -f qcow2 -b base.qcow2 -F qcow2 other.qcow2 >/dev/null &&
+	"$SHOAL" img io -c "write -P 0x55 0 64k" other.qcow2 >/dev/null &&
+	"$SHOAL" store add st other.qcow2 >/dev/null 2>&1 && "$SHOAL" store ls st >ls.out &&
+	grep -q "^other.qcow2 .* base.qcow2$" ls.out &&
+	pass "an overlay added without --chain over a stored base links to it by itself (ls: PARENT base.qcow2)" ||
+	fail "auto link" "$(cat ls.out)"
+"$SHOAL" store rm st base.qcow2 >rm.out 2>&1
+rc=$?
+[ $rc -ne 0 ] && grep -q "image 'base.qcow2' is the parent of mid.qcow2, other.qcow2 in a chain" rm.out &&
+	pass "rm of a parent is refused: $(cat rm.out)" || fail "rm parent" "rc=$rc $(cat rm.out)"
+cp -a st st-broken && rm st-broken/images/mid.qcow2
+"$SHOAL" store verify st-broken >v.out 2>&1
+rc=$?
+[ $rc -ne 0 ] && grep -q "image app: its parent 'mid.qcow2' is not in the store" v.out &&
+	pass "verify names an image whose parent is gone: $(grep parent v.out)" || fail "verify parent" "rc=$rc $(cat v.out)"
+
+# ---- a raw base ends the chain ----
+head -c 4M /dev/urandom >rawbase.raw
+"$SHOAL" img create -f qcow2 -b rawbase.raw -F raw ov.qcow2 >/dev/null &&
+	"$SHOAL" img io -c "write -P 0x66 64k 64k" ov.qcow2 >/dev/null &&
+	"$SHOAL" store add st ov.qcow2 --chain >ov.out 2>ov.err && "$SHOAL" store ls st --output json >ls2.json &&
+	grep -q "rawbase.raw: no chain identity (a raw image)" ov.err &&
+	python3 -c "import json,sys; sys.exit(next(i for i in json.load(open('ls2.json')) if i['name']=='ov.qcow2')['parent'] is not None)" &&
+	mkdir out4 && "$SHOAL" store get st ov.qcow2 out4/ov.qcow2 --chain >/dev/null 2>&1 &&
+	qemu-img compare out4/ov.qcow2 ov.qcow2 >/dev/null 2>&1 && [ "$(ls out4)" = ov.qcow2 ] &&
+	pass "a raw base ends the chain (said so): ov.qcow2 is stored flat and rebuilt as one image equal to the original" ||
+	fail "raw base" "$(cat ov.out ov.err)"
+
+# ---- pull keeps the link where the puller has the parent ----
+store_certs || { fail "setup" "openssl"; finish; }
+for i in base.qcow2 mid.qcow2 app; do "$SHOAL" store grant st c1.pem $i >/dev/null; done
+store_serve st || { fail "serve" "$(cat serve.err)"; finish; }
+pull() { "$SHOAL" store pull "$1" "$2" --from https://127.0.0.1:$PORT --cert c1.pem --key c1.key --ca ca.pem >/dev/null 2>>pull.err; }
+"$SHOAL" store init p1 >/dev/null && "$SHOAL" store init p2 >/dev/null
+pull p1 base.qcow2 && pull p1 mid.qcow2 && pull p1 app && pull p2 app &&
+	"$SHOAL" store ls p1 >p1.out && "$SHOAL" store ls p2 >p2.out &&
+	grep -q "^app .* mid.qcow2$" p1.out && grep -q "^mid.qcow2 .* base.qcow2$" p1.out && grep -q "^app .* -$" p2.out &&
+	mkdir out5 && "$SHOAL" store get p1 app out5/app.qcow2 --chain >/dev/null 2>&1 &&
+	qemu-img compare out5/app.qcow2 top.qcow2 >/dev/null 2>&1 && [ "$(chain out5/app.qcow2)" = "$(chain top.qcow2)" ] &&
+	pass "pull of base, mid and app keeps the chain (rebuilt equal, same identity); app pulled alone stands alone" ||
+	fail "pull chain" "$(cat pull.err p1.out p2.out)"
+finish
