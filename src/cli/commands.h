@@ -15,6 +15,7 @@ int cmd_snapshot(int argc, char **argv);   /* snapshot.c: save a running VM (sho
 int cmd_migrate(int argc, char **argv);    /* migrate.c: move a running VM live (shoal run --incoming) */
 int cmd_disk(int argc, char **argv);       /* disk.c: plug a disk into a running VM, or unplug it */
 int cmd_snapshot_api(int argc, char **argv); /* snapshot_api.c: list, show, delete shoald's snapshots */
+int cmd_snapshot_store(int argc, char **argv); /* snapshot_store.c: push, pull through shoald's store */
 /* clients of shoald's API (issue #5) */
 int cmd_vm(int argc, char **argv);         /* vm.c: create, list, start, stop ... VMs */
 int cmd_vm_migrate(int argc, char **argv); /* vm_migrate.c: `vm migrate`, live to another shoald */

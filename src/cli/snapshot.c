@@ -24,6 +24,7 @@
 static const char snapshot_usage[] =
 "usage: shoal snapshot create --socket SOCK DIR [--live | --compress] [--output json]\n"
 "       shoal snapshot list|show SNAP|delete SNAP   (shoald's snapshots)\n"
+"       shoal snapshot push SNAP [--as NAME] | pull NAME [--from-server]   (shoald's store)\n"
 "\n"
 "Save the VM whose VMM serves the control socket SOCK (shoal run\n"
 "--api-socket SOCK) into DIR, a new directory: its vCPU, KVM and device\n"
@@ -199,6 +200,8 @@ int cmd_snapshot(int argc, char **argv)
 		return snapshot_create_cmd(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "list") || !strcmp(argv[1], "show") || !strcmp(argv[1], "delete"))
 		return cmd_snapshot_api(argc, argv);
+	if (!strcmp(argv[1], "push") || !strcmp(argv[1], "pull"))
+		return cmd_snapshot_store(argc, argv);
 	log_error("snapshot: unknown command '%s' (shoal snapshot help)", argv[1]);
 	return EXIT_USAGE;
 }

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "host/hoststore.h"
 #include "host/net.h"
 #include "host/spec.h"
 
@@ -50,6 +51,8 @@ const struct api_route api_routes[] = {
 	{ "DELETE", "/v1/snapshots/{name}",          api_snapshot_delete,   A },
 	{ "POST",   "/v1/snapshots/{name}/restore",  api_snapshot_restore,  A },
 	{ "POST",   "/v1/snapshots/{name}/clone",    api_snapshot_clone,    A },
+	{ "POST",   "/v1/snapshots/{name}/push",     api_snapshot_push,     A },
+	{ "POST",   "/v1/snapshots/{name}/pull",     api_snapshot_pull,     A },
 	{ "POST",   "/v1/vms/{name}/migrate",        api_vm_migrate,        A },
 	{ "DELETE", "/v1/vms/{name}/migration",      api_vm_migrate_cancel, A },
 	{ "POST",   "/v1/migrations/incoming",       api_migration_incoming, A },

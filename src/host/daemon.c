@@ -34,6 +34,7 @@
  */
 #include "host/host.h"
 #include "host/cgroup.h"
+#include "host/hoststore.h"
 #include "host/net.h"
 #include "base/log.h"
 
@@ -255,7 +256,7 @@ int host_open(struct host *h, const struct host_options *opt, struct api_err *e)
 	h->started_ms = host_now_ms();
 	if (host_paths(h, opt, e) || host_state_dir(h, e) ||
 	    host_mkdir(h->vms_dir, 0700, e) || host_mkdir(h->snapshots_dir, 0700, e) ||
-	    host_lock_dir(h, e) || host_allow_dirs(h, e))
+	    host_lock_dir(h, e) || host_allow_dirs(h, e) || host_store_open(h, e))
 		goto fail;
 	host_spec_set_vms_dir(h->vms_dir, h->nallow_dirs);     /* its own disk images (spec.c) */
 	snprintf(path, sizeof(path), "%s/shoald.db", h->state_dir);
@@ -305,6 +306,8 @@ void host_close(struct host *h)
 	free(h->socket_path);
 	free(h->vms_dir);
 	free(h->snapshots_dir);
+	free(h->store_dir);
+	h->store_dir = NULL;
 	free(h->cgroup_dir);
 	h->cgroup_dir = NULL;
 	free(h->snap_pending);

@@ -132,6 +132,9 @@ struct host_options {
 	struct host_authz authz;    /* --grant */
 	int jail;                   /* --jail: 1 on, -1 off, 0 default (on when root) */
 	unsigned jail_uid_base;     /* --jail-uid-base: the first VM's uid and gid */
+	/* --store DIR, --store-server URL, --store-cert/--store-key/--store-ca
+	 * FILE: the host's image store and where it pulls from (api_store.c) */
+	const char *store_dir, *store_server, *store_cert, *store_key, *store_ca;
 };
 
 #define HOST_JAIL_UID_BASE 2000000u
@@ -166,6 +169,7 @@ struct host {
 	size_t nsnap_pending;
 	struct host_nets *nets;     /* the managed networks (net.c), or NULL */
 	void *memmgr;               /* the memory manager (memmgr.c), or NULL: off */
+	char *store_dir;            /* --store, absolute, or NULL: none (api_store.c) */
 };
 
 /* ---- daemon.c (errors, names, time and paths: hostutil.h) ---- */

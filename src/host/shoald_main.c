@@ -70,6 +70,11 @@ static void usage(FILE *f)
 		"  --log-level LEVEL    error, warn, info (default: with one access line per\n"
 		"                       API call) or debug; lines carry a UTC timestamp, or a\n"
 		"                       journald priority when stderr is the journal\n"
+		"  --store DIR          the host's image store (made if missing): snapshots\n"
+		"                       push into it and pull from it (docs/daemon.md)\n"
+		"  --store-server URL   the image server snapshots are pulled from, with\n"
+		"  --store-cert FILE, --store-key FILE  this host's key pair, and\n"
+		"  --store-ca FILE      the CA of the server's certificate\n"
 		"  --list-routes        print the API routes and exit\n");
 }
 
@@ -193,6 +198,11 @@ static int parse_options(int argc, char **argv, struct host_options *o)
 		{ "memory-period", required_argument, NULL, 'P' },
 		{ "request-timeout", required_argument, NULL, 'q' },
 		{ "max-peer-connections", required_argument, NULL, 'p' },
+		{ "store", required_argument, NULL, 256 },
+		{ "store-server", required_argument, NULL, 257 },
+		{ "store-cert", required_argument, NULL, 258 },
+		{ "store-key", required_argument, NULL, 259 },
+		{ "store-ca", required_argument, NULL, 260 },
 		{ "list-routes", no_argument, NULL, 'L' },
 		{ "log-level", required_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -239,6 +249,11 @@ static int parse_options(int argc, char **argv, struct host_options *o)
 			if (parse_memory_option(c, optarg))
 				return -1;
 			break;
+		case 256: o->store_dir = optarg; break;         /* api_store.c */
+		case 257: o->store_server = optarg; break;
+		case 258: o->store_cert = optarg; break;
+		case 259: o->store_key = optarg; break;
+		case 260: o->store_ca = optarg; break;
 		case 'L': list_routes(); exit(0);
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;

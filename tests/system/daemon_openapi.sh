@@ -227,6 +227,9 @@ call("remove the disk", "DELETE", "/v1/vms/oa/disks?path=" + urllib.parse.quote(
 call("reboot a created VM", "POST", "/v1/vms/oa/reboot", want=409)
 call("reset a created VM", "POST", "/v1/vms/oa/reset", want=409)
 call("clone an unknown snapshot", "POST", "/v1/snapshots/ghost/clone", {"count": 1}, want=404)
+# this daemon has no --store: daemon_store_snapshot.sh pushes and pulls for real
+call("push without a store", "POST", "/v1/snapshots/ghost/push", {"as": "g"}, want=409)
+call("pull without a store", "POST", "/v1/snapshots/ghost/pull", {"from": "server"}, want=409)
 call("balloon a created VM", "POST", "/v1/vms/oa/balloon", {"target": "16M"}, want=409)
 call("balloon: bad body", "POST", "/v1/vms/oa/balloon", {"target": -1}, want=400)
 call("balloon an unknown VM", "POST", "/v1/vms/ghost/balloon", {"target": 0}, want=404)
@@ -357,6 +360,15 @@ for ex, name in ((spec, "Spec"), ({"mode": "force", "timeout_s": 3}, "StopReques
                    "bandwidth": 0, "with_disks": True, "auto_converge": False}, "MigrateRequest"),
                  ({"spec": spec}, "IncomingMigrationRequest"),
                  ({"spec": spec, "disks": [None, {"size": 1048576, "format": "raw"}]}, "IncomingMigrationRequest"),
+                 ({"as": "web-1"}, "PushRequest"), ({"from": "server"}, "PullRequest"),
+                 # answers that need a store and a server: daemon_store_snapshot.sh makes real ones
+                 ({"snapshot": "s1", "name": "s1", "store": "/srv/store", "files": 4, "disks": 1,
+                   "disks_by_reference": 0, "bytes": 71314675, "chunks": 2639, "zero_chunks": 2000,
+                   "new_chunks": 639, "new_bytes": 9000000, "stored_bytes": 3000000}, "PushResult"),
+                 ({"name": "s1", "vm": "src", "dir": "/var/lib/shoal/snapshots/s1", "from": "server",
+                   "fetched": True, "chunks": 2639, "present_chunks": 0, "fetched_chunks": 639,
+                   "fetched_bytes": 9000000, "disks": [{"path": "/srv/img/snapshots-pulled/s1-1765000000000/disk-0.raw",
+                                                       "writable": True}]}, "PullResult"),
                  # answers that need two daemons: daemon_migrate.sh checks the real ones
                  ({"name": "a", "to": "/s", "downtime_ms": 1.5, "total_ms": 9.0, "rounds": 2,
                    "bytes": 4096, "pages_sent": 1, "zero_pages": 0, "destination_state": "running"},
