@@ -39,6 +39,7 @@
 #include "block/qcow2.h"
 #include "cli/commands.h"
 #include "cli/img.h"
+#include "store/chain.h"
 #include "store/grants.h"
 #include "store/vmkey.h"
 #include "store/pull.h"
@@ -110,8 +111,8 @@ static int parse(int argc, char **argv, struct sargs *a, int want)
 	if (a->vm && strcmp(argv[0], "grant") && strcmp(argv[0], "revoke"))
 		return usage("%s: --vm is for grant and revoke", argv[0]);
 	if (a->chain && strcmp(argv[0], "add") && strcmp(argv[0], "import") && strcmp(argv[0], "get") &&
-	    strcmp(argv[0], "export"))
-		return usage("%s: --chain is for add and get", argv[0]);
+	    strcmp(argv[0], "export") && strcmp(argv[0], "export-snapshot"))
+		return usage("%s: --chain is for add, get and export-snapshot", argv[0]);
 	return 0;
 }
 
@@ -311,156 +312,11 @@ static int out_write(void *opaque, const void *buf, uint64_t off, uint64_t len, 
 	return 0;
 }
 
-/* get --chain: the image written one 64 KiB cluster at a time into an
- * overlay (or a base image), and only the clusters that differ from what
- * the overlay reads already (its parent's data; zeros in a base). */
-#define DIFF_CLUSTER 65536u
-struct diff_out {
-	struct blockdev *bd;
-	uint8_t *cur, *old;	/* the cluster being filled; what bd reads there */
-	uint64_t base;		/* the cluster's offset */
-	uint32_t fill;		/* bytes of it known */
-	uint64_t written;	/* clusters written */
-};
-
-static int diff_flush(struct diff_out *d, struct error *e)
-{
-	uint32_t n = d->fill;
-	int r;
-
-	if (!n)
-		return 0;
-	if ((r = blockdev_read(d->bd, d->old, d->base, n)))
-		return error_set(e, EXIT_HOST, "%s: read at %llu: %s", d->bd->path, (unsigned long long)d->base,
-				 strerror(-r));
-	if (memcmp(d->old, d->cur, n)) {
-		if ((r = blockdev_write(d->bd, d->cur, d->base, n)))
-			return error_set(e, EXIT_HOST, "%s: write at %llu: %s", d->bd->path,
-					 (unsigned long long)d->base, strerror(-r));
-		d->written++;
-	}
-	d->base += n;
-	d->fill = 0;
-	return 0;
-}
-
-/* Bytes [off, off+len) of the image; skipped ranges are zeros. */
-static int diff_write(void *opaque, const void *buf, uint64_t off, uint64_t len, struct error *e)
-{
-	struct diff_out *d = opaque;
-	const uint8_t *p = buf;
-
-	while (d->base + d->fill < off + len) {
-		uint64_t at = d->base + d->fill;
-		uint32_t room = DIFF_CLUSTER - d->fill, k;
-
-		if (at < off) {		/* a gap: zero chunks are not written */
-			k = (uint32_t)(off - at < room ? off - at : room);
-			memset(d->cur + d->fill, 0, k);
-		} else {
-			k = (uint32_t)(off + len - at < room ? off + len - at : room);
-			memcpy(d->cur + d->fill, p + (at - off), k);
-		}
-		d->fill += k;
-		if (d->fill == DIFF_CLUSTER && diff_flush(d, e))
-			return -1;
-	}
-	return 0;
-}
-
-static int diff_sized(void *opaque, uint64_t size, const char *format, struct error *e)
+/* get --chain's lines (store/chain.c). */
+static void say_line(void *opaque, const char *line)
 {
 	(void)opaque;
-	(void)size;
-	(void)format;
-	(void)e;
-	return 0;
-}
-
-/* Image `name` of s as the qcow2 file `out`, its parent (if it has one)
- * the file named after the parent image in out's directory: kept when it
- * is there with the parent's identity, refused when it is there with
- * another, else written the same way first. */
-static int get_chain(struct store *s, const char *name, const char *out, int depth, struct error *e)
-{
-	struct store_manifest m;
-	char tmp[4096], dir[4096], ppath[4200];
-	struct qcow2_create_opts q = { .chain_id = true };
-	struct blockdev_opts bo = { .format = BD_FMT_QCOW2, .caller_reports = true };
-	struct diff_out d = { 0 };
-	uint64_t size;
-	int rc = -1;
-
-	if (depth > 32)
-		return error_set(e, EXIT_BADSTATE, "%s: a chain deeper than 32 images", name);
-	if (store_manifest_get(s, name, &m, e))
-		return -1;
-	snprintf(tmp, sizeof(tmp), "%s", out);
-	snprintf(dir, sizeof(dir), "%s", dirname(tmp));
-	if (m.parent[0]) {
-		struct blockdev *pb;
-		char id[37];
-		uint64_t gen;
-		bool cur;
-
-		snprintf(ppath, sizeof(ppath), "%s/%s", dir, m.parent);
-		if (!access(ppath, F_OK)) {
-			struct blockdev_opts po = { .readonly = true, .caller_reports = true };
-
-			if (blockdev_open(&pb, ppath, &po, e)) {
-				store_manifest_free(&m);
-				return -1;
-			}
-			rc = blockdev_chain_id(pb, id, &gen, &cur);
-			blockdev_close(pb);
-			if (rc || strcmp(id, m.parent_chain_id) || gen != m.parent_generation || !cur) {
-				error_set(e, EXIT_USAGE, "%s: there already, but not image '%s' of the store (chain identity "
-					  "%s generation %llu, expected %s generation %llu): move it away, or get into "
-					  "another directory", ppath, m.parent, rc ? "none" : id,
-					  (unsigned long long)(rc ? 0 : gen), m.parent_chain_id,
-					  (unsigned long long)m.parent_generation);
-				store_manifest_free(&m);
-				return -1;
-			}
-			printf("%s: kept (image '%s', the same chain identity)\n", ppath, m.parent);
-		} else if (get_chain(s, m.parent, ppath, depth + 1, e)) {
-			store_manifest_free(&m);
-			return -1;
-		}
-		q.backing_file = m.parent;	/* beside it: relative */
-		q.backing_format = "qcow2";
-	}
-	q.size = m.size;
-	d.cur = malloc(DIFF_CLUSTER);
-	d.old = malloc(DIFF_CLUSTER);
-	if (!d.cur || !d.old) {
-		error_set(e, EXIT_HOST, "out of memory");
-		goto out;
-	}
-	if (qcow2_create(out, &q, e) || blockdev_open(&d.bd, out, &bo, e))
-		goto out;
-	if (store_get(s, name, &size, diff_sized, diff_write, &d, e) ||
-	    diff_write(&d, NULL, m.size, 0, e) || diff_flush(&d, e))	/* trailing zeros */
-		goto out;
-	if (m.chain_id[0] && chain_id_assume(d.bd, m.chain_id, m.generation, e))
-		goto out;
-	if (blockdev_flush(d.bd)) {
-		error_set(e, EXIT_HOST, "%s: flush failed", out);
-		goto out;
-	}
-	printf("%s: image '%s'%s%s, %llu of %llu clusters written\n", out, name, m.parent[0] ? " over " : "",
-	       m.parent, (unsigned long long)d.written,
-	       (unsigned long long)((m.size + DIFF_CLUSTER - 1) / DIFF_CLUSTER));
-	rc = 0;
-out:
-	if (d.bd)
-		blockdev_close(d.bd);
-	if (rc && (d.bd || !access(out, F_OK)))
-		unlink(out);	/* no half-written image left behind */
-	free(d.cur);
-	free(d.old);
-	store_manifest_free(&m);
-	return rc;
+	printf("%s\n", line);
 }
 
 static int s_get(int argc, char **argv)
@@ -481,7 +337,7 @@ static int s_get(int argc, char **argv)
 			return fprintf(stderr, "shoal: %s: already there (get writes a new file)\n", a.pos[2]), EXIT_USAGE;
 		if (store_open(&s, a.pos[0], false, &e))
 			return fail(&e);
-		rc = get_chain(s, a.pos[1], a.pos[2], 0, &e);
+		rc = store_get_chain(s, a.pos[1], a.pos[2], say_line, NULL, &e);
 		store_close(s);
 		return rc ? fail(&e) : 0;
 	}
@@ -947,7 +803,7 @@ static int s_export_snapshot(int argc, char **argv)
 		return rc;
 	if (store_open(&s, a.pos[0], false, &e))
 		return fail(&e);
-	rc = store_snap_export(s, a.pos[1], a.pos[2], &e);
+	rc = store_snap_export_chain(s, a.pos[1], a.pos[2], a.chain, say_line, NULL, &e);
 	store_close(s);
 	return rc ? fail(&e) : 0;
 }
@@ -1052,7 +908,9 @@ static int s_help(int argc, char **argv)
 	       "                                        fetch an image's missing chunks from a server\n"
 	       "  import-snapshot DIR SNAPDIR --name NAME [--output json]\n"
 	       "                                        store a snapshot directory (memory, state, disks)\n"
-	       "  export-snapshot DIR NAME OUTDIR       rebuild it as a directory `shoal run --restore` takes\n"
+	       "  export-snapshot DIR NAME OUTDIR [--chain]\n"
+	       "                                        rebuild it as a directory `shoal run --restore` takes; --chain:\n"
+	       "                                        a disk that was a qcow2 chain as that chain\n"
 	       "  pull-snapshot DIR NAME --from https://HOST:PORT --cert F --key F --ca F [--vm-key F | --vm-proof P]\n"
 	       "                [--output json]\n"
 	       "                                        fetch a snapshot's missing chunks from a server\n");

@@ -64,6 +64,7 @@
 
 #include "base/exitcode.h"
 #include "base/io.h"
+#include "store/chain.h"
 
 #define SNAP_JSON "snapshot.json"
 #define SNAP_JSON_MAX (1u << 20)
@@ -145,8 +146,16 @@ static json_t *load_obj(struct store *s, const char *name, struct error *e)
 		const char *part = json_string_value(json_object_get(o, "part"));
 		const char *img = json_string_value(json_object_get(o, "image"));
 
+		json_t *par = json_object_get(o, "parent");
+
 		if (!json_is_integer(json_object_get(o, "index")) || !!part == !!img ||
 		    store_name_check(part ? part : img, NULL))
+			goto bad;
+		if (par && (!part || !json_is_string(json_object_get(par, "image")) ||
+			    store_name_check(json_string_value(json_object_get(par, "image")), NULL) ||
+			    !json_is_string(json_object_get(par, "chain_id")) ||
+			    strlen(json_string_value(json_object_get(par, "chain_id"))) != 36 ||
+			    !json_is_integer(json_object_get(par, "generation"))))
 			goto bad;
 	}
 	return j;
@@ -254,6 +263,18 @@ static int import_disk(struct store *s, const char *tmp, size_t i, json_t *d, js
 	json_object_set_new(o, "virtual_size", json_integer((json_int_t)bd->size));
 	if (json_is_object(cid))
 		json_object_set(o, "chain_id", cid);
+	{	/* its backing file an image of the store: the disk's chain is kept
+		 * (the part is stored as the guest sees it; export --chain writes it
+		 * as an overlay over that image) */
+		char pid[37];
+		uint64_t pgen;
+		bool cur;
+
+		if (bd->backing && bd->backing->format == BD_FMT_QCOW2 &&
+		    !blockdev_chain_id(bd->backing, pid, &pgen, &cur) && cur && image_by_chain(s, pid, pgen, img))
+			json_object_set_new(o, "parent", json_pack("{s:s, s:s, s:I}", "image", img, "chain_id", pid,
+								   "generation", (json_int_t)pgen));
+	}
 	blockdev_close(bd);
 	st->disks++;
 	return 0;
@@ -418,6 +439,40 @@ static int write_out(struct store *s, const char *rel, const char *label, const 
 
 int store_snap_export(struct store *s, const char *name, const char *outdir, struct error *e)
 {
+	return store_snap_export_chain(s, name, outdir, false, NULL, NULL, e);
+}
+
+/* A disk of a snapshot as the qcow2 chain it was (export --chain): into
+ * dir/disk-N.qcow2 over its parent image's files beside it.  1 when
+ * written so, 0 when the disk has no chain to keep (no identity), -1 on
+ * a failure. */
+static int export_disk_chain(struct store *s, const char *name, json_t *o, json_t *md, const char *dir,
+			     const char *file, store_chain_note_fn note, void *opaque, struct error *e)
+{
+	const char *img = json_string_value(json_object_get(o, "image"));
+	const char *p = json_string_value(json_object_get(o, "part"));
+	json_t *par = json_object_get(o, "parent");
+	json_t *cid = json_object_get(md, "chain_id");
+	const char *id = json_string_value(json_object_get(cid, "id"));
+	uint64_t gen = (uint64_t)json_integer_value(json_object_get(cid, "generation"));
+	char path[2 * PATH_MAX], rel[PATH_MAX], label[160];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	if (img)	/* an image of the store, with its own chain */
+		return store_get_chain(s, img, path, note, opaque, e) ? -1 : 1;
+	if (!par || !id)
+		return 0;
+	snprintf(rel, sizeof(rel), "snapshots/%s/%s.mf", name, p);
+	snprintf(label, sizeof(label), "snapshot %s/%s", name, p);
+	return store_get_chain_at(s, rel, label, json_string_value(json_object_get(par, "image")),
+				  json_string_value(json_object_get(par, "chain_id")),
+				  (uint64_t)json_integer_value(json_object_get(par, "generation")), id, gen, path,
+				  note, opaque, e) ? -1 : 1;
+}
+
+int store_snap_export_chain(struct store *s, const char *name, const char *outdir, bool chain,
+			    store_chain_note_fn note, void *opaque, struct error *e)
+{
 	char part[64], tmp[PATH_MAX], path[2 * PATH_MAX + 64], rel[PATH_MAX], label[160];
 	char abs[PATH_MAX], pbuf[PATH_MAX], bbuf[PATH_MAX];
 	json_t *obj = load_obj(s, name, e), *man = NULL, *o;
@@ -487,10 +542,21 @@ int store_snap_export(struct store *s, const char *name, const char *outdir, str
 			snprintf(rel, sizeof(rel), "snapshots/%s/%s.mf", name, p);
 			snprintf(label, sizeof(label), "snapshot %s/%s", name, p);
 		}
-		snprintf(part, sizeof(part), "disk-%lld.raw", (long long)idx);
+		int kept = 0;
+
+		if (chain) {
+			snprintf(part, sizeof(part), "disk-%lld.qcow2", (long long)idx);
+			kept = export_disk_chain(s, name, o, md, tmp, part, note, opaque, e);
+			if (kept < 0)
+				goto out;
+		}
+		if (!kept) {
+			snprintf(part, sizeof(part), "disk-%lld.raw", (long long)idx);
+			snprintf(path, sizeof(path), "%s/%s", tmp, part);
+			if (write_out(s, rel, label, path, e))
+				goto out;
+		}
 		snprintf(path, sizeof(path), "%s/%s", tmp, part);
-		if (write_out(s, rel, label, path, e))
-			goto out;
 		if (stat(path, &sb)) {
 			error_set(e, EXIT_HOST, "%s: %s", path, strerror(errno));
 			goto out;
@@ -498,11 +564,12 @@ int store_snap_export(struct store *s, const char *name, const char *outdir, str
 		/* The rename of the directory keeps inode and time. */
 		snprintf(path, sizeof(path), "%s/%s", abs, part);
 		json_object_set_new(md, "path", json_string(path));
-		json_object_set_new(md, "format", json_string("raw"));
+		json_object_set_new(md, "format", json_string(kept ? "qcow2" : "raw"));
 		json_object_set_new(md, "size", json_integer((json_int_t)sb.st_size));
 		json_object_set_new(md, "ino", json_integer((json_int_t)sb.st_ino));
 		json_object_set_new(md, "mtime_ns", json_integer(mtime_ns(&sb)));
-		json_object_del(md, "chain_id");
+		if (!kept)	/* a chain keeps its identity (store/chain.c); a raw file has none */
+			json_object_del(md, "chain_id");
 		if (json_is_object(cd) && json_object_get(cd, "path"))
 			json_object_set_new(cd, "path", json_string(path));
 	}
@@ -634,8 +701,9 @@ void store_snap_users_of(struct store *s, const char *image, char *out, size_t l
 
 		json_array_foreach(json_object_get(obj, "disks"), j, o) {
 			const char *img = json_string_value(json_object_get(o, "image"));
+			const char *par = json_string_value(json_object_get(json_object_get(o, "parent"), "image"));
 
-			if (img && !strcmp(img, image)) {
+			if ((img && !strcmp(img, image)) || (par && !strcmp(par, image))) {
 				int r = snprintf(out + w, len - w, "%s%s", w ? ", " : "", names[i]);
 
 				if (r > 0 && (size_t)r < len - w)
@@ -772,7 +840,18 @@ json_t *store_snap_describe(struct store *s, const char *name, struct error *e)
 	json_array_foreach(disks, i, o) {
 		char dn[32];
 
+		const char *img = json_string_value(json_object_get(o, "image"));
+		struct store_manifest im;
+
 		snprintf(dn, sizeof(dn), "disk-%lld", (long long)json_integer_value(json_object_get(o, "index")));
+		/* the image's own parent in a chain goes with it */
+		if (img && !store_manifest_get(s, img, &im, NULL)) {
+			if (im.parent[0])
+				json_object_set_new(o, "parent", json_pack("{s:s, s:s, s:I}", "image", im.parent,
+									   "chain_id", im.parent_chain_id, "generation",
+									   (json_int_t)im.parent_generation));
+			store_manifest_free(&im);
+		}
 		json_object_del(o, "image");
 		json_object_set_new(o, "part", json_string(dn));
 	}
@@ -881,8 +960,24 @@ int store_snap_put(struct store *s, const char *name, json_t *desc, const char *
 	obj = json_pack("{s:s, s:i, s:s, s:O, s:O, s:[]}", "format", "shoal-store-snapshot", "version", 1,
 			"name", name, "added", json_object_get(desc, "added"),
 			"files", json_object_get(desc, "files"), "disks");
-	json_array_foreach(json_object_get(desc, "disks"), i, o)
-		json_array_append_new(json_object_get(obj, "disks"), json_deep_copy(o));
+	json_array_foreach(json_object_get(desc, "disks"), i, o) {
+		json_t *c = json_deep_copy(o), *par = json_object_get(c, "parent");
+		const char *pi = json_string_value(json_object_get(par, "image"));
+		const char *pc = json_string_value(json_object_get(par, "chain_id"));
+		struct store_manifest im;
+		bool keep = false;
+
+		/* a disk's parent image is kept only where this store has it,
+		 * the same (pull the base first); else the disk stands alone */
+		if (pi && pc && !store_name_check(pi, NULL) && !store_manifest_get(s, pi, &im, NULL)) {
+			keep = !strcmp(im.chain_id, pc) &&
+			       im.generation == (uint64_t)json_integer_value(json_object_get(par, "generation"));
+			store_manifest_free(&im);
+		}
+		if (!keep)
+			json_object_del(c, "parent");
+		json_array_append_new(json_object_get(obj, "disks"), c);
+	}
 	if (snap_commit(s, obj, tpath, name, e))
 		goto out;
 	rc = 0;

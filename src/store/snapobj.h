@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "base/error.h"
+#include "store/chain.h"
 #include "store/store.h"
 
 struct store_snap_stats {
@@ -32,6 +33,13 @@ int store_snap_import(struct store *s, const char *snapdir, const char *name,
  * outdir/disk-N.raw, and manifest.json's disks pointed at them.  A failure
  * leaves no outdir. */
 int store_snap_export(struct store *s, const char *name, const char *outdir, struct error *e);
+/* The same; with chain, a disk that was a qcow2 chain (a stored image
+ * referred to, or a disk linked to its parent image) comes back as one,
+ * OUTDIR/disk-N.qcow2 over its parents' files in OUTDIR, each with its
+ * identity, and manifest.json keeps the disk's chain identity
+ * (store/chain.c); note() gets a line per file. */
+int store_snap_export_chain(struct store *s, const char *name, const char *outdir, bool chain,
+			    store_chain_note_fn note, void *opaque, struct error *e);
 
 bool store_snap_exists(struct store *s, const char *name);
 /* Forget snapshot `name` (gc frees its chunks). */

@@ -10,8 +10,11 @@
 # file), keeps a parent file already there with the right identity and
 # refuses one with another; an overlay added later over a stored base
 # links by itself; rm of a parent is refused; verify names a missing
-# parent; a raw base ends the chain; and `shoal store pull` keeps the link
-# where the puller has the parent.  Runs on the host, no KVM.
+# parent; a raw base ends the chain; a snapshot whose disk is an overlay
+# over a stored image (or is one) is imported linked to it and
+# export-snapshot --chain gives the chain back with its identities; and
+# `shoal store pull` and pull-snapshot keep the link where the puller has
+# the parent.  Runs on the host, no KVM.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/store_lib.bash"
 
@@ -126,9 +129,60 @@ head -c 4M /dev/urandom >rawbase.raw
 	pass "a raw base ends the chain (said so): ov.qcow2 is stored flat and rebuilt as one image equal to the original" ||
 	fail "raw base" "$(cat ov.out ov.err)"
 
+# ---- snapshots: a disk that is an overlay over a stored image keeps its chain ----
+# snapdir DIR DISK: a snapshot directory whose writable disk is DISK (qcow2, its identity recorded)
+snapdir() {
+	mkdir "$1" && head -c 1M /dev/urandom >"$1/memory" && head -c 4096 /dev/urandom >"$1/state" &&
+		python3 - "$1" "$2" "$(chain "$2")" <<'EOF'
+import json, os, sys
+d, disk, ch = sys.argv[1], os.path.abspath(sys.argv[2]), sys.argv[3].split()
+st = os.stat(disk)
+rec = {"path": disk, "writable": True, "format": "qcow2", "size": st.st_size, "ino": st.st_ino,
+       "mtime_ns": st.st_mtime_ns, "virtual_size": 8 << 20, "overlay": disk + ".ov",
+       "chain_id": {"id": ch[0], "generation": int(ch[1])}}
+json.dump({"format": "shoal-snapshot", "version": 1, "created": 0,
+           "config": {"memory": "1M", "disks": [{"path": disk}]},
+           "disks": [rec], "files": {}}, open(d + '/manifest.json', 'w'))
+EOF
+}
+"$SHOAL" img create -f qcow2 -b base.qcow2 -F qcow2 frozen.qcow2 >/dev/null &&
+	"$SHOAL" img io -c "write -P 0x77 6M 192k" frozen.qcow2 >/dev/null && snapdir sn frozen.qcow2 &&
+	"$SHOAL" store import-snapshot st sn --name sn1 --output json >si.json 2>si.err &&
+	python3 -c "
+import json, sys
+d = json.load(open('st/snapshots/sn1/snapshot.json'))['disks'][0]
+sys.exit(d.get('parent', {}).get('image') != 'base.qcow2' or json.load(open('si.json'))['new_bytes'] > 2 << 20)" &&
+	pass "import-snapshot: a disk that is an overlay over image base.qcow2 is linked to it (and costs only its own chunks)" ||
+	fail "snapshot import with a parent" "$(cat si.json si.err st/snapshots/sn1/snapshot.json)"
+"$SHOAL" store export-snapshot st sn1 outS --chain >se.out 2>se.err &&
+	qemu-img compare outS/disk-0.qcow2 frozen.qcow2 >/dev/null 2>&1 && qemu-img check outS/disk-0.qcow2 >/dev/null 2>&1 &&
+	[ "$(chain outS/disk-0.qcow2)" = "$(chain frozen.qcow2)" ] && [ "$(chain outS/base.qcow2)" = "$(chain base.qcow2)" ] &&
+	python3 -c "
+import json, os, sys
+d = json.load(open('outS/manifest.json'))['disks'][0]
+st = os.stat('outS/disk-0.qcow2')
+sys.exit(not (d['format'] == 'qcow2' and d['path'] == os.path.abspath('outS/disk-0.qcow2') and d['ino'] == st.st_ino
+              and d['chain_id']['id'] == '$(chain frozen.qcow2 | cut -d' ' -f1)'))" &&
+	pass "export-snapshot --chain: disk-0.qcow2 over base.qcow2 in OUTDIR, equal to the frozen disk, with its identity; manifest.json names it (qcow2, its chain identity)" ||
+	fail "snapshot export --chain" "$(cat se.out se.err; cat outS/manifest.json 2>&1 | head -c 600)"
+"$SHOAL" store export-snapshot st sn1 outR >/dev/null 2>&1 && [ -f outR/disk-0.raw ] && [ ! -e outR/base.qcow2 ] &&
+	qemu-img compare -f raw -F qcow2 outR/disk-0.raw frozen.qcow2 >/dev/null 2>&1 &&
+	pass "export-snapshot without --chain still writes the disk as one raw file, equal" || fail "snapshot export raw" "$(ls outR)"
+snapdir sm mid.qcow2 && "$SHOAL" store import-snapshot st sm --name sm1 >/dev/null 2>&1 &&
+	"$SHOAL" store export-snapshot st sm1 outM --chain >sm.out 2>&1 &&
+	grep -q '"image": "mid.qcow2"' st/snapshots/sm1/snapshot.json &&
+	qemu-img compare outM/disk-0.qcow2 mid.qcow2 >/dev/null 2>&1 && [ "$(chain outM/disk-0.qcow2)" = "$(chain mid.qcow2)" ] &&
+	[ "$(chain outM/base.qcow2)" = "$(chain base.qcow2)" ] &&
+	pass "a snapshot disk stored by reference to image mid.qcow2 comes back as mid's chain (over base.qcow2)" ||
+	fail "snapshot by reference --chain" "$(cat sm.out; cat st/snapshots/sm1/snapshot.json)"
+"$SHOAL" store rm st base.qcow2 >rm2.out 2>&1
+rc=$?
+[ $rc -ne 0 ] && grep -q "sn1" rm2.out && pass "rm of an image a snapshot's disk is linked to is refused: $(cat rm2.out)" ||
+	fail "rm base of a snapshot" "rc=$rc $(cat rm2.out)"
+
 # ---- pull keeps the link where the puller has the parent ----
 store_certs || { fail "setup" "openssl"; finish; }
-for i in base.qcow2 mid.qcow2 app; do "$SHOAL" store grant st c1.pem $i >/dev/null; done
+for i in base.qcow2 mid.qcow2 app sn1; do "$SHOAL" store grant st c1.pem $i >/dev/null; done
 store_serve st || { fail "serve" "$(cat serve.err)"; finish; }
 pull() { "$SHOAL" store pull "$1" "$2" --from https://127.0.0.1:$PORT --cert c1.pem --key c1.key --ca ca.pem >/dev/null 2>>pull.err; }
 "$SHOAL" store init p1 >/dev/null && "$SHOAL" store init p2 >/dev/null
@@ -139,4 +193,12 @@ pull p1 base.qcow2 && pull p1 mid.qcow2 && pull p1 app && pull p2 app &&
 	qemu-img compare out5/app.qcow2 top.qcow2 >/dev/null 2>&1 && [ "$(chain out5/app.qcow2)" = "$(chain top.qcow2)" ] &&
 	pass "pull of base, mid and app keeps the chain (rebuilt equal, same identity); app pulled alone stands alone" ||
 	fail "pull chain" "$(cat pull.err p1.out p2.out)"
+pulls() { "$SHOAL" store pull-snapshot "$1" sn1 --from https://127.0.0.1:$PORT --cert c1.pem --key c1.key --ca ca.pem >/dev/null 2>>pull.err; }
+pulls p1 && pulls p2 && "$SHOAL" store export-snapshot p1 sn1 outP1 --chain >/dev/null 2>>pull.err &&
+	"$SHOAL" store export-snapshot p2 sn1 outP2 --chain >/dev/null 2>>pull.err &&
+	[ -f outP1/disk-0.qcow2 ] && [ "$(chain outP1/disk-0.qcow2)" = "$(chain frozen.qcow2)" ] &&
+	qemu-img compare outP1/disk-0.qcow2 frozen.qcow2 >/dev/null 2>&1 &&
+	[ -f outP2/disk-0.raw ] && qemu-img compare -f raw -F qcow2 outP2/disk-0.raw frozen.qcow2 >/dev/null 2>&1 &&
+	pass "pull-snapshot keeps the disk's link where the store has base.qcow2 (export --chain: the chain), and drops it where not (a raw disk, equal)" ||
+	fail "pull-snapshot chain" "$(cat pull.err; ls outP1 outP2 2>&1)"
 finish
