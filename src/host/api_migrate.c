@@ -20,8 +20,11 @@
  *                                  "disks" (with_disks) has one entry per
  *                                  spec disk: null (not sent: opened by
  *                                  its path) or {"size": BYTES, "format":
- *                                  "raw"|"qcow2"}, the image the
- *                                  destination makes in the VM's directory
+ *                                  "raw"|"qcow2"[, "base": {"path",
+ *                                  "chain_id", "generation"}]}, the image
+ *                                  the destination makes in the VM's
+ *                                  directory (an overlay over that base
+ *                                  where it has it: migration.c)
  *
  * The body parsers are pure (unit tests: tests/unit/test_host_migrate.c).
  * What a client may not send: a plain http:// destination (the token
@@ -157,7 +160,8 @@ int api_parse_migrate_body(const char *body, size_t len, struct host_migrate_req
 }
 
 /* "disks" of an incoming body: an array of at most VM_MAX_DISKS entries,
- * each null or {"size": 1..2^50 bytes, "format": "raw"|"qcow2"}. */
+ * each null or {"size": 1..2^50 bytes, "format": "raw"|"qcow2"}, a qcow2
+ * one with an optional "base": {"path", "chain_id", "generation"}. */
 static int incoming_disks(json_t *v, struct api_err *e)
 {
 	size_t i;
@@ -172,12 +176,23 @@ static int incoming_disks(json_t *v, struct api_err *e)
 
 		if (json_is_null(d))
 			continue;
-		if (!json_is_object(d) || json_object_size(d) != 2 || !json_is_integer(size) ||
+		json_t *b = json_object_get(d, "base");
+		const char *bp = json_string_value(json_object_get(b, "path"));
+		const char *bid = json_string_value(json_object_get(b, "chain_id"));
+		json_t *bgen = json_object_get(b, "generation");
+
+		if (!json_is_object(d) || json_object_size(d) != (b ? 3u : 2u) || !json_is_integer(size) ||
 		    json_integer_value(size) < 1 || json_integer_value(size) > (1LL << 50) ||
 		    !fmt || (strcmp(fmt, "raw") && strcmp(fmt, "qcow2")))
 			return api_err_set(e, 400, "invalid_request", "disks[%zu]: expected null or "
 					   "{\"size\": BYTES (1 to 2^50), \"format\": \"raw\" or "
-					   "\"qcow2\"}", i);
+					   "\"qcow2\"[, \"base\": {...}]}", i);
+		if (b && (strcmp(fmt, "qcow2") || !json_is_object(b) || json_object_size(b) != 3 || !bp ||
+			  bp[0] != '/' || strlen(bp) >= 4096 || !bid || strlen(bid) != 36 ||
+			  !json_is_integer(bgen) || json_integer_value(bgen) < 0))
+			return api_err_set(e, 400, "invalid_request", "disks[%zu].base: expected {\"path\": "
+					   "an absolute path, \"chain_id\": a UUID, \"generation\": N} on a "
+					   "qcow2 disk", i);
 	}
 	return 0;
 }

@@ -46,8 +46,10 @@
  * destination checks every disk's chain opens there), or, with
  * with_disks, mirrored by the VMMs (docs/migration.md, "Disks"): the
  * source sends each writable disk's virtual size and format with the
- * spec ("disks", null for a read-only one; a qcow2 overlay is refused:
- * whole images only), and the destination makes the VM's directory (it
+ * spec ("disks", null for a read-only one; a qcow2 overlay names its
+ * base, and where the destination has that image, at that path with that
+ * chain identity, it makes an overlay over it and only the top layer
+ * comes), and the destination makes the VM's directory (it
  * must not exist: nothing is reused) and in it an empty image per disk,
  * disk-N.raw or disk-N.qcow2, before it checks the spec with the paths
  * rewritten to them (spec.c allows exactly these, in that VM's spec
@@ -713,10 +715,12 @@ static void dest_state(const struct host_migrate_req *r, const char *name, char 
 /* --with-disks: what the destination makes for each disk of `spec`, in
  * order: null for a read-only one (not sent; the destination opens its
  * path), else {"size": its virtual size, "format": "raw"|"qcow2"}, read
- * from the image's header (shared with the running VMM).  A qcow2
- * overlay (a backing file) is refused: the destination would need its
- * base, with the same chain identity, which the daemon does not arrange.
- * The array, or NULL with `e`. */
+ * from the image's header (shared with the running VMM).  A qcow2 overlay
+ * whose backing file is a qcow2 image with a (current) chain identity also
+ * names it: "base": {"path", "chain_id", "generation"}; a destination that
+ * has that image at that path makes an overlay over it, and the VMMs send
+ * only the top layer (docs/migration.md, "Disks").  Any other overlay goes
+ * whole, as the guest sees it.  The array, or NULL with `e`. */
 static json_t *source_disks(json_t *spec, const char *name, struct api_err *e)
 {
 	json_t *out = json_array(), *d;
@@ -727,6 +731,10 @@ static json_t *source_disks(json_t *spec, const char *name, struct api_err *e)
 		const char *path = json_string_value(json_object_get(d, "path"));
 		struct blockdev *bd;
 		struct error err = { 0 };
+		json_t *one;
+		char id[37], real[4096];
+		uint64_t gen;
+		bool cur;
 
 		if (json_is_true(json_object_get(d, "readonly"))) {
 			json_array_append_new(out, json_null());
@@ -738,16 +746,13 @@ static json_t *source_disks(json_t *spec, const char *name, struct api_err *e)
 			json_decref(out);
 			return NULL;
 		}
-		if (bd->backing) {
-			api_err_set(e, 409, "unsupported", "vm \"%s\": disks[%zu] %.200s is a qcow2 "
-				    "overlay (it has a backing file): --with-disks through the daemons "
-				    "sends whole images only", name, i, path);
-			blockdev_close(bd);
-			json_decref(out);
-			return NULL;
-		}
-		json_array_append_new(out, json_pack("{s:I, s:s}", "size", (json_int_t)bd->size,
-						     "format", bd->format == BD_FMT_QCOW2 ? "qcow2" : "raw"));
+		one = json_pack("{s:I, s:s}", "size", (json_int_t)bd->size,
+				"format", bd->format == BD_FMT_QCOW2 ? "qcow2" : "raw");
+		if (bd->backing && bd->backing->format == BD_FMT_QCOW2 &&
+		    !blockdev_chain_id(bd->backing, id, &gen, &cur) && cur && realpath(bd->backing->path, real))
+			json_object_set_new(one, "base", json_pack("{s:s, s:s, s:I}", "path", real, "chain_id", id,
+								   "generation", (json_int_t)gen));
+		json_array_append_new(out, one);
 		blockdev_close(bd);
 	}
 	return out;
@@ -1013,6 +1018,63 @@ static void incoming_disks_remove(char (*made)[4200], int n, const char *dir)
 	rmdir(dir);
 }
 
+/* The base a --with-disks source named for disk i ({"path", "chain_id",
+ * "generation"}, or NULL): true, with it open in *out, where this host has
+ * that image at that path, with that identity, current, beneath an
+ * --allow-dir (the VMM, confined to those, opens it as the new overlay's
+ * backing file) and not in a VM's directory (another VM's disk is never a
+ * base).  Otherwise false, and the disk comes whole: said in the log. */
+static bool incoming_base(struct host *h, const char *name, size_t i, json_t *b, struct blockdev **out)
+{
+	struct blockdev_opts o = { .readonly = true, .no_aio = true, .force_share = true };
+	const char *path = json_string_value(json_object_get(b, "path"));
+	const char *want = json_string_value(json_object_get(b, "chain_id"));
+	uint64_t wgen = (uint64_t)json_integer_value(json_object_get(b, "generation"));
+	char vms[4096], real[4096], id[37];
+	struct error err = { 0 };
+	struct blockdev *bd;
+	uint64_t gen;
+	bool cur, allowed = false;
+	size_t n;
+
+	*out = NULL;
+	if (!path || !want)
+		return false;
+	if (!realpath(path, real) || !realpath(h->vms_dir, vms)) {
+		log_info("%s: disk %zu: the source's base %s is not here (%s): the whole disk comes", name, i,
+			 path, strerror(errno));
+		return false;
+	}
+	n = strlen(vms);
+	for (int k = 0; k < h->nallow_dirs && !allowed; k++) {
+		char ad[4096];
+		size_t m;
+
+		if (!realpath(h->allow_dirs[k], ad))
+			continue;
+		m = strlen(ad);
+		allowed = !strncmp(real, ad, m) && (real[m] == '/' || !real[m]);
+	}
+	if (!allowed || (!strncmp(real, vms, n) && real[n] == '/')) {
+		log_info("%s: disk %zu: the source's base %s is not beneath an --allow-dir here (or is a VM's own "
+			 "disk): the whole disk comes", name, i, real);
+		return false;
+	}
+	if (blockdev_open(&bd, real, &o, &err)) {
+		log_info("%s: disk %zu: the source's base %s: %s: the whole disk comes", name, i, real, err.msg);
+		return false;
+	}
+	if (bd->format != BD_FMT_QCOW2 || blockdev_chain_id(bd, id, &gen, &cur) || !cur || strcmp(id, want) ||
+	    gen != wgen) {
+		log_info("%s: disk %zu: %s here is not the source's base (chain identity %s generation %llu): the "
+			 "whole disk comes", name, i, real, want, (unsigned long long)wgen);
+		blockdev_close(bd);
+		return false;
+	}
+	*out = bd;
+	return true;
+}
+
 /* A --with-disks migration's destination images: for each entry of
  * `disks` that is not null, an empty image of that size and format made
  * in VM NAME's own directory (VMS_DIR/NAME/disk-I.raw or .qcow2, the
@@ -1069,6 +1131,7 @@ static int incoming_disks_make(struct host *h, const char *spec, size_t len, con
 		json_t *disk = json_array_get(sd, i);
 		struct qcow2_create_opts qo = { .size = size };
 		struct error err = { 0 };
+		struct blockdev *base = NULL;
 		int fd;
 
 		if (json_is_null(d))
@@ -1090,8 +1153,18 @@ static int incoming_disks_make(struct host *h, const char *spec, size_t len, con
 			made[i][0] = '\0';
 			goto undo;
 		}
-		rc = qcow ? qcow2_create_fd(fd, made[i], &qo, NULL, &err) :
+		if (qcow && incoming_base(h, name, i, json_object_get(d, "base"), &base)) {
+			qo.backing_file = base->path;
+			qo.backing_format = "qcow2";
+		}
+		rc = qcow ? qcow2_create_fd(fd, made[i], &qo, base, &err) :
 		     ftruncate(fd, (off_t)size) < 0 ? -1 : 0;
+		if (base) {
+			log_info("%s: disk %zu: an overlay over %s, which has the source's base identity: "
+				 "only the top layer will come", name, i, base->path);
+			blockdev_close(base);
+			base = NULL;
+		}
 		if (rc)
 			api_err_set(e, 500, "internal", "disks[%zu]: cannot make %s (%llu bytes): %s",
 				    i, made[i], (unsigned long long)size, qcow ? err.msg : strerror(errno));

@@ -56,8 +56,9 @@ static const char *const spec_reserved_names[] = {
  * for a VM in that VM's own directory, VMS_DIR/NAME/disk-N.raw or
  * disk-N.qcow2 (a --with-disks migration's destination, migration.c).
  * Such a path is allowed in NAME's spec only; the file must be a regular
- * file there (not a link), its chain is not opened (the daemon made it
- * without a backing file), and the VMM is confined to that directory as
+ * file there (not a link), its chain is not opened here (the daemon made
+ * it, over a base it checked beneath an --allow-dir if any: migration.c),
+ * and the VMM is confined to that directory as
  * well as the --allow-dir ones, so it can open it.  A console file may
  * not take such a name (spec_check_console_name). */
 static char *spec_vms_dir;

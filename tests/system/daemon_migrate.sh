@@ -34,8 +34,13 @@
 #     on B, a client's VM naming that image is refused (403); web-7's
 #     qcow2 disk moves the same way into a qcow2 image B makes (8 MiB,
 #     no backing file) and the guest there verifies its pattern; web-8's
-#     disk, a qcow2 overlay, is refused by A (409 unsupported: overlays
-#     are not sent through the daemons) and web-8 runs on;
+#     disk, a qcow2 overlay over a base in a directory both may use,
+#     moves as an overlay B makes over that same base (same path, same
+#     chain identity), with only the top layer sent (B's overlay holds
+#     under 1 MiB; the base's 1 MiB pattern stayed), the guest there
+#     verifies its pattern and the stopped chain reads as A's; web-8b's,
+#     over a base only A has, comes whole into a flat image that reads as
+#     A's chain;
 #   - a clone (its memory is copy-on-write) whose VMM refuses to send it
 #     once B has started its incoming VMM: the clone runs on on A, and B
 #     removes its half-made record by itself ("created" ...
@@ -316,17 +321,44 @@ onB type_console web-7 "vblk-verify 64 5"$'\r'
 if onB wait_console_long web-7 "vblk-verify ok sectors=64 seed=5"; then pass "on B web-7's guest finds its pattern (seed 5) in the qcow2 image"
 else fail "on B web-7's guest finds its pattern (seed 5)" "$(onB "$SHOAL" console web-7 --show-log | tail -c 400)"; fi
 check "stop and delete web-7 on B" onB "$SHOAL" vm delete web-7 --force
-# a qcow2 overlay is not sent through the daemons
-truncate -s 8M "$TMP/aonly/base8.raw"
-"$SHOAL" img create -f qcow2 -b "$TMP/aonly/base8.raw" -F raw "$TMP/aonly/w8.qcow2" >/dev/null
-check "create and start web-8 on A whose disk is a qcow2 overlay" \
+# a qcow2 overlay over a base B has too (the same path and chain identity,
+# beneath an --allow-dir of B's): B makes an overlay over it, only the top comes
+"$SHOAL" img create -f qcow2 "$TMP/shared/base8.qcow2" 8M >/dev/null &&
+	"$SHOAL" img io -c "write -P 0x5a 4M 1M" "$TMP/shared/base8.qcow2" >/dev/null &&
+	"$SHOAL" img create -f qcow2 -b "$TMP/shared/base8.qcow2" -F qcow2 "$TMP/aonly/w8.qcow2" >/dev/null
+check "create and start web-8 on A whose disk is a qcow2 overlay over a shared base" \
 	onA "$SHOAL" vm create -f <(spec web-8 shell "\"disks\": [{\"path\": \"$TMP/aonly/w8.qcow2\"}]") --start
-refused "--with-disks of a qcow2 overlay" "disks[0] $TMP/aonly/w8.qcow2 is a qcow2 overlay" \
-	onA "$SHOAL" vm migrate web-8 "${TO[@]}" --with-disks
-check "web-8 still runs on A, nothing on B" bash -c \
-	"[ \"\$(curl -s --unix-socket '$SA' http://d/v1/vms/web-8 | jq -r '.state + \"/\" + (.busy // \"-\")')\" = running/- ] &&
-	 [ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms | jq -c '[.vms[].name]')\" = '[]' ]"
-check "stop and delete web-8" onA "$SHOAL" vm delete web-8 --force
+onA wait_console_long web-8 "shoal>" || fail "web-8 reaches its shell" "$(onA "$SHOAL" console web-8 --show-log | tail -c 300)"
+onA type_console web-8 "vblk 64 4"$'\r'
+onA wait_console_long web-8 "vblk ok" || fail "web-8 wrote its disk pattern (seed 4)" "$(onA "$SHOAL" console web-8 --show-log | tail -c 300)"
+out=$(onA "$SHOAL" vm migrate web-8 "${TO[@]}" --with-disks 2>&1); rc=$?
+check "web-8 (a qcow2 overlay) moves to B with --with-disks" test $rc = 0 || echo "$out"
+# top DISK: bytes of data DISK itself holds (not its base)
+top() { qemu-img map -U --output json "$1" | jq '[.[] | select(.data and .depth == 0) | .length] | add // 0'; }
+t8=$(top "$TB/vms/web-8/disk-0.qcow2" 2>&1) TS=$(cd "$TMP/shared" && pwd -P)
+check "B made an overlay over the base at the same path, and only the top came ($t8 bytes in it, under 1 MiB: not the base's 1 MiB pattern)" bash -c \
+	"'$SHOAL' img info -U --output json '$TB/vms/web-8/disk-0.qcow2' | jq -e '.\"backing-filename\" == \"$TS/base8.qcow2\"' >/dev/null &&
+	 [ '$t8' -gt 0 ] && [ '$t8' -lt 1048576 ]"
+onB type_console web-8 "vblk-verify 64 4"$'\r'
+if onB wait_console_long web-8 "vblk-verify ok sectors=64 seed=4"; then pass "on B web-8's guest finds its pattern (seed 4) in the overlay"
+else fail "on B web-8's guest finds its pattern (seed 4)" "$(onB "$SHOAL" console web-8 --show-log | tail -c 400)"; fi
+check "stopped, B's chain reads as A's (shoal img compare), and then web-8 is deleted on B" bash -c \
+	"SHOAL_SOCKET='$SB' '$SHOAL' vm stop web-8 --force >/dev/null && '$SHOAL' img compare -U '$TB/vms/web-8/disk-0.qcow2' '$TMP/aonly/w8.qcow2' >/dev/null &&
+	 SHOAL_SOCKET='$SB' '$SHOAL' vm delete web-8 --force"
+# an overlay whose base B does not have comes whole, base and all
+"$SHOAL" img create -f qcow2 "$TMP/aonly/base8b.qcow2" 8M >/dev/null &&
+	"$SHOAL" img io -c "write -P 0x6b 4M 1M" "$TMP/aonly/base8b.qcow2" >/dev/null &&
+	"$SHOAL" img create -f qcow2 -b "$TMP/aonly/base8b.qcow2" -F qcow2 "$TMP/aonly/w8b.qcow2" >/dev/null
+check "create and start web-8b on A whose disk is an overlay over a base only A has" \
+	onA "$SHOAL" vm create -f <(spec web-8b shell "\"disks\": [{\"path\": \"$TMP/aonly/w8b.qcow2\"}]") --start
+onA wait_console_long web-8b "shoal>" || fail "web-8b reaches its shell" "$(onA "$SHOAL" console web-8b --show-log | tail -c 300)"
+out=$(onA "$SHOAL" vm migrate web-8b "${TO[@]}" --with-disks 2>&1); rc=$?
+check "web-8b moves to B with --with-disks" test $rc = 0 || echo "$out"
+check "B made a whole image (no backing file) holding the base's data too; stopped, it reads as A's chain" bash -c \
+	"'$SHOAL' img info -U --output json '$TB/vms/web-8b/disk-0.qcow2' | jq -e 'has(\"backing-filename\") | not' >/dev/null &&
+	 SHOAL_SOCKET='$SB' '$SHOAL' vm stop web-8b --force >/dev/null &&
+	 '$SHOAL' img compare -U '$TB/vms/web-8b/disk-0.qcow2' '$TMP/aonly/w8b.qcow2' >/dev/null"
+check "delete web-8b on B" onB "$SHOAL" vm delete web-8b --force
 
 # --- a cancel through the daemon, before the point of no return ---
 onA "$SHOAL" vm migrate web-1 "${TO[@]}" --bandwidth 1M >"$TMP/cancel.out" 2>&1 &

@@ -6,7 +6,8 @@
  *     becomes a header line; not for a socket), the CA as PEM text, the
  *     downtime, bandwidth and postcopy_after ranges, unknown keys;
  *   - the incoming body's parser: {"spec": OBJECT, "disks": [...]}, each
- *     disk null or {"size", "format": raw|qcow2}; with_disks and
+ *     disk null or {"size", "format": raw|qcow2} (qcow2 with an optional
+ *     "base": absolute path, UUID, generation); with_disks and
  *     auto_converge in the migrate body, booleans;
  *   - where the source connects: the destination's address, its wildcard
  *     host replaced by the host of the destination's URL;
@@ -160,7 +161,25 @@ static void test_incoming_body(void **state)
 	assert_string_equal(json_string_value(json_object_get(json_array_get(j, 2), "format")), "qcow2");
 	json_decref(j);
 	free(spec);
+	/* a qcow2 overlay names its base */
+	assert_int_equal(parse_in("{\"spec\": {}, \"disks\": [{\"size\": 65536, \"format\": \"qcow2\", \"base\": "
+				  "{\"path\": \"/srv/b.qcow2\", \"chain_id\": \"0855409e-3053-4136-82ae-9de69ecb4c2c\", "
+				  "\"generation\": 2}}]}", &spec, &e), 0);
+	j = json_loads(in_disks, 0, NULL);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(json_array_get(j, 0), "base"), "path")),
+			    "/srv/b.qcow2");
+	json_decref(j);
+	free(spec);
 	static const char *const bad_disks[] = {
+#define B(fmt, base) "[{\"size\": 5, \"format\": \"" fmt "\", \"base\": " base "}]"
+		B("raw", "{\"path\": \"/b\", \"chain_id\": \"0855409e-3053-4136-82ae-9de69ecb4c2c\", \"generation\": 1}"),
+		B("qcow2", "{\"path\": \"b\", \"chain_id\": \"0855409e-3053-4136-82ae-9de69ecb4c2c\", \"generation\": 1}"),
+		B("qcow2", "{\"path\": \"/b\", \"chain_id\": \"0855409e\", \"generation\": 1}"),
+		B("qcow2", "{\"path\": \"/b\", \"chain_id\": \"0855409e-3053-4136-82ae-9de69ecb4c2c\", \"generation\": -1}"),
+		B("qcow2", "{\"path\": \"/b\", \"chain_id\": \"0855409e-3053-4136-82ae-9de69ecb4c2c\"}"),
+		B("qcow2", "{\"path\": \"/b\", \"chain_id\": \"0855409e-3053-4136-82ae-9de69ecb4c2c\", \"generation\": 1, \"x\": 1}"),
+		B("qcow2", "\"/b\""),
+#undef B
 		"{}", "[{\"size\": 0, \"format\": \"raw\"}]", "[{\"size\": 5, \"format\": \"vmdk\"}]",
 		"[{\"size\": 5}]", "[{\"size\": 5, \"format\": \"raw\", \"path\": \"/etc/x\"}]",
 		"[{\"size\": \"5\", \"format\": \"raw\"}]",
