@@ -72,8 +72,10 @@ static void usage(FILE *f)
 		"                       journald priority when stderr is the journal\n"
 		"  --store DIR          the host's image store (made if missing): snapshots\n"
 		"                       push into it and pull from it (docs/daemon.md)\n"
-		"  --store-server URL   the image server snapshots are pulled from, with\n"
-		"  --store-cert FILE, --store-key FILE  this host's key pair, and\n"
+		"  --store-server URL   the image server snapshots are pulled from\n"
+		"  --store-cert FILE    this host's certificate for it (its key pair is the\n"
+		"                       host's identity there: grants name it)\n"
+		"  --store-key FILE     this host's private key\n"
 		"  --store-ca FILE      the CA of the server's certificate\n"
 		"  --list-routes        print the API routes and exit\n");
 }

@@ -44,7 +44,7 @@ store_certs hostb || { fail "setup: openssl made no certificates"; finish; }
 SPID=
 store_cleanup() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null; daemon_cleanup; }
 trap store_cleanup EXIT
-A=0x2000000
+A=0x1000000
 jqq() { jq "$@" >/dev/null; }
 on_a() { STATE=$T/a; export SHOAL_SOCKET=$T/a/shoald.sock; }
 on_b() { STATE=$T/b; export SHOAL_SOCKET=$T/b/shoald.sock; }
@@ -57,7 +57,7 @@ on_a
 start_daemon --jail off --store "$T/sa" || { fail "daemon A starts"; finish; }
 check "daemon A made its store" test -d "$T/sa/segments"
 "$SHOAL" img create -f raw "$T/d.raw" 4M >/dev/null
-check "A: create and start src (a writable raw disk)" "$SHOAL" vm create -f <(spec src \
+check "A: create and start src (a writable raw disk)" "$SHOAL" vm create -f <(SPEC_MEMORY=32M spec src \
 	"fill $A 8M 7; vblk 64 7; shell" "\"disks\": [{\"path\": \"$T/d.raw\"}]") --start
 wait_console_long src "shoal>" || fail "src filled memory and disk" "$("$SHOAL" console src --show-log | tail -c 300)"
 check "A: vm snapshot src --as s1" "$SHOAL" vm snapshot src --as s1
