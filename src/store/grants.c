@@ -161,14 +161,38 @@ uint8_t *store_pem_block(const char *text, const char *label, size_t *out_len)
 	return der;
 }
 
+char *store_read_text(const char *path, size_t max, struct error *e)
+{
+	char *t;
+	size_t n = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), err;
+
+	if (fd < 0) {
+		err = errno;
+		error_set(e, err == ENOENT ? EXIT_NOINPUT : EXIT_USAGE, "%s: %s", path, strerror(err));
+		errno = err;
+		return NULL;
+	}
+	t = malloc(max + 1);
+	if (!t) {
+		close(fd);
+		error_set(e, EXIT_HOST, "%s: out of memory", path);
+		return NULL;
+	}
+	for (ssize_t r; n < max && (r = read(fd, t + n, max - n)) > 0;)
+		n += (size_t)r;
+	close(fd);
+	t[n] = 0;
+	return t;
+}
+
 int store_fingerprint_arg(const char *arg, char out[65], struct error *e)
 {
 	const char *p = arg;
 	size_t k = 0;
 	char *text;
 	uint8_t *der;
-	size_t n, len;
-	int fd;
+	size_t len;
 
 	if (!strncasecmp(p, "sha256:", 7))
 		p += 7;
@@ -184,20 +208,10 @@ int store_fingerprint_arg(const char *arg, char out[65], struct error *e)
 		return 0;
 	}
 	/* Not a fingerprint: a PEM file. */
-	fd = open(arg, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	text = store_read_text(arg, PEM_MAX, e);
+	if (!text)
 		return error_set(e, EXIT_USAGE, "%s: neither a SHA-256 fingerprint (64 hex digits) nor a readable file (%s)",
-				 arg, strerror(errno));
-	text = malloc(PEM_MAX + 1);
-	if (!text) {
-		close(fd);
-		return error_set(e, EXIT_HOST, "%s: out of memory", arg);
-	}
-	n = 0;
-	for (ssize_t r; n < PEM_MAX && (r = read(fd, text + n, PEM_MAX - n)) > 0;)
-		n += (size_t)r;
-	close(fd);
-	text[n] = 0;
+				 arg, e && e->status == EXIT_HOST ? "out of memory" : strerror(errno));
 	if ((der = store_pem_block(text, "CERTIFICATE", &len))) {
 		int rc = store_fingerprint_cert_der(der, len, out);
 

@@ -54,6 +54,10 @@ bool store_granted(const struct store_grant *v, size_t n, const char *client, co
 		   const char *image);
 /* The key of VM `vm` as some grant records it, or NULL. */
 const uint8_t *store_grants_vm_key(const struct store_grant *v, size_t n, const char *vm);
+/* A small text file (a PEM key or certificate): at most max bytes of it,
+ * NUL-terminated; free() it.  NULL with e (naming the file) if it cannot
+ * be read. */
+char *store_read_text(const char *path, size_t max, struct error *e);
 /* The DER of the first PEM block labelled `label` in text; free() it. */
 uint8_t *store_pem_block(const char *text, const char *label, size_t *out_len);
 

@@ -944,24 +944,12 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 
 static char *read_pem(const char *path, const char *what, const char *label, struct error *e)
 {
-	char *buf;
-	size_t n = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char *buf = store_read_text(path, PEM_MAX, e);
 
-	if (fd < 0) {
-		error_set(e, EXIT_NOINPUT, "%s: %s: %s", what, path, strerror(errno));
-		return NULL;
-	}
-	buf = malloc(PEM_MAX + 1);
 	if (!buf) {
-		close(fd);
-		error_set(e, EXIT_HOST, "%s: out of memory", path);
+		error_prefix(e, "%s", what);
 		return NULL;
 	}
-	for (ssize_t r; n < PEM_MAX && (r = read(fd, buf + n, PEM_MAX - n)) > 0;)
-		n += (size_t)r;
-	close(fd);
-	buf[n] = 0;
 	if (!strstr(buf, label)) {
 		free(buf);
 		error_set(e, EXIT_USAGE, "%s: %s: no PEM '%s' in it", what, path, label);

@@ -87,32 +87,9 @@ static int derive_public(struct store_vmkey *k, const char *what, struct error *
 	return 0;
 }
 
-static char *read_text(const char *path, struct error *e)
-{
-	char *t;
-	size_t n = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0) {
-		error_set(e, errno == ENOENT ? EXIT_NOINPUT : EXIT_USAGE, "%s: %s", path, strerror(errno));
-		return NULL;
-	}
-	t = malloc(PEM_MAX + 1);
-	if (!t) {
-		close(fd);
-		error_set(e, EXIT_HOST, "%s: out of memory", path);
-		return NULL;
-	}
-	for (ssize_t r; n < PEM_MAX && (r = read(fd, t + n, PEM_MAX - n)) > 0;)
-		n += (size_t)r;
-	close(fd);
-	t[n] = 0;
-	return t;
-}
-
 int store_vmkey_load(const char *path, struct store_vmkey *k, struct error *e)
 {
-	char *t = read_text(path, e);
+	char *t = store_read_text(path, PEM_MAX, e);
 	uint8_t *der;
 	size_t n = 0;
 	int rc;
@@ -137,7 +114,7 @@ int store_vmkey_load(const char *path, struct store_vmkey *k, struct error *e)
 
 int store_vmkey_load_public(const char *path, uint8_t pub[32], char fp[65], struct error *e)
 {
-	char *t = read_text(path, e);
+	char *t = store_read_text(path, PEM_MAX, e);
 	uint8_t *der;
 	size_t n = 0;
 
