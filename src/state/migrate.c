@@ -23,21 +23,29 @@
  *           destination, sent after the switch (state/migrate_postcopy.c;
  *           a destination without post-copy refuses it as an unexpected
  *           section, and the source VM runs on)
+ *   sync    empty, once, after the last round of pre-copy and before the
+ *           pause: the destination answers "SHOALRDY" once it has applied
+ *           everything before it
  *   state   the snapshot's state sections ("kvm", "devices":
  *           state/snapshot.c's snapshot_state_save), sent once, paused
  *   end     empty: the stream is complete
  *
  * and back, from the destination: "SHOALDSK" and which disks it has the
- * base of, right after "disks" (migrate_disk.c); "SHOALACK" once it has
- * everything and has restored it, or "SHOALNAK", u32 n, n bytes: why it
- * refused.
+ * base of, right after "disks" (migrate_disk.c); "SHOALRDY" after "sync";
+ * "SHOALACK" once it has everything and has restored it, or "SHOALNAK",
+ * u32 n, n bytes: why it refused.
  *
  * Pre-copy (the source, a thread of its own).  Dirty tracking starts
  * (vmm/dirty.c: KVM's log for the vCPUs, host-side marks for the
  * devices); round 0 sends all RAM (holes of the memfd and all-zero pages
  * as zero records); each further round sends the pages dirtied during the
  * one before, until what is dirty would go over in the downtime limit at
- * the bandwidth measured (or MIGRATE_MAX_ROUNDS).  Then the vCPUs park,
+ * the bandwidth measured (or MIGRATE_MAX_ROUNDS).  Then "sync": the source
+ * waits, the VM still running, until the destination has applied all it
+ * was sent (the last round's pages still in the socket and in its buffer
+ * would otherwise be applied during the pause, ahead of the state, and
+ * where both ends share a CPU they take it from the source's stop phase).
+ * Then the vCPUs park,
  * the event loop is held (no device callback runs), the devices are
  * quiesced, and the last dirty pages, the state and "end" go over.  With
  * --with-disks each writable disk is mirrored alongside (migrate_disk.c):
@@ -109,6 +117,7 @@
 #include "vmm/control.h"
 #include "vmm/config.h"
 #include "vmm/dirty.h"
+#include "vmm/kvm_state.h"
 #include "vmm/vcpu_throttle.h"
 #include "vmm/vm.h"
 
@@ -370,7 +379,7 @@ static int check_hello(struct vm *vm, const uint8_t *p, size_t len, struct error
 static int incoming_read(struct vm *vm, struct migrate_in *in, uint64_t **pc_bits,
 			 uint64_t *pc_missing, struct error *e)
 {
-	bool hello = false, state = false;
+	bool hello = false, state = false, synced = false;
 	uint64_t rounds = 0, ram_sections = 0;
 	struct migrate_disk_target dt;
 
@@ -390,6 +399,9 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, uint64_t **pc_bit
 			if (hello)
 				return error_set(e, EXIT_BADSTATE, "incoming migration: a second hello section");
 			if (check_hello(vm, p, len, e))
+				return -1;
+			/* what the restore asks KVM, asked now rather than paused */
+			if (kvm_state_prepare(vm, e))
 				return -1;
 			hello = true;
 		} else if (!strcmp(name, "ram") && !state) {
@@ -418,8 +430,16 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, uint64_t **pc_bit
 		} else if (!strcmp(name, "disk") && !state) {
 			if (migrate_disk_apply(&dt, p, len, e))
 				return -1;
+		} else if (!strcmp(name, "sync") && !state && !synced) {
+			/* all before it is applied: the source may pause */
+			if (migrate_io_send(in->fd, in->tls, MIGRATE_READY, 8))
+				return error_set(e, EXIT_HOST, "incoming migration: the source went "
+						 "away before our answer to \"sync\"");
+			synced = true;
 		} else if (!strcmp(name, "state") && !state) {
-			if (snapshot_state_restore(vm, "incoming migration: the state section", p, len, e)) {
+			/* never run, destroyed if this fails: no state to put back */
+			if (snapshot_state_restore_fresh(vm, "incoming migration: the state section",
+							 p, len, e)) {
 				e->status = EXIT_BADSTATE;
 				return -1;
 			}
@@ -953,6 +973,24 @@ static int read_answer(struct mig_src *s, struct error *e)
 	return read_nak(s, word, e);
 }
 
+/* "sync", and wait (the VM running) until the destination has applied
+ * everything sent so far: SHOALRDY, or its refusal. */
+static int sync_dest(struct mig_src *s, struct error *e)
+{
+	char word[8];
+	int rc;
+
+	if (src_simple(s, "sync", NULL, 0, e))
+		return -1;
+	rc = migrate_recv_all(s->fd, word, 8);
+	if (rc <= 0)
+		return src_fail(s, e, "waiting for the destination to apply the pages",
+				rc ? errno : EPIPE);
+	if (memcmp(word, MIGRATE_READY, 8))
+		return read_nak(s, word, e);
+	return cancelled(s, e) ? -1 : 0;
+}
+
 /* The destination's answer to "disks": which it has the base of. */
 static int read_disk_answer(struct mig_src *s, struct error *e)
 {
@@ -1135,6 +1173,8 @@ static int precopy(struct mig_src *s, struct error *e)
 	s->bytes = 8;
 	if (hello(s, e))
 		return -1;
+	if (kvm_state_prepare(s->vm, e))   /* what the save asks KVM, asked now */
+		return -1;
 	if (c->with_disks &&
 	    (migrate_disks_start(s->vm, &s->md, e) || migrate_disks_send_list(s->md, &o, e) ||
 	     read_disk_answer(s, e)))
@@ -1185,7 +1225,7 @@ static int precopy(struct mig_src *s, struct error *e)
 			auto_converge(c, dirty * PAGE + c->st.disk.dirty_blocks * MIGRATE_DISK_BLOCK,
 				      s->bytes - b, &high);
 	}
-	return 0;
+	return sync_dest(s, e);
 }
 
 /* Record how the migration ended (`tp`: the downtime, when done). */

@@ -695,8 +695,8 @@ static int check_seed(const char *dir, json_t *disks, json_t *files, struct erro
 	return 0;
 }
 
-int snapshot_state_restore(struct vm *vm, const char *what, const void *buf, size_t len,
-			   struct error *e)
+static int state_restore(struct vm *vm, const char *what, const void *buf, size_t len,
+			 bool fresh, struct error *e)
 {
 	struct state_reader r, payload;
 	bool have_kvm = false, have_devs = false;
@@ -719,8 +719,8 @@ int snapshot_state_restore(struct vm *vm, const char *what, const void *buf, siz
 			}
 			have_devs = true;
 		} else if (!strcmp(name, "kvm") && !have_kvm) {
-			if (kvm_state_restore(vm, payload.data + payload.pos,
-					      payload.len - payload.pos, e))
+			if ((fresh ? kvm_state_restore_fresh : kvm_state_restore)(
+				    vm, payload.data + payload.pos, payload.len - payload.pos, e))
 				return -1;
 			have_kvm = true;
 		} else {
@@ -732,6 +732,18 @@ int snapshot_state_restore(struct vm *vm, const char *what, const void *buf, siz
 		return error_set(e, EXIT_BADSTATE, "%s: no \"%s\" section", what,
 				 have_kvm ? "devices" : "kvm");
 	return 0;
+}
+
+int snapshot_state_restore(struct vm *vm, const char *what, const void *buf, size_t len,
+			   struct error *e)
+{
+	return state_restore(vm, what, buf, len, false, e);
+}
+
+int snapshot_state_restore_fresh(struct vm *vm, const char *what, const void *buf, size_t len,
+				 struct error *e)
+{
+	return state_restore(vm, what, buf, len, true, e);
 }
 
 json_t *snapshot_parse_manifest(const char *dir, const char *text, size_t len,

@@ -100,6 +100,11 @@ int snapshot_state_save(struct vm *vm, struct state_writer *w, struct error *e);
  * Nothing in them is trusted (EXIT_BADSTATE).  0, or -1 with `e`. */
 int snapshot_state_restore(struct vm *vm, const char *what, const void *buf, size_t len,
 			   struct error *e);
+/* The same into a VM that has never run and is destroyed should this fail
+ * (a migration's destination): KVM's state is not read first to be put
+ * back after a refusal part-way (kvm_state_restore_fresh). */
+int snapshot_state_restore_fresh(struct vm *vm, const char *what, const void *buf, size_t len,
+				 struct error *e);
 
 /* Add the "snapshot" and "snapshot-status" commands to the VM's control
  * socket: {"cmd": "snapshot", "dir": PATH[, "live": true]}

@@ -239,7 +239,7 @@ static void host_free(struct ks_host *h)
 	h->msr_index = NULL;
 }
 
-static int host_probe(struct vm *vm, struct ks_host *h, struct error *e)
+static int host_probe_kvm(struct vm *vm, struct ks_host *h, struct error *e)
 {
 	struct kvm_msr_list probe = { .nmsrs = 0 }, *list;
 	int n;
@@ -281,9 +281,51 @@ static int host_probe(struct vm *vm, struct ks_host *h, struct error *e)
 	return 0;
 }
 
-/* Position of `index` in the host's MSR list, or -1. */
-static int host_msr_pos(const struct ks_host *h, uint32_t index)
+/* What KVM_CHECK_EXTENSION and KVM_GET_MSR_INDEX_LIST say is the same
+ * for every VM of the process (one host, one KVM module): asked once, by
+ * kvm_state_prepare or the first save or restore, and kept.  A copy is
+ * handed out, so that host_free stays the caller's. */
+static pthread_mutex_t host_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ks_host host_cached;
+static bool host_known;
+
+static int host_probe(struct vm *vm, struct ks_host *h, struct error *e)
 {
+	int rc = 0;
+
+	pthread_mutex_lock(&host_lock);
+	if (!host_known) {
+		rc = host_probe_kvm(vm, &host_cached, e);
+		host_known = rc == 0;
+	}
+	if (!rc) {
+		*h = host_cached;
+		h->msr_index = malloc((h->nmsrs + 1) * sizeof(uint32_t));
+		if (h->msr_index)
+			memcpy(h->msr_index, host_cached.msr_index, h->nmsrs * sizeof(uint32_t));
+		else
+			rc = error_set(e, EXIT_HOST, "kvm state: out of memory");
+	}
+	pthread_mutex_unlock(&host_lock);
+	return rc;
+}
+
+int kvm_state_prepare(struct vm *vm, struct error *e)
+{
+	struct ks_host h;
+
+	if (host_probe(vm, &h, e))
+		return -1;
+	host_free(&h);
+	return 0;
+}
+
+/* Position of `index` in the host's MSR list, or -1.  A save lists the
+ * MSRs in the host's order, so the one after `hint` is tried first. */
+static int host_msr_pos(const struct ks_host *h, uint32_t index, int hint)
+{
+	if (hint >= 0 && (uint32_t)hint + 1 < h->nmsrs && h->msr_index[hint + 1] == index)
+		return hint + 1;
 	for (uint32_t i = 0; i < h->nmsrs; i++)
 		if (h->msr_index[i] == index)
 			return (int)i;
@@ -646,6 +688,7 @@ static int parse_msrs(const struct ks_rec *rec, const char *sect, const struct k
 {
 	uint32_t n;
 	bool *seen;
+	int pos = -1;
 
 	if (rec->len < 4)
 		return bad(e, sect, "record MSRS is %u bytes, too short for its count", rec->len);
@@ -666,12 +709,11 @@ static int parse_msrs(const struct ks_rec *rec, const char *sect, const struct k
 		const uint8_t *q = rec->body + 4 + 16 * (size_t)i;
 		uint32_t index, reserved;
 		uint64_t data;
-		int pos;
 
 		memcpy(&index, q, 4);
 		memcpy(&reserved, q + 4, 4);
 		memcpy(&data, q + 8, 8);
-		pos = host_msr_pos(h, index);
+		pos = host_msr_pos(h, index, pos);
 		if (reserved || pos < 0 || seen[pos]) {
 			free(seen);
 			if (reserved)
@@ -1015,7 +1057,7 @@ static int set_all(struct vm *vm, const struct ks_host *h, const struct ks_state
 	return set_vm(vm, s, e);
 }
 
-int kvm_state_restore(struct vm *vm, const void *buf, size_t len, struct error *e)
+static int restore(struct vm *vm, const void *buf, size_t len, bool fresh, struct error *e)
 {
 	struct ks_host h;
 	struct ks_state in = { 0 }, before = { 0 };
@@ -1028,14 +1070,19 @@ int kvm_state_restore(struct vm *vm, const void *buf, size_t len, struct error *
 		goto out;
 	if (parse_all(vm->ncpus, &h, buf, len, &in, e))
 		goto out;
-	/* What to put back should KVM refuse something part-way. */
-	if (get_all(vm, &h, &before, e)) {
+	/* What to put back should KVM refuse something part-way; a fresh
+	 * VM is destroyed instead, and is spared the reading. */
+	if (!fresh && get_all(vm, &h, &before, e)) {
 		error_prefix(e, "cannot read the VM's state before restoring");
 		goto out;
 	}
 	if (set_all(vm, &h, &in, e)) {
 		size_t n = strlen(e->msg);
 
+		if (fresh) {
+			snprintf(e->msg + n, sizeof(e->msg) - n, " (the VM is left half restored)");
+			goto out;
+		}
 		if (set_all(vm, &h, &before, &e2)) {
 			log_error("kvm state: putting the previous state back failed too: %s", e2.msg);
 			snprintf(e->msg + n, sizeof(e->msg) - n, " (the VM is left half restored)");
@@ -1050,6 +1097,19 @@ out:
 	state_free(&before);
 	host_free(&h);
 	return rc;
+}
+
+int kvm_state_restore(struct vm *vm, const void *buf, size_t len, struct error *e)
+{
+	return restore(vm, buf, len, false, e);
+}
+
+int kvm_state_restore_fresh(struct vm *vm, const void *buf, size_t len, struct error *e)
+{
+	if (vm->started_ns)    /* vm_run sets it, and it stays */
+		return error_set(e, EXIT_HOST, "kvm state: restore: the VM has run; "
+				 "kvm_state_restore_fresh is for one that never did");
+	return restore(vm, buf, len, true, e);
 }
 
 int kvm_state_check(int ncpus, uint32_t xsave_size, bool xcrs, const uint32_t *msrs,

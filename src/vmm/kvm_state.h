@@ -73,6 +73,18 @@ int kvm_state_save(struct vm *vm, struct state_writer *w, struct error *e);
  * kvm_state.c for why. */
 int kvm_state_restore(struct vm *vm, const void *buf, size_t len, struct error *e);
 
+/* The same into a VM that has never run (vm_run not called) and that the
+ * caller destroys if this fails, as a migration's destination does: the
+ * state is not read first to be put back, which halves the ioctls of a
+ * restore.  Should KVM refuse a value part-way, -1 says the VM is left
+ * half restored.  A VM whose vCPUs have run is refused (EXIT_HOST). */
+int kvm_state_restore_fresh(struct vm *vm, const void *buf, size_t len, struct error *e);
+
+/* Ask KVM now what every save and restore needs to know of it (the XSAVE
+ * size, XCRs, the MSR list): it is asked once per process and kept, so
+ * that a migration does it before the pause.  0, or -1 with `e`. */
+int kvm_state_prepare(struct vm *vm, struct error *e);
+
 /* The checks kvm_state_restore makes of `buf` before it touches KVM, for
  * a VM of `ncpus` vCPUs on a host whose KVM has an XSAVE area of
  * `xsave_size` bytes (0: none, the FPU instead), XCRs or not, and lists the

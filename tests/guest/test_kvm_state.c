@@ -9,7 +9,9 @@
  * the hostile inputs: a truncated buffer, a section for a vCPU the VM does
  * not have, a corrupted MSR count, each refused with a message that names
  * the problem, the VM's state unchanged; and a value only KVM refuses,
- * after which the state from before the restore is put back.
+ * after which the state from before the restore is put back (or, through
+ * kvm_state_restore_fresh, a migration destination's restore, which reads
+ * nothing to put back, said to be left half restored).
  *
  * What legitimately differs between two saves of a paused VM:
  *   kvm-vm CLCK bytes 0-7    the kvmclock (host monotonic time goes on)
@@ -330,7 +332,9 @@ static void test_round_trip(void **state)
 
 /* The snapshot use: pause a guest mid-workload, copy its memory, devices
  * and KVM state into a second VM that was built but never run, and run
- * that one to the end; the first is then stopped. */
+ * that one to the end; the first is then stopped.  The restore is
+ * kvm_state_restore_fresh, a migration destination's (no state read to put
+ * back), which the clone, once it has run, must refuse. */
 static void test_clone_into_fresh_vm(void **state)
 {
 	struct run a = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
@@ -364,7 +368,7 @@ static void test_clone_into_fresh_vm(void **state)
 	assert_int_equal(a.vm->mem.size, b.vm->mem.size);
 	memcpy(b.vm->mem.host, a.vm->mem.host, a.vm->mem.size);
 	assert_int_equal(vm_restore_devices(b.vm, dw.data, dw.len, &e), 0);
-	rc = kvm_state_restore(b.vm, kw.data, kw.len, &e);
+	rc = kvm_state_restore_fresh(b.vm, kw.data, kw.len, &e);
 	if (rc)
 		fprintf(stderr, "restore into the fresh VM: %s\n", e.msg);
 	assert_int_equal(rc, 0);
@@ -374,6 +378,9 @@ static void test_clone_into_fresh_vm(void **state)
 	fprintf(stderr, "  clone finished: status %d (%s)\n", b.status, b.vm->exit_reason);
 	assert_int_equal(b.status, 9);
 	assert_int_equal(b.nbad, 0);
+	assert_int_equal(kvm_state_restore_fresh(b.vm, kw.data, kw.len, &e), -1);
+	fprintf(stderr, "  refused after running: %s\n", e.msg);
+	assert_non_null(strstr(e.msg, "has run"));
 
 	vm_stop(a.vm, 0, "test: the original is not needed");
 	vm_resume(a.vm);
@@ -542,6 +549,32 @@ static void test_kvm_refusal_puts_back(void **state)
 	fixture_free(&f);
 }
 
+/* The same refusal through kvm_state_restore_fresh: refused, and said to
+ * leave the VM half restored, since nothing was read to put back (its
+ * caller destroys the VM). */
+static void test_kvm_refusal_fresh(void **state)
+{
+	struct fixture f;
+	struct error e = { 0 };
+	uint32_t rlen, flags = 0x80000000u;
+	size_t off;
+	uint8_t *b;
+
+	fixture_init(&f);
+	b = bad_copy(&f, 0);
+	off = find_rec(b, f.good.len, "vcpu1", KVM_STATE_TAG('E', 'V', 'N', 'T'), &rlen);
+	assert_true(off != (size_t)-1);
+	memcpy(b + off + offsetof(struct kvm_vcpu_events, flags), &flags, 4);
+	assert_int_equal(kvm_state_restore_fresh(f.vm, b, f.good.len, &e), -1);
+	fprintf(stderr, "  refused (status %d): %s\n", e.status, e.msg);
+	assert_int_equal(e.status, EXIT_BADSTATE);
+	assert_non_null(strstr(e.msg, "vcpu1: KVM_SET_VCPU_EVENTS"));
+	assert_non_null(strstr(e.msg, "half restored"));
+	assert_null(strstr(e.msg, "put back"));
+	free(b);
+	fixture_free(&f);
+}
+
 static void test_what(void **state)
 {
 	assert_non_null(strstr(kvm_state_what(), "MSR"));
@@ -557,6 +590,7 @@ int main(void)
 		cmocka_unit_test(test_vcpu_that_does_not_exist),
 		cmocka_unit_test(test_bad_msr_count),
 		cmocka_unit_test(test_kvm_refusal_puts_back),
+		cmocka_unit_test(test_kvm_refusal_fresh),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
