@@ -19,12 +19,15 @@
 #                disk     each VM gets its own copy of an ext4 image of the
 #                         tree (`--disk COPY,readonly`), the usual way
 #
+# The VMs boot one after another (each waits for the one before to be
+# ready; ten booting at once froze the one-vCPU box), and read one after
+# another too; they run under nice 5, and so do the virtiofsd.
 # Each VM: the guest kit's Debian cloud kernel (scripts/guest-kit.sh), 1
 # vCPU, 256 MiB, its serial console on stdin/stdout (stdin a FIFO this
 # script holds open).  The hook mounts the tree (`mount -t virtiofs shared`
 # or the ext4 disk read-only), reports "ready" and its page cache (Cached in
 # /proc/meminfo), then waits for a line on its console; when every VM of
-# the variant is ready the script measures the host, sends each VM "go",
+# the variant is ready the script measures the host, sends each VM "go" in turn,
 # and each guest reads the whole tree (md5sum of every file, then an md5sum
 # of that list: one checksum of names and bytes) and reports the checksum
 # and its page cache again.  The script checks every guest's checksum is
@@ -54,7 +57,7 @@ VIRTIOFSD=${VIRTIOFSD:-/usr/lib/qemu/virtiofsd}
 N=10
 MIB=64
 VARIANTS=fs-auto,fs-none,disk
-WAIT=${WAIT:-900}
+WAIT=${WAIT:-300}
 while getopts n:s:v: o; do
 	case $o in
 	n) N=$OPTARG ;;
@@ -147,22 +150,18 @@ resident_kb() {   # bytes of the files in memory (fincore), in kB
 	fincore -b -n -o RES "$@" | awk '{s += $1} END {printf "%d\n", s / 1024}'
 }
 fact() { sed -n "s/.*linux-test: $2 //p" "$W/vm$1.log" | tr -d '\r' | tail -1; }
-wait_all() {   # WHAT: until every VM has "linux-test: WHAT" (bounded)
-	local end=$((SECONDS + WAIT)) i n
+wait_one() {   # I WHAT: until VM I has "linux-test: WHAT" (bounded)
+	local end=$((SECONDS + WAIT))
 	while [ $SECONDS -lt $end ]; do
-		n=0
-		for i in $(seq "$N"); do grep -q "linux-test: $1" "$W/vm$i.log" 2>/dev/null && n=$((n + 1)); done
-		[ $n = "$N" ] && return 0
-		if grep -l "linux-test: mount failed" "$W"/vm*.log >/dev/null 2>&1; then
-			grep -h "linux-test: mount failed" "$W"/vm*.log | head -1 >&2
+		grep -q "linux-test: $2" "$W/vm$1.log" 2>/dev/null && return 0
+		if grep -q "linux-test: mount failed" "$W/vm$1.log" 2>/dev/null; then
+			say "vm$1: $(grep -h "linux-test: mount failed" "$W/vm$1.log" | head -1)"
 			return 1
 		fi
-		for i in $(seq "$N"); do
-			kill -0 "${VMM_PIDS[$i]}" 2>/dev/null || { say "vm$i exited: $(tail -2 "$W/vm$i.vmm")"; return 1; }
-		done
+		kill -0 "${VMM_PIDS[$1]}" 2>/dev/null || { say "vm$1 exited: $(tail -2 "$W/vm$1.vmm")"; return 1; }
 		sleep 1
 	done
-	say "$1: $n of $N VMs after ${WAIT}s"
+	say "vm$1: no \"$2\" after ${WAIT}s"
 	return 1
 }
 
@@ -193,7 +192,7 @@ run_variant() {
 		args=()
 		if [ -n "$cache" ]; then
 			sock=$W/vfs$i.sock
-			"$VIRTIOFSD" --socket-path="$sock" -o source="$TREE" -o cache=$cache \
+			nice -n 5 "$VIRTIOFSD" --socket-path="$sock" -o source="$TREE" -o cache=$cache \
 				>"$W/virtiofsd$i.txt" 2>&1 &
 			VFS_PIDS[$i]=$!
 			for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
@@ -207,13 +206,14 @@ run_variant() {
 		mkfifo "$W/fifo$i"
 		exec {fd}<>"$W/fifo$i"
 		FIFO_FDS[$i]=$fd
-		"$SHOAL" run --kernel "$SHOAL_KIT_VMLINUX" --initrd "$W/initrd" --cpus 1 --memory 256M \
+		nice -n 5 "$SHOAL" run --kernel "$SHOAL_KIT_VMLINUX" --initrd "$W/initrd" --cpus 1 --memory 256M \
 			--cmdline "console=ttyS0 quiet kit.quiet kit.poweroff kit.run=/test/hook vs.mode=$mode" \
-			--console stdio --timeout $((WAIT * 2 + 300)) "${args[@]}" \
+			--console stdio --timeout $((WAIT * N * 2 + 300)) "${args[@]}" \
 			<"$W/fifo$i" >"$W/vm$i.log" 2>"$W/vm$i.vmm" &
 		VMM_PIDS[$i]=$!
+		# one boot at a time: ten at once on the box's one vCPU froze it
+		if ! wait_one "$i" ready; then STATUS=1; stop_all 2>/dev/null; rm -f "$W"/fifo*; return; fi
 	done
-	if ! wait_all ready; then STATUS=1; stop_all 2>/dev/null; rm -f "$W"/fifo*; return; fi
 	local boot_s=$((SECONDS - t0))
 	sleep 2
 	local avail1 cached1 vmm1 vfs1 gc1=0
@@ -221,8 +221,10 @@ run_variant() {
 	vmm1=$(pss_of "${VMM_PIDS[@]}"); vfs1=$( [ -n "$cache" ] && pss_of "${VFS_PIDS[@]}" || echo 0)
 	for i in $(seq "$N"); do gc1=$((gc1 + $(fact "$i" ready | sed 's/.*cached_kb=//'))); done
 	t0=$SECONDS
-	for i in $(seq "$N"); do echo go >"$W/fifo$i"; done
-	if ! wait_all "read sum="; then STATUS=1; stop_all 2>/dev/null; rm -f "$W"/fifo*; return; fi
+	for i in $(seq "$N"); do
+		echo go >"$W/fifo$i"
+		if ! wait_one "$i" "read sum="; then STATUS=1; stop_all 2>/dev/null; rm -f "$W"/fifo*; return; fi
+	done
 	local read_s=$((SECONDS - t0))
 	sleep 2
 	local avail2 cached2 vmm2 vfs2 res2 gc2=0 agree=0 s
