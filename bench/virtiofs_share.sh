@@ -84,6 +84,7 @@ FIFO_FDS=()
 stop_all() {
 	local p fd
 	for p in "${VMM_PIDS[@]}" "${VFS_PIDS[@]}"; do
+		# shellcheck disable=SC2046  # one pid a word
 		[ -n "$p" ] && kill -9 $(descendants "$p") "$p" 2>/dev/null
 	done
 	for p in "${VMM_PIDS[@]}" "${VFS_PIDS[@]}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
@@ -140,7 +141,7 @@ cat "$SHOAL_KIT_INITRD" "$W/ov.cpio.gz" >"$W/initrd"
 meminfo() { sed -n "s/^$1: *\([0-9]*\) kB/\1/p" /proc/meminfo; }
 pss_of() {   # PSS in kB of the pids and all their descendants
 	local p s=0 v
-	for p in "$@" $(for p in "$@"; do descendants "$p"; done); do
+	for p in "$@" $(for q in "$@"; do descendants "$q"; done); do
 		v=$(sed -n 's/^Pss: *\([0-9]*\) kB/\1/p' /proc/"$p"/smaps_rollup 2>/dev/null)
 		s=$((s + ${v:-0}))
 	done
