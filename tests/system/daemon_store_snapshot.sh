@@ -2,11 +2,13 @@
 # daemon_store_snapshot.sh - a snapshot pushed from one shoald is restored
 # by another from the store (issue 14 item 6; docs/daemon.md "Snapshots
 # through the store"), through the CLI and curl only, with the test guest:
-#   - daemon A (--store sa) runs a VM with a writable raw disk that fills
+#   - daemon A (--store sa; jailed VMMs, as root) runs a VM with a writable raw disk that fills
 #     8 MiB of memory (seed 7) and writes a disk pattern (seed 7); it is
 #     snapshotted (s1) and `shoal snapshot push s1` stores it (files, one
 #     disk); pushed again: 409 name_taken naming the store; as "../x": 400;
-#     an unknown snapshot: 404; then the VM overwrites memory and disk
+#     an unknown snapshot: 404; s1 pushed again as s2 is pulled back
+#     from A's own store (recorded, its disk moved out of the export);
+#     then the VM overwrites memory and disk
 #     (seed 9) and exits;
 #   - `shoal store serve` of A's store, with B's host key granted s1 only
 #     (s1 is pushed a second time as s2, ungranted);
@@ -16,7 +18,8 @@
 #     pull_refused, the server's 403); a daemon without --store-server
 #     would say so (409 no_server, checked on A);
 #   - `shoal snapshot pull s1 --from-server` fetches it (fetched, one
-#     disk), B records it (snapshot show: vm src), its disk in a
+#     disk), B records it (snapshot show: vm src; a snapshot-pulled
+#     event), its disk in a
 #     directory of its own beside B's first --allow-dir is the parent's
 #     bytes; pulled again: 409
 #     name_taken; `shoal vm restore s1 --name r1` on B runs it: the guest
@@ -27,8 +30,8 @@
 #     no disks (the deleted snapshot's disk directory stays); the
 #     leftovers of a killed pull (.pull-*, .partial-*) are removed at B's
 #     next start.
-# Both daemons run with --jail off: a jailed VMM cannot make the restore's
-# overlay beside its disk (daemon_snapshot_disk.sh says the same).
+# B runs with --jail off: a jailed VMM cannot make the restore's overlay
+# beside its disk (daemon_snapshot_disk.sh says the same).
 #
 # tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
@@ -54,7 +57,8 @@ has() { grep -qF -- "$1" "$T/err"; }
 
 # ---- daemon A: a VM, a snapshot, pushed ----
 on_a
-start_daemon --jail off --store "$T/sa" || { fail "daemon A starts"; finish; }
+A_JAIL=(); [ "$(id -u)" = 0 ] || A_JAIL=(--jail off)     # A: jailed VMMs where it can
+start_daemon "${A_JAIL[@]}" --store "$T/sa" || { fail "daemon A starts"; finish; }
 check "daemon A made its store" test -d "$T/sa/segments"
 "$SHOAL" img create -f raw "$T/d.raw" 4M >/dev/null
 check "A: create and start src (a writable raw disk)" "$SHOAL" vm create -f <(SPEC_MEMORY=32M spec src \
@@ -71,6 +75,10 @@ expect_error "A: push as \"../x\": 400" 400 invalid_request "as:" api POST /v1/s
 expect_error "A: push an unknown snapshot: 404" 404 not_found "snapshot nope" api POST /v1/snapshots/nope/push
 expect_error "A: pull from a server A has none of: 409" 409 no_server "--store-server" \
 	api POST /v1/snapshots/x/pull '{"from": "server"}'
+"$SHOAL" snapshot pull s2 -o json >"$T/pull2.json" 2>"$T/err"
+check "A: snapshot pull s2 (from its own store): recorded, its disk moved out of the export" \
+	jqq -e --arg t "$T/snapshots-pulled/s2-" '.from == "store" and (.fetched | not) and
+		(.disks[0].path | startswith($t)) and .vm == "src"' "$T/pull2.json"
 type_console src "fill $A 8M 9; vblk 64 9; exit 4"$'\r'
 wait_state src exited 600 || fail "src overwrote memory and disk (seed 9) and exited"
 
@@ -93,6 +101,8 @@ check "  ... nothing recorded, nothing in B's store" \
 "$SHOAL" snapshot pull s1 --from-server -o json >"$T/pull.json" 2>"$T/err"
 check "B: snapshot pull s1 --from-server: fetched, one disk" \
 	jqq -e '.name == "s1" and .fetched and .fetched_chunks > 0 and (.disks | length) == 1' "$T/pull.json"
+check "  ... a snapshot-pulled event on src, from the server" bash -c "'$SHOAL' events --vm src -o json |
+	jq -s -e 'map(select(.type == \"snapshot-pulled\" and .detail.snapshot == \"s1\" and .detail.from == \"server\")) | length == 1' >/dev/null"
 check "  ... B records it, taken of VM src" \
 	test "$("$SHOAL" snapshot show s1 -o json | jq -r '.vm + "|" + .dir')" = "src|$T/b/snapshots/s1"
 PD=$(jq -r '.disks[0].path' "$T/pull.json")
@@ -125,8 +135,8 @@ EOF
 err "$SHOAL" snapshot pull s1
 check "B: pull s1 from a damaged store: refused, naming the segment" has "segment 0000"
 check "  ... no row, no directory, no disks, no leftovers" test "$("$SHOAL" snapshot list -o json |
-	jq '.snapshots | length')" = 0 -a ! -e "$T/b/snapshots/s1" -a "$(ls -A "$T/snapshots-pulled")" = \
-	"$(basename "$(dirname "$PD")")" -a -z "$(ls -A "$T/b/snapshots" | grep '^\.')"
+	jq '.snapshots | length')" = 0 -a ! -e "$T/b/snapshots/s1" -a "$(ls -A "$T/snapshots-pulled" |
+	grep '^s1-\|^\.')" = "$(basename "$(dirname "$PD")")" -a -z "$(ls -A "$T/b/snapshots" | grep '^\.')"
 mkdir -p "$T/b/snapshots/.pull-s9-1234" "$T/snapshots-pulled/.partial-s9-1234"
 touch "$T/snapshots-pulled/.partial-s9-1234/disk-0.raw"
 kill "$DPID"; wait "$DPID" 2>/dev/null
