@@ -12,6 +12,7 @@
  *   shoal store serve DIR --listen HOST:PORT --cert F --key F --client-ca F
  *   shoal store grant|revoke DIR CLIENT IMAGE [--vm VMKEY]
  *   shoal store keygen FILE;  shoal store vm-proof VMKEY --client CERT|FP
+ *   shoal store push DIR NAME --to DIR2
  *   shoal store grants DIR [--output json]
  *   shoal store pull DIR NAME --from https://HOST:PORT --cert F --key F --ca F
  *   shoal store import-snapshot DIR SNAPDIR --name NAME [--output json]
@@ -43,6 +44,7 @@
 #include "store/grants.h"
 #include "store/vmkey.h"
 #include "store/pull.h"
+#include "store/push.h"
 #include "store/serve.h"
 #include "store/snapobj.h"
 #include "store/store.h"
@@ -808,6 +810,38 @@ static int s_export_snapshot(int argc, char **argv)
 	return rc ? fail(&e) : 0;
 }
 
+/* push DIR NAME --to DIR2: an image or a snapshot into another store. */
+static int s_push(int argc, char **argv)
+{
+	static const char *const names[] = { "to", "output" };
+	const char *v[2] = { 0 }, *pos[2];
+	struct store_push_stats st;
+	struct error e = { 0 };
+	int rc = parse_kv(argc, argv, names, v, 2, pos, 2);
+
+	if (rc)
+		return rc;
+	if (!v[0])
+		return usage("push: --to DIR (the other store) is needed");
+	if (v[1] && strcmp(v[1], "json") && strcmp(v[1], "human"))
+		return usage("--output %s: json or human", v[1]);
+	if (store_push(pos[0], pos[1], v[0], &st, isatty(2) ? progress : NULL, NULL, &e))
+		return fail(&e);
+	if (v[1] && !strcmp(v[1], "json"))
+		print_json(json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "name", pos[1], "kind",
+				     st.snapshot ? "snapshot" : "image", "to", v[0], "size", (json_int_t)st.size,
+				     "chunks", (json_int_t)st.chunks, "zero_chunks", (json_int_t)st.zero_chunks,
+				     "present", (json_int_t)st.present, "copied", (json_int_t)st.copied,
+				     "copied_bytes", (json_int_t)st.copied_bytes, "kept_parent", st.kept_parent));
+	else
+		printf("%s: %s pushed to %s: %llu chunks (%llu zero): %llu were there, %llu copied (%llu bytes)%s\n",
+		       pos[1], st.snapshot ? "snapshot" : "image", v[0], (unsigned long long)st.chunks,
+		       (unsigned long long)st.zero_chunks, (unsigned long long)st.present,
+		       (unsigned long long)st.copied, (unsigned long long)st.copied_bytes,
+		       st.kept_parent ? "; linked to its parent there" : "");
+	return 0;
+}
+
 static int s_pull(int argc, char **argv)
 {
 	return pull_common(argc, argv, false);
@@ -904,6 +938,8 @@ static int s_help(int argc, char **argv)
 	       "  vm-proof VMKEY --client CERT|FP [--valid S | --until T]\n"
 	       "                                        a proof that host CLIENT acts for the VM (for --vm-proof)\n"
 	       "  grants DIR [--output json]            the grants\n"
+	       "  push DIR NAME --to DIR2 [--output json]\n"
+	       "                                        copy an image or a snapshot into another store (its missing chunks)\n"
 	       "  pull DIR NAME --from https://HOST:PORT --cert F --key F --ca F [--vm-key F | --vm-proof P] [--output json]\n"
 	       "                                        fetch an image's missing chunks from a server\n"
 	       "  import-snapshot DIR SNAPDIR --name NAME [--output json]\n"
@@ -928,7 +964,8 @@ int cmd_store(int argc, char **argv)
 		    { "serve", s_serve }, { "grant", s_grant }, { "revoke", s_revoke },
 		    { "grants", s_grants }, { "pull", s_pull },
 		    { "import-snapshot", s_import_snapshot }, { "export-snapshot", s_export_snapshot },
-		    { "pull-snapshot", s_pull_snapshot }, { "keygen", s_keygen }, { "vm-proof", s_vm_proof } };
+		    { "pull-snapshot", s_pull_snapshot }, { "keygen", s_keygen }, { "vm-proof", s_vm_proof },
+		    { "push", s_push } };
 
 	if (argc < 2)
 		return s_help(0, NULL), EXIT_USAGE;

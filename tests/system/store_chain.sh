@@ -13,8 +13,9 @@
 # parent; a raw base ends the chain; a snapshot whose disk is an overlay
 # over a stored image (or is one) is imported linked to it and
 # export-snapshot --chain gives the chain back with its identities; and
-# `shoal store pull` and pull-snapshot keep the link where the puller has
-# the parent.  Runs on the host, no KVM.
+# `shoal store pull` and pull-snapshot, and `shoal store push` into another
+# store, keep the link where the receiving store has the parent.  Runs on
+# the host, no KVM.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/store_lib.bash"
 
@@ -201,4 +202,31 @@ pulls p1 && pulls p2 && "$SHOAL" store export-snapshot p1 sn1 outP1 --chain >/de
 	[ -f outP2/disk-0.raw ] && qemu-img compare -f raw -F qcow2 outP2/disk-0.raw frozen.qcow2 >/dev/null 2>&1 &&
 	pass "pull-snapshot keeps the disk's link where the store has base.qcow2 (export --chain: the chain), and drops it where not (a raw disk, equal)" ||
 	fail "pull-snapshot chain" "$(cat pull.err; ls outP1 outP2 2>&1)"
+
+# ---- push: the authoring side, into another store ----
+push() { "$SHOAL" store push st "$1" --to "$2" --output json >push.json 2>push.err; }
+J() { python3 -c "import json; print(json.load(open('push.json'))$1)"; }
+push base.qcow2 q1 && [ "$(J "['copied']")" -gt 0 ] && push mid.qcow2 q1 && push app q1 && [ "$(J "['kept_parent']")" = True ] &&
+	"$SHOAL" store ls q1 >q1.out && grep -q "^app .* mid.qcow2$" q1.out && mkdir outQ &&
+	"$SHOAL" store get q1 app outQ/app.qcow2 --chain >/dev/null 2>&1 && qemu-img compare outQ/app.qcow2 top.qcow2 >/dev/null 2>&1 &&
+	[ "$(chain outQ/app.qcow2)" = "$(chain top.qcow2)" ] &&
+	pass "push of base.qcow2, mid.qcow2 and app into a new store keeps the chain (rebuilt equal, same identity); app copied only $(J "['copied']") chunks, $(J "['present']") were there" ||
+	fail "push chain" "$(cat push.json push.err q1.out 2>&1)"
+push sn1 q1 && [ "$(J "['kind']")" = snapshot ] && [ "$(J "['kept_parent']")" = True ] &&
+	"$SHOAL" store export-snapshot q1 sn1 outQS --chain >/dev/null 2>&1 && qemu-img compare outQS/disk-0.qcow2 frozen.qcow2 >/dev/null 2>&1 &&
+	cmp -s outQS/memory sn/memory && cmp -s outQS/state sn/state &&
+	pass "push of snapshot sn1: memory and state byte-equal, its disk's chain kept (export --chain equal to the frozen disk)" ||
+	fail "push snapshot" "$(cat push.json push.err)"
+push sn1 q2 && [ "$(J "['kept_parent']")" = False ] && "$SHOAL" store export-snapshot q2 sn1 outQ2 --chain >/dev/null 2>&1 &&
+	[ -f outQ2/disk-0.raw ] && qemu-img compare -f raw -F qcow2 outQ2/disk-0.raw frozen.qcow2 >/dev/null 2>&1 &&
+	pass "push of sn1 into a store without base.qcow2: the disk stands alone (a raw disk on export, equal)" ||
+	fail "push snapshot without its base" "$(cat push.json push.err)"
+push app q1
+rc=$?
+[ $rc -ne 0 ] && grep -q "an image named 'app' is already in the store" push.err && pass "push of a name the other store has is refused: $(cat push.err)" ||
+	fail "push twice" "rc=$rc $(cat push.err)"
+push nosuch q1
+rc=$?
+[ $rc -ne 0 ] && grep -q "no image named 'nosuch'" push.err && pass "push of an unknown name: $(cat push.err)" ||
+	fail "push unknown" "rc=$rc $(cat push.err)"
 finish
