@@ -309,6 +309,15 @@ static const struct seccomp_rule g_stream_rules[] = {
 };
 GROUP(g_stream, "stream");
 
+/* The destination's post-copy thread writes its page requests into a TLS
+ * session (state/migrate_tls.c): SIGPIPE is blocked around each TLS call,
+ * and one the write raised is taken before the mask comes back. */
+static const struct seccomp_rule g_sigpipe_rules[] = {
+	R(rt_sigpending, "TLS: was SIGPIPE raised by this write?"),
+	R(rt_sigtimedwait, "TLS: take that SIGPIPE before the old mask returns"),
+};
+GROUP(g_sigpipe, "tls-sigpipe");
+
 /* A store: disk (store/stream.c): its loader and prefetch threads fetch
  * chunks from the image server over HTTPS with libcurl and OpenSSL, and
  * put them in the local cache store (new segment files, their tables, the
@@ -394,7 +403,7 @@ const struct seccomp_kind_def seccomp_kinds[SECCOMP_NKINDS] = {
 	/* started by the main thread before its own filter, in migrate_incoming;
 	 * under shoald the jail drops the ids after that (setxid broadcast) */
 	[SECCOMP_POSTCOPY] = { "postcopy", { &g_base, &g_fileio, &g_poll, &g_stream, &g_uffd_pc,
-					    &g_setxid, &g_mce_log, SAN NULL } },
+					    &g_sigpipe, &g_setxid, &g_mce_log, SAN NULL } },
 	/* started by the main thread at build, before any filter, when a
 	 * store: disk opens; each installs this filter first thing */
 	[SECCOMP_STORE] = { "store", { &g_base, &g_fileio, &g_poll, &g_inet, &g_cache, SAN NULL } },

@@ -44,8 +44,12 @@
  * The source may not: name a page past the end of RAM, send a record
  * outside it, or a list not of our size: each is refused before the
  * acknowledgement (the VM then stays at the source) or, after it, ends the
- * destination as above.  Over TLS post-copy is refused (the one thread
- * would have to see records the TLS layer already read; not done).
+ * destination as above.  Over TLS the destination's one thread reads the
+ * stream and sends its requests through the same TLS session (only that
+ * thread touches it from the switch on), and before it waits on the
+ * socket it takes what TLS has already read off it (SSL_pending): a poll
+ * alone would not see those records, and the page they bring would wait
+ * for the next one.
  */
 #include "state/migrate_postcopy.h"
 
@@ -270,10 +274,10 @@ int migrate_postcopy_arm(struct guest_mem *m, bool tls, bool zero_layer, uint64_
 		migrate_postcopy_free(d);
 		return error_set(e, EXIT_HOST, "incoming migration: out of memory");
 	}
-	if (tls || zero_layer || m->fd < 0) {
+	(void)tls;	/* over TLS too: dst_thread sees what TLS has buffered */
+	if (zero_layer || m->fd < 0) {
 		migrate_postcopy_free(d);
 		return error_set(e, EXIT_BADSTATE, "incoming migration: post-copy is not done %s",
-				 tls ? "over TLS (migrate without --postcopy-after, or without --tls)" :
 				 zero_layer ? "with the zero-page layer on (start the destination "
 					      "without it)" : "for memory that is not a memfd");
 	}
@@ -426,10 +430,18 @@ static void *dst_thread(void *arg)
 
 	seccomp_thread_enter(SECCOMP_POSTCOPY);
 	for (;;) {
-		int rc = poll(pfd, 2, 1000);
+		/* Over TLS a read may have taken more records off the socket
+		 * than it handed out: those bytes are ready though the socket
+		 * polls empty. */
+		bool buffered = migrate_io_pending(d->in.tls) > 0;
+		int rc = poll(pfd, 2, buffered ? 0 : 1000);
 
 		if (rc < 0 && errno != EINTR)
 			dst_lost(d, "poll failed");
+		if (buffered) {
+			pfd[1].revents |= POLLIN;
+			rc = rc > 0 ? rc : 1;
+		}
 		if (rc > 0 && pfd[0].revents)
 			dst_faults(d);
 		if (rc > 0 && pfd[1].revents) {

@@ -387,6 +387,11 @@ int migrate_io_recv(int fd, struct migrate_tls *t, void *buf, size_t len)
 	return 1;
 }
 
+int migrate_io_pending(struct migrate_tls *t)
+{
+	return t ? SSL_pending(t->ssl) : 0;
+}
+
 void migrate_io_close(int fd, struct migrate_tls *t)
 {
 	if (t) {

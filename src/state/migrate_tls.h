@@ -58,6 +58,9 @@ const char *migrate_tls_describe(const struct migrate_tls *t, char *buf, size_t 
  * byte, -1 with errno. */
 int migrate_io_send(int fd, struct migrate_tls *t, const void *buf, size_t len);
 int migrate_io_recv(int fd, struct migrate_tls *t, void *buf, size_t len);
+/* Bytes TLS has already read from fd and not handed out (a poll on fd
+ * does not see them); 0 without TLS. */
+int migrate_io_pending(struct migrate_tls *t);
 /* Close the destination's connection: TLS's close_notify, then the fd. */
 void migrate_io_close(int fd, struct migrate_tls *t);
 

@@ -65,8 +65,8 @@
 #     typed "exit 7" it exits 7 there;
 #   - post-copy (postcopy_after): 31 is refused (400 naming postcopy_after)
 #     and so is `--postcopy-after 0` (64); web-9, dirtying 8 MiB as fast as
-#     it runs, moves to B over B's Unix socket (the destination refuses
-#     post-copy over TLS) with --bandwidth 8M --postcopy-after 1: the
+#     it runs, moves to B over HTTPS (its stream, the page requests
+#     included, in TLS) with --bandwidth 8M --postcopy-after 1: the
 #     answer (a MigrateResult) and A's "migrated" event say post-copy, with
 #     the pages fetched on demand and pushed adding up to those missing at
 #     the switch; web-9 runs on B, and its guest there verifies its pattern.
@@ -448,10 +448,10 @@ check "postcopy_after 31 is refused: 400 naming postcopy_after" bash -c \
 	'[ "${1##* }" = 400 ] && jq -e ".error.message | startswith(\"postcopy_after: \")" <<<"${1% *}" >/dev/null' _ "$out" || echo "$out"
 onA "$SHOAL" vm migrate web-9 --to "$SB" --postcopy-after 0 >/dev/null 2>&1
 check "vm migrate --postcopy-after 0 is a usage error (64)" test $? = 64
-check "create and start web-9 on A (fill 16M, then dirty 8 MiB for 10 s)" onA "$SHOAL" vm create -f \
-	<(spec web-9 "fill $A 16M 7; echo filled; dirty 0 10 0x5000000 8M; verify $A 16M 7; shell") --start
+check "create and start web-9 on A (fill 16M, then dirty 8 MiB for 30 s: still at it at the switch, over TLS in the box)" onA "$SHOAL" vm create -f \
+	<(spec web-9 "fill $A 16M 7; echo filled; dirty 0 30 0x5000000 8M; verify $A 16M 7; shell") --start
 onA wait_console_long web-9 "filled" || fail "web-9 filled its pattern" "$(onA "$SHOAL" console web-9 --show-log | tail -c 300)"
-out=$(onA "$SHOAL" vm migrate web-9 --to "$SB" --bandwidth 8M --postcopy-after 1 -o json 2>"$TMP/err"); rc=$?
+out=$(onA "$SHOAL" vm migrate web-9 "${TO[@]}" --bandwidth 8M --postcopy-after 1 -o json 2>"$TMP/err"); rc=$?
 echo "$out" >"$TMP/pc.json"
 jq -r '"  post-copy: \(.rounds) rounds, downtime \(.downtime_ms) ms, \(.postcopy_pages) pages missing, \(.postcopy_demand_pages) on demand, \(.postcopy_pushed_pages) pushed"' "$TMP/pc.json" 2>/dev/null
 check "web-9 moves to B with post-copy: the answer says so, on demand + pushed = missing" bash -c \
