@@ -198,28 +198,6 @@ int hstore_relocate(json_t *man, const char *from_dir, const char *to_dir,
 
 /* ---- helpers ---- */
 
-/* Disk space of the files in `dir` (blocks: the memory file is sparse). */
-static int64_t dir_size(const char *dir)
-{
-	char path[PATH_MAX + 300];
-	struct dirent *d;
-	struct stat st;
-	int64_t sum = 0;
-	DIR *D = opendir(dir);
-
-	if (!D)
-		return 0;
-	while ((d = readdir(D))) {
-		if (d->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, d->d_name);
-		if (lstat(path, &st) == 0)
-			sum += (int64_t)st.st_blocks * 512;
-	}
-	closedir(D);
-	return sum;
-}
-
 /* The record's "disks" ({"path", "writable"} of each manifest disk). */
 static char *disks_of(json_t *man)
 {
@@ -701,7 +679,7 @@ int api_snapshot_pull(struct api_call *c)
 						 dir, r.dir ? strerror(errno) : "out of memory");
 		}
 		if (!rc) {
-			r.size_bytes = dir_size(dir);
+			r.size_bytes = host_dir_size(dir);
 			if (db_snapshot_insert(h->db, &r, "snapshot-pulled", detail, &id)) {
 				rc = api_err_set(&e, 500, "internal", "snapshot %s: cannot write the "
 						 "database", c->name);

@@ -8,9 +8,12 @@
  */
 #include "host/hostutil.h"
 
+#include <dirent.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "host/host.h"
@@ -89,4 +92,25 @@ char *host_vm_path(const struct host *h, const char *name, const char *file,
 {
 	snprintf(buf, size, "%s/%s%s%s", h->vms_dir, name, file ? "/" : "", file ? file : "");
 	return buf;
+}
+
+int64_t host_dir_size(const char *dir)
+{
+	char path[PATH_MAX + 300];
+	struct dirent *d;
+	struct stat st;
+	int64_t sum = 0;
+	DIR *D = opendir(dir);
+
+	if (!D)
+		return 0;
+	while ((d = readdir(D))) {
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, d->d_name);
+		if (lstat(path, &st) == 0)
+			sum += (int64_t)st.st_blocks * 512;
+	}
+	closedir(D);
+	return sum;
 }

@@ -64,5 +64,9 @@ char *host_format_time(int64_t ms, char *buf, size_t size);
  * file is NULL); returns buf. */
 char *host_vm_path(const struct host *h, const char *name, const char *file,
 		   char *buf, size_t size);
+/* Disk space of the files in `dir`, not its dot files or subdirectories'
+ * contents (blocks: a snapshot's sparse memory file counts what it holds);
+ * 0 when it cannot be read. */
+int64_t host_dir_size(const char *dir);
 
 #endif

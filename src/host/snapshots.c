@@ -195,28 +195,6 @@ static int snap_taken_locked(struct host *h, const char *name, struct api_err *e
 
 /* ---- taking one ---- */
 
-/* Disk space of the files in `dir` (blocks: the memory file is sparse). */
-static int64_t dir_size(const char *dir)
-{
-	char path[4700];
-	struct dirent *d;
-	struct stat st;
-	int64_t sum = 0;
-	DIR *D = opendir(dir);
-
-	if (!D)
-		return 0;
-	while ((d = readdir(D))) {
-		if (d->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, d->d_name);
-		if (lstat(path, &st) == 0)
-			sum += (int64_t)st.st_blocks * 512;
-	}
-	closedir(D);
-	return sum;
-}
-
 /* The spec's virtio console writes to a file in the VM's directory, which
  * `shoal run --restore` cannot move to the new VM's: refused for now. */
 static bool spec_has_vconsole_file(const char *spec)
@@ -762,7 +740,7 @@ int host_vm_snapshot(struct host *h, const char *name, const char *snap, bool li
 	if (!rc) {
 		r.dir = strdup(dir);
 		r.disks = snap_disks_of(dir);
-		r.size_bytes = dir_size(dir);
+		r.size_bytes = host_dir_size(dir);
 		r.memory_bytes = json_integer_value(json_object_get(reply, "memory_bytes"));
 		r.memory_data_bytes = json_integer_value(json_object_get(reply, "memory_data_bytes"));
 		r.pause_ms = json_number_value(json_object_get(reply, "pause_ms"));
