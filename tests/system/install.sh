@@ -94,7 +94,7 @@ expect "commit compare convert" shoal img --cache-size 8M co
 expect "--kernel" shoal run --ke
 expect "--timeout" shoal vm stop --ti
 expect "start stop" shoal vm st
-expect "create delete list show" shoal snapshot ""
+expect "create delete list pull push show" shoal snapshot ""
 mkdir -p "$TMP/dir.d" && : >"$TMP/disk.img"
 expect "disk.img dir.d" shoal run --kernel di
 expect "disk.img dir.d" shoal img info di
