@@ -284,7 +284,9 @@ static int host_probe_kvm(struct vm *vm, struct ks_host *h, struct error *e)
 /* What KVM_CHECK_EXTENSION and KVM_GET_MSR_INDEX_LIST say is the same
  * for every VM of the process (one host, one KVM module): asked once, by
  * kvm_state_prepare or the first save or restore, and kept.  A copy is
- * handed out, so that host_free stays the caller's. */
+ * handed out, so that host_free stays the caller's; after a failed probe
+ * *h is zeroed, so the callers' host_free on their way out is safe (the
+ * fuzzers, whose KVM refuses everything, reach that way). */
 static pthread_mutex_t host_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ks_host host_cached;
 static bool host_known;
@@ -293,6 +295,7 @@ static int host_probe(struct vm *vm, struct ks_host *h, struct error *e)
 {
 	int rc = 0;
 
+	memset(h, 0, sizeof(*h));	/* host_free of it is safe on every way out */
 	pthread_mutex_lock(&host_lock);
 	if (!host_known) {
 		rc = host_probe_kvm(vm, &host_cached, e);
