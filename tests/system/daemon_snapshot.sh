@@ -157,12 +157,12 @@ if [ "$(id -u)" = 0 ]; then
 		test "$(vm_field wd '.spec.disks[0].path')" = "$TMP/wd-ws.qcow2" -a \
 		"$(qemu-img info -U --output json "$TMP/wd-ws.qcow2" | jq -r '."backing-filename"')" = "$TMP/wd.raw"
 	type_console wd "vblk 64 9; exit 4"$'\r'
-	wait_state wd exited 600
+	wait_state wd exited 300     # tries (15 s and more); a lost console line then fails here, not at the script's 600 s limit
 	check "  ... wd overwrote its disk (seed 9) and exited 4" test "$(vm_field wd .last_exit.status)" = 4
 	check "  ... the overlay checks clean" qemu-img check -q "$TMP/wd-ws.qcow2"
 	check "restore ws as wr (jailed)" "$SHOAL" vm restore ws --name wr
 	type_console wr "vblk-verify 64 7; exit 6"$'\r'
-	wait_state wr exited 600
+	wait_state wr exited 300
 	check "  ... wr reads the disk of the snapshot (seed 7) and exits 6" \
 		test "$(vm_field wr .last_exit.status)" = 6
 	check "  ... vblk-verify said ok" console_has wr "vblk-verify ok sectors=64 seed=7"
