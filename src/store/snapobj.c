@@ -206,24 +206,6 @@ static json_int_t mtime_ns(const struct stat *st)
 	return (json_int_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
 }
 
-/* The image in the store with chain identity (id, gen), if any. */
-static bool image_by_chain(struct store *s, const char *id, uint64_t gen, char out[65])
-{
-	struct store_image *v;
-	size_t n;
-	bool found = false;
-
-	if (store_list(s, &v, &n, NULL))
-		return false;
-	for (size_t i = 0; i < n && !found; i++)
-		if (!strcmp(v[i].chain_id, id) && v[i].generation == gen) {
-			snprintf(out, 65, "%s", v[i].name);
-			found = true;
-		}
-	free(v);
-	return found;
-}
-
 static int import_disk(struct store *s, const char *tmp, size_t i, json_t *d, json_t *out,
 		       struct store_snap_stats *st, store_progress_fn progress, void *opaque,
 		       struct error *e)
@@ -247,8 +229,8 @@ static int import_disk(struct store *s, const char *tmp, size_t i, json_t *d, js
 	o = json_pack("{s:I}", "index", (json_int_t)i);
 	json_array_append_new(out, o);
 	if (json_is_object(cid) && json_is_string(json_object_get(cid, "id")) &&
-	    image_by_chain(s, json_string_value(json_object_get(cid, "id")),
-			   (uint64_t)json_integer_value(json_object_get(cid, "generation")), img)) {
+	    !store_find_identity(s, json_string_value(json_object_get(cid, "id")),
+				 (uint64_t)json_integer_value(json_object_get(cid, "generation")), img)) {
 		json_object_set_new(o, "image", json_string(img));
 		json_object_set(o, "chain_id", cid);
 		st->disks_by_ref++;
@@ -271,7 +253,7 @@ static int import_disk(struct store *s, const char *tmp, size_t i, json_t *d, js
 		bool cur;
 
 		if (bd->backing && bd->backing->format == BD_FMT_QCOW2 &&
-		    !blockdev_chain_id(bd->backing, pid, &pgen, &cur) && cur && image_by_chain(s, pid, pgen, img))
+		    !blockdev_chain_id(bd->backing, pid, &pgen, &cur) && cur && !store_find_identity(s, pid, pgen, img))
 			json_object_set_new(o, "parent", json_pack("{s:s, s:s, s:I}", "image", img, "chain_id", pid,
 								   "generation", (json_int_t)pgen));
 	}
@@ -962,19 +944,12 @@ int store_snap_put(struct store *s, const char *name, json_t *desc, const char *
 			"files", json_object_get(desc, "files"), "disks");
 	json_array_foreach(json_object_get(desc, "disks"), i, o) {
 		json_t *c = json_deep_copy(o), *par = json_object_get(c, "parent");
-		const char *pi = json_string_value(json_object_get(par, "image"));
-		const char *pc = json_string_value(json_object_get(par, "chain_id"));
-		struct store_manifest im;
-		bool keep = false;
 
 		/* a disk's parent image is kept only where this store has it,
 		 * the same (pull the base first); else the disk stands alone */
-		if (pi && pc && !store_name_check(pi, NULL) && !store_manifest_get(s, pi, &im, NULL)) {
-			keep = !strcmp(im.chain_id, pc) &&
-			       im.generation == (uint64_t)json_integer_value(json_object_get(par, "generation"));
-			store_manifest_free(&im);
-		}
-		if (!keep)
+		if (!store_image_has_identity(s, json_string_value(json_object_get(par, "image")),
+					      json_string_value(json_object_get(par, "chain_id")),
+					      (uint64_t)json_integer_value(json_object_get(par, "generation"))))
 			json_object_del(c, "parent");
 		json_array_append_new(json_object_get(obj, "disks"), c);
 	}

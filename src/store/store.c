@@ -1485,6 +1485,19 @@ int store_find_identity(struct store *s, const char *chain_id, uint64_t generati
 	return rc;
 }
 
+bool store_image_has_identity(struct store *s, const char *name, const char *chain_id, uint64_t generation)
+{
+	struct manifest m;
+	bool same;
+
+	if (!name || !name[0] || !chain_id || !chain_id[0] || store_name_check(name, NULL) ||
+	    mf_load(s, name, &m, NULL))
+		return false;
+	same = !strcmp(m.h.chain_id, chain_id) && m.h.generation == generation;
+	free(m.ent);
+	return same;
+}
+
 void store_children_of(struct store *s, const char *name, char *out, size_t n)
 {
 	char **names;
@@ -1979,17 +1992,11 @@ static int manifest_put(struct store *s, const char *rel, const char *name,
 	m.h.chain_current = in->chain_current;
 	/* A parent is kept only where this store has that image, with the
 	 * same identity (a pulled child of a base not pulled stands alone). */
-	if (in->parent[0] && !strncmp(rel, "images/", 7)) {
-		struct manifest pm;
-
-		if (!mf_load(s, in->parent, &pm, NULL)) {
-			if (!strcmp(pm.h.chain_id, in->parent_chain_id) && pm.h.generation == in->parent_generation) {
-				snprintf(m.par.name, sizeof(m.par.name), "%s", in->parent);
-				snprintf(m.par.chain_id, sizeof(m.par.chain_id), "%s", in->parent_chain_id);
-				m.par.generation = in->parent_generation;
-			}
-			free(pm.ent);
-		}
+	if (!strncmp(rel, "images/", 7) &&
+	    store_image_has_identity(s, in->parent, in->parent_chain_id, in->parent_generation)) {
+		snprintf(m.par.name, sizeof(m.par.name), "%s", in->parent);
+		snprintf(m.par.chain_id, sizeof(m.par.chain_id), "%s", in->parent_chain_id);
+		m.par.generation = in->parent_generation;
 	}
 	rc = commit_segments(s, e) || mf_save_rel(s, rel, &m, e) ? -1 : 0;
 	free(m.ent);

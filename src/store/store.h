@@ -98,6 +98,9 @@ int store_rm(struct store *s, const char *name, struct error *e);
 /* The image with chain identity (chain_id, generation): 0 with its name,
  * or -1. */
 int store_find_identity(struct store *s, const char *chain_id, uint64_t generation, char name[65]);
+/* Is there an image `name` with chain identity (chain_id, generation)?
+ * (NULL or "" for either: no.)  A parent link is kept only then. */
+bool store_image_has_identity(struct store *s, const char *name, const char *chain_id, uint64_t generation);
 /* The images whose parent is `name`, ", "-separated, "" if none. */
 void store_children_of(struct store *s, const char *name, char *out, size_t n);
 
