@@ -92,17 +92,14 @@ struct client {
 static int get(struct client *x, const char *path, const char *range, struct store_http_body *b, size_t max,
 	       struct error *e)
 {
-	char url[2048], line[STORE_VMPROOF_MAX + 32];
+	char url[2048];
 	size_t n = strlen(x->from);
 	long code = 0;
-	struct curl_slist *h = NULL;
-	int vr = store_vmproof_src_line(&x->vm, line, e);
+	struct curl_slist *h;
 	CURLcode rc;
 
-	if (vr < 0)
+	if (store_vmproof_src_curl(&x->vm, &h, e))
 		return -1;
-	if (vr && !(h = curl_slist_append(NULL, line)))
-		return error_set(e, EXIT_HOST, "out of memory");
 	while (n > 8 && x->from[n - 1] == '/')
 		n--;
 	snprintf(url, sizeof(url), "%.*s%s", (int)n, x->from, path);

@@ -147,16 +147,13 @@ static CURL *client_new(struct stream *st, char *errbuf)
 static int get(struct stream *st, CURL *c, char *errbuf, const char *path, struct store_http_body *b,
 	       size_t max, struct error *e)
 {
-	char url[2048], line[STORE_VMPROOF_MAX + 32];
+	char url[2048];
 	long code = 0;
-	struct curl_slist *h = NULL;
-	int vr = store_vmproof_src_line(&st->vm, line, e);
+	struct curl_slist *h;
 	CURLcode rc;
 
-	if (vr < 0)
+	if (store_vmproof_src_curl(&st->vm, &h, e))
 		return -1;
-	if (vr && !(h = curl_slist_append(NULL, line)))
-		return error_set(e, EXIT_HOST, "out of memory");
 	snprintf(url, sizeof(url), "%s%s", st->base, path);
 	b->n = 0;
 	b->over = false;

@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "base/crypto_dl.h"
+#include "base/curl_dl.h"
 #include "base/exitcode.h"
 #include "base/io.h"
 #include "store/grants.h"
@@ -369,6 +370,18 @@ int store_vmproof_src_line(struct store_vmproof_src *src, char line[STORE_VMPROO
 		snprintf(line, STORE_VMPROOF_MAX + 32, "%s: %s", STORE_VMPROOF_HEADER, src->value);
 	pthread_mutex_unlock(&src->mu);
 	return rc;
+}
+
+int store_vmproof_src_curl(struct store_vmproof_src *src, struct curl_slist **out, struct error *e)
+{
+	char line[STORE_VMPROOF_MAX + 32];
+	int vr = store_vmproof_src_line(src, line, e);
+
+	*out = NULL;
+	if (vr <= 0)
+		return vr;
+	*out = curl_slist_append(NULL, line);
+	return *out ? 0 : error_set(e, EXIT_HOST, "out of memory");
 }
 
 void store_vmproof_src_fini(struct store_vmproof_src *src)

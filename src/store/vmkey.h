@@ -68,6 +68,10 @@ int store_vmproof_src_init(struct store_vmproof_src *src, const char *vm_key, co
  * -1 with e. */
 int store_vmproof_src_line(struct store_vmproof_src *src, char line[STORE_VMPROOF_MAX + 32],
 			   struct error *e);
+/* The same as the header list for a libcurl request: *out NULL without
+ * a source; free it with curl_slist_free_all.  0, or -1 with e. */
+struct curl_slist;
+int store_vmproof_src_curl(struct store_vmproof_src *src, struct curl_slist **out, struct error *e);
 void store_vmproof_src_fini(struct store_vmproof_src *src);
 
 #endif
