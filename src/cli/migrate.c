@@ -132,8 +132,12 @@ static int wait_end(struct vmctl *c, json_t **out, char *err, size_t errlen)
 		fputs("\r\033[K", stderr);
 	json_decref(req);
 	if (rc < 0) {
+		char why[256];
+
 		json_decref(st);
-		snprintf(err, errlen, "the VMM went away before it reported how the migration ended");
+		snprintf(why, sizeof(why), "%s", err);
+		snprintf(err, errlen, "the VMM went away before it reported how the migration ended "
+			 "(%s)", why);
 		return -1;
 	}
 	*out = st;

@@ -574,7 +574,8 @@ struct mig_ctl {
 	bool inactive;               /* the disks' locks given up (before "end") */
 	int fd;                      /* the connection, -1 */
 	int given_fd;                /* the socket the request brought, -1: connect to uri */
-	bool reported;               /* "done" was read by a status request */
+	bool reported;               /* "done" was read by the origin's status request */
+	uint64_t origin;             /* the control connection that asked (0: none) */
 	struct migrate_stats st;
 	/* the event loop, held during the stop phase */
 	int hold_fd;
@@ -1500,6 +1501,7 @@ static json_t *migrate_cmd(struct vm *vm, json_t *req, void *opaque)
 	memset(&c->st, 0, sizeof(c->st));
 	c->error[0] = 0;
 	c->reported = false;
+	c->origin = control_client_serial();
 	c->past_cancel = false;
 	c->inactive = false;
 	atomic_store(&c->cancel, false);
@@ -1578,7 +1580,9 @@ static json_t *migrate_status_cmd(struct vm *vm, json_t *req, void *opaque)
 	}
 	if (c->error[0])
 		json_object_set_new(o, "error", json_string(c->error));
-	if (!strcmp(c->state, "done")) {
+	/* Only the asker's own reading lets the VMM stop early: another
+	 * client watching the status must not take the report from it. */
+	if (!strcmp(c->state, "done") && (!c->origin || control_client_serial() == c->origin)) {
 		c->reported = true;
 		pthread_cond_broadcast(&c->cond);
 	}

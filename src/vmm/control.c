@@ -56,6 +56,7 @@ struct control_client {
 	int fd;
 	bool attached;                  /* raw console mode */
 	int passed_fd;                  /* SCM_RIGHTS with the request being read, or -1 */
+	uint64_t serial;                /* this connection's number, from 1 */
 	size_t len;
 	char buf[CONTROL_LINE_MAX + 1];
 };
@@ -65,10 +66,16 @@ struct control {
 	int listen_fd;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	struct control_client *clients[CONTROL_MAX_CLIENTS];
+	uint64_t serials;               /* connections accepted so far */
 };
 
 /* The client whose request is being handled (event loop thread only). */
 static struct control_client *handling;
+
+uint64_t control_client_serial(void)
+{
+	return handling ? handling->serial : 0;
+}
 
 int control_take_fd(void)
 {
@@ -488,6 +495,7 @@ static int control_on_accept(int fd, uint32_t events, void *opaque)
 	cl->ctl = ctl;
 	cl->fd = cfd;
 	cl->passed_fd = -1;
+	cl->serial = ++ctl->serials;
 	ctl->clients[slot] = cl;
 	if (eventloop_add(ctl->vm->loop, cfd, EPOLLIN | EPOLLRDHUP, control_on_client, cl) < 0) {
 		ctl->clients[slot] = NULL;

@@ -5,6 +5,8 @@
 #ifndef SHOAL_VMM_CONTROL_H
 #define SHOAL_VMM_CONTROL_H
 
+#include <stdint.h>
+
 #include "base/error.h"
 
 struct vm;
@@ -20,6 +22,11 @@ void control_stop(struct vm *vm);
 /* The descriptor that came with the request being handled (SCM_RIGHTS),
  * or -1; the caller owns it from then on.  Event loop thread only. */
 int control_take_fd(void);
+
+/* The number of the connection whose request is being handled (1, 2, ...
+ * in the order they were accepted; never reused), or 0 outside a
+ * connection's request.  Event loop thread only. */
+uint64_t control_client_serial(void);
 
 /* Handle one request line and return the reply object as a malloc'd JSON
  * line (with '\n').  `*extra`/`*extra_len` receive raw bytes to send after
