@@ -17,7 +17,10 @@
  *   hello  migrate_parse_hello, for a destination of 16 MiB and 1 to 4
  *          vCPUs (flags bits 0-1); the CPU it returns is only checked to
  *          be JSON (snapshot_check_cpu asks KVM for this host's)
- *   ram    migrate_apply_ram into 16 MiB of memfd guest RAM
+ *   ram    migrate_apply_ram into 16 MiB of memfd guest RAM: zero, data
+ *          and zstd-compressed records (kind 3: the frame must decode to
+ *          exactly its pages; seed ram_zstd, whose hello also carries the
+ *          options {"ram_compress": "zstd"})
  *   postcopy migrate_postcopy_parse (state/migrate_postcopy.c), once,
  *          before the state: the list must count exactly the bits it sets
  *          and none past the last page of the 16 MiB
@@ -203,8 +206,9 @@ static int read_stream(uint8_t flags, struct migrate_in *in, struct error *e)
 				return -1;
 		} else if (!strcmp(name, "postcopy") && !state && !pc) {
 			uint64_t *bits, missing, n = 0;
+			uint8_t id[MIGRATE_PC_ID_LEN];
 
-			if (migrate_postcopy_parse(mem.size, p, len, &bits, &missing, e))
+			if (migrate_postcopy_parse(mem.size, p, len, &bits, &missing, id, e))
 				return -1;
 			for (uint64_t i = 0; i < mem.size / 4096 / 64; i++)
 				n += (uint64_t)__builtin_popcountll(bits[i]);

@@ -37,13 +37,14 @@
 #include "host/vmctl.h"
 #include "state/migrate.h"
 #include "state/migrate_auth.h"
+#include "state/migrate_compress.h"
 #include "state/migrate_postcopy.h"
 #include "state/migrate_tls.h"
 
 static const char migrate_usage[] =
 "usage: shoal migrate --socket SOCK unix:PATH|tcp:HOST:PORT [--downtime-ms N]\n"
 "                     [--bandwidth RATE] [--with-disks] [--auto-converge]\n"
-"                     [--postcopy-after N]\n"
+"                     [--postcopy-after N] [--compress zstd[:LEVEL]]\n"
 "                     [--key-file FILE [--tls]] [--output json]\n"
 "       shoal migrate --socket SOCK --cancel\n"
 "\n"
@@ -72,6 +73,9 @@ static const char migrate_usage[] =
 "                        the VM runs at the destination at once and fetches the\n"
 "                        pages it lacks from here; past the switch a lost\n"
 "                        connection loses the VM (docs/migration.md)\n"
+"      --compress zstd[:LEVEL]  compress the memory pages with zstd (level 1 to\n"
+"                        19, default 1) where that makes them smaller; the\n"
+"                        destination needs a Shoal that reads it\n"
 "      --key-file FILE   prove to the destination (started with --incoming\n"
 "                        ADDR,key-file=FILE) that we know its key, and have it\n"
 "                        prove the same, before the VM goes (docs/migration.md)\n"
@@ -188,6 +192,7 @@ int cmd_migrate(int argc, char **argv)
 		{ "with-disks", no_argument, NULL, 'D' },
 		{ "auto-converge", no_argument, NULL, 'A' },
 		{ "postcopy-after", required_argument, NULL, 'P' },
+		{ "compress", required_argument, NULL, 'Z' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -195,6 +200,7 @@ int cmd_migrate(int argc, char **argv)
 	const char *sock = NULL, *output = "text", *uri, *key_file = NULL;
 	uint8_t key[MIGRATE_KEY_LEN];
 	long downtime = 300, postcopy_after = 0;
+	int zlevel = 0;                 /* --compress zstd[:LEVEL]; 0 off */
 	uint64_t bw = 0;
 	bool do_cancel = false, with_disks = false, auto_converge = false, tls = false;
 	struct migrate_tls *t = NULL;
@@ -216,6 +222,12 @@ int cmd_migrate(int argc, char **argv)
 		case 'T': tls = true; break;
 		case 'D': with_disks = true; break;
 		case 'A': auto_converge = true; break;
+		case 'Z':
+			if (migrate_z_parse(optarg, &zlevel, &e)) {
+				log_error("%s", e.msg);
+				return EXIT_USAGE;
+			}
+			break;
 		case 'P': {
 			char *end;
 
@@ -248,8 +260,9 @@ int cmd_migrate(int argc, char **argv)
 		log_error("--output: '%s' is not json or text", output);
 		return EXIT_USAGE;
 	}
-	if (do_cancel && (with_disks || auto_converge || postcopy_after)) {
-		log_error("migrate: --cancel takes no --with-disks, --auto-converge or --postcopy-after");
+	if (do_cancel && (with_disks || auto_converge || postcopy_after || zlevel)) {
+		log_error("migrate: --cancel takes no --with-disks, --auto-converge, --postcopy-after "
+			  "or --compress");
 		return EXIT_USAGE;
 	}
 	if (!sock || (do_cancel ? optind != argc : optind != argc - 1)) {
@@ -309,6 +322,10 @@ int cmd_migrate(int argc, char **argv)
 			"with_disks", with_disks, "auto_converge", auto_converge);
 	if (req && postcopy_after)
 		json_object_set_new(req, "postcopy_after", json_integer(postcopy_after));
+	if (req && zlevel) {
+		json_object_set_new(req, "compress", json_string(MIGRATE_Z_NAME));
+		json_object_set_new(req, "compress_level", json_integer(zlevel));
+	}
 	rc = vmctl_request_fd(&c, req, dest, &reply, 30000, err, sizeof(err));
 	close(dest);
 	json_decref(req);
@@ -347,6 +364,15 @@ int cmd_migrate(int argc, char **argv)
 		       (long long)json_integer_value(json_object_get(reply, "bytes")) >> 20,
 		       (long long)json_integer_value(json_object_get(reply, "pages_sent")),
 		       (long long)json_integer_value(json_object_get(reply, "zero_pages")));
+		if (zlevel) {
+			long long raw = json_integer_value(json_object_get(reply, "ram_raw_bytes"));
+			long long sent = json_integer_value(json_object_get(reply, "ram_data_bytes"));
+
+			printf("compression: zstd level %d: %lld MiB of pages sent as %lld MiB (%.1fx), "
+			       "%lld pages compressed\n", zlevel, raw >> 20, sent >> 20,
+			       sent ? (double)raw / (double)sent : 0.0,
+			       (long long)json_integer_value(json_object_get(reply, "compressed_pages")));
+		}
 		if (auto_converge)
 			printf("auto-converge: the vCPUs were throttled up to %lld %%\n",
 			       (long long)json_integer_value(json_object_get(reply, "throttle_max_pct")));

@@ -11,9 +11,17 @@
  *   hello   u64 memory bytes, u32 vCPUs, u32 page size, u32 n, n bytes of
  *           the source's settings as JSON (for the record), u32 m, m bytes
  *           of the CPU the guest saw as JSON (snapshot_cpu_json), which the
- *           destination checks against its own vCPU
+ *           destination checks against its own vCPU, then (since
+ *           compression; an older destination ignores it) u32 k, k bytes
+ *           of the stream's options as JSON: {"ram_compress": "zstd"} when
+ *           ram records may be compressed, {} otherwise; a destination
+ *           refuses a codec it does not know
  *   ram     records: u64 page offset in the memfd | kind (1: that many
- *           zero pages, nothing follows; 2: the pages follow), u32 pages
+ *           zero pages, nothing follows; 2: the pages follow; 3: u32 n,
+ *           then n bytes, one zstd frame of exactly the pages, at most 256:
+ *           state/migrate_compress.c), u32 pages.  A destination older
+ *           than kind 3 refuses it (naming the kind), and the source VM
+ *           runs on; post-copy's pages after the switch are never kind 3
  *   round   u32 round, u64 pages dirty at its start (informational)
  *   disks   with --with-disks, once after hello: the disks mirrored
  *   disk    blocks of a mirrored disk, zero ranges as a flag (both:
@@ -109,6 +117,7 @@
 #include "base/log.h"
 #include "base/seccomp.h"
 #include "state/migrate_auth.h"
+#include "state/migrate_compress.h"
 #include "state/migrate_disk.h"
 #include "state/migrate_net.h"
 #include "state/migrate_postcopy.h"
@@ -264,8 +273,10 @@ void migrate_in_free(struct migrate_in *in)
 	in->cap = 0;
 }
 
-int migrate_ram_next(struct state_reader *r, uint64_t mem_size, struct migrate_ram_rec *rec,
-		     struct error *e)
+/* A record of any kind this Shoal reads; compressed ones (kind 3) only
+ * where `zstd` says they may come. */
+static int ram_next(struct state_reader *r, uint64_t mem_size, struct migrate_ram_rec *rec,
+		    bool zstd, struct error *e)
 {
 	uint64_t word = state_get_u64(r), bytes;
 
@@ -273,11 +284,18 @@ int migrate_ram_next(struct state_reader *r, uint64_t mem_size, struct migrate_r
 	rec->kind = (uint32_t)(word & (PAGE - 1));
 	rec->pages = state_get_u32(r);
 	rec->data = NULL;
+	rec->clen = 0;
 	bytes = (uint64_t)rec->pages * PAGE;
 	if (r->error)
 		return error_set(e, EXIT_BADSTATE, "incoming migration: a ram record is cut short");
-	if (!rec->pages || (rec->kind != MIGRATE_RAM_ZERO && rec->kind != MIGRATE_RAM_DATA) ||
-	    rec->off > mem_size || bytes > mem_size - rec->off)
+	if (rec->kind == MIGRATE_RAM_ZSTD && !zstd)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: a ram record of compressed "
+				 "pages (kind 3) where only plain ones may come");
+	if (rec->kind != MIGRATE_RAM_ZERO && rec->kind != MIGRATE_RAM_DATA &&
+	    rec->kind != MIGRATE_RAM_ZSTD)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: a ram record of kind %u, "
+				 "which this Shoal does not know (a newer source?)", rec->kind);
+	if (!rec->pages || rec->off > mem_size || bytes > mem_size - rec->off)
 		return error_set(e, EXIT_BADSTATE, "incoming migration: a ram record (kind %u, "
 				 "%" PRIu32 " pages at %#" PRIx64 ") is outside the VM's %"
 				 PRIu64 " MiB", rec->kind, rec->pages, rec->off, mem_size >> 20);
@@ -288,7 +306,25 @@ int migrate_ram_next(struct state_reader *r, uint64_t mem_size, struct migrate_r
 		rec->data = r->data + r->pos;
 		r->pos += bytes;
 	}
+	if (rec->kind == MIGRATE_RAM_ZSTD) {
+		if (rec->pages > MIGRATE_Z_MAX_PAGES)
+			return error_set(e, EXIT_BADSTATE, "incoming migration: a compressed ram "
+					 "record of %" PRIu32 " pages (at most %u)", rec->pages,
+					 MIGRATE_Z_MAX_PAGES);
+		rec->clen = state_get_u32(r);
+		if (r->error || !rec->clen || rec->clen > r->len - r->pos)
+			return error_set(e, EXIT_BADSTATE, "incoming migration: a compressed ram "
+					 "record's frame is cut short");
+		rec->data = r->data + r->pos;
+		r->pos += rec->clen;
+	}
 	return 0;
+}
+
+int migrate_ram_next(struct state_reader *r, uint64_t mem_size, struct migrate_ram_rec *rec,
+		     struct error *e)
+{
+	return ram_next(r, mem_size, rec, false, e);
 }
 
 int migrate_apply_ram(const struct guest_mem *m, const uint8_t *p, size_t len,
@@ -301,9 +337,18 @@ int migrate_apply_ram(const struct guest_mem *m, const uint8_t *p, size_t len,
 	while (r.pos < r.len) {
 		uint64_t bytes;
 
-		if (migrate_ram_next(&r, m->size, &rec, e))
+		if (ram_next(&r, m->size, &rec, true, e))
 			return -1;
 		bytes = (uint64_t)rec.pages * PAGE;
+		if (rec.kind == MIGRATE_RAM_ZSTD) {
+			const char *why;
+
+			if (migrate_z_decode(m->host + rec.off, bytes, rec.data, rec.clen, &why))
+				return error_set(e, EXIT_BADSTATE, "incoming migration: the zstd frame "
+						 "of %" PRIu32 " pages at %#" PRIx64 " (%" PRIu32
+						 " bytes) %s", rec.pages, rec.off, rec.clen, why);
+			continue;
+		}
 		if (rec.data) {
 			memcpy(m->host + rec.off, rec.data, bytes);
 			continue;
@@ -324,6 +369,32 @@ static void send_nak(int fd, struct migrate_tls *tls, const char *msg)
 	if (migrate_io_send(fd, tls, "SHOALNAK", 8) || migrate_io_send(fd, tls, &n, 4) ||
 	    migrate_io_send(fd, tls, msg, n))
 		return;
+}
+
+/* hello's options: {"ram_compress": "zstd"} or {}. */
+static int check_options(struct state_reader *r, struct error *e)
+{
+	uint32_t k = state_get_u32(r);
+	json_t *o, *z;
+	int rc = 0;
+
+	if (r->error || k > r->len - r->pos)
+		return error_set(e, EXIT_BADSTATE, "incoming migration: the hello section's options "
+				 "are cut short");
+	o = json_loadb((const char *)r->data + r->pos, k, 0, NULL);
+	z = json_object_get(o, "ram_compress");
+	if (!json_is_object(o))
+		rc = error_set(e, EXIT_BADSTATE, "incoming migration: the hello section's options "
+			       "are not a JSON object");
+	else if (z && (!json_is_string(z) || strcmp(json_string_value(z), MIGRATE_Z_NAME)))
+		rc = error_set(e, EXIT_BADSTATE, "incoming migration: the source compresses its "
+			       "pages with \"%.40s\", which this Shoal does not read (it reads "
+			       MIGRATE_Z_NAME ")", json_is_string(z) ? json_string_value(z) : "?");
+	else if (z)
+		log_info("incoming migration: the source compresses its pages with "
+			 MIGRATE_Z_NAME);
+	json_decref(o);
+	return rc;
 }
 
 int migrate_parse_hello(uint64_t mem_size, int ncpus, const uint8_t *p, size_t len,
@@ -360,6 +431,12 @@ int migrate_parse_hello(uint64_t mem_size, int ncpus, const uint8_t *p, size_t l
 	if (!*cpu)
 		return error_set(e, EXIT_BADSTATE, "incoming migration: the hello section does not "
 				 "describe the source's vCPU");
+	r.pos += n;
+	if (r.pos < r.len && check_options(&r, e)) {   /* older sources send none */
+		json_decref(*cpu);
+		*cpu = NULL;
+		return -1;
+	}
 	return 0;
 }
 
@@ -546,6 +623,7 @@ static const char *const ph_names[PH_N] = { "pause", "quiesce", "dirty_sync", "p
 
 struct migrate_stats {
 	uint64_t total_ns, downtime_ns, bytes, pages_sent, zero_pages;
+	uint64_t ram_raw, ram_data, zpages; /* data pages' bytes: as pages, as sent; compressed */
 	uint64_t ph_ns[PH_N];             /* the downtime's pieces, when done */
 	uint64_t round, dirty_pages, remaining_ns;
 	int throttle_pct, throttle_max_pct; /* --auto-converge: now, at most */
@@ -568,6 +646,7 @@ struct mig_ctl {
 	bool with_disks;             /* mirror the writable disks */
 	bool auto_converge;          /* throttle the vCPUs when rounds do not converge */
 	uint32_t postcopy_after;     /* switch to post-copy after this many rounds, 0 never */
+	int compress_level;          /* --compress zstd:LEVEL, 0 off */
 	int tick_fd;                 /* timerfd on the event loop: kicks throttled vCPUs */
 	atomic_bool cancel;
 	bool past_cancel;            /* "end" sent: a cancel comes too late */
@@ -660,6 +739,8 @@ struct mig_src {
 	uint64_t *bits, words;
 	uint64_t t0, bytes;
 	struct migrate_disks *md;    /* --with-disks, else NULL */
+	struct migrate_z *z;         /* --compress, else NULL */
+	uint64_t raw, zdata, zpages; /* data pages: their bytes, as sent, compressed pages */
 	bool postcopy;               /* the stop phase switches to post-copy */
 	uint64_t ph_ns[PH_N];        /* the stop phase's pieces (ph_names) */
 	uint64_t ph_t;               /* when the current piece began */
@@ -748,32 +829,57 @@ static int src_simple(struct mig_src *s, const char *name, const void *p, size_t
 	return src_flush(s, mark, e);
 }
 
-/* A "ram" section being filled. */
+/* A "ram" section being filled; `z`: its data pages may be compressed
+ * (pre-copy with --compress; post-copy's pages never are). */
 struct ram_out {
 	size_t mark;
-	uint32_t data_pages;
-	bool open;
+	size_t data_bytes;
+	bool open, z;
 };
 
 static int ram_record(struct mig_src *s, struct ram_out *o, uint64_t off, uint32_t pages,
 		      int kind, struct error *e)
 {
-	if (o->open && kind == MIGRATE_RAM_DATA && o->data_pages + pages > SECTION_PAGES) {
+	const void *frame = NULL;
+	size_t flen = 0, body;
+
+	if (kind == MIGRATE_RAM_DATA && o->z) {     /* frames of a chunk each */
+		while (pages > MIGRATE_Z_CHUNK_PAGES) {
+			if (ram_record(s, o, off, MIGRATE_Z_CHUNK_PAGES, kind, e))
+				return -1;
+			off += (uint64_t)MIGRATE_Z_CHUNK_PAGES * PAGE;
+			pages -= MIGRATE_Z_CHUNK_PAGES;
+		}
+		flen = migrate_z_compress(s->z, s->vm->mem.host + off, (size_t)pages * PAGE, &frame);
+		if (flen)
+			kind = MIGRATE_RAM_ZSTD;   /* else raw: it did not get smaller */
+	}
+	body = kind == MIGRATE_RAM_ZSTD ? 4 + flen : kind == MIGRATE_RAM_DATA ?
+		(size_t)pages * PAGE : 0;
+	if (o->open && body && o->data_bytes + body > SECTION_PAGES * PAGE) {
 		if (src_flush(s, o->mark, e))
 			return -1;
 		o->open = false;
 	}
 	if (!o->open) {
 		o->mark = migrate_section_begin(&s->w, "ram");
-		o->data_pages = 0;
+		o->data_bytes = 0;
 		o->open = true;
 	}
 	state_put_u64(&s->w, off | (uint64_t)kind);
 	state_put_u32(&s->w, pages);
-	if (kind == MIGRATE_RAM_DATA) {
+	if (kind == MIGRATE_RAM_ZSTD) {
+		state_put_u32(&s->w, (uint32_t)flen);
+		state_put_bytes(&s->w, frame, flen);
+		s->zpages += pages;
+	} else if (kind == MIGRATE_RAM_DATA) {
 		state_put_bytes(&s->w, s->vm->mem.host + off, (size_t)pages * PAGE);
-		o->data_pages += pages;
 	}
+	if (kind != MIGRATE_RAM_ZERO) {
+		s->raw += (uint64_t)pages * PAGE;
+		s->zdata += body;
+	}
+	o->data_bytes += body;
 	return 0;
 }
 
@@ -809,6 +915,9 @@ static int send_pages(struct mig_src *s, struct ram_out *o, uint64_t first, uint
 	pthread_mutex_lock(&s->c->lock);
 	s->c->st.pages_sent += sent;
 	s->c->st.zero_pages += zeros;
+	s->c->st.ram_raw = s->raw;
+	s->c->st.ram_data = s->zdata;
+	s->c->st.zpages = s->zpages;
 	pthread_mutex_unlock(&s->c->lock);
 	return 0;
 }
@@ -816,7 +925,7 @@ static int send_pages(struct mig_src *s, struct ram_out *o, uint64_t first, uint
 /* Round 0: all of RAM; the memfd's holes as zero records, unread. */
 static int send_all_ram(struct mig_src *s, struct error *e)
 {
-	struct ram_out o = { 0 };
+	struct ram_out o = { .z = s->z != NULL };
 	uint64_t size = s->vm->mem.size, off = 0;
 	int fd = s->vm->mem.fd;
 
@@ -869,7 +978,7 @@ static uint64_t count_bits(const uint64_t *bits, uint64_t words)
 /* The pages set in s->bits, which it clears. */
 static int send_dirty(struct mig_src *s, struct error *e)
 {
-	struct ram_out o = { 0 };
+	struct ram_out o = { .z = s->z != NULL };
 	uint64_t pages = s->vm->mem.size / PAGE;
 
 	for (uint64_t p = 0; p < pages; ) {
@@ -1048,6 +1157,11 @@ static int hello(struct mig_src *s, struct error *e)
 	state_put_bytes(&s->w, cfg ? cfg : "", n);
 	state_put_u32(&s->w, m);
 	state_put_bytes(&s->w, ct ? ct : "", m);
+	/* the stream's options (an older destination ignores them) */
+	const char *opt = s->z ? "{\"ram_compress\":\"" MIGRATE_Z_NAME "\"}" : "{}";
+
+	state_put_u32(&s->w, (uint32_t)strlen(opt));
+	state_put_bytes(&s->w, opt, strlen(opt));
 	free(cfg);
 	free(ct);
 	if (!ct)
@@ -1206,7 +1320,9 @@ static int precopy(struct mig_src *s, struct error *e)
 		if (vm_dirty_sync(s->vm, s->bits, e))
 			return -1;
 		dirty = count_bits(s->bits, s->words);
-		remaining = (uint64_t)(((double)dirty * (PAGE + 12) +
+		/* a page costs what pages have cost so far (compressed or not) */
+		remaining = (uint64_t)(((double)dirty * (s->raw ? (double)PAGE * (double)s->zdata /
+							     (double)s->raw : PAGE) + 12.0 * dirty +
 					(double)migrate_disks_sync(s->md) * (MIGRATE_DISK_BLOCK + 17)) *
 				       1e9 / (double)rate);
 		pthread_mutex_lock(&c->lock);
@@ -1265,6 +1381,10 @@ static void *migrate_thread(void *arg)
 	state_writer_init(&s.w);
 	s.bits = calloc(s.words ? s.words : 1, 8);
 	rc = s.bits ? 0 : error_set(&e, EXIT_HOST, "migration: out of memory");
+	if (!rc && c->compress_level) {
+		s.z = migrate_z_new(c->compress_level, &e);
+		rc = s.z ? 0 : -1;
+	}
 	seccomp_thread_enter(SECCOMP_MIGRATE);
 	if (c->given_fd >= 0) {
 		s.fd = c->given_fd;      /* handed over with the request: ours now */
@@ -1355,6 +1475,7 @@ static void *migrate_thread(void *arg)
 		hold_loop(c, false);
 	}
 	ctl_ended(c, &s, done, tp, e.msg);
+	migrate_z_free(s.z);
 	free(s.bits);
 	state_writer_free(&s.w);
 	if (lost) {
@@ -1391,6 +1512,7 @@ static json_t *migrate_check(struct vm *vm, json_t *req, const char *uri, bool b
 	json_t *dt = json_object_get(req, "downtime_ms"), *bw = json_object_get(req, "bandwidth");
 	json_t *wd = json_object_get(req, "with_disks"), *ac = json_object_get(req, "auto_converge");
 	json_t *pa = json_object_get(req, "postcopy_after");
+	json_t *cz = json_object_get(req, "compress"), *cl = json_object_get(req, "compress_level");
 	struct migrate_addr a;
 	struct error e = { 0 };
 	int type = 0;
@@ -1412,6 +1534,20 @@ static json_t *migrate_check(struct vm *vm, json_t *req, const char *uri, bool b
 	if (pa && (!json_is_integer(pa) || json_integer_value(pa) < 1 ||
 		   json_integer_value(pa) > MIGRATE_POSTCOPY_MAX_AFTER))
 		return fail_json("migrate: \"postcopy_after\" is 1 to 30 rounds");
+	if (cz && !json_is_null(cz) && (!json_is_string(cz) ||
+					(strcmp(json_string_value(cz), MIGRATE_Z_NAME) &&
+					 strcmp(json_string_value(cz), "none")))) {
+		char msg[160];
+		char *t = json_dumps(cz, JSON_ENCODE_ANY | JSON_COMPACT);
+
+		snprintf(msg, sizeof(msg), "migrate: \"compress\" is \"zstd\" or \"none\", not %.60s",
+			 t ? t : "that");
+		free(t);
+		return fail_json(msg);
+	}
+	if (cl && (!json_is_integer(cl) || json_integer_value(cl) < 1 ||
+		   json_integer_value(cl) > MIGRATE_Z_LEVEL_MAX))
+		return fail_json("migrate: \"compress_level\" is 1 to 19 (zstd's levels)");
 	if (vm_is_paused(vm))
 		return fail_json("migrate: the VM is paused");
 	if (given >= 0 && (getsockopt(given, SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_STREAM))
@@ -1498,6 +1634,11 @@ static json_t *migrate_cmd(struct vm *vm, json_t *req, void *opaque)
 	c->auto_converge = json_is_true(json_object_get(req, "auto_converge"));
 	c->postcopy_after = json_is_integer(json_object_get(req, "postcopy_after")) ?
 		(uint32_t)json_integer_value(json_object_get(req, "postcopy_after")) : 0;
+	c->compress_level = !json_is_string(json_object_get(req, "compress")) ||
+		strcmp(json_string_value(json_object_get(req, "compress")), MIGRATE_Z_NAME) ? 0 :
+		json_is_integer(json_object_get(req, "compress_level")) ?
+		(int)json_integer_value(json_object_get(req, "compress_level")) :
+		MIGRATE_Z_LEVEL_DEFAULT;
 	memset(&c->st, 0, sizeof(c->st));
 	c->error[0] = 0;
 	c->reported = false;
@@ -1561,6 +1702,15 @@ static json_t *migrate_status_cmd(struct vm *vm, json_t *req, void *opaque)
 		for (int i = 0; ph && i < PH_N; i++)
 			json_object_set_new(ph, ph_names[i], json_real(c->st.ph_ns[i] / 1e6));
 		json_object_set_new(o, "downtime_phases_ms", ph);
+	}
+	if (o) {
+		json_object_set_new(o, "compress", json_string(c->compress_level ? MIGRATE_Z_NAME :
+								   "none"));
+		if (c->compress_level)
+			json_object_set_new(o, "compress_level", json_integer(c->compress_level));
+		json_object_set_new(o, "ram_raw_bytes", json_integer((json_int_t)c->st.ram_raw));
+		json_object_set_new(o, "ram_data_bytes", json_integer((json_int_t)c->st.ram_data));
+		json_object_set_new(o, "compressed_pages", json_integer((json_int_t)c->st.zpages));
 	}
 	if (o) {
 		json_object_set_new(o, "auto_converge", json_boolean(c->auto_converge));

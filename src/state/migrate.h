@@ -87,20 +87,25 @@ int migrate_read_section(struct migrate_in *in, char name[64], const uint8_t **p
 void migrate_in_free(struct migrate_in *in);
 
 /* A "ram" section's payload: records of u64 (page offset | kind: 1 zero
- * pages, 2 data follows), u32 pages[, pages * 4096 bytes].  Applies them
- * to `m`; every range is checked against it.  0, or -1 with `e`. */
+ * pages, 2 data follows, 3 compressed), u32 pages[, pages * 4096 bytes |
+ * u32 n, n bytes of one zstd frame of exactly the pages, at most
+ * MIGRATE_Z_MAX_PAGES].  Applies them to `m`; every range is checked
+ * against it, and every frame must decode to exactly its pages
+ * (state/migrate_compress.h).  0, or -1 with `e`. */
 int migrate_apply_ram(const struct guest_mem *m, const uint8_t *p, size_t len,
 		      struct error *e);
 
 /* One record of such a payload, read from `r` (its pages skipped) and
  * checked against a RAM of `mem_size` bytes: the range at `off`, of
  * `pages` pages, zero (`data` NULL) or with their bytes at `data`.  0, or
- * -1 with `e` (EXIT_BADSTATE) saying what is wrong; both post-copy's
- * destination and migrate_apply_ram read records with it. */
+ * -1 with `e` (EXIT_BADSTATE) saying what is wrong; post-copy's
+ * destination reads records with it, and it refuses compressed ones
+ * (kind 3), which only migrate_apply_ram takes. */
 struct migrate_ram_rec {
 	uint64_t off;
 	uint32_t kind, pages;
 	const uint8_t *data;
+	uint32_t clen;                    /* kind 3 (migrate_apply_ram only): the frame's bytes */
 };
 struct state_reader;
 int migrate_ram_next(struct state_reader *r, uint64_t mem_size, struct migrate_ram_rec *rec,
@@ -116,5 +121,6 @@ int migrate_parse_hello(uint64_t mem_size, int ncpus, const uint8_t *p, size_t l
 
 #define MIGRATE_RAM_ZERO 1
 #define MIGRATE_RAM_DATA 2
+#define MIGRATE_RAM_ZSTD 3                /* --compress: a zstd frame of the pages */
 
 #endif
