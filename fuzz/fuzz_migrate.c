@@ -206,8 +206,9 @@ static int read_stream(uint8_t flags, struct migrate_in *in, struct error *e)
 				return -1;
 		} else if (!strcmp(name, "postcopy") && !state && !pc) {
 			uint64_t *bits, missing, n = 0;
+			uint8_t id[MIGRATE_PC_ID_LEN];
 
-			if (migrate_postcopy_parse(mem.size, p, len, &bits, &missing, e))
+			if (migrate_postcopy_parse(mem.size, p, len, &bits, &missing, id, e))
 				return -1;
 			for (uint64_t i = 0; i < mem.size / 4096 / 64; i++)
 				n += (uint64_t)__builtin_popcountll(bits[i]);

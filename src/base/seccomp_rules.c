@@ -318,6 +318,18 @@ static const struct seccomp_rule g_sigpipe_rules[] = {
 };
 GROUP(g_sigpipe, "tls-sigpipe");
 
+/* A post-copy destination whose connection dropped waits for the source
+ * on the --incoming socket it kept listening (state/migrate_postcopy.c):
+ * it accepts there (then the key's handshake, TLS, the stream: what the
+ * groups above allow) and, once every page is in, removes a unix:
+ * socket's path. */
+static const struct seccomp_rule g_pc_recover_rules[] = {
+	R(accept4, "post-copy recovery: the source's new connection"),
+	R(unlink, "post-copy's end: the unix: listening socket's path"),
+	R(unlinkat, "post-copy's end: the unix: listening socket's path"),
+};
+GROUP(g_pc_recover, "postcopy-recover");
+
 /* A store: disk (store/stream.c): its loader and prefetch threads fetch
  * chunks from the image server over HTTPS with libcurl and OpenSSL, and
  * put them in the local cache store (new segment files, their tables, the
@@ -403,7 +415,7 @@ const struct seccomp_kind_def seccomp_kinds[SECCOMP_NKINDS] = {
 	/* started by the main thread before its own filter, in migrate_incoming;
 	 * under shoald the jail drops the ids after that (setxid broadcast) */
 	[SECCOMP_POSTCOPY] = { "postcopy", { &g_base, &g_fileio, &g_poll, &g_stream, &g_uffd_pc,
-					    &g_sigpipe, &g_setxid, &g_mce_log, SAN NULL } },
+					    &g_sigpipe, &g_pc_recover, &g_setxid, &g_mce_log, SAN NULL } },
 	/* started by the main thread at build, before any filter, when a
 	 * store: disk opens; each installs this filter first thing */
 	[SECCOMP_STORE] = { "store", { &g_base, &g_fileio, &g_poll, &g_inet, &g_cache, SAN NULL } },

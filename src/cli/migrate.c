@@ -47,6 +47,8 @@ static const char migrate_usage[] =
 "                     [--postcopy-after N] [--compress zstd[:LEVEL]]\n"
 "                     [--key-file FILE [--tls]] [--output json]\n"
 "       shoal migrate --socket SOCK --cancel\n"
+"       shoal migrate --socket SOCK --resume unix:PATH|tcp:HOST:PORT\n"
+"                     [--key-file FILE [--tls]] [--output json]\n"
 "\n"
 "Move the running VM whose VMM serves the control socket SOCK (shoal run\n"
 "--api-socket SOCK) to the VMM waiting at the address (shoal run --incoming\n"
@@ -71,8 +73,8 @@ static const char migrate_usage[] =
 "                        guest runs slower while it migrates)\n"
 "      --postcopy-after N  when N rounds have not converged, switch to post-copy:\n"
 "                        the VM runs at the destination at once and fetches the\n"
-"                        pages it lacks from here; past the switch a lost\n"
-"                        connection loses the VM (docs/migration.md)\n"
+"                        pages it lacks from here; past the switch a dropped\n"
+"                        connection pauses it until --resume (docs/migration.md)\n"
 "      --compress zstd[:LEVEL]  compress the memory pages with zstd (level 1 to\n"
 "                        19, default 1) where that makes them smaller; the\n"
 "                        destination needs a Shoal that reads it\n"
@@ -83,6 +85,9 @@ static const char migrate_usage[] =
 "                        key, to a destination started with ,tls=on (this\n"
 "                        command relays the stream: it must run to the end)\n"
 "      --cancel          cancel the migration in progress (the VM stays)\n"
+"      --resume          a post-copy whose connection dropped (migrate-status:\n"
+"                        postcopy-paused): reconnect to the destination, which\n"
+"                        waits for it on its --incoming address, and finish it\n"
 "  -o, --output json     the result as JSON on stdout\n"
 "  -h, --help            this help\n"
 "\n"
@@ -187,6 +192,7 @@ int cmd_migrate(int argc, char **argv)
 		{ "downtime-ms", required_argument, NULL, 'd' },
 		{ "bandwidth", required_argument, NULL, 'b' },
 		{ "cancel", no_argument, NULL, 'c' },
+		{ "resume", no_argument, NULL, 'R' },
 		{ "key-file", required_argument, NULL, 'k' },
 		{ "tls", no_argument, NULL, 'T' },
 		{ "with-disks", no_argument, NULL, 'D' },
@@ -203,6 +209,7 @@ int cmd_migrate(int argc, char **argv)
 	int zlevel = 0;                 /* --compress zstd[:LEVEL]; 0 off */
 	uint64_t bw = 0;
 	bool do_cancel = false, with_disks = false, auto_converge = false, tls = false;
+	bool resume = false;
 	struct migrate_tls *t = NULL;
 	char err[512];
 	json_t *req, *reply = NULL;
@@ -218,6 +225,7 @@ int cmd_migrate(int argc, char **argv)
 		case 's': sock = optarg; break;
 		case 'o': output = optarg; break;
 		case 'c': do_cancel = true; break;
+		case 'R': resume = true; break;
 		case 'k': key_file = optarg; break;
 		case 'T': tls = true; break;
 		case 'D': with_disks = true; break;
@@ -258,6 +266,11 @@ int cmd_migrate(int argc, char **argv)
 	}
 	if (strcmp(output, "json") && strcmp(output, "text")) {
 		log_error("--output: '%s' is not json or text", output);
+		return EXIT_USAGE;
+	}
+	if (resume && (do_cancel || with_disks || auto_converge || postcopy_after)) {
+		log_error("migrate: --resume takes no --cancel, --with-disks, --auto-converge or "
+			  "--postcopy-after (it goes on with the migration as it was asked)");
 		return EXIT_USAGE;
 	}
 	if (do_cancel && (with_disks || auto_converge || postcopy_after || zlevel)) {
@@ -317,9 +330,12 @@ int cmd_migrate(int argc, char **argv)
 		log_error("%s", e.msg);
 		return EXIT_HOST;
 	}
-	req = json_pack("{s:s, s:s, s:I, s:I, s:b, s:b}", "cmd", "migrate", "uri", uri,
-			"downtime_ms", (json_int_t)downtime, "bandwidth", (json_int_t)bw,
-			"with_disks", with_disks, "auto_converge", auto_converge);
+	if (resume)         /* the migration goes on as it was asked, over this connection */
+		req = json_pack("{s:s, s:s, s:b}", "cmd", "migrate", "uri", uri, "resume", 1);
+	else
+		req = json_pack("{s:s, s:s, s:I, s:I, s:b, s:b}", "cmd", "migrate", "uri", uri,
+				"downtime_ms", (json_int_t)downtime, "bandwidth", (json_int_t)bw,
+				"with_disks", with_disks, "auto_converge", auto_converge);
 	if (req && postcopy_after)
 		json_object_set_new(req, "postcopy_after", json_integer(postcopy_after));
 	if (req && zlevel) {

@@ -454,7 +454,7 @@ static int check_hello(struct vm *vm, const uint8_t *p, size_t len, struct error
 
 /* Read the stream after its magic into `vm`. */
 static int incoming_read(struct vm *vm, struct migrate_in *in, uint64_t **pc_bits,
-			 uint64_t *pc_missing, struct error *e)
+			 uint64_t *pc_missing, uint8_t pc_id[MIGRATE_PC_ID_LEN], struct error *e)
 {
 	bool hello = false, state = false, synced = false;
 	uint64_t rounds = 0, ram_sections = 0;
@@ -487,7 +487,7 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, uint64_t **pc_bit
 			ram_sections++;
 		} else if (!strcmp(name, "postcopy") && !state && !*pc_bits) {
 			/* post-copy: these pages come after the switch */
-			if (migrate_postcopy_parse(vm->mem.size, p, len, pc_bits, pc_missing, e))
+			if (migrate_postcopy_parse(vm->mem.size, p, len, pc_bits, pc_missing, pc_id, e))
 				return -1;
 		} else if (!strcmp(name, "round") && !state) {
 			rounds++;
@@ -552,6 +552,7 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 	struct migrate_in in = { .fd = -1 };
 	struct migrate_pc_dst *pc = NULL;
 	uint64_t *pc_bits = NULL, pc_missing = 0;
+	uint8_t pc_id[MIGRATE_PC_ID_LEN] = { 0 };
 	int lfd, rc;
 
 	if (migrate_parse_addr(uri, &a, e))
@@ -576,29 +577,42 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 		log_warn("%s; still waiting on %s", e->msg, uri);
 		close(in.fd);
 	}
-	close(lfd);
-	if (!a.tcp)
-		unlink(a.path);
-	if (in.fd < 0)
-		return error_set(e, EXIT_HOST, "%s: accept: %s", uri, strerror(errno));
+	if (in.fd < 0) {
+		int err = errno;
+
+		close(lfd);
+		if (!a.tcp)
+			unlink(a.path);
+		return error_set(e, EXIT_HOST, "%s: accept: %s", uri, strerror(err));
+	}
+	/* The listening socket stays until the stream is read: a post-copy
+	 * keeps it for the source to reconnect on if the connection drops. */
 	migrate_set_timeouts(in.fd);
 	rc = migrate_read_magic(&in, e);
 	if (!rc)
-		rc = incoming_read(vm, &in, &pc_bits, &pc_missing, e);
+		rc = incoming_read(vm, &in, &pc_bits, &pc_missing, pc_id, e);
 	if (!rc && pc_bits) {    /* post-copy: the missing pages fault from here */
 		rc = migrate_postcopy_arm(&vm->mem, in.tls != NULL,
 					  vm->cfg.zero_on && !vm->cfg.zero_off, pc_bits, pc_missing,
-					  &pc, e);
+					  pc_id, &pc, e);
 		pc_bits = NULL;
 	}
 	free(pc_bits);
 	if (!rc && migrate_io_send(in.fd, in.tls, "SHOALACK", 8))
 		rc = error_set(e, EXIT_HOST, "incoming migration: the source went away before our "
 			       "acknowledgement (it keeps the VM)");
-	if (!rc && pc && !migrate_postcopy_start(pc, &in, e))
+	if (!rc && pc && !migrate_postcopy_start(pc, &in, lfd, uri, a.tcp ? NULL : a.path,
+						 migrate_incoming_recover_timeout(), e)) {
 		pc = NULL;               /* its thread has the connection now */
-	else if (!rc && pc)
+		lfd = -1;                /* and the listening socket */
+	} else if (!rc && pc) {
 		rc = -1;
+	}
+	if (lfd >= 0) {
+		close(lfd);
+		if (!a.tcp)
+			unlink(a.path);
+	}
 	migrate_postcopy_free(pc);
 	if (rc)
 		send_nak(in.fd, in.tls, e->msg);
@@ -640,7 +654,8 @@ struct mig_ctl {
 	pthread_cond_t cond;
 	pthread_t thread;
 	bool running, joined;
-	const char *state;           /* none, active, completing, done, failed, cancelled */
+	const char *state;           /* none, active, completing, postcopy, postcopy-paused,
+				      * done, failed, cancelled */
 	char uri[512], error[1024];
 	uint64_t downtime_ms, bandwidth;
 	bool with_disks;             /* mirror the writable disks */
@@ -742,6 +757,7 @@ struct mig_src {
 	struct migrate_z *z;         /* --compress, else NULL */
 	uint64_t raw, zdata, zpages; /* data pages: their bytes, as sent, compressed pages */
 	bool postcopy;               /* the stop phase switches to post-copy */
+	uint8_t pc_id[MIGRATE_PC_ID_LEN]; /* post-copy's identity, for a recovery */
 	uint64_t ph_ns[PH_N];        /* the stop phase's pieces (ph_names) */
 	uint64_t ph_t;               /* when the current piece began */
 };
@@ -1183,9 +1199,13 @@ static int send_round(struct mig_src *s, uint32_t round, uint64_t dirty, struct 
 static int send_postcopy_list(struct mig_src *s, struct error *e)
 {
 	size_t mark = migrate_section_begin(&s->w, "postcopy");
-	uint64_t n = count_bits(s->bits, s->words);
+	uint64_t n = count_bits(s->bits, s->words), seed[4] = { now_ns(), (uint64_t)getpid(),
+							      (uint64_t)(uintptr_t)s, s->bytes };
+	XXH128_hash_t id = XXH3_128bits(seed, sizeof(seed));
 
-	migrate_postcopy_put_list(&s->w, s->bits, s->vm->mem.size / PAGE);
+	/* unique, not secret (the key, if any, authenticates a recovery) */
+	memcpy(s->pc_id, &id, sizeof(id));
+	migrate_postcopy_put_list(&s->w, s->bits, s->vm->mem.size / PAGE, s->pc_id);
 	pthread_mutex_lock(&s->c->lock);
 	s->c->st.postcopy = true;
 	s->c->st.pc_pages = n;
@@ -1216,12 +1236,58 @@ static int pc_end(void *opaque, struct error *e)
 	return src_simple(opaque, "end", NULL, 0, e);
 }
 
+/* Post-copy's connection dropped (`why`): paused ("postcopy-paused"),
+ * wait for `shoal migrate --resume` to hand a new one over (migrate_cmd),
+ * and open the recovery on it.  The new fd, or -1 when the VMM stops. */
+static int pc_wait_resume(void *opaque, const char *why, struct error *e)
+{
+	struct mig_src *s = opaque;
+	struct mig_ctl *c = s->c;
+	size_t mark;
+	int fd;
+
+	log_error("%s", why);
+	pthread_mutex_lock(&c->lock);
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = s->fd = -1;
+	snprintf(c->error, sizeof(c->error), "%s", why);
+	c->state = "postcopy-paused";
+	pthread_cond_broadcast(&c->cond);
+	while (c->given_fd < 0 && !atomic_load(&c->vm->stopping))
+		ctl_wait_50ms(c);
+	fd = c->given_fd;
+	c->given_fd = -1;
+	c->fd = fd;
+	pthread_mutex_unlock(&c->lock);
+	if (fd < 0)
+		return error_set(e, EXIT_HOST, "%s; the VMM stops with the post-copy paused: the VM "
+				 "is lost", why);
+	s->fd = fd;
+	migrate_set_timeouts(fd);
+	log_info("migration to %s: post-copy: resuming over a new connection", c->uri);
+	s->w.len = 0;
+	if (migrate_send_all(fd, MIGRATE_MAGIC, 8))
+		return pc_wait_resume(s, "migration: post-copy recovery: the destination closed the "
+				      "new connection at once", e);
+	mark = migrate_section_begin(&s->w, "recover");
+	migrate_postcopy_put_recover(&s->w, s->vm->mem.size, s->pc_id);
+	if (src_flush(s, mark, e)) {
+		char w[sizeof(e->msg)];
+
+		snprintf(w, sizeof(w), "%s", e->msg);
+		return pc_wait_resume(s, w, e);
+	}
+	return fd;
+}
+
 /* After the switch's acknowledgement: the destination runs the VM. */
 static int postcopy_serve(struct mig_src *s, struct error *e)
 {
 	struct migrate_pc_src ps = { .fd = s->fd, .uri = s->c->uri, .bits = s->bits,
 				     .pages = s->vm->mem.size / PAGE, .send = pc_send,
-				     .send_end = pc_end, .opaque = s };
+				     .send_end = pc_end, .wait_resume = pc_wait_resume,
+				     .opaque = s };
 
 	return migrate_postcopy_serve(&ps, e);
 }
@@ -1562,8 +1628,46 @@ static json_t *migrate_check(struct vm *vm, json_t *req, const char *uri, bool b
 	return NULL;
 }
 
+/* {"cmd": "migrate", "resume": true, "uri": URI} with a new connection:
+ * hand it to the post-copy paused after a drop (pc_wait_resume).  Called
+ * with c->lock held; lets it go. */
+static json_t *resume_cmd(struct mig_ctl *c, const char *uri, int given)
+{
+	int type = 0;
+	socklen_t tl = sizeof(type);
+	const char *why = NULL;
+
+	if (!c->running || strcmp(c->state, "postcopy-paused"))
+		why = !strcmp(c->state, "postcopy") ? "migrate: resume: the post-copy is not paused: "
+			"its connection is up" : "migrate: resume: no post-copy migration is paused "
+			"after a dropped connection: nothing to resume";
+	else if (given < 0)
+		why = "migrate: resume: send the new connection's socket with the request "
+			"(SCM_RIGHTS), as shoal migrate --resume does";
+	else if (getsockopt(given, SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_STREAM)
+		why = "migrate: the descriptor sent with the request is not a stream socket";
+	if (why) {
+		pthread_mutex_unlock(&c->lock);
+		if (given >= 0)
+			close(given);
+		return fail_json(why);
+	}
+	if (uri)
+		snprintf(c->uri, sizeof(c->uri), "%s", uri);
+	c->given_fd = given;
+	c->state = "postcopy";
+	c->error[0] = 0;
+	c->reported = false;
+	c->origin = control_client_serial();
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	log_info("migration to %s: post-copy: resume asked", c->uri);
+	return json_pack("{s:b, s:s, s:s}", "ok", 1, "state", "postcopy", "uri", c->uri);
+}
+
 /* {"cmd": "migrate", "uri": URI[, "downtime_ms": N][, "bandwidth": BYTES_S]}
- * or {"cmd": "migrate", "cancel": true}. */
+ * or {"cmd": "migrate", "cancel": true}, or {"cmd": "migrate", "resume": true,
+ * "uri": URI} (resume_cmd). */
 static json_t *migrate_cmd(struct vm *vm, json_t *req, void *opaque)
 {
 	struct mig_ctl *c = opaque;
@@ -1575,7 +1679,9 @@ static json_t *migrate_cmd(struct vm *vm, json_t *req, void *opaque)
 
 	pthread_mutex_lock(&c->lock);
 	busy = c->running && (!strcmp(c->state, "active") || !strcmp(c->state, "completing") ||
-			      !strcmp(c->state, "postcopy"));
+			      !strcmp(c->state, "postcopy") || !strcmp(c->state, "postcopy-paused"));
+	if (json_is_true(json_object_get(req, "resume")))
+		return resume_cmd(c, uri, given);     /* c->lock: it lets go */
 	if (json_is_true(json_object_get(req, "cancel"))) {
 		if (given >= 0)
 			close(given);

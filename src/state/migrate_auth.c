@@ -51,6 +51,7 @@
  * the hosts that only they reach, or a tunnel.
  */
 #include "state/migrate_auth.h"
+#include "state/migrate_postcopy.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -174,6 +175,7 @@ int migrate_key_read(const char *path, uint8_t key[MIGRATE_KEY_LEN], struct erro
  * fail-limit=N, fail-window=SECONDS.  A path with a comma cannot be given. */
 static bool g_tls;
 static unsigned g_fail_limit = MIGRATE_FAIL_LIMIT, g_fail_window = MIGRATE_FAIL_WINDOW_S;
+static unsigned g_recover_s = MIGRATE_RECOVER_TIMEOUT_S;   /* post-copy: migrate_postcopy.c */
 
 static int incoming_opt(const char *opt, const char **key_file, int *tls, struct error *e)
 {
@@ -183,7 +185,7 @@ static int incoming_opt(const char *opt, const char **key_file, int *tls, struct
 
 	if (!v || v == opt)
 		return error_set(e, EXIT_USAGE, "--incoming: '%s' is not an option (key-file=FILE, "
-				 "tls=on|off, fail-limit=N, fail-window=SECONDS)", opt);
+				 "tls=on|off, fail-limit=N, fail-window=SECONDS, recover-timeout=SECONDS)", opt);
 	v++;
 	if (!strncmp(opt, "key-file=", 9)) {
 		*key_file = v;
@@ -209,13 +211,21 @@ static int incoming_opt(const char *opt, const char **key_file, int *tls, struct
 		g_fail_window = (unsigned)n;
 		return 0;
 	}
+	if (!strncmp(opt, "recover-timeout=", 16)) {
+		if (!*v || *end || n < 1 || n > 86400)
+			return error_set(e, EXIT_USAGE, "--incoming: recover-timeout=%s is not 1 to "
+					 "86400 seconds", v);
+		g_recover_s = (unsigned)n;
+		return 0;
+	}
 	return error_set(e, EXIT_USAGE, "--incoming: '%s' is not an option (key-file=FILE, "
-			 "tls=on|off, fail-limit=N, fail-window=SECONDS)", opt);
+			 "tls=on|off, fail-limit=N, fail-window=SECONDS, recover-timeout=SECONDS)", opt);
 }
 
 int migrate_incoming_key(char *incoming, struct error *e)
 {
-	static const char *const names[] = { ",key-file=", ",tls=", ",fail-limit=", ",fail-window=" };
+	static const char *const names[] = { ",key-file=", ",tls=", ",fail-limit=", ",fail-window=",
+					     ",recover-timeout=" };
 	char *opts = NULL, *save = NULL, *tok, *copy;
 	const char *key_file = NULL, *why;
 	int tls = 0, rc = 0;
@@ -241,7 +251,7 @@ int migrate_incoming_key(char *incoming, struct error *e)
 	free(copy);
 	if (rc)
 		return -1;
-	if (!key_file) {             /* fail-limit alone: nothing to count */
+	if (!key_file) {             /* fail-limit, recover-timeout alone: nothing to count */
 		*opts = 0;
 		return 0;
 	}
@@ -254,6 +264,11 @@ int migrate_incoming_key(char *incoming, struct error *e)
 	g_keyed = true;
 	g_tls = tls;
 	return 0;
+}
+
+unsigned migrate_incoming_recover_timeout(void)
+{
+	return g_recover_s;
 }
 
 bool migrate_incoming_keyed(void)

@@ -41,6 +41,10 @@ int migrate_key_from_hex(const char *hex, uint8_t key[MIGRATE_KEY_LEN]);
 int migrate_incoming_key(char *incoming, struct error *e);
 /* Whether migrate_incoming_key set a key; and TLS. */
 bool migrate_incoming_keyed(void);
+/* --incoming ...,recover-timeout=SECONDS: how long a destination in
+ * post-copy waits for the source to reconnect after a drop (default
+ * MIGRATE_RECOVER_TIMEOUT_S, state/migrate_postcopy.h). */
+unsigned migrate_incoming_recover_timeout(void);
 bool migrate_incoming_tls(void);
 
 /* The destination, on a connection just accepted from `peer`: with no

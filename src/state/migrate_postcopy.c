@@ -34,12 +34,27 @@
  *
  * The point of no return moves to the acknowledgement of the switch: from
  * then on the source's memory holds the only copy of the missing pages and
- * the destination holds the only running VM.  If the connection drops, the
- * VM is lost: the destination says how many pages were missing and exits
- * (70: its vCPUs wait in faults that nothing can serve, and zeros in their
- * place would corrupt the guest silently); the source keeps its copy
- * paused, never resumes it (it is older than what the destination ran),
- * and reports the migration failed with the count of pages never sent.
+ * the destination holds the only running VM.  If the connection drops,
+ * neither gives up (QEMU's postcopy-recover): the destination keeps the VM
+ * (a vCPU that faults on a missing page waits; the faults are still read,
+ * holes still get zeros, missing pages are marked as asked for) and keeps
+ * its --incoming listening socket for `recover-timeout` seconds; the
+ * source keeps its copy paused (never resumed: it is older than what the
+ * destination ran) and waits for `shoal migrate --resume URI` to hand it a
+ * new connection.  On it the source sends "SHOALMIG" and a "recover"
+ * section (memory size and the identity the "postcopy" section carried);
+ * the destination, after the same key and TLS handshake as the first
+ * connection, checks both, answers SHOALRCV and the bitmap of the pages
+ * it still lacks (a page in flight when the connection dropped is among
+ * them), and asks again for every page a fault still waits for; the
+ * source makes that bitmap its list and serves on, then "end" and
+ * SHOALFIN as usual.  A drop during recovery goes back to waiting, at
+ * both ends.  A connection that is not this post-copy's (another VM's
+ * size, another identity, no "recover") is refused with SHOALNAK and the
+ * destination waits on.  Only when nothing reconnects within
+ * recover-timeout is the VM lost: the destination says how many pages
+ * were missing and exits (70: zeros in their place would corrupt the guest
+ * silently); the source, still paused, is the operator's to stop.
  *
  * The source may not: name a page past the end of RAM, send a record
  * outside it, or a list not of our size: each is refused before the
@@ -63,6 +78,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -70,6 +86,7 @@
 #include "base/log.h"
 #include "base/seccomp.h"
 #include "state/migrate.h"
+#include "state/migrate_auth.h"
 #include "state/migrate_net.h"
 #include "state/migrate_tls.h"
 #include "vmm/jail.h"
@@ -89,15 +106,17 @@ static void bit_clear(uint64_t *b, uint64_t p)
 
 /* ---- the section ---- */
 
-void migrate_postcopy_put_list(struct state_writer *w, const uint64_t *bits, uint64_t pages)
+void migrate_postcopy_put_list(struct state_writer *w, const uint64_t *bits, uint64_t pages,
+			       const uint8_t id[MIGRATE_PC_ID_LEN])
 {
 	state_put_u64(w, pages);
 	for (uint64_t i = 0; i < (pages + 63) / 64; i++)
 		state_put_u64(w, bits[i]);
+	state_put_bytes(w, id, MIGRATE_PC_ID_LEN);
 }
 
 int migrate_postcopy_parse(uint64_t mem_size, const uint8_t *p, size_t len, uint64_t **bits,
-			   uint64_t *missing, struct error *e)
+			   uint64_t *missing, uint8_t id[MIGRATE_PC_ID_LEN], struct error *e)
 {
 	struct state_reader r;
 	uint64_t pages, words, *b, n = 0;
@@ -111,10 +130,10 @@ int migrate_postcopy_parse(uint64_t mem_size, const uint8_t *p, size_t len, uint
 				 "%" PRIu64 " pages, this VM has %" PRIu64, r.error ? 0 : pages,
 				 mem_size / PAGE);
 	words = (pages + 63) / 64;
-	if (len != 8 + words * 8)
+	if (len != 8 + words * 8 + MIGRATE_PC_ID_LEN)
 		return error_set(e, EXIT_BADSTATE, "incoming migration: the postcopy section is %zu "
 				 "bytes, a list of %" PRIu64 " pages is %" PRIu64, len, pages,
-				 8 + words * 8);
+				 8 + words * 8 + MIGRATE_PC_ID_LEN);
 	b = calloc(words ? words : 1, 8);
 	if (!b)
 		return error_set(e, EXIT_HOST, "incoming migration: out of memory");
@@ -127,8 +146,39 @@ int migrate_postcopy_parse(uint64_t mem_size, const uint8_t *p, size_t len, uint
 		return error_set(e, EXIT_BADSTATE, "incoming migration: the postcopy section lists "
 				 "a page past the end of RAM");
 	}
+	memcpy(id, p + 8 + words * 8, MIGRATE_PC_ID_LEN);
 	*bits = b;
 	*missing = n;
+	return 0;
+}
+
+void migrate_postcopy_put_recover(struct state_writer *w, uint64_t mem_size,
+				  const uint8_t id[MIGRATE_PC_ID_LEN])
+{
+	state_put_u64(w, mem_size);
+	state_put_u64(w, mem_size / PAGE);
+	state_put_bytes(w, id, MIGRATE_PC_ID_LEN);
+}
+
+int migrate_postcopy_parse_recover(uint64_t mem_size, const uint8_t id[MIGRATE_PC_ID_LEN],
+				   const uint8_t *p, size_t len, struct error *e)
+{
+	struct state_reader r;
+	uint64_t mem, pages;
+
+	state_reader_init(&r, p, len);
+	mem = state_get_u64(&r);
+	pages = state_get_u64(&r);
+	if (r.error || len != 16 + MIGRATE_PC_ID_LEN)
+		return error_set(e, EXIT_BADSTATE, "post-copy recovery: the recover section is %zu "
+				 "bytes, not %d", len, 16 + MIGRATE_PC_ID_LEN);
+	if (mem != mem_size || pages != mem_size / PAGE)
+		return error_set(e, EXIT_BADSTATE, "post-copy recovery: the source's VM has %" PRIu64
+				 " MiB, this one %" PRIu64 " MiB: not the VM in post-copy here",
+				 mem >> 20, mem_size >> 20);
+	if (memcmp(p + 16, id, MIGRATE_PC_ID_LEN))
+		return error_set(e, EXIT_BADSTATE, "post-copy recovery: the source resumes another "
+				 "migration than the one whose pages this VM waits for");
 	return 0;
 }
 
@@ -140,6 +190,12 @@ static int src_gone(struct migrate_pc_src *ps, uint64_t left, const char *why,
 	char w[400];
 
 	snprintf(w, sizeof(w), "%.399s", why);      /* `why` may be e->msg */
+	if (ps->wait_resume)
+		return error_set(e, EXIT_HOST, "migration to %s: post-copy: %s, with %" PRIu64
+				 " pages not yet sent: the VM waits for them there; it stays paused "
+				 "here as it was at the switch, not resumed, until shoal migrate "
+				 "--resume reconnects (if this VMM stops first, the VM is lost)",
+				 ps->uri, w, left);
 	return error_set(e, EXIT_HOST, "migration to %s: post-copy: %s, with %" PRIu64 " pages "
 			 "not yet sent: the VM is lost there; it stays paused here as it was at "
 			 "the switch, not resumed (the destination ran it on)", ps->uri, w, left);
@@ -161,16 +217,22 @@ static int src_word(struct migrate_pc_src *ps, uint64_t left, char word[8], uint
 	return 0;
 }
 
-int migrate_postcopy_serve(struct migrate_pc_src *ps, struct error *e)
+static uint64_t bits_count(const uint64_t *b, uint64_t pages)
 {
-	uint64_t left = 0, cursor = 0, arg = 0;
+	uint64_t n = 0;
+
+	for (uint64_t i = 0; i < (pages + 63) / 64; i++)
+		n += (uint64_t)__builtin_popcountll(b[i]);
+	return n;
+}
+
+/* Serve on ps->fd until the destination says it has every page. */
+static int serve_once(struct migrate_pc_src *ps, struct error *e)
+{
+	uint64_t left = bits_count(ps->bits, ps->pages), cursor = 0, arg = 0;
 	uint8_t msg[16];
 	char word[8];
 
-	for (uint64_t i = 0; i < (ps->pages + 63) / 64; i++)
-		left += (uint64_t)__builtin_popcountll(ps->bits[i]);
-	log_info("migration to %s: post-copy: the destination runs the VM; %" PRIu64 " pages to "
-		 "send", ps->uri, left);
 	while (left) {
 		struct pollfd p = { .fd = ps->fd, .events = POLLIN };
 
@@ -215,15 +277,86 @@ int migrate_postcopy_serve(struct migrate_pc_src *ps, struct error *e)
 		return src_gone(ps, 0, e->msg, e);
 	for (;;) {      /* requests sent before the pages arrived, then its word */
 		if (migrate_recv_all(ps->fd, msg, sizeof(msg)) <= 0)
-			return error_set(e, EXIT_HOST, "migration to %s: post-copy: every page was "
-					 "sent, but the destination went away before it said it had them "
-					 "all: the VM may be lost there; it stays paused here, not resumed",
-					 ps->uri);
+			return ps->wait_resume ?
+				src_gone(ps, 0, "every page was sent, but the destination went away "
+					 "before it said it had them all", e) :
+				error_set(e, EXIT_HOST, "migration to %s: post-copy: every page was "
+					  "sent, but the destination went away before it said it had "
+					  "them all: the VM may be lost there; it stays paused here, not "
+					  "resumed", ps->uri);
 		memcpy(word, msg, 8);
 		if (!memcmp(word, MIGRATE_PC_FINISHED, 8))
 			return 0;
 		if (memcmp(word, MIGRATE_PC_REQUEST, 8))
 			return src_gone(ps, 0, "the destination answered nonsense", e);
+	}
+}
+
+static int recover_fail(struct migrate_pc_src *ps, const char *why, struct error *e)
+{
+	char w[600];
+
+	snprintf(w, sizeof(w), "%.599s", why);
+	return error_set(e, EXIT_HOST, "migration to %s: post-copy recovery: %s; the VM stays "
+			 "paused here, waiting for another shoal migrate --resume", ps->uri, w);
+}
+
+/* The destination's answer to "recover": the pages it still lacks, which
+ * become ours to send (a page sent before the drop that never arrived is
+ * among them).  0, or -1 with `e`. */
+static int src_recovered(struct migrate_pc_src *ps, struct error *e)
+{
+	uint64_t pages, words = (ps->pages + 63) / 64;
+	char word[8], msg[600];
+	uint32_t n;
+	int rc = migrate_recv_all(ps->fd, word, 8);
+
+	if (rc <= 0)
+		return recover_fail(ps, "the destination did not answer (is it still waiting? its "
+				    "recover-timeout may have passed)", e);
+	if (!memcmp(word, "SHOALNAK", 8)) {
+		if (migrate_recv_all(ps->fd, &n, 4) <= 0)
+			n = 0;
+		if (n >= sizeof(msg))
+			n = sizeof(msg) - 1;
+		if (n && migrate_recv_all(ps->fd, msg, n) <= 0)
+			n = 0;
+		msg[n] = 0;
+		return recover_fail(ps, n ? msg : "the destination refused it", e);
+	}
+	if (memcmp(word, MIGRATE_PC_RECOVER, 8) || migrate_recv_all(ps->fd, &pages, 8) <= 0 ||
+	    pages != ps->pages || migrate_recv_all(ps->fd, ps->bits, words * 8) <= 0 ||
+	    (pages % 64 && ps->bits[words - 1] >> (pages % 64))) {
+		memset(ps->bits, 0, words * 8);
+		return recover_fail(ps, "the destination answered nonsense", e);
+	}
+	return 0;
+}
+
+int migrate_postcopy_serve(struct migrate_pc_src *ps, struct error *e)
+{
+	log_info("migration to %s: post-copy: the destination runs the VM; %" PRIu64 " pages to "
+		 "send", ps->uri, bits_count(ps->bits, ps->pages));
+	for (unsigned resumed = 1;; resumed++) {
+		char why[sizeof(e->msg)];
+
+		if (!serve_once(ps, e))
+			return 0;
+		if (!ps->wait_resume)
+			return -1;
+		for (;;) {      /* until a new connection recovers, or the VMM stops */
+			int fd;
+
+			snprintf(why, sizeof(why), "%s", e->msg);
+			fd = ps->wait_resume(ps->opaque, why, e);
+			if (fd < 0)
+				return -1;
+			ps->fd = fd;
+			if (!src_recovered(ps, e))
+				break;
+		}
+		log_info("migration to %s: post-copy resumed (recovery %u): the destination still "
+			 "lacks %" PRIu64 " pages", ps->uri, resumed, bits_count(ps->bits, ps->pages));
 	}
 }
 
@@ -235,7 +368,14 @@ struct migrate_pc_dst {
 	uint64_t *missing, *asked;        /* bitmaps over the pages */
 	uint64_t pages, left, total;      /* pages; missing now; missing at the switch */
 	uint64_t demand, zero_fills;
-	struct migrate_in in;             /* the connection, after the acknowledgement */
+	uint8_t id[MIGRATE_PC_ID_LEN];    /* the "postcopy" section's identity */
+	struct migrate_in in;             /* the connection, after the acknowledgement; fd -1
+					   * while the source is away */
+	int lfd;                          /* the listening socket, -1: no recovery */
+	char uri[256], path[108];         /* --incoming's address; a unix: socket's path */
+	unsigned recover_s, recoveries;
+	time_t deadline;                  /* the source is away: wait for it until then */
+	const char *broken;               /* a request could not be sent: the connection is gone */
 	pthread_t thread;
 };
 
@@ -253,7 +393,8 @@ void migrate_postcopy_free(struct migrate_pc_dst *d)
 }
 
 int migrate_postcopy_arm(struct guest_mem *m, bool tls, bool zero_layer, uint64_t *bits,
-			 uint64_t missing, struct migrate_pc_dst **out, struct error *e)
+			 uint64_t missing, const uint8_t id[MIGRATE_PC_ID_LEN],
+			 struct migrate_pc_dst **out, struct error *e)
 {
 	struct migrate_pc_dst *d = calloc(1, sizeof(*d));
 	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM };
@@ -266,9 +407,11 @@ int migrate_postcopy_arm(struct guest_mem *m, bool tls, bool zero_layer, uint64_
 	}
 	d->m = m;
 	d->uffd = -1;
+	d->lfd = -1;
 	d->missing = bits;
 	d->pages = m->size / PAGE;
 	d->left = d->total = missing;
+	memcpy(d->id, id, MIGRATE_PC_ID_LEN);
 	d->asked = calloc((d->pages + 63) / 64 + 1, 8);
 	if (!d->asked) {
 		migrate_postcopy_free(d);
@@ -338,6 +481,8 @@ static _Noreturn void dst_lost(struct migrate_pc_dst *d, const char *why)
 	log_error("incoming migration: post-copy: %s, with %" PRIu64 " of %" PRIu64 " pages still "
 		  "missing (their only copy is in the source's memory): the VM cannot run on "
 		  "and is stopped", why, d->left, d->total);
+	if (d->lfd >= 0 && d->path[0])
+		unlink(d->path);
 	_exit(EXIT_HOST);
 }
 
@@ -385,11 +530,13 @@ static void dst_faults(struct migrate_pc_dst *d)
 			if (bit_get(d->asked, page))
 				continue;
 			d->asked[page / 64] |= 1ULL << (page % 64);
+			d->demand++;
+			if (d->in.fd < 0 || d->broken)
+				continue;     /* asked for again once the source is back */
 			memcpy(req, MIGRATE_PC_REQUEST, 8);
 			memcpy(req + 8, &page, 8);
 			if (migrate_io_send(d->in.fd, d->in.tls, req, sizeof(req)))
-				dst_lost(d, "the connection to the source dropped (asking for a page)");
-			d->demand++;
+				d->broken = "the connection to the source dropped (asking for a page)";
 		}
 	}
 }
@@ -399,12 +546,14 @@ static void dst_ram(struct migrate_pc_dst *d, const uint8_t *p, size_t len)
 {
 	struct state_reader r;
 	struct migrate_ram_rec rec;
-	struct error e = { 0 };
+	static _Thread_local struct error e;
 
 	state_reader_init(&r, p, len);
 	while (r.pos < r.len) {
-		if (migrate_ram_next(&r, d->m->size, &rec, &e))   /* its "incoming migration: " off */
-			dst_lost(d, strncmp(e.msg, "incoming migration: ", 20) ? e.msg : e.msg + 20);
+		if (migrate_ram_next(&r, d->m->size, &rec, &e)) {  /* its "incoming migration: " off */
+			d->broken = strncmp(e.msg, "incoming migration: ", 20) ? e.msg : e.msg + 20;
+			return;
+		}
 		for (uint32_t i = 0; i < rec.pages; i++) {
 			uint64_t page = rec.off / PAGE + i;
 			const uint8_t *src = rec.data ? rec.data + (size_t)i * PAGE : zero_page;
@@ -419,17 +568,159 @@ static void dst_ram(struct migrate_pc_dst *d, const uint8_t *p, size_t len)
 	}
 }
 
+/* The connection to the source is gone (`why`): without a listening
+ * socket the VM is lost; else close it and wait for the source. */
+static void dst_drop(struct migrate_pc_dst *d, const char *why)
+{
+	if (d->lfd < 0)
+		dst_lost(d, why);
+	migrate_io_close(d->in.fd, d->in.tls);
+	d->in.fd = -1;
+	d->in.tls = NULL;
+	d->broken = NULL;
+	d->deadline = time(NULL) + (time_t)d->recover_s;
+	log_warn("incoming migration: post-copy: %s, with %" PRIu64 " of %" PRIu64 " pages still "
+		 "missing: the VM waits for them (its vCPUs wait in their faults); waiting up to %u "
+		 "s for the source to reconnect on %s (shoal migrate --socket SOCK --resume %s)",
+		 why, d->left, d->total, d->recover_s, d->uri, d->uri);
+}
+
+static void dst_nak(struct migrate_in *in, const char *msg)
+{
+	uint32_t n = (uint32_t)strlen(msg);
+
+	if (!migrate_io_send(in->fd, in->tls, "SHOALNAK", 8) &&
+	    !migrate_io_send(in->fd, in->tls, &n, 4))
+		migrate_io_send(in->fd, in->tls, msg, n);
+}
+
+/* A connection on the listening socket, while the source is away: the
+ * same key and TLS as the first, then "SHOALMIG" and a "recover" section
+ * of this post-copy; our answer is the list of pages still missing, and
+ * the requests of the faults that still wait go again.  0 with d->in
+ * connected, or -1 (refused, logged: wait on). */
+static int dst_accept(struct migrate_pc_dst *d)
+{
+	struct sockaddr_storage peer;
+	socklen_t plen = sizeof(peer);
+	struct migrate_in in = { .fd = -1 };
+	struct error e = { 0 };
+	char name[64];
+	const uint8_t *p;
+	size_t len;
+	uint8_t *ans;
+	uint64_t words = (d->pages + 63) / 64, reasked = 0;
+	int rc;
+
+	memset(&peer, 0, sizeof(peer));
+	in.fd = accept4(d->lfd, (struct sockaddr *)&peer, &plen, SOCK_CLOEXEC);
+	if (in.fd < 0)
+		return -1;
+	if (migrate_auth_accept(in.fd, (struct sockaddr *)&peer, &in.tls, &e)) {
+		log_warn("%s; still waiting on %s", e.msg, d->uri);
+		close(in.fd);
+		return -1;
+	}
+	migrate_set_timeouts(in.fd);
+	rc = migrate_read_magic(&in, &e);
+	if (!rc)
+		rc = migrate_read_section(&in, name, &p, &len, &e);
+	if (!rc && strcmp(name, "recover"))
+		rc = error_set(&e, EXIT_BADSTATE, "post-copy recovery: the stream begins with \"%s\", "
+			       "not \"recover\" (a VM waits for its pages here)", name);
+	if (!rc)
+		rc = migrate_postcopy_parse_recover(d->m->size, d->id, p, len, &e);
+	if (rc) {
+		dst_nak(&in, e.msg);
+		log_warn("incoming migration: %s; refused, still waiting on %s",
+			 strncmp(e.msg, "incoming migration: ", 20) ? e.msg : e.msg + 20, d->uri);
+		migrate_io_close(in.fd, in.tls);
+		migrate_in_free(&in);
+		return -1;
+	}
+	ans = malloc(16 + words * 8);
+	if (ans) {
+		memcpy(ans, MIGRATE_PC_RECOVER, 8);
+		memcpy(ans + 8, &d->pages, 8);
+		memcpy(ans + 16, d->missing, words * 8);
+	}
+	if (!ans || migrate_io_send(in.fd, in.tls, ans, 16 + words * 8)) {
+		free(ans);
+		log_warn("incoming migration: post-copy recovery: the source went away before our "
+			 "answer; still waiting on %s", d->uri);
+		migrate_io_close(in.fd, in.tls);
+		migrate_in_free(&in);
+		return -1;
+	}
+	free(ans);
+	migrate_in_free(&d->in);
+	d->in = in;
+	d->recoveries++;
+	/* the faults that wait were read before the drop: ask again */
+	for (uint64_t page = 0; page < d->pages && !d->broken; page++) {
+		uint8_t req[16];
+
+		if (!(d->asked[page / 64] & d->missing[page / 64])) {
+			page |= 63;
+			continue;
+		}
+		if (!bit_get(d->asked, page) || !bit_get(d->missing, page))
+			continue;
+		memcpy(req, MIGRATE_PC_REQUEST, 8);
+		memcpy(req + 8, &page, 8);
+		if (migrate_io_send(d->in.fd, d->in.tls, req, sizeof(req)))
+			d->broken = "the connection to the source dropped (asking again for a page)";
+		reasked++;
+	}
+	log_info("incoming migration: post-copy: the source reconnected (recovery %u): %" PRIu64
+		 " pages still missing, %" PRIu64 " asked for again", d->recoveries, d->left,
+		 reasked);
+	return 0;
+}
+
+/* The source is away: serve the faults (holes get zeros, missing pages
+ * are marked to be asked for) and wait for it on the listening socket
+ * until the deadline, then the VM is lost. */
+static void dst_wait_source(struct migrate_pc_dst *d)
+{
+	struct pollfd pfd[2] = { { .fd = d->uffd, .events = POLLIN },
+				 { .fd = d->lfd, .events = POLLIN } };
+
+	while (time(NULL) < d->deadline) {
+		int rc = poll(pfd, 2, 1000);
+
+		if (rc < 0 && errno != EINTR)
+			dst_lost(d, "poll failed");
+		if (rc > 0 && pfd[0].revents)
+			dst_faults(d);
+		if (rc > 0 && pfd[1].revents && !dst_accept(d))
+			return;
+	}
+	char why[160];
+
+	snprintf(why, sizeof(why), "the source did not reconnect within %u s (recover-timeout)",
+		 d->recover_s);
+	dst_lost(d, why);
+}
+
 static void *dst_thread(void *arg)
 {
 	struct migrate_pc_dst *d = arg;
-	struct pollfd pfd[2] = { { .fd = d->uffd, .events = POLLIN },
-				 { .fd = d->in.fd, .events = POLLIN } };
 	time_t last = time(NULL);
 	struct uffdio_range all = { .start = (uintptr_t)d->m->host, .len = d->m->size };
 	uint8_t fin[16];
 
 	seccomp_thread_enter(SECCOMP_POSTCOPY);
 	for (;;) {
+		if (d->broken)
+			dst_drop(d, d->broken);
+		if (d->in.fd < 0) {
+			dst_wait_source(d);
+			last = time(NULL);
+			continue;
+		}
+		struct pollfd pfd[2] = { { .fd = d->uffd, .events = POLLIN },
+					 { .fd = d->in.fd, .events = POLLIN } };
 		/* Over TLS a read may have taken more records off the socket
 		 * than it handed out: those bytes are ready though the socket
 		 * polls empty. */
@@ -444,6 +735,8 @@ static void *dst_thread(void *arg)
 		}
 		if (rc > 0 && pfd[0].revents)
 			dst_faults(d);
+		if (d->broken)
+			continue;
 		if (rc > 0 && pfd[1].revents) {
 			char name[64];
 			const uint8_t *p;
@@ -455,7 +748,8 @@ static void *dst_thread(void *arg)
 
 				snprintf(why, sizeof(why), "the connection to the source dropped (%.200s)",
 					 e.msg);
-				dst_lost(d, why);
+				dst_drop(d, why);
+				continue;
 			}
 			last = time(NULL);
 			if (!strcmp(name, "ram"))
@@ -463,11 +757,12 @@ static void *dst_thread(void *arg)
 			else if (!strcmp(name, "end") && !d->left)
 				break;
 			else
-				dst_lost(d, !strcmp(name, "end") ? "the source ended the stream early" :
+				dst_drop(d, !strcmp(name, "end") ? "the source ended the stream early" :
 					 "the source sent an unexpected section");
+			continue;
 		}
 		if (time(NULL) - last > MIGRATE_IO_TIMEOUT_S)
-			dst_lost(d, "nothing from the source for 30 s");
+			dst_drop(d, "nothing from the source for 30 s");
 	}
 	if (ioctl(d->uffd, UFFDIO_UNREGISTER, &all) < 0)
 		log_warn("incoming migration: post-copy: unregistering guest memory: %s",
@@ -479,9 +774,15 @@ static void *dst_thread(void *arg)
 			 "(the VM has every page; it runs on here)");
 	log_info("incoming migration: post-copy done: all %" PRIu64 " missing pages are here (%"
 		 PRIu64 " asked for on demand, the rest pushed; %" PRIu64 " holes filled with "
-		 "zeros); userfaultfd off", d->total, d->demand, d->zero_fills);
+		 "zeros; %u recoveries after a dropped connection); userfaultfd off", d->total,
+		 d->demand, d->zero_fills, d->recoveries);
 	migrate_io_close(d->in.fd, d->in.tls);
 	migrate_in_free(&d->in);
+	if (d->lfd >= 0) {
+		close(d->lfd);
+		if (d->path[0])
+			unlink(d->path);
+	}
 	close(d->uffd);
 	free(d->missing);
 	free(d->asked);
@@ -489,18 +790,26 @@ static void *dst_thread(void *arg)
 	return NULL;
 }
 
-int migrate_postcopy_start(struct migrate_pc_dst *d, struct migrate_in *in, struct error *e)
+int migrate_postcopy_start(struct migrate_pc_dst *d, struct migrate_in *in, int lfd,
+			   const char *uri, const char *unlink_path, unsigned recover_s,
+			   struct error *e)
 {
 	d->in = *in;
 	memset(in, 0, sizeof(*in));
 	in->fd = -1;
+	d->lfd = lfd;
+	snprintf(d->uri, sizeof(d->uri), "%s", uri ? uri : "");
+	snprintf(d->path, sizeof(d->path), "%s", unlink_path ? unlink_path : "");
+	d->recover_s = recover_s;
 	if (pthread_create(&d->thread, NULL, dst_thread, d)) {
 		*in = d->in;
+		d->lfd = -1;
 		return error_set(e, EXIT_HOST, "incoming migration: post-copy: cannot start its "
 				 "thread");
 	}
 	pthread_detach(d->thread);
 	log_info("incoming migration: post-copy: the VM runs with %" PRIu64 " pages still at the "
-		 "source", d->total);
+		 "source%s", d->total, lfd >= 0 ? "; if the connection drops, it waits for the "
+		 "source to reconnect" : "");
 	return 0;
 }

@@ -19,19 +19,39 @@
 #define MIGRATE_POSTCOPY_MAX_AFTER 30      /* --postcopy-after 1..30 rounds */
 #define MIGRATE_PC_REQUEST "SHOALPRQ"      /* dest -> source: u64 page index */
 #define MIGRATE_PC_FINISHED "SHOALFIN"     /* dest -> source: u64 pages fetched on demand */
+#define MIGRATE_PC_RECOVER "SHOALRCV"      /* dest -> source: the missing pages, on recovery */
+#define MIGRATE_PC_ID_LEN 16               /* the post-copy's identity, in its sections */
+#define MIGRATE_RECOVER_TIMEOUT_S 300      /* --incoming ...,recover-timeout=S by default */
 
 /* ---- the "postcopy" section: u64 pages of RAM, then ceil(pages / 64)
  * u64 words of a bitmap, bit p set when page p is not current at the
- * destination (the source sends it after the switch). ---- */
+ * destination (the source sends it after the switch), then the
+ * post-copy's identity (MIGRATE_PC_ID_LEN bytes the source made up, unique
+ * but not secret: the key, if any, authenticates). ---- */
 
 /* Append the section's payload for `bits` over `pages` pages. */
-void migrate_postcopy_put_list(struct state_writer *w, const uint64_t *bits, uint64_t pages);
+void migrate_postcopy_put_list(struct state_writer *w, const uint64_t *bits, uint64_t pages,
+			       const uint8_t id[MIGRATE_PC_ID_LEN]);
 /* Parse it for a destination of `mem_size` bytes of RAM: *bits (the
- * caller's to free) and *missing (bits set).  0, or -1 with `e`
+ * caller's to free), *missing (bits set) and `id`.  0, or -1 with `e`
  * (EXIT_BADSTATE): a page count not ours, a length not exact, a bit past
  * the last page. */
 int migrate_postcopy_parse(uint64_t mem_size, const uint8_t *p, size_t len, uint64_t **bits,
-			   uint64_t *missing, struct error *e);
+			   uint64_t *missing, uint8_t id[MIGRATE_PC_ID_LEN], struct error *e);
+
+/* ---- recovery after a dropped connection: the source's new connection
+ * sends "SHOALMIG" and a "recover" section: u64 memory bytes, u64 pages,
+ * the identity from the "postcopy" section.  The destination answers
+ * MIGRATE_PC_RECOVER, u64 pages and the bitmap of the pages it still
+ * lacks (or SHOALNAK, u32 n, n bytes: why not), then asks again for the
+ * pages its faults still wait for. ---- */
+
+void migrate_postcopy_put_recover(struct state_writer *w, uint64_t mem_size,
+				  const uint8_t id[MIGRATE_PC_ID_LEN]);
+/* Whether a "recover" payload is this post-copy's: 0, or -1 with `e`
+ * (another VM's size, another identity, a length not exact). */
+int migrate_postcopy_parse_recover(uint64_t mem_size, const uint8_t id[MIGRATE_PC_ID_LEN],
+				   const uint8_t *p, size_t len, struct error *e);
 
 /* ---- the source, after the destination's acknowledgement ---- */
 
@@ -44,11 +64,19 @@ struct migrate_pc_src {
 	int (*send)(void *opaque, uint64_t first, uint64_t n, bool demand, struct error *e);
 	/* Send the "end" section; 0 or -1 with `e`. */
 	int (*send_end)(void *opaque, struct error *e);
+	/* The connection dropped (`why`): close it, say so, and wait for
+	 * `shoal migrate --resume` to hand over a new one; send "SHOALMIG"
+	 * and the "recover" section on it.  The new fd, or -1 with `e` (the
+	 * VMM stops: nothing more to wait for).  NULL: no recovery. */
+	int (*wait_resume)(void *opaque, const char *why, struct error *e);
 	void *opaque;
 };
 /* Serve the destination's requests first and push every other page in the
- * background, send "end", and wait for its word that it has them all.  0,
- * or -1 with `e` naming how many pages it never got. */
+ * background, send "end", and wait for its word that it has them all.  If
+ * the connection drops, wait_resume gives a new one, the destination's
+ * answer says which pages it still lacks, and the serving goes on with
+ * those (again after each drop).  0, or -1 with `e` naming how many pages
+ * it never got. */
 int migrate_postcopy_serve(struct migrate_pc_src *ps, struct error *e);
 
 /* ---- the destination ---- */
@@ -62,14 +90,21 @@ struct migrate_pc_dst;
  * way out).  0 and *out, or -1 with `e` (the VM must not run: the source
  * keeps it). */
 int migrate_postcopy_arm(struct guest_mem *m, bool tls, bool zero_layer, uint64_t *bits,
-			 uint64_t missing, struct migrate_pc_dst **out, struct error *e);
+			 uint64_t missing, const uint8_t id[MIGRATE_PC_ID_LEN],
+			 struct migrate_pc_dst **out, struct error *e);
 /* After the acknowledgement: start the thread that asks for missing pages
  * as they fault and places what the source sends.  It owns `in` (its fd
- * and buffer) from here.  If the source goes away before every page is
- * here, the VM cannot go on: the thread says so, naming how many pages
- * are missing, and ends the process (status 70).  When every page is
- * here, it unregisters, tells the source and ends.  0, or -1 with `e`. */
-int migrate_postcopy_start(struct migrate_pc_dst *d, struct migrate_in *in, struct error *e);
+ * and buffer) and `lfd` (the listening socket, -1: none) from here.  If
+ * the source goes away before every page is here, the thread waits
+ * `recover_s` seconds for it to come back on `lfd` (its faults wait too);
+ * with no `lfd`, or when that time is up, the VM cannot go on: the thread
+ * says so, naming how many pages are missing, and ends the process
+ * (status 70).  When every page is here, it unregisters, tells the source,
+ * closes `lfd` (removing `unlink_path` if not NULL) and ends.  0, or -1
+ * with `e`. */
+int migrate_postcopy_start(struct migrate_pc_dst *d, struct migrate_in *in, int lfd,
+			   const char *uri, const char *unlink_path, unsigned recover_s,
+			   struct error *e);
 /* A destination armed but never started (the acknowledgement failed). */
 void migrate_postcopy_free(struct migrate_pc_dst *d);
 

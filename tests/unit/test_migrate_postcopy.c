@@ -43,8 +43,11 @@
 #include "state/migrate_net.h"
 #include "state/migrate_postcopy.h"
 
+static const uint8_t ID[MIGRATE_PC_ID_LEN] = "0123456789abcdef";
+
 static void roundtrip(uint64_t pages)
 {
+	uint8_t id[MIGRATE_PC_ID_LEN] = { 0 };
 	uint64_t words = (pages + 63) / 64, *src = calloc(words, 8), *got = NULL, missing = 0;
 	uint64_t want = 0;
 	struct state_writer w;
@@ -60,13 +63,15 @@ static void roundtrip(uint64_t pages)
 		want++;
 	}
 	state_writer_init(&w);
-	migrate_postcopy_put_list(&w, src, pages);
+	migrate_postcopy_put_list(&w, src, pages, ID);
 	assert_false(w.error);
-	assert_int_equal(w.len, 8 + words * 8);
-	assert_int_equal(migrate_postcopy_parse(pages * 4096, w.data, w.len, &got, &missing, &e), 0);
+	assert_int_equal(w.len, 8 + words * 8 + MIGRATE_PC_ID_LEN);
+	assert_int_equal(migrate_postcopy_parse(pages * 4096, w.data, w.len, &got, &missing, id,
+						&e), 0);
 	assert_non_null(got);
 	assert_int_equal(missing, want);
 	assert_memory_equal(got, src, words * 8);
+	assert_memory_equal(id, ID, MIGRATE_PC_ID_LEN);
 	free(got);
 	free(src);
 	state_writer_free(&w);
@@ -83,9 +88,10 @@ static void test_roundtrip(void **state)
 static void expect_refused(uint64_t mem, const struct state_writer *w, const char *words)
 {
 	uint64_t *bits = (uint64_t *)1, missing = 7;
+	uint8_t id[MIGRATE_PC_ID_LEN];
 	struct error e = { 0 };
 
-	assert_int_equal(migrate_postcopy_parse(mem, w->data, w->len, &bits, &missing, &e), -1);
+	assert_int_equal(migrate_postcopy_parse(mem, w->data, w->len, &bits, &missing, id, &e), -1);
 	assert_int_equal(e.status, EXIT_BADSTATE);
 	assert_null(bits);
 	assert_int_equal(missing, 0);
@@ -100,15 +106,15 @@ static void test_refused(void **state)
 
 	(void)state;
 	state_writer_init(&w);
-	migrate_postcopy_put_list(&w, bits, 100);       /* 100 pages: 2 words */
+	migrate_postcopy_put_list(&w, bits, 100, ID);   /* 100 pages: 2 words */
 	/* another VM size */
 	expect_refused(200 * 4096, &w, "lists 100 pages, this VM has 200");
 	/* cut short, and one byte too many */
 	w.len -= 1;
-	expect_refused(100 * 4096, &w, "is 23 bytes, a list of 100 pages is 24");
+	expect_refused(100 * 4096, &w, "is 39 bytes, a list of 100 pages is 40");
 	w.len += 1;
 	state_put_u8(&w, 0);
-	expect_refused(100 * 4096, &w, "is 25 bytes");
+	expect_refused(100 * 4096, &w, "is 41 bytes");
 	w.len -= 1;
 	/* a bit past page 99 */
 	w.data[8 + 8 + 4] = 0x10;                      /* bit 36 of word 1: page 100 */
@@ -116,6 +122,33 @@ static void test_refused(void **state)
 	/* nothing at all */
 	w.len = 4;
 	expect_refused(100 * 4096, &w, "lists 0 pages");
+	state_writer_free(&w);
+}
+
+/* The "recover" section: this post-copy's is taken; another VM's size,
+ * another identity, a cut or padded one are refused, saying which. */
+static void test_recover(void **state)
+{
+	static const uint8_t other[MIGRATE_PC_ID_LEN] = "0123456789abcdeX";
+	struct state_writer w;
+	struct error e = { 0 };
+
+	(void)state;
+	state_writer_init(&w);
+	migrate_postcopy_put_recover(&w, 128u << 20, ID);
+	assert_false(w.error);
+	assert_int_equal(w.len, 16 + MIGRATE_PC_ID_LEN);
+	assert_int_equal(migrate_postcopy_parse_recover(128u << 20, ID, w.data, w.len, &e), 0);
+	assert_int_equal(migrate_postcopy_parse_recover(64u << 20, ID, w.data, w.len, &e), -1);
+	assert_non_null(strstr(e.msg, "128 MiB, this one 64 MiB"));
+	assert_int_equal(migrate_postcopy_parse_recover(128u << 20, other, w.data, w.len, &e), -1);
+	assert_non_null(strstr(e.msg, "another migration"));
+	assert_int_equal(e.status, EXIT_BADSTATE);
+	assert_int_equal(migrate_postcopy_parse_recover(128u << 20, ID, w.data, w.len - 1, &e), -1);
+	assert_non_null(strstr(e.msg, "is 31 bytes, not 32"));
+	state_put_u8(&w, 0);
+	assert_int_equal(migrate_postcopy_parse_recover(128u << 20, ID, w.data, w.len, &e), -1);
+	assert_int_equal(migrate_postcopy_parse_recover(128u << 20, ID, w.data, 4, &e), -1);
 	state_writer_free(&w);
 }
 
@@ -150,14 +183,14 @@ static int dst_setup(struct guest_mem *m, int *src)
 		}
 	}
 	assert_int_equal(fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 2 * PG, PG), 0);
-	if (migrate_postcopy_arm(m, false, false, bits, missing, &d, &e)) {
+	if (migrate_postcopy_arm(m, false, false, bits, missing, ID, &d, &e)) {
 		print_message("skipped: %s\n", e.msg);
 		guest_mem_destroy(m);
 		return -1;
 	}
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	in.fd = sv[0];
-	assert_int_equal(migrate_postcopy_start(d, &in, &e), 0);
+	assert_int_equal(migrate_postcopy_start(d, &in, -1, "unix:test", NULL, 1, &e), 0);
 	assert_int_equal(in.fd, -1);         /* the thread's now */
 	*src = sv[1];
 	return 0;
@@ -288,6 +321,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_refused),
+		cmocka_unit_test(test_recover),
 		cmocka_unit_test(test_dst_thread),
 		cmocka_unit_test(test_dst_source_lost),
 	};

@@ -1,0 +1,230 @@
+#!/bin/bash
+# migrate_postcopy_recover.sh - recovery of a post-copy whose connection
+# dropped (docs/migration.md "Post-copy", QEMU's postcopy-recover), seccomp
+# on at both ends, with the test guest and a key (the recovery's new
+# connection goes through the same key handshake as the first).  The
+# stream goes through a relay process between source and destination;
+# killing it cuts the connection.
+#   - `shoal migrate --resume` with no post-copy paused is refused, saying
+#     so (70), and the VM runs on;
+#   - a guest that fills a 16 MiB pattern during round 0 and then dirties
+#     8 MiB migrates with --postcopy-after 1 under a --bandwidth it
+#     outruns; once in post-copy the relay is killed: `shoal migrate`
+#     fails (70) saying the VM waits and to resume, the source's
+#     migrate-status says postcopy-paused with its VM paused, and the
+#     destination runs on, saying it waits for the source;
+#   - a resume through a fresh relay that is itself killed once pages flow
+#     again: both ends go back to waiting (the resume fails, 70; the
+#     status is postcopy-paused again; the destination still runs);
+#   - a resume through a third relay completes: `shoal migrate --resume`
+#     exits 0 with state done, the source exits 0, the destination says
+#     the source reconnected and every missing page arrived, and its guest
+#     verifies both patterns (nothing lost) and exits 5;
+#   - without a resume, a destination started with recover-timeout=2 gives
+#     up after it: it exits 70 naming the timeout and the pages missing.
+#
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
+. "$(dirname "$0")/lib.sh"
+require_kvm migrate_postcopy_recover
+
+PYTHONPATH="$ROOT/tests/system" python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
+import atexit, json, os, socket, subprocess, sys, time
+from vmtest import Test, ctl, finish, type_into, text as console, wait_text as wait_console
+T = Test(*sys.argv[1:4])
+shoal, guest, tmp, check = T.shoal, T.guest, T.tmp, T.check
+
+A, B, C = "0x2000000", "0x4000000", "0x5000000"   # boot pattern, round-0 pattern, dirtied
+MEM, BW = "128M", "8M"
+CMDLINE = f"fill {A} 16M 7; shell"
+procs = []
+
+@atexit.register
+def cleanup():
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+KEY = os.path.join(tmp, "mig.key")
+with open(os.open(KEY, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+    f.write(os.urandom(32))
+
+RELAY = r'''
+import os, select, socket, sys, threading
+lsn = socket.socket(socket.AF_UNIX); lsn.bind(sys.argv[1]); lsn.listen(4)
+open(sys.argv[1] + ".up", "w").close()
+def pipe(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d: break
+            b.sendall(d)
+    except OSError: pass
+    for s in (a, b):
+        try: s.shutdown(socket.SHUT_RDWR)
+        except OSError: pass
+while True:
+    c, _ = lsn.accept()
+    d = socket.socket(socket.AF_UNIX); d.connect(sys.argv[2])
+    threading.Thread(target=pipe, args=(c, d), daemon=True).start()
+    threading.Thread(target=pipe, args=(d, c), daemon=True).start()
+'''
+
+def relay(name, target):
+    """A relay process from unix:tmp/NAME to the unix socket target."""
+    path = os.path.join(tmp, name)
+    p = subprocess.Popen([sys.executable, "-c", RELAY, path, target])
+    procs.append(p)
+    end = time.time() + 10
+    while time.time() < end and not os.path.exists(path + ".up"):
+        time.sleep(0.02)
+    return p, "unix:" + path
+
+def vm(name, incoming=None):
+    sock, log, err = (os.path.join(tmp, name + x) for x in (".sock", ".console", ".err"))
+    args = [shoal, "run", "--kernel", guest, "--cmdline", CMDLINE, "--memory", MEM,
+            "--console", "file:" + log, "--api-socket", sock, "--timeout", "150", "-v",
+            "--seccomp", "on"]
+    if incoming: args += ["--incoming", incoming]
+    p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stderr=open(err, "w"))
+    procs.append(p)
+    end = time.time() + 30
+    while time.time() < end and p.poll() is None and not (
+            "waiting on" in console(err) if incoming else os.path.exists(sock)):
+        time.sleep(0.02)
+    return p, sock, log, err
+
+def migrate(sock, uri, *extra):
+    p = subprocess.Popen([shoal, "migrate", "--socket", sock, uri, "--key-file", KEY,
+                          "--output", "json", *extra],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs.append(p)
+    return p
+
+def status(sock):
+    return ctl(sock, {"cmd": "migrate-status"})
+
+def wait_state(sock, want, secs=60, p=None):
+    end, st = time.time() + secs, {}
+    while time.time() < end:
+        st = status(sock)
+        if st.get("state") == want or (p is not None and p.poll() is not None and
+                                       st.get("state") != "postcopy"):
+            break
+        time.sleep(0.02)
+    return st
+
+def start(case, tail, incoming_opts=""):
+    """A source whose guest fills B once round 0 runs, then dirties C; a
+    destination; a relay; the migration.  Returns (src, dst, relay, m)."""
+    src = vm("s-" + case)
+    check(f"{case}: the source guest filled its pattern", wait_console(src[2], "shoal> "),
+          console(src[3])[-300:])
+    inp = os.path.join(tmp, "in-" + case + ".sock")
+    dst = vm("d-" + case, incoming=f"unix:{inp},key-file={KEY}{incoming_opts}")
+    r, uri = relay("r1-" + case, inp)
+    m = migrate(src[1], uri, "--bandwidth", BW, "--postcopy-after", "1")
+    end = time.time() + 30                # round 0 under way: tracking is on
+    while time.time() < end and m.poll() is None:
+        st = status(src[1])
+        if st.get("state") == "active" and st.get("pages_sent", 0) > 0: break
+        time.sleep(0.05)
+    s = type_into(src[1], f"fill {B} 16M 9; dirty 0 6 {C} 8M; {tail}\r")
+    s.close()
+    return src, dst, r, m, inp
+
+# ---- a resume with nothing paused is refused ----
+src = vm("idle")
+check("idle: the guest booted", wait_console(src[2], "shoal> "), console(src[3])[-300:])
+lsn = socket.socket(socket.AF_UNIX)           # something to connect to
+lsn.bind(os.path.join(tmp, "nobody.sock")); lsn.listen(1)
+p = subprocess.run([shoal, "migrate", "--socket", src[1], "--resume",
+                    "unix:" + os.path.join(tmp, "nobody.sock")],
+                   capture_output=True, text=True, timeout=60)
+lsn.close()
+check("idle: --resume with no post-copy paused is refused (70), saying nothing is paused",
+      p.returncode == 70 and "no post-copy migration is paused" in p.stderr, (p.returncode, p.stderr))
+check("idle: the VM runs on", ctl(src[1], {"cmd": "status"}).get("state") == "running",
+      console(src[3])[-300:])
+src[0].kill(); src[0].wait()
+
+# ---- post-copy, the connection cut, two resumes: nothing lost ----
+src, dst, r1, m, inp = start("rc", f"verify {B} 16M 9; verify {A} 16M 7; exit 5")
+st = wait_state(src[1], "postcopy", 60, m)
+check("rc: the migration reached post-copy", st.get("state") == "postcopy", (st, m.poll()))
+r1.kill(); r1.wait()                          # the connection drops
+out, err = m.communicate(timeout=60)
+check("rc: shoal migrate fails (70) saying the VM waits there and to resume",
+      m.returncode == 70 and "not yet sent" in err and "--resume" in err and "paused" in err,
+      (m.returncode, err))
+st = wait_state(src[1], "postcopy-paused", 30)
+check("rc: the source says postcopy-paused, its VM paused",
+      st.get("state") == "postcopy-paused" and
+      ctl(src[1], {"cmd": "status"}).get("state") == "paused", (st, console(src[3])[-400:]))
+check("rc: the destination runs on, waiting for the source",
+      wait_console(dst[3], "waiting up to", 30) and dst[0].poll() is None, console(dst[3])[-600:])
+
+# a resume whose connection drops too, once pages flow again
+before = st.get("postcopy_demand_pages", 0) + st.get("postcopy_pushed_pages", 0)
+r2, uri2 = relay("r2-rc", inp)
+m2 = migrate(src[1], uri2, "--resume")
+end, flowed = time.time() + 30, False
+while time.time() < end and m2.poll() is None:
+    st = status(src[1])
+    if st.get("postcopy_demand_pages", 0) + st.get("postcopy_pushed_pages", 0) > before:
+        flowed = True
+        break
+    time.sleep(0.01)
+r2.kill(); r2.wait()
+out2, err2 = m2.communicate(timeout=60)
+st = wait_state(src[1], "postcopy-paused", 30)
+check("rc: the first resume sent pages again before its relay was cut", flowed,
+      (st, m2.returncode, err2))
+check("rc: a drop during the recovery goes back to waiting: the resume fails (70), the "
+      "source is postcopy-paused, the destination runs on",
+      m2.returncode == 70 and st.get("state") == "postcopy-paused" and dst[0].poll() is None,
+      (m2.returncode, err2, st, console(dst[3])[-600:]))
+
+# the second resume completes
+r3, uri3 = relay("r3-rc", inp)
+m3 = migrate(src[1], uri3, "--resume")
+out3, err3 = m3.communicate(timeout=120)
+try: info = json.loads(out3)
+except ValueError: info = {}
+print(f"note: post-copy recovered: {info.get('postcopy_pages', -1)} pages missing at the "
+      f"switch, {info.get('postcopy_demand_pages', -1)} sent on demand, "
+      f"{info.get('postcopy_pushed_pages', -1)} pushed (pages in flight at a drop go again)")
+check("rc: shoal migrate --resume completes the migration (0, done, post-copy)",
+      m3.returncode == 0 and info.get("state") == "done" and info.get("postcopy") is True,
+      (m3.returncode, out3, err3))
+rc = finish(src[0])
+check("rc: the source exited 0 saying the VM migrated", rc == 0 and
+      "migrated" in console(src[3]), (rc, console(src[3])[-400:]))
+rc = finish(dst[0], 90)
+out = console(dst[2])
+check("rc: at the destination the guest verified both patterns (nothing lost) and exited 5",
+      rc == 5 and out.count("verify ok") == 2 and "verify bad" not in out,
+      (rc, out[-400:], console(dst[3])[-800:]))
+log = console(dst[3])
+check("rc: the destination took the source back twice and got every missing page",
+      "reconnected (recovery 2)" in log and "post-copy done" in log and
+      "2 recoveries" in log, log[-800:])
+check("rc: the destination removed its listening socket at the end", not os.path.exists(inp))
+r3.kill(); r3.wait()
+
+# ---- no resume: the destination gives up after recover-timeout ----
+src, dst, r1, m, inp = start("to", "echo resumed", ",recover-timeout=2")
+st = wait_state(src[1], "postcopy", 60, m)
+check("to: the migration reached post-copy", st.get("state") == "postcopy", (st, m.poll()))
+r1.kill(); r1.wait()
+m.communicate(timeout=60)
+rc = finish(dst[0], 30)
+check("to: without a resume the destination exits 70 after recover-timeout, saying how "
+      "many pages were missing", rc == 70 and "did not reconnect within 2 s" in console(dst[3])
+      and "still missing" in console(dst[3]), (rc, console(dst[3])[-600:]))
+check("to: the source stays paused, waiting, and answers",
+      status(src[1]).get("state") == "postcopy-paused" and src[0].poll() is None,
+      console(src[3])[-400:])
+src[0].kill(); src[0].wait()
+T.exit()
+PY
