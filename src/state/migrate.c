@@ -30,7 +30,11 @@
  *           pages: u64 pages, the bitmap of those not current at the
  *           destination, sent after the switch (state/migrate_postcopy.c;
  *           a destination without post-copy refuses it as an unexpected
- *           section, and the source VM runs on)
+ *           section, and the source VM runs on), and its identity
+ *   recover after post-copy's connection dropped, first on the new one
+ *           (shoal migrate --resume): the memory size and the identity;
+ *           the destination answers "SHOALRCV" and the pages it still
+ *           lacks (state/migrate_postcopy.c)
  *   sync    empty, once, after the last round of pre-copy and before the
  *           pause: the destination answers "SHOALRDY" once it has applied
  *           everything before it
