@@ -41,11 +41,22 @@
 # passes, data sent and expected downtime.  Shoal gets the same cap (its
 # migration is cancelled with `shoal migrate --cancel`).
 #
+# With -z zstd[:LEVEL] Shoal runs a second time per sample, "Shoal+zstd":
+# `shoal migrate --compress zstd[:LEVEL]` on the same guest (its JSON's
+# ram_raw_bytes, the data pages' own size, is printed as "pages MiB"), and
+# the table adds the ratio Shoal+zstd/Shoal.  The fill pattern is
+# incompressible (a hash of each address); -p sparse instead starts the
+# guest with "dirty 0 1 0x2000000 FILL; shell" (one word written in each
+# 4 KiB page of the range for a second, the rest of the page zero: pages
+# that compress well, as much of a real guest's memory does), whose
+# destination is not verified (no pattern) but must exit as typed.
+#
 # Prints every sample, then per case a table of medians for Shoal and QEMU
 # and the ratio Shoal/QEMU (below 1: Shoal took less).  Timings are
 # figures, never checked.
 #
 #   bench/migrate.sh [-n ROUNDS] [-s SIZES] [-d SIZES] [-r RATE] [-c CAP] [-o VMMS] [-t MS]
+#                    [-z zstd[:LEVEL]] [-p fill|sparse]
 #   (defaults: 3 rounds, -s 1G:512M, no -d, -r 100, -c 30, -o shoal,qemu,
 #   -t 300: the downtime limit both VMMs are given, Shoal's --downtime-ms
 #   and QEMU's downtime-limit)
@@ -56,14 +67,16 @@
 # QEMU and python3; exits 77 without them.
 set -u
 . "$(dirname "$0")/lib.bash"
-N=3; SIZES="1G:512M"; DIRTY=; RATE=100; CAP=30; ONLY=shoal,qemu; LIMIT=300
-while getopts "n:s:d:r:c:o:t:" o; do
+N=3; SIZES="1G:512M"; DIRTY=; RATE=100; CAP=30; ONLY=shoal,qemu; LIMIT=300; ZSTD=; PATTERN=fill
+while getopts "n:s:d:r:c:o:t:z:p:" o; do
 	case $o in n) N=$OPTARG ;; s) SIZES=$OPTARG ;; d) DIRTY=$OPTARG ;; r) RATE=$OPTARG ;;
-	c) CAP=$OPTARG ;; o) ONLY=$OPTARG ;; t) LIMIT=$OPTARG ;; *) exit 64 ;; esac
+	c) CAP=$OPTARG ;; o) ONLY=$OPTARG ;; t) LIMIT=$OPTARG ;; z) ZSTD=$OPTARG ;;
+	p) PATTERN=$OPTARG ;; *) exit 64 ;; esac
 done
+case $PATTERN in fill|sparse) ;; *) echo "$(basename "$0"): -p $PATTERN: fill or sparse" >&2; exit 64 ;; esac
 [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] ||
 	bench_skip "/dev/kvm is not available; run it in the KVM box: scripts/kvm-box.sh -- $0"
-for t in qemu-system-x86_64 python3; do
+for t in python3 $(case ,$ONLY, in *,qemu,*) echo qemu-system-x86_64 ;; esac); do
 	command -v $t >/dev/null || bench_skip "$t is not installed"
 done
 for f in shoal shoal-guest; do
@@ -73,14 +86,16 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/shoal-bench.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
 echo "live migration, the test guest, -n $N, $(date -u '+%F %H:%M UTC'), $(nproc) cpus," \
-     "$(qemu-system-x86_64 --version | head -1)"
-python3 - "$BUILD/shoal" "$BUILD/shoal-guest" "$TMP" "$N" "$SIZES" "$DIRTY" "$RATE" "$CAP" "$ONLY" "$LIMIT" <<'PY'
+     "$(qemu-system-x86_64 --version 2>/dev/null | head -1)${ZSTD:+, -z $ZSTD}, -p $PATTERN"
+python3 - "$BUILD/shoal" "$BUILD/shoal-guest" "$TMP" "$N" "$SIZES" "$DIRTY" "$RATE" "$CAP" "$ONLY" "$LIMIT" "$ZSTD" "$PATTERN" <<'PY'
 import json, os, socket, statistics, subprocess, sys, time
 
-shoal, guest, tmp, rounds, sizes, dirty_sizes, rate, cap, only, limit = sys.argv[1:11]
+shoal, guest, tmp, rounds, sizes, dirty_sizes, rate, cap, only, limit, zspec, pattern = sys.argv[1:13]
 rounds, rate, cap, limit = int(rounds), int(rate), float(cap), int(limit)
 vmms = [v for v in ("shoal", "qemu") if v in only.split(",")]
-NAME = {"shoal": "Shoal", "qemu": "QEMU"}
+NAME = {"shoal": "Shoal", "qemu": "QEMU", "shoalz": "Shoal+zstd"}
+if zspec and "shoal" in vmms:
+    vmms.insert(1, "shoalz")
 ADDR, SEED = "0x2000000", 7
 POLL = 0.005
 WAIT = 300
@@ -148,14 +163,14 @@ def shoal_argv(mem, cmdline, console, sock):
 # One sample: source at its prompt, destination waiting, the migration,
 # then (idle) a typed line into the destination and its exit status.
 def sample(vmm, tag, mem, fill, dirty, typed, want):
-    cmdline = f"fill {ADDR} {fill} {SEED}; "
+    cmdline = f"dirty 0 1 {ADDR} {fill}; " if pattern == "sparse" else f"fill {ADDR} {fill} {SEED}; "
     if dirty: cmdline += f"echo dirtying; dirty {rate} {int(cap) + 60} {ADDR} {fill}; "
     cmdline += "shell"
     mark = "shoal-guest: dirtying" if dirty else "shoal> "
     slog, serr, ssock = f"{tmp}/{tag}.src.log", f"{tmp}/{tag}.src.vmm", f"{tmp}/{tag}.src.sock"
     dlog, derr, dsock = f"{tmp}/{tag}.dst.log", f"{tmp}/{tag}.dst.vmm", f"{tmp}/{tag}.dst.sock"
     mig = f"{tmp}/{tag}.mig"
-    if vmm == "shoal":
+    if vmm.startswith("shoal"):
         sargv = shoal_argv(mem, cmdline, "file:" + slog, ssock)
         dargv = shoal_argv(mem, cmdline, "stdio", dsock) + ["--incoming", "unix:" + mig]
     else:
@@ -175,10 +190,11 @@ def sample(vmm, tag, mem, fill, dirty, typed, want):
         if not os.path.exists(mig):
             return None, f"destination: not listening (status {dst.poll()}); VMM: {tail(derr)}"
         if dirty: time.sleep(1)
-        if vmm == "shoal":
+        if vmm.startswith("shoal"):
             t0 = now()
             mp = subprocess.Popen([shoal, "migrate", "--socket", ssock, "unix:" + mig, "--output", "json",
-                                   "--downtime-ms", str(limit)],
+                                   "--downtime-ms", str(limit)] +
+                                  (["--compress", zspec] if vmm == "shoalz" else []),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
                 out, err = mp.communicate(timeout=cap if dirty else WAIT)
@@ -205,6 +221,7 @@ def sample(vmm, tag, mem, fill, dirty, typed, want):
                 return None, f"shoal migrate: status {mp.returncode}: {out.strip()} {err.strip()}"
             res = {"wall": ms(wall), "total": info["total_ms"], "down": info["downtime_ms"],
                    "passes": info.get("round"), "data": info.get("bytes", 0) / 2**20,
+                   "raw": info.get("ram_raw_bytes", 0) / 2**20,
                    "phases": info.get("downtime_phases_ms") or {}}
         else:
             q = QMP(ssock, now() + 30)
@@ -251,7 +268,8 @@ def sample(vmm, tag, mem, fill, dirty, typed, want):
         if dst: kill(dst)
 
 FIGS = [("migrate: wall ms", "wall"), ("total ms (VMM's own)", "total"),
-        ("downtime ms", "down"), ("rounds / passes", "passes"), ("data sent MiB", "data")]
+        ("downtime ms", "down"), ("rounds / passes", "passes"), ("data sent MiB", "data"),
+        ("pages MiB (uncompressed)", "raw")]
 
 def f1(x): return "-" if x is None else f"{x:.1f}"
 
@@ -262,11 +280,16 @@ def table(samples):
             xs = [s[k] for s in samples[v] if s["converged"] and s.get(k) is not None]
             med[v, k] = statistics.median(xs) if xs else None
     both = "shoal" in vmms and "qemu" in vmms
-    print(f"{'figure':26} " + " ".join(f"{NAME[v]:>10}" for v in vmms) + (f" {'shoal/qemu':>11}" if both else ""))
+    zs = "shoalz" in vmms
+    print(f"{'figure':26} " + " ".join(f"{NAME[v]:>10}" for v in vmms) + (f" {'shoal/qemu':>11}" if both else "")
+          + (f" {'zstd/shoal':>11}" if zs else ""))
     for name, k in FIGS:
         line = f"{name:26} " + " ".join(f"{f1(med[v, k]):>10}" for v in vmms)
         if both:
             a, b = med["shoal", k], med["qemu", k]
+            line += f" {(f'{a / b:.3f}' if a is not None and b else '-'):>11}"
+        if zs:
+            a, b = med["shoalz", k], med["shoal", k]
             line += f" {(f'{a / b:.3f}' if a is not None and b else '-'):>11}"
         print(line)
 
@@ -289,7 +312,8 @@ for mem, fill, n, dirty in cases:
             if dirty: typed, want = None, None
             # a blank line first: QEMU's destination can drop the first byte
             # typed on its stdio (a lost "v" made "erify" once)
-            elif i == 1: typed, want = f"\rverify {ADDR} {fill} {SEED}; exit 5\r", 11 if vmm == "qemu" else 5
+            elif i == 1 and pattern == "fill":
+                typed, want = f"\rverify {ADDR} {fill} {SEED}; exit 5\r", 11 if vmm == "qemu" else 5
             else: typed, want = "\rexit 3\r", 7 if vmm == "qemu" else 3
             res, why = sample(vmm, tag, mem, fill, dirty, typed, want)
             if not res:

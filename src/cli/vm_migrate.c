@@ -35,12 +35,14 @@
 #include "base/log.h"
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "state/migrate_compress.h"
 #include "state/migrate_postcopy.h"
 
 static const char vm_migrate_usage[] =
 "usage: shoal vm migrate NAME --to URL [--to-token-file FILE] [--to-cacert FILE]\n"
 "                        [--downtime-ms N] [--bandwidth RATE] [--with-disks]\n"
-"                        [--auto-converge] [--postcopy-after N] [-o json]\n"
+"                        [--auto-converge] [--postcopy-after N]\n"
+"                        [--compress zstd[:LEVEL]] [-o json]\n"
 "                        [--socket PATH]"
 "       shoal vm migrate NAME --cancel [--socket PATH]\n"
 "\n"
@@ -66,13 +68,15 @@ static const char vm_migrate_usage[] =
 "                           memory from here (1 to 30; not over https://: the\n"
 "                           destination refuses it over TLS).  A connection lost\n"
 "                           after the switch loses the VM (it stays paused here)\n"
+"      --compress zstd[:LEVEL]  compress the memory pages where that makes them\n"
+"                           smaller (level 1 to 19, default 1)\n"
 "      --cancel             cancel NAME's migration in progress: before the point of\n"
 "                           no return the VM runs on here, the destination cleans up\n"
 "  -o, --output json        the API's answer as JSON\n"
 "      --socket PATH        this shoald's socket or URL (default $SHOAL_SOCKET)\n";
 
 enum { OPT_TO = 300, OPT_TO_TOKEN, OPT_TO_CACERT, OPT_DOWNTIME, OPT_BANDWIDTH, OPT_SOCK,
-       OPT_CANCEL, OPT_WITH_DISKS, OPT_AUTO_CONVERGE, OPT_POSTCOPY };
+       OPT_CANCEL, OPT_WITH_DISKS, OPT_AUTO_CONVERGE, OPT_POSTCOPY, OPT_COMPRESS };
 
 /* The request, run on its own thread while the main one shows progress. */
 struct mig_call {
@@ -158,6 +162,10 @@ static int mig_print(json_t *j)
 	       (long long)json_integer_value(json_object_get(j, "pages_sent")),
 	       (long long)json_integer_value(json_object_get(j, "zero_pages")),
 	       json_string_value(json_object_get(j, "destination_state")) ?: "?");
+	if (json_integer_value(json_object_get(j, "ram_data_bytes")))
+		printf("compression: zstd: %lld MiB of pages sent as %lld MiB\n",
+		       (long long)json_integer_value(json_object_get(j, "ram_raw_bytes")) >> 20,
+		       (long long)json_integer_value(json_object_get(j, "ram_data_bytes")) >> 20);
 	if (json_is_true(json_object_get(j, "postcopy")))
 		printf("post-copy: %lld pages missing at the switch: %lld fetched on demand, "
 		       "%lld pushed\n",
@@ -206,6 +214,7 @@ int cmd_vm_migrate(int argc, char **argv)
 		{ "with-disks", no_argument, NULL, OPT_WITH_DISKS },
 		{ "auto-converge", no_argument, NULL, OPT_AUTO_CONVERGE },
 		{ "postcopy-after", required_argument, NULL, OPT_POSTCOPY },
+		{ "compress", required_argument, NULL, OPT_COMPRESS },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -213,6 +222,7 @@ int cmd_vm_migrate(int argc, char **argv)
 	struct cli_common cc = { 0 };
 	struct mig_call m = { 0 };
 	long downtime = 0, postcopy_after = 0;
+	const char *compress = NULL;    /* --compress zstd[:LEVEL], checked */
 	uint64_t bw = 0;
 	char path[128];
 	json_t *body;
@@ -231,6 +241,17 @@ int cmd_vm_migrate(int argc, char **argv)
 		case OPT_CANCEL: cancel = true; break;
 		case OPT_WITH_DISKS: with_disks = true; break;
 		case OPT_AUTO_CONVERGE: auto_converge = true; break;
+		case OPT_COMPRESS: {
+			struct error ze = { 0 };
+			int level;
+
+			if (migrate_z_parse(optarg, &level, &ze)) {
+				log_error("vm %s", ze.msg);
+				return EXIT_USAGE;
+			}
+			compress = optarg;
+			break;
+		}
 		case 'o':
 			if (cli_set_output(&cc, optarg))
 				return EXIT_USAGE;
@@ -264,7 +285,7 @@ int cmd_vm_migrate(int argc, char **argv)
 		}
 	}
 	if (cancel && optind == argc - 1 && !to && !token_file && !cacert_file && !downtime && !bw &&
-	    !with_disks && !auto_converge && !postcopy_after)
+	    !with_disks && !auto_converge && !postcopy_after && !compress)
 	{
 		cc.socket = client_socket(cc.socket);
 		return cancel_migration(&cc, argv[optind]);
@@ -311,6 +332,8 @@ int cmd_vm_migrate(int argc, char **argv)
 		json_object_set_new(body, "auto_converge", json_true());
 	if (postcopy_after)
 		json_object_set_new(body, "postcopy_after", json_integer(postcopy_after));
+	if (compress)
+		json_object_set_new(body, "compress", json_string(compress));
 	m.body = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
 	snprintf(path, sizeof(path), "/v1/vms/%s/migrate", name);

@@ -6,7 +6,8 @@
  *                                  "cacert": PEM, "downtime_ms": N,
  *                                  "bandwidth": B, "with_disks": bool,
  *                                  "auto_converge": bool, "postcopy_after":
- *                                  N}; answered once the VM
+ *                                  N, "compress": "zstd[:LEVEL]"}; answered
+ *                                  once the VM
  *                                  runs at the destination (200, figures)
  *                                  or still runs here (an error)
  *   DELETE /v1/vms/{name}/migration  on the source: cancel that one; 200
@@ -37,6 +38,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "state/migrate_compress.h"
 
 #include "state/migrate_postcopy.h"
 
@@ -136,6 +139,21 @@ int api_parse_migrate_body(const char *body, size_t len, struct host_migrate_req
 				break;
 			}
 			r->postcopy_after = (int)json_integer_value(v);
+		} else if (!strcmp(key, "compress")) {
+			struct error ze = { 0 };
+
+			if (!json_is_string(v)) {
+				rc = api_err_set(e, 400, "invalid_request", "compress: expected \"zstd\" "
+						 "or \"zstd:LEVEL\"");
+				break;
+			}
+			if (migrate_z_parse(json_string_value(v), &r->compress_level, &ze)) {
+				/* "migrate: --compress: '...': ..." without the CLI's words */
+				const char *m = strstr(ze.msg, "'");
+
+				rc = api_err_set(e, 400, "invalid_request", "compress: %s", m ? m : ze.msg);
+				break;
+			}
 		} else if (!strcmp(key, "with_disks") || !strcmp(key, "auto_converge")) {
 			if (!json_is_boolean(v)) {
 				rc = api_err_set(e, 400, "invalid_request", "%s: expected true or false",

@@ -295,6 +295,7 @@ struct host_migrate_req {
 	bool with_disks;            /* mirror the writable disks into images the destination makes */
 	bool auto_converge;         /* the VMM throttles a guest that does not converge */
 	int postcopy_after;         /* switch to post-copy after N rounds (1..30), 0: never */
+	int compress_level;         /* "compress": zstd at this level (1..19), 0: none */
 };
 /* The source: move running VM `name` to the daemon at r->to; the answer
  * (figures, the destination's state) into *result (a json_t *, the

@@ -641,6 +641,10 @@ static int vmm_migrate(struct host *h, struct hvm *vm, const char *addr, int fd,
 			"auto_converge", r->auto_converge);
 	if (r->postcopy_after)
 		json_object_set_new(req, "postcopy_after", json_integer(r->postcopy_after));
+	if (r->compress_level) {
+		json_object_set_new(req, "compress", json_string("zstd"));
+		json_object_set_new(req, "compress_level", json_integer(r->compress_level));
+	}
 	rc = vmctl_request_fd(&c, req, fd, &st, 30000, why, size);
 	json_decref(req);
 	json_decref(st);
@@ -1003,6 +1007,13 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 			"zero_pages", json_integer_value(json_object_get(st, "zero_pages")),
 			"destination_state", dstate);
 	postcopy_figures(res, r, st);
+	if (res && r->compress_level) {   /* the pages' own size and what they took */
+		json_object_set_new(res, "compress", json_string("zstd"));
+		json_object_set_new(res, "ram_raw_bytes", json_integer(json_integer_value(
+					    json_object_get(st, "ram_raw_bytes"))));
+		json_object_set_new(res, "ram_data_bytes", json_integer(json_integer_value(
+					    json_object_get(st, "ram_data_bytes"))));
+	}
 	json_decref(st);
 	*result = res;
 	return 0;

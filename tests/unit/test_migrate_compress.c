@@ -11,7 +11,9 @@
  *     256 pages, and a compressed record where post-copy reads records
  *     (migrate_ram_next) are refused, each with its reason;
  *   - --compress's values: zstd, zstd:LEVEL, and wrong ones named;
- *   - hello's options: an unknown codec is refused by name.
+ *   - hello's options: an unknown codec is refused by name;
+ *   - the daemon's migrate body (host/api_migrate.c): "compress" takes
+ *     "zstd" and "zstd:LEVEL" and refuses anything else, naming it.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +27,8 @@
 
 #include "base/guest_mem.h"
 #include "base/state.h"
+#include "host/api.h"
+#include "host/host.h"
 #include "state/migrate.h"
 #include "state/migrate_compress.h"
 
@@ -311,6 +315,40 @@ static void test_hello_options(void **state)
 	state_writer_free(&w);
 }
 
+static void test_daemon_body(void **state)
+{
+	static const char *const bad[] = { "{\"to\": \"/s\", \"compress\": \"lz4\"}",
+					   "{\"to\": \"/s\", \"compress\": \"zstd:0\"}",
+					   "{\"to\": \"/s\", \"compress\": true}" };
+	static const char *const why[] = { "compress: 'lz4' is not a compression",
+					   "compress: 'zstd:0': the level is 1 to 19",
+					   "compress: expected \"zstd\"" };
+	struct host_migrate_req r;
+	struct api_err e;
+	const char *b;
+
+	(void)state;
+	b = "{\"to\": \"/s\"}";
+	assert_int_equal(api_parse_migrate_body(b, strlen(b), &r, &e), 0);
+	assert_int_equal(r.compress_level, 0);
+	api_migrate_req_free(&r);
+	b = "{\"to\": \"/s\", \"compress\": \"zstd\"}";
+	assert_int_equal(api_parse_migrate_body(b, strlen(b), &r, &e), 0);
+	assert_int_equal(r.compress_level, MIGRATE_Z_LEVEL_DEFAULT);
+	api_migrate_req_free(&r);
+	b = "{\"to\": \"/s\", \"compress\": \"zstd:7\"}";
+	assert_int_equal(api_parse_migrate_body(b, strlen(b), &r, &e), 0);
+	assert_int_equal(r.compress_level, 7);
+	api_migrate_req_free(&r);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&e, 0, sizeof(e));
+		assert_int_equal(api_parse_migrate_body(bad[i], strlen(bad[i]), &r, &e), -1);
+		assert_int_equal(e.http, 400);
+		if (!strstr(e.msg, why[i]))
+			fail_msg("%s: \"%s\" does not say \"%s\"", bad[i], e.msg, why[i]);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -319,6 +357,7 @@ int main(void)
 		cmocka_unit_test(test_bad_frames),
 		cmocka_unit_test(test_parse),
 		cmocka_unit_test(test_hello_options),
+		cmocka_unit_test(test_daemon_body),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
