@@ -16,8 +16,15 @@
  *     pushed and "end": the thread answers SHOALFIN with the count it
  *     asked for, and the memory holds the new pages where they were
  *     missing and the old ones elsewhere;
- *   - a source that goes away mid-way: the destination process exits 70
- *     (a child process), never letting a waiter read zeros.
+ *   - a source that goes away mid-way, with no listening socket to wait
+ *     on: the destination process exits 70 (a child process), never
+ *     letting a waiter read zeros;
+ *   - the "recover" section: this post-copy's is taken, another size or
+ *     identity, or a cut one, refused;
+ *   - recovery (test_dst_recover): a drop with a page asked for, a fault
+ *     while the source is away, a stranger refused, and the source's new
+ *     connection answered with the pages still missing and both requests
+ *     again; then the pages, "end", SHOALFIN, the listening path removed.
  * The whole path (faults, requests, pushes, a killed destination) is
  * tests/system/migrate_postcopy.sh.
  */
@@ -29,9 +36,12 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -165,7 +175,7 @@ static uint8_t new_byte(uint64_t p) { return (uint8_t)(0x80 + p); }
  * odd page) are to come as new_byte; page 2 is a hole.  Armed and started
  * on one end of a socketpair, the other in *src.  -1: no userfaultfd
  * here (skipped). */
-static int dst_setup(struct guest_mem *m, int *src)
+static int dst_setup_l(struct guest_mem *m, int *src, int lfd, const char *path)
 {
 	uint64_t *bits = calloc(MEMSZ / PG / 64, 8), missing = 0;
 	struct migrate_pc_dst *d;
@@ -190,10 +200,15 @@ static int dst_setup(struct guest_mem *m, int *src)
 	}
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	in.fd = sv[0];
-	assert_int_equal(migrate_postcopy_start(d, &in, -1, "unix:test", NULL, 1, &e), 0);
+	assert_int_equal(migrate_postcopy_start(d, &in, lfd, "unix:test", path, 10, &e), 0);
 	assert_int_equal(in.fd, -1);         /* the thread's now */
 	*src = sv[1];
 	return 0;
+}
+
+static int dst_setup(struct guest_mem *m, int *src)
+{
+	return dst_setup_l(m, src, -1, NULL);
 }
 
 /* The fake source: one "ram" section with pages [first, first+n), new. */
@@ -316,6 +331,138 @@ static void test_dst_source_lost(void **state)
 	assert_int_equal(WEXITSTATUS(st), EXIT_HOST);
 }
 
+static void send_end(int fd)
+{
+	struct state_writer w;
+	size_t mark;
+
+	state_writer_init(&w);
+	mark = migrate_section_begin(&w, "end");
+	migrate_section_end(&w, 0, mark);
+	assert_int_equal(migrate_send_all(fd, w.data, w.len), 0);
+	state_writer_free(&w);
+}
+
+/* A new connection to `path`: "SHOALMIG" and a "recover" section of
+ * identity `id` (and `mem` bytes). */
+static int reconnect(const char *path, uint64_t mem, const uint8_t *id)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	struct state_writer w;
+	size_t mark;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	state_writer_init(&w);
+	state_put_bytes(&w, MIGRATE_MAGIC, 8);
+	mark = migrate_section_begin(&w, "recover");
+	migrate_postcopy_put_recover(&w, mem, id);
+	migrate_section_end(&w, 8, mark);
+	assert_false(w.error);
+	assert_int_equal(migrate_send_all(fd, w.data, w.len), 0);
+	state_writer_free(&w);
+	return fd;
+}
+
+static uint64_t request(int fd)
+{
+	uint8_t msg[16];
+	uint64_t arg;
+
+	assert_int_equal(migrate_recv_all(fd, msg, 16), 1);
+	assert_memory_equal(msg, MIGRATE_PC_REQUEST, 8);
+	memcpy(&arg, msg + 8, 8);
+	return arg;
+}
+
+/* Recovery: the connection drops with page 5 asked for; page 7 faults
+ * while the source is away; a stranger (another identity) is refused
+ * and the thread waits on; the source's new connection gets the list of
+ * the pages still missing and both requests again; the pages wake their
+ * readers; the rest and "end" finish it and the listening path goes. */
+static void test_dst_recover(void **state)
+{
+	static const uint8_t other[MIGRATE_PC_ID_LEN] = "another-migratio";
+	char dir[] = "/tmp/test_pc_recover.XXXXXX", path[108];
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	struct guest_mem m;
+	struct reader r5, r7;
+	pthread_t t5, t7;
+	uint64_t want[MEMSZ / PG / 64] = { 0 }, got[MEMSZ / PG / 64], pages, n;
+	uint8_t word[8];
+	int lfd, src, fd;
+
+	(void)state;
+	log_threshold = LOG_ERROR;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/in.sock", dir);
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(lfd >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(lfd, 4), 0);
+	if (dst_setup_l(&m, &src, lfd, path)) {
+		close(lfd);
+		unlink(path);
+		rmdir(dir);
+		skip();
+	}
+	r5 = (struct reader){ .at = m.host + 5 * PG, .first = 0xee };
+	assert_int_equal(pthread_create(&t5, NULL, read_page, &r5), 0);
+	assert_int_equal(request(src), 5);
+	close(src);                               /* the connection drops */
+	usleep(20000);
+	r7 = (struct reader){ .at = m.host + 7 * PG, .first = 0xee };
+	assert_int_equal(pthread_create(&t7, NULL, read_page, &r7), 0);
+	usleep(20000);
+	assert_int_equal(r5.first, 0xee);         /* both wait: not zeros */
+	assert_int_equal(r7.first, 0xee);
+	/* a stranger: refused, and the thread waits on */
+	fd = reconnect(path, MEMSZ, other);
+	assert_int_equal(migrate_recv_all(fd, word, 8), 1);
+	assert_memory_equal(word, "SHOALNAK", 8);
+	close(fd);
+	/* the source again: the missing pages (every odd one of the first 64)
+	 * and the two requests once more */
+	fd = reconnect(path, MEMSZ, ID);
+	assert_int_equal(migrate_recv_all(fd, word, 8), 1);
+	assert_memory_equal(word, MIGRATE_PC_RECOVER, 8);
+	assert_int_equal(migrate_recv_all(fd, &pages, 8), 1);
+	assert_int_equal(pages, MEMSZ / PG);
+	assert_int_equal(migrate_recv_all(fd, got, sizeof(got)), 1);
+	want[0] = 0xaaaaaaaaaaaaaaaaULL;
+	assert_memory_equal(got, want, sizeof(want));
+	assert_int_equal(request(fd), 5);
+	assert_int_equal(request(fd), 7);
+	send_pages(fd, 5, 1);
+	send_pages(fd, 7, 1);
+	pthread_join(t5, NULL);
+	pthread_join(t7, NULL);
+	assert_int_equal(r5.first, new_byte(5));
+	assert_int_equal(r7.last, new_byte(7));
+	for (uint64_t p = 1; p < PAGES; p += 2)
+		send_pages(fd, p, 1);
+	send_end(fd);
+	assert_int_equal(migrate_recv_all(fd, word, 8), 1);
+	assert_memory_equal(word, MIGRATE_PC_FINISHED, 8);
+	assert_int_equal(migrate_recv_all(fd, &n, 8), 1);
+	assert_int_equal(n, 2);                   /* pages 5 and 7 */
+	for (uint64_t p = 0; p < PAGES; p++) {
+		uint8_t w = p == 2 ? 0 : p % 2 ? new_byte(p) : old_byte(p);
+
+		if (m.host[p * PG] != w)
+			fail_msg("page %u holds 0x%x, not 0x%x", (unsigned)p, m.host[p * PG], w);
+	}
+	for (int i = 0; i < 100 && access(path, F_OK) == 0; i++)
+		usleep(10000);
+	assert_int_equal(access(path, F_OK), -1);  /* the thread removed it */
+	close(fd);
+	rmdir(dir);
+	guest_mem_destroy(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -324,6 +471,7 @@ int main(void)
 		cmocka_unit_test(test_recover),
 		cmocka_unit_test(test_dst_thread),
 		cmocka_unit_test(test_dst_source_lost),
+		cmocka_unit_test(test_dst_recover),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
