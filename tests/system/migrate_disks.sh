@@ -23,6 +23,9 @@
 #     source VM runs on and its guest still writes and reads its disk;
 #   - a destination whose disk is smaller refuses the stream naming both
 #     sizes, exits 84, and the source VM runs on;
+#   - a destination whose image lies on a full file system (a 4 MiB tmpfs;
+#     SKIP where it cannot be mounted) fails with ENOSPC named, never runs
+#     the guest, and the source VM runs on, its disk intact;
 #   - a disk section corrupted on the way (a proxy flips a byte of its
 #     data) is refused, 84, and the source VM runs on.
 #
@@ -284,6 +287,41 @@ check("... the destination exits 84 and never runs the guest",
       rc == 84 and "67108864 bytes" in console(dst[3]), (rc, console(dst[3])[-300:]))
 check("... and the source VM goes on", src[0].poll() is None and
       ctl(src[1], {"cmd": "status"}).get("state") == "running")
+
+# The destination's image on a 4 MiB file system: the 16 MiB of data do
+# not fit, its writes fail with ENOSPC part-way through the bulk copy.
+fulldir = os.path.join(tmp, "full")
+os.mkdir(fulldir)
+r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "shoal-full", fulldir],
+                   capture_output=True, text=True)
+if r.returncode != 0:
+    print(f"SKIP: a full disk at the destination: cannot mount a 4 MiB tmpfs: {r.stderr.strip()}")
+else:
+    try:
+        fdisk = os.path.join(fulldir, "dst.raw")
+        empty_disk(fdisk, "raw")
+        uri = "unix:" + os.path.join(tmp, "in-full.sock")
+        dst = vm("d-full", fdisk, incoming=uri)
+        m = migrate(src[1], uri)
+        out, err = m.communicate(timeout=120)
+        rc = finish(dst[0])
+        check("a full disk at the destination: the migration fails, the destination naming "
+              "the disk and ENOSPC", m.returncode != 0 and rc not in (0, None) and
+              "No space left on device" in console(dst[3]) + err,
+              (m.returncode, err[-300:], rc, console(dst[3])[-400:]))
+        check("... the destination never ran the guest", "shoal> " not in console(dst[2]),
+              console(dst[2])[-200:])
+        n = console(src[2]).count("vblk ok")      # the kill case's is there already
+        s = type_into(src[1], "vblk 64 11\r")
+        end = time.time() + 60
+        while console(src[2]).count("vblk ok") <= n and time.time() < end and src[0].poll() is None:
+            time.sleep(0.05)
+        check("... the source VM goes on, its guest writing and reading its disk",
+              src[0].poll() is None and console(src[2]).count("vblk ok") > n and
+              ctl(src[1], {"cmd": "status"}).get("state") == "running", console(src[2])[-300:])
+        s.close()
+    finally:
+        subprocess.run(["umount", "-l", fulldir])
 
 # A proxy between the source and the destination flips one byte of the
 # data of the first "disk" section.
