@@ -11,8 +11,11 @@ A script imports it with the directory of this file on sys.path:
     T = Test(*sys.argv[1:4])
 
 Every wait is bounded; nothing here sleeps longer than it must (each
-process start costs a good part of a second in the KVM box).
+process start costs a good part of a second in the KVM box).  Every VMM
+that Test.start started and that still runs when the script exits (a
+failed check, an exception) is killed then.
 """
+import atexit
 import json
 import os
 import socket
@@ -80,6 +83,23 @@ def type_into(sock, s, delay=0.002):
     return c
 
 
+def json_or_empty(s):
+    """s parsed as JSON ({} when it is not)."""
+    try:
+        return json.loads(s)
+    except ValueError:
+        return {}
+
+
+def wait_migrating(sock, m, secs=30):
+    """Wait until the VMM on sock is sending pages in its migration (round
+    0 under way: dirty tracking on), or the `shoal migrate` process m ended."""
+    def sending():
+        st = ctl(sock, {"cmd": "migrate-status"}, secs=5)
+        return st.get("state") == "active" and st.get("pages_sent", 0) > 0
+    return wait_for(lambda: m.poll() is not None or sending(), secs)
+
+
 def finish(p, secs=60):
     """Wait for p (killing it after secs); its status."""
     try:
@@ -111,6 +131,15 @@ class Test:
     def __init__(self, shoal, guest, tmp):
         self.shoal, self.guest, self.tmp = shoal, guest, tmp
         self.ok = True
+        self.procs = []
+        atexit.register(self.kill_all)
+
+    def kill_all(self):
+        """Kill every VMM started here that still runs."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
     def check(self, name, cond, why=""):
         print(("PASS: " if cond else "FAIL: ") + name + ("" if cond else ": " + str(why)[-600:]),
@@ -131,6 +160,7 @@ class Test:
         if incoming:
             args += ["--incoming", incoming, "-v"]
         p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stderr=open(err, "w"))
+        self.procs.append(p)
         vm = VM(p, sock, log, err)
         if incoming:
             wait_for(lambda: "waiting on" in vm.stderr() or p.poll() is not None, 30)
