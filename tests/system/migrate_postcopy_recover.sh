@@ -31,7 +31,8 @@ require_kvm migrate_postcopy_recover
 
 PYTHONPATH="$ROOT/tests/system" python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
 import atexit, json, os, socket, subprocess, sys, time
-from vmtest import Test, ctl, finish, type_into, text as console, wait_text as wait_console
+from vmtest import Test, ctl, finish, type_into, wait_migrating, text as console, \
+    wait_text as wait_console
 T = Test(*sys.argv[1:4])
 shoal, guest, tmp, check = T.shoal, T.guest, T.tmp, T.check
 
@@ -84,18 +85,9 @@ def relay(name, target):
     return p, "unix:" + path
 
 def vm(name, incoming=None):
-    sock, log, err = (os.path.join(tmp, name + x) for x in (".sock", ".console", ".err"))
-    args = [shoal, "run", "--kernel", guest, "--cmdline", CMDLINE, "--memory", MEM,
-            "--console", "file:" + log, "--api-socket", sock, "--timeout", "150", "-v",
-            "--seccomp", "on"]
-    if incoming: args += ["--incoming", incoming]
-    p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stderr=open(err, "w"))
-    procs.append(p)
-    end = time.time() + 30
-    while time.time() < end and p.poll() is None and not (
-            "waiting on" in console(err) if incoming else os.path.exists(sock)):
-        time.sleep(0.02)
-    return p, sock, log, err
+    v = T.start(name, CMDLINE, memory=MEM, incoming=incoming, timeout=150,
+                extra=() if incoming else ("-v",))
+    return v.p, v.sock, v.log, v.err
 
 def migrate(sock, uri, *extra):
     p = subprocess.Popen([shoal, "migrate", "--socket", sock, uri, "--key-file", KEY,
@@ -127,11 +119,7 @@ def start(case, tail, incoming_opts="", secs=6):
     dst = vm("d-" + case, incoming=f"unix:{inp},key-file={KEY}{incoming_opts}")
     r, uri = relay("r1-" + case, inp)
     m = migrate(src[1], uri, "--bandwidth", BW, "--postcopy-after", "1")
-    end = time.time() + 30                # round 0 under way: tracking is on
-    while time.time() < end and m.poll() is None:
-        st = status(src[1])
-        if st.get("state") == "active" and st.get("pages_sent", 0) > 0: break
-        time.sleep(0.05)
+    wait_migrating(src[1], m)             # round 0 under way: tracking is on
     s = type_into(src[1], f"fill {B} 16M 9; dirty 0 {secs} {C} 8M; {tail}\r")
     s.close()
     return src, dst, r, m, inp
