@@ -56,22 +56,32 @@
 # figures, never checked.
 #
 #   bench/migrate.sh [-n ROUNDS] [-s SIZES] [-d SIZES] [-r RATE] [-c CAP] [-o VMMS] [-t MS]
-#                    [-z zstd[:LEVEL]] [-p fill|sparse]
+#                    [-z zstd[:LEVEL]] [-p fill|sparse] [-D DISKSIZE]
 #   (defaults: 3 rounds, -s 1G:512M, no -d, -r 100, -c 30, -o shoal,qemu,
 #   -t 300: the downtime limit both VMMs are given, Shoal's --downtime-ms
 #   and QEMU's downtime-limit)
 #   SIZES: MEMORY:FILL[:ROUNDS], comma- or space-separated; -s "" runs only
 #   the -d sizes.
 #
+# -D DISKSIZE (say 256M) gives both VMMs a raw disk that is not shared and
+# mirrors it with the memory: the source's image is DISKSIZE of random
+# bytes (made once, copied for each sample), the destination's an empty
+# file of that size.  Shoal: `--disk IMG` at both ends and `shoal migrate
+# --with-disks`; QEMU: `-drive file=IMG,format=raw,if=none,id=d0 -device
+# virtio-blk-device,drive=d0` at both ends and `migrate` with "blk": true
+# (QEMU 7.2's block migration: the bulk copy and the dirty blocks with the
+# RAM).  The guest does not use the disk.  A sample counts only if the
+# destination's image is then byte-equal to the source's (cmp).
+#
 # Needs /dev/kvm (in the KVM box: scripts/kvm-box.sh -- bench/migrate.sh),
 # QEMU and python3; exits 77 without them.
 set -u
 . "$(dirname "$0")/lib.bash"
-N=3; SIZES="1G:512M"; DIRTY=; RATE=100; CAP=30; ONLY=shoal,qemu; LIMIT=300; ZSTD=; PATTERN=fill
-while getopts "n:s:d:r:c:o:t:z:p:" o; do
+N=3; SIZES="1G:512M"; DIRTY=; RATE=100; CAP=30; ONLY=shoal,qemu; LIMIT=300; ZSTD=; PATTERN=fill; DISK=
+while getopts "n:s:d:r:c:o:t:z:p:D:" o; do
 	case $o in n) N=$OPTARG ;; s) SIZES=$OPTARG ;; d) DIRTY=$OPTARG ;; r) RATE=$OPTARG ;;
 	c) CAP=$OPTARG ;; o) ONLY=$OPTARG ;; t) LIMIT=$OPTARG ;; z) ZSTD=$OPTARG ;;
-	p) PATTERN=$OPTARG ;; *) exit 64 ;; esac
+	p) PATTERN=$OPTARG ;; D) DISK=$OPTARG ;; *) exit 64 ;; esac
 done
 case $PATTERN in fill|sparse) ;; *) echo "$(basename "$0"): -p $PATTERN: fill or sparse" >&2; exit 64 ;; esac
 [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] ||
@@ -84,13 +94,18 @@ for f in shoal shoal-guest; do
 done
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/shoal-bench.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
+if [ -n "$DISK" ]; then
+	case $DISK in *[0-9]M) mib=${DISK%M} ;; *[0-9]G) mib=$((${DISK%G} * 1024)) ;;
+	*) echo "$(basename "$0"): -D $DISK: a size in M or G" >&2; exit 64 ;; esac
+	head -c $((mib << 20)) /dev/urandom >"$TMP/disk.src" || exit 1
+fi
 
 echo "live migration, the test guest, -n $N, $(date -u '+%F %H:%M UTC'), $(nproc) cpus," \
-     "$(qemu-system-x86_64 --version 2>/dev/null | head -1)${ZSTD:+, -z $ZSTD}, -p $PATTERN"
-python3 - "$BUILD/shoal" "$BUILD/shoal-guest" "$TMP" "$N" "$SIZES" "$DIRTY" "$RATE" "$CAP" "$ONLY" "$LIMIT" "$ZSTD" "$PATTERN" <<'PY'
+     "$(qemu-system-x86_64 --version 2>/dev/null | head -1)${ZSTD:+, -z $ZSTD}, -p $PATTERN${DISK:+, -D $DISK (disk mirrored)}"
+python3 - "$BUILD/shoal" "$BUILD/shoal-guest" "$TMP" "$N" "$SIZES" "$DIRTY" "$RATE" "$CAP" "$ONLY" "$LIMIT" "$ZSTD" "$PATTERN" "$DISK" <<'PY'
 import json, os, socket, statistics, subprocess, sys, time
 
-shoal, guest, tmp, rounds, sizes, dirty_sizes, rate, cap, only, limit, zspec, pattern = sys.argv[1:13]
+shoal, guest, tmp, rounds, sizes, dirty_sizes, rate, cap, only, limit, zspec, pattern, disk = sys.argv[1:14]
 rounds, rate, cap, limit = int(rounds), int(rate), float(cap), int(limit)
 vmms = [v for v in ("shoal", "qemu") if v in only.split(",")]
 NAME = {"shoal": "Shoal", "qemu": "QEMU", "shoalz": "Shoal+zstd"}
@@ -170,12 +185,19 @@ def sample(vmm, tag, mem, fill, dirty, typed, want):
     slog, serr, ssock = f"{tmp}/{tag}.src.log", f"{tmp}/{tag}.src.vmm", f"{tmp}/{tag}.src.sock"
     dlog, derr, dsock = f"{tmp}/{tag}.dst.log", f"{tmp}/{tag}.dst.vmm", f"{tmp}/{tag}.dst.sock"
     mig = f"{tmp}/{tag}.mig"
+    simg, dimg = f"{tmp}/{tag}.src.img", f"{tmp}/{tag}.dst.img"
+    if disk:
+        subprocess.run(["cp", f"{tmp}/disk.src", simg], check=True)
+        with open(dimg, "wb") as f: f.truncate(os.path.getsize(simg))
     if vmm.startswith("shoal"):
-        sargv = shoal_argv(mem, cmdline, "file:" + slog, ssock)
-        dargv = shoal_argv(mem, cmdline, "stdio", dsock) + ["--incoming", "unix:" + mig]
+        sargv = shoal_argv(mem, cmdline, "file:" + slog, ssock) + (["--disk", simg] if disk else [])
+        dargv = shoal_argv(mem, cmdline, "stdio", dsock) + ["--incoming", "unix:" + mig] + \
+            (["--disk", dimg] if disk else [])
     else:
-        sargv = qemu_argv(mem, cmdline, slog, ssock)
-        dargv = qemu_argv(mem, cmdline, None, dsock) + ["-incoming", "unix:" + mig]
+        qd = lambda img: ["-drive", f"file={img},format=raw,if=none,id=d0",
+                          "-device", "virtio-blk-device,drive=d0"] if disk else []
+        sargv = qemu_argv(mem, cmdline, slog, ssock) + qd(simg)
+        dargv = qemu_argv(mem, cmdline, None, dsock) + ["-incoming", "unix:" + mig] + qd(dimg)
     t0 = now()
     src = subprocess.Popen(sargv, stdin=subprocess.DEVNULL, stdout=open(serr, "wb"), stderr=subprocess.STDOUT)
     dst = None
@@ -194,7 +216,8 @@ def sample(vmm, tag, mem, fill, dirty, typed, want):
             t0 = now()
             mp = subprocess.Popen([shoal, "migrate", "--socket", ssock, "unix:" + mig, "--output", "json",
                                    "--downtime-ms", str(limit)] +
-                                  (["--compress", zspec] if vmm == "shoalz" else []),
+                                  (["--compress", zspec] if vmm == "shoalz" else []) +
+                                  (["--with-disks"] if disk else []),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
                 out, err = mp.communicate(timeout=cap if dirty else WAIT)
@@ -227,10 +250,12 @@ def sample(vmm, tag, mem, fill, dirty, typed, want):
             q = QMP(ssock, now() + 30)
             q.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40, "downtime-limit": limit})
             t0 = now()
-            q.cmd("migrate", uri="unix:" + mig)
+            q.cmd("migrate", uri="unix:" + mig, **({"blk": True} if disk else {}))
             end = t0 + (cap if dirty else WAIT)
+            dsk = 0                  # "disk" is in query-migrate only while it runs
             while True:
                 st = q.cmd("query-migrate")
+                dsk = max(dsk, st.get("disk", {}).get("transferred", 0))
                 if st.get("status") in ("completed", "failed", "cancelled") or now() > end: break
                 time.sleep(POLL)
             wall = now() - t0
@@ -250,9 +275,12 @@ def sample(vmm, tag, mem, fill, dirty, typed, want):
                 st = q.cmd("query-migrate")
             q.close()
             res = {"wall": ms(wall), "total": st["total-time"], "down": st["downtime"],
-                   "passes": st["ram"].get("dirty-sync-count"), "data": st["ram"]["transferred"] / 2**20}
+                   "passes": st["ram"].get("dirty-sync-count"),
+                   "data": (st["ram"]["transferred"] + max(dsk, st.get("disk", {}).get("transferred", 0))) / 2**20}
         res["converged"] = True
         res["prompt"] = prompt
+        if disk and subprocess.run(["cmp", "-s", simg, dimg]).returncode != 0:
+            return None, "the destination's image differs from the source's after the migration"
         if typed:
             dst.stdin.write(typed.encode()); dst.stdin.flush()
             try: dst.wait(timeout=WAIT)
@@ -303,6 +331,7 @@ cases = [(m, f, n, False) for m, f, n in sizes_of(sizes)] + [(m, f, n, True) for
 for mem, fill, n, dirty in cases:
     started = now()
     what = f"dirtying {rate} MiB/s over its {fill}, cap {cap:.0f} s" if dirty else f"idle after filling {fill}"
+    if disk: what += f", a {disk} disk mirrored"
     print(f"\n== {mem} guest, {what}, 1 vCPU, {n} rounds, downtime limit {limit} ms")
     samples = {v: [] for v in vmms}
     for i in range(1, n + 1):
