@@ -433,9 +433,11 @@ static int incoming_start(struct host *h, const char *spec, size_t len, bool tcp
 	migrate_key_hex(key, key_hex);
 	explicit_bzero(key, sizeof(key));
 	host_vm_path(h, vm->rec.name, "migrate.key", key_file, sizeof(key_file));
-	/* over TCP the stream goes in TLS, the key its PSK (state/migrate_tls.c) */
-	snprintf(vm->incoming, sizeof(vm->incoming), "%s,key-file=%s%s", addr, key_file,
-		 tcp ? ",tls=on" : "");
+	/* over TCP the stream goes in TLS, the key its PSK (state/migrate_tls.c);
+	 * no post-copy recovery (nothing here would resume it, and incoming_wait
+	 * sees the source connect by the VMM no longer listening) */
+	snprintf(vm->incoming, sizeof(vm->incoming), "%s,key-file=%s%s,recover-timeout=0", addr,
+		 key_file, tcp ? ",tls=on" : "");
 	vm->busy = "incoming";          /* no other operation, no restart policy */
 	pthread_mutex_lock(&h->lock);
 	json_t *d = json_pack("{s:s, s:s, s:b, s:b}", "migration", "incoming", "address", addr,

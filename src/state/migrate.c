@@ -557,6 +557,7 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 	struct migrate_pc_dst *pc = NULL;
 	uint64_t *pc_bits = NULL, pc_missing = 0;
 	uint8_t pc_id[MIGRATE_PC_ID_LEN] = { 0 };
+	unsigned recover_s = migrate_incoming_recover_timeout();
 	int lfd, rc;
 
 	if (migrate_parse_addr(uri, &a, e))
@@ -590,7 +591,15 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 		return error_set(e, EXIT_HOST, "%s: accept: %s", uri, strerror(err));
 	}
 	/* The listening socket stays until the stream is read: a post-copy
-	 * keeps it for the source to reconnect on if the connection drops. */
+	 * keeps it for the source to reconnect on if the connection drops.
+	 * With recover-timeout=0 it goes now (shoald sees the source connect
+	 * by it), and a drop after the switch loses the VM. */
+	if (!recover_s) {
+		close(lfd);
+		lfd = -1;
+		if (!a.tcp)
+			unlink(a.path);
+	}
 	migrate_set_timeouts(in.fd);
 	rc = migrate_read_magic(&in, e);
 	if (!rc)
@@ -606,7 +615,7 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 		rc = error_set(e, EXIT_HOST, "incoming migration: the source went away before our "
 			       "acknowledgement (it keeps the VM)");
 	if (!rc && pc && !migrate_postcopy_start(pc, &in, lfd, uri, a.tcp ? NULL : a.path,
-						 migrate_incoming_recover_timeout(), e)) {
+						 recover_s, e)) {
 		pc = NULL;               /* its thread has the connection now */
 		lfd = -1;                /* and the listening socket */
 	} else if (!rc && pc) {

@@ -212,9 +212,9 @@ static int incoming_opt(const char *opt, const char **key_file, int *tls, struct
 		return 0;
 	}
 	if (!strncmp(opt, "recover-timeout=", 16)) {
-		if (!*v || *end || n < 1 || n > 86400)
-			return error_set(e, EXIT_USAGE, "--incoming: recover-timeout=%s is not 1 to "
-					 "86400 seconds", v);
+		if (!*v || *end || n < 0 || n > 86400)
+			return error_set(e, EXIT_USAGE, "--incoming: recover-timeout=%s is not 0 (no "
+					 "recovery) to 86400 seconds", v);
 		g_recover_s = (unsigned)n;
 		return 0;
 	}

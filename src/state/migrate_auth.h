@@ -43,7 +43,8 @@ int migrate_incoming_key(char *incoming, struct error *e);
 bool migrate_incoming_keyed(void);
 /* --incoming ...,recover-timeout=SECONDS: how long a destination in
  * post-copy waits for the source to reconnect after a drop (default
- * MIGRATE_RECOVER_TIMEOUT_S, state/migrate_postcopy.h). */
+ * MIGRATE_RECOVER_TIMEOUT_S, state/migrate_postcopy.h); 0: no recovery
+ * (the listening socket closes once the source is accepted). */
 unsigned migrate_incoming_recover_timeout(void);
 bool migrate_incoming_tls(void);
 
