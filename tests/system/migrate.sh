@@ -13,6 +13,8 @@
 #     seed) while it migrates, slowed by --bandwidth so that pre-copy takes
 #     several rounds: the destination verifies the new pattern, so every
 #     page written during the rounds was sent again;
+#   - a guest with two vCPUs, both spinning, migrates; at the destination
+#     both finish their work and verify their slices of a pattern;
 #   - a destination killed mid-stream, and a cancel: the migration fails
 #     saying so, the source VM goes on; the cancelled destination refuses
 #     the cut stream;
@@ -61,11 +63,11 @@ def wait_console(log, text, secs=60):
         time.sleep(0.05)
     return False
 
-def source(name, mem=MEM):
+def source(name, mem=MEM, cmdline=CMDLINE, extra=()):
     sock, log, err = (os.path.join(tmp, name + x) for x in (".sock", ".console", ".err"))
-    p = subprocess.Popen([shoal, "run", "--kernel", guest, "--cmdline", CMDLINE, "--memory", mem,
+    p = subprocess.Popen([shoal, "run", "--kernel", guest, "--cmdline", cmdline, "--memory", mem,
                           "--console", "file:" + log, "--api-socket", sock, "--timeout", "120",
-                          *SECCOMP], stdin=subprocess.DEVNULL, stderr=open(err, "w"))
+                          *SECCOMP, *extra], stdin=subprocess.DEVNULL, stderr=open(err, "w"))
     wait_path(sock, p)
     return p, sock, log, err
 
@@ -181,6 +183,21 @@ check("dirtying: the guest rewrote its pattern (at the source or the destination
       console(dst[2])[-300:])
 verify_at(dst, 9, 6, "dirtying: the destination has every page written during the rounds "
           "(the new pattern verifies)")
+
+# ---- two vCPUs, both at work while it migrates ----
+SMP = f"allcpus fill {B} 8M 3; echo go; allcpus spin 8000; allcpus verify {B} 8M 3; exit 7"
+src = source("s-smp", cmdline=SMP, extra=("--cpus", "2"))
+check("two vCPUs: the guest filled its range on both", wait_console(src[2], "go"), console(src[2])[-300:])
+uri = "unix:" + os.path.join(tmp, "in-smp.sock")
+dst = dest("d-smp", uri, extra=("--cpus", "2"))
+m = migrate(src[1], uri)
+out, err = m.communicate(timeout=120)
+check("two vCPUs: migrated while both spin (status 0)", m.returncode == 0, (m.returncode, err))
+check("... the source exited 0", finish(src[0]) == 0, console(src[3])[-300:])
+rc = finish(dst[0], 90)
+check("... at the destination both vCPUs end their work and verify their slices (allcpus ok "
+      "n=2), and the guest exits 7", rc == 7 and "allcpus ok n=2 sum=" in console(dst[2]) and
+      "bad" not in console(dst[2]), (rc, console(dst[2])[-300:], console(dst[3])[-300:]))
 
 # ---- faults before the acknowledgement leave the source running ----
 src = source("s4")
