@@ -99,9 +99,11 @@ static void progress(json_t *st)
 	long long bytes = json_integer_value(json_object_get(st, "bytes"));
 	long long mem = json_integer_value(json_object_get(st, "memory_bytes"));
 
-	fprintf(stderr, "\r\033[Kround %lld: %lld MiB sent (RAM %lld MiB), %lld pages dirty, ",
+	fprintf(stderr, "\r\033[Kround %lld: %lld MiB sent (RAM %lld MiB), %lld pages dirty "
+		"(dirtied at %.1f MiB/s), ",
 		(long long)json_integer_value(json_object_get(st, "round")), bytes >> 20, mem >> 20,
-		(long long)json_integer_value(json_object_get(st, "dirty_pages")));
+		(long long)json_integer_value(json_object_get(st, "dirty_pages")),
+		(double)json_integer_value(json_object_get(st, "dirty_rate")) / (1 << 20));
 	if (json_is_true(json_object_get(st, "with_disks")))
 		fprintf(stderr, "disks %lld of %lld MiB, %lld blocks dirty, ",
 			(long long)(json_integer_value(json_object_get(st, "disk_bytes")) +

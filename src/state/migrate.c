@@ -653,6 +653,7 @@ struct migrate_stats {
 	uint64_t ram_raw, ram_data, zpages; /* data pages' bytes: as pages, as sent; compressed */
 	uint64_t ph_ns[PH_N];             /* the downtime's pieces, when done */
 	uint64_t round, dirty_pages, remaining_ns;
+	uint64_t dirty_rate;              /* bytes/s the guest dirtied in the last round */
 	int throttle_pct, throttle_max_pct; /* --auto-converge: now, at most */
 	bool postcopy;                    /* switched to post-copy */
 	uint64_t pc_pages, pc_demand, pc_pushed; /* missing at the switch; sent asked, pushed */
@@ -1407,6 +1408,7 @@ static int precopy(struct mig_src *s, struct error *e)
 		pthread_mutex_lock(&c->lock);
 		migrate_disks_get_stats(s->md, &c->st.disk);
 		c->st.dirty_pages = dirty;
+		c->st.dirty_rate = (uint64_t)((double)dirty * PAGE * 1e9 / (double)(now_ns() - t + 1));
 		c->st.remaining_ns = remaining;
 		pthread_mutex_unlock(&c->lock);
 		if (remaining <= limit_ns)
@@ -1791,12 +1793,13 @@ static json_t *migrate_status_cmd(struct vm *vm, json_t *req, void *opaque)
 
 	(void)req;
 	pthread_mutex_lock(&c->lock);
-	o = json_pack("{s:b, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:I}",
+	o = json_pack("{s:b, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:I}",
 		      "ok", 1, "state", c->state, "uri", c->uri,
 		      "round", (json_int_t)c->st.round, "bytes", (json_int_t)c->st.bytes,
 		      "pages_sent", (json_int_t)c->st.pages_sent,
 		      "zero_pages", (json_int_t)c->st.zero_pages,
 		      "dirty_pages", (json_int_t)c->st.dirty_pages,
+		      "dirty_rate", (json_int_t)c->st.dirty_rate,
 		      "expected_downtime_ms", c->st.remaining_ns / 1e6,
 		      "total_ms", c->st.total_ns / 1e6, "downtime_ms", c->st.downtime_ns / 1e6,
 		      "memory_bytes", (json_int_t)vm->mem.size);
