@@ -111,10 +111,23 @@ static void work_dirty(const struct work *w, struct work_result *r)
 	    n, w->seconds, w->rate_mib, base, npages * PAGE, w->random ? "random" : "seq");
 }
 
+/* Spin for ms milliseconds of TSC time, and say the longest gap between
+ * two TSC reads in a row: the longest time this vCPU did not run (a
+ * migration's pause, as the guest itself sees it, among others). */
 static void work_spin(const struct work *w, struct work_result *r)
 {
-	delay_us(w->ms * 1000);
-	fmt(r->line, sizeof(r->line), "spin ms=%lu", w->ms);
+	uint64_t t0 = rdtsc(), last = t0, gap = 0;
+
+	while (tsc_us_since(t0) < w->ms * 1000) {
+		uint64_t t = rdtsc();
+
+		if (t - last > gap)
+			gap = t - last;
+		last = t;
+		cpu_relax();
+	}
+	fmt(r->line, sizeof(r->line), "spin ms=%lu max_gap_us=%lu", w->ms,
+	    tsc_khz ? gap * 1000 / tsc_khz : 0);
 }
 
 void work_run(const struct work *w, struct work_result *r)

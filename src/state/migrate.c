@@ -38,6 +38,10 @@
  *   sync    empty, once, after the last round of pre-copy and before the
  *           pause: the destination answers "SHOALRDY" once it has applied
  *           everything before it
+ *   clock   u64 the source's CLOCK_REALTIME (ns) just after it read the
+ *           state below: the destination restores the guest's TSCs and
+ *           kvmclock advanced by the time elapsed since (kvm_state.h), so
+ *           the guest's clocks run on through the pause
  *   state   the snapshot's state sections ("kvm", "devices":
  *           state/snapshot.c's snapshot_state_save), sent once, paused
  *   end     empty: the stream is complete
@@ -139,6 +143,21 @@
 /* A section header: magic, name length, a name of up to 63 bytes, version,
  * payload length. */
 #define SECTION_HEAD_MAX (4 + 1 + 63 + 2 + 4)
+
+static uint64_t migrate_le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static void migrate_put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++, v >>= 8)
+		p[i] = (uint8_t)v;
+}
 
 static uint64_t now_ns(void)
 {
@@ -461,7 +480,7 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, uint64_t **pc_bit
 			 uint64_t *pc_missing, uint8_t pc_id[MIGRATE_PC_ID_LEN], struct error *e)
 {
 	bool hello = false, state = false, synced = false;
-	uint64_t rounds = 0, ram_sections = 0;
+	uint64_t rounds = 0, ram_sections = 0, saved_rt = 0;
 	struct migrate_disk_target dt;
 
 	if (migrate_disk_target_init(&dt, vm, e))
@@ -517,10 +536,15 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, uint64_t **pc_bit
 				return error_set(e, EXIT_HOST, "incoming migration: the source went "
 						 "away before our answer to \"sync\"");
 			synced = true;
+		} else if (!strcmp(name, "clock") && !state && !saved_rt) {
+			if (len != 8 || !(saved_rt = migrate_le64(p)))
+				return error_set(e, EXIT_BADSTATE, "incoming migration: the clock section "
+						 "is not a u64 time above 0 (%zu bytes)", len);
 		} else if (!strcmp(name, "state") && !state) {
-			/* never run, destroyed if this fails: no state to put back */
+			/* never run, destroyed if this fails: no state to put back;
+			 * its clocks go on by the time since the source saved them */
 			if (snapshot_state_restore_fresh(vm, "incoming migration: the state section",
-							 p, len, e)) {
+							 p, len, saved_rt, e)) {
 				e->status = EXIT_BADSTATE;
 				return -1;
 			}
@@ -1330,6 +1354,14 @@ static int stop_phase(struct mig_src *s, struct error *e)
 	ph_mark(s, PH_DISKS);
 	state_writer_init(&st);
 	rc = snapshot_state_save(s->vm, &st, e);
+	if (!rc) {           /* when the clocks were read, for the destination */
+		struct timespec ts;
+		uint8_t rt[8];
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		migrate_put_le64(rt, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+		rc = src_simple(s, "clock", rt, 8, e);
+	}
 	if (!rc)
 		rc = src_simple(s, "state", st.data, st.len, e);
 	state_writer_free(&st);

@@ -696,7 +696,7 @@ static int check_seed(const char *dir, json_t *disks, json_t *files, struct erro
 }
 
 static int state_restore(struct vm *vm, const char *what, const void *buf, size_t len,
-			 bool fresh, struct error *e)
+			 bool fresh, uint64_t saved_rt, struct error *e)
 {
 	struct state_reader r, payload;
 	bool have_kvm = false, have_devs = false;
@@ -719,8 +719,10 @@ static int state_restore(struct vm *vm, const char *what, const void *buf, size_
 			}
 			have_devs = true;
 		} else if (!strcmp(name, "kvm") && !have_kvm) {
-			if ((fresh ? kvm_state_restore_fresh : kvm_state_restore)(
-				    vm, payload.data + payload.pos, payload.len - payload.pos, e))
+			if (fresh ? kvm_state_restore_fresh(vm, payload.data + payload.pos,
+							    payload.len - payload.pos, saved_rt, e)
+				  : kvm_state_restore(vm, payload.data + payload.pos,
+						      payload.len - payload.pos, e))
 				return -1;
 			have_kvm = true;
 		} else {
@@ -737,13 +739,13 @@ static int state_restore(struct vm *vm, const char *what, const void *buf, size_
 int snapshot_state_restore(struct vm *vm, const char *what, const void *buf, size_t len,
 			   struct error *e)
 {
-	return state_restore(vm, what, buf, len, false, e);
+	return state_restore(vm, what, buf, len, false, 0, e);
 }
 
 int snapshot_state_restore_fresh(struct vm *vm, const char *what, const void *buf, size_t len,
-				 struct error *e)
+				 uint64_t saved_rt, struct error *e)
 {
-	return state_restore(vm, what, buf, len, true, e);
+	return state_restore(vm, what, buf, len, true, saved_rt, e);
 }
 
 json_t *snapshot_parse_manifest(const char *dir, const char *text, size_t len,

@@ -102,9 +102,11 @@ int snapshot_state_restore(struct vm *vm, const char *what, const void *buf, siz
 			   struct error *e);
 /* The same into a VM that has never run and is destroyed should this fail
  * (a migration's destination): KVM's state is not read first to be put
- * back after a refusal part-way (kvm_state_restore_fresh). */
+ * back after a refusal part-way (kvm_state_restore_fresh).  `saved_rt`,
+ * when not 0, is the source host's CLOCK_REALTIME (ns) at the save: the
+ * guest's TSC and kvmclock then go on by the time elapsed since. */
 int snapshot_state_restore_fresh(struct vm *vm, const char *what, const void *buf, size_t len,
-				 struct error *e);
+				 uint64_t saved_rt, struct error *e);
 
 /* Add the "snapshot" and "snapshot-status" commands to the VM's control
  * socket: {"cmd": "snapshot", "dir": PATH[, "live": true]}

@@ -56,6 +56,12 @@
  * KVM_CLOCK_TSC_STABLE describe the old host and KVM_SET_CLOCK refuses
  * them).
  *
+ * A live migration's restore (kvm_state_restore_fresh with the source's
+ * realtime at the save) writes each IA32_TSC and the kvmclock advanced by
+ * the realtime elapsed since, at most 10 s (advance()): the guest's clocks
+ * run on through the pause instead of stopping for it.  A snapshot's
+ * restore goes on from the saved values.
+ *
  * What a hostile snapshot may not do.  The buffer is untrusted input.
  * Restore parses and checks all of it before it touches the VM: section
  * framing and lengths (base/state.h), names ("kvm-vm" once, "vcpuN" once
@@ -91,6 +97,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 
 #include "base/error.h"
 #include "base/exitcode.h"
@@ -1060,7 +1067,42 @@ static int set_all(struct vm *vm, const struct ks_host *h, const struct ks_state
 	return set_vm(vm, s, e);
 }
 
-static int restore(struct vm *vm, const void *buf, size_t len, bool fresh, struct error *e)
+/* A live migration's time: the guest's TSCs and kvmclock go on from the
+ * saved values plus the host realtime elapsed since the source saved them
+ * (`saved_rt`, CLOCK_REALTIME ns), as if they had kept running through the
+ * pause, so that the guest sees its downtime and its clocks do not fall
+ * behind.  The source's and this host's realtime clocks must agree (NTP);
+ * a gap below 0 (this clock behind) advances nothing, and one above
+ * KVM_STATE_ADVANCE_MAX_NS is cut there and said. */
+static void advance(struct ks_state *s, uint64_t saved_rt)
+{
+	struct timespec ts;
+	uint64_t now, ns;
+
+	if (!saved_rt || clock_gettime(CLOCK_REALTIME, &ts))
+		return;
+	now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	if (now <= saved_rt)
+		return;
+	ns = now - saved_rt;
+	if (ns > KVM_STATE_ADVANCE_MAX_NS) {
+		log_warn("kvm state: %.1f s passed since the source saved the VM's clocks (by the "
+			 "two hosts' realtime clocks); the guest's clocks go on by %.0f s only",
+			 (double)ns / 1e9, KVM_STATE_ADVANCE_MAX_NS / 1e9);
+		ns = KVM_STATE_ADVANCE_MAX_NS;
+	}
+	s->clock += ns;
+	for (int i = 0; i < s->ncpus; i++) {
+		struct ks_vcpu *c = &s->vcpus[i];
+
+		for (uint32_t j = 0; j < c->nmsrs && c->tsc_khz; j++)
+			if (c->msrs[j].index == MSR_IA32_TSC)
+				c->msrs[j].data += ns * c->tsc_khz / 1000000u; /* < 2^64: 1e10 x 1e7 */
+	}
+}
+
+static int restore(struct vm *vm, const void *buf, size_t len, bool fresh, uint64_t saved_rt,
+		   struct error *e)
 {
 	struct ks_host h;
 	struct ks_state in = { 0 }, before = { 0 };
@@ -1079,6 +1121,7 @@ static int restore(struct vm *vm, const void *buf, size_t len, bool fresh, struc
 		error_prefix(e, "cannot read the VM's state before restoring");
 		goto out;
 	}
+	advance(&in, saved_rt);
 	if (set_all(vm, &h, &in, e)) {
 		size_t n = strlen(e->msg);
 
@@ -1104,15 +1147,16 @@ out:
 
 int kvm_state_restore(struct vm *vm, const void *buf, size_t len, struct error *e)
 {
-	return restore(vm, buf, len, false, e);
+	return restore(vm, buf, len, false, 0, e);
 }
 
-int kvm_state_restore_fresh(struct vm *vm, const void *buf, size_t len, struct error *e)
+int kvm_state_restore_fresh(struct vm *vm, const void *buf, size_t len, uint64_t saved_rt,
+			    struct error *e)
 {
 	if (vm->started_ns)    /* vm_run sets it, and it stays */
 		return error_set(e, EXIT_HOST, "kvm state: restore: the VM has run; "
 				 "kvm_state_restore_fresh is for one that never did");
-	return restore(vm, buf, len, true, e);
+	return restore(vm, buf, len, true, saved_rt, e);
 }
 
 int kvm_state_check(int ncpus, uint32_t xsave_size, bool xcrs, const uint32_t *msrs,

@@ -78,7 +78,16 @@ int kvm_state_restore(struct vm *vm, const void *buf, size_t len, struct error *
  * state is not read first to be put back, which halves the ioctls of a
  * restore.  Should KVM refuse a value part-way, -1 says the VM is left
  * half restored.  A VM whose vCPUs have run is refused (EXIT_HOST). */
-int kvm_state_restore_fresh(struct vm *vm, const void *buf, size_t len, struct error *e);
+int kvm_state_restore_fresh(struct vm *vm, const void *buf, size_t len, uint64_t saved_rt,
+			    struct error *e);
+
+/* ... where `saved_rt` is not 0: the host CLOCK_REALTIME (ns) at which the
+ * source saved this state, in a live migration.  Each vCPU's IA32_TSC (at
+ * its saved TSC kHz) and the kvmclock are restored advanced by the
+ * realtime elapsed since then, so that the guest's clocks run on through
+ * the pause (KVM's documented migration of the TSC, with the two hosts'
+ * realtime clocks in agreement), by at most this much: */
+#define KVM_STATE_ADVANCE_MAX_NS (10ull * 1000000000ull)
 
 /* Ask KVM now what every save and restore needs to know of it (the XSAVE
  * size, XCRs, the MSR list): it is asked once per process and kept, so

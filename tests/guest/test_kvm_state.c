@@ -368,7 +368,7 @@ static void test_clone_into_fresh_vm(void **state)
 	assert_int_equal(a.vm->mem.size, b.vm->mem.size);
 	memcpy(b.vm->mem.host, a.vm->mem.host, a.vm->mem.size);
 	assert_int_equal(vm_restore_devices(b.vm, dw.data, dw.len, &e), 0);
-	rc = kvm_state_restore_fresh(b.vm, kw.data, kw.len, &e);
+	rc = kvm_state_restore_fresh(b.vm, kw.data, kw.len, 0, &e);
 	if (rc)
 		fprintf(stderr, "restore into the fresh VM: %s\n", e.msg);
 	assert_int_equal(rc, 0);
@@ -378,7 +378,7 @@ static void test_clone_into_fresh_vm(void **state)
 	fprintf(stderr, "  clone finished: status %d (%s)\n", b.status, b.vm->exit_reason);
 	assert_int_equal(b.status, 9);
 	assert_int_equal(b.nbad, 0);
-	assert_int_equal(kvm_state_restore_fresh(b.vm, kw.data, kw.len, &e), -1);
+	assert_int_equal(kvm_state_restore_fresh(b.vm, kw.data, kw.len, 0, &e), -1);
 	fprintf(stderr, "  refused after running: %s\n", e.msg);
 	assert_non_null(strstr(e.msg, "has run"));
 
@@ -389,6 +389,69 @@ static void test_clone_into_fresh_vm(void **state)
 	vm_destroy(b.vm);
 	state_writer_free(&kw);
 	state_writer_free(&dw);
+}
+
+/* vCPU 0's IA32_TSC and the kvmclock of a VM, read now. */
+static void read_clocks(struct vm *vm, uint64_t *tsc, uint64_t *clock)
+{
+	struct {
+		struct kvm_msrs h;
+		struct kvm_msr_entry e;
+	} m = { .h.nmsrs = 1, .e.index = 0x10 };
+	struct kvm_clock_data c = { 0 };
+
+	assert_int_equal(ioctl(vm->vcpus[0].fd, KVM_GET_MSRS, &m), 1);
+	assert_int_equal(ioctl(vm->vm_fd, KVM_GET_CLOCK, &c), 0);
+	*tsc = m.e.data;
+	*clock = c.clock;
+}
+
+/* A live migration's restore (kvm_state_restore_fresh with the source's
+ * realtime at the save) runs the guest's TSC and kvmclock on by the time
+ * elapsed since, so that the guest sees its pause: restored "2 s after"
+ * the save, both are 2 s ahead of the saved VM's; without a time they go
+ * on from the saved values; a time in the future advances nothing; 100 s
+ * is cut to KVM_STATE_ADVANCE_MAX_NS (10 s). */
+static void test_fresh_restore_advances_clocks(void **state)
+{
+	struct { int64_t ago_ms; double lo, hi; } cases[] = {
+		{ 2000, 1.5, 2.5 }, { 0, -1, 0.5 }, { -5000, -1, 0.5 }, { 100000, 9.5, 10.5 },
+	};
+	struct state_writer kw;
+	struct error e = { 0 };
+	struct vm *a;
+	long khz;
+
+	(void)state;
+	harness_require_kvm();
+	a = make_vm("exit 0", 1);
+	khz = ioctl(a->vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
+	assert_true(khz > 0);
+	state_writer_init(&kw);
+	assert_int_equal(kvm_state_save(a, &kw, &e), 0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct vm *b = make_vm("exit 0", 1);
+		uint64_t ta, ca, tb, cb, rt = 0;
+		struct timespec ts;
+		double dt, dc;
+
+		read_clocks(a, &ta, &ca);
+		clock_gettime(CLOCK_REALTIME, &ts);
+		if (cases[i].ago_ms)
+			rt = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec -
+			     (uint64_t)(cases[i].ago_ms * 1000000);
+		assert_int_equal(kvm_state_restore_fresh(b, kw.data, kw.len, rt, &e), 0);
+		read_clocks(b, &tb, &cb);
+		dt = ((double)tb - (double)ta) / ((double)khz * 1000.0);
+		dc = ((double)cb - (double)ca) / 1e9;
+		fprintf(stderr, "  restored %lld ms after the save: TSC %+.3f s, kvmclock %+.3f s "
+			"against the saved VM's\n", (long long)cases[i].ago_ms, dt, dc);
+		assert_true(dt > cases[i].lo && dt < cases[i].hi);
+		assert_true(dc > cases[i].lo && dc < cases[i].hi);
+		vm_destroy(b);
+	}
+	vm_destroy(a);
+	state_writer_free(&kw);
 }
 
 /* ---- hostile buffers: refused, the VM unchanged ---- */
@@ -565,7 +628,7 @@ static void test_kvm_refusal_fresh(void **state)
 	off = find_rec(b, f.good.len, "vcpu1", KVM_STATE_TAG('E', 'V', 'N', 'T'), &rlen);
 	assert_true(off != (size_t)-1);
 	memcpy(b + off + offsetof(struct kvm_vcpu_events, flags), &flags, 4);
-	assert_int_equal(kvm_state_restore_fresh(f.vm, b, f.good.len, &e), -1);
+	assert_int_equal(kvm_state_restore_fresh(f.vm, b, f.good.len, 0, &e), -1);
 	fprintf(stderr, "  refused (status %d): %s\n", e.status, e.msg);
 	assert_int_equal(e.status, EXIT_BADSTATE);
 	assert_non_null(strstr(e.msg, "vcpu1: KVM_SET_VCPU_EVENTS"));
@@ -586,6 +649,7 @@ int main(void)
 		cmocka_unit_test(test_what),
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_clone_into_fresh_vm),
+		cmocka_unit_test(test_fresh_restore_advances_clocks),
 		cmocka_unit_test(test_truncated),
 		cmocka_unit_test(test_vcpu_that_does_not_exist),
 		cmocka_unit_test(test_bad_msr_count),

@@ -14,7 +14,9 @@
 #     several rounds: the destination verifies the new pattern, so every
 #     page written during the rounds was sent again;
 #   - a guest with two vCPUs, both spinning, migrates; at the destination
-#     both finish their work and verify their slices of a pattern;
+#     both finish their work and verify their slices of a pattern, and the
+#     longest gap each saw in its TSC shows the pause (the clocks run on
+#     through it);
 #   - a destination killed mid-stream, and a cancel: the migration fails
 #     saying so, the source VM goes on; the cancelled destination refuses
 #     the cut stream;
@@ -29,7 +31,7 @@
 require_kvm migrate
 
 python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
-import json, os, signal, socket, struct, subprocess, sys, time
+import json, os, re, signal, socket, struct, subprocess, sys, time
 shoal, guest, tmp = sys.argv[1:4]
 ok = True
 def check(name, cond, why=""):
@@ -190,14 +192,28 @@ src = source("s-smp", cmdline=SMP, extra=("--cpus", "2"))
 check("two vCPUs: the guest filled its range on both", wait_console(src[2], "go"), console(src[2])[-300:])
 uri = "unix:" + os.path.join(tmp, "in-smp.sock")
 dst = dest("d-smp", uri, extra=("--cpus", "2"))
-m = migrate(src[1], uri)
+m = migrate(src[1], uri, "--output", "json")
 out, err = m.communicate(timeout=120)
+try: info = json.loads(out)
+except ValueError: info = {}
 check("two vCPUs: migrated while both spin (status 0)", m.returncode == 0, (m.returncode, err))
 check("... the source exited 0", finish(src[0]) == 0, console(src[3])[-300:])
 rc = finish(dst[0], 90)
 check("... at the destination both vCPUs end their work and verify their slices (allcpus ok "
       "n=2), and the guest exits 7", rc == 7 and "allcpus ok n=2 sum=" in console(dst[2]) and
       "bad" not in console(dst[2]), (rc, console(dst[2])[-300:], console(dst[3])[-300:]))
+# Each vCPU says the longest gap between two TSC reads while it spun: the
+# pause, as the guest sees it.  The destination runs the TSCs on by the time
+# since the source read them ("clock"), so the guest sees the whole pause;
+# without that it would miss the state's save, transfer and restore, most
+# of it.  Half the VMM's own figure is the bound (the two measure from
+# slightly different instants), a check of the clocks, not of speed.
+gaps = [int(g) for g in re.findall(r"max_gap_us=(\d+)", console(dst[2]))]
+down = info.get("downtime_ms", 0)
+print(f"note: two vCPUs: downtime {down:.1f} ms by the VMM, the guest's longest TSC gaps "
+      f"{[g / 1000 for g in gaps]} ms")
+check("... the guest saw the pause in its TSC: its longest gap is at least half the "
+      "downtime", len(gaps) == 2 and down > 0 and max(gaps) >= down * 1000 / 2, (gaps, down))
 
 # ---- faults before the acknowledgement leave the source running ----
 src = source("s4")
