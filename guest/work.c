@@ -112,22 +112,27 @@ static void work_dirty(const struct work *w, struct work_result *r)
 }
 
 /* Spin for ms milliseconds of TSC time, and say the longest gap between
- * two TSC reads in a row: the longest time this vCPU did not run (a
- * migration's pause, as the guest itself sees it, among others). */
+ * two TSC reads in a row (the longest time this vCPU did not run: a
+ * migration's pause, as the guest itself sees it, among others) and the
+ * most the TSC went backwards between two reads (it never should). */
 static void work_spin(const struct work *w, struct work_result *r)
 {
-	uint64_t t0 = rdtsc(), last = t0, gap = 0;
+	uint64_t t0 = rdtsc(), last = t0, gap = 0, back = 0;
 
 	while (tsc_us_since(t0) < w->ms * 1000) {
 		uint64_t t = rdtsc();
 
-		if (t - last > gap)
+		if (t < last) {
+			if (last - t > back)
+				back = last - t;
+		} else if (t - last > gap) {
 			gap = t - last;
+		}
 		last = t;
 		cpu_relax();
 	}
-	fmt(r->line, sizeof(r->line), "spin ms=%lu max_gap_us=%lu", w->ms,
-	    tsc_khz ? gap * 1000 / tsc_khz : 0);
+	fmt(r->line, sizeof(r->line), "spin ms=%lu max_gap_us=%lu back_us=%lu", w->ms,
+	    tsc_khz ? gap * 1000 / tsc_khz : 0, tsc_khz ? back * 1000 / tsc_khz : 0);
 }
 
 void work_run(const struct work *w, struct work_result *r)

@@ -963,6 +963,25 @@ static int set_msrs(int fd, int cpu, const struct ks_vcpu *c, struct error *e)
 			if (which == pass)
 				order[n++] = c->msrs[j];
 		}
+	/* KVM (before Linux 6.6) takes a host's IA32_TSC write that lands
+	 * within a second of where the last write's TSC would be now for an
+	 * attempt to synchronize vCPUs, and keeps the old offset instead of
+	 * the value: a VM restored into one created less than a second of TSC
+	 * time away from the saved value (a short-lived guest, a test) had
+	 * its TSC go on from the new VM's creation, backwards by up to a
+	 * second.  So vCPU 0's TSC is written 4 s ahead first, then for real:
+	 * neither lands in that window, and the other vCPUs' writes, a few
+	 * microseconds from vCPU 0's, then do synchronize with it, as they
+	 * should. */
+	if (cpu == 0 && n && order[0].index == MSR_IA32_TSC && c->tsc_khz) {
+		m->nmsrs = 1;
+		m->entries[0] = order[0];
+		m->entries[0].data += 4000ull * c->tsc_khz;
+		if (ioctl(fd, KVM_SET_MSRS, m) != 1) {
+			set_fail(e, cpu, "KVM_SET_MSRS (IA32_TSC)");
+			goto out;
+		}
+	}
 	while (i < n) {
 		uint32_t k = n - i < KS_MSR_CHUNK ? n - i : KS_MSR_CHUNK;
 		int done;
