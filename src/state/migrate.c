@@ -144,21 +144,6 @@
  * payload length. */
 #define SECTION_HEAD_MAX (4 + 1 + 63 + 2 + 4)
 
-static uint64_t migrate_le64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static void migrate_put_le64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++, v >>= 8)
-		p[i] = (uint8_t)v;
-}
-
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
@@ -537,7 +522,11 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, uint64_t **pc_bit
 						 "away before our answer to \"sync\"");
 			synced = true;
 		} else if (!strcmp(name, "clock") && !state && !saved_rt) {
-			if (len != 8 || !(saved_rt = migrate_le64(p)))
+			struct state_reader r;
+
+			state_reader_init(&r, p, len);
+			saved_rt = state_get_u64(&r);
+			if (len != 8 || r.error || !saved_rt)
 				return error_set(e, EXIT_BADSTATE, "incoming migration: the clock section "
 						 "is not a u64 time above 0 (%zu bytes)", len);
 		} else if (!strcmp(name, "state") && !state) {
@@ -1356,11 +1345,11 @@ static int stop_phase(struct mig_src *s, struct error *e)
 	rc = snapshot_state_save(s->vm, &st, e);
 	if (!rc) {           /* when the clocks were read, for the destination */
 		struct timespec ts;
-		uint8_t rt[8];
+		size_t mark = migrate_section_begin(&s->w, "clock");
 
 		clock_gettime(CLOCK_REALTIME, &ts);
-		migrate_put_le64(rt, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
-		rc = src_simple(s, "clock", rt, 8, e);
+		state_put_u64(&s->w, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+		rc = src_flush(s, mark, e);
 	}
 	if (!rc)
 		rc = src_simple(s, "state", st.data, st.len, e);
