@@ -563,6 +563,102 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, uint64_t **pc_bit
 	}
 }
 
+/* The "door": while the stream of a migration is read, with the listening
+ * socket kept (recover-timeout above 0), a thread refuses any other source
+ * that connects at once (migrate_refuse_busy) rather than leave it in the
+ * backlog.  Post-copy's own thread takes over from the switch on
+ * (migrate_postcopy.c). */
+struct door {
+	pthread_t thread;
+	int lfd, stop[2];
+	const char *uri;
+};
+
+static void *door_thread(void *arg)
+{
+	struct door *d = arg;
+
+	seccomp_thread_enter(SECCOMP_POSTCOPY);     /* accept4 and the stream's calls */
+	for (;;) {
+		struct pollfd p[2] = { { .fd = d->lfd, .events = POLLIN },
+				       { .fd = d->stop[0], .events = POLLIN } };
+
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (p[1].revents)
+			break;
+		if (p[0].revents)
+			migrate_refuse_busy(d->lfd, d->uri);
+	}
+	return NULL;
+}
+
+static bool door_open(struct door *d, int lfd, const char *uri)
+{
+	d->lfd = lfd;
+	d->uri = uri;
+	if (pipe2(d->stop, O_CLOEXEC))
+		return false;
+	if (pthread_create(&d->thread, NULL, door_thread, d)) {
+		close(d->stop[0]);
+		close(d->stop[1]);
+		return false;
+	}
+	return true;
+}
+
+static void door_close(struct door *d)
+{
+	char c = 0;
+
+	if (write(d->stop[1], &c, 1) != 1)
+		log_warn("incoming migration: cannot stop the thread that refuses other sources");
+	pthread_join(d->thread, NULL);
+	close(d->stop[0]);
+	close(d->stop[1]);
+}
+
+/* Accept the source on `lfd`: with a key, a connection without its proof
+ * is refused and the wait goes on; with accept-timeout, until then.  0
+ * with in->fd, or -1 with `e`. */
+static int incoming_accept(int lfd, const char *uri, struct migrate_in *in, struct error *e)
+{
+	unsigned accept_s = migrate_incoming_accept_timeout();
+	uint64_t deadline = now_ns() + (uint64_t)accept_s * 1000000000ULL;
+
+	for (;;) {
+		struct sockaddr_storage peer;
+		socklen_t plen;
+		struct pollfd p = { .fd = lfd, .events = POLLIN };
+		int rc;
+
+		if (accept_s) {
+			uint64_t now = now_ns();
+
+			rc = now >= deadline ? 0 : poll(&p, 1, (int)((deadline - now + 999999) / 1000000));
+			if (rc < 0 && errno == EINTR)
+				continue;
+			if (rc < 0)
+				return error_set(e, EXIT_HOST, "%s: poll: %s", uri, strerror(errno));
+			if (!rc)
+				return error_set(e, EXIT_HOST, "incoming migration: no source connected "
+						 "to %s within %u s (accept-timeout)", uri, accept_s);
+		}
+		plen = sizeof(peer);
+		memset(&peer, 0, sizeof(peer));
+		in->fd = accept4(lfd, (struct sockaddr *)&peer, &plen, SOCK_CLOEXEC);
+		if (in->fd < 0 && errno == EINTR)
+			continue;
+		if (in->fd < 0)
+			return error_set(e, EXIT_HOST, "%s: accept: %s", uri, strerror(errno));
+		if (!migrate_auth_accept(in->fd, (struct sockaddr *)&peer, &in->tls, e))
+			return 0;
+		log_warn("%s; still waiting on %s", e->msg, uri);
+		close(in->fd);
+		in->fd = -1;
+	}
+}
+
 int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 {
 	struct migrate_addr a;
@@ -571,6 +667,8 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 	uint64_t *pc_bits = NULL, pc_missing = 0;
 	uint8_t pc_id[MIGRATE_PC_ID_LEN] = { 0 };
 	unsigned recover_s = migrate_incoming_recover_timeout();
+	struct door door;
+	bool door_on = false;
 	int lfd, rc;
 
 	if (migrate_parse_addr(uri, &a, e))
@@ -581,37 +679,29 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 	log_info("incoming migration: waiting on %s%s", uri,
 		 migrate_incoming_tls() ? " for a source that knows the key, over TLS" :
 		 migrate_incoming_keyed() ? " for a source that knows the key" : "");
-	for (;;) {      /* with a key, a connection without its proof is refused */
-		struct sockaddr_storage peer;
-		socklen_t plen;
-
-		do {
-			plen = sizeof(peer);
-			memset(&peer, 0, sizeof(peer));
-			in.fd = accept4(lfd, (struct sockaddr *)&peer, &plen, SOCK_CLOEXEC);
-		} while (in.fd < 0 && errno == EINTR);
-		if (in.fd < 0 || !migrate_auth_accept(in.fd, (struct sockaddr *)&peer, &in.tls, e))
-			break;
-		log_warn("%s; still waiting on %s", e->msg, uri);
-		close(in.fd);
-	}
-	if (in.fd < 0) {
-		int err = errno;
-
+	if (incoming_accept(lfd, uri, &in, e)) {
 		close(lfd);
 		if (!a.tcp)
 			unlink(a.path);
-		return error_set(e, EXIT_HOST, "%s: accept: %s", uri, strerror(err));
+		return -1;
 	}
 	/* The listening socket stays until the stream is read: a post-copy
-	 * keeps it for the source to reconnect on if the connection drops.
-	 * With recover-timeout=0 it goes now (shoald sees the source connect
-	 * by it), and a drop after the switch loses the VM. */
+	 * keeps it for the source to reconnect on if the connection drops,
+	 * and meanwhile another source is refused at once (the door).  With
+	 * recover-timeout=0 it goes now (a second source finds nobody
+	 * listening), and a drop after the switch loses the VM. */
 	if (!recover_s) {
 		close(lfd);
 		lfd = -1;
 		if (!a.tcp)
 			unlink(a.path);
+	} else {
+		/* its accepts follow a poll: a peer gone meanwhile must not block them */
+		fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK);
+		door_on = door_open(&door, lfd, uri);
+		if (!door_on)
+			log_warn("incoming migration: cannot start the thread that refuses other "
+				 "sources: they wait in the backlog");
 	}
 	migrate_set_timeouts(in.fd);
 	rc = migrate_read_magic(&in, e);
@@ -627,6 +717,8 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 	if (!rc && migrate_io_send(in.fd, in.tls, "SHOALACK", 8))
 		rc = error_set(e, EXIT_HOST, "incoming migration: the source went away before our "
 			       "acknowledgement (it keeps the VM)");
+	if (door_on)            /* post-copy's thread refuses them from here on */
+		door_close(&door);
 	if (!rc && pc && !migrate_postcopy_start(pc, &in, lfd, uri, a.tcp ? NULL : a.path,
 						 recover_s, e)) {
 		pc = NULL;               /* its thread has the connection now */

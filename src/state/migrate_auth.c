@@ -172,10 +172,12 @@ int migrate_key_read(const char *path, uint8_t key[MIGRATE_KEY_LEN], struct erro
 }
 
 /* --incoming's options after the address: key-file=FILE, tls=on|off,
- * fail-limit=N, fail-window=SECONDS.  A path with a comma cannot be given. */
+ * fail-limit=N, fail-window=SECONDS, recover-timeout=SECONDS,
+ * accept-timeout=SECONDS.  A path with a comma cannot be given. */
 static bool g_tls;
 static unsigned g_fail_limit = MIGRATE_FAIL_LIMIT, g_fail_window = MIGRATE_FAIL_WINDOW_S;
 static unsigned g_recover_s = MIGRATE_RECOVER_TIMEOUT_S;   /* post-copy: migrate_postcopy.c */
+static unsigned g_accept_s;                                 /* 0: wait for the source forever */
 
 static int incoming_opt(const char *opt, const char **key_file, int *tls, struct error *e)
 {
@@ -185,7 +187,8 @@ static int incoming_opt(const char *opt, const char **key_file, int *tls, struct
 
 	if (!v || v == opt)
 		return error_set(e, EXIT_USAGE, "--incoming: '%s' is not an option (key-file=FILE, "
-				 "tls=on|off, fail-limit=N, fail-window=SECONDS, recover-timeout=SECONDS)", opt);
+				 "tls=on|off, fail-limit=N, fail-window=SECONDS, recover-timeout=SECONDS, "
+				 "accept-timeout=SECONDS)", opt);
 	v++;
 	if (!strncmp(opt, "key-file=", 9)) {
 		*key_file = v;
@@ -218,14 +221,22 @@ static int incoming_opt(const char *opt, const char **key_file, int *tls, struct
 		g_recover_s = (unsigned)n;
 		return 0;
 	}
+	if (!strncmp(opt, "accept-timeout=", 15)) {
+		if (!*v || *end || n < 0 || n > 86400)
+			return error_set(e, EXIT_USAGE, "--incoming: accept-timeout=%s is not 0 (wait "
+					 "forever) to 86400 seconds", v);
+		g_accept_s = (unsigned)n;
+		return 0;
+	}
 	return error_set(e, EXIT_USAGE, "--incoming: '%s' is not an option (key-file=FILE, "
-			 "tls=on|off, fail-limit=N, fail-window=SECONDS, recover-timeout=SECONDS)", opt);
+			 "tls=on|off, fail-limit=N, fail-window=SECONDS, recover-timeout=SECONDS, "
+				 "accept-timeout=SECONDS)", opt);
 }
 
 int migrate_incoming_key(char *incoming, struct error *e)
 {
 	static const char *const names[] = { ",key-file=", ",tls=", ",fail-limit=", ",fail-window=",
-					     ",recover-timeout=" };
+					     ",recover-timeout=", ",accept-timeout=" };
 	char *opts = NULL, *save = NULL, *tok, *copy;
 	const char *key_file = NULL, *why;
 	int tls = 0, rc = 0;
@@ -251,7 +262,7 @@ int migrate_incoming_key(char *incoming, struct error *e)
 	free(copy);
 	if (rc)
 		return -1;
-	if (!key_file) {             /* fail-limit, recover-timeout alone: nothing to count */
+	if (!key_file) {             /* fail-limit, the timeouts alone: nothing to count */
 		*opts = 0;
 		return 0;
 	}
@@ -269,6 +280,11 @@ int migrate_incoming_key(char *incoming, struct error *e)
 unsigned migrate_incoming_recover_timeout(void)
 {
 	return g_recover_s;
+}
+
+unsigned migrate_incoming_accept_timeout(void)
+{
+	return g_accept_s;
 }
 
 bool migrate_incoming_keyed(void)

@@ -34,7 +34,8 @@ int migrate_key_from_hex(const char *hex, uint8_t key[MIGRATE_KEY_LEN]);
 
 /* The destination, before anything is built: `incoming` is --incoming's
  * value; its options (",key-file=FILE", ",tls=on|off", ",fail-limit=N",
- * ",fail-window=SECONDS") are cut off it (the rest is the address), the
+ * ",fail-window=SECONDS", ",recover-timeout=SECONDS",
+ * ",accept-timeout=SECONDS") are cut off it (the rest is the address), the
  * key read and libcrypto (with tls=on, libssl) loaded before seccomp and
  * the jail, so that migrate_auth_accept demands the proof.  0, or -1 with
  * `e` (EXIT_USAGE for a bad option, tls=on without a key). */
@@ -46,6 +47,10 @@ bool migrate_incoming_keyed(void);
  * MIGRATE_RECOVER_TIMEOUT_S, state/migrate_postcopy.h); 0: no recovery
  * (the listening socket closes once the source is accepted). */
 unsigned migrate_incoming_recover_timeout(void);
+/* --incoming ...,accept-timeout=SECONDS: how long the destination waits
+ * for a source that proves it knows the key before it gives up (exit 70,
+ * naming the address); 0 (the default): as long as it takes. */
+unsigned migrate_incoming_accept_timeout(void);
 bool migrate_incoming_tls(void);
 
 /* The destination, on a connection just accepted from `peer`: with no

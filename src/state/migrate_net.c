@@ -2,7 +2,8 @@
  * migrate_net.c - the sockets of a live migration (state/migrate.c):
  * addresses (unix:PATH, tcp:HOST:PORT), connecting (done by `shoal
  * migrate`, never by the VMM, which gets the connected socket), listening
- * (the destination), and whole sends and receives with the peer's
+ * (the destination, which refuses a second source at once:
+ * migrate_refuse_busy), and whole sends and receives with the peer's
  * silence bounded by MIGRATE_IO_TIMEOUT_S.  Nothing here reads the stream.
  */
 #include "state/migrate_net.h"
@@ -11,6 +12,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,7 @@
 #include <unistd.h>
 
 #include "base/exitcode.h"
+#include "base/log.h"
 #include "state/migrate.h"
 
 /* ---- addresses and sockets ---- */
@@ -57,6 +60,33 @@ int migrate_parse_addr(const char *uri, struct migrate_addr *a, struct error *e)
 	}
 	return error_set(e, EXIT_USAGE, "%s: not a migration address (unix:PATH or tcp:HOST:PORT)",
 			 uri);
+}
+
+void migrate_refuse_busy(int lfd, const char *uri)
+{
+	char msg[600], buf[8 + 4 + sizeof(msg)], sink[4096];
+	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	uint32_t n;
+
+	if (fd < 0)
+		return;
+	n = (uint32_t)snprintf(msg, sizeof(msg), "incoming migration: a migration is already "
+			       "coming in on %.400s: this connection is refused", uri);
+	if (n >= sizeof(msg))
+		n = sizeof(msg) - 1;
+	memcpy(buf, "SHOALNAK", 8);
+	memcpy(buf + 8, &n, 4);
+	memcpy(buf + 12, msg, n);
+	while (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+		;
+	if (send(fd, buf, 12 + n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		log_warn("%s: could not say so (%s)", msg, strerror(errno));
+	else
+		log_warn("%s", msg);
+	shutdown(fd, SHUT_WR);
+	while (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+		;
+	close(fd);
 }
 
 void migrate_set_timeouts(int fd)

@@ -23,5 +23,12 @@ int migrate_send_all(int fd, const void *buf, size_t len);
 /* 1 when all `len` bytes came, 0 at end of stream before any, -1 with
  * errno (EPIPE: the stream ended part way). */
 int migrate_recv_all(int fd, void *buf, size_t len);
+/* A connection waiting on listening socket `lfd` while a migration is
+ * already coming in on `uri` over another: accept it and refuse it at
+ * once, with the stream's NAK ("a migration is already coming in on
+ * URI"; the source's handshake or stream reads it as the destination's
+ * refusal), without waiting on it: what the peer sent so far is read
+ * first, so that the close does not reset our answer away.  Logged. */
+void migrate_refuse_busy(int lfd, const char *uri);
 
 #endif

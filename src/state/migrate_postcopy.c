@@ -51,7 +51,10 @@
  * SHOALFIN as usual.  A drop during recovery goes back to waiting, at
  * both ends.  A connection that is not this post-copy's (another VM's
  * size, another identity, no "recover") is refused with SHOALNAK and the
- * destination waits on.  Only when nothing reconnects within
+ * destination waits on.  While the source is connected, anything else
+ * that connects there is refused at once (SHOALNAK, "a migration is
+ * already coming in": migrate_refuse_busy; before the switch migrate.c's
+ * door does the same).  Only when nothing reconnects within
  * recover-timeout is the VM lost: the destination says how many pages
  * were missing and exits (70: zeros in their place would corrupt the guest
  * silently); the source, still paused, is the operator's to stop.
@@ -719,13 +722,15 @@ static void *dst_thread(void *arg)
 			last = time(NULL);
 			continue;
 		}
-		struct pollfd pfd[2] = { { .fd = d->uffd, .events = POLLIN },
-					 { .fd = d->in.fd, .events = POLLIN } };
+		/* another source on the listening socket: refused at once */
+		struct pollfd pfd[3] = { { .fd = d->uffd, .events = POLLIN },
+					 { .fd = d->in.fd, .events = POLLIN },
+					 { .fd = d->lfd, .events = POLLIN } };
 		/* Over TLS a read may have taken more records off the socket
 		 * than it handed out: those bytes are ready though the socket
 		 * polls empty. */
 		bool buffered = migrate_io_pending(d->in.tls) > 0;
-		int rc = poll(pfd, 2, buffered ? 0 : 1000);
+		int rc = poll(pfd, 3, buffered ? 0 : 1000);
 
 		if (rc < 0 && errno != EINTR)
 			dst_lost(d, "poll failed");
@@ -735,6 +740,8 @@ static void *dst_thread(void *arg)
 		}
 		if (rc > 0 && pfd[0].revents)
 			dst_faults(d);
+		if (rc > 0 && pfd[2].revents)
+			migrate_refuse_busy(d->lfd, d->uri);
 		if (d->broken)
 			continue;
 		if (rc > 0 && pfd[1].revents) {
