@@ -21,7 +21,12 @@
  *     KVM_RUN, or device emulation touching a virtqueue: any thread of the
  *     VMM but this one);
  *   - at "end", with no page missing, unregisters, says "SHOALFIN" (u64
- *     pages it asked for) and ends.
+ *     pages it asked for), and ends once the source confirms it
+ *     ("SHOALBYE").  Without that word (a drop may have taken SHOALFIN,
+ *     and the source then waits for a resume) the VM runs on, it has
+ *     every page, and the thread listens on for recover-timeout: a source
+ *     that reconnects gets an empty list, sends "end", and hears
+ *     SHOALFIN again.
  * The source serves requests first and, between them, pushes the pages
  * still to send in address order, within --bandwidth.
  *
@@ -288,8 +293,16 @@ static int serve_once(struct migrate_pc_src *ps, struct error *e)
 					  "them all: the VM may be lost there; it stays paused here, not "
 					  "resumed", ps->uri);
 		memcpy(word, msg, 8);
-		if (!memcmp(word, MIGRATE_PC_FINISHED, 8))
+		if (!memcmp(word, MIGRATE_PC_FINISHED, 8)) {
+			/* we have it: the destination may stop waiting for a
+			 * resume (lost, it waits recover-timeout, harmlessly) */
+			memset(msg, 0, sizeof(msg));
+			memcpy(msg, MIGRATE_PC_BYE, 8);
+			if (migrate_send_all(ps->fd, msg, sizeof(msg)))
+				log_warn("migration to %s: post-copy: the destination went away "
+					 "before our last word (it has every page)", ps->uri);
 			return 0;
+		}
 		if (memcmp(word, MIGRATE_PC_REQUEST, 8))
 			return src_gone(ps, 0, "the destination answered nonsense", e);
 	}
@@ -706,12 +719,63 @@ static void dst_wait_source(struct migrate_pc_dst *d)
 	dst_lost(d, why);
 }
 
+/* Every page is here: say SHOALFIN and wait for the source's SHOALBYE.
+ * NULL once it came, else why not (the connection is then unusable). */
+static const char *dst_finish(struct migrate_pc_dst *d)
+{
+	uint8_t fin[16];
+
+	memcpy(fin, MIGRATE_PC_FINISHED, 8);
+	memcpy(fin + 8, &d->demand, 8);
+	if (migrate_io_send(d->in.fd, d->in.tls, fin, sizeof(fin)))
+		return "the source went away before our last word";
+	if (migrate_io_recv(d->in.fd, d->in.tls, fin, sizeof(fin)) <= 0 ||
+	    memcmp(fin, MIGRATE_PC_BYE, 8))
+		return "the source did not confirm our last word (a drop may have lost it)";
+	return NULL;
+}
+
+/* Our last word may be lost (`why`): the source then waits, paused, for
+ * a resume.  Listen on for recover-timeout: a source that reconnects
+ * gets an empty list and sends "end" at once, for SHOALFIN again.  0 when
+ * it is back (d->in), -1 when it did not come (the VM runs on anyway). */
+static int dst_linger(struct migrate_pc_dst *d, const char *why)
+{
+	time_t deadline = time(NULL) + (time_t)d->recover_s;
+	struct pollfd pfd = { .fd = d->lfd, .events = POLLIN };
+
+	migrate_io_close(d->in.fd, d->in.tls);
+	d->in.fd = -1;
+	d->in.tls = NULL;
+	log_warn("incoming migration: post-copy: %s: the VM has every page and runs on; waiting "
+		 "up to %u s on %s for the source to reconnect and hear it", why, d->recover_s,
+		 d->uri);
+	while (time(NULL) < deadline) {
+		char name[64];
+		const uint8_t *p;
+		size_t len;
+		struct error e = { 0 };
+
+		if (poll(&pfd, 1, 1000) != 1 || dst_accept(d))
+			continue;
+		if (!migrate_read_section(&d->in, name, &p, &len, &e) && !strcmp(name, "end"))
+			return 0;
+		log_warn("incoming migration: post-copy: the reconnected source did not end the "
+			 "stream (%s); still waiting on %s", e.msg[0] ? e.msg : name, d->uri);
+		migrate_io_close(d->in.fd, d->in.tls);
+		d->in.fd = -1;
+		d->in.tls = NULL;
+	}
+	log_warn("incoming migration: post-copy: the source did not reconnect within %u s; it may "
+		 "still wait in postcopy-paused (stop it: the VM runs here)", d->recover_s);
+	return -1;
+}
+
 static void *dst_thread(void *arg)
 {
 	struct migrate_pc_dst *d = arg;
 	time_t last = time(NULL);
 	struct uffdio_range all = { .start = (uintptr_t)d->m->host, .len = d->m->size };
-	uint8_t fin[16];
 
 	seccomp_thread_enter(SECCOMP_POSTCOPY);
 	for (;;) {
@@ -774,11 +838,19 @@ static void *dst_thread(void *arg)
 	if (ioctl(d->uffd, UFFDIO_UNREGISTER, &all) < 0)
 		log_warn("incoming migration: post-copy: unregistering guest memory: %s",
 			 strerror(errno));
-	memcpy(fin, MIGRATE_PC_FINISHED, 8);
-	memcpy(fin + 8, &d->demand, 8);
-	if (migrate_io_send(d->in.fd, d->in.tls, fin, sizeof(fin)))
-		log_warn("incoming migration: post-copy: the source went away before our last word "
-			 "(the VM has every page; it runs on here)");
+	for (;;) {      /* until the source has our last word, or stops coming */
+		const char *why = dst_finish(d);
+
+		if (!why)
+			break;
+		if (d->lfd < 0) {
+			log_warn("incoming migration: post-copy: %s (the VM has every page; it runs "
+				 "on here)", why);
+			break;
+		}
+		if (dst_linger(d, why))
+			break;
+	}
 	log_info("incoming migration: post-copy done: all %" PRIu64 " missing pages are here (%"
 		 PRIu64 " asked for on demand, the rest pushed; %" PRIu64 " holes filled with "
 		 "zeros; %u recoveries after a dropped connection); userfaultfd off", d->total,

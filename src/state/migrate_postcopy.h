@@ -20,6 +20,7 @@
 #define MIGRATE_PC_REQUEST "SHOALPRQ"      /* dest -> source: u64 page index */
 #define MIGRATE_PC_FINISHED "SHOALFIN"     /* dest -> source: u64 pages fetched on demand */
 #define MIGRATE_PC_RECOVER "SHOALRCV"      /* dest -> source: the missing pages, on recovery */
+#define MIGRATE_PC_BYE "SHOALBYE"          /* source -> dest: u64 0, it has SHOALFIN */
 #define MIGRATE_PC_ID_LEN 16               /* the post-copy's identity, in its sections */
 #define MIGRATE_RECOVER_TIMEOUT_S 300      /* --incoming ...,recover-timeout=S by default */
 

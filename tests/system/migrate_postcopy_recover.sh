@@ -19,7 +19,14 @@
 #   - a resume through a third relay completes: `shoal migrate --resume`
 #     exits 0 with state done, the source exits 0, the destination says
 #     the source reconnected and every missing page arrived, and its guest
-#     verifies both patterns (nothing lost) and exits 5;
+#     verifies both patterns (nothing lost) and, told to once the
+#     migration is done, exits 5;
+#   - every page arrives but a drop loses the destination's last word
+#     (SHOALFIN; the relay cuts there): `shoal migrate` fails (70) saying
+#     every page was sent, the source waits in postcopy-paused, the
+#     destination runs on and keeps listening; a resume through a fresh
+#     relay hears it (0, done), the source exits 0, the guest verifies
+#     both patterns at the destination;
 #   - the same over TLS 1.3 (--tls, tls=on): a drop, a resume with --tls
 #     through a fresh relay, and the guest verifies both patterns;
 #   - without a resume, a destination started with recover-timeout=2 gives
@@ -31,7 +38,7 @@ require_kvm migrate_postcopy_recover
 
 PYTHONPATH="$ROOT/tests/system" python3 - "$SHOAL" "$GUEST" "$TMP" <<'PY'
 import atexit, json, os, socket, subprocess, sys, time
-from vmtest import Test, ctl, finish, type_into, wait_migrating, text as console, \
+from vmtest import Test, ctl, finish, type_into, wait_for, wait_migrating, text as console, \
     wait_text as wait_console
 T = Test(*sys.argv[1:4])
 shoal, guest, tmp, check = T.shoal, T.guest, T.tmp, T.check
@@ -57,11 +64,19 @@ RELAY = r'''
 import os, select, socket, sys, threading
 lsn = socket.socket(socket.AF_UNIX); lsn.bind(sys.argv[1]); lsn.listen(4)
 open(sys.argv[1] + ".up", "w").close()
-def pipe(a, b):
+DROPFIN = sys.argv[3:] == ["dropfin"]
+def pipe(a, b, back=False):
+    tail = b""
     try:
         while True:
             d = a.recv(65536)
             if not d: break
+            i = (tail + d).find(b"SHOALFIN") if back and DROPFIN else -1
+            if i >= 0:                  # the destination's last word: lost
+                b.sendall(d[:max(0, i - len(tail))])
+                for s in (a, b): s.shutdown(socket.SHUT_RDWR)
+                os._exit(0)
+            tail = (tail + d)[-7:]
             b.sendall(d)
     except OSError: pass
     for s in (a, b):
@@ -71,13 +86,14 @@ while True:
     c, _ = lsn.accept()
     d = socket.socket(socket.AF_UNIX); d.connect(sys.argv[2])
     threading.Thread(target=pipe, args=(c, d), daemon=True).start()
-    threading.Thread(target=pipe, args=(d, c), daemon=True).start()
+    threading.Thread(target=pipe, args=(d, c, True), daemon=True).start()
 '''
 
-def relay(name, target):
-    """A relay process from unix:tmp/NAME to the unix socket target."""
+def relay(name, target, *mode):
+    """A relay process from unix:tmp/NAME to the unix socket target
+    ("dropfin": it cuts the connection where SHOALFIN would pass)."""
     path = os.path.join(tmp, name)
-    p = subprocess.Popen([sys.executable, "-c", RELAY, path, target])
+    p = subprocess.Popen([sys.executable, "-c", RELAY, path, target, *mode])
     procs.append(p)
     end = time.time() + 10
     while time.time() < end and not os.path.exists(path + ".up"):
@@ -109,7 +125,7 @@ def wait_state(sock, want, secs=60, p=None):
         time.sleep(0.02)
     return st
 
-def start(case, tail, incoming_opts="", secs=6):
+def start(case, tail, incoming_opts="", secs=6, mode=()):
     """A source whose guest fills B once round 0 runs, then dirties C; a
     destination; a relay; the migration.  Returns (src, dst, relay, m)."""
     src = vm("s-" + case)
@@ -117,7 +133,7 @@ def start(case, tail, incoming_opts="", secs=6):
           console(src[3])[-300:])
     inp = os.path.join(tmp, "in-" + case + ".sock")
     dst = vm("d-" + case, incoming=f"unix:{inp},key-file={KEY}{incoming_opts}")
-    r, uri = relay("r1-" + case, inp)
+    r, uri = relay("r1-" + case, inp, *mode)
     m = migrate(src[1], uri, "--bandwidth", BW, "--postcopy-after", "1")
     wait_migrating(src[1], m)             # round 0 under way: tracking is on
     s = type_into(src[1], f"fill {B} 16M 9; dirty 0 {secs} {C} 8M; {tail}\r")
@@ -140,7 +156,10 @@ check("idle: the VM runs on", ctl(src[1], {"cmd": "status"}).get("state") == "ru
 src[0].kill(); src[0].wait()
 
 # ---- post-copy, the connection cut, two resumes: nothing lost ----
-src, dst, r1, m, inp = start("rc", f"verify {B} 16M 9; verify {A} 16M 7; exit 5")
+# (the guest verifies while pages still come, and exits only once the
+# migration is done: an exit before the last unneeded page arrived would
+# end the destination with pages missing)
+src, dst, r1, m, inp = start("rc", f"verify {B} 16M 9; verify {A} 16M 7")
 st = wait_state(src[1], "postcopy", 60, m)
 check("rc: the migration reached post-copy", st.get("state") == "postcopy", (st, m.poll()))
 r1.kill(); r1.wait()                          # the connection drops
@@ -191,6 +210,8 @@ check("rc: shoal migrate --resume completes the migration (0, done, post-copy)",
 rc = finish(src[0])
 check("rc: the source exited 0 saying the VM migrated", rc == 0 and
       "migrated" in console(src[3]), (rc, console(src[3])[-400:]))
+wait_for(lambda: console(dst[2]).count("verify ok") >= 2, 60, 0.05)
+type_into(dst[1], "exit 5\r").close()
 rc = finish(dst[0], 90)
 out = console(dst[2])
 check("rc: at the destination the guest verified both patterns (nothing lost) and exited 5",
@@ -203,11 +224,42 @@ check("rc: the destination took the source back twice and got every missing page
 check("rc: the destination removed its listening socket at the end", not os.path.exists(inp))
 r3.kill(); r3.wait()
 
+# ---- every page arrived, but the destination's last word (SHOALFIN) is
+# lost in a drop: the destination, whose VM has every page, runs on and
+# listens on; the source waits in postcopy-paused; a resume hears it ----
+src, dst, r1, m, inp = start("fin", "echo dirtied", mode=("dropfin",))
+out, err = m.communicate(timeout=120)
+r1.wait()
+st = wait_state(src[1], "postcopy-paused", 30)
+check("fin: with SHOALFIN lost, shoal migrate fails (70) saying every page was sent, and the "
+      "source waits in postcopy-paused",
+      m.returncode == 70 and "every page was sent" in err and
+      st.get("state") == "postcopy-paused", (m.returncode, err, st))
+check("fin: the destination runs on and listens for the source to hear its last word",
+      wait_console(dst[3], "did not confirm our last word", 30) and dst[0].poll() is None and
+      os.path.exists(inp), console(dst[3])[-600:])
+r2, uri2 = relay("r2-fin", inp)
+m2 = migrate(src[1], uri2, "--resume")
+out2, err2 = m2.communicate(timeout=60)
+try: info = json.loads(out2)
+except ValueError: info = {}
+check("fin: the resume hears it: shoal migrate --resume completes (0, done), the source "
+      "exits 0", m2.returncode == 0 and info.get("state") == "done" and finish(src[0]) == 0,
+      (m2.returncode, out2, err2, console(src[3])[-400:]))
+s = type_into(dst[1], f"verify {B} 16M 9; verify {A} 16M 7; exit 5\r")
+s.close()
+rc = finish(dst[0], 90)
+out = console(dst[2])
+check("fin: the guest verified both patterns at the destination and exited 5; the listening "
+      "socket is gone", rc == 5 and out.count("verify ok") == 2 and not os.path.exists(inp),
+      (rc, out[-400:], console(dst[3])[-800:]))
+r2.kill(); r2.wait()
+
 # ---- the same over TLS 1.3: the recovery's connection in TLS too ----
 # (the box's software CPU runs AES-GCM slowly: the guest dirties longer
 # so that it is still at it when the switch comes)
 TLS = True
-src, dst, r1, m, inp = start("tls", f"verify {B} 16M 9; verify {A} 16M 7; exit 5", ",tls=on", 15)
+src, dst, r1, m, inp = start("tls", f"verify {B} 16M 9; verify {A} 16M 7", ",tls=on", 15)
 st = wait_state(src[1], "postcopy", 90, m)
 check("tls: the migration reached post-copy", st.get("state") == "postcopy", (st, m.poll()))
 r1.kill(); r1.wait()
@@ -222,6 +274,8 @@ except ValueError: info = {}
 check("tls: shoal migrate --resume --tls completes the migration (0, done)",
       m2.returncode == 0 and info.get("state") == "done", (m2.returncode, out2, err2))
 rc = finish(src[0])
+wait_for(lambda: console(dst[2]).count("verify ok") >= 2, 90, 0.05)
+type_into(dst[1], "exit 5\r").close()
 rc2 = finish(dst[0], 90)
 out = console(dst[2])
 check("tls: the destination took the source back over TLS and its guest verified both "

@@ -232,6 +232,15 @@ static void send_pages(int fd, uint64_t first, uint64_t n)
 	state_writer_free(&w);
 }
 
+/* The fake source's last word: it has SHOALFIN. */
+static void send_bye(int fd)
+{
+	uint8_t msg[16] = { 0 };
+
+	memcpy(msg, MIGRATE_PC_BYE, 8);
+	assert_int_equal(migrate_send_all(fd, msg, sizeof(msg)), 0);
+}
+
 struct reader {
 	const uint8_t *at;
 	uint8_t first, last;
@@ -292,6 +301,7 @@ static void test_dst_thread(void **state)
 	assert_memory_equal(msg, MIGRATE_PC_FINISHED, 8);
 	memcpy(&arg, msg + 8, 8);
 	assert_int_equal(arg, 1);             /* one page asked for */
+	send_bye(src);
 	for (uint64_t p = 0; p < PAGES; p++) {
 		uint8_t want = p == 2 ? 0 : p % 2 ? new_byte(p) : old_byte(p);
 
@@ -449,6 +459,7 @@ static void test_dst_recover(void **state)
 	assert_memory_equal(word, MIGRATE_PC_FINISHED, 8);
 	assert_int_equal(migrate_recv_all(fd, &n, 8), 1);
 	assert_int_equal(n, 2);                   /* pages 5 and 7 */
+	send_bye(fd);
 	for (uint64_t p = 0; p < PAGES; p++) {
 		uint8_t w = p == 2 ? 0 : p % 2 ? new_byte(p) : old_byte(p);
 
@@ -463,6 +474,68 @@ static void test_dst_recover(void **state)
 	guest_mem_destroy(&m);
 }
 
+/* SHOALFIN lost in a drop: the source never confirms it, so the thread
+ * listens on (the VM runs: every page is here); the source reconnects,
+ * gets an empty list, sends "end" and hears SHOALFIN again; its
+ * SHOALBYE ends the wait and the listening path goes. */
+static void test_dst_fin_lost(void **state)
+{
+	char dir[] = "/tmp/test_pc_finlost.XXXXXX", path[108];
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	struct guest_mem m;
+	uint64_t none[MEMSZ / PG / 64] = { 0 }, got[MEMSZ / PG / 64], pages;
+	uint8_t word[8];
+	int lfd, src, fd;
+
+	(void)state;
+	log_threshold = LOG_ERROR;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/in.sock", dir);
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(lfd >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(lfd, 4), 0);
+	if (dst_setup_l(&m, &src, lfd, path)) {
+		close(lfd);
+		unlink(path);
+		rmdir(dir);
+		skip();
+	}
+	for (uint64_t p = 1; p < PAGES; p += 2)
+		send_pages(src, p, 1);
+	send_end(src);
+	assert_int_equal(migrate_recv_all(src, word, 8), 1);
+	assert_memory_equal(word, MIGRATE_PC_FINISHED, 8);
+	close(src);                               /* dropped: no SHOALBYE */
+	usleep(50000);
+	assert_int_equal(access(path, F_OK), 0);  /* it listens on */
+	fd = reconnect(path, MEMSZ, ID);
+	assert_int_equal(migrate_recv_all(fd, word, 8), 1);
+	assert_memory_equal(word, MIGRATE_PC_RECOVER, 8);
+	assert_int_equal(migrate_recv_all(fd, &pages, 8), 1);
+	assert_int_equal(pages, MEMSZ / PG);
+	assert_int_equal(migrate_recv_all(fd, got, sizeof(got)), 1);
+	assert_memory_equal(got, none, sizeof(none));    /* nothing missing */
+	send_end(fd);
+	assert_int_equal(migrate_recv_all(fd, word, 8), 1);
+	assert_memory_equal(word, MIGRATE_PC_FINISHED, 8);
+	assert_int_equal(migrate_recv_all(fd, &pages, 8), 1);
+	send_bye(fd);
+	for (int i = 0; i < 100 && access(path, F_OK) == 0; i++)
+		usleep(10000);
+	assert_int_equal(access(path, F_OK), -1);  /* confirmed: the thread is done */
+	for (uint64_t p = 0; p < PAGES; p++) {
+		uint8_t w = p == 2 ? 0 : p % 2 ? new_byte(p) : old_byte(p);
+
+		if (m.host[p * PG] != w)
+			fail_msg("page %u holds 0x%x, not 0x%x", (unsigned)p, m.host[p * PG], w);
+	}
+	close(fd);
+	rmdir(dir);
+	guest_mem_destroy(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -472,6 +545,7 @@ int main(void)
 		cmocka_unit_test(test_dst_thread),
 		cmocka_unit_test(test_dst_source_lost),
 		cmocka_unit_test(test_dst_recover),
+		cmocka_unit_test(test_dst_fin_lost),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
