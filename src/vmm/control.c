@@ -293,8 +293,10 @@ static json_t *control_dispatch(struct vm *vm, const char *cmd, json_t *req, int
 	if (!strcmp(cmd, "balloon"))
 		return control_balloon_cmd(vm, req);
 	if (!strcmp(cmd, "console-attach")) {
-		if (!vm->console || console_set_attached(vm->console, client_fd,
-				json_is_true(json_object_get(req, "force"))))
+		/* attached once the reply is out (control_process): guest
+		 * output must not reach the client before its "ok" */
+		if (!vm->console || (console_attached_fd(vm->console) >= 0 &&
+				     !json_is_true(json_object_get(req, "force"))))
 			return control_error("%s", "console is attached elsewhere");
 		*attach = 1;
 		return json_pack("{s:b}", "ok", 1);
@@ -401,6 +403,7 @@ static int control_process(struct control_client *cl)
 		if (rc)
 			return -1;
 		if (attach) {
+			console_set_attached(cl->ctl->vm->console, cl->fd, true);
 			cl->attached = true;
 			control_drop_stale_attached(cl->ctl, cl->fd);
 			if (cl->len && cl->ctl->vm->console)   /* typed-ahead bytes */

@@ -1,6 +1,7 @@
 #!/bin/bash
 # control.sh - the VMM control socket (docs/vmm-control.md) driven as shoald
-# drives it: status, pause/resume, metrics, console log and attach, graceful
+# drives it: status, pause/resume, metrics, console log and attach (its
+# reply before any guest output, however busy the console), graceful
 # and forced stop, bad requests, and a second VMM refused on a live socket.
 #
 # tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
@@ -79,6 +80,24 @@ while b"via-control" not in buf and time.time() < end:
     try: buf += a3.s.recv(4096)
     except socket.timeout: pass
 check("attached console: typed bytes reach the guest and output comes back", b"via-control" in buf, buf[-200:])
+# attaching while the guest prints: the reply comes first, the output after it
+a3.s.sendall(b"ioseq 4000\r")
+last, bad = a3, []
+for i in range(30):
+    a = Conn(sock)
+    a.f.write(b'{"cmd": "console-attach", "force": true}\n'); a.f.flush()
+    line = a.f.readline()
+    try: ok_line = json.loads(line).get("ok") is True
+    except ValueError: ok_line = False
+    if not ok_line: bad.append(line[:60])
+    last = a
+buf = b""; end = time.time() + 60
+last.s.settimeout(1)
+while b"\n4000\r\n" not in buf and b"\n4000\n" not in buf and time.time() < end:
+    try: buf += last.s.recv(65536)
+    except socket.timeout: pass
+check("console-attach while the guest prints: each of 30 replies is the first line, the "
+      "output follows", not bad and b"4000" in buf, (bad[:3], buf[-100:]))
 # oversized request line: error, then the connection is closed
 big = Conn(sock); big.s.sendall(b"{" + b" " * (70 * 1024))
 r = json.loads(big.f.readline() or b"{}")
