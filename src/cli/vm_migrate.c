@@ -139,11 +139,13 @@ static void show_progress(const char *sock, const char *name)
 	m = json_object_get(v, "migration");
 	if (json_is_object(m))
 		fprintf(stderr, "\r\033[K%s: round %lld: %lld MiB sent (RAM %lld MiB), %lld pages "
-			"dirty, expected downtime %.0f ms", json_string_value(json_object_get(m, "state")) ?: "",
+			"dirty (dirtied at %.1f MiB/s), expected downtime %.0f ms",
+			json_string_value(json_object_get(m, "state")) ?: "",
 			(long long)json_integer_value(json_object_get(m, "round")),
 			(long long)json_integer_value(json_object_get(m, "bytes")) >> 20,
 			(long long)json_integer_value(json_object_get(m, "memory_bytes")) >> 20,
 			(long long)json_integer_value(json_object_get(m, "dirty_pages")),
+			(double)json_integer_value(json_object_get(m, "dirty_rate")) / (1 << 20),
 			json_number_value(json_object_get(m, "expected_downtime_ms")));
 	json_decref(v);
 	client_resp_free(&r);

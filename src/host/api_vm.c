@@ -57,10 +57,10 @@ json_t *api_vm_json_locked(struct hvm *vm, bool with_spec)
 	else
 		json_object_set_new(o, "last_exit", json_null());
 	if (vm->mig.on)         /* an outgoing migration's progress (migration.c) */
-		json_object_set_new(o, "migration", json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:f}",
+		json_object_set_new(o, "migration", json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:f}",
 			"to", vm->mig.to, "state", vm->mig.state, "round", vm->mig.round,
 			"bytes", vm->mig.bytes, "memory_bytes", vm->mig.memory_bytes,
-			"dirty_pages", vm->mig.dirty_pages,
+			"dirty_pages", vm->mig.dirty_pages, "dirty_rate", vm->mig.dirty_rate,
 			"expected_downtime_ms", vm->mig.expected_downtime_ms));
 	if (with_spec) {
 		spec = json_loads(vm->rec.spec ? vm->rec.spec : "{}", 0, NULL);

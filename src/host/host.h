@@ -52,6 +52,7 @@ struct hvm_migration {
 	char to[1024];              /* the destination daemon */
 	char state[16];             /* "connecting", then the VMM's: active, completing ... */
 	long long round, bytes, memory_bytes, dirty_pages;
+	long long dirty_rate;       /* bytes/s the guest dirtied in the last round */
 	double expected_downtime_ms;
 	bool cancel;                /* DELETE /v1/vms/NAME/migration asked for it */
 };

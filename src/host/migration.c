@@ -32,15 +32,31 @@
  * (docs/migration.md): before it, the source VMM turns tracking off and
  * its VM runs on, and the source records "migration-failed" with the
  * reason and releases the VM.  The destination cleans up by itself: its
- * VMM exits when the stream is cut, refused or never comes (no
- * connection within HOST_MIGRATE_ACCEPT_S: it is killed), and the thread
- * that waits for it (incoming_wait) then records "migration-failed" and
- * removes the half-made record and its directory.  A refusal before any
- * VMM starts (a bad spec, a name taken, a disk the destination cannot
- * open) is the destination's answer, which the source passes on (409
- * destination_refused) with the VM untouched.  With postcopy_after the
- * point of no return is the switch to post-copy: a failure after it loses
- * the VM (source_lost: the source's copy stays paused, its record too).
+ * VMM exits when the stream is cut, refused or never comes (no source
+ * within HOST_MIGRATE_ACCEPT_S: the VMM's own --incoming accept-timeout),
+ * and the thread that waits for it (incoming_wait: the VMM's control
+ * socket answers, the VM runs; or the VMM exits) then records
+ * "migration-failed" and removes the half-made record and its directory.
+ * A refusal before any VMM starts (a bad spec, a name taken, a disk the
+ * destination cannot open) is the destination's answer, which the source
+ * passes on (409 destination_refused) with the VM untouched.  With
+ * postcopy_after the point of no return is the switch to post-copy.
+ *
+ * Post-copy recovery.  The destination's VMM keeps its listening socket
+ * through the migration (--incoming ...,recover-timeout=
+ * HOST_MIGRATE_RECOVER_S; another source that connects meanwhile is
+ * refused at once).  When post-copy's connection drops, the source VMM
+ * pauses ("postcopy-paused", its copy of the VM never resumed) and the
+ * destination's waits for it with the VM; the source daemon sees the
+ * state in migrate-status, records "migration-paused", and connects again
+ * as it did the first time (the key's challenge, or TLS and a new relay),
+ * handing the new socket to its VMM with "migrate" and "resume" (as
+ * `shoal migrate --resume`), after a pause that grows from 0.1 to 2 s,
+ * for HOST_MIGRATE_RECOVER_S.  Once pages flow again (or none were left)
+ * it records "migration-resumed", and the migration ends as any other.
+ * Only when that time passes does the VM count as lost (source_lost:
+ * "migration-failed" with vm_lost, the source's copy stays paused, its
+ * record too: resuming it is the operator's call).
  *
  * Disks: shared storage (the same paths, visible to both daemons; the
  * destination checks every disk's chain opens there), or, with
@@ -69,8 +85,9 @@
  * reads it before it listens, removes the file then, and returns the key
  * in its 201 answer (over HTTPS with the token, or its Unix socket).  The
  * source runs the challenge-response on the connection it made, before
- * its VMM gets it; the destination's VMM refuses any connection that
- * fails it and goes on waiting (until HOST_MIGRATE_ACCEPT_S).  Over TCP
+ * its VMM gets it (and on each reconnection); the destination's VMM
+ * refuses any connection that fails it and goes on waiting (until
+ * HOST_MIGRATE_ACCEPT_S).  Over TCP
  * the destination's VMM is started with tls=on and the source runs the
  * TLS 1.3 handshake instead, with the key as its PSK, and relays the
  * stream between its VMM (a Unix socket pair) and the TLS connection on
@@ -107,6 +124,13 @@
 #include "state/migrate_tls.h"
 
 #define HOST_MIGRATE_ACCEPT_S 60        /* the destination waits this long for the source */
+/* A post-copy whose connection dropped: the destination's VMM waits this
+ * long for the source to reconnect (--incoming ...,recover-timeout=), and
+ * the source daemon tries to for as long.  Above the VMMs' 30 s of
+ * silence (MIGRATE_IO_TIMEOUT_S), which is how a half-open connection
+ * ends at the destination: until then it refuses the new one as busy. */
+#define HOST_MIGRATE_RECOVER_S 120
+#define HOST_MIGRATE_RETRY_MS 2000      /* the longest pause between reconnections */
 #define HOST_MIGRATE_POLL_MS 100        /* migrate-status while it runs */
 #define HOST_MIGRATE_EXIT_MS 10000      /* the source VMM exits this soon after "done" */
 #define HOST_MIGRATE_DEST_WAIT_MS 15000 /* the destination's record to say running */
@@ -291,34 +315,22 @@ struct incoming_job {
 	char addr[160];
 };
 
-/* The thread that sees an incoming VM through: the source connects (or
- * its VMM is killed after HOST_MIGRATE_ACCEPT_S), the stream ends, and
- * the VMM serves its control socket (the VM runs) or exits (undo).  No
- * deadline once connected: the VMM's own 30 s timeouts on the stream
- * end a stalled one. */
+/* The thread that sees an incoming VM through: the source connects, the
+ * stream ends, and the VMM serves its control socket (the VM runs) or
+ * exits (undo): cut, refused, or no source within its accept-timeout
+ * (HOST_MIGRATE_ACCEPT_S; the VMM says so in its log).  No deadline of
+ * our own: the VMM's own timeouts (30 s of silence on the stream) end a
+ * stalled one. */
 static void *incoming_wait(void *arg)
 {
 	struct incoming_job *j = arg;
 	struct host *h = j->h;
 	struct hvm *vm = j->vm;
 	char sock[4200], err[256], why[1024], detail[200];
-	long long deadline = mono_ms() + HOST_MIGRATE_ACCEPT_S * 1000LL;
 	bool paused = false;
 	pid_t pid = 0;
 	json_t *r;
 
-	while (addr_listening(j->addr)) {       /* no source yet */
-		if (!incoming_alive(h, vm, 50)) {
-			incoming_why(h, vm, "its VMM ended before the source connected", why,
-				     sizeof(why));
-			goto undo;
-		}
-		if (mono_ms() > deadline) {
-			snprintf(why, sizeof(why), "no source connected to %s within %d s",
-				 j->addr, HOST_MIGRATE_ACCEPT_S);
-			goto undo;
-		}
-	}
 	host_vm_path(h, vm->rec.name, "control.sock", sock, sizeof(sock));
 	for (;;) {
 		struct stat st;
@@ -434,10 +446,12 @@ static int incoming_start(struct host *h, const char *spec, size_t len, bool tcp
 	explicit_bzero(key, sizeof(key));
 	host_vm_path(h, vm->rec.name, "migrate.key", key_file, sizeof(key_file));
 	/* over TCP the stream goes in TLS, the key its PSK (state/migrate_tls.c);
-	 * no post-copy recovery (nothing here would resume it, and incoming_wait
-	 * sees the source connect by the VMM no longer listening) */
-	snprintf(vm->incoming, sizeof(vm->incoming), "%s,key-file=%s%s,recover-timeout=0", addr,
-		 key_file, tcp ? ",tls=on" : "");
+	 * the VMM gives up by itself without a source (accept-timeout), and
+	 * keeps listening for a post-copy's source to reconnect, which the
+	 * source daemon does (recover-timeout) */
+	snprintf(vm->incoming, sizeof(vm->incoming), "%s,key-file=%s%s,recover-timeout=%d,"
+		 "accept-timeout=%d", addr, key_file, tcp ? ",tls=on" : "", HOST_MIGRATE_RECOVER_S,
+		 HOST_MIGRATE_ACCEPT_S);
 	vm->busy = "incoming";          /* no other operation, no restart policy */
 	pthread_mutex_lock(&h->lock);
 	json_t *d = json_pack("{s:s, s:s, s:b, s:b}", "migration", "incoming", "address", addr,
@@ -609,6 +623,102 @@ static int connect_retry(const char *addr, struct error *err)
 	}
 }
 
+/* The connection to the destination's VMM, as our VMM has it. */
+struct mig_link {
+	const char *addr;           /* the destination VMM's address, as we reach it */
+	uint8_t key[MIGRATE_KEY_LEN];
+	bool keyed;                 /* a destination of before the keys gives none */
+	struct migrate_tls *t;      /* TCP with a key: TLS, through our relay */
+	int fd;                     /* what our VMM is handed (with TLS the relay's end) */
+	int net_fd;                 /* the connection itself (the relay's, with TLS) */
+};
+
+/* Connect to l->addr (a few tries with `retry`) and prove the key there:
+ * the challenge-response, or over TCP the TLS 1.3 handshake and the relay
+ * (our VMM writes in clear to it, it encrypts).  0 with l->fd; with `err`
+ * and nothing open, -1 when the connection failed, -2 when the
+ * destination refused it or the handshake failed. */
+static int link_open(struct mig_link *l, bool retry, struct error *err)
+{
+	bool tls = l->keyed && !strncmp(l->addr, "tcp:", 4);  /* its VMM has tls=on */
+	int fd = retry ? connect_retry(l->addr, err) : migrate_connect(l->addr, err), rc;
+
+	l->t = NULL;
+	l->fd = l->net_fd = -1;
+	if (fd < 0)
+		return -1;
+	rc = !l->keyed ? 0 : tls ? migrate_auth_connect_tls(fd, l->key, l->addr, &l->t, err) :
+		migrate_auth_connect(fd, l->key, l->addr, err);
+	if (rc) {
+		close(fd);
+		return -2;
+	}
+	l->net_fd = l->fd = fd;
+	if (l->t) {
+		int vfd = migrate_tls_relay_start(l->t, err);
+
+		if (vfd < 0) {
+			migrate_tls_relay_end(l->t, 0);   /* closes fd */
+			l->t = NULL;
+			l->fd = l->net_fd = -1;
+			return -2;
+		}
+		l->fd = vfd;
+	}
+	return 0;
+}
+
+/* Close our side of it: our copy of what the VMM has, and the relay (it
+ * ends once the VMM closed its end, `ms` at most). */
+static void link_close(struct mig_link *l, int ms)
+{
+	if (l->fd >= 0)
+		close(l->fd);
+	migrate_tls_relay_end(l->t, ms);
+	l->t = NULL;
+	l->fd = l->net_fd = -1;
+}
+
+/* Post-copy paused after a dropped connection: a new one, made as the
+ * first was, handed to our VMM with "migrate" and "resume" (as shoal
+ * migrate --resume does).  0 when the VMM took it (the recovery then runs
+ * in it: migrate-status goes back to "postcopy", or pauses again); -1
+ * with `why`; -2 when the control connection failed. */
+static int link_resume(struct vmctl *c, struct mig_link *l, char *why, size_t size)
+{
+	struct error err = { 0 };
+	json_t *req, *ans = NULL;
+	int rc;
+
+	link_close(l, 2000);        /* the dropped one: its relay has ended */
+	if (link_open(l, false, &err) < 0) {
+		snprintf(why, size, "%s", err.msg);
+		return -1;
+	}
+	req = json_pack("{s:s, s:s, s:b}", "cmd", "migrate", "uri", l->addr, "resume", 1);
+	rc = vmctl_request_fd(c, req, l->fd, &ans, 30000, why, size);
+	json_decref(req);
+	if (rc < 0) {
+		link_close(l, 0);
+		return -2;
+	}
+	if (!json_is_true(json_object_get(ans, "ok"))) {
+		snprintf(why, size, "%s", json_string_value(json_object_get(ans, "error")) ?:
+			 "our VMM refused the new connection");
+		link_close(l, 0);
+		rc = -1;
+	}
+	json_decref(ans);
+	return rc;
+}
+
+/* Post-copy's pages sent so far, asked for or pushed. */
+static long long pc_sent(json_t *st)
+{
+	return json_integer_value(json_object_get(st, "postcopy_demand_pages")) +
+	       json_integer_value(json_object_get(st, "postcopy_pushed_pages"));
+}
+
 /* The figures of a migrate-status reply into vm->mig (lock held). */
 static void mig_progress_locked(struct hvm *vm, json_t *st)
 {
@@ -618,25 +728,35 @@ static void mig_progress_locked(struct hvm *vm, json_t *st)
 	vm->mig.bytes = json_integer_value(json_object_get(st, "bytes"));
 	vm->mig.memory_bytes = json_integer_value(json_object_get(st, "memory_bytes"));
 	vm->mig.dirty_pages = json_integer_value(json_object_get(st, "dirty_pages"));
+	vm->mig.dirty_rate = json_integer_value(json_object_get(st, "dirty_rate"));
 	vm->mig.expected_downtime_ms = json_number_value(json_object_get(st, "expected_downtime_ms"));
 }
 
-/* Hand the connected `fd` to the VM's VMM and follow its migration to
- * the end; its last status into *out.  -1 with `why` when the VMM
- * refused or went away. */
-static int vmm_migrate(struct host *h, struct hvm *vm, const char *addr, int fd,
+/* Hand the connection in `l` to the VM's VMM and follow its migration
+ * to the end; its last status into *out.  A post-copy whose connection
+ * drops (the VMM says "postcopy-paused") is resumed over a new one
+ * (link_resume), tried again with a growing pause for up to
+ * HOST_MIGRATE_RECOVER_S, as long as the destination's VMM waits for it;
+ * after that the last status says "postcopy-paused" still.  Recorded as
+ * "migration-paused" and "migration-resumed" (once pages flow again, or
+ * it is done).  -1 with `why` when the VMM refused or went away. */
+static int vmm_migrate(struct host *h, struct hvm *vm, struct mig_link *l,
 		       const struct host_migrate_req *r, json_t **out, char *why, size_t size)
 {
-	char sock[4200];
+	char sock[4200], rwhy[1024] = "";
 	struct vmctl c;
 	json_t *req, *st = NULL;
-	bool cancel, cancel_sent = false;
-	int rc;
+	bool cancel, cancel_sent = false, paused = false;
+	/* tests (daemon_migrate_postcopy_recover.sh): cut post-copy's
+	 * connection once, as a network that fails would */
+	bool cut = !getenv("SHOAL_TEST_MIGRATE_CUT_POSTCOPY");
+	long long pause_deadline = 0, pause_t0 = 0, pause_sent = 0, backoff = 0;
+	int rc, tries = 0;
 
 	host_vm_path(h, vm->rec.name, "control.sock", sock, sizeof(sock));
 	if (vmctl_connect(&c, sock, 2000, why, size) < 0)
 		return -1;
-	req = json_pack("{s:s, s:s, s:I, s:I, s:b, s:b}", "cmd", "migrate", "uri", addr,
+	req = json_pack("{s:s, s:s, s:I, s:I, s:b, s:b}", "cmd", "migrate", "uri", l->addr,
 			"downtime_ms",
 			(json_int_t)(r->downtime_ms ? r->downtime_ms : MIGRATE_DOWNTIME_MS_DEFAULT),
 			"bandwidth", (json_int_t)r->bandwidth, "with_disks", r->with_disks,
@@ -647,7 +767,7 @@ static int vmm_migrate(struct host *h, struct hvm *vm, const char *addr, int fd,
 		json_object_set_new(req, "compress", json_string("zstd"));
 		json_object_set_new(req, "compress_level", json_integer(r->compress_level));
 	}
-	rc = vmctl_request_fd(&c, req, fd, &st, 30000, why, size);
+	rc = vmctl_request_fd(&c, req, l->fd, &st, 30000, why, size);
 	json_decref(req);
 	json_decref(st);
 	st = NULL;
@@ -662,9 +782,60 @@ static int vmm_migrate(struct host *h, struct hvm *vm, const char *addr, int fd,
 		pthread_mutex_lock(&h->lock);
 		mig_progress_locked(vm, st);
 		cancel = vm->mig.cancel;
+		if (!strcmp(state, "postcopy-paused") && !paused) {
+			paused = true;
+			pause_t0 = mono_ms();
+			pause_deadline = pause_t0 + HOST_MIGRATE_RECOVER_S * 1000LL;
+			pause_sent = pc_sent(st);
+			backoff = 0;
+			tries = 0;
+			mig_event_locked(h, vm->rec.name, "migration-paused",
+					 json_pack("{s:s, s:s, s:i}", "to", r->to, "error",
+						   json_string_value(json_object_get(st, "error")) ?: "",
+						   "recover_timeout_s", HOST_MIGRATE_RECOVER_S));
+		} else if (paused && (!strcmp(state, "done") || (!strcmp(state, "postcopy") &&
+							      pc_sent(st) > pause_sent))) {
+			paused = false;     /* pages flow again (or none were left) */
+			mig_event_locked(h, vm->rec.name, "migration-resumed",
+					 json_pack("{s:s, s:i, s:I}", "to", r->to, "tries", tries,
+						   "paused_ms", (json_int_t)(mono_ms() - pause_t0)));
+			log_info("%s: post-copy to %s resumed after %lld ms (%d connection%s)",
+				 vm->rec.name, r->to, mono_ms() - pause_t0, tries, tries == 1 ? "" : "s");
+		}
 		pthread_mutex_unlock(&h->lock);
+		if (!strcmp(state, "postcopy-paused")) {
+			if (!tries)
+				log_warn("%s: post-copy to %s: the connection dropped (%s): reconnecting "
+					 "for up to %d s", vm->rec.name, r->to,
+					 json_string_value(json_object_get(st, "error")) ?: "?",
+					 HOST_MIGRATE_RECOVER_S);
+			if (mono_ms() > pause_deadline)
+				break;      /* lost: the caller says so */
+			json_decref(st);
+			st = NULL;
+			if (backoff)
+				sleep_ms((int)backoff);
+			backoff = backoff ? backoff * 2 : 100;
+			if (backoff > HOST_MIGRATE_RETRY_MS)
+				backoff = HOST_MIGRATE_RETRY_MS;
+			tries++;
+			rc = link_resume(&c, l, rwhy, sizeof(rwhy));
+			if (rc == -1)
+				log_info("%s: post-copy to %s: reconnection %d: %s", vm->rec.name, r->to,
+					 tries, rwhy);
+			rc = rc == -2 ? -1 : 0;
+			if (rc)
+				snprintf(why, size, "%s", rwhy);
+			continue;
+		}
 		if (strcmp(state, "active") && strcmp(state, "completing") && strcmp(state, "postcopy"))
 			break;
+		if (!cut && !strcmp(state, "postcopy") && pc_sent(st) > 0 && l->net_fd >= 0) {
+			log_warn("%s: SHOAL_TEST_MIGRATE_CUT_POSTCOPY: cutting post-copy's connection",
+				 vm->rec.name);
+			shutdown(l->net_fd, SHUT_RDWR);
+			cut = true;
+		}
 		json_decref(st);
 		st = NULL;
 		if (cancel && !cancel_sent) {   /* the VMM's own cancel: refused once "end" went */
@@ -809,9 +980,12 @@ static int source_lost(struct host *h, struct hvm *vm, const struct host_migrate
 	json_t *d;
 	char *text;
 
+	bool paused = !strcmp(json_string_value(json_object_get(st, "state")) ?: "", "postcopy-paused");
+
 	api_err_set(e, 500, "migration_failed", "vm \"%s\": post-copy migration to %s failed "
 		    "after the switch, the VM is lost at the destination and stays paused here, "
-		    "not resumed (the operator's call): %s", vm->rec.name, r->to,
+		    "not resumed (the operator's call): %s%s", vm->rec.name, r->to,
+		    paused ? "no new connection recovered it within the recovery time: " : "",
 		    json_string_value(json_object_get(st, "error")) ?: "no reason given");
 	d = postcopy_figures(json_pack("{s:s, s:s, s:s, s:b, s:s}", "direction", "outgoing", "to",
 				       r->to, "error", e->msg, "vm_lost", 1, "source_state", "paused"),
@@ -836,13 +1010,11 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 		    void **result, struct api_err *e)
 {
 	char addr[256], caddr[512], why[1024], trash[4400] = "", dstate[32];
-	uint8_t key[MIGRATE_KEY_LEN];
-	bool keyed, tls;
-	struct migrate_tls *t = NULL;
+	struct mig_link l = { .fd = -1, .net_fd = -1 };
 	struct hvm *vm = host_get(h, name, e);
 	json_t *body, *ans = NULL, *st = NULL, *spec, *res, *disks = NULL;
 	struct error err = { 0 };
-	int status, fd, rc;
+	int status, rc;
 
 	*result = NULL;
 	if (!vm)
@@ -894,8 +1066,8 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	}
 	snprintf(addr, sizeof(addr), "%s", json_string_value(json_object_get(ans, "address")));
 	/* a destination of before the keys gives none: the stream goes unproven */
-	keyed = json_is_string(json_object_get(ans, "key"));
-	if (keyed && migrate_key_from_hex(json_string_value(json_object_get(ans, "key")), key)) {
+	l.keyed = json_is_string(json_object_get(ans, "key"));
+	if (l.keyed && migrate_key_from_hex(json_string_value(json_object_get(ans, "key")), l.key)) {
 		json_decref(ans);
 		api_err_set(e, 502, "destination_refused", "vm \"%s\": the destination shoald at %s "
 			    "answered a migration key that is not 64 hex digits", name, r->to);
@@ -905,36 +1077,19 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	host_migrate_connect_addr(r->to, addr, caddr, sizeof(caddr));
 
 	/* 2. we connect (the VMM may not), the VMM streams over our socket;
-	 * a failure closes it, and the destination's VMM ends and is undone */
-	fd = connect_retry(caddr, &err);
-	if (fd < 0) {
-		api_err_set(e, 502, "destination_unreachable", "vm \"%s\": cannot connect to the "
-			    "destination's VMM: %s", name, err.msg);
-		return source_failed(h, vm, r, e);
-	}
-	/* prove we know the key, and have the VMM there prove it, before ours
-	 * gets the socket */
-	tls = keyed && !strncmp(caddr, "tcp:", 4);  /* its VMM has tls=on (incoming_start) */
-	rc = !keyed ? 0 : tls ? migrate_auth_connect_tls(fd, key, caddr, &t, &err) :
-		migrate_auth_connect(fd, key, caddr, &err);
-	explicit_bzero(key, sizeof(key));
-	if (!rc && t) {      /* our VMM writes in clear to our relay, which encrypts */
-		int vfd = migrate_tls_relay_start(t, &err);
-
-		if (vfd < 0) {
-			migrate_tls_relay_end(t, 0);   /* closes fd */
-			t = NULL;
-			fd = -1;
-			rc = -1;
-		} else {
-			fd = vfd;
-		}
-	}
+	 * a failure closes it, and the destination's VMM ends and is undone.
+	 * We prove we know the key, and have the VMM there prove it, before
+	 * ours gets the socket. */
+	l.addr = caddr;
+	rc = link_open(&l, true, &err);
 	if (rc) {
-		if (fd >= 0)
-			close(fd);
-		api_err_set(e, 502, "destination_refused", "vm \"%s\": %s (the VM runs on here)",
-			    name, err.msg);
+		explicit_bzero(l.key, sizeof(l.key));
+		if (rc == -1)
+			api_err_set(e, 502, "destination_unreachable", "vm \"%s\": cannot connect to "
+				    "the destination's VMM: %s", name, err.msg);
+		else
+			api_err_set(e, 502, "destination_refused", "vm \"%s\": %s (the VM runs on "
+				    "here)", name, err.msg);
 		return source_failed(h, vm, r, e);
 	}
 	/* a cancel before our VMM has the socket: closing it ends the
@@ -945,15 +1100,15 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 		snprintf(vm->mig.state, sizeof(vm->mig.state), "active");
 	pthread_mutex_unlock(&h->lock);
 	if (rc) {
-		close(fd);
-		migrate_tls_relay_end(t, 0);
+		link_close(&l, 0);
+		explicit_bzero(l.key, sizeof(l.key));
 		api_err_set(e, 500, "migration_failed", "vm \"%s\": migration to %s cancelled (the "
 			    "VM runs on here)", name, r->to);
 		return source_failed(h, vm, r, e);
 	}
-	rc = vmm_migrate(h, vm, caddr, fd, r, &st, why, sizeof(why));
-	close(fd);
-	migrate_tls_relay_end(t, 2000);     /* the VMM closed its end: the relay ends */
+	rc = vmm_migrate(h, vm, &l, r, &st, why, sizeof(why));
+	link_close(&l, 2000);       /* the VMM closed its end: the relay ends */
+	explicit_bzero(l.key, sizeof(l.key));
 	if (rc) {
 		api_err_set(e, 500, "migration_failed", "vm \"%s\": migration to %s failed: %s "
 			    "(the VM runs on here)", name, r->to, why);

@@ -1,0 +1,137 @@
+#!/bin/bash
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
+# daemon_migrate_postcopy_recover.sh - a post-copy migration between two
+# shoald whose connection drops after the switch is recovered by the
+# daemons (docs/migration.md, "Post-copy"; src/host/migration.c):
+#   - daemon A serves its Unix socket; daemon B also HTTPS with a token,
+#     each with its own state directory and, where `ip netns` works, its
+#     own network namespace joined by a veth pair (as daemon_migrate.sh):
+#     the stream goes over TCP in TLS 1.3;
+#   - a test-guest VM on A fills pattern A (seed 7), then, as the
+#     migration starts, pattern B (seed 9) and dirties 8 MiB as fast as it
+#     runs, so that `shoal vm migrate --bandwidth 8M --postcopy-after 1`
+#     switches to post-copy with many pages still at A;
+#   - A cuts the connection once pages flow after the switch
+#     (SHOAL_TEST_MIGRATE_CUT_POSTCOPY=1 in A's environment: shutdown() of
+#     its TCP connection, both ends see it end; the box kernel has no
+#     nft reject or sock_diag destroy to cut it from outside);
+#   - the migration still completes: the answer says post-copy, with the
+#     pages on demand and pushed at least those missing at the switch (a
+#     page in flight at the drop goes twice); A recorded
+#     "migration-paused" then "migration-resumed" then "migrated", and its
+#     record is gone; B's record is running, B's VMM logged the drop and
+#     its wait for the source (recover-timeout=120, with accept-timeout=60),
+#     and its guest verifies both patterns (nothing lost).
+#
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/daemon_lib.bash"
+need_daemon
+require_kvm daemon_migrate_postcopy_recover
+command -v openssl >/dev/null || { skip daemon_migrate_postcopy_recover "openssl missing"; finish; }
+
+SA=$TMP/a/shoald.sock
+SB=$TMP/b/shoald.sock
+NSA=shoal-pcr-a-$$ NSB=shoal-pcr-b-$$
+NETNS=0
+PORT=$((20000 + RANDOM % 20000))
+mig_cleanup() {
+	daemon_cleanup
+	if [ $NETNS = 1 ]; then ip netns del "$NSA"; ip netns del "$NSB"; fi 2>/dev/null
+}
+trap mig_cleanup EXIT
+
+if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && ip netns add "$NSA" 2>"$TMP/ns.err"; then
+	if ip netns add "$NSB" && ip link add pcr-a type veth peer name pcr-b 2>>"$TMP/ns.err" &&
+	   ip link set pcr-a netns "$NSA" && ip link set pcr-b netns "$NSB" &&
+	   ip -n "$NSA" addr add 10.78.0.1/24 dev pcr-a && ip -n "$NSB" addr add 10.78.0.2/24 dev pcr-b &&
+	   ip -n "$NSA" link set pcr-a up && ip -n "$NSB" link set pcr-b up &&
+	   ip -n "$NSA" link set lo up && ip -n "$NSB" link set lo up; then
+		NETNS=1
+	else
+		ip netns del "$NSA" 2>/dev/null; ip netns del "$NSB" 2>/dev/null
+	fi
+fi
+if [ $NETNS = 1 ]; then
+	BADDR=10.78.0.2
+	BLISTEN=0.0.0.0
+	inA() { ip netns exec "$NSA" "$@"; }
+	inB() { ip netns exec "$NSB" "$@"; }
+	pass "two network namespaces joined by veth (A 10.78.0.1, B 10.78.0.2)"
+else
+	BADDR=127.0.0.1
+	BLISTEN=127.0.0.1
+	inA() { "$@"; }
+	inB() { "$@"; }
+	skip "network namespaces" "cannot make them here ($(head -c 200 "$TMP/ns.err")): both daemons on this host's network"
+fi
+URL=https://$BADDR:$PORT
+
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/key.pem" -out "$TMP/cert.pem" -days 1 \
+	-subj /CN=shoal-b -addext "subjectAltName=IP:$BADDR" >/dev/null 2>&1
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/token"
+
+mkdir -p "$TMP/a" "$TMP/b"
+BUILDDIR=$(cd "$BUILD" && pwd)
+start() {       # NAME NSFUNC VAR=VALUE ARGS...: a daemon on $TMP/NAME, waited for
+	local name=$1 in=$2 var=$3 sock=$TMP/$1/shoald.sock
+	shift 3
+	$in env "$var" "$SHOALD" --state-dir "$TMP/$name" --allow-dir "$BUILDDIR" "$@" >>"$TMP/$name.log" 2>&1 &
+	for _ in $(seq 200); do
+		curl -s --unix-socket "$sock" http://d/v1/version >/dev/null && return 0
+		sleep 0.05
+	done
+	echo "shoald $name did not start:"; cat "$TMP/$name.log"; return 1
+}
+# A cuts its post-copy connection once (the test's hook in src/host/migration.c)
+start a inA SHOAL_TEST_MIGRATE_CUT_POSTCOPY=1 || { fail "daemon A starts"; finish; }
+start b inB SHOAL_PCR_TEST=b --listen "$BLISTEN:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
+	--token-file "$TMP/token" || { fail "daemon B starts"; finish; }
+pass "daemon A (with the test's cut) and daemon B (HTTPS on $URL) start"
+
+onA() { SHOAL_SOCKET=$SA "$@"; }
+onB() { SHOAL_SOCKET=$SB "$@"; }
+field() { curl -s --unix-socket "$1" "http://d/v1/vms/$2" | jq -r "$3"; }
+status_of() { curl -s -o /dev/null -w '%{http_code}' --unix-socket "$1" "http://d/v1/vms/$2"; }
+TO=(--to "$URL" --to-token-file "$TMP/token" --to-cacert "$TMP/cert.pem")
+
+A=0x2000000 B=0x3000000 C=0x5000000
+SPEC_MEMORY=128M
+check "create and start web-1 on A (pattern A, then B and 8 MiB dirtied for 15 s as it moves)" \
+	onA "$SHOAL" vm create -f <(spec web-1 "fill $A 16M 7; echo filled; fill $B 16M 9; dirty 0 15 $C 8M; verify $B 16M 9; verify $A 16M 7; shell") --start
+onA wait_console_long web-1 "filled" || fail "web-1 filled pattern A" "$(onA "$SHOAL" console web-1 --show-log | tail -c 300)"
+out=$(onA "$SHOAL" vm migrate web-1 "${TO[@]}" --bandwidth 8M --postcopy-after 1 -o json 2>"$TMP/err"); rc=$?
+echo "$out" >"$TMP/pc.json"
+jq -r '"  post-copy: \(.rounds) rounds, downtime \(.downtime_ms) ms, total \(.total_ms) ms, \(.postcopy_pages) pages missing, \(.postcopy_demand_pages) on demand, \(.postcopy_pushed_pages) pushed"' "$TMP/pc.json" 2>/dev/null
+check "web-1 moves to B with post-copy though its connection was cut: on demand + pushed >= missing" bash -c \
+	"[ $rc = 0 ] && jq -e '.postcopy == true and .postcopy_pages > 0 and .postcopy_demand_pages + .postcopy_pushed_pages >= .postcopy_pages and .destination_state == \"running\"' '$TMP/pc.json' >/dev/null" ||
+	{ cat "$TMP/err"; tail -n 20 "$TMP/a.log"; }
+check "A cut post-copy's connection (the test's hook)" grep -q "cutting post-copy's connection" "$TMP/a.log"
+ev=$(curl -s --unix-socket "$SA" 'http://d/v1/events?vm=web-1' |
+	jq -c '[.events[].type | select(. == "migration-paused" or . == "migration-resumed" or . == "migrated" or . == "migration-failed")]')
+check "A's events: migration-paused, migration-resumed, migrated" test "$ev" = '["migration-paused","migration-resumed","migrated"]' || echo "  $ev"
+check "the migration-paused event names the destination and why" bash -c \
+	"curl -s --unix-socket '$SA' 'http://d/v1/events?vm=web-1' | jq -e '[.events[] | select(.type == \"migration-paused\")][0].detail | (.to == \"$URL\") and (.error | length > 0) and .recover_timeout_s > 0' >/dev/null"
+check "web-1 is gone from A and runs on B" bash -c "[ $(status_of "$SA" web-1) = 404 ] && [ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms/web-1 | jq -r .state)\" = running ]"
+# B's VMM logs warnings under shoald: the drop it waited through
+if grep -q "post-copy: the connection to the source dropped.*waiting up to 120 s for the source to reconnect" \
+	"$TMP/b/vms/web-1/vmm.log"; then
+	pass "B's VMM saw the connection drop and waited for the source to reconnect"
+else
+	fail "B's VMM saw the connection drop and waited" "$(tail -n 15 "$TMP/b/vms/web-1/vmm.log" 2>&1)"
+fi
+check "B's VMM was started with recover-timeout and accept-timeout" bash -c \
+	"pgrep -af -- '$TMP/b/vms/web-1/' | grep -q 'recover-timeout=120,accept-timeout=60'"
+both_ok() {      # the guest at B verified pattern B (seed 9) and pattern A (seed 7)
+	local log
+	log=$(onB "$SHOAL" console web-1 --show-log 2>/dev/null)
+	grep -qE "verify ok sum=0x[0-9a-f]+ addr=$B len=16777216 seed=9" <<<"$log" &&
+		grep -qE "verify ok sum=0x[0-9a-f]+ addr=$A len=16777216 seed=7" <<<"$log"
+}
+for _ in $(seq 900); do both_ok && break; onB console_has web-1 "verify bad" && break; sleep 0.1; done
+if both_ok && ! onB console_has web-1 "verify bad"; then
+	pass "on B the guest ran on after the recovered post-copy and verifies both patterns"
+else
+	fail "on B the guest verifies both patterns" "$(onB "$SHOAL" console web-1 --show-log | tail -c 400)"
+fi
+check "stop and delete web-1 on B" onB "$SHOAL" vm delete web-1 --force
+finish
