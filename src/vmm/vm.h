@@ -153,6 +153,8 @@ void vm_destroy(struct vm *vm);
  * idempotent and safe from any thread but a vCPU thread. */
 void vm_pause(struct vm *vm);
 void vm_resume(struct vm *vm);
+/* Before vm_run: its vCPUs park at once, until vm_resume. */
+void vm_pause_at_start(struct vm *vm);
 bool vm_is_paused(struct vm *vm);
 
 /* Park the calling vCPU thread while a pause is requested (vcpu.c). */
