@@ -206,6 +206,29 @@ static int dst_setup_l(struct guest_mem *m, int *src, int lfd, const char *path)
 	return 0;
 }
 
+/* dst_setup_l with a listening socket at DIR/in.sock (`dir` a mkdtemp
+ * template, `path` 108 bytes), as --incoming's.  -1: skipped (no
+ * userfaultfd), everything removed. */
+static int dst_setup_listening(struct guest_mem *m, int *src, char *dir, char *path)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int lfd;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, 108, "%s/in.sock", dir);
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(lfd >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(lfd, 4), 0);
+	if (!dst_setup_l(m, src, lfd, path))
+		return 0;
+	close(lfd);
+	unlink(path);
+	rmdir(dir);
+	return -1;
+}
+
 static int dst_setup(struct guest_mem *m, int *src)
 {
 	return dst_setup_l(m, src, -1, NULL);
@@ -396,29 +419,17 @@ static void test_dst_recover(void **state)
 {
 	static const uint8_t other[MIGRATE_PC_ID_LEN] = "another-migratio";
 	char dir[] = "/tmp/test_pc_recover.XXXXXX", path[108];
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
 	struct guest_mem m;
 	struct reader r5, r7;
 	pthread_t t5, t7;
 	uint64_t want[MEMSZ / PG / 64] = { 0 }, got[MEMSZ / PG / 64], pages, n;
 	uint8_t word[8];
-	int lfd, src, fd;
+	int src, fd;
 
 	(void)state;
 	log_threshold = LOG_ERROR;
-	assert_non_null(mkdtemp(dir));
-	snprintf(path, sizeof(path), "%s/in.sock", dir);
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(lfd >= 0);
-	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(listen(lfd, 4), 0);
-	if (dst_setup_l(&m, &src, lfd, path)) {
-		close(lfd);
-		unlink(path);
-		rmdir(dir);
+	if (dst_setup_listening(&m, &src, dir, path))
 		skip();
-	}
 	r5 = (struct reader){ .at = m.host + 5 * PG, .first = 0xee };
 	assert_int_equal(pthread_create(&t5, NULL, read_page, &r5), 0);
 	assert_int_equal(request(src), 5);
@@ -481,27 +492,15 @@ static void test_dst_recover(void **state)
 static void test_dst_fin_lost(void **state)
 {
 	char dir[] = "/tmp/test_pc_finlost.XXXXXX", path[108];
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
 	struct guest_mem m;
 	uint64_t none[MEMSZ / PG / 64] = { 0 }, got[MEMSZ / PG / 64], pages;
 	uint8_t word[8];
-	int lfd, src, fd;
+	int src, fd;
 
 	(void)state;
 	log_threshold = LOG_ERROR;
-	assert_non_null(mkdtemp(dir));
-	snprintf(path, sizeof(path), "%s/in.sock", dir);
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(lfd >= 0);
-	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(listen(lfd, 4), 0);
-	if (dst_setup_l(&m, &src, lfd, path)) {
-		close(lfd);
-		unlink(path);
-		rmdir(dir);
+	if (dst_setup_listening(&m, &src, dir, path))
 		skip();
-	}
 	for (uint64_t p = 1; p < PAGES; p += 2)
 		send_pages(src, p, 1);
 	send_end(src);
