@@ -667,6 +667,25 @@ static int incoming_accept(int lfd, const char *uri, struct migrate_in *in, stru
 /* The incoming migration ended in doubt (await_run): migrate-status says so. */
 static atomic_bool incoming_in_doubt;
 
+/* "resume" of a VM held in doubt: only with its disks' write locks back
+ * (given up when it was held).  Where the source ran on, it holds them,
+ * and the resume is refused: the locks settle the doubt. */
+static int indoubt_gate(struct vm *vm, struct error *e)
+{
+	char why[sizeof(e->msg)];
+
+	if (migrate_disks_activate(vm, false, e)) {
+		snprintf(why, sizeof(why), "%s", e->msg);
+		return error_set(e, EXIT_HOST, "not resumed: this VM came in by a migration that "
+				 "ended in doubt, and its disks' write locks are held elsewhere (the "
+				 "source's VM ran on?): %.700s", why);
+	}
+	vm->resume_gate = NULL;
+	atomic_store(&incoming_in_doubt, false);
+	log_info("incoming migration: the VM held in doubt is resumed by its operator");
+	return 0;
+}
+
 static void run_held(void *opaque)
 {
 	vm_resume(opaque);
@@ -698,11 +717,16 @@ static int await_run(struct vm *vm, struct migrate_in *in, struct migrate_pc_dst
 		return 0;
 	}
 	atomic_store(&incoming_in_doubt, true);
+	vm->resume_gate = indoubt_gate;
+	/* the disks' locks go back, for a source that runs on to take */
+	if (migrate_disks_inactivate(vm, e))
+		log_warn("incoming migration: in doubt, the disks' write locks are kept: %s", e->msg);
 	log_warn("incoming migration: %s (the connection dropped, or 30 s passed): whether it "
 		 "reached the source is not known here. If it did not, the VM runs on at the source. "
-		 "So it is held paused here, in doubt: once the source's VMM is known to be gone "
-		 "(it exits 0 after a completed migration), resume it here (control command "
-		 "\"resume\"); else stop this one", why);
+		 "So it is held paused here, in doubt, its disks' write locks given up: once the "
+		 "source's VMM is known to be gone (it exits 0 after a completed migration), resume "
+		 "it here (control command \"resume\": it takes the locks back, and is refused "
+		 "while another process holds them); else stop this one", why);
 	return 0;
 }
 

@@ -91,6 +91,11 @@ struct vm {
 	pthread_cond_t stop_cond;      /* signalled on stop, park and resume */
 
 	atomic_bool pause_requested;   /* vCPUs park outside KVM_RUN while set */
+	/* Set while the VM may not be resumed before something is settled
+	 * (an incoming migration in doubt, state/migrate.c): the control
+	 * command "resume" asks it first; 0 (it may clear itself), or -1
+	 * with `e`, and the VM stays paused.  Event-loop thread. */
+	int (*resume_gate)(struct vm *vm, struct error *e);
 	int parked;                    /* vCPUs parked now (under stop_lock) */
 	atomic_bool hold;              /* guest-set page protection changes memory
 	                                  slots: park as for a pause (mem_protect.c) */
