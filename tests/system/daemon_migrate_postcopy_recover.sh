@@ -11,6 +11,9 @@
 #     migration starts, pattern B (seed 9) and dirties 8 MiB as fast as it
 #     runs, so that `shoal vm migrate --bandwidth 8M --postcopy-after 1`
 #     switches to post-copy with many pages still at A;
+#   - a second source that connects to B's VMM while the stream comes in
+#     is refused at once (SHOALNAK, "a migration is already coming in"),
+#     under the VMM's seccomp filters and jail;
 #   - A cuts the connection once pages flow after the switch
 #     (SHOAL_TEST_MIGRATE_CUT_POSTCOPY=1 in A's environment: shutdown() of
 #     its TCP connection, both ends see it end; the box kernel has no
@@ -99,8 +102,31 @@ SPEC_MEMORY=128M
 check "create and start web-1 on A (pattern A, then B and 8 MiB dirtied for 15 s as it moves)" \
 	onA "$SHOAL" vm create -f <(spec web-1 "fill $A 16M 7; echo filled; fill $B 16M 9; dirty 0 15 $C 8M; verify $B 16M 9; verify $A 16M 7; shell") --start
 onA wait_console_long web-1 "filled" || fail "web-1 filled pattern A" "$(onA "$SHOAL" console web-1 --show-log | tail -c 300)"
-out=$(onA "$SHOAL" vm migrate web-1 "${TO[@]}" --bandwidth 8M --postcopy-after 1 -o json 2>"$TMP/err"); rc=$?
-echo "$out" >"$TMP/pc.json"
+onA "$SHOAL" vm migrate web-1 "${TO[@]}" --bandwidth 8M --postcopy-after 1 -o json >"$TMP/pc.json" 2>"$TMP/err" &
+mpid=$!
+# A second source that connects to B's VMM while the stream comes in is
+# refused at once (its seccomp filter and jail included), and the
+# migration goes on.
+for _ in $(seq 300); do [ "$(field "$SA" web-1 .migration.state)" = active ] && break; sleep 0.1; done
+baddr=$(curl -s --unix-socket "$SB" 'http://d/v1/events?vm=web-1' | jq -r '[.events[] | select(.type == "created")][0].detail.address // empty')
+port=${baddr##*:}
+second=$(inA timeout 20 python3 - "$BADDR" "$port" <<'PY' 2>&1
+import socket, struct, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+c.sendall(b"SHOALTLS")
+got = b""
+while len(got) < 12 or len(got) < 12 + struct.unpack("<I", got[8:12])[0]:
+    b = c.recv(4096)
+    if not b:
+        break
+    got += b
+print(got[:8].decode(errors="replace"), got[12:].decode(errors="replace"))
+PY
+)
+check "a second source connecting to B's VMM mid-migration is refused at once: SHOALNAK, a migration is already coming in" \
+	bash -c '[[ "$1" == "SHOALNAK incoming migration: a migration is already coming in on tcp:"*"this connection is refused" ]]' _ "$second" || echo "  $baddr: $second"
+wait $mpid; rc=$?
+out=$(cat "$TMP/pc.json")
 jq -r '"  post-copy: \(.rounds) rounds, downtime \(.downtime_ms) ms, total \(.total_ms) ms, \(.postcopy_pages) pages missing, \(.postcopy_demand_pages) on demand, \(.postcopy_pushed_pages) pushed"' "$TMP/pc.json" 2>/dev/null
 check "web-1 moves to B with post-copy though its connection was cut: on demand + pushed >= missing" bash -c \
 	"[ $rc = 0 ] && jq -e '.postcopy == true and .postcopy_pages > 0 and .postcopy_demand_pages + .postcopy_pushed_pages >= .postcopy_pages and .destination_state == \"running\"' '$TMP/pc.json' >/dev/null" ||

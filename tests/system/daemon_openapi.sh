@@ -374,7 +374,7 @@ for ex, name in ((spec, "Spec"), ({"mode": "force", "timeout_s": 3}, "StopReques
                    "bytes": 4096, "pages_sent": 1, "zero_pages": 0, "destination_state": "running"},
                   "MigrateResult"),
                  ({"to": "/s", "state": "active", "round": 0, "bytes": 0, "memory_bytes": 1,
-                   "dirty_pages": 0, "expected_downtime_ms": 0.0}, "VmMigration")):
+                   "dirty_pages": 0, "dirty_rate": 0, "expected_downtime_ms": 0.0}, "VmMigration")):
     errs = check(ex, {"$ref": "#/components/schemas/" + name})
     result(not errs, "example %s validates" % name, errs)
 unused = set(comp["schemas"]) - used_schemas - {"VmMetrics", "Snapshot", "SnapshotDetail", "CloneResult", "Balloon",
