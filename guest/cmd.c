@@ -84,7 +84,19 @@ static bool parse_fillverify(int argc, char **argv, struct work *w)
 	return range_ok(argv[0], w->addr, w->len, 8);
 }
 
-/* dirty RATE_MIB_S SECONDS [ADDR LEN] [pattern=seq|random] */
+/* A tick interval in microseconds, from "US" or "tick=US" (work.c). */
+static bool arg_tick(const char *s, uint64_t *us, const char *cmd)
+{
+	if (!arg_num(s, us, cmd))
+		return false;
+	if (!*us || *us > 10000000)
+		return fail(cmd, ": tick interval out of range (1 us to 10 s): ", s);
+	if (!tsc_khz)
+		return fail(cmd, ": ", "no TSC frequency to tick by");
+	return true;
+}
+
+/* dirty RATE_MIB_S SECONDS [ADDR LEN] [pattern=seq|random] [tick=US] */
 static bool parse_dirty(int argc, char **argv, struct work *w)
 {
 	char *pos[4];
@@ -96,6 +108,10 @@ static bool parse_dirty(int argc, char **argv, struct work *w)
 			w->random = true;
 		else if (str_eq(argv[i], "pattern=seq"))
 			w->random = false;
+		else if (str_starts(argv[i], "tick=")) {
+			if (!arg_tick(argv[i] + 5, &w->tick_us, "dirty"))
+				return false;
+		}
 		else if (npos < 4)
 			pos[npos++] = argv[i];
 		else
@@ -103,7 +119,7 @@ static bool parse_dirty(int argc, char **argv, struct work *w)
 	}
 	if (npos != 2 && npos != 4)
 		return fail("dirty: usage: ", "RATE_MIB_S SECONDS [ADDR LEN] ",
-			    "[pattern=seq|random]");
+			    "[pattern=seq|random] [tick=US]");
 	if (!arg_num(pos[0], &w->rate_mib, "dirty") || !arg_num(pos[1], &w->seconds, "dirty"))
 		return false;
 	if (npos == 2 && !mem_default_region(&w->addr, &w->len))
@@ -131,6 +147,13 @@ static bool work_parse(int argc, char **argv, struct work *w)
 		if (argc != 2)
 			return fail("spin: usage: ", "MS", "");
 		return arg_num(argv[1], &w->ms, "spin");
+	}
+	if (str_eq(argv[0], "tick")) {
+		w->kind = WORK_TICK;
+		if (argc != 3)
+			return fail("tick: usage: ", "US SECONDS", "");
+		return arg_tick(argv[1], &w->tick_us, "tick") &&
+		       arg_num(argv[2], &w->seconds, "tick");
 	}
 	return fail("allcpus: unknown workload: ", argv[0], "");
 }
@@ -179,6 +202,8 @@ static bool cmd_allcpus(int argc, char **argv)
 		return fail("allcpus: usage: ", "WORKLOAD ARGS...", "");
 	if (!work_parse(argc - 1, argv + 1, &job.w))
 		return false;
+	if (job.w.tick_us)
+		return fail("allcpus: ", argv[1], ": ticks are the boot CPU's alone (the console)");
 	job.n = cpus_online;
 	smp_run_all(allcpus_slice, &job);
 	for (i = 0; i < job.n; i++) {
@@ -314,9 +339,10 @@ static const struct cmd cmd_table[] = {
 	{ "info", cmd_info, "" },
 	{ "fill", cmd_work, "ADDR LEN SEED" },
 	{ "verify", cmd_work, "ADDR LEN SEED" },
-	{ "dirty", cmd_work, "RATE_MIB_S SECONDS [ADDR LEN] [pattern=seq|random]" },
+	{ "dirty", cmd_work, "RATE_MIB_S SECONDS [ADDR LEN] [pattern=seq|random] [tick=US]" },
 	{ "allcpus", cmd_allcpus, "fill|verify|dirty|spin ARGS..." },
 	{ "spin", cmd_work, "MS" },
+	{ "tick", cmd_work, "US SECONDS (a byte on COM1 every US us, until input)" },
 	{ "echo", cmd_echo, "TEXT" },
 	{ "zero", cmd_zero, "ADDR LEN" },
 	{ "readall", cmd_readall, "(read every word of RAM)" },

@@ -6,6 +6,13 @@
  * too), which loses input that was typed or piped in before the guest
  * booted.  So output is one byte per transmitter-empty wait (LSR.THRE),
  * two exits a byte; bulk results travel on the report port instead.
+ * serial_tick writes the `tick` workload's bytes: one exit a tick, the
+ * byte alone, with no wait for THRE (Shoal's and QEMU's UARTs send a
+ * byte at once, so the transmitter is empty by the next tick; a byte
+ * written into a full one would be lost, which the host's reader sees as
+ * a gap in the ticks' sequence).  Asked to look, it reads LSR once first
+ * and says whether input waits (never a wait for THRE: a UART whose
+ * transmitter stayed busy would hold a tick for 100000 status reads).
  * Input is polled (LSR.DR); the guest takes no serial interrupts.  Only the boot CPU uses the console (APs hand
  * their results to it), except a fatal trap, which may interleave.
  */
@@ -48,6 +55,14 @@ void serial_write(const char *s, size_t n)
 		serial_wait_tx();
 		outb(COM1_PORT, (uint8_t)*s++);
 	}
+}
+
+bool serial_tick(uint8_t c, bool look)
+{
+	uint8_t lsr = look ? inb(COM1_PORT + UART_LSR) : 0;
+
+	outb(COM1_PORT, c);
+	return lsr != 0xff && (lsr & LSR_DR);
 }
 
 int serial_getc(void)

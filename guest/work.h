@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-enum work_kind { WORK_FILL, WORK_VERIFY, WORK_DIRTY, WORK_SPIN };
+enum work_kind { WORK_FILL, WORK_VERIFY, WORK_DIRTY, WORK_SPIN, WORK_TICK };
 
 struct work {
 	enum work_kind kind;
@@ -17,12 +17,15 @@ struct work {
 	uint64_t seconds;	/* dirty */
 	bool random;		/* dirty: random pages instead of in order */
 	uint64_t ms;		/* spin */
+	uint64_t tick_us;	/* tick, dirty: a tick on COM1 every tick_us us
+				 * of TSC time, 0 = none (boot CPU only) */
 };
 
 struct work_result {
 	bool ok;		/* false: verify found a mismatch */
 	uint64_t sum;		/* fill, verify: sum of the words */
 	uint64_t pages;		/* dirty: pages written */
+	uint64_t ticks;		/* tick, dirty with tick_us: ticks written */
 	char line[192];		/* the report line, without newline */
 };
 
