@@ -51,15 +51,51 @@
 # that compress well, as much of a real guest's memory does), whose
 # destination is not verified (no pattern) but must exit as typed.
 #
+# The downtime as the guest sees it (-T US, default 1000; -T 0 turns it
+# off and runs the guest as before).  Each VMM's downtime is its own
+# figure, taken at different points, and the guest's TSC cannot referee:
+# QEMU restores the TSC at its saved value (its guest misses most of the
+# pause), Shoal advances it by the realtime elapsed.  So the clock is the
+# host's: the guest writes a tick, one byte (0x80 | a 7-bit sequence
+# number), on its serial port every US microseconds of its TSC (idle:
+# "fill ...; echo ticking; tick US SECS; shell", sleeping in HLT between
+# ticks and stopping once a byte is typed; dirtying: `dirty ... tick=US`,
+# from its busy loop), both VMMs' consoles go to their stdout (Shoal
+# `--console stdio`, QEMU `-serial stdio`; the source's was a file), and
+# bench/tickstamp ($BUILD/bench/tickstamp, `make tests` builds it) reads
+# each pipe and stamps every tick with CLOCK_MONOTONIC as it arrives.  Per
+# sample (idle samples tick for 1 s before the migration starts, and
+# every sample runs 1 s at the destination before its typed line or its
+# end):
+#   guest-seen downtime  the longest gap between two ticks in a row, the
+#                        source's and then the destination's, from 0.5 s
+#                        before the source's last tick to 0.5 s after the
+#                        destination's first (the headline figure)
+#   switch gap           the source's last tick to the destination's first
+#   ticks lost           sequence numbers missing at the switch (0: the
+#                        destination's first tick is the one after)
+#   pre-copy max gap     the longest gap between the source's ticks from
+#                        the migration's start to 0.5 s before its last
+#   tick interval, max   the median and the longest gap in the second
+#                        before the migration: the figure's noise floor
+#   guest's own TSC gap  (idle) the longest gap between two ticks by the
+#                        guest's TSC, from its report at the destination
+#                        ("tick ... max_gap_us=G cost_ns=C")
+#   a tick's exits       (idle) the guest's TSC time inside one tick's
+#                        port write (its VM exit), on average
+# A typed line that the ticking destination shows no sign of (nothing but
+# ticks on its console 15 s later) is typed again, and the sample says so:
+# QEMU's destination once ticked on for 300 s, the line never seen.
+#
 # Prints every sample, then per case a table of medians for Shoal and QEMU
 # and the ratio Shoal/QEMU (below 1: Shoal took less).  Timings are
 # figures, never checked.
 #
 #   bench/migrate.sh [-n ROUNDS] [-s SIZES] [-d SIZES] [-r RATE] [-c CAP] [-o VMMS] [-t MS]
-#                    [-z zstd[:LEVEL]] [-p fill|sparse] [-D DISKSIZE]
+#                    [-z zstd[:LEVEL]] [-p fill|sparse] [-D DISKSIZE] [-T US]
 #   (defaults: 3 rounds, -s 1G:512M, no -d, -r 100, -c 30, -o shoal,qemu,
 #   -t 300: the downtime limit both VMMs are given, Shoal's --downtime-ms
-#   and QEMU's downtime-limit)
+#   and QEMU's downtime-limit, -T 1000)
 #   SIZES: MEMORY:FILL[:ROUNDS], comma- or space-separated; -s "" runs only
 #   the -d sizes.
 #
@@ -78,11 +114,13 @@
 set -u
 . "$(dirname "$0")/lib.bash"
 N=3; SIZES="1G:512M"; DIRTY=; RATE=100; CAP=30; ONLY=shoal,qemu; LIMIT=300; ZSTD=; PATTERN=fill; DISK=
-while getopts "n:s:d:r:c:o:t:z:p:D:" o; do
+TICK=1000
+while getopts "n:s:d:r:c:o:t:z:p:D:T:" o; do
 	case $o in n) N=$OPTARG ;; s) SIZES=$OPTARG ;; d) DIRTY=$OPTARG ;; r) RATE=$OPTARG ;;
 	c) CAP=$OPTARG ;; o) ONLY=$OPTARG ;; t) LIMIT=$OPTARG ;; z) ZSTD=$OPTARG ;;
-	p) PATTERN=$OPTARG ;; D) DISK=$OPTARG ;; *) exit 64 ;; esac
+	p) PATTERN=$OPTARG ;; D) DISK=$OPTARG ;; T) TICK=$OPTARG ;; *) exit 64 ;; esac
 done
+case $TICK in ''|*[!0-9]*) echo "$(basename "$0"): -T $TICK: microseconds between ticks, 0 for none" >&2; exit 64 ;; esac
 case $PATTERN in fill|sparse) ;; *) echo "$(basename "$0"): -p $PATTERN: fill or sparse" >&2; exit 64 ;; esac
 [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] ||
 	bench_skip "/dev/kvm is not available; run it in the KVM box: scripts/kvm-box.sh -- $0"
@@ -92,6 +130,8 @@ done
 for f in shoal shoal-guest; do
 	[ -x "$BUILD/$f" ] || { echo "$(basename "$0"): build $BUILD/$f first (make)" >&2; exit 1; }
 done
+[ "$TICK" = 0 ] || [ -x "$BUILD/bench/tickstamp" ] || {
+	echo "$(basename "$0"): build $BUILD/bench/tickstamp first (make tests), or -T 0" >&2; exit 1; }
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/shoal-bench.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 if [ -n "$DISK" ]; then
@@ -101,12 +141,13 @@ if [ -n "$DISK" ]; then
 fi
 
 echo "live migration, the test guest, -n $N, $(date -u '+%F %H:%M UTC'), $(nproc) cpus," \
-     "$(qemu-system-x86_64 --version 2>/dev/null | head -1)${ZSTD:+, -z $ZSTD}, -p $PATTERN${DISK:+, -D $DISK (disk mirrored)}"
-python3 - "$BUILD/shoal" "$BUILD/shoal-guest" "$TMP" "$N" "$SIZES" "$DIRTY" "$RATE" "$CAP" "$ONLY" "$LIMIT" "$ZSTD" "$PATTERN" "$DISK" <<'PY'
-import json, os, socket, statistics, subprocess, sys, time
+     "$(qemu-system-x86_64 --version 2>/dev/null | head -1)${ZSTD:+, -z $ZSTD}, -p $PATTERN${DISK:+, -D $DISK (disk mirrored)}," \
+     "$([ "$TICK" = 0 ] && echo "no ticks" || echo "a tick every $TICK us")"
+python3 - "$BUILD/shoal" "$BUILD/shoal-guest" "$TMP" "$N" "$SIZES" "$DIRTY" "$RATE" "$CAP" "$ONLY" "$LIMIT" "$ZSTD" "$PATTERN" "$DISK" "$TICK" "$BUILD/bench/tickstamp" <<'PY'
+import json, os, re, socket, statistics, subprocess, sys, time
 
-shoal, guest, tmp, rounds, sizes, dirty_sizes, rate, cap, only, limit, zspec, pattern, disk = sys.argv[1:14]
-rounds, rate, cap, limit = int(rounds), int(rate), float(cap), int(limit)
+shoal, guest, tmp, rounds, sizes, dirty_sizes, rate, cap, only, limit, zspec, pattern, disk, tick, tickstamp = sys.argv[1:16]
+rounds, rate, cap, limit, tick = int(rounds), int(rate), float(cap), int(limit), int(tick)
 vmms = [v for v in ("shoal", "qemu") if v in only.split(",")]
 NAME = {"shoal": "Shoal", "qemu": "QEMU", "shoalz": "Shoal+zstd"}
 if zspec and "shoal" in vmms:
@@ -122,6 +163,11 @@ def text(path):
     try:
         with open(path, "rb") as f: return f.read().decode(errors="replace")
     except OSError: return ""
+
+def raw(path):
+    try:
+        with open(path, "rb") as f: return f.read()
+    except OSError: return b""
 
 def tail(path, n=300): return text(path)[-n:].replace("\r", "").replace("\n", "|")
 
@@ -175,13 +221,77 @@ def shoal_argv(mem, cmdline, console, sock):
     return [shoal, "run", "--kernel", guest, "--cmdline", cmdline, "--memory", mem, "--cpus", "1",
             "--console", console, "--api-socket", sock, "--timeout", str(WAIT * 2)]
 
+# A VMM whose console (its stdout) goes through tickstamp into log, its
+# ticks' times into stamps; its own messages into err.
+def start(argv, stdin, log, stamps, err, readers):
+    p = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=open(err, "wb"))
+    readers.append(subprocess.Popen([tickstamp, log, stamps], stdin=p.stdout))
+    p.stdout.close()
+    return p
+
+# The ticks a tickstamp wrote: (sequence number, monotonic seconds).
+def stamps_of(path):
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                p = line.split()
+                if len(p) == 2: out.append((int(p[0]), int(p[1]) / 1e9))
+    except OSError: pass
+    return out
+
+def max_gap(ts): return max((b - a for a, b in zip(ts, ts[1:])), default=None)
+
+# The figures of the ticks (bench header: "The downtime as the guest sees
+# it") into res; t_start is when the migration began.
+def tick_figures(res, tag, t_start):
+    src = stamps_of(f"{tmp}/{tag}.src.ticks")
+    dst = stamps_of(f"{tmp}/{tag}.dst.ticks")
+    base = [t for _, t in src if t_start - 1.0 <= t < t_start]
+    if len(base) > 1:
+        gaps = [b - a for a, b in zip(base, base[1:])]
+        res["tick_ms"], res["tick_max"] = statistics.median(gaps) * 1000, max(gaps) * 1000
+    m = re.findall(r"tick us=\d+ seconds=\d+ stopped=\w+ ticks=\d+ max_gap_us=(\d+) cost_ns=(\d+)",
+                   text(f"{tmp}/{tag}.dst.log"))
+    if m:
+        res["tsc_gap"], res["tick_cost_us"] = int(m[-1][0]) / 1000, int(m[-1][1]) / 1000
+    m = re.search(r"info .*tsc_khz=(\d+) .*tsc_source=(\S+)", text(f"{tmp}/{tag}.src.log"))
+    if m:
+        res["tick_note"] = f"the guest's TSC: {int(m[1]) / 1000:.1f} MHz from {m[2]}"
+    if not src or not dst:
+        res["tick_note"] = "; ".join(filter(None, [res.get("tick_note"),
+                                     f"no ticks from the {'source' if not src else 'destination'}"]))
+        return
+    (sseq, slast), (dseq, dfirst) = src[-1], dst[0]
+    res["switch_gap"] = (dfirst - slast) * 1000
+    res["tick_when"] = (f"the source's last tick at {(slast - t_start) * 1000:.1f} ms, the destination's "
+                        f"first at {(dfirst - t_start) * 1000:.1f} ms from the migration's start")
+    res["lost"] = (dseq - sseq - 1) % 128
+    near = sorted(t for _, t in src + dst if slast - 0.5 <= t <= dfirst + 0.5)
+    res["guest_down"] = max_gap(near) * 1000
+    pre = [t for _, t in src if t_start <= t < slast - 0.5]
+    if len(pre) > 1: res["precopy_gap"] = max_gap(pre) * 1000
+
 # One sample: source at its prompt, destination waiting, the migration,
 # then (idle) a typed line into the destination and its exit status.
 def sample(vmm, tag, mem, fill, dirty, typed, want):
+    readers = []
+    res, why = sample_run(vmm, tag, mem, fill, dirty, typed, want, readers)
+    for r in readers:
+        try: r.wait(timeout=10)
+        except subprocess.TimeoutExpired: kill(r)
+    t_start = res.pop("t_start", None) if res else None
+    if t_start is not None and tick:
+        tick_figures(res, tag, t_start)
+    return res, why
+
+def sample_run(vmm, tag, mem, fill, dirty, typed, want, readers):
     cmdline = f"dirty 0 1 {ADDR} {fill}; " if pattern == "sparse" else f"fill {ADDR} {fill} {SEED}; "
-    if dirty: cmdline += f"echo dirtying; dirty {rate} {int(cap) + 60} {ADDR} {fill}; "
+    if tick: cmdline = "info; " + cmdline      # the guest's TSC rate, for its own figures
+    if dirty: cmdline += f"echo dirtying; dirty {rate} {int(cap) + 60} {ADDR} {fill}{f' tick={tick}' if tick else ''}; "
+    elif tick: cmdline += f"echo ticking; tick {tick} {WAIT * 4}; "
     cmdline += "shell"
-    mark = "shoal-guest: dirtying" if dirty else "shoal> "
+    mark = "shoal-guest: dirtying" if dirty else "shoal-guest: ticking" if tick else "shoal> "
     slog, serr, ssock = f"{tmp}/{tag}.src.log", f"{tmp}/{tag}.src.vmm", f"{tmp}/{tag}.src.sock"
     dlog, derr, dsock = f"{tmp}/{tag}.dst.log", f"{tmp}/{tag}.dst.vmm", f"{tmp}/{tag}.dst.sock"
     mig = f"{tmp}/{tag}.mig"
@@ -190,28 +300,35 @@ def sample(vmm, tag, mem, fill, dirty, typed, want):
         subprocess.run(["cp", f"{tmp}/disk.src", simg], check=True)
         with open(dimg, "wb") as f: f.truncate(os.path.getsize(simg))
     if vmm.startswith("shoal"):
-        sargv = shoal_argv(mem, cmdline, "file:" + slog, ssock) + (["--disk", simg] if disk else [])
+        sargv = shoal_argv(mem, cmdline, "stdio" if tick else "file:" + slog, ssock) + \
+            (["--disk", simg] if disk else [])
         dargv = shoal_argv(mem, cmdline, "stdio", dsock) + ["--incoming", "unix:" + mig] + \
             (["--disk", dimg] if disk else [])
     else:
         qd = lambda img: ["-drive", f"file={img},format=raw,if=none,id=d0",
                           "-device", "virtio-blk-device,drive=d0"] if disk else []
-        sargv = qemu_argv(mem, cmdline, slog, ssock) + qd(simg)
+        sargv = qemu_argv(mem, cmdline, None if tick else slog, ssock) + qd(simg)
         dargv = qemu_argv(mem, cmdline, None, dsock) + ["-incoming", "unix:" + mig] + qd(dimg)
     t0 = now()
-    src = subprocess.Popen(sargv, stdin=subprocess.DEVNULL, stdout=open(serr, "wb"), stderr=subprocess.STDOUT)
+    if tick:
+        src = start(sargv, subprocess.PIPE, slog, f"{tmp}/{tag}.src.ticks", serr, readers)
+    else:
+        src = subprocess.Popen(sargv, stdin=subprocess.DEVNULL, stdout=open(serr, "wb"), stderr=subprocess.STDOUT)
     dst = None
     try:
         if not wait_text(slog, mark, src):
             return None, f"source: no prompt (status {src.poll()}); console: {tail(slog)}; VMM: {tail(serr)}"
         prompt = ms(now() - t0)
-        dst = subprocess.Popen(dargv, stdin=subprocess.PIPE, stdout=open(dlog, "wb"), stderr=open(derr, "wb"))
+        if tick:
+            dst = start(dargv, subprocess.PIPE, dlog, f"{tmp}/{tag}.dst.ticks", derr, readers)
+        else:
+            dst = subprocess.Popen(dargv, stdin=subprocess.PIPE, stdout=open(dlog, "wb"), stderr=open(derr, "wb"))
         end = now() + 30
         while not os.path.exists(mig) and now() < end and dst.poll() is None:
             time.sleep(POLL)
         if not os.path.exists(mig):
             return None, f"destination: not listening (status {dst.poll()}); VMM: {tail(derr)}"
-        if dirty: time.sleep(1)
+        if dirty or tick: time.sleep(1)          # ticks: the second before is the baseline
         if vmm.startswith("shoal"):
             t0 = now()
             mp = subprocess.Popen([shoal, "migrate", "--socket", ssock, "unix:" + mig, "--output", "json",
@@ -279,12 +396,25 @@ def sample(vmm, tag, mem, fill, dirty, typed, want):
                    "data": (st["ram"]["transferred"] + max(dsk, st.get("disk", {}).get("transferred", 0))) / 2**20}
         res["converged"] = True
         res["prompt"] = prompt
+        res["t_start"] = t0
+        if tick: time.sleep(1)                   # the destination's ticks after the switch
         if disk and subprocess.run(["cmp", "-s", simg, dimg]).returncode != 0:
             return None, "the destination's image differs from the source's after the migration"
         if typed:
-            dst.stdin.write(typed.encode()); dst.stdin.flush()
-            try: dst.wait(timeout=WAIT)
-            except subprocess.TimeoutExpired: pass
+            # With ticks, a destination whose console shows nothing but
+            # ticks 15 s after the line is typed again: QEMU's once went on
+            # ticking for 300 s, the line never seen (left out, not found why)
+            end = now() + WAIT
+            while dst.poll() is None and now() < end:
+                seen = len(raw(dlog))
+                dst.stdin.write(typed.encode()); dst.stdin.flush()
+                try: dst.wait(timeout=15 if tick else WAIT)
+                except subprocess.TimeoutExpired: pass
+                if not tick or any(b < 0x80 for b in raw(dlog)[seen:]):
+                    try: dst.wait(timeout=max(1, end - now()))
+                    except subprocess.TimeoutExpired: pass
+                    break
+                res["retyped"] = res.get("retyped", 0) + 1
             if dst.returncode != want:
                 return None, (f"destination: status {dst.returncode}, not {want}; console: {tail(dlog)};"
                               f" VMM: {tail(derr)}")
@@ -298,8 +428,14 @@ def sample(vmm, tag, mem, fill, dirty, typed, want):
 FIGS = [("migrate: wall ms", "wall"), ("total ms (VMM's own)", "total"),
         ("downtime ms", "down"), ("rounds / passes", "passes"), ("data sent MiB", "data"),
         ("pages MiB (uncompressed)", "raw")]
+if tick:
+    FIGS[3:3] = [("guest-seen downtime ms", "guest_down"), ("  switch gap ms", "switch_gap"),
+                 ("  ticks lost at the switch", "lost"), ("pre-copy max tick gap ms", "precopy_gap"),
+                 ("guest's own TSC gap ms", "tsc_gap"), ("tick interval ms (before)", "tick_ms"),
+                 ("max tick gap ms (before)", "tick_max"), ("a tick's exits, us", "tick_cost_us")]
+FINE = {"tick_ms", "tick_max", "tick_cost_us"}    # printed to 2 places
 
-def f1(x): return "-" if x is None else f"{x:.1f}"
+def f1(x, k=None): return "-" if x is None else f"{x:.2f}" if k in FINE else f"{x:.1f}"
 
 def table(samples):
     med = {}
@@ -312,7 +448,7 @@ def table(samples):
     print(f"{'figure':26} " + " ".join(f"{NAME[v]:>10}" for v in vmms) + (f" {'shoal/qemu':>11}" if both else "")
           + (f" {'zstd/shoal':>11}" if zs else ""))
     for name, k in FIGS:
-        line = f"{name:26} " + " ".join(f"{f1(med[v, k]):>10}" for v in vmms)
+        line = f"{name:26} " + " ".join(f"{f1(med[v, k], k):>10}" for v in vmms)
         if both:
             a, b = med["shoal", k], med["qemu", k]
             line += f" {(f'{a / b:.3f}' if a is not None and b else '-'):>11}"
@@ -351,8 +487,11 @@ for mem, fill, n, dirty in cases:
                 continue
             samples[vmm].append(res)
             if res["converged"]:
-                print(f"{NAME[vmm]:6} round {i}: " + ", ".join(f"{k} {res[k]:.1f}" for _, k in FIGS
+                print(f"{NAME[vmm]:6} round {i}: " + ", ".join(f"{k} {f1(res[k], k)}" for _, k in FIGS
                                                           if res.get(k) is not None) +
+                      (f" ({res['tick_note']})" if res.get("tick_note") else "") +
+                      (f" ({res['tick_when']})" if res.get("tick_when") else "") +
+                      (f" (its line typed {res['retyped'] + 1} times)" if res.get("retyped") else "") +
                       f" (source boot and fill {res['prompt']:.0f} ms)" +
                       (", pattern verified at the destination" if typed and "verify" in typed else "") +
                       ("; downtime's pieces (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in
