@@ -748,8 +748,10 @@ static int vmm_migrate(struct host *h, struct hvm *vm, struct mig_link *l,
 	json_t *req, *st = NULL;
 	bool cancel, cancel_sent = false, paused = false;
 	/* tests (daemon_migrate_postcopy_recover.sh): cut post-copy's
-	 * connection once, as a network that fails would */
-	bool cut = !getenv("SHOAL_TEST_MIGRATE_CUT_POSTCOPY");
+	 * connection once, as a network that fails would, when this many of
+	 * its pages were sent (past the go-ahead, which goes before them) */
+	long long cut_at = atoll(getenv("SHOAL_TEST_MIGRATE_CUT_POSTCOPY") ?: "0");
+	bool cut = cut_at <= 0;
 	long long pause_deadline = 0, pause_t0 = 0, pause_sent = 0, backoff = 0;
 	int rc, tries = 0;
 
@@ -830,7 +832,7 @@ static int vmm_migrate(struct host *h, struct hvm *vm, struct mig_link *l,
 		}
 		if (strcmp(state, "active") && strcmp(state, "completing") && strcmp(state, "postcopy"))
 			break;
-		if (!cut && !strcmp(state, "postcopy") && pc_sent(st) > 0 && l->net_fd >= 0) {
+		if (!cut && !strcmp(state, "postcopy") && pc_sent(st) >= cut_at && l->net_fd >= 0) {
 			log_warn("%s: SHOAL_TEST_MIGRATE_CUT_POSTCOPY: cutting post-copy's connection",
 				 vm->rec.name);
 			shutdown(l->net_fd, SHUT_RDWR);
