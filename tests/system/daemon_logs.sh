@@ -46,11 +46,13 @@ check "another stream in \$JOURNAL_STREAM: timestamps" grep -Eq "${TS}error: " "
 # systemd's readiness protocol: a datagram listener stands in for systemd
 for where in path abstract; do
 	if [ $where = path ]; then NS=$TMP/notify.sock; else NS=@shoal-notify-$$; fi
-	python3 - "$NS" >"$TMP/notify.$where" <<'PY' &
+	rm -f "$TMP/notify.$where.up"
+	python3 - "$NS" "$TMP/notify.$where.up" >"$TMP/notify.$where" <<'PY' &
 import socket, sys
 name = sys.argv[1]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.bind("\0" + name[1:] if name.startswith("@") else name)
+open(sys.argv[2], "w").close()          # bound: the daemon may start
 s.settimeout(30)
 for _ in range(2):
     try:
@@ -59,8 +61,8 @@ for _ in range(2):
         break
 PY
 	lpid=$!
-	for _ in $(seq 100); do { [ $where = abstract ] || [ -S "$NS" ]; } && break; sleep 0.05; done
-	[ $where = abstract ] && sleep 0.3
+	# an abstract name leaves no file: the listener says when it is bound
+	for _ in $(seq 200); do [ -e "$TMP/notify.$where.up" ] && break; sleep 0.05; done
 	rm -rf "$STATE"
 	NOTIFY_SOCKET=$NS start_daemon || { fail "daemon starts with NOTIFY_SOCKET ($where)"; kill $lpid; continue; }
 	for _ in $(seq 100); do grep -q READY "$TMP/notify.$where" && break; sleep 0.05; done
