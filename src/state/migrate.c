@@ -788,10 +788,10 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 	if (!rc && migrate_io_send(in.fd, in.tls, "SHOALACK", 8))
 		rc = error_set(e, EXIT_HOST, "incoming migration: the source went away before our "
 			       "acknowledgement (it keeps the VM)");
-	if (door_on)            /* post-copy's thread refuses them from here on */
-		door_close(&door);
 	if (!rc)
 		rc = await_run(vm, &in, pc, lfd >= 0, e);
+	if (door_on)            /* post-copy's thread refuses them from here on */
+		door_close(&door);
 	if (!rc && pc && !migrate_postcopy_start(pc, &in, lfd, uri, a.tcp ? NULL : a.path,
 						 recover_s, e)) {
 		pc = NULL;               /* its thread has the connection now */
