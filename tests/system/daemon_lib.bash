@@ -171,3 +171,54 @@ stuck_report() {
 		done
 	done
 }
+
+# mig_two_hosts PREFIX NET: the two daemons of a migration test, A and B,
+# each on its own network: namespaces joined by a veth pair (PREFIX-a,
+# PREFIX-b; A at NET.1, B at NET.2) where this host can make them (root,
+# iproute2), else both on this host's network with B on 127.0.0.1.  Sets
+# SA, SB, NSA, NSB, NETNS, PORT, BADDR, BLISTEN (B's --listen host), URL,
+# inA and inB (run a command in A's or B's network), the EXIT trap that
+# also removes the namespaces, and B's self-signed certificate for BADDR
+# ($TMP/cert.pem, key.pem) and a token ($TMP/token).  Prints a PASS or
+# SKIP line for the namespaces.
+mig_two_hosts() {
+	local p=$1 net=$2
+	SA=$TMP/a/shoald.sock SB=$TMP/b/shoald.sock
+	NSA=shoal-$p-a-$$ NSB=shoal-$p-b-$$
+	NETNS=0
+	PORT=$((20000 + RANDOM % 20000))
+	trap mig_cleanup EXIT
+	if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && ip netns add "$NSA" 2>"$TMP/ns.err"; then
+		if ip netns add "$NSB" && ip link add "$p-a" type veth peer name "$p-b" 2>>"$TMP/ns.err" &&
+		   ip link set "$p-a" netns "$NSA" && ip link set "$p-b" netns "$NSB" &&
+		   ip -n "$NSA" addr add "$net.1/24" dev "$p-a" && ip -n "$NSB" addr add "$net.2/24" dev "$p-b" &&
+		   ip -n "$NSA" link set "$p-a" up && ip -n "$NSB" link set "$p-b" up &&
+		   ip -n "$NSA" link set lo up && ip -n "$NSB" link set lo up; then
+			NETNS=1
+		else
+			ip netns del "$NSA" 2>/dev/null; ip netns del "$NSB" 2>/dev/null
+		fi
+	fi
+	if [ $NETNS = 1 ]; then
+		BADDR=$net.2
+		BLISTEN=0.0.0.0         # B's own namespace: A connects to the URL's host
+		inA() { ip netns exec "$NSA" "$@"; }
+		inB() { ip netns exec "$NSB" "$@"; }
+		pass "two network namespaces joined by veth (A $net.1, B $net.2)"
+	else
+		BADDR=127.0.0.1
+		BLISTEN=127.0.0.1
+		inA() { "$@"; }
+		inB() { "$@"; }
+		skip "network namespaces" "cannot make them here ($(head -c 200 "$TMP/ns.err")): both daemons on this host's network, B on 127.0.0.1"
+	fi
+	URL=https://$BADDR:$PORT
+	openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/key.pem" -out "$TMP/cert.pem" -days 1 \
+		-subj /CN=shoal-b -addext "subjectAltName=IP:$BADDR" >/dev/null 2>&1
+	head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/token"
+}
+
+mig_cleanup() {
+	daemon_cleanup
+	if [ "$NETNS" = 1 ]; then ip netns del "$NSA"; ip netns del "$NSB"; fi 2>/dev/null
+}

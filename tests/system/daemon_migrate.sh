@@ -77,47 +77,7 @@ need_daemon
 require_kvm daemon_migrate
 command -v openssl >/dev/null || { skip daemon_migrate "openssl missing"; finish; }
 
-SA=$TMP/a/shoald.sock
-SB=$TMP/b/shoald.sock
-NSA=shoal-mig-a-$$ NSB=shoal-mig-b-$$
-NETNS=0
-PORT=$((20000 + RANDOM % 20000))
-mig_cleanup() {
-	daemon_cleanup
-	if [ $NETNS = 1 ]; then ip netns del "$NSA"; ip netns del "$NSB"; fi 2>/dev/null
-}
-trap mig_cleanup EXIT
-
-# Their own network namespaces where this host can make them (root, iproute2, veth).
-if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && ip netns add "$NSA" 2>"$TMP/ns.err"; then
-	if ip netns add "$NSB" && ip link add mig-a type veth peer name mig-b 2>>"$TMP/ns.err" &&
-	   ip link set mig-a netns "$NSA" && ip link set mig-b netns "$NSB" &&
-	   ip -n "$NSA" addr add 10.77.0.1/24 dev mig-a && ip -n "$NSB" addr add 10.77.0.2/24 dev mig-b &&
-	   ip -n "$NSA" link set mig-a up && ip -n "$NSB" link set mig-b up &&
-	   ip -n "$NSA" link set lo up && ip -n "$NSB" link set lo up; then
-		NETNS=1
-	else
-		ip netns del "$NSA" 2>/dev/null; ip netns del "$NSB" 2>/dev/null
-	fi
-fi
-if [ $NETNS = 1 ]; then
-	BADDR=10.77.0.2
-	BLISTEN=0.0.0.0         # B's own namespace: A connects to the URL's host
-	inA() { ip netns exec "$NSA" "$@"; }
-	inB() { ip netns exec "$NSB" "$@"; }
-	pass "two network namespaces joined by veth (A 10.77.0.1, B 10.77.0.2)"
-else
-	BADDR=127.0.0.1
-	BLISTEN=127.0.0.1
-	inA() { "$@"; }
-	inB() { "$@"; }
-	skip "network namespaces" "cannot make them here ($(head -c 200 "$TMP/ns.err")): both daemons on this host's network, B on 127.0.0.1"
-fi
-URL=https://$BADDR:$PORT
-
-openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/key.pem" -out "$TMP/cert.pem" -days 1 \
-	-subj /CN=shoal-b -addext "subjectAltName=IP:$BADDR" >/dev/null 2>&1
-head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/token"
+mig_two_hosts mig 10.77.0
 echo wrong-token-wrong-token-wrong >"$TMP/bad-token"
 
 # Files: the test guest ($BUILD) and $TMP/shared for both; $TMP/aonly for A only.

@@ -33,46 +33,7 @@ need_daemon
 require_kvm daemon_migrate_postcopy_recover
 command -v openssl >/dev/null || { skip daemon_migrate_postcopy_recover "openssl missing"; finish; }
 
-SA=$TMP/a/shoald.sock
-SB=$TMP/b/shoald.sock
-NSA=shoal-pcr-a-$$ NSB=shoal-pcr-b-$$
-NETNS=0
-PORT=$((20000 + RANDOM % 20000))
-mig_cleanup() {
-	daemon_cleanup
-	if [ $NETNS = 1 ]; then ip netns del "$NSA"; ip netns del "$NSB"; fi 2>/dev/null
-}
-trap mig_cleanup EXIT
-
-if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && ip netns add "$NSA" 2>"$TMP/ns.err"; then
-	if ip netns add "$NSB" && ip link add pcr-a type veth peer name pcr-b 2>>"$TMP/ns.err" &&
-	   ip link set pcr-a netns "$NSA" && ip link set pcr-b netns "$NSB" &&
-	   ip -n "$NSA" addr add 10.78.0.1/24 dev pcr-a && ip -n "$NSB" addr add 10.78.0.2/24 dev pcr-b &&
-	   ip -n "$NSA" link set pcr-a up && ip -n "$NSB" link set pcr-b up &&
-	   ip -n "$NSA" link set lo up && ip -n "$NSB" link set lo up; then
-		NETNS=1
-	else
-		ip netns del "$NSA" 2>/dev/null; ip netns del "$NSB" 2>/dev/null
-	fi
-fi
-if [ $NETNS = 1 ]; then
-	BADDR=10.78.0.2
-	BLISTEN=0.0.0.0
-	inA() { ip netns exec "$NSA" "$@"; }
-	inB() { ip netns exec "$NSB" "$@"; }
-	pass "two network namespaces joined by veth (A 10.78.0.1, B 10.78.0.2)"
-else
-	BADDR=127.0.0.1
-	BLISTEN=127.0.0.1
-	inA() { "$@"; }
-	inB() { "$@"; }
-	skip "network namespaces" "cannot make them here ($(head -c 200 "$TMP/ns.err")): both daemons on this host's network"
-fi
-URL=https://$BADDR:$PORT
-
-openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/key.pem" -out "$TMP/cert.pem" -days 1 \
-	-subj /CN=shoal-b -addext "subjectAltName=IP:$BADDR" >/dev/null 2>&1
-head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/token"
+mig_two_hosts pcr 10.78.0
 
 mkdir -p "$TMP/a" "$TMP/b"
 BUILDDIR=$(cd "$BUILD" && pwd)
