@@ -58,6 +58,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <stdatomic.h>
+
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "base/ssl_dl.h"
@@ -75,6 +77,7 @@ struct migrate_tls {
 	bool wrong_identity;         /* the server saw another identity */
 	pthread_t thread;
 	bool relaying;
+	atomic_bool relay_over;      /* the thread ended by itself: all forwarded */
 	int stop[2];                 /* a pipe: relay_end asks the thread to stop */
 };
 
@@ -545,6 +548,7 @@ out:
 	free(up);
 	shutdown(t->fd, SHUT_RDWR);
 	shutdown(t->local, SHUT_RDWR);
+	atomic_store(&t->relay_over, true);
 	return NULL;
 }
 
@@ -573,12 +577,16 @@ void migrate_tls_relay_end(struct migrate_tls *t, int ms)
 	if (!t)
 		return;
 	if (t->relaying) {
-		struct pollfd p = { .fd = t->local, .events = 0 };
 		int waited = 0;
 
-		/* The relay shuts t->local down as it ends: POLLHUP. */
-		while (waited < ms && poll(&p, 1, 50) == 0)
-			waited += 50;
+		/* The relay ends by itself once the VMM closed its end and all it
+		 * wrote went over (the last word, SHOALRUN or SHOALBYE, can come
+		 * just before the VMM exits): wait for that, not for the VMM's
+		 * hang-up, which comes with those bytes still unread. */
+		while (waited < ms && !atomic_load(&t->relay_over)) {
+			poll(NULL, 0, 10);
+			waited += 10;
+		}
 		if (write(t->stop[1], "x", 1) < 0)
 			log_warn("migration over TLS: cannot stop the relay: %s", strerror(errno));
 		pthread_join(t->thread, NULL);

@@ -6,7 +6,9 @@
  *     TLS_AES_256_GCM_SHA384); the source's relay carries a patterned
  *     stream from the "VMM" end to the destination's transport and the
  *     answer back; a tap between the two ends sees none of the pattern;
- *     the VMM end's close ends the relay;
+ *     the VMM end's close ends the relay, and a last word the VMM writes
+ *     just before it closes still goes over (the relay ended at the
+ *     VMM's hang-up, those bytes unread, in 7 of 8 runs before);
  *   - with another key both ends fail the handshake, each saying so;
  *   - migrate_auth_accept on a tls=on destination: a plain source is told
  *     to use --tls; a peer that failed fail-limit handshakes is refused at
@@ -95,7 +97,7 @@ struct dst {
 	int rc;
 	struct error e;
 	char desc[96];
-	bool stream_ok;
+	bool stream_ok, last_ok;
 };
 
 static void *dst_run(void *arg)
@@ -103,6 +105,7 @@ static void *dst_run(void *arg)
 	struct dst *d = arg;
 	struct migrate_tls *t;
 	uint8_t *buf;
+	char word[8];
 
 	d->rc = migrate_tls_accept(d->fd, d->key, &t, &d->e);
 	if (d->rc) {
@@ -117,6 +120,7 @@ static void *dst_run(void *arg)
 	free(buf);
 	if (migrate_io_send(d->fd, t, "SHOALACK", 8))
 		d->stream_ok = false;
+	d->last_ok = migrate_io_recv(d->fd, t, word, 8) == 1 && !memcmp(word, "SHOALRUN", 8);
 	migrate_io_close(d->fd, t);
 	return NULL;
 }
@@ -165,12 +169,16 @@ static void tls_relay(void **state)
 	assert_int_equal(migrate_send_all(vmm, buf, STREAM), 0);
 	assert_int_equal(migrate_recv_all(vmm, ack, 8), 1);
 	assert_memory_equal(ack, "SHOALACK", 8);
+	/* a last word just before the VMM closes: it must still go over
+	 * (the relay ends once it has, not at the VMM's hang-up) */
+	assert_int_equal(migrate_send_all(vmm, "SHOALRUN", 8), 0);
 	close(vmm);                  /* the VMM is done: the relay ends */
 	migrate_tls_relay_end(t, 5000);
 	pthread_join(th_dst, NULL);
 	pthread_join(th_tap, NULL);
 	assert_int_equal(d.rc, 0);
 	assert_true(d.stream_ok);
+	assert_true(d.last_ok);
 	assert_string_equal(d.desc, "TLSv1.3 TLS_AES_256_GCM_SHA384");
 	assert_true(tap.len > STREAM);  /* all of it went over, with TLS's framing */
 	assert_null(memmem(tap.seen, tap.len, PATTERN, sizeof(PATTERN) - 1));
