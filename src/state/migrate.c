@@ -49,7 +49,12 @@
  * and back, from the destination: "SHOALDSK" and which disks it has the
  * base of, right after "disks" (migrate_disk.c); "SHOALRDY" after "sync";
  * "SHOALACK" once it has everything and has restored it, or "SHOALNAK",
- * u32 n, n bytes: why it refused.
+ * u32 n, n bytes: why it refused.  The source answers SHOALACK with
+ * "SHOALRUN" (MIGRATE_RUN), and only then does the destination run the
+ * VM (await_run): without it the destination cannot tell whether its
+ * acknowledgement arrived (if not, the source runs on), so it holds the VM
+ * paused, in doubt, for its operator (post-copy: until the source comes
+ * back for a recovery).  No lost word runs the VM at both ends.
  *
  * Pre-copy (the source, a thread of its own).  Dirty tracking starts
  * (vmm/dirty.c: KVM's log for the vCPUs, host-side marks for the
@@ -659,6 +664,75 @@ static int incoming_accept(int lfd, const char *uri, struct migrate_in *in, stru
 	}
 }
 
+/* The incoming migration ended in doubt (await_run): migrate-status says so. */
+static atomic_bool incoming_in_doubt;
+
+/* "resume" of a VM held in doubt: only with its disks' write locks back
+ * (given up when it was held).  Where the source ran on, it holds them,
+ * and the resume is refused: the locks settle the doubt. */
+static int indoubt_gate(struct vm *vm, struct error *e)
+{
+	char why[sizeof(e->msg)];
+
+	if (migrate_disks_activate(vm, false, e)) {
+		snprintf(why, sizeof(why), "%s", e->msg);
+		return error_set(e, EXIT_HOST, "not resumed: this VM came in by a migration that "
+				 "ended in doubt, and its disks' write locks are held elsewhere (the "
+				 "source's VM ran on?): %.700s", why);
+	}
+	vm->resume_gate = NULL;
+	atomic_store(&incoming_in_doubt, false);
+	log_info("incoming migration: the VM held in doubt is resumed by its operator");
+	return 0;
+}
+
+static void run_held(void *opaque)
+{
+	vm_resume(opaque);
+}
+
+/* After our acknowledgement: the source's go-ahead (MIGRATE_RUN), which
+ * says it stopped its copy for good.  Without it (the connection dropped
+ * or 30 s passed) we cannot tell whether our acknowledgement reached it:
+ * if not, its VM runs on there.  So ours must not run on its own: it is
+ * held paused ("in doubt") for the operator, or, in post-copy, until the
+ * source comes back for its recovery (only a source past the switch
+ * does).  0, or -1 with `e` when the VM cannot be kept. */
+static int await_run(struct vm *vm, struct migrate_in *in, struct migrate_pc_dst *pc,
+		     bool can_wait, struct error *e)
+{
+	char word[8], why[200];
+	int rc = migrate_io_recv(in->fd, in->tls, word, 8);
+
+	if (rc > 0 && !memcmp(word, MIGRATE_RUN, 8))
+		return 0;
+	snprintf(why, sizeof(why), "the source's go-ahead did not come after our acknowledgement "
+		 "(%s)", rc > 0 ? "another word came" : rc == 0 || errno == EPIPE ||
+		 errno == ECONNRESET ? "the connection closed" : errno == EAGAIN ?
+		 "nothing for 30 s" : strerror(errno));
+	if (pc && !can_wait)
+		return error_set(e, EXIT_HOST, "incoming migration: post-copy: %s, and with "
+				 "recover-timeout=0 nothing can "
+				 "settle whether it stopped its copy: this one, which never ran, is "
+				 "stopped", why);
+	vm_pause_at_start(vm);
+	if (pc) {
+		migrate_postcopy_hold(pc, why, run_held, vm);
+		return 0;
+	}
+	atomic_store(&incoming_in_doubt, true);
+	vm->resume_gate = indoubt_gate;
+	/* the disks' locks go back, for a source that runs on to take */
+	if (migrate_disks_inactivate(vm, e))
+		log_warn("incoming migration: in doubt, the disks' write locks are kept: %s", e->msg);
+	log_warn("incoming migration: %s: whether it reached the source is not known here. If it did not, the VM runs on at the source. "
+		 "So it is held paused here, in doubt, its disks' write locks given up: once the "
+		 "source's VMM is known to be gone (it exits 0 after a completed migration), resume "
+		 "it here (control command \"resume\": it takes the locks back, and is refused "
+		 "while another process holds them); else stop this one", why);
+	return 0;
+}
+
 int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 {
 	struct migrate_addr a;
@@ -717,6 +791,8 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 	if (!rc && migrate_io_send(in.fd, in.tls, "SHOALACK", 8))
 		rc = error_set(e, EXIT_HOST, "incoming migration: the source went away before our "
 			       "acknowledgement (it keeps the VM)");
+	if (!rc)
+		rc = await_run(vm, &in, pc, lfd >= 0, e);
 	if (door_on)            /* post-copy's thread refuses them from here on */
 		door_close(&door);
 	if (!rc && pc && !migrate_postcopy_start(pc, &in, lfd, uri, a.tcp ? NULL : a.path,
@@ -1466,6 +1542,12 @@ static int stop_phase(struct mig_src *s, struct error *e)
 		return -1;
 	rc = read_answer(s, e);
 	ph_mark(s, PH_ANSWER);
+	/* Past the point of no return: the go-ahead.  Lost, the destination
+	 * holds the VM paused, in doubt (await_run); ours stops all the same. */
+	if (!rc && migrate_send_all(s->fd, MIGRATE_RUN, 8))
+		log_warn("migration to %s: the destination acknowledged, but our go-ahead could not "
+			 "be sent (%s): the VM waits paused there, in doubt, for its operator to resume "
+			 "it (this copy stops)", s->c->uri, strerror(errno));
 	return rc;
 }
 
@@ -1916,6 +1998,8 @@ static json_t *migrate_status_cmd(struct vm *vm, json_t *req, void *opaque)
 		      "expected_downtime_ms", c->st.remaining_ns / 1e6,
 		      "total_ms", c->st.total_ns / 1e6, "downtime_ms", c->st.downtime_ns / 1e6,
 		      "memory_bytes", (json_int_t)vm->mem.size);
+	if (o && atomic_load(&incoming_in_doubt))   /* this VM came in, held paused */
+		json_object_set_new(o, "incoming_in_doubt", json_true());
 	if (o && c->with_disks) {
 		json_t *d = json_pack(
 			"{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "with_disks", 1,

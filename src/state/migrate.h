@@ -20,6 +20,7 @@ struct vm;
 #define MIGRATE_MAGIC    "SHOALMIG"   /* the stream's first 8 bytes */
 #define MIGRATE_VERSION  1
 #define MIGRATE_READY    "SHOALRDY"   /* the destination's answer to "sync" */
+#define MIGRATE_RUN      "SHOALRUN"   /* the source's answer to SHOALACK: run it there */
 #define MIGRATE_DOWNTIME_MS_DEFAULT 300
 #define MIGRATE_MAX_ROUNDS 30         /* then stop and copy, converged or not */
 #define MIGRATE_THROTTLE_FIRST 20     /* --auto-converge: % of vCPU time asleep */

@@ -283,6 +283,10 @@ static json_t *control_dispatch(struct vm *vm, const char *cmd, json_t *req, int
 		return json_pack("{s:b, s:s}", "ok", 1, "state", control_state(vm));
 	}
 	if (!strcmp(cmd, "resume")) {
+		struct error e = { 0 };
+
+		if (vm->resume_gate && vm->resume_gate(vm, &e))
+			return control_error("%s", e.msg);
 		vm_resume(vm);
 		return json_pack("{s:b, s:s}", "ok", 1, "state", control_state(vm));
 	}

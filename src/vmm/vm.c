@@ -497,6 +497,11 @@ void vm_pause(struct vm *vm)
 	pthread_mutex_unlock(&vm->stop_lock);
 }
 
+void vm_pause_at_start(struct vm *vm)
+{
+	atomic_store(&vm->pause_requested, true);
+}
+
 void vm_resume(struct vm *vm)
 {
 	pthread_mutex_lock(&vm->stop_lock);

@@ -91,6 +91,11 @@ struct vm {
 	pthread_cond_t stop_cond;      /* signalled on stop, park and resume */
 
 	atomic_bool pause_requested;   /* vCPUs park outside KVM_RUN while set */
+	/* Set while the VM may not be resumed before something is settled
+	 * (an incoming migration in doubt, state/migrate.c): the control
+	 * command "resume" asks it first; 0 (it may clear itself), or -1
+	 * with `e`, and the VM stays paused.  Event-loop thread. */
+	int (*resume_gate)(struct vm *vm, struct error *e);
 	int parked;                    /* vCPUs parked now (under stop_lock) */
 	atomic_bool hold;              /* guest-set page protection changes memory
 	                                  slots: park as for a pause (mem_protect.c) */
@@ -153,6 +158,8 @@ void vm_destroy(struct vm *vm);
  * idempotent and safe from any thread but a vCPU thread. */
 void vm_pause(struct vm *vm);
 void vm_resume(struct vm *vm);
+/* Before vm_run: its vCPUs park at once, until vm_resume. */
+void vm_pause_at_start(struct vm *vm);
 bool vm_is_paused(struct vm *vm);
 
 /* Park the calling vCPU thread while a pause is requested (vcpu.c). */

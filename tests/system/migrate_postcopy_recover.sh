@@ -27,6 +27,11 @@
 #     destination runs on and keeps listening; a resume through a fresh
 #     relay hears it (0, done), the source exits 0, the guest verifies
 #     both patterns at the destination;
+#   - the source's go-ahead after the switch (SHOALRUN) lost: `shoal
+#     migrate` fails (70), the source waits in postcopy-paused, the
+#     destination holds the VM paused (the source could have run on);
+#     the resume completes (0, done), the destination runs the VM once
+#     the source came back, its guest verifies both patterns;
 #   - the same over TLS 1.3 (--tls, tls=on): a drop, a resume with --tls
 #     through a fresh relay, and the guest verifies both patterns;
 #   - without a resume, a destination started with recover-timeout=2 gives
@@ -60,45 +65,10 @@ KEY = os.path.join(tmp, "mig.key")
 with open(os.open(KEY, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
     f.write(os.urandom(32))
 
-RELAY = r'''
-import os, select, socket, sys, threading
-lsn = socket.socket(socket.AF_UNIX); lsn.bind(sys.argv[1]); lsn.listen(4)
-open(sys.argv[1] + ".up", "w").close()
-DROPFIN = sys.argv[3:] == ["dropfin"]
-def pipe(a, b, back=False):
-    tail = b""
-    try:
-        while True:
-            d = a.recv(65536)
-            if not d: break
-            i = (tail + d).find(b"SHOALFIN") if back and DROPFIN else -1
-            if i >= 0:                  # the destination's last word: lost
-                b.sendall(d[:max(0, i - len(tail))])
-                for s in (a, b): s.shutdown(socket.SHUT_RDWR)
-                os._exit(0)
-            tail = (tail + d)[-7:]
-            b.sendall(d)
-    except OSError: pass
-    for s in (a, b):
-        try: s.shutdown(socket.SHUT_RDWR)
-        except OSError: pass
-while True:
-    c, _ = lsn.accept()
-    d = socket.socket(socket.AF_UNIX); d.connect(sys.argv[2])
-    threading.Thread(target=pipe, args=(c, d), daemon=True).start()
-    threading.Thread(target=pipe, args=(d, c, True), daemon=True).start()
-'''
-
-def relay(name, target, *mode):
-    """A relay process from unix:tmp/NAME to the unix socket target
-    ("dropfin": it cuts the connection where SHOALFIN would pass)."""
-    path = os.path.join(tmp, name)
-    p = subprocess.Popen([sys.executable, "-c", RELAY, path, target, *mode])
-    procs.append(p)
-    end = time.time() + 10
-    while time.time() < end and not os.path.exists(path + ".up"):
-        time.sleep(0.02)
-    return p, "unix:" + path
+def relay(name, target, *cut):
+    """A relay from unix:tmp/NAME to the unix socket target (vmtest's
+    RELAY; cut: its direction and word, to cut the connection there)."""
+    return T.relay(name, target, cut)
 
 def vm(name, incoming=None):
     v = T.start(name, CMDLINE, memory=MEM, incoming=incoming, timeout=150,
@@ -227,7 +197,7 @@ r3.kill(); r3.wait()
 # ---- every page arrived, but the destination's last word (SHOALFIN) is
 # lost in a drop: the destination, whose VM has every page, runs on and
 # listens on; the source waits in postcopy-paused; a resume hears it ----
-src, dst, r1, m, inp = start("fin", "echo dirtied", mode=("dropfin",))
+src, dst, r1, m, inp = start("fin", "echo dirtied", mode=("back", "SHOALFIN"))
 out, err = m.communicate(timeout=120)
 r1.wait()
 st = wait_state(src[1], "postcopy-paused", 30)
@@ -254,6 +224,33 @@ check("fin: the guest verified both patterns at the destination and exited 5; th
       "socket is gone", rc == 5 and out.count("verify ok") == 2 and not os.path.exists(inp),
       (rc, out[-400:], console(dst[3])[-800:]))
 r2.kill(); r2.wait()
+
+# ---- the source's go-ahead after the switch (SHOALRUN) lost: the
+# destination holds the VM paused (the source may have run on) until the
+# source comes back for its recovery, which only a source past the switch
+# does; then the VM runs there ----
+src, dst, r1, m, inp = start("held", "echo dirtied", mode=("fwd", "SHOALRUN"))
+out, err = m.communicate(timeout=120)
+st = wait_state(src[1], "postcopy-paused", 30)
+check("held: with the go-ahead lost the source is past the switch: shoal migrate fails (70), "
+      "the source waits in postcopy-paused", m.returncode == 70 and
+      st.get("state") == "postcopy-paused", (m.returncode, err, st))
+check("held: the destination holds the VM paused, waiting for the source",
+      wait_console(dst[3], "waiting up to", 30) and
+      ctl(dst[1], {"cmd": "status"}).get("state") == "paused", console(dst[3])[-600:])
+r2, uri2 = relay("r2-held", inp)
+m2 = migrate(src[1], uri2, "--resume")
+out2, err2 = m2.communicate(timeout=120)
+check("held: the resume completes (0, done), the source exits 0, and the destination runs the "
+      "VM once the source came back", m2.returncode == 0 and finish(src[0]) == 0 and
+      "the VM runs here now" in console(dst[3]) and
+      ctl(dst[1], {"cmd": "status"}).get("state") == "running", (m2.returncode, err2,
+      console(dst[3])[-600:]))
+s = type_into(dst[1], f"verify {B} 16M 9; verify {A} 16M 7; exit 5\r")
+s.close()
+rc = finish(dst[0], 90)
+check("held: the guest verified both patterns there and exited 5",
+      rc == 5 and console(dst[2]).count("verify ok") == 2, (rc, console(dst[3])[-400:]))
 
 # ---- the same over TLS 1.3: the recovery's connection in TLS too ----
 # (the box's software CPU runs AES-GCM slowly: the guest dirties longer

@@ -127,6 +127,41 @@ class VM:
         return self.p.poll() is None and ctl(self.sock, {"cmd": "status"}).get("state") == "running"
 
 
+# A relay process between a source and a destination's unix socket (argv:
+# its own socket path, the target's, and optionally a direction, "fwd"
+# (source to destination) or "back", and an 8-byte word): it pipes both
+# ways, and where the word would pass in that direction it cuts the
+# connection instead (nothing of the word goes through) and exits.
+RELAY = r'''
+import os, socket, sys, threading
+lsn = socket.socket(socket.AF_UNIX); lsn.bind(sys.argv[1]); lsn.listen(4)
+open(sys.argv[1] + ".up", "w").close()
+CUT = (sys.argv[3], sys.argv[4].encode()) if len(sys.argv) > 4 else None
+def pipe(a, b, way):
+    tail = b""
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d: break
+            i = (tail + d).find(CUT[1]) if CUT and CUT[0] == way else -1
+            if i >= 0:
+                b.sendall(d[:max(0, i - len(tail))])
+                for s in (a, b): s.shutdown(socket.SHUT_RDWR)
+                os._exit(0)
+            tail = (tail + d)[-7:]
+            b.sendall(d)
+    except OSError: pass
+    for s in (a, b):
+        try: s.shutdown(socket.SHUT_RDWR)
+        except OSError: pass
+while True:
+    c, _ = lsn.accept()
+    d = socket.socket(socket.AF_UNIX); d.connect(sys.argv[2])
+    threading.Thread(target=pipe, args=(c, d, "fwd"), daemon=True).start()
+    threading.Thread(target=pipe, args=(d, c, "back"), daemon=True).start()
+'''
+
+
 class Test:
     def __init__(self, shoal, guest, tmp):
         self.shoal, self.guest, self.tmp = shoal, guest, tmp
@@ -167,6 +202,16 @@ class Test:
         else:
             wait_path(sock, p)
         return vm
+
+    def relay(self, name, target, cut=()):
+        """A relay (RELAY) from unix:TMP/NAME to the unix socket target; cut:
+        (direction, word) to cut the connection where that word would pass.
+        Returns (its Popen, its URI)."""
+        path = self.path(name)
+        p = subprocess.Popen(["python3", "-c", RELAY, path, target, *cut])
+        self.procs.append(p)
+        wait_for(lambda: os.path.exists(path + ".up") or p.poll() is not None, 10)
+        return p, "unix:" + path
 
     def migrate(self, vm, uri, *extra):
         """`shoal migrate` of vm to uri, running (a Popen with text pipes)."""
