@@ -686,11 +686,6 @@ static int indoubt_gate(struct vm *vm, struct error *e)
 	return 0;
 }
 
-static void run_held(void *opaque)
-{
-	vm_resume(opaque);
-}
-
 /* After our acknowledgement: the source's go-ahead (MIGRATE_RUN), which
  * says it stopped its copy for good.  Without it (the connection dropped
  * or 30 s passed) we cannot tell whether our acknowledgement reached it:
@@ -715,11 +710,18 @@ static int await_run(struct vm *vm, struct migrate_in *in, struct migrate_pc_dst
 				 "recover-timeout=0 nothing can "
 				 "settle whether it stopped its copy: this one, which never ran, is "
 				 "stopped", why);
-	vm_pause_at_start(vm);
 	if (pc) {
-		migrate_postcopy_hold(pc, why, run_held, vm);
+		/* Post-copy runs on and waits for the source as after a drop: a
+		 * source past the switch comes back for its recovery.  (Holding
+		 * the VM paused until then, as below, left a daemon's record
+		 * "paused" and its reconnection refused; docs/migration.md.) */
+		log_warn("incoming migration: post-copy: %s: the VM runs, and waits for the source "
+			 "to reconnect as after a dropped connection", why);
+		migrate_postcopy_hold(pc, "the connection to the source dropped before its "
+				      "go-ahead");
 		return 0;
 	}
+	vm_pause_at_start(vm);
 	atomic_store(&incoming_in_doubt, true);
 	vm->resume_gate = indoubt_gate;
 	/* the disks' locks go back, for a source that runs on to take */

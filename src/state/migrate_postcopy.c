@@ -392,8 +392,6 @@ struct migrate_pc_dst {
 	unsigned recover_s, recoveries;
 	time_t deadline;                  /* the source is away: wait for it until then */
 	const char *broken;               /* a request could not be sent: the connection is gone */
-	void (*run)(void *);              /* held: the VM runs once a recovery came */
-	void *run_opaque;
 	pthread_t thread;
 };
 
@@ -496,14 +494,9 @@ int migrate_postcopy_arm(struct guest_mem *m, bool tls, bool zero_layer, uint64_
 /* The VM cannot go on: its missing pages exist only at the source. */
 static _Noreturn void dst_lost(struct migrate_pc_dst *d, const char *why)
 {
-	if (d->run)     /* held: it never ran here */
-		log_error("incoming migration: post-copy: %s, and the source never said to run the "
-			  "VM here (it may run its own copy on): this copy, which never ran, is "
-			  "stopped", why);
-	else
-		log_error("incoming migration: post-copy: %s, with %" PRIu64 " of %" PRIu64 " pages "
-			  "still missing (their only copy is in the source's memory): the VM cannot "
-			  "run on and is stopped", why, d->left, d->total);
+	log_error("incoming migration: post-copy: %s, with %" PRIu64 " of %" PRIu64 " pages "
+		  "still missing (their only copy is in the source's memory): the VM cannot "
+		  "run on and is stopped", why, d->left, d->total);
 	if (d->lfd >= 0 && d->path[0])
 		unlink(d->path);
 	_exit(EXIT_HOST);
@@ -698,12 +691,6 @@ static int dst_accept(struct migrate_pc_dst *d)
 	log_info("incoming migration: post-copy: the source reconnected (recovery %u): %" PRIu64
 		 " pages still missing, %" PRIu64 " asked for again", d->recoveries, d->left,
 		 reasked);
-	if (d->run) {   /* it is past the point of no return: the VM is ours */
-		log_info("incoming migration: post-copy: the source is past the switch: the VM "
-			 "runs here now");
-		d->run(d->run_opaque);
-		d->run = NULL;
-	}
 	return 0;
 }
 
@@ -882,12 +869,9 @@ static void *dst_thread(void *arg)
 	return NULL;
 }
 
-void migrate_postcopy_hold(struct migrate_pc_dst *d, const char *why, void (*run)(void *),
-			   void *opaque)
+void migrate_postcopy_hold(struct migrate_pc_dst *d, const char *why)
 {
 	d->broken = why;
-	d->run = run;
-	d->run_opaque = opaque;
 }
 
 int migrate_postcopy_start(struct migrate_pc_dst *d, struct migrate_in *in, int lfd,

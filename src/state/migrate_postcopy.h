@@ -107,13 +107,9 @@ int migrate_postcopy_start(struct migrate_pc_dst *d, struct migrate_in *in, int 
 			   const char *uri, const char *unlink_path, unsigned recover_s,
 			   struct error *e);
 /* Before migrate_postcopy_start: the source's go-ahead (MIGRATE_RUN) did
- * not come, so whether it stopped its copy is not known.  The thread
- * starts as after a drop (it waits for the source on its listening
- * socket), and only a recovery, which only a source past the point of no
- * return asks for, calls run(opaque): the VM, held paused until then,
- * may run. */
-void migrate_postcopy_hold(struct migrate_pc_dst *d, const char *why, void (*run)(void *),
-			   void *opaque);
+ * not come.  The thread starts as after a drop (`why`, a string that
+ * lives on): it waits for the source on its listening socket. */
+void migrate_postcopy_hold(struct migrate_pc_dst *d, const char *why);
 /* A destination armed but never started (the acknowledgement failed). */
 void migrate_postcopy_free(struct migrate_pc_dst *d);
 
