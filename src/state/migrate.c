@@ -53,8 +53,9 @@
  * "SHOALRUN" (MIGRATE_RUN), and only then does the destination run the
  * VM (await_run): without it the destination cannot tell whether its
  * acknowledgement arrived (if not, the source runs on), so it holds the VM
- * paused, in doubt, for its operator (post-copy: until the source comes
- * back for a recovery).  No lost word runs the VM at both ends.
+ * paused, in doubt, for its operator: no lost word runs the VM at both
+ * ends.  Post-copy does not hold (docs/migration.md, "In doubt"): it runs
+ * and waits for the source as after a drop.
  *
  * Pre-copy (the source, a thread of its own).  Dirty tracking starts
  * (vmm/dirty.c: KVM's log for the vCPUs, host-side marks for the
@@ -690,9 +691,9 @@ static int indoubt_gate(struct vm *vm, struct error *e)
  * says it stopped its copy for good.  Without it (the connection dropped
  * or 30 s passed) we cannot tell whether our acknowledgement reached it:
  * if not, its VM runs on there.  So ours must not run on its own: it is
- * held paused ("in doubt") for the operator, or, in post-copy, until the
- * source comes back for its recovery (only a source past the switch
- * does).  0, or -1 with `e` when the VM cannot be kept. */
+ * held paused ("in doubt") for the operator.  Post-copy runs and waits
+ * for the source as after a drop (a source past the switch comes back
+ * for its recovery).  0, or -1 with `e` when the VM cannot be kept. */
 static int await_run(struct vm *vm, struct migrate_in *in, struct migrate_pc_dst *pc,
 		     bool can_wait, struct error *e)
 {
