@@ -376,15 +376,6 @@ int migrate_apply_ram(const struct guest_mem *m, const uint8_t *p, size_t len,
 
 /* ---- the destination ---- */
 
-static void send_nak(int fd, struct migrate_tls *tls, const char *msg)
-{
-	uint32_t n = (uint32_t)strlen(msg);
-
-	if (migrate_io_send(fd, tls, "SHOALNAK", 8) || migrate_io_send(fd, tls, &n, 4) ||
-	    migrate_io_send(fd, tls, msg, n))
-		return;
-}
-
 /* hello's options: {"ram_compress": "zstd"} or {}. */
 static int check_options(struct state_reader *r, struct error *e)
 {
@@ -812,7 +803,7 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 	}
 	migrate_postcopy_free(pc);
 	if (rc)
-		send_nak(in.fd, in.tls, e->msg);
+		migrate_io_send_nak(in.fd, in.tls, e->msg);
 	if (in.fd >= 0)
 		migrate_io_close(in.fd, in.tls);     /* TLS: close_notify, then the fd */
 	in.tls = NULL;

@@ -601,15 +601,6 @@ static void dst_drop(struct migrate_pc_dst *d, const char *why)
 		 why, d->left, d->total, d->recover_s, d->uri, d->uri);
 }
 
-static void dst_nak(struct migrate_in *in, const char *msg)
-{
-	uint32_t n = (uint32_t)strlen(msg);
-
-	if (!migrate_io_send(in->fd, in->tls, "SHOALNAK", 8) &&
-	    !migrate_io_send(in->fd, in->tls, &n, 4))
-		migrate_io_send(in->fd, in->tls, msg, n);
-}
-
 /* A connection on the listening socket, while the source is away: the
  * same key and TLS as the first, then "SHOALMIG" and a "recover" section
  * of this post-copy; our answer is the list of pages still missing, and
@@ -647,7 +638,7 @@ static int dst_accept(struct migrate_pc_dst *d)
 	if (!rc)
 		rc = migrate_postcopy_parse_recover(d->m->size, d->id, p, len, &e);
 	if (rc) {
-		dst_nak(&in, e.msg);
+		migrate_io_send_nak(in.fd, in.tls, e.msg);
 		log_warn("incoming migration: %s; refused, still waiting on %s",
 			 strncmp(e.msg, "incoming migration: ", 20) ? e.msg : e.msg + 20, d->uri);
 		migrate_io_close(in.fd, in.tls);

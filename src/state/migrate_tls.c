@@ -395,6 +395,14 @@ int migrate_io_pending(struct migrate_tls *t)
 	return t ? SSL_pending(t->ssl) : 0;
 }
 
+void migrate_io_send_nak(int fd, struct migrate_tls *t, const char *msg)
+{
+	uint32_t n = (uint32_t)strlen(msg);
+
+	if (!migrate_io_send(fd, t, "SHOALNAK", 8) && !migrate_io_send(fd, t, &n, 4))
+		migrate_io_send(fd, t, msg, n);
+}
+
 void migrate_io_close(int fd, struct migrate_tls *t)
 {
 	if (t) {

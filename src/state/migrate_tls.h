@@ -61,6 +61,9 @@ int migrate_io_recv(int fd, struct migrate_tls *t, void *buf, size_t len);
 /* Bytes TLS has already read from fd and not handed out (a poll on fd
  * does not see them); 0 without TLS. */
 int migrate_io_pending(struct migrate_tls *t);
+/* The destination's refusal: "SHOALNAK", u32 n, n bytes of `msg` (best
+ * effort: the peer may be gone). */
+void migrate_io_send_nak(int fd, struct migrate_tls *t, const char *msg);
 /* Close the destination's connection: TLS's close_notify, then the fd. */
 void migrate_io_close(int fd, struct migrate_tls *t);
 
