@@ -656,9 +656,6 @@ static int incoming_accept(int lfd, const char *uri, struct migrate_in *in, stru
 	}
 }
 
-/* The incoming migration ended in doubt (await_run): migrate-status says so. */
-static atomic_bool incoming_in_doubt;
-
 /* "resume" of a VM held in doubt: only with its disks' write locks back
  * (given up when it was held).  Where the source ran on, it holds them,
  * and the resume is refused: the locks settle the doubt. */
@@ -673,7 +670,6 @@ static int indoubt_gate(struct vm *vm, struct error *e)
 				 "source's VM ran on?): %.700s", why);
 	}
 	vm->resume_gate = NULL;
-	atomic_store(&incoming_in_doubt, false);
 	log_info("incoming migration: the VM held in doubt is resumed by its operator");
 	return 0;
 }
@@ -709,17 +705,17 @@ static int await_run(struct vm *vm, struct migrate_in *in, struct migrate_pc_dst
 		 * "paused" and its reconnection refused; docs/migration.md.) */
 		log_warn("incoming migration: post-copy: %s: the VM runs, and waits for the source "
 			 "to reconnect as after a dropped connection", why);
-		migrate_postcopy_hold(pc, "the connection to the source dropped before its "
-				      "go-ahead");
+		migrate_postcopy_dropped(pc, "the connection to the source dropped before its "
+					 "go-ahead");
 		return 0;
 	}
 	vm_pause_at_start(vm);
-	atomic_store(&incoming_in_doubt, true);
-	vm->resume_gate = indoubt_gate;
+	vm->resume_gate = indoubt_gate;     /* migrate-status: incoming_in_doubt */
 	/* the disks' locks go back, for a source that runs on to take */
 	if (migrate_disks_inactivate(vm, e))
 		log_warn("incoming migration: in doubt, the disks' write locks are kept: %s", e->msg);
-	log_warn("incoming migration: %s: whether it reached the source is not known here. If it did not, the VM runs on at the source. "
+	log_warn("incoming migration: %s: whether it reached the source is not known here. If "
+		 "it did not, the VM runs on at the source. "
 		 "So it is held paused here, in doubt, its disks' write locks given up: once the "
 		 "source's VMM is known to be gone (it exits 0 after a completed migration), resume "
 		 "it here (control command \"resume\": it takes the locks back, and is refused "
@@ -1992,7 +1988,7 @@ static json_t *migrate_status_cmd(struct vm *vm, json_t *req, void *opaque)
 		      "expected_downtime_ms", c->st.remaining_ns / 1e6,
 		      "total_ms", c->st.total_ns / 1e6, "downtime_ms", c->st.downtime_ns / 1e6,
 		      "memory_bytes", (json_int_t)vm->mem.size);
-	if (o && atomic_load(&incoming_in_doubt))   /* this VM came in, held paused */
+	if (o && vm->resume_gate == indoubt_gate)   /* it came in, held paused */
 		json_object_set_new(o, "incoming_in_doubt", json_true());
 	if (o && c->with_disks) {
 		json_t *d = json_pack(

@@ -860,7 +860,7 @@ static void *dst_thread(void *arg)
 	return NULL;
 }
 
-void migrate_postcopy_hold(struct migrate_pc_dst *d, const char *why)
+void migrate_postcopy_dropped(struct migrate_pc_dst *d, const char *why)
 {
 	d->broken = why;
 }

@@ -109,7 +109,7 @@ int migrate_postcopy_start(struct migrate_pc_dst *d, struct migrate_in *in, int 
 /* Before migrate_postcopy_start: the source's go-ahead (MIGRATE_RUN) did
  * not come.  The thread starts as after a drop (`why`, a string that
  * lives on): it waits for the source on its listening socket. */
-void migrate_postcopy_hold(struct migrate_pc_dst *d, const char *why);
+void migrate_postcopy_dropped(struct migrate_pc_dst *d, const char *why);
 /* A destination armed but never started (the acknowledgement failed). */
 void migrate_postcopy_free(struct migrate_pc_dst *d);
 
