@@ -196,7 +196,10 @@ static int vm_print_show(json_t *j)
 	cli_fmt_size(json_integer_value(json_object_get(j, "memory")), mem, sizeof(mem));
 	cli_fmt_duration(json_is_number(u) ? json_number_value(u) : -1, up, sizeof(up));
 	printf("name:       %s\n", json_string_value(json_object_get(j, "name")));
-	printf("state:      %s\n", json_string_value(json_object_get(j, "state")));
+	printf("state:      %s%s\n", json_string_value(json_object_get(j, "state")),
+	       json_is_true(json_object_get(j, "in_doubt")) ? " (in doubt: came in by a migration "
+	       "whose source's go-ahead never came; resume it if the source's copy stopped, "
+	       "else delete it)" : "");
 	printf("cpus:       %lld\nmemory:     %s\n",
 	       (long long)json_integer_value(json_object_get(j, "cpus")), mem);
 	printf("restart:    %s (%lld restarts)\n", json_string_value(json_object_get(j, "restart")),

@@ -62,6 +62,8 @@ json_t *api_vm_json_locked(struct hvm *vm, bool with_spec)
 			"bytes", vm->mig.bytes, "memory_bytes", vm->mig.memory_bytes,
 			"dirty_pages", vm->mig.dirty_pages, "dirty_rate", vm->mig.dirty_rate,
 			"expected_downtime_ms", vm->mig.expected_downtime_ms));
+	if (vm->in_doubt)       /* held paused after an incoming migration (migration.c) */
+		json_object_set_new(o, "in_doubt", json_true());
 	if (with_spec) {
 		spec = json_loads(vm->rec.spec ? vm->rec.spec : "{}", 0, NULL);
 		json_object_set_new(o, "spec", spec ? spec : json_object());

@@ -75,6 +75,9 @@ struct hvm {
 	char incoming[4400];        /* an incoming migration's address: its VMM is started
 				     * with --incoming (migration.c); "" none */
 	struct hvm_migration mig;   /* an outgoing migration's progress (migration.c) */
+	bool in_doubt;              /* came in by a migration whose source's go-ahead never
+				     * came: held paused until a resume or a delete settles
+				     * it (migration.c, "In doubt") */
 };
 
 /* What a caller may do (authz.c); each role includes the ones before. */

@@ -503,12 +503,17 @@ int host_vm_pause(struct host *h, const char *name, bool pause, struct api_err *
 	host_vm_path(h, name, "control.sock", sock, sizeof(sock));
 	rc = vmctl_call(sock, pause ? "pause" : "resume", &r, 10000, err, sizeof(err));
 	pthread_mutex_lock(&h->lock);
-	if (rc) {
+	if (rc && !pause && vm->in_doubt) {     /* its VMM's gate: the locks are elsewhere */
+		api_err_set(e, 409, "in_doubt", "vm \"%s\": resume: %s", name, err);
+	} else if (rc) {
 		api_err_set(e, 500, "vmm_error", "vm \"%s\": %s: %s", name,
 			    pause ? "pause" : "resume", err);
 	} else if (vm->state == (pause ? HVM_RUNNING : HVM_PAUSED)) {
 		hvm_set_state(vm, pause ? HVM_PAUSED : HVM_RUNNING);
-		host_persist_locked(h, vm, pause ? "paused" : "resumed", NULL);
+		host_persist_locked(h, vm, pause ? "paused" : "resumed",
+				    !pause && vm->in_doubt ? "{\"in_doubt\": true}" : NULL);
+		if (!pause)
+			vm->in_doubt = false;   /* its VMM took its disks' locks back */
 	}
 	pthread_mutex_unlock(&h->lock);
 	json_decref(r);

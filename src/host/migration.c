@@ -327,7 +327,7 @@ static void *incoming_wait(void *arg)
 	struct host *h = j->h;
 	struct hvm *vm = j->vm;
 	char sock[4200], err[256], why[1024], detail[200];
-	bool paused = false;
+	bool paused = false, doubt = false;
 	pid_t pid = 0;
 	json_t *r;
 
@@ -346,15 +346,28 @@ static void *incoming_wait(void *arg)
 			goto undo;
 		}
 	}
+	/* Paused: held in doubt, the source's go-ahead never came (its
+	 * migrate-status says so); the source daemon settles it. */
+	if (paused && vmctl_call(sock, "migrate-status", &r, 2000, err, sizeof(err)) == 0) {
+		doubt = json_is_true(json_object_get(r, "incoming_in_doubt"));
+		json_decref(r);
+	}
 	pthread_mutex_lock(&h->lock);
 	if (vm->state == HVM_STARTING) {
 		hvm_set_state(vm, paused ? HVM_PAUSED : HVM_RUNNING);
 		vm->rec.vmm_pid = pid;
 		vm->rec.started_ms = host_now_ms();
 		vm->incoming[0] = '\0';
-		snprintf(detail, sizeof(detail), "{\"pid\": %d, \"migrated_in\": true}", (int)pid);
+		vm->in_doubt = doubt;
+		snprintf(detail, sizeof(detail), "{\"pid\": %d, \"migrated_in\": true%s}", (int)pid,
+			 doubt ? ", \"in_doubt\": true" : "");
 		host_persist_locked(h, vm, "started", detail);
-		log_info("%s: migrated in, running (pid %d)", vm->rec.name, (int)pid);
+		if (doubt)
+			log_warn("%s: migrated in, but the source's go-ahead did not come: held paused, "
+				 "in doubt (pid %d), until the source's daemon (or the operator) resumes "
+				 "or deletes it", vm->rec.name, (int)pid);
+		else
+			log_info("%s: migrated in, running (pid %d)", vm->rec.name, (int)pid);
 	}
 	vm->busy = NULL;
 	pthread_cond_broadcast(&h->changed);
@@ -654,6 +667,10 @@ static int link_open(struct mig_link *l, bool retry, struct error *err)
 		return -2;
 	}
 	l->net_fd = l->fd = fd;
+	/* tests (daemon_migrate_indoubt.sh): the first connection is cut where
+	 * this word would pass (a word lost to a failing network) */
+	if (l->t && retry && getenv("SHOAL_TEST_MIGRATE_CUT_WORD"))
+		migrate_tls_relay_cut_at(l->t, getenv("SHOAL_TEST_MIGRATE_CUT_WORD"));
 	if (l->t) {
 		int vfd = migrate_tls_relay_start(l->t, err);
 
@@ -891,6 +908,83 @@ static void dest_state(const struct host_migrate_req *r, const char *name, char 
 	} while (mono_ms() < deadline);
 }
 
+/* Settle a destination that holds the VM in doubt: its VMM acknowledged
+ * and never heard our go-ahead (docs/migration.md, "In doubt"), so it
+ * cannot know which copy runs.  We know: `done`, our VMM stopped its copy
+ * and is gone, so the one there is the VM, resumed (its VMM takes the
+ * disks' locks back, ours gave them up); else ours runs on here, and the
+ * one there, older and never run, is deleted.  Waits up to
+ * HOST_MIGRATE_DEST_WAIT_MS for the destination's record to leave
+ * "starting".  Its last state into dstate ("gone" once deleted or never
+ * made); "resumed", "deleted", or NULL: nothing held there, or it could
+ * not be settled (logged: the operator's). */
+static const char *dest_settle(struct host *h, const struct host_migrate_req *r,
+			       const char *name, bool done, char *dstate, size_t size)
+{
+	char path[160];
+	long long deadline = mono_ms() + HOST_MIGRATE_DEST_WAIT_MS;
+	struct api_err e = { 0 };
+	json_t *v = NULL;
+	const char *act = NULL;
+	bool doubt = false;
+	int status = 0;
+
+	snprintf(dstate, size, "unknown");
+	snprintf(path, sizeof(path), "/v1/vms/%s", name);
+	for (;;) {
+		if (dest_call(r, "GET", path, NULL, &status, &v, &e) == 0 &&
+		    (status == 200 || status == 404)) {
+			snprintf(dstate, size, "%s", status == 404 ? "gone" :
+				 json_string_value(json_object_get(v, "state")) ?: "unknown");
+			doubt = json_is_true(json_object_get(v, "in_doubt"));
+			if (strcmp(dstate, "starting"))
+				break;
+		}
+		json_decref(v);
+		v = NULL;
+		if (mono_ms() >= deadline)
+			break;
+		sleep_ms(100);
+	}
+	json_decref(v);
+	v = NULL;
+	if (!doubt)
+		return NULL;
+	if (done) {
+		snprintf(path, sizeof(path), "/v1/vms/%s/resume", name);
+		if (dest_call(r, "POST", path, NULL, &status, &v, &e) == 0 && status == 200) {
+			act = "resumed";
+			snprintf(dstate, size, "%s",
+				 json_string_value(json_object_get(v, "state")) ?: "running");
+		}
+	} else {
+		snprintf(path, sizeof(path), "/v1/vms/%s?force=true", name);
+		if (dest_call(r, "DELETE", path, NULL, &status, &v, &e) == 0 && status == 204) {
+			act = "deleted";
+			snprintf(dstate, size, "gone");
+		}
+	}
+	if (!act) {
+		json_t *eo = json_object_get(v, "error");
+
+		log_error("%s: the destination %s holds it paused, in doubt, and could not be told to "
+			  "%s it: %d %s: settle it there by hand", name, r->to,
+			  done ? "resume" : "delete", status, e.msg[0] ? e.msg :
+			  json_string_value(json_object_get(eo, "message")) ?: "(no message)");
+	} else {
+		log_warn("%s: the destination %s held it paused, in doubt (%s): %s it there", name,
+			 r->to, done ? "our go-ahead did not reach it; our copy is gone" :
+			 "its acknowledgement did not reach us; ours runs on here", act);
+		pthread_mutex_lock(&h->lock);
+		mig_event_locked(h, name, "migration-settled",
+				 json_pack("{s:s, s:s, s:s}", "to", r->to, "action", act,
+					   "destination_state", dstate));
+		pthread_mutex_unlock(&h->lock);
+	}
+	json_decref(v);
+	return act;
+}
+
 /* --with-disks: what the destination makes for each disk of `spec`, in
  * order: null for a read-only one (not sent; the destination opens its
  * path), else {"size": its virtual size, "format": "raw"|"qcow2"}, read
@@ -1016,6 +1110,7 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	struct hvm *vm = host_get(h, name, e);
 	json_t *body, *ans = NULL, *st = NULL, *spec, *res, *disks = NULL;
 	struct error err = { 0 };
+	const char *settled = NULL;
 	int status, rc;
 
 	*result = NULL;
@@ -1120,10 +1215,15 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	    json_is_true(json_object_get(st, "postcopy")))
 		return source_lost(h, vm, r, st, e);
 	if (strcmp(json_string_value(json_object_get(st, "state")) ?: "", "done")) {
+		/* past "end", the destination may hold its copy in doubt: ours
+		 * runs on, so that one goes */
+		if (json_is_true(json_object_get(st, "end_sent")))
+			settled = dest_settle(h, r, name, false, dstate, sizeof(dstate));
 		api_err_set(e, 500, "migration_failed", "vm \"%s\": migration to %s %s: %s (the VM "
-			    "runs on here)", name, r->to,
+			    "runs on here%s)", name, r->to,
 			    json_string_value(json_object_get(st, "state")) ?: "failed",
-			    json_string_value(json_object_get(st, "error")) ?: "no reason given");
+			    json_string_value(json_object_get(st, "error")) ?: "no reason given",
+			    settled ? "; the destination's copy, held in doubt, was deleted" : "");
 		json_decref(st);
 		return source_failed(h, vm, r, e);
 	}
@@ -1154,6 +1254,8 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 		host_rm_tree(trash);
 	host_cgroup_remove(h, name);
 	dest_state(r, name, dstate, sizeof(dstate));
+	if (!strcmp(dstate, "paused"))      /* held in doubt there? ours is gone: resume it */
+		settled = dest_settle(h, r, name, true, dstate, sizeof(dstate));
 	log_info("%s: migrated to %s (downtime %.1f ms, total %.0f ms); there it is %s", name,
 		 r->to, json_number_value(json_object_get(st, "downtime_ms")),
 		 json_number_value(json_object_get(st, "total_ms")), dstate);
@@ -1165,6 +1267,8 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 			"pages_sent", json_integer_value(json_object_get(st, "pages_sent")),
 			"zero_pages", json_integer_value(json_object_get(st, "zero_pages")),
 			"destination_state", dstate);
+	if (res && settled)
+		json_object_set_new(res, "destination_settled", json_string(settled));
 	postcopy_figures(res, r, st);
 	if (res && r->compress_level) {   /* the pages' own size and what they took */
 		json_object_set_new(res, "compress", json_string("zstd"));

@@ -1990,6 +1990,8 @@ static json_t *migrate_status_cmd(struct vm *vm, json_t *req, void *opaque)
 		      "memory_bytes", (json_int_t)vm->mem.size);
 	if (o && vm->resume_gate == indoubt_gate)   /* it came in, held paused */
 		json_object_set_new(o, "incoming_in_doubt", json_true());
+	if (o && c->past_cancel)   /* "end" went: a destination may hold the VM in doubt */
+		json_object_set_new(o, "end_sent", json_true());
 	if (o && c->with_disks) {
 		json_t *d = json_pack(
 			"{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "with_disks", 1,

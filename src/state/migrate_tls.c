@@ -78,6 +78,8 @@ struct migrate_tls {
 	bool relaying;
 	atomic_bool relay_over;      /* the thread ended by itself: all forwarded */
 	int stop[2];                 /* a pipe: relay_end asks the thread to stop */
+	char cut_word[9];            /* tests: cut the connection where this word would
+				      * pass, either way (migrate_tls_relay_cut_at); "" */
 };
 
 static const unsigned char suite_id[2] = { 0x13, 0x02 };    /* TLS_AES_256_GCM_SHA384 */
@@ -428,6 +430,32 @@ static void nonblock(int fd)
 		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
+/* Tests (migrate_tls_relay_cut_at): the length of buf[0..len) to pass on,
+ * all of it unless the cut's word is in it: then what comes before the
+ * word, and *cut is set (once). */
+static size_t cut_before(struct migrate_tls *t, const uint8_t *buf, size_t len, bool *cut)
+{
+	const uint8_t *w;
+
+	if (!t->cut_word[0] || !(w = memmem(buf, len, t->cut_word, strlen(t->cut_word))))
+		return len;
+	*cut = true;
+	return (size_t)(w - buf);
+}
+
+/* Tests: the bytes before the word went; the connection goes now, as a
+ * network that fails would take it (both ends see it end). */
+static void cut_now(struct migrate_tls *t, const char *dir, bool *net_eof, bool *net_dead,
+		    bool *cut)
+{
+	log_warn("migration over TLS: test: cutting the connection where \"%s\" would pass %s the "
+		 "destination (SHOAL_TEST_MIGRATE_CUT_WORD)", t->cut_word, dir);
+	shutdown(t->fd, SHUT_RDWR);
+	t->cut_word[0] = '\0';
+	*net_eof = *net_dead = true;
+	*cut = false;
+}
+
 /* VMM -> TLS (up) and TLS -> VMM (down), until the VMM closes its end or
  * asks to stop; the TLS side failing or ending shuts the VMM's side down
  * (it then fails its migration as on a dropped connection). */
@@ -438,7 +466,7 @@ static void *relay(void *arg)
 	size_t ulen = 0, uoff = 0, dlen = 0, doff = 0;
 	bool vm_eof = false, net_eof = false, net_dead = false, down_shut = false;
 	bool w_wants_r = false, w_wants_w = false, r_wants_w = false;
-
+	bool cut_up = false, cut_down = false;   /* tests: cut once these bytes went */
 	sigset_t nopipe;
 
 	sigemptyset(&nopipe);        /* this thread's own writes: EPIPE, not a signal */
@@ -481,11 +509,14 @@ static void *relay(void *arg)
 
 			if (n > 0) {
 				ulen = (size_t)n;
+				ulen = cut_before(t, up, ulen, &cut_up);
 				moved = true;
 			} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
 				vm_eof = true;
 			}
 		}
+		if (cut_up && uoff == ulen)
+			cut_now(t, "to", &net_eof, &net_dead, &cut_up);
 		if (vm_eof && !ulen)
 			break;               /* the VMM is done with the stream */
 		/* down: the destination's answers, to the VMM */
@@ -494,7 +525,7 @@ static void *relay(void *arg)
 			int k = SSL_read(t->ssl, down, sizeof(down));
 
 			if (k > 0) {
-				dlen = (size_t)k;
+				dlen = cut_before(t, down, (size_t)k, &cut_down);
 				doff = 0;
 				moved = true;
 			} else {
@@ -517,6 +548,8 @@ static void *relay(void *arg)
 				doff = dlen;  /* the VMM is gone: its read side will tell */
 			}
 		}
+		if (cut_down && doff == dlen)
+			cut_now(t, "from", &net_eof, &net_dead, &cut_down);
 		if (net_eof && doff == dlen && !down_shut) {
 			shutdown(t->local, SHUT_WR);     /* the VMM reads the end */
 			down_shut = true;
@@ -577,6 +610,11 @@ int migrate_tls_relay_start(struct migrate_tls *t, struct error *e)
 	}
 	t->relaying = true;
 	return sv[1];
+}
+
+void migrate_tls_relay_cut_at(struct migrate_tls *t, const char *word)
+{
+	snprintf(t->cut_word, sizeof(t->cut_word), "%s", word);
 }
 
 void migrate_tls_relay_end(struct migrate_tls *t, int ms)

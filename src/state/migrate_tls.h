@@ -45,6 +45,11 @@ int migrate_tls_connect(int fd, const uint8_t key[MIGRATE_KEY_LEN], const char *
  * (after the migration, or a cancel) or the destination's side fails; it
  * then shuts the other direction down. */
 int migrate_tls_relay_start(struct migrate_tls *t, struct error *e);
+/* Tests only (shoald's SHOAL_TEST_MIGRATE_CUT_WORD): before the relay
+ * starts, have it cut the connection where `word` (up to 8 bytes, e.g.
+ * "SHOALRUN" from the VMM or "SHOALACK" to it) would pass, once: what came
+ * before it goes over, the word and the rest do not. */
+void migrate_tls_relay_cut_at(struct migrate_tls *t, const char *word);
 /* Wait for the relay to end (at most `ms`; 0 or less: no wait), stop it,
  * and free everything (the connection is closed). */
 void migrate_tls_relay_end(struct migrate_tls *t, int ms);
