@@ -334,23 +334,38 @@ static void *incoming_wait(void *arg)
 	host_vm_path(h, vm->rec.name, "control.sock", sock, sizeof(sock));
 	for (;;) {
 		struct stat st;
+		bool held = false;
 
 		if (stat(sock, &st) == 0 && vmctl_call(sock, "status", &r, 2000, err, sizeof(err)) == 0) {
 			pid = (pid_t)json_integer_value(json_object_get(r, "pid"));
 			paused = !strcmp(json_string_value(json_object_get(r, "state")) ?: "", "paused");
 			json_decref(r);
-			break;
+			/* Paused: held in doubt, the source's go-ahead never came
+			 * (its migrate-status says so); the source daemon settles
+			 * it.  A post-copy held until its source reconnects is not
+			 * here yet: it stays "starting" (in doubt) until the
+			 * recovery runs it, or it stops. */
+			doubt = false;
+			if (paused && vmctl_call(sock, "migrate-status", &r, 2000, err,
+						 sizeof(err)) == 0) {
+				doubt = json_is_true(json_object_get(r, "incoming_in_doubt"));
+				held = json_is_true(json_object_get(r, "incoming_postcopy_held"));
+				json_decref(r);
+			}
+			if (!held)
+				break;
+			pthread_mutex_lock(&h->lock);
+			if (!vm->in_doubt)
+				log_warn("%s: post-copy came in without the source's go-ahead: held "
+					 "paused, never run here, until the source reconnects (pid %d)",
+					 vm->rec.name, (int)pid);
+			vm->in_doubt = true;
+			pthread_mutex_unlock(&h->lock);
 		}
-		if (!incoming_alive(h, vm, 50)) {
+		if (!incoming_alive(h, vm, held ? 200 : 50)) {
 			incoming_why(h, vm, "the migration stream did not complete", why, sizeof(why));
 			goto undo;
 		}
-	}
-	/* Paused: held in doubt, the source's go-ahead never came (its
-	 * migrate-status says so); the source daemon settles it. */
-	if (paused && vmctl_call(sock, "migrate-status", &r, 2000, err, sizeof(err)) == 0) {
-		doubt = json_is_true(json_object_get(r, "incoming_in_doubt"));
-		json_decref(r);
 	}
 	pthread_mutex_lock(&h->lock);
 	if (vm->state == HVM_STARTING) {
@@ -937,7 +952,7 @@ static const char *dest_settle(struct host *h, const struct host_migrate_req *r,
 			snprintf(dstate, size, "%s", status == 404 ? "gone" :
 				 json_string_value(json_object_get(v, "state")) ?: "unknown");
 			doubt = json_is_true(json_object_get(v, "in_doubt"));
-			if (strcmp(dstate, "starting"))
+			if (strcmp(dstate, "starting") || doubt)
 				break;
 		}
 		json_decref(v);
@@ -950,6 +965,14 @@ static const char *dest_settle(struct host *h, const struct host_migrate_req *r,
 	v = NULL;
 	if (!doubt)
 		return NULL;
+	if (!strcmp(dstate, "starting")) {   /* post-copy, held for its source to come back */
+		if (!done)
+			log_warn("%s: the destination %s holds its copy of the post-copy, never run, "
+				 "for its source to reconnect: ours runs on here and will not, so that "
+				 "copy stops there within its recover-timeout (%d s)", name, r->to,
+				 HOST_MIGRATE_RECOVER_S);
+		return NULL;
+	}
 	if (done) {
 		snprintf(path, sizeof(path), "/v1/vms/%s/resume", name);
 		if (dest_call(r, "POST", path, NULL, &status, &v, &e) == 0 && status == 200) {

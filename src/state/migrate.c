@@ -54,8 +54,10 @@
  * VM (await_run): without it the destination cannot tell whether its
  * acknowledgement arrived (if not, the source runs on), so it holds the VM
  * paused, in doubt, for its operator: no lost word runs the VM at both
- * ends.  Post-copy does not hold (docs/migration.md, "In doubt"): it runs
- * and waits for the source as after a drop.
+ * ends.  Post-copy holds its VM too, and waits for the source as after a
+ * drop: only a source past the switch comes back for its recovery, which
+ * runs the VM (pc_release); else it stops, never run, after
+ * recover-timeout (docs/migration.md, "In doubt").
  *
  * Pre-copy (the source, a thread of its own).  Dirty tracking starts
  * (vmm/dirty.c: KVM's log for the vCPUs, host-side marks for the
@@ -674,13 +676,50 @@ static int indoubt_gate(struct vm *vm, struct error *e)
 	return 0;
 }
 
+/* "resume" of a post-copy VM held for want of the go-ahead: refused,
+ * the source's recovery releases it (pc_release). */
+static int pc_held_gate(struct vm *vm, struct error *e)
+{
+	return error_set(e, EXIT_HOST, "not resumed: this VM came in by a post-copy migration "
+			 "whose go-ahead did not come; it waits, never run here, for the source to "
+			 "reconnect (a source past the switch does: shoal migrate --resume), which "
+			 "runs it; else it stops after recover-timeout");
+}
+
+/* The event loop: post-copy's source reconnected (migrate_postcopy_held),
+ * so it had our acknowledgement and stopped its copy for good: the disks'
+ * locks back, then the VM runs. */
+static int pc_release(int fd, uint32_t events, void *opaque)
+{
+	struct vm *vm = opaque;
+	struct error e = { 0 };
+	uint64_t n;
+
+	(void)events;
+	if (read(fd, &n, sizeof(n)) != sizeof(n))
+		return 0;
+	eventloop_del(vm->loop, fd);
+	close(fd);
+	if (migrate_disks_activate(vm, true, &e)) {
+		vm->resume_gate = indoubt_gate;     /* the operator's, once they are free */
+		log_error("incoming migration: post-copy: the source reconnected, but the disks' "
+			  "write locks cannot be taken back: %s; the VM stays paused (resume it once "
+			  "they are free)", e.msg);
+		return 0;
+	}
+	vm->resume_gate = NULL;
+	vm_resume(vm);
+	return 0;
+}
+
 /* After our acknowledgement: the source's go-ahead (MIGRATE_RUN), which
  * says it stopped its copy for good.  Without it (the connection dropped
  * or 30 s passed) we cannot tell whether our acknowledgement reached it:
  * if not, its VM runs on there.  So ours must not run on its own: it is
- * held paused ("in doubt") for the operator.  Post-copy runs and waits
- * for the source as after a drop (a source past the switch comes back
- * for its recovery).  0, or -1 with `e` when the VM cannot be kept. */
+ * held paused ("in doubt") for the operator.  Post-copy is held too, and
+ * waits for the source as after a drop: a source past the switch comes
+ * back for its recovery, which releases it.  0, or -1 with `e` when the
+ * VM cannot be kept. */
 static int await_run(struct vm *vm, struct migrate_in *in, struct migrate_pc_dst *pc,
 		     bool can_wait, struct error *e)
 {
@@ -699,14 +738,32 @@ static int await_run(struct vm *vm, struct migrate_in *in, struct migrate_pc_dst
 				 "settle whether it stopped its copy: this one, which never ran, is "
 				 "stopped", why);
 	if (pc) {
-		/* Post-copy runs on and waits for the source as after a drop: a
-		 * source past the switch comes back for its recovery.  (Holding
-		 * the VM paused until then, as below, left a daemon's record
-		 * "paused" and its reconnection refused; docs/migration.md.) */
-		log_warn("incoming migration: post-copy: %s: the VM runs, and waits for the source "
-			 "to reconnect as after a dropped connection", why);
+		/* Post-copy waits for the source as after a drop, the VM held
+		 * paused: only a source past the switch (it had our
+		 * acknowledgement) comes back for its recovery, and that
+		 * releases it (pc_release).  One that did not get it runs on,
+		 * and this copy, never run, stops after recover-timeout. */
+		int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+
+		if (efd < 0 || eventloop_add(vm->loop, efd, EPOLLIN, pc_release, vm) < 0) {
+			if (efd >= 0)
+				close(efd);
+			return error_set(e, EXIT_HOST, "incoming migration: post-copy: %s, and the VM "
+					 "cannot be held for the source's recovery: %s", why,
+					 strerror(errno));
+		}
+		vm_pause_at_start(vm);
+		vm->resume_gate = pc_held_gate;     /* migrate-status: incoming_postcopy_held */
+		if (migrate_disks_inactivate(vm, e))
+			log_warn("incoming migration: post-copy: held, the disks' write locks are "
+				 "kept: %s", e->msg);
+		log_warn("incoming migration: post-copy: %s: the VM is held paused, never run here, "
+			 "its disks' write locks given up, until the source reconnects: a source past "
+			 "the switch comes back for its recovery; one whose acknowledgement was lost "
+			 "runs on, and this copy stops after recover-timeout", why);
 		migrate_postcopy_dropped(pc, "the connection to the source dropped before its "
 					 "go-ahead");
+		migrate_postcopy_held(pc, efd);
 		return 0;
 	}
 	vm_pause_at_start(vm);
@@ -1988,8 +2045,10 @@ static json_t *migrate_status_cmd(struct vm *vm, json_t *req, void *opaque)
 		      "expected_downtime_ms", c->st.remaining_ns / 1e6,
 		      "total_ms", c->st.total_ns / 1e6, "downtime_ms", c->st.downtime_ns / 1e6,
 		      "memory_bytes", (json_int_t)vm->mem.size);
-	if (o && vm->resume_gate == indoubt_gate)   /* it came in, held paused */
-		json_object_set_new(o, "incoming_in_doubt", json_true());
+	if (o && (vm->resume_gate == indoubt_gate || vm->resume_gate == pc_held_gate))
+		json_object_set_new(o, "incoming_in_doubt", json_true());   /* held paused */
+	if (o && vm->resume_gate == pc_held_gate)   /* until post-copy's source is back */
+		json_object_set_new(o, "incoming_postcopy_held", json_true());
 	if (o && c->past_cancel)   /* "end" went: a destination may hold the VM in doubt */
 		json_object_set_new(o, "end_sent", json_true());
 	if (o && c->with_disks) {

@@ -62,7 +62,13 @@
  * door does the same).  Only when nothing reconnects within
  * recover-timeout is the VM lost: the destination says how many pages
  * were missing and exits (70: zeros in their place would corrupt the guest
- * silently); the source, still paused, is the operator's to stop.
+ * silently); the source, still paused, is the operator's to stop.  The
+ * source's go-ahead (SHOALRUN) after the acknowledgement starts the VM
+ * here; without it (migrate_postcopy_held) the VM is held paused, never
+ * run, while this thread waits for the source as after a drop: only a
+ * source that had the acknowledgement comes back for a recovery, and the
+ * first one releases the VM (a write to the caller's eventfd).  A source
+ * that never had it runs on, and this copy stops after recover-timeout.
  *
  * The source may not: name a page past the end of RAM, send a record
  * outside it, or a list not of our size: each is refused before the
@@ -392,6 +398,8 @@ struct migrate_pc_dst {
 	unsigned recover_s, recoveries;
 	time_t deadline;                  /* the source is away: wait for it until then */
 	const char *broken;               /* a request could not be sent: the connection is gone */
+	int release_fd;                   /* held for the go-ahead: an eventfd that the first
+					   * recovery releases the VM with; -1 */
 	pthread_t thread;
 };
 
@@ -424,6 +432,7 @@ int migrate_postcopy_arm(struct guest_mem *m, bool tls, bool zero_layer, uint64_
 	d->m = m;
 	d->uffd = -1;
 	d->lfd = -1;
+	d->release_fd = -1;
 	d->missing = bits;
 	d->pages = m->size / PAGE;
 	d->left = d->total = missing;
@@ -494,9 +503,14 @@ int migrate_postcopy_arm(struct guest_mem *m, bool tls, bool zero_layer, uint64_
 /* The VM cannot go on: its missing pages exist only at the source. */
 static _Noreturn void dst_lost(struct migrate_pc_dst *d, const char *why)
 {
-	log_error("incoming migration: post-copy: %s, with %" PRIu64 " of %" PRIu64 " pages "
-		  "still missing (their only copy is in the source's memory): the VM cannot "
-		  "run on and is stopped", why, d->left, d->total);
+	if (d->release_fd >= 0)      /* held: it never ran here */
+		log_error("incoming migration: post-copy: %s, and its go-ahead never came: our "
+			  "acknowledgement may not have reached it, and its VM may run on there. "
+			  "This copy, held paused, never ran here, and is stopped", why);
+	else
+		log_error("incoming migration: post-copy: %s, with %" PRIu64 " of %" PRIu64 " pages "
+			  "still missing (their only copy is in the source's memory): the VM cannot "
+			  "run on and is stopped", why, d->left, d->total);
 	if (d->lfd >= 0 && d->path[0])
 		unlink(d->path);
 	_exit(EXIT_HOST);
@@ -596,9 +610,11 @@ static void dst_drop(struct migrate_pc_dst *d, const char *why)
 	d->broken = NULL;
 	d->deadline = time(NULL) + (time_t)d->recover_s;
 	log_warn("incoming migration: post-copy: %s, with %" PRIu64 " of %" PRIu64 " pages still "
-		 "missing: the VM waits for them (its vCPUs wait in their faults); waiting up to %u "
-		 "s for the source to reconnect on %s (shoal migrate --socket SOCK --resume %s)",
-		 why, d->left, d->total, d->recover_s, d->uri, d->uri);
+		 "missing: the VM waits for them (%s); waiting up to %u s for the source to "
+		 "reconnect on %s (shoal migrate --socket SOCK --resume %s)", why, d->left, d->total,
+		 d->release_fd >= 0 ? "held paused, never run here, until the source reconnects: "
+		 "only a source past the switch does" : "its vCPUs wait in their faults",
+		 d->recover_s, d->uri, d->uri);
 }
 
 /* A connection on the listening socket, while the source is away: the
@@ -682,6 +698,17 @@ static int dst_accept(struct migrate_pc_dst *d)
 	log_info("incoming migration: post-copy: the source reconnected (recovery %u): %" PRIu64
 		 " pages still missing, %" PRIu64 " asked for again", d->recoveries, d->left,
 		 reasked);
+	if (d->release_fd >= 0) {    /* it had our acknowledgement: the VM is ours to run */
+		uint64_t one = 1;
+
+		if (write(d->release_fd, &one, sizeof(one)) != sizeof(one))
+			log_error("incoming migration: post-copy: cannot release the held VM: %s",
+				  strerror(errno));
+		else
+			log_info("incoming migration: post-copy: the source came back for its "
+				 "recovery, so it is past the switch: the held VM runs here now");
+		d->release_fd = -1;     /* the caller's, closed there */
+	}
 	return 0;
 }
 
@@ -863,6 +890,11 @@ static void *dst_thread(void *arg)
 void migrate_postcopy_dropped(struct migrate_pc_dst *d, const char *why)
 {
 	d->broken = why;
+}
+
+void migrate_postcopy_held(struct migrate_pc_dst *d, int release_fd)
+{
+	d->release_fd = release_fd;
 }
 
 int migrate_postcopy_start(struct migrate_pc_dst *d, struct migrate_in *in, int lfd,

@@ -29,8 +29,14 @@
 #     both patterns at the destination;
 #   - the source's go-ahead after the switch (SHOALRUN) lost: `shoal
 #     migrate` fails (70), the source waits in postcopy-paused, the
-#     destination says so and waits for it as after a drop; the resume
-#     completes (0, done), its guest verifies both patterns;
+#     destination says so and holds its VM paused, never run (an
+#     operator's resume is refused), waiting for the source as after a
+#     drop; the resume completes (0, done) and runs it, its guest verifies
+#     both patterns;
+#   - the destination's acknowledgement of the switch (SHOALACK) lost:
+#     `shoal migrate` fails (70) and the source's VM runs on; the
+#     destination holds its copy, never run, and with recover-timeout=4
+#     stops (70) saying so; the source's guest verifies both patterns;
 #   - the same over TLS 1.3 (--tls, tls=on): a drop, a resume with --tls
 #     through a fresh relay, and the guest verifies both patterns;
 #   - without a resume, a destination started with recover-timeout=2 gives
@@ -225,29 +231,61 @@ check("fin: the guest verified both patterns at the destination and exited 5; th
 r2.kill(); r2.wait()
 
 # ---- the source's go-ahead after the switch (SHOALRUN) lost: the
-# destination runs the VM and waits for the source as after a drop; the
-# source, past the switch, comes back for its recovery ----
+# destination holds the VM paused, never run, and waits for the source as
+# after a drop; the source, past the switch, comes back for its recovery,
+# which runs it ----
 src, dst, r1, m, inp = start("held", "echo dirtied", mode=("fwd", "SHOALRUN"))
 out, err = m.communicate(timeout=120)
 st = wait_state(src[1], "postcopy-paused", 30)
 check("held: with the go-ahead lost the source is past the switch: shoal migrate fails (70), "
       "the source waits in postcopy-paused", m.returncode == 70 and
       st.get("state") == "postcopy-paused", (m.returncode, err, st))
-check("held: the destination says the go-ahead did not come and waits for the source",
-      wait_console(dst[3], "waiting up to", 30) and "go-ahead did not come" in console(dst[3]),
-      console(dst[3])[-600:])
+check("held: the destination says the go-ahead did not come and holds the VM, never run, "
+      "until the source reconnects",
+      wait_console(dst[3], "waiting up to", 30) and "go-ahead did not come" in console(dst[3])
+      and "held paused, never run here" in console(dst[3]), console(dst[3])[-600:])
+ds, dm = ctl(dst[1], {"cmd": "status"}), status(dst[1])
+check("held: the destination's VM is paused, migrate-status says incoming_postcopy_held",
+      ds.get("state") == "paused" and dm.get("incoming_postcopy_held") is True and
+      dm.get("incoming_in_doubt") is True, (ds, dm))
+r = ctl(dst[1], {"cmd": "resume"})
+check("held: the operator's resume is refused: the source's recovery runs it",
+      r.get("ok") is False and "waits, never run here, for the source to reconnect" in
+      r.get("error", ""), r)
 r2, uri2 = relay("r2-held", inp)
 m2 = migrate(src[1], uri2, "--resume")
 out2, err2 = m2.communicate(timeout=120)
 check("held: the resume completes (0, done), the source exits 0, the destination runs",
       m2.returncode == 0 and finish(src[0]) == 0 and
-      ctl(dst[1], {"cmd": "status"}).get("state") == "running", (m2.returncode, err2,
+      ctl(dst[1], {"cmd": "status"}).get("state") == "running" and
+      "the held VM runs here now" in console(dst[3]), (m2.returncode, err2,
       console(dst[3])[-600:]))
 s2 = type_into(dst[1], f"verify {B} 16M 9; verify {A} 16M 7; exit 5\r")
 s2.close()
 rc = finish(dst[0], 90)
 check("held: the guest verified both patterns there and exited 5",
       rc == 5 and console(dst[2]).count("verify ok") == 2, (rc, console(dst[3])[-400:]))
+
+# ---- the destination's acknowledgement of the switch (SHOALACK) lost:
+# the source never hears it and runs on; the destination holds its copy,
+# never run, and stops after its recover-timeout (no two copies run) ----
+src, dst, r1, m, inp = start("ack", "echo dirtied", ",recover-timeout=4", mode=("back", "SHOALACK"))
+out, err = m.communicate(timeout=120)
+check("ack: with the acknowledgement lost shoal migrate fails (70) and the source's VM runs on",
+      m.returncode == 70 and "acknowledgement" in err and
+      ctl(src[1], {"cmd": "status"}).get("state") == "running", (m.returncode, err))
+check("ack: the destination holds its copy, never run, until the source reconnects",
+      wait_console(dst[3], "held paused, never run here", 30) and
+      ctl(dst[1], {"cmd": "status"}).get("state") == "paused", console(dst[3])[-600:])
+rc = finish(dst[0], 60)
+check("ack: no source came back: the destination stops (70) after recover-timeout, saying its "
+      "copy never ran", rc == 70 and "never ran here, and is stopped" in console(dst[3]),
+      (rc, console(dst[3])[-600:]))
+s2 = type_into(src[1], f"verify {B} 16M 9; verify {A} 16M 7; exit 5\r")
+s2.close()
+rc = finish(src[0], 90)
+check("ack: the source's guest verified both patterns and exited 5 (nothing lost)",
+      rc == 5 and console(src[2]).count("verify ok") >= 2, (rc, console(src[3])[-400:]))
 
 # ---- the same over TLS 1.3: the recovery's connection in TLS too ----
 # (the box's software CPU runs AES-GCM slowly: the guest dirties longer

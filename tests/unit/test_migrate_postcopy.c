@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -171,6 +172,10 @@ static void test_recover(void **state)
 static uint8_t old_byte(uint64_t p) { return (uint8_t)(0x10 + p); }
 static uint8_t new_byte(uint64_t p) { return (uint8_t)(0x80 + p); }
 
+/* >= 0: dst_setup_l starts the thread held for the go-ahead, releasing
+ * through this eventfd (migrate_postcopy_held), as after a lost SHOALRUN. */
+static int held_fd = -1;
+
 /* Memory whose first 64 pages are each filled with old_byte; the missing ones (every
  * odd page) are to come as new_byte; page 2 is a hole.  Armed and started
  * on one end of a socketpair, the other in *src.  -1: no userfaultfd
@@ -200,6 +205,10 @@ static int dst_setup_l(struct guest_mem *m, int *src, int lfd, const char *path)
 	}
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	in.fd = sv[0];
+	if (held_fd >= 0) {
+		migrate_postcopy_dropped(d, "the go-ahead did not come (test)");
+		migrate_postcopy_held(d, held_fd);
+	}
 	assert_int_equal(migrate_postcopy_start(d, &in, lfd, "unix:test", path, 10, &e), 0);
 	assert_int_equal(in.fd, -1);         /* the thread's now */
 	*src = sv[1];
@@ -535,6 +544,69 @@ static void test_dst_fin_lost(void **state)
 	guest_mem_destroy(&m);
 }
 
+/* The go-ahead lost after the switch: the thread waits for the source as
+ * after a drop, and the VM is held (its release eventfd unwritten) through
+ * a stranger's refused attempt; the source's recovery releases it (1,
+ * once), and the migration finishes as any other. */
+static void test_dst_held(void **state)
+{
+	static const uint8_t other[MIGRATE_PC_ID_LEN] = "another-migratio";
+	char dir[] = "/tmp/test_pc_held.XXXXXX", path[108];
+	struct guest_mem m;
+	uint64_t got[MEMSZ / PG / 64], pages, n = 0;
+	uint8_t word[8];
+	int src, fd, efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+
+	(void)state;
+	log_threshold = LOG_ERROR;
+	assert_true(efd >= 0);
+	held_fd = efd;
+	if (dst_setup_listening(&m, &src, dir, path)) {
+		held_fd = -1;
+		close(efd);
+		skip();
+	}
+	held_fd = -1;
+	assert_int_equal(migrate_recv_all(src, word, 8), 0);   /* dropped: it waits */
+	close(src);
+	fd = reconnect(path, MEMSZ, other);                    /* a stranger: refused */
+	assert_int_equal(migrate_recv_all(fd, word, 8), 1);
+	assert_memory_equal(word, "SHOALNAK", 8);
+	close(fd);
+	usleep(20000);
+	assert_int_equal(read(efd, &n, 8), -1);                /* still held */
+	assert_int_equal(errno, EAGAIN);
+	fd = reconnect(path, MEMSZ, ID);                       /* the source is back */
+	assert_int_equal(migrate_recv_all(fd, word, 8), 1);
+	assert_memory_equal(word, MIGRATE_PC_RECOVER, 8);
+	assert_int_equal(migrate_recv_all(fd, &pages, 8), 1);
+	assert_int_equal(migrate_recv_all(fd, got, sizeof(got)), 1);
+	for (int i = 0; i < 200 && read(efd, &n, 8) != 8; i++)
+		usleep(10000);
+	assert_int_equal(n, 1);                                /* released, once */
+	for (uint64_t p = 1; p < PAGES; p += 2)
+		send_pages(fd, p, 1);
+	send_end(fd);
+	assert_int_equal(migrate_recv_all(fd, word, 8), 1);
+	assert_memory_equal(word, MIGRATE_PC_FINISHED, 8);
+	assert_int_equal(migrate_recv_all(fd, &pages, 8), 1);
+	send_bye(fd);
+	for (int i = 0; i < 100 && access(path, F_OK) == 0; i++)
+		usleep(10000);
+	assert_int_equal(access(path, F_OK), -1);
+	assert_int_equal(read(efd, &n, 8), -1);                /* and only once */
+	for (uint64_t p = 0; p < PAGES; p++) {
+		uint8_t w = p == 2 ? 0 : p % 2 ? new_byte(p) : old_byte(p);
+
+		if (m.host[p * PG] != w)
+			fail_msg("page %u holds 0x%x, not 0x%x", (unsigned)p, m.host[p * PG], w);
+	}
+	close(fd);
+	close(efd);
+	rmdir(dir);
+	guest_mem_destroy(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -545,6 +617,7 @@ int main(void)
 		cmocka_unit_test(test_dst_source_lost),
 		cmocka_unit_test(test_dst_recover),
 		cmocka_unit_test(test_dst_fin_lost),
+		cmocka_unit_test(test_dst_held),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
