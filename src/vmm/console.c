@@ -8,6 +8,7 @@
  */
 #include "vmm/console.h"
 #include "vmm/jail.h"
+#include "vmm/mtrace.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -221,6 +222,7 @@ void console_write(struct console *c, const void *buf, size_t len)
 {
 	const char *p = buf;
 
+	mtrace_first(MTRACE_CONSOLE, "dst.console");    /* before the write */
 	console_record(c, buf, len);
 	while (c->out_fd >= 0 && len > 0) {
 		ssize_t n = write(c->out_fd, p, len);

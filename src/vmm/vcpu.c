@@ -34,6 +34,7 @@
 #include "base/log.h"
 #include "base/seccomp.h"
 #include "vmm/mem_protect.h"
+#include "vmm/mtrace.h"
 #include "vmm/vcpu_throttle.h"
 #include "vmm/vm.h"
 #include "vmm/mce.h"
@@ -360,6 +361,7 @@ void *vcpu_thread(void *arg)
 	snprintf(name, sizeof(name), "vcpu%d", v->index);
 	pthread_setname_np(pthread_self(), name);
 	pthread_getcpuclockid(pthread_self(), &v->cpu_clock);
+	mtrace_first(MTRACE_VCPU_START, "dst.vcpu_start");
 	seccomp_thread_enter(SECCOMP_VCPU);   /* before the guest runs */
 	vm_mce_thread(v);
 	while (!atomic_load(&vm->stopping)) {
@@ -371,7 +373,9 @@ void *vcpu_thread(void *arg)
 			continue;
 		}
 		vcpu_throttle(vm, &slice);
+		mtrace_first(MTRACE_KVM_RUN, "dst.kvm_run");
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+			mtrace_first(MTRACE_RUN_EXIT, "dst.first_exit");
 			if (errno == EINTR || errno == EAGAIN) {
 				__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
 				vm_mce_deliver(v);   /* a memory error's machine check */
@@ -380,6 +384,7 @@ void *vcpu_thread(void *arg)
 			vm_stop(vm, EXIT_HOST, "vcpu%d: KVM_RUN: %s", v->index, strerror(errno));
 			break;
 		}
+		mtrace_first(MTRACE_RUN_EXIT, "dst.first_exit");
 		v->exits++;
 		if (!vcpu_handle_exit(v))
 			break;

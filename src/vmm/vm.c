@@ -56,6 +56,7 @@
 #include "vmm/devices.h"
 #include "vmm/mem_protect.h"
 #include "vmm/mem_shared.h"
+#include "vmm/mtrace.h"
 
 /* Where KVM may put the VMX TSS and identity map (Intel only; the rest of
  * KVM ignores them).  Just below the IOAPIC-LAPIC area, in the 32-bit hole. */
@@ -541,6 +542,7 @@ int vm_run(struct vm *vm)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	vm->started_ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	mtrace_first(MTRACE_VM_RUN, "dst.vm_run");
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGUSR1, &sa, NULL);   /* no SA_RESTART: KVM_RUN returns EINTR */
 	timer_fd = vm_arm_timeout(vm);
@@ -548,6 +550,7 @@ int vm_run(struct vm *vm)
 		vm_stop(vm, EXIT_HOST, "cannot start the event loop thread");
 		goto out;
 	}
+	mtrace_first(MTRACE_LOOP, "dst.loop_started");
 	for (int i = 0; i < vm->ncpus; i++) {
 		if (pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread, &vm->vcpus[i])) {
 			vm_stop(vm, EXIT_HOST, "cannot start vCPU thread %d", i);
@@ -556,6 +559,7 @@ int vm_run(struct vm *vm)
 		vm->vcpus[i].started = true;
 		started++;
 	}
+	mtrace_first(MTRACE_THREADS, "dst.vcpu_threads");
 	seccomp_thread_enter(SECCOMP_MAIN);   /* every thread is started */
 	pthread_mutex_lock(&vm->stop_lock);
 	while (!atomic_load(&vm->stopping))
@@ -595,6 +599,7 @@ void vm_destroy(struct vm *vm)
 {
 	if (!vm)
 		return;
+	mtrace_first(MTRACE_DESTROY, "src.destroy");
 	if (vm->loop)
 		eventloop_stop(vm->loop);
 	for (int i = 0; vm->vcpus && i < vm->ncpus; i++)
@@ -617,4 +622,5 @@ void vm_destroy(struct vm *vm)
 	pthread_mutex_destroy(&vm->stop_lock);
 	pthread_cond_destroy(&vm->stop_cond);
 	free(vm);
+	mtrace_first(MTRACE_DESTROYED, "src.destroyed");
 }
