@@ -52,6 +52,7 @@
 #include "abi/pv_protect.h"
 #include "base/exitcode.h"
 #include "base/guest_mem.h"
+#include "base/timespec.h"
 #include "base/log.h"
 #include "devices/device.h"
 
@@ -316,23 +317,11 @@ static bool pvp_wait_answer(struct device *d, int cpu)
 	struct pvp *p = d->priv;
 	struct timespec deadline;
 
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += p->timeout_ms / 1000;
-	deadline.tv_nsec += (long)(p->timeout_ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
+	deadline = timespec_after_ms(CLOCK_MONOTONIC, p->timeout_ms);
 	while (!p->w[cpu].answered && !pvp_timed_out(&deadline) &&
 	       !(p->be.stopping && p->be.stopping(p->be.opaque))) {
-		struct timespec slice;
+		struct timespec slice = timespec_after_ms(CLOCK_MONOTONIC, 100);
 
-		clock_gettime(CLOCK_MONOTONIC, &slice);
-		slice.tv_nsec += 100000000L;
-		if (slice.tv_nsec >= 1000000000L) {
-			slice.tv_sec++;
-			slice.tv_nsec -= 1000000000L;
-		}
 		if (slice.tv_sec > deadline.tv_sec ||
 		    (slice.tv_sec == deadline.tv_sec && slice.tv_nsec > deadline.tv_nsec))
 			slice = deadline;

@@ -36,6 +36,7 @@
  */
 #include "host/api.h"
 #include "base/log.h"
+#include "base/timespec.h"
 
 #include <errno.h>
 #include "base/mhd_dl.h"
@@ -246,12 +247,7 @@ static void *peers_thread(void *arg)
 
 	pthread_mutex_lock(&ps->lock);
 	while (!ps->stop) {
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += PEER_TICK_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		ts = timespec_after_ms(CLOCK_MONOTONIC, PEER_TICK_MS);
 		pthread_cond_timedwait(&ps->wake, &ps->lock, &ts);
 		peers_cut_locked(ps, peer_now_ms());
 	}

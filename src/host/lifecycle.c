@@ -25,6 +25,7 @@
 #include "host/host.h"
 #include "host/cgroup.h"
 #include "base/log.h"
+#include "base/timespec.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -151,13 +152,7 @@ void hvm_wait_leave_locked(struct host *h, struct hvm *vm, enum hvm_state state,
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += timeout_ms / 1000;
-	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
+	ts = timespec_after_ms(CLOCK_REALTIME, timeout_ms);
 	while (vm->state == state && !h->stopping)
 		if (pthread_cond_timedwait(&h->changed, &h->lock, &ts) == ETIMEDOUT)
 			break;

@@ -58,6 +58,7 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "base/timespec.h"
 #include "host/host.h"
 #include "host/vmctl.h"
 
@@ -339,11 +340,7 @@ static void *mm_thread(void *arg)
 		pthread_mutex_unlock(&mm->lock);
 		mm_round(mm);
 		pthread_mutex_lock(&mm->lock);
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += mm->period_ms / 1000;
-		ts.tv_nsec += (long)(mm->period_ms % 1000) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L)
-			ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+		ts = timespec_after_ms(CLOCK_MONOTONIC, mm->period_ms);
 		while (!mm->stop && pthread_cond_timedwait(&mm->cond, &mm->lock, &ts) != ETIMEDOUT)
 			;
 	}

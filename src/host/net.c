@@ -60,6 +60,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/timespec.h"
 #include "host/api.h"
 #include "vmm/config.h"
 
@@ -522,12 +523,7 @@ static void *net_watch(void *arg)
 
 	pthread_mutex_lock(&ns->lock);
 	while (!ns->stop) {
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 250 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		ts = timespec_after_ms(CLOCK_REALTIME, 250);
 		pthread_cond_timedwait(&ns->wake, &ns->lock, &ts);
 		if (ns->stop)
 			break;
