@@ -143,6 +143,7 @@
 #include "vmm/config.h"
 #include "vmm/dirty.h"
 #include "vmm/kvm_state.h"
+#include "vmm/mtrace.h"
 #include "vmm/vcpu_throttle.h"
 #include "vmm/vm.h"
 
@@ -459,9 +460,14 @@ static int check_hello(struct vm *vm, const uint8_t *p, size_t len, struct error
 	return rc;
 }
 
-/* Read the stream after its magic into `vm`. */
-static int incoming_read(struct vm *vm, struct migrate_in *in, uint64_t **pc_bits,
-			 uint64_t *pc_missing, uint8_t pc_id[MIGRATE_PC_ID_LEN], struct error *e)
+struct door;
+static void door_stop(struct door *d);
+
+/* Read the stream after its magic into `vm`; `door` (or NULL) is told to
+ * stop at "sync". */
+static int incoming_read(struct vm *vm, struct migrate_in *in, struct door *door,
+			 uint64_t **pc_bits, uint64_t *pc_missing, uint8_t pc_id[MIGRATE_PC_ID_LEN],
+			 struct error *e)
 {
 	bool hello = false, state = false, synced = false;
 	uint64_t rounds = 0, ram_sections = 0, saved_rt = 0;
@@ -515,6 +521,15 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, uint64_t **pc_bit
 			if (migrate_disk_apply(&dt, p, len, e))
 				return -1;
 		} else if (!strcmp(name, "sync") && !state && !synced) {
+			/* The door's thread ends now, while the guest still runs
+			 * at the source, rather than after the go-ahead, where
+			 * waiting for it delayed the VM's start here (a source
+			 * that connects from now on waits in the backlog until the
+			 * stream ends: refused then, migrate_incoming) */
+			if (door) {
+				door_stop(door);
+				mtrace("dst.door_stopped");
+			}
 			/* all before it is applied: the source may pause */
 			if (migrate_io_send(in->fd, in->tls, MIGRATE_READY, 8))
 				return error_set(e, EXIT_HOST, "incoming migration: the source went "
@@ -536,8 +551,10 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, uint64_t **pc_bit
 				e->status = EXIT_BADSTATE;
 				return -1;
 			}
+			mtrace("dst.state_loaded");
 			state = true;
 		} else if (!strcmp(name, "end") && state) {
+			mtrace("dst.end");
 			if (migrate_disk_target_flush(&dt, e))
 				return -1;
 			/* Shared storage: the source gave up its locks before
@@ -565,12 +582,16 @@ static int incoming_read(struct vm *vm, struct migrate_in *in, uint64_t **pc_bit
 /* The "door": while the stream of a migration is read, with the listening
  * socket kept (recover-timeout above 0), a thread refuses any other source
  * that connects at once (migrate_refuse_busy) rather than leave it in the
- * backlog.  Post-copy's own thread takes over from the switch on
- * (migrate_postcopy.c). */
+ * backlog, until "sync" (door_stop: its thread ends before the pause, off
+ * the path to the VM's start).  One that connects after that is refused
+ * once the stream ends: by post-copy's own thread, which takes over from
+ * the switch on (migrate_postcopy.c), or, pre-copy, before the listening
+ * socket closes (refuse_backlog). */
 struct door {
 	pthread_t thread;
 	int lfd, stop[2];
 	const char *uri;
+	bool stopped;
 };
 
 static void *door_thread(void *arg)
@@ -596,6 +617,7 @@ static bool door_open(struct door *d, int lfd, const char *uri)
 {
 	d->lfd = lfd;
 	d->uri = uri;
+	d->stopped = false;
 	if (pipe2(d->stop, O_CLOEXEC))
 		return false;
 	if (pthread_create(&d->thread, NULL, door_thread, d)) {
@@ -606,15 +628,35 @@ static bool door_open(struct door *d, int lfd, const char *uri)
 	return true;
 }
 
-static void door_close(struct door *d)
+/* Tell the door's thread to end (once); door_close waits for it. */
+static void door_stop(struct door *d)
 {
 	char c = 0;
 
+	if (d->stopped)
+		return;
+	d->stopped = true;
 	if (write(d->stop[1], &c, 1) != 1)
 		log_warn("incoming migration: cannot stop the thread that refuses other sources");
+}
+
+static void door_close(struct door *d)
+{
+	door_stop(d);
 	pthread_join(d->thread, NULL);
 	close(d->stop[0]);
 	close(d->stop[1]);
+}
+
+/* Sources that connected after the door's thread ended (at "sync"): each
+ * refused as the door would have, before the listening socket `lfd`
+ * (non-blocking) closes; at most 64, in case accept keeps failing. */
+static void refuse_backlog(int lfd, const char *uri)
+{
+	struct pollfd p = { .fd = lfd, .events = POLLIN };
+
+	for (int i = 0; i < 64 && poll(&p, 1, 0) > 0 && (p.revents & POLLIN); i++)
+		migrate_refuse_busy(lfd, uri);
 }
 
 /* Accept the source on `lfd`: with a key, a connection without its proof
@@ -726,8 +768,11 @@ static int await_run(struct vm *vm, struct migrate_in *in, struct migrate_pc_dst
 	char word[8], why[200];
 	int rc = migrate_io_recv(in->fd, in->tls, word, 8);
 
-	if (rc > 0 && !memcmp(word, MIGRATE_RUN, 8))
+	if (rc > 0 && !memcmp(word, MIGRATE_RUN, 8)) {
+		mtrace("dst.go_ahead");
+		mtrace_arm(MTRACE_ALL);     /* the first KVM_RUN, console byte, ... */
 		return 0;
+	}
 	snprintf(why, sizeof(why), "the source's go-ahead did not come after our acknowledgement "
 		 "(%s)", rc > 0 ? "another word came" : rc == 0 || errno == EPIPE ||
 		 errno == ECONNRESET ? "the connection closed" : errno == EAGAIN ?
@@ -827,7 +872,7 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 	migrate_set_timeouts(in.fd);
 	rc = migrate_read_magic(&in, e);
 	if (!rc)
-		rc = incoming_read(vm, &in, &pc_bits, &pc_missing, pc_id, e);
+		rc = incoming_read(vm, &in, door_on ? &door : NULL, &pc_bits, &pc_missing, pc_id, e);
 	if (!rc && pc_bits) {    /* post-copy: the missing pages fault from here */
 		rc = migrate_postcopy_arm(&vm->mem, in.tls != NULL,
 					  vm->cfg.zero_on && !vm->cfg.zero_off, pc_bits, pc_missing,
@@ -838,10 +883,13 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 	if (!rc && migrate_io_send(in.fd, in.tls, "SHOALACK", 8))
 		rc = error_set(e, EXIT_HOST, "incoming migration: the source went away before our "
 			       "acknowledgement (it keeps the VM)");
-	if (!rc)
+	if (!rc) {
+		mtrace("dst.ack_sent");
 		rc = await_run(vm, &in, pc, lfd >= 0, e);
+	}
 	if (door_on)            /* post-copy's thread refuses them from here on */
 		door_close(&door);
+	mtrace("dst.door_closed");
 	if (!rc && pc && !migrate_postcopy_start(pc, &in, lfd, uri, a.tcp ? NULL : a.path,
 						 recover_s, e)) {
 		pc = NULL;               /* its thread has the connection now */
@@ -850,6 +898,8 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 		rc = -1;
 	}
 	if (lfd >= 0) {
+		if (door_on)
+			refuse_backlog(lfd, uri);
 		close(lfd);
 		if (!a.tcp)
 			unlink(a.path);
@@ -861,6 +911,7 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 		migrate_io_close(in.fd, in.tls);     /* TLS: close_notify, then the fd */
 	in.tls = NULL;
 	migrate_in_free(&in);
+	mtrace("dst.incoming_done");
 	return rc;
 }
 
@@ -1544,10 +1595,12 @@ static int stop_phase(struct mig_src *s, struct error *e)
 	if (vm_dirty_sync(s->vm, s->bits, e))
 		return -1;
 	ph_mark(s, PH_SYNC);
+	mtrace("src.dirty_synced");
 	if (send_round(s, (uint32_t)s->c->st.round + 1, count_bits(s->bits, s->words), e) ||
 	    (s->postcopy ? send_postcopy_list(s, e) : send_dirty(s, e)))
 		return -1;
 	ph_mark(s, PH_PAGES);
+	mtrace("src.pages_sent");
 	if (s->md) {             /* quiesced: every write has completed and marked */
 		struct migrate_disk_out o = { .w = &s->w, .flush = disk_flush, .opaque = s };
 
@@ -1572,6 +1625,7 @@ static int stop_phase(struct mig_src *s, struct error *e)
 	if (rc)
 		return -1;
 	ph_mark(s, PH_STATE);
+	mtrace("src.state_sent");
 	pthread_mutex_lock(&s->c->lock);
 	if (atomic_load(&s->c->cancel)) {
 		pthread_mutex_unlock(&s->c->lock);
@@ -1587,14 +1641,21 @@ static int stop_phase(struct mig_src *s, struct error *e)
 	s->c->inactive = true;
 	if (src_simple(s, "end", NULL, 0, e) && !strstr(e->msg, "cancelled"))
 		return -1;
+	mtrace("src.end_sent");
 	rc = read_answer(s, e);
 	ph_mark(s, PH_ANSWER);
+	if (!rc)
+		mtrace("src.ack");
 	/* Past the point of no return: the go-ahead.  Lost, the destination
 	 * holds the VM paused, in doubt (await_run); ours stops all the same. */
 	if (!rc && migrate_send_all(s->fd, MIGRATE_RUN, 8))
 		log_warn("migration to %s: the destination acknowledged, but our go-ahead could not "
 			 "be sent (%s): the VM waits paused there, in doubt, for its operator to resume "
 			 "it (this copy stops)", s->c->uri, strerror(errno));
+	else if (!rc) {
+		mtrace("src.go_ahead_sent");
+		mtrace_arm(MTRACE_DESTROY | MTRACE_DESTROYED);   /* our VM's teardown */
+	}
 	return rc;
 }
 
@@ -1665,6 +1726,7 @@ static int precopy(struct mig_src *s, struct error *e)
 			auto_converge(c, dirty * PAGE + c->st.disk.dirty_blocks * MIGRATE_DISK_BLOCK,
 				      s->bytes - b, &high);
 	}
+	mtrace("src.converged");        /* the last round: "sync", then the pause */
 	return sync_dest(s, e);
 }
 
@@ -1722,9 +1784,11 @@ static void *migrate_thread(void *arg)
 		tracking = true;
 		if (!rc) {
 			ctl_set(c, "completing");
+			mtrace("src.pause");
 			tp = s.ph_t = now_ns();
 			vm_pause(vm);
 			paused = true;
+			mtrace("src.paused");
 			if (hold_loop(c, true))
 				rc = error_set(&e, EXIT_HOST, "migration: the VM is stopping");
 			else {
@@ -1732,6 +1796,7 @@ static void *migrate_thread(void *arg)
 				vm_quiesce_devices(vm, true);
 				quiesced = true;
 				ph_mark(&s, PH_QUIESCE);
+				mtrace("src.quiesced");
 				rc = stop_phase(&s, &e);
 			}
 			done = rc == 0;
@@ -1817,6 +1882,7 @@ static void *migrate_thread(void *arg)
 	for (int i = 0; i < 100 && !c->reported && !atomic_load(&vm->stopping); i++)
 		ctl_wait_50ms(c);
 	pthread_mutex_unlock(&c->lock);
+	mtrace("src.stop");
 	vm_stop(vm, 0, "the VM migrated to %s", c->uri);
 	return NULL;
 }
