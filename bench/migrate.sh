@@ -83,6 +83,23 @@
 #                        ("tick ... max_gap_us=G cost_ns=C")
 #   a tick's exits       (idle) the guest's TSC time inside one tick's
 #                        port write (its VM exit), on average
+# Shoal runs with SHOAL_MIGRATE_TRACE=1 (vmm/mtrace.h, docs/migration.md
+# "Tracing the switch"): its VMMs write the points of the switch to their
+# stderr on the same clock as the stamps, and each sample gets the switch
+# gap piece by piece (ms; a piece is "-" where a point is missing):
+#   last src tick->pause     the source's last tick stamped to its vCPUs
+#                            asked to park (the VMM's downtime begins)
+#   pause->ack (VMM's)       to the acknowledgement read: the VMM's figure
+#   ack->go-ahead at dst     to the go-ahead read at the destination
+#   go-ahead->1st KVM_RUN    to the destination's first KVM_RUN
+#   1st KVM_RUN->1st tick    to the destination's first tick stamped
+# (the five add up to the switch gap), and inside them: the sync's round
+# trip, the source's vCPUs parked, the destination's read and answer,
+# its door thread joined, migrate_incoming's return, cli/run.c's work to
+# vm_run, the event loop and the vCPU threads started, the first KVM_RUN's
+# return, the first console write and its stamp; and when the source,
+# counted from its go-ahead, stops and tears its VM down (on one host it
+# shares the CPU with the destination's start).
 # A typed line that the ticking destination shows no sign of (nothing but
 # ticks on its console 15 s later) is typed again, and the sample says so:
 # QEMU's destination once ticked on for 300 s, the line never seen.
@@ -223,8 +240,8 @@ def shoal_argv(mem, cmdline, console, sock):
 
 # A VMM whose console (its stdout) goes through tickstamp into log, its
 # ticks' times into stamps; its own messages into err.
-def start(argv, stdin, log, stamps, err, readers):
-    p = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=open(err, "wb"))
+def start(argv, stdin, log, stamps, err, readers, env=None):
+    p = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=open(err, "wb"), env=env)
     readers.append(subprocess.Popen([tickstamp, log, stamps], stdin=p.stdout))
     p.stdout.close()
     return p
@@ -241,6 +258,40 @@ def stamps_of(path):
     return out
 
 def max_gap(ts): return max((b - a for a, b in zip(ts, ts[1:])), default=None)
+
+# The points of a Shoal VMM's migrate-trace (SHOAL_MIGRATE_TRACE=1,
+# vmm/mtrace.h) in its stderr: {point: monotonic seconds}, the first of each.
+def trace_of(path):
+    out = {}
+    for m in re.finditer(r"^shoal: migrate-trace: (\S+) (\d+)$", text(path), re.M):
+        out.setdefault(m[1], int(m[2]) / 1e6)
+    return out
+
+# The switch piece by piece, on the host's clock (ms): the source's last
+# tick stamped, the pause asked, the acknowledgement read at the source,
+# the go-ahead read at the destination, its first KVM_RUN, its first tick
+# stamped; and inside them what the trace also says.
+BREAK = [("bd_tick_pause", "last src tick", "src.pause"), ("bd_pause_ack", "src.pause", "src.ack"),
+         ("bd_ack_go", "src.ack", "dst.go_ahead"), ("bd_go_run", "dst.go_ahead", "dst.kvm_run"),
+         ("bd_run_tick", "dst.kvm_run", "first dst tick"),
+         ("bd_sync", "src.converged", "src.pause"), ("bd_tick_paused", "last src tick", "src.paused"),
+         ("bd_state_end", "dst.state_loaded", "dst.end"), ("bd_end_ack", "dst.end", "dst.ack_sent"),
+         ("bd_go_door", "dst.go_ahead", "dst.door_closed"), ("bd_go_done", "dst.go_ahead", "dst.incoming_done"), ("bd_done_vmrun", "dst.incoming_done", "dst.vm_run"),
+         ("bd_loop", "dst.vm_run", "dst.loop_started"), ("bd_threads", "dst.loop_started", "dst.vcpu_threads"),
+         ("bd_vcpu_run", "dst.vcpu_threads", "dst.kvm_run"),
+         ("bd_vstart_run", "dst.vcpu_start", "dst.kvm_run"),
+         ("bd_src_stop", "src.go_ahead_sent", "src.stop"), ("bd_src_destroy", "src.go_ahead_sent", "src.destroy"),
+         ("bd_src_destroyed", "src.go_ahead_sent", "src.destroyed"),
+         ("bd_run_exit", "dst.kvm_run", "dst.first_exit"), ("bd_exit_console", "dst.first_exit", "dst.console"),
+         ("bd_console_tick", "dst.console", "first dst tick")]
+
+def breakdown(res, tag, slast, dfirst):
+    t = {k: v for k, v in trace_of(f"{tmp}/{tag}.src.vmm").items() if k.startswith("src.")}
+    t.update({k: v for k, v in trace_of(f"{tmp}/{tag}.dst.vmm").items() if k.startswith("dst.")})
+    if not t: return
+    t["last src tick"], t["first dst tick"] = slast, dfirst
+    for k, a, b in BREAK:
+        if a in t and b in t: res[k] = (t[b] - t[a]) * 1000
 
 # The figures of the ticks (bench header: "The downtime as the guest sees
 # it") into res; t_start is when the migration began.
@@ -269,6 +320,7 @@ def tick_figures(res, tag, t_start):
     res["lost"] = (dseq - sseq - 1) % 128
     near = sorted(t for _, t in src + dst if slast - 0.5 <= t <= dfirst + 0.5)
     res["guest_down"] = max_gap(near) * 1000
+    breakdown(res, tag, slast, dfirst)
     pre = [t for _, t in src if t_start <= t < slast - 0.5]
     if len(pre) > 1: res["precopy_gap"] = max_gap(pre) * 1000
 
@@ -309,9 +361,11 @@ def sample_run(vmm, tag, mem, fill, dirty, typed, want, readers):
                           "-device", "virtio-blk-device,drive=d0"] if disk else []
         sargv = qemu_argv(mem, cmdline, None if tick else slog, ssock) + qd(simg)
         dargv = qemu_argv(mem, cmdline, None, dsock) + ["-incoming", "unix:" + mig] + qd(dimg)
+    # Shoal's trace of the switch, for the breakdown (vmm/mtrace.h)
+    tenv = dict(os.environ, SHOAL_MIGRATE_TRACE="1") if vmm.startswith("shoal") else None
     t0 = now()
     if tick:
-        src = start(sargv, subprocess.PIPE, slog, f"{tmp}/{tag}.src.ticks", serr, readers)
+        src = start(sargv, subprocess.PIPE, slog, f"{tmp}/{tag}.src.ticks", serr, readers, tenv)
     else:
         src = subprocess.Popen(sargv, stdin=subprocess.DEVNULL, stdout=open(serr, "wb"), stderr=subprocess.STDOUT)
     dst = None
@@ -320,7 +374,7 @@ def sample_run(vmm, tag, mem, fill, dirty, typed, want, readers):
             return None, f"source: no prompt (status {src.poll()}); console: {tail(slog)}; VMM: {tail(serr)}"
         prompt = ms(now() - t0)
         if tick:
-            dst = start(dargv, subprocess.PIPE, dlog, f"{tmp}/{tag}.dst.ticks", derr, readers)
+            dst = start(dargv, subprocess.PIPE, dlog, f"{tmp}/{tag}.dst.ticks", derr, readers, tenv)
         else:
             dst = subprocess.Popen(dargv, stdin=subprocess.PIPE, stdout=open(dlog, "wb"), stderr=open(derr, "wb"))
         end = now() + 30
@@ -433,7 +487,21 @@ if tick:
                  ("  ticks lost at the switch", "lost"), ("pre-copy max tick gap ms", "precopy_gap"),
                  ("guest's own TSC gap ms", "tsc_gap"), ("tick interval ms (before)", "tick_ms"),
                  ("max tick gap ms (before)", "tick_max"), ("a tick's exits, us", "tick_cost_us")]
-FINE = {"tick_ms", "tick_max", "tick_cost_us"}    # printed to 2 places
+    if "shoal" in vmms or "shoalz" in vmms:
+        FIGS[5:5] = [("  last src tick->pause", "bd_tick_pause"), ("  pause->ack (VMM's)", "bd_pause_ack"),
+                     ("  ack->go-ahead at dst", "bd_ack_go"), ("  go-ahead->1st KVM_RUN", "bd_go_run"),
+                     ("  1st KVM_RUN->1st tick", "bd_run_tick"),
+                     ("    sync->pause asked", "bd_sync"), ("    last src tick->paused", "bd_tick_paused"),
+                     ("    dst state->end read", "bd_state_end"), ("    dst end->ack sent", "bd_end_ack"),
+                     ("    go-ahead->door closed", "bd_go_door"), ("    go-ahead->incoming done", "bd_go_done"), ("    ->vm_run (cli/run.c)", "bd_done_vmrun"),
+                     ("    vm_run->loop started", "bd_loop"), ("    ->vCPU threads made", "bd_threads"),
+                     ("    ->1st KVM_RUN", "bd_vcpu_run"),
+                     ("    vCPU start->KVM_RUN", "bd_vstart_run"),
+                     ("    KVM_RUN->1st exit", "bd_run_exit"), ("    1st exit->console", "bd_exit_console"),
+                     ("    console->stamped", "bd_console_tick"),
+                     ("  src go-ahead->VM stop", "bd_src_stop"), ("  src go-ahead->destroy", "bd_src_destroy"),
+                     ("  src go-ahead->destroyed", "bd_src_destroyed")]
+FINE = {"tick_ms", "tick_max", "tick_cost_us"} | {k for k, _, _ in BREAK}    # printed to 2 places
 
 def f1(x, k=None): return "-" if x is None else f"{x:.2f}" if k in FINE else f"{x:.1f}"
 
@@ -445,10 +513,10 @@ def table(samples):
             med[v, k] = statistics.median(xs) if xs else None
     both = "shoal" in vmms and "qemu" in vmms
     zs = "shoalz" in vmms
-    print(f"{'figure':26} " + " ".join(f"{NAME[v]:>10}" for v in vmms) + (f" {'shoal/qemu':>11}" if both else "")
+    print(f"{'figure':28} " + " ".join(f"{NAME[v]:>10}" for v in vmms) + (f" {'shoal/qemu':>11}" if both else "")
           + (f" {'zstd/shoal':>11}" if zs else ""))
     for name, k in FIGS:
-        line = f"{name:26} " + " ".join(f"{f1(med[v, k], k):>10}" for v in vmms)
+        line = f"{name:28} " + " ".join(f"{f1(med[v, k], k):>10}" for v in vmms)
         if both:
             a, b = med["shoal", k], med["qemu", k]
             line += f" {(f'{a / b:.3f}' if a is not None and b else '-'):>11}"
@@ -473,7 +541,7 @@ for mem, fill, n, dirty in cases:
     for i in range(1, n + 1):
         k = (i - 1) % len(vmms)
         for vmm in vmms[k:] + vmms[:k]:
-            tag = f"{'d' if dirty else 'i'}-{vmm}-{mem}-{i}"
+            tag = f"{'d' if dirty else 'i'}-{vmm}-{mem}-{fill}-{i}"   # two cases' files apart
             if dirty: typed, want = None, None
             # a blank line first: QEMU's destination can drop the first byte
             # typed on its stdio (a lost "v" made "erify" once)
