@@ -287,6 +287,26 @@ static void *read_page(void *arg)
 	return NULL;
 }
 
+/* Every page as the migration leaves it: the missing ones (odd) new,
+ * page 2 a hole (zeros), the rest as they were. */
+static void check_pages(const struct guest_mem *m)
+{
+	for (uint64_t p = 0; p < PAGES; p++) {
+		uint8_t want = p == 2 ? 0 : p % 2 ? new_byte(p) : old_byte(p);
+
+		if (m->host[p * PG] != want || m->host[p * PG + PG - 1] != want)
+			fail_msg("page %u holds 0x%x, not 0x%x", (unsigned)p, m->host[p * PG], want);
+	}
+}
+
+/* The thread is done: it removed the listening socket's path. */
+static void wait_path_gone(const char *path)
+{
+	for (int i = 0; i < 100 && access(path, F_OK) == 0; i++)
+		usleep(10000);
+	assert_int_equal(access(path, F_OK), -1);
+}
+
 static void test_dst_thread(void **state)
 {
 	struct guest_mem m;
@@ -334,12 +354,7 @@ static void test_dst_thread(void **state)
 	memcpy(&arg, msg + 8, 8);
 	assert_int_equal(arg, 1);             /* one page asked for */
 	send_bye(src);
-	for (uint64_t p = 0; p < PAGES; p++) {
-		uint8_t want = p == 2 ? 0 : p % 2 ? new_byte(p) : old_byte(p);
-
-		if (m.host[p * PG] != want || m.host[p * PG + PG - 1] != want)
-			fail_msg("page %u holds 0x%x, not 0x%x", (unsigned)p, m.host[p * PG], want);
-	}
+	check_pages(&m);
 	close(src);
 	guest_mem_destroy(&m);
 }
@@ -383,6 +398,22 @@ static void send_end(int fd)
 	migrate_section_end(&w, 0, mark);
 	assert_int_equal(migrate_send_all(fd, w.data, w.len), 0);
 	state_writer_free(&w);
+}
+
+/* The fake source pushes every missing page and ends the stream; the
+ * destination's SHOALFIN comes back: its count of pages asked for. */
+static uint64_t push_rest_and_end(int fd)
+{
+	uint8_t word[8];
+	uint64_t n;
+
+	for (uint64_t p = 1; p < PAGES; p += 2)
+		send_pages(fd, p, 1);
+	send_end(fd);
+	assert_int_equal(migrate_recv_all(fd, word, 8), 1);
+	assert_memory_equal(word, MIGRATE_PC_FINISHED, 8);
+	assert_int_equal(migrate_recv_all(fd, &n, 8), 1);
+	return n;
 }
 
 /* A new connection to `path`: "SHOALMIG" and a "recover" section of
@@ -472,23 +503,11 @@ static void test_dst_recover(void **state)
 	pthread_join(t7, NULL);
 	assert_int_equal(r5.first, new_byte(5));
 	assert_int_equal(r7.last, new_byte(7));
-	for (uint64_t p = 1; p < PAGES; p += 2)
-		send_pages(fd, p, 1);
-	send_end(fd);
-	assert_int_equal(migrate_recv_all(fd, word, 8), 1);
-	assert_memory_equal(word, MIGRATE_PC_FINISHED, 8);
-	assert_int_equal(migrate_recv_all(fd, &n, 8), 1);
+	n = push_rest_and_end(fd);
 	assert_int_equal(n, 2);                   /* pages 5 and 7 */
 	send_bye(fd);
-	for (uint64_t p = 0; p < PAGES; p++) {
-		uint8_t w = p == 2 ? 0 : p % 2 ? new_byte(p) : old_byte(p);
-
-		if (m.host[p * PG] != w)
-			fail_msg("page %u holds 0x%x, not 0x%x", (unsigned)p, m.host[p * PG], w);
-	}
-	for (int i = 0; i < 100 && access(path, F_OK) == 0; i++)
-		usleep(10000);
-	assert_int_equal(access(path, F_OK), -1);  /* the thread removed it */
+	check_pages(&m);
+	wait_path_gone(path);
 	close(fd);
 	rmdir(dir);
 	guest_mem_destroy(&m);
@@ -530,15 +549,8 @@ static void test_dst_fin_lost(void **state)
 	assert_memory_equal(word, MIGRATE_PC_FINISHED, 8);
 	assert_int_equal(migrate_recv_all(fd, &pages, 8), 1);
 	send_bye(fd);
-	for (int i = 0; i < 100 && access(path, F_OK) == 0; i++)
-		usleep(10000);
-	assert_int_equal(access(path, F_OK), -1);  /* confirmed: the thread is done */
-	for (uint64_t p = 0; p < PAGES; p++) {
-		uint8_t w = p == 2 ? 0 : p % 2 ? new_byte(p) : old_byte(p);
-
-		if (m.host[p * PG] != w)
-			fail_msg("page %u holds 0x%x, not 0x%x", (unsigned)p, m.host[p * PG], w);
-	}
+	wait_path_gone(path);
+	check_pages(&m);
 	close(fd);
 	rmdir(dir);
 	guest_mem_destroy(&m);
@@ -584,23 +596,11 @@ static void test_dst_held(void **state)
 	for (int i = 0; i < 200 && read(efd, &n, 8) != 8; i++)
 		usleep(10000);
 	assert_int_equal(n, 1);                                /* released, once */
-	for (uint64_t p = 1; p < PAGES; p += 2)
-		send_pages(fd, p, 1);
-	send_end(fd);
-	assert_int_equal(migrate_recv_all(fd, word, 8), 1);
-	assert_memory_equal(word, MIGRATE_PC_FINISHED, 8);
-	assert_int_equal(migrate_recv_all(fd, &pages, 8), 1);
+	pages = push_rest_and_end(fd);
 	send_bye(fd);
-	for (int i = 0; i < 100 && access(path, F_OK) == 0; i++)
-		usleep(10000);
-	assert_int_equal(access(path, F_OK), -1);
+	wait_path_gone(path);
 	assert_int_equal(read(efd, &n, 8), -1);                /* and only once */
-	for (uint64_t p = 0; p < PAGES; p++) {
-		uint8_t w = p == 2 ? 0 : p % 2 ? new_byte(p) : old_byte(p);
-
-		if (m.host[p * PG] != w)
-			fail_msg("page %u holds 0x%x, not 0x%x", (unsigned)p, m.host[p * PG], w);
-	}
+	check_pages(&m);
 	close(fd);
 	close(efd);
 	rmdir(dir);
