@@ -218,6 +218,25 @@ mig_two_hosts() {
 	head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/token"
 }
 
+# mig_daemon NAME NSFUNC VAR=VALUE ARGS...: a shoald on state directory
+# $TMP/NAME (its socket there, its log $TMP/NAME.log) in A's or B's
+# network (NSFUNC: inA or inB), with VAR=VALUE in its environment (a test
+# hook, or any name to tell the daemons apart), --allow-dir $BUILD and
+# ARGS; waits until it answers.
+mig_daemon() {
+	local name=$1 in=$2 var=$3 sock=$TMP/$1/shoald.sock builddir
+	shift 3
+	builddir=$(cd "$BUILD" && pwd)
+	mkdir -p "$TMP/$name"
+	$in env "$var" "$SHOALD" --state-dir "$TMP/$name" --allow-dir "$builddir" "$@" \
+		>>"$TMP/$name.log" 2>&1 &
+	for _ in $(seq 200); do
+		curl -s --unix-socket "$sock" http://d/v1/version >/dev/null && return 0
+		sleep 0.05
+	done
+	echo "shoald $name did not start:"; cat "$TMP/$name.log"; return 1
+}
+
 mig_cleanup() {
 	daemon_cleanup
 	if [ "$NETNS" = 1 ]; then ip netns del "$NSA"; ip netns del "$NSB"; fi 2>/dev/null

@@ -82,21 +82,8 @@ echo wrong-token-wrong-token-wrong >"$TMP/bad-token"
 
 # Files: the test guest ($BUILD) and $TMP/shared for both; $TMP/aonly for A only.
 mkdir -p "$TMP/a" "$TMP/b" "$TMP/shared" "$TMP/aonly"
-BUILDDIR=$(cd "$BUILD" && pwd)
-# start NAME NSFUNC ARGS...: a daemon on $TMP/NAME, waited for.
-start() {
-	local name=$1 in=$2 sock=$TMP/$1/shoald.sock
-	shift 2
-	$in "$SHOALD" --state-dir "$TMP/$name" --allow-dir "$BUILDDIR" --allow-dir "$TMP/shared" \
-		"$@" >>"$TMP/$name.log" 2>&1 &
-	for _ in $(seq 200); do
-		curl -s --unix-socket "$sock" http://d/v1/version >/dev/null && return 0
-		sleep 0.05
-	done
-	echo "shoald $name did not start:"; cat "$TMP/$name.log"; return 1
-}
-start a inA --allow-dir "$TMP/aonly" || { fail "daemon A starts"; finish; }
-start b inB --listen "$BLISTEN:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
+mig_daemon a inA SHOAL_MIG_DAEMON=a --allow-dir "$TMP/shared" --allow-dir "$TMP/aonly" || { fail "daemon A starts"; finish; }
+mig_daemon b inB SHOAL_MIG_DAEMON=b --allow-dir "$TMP/shared" --listen "$BLISTEN:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
 	--token-file "$TMP/token" || { fail "daemon B starts"; finish; }
 pass "daemon A (Unix socket) and daemon B (Unix socket and $URL) start"
 

@@ -33,21 +33,9 @@ command -v openssl >/dev/null || { skip daemon_migrate_indoubt "openssl missing"
 mig_two_hosts mid 10.79.0
 
 mkdir -p "$TMP/a1" "$TMP/a2" "$TMP/b" "$TMP/shared"
-BUILDDIR=$(cd "$BUILD" && pwd)
-start() {       # NAME NSFUNC VAR=VALUE ARGS...: a daemon on $TMP/NAME, waited for
-	local name=$1 in=$2 var=$3 sock=$TMP/$1/shoald.sock
-	shift 3
-	$in env "$var" "$SHOALD" --state-dir "$TMP/$name" --allow-dir "$BUILDDIR" --allow-dir "$TMP/shared" \
-		"$@" >>"$TMP/$name.log" 2>&1 &
-	for _ in $(seq 200); do
-		curl -s --unix-socket "$sock" http://d/v1/version >/dev/null && return 0
-		sleep 0.05
-	done
-	echo "shoald $name did not start:"; cat "$TMP/$name.log"; return 1
-}
-start a1 inA SHOAL_TEST_MIGRATE_CUT_WORD=SHOALRUN || { fail "daemon A1 starts"; finish; }
-start a2 inA SHOAL_TEST_MIGRATE_CUT_WORD=SHOALACK || { fail "daemon A2 starts"; finish; }
-start b inB SHOAL_MID_TEST=b --listen "$BLISTEN:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
+mig_daemon a1 inA SHOAL_TEST_MIGRATE_CUT_WORD=SHOALRUN --allow-dir "$TMP/shared" || { fail "daemon A1 starts"; finish; }
+mig_daemon a2 inA SHOAL_TEST_MIGRATE_CUT_WORD=SHOALACK --allow-dir "$TMP/shared" || { fail "daemon A2 starts"; finish; }
+mig_daemon b inB SHOAL_MID_TEST=b --allow-dir "$TMP/shared" --listen "$BLISTEN:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
 	--token-file "$TMP/token" || { fail "daemon B starts"; finish; }
 pass "daemons A1 and A2 (each with the test's cut) and daemon B (HTTPS on $URL) start"
 

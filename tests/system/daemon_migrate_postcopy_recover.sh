@@ -36,23 +36,12 @@ command -v openssl >/dev/null || { skip daemon_migrate_postcopy_recover "openssl
 mig_two_hosts pcr 10.78.0
 
 mkdir -p "$TMP/a" "$TMP/b"
-BUILDDIR=$(cd "$BUILD" && pwd)
-start() {       # NAME NSFUNC VAR=VALUE ARGS...: a daemon on $TMP/NAME, waited for
-	local name=$1 in=$2 var=$3 sock=$TMP/$1/shoald.sock
-	shift 3
-	$in env "$var" "$SHOALD" --state-dir "$TMP/$name" --allow-dir "$BUILDDIR" "$@" >>"$TMP/$name.log" 2>&1 &
-	for _ in $(seq 200); do
-		curl -s --unix-socket "$sock" http://d/v1/version >/dev/null && return 0
-		sleep 0.05
-	done
-	echo "shoald $name did not start:"; cat "$TMP/$name.log"; return 1
-}
 # A cuts its post-copy connection once (the test's hook in src/host/migration.c)
 # as soon as its pages flow, or PCR_CUT pages later (PCR_CUT=256 and 64
 # pass too).  A cut that takes the go-ahead (SHOALRUN) with it, still in
 # A's relay, is recovered the same way: B runs the VM and waits for A.
-start a inA SHOAL_TEST_MIGRATE_CUT_POSTCOPY=${PCR_CUT:-1} || { fail "daemon A starts"; finish; }
-start b inB SHOAL_PCR_TEST=b --listen "$BLISTEN:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
+mig_daemon a inA SHOAL_TEST_MIGRATE_CUT_POSTCOPY=${PCR_CUT:-1} || { fail "daemon A starts"; finish; }
+mig_daemon b inB SHOAL_PCR_TEST=b --listen "$BLISTEN:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
 	--token-file "$TMP/token" || { fail "daemon B starts"; finish; }
 pass "daemon A (with the test's cut) and daemon B (HTTPS on $URL) start"
 
