@@ -402,11 +402,8 @@ const struct seccomp_kind_def seccomp_kinds[SECCOMP_NKINDS] = {
 				    &g_kvm_run, &g_dio, SAN NULL } },
 	[SECCOMP_VCPU] = { "vcpu", { &g_base, &g_fileio, &g_poll, &g_unix, &g_kvm_run, &g_mce,
 				    SAN NULL } },
-	/* g_sigpipe: a pre-copy destination reads the source's go-ahead on
-	 * its event loop, over TLS too (state/migrate.c, goahead_word) */
 	[SECCOMP_EVENT] = { "event", { &g_base, &g_fileio, &g_poll, &g_uring, &g_unix, &g_files, &g_threads,
-				      &g_kvm_run, &g_save, &g_dio, &g_dirty, &g_setxid, &g_sigpipe,
-				      SAN NULL } },
+				      &g_kvm_run, &g_save, &g_dio, &g_dirty, &g_setxid, SAN NULL } },
 	[SECCOMP_BLK_IO] = { "blk-io", { &g_base, &g_fileio, &g_poll, &g_uring, &g_kvm_irq, &g_dio,
 					&g_setxid, &g_mce_log, SAN NULL } },
 	[SECCOMP_SNAP_WRITER] = { "snap-writer", { &g_base, &g_fileio, &g_poll, &g_files, &g_save,

@@ -334,7 +334,7 @@ static void *incoming_wait(void *arg)
 	host_vm_path(h, vm->rec.name, "control.sock", sock, sizeof(sock));
 	for (;;) {
 		struct stat st;
-		bool held = false, waits = false;
+		bool held = false;
 
 		if (stat(sock, &st) == 0 && vmctl_call(sock, "status", &r, 2000, err, sizeof(err)) == 0) {
 			pid = (pid_t)json_integer_value(json_object_get(r, "pid"));
@@ -342,29 +342,27 @@ static void *incoming_wait(void *arg)
 			json_decref(r);
 			/* Paused: held in doubt, the source's go-ahead never came
 			 * (its migrate-status says so); the source daemon settles
-			 * it.  Not here yet: a VM parked for the go-ahead (it runs
-			 * within moments, or is held), and a post-copy held until
-			 * its source reconnects: it stays "starting" (in doubt)
-			 * until the recovery runs it, or it stops. */
+			 * it.  A post-copy held until its source reconnects is not
+			 * here yet: it stays "starting" (in doubt) until the
+			 * recovery runs it, or it stops. */
 			doubt = false;
 			if (paused && vmctl_call(sock, "migrate-status", &r, 2000, err,
 						 sizeof(err)) == 0) {
 				doubt = json_is_true(json_object_get(r, "incoming_in_doubt"));
 				held = json_is_true(json_object_get(r, "incoming_postcopy_held"));
-				waits = json_is_true(json_object_get(r, "incoming_awaiting_go_ahead"));
 				json_decref(r);
 			}
-			if (!held && !waits)
+			if (!held)
 				break;
 			pthread_mutex_lock(&h->lock);
-			if (held && !vm->in_doubt)
+			if (!vm->in_doubt)
 				log_warn("%s: post-copy came in without the source's go-ahead: held "
 					 "paused, never run here, until the source reconnects (pid %d)",
 					 vm->rec.name, (int)pid);
-			vm->in_doubt = held;
+			vm->in_doubt = true;
 			pthread_mutex_unlock(&h->lock);
 		}
-		if (!incoming_alive(h, vm, held ? 200 : waits ? 10 : 50)) {
+		if (!incoming_alive(h, vm, held ? 200 : 50)) {
 			incoming_why(h, vm, "the migration stream did not complete", why, sizeof(why));
 			goto undo;
 		}

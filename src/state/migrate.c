@@ -754,33 +754,6 @@ static int pc_release(int fd, uint32_t events, void *opaque)
 	return 0;
 }
 
-/* Why the go-ahead did not come (rc, errno: migrate_io_recv's). */
-static void goahead_why(int rc, char *why, size_t size)
-{
-	snprintf(why, size, "the source's go-ahead did not come after our acknowledgement (%s)",
-		 rc > 0 ? "another word came" : rc == 0 || errno == EPIPE || errno == ECONNRESET ||
-		 errno == EPROTO ? "the connection closed" : errno == EAGAIN ? "nothing for 30 s" :
-		 strerror(errno));
-}
-
-/* Pre-copy's go-ahead did not come (`why`): hold the VM paused, in doubt,
- * its disks' locks given up for a source that runs on to take. */
-static void indoubt_hold(struct vm *vm, const char *why)
-{
-	struct error e = { 0 };
-
-	vm_pause_at_start(vm);
-	vm->resume_gate = indoubt_gate;     /* migrate-status: incoming_in_doubt */
-	if (migrate_disks_inactivate(vm, &e))
-		log_warn("incoming migration: in doubt, the disks' write locks are kept: %s", e.msg);
-	log_warn("incoming migration: %s: whether it reached the source is not known here. If "
-		 "it did not, the VM runs on at the source. "
-		 "So it is held paused here, in doubt, its disks' write locks given up: once the "
-		 "source's VMM is known to be gone (it exits 0 after a completed migration), resume "
-		 "it here (control command \"resume\": it takes the locks back, and is refused "
-		 "while another process holds them); else stop this one", why);
-}
-
 /* After our acknowledgement: the source's go-ahead (MIGRATE_RUN), which
  * says it stopped its copy for good.  Without it (the connection dropped
  * or 30 s passed) we cannot tell whether our acknowledgement reached it:
@@ -800,7 +773,10 @@ static int await_run(struct vm *vm, struct migrate_in *in, struct migrate_pc_dst
 		mtrace_arm(MTRACE_ALL);     /* the first KVM_RUN, console byte, ... */
 		return 0;
 	}
-	goahead_why(rc, why, sizeof(why));
+	snprintf(why, sizeof(why), "the source's go-ahead did not come after our acknowledgement "
+		 "(%s)", rc > 0 ? "another word came" : rc == 0 || errno == EPIPE ||
+		 errno == ECONNRESET ? "the connection closed" : errno == EAGAIN ?
+		 "nothing for 30 s" : strerror(errno));
 	if (pc && !can_wait)
 		return error_set(e, EXIT_HOST, "incoming migration: post-copy: %s, and with "
 				 "recover-timeout=0 nothing can "
@@ -835,93 +811,17 @@ static int await_run(struct vm *vm, struct migrate_in *in, struct migrate_pc_dst
 		migrate_postcopy_held(pc, efd);
 		return 0;
 	}
-	indoubt_hold(vm, why);
-	return 0;
-}
-
-/* The go-ahead of a pre-copy, waited for on the event loop while the VM's
- * threads start, parked (migrate_incoming returns at the acknowledgement):
- * it runs as soon as the word comes, the VMM's start-up (the control
- * socket, the jail, the threads and their filters) no longer in the
- * guest's pause. */
-struct goahead {
-	struct vm *vm;
-	struct migrate_in in;
-	int tfd;                     /* a timerfd: MIGRATE_IO_TIMEOUT_S without the word */
-};
-
-static int goahead_word(int fd, uint32_t events, void *opaque)
-{
-	struct goahead *g = opaque;
-	struct vm *vm = g->vm;
-	char word[8], why[200];
-	int rc;
-
-	(void)events;
-	if (fd == g->tfd) {
-		rc = -1;
-		errno = EAGAIN;
-	} else {
-		rc = migrate_io_recv(g->in.fd, g->in.tls, word, 8);
-	}
-	if (rc > 0 && !memcmp(word, MIGRATE_RUN, 8)) {
-		mtrace("dst.go_ahead");
-		vm->resume_gate = NULL;
-		vm_resume(vm);
-	} else {
-		goahead_why(rc, why, sizeof(why));
-		indoubt_hold(vm, why);
-	}
-	eventloop_del(vm->loop, g->in.fd);
-	eventloop_del(vm->loop, g->tfd);
-	close(g->tfd);
-	migrate_io_close(g->in.fd, g->in.tls);
-	g->in.tls = NULL;
-	migrate_in_free(&g->in);
-	free(g);
-	return 0;
-}
-
-/* "resume" while the go-ahead is awaited: refused, the word decides. */
-static int goahead_gate(struct vm *vm, struct error *e)
-{
-	return error_set(e, EXIT_HOST, "not resumed: this VM came in by a migration, and waits "
-			 "for the source's go-ahead");
-}
-
-/* Wait for the go-ahead of a pre-copy on the event loop (goahead_word),
- * the VM parked meanwhile; `in` is taken.  -1 where that cannot be set up
- * (`in` untouched: wait here instead). */
-static int goahead_async(struct vm *vm, struct migrate_in *in)
-{
-	struct itimerspec its = { .it_value = { .tv_sec = MIGRATE_IO_TIMEOUT_S } };
-	struct goahead *g;
-
-	if (migrate_io_pending(in->tls) > 0)
-		return -1;               /* already read off the socket: no event will say so */
-	g = calloc(1, sizeof(*g));
-	if (!g)
-		return -1;
-	g->vm = vm;
-	g->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	if (g->tfd < 0 || timerfd_settime(g->tfd, 0, &its, NULL) < 0 ||
-	    eventloop_add(vm->loop, g->tfd, EPOLLIN, goahead_word, g) < 0) {
-		if (g->tfd >= 0)
-			close(g->tfd);
-		free(g);
-		return -1;
-	}
-	if (eventloop_add(vm->loop, in->fd, EPOLLIN | EPOLLRDHUP, goahead_word, g) < 0) {
-		eventloop_del(vm->loop, g->tfd);
-		close(g->tfd);
-		free(g);
-		return -1;
-	}
-	g->in = *in;
-	memset(in, 0, sizeof(*in));
-	in->fd = -1;
 	vm_pause_at_start(vm);
-	vm->resume_gate = goahead_gate;     /* migrate-status: incoming_awaiting_go_ahead */
+	vm->resume_gate = indoubt_gate;     /* migrate-status: incoming_in_doubt */
+	/* the disks' locks go back, for a source that runs on to take */
+	if (migrate_disks_inactivate(vm, e))
+		log_warn("incoming migration: in doubt, the disks' write locks are kept: %s", e->msg);
+	log_warn("incoming migration: %s: whether it reached the source is not known here. If "
+		 "it did not, the VM runs on at the source. "
+		 "So it is held paused here, in doubt, its disks' write locks given up: once the "
+		 "source's VMM is known to be gone (it exits 0 after a completed migration), resume "
+		 "it here (control command \"resume\": it takes the locks back, and is refused "
+		 "while another process holds them); else stop this one", why);
 	return 0;
 }
 
@@ -985,13 +885,7 @@ int migrate_incoming(struct vm *vm, const char *uri, struct error *e)
 			       "acknowledgement (it keeps the VM)");
 	if (!rc) {
 		mtrace("dst.ack_sent");
-		/* pre-copy: the go-ahead is waited for on the event loop, the VM's
-		 * threads started meanwhile; post-copy (its thread takes the
-		 * connection) and a word already buffered: here */
-		if (pc || goahead_async(vm, &in))
-			rc = await_run(vm, &in, pc, lfd >= 0, e);
-		else
-			mtrace_arm(MTRACE_ALL);   /* the start-up's points, from here on */
+		rc = await_run(vm, &in, pc, lfd >= 0, e);
 	}
 	if (door_on)            /* post-copy's thread refuses them from here on */
 		door_close(&door);
@@ -2221,8 +2115,6 @@ static json_t *migrate_status_cmd(struct vm *vm, json_t *req, void *opaque)
 		json_object_set_new(o, "incoming_in_doubt", json_true());   /* held paused */
 	if (o && vm->resume_gate == pc_held_gate)   /* until post-copy's source is back */
 		json_object_set_new(o, "incoming_postcopy_held", json_true());
-	if (o && vm->resume_gate == goahead_gate)   /* parked, the go-ahead still to come */
-		json_object_set_new(o, "incoming_awaiting_go_ahead", json_true());
 	if (o && c->past_cancel)   /* "end" went: a destination may hold the VM in doubt */
 		json_object_set_new(o, "end_sent", json_true());
 	if (o && c->with_disks) {

@@ -328,10 +328,6 @@ static void test_creator_allows_children(void **state)
 					 seccomp_kind_name(kids[k]), nr);
 	assert_true(seccomp_kind_allows(SECCOMP_EVENT, SYS_seccomp));
 	assert_true(seccomp_kind_allows(SECCOMP_EVENT, SYS_clone));
-	/* a destination reads the migration's go-ahead there, over TLS too:
-	 * its SIGPIPE guard (state/migrate_tls.c) */
-	assert_true(seccomp_kind_allows(SECCOMP_EVENT, SYS_rt_sigpending));
-	assert_true(seccomp_kind_allows(SECCOMP_EVENT, SYS_rt_sigtimedwait));
 	/* the jail's drop reaches the disks' I/O threads (vmm/jail.c) */
 	assert_true(seccomp_kind_allows(SECCOMP_BLK_IO, SYS_setresuid));
 	assert_true(seccomp_kind_allows(SECCOMP_BLK_IO, SYS_setresgid));
