@@ -132,6 +132,7 @@
 #include "base/exitcode.h"
 #include "base/log.h"
 #include "base/seccomp.h"
+#include "base/timespec.h"
 #include "state/migrate_auth.h"
 #include "state/migrate_compress.h"
 #include "state/migrate_disk.h"
@@ -972,14 +973,8 @@ struct mig_ctl {
 /* Wait on c->cond (c->lock held) for at most 50 ms. */
 static void ctl_wait_50ms(struct mig_ctl *c)
 {
-	struct timespec ts;
+	struct timespec ts = timespec_after_ms(CLOCK_REALTIME, 50);
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += 50 * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
 	pthread_cond_timedwait(&c->cond, &c->lock, &ts);
 }
 
