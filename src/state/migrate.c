@@ -776,7 +776,8 @@ static int await_run(struct vm *vm, struct migrate_in *in, struct migrate_pc_dst
 	}
 	snprintf(why, sizeof(why), "the source's go-ahead did not come after our acknowledgement "
 		 "(%s)", rc > 0 ? "another word came" : rc == 0 || errno == EPIPE ||
-		 errno == ECONNRESET ? "the connection closed" : errno == EAGAIN ?
+		 errno == ECONNRESET ? "the connection closed" : errno == EPROTO ?
+		 "the TLS connection was cut, without its close" : errno == EAGAIN ?
 		 "nothing for 30 s" : strerror(errno));
 	if (pc && !can_wait)
 		return error_set(e, EXIT_HOST, "incoming migration: post-copy: %s, and with "
