@@ -109,7 +109,7 @@ run_cmocka() {
 exec_script() {
 	local sc=$1 f tag left limit=${SHOAL_TEST_SCRIPT_TIMEOUT:-600} own
 	# a script that needs longer says so in its header: "# timeout: SECONDS"
-	own=$(head -40 "$sc" | sed -n 's/^# timeout: \([0-9][0-9]*\)$/\1/p' | head -1)
+	own=$(header "$sc" | sed -n 's/^# timeout: \([0-9][0-9]*\)$/\1/p' | head -1)
 	[ -n "$own" ] && [ "$own" -gt "$limit" ] && limit=$own
 	f=$(mktemp /tmp/shoal-script-out.XXXXXX)
 	tag="$(basename "$sc").$$.$RANDOM"
@@ -165,8 +165,13 @@ run_script() {
 	echo "$(basename "$sc"): $p passed, $f failed, $s skipped ($((SECONDS - t0)) s)"
 }
 
+# header SCRIPT: its opening comment, up to its first line of code (a
+# fixed count of lines once lost a "# tier: kvm" that a longer essay had
+# pushed past it: the script then skipped outside the box).
+header() { sed -n '1,/^[^#]/p' "$1"; }
+
 # needs_kvm SCRIPT: the script declares "# tier: kvm" in its header.
-needs_kvm() { head -40 "$1" | grep -q '^# tier: kvm'; }
+needs_kvm() { header "$1" | grep -q '^# tier: kvm'; }
 
 # The longest kvm-system and kvm-slow scripts (in a box, the clean-clone
 # run of 2026-12-06; slow_linux_vmgenid.sh, 316 s, had run last), run
@@ -194,7 +199,7 @@ scripts_of() {
 	for t in tests/system/*.sh; do
 		case $1 in kvm-system|kvm-slow) case " $long " in *" $(basename "$t") "*) continue ;; esac ;; esac
 		# "# tier: manual": run by hand only; its header says why
-		head -40 "$t" | grep -q '^# tier: manual' && continue
+		header "$t" | grep -q '^# tier: manual' && continue
 		case $(basename "$t") in lib.sh) continue ;; slow_*) slow=1 ;; *) slow=0 ;; esac
 		needs_kvm "$t" && kvm=1 || kvm=0
 		case $1 in

@@ -1,4 +1,5 @@
 #!/bin/bash
+# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 # migrate_postcopy_recover.sh - recovery of a post-copy whose connection
 # dropped (docs/migration.md "Post-copy", QEMU's postcopy-recover), seccomp
 # on at both ends, with the test guest and a key (the recovery's new
@@ -42,7 +43,6 @@
 #   - without a resume, a destination started with recover-timeout=2 gives
 #     up after it: it exits 70 naming the timeout and the pages missing.
 #
-# tier: kvm (scripts/test.sh runs it in the KVM box on hosts without /dev/kvm)
 . "$(dirname "$0")/lib.sh"
 require_kvm migrate_postcopy_recover
 
