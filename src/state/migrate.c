@@ -808,9 +808,8 @@ static int await_run(struct vm *vm, struct migrate_in *in, struct migrate_pc_dst
 			 "its disks' write locks given up, until the source reconnects: a source past "
 			 "the switch comes back for its recovery; one whose acknowledgement was lost "
 			 "runs on, and this copy stops after recover-timeout", why);
-		migrate_postcopy_dropped(pc, "the connection to the source dropped before its "
-					 "go-ahead");
-		migrate_postcopy_held(pc, efd);
+		migrate_postcopy_held(pc, "the connection to the source dropped before its "
+				      "go-ahead", efd);
 		return 0;
 	}
 	vm_pause_at_start(vm);

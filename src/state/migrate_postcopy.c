@@ -887,13 +887,9 @@ static void *dst_thread(void *arg)
 	return NULL;
 }
 
-void migrate_postcopy_dropped(struct migrate_pc_dst *d, const char *why)
+void migrate_postcopy_held(struct migrate_pc_dst *d, const char *why, int release_fd)
 {
 	d->broken = why;
-}
-
-void migrate_postcopy_held(struct migrate_pc_dst *d, int release_fd)
-{
 	d->release_fd = release_fd;
 }
 

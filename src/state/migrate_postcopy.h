@@ -108,15 +108,13 @@ int migrate_postcopy_start(struct migrate_pc_dst *d, struct migrate_in *in, int 
 			   struct error *e);
 /* Before migrate_postcopy_start: the source's go-ahead (MIGRATE_RUN) did
  * not come.  The thread starts as after a drop (`why`, a string that
- * lives on): it waits for the source on its listening socket. */
-void migrate_postcopy_dropped(struct migrate_pc_dst *d, const char *why);
-/* Also before migrate_postcopy_start, with migrate_postcopy_dropped: the
- * VM is held paused until the source reconnects (only a source past the
- * switch, which had our acknowledgement, comes back for a recovery).  The
- * thread then writes 1 (a u64) to `release_fd`, an eventfd, once; the
- * caller resumes the VM on it.  Without a reconnection within
- * recover-timeout the VM, never run here, is stopped. */
-void migrate_postcopy_held(struct migrate_pc_dst *d, int release_fd);
+ * lives on): it waits for the source on its listening socket, the VM held
+ * paused until the source reconnects (only a source past the switch,
+ * which had our acknowledgement, comes back for a recovery).  The thread
+ * then writes 1 (a u64) to `release_fd`, an eventfd, once; the caller
+ * resumes the VM on it.  Without a reconnection within recover-timeout
+ * the VM, never run here, is stopped. */
+void migrate_postcopy_held(struct migrate_pc_dst *d, const char *why, int release_fd);
 /* A destination armed but never started (the acknowledgement failed). */
 void migrate_postcopy_free(struct migrate_pc_dst *d);
 

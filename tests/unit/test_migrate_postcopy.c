@@ -206,8 +206,7 @@ static int dst_setup_l(struct guest_mem *m, int *src, int lfd, const char *path)
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	in.fd = sv[0];
 	if (held_fd >= 0) {
-		migrate_postcopy_dropped(d, "the go-ahead did not come (test)");
-		migrate_postcopy_held(d, held_fd);
+		migrate_postcopy_held(d, "the go-ahead did not come (test)", held_fd);
 	}
 	assert_int_equal(migrate_postcopy_start(d, &in, lfd, "unix:test", path, 10, &e), 0);
 	assert_int_equal(in.fd, -1);         /* the thread's now */
