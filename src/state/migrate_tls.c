@@ -508,8 +508,7 @@ static void *relay(void *arg)
 			ssize_t n = read(t->local, up, RELAY_BUF);
 
 			if (n > 0) {
-				ulen = (size_t)n;
-				ulen = cut_before(t, up, ulen, &cut_up);
+				ulen = cut_before(t, up, (size_t)n, &cut_up);
 				moved = true;
 			} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
 				vm_eof = true;
