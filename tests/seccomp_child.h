@@ -17,6 +17,7 @@
 
 #include "base/error.h"
 #include "base/seccomp.h"
+#include "child_capture.h"
 
 /* Sanitizer builds allow what ASan and LeakSanitizer need in every thread
  * (openat, readlink, clone without CLONE_THREAD, ptrace: the group
@@ -29,37 +30,30 @@
 
 typedef void (*child_fn)(void);
 
-/* Run `fn` in a child with stderr on a pipe; returns the wait status and
- * the child's stderr in `out`. */
+struct seccomp_child {
+	child_fn fn;
+};
+
+/* In the child: seccomp on, then fn; exit 0 if it returns (the forbidden
+ * call did not kill: a failure). */
+static inline void seccomp_child_body(void *arg)
+{
+	struct error e = { 0 };
+
+	if (seccomp_enable(&e)) {
+		fprintf(stderr, "enable: %s\n", e.msg);
+		_exit(3);
+	}
+	((struct seccomp_child *)arg)->fn();
+}
+
+/* Run `fn` in a child with seccomp on and stderr on a pipe; returns the
+ * wait status and the child's stderr in `out`. */
 static inline int run_child(child_fn fn, char *out, size_t size)
 {
-	int p[2], st;
-	size_t got = 0;
-	ssize_t n;
-	pid_t pid;
+	struct seccomp_child c = { .fn = fn };
 
-	assert_int_equal(pipe(p), 0);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		struct error e = { 0 };
-
-		close(p[0]);
-		dup2(p[1], STDERR_FILENO);
-		if (seccomp_enable(&e)) {
-			fprintf(stderr, "enable: %s\n", e.msg);
-			_exit(3);
-		}
-		fn();
-		_exit(0);   /* the forbidden call did not kill: a failure */
-	}
-	close(p[1]);
-	while (got < size - 1 && (n = read(p[0], out + got, size - 1 - got)) > 0)
-		got += (size_t)n;
-	out[got] = '\0';
-	close(p[0]);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	return st;
+	return capture_child(seccomp_child_body, &c, out, size);
 }
 
 /* The child died by SIGSYS, its stderr saying `msg`. */

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "child_capture.h"
 #include "vmm/mtrace.h"
 
 static unsigned long long mono_us(void)
@@ -36,31 +37,27 @@ static unsigned long long mono_us(void)
 /* Run `body` in a child with SHOAL_MIGRATE_TRACE set to `env` (NULL:
  * unset); its stderr into `out` (NUL-terminated).  The child exits with
  * body's status. */
+struct trace_child {
+	const char *env;
+	int (*body)(void);
+};
+
+static void trace_child_body(void *arg)
+{
+	struct trace_child *c = arg;
+
+	if (c->env)
+		setenv("SHOAL_MIGRATE_TRACE", c->env, 1);
+	else
+		unsetenv("SHOAL_MIGRATE_TRACE");
+	_exit(c->body());
+}
+
 static int in_child(const char *env, int (*body)(void), char *out, size_t max)
 {
-	int p[2], st;
-	size_t got = 0;
-	ssize_t n;
-	pid_t pid;
+	struct trace_child c = { .env = env, .body = body };
+	int st = capture_child(trace_child_body, &c, out, max);
 
-	assert_int_equal(pipe(p), 0);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (!pid) {
-		close(p[0]);
-		dup2(p[1], STDERR_FILENO);
-		if (env)
-			setenv("SHOAL_MIGRATE_TRACE", env, 1);
-		else
-			unsetenv("SHOAL_MIGRATE_TRACE");
-		_exit(body());
-	}
-	close(p[1]);
-	while (got + 1 < max && (n = read(p[0], out + got, max - 1 - got)) > 0)
-		got += (size_t)n;
-	out[got] = 0;
-	close(p[0]);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
 	assert_true(WIFEXITED(st));
 	return WEXITSTATUS(st);
 }
