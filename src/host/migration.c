@@ -895,14 +895,19 @@ static int vmm_migrate(struct host *h, struct hvm *vm, struct mig_link *l,
 	return 0;
 }
 
-/* The destination's record of `name` once it runs: its state, polled
- * for a while ("starting" if it never said). */
-static void dest_state(const struct host_migrate_req *r, const char *name, char *out,
-		       size_t size)
+/* The destination's record of `name`: its state into out, polled for up
+ * to HOST_MIGRATE_DEST_WAIT_MS ("unknown" if it never said).  After a
+ * completed migration (`done`) until the VM runs or is held paused; after
+ * a failure until the record is no longer "starting" ("gone": there is
+ * none) or is held in doubt (a post-copy waiting for its source).  True
+ * when it holds the VM in doubt (dest_settle). */
+static bool dest_state(const struct host_migrate_req *r, const char *name, bool done,
+		       char *out, size_t size)
 {
 	char path[128];
 	long long deadline = mono_ms() + HOST_MIGRATE_DEST_WAIT_MS;
 	struct api_err ignore;
+	bool doubt = false;
 
 	snprintf(out, size, "unknown");
 	snprintf(path, sizeof(path), "/v1/vms/%s", name);
@@ -915,12 +920,17 @@ static void dest_state(const struct host_migrate_req *r, const char *name, char 
 
 			if (status == 200 && s)
 				snprintf(out, size, "%s", s);
+			else if (status == 404 && !done)
+				snprintf(out, size, "gone");
+			doubt = status == 200 && json_is_true(json_object_get(v, "in_doubt"));
 			json_decref(v);
-			if (!strcmp(out, "running") || !strcmp(out, "paused"))
-				return;
+			if (done ? !strcmp(out, "running") || !strcmp(out, "paused") :
+			    doubt || (strcmp(out, "starting") && strcmp(out, "unknown")))
+				return doubt;
 		}
 		sleep_ms(100);
 	} while (mono_ms() < deadline);
+	return doubt;
 }
 
 /* Settle a destination that holds the VM in doubt: its VMM acknowledged
@@ -928,43 +938,20 @@ static void dest_state(const struct host_migrate_req *r, const char *name, char 
  * cannot know which copy runs.  We know: `done`, our VMM stopped its copy
  * and is gone, so the one there is the VM, resumed (its VMM takes the
  * disks' locks back, ours gave them up); else ours runs on here, and the
- * one there, older and never run, is deleted.  Waits up to
- * HOST_MIGRATE_DEST_WAIT_MS for the destination's record to leave
- * "starting".  Its last state into dstate ("gone" once deleted or never
- * made); "resumed", "deleted", or NULL: nothing held there, or it could
- * not be settled (logged: the operator's). */
+ * one there, older and never run, is deleted.  `dstate`, its state as
+ * dest_state found it, becomes the state after ("gone" once deleted);
+ * "resumed", "deleted", or NULL: a post-copy held for its source's
+ * recovery (nothing to do here), or it could not be settled (logged: the
+ * operator's). */
 static const char *dest_settle(struct host *h, const struct host_migrate_req *r,
 			       const char *name, bool done, char *dstate, size_t size)
 {
 	char path[160];
-	long long deadline = mono_ms() + HOST_MIGRATE_DEST_WAIT_MS;
 	struct api_err e = { 0 };
 	json_t *v = NULL;
 	const char *act = NULL;
-	bool doubt = false;
 	int status = 0;
 
-	snprintf(dstate, size, "unknown");
-	snprintf(path, sizeof(path), "/v1/vms/%s", name);
-	for (;;) {
-		if (dest_call(r, "GET", path, NULL, &status, &v, &e) == 0 &&
-		    (status == 200 || status == 404)) {
-			snprintf(dstate, size, "%s", status == 404 ? "gone" :
-				 json_string_value(json_object_get(v, "state")) ?: "unknown");
-			doubt = json_is_true(json_object_get(v, "in_doubt"));
-			if (strcmp(dstate, "starting") || doubt)
-				break;
-		}
-		json_decref(v);
-		v = NULL;
-		if (mono_ms() >= deadline)
-			break;
-		sleep_ms(100);
-	}
-	json_decref(v);
-	v = NULL;
-	if (!doubt)
-		return NULL;
 	if (!strcmp(dstate, "starting")) {   /* post-copy, held for its source to come back */
 		if (!done)
 			log_warn("%s: the destination %s holds its copy of the post-copy, never run, "
@@ -1240,7 +1227,8 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	if (strcmp(json_string_value(json_object_get(st, "state")) ?: "", "done")) {
 		/* past "end", the destination may hold its copy in doubt: ours
 		 * runs on, so that one goes */
-		if (json_is_true(json_object_get(st, "end_sent")))
+		if (json_is_true(json_object_get(st, "end_sent")) &&
+		    dest_state(r, name, false, dstate, sizeof(dstate)))
 			settled = dest_settle(h, r, name, false, dstate, sizeof(dstate));
 		api_err_set(e, 500, "migration_failed", "vm \"%s\": migration to %s %s: %s (the VM "
 			    "runs on here%s)", name, r->to,
@@ -1276,8 +1264,7 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	if (trash[0])
 		host_rm_tree(trash);
 	host_cgroup_remove(h, name);
-	dest_state(r, name, dstate, sizeof(dstate));
-	if (!strcmp(dstate, "paused"))      /* held in doubt there? ours is gone: resume it */
+	if (dest_state(r, name, true, dstate, sizeof(dstate)))  /* held in doubt there? */
 		settled = dest_settle(h, r, name, true, dstate, sizeof(dstate));
 	log_info("%s: migrated to %s (downtime %.1f ms, total %.0f ms); there it is %s", name,
 		 r->to, json_number_value(json_object_get(st, "downtime_ms")),
