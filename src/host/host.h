@@ -325,6 +325,13 @@ int host_migrate_incoming(struct host *h, const char *spec, size_t len, const ch
  * was cancelled; -1 with `e`: 404, 409 wrong_state (none in progress),
  * 409 too_late (it migrated all the same). */
 int host_vm_migrate_cancel(struct host *h, const char *name, struct api_err *e);
+/* The destination: end a post-copy held in doubt (`vm` "starting", its
+ * VMM waiting, never run, for a source that will not come back: that
+ * source's daemon knows its VM ran on there).  Kills the VMM; the
+ * incoming thread removes the record.  0 once the record is gone; 1 when
+ * `vm` is no such held copy (the caller goes on); -1 with `e` (500) when
+ * the record stayed. */
+int host_migrate_incoming_drop(struct host *h, struct hvm *vm, struct api_err *e);
 /* Where the source connects for the destination's answer `addr`: addr
  * itself, but a TCP address on the wildcard host (a destination started
  * with --listen 0.0.0.0:PORT) takes the host of the destination's URL `to`. */

@@ -566,6 +566,10 @@ int host_vm_delete(struct host *h, const char *name, bool force, struct api_err 
 	vm = host_get(h, name, e);
 	if (!vm)
 		return -1;
+	if (force && (rc = host_migrate_incoming_drop(h, vm, e)) != 1) {
+		host_put(h, vm);
+		return rc ? -1 : 0;
+	}
 	pthread_mutex_lock(&h->lock);
 	rc = hvm_claim_locked(vm, "delete", 1u << HVM_CREATED | 1u << HVM_EXITED, e);
 	if (!rc)

@@ -113,6 +113,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "base/path_beneath.h"
+#include "base/timespec.h"
 #include "block/blockdev.h"
 #include "block/qcow2.h"
 #include "host/cgroup.h"
@@ -394,6 +395,30 @@ undo:
 	incoming_undo(h, vm, why);
 	free(j);
 	return NULL;
+}
+
+int host_migrate_incoming_drop(struct host *h, struct hvm *vm, struct api_err *e)
+{
+	int rc = 1;
+
+	pthread_mutex_lock(&h->lock);
+	if (vm->state == HVM_STARTING && vm->in_doubt && vm->busy &&
+	    !strcmp(vm->busy, "incoming") && vm->rec.monitor_pid > 0) {
+		log_warn("%s: the held post-copy is deleted by request (its source ran on): "
+			 "its VMM, never run here, is stopped", vm->rec.name);
+		kill(-vm->rec.monitor_pid, SIGKILL);
+		/* incoming_wait sees it gone within its 200 ms poll and undoes it */
+		struct timespec ts = timespec_after_ms(CLOCK_REALTIME, 10000);
+
+		while (!vm->deleted && !h->stopping)
+			if (pthread_cond_timedwait(&h->changed, &h->lock, &ts) == ETIMEDOUT)
+				break;
+		rc = vm->deleted ? 0 : api_err_set(e, 500, "internal", "vm \"%s\": its held "
+						   "post-copy's VMM was stopped, but its record "
+						   "stays", vm->rec.name);
+	}
+	pthread_mutex_unlock(&h->lock);
+	return rc;
 }
 
 /* The key for the incoming VMM (--incoming ADDR,key-file=PATH): its
@@ -952,14 +977,11 @@ static const char *dest_settle(struct host *h, const struct host_migrate_req *r,
 	const char *act = NULL;
 	int status = 0;
 
-	if (!strcmp(dstate, "starting")) {   /* post-copy, held for its source to come back */
-		if (!done)
-			log_warn("%s: the destination %s holds its copy of the post-copy, never run, "
-				 "for its source to reconnect: ours runs on here and will not, so that "
-				 "copy stops there within its recover-timeout (%d s)", name, r->to,
-				 HOST_MIGRATE_RECOVER_S);
+	/* a post-copy held for its source to come back: past the switch
+	 * (done), our VMM's recovery releases it; else ours ran on here and
+	 * that copy, never run, goes */
+	if (!strcmp(dstate, "starting") && done)
 		return NULL;
-	}
 	if (done) {
 		snprintf(path, sizeof(path), "/v1/vms/%s/resume", name);
 		if (dest_call(r, "POST", path, NULL, &status, &v, &e) == 0 && status == 200) {

@@ -935,7 +935,9 @@ struct migrate_stats {
 	uint64_t round, dirty_pages, remaining_ns;
 	uint64_t dirty_rate;              /* bytes/s the guest dirtied in the last round */
 	int throttle_pct, throttle_max_pct; /* --auto-converge: now, at most */
-	bool postcopy;                    /* switched to post-copy */
+	bool postcopy;                    /* switched to post-copy: the destination
+					   * acknowledged the switch (before, a
+					   * failure leaves the VM running here) */
 	uint64_t pc_pages, pc_demand, pc_pushed; /* missing at the switch; sent asked, pushed */
 	struct migrate_disk_stats disk;   /* --with-disks */
 };
@@ -1495,8 +1497,7 @@ static int send_postcopy_list(struct mig_src *s, struct error *e)
 	memcpy(s->pc_id, &id, sizeof(id));
 	migrate_postcopy_put_list(&s->w, s->bits, s->vm->mem.size / PAGE, s->pc_id);
 	pthread_mutex_lock(&s->c->lock);
-	s->c->st.postcopy = true;
-	s->c->st.pc_pages = n;
+	s->c->st.pc_pages = n;          /* `postcopy` waits for the switch's answer */
 	pthread_mutex_unlock(&s->c->lock);
 	log_info("migration to %s: post-copy after %" PRIu64 " rounds: %" PRIu64 " pages go after "
 		 "the switch", s->c->uri, s->c->st.round + 1, n);
@@ -1803,6 +1804,7 @@ static void *migrate_thread(void *arg)
 				 * stopped, here for good. */
 				pthread_mutex_lock(&c->lock);
 				c->st.downtime_ns = tp;
+				c->st.postcopy = true;   /* switched: the VM runs there */
 				pthread_mutex_unlock(&c->lock);
 				ctl_set(c, "postcopy");
 				hold_loop(c, false);

@@ -22,7 +22,15 @@
 #         knows its copy runs: it deletes B's (the migration fails 500 and
 #         says so, event migration-settled deleted), web-2 is gone from B,
 #         and at A2 the guest verifies its memory and writes and reads its
-#         disk.
+#         disk;
+#       - A3 where B's acknowledgement of a post-copy's switch (SHOALACK,
+#         `--postcopy-after 1` on a guest dirtying faster than the 8 MiB/s
+#         cap) comes back: A3's VMM never switches and runs web-3 on; B's
+#         VMM holds its copy, never run, for a source that will not come
+#         back (its record: starting, in_doubt).  A3 deletes it at once
+#         (B's DELETE ?force=true of a held post-copy stops its VMM), not
+#         after B's recover-timeout of 120 s: web-3 is gone from B, and
+#         at A3 the guest verifies its memory.
 #
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.bash"
@@ -35,13 +43,15 @@ mig_two_hosts mid 10.79.0
 mkdir -p "$TMP/a1" "$TMP/a2" "$TMP/b" "$TMP/shared"
 mig_daemon a1 inA SHOAL_TEST_MIGRATE_CUT_WORD=SHOALRUN --allow-dir "$TMP/shared" || { fail "daemon A1 starts"; finish; }
 mig_daemon a2 inA SHOAL_TEST_MIGRATE_CUT_WORD=SHOALACK --allow-dir "$TMP/shared" || { fail "daemon A2 starts"; finish; }
+mig_daemon a3 inA SHOAL_TEST_MIGRATE_CUT_WORD=SHOALACK || { fail "daemon A3 starts"; finish; }
 mig_daemon b inB SHOAL_MID_TEST=b --allow-dir "$TMP/shared" --listen "$BLISTEN:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
 	--token-file "$TMP/token" || { fail "daemon B starts"; finish; }
-pass "daemons A1 and A2 (each with the test's cut) and daemon B (HTTPS on $URL) start"
+pass "daemons A1, A2 and A3 (each with the test's cut) and daemon B (HTTPS on $URL) start"
 
-SA1=$TMP/a1/shoald.sock SA2=$TMP/a2/shoald.sock
+SA1=$TMP/a1/shoald.sock SA2=$TMP/a2/shoald.sock SA3=$TMP/a3/shoald.sock
 onA1() { SHOAL_SOCKET=$SA1 "$@"; }
 onA2() { SHOAL_SOCKET=$SA2 "$@"; }
+onA3() { SHOAL_SOCKET=$SA3 "$@"; }
 onB() { SHOAL_SOCKET=$SB "$@"; }
 field() { curl -s --unix-socket "$1" "http://d/v1/vms/$2" | jq -r "$3"; }
 status_of() { curl -s -o /dev/null -w '%{http_code}' --unix-socket "$1" "http://d/v1/vms/$2"; }
@@ -106,4 +116,27 @@ onA2 wait_console_long web-2 "vblk-verify ok sectors=64 seed=5" ||
 check "on A2 web-2 verifies its memory and wrote and read its disk" \
 	onA2 console_has web-2 "verify ok sum="
 check "stop and delete web-2 on A2" onA2 "$SHOAL" vm delete web-2 --force
+
+# --- post-copy's acknowledgement lost: A3's copy runs on, B's held one goes at once ---
+C=0x4000000
+check "create and start web-3 on A3 (fill 16M, then dirty 16 MiB/s for 25 s)" \
+	onA3 "$SHOAL" vm create -f <(spec web-3 "fill $A 16M 7; echo filled; dirty 16 25 $C 8M; verify $A 16M 7; shell") --start
+onA3 wait_console_long web-3 "filled" || fail "web-3 fills its pattern" "$(onA3 "$SHOAL" console web-3 --show-log | tail -c 300)"
+out=$(onA3 "$SHOAL" vm migrate web-3 "${TO[@]}" --bandwidth 8M --postcopy-after 1 2>&1); rc=$?
+check "post-copy's switch: the migration fails (B's acknowledgement cut) and says B's copy, held, was deleted" bash -c \
+	'[ "$1" != 0 ] && [[ "$2" == *"the VM runs on here; the destination'"'"'s copy, held in doubt, was deleted"* ]]' _ "$rc" "$out" ||
+	{ echo "  rc=$rc: $out"; tail -n 20 "$TMP/a3.log"; }
+check "B's VMM held web-3, never run, for its source; B stopped it on A3's request" bash -c \
+	"grep -q 'held paused, never run here, until the source reconnects' '$TMP/b.log' &&
+	 grep -q 'web-3: the held post-copy is deleted by request' '$TMP/b.log'"
+settled=$(event_of "$SA3" web-3 migration-settled | jq -c '[.action, .destination_state]')
+check "A3 recorded migration-settled: deleted" test "$settled" = '["deleted","gone"]' || echo "  $settled"
+check "web-3 is gone from B as the migration ends (not after B's 120 s recover-timeout)" \
+	test "$(status_of "$SB" web-3)" = 404
+check "web-3 runs on A3" test "$(field "$SA3" web-3 .state)" = running
+onA3 wait_console_long web-3 "verify ok" 900 ||
+	fail "on A3 web-3 verifies its memory" "$(onA3 "$SHOAL" console web-3 --show-log | tail -c 400)"
+check "on A3 web-3 verified its memory after the dirtying (nothing lost)" \
+	onA3 console_has web-3 "verify ok sum="
+check "stop and delete web-3 on A3" onA3 "$SHOAL" vm delete web-3 --force
 finish
