@@ -100,9 +100,12 @@ def wait_state(sock, want, secs=60, p=None):
         time.sleep(0.02)
     return st
 
-def start(case, tail, incoming_opts="", secs=6, mode=()):
-    """A source whose guest fills B once round 0 runs, then dirties C; a
-    destination; a relay; the migration.  Returns (src, dst, relay, m)."""
+def start(case, tail, incoming_opts="", secs=12, mode=()):
+    """A source whose guest fills B once round 0 runs, then dirties C for
+    secs; a destination; a relay; the migration.  Returns (src, dst, relay,
+    m).  The dirtying must outlast rounds 0 and 1, or the migration
+    converges before post-copy: at 6 s, in a box slowed by another beside
+    it, the "held" case once completed as a pre-copy (2026-12-07)."""
     src = vm("s-" + case)
     check(f"{case}: the source guest filled its pattern", wait_console(src[2], "shoal> "),
           console(src[3])[-300:])
