@@ -34,8 +34,9 @@
  * Interrupts are off in ring 3 (RFLAGS.IF=0): an IPI or timer that
  * arrives early stays pending in the local APIC until the sleep takes it.
  * The sleep is STI;NOP;HLT, and an interrupt taken before the HLT (at its
- * address: the one already pending, taken once the STI's shadow ends)
- * returns past it (skip_user_hlt).  It does not lean on the STI shadow
+ * address, where the STI's shadow puts the one already pending, or at the
+ * NOP's, where a CPU that ignores the shadow would) returns past it
+ * (skip_user_hlt).  It does not lean on the STI shadow
  * covering the HLT, the classic STI;HLT: in the nested KVM box (QEMU's
  * software SVM under Linux's KVM) an interrupt already pending at an
  * STI;HLT was sometimes never delivered, and the vCPU slept in the kernel
@@ -237,11 +238,14 @@ static __attribute__((noinline)) void trap_user_hlt(struct trap_frame *f)
 }
 
 /* An interrupt taken in the sleep's STI;NOP, before its HLT: it was the
- * wake-up, so return past the HLT instead of into it. */
+ * wake-up, so return past the HLT instead of into it.  At the HLT is where
+ * the STI's shadow puts it; at the NOP is where a CPU that does not honour
+ * the shadow does (the box's software SVM, we suspect: with the skip at the
+ * HLT only, idle guests still stalled there). */
 static void skip_user_hlt(struct trap_frame *f)
 {
-	if (f->rip == (uint64_t)user_hlt_insn)
-		f->rip++;
+	if (f->rip == (uint64_t)user_hlt_insn || f->rip + 1 == (uint64_t)user_hlt_insn)
+		f->rip = (uint64_t)user_hlt_insn + 1;
 }
 
 static void trap_fatal(struct trap_frame *f)
