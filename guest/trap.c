@@ -18,8 +18,8 @@
  *
  * Traps while in ring 3:
  *  - #GP on a HLT byte (0xf4) is a request to sleep (user_wait_eq): with
- *    interrupts still off, re-check the watched word and STI;HLT only if it
- *    still holds the expected value; then resume after the HLT.
+ *    interrupts still off, re-check the watched word and sleep (below) only
+ *    if it still holds the expected value; then resume after the HLT.
  *  - VEC_WAKE is the wake-up IPI, or the one-shot APIC timer of
  *    lapic_sleep_us: EOI and return.
  *  - #MC (18), a machine check the VMM delivers for a memory error in a
@@ -260,13 +260,12 @@ static void trap_fatal(struct trap_frame *f)
 
 void trap_handler(struct trap_frame *f)
 {
+	skip_user_hlt(f);       /* any interrupt that came before the sleep's HLT */
 	switch (f->vector) {
 	case VEC_WAKE:
 		mmio_write32(lapic_base + 0xb0, 0);	/* EOI */
-		skip_user_hlt(f);
 		return;
 	case VEC_SPURIOUS:
-		skip_user_hlt(f);
 		return;
 	case 18:
 		trap_mce(f);
@@ -274,7 +273,6 @@ void trap_handler(struct trap_frame *f)
 	case VEC_PROTECT:			/* a pv-protect fault record waits */
 		protect_irqs++;
 		mmio_write32(lapic_base + 0xb0, 0);	/* EOI */
-		skip_user_hlt(f);
 		return;
 	case 13:
 		if ((f->cs & 3) == 3 && *(const uint8_t *)f->rip == 0xf4) {

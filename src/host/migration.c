@@ -965,9 +965,10 @@ static bool dest_state(const struct host_migrate_req *r, const char *name, bool 
  * disks' locks back, ours gave them up); else ours runs on here, and the
  * one there, older and never run, is deleted.  `dstate`, its state as
  * dest_state found it, becomes the state after ("gone" once deleted);
- * "resumed", "deleted", or NULL: a post-copy held for its source's
- * recovery (nothing to do here), or it could not be settled (logged: the
- * operator's). */
+ * "resumed", "deleted", or NULL: after a completed post-copy, a copy held
+ * for our VMM's recovery (which releases it), or it could not be settled
+ * (logged: the operator's).  A held post-copy whose switch was never
+ * acknowledged is deleted as any copy held after a failure. */
 static const char *dest_settle(struct host *h, const struct host_migrate_req *r,
 			       const char *name, bool done, char *dstate, size_t size)
 {
