@@ -153,6 +153,19 @@ static void show_progress(const char *sock, const char *name)
 
 static int mig_print(json_t *j)
 {
+	if (json_is_true(json_object_get(j, "source_vmm_died"))) {
+		/* no figures: the VMM that kept them died (host/migration.c,
+		 * source_died) */
+		printf("%s: its VMM here died during the migration (%s), but the destination had "
+		       "the whole VM%s: it moved to %s, and there it is %s\n",
+		       json_string_value(json_object_get(j, "name")) ?: "?",
+		       json_string_value(json_object_get(j, "source_exit")) ?: "?",
+		       json_is_string(json_object_get(j, "destination_settled")) ?
+		       " and held it in doubt, so it was resumed there" : "",
+		       json_string_value(json_object_get(j, "to")) ?: "?",
+		       json_string_value(json_object_get(j, "destination_state")) ?: "?");
+		return 0;
+	}
 	printf("%s: migrated to %s: downtime %.1f ms, total %.0f ms, %lld rounds, %lld MiB sent "
 	       "(%lld pages, %lld of them zero); there it is %s\n",
 	       json_string_value(json_object_get(j, "name")) ?: "?",
@@ -164,6 +177,9 @@ static int mig_print(json_t *j)
 	       (long long)json_integer_value(json_object_get(j, "pages_sent")),
 	       (long long)json_integer_value(json_object_get(j, "zero_pages")),
 	       json_string_value(json_object_get(j, "destination_state")) ?: "?");
+	if (json_is_string(json_object_get(j, "destination_settled")))
+		printf("the destination held it paused, in doubt (our go-ahead did not reach it): "
+		       "%s there\n", json_string_value(json_object_get(j, "destination_settled")));
 	if (json_integer_value(json_object_get(j, "ram_data_bytes")))
 		printf("compression: zstd: %lld MiB of pages sent as %lld MiB\n",
 		       (long long)json_integer_value(json_object_get(j, "ram_raw_bytes")) >> 20,

@@ -684,6 +684,7 @@ struct mig_link {
 	struct migrate_tls *t;      /* TCP with a key: TLS, through our relay */
 	int fd;                     /* what our VMM is handed (with TLS the relay's end) */
 	int net_fd;                 /* the connection itself (the relay's, with TLS) */
+	pid_t kill_vmm;             /* tests: SHOAL_TEST_MIGRATE_KILL_VMM, our VMM's monitor */
 };
 
 /* Connect to l->addr (a few tries with `retry`) and prove the key there:
@@ -710,7 +711,7 @@ static int link_open(struct mig_link *l, bool retry, struct error *err)
 	/* tests (daemon_migrate_indoubt.sh): the first connection is cut where
 	 * this word would pass (a word lost to a failing network) */
 	if (l->t && retry && getenv("SHOAL_TEST_MIGRATE_CUT_WORD"))
-		migrate_tls_relay_cut_at(l->t, getenv("SHOAL_TEST_MIGRATE_CUT_WORD"));
+		migrate_tls_relay_cut_at(l->t, getenv("SHOAL_TEST_MIGRATE_CUT_WORD"), l->kill_vmm);
 	if (l->t) {
 		int vfd = migrate_tls_relay_start(l->t, err);
 
@@ -983,6 +984,11 @@ static const char *dest_settle(struct host *h, const struct host_migrate_req *r,
 	 * that copy, never run, goes */
 	if (!strcmp(dstate, "starting") && done)
 		return NULL;
+	if (getenv("SHOAL_TEST_MIGRATE_NO_SETTLE")) {   /* tests: the operator's, by hand */
+		log_warn("%s: the destination %s holds it paused, in doubt: not settled "
+			 "(SHOAL_TEST_MIGRATE_NO_SETTLE)", name, r->to);
+		return NULL;
+	}
 	if (done) {
 		snprintf(path, sizeof(path), "/v1/vms/%s/resume", name);
 		if (dest_call(r, "POST", path, NULL, &status, &v, &e) == 0 && status == 200) {
@@ -1135,10 +1141,110 @@ static int source_lost(struct host *h, struct hvm *vm, const struct host_migrate
 	return -1;
 }
 
+/* The VM is the destination's now: our record of it goes (its VMM is
+ * gone), with a "migrated" event of `detail`.  Called with h->lock held,
+ * which it releases. */
+static void source_moved_locked(struct host *h, struct hvm *vm, json_t *detail)
+{
+	char name[sizeof(vm->rec.name)], trash[4400] = "";
+	struct api_err e = { 0 };
+
+	snprintf(name, sizeof(name), "%s", vm->rec.name);
+	vm->mig.on = false;
+	mig_event_locked(h, name, "migrated", detail);
+	if (hvm_remove_claimed_locked(h, vm, trash, sizeof(trash), &e))
+		log_error("%s: migrated, but its record stays: %s", name, e.msg);
+	vm->busy = NULL;
+	pthread_cond_broadcast(&h->changed);
+	hvm_put_locked(vm);
+	pthread_mutex_unlock(&h->lock);
+	if (trash[0])
+		host_rm_tree(trash);
+	host_cgroup_remove(h, name);
+}
+
+/* After our VMM's migration failed: did the VMM die (its control socket
+ * gone and its exit recorded, within HOST_MIGRATE_EXIT_MS), rather than
+ * fail and run on? */
+static bool vmm_died(struct host *h, struct hvm *vm)
+{
+	char sock[4200], err[256];
+	json_t *r = NULL;
+	bool died;
+
+	host_vm_path(h, vm->rec.name, "control.sock", sock, sizeof(sock));
+	if (vmctl_call(sock, "status", &r, 2000, err, sizeof(err)) == 0) {
+		json_decref(r);
+		return false;       /* it answers: it runs on */
+	}
+	pthread_mutex_lock(&h->lock);
+	if (vm->state != HVM_EXITED)
+		hvm_wait_leave_locked(h, vm, vm->state, HOST_MIGRATE_EXIT_MS);
+	died = vm->state == HVM_EXITED;
+	pthread_mutex_unlock(&h->lock);
+	return died;
+}
+
+/* Our VMM died during the migration (killed, crashed: its exit is
+ * recorded), so our copy of the VM is gone, and no go-ahead will come
+ * from it.  If the destination acknowledged having everything, it holds
+ * a whole copy paused, in doubt: the only one left, so it is resumed (its
+ * VMM takes the disks' locks, which ours lost as it died), and the VM has
+ * moved.  If it runs there (our go-ahead went before the death), it has
+ * moved too.  Else the stream never completed: the destination undid its
+ * copy, and the VM is lost, its record here exited as its VMM left it
+ * (docs/migration.md, "In doubt"). */
+static int source_died(struct host *h, struct hvm *vm, const struct host_migrate_req *r,
+		       const char *why, void **result, struct api_err *e)
+{
+	char name[sizeof(vm->rec.name)], dstate[32], *reason;
+	const char *settled = NULL;
+	json_t *res;
+
+	snprintf(name, sizeof(name), "%s", vm->rec.name);
+	pthread_mutex_lock(&h->lock);
+	reason = strdup(vm->rec.exit_reason ? vm->rec.exit_reason : "exited");
+	pthread_mutex_unlock(&h->lock);
+	log_error("%s: its VMM died during the migration to %s (%s; %s): asking the destination "
+		  "whether it has a whole copy", name, r->to, reason ?: "exited", why);
+	if (dest_state(r, name, false, dstate, sizeof(dstate)))
+		settled = dest_settle(h, r, name, true, dstate, sizeof(dstate));
+	if (strcmp(dstate, "running") && strcmp(dstate, "paused")) {
+		api_err_set(e, 500, "migration_failed", "vm \"%s\": migration to %s failed: its VMM "
+			    "here died (%s), and the destination has no whole copy (there it is %s): "
+			    "the VM is lost, its record here exited", name, r->to,
+			    reason ?: "exited", dstate);
+		free(reason);
+		pthread_mutex_lock(&h->lock);
+		vm->mig.on = false;
+		mig_event_locked(h, name, "migration-failed",
+				 json_pack("{s:s, s:s, s:s, s:b, s:s}", "direction", "outgoing",
+					   "to", r->to, "error", e->msg, "vm_lost", 1,
+					   "destination_state", dstate));
+		pthread_mutex_unlock(&h->lock);
+		log_error("%s", e->msg);
+		hvm_release(h, vm);
+		return -1;
+	}
+	log_warn("%s: its VMM died during the migration, but the destination %s has the VM, %s "
+		 "there%s", name, r->to, dstate, settled ? " (resumed by us)" : "");
+	pthread_mutex_lock(&h->lock);
+	source_moved_locked(h, vm, json_pack("{s:s, s:b, s:s}", "to", r->to, "source_vmm_died", 1,
+					     "source_exit", reason ?: "exited"));
+	res = json_pack("{s:s, s:s, s:s, s:b, s:s}", "name", name, "to", r->to,
+			"destination_state", dstate, "source_vmm_died", 1,
+			"source_exit", reason ?: "exited");
+	free(reason);
+	if (res && settled)
+		json_object_set_new(res, "destination_settled", json_string(settled));
+	*result = res;
+	return 0;
+}
+
 int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_req *r,
 		    void **result, struct api_err *e)
 {
-	char addr[256], caddr[512], why[1024], trash[4400] = "", dstate[32];
+	char addr[256], caddr[512], why[1024], dstate[32];
 	struct mig_link l = { .fd = -1, .net_fd = -1 };
 	struct hvm *vm = host_get(h, name, e);
 	json_t *body, *ans = NULL, *st = NULL, *spec, *res, *disks = NULL;
@@ -1161,6 +1267,8 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 		vm->mig.on = true;
 		snprintf(vm->mig.to, sizeof(vm->mig.to), "%s", r->to);
 		snprintf(vm->mig.state, sizeof(vm->mig.state), "connecting");
+		if (getenv("SHOAL_TEST_MIGRATE_KILL_VMM"))   /* tests: with ..._CUT_WORD */
+			l.kill_vmm = vm->rec.monitor_pid;
 		mig_event_locked(h, name, "migrating", json_pack("{s:s, s:b, s:b}", "to", r->to,
 								 "with_disks", r->with_disks,
 								 "auto_converge", r->auto_converge));
@@ -1239,6 +1347,8 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	rc = vmm_migrate(h, vm, &l, r, &st, why, sizeof(why));
 	link_close(&l, 2000);       /* the VMM closed its end: the relay ends */
 	explicit_bzero(l.key, sizeof(l.key));
+	if (rc && vmm_died(h, vm))
+		return source_died(h, vm, r, why, result, e);
 	if (rc) {
 		api_err_set(e, 500, "migration_failed", "vm \"%s\": migration to %s failed: %s "
 			    "(the VM runs on here)", name, r->to, why);
@@ -1250,14 +1360,18 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	if (strcmp(json_string_value(json_object_get(st, "state")) ?: "", "done")) {
 		/* past "end", the destination may hold its copy in doubt: ours
 		 * runs on, so that one goes */
-		if (json_is_true(json_object_get(st, "end_sent")) &&
-		    dest_state(r, name, false, dstate, sizeof(dstate)))
+		bool doubt = json_is_true(json_object_get(st, "end_sent")) &&
+			dest_state(r, name, false, dstate, sizeof(dstate));
+
+		if (doubt)
 			settled = dest_settle(h, r, name, false, dstate, sizeof(dstate));
 		api_err_set(e, 500, "migration_failed", "vm \"%s\": migration to %s %s: %s (the VM "
 			    "runs on here%s)", name, r->to,
 			    json_string_value(json_object_get(st, "state")) ?: "failed",
 			    json_string_value(json_object_get(st, "error")) ?: "no reason given",
-			    settled ? "; the destination's copy, held in doubt, was deleted" : "");
+			    settled ? "; the destination's copy, held in doubt, was deleted" :
+			    doubt ? "; the destination holds a copy paused, in doubt, that was not "
+			    "deleted: delete that one there" : "");
 		json_decref(st);
 		return source_failed(h, vm, r, e);
 	}
@@ -1272,21 +1386,10 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 		kill(-vm->rec.monitor_pid, SIGKILL);
 		hvm_wait_leave_locked(h, vm, HVM_RUNNING, HOST_MIGRATE_EXIT_MS);
 	}
-	vm->mig.on = false;
-	mig_event_locked(h, name, "migrated",
-			 postcopy_figures(json_pack("{s:s, s:f, s:f, s:I}", "to", r->to,
+	source_moved_locked(h, vm, postcopy_figures(json_pack("{s:s, s:f, s:f, s:I}", "to", r->to,
 				   "downtime_ms", json_number_value(json_object_get(st, "downtime_ms")),
 				   "total_ms", json_number_value(json_object_get(st, "total_ms")),
 				   "bytes", json_integer_value(json_object_get(st, "bytes"))), r, st));
-	if (hvm_remove_claimed_locked(h, vm, trash, sizeof(trash), e))
-		log_error("%s: migrated, but its record stays: %s", name, e->msg);
-	vm->busy = NULL;
-	pthread_cond_broadcast(&h->changed);
-	hvm_put_locked(vm);
-	pthread_mutex_unlock(&h->lock);
-	if (trash[0])
-		host_rm_tree(trash);
-	host_cgroup_remove(h, name);
 	if (dest_state(r, name, true, dstate, sizeof(dstate)))  /* held in doubt there? */
 		settled = dest_settle(h, r, name, true, dstate, sizeof(dstate));
 	log_info("%s: migrated to %s (downtime %.1f ms, total %.0f ms); there it is %s", name,

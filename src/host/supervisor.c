@@ -829,7 +829,7 @@ static void supervisor_reattach_one(struct host *h, struct hvm *vm)
 	char sock[4200], err[256], detail[96];
 	json_t *r = NULL;
 	pid_t pid = 0;
-	bool paused = false;
+	bool paused = false, doubt = false;
 
 	if (!monitor_alive(vm->rec.monitor_pid) ||
 	    supervisor_watch(h, vm, vm->rec.monitor_pid) < 0) {
@@ -842,6 +842,12 @@ static void supervisor_reattach_one(struct host *h, struct hvm *vm)
 		pid = (pid_t)json_integer_value(json_object_get(r, "pid"));
 		paused = !strcmp(json_string_value(json_object_get(r, "state")) ?: "", "paused");
 		json_decref(r);
+		/* held paused in doubt after an incoming migration: its VMM
+		 * knows (the database does not keep it) */
+		if (paused && vmctl_call(sock, "migrate-status", &r, 2000, err, sizeof(err)) == 0) {
+			doubt = json_is_true(json_object_get(r, "incoming_in_doubt"));
+			json_decref(r);
+		}
 	} else {
 		log_warn("%s: monitor alive but the VMM does not answer: %s",
 			vm->rec.name, err);
@@ -858,6 +864,11 @@ static void supervisor_reattach_one(struct host *h, struct hvm *vm)
 		if (pid && !vm->rec.started_ms)
 			vm->rec.started_ms = host_now_ms();
 		vm->state = pid ? (paused ? HVM_PAUSED : HVM_RUNNING) : vm->state;
+		vm->in_doubt = pid && doubt;
+		if (vm->in_doubt)
+			log_warn("%s: reattached held paused, in doubt (it came in by a migration whose "
+				 "source's go-ahead never came): resume it if the source's copy stopped, "
+				 "else delete it", vm->rec.name);
 		snprintf(vm->rec.state, sizeof(vm->rec.state), "%s", hvm_state_name(vm->state));
 		snprintf(detail, sizeof(detail), "{\"pid\": %d}", (int)pid);
 		host_persist_locked(h, vm, "reattached", detail);

@@ -80,6 +80,7 @@ struct migrate_tls {
 	int stop[2];                 /* a pipe: relay_end asks the thread to stop */
 	char cut_word[9];            /* tests: cut the connection where this word would
 				      * pass, either way (migrate_tls_relay_cut_at); "" */
+	pid_t cut_kill;              /* tests: and SIGKILL this process group first; 0 */
 };
 
 static const unsigned char suite_id[2] = { 0x13, 0x02 };    /* TLS_AES_256_GCM_SHA384 */
@@ -443,11 +444,38 @@ static size_t cut_before(struct migrate_tls *t, const uint8_t *buf, size_t len, 
 	return (size_t)(w - buf);
 }
 
+/* Tests: is process `pid` gone, or a zombie (it runs no more)? */
+static bool proc_gone(pid_t pid)
+{
+	char path[64], buf[256], *p;
+	FILE *f;
+	bool gone = true;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if (!(f = fopen(path, "re")))
+		return true;
+	if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')) && p[1] == ' ')
+		gone = p[2] == 'Z' || p[2] == 'X';
+	fclose(f);
+	return gone;
+}
+
 /* Tests: the bytes before the word went; the connection goes now, as a
  * network that fails would take it (both ends see it end). */
 static void cut_now(struct migrate_tls *t, const char *dir, bool *net_eof, bool *net_dead,
 		    bool *cut)
 {
+	if (t->cut_kill > 0) {
+		log_warn("migration over TLS: test: killing the source VMM (process group %d) where "
+			 "\"%s\" would pass %s the destination (SHOAL_TEST_MIGRATE_KILL_VMM)",
+			 (int)t->cut_kill, t->cut_word, dir);
+		kill(-t->cut_kill, SIGKILL);
+		/* its leader gone or a zombie, and a moment for the rest, before
+		 * the cut: the VMM never sees it */
+		for (int i = 0; i < 200 && !proc_gone(t->cut_kill); i++)
+			usleep(10000);
+		usleep(100000);
+	}
 	log_warn("migration over TLS: test: cutting the connection where \"%s\" would pass %s the "
 		 "destination (SHOAL_TEST_MIGRATE_CUT_WORD)", t->cut_word, dir);
 	shutdown(t->fd, SHUT_RDWR);
@@ -611,9 +639,10 @@ int migrate_tls_relay_start(struct migrate_tls *t, struct error *e)
 	return sv[1];
 }
 
-void migrate_tls_relay_cut_at(struct migrate_tls *t, const char *word)
+void migrate_tls_relay_cut_at(struct migrate_tls *t, const char *word, pid_t kill_first)
 {
 	snprintf(t->cut_word, sizeof(t->cut_word), "%s", word);
+	t->cut_kill = kill_first;
 }
 
 void migrate_tls_relay_end(struct migrate_tls *t, int ms)

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "base/error.h"
 #include "state/migrate_auth.h"
@@ -48,8 +49,10 @@ int migrate_tls_relay_start(struct migrate_tls *t, struct error *e);
 /* Tests only (shoald's SHOAL_TEST_MIGRATE_CUT_WORD): before the relay
  * starts, have it cut the connection where `word` (up to 8 bytes, e.g.
  * "SHOALRUN" from the VMM or "SHOALACK" to it) would pass, once: what came
- * before it goes over, the word and the rest do not. */
-void migrate_tls_relay_cut_at(struct migrate_tls *t, const char *word);
+ * before it goes over, the word and the rest do not.  With `kill_first`
+ * (> 0; SHOAL_TEST_MIGRATE_KILL_VMM) it SIGKILLs that process group, the
+ * source VMM's monitor's, just before the cut: a VMM that dies there. */
+void migrate_tls_relay_cut_at(struct migrate_tls *t, const char *word, pid_t kill_first);
 /* Wait for the relay to end (at most `ms`; 0 or less: no wait), stop it,
  * and free everything (the connection is closed). */
 void migrate_tls_relay_end(struct migrate_tls *t, int ms);

@@ -221,14 +221,16 @@ mig_two_hosts() {
 # mig_daemon NAME NSFUNC VAR=VALUE ARGS...: a shoald on state directory
 # $TMP/NAME (its socket there, its log $TMP/NAME.log) in A's or B's
 # network (NSFUNC: inA or inB), with VAR=VALUE in its environment (a test
-# hook, or any name to tell the daemons apart), --allow-dir $BUILD and
-# ARGS; waits until it answers.
+# hook, or any name to tell the daemons apart; several, space-separated),
+# --allow-dir $BUILD and ARGS; waits until it answers.  Started again on
+# the same NAME, it is the same daemon restarted (its log goes on).
 mig_daemon() {
-	local name=$1 in=$2 var=$3 sock=$TMP/$1/shoald.sock builddir
+	local name=$1 in=$2 sock=$TMP/$1/shoald.sock builddir vars
+	read -ra vars <<<"$3"
 	shift 3
 	builddir=$(cd "$BUILD" && pwd)
 	mkdir -p "$TMP/$name"
-	$in env "$var" "$SHOALD" --state-dir "$TMP/$name" --allow-dir "$builddir" "$@" \
+	$in env "${vars[@]}" "$SHOALD" --state-dir "$TMP/$name" --allow-dir "$builddir" "$@" \
 		>>"$TMP/$name.log" 2>&1 &
 	for _ in $(seq 200); do
 		curl -s --unix-socket "$sock" http://d/v1/version >/dev/null && return 0

@@ -30,7 +30,21 @@
 #         back (its record: starting, in_doubt).  A3 deletes it at once
 #         (B's DELETE ?force=true of a held post-copy stops its VMM), not
 #         after B's recover-timeout of 120 s: web-3 is gone from B, and
-#         at A3 the guest verifies its memory.
+#         at A3 the guest verifies its memory;
+#       - A4 as A2, but A4 does not settle (SHOAL_TEST_MIGRATE_NO_SETTLE,
+#         as if B could not be reached): the answer says B holds a copy
+#         in doubt to delete there; B's record says paused, in_doubt, and
+#         `shoal vm show` says so; B, killed and started again, reads it
+#         again off the VMM; its resume is 409 in_doubt (A4's copy holds
+#         the shared disk's lock) and web-4 stays held; the operator
+#         deletes it, and at A4 the guest verifies its memory and disk;
+#       - A5 where B's acknowledgement comes back, but A5's relay first
+#         kills A5's VMM (SHOAL_TEST_MIGRATE_KILL_VMM): B holds a whole
+#         copy in doubt, the only one left, so A5 resumes it (the answer:
+#         source_vmm_died, destination_settled resumed), A5's record goes
+#         (exited, migration-settled, migrated), and at B the guest
+#         verifies its memory and writes the shared disk (the dead VMM's
+#         lock gone).
 #
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.bash"
@@ -44,14 +58,22 @@ mkdir -p "$TMP/a1" "$TMP/a2" "$TMP/b" "$TMP/shared"
 mig_daemon a1 inA SHOAL_TEST_MIGRATE_CUT_WORD=SHOALRUN --allow-dir "$TMP/shared" || { fail "daemon A1 starts"; finish; }
 mig_daemon a2 inA SHOAL_TEST_MIGRATE_CUT_WORD=SHOALACK --allow-dir "$TMP/shared" || { fail "daemon A2 starts"; finish; }
 mig_daemon a3 inA SHOAL_TEST_MIGRATE_CUT_WORD=SHOALACK || { fail "daemon A3 starts"; finish; }
-mig_daemon b inB SHOAL_MID_TEST=b --allow-dir "$TMP/shared" --listen "$BLISTEN:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
-	--token-file "$TMP/token" || { fail "daemon B starts"; finish; }
-pass "daemons A1, A2 and A3 (each with the test's cut) and daemon B (HTTPS on $URL) start"
+mig_daemon a4 inA "SHOAL_TEST_MIGRATE_CUT_WORD=SHOALACK SHOAL_TEST_MIGRATE_NO_SETTLE=1" --allow-dir "$TMP/shared" ||
+	{ fail "daemon A4 starts"; finish; }
+mig_daemon a5 inA "SHOAL_TEST_MIGRATE_CUT_WORD=SHOALACK SHOAL_TEST_MIGRATE_KILL_VMM=1" --allow-dir "$TMP/shared" ||
+	{ fail "daemon A5 starts"; finish; }
+BARGS=(--allow-dir "$TMP/shared" --listen "$BLISTEN:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem"
+	--token-file "$TMP/token")
+mig_daemon b inB SHOAL_MID_TEST=b "${BARGS[@]}" || { fail "daemon B starts"; finish; }
+pass "daemons A1 to A5 (each with the test's cut) and daemon B (HTTPS on $URL) start"
 
 SA1=$TMP/a1/shoald.sock SA2=$TMP/a2/shoald.sock SA3=$TMP/a3/shoald.sock
+SA4=$TMP/a4/shoald.sock SA5=$TMP/a5/shoald.sock
 onA1() { SHOAL_SOCKET=$SA1 "$@"; }
 onA2() { SHOAL_SOCKET=$SA2 "$@"; }
 onA3() { SHOAL_SOCKET=$SA3 "$@"; }
+onA4() { SHOAL_SOCKET=$SA4 "$@"; }
+onA5() { SHOAL_SOCKET=$SA5 "$@"; }
 onB() { SHOAL_SOCKET=$SB "$@"; }
 field() { curl -s --unix-socket "$1" "http://d/v1/vms/$2" | jq -r "$3"; }
 status_of() { curl -s -o /dev/null -w '%{http_code}' --unix-socket "$1" "http://d/v1/vms/$2"; }
@@ -59,7 +81,7 @@ event_of() { curl -s --unix-socket "$1" "http://d/v1/events?vm=$2" | jq -c --arg
 TO=(--to "$URL" --to-token-file "$TMP/token" --to-cacert "$TMP/cert.pem")
 A=0x2000000
 SPEC_MEMORY=128M
-truncate -s 1M "$TMP/shared/run.img" "$TMP/shared/ack.img"
+truncate -s 1M "$TMP/shared/run.img" "$TMP/shared/ack.img" "$TMP/shared/op.img" "$TMP/shared/die.img"
 
 # --- the go-ahead lost: A1's copy stopped, B's is resumed ---
 check "create and start web-1 on A1 (fill 16M, a writable disk on shared storage)" \
@@ -139,4 +161,58 @@ onA3 wait_console_long web-3 "verify ok" 900 ||
 check "on A3 web-3 verified its memory after the dirtying (nothing lost)" \
 	onA3 console_has web-3 "verify ok sum="
 check "stop and delete web-3 on A3" onA3 "$SHOAL" vm delete web-3 --force
+
+# --- left to the operator: A4 does not settle (the test's hook), B holds web-4 in doubt ---
+check "create and start web-4 on A4 (fill 16M, a writable disk on shared storage)" \
+	onA4 "$SHOAL" vm create -f <(spec web-4 "fill $A 16M 7; echo filled; shell" "\"disks\": [{\"path\": \"$TMP/shared/op.img\"}]") --start
+onA4 wait_console_long web-4 "shoal>" || fail "web-4 reaches its shell" "$(onA4 "$SHOAL" console web-4 --show-log | tail -c 300)"
+out=$(onA4 "$SHOAL" vm migrate web-4 "${TO[@]}" 2>&1); rc=$?
+check "the migration of web-4 fails (B's acknowledgement cut) and says B holds a copy in doubt, to delete there" bash -c \
+	'[ "$1" != 0 ] && [[ "$2" == *"the VM runs on here; the destination holds a copy paused, in doubt, that was not deleted: delete that one there"* ]]' _ "$rc" "$out" ||
+	{ echo "  rc=$rc: $out"; tail -n 20 "$TMP/a4.log"; }
+check "B holds web-4 paused, in doubt" test "$(field "$SB" web-4 '[.state, .in_doubt] | @csv')" = '"paused",true'
+check "shoal vm show on B says web-4 is in doubt, and what to do" bash -c \
+	"SHOAL_SOCKET='$SB' '$SHOAL' vm show web-4 | grep -q '^state: *paused (in doubt: came in by a migration whose source.s go-ahead never came; resume it if the source.s copy stopped, else delete it)'"
+bpid=$(pgrep -f -- "--state-dir $TMP/b ")
+kill -9 $bpid
+for _ in $(seq 100); do kill -0 $bpid 2>/dev/null || break; sleep 0.05; done
+mig_daemon b inB SHOAL_MID_TEST=b "${BARGS[@]}" || { fail "daemon B restarts"; finish; }
+check "B restarted (SIGKILL, then started again) still holds web-4 paused, in doubt: its VMM says so" bash -c \
+	"[ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms/web-4 | jq -c '[.state, .in_doubt]')\" = '[\"paused\",true]' ] &&
+	 grep -q 'web-4: reattached held paused, in doubt' '$TMP/b.log'"
+resp=$(curl -s -X POST --unix-socket "$SB" -w '\n%{http_code}' http://d/v1/vms/web-4/resume)
+check "B refuses to resume web-4: 409 in_doubt, its disk's write lock is held elsewhere (A4's copy runs on)" bash -c \
+	'[ "$(tail -n 1 <<<"$1")" = 409 ] && head -n 1 <<<"$1" | jq -e ".error.code == \"in_doubt\" and (.error.message | test(\"write locks are held elsewhere\"))" >/dev/null' _ "$resp" ||
+	echo "  $resp"
+check "web-4 stays paused and in doubt on B after the refusal" test "$(field "$SB" web-4 '[.state, .in_doubt] | @csv')" = '"paused",true'
+check "the operator deletes B's copy" onB "$SHOAL" vm delete web-4 --force
+onA4 type_console web-4 "verify $A 16M 7; vblk 64 4; vblk-verify 64 4"$'\r'
+onA4 wait_console_long web-4 "vblk-verify ok sectors=64 seed=4" ||
+	fail "on A4 web-4 writes its disk" "$(onA4 "$SHOAL" console web-4 --show-log | tail -c 400)"
+check "on A4 web-4 verifies its memory and wrote and read its disk" onA4 console_has web-4 "verify ok sum="
+check "stop and delete web-4 on A4" onA4 "$SHOAL" vm delete web-4 --force
+
+# --- A5's VMM dies where B's acknowledgement comes: B's copy, whole, is the VM ---
+check "create and start web-5 on A5 (fill 16M, a writable disk on shared storage)" \
+	onA5 "$SHOAL" vm create -f <(spec web-5 "fill $A 16M 7; echo filled; shell" "\"disks\": [{\"path\": \"$TMP/shared/die.img\"}]") --start
+onA5 wait_console_long web-5 "shoal>" || fail "web-5 reaches its shell" "$(onA5 "$SHOAL" console web-5 --show-log | tail -c 300)"
+onA5 "$SHOAL" vm migrate web-5 "${TO[@]}" -o json >"$TMP/die.json" 2>"$TMP/die.err"; rc=$?
+check "web-5 moves to B though A5's VMM died before B's acknowledgement reached it: A5 resumed B's copy" bash -c \
+	"[ $rc = 0 ] && jq -e '.source_vmm_died == true and .destination_settled == \"resumed\" and .destination_state == \"running\"' '$TMP/die.json' >/dev/null" ||
+	{ cat "$TMP/die.json" "$TMP/die.err"; tail -n 20 "$TMP/a5.log"; }
+check "A5 killed its VMM where B's acknowledgement would pass (the test's hook)" \
+	grep -q 'killing the source VMM (process group [0-9]*) where "SHOALACK" would pass from the destination' "$TMP/a5.log"
+types=$(curl -s --unix-socket "$SA5" 'http://d/v1/events?vm=web-5' | jq -c '[.events[].type | select(startswith("migrat") or . == "exited")]')
+died=$(event_of "$SA5" web-5 migrated | jq -c '.source_vmm_died')
+check "A5 recorded its VMM's exit, migration-settled and migrated (source_vmm_died); web-5 is gone from A5" bash -c \
+	"[ '$types $died' = '[\"migrating\",\"exited\",\"migration-settled\",\"migrated\"] true' ] && [ $(status_of "$SA5" web-5) = 404 ]" ||
+	echo "  $types $died"
+check "B had web-5 started in doubt, then resumed" bash -c \
+	"[ \"\$(curl -s --unix-socket '$SB' 'http://d/v1/events?vm=web-5' | jq -c '[.events[] | select(.type == \"started\" or .type == \"resumed\") | [.type, .detail.in_doubt]]')\" = '[[\"started\",true],[\"resumed\",true]]' ]"
+onB type_console web-5 "verify $A 16M 7; vblk 64 6; vblk-verify 64 6"$'\r'
+onB wait_console_long web-5 "vblk-verify ok sectors=64 seed=6" ||
+	fail "on B web-5 writes its disk" "$(onB "$SHOAL" console web-5 --show-log | tail -c 400)"
+check "on B web-5's memory is A5's (verify ok) and it wrote and read its shared disk (the dead VMM's lock gone)" \
+	onB console_has web-5 "verify ok sum="
+check "stop and delete web-5 on B" onB "$SHOAL" vm delete web-5 --force
 finish
