@@ -44,7 +44,10 @@
 #         source_vmm_died, destination_settled resumed), A5's record goes
 #         (exited, migration-settled, migrated), and at B the guest
 #         verifies its memory and writes the shared disk (the dead VMM's
-#         lock gone).
+#         lock gone);
+#       - A6's VMM killed as its stream begins (SHOALMIG): B undoes its
+#         copy, and the migration fails saying the VM is lost; A6's record
+#         says exited (no restart: it ended during the migration).
 #
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.bash"
@@ -62,18 +65,20 @@ mig_daemon a4 inA "SHOAL_TEST_MIGRATE_CUT_WORD=SHOALACK SHOAL_TEST_MIGRATE_NO_SE
 	{ fail "daemon A4 starts"; finish; }
 mig_daemon a5 inA "SHOAL_TEST_MIGRATE_CUT_WORD=SHOALACK SHOAL_TEST_MIGRATE_KILL_VMM=1" --allow-dir "$TMP/shared" ||
 	{ fail "daemon A5 starts"; finish; }
+mig_daemon a6 inA "SHOAL_TEST_MIGRATE_CUT_WORD=SHOALMIG SHOAL_TEST_MIGRATE_KILL_VMM=1" || { fail "daemon A6 starts"; finish; }
 BARGS=(--allow-dir "$TMP/shared" --listen "$BLISTEN:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem"
 	--token-file "$TMP/token")
 mig_daemon b inB SHOAL_MID_TEST=b "${BARGS[@]}" || { fail "daemon B starts"; finish; }
-pass "daemons A1 to A5 (each with the test's cut) and daemon B (HTTPS on $URL) start"
+pass "daemons A1 to A6 (each with the test's cut) and daemon B (HTTPS on $URL) start"
 
 SA1=$TMP/a1/shoald.sock SA2=$TMP/a2/shoald.sock SA3=$TMP/a3/shoald.sock
-SA4=$TMP/a4/shoald.sock SA5=$TMP/a5/shoald.sock
+SA4=$TMP/a4/shoald.sock SA5=$TMP/a5/shoald.sock SA6=$TMP/a6/shoald.sock
 onA1() { SHOAL_SOCKET=$SA1 "$@"; }
 onA2() { SHOAL_SOCKET=$SA2 "$@"; }
 onA3() { SHOAL_SOCKET=$SA3 "$@"; }
 onA4() { SHOAL_SOCKET=$SA4 "$@"; }
 onA5() { SHOAL_SOCKET=$SA5 "$@"; }
+onA6() { SHOAL_SOCKET=$SA6 "$@"; }
 onB() { SHOAL_SOCKET=$SB "$@"; }
 field() { curl -s --unix-socket "$1" "http://d/v1/vms/$2" | jq -r "$3"; }
 status_of() { curl -s -o /dev/null -w '%{http_code}' --unix-socket "$1" "http://d/v1/vms/$2"; }
@@ -215,4 +220,17 @@ onB wait_console_long web-5 "vblk-verify ok sectors=64 seed=6" ||
 check "on B web-5's memory is A5's (verify ok) and it wrote and read its shared disk (the dead VMM's lock gone)" \
 	onB console_has web-5 "verify ok sum="
 check "stop and delete web-5 on B" onB "$SHOAL" vm delete web-5 --force
+
+# --- A6's VMM dies as its stream begins: no whole copy anywhere, the VM is lost ---
+check "create and start web-6 on A6" onA6 "$SHOAL" vm create -f <(spec web-6 "fill $A 16M 7; echo filled; shell") --start
+onA6 wait_console_long web-6 "shoal>" || fail "web-6 reaches its shell" "$(onA6 "$SHOAL" console web-6 --show-log | tail -c 300)"
+out=$(onA6 "$SHOAL" vm migrate web-6 "${TO[@]}" 2>&1); rc=$?
+check "the migration of web-6 fails: A6's VMM died as its stream began, B has no copy, the VM is lost (and says so)" bash -c \
+	'[ "$1" != 0 ] && [[ "$2" == *"its VMM here died ("*"), and the destination has no whole copy (there it is gone): the VM is lost, its record here exited"* ]]' _ "$rc" "$out" ||
+	{ echo "  rc=$rc: $out"; tail -n 20 "$TMP/a6.log"; }
+lost=$(event_of "$SA6" web-6 migration-failed | jq -c '[.vm_lost, .destination_state]')
+check "A6's record of web-6 says exited, not busy, its migration-failed event vm_lost; B has none" bash -c \
+	"[ \"\$(curl -s --unix-socket '$SA6' http://d/v1/vms/web-6 | jq -c '[.state, .busy]')\" = '[\"exited\",null]' ] &&
+	 [ '$lost' = '[true,\"gone\"]' ] && [ $(status_of "$SB" web-6) = 404 ]" || echo "  $lost"
+check "delete web-6 on A6" onA6 "$SHOAL" vm delete web-6
 finish
