@@ -310,23 +310,14 @@ int cmd_migrate(int argc, char **argv)
 	}
 	/* We connect, and the VMM streams over our socket: under seccomp it
 	 * may open no network connection itself. */
+	/* With TLS the VMM writes the stream in clear into a Unix socket
+	 * whose other end our relay thread encrypts (state/migrate_tls.c); it
+	 * never maps libssl nor sees the key.  A failure closes the
+	 * connection before the VMM had it: the VM runs on. */
 	dest = migrate_connect(uri, &e);
-	if (dest >= 0 && key_file && (tls ? migrate_auth_connect_tls(dest, key, uri, &t, &e) :
-				      migrate_auth_connect(dest, key, uri, &e))) {
-		close(dest);            /* the VMM never had it: the VM runs on */
-		dest = -1;
-	}
+	if (dest >= 0)
+		dest = migrate_link_open(dest, key_file ? key : NULL, tls, uri, NULL, &t, &e);
 	explicit_bzero(key, sizeof(key));
-	/* TLS: the VMM writes the stream in clear into a Unix socket whose
-	 * other end our relay thread encrypts (state/migrate_tls.c); it
-	 * never maps libssl nor sees the key. */
-	if (t) {
-		dest = migrate_tls_relay_start(t, &e);
-		if (dest < 0) {
-			migrate_tls_relay_end(t, 0);
-			t = NULL;
-		}
-	}
 	if (dest < 0) {
 		vmctl_close(&c);
 		log_error("%s", e.msg);

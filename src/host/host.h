@@ -201,6 +201,9 @@ void hvm_set_state(struct hvm *vm, enum hvm_state s);
 int hvm_claim_locked(struct hvm *vm, const char *op, unsigned allowed, struct api_err *e);
 /* End an operation: clear busy and drop the caller's reference. */
 void hvm_release(struct host *h, struct hvm *vm);
+/* The same with h->lock held, which it releases; then it removes `trash`,
+ * a removed record's directory (hvm_remove_claimed_locked; "": none). */
+void hvm_release_unlock(struct host *h, struct hvm *vm, const char *trash);
 int host_table_add_locked(struct host *h, struct hvm *vm);
 /* A new VM's record into the store (event "created", with the JSON
  * `detail` or NULL) and the table, with h->lock held: 0, or -1 with `e`

@@ -140,10 +140,17 @@ int hvm_claim_locked(struct hvm *vm, const char *op, unsigned allowed,
 void hvm_release(struct host *h, struct hvm *vm)
 {
 	pthread_mutex_lock(&h->lock);
+	hvm_release_unlock(h, vm, "");
+}
+
+void hvm_release_unlock(struct host *h, struct hvm *vm, const char *trash)
+{
 	vm->busy = NULL;
 	pthread_cond_broadcast(&h->changed);
 	hvm_put_locked(vm);
 	pthread_mutex_unlock(&h->lock);
+	if (trash[0])
+		host_rm_tree(trash);
 }
 
 /* Wait (lock held) until `vm` leaves `state` or the deadline (ms) passes. */

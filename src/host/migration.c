@@ -272,12 +272,7 @@ static void incoming_undo(struct host *h, struct hvm *vm, const char *why)
 			 json_pack("{s:s, s:s}", "direction", "incoming", "error", why));
 	if (!vm->deleted && vm->state != HVM_STARTING)
 		hvm_remove_claimed_locked(h, vm, trash, sizeof(trash), &ignore);
-	vm->busy = NULL;
-	pthread_cond_broadcast(&h->changed);
-	hvm_put_locked(vm);
-	pthread_mutex_unlock(&h->lock);
-	if (trash[0])
-		host_rm_tree(trash);
+	hvm_release_unlock(h, vm, trash);
 	host_cgroup_remove(h, name);
 	log_warn("%s: incoming migration failed: %s", name, why);
 }
@@ -385,10 +380,7 @@ static void *incoming_wait(void *arg)
 		else
 			log_info("%s: migrated in, running (pid %d)", vm->rec.name, (int)pid);
 	}
-	vm->busy = NULL;
-	pthread_cond_broadcast(&h->changed);
-	hvm_put_locked(vm);
-	pthread_mutex_unlock(&h->lock);
+	hvm_release_unlock(h, vm, "");
 	free(j);
 	return NULL;
 undo:
@@ -695,34 +687,20 @@ struct mig_link {
 static int link_open(struct mig_link *l, bool retry, struct error *err)
 {
 	bool tls = l->keyed && !strncmp(l->addr, "tcp:", 4);  /* its VMM has tls=on */
-	int fd = retry ? connect_retry(l->addr, err) : migrate_connect(l->addr, err), rc;
+	int fd = retry ? connect_retry(l->addr, err) : migrate_connect(l->addr, err);
+	/* tests (daemon_migrate_indoubt.sh): the first connection is cut where
+	 * this word would pass (a word lost to a failing network) */
+	struct migrate_link_cut cut = { retry ? getenv("SHOAL_TEST_MIGRATE_CUT_WORD") : NULL,
+					l->kill_vmm };
 
 	l->t = NULL;
 	l->fd = l->net_fd = -1;
 	if (fd < 0)
 		return -1;
-	rc = !l->keyed ? 0 : tls ? migrate_auth_connect_tls(fd, l->key, l->addr, &l->t, err) :
-		migrate_auth_connect(fd, l->key, l->addr, err);
-	if (rc) {
-		close(fd);
+	l->fd = migrate_link_open(fd, l->keyed ? l->key : NULL, tls, l->addr, &cut, &l->t, err);
+	if (l->fd < 0)
 		return -2;
-	}
-	l->net_fd = l->fd = fd;
-	/* tests (daemon_migrate_indoubt.sh): the first connection is cut where
-	 * this word would pass (a word lost to a failing network) */
-	if (l->t && retry && getenv("SHOAL_TEST_MIGRATE_CUT_WORD"))
-		migrate_tls_relay_cut_at(l->t, getenv("SHOAL_TEST_MIGRATE_CUT_WORD"), l->kill_vmm);
-	if (l->t) {
-		int vfd = migrate_tls_relay_start(l->t, err);
-
-		if (vfd < 0) {
-			migrate_tls_relay_end(l->t, 0);   /* closes fd */
-			l->t = NULL;
-			l->fd = l->net_fd = -1;
-			return -2;
-		}
-		l->fd = vfd;
-	}
+	l->net_fd = fd;
 	return 0;
 }
 
@@ -1154,12 +1132,7 @@ static void source_moved_locked(struct host *h, struct hvm *vm, json_t *detail)
 	mig_event_locked(h, name, "migrated", detail);
 	if (hvm_remove_claimed_locked(h, vm, trash, sizeof(trash), &e))
 		log_error("%s: migrated, but its record stays: %s", name, e.msg);
-	vm->busy = NULL;
-	pthread_cond_broadcast(&h->changed);
-	hvm_put_locked(vm);
-	pthread_mutex_unlock(&h->lock);
-	if (trash[0])
-		host_rm_tree(trash);
+	hvm_release_unlock(h, vm, trash);
 	host_cgroup_remove(h, name);
 }
 

@@ -977,12 +977,7 @@ static void snap_undo(struct host *h, struct hvm **vms, size_t n, const bool *in
 		pthread_mutex_lock(&h->lock);
 		if (inserted[i] && (vm->state == HVM_CREATED || vm->state == HVM_EXITED))
 			gone = !hvm_remove_claimed_locked(h, vm, trash, sizeof(trash), &ignore);
-		vm->busy = NULL;
-		pthread_cond_broadcast(&h->changed);
-		hvm_put_locked(vm);
-		pthread_mutex_unlock(&h->lock);
-		if (trash[0])
-			host_rm_tree(trash);
+		hvm_release_unlock(h, vm, trash);
 		if (inserted[i] && !gone)       /* it started: stop it, then delete it */
 			host_vm_delete(h, name, true, &ignore);
 	}

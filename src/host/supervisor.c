@@ -600,10 +600,7 @@ static void *restart_thread(void *arg)
 	if (hvm_do_start(j->h, j->vm, &e))
 		log_error("%s: restart failed: %s", j->vm->rec.name, e.msg);
 	pthread_mutex_lock(&j->h->lock);
-	j->vm->busy = NULL;
-	pthread_cond_broadcast(&j->h->changed);
-	hvm_put_locked(j->vm);
-	pthread_mutex_unlock(&j->h->lock);
+	hvm_release_unlock(j->h, j->vm, "");
 	free(j);
 	return NULL;
 }

@@ -79,7 +79,7 @@ struct migrate_tls {
 	atomic_bool relay_over;      /* the thread ended by itself: all forwarded */
 	int stop[2];                 /* a pipe: relay_end asks the thread to stop */
 	char cut_word[9];            /* tests: cut the connection where this word would
-				      * pass, either way (migrate_tls_relay_cut_at); "" */
+				      * pass, either way (struct migrate_link_cut); "" */
 	pid_t cut_kill;              /* tests: and SIGKILL this process group first; 0 */
 };
 
@@ -431,7 +431,7 @@ static void nonblock(int fd)
 		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-/* Tests (migrate_tls_relay_cut_at): the length of buf[0..len) to pass on,
+/* Tests (struct migrate_link_cut): the length of buf[0..len) to pass on,
  * all of it unless the cut's word is in it: then what comes before the
  * word, and *cut is set (once). */
 static size_t cut_before(struct migrate_tls *t, const uint8_t *buf, size_t len, bool *cut)
@@ -639,10 +639,36 @@ int migrate_tls_relay_start(struct migrate_tls *t, struct error *e)
 	return sv[1];
 }
 
-void migrate_tls_relay_cut_at(struct migrate_tls *t, const char *word, pid_t kill_first)
+int migrate_link_open(int fd, const uint8_t *key, bool tls, const char *uri,
+		      const struct migrate_link_cut *cut, struct migrate_tls **t, struct error *e)
 {
-	snprintf(t->cut_word, sizeof(t->cut_word), "%s", word);
-	t->cut_kill = kill_first;
+	int vfd;
+
+	*t = NULL;
+	if (!key)
+		return fd;
+	if (!tls) {
+		if (migrate_auth_connect(fd, key, uri, e)) {
+			close(fd);
+			return -1;
+		}
+		return fd;
+	}
+	if (migrate_auth_connect_tls(fd, key, uri, t, e)) {
+		close(fd);
+		*t = NULL;
+		return -1;
+	}
+	if (cut && cut->word) {     /* before the relay's thread reads it */
+		snprintf((*t)->cut_word, sizeof((*t)->cut_word), "%s", cut->word);
+		(*t)->cut_kill = cut->kill_first;
+	}
+	vfd = migrate_tls_relay_start(*t, e);
+	if (vfd < 0) {
+		migrate_tls_relay_end(*t, 0);   /* closes fd */
+		*t = NULL;
+	}
+	return vfd;
 }
 
 void migrate_tls_relay_end(struct migrate_tls *t, int ms)

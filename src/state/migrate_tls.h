@@ -46,13 +46,26 @@ int migrate_tls_connect(int fd, const uint8_t key[MIGRATE_KEY_LEN], const char *
  * (after the migration, or a cancel) or the destination's side fails; it
  * then shuts the other direction down. */
 int migrate_tls_relay_start(struct migrate_tls *t, struct error *e);
-/* Tests only (shoald's SHOAL_TEST_MIGRATE_CUT_WORD): before the relay
- * starts, have it cut the connection where `word` (up to 8 bytes, e.g.
- * "SHOALRUN" from the VMM or "SHOALACK" to it) would pass, once: what came
- * before it goes over, the word and the rest do not.  With `kill_first`
- * (> 0; SHOAL_TEST_MIGRATE_KILL_VMM) it SIGKILLs that process group, the
- * source VMM's monitor's, just before the cut: a VMM that dies there. */
-void migrate_tls_relay_cut_at(struct migrate_tls *t, const char *word, pid_t kill_first);
+/* Tests only (shoald's SHOAL_TEST_MIGRATE_CUT_WORD): the relay cuts the
+ * connection where `word` (up to 8 bytes, e.g. "SHOALRUN" from the VMM or
+ * "SHOALACK" to it) would pass, once: what came before it goes over, the
+ * word and the rest do not.  With `kill_first` (> 0;
+ * SHOAL_TEST_MIGRATE_KILL_VMM) it SIGKILLs that process group, the source
+ * VMM's monitor's, just before the cut: a VMM that dies there. */
+struct migrate_link_cut {
+	const char *word;           /* NULL: no cut */
+	pid_t kill_first;
+};
+
+/* The source's side of a migration connection, for shoal migrate and
+ * shoald alike: `fd`, connected to the destination VMM at `uri`, proves
+ * `key` there (NULL: no key, the stream goes unproven), with TLS 1.3 when
+ * `tls` (then a relay thread, *t, which owns `fd`), else with the
+ * challenge-response.  The descriptor the source VMM is to write its
+ * stream into (`fd` itself, or the relay's end), or -1 with `e`: `fd` is
+ * closed and *t NULL.  `cut` (tests; NULL for none) applies with TLS. */
+int migrate_link_open(int fd, const uint8_t *key, bool tls, const char *uri,
+		      const struct migrate_link_cut *cut, struct migrate_tls **t, struct error *e);
 /* Wait for the relay to end (at most `ms`; 0 or less: no wait), stop it,
  * and free everything (the connection is closed). */
 void migrate_tls_relay_end(struct migrate_tls *t, int ms);

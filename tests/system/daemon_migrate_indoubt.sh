@@ -88,10 +88,20 @@ A=0x2000000
 SPEC_MEMORY=128M
 truncate -s 1M "$TMP/shared/run.img" "$TMP/shared/ack.img" "$TMP/shared/op.img" "$TMP/shared/die.img"
 
+# start_filled ONFN NAME [DISK]: NAME created and started on ONFN's daemon
+# (fill 16M with seed 7, then a shell; DISK: a writable disk on shared
+# storage, $TMP/shared/DISK), up to its shell.
+start_filled() {
+	local on=$1 name=$2 disks=""
+	[ -n "${3:-}" ] && disks="\"disks\": [{\"path\": \"$TMP/shared/$3\"}]"
+	check "create and start $name on ${on#on} (fill 16M${3:+, a writable disk on shared storage})" \
+		"$on" "$SHOAL" vm create -f <(spec "$name" "fill $A 16M 7; echo filled; shell" "$disks") --start
+	"$on" wait_console_long "$name" "shoal>" ||
+		fail "$name reaches its shell" "$("$on" "$SHOAL" console "$name" --show-log | tail -c 300)"
+}
+
 # --- the go-ahead lost: A1's copy stopped, B's is resumed ---
-check "create and start web-1 on A1 (fill 16M, a writable disk on shared storage)" \
-	onA1 "$SHOAL" vm create -f <(spec web-1 "fill $A 16M 7; echo filled; shell" "\"disks\": [{\"path\": \"$TMP/shared/run.img\"}]") --start
-onA1 wait_console_long web-1 "shoal>" || fail "web-1 reaches its shell" "$(onA1 "$SHOAL" console web-1 --show-log | tail -c 300)"
+start_filled onA1 web-1 run.img
 onA1 "$SHOAL" vm migrate web-1 "${TO[@]}" -o json >"$TMP/run.json" 2>"$TMP/run.err"; rc=$?
 check "web-1 moves to B though A1's go-ahead was cut: B held it in doubt, A1 resumed it there" bash -c \
 	"[ $rc = 0 ] && jq -e '.destination_settled == \"resumed\" and .destination_state == \"running\"' '$TMP/run.json' >/dev/null" ||
@@ -118,9 +128,7 @@ check "on B web-1's memory is A1's (verify ok) and it wrote and read its shared 
 check "stop and delete web-1 on B" onB "$SHOAL" vm delete web-1 --force
 
 # --- the acknowledgement lost: A2's copy runs on, B's is deleted ---
-check "create and start web-2 on A2 (fill 16M, a writable disk on shared storage)" \
-	onA2 "$SHOAL" vm create -f <(spec web-2 "fill $A 16M 7; echo filled; shell" "\"disks\": [{\"path\": \"$TMP/shared/ack.img\"}]") --start
-onA2 wait_console_long web-2 "shoal>" || fail "web-2 reaches its shell" "$(onA2 "$SHOAL" console web-2 --show-log | tail -c 300)"
+start_filled onA2 web-2 ack.img
 out=$(onA2 "$SHOAL" vm migrate web-2 "${TO[@]}" 2>&1); rc=$?
 check "the migration of web-2 fails (B's acknowledgement cut) and says B's copy, held in doubt, was deleted" bash -c \
 	'[ "$1" != 0 ] && [[ "$2" == *"waiting for the acknowledgement"*"the VM runs on here; the destination'"'"'s copy, held in doubt, was deleted"* ]]' _ "$rc" "$out" ||
@@ -168,9 +176,7 @@ check "on A3 web-3 verified its memory after the dirtying (nothing lost)" \
 check "stop and delete web-3 on A3" onA3 "$SHOAL" vm delete web-3 --force
 
 # --- left to the operator: A4 does not settle (the test's hook), B holds web-4 in doubt ---
-check "create and start web-4 on A4 (fill 16M, a writable disk on shared storage)" \
-	onA4 "$SHOAL" vm create -f <(spec web-4 "fill $A 16M 7; echo filled; shell" "\"disks\": [{\"path\": \"$TMP/shared/op.img\"}]") --start
-onA4 wait_console_long web-4 "shoal>" || fail "web-4 reaches its shell" "$(onA4 "$SHOAL" console web-4 --show-log | tail -c 300)"
+start_filled onA4 web-4 op.img
 out=$(onA4 "$SHOAL" vm migrate web-4 "${TO[@]}" 2>&1); rc=$?
 check "the migration of web-4 fails (B's acknowledgement cut) and says B holds a copy in doubt, to delete there" bash -c \
 	'[ "$1" != 0 ] && [[ "$2" == *"the VM runs on here; the destination holds a copy paused, in doubt, that was not deleted: delete that one there"* ]]' _ "$rc" "$out" ||
@@ -198,9 +204,7 @@ check "on A4 web-4 verifies its memory and wrote and read its disk" onA4 console
 check "stop and delete web-4 on A4" onA4 "$SHOAL" vm delete web-4 --force
 
 # --- A5's VMM dies where B's acknowledgement comes: B's copy, whole, is the VM ---
-check "create and start web-5 on A5 (fill 16M, a writable disk on shared storage)" \
-	onA5 "$SHOAL" vm create -f <(spec web-5 "fill $A 16M 7; echo filled; shell" "\"disks\": [{\"path\": \"$TMP/shared/die.img\"}]") --start
-onA5 wait_console_long web-5 "shoal>" || fail "web-5 reaches its shell" "$(onA5 "$SHOAL" console web-5 --show-log | tail -c 300)"
+start_filled onA5 web-5 die.img
 onA5 "$SHOAL" vm migrate web-5 "${TO[@]}" -o json >"$TMP/die.json" 2>"$TMP/die.err"; rc=$?
 check "web-5 moves to B though A5's VMM died before B's acknowledgement reached it: A5 resumed B's copy" bash -c \
 	"[ $rc = 0 ] && jq -e '.source_vmm_died == true and .destination_settled == \"resumed\" and .destination_state == \"running\"' '$TMP/die.json' >/dev/null" ||
@@ -222,8 +226,7 @@ check "on B web-5's memory is A5's (verify ok) and it wrote and read its shared 
 check "stop and delete web-5 on B" onB "$SHOAL" vm delete web-5 --force
 
 # --- A6's VMM dies as its stream begins: no whole copy anywhere, the VM is lost ---
-check "create and start web-6 on A6" onA6 "$SHOAL" vm create -f <(spec web-6 "fill $A 16M 7; echo filled; shell") --start
-onA6 wait_console_long web-6 "shoal>" || fail "web-6 reaches its shell" "$(onA6 "$SHOAL" console web-6 --show-log | tail -c 300)"
+start_filled onA6 web-6
 out=$(onA6 "$SHOAL" vm migrate web-6 "${TO[@]}" 2>&1); rc=$?
 check "the migration of web-6 fails: A6's VMM died as its stream began, B has no copy, the VM is lost (and says so)" bash -c \
 	'[ "$1" != 0 ] && [[ "$2" == *"its VMM here died ("*"), and the destination has no whole copy (there it is gone): the VM is lost, its record here exited"* ]]' _ "$rc" "$out" ||
