@@ -68,9 +68,6 @@ int vm_dirty_start(struct vm *vm, struct error *e)
 {
 	if (vm_protect_check(vm, "migration", e))   /* its slots are split (mem_protect.c) */
 		return -1;
-	if (vm->mem.private_map)
-		return error_set(e, EXIT_USAGE, "a clone's copy-on-write memory cannot be "
-				 "migrated yet");
 	if (guest_mem_dirty_track(&vm->mem, true))
 		return error_set(e, EXIT_HOST, "out of memory for the dirty bitmap");
 	atomic_fetch_add(&vm->dirty_starts, 1);   /* the log is someone else's now */

@@ -41,10 +41,9 @@
 #     verifies its pattern and the stopped chain reads as A's; web-8b's,
 #     over a base only A has, comes whole into a flat image that reads as
 #     A's chain;
-#   - a clone (its memory is copy-on-write) whose VMM refuses to send it
-#     once B has started its incoming VMM: the clone runs on on A, and B
-#     removes its half-made record by itself ("created" ...
-#     "migration-failed", "deleted");
+#   - a clone (its memory is a snapshot's memory file mapped
+#     copy-on-write) that wrote 8M of its own moves to B, where its guest
+#     verifies both the file's pages and its own copies;
 #   - a slow migration (--bandwidth 1M) cancelled with `shoal vm migrate
 #     web-1 --cancel` (DELETE /v1/vms/web-1/migration): the cancel says
 #     so, the migration fails saying cancelled, web-1 runs on on A, B
@@ -160,17 +159,22 @@ refused "a name B already has" 'refused it: 409 name_taken: vm "web-1" already e
 check "the refusal left B's own web-1 alone" test "$(field "$SB" web-1 .state)" = created
 check "delete B's web-1" onB "$SHOAL" vm delete web-1
 still_on_a "name clash"
-# B starts its VMM, then the source VMM refuses to send: B's half-made VM goes
+# a clone: its memory is s1's memory file mapped copy-on-write; both its
+# own copies (what it wrote since) and the file's pages go
+C=0x4000000
 check "snapshot web-1 and clone it as c-1 on A" bash -c "SHOAL_SOCKET='$SA' '$SHOAL' vm snapshot web-1 --as s1 >/dev/null && SHOAL_SOCKET='$SA' '$SHOAL' vm clone s1 --count 1 --prefix c >/dev/null"
-refused "a VM its VMM cannot send (a clone's copy-on-write memory)" "copy-on-write memory cannot be" \
-	onA "$SHOAL" vm migrate c-1 "${TO[@]}"
-check "c-1 still runs on A" test "$(field "$SA" c-1 .state)" = running
-for _ in $(seq 100); do [ "$(status_of "$SB" c-1)" = 404 ] && break; sleep 0.1; done
-check "B removed its half-made c-1 again" test "$(status_of "$SB" c-1)" = 404
-ev=$(events_of "$SB" c-1)
-check "B's events for c-1: created ... migration-failed, deleted" bash -c "jq -e '.[0] == \"created\" and .[-2:] == [\"migration-failed\", \"deleted\"]' <<<'$ev' >/dev/null" || echo "$ev"
-check "B's migration-failed says why" bash -c "curl -s --unix-socket '$SB' 'http://d/v1/events?vm=c-1' | jq -e '[.events[] | select(.type == \"migration-failed\")][0].detail | .direction == \"incoming\" and (.error | length > 0)' >/dev/null"
-check "delete c-1 and the snapshot" bash -c "SHOAL_SOCKET='$SA' '$SHOAL' vm delete c-1 --force >/dev/null && SHOAL_SOCKET='$SA' '$SHOAL' snapshot delete s1"
+onA type_console c-1 "fill $C 8M 9; verify $C 8M 9"$'\r'
+onA wait_console_long c-1 "len=8388608 seed=9" || fail "c-1 writes 8M of its own" "$(onA "$SHOAL" console c-1 --show-log | tail -c 300)"
+out=$(onA "$SHOAL" vm migrate c-1 "${TO[@]}" 2>&1); rc=$?
+check "c-1, a clone (its memory copy-on-write over s1's file), moves to B" test $rc = 0 || echo "$out"
+check "c-1 is gone from A and runs on B" bash -c "[ $(status_of "$SA" c-1) = 404 ] && [ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms/c-1 | jq -r .state)\" = running ]"
+onB type_console c-1 "verify $A 16M 7; verify $C 8M 9"$'\r'
+onB wait_console_long c-1 "len=8388608 seed=9" || fail "c-1 verifies on B" "$(onB "$SHOAL" console c-1 --show-log | tail -c 400)"
+check "on B c-1 verifies the file's pages (web-1's 16M) and its own copies (8M it wrote as a clone)" bash -c \
+	"SHOAL_SOCKET='$SB' '$SHOAL' console c-1 --show-log | grep -qE 'verify ok sum=0x[0-9a-f]+ addr=$A len=16777216 seed=7' &&
+	 SHOAL_SOCKET='$SB' '$SHOAL' console c-1 --show-log | grep -qE 'verify ok sum=0x[0-9a-f]+ addr=$C len=8388608 seed=9'" ||
+	echo "  $(onB "$SHOAL" console c-1 --show-log | tail -c 400)"
+check "delete c-1 on B and the snapshot on A" bash -c "SHOAL_SOCKET='$SB' '$SHOAL' vm delete c-1 --force >/dev/null && SHOAL_SOCKET='$SA' '$SHOAL' snapshot delete s1"
 truncate -s 1M "$TMP/aonly/d.img"
 check "create and start web-2 on A with a disk beneath an --allow-dir B lacks" \
 	onA "$SHOAL" vm create -f <(spec web-2 shell "\"disks\": [{\"path\": \"$TMP/aonly/d.img\", \"readonly\": true}]") --start
@@ -319,6 +323,7 @@ check "... the migration itself fails, saying cancelled" bash -c "[ $mrc != 0 ] 
 for _ in $(seq 200); do [ "$(status_of "$SB" web-1)" = 404 ] && break; sleep 0.05; done
 still_on_a "cancelled"
 check "B removed its half-made web-1 (migration-failed, deleted)" bash -c "jq -e '.[-2:] == [\"migration-failed\", \"deleted\"]' <<<'$(events_of "$SB" web-1)' >/dev/null"
+check "B's migration-failed for web-1 says why (incoming, with an error)" bash -c "curl -s --unix-socket '$SB' 'http://d/v1/events?vm=web-1' | jq -e '[.events[] | select(.type == \"migration-failed\")] | last | .detail | .direction == \"incoming\" and (.error | length > 0)' >/dev/null"
 refused "a cancel with no migration in progress" "no migration of it is in progress" \
 	onA "$SHOAL" vm migrate web-1 --cancel
 
