@@ -21,8 +21,9 @@ t_stamp() { awk -v a="$T_START" -v b="$EPOCHREALTIME" 'BEGIN { printf " [+%.1f s
 pass() { echo "PASS: $1${SHOAL_TEST_STAMP:+$(t_stamp)}"; }
 fail() { echo "FAIL: $1${2:+: $2}${SHOAL_TEST_STAMP:+$(t_stamp)}"; T_FAILED=1; }
 skip() { echo "SKIP: $1: $2"; }
-# check NAME CMD...: PASS if CMD exits 0, FAIL otherwise.
-check() { local n=$1; shift; if "$@"; then pass "$n"; else fail "$n" "command failed: $*"; fi; }
+# check NAME CMD...: PASS if CMD exits 0, FAIL otherwise; returns 1 then,
+# so that `check ... || { what to print on failure; }` prints it.
+check() { local n=$1; shift; if "$@"; then pass "$n"; else fail "$n" "command failed: $*"; return 1; fi; }
 finish() { exit $T_FAILED; }
 
 # require_kvm NAME: end the script with a SKIP where /dev/kvm is missing
