@@ -135,6 +135,7 @@
 #define HOST_MIGRATE_POLL_MS 100        /* migrate-status while it runs */
 #define HOST_MIGRATE_EXIT_MS 10000      /* the source VMM exits this soon after "done" */
 #define HOST_MIGRATE_DEST_WAIT_MS 15000 /* the destination's record to say running */
+#define HOST_MIGRATE_DROP_MS 30000      /* a held post-copy's record to go, once its VMM is killed */
 #define HOST_MIGRATE_DEST_TIMEOUT_S 300 /* one call to the destination daemon, at most */
 
 static void sleep_ms(int ms)
@@ -399,15 +400,18 @@ int host_migrate_incoming_drop(struct host *h, struct hvm *vm, struct api_err *e
 		log_warn("%s: the held post-copy is deleted by request (its source ran on): "
 			 "its VMM, never run here, is stopped", vm->rec.name);
 		kill(-vm->rec.monitor_pid, SIGKILL);
-		/* incoming_wait sees it gone within its 200 ms poll and undoes it */
-		struct timespec ts = timespec_after_ms(CLOCK_REALTIME, 10000);
+		/* incoming_wait sees it gone within its 200 ms poll and undoes it
+		 * (once, in a loaded KVM box, not within 10 s) */
+		struct timespec ts = timespec_after_ms(CLOCK_REALTIME, HOST_MIGRATE_DROP_MS);
 
 		while (!vm->deleted && !h->stopping)
 			if (pthread_cond_timedwait(&h->changed, &h->lock, &ts) == ETIMEDOUT)
 				break;
 		rc = vm->deleted ? 0 : api_err_set(e, 500, "internal", "vm \"%s\": its held "
 						   "post-copy's VMM was stopped, but its record "
-						   "stays", vm->rec.name);
+						   "stays after %d s (%s, %s)", vm->rec.name,
+						   HOST_MIGRATE_DROP_MS / 1000,
+						   hvm_state_name(vm->state), vm->busy ?: "not busy");
 	}
 	pthread_mutex_unlock(&h->lock);
 	return rc;
