@@ -873,9 +873,16 @@ static int vmm_migrate(struct host *h, struct hvm *vm, struct mig_link *l,
 		if (strcmp(state, "active") && strcmp(state, "completing") && strcmp(state, "postcopy"))
 			break;
 		if (!cut && !strcmp(state, "postcopy") && pc_sent(st) >= cut_at && l->net_fd >= 0) {
-			log_warn("%s: SHOAL_TEST_MIGRATE_CUT_POSTCOPY: cutting post-copy's connection",
-				 vm->rec.name);
-			shutdown(l->net_fd, SHUT_RDWR);
+			if (l->kill_vmm > 0) {      /* with SHOAL_TEST_MIGRATE_KILL_VMM */
+				log_warn("%s: SHOAL_TEST_MIGRATE_CUT_POSTCOPY: killing our VMM "
+					 "(process group %d) past post-copy's switch",
+					 vm->rec.name, (int)l->kill_vmm);
+				kill(-l->kill_vmm, SIGKILL);
+			} else {
+				log_warn("%s: SHOAL_TEST_MIGRATE_CUT_POSTCOPY: cutting post-copy's "
+					 "connection", vm->rec.name);
+				shutdown(l->net_fd, SHUT_RDWR);
+			}
 			cut = true;
 		}
 		json_decref(st);
@@ -1170,27 +1177,41 @@ static bool vmm_died(struct host *h, struct hvm *vm)
  * moved.  If it runs there (our go-ahead went before the death), it has
  * moved too.  Else the stream never completed: the destination undid its
  * copy, and the VM is lost, its record here exited as its VMM left it
- * (docs/migration.md, "In doubt"). */
+ * (docs/migration.md, "In doubt").  Past post-copy's switch the copy
+ * there runs, but the pages it still lacked died with our VMM: lost too,
+ * and that copy is left to its recover-timeout. */
 static int source_died(struct host *h, struct hvm *vm, const struct host_migrate_req *r,
 		       const char *why, void **result, struct api_err *e)
 {
 	char name[sizeof(vm->rec.name)], dstate[32], *reason;
 	const char *settled = NULL;
+	bool postcopy;
 	json_t *res;
 
 	snprintf(name, sizeof(name), "%s", vm->rec.name);
 	pthread_mutex_lock(&h->lock);
 	reason = strdup(vm->rec.exit_reason ? vm->rec.exit_reason : "exited");
+	postcopy = !strncmp(vm->mig.state, "postcopy", 8);
 	pthread_mutex_unlock(&h->lock);
-	log_error("%s: its VMM died during the migration to %s (%s; %s): asking the destination "
-		  "whether it has a whole copy", name, r->to, reason ?: "exited", why);
-	if (dest_state(r, name, false, dstate, sizeof(dstate)))
+	log_error("%s: its VMM died during the migration to %s (%s; %s)%s", name, r->to,
+		  reason ?: "exited", why, postcopy ? "" : ": asking the destination whether it "
+		  "has a whole copy");
+	if (postcopy)       /* past the switch: pages only ours had are gone with it */
+		snprintf(dstate, sizeof(dstate), "%s", "running, post-copy");
+	else if (dest_state(r, name, false, dstate, sizeof(dstate)))
 		settled = dest_settle(h, r, name, true, dstate, sizeof(dstate));
-	if (strcmp(dstate, "running") && strcmp(dstate, "paused")) {
-		api_err_set(e, 500, "migration_failed", "vm \"%s\": migration to %s failed: its VMM "
-			    "here died (%s), and the destination has no whole copy (there it is %s): "
-			    "the VM is lost, its record here exited", name, r->to,
-			    reason ?: "exited", dstate);
+	if (postcopy || (strcmp(dstate, "running") && strcmp(dstate, "paused"))) {
+		if (postcopy)
+			api_err_set(e, 500, "migration_failed", "vm \"%s\": post-copy migration to "
+				    "%s failed: its VMM here died (%s) after the switch, and with it "
+				    "the pages the destination still lacked: the VM is lost (the copy "
+				    "there waits for them until its recover-timeout, then stops), its "
+				    "record here exited", name, r->to, reason ?: "exited");
+		else
+			api_err_set(e, 500, "migration_failed", "vm \"%s\": migration to %s failed: "
+				    "its VMM here died (%s), and the destination has no whole copy "
+				    "(there it is %s): the VM is lost, its record here exited", name,
+				    r->to, reason ?: "exited", dstate);
 		free(reason);
 		pthread_mutex_lock(&h->lock);
 		vm->mig.on = false;

@@ -25,7 +25,11 @@
 #     "migration-paused" then "migration-resumed" then "migrated", and its
 #     record is gone; B's record is running, B's VMM logged the drop and
 #     its wait for the source (recover-timeout=120, with accept-timeout=60),
-#     and its guest, told to, verifies both patterns there (nothing lost).
+#     and its guest, told to, verifies both patterns there (nothing lost);
+#   - a second source daemon, A2, kills its VMM once post-copy's pages
+#     flow (SHOAL_TEST_MIGRATE_KILL_VMM with the same hook): the pages B
+#     still lacked are gone, so the migration fails saying the VM is lost,
+#     and A2's record says exited (migration-failed with vm_lost).
 #
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.bash"
@@ -41,9 +45,10 @@ mkdir -p "$TMP/a" "$TMP/b"
 # pass too).  A cut that takes the go-ahead (SHOALRUN) with it, still in
 # A's relay, is recovered the same way: B runs the VM and waits for A.
 mig_daemon a inA SHOAL_TEST_MIGRATE_CUT_POSTCOPY=${PCR_CUT:-1} || { fail "daemon A starts"; finish; }
+mig_daemon a2 inA "SHOAL_TEST_MIGRATE_CUT_POSTCOPY=1 SHOAL_TEST_MIGRATE_KILL_VMM=1" || { fail "daemon A2 starts"; finish; }
 mig_daemon b inB SHOAL_PCR_TEST=b --listen "$BLISTEN:$PORT" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
 	--token-file "$TMP/token" || { fail "daemon B starts"; finish; }
-pass "daemon A (with the test's cut) and daemon B (HTTPS on $URL) start"
+pass "daemons A and A2 (with the test's cut) and daemon B (HTTPS on $URL) start"
 
 onA() { SHOAL_SOCKET=$SA "$@"; }
 onB() { SHOAL_SOCKET=$SB "$@"; }
@@ -120,4 +125,23 @@ else
 		field "$SB" web-1 .state; tail -n 12 "$TMP/b/vms/web-1/vmm.log")"
 fi
 check "stop and delete web-1 on B" onB "$SHOAL" vm delete web-1 --force
+
+# A2's VMM is killed past the switch (the hook, with SHOAL_TEST_MIGRATE_KILL_VMM):
+# the pages B lacked died with it, so the VM is lost, and A2 says so
+SA2=$TMP/a2/shoald.sock
+onA2() { SHOAL_SOCKET=$SA2 "$@"; }
+check "create and start web-2 on A2 (as web-1)" \
+	onA2 "$SHOAL" vm create -f <(spec web-2 "fill $A 16M 7; echo filled; fill $B 16M 9; dirty 0 15 $C 8M; shell") --start
+onA2 wait_console_long web-2 "filled" || fail "web-2 filled pattern A" "$(onA2 "$SHOAL" console web-2 --show-log | tail -c 300)"
+out=$(onA2 "$SHOAL" vm migrate web-2 "${TO[@]}" --bandwidth 8M --postcopy-after 1 2>&1); rc=$?
+check "the migration of web-2 fails: A2's VMM died past the switch, the VM is lost, and it says so" bash -c \
+	'[ "$1" != 0 ] && [[ "$2" == *"post-copy migration to"*"failed: its VMM here died ("*") after the switch, and with it the pages the destination still lacked: the VM is lost"* ]]' _ "$rc" "$out" ||
+	{ echo "  rc=$rc: $out"; tail -n 20 "$TMP/a2.log"; }
+check "A2 killed its VMM past the switch (the test's hook)" grep -q "killing our VMM (process group [0-9]*) past post-copy's switch" "$TMP/a2.log"
+lost=$(curl -s --unix-socket "$SA2" 'http://d/v1/events?vm=web-2' | jq -c '[.events[] | select(.type == "migration-failed")] | last | .detail.vm_lost')
+check "A2's record of web-2 says exited, not busy; its migration-failed event has vm_lost" bash -c \
+	"[ \"\$(curl -s --unix-socket '$SA2' http://d/v1/vms/web-2 | jq -c '[.state, .busy]')\" = '[\"exited\",null]' ] && [ '$lost' = true ]" ||
+	echo "  $lost"
+check "delete web-2 on A2, and B's copy, left to its recover-timeout" bash -c \
+	"SHOAL_SOCKET='$SA2' '$SHOAL' vm delete web-2 >/dev/null && SHOAL_SOCKET='$SB' '$SHOAL' vm delete web-2 --force >/dev/null"
 finish
