@@ -14,7 +14,14 @@
  *     to use --tls; a peer that failed fail-limit handshakes is refused at
  *     once (another peer is not), and may try again after fail-window;
  *   - --incoming options: tls=on without key-file, unknown options and
- *     bad numbers are refused.
+ *     bad numbers are refused;
+ *   - migrate_link_open, the source's side for shoal migrate and shoald:
+ *     with no key it hands back the connection itself; with a key over
+ *     TLS (the "SHOALTLS" ask, agreed to) it starts the relay, and the
+ *     test's cut at "SHOALACK" first SIGKILLs the process group it names,
+ *     then cuts: the stream went over, the "VMM" end sees the connection
+ *     end where the acknowledgement would have come, and the destination
+ *     never hears the go-ahead.
  * Skipped where libssl.so.3 cannot be loaded.
  */
 #include <stdarg.h>
@@ -31,7 +38,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "base/ssl_dl.h"
@@ -214,6 +223,89 @@ static void tls_wrong_key(void **state)
 	assert_non_null(strstr(d.e.msg, "the source's key is not ours"));
 }
 
+/* The destination of migrate_link_open: agrees to the TLS ask, then as
+ * dst_run. */
+static void *dst_ask_run(void *arg)
+{
+	struct dst *d = arg;
+	char ask[8];
+
+	if (migrate_recv_all(d->fd, ask, 8) != 1 || memcmp(ask, MIGRATE_TLS_ASK, 8) ||
+	    migrate_send_all(d->fd, MIGRATE_TLS_OK, 8)) {
+		d->rc = -1;
+		close(d->fd);
+		return NULL;
+	}
+	return dst_run(d);
+}
+
+static void link_open_plain(void **state)
+{
+	struct migrate_tls *t = (struct migrate_tls *)&t;   /* set to NULL by the call */
+	struct error e = { 0 };
+	int sp[2];
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+	assert_int_equal(migrate_link_open(sp[0], NULL, false, "unix:x", NULL, &t, &e), sp[0]);
+	assert_null(t);
+	close(sp[0]);
+	close(sp[1]);
+}
+
+static void link_open_cut_kill(void **state)
+{
+	struct migrate_link_cut cut = { "SHOALACK", 0 };
+	int src[2], vmm, status = 0;
+	struct migrate_tls *t = NULL;
+	struct error e = { 0 };
+	struct dst d = { 0 };
+	pthread_t th;
+	uint8_t *buf = malloc(STREAM);
+	char ack[8];
+	pid_t child;
+
+	(void)state;
+	if (ssl_dl_error())
+		skip();
+	child = fork();         /* the "VMM's monitor": a process group of its own */
+	assert_true(child >= 0);
+	if (child == 0) {
+		setpgid(0, 0);
+		for (;;)
+			pause();
+	}
+	setpgid(child, child);
+	cut.kill_first = child;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, src), 0);
+	d.fd = src[1];
+	d.key = key_a;
+	assert_int_equal(pthread_create(&th, NULL, dst_ask_run, &d), 0);
+	vmm = migrate_link_open(src[0], key_a, true, "test:", &cut, &t, &e);
+	assert_true(vmm >= 0);
+	assert_non_null(t);
+	for (size_t i = 0; i < STREAM; i++)
+		buf[i] = (uint8_t)PATTERN[i % (sizeof(PATTERN) - 1)];
+	assert_int_equal(migrate_send_all(vmm, buf, STREAM), 0);
+	/* the acknowledgement is cut: the connection ends where it was */
+	assert_int_not_equal(migrate_recv_all(vmm, ack, 8), 1);
+	for (int i = 0; i < 500 && waitpid(child, &status, WNOHANG) == 0; i++)
+		usleep(10000);
+	if (kill(child, 0) == 0) {  /* not killed: end it, and fail */
+		kill(child, SIGTERM);
+		waitpid(child, &status, 0);
+		fail_msg("the cut did not kill the process group it named");
+	}
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	close(vmm);
+	migrate_tls_relay_end(t, 5000);
+	pthread_join(th, NULL);
+	assert_int_equal(d.rc, 0);
+	assert_true(d.stream_ok);
+	assert_false(d.last_ok);
+	free(buf);
+}
+
 /* ---- the destination's handshake, per peer ---- */
 
 static char key_path[64];
@@ -312,6 +404,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(tls_relay),
 		cmocka_unit_test(tls_wrong_key),
+		cmocka_unit_test(link_open_plain),
+		cmocka_unit_test(link_open_cut_kill),
 		cmocka_unit_test(incoming_options),
 		cmocka_unit_test(fail_limit),
 	};
