@@ -100,6 +100,19 @@ start_filled() {
 		fail "$name reaches its shell" "$("$on" "$SHOAL" console "$name" --show-log | tail -c 300)"
 }
 
+# disk_verified ONFN NAME SEED WHAT: NAME's guest, on ONFN's daemon,
+# verifies its 16M pattern and writes and reads back 64 sectors of its
+# disk with SEED (check WHAT); then NAME is stopped and deleted there.
+disk_verified() {
+	local on=$1 name=$2 seed=$3
+	"$on" type_console "$name" "verify $A 16M 7; vblk 64 $seed; vblk-verify 64 $seed"$'\r'
+	"$on" wait_console_long "$name" "vblk-verify ok sectors=64 seed=$seed" ||
+		fail "on ${on#on} $name writes its disk" "$("$on" "$SHOAL" console "$name" --show-log | tail -c 400)"
+	check "$4" "$on" bash -c '"$1" console "$2" --show-log | grep -qE "verify ok sum=0x[0-9a-f]+ addr=$3 len=16777216 seed=7" &&
+		"$1" console "$2" --show-log | grep -q "vblk ok"' _ "$SHOAL" "$name" "$A"
+	check "stop and delete $name on ${on#on}" "$on" "$SHOAL" vm delete "$name" --force
+}
+
 # --- the go-ahead lost: A1's copy stopped, B's is resumed ---
 start_filled onA1 web-1 run.img
 onA1 "$SHOAL" vm migrate web-1 "${TO[@]}" -o json >"$TMP/run.json" 2>"$TMP/run.err"; rc=$?
@@ -119,13 +132,7 @@ check "A1 recorded migrated, then migration-settled: resumed, running" \
 	echo "  $settled $types"
 check "web-1 is gone from A1 and runs on B, no longer in doubt" bash -c \
 	"[ $(status_of "$SA1" web-1) = 404 ] && [ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms/web-1 | jq -c '[.state, .in_doubt]')\" = '[\"running\",null]' ]"
-onB type_console web-1 "verify $A 16M 7; vblk 64 9; vblk-verify 64 9"$'\r'
-onB wait_console_long web-1 "vblk-verify ok sectors=64 seed=9" ||
-	fail "on B web-1 writes its disk" "$(onB "$SHOAL" console web-1 --show-log | tail -c 400)"
-check "on B web-1's memory is A1's (verify ok) and it wrote and read its shared disk (the lock taken back)" bash -c \
-	"SHOAL_SOCKET='$SB' '$SHOAL' console web-1 --show-log | grep -qE 'verify ok sum=0x[0-9a-f]+ addr=$A len=16777216 seed=7' &&
-	 SHOAL_SOCKET='$SB' '$SHOAL' console web-1 --show-log | grep -q 'vblk ok'"
-check "stop and delete web-1 on B" onB "$SHOAL" vm delete web-1 --force
+disk_verified onB web-1 9 "on B web-1's memory is A1's (verify ok) and it wrote and read its shared disk (the lock taken back)"
 
 # --- the acknowledgement lost: A2's copy runs on, B's is deleted ---
 start_filled onA2 web-2 ack.img
@@ -145,12 +152,7 @@ check "B had web-2 started in doubt, and deleted it" bash -c \
 	 [ \"\$(curl -s --unix-socket '$SB' 'http://d/v1/events?vm=web-2' | jq -c '[.events[] | select(.type == \"started\")][0].detail.in_doubt')\" = true ]"
 check "web-2 runs on A2, not busy" bash -c \
 	"[ \"\$(curl -s --unix-socket '$SA2' http://d/v1/vms/web-2 | jq -c '[.state, .busy]')\" = '[\"running\",null]' ]"
-onA2 type_console web-2 "verify $A 16M 7; vblk 64 5; vblk-verify 64 5"$'\r'
-onA2 wait_console_long web-2 "vblk-verify ok sectors=64 seed=5" ||
-	fail "on A2 web-2 writes its disk" "$(onA2 "$SHOAL" console web-2 --show-log | tail -c 400)"
-check "on A2 web-2 verifies its memory and wrote and read its disk" \
-	onA2 console_has web-2 "verify ok sum="
-check "stop and delete web-2 on A2" onA2 "$SHOAL" vm delete web-2 --force
+disk_verified onA2 web-2 5 "on A2 web-2 verifies its memory and wrote and read its disk"
 
 # --- post-copy's acknowledgement lost: A3's copy runs on, B's held one goes at once ---
 C=0x4000000
@@ -197,11 +199,7 @@ check "B refuses to resume web-4: 409 in_doubt, its disk's write lock is held el
 	echo "  $resp"
 check "web-4 stays paused and in doubt on B after the refusal" test "$(field "$SB" web-4 '[.state, .in_doubt] | @csv')" = '"paused",true'
 check "the operator deletes B's copy" onB "$SHOAL" vm delete web-4 --force
-onA4 type_console web-4 "verify $A 16M 7; vblk 64 4; vblk-verify 64 4"$'\r'
-onA4 wait_console_long web-4 "vblk-verify ok sectors=64 seed=4" ||
-	fail "on A4 web-4 writes its disk" "$(onA4 "$SHOAL" console web-4 --show-log | tail -c 400)"
-check "on A4 web-4 verifies its memory and wrote and read its disk" onA4 console_has web-4 "verify ok sum="
-check "stop and delete web-4 on A4" onA4 "$SHOAL" vm delete web-4 --force
+disk_verified onA4 web-4 4 "on A4 web-4 verifies its memory and wrote and read its disk"
 
 # --- A5's VMM dies where B's acknowledgement comes: B's copy, whole, is the VM ---
 start_filled onA5 web-5 die.img
@@ -218,12 +216,7 @@ check "A5 recorded its VMM's exit, migration-settled and migrated (source_vmm_di
 	echo "  $types $died"
 check "B had web-5 started in doubt, then resumed" bash -c \
 	"[ \"\$(curl -s --unix-socket '$SB' 'http://d/v1/events?vm=web-5' | jq -c '[.events[] | select(.type == \"started\" or .type == \"resumed\") | [.type, .detail.in_doubt]]')\" = '[[\"started\",true],[\"resumed\",true]]' ]"
-onB type_console web-5 "verify $A 16M 7; vblk 64 6; vblk-verify 64 6"$'\r'
-onB wait_console_long web-5 "vblk-verify ok sectors=64 seed=6" ||
-	fail "on B web-5 writes its disk" "$(onB "$SHOAL" console web-5 --show-log | tail -c 400)"
-check "on B web-5's memory is A5's (verify ok) and it wrote and read its shared disk (the dead VMM's lock gone)" \
-	onB console_has web-5 "verify ok sum="
-check "stop and delete web-5 on B" onB "$SHOAL" vm delete web-5 --force
+disk_verified onB web-5 6 "on B web-5's memory is A5's (verify ok) and it wrote and read its shared disk (the dead VMM's lock gone)"
 
 # --- A6's VMM dies as its stream begins: no whole copy anywhere, the VM is lost ---
 start_filled onA6 web-6
