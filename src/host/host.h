@@ -335,6 +335,13 @@ int host_vm_migrate_cancel(struct host *h, const char *name, struct api_err *e);
  * `vm` is no such held copy (the caller goes on); -1 with `e` (500) when
  * the record stayed. */
 int host_migrate_incoming_drop(struct host *h, struct hvm *vm, struct api_err *e);
+/* A VM's VMM, asked on its control socket `sock`: its pid and whether it
+ * is paused ("status"), and, paused, whether it holds an incoming VM in
+ * doubt and a post-copy waiting for its source ("migrate-status":
+ * incoming_in_doubt, incoming_postcopy_held).  0, or -1 with `err` when
+ * it does not answer. */
+int host_vmm_state(const char *sock, pid_t *pid, bool *paused, bool *doubt, bool *held,
+		   char *err, size_t size);
 /* Where the source connects for the destination's answer `addr`: addr
  * itself, but a TCP address on the wildcard host (a destination started
  * with --listen 0.0.0.0:PORT) takes the host of the destination's URL `to`. */

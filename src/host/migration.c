@@ -306,6 +306,25 @@ static bool incoming_alive(struct host *h, struct hvm *vm, int ms)
 	return alive;
 }
 
+int host_vmm_state(const char *sock, pid_t *pid, bool *paused, bool *doubt, bool *held,
+		   char *err, size_t size)
+{
+	json_t *r;
+
+	*paused = *doubt = *held = false;
+	if (vmctl_call(sock, "status", &r, 2000, err, size))
+		return -1;
+	*pid = (pid_t)json_integer_value(json_object_get(r, "pid"));
+	*paused = !strcmp(json_string_value(json_object_get(r, "state")) ?: "", "paused");
+	json_decref(r);
+	if (*paused && vmctl_call(sock, "migrate-status", &r, 2000, err, size) == 0) {
+		*doubt = json_is_true(json_object_get(r, "incoming_in_doubt"));
+		*held = json_is_true(json_object_get(r, "incoming_postcopy_held"));
+		json_decref(r);
+	}
+	return 0;
+}
+
 struct incoming_job {
 	struct host *h;
 	struct hvm *vm;             /* claimed "incoming", with a reference */
@@ -326,29 +345,19 @@ static void *incoming_wait(void *arg)
 	char sock[4200], err[256], why[1024], detail[200];
 	bool paused = false, doubt = false;
 	pid_t pid = 0;
-	json_t *r;
 
 	host_vm_path(h, vm->rec.name, "control.sock", sock, sizeof(sock));
 	for (;;) {
 		struct stat st;
 		bool held = false;
 
-		if (stat(sock, &st) == 0 && vmctl_call(sock, "status", &r, 2000, err, sizeof(err)) == 0) {
-			pid = (pid_t)json_integer_value(json_object_get(r, "pid"));
-			paused = !strcmp(json_string_value(json_object_get(r, "state")) ?: "", "paused");
-			json_decref(r);
-			/* Paused: held in doubt, the source's go-ahead never came
-			 * (its migrate-status says so); the source daemon settles
-			 * it.  A post-copy held until its source reconnects is not
-			 * here yet: it stays "starting" (in doubt) until the
-			 * recovery runs it, or it stops. */
-			doubt = false;
-			if (paused && vmctl_call(sock, "migrate-status", &r, 2000, err,
-						 sizeof(err)) == 0) {
-				doubt = json_is_true(json_object_get(r, "incoming_in_doubt"));
-				held = json_is_true(json_object_get(r, "incoming_postcopy_held"));
-				json_decref(r);
-			}
+		/* Paused: held in doubt, the source's go-ahead never came (its
+		 * migrate-status says so); the source daemon settles it.  A
+		 * post-copy held until its source reconnects is not here yet:
+		 * it stays "starting" (in doubt) until the recovery runs it, or
+		 * it stops. */
+		if (stat(sock, &st) == 0 &&
+		    host_vmm_state(sock, &pid, &paused, &doubt, &held, err, sizeof(err)) == 0) {
 			if (!held)
 				break;
 			pthread_mutex_lock(&h->lock);

@@ -824,9 +824,8 @@ static bool monitor_alive(pid_t pid)
 static void supervisor_reattach_one(struct host *h, struct hvm *vm)
 {
 	char sock[4200], err[256], detail[96];
-	json_t *r = NULL;
 	pid_t pid = 0;
-	bool paused = false, doubt = false;
+	bool paused = false, doubt = false, held;
 
 	if (!monitor_alive(vm->rec.monitor_pid) ||
 	    supervisor_watch(h, vm, vm->rec.monitor_pid) < 0) {
@@ -835,17 +834,9 @@ static void supervisor_reattach_one(struct host *h, struct hvm *vm)
 		return;
 	}
 	host_vm_path(h, vm->rec.name, "control.sock", sock, sizeof(sock));
-	if (vmctl_call(sock, "status", &r, 2000, err, sizeof(err)) == 0) {
-		pid = (pid_t)json_integer_value(json_object_get(r, "pid"));
-		paused = !strcmp(json_string_value(json_object_get(r, "state")) ?: "", "paused");
-		json_decref(r);
-		/* held paused in doubt after an incoming migration: its VMM
-		 * knows (the database does not keep it) */
-		if (paused && vmctl_call(sock, "migrate-status", &r, 2000, err, sizeof(err)) == 0) {
-			doubt = json_is_true(json_object_get(r, "incoming_in_doubt"));
-			json_decref(r);
-		}
-	} else {
+	/* held paused in doubt after an incoming migration: its VMM knows
+	 * (the database does not keep it) */
+	if (host_vmm_state(sock, &pid, &paused, &doubt, &held, err, sizeof(err))) {
 		log_warn("%s: monitor alive but the VMM does not answer: %s",
 			vm->rec.name, err);
 	}
