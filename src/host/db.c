@@ -1,12 +1,12 @@
 /*
  * db.c - shoald's state in SQLite (see db.h).
  *
- * Schema (version 5):
+ * Schema (version 6):
  *
  *   vms(name PRIMARY KEY, seq, spec, state, monitor_pid, vmm_pid,
  *       created_ms, started_ms, exited_ms, exit_status, exit_reason,
  *       restarts, generation, snapshot, snapshot_gen, snapshot_clone,
- *       overlays)
+ *       overlays, incoming)
  *   snapshots(name PRIMARY KEY, seq, vm, dir, spec, created_ms, size_bytes,
  *       memory_bytes, memory_data_bytes, vcpus, pause_ms, total_ms, disks)
  *   events(id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms, vm, type, detail)
@@ -18,7 +18,8 @@
  * version 2 (no clones): snapshot_clone is added (0: a full restore); and
  * version 3 (no disk overlays followed): vms.overlays and snapshots.disks
  * are added, NULL (no overlays made; files not recorded); and version 4
- * (no managed networks) gets the networks table (empty).
+ * (no managed networks) gets the networks table (empty); and version 5
+ * (incoming migrations not kept) gets vms.incoming, NULL (none coming in).
  *
  * WAL mode with synchronous=NORMAL: a process crash (the SIGKILL test)
  * never loses a committed transaction; a power cut may lose the last few,
@@ -48,7 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DB_SCHEMA_VERSION 5
+#define DB_SCHEMA_VERSION 6
 #define DB_EVENTS_KEEP 10000
 
 struct db {
@@ -73,7 +74,7 @@ static const char db_schema[] =
 	" exit_status INTEGER NOT NULL DEFAULT -1, exit_reason TEXT,"
 	" restarts INTEGER NOT NULL DEFAULT 0, generation INTEGER NOT NULL DEFAULT 0,"
 	" snapshot TEXT, snapshot_gen INTEGER NOT NULL DEFAULT 0,"
-	" snapshot_clone INTEGER NOT NULL DEFAULT 0, overlays TEXT);"
+	" snapshot_clone INTEGER NOT NULL DEFAULT 0, overlays TEXT, incoming TEXT);"
 	"CREATE TABLE IF NOT EXISTS snapshots("
 	" name TEXT PRIMARY KEY, seq INTEGER NOT NULL, vm TEXT NOT NULL, dir TEXT NOT NULL,"
 	" spec TEXT NOT NULL, created_ms INTEGER NOT NULL, size_bytes INTEGER NOT NULL,"
@@ -84,7 +85,7 @@ static const char db_schema[] =
 	" vm TEXT NOT NULL, type TEXT NOT NULL, detail TEXT);"
 	"CREATE INDEX IF NOT EXISTS events_vm ON events(vm, id);"
 	DB_NETWORKS_TABLE
-	"INSERT OR IGNORE INTO meta VALUES('schema_version', '5');";
+	"INSERT OR IGNORE INTO meta VALUES('schema_version', '6');";
 
 /* Version 1 to 2: the vms table learns which snapshot a VM came from. */
 static const char db_upgrade_1_2[] =
@@ -120,6 +121,13 @@ static const char db_upgrade_4_5[] =
 	"UPDATE meta SET value = '5' WHERE key = 'schema_version';"
 	"COMMIT;";
 
+/* Version 5 to 6: a VM coming in by live migration keeps its VMM's
+ * --incoming argument until the stream completes (vms.incoming), so that
+ * a shoald restarted meanwhile sees it through (supervisor.c, reattach).
+ * Added where it is missing: the vms table of a database whose version
+ * is older still was just made by db_schema, with it. */
+static int db_upgrade_5_6(struct db *s, char **msg);
+
 /* Does `table` have column `col`? */
 static bool db_has_column(struct db *s, const char *table, const char *col)
 {
@@ -151,14 +159,29 @@ static int db_upgrade_to_4(struct db *s, char **msg)
 	return rc;
 }
 
+static int db_upgrade_5_6(struct db *s, char **msg)
+{
+	int rc = sqlite3_exec(s->conn, "BEGIN IMMEDIATE", NULL, NULL, msg);
+
+	if (rc == SQLITE_OK && !db_has_column(s, "vms", "incoming"))
+		rc = sqlite3_exec(s->conn, "ALTER TABLE vms ADD COLUMN incoming TEXT;", NULL, NULL,
+				  msg);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(s->conn, "UPDATE meta SET value = '6' WHERE key = 'schema_version';"
+				  "COMMIT;", NULL, NULL, msg);
+	return rc;
+}
+
 void vm_record_free(struct vm_record *r)
 {
 	free(r->spec);
 	free(r->exit_reason);
 	free(r->overlays);
+	free(r->incoming);
 	r->spec = NULL;
 	r->exit_reason = NULL;
 	r->overlays = NULL;
+	r->incoming = NULL;
 }
 
 /* Deep copy; -ENOMEM leaves dst empty. */
@@ -168,8 +191,9 @@ int vm_record_copy(struct vm_record *dst, const struct vm_record *src)
 	dst->spec = src->spec ? strdup(src->spec) : NULL;
 	dst->exit_reason = src->exit_reason ? strdup(src->exit_reason) : NULL;
 	dst->overlays = src->overlays ? strdup(src->overlays) : NULL;
+	dst->incoming = src->incoming ? strdup(src->incoming) : NULL;
 	if ((src->spec && !dst->spec) || (src->exit_reason && !dst->exit_reason) ||
-	    (src->overlays && !dst->overlays)) {
+	    (src->overlays && !dst->overlays) || (src->incoming && !dst->incoming)) {
 		vm_record_free(dst);
 		return -ENOMEM;
 	}
@@ -235,8 +259,10 @@ static int db_upgrade(struct db *s, const char *path, char *err, size_t errlen)
 		version = 4;
 	if (version == 4 && !msg &&
 	    sqlite3_exec(s->conn, db_upgrade_4_5, NULL, NULL, &msg) == SQLITE_OK)
+		version = 5;
+	if (version == 5 && !msg && db_upgrade_5_6(s, &msg) == SQLITE_OK)
 		return 0;
-	if (version >= 1 && version <= 4) {
+	if (version >= 1 && version <= 5) {
 		snprintf(err, errlen, "%s: upgrading the schema from version %d: %s", path, version,
 			 msg ? msg : sqlite3_errmsg(s->conn));
 		sqlite3_free(msg);
@@ -354,7 +380,7 @@ static int db_event_insert(struct db *s, const char *vm, const char *type,
 	return 0;
 }
 
-/* Bind a record's fields to the INSERT/UPDATE statement's parameters 1..16. */
+/* Bind a record's fields to the INSERT/UPDATE statement's parameters 1..17. */
 static void db_bind_record(sqlite3_stmt *st, const struct vm_record *r)
 {
 	sqlite3_bind_text(st, 1, r->name, -1, SQLITE_TRANSIENT);
@@ -382,6 +408,10 @@ static void db_bind_record(sqlite3_stmt *st, const struct vm_record *r)
 		sqlite3_bind_text(st, 16, r->overlays, -1, SQLITE_TRANSIENT);
 	else
 		sqlite3_bind_null(st, 16);
+	if (r->incoming)
+		sqlite3_bind_text(st, 17, r->incoming, -1, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_null(st, 17);
 }
 
 /* Update a VM record, bound by db_bind_record. */
@@ -389,7 +419,8 @@ static void db_bind_record(sqlite3_stmt *st, const struct vm_record *r)
 	"UPDATE vms SET spec = ?2, state = ?3, monitor_pid = ?4, vmm_pid = ?5," \
 	" created_ms = ?6, started_ms = ?7, exited_ms = ?8, exit_status = ?9," \
 	" exit_reason = ?10, restarts = ?11, generation = ?12, snapshot = ?13," \
-	" snapshot_gen = ?14, snapshot_clone = ?15, overlays = ?16 WHERE name = ?1"
+	" snapshot_gen = ?14, snapshot_clone = ?15, overlays = ?16, incoming = ?17" \
+	" WHERE name = ?1"
 
 /* End a transaction begun with BEGIN IMMEDIATE (lock held by the caller):
  * when `rc` is 0, add the event (if `ev_type`) and commit; on any failure,
@@ -440,8 +471,8 @@ int db_vm_insert(struct db *s, const struct vm_record *r, const char *ev_type,
 	return db_vm_write(s,
 		"INSERT INTO vms(name, spec, state, monitor_pid, vmm_pid, created_ms,"
 		" started_ms, exited_ms, exit_status, exit_reason, restarts, generation,"
-		" snapshot, snapshot_gen, snapshot_clone, overlays, seq)"
-		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,"
+		" snapshot, snapshot_gen, snapshot_clone, overlays, incoming, seq)"
+		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
 		" (SELECT IFNULL(MAX(seq), 0) + 1 FROM vms))",
 		r, ev_type, ev_detail, ev_id, 0);
 }
@@ -513,6 +544,7 @@ static void db_row_record(sqlite3_stmt *st, struct vm_record *r)
 	r->snapshot_gen = (unsigned)sqlite3_column_int64(st, 13);
 	r->snapshot_clone = sqlite3_column_int64(st, 14) != 0;
 	r->overlays = db_col_strdup(st, 15);
+	r->incoming = db_col_strdup(st, 16);
 }
 
 int db_vm_load_all(struct db *s, void (*fn)(void *arg, struct vm_record *r),
@@ -525,8 +557,8 @@ int db_vm_load_all(struct db *s, void (*fn)(void *arg, struct vm_record *r),
 	pthread_mutex_lock(&s->lock);
 	st = db_prepare(s, "SELECT name, spec, state, monitor_pid, vmm_pid, created_ms,"
 			   " started_ms, exited_ms, exit_status, exit_reason, restarts,"
-			   " generation, snapshot, snapshot_gen, snapshot_clone, overlays"
-			   " FROM vms ORDER BY seq");
+			   " generation, snapshot, snapshot_gen, snapshot_clone, overlays,"
+			   " incoming FROM vms ORDER BY seq");
 	if (!st) {
 		pthread_mutex_unlock(&s->lock);
 		return -EIO;

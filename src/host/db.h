@@ -42,6 +42,10 @@ struct vm_record {
 	char *overlays;        /* the disk overlays made for this VM (snapshots.c):
 				  a JSON array of {"path", "on": SNAP, "by":
 				  "snapshot" or "restore"}, or NULL for none */
+	char *incoming;        /* a VM coming in by live migration: its VMM's
+				  --incoming argument (migration.c) until the
+				  stream completes, so that a restarted shoald
+				  sees it through; NULL otherwise */
 };
 
 /* A snapshot the daemon took (docs/daemon.md, "Snapshots").  Strings owned. */

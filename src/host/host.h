@@ -72,8 +72,6 @@ struct hvm {
 	int64_t restart_window_ms;  /* start of the current crash-loop window */
 	unsigned restart_count;     /* restarts in that window */
 	unsigned jail_uid;          /* its VMM's jail uid and gid (supervisor.c), 0 none */
-	char incoming[4400];        /* an incoming migration's address: its VMM is started
-				     * with --incoming (migration.c); "" none */
 	struct hvm_migration mig;   /* an outgoing migration's progress (migration.c) */
 	bool in_doubt;              /* came in by a migration whose source's go-ahead never
 				     * came: held paused until a resume or a delete settles
@@ -322,6 +320,11 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 int host_migrate_incoming(struct host *h, const char *spec, size_t len, const char *disks,
 			  bool tcp, char *name, size_t name_size, char *addr, size_t addr_size,
 			  char key_hex[65], struct api_err *e);
+/* Reattach (supervisor.c): `vm`, recorded starting with its --incoming
+ * kept (rec.incoming) and its monitor alive, is still coming in; claim it
+ * "incoming" again and start the thread that sees it through.  False when
+ * it is not such a VM (the caller reattaches it as any other). */
+bool host_migrate_incoming_reattach(struct host *h, struct hvm *vm);
 /* The source: cancel the migration of `name` in progress (before the
  * point of no return the VM runs on here, and the destination, its
  * stream cut, removes what it made); waits until it has ended.  0 when it

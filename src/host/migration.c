@@ -378,7 +378,8 @@ static void *incoming_wait(void *arg)
 		hvm_set_state(vm, paused ? HVM_PAUSED : HVM_RUNNING);
 		vm->rec.vmm_pid = pid;
 		vm->rec.started_ms = host_now_ms();
-		vm->incoming[0] = '\0';
+		free(vm->rec.incoming);
+		vm->rec.incoming = NULL;        /* persisted: it came in */
 		vm->in_doubt = doubt;
 		snprintf(detail, sizeof(detail), "{\"pid\": %d, \"migrated_in\": true%s}", (int)pid,
 			 doubt ? ", \"in_doubt\": true" : "");
@@ -397,6 +398,39 @@ undo:
 	incoming_undo(h, vm, why);
 	free(j);
 	return NULL;
+}
+
+bool host_migrate_incoming_reattach(struct host *h, struct hvm *vm)
+{
+	struct incoming_job *j;
+	pthread_t t;
+	bool on;
+
+	pthread_mutex_lock(&h->lock);
+	on = vm->state == HVM_STARTING && vm->rec.incoming && !vm->busy && !vm->deleted;
+	if (on) {
+		vm->busy = "incoming";  /* no other operation, no restart policy */
+		vm->refs++;             /* the thread's */
+		host_persist_locked(h, vm, "reattached", "{\"pid\": 0, \"incoming\": true}");
+		log_info("%s: reattached still coming in by a live migration: its VMM waits for "
+			 "the stream's end (monitor %d)", vm->rec.name, (int)vm->rec.monitor_pid);
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (!on)
+		return false;
+	j = calloc(1, sizeof(*j));
+	if (j) {
+		j->h = h;
+		j->vm = vm;
+	}
+	if (!j || pthread_create(&t, NULL, incoming_wait, j)) {
+		free(j);
+		incoming_undo(h, vm, "shoald restarted during the migration and could not "
+			      "start a thread to see it through");
+		return true;
+	}
+	pthread_detach(t);
+	return true;
 }
 
 int host_migrate_incoming_drop(struct host *h, struct hvm *vm, struct api_err *e)
@@ -507,9 +541,14 @@ static int incoming_start(struct host *h, const char *spec, size_t len, bool tcp
 	 * the VMM gives up by itself without a source (accept-timeout), and
 	 * keeps listening for a post-copy's source to reconnect, which the
 	 * source daemon does (recover-timeout) */
-	snprintf(vm->incoming, sizeof(vm->incoming), "%s,key-file=%s%s,recover-timeout=%d,"
-		 "accept-timeout=%d", addr, key_file, tcp ? ",tls=on" : "", HOST_MIGRATE_RECOVER_S,
-		 HOST_MIGRATE_ACCEPT_S);
+	if (asprintf(&vm->rec.incoming, "%s,key-file=%s%s,recover-timeout=%d,accept-timeout=%d",
+		     addr, key_file, tcp ? ",tls=on" : "", HOST_MIGRATE_RECOVER_S,
+		     HOST_MIGRATE_ACCEPT_S) < 0) {
+		vm->rec.incoming = NULL;
+		free(j);
+		hvm_put_locked(vm);
+		return api_err_set(e, 500, "internal", "out of memory");
+	}
 	vm->busy = "incoming";          /* no other operation, no restart policy */
 	pthread_mutex_lock(&h->lock);
 	json_t *d = json_pack("{s:s, s:s, s:b, s:b}", "migration", "incoming", "address", addr,

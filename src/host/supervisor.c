@@ -40,7 +40,12 @@
  * paused or stopping, a live monitor (pid, name and session checked) is
  * watched again and the VMM's state read from its control socket; a dead
  * one means the VMM ended while the daemon was down, and the exit file
- * says how.
+ * says how.  A VM still coming in by a live migration (its --incoming
+ * kept in the database until the stream completes) is handed back to
+ * migration.c's incoming thread, which runs it, holds it in doubt, or
+ * removes it when the stream fails, as if shoald had never stopped; one
+ * whose VMM ended meanwhile stays, exited, since whether its stream had
+ * completed is not known.
  */
 #include "host/host.h"
 
@@ -363,7 +368,7 @@ static int spawn_prepare(struct host *h, struct hvm *vm, struct spawn_args *a,
 		i += n;
 	}
 	pthread_mutex_lock(&h->lock);
-	snprintf(a->incoming, sizeof(a->incoming), "%s", vm->incoming);
+	snprintf(a->incoming, sizeof(a->incoming), "%s", vm->rec.incoming ?: "");
 	pthread_mutex_unlock(&h->lock);
 	if (a->incoming[0] && !restore) {       /* a migration fills the VM, then it runs */
 		a->argv[i++] = "--incoming";
@@ -829,10 +834,38 @@ static void supervisor_reattach_one(struct host *h, struct hvm *vm)
 
 	if (!monitor_alive(vm->rec.monitor_pid) ||
 	    supervisor_watch(h, vm, vm->rec.monitor_pid) < 0) {
+		bool incoming;
+
+		/* an incoming VMM that ended unseen: whether its stream had
+		 * completed is not known here, so the record stays, exited,
+		 * for the operator (its disks may be the VM's only copy) */
+		pthread_mutex_lock(&h->lock);
+		incoming = vm->rec.incoming != NULL;
+		free(vm->rec.incoming);
+		vm->rec.incoming = NULL;
+		pthread_mutex_unlock(&h->lock);
 		spawn_taps_down(h, vm);
-		hvm_exited(h, vm, read_exit_file(h, vm->rec.name), " (while shoald was down)");
+		hvm_exited(h, vm, read_exit_file(h, vm->rec.name), incoming ?
+			   " (while shoald was down, as it came in by a live migration: whether "
+			   "that completed is not known; delete it if its source runs on)" :
+			   " (while shoald was down)");
 		return;
 	}
+	/* still coming in by a live migration: its VMM serves no control
+	 * socket until the stream ends (nor is it in its jail yet: the uid
+	 * its jail will have owns VMDIR/snap); the incoming thread sees it
+	 * through as it would have (migration.c) */
+	if (h->jail) {
+		struct stat st;
+
+		host_vm_path(h, vm->rec.name, "snap", sock, sizeof(sock));
+		pthread_mutex_lock(&h->lock);
+		if (!vm->jail_uid && vm->rec.incoming && stat(sock, &st) == 0)
+			vm->jail_uid = st.st_uid;
+		pthread_mutex_unlock(&h->lock);
+	}
+	if (host_migrate_incoming_reattach(h, vm))
+		return;
 	host_vm_path(h, vm->rec.name, "control.sock", sock, sizeof(sock));
 	/* held paused in doubt after an incoming migration: its VMM knows
 	 * (the database does not keep it) */

@@ -243,8 +243,10 @@ static void test_random_program(void **state)
 	assert_int_equal(db_check(f->s), 0);
 }
 
-/* A version 2 database (before clones) opens upgraded: its VM keeps its
- * snapshot, is not a clone, and can be recorded as one from then on. */
+/* A version 2 database (before clones) opens upgraded to the last
+ * version: its VM keeps its snapshot, is not a clone, and can be recorded
+ * as one from then on; it has no incoming migration (version 6), and one
+ * is kept across a reopen, and its clearing too. */
 static void test_upgrade_2_3(void **state)
 {
 	struct fixture *f = *state;
@@ -275,7 +277,9 @@ static void test_upgrade_2_3(void **state)
 	assert_string_equal(c.r[0].snapshot, "snap");
 	assert_int_equal(c.r[0].snapshot_gen, 1);
 	assert_false(c.r[0].snapshot_clone);
+	assert_null(c.r[0].incoming);       /* version 6's column: none coming in */
 	c.r[0].snapshot_clone = true;
+	c.r[0].incoming = strdup("unix:/run/in.sock,key-file=/run/k");
 	assert_int_equal(db_vm_update(s, &c.r[0], NULL, NULL, NULL), 0);
 	collected_free(&c);
 	db_close(s);
@@ -283,6 +287,16 @@ static void test_upgrade_2_3(void **state)
 	assert_non_null(s);
 	assert_int_equal(db_vm_load_all(s, collect, &c), 1);
 	assert_true(c.r[0].snapshot_clone);
+	assert_string_equal(c.r[0].incoming, "unix:/run/in.sock,key-file=/run/k");
+	free(c.r[0].incoming);
+	c.r[0].incoming = NULL;             /* it came in: cleared, and kept so */
+	assert_int_equal(db_vm_update(s, &c.r[0], NULL, NULL, NULL), 0);
+	collected_free(&c);
+	db_close(s);
+	s = db_open(path, err, sizeof(err));
+	assert_non_null(s);
+	assert_int_equal(db_vm_load_all(s, collect, &c), 1);
+	assert_null(c.r[0].incoming);
 	collected_free(&c);
 	assert_int_equal(db_check(s), 0);
 	db_close(s);

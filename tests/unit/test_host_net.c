@@ -214,7 +214,7 @@ static void collect(void *arg, const struct net_record *rec)
 		got[n++] = *rec;
 }
 
-/* A version 4 database opens as version 5 with an empty networks table;
+/* A version 4 database opens upgraded with an empty networks table;
  * networks are inserted (a taken name: -EEXIST), listed in order, deleted. */
 static void test_db(void **state)
 {
