@@ -6,7 +6,7 @@
  *   vms(name PRIMARY KEY, seq, spec, state, monitor_pid, vmm_pid,
  *       created_ms, started_ms, exited_ms, exit_status, exit_reason,
  *       restarts, generation, snapshot, snapshot_gen, snapshot_clone,
- *       overlays, incoming)
+ *       overlays, incoming, outgoing)
  *   snapshots(name PRIMARY KEY, seq, vm, dir, spec, created_ms, size_bytes,
  *       memory_bytes, memory_data_bytes, vcpus, pause_ms, total_ms, disks)
  *   events(id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms, vm, type, detail)
@@ -19,7 +19,8 @@
  * version 3 (no disk overlays followed): vms.overlays and snapshots.disks
  * are added, NULL (no overlays made; files not recorded); and version 4
  * (no managed networks) gets the networks table (empty); and version 5
- * (incoming migrations not kept) gets vms.incoming, NULL (none coming in).
+ * (live migrations not kept) gets vms.incoming and vms.outgoing, NULL (none
+ * coming in or going out).
  *
  * WAL mode with synchronous=NORMAL: a process crash (the SIGKILL test)
  * never loses a committed transaction; a power cut may lose the last few,
@@ -74,7 +75,8 @@ static const char db_schema[] =
 	" exit_status INTEGER NOT NULL DEFAULT -1, exit_reason TEXT,"
 	" restarts INTEGER NOT NULL DEFAULT 0, generation INTEGER NOT NULL DEFAULT 0,"
 	" snapshot TEXT, snapshot_gen INTEGER NOT NULL DEFAULT 0,"
-	" snapshot_clone INTEGER NOT NULL DEFAULT 0, overlays TEXT, incoming TEXT);"
+	" snapshot_clone INTEGER NOT NULL DEFAULT 0, overlays TEXT, incoming TEXT,"
+	" outgoing TEXT);"
 	"CREATE TABLE IF NOT EXISTS snapshots("
 	" name TEXT PRIMARY KEY, seq INTEGER NOT NULL, vm TEXT NOT NULL, dir TEXT NOT NULL,"
 	" spec TEXT NOT NULL, created_ms INTEGER NOT NULL, size_bytes INTEGER NOT NULL,"
@@ -122,10 +124,11 @@ static const char db_upgrade_4_5[] =
 	"COMMIT;";
 
 /* Version 5 to 6: a VM coming in by live migration keeps its VMM's
- * --incoming argument until the stream completes (vms.incoming), so that
- * a shoald restarted meanwhile sees it through (supervisor.c, reattach).
- * Added where it is missing: the vms table of a database whose version
- * is older still was just made by db_schema, with it. */
+ * --incoming argument until the stream completes (vms.incoming), and one
+ * going out its destination (vms.outgoing), so that a shoald restarted
+ * meanwhile sees each through (supervisor.c, reattach).  Added where they
+ * are missing: the vms table of a database whose version is older still
+ * was just made by db_schema, with them. */
 static int db_upgrade_5_6(struct db *s, char **msg);
 
 /* Does `table` have column `col`? */
@@ -166,6 +169,9 @@ static int db_upgrade_5_6(struct db *s, char **msg)
 	if (rc == SQLITE_OK && !db_has_column(s, "vms", "incoming"))
 		rc = sqlite3_exec(s->conn, "ALTER TABLE vms ADD COLUMN incoming TEXT;", NULL, NULL,
 				  msg);
+	if (rc == SQLITE_OK && !db_has_column(s, "vms", "outgoing"))
+		rc = sqlite3_exec(s->conn, "ALTER TABLE vms ADD COLUMN outgoing TEXT;", NULL, NULL,
+				  msg);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(s->conn, "UPDATE meta SET value = '6' WHERE key = 'schema_version';"
 				  "COMMIT;", NULL, NULL, msg);
@@ -178,10 +184,12 @@ void vm_record_free(struct vm_record *r)
 	free(r->exit_reason);
 	free(r->overlays);
 	free(r->incoming);
+	free(r->outgoing);
 	r->spec = NULL;
 	r->exit_reason = NULL;
 	r->overlays = NULL;
 	r->incoming = NULL;
+	r->outgoing = NULL;
 }
 
 /* Deep copy; -ENOMEM leaves dst empty. */
@@ -192,8 +200,10 @@ int vm_record_copy(struct vm_record *dst, const struct vm_record *src)
 	dst->exit_reason = src->exit_reason ? strdup(src->exit_reason) : NULL;
 	dst->overlays = src->overlays ? strdup(src->overlays) : NULL;
 	dst->incoming = src->incoming ? strdup(src->incoming) : NULL;
+	dst->outgoing = src->outgoing ? strdup(src->outgoing) : NULL;
 	if ((src->spec && !dst->spec) || (src->exit_reason && !dst->exit_reason) ||
-	    (src->overlays && !dst->overlays) || (src->incoming && !dst->incoming)) {
+	    (src->overlays && !dst->overlays) || (src->incoming && !dst->incoming) ||
+	    (src->outgoing && !dst->outgoing)) {
 		vm_record_free(dst);
 		return -ENOMEM;
 	}
@@ -380,7 +390,7 @@ static int db_event_insert(struct db *s, const char *vm, const char *type,
 	return 0;
 }
 
-/* Bind a record's fields to the INSERT/UPDATE statement's parameters 1..17. */
+/* Bind a record's fields to the INSERT/UPDATE statement's parameters 1..18. */
 static void db_bind_record(sqlite3_stmt *st, const struct vm_record *r)
 {
 	sqlite3_bind_text(st, 1, r->name, -1, SQLITE_TRANSIENT);
@@ -412,6 +422,10 @@ static void db_bind_record(sqlite3_stmt *st, const struct vm_record *r)
 		sqlite3_bind_text(st, 17, r->incoming, -1, SQLITE_TRANSIENT);
 	else
 		sqlite3_bind_null(st, 17);
+	if (r->outgoing)
+		sqlite3_bind_text(st, 18, r->outgoing, -1, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_null(st, 18);
 }
 
 /* Update a VM record, bound by db_bind_record. */
@@ -419,7 +433,8 @@ static void db_bind_record(sqlite3_stmt *st, const struct vm_record *r)
 	"UPDATE vms SET spec = ?2, state = ?3, monitor_pid = ?4, vmm_pid = ?5," \
 	" created_ms = ?6, started_ms = ?7, exited_ms = ?8, exit_status = ?9," \
 	" exit_reason = ?10, restarts = ?11, generation = ?12, snapshot = ?13," \
-	" snapshot_gen = ?14, snapshot_clone = ?15, overlays = ?16, incoming = ?17" \
+	" snapshot_gen = ?14, snapshot_clone = ?15, overlays = ?16, incoming = ?17," \
+	" outgoing = ?18" \
 	" WHERE name = ?1"
 
 /* End a transaction begun with BEGIN IMMEDIATE (lock held by the caller):
@@ -471,8 +486,9 @@ int db_vm_insert(struct db *s, const struct vm_record *r, const char *ev_type,
 	return db_vm_write(s,
 		"INSERT INTO vms(name, spec, state, monitor_pid, vmm_pid, created_ms,"
 		" started_ms, exited_ms, exit_status, exit_reason, restarts, generation,"
-		" snapshot, snapshot_gen, snapshot_clone, overlays, incoming, seq)"
+		" snapshot, snapshot_gen, snapshot_clone, overlays, incoming, outgoing, seq)"
 		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
+		" ?18,"
 		" (SELECT IFNULL(MAX(seq), 0) + 1 FROM vms))",
 		r, ev_type, ev_detail, ev_id, 0);
 }
@@ -545,6 +561,7 @@ static void db_row_record(sqlite3_stmt *st, struct vm_record *r)
 	r->snapshot_clone = sqlite3_column_int64(st, 14) != 0;
 	r->overlays = db_col_strdup(st, 15);
 	r->incoming = db_col_strdup(st, 16);
+	r->outgoing = db_col_strdup(st, 17);
 }
 
 int db_vm_load_all(struct db *s, void (*fn)(void *arg, struct vm_record *r),
@@ -558,7 +575,7 @@ int db_vm_load_all(struct db *s, void (*fn)(void *arg, struct vm_record *r),
 	st = db_prepare(s, "SELECT name, spec, state, monitor_pid, vmm_pid, created_ms,"
 			   " started_ms, exited_ms, exit_status, exit_reason, restarts,"
 			   " generation, snapshot, snapshot_gen, snapshot_clone, overlays,"
-			   " incoming FROM vms ORDER BY seq");
+			   " incoming, outgoing FROM vms ORDER BY seq");
 	if (!st) {
 		pthread_mutex_unlock(&s->lock);
 		return -EIO;

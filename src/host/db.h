@@ -46,6 +46,10 @@ struct vm_record {
 				  --incoming argument (migration.c) until the
 				  stream completes, so that a restarted shoald
 				  sees it through; NULL otherwise */
+	char *outgoing;        /* a VM going out by live migration: the
+				  destination (`to`) while it goes, so that a
+				  restarted shoald knows its VMM may have moved
+				  it (supervisor.c); NULL otherwise */
 };
 
 /* A snapshot the daemon took (docs/daemon.md, "Snapshots").  Strings owned. */

@@ -325,6 +325,11 @@ int host_migrate_incoming(struct host *h, const char *spec, size_t len, const ch
  * "incoming" again and start the thread that sees it through.  False when
  * it is not such a VM (the caller reattaches it as any other). */
 bool host_migrate_incoming_reattach(struct host *h, struct hvm *vm);
+/* Reattach (supervisor.c): `vm`, recorded going out (rec.outgoing), its
+ * VMM answering, may still be migrating: claim it "migrate" and follow
+ * the VMM's migration to its end (moved: the record goes; else it runs on
+ * here).  False when it is not such a VM or is busy. */
+bool host_migrate_outgoing_reattach(struct host *h, struct hvm *vm);
 /* The source: cancel the migration of `name` in progress (before the
  * point of no return the VM runs on here, and the destination, its
  * stream cut, removes what it made); waits until it has ended.  0 when it

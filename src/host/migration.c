@@ -1107,20 +1107,47 @@ static json_t *source_disks(json_t *spec, const char *name, struct api_err *e)
 	return out;
 }
 
+/* The migration failed: record "migration-failed" (direction, to, the
+ * error e->msg, and the fields of `more`, taken, if any), the record no
+ * longer going out, and release the VM.  Lost (`more` has vm_lost), it is
+ * logged as an error; `pause` sets a running record paused, as its VMM
+ * left it (source_lost).  -1. */
+static int source_ended(struct host *h, struct hvm *vm, const struct host_migrate_req *r,
+			json_t *more, bool pause, struct api_err *e)
+{
+	json_t *d = json_pack("{s:s, s:s, s:s}", "direction", "outgoing", "to", r->to,
+			      "error", e->msg);
+	bool lost = json_is_true(json_object_get(more, "vm_lost"));
+
+	if (d && more)
+		json_object_update(d, more);
+	json_decref(more);
+	char *text = d ? json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+
+	json_decref(d);
+	pthread_mutex_lock(&h->lock);
+	vm->mig.on = false;
+	free(vm->rec.outgoing);
+	vm->rec.outgoing = NULL;
+	if (pause && vm->state == HVM_RUNNING)
+		hvm_set_state(vm, HVM_PAUSED);  /* the record says so too */
+	host_persist_locked(h, vm, "migration-failed", text);
+	pthread_mutex_unlock(&h->lock);
+	free(text);
+	if (lost)
+		log_error("%s", e->msg);
+	else
+		log_warn("%s: migration to %s failed: %s", vm->rec.name, r->to, e->msg);
+	hvm_release(h, vm);
+	return -1;
+}
+
 /* The migration failed before the point of no return: the VM runs on
  * here.  Record why and release it. */
 static int source_failed(struct host *h, struct hvm *vm, const struct host_migrate_req *r,
 			 struct api_err *e)
 {
-	pthread_mutex_lock(&h->lock);
-	vm->mig.on = false;
-	mig_event_locked(h, vm->rec.name, "migration-failed",
-			 json_pack("{s:s, s:s, s:s}", "direction", "outgoing", "to", r->to,
-				   "error", e->msg));
-	pthread_mutex_unlock(&h->lock);
-	log_warn("%s: migration to %s failed: %s", vm->rec.name, r->to, e->msg);
-	hvm_release(h, vm);
-	return -1;
+	return source_ended(h, vm, r, NULL, false, e);
 }
 
 /* With postcopy_after: whether the VMM switched to post-copy, and its
@@ -1150,8 +1177,6 @@ static int source_lost(struct host *h, struct hvm *vm, const struct host_migrate
 		       json_t *st, struct api_err *e)
 {
 	json_t *d;
-	char *text;
-
 	bool paused = !strcmp(json_string_value(json_object_get(st, "state")) ?: "", "postcopy-paused");
 
 	api_err_set(e, 500, "migration_failed", "vm \"%s\": post-copy migration to %s failed "
@@ -1159,23 +1184,9 @@ static int source_lost(struct host *h, struct hvm *vm, const struct host_migrate
 		    "not resumed (the operator's call): %s%s", vm->rec.name, r->to,
 		    paused ? "no new connection recovered it within the recovery time: " : "",
 		    json_string_value(json_object_get(st, "error")) ?: "no reason given");
-	d = postcopy_figures(json_pack("{s:s, s:s, s:s, s:b, s:s}", "direction", "outgoing", "to",
-				       r->to, "error", e->msg, "vm_lost", 1, "source_state", "paused"),
-			     r, st);
-	text = d ? json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-
-	json_decref(d);
-	pthread_mutex_lock(&h->lock);
-	vm->mig.on = false;
-	if (vm->state == HVM_RUNNING)
-		hvm_set_state(vm, HVM_PAUSED);   /* the record says so too */
-	host_persist_locked(h, vm, "migration-failed", text);
-	pthread_mutex_unlock(&h->lock);
-	free(text);
-	log_error("%s: %s", vm->rec.name, e->msg);
+	d = postcopy_figures(json_pack("{s:b, s:s}", "vm_lost", 1, "source_state", "paused"), r, st);
 	json_decref(st);
-	hvm_release(h, vm);
-	return -1;
+	return source_ended(h, vm, r, d, true, e);
 }
 
 /* The VM is the destination's now: our record of it goes (its VMM is
@@ -1261,16 +1272,8 @@ static int source_died(struct host *h, struct hvm *vm, const struct host_migrate
 				    "(there it is %s): the VM is lost, its record here exited", name,
 				    r->to, reason ?: "exited", dstate);
 		free(reason);
-		pthread_mutex_lock(&h->lock);
-		vm->mig.on = false;
-		mig_event_locked(h, name, "migration-failed",
-				 json_pack("{s:s, s:s, s:s, s:b, s:s}", "direction", "outgoing",
-					   "to", r->to, "error", e->msg, "vm_lost", 1,
-					   "destination_state", dstate));
-		pthread_mutex_unlock(&h->lock);
-		log_error("%s", e->msg);
-		hvm_release(h, vm);
-		return -1;
+		return source_ended(h, vm, r, json_pack("{s:b, s:s}", "vm_lost", 1,
+							"destination_state", dstate), false, e);
 	}
 	log_warn("%s: its VMM died during the migration, but the destination %s has the VM, %s "
 		 "there%s", name, r->to, dstate, settled ? " (resumed by us)" : "");
@@ -1315,9 +1318,17 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 		snprintf(vm->mig.state, sizeof(vm->mig.state), "connecting");
 		if (getenv("SHOAL_TEST_MIGRATE_KILL_VMM"))   /* tests: with ..._CUT_WORD */
 			l.kill_vmm = vm->rec.monitor_pid;
-		mig_event_locked(h, name, "migrating", json_pack("{s:s, s:b, s:b}", "to", r->to,
-								 "with_disks", r->with_disks,
-								 "auto_converge", r->auto_converge));
+		json_t *d = json_pack("{s:s, s:b, s:b}", "to", r->to, "with_disks", r->with_disks,
+				      "auto_converge", r->auto_converge);
+		char *text = d ? json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+
+		/* kept while it goes: a restarted shoald knows the VMM may move
+		 * it meanwhile (host_migrate_outgoing_reattach) */
+		free(vm->rec.outgoing);
+		vm->rec.outgoing = strdup(r->to);
+		host_persist_locked(h, vm, "migrating", text);
+		free(text);
+		json_decref(d);
 	}
 	pthread_mutex_unlock(&h->lock);
 	if (rc) {
@@ -1462,6 +1473,140 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	json_decref(st);
 	*result = res;
 	return 0;
+}
+
+
+/* ---- a source daemon restarted during a migration ---- */
+
+struct outgoing_job {
+	struct host *h;
+	struct hvm *vm;             /* claimed "migrate", with a reference */
+	struct host_migrate_req r;  /* its destination only */
+};
+
+/* The thread that sees through, after a restart, a migration our VMM
+ * still runs: its status polled until it ends.  Done, the VM has moved
+ * (our VMM stops by itself), and the record goes as after any
+ * migration; failed or cancelled, it runs on here; paused in post-copy,
+ * it is lost, since the key to reconnect with died with the old shoald.
+ * A cancel (DELETE .../migration) is passed on to the VMM, as while the
+ * old shoald ran. */
+static void *outgoing_wait(void *arg)
+{
+	struct outgoing_job *j = arg;
+	struct host *h = j->h;
+	struct hvm *vm = j->vm;
+	char sock[4200], err[256], name[sizeof(vm->rec.name)];
+	struct api_err e = { 0 };
+	json_t *st = NULL;
+	const char *state = "";
+	bool cancel, cancel_sent = false;
+	struct vmctl c;
+
+	snprintf(name, sizeof(name), "%s", vm->rec.name);
+	host_vm_path(h, name, "control.sock", sock, sizeof(sock));
+	for (;;) {
+		json_decref(st);
+		st = NULL;
+		if (vmctl_call(sock, "migrate-status", &st, 2000, err, sizeof(err))) {
+			state = "";
+			break;
+		}
+		state = json_string_value(json_object_get(st, "state")) ?: "";
+		pthread_mutex_lock(&h->lock);
+		mig_progress_locked(vm, st);
+		cancel = vm->mig.cancel && !cancel_sent;
+		pthread_mutex_unlock(&h->lock);
+		if (strcmp(state, "active") && strcmp(state, "completing") && strcmp(state, "postcopy"))
+			break;
+		if (cancel && vmctl_connect(&c, sock, 2000, err, sizeof(err)) == 0) {
+			json_t *cq = json_pack("{s:s, s:b}", "cmd", "migrate", "cancel", 1), *ca = NULL;
+
+			if (vmctl_request(&c, cq, &ca, 30000, err, sizeof(err)) == 0)
+				log_info("%s: cancel: %s", name, json_is_true(json_object_get(ca, "ok")) ?
+					 "cancelling" : json_string_value(json_object_get(ca, "error")) ?: "?");
+			json_decref(cq);
+			json_decref(ca);
+			vmctl_close(&c);
+		}
+		cancel_sent |= cancel;
+		sleep_ms(HOST_MIGRATE_POLL_MS);
+	}
+	if (!strcmp(state, "done")) {
+		pthread_mutex_lock(&h->lock);
+		vm->stop_requested = true;
+		hvm_wait_leave_locked(h, vm, HVM_RUNNING, HOST_MIGRATE_EXIT_MS);
+		if (vm->state == HVM_RUNNING && vm->rec.monitor_pid > 0) {
+			log_warn("%s: its VMM did not exit after the migration: killed", name);
+			kill(-vm->rec.monitor_pid, SIGKILL);
+			hvm_wait_leave_locked(h, vm, HVM_RUNNING, HOST_MIGRATE_EXIT_MS);
+		}
+		log_info("%s: migrated to %s, begun before shoald restarted (its VMM went on with "
+			 "it)", name, j->r.to);
+		source_moved_locked(h, vm, json_pack("{s:s, s:b, s:f, s:f, s:I}", "to", j->r.to,
+						     "reattached", 1, "downtime_ms",
+						     json_number_value(json_object_get(st, "downtime_ms")),
+						     "total_ms",
+						     json_number_value(json_object_get(st, "total_ms")),
+						     "bytes",
+						     json_integer_value(json_object_get(st, "bytes"))));
+		json_decref(st);
+	} else if (!strcmp(state, "postcopy-paused")) {
+		source_lost(h, vm, &j->r, st, &e);
+	} else {
+		api_err_set(&e, 500, "migration_failed", "vm \"%s\": migration to %s, begun before "
+			    "shoald restarted, %s: %s (the VM runs on here)", name, j->r.to,
+			    state[0] ? state : "ended unseen",
+			    st ? json_string_value(json_object_get(st, "error")) ?: "no reason given" :
+			    err);
+		json_decref(st);
+		source_ended(h, vm, &j->r, json_pack("{s:b}", "reattached", 1), false, &e);
+	}
+	free(j);
+	return NULL;
+}
+
+bool host_migrate_outgoing_reattach(struct host *h, struct hvm *vm)
+{
+	struct outgoing_job *j = calloc(1, sizeof(*j));
+	struct api_err e = { 0 };
+	pthread_t t;
+	bool on;
+
+	pthread_mutex_lock(&h->lock);
+	on = j && vm->rec.outgoing && !vm->deleted &&
+		hvm_claim_locked(vm, "migrate", 1u << HVM_RUNNING | 1u << HVM_PAUSED, &e) == 0;
+	if (on) {
+		vm->refs++;             /* the thread's, dropped as it releases */
+		j->h = h;
+		j->vm = vm;
+		snprintf(j->r.to, sizeof(j->r.to), "%s", vm->rec.outgoing);
+		memset(&vm->mig, 0, sizeof(vm->mig));
+		vm->mig.on = true;
+		snprintf(vm->mig.to, sizeof(vm->mig.to), "%s", vm->rec.outgoing);
+		snprintf(vm->mig.state, sizeof(vm->mig.state), "reattached");
+		log_info("%s: reattached during its migration to %s: following its VMM's", vm->rec.name,
+			 vm->rec.outgoing);
+	} else if (vm->rec.outgoing && !vm->deleted) {
+		/* not running (stopping, say): no migration goes on */
+		free(vm->rec.outgoing);
+		vm->rec.outgoing = NULL;
+		host_persist_locked(h, vm, NULL, NULL);
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (!on) {
+		free(j);
+		return false;
+	}
+	if (pthread_create(&t, NULL, outgoing_wait, j)) {
+		api_err_set(&e, 500, "internal", "vm \"%s\": cannot start a thread to follow its "
+			    "migration to %s after a restart: %s", vm->rec.name, j->r.to, strerror(errno));
+		source_ended(h, vm, &j->r, NULL, false, &e);
+		free(j);
+		return true;
+	}
+	pthread_detach(t);
+	return true;
 }
 
 /* Remove the images in made[0..n) that are there, and directory `dir`

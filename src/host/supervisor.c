@@ -45,7 +45,12 @@
  * migration.c's incoming thread, which runs it, holds it in doubt, or
  * removes it when the stream fails, as if shoald had never stopped; one
  * whose VMM ended meanwhile stays, exited, since whether its stream had
- * completed is not known.
+ * completed is not known.  A VM going out by a live migration (its
+ * destination kept until the migration ends) whose VMM still runs is
+ * followed to the migration's end (migration.c): moved, its record goes;
+ * else it runs on here.  One whose VMM ended meanwhile may run at the
+ * destination now: its record stays, exited, and its restart policy does
+ * not start a second copy here.
  */
 #include "host/host.h"
 
@@ -647,10 +652,12 @@ static void hvm_maybe_restart_locked(struct host *h, struct hvm *vm, int status)
 	pthread_detach(t);
 }
 
-/* Record that `vm`'s VMM ended with `status` (-1: unknown). */
-static void hvm_exited(struct host *h, struct hvm *vm, int status, const char *context)
+/* Record that `vm`'s VMM ended with `status` (-1: unknown); its restart
+ * policy applies unless `no_restart`. */
+static void hvm_exited(struct host *h, struct hvm *vm, int status, const char *context,
+		       bool no_restart)
 {
-	char reason[256], words[160], *detail;
+	char reason[1536], words[160], *detail;
 	json_t *d;
 
 	pthread_mutex_lock(&h->lock);
@@ -677,7 +684,8 @@ static void hvm_exited(struct host *h, struct hvm *vm, int status, const char *c
 	json_decref(d);
 	host_persist_locked(h, vm, "exited", detail);
 	free(detail);
-	hvm_maybe_restart_locked(h, vm, status);
+	if (!no_restart)
+		hvm_maybe_restart_locked(h, vm, status);
 	pthread_mutex_unlock(&h->lock);
 }
 
@@ -729,7 +737,7 @@ static void supervisor_handle(struct host *h, struct hvm *vm)
 	if (status == 128 + SIGSYS)
 		seccomp_context(h, vm->rec.name, why, sizeof(why));
 	spawn_taps_down(h, vm);         /* before a restart makes them again */
-	hvm_exited(h, vm, status, why[0] ? why : NULL);
+	hvm_exited(h, vm, status, why[0] ? why : NULL, false);
 	host_put(h, vm);
 }
 
@@ -834,21 +842,32 @@ static void supervisor_reattach_one(struct host *h, struct hvm *vm)
 
 	if (!monitor_alive(vm->rec.monitor_pid) ||
 	    supervisor_watch(h, vm, vm->rec.monitor_pid) < 0) {
-		bool incoming;
+		char ctx[1400];
+		bool moving;
 
-		/* an incoming VMM that ended unseen: whether its stream had
-		 * completed is not known here, so the record stays, exited,
-		 * for the operator (its disks may be the VM's only copy) */
+		/* A VMM that ended unseen during a live migration: whether it
+		 * completed is not known here.  Coming in, the record stays,
+		 * exited, for the operator (its disks may be the VM's only
+		 * copy).  Going out, the VM may run there now: the restart
+		 * policy must not start a second copy here. */
 		pthread_mutex_lock(&h->lock);
-		incoming = vm->rec.incoming != NULL;
+		moving = vm->rec.incoming || vm->rec.outgoing;
+		if (vm->rec.incoming)
+			snprintf(ctx, sizeof(ctx), " (while shoald was down, as it came in by a live "
+				 "migration: whether that completed is not known; delete it if its "
+				 "source runs on)");
+		else if (vm->rec.outgoing)
+			snprintf(ctx, sizeof(ctx), " (while shoald was down, during its live migration "
+				 "to %.1000s: it may run there now; look there before starting it here)",
+				 vm->rec.outgoing);
+		else
+			snprintf(ctx, sizeof(ctx), " (while shoald was down)");
 		free(vm->rec.incoming);
-		vm->rec.incoming = NULL;
+		free(vm->rec.outgoing);
+		vm->rec.incoming = vm->rec.outgoing = NULL;
 		pthread_mutex_unlock(&h->lock);
 		spawn_taps_down(h, vm);
-		hvm_exited(h, vm, read_exit_file(h, vm->rec.name), incoming ?
-			   " (while shoald was down, as it came in by a live migration: whether "
-			   "that completed is not known; delete it if its source runs on)" :
-			   " (while shoald was down)");
+		hvm_exited(h, vm, read_exit_file(h, vm->rec.name), ctx, moving);
 		return;
 	}
 	/* still coming in by a live migration: its VMM serves no control
@@ -895,6 +914,11 @@ static void supervisor_reattach_one(struct host *h, struct hvm *vm)
 		host_persist_locked(h, vm, "reattached", detail);
 	}
 	pthread_mutex_unlock(&h->lock);
+	/* going out by a live migration that its VMM may still run (over a
+	 * socket it was handed, the stream needs no shoald): followed to its
+	 * end (migration.c) */
+	if (pid && vm->rec.outgoing)
+		host_migrate_outgoing_reattach(h, vm);
 }
 
 void supervisor_reattach(struct host *h)

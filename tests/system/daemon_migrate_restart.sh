@@ -20,8 +20,25 @@
 #         and at B the guest verifies its 24M;
 #   - B restarted once more finds web-1 an ordinary running VM: it is not
 #     handed to the incoming thread again.
+#   - the source daemon A killed mid-stream: to B's API socket (two
+#     daemons on one host) A's VMM has the connection itself, so its
+#     stream goes on; web-2 and web-3 have restart "always":
+#       - A started again while the stream goes reattaches web-2 running,
+#         busy migrate, follows its VMM's migration (vms.outgoing) to its
+#         end, and removes its record (migrated, reattached), never
+#         restarting it; at B the guest verifies its 24M;
+#       - A started again only after its VMM moved web-3 and exited keeps
+#         the record exited, saying it may run at B, and does not restart
+#         it (no second copy);
+#       - A started again while web-4's stream goes, and the migration
+#         cancelled there: A passes the cancel on to its VMM, web-4 runs
+#         on at A (migration-failed, reattached) and verifies its 24M, and
+#         B removes its copy.
 # Before this, a restarted B left web-1 "starting" for good: no thread saw
-# its stream end, and A's answer never found it running.
+# its stream end, and A's answer never found it running; and a restarted
+# A took web-2's and web-3's VMMs' clean exits for the guests' own and
+# restarted them, with the VM already running at B, and could not cancel
+# web-4's migration.
 #
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.bash"
@@ -118,4 +135,82 @@ check "B restarted a third time reattaches web-1 running, not as an incoming mig
 	"[ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms/web-1 | jq -c '[.state, .busy]')\" = '[\"running\",null]' ] &&
 	 [ \$(grep -c 'web-1: reattached still coming in' '$TMP/b.log') = 2 ]"
 check "stop and delete web-1 on B" onB "$SHOAL" vm delete web-1 --force
+
+# --- the source daemon A killed mid-stream ---
+# To B's API socket (two daemons on one host) A's VMM is handed the
+# connection itself, so its stream goes on without A.  web-2 and web-3
+# have restart "always": a VM that moved must not start again here.
+restart_a() {
+	local apid
+	apid=$(pgrep -f -- "--state-dir $TMP/a ")
+	kill -9 $apid
+	for _ in $(seq 100); do kill -0 $apid 2>/dev/null || break; sleep 0.05; done
+}
+for n in 2 3 4; do
+	check "create and start web-$n on A (fill 24M, restart always)" \
+		onA "$SHOAL" vm create -f <(spec web-$n "fill $A 24M 7; echo filled; shell" '"restart": "always"') --start
+	onA wait_console_long web-$n "shoal>" ||
+		fail "web-$n reaches its shell" "$(onA "$SHOAL" console web-$n --show-log | tail -c 300)"
+done
+a_migrates() {      # NAME: to B's socket at 1 MiB/s, in the background; killed once under way
+	onA "$SHOAL" vm migrate "$1" --to "$SB" --bandwidth 1M >/dev/null 2>&1 &
+	for _ in $(seq 600); do
+		[ "$(field "$SA" "$1" '.migration.state // "-"')" = active ] &&
+			[ "$(field "$SB" "$1" .state)" = starting ] && break
+		sleep 0.05
+	done
+	check "the migration of $1 to B's socket is under way" test "$(field "$SB" "$1" .state)" = starting
+	restart_a
+}
+
+# A started again while its VMM still streams: it follows it to the end
+a_migrates web-2
+mig_daemon a inA SHOAL_MRS_TEST=a || { fail "daemon A restarts"; finish; }
+check "A, killed and started again mid-stream, has web-2 running, busy migrate, following its VMM's migration" bash -c \
+	"[ \"\$(curl -s --unix-socket '$SA' http://d/v1/vms/web-2 | jq -c '[.state, .busy]')\" = '[\"running\",\"migrate\"]' ] &&
+	 grep -q 'web-2: reattached during its migration to $SB' '$TMP/a.log'" ||
+	{ curl -s --unix-socket "$SA" http://d/v1/vms/web-2; tail -n 5 "$TMP/a.log"; }
+for _ in $(seq 1200); do [ "$(status_of "$SA" web-2)" = 404 ] && break; sleep 0.05; done
+check "web-2 moved: A's record goes with a migrated event (reattached), and A never restarted it" bash -c \
+	"[ $(status_of "$SA" web-2) = 404 ] &&
+	 curl -s --unix-socket '$SA' 'http://d/v1/events?vm=web-2' | jq -e '([.events[] | select(.type == \"restarting\")] | length == 0) and ([.events[-2:][].type] == [\"migrated\", \"deleted\"]) and .events[-2].detail.reattached == true' >/dev/null" ||
+	{ events_of "$SA" web-2; tail -n 10 "$TMP/a.log"; }
+for _ in $(seq 200); do [ "$(field "$SB" web-2 .state)" = running ] && break; sleep 0.05; done
+onB type_console web-2 "verify $A 24M 7"$'\r'
+onB wait_console_long web-2 "verify ok sum=" ||
+	fail "on B web-2 verifies its memory" "$(onB "$SHOAL" console web-2 --show-log | tail -c 400)"
+check "on B web-2 runs and its 24M pattern verifies" onB console_has web-2 "len=25165824 seed=7"
+check "stop and delete web-2 on B" onB "$SHOAL" vm delete web-2 --force
+
+# A started again only after its VMM moved the VM and exited: that is not
+# known for sure, so the record stays exited, and it is not restarted
+a_migrates web-3
+for _ in $(seq 1200); do [ -e "$TMP/a/vms/web-3/exit" ] && break; sleep 0.05; done
+check "meanwhile web-3 moved: B runs it, and A's VMM exited" bash -c \
+	"[ -e '$TMP/a/vms/web-3/exit' ] && [ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms/web-3 | jq -r .state)\" = running ]"
+mig_daemon a inA SHOAL_MRS_TEST=a || { fail "daemon A restarts"; finish; }
+sleep 1
+check "A started again has web-3 exited, saying it may run at B, and did not restart it (restart always)" bash -c \
+	"curl -s --unix-socket '$SA' http://d/v1/vms/web-3 | jq -e '.state == \"exited\" and (.last_exit.reason | test(\"during its live migration to .*: it may run there now; look there before starting it here\"))' >/dev/null &&
+	 curl -s --unix-socket '$SA' 'http://d/v1/events?vm=web-3' | jq -e '[.events[] | select(.type == \"restarting\")] | length == 0' >/dev/null" ||
+	{ curl -s --unix-socket "$SA" http://d/v1/vms/web-3; events_of "$SA" web-3; }
+check "delete web-3's record on A, and web-3 on B" bash -c \
+	"SHOAL_SOCKET='$SA' '$SHOAL' vm delete web-3 && SHOAL_SOCKET='$SB' '$SHOAL' vm delete web-3 --force"
+
+# A started again while its VMM streams, then the migration cancelled there
+a_migrates web-4
+mig_daemon a inA SHOAL_MRS_TEST=a || { fail "daemon A restarts"; finish; }
+out=$(onA "$SHOAL" vm migrate web-4 --cancel 2>&1); rc=$?
+check "A, started again mid-stream, cancels web-4's migration: 0, says cancelled" bash -c \
+	"[ $rc = 0 ] && grep -q 'migration cancelled' <<<'$out'" || { echo "$out"; tail -n 5 "$TMP/a.log"; }
+for _ in $(seq 200); do [ "$(status_of "$SB" web-4)" = 404 ] && break; sleep 0.05; done
+check "web-4 runs on on A, not busy (migration-failed, reattached), and B removed its copy" bash -c \
+	"[ \"\$(curl -s --unix-socket '$SA' http://d/v1/vms/web-4 | jq -c '[.state, .busy]')\" = '[\"running\",null]' ] &&
+	 curl -s --unix-socket '$SA' 'http://d/v1/events?vm=web-4' | jq -e '.events[-1] | .type == \"migration-failed\" and .detail.reattached == true' >/dev/null &&
+	 [ $(status_of "$SB" web-4) = 404 ]" || events_of "$SA" web-4
+onA type_console web-4 "verify $A 24M 7"$'\r'
+onA wait_console_long web-4 "verify ok sum=" ||
+	fail "on A web-4 verifies its memory" "$(onA "$SHOAL" console web-4 --show-log | tail -c 400)"
+check "on A web-4's 24M pattern verifies after the cancel" onA console_has web-4 "len=25165824 seed=7"
+check "stop and delete web-4 on A" onA "$SHOAL" vm delete web-4 --force
 finish

@@ -245,8 +245,8 @@ static void test_random_program(void **state)
 
 /* A version 2 database (before clones) opens upgraded to the last
  * version: its VM keeps its snapshot, is not a clone, and can be recorded
- * as one from then on; it has no incoming migration (version 6), and one
- * is kept across a reopen, and its clearing too. */
+ * as one from then on; it has no live migration coming in or going out
+ * (version 6), and each is kept across a reopen, and its clearing too. */
 static void test_upgrade_2_3(void **state)
 {
 	struct fixture *f = *state;
@@ -277,9 +277,11 @@ static void test_upgrade_2_3(void **state)
 	assert_string_equal(c.r[0].snapshot, "snap");
 	assert_int_equal(c.r[0].snapshot_gen, 1);
 	assert_false(c.r[0].snapshot_clone);
-	assert_null(c.r[0].incoming);       /* version 6's column: none coming in */
+	assert_null(c.r[0].incoming);       /* version 6's columns: none coming in, */
+	assert_null(c.r[0].outgoing);       /* none going out */
 	c.r[0].snapshot_clone = true;
 	c.r[0].incoming = strdup("unix:/run/in.sock,key-file=/run/k");
+	c.r[0].outgoing = strdup("https://b.example:7443");
 	assert_int_equal(db_vm_update(s, &c.r[0], NULL, NULL, NULL), 0);
 	collected_free(&c);
 	db_close(s);
@@ -288,8 +290,10 @@ static void test_upgrade_2_3(void **state)
 	assert_int_equal(db_vm_load_all(s, collect, &c), 1);
 	assert_true(c.r[0].snapshot_clone);
 	assert_string_equal(c.r[0].incoming, "unix:/run/in.sock,key-file=/run/k");
+	assert_string_equal(c.r[0].outgoing, "https://b.example:7443");
 	free(c.r[0].incoming);
-	c.r[0].incoming = NULL;             /* it came in: cleared, and kept so */
+	free(c.r[0].outgoing);
+	c.r[0].incoming = c.r[0].outgoing = NULL;   /* ended: cleared, and kept so */
 	assert_int_equal(db_vm_update(s, &c.r[0], NULL, NULL, NULL), 0);
 	collected_free(&c);
 	db_close(s);
@@ -297,6 +301,7 @@ static void test_upgrade_2_3(void **state)
 	assert_non_null(s);
 	assert_int_equal(db_vm_load_all(s, collect, &c), 1);
 	assert_null(c.r[0].incoming);
+	assert_null(c.r[0].outgoing);
 	collected_free(&c);
 	assert_int_equal(db_check(s), 0);
 	db_close(s);
