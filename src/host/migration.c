@@ -1206,6 +1206,20 @@ static void source_moved_locked(struct host *h, struct hvm *vm, json_t *detail)
 	host_cgroup_remove(h, name);
 }
 
+/* Past the point of no return our VMM stops its copy and exits by
+ * itself: wait for that (HOST_MIGRATE_EXIT_MS), and kill it if it did
+ * not.  h->lock held. */
+static void source_vmm_exit_locked(struct host *h, struct hvm *vm)
+{
+	vm->stop_requested = true;
+	hvm_wait_leave_locked(h, vm, HVM_RUNNING, HOST_MIGRATE_EXIT_MS);
+	if (vm->state == HVM_RUNNING && vm->rec.monitor_pid > 0) {
+		log_warn("%s: its VMM did not exit after the migration: killed", vm->rec.name);
+		kill(-vm->rec.monitor_pid, SIGKILL);
+		hvm_wait_leave_locked(h, vm, HVM_RUNNING, HOST_MIGRATE_EXIT_MS);
+	}
+}
+
 /* After our VMM's migration failed: did the VMM die (its control socket
  * gone and its exit recorded, within HOST_MIGRATE_EXIT_MS), rather than
  * fail and run on? */
@@ -1436,13 +1450,7 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	/* 3. past the point of no return: the VM runs there; our VMM exits
 	 * by itself, and the record goes */
 	pthread_mutex_lock(&h->lock);
-	vm->stop_requested = true;
-	hvm_wait_leave_locked(h, vm, HVM_RUNNING, HOST_MIGRATE_EXIT_MS);
-	if (vm->state == HVM_RUNNING && vm->rec.monitor_pid > 0) {
-		log_warn("%s: its VMM did not exit after the migration: killed", name);
-		kill(-vm->rec.monitor_pid, SIGKILL);
-		hvm_wait_leave_locked(h, vm, HVM_RUNNING, HOST_MIGRATE_EXIT_MS);
-	}
+	source_vmm_exit_locked(h, vm);
 	source_moved_locked(h, vm, postcopy_figures(json_pack("{s:s, s:f, s:f, s:I}", "to", r->to,
 				   "downtime_ms", json_number_value(json_object_get(st, "downtime_ms")),
 				   "total_ms", json_number_value(json_object_get(st, "total_ms")),
@@ -1534,13 +1542,7 @@ static void *outgoing_wait(void *arg)
 	}
 	if (!strcmp(state, "done")) {
 		pthread_mutex_lock(&h->lock);
-		vm->stop_requested = true;
-		hvm_wait_leave_locked(h, vm, HVM_RUNNING, HOST_MIGRATE_EXIT_MS);
-		if (vm->state == HVM_RUNNING && vm->rec.monitor_pid > 0) {
-			log_warn("%s: its VMM did not exit after the migration: killed", name);
-			kill(-vm->rec.monitor_pid, SIGKILL);
-			hvm_wait_leave_locked(h, vm, HVM_RUNNING, HOST_MIGRATE_EXIT_MS);
-		}
+		source_vmm_exit_locked(h, vm);
 		log_info("%s: migrated to %s, begun before shoald restarted (its VMM went on with "
 			 "it)", name, j->r.to);
 		source_moved_locked(h, vm, json_pack("{s:s, s:b, s:f, s:f, s:I}", "to", j->r.to,

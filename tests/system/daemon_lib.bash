@@ -239,6 +239,23 @@ mig_daemon() {
 	echo "shoald $name did not start:"; cat "$TMP/$name.log"; return 1
 }
 
+# The daemon at socket SOCK, as the migration scripts ask it:
+# field SOCK NAME JQ: a field of its VM NAME; status_of SOCK NAME: the
+# HTTP status of GET /v1/vms/NAME; events_of SOCK NAME: NAME's event types.
+field() { curl -s --unix-socket "$1" "http://d/v1/vms/$2" | jq -r "$3"; }
+status_of() { curl -s -o /dev/null -w '%{http_code}' --unix-socket "$1" "http://d/v1/vms/$2"; }
+events_of() { curl -s --unix-socket "$1" "http://d/v1/events?vm=$2" | jq -c '[.events[].type]'; }
+
+# mig_kill NAME: SIGKILL the shoald on state directory $TMP/NAME (its VMs,
+# in their monitors' sessions, run on) and wait until it is gone;
+# mig_daemon NAME ... starts it again.
+mig_kill() {
+	local pid
+	pid=$(pgrep -f -- "--state-dir $TMP/$1 ")
+	kill -9 $pid
+	for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done
+}
+
 mig_cleanup() {
 	daemon_cleanup
 	if [ "$NETNS" = 1 ]; then ip netns del "$NSA"; ip netns del "$NSB"; fi 2>/dev/null

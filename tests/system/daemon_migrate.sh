@@ -88,9 +88,6 @@ pass "daemon A (Unix socket) and daemon B (Unix socket and $URL) start"
 
 onA() { SHOAL_SOCKET=$SA "$@"; }
 onB() { SHOAL_SOCKET=$SB "$@"; }
-field() { curl -s --unix-socket "$1" "http://d/v1/vms/$2" | jq -r "$3"; }
-status_of() { curl -s -o /dev/null -w '%{http_code}' --unix-socket "$1" "http://d/v1/vms/$2"; }
-events_of() { curl -s --unix-socket "$1" "http://d/v1/events?vm=$2" | jq -c '[.events[].type]'; }
 last_event() { curl -s --unix-socket "$1" "http://d/v1/events?vm=$2" | jq -c --arg t "$3" '[.events[] | select(.type == $t)] | last'; }
 wait_field() {      # SOCK NAME JQ VALUE
 	for _ in $(seq 200); do [ "$(field "$1" "$2" "$3")" = "$4" ] && return 0; sleep 0.05; done

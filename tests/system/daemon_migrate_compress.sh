@@ -34,7 +34,6 @@ start b || { fail "daemon B starts"; finish; }
 pass "daemons A and B start"
 onA() { SHOAL_SOCKET=$SA "$@"; }
 onB() { SHOAL_SOCKET=$SB "$@"; }
-field() { curl -s --unix-socket "$1" "http://d/v1/vms/$2" | jq -r "$3"; }
 
 A=0x2000000 B=0x3000000
 SPEC_MEMORY=64M

@@ -80,8 +80,6 @@ onA4() { SHOAL_SOCKET=$SA4 "$@"; }
 onA5() { SHOAL_SOCKET=$SA5 "$@"; }
 onA6() { SHOAL_SOCKET=$SA6 "$@"; }
 onB() { SHOAL_SOCKET=$SB "$@"; }
-field() { curl -s --unix-socket "$1" "http://d/v1/vms/$2" | jq -r "$3"; }
-status_of() { curl -s -o /dev/null -w '%{http_code}' --unix-socket "$1" "http://d/v1/vms/$2"; }
 event_of() { curl -s --unix-socket "$1" "http://d/v1/events?vm=$2" | jq -c --arg t "$3" '[.events[] | select(.type == $t)] | last | .detail'; }
 TO=(--to "$URL" --to-token-file "$TMP/token" --to-cacert "$TMP/cert.pem")
 A=0x2000000
@@ -186,9 +184,7 @@ check "the migration of web-4 fails (B's acknowledgement cut) and says B holds a
 check "B holds web-4 paused, in doubt" test "$(field "$SB" web-4 '[.state, .in_doubt] | @csv')" = '"paused",true'
 check "shoal vm show on B says web-4 is in doubt, and what to do" bash -c \
 	"SHOAL_SOCKET='$SB' '$SHOAL' vm show web-4 | grep -q '^state: *paused (in doubt: came in by a migration whose source.s go-ahead never came; resume it if the source.s copy stopped, else delete it)'"
-bpid=$(pgrep -f -- "--state-dir $TMP/b ")
-kill -9 $bpid
-for _ in $(seq 100); do kill -0 $bpid 2>/dev/null || break; sleep 0.05; done
+mig_kill b
 mig_daemon b inB SHOAL_MID_TEST=b "${BARGS[@]}" || { fail "daemon B restarts"; finish; }
 check "B restarted (SIGKILL, then started again) still holds web-4 paused, in doubt: its VMM says so" bash -c \
 	"[ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms/web-4 | jq -c '[.state, .in_doubt]')\" = '[\"paused\",true]' ] &&

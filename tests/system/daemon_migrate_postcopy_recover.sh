@@ -52,8 +52,6 @@ pass "daemons A and A2 (with the test's cut) and daemon B (HTTPS on $URL) start"
 
 onA() { SHOAL_SOCKET=$SA "$@"; }
 onB() { SHOAL_SOCKET=$SB "$@"; }
-field() { curl -s --unix-socket "$1" "http://d/v1/vms/$2" | jq -r "$3"; }
-status_of() { curl -s -o /dev/null -w '%{http_code}' --unix-socket "$1" "http://d/v1/vms/$2"; }
 TO=(--to "$URL" --to-token-file "$TMP/token" --to-cacert "$TMP/cert.pem")
 
 A=0x2000000 B=0x3000000 C=0x5000000

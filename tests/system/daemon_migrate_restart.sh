@@ -57,9 +57,6 @@ pass "daemon A and daemon B (HTTPS on $URL) start"
 
 onA() { SHOAL_SOCKET=$SA "$@"; }
 onB() { SHOAL_SOCKET=$SB "$@"; }
-field() { curl -s --unix-socket "$1" "http://d/v1/vms/$2" | jq -r "$3"; }
-status_of() { curl -s -o /dev/null -w '%{http_code}' --unix-socket "$1" "http://d/v1/vms/$2"; }
-events_of() { curl -s --unix-socket "$1" "http://d/v1/events?vm=$2" | jq -c '[.events[].type]'; }
 TO=(--to "$URL" --to-token-file "$TMP/token" --to-cacert "$TMP/cert.pem")
 A=0x2000000
 SPEC_MEMORY=128M
@@ -74,7 +71,6 @@ onA wait_console_long web-1 "shoal>" ||
 # under way (B has web-1 starting, A's VMM sends), kill B and start it
 # again.  The stream lasts some 25 s; B starts again within a few.
 restart_b_midstream() {
-	local bpid
 	onA "$SHOAL" vm migrate web-1 "${TO[@]}" --bandwidth 1M -o json >"$1" 2>&1 &
 	mig=$!
 	for _ in $(seq 600); do
@@ -85,9 +81,7 @@ restart_b_midstream() {
 	check "the migration of web-1 is under way (A's VMM sends), B has it starting" bash -c \
 		"[ \"\$(curl -s --unix-socket '$SA' http://d/v1/vms/web-1 | jq -r '.migration.state')\" = active ] &&
 		 [ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms/web-1 | jq -r .state)\" = starting ]"
-	bpid=$(pgrep -f -- "--state-dir $TMP/b ")
-	kill -9 $bpid
-	for _ in $(seq 100); do kill -0 $bpid 2>/dev/null || break; sleep 0.05; done
+	mig_kill b
 	mig_daemon b inB SHOAL_MRS_TEST=b "${BARGS[@]}" || { fail "daemon B restarts"; finish; }
 }
 
@@ -127,9 +121,7 @@ check "on B web-1's memory is A's: its 24M pattern verifies (nothing lost)" \
 	onB console_has web-1 "len=25165824 seed=7"
 
 # --- B restarted once more: web-1 is an ordinary running VM now ---
-bpid=$(pgrep -f -- "--state-dir $TMP/b ")
-kill -9 $bpid
-for _ in $(seq 100); do kill -0 $bpid 2>/dev/null || break; sleep 0.05; done
+mig_kill b
 mig_daemon b inB SHOAL_MRS_TEST=b "${BARGS[@]}" || { fail "daemon B restarts"; finish; }
 check "B restarted a third time reattaches web-1 running, not as an incoming migration" bash -c \
 	"[ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms/web-1 | jq -c '[.state, .busy]')\" = '[\"running\",null]' ] &&
@@ -140,12 +132,6 @@ check "stop and delete web-1 on B" onB "$SHOAL" vm delete web-1 --force
 # To B's API socket (two daemons on one host) A's VMM is handed the
 # connection itself, so its stream goes on without A.  web-2 and web-3
 # have restart "always": a VM that moved must not start again here.
-restart_a() {
-	local apid
-	apid=$(pgrep -f -- "--state-dir $TMP/a ")
-	kill -9 $apid
-	for _ in $(seq 100); do kill -0 $apid 2>/dev/null || break; sleep 0.05; done
-}
 for n in 2 3 4; do
 	check "create and start web-$n on A (fill 24M, restart always)" \
 		onA "$SHOAL" vm create -f <(spec web-$n "fill $A 24M 7; echo filled; shell" '"restart": "always"') --start
@@ -160,7 +146,7 @@ a_migrates() {      # NAME: to B's socket at 1 MiB/s, in the background; killed 
 		sleep 0.05
 	done
 	check "the migration of $1 to B's socket is under way" test "$(field "$SB" "$1" .state)" = starting
-	restart_a
+	mig_kill a
 }
 
 # A started again while its VMM still streams: it follows it to the end

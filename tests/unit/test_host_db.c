@@ -243,6 +243,21 @@ static void test_random_program(void **state)
 	assert_int_equal(db_check(f->s), 0);
 }
 
+/* Write c's one record, close `s`, open `path` again and load it back
+ * into c: the database open now. */
+static struct db *update_reopen(struct db *s, const char *path, struct collected *c)
+{
+	char err[256];
+
+	assert_int_equal(db_vm_update(s, &c->r[0], NULL, NULL, NULL), 0);
+	collected_free(c);
+	db_close(s);
+	s = db_open(path, err, sizeof(err));
+	assert_non_null(s);
+	assert_int_equal(db_vm_load_all(s, collect, c), 1);
+	return s;
+}
+
 /* A version 2 database (before clones) opens upgraded to the last
  * version: its VM keeps its snapshot, is not a clone, and can be recorded
  * as one from then on; it has no live migration coming in or going out
@@ -282,24 +297,14 @@ static void test_upgrade_2_3(void **state)
 	c.r[0].snapshot_clone = true;
 	c.r[0].incoming = strdup("unix:/run/in.sock,key-file=/run/k");
 	c.r[0].outgoing = strdup("https://b.example:7443");
-	assert_int_equal(db_vm_update(s, &c.r[0], NULL, NULL, NULL), 0);
-	collected_free(&c);
-	db_close(s);
-	s = db_open(path, err, sizeof(err));
-	assert_non_null(s);
-	assert_int_equal(db_vm_load_all(s, collect, &c), 1);
+	s = update_reopen(s, path, &c);
 	assert_true(c.r[0].snapshot_clone);
 	assert_string_equal(c.r[0].incoming, "unix:/run/in.sock,key-file=/run/k");
 	assert_string_equal(c.r[0].outgoing, "https://b.example:7443");
 	free(c.r[0].incoming);
 	free(c.r[0].outgoing);
 	c.r[0].incoming = c.r[0].outgoing = NULL;   /* ended: cleared, and kept so */
-	assert_int_equal(db_vm_update(s, &c.r[0], NULL, NULL, NULL), 0);
-	collected_free(&c);
-	db_close(s);
-	s = db_open(path, err, sizeof(err));
-	assert_non_null(s);
-	assert_int_equal(db_vm_load_all(s, collect, &c), 1);
+	s = update_reopen(s, path, &c);
 	assert_null(c.r[0].incoming);
 	assert_null(c.r[0].outgoing);
 	collected_free(&c);
