@@ -58,6 +58,16 @@
  * "migration-failed" with vm_lost, the source's copy stays paused, its
  * record too: resuming it is the operator's call).
  *
+ * A daemon restarted meanwhile (docs/daemon.md, "A live migration across
+ * a restart").  Each keeps in the database what it needs: the destination
+ * its VMM's --incoming until the stream completes (rec.incoming), the
+ * source the destination until the migration ends (rec.outgoing).  The
+ * reattach (supervisor.c) hands a destination's VM still starting back to
+ * incoming_wait (host_migrate_incoming_reattach), and follows a source
+ * VMM that still migrates to its end (host_migrate_outgoing_reattach,
+ * outgoing_wait); a source VMM that ended unseen during a migration is
+ * kept exited and never restarted, since the VM may run there.
+ *
  * Disks: shared storage (the same paths, visible to both daemons; the
  * destination checks every disk's chain opens there), or, with
  * with_disks, mirrored by the VMMs (docs/migration.md, "Disks"): the
