@@ -510,6 +510,7 @@ static int incoming_start(struct host *h, const char *spec, size_t len, bool tcp
 	long long deadline;
 	char why[1024];
 	pthread_t t;
+	int rc;
 
 	if (host_spec_parse(spec, len, true, &s, e))
 		return -1;
@@ -611,8 +612,8 @@ static int incoming_start(struct host *h, const char *spec, size_t len, bool tcp
 	j->h = h;
 	j->vm = vm;
 	snprintf(j->addr, sizeof(j->addr), "%s", addr);
-	if (pthread_create(&t, NULL, incoming_wait, j)) {
-		snprintf(why, sizeof(why), "cannot start a thread: %s", strerror(errno));
+	if ((rc = pthread_create(&t, NULL, incoming_wait, j))) {
+		snprintf(why, sizeof(why), "cannot start a thread: %s", strerror(rc));
 		api_err_set(e, 500, "internal", "vm \"%s\": %s", vm->rec.name, why);
 		free(j);
 		incoming_undo(h, vm, why);
@@ -838,6 +839,22 @@ static void mig_progress_locked(struct hvm *vm, json_t *st)
  * after that the last status says "postcopy-paused" still.  Recorded as
  * "migration-paused" and "migration-resumed" (once pages flow again, or
  * it is done).  -1 with `why` when the VMM refused or went away. */
+/* Ask our VMM, over its control connection `c`, to cancel its migration
+ * (it refuses once "end" went), and log its answer. */
+static void vmm_cancel(struct vmctl *c, const char *name)
+{
+	json_t *cq = json_pack("{s:s, s:b}", "cmd", "migrate", "cancel", 1), *ca = NULL;
+	char err[256];
+
+	if (vmctl_request(c, cq, &ca, 30000, err, sizeof(err)) == 0)
+		log_info("%s: cancel: %s", name, json_is_true(json_object_get(ca, "ok")) ?
+			 "cancelling" : json_string_value(json_object_get(ca, "error")) ?: "?");
+	else
+		log_warn("%s: cancel: %s", name, err);
+	json_decref(cq);
+	json_decref(ca);
+}
+
 static int vmm_migrate(struct host *h, struct hvm *vm, struct mig_link *l,
 		       const struct host_migrate_req *r, json_t **out, char *why, size_t size)
 {
@@ -945,15 +962,9 @@ static int vmm_migrate(struct host *h, struct hvm *vm, struct mig_link *l,
 		}
 		json_decref(st);
 		st = NULL;
-		if (cancel && !cancel_sent) {   /* the VMM's own cancel: refused once "end" went */
-			json_t *cq = json_pack("{s:s, s:b}", "cmd", "migrate", "cancel", 1), *ca = NULL;
-
+		if (cancel && !cancel_sent) {
 			cancel_sent = true;
-			if (vmctl_request(&c, cq, &ca, 30000, why, size) == 0)
-				log_info("%s: cancel: %s", vm->rec.name, json_is_true(json_object_get(ca, "ok")) ?
-					 "cancelling" : json_string_value(json_object_get(ca, "error")) ?: "?");
-			json_decref(cq);
-			json_decref(ca);
+			vmm_cancel(&c, vm->rec.name);
 			continue;
 		}
 		sleep_ms(HOST_MIGRATE_POLL_MS);
@@ -1516,20 +1527,20 @@ static void *outgoing_wait(void *arg)
 	struct hvm *vm = j->vm;
 	char sock[4200], err[256], name[sizeof(vm->rec.name)];
 	struct api_err e = { 0 };
-	json_t *st = NULL;
+	json_t *st = NULL, *req = json_pack("{s:s}", "cmd", "migrate-status");
 	const char *state = "";
-	bool cancel, cancel_sent = false;
+	bool cancel, cancel_sent = false, on;
 	struct vmctl c;
 
 	snprintf(name, sizeof(name), "%s", vm->rec.name);
 	host_vm_path(h, name, "control.sock", sock, sizeof(sock));
-	for (;;) {
+	/* one connection, as vmm_migrate's: its status, and a cancel */
+	on = vmctl_connect(&c, sock, 2000, err, sizeof(err)) == 0;
+	while (on) {
 		json_decref(st);
 		st = NULL;
-		if (vmctl_call(sock, "migrate-status", &st, 2000, err, sizeof(err))) {
-			state = "";
+		if (vmctl_request(&c, req, &st, 30000, err, sizeof(err)))
 			break;
-		}
 		state = json_string_value(json_object_get(st, "state")) ?: "";
 		pthread_mutex_lock(&h->lock);
 		mig_progress_locked(vm, st);
@@ -1537,19 +1548,18 @@ static void *outgoing_wait(void *arg)
 		pthread_mutex_unlock(&h->lock);
 		if (strcmp(state, "active") && strcmp(state, "completing") && strcmp(state, "postcopy"))
 			break;
-		if (cancel && vmctl_connect(&c, sock, 2000, err, sizeof(err)) == 0) {
-			json_t *cq = json_pack("{s:s, s:b}", "cmd", "migrate", "cancel", 1), *ca = NULL;
-
-			if (vmctl_request(&c, cq, &ca, 30000, err, sizeof(err)) == 0)
-				log_info("%s: cancel: %s", name, json_is_true(json_object_get(ca, "ok")) ?
-					 "cancelling" : json_string_value(json_object_get(ca, "error")) ?: "?");
-			json_decref(cq);
-			json_decref(ca);
-			vmctl_close(&c);
+		if (cancel) {
+			cancel_sent = true;
+			vmm_cancel(&c, name);
+			continue;
 		}
-		cancel_sent |= cancel;
 		sleep_ms(HOST_MIGRATE_POLL_MS);
 	}
+	if (on)
+		vmctl_close(&c);
+	json_decref(req);
+	if (!st)
+		state = "";
 	if (!strcmp(state, "done")) {
 		pthread_mutex_lock(&h->lock);
 		source_vmm_exit_locked(h, vm);
@@ -1581,18 +1591,18 @@ static void *outgoing_wait(void *arg)
 bool host_migrate_outgoing_reattach(struct host *h, struct hvm *vm)
 {
 	struct outgoing_job *j = calloc(1, sizeof(*j));
+	struct host_migrate_req r = { 0 };
 	struct api_err e = { 0 };
 	pthread_t t;
 	bool on;
+	int rc = 0;
 
 	pthread_mutex_lock(&h->lock);
-	on = j && vm->rec.outgoing && !vm->deleted &&
+	on = vm->rec.outgoing && !vm->deleted &&
 		hvm_claim_locked(vm, "migrate", 1u << HVM_RUNNING | 1u << HVM_PAUSED, &e) == 0;
 	if (on) {
 		vm->refs++;             /* the thread's, dropped as it releases */
-		j->h = h;
-		j->vm = vm;
-		snprintf(j->r.to, sizeof(j->r.to), "%s", vm->rec.outgoing);
+		snprintf(r.to, sizeof(r.to), "%s", vm->rec.outgoing);
 		memset(&vm->mig, 0, sizeof(vm->mig));
 		vm->mig.on = true;
 		snprintf(vm->mig.to, sizeof(vm->mig.to), "%s", vm->rec.outgoing);
@@ -1610,10 +1620,16 @@ bool host_migrate_outgoing_reattach(struct host *h, struct hvm *vm)
 		free(j);
 		return false;
 	}
-	if (pthread_create(&t, NULL, outgoing_wait, j)) {
+	if (j) {
+		j->h = h;
+		j->vm = vm;
+		j->r = r;
+	}
+	if (!j || (rc = pthread_create(&t, NULL, outgoing_wait, j))) {
 		api_err_set(&e, 500, "internal", "vm \"%s\": cannot start a thread to follow its "
-			    "migration to %s after a restart: %s", vm->rec.name, j->r.to, strerror(errno));
-		source_ended(h, vm, &j->r, NULL, false, &e);
+			    "migration to %s after a restart: %s", vm->rec.name, r.to,
+			    j ? strerror(rc) : "out of memory");
+		source_ended(h, vm, &r, NULL, false, &e);
 		free(j);
 		return true;
 	}
