@@ -33,6 +33,8 @@
 #include "mem/idle_sample.h"
 #include "vmm/vm.h"
 
+#include <jansson.h>
+
 const char run_usage[] =
 "usage: shoal run [OPTIONS]\n"
 "\n"
@@ -90,6 +92,10 @@ const char run_usage[] =
 "                           (M, the virtio interface: transitional (default),\n"
 "                           legacy or modern)\n"
 "      --timeout SECONDS    stop the VM with status 82 if it is still running\n"
+"      --exit-file PATH     when the VMM ends, write there one JSON line: its exit\n"
+"                           status, the reason, and whether the VM left by a\n"
+"                           completed live migration (\"migrated\"); opened\n"
+"                           (emptied) at the start, so empty if it was killed\n"
 "      --api-socket PATH    serve the control protocol on this Unix socket\n"
 "                           (`shoal snapshot create --socket PATH DIR` saves the VM)\n"
 "      --disk-overlay-dir DIR  with --restore: where each writable disk's new\n"
@@ -166,6 +172,8 @@ enum { OPT_CONSOLE = 256, OPT_TEMPLATE, OPT_CONFIG, OPT_TIMEOUT, OPT_PRINT, OPT_
 
 enum { OPT_MAC = 768, OPT_CID, OPT_TAP, OPT_VSOCK_SOCKET };  /* a restored VM's own */
 
+enum { OPT_EXIT_FILE = 1800 };          /* the way it ended, for a supervisor */
+
 enum { OPT_OVERLAY_DIR = 512 };
 
 enum { OPT_MEM_RECOVERY = 1700 };       /* mem/page_hash.c */
@@ -202,6 +210,7 @@ static const struct option run_options[] = {
 	{ "tap", required_argument, NULL, OPT_TAP },
 	{ "vsock-socket", required_argument, NULL, OPT_VSOCK_SOCKET },
 	{ "incoming", required_argument, NULL, OPT_INCOMING },
+	{ "exit-file", required_argument, NULL, OPT_EXIT_FILE },
 	{ "seccomp", required_argument, NULL, OPT_SECCOMP },
 	{ "jail", required_argument, NULL, OPT_JAIL },
 	{ "verbose", no_argument, NULL, 'v' },
@@ -269,6 +278,7 @@ static int run_apply_opt(int c, const char *arg, struct vm_config *cfg, struct r
 	case OPT_API: set_str(&o->api_socket, arg); return 0;
 	case OPT_RESTORE: set_str(&o->restore, arg); return 0;
 	case OPT_INCOMING: set_str(&o->incoming, arg); return 0;
+	case OPT_EXIT_FILE: set_str(&o->exit_file, arg); return 0;
 	case OPT_CLONE: o->clone = true; return 0;
 	case OPT_MEM_RECOVERY: o->mem_recovery = true; return 0;
 	case OPT_MAC: {
@@ -396,6 +406,50 @@ static void run_report_exit(const struct vm *vm, int status)
 		log_warn("%s", vm->exit_reason);
 	else
 		log_error("%s", vm->exit_reason);
+}
+
+/* --exit-file: opened (emptied) before anything, while every path is
+ * still ours (the jail's root is empty and read-only), and kept through
+ * the jail's sweep of inherited descriptors; -1 without it.  A
+ * supervisor reads it after the VMM is gone: empty, the VMM never got to
+ * say (killed, or the file was not opened). */
+static int run_exit_file_open(const struct run_opts *o, struct error *e)
+{
+	int fd;
+
+	if (!o->exit_file)
+		return -1;
+	fd = open(o->exit_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		error_set(e, EXIT_NOINPUT, "--exit-file: %s: %s", o->exit_file, strerror(errno));
+	return fd;
+}
+
+/* One line: {"status", "reason", "migrated"}, made durable (a supervisor
+ * that died meanwhile reads it after a crash of the host too).  A failure
+ * is logged: the exit status stands either way. */
+static void run_exit_file_write(int *fdp, const struct run_opts *o, const char *reason,
+				bool migrated, int status)
+{
+	int fd = *fdp;
+	json_t *j;
+	char *text;
+	size_t len;
+
+	if (fd < 0)
+		return;
+	*fdp = -1;
+	j = json_pack("{s:i, s:s, s:b}", "status", status, "reason", reason, "migrated", migrated);
+	text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	len = text ? strlen(text) : 0;
+	if (text)
+		text[len++] = '\n';    /* json_dumps' NUL becomes the newline */
+	if (!text || write(fd, text, len) != (ssize_t)len || fsync(fd) < 0)
+		log_warn("--exit-file: %s: %s", o->exit_file, text ? strerror(errno) :
+			 "out of memory");
+	free(text);
+	close(fd);
 }
 
 /* The VM from the snapshot --restore names, with the settings that may
@@ -609,18 +663,19 @@ static int run_mem_recovery(struct vm *vm, const struct run_opts *o, struct page
 
 /* Build the VM (or restore it), serve the control socket when asked, run
  * the guest to its end; returns the exit status (docs/cli.md).  The VM is
- * destroyed on every way out. */
-static int run_vm(const struct vm_config *cfg, const struct run_opts *o, struct run_seed *seed)
+ * destroyed on every way out.  Its end goes to --exit-file's `exit_fd`;
+ * a failure before the VM runs leaves it to the caller, with `err`. */
+static int run_vm_body(const struct vm_config *cfg, const struct run_opts *o,
+		       struct run_seed *seed, int *exit_fd, struct error *err)
 {
-	struct error e = { 0 };
 	const char *api_socket = o->api_socket, *why = NULL;
 	struct vm *vm;
 	int status;
 	bool on;
 
-	if (run_seccomp_on(o, &on, &why, &e)) {
-		log_error("%s", e.msg);
-		return e.status;
+	if (run_seccomp_on(o, &on, &why, err)) {
+		log_error("%s", err->msg);
+		return err->status;
 	}
 	/* Filters are compiled and no_new_privs set before any thread exists;
 	 * each thread installs its own as it starts (base/seccomp.h). */
@@ -628,58 +683,58 @@ static int run_vm(const struct vm_config *cfg, const struct run_opts *o, struct 
 		log_warn("seccomp is OFF (%s): the VMM's threads run with no syscall filter; a "
 			 "guest that breaks a device model gets every syscall. For debugging only",
 			 why);
-	else if (on && seccomp_enable(&e)) {
-		log_error("%s", e.msg);
-		return e.status;
+	else if (on && seccomp_enable(err)) {
+		log_error("%s", err->msg);
+		return err->status;
 	}
 	/* Namespaces before any thread; the parent stays outside and waits. */
-	if (o->jail.on && jail_stage1(&o->jail, &e)) {
-		log_error("%s", e.msg);
-		return e.status;
+	if (o->jail.on && jail_stage1(&o->jail, err)) {
+		log_error("%s", err->msg);
+		return err->status;
 	}
 	if (o->incoming)
 		migrate_incoming_prepare();     /* shared disks open inactive */
-	vm = o->restore ? run_restore(cfg, o, &e) :
-		o->incoming ? vm_create_incoming(cfg, &e) : vm_create(cfg, &e);
+	vm = o->restore ? run_restore(cfg, o, err) :
+		o->incoming ? vm_create_incoming(cfg, err) : vm_create(cfg, err);
 	run_seed_remove(seed);          /* the VM holds it open now, or failed */
 	if (!vm) {
-		log_error("%s", e.msg);
-		return e.status;
+		log_error("%s", err->msg);
+		return err->status;
 	}
 	struct page_hash *ph;
 	if ((status = run_mem_recovery(vm, o, &ph))) {
 		vm_destroy(vm);
 		return status;
 	}
-	if (o->incoming && migrate_incoming(vm, o->incoming, &e)) {
-		log_error("%s", e.msg);
+	if (o->incoming && migrate_incoming(vm, o->incoming, err)) {
+		log_error("%s", err->msg);
 		page_hash_stop(ph);
 		vm_destroy(vm);
-		return e.status;
+		return err->status;
 	}
 	struct zero_blocks *zb = run_zero_start(vm, cfg);
 	snapshot_add_command(vm);
 	migrate_add_command(vm);
 	idle_sample_add_command(vm);   /* opens /proc/self/pagemap: before the jail */
-	if (api_socket && control_start(vm, api_socket, &e)) {
-		log_error("%s", e.msg);
+	if (api_socket && control_start(vm, api_socket, err)) {
+		log_error("%s", err->msg);
 		migrate_wait(vm);
 		snapshot_wait(vm);
 		zero_blocks_stop(zb);
 		page_hash_stop(ph);
 		vm_destroy(vm);
-		return e.status;
+		return err->status;
 	}
 	/* Every file open and socket bound: into the empty root, unprivileged. */
-	if (o->jail.on && jail_stage2(&o->jail, &e)) {
-		log_error("%s", e.msg);
+	if (o->jail.on && jail_stage2(&o->jail, err)) {
+		log_error("%s", err->msg);
 		control_stop(vm);
 		migrate_wait(vm);
 		snapshot_wait(vm);
 		zero_blocks_stop(zb);
 		page_hash_stop(ph);
 		vm_destroy(vm);
-		return e.status;
+		return err->status;
 	}
 	if (!o->jail.on)
 		jail_probe();           /* the test probe's unjailed baseline */
@@ -688,9 +743,36 @@ static int run_vm(const struct vm_config *cfg, const struct run_opts *o, struct 
 	migrate_wait(vm);
 	snapshot_wait(vm);
 	run_report_exit(vm, status);
+	run_exit_file_write(exit_fd, o, vm->exit_reason, atomic_load(&vm->migrated), status);
 	run_zero_stop(zb);
 	page_hash_stop(ph);
 	vm_destroy(vm);
+	return status;
+}
+
+
+static int run_vm(const struct vm_config *cfg, struct run_opts *o, struct run_seed *seed)
+{
+	struct error e = { 0 };
+	int fd = run_exit_file_open(o, &e), status;
+
+	if (o->exit_file && fd < 0) {
+		log_error("%s", e.msg);
+		return e.status;
+	}
+	/* the jail closes every descriptor it is not told to keep */
+	if (fd >= 0 && o->jail.on && o->jail.nkeep >= JAIL_MAX_BINDS) {
+		log_error("--exit-file: the jail keeps at most %d inherited descriptors, and the "
+			  "network cards' take them all", JAIL_MAX_BINDS);
+		close(fd);
+		return EXIT_USAGE;
+	}
+	if (fd >= 0 && o->jail.on)
+		o->jail.keep_fds[o->jail.nkeep++] = fd;
+	status = run_vm_body(cfg, o, seed, &fd, &e);
+	/* it failed before the VM ran: the reason is that */
+	run_exit_file_write(&fd, o, e.msg[0] ? e.msg : "the VMM failed before the VM ran",
+			    false, status);
 	return status;
 }
 
@@ -781,6 +863,7 @@ out:
 	free(o.api_socket);
 	free(o.restore);
 	free(o.incoming);
+	free(o.exit_file);
 	free(o.disk_overlay_dir);
 	jail_opts_free(&o.jail);
 	return status;

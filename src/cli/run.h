@@ -25,6 +25,7 @@ struct run_opts {
 	int ntaps;
 	const char *vsock_socket; /* --vsock-socket PATH: a restored VM's, or NULL */
 	char *incoming;       /* --incoming URI: wait for a migration (state/migrate.h) */
+	char *exit_file;      /* --exit-file PATH: how the VMM ended, as JSON (run.c) */
 	int seccomp;          /* --seccomp: 1 on, -1 off (debugging), 0 not given */
 	struct jail_opts jail; /* --jail DIR[,uid=N][,gid=N][,bind=PATH]... (vmm/jail.h) */
 	int vm_flag;          /* the first flag of the VM's own settings given

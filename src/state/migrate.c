@@ -1880,6 +1880,7 @@ static void *migrate_thread(void *arg)
 		ctl_wait_50ms(c);
 	pthread_mutex_unlock(&c->lock);
 	mtrace("src.stop");
+	atomic_store(&vm->migrated, true);      /* --exit-file says so */
 	vm_stop(vm, 0, "the VM migrated to %s", c->uri);
 	return NULL;
 }

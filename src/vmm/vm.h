@@ -87,6 +87,8 @@ struct vm {
 	atomic_bool stopping;
 	int exit_status;               /* EXIT_* or the guest's code */
 	char exit_reason[256];         /* one line, for the user */
+	atomic_bool migrated;          /* the VM left by a completed live migration
+	                                * (state/migrate.c): this copy stopped for good */
 	pthread_mutex_t stop_lock;     /* also guards pause state below */
 	pthread_cond_t stop_cond;      /* signalled on stop, park and resume */
 

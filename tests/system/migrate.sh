@@ -123,8 +123,13 @@ def verify_at(d, seed, code, what):
     check(what, rc == code and "verify ok" in out and "verify bad" not in out,
           (rc, console(err)[-400:], out[-400:]))
 
+def exit_file(path):
+    try:
+        with open(path) as f: return json.loads(f.read())
+    except (OSError, ValueError): return {}
+
 # ---- an idle guest, over unix: ----
-src = source("s1")
+src = source("s1", extra=("--exit-file", os.path.join(tmp, "s1.exit")))
 check("source guest filled its pattern", wait_console(src[2], "shoal> "), console(src[2])[-300:])
 uri = "unix:" + os.path.join(tmp, "in1.sock")
 dst = dest("d1", uri)
@@ -145,13 +150,17 @@ print(f"note: idle 128 MiB guest over unix: downtime {info.get('downtime_ms', 0)
 rc = finish(src[0])
 check("the source exited 0 saying the VM migrated", rc == 0 and "migrated" in console(src[3]),
       (rc, console(src[3])[-300:]))
+ef = exit_file(os.path.join(tmp, "s1.exit"))
+check("the source's --exit-file says status 0, migrated, and the reason",
+      ef.get("status") == 0 and ef.get("migrated") is True and
+      ef.get("reason", "").startswith("the VM migrated to unix:"), ef)
 
 # ---- from there, over tcp: (the destination becomes a source) ----
 src2 = dst
 check("the destination runs the VM and serves its control socket", wait_path(dst[1], dst[0]),
       console(dst[3])[-300:])
 uri = f"tcp:127.0.0.1:{free_port()}"
-dst2 = dest("d2", uri)
+dst2 = dest("d2", uri, extra=("--exit-file", os.path.join(tmp, "d2.exit")))
 m = migrate(src2[1], uri)
 out, err = m.communicate(timeout=120)
 check("migrate (tcp:) the migrated VM again: status 0, the downtime and total time printed",
@@ -159,6 +168,9 @@ check("migrate (tcp:) the migrated VM again: status 0, the downtime and total ti
 rc = finish(src2[0])
 check("the second source exited 0", rc == 0, (rc, console(src2[3])[-300:]))
 verify_at(dst2, 7, 5, "after two migrations the guest verifies its pattern and exits 5")
+ef = exit_file(os.path.join(tmp, "d2.exit"))
+check("the destination's --exit-file says status 5, not migrated (the guest's own exit)",
+      ef.get("status") == 5 and ef.get("migrated") is False, ef)
 
 # ---- a guest that dirties memory while it migrates ----
 src = source("s3")

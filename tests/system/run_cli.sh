@@ -107,6 +107,27 @@ expect_status "zero vCPUs"               64 "cpus"              no_kvm "$SHOAL" 
 expect_status "too many vCPUs"           64 "more than Shoal supports" no_kvm "$SHOAL" run "${G[@]}" --cpus 500
 expect_status "memory too small"         64 "too small"         no_kvm "$SHOAL" run "${G[@]}" --memory 1M
 expect_status "memory larger than host"  67 "more than this host has" no_kvm "$SHOAL" run "${G[@]}" --memory 900G
+
+# --exit-file: how the VMM ended, one JSON line, a failure before the VM runs included
+"$SHOAL" run --kernel "$GUEST" --cmdline "exit 5" --console none --timeout 60 --exit-file "$TMP/exit.json" </dev/null 2>/dev/null; rc=$?
+check "--exit-file: the guest's exit 5, not migrated, with the reason" bash -c \
+	'[ "$1" = 5 ] && jq -se "length == 1 and (.[0] | .status == 5 and .migrated == false and .reason == \"guest exited with code 5 through the test device\")" "$2" >/dev/null' _ "$rc" "$TMP/exit.json" ||
+	cat "$TMP/exit.json"
+no_kvm "$SHOAL" run --kernel /nonexistent/vmlinux --exit-file "$TMP/exit66.json" </dev/null 2>/dev/null; rc=$?
+check "--exit-file: a kernel that is missing, status 66, and the reason naming it" bash -c \
+	'[ "$1" = 66 ] && jq -se "length == 1 and (.[0] | .status == 66 and .migrated == false and (.reason | contains(\"/nonexistent/vmlinux\")))" "$2" >/dev/null' _ "$rc" "$TMP/exit66.json" ||
+	cat "$TMP/exit66.json"
+if [ "$(id -u)" = 0 ]; then     # the jail closes inherited descriptors: it must keep this one
+	mkdir -p "$TMP/jroot"
+	"$SHOAL" run --kernel "$GUEST" --cmdline "exit 6" --console none --timeout 60 --jail "$TMP/jroot" \
+		--exit-file "$TMP/exitj.json" </dev/null 2>/dev/null; rc=$?
+	check "--exit-file with --jail: written from inside the jail (status 6)" bash -c \
+		'[ "$1" = 6 ] && jq -se "length == 1 and .[0].status == 6" "$2" >/dev/null' _ "$rc" "$TMP/exitj.json" ||
+		cat "$TMP/exitj.json"
+else
+	skip "--exit-file with --jail" "the jail needs root"
+fi
+expect_status "--exit-file that cannot be written" 66 "exit-file: /nonexistent/dir/f" no_kvm "$SHOAL" run "${G[@]}" --exit-file /nonexistent/dir/f
 expect_status "memory not a size"        64 "not a size"        no_kvm "$SHOAL" run "${G[@]}" --memory lots
 expect_status "command line too long"    64 "command line"      no_kvm "$SHOAL" run "${G[@]}" --cmdline "$long"
 expect_status "unknown CPU template"     64 "unknown CPU template 'pentium'" no_kvm "$SHOAL" run "${G[@]}" --cpu-template pentium
