@@ -17,6 +17,8 @@
  *       console.log             the guest's serial console (or the name
  *                               the spec's "file:NAME" console gives)
  *       exit                    written by the monitor when the VMM exits
+ *       vmm-exit                the VMM's own word on how it ended (shoal run
+ *                               --exit-file): did it migrate the VM away?
  *   STATE_DIR/snapshots/        0700
  *   STATE_DIR/snapshots/SNAP/   one snapshot the daemon took (snapshots.c):
  *                               manifest.json, state, memory (docs/snapshots.md)

@@ -46,10 +46,12 @@ struct vm_record {
 				  --incoming argument (migration.c) until the
 				  stream completes, so that a restarted shoald
 				  sees it through; NULL otherwise */
-	char *outgoing;        /* a VM going out by live migration: the
-				  destination (`to`) while it goes, so that a
-				  restarted shoald knows its VMM may have moved
-				  it (supervisor.c); NULL otherwise */
+	char *outgoing;        /* a VM going out by live migration, while it
+				  goes: JSON {"to", "token", "cacert"} (plain
+				  `to` as written before), so that a restarted
+				  shoald knows its VMM may have moved it and
+				  can settle the destination (migration.c);
+				  NULL otherwise */
 };
 
 /* A snapshot the daemon took (docs/daemon.md, "Snapshots").  Strings owned. */

@@ -330,6 +330,18 @@ bool host_migrate_incoming_reattach(struct host *h, struct hvm *vm);
  * the VMM's migration to its end (moved: the record goes; else it runs on
  * here).  False when it is not such a VM or is busy. */
 bool host_migrate_outgoing_reattach(struct host *h, struct hvm *vm);
+/* vms.outgoing's text (migration.c keeps the destination, its token and
+ * CA there while a migration goes) into r (r->cacert malloc'd, the
+ * caller's); 0, or -1 out of memory (r->to is set). */
+int host_migrate_outgoing_req(const char *text, struct host_migrate_req *r);
+/* Reattach (supervisor.c): `vm`'s VMM ended while shoald was down,
+ * during its migration to r, and its exit file says whether it migrated
+ * the VM (its record already exited, without the restart policy when it
+ * did).  A thread asks the destination and settles a copy held there in
+ * doubt: migrated, it is resumed and our record goes ("migrated",
+ * reattached); not migrated, it is deleted (ours ran on). */
+void host_migrate_outgoing_gone(struct host *h, struct hvm *vm, const struct host_migrate_req *r,
+				bool migrated);
 /* The source: cancel the migration of `name` in progress (before the
  * point of no return the VM runs on here, and the destination, its
  * stream cut, removes what it made); waits until it has ended.  0 when it

@@ -61,12 +61,17 @@
  * A daemon restarted meanwhile (docs/daemon.md, "A live migration across
  * a restart").  Each keeps in the database what it needs: the destination
  * its VMM's --incoming until the stream completes (rec.incoming), the
- * source the destination until the migration ends (rec.outgoing).  The
- * reattach (supervisor.c) hands a destination's VM still starting back to
- * incoming_wait (host_migrate_incoming_reattach), and follows a source
- * VMM that still migrates to its end (host_migrate_outgoing_reattach,
- * outgoing_wait); a source VMM that ended unseen during a migration is
- * kept exited and never restarted, since the VM may run there.
+ * source the destination, its token and CA until the migration ends
+ * (rec.outgoing, outgoing_text).  The reattach (supervisor.c) hands a
+ * destination's VM still starting back to incoming_wait
+ * (host_migrate_incoming_reattach), and follows a source VMM that still
+ * migrates to its end (host_migrate_outgoing_reattach, outgoing_wait).  A
+ * source VMM that ended unseen during a migration said, in its exit file
+ * (shoal run --exit-file), whether it moved the VM: yes, the record goes
+ * (outgoing_gone); not known (killed), it is kept exited and never
+ * restarted, since the VM may run there.  Either way a copy the
+ * destination holds in doubt is settled as host_vm_migrate would have
+ * (settle_held), with the token kept for that.
  *
  * Disks: shared storage (the same paths, visible to both daemons; the
  * destination checks every disk's chain opens there), or, with
@@ -1128,6 +1133,43 @@ static json_t *source_disks(json_t *spec, const char *name, struct api_err *e)
 	return out;
 }
 
+/* What vms.outgoing keeps while a migration goes: {"to", "token",
+ * "cacert"}, all a restarted shoald needs to ask the destination how it
+ * ended and settle a copy held there in doubt.  The token is the
+ * destination's credential: it sits in the database (0600, shoald's
+ * alone) only while the migration goes, and goes with the column. */
+static char *outgoing_text(const struct host_migrate_req *r)
+{
+	json_t *o = json_pack("{s:s}", "to", r->to);
+	char *text;
+
+	if (o && r->token[0])
+		json_object_set_new(o, "token", json_string(r->token));
+	if (o && r->cacert)
+		json_object_set_new(o, "cacert", json_string(r->cacert));
+	text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	return text ?: strdup(r->to);
+}
+
+int host_migrate_outgoing_req(const char *text, struct host_migrate_req *r)
+{
+	json_t *o = json_loads(text, 0, NULL);
+	const char *to = json_string_value(json_object_get(o, "to"));
+	const char *token = json_string_value(json_object_get(o, "token"));
+	const char *ca = json_string_value(json_object_get(o, "cacert"));
+	int rc = 0;
+
+	memset(r, 0, sizeof(*r));
+	/* a database of schema 6 before the token was kept: `to` alone */
+	snprintf(r->to, sizeof(r->to), "%s", to ?: text);
+	snprintf(r->token, sizeof(r->token), "%s", token ?: "");
+	if (ca && !(r->cacert = strdup(ca)))
+		rc = -1;
+	json_decref(o);
+	return rc;
+}
+
 /* The migration failed: record "migration-failed" (direction, to, the
  * error e->msg, and the fields of `more`, taken, if any), the record no
  * longer going out, and release the VM.  Lost (`more` has vm_lost), it is
@@ -1358,9 +1400,10 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 		char *text = d ? json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 
 		/* kept while it goes: a restarted shoald knows the VMM may move
-		 * it meanwhile (host_migrate_outgoing_reattach) */
+		 * it meanwhile, and can ask the destination how it ended
+		 * (host_migrate_outgoing_reattach, host_migrate_outgoing_gone) */
 		free(vm->rec.outgoing);
-		vm->rec.outgoing = strdup(r->to);
+		vm->rec.outgoing = outgoing_text(r);
 		host_persist_locked(h, vm, "migrating", text);
 		free(text);
 		json_decref(d);
@@ -1439,6 +1482,13 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 	rc = vmm_migrate(h, vm, &l, r, &st, why, sizeof(why));
 	link_close(&l, 2000);       /* the VMM closed its end: the relay ends */
 	explicit_bzero(l.key, sizeof(l.key));
+	if (getenv("SHOAL_TEST_MIGRATE_DIE_BEFORE_SETTLE")) {
+		/* tests: shoald dies as its VMM's migration ends, before it
+		 * settles anything; restarted, it must (supervisor.c) */
+		log_warn("%s: dying before the migration is settled (SHOAL_TEST_MIGRATE_DIE_"
+			 "BEFORE_SETTLE)", name);
+		raise(SIGKILL);
+	}
 	if (rc && vmm_died(h, vm))
 		return source_died(h, vm, r, why, result, e);
 	if (rc) {
@@ -1509,9 +1559,30 @@ int host_vm_migrate(struct host *h, const char *name, const struct host_migrate_
 
 struct outgoing_job {
 	struct host *h;
-	struct hvm *vm;             /* claimed "migrate", with a reference */
-	struct host_migrate_req r;  /* its destination only */
+	struct hvm *vm;             /* with a reference; claimed "migrate" unless
+				       gone and not migrated */
+	struct host_migrate_req r;  /* the destination, as vms.outgoing kept it */
+	int gone;                   /* 0: its VMM runs (outgoing_wait); 1: it
+				       ended, having migrated the VM; 2: it
+				       ended, the VM not migrated (outgoing_gone) */
 };
+
+static void outgoing_job_free(struct outgoing_job *j)
+{
+	free(j->r.cacert);
+	explicit_bzero(j->r.token, sizeof(j->r.token));
+	free(j);
+}
+
+/* Settle a copy the destination may hold in doubt, as host_vm_migrate
+ * does (`done`: ours is gone); "resumed", "deleted" or NULL, the
+ * destination's state after into dstate. */
+static const char *settle_held(struct host *h, const struct host_migrate_req *r,
+			       const char *name, bool done, char *dstate, size_t size)
+{
+	return dest_state(r, name, done, dstate, size) ?
+		dest_settle(h, r, name, done, dstate, size) : NULL;
+}
 
 /* The thread that sees through, after a restart, a migration our VMM
  * still runs: its status polled until it ends.  Done, the VM has moved
@@ -1519,17 +1590,19 @@ struct outgoing_job {
  * migration; failed or cancelled, it runs on here; paused in post-copy,
  * it is lost, since the key to reconnect with died with the old shoald.
  * A cancel (DELETE .../migration) is passed on to the VMM, as while the
- * old shoald ran. */
+ * old shoald ran.  A copy the destination holds in doubt (a last word
+ * lost, the old shoald dead before it settled it) is settled as
+ * host_vm_migrate would have: vms.outgoing kept the token for that. */
 static void *outgoing_wait(void *arg)
 {
 	struct outgoing_job *j = arg;
 	struct host *h = j->h;
 	struct hvm *vm = j->vm;
-	char sock[4200], err[256], name[sizeof(vm->rec.name)];
+	char sock[4200], err[256], name[sizeof(vm->rec.name)], dstate[32] = "unknown";
 	struct api_err e = { 0 };
 	json_t *st = NULL, *req = json_pack("{s:s}", "cmd", "migrate-status");
-	const char *state = "";
-	bool cancel, cancel_sent = false, on;
+	const char *state = "", *settled = NULL;
+	bool cancel, cancel_sent = false, on, end_sent;
 	struct vmctl c;
 
 	snprintf(name, sizeof(name), "%s", vm->rec.name);
@@ -1573,68 +1646,158 @@ static void *outgoing_wait(void *arg)
 						     "bytes",
 						     json_integer_value(json_object_get(st, "bytes"))));
 		json_decref(st);
+		settle_held(h, &j->r, name, true, dstate, sizeof(dstate));
 	} else if (!strcmp(state, "postcopy-paused")) {
 		source_lost(h, vm, &j->r, st, &e);
 	} else {
+		/* past "end", the destination may hold its copy in doubt: ours
+		 * runs on, so that one goes */
+		end_sent = st && json_is_true(json_object_get(st, "end_sent"));
+		if (end_sent)
+			settled = settle_held(h, &j->r, name, false, dstate, sizeof(dstate));
 		api_err_set(&e, 500, "migration_failed", "vm \"%s\": migration to %s, begun before "
-			    "shoald restarted, %s: %s (the VM runs on here)", name, j->r.to,
+			    "shoald restarted, %s: %s (the VM runs on here%s)", name, j->r.to,
 			    state[0] ? state : "ended unseen",
 			    st ? json_string_value(json_object_get(st, "error")) ?: "no reason given" :
-			    err);
+			    err, settled ? "; the destination's copy, held in doubt, was deleted" : "");
 		json_decref(st);
 		source_ended(h, vm, &j->r, json_pack("{s:b}", "reattached", 1), false, &e);
 	}
-	free(j);
+	outgoing_job_free(j);
 	return NULL;
+}
+
+/* The thread for a source VMM that ended while shoald was down, during
+ * its migration, having said how (host_migrate_outgoing_gone). */
+static void *outgoing_gone(void *arg)
+{
+	struct outgoing_job *j = arg;
+	struct host *h = j->h;
+	struct hvm *vm = j->vm;
+	char name[sizeof(vm->rec.name)], dstate[32] = "unknown";
+	const char *settled;
+
+	snprintf(name, sizeof(name), "%s", vm->rec.name);
+	settled = settle_held(h, &j->r, name, j->gone == 1, dstate, sizeof(dstate));
+	if (j->gone == 1) {
+		json_t *d = json_pack("{s:s, s:b, s:s, s:s}", "to", j->r.to, "reattached", 1,
+				      "source_exit", "while shoald was down",
+				      "destination_state", dstate);
+
+		if (d && settled)
+			json_object_set_new(d, "destination_settled", json_string(settled));
+		log_info("%s: migrated to %s while shoald was down (its VMM said so as it ended); "
+			 "there it is %s%s", name, j->r.to, dstate, settled ? ", resumed by us" : "");
+		pthread_mutex_lock(&h->lock);
+		source_moved_locked(h, vm, d);
+	} else {
+		pthread_mutex_lock(&h->lock);
+		hvm_put_locked(vm);
+		pthread_mutex_unlock(&h->lock);
+	}
+	outgoing_job_free(j);
+	return NULL;
+}
+
+/* Start `fn` on job j (taken); false, logged, if no thread starts. */
+static bool outgoing_thread(struct outgoing_job *j, void *(*fn)(void *), char *why, size_t size)
+{
+	pthread_t t;
+	int rc = pthread_create(&t, NULL, fn, j);
+
+	if (rc) {
+		snprintf(why, size, "%s", strerror(rc));
+		return false;
+	}
+	pthread_detach(t);
+	return true;
 }
 
 bool host_migrate_outgoing_reattach(struct host *h, struct hvm *vm)
 {
 	struct outgoing_job *j = calloc(1, sizeof(*j));
-	struct host_migrate_req r = { 0 };
 	struct api_err e = { 0 };
-	pthread_t t;
+	char why[128] = "out of memory";
 	bool on;
-	int rc = 0;
 
 	pthread_mutex_lock(&h->lock);
-	on = vm->rec.outgoing && !vm->deleted &&
+	on = j && vm->rec.outgoing && !vm->deleted &&
 		hvm_claim_locked(vm, "migrate", 1u << HVM_RUNNING | 1u << HVM_PAUSED, &e) == 0;
 	if (on) {
 		vm->refs++;             /* the thread's, dropped as it releases */
-		snprintf(r.to, sizeof(r.to), "%s", vm->rec.outgoing);
+		host_migrate_outgoing_req(vm->rec.outgoing, &j->r);
 		memset(&vm->mig, 0, sizeof(vm->mig));
 		vm->mig.on = true;
-		snprintf(vm->mig.to, sizeof(vm->mig.to), "%s", vm->rec.outgoing);
+		snprintf(vm->mig.to, sizeof(vm->mig.to), "%s", j->r.to);
 		snprintf(vm->mig.state, sizeof(vm->mig.state), "reattached");
 		log_info("%s: reattached during its migration to %s: following its VMM's", vm->rec.name,
-			 vm->rec.outgoing);
-	} else if (vm->rec.outgoing && !vm->deleted) {
+			 j->r.to);
+	} else if (j && vm->rec.outgoing && !vm->deleted) {
 		/* not running (stopping, say): no migration goes on */
 		free(vm->rec.outgoing);
 		vm->rec.outgoing = NULL;
 		host_persist_locked(h, vm, NULL, NULL);
 	}
 	pthread_mutex_unlock(&h->lock);
+	if (!j) {               /* vms.outgoing stays: the restart policy must not apply */
+		log_error("%s: cannot follow its migration after a restart: out of memory",
+			  vm->rec.name);
+		return false;
+	}
 	if (!on) {
 		free(j);
 		return false;
 	}
-	if (j) {
+	j->h = h;
+	j->vm = vm;
+	if (!outgoing_thread(j, outgoing_wait, why, sizeof(why))) {
+		api_err_set(&e, 500, "internal", "vm \"%s\": cannot start a thread to follow its "
+			    "migration to %s after a restart: %s", vm->rec.name, j->r.to, why);
+		source_ended(h, vm, &j->r, NULL, false, &e);
+		outgoing_job_free(j);
+	}
+	return true;
+}
+
+void host_migrate_outgoing_gone(struct host *h, struct hvm *vm, const struct host_migrate_req *r,
+				bool migrated)
+{
+	struct outgoing_job *j = calloc(1, sizeof(*j));
+	struct api_err e = { 0 };
+	char why[128] = "out of memory";
+	bool on;
+
+	pthread_mutex_lock(&h->lock);
+	/* moved: claimed until its record goes, so nothing starts it here */
+	on = j && !vm->deleted && (!migrated ||
+				   hvm_claim_locked(vm, "migrate", 1u << HVM_EXITED, &e) == 0);
+	if (on)
+		vm->refs++;
+	pthread_mutex_unlock(&h->lock);
+	if (on) {
 		j->h = h;
 		j->vm = vm;
-		j->r = r;
+		j->r = *r;
+		j->r.cacert = r->cacert ? strdup(r->cacert) : NULL;
+		j->gone = migrated ? 1 : 2;
+		if ((!r->cacert || j->r.cacert) && outgoing_thread(j, outgoing_gone, why, sizeof(why)))
+			return;
 	}
-	if (!j || (rc = pthread_create(&t, NULL, outgoing_wait, j))) {
-		api_err_set(&e, 500, "internal", "vm \"%s\": cannot start a thread to follow its "
-			    "migration to %s after a restart: %s", vm->rec.name, r.to,
-			    j ? strerror(rc) : "out of memory");
-		source_ended(h, vm, &r, NULL, false, &e);
+	log_error("%s: its VMM migrated it to %s while shoald was down%s, but %s: its record "
+		  "stays, exited: delete it here%s", vm->rec.name, r->to, migrated ? "" : " (not)",
+		  e.msg[0] ? e.msg : why, migrated ? " once it runs there" : "");
+	if (on) {
+		pthread_mutex_lock(&h->lock);
+		if (migrated) {
+			hvm_release_unlock(h, vm, "");  /* the claim and the reference */
+		} else {
+			hvm_put_locked(vm);
+			pthread_mutex_unlock(&h->lock);
+		}
+		outgoing_job_free(j);
+	} else {
 		free(j);
-		return true;
 	}
-	pthread_detach(t);
-	return true;
 }
 
 /* Remove the images in made[0..n) that are there, and directory `dir`

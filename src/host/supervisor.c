@@ -127,11 +127,12 @@ const char *supervisor_exit_reason(int status, char *buf, size_t size)
 /* ---- the monitor process (async-signal-safe code only) ---- */
 
 struct spawn_args {
-	char *argv[32];             /* the VMM's command line */
+	char *argv[36];             /* the VMM's command line */
 	char *margv[40];            /* the monitor's, when it is re-executed */
 	char restore_args[8400];    /* a restore's own vsock socket and TAPs (snapshots.c) */
 	char incoming[4400];        /* an incoming migration's --incoming (migration.c) */
 	char log[4200], exitf[4200], exit_tmp[4300];
+	char vmm_exit[4200];        /* the VMM's --exit-file (read_vmm_exit) */
 	int cgroup_fd;              /* the VM cgroup's cgroup.procs (cgroup.c), or -1 */
 };
 
@@ -345,6 +346,8 @@ static int spawn_prepare(struct host *h, struct hvm *vm, struct spawn_args *a,
 	if (snprintf(a->exit_tmp, sizeof(a->exit_tmp), "%s.tmp", a->exitf) >= (int)sizeof(a->exit_tmp))
 		return api_err_set(e, 500, "internal", "%s: path too long", a->exitf);
 	unlink(a->exitf);
+	host_vm_path(h, name, "vmm-exit", a->vmm_exit, sizeof(a->vmm_exit));
+	unlink(a->vmm_exit);
 	if (restore) {          /* this start restores the VM's snapshot */
 		struct snapshot_record sr;
 		int g = db_snapshot_get(h->db, vm->rec.snapshot, &sr);
@@ -381,6 +384,8 @@ static int spawn_prepare(struct host *h, struct hvm *vm, struct spawn_args *a,
 	}
 	a->argv[i++] = "--api-socket";
 	a->argv[i++] = store[1];
+	a->argv[i++] = "--exit-file";
+	a->argv[i++] = a->vmm_exit;
 	a->argv[i++] = "--console";  /* as in config.json: the VM's directory, or none */
 	a->argv[i++] = store[2];
 	if (h->jail) {
@@ -564,6 +569,24 @@ static int read_exit_file(struct host *h, const char *name)
 	return -1;
 }
 
+/* Did the VMM migrate its VM away before it ended?  Its --exit-file
+ * (vms/NAME/vmm-exit, one JSON line written as it ends) says: 1 yes, 0
+ * no, -1 not known (empty: it was killed, or never got to say). */
+static int read_vmm_exit(struct host *h, const char *name)
+{
+	char path[4200];
+	json_error_t err;
+	json_t *j = json_load_file(host_vm_path(h, name, "vmm-exit", path, sizeof(path)), 0, &err);
+	json_t *m = json_object_get(j, "migrated");
+	int v = json_is_boolean(m) ? json_is_true(m) : -1;
+	struct stat st;
+
+	if (!j && stat(path, &st) == 0 && st.st_size > 0)
+		log_warn("%s: %s: %s (line %d)", name, path, err.text, err.line);
+	json_decref(j);
+	return v;
+}
+
 /* A VMM killed by SIGSYS broke its seccomp filter (base/seccomp.h); its
  * handler wrote "shoal: seccomp: thread KIND made forbidden syscall NAME
  * (NR)" to stderr, which is the VM's vmm.log.  Puts ": seccomp: thread
@@ -652,10 +675,11 @@ static void hvm_maybe_restart_locked(struct host *h, struct hvm *vm, int status)
 	pthread_detach(t);
 }
 
-/* Record that `vm`'s VMM ended with `status` (-1: unknown); its restart
- * policy applies unless `no_restart`. */
-static void hvm_exited(struct host *h, struct hvm *vm, int status, const char *context,
-		       bool no_restart)
+/* Record that `vm`'s VMM ended with `status` (-1: unknown), its reason
+ * `what` (NULL: the status's meaning, docs/cli.md) and `context`; its
+ * restart policy applies unless `no_restart`. */
+static void hvm_exited(struct host *h, struct hvm *vm, int status, const char *what,
+		       const char *context, bool no_restart)
 {
 	char reason[1536], words[160], *detail;
 	json_t *d;
@@ -665,7 +689,10 @@ static void hvm_exited(struct host *h, struct hvm *vm, int status, const char *c
 		pthread_mutex_unlock(&h->lock);
 		return;
 	}
-	supervisor_exit_reason(status, words, sizeof(words));
+	if (what)
+		snprintf(words, sizeof(words), "%s", what);
+	else
+		supervisor_exit_reason(status, words, sizeof(words));
 	if (vm->stop_requested)
 		snprintf(reason, sizeof(reason), "stopped on request (%s)",
 			 status == 0 ? "VMM exited normally" : words);
@@ -712,12 +739,67 @@ static void monitor_context(const siginfo_t *si, char *out, size_t size)
 			 sigabbrev_np(si->si_status) ? sigabbrev_np(si->si_status) : "?");
 }
 
+/* `vm`'s VMM ended with `status` and no migration thread saw it (`when`:
+ * shoald was down, or its VMM did not answer as shoald came back).  Coming
+ * in by a live migration (rec.incoming), whether that completed is not
+ * known here: the record stays, exited, for the operator (its disks may be
+ * the VM's only copy).  Going out (rec.outgoing), its exit file says
+ * whether it moved the VM: yes, the restart policy must not start a
+ * second copy here, and the record goes once the destination is asked
+ * (host_migrate_outgoing_gone); no, this is an ordinary exit, and a copy
+ * the destination holds in doubt is deleted; not known (killed), the VM
+ * may run there now, and the record stays, exited, without the restart
+ * policy.  Neither: an ordinary exit. */
+static void exited_unwatched(struct host *h, struct hvm *vm, int status, const char *when)
+{
+	char ctx[1400];
+	struct host_migrate_req r = { 0 };
+	bool moving, out;
+	int migrated = read_vmm_exit(h, vm->rec.name);
+
+	pthread_mutex_lock(&h->lock);
+	out = vm->rec.outgoing != NULL;
+	if (out)
+		host_migrate_outgoing_req(vm->rec.outgoing, &r);
+	moving = vm->rec.incoming || (out && migrated != 0);
+	if (vm->rec.incoming)
+		snprintf(ctx, sizeof(ctx), " (%s, as it came in by a live migration: whether that "
+			 "completed is not known; delete it if its source runs on)", when);
+	else if (out && migrated == 1)  /* its status, 0, is not a power-off */
+		snprintf(ctx, sizeof(ctx), " to %.1000s (its VMM ended %s, its exit file saying "
+			 "so)", r.to, when);
+	else if (out && migrated == 0)
+		snprintf(ctx, sizeof(ctx), " (%s, its live migration to %.1000s having ended "
+			 "without moving it)", when, r.to);
+	else if (out)
+		snprintf(ctx, sizeof(ctx), " (%s, during its live migration to %.1000s: it may run "
+			 "there now; look there before starting it here)", when, r.to);
+	else
+		snprintf(ctx, sizeof(ctx), " (%s)", when);
+	free(vm->rec.incoming);
+	free(vm->rec.outgoing);
+	vm->rec.incoming = vm->rec.outgoing = NULL;
+	pthread_mutex_unlock(&h->lock);
+	if (out)
+		log_warn("%s: its VMM ended %s, during its live migration to %s: %s", vm->rec.name,
+			 when, r.to, migrated == 1 ? "its exit file says it migrated the VM" :
+			 migrated == 0 ? "its exit file says it did not migrate the VM" :
+			 "it left no exit file (killed?): whether the VM moved is not known here");
+	spawn_taps_down(h, vm);
+	hvm_exited(h, vm, status, out && migrated == 1 ? "the VM migrated" : NULL, ctx, moving);
+	if (out && migrated >= 0)
+		host_migrate_outgoing_gone(h, vm, &r, migrated == 1);
+	free(r.cacert);
+	explicit_bzero(r.token, sizeof(r.token));
+}
+
 /* A pidfd fired: reap if it is our child, read the exit file, record. */
 static void supervisor_handle(struct host *h, struct hvm *vm)
 {
 	char why[256] = "";
 	siginfo_t si;
 	int fd, status;
+	bool unwatched;
 
 	memset(&si, 0, sizeof(si));
 	pthread_mutex_lock(&h->lock);
@@ -736,8 +818,17 @@ static void supervisor_handle(struct host *h, struct hvm *vm)
 		host_cgroup_oom_killed(h, vm->rec.name, why, sizeof(why));
 	if (status == 128 + SIGSYS)
 		seccomp_context(h, vm->rec.name, why, sizeof(why));
-	spawn_taps_down(h, vm);         /* before a restart makes them again */
-	hvm_exited(h, vm, status, why[0] ? why : NULL, false);
+	pthread_mutex_lock(&h->lock);
+	/* going out, or coming in, with no migration thread on it (its VMM
+	 * did not answer as shoald came back) */
+	unwatched = (vm->rec.outgoing || vm->rec.incoming) && !vm->busy;
+	pthread_mutex_unlock(&h->lock);
+	if (unwatched) {
+		exited_unwatched(h, vm, status, "unwatched since shoald restarted");
+	} else {
+		spawn_taps_down(h, vm);         /* before a restart makes them again */
+		hvm_exited(h, vm, status, NULL, why[0] ? why : NULL, false);
+	}
 	host_put(h, vm);
 }
 
@@ -842,32 +933,7 @@ static void supervisor_reattach_one(struct host *h, struct hvm *vm)
 
 	if (!monitor_alive(vm->rec.monitor_pid) ||
 	    supervisor_watch(h, vm, vm->rec.monitor_pid) < 0) {
-		char ctx[1400];
-		bool moving;
-
-		/* A VMM that ended unseen during a live migration: whether it
-		 * completed is not known here.  Coming in, the record stays,
-		 * exited, for the operator (its disks may be the VM's only
-		 * copy).  Going out, the VM may run there now: the restart
-		 * policy must not start a second copy here. */
-		pthread_mutex_lock(&h->lock);
-		moving = vm->rec.incoming || vm->rec.outgoing;
-		if (vm->rec.incoming)
-			snprintf(ctx, sizeof(ctx), " (while shoald was down, as it came in by a live "
-				 "migration: whether that completed is not known; delete it if its "
-				 "source runs on)");
-		else if (vm->rec.outgoing)
-			snprintf(ctx, sizeof(ctx), " (while shoald was down, during its live migration "
-				 "to %.1000s: it may run there now; look there before starting it here)",
-				 vm->rec.outgoing);
-		else
-			snprintf(ctx, sizeof(ctx), " (while shoald was down)");
-		free(vm->rec.incoming);
-		free(vm->rec.outgoing);
-		vm->rec.incoming = vm->rec.outgoing = NULL;
-		pthread_mutex_unlock(&h->lock);
-		spawn_taps_down(h, vm);
-		hvm_exited(h, vm, read_exit_file(h, vm->rec.name), ctx, moving);
+		exited_unwatched(h, vm, read_exit_file(h, vm->rec.name), "while shoald was down");
 		return;
 	}
 	/* still coming in by a live migration: its VMM serves no control

@@ -48,6 +48,22 @@
 #       - A6's VMM killed as its stream begins (SHOALMIG): B undoes its
 #         copy, and the migration fails saying the VM is lost; A6's record
 #         says exited (no restart: it ended during the migration).
+#   - and two source daemons that die (SIGKILL, the test's hook
+#     SHOAL_TEST_MIGRATE_DIE_BEFORE_SETTLE) as their VMM's migration ends,
+#     before they settle anything, and are started again (docs/daemon.md,
+#     "A live migration across a restart"):
+#       - A7 where its go-ahead goes (as A1), web-7 with restart "always":
+#         A7's VMM completed, wrote so in its exit file, and exited; B
+#         holds web-7 in doubt.  A7 restarted reads the exit file and the
+#         destination's token (kept in its database while the migration
+#         went), resumes B's copy, and removes its record without
+#         restarting it (events exited, migration-settled, migrated with
+#         reattached); at B the guest verifies its memory and disk;
+#       - A8 where B's acknowledgement comes back (as A2): A8's VMM runs
+#         web-8 on, B holds a copy in doubt.  A8 restarted follows its
+#         VMM's migration, finds it failed past "end", and deletes B's
+#         copy (migration-settled deleted, migration-failed reattached);
+#         at A8 the guest verifies its memory and disk.
 #
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.bash"
@@ -84,14 +100,16 @@ event_of() { curl -s --unix-socket "$1" "http://d/v1/events?vm=$2" | jq -c --arg
 TO=(--to "$URL" --to-token-file "$TMP/token" --to-cacert "$TMP/cert.pem")
 A=0x2000000
 SPEC_MEMORY=128M
-truncate -s 1M "$TMP/shared/run.img" "$TMP/shared/ack.img" "$TMP/shared/op.img" "$TMP/shared/die.img"
+truncate -s 1M "$TMP/shared/run.img" "$TMP/shared/ack.img" "$TMP/shared/op.img" "$TMP/shared/die.img" \
+	"$TMP/shared/run7.img" "$TMP/shared/ack8.img"
 
-# start_filled ONFN NAME [DISK]: NAME created and started on ONFN's daemon
-# (fill 16M with seed 7, then a shell; DISK: a writable disk on shared
-# storage, $TMP/shared/DISK), up to its shell.
+# start_filled ONFN NAME [DISK [EXTRA]]: NAME created and started on ONFN's
+# daemon (fill 16M with seed 7, then a shell; DISK: a writable disk on
+# shared storage, $TMP/shared/DISK; EXTRA: more members of its spec), up
+# to its shell.
 start_filled() {
 	local on=$1 name=$2 disks=""
-	[ -n "${3:-}" ] && disks="\"disks\": [{\"path\": \"$TMP/shared/$3\"}]"
+	[ -n "${3:-}" ] && disks="\"disks\": [{\"path\": \"$TMP/shared/$3\"}]${4:+, $4}"
 	check "create and start $name on ${on#on} (fill 16M${3:+, a writable disk on shared storage})" \
 		"$on" "$SHOAL" vm create -f <(spec "$name" "fill $A 16M 7; echo filled; shell" "$disks") --start
 	"$on" wait_console_long "$name" "shoal>" ||
@@ -225,4 +243,63 @@ check "A6's record of web-6 says exited, not busy, its migration-failed event vm
 	"[ \"\$(curl -s --unix-socket '$SA6' http://d/v1/vms/web-6 | jq -c '[.state, .busy]')\" = '[\"exited\",null]' ] &&
 	 [ '$lost' = '[true,\"gone\"]' ] && [ $(status_of "$SB" web-6) = 404 ]" || echo "  $lost"
 check "delete web-6 on A6" onA6 "$SHOAL" vm delete web-6
+
+# wait_for WHAT TRIES CMD...: CMD true within TRIES tenths of a second.
+wait_for() {
+	local what=$1 n=$2
+	shift 2
+	for _ in $(seq "$n"); do "$@" && return 0; sleep 0.1; done
+	echo "  gave up waiting: $what"
+	return 1
+}
+held_in_doubt() { [ "$(field "$SB" "$1" '[.state, .in_doubt] | @csv')" = '"paused",true' ]; }
+gone_from() { [ "$(status_of "$1" "$2")" = 404 ]; }
+not_busy() { [ "$(field "$1" "$2" .busy)" = null ]; }
+
+# --- A7 dies as its VMM completes, its go-ahead cut: restarted, it resumes B's copy ---
+mig_daemon a7 inA "SHOAL_TEST_MIGRATE_CUT_WORD=SHOALRUN SHOAL_TEST_MIGRATE_DIE_BEFORE_SETTLE=1" \
+	--allow-dir "$TMP/shared" || { fail "daemon A7 starts"; finish; }
+SA7=$TMP/a7/shoald.sock
+onA7() { SHOAL_SOCKET=$SA7 "$@"; }
+start_filled onA7 web-7 run7.img '"restart": "always"'
+out=$(onA7 "$SHOAL" vm migrate web-7 "${TO[@]}" 2>&1); rc=$?
+check "A7 dies as web-7's migration ends, its go-ahead cut, before it settles anything (the test's hooks)" bash -c \
+	"[ $rc != 0 ] && grep -q 'cutting the connection where \"SHOALRUN\" would pass' '$TMP/a7.log' &&
+	 grep -q 'web-7: dying before the migration is settled' '$TMP/a7.log'" || { echo "  rc=$rc: $out"; tail -n 5 "$TMP/a7.log"; }
+check "B holds web-7 paused, in doubt" wait_for "web-7 in doubt at B" 100 held_in_doubt web-7
+check "A7's VMM wrote in its exit file that it migrated web-7 (status 0), and exited" \
+	wait_for "A7's VMM's exit file" 100 jq -se 'length == 1 and .[0].migrated == true and .[0].status == 0' "$TMP/a7/vms/web-7/vmm-exit"
+mig_kill a7 2>/dev/null
+mig_daemon a7 inA SHOAL_MID_TEST=a7 --allow-dir "$TMP/shared" || { fail "daemon A7 restarts"; finish; }
+check "A7 restarted removes its record of web-7" wait_for "web-7 gone from A7" 300 gone_from "$SA7" web-7
+types=$(curl -s --unix-socket "$SA7" 'http://d/v1/events?vm=web-7' | jq -c '[.events[].type | select(startswith("migrat") or . == "exited" or . == "restarting")]')
+mig=$(event_of "$SA7" web-7 migrated | jq -c '[.reattached, .destination_settled, .destination_state]')
+check "A7 recorded web-7 exited, migration-settled and migrated (reattached, resumed, running), never restarting it" \
+	test "$types $mig" = '["migrating","exited","migration-settled","migrated"] [true,"resumed","running"]' ||
+	{ echo "  $types $mig"; event_of "$SA7" web-7 exited; tail -n 10 "$TMP/a7.log"; }
+check "web-7 runs on B, no longer in doubt" \
+	test "$(curl -s --unix-socket "$SB" http://d/v1/vms/web-7 | jq -c '[.state, .in_doubt]')" = '["running",null]'
+disk_verified onB web-7 7 "on B web-7's memory is A7's (verify ok) and it wrote and read its shared disk"
+
+# --- A8 dies as its VMM's migration fails past "end": restarted, it deletes B's copy ---
+mig_daemon a8 inA "SHOAL_TEST_MIGRATE_CUT_WORD=SHOALACK SHOAL_TEST_MIGRATE_DIE_BEFORE_SETTLE=1" \
+	--allow-dir "$TMP/shared" || { fail "daemon A8 starts"; finish; }
+SA8=$TMP/a8/shoald.sock
+onA8() { SHOAL_SOCKET=$SA8 "$@"; }
+start_filled onA8 web-8 ack8.img
+out=$(onA8 "$SHOAL" vm migrate web-8 "${TO[@]}" 2>&1); rc=$?
+check "A8 dies as web-8's migration fails, B's acknowledgement cut, before it settles anything (the test's hooks)" bash -c \
+	"[ $rc != 0 ] && grep -q 'web-8: dying before the migration is settled' '$TMP/a8.log'" || { echo "  rc=$rc: $out"; tail -n 5 "$TMP/a8.log"; }
+check "B holds web-8 paused, in doubt" wait_for "web-8 in doubt at B" 100 held_in_doubt web-8
+mig_kill a8 2>/dev/null
+mig_daemon a8 inA SHOAL_MID_TEST=a8 --allow-dir "$TMP/shared" || { fail "daemon A8 restarts"; finish; }
+check "A8 restarted follows web-8's migration to its end, and B's copy goes" wait_for "web-8 gone from B" 300 gone_from "$SB" web-8
+wait_for "web-8 not busy at A8" 100 not_busy "$SA8" web-8
+settled=$(event_of "$SA8" web-8 migration-settled | jq -c '[.action, .destination_state]')
+failed=$(event_of "$SA8" web-8 migration-failed | jq -c '.reattached')
+check "A8 recorded migration-settled (deleted, gone) and migration-failed (reattached)" \
+	test "$settled $failed" = '["deleted","gone"] true' || { echo "  $settled $failed"; tail -n 10 "$TMP/a8.log"; }
+check "web-8 runs on A8, not busy" \
+	test "$(curl -s --unix-socket "$SA8" http://d/v1/vms/web-8 | jq -c '[.state, .busy]')" = '["running",null]'
+disk_verified onA8 web-8 8 "on A8 web-8 verifies its memory and wrote and read its disk"
 finish

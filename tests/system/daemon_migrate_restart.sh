@@ -27,9 +27,14 @@
 #         busy migrate, follows its VMM's migration (vms.outgoing) to its
 #         end, and removes its record (migrated, reattached), never
 #         restarting it; at B the guest verifies its 24M;
-#       - A started again only after its VMM moved web-3 and exited keeps
+#       - A started again only after its VMM moved web-3 and exited reads
+#         the VMM's exit file (shoal run --exit-file), which says it
+#         migrated web-3: the record goes (exited, migrated with
+#         reattached), and web-3 is never restarted (no second copy);
+#       - the same with web-5, its VMM's exit file emptied as a VMM killed
+#         by a signal leaves it: whether it moved is not known, so A keeps
 #         the record exited, saying it may run at B, and does not restart
-#         it (no second copy);
+#         it;
 #       - A started again while web-4's stream goes, and the migration
 #         cancelled there: A passes the cancel on to its VMM, web-4 runs
 #         on at A (migration-failed, reattached) and verifies its 24M, and
@@ -132,7 +137,7 @@ check "stop and delete web-1 on B" onB "$SHOAL" vm delete web-1 --force
 # To B's API socket (two daemons on one host) A's VMM is handed the
 # connection itself, so its stream goes on without A.  web-2 and web-3
 # have restart "always": a VM that moved must not start again here.
-for n in 2 3 4; do
+for n in 2 3 4 5; do
 	check "create and start web-$n on A (fill 24M, restart always)" \
 		onA "$SHOAL" vm create -f <(spec web-$n "fill $A 24M 7; echo filled; shell" '"restart": "always"') --start
 	onA wait_console_long web-$n "shoal>" ||
@@ -168,20 +173,37 @@ onB wait_console_long web-2 "verify ok sum=" ||
 check "on B web-2 runs and its 24M pattern verifies" onB console_has web-2 "len=25165824 seed=7"
 check "stop and delete web-2 on B" onB "$SHOAL" vm delete web-2 --force
 
-# A started again only after its VMM moved the VM and exited: that is not
-# known for sure, so the record stays exited, and it is not restarted
+# A started again only after its VMM moved the VM and exited: the VMM's
+# exit file says it migrated, so the record goes, and it is not restarted
 a_migrates web-3
 for _ in $(seq 1200); do [ -e "$TMP/a/vms/web-3/exit" ] && break; sleep 0.05; done
-check "meanwhile web-3 moved: B runs it, and A's VMM exited" bash -c \
-	"[ -e '$TMP/a/vms/web-3/exit' ] && [ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms/web-3 | jq -r .state)\" = running ]"
+check "meanwhile web-3 moved: B runs it, and A's VMM exited, its exit file saying it migrated" bash -c \
+	"[ -e '$TMP/a/vms/web-3/exit' ] && [ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms/web-3 | jq -r .state)\" = running ] &&
+	 jq -se 'length == 1 and .[0].migrated == true and .[0].status == 0' '$TMP/a/vms/web-3/vmm-exit' >/dev/null"
+mig_daemon a inA SHOAL_MRS_TEST=a || { fail "daemon A restarts"; finish; }
+for _ in $(seq 200); do [ "$(status_of "$SA" web-3)" = 404 ] && break; sleep 0.05; done
+check "A started again removes web-3's record (exited, then migrated: reattached, B's copy running) and never restarted it" bash -c \
+	"[ $(status_of "$SA" web-3) = 404 ] &&
+	 curl -s --unix-socket '$SA' 'http://d/v1/events?vm=web-3' | jq -e '([.events[] | select(.type == \"restarting\")] | length == 0) and ([.events[-3:][].type] == [\"exited\", \"migrated\", \"deleted\"]) and .events[-2].detail.reattached == true and .events[-2].detail.destination_state == \"running\"' >/dev/null" ||
+	{ events_of "$SA" web-3; tail -n 5 "$TMP/a.log"; }
+check "delete web-3 on B" onB "$SHOAL" vm delete web-3 --force
+
+# The same, but the VMM's exit file empty, as a VMM killed by a signal
+# leaves it: whether it moved is not known, so the record stays exited,
+# and it is not restarted
+a_migrates web-5
+for _ in $(seq 1200); do [ -e "$TMP/a/vms/web-5/exit" ] && break; sleep 0.05; done
+: >"$TMP/a/vms/web-5/vmm-exit"
+check "meanwhile web-5 moved: B runs it, and A's VMM exited (its exit file emptied by the test)" bash -c \
+	"[ -e '$TMP/a/vms/web-5/exit' ] && [ \"\$(curl -s --unix-socket '$SB' http://d/v1/vms/web-5 | jq -r .state)\" = running ]"
 mig_daemon a inA SHOAL_MRS_TEST=a || { fail "daemon A restarts"; finish; }
 sleep 1
-check "A started again has web-3 exited, saying it may run at B, and did not restart it (restart always)" bash -c \
-	"curl -s --unix-socket '$SA' http://d/v1/vms/web-3 | jq -e '.state == \"exited\" and (.last_exit.reason | test(\"during its live migration to .*: it may run there now; look there before starting it here\"))' >/dev/null &&
-	 curl -s --unix-socket '$SA' 'http://d/v1/events?vm=web-3' | jq -e '[.events[] | select(.type == \"restarting\")] | length == 0' >/dev/null" ||
-	{ curl -s --unix-socket "$SA" http://d/v1/vms/web-3; events_of "$SA" web-3; }
-check "delete web-3's record on A, and web-3 on B" bash -c \
-	"SHOAL_SOCKET='$SA' '$SHOAL' vm delete web-3 && SHOAL_SOCKET='$SB' '$SHOAL' vm delete web-3 --force"
+check "A started again has web-5 exited, saying it may run at B, and did not restart it (restart always)" bash -c \
+	"curl -s --unix-socket '$SA' http://d/v1/vms/web-5 | jq -e '.state == \"exited\" and (.last_exit.reason | test(\"during its live migration to .*: it may run there now; look there before starting it here\"))' >/dev/null &&
+	 curl -s --unix-socket '$SA' 'http://d/v1/events?vm=web-5' | jq -e '[.events[] | select(.type == \"restarting\")] | length == 0' >/dev/null" ||
+	{ curl -s --unix-socket "$SA" http://d/v1/vms/web-5; events_of "$SA" web-5; }
+check "delete web-5's record on A, and web-5 on B" bash -c \
+	"SHOAL_SOCKET='$SA' '$SHOAL' vm delete web-5 && SHOAL_SOCKET='$SB' '$SHOAL' vm delete web-5 --force"
 
 # A started again while its VMM streams, then the migration cancelled there
 a_migrates web-4
