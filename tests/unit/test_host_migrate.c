@@ -11,6 +11,8 @@
  *     auto_converge in the migrate body, booleans;
  *   - where the source connects: the destination's address, its wildcard
  *     host replaced by the host of the destination's URL;
+ *   - vms.outgoing read back after a restart: the destination, its token
+ *     and CA, or the destination alone as schema 6 first kept it;
  *   - a real daemon: migrating an unknown VM is 404, one that is not
  *     running 409 (nothing recorded); an incoming VM whose spec names a
  *     file outside --allow-dir is 403, one whose name is taken 409, one
@@ -228,6 +230,30 @@ static void test_connect_addr(void **state)
 	}
 }
 
+/* vms.outgoing as a restarted source reads it: the destination, its token
+ * and CA (JSON), or `to` alone as schema 6 wrote it before the token was
+ * kept */
+static void test_outgoing_req(void **state)
+{
+	struct host_migrate_req r;
+
+	(void)state;
+	assert_int_equal(host_migrate_outgoing_req("{\"to\": \"https://b:8443\", \"token\": \"s3cret\", "
+						   "\"cacert\": \"-----BEGIN CERTIFICATE-----\"}", &r), 0);
+	assert_string_equal(r.to, "https://b:8443");
+	assert_string_equal(r.token, "s3cret");
+	assert_string_equal(r.cacert, "-----BEGIN CERTIFICATE-----");
+	free(r.cacert);
+	assert_int_equal(host_migrate_outgoing_req("{\"to\": \"/run/b/shoald.sock\"}", &r), 0);
+	assert_string_equal(r.to, "/run/b/shoald.sock");
+	assert_string_equal(r.token, "");
+	assert_null(r.cacert);
+	assert_int_equal(host_migrate_outgoing_req("https://b:8443", &r), 0);
+	assert_string_equal(r.to, "https://b:8443");
+	assert_string_equal(r.token, "");
+	assert_null(r.cacert);
+}
+
 /* ---- a real daemon, /bin/false as its VMM ---- */
 
 struct fixture {
@@ -424,6 +450,7 @@ int main(void)
 		cmocka_unit_test(test_migrate_body),
 		cmocka_unit_test(test_incoming_body),
 		cmocka_unit_test(test_connect_addr),
+		cmocka_unit_test(test_outgoing_req),
 		cmocka_unit_test_setup_teardown(test_daemon_refusals, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
