@@ -1768,9 +1768,13 @@ void host_migrate_outgoing_gone(struct host *h, struct hvm *vm, const struct hos
 	bool on;
 
 	pthread_mutex_lock(&h->lock);
+	if (vm->deleted) {      /* deleted meanwhile: nothing of ours to settle */
+		pthread_mutex_unlock(&h->lock);
+		free(j);
+		return;
+	}
 	/* moved: claimed until its record goes, so nothing starts it here */
-	on = j && !vm->deleted && (!migrated ||
-				   hvm_claim_locked(vm, "migrate", 1u << HVM_EXITED, &e) == 0);
+	on = j && (!migrated || hvm_claim_locked(vm, "migrate", 1u << HVM_EXITED, &e) == 0);
 	if (on)
 		vm->refs++;
 	pthread_mutex_unlock(&h->lock);
