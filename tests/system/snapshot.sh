@@ -162,18 +162,20 @@ for i, code in ((1, 5), (2, 6)):
           rc == code and "verify ok" in out and "verify bad" not in out, (rc, err, out[-600:]))
 check("restoring left the snapshot unchanged", tree_hash(snap) == before)
 
-# ---- a live checkpoint: the guest overwrites memory while it is written ----
-B = "0xc000000"    # 192 MiB: the writer, which goes in address order, gets there last
+# ---- a live checkpoint: the guest writes memory while it is written ----
+B = "0xc000000"    # 192 MiB: the writer, which goes in address order, gets there late
+C = "0xe000000"    # 224 MiB: later still
 snapl = os.path.join(tmp, "snap-live")
 p, sock, log = start("live", f"fill {B} 32M 7; shell")
 check("live: guest filled its pattern", wait_console(log, "shoal> "), console(log)[-300:])
+# The guest is already writing when the snapshot begins: it dirties C, which
+# the writer reaches last, for 15 s, so its writes meet pages not yet saved.
+# (Before, it began an overwrite typed once the snapshot had begun, which
+# once lost the race to the writer: writes_waited 0.)
+s = type_into(sock, f"dirty 16 15 {C} 8M; echo dirtied\r")
+wait_console(log, "shoal> dirty", 10)
 c = subprocess.Popen([shoal, "snapshot", "create", "--live", "--socket", sock, snapl, "--output", "json"],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-# overwrite the pattern as soon as the VM runs again: the writer is still on its way
-for _ in range(500):
-    if ctl(sock, {"cmd": "snapshot-status"}).get("state") != "none": break
-    time.sleep(0.01)
-s = type_into(sock, f"fill {B} 32M 9; echo overwritten\r")
 out, err = c.communicate(timeout=300)
 try:
     info = json.loads(out)
@@ -185,14 +187,21 @@ print(f"note: live snapshot: paused {info.get('pause_ms', 0):.1f} ms, written in
       f"{info.get('total_ms', 0):.0f} ms, {info.get('writes_waited')} guest writes waited (a figure)")
 check("live snapshot: the guest's writes during it waited for their memory to be saved first",
       info.get("writes_waited", 0) > 0, info)
-check("live: the original went on and overwrote its pattern",
+check("live: the original went on to the end of its dirtying",
+      wait_console(log, "shoal-guest: dirtied", 120), console(log)[-300:])
+s.close()
+s = type_into(sock, f"fill {B} 32M 9; echo overwritten\r")
+check("live: the original overwrote its pattern after the snapshot",
       wait_console(log, "shoal-guest: overwritten", 120), console(log)[-300:])
 s.sendall(b"exit 0\r"); finish(p); s.close()
 st = os.stat(os.path.join(snapl, "memory"))
 check("live snapshot: the memory file is sparse too", st.st_blocks * 512 < 160 << 20, st.st_blocks)
 check("live snapshot: manifest says live", json.load(open(os.path.join(snapl, "manifest.json"))).get("live") is True)
 p, sock, log = start("live-restored", None, restore=snapl)
-time.sleep(0.3)
+# restored at the pause instant, mid-dirtying: it finishes that first
+restored_dirtied = wait_console(log, "shoal-guest: dirtied", 120)
+check("live snapshot restores mid-command: the guest finishes the dirtying it was in",
+      restored_dirtied, console(log)[-300:])
 s = type_into(sock, f"verify {B} 32M 7; exit 8\r")
 rc, err = finish(p); s.close()
 out = console(log)
