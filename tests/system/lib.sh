@@ -26,6 +26,31 @@ skip() { echo "SKIP: $1: $2"; }
 check() { local n=$1; shift; if "$@"; then pass "$n"; else fail "$n" "command failed: $*"; return 1; fi; }
 finish() { exit $T_FAILED; }
 
+# jq 1.6 exits 0 under -e (--exit-status) when its input holds no value
+# at all, so `curl ... | jq -e CHECK` would pass on a daemon that answered
+# nothing, and `jq -e CHECK FILE` on an empty file.  Here -e that prints
+# nothing is a failure (status 4, as jq 1.7 has it).  Exported: checks run
+# it under `bash -c` too.
+jq() {
+	local a e=0 out rc
+	for a in "$@"; do
+		case $a in
+		--exit-status) e=1 ;;
+		--*) ;;
+		-[a-zA-Z]*) [[ $a == *e* ]] && e=1 ;;
+		esac
+	done
+	[ $e = 0 ] && { command jq "$@"; return; }
+	out=$(command jq "$@"); rc=$?
+	if [ $rc = 0 ] && [ -z "$out" ]; then
+		echo "jq: -e: no value in its input" >&2
+		return 4
+	fi
+	[ -n "$out" ] && printf '%s\n' "$out"
+	return $rc
+}
+export -f jq
+
 # require_kvm NAME: end the script with a SKIP where /dev/kvm is missing
 # or not usable (scripts/kvm-box.sh --usable: the kvm_pvm back end is not)
 # (the scripts marked "# tier: kvm" need it), saying how to run it anyway.
