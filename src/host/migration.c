@@ -1787,9 +1787,13 @@ void host_migrate_outgoing_gone(struct host *h, struct hvm *vm, const struct hos
 		if ((!r->cacert || j->r.cacert) && outgoing_thread(j, outgoing_gone, why, sizeof(why)))
 			return;
 	}
-	log_error("%s: its VMM migrated it to %s while shoald was down%s, but %s: its record "
-		  "stays, exited: delete it here%s", vm->rec.name, r->to, migrated ? "" : " (not)",
-		  e.msg[0] ? e.msg : why, migrated ? " once it runs there" : "");
+	if (migrated)
+		log_error("%s: its VMM migrated it to %s while shoald was down, but %s: its record "
+			  "stays, exited: delete it here once it runs there", vm->rec.name, r->to,
+			  e.msg[0] ? e.msg : why);
+	else
+		log_error("%s: cannot ask %s whether it holds a copy in doubt (its VMM here did not "
+			  "migrate it): %s: delete any such copy there", vm->rec.name, r->to, why);
 	if (on) {
 		pthread_mutex_lock(&h->lock);
 		if (migrated) {
